@@ -1,0 +1,3 @@
+//! `lepus-broker`: runs the bundled broker as a server (placeholder).
+
+fn main() {}

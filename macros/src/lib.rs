@@ -1,0 +1,1 @@
+//! `lepus-macros`: the attribute macros of Lepus (work in progress; see issue 3).

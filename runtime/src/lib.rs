@@ -1,0 +1,1 @@
+//! `lepus-runtime`: the runtime of Lepus (work in progress; see issue 3).

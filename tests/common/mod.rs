@@ -1,0 +1,79 @@
+//! The test harness shared by every integration test in `tests/`.
+//!
+//! Each test gets a broker from [`broker`]: by default a bundled broker started in-process on
+//! `127.0.0.1:0` (stopped by [`TestBroker::stop`] or when the test's runtime ends), or, when
+//! `LEPUS_TEST_AMQP_URL` is set, the external broker at that URL (`.ci/run` points it at the
+//! RabbitMQ it starts, so the same suite checks our semantics against the reference).
+//!
+//! Tests that share an external broker must not collide: name every queue and exchange with
+//! [`unique`].
+#![allow(dead_code, unreachable_pub)]
+
+use lepus::broker::{Broker, BrokerHandle};
+
+/// The environment variable that points the suite at an external broker.
+pub const EXTERNAL_URL_VAR: &str = "LEPUS_TEST_AMQP_URL";
+
+/// A broker for one test: in-process, or the external one named by `LEPUS_TEST_AMQP_URL`.
+pub struct TestBroker {
+    url: String,
+    /// The in-process broker, or `None` for an external one (which we never stop).
+    handle: Option<BrokerHandle>,
+}
+
+impl TestBroker {
+    /// The AMQP URL to connect to (credentials and vhost included).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True when the broker is our in-process one; false for RabbitMQ (or any external broker).
+    pub fn is_bundled(&self) -> bool {
+        self.handle.is_some()
+    }
+
+    /// The in-process broker's handle (`None` against an external broker).
+    pub fn handle(&self) -> Option<&BrokerHandle> {
+        self.handle.as_ref()
+    }
+
+    /// Shuts the in-process broker down gracefully; a no-op for an external broker.
+    pub async fn stop(self) {
+        if let Some(handle) = self.handle {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// Starts a bundled broker on `127.0.0.1:0`, or returns the external one from the environment.
+pub async fn broker() -> TestBroker {
+    init_tracing();
+    if let Ok(url) = std::env::var(EXTERNAL_URL_VAR) {
+        return TestBroker { url, handle: None };
+    }
+    let handle = Broker::builder()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .expect("the in-process broker starts on 127.0.0.1:0");
+    TestBroker {
+        url: handle.amqp_url(),
+        handle: Some(handle),
+    }
+}
+
+/// A name no other test (nor an earlier run against the same external broker) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Sends `tracing` output to the test's captured output; `RUST_LOG` picks the level.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
