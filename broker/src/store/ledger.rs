@@ -1,0 +1,178 @@
+//! `Ledger`: live-message accounting per segment, which decides when a segment can be deleted
+//! (compaction).
+//!
+//! A segment may go when (a) none of its enqueue records is still live and (b) none of its
+//! remove/purge records still matters. A remove record in segment S for a message in an older
+//! segment T matters as long as T exists: deleting S first would bring the message back on the
+//! next recovery. So S keeps a *pin* on T for each such record, and T's deletion releases them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::QueueId;
+
+/// Accounting of one segment.
+#[derive(Debug, Default)]
+struct Account {
+    /// Live (enqueued, not yet removed) messages in this segment, per queue. Entries at zero are
+    /// removed, so an empty map means "nothing live".
+    live: HashMap<QueueId, u64>,
+    /// Older segments that removal records in this segment refer to, with the record count.
+    pins: BTreeMap<u32, u64>,
+}
+
+/// Live counts and pins of every segment on disk. Owned by the store's append state (behind its
+/// mutex): appenders update it as they reserve records, the writer thread asks it what to
+/// delete.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    segments: BTreeMap<u32, Account>,
+}
+
+impl Ledger {
+    /// Registers a (new or recovered) segment.
+    pub(crate) fn add_segment(&mut self, segment: u32) {
+        self.segments.entry(segment).or_default();
+    }
+
+    /// A message of `queue` was enqueued in `segment`.
+    pub(crate) fn enqueued(&mut self, segment: u32, queue: QueueId) {
+        *self
+            .segments
+            .entry(segment)
+            .or_default()
+            .live
+            .entry(queue)
+            .or_default() += 1;
+    }
+
+    /// A remove record in segment `holder` took a message of `queue` out of segment `target`.
+    pub(crate) fn removed(&mut self, holder: u32, queue: QueueId, target: u32) {
+        let Some(account) = self.segments.get_mut(&target) else {
+            return;
+        };
+        if let Some(count) = account.live.get_mut(&queue) {
+            *count -= 1;
+            if *count == 0 {
+                account.live.remove(&queue);
+            }
+            self.pin(holder, target);
+        }
+    }
+
+    /// A purge record in segment `holder` removed every message of `queue` enqueued before it.
+    pub(crate) fn purged(&mut self, holder: u32, queue: QueueId) {
+        let mut targets = Vec::new();
+        for (&segment, account) in &mut self.segments {
+            if account.live.remove(&queue).is_some() {
+                targets.push(segment);
+            }
+        }
+        for target in targets {
+            self.pin(holder, target);
+        }
+    }
+
+    /// The durable queue was deleted: its records are dead (recovery skips queues missing from
+    /// the definitions), so it stops counting anywhere. Needs no pins: the definitions file,
+    /// not a log record, says the queue is gone.
+    pub(crate) fn forget_queue(&mut self, queue: QueueId) {
+        for account in self.segments.values_mut() {
+            account.live.remove(&queue);
+        }
+    }
+
+    fn pin(&mut self, holder: u32, target: u32) {
+        if holder != target {
+            *self
+                .segments
+                .entry(holder)
+                .or_default()
+                .pins
+                .entry(target)
+                .or_default() += 1;
+        }
+    }
+
+    /// Segments below `limit` with nothing live and no pins: safe to delete now, in any order.
+    pub(crate) fn deletable(&self, limit: u32) -> Vec<u32> {
+        self.segments
+            .range(..limit)
+            .filter(|(_, account)| account.live.is_empty() && account.pins.is_empty())
+            .map(|(&segment, _)| segment)
+            .collect()
+    }
+
+    /// `segment` is gone from disk: forget it and release the pins that referred to it.
+    pub(crate) fn deleted(&mut self, segment: u32) {
+        self.segments.remove(&segment);
+        for account in self.segments.values_mut() {
+            account.pins.remove(&segment);
+        }
+    }
+
+    /// Number of segments accounted for.
+    pub(crate) fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Live messages over all segments.
+    pub(crate) fn live_messages(&self) -> u64 {
+        self.segments
+            .values()
+            .flat_map(|account| account.live.values())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const Q: QueueId = QueueId(1);
+
+    #[test]
+    fn segment_with_live_messages_is_kept() {
+        let mut ledger = Ledger::default();
+        ledger.enqueued(1, Q);
+        ledger.enqueued(1, Q);
+        ledger.removed(1, Q, 1);
+        assert_eq!(ledger.deletable(10), Vec::<u32>::new());
+        ledger.removed(1, Q, 1);
+        assert_eq!(ledger.deletable(10), vec![1]);
+        assert_eq!(ledger.deletable(1), Vec::<u32>::new(), "limit excludes");
+    }
+
+    #[test]
+    fn a_removal_pins_its_target_until_the_target_is_deleted() {
+        let mut ledger = Ledger::default();
+        ledger.enqueued(1, Q); // a: stays live for a while
+        ledger.enqueued(1, Q); // b
+        ledger.enqueued(2, Q); // c
+        ledger.removed(2, Q, 1); // ack b, recorded in segment 2
+        ledger.removed(2, Q, 2); // ack c
+                                 // Segment 2 has nothing live but its ack of b must outlive segment 1.
+        assert_eq!(ledger.deletable(10), Vec::<u32>::new());
+        ledger.removed(3, Q, 1); // ack a, recorded in segment 3
+        assert_eq!(ledger.deletable(10), vec![1]);
+        ledger.deleted(1);
+        assert_eq!(ledger.deletable(10), vec![2, 3]);
+    }
+
+    #[test]
+    fn purge_and_queue_deletion_release_live_counts() {
+        let mut ledger = Ledger::default();
+        let other = QueueId(2);
+        ledger.enqueued(1, Q);
+        ledger.enqueued(1, other);
+        ledger.enqueued(2, Q);
+        ledger.purged(3, Q);
+        assert_eq!(ledger.live_messages(), 1);
+        assert_eq!(ledger.deletable(10), vec![2]);
+        ledger.forget_queue(other);
+        assert_eq!(ledger.deletable(10), vec![1, 2]);
+        ledger.deleted(1);
+        ledger.deleted(2);
+        assert_eq!(ledger.deletable(10), vec![3]);
+    }
+}
