@@ -102,19 +102,20 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
             }
         })?;
         if is_last {
-            if end.valid_len < end.file_len {
-                scanned.torn_bytes = end.file_len - end.valid_len;
+            scanned.torn_bytes = end.file_len - end.valid_len;
+            if scanned.torn_bytes > 0 {
                 tracing::warn!(
                     segment,
                     offset = end.valid_len,
                     bytes = scanned.torn_bytes,
                     "dropping the torn tail of the last segment"
                 );
-                if end.valid_len < SEGMENT_HEADER.len() as u64 {
-                    create_segment(data_dir, segment)?;
-                } else {
-                    truncate(&path, end.valid_len)?;
-                }
+            }
+            if end.valid_len < SEGMENT_HEADER.len() as u64 {
+                // Created but its header never made it to disk (or an empty file).
+                create_segment(data_dir, segment)?;
+            } else if scanned.torn_bytes > 0 {
+                truncate(&path, end.valid_len)?;
             }
             scanned.last_segment = segment;
             // A segment is at most 1 GiB plus one record of at most 512 MiB: fits u32.

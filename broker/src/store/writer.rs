@@ -330,6 +330,9 @@ impl Writer {
             if sync_due {
                 self.sync()?;
             }
+            // Compaction before completion, so that once a remove is committed its freed
+            // segments are gone too (disk use never lags behind what the caller saw).
+            shared.compact()?;
             self.complete();
             if !chunks.is_empty() {
                 let counters = &shared.counters;
@@ -348,7 +351,6 @@ impl Writer {
                     }
                 }
             }
-            shared.compact()?;
 
             if closing && shared.lock().chunks.is_empty() {
                 self.sync()?;
