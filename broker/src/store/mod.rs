@@ -44,6 +44,8 @@ mod segment;
 mod writer;
 
 #[cfg(test)]
+mod crash_test;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;

@@ -16,10 +16,10 @@ use super::segment::{list_segments, segment_path};
 use super::*;
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TestDir(PathBuf);
+pub(super) struct TestDir(pub(super) PathBuf);
 
 impl TestDir {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
             "lepus-store-{}-{}",
