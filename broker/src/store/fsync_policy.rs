@@ -23,6 +23,20 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// The `--fsync` option's value was not `always`, `never` or `<milliseconds>ms`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid fsync policy {0:?}: expected `always`, `never` or an interval such as `200ms`")]
+pub struct InvalidFsyncPolicy(String);
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = InvalidFsyncPolicy;
+
+    /// Parses the `--fsync` option (usable as a clap `value_parser`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text).ok_or_else(|| InvalidFsyncPolicy(text.to_owned()))
+    }
+}
+
 impl FsyncPolicy {
     /// Parses the `--fsync` option: `always`, `never`, or an interval in milliseconds such as
     /// `200ms`.
@@ -54,5 +68,7 @@ mod tests {
         );
         assert_eq!(FsyncPolicy::parse("0ms"), None);
         assert_eq!(FsyncPolicy::parse("sometimes"), None);
+        assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+        assert!("ms".parse::<FsyncPolicy>().is_err());
     }
 }

@@ -28,6 +28,28 @@
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
 //! ```
 //!
+//! # Integrating (what the broker does)
+//! 1. At start, before listening: `Store::open` (blocking; `spawn_blocking` it). An error ends
+//!    the start with the error's message; [`StoreError::is_corruption`] tells the operator the
+//!    files need a look.
+//! 2. Declare what [`Recovered::definitions`] lists (keeping each [`QueueDef::id`] with its
+//!    queue), then push each [`RecoveredQueue`]'s positions onto its queue, in order, flagged
+//!    `redelivered = true`. Bodies are read with [`Store::read`] when needed.
+//! 3. `queue.declare` / `exchange.declare` / `queue.bind` / `exchange.bind` of durable entities
+//!    (never exclusive queues): await the matching store call before the `-ok`; deletes and
+//!    unbinds likewise.
+//! 4. `basic.publish` with `delivery-mode = 2`, per durable queue it is routed to: under that
+//!    queue's lock, [`Store::enqueue`] (log order = queue order); keep the [`Position`] with the
+//!    message; send the publisher confirm once every [`Commit`] of that publish resolved.
+//!    Transient messages and non-durable queues never touch the store.
+//! 5. When a persistent message leaves a durable queue for good (ack, no-ack delivery or
+//!    `basic.get`, reject/nack without requeue, expiry, length limit): [`Store::remove`]. A
+//!    requeue writes nothing. `queue.purge`: [`Store::purge`].
+//! 6. Memory budget: past it, drop a committed message's body and keep its 12-byte
+//!    [`Position`]; read the body back at delivery.
+//! 7. On shutdown: [`Store::close`]. Store errors close the connection with
+//!    [`StoreError::reply_code`] (541 INTERNAL_ERROR).
+//!
 //! Not implemented: rewriting sparse old segments (one long-lived message keeps its whole
 //! segment, and the segments holding acks of that segment's other messages, on disk), a lock
 //! against two brokers opening one directory, and sharing one body between the queues a
@@ -64,7 +86,7 @@ use tokio::sync::oneshot;
 
 pub use definitions::{BindingDef, BindingDestination, Definitions, ExchangeDef, QueueDef};
 pub use error::StoreError;
-pub use fsync_policy::FsyncPolicy;
+pub use fsync_policy::{FsyncPolicy, InvalidFsyncPolicy};
 pub use position::Position;
 pub use record::MAX_RECORD_LEN;
 
