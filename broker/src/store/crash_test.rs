@@ -187,7 +187,11 @@ fn store_survives_sigkill_at_random_moments() {
             "cycle {cycle}: lost committed messages {lost:?}"
         );
         total_recovered += queue.messages.len();
-        drop(store);
+        // Wait for the writer thread before the next child opens the directory.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(store.close()).unwrap();
     }
     println!(
         "crash test: {CYCLES} cycles, {} committed, {} acked, {total_recovered} recovered \

@@ -318,6 +318,9 @@ impl Store {
     /// snapshot is on disk.
     pub async fn declare_exchange(&self, exchange: ExchangeDef) -> Result<(), StoreError> {
         let mut defs = self.definitions.lock().await;
+        if defs.exchanges.contains(&exchange) {
+            return Ok(());
+        }
         let mut next = defs.clone();
         next.exchanges
             .retain(|e| !(e.vhost == exchange.vhost && e.name == exchange.name));
@@ -610,7 +613,8 @@ impl Store {
 }
 
 impl Drop for Store {
-    /// Tells the writer thread to flush what is pending and exit.
+    /// Tells the writer thread to flush what is pending and exit, without waiting for it: call
+    /// [`Store::close`] first when the directory is to be opened again.
     fn drop(&mut self) {
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();

@@ -140,6 +140,7 @@ async fn acks_and_purges_survive_reopen() {
     }
     store.remove(q, positions[1]).unwrap().await.unwrap();
     store.remove(q, positions[4]).unwrap().await.unwrap();
+    store.close().await.unwrap();
     drop(store);
 
     let (store, recovered) = open(&dir.0);
@@ -150,6 +151,7 @@ async fn acks_and_purges_survive_reopen() {
     store.purge(q).unwrap().await.unwrap();
     let (_, commit) = store.enqueue(q, &[], b"after purge").unwrap();
     commit.await.unwrap();
+    store.close().await.unwrap();
     drop(store);
 
     let (store, recovered) = open(&dir.0);
@@ -183,6 +185,7 @@ async fn deleted_queue_loses_its_messages_and_id() {
         store.enqueue(doomed, &[], b"z"),
         Err(StoreError::UnknownQueue(id)) if id == doomed
     ));
+    store.close().await.unwrap();
     drop(store);
 
     let (store, recovered) = open(&dir.0);
@@ -195,6 +198,7 @@ async fn deleted_queue_loses_its_messages_and_id() {
     // A queue declared again under the old name gets a fresh id: the old records stay dead.
     let again = queue(&store, "doomed").await;
     assert!(again.0 > kept.0);
+    store.close().await.unwrap();
     drop(store);
     let (_, recovered) = open(&dir.0);
     let again_queue = recovered.queues.iter().find(|q| q.id == again).unwrap();
@@ -510,6 +514,7 @@ async fn compaction_deletes_fully_acked_segments() {
     assert_eq!(store.stats().live_messages, 3);
 
     // Reopen: exactly the unacked ones come back, in order.
+    store.close().await.unwrap();
     drop(store);
     let (store, recovered) = open_small(&dir.0, 4096);
     assert_eq!(
@@ -528,6 +533,7 @@ async fn compaction_deletes_fully_acked_segments() {
         store.read(positions[0]),
         Err(StoreError::NoMessage { .. })
     ));
+    store.close().await.unwrap();
     drop(store);
     let (_, recovered) = open_small(&dir.0, 4096);
     assert!(recovered.queues[0].messages.is_empty());
@@ -555,6 +561,7 @@ async fn an_ack_record_outlives_the_segment_it_acks_into() {
     assert_eq!(d.segment, 3);
     store.remove(q, d).unwrap().await.unwrap();
     assert_eq!(segment_files(&dir.0), vec![1, 2, 3]);
+    store.close().await.unwrap();
     drop(store);
     let (store, recovered) = open_small(&dir.0, 4096);
     assert_eq!(recovered.queues[0].messages, vec![a]);
@@ -642,6 +649,7 @@ async fn random_operations_match_a_model_across_reopens() {
             _ => {
                 store.close().await.unwrap();
                 deleted += store.stats().segments_deleted;
+                store.close().await.unwrap();
                 drop(store);
                 let (reopened, recovered) = open_small(&dir.0, 4096);
                 store = reopened;
