@@ -677,3 +677,41 @@ async fn random_operations_match_a_model_across_reopens() {
     );
     assert!(deleted > 0, "the run must exercise compaction");
 }
+
+/// Not a test: prints the store's persistent-append throughput (1 KiB bodies, 128 publishers
+/// each waiting for its commit before the next append, fsync before every commit). Run with
+/// `cargo test -p lepus-broker --release --lib store::tests::throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test"]
+async fn throughput() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    let store = std::sync::Arc::new(store);
+    let q = queue(&store, "q").await;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..128 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = [0x5a; 1024];
+            for _ in 0..400 {
+                let (position, commit) = store.enqueue(q, &[0x10, 0, 2], &body).unwrap();
+                commit.await.unwrap();
+                store.remove(q, position).unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let stats = store.stats();
+    println!(
+        "{} enqueues in {elapsed:?}: {:.0} msg/s, {} fsyncs ({:.1} records per fsync), {} segments deleted",
+        128 * 400,
+        f64::from(128 * 400) / elapsed.as_secs_f64(),
+        stats.fsyncs,
+        stats.records as f64 / stats.fsyncs as f64,
+        stats.segments_deleted,
+    );
+}
