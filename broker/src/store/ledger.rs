@@ -5,17 +5,21 @@
 //! remove/purge records still matters. A remove record in segment S for a message in an older
 //! segment T matters as long as T exists: deleting S first would bring the message back on the
 //! next recovery. So S keeps a *pin* on T for each such record, and T's deletion releases them.
+//!
+//! Live messages are tracked by offset (about 6 bytes each), not just counted, so a second
+//! remove of the same message is refused instead of freeing a segment that still holds a live
+//! one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::QueueId;
 
 /// Accounting of one segment.
 #[derive(Debug, Default)]
 struct Account {
-    /// Live (enqueued, not yet removed) messages in this segment, per queue. Entries at zero are
-    /// removed, so an empty map means "nothing live".
-    live: HashMap<QueueId, u64>,
+    /// Offsets of the live (enqueued, not yet removed) messages in this segment, per queue.
+    /// Empty sets are removed, so an empty map means "nothing live".
+    live: HashMap<QueueId, HashSet<u32>>,
     /// Older segments that removal records in this segment refer to, with the record count.
     pins: BTreeMap<u32, u64>,
 }
@@ -34,29 +38,48 @@ impl Ledger {
         self.segments.entry(segment).or_default();
     }
 
-    /// A message of `queue` was enqueued in `segment`.
-    pub(crate) fn enqueued(&mut self, segment: u32, queue: QueueId) {
-        *self
-            .segments
+    /// A message of `queue` was enqueued at (`segment`, `offset`).
+    pub(crate) fn enqueued(&mut self, segment: u32, offset: u32, queue: QueueId) {
+        self.segments
             .entry(segment)
             .or_default()
             .live
             .entry(queue)
-            .or_default() += 1;
+            .or_default()
+            .insert(offset);
     }
 
-    /// A remove record in segment `holder` took a message of `queue` out of segment `target`.
-    pub(crate) fn removed(&mut self, holder: u32, queue: QueueId, target: u32) {
+    /// Whether the message of `queue` at (`segment`, `offset`) is live.
+    pub(crate) fn is_live(&self, queue: QueueId, segment: u32, offset: u32) -> bool {
+        self.segments
+            .get(&segment)
+            .and_then(|account| account.live.get(&queue))
+            .is_some_and(|offsets| offsets.contains(&offset))
+    }
+
+    /// A remove record in segment `holder` took the message of `queue` at (`target`, `offset`)
+    /// out. Returns false (and changes nothing) when that message was not live.
+    pub(crate) fn removed(
+        &mut self,
+        holder: u32,
+        queue: QueueId,
+        target: u32,
+        offset: u32,
+    ) -> bool {
         let Some(account) = self.segments.get_mut(&target) else {
-            return;
+            return false;
         };
-        if let Some(count) = account.live.get_mut(&queue) {
-            *count -= 1;
-            if *count == 0 {
-                account.live.remove(&queue);
-            }
-            self.pin(holder, target);
+        let Some(offsets) = account.live.get_mut(&queue) else {
+            return false;
+        };
+        if !offsets.remove(&offset) {
+            return false;
         }
+        if offsets.is_empty() {
+            account.live.remove(&queue);
+        }
+        self.pin(holder, target);
+        true
     }
 
     /// A purge record in segment `holder` removed every message of `queue` enqueued before it.
@@ -120,6 +143,7 @@ impl Ledger {
         self.segments
             .values()
             .flat_map(|account| account.live.values())
+            .map(|offsets| offsets.len() as u64)
             .sum()
     }
 }
@@ -134,11 +158,18 @@ mod tests {
     #[test]
     fn segment_with_live_messages_is_kept() {
         let mut ledger = Ledger::default();
-        ledger.enqueued(1, Q);
-        ledger.enqueued(1, Q);
-        ledger.removed(1, Q, 1);
+        ledger.enqueued(1, 8, Q);
+        ledger.enqueued(1, 20, Q);
+        assert!(ledger.removed(1, Q, 1, 8));
+        assert!(
+            !ledger.removed(1, Q, 1, 8),
+            "a second remove changes nothing"
+        );
+        assert!(!ledger.removed(1, QueueId(9), 1, 20), "wrong queue");
         assert_eq!(ledger.deletable(10), Vec::<u32>::new());
-        ledger.removed(1, Q, 1);
+        assert!(ledger.is_live(Q, 1, 20));
+        assert!(ledger.removed(1, Q, 1, 20));
+        assert!(!ledger.is_live(Q, 1, 20));
         assert_eq!(ledger.deletable(10), vec![1]);
         assert_eq!(ledger.deletable(1), Vec::<u32>::new(), "limit excludes");
     }
@@ -146,14 +177,14 @@ mod tests {
     #[test]
     fn a_removal_pins_its_target_until_the_target_is_deleted() {
         let mut ledger = Ledger::default();
-        ledger.enqueued(1, Q); // a: stays live for a while
-        ledger.enqueued(1, Q); // b
-        ledger.enqueued(2, Q); // c
-        ledger.removed(2, Q, 1); // ack b, recorded in segment 2
-        ledger.removed(2, Q, 2); // ack c
-                                 // Segment 2 has nothing live but its ack of b must outlive segment 1.
+        ledger.enqueued(1, 8, Q); // a: stays live for a while
+        ledger.enqueued(1, 30, Q); // b
+        ledger.enqueued(2, 8, Q); // c
+        ledger.removed(2, Q, 1, 30); // ack b, recorded in segment 2
+        ledger.removed(2, Q, 2, 8); // ack c
+                                    // Segment 2 has nothing live but its ack of b must outlive segment 1.
         assert_eq!(ledger.deletable(10), Vec::<u32>::new());
-        ledger.removed(3, Q, 1); // ack a, recorded in segment 3
+        ledger.removed(3, Q, 1, 8); // ack a, recorded in segment 3
         assert_eq!(ledger.deletable(10), vec![1]);
         ledger.deleted(1);
         assert_eq!(ledger.deletable(10), vec![2, 3]);
@@ -163,9 +194,9 @@ mod tests {
     fn purge_and_queue_deletion_release_live_counts() {
         let mut ledger = Ledger::default();
         let other = QueueId(2);
-        ledger.enqueued(1, Q);
-        ledger.enqueued(1, other);
-        ledger.enqueued(2, Q);
+        ledger.enqueued(1, 8, Q);
+        ledger.enqueued(1, 30, other);
+        ledger.enqueued(2, 8, Q);
         ledger.purged(3, Q);
         assert_eq!(ledger.live_messages(), 1);
         assert_eq!(ledger.deletable(10), vec![2]);

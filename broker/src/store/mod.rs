@@ -459,25 +459,49 @@ impl Store {
             properties,
             body,
         };
-        self.append(queue, &record, |state, position| {
-            state.ledger.enqueued(position.segment, queue)
-        })
+        self.append(
+            queue,
+            &record,
+            |_| Ok(()),
+            |state, position| {
+                state
+                    .ledger
+                    .enqueued(position.segment, position.offset, queue)
+            },
+        )
     }
 
     /// Appends a remove record: the message at `message` left `queue` for good (acked, got
     /// with no-ack, rejected without requeue, expired, dropped by a length limit). The commit
     /// need not be awaited: a remove lost in a crash only means a redelivery.
+    ///
+    /// Fails with [`StoreError::NoMessage`] (writing nothing) when the message is not live in
+    /// `queue`: already removed, purged, or never enqueued there.
     pub fn remove(&self, queue: QueueId, message: Position) -> Result<Commit, StoreError> {
         let record = Record::Remove {
             queue,
             segment: message.segment,
             offset: message.offset,
         };
-        self.append(queue, &record, |state, position| {
-            state
-                .ledger
-                .removed(position.segment, queue, message.segment)
-        })
+        self.append(
+            queue,
+            &record,
+            |state| {
+                if state.ledger.is_live(queue, message.segment, message.offset) {
+                    Ok(())
+                } else {
+                    Err(StoreError::NoMessage {
+                        segment: message.segment,
+                        offset: message.offset,
+                    })
+                }
+            },
+            |state, position| {
+                state
+                    .ledger
+                    .removed(position.segment, queue, message.segment, message.offset);
+            },
+        )
         .map(|(_, commit)| commit)
     }
 
@@ -485,16 +509,22 @@ impl Store {
     /// (`queue.purge`).
     pub fn purge(&self, queue: QueueId) -> Result<Commit, StoreError> {
         let record = Record::Purge { queue };
-        self.append(queue, &record, |state, position| {
-            state.ledger.purged(position.segment, queue)
-        })
+        self.append(
+            queue,
+            &record,
+            |_| Ok(()),
+            |state, position| state.ledger.purged(position.segment, queue),
+        )
         .map(|(_, commit)| commit)
     }
 
+    /// Appends `record` under the append lock: `check` may refuse it first, `account`
+    /// updates the ledger with its position.
     fn append(
         &self,
         queue: QueueId,
         record: &Record<'_>,
+        check: impl FnOnce(&AppendState) -> Result<(), StoreError>,
         account: impl FnOnce(&mut AppendState, Position),
     ) -> Result<(Position, Commit), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -503,6 +533,7 @@ impl Store {
             if !state.queues.contains(&queue) {
                 return Err(StoreError::UnknownQueue(queue));
             }
+            check(&state)?;
             let position = state.append(record, self.shared.segment_size)?;
             account(&mut state, position);
             (position, state.push_waiter(tx))

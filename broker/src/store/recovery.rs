@@ -84,7 +84,7 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
             match record {
                 Record::Enqueue { .. } => {
                     messages.insert((segment, offset), len);
-                    ledger.enqueued(segment, queue);
+                    ledger.enqueued(segment, offset, queue);
                 }
                 Record::Remove {
                     segment: target,
@@ -92,7 +92,7 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
                     ..
                 } => {
                     if messages.remove(&(target, target_offset)).is_some() {
-                        ledger.removed(segment, queue, target);
+                        ledger.removed(segment, queue, target, target_offset);
                     }
                 }
                 Record::Purge { .. } => {

@@ -140,6 +140,11 @@ async fn acks_and_purges_survive_reopen() {
     }
     store.remove(q, positions[1]).unwrap().await.unwrap();
     store.remove(q, positions[4]).unwrap().await.unwrap();
+    // A second remove of the same message is refused: it would free a live message's segment.
+    assert!(matches!(
+        store.remove(q, positions[1]),
+        Err(StoreError::NoMessage { .. })
+    ));
     store.close().await.unwrap();
     drop(store);
 
