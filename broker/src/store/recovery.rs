@@ -1,7 +1,7 @@
 //! Recovery: scan every segment in order at open, rebuild each durable queue's ordered list of
 //! unacknowledged persistent messages and the compaction ledger, and cut a torn tail.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -14,8 +14,8 @@ use super::{Position, QueueId, StoreError};
 /// What a scan of the whole log found.
 #[derive(Debug)]
 pub(crate) struct Scanned {
-    /// Live messages per known queue, keyed (and so ordered) by (segment, offset).
-    pub(crate) queues: HashMap<QueueId, BTreeMap<(u32, u32), u32>>,
+    /// Live messages per known queue, in log order.
+    pub(crate) queues: HashMap<QueueId, QueueScan>,
     /// Live counts and pins of every segment.
     pub(crate) ledger: Ledger,
     /// The last segment, where appends continue.
@@ -31,16 +31,54 @@ pub(crate) struct Scanned {
 impl Scanned {
     /// The live messages of `queue` in log (= queue) order.
     pub(crate) fn take_queue(&mut self, queue: QueueId) -> Vec<Position> {
-        self.queues
-            .remove(&queue)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|((segment, offset), len)| Position {
-                segment,
-                offset,
-                len,
-            })
-            .collect()
+        let mut scan = self.queues.remove(&queue).unwrap_or_default();
+        scan.compact();
+        scan.messages
+    }
+}
+
+/// One queue's messages during the scan: a vector in log order, which is (segment, offset)
+/// order, so a remove finds its message by binary search. Removed entries become tombstones
+/// (`len == 0`, never a real record length) and are swept out when they are half the vector.
+/// 12 bytes per message, where an ordered map would take twice that.
+#[derive(Debug, Default)]
+pub(crate) struct QueueScan {
+    messages: Vec<Position>,
+    tombstones: usize,
+}
+
+impl QueueScan {
+    fn enqueued(&mut self, position: Position) {
+        self.messages.push(position);
+    }
+
+    /// Marks the message at (`segment`, `offset`) removed; false if it was not live.
+    fn removed(&mut self, segment: u32, offset: u32) -> bool {
+        let Ok(index) = self
+            .messages
+            .binary_search_by_key(&(segment, offset), |p| (p.segment, p.offset))
+        else {
+            return false;
+        };
+        if self.messages[index].len == 0 {
+            return false;
+        }
+        self.messages[index].len = 0;
+        self.tombstones += 1;
+        if self.tombstones > 1024 && self.tombstones * 2 > self.messages.len() {
+            self.compact();
+        }
+        true
+    }
+
+    fn purged(&mut self) {
+        self.messages.clear();
+        self.tombstones = 0;
+    }
+
+    fn compact(&mut self) {
+        self.messages.retain(|p| p.len != 0);
+        self.tombstones = 0;
     }
 }
 
@@ -53,7 +91,7 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
         numbers.push(1);
     }
     let mut scanned = Scanned {
-        queues: known.iter().map(|&q| (q, BTreeMap::new())).collect(),
+        queues: known.iter().map(|&q| (q, QueueScan::default())).collect(),
         ledger: Ledger::default(),
         last_segment: 0,
         end_offset: 0,
@@ -83,7 +121,11 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
             };
             match record {
                 Record::Enqueue { .. } => {
-                    messages.insert((segment, offset), len);
+                    messages.enqueued(Position {
+                        segment,
+                        offset,
+                        len,
+                    });
                     ledger.enqueued(segment, offset, queue);
                 }
                 Record::Remove {
@@ -91,12 +133,12 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
                     offset: target_offset,
                     ..
                 } => {
-                    if messages.remove(&(target, target_offset)).is_some() {
+                    if messages.removed(target, target_offset) {
                         ledger.removed(segment, queue, target, target_offset);
                     }
                 }
                 Record::Purge { .. } => {
-                    messages.clear();
+                    messages.purged();
                     ledger.purged(segment, queue);
                 }
             }
@@ -148,4 +190,34 @@ fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
             file.sync_all()
         })
         .map_err(|e| StoreError::io(path, e))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_scan_keeps_order_through_tombstone_sweeps() {
+        let mut scan = QueueScan::default();
+        let at = |i: u32| Position {
+            segment: 1 + i / 1000,
+            offset: 8 + (i % 1000) * 40,
+            len: 40,
+        };
+        for i in 0..5000 {
+            scan.enqueued(at(i));
+        }
+        // Remove all but every third, from the back, so sweeps happen midway.
+        for i in (0..5000).rev().filter(|i| i % 3 != 0) {
+            assert!(scan.removed(at(i).segment, at(i).offset), "message {i}");
+            assert!(!scan.removed(at(i).segment, at(i).offset), "again {i}");
+        }
+        assert!(scan.messages.len() < 5000, "tombstones were swept");
+        scan.compact();
+        let want: Vec<Position> = (0..5000).filter(|i| i % 3 == 0).map(at).collect();
+        assert_eq!(scan.messages, want);
+        scan.purged();
+        assert!(scan.messages.is_empty());
+    }
 }
