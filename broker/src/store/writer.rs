@@ -317,7 +317,15 @@ impl Writer {
                 self.write_chunk(chunk)?;
                 bytes += chunk.bytes.len() as u64;
             }
-            let records = self.in_flight.len() as u64;
+            // Counters first, so that whoever sees a completion sees it counted.
+            if !chunks.is_empty() {
+                let counters = &shared.counters;
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .records
+                    .fetch_add(self.in_flight.len() as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
             let sync_due = match shared.policy {
                 FsyncPolicy::Always => true,
                 FsyncPolicy::Interval(every) => closing || self.last_sync.elapsed() >= every,
@@ -334,12 +342,6 @@ impl Writer {
             // segments are gone too (disk use never lags behind what the caller saw).
             shared.compact()?;
             self.complete();
-            if !chunks.is_empty() {
-                let counters = &shared.counters;
-                counters.batches.fetch_add(1, Ordering::Relaxed);
-                counters.records.fetch_add(records, Ordering::Relaxed);
-                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-            }
 
             // Hand the buffers back for reuse (keeping at most a few, and no huge ones).
             {
