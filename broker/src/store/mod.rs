@@ -92,7 +92,7 @@ pub use record::MAX_RECORD_LEN;
 
 use record::{checksum, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
-use writer::{AppendState, Counters, Shared};
+use writer::{AppendState, Counters, Shared, Waiter};
 
 /// The store's name for a durable queue, used in log records instead of the (vhost, name)
 /// pair. Assigned at `queue.declare`, never reused, even after the queue is deleted: records of
@@ -454,6 +454,31 @@ impl Store {
         properties: &[u8],
         body: &[u8],
     ) -> Result<(Position, Commit), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let position = self.enqueue_waiting(queue, properties, body, Waiter::Outcome(tx))?;
+        Ok((position, Commit(rx)))
+    }
+
+    /// [`enqueue`](Self::enqueue) for a caller that waits on its own oneshot: `committed` fires
+    /// when the record is committed and is dropped unfired if the write fails (a
+    /// `oneshot::Receiver<()>` then reports an error).
+    pub fn enqueue_signal(
+        &self,
+        queue: QueueId,
+        properties: &[u8],
+        body: &[u8],
+        committed: oneshot::Sender<()>,
+    ) -> Result<Position, StoreError> {
+        self.enqueue_waiting(queue, properties, body, Waiter::Signal(committed))
+    }
+
+    fn enqueue_waiting(
+        &self,
+        queue: QueueId,
+        properties: &[u8],
+        body: &[u8],
+        waiter: Waiter,
+    ) -> Result<Position, StoreError> {
         let record = Record::Enqueue {
             queue,
             properties,
@@ -468,6 +493,7 @@ impl Store {
                     .ledger
                     .enqueued(position.segment, position.offset, queue)
             },
+            waiter,
         )
     }
 
@@ -483,6 +509,7 @@ impl Store {
             segment: message.segment,
             offset: message.offset,
         };
+        let (tx, rx) = oneshot::channel();
         self.append(
             queue,
             &record,
@@ -501,21 +528,24 @@ impl Store {
                     .ledger
                     .removed(position.segment, queue, message.segment, message.offset);
             },
+            Waiter::Outcome(tx),
         )
-        .map(|(_, commit)| commit)
+        .map(|_| Commit(rx))
     }
 
     /// Appends a purge record: every message enqueued to `queue` so far is gone
     /// (`queue.purge`).
     pub fn purge(&self, queue: QueueId) -> Result<Commit, StoreError> {
         let record = Record::Purge { queue };
+        let (tx, rx) = oneshot::channel();
         self.append(
             queue,
             &record,
             |_| Ok(()),
             |state, position| state.ledger.purged(position.segment, queue),
+            Waiter::Outcome(tx),
         )
-        .map(|(_, commit)| commit)
+        .map(|_| Commit(rx))
     }
 
     /// Appends `record` under the append lock: `check` may refuse it first, `account`
@@ -526,8 +556,8 @@ impl Store {
         record: &Record<'_>,
         check: impl FnOnce(&AppendState) -> Result<(), StoreError>,
         account: impl FnOnce(&mut AppendState, Position),
-    ) -> Result<(Position, Commit), StoreError> {
-        let (tx, rx) = oneshot::channel();
+        waiter: Waiter,
+    ) -> Result<Position, StoreError> {
         let (position, wake_writer) = {
             let mut state = self.shared.lock();
             if !state.queues.contains(&queue) {
@@ -536,12 +566,12 @@ impl Store {
             check(&state)?;
             let position = state.append(record, self.shared.segment_size)?;
             account(&mut state, position);
-            (position, state.push_waiter(tx))
+            (position, state.push_waiter(waiter))
         };
         if wake_writer {
             self.shared.wake.notify_one();
         }
-        Ok((position, Commit(rx)))
+        Ok(position)
     }
 
     /// Reads the message at `position` back from its segment (one `pread`, checksum verified).

@@ -720,3 +720,27 @@ async fn throughput() {
         stats.segments_deleted,
     );
 }
+
+#[tokio::test]
+async fn a_failed_write_fails_its_waiters_and_every_later_append() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q").await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.enqueue_signal(q, &[], &[1; 3000], tx).unwrap();
+    rx.await.expect("a committed signal fires");
+
+    // Pull the directory away: the next segment cannot be created.
+    std::fs::remove_dir_all(dir.0.join("segments")).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.enqueue_signal(q, &[], &[2; 3000], tx).unwrap();
+    assert!(rx.await.is_err(), "a failed write drops the signal unfired");
+    assert!(matches!(
+        store.enqueue(q, &[], b"later"),
+        Err(StoreError::WriterFailed(_))
+    ));
+    assert!(matches!(
+        store.close().await,
+        Err(StoreError::WriterFailed(_))
+    ));
+}

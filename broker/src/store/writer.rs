@@ -21,9 +21,32 @@ use super::record::{Record, MAX_RECORD_LEN};
 use super::segment::{segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
 use super::{FsyncPolicy, Position, QueueId, StoreError};
 
-/// Completion of one appended record: resolved by the writer thread once the record is
-/// committed under the store's [`FsyncPolicy`].
-pub(crate) type Waiter = oneshot::Sender<Result<(), StoreError>>;
+/// Completion of one appended record, resolved by the writer thread once the record is
+/// committed under the store's [`FsyncPolicy`] (or failed).
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// Receives the outcome (behind a [`super::Commit`]).
+    Outcome(oneshot::Sender<Result<(), StoreError>>),
+    /// Fires on commit; dropped unfired when the write fails.
+    Signal(oneshot::Sender<()>),
+}
+
+impl Waiter {
+    /// Reports the outcome. A dropped receiver means the appender stopped waiting: nothing to
+    /// report to, so send errors are ignored.
+    fn finish(self, outcome: Result<(), StoreError>) {
+        match self {
+            Self::Outcome(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Self::Signal(tx) => {
+                if outcome.is_ok() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
 
 /// Bytes bound for one segment, starting at a file offset.
 #[derive(Debug)]
@@ -262,7 +285,7 @@ pub(crate) fn run(shared: Arc<Shared>, stopped: oneshot::Sender<()>) {
         state.failed = Some(cause.clone());
         state.chunks.clear();
         for waiter in in_flight.into_iter().chain(state.waiters.drain(..)) {
-            let _ = waiter.send(Err(StoreError::WriterFailed(cause.clone())));
+            waiter.finish(Err(StoreError::WriterFailed(cause.clone())));
         }
     }
     drop(stopped);
@@ -364,8 +387,7 @@ impl Writer {
     /// Reports the in-flight batch committed.
     fn complete(&mut self) {
         for waiter in self.in_flight.drain(..) {
-            // A dropped receiver means the appender stopped waiting; nothing to report to.
-            let _ = waiter.send(Ok(()));
+            waiter.finish(Ok(()));
         }
     }
 
