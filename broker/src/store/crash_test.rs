@@ -62,7 +62,6 @@ fn crash_child() {
         let store = Arc::new(store);
         let q = store
             .declare_queue("/", "crash", false, Bytes::new())
-            .await
             .unwrap();
         let mut tasks = Vec::new();
         for publisher in 0..PUBLISHERS {

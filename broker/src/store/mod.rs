@@ -216,9 +216,9 @@ pub struct Store {
     /// Shared with the writer thread, which holds the other `Arc` and exits when `closing` is
     /// set and nothing is pending (set by [`close`](Self::close) or by dropping the store).
     shared: Arc<Shared>,
-    /// The topology; the async lock serializes snapshot rewrites, so snapshots land in the
-    /// order of the changes.
-    definitions: tokio::sync::Mutex<Definitions>,
+    /// The topology. Held across a snapshot rewrite, which serializes rewrites so snapshots
+    /// land in the order of the changes.
+    definitions: Mutex<Definitions>,
     /// Dropped by the writer thread when it exits; [`close`](Self::close) waits for that.
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -298,7 +298,7 @@ impl Store {
             .map_err(|e| StoreError::io(&shared.data_dir, e))?;
         let store = Self {
             shared,
-            definitions: tokio::sync::Mutex::new(definitions),
+            definitions: Mutex::new(definitions),
             stopped: Mutex::new(Some(stopped_rx)),
         };
         Ok((store, recovered))
@@ -310,14 +310,20 @@ impl Store {
     }
 
     /// A copy of the current durable topology.
-    pub async fn definitions(&self) -> Definitions {
-        self.definitions.lock().await.clone()
+    pub fn definitions(&self) -> Definitions {
+        self.lock_definitions().clone()
     }
+
+    // Topology changes below are synchronous and block for one small file write and three
+    // fsyncs (file, then directory after the rename): a few milliseconds, on changes that are
+    // rare next to publishes. They fit the broker's synchronous method handlers, which answer
+    // `declare-ok` only after the call returns; an async caller with many of them may wrap
+    // them in `spawn_blocking`.
 
     /// Records a durable exchange (replacing one of the same vhost and name). Returns once the
     /// snapshot is on disk.
-    pub async fn declare_exchange(&self, exchange: ExchangeDef) -> Result<(), StoreError> {
-        let mut defs = self.definitions.lock().await;
+    pub fn declare_exchange(&self, exchange: ExchangeDef) -> Result<(), StoreError> {
+        let mut defs = self.lock_definitions();
         if defs.exchanges.contains(&exchange) {
             return Ok(());
         }
@@ -325,13 +331,13 @@ impl Store {
         next.exchanges
             .retain(|e| !(e.vhost == exchange.vhost && e.name == exchange.name));
         next.exchanges.push(exchange);
-        self.save(&mut defs, next).await
+        self.save(&mut defs, next)
     }
 
     /// Forgets a durable exchange and every binding from or to it (`exchange.delete`).
     /// Idempotent.
-    pub async fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
-        let mut defs = self.definitions.lock().await;
+    pub fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+        let mut defs = self.lock_definitions();
         let mut next = defs.clone();
         next.exchanges
             .retain(|e| !(e.vhost == vhost && e.name == name));
@@ -344,19 +350,19 @@ impl Store {
         if next == *defs {
             return Ok(());
         }
-        self.save(&mut defs, next).await
+        self.save(&mut defs, next)
     }
 
     /// Records a durable queue and returns its id; a queue of the same vhost and name keeps its
     /// id (its flags and arguments are updated). Returns once the snapshot is on disk.
-    pub async fn declare_queue(
+    pub fn declare_queue(
         &self,
         vhost: &str,
         name: &str,
         auto_delete: bool,
         arguments: Bytes,
     ) -> Result<QueueId, StoreError> {
-        let mut defs = self.definitions.lock().await;
+        let mut defs = self.lock_definitions();
         let mut next = defs.clone();
         let id = match next
             .queues
@@ -382,7 +388,7 @@ impl Store {
             }
         };
         if next != *defs {
-            self.save(&mut defs, next).await?;
+            self.save(&mut defs, next)?;
         }
         self.shared.lock().queues.insert(id);
         Ok(id)
@@ -390,8 +396,8 @@ impl Store {
 
     /// Forgets a durable queue, its bindings and its messages (`queue.delete`). Its records stay
     /// in the log until compaction, but recovery skips them. Idempotent.
-    pub async fn delete_queue(&self, queue: QueueId) -> Result<(), StoreError> {
-        let mut defs = self.definitions.lock().await;
+    pub fn delete_queue(&self, queue: QueueId) -> Result<(), StoreError> {
+        let mut defs = self.lock_definitions();
         let mut next = defs.clone();
         let Some(index) = next.queues.iter().position(|q| q.id == queue) else {
             return Ok(());
@@ -402,7 +408,7 @@ impl Store {
                 && b.destination_kind == BindingDestination::Queue
                 && b.destination == removed.name)
         });
-        self.save(&mut defs, next).await?;
+        self.save(&mut defs, next)?;
         // Only once the snapshot no longer names the queue may its segments go.
         let mut state = self.shared.lock();
         state.queues.remove(&queue);
@@ -411,37 +417,41 @@ impl Store {
     }
 
     /// Records a binding between durable entities (`queue.bind`, `exchange.bind`). Idempotent.
-    pub async fn bind(&self, binding: BindingDef) -> Result<(), StoreError> {
-        let mut defs = self.definitions.lock().await;
+    pub fn bind(&self, binding: BindingDef) -> Result<(), StoreError> {
+        let mut defs = self.lock_definitions();
         if defs.bindings.contains(&binding) {
             return Ok(());
         }
         let mut next = defs.clone();
         next.bindings.push(binding);
-        self.save(&mut defs, next).await
+        self.save(&mut defs, next)
     }
 
     /// Forgets a binding (`queue.unbind`, `exchange.unbind`): the one with the same vhost,
     /// source, destination, routing key and arguments. Idempotent.
-    pub async fn unbind(&self, binding: &BindingDef) -> Result<(), StoreError> {
-        let mut defs = self.definitions.lock().await;
+    pub fn unbind(&self, binding: &BindingDef) -> Result<(), StoreError> {
+        let mut defs = self.lock_definitions();
         if !defs.bindings.contains(binding) {
             return Ok(());
         }
         let mut next = defs.clone();
         next.bindings.retain(|b| b != binding);
-        self.save(&mut defs, next).await
+        self.save(&mut defs, next)
     }
 
-    /// Writes `next` as the snapshot (on the blocking pool) and, once it is durable, makes it
-    /// the current topology.
-    async fn save(&self, current: &mut Definitions, next: Definitions) -> Result<(), StoreError> {
-        let dir = self.shared.data_dir.clone();
-        let next = tokio::task::spawn_blocking(move || next.save(&dir).map(|()| next))
-            .await
-            .map_err(|e| StoreError::io(&self.shared.data_dir, std::io::Error::other(e)))??;
+    /// Writes `next` as the snapshot and, once it is durable, makes it the current topology.
+    fn save(&self, current: &mut Definitions, next: Definitions) -> Result<(), StoreError> {
+        next.save(&self.shared.data_dir)?;
         *current = next;
         Ok(())
+    }
+
+    /// Locks the topology. No code panics while holding it (snapshot writes return errors), so
+    /// a poisoned lock still guards a consistent value.
+    fn lock_definitions(&self) -> std::sync::MutexGuard<'_, Definitions> {
+        self.definitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Appends an enqueue record: persistent message (`properties`, `body`) entered durable

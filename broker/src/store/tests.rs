@@ -48,11 +48,8 @@ fn open_small(dir: &Path, segment_size: u32) -> (Store, Recovered) {
     Store::open(config).unwrap()
 }
 
-async fn queue(store: &Store, name: &str) -> QueueId {
-    store
-        .declare_queue("/", name, false, Bytes::new())
-        .await
-        .unwrap()
+fn queue(store: &Store, name: &str) -> QueueId {
+    store.declare_queue("/", name, false, Bytes::new()).unwrap()
 }
 
 /// Bodies of `queue`'s recovered messages, in order.
@@ -85,10 +82,9 @@ async fn reopen_restores_topology_and_messages_in_order() {
         internal: false,
         arguments: Bytes::from_static(b"\x00\x00\x00\x00"),
     };
-    store.declare_exchange(exchange.clone()).await.unwrap();
+    store.declare_exchange(exchange.clone()).unwrap();
     let work = store
         .declare_queue("/", "work", false, Bytes::from_static(b"args"))
-        .await
         .unwrap();
     let binding = BindingDef {
         vhost: "/".into(),
@@ -98,7 +94,7 @@ async fn reopen_restores_topology_and_messages_in_order() {
         routing_key: "jobs.#".into(),
         arguments: Bytes::new(),
     };
-    store.bind(binding.clone()).await.unwrap();
+    store.bind(binding.clone()).unwrap();
     for i in 0..5u8 {
         let (_, commit) = store.enqueue(work, &[0x10, 0, 2], &[i; 3]).unwrap();
         commit.await.unwrap();
@@ -123,15 +119,15 @@ async fn reopen_restores_topology_and_messages_in_order() {
     assert_eq!(first.queue, work);
     assert_eq!(&first.properties[..], &[0x10, 0, 2]);
     // Re-declaring keeps the id; a new queue gets a new one.
-    assert_eq!(queue(&store, "work").await, work);
-    assert_ne!(queue(&store, "other").await, work);
+    assert_eq!(queue(&store, "work"), work);
+    assert_ne!(queue(&store, "other"), work);
 }
 
 #[tokio::test]
 async fn acks_and_purges_survive_reopen() {
     let dir = TestDir::new();
     let (store, _) = open(&dir.0);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let mut positions = Vec::new();
     for i in 0..6u8 {
         let (position, commit) = store.enqueue(q, &[], &[i]).unwrap();
@@ -170,8 +166,8 @@ async fn acks_and_purges_survive_reopen() {
 async fn deleted_queue_loses_its_messages_and_id() {
     let dir = TestDir::new();
     let (store, _) = open(&dir.0);
-    let doomed = queue(&store, "doomed").await;
-    let kept = queue(&store, "kept").await;
+    let doomed = queue(&store, "doomed");
+    let kept = queue(&store, "kept");
     store
         .bind(BindingDef {
             vhost: "/".into(),
@@ -181,11 +177,10 @@ async fn deleted_queue_loses_its_messages_and_id() {
             routing_key: "k".into(),
             arguments: Bytes::new(),
         })
-        .await
         .unwrap();
     store.enqueue(doomed, &[], b"x").unwrap().1.await.unwrap();
     store.enqueue(kept, &[], b"y").unwrap().1.await.unwrap();
-    store.delete_queue(doomed).await.unwrap();
+    store.delete_queue(doomed).unwrap();
     assert!(matches!(
         store.enqueue(doomed, &[], b"z"),
         Err(StoreError::UnknownQueue(id)) if id == doomed
@@ -201,7 +196,7 @@ async fn deleted_queue_loses_its_messages_and_id() {
         vec![Bytes::from_static(b"y")]
     );
     // A queue declared again under the old name gets a fresh id: the old records stay dead.
-    let again = queue(&store, "doomed").await;
+    let again = queue(&store, "doomed");
     assert!(again.0 > kept.0);
     store.close().await.unwrap();
     drop(store);
@@ -214,7 +209,7 @@ async fn deleted_queue_loses_its_messages_and_id() {
 /// returns the record boundaries and the expected live bodies after each whole record.
 async fn small_log(dir: &Path) -> (QueueId, Vec<u64>, Vec<Vec<&'static [u8]>>) {
     let (store, _) = open(dir);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let mut boundaries = vec![SEGMENT_HEADER_LEN];
     let mut expected: Vec<Vec<&'static [u8]>> = vec![vec![]];
     let mut live: Vec<(Position, &'static [u8])> = Vec::new();
@@ -411,7 +406,7 @@ async fn group_commit_shares_one_fsync_among_concurrent_appenders() {
     let dir = TestDir::new();
     let (store, _) = open(&dir.0);
     let store = std::sync::Arc::new(store);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let fsyncs_before = store.stats().fsyncs;
 
     // Hold the writer at its gate while 64 tasks append 8 records each.
@@ -476,7 +471,7 @@ async fn fsync_policy_never_commits_without_fsync() {
         let mut config = StoreConfig::new(&dir.0);
         config.fsync = policy;
         let (store, _) = Store::open(config).unwrap();
-        let q = queue(&store, "q").await;
+        let q = queue(&store, "q");
         for i in 0..10u8 {
             store.enqueue(q, &[], &[i]).unwrap().1.await.unwrap();
         }
@@ -493,7 +488,7 @@ async fn fsync_policy_never_commits_without_fsync() {
 async fn compaction_deletes_fully_acked_segments() {
     let dir = TestDir::new();
     let (store, _) = open_small(&dir.0, 4096);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let body = [7u8; 1000];
     let mut positions = Vec::new();
     for _ in 0..20 {
@@ -550,7 +545,7 @@ async fn an_ack_record_outlives_the_segment_it_acks_into() {
     // while segment 1 exists would resurrect b.
     let dir = TestDir::new();
     let (store, _) = open_small(&dir.0, 4096);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let big = [1u8; 1900];
     let (a, _) = store.enqueue(q, &[], &big).unwrap();
     let (b, commit) = store.enqueue(q, &[], &big).unwrap();
@@ -579,7 +574,7 @@ async fn an_ack_record_outlives_the_segment_it_acks_into() {
 async fn read_returns_the_message_and_close_rejects_appends() {
     let dir = TestDir::new();
     let (store, _) = open(&dir.0);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let (position, commit) = store.enqueue(q, b"props", b"body").unwrap();
     commit.await.unwrap();
     let message = store.read(position).unwrap();
@@ -617,7 +612,7 @@ async fn random_operations_match_a_model_across_reopens() {
     let dir = TestDir::new();
     let mut rng = StdRng::seed_from_u64(0x1e905);
     let (mut store, _) = open_small(&dir.0, 4096);
-    let queues = [queue(&store, "a").await, queue(&store, "b").await];
+    let queues = [queue(&store, "a"), queue(&store, "b")];
     let mut model: BTreeMap<QueueId, Vec<(Position, Vec<u8>)>> =
         queues.iter().map(|&q| (q, Vec::new())).collect();
     let mut deleted = 0;
@@ -692,7 +687,7 @@ async fn throughput() {
     let dir = TestDir::new();
     let (store, _) = open(&dir.0);
     let store = std::sync::Arc::new(store);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..128 {
@@ -725,7 +720,7 @@ async fn throughput() {
 async fn a_failed_write_fails_its_waiters_and_every_later_append() {
     let dir = TestDir::new();
     let (store, _) = open_small(&dir.0, 4096);
-    let q = queue(&store, "q").await;
+    let q = queue(&store, "q");
     let (tx, rx) = tokio::sync::oneshot::channel();
     store.enqueue_signal(q, &[], &[1; 3000], tx).unwrap();
     rx.await.expect("a committed signal fires");
