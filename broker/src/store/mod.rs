@@ -20,6 +20,8 @@
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
+//! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
+//!   queue sequence numbers).
 //!
 //! # On disk
 //! ```text
@@ -36,8 +38,8 @@
 //!    queue), then push each [`RecoveredQueue`]'s positions onto its queue, in order, flagged
 //!    `redelivered = true`. Bodies are read with [`Store::read`] when needed.
 //! 3. `queue.declare` / `exchange.declare` / `queue.bind` / `exchange.bind` of durable entities
-//!    (never exclusive queues): await the matching store call before the `-ok`; deletes and
-//!    unbinds likewise.
+//!    (never exclusive queues): make the matching (synchronous) store call before the `-ok`;
+//!    deletes and unbinds likewise.
 //! 4. `basic.publish` with `delivery-mode = 2`, per durable queue it is routed to: under that
 //!    queue's lock, [`Store::enqueue`] (log order = queue order); keep the [`Position`] with the
 //!    message; send the publisher confirm once every [`Commit`] of that publish resolved.
@@ -56,6 +58,7 @@
 //! message is routed to.
 
 mod definitions;
+mod durable_queues;
 mod error;
 mod fsync_policy;
 mod ledger;
@@ -85,6 +88,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use definitions::{BindingDef, BindingDestination, Definitions, ExchangeDef, QueueDef};
+pub use durable_queues::DurableQueues;
 pub use error::StoreError;
 pub use fsync_policy::{FsyncPolicy, InvalidFsyncPolicy};
 pub use position::Position;
