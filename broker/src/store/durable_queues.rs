@@ -76,8 +76,11 @@ pub struct DurableQueues {
     /// Durable queues by (vhost, name). The map's lock is taken briefly (read on every message,
     /// write on declare/delete); each queue's own lock orders its messages, so publishers to
     /// different queues do not contend here.
-    queues: RwLock<HashMap<(String, String), Arc<Mutex<Slot>>>>,
+    queues: RwLock<HashMap<QueueKey, Arc<Mutex<Slot>>>>,
 }
+
+/// A durable queue's (vhost, name).
+type QueueKey = (String, String);
 
 impl DurableQueues {
     /// Wraps `store`, registering the durable queues of `recovered` (with no messages: the
