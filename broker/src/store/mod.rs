@@ -10,11 +10,13 @@
 //!
 //! # Layout
 //! - `error`: [`StoreError`].
+//! - `commit`: [`Commit`], the future a publisher confirm waits on.
 //! - `position`: [`Position`], a record's place in the log (the message's identity and index).
 //! - `record`: the log record format (enqueue, remove, purge) and its byte layout.
 //! - `segment`: segment files, their header, and the scan that tells a torn tail from
 //!   corruption.
-//! - `recovery`: rebuilding queues and the compaction ledger from the segments at open.
+//! - `recovery`: rebuilding queues and the compaction ledger from the segments at open
+//!   ([`Recovered`]).
 //! - `ledger`: live counts per segment; which segments compaction may delete.
 //! - `writer`: the group-commit writer thread that owns the segment files.
 //! - `fsync_policy`: [`FsyncPolicy`].
@@ -57,6 +59,7 @@
 //! against two brokers opening one directory, and sharing one body between the queues a
 //! message is routed to.
 
+mod commit;
 mod definitions;
 mod durable_queues;
 mod error;
@@ -76,23 +79,22 @@ mod tests;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
-use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use commit::Commit;
 pub use definitions::{BindingDef, BindingDestination, Definitions, ExchangeDef, QueueDef};
 pub use durable_queues::DurableQueues;
 pub use error::StoreError;
 pub use fsync_policy::{FsyncPolicy, InvalidFsyncPolicy};
 pub use position::Position;
 pub use record::MAX_RECORD_LEN;
+pub use recovery::{Recovered, RecoveredQueue};
 
 use record::{checksum, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
@@ -136,32 +138,6 @@ impl StoreConfig {
     }
 }
 
-/// What the store found at open: the durable topology and, per durable queue, its persistent
-/// messages that were not acked, in queue order.
-///
-/// The broker declares the exchanges, queues and bindings, then puts each queue's messages back
-/// in order with **`redelivered = true`**: the store does not record deliveries, so any of them
-/// may have reached a consumer before the crash (RabbitMQ does the same for unacked messages).
-/// Bodies stay on disk; fetch them with [`Store::read`] when needed.
-#[derive(Debug)]
-pub struct Recovered {
-    /// Durable exchanges, queues and bindings.
-    pub definitions: Definitions,
-    /// One entry per durable queue in `definitions.queues`, in the same order.
-    pub queues: Vec<RecoveredQueue>,
-    /// Bytes of a torn tail record cut from the last segment (0 after a clean shutdown).
-    pub torn_tail_bytes: u64,
-}
-
-/// The recovered messages of one durable queue.
-#[derive(Debug)]
-pub struct RecoveredQueue {
-    /// The queue (see [`QueueDef::id`]).
-    pub id: QueueId,
-    /// Its unacked persistent messages, oldest first.
-    pub messages: Vec<Position>,
-}
-
 /// A persistent message read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -190,22 +166,6 @@ pub struct StoreStats {
     pub segments_deleted: u64,
     /// Persistent messages enqueued and not yet removed.
     pub live_messages: u64,
-}
-
-/// Resolves when a record is committed (on disk under [`FsyncPolicy::Always`]); the broker
-/// sends the publisher confirm after it. Dropping it does not cancel the write.
-#[derive(Debug)]
-#[must_use = "a record is not durable until its Commit resolves"]
-pub struct Commit(oneshot::Receiver<Result<(), StoreError>>);
-
-impl Future for Commit {
-    type Output = Result<(), StoreError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(StoreError::Closed)))
-    }
 }
 
 /// The broker's durable storage: topology snapshot plus segment log. Share it behind an `Arc`;

@@ -324,7 +324,11 @@ async fn corruption_before_the_tail_is_refused() {
     let err = open_err(&dir.0);
     assert!(err.is_corruption(), "{err}");
     assert!(
-        matches!(err, StoreError::CorruptSegment { offset, reason: "checksum mismatch", .. } if offset == boundaries[0]),
+        matches!(
+            err,
+            StoreError::CorruptSegment { offset, reason: "checksum mismatch", .. }
+                if offset == boundaries[0]
+        ),
         "{err}"
     );
     assert_eq!(
@@ -339,7 +343,8 @@ async fn corruption_before_the_tail_is_refused() {
     std::fs::write(&path, &bytes).unwrap();
     assert!(matches!(
         open_err(&dir.0),
-        StoreError::CorruptSegment { offset, reason: "bad record length", .. } if offset == boundaries[2]
+        StoreError::CorruptSegment { offset, reason: "bad record length", .. }
+            if offset == boundaries[2]
     ));
 
     // A damaged segment header.
@@ -707,7 +712,8 @@ async fn throughput() {
     let elapsed = started.elapsed();
     let stats = store.stats();
     println!(
-        "{} enqueues in {elapsed:?}: {:.0} msg/s, {} fsyncs ({:.1} records per fsync), {} segments deleted",
+        "{} enqueues in {elapsed:?}: {:.0} msg/s, {} fsyncs ({:.1} records per fsync), \
+         {} segments deleted",
         128 * 400,
         f64::from(128 * 400) / elapsed.as_secs_f64(),
         stats.fsyncs,
