@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{Position, QueueId, Recovered, Store, StoreError};
+use super::{PersistentMessage, Position, QueueId, Recovered, Store, StoreError};
 
 /// One durable queue's messages in the store.
 #[derive(Debug)]
@@ -159,8 +159,7 @@ impl DurableQueues {
         vhost: &str,
         queue: &str,
         seq: u64,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
     ) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = oneshot::channel();
         let Some(slot) = self.slot(vhost, queue) else {
@@ -175,7 +174,7 @@ impl DurableQueues {
         if slot.removed_early.remove(&seq) {
             return None;
         }
-        match self.store.enqueue_signal(slot.id, properties, body, tx) {
+        match self.store.enqueue_signal(slot.id, message, tx) {
             Ok(position) => slot.insert(seq, position),
             Err(err) => {
                 tracing::error!(vhost, queue, cause = %err, "persistent enqueue failed");
@@ -250,6 +249,15 @@ mod tests {
     use super::super::StoreConfig;
     use super::*;
 
+    fn msg<'a>(properties: &'a [u8], body: &'a [u8]) -> PersistentMessage<'a> {
+        PersistentMessage {
+            exchange: "",
+            routing_key: "jobs",
+            properties,
+            body,
+        }
+    }
+
     fn open(dir: &TestDir) -> (DurableQueues, Recovered) {
         let (store, recovered) = Store::open(StoreConfig::new(&dir.0)).unwrap();
         (DurableQueues::new(Arc::new(store), &recovered), recovered)
@@ -265,7 +273,7 @@ mod tests {
         // Sequence numbers may reach the store out of order (concurrent publishers).
         for seq in [0u64, 2, 1, 3, 4] {
             let rx = queues
-                .enqueue("/", "jobs", seq, b"p", &[seq as u8])
+                .enqueue("/", "jobs", seq, msg(b"p", &[seq as u8]))
                 .unwrap();
             rx.await.unwrap();
         }
@@ -298,10 +306,10 @@ mod tests {
         let (queues, _) = open(&dir);
         queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
         queues.remove("/", "q", 7); // a no-ack consumer took it before the store saw it
-        assert!(queues.enqueue("/", "q", 7, b"", b"gone").is_none());
+        assert!(queues.enqueue("/", "q", 7, msg(b"", b"gone")).is_none());
         assert_eq!(queues.store().stats().live_messages, 0);
         queues
-            .enqueue("/", "q", 8, b"", b"kept")
+            .enqueue("/", "q", 8, msg(b"", b"kept"))
             .unwrap()
             .await
             .unwrap();
@@ -312,7 +320,7 @@ mod tests {
     async fn unknown_queues_nack_and_deleted_queues_forget() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
-        let rx = queues.enqueue("/", "nope", 0, b"", b"x").unwrap();
+        let rx = queues.enqueue("/", "nope", 0, msg(b"", b"x")).unwrap();
         assert!(
             rx.await.is_err(),
             "no store behind it: the confirm must be a nack"
@@ -320,14 +328,14 @@ mod tests {
 
         queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
         queues
-            .enqueue("/", "q", 0, b"", b"a")
+            .enqueue("/", "q", 0, msg(b"", b"a"))
             .unwrap()
             .await
             .unwrap();
         queues.purge("/", "q").unwrap();
         assert_eq!(queues.store().stats().live_messages, 0);
         queues
-            .enqueue("/", "q", 1, b"", b"b")
+            .enqueue("/", "q", 1, msg(b"", b"b"))
             .unwrap()
             .await
             .unwrap();

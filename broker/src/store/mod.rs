@@ -11,6 +11,8 @@
 //! # Layout
 //! - `error`: [`StoreError`].
 //! - `commit`: [`Commit`], the future a publisher confirm waits on.
+//! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
+//!   it reads back).
 //! - `position`: [`Position`], a record's place in the log (the message's identity and index).
 //! - `record`: the log record format (enqueue, remove, purge) and its byte layout.
 //! - `segment`: segment files, their header, and the scan that tells a torn tail from
@@ -43,7 +45,8 @@
 //!    (never exclusive queues): make the matching (synchronous) store call before the `-ok`;
 //!    deletes and unbinds likewise.
 //! 4. `basic.publish` with `delivery-mode = 2`, per durable queue it is routed to: under that
-//!    queue's lock, [`Store::enqueue`] (log order = queue order); keep the [`Position`] with the
+//!    queue's lock, [`Store::enqueue`] with a [`PersistentMessage`] (exchange, routing key,
+//!    encoded properties, body; log order = queue order); keep the [`Position`] with the
 //!    message; send the publisher confirm once every [`Commit`] of that publish resolved.
 //!    Transient messages and non-durable queues never touch the store.
 //! 5. When a persistent message leaves a durable queue for good (ack, no-ack delivery or
@@ -65,6 +68,7 @@ mod durable_queues;
 mod error;
 mod fsync_policy;
 mod ledger;
+mod message;
 mod position;
 mod record;
 mod recovery;
@@ -92,6 +96,7 @@ pub use definitions::{BindingDef, BindingDestination, Definitions, ExchangeDef, 
 pub use durable_queues::DurableQueues;
 pub use error::StoreError;
 pub use fsync_policy::{FsyncPolicy, InvalidFsyncPolicy};
+pub use message::{PersistentMessage, StoredMessage};
 pub use position::Position;
 pub use record::MAX_RECORD_LEN;
 pub use recovery::{Recovered, RecoveredQueue};
@@ -136,17 +141,6 @@ impl StoreConfig {
             segment_size: DEFAULT_SEGMENT_SIZE,
         }
     }
-}
-
-/// A persistent message read back from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// The queue it was enqueued to.
-    pub queue: QueueId,
-    /// The AMQP content-header properties, as the broker encoded them.
-    pub properties: Bytes,
-    /// The body.
-    pub body: Bytes,
 }
 
 /// Counters of the store's activity since open.
@@ -418,18 +412,16 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends an enqueue record: persistent message (`properties`, `body`) entered durable
-    /// `queue`. Returns its position (keep it: it names the message for
-    /// [`remove`](Self::remove) and [`read`](Self::read)) and the commit to await before
-    /// confirming the publish.
+    /// Appends an enqueue record: persistent `message` entered durable `queue`. Returns its
+    /// position (keep it: it names the message for [`remove`](Self::remove) and
+    /// [`read`](Self::read)) and the commit to await before confirming the publish.
     pub fn enqueue(
         &self,
         queue: QueueId,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
     ) -> Result<(Position, Commit), StoreError> {
         let (tx, rx) = oneshot::channel();
-        let position = self.enqueue_waiting(queue, properties, body, Waiter::Outcome(tx))?;
+        let position = self.enqueue_waiting(queue, message, Waiter::Outcome(tx))?;
         Ok((position, Commit(rx)))
     }
 
@@ -439,24 +431,27 @@ impl Store {
     pub fn enqueue_signal(
         &self,
         queue: QueueId,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
         committed: oneshot::Sender<()>,
     ) -> Result<Position, StoreError> {
-        self.enqueue_waiting(queue, properties, body, Waiter::Signal(committed))
+        self.enqueue_waiting(queue, message, Waiter::Signal(committed))
     }
 
     fn enqueue_waiting(
         &self,
         queue: QueueId,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
         waiter: Waiter,
     ) -> Result<Position, StoreError> {
+        if message.exchange.len() > 255 || message.routing_key.len() > 255 {
+            return Err(StoreError::NameTooLong);
+        }
         let record = Record::Enqueue {
             queue,
-            properties,
-            body,
+            exchange: message.exchange.as_bytes(),
+            routing_key: message.routing_key.as_bytes(),
+            properties: message.properties,
+            body: message.body,
         };
         self.append(
             queue,
@@ -574,21 +569,25 @@ impl Store {
         {
             return Err(no_message());
         }
+        let bytes = Bytes::from(buf);
         let Ok(Record::Enqueue {
-            queue, properties, ..
-        }) = Record::decode(payload)
+            queue,
+            exchange,
+            routing_key,
+            properties,
+            body,
+        }) = Record::decode(&bytes[RECORD_HEADER_LEN..])
         else {
             return Err(no_message());
         };
-        // Slice the one buffer instead of copying: properties start after kind, queue id and
-        // properties length (13 bytes) and the body follows them.
-        let props_start = RECORD_HEADER_LEN + 13;
-        let body_start = props_start + properties.len();
-        let buf = Bytes::from(buf);
         Ok(StoredMessage {
             queue,
-            properties: buf.slice(props_start..body_start),
-            body: buf.slice(body_start..),
+            exchange: String::from_utf8_lossy(exchange).into_owned(),
+            routing_key: String::from_utf8_lossy(routing_key).into_owned(),
+            // No copy: `slice_ref` shares `bytes`, and cannot panic because both slices were
+            // decoded out of `bytes` itself.
+            properties: bytes.slice_ref(properties),
+            body: bytes.slice_ref(body),
         })
     }
 
