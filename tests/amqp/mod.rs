@@ -166,10 +166,7 @@ pub async fn next(consumer: &mut Consumer) -> Delivery {
 pub async fn assert_quiet(consumer: &mut Consumer) {
     if let Ok(item) = tokio::time::timeout(QUIET, consumer.next()).await {
         match item {
-            Some(Ok(d)) => panic!(
-                "unexpected delivery {:?}",
-                String::from_utf8_lossy(&d.data)
-            ),
+            Some(Ok(d)) => panic!("unexpected delivery {:?}", String::from_utf8_lossy(&d.data)),
             Some(Err(e)) => panic!("unexpected consumer error {e}"),
             None => panic!("consumer ended unexpectedly"),
         }
@@ -284,4 +281,37 @@ pub fn table(pairs: Vec<(&str, lapin::types::AMQPValue)>) -> FieldTable {
         t.insert(k.into(), v);
     }
     t
+}
+
+/// Opens a channel in confirm mode: a publish awaited with [`publish_confirmed`] has been
+/// routed and enqueued by the broker, so a following basic.get sees it.
+pub async fn confirm_channel(conn: &Connection) -> Channel {
+    let ch = conn.create_channel().await.expect("channel opens");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirm.select");
+    ch
+}
+
+/// Publishes on a confirm channel and waits for the broker's confirmation.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> lapin::Confirmation {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .expect("basic.publish is sent");
+    within("a publisher confirm", confirm)
+        .await
+        .expect("publisher confirm")
 }
