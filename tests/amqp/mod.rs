@@ -250,6 +250,12 @@ pub async fn passive_queue(ch: &Channel, queue: &str) -> lapin::Result<lapin::Qu
 /// Polls until the queue no longer exists (passive declare answers 404), within [`DEADLINE`].
 /// Each probe uses a fresh channel because the 404 closes the channel.
 pub async fn wait_queue_gone(conn: &Connection, queue: &str) {
+    wait_queue_gone_every(conn, queue, Duration::from_millis(20)).await;
+}
+
+/// Like [`wait_queue_gone`], probing every `interval`. A passive declare counts as a use of
+/// the queue (it resets `x-expires`), so an `x-expires` test must probe less often than that.
+pub async fn wait_queue_gone_every(conn: &Connection, queue: &str, interval: Duration) {
     let start = tokio::time::Instant::now();
     loop {
         let ch = conn.create_channel().await.expect("probe channel");
@@ -263,7 +269,7 @@ pub async fn wait_queue_gone(conn: &Connection, queue: &str) {
         if start.elapsed() > DEADLINE {
             panic!("queue {queue} still exists after {DEADLINE:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
