@@ -88,8 +88,10 @@ impl LapinServer {
                     );
                     continue;
                 };
+                // Two window entries, not one: each is polled once on push, which queues its
+                // frames; an ack chained after the publish's await would not leave until the
+                // window is next drained, and with prefetch 1 the server would wait forever.
                 let ch = channel.clone();
-                let tag = delivery.delivery_tag;
                 let body = delivery.data;
                 window
                     .push(async move {
@@ -101,6 +103,13 @@ impl LapinServer {
                             BasicProperties::default().with_correlation_id(corr),
                         )
                         .await?;
+                        Ok(())
+                    })
+                    .await?;
+                let ch = channel.clone();
+                let tag = delivery.delivery_tag;
+                window
+                    .push(async move {
                         ch.basic_ack(tag, BasicAckOptions::default()).await?;
                         Ok(())
                     })
