@@ -90,6 +90,7 @@ pub(crate) async fn delete_queues(channel: &Channel, queues: &[String]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
 

@@ -140,6 +140,7 @@ impl ResourceProbe {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
 

@@ -174,6 +174,7 @@ pub(crate) fn spawn_progress(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
 

@@ -78,6 +78,7 @@ impl Window {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
