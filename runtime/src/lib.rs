@@ -42,8 +42,8 @@ pub use worker::{Handler, QueueOptions, Worker, DEFAULT_CONCURRENCY};
 /// public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::client::{CallOptions, Client};
+    pub use crate::error::{Error, Never};
     pub use crate::method::Method;
-    pub use core::future::Future;
-    pub use core::marker::Send;
-    pub use core::result::Result;
+    pub use crate::worker::Handler;
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,6 +53,8 @@ struct Inner {
     session: watch::Receiver<SessionState>,
     /// The default timeout in nanoseconds (changed by `set_default_timeout`).
     default_timeout_ns: AtomicU64,
+    /// Prepended to every method's queue name (empty for none).
+    queue_prefix: String,
     /// The session task; aborted when the last clone of the client is dropped.
     task: JoinHandle<()>,
 }
@@ -68,9 +71,18 @@ pub struct ClientBuilder {
     conn: Connection,
     timeout: Duration,
     reply_mode: ReplyMode,
+    queue_prefix: String,
 }
 
 impl ClientBuilder {
+    /// Prepends `prefix` to the queue of every call (give workers the same prefix with
+    /// [`Worker::queue_prefix`](crate::Worker::queue_prefix)): separates environments or tenants
+    /// sharing a broker, and tests sharing one.
+    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.queue_prefix = prefix.into();
+        self
+    }
+
     /// The timeout of calls that do not set their own (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -99,6 +111,7 @@ impl ClientBuilder {
                 pending,
                 session: state_rx.clone(),
                 default_timeout_ns: AtomicU64::new(duration_ns(self.timeout)),
+                queue_prefix: self.queue_prefix,
                 task,
             }),
         };
@@ -119,6 +132,7 @@ impl Client {
             conn: conn.clone(),
             timeout: DEFAULT_TIMEOUT,
             reply_mode: ReplyMode::default(),
+            queue_prefix: String::new(),
         }
     }
 
@@ -174,11 +188,16 @@ impl Client {
         if let Some(priority) = options.priority {
             properties = properties.with_priority(priority);
         }
+        let queue = if self.inner.queue_prefix.is_empty() {
+            ShortString::from(M::QUEUE)
+        } else {
+            ShortString::from(format!("{}{}", self.inner.queue_prefix, M::QUEUE))
+        };
         let confirm = session
             .channel
             .basic_publish(
                 "".into(),
-                M::QUEUE.into(),
+                queue.clone(),
                 BasicPublishOptions {
                     mandatory: true,
                     immediate: false,
@@ -202,7 +221,7 @@ impl Client {
                         Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
                             let reply_code = returned.reply_code;
                             return Err(if reply_code == REPLY_CODE_NO_ROUTE {
-                                Error::NoRoute { queue: M::QUEUE.to_owned(), reply_code }
+                                Error::NoRoute { queue: queue.to_string(), reply_code }
                             } else {
                                 Error::Failed {
                                     kind: crate::error::FailureKind::BadRequest,

@@ -41,6 +41,7 @@ pub struct Worker {
     conn: Connection,
     prefetch: Option<u16>,
     concurrency: usize,
+    queue_prefix: String,
     queues: BTreeMap<String, QueueSpec>,
 }
 
@@ -63,6 +64,7 @@ impl Worker {
             conn: conn.clone(),
             prefetch: None,
             concurrency: DEFAULT_CONCURRENCY,
+            queue_prefix: String::new(),
             queues: BTreeMap::new(),
         }
     }
@@ -96,6 +98,13 @@ impl Worker {
         self
     }
 
+    /// Prepends `prefix` to every queue this worker serves (see
+    /// [`ClientBuilder::queue_prefix`](crate::ClientBuilder::queue_prefix)).
+    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.queue_prefix = prefix.into();
+        self
+    }
+
     /// Serves until the connection is closed.
     pub async fn run(self) -> Result<()> {
         self.run_until(std::future::pending::<()>()).await
@@ -108,7 +117,10 @@ impl Worker {
             .queues
             .into_iter()
             .filter(|(_, spec)| !spec.routes.by_method.is_empty())
-            .map(|(name, spec)| (name, spec.options, Arc::new(spec.routes)))
+            .map(|(name, spec)| {
+                let name = format!("{}{}", self.queue_prefix, name);
+                (name, spec.options, Arc::new(spec.routes))
+            })
             .collect();
         if queues.is_empty() {
             return Err(Error::Config("the worker serves no handler".into()));
