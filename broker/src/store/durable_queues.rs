@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{PersistentMessage, Position, QueueId, Recovered, Store, StoreError};
+use super::{
+    BindingDef, ExchangeDef, PersistentMessage, Position, QueueDef, QueueId, Recovered, Store,
+    StoreError,
+};
 
 /// One durable queue's messages in the store.
 #[derive(Debug)]
@@ -148,6 +151,28 @@ impl DurableQueues {
             }
             None => Ok(()),
         }
+    }
+
+    /// Persists the durable topology of `vhost` (see [`Store::replace_topology`]) and follows
+    /// it: slots for new durable queues, none for deleted ones.
+    pub fn replace_topology(
+        &self,
+        vhost: &str,
+        exchanges: Vec<ExchangeDef>,
+        queues: Vec<QueueDef>,
+        bindings: Vec<BindingDef>,
+    ) -> Result<(), StoreError> {
+        let kept = self
+            .store
+            .replace_topology(vhost, exchanges, queues, bindings)?;
+        let mut slots = self.queues.write().unwrap_or_else(PoisonError::into_inner);
+        slots.retain(|(v, name), _| v != vhost || kept.iter().any(|q| &q.name == name));
+        for queue in kept {
+            slots
+                .entry((vhost.to_owned(), queue.name))
+                .or_insert_with(|| Arc::new(Mutex::new(Slot::new(queue.id))));
+        }
+        Ok(())
     }
 
     /// Writes persistent message `seq` of durable queue `queue`. Returns what the publisher
@@ -343,6 +368,90 @@ mod tests {
         assert_eq!(queues.store().stats().live_messages, 0);
         assert!(queues.store().definitions().queues.is_empty());
         queues.delete_queue("/", "q").unwrap();
+    }
+
+    #[tokio::test]
+    async fn replacing_the_topology_keeps_ids_and_drops_deleted_queues() {
+        let dir = TestDir::new();
+        let (queues, _) = open(&dir);
+        let def = |name: &str| QueueDef {
+            id: QueueId(0),
+            vhost: "/".into(),
+            name: name.into(),
+            auto_delete: false,
+            arguments: Bytes::new(),
+        };
+        let exchange = ExchangeDef {
+            vhost: "/".into(),
+            name: "x".into(),
+            kind: "fanout".into(),
+            auto_delete: false,
+            internal: false,
+            arguments: Bytes::new(),
+        };
+        let binding = BindingDef {
+            vhost: "/".into(),
+            source: "x".into(),
+            destination_kind: super::super::BindingDestination::Queue,
+            destination: "a".into(),
+            routing_key: String::new(),
+            arguments: Bytes::new(),
+        };
+        queues
+            .replace_topology(
+                "/",
+                vec![exchange.clone()],
+                vec![def("a"), def("b")],
+                vec![binding.clone()],
+            )
+            .unwrap();
+        let ids = queues.store().definitions().queues;
+        queues
+            .enqueue("/", "a", 0, msg(b"", b"a0"))
+            .unwrap()
+            .await
+            .unwrap();
+        queues
+            .enqueue("/", "b", 0, msg(b"", b"b0"))
+            .unwrap()
+            .await
+            .unwrap();
+        // Same topology again: nothing changes, ids stay.
+        queues
+            .replace_topology(
+                "/",
+                vec![exchange.clone()],
+                vec![def("b"), def("a")],
+                vec![binding.clone()],
+            )
+            .unwrap();
+        assert_eq!(queues.store().definitions().queues.len(), 2);
+        assert!(ids
+            .iter()
+            .all(|q| queues.store().definitions().queues.contains(q)));
+        // Queue b deleted: its message goes with it.
+        queues
+            .replace_topology(
+                "/",
+                vec![exchange.clone()],
+                vec![def("a")],
+                vec![binding.clone()],
+            )
+            .unwrap();
+        assert_eq!(queues.store().stats().live_messages, 1);
+        assert!(queues
+            .enqueue("/", "b", 1, msg(b"", b"b1"))
+            .unwrap()
+            .await
+            .is_err());
+        queues.store().close().await.unwrap();
+        drop(queues);
+
+        let (_, recovered) = open(&dir);
+        assert_eq!(recovered.definitions.exchanges, vec![exchange]);
+        assert_eq!(recovered.definitions.bindings, vec![binding]);
+        assert_eq!(recovered.queues.len(), 1);
+        assert_eq!(recovered.queues[0].messages.len(), 1);
     }
 
     #[test]

@@ -374,6 +374,65 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the stored topology of `vhost` exactly `exchanges`, `queues` and `bindings` (other
+    /// vhosts are untouched): queues keep their ids by name (the ids in `queues` are ignored),
+    /// new queues get fresh ids, and queues no longer listed are forgotten with their messages.
+    /// Writes the snapshot only if something changed. Returns the vhost's queues with their ids.
+    ///
+    /// This is how a broker that keeps its own topology persists it: after each change, hand
+    /// over the durable part of the whole vhost, and never get out of step.
+    pub fn replace_topology(
+        &self,
+        vhost: &str,
+        exchanges: Vec<ExchangeDef>,
+        queues: Vec<QueueDef>,
+        bindings: Vec<BindingDef>,
+    ) -> Result<Vec<QueueDef>, StoreError> {
+        let mut defs = self.lock_definitions();
+        let mut next = defs.clone();
+        next.exchanges.retain(|e| e.vhost != vhost);
+        next.exchanges.extend(exchanges);
+        next.bindings.retain(|b| b.vhost != vhost);
+        next.bindings.extend(bindings);
+        let old: Vec<QueueDef> = next
+            .queues
+            .iter()
+            .filter(|q| q.vhost == vhost)
+            .cloned()
+            .collect();
+        next.queues.retain(|q| q.vhost != vhost);
+        let mut kept = Vec::with_capacity(queues.len());
+        for mut queue in queues {
+            queue.id = match old.iter().find(|q| q.name == queue.name) {
+                Some(existing) => existing.id,
+                None => {
+                    next.next_queue_id += 1;
+                    QueueId(next.next_queue_id - 1)
+                }
+            };
+            kept.push(queue);
+        }
+        next.queues.extend(kept.iter().cloned());
+        let gone: Vec<QueueId> = old
+            .iter()
+            .filter(|q| !kept.iter().any(|k| k.id == q.id))
+            .map(|q| q.id)
+            .collect();
+        if !same_topology(&defs, &next) {
+            self.save(&mut defs, next)?;
+        }
+        let mut state = self.shared.lock();
+        for queue in &kept {
+            state.queues.insert(queue.id);
+        }
+        // Only once the snapshot no longer names them may their segments go.
+        for id in gone {
+            state.queues.remove(&id);
+            state.ledger.forget_queue(id);
+        }
+        Ok(kept)
+    }
+
     /// Records a binding between durable entities (`queue.bind`, `exchange.bind`). Idempotent.
     pub fn bind(&self, binding: BindingDef) -> Result<(), StoreError> {
         let mut defs = self.lock_definitions();
@@ -644,6 +703,18 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// Whether two topologies hold the same entities, whatever their order (the broker's maps have
+/// none).
+fn same_topology(a: &Definitions, b: &Definitions) -> bool {
+    fn same<T: PartialEq>(x: &[T], y: &[T]) -> bool {
+        x.len() == y.len() && x.iter().all(|e| y.contains(e))
+    }
+    a.next_queue_id == b.next_queue_id
+        && same(&a.exchanges, &b.exchanges)
+        && same(&a.queues, &b.queues)
+        && same(&a.bindings, &b.bindings)
 }
 
 impl Drop for Store {
