@@ -26,6 +26,8 @@
 //!   file.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
+//! - `seam`: [`DurableQueues`] as the broker's `persistence::Store`, the AMQP encodings the log
+//!   keeps, and restoring the recovered topology and messages into the vhosts at start.
 //!
 //! # On disk
 //! ```text
@@ -72,6 +74,7 @@ mod message;
 mod position;
 mod record;
 mod recovery;
+pub(crate) mod seam;
 mod segment;
 mod writer;
 
