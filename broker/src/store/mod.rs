@@ -36,28 +36,24 @@
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
 //! ```
 //!
-//! # Integrating (what the broker does)
-//! 1. At start, before listening: `Store::open` (blocking; `spawn_blocking` it). An error ends
-//!    the start with the error's message; [`StoreError::is_corruption`] tells the operator the
-//!    files need a look.
-//! 2. Declare what [`Recovered::definitions`] lists (keeping each [`QueueDef::id`] with its
-//!    queue), then push each [`RecoveredQueue`]'s positions onto its queue, in order, flagged
-//!    `redelivered = true`. Bodies are read with [`Store::read`] when needed.
-//! 3. `queue.declare` / `exchange.declare` / `queue.bind` / `exchange.bind` of durable entities
-//!    (never exclusive queues): make the matching (synchronous) store call before the `-ok`;
-//!    deletes and unbinds likewise.
-//! 4. `basic.publish` with `delivery-mode = 2`, per durable queue it is routed to: under that
-//!    queue's lock, [`Store::enqueue`] with a [`PersistentMessage`] (exchange, routing key,
-//!    encoded properties, body; log order = queue order); keep the [`Position`] with the
-//!    message; send the publisher confirm once every [`Commit`] of that publish resolved.
-//!    Transient messages and non-durable queues never touch the store.
-//! 5. When a persistent message leaves a durable queue for good (ack, no-ack delivery or
-//!    `basic.get`, reject/nack without requeue, expiry, length limit): [`Store::remove`]. A
-//!    requeue writes nothing. `queue.purge`: [`Store::purge`].
-//! 6. Memory budget: past it, drop a committed message's body and keep its 12-byte
-//!    [`Position`]; read the body back at delivery.
-//! 7. On shutdown: [`Store::close`]. Store errors close the connection with
-//!    [`StoreError::reply_code`] (541 INTERNAL_ERROR).
+//! # How the broker uses it
+//! Wired through `seam` (the broker's `persistence::Store`), with a data directory only:
+//! 1. `BrokerBuilder::start` opens the store before listening (a damaged store stops the start,
+//!    see [`StoreError::is_corruption`]), declares the recovered exchanges, queues and bindings,
+//!    and puts each durable queue's messages back in log order, `redelivered = true`.
+//! 2. Every durable topology change (declare, delete, bind, unbind; auto-delete and `x-expires`
+//!    deletions too) hands the vhost's durable topology to [`Store::replace_topology`] before
+//!    the `-ok`: a small snapshot write, fsynced.
+//! 3. A persistent message routed to a durable, non-exclusive queue is appended by
+//!    [`DurableQueues::enqueue`]; the publisher confirm waits for its group commit.
+//!    Transient messages and other queues never touch the store.
+//! 4. When such a message leaves its queue for good (ack, no-ack delivery or `basic.get`,
+//!    reject/nack without requeue, expiry, length limit, purge), [`DurableQueues::remove`]
+//!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss).
+//! 5. `BrokerHandle::shutdown` closes the store (flush and fsync).
+//!
+//! Not wired yet: keeping bodies on disk past a memory budget (the broker holds every body in
+//! memory; [`Store::read`] is the hook) and `connection.blocked` on a memory high-watermark.
 //!
 //! Not implemented: rewriting sparse old segments (one long-lived message keeps its whole
 //! segment, and the segments holding acks of that segment's other messages, on disk), a lock
