@@ -57,8 +57,6 @@ pub(crate) struct Connection {
     pub(crate) id: u64,
     /// The client's address, for logs.
     pub(crate) peer: SocketAddr,
-    /// The broker's shared state.
-    pub(crate) broker: Arc<BrokerShared>,
     /// The vhost opened with `connection.open`.
     pub(crate) vhost: Arc<VHost>,
     /// Frames to the client; the writer task holds the receiver.
@@ -317,7 +315,6 @@ async fn handshake(
     Some(Connection {
         id,
         peer,
-        broker: broker.clone(),
         vhost,
         writer: writer.clone(),
         events,
@@ -504,8 +501,8 @@ impl Connection {
                 );
                 Ok(())
             }
-            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
-                "connection method not valid after open",
+            AMQPClass::Connection(_) => Err(AmqpError::channel_error(
+                "unexpected method in connection state running",
             )
             .in_method(class_id, method_id)),
             _ => Err(

@@ -75,8 +75,6 @@ pub(crate) struct Exchange {
     pub(crate) auto_delete: bool,
     /// Clients may not publish to it directly (403), only through e2e bindings.
     pub(crate) internal: bool,
-    /// The declare arguments, compared on redeclare.
-    pub(crate) arguments: FieldTable,
     /// `alternate-exchange`: where messages this exchange cannot route go.
     pub(crate) alternate: Option<String>,
     /// Bindings with this exchange as source, in creation order.
@@ -104,7 +102,6 @@ impl Exchange {
             durable,
             auto_delete,
             internal,
-            arguments,
             alternate,
             bindings: Vec::new(),
         }
@@ -197,6 +194,7 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -119,7 +119,6 @@ impl Connection {
         shared.consumers().insert(
             tag.clone(),
             ChannelConsumer {
-                consumer: consumer.clone(),
                 queue: queue.clone(),
             },
         );
@@ -190,6 +189,13 @@ impl Connection {
         let taken = shared
             .take_unacked(tag, multiple)
             .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        for u in &taken {
+            if u.queue.durable && u.message.message.is_persistent() {
+                self.vhost
+                    .store
+                    .remove(&self.vhost.name, &u.queue.name, u.message.seq);
+            }
+        }
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())
     }

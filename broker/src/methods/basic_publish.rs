@@ -57,7 +57,7 @@ impl Connection {
             {
                 return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
             }
-            tx.push(TxOp::Publish(publish, properties, body));
+            tx.push(TxOp::Publish(Box::new((publish, properties, body))));
             return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
