@@ -124,6 +124,7 @@ pub(crate) async fn serve(
         })
         .await;
     }
+    let _ = writer_tx.send(Outbound::Shutdown);
     drop(writer_tx);
     let _ = writer_task.await;
     debug!(connection = id, %peer, "connection finished");
