@@ -262,7 +262,7 @@ async fn handshake(
         Ok(user) => user,
         Err(err) => {
             let code = match err {
-                AuthError::UnknownMechanism(_) => ReplyCode::CommandInvalid,
+                AuthError::UnknownMechanism(_) => ReplyCode::NotImplemented,
                 _ => ReplyCode::AccessRefused,
             };
             let err = AmqpError::new(code, err.to_string());
@@ -286,6 +286,29 @@ async fn handshake(
         (o, 0) => o,
         (o, t) => o.min(t),
     };
+    // A client may lower the limits but not raise them (0 means "no limit": take ours), and
+    // frame_max may not go below the spec's 4096; RabbitMQ refuses these too.
+    let refusal = if tune_ok.channel_max > config.channel_max && config.channel_max != 0 {
+        Some(format!(
+            "negotiated channel_max = {} is higher than the maximum allowed value ({})",
+            tune_ok.channel_max, config.channel_max
+        ))
+    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < 4096 {
+        Some(format!("frame_max={} < 4096 min size", tune_ok.frame_max))
+    } else if tune_ok.frame_max > config.frame_max && config.frame_max != 0 {
+        Some(format!(
+            "frame_max={} > {} max size",
+            tune_ok.frame_max, config.frame_max
+        ))
+    } else {
+        None
+    };
+    if let Some(text) = refusal {
+        let err = AmqpError::not_allowed(text).in_method(10, 31);
+        warn!(connection = id, %peer, text = %err.text, "tune-ok refused");
+        send_connection_close(writer, &err);
+        return None;
+    }
     let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
     let channel_max = negotiate(
         u32::from(config.channel_max),
@@ -507,7 +530,7 @@ impl Connection {
             )
             .in_method(class_id, method_id)),
             _ => Err(
-                AmqpError::command_invalid("only connection methods are valid on channel 0")
+                AmqpError::channel_error("unexpected method in connection state running")
                     .in_method(class_id, method_id),
             ),
         }

@@ -130,9 +130,18 @@ impl Exchange {
 
 /// Topic matching: words are separated by `.`; `*` matches exactly one word, `#` zero or more.
 pub(crate) fn topic_matches(pattern: &str, key: &str) -> bool {
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = key.split('.').collect();
+    // An empty key or pattern has zero words (not one empty word), as in RabbitMQ.
+    let pattern = topic_words_of(pattern);
+    let key = topic_words_of(key);
     topic_words(&pattern, &key)
+}
+
+fn topic_words_of(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('.').collect()
+    }
 }
 
 fn topic_words(pattern: &[&str], key: &[&str]) -> bool {
@@ -210,6 +219,9 @@ mod tests {
         assert!(!topic_matches("*.orange.*", "a.quick.orange.rabbit"));
         assert!(!topic_matches("a.*", "a"));
         assert!(topic_matches("lazy.#", "lazy.orange.male.rabbit"));
+        assert!(!topic_matches("*", ""));
+        assert!(topic_matches("", ""));
+        assert!(!topic_matches("", "a"));
     }
 
     #[test]

@@ -530,9 +530,10 @@ impl Queue {
         self.dispatch(vhost);
     }
 
-    /// Adds a consumer. Fails with the 403 text when exclusivity forbids it.
+    /// Adds a consumer without dispatching to it yet (the caller sends `consume-ok` first,
+    /// then calls [`Queue::dispatch`]). Fails with the 403 text when exclusivity forbids it.
     pub(crate) fn add_consumer(
-        self: &Arc<Self>,
+        &self,
         vhost: &VHost,
         consumer: Arc<Consumer>,
     ) -> Result<(), String> {
@@ -554,7 +555,6 @@ impl Queue {
             st.last_used = Instant::now();
         }
         self.wake.notify_one();
-        self.dispatch(vhost);
         Ok(())
     }
 

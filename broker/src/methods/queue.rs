@@ -40,9 +40,10 @@ impl Connection {
         let vh = self.vhost.name.clone();
         let mut name = m.queue.as_str().to_owned();
         if name == REPLY_TO || name.starts_with("amq.rabbitmq.reply-to.") {
-            // Direct reply-to is a pseudo-queue: it always "exists" and is always empty.
+            // Direct reply-to is a pseudo-queue: it always "exists", is always empty and, as
+            // RabbitMQ 3.10 reports it, always has one consumer.
             if !m.nowait {
-                self.send(ch, declare_ok(&name, 0, 0));
+                self.send(ch, declare_ok(&name, 0, 1));
             }
             return Ok(());
         }
