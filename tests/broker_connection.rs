@@ -99,7 +99,13 @@ async fn wrong_password_is_refused_403() {
     assert_eq!(reply_code(&err), Some(403), "got {err}");
     // The broker is unaffected.
     let (_conn, ch) = open(&broker).await;
-    declare_queue(&ch, &common::unique("q.after"), FieldTable::default()).await;
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("the broker is unaffected");
 }
 
 #[tokio::test]
