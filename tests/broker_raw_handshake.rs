@@ -303,3 +303,42 @@ async fn a_frame_of_exactly_frame_max_is_accepted_and_a_larger_payload_is_501() 
         .expect("delete");
     bystander.assert_unaffected().await;
 }
+
+#[tokio::test]
+async fn a_client_connection_close_is_answered_with_close_ok_then_eof() {
+    let broker = common::broker().await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    ))
+    .await;
+    // The broker answers connection.close with close-ok on channel 0 and sends nothing more.
+    // RabbitMQ then leaves the socket to the client (the peer that sent close closes it once it
+    // has the close-ok); a broker that closes the socket itself is tolerated here, but see
+    // broker_connection.rs `connection_close_from_the_client_is_acknowledged` for what that
+    // does to lapin.
+    match conn.next_non_heartbeat().await {
+        Outcome::Frame(amq_protocol::frame::AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+        )) => {}
+        other => panic!("expected connection.close-ok, got {other:?}"),
+    }
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        tokio::io::AsyncReadExt::read(conn.stream_mut(), &mut buf),
+    )
+    .await
+    {
+        Err(_) | Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("bytes after close-ok: {:?}", &buf[..n]),
+    }
+}

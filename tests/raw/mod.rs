@@ -201,6 +201,11 @@ impl RawConn {
         conn
     }
 
+    /// The socket itself, for reads the helpers do not cover.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     /// Writes `bytes` as they are.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write to broker");
