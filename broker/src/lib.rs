@@ -1,8 +1,41 @@
-//! `lepus-broker`: the bundled AMQP 0-9-1 broker (work in progress; see issue 2).
+//! `lepus-broker`: the bundled AMQP 0-9-1 broker. Standard clients (lapin, pika, amqprs,
+//! kombu) work against it unchanged; embed it with
+//! `Broker::builder().listen("127.0.0.1:0").start().await?`, or run the `lepus-broker` binary.
 //!
 //! # Layout
-//! - `server`: the embeddable [`Broker`] builder and the [`BrokerHandle`] it returns.
+//! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
+//! - `shutdown`: the broker-wide stop signal.
+//! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `writer`: the per-connection writer task that batches frames into one write per burst.
+//! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
+//! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
+//! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
+//!   `exchange`, `queue`, `tx`).
+//! - `vhost`: a vhost's topology (exchanges, bindings, queues), routing, dead-lettering,
+//!   direct reply-to registry; the vhost registry.
+//! - `exchange`: exchange types and their matching rules.
+//! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
+//! - `message`: the shared message (properties + `Bytes` body).
+//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation).
+//! - `auth`: PLAIN/AMQPLAIN and the user check.
+//! - `error`: reply codes (mapped here only) and the crate's error types.
+//! - [`store`]: durable topology and persistent messages (segment log, group commit, recovery).
 
+mod auth;
+mod channel;
+mod connection;
+mod error;
+mod exchange;
+mod frame;
+mod message;
+mod methods;
+mod persistence;
+mod queue;
 mod server;
+mod shutdown;
+pub mod store;
+mod vhost;
+mod writer;
 
+pub use error::{Error, ReplyCode};
 pub use server::{Broker, BrokerBuilder, BrokerHandle};

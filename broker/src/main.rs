@@ -1,3 +1,91 @@
-//! `lepus-broker`: runs the bundled broker as a server (placeholder).
+//! `lepus-broker`: runs the bundled AMQP 0-9-1 broker as a server.
+//!
+//! Once the listener is bound it prints exactly one line to stdout,
+//! `lepus-broker listening on ADDR:PORT`, so scripts that start it with `--listen
+//! 127.0.0.1:0` can find the port. Logs go to stderr (`RUST_LOG` sets the level, default
+//! `info`). SIGINT or SIGTERM stops it gracefully.
 
-fn main() {}
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing::error;
+
+/// The bundled AMQP 0-9-1 broker of Lepus. Clients connect with
+/// `amqp://guest:guest@ADDR:PORT/%2f`.
+#[derive(Debug, Parser)]
+#[command(name = "lepus-broker", version, about, long_about = None)]
+struct Args {
+    /// Address and port to accept AMQP connections on; port 0 picks a free port (printed on
+    /// stdout once bound).
+    #[arg(
+        long,
+        env = "LEPUS_LISTEN",
+        default_value = "127.0.0.1:5672",
+        value_name = "ADDR:PORT"
+    )]
+    listen: String,
+    /// Directory for durable data (durable queues and persistent messages).
+    #[arg(
+        long,
+        env = "LEPUS_DATA_DIR",
+        default_value = "./lepus-data",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let handle = match lepus_broker::Broker::builder()
+        .listen(args.listen)
+        .data_dir(args.data_dir)
+        .start()
+        .await
+    {
+        Ok(handle) => handle,
+        Err(err) => {
+            error!(cause = %err, "cannot start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "lepus-broker listening on {}", handle.local_addr());
+    let _ = stdout.flush();
+    drop(stdout);
+    wait_for_signal().await;
+    handle.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C only on non-Unix).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                error!(cause = %err, "cannot install SIGTERM handler");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

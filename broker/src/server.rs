@@ -1,16 +1,77 @@
-//! The embeddable broker: a builder, and a handle to a running broker (placeholder API).
+//! The embeddable broker: [`Broker::builder`] configures it, [`BrokerBuilder::start`] binds the
+//! listener and spawns the accept loop, and [`BrokerHandle`] stops it.
+//!
+//! Task ownership: the accept task owns a `JoinSet` of connection tasks; the handle owns the
+//! accept task's `JoinHandle` and the shutdown sender. `shutdown()` signals every task, the
+//! accept loop stops accepting and waits for its connections, each of which sends
+//! `connection.close` 320 CONNECTION_FORCED and waits briefly for `close-ok`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, error, info};
+
+use crate::connection;
+use crate::error::Error;
+use crate::persistence::{MemoryStore, Store};
+use crate::shutdown::Shutdown;
+use crate::vhost::VHosts;
+
+/// Tuning and limits a broker runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Heartbeat proposed in `connection.tune` (zero disables).
+    pub(crate) heartbeat: Duration,
+    /// Time from accept to `connection.open` before the socket is dropped.
+    pub(crate) handshake_timeout: Duration,
+    /// Largest frame proposed in `connection.tune`, overhead included.
+    pub(crate) frame_max: u32,
+    /// Highest channel number proposed in `connection.tune`.
+    pub(crate) channel_max: u16,
+    /// Directory for durable data (used by the durability work; unused in memory).
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            frame_max: 131_072,
+            channel_max: 2047,
+            data_dir: None,
+        }
+    }
+}
+
+/// What every connection task shares: configuration, vhosts, id counter.
+#[derive(Debug)]
+pub(crate) struct BrokerShared {
+    /// The configuration.
+    pub(crate) config: Config,
+    /// The vhosts.
+    pub(crate) vhosts: VHosts,
+    /// Source of connection ids (used for exclusive-queue ownership and logs).
+    pub(crate) next_connection_id: AtomicU64,
+}
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
 #[derive(Debug)]
 pub struct Broker;
 
 impl Broker {
-    /// A builder with the defaults (`127.0.0.1:5672`).
+    /// A builder with the defaults (`127.0.0.1:5672`, heartbeat 60 s, frame_max 131072,
+    /// channel_max 2047, handshake timeout 10 s).
     pub fn builder() -> BrokerBuilder {
         BrokerBuilder {
             listen: "127.0.0.1:5672".to_owned(),
+            config: Config::default(),
         }
     }
 }
@@ -19,6 +80,7 @@ impl Broker {
 #[derive(Debug, Clone)]
 pub struct BrokerBuilder {
     listen: String,
+    config: Config,
 }
 
 impl BrokerBuilder {
@@ -28,18 +90,104 @@ impl BrokerBuilder {
         self
     }
 
+    /// The heartbeat interval proposed to clients (`Duration::ZERO` proposes none).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.config.heartbeat = interval;
+        self
+    }
+
+    /// How long a client may take from connecting to `connection.open`.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest frame proposed to clients, including the 8 bytes of frame overhead
+    /// (at least 4096, the spec's minimum).
+    pub fn frame_max(mut self, frame_max: u32) -> Self {
+        self.config.frame_max = frame_max.max(4096);
+        self
+    }
+
+    /// The highest channel number proposed to clients.
+    pub fn channel_max(mut self, channel_max: u16) -> Self {
+        self.config.channel_max = channel_max;
+        self
+    }
+
+    /// The directory for durable data (stored for the durability work; the in-memory broker
+    /// does not write to it).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = Some(dir.into());
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
-    pub async fn start(self) -> std::io::Result<BrokerHandle> {
-        let listener = tokio::net::TcpListener::bind(&self.listen).await?;
-        let local_addr = listener.local_addr()?;
-        Ok(BrokerHandle { local_addr })
+    pub async fn start(self) -> Result<BrokerHandle, Error> {
+        let listener = TcpListener::bind(&self.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: self.listen.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+        let store: Arc<dyn Store> = Arc::new(MemoryStore);
+        let shared = Arc::new(BrokerShared {
+            config: self.config,
+            vhosts: VHosts::new(store),
+            next_connection_id: AtomicU64::new(1),
+        });
+        let (stop_tx, shutdown) = Shutdown::new();
+        let accept = tokio::spawn(accept_loop(listener, shared, shutdown));
+        info!(%local_addr, "broker listening");
+        Ok(BrokerHandle {
+            local_addr,
+            stop_tx,
+            accept,
+        })
     }
 }
 
-/// A running broker. Dropping it does not stop the broker; call [`BrokerHandle::shutdown`].
+async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutdown: Shutdown) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    debug!(%peer, "accepted");
+                    connections.spawn(connection::serve(stream, peer, shared.clone(), shutdown.clone()));
+                }
+                Err(err) => {
+                    error!(cause = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    // Every connection got the signal too; give them time to close politely.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// A running broker. Dropping it stops the accept loop's signal sender, which stops the broker
+/// too (without waiting); call [`BrokerHandle::shutdown`] to stop and wait.
 #[derive(Debug)]
 pub struct BrokerHandle {
     local_addr: SocketAddr,
+    /// The shutdown signal; every broker task holds a receiver.
+    stop_tx: watch::Sender<bool>,
+    /// The accept loop, which owns all connection tasks.
+    accept: JoinHandle<()>,
 }
 
 impl BrokerHandle {
@@ -53,6 +201,13 @@ impl BrokerHandle {
         format!("amqp://guest:guest@{}/%2f", self.local_addr)
     }
 
-    /// Stops accepting, closes every connection and waits for the broker's tasks.
-    pub async fn shutdown(self) {}
+    /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for the
+    /// broker's tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop_tx.send(true);
+        if let Err(err) = self.accept.await {
+            error!(cause = %err, "accept loop failed");
+        }
+        info!(local_addr = %self.local_addr, "broker stopped");
+    }
 }

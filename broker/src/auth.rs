@@ -1,0 +1,110 @@
+//! Authentication: the SASL mechanisms we offer (PLAIN, AMQPLAIN) and the user check.
+//!
+//! Every login goes through [`authenticate`]; the user database is the fixed `guest`/`guest`
+//! account until access control (its own issue) replaces [`check_credentials`].
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+/// The mechanisms offered in `connection.start`, space separated as the spec wants.
+pub(crate) const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum AuthError {
+    /// The client picked a mechanism we do not offer (503 COMMAND_INVALID).
+    #[error("unknown authentication mechanism '{0}'")]
+    UnknownMechanism(String),
+    /// The response could not be parsed for the mechanism (403 ACCESS_REFUSED).
+    #[error("malformed {0} response")]
+    Malformed(&'static str),
+    /// Wrong user or password (403 ACCESS_REFUSED).
+    #[error("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.")]
+    Refused {
+        /// The mechanism used.
+        mechanism: String,
+    },
+}
+
+/// Checks a `connection.start-ok` response and returns the authenticated user name.
+pub(crate) fn authenticate(mechanism: &str, response: &[u8]) -> Result<String, AuthError> {
+    let (user, password) = match mechanism {
+        // PLAIN (RFC 4616): authzid NUL authcid NUL password.
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let (_authz, user, pass) = match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(u), Some(p)) => (a, u, p),
+                _ => return Err(AuthError::Malformed("PLAIN")),
+            };
+            (
+                String::from_utf8_lossy(user).into_owned(),
+                String::from_utf8_lossy(pass).into_owned(),
+            )
+        }
+        // AMQPLAIN: a field table without its length prefix, holding LOGIN and PASSWORD.
+        "AMQPLAIN" => amqplain(response).ok_or(AuthError::Malformed("AMQPLAIN"))?,
+        other => return Err(AuthError::UnknownMechanism(other.to_owned())),
+    };
+    if check_credentials(&user, &password) {
+        Ok(user)
+    } else {
+        Err(AuthError::Refused {
+            mechanism: mechanism.to_owned(),
+        })
+    }
+}
+
+/// The user database: `guest`/`guest` only, for now.
+fn check_credentials(user: &str, password: &str) -> bool {
+    user == "guest" && password == "guest"
+}
+
+/// Parses an AMQPLAIN response: the table's entries without the 4-byte length prefix.
+fn amqplain(response: &[u8]) -> Option<(String, String)> {
+    let mut framed = Vec::with_capacity(response.len() + 4);
+    framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
+    framed.extend_from_slice(response);
+    let (_, table): (_, FieldTable) =
+        amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+    let get = |key: &str| match table.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    Some((get("LOGIN")?, get("PASSWORD")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_accepts_guest_and_refuses_others() {
+        assert_eq!(authenticate("PLAIN", b"\0guest\0guest").unwrap(), "guest");
+        assert!(matches!(
+            authenticate("PLAIN", b"\0guest\0nope"),
+            Err(AuthError::Refused { .. })
+        ));
+        assert_eq!(
+            authenticate("PLAIN", b"garbage"),
+            Err(AuthError::Malformed("PLAIN"))
+        );
+        assert!(matches!(
+            authenticate("EXTERNAL", b""),
+            Err(AuthError::UnknownMechanism(_))
+        ));
+    }
+
+    #[test]
+    fn amqplain_reads_login_and_password() {
+        // "LOGIN" S "guest", "PASSWORD" S "guest", as pika sends it.
+        let mut r = Vec::new();
+        for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
+            r.push(k.len() as u8);
+            r.extend_from_slice(k.as_bytes());
+            r.push(b'S');
+            r.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            r.extend_from_slice(v.as_bytes());
+        }
+        assert_eq!(authenticate("AMQPLAIN", &r).unwrap(), "guest");
+    }
+}

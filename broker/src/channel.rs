@@ -1,0 +1,403 @@
+//! Channels: the part shared with queues ([`ChannelShared`]: delivery tags, unacked messages,
+//! prefetch credit, consumers) and the part only the connection task touches ([`Channel`]:
+//! content assembly, confirm and tx state).
+//!
+//! Concurrency: queues call [`ChannelShared::deliver`] from any task while holding their own
+//! lock; the channel's `delivery` lock is always taken *after* a queue lock, and the channel
+//! never takes a queue lock while holding `delivery` (acks collect entries first, then call the
+//! queues).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::ShortString;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use crate::queue::{Consumer, Queue, QueuedMessage};
+use crate::writer::Outbound;
+
+/// One delivery awaiting `basic.ack`/`nack`/`reject`.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    /// The queue it came from (and goes back to on requeue).
+    pub(crate) queue: Arc<Queue>,
+    /// The consumer whose credit it holds (`None` for `basic.get`).
+    pub(crate) consumer: Option<Arc<Consumer>>,
+    /// The message and its queue position.
+    pub(crate) message: QueuedMessage,
+}
+
+#[derive(Debug, Default)]
+struct DeliveryState {
+    /// The last delivery tag used on this channel (tags start at 1).
+    last_tag: u64,
+    /// Unacked deliveries by tag.
+    unacked: BTreeMap<u64, Unacked>,
+    /// Set when the channel closes; later deliveries are refused back to the queue.
+    closed: bool,
+}
+
+/// A consumer registered on this channel, with the queue it consumes from.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelConsumer {
+    /// The consumer (also in the queue's list).
+    pub(crate) consumer: Arc<Consumer>,
+    /// The queue.
+    pub(crate) queue: Arc<Queue>,
+}
+
+/// The state of a channel that queues and other connections reach. Held in an `Arc` by the
+/// owning connection's [`Channel`], by each of its consumers (`Consumer::channel`), and weakly
+/// by the vhost's direct reply-to registry.
+#[derive(Debug)]
+pub(crate) struct ChannelShared {
+    /// The channel number.
+    pub(crate) id: u16,
+    /// The owning connection's id.
+    pub(crate) connection_id: u64,
+    /// The owning connection's writer; every holder may queue frames on it. The writer task
+    /// ends once all clones are dropped.
+    pub(crate) writer: mpsc::UnboundedSender<Outbound>,
+    /// The client understands `basic.cancel` from the broker (capability
+    /// `consumer_cancel_notify`).
+    pub(crate) cancel_notify: bool,
+    delivery: Mutex<DeliveryState>,
+    /// `channel.flow`: false pauses deliveries to this channel.
+    flow_active: AtomicBool,
+    /// `basic.qos` global=true prefetch count; 0 = unlimited.
+    pub(crate) global_prefetch: AtomicU32,
+    /// Consumer deliveries unacked on this channel (counted against `global_prefetch`).
+    global_in_flight: AtomicU32,
+    /// Consumers by tag. Also updated by a queue being deleted under a consumer.
+    pub(crate) consumers: Mutex<HashMap<String, ChannelConsumer>>,
+    /// The direct reply-to consumer tag, when the channel consumes `amq.rabbitmq.reply-to`.
+    pub(crate) reply_to_consumer: Mutex<Option<ShortString>>,
+}
+
+impl ChannelShared {
+    /// A newly opened channel.
+    pub(crate) fn new(
+        id: u16,
+        connection_id: u64,
+        writer: mpsc::UnboundedSender<Outbound>,
+        cancel_notify: bool,
+    ) -> Self {
+        Self {
+            id,
+            connection_id,
+            writer,
+            cancel_notify,
+            delivery: Mutex::new(DeliveryState::default()),
+            flow_active: AtomicBool::new(true),
+            global_prefetch: AtomicU32::new(0),
+            global_in_flight: AtomicU32::new(0),
+            consumers: Mutex::new(HashMap::new()),
+            reply_to_consumer: Mutex::new(None),
+        }
+    }
+
+    fn delivery(&self) -> MutexGuard<'_, DeliveryState> {
+        // Poisoning only follows a panic elsewhere; the map is still consistent.
+        self.delivery.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The consumer map (poison-tolerant, as above).
+    pub(crate) fn consumers(&self) -> MutexGuard<'_, HashMap<String, ChannelConsumer>> {
+        self.consumers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The direct reply-to consumer (poison-tolerant, as above).
+    pub(crate) fn reply_to(&self) -> MutexGuard<'_, Option<ShortString>> {
+        self.reply_to_consumer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a frame on this channel.
+    pub(crate) fn send(&self, method: AMQPClass) {
+        // A send error means the connection is gone; its cleanup requeues what matters.
+        let _ = self.writer.send(Outbound::Method(self.id, method));
+    }
+
+    /// False while flow is paused.
+    pub(crate) fn can_deliver(&self) -> bool {
+        self.flow_active.load(Ordering::Acquire)
+    }
+
+    /// Sets `channel.flow`.
+    pub(crate) fn set_flow(&self, active: bool) {
+        self.flow_active.store(active, Ordering::Release);
+    }
+
+    /// Takes one unit of channel-global prefetch credit if available.
+    pub(crate) fn try_reserve_global(&self) -> bool {
+        let limit = self.global_prefetch.load(Ordering::Acquire);
+        if limit == 0 {
+            self.global_in_flight.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.global_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` units of channel-global credit.
+    pub(crate) fn release_global(&self, n: u32) {
+        let _ = self
+            .global_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            });
+    }
+
+    /// Delivers `qm` to `consumer` (called by `queue` under its lock). Gives the message back
+    /// if the channel has closed.
+    pub(crate) fn deliver(
+        &self,
+        consumer: &Arc<Consumer>,
+        queue: &Arc<Queue>,
+        qm: QueuedMessage,
+    ) -> Result<(), QueuedMessage> {
+        let mut d = self.delivery();
+        if d.closed {
+            return Err(qm);
+        }
+        d.last_tag += 1;
+        let delivery_tag = d.last_tag;
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: consumer.tag.clone(),
+            delivery_tag,
+            redelivered: qm.redelivered,
+            exchange: qm.message.exchange.clone(),
+            routing_key: qm.message.routing_key.clone(),
+        }));
+        let message = qm.message.clone();
+        if !consumer.no_ack {
+            d.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue: queue.clone(),
+                    consumer: Some(consumer.clone()),
+                    message: qm,
+                },
+            );
+        }
+        // Sent under the lock so that tags reach the wire in order.
+        let _ = self.writer.send(Outbound::Content {
+            channel: self.id,
+            method,
+            message,
+        });
+        Ok(())
+    }
+
+    /// Delivers a direct reply-to message (no ack, not from a queue); false if the channel has
+    /// closed or no longer consumes replies.
+    pub(crate) fn deliver_reply(&self, message: Arc<crate::message::Message>) -> bool {
+        let Some(tag) = self.reply_to().clone() else {
+            return false;
+        };
+        let mut d = self.delivery();
+        if d.closed {
+            return false;
+        }
+        d.last_tag += 1;
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: tag,
+            delivery_tag: d.last_tag,
+            redelivered: false,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+        }));
+        let _ = self.writer.send(Outbound::Content {
+            channel: self.id,
+            method,
+            message,
+        });
+        true
+    }
+
+    /// Answers `basic.get` with `get-ok`; records the delivery unless `no_ack`.
+    pub(crate) fn deliver_get(
+        &self,
+        queue: &Arc<Queue>,
+        qm: QueuedMessage,
+        message_count: u32,
+        no_ack: bool,
+    ) {
+        let mut d = self.delivery();
+        d.last_tag += 1;
+        let delivery_tag = d.last_tag;
+        let method = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+            delivery_tag,
+            redelivered: qm.redelivered,
+            exchange: qm.message.exchange.clone(),
+            routing_key: qm.message.routing_key.clone(),
+            message_count,
+        }));
+        let message = qm.message.clone();
+        if !no_ack {
+            d.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue: queue.clone(),
+                    consumer: None,
+                    message: qm,
+                },
+            );
+        }
+        let _ = self.writer.send(Outbound::Content {
+            channel: self.id,
+            method,
+            message,
+        });
+    }
+
+    /// Removes the deliveries an ack/nack/reject names: `tag` alone, or every tag up to it
+    /// with `multiple` (tag 0 with `multiple` means all). `None` if `tag` is unknown.
+    pub(crate) fn take_unacked(&self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        let mut d = self.delivery();
+        let taken = if multiple && tag == 0 {
+            std::mem::take(&mut d.unacked).into_values().collect()
+        } else if multiple {
+            if !d.unacked.contains_key(&tag) {
+                return None;
+            }
+            let rest = d.unacked.split_off(&(tag + 1));
+            std::mem::replace(&mut d.unacked, rest)
+                .into_values()
+                .collect()
+        } else {
+            vec![d.unacked.remove(&tag)?]
+        };
+        drop(d);
+        self.release_credit(&taken);
+        Some(taken)
+    }
+
+    /// Removes every unacked delivery (recover, close).
+    pub(crate) fn take_all_unacked(&self, close: bool) -> Vec<Unacked> {
+        let mut d = self.delivery();
+        if close {
+            d.closed = true;
+        }
+        let taken: Vec<Unacked> = std::mem::take(&mut d.unacked).into_values().collect();
+        drop(d);
+        self.release_credit(&taken);
+        taken
+    }
+
+    fn release_credit(&self, taken: &[Unacked]) {
+        let mut global = 0;
+        for u in taken {
+            if let Some(c) = &u.consumer {
+                c.in_flight.fetch_sub(1, Ordering::AcqRel);
+                global += 1;
+            }
+        }
+        self.release_global(global);
+    }
+
+    /// Number of unacked deliveries.
+    pub(crate) fn unacked_count(&self) -> usize {
+        self.delivery().unacked.len()
+    }
+}
+
+/// A publish whose content is still arriving.
+#[derive(Debug)]
+pub(crate) struct ContentAssembly {
+    /// The `basic.publish` that opened it.
+    pub(crate) publish: basic::Publish,
+    /// The header, once received: properties and declared body size.
+    pub(crate) header: Option<(basic::AMQPProperties, u64)>,
+    /// Body frames so far (one frame is kept as is; several are concatenated at the end).
+    pub(crate) body: Vec<Bytes>,
+    /// Bytes received so far.
+    pub(crate) received: u64,
+}
+
+impl ContentAssembly {
+    /// The complete body (no copy when it came in one frame).
+    pub(crate) fn take_body(&mut self) -> Bytes {
+        match self.body.len() {
+            0 => Bytes::new(),
+            1 => self.body.pop().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.received as usize);
+                for piece in self.body.drain(..) {
+                    all.extend_from_slice(&piece);
+                }
+                all.freeze()
+            }
+        }
+    }
+}
+
+/// Publisher-confirm state of a channel in confirm mode.
+#[derive(Debug, Default)]
+pub(crate) struct ConfirmState {
+    /// The sequence number of the last publish (they start at 1).
+    pub(crate) last_seq: u64,
+    /// Publishes waiting for a store; while any is, acks are sent one by one.
+    pub(crate) pending_store: usize,
+    /// The highest publish confirmed but not yet acked on the wire (coalesced into one
+    /// `basic.ack multiple=true` when the read buffer is drained).
+    pub(crate) ack_upto: Option<u64>,
+}
+
+/// One operation buffered by a transaction until `tx.commit`.
+#[derive(Debug)]
+pub(crate) enum TxOp {
+    /// A complete publish.
+    Publish(basic::Publish, basic::AMQPProperties, Bytes),
+    /// An ack.
+    Ack(u64, bool),
+    /// A nack or reject: tag, multiple, requeue.
+    Nack(u64, bool, bool),
+}
+
+/// Whether a channel is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelState {
+    /// Open.
+    Open,
+    /// We sent `channel.close` and drop everything until `close-ok`.
+    Closing,
+}
+
+/// The connection task's view of one channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    /// The state queues share (see [`ChannelShared`]).
+    pub(crate) shared: Arc<ChannelShared>,
+    /// Open or closing.
+    pub(crate) state: ChannelState,
+    /// The publish whose content is arriving.
+    pub(crate) content: Option<ContentAssembly>,
+    /// Prefetch for consumers created from now on (`basic.qos` global=false); 0 = unlimited.
+    pub(crate) consumer_prefetch: u32,
+    /// Confirm mode state (`confirm.select`).
+    pub(crate) confirm: Option<ConfirmState>,
+    /// Transaction buffer (`tx.select`).
+    pub(crate) tx: Option<Vec<TxOp>>,
+}
+
+impl Channel {
+    /// A newly opened channel.
+    pub(crate) fn new(shared: Arc<ChannelShared>) -> Self {
+        Self {
+            shared,
+            state: ChannelState::Open,
+            content: None,
+            consumer_prefetch: 0,
+            confirm: None,
+            tx: None,
+        }
+    }
+}

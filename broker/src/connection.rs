@@ -1,0 +1,766 @@
+//! One client connection: the handshake (protocol header, start/start-ok, tune/tune-ok, open),
+//! the read loop that decodes frames and runs methods, heartbeat supervision, closing in both
+//! directions, and cleanup (requeue unacked, cancel consumers, drop exclusive queues).
+//!
+//! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
+//! await: routing and queue work use short synchronous locks); a second task
+//! (`crate::writer::run`) owns the socket's write half. Other tasks talk to a connection only
+//! through its writer queue (deliveries, cancel notifications) and its event queue
+//! ([`ConnEvent`], delayed confirms).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::auth::{self, AuthError};
+use crate::channel::{Channel, ChannelState};
+use crate::error::{AmqpError, ReplyCode};
+use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
+use crate::server::BrokerShared;
+use crate::shutdown::Shutdown;
+use crate::vhost::VHost;
+use crate::writer::{self, Outbound};
+
+/// How long we wait for `close-ok` after sending `connection.close`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Events other tasks send to a connection task.
+#[derive(Debug)]
+pub(crate) enum ConnEvent {
+    /// A store finished (or failed) making publish `seq` of `channel` durable.
+    Confirm {
+        /// The channel.
+        channel: u16,
+        /// The publish sequence number.
+        seq: u64,
+        /// True for `basic.ack`, false for `basic.nack`.
+        ok: bool,
+    },
+}
+
+/// The connection task's state after a successful handshake.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// Broker-unique id (exclusive-queue owner, log field).
+    pub(crate) id: u64,
+    /// The client's address, for logs.
+    pub(crate) peer: SocketAddr,
+    /// The broker's shared state.
+    pub(crate) broker: Arc<BrokerShared>,
+    /// The vhost opened with `connection.open`.
+    pub(crate) vhost: Arc<VHost>,
+    /// Frames to the client; the writer task holds the receiver.
+    pub(crate) writer: mpsc::UnboundedSender<Outbound>,
+    /// Events for this task (held by store-confirm waiters).
+    pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
+    /// Open (or closing) channels.
+    pub(crate) channels: HashMap<u16, Channel>,
+    /// Negotiated channel_max.
+    pub(crate) channel_max: u16,
+    /// Negotiated frame_max.
+    pub(crate) frame_max: u32,
+    /// The client handles broker-sent `basic.cancel`.
+    pub(crate) cancel_notify: bool,
+    /// Exclusive queues this connection declared (deleted when it closes).
+    pub(crate) exclusive_queues: Vec<String>,
+    /// Direct reply-to tokens by channel.
+    pub(crate) reply_tokens: HashMap<u16, String>,
+    /// Set once we sent `connection.close`: only close/close-ok are processed after it.
+    closing_since: Option<Instant>,
+    /// Set when the connection is finished and the loop should end.
+    done: bool,
+    /// Negotiated heartbeat (`None` = disabled); two silent intervals close the connection.
+    heartbeat: Option<Duration>,
+}
+
+/// Serves one accepted socket until it closes or the broker stops.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<BrokerShared>,
+    mut shutdown: Shutdown,
+) {
+    let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let (mut read, write) = stream.into_split();
+    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(writer::run(write, writer_rx));
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let timeout = broker.config.handshake_timeout;
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(timeout, handshake(&mut read, &mut buf, &writer_tx, &broker, peer, id)) => match r {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(connection = id, %peer, "handshake timed out");
+                None
+            }
+        },
+        _ = shutdown.recv() => None,
+    };
+    if let Some(mut conn) = handshake {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        conn.events = events_tx;
+        conn.run(&mut read, &mut buf, events_rx, &mut shutdown)
+            .await;
+        conn.cleanup();
+    } else {
+        // Give the writer a moment to flush a close or protocol header before we hang up.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            let mut scratch = [0u8; 1024];
+            while let Ok(n) = read.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    drop(writer_tx);
+    let _ = writer_task.await;
+    debug!(connection = id, %peer, "connection finished");
+}
+
+/// Reads until a frame is decoded. `None` on EOF, socket error or a framing error (after
+/// sending `connection.close` for the latter).
+async fn next_frame(
+    read: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    writer: &mpsc::UnboundedSender<Outbound>,
+    frame_max: u32,
+) -> Option<InboundFrame> {
+    loop {
+        match frame::decode(buf, frame_max) {
+            Ok(Some(InboundFrame::Heartbeat(0))) => continue,
+            Ok(Some(f)) => return Some(f),
+            Ok(None) => {}
+            Err(err) => {
+                send_connection_close(writer, &err);
+                return None;
+            }
+        }
+        match read.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn send_connection_close(writer: &mpsc::UnboundedSender<Outbound>, err: &AmqpError) {
+    let _ = writer.send(Outbound::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: err.code.code(),
+            reply_text: ShortString::try_new(err.reply_text()).unwrap_or_default(),
+            class_id: err.class_id,
+            method_id: err.method_id,
+        })),
+    ));
+}
+
+/// The server properties of `connection.start`.
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+        "direct_reply_to",
+    ] {
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props.insert("product".into(), s("Lepus"));
+    props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+    props.insert("platform".into(), s("Rust"));
+    props.insert("cluster_name".into(), s("lepus"));
+    props.insert("copyright".into(), s("The Lepus authors"));
+    props.insert(
+        "information".into(),
+        s("Lepus bundled AMQP 0-9-1 broker; licensed MIT OR Apache-2.0"),
+    );
+    props
+}
+
+/// Runs the handshake up to `open-ok`. `None` when the client went away or was refused.
+async fn handshake(
+    read: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    writer: &mpsc::UnboundedSender<Outbound>,
+    broker: &Arc<BrokerShared>,
+    peer: SocketAddr,
+    id: u64,
+) -> Option<Connection> {
+    while buf.len() < 8 {
+        match read.read_buf(buf).await {
+            Ok(0) | Err(_) => {
+                if !buf.is_empty() {
+                    let _ = writer.send(Outbound::Raw(PROTOCOL_HEADER));
+                }
+                return None;
+            }
+            Ok(_) => {
+                if buf.len() < 8 && !PROTOCOL_HEADER.starts_with(&buf[..]) {
+                    break;
+                }
+            }
+        }
+    }
+    if buf.len() < 8 || &buf[..8] != PROTOCOL_HEADER {
+        warn!(connection = id, %peer, "bad protocol header");
+        let _ = writer.send(Outbound::Raw(PROTOCOL_HEADER));
+        return None;
+    }
+    buf.advance(8);
+    let config = &broker.config;
+    let send = |m: connection::AMQPMethod| {
+        let _ = writer.send(Outbound::Method(0, AMQPClass::Connection(m)));
+    };
+    send(connection::AMQPMethod::Start(connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: server_properties(),
+        mechanisms: auth::MECHANISMS.into(),
+        locales: "en_US".into(),
+    }));
+    let unexpected = |what: &str| {
+        let err = AmqpError::command_invalid(format!("expected {what}"));
+        warn!(connection = id, %peer, code = err.code.code(), text = %err.text, "handshake failed");
+        send_connection_close(writer, &err);
+        None
+    };
+    let start_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+        InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
+        _ => return unexpected("connection.start-ok"),
+    };
+    let cancel_notify = match start_ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => {
+            matches!(
+                caps.inner().get("consumer_cancel_notify"),
+                Some(AMQPValue::Boolean(true))
+            )
+        }
+        _ => false,
+    };
+    let user = match auth::authenticate(start_ok.mechanism.as_str(), start_ok.response.as_bytes()) {
+        Ok(user) => user,
+        Err(err) => {
+            let code = match err {
+                AuthError::UnknownMechanism(_) => ReplyCode::CommandInvalid,
+                _ => ReplyCode::AccessRefused,
+            };
+            let err = AmqpError::new(code, err.to_string());
+            warn!(connection = id, %peer, code = code.code(), text = %err.text, "login refused");
+            send_connection_close(writer, &err);
+            return None;
+        }
+    };
+    let heartbeat = u16::try_from(config.heartbeat.as_secs()).unwrap_or(u16::MAX);
+    send(connection::AMQPMethod::Tune(connection::Tune {
+        channel_max: config.channel_max,
+        frame_max: config.frame_max,
+        heartbeat,
+    }));
+    let tune_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+        InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(m))) => m,
+        _ => return unexpected("connection.tune-ok"),
+    };
+    let negotiate = |ours: u32, theirs: u32| match (ours, theirs) {
+        (0, t) => t,
+        (o, 0) => o,
+        (o, t) => o.min(t),
+    };
+    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
+    let channel_max = negotiate(
+        u32::from(config.channel_max),
+        u32::from(tune_ok.channel_max),
+    );
+    let channel_max = u16::try_from(channel_max).unwrap_or(u16::MAX);
+    // The client's heartbeat value is final (0 disables), as in RabbitMQ.
+    let heartbeat =
+        (tune_ok.heartbeat > 0).then(|| Duration::from_secs(u64::from(tune_ok.heartbeat)));
+    let _ = writer.send(Outbound::Tune {
+        frame_max,
+        heartbeat,
+    });
+    let open = match next_frame(read, buf, writer, frame_max).await? {
+        InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(m))) => m,
+        _ => return unexpected("connection.open"),
+    };
+    let Some(vhost) = broker.vhosts.get(open.virtual_host.as_str()) else {
+        let err = AmqpError::not_allowed(format!("vhost {} not found", open.virtual_host.as_str()))
+            .in_method(10, 40);
+        warn!(connection = id, %peer, vhost = open.virtual_host.as_str(), "unknown vhost");
+        send_connection_close(writer, &err);
+        return None;
+    };
+    send(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
+    info!(connection = id, %peer, %user, vhost = %vhost.name, "connection opened");
+    let (events, _) = mpsc::unbounded_channel();
+    Some(Connection {
+        id,
+        peer,
+        broker: broker.clone(),
+        vhost,
+        writer: writer.clone(),
+        events,
+        channels: HashMap::new(),
+        channel_max,
+        frame_max,
+        cancel_notify,
+        exclusive_queues: Vec::new(),
+        reply_tokens: HashMap::new(),
+        closing_since: None,
+        done: false,
+        heartbeat,
+    })
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        read: &mut OwnedReadHalf,
+        buf: &mut BytesMut,
+        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+        shutdown: &mut Shutdown,
+    ) {
+        let mut last_read = Instant::now();
+        loop {
+            while self.closing_since.is_none() || !self.done {
+                match frame::decode(buf, self.frame_max) {
+                    Ok(Some(f)) => self.handle_frame(f),
+                    Ok(None) => break,
+                    Err(err) => {
+                        buf.clear();
+                        self.fail(0, err);
+                        break;
+                    }
+                }
+                if self.done {
+                    break;
+                }
+            }
+            self.flush_confirms();
+            if self.done {
+                return;
+            }
+            let deadline = match (self.closing_since, self.heartbeat) {
+                (Some(since), _) => Some(since + CLOSE_TIMEOUT),
+                (None, Some(hb)) => Some(last_read + hb * 2),
+                (None, None) => None,
+            };
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.recv(), if self.closing_since.is_none() => {
+                    self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
+                }
+                Some(ev) = events.recv() => self.handle_event(ev),
+                r = read.read_buf(buf) => match r {
+                    Ok(0) => {
+                        if self.closing_since.is_none() {
+                            debug!(connection = self.id, peer = %self.peer, "client closed the socket");
+                        }
+                        return;
+                    }
+                    Err(err) => {
+                        debug!(connection = self.id, peer = %self.peer, cause = %err, "read failed");
+                        return;
+                    }
+                    Ok(_) => last_read = Instant::now(),
+                },
+                _ = timer => {
+                    if self.closing_since.is_none() {
+                        warn!(connection = self.id, peer = %self.peer, "missed heartbeats from client, closing");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues a method frame to the client.
+    pub(crate) fn send(&self, channel: u16, method: AMQPClass) {
+        let _ = self.writer.send(Outbound::Method(channel, method));
+    }
+
+    /// Reports a failure: closes the channel (soft error) or the connection (hard error).
+    pub(crate) fn fail(&mut self, channel: u16, err: AmqpError) {
+        warn!(
+            connection = self.id,
+            peer = %self.peer,
+            channel,
+            code = err.code.code(),
+            text = %err.text,
+            "{}",
+            if err.code.is_channel_level() && channel != 0 { "channel error" } else { "connection error" }
+        );
+        if err.code.is_channel_level() && channel != 0 {
+            self.release_channel(channel);
+            if let Some(ch) = self.channels.get_mut(&channel) {
+                ch.state = ChannelState::Closing;
+            }
+            self.send(
+                channel,
+                AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                    reply_code: err.code.code(),
+                    reply_text: ShortString::try_new(err.reply_text()).unwrap_or_default(),
+                    class_id: err.class_id,
+                    method_id: err.method_id,
+                })),
+            );
+        } else if self.closing_since.is_none() {
+            send_connection_close(&self.writer, &err);
+            self.closing_since = Some(Instant::now());
+            let ids: Vec<u16> = self.channels.keys().copied().collect();
+            for id in ids {
+                self.release_channel(id);
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: InboundFrame) {
+        if self.closing_since.is_some() {
+            match frame {
+                InboundFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                ) => {
+                    self.done = true;
+                }
+                InboundFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)),
+                ) => {
+                    self.send(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                            connection::CloseOk {},
+                        )),
+                    );
+                    self.done = true;
+                }
+                _ => {}
+            }
+            return;
+        }
+        let result = match frame {
+            InboundFrame::Heartbeat(0) => Ok(()),
+            InboundFrame::Heartbeat(ch) => Err((
+                ch,
+                AmqpError::unexpected_frame(format!("heartbeat frame on channel {ch}")),
+            )),
+            InboundFrame::Method(0, method) => self.connection_method(method).map_err(|e| (0, e)),
+            InboundFrame::Method(ch, method) => self.channel_method(ch, method),
+            InboundFrame::Header(ch, header) => self.content_header(ch, header),
+            InboundFrame::Body(ch, body) => self.content_body(ch, body),
+        };
+        if let Err((ch, err)) = result {
+            self.fail(ch, err);
+        }
+    }
+
+    fn connection_method(&mut self, method: AMQPClass) -> Result<(), AmqpError> {
+        let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        match method {
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)) => {
+                debug!(connection = self.id, peer = %self.peer, code = close.reply_code, text = close.reply_text.as_str(), "client closed the connection");
+                self.send(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.done = true;
+                self.closing_since = Some(Instant::now());
+                Ok(())
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(()),
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                self.send(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                Ok(())
+            }
+            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
+                "connection method not valid after open",
+            )
+            .in_method(class_id, method_id)),
+            _ => Err(
+                AmqpError::command_invalid("only connection methods are valid on channel 0")
+                    .in_method(class_id, method_id),
+            ),
+        }
+    }
+
+    fn channel_method(&mut self, ch: u16, method: AMQPClass) -> Result<(), (u16, AmqpError)> {
+        let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        let conn_err = |e: AmqpError| (0u16, e.in_method(class_id, method_id));
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method {
+                if ch > self.channel_max {
+                    return Err(conn_err(AmqpError::channel_error(format!(
+                        "channel {ch} exceeds channel_max {}",
+                        self.channel_max
+                    ))));
+                }
+                let shared = Arc::new(crate::channel::ChannelShared::new(
+                    ch,
+                    self.id,
+                    self.writer.clone(),
+                    self.cancel_notify,
+                ));
+                self.channels.insert(ch, Channel::new(shared));
+                self.send(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
+                return Ok(());
+            }
+            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = method {
+                return Ok(());
+            }
+            return Err(conn_err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {ch}"
+            ))));
+        };
+        if channel.state == ChannelState::Closing {
+            match method {
+                AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                    self.channels.remove(&ch);
+                }
+                AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                    self.send(
+                        ch,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
+                    self.channels.remove(&ch);
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        if channel.content.is_some() {
+            return Err(conn_err(AmqpError::unexpected_frame(format!(
+                "expected content header for class 60, got method {class_id}.{method_id}"
+            ))));
+        }
+        crate::methods::dispatch(self, ch, method).map_err(|e| {
+            let e = e.in_method(class_id, method_id);
+            if e.code.is_channel_level() {
+                (ch, e)
+            } else {
+                (0, e)
+            }
+        })
+    }
+
+    fn content_header(
+        &mut self,
+        ch: u16,
+        header: amq_protocol::frame::AMQPContentHeader,
+    ) -> Result<(), (u16, AmqpError)> {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Err((
+                0,
+                AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
+            ));
+        };
+        if channel.state == ChannelState::Closing {
+            return Ok(());
+        }
+        let Some(content) = channel.content.as_mut().filter(|c| c.header.is_none()) else {
+            return Err((
+                0,
+                AmqpError::unexpected_frame("content header without a preceding basic.publish"),
+            ));
+        };
+        if header.class_id != 60 {
+            return Err((
+                0,
+                AmqpError::unexpected_frame(format!(
+                    "content header for class {}",
+                    header.class_id
+                )),
+            ));
+        }
+        content.header = Some((header.properties, header.body_size));
+        if header.body_size == 0 {
+            self.finish_publish(ch)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn content_body(&mut self, ch: u16, body: bytes::Bytes) -> Result<(), (u16, AmqpError)> {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Err((
+                0,
+                AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
+            ));
+        };
+        if channel.state == ChannelState::Closing {
+            return Ok(());
+        }
+        let Some(content) = channel.content.as_mut().filter(|c| c.header.is_some()) else {
+            return Err((
+                0,
+                AmqpError::unexpected_frame("content body without a content header"),
+            ));
+        };
+        let size = content.header.as_ref().map_or(0, |h| h.1);
+        content.received += body.len() as u64;
+        content.body.push(body);
+        if content.received > size {
+            return Err((
+                0,
+                AmqpError::unexpected_frame("content body larger than declared in its header"),
+            ));
+        }
+        if content.received == size {
+            self.finish_publish(ch)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn finish_publish(&mut self, ch: u16) -> Result<(), (u16, AmqpError)> {
+        let Some(mut content) = self.channels.get_mut(&ch).and_then(|c| c.content.take()) else {
+            return Ok(());
+        };
+        let body = content.take_body();
+        let (properties, _) = content.header.take().unwrap_or_default();
+        self.publish(ch, content.publish, properties, body)
+            .map_err(|e| {
+                let e = e.in_method(60, 40);
+                if e.code.is_channel_level() {
+                    (ch, e)
+                } else {
+                    (0, e)
+                }
+            })
+    }
+
+    fn handle_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Confirm { channel, seq, ok } => {
+                let Some(ch) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                if ch.state != ChannelState::Open {
+                    return;
+                }
+                let Some(confirm) = ch.confirm.as_mut() else {
+                    return;
+                };
+                confirm.pending_store = confirm.pending_store.saturating_sub(1);
+                let method = if ok {
+                    basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: seq,
+                        multiple: false,
+                    })
+                } else {
+                    basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    })
+                };
+                self.send(channel, AMQPClass::Basic(method));
+            }
+        }
+    }
+
+    /// Sends the coalesced `basic.ack multiple=true` of every confirming channel.
+    fn flush_confirms(&mut self) {
+        for (id, ch) in self.channels.iter_mut() {
+            if let Some(upto) = ch.confirm.as_mut().and_then(|c| c.ack_upto.take()) {
+                let _ = self.writer.send(Outbound::Method(
+                    *id,
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: upto,
+                        multiple: true,
+                    })),
+                ));
+            }
+        }
+    }
+
+    /// Releases what a channel holds: cancels its consumers, returns its unacked messages to
+    /// their queues (original order, redelivered), drops its reply-to registration.
+    pub(crate) fn release_channel(&mut self, ch: u16) {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        channel.content = None;
+        let shared = channel.shared.clone();
+        if let Some(token) = self.reply_tokens.remove(&ch) {
+            self.vhost.unregister_reply_to(&token);
+        }
+        *shared.reply_to() = None;
+        let consumers: Vec<_> = shared.consumers().drain().collect();
+        let unacked = shared.take_all_unacked(true);
+        for (tag, c) in consumers {
+            if c.queue.remove_consumer(&tag, &shared) {
+                self.vhost.delete_queue_now(&c.queue.name);
+            }
+        }
+        self.requeue(unacked);
+    }
+
+    /// Returns unacked deliveries to their queues, grouped per queue in tag order.
+    pub(crate) fn requeue(&self, unacked: Vec<crate::channel::Unacked>) {
+        let mut groups: Vec<(Arc<crate::queue::Queue>, Vec<crate::queue::QueuedMessage>)> =
+            Vec::new();
+        for u in unacked {
+            match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                Some((_, list)) => list.push(u.message),
+                None => groups.push((u.queue, vec![u.message])),
+            }
+        }
+        for (queue, messages) in groups {
+            queue.requeue(&self.vhost, messages);
+        }
+    }
+
+    /// Final cleanup once the loop ends: every channel released, exclusive queues deleted.
+    fn cleanup(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            self.release_channel(id);
+        }
+        self.channels.clear();
+        for name in std::mem::take(&mut self.exclusive_queues) {
+            let owned = self
+                .vhost
+                .queue(&name)
+                .is_some_and(|q| q.exclusive_owner == Some(self.id));
+            if owned {
+                self.vhost.delete_queue_now(&name);
+            }
+        }
+        info!(connection = self.id, peer = %self.peer, "connection closed");
+    }
+}

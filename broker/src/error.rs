@@ -1,0 +1,276 @@
+//! Errors of the broker, and the one place where AMQP reply codes are mapped.
+//!
+//! Two kinds of failure exist on the wire: a *channel exception* (403, 404, 405, 406) closes one
+//! channel with `channel.close`; a *connection exception* (320, 501–506, 530, 540, 541) closes the
+//! whole connection with `connection.close`. [`ReplyCode`] names every code we send and
+//! [`ReplyCode::is_channel_level`] decides which of the two a failure becomes. Reply texts follow
+//! RabbitMQ's shape (`NOT_FOUND - no queue 'q' in vhost '/'`) because clients log them verbatim.
+
+use std::fmt;
+
+/// An AMQP 0-9-1 reply code (spec section 1.2, "constants"), as the broker sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyCode {
+    /// 200: normal close.
+    ReplySuccess,
+    /// 312: a mandatory message could not be routed (`basic.return`).
+    NoRoute,
+    /// 320: the broker is shutting down.
+    ConnectionForced,
+    /// 403: forbidden by access rules (reserved `amq.` names, internal exchanges, bad login).
+    AccessRefused,
+    /// 404: no such exchange or queue.
+    NotFound,
+    /// 405: another connection owns the exclusive queue.
+    ResourceLocked,
+    /// 406: a precondition failed (inequivalent redeclare, unknown delivery tag, ...).
+    PreconditionFailed,
+    /// 501: malformed frame (bad end octet, over frame_max, unknown type).
+    FrameError,
+    /// 502: a field held an invalid value.
+    SyntaxError,
+    /// 503: a method that is not valid here (bad exchange type, bad mechanism).
+    CommandInvalid,
+    /// 504: a method on a channel that is not open, or a channel reopened.
+    ChannelError,
+    /// 505: a frame that was not expected in this state (content out of sequence).
+    UnexpectedFrame,
+    /// 506: the broker lacks a resource (too many channels).
+    ResourceError,
+    /// 530: forbidden by configuration (unknown vhost, reused consumer tag).
+    NotAllowed,
+    /// 540: a method we do not implement.
+    NotImplemented,
+    /// 541: a broker bug.
+    InternalError,
+}
+
+impl ReplyCode {
+    /// The numeric code that goes on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::ReplySuccess => 200,
+            Self::NoRoute => 312,
+            Self::ConnectionForced => 320,
+            Self::AccessRefused => 403,
+            Self::NotFound => 404,
+            Self::ResourceLocked => 405,
+            Self::PreconditionFailed => 406,
+            Self::FrameError => 501,
+            Self::SyntaxError => 502,
+            Self::CommandInvalid => 503,
+            Self::ChannelError => 504,
+            Self::UnexpectedFrame => 505,
+            Self::ResourceError => 506,
+            Self::NotAllowed => 530,
+            Self::NotImplemented => 540,
+            Self::InternalError => 541,
+        }
+    }
+
+    /// The spec's name for the code, used as the prefix of reply texts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ReplySuccess => "OK",
+            Self::NoRoute => "NO_ROUTE",
+            Self::ConnectionForced => "CONNECTION_FORCED",
+            Self::AccessRefused => "ACCESS_REFUSED",
+            Self::NotFound => "NOT_FOUND",
+            Self::ResourceLocked => "RESOURCE_LOCKED",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
+            Self::FrameError => "FRAME_ERROR",
+            Self::SyntaxError => "SYNTAX_ERROR",
+            Self::CommandInvalid => "COMMAND_INVALID",
+            Self::ChannelError => "CHANNEL_ERROR",
+            Self::UnexpectedFrame => "UNEXPECTED_FRAME",
+            Self::ResourceError => "RESOURCE_ERROR",
+            Self::NotAllowed => "NOT_ALLOWED",
+            Self::NotImplemented => "NOT_IMPLEMENTED",
+            Self::InternalError => "INTERNAL_ERROR",
+        }
+    }
+
+    /// True for the soft errors that close only the channel (403, 404, 405, 406).
+    pub fn is_channel_level(self) -> bool {
+        matches!(
+            self,
+            Self::AccessRefused | Self::NotFound | Self::ResourceLocked | Self::PreconditionFailed
+        )
+    }
+}
+
+impl fmt::Display for ReplyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code(), self.name())
+    }
+}
+
+/// A failure to report to the client with `channel.close` or `connection.close`.
+///
+/// `class_id`/`method_id` name the method that failed (0 when none did, e.g. a frame error);
+/// the connection fills them in from the method it was handling.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} - {text}", code.name())]
+pub(crate) struct AmqpError {
+    /// What went wrong, and whether it closes the channel or the connection.
+    pub(crate) code: ReplyCode,
+    /// Human-readable detail, without the `CODE_NAME - ` prefix.
+    pub(crate) text: String,
+    /// The class of the failing method, or 0.
+    pub(crate) class_id: u16,
+    /// The method id of the failing method, or 0.
+    pub(crate) method_id: u16,
+}
+
+impl AmqpError {
+    /// A failure with `code` and detail `text`; the failing method is filled in later.
+    pub(crate) fn new(code: ReplyCode, text: impl Into<String>) -> Self {
+        Self {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+
+    /// 403 ACCESS_REFUSED.
+    pub(crate) fn access_refused(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::AccessRefused, text)
+    }
+
+    /// 404 NOT_FOUND.
+    pub(crate) fn not_found(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::NotFound, text)
+    }
+
+    /// 405 RESOURCE_LOCKED.
+    pub(crate) fn resource_locked(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::ResourceLocked, text)
+    }
+
+    /// 406 PRECONDITION_FAILED.
+    pub(crate) fn precondition_failed(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::PreconditionFailed, text)
+    }
+
+    /// 501 FRAME_ERROR.
+    pub(crate) fn frame_error(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::FrameError, text)
+    }
+
+    /// 503 COMMAND_INVALID.
+    pub(crate) fn command_invalid(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::CommandInvalid, text)
+    }
+
+    /// 504 CHANNEL_ERROR.
+    pub(crate) fn channel_error(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::ChannelError, text)
+    }
+
+    /// 505 UNEXPECTED_FRAME.
+    pub(crate) fn unexpected_frame(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::UnexpectedFrame, text)
+    }
+
+    /// 530 NOT_ALLOWED.
+    pub(crate) fn not_allowed(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::NotAllowed, text)
+    }
+
+    /// 540 NOT_IMPLEMENTED.
+    pub(crate) fn not_implemented(text: impl Into<String>) -> Self {
+        Self::new(ReplyCode::NotImplemented, text)
+    }
+
+    /// Records which method failed, unless already recorded.
+    pub(crate) fn in_method(mut self, class_id: u16, method_id: u16) -> Self {
+        if self.class_id == 0 && self.method_id == 0 {
+            self.class_id = class_id;
+            self.method_id = method_id;
+        }
+        self
+    }
+
+    /// The reply text as it goes on the wire: `CODE_NAME - detail`, cut to fit a short string.
+    pub(crate) fn reply_text(&self) -> String {
+        let mut text = format!("{} - {}", self.code.name(), self.text);
+        truncate_short(&mut text);
+        text
+    }
+}
+
+/// Cuts `text` to at most 255 bytes on a char boundary, so it fits an AMQP short string.
+pub(crate) fn truncate_short(text: &mut String) {
+    if text.len() > 255 {
+        let mut end = 255;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// Why [`crate::BrokerBuilder::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the builder.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bound listener could not report its address.
+    #[error("cannot read the listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soft_and_hard_codes_are_split_as_the_spec_says() {
+        for code in [403, 404, 405, 406] {
+            let rc = all().into_iter().find(|c| c.code() == code).unwrap();
+            assert!(rc.is_channel_level(), "{rc}");
+        }
+        for code in [320, 501, 503, 504, 505, 530, 540] {
+            let rc = all().into_iter().find(|c| c.code() == code).unwrap();
+            assert!(!rc.is_channel_level(), "{rc}");
+        }
+    }
+
+    #[test]
+    fn reply_text_has_rabbitmq_shape_and_fits_a_short_string() {
+        let e = AmqpError::not_found("no queue 'q' in vhost '/'");
+        assert_eq!(e.reply_text(), "NOT_FOUND - no queue 'q' in vhost '/'");
+        let long = AmqpError::not_found("é".repeat(300));
+        assert!(long.reply_text().len() <= 255);
+    }
+
+    fn all() -> Vec<ReplyCode> {
+        use ReplyCode::*;
+        vec![
+            ReplySuccess,
+            NoRoute,
+            ConnectionForced,
+            AccessRefused,
+            NotFound,
+            ResourceLocked,
+            PreconditionFailed,
+            FrameError,
+            SyntaxError,
+            CommandInvalid,
+            ChannelError,
+            UnexpectedFrame,
+            ResourceError,
+            NotAllowed,
+            NotImplemented,
+            InternalError,
+        ]
+    }
+}

@@ -1,0 +1,281 @@
+//! The `basic` class except publishing: qos, consume, cancel, get, ack, nack/reject, recover.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::ShortString;
+
+use super::queue::generated_name;
+use crate::channel::{ChannelConsumer, Unacked};
+use crate::connection::Connection;
+use crate::error::AmqpError;
+use crate::queue::{as_i64, Consumer, DeadLetter, Queue};
+use crate::vhost::REPLY_TO;
+
+impl Connection {
+    fn shared(&self, ch: u16) -> Result<Arc<crate::channel::ChannelShared>, AmqpError> {
+        self.channels
+            .get(&ch)
+            .map(|c| c.shared.clone())
+            .ok_or_else(|| AmqpError::channel_error(format!("channel {ch} is not open")))
+    }
+
+    /// `basic.qos`: prefetch per consumer (global=false) or per channel (global=true).
+    pub(crate) fn basic_qos(&mut self, ch: u16, m: basic::Qos) -> Result<(), AmqpError> {
+        // amq-protocol drops prefetch_size while parsing, so the 540 RabbitMQ sends for a
+        // non-zero prefetch_size cannot be reproduced; it is ignored instead.
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        let count = u32::from(m.prefetch_count);
+        if m.global {
+            channel
+                .shared
+                .global_prefetch
+                .store(count, Ordering::Release);
+        } else {
+            channel.consumer_prefetch = count;
+        }
+        let shared = channel.shared.clone();
+        self.send(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+        );
+        // A raised limit may let queued messages flow.
+        self.poke_consumed_queues(&shared);
+        Ok(())
+    }
+
+    fn poke_consumed_queues(&self, shared: &crate::channel::ChannelShared) {
+        let queues: Vec<Arc<Queue>> = shared
+            .consumers()
+            .values()
+            .map(|c| c.queue.clone())
+            .collect();
+        for q in queues {
+            q.dispatch(&self.vhost);
+        }
+    }
+
+    /// `basic.consume`, including the direct reply-to pseudo-queue.
+    pub(crate) fn basic_consume(&mut self, ch: u16, m: basic::Consume) -> Result<(), AmqpError> {
+        let shared = self.shared(ch)?;
+        let tag = if m.consumer_tag.as_str().is_empty() {
+            generated_name("amq.ctag-")
+        } else {
+            m.consumer_tag.as_str().to_owned()
+        };
+        let reuse = shared.consumers().contains_key(&tag)
+            || shared
+                .reply_to()
+                .as_ref()
+                .is_some_and(|t| t.as_str() == tag);
+        if reuse {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let tag_ss = ShortString::try_new(tag.clone()).unwrap_or_default();
+        if m.queue.as_str() == REPLY_TO {
+            if !m.no_ack {
+                return Err(AmqpError::precondition_failed(
+                    "reply consumer cannot acknowledge",
+                ));
+            }
+            if shared.reply_to().is_some() {
+                return Err(AmqpError::precondition_failed("reply consumer already set"));
+            }
+            *shared.reply_to() = Some(tag_ss.clone());
+            let token = self.vhost.register_reply_to(&shared);
+            self.reply_tokens.insert(ch, token);
+            if !m.nowait {
+                self.send(ch, consume_ok(tag_ss));
+            }
+            return Ok(());
+        }
+        let queue = self.usable_queue(m.queue.as_str())?;
+        let priority = m
+            .arguments
+            .inner()
+            .get("x-priority")
+            .and_then(as_i64)
+            .unwrap_or(0);
+        let prefetch = self.channels.get(&ch).map_or(0, |c| c.consumer_prefetch);
+        let consumer = Arc::new(Consumer {
+            tag: tag_ss.clone(),
+            channel: shared.clone(),
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch,
+            priority,
+            in_flight: AtomicU32::new(0),
+        });
+        // consume-ok must reach the client before the first delivery, so it is queued on the
+        // writer before the queue starts dispatching to the new consumer.
+        if !m.nowait {
+            self.send(ch, consume_ok(tag_ss));
+        }
+        shared.consumers().insert(
+            tag.clone(),
+            ChannelConsumer {
+                consumer: consumer.clone(),
+                queue: queue.clone(),
+            },
+        );
+        if let Err(text) = queue.add_consumer(&self.vhost, consumer) {
+            shared.consumers().remove(&tag);
+            return Err(AmqpError::access_refused(text));
+        }
+        Ok(())
+    }
+
+    /// `basic.cancel` (a no-op for an unknown tag, as in RabbitMQ).
+    pub(crate) fn basic_cancel(&mut self, ch: u16, m: basic::Cancel) -> Result<(), AmqpError> {
+        let shared = self.shared(ch)?;
+        let tag = m.consumer_tag.as_str();
+        let is_reply = shared
+            .reply_to()
+            .as_ref()
+            .is_some_and(|t| t.as_str() == tag);
+        if is_reply {
+            *shared.reply_to() = None;
+            if let Some(token) = self.reply_tokens.remove(&ch) {
+                self.vhost.unregister_reply_to(&token);
+            }
+        }
+        let removed = shared.consumers().remove(tag);
+        if let Some(c) = removed {
+            if c.queue.remove_consumer(tag, &shared) {
+                self.vhost.delete_queue_now(&c.queue.name);
+            }
+        }
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                    consumer_tag: m.consumer_tag,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    /// `basic.get`: one message, or `get-empty`.
+    pub(crate) fn basic_get(&mut self, ch: u16, m: basic::Get) -> Result<(), AmqpError> {
+        let shared = self.shared(ch)?;
+        let queue = self.usable_queue(m.queue.as_str())?;
+        match queue.get(&self.vhost) {
+            Some((qm, count)) => shared.deliver_get(&queue, qm, count, m.no_ack),
+            None => self.send(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            ),
+        }
+        Ok(())
+    }
+
+    /// `basic.ack`. Inside a transaction the ack waits for `tx.commit`.
+    pub(crate) fn basic_ack(&mut self, ch: u16, tag: u64, multiple: bool) -> Result<(), AmqpError> {
+        if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+            tx.push(crate::channel::TxOp::Ack(tag, multiple));
+            return Ok(());
+        }
+        self.apply_ack(ch, tag, multiple)
+    }
+
+    /// Settles acked deliveries and lets their queues dispatch again.
+    pub(crate) fn apply_ack(&mut self, ch: u16, tag: u64, multiple: bool) -> Result<(), AmqpError> {
+        let shared = self.shared(ch)?;
+        let taken = shared
+            .take_unacked(tag, multiple)
+            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
+        Ok(())
+    }
+
+    /// `basic.nack` / `basic.reject`: requeue, or dead-letter (drop without a DLX).
+    pub(crate) fn basic_nack(
+        &mut self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), AmqpError> {
+        if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+            tx.push(crate::channel::TxOp::Nack(tag, multiple, requeue));
+            return Ok(());
+        }
+        self.apply_nack(ch, tag, multiple, requeue)
+    }
+
+    /// Applies a nack/reject now.
+    pub(crate) fn apply_nack(
+        &mut self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), AmqpError> {
+        let shared = self.shared(ch)?;
+        let taken = shared
+            .take_unacked(tag, multiple)
+            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        let queues: Vec<Arc<Queue>> = taken.iter().map(|u| u.queue.clone()).collect();
+        if requeue {
+            self.requeue(taken);
+        } else {
+            self.dead_letter_all(taken);
+        }
+        self.after_settle(&shared, queues);
+        Ok(())
+    }
+
+    fn dead_letter_all(&self, taken: Vec<Unacked>) {
+        for u in taken {
+            self.vhost.dead_letter(
+                &u.queue,
+                vec![DeadLetter {
+                    message: u.message.message,
+                    reason: "rejected",
+                }],
+            );
+        }
+    }
+
+    fn after_settle(&self, shared: &crate::channel::ChannelShared, mut queues: Vec<Arc<Queue>>) {
+        queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        if shared.global_prefetch.load(Ordering::Acquire) != 0 {
+            self.poke_consumed_queues(shared);
+        } else {
+            let mut seen: Vec<Arc<Queue>> = Vec::new();
+            for q in queues {
+                if !seen.iter().any(|s| Arc::ptr_eq(s, &q)) {
+                    q.dispatch(&self.vhost);
+                    seen.push(q);
+                }
+            }
+        }
+    }
+
+    /// `basic.recover` / `recover-async`: every unacked delivery goes back to its queue.
+    pub(crate) fn basic_recover(&mut self, ch: u16, reply: bool) -> Result<(), AmqpError> {
+        let shared = self.shared(ch)?;
+        let taken = shared.take_all_unacked(false);
+        self.requeue(taken);
+        if reply {
+            self.send(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+            );
+        }
+        self.poke_consumed_queues(&shared);
+        Ok(())
+    }
+}
+
+fn consume_ok(consumer_tag: ShortString) -> AMQPClass {
+    AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+        consumer_tag,
+    }))
+}

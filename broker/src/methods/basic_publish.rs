@@ -1,0 +1,213 @@
+//! `basic.publish`, the hot path: content assembly starts here; once the body is complete
+//! the message is routed under the vhost's read lock, enqueued on each target queue, returned
+//! if mandatory and unroutable, handed to the store when persistent on a durable queue, and
+//! confirmed (coalesced into one `basic.ack multiple=true` per read batch when possible).
+//!
+//! Direct reply-to also lives here: a publish whose `reply_to` is `amq.rabbitmq.reply-to` gets
+//! the channel's reply address substituted; a publish to the default exchange with routing key
+//! `amq.rabbitmq.reply-to.<token>` goes straight to the waiting channel, never to a queue, and
+//! is dropped if that channel is gone (RabbitMQ does the same).
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::ShortString;
+use bytes::Bytes;
+
+use super::no_exchange;
+use crate::channel::{ContentAssembly, TxOp};
+use crate::connection::{ConnEvent, Connection};
+use crate::error::AmqpError;
+use crate::message::Message;
+use crate::persistence::Durability;
+use crate::queue::EnqueueOutcome;
+use crate::vhost::{VHost, REPLY_TO};
+use crate::writer::Outbound;
+
+impl Connection {
+    /// `basic.publish`: the content header and body frames follow.
+    pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            channel.content = Some(ContentAssembly {
+                publish: m,
+                header: None,
+                body: Vec::new(),
+                received: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// A publish whose content is complete: buffered in a transaction, or routed now.
+    pub(crate) fn publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        properties: basic::AMQPProperties,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+            // Check what can be checked now, so the error comes at the publish, not the commit.
+            if !publish.exchange.as_str().is_empty()
+                && !self
+                    .vhost
+                    .read()
+                    .exchanges
+                    .contains_key(publish.exchange.as_str())
+            {
+                return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
+            }
+            tx.push(TxOp::Publish(publish, properties, body));
+            return Ok(());
+        }
+        self.route_publish(ch, publish, properties, body)
+    }
+
+    /// Routes, enqueues, returns and confirms one publish.
+    pub(crate) fn route_publish(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        mut properties: basic::AMQPProperties,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        if properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            let token = self.reply_tokens.get(&ch).ok_or_else(|| {
+                AmqpError::precondition_failed("fast reply consumer does not exist")
+            })?;
+            let address = format!("{REPLY_TO}.{token}");
+            properties =
+                properties.with_reply_to(ShortString::try_new(address).unwrap_or_default());
+        }
+        let exchange = publish.exchange.as_str();
+        let routing_key = publish.routing_key.as_str();
+        let message = Arc::new(Message {
+            exchange: publish.exchange.clone(),
+            routing_key: publish.routing_key.clone(),
+            properties,
+            body,
+        });
+        if exchange.is_empty() {
+            if let Some(token) = routing_key.strip_prefix("amq.rabbitmq.reply-to.") {
+                if let Some(target) = self.vhost.reply_to_channel(token) {
+                    target.deliver_reply(message);
+                }
+                self.confirm_publish(ch, false, Vec::new());
+                return Ok(());
+            }
+        }
+        let queues = {
+            let topo = self.vhost.read();
+            if !exchange.is_empty() {
+                match topo.exchanges.get(exchange) {
+                    None => return Err(no_exchange(exchange, &self.vhost.name)),
+                    Some(x) if x.internal => {
+                        return Err(AmqpError::access_refused(format!(
+                            "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                            self.vhost.name
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            VHost::route(
+                &topo,
+                exchange,
+                routing_key,
+                message.properties.headers().as_ref(),
+            )
+        };
+        let mut rejected = false;
+        let mut pending = Vec::new();
+        for queue in &queues {
+            match queue.enqueue(&self.vhost, message.clone()) {
+                EnqueueOutcome::Enqueued { seq } => {
+                    if queue.durable && message.is_persistent() {
+                        if let Durability::Pending(rx) =
+                            self.vhost
+                                .store
+                                .enqueue(&self.vhost.name, &queue.name, seq, &message)
+                        {
+                            pending.push(rx);
+                        }
+                    }
+                }
+                EnqueueOutcome::Rejected => rejected = true,
+                EnqueueOutcome::Gone => {}
+            }
+        }
+        if queues.is_empty() && publish.mandatory {
+            let _ = self.writer.send(Outbound::Content {
+                channel: ch,
+                method: AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                    reply_code: 312,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: publish.exchange,
+                    routing_key: publish.routing_key,
+                })),
+                message,
+            });
+        }
+        self.confirm_publish(ch, rejected, pending);
+        Ok(())
+    }
+
+    /// Confirms a publish on a confirming channel: nack if a queue rejected it, ack once the
+    /// store tickets complete, else coalesce into the next `ack multiple=true`.
+    fn confirm_publish(
+        &mut self,
+        ch: u16,
+        rejected: bool,
+        pending: Vec<tokio::sync::oneshot::Receiver<()>>,
+    ) {
+        let Some(confirm) = self.channels.get_mut(&ch).and_then(|c| c.confirm.as_mut()) else {
+            return;
+        };
+        confirm.last_seq += 1;
+        let seq = confirm.last_seq;
+        let mut out = Vec::new();
+        if rejected || !pending.is_empty() || confirm.pending_store > 0 {
+            if let Some(upto) = confirm.ack_upto.take() {
+                out.push(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: upto,
+                    multiple: true,
+                }));
+            }
+        }
+        if rejected {
+            out.push(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            }));
+        } else if !pending.is_empty() {
+            confirm.pending_store += 1;
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let mut ok = true;
+                for rx in pending {
+                    ok &= rx.await.is_ok();
+                }
+                let _ = events.send(ConnEvent::Confirm {
+                    channel: ch,
+                    seq,
+                    ok,
+                });
+            });
+        } else if confirm.pending_store > 0 {
+            out.push(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: seq,
+                multiple: false,
+            }));
+        } else {
+            confirm.ack_upto = Some(seq);
+        }
+        for m in out {
+            self.send(ch, AMQPClass::Basic(m));
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `channel.close` and `channel.flow` from the client (`channel.open` is handled by the
+//! connection, which owns the channel map).
+
+use amq_protocol::protocol::{channel, AMQPClass};
+
+use crate::connection::Connection;
+use crate::error::AmqpError;
+
+impl Connection {
+    /// `channel.close`: release everything the channel holds, answer `close-ok`.
+    pub(crate) fn channel_close(&mut self, ch: u16) -> Result<(), AmqpError> {
+        self.release_channel(ch);
+        self.channels.remove(&ch);
+        self.send(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+        );
+        Ok(())
+    }
+
+    /// `channel.flow`: pause or resume deliveries to this channel's consumers.
+    pub(crate) fn channel_flow(&mut self, ch: u16, active: bool) -> Result<(), AmqpError> {
+        let Some(channel) = self.channels.get(&ch) else {
+            return Ok(());
+        };
+        let shared = channel.shared.clone();
+        shared.set_flow(active);
+        self.send(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active })),
+        );
+        if active {
+            let queues: Vec<_> = shared
+                .consumers()
+                .values()
+                .map(|c| c.queue.clone())
+                .collect();
+            for q in queues {
+                q.dispatch(&self.vhost);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The `exchange` class: declare, delete, bind, unbind (exchange-to-exchange).
+
+use amq_protocol::protocol::{exchange, AMQPClass};
+
+use super::no_exchange;
+use crate::connection::Connection;
+use crate::error::AmqpError;
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::vhost;
+
+fn default_exchange() -> AmqpError {
+    AmqpError::access_refused("operation not permitted on the default exchange")
+}
+
+fn inequivalent(arg: &str, name: &str, vhost: &str, received: &str, current: &str) -> AmqpError {
+    AmqpError::precondition_failed(format!(
+        "inequivalent arg '{arg}' for exchange '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+    ))
+}
+
+impl Connection {
+    /// `exchange.declare`.
+    pub(crate) fn exchange_declare(
+        &mut self,
+        ch: u16,
+        m: exchange::Declare,
+    ) -> Result<(), AmqpError> {
+        let name = m.exchange.as_str();
+        let vh = self.vhost.name.clone();
+        if m.passive {
+            if name.is_empty() {
+                return Err(default_exchange());
+            }
+            if !self.vhost.read().exchanges.contains_key(name) {
+                return Err(no_exchange(name, &vh));
+            }
+        } else {
+            let kind = ExchangeKind::parse(m.kind.as_str()).ok_or_else(|| {
+                AmqpError::command_invalid(format!("unknown exchange type '{}'", m.kind.as_str()))
+            })?;
+            if name.is_empty() {
+                return Err(default_exchange());
+            }
+            let mut topo = self.vhost.write();
+            match topo.exchanges.get(name) {
+                Some(x) => {
+                    if x.kind != kind {
+                        return Err(inequivalent("type", name, &vh, kind.name(), x.kind.name()));
+                    }
+                    for (arg, received, current) in [
+                        ("durable", m.durable, x.durable),
+                        ("auto_delete", m.auto_delete, x.auto_delete),
+                        ("internal", m.internal, x.internal),
+                    ] {
+                        if received != current {
+                            return Err(inequivalent(
+                                arg,
+                                name,
+                                &vh,
+                                &received.to_string(),
+                                &current.to_string(),
+                            ));
+                        }
+                    }
+                    if x.alternate
+                        != Exchange::new(name, kind, false, false, false, m.arguments.clone())
+                            .alternate
+                    {
+                        return Err(inequivalent("alternate-exchange", name, &vh, "", ""));
+                    }
+                }
+                None => {
+                    if name.starts_with("amq.") {
+                        return Err(AmqpError::access_refused(format!(
+                            "exchange name '{name}' contains reserved prefix 'amq.*'"
+                        )));
+                    }
+                    topo.exchanges.insert(
+                        name.to_owned(),
+                        Exchange::new(
+                            name,
+                            kind,
+                            m.durable,
+                            m.auto_delete,
+                            m.internal,
+                            m.arguments,
+                        ),
+                    );
+                }
+            }
+        }
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    /// `exchange.delete` (idempotent for a missing exchange, as in RabbitMQ 3.x).
+    pub(crate) fn exchange_delete(
+        &mut self,
+        ch: u16,
+        m: exchange::Delete,
+    ) -> Result<(), AmqpError> {
+        let name = m.exchange.as_str();
+        if name.is_empty() {
+            return Err(default_exchange());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' is not allowed",
+                self.vhost.name
+            )));
+        }
+        {
+            let mut topo = self.vhost.write();
+            if let Some(x) = topo.exchanges.get(name) {
+                if m.if_unused && !x.bindings.is_empty() {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "exchange '{name}' in vhost '{}' in use",
+                        self.vhost.name
+                    )));
+                }
+                vhost::delete_exchange(&mut topo, name);
+            }
+        }
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`: destination exchange receives what source routes to it.
+    pub(crate) fn exchange_bind(&mut self, ch: u16, m: exchange::Bind) -> Result<(), AmqpError> {
+        let (src, dst) = (m.source.as_str(), m.destination.as_str());
+        if src.is_empty() || dst.is_empty() {
+            return Err(default_exchange());
+        }
+        {
+            let mut topo = self.vhost.write();
+            if !topo.exchanges.contains_key(dst) {
+                return Err(no_exchange(dst, &self.vhost.name));
+            }
+            let Some(x) = topo.exchanges.get_mut(src) else {
+                return Err(no_exchange(src, &self.vhost.name));
+            };
+            let binding = Binding {
+                destination: Destination::Exchange(dst.to_owned()),
+                routing_key: m.routing_key.as_str().to_owned(),
+                arguments: m.arguments,
+            };
+            if !x.bindings.contains(&binding) {
+                x.bindings.push(binding);
+            }
+        }
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    /// `exchange.unbind` (idempotent).
+    pub(crate) fn exchange_unbind(
+        &mut self,
+        ch: u16,
+        m: exchange::Unbind,
+    ) -> Result<(), AmqpError> {
+        let (src, dst) = (m.source.as_str(), m.destination.as_str());
+        if src.is_empty() || dst.is_empty() {
+            return Err(default_exchange());
+        }
+        {
+            let mut topo = self.vhost.write();
+            let binding = Binding {
+                destination: Destination::Exchange(dst.to_owned()),
+                routing_key: m.routing_key.as_str().to_owned(),
+                arguments: m.arguments,
+            };
+            let mut now_empty = false;
+            if let Some(x) = topo.exchanges.get_mut(src) {
+                let before = x.bindings.len();
+                x.bindings.retain(|b| b != &binding);
+                now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+            }
+            if now_empty {
+                vhost::delete_exchange(&mut topo, src);
+            }
+        }
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Method handlers, one file per AMQP class (publishing, the hot path, has its own file).
+//! [`dispatch`] routes a decoded method on an open channel to its handler; handlers are
+//! `impl Connection` blocks so they can reach the channel map, the vhost and the writer.
+//! Methods only a server may send (deliver, get-ok, ...) are 503 COMMAND_INVALID, as in
+//! RabbitMQ.
+
+mod basic;
+mod basic_publish;
+mod channel;
+mod confirm;
+mod exchange;
+mod queue;
+mod tx;
+
+use amq_protocol::protocol::{access, AMQPClass};
+
+use crate::connection::Connection;
+use crate::error::AmqpError;
+
+/// Runs `method`, received on open channel `ch`.
+pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Result<(), AmqpError> {
+    use amq_protocol::protocol::{
+        basic as b, channel as c, confirm as cf, exchange as e, queue as q, tx as t,
+    };
+    match method {
+        AMQPClass::Basic(b::AMQPMethod::Publish(m)) => conn.basic_publish(ch, m),
+        AMQPClass::Basic(b::AMQPMethod::Ack(m)) => conn.basic_ack(ch, m.delivery_tag, m.multiple),
+        AMQPClass::Basic(b::AMQPMethod::Nack(m)) => {
+            conn.basic_nack(ch, m.delivery_tag, m.multiple, m.requeue)
+        }
+        AMQPClass::Basic(b::AMQPMethod::Reject(m)) => {
+            conn.basic_nack(ch, m.delivery_tag, false, m.requeue)
+        }
+        AMQPClass::Basic(b::AMQPMethod::Qos(m)) => conn.basic_qos(ch, m),
+        AMQPClass::Basic(b::AMQPMethod::Consume(m)) => conn.basic_consume(ch, m),
+        AMQPClass::Basic(b::AMQPMethod::Cancel(m)) => conn.basic_cancel(ch, m),
+        AMQPClass::Basic(b::AMQPMethod::Get(m)) => conn.basic_get(ch, m),
+        AMQPClass::Basic(b::AMQPMethod::Recover(_)) => conn.basic_recover(ch, true),
+        AMQPClass::Basic(b::AMQPMethod::RecoverAsync(_)) => conn.basic_recover(ch, false),
+        AMQPClass::Channel(c::AMQPMethod::Close(_)) => conn.channel_close(ch),
+        AMQPClass::Channel(c::AMQPMethod::CloseOk(_)) => Ok(()),
+        AMQPClass::Channel(c::AMQPMethod::Flow(m)) => conn.channel_flow(ch, m.active),
+        AMQPClass::Channel(c::AMQPMethod::FlowOk(_)) => Ok(()),
+        AMQPClass::Channel(c::AMQPMethod::Open(_)) => Err(AmqpError::channel_error(format!(
+            "second 'channel.open' seen on channel {ch}"
+        ))),
+        AMQPClass::Exchange(e::AMQPMethod::Declare(m)) => conn.exchange_declare(ch, m),
+        AMQPClass::Exchange(e::AMQPMethod::Delete(m)) => conn.exchange_delete(ch, m),
+        AMQPClass::Exchange(e::AMQPMethod::Bind(m)) => conn.exchange_bind(ch, m),
+        AMQPClass::Exchange(e::AMQPMethod::Unbind(m)) => conn.exchange_unbind(ch, m),
+        AMQPClass::Queue(q::AMQPMethod::Declare(m)) => conn.queue_declare(ch, m),
+        AMQPClass::Queue(q::AMQPMethod::Bind(m)) => conn.queue_bind(ch, m),
+        AMQPClass::Queue(q::AMQPMethod::Unbind(m)) => conn.queue_unbind(ch, m),
+        AMQPClass::Queue(q::AMQPMethod::Purge(m)) => conn.queue_purge(ch, m),
+        AMQPClass::Queue(q::AMQPMethod::Delete(m)) => conn.queue_delete(ch, m),
+        AMQPClass::Confirm(cf::AMQPMethod::Select(m)) => conn.confirm_select(ch, m.nowait),
+        AMQPClass::Tx(t::AMQPMethod::Select(_)) => conn.tx_select(ch),
+        AMQPClass::Tx(t::AMQPMethod::Commit(_)) => conn.tx_commit(ch),
+        AMQPClass::Tx(t::AMQPMethod::Rollback(_)) => conn.tx_rollback(ch),
+        AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+            // Deprecated in 0-9-1 but still sent by old clients; always granted.
+            conn.send(
+                ch,
+                AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+            );
+            Ok(())
+        }
+        _ => Err(AmqpError::command_invalid("unimplemented method")),
+    }
+}
+
+/// RabbitMQ's wording for a missing queue.
+pub(crate) fn no_queue(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'"))
+}
+
+/// RabbitMQ's wording for a missing exchange.
+pub(crate) fn no_exchange(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_found(format!("no exchange '{name}' in vhost '{vhost}'"))
+}
+
+/// RabbitMQ's wording for an exclusive queue owned by another connection.
+pub(crate) fn locked(name: &str, vhost: &str) -> AmqpError {
+    AmqpError::resource_locked(format!(
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could \
+         be originally declared on another connection or the exclusive property value does not \
+         match that of the original declaration."
+    ))
+}

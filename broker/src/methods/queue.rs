@@ -1,0 +1,268 @@
+//! The `queue` class: declare (server-named, passive, exclusive, arguments), bind, unbind,
+//! purge, delete.
+
+use amq_protocol::protocol::{queue, AMQPClass};
+use amq_protocol::types::ShortString;
+use rand::Rng;
+
+use super::{locked, no_exchange, no_queue};
+use crate::connection::Connection;
+use crate::error::AmqpError;
+use crate::exchange::{Binding, Destination};
+use crate::queue::{Queue, QueueConfig};
+use crate::vhost::{self, REPLY_TO};
+
+/// A server-generated name: `amq.gen-` and 22 URL-safe base64 characters, as RabbitMQ does.
+pub(crate) fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    let suffix: String = (0..22)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+impl Connection {
+    /// Looks a queue up for an operation that needs it, with RabbitMQ's 404/405 checks.
+    pub(crate) fn usable_queue(&self, name: &str) -> Result<std::sync::Arc<Queue>, AmqpError> {
+        let q = self
+            .vhost
+            .queue(name)
+            .ok_or_else(|| no_queue(name, &self.vhost.name))?;
+        if q.exclusive_owner.is_some_and(|owner| owner != self.id) {
+            return Err(locked(name, &self.vhost.name));
+        }
+        Ok(q)
+    }
+
+    /// `queue.declare`.
+    pub(crate) fn queue_declare(&mut self, ch: u16, m: queue::Declare) -> Result<(), AmqpError> {
+        let vh = self.vhost.name.clone();
+        let mut name = m.queue.as_str().to_owned();
+        if name == REPLY_TO || name.starts_with("amq.rabbitmq.reply-to.") {
+            // Direct reply-to is a pseudo-queue: it always "exists" and is always empty.
+            if !m.nowait {
+                self.send(ch, declare_ok(&name, 0, 0));
+            }
+            return Ok(());
+        }
+        let (messages, consumers) = if m.passive {
+            let q = self.usable_queue(&name)?;
+            q.counts()
+        } else {
+            if name.is_empty() {
+                name = generated_name("amq.gen-");
+            } else if name.starts_with("amq.") {
+                return Err(AmqpError::access_refused(format!(
+                    "queue name '{name}' contains reserved prefix 'amq.*'"
+                )));
+            }
+            let config = QueueConfig::from_arguments(&m.arguments).map_err(|text| {
+                AmqpError::precondition_failed(format!("{text} '{name}' in vhost '{vh}'"))
+            })?;
+            let mut topo = self.vhost.write();
+            match topo.queues.get(&name).cloned() {
+                Some(q) => {
+                    drop(topo);
+                    if q.exclusive_owner.is_some_and(|o| o != self.id) {
+                        return Err(locked(&name, &vh));
+                    }
+                    let inequivalent =
+                        |arg: &str,
+                         received: &dyn std::fmt::Display,
+                         current: &dyn std::fmt::Display| {
+                            AmqpError::precondition_failed(format!(
+                            "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}': received '{received}' but current is '{current}'"
+                        ))
+                        };
+                    if q.durable != m.durable {
+                        return Err(inequivalent("durable", &m.durable, &q.durable));
+                    }
+                    if q.auto_delete != m.auto_delete {
+                        return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
+                    }
+                    if q.exclusive_owner.is_some() != m.exclusive {
+                        return Err(inequivalent(
+                            "exclusive",
+                            &m.exclusive,
+                            &q.exclusive_owner.is_some(),
+                        ));
+                    }
+                    if let Some(arg) = config_difference(&config, &q.config) {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}'"
+                        )));
+                    }
+                    q.touch();
+                    q.counts()
+                }
+                None => {
+                    let owner = m.exclusive.then_some(self.id);
+                    let q = Queue::new(
+                        name.clone(),
+                        m.durable,
+                        m.auto_delete,
+                        owner,
+                        m.arguments,
+                        config,
+                    );
+                    self.vhost.insert_queue(&mut topo, q);
+                    if m.exclusive {
+                        self.exclusive_queues.push(name.clone());
+                    }
+                    (0, 0)
+                }
+            }
+        };
+        if !m.nowait {
+            self.send(ch, declare_ok(&name, messages, consumers));
+        }
+        Ok(())
+    }
+
+    /// `queue.bind`.
+    pub(crate) fn queue_bind(&mut self, ch: u16, m: queue::Bind) -> Result<(), AmqpError> {
+        let (qname, xname) = (m.queue.as_str(), m.exchange.as_str());
+        if xname.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        self.usable_queue(qname)?;
+        {
+            let mut topo = self.vhost.write();
+            let Some(x) = topo.exchanges.get_mut(xname) else {
+                return Err(no_exchange(xname, &self.vhost.name));
+            };
+            let binding = Binding {
+                destination: Destination::Queue(qname.to_owned()),
+                routing_key: m.routing_key.as_str().to_owned(),
+                arguments: m.arguments,
+            };
+            if !x.bindings.contains(&binding) {
+                x.bindings.push(binding);
+            }
+        }
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+            );
+        }
+        Ok(())
+    }
+
+    /// `queue.unbind` (idempotent for a missing binding).
+    pub(crate) fn queue_unbind(&mut self, ch: u16, m: queue::Unbind) -> Result<(), AmqpError> {
+        let (qname, xname) = (m.queue.as_str(), m.exchange.as_str());
+        if xname.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        self.usable_queue(qname)?;
+        {
+            let mut topo = self.vhost.write();
+            let binding = Binding {
+                destination: Destination::Queue(qname.to_owned()),
+                routing_key: m.routing_key.as_str().to_owned(),
+                arguments: m.arguments,
+            };
+            let mut now_empty = false;
+            if let Some(x) = topo.exchanges.get_mut(xname) {
+                let before = x.bindings.len();
+                x.bindings.retain(|b| b != &binding);
+                now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+            }
+            if now_empty {
+                vhost::delete_exchange(&mut topo, xname);
+            }
+        }
+        self.send(
+            ch,
+            AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+        );
+        Ok(())
+    }
+
+    /// `queue.purge`: drops ready messages (unacked ones stay).
+    pub(crate) fn queue_purge(&mut self, ch: u16, m: queue::Purge) -> Result<(), AmqpError> {
+        let q = self.usable_queue(m.queue.as_str())?;
+        let message_count = q.purge();
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
+            );
+        }
+        Ok(())
+    }
+
+    /// `queue.delete` (idempotent for a missing queue, as in RabbitMQ 3.x).
+    pub(crate) fn queue_delete(&mut self, ch: u16, m: queue::Delete) -> Result<(), AmqpError> {
+        let name = m.queue.as_str();
+        let message_count = match self.vhost.queue(name) {
+            None => 0,
+            Some(q) => {
+                if q.exclusive_owner.is_some_and(|o| o != self.id) {
+                    return Err(locked(name, &self.vhost.name));
+                }
+                let (messages, consumers) = q.counts();
+                if m.if_unused && consumers > 0 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{}' in use",
+                        self.vhost.name
+                    )));
+                }
+                if m.if_empty && messages > 0 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{}' is not empty",
+                        self.vhost.name
+                    )));
+                }
+                self.vhost.delete_queue_now(name).unwrap_or(0)
+            }
+        };
+        self.exclusive_queues.retain(|q| q != name);
+        if !m.nowait {
+            self.send(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count,
+                })),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn declare_ok(name: &str, message_count: u32, consumer_count: u32) -> AMQPClass {
+    AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+        queue: ShortString::try_new(name).unwrap_or_default(),
+        message_count,
+        consumer_count,
+    }))
+}
+
+/// The first argument whose value differs between two declarations, in RabbitMQ's names.
+fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
+    if a.message_ttl != b.message_ttl {
+        Some("x-message-ttl")
+    } else if a.expires != b.expires {
+        Some("x-expires")
+    } else if a.max_length != b.max_length {
+        Some("x-max-length")
+    } else if a.max_length_bytes != b.max_length_bytes {
+        Some("x-max-length-bytes")
+    } else if a.overflow != b.overflow {
+        Some("x-overflow")
+    } else if a.dead_letter_exchange != b.dead_letter_exchange {
+        Some("x-dead-letter-exchange")
+    } else if a.dead_letter_routing_key != b.dead_letter_routing_key {
+        Some("x-dead-letter-routing-key")
+    } else if a.max_priority != b.max_priority {
+        Some("x-max-priority")
+    } else {
+        None
+    }
+}

@@ -1,0 +1,72 @@
+//! The `tx` class: publishes, acks and nacks on a transactional channel are buffered and
+//! applied in order on `tx.commit`, dropped on `tx.rollback`.
+//!
+//! Departure from the spec's letter, as in RabbitMQ: a transaction is not atomic across
+//! queues, and delivery tags of buffered acks are checked at commit time.
+
+use amq_protocol::protocol::{tx, AMQPClass};
+
+use crate::channel::TxOp;
+use crate::connection::Connection;
+use crate::error::AmqpError;
+
+impl Connection {
+    /// `tx.select`.
+    pub(crate) fn tx_select(&mut self, ch: u16) -> Result<(), AmqpError> {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Ok(());
+        };
+        if channel.confirm.is_some() {
+            return Err(AmqpError::precondition_failed(
+                "cannot switch from confirm to tx mode",
+            ));
+        }
+        if channel.tx.is_none() {
+            channel.tx = Some(Vec::new());
+        }
+        self.send(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+        Ok(())
+    }
+
+    /// `tx.commit`: applies the buffered work, then answers `commit-ok`.
+    pub(crate) fn tx_commit(&mut self, ch: u16) -> Result<(), AmqpError> {
+        let ops = match self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+            Some(ops) => std::mem::take(ops),
+            None => {
+                return Err(AmqpError::precondition_failed(
+                    "channel is not transactional",
+                ))
+            }
+        };
+        for op in ops {
+            match op {
+                TxOp::Publish(publish, properties, body) => {
+                    self.route_publish(ch, publish, properties, body)?
+                }
+                TxOp::Ack(tag, multiple) => self.apply_ack(ch, tag, multiple)?,
+                TxOp::Nack(tag, multiple, requeue) => {
+                    self.apply_nack(ch, tag, multiple, requeue)?
+                }
+            }
+        }
+        self.send(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+        Ok(())
+    }
+
+    /// `tx.rollback`: drops the buffered work.
+    pub(crate) fn tx_rollback(&mut self, ch: u16) -> Result<(), AmqpError> {
+        match self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+            Some(ops) => ops.clear(),
+            None => {
+                return Err(AmqpError::precondition_failed(
+                    "channel is not transactional",
+                ))
+            }
+        }
+        self.send(
+            ch,
+            AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+        );
+        Ok(())
+    }
+}

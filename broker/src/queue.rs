@@ -1,0 +1,670 @@
+//! Queues: ready messages, consumers, and dispatch.
+//!
+//! Each queue has its own lock ([`Queue::state`]); publishing to one queue never blocks another.
+//! Dispatch runs inline in whichever task changed the queue (a publisher enqueuing, a channel
+//! acking, a consumer arriving, the housekeeping timer): under the queue lock it hands ready
+//! messages, in order, round-robin to consumers that have prefetch credit, until the queue is
+//! empty or no consumer has credit. Handing over means calling [`ChannelShared::deliver`], which
+//! takes the *channel's* delivery lock (lock order: queue, then channel — never the reverse) and
+//! queues the frames on the consumer connection's writer.
+//!
+//! Messages carry a per-queue sequence number; a message returned by a closing channel goes
+//! back to its original position (the ready list stays sorted by sequence number). With
+//! `x-max-priority` there is one ready list per priority level, highest served first.
+//!
+//! Messages that leave by expiry, overflow or rejection are dead-lettered after the lock is
+//! released (`VHost::dead_letter`), so a dead-letter cycle cannot deadlock.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::channel::ChannelShared;
+use crate::message::Message;
+use crate::vhost::VHost;
+
+/// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    /// Drop (dead-letter) the oldest messages to make room (the default).
+    DropHead,
+    /// Refuse the new message; a confirming publisher gets `basic.nack`.
+    RejectPublish,
+    /// Like `RejectPublish`, and dead-letter the refused message.
+    RejectPublishDlx,
+}
+
+/// The queue arguments we act on, parsed from `queue.declare` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueueConfig {
+    /// `x-message-ttl`: milliseconds a message may stay ready.
+    pub(crate) message_ttl: Option<u64>,
+    /// `x-expires`: milliseconds of disuse after which the queue is deleted.
+    pub(crate) expires: Option<u64>,
+    /// `x-max-length`: most ready messages.
+    pub(crate) max_length: Option<u64>,
+    /// `x-max-length-bytes`: most ready body bytes.
+    pub(crate) max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub(crate) overflow: Overflow,
+    /// `x-dead-letter-exchange`.
+    pub(crate) dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`.
+    pub(crate) dead_letter_routing_key: Option<String>,
+    /// `x-max-priority` (capped at 255 levels as in RabbitMQ).
+    pub(crate) max_priority: Option<u8>,
+}
+
+impl QueueConfig {
+    /// Parses and validates declare arguments; the error is the 406 detail text.
+    pub(crate) fn from_arguments(args: &FieldTable) -> Result<Self, String> {
+        let int = |key: &str, min: i64| -> Result<Option<u64>, String> {
+            match args.inner().get(key) {
+                None => Ok(None),
+                Some(v) => match as_i64(v) {
+                    Some(n) if n >= min => Ok(Some(n as u64)),
+                    _ => Err(format!("invalid arg '{key}' for queue")),
+                },
+            }
+        };
+        let string = |key: &str| -> Result<Option<String>, String> {
+            match args.inner().get(key) {
+                None => Ok(None),
+                Some(v) => as_string(v)
+                    .map(Some)
+                    .ok_or_else(|| format!("invalid arg '{key}' for queue")),
+            }
+        };
+        let overflow = match string("x-overflow")?.as_deref() {
+            None | Some("drop-head") => Overflow::DropHead,
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
+        };
+        Ok(Self {
+            message_ttl: int("x-message-ttl", 0)?,
+            expires: int("x-expires", 1)?,
+            max_length: int("x-max-length", 0)?,
+            max_length_bytes: int("x-max-length-bytes", 0)?,
+            overflow,
+            dead_letter_exchange: string("x-dead-letter-exchange")?,
+            dead_letter_routing_key: string("x-dead-letter-routing-key")?,
+            max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
+        })
+    }
+}
+
+/// An integer field value of any width.
+pub(crate) fn as_i64(v: &AMQPValue) -> Option<i64> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok()?,
+        _ => return None,
+    })
+}
+
+/// A string field value, short or long.
+pub(crate) fn as_string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// A message in a queue (ready, or unacked in a channel).
+#[derive(Debug, Clone)]
+pub(crate) struct QueuedMessage {
+    /// Position in this queue; requeued messages go back by this number.
+    pub(crate) seq: u64,
+    /// The shared message.
+    pub(crate) message: Arc<Message>,
+    /// Delivered before (the `redelivered` flag of the next delivery).
+    pub(crate) redelivered: bool,
+    /// When it expires (queue TTL or per-message expiration, whichever is sooner).
+    pub(crate) expires_at: Option<Instant>,
+}
+
+/// A consumer of a queue (`basic.consume`). Held by the queue's consumer list and by its
+/// channel's consumer map; dropped from both on cancel, channel close or queue delete.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    /// The consumer tag, unique within its channel.
+    pub(crate) tag: ShortString,
+    /// The channel deliveries go to.
+    pub(crate) channel: Arc<ChannelShared>,
+    /// Deliveries need no ack (and count against no prefetch).
+    pub(crate) no_ack: bool,
+    /// Asked for exclusive access to the queue.
+    pub(crate) exclusive: bool,
+    /// Per-consumer prefetch (`basic.qos` global=false before consume); 0 = unlimited.
+    pub(crate) prefetch: u32,
+    /// `x-priority`: higher-priority consumers with credit are served first.
+    pub(crate) priority: i64,
+    /// Deliveries not yet acked. Incremented under the queue lock on delivery, decremented by
+    /// the channel on ack/nack/reject/requeue.
+    pub(crate) in_flight: AtomicU32,
+}
+
+impl Consumer {
+    /// Takes one unit of prefetch credit (consumer and channel-global) if available.
+    fn try_reserve(&self) -> bool {
+        if !self.channel.can_deliver() {
+            return false;
+        }
+        if self.no_ack {
+            return true;
+        }
+        if self.prefetch != 0
+            && self
+                .in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.prefetch).then_some(n + 1)
+                })
+                .is_err()
+        {
+            return false;
+        }
+        if self.prefetch == 0 {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
+        if !self.channel.try_reserve_global() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back one unit of credit taken by [`Consumer::try_reserve`].
+    pub(crate) fn release(&self) {
+        if !self.no_ack {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.channel.release_global(1);
+        }
+    }
+}
+
+/// Why a queue enqueue did not keep the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EnqueueOutcome {
+    /// Kept (ready or already delivered); `seq` is its position.
+    Enqueued {
+        /// The queue's sequence number for the message.
+        seq: u64,
+    },
+    /// Refused by `x-overflow = reject-publish`.
+    Rejected,
+    /// The queue was deleted meanwhile.
+    Gone,
+}
+
+/// A dead letter waiting to be republished once the queue lock is released.
+#[derive(Debug)]
+pub(crate) struct DeadLetter {
+    /// The message.
+    pub(crate) message: Arc<Message>,
+    /// `expired`, `rejected` or `maxlen` (the `reason` in `x-death`).
+    pub(crate) reason: &'static str,
+}
+
+/// A queue.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    /// The queue name.
+    pub(crate) name: String,
+    /// Survives restarts (recorded for the durability work).
+    pub(crate) durable: bool,
+    /// Deleted after its last consumer goes away.
+    pub(crate) auto_delete: bool,
+    /// The connection that owns it when exclusive.
+    pub(crate) exclusive_owner: Option<u64>,
+    /// Declare arguments, kept for `x-` lookups and for display.
+    pub(crate) arguments: FieldTable,
+    /// The parsed arguments we act on.
+    pub(crate) config: QueueConfig,
+    /// Mutable state; see the module doc for the lock order.
+    state: Mutex<QueueState>,
+    /// Wakes the housekeeping task (new expiring message, consumer change, deletion).
+    wake: Notify,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    /// Ready messages per priority level (index = priority), each sorted by `seq`.
+    ready: Vec<VecDeque<QueuedMessage>>,
+    ready_count: usize,
+    ready_bytes: usize,
+    /// Consumers in round-robin order: the next candidate is at the front.
+    consumers: VecDeque<Arc<Consumer>>,
+    next_seq: u64,
+    deleted: bool,
+    /// For auto-delete: only a queue that once had a consumer is deleted when it has none.
+    had_consumer: bool,
+    /// Last declare/consume/get/cancel, for `x-expires`.
+    last_used: Instant,
+}
+
+impl QueueState {
+    fn head_level(&self) -> Option<usize> {
+        (0..self.ready.len())
+            .rev()
+            .find(|&l| !self.ready[l].is_empty())
+    }
+
+    fn pop_head(&mut self) -> Option<QueuedMessage> {
+        let level = self.head_level()?;
+        let qm = self.ready[level].pop_front()?;
+        self.ready_count -= 1;
+        self.ready_bytes -= qm.message.body.len();
+        Some(qm)
+    }
+
+    fn insert(&mut self, qm: QueuedMessage) {
+        let level = usize::from(qm.message.priority()).min(self.ready.len() - 1);
+        self.ready_count += 1;
+        self.ready_bytes += qm.message.body.len();
+        let list = &mut self.ready[level];
+        if list.back().is_none_or(|last| last.seq < qm.seq) {
+            list.push_back(qm);
+        } else {
+            let at = list.partition_point(|m| m.seq < qm.seq);
+            list.insert(at, qm);
+        }
+    }
+
+    /// Earliest expiry among the heads (RabbitMQ too expires only at the head).
+    fn next_expiry(&self) -> Option<Instant> {
+        self.ready
+            .iter()
+            .filter_map(|l| l.front()?.expires_at)
+            .min()
+    }
+}
+
+impl Queue {
+    /// A new, empty queue. The caller inserts it into the topology and spawns
+    /// [`Queue::housekeeping`].
+    pub(crate) fn new(
+        name: String,
+        durable: bool,
+        auto_delete: bool,
+        exclusive_owner: Option<u64>,
+        arguments: FieldTable,
+        config: QueueConfig,
+    ) -> Self {
+        let levels = config.max_priority.map_or(1, |p| usize::from(p) + 1);
+        Self {
+            name,
+            durable,
+            auto_delete,
+            exclusive_owner,
+            arguments,
+            config,
+            state: Mutex::new(QueueState {
+                ready: (0..levels).map(|_| VecDeque::new()).collect(),
+                ready_count: 0,
+                ready_bytes: 0,
+                consumers: VecDeque::new(),
+                next_seq: 0,
+                deleted: false,
+                had_consumer: false,
+                last_used: Instant::now(),
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A poisoned lock means a panic under it; the state is still structurally valid (every
+        // mutation is a single push/pop), so keep serving rather than take the broker down.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ready messages and consumers, as `queue.declare-ok` reports them.
+    pub(crate) fn counts(&self) -> (u32, u32) {
+        let st = self.lock();
+        (st.ready_count as u32, st.consumers.len() as u32)
+    }
+
+    /// Marks the queue used now (resets the `x-expires` clock).
+    pub(crate) fn touch(&self) {
+        self.lock().last_used = Instant::now();
+        self.wake.notify_one();
+    }
+
+    /// True once deleted.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    /// Adds a message and dispatches. Dead letters from overflow go to `vhost`.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        vhost: &VHost,
+        message: Arc<Message>,
+    ) -> EnqueueOutcome {
+        let mut dead = Vec::new();
+        let outcome = {
+            let mut st = self.lock();
+            if st.deleted {
+                return EnqueueOutcome::Gone;
+            }
+            let len = message.body.len();
+            let full = |st: &QueueState| {
+                self.config
+                    .max_length
+                    .is_some_and(|m| st.ready_count as u64 >= m)
+                    || self
+                        .config
+                        .max_length_bytes
+                        .is_some_and(|m| (st.ready_bytes + len) as u64 > m)
+            };
+            let mut rejected = false;
+            if full(&st) {
+                match self.config.overflow {
+                    Overflow::DropHead => {
+                        while full(&st) {
+                            match st.pop_head() {
+                                Some(qm) => dead.push(DeadLetter {
+                                    message: qm.message,
+                                    reason: "maxlen",
+                                }),
+                                None => break,
+                            }
+                        }
+                    }
+                    Overflow::RejectPublish => rejected = true,
+                    Overflow::RejectPublishDlx => {
+                        rejected = true;
+                        dead.push(DeadLetter {
+                            message: message.clone(),
+                            reason: "maxlen",
+                        });
+                    }
+                }
+            }
+            if rejected {
+                EnqueueOutcome::Rejected
+            } else {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let now = Instant::now();
+                let ttl = match (self.config.message_ttl, message.expiration_ms()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let expires_at = ttl.map(|ms| now + Duration::from_millis(ms));
+                st.insert(QueuedMessage {
+                    seq,
+                    message,
+                    redelivered: false,
+                    expires_at,
+                });
+                self.dispatch_locked(&mut st, &mut dead);
+                if expires_at.is_some() && st.ready_count > 0 {
+                    self.wake.notify_one();
+                }
+                EnqueueOutcome::Enqueued { seq }
+            }
+        };
+        vhost.dead_letter(self, dead);
+        outcome
+    }
+
+    /// Hands ready messages to consumers with credit.
+    pub(crate) fn dispatch(self: &Arc<Self>, vhost: &VHost) {
+        let mut dead = Vec::new();
+        {
+            let mut st = self.lock();
+            if !st.deleted {
+                self.dispatch_locked(&mut st, &mut dead);
+            }
+        }
+        vhost.dead_letter(self, dead);
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState, dead: &mut Vec<DeadLetter>) {
+        let now = Instant::now();
+        while let Some(level) = st.head_level() {
+            if st.ready[level]
+                .front()
+                .and_then(|qm| qm.expires_at)
+                .is_some_and(|at| at < now)
+            {
+                if let Some(qm) = st.pop_head() {
+                    dead.push(DeadLetter {
+                        message: qm.message,
+                        reason: "expired",
+                    });
+                }
+                continue;
+            }
+            let Some(consumer) = Self::next_consumer(st) else {
+                break;
+            };
+            let Some(qm) = st.pop_head() else { break };
+            if let Err(qm) = consumer.channel.deliver(&consumer, self, qm) {
+                // The channel closed under us: forget the consumer, keep the message.
+                consumer.release();
+                st.insert(qm);
+                st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+            }
+        }
+    }
+
+    /// Picks the next consumer with credit: the highest priority first, round-robin within it.
+    fn next_consumer(st: &mut QueueState) -> Option<Arc<Consumer>> {
+        let n = st.consumers.len();
+        let top = st.consumers.iter().map(|c| c.priority).max()?;
+        let mut fallback_levels = false;
+        for _ in 0..n {
+            let c = st.consumers.pop_front()?;
+            st.consumers.push_back(c.clone());
+            if c.priority != top {
+                fallback_levels = true;
+                continue;
+            }
+            if c.try_reserve() {
+                return Some(c);
+            }
+        }
+        if fallback_levels {
+            // Top-priority consumers are all blocked: lower priorities may take it.
+            let mut by_priority: Vec<Arc<Consumer>> = st.consumers.iter().cloned().collect();
+            by_priority.sort_by_key(|c| std::cmp::Reverse(c.priority));
+            for c in by_priority {
+                if c.priority != top && c.try_reserve() {
+                    if let Some(pos) = st.consumers.iter().position(|x| Arc::ptr_eq(x, &c)) {
+                        if let Some(moved) = st.consumers.remove(pos) {
+                            st.consumers.push_back(moved);
+                        }
+                    }
+                    return Some(c);
+                }
+            }
+        }
+        None
+    }
+
+    /// `basic.get`: the next ready message and the count left behind.
+    pub(crate) fn get(self: &Arc<Self>, vhost: &VHost) -> Option<(QueuedMessage, u32)> {
+        let mut dead = Vec::new();
+        let got = {
+            let mut st = self.lock();
+            st.last_used = Instant::now();
+            let now = Instant::now();
+            let mut got = None;
+            while let Some(qm) = st.pop_head() {
+                if qm.expires_at.is_some_and(|at| at < now) {
+                    dead.push(DeadLetter {
+                        message: qm.message,
+                        reason: "expired",
+                    });
+                    continue;
+                }
+                got = Some((qm, st.ready_count as u32));
+                break;
+            }
+            got
+        };
+        vhost.dead_letter(self, dead);
+        got
+    }
+
+    /// Returns unacked messages to their original positions, marked redelivered, and
+    /// dispatches them again.
+    pub(crate) fn requeue(self: &Arc<Self>, vhost: &VHost, messages: Vec<QueuedMessage>) {
+        {
+            let mut st = self.lock();
+            if st.deleted {
+                return;
+            }
+            for mut qm in messages {
+                qm.redelivered = true;
+                st.insert(qm);
+            }
+        }
+        self.wake.notify_one();
+        self.dispatch(vhost);
+    }
+
+    /// Adds a consumer. Fails with the 403 text when exclusivity forbids it.
+    pub(crate) fn add_consumer(
+        self: &Arc<Self>,
+        vhost: &VHost,
+        consumer: Arc<Consumer>,
+    ) -> Result<(), String> {
+        {
+            let mut st = self.lock();
+            if st.deleted {
+                return Err(format!("queue '{}' was deleted", self.name));
+            }
+            if st.consumers.iter().any(|c| c.exclusive)
+                || (consumer.exclusive && !st.consumers.is_empty())
+            {
+                return Err(format!(
+                    "queue '{}' in vhost '{}' in exclusive use",
+                    self.name, vhost.name
+                ));
+            }
+            st.consumers.push_back(consumer);
+            st.had_consumer = true;
+            st.last_used = Instant::now();
+        }
+        self.wake.notify_one();
+        self.dispatch(vhost);
+        Ok(())
+    }
+
+    /// Removes a consumer; true when the queue should now be auto-deleted.
+    pub(crate) fn remove_consumer(&self, tag: &str, channel: &Arc<ChannelShared>) -> bool {
+        let mut st = self.lock();
+        st.consumers
+            .retain(|c| !(c.tag.as_str() == tag && Arc::ptr_eq(&c.channel, channel)));
+        st.last_used = Instant::now();
+        self.wake.notify_one();
+        self.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
+    }
+
+    /// Drops every ready message; returns how many there were.
+    pub(crate) fn purge(&self) -> u32 {
+        let mut st = self.lock();
+        let n = st.ready_count;
+        for level in st.ready.iter_mut() {
+            level.clear();
+        }
+        st.ready_count = 0;
+        st.ready_bytes = 0;
+        n as u32
+    }
+
+    /// Marks the queue deleted and takes its consumers (to notify) and ready count.
+    pub(crate) fn mark_deleted(&self) -> (u32, Vec<Arc<Consumer>>) {
+        let mut st = self.lock();
+        st.deleted = true;
+        let n = st.ready_count as u32;
+        for level in st.ready.iter_mut() {
+            level.clear();
+        }
+        st.ready_count = 0;
+        st.ready_bytes = 0;
+        let consumers = st.consumers.drain(..).collect();
+        drop(st);
+        self.wake.notify_one();
+        (n, consumers)
+    }
+
+    /// The queue's timer: expires messages at the head when their TTL passes (even with no
+    /// consumer), and deletes the queue after `x-expires` of disuse. Ends when the queue is
+    /// deleted. Holds only weak references between wake-ups' work.
+    pub(crate) async fn housekeeping(queue: Weak<Queue>, vhost: Weak<VHost>) {
+        loop {
+            let (Some(q), Some(vh)) = (queue.upgrade(), vhost.upgrade()) else {
+                return;
+            };
+            let now = Instant::now();
+            let mut dead = Vec::new();
+            let (deadline, expire_queue) = {
+                let mut st = q.lock();
+                if st.deleted {
+                    return;
+                }
+                while let Some(level) = st.head_level() {
+                    let expired = st.ready[level]
+                        .front()
+                        .and_then(|m| m.expires_at)
+                        .is_some_and(|at| at <= now);
+                    if !expired {
+                        break;
+                    }
+                    if let Some(qm) = st.pop_head() {
+                        dead.push(DeadLetter {
+                            message: qm.message,
+                            reason: "expired",
+                        });
+                    }
+                }
+                let idle_deadline = q
+                    .config
+                    .expires
+                    .filter(|_| st.consumers.is_empty())
+                    .map(|ms| st.last_used + Duration::from_millis(ms));
+                let expire_queue = idle_deadline.is_some_and(|at| at <= now);
+                let deadline = match (st.next_expiry(), idle_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (deadline, expire_queue)
+            };
+            vh.dead_letter(&q, dead);
+            if expire_queue {
+                vh.delete_queue_now(&q.name);
+                return;
+            }
+            let wake = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Keep the strong references only while waiting on this queue's own Notify; the
+            // vhost reference is dropped so a vhost could go away.
+            drop(vh);
+            tokio::select! {
+                _ = wake => {}
+                _ = q.wake.notified() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The broker-wide stop signal: one `watch` channel whose sender the [`crate::BrokerHandle`]
+//! owns; the listener and every connection task hold a [`Shutdown`] receiver.
+
+use tokio::sync::watch;
+
+/// A listener for the broker's stop signal. Cloned into every task that must stop with it.
+#[derive(Debug, Clone)]
+pub(crate) struct Shutdown {
+    /// The other end is `BrokerHandle::stop_tx`; it sends `true` once, or is dropped (which also
+    /// counts as "stop").
+    rx: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    /// A new signal: the sender (to keep in the handle) and its first listener.
+    pub(crate) fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self { rx })
+    }
+
+    /// Resolves once the broker is stopping (at once if it already is).
+    pub(crate) async fn recv(&mut self) {
+        // `wait_for` errs only when the sender is gone, which also means "stop".
+        let _ = self.rx.wait_for(|stop| *stop).await;
+    }
+}

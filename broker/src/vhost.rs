@@ -1,0 +1,402 @@
+//! Virtual hosts: the shared topology (exchanges, bindings, queues) of one vhost, routing, and
+//! the registry of vhosts (just `/` until access control arrives).
+//!
+//! Concurrency: [`VHost::topology`] is an `RwLock`; publishing takes only the read lock, long
+//! enough to compute the target queues (as `Arc<Queue>`), then enqueues with no vhost lock held.
+//! Declares, binds and deletes take the write lock briefly. Queue state has its own locks
+//! (see `queue`); the topology lock is never taken while a queue lock is held.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, ShortString};
+use tracing::debug;
+
+use crate::channel::ChannelShared;
+use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::message::Message;
+use crate::persistence::Store;
+use crate::queue::{DeadLetter, Queue};
+
+/// The pseudo-queue of direct reply-to.
+pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Exchanges and queues of a vhost.
+#[derive(Debug, Default)]
+pub(crate) struct Topology {
+    /// Exchanges by name, including the default exchange `""`.
+    pub(crate) exchanges: HashMap<String, Exchange>,
+    /// Queues by name.
+    pub(crate) queues: HashMap<String, Arc<Queue>>,
+}
+
+/// One virtual host.
+#[derive(Debug)]
+pub(crate) struct VHost {
+    /// Its name (`/`).
+    pub(crate) name: String,
+    /// Exchanges, bindings and queues; see the module doc.
+    topology: RwLock<Topology>,
+    /// Direct reply-to: channel token -> channel. Weak, so a closed channel just drops out.
+    reply_to: Mutex<HashMap<String, Weak<ChannelShared>>>,
+    /// Where persistent messages of durable queues are made durable.
+    pub(crate) store: Arc<dyn Store>,
+    /// A weak self-reference, handed to queue housekeeping tasks.
+    me: Weak<VHost>,
+}
+
+impl VHost {
+    /// A vhost with the predeclared exchanges.
+    pub(crate) fn new(name: &str, store: Arc<dyn Store>) -> Arc<Self> {
+        let mut topo = Topology::default();
+        for (n, kind) in [
+            ("", ExchangeKind::Direct),
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            topo.exchanges.insert(
+                n.to_owned(),
+                Exchange::new(n, kind, true, false, false, FieldTable::default()),
+            );
+        }
+        Arc::new_cyclic(|me| Self {
+            name: name.to_owned(),
+            topology: RwLock::new(topo),
+            reply_to: Mutex::new(HashMap::new()),
+            store,
+            me: me.clone(),
+        })
+    }
+
+    /// Read access to the topology. Poison-tolerant: the maps stay consistent because every
+    /// mutation under the lock is a single insert/remove.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access to the topology (poison-tolerant, as above).
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Topology> {
+        self.topology.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A queue by name.
+    pub(crate) fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.read().queues.get(name).cloned()
+    }
+
+    /// Inserts a new queue and starts its housekeeping task.
+    pub(crate) fn insert_queue(&self, topo: &mut Topology, queue: Queue) -> Arc<Queue> {
+        let queue = Arc::new(queue);
+        topo.queues.insert(queue.name.clone(), queue.clone());
+        tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
+        queue
+    }
+
+    /// The queues a message published to `exchange` with `routing_key` reaches, following
+    /// exchange-to-exchange bindings and alternate exchanges. The exchange must exist.
+    pub(crate) fn route(
+        topo: &Topology,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<Arc<Queue>> {
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        if exchange.is_empty() {
+            if let Some(q) = topo.queues.get(routing_key) {
+                queues.push(q.clone());
+            }
+            return queues;
+        }
+        let mut visited: HashSet<&str> = HashSet::new();
+        let mut pending: Vec<&str> = vec![exchange];
+        let mut dests = Vec::new();
+        while let Some(name) = pending.pop() {
+            if !visited.insert(name) {
+                continue;
+            }
+            let Some(x) = topo.exchanges.get(name) else {
+                continue;
+            };
+            dests.clear();
+            x.route_into(routing_key, headers, &mut dests);
+            let before = queues.len();
+            let mut routed_any = false;
+            for d in dests.iter() {
+                match d {
+                    Destination::Queue(q) => {
+                        if let Some(q) = topo.queues.get(q) {
+                            routed_any = true;
+                            if !queues.iter().any(|have| Arc::ptr_eq(have, q)) {
+                                queues.push(q.clone());
+                            }
+                        }
+                    }
+                    Destination::Exchange(e) => {
+                        routed_any = true;
+                        pending.push(e.as_str());
+                    }
+                }
+            }
+            if !routed_any && queues.len() == before {
+                if let Some(ae) = &x.alternate {
+                    pending.push(ae.as_str());
+                }
+            }
+        }
+        queues
+    }
+
+    /// Deletes a queue: removes it and its bindings, cancels its consumers (notifying clients
+    /// that asked for `consumer_cancel_notify`). Returns the ready count, or `None` if absent.
+    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<u32> {
+        let queue = {
+            let mut topo = self.write();
+            let queue = topo.queues.remove(name)?;
+            let dest = Destination::Queue(name.to_owned());
+            remove_bindings_to(&mut topo, &dest);
+            queue
+        };
+        let (count, consumers) = queue.mark_deleted();
+        for c in consumers {
+            c.channel.consumers().remove(c.tag.as_str());
+            if c.channel.cancel_notify {
+                c.channel
+                    .send(AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                        consumer_tag: c.tag.clone(),
+                        nowait: true,
+                    })));
+            }
+        }
+        debug!(vhost = %self.name, queue = name, "queue deleted");
+        Some(count)
+    }
+
+    /// Registers a direct reply-to channel; returns its token.
+    pub(crate) fn register_reply_to(&self, channel: &Arc<ChannelShared>) -> String {
+        let token = format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            (channel.connection_id << 16) | u64::from(channel.id)
+        );
+        let mut map = self.reply_to.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(token.clone(), Arc::downgrade(channel));
+        token
+    }
+
+    /// The channel waiting for replies under `token`.
+    pub(crate) fn reply_to_channel(&self, token: &str) -> Option<Arc<ChannelShared>> {
+        let map = self.reply_to.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(token)?.upgrade()
+    }
+
+    /// Forgets a reply-to token (cancel or channel close).
+    pub(crate) fn unregister_reply_to(&self, token: &str) {
+        let mut map = self.reply_to.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(token);
+    }
+
+    /// Republishes dead letters of `queue` to its dead-letter exchange, with `x-death`.
+    pub(crate) fn dead_letter(&self, queue: &Arc<Queue>, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        let Some(dlx) = queue.config.dead_letter_exchange.clone() else {
+            return;
+        };
+        for letter in letters {
+            let routing_key = queue
+                .config
+                .dead_letter_routing_key
+                .clone()
+                .unwrap_or_else(|| letter.message.routing_key.as_str().to_owned());
+            // A message expiring round a cycle back to the queue it died in is dropped, as
+            // RabbitMQ does (a rejection in the cycle lets it through).
+            if letter.reason == "expired" && died_here_before(&letter.message, &queue.name) {
+                continue;
+            }
+            let message = Arc::new(with_death(
+                &letter.message,
+                &queue.name,
+                letter.reason,
+                &dlx,
+                &routing_key,
+            ));
+            let targets = {
+                let topo = self.read();
+                if !topo.exchanges.contains_key(&dlx) {
+                    continue;
+                }
+                Self::route(
+                    &topo,
+                    &dlx,
+                    &routing_key,
+                    message.properties.headers().as_ref(),
+                )
+            };
+            for target in targets {
+                target.enqueue(self, message.clone());
+            }
+        }
+    }
+}
+
+/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any.
+pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
+    let mut emptied = Vec::new();
+    for x in topo.exchanges.values_mut() {
+        let before = x.bindings.len();
+        x.bindings.retain(|b| &b.destination != dest);
+        if x.auto_delete && before > 0 && x.bindings.is_empty() {
+            emptied.push(x.name.clone());
+        }
+    }
+    for name in emptied {
+        delete_exchange(topo, &name);
+    }
+}
+
+/// Deletes an exchange and every binding from or to it (cascading auto-delete).
+pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) {
+    if topo.exchanges.remove(name).is_some() {
+        remove_bindings_to(topo, &Destination::Exchange(name.to_owned()));
+    }
+}
+
+fn died_here_before(message: &Message, queue: &str) -> bool {
+    let Some(headers) = message.properties.headers() else {
+        return false;
+    };
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+        return false;
+    };
+    deaths.as_slice().iter().any(|d| match d {
+        AMQPValue::FieldTable(t) => {
+            matches!(t.inner().get("queue"), Some(AMQPValue::LongString(q)) if q.as_bytes() == queue.as_bytes())
+                && !matches!(t.inner().get("reason"), Some(AMQPValue::LongString(r)) if r.as_bytes() == b"rejected")
+        }
+        _ => false,
+    })
+}
+
+/// The dead-lettered copy of `message`: `x-death` updated as RabbitMQ does (one entry per
+/// queue and reason, with a count, newest first), `x-first-death-*` set once, `expiration`
+/// removed. The body is shared, not copied.
+fn with_death(
+    message: &Message,
+    queue: &str,
+    reason: &str,
+    dlx: &str,
+    routing_key: &str,
+) -> Message {
+    let mut headers = message.properties.headers().clone().unwrap_or_default();
+    let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    let is_entry = |t: &FieldTable| {
+        matches!(t.inner().get("queue"), Some(AMQPValue::LongString(q)) if q.as_bytes() == queue.as_bytes())
+            && matches!(t.inner().get("reason"), Some(AMQPValue::LongString(r)) if r.as_bytes() == reason.as_bytes())
+    };
+    let existing = deaths
+        .iter()
+        .position(|d| matches!(d, AMQPValue::FieldTable(t) if is_entry(t)));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut entry = match existing.map(|i| deaths.remove(i)) {
+        Some(AMQPValue::FieldTable(t)) => t,
+        _ => FieldTable::default(),
+    };
+    let count = entry
+        .inner()
+        .get("count")
+        .and_then(crate::queue::as_i64)
+        .unwrap_or(0)
+        + 1;
+    entry.insert("count".into(), AMQPValue::LongLongInt(count));
+    entry.insert("reason".into(), AMQPValue::LongString(reason.into()));
+    entry.insert("queue".into(), AMQPValue::LongString(queue.into()));
+    entry.insert("time".into(), AMQPValue::Timestamp(now));
+    entry.insert(
+        "exchange".into(),
+        AMQPValue::LongString(message.exchange.as_str().into()),
+    );
+    let mut keys = FieldArray::default();
+    keys.push(AMQPValue::LongString(message.routing_key.as_str().into()));
+    entry.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
+    if let Some(exp) = message.properties.expiration() {
+        entry.insert(
+            "original-expiration".into(),
+            AMQPValue::LongString(exp.as_str().into()),
+        );
+    }
+    deaths.insert(0, AMQPValue::FieldTable(entry));
+    headers.insert("x-death".into(), AMQPValue::FieldArray(deaths.into()));
+    if !headers.contains_key("x-first-death-reason") {
+        headers.insert(
+            "x-first-death-reason".into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            "x-first-death-queue".into(),
+            AMQPValue::LongString(queue.into()),
+        );
+        headers.insert(
+            "x-first-death-exchange".into(),
+            AMQPValue::LongString(message.exchange.as_str().into()),
+        );
+    }
+    let p = &message.properties;
+    let mut properties = basic::AMQPProperties::default().with_headers(headers);
+    macro_rules! copy {
+        ($get:ident, $with:ident) => {
+            if let Some(v) = p.$get().clone() {
+                properties = properties.$with(v);
+            }
+        };
+    }
+    copy!(content_type, with_content_type);
+    copy!(content_encoding, with_content_encoding);
+    copy!(delivery_mode, with_delivery_mode);
+    copy!(priority, with_priority);
+    copy!(correlation_id, with_correlation_id);
+    copy!(reply_to, with_reply_to);
+    copy!(message_id, with_message_id);
+    copy!(timestamp, with_timestamp);
+    copy!(kind, with_type);
+    copy!(user_id, with_user_id);
+    copy!(app_id, with_app_id);
+    copy!(cluster_id, with_cluster_id);
+    Message {
+        exchange: ShortString::try_new(dlx).unwrap_or_default(),
+        routing_key: ShortString::try_new(routing_key).unwrap_or_default(),
+        properties,
+        body: message.body.clone(),
+    }
+}
+
+/// The vhosts a broker serves.
+#[derive(Debug)]
+pub(crate) struct VHosts {
+    map: HashMap<String, Arc<VHost>>,
+}
+
+impl VHosts {
+    /// The registry with the default vhost `/`.
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        let mut map = HashMap::new();
+        map.insert("/".to_owned(), VHost::new("/", store));
+        Self { map }
+    }
+
+    /// The vhost named `name`, if it exists.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<VHost>> {
+        self.map.get(name).cloned()
+    }
+}

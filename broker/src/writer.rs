@@ -1,0 +1,121 @@
+//! The per-connection frame writer: one task that owns the socket's write half, takes
+//! [`Outbound`] items from an unbounded queue, encodes as many as are queued right now into one
+//! buffer and writes it with a single `write_all` — one syscall per batch, not per frame. It
+//! also sends heartbeats when the connection has been quiet for half the heartbeat interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::AMQPClass;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::frame;
+use crate::message::Message;
+
+/// Stop adding frames to a batch beyond this many bytes (the batch is still written whole).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Something to send to the client. Producers: the connection task, and queues delivering to
+/// this connection's consumers (they hold clones of the sender in `ChannelShared`).
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Raw bytes (the protocol header we answer a mismatch with).
+    Raw(&'static [u8]),
+    /// A method frame.
+    Method(u16, AMQPClass),
+    /// A method carrying content (deliver, get-ok, return), then header and body frames.
+    Content {
+        /// The channel.
+        channel: u16,
+        /// `basic.deliver`, `basic.get-ok` or `basic.return`.
+        method: AMQPClass,
+        /// The message whose properties and body follow.
+        message: Arc<Message>,
+    },
+    /// Negotiated tuning: body frames are cut to `frame_max`; heartbeats every `heartbeat / 2`.
+    Tune {
+        /// The negotiated frame_max (0 = no limit).
+        frame_max: u32,
+        /// The negotiated heartbeat interval (`None` = disabled).
+        heartbeat: Option<Duration>,
+    },
+}
+
+/// Runs the writer until every sender is dropped (then flushes and shuts the socket down) or
+/// the socket fails.
+pub(crate) async fn run(mut socket: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut frame_max: u32 = 131_072;
+    let mut heartbeat: Option<Duration> = None;
+    loop {
+        let first = match heartbeat {
+            Some(interval) => match tokio::time::timeout(interval / 2, rx.recv()).await {
+                Ok(item) => item,
+                Err(_) => {
+                    frame::encode_heartbeat(&mut buf);
+                    if write(&mut socket, &mut buf).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = first else { break };
+        let mut item = Some(first);
+        while let Some(next) = item.take() {
+            match next {
+                Outbound::Raw(bytes) => buf.extend_from_slice(bytes),
+                Outbound::Method(channel, method) => {
+                    frame::encode_method(&mut buf, channel, method)
+                }
+                Outbound::Content {
+                    channel,
+                    method,
+                    message,
+                } => {
+                    frame::encode_method(&mut buf, channel, method);
+                    frame::encode_content(
+                        &mut buf,
+                        channel,
+                        &message.properties,
+                        &message.body,
+                        frame_max,
+                    );
+                }
+                Outbound::Tune {
+                    frame_max: fm,
+                    heartbeat: hb,
+                } => {
+                    frame_max = fm;
+                    heartbeat = hb;
+                }
+            }
+            if buf.len() < BATCH_BYTES {
+                item = rx.try_recv().ok();
+            }
+        }
+        if write(&mut socket, &mut buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.shutdown().await;
+}
+
+async fn write(socket: &mut OwnedWriteHalf, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let result = socket.write_all(buf).await;
+    if let Err(err) = &result {
+        debug!(cause = %err, "socket write failed");
+    }
+    buf.clear();
+    if buf.capacity() > 4 * BATCH_BYTES {
+        buf.shrink_to(16 * 1024);
+    }
+    result
+}

@@ -1,0 +1,323 @@
+//! Helpers shared by the lapin integration suites (`tests/broker_*.rs`): connecting, reading the
+//! AMQP reply code out of a lapin error, and waiting for deliveries with bounded timeouts.
+//!
+//! Every wait here is bounded: a broker that never answers fails the test after
+//! [`DEADLINE`] instead of hanging CI. "Nothing more arrives" checks use [`QUIET`], the only
+//! place the suites wait for an absence.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::{BasicGetMessage, Delivery};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind,
+};
+
+use crate::common::TestBroker;
+
+/// The longest any single expected event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a test watches for something that must *not* happen (an extra delivery).
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Opens a lapin connection to the test broker.
+pub async fn connect(broker: &TestBroker) -> Connection {
+    connect_url(broker.url()).await
+}
+
+/// Opens a lapin connection to `url`.
+pub async fn connect_url(url: &str) -> Connection {
+    tokio::time::timeout(
+        DEADLINE,
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect within the deadline")
+    .expect("lapin connects")
+}
+
+/// Opens a connection and one channel on it.
+pub async fn open(broker: &TestBroker) -> (Connection, Channel) {
+    let conn = connect(broker).await;
+    let ch = conn.create_channel().await.expect("channel opens");
+    (conn, ch)
+}
+
+/// The AMQP reply code carried by a lapin error (channel.close / connection.close), if any.
+pub fn reply_code(err: &lapin::Error) -> Option<u16> {
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+/// Asserts that `res` failed with the AMQP reply `code`, and returns the error's text.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(res: lapin::Result<T>, code: u16) -> String {
+    match res {
+        Ok(v) => panic!("expected AMQP error {code}, got Ok({v:?})"),
+        Err(err) => {
+            assert_eq!(
+                reply_code(&err),
+                Some(code),
+                "expected AMQP error {code}, got {err}"
+            );
+            err.to_string()
+        }
+    }
+}
+
+/// Awaits `fut` for at most [`DEADLINE`], failing the test with `what` if it takes longer.
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// Declares a non-durable queue named `name` with `args`.
+pub async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue {
+    ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap_or_else(|e| panic!("declare queue {name}: {e}"))
+}
+
+/// Declares an exchange of `kind` (non-durable, not auto-delete).
+pub async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
+    ch.exchange_declare(
+        name.into(),
+        kind,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+}
+
+/// Binds `queue` to `exchange` with `key`.
+pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("bind {queue} to {exchange} with {key}: {e}"));
+}
+
+/// Publishes `body` (no confirm wait) with default properties.
+pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
+    publish_with(ch, exchange, key, body, BasicProperties::default()).await;
+}
+
+/// Publishes `body` with `props`.
+pub async fn publish_with(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props,
+    )
+    .await
+    .expect("basic.publish is sent");
+}
+
+/// Starts a consumer with a server-generated tag.
+pub async fn consume(ch: &Channel, queue: &str, no_ack: bool) -> Consumer {
+    ch.basic_consume(
+        queue.into(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack,
+            ..BasicConsumeOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("consume {queue}: {e}"))
+}
+
+/// The consumer's next delivery; fails the test after [`DEADLINE`] or if the consumer ends.
+pub async fn next(consumer: &mut Consumer) -> Delivery {
+    within("a delivery", consumer.next())
+        .await
+        .expect("consumer still open")
+        .expect("delivery without error")
+}
+
+/// Asserts that no delivery arrives on `consumer` during [`QUIET`].
+pub async fn assert_quiet(consumer: &mut Consumer) {
+    if let Ok(item) = tokio::time::timeout(QUIET, consumer.next()).await {
+        match item {
+            Some(Ok(d)) => panic!("unexpected delivery {:?}", String::from_utf8_lossy(&d.data)),
+            Some(Err(e)) => panic!("unexpected consumer error {e}"),
+            None => panic!("consumer ended unexpectedly"),
+        }
+    }
+}
+
+/// Collects `n` deliveries' bodies, acking none.
+pub async fn take(consumer: &mut Consumer, n: usize) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next(consumer).await);
+    }
+    out
+}
+
+/// basic.get with manual ack.
+pub async fn get(ch: &Channel, queue: &str) -> Option<BasicGetMessage> {
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+}
+
+/// basic.get with no-ack; returns just the body.
+pub async fn get_body(ch: &Channel, queue: &str) -> Option<Vec<u8>> {
+    ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .map(|m| m.delivery.data)
+}
+
+/// Drains `queue` with no-ack basic.get and returns the bodies as strings, in order.
+pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(body) = get_body(ch, queue).await {
+        out.push(String::from_utf8_lossy(&body).into_owned());
+    }
+    out
+}
+
+/// Polls `queue`'s message count (passive declare) until it equals `n`, within [`DEADLINE`].
+pub async fn wait_message_count(ch: &Channel, queue: &str, n: u32) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        if q.message_count() == n {
+            return;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!(
+                "queue {queue} has {} messages, expected {n}",
+                q.message_count()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Passive-declares `queue`, returning the error if it does not exist.
+pub async fn passive_queue(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// Polls until the queue no longer exists (passive declare answers 404), within [`DEADLINE`].
+/// Each probe uses a fresh channel because the 404 closes the channel.
+pub async fn wait_queue_gone(conn: &Connection, queue: &str) {
+    wait_queue_gone_every(conn, queue, Duration::from_millis(20)).await;
+}
+
+/// Like [`wait_queue_gone`], probing every `interval`. A passive declare counts as a use of
+/// the queue (it resets `x-expires`), so an `x-expires` test must probe less often than that.
+pub async fn wait_queue_gone_every(conn: &Connection, queue: &str, interval: Duration) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let ch = conn.create_channel().await.expect("probe channel");
+        match passive_queue(&ch, queue).await {
+            Err(e) if reply_code(&e) == Some(404) => return,
+            Err(e) => panic!("unexpected error probing {queue}: {e}"),
+            Ok(_) => {
+                let _ = ch.close(200, "probe".into()).await;
+            }
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("queue {queue} still exists after {DEADLINE:?}");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Bodies of deliveries as strings.
+pub fn bodies(ds: &[Delivery]) -> Vec<String> {
+    ds.iter()
+        .map(|d| String::from_utf8_lossy(&d.data).into_owned())
+        .collect()
+}
+
+/// A `FieldTable` from `(key, value)` pairs.
+pub fn table(pairs: Vec<(&str, lapin::types::AMQPValue)>) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert(k.into(), v);
+    }
+    t
+}
+
+/// Opens a channel in confirm mode: a publish awaited with [`publish_confirmed`] has been
+/// routed and enqueued by the broker, so a following basic.get sees it.
+pub async fn confirm_channel(conn: &Connection) -> Channel {
+    let ch = conn.create_channel().await.expect("channel opens");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirm.select");
+    ch
+}
+
+/// Publishes on a confirm channel and waits for the broker's confirmation.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> lapin::Confirmation {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
+        .await
+        .expect("basic.publish is sent");
+    within("a publisher confirm", confirm)
+        .await
+        .expect("publisher confirm")
+}

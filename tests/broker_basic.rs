@@ -1,0 +1,757 @@
+//! The AMQP `basic` class against the test broker: qos (per consumer and global), consume,
+//! cancel, publish (mandatory -> basic.return), deliver, get/get-empty, ack/nack/reject
+//! (multiple, requeue), recover, the redelivered flag, consumer-cancel notification and large
+//! bodies. Each test passes against RabbitMQ 3.10, which is the specification the bundled
+//! broker must meet.
+
+mod amqp;
+mod common;
+
+use amqp::*;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRecoverOptions, BasicRejectOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Confirmation};
+
+async fn fill(ch: &lapin::Channel, q: &str, n: usize) {
+    for i in 0..n {
+        publish(ch, "", q, format!("m{i}").as_bytes()).await;
+    }
+    wait_message_count(ch, q, n as u32).await;
+}
+
+fn names(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("m{i}")).collect()
+}
+
+#[tokio::test]
+async fn consumers_of_one_queue_get_messages_round_robin() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.roundrobin");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let ch_a = conn.create_channel().await.expect("channel");
+    let ch_b = conn.create_channel().await.expect("channel");
+    let mut a = consume(&ch_a, &q, true).await;
+    let mut b = consume(&ch_b, &q, true).await;
+    for i in 0..6 {
+        publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    let got_a = bodies(&take(&mut a, 3).await);
+    let got_b = bodies(&take(&mut b, 3).await);
+    assert_quiet(&mut a).await;
+    let evens = vec!["m0", "m2", "m4"];
+    let odds = vec!["m1", "m3", "m5"];
+    assert!(
+        (got_a == evens && got_b == odds) || (got_a == odds && got_b == evens),
+        "not round robin: a={got_a:?} b={got_b:?}"
+    );
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn per_consumer_prefetch_is_never_exceeded() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.prefetch");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 10).await;
+    let cch = conn.create_channel().await.expect("channel");
+    // global=false: the limit applies to each consumer started after it (RabbitMQ's meaning).
+    cch.basic_qos(2, BasicQosOptions { global: false })
+        .await
+        .expect("qos");
+    let mut a = consume(&cch, &q, false).await;
+    let mut b = consume(&cch, &q, false).await;
+    let got_a = take(&mut a, 2).await;
+    let got_b = take(&mut b, 2).await;
+    assert_quiet(&mut a).await;
+    assert_quiet(&mut b).await;
+    // Acking one of a's frees exactly one slot for a.
+    got_a[0]
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    let more = next(&mut a).await;
+    assert_quiet(&mut a).await;
+    assert_quiet(&mut b).await;
+    // Six messages remain ready.
+    let probe = conn.create_channel().await.expect("channel");
+    let remaining = passive_queue(&probe, &q).await.expect("passive");
+    assert_eq!(remaining.message_count(), 5);
+    drop((got_b, more));
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn global_prefetch_is_shared_by_the_channel() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.prefetch.global");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 10).await;
+    let cch = conn.create_channel().await.expect("channel");
+    // global=true: one limit for all consumers of the channel (RabbitMQ's meaning).
+    cch.basic_qos(3, BasicQosOptions { global: true })
+        .await
+        .expect("qos");
+    let mut a = consume(&cch, &q, false).await;
+    let mut b = consume(&cch, &q, false).await;
+    let mut got = 0;
+    let mut held = Vec::new();
+    // Collect everything that arrives on either consumer until quiet.
+    loop {
+        tokio::select! {
+            Some(Ok(d)) = futures::StreamExt::next(&mut a) => { got += 1; held.push(d); }
+            Some(Ok(d)) = futures::StreamExt::next(&mut b) => { got += 1; held.push(d); }
+            _ = tokio::time::sleep(QUIET) => break,
+        }
+        assert!(got <= 3, "channel prefetch of 3 exceeded: {got}");
+    }
+    assert_eq!(got, 3);
+    held[0]
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    loop {
+        tokio::select! {
+            Some(Ok(d)) = futures::StreamExt::next(&mut a) => { got += 1; held.push(d); }
+            Some(Ok(d)) = futures::StreamExt::next(&mut b) => { got += 1; held.push(d); }
+            _ = tokio::time::sleep(QUIET) => break,
+        }
+    }
+    assert_eq!(got, 4, "one ack frees exactly one slot");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn ack_multiple_acknowledges_up_to_the_tag() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.ackmulti");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 5).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, false).await;
+    let ds = take(&mut c, 5).await;
+    ds[2]
+        .acker
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .expect("ack multiple");
+    cch.close(200, "done".into()).await.expect("close");
+    // Only m3 and m4 were unacked: they come back, redelivered, in order.
+    wait_message_count(&ch, &q, 2).await;
+    let first = get(&ch, &q).await.expect("m3");
+    assert_eq!(first.delivery.data, b"m3");
+    assert!(first.delivery.redelivered);
+    assert_eq!(first.message_count, 1);
+    let second = get(&ch, &q).await.expect("m4");
+    assert_eq!(second.delivery.data, b"m4");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn nack_multiple_with_requeue_returns_messages_in_order() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.nackmulti");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 5).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, false).await;
+    let ds = take(&mut c, 5).await;
+    cch.basic_cancel(c.tag(), BasicCancelOptions::default())
+        .await
+        .expect("cancel");
+    ds[3]
+        .acker
+        .nack(BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        })
+        .await
+        .expect("nack multiple");
+    ds[4]
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack m4");
+    wait_message_count(&ch, &q, 4).await;
+    let mut got = Vec::new();
+    while let Some(m) = get(&ch, &q).await {
+        assert!(m.delivery.redelivered, "requeued message is flagged");
+        got.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
+        m.delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+    }
+    assert_eq!(got, names(0..4));
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn nack_without_requeue_drops_the_message() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.nackdrop");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 3).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, false).await;
+    let ds = take(&mut c, 3).await;
+    ds[1]
+        .acker
+        .nack(BasicNackOptions {
+            multiple: true,
+            requeue: false,
+        })
+        .await
+        .expect("nack");
+    cch.close(200, "done".into()).await.expect("close");
+    wait_message_count(&ch, &q, 1).await;
+    assert_eq!(drain(&ch, &q).await, vec!["m2"]);
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn reject_with_requeue_redelivers_and_without_drops() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.reject");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 2).await;
+    let cch = conn.create_channel().await.expect("channel");
+    cch.basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut c = consume(&cch, &q, false).await;
+    let d = next(&mut c).await;
+    assert_eq!((d.data.as_slice(), d.redelivered), (&b"m0"[..], false));
+    d.acker
+        .reject(BasicRejectOptions { requeue: true })
+        .await
+        .expect("reject requeue");
+    // Requeued at its original position: it comes back before m1, flagged redelivered.
+    let d = next(&mut c).await;
+    assert_eq!((d.data.as_slice(), d.redelivered), (&b"m0"[..], true));
+    d.acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("reject drop");
+    let d = next(&mut c).await;
+    assert_eq!((d.data.as_slice(), d.redelivered), (&b"m1"[..], false));
+    d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    assert_quiet(&mut c).await;
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn unacked_messages_return_in_original_order_with_redelivered_after_channel_close() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.redelivered");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 5).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, false).await;
+    let ds = take(&mut c, 5).await;
+    assert!(ds.iter().all(|d| !d.redelivered), "first delivery is fresh");
+    ds[1]
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack m1");
+    cch.close(200, "consumer dies".into()).await.expect("close");
+    publish(&ch, "", &q, b"fresh").await;
+    wait_message_count(&ch, &q, 5).await;
+    let ch2 = conn.create_channel().await.expect("channel");
+    let mut c2 = consume(&ch2, &q, false).await;
+    let again = take(&mut c2, 5).await;
+    assert_eq!(bodies(&again), vec!["m0", "m2", "m3", "m4", "fresh"]);
+    let flags: Vec<bool> = again.iter().map(|d| d.redelivered).collect();
+    assert_eq!(flags, vec![true, true, true, true, false]);
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn unacked_messages_return_when_the_connection_closes() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let q = common::unique("q.conndies");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 3).await;
+    let (worker, wch) = open(&broker).await;
+    let mut c = consume(&wch, &q, false).await;
+    let _ds = take(&mut c, 3).await;
+    worker
+        .close(200, "worker dies".into())
+        .await
+        .expect("close");
+    wait_message_count(&ch, &q, 3).await;
+    let m = get(&ch, &q).await.expect("message back");
+    assert!(m.delivery.redelivered);
+    assert_eq!(m.delivery.data, b"m0");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn basic_get_and_get_empty() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let q = common::unique("q.get");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    assert!(get(&ch, &q).await.is_none(), "get-empty on an empty queue");
+    fill(&ch, &q, 2).await;
+    let m = get(&ch, &q).await.expect("get-ok");
+    assert_eq!(m.delivery.data, b"m0");
+    assert_eq!(
+        m.message_count, 1,
+        "message-count excludes the one delivered"
+    );
+    assert_eq!(m.delivery.routing_key.as_str(), q.as_str());
+    assert_eq!(m.delivery.exchange.as_str(), "");
+    m.delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    let m = get(&ch, &q).await.expect("get-ok");
+    assert_eq!(
+        (m.delivery.data.as_slice(), m.message_count),
+        (&b"m1"[..], 0)
+    );
+    assert!(get(&ch, &q).await.is_none(), "m1 is unacked, not ready");
+    m.delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn basic_get_from_a_missing_queue_is_404() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let res = ch
+        .basic_get(
+            common::unique("q.missing").as_str().into(),
+            Default::default(),
+        )
+        .await;
+    assert_code(res, 404);
+}
+
+#[tokio::test]
+async fn consume_from_a_missing_queue_is_404() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let res = ch
+        .basic_consume(
+            common::unique("q.missing").as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 404);
+}
+
+#[tokio::test]
+async fn recover_with_requeue_redelivers_unacked_messages() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.recover");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 3).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, false).await;
+    let first = take(&mut c, 3).await;
+    first[0]
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack m0");
+    cch.basic_recover(BasicRecoverOptions { requeue: true })
+        .await
+        .expect("recover");
+    let again = take(&mut c, 2).await;
+    assert_eq!(bodies(&again), vec!["m1", "m2"]);
+    assert!(again.iter().all(|d| d.redelivered));
+    assert_quiet(&mut c).await;
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn basic_cancel_stops_deliveries() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.cancel");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = cch
+        .basic_consume(
+            q.as_str().into(),
+            "my-tag".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    assert_eq!(c.tag().as_str(), "my-tag");
+    publish(&ch, "", &q, b"before").await;
+    assert_eq!(next(&mut c).await.data, b"before");
+    cch.basic_cancel("my-tag".into(), BasicCancelOptions::default())
+        .await
+        .expect("cancel");
+    publish(&ch, "", &q, b"after").await;
+    wait_message_count(&ch, &q, 1).await;
+    let end = within(
+        "the consumer stream to end",
+        futures::StreamExt::next(&mut c),
+    )
+    .await;
+    assert!(end.is_none(), "stream ends after cancel");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn deleting_a_queue_sends_basic_cancel_to_its_consumers() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.cancelnotify");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, false).await;
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    // The server's basic.cancel ends lapin's consumer stream.
+    let end = within(
+        "the consumer-cancel notification",
+        futures::StreamExt::next(&mut c),
+    )
+    .await;
+    assert!(end.is_none(), "consumer cancelled, got {end:?}");
+    // The channel itself stays usable.
+    cch.basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("channel still open");
+}
+
+#[tokio::test]
+async fn exclusive_consumer_excludes_others_403() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.exclusiveconsumer");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let _c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exclusive consume");
+    let other = conn.create_channel().await.expect("channel");
+    let res = other
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 403);
+
+    // And an exclusive consume on a queue that already has a consumer is refused too.
+    let q2 = common::unique("q.exclusiveconsumer2");
+    declare_queue(&ch, &q2, FieldTable::default()).await;
+    let _plain = consume(&ch, &q2, false).await;
+    let other = conn.create_channel().await.expect("channel");
+    let res = other
+        .basic_consume(
+            q2.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 403);
+    for name in [&q, &q2] {
+        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+    }
+}
+
+#[tokio::test]
+async fn reusing_a_consumer_tag_on_a_channel_is_a_530_connection_error() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.dupetag");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let _c = ch
+        .basic_consume(
+            q.as_str().into(),
+            "same".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let res = ch
+        .basic_consume(
+            q.as_str().into(),
+            "same".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 530);
+    // NOT_ALLOWED is a hard error: the connection is gone, not just the channel.
+    assert!(
+        conn.create_channel().await.is_err(),
+        "connection closed by 530"
+    );
+    // Clean up from a fresh connection (the queue is not exclusive).
+    let (_c2, ch2) = open(&broker).await;
+    ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn acking_an_unknown_delivery_tag_is_406() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    ch.basic_ack(42, BasicAckOptions::default())
+        .await
+        .expect("basic.ack is sent (it has no reply)");
+    // The 406 closes the channel; the next synchronous method sees it.
+    let res = ch
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 406);
+}
+
+#[tokio::test]
+async fn mandatory_unroutable_publish_comes_back_as_basic_return_312() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let ex = common::unique("ex.noroute");
+    declare_exchange(&ch, &ex, lapin::ExchangeKind::Direct).await;
+    let confirm = ch
+        .basic_publish(
+            ex.as_str().into(),
+            "nobody".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"bounce",
+            BasicProperties::default().with_correlation_id("c-1".into()),
+        )
+        .await
+        .expect("publish");
+    let confirmation = within("the confirm", confirm).await.expect("confirm");
+    // RabbitMQ sends basic.return and then basic.ack: an unroutable message is still "handled".
+    assert!(confirmation.is_ack());
+    let returned = confirmation
+        .take_message()
+        .expect("the message came back as basic.return");
+    assert_eq!(returned.reply_code, 312);
+    assert_eq!(returned.reply_text.as_str(), "NO_ROUTE");
+    assert_eq!(returned.delivery.data, b"bounce");
+    assert_eq!(returned.delivery.exchange.as_str(), ex.as_str());
+    assert_eq!(returned.delivery.routing_key.as_str(), "nobody");
+    assert_eq!(
+        returned
+            .delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some("c-1")
+    );
+
+    // Not mandatory: silently dropped, acked, nothing returned.
+    let c = publish_confirmed(&ch, &ex, "nobody", b"dropped", BasicProperties::default()).await;
+    assert_eq!(c, Confirmation::Ack(None));
+    ch.exchange_delete(ex.as_str().into(), Default::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn mandatory_publish_to_the_default_exchange_without_queue_is_returned() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            common::unique("q.nonexistent").as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"bounce",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    let returned = within("the confirm", confirm)
+        .await
+        .expect("confirm")
+        .take_message()
+        .expect("returned");
+    assert_eq!(returned.reply_code, 312);
+}
+
+#[tokio::test]
+async fn a_four_mib_message_round_trips_intact() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let q = common::unique("q.big");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let body: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+        .collect();
+    let c = publish_confirmed(&ch, "", &q, &body, BasicProperties::default()).await;
+    assert!(c.is_ack());
+    let cch = conn.create_channel().await.expect("channel");
+    let mut consumer = consume(&cch, &q, true).await;
+    let d = next(&mut consumer).await;
+    assert_eq!(d.data.len(), body.len());
+    assert!(d.data == body, "4 MiB body changed in transit");
+    // And through basic.get, after the consumer is gone.
+    cch.basic_cancel(consumer.tag(), Default::default())
+        .await
+        .expect("cancel");
+    publish_confirmed(&ch, "", &q, &body[..1_000_001], BasicProperties::default()).await;
+    let got = get_body(&ch, &q).await.expect("basic.get of a 1 MB body");
+    assert!(got == body[..1_000_001], "1 MB body changed in transit");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn message_properties_round_trip() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let q = common::unique("q.props");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let headers = table(vec![
+        ("str", AMQPValue::LongString("v".into())),
+        ("int", AMQPValue::LongInt(-7)),
+        ("long", AMQPValue::LongLongInt(1 << 40)),
+        ("bool", AMQPValue::Boolean(true)),
+        (
+            "nested",
+            AMQPValue::FieldTable(table(vec![("k", AMQPValue::LongString("w".into()))])),
+        ),
+    ]);
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("identity".into())
+        .with_headers(headers.clone())
+        .with_delivery_mode(2)
+        .with_priority(3)
+        .with_correlation_id("corr".into())
+        .with_reply_to("reply-here".into())
+        .with_expiration("60000".into())
+        .with_message_id("mid".into())
+        .with_timestamp(1_700_000_000)
+        .with_type("kind".into())
+        .with_user_id("guest".into())
+        .with_app_id("app".into());
+    publish_confirmed(&ch, "", &q, b"{}", props.clone()).await;
+    let m = get(&ch, &q).await.expect("message");
+    let p = &m.delivery.properties;
+    assert_eq!(p.content_type(), props.content_type());
+    assert_eq!(p.content_encoding(), props.content_encoding());
+    assert_eq!(p.headers(), props.headers());
+    assert_eq!(p.delivery_mode(), &Some(2));
+    assert_eq!(p.priority(), &Some(3));
+    assert_eq!(p.correlation_id(), props.correlation_id());
+    assert_eq!(p.reply_to(), props.reply_to());
+    assert_eq!(p.expiration(), props.expiration());
+    assert_eq!(p.message_id(), props.message_id());
+    assert_eq!(p.timestamp(), &Some(1_700_000_000));
+    assert_eq!(p.kind(), props.kind());
+    assert_eq!(p.user_id(), props.user_id());
+    assert_eq!(p.app_id(), props.app_id());
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn no_ack_deliveries_are_not_requeued_on_close() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.noack");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 3).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &q, true).await;
+    let _ = take(&mut c, 3).await;
+    cch.close(200, "bye".into()).await.expect("close");
+    publish(&ch, "", &q, b"marker").await;
+    wait_message_count(&ch, &q, 1).await;
+    assert_eq!(drain(&ch, &q).await, vec!["marker"]);
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}

@@ -1,0 +1,596 @@
+//! The AMQP `queue` class against the test broker: declare (server-named, passive, durable,
+//! exclusive, auto-delete), bind, unbind, purge, delete (if-unused, if-empty), and every error
+//! reply those methods can give (403, 404, 405, 406). Each test passes against RabbitMQ 3.10,
+//! which is the specification the bundled broker must meet.
+
+mod amqp;
+mod common;
+
+use amqp::*;
+use lapin::options::{
+    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::ExchangeKind;
+
+#[tokio::test]
+async fn server_named_queue_gets_an_amq_gen_name() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("server-named declare");
+    assert!(
+        q.name().as_str().starts_with("amq.gen-"),
+        "got {}",
+        q.name()
+    );
+    // The name really designates the queue: it routes through the default exchange.
+    publish(&ch, "", q.name().as_str(), b"x").await;
+    wait_message_count(&ch, q.name().as_str(), 1).await;
+    let q2 = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("second server-named declare");
+    assert_ne!(q.name(), q2.name());
+}
+
+#[tokio::test]
+async fn declare_ok_reports_message_and_consumer_counts() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let name = common::unique("q.counts");
+    let q = declare_queue(&ch, &name, FieldTable::default()).await;
+    assert_eq!((q.message_count(), q.consumer_count()), (0, 0));
+    for i in 0..3 {
+        publish(&ch, "", &name, format!("m{i}").as_bytes()).await;
+    }
+    wait_message_count(&ch, &name, 3).await;
+    let other = broker_channel(&broker).await;
+    let _consumer = consume(&other.1, &name, false).await;
+    let _ = within("deliveries drain", async {
+        loop {
+            let q = passive_queue(&ch, &name).await.expect("passive");
+            if q.consumer_count() == 1 && q.message_count() == 0 {
+                return q;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+async fn broker_channel(broker: &common::TestBroker) -> (lapin::Connection, lapin::Channel) {
+    open(broker).await
+}
+
+#[tokio::test]
+async fn passive_declare_of_a_missing_queue_is_404() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let res = passive_queue(&ch, &common::unique("q.missing")).await;
+    assert_code(res, 404);
+    // A channel error closes only the channel: the connection keeps working.
+    let ch2 = _conn.create_channel().await.expect("new channel after 404");
+    declare_queue(&ch2, &common::unique("q.after"), FieldTable::default()).await;
+}
+
+#[tokio::test]
+async fn passive_declare_of_an_existing_queue_ignores_flags() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let name = common::unique("q.passive");
+    declare_queue(&ch, &name, FieldTable::default()).await;
+    // passive=true with durable=true must not complain about the flag mismatch.
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("passive declare ignores the other flags");
+    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn redeclare_with_different_durable_flag_is_406() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let name = common::unique("q.redeclare");
+    declare_queue(&ch, &name, FieldTable::default()).await;
+    // The same declaration again is fine (idempotent).
+    declare_queue(&ch, &name, FieldTable::default()).await;
+    let res = ch
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 406);
+    let ch2 = conn.create_channel().await.expect("channel");
+    ch2.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn redeclare_with_different_auto_delete_flag_is_406() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let name = common::unique("q.redeclare.ad");
+    declare_queue(&ch, &name, FieldTable::default()).await;
+    let res = ch
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 406);
+    let ch2 = conn.create_channel().await.expect("channel");
+    ch2.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn redeclare_with_different_arguments_is_406() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let name = common::unique("q.redeclare.args");
+    declare_queue(
+        &ch,
+        &name,
+        table(vec![("x-message-ttl", AMQPValue::LongInt(60_000))]),
+    )
+    .await;
+    let res = ch
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::default(),
+            table(vec![("x-message-ttl", AMQPValue::LongInt(30_000))]),
+        )
+        .await;
+    assert_code(res, 406);
+    let ch2 = conn.create_channel().await.expect("channel");
+    ch2.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let res = ch
+        .queue_declare(
+            common::unique("amq.mine").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 403);
+}
+
+#[tokio::test]
+async fn exclusive_queue_is_locked_to_its_connection_405() {
+    let broker = common::broker().await;
+    let (_owner, ch) = open(&broker).await;
+    let name = common::unique("q.exclusive");
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exclusive declare");
+
+    let (other, och) = open(&broker).await;
+    // Consuming from another connection.
+    let res = och
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 405);
+    // Passive declare from another connection.
+    let och = other.create_channel().await.expect("channel");
+    assert_code(passive_queue(&och, &name).await, 405);
+    // Redeclaring from another connection.
+    let och = other.create_channel().await.expect("channel");
+    let res = och
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 405);
+    // Deleting from another connection.
+    let och = other.create_channel().await.expect("channel");
+    let res = och
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    assert_code(res, 405);
+    // The owner still uses it.
+    publish(&ch, "", &name, b"still mine").await;
+    wait_message_count(&ch, &name, 1).await;
+}
+
+#[tokio::test]
+async fn exclusive_queue_is_deleted_with_its_connection() {
+    let broker = common::broker().await;
+    let (owner, ch) = open(&broker).await;
+    let name = common::unique("q.exclusive.gone");
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exclusive declare");
+    let watcher = connect(&broker).await;
+    owner.close(200, "bye".into()).await.expect("close");
+    wait_queue_gone(&watcher, &name).await;
+}
+
+#[tokio::test]
+async fn auto_delete_queue_goes_after_its_last_consumer() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let name = common::unique("q.autodelete");
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    let c1 = consume(&ch, &name, true).await;
+    let c2 = consume(&ch, &name, true).await;
+    ch.basic_cancel(c1.tag(), Default::default())
+        .await
+        .expect("cancel 1");
+    // One consumer left: the queue stays.
+    let probe = conn.create_channel().await.expect("probe");
+    passive_queue(&probe, &name)
+        .await
+        .expect("queue survives while a consumer remains");
+    ch.basic_cancel(c2.tag(), Default::default())
+        .await
+        .expect("cancel 2");
+    wait_queue_gone(&conn, &name).await;
+}
+
+#[tokio::test]
+async fn auto_delete_queue_without_consumers_ever_stays() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let name = common::unique("q.autodelete.never");
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    tokio::time::sleep(QUIET).await;
+    passive_queue(&ch, &name)
+        .await
+        .expect("never-consumed auto-delete queue is kept");
+    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn bind_and_unbind_control_routing() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let ex = common::unique("ex.bind");
+    let q = common::unique("q.bind");
+    declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    bind(&ch, &q, &ex, "k").await;
+    // Binding twice is idempotent: still one copy per publish.
+    bind(&ch, &q, &ex, "k").await;
+    publish(&ch, &ex, "k", b"one").await;
+    wait_message_count(&ch, &q, 1).await;
+    ch.queue_unbind(
+        q.as_str().into(),
+        ex.as_str().into(),
+        "k".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind");
+    publish(&ch, &ex, "k", b"two").await;
+    publish(&ch, "", &q, b"three").await;
+    wait_message_count(&ch, &q, 2).await;
+    assert_eq!(drain(&ch, &q).await, vec!["one", "three"]);
+    // Unbinding a binding that does not exist is not an error (RabbitMQ errata: idempotent).
+    ch.queue_unbind(
+        q.as_str().into(),
+        ex.as_str().into(),
+        "never-bound".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind of a missing binding is ok");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete q");
+    ch.exchange_delete(ex.as_str().into(), Default::default())
+        .await
+        .expect("delete ex");
+}
+
+#[tokio::test]
+async fn bind_to_a_missing_exchange_is_404() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.bind404");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let res = ch
+        .queue_bind(
+            q.as_str().into(),
+            common::unique("ex.missing").as_str().into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 404);
+    let ch = conn.create_channel().await.expect("channel");
+    let res = ch
+        .queue_bind(
+            common::unique("q.missing").as_str().into(),
+            "amq.direct".into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 404);
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn binding_to_the_default_exchange_is_403() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.bind.default");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let res = ch
+        .queue_bind(
+            q.as_str().into(),
+            "".into(),
+            "other".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 403);
+    let ch = conn.create_channel().await.expect("channel");
+    let res = ch
+        .queue_unbind(
+            q.as_str().into(),
+            "".into(),
+            q.as_str().into(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 403);
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn purge_returns_the_number_of_messages_removed() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let q = common::unique("q.purge");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    for i in 0..5 {
+        publish(&ch, "", &q, format!("{i}").as_bytes()).await;
+    }
+    wait_message_count(&ch, &q, 5).await;
+    // One message delivered and unacked is not ready, so purge does not count or remove it.
+    let held = get(&ch, &q).await.expect("a message");
+    let purged = ch
+        .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .expect("purge");
+    assert_eq!(purged, 4);
+    let purged = ch
+        .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .expect("purge again");
+    assert_eq!(purged, 0);
+    held.delivery
+        .acker
+        .reject(lapin::options::BasicRejectOptions { requeue: true })
+        .await
+        .expect("requeue");
+    wait_message_count(&ch, &q, 1).await;
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn purge_of_a_missing_queue_is_404() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let res = ch
+        .queue_purge(
+            common::unique("q.missing").as_str().into(),
+            QueuePurgeOptions::default(),
+        )
+        .await;
+    assert_code(res, 404);
+}
+
+#[tokio::test]
+async fn delete_returns_the_message_count() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let q = common::unique("q.delete");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    for _ in 0..3 {
+        publish(&ch, "", &q, b"m").await;
+    }
+    wait_message_count(&ch, &q, 3).await;
+    let n = ch
+        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    assert_eq!(n, 3);
+    assert_code(passive_queue(&ch, &q).await, 404);
+}
+
+#[tokio::test]
+async fn delete_of_a_missing_queue_is_ok() {
+    // RabbitMQ errata: queue.delete is idempotent; deleting a queue that does not exist
+    // answers delete-ok with message-count 0.
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let n = ch
+        .queue_delete(
+            common::unique("q.never").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .expect("idempotent delete");
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn delete_if_unused_with_a_consumer_is_406() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.ifunused");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let cch = conn.create_channel().await.expect("channel");
+    let consumer = consume(&cch, &q, false).await;
+    let res = ch
+        .queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_unused: true,
+                ..QueueDeleteOptions::default()
+            },
+        )
+        .await;
+    assert_code(res, 406);
+    cch.basic_cancel(consumer.tag(), Default::default())
+        .await
+        .expect("cancel");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_delete(
+        q.as_str().into(),
+        QueueDeleteOptions {
+            if_unused: true,
+            ..QueueDeleteOptions::default()
+        },
+    )
+    .await
+    .expect("if-unused delete once unused");
+}
+
+#[tokio::test]
+async fn delete_if_empty_with_messages_is_406() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.ifempty");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    publish(&ch, "", &q, b"m").await;
+    wait_message_count(&ch, &q, 1).await;
+    let res = ch
+        .queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..QueueDeleteOptions::default()
+            },
+        )
+        .await;
+    assert_code(res, 406);
+    let ch = conn.create_channel().await.expect("channel");
+    assert_eq!(drain(&ch, &q).await, vec!["m"]);
+    let n = ch
+        .queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..QueueDeleteOptions::default()
+            },
+        )
+        .await
+        .expect("if-empty delete once empty");
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn durable_queue_declare_is_reported_back_on_passive() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.durable");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("durable declare");
+    // Redeclaring without durable is a mismatch: proves the flag was recorded.
+    let res = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 406);
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}

@@ -1,0 +1,286 @@
+//! Malformed and out-of-order frames sent over a bare socket after a valid handshake. For each,
+//! the broker must answer with `connection.close` carrying the reply code RabbitMQ 3.10 gives
+//! (checked here against it), then close the socket, while a well-behaved lapin client on
+//! another connection ([`raw::Bystander`]) keeps publishing and consuming.
+//!
+//! Reply codes (AMQP 0-9-1 §1.9 constants): 501 FRAME_ERROR, 503 COMMAND_INVALID,
+//! 504 CHANNEL_ERROR, 505 UNEXPECTED_FRAME, 540 NOT_IMPLEMENTED.
+
+mod common;
+mod raw;
+
+use std::time::Duration;
+
+use raw::*;
+
+/// The payload of `channel.open` (class 20, method 10, reserved shortstr "").
+const CHANNEL_OPEN_PAYLOAD: [u8; 5] = [0, 20, 0, 10, 0];
+
+#[tokio::test]
+async fn a_bad_frame_end_octet_is_501() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.send(&raw_frame(1, 1, &CHANNEL_OPEN_PAYLOAD, 0x00))
+        .await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 501, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_frame_over_the_negotiated_frame_max_is_501() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 4096, 0).await;
+    conn.open_channel(1).await;
+    let q = common::unique("q.raw.framemax");
+    conn.send(&basic_publish(1, &q)).await;
+    conn.send(&content_header(1, 10_000)).await;
+    // One body frame of 10 000 bytes: larger than the 4096 the client itself negotiated.
+    conn.send_lossy(&raw_frame(3, 1, &[7u8; 10_000], FRAME_END))
+        .await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 501, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn an_unknown_frame_type_is_501() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.send(&raw_frame(9, 0, b"what", FRAME_END)).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 501, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+/// Sends a method frame with an unknown (class, method) pair on an open channel and checks the
+/// broker's reaction.
+///
+/// Intentional difference: RabbitMQ 3.10's reader crashes on an unknown method id
+/// (`{unknown_method_id, {60, 999}}` in its log) and drops the socket without
+/// `connection.close`. Issue 2 asks the bundled broker for a proper `connection.close`
+/// 540 NOT_IMPLEMENTED, so the bundled broker must send that; against RabbitMQ the test
+/// accepts the dropped socket.
+async fn unknown_method(class_id: u16, method_id: u16) {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    let mut payload = class_id.to_be_bytes().to_vec();
+    payload.extend_from_slice(&method_id.to_be_bytes());
+    conn.send(&raw_frame(1, 1, &payload, FRAME_END)).await;
+    match conn.expect_connection_close_or_drop().await {
+        Some(close) => assert_eq!(close.code, 540, "{close:?}"),
+        None => assert!(
+            !broker.is_bundled(),
+            "the bundled broker must answer an unknown method with connection.close 540"
+        ),
+    }
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn an_unknown_method_is_540() {
+    // basic (class 60), method 999.
+    unknown_method(60, 999).await;
+}
+
+#[tokio::test]
+async fn an_unknown_class_is_540() {
+    unknown_method(99, 1).await;
+}
+
+#[tokio::test]
+async fn channel_flow_active_false_is_540() {
+    // RabbitMQ does not implement client-initiated flow stop:
+    // "NOT_IMPLEMENTED - active=false", class 20 method 20.
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&raw_frame(1, 1, &[0, 20, 0, 20, 0], FRAME_END))
+        .await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(
+        (close.code, close.class_id, close.method_id),
+        (540, 20, 20),
+        "{close:?}"
+    );
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn basic_recover_without_requeue_is_540() {
+    // RabbitMQ: "NOT_IMPLEMENTED - requeue=false", class 60 method 110.
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&raw_frame(1, 1, &[0, 60, 0, 110, 0], FRAME_END))
+        .await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(
+        (close.code, close.class_id, close.method_id),
+        (540, 60, 110),
+        "{close:?}"
+    );
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_method_on_an_unopened_channel_is_504() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    // queue.declare (class 50, method 10) on channel 3, never opened:
+    // reserved u16, queue "x", flags 0x08 (auto-delete), empty arguments table.
+    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'x', 0x08];
+    payload.extend_from_slice(&0u32.to_be_bytes());
+    conn.send(&raw_frame(1, 3, &payload, FRAME_END)).await;
+    let close = conn.expect_connection_close().await;
+    // RabbitMQ: "CHANNEL_ERROR - expected 'channel.open'", naming the offending method.
+    assert_eq!(
+        (close.code, close.class_id, close.method_id),
+        (504, 50, 10),
+        "{close:?}"
+    );
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_publish_on_an_unopened_channel_is_504() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    // A complete publish (method, header, body). RabbitMQ assembles the content before it
+    // looks at the channel, so it answers only once the body is in; a broker that refuses at
+    // the method frame is equally right, and the close names basic.publish either way.
+    conn.send(&basic_publish(3, "nowhere")).await;
+    conn.send_lossy(&content_header(3, 2)).await;
+    conn.send_lossy(&raw_frame(3, 3, b"hi", FRAME_END)).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(
+        (close.code, close.class_id, close.method_id),
+        (504, 60, 40),
+        "{close:?}"
+    );
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn opening_a_channel_twice_is_504() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&channel_open(1)).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 504, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_content_header_without_a_publish_is_505() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&content_header(1, 5)).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 505, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_body_frame_without_a_content_header_is_505() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&basic_publish(1, "nowhere")).await;
+    conn.send(&raw_frame(3, 1, b"body", FRAME_END)).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 505, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_method_in_the_middle_of_a_content_body_is_505() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&basic_publish(1, "nowhere")).await;
+    conn.send(&content_header(1, 10)).await;
+    conn.send(&raw_frame(3, 1, b"12345", FRAME_END)).await;
+    // Five body bytes are still owed; a new publish is out of sequence.
+    conn.send(&basic_publish(1, "nowhere")).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 505, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_on_a_non_zero_channel_is_an_error() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.send(&raw_frame(8, 1, &[], FRAME_END)).await;
+    let close = conn.expect_connection_close().await;
+    // RabbitMQ: "UNEXPECTED_FRAME - type 8, all octets = <<>>".
+    assert_eq!(close.code, 505, "{close:?}");
+    bystander.assert_unaffected().await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_then_disconnect_leaves_the_broker_serving() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    for cut in [1usize, 3, 7, 12] {
+        let mut conn = RawConn::open(&broker, 131_072, 0).await;
+        conn.open_channel(1).await;
+        let frame = basic_publish(1, "some.queue.name");
+        assert!(cut < frame.len());
+        conn.send(&frame[..cut]).await;
+        drop(conn);
+    }
+    // Truncated before the handshake finished, too.
+    let mut conn = RawConn::connect(&broker).await;
+    conn.send(&PROTOCOL_HEADER[..5]).await;
+    drop(conn);
+    bystander.assert_unaffected().await;
+    // And new connections are still accepted.
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_heartbeating_is_disconnected() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 1).await;
+    // With heartbeat = 1 s the broker sends heartbeats and, hearing nothing back, drops the
+    // connection after about two intervals (RabbitMQ closes the socket without
+    // connection.close, since the peer is presumed dead).
+    let mut heartbeats = 0;
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match conn.next().await {
+                Outcome::Frame(amq_protocol::frame::AMQPFrame::Heartbeat) => heartbeats += 1,
+                Outcome::Eof => return,
+                Outcome::Frame(other) => panic!("unexpected frame {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "connection still open after 8 s of silence");
+    assert!(
+        heartbeats >= 1,
+        "the broker sent heartbeats before giving up"
+    );
+    bystander.assert_unaffected().await;
+}
