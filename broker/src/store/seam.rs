@@ -12,7 +12,7 @@ use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::parsing::parse_field_table;
-use amq_protocol::types::{FieldTable, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
 use super::{
@@ -22,7 +22,7 @@ use super::{
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::persistence::{self, Durability};
-use crate::queue::{Queue, QueueConfig};
+use crate::queue::{Overflow, Queue, QueueConfig};
 use crate::vhost::{Topology, VHosts};
 
 impl persistence::Store for DurableQueues {
@@ -68,7 +68,7 @@ fn durable_topology(
             kind: x.kind.name().to_owned(),
             auto_delete: x.auto_delete,
             internal: x.internal,
-            arguments: encode_table(&x.arguments),
+            arguments: encode_table(&exchange_arguments(x)),
         })
         .collect();
     let queues = topology
@@ -80,7 +80,7 @@ fn durable_topology(
             vhost: vhost.to_owned(),
             name: q.name.clone(),
             auto_delete: q.auto_delete,
-            arguments: encode_table(&q.arguments),
+            arguments: encode_table(&queue_arguments(&q.config)),
         })
         .collect();
     let mut bindings = Vec::new();
@@ -165,7 +165,7 @@ pub(crate) fn restore(
         });
         // An empty argument table always parses.
         let Ok(config) = config else { continue };
-        let queue = Queue::new(q.name.clone(), true, q.auto_delete, None, arguments, config);
+        let queue = Queue::new(q.name.clone(), true, q.auto_delete, None, config);
         let mut topo = vhost.write();
         if !topo.queues.contains_key(&q.name) {
             vhost.insert_queue(&mut topo, queue);
@@ -222,6 +222,58 @@ pub(crate) fn restore(
     Ok(())
 }
 
+/// The declare arguments the broker acts on for exchange `x` (it keeps only those parsed, not
+/// the table it was declared with).
+fn exchange_arguments(x: &Exchange) -> FieldTable {
+    let mut table = FieldTable::default();
+    if let Some(alternate) = &x.alternate {
+        table.insert(
+            "alternate-exchange".into(),
+            AMQPValue::LongString(alternate.as_str().into()),
+        );
+    }
+    table
+}
+
+/// The declare arguments the broker acts on for a queue with `config`, as a table that
+/// `QueueConfig::from_arguments` parses back to the same config.
+fn queue_arguments(config: &QueueConfig) -> FieldTable {
+    let mut table = FieldTable::default();
+    let mut int = |key: &str, value: Option<u64>| {
+        if let Some(v) = value {
+            // Values come from a parse that accepted them as i64.
+            table.insert(key.into(), AMQPValue::LongLongInt(v as i64));
+        }
+    };
+    int("x-message-ttl", config.message_ttl);
+    int("x-expires", config.expires);
+    int("x-max-length", config.max_length);
+    int("x-max-length-bytes", config.max_length_bytes);
+    int("x-max-priority", config.max_priority.map(u64::from));
+    let overflow = match config.overflow {
+        Overflow::DropHead => None,
+        Overflow::RejectPublish => Some("reject-publish"),
+        Overflow::RejectPublishDlx => Some("reject-publish-dlx"),
+    };
+    let strings = [
+        ("x-overflow", overflow.map(str::to_owned)),
+        (
+            "x-dead-letter-exchange",
+            config.dead_letter_exchange.clone(),
+        ),
+        (
+            "x-dead-letter-routing-key",
+            config.dead_letter_routing_key.clone(),
+        ),
+    ];
+    for (key, value) in strings {
+        if let Some(v) = value {
+            table.insert(key.into(), AMQPValue::LongString(v.as_str().into()));
+        }
+    }
+    table
+}
+
 /// Encodes content-header properties (flags and list, 0-9-1 §4.2.6.1) for the log.
 fn encode_properties(properties: &AMQPProperties) -> Vec<u8> {
     // Writing into a Vec cannot fail for lack of space, and the properties were parsed by the
@@ -259,9 +311,26 @@ fn decode_table(bytes: &[u8]) -> FieldTable {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use amq_protocol::types::AMQPValue;
-
     use super::*;
+
+    #[test]
+    fn queue_arguments_parse_back_to_the_same_config() {
+        let mut declared = FieldTable::default();
+        declared.insert("x-message-ttl".into(), AMQPValue::LongInt(5000));
+        declared.insert("x-max-length".into(), AMQPValue::ShortInt(10));
+        declared.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(9));
+        declared.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        declared.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("dlx".into()),
+        );
+        let config = QueueConfig::from_arguments(&declared).unwrap();
+        let stored = decode_table(&encode_table(&queue_arguments(&config)));
+        assert_eq!(QueueConfig::from_arguments(&stored).unwrap(), config);
+    }
 
     #[test]
     fn properties_and_tables_round_trip() {
