@@ -76,29 +76,28 @@ impl Slot {
 pub struct DurableQueues {
     /// The store; the broker also calls it directly for topology other than queues.
     store: Arc<Store>,
-    /// Durable queues by (vhost, name). The map's lock is taken briefly (read on every message,
-    /// write on declare/delete); each queue's own lock orders its messages, so publishers to
-    /// different queues do not contend here.
-    queues: RwLock<HashMap<QueueKey, Arc<Mutex<Slot>>>>,
+    /// Durable queues by vhost, then name (nested so that a lookup by `&str` allocates
+    /// nothing). The map's lock is taken briefly (read on every message, write on topology
+    /// changes); each queue's own lock orders its messages, so publishers to different queues
+    /// do not contend here.
+    queues: RwLock<SlotMap>,
 }
 
-/// A durable queue's (vhost, name).
-type QueueKey = (String, String);
+/// Slots by vhost, then queue name.
+type SlotMap = HashMap<String, HashMap<String, Arc<Mutex<Slot>>>>;
 
 impl DurableQueues {
     /// Wraps `store`, registering the durable queues of `recovered` (with no messages: the
     /// broker registers each recovered message with [`restore`](Self::restore) as it puts it
     /// back in its queue).
     pub fn new(store: Arc<Store>, recovered: &Recovered) -> Self {
-        let queues = recovered
-            .definitions
-            .queues
-            .iter()
-            .map(|q| {
-                let key = (q.vhost.clone(), q.name.clone());
-                (key, Arc::new(Mutex::new(Slot::new(q.id))))
-            })
-            .collect();
+        let mut queues = SlotMap::new();
+        for q in &recovered.definitions.queues {
+            queues
+                .entry(q.vhost.clone())
+                .or_default()
+                .insert(q.name.clone(), Arc::new(Mutex::new(Slot::new(q.id))));
+        }
         Self {
             store,
             queues: RwLock::new(queues),
@@ -112,9 +111,7 @@ impl DurableQueues {
 
     fn slot(&self, vhost: &str, queue: &str) -> Option<Arc<Mutex<Slot>>> {
         let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
-        // The key is an owned pair; building one per lookup costs two small allocations, which
-        // a declare-time interned id would avoid (see the integration notes in `store`).
-        queues.get(&(vhost.to_owned(), queue.to_owned())).cloned()
+        queues.get(vhost)?.get(queue).cloned()
     }
 
     /// Records the durable queue (`queue.declare` with durable=true, not exclusive). Blocking:
@@ -132,7 +129,9 @@ impl DurableQueues {
         self.queues
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((vhost.to_owned(), name.to_owned()))
+            .entry(vhost.to_owned())
+            .or_default()
+            .entry(name.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(Slot::new(id))));
         Ok(id)
     }
@@ -143,7 +142,8 @@ impl DurableQueues {
             .queues
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(vhost.to_owned(), name.to_owned()));
+            .get_mut(vhost)
+            .and_then(|queues| queues.remove(name));
         match slot {
             Some(slot) => {
                 let id = lock(&slot).id;
@@ -166,10 +166,11 @@ impl DurableQueues {
             .store
             .replace_topology(vhost, exchanges, queues, bindings)?;
         let mut slots = self.queues.write().unwrap_or_else(PoisonError::into_inner);
-        slots.retain(|(v, name), _| v != vhost || kept.iter().any(|q| &q.name == name));
+        let slots = slots.entry(vhost.to_owned()).or_default();
+        slots.retain(|name, _| kept.iter().any(|q| &q.name == name));
         for queue in kept {
             slots
-                .entry((vhost.to_owned(), queue.name))
+                .entry(queue.name)
                 .or_insert_with(|| Arc::new(Mutex::new(Slot::new(queue.id))));
         }
         Ok(())
