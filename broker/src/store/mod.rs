@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - `error`: [`StoreError`].
+//! - `dir_lock`: the `LOCK` file that keeps two brokers off one data directory.
 //! - `commit`: [`Commit`], the future a publisher confirm waits on.
 //! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
 //!   it reads back).
@@ -31,6 +32,7 @@
 //!
 //! # On disk
 //! ```text
+//! <data dir>/LOCK                   pid of the process that has the directory open
 //! <data dir>/definitions            topology snapshot (layout on `Definitions`)
 //! <data dir>/definitions.tmp        the next snapshot while it is being written
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
@@ -56,12 +58,12 @@
 //! memory; [`Store::read`] is the hook) and `connection.blocked` on a memory high-watermark.
 //!
 //! Not implemented: rewriting sparse old segments (one long-lived message keeps its whole
-//! segment, and the segments holding acks of that segment's other messages, on disk), a lock
-//! against two brokers opening one directory, and sharing one body between the queues a
-//! message is routed to.
+//! segment, and the segments holding acks of that segment's other messages, on disk), and
+//! sharing one body between the queues a message is routed to.
 
 mod commit;
 mod definitions;
+mod dir_lock;
 mod durable_queues;
 mod error;
 mod fsync_policy;
@@ -100,6 +102,7 @@ pub use position::Position;
 pub use record::MAX_RECORD_LEN;
 pub use recovery::{Recovered, RecoveredQueue};
 
+use dir_lock::DirLock;
 use record::{checksum, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
 use writer::{AppendState, Counters, Shared, Waiter};
@@ -201,6 +204,7 @@ impl Store {
         let data_dir = config.data_dir;
         let seg_dir = segments_dir(&data_dir);
         fs::create_dir_all(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
+        let lock = DirLock::acquire(&data_dir)?;
         let mut definitions = Definitions::load(&data_dir)?;
         let known: HashSet<QueueId> = definitions.queues.iter().map(|q| q.id).collect();
         let mut scanned = recovery::recover(&data_dir, &known)?;
@@ -243,6 +247,7 @@ impl Store {
             data_dir,
             policy: config.fsync,
             segment_size: config.segment_size.clamp(4096, 1 << 30),
+            _lock: lock,
             #[cfg(test)]
             gate: Mutex::new(()),
         });
