@@ -19,6 +19,7 @@
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation).
 //! - `auth`: PLAIN/AMQPLAIN and the user check.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
+//! - [`store`]: durable topology and persistent messages (segment log, group commit, recovery).
 
 mod auth;
 mod channel;
@@ -32,6 +33,7 @@ mod persistence;
 mod queue;
 mod server;
 mod shutdown;
+pub mod store;
 mod vhost;
 mod writer;
 

@@ -1,0 +1,127 @@
+"""Celery tasks/s end to end: enqueue (with publisher confirms) -> processed -> acked.
+
+Starts a Celery worker on a fresh queue, enqueues --tasks no-op tasks from --producers
+processes, and measures from the first enqueue until every task has run; then stops the
+worker (warm shutdown: it finishes and acks what it holds), checks that the queue is empty and
+every task ran exactly once, deletes the queue, and prints one JSON line. Loopback brokers only.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def done_count(path):
+    try:
+        return os.path.getsize(path) // 8
+    except OSError:
+        return 0
+
+
+def wait_done(path, n, timeout):
+    deadline = time.monotonic() + timeout
+    while done_count(path) < n:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def produce(first, count):
+    # One connection per producer process; every apply_async waits for the broker's confirm.
+    from tasks import app, noop
+    with app.connection_for_write() as conn:
+        for i in range(first, first + count):
+            noop.apply_async(args=(i,), connection=conn)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672//")
+    ap.add_argument("--tasks", type=int, default=20000)
+    ap.add_argument("--producers", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--pool", default="prefork", help="prefork, threads, solo, ...")
+    ap.add_argument("--prefetch-multiplier", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=600)
+    opts = ap.parse_args()
+    if not re.match(r"^amqps?://([^@/]*@)?(127\.\d+\.\d+\.\d+|localhost)(:\d+)?(/|$)", opts.url):
+        sys.exit("celery bench: only loopback brokers: %s" % opts.url)
+
+    queue = "celery-bench-" + uuid.uuid4().hex[:8]
+    done = tempfile.NamedTemporaryFile(prefix="celery-bench-done-", delete=False).name
+    env = dict(os.environ, LEPUS_CELERY_BROKER=opts.url, LEPUS_CELERY_QUEUE=queue, LEPUS_CELERY_DONE=done,
+               LEPUS_CELERY_PREFETCH_MULTIPLIER=str(opts.prefetch_multiplier))
+    os.environ.update(env)
+    sys.path.insert(0, HERE)
+    import celery
+    from tasks import app, noop
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(opts.concurrency),
+         "-P", opts.pool, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"],
+        cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    result = {"tool": "celery", "celery": celery.__version__, "tasks": opts.tasks, "producers": opts.producers,
+              "concurrency": opts.concurrency, "pool": opts.pool, "prefetch_multiplier": opts.prefetch_multiplier}
+    try:
+        # Warm-up: one task through the whole path, so worker start-up is not measured.
+        noop.apply_async(args=(2**63,))
+        if not wait_done(done, 1, 120):
+            raise SystemExit("celery bench: worker did not run the warm-up task in 120 s")
+        t0 = time.monotonic()
+        share = [opts.tasks // opts.producers + (1 if p < opts.tasks % opts.producers else 0)
+                 for p in range(opts.producers)]
+        procs, first = [], 0
+        ctx = multiprocessing.get_context("fork")
+        for n in share:
+            p = ctx.Process(target=produce, args=(first, n))
+            p.start()
+            procs.append(p)
+            first += n
+        for p in procs:
+            p.join()
+        t_enq = time.monotonic()
+        ok = wait_done(done, opts.tasks + 1, opts.timeout)
+        t1 = time.monotonic()
+        result.update({
+            "completed": done_count(done) - 1,
+            "secs": t1 - t0,
+            "enqueue_secs": t_enq - t0,
+            "tasks_per_s": (done_count(done) - 1) / (t1 - t0),
+            "enqueue_per_s": opts.tasks / (t_enq - t0),
+            "timed_out": not ok,
+        })
+    finally:
+        worker.send_signal(signal.SIGTERM)  # warm shutdown: finish and ack held tasks
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    with open(done, "rb") as f:
+        ids = [struct.unpack("<Q", f.read(8))[0] for _ in range(done_count(done))]
+    os.unlink(done)
+    ids = [i for i in ids if i != 2**63]
+    result["duplicates"] = len(ids) - len(set(ids))
+    result["missing"] = opts.tasks - len(set(ids))
+    with app.connection_for_write() as conn:
+        ch = conn.channel()
+        _, left, _ = ch.queue_declare(queue=queue, passive=True)
+        result["left_in_queue"] = left
+        ch.queue_delete(queue=queue)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

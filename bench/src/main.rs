@@ -1,0 +1,66 @@
+//! `lepus-bench`: a load generator for AMQP 0-9-1 brokers, in the manner of RabbitMQ PerfTest
+//! and lavinmqperf, used to put the bundled Lepus broker side by side with RabbitMQ
+//! (`bench/compare` runs it against both).
+//!
+//! # Layout
+//! - `cli`: options and subcommands.
+//! - `amqp`: connections, the loopback check, run-unique names, the stamped body layout.
+//! - `window`: a bounded window of pipelined publishes, acks and confirms.
+//! - `producer`, `consumer`: one connection each, publishing / consuming.
+//! - `throughput` (and the shared producer/consumer run), `fanout`, `backlog`, `rpc`
+//!   (with `rpc_lapin`, the hand-written baseline, and `rpc_lepus`, the framework's stub):
+//!   the scenarios.
+//! - `stats`: counters, latency histograms, the live progress line.
+//! - `proc_stat`: CPU seconds and RSS from `/proc`.
+//! - `report`: the final table and JSON.
+//! - `error`: the error type.
+
+mod amqp;
+mod backlog;
+mod cli;
+mod consumer;
+mod error;
+mod fanout;
+mod proc_stat;
+mod producer;
+mod report;
+mod rpc;
+mod rpc_lapin;
+mod rpc_lepus;
+mod stats;
+mod throughput;
+mod window;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Scenario};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lepus-bench: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> error::Result<()> {
+    amqp::check_loopback(&cli.url)?;
+    let report = match &cli.scenario {
+        Scenario::Throughput(a) => throughput::throughput(cli, a).await?,
+        Scenario::Fanout(a) => fanout::fanout(cli, a).await?,
+        Scenario::Backlog(a) => backlog::backlog(cli, a).await?,
+        Scenario::Rpc(a) => rpc::rpc(cli, a).await?,
+    };
+    report.print(cli.json)
+}

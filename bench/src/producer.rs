@@ -1,0 +1,120 @@
+//! A producer: one connection and channel publishing stamped bodies as fast as the window,
+//! the confirm window and the backlog bound allow.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Confirmation};
+
+use crate::amqp::{connect, stamp_body};
+use crate::cli::FlowArgs;
+use crate::error::{BenchError, Result};
+use crate::stats::Counters;
+use crate::window::Window;
+
+/// Where one producer publishes.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// Exchange name (`""` = the default exchange).
+    pub(crate) exchange: String,
+    /// Routing key (the queue name on the default exchange).
+    pub(crate) routing_key: String,
+}
+
+/// What a finished producer reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProducerOutcome {
+    /// Messages published.
+    pub(crate) published: u64,
+}
+
+/// The shared bound on queued-but-unconsumed messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BacklogBound {
+    /// Deliveries each publish turns into (1, or N for a fanout to N queues).
+    pub(crate) copies: u64,
+    /// Pause while `published × copies − consumed` exceeds this (0 = never pause).
+    pub(crate) max: u64,
+}
+
+/// Publishes until `stop` is set or `flow.count` messages are out, then waits for every
+/// outstanding publish (and confirm).
+pub(crate) async fn run_producer(
+    url: String,
+    id: usize,
+    target: Target,
+    flow: FlowArgs,
+    bound: BacklogBound,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) -> Result<ProducerOutcome> {
+    let conn = connect(&url, &format!("producer {id}")).await?;
+    let channel = conn.create_channel().await?;
+    let confirms = flow.confirm > 0;
+    if confirms {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
+    let props = if flow.persistent {
+        BasicProperties::default().with_delivery_mode(2)
+    } else {
+        BasicProperties::default()
+    };
+    let mut window = Window::new(if confirms {
+        flow.confirm
+    } else {
+        flow.pipeline
+    });
+    let mut seq = 0u64;
+    let limit = flow.count.unwrap_or(u64::MAX);
+    while seq < limit && !stop.load(Ordering::Relaxed) {
+        while bound.max > 0
+            && (Counters::get(&counters.published) * bound.copies)
+                .saturating_sub(Counters::get(&counters.consumed))
+                > bound.max
+        {
+            if stop.load(Ordering::Relaxed) && flow.count.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        let body = stamp_body(flow.size, seq);
+        let ch = channel.clone();
+        let (ex, rk, props) = (
+            target.exchange.clone(),
+            target.routing_key.clone(),
+            props.clone(),
+        );
+        let counters2 = Arc::clone(&counters);
+        window
+            .push(async move {
+                let confirm = ch
+                    .basic_publish(
+                        ex.into(),
+                        rk.into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await?;
+                if confirms {
+                    match confirm.await? {
+                        Confirmation::Nack(_) => return Err(BenchError::Nacked),
+                        Confirmation::Ack(_) | Confirmation::NotRequested => {
+                            counters2.confirmed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        counters.published.fetch_add(1, Ordering::Relaxed);
+        seq += 1;
+    }
+    window.drain().await?;
+    let _ = conn.close(200, "bench done".into()).await;
+    Ok(ProducerOutcome { published: seq })
+}

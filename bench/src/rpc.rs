@@ -1,0 +1,205 @@
+//! The `rpc` scenario: `--callers` connections, each with `--in-flight` calls outstanding,
+//! against an echo server on a fresh queue; reports calls/s and the round-trip latency.
+//!
+//! The implementation under test is behind [`RpcCaller`] (the client side) plus a server
+//! started before the callers: `--impl lapin` is [`crate::rpc_lapin`], the baseline the Lepus
+//! stub ([`crate::rpc_lepus`], `--impl lepus`) must stay within 10% of (issue 3 "Done means" 4).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use tokio::sync::watch;
+
+use crate::amqp::{connect, delete_queues, run_prefix, stamp_body};
+use crate::cli::{Cli, RpcArgs, RpcImpl};
+use crate::error::{BenchError, Result};
+use crate::proc_stat::ResourceProbe;
+use crate::report::Report;
+use crate::rpc_lapin::{LapinCaller, LapinServer};
+use crate::rpc_lepus::{self, LepusCaller, LepusServer};
+use crate::stats::{merge_into, now_ns, spawn_progress, Counters, Latency};
+
+/// The client half of an RPC implementation: many calls may run at once on one caller.
+pub(crate) trait RpcCaller: Send + Sync + 'static {
+    /// Sends `body` and resolves to the reply body.
+    fn call(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>>;
+    /// Closes the caller's connection.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Runs `rpc`.
+pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
+    if args.callers == 0 || args.in_flight == 0 {
+        return Err(BenchError::BadOptions(
+            "--callers and --in-flight must be ≥ 1".into(),
+        ));
+    }
+    let prefix = format!("{}-", run_prefix());
+    let setup = connect(&cli.url, "setup").await?;
+    let ch = setup.create_channel().await?;
+    let (queue, result) = match args.implementation {
+        RpcImpl::Lapin => {
+            let queue = format!("{prefix}rpc");
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let result = run_lapin(cli, args, &queue).await;
+            (queue, result)
+        }
+        RpcImpl::Lepus => {
+            // The Lepus worker declares its own queue, as a user's would.
+            let result = run_lepus(cli, args, &prefix).await;
+            (rpc_lepus::queue_name(&prefix), result)
+        }
+    };
+    delete_queues(&ch, std::slice::from_ref(&queue)).await;
+    let _ = setup.close(200, "bench done".into()).await;
+    let mut report = result?;
+    report.params = serde_json::to_value(args)?;
+    Ok(report)
+}
+
+/// The server prefetch: `--prefetch`, or every call that can be in flight.
+fn server_prefetch(args: &RpcArgs) -> u16 {
+    if args.prefetch > 0 {
+        args.prefetch
+    } else {
+        u16::try_from(args.callers * args.in_flight).unwrap_or(u16::MAX)
+    }
+}
+
+async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str) -> Result<Report> {
+    let prefetch = server_prefetch(args);
+    let server = LepusServer::start(&cli.url, prefix, prefetch, usize::from(prefetch)).await?;
+    let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();
+    for _ in 0..args.callers {
+        callers.push(Arc::new(LepusCaller::connect(&cli.url, prefix).await?));
+    }
+    let res = measure(cli, args, &callers).await;
+    for c in &callers {
+        c.close().await;
+    }
+    server.stop().await?;
+    res
+}
+
+async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
+    let prefetch = server_prefetch(args);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = LapinServer::start(&cli.url, queue, prefetch, stop_rx).await?;
+    let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();
+    let mut direct = true;
+    for i in 0..args.callers {
+        let c = LapinCaller::connect(&cli.url, i, queue).await?;
+        direct &= c.direct_reply_to();
+        callers.push(Arc::new(c));
+    }
+    let res = measure(cli, args, &callers).await;
+    for c in &callers {
+        c.close().await;
+    }
+    stop_tx.send_replace(true);
+    let served = server.join().await?;
+    let mut report = res?;
+    report.extra.insert(
+        "reply_to",
+        if direct { "direct" } else { "exclusive queue" }.into(),
+    );
+    report.extra.insert("served", served.into());
+    Ok(report)
+}
+
+/// Drives the callers and measures; shared by every implementation.
+async fn measure(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> Result<Report> {
+    let counters = Arc::new(Counters::default());
+    let latency = Arc::new(Mutex::new(Latency::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = ResourceProbe::start(cli.broker_pid);
+    let progress = spawn_progress("rpc", Arc::clone(&counters), cli.broker_pid, cli.quiet);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in callers {
+        // Calls left for this caller (with --count); its in-flight slots take from it.
+        let remaining = Arc::new(AtomicU64::new(args.count.unwrap_or(u64::MAX)));
+        for _ in 0..args.in_flight {
+            let caller = Arc::clone(caller);
+            let (counters, latency, stop, remaining) = (
+                Arc::clone(&counters),
+                Arc::clone(&latency),
+                Arc::clone(&stop),
+                Arc::clone(&remaining),
+            );
+            let size = args.size;
+            tasks.push(tokio::spawn(async move {
+                let mut local = Latency::new();
+                let mut seq = 0;
+                let res: Result<()> = async {
+                    while !stop.load(Ordering::Relaxed)
+                        && remaining
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                                r.checked_sub(1)
+                            })
+                            .is_ok()
+                    {
+                        let t = now_ns();
+                        counters.published.fetch_add(1, Ordering::Relaxed);
+                        caller.call(stamp_body(size, seq)).await?;
+                        local.record_since(t);
+                        counters.delivered(1);
+                        seq += 1;
+                    }
+                    Ok(())
+                }
+                .await;
+                merge_into(&latency, &local);
+                res
+            }));
+        }
+    }
+    if args.count.is_none() {
+        let stopper = Arc::clone(&stop);
+        let secs = args.duration;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            stopper.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut first_err = None;
+    for t in tasks {
+        if let Err(e) = t.await? {
+            stop.store(true, Ordering::Relaxed);
+            first_err.get_or_insert(e);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    progress.abort();
+    let resources = probe.finish();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let latency = latency.lock().unwrap_or_else(|p| p.into_inner()).summary();
+    Ok(Report {
+        scenario: "rpc",
+        params: serde_json::Value::Null,
+        unit: "calls",
+        sent: Counters::get(&counters.published),
+        received: Counters::get(&counters.consumed),
+        confirmed: 0,
+        in_secs: secs,
+        out_secs: secs,
+        rate_in: 0.0,
+        rate_out: 0.0,
+        latency,
+        resources,
+        extra: BTreeMap::new(),
+    }
+    .with_rates())
+}

@@ -1,0 +1,281 @@
+//! The hand-written lapin RPC pair that the Lepus stub is measured against: what a user would
+//! write without Lepus.
+//!
+//! - Server: one connection, `basic.qos(prefetch)`, one consumer on the request queue; for each
+//!   request it publishes the body back to `reply_to` with the same `correlation_id`, then acks
+//!   (publish-then-ack, at-least-once), both pipelined.
+//! - Caller: one connection and channel; replies come through direct reply-to
+//!   (`amq.rabbitmq.reply-to`, consumed no-ack on the publishing channel), or, where the broker
+//!   refuses it, an exclusive server-named queue. One reply consumer serves every call in flight
+//!   through a map of pending calls keyed by correlation id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::amqp::connect;
+use crate::error::{BenchError, Result};
+use crate::rpc::RpcCaller;
+use crate::window::Window;
+
+/// RabbitMQ's direct reply-to pseudo-queue.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// How long one call may wait for its reply.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Calls waiting for a reply, by correlation id. The caller inserts before publishing; the
+/// reply dispatcher task removes and completes; a timed-out call removes its own entry.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
+
+/// The echo server.
+#[derive(Debug)]
+pub(crate) struct LapinServer {
+    /// The consume loop; it ends when the stop signal passed to [`LapinServer::start`] is set.
+    task: JoinHandle<Result<u64>>,
+}
+
+impl LapinServer {
+    /// Connects, starts consuming `queue` (already declared), and serves until `stop` is true.
+    pub(crate) async fn start(
+        url: &str,
+        queue: &str,
+        prefetch: u16,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let conn = connect(url, "rpc server").await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                "lepus-bench-rpc-server".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let task = tokio::spawn(async move {
+            let mut window = Window::new(1024);
+            let mut served = 0u64;
+            loop {
+                let delivery = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break,
+                    d = consumer.next() => d,
+                };
+                let Some(delivery) = delivery else { break };
+                let delivery = delivery?;
+                let (Some(reply_to), Some(corr)) = (
+                    delivery.properties.reply_to().clone(),
+                    delivery.properties.correlation_id().clone(),
+                ) else {
+                    tracing::warn!(
+                        delivery_tag = delivery.delivery_tag,
+                        "request without reply_to/correlation_id"
+                    );
+                    continue;
+                };
+                // Two window entries, not one: each is polled once on push, which queues its
+                // frames; an ack chained after the publish's await would not leave until the
+                // window is next drained, and with prefetch 1 the server would wait forever.
+                let ch = channel.clone();
+                let body = delivery.data;
+                window
+                    .push(async move {
+                        ch.basic_publish(
+                            "".into(),
+                            reply_to,
+                            BasicPublishOptions::default(),
+                            &body,
+                            BasicProperties::default().with_correlation_id(corr),
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                    .await?;
+                let ch = channel.clone();
+                let tag = delivery.delivery_tag;
+                window
+                    .push(async move {
+                        ch.basic_ack(tag, BasicAckOptions::default()).await?;
+                        Ok(())
+                    })
+                    .await?;
+                served += 1;
+            }
+            window.drain().await?;
+            let _ = conn.close(200, "bench done".into()).await;
+            Ok(served)
+        });
+        Ok(LapinServer { task })
+    }
+
+    /// Waits for the server to stop; returns the requests it served.
+    pub(crate) async fn join(self) -> Result<u64> {
+        self.task.await?
+    }
+}
+
+/// A caller: one connection, one channel, one reply consumer for all its calls.
+pub(crate) struct LapinCaller {
+    /// Kept open for the caller's life; closing it ends the reply consumer.
+    conn: Connection,
+    channel: Channel,
+    queue: String,
+    reply_to: String,
+    pending: Pending,
+    next_id: AtomicU64,
+    /// Routes replies to `pending`; ends when the connection closes.
+    dispatcher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LapinCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LapinCaller")
+            .field("reply_to", &self.reply_to)
+            .finish()
+    }
+}
+
+impl LapinCaller {
+    /// Connects and starts the reply consumer.
+    pub(crate) async fn connect(url: &str, id: usize, queue: &str) -> Result<Self> {
+        let conn = connect(url, &format!("rpc caller {id}")).await?;
+        let mut channel = conn.create_channel().await?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let (consumer, reply_to) = match channel
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(c) => (c, DIRECT_REPLY_TO.to_owned()),
+            Err(err) => {
+                // The broker closed the channel: no direct reply-to. Use an exclusive queue.
+                tracing::info!(cause = %err, "direct reply-to refused; using an exclusive reply queue");
+                channel = conn.create_channel().await?;
+                let q = channel
+                    .queue_declare(
+                        "".into(),
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            auto_delete: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                let name = q.name().as_str().to_owned();
+                let c = channel
+                    .basic_consume(
+                        name.as_str().into(),
+                        "".into(),
+                        no_ack,
+                        FieldTable::default(),
+                    )
+                    .await?;
+                (c, name)
+            }
+        };
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let routes = Arc::clone(&pending);
+        let mut consumer = consumer;
+        let dispatcher = tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let id = d
+                    .properties
+                    .correlation_id()
+                    .as_ref()
+                    .and_then(|c| c.as_str().parse::<u64>().ok());
+                let waiter =
+                    id.and_then(|id| routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(d.data);
+                }
+            }
+        });
+        Ok(LapinCaller {
+            conn,
+            channel,
+            queue: queue.to_owned(),
+            reply_to,
+            pending,
+            next_id: AtomicU64::new(0),
+            dispatcher,
+        })
+    }
+
+    /// Whether replies come through direct reply-to.
+    pub(crate) fn direct_reply_to(&self) -> bool {
+        self.reply_to == DIRECT_REPLY_TO
+    }
+
+    async fn call_inner(&self, body: Vec<u8>) -> Result<Vec<u8>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let props = BasicProperties::default()
+            .with_reply_to(self.reply_to.as_str().into())
+            .with_correlation_id(id.to_string().into());
+        let published = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await;
+        let res = match published {
+            Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(BenchError::Timeout("reply consumer ended".into())),
+                Err(_) => Err(BenchError::Timeout(format!("no reply in {CALL_TIMEOUT:?}"))),
+            },
+            Err(e) => Err(e.into()),
+        };
+        if res.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        res
+    }
+}
+
+impl RpcCaller for LapinCaller {
+    fn call(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
+        Box::pin(self.call_inner(body))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.conn.close(200, "bench done".into()).await;
+            self.dispatcher.abort();
+        })
+    }
+}

@@ -1,0 +1,361 @@
+//! `DurableQueues`: the store as the broker's queues see it — durable queues named by (vhost,
+//! name), persistent messages named by the queue's own sequence number — mapped onto the
+//! store's [`QueueId`]s and [`Position`]s.
+//!
+//! The broker puts a message in its in-memory queue first and hands it to the store after, with
+//! no lock held; meanwhile a consumer (a no-ack one, typically) may already have taken it and
+//! reported the removal. So a removal can arrive before its enqueue: it is remembered, and the
+//! enqueue then writes nothing (the message is gone; there is nothing to make durable).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::{Position, QueueId, Recovered, Store, StoreError};
+
+/// One durable queue's messages in the store.
+#[derive(Debug)]
+struct Slot {
+    id: QueueId,
+    /// (queue sequence number, position), ascending by sequence number. Removed entries become
+    /// tombstones (`len == 0`) until they reach the front or make up half the deque: 20 bytes
+    /// per message.
+    messages: VecDeque<(u64, Position)>,
+    tombstones: usize,
+    /// Sequence numbers removed before their enqueue reached the store.
+    removed_early: HashSet<u64>,
+}
+
+impl Slot {
+    fn new(id: QueueId) -> Self {
+        Self {
+            id,
+            messages: VecDeque::new(),
+            tombstones: 0,
+            removed_early: HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, seq: u64, position: Position) {
+        // Enqueues arrive in sequence order but for races between publishers: search from the
+        // back, where they almost always land.
+        let at = self.messages.partition_point(|&(s, _)| s < seq);
+        self.messages.insert(at, (seq, position));
+    }
+
+    /// Takes the position of message `seq` out, if the store holds it.
+    fn take(&mut self, seq: u64) -> Option<Position> {
+        let index = self.messages.binary_search_by_key(&seq, |&(s, _)| s).ok()?;
+        let entry = &mut self.messages[index];
+        if entry.1.len == 0 {
+            return None;
+        }
+        let position = entry.1;
+        entry.1.len = 0;
+        self.tombstones += 1;
+        while self.messages.front().is_some_and(|(_, p)| p.len == 0) {
+            self.messages.pop_front();
+            self.tombstones -= 1;
+        }
+        if self.tombstones > 64 && self.tombstones * 2 > self.messages.len() {
+            self.messages.retain(|(_, p)| p.len != 0);
+            self.tombstones = 0;
+        }
+        Some(position)
+    }
+}
+
+/// The broker-facing registry of durable queues over a [`Store`]. Shared behind an `Arc` by
+/// every vhost; all methods take `&self`.
+#[derive(Debug)]
+pub struct DurableQueues {
+    /// The store; the broker also calls it directly for topology other than queues.
+    store: Arc<Store>,
+    /// Durable queues by (vhost, name). The map's lock is taken briefly (read on every message,
+    /// write on declare/delete); each queue's own lock orders its messages, so publishers to
+    /// different queues do not contend here.
+    queues: RwLock<HashMap<QueueKey, Arc<Mutex<Slot>>>>,
+}
+
+/// A durable queue's (vhost, name).
+type QueueKey = (String, String);
+
+impl DurableQueues {
+    /// Wraps `store`, registering the durable queues of `recovered` (with no messages: the
+    /// broker registers each recovered message with [`restore`](Self::restore) as it puts it
+    /// back in its queue).
+    pub fn new(store: Arc<Store>, recovered: &Recovered) -> Self {
+        let queues = recovered
+            .definitions
+            .queues
+            .iter()
+            .map(|q| {
+                let key = (q.vhost.clone(), q.name.clone());
+                (key, Arc::new(Mutex::new(Slot::new(q.id))))
+            })
+            .collect();
+        Self {
+            store,
+            queues: RwLock::new(queues),
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn slot(&self, vhost: &str, queue: &str) -> Option<Arc<Mutex<Slot>>> {
+        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
+        // The key is an owned pair; building one per lookup costs two small allocations, which
+        // a declare-time interned id would avoid (see the integration notes in `store`).
+        queues.get(&(vhost.to_owned(), queue.to_owned())).cloned()
+    }
+
+    /// Records the durable queue (`queue.declare` with durable=true, not exclusive). Blocking:
+    /// see [`Store::declare_queue`].
+    pub fn declare_queue(
+        &self,
+        vhost: &str,
+        name: &str,
+        auto_delete: bool,
+        arguments: Bytes,
+    ) -> Result<QueueId, StoreError> {
+        let id = self
+            .store
+            .declare_queue(vhost, name, auto_delete, arguments)?;
+        self.queues
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((vhost.to_owned(), name.to_owned()))
+            .or_insert_with(|| Arc::new(Mutex::new(Slot::new(id))));
+        Ok(id)
+    }
+
+    /// Forgets the durable queue and its messages (`queue.delete`). Idempotent.
+    pub fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+        let slot = self
+            .queues
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(vhost.to_owned(), name.to_owned()));
+        match slot {
+            Some(slot) => {
+                let id = lock(&slot).id;
+                self.store.delete_queue(id)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes persistent message `seq` of durable queue `queue`. Returns what the publisher
+    /// confirm waits for: `None` when there is nothing to wait for (the message was already
+    /// removed), else a receiver that fires once the record is committed and fails if it could
+    /// not be (the publish is then nacked).
+    pub fn enqueue(
+        &self,
+        vhost: &str,
+        queue: &str,
+        seq: u64,
+        properties: &[u8],
+        body: &[u8],
+    ) -> Option<oneshot::Receiver<()>> {
+        let (tx, rx) = oneshot::channel();
+        let Some(slot) = self.slot(vhost, queue) else {
+            tracing::error!(
+                vhost,
+                queue,
+                "persistent message for a queue the store does not know"
+            );
+            return Some(rx); // `tx` dropped: the confirm becomes a nack
+        };
+        let mut slot = lock(&slot);
+        if slot.removed_early.remove(&seq) {
+            return None;
+        }
+        match self.store.enqueue_signal(slot.id, properties, body, tx) {
+            Ok(position) => slot.insert(seq, position),
+            Err(err) => {
+                tracing::error!(vhost, queue, cause = %err, "persistent enqueue failed");
+            }
+        }
+        Some(rx)
+    }
+
+    /// Registers a recovered message the broker put back in `queue` as `seq`.
+    pub fn restore(&self, vhost: &str, queue: &str, seq: u64, position: Position) {
+        if let Some(slot) = self.slot(vhost, queue) {
+            lock(&slot).insert(seq, position);
+        }
+    }
+
+    /// Message `seq` left durable queue `queue` for good (ack, no-ack delivery, reject without
+    /// requeue, expiry, length limit). Writes a remove record without waiting for it: a lost
+    /// remove only means a redelivery after a crash.
+    pub fn remove(&self, vhost: &str, queue: &str, seq: u64) {
+        let Some(slot) = self.slot(vhost, queue) else {
+            return;
+        };
+        let mut slot = lock(&slot);
+        match slot.take(seq) {
+            Some(position) => {
+                if let Err(err) = self.store.remove(slot.id, position) {
+                    tracing::error!(vhost, queue, seq, cause = %err, "persistent remove failed");
+                }
+            }
+            // Not (yet) in the store: transient, or its enqueue is still on the way.
+            None => {
+                slot.removed_early.insert(seq);
+            }
+        }
+    }
+
+    /// Every message of durable queue `queue` is gone (`queue.purge`).
+    pub fn purge(&self, vhost: &str, queue: &str) -> Result<(), StoreError> {
+        let Some(slot) = self.slot(vhost, queue) else {
+            return Ok(());
+        };
+        let mut slot = lock(&slot);
+        slot.messages.clear();
+        slot.tombstones = 0;
+        let _not_awaited = self.store.purge(slot.id)?;
+        Ok(())
+    }
+
+    /// Reads message `seq` of `queue` back from the log (for a broker that dropped its body
+    /// from memory).
+    pub fn read(&self, vhost: &str, queue: &str, seq: u64) -> Option<Bytes> {
+        let slot = self.slot(vhost, queue)?;
+        let position = {
+            let slot = lock(&slot);
+            let index = slot.messages.binary_search_by_key(&seq, |&(s, _)| s).ok()?;
+            slot.messages[index].1
+        };
+        self.store.read(position).ok().map(|message| message.body)
+    }
+}
+
+/// Locks a slot. No code panics while holding it, so a poisoned lock still guards a consistent
+/// slot.
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::tests::TestDir;
+    use super::super::StoreConfig;
+    use super::*;
+
+    fn open(dir: &TestDir) -> (DurableQueues, Recovered) {
+        let (store, recovered) = Store::open(StoreConfig::new(&dir.0)).unwrap();
+        (DurableQueues::new(Arc::new(store), &recovered), recovered)
+    }
+
+    #[tokio::test]
+    async fn messages_named_by_sequence_number_survive_reopen() {
+        let dir = TestDir::new();
+        let (queues, _) = open(&dir);
+        queues
+            .declare_queue("/", "jobs", false, Bytes::new())
+            .unwrap();
+        // Sequence numbers may reach the store out of order (concurrent publishers).
+        for seq in [0u64, 2, 1, 3, 4] {
+            let rx = queues
+                .enqueue("/", "jobs", seq, b"p", &[seq as u8])
+                .unwrap();
+            rx.await.unwrap();
+        }
+        queues.remove("/", "jobs", 1);
+        queues.remove("/", "jobs", 3);
+        assert_eq!(queues.read("/", "jobs", 2), Some(Bytes::from_static(&[2])));
+        assert_eq!(queues.read("/", "jobs", 1), None);
+        queues.store().close().await.unwrap();
+        drop(queues);
+
+        let (queues, recovered) = open(&dir);
+        let store = queues.store().clone();
+        let bodies: Vec<u8> = recovered.queues[0]
+            .messages
+            .iter()
+            .map(|&p| store.read(p).unwrap().body[0])
+            .collect();
+        assert_eq!(bodies, vec![0, 2, 4]);
+        // The broker puts them back under new sequence numbers and acks one.
+        for (seq, &position) in recovered.queues[0].messages.iter().enumerate() {
+            queues.restore("/", "jobs", 100 + seq as u64, position);
+        }
+        queues.remove("/", "jobs", 101);
+        assert_eq!(store.stats().live_messages, 2);
+    }
+
+    #[tokio::test]
+    async fn a_removal_that_overtakes_its_enqueue_cancels_it() {
+        let dir = TestDir::new();
+        let (queues, _) = open(&dir);
+        queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
+        queues.remove("/", "q", 7); // a no-ack consumer took it before the store saw it
+        assert!(queues.enqueue("/", "q", 7, b"", b"gone").is_none());
+        assert_eq!(queues.store().stats().live_messages, 0);
+        queues
+            .enqueue("/", "q", 8, b"", b"kept")
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(queues.store().stats().live_messages, 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_queues_nack_and_deleted_queues_forget() {
+        let dir = TestDir::new();
+        let (queues, _) = open(&dir);
+        let rx = queues.enqueue("/", "nope", 0, b"", b"x").unwrap();
+        assert!(
+            rx.await.is_err(),
+            "no store behind it: the confirm must be a nack"
+        );
+
+        queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
+        queues
+            .enqueue("/", "q", 0, b"", b"a")
+            .unwrap()
+            .await
+            .unwrap();
+        queues.purge("/", "q").unwrap();
+        assert_eq!(queues.store().stats().live_messages, 0);
+        queues
+            .enqueue("/", "q", 1, b"", b"b")
+            .unwrap()
+            .await
+            .unwrap();
+        queues.delete_queue("/", "q").unwrap();
+        assert_eq!(queues.store().stats().live_messages, 0);
+        assert!(queues.store().definitions().queues.is_empty());
+        queues.delete_queue("/", "q").unwrap();
+    }
+
+    #[test]
+    fn slot_sweeps_tombstones() {
+        let mut slot = Slot::new(QueueId(1));
+        let at = |seq: u64| Position {
+            segment: 1,
+            offset: 8 + seq as u32 * 30,
+            len: 30,
+        };
+        for seq in 0..1000 {
+            slot.insert(seq, at(seq));
+        }
+        // Keep the head, ack the rest out of order: tombstones are swept before they dominate.
+        for seq in (1..1000).rev() {
+            assert_eq!(slot.take(seq), Some(at(seq)));
+            let live = seq as usize;
+            assert!(slot.messages.len() <= 2 * live + 64, "seq {seq}");
+        }
+        assert_eq!(slot.take(5), None);
+        assert_eq!(slot.take(0), Some(at(0)));
+        assert!(slot.messages.is_empty());
+    }
+}

@@ -1,0 +1,741 @@
+//! Store-level tests: reopen, torn tails cut at every byte, corruption refusal, group commit,
+//! compaction, and a randomized model check across reopens.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::segment::{list_segments, segment_path};
+use super::*;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub(super) struct TestDir(pub(super) PathBuf);
+
+impl TestDir {
+    pub(super) fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "lepus-store-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open(dir: &Path) -> (Store, Recovered) {
+    Store::open(StoreConfig::new(dir)).unwrap()
+}
+
+fn open_small(dir: &Path, segment_size: u32) -> (Store, Recovered) {
+    let mut config = StoreConfig::new(dir);
+    config.segment_size = segment_size;
+    Store::open(config).unwrap()
+}
+
+fn queue(store: &Store, name: &str) -> QueueId {
+    store.declare_queue("/", name, false, Bytes::new()).unwrap()
+}
+
+/// Bodies of `queue`'s recovered messages, in order.
+fn bodies(store: &Store, recovered: &Recovered, queue: QueueId) -> Vec<Bytes> {
+    recovered
+        .queues
+        .iter()
+        .find(|q| q.id == queue)
+        .unwrap()
+        .messages
+        .iter()
+        .map(|&position| store.read(position).unwrap().body)
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<u32> {
+    list_segments(dir).unwrap()
+}
+
+#[tokio::test]
+async fn reopen_restores_topology_and_messages_in_order() {
+    let dir = TestDir::new();
+    let (store, recovered) = open(&dir.0);
+    assert!(recovered.queues.is_empty());
+    let exchange = ExchangeDef {
+        vhost: "/".into(),
+        name: "tasks".into(),
+        kind: "topic".into(),
+        auto_delete: false,
+        internal: false,
+        arguments: Bytes::from_static(b"\x00\x00\x00\x00"),
+    };
+    store.declare_exchange(exchange.clone()).unwrap();
+    let work = store
+        .declare_queue("/", "work", false, Bytes::from_static(b"args"))
+        .unwrap();
+    let binding = BindingDef {
+        vhost: "/".into(),
+        source: "tasks".into(),
+        destination_kind: BindingDestination::Queue,
+        destination: "work".into(),
+        routing_key: "jobs.#".into(),
+        arguments: Bytes::new(),
+    };
+    store.bind(binding.clone()).unwrap();
+    for i in 0..5u8 {
+        let (_, commit) = store.enqueue(work, &[0x10, 0, 2], &[i; 3]).unwrap();
+        commit.await.unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+
+    let (store, recovered) = open(&dir.0);
+    let defs = &recovered.definitions;
+    assert_eq!(defs.exchanges, vec![exchange]);
+    assert_eq!(defs.bindings, vec![binding]);
+    let queue_def = defs.queue("/", "work").unwrap();
+    assert_eq!(queue_def.id, work);
+    assert_eq!(&queue_def.arguments[..], b"args");
+    assert_eq!(
+        bodies(&store, &recovered, work),
+        (0..5u8)
+            .map(|i| Bytes::from(vec![i; 3]))
+            .collect::<Vec<_>>()
+    );
+    let first = store.read(recovered.queues[0].messages[0]).unwrap();
+    assert_eq!(first.queue, work);
+    assert_eq!(&first.properties[..], &[0x10, 0, 2]);
+    // Re-declaring keeps the id; a new queue gets a new one.
+    assert_eq!(queue(&store, "work"), work);
+    assert_ne!(queue(&store, "other"), work);
+}
+
+#[tokio::test]
+async fn acks_and_purges_survive_reopen() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    let q = queue(&store, "q");
+    let mut positions = Vec::new();
+    for i in 0..6u8 {
+        let (position, commit) = store.enqueue(q, &[], &[i]).unwrap();
+        commit.await.unwrap();
+        positions.push(position);
+    }
+    store.remove(q, positions[1]).unwrap().await.unwrap();
+    store.remove(q, positions[4]).unwrap().await.unwrap();
+    // A second remove of the same message is refused: it would free a live message's segment.
+    assert!(matches!(
+        store.remove(q, positions[1]),
+        Err(StoreError::NoMessage { .. })
+    ));
+    store.close().await.unwrap();
+    drop(store);
+
+    let (store, recovered) = open(&dir.0);
+    assert_eq!(
+        recovered.queues[0].messages,
+        vec![positions[0], positions[2], positions[3], positions[5]]
+    );
+    store.purge(q).unwrap().await.unwrap();
+    let (_, commit) = store.enqueue(q, &[], b"after purge").unwrap();
+    commit.await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+
+    let (store, recovered) = open(&dir.0);
+    assert_eq!(
+        bodies(&store, &recovered, q),
+        vec![Bytes::from_static(b"after purge")]
+    );
+}
+
+#[tokio::test]
+async fn deleted_queue_loses_its_messages_and_id() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    let doomed = queue(&store, "doomed");
+    let kept = queue(&store, "kept");
+    store
+        .bind(BindingDef {
+            vhost: "/".into(),
+            source: "amq.direct".into(),
+            destination_kind: BindingDestination::Queue,
+            destination: "doomed".into(),
+            routing_key: "k".into(),
+            arguments: Bytes::new(),
+        })
+        .unwrap();
+    store.enqueue(doomed, &[], b"x").unwrap().1.await.unwrap();
+    store.enqueue(kept, &[], b"y").unwrap().1.await.unwrap();
+    store.delete_queue(doomed).unwrap();
+    assert!(matches!(
+        store.enqueue(doomed, &[], b"z"),
+        Err(StoreError::UnknownQueue(id)) if id == doomed
+    ));
+    store.close().await.unwrap();
+    drop(store);
+
+    let (store, recovered) = open(&dir.0);
+    assert_eq!(recovered.definitions.queues.len(), 1);
+    assert!(recovered.definitions.bindings.is_empty());
+    assert_eq!(
+        bodies(&store, &recovered, kept),
+        vec![Bytes::from_static(b"y")]
+    );
+    // A queue declared again under the old name gets a fresh id: the old records stay dead.
+    let again = queue(&store, "doomed");
+    assert!(again.0 > kept.0);
+    store.close().await.unwrap();
+    drop(store);
+    let (_, recovered) = open(&dir.0);
+    let again_queue = recovered.queues.iter().find(|q| q.id == again).unwrap();
+    assert!(again_queue.messages.is_empty());
+}
+
+/// Writes a small log (E = enqueue, R = remove, P = purge): E(a) E(b) R(a) E(c) P E(d) E(e), and
+/// returns the record boundaries and the expected live bodies after each whole record.
+async fn small_log(dir: &Path) -> (QueueId, Vec<u64>, Vec<Vec<&'static [u8]>>) {
+    let (store, _) = open(dir);
+    let q = queue(&store, "q");
+    let mut boundaries = vec![SEGMENT_HEADER_LEN];
+    let mut expected: Vec<Vec<&'static [u8]>> = vec![vec![]];
+    let mut live: Vec<(Position, &'static [u8])> = Vec::new();
+    let mut last = |live: &Vec<(Position, &'static [u8])>, boundary: u64| {
+        boundaries.push(boundary);
+        expected.push(live.iter().map(|(_, body)| *body).collect());
+    };
+    for step in 0..7 {
+        match step {
+            2 => {
+                let (position, _) = live.remove(0);
+                store.remove(q, position).unwrap().await.unwrap();
+                last(&live, boundaries_end(&store));
+            }
+            4 => {
+                store.purge(q).unwrap().await.unwrap();
+                live.clear();
+                last(&live, boundaries_end(&store));
+            }
+            _ => {
+                let body: &'static [u8] = [&b"a"[..], b"bb", b"", b"ccc", b"", b"dddd", b"e"][step];
+                let (position, commit) = store.enqueue(q, &[0x80, 0], body).unwrap();
+                commit.await.unwrap();
+                live.push((position, body));
+                last(&live, u64::from(position.offset + position.len));
+            }
+        }
+    }
+    store.close().await.unwrap();
+    (q, boundaries, expected)
+}
+
+const SEGMENT_HEADER_LEN: u64 = 8;
+
+/// End of the log as the writer has it (all commits awaited, so everything is written).
+fn boundaries_end(store: &Store) -> u64 {
+    let path = segment_path(store.data_dir(), 1);
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[tokio::test]
+async fn recovery_keeps_exactly_the_whole_records_before_any_cut() {
+    let source = TestDir::new();
+    let (q, boundaries, expected) = small_log(&source.0).await;
+    let segment = std::fs::read(segment_path(&source.0, 1)).unwrap();
+    let definitions = std::fs::read(source.0.join("definitions")).unwrap();
+    assert_eq!(*boundaries.last().unwrap(), segment.len() as u64);
+
+    for cut in 0..=segment.len() {
+        let dir = TestDir::new();
+        std::fs::create_dir_all(dir.0.join("segments")).unwrap();
+        std::fs::write(dir.0.join("definitions"), &definitions).unwrap();
+        std::fs::write(segment_path(&dir.0, 1), &segment[..cut]).unwrap();
+
+        let (store, recovered) = open(&dir.0);
+        // The whole records before the cut: the last boundary at or below it.
+        let whole = boundaries
+            .iter()
+            .rposition(|&b| b <= cut as u64)
+            .unwrap_or(0);
+        let kept_len = boundaries[whole];
+        let got = bodies(&store, &recovered, q);
+        let want: Vec<Bytes> = expected[whole]
+            .iter()
+            .map(|b| Bytes::from_static(b))
+            .collect();
+        assert_eq!(got, want, "cut at byte {cut}");
+        let torn = if cut < 8 {
+            cut as u64
+        } else {
+            cut as u64 - kept_len
+        };
+        assert_eq!(recovered.torn_tail_bytes, torn, "cut at byte {cut}");
+        // The torn tail is gone from disk (a torn header is rewritten whole).
+        assert_eq!(
+            std::fs::metadata(segment_path(&dir.0, 1)).unwrap().len(),
+            kept_len,
+            "cut at byte {cut}"
+        );
+        // And the log keeps working after the cut.
+        let (position, commit) = store.enqueue(q, &[], b"new").unwrap();
+        commit.await.unwrap();
+        assert_eq!(u64::from(position.offset), kept_len);
+        store.close().await.unwrap();
+        drop(store);
+        let (store, recovered) = open(&dir.0);
+        let mut want = want;
+        want.push(Bytes::from_static(b"new"));
+        assert_eq!(
+            bodies(&store, &recovered, q),
+            want,
+            "reopen after cut at {cut}"
+        );
+    }
+}
+
+fn open_err(dir: &Path) -> StoreError {
+    Store::open(StoreConfig::new(dir)).unwrap_err()
+}
+
+#[tokio::test]
+async fn corruption_before_the_tail_is_refused() {
+    let dir = TestDir::new();
+    let (_, boundaries, _) = small_log(&dir.0).await;
+    let path = segment_path(&dir.0, 1);
+    let pristine = std::fs::read(&path).unwrap();
+
+    // A flipped bit in the first record's body: good records follow, so refuse.
+    let mut bytes = pristine.clone();
+    bytes[boundaries[1] as usize - 1] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = open_err(&dir.0);
+    assert!(err.is_corruption(), "{err}");
+    assert!(
+        matches!(err, StoreError::CorruptSegment { offset, reason: "checksum mismatch", .. } if offset == boundaries[0]),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "nothing was truncated"
+    );
+
+    // A bad length in the middle.
+    let mut bytes = pristine.clone();
+    bytes[boundaries[2] as usize..boundaries[2] as usize + 4].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        open_err(&dir.0),
+        StoreError::CorruptSegment { offset, reason: "bad record length", .. } if offset == boundaries[2]
+    ));
+
+    // A damaged segment header.
+    let mut bytes = pristine.clone();
+    bytes[0] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        open_err(&dir.0),
+        StoreError::CorruptSegment {
+            offset: 0,
+            reason: "bad segment header",
+            ..
+        }
+    ));
+
+    // A damaged *last* record is a torn tail: dropped, the rest kept.
+    let mut bytes = pristine.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.queues[0].messages.len(), 1);
+    assert_eq!(
+        recovered.torn_tail_bytes,
+        pristine.len() as u64 - boundaries[boundaries.len() - 2]
+    );
+
+    // Zero-filled blocks after the last record (file grown, data never written) are a torn
+    // tail too.
+    let mut bytes = pristine.clone();
+    bytes.extend_from_slice(&[0; 4096]);
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.queues[0].messages.len(), 2);
+    assert_eq!(recovered.torn_tail_bytes, 4096);
+    assert_eq!(std::fs::read(&path).unwrap(), pristine);
+
+    // A torn tail in a segment that is not the last one is corruption.
+    let mut bytes = pristine.clone();
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(segment_path(&dir.0, 2), &pristine[..8]).unwrap();
+    assert!(matches!(
+        open_err(&dir.0),
+        StoreError::CorruptSegment {
+            reason: "truncated record",
+            ..
+        }
+    ));
+
+    // A damaged definitions file.
+    std::fs::write(dir.0.join("definitions"), b"LPDF garbage").unwrap();
+    assert!(matches!(
+        open_err(&dir.0),
+        StoreError::CorruptDefinitions { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Holding the (std) gate across awaits is the point: it keeps the writer thread, not a task,
+// from taking a batch; the awaited tasks never touch the gate.
+#[allow(clippy::await_holding_lock)]
+async fn group_commit_shares_one_fsync_among_concurrent_appenders() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    let store = std::sync::Arc::new(store);
+    let q = queue(&store, "q");
+    let fsyncs_before = store.stats().fsyncs;
+
+    // Hold the writer at its gate while 64 tasks append 8 records each.
+    let gate = store.shared.gate.lock().unwrap();
+    let (appended_tx, mut appended_rx) = tokio::sync::mpsc::channel(64);
+    let mut tasks = Vec::new();
+    for t in 0..64u8 {
+        let store = store.clone();
+        let appended_tx = appended_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let commits: Vec<Commit> = (0..8u8)
+                .map(|i| store.enqueue(q, &[], &[t, i]).unwrap().1)
+                .collect();
+            appended_tx.send(()).await.unwrap();
+            for commit in commits {
+                commit.await.unwrap();
+            }
+        }));
+    }
+    for _ in 0..64 {
+        appended_rx.recv().await.unwrap();
+    }
+    drop(gate);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.records, 512);
+    assert_eq!(stats.batches, 1);
+    assert_eq!(stats.fsyncs - fsyncs_before, 1, "{stats:?}");
+
+    // Ungated: 32 appenders, each waiting for its commit before the next append. Batches form
+    // on their own while an fsync runs.
+    let before = store.stats();
+    let mut tasks = Vec::new();
+    for t in 0..32u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20u8 {
+                store.enqueue(q, &[], &[t, i]).unwrap().1.await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = store.stats();
+    let records = after.records - before.records;
+    let fsyncs = after.fsyncs - before.fsyncs;
+    println!("group commit: {records} records, {fsyncs} fsyncs");
+    assert_eq!(records, 640);
+    assert!(fsyncs < records, "{fsyncs} fsyncs for {records} records");
+}
+
+#[tokio::test]
+async fn fsync_policy_never_commits_without_fsync() {
+    for policy in [
+        FsyncPolicy::Never,
+        FsyncPolicy::Interval(Duration::from_secs(3600)),
+    ] {
+        let dir = TestDir::new();
+        let mut config = StoreConfig::new(&dir.0);
+        config.fsync = policy;
+        let (store, _) = Store::open(config).unwrap();
+        let q = queue(&store, "q");
+        for i in 0..10u8 {
+            store.enqueue(q, &[], &[i]).unwrap().1.await.unwrap();
+        }
+        assert_eq!(store.stats().fsyncs, 0, "{policy:?}");
+        store.close().await.unwrap();
+        assert_eq!(store.stats().fsyncs, 1, "close syncs under {policy:?}");
+        drop(store);
+        let (_, recovered) = open(&dir.0);
+        assert_eq!(recovered.queues[0].messages.len(), 10);
+    }
+}
+
+#[tokio::test]
+async fn compaction_deletes_fully_acked_segments() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q");
+    let body = [7u8; 1000];
+    let mut positions = Vec::new();
+    for _ in 0..20 {
+        let (position, commit) = store.enqueue(q, &[], &body).unwrap();
+        commit.await.unwrap();
+        positions.push(position);
+    }
+    // ~1 KiB records in 4 KiB segments: 4 per segment, 5 segments.
+    assert_eq!(segment_files(&dir.0), vec![1, 2, 3, 4, 5]);
+
+    // Ack everything but the first message (in segment 1) and the last two.
+    for &position in &positions[1..18] {
+        store.remove(q, position).unwrap().await.unwrap();
+    }
+    // Segments 2-4 hold only acked enqueues, so they go; segment 1 keeps its live message,
+    // and the acks (in segment 6, the active one) are kept with it.
+    let files = segment_files(&dir.0);
+    assert!(files.contains(&1), "{files:?}");
+    assert!(
+        !files.contains(&2) && !files.contains(&3) && !files.contains(&4),
+        "{files:?}"
+    );
+    assert_eq!(store.stats().live_messages, 3);
+
+    // Reopen: exactly the unacked ones come back, in order.
+    store.close().await.unwrap();
+    drop(store);
+    let (store, recovered) = open_small(&dir.0, 4096);
+    assert_eq!(
+        recovered.queues[0].messages,
+        vec![positions[0], positions[18], positions[19]]
+    );
+
+    // Ack the rest: disk use falls back to the active segment.
+    for position in recovered.queues[0].messages.clone() {
+        store.remove(q, position).unwrap().await.unwrap();
+    }
+    let files = segment_files(&dir.0);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(store.stats().live_messages, 0);
+    assert!(matches!(
+        store.read(positions[0]),
+        Err(StoreError::NoMessage { .. })
+    ));
+    store.close().await.unwrap();
+    drop(store);
+    let (_, recovered) = open_small(&dir.0, 4096);
+    assert!(recovered.queues[0].messages.is_empty());
+}
+
+#[tokio::test]
+async fn an_ack_record_outlives_the_segment_it_acks_into() {
+    // Segment 1: a, b. Segment 2: c, ack(b), ack(c). Segment 2 has nothing live, but deleting it
+    // while segment 1 exists would resurrect b.
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q");
+    let big = [1u8; 1900];
+    let (a, _) = store.enqueue(q, &[], &big).unwrap();
+    let (b, commit) = store.enqueue(q, &[], &big).unwrap();
+    commit.await.unwrap();
+    let (c, commit) = store.enqueue(q, &[], &big).unwrap();
+    commit.await.unwrap();
+    assert_eq!((a.segment, b.segment, c.segment), (1, 1, 2));
+    store.remove(q, b).unwrap().await.unwrap();
+    store.remove(q, c).unwrap().await.unwrap();
+    // Roll to segment 3 so segment 2 is no longer the active one.
+    let (d, commit) = store.enqueue(q, &[], &[2u8; 3000]).unwrap();
+    commit.await.unwrap();
+    assert_eq!(d.segment, 3);
+    store.remove(q, d).unwrap().await.unwrap();
+    assert_eq!(segment_files(&dir.0), vec![1, 2, 3]);
+    store.close().await.unwrap();
+    drop(store);
+    let (store, recovered) = open_small(&dir.0, 4096);
+    assert_eq!(recovered.queues[0].messages, vec![a]);
+    // Acking a frees segment 1, which releases segment 2.
+    store.remove(q, a).unwrap().await.unwrap();
+    assert_eq!(segment_files(&dir.0), vec![3]);
+}
+
+#[tokio::test]
+async fn read_returns_the_message_and_close_rejects_appends() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    let q = queue(&store, "q");
+    let (position, commit) = store.enqueue(q, b"props", b"body").unwrap();
+    commit.await.unwrap();
+    let message = store.read(position).unwrap();
+    assert_eq!(
+        message,
+        StoredMessage {
+            queue: q,
+            properties: Bytes::from_static(b"props"),
+            body: Bytes::from_static(b"body"),
+        }
+    );
+    let bogus = Position {
+        len: position.len + 1,
+        ..position
+    };
+    assert!(matches!(
+        store.read(bogus),
+        Err(StoreError::NoMessage { .. })
+    ));
+    assert!(matches!(
+        store.enqueue(QueueId(999), &[], b""),
+        Err(StoreError::UnknownQueue(QueueId(999)))
+    ));
+    store.close().await.unwrap();
+    assert!(matches!(
+        store.enqueue(q, &[], b"late"),
+        Err(StoreError::Closed)
+    ));
+}
+
+/// Random enqueues, removes, purges and reopens against a model of the queues: after every
+/// reopen the store must hold exactly the model's messages, in order.
+#[tokio::test]
+async fn random_operations_match_a_model_across_reopens() {
+    let dir = TestDir::new();
+    let mut rng = StdRng::seed_from_u64(0x1e905);
+    let (mut store, _) = open_small(&dir.0, 4096);
+    let queues = [queue(&store, "a"), queue(&store, "b")];
+    let mut model: BTreeMap<QueueId, Vec<(Position, Vec<u8>)>> =
+        queues.iter().map(|&q| (q, Vec::new())).collect();
+    let mut deleted = 0;
+    for round in 0..3000u32 {
+        let q = queues[rng.random_range(0..2)];
+        match rng.random_range(0..100) {
+            0..55 => {
+                let body: Vec<u8> = (0..rng.random_range(0..600))
+                    .map(|_| rng.random())
+                    .collect();
+                let (position, commit) = store.enqueue(q, &round.to_be_bytes(), &body).unwrap();
+                commit.await.unwrap();
+                model.get_mut(&q).unwrap().push((position, body));
+            }
+            55..97 => {
+                let messages = model.get_mut(&q).unwrap();
+                if !messages.is_empty() {
+                    // Mostly FIFO, as consumers ack, so that whole segments free up, but
+                    // often sparing the oldest message, so that acks of its segment's other
+                    // messages sit in segments that free up before it.
+                    let index = match rng.random_range(0..10) {
+                        0..6 => 1.min(messages.len() - 1),
+                        6..9 => rng.random_range(0..messages.len()),
+                        _ => 0,
+                    };
+                    let (position, _) = messages.remove(index);
+                    store.remove(q, position).unwrap().await.unwrap();
+                }
+            }
+            97 => {
+                store.purge(q).unwrap().await.unwrap();
+                model.get_mut(&q).unwrap().clear();
+            }
+            _ => {
+                store.close().await.unwrap();
+                deleted += store.stats().segments_deleted;
+                store.close().await.unwrap();
+                drop(store);
+                let (reopened, recovered) = open_small(&dir.0, 4096);
+                store = reopened;
+                for queue in &recovered.queues {
+                    let want = &model[&queue.id];
+                    let want_positions: Vec<Position> = want.iter().map(|(p, _)| *p).collect();
+                    assert_eq!(queue.messages, want_positions, "round {round}");
+                    for (position, body) in want {
+                        let got = store.read(*position).unwrap().body;
+                        assert!(
+                            got == body[..],
+                            "round {round}: body at {position:?} differs"
+                        );
+                    }
+                }
+            }
+        }
+        let live: usize = model.values().map(Vec::len).sum();
+        assert_eq!(store.stats().live_messages, live as u64, "round {round}");
+    }
+    deleted += store.stats().segments_deleted;
+    println!(
+        "model check: {deleted} segments deleted, now {:?}",
+        store.stats()
+    );
+    assert!(deleted > 0, "the run must exercise compaction");
+}
+
+/// Not a test: prints the store's persistent-append throughput (1 KiB bodies, 128 publishers
+/// each waiting for its commit before the next append, fsync before every commit). Run with
+/// `cargo test -p lepus-broker --release --lib store::tests::throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test"]
+async fn throughput() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    let store = std::sync::Arc::new(store);
+    let q = queue(&store, "q");
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..128 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = [0x5a; 1024];
+            for _ in 0..400 {
+                let (position, commit) = store.enqueue(q, &[0x10, 0, 2], &body).unwrap();
+                commit.await.unwrap();
+                let _not_awaited = store.remove(q, position).unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let stats = store.stats();
+    println!(
+        "{} enqueues in {elapsed:?}: {:.0} msg/s, {} fsyncs ({:.1} records per fsync), {} segments deleted",
+        128 * 400,
+        f64::from(128 * 400) / elapsed.as_secs_f64(),
+        stats.fsyncs,
+        stats.records as f64 / stats.fsyncs as f64,
+        stats.segments_deleted,
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_its_waiters_and_every_later_append() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.enqueue_signal(q, &[], &[1; 3000], tx).unwrap();
+    rx.await.expect("a committed signal fires");
+
+    // Pull the directory away: the next segment cannot be created.
+    std::fs::remove_dir_all(dir.0.join("segments")).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.enqueue_signal(q, &[], &[2; 3000], tx).unwrap();
+    assert!(rx.await.is_err(), "a failed write drops the signal unfired");
+    assert!(matches!(
+        store.enqueue(q, &[], b"later"),
+        Err(StoreError::WriterFailed(_))
+    ));
+    assert!(matches!(
+        store.close().await,
+        Err(StoreError::WriterFailed(_))
+    ));
+}

@@ -1,0 +1,433 @@
+//! The group-commit writer: appenders copy records into a shared pending buffer; one writer
+//! thread owns the segment files, writes everything pending with one `pwrite` per segment,
+//! fsyncs once, completes every waiter of the batch, then deletes segments compaction freed.
+//!
+//! The writer is an OS thread, not a tokio task: `write` and `fdatasync` block, and a blocked
+//! runtime worker would stall unrelated connections (the machine has two cores).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::ledger::Ledger;
+use super::record::{Record, MAX_RECORD_LEN};
+use super::segment::{segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
+use super::{FsyncPolicy, Position, QueueId, StoreError};
+
+/// Completion of one appended record, resolved by the writer thread once the record is
+/// committed under the store's [`FsyncPolicy`] (or failed).
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// Receives the outcome (behind a [`super::Commit`]).
+    Outcome(oneshot::Sender<Result<(), StoreError>>),
+    /// Fires on commit; dropped unfired when the write fails.
+    Signal(oneshot::Sender<()>),
+}
+
+impl Waiter {
+    /// Reports the outcome. A dropped receiver means the appender stopped waiting: nothing to
+    /// report to, so send errors are ignored.
+    fn finish(self, outcome: Result<(), StoreError>) {
+        match self {
+            Self::Outcome(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Self::Signal(tx) => {
+                if outcome.is_ok() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Bytes bound for one segment, starting at a file offset.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    segment: u32,
+    offset: u32,
+    bytes: Vec<u8>,
+}
+
+/// Everything appenders and the writer share, behind [`Shared::state`].
+#[derive(Debug)]
+pub(crate) struct AppendState {
+    /// The segment new records go to.
+    segment: u32,
+    /// Where the next record in `segment` starts.
+    offset: u32,
+    /// Encoded records not yet taken by the writer, in log order; usually one chunk, two when
+    /// the batch crosses into a new segment.
+    chunks: Vec<Chunk>,
+    /// One completion per record in `chunks`.
+    waiters: Vec<Waiter>,
+    /// Emptied buffers handed back by the writer, so steady-state appends do not allocate.
+    spare: Vec<Vec<u8>>,
+    /// Live counts and pins per segment (compaction).
+    pub(crate) ledger: Ledger,
+    /// Durable queues that accept records.
+    pub(crate) queues: std::collections::HashSet<QueueId>,
+    /// Set once the writer hit an I/O error; every later append fails with it.
+    pub(crate) failed: Option<Arc<io::Error>>,
+    /// Set by close (or drop of the store): the writer flushes what is pending and exits.
+    pub(crate) closing: bool,
+}
+
+impl AppendState {
+    /// State for appending at (`segment`, `offset`), the end of the recovered log.
+    pub(crate) fn new(
+        segment: u32,
+        offset: u32,
+        ledger: Ledger,
+        queues: std::collections::HashSet<QueueId>,
+    ) -> Self {
+        Self {
+            segment,
+            offset,
+            chunks: Vec::new(),
+            waiters: Vec::new(),
+            spare: Vec::new(),
+            ledger,
+            queues,
+            failed: None,
+            closing: false,
+        }
+    }
+
+    /// Reserves the record's position and copies it into the pending buffer; the writer will
+    /// complete `waiter` once it is committed. Rolls to a new segment when the record would
+    /// cross `segment_size` (a record bigger than that gets a segment of its own).
+    pub(crate) fn append(
+        &mut self,
+        record: &Record<'_>,
+        segment_size: u32,
+    ) -> Result<Position, StoreError> {
+        if let Some(err) = &self.failed {
+            return Err(StoreError::WriterFailed(err.clone()));
+        }
+        if self.closing {
+            return Err(StoreError::Closed);
+        }
+        let len = record.encoded_len();
+        if len > MAX_RECORD_LEN {
+            return Err(StoreError::RecordTooLarge {
+                len,
+                max: MAX_RECORD_LEN,
+            });
+        }
+        let header_len = SEGMENT_HEADER.len() as u32;
+        if u64::from(self.offset) + len > u64::from(segment_size) && self.offset > header_len {
+            self.segment += 1;
+            self.offset = header_len;
+            self.ledger.add_segment(self.segment);
+            let mut bytes = self.spare.pop().unwrap_or_default();
+            bytes.extend_from_slice(&SEGMENT_HEADER);
+            self.chunks.push(Chunk {
+                segment: self.segment,
+                offset: 0,
+                bytes,
+            });
+        }
+        let chunk = match self.chunks.last_mut() {
+            Some(chunk) if chunk.segment == self.segment => chunk,
+            _ => {
+                let bytes = self.spare.pop().unwrap_or_default();
+                self.chunks.push(Chunk {
+                    segment: self.segment,
+                    offset: self.offset,
+                    bytes,
+                });
+                let last = self.chunks.len() - 1;
+                &mut self.chunks[last]
+            }
+        };
+        record.encode_into(&mut chunk.bytes);
+        // `len <= MAX_RECORD_LEN` (512 MiB) and `offset < segment_size <= 1 GiB`: both fit u32.
+        let position = Position {
+            segment: self.segment,
+            offset: self.offset,
+            len: len as u32,
+        };
+        self.offset += len as u32;
+        Ok(position)
+    }
+
+    /// Registers the completion of the record just appended. Returns true when it is the first
+    /// of a new batch, i.e. when the writer may be asleep and must be woken.
+    pub(crate) fn push_waiter(&mut self, waiter: Waiter) -> bool {
+        self.waiters.push(waiter);
+        self.waiters.len() == 1
+    }
+
+    /// The oldest segment that may still receive bytes: compaction stays below it.
+    fn write_horizon(&self) -> u32 {
+        self.chunks
+            .first()
+            .map_or(self.segment, |chunk| chunk.segment.min(self.segment))
+    }
+}
+
+/// Counters readable while the store runs (see [`super::StoreStats`]).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) segments_deleted: AtomicU64,
+}
+
+/// The state shared by the [`super::Store`] (appenders, readers) and the writer thread; each
+/// holds one `Arc` of it. The writer thread exits when `closing` is set and nothing is
+/// pending.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Held briefly: by appenders to reserve a position and copy a record in, by the writer to
+    /// take a batch. Never held across I/O.
+    pub(crate) state: Mutex<AppendState>,
+    /// Notified by appenders when a batch starts and by close; the writer waits on it.
+    pub(crate) wake: Condvar,
+    /// Read handles per segment for [`super::Store::read`]; the writer drops a segment's handle
+    /// when it deletes the segment.
+    pub(crate) readers: Mutex<HashMap<u32, Arc<File>>>,
+    pub(crate) counters: Counters,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) policy: FsyncPolicy,
+    pub(crate) segment_size: u32,
+    /// Test seam: the writer takes this lock before taking each batch, so a test holding it
+    /// can queue many records and then release them as one batch.
+    #[cfg(test)]
+    pub(crate) gate: Mutex<()>,
+}
+
+impl Shared {
+    /// Locks the append state. No code panics while holding it, so a poisoned lock still
+    /// guards consistent state and is used as is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AppendState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes every segment compaction allows, in rounds: a round's deletions are made
+    /// durable (directory fsync) before the next round deletes segments whose removal records
+    /// referred to them. Blocking; called by the writer thread and at open.
+    pub(crate) fn compact(&self) -> Result<(), StoreError> {
+        loop {
+            let deletable = {
+                let state = self.lock();
+                state.ledger.deletable(state.write_horizon())
+            };
+            if deletable.is_empty() {
+                return Ok(());
+            }
+            for &segment in &deletable {
+                let path = segment_path(&self.data_dir, segment);
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(path, e)),
+                }
+                self.readers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&segment);
+                tracing::debug!(segment, "deleted fully acknowledged segment");
+            }
+            sync_dir(&segments_dir(&self.data_dir))?;
+            let mut state = self.lock();
+            for &segment in &deletable {
+                state.ledger.deleted(segment);
+            }
+            self.counters
+                .segments_deleted
+                .fetch_add(deletable.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The writer thread's own state: the segment file it appends to.
+struct Writer {
+    shared: Arc<Shared>,
+    /// The segment last written and its open file.
+    current: Option<(u32, File)>,
+    /// Completions of the batch being written, taken from [`AppendState::waiters`].
+    in_flight: Vec<Waiter>,
+    /// Bytes written since the last fsync.
+    dirty: bool,
+    last_sync: Instant,
+}
+
+/// Body of the writer thread. Returns when the store closes (after flushing) or after an I/O
+/// error (after failing every waiter). `stopped` is dropped on return, which tells
+/// [`super::Store::close`] the thread is done.
+pub(crate) fn run(shared: Arc<Shared>, stopped: oneshot::Sender<()>) {
+    let mut writer = Writer {
+        shared,
+        current: None,
+        in_flight: Vec::new(),
+        dirty: false,
+        last_sync: Instant::now(),
+    };
+    if let Err(err) = writer.run() {
+        let in_flight = std::mem::take(&mut writer.in_flight);
+        tracing::error!(cause = %err, "store writer failed; no more persistent writes");
+        let cause = Arc::new(match err {
+            StoreError::Io { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        });
+        let mut state = writer.shared.lock();
+        state.failed = Some(cause.clone());
+        state.chunks.clear();
+        for waiter in in_flight.into_iter().chain(state.waiters.drain(..)) {
+            waiter.finish(Err(StoreError::WriterFailed(cause.clone())));
+        }
+    }
+    drop(stopped);
+}
+
+impl Writer {
+    fn run(&mut self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        loop {
+            // Wait for work: records, a due interval fsync, or close.
+            let closing = {
+                let mut state = shared.lock();
+                loop {
+                    if !state.chunks.is_empty() || state.closing {
+                        break;
+                    }
+                    match shared.policy {
+                        FsyncPolicy::Interval(every) if self.dirty => {
+                            let elapsed = self.last_sync.elapsed();
+                            if elapsed >= every {
+                                break;
+                            }
+                            state = shared
+                                .wake
+                                .wait_timeout(state, every - elapsed)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0;
+                        }
+                        _ => {
+                            state = shared
+                                .wake
+                                .wait(state)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                    }
+                }
+                state.closing
+            };
+
+            #[cfg(test)]
+            let gate = shared.gate.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut chunks = {
+                let mut state = shared.lock();
+                self.in_flight = std::mem::take(&mut state.waiters);
+                std::mem::take(&mut state.chunks)
+            };
+            #[cfg(test)]
+            drop(gate);
+
+            let mut bytes = 0;
+            for chunk in &chunks {
+                self.write_chunk(chunk)?;
+                bytes += chunk.bytes.len() as u64;
+            }
+            // Counters first, so that whoever sees a completion sees it counted.
+            if !chunks.is_empty() {
+                let counters = &shared.counters;
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .records
+                    .fetch_add(self.in_flight.len() as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            let sync_due = match shared.policy {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(every) => closing || self.last_sync.elapsed() >= every,
+                FsyncPolicy::Never => closing,
+            };
+            // Under `Interval` and `Never`, a record is committed once written.
+            if shared.policy != FsyncPolicy::Always {
+                self.complete();
+            }
+            if sync_due {
+                self.sync()?;
+            }
+            // Compaction before completion, so that once a remove is committed its freed
+            // segments are gone too (disk use never lags behind what the caller saw).
+            shared.compact()?;
+            self.complete();
+
+            // Hand the buffers back for reuse (keeping at most a few, and no huge ones).
+            {
+                let mut state = shared.lock();
+                for mut chunk in chunks.drain(..) {
+                    if state.spare.len() < 4 && chunk.bytes.capacity() <= 8 * 1024 * 1024 {
+                        chunk.bytes.clear();
+                        state.spare.push(chunk.bytes);
+                    }
+                }
+            }
+
+            if closing && shared.lock().chunks.is_empty() {
+                self.sync()?;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reports the in-flight batch committed.
+    fn complete(&mut self) {
+        for waiter in self.in_flight.drain(..) {
+            waiter.finish(Ok(()));
+        }
+    }
+
+    /// Writes one chunk, switching (and creating) the segment file as needed.
+    fn write_chunk(&mut self, chunk: &Chunk) -> Result<(), StoreError> {
+        let path = segment_path(&self.shared.data_dir, chunk.segment);
+        if self.current.as_ref().map(|(n, _)| *n) != Some(chunk.segment) {
+            // The old segment must be complete on disk before a newer one exists, so that a
+            // crash can tear only the last segment.
+            if self.shared.policy != FsyncPolicy::Never {
+                self.sync()?;
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| StoreError::io(&path, e))?;
+            if chunk.offset == 0 && self.shared.policy != FsyncPolicy::Never {
+                sync_dir(&segments_dir(&self.shared.data_dir))?;
+            }
+            self.current = Some((chunk.segment, file));
+        }
+        if let Some((_, file)) = &self.current {
+            file.write_all_at(&chunk.bytes, u64::from(chunk.offset))
+                .map_err(|e| StoreError::io(&path, e))?;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// fdatasyncs the current segment if anything was written since the last sync.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if let (true, Some((segment, file))) = (self.dirty, &self.current) {
+            file.sync_data()
+                .map_err(|e| StoreError::io(segment_path(&self.shared.data_dir, *segment), e))?;
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Reads `#[lepus::rpc(queue = "...", name = "...")]`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
+
+/// The attribute's arguments.
+pub(crate) struct RpcArgs {
+    /// The queue the method is served on.
+    pub(crate) queue: LitStr,
+    /// The method name, when given.
+    pub(crate) name: Option<LitStr>,
+}
+
+/// Parses the attribute, reporting every problem at its token (combined).
+pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    let mut queue: Option<LitStr> = None;
+    let mut name: Option<LitStr> = None;
+    let mut errors = Errors::default();
+    for meta in metas {
+        let Meta::NameValue(pair) = meta else {
+            errors.push(syn::Error::new_spanned(
+                &meta,
+                "expected `key = \"value\"`; #[lepus::rpc] takes `queue = \"...\"` and `name = \"...\"`",
+            ));
+            continue;
+        };
+        let key = pair
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let slot = match key.as_str() {
+            "queue" => &mut queue,
+            "name" => &mut name,
+            _ => {
+                errors.push(syn::Error::new_spanned(
+                    &pair.path,
+                    "unknown #[lepus::rpc] key; expected `queue` or `name`",
+                ));
+                continue;
+            }
+        };
+        let value = match &pair.value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(value),
+                ..
+            }) => value.clone(),
+            other => {
+                errors.push(syn::Error::new_spanned(
+                    other,
+                    format!("`{key}` must be a string literal"),
+                ));
+                continue;
+            }
+        };
+        if value.value().is_empty() {
+            errors.push(syn::Error::new_spanned(
+                &value,
+                format!("`{key}` must not be empty"),
+            ));
+            continue;
+        }
+        if value.value().len() > 255 {
+            errors.push(syn::Error::new_spanned(
+                &value,
+                format!("`{key}` must be at most 255 bytes (an AMQP short string)"),
+            ));
+            continue;
+        }
+        if slot.is_some() {
+            errors.push(syn::Error::new_spanned(
+                &pair.path,
+                format!("duplicate `{key}`"),
+            ));
+            continue;
+        }
+        *slot = Some(value);
+    }
+    if queue.is_none() {
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            "missing `queue = \"...\"`: #[lepus::rpc] needs the queue to serve the function on",
+        ));
+    }
+    errors.finish()?;
+    match queue {
+        Some(queue) => Ok(RpcArgs { queue, name }),
+        None => Err(syn::Error::new(Span::call_site(), "missing `queue`")),
+    }
+}
+
+/// Accumulates errors so that all of them are reported at once.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, err: syn::Error) {
+        match self.0.as_mut() {
+            Some(all) => all.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+
+    pub(crate) fn finish(self) -> syn::Result<()> {
+        match self.0 {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! [`CallOptions`]: per-call settings (timeout, priority) for `call_with`.
+
+use std::time::Duration;
+
+/// Settings for one call; unset fields take the client's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) priority: Option<u8>,
+}
+
+impl CallOptions {
+    /// How long to wait for the reply. The deadline travels with the request (`expiration` and
+    /// `x-lepus-deadline`), so a worker that picks it up too late skips it.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The AMQP message priority (0-255); only queues declared with `x-max-priority` use it.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+}

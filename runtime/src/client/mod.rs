@@ -1,0 +1,313 @@
+//! [`Client`]: makes typed RPC calls; every in-flight call shares one channel and one reply
+//! consumer.
+//!
+//! A call encodes its arguments, registers a waiter in the correlation map ([`pending`]),
+//! publishes the request `mandatory` on the session channel (see [`reply_consumer`]) and awaits
+//! whichever comes first: the reply, the broker returning the request (`basic.return`, nobody
+//! serves the queue -> [`Error::NoRoute`]), the deadline ([`Error::Timeout`]), or the loss of
+//! the session ([`Error::ConnectionLost`]). Dropping the call's future removes its waiter; a late
+//! reply is then discarded. The hot path allocates the request body, the AMQP properties and a
+//! oneshot; it waits for nothing but lapin handing the frames to its I/O loop and the reply.
+
+mod call_options;
+mod pending;
+mod reply_consumer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use call_options::CallOptions;
+pub use reply_consumer::ReplyMode;
+
+use crate::connection::Connection;
+use crate::envelope::{self, CONTENT_TYPE};
+use crate::error::{Error, REPLY_CODE_NO_ROUTE};
+use crate::method::Method;
+use pending::Pending;
+use reply_consumer::{Session, SessionState};
+
+/// The default call timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A handle for making RPC calls. Cheap to clone; clones share the session, its reply
+/// consumer and the default timeout. The session stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Keeps the connection alive while the client exists.
+    _conn: Connection,
+    /// Shared with the session task, which completes and fails the waiters.
+    pending: Pending,
+    /// Written by the session task; read by every call.
+    session: watch::Receiver<SessionState>,
+    /// The default timeout in nanoseconds (changed by `set_default_timeout`).
+    default_timeout_ns: AtomicU64,
+    /// Prepended to every method's queue name (empty for none).
+    queue_prefix: String,
+    /// The session task; aborted when the last clone of the client is dropped.
+    task: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Configures a [`Client`] before its session starts.
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    conn: Connection,
+    timeout: Duration,
+    reply_mode: ReplyMode,
+    queue_prefix: String,
+}
+
+impl ClientBuilder {
+    /// Prepends `prefix` to the queue of every call (give workers the same prefix with
+    /// [`Worker::queue_prefix`](crate::Worker::queue_prefix)): separates environments or tenants
+    /// sharing a broker, and tests sharing one.
+    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.queue_prefix = prefix.into();
+        self
+    }
+
+    /// The timeout of calls that do not set their own (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Where replies come back (default: direct reply-to when offered, else a reply queue).
+    pub fn reply_mode(mut self, mode: ReplyMode) -> Self {
+        self.reply_mode = mode;
+        self
+    }
+
+    /// Starts the session and waits until the reply consumer is ready.
+    pub async fn build(self) -> Result<Client, Error> {
+        let (state_tx, mut state_rx) = watch::channel(SessionState::Connecting);
+        let pending = Pending::default();
+        let task = tokio::spawn(reply_consumer::run(
+            self.conn.clone(),
+            self.reply_mode,
+            pending.clone(),
+            state_tx,
+        ));
+        let client = Client {
+            inner: Arc::new(Inner {
+                _conn: self.conn,
+                pending,
+                session: state_rx.clone(),
+                default_timeout_ns: AtomicU64::new(duration_ns(self.timeout)),
+                queue_prefix: self.queue_prefix,
+                task,
+            }),
+        };
+        wait_ready(&mut state_rx).await?;
+        Ok(client)
+    }
+}
+
+impl Client {
+    /// A client with the default options, ready to call.
+    pub async fn new(conn: &Connection) -> Result<Client, Error> {
+        Client::builder(conn).build().await
+    }
+
+    /// A builder to set the default timeout or the reply mode.
+    pub fn builder(conn: &Connection) -> ClientBuilder {
+        ClientBuilder {
+            conn: conn.clone(),
+            timeout: DEFAULT_TIMEOUT,
+            reply_mode: ReplyMode::default(),
+            queue_prefix: String::new(),
+        }
+    }
+
+    /// The timeout of calls that do not set their own.
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_nanos(self.inner.default_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Changes the default timeout for later calls (on every clone of this client).
+    pub fn set_default_timeout(&self, timeout: Duration) {
+        self.inner
+            .default_timeout_ns
+            .store(duration_ns(timeout), Ordering::Relaxed);
+    }
+
+    /// The number of calls waiting for their reply.
+    pub fn in_flight(&self) -> usize {
+        self.inner.pending.len()
+    }
+
+    /// Calls method `M` with `args` and waits for its typed result. The generated
+    /// `fib::call(&client, 30)` is `client.call::<fib::FibRpc>((30,), CallOptions::default())`.
+    pub async fn call<M: Method>(
+        &self,
+        args: M::Args,
+        options: CallOptions,
+    ) -> Result<M::Ok, Error<M::Err>> {
+        let timeout = options.timeout.unwrap_or_else(|| self.default_timeout());
+        match tokio::time::timeout(timeout, self.call_inner::<M>(args, options, timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    async fn call_inner<M: Method>(
+        &self,
+        args: M::Args,
+        options: CallOptions,
+        timeout: Duration,
+    ) -> Result<M::Ok, Error<M::Err>> {
+        let body = envelope::encode_request(&args).map_err(Error::Encode)?;
+        let session = self.session().await.map_err(Error::widen)?;
+        let (id, reply, _forget_on_drop) = self.inner.pending.register(session.generation);
+
+        let deadline_ms = envelope::deadline_after(timeout);
+        let mut properties = BasicProperties::default()
+            .with_content_type(CONTENT_TYPE.into())
+            .with_correlation_id(id.simple().to_string().into())
+            .with_reply_to(session.reply_to.clone())
+            .with_expiration(timeout.as_millis().max(1).to_string().into())
+            .with_delivery_mode(1)
+            .with_headers(envelope::request_headers(M::NAME, deadline_ms));
+        if let Some(priority) = options.priority {
+            properties = properties.with_priority(priority);
+        }
+        let queue = if self.inner.queue_prefix.is_empty() {
+            ShortString::from(M::QUEUE)
+        } else {
+            ShortString::from(format!("{}{}", self.inner.queue_prefix, M::QUEUE))
+        };
+        let confirm = session
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &body,
+                properties,
+            )
+            .await
+            .map_err(|err| lost_or_transport(&session, err))?;
+        let mut confirm = ConfirmGuard(Some(confirm));
+
+        let mut reply = reply;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                outcome = &mut reply => break outcome,
+                confirmation = confirm.wait(), if confirm.is_pending() => {
+                    confirm.0 = None;
+                    match confirmation {
+                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
+                        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
+                            let reply_code = returned.reply_code;
+                            return Err(if reply_code == REPLY_CODE_NO_ROUTE {
+                                Error::NoRoute { queue: queue.to_string(), reply_code }
+                            } else {
+                                Error::Failed {
+                                    kind: crate::error::FailureKind::BadRequest,
+                                    message: format!(
+                                        "returned by the broker: {} {}",
+                                        reply_code, returned.reply_text
+                                    ),
+                                }
+                            });
+                        }
+                        Ok(Confirmation::Nack(None)) => return Err(Error::Nacked),
+                        Err(err) => return Err(lost_or_transport(&session, err)),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(body)) => envelope::decode_reply::<M::Ok, M::Err>(&body),
+            Ok(Err(err)) => Err(err.widen()),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// The current session, waiting (within the caller's timeout) while reconnecting.
+    async fn session(&self) -> Result<Arc<Session>, Error> {
+        if let SessionState::Ready(session) = &*self.inner.session.borrow() {
+            return Ok(session.clone());
+        }
+        let mut rx = self.inner.session.clone();
+        wait_ready(&mut rx).await
+    }
+}
+
+/// Waits for `SessionState::Ready`.
+async fn wait_ready(rx: &mut watch::Receiver<SessionState>) -> Result<Arc<Session>, Error> {
+    loop {
+        match &*rx.borrow_and_update() {
+            SessionState::Ready(session) => return Ok(session.clone()),
+            SessionState::Closed => return Err(Error::Closed),
+            SessionState::Connecting => {}
+        }
+        if rx.changed().await.is_err() {
+            return Err(Error::Closed);
+        }
+    }
+}
+
+/// A lapin error on the session: `ConnectionLost` when the connection is gone, else transport.
+fn lost_or_transport<E>(session: &Session, err: lapin::Error) -> Error<E> {
+    if session.conn.status().connected() && session.channel.status().connected() {
+        Error::Transport(err)
+    } else {
+        Error::ConnectionLost
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The publisher confirm of a request. If the call is dropped before the confirm arrived, the
+/// guard hands the confirm to a small task that awaits it: a `PublisherConfirm` dropped unresolved
+/// would otherwise stay registered in lapin's channel until a `wait_for_confirms` that never comes.
+struct ConfirmGuard(Option<PublisherConfirm>);
+
+impl ConfirmGuard {
+    fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+
+    async fn wait(&mut self) -> lapin::Result<Confirmation> {
+        match self.0.as_mut() {
+            Some(confirm) => confirm.await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for ConfirmGuard {
+    fn drop(&mut self) {
+        if let Some(confirm) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = confirm.await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The client's session: one channel that publishes requests and consumes every reply.
+//!
+//! Per link generation the session task opens a channel, puts it in confirm mode (so a
+//! `mandatory` request that the broker returns is reported on its own publish), and starts ONE
+//! reply consumer in no-ack mode: on direct reply-to (`amq.rabbitmq.reply-to`, no queue at all)
+//! when the broker has it, else on an exclusive, auto-delete, server-named queue. Each reply is
+//! matched by `correlation-id` to its waiting call in [`Pending`]. When the consumer ends (the
+//! connection or channel died) every call published on it fails with
+//! [`Error::ConnectionLost`](crate::Error::ConnectionLost) and the task waits for the next link.
+//!
+//! lapin 4 does not expose the `server-properties` of `connection.start`, so the
+//! `direct_reply_to` capability cannot be read; in [`ReplyMode::Auto`] the session probes it
+//! instead: `basic.consume` on `amq.rabbitmq.reply-to` succeeds on brokers that offer it and
+//! closes the channel with 404 NOT_FOUND on the others, after which a reply queue is used.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::client::pending::Pending;
+use crate::connection::{Connection, Link};
+use crate::error::Error;
+
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// Where replies come back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Direct reply-to when the broker offers it, else a reply queue (the default).
+    #[default]
+    Auto,
+    /// Direct reply-to only (`amq.rabbitmq.reply-to`); fails on brokers without it.
+    DirectReplyTo,
+    /// An exclusive, auto-delete, server-named reply queue per client session.
+    Queue,
+}
+
+/// A live session: the channel to publish requests on and the `reply-to` to put in them.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) channel: lapin::Channel,
+    pub(crate) reply_to: ShortString,
+    pub(crate) generation: u64,
+    /// The connection the channel lives on (to tell a lost connection from a channel error).
+    pub(crate) conn: Arc<lapin::Connection>,
+}
+
+/// The session state published to callers.
+#[derive(Debug, Clone)]
+pub(crate) enum SessionState {
+    /// Not (yet / any more) connected; calls wait for `Ready` until their deadline.
+    Connecting,
+    /// Calls publish on this session.
+    Ready(Arc<Session>),
+    /// The connection was closed; calls fail with `Error::Closed`.
+    Closed,
+}
+
+/// The session task: (re)builds the session on every link generation until the connection
+/// closes. Owned by the [`Client`](crate::Client), which aborts it when dropped.
+pub(crate) async fn run(
+    conn: Connection,
+    mode: ReplyMode,
+    pending: Pending,
+    state: watch::Sender<SessionState>,
+) {
+    let mut after = 0;
+    loop {
+        let link = match conn.link_after(after).await {
+            Ok(link) => link,
+            Err(_) => {
+                state.send_replace(SessionState::Closed);
+                pending.fail_all(None, || Error::Closed);
+                return;
+            }
+        };
+        match open(&link, mode).await {
+            Ok((session, consumer)) => {
+                debug!(generation = link.generation, reply_to = %session.reply_to, "client session ready");
+                state.send_replace(SessionState::Ready(Arc::new(session)));
+                dispatch(consumer, &pending).await;
+                state.send_replace(SessionState::Connecting);
+                let failed = pending.fail_all(Some(link.generation), || Error::ConnectionLost);
+                warn!(
+                    generation = link.generation,
+                    failed, "client reply consumer ended; calls in flight failed"
+                );
+            }
+            Err(err) => {
+                warn!(generation = link.generation, cause = %err, "client session setup failed");
+            }
+        }
+        if link.conn.status().connected() {
+            // Only the channel died: rebuild on the same connection after a pause.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            after = link.generation - 1;
+        } else {
+            after = link.generation;
+        }
+    }
+}
+
+/// Opens the channel and the reply consumer for one link.
+async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer), lapin::Error> {
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    if mode != ReplyMode::Queue {
+        let channel = confirm_channel(link).await?;
+        match channel
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(consumer) => {
+                return Ok((
+                    Session {
+                        channel,
+                        reply_to: DIRECT_REPLY_TO.into(),
+                        generation: link.generation,
+                        conn: link.conn.clone(),
+                    },
+                    consumer,
+                ))
+            }
+            Err(err) if mode == ReplyMode::Auto => {
+                info!(cause = %err, "broker has no direct reply-to; using a reply queue");
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let channel = confirm_channel(link).await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_to = queue.name().clone();
+    let consumer = channel
+        .basic_consume(reply_to.clone(), "".into(), no_ack, FieldTable::default())
+        .await?;
+    Ok((
+        Session {
+            channel,
+            reply_to,
+            generation: link.generation,
+            conn: link.conn.clone(),
+        },
+        consumer,
+    ))
+}
+
+/// A new channel in confirm mode.
+async fn confirm_channel(link: &Link) -> Result<lapin::Channel, lapin::Error> {
+    let channel = link.conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Hands every reply to its waiting call until the consumer ends.
+async fn dispatch(mut consumer: lapin::Consumer, pending: &Pending) {
+    while let Some(delivery) = consumer.next().await {
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(err) => {
+                debug!(cause = %err, "reply consumer error");
+                break;
+            }
+        };
+        let Some(id) = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .and_then(|id| Uuid::try_parse(id.as_str()).ok())
+        else {
+            debug!("reply without a usable correlation-id dropped");
+            continue;
+        };
+        if !pending.complete(&id, Ok(delivery.data)) {
+            debug!(correlation_id = %id, "late reply for a call that gave up dropped");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! [`Connection`]: one supervised AMQP connection shared by clients and workers.
+//!
+//! A supervisor task owns the `lapin::Connection`. It publishes the current link on a
+//! `watch` channel: `Up(link)` with a generation number that grows at every (re)connection,
+//! `Down` while the broker is unreachable, `Closed` once the owner closed it. Clients and workers
+//! subscribe, build their channels and consumers on each new generation (redeclaring their
+//! topology), and fail what was in flight on the old one. On loss the supervisor reconnects with
+//! [`Backoff`], trying the configured URLs in turn (one today; several for failover).
+//!
+//! lapin's own `auto_recover` is left off: recovery here is explicit so that each client and
+//! worker knows exactly when its channels died and can tell its callers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::ConnectionProperties;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+
+/// How often the supervisor checks the connection state besides lapin's error events (a
+/// broker-initiated `connection.close` raises no event in lapin 4).
+const STATUS_POLL: Duration = Duration::from_millis(50);
+
+/// Connects to `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`) with default options.
+pub async fn connect(url: &str) -> Result<Connection> {
+    ConnectOptions::new(url).connect().await
+}
+
+/// How to reach the broker, and how to come back when it goes away.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Broker URLs, tried in order on each (re)connection attempt.
+    urls: Vec<String>,
+    backoff: Backoff,
+    connection_name: Option<String>,
+    connect_timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Options for one broker URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        ConnectOptions {
+            urls: vec![url.into()],
+            backoff: Backoff::default(),
+            connection_name: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Adds a further broker URL: on a connection failure the next URL is tried.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// The wait between reconnection attempts (default 100 ms doubling to 5 s, jittered).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// A name shown by the broker for this connection (`connection_name` client property).
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// How long one connection attempt (TCP + AMQP handshake) may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects to the first URL that answers, then keeps the connection up in the background.
+    /// Fails if no URL answers now.
+    pub async fn connect(self) -> Result<Connection> {
+        if self.urls.is_empty() {
+            return Err(Error::Config("no broker URL given".into()));
+        }
+        let (first, url_index) = connect_any(&self, 0).await?;
+        let (link_tx, _) = watch::channel(LinkState::Up(Link {
+            conn: Arc::new(first),
+            generation: 1,
+        }));
+        let (close_tx, close_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            link: link_tx,
+            close: close_tx,
+        });
+        let supervisor = tokio::spawn(supervise(self, shared.clone(), close_rx, url_index));
+        Ok(Connection {
+            owner: Arc::new(Owner {
+                shared,
+                supervisor: std::sync::Mutex::new(Some(supervisor)),
+            }),
+        })
+    }
+}
+
+/// A supervised connection to the broker. Cheap to clone; the connection closes when the last
+/// clone (including those held by clients and workers) is dropped, or on [`Connection::close`].
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Shared by every clone; its `Drop` tells the supervisor to close the AMQP connection.
+    owner: Arc<Owner>,
+}
+
+#[derive(Debug)]
+struct Owner {
+    shared: Arc<Shared>,
+    /// The supervisor task; taken by `close` to wait for it. Dropping it detaches the task,
+    /// which still stops because `Owner::drop` signals `close`.
+    supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.close.send_replace(true);
+    }
+}
+
+/// State shared between the supervisor (writer) and every subscriber.
+#[derive(Debug)]
+struct Shared {
+    /// Written by the supervisor only; read by clients and workers through `subscribe`.
+    link: watch::Sender<LinkState>,
+    /// Set to `true` once by `close` or by the last handle's drop; read by the supervisor.
+    close: watch::Sender<bool>,
+}
+
+/// What the supervisor currently offers.
+#[derive(Debug, Clone)]
+pub(crate) enum LinkState {
+    /// Connected; build channels on `Link::conn`.
+    Up(Link),
+    /// Lost; the supervisor is reconnecting.
+    Down,
+    /// Closed by its owner; nothing more will come.
+    Closed,
+}
+
+/// One established AMQP connection and its generation (1 for the first, +1 per reconnection).
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub(crate) conn: Arc<lapin::Connection>,
+    pub(crate) generation: u64,
+}
+
+impl Connection {
+    /// True while an AMQP connection is established.
+    pub fn is_connected(&self) -> bool {
+        matches!(&*self.owner.shared.link.borrow(), LinkState::Up(link) if link.conn.status().connected())
+    }
+
+    /// How many times the connection has been established (1 before any reconnection).
+    pub fn generation(&self) -> u64 {
+        match &*self.owner.shared.link.borrow() {
+            LinkState::Up(link) => link.generation,
+            _ => 0,
+        }
+    }
+
+    /// Closes the AMQP connection (`connection.close`) and stops reconnecting. Clients and
+    /// workers on this connection end; calls in flight fail with [`Error::Closed`].
+    pub async fn close(&self) {
+        self.owner.shared.close.send_replace(true);
+        let supervisor = match self.owner.supervisor.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.await;
+        }
+    }
+
+    /// Follows the link state (for clients and workers).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<LinkState> {
+        self.owner.shared.link.subscribe()
+    }
+
+    /// Waits for a link whose generation is above `after` (0 accepts any).
+    pub(crate) async fn link_after(&self, after: u64) -> Result<Link> {
+        let mut rx = self.subscribe();
+        loop {
+            match &*rx.borrow_and_update() {
+                LinkState::Up(link) if link.generation > after => return Ok(link.clone()),
+                LinkState::Closed => return Err(Error::Closed),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::Closed);
+            }
+        }
+    }
+}
+
+/// Tries each URL once, starting at `start`; returns the connection and the URL's index.
+async fn connect_any(options: &ConnectOptions, start: usize) -> Result<(lapin::Connection, usize)> {
+    let mut last = None;
+    for offset in 0..options.urls.len() {
+        let index = (start + offset) % options.urls.len();
+        let url = &options.urls[index];
+        let mut properties = ConnectionProperties::default();
+        if let Some(name) = &options.connection_name {
+            properties = properties.with_connection_name(name.as_str().into());
+        }
+        let attempt = lapin::Connection::connect(url, properties);
+        match tokio::time::timeout(options.connect_timeout, attempt).await {
+            Ok(Ok(conn)) => return Ok((conn, index)),
+            Ok(Err(err)) => {
+                debug!(url = %redact(url), cause = %err, "connect failed");
+                last = Some(Error::Transport(err));
+            }
+            Err(_) => {
+                debug!(url = %redact(url), "connect timed out");
+                last = Some(Error::Timeout(options.connect_timeout));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Config("no broker URL".into())))
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The supervisor: watches the live connection, reconnects when it is lost, closes on request.
+async fn supervise(
+    options: ConnectOptions,
+    shared: Arc<Shared>,
+    mut close: watch::Receiver<bool>,
+    mut url_index: usize,
+) {
+    let mut generation = 1;
+    let mut current = match &*shared.link.borrow() {
+        LinkState::Up(link) => Some(link.conn.clone()),
+        _ => None,
+    };
+    loop {
+        if let Some(conn) = current.take() {
+            info!(
+                url = %redact(&options.urls[url_index]),
+                generation,
+                "connected to broker"
+            );
+            let closing = wait_for_loss(&conn, &mut close).await;
+            if closing {
+                shared.link.send_replace(LinkState::Closed);
+                if conn.status().connected() {
+                    let _ = conn.close(200, "bye".into()).await;
+                }
+                return;
+            }
+            warn!(generation, "connection to broker lost; reconnecting");
+            shared.link.send_replace(LinkState::Down);
+            // Start with the next URL: the one we lost may be the node that died.
+            url_index = (url_index + 1) % options.urls.len();
+        }
+        let mut attempt = 0u32;
+        while current.is_none() {
+            match connect_any(&options, url_index).await {
+                Ok((conn, index)) => {
+                    url_index = index;
+                    generation += 1;
+                    let conn = Arc::new(conn);
+                    shared.link.send_replace(LinkState::Up(Link {
+                        conn: conn.clone(),
+                        generation,
+                    }));
+                    current = Some(conn);
+                }
+                Err(err) => {
+                    let delay = options.backoff.delay(attempt);
+                    warn!(attempt, cause = %err, ?delay, "reconnect failed");
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = close.wait_for(|closed| *closed) => {
+                            shared.link.send_replace(LinkState::Closed);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `conn` is no longer usable (returns `false`) or a close is requested (`true`).
+async fn wait_for_loss(conn: &lapin::Connection, close: &mut watch::Receiver<bool>) -> bool {
+    let mut events = conn.events_listener();
+    let mut poll = tokio::time::interval(STATUS_POLL);
+    loop {
+        tokio::select! {
+            _ = close.wait_for(|closed| *closed) => return true,
+            event = events.next() => match event {
+                Some(lapin::Event::Error(err)) => {
+                    debug!(cause = %err, "connection error event");
+                    if !conn.status().connected() {
+                        return false;
+                    }
+                }
+                Some(_) => {}
+                None => return false,
+            },
+            _ = poll.tick() => {
+                if !conn.status().connected() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

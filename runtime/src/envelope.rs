@@ -1,0 +1,257 @@
+//! The wire format of a Lepus RPC: what a request and a reply look like on AMQP, byte for byte,
+//! so that a client in another language (Python's `pika` + `msgpack`, say) can speak it.
+//!
+//! # Request (caller -> worker)
+//! Published to the default exchange `""` with routing key = the service queue name,
+//! `mandatory = true` (an unserved queue makes the broker return it: `basic.return` 312).
+//!
+//! Properties (AMQP 0-9-1 spec 1.8.2, `basic` content header):
+//! | property         | value                                                              |
+//! |------------------|--------------------------------------------------------------------|
+//! | `content-type`   | `application/msgpack`                                              |
+//! | `correlation-id` | 32 lowercase hex digits (a v4 UUID, unhyphenated), unique per call |
+//! | `reply-to`       | `amq.rabbitmq.reply-to.*` (direct reply-to) or the caller's queue  |
+//! | `expiration`     | the time left until the deadline, decimal milliseconds             |
+//! | `delivery-mode`  | 1 (transient): a request is worthless after its deadline           |
+//! | `priority`       | optional, 0-255, honoured by queues declared with `x-max-priority` |
+//! | headers          | [`HEADER_METHOD`] (`S`), [`HEADER_DEADLINE`] (`l`)                 |
+//!
+//! Body: one MessagePack array holding the arguments in declaration order; a function without
+//! arguments sends the empty array `0x90`. Structs are encoded as maps keyed by field name
+//! (`rmp_serde::encode::write_named`); enums in serde's externally tagged form.
+//! Example: `fib(30)` -> `91 1e` (fixarray of 1, positive fixint 30).
+//!
+//! # Reply (worker -> caller)
+//! Published to the default exchange with routing key = the request's `reply-to`, not
+//! mandatory (a caller that gave up is not an error), `correlation-id` copied from the request,
+//! `content-type: application/msgpack`. Body: one MessagePack array whose first element is a tag:
+//! ```text
+//! byte 0      byte 1   rest
+//! 0x92        0x00     <value>            Ok: the handler's result
+//! 0x92        0x01     <error>            Err: the handler's application error
+//! 0x93        0x02     <kind> <message>   failure: kind is a positive fixint
+//!                                           0 = panicked, 1 = bad request, 2 = unknown method,
+//!                                           3 = unencodable result;
+//!                                           message is a MessagePack str
+//! ```
+//! Example: `Ok(832040u64)` -> `92 00 ce 00 0c b2 28`.
+//!
+//! # Worker rules
+//! A worker skips (acks without running) a request whose [`HEADER_DEADLINE`] has passed; it
+//! routes by [`HEADER_METHOD`] among the handlers sharing the queue; it publishes the reply, then
+//! acks the request (at-least-once: a worker that dies before the ack lets the broker redeliver).
+//!
+//! Not implemented: compression (`content-encoding`), other codecs, streaming replies.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, FailureKind};
+
+/// The `content-type` of every Lepus request and reply.
+pub const CONTENT_TYPE: &str = "application/msgpack";
+
+/// Header naming the handler to run among those sharing a queue (long string).
+pub const HEADER_METHOD: &str = "x-lepus-method";
+
+/// Header carrying the caller's deadline, Unix epoch milliseconds (signed 64-bit, AMQP `l`).
+pub const HEADER_DEADLINE: &str = "x-lepus-deadline";
+
+/// Reply tag: the handler returned a value.
+const TAG_OK: u8 = 0x00;
+/// Reply tag: the handler returned its application error.
+const TAG_ERR: u8 = 0x01;
+/// Reply tag: the worker could not run the handler.
+const TAG_FAILED: u8 = 0x02;
+/// MessagePack fixarray headers of length 2 and 3.
+const FIXARRAY_2: u8 = 0x92;
+const FIXARRAY_3: u8 = 0x93;
+
+/// Encodes a value the way Lepus puts it on the wire (structs as maps).
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write_named(buf, value)
+}
+
+/// Encodes a request body: the arguments tuple as a MessagePack array.
+pub fn encode_request<A: Serialize>(args: &A) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let mut buf = Vec::with_capacity(32);
+    encode_into(&mut buf, args)?;
+    Ok(buf)
+}
+
+/// Decodes a request body into the handler's arguments tuple.
+pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<A, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(body)
+}
+
+/// Encodes a reply carrying `Ok(value)` or `Err(app_error)`.
+pub fn encode_reply<T: Serialize, E: Serialize>(
+    result: &Result<T, E>,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let mut buf = Vec::with_capacity(32);
+    match result {
+        Ok(value) => {
+            buf.extend_from_slice(&[FIXARRAY_2, TAG_OK]);
+            encode_into(&mut buf, value)?;
+        }
+        Err(error) => {
+            buf.extend_from_slice(&[FIXARRAY_2, TAG_ERR]);
+            encode_into(&mut buf, error)?;
+        }
+    }
+    Ok(buf)
+}
+
+/// Encodes a failure reply (panic, bad request, unknown method).
+pub fn encode_failure(kind: FailureKind, message: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(8 + message.len());
+    buf.extend_from_slice(&[FIXARRAY_3, TAG_FAILED, kind.code()]);
+    // Proof: serializing a `&str` into a `Vec` has no failure mode (no I/O, no map keys).
+    if encode_into(&mut buf, message).is_err() {
+        buf.truncate(3);
+        buf.push(0xa0); // the empty fixstr
+    }
+    buf
+}
+
+/// Decodes a reply body into the caller's result type.
+pub fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(body: &[u8]) -> Result<T, Error<E>> {
+    let bad = |what: &str| Error::Decode(format!("reply {what} (body of {} bytes)", body.len()));
+    match body {
+        [FIXARRAY_2, TAG_OK, rest @ ..] => {
+            rmp_serde::from_slice(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
+        }
+        [FIXARRAY_2, TAG_ERR, rest @ ..] => match rmp_serde::from_slice(rest) {
+            Ok(app_error) => Err(Error::Remote(app_error)),
+            Err(e) => Err(Error::Decode(format!("reply application error: {e}"))),
+        },
+        [FIXARRAY_3, TAG_FAILED, kind, rest @ ..] => {
+            let message: String = rmp_serde::from_slice(rest).map_err(|_| bad("failure message"))?;
+            Err(Error::Failed {
+                kind: FailureKind::from_code(*kind),
+                message,
+            })
+        }
+        _ => Err(bad("tag")),
+    }
+}
+
+/// Milliseconds since the Unix epoch of `now + timeout`.
+pub(crate) fn deadline_after(timeout: Duration) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from((now + timeout).as_millis()).unwrap_or(i64::MAX)
+}
+
+/// True when `deadline_ms` (Unix epoch milliseconds) is in the past.
+pub(crate) fn deadline_passed(deadline_ms: i64) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX) > deadline_ms
+}
+
+/// The request headers: method name and deadline.
+pub(crate) fn request_headers(method: &str, deadline_ms: i64) -> FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from(HEADER_METHOD),
+        AMQPValue::LongString(LongString::from(method)),
+    );
+    headers.insert(
+        ShortString::from(HEADER_DEADLINE),
+        AMQPValue::LongLongInt(deadline_ms),
+    );
+    headers
+}
+
+/// Reads the method name of a request (`None` when absent or not a string).
+pub(crate) fn method_of(headers: Option<&FieldTable>) -> Option<&[u8]> {
+    match headers?.inner().get(HEADER_METHOD)? {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        _ => None,
+    }
+}
+
+/// Reads the deadline of a request, accepting any integer AMQP type a foreign client may use.
+pub(crate) fn deadline_of(headers: Option<&FieldTable>) -> Option<i64> {
+    match headers?.inner().get(HEADER_DEADLINE)? {
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::Timestamp(v) => i64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Never;
+
+    #[test]
+    fn request_for_fib_30_is_a_one_element_array() {
+        assert_eq!(encode_request(&(30u32,)).unwrap(), vec![0x91, 0x1e]);
+        assert_eq!(encode_request(&[(); 0]).unwrap(), vec![0x90]);
+        let (n,): (u32,) = decode_request(&[0x91, 0x1e]).unwrap();
+        assert_eq!(n, 30);
+    }
+
+    #[test]
+    fn ok_reply_bytes_match_the_documented_layout() {
+        let body = encode_reply::<u64, Never>(&Ok(832_040)).unwrap();
+        assert_eq!(body, vec![0x92, 0x00, 0xce, 0x00, 0x0c, 0xb2, 0x28]);
+        assert_eq!(decode_reply::<u64, Never>(&body).unwrap(), 832_040);
+    }
+
+    #[test]
+    fn err_reply_decodes_to_the_typed_application_error() {
+        let body = encode_reply::<u64, String>(&Err("overflow".into())).unwrap();
+        assert_eq!(&body[..3], &[0x92, 0x01, 0xa8]);
+        match decode_reply::<u64, String>(&body) {
+            Err(Error::Remote(e)) => assert_eq!(e, "overflow"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failure_reply_carries_kind_and_message() {
+        let body = encode_failure(FailureKind::Panicked, "boom");
+        assert_eq!(body, vec![0x93, 0x02, 0x00, 0xa4, b'b', b'o', b'o', b'm']);
+        match decode_reply::<u64, Never>(&body) {
+            Err(Error::Failed { kind, message }) => {
+                assert_eq!(kind, FailureKind::Panicked);
+                assert_eq!(message, "boom");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_reply_is_a_decode_error() {
+        assert!(matches!(
+            decode_reply::<u64, Never>(&[0xc1]),
+            Err(Error::Decode(_))
+        ));
+        assert!(matches!(
+            decode_reply::<u64, Never>(&[0x92, 0x00, 0xa1, b'x']),
+            Err(Error::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let headers = request_headers("fib", 1234);
+        assert_eq!(method_of(Some(&headers)), Some(&b"fib"[..]));
+        assert_eq!(deadline_of(Some(&headers)), Some(1234));
+        assert!(deadline_passed(1234));
+        assert!(!deadline_passed(deadline_after(Duration::from_secs(60))));
+    }
+}

@@ -1,0 +1,32 @@
+//! [`Method`]: the static description of one RPC method, implemented by `#[lepus::rpc]`.
+//!
+//! The macro turns `async fn fib(n: u32) -> Result<u64, MathError>` into a marker type that
+//! implements this trait; the client ([`crate::Client::call`]) and the worker
+//! ([`crate::Handler::new`]) are generic over it, so the generated code holds no plumbing.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A boxed, sendable future: what a handler returns to the worker.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One RPC method: where it is served, what it takes and what it returns.
+pub trait Method: Send + Sync + 'static {
+    /// The queue the method is served on (the routing key of its requests).
+    const QUEUE: &'static str;
+    /// The method name, sent in the `x-lepus-method` header.
+    const NAME: &'static str;
+    /// The arguments as a tuple (`(u32,)`; `[(); 0]` for none), encoded as a MessagePack array.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The success type.
+    type Ok: Serialize + DeserializeOwned + Send + 'static;
+    /// The application error type ([`crate::Never`] when the function returns a plain `T`).
+    type Err: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs the local function with decoded arguments.
+    fn invoke(
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Self::Ok, Self::Err>> + Send + 'static;
+}

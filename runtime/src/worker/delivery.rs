@@ -1,0 +1,106 @@
+//! Handling one `basic.deliver` on a service queue: skip if expired, route by method, run,
+//! publish the reply, then `basic.ack` (in that order: at-least-once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::BasicProperties;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, warn};
+
+use crate::envelope::{self, CONTENT_TYPE};
+use crate::error::FailureKind;
+use crate::worker::handler::Handler;
+
+/// The handlers sharing one queue, by method name.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    pub(crate) by_method: HashMap<Vec<u8>, Handler>,
+}
+
+impl Routes {
+    /// The handler for `method`; a request without a method header goes to the queue's only
+    /// handler, if it has exactly one (for foreign clients that skip the header).
+    fn route(&self, method: Option<&[u8]>) -> Option<&Handler> {
+        match method {
+            Some(method) => self.by_method.get(method),
+            None if self.by_method.len() == 1 => self.by_method.values().next(),
+            None => None,
+        }
+    }
+}
+
+/// Runs one request to completion. `_permit` is a slot of the worker's concurrency limit,
+/// released when this returns.
+pub(crate) async fn handle(
+    delivery: Delivery,
+    routes: Arc<Routes>,
+    channel: lapin::Channel,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Delivery {
+        delivery_tag,
+        properties,
+        data,
+        acker,
+        redelivered,
+        ..
+    } = delivery;
+    let headers = properties.headers().as_ref();
+    if let Some(deadline) = envelope::deadline_of(headers) {
+        if envelope::deadline_passed(deadline) {
+            debug!(delivery_tag, "request past its deadline skipped");
+            if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+                debug!(delivery_tag, cause = %err, "basic.ack failed");
+            }
+            return;
+        }
+    }
+    let method = envelope::method_of(headers);
+    let reply = match routes.route(method) {
+        Some(handler) => {
+            debug!(delivery_tag, redelivered, method = handler.method(), "request");
+            handler.dispatch(data).await
+        }
+        None => {
+            let name = String::from_utf8_lossy(method.unwrap_or(b"<none>")).into_owned();
+            warn!(delivery_tag, method = %name, "request for an unknown method");
+            envelope::encode_failure(
+                FailureKind::UnknownMethod,
+                &format!("no handler for method {name:?} on this queue"),
+            )
+        }
+    };
+    if let Some(reply_to) = properties.reply_to() {
+        let mut reply_properties =
+            BasicProperties::default().with_content_type(CONTENT_TYPE.into());
+        if let Some(id) = properties.correlation_id() {
+            reply_properties = reply_properties.with_correlation_id(id.clone());
+        }
+        let published = channel
+            .basic_publish(
+                "".into(),
+                reply_to.clone(),
+                BasicPublishOptions::default(),
+                &reply,
+                reply_properties,
+            )
+            .await;
+        match published {
+            Ok(confirm) => {
+                // Not in confirm mode: resolves at once; awaiting it keeps lapin's books empty.
+                let _ = confirm.await;
+            }
+            Err(err) => {
+                // No ack: the broker redelivers the request once this channel is gone.
+                warn!(delivery_tag, cause = %err, "reply publish failed; request left unacked");
+                return;
+            }
+        }
+    }
+    if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+        warn!(delivery_tag, cause = %err, "basic.ack failed; the request will be redelivered");
+    }
+}

@@ -1,0 +1,107 @@
+//! [`Handler`]: one served method, type-erased so a worker can hold many.
+
+use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
+use crate::envelope;
+use crate::error::FailureKind;
+use crate::method::{BoxFuture, Method};
+
+/// A method a worker can serve: its queue, its name and how to turn a request body into a
+/// reply body. Built by the generated `fib::handler()` (= `Handler::new::<fib::FibRpc>()`).
+#[derive(Clone)]
+pub struct Handler {
+    queue: Cow<'static, str>,
+    method: Cow<'static, str>,
+    /// Decodes the request, runs the function, encodes the reply; never fails (failures are
+    /// encoded as failure replies). Panics are caught by [`Handler::dispatch`].
+    run: fn(Vec<u8>) -> BoxFuture<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("queue", &self.queue)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    /// The handler of method `M`, on `M::QUEUE`.
+    pub fn new<M: Method>() -> Self {
+        Handler {
+            queue: Cow::Borrowed(M::QUEUE),
+            method: Cow::Borrowed(M::NAME),
+            run: run::<M>,
+        }
+    }
+
+    /// Serves the same method on another queue (e.g. one per tenant or per test).
+    pub fn on_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Cow::Owned(queue.into());
+        self
+    }
+
+    /// The queue this handler consumes from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The method name it answers to.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Runs the handler on a request body and returns the reply body; a panic in the handler
+    /// becomes a failure reply.
+    pub(crate) async fn dispatch(&self, body: Vec<u8>) -> Vec<u8> {
+        let run = self.run;
+        match AssertUnwindSafe(async move { run(body).await })
+            .catch_unwind()
+            .await
+        {
+            Ok(reply) => reply,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                tracing::warn!(method = %self.method, panic = %message, "handler panicked");
+                envelope::encode_failure(FailureKind::Panicked, &message)
+            }
+        }
+    }
+}
+
+/// Decode, run, encode for method `M`.
+fn run<M: Method>(body: Vec<u8>) -> BoxFuture<Vec<u8>> {
+    Box::pin(async move {
+        let args = match envelope::decode_request::<M::Args>(&body) {
+            Ok(args) => args,
+            Err(err) => {
+                return envelope::encode_failure(
+                    FailureKind::BadRequest,
+                    &format!("cannot decode the arguments of {}: {err}", M::NAME),
+                )
+            }
+        };
+        let result = M::invoke(args).await;
+        envelope::encode_reply(&result).unwrap_or_else(|err| {
+            envelope::encode_failure(
+                FailureKind::BadReply,
+                &format!("cannot encode the result of {}: {err}", M::NAME),
+            )
+        })
+    })
+}
+
+/// The text of a panic payload (`&str` or `String`), else a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

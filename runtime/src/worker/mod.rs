@@ -1,0 +1,279 @@
+//! [`Worker`]: a pool that consumes service queues and runs their handlers.
+//!
+//! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
+//! declares each queue it serves (with its [`QueueOptions`]) and starts one consumer per queue.
+//! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
+//! free, and runs in its own task ([`delivery::handle`]): reply, then `basic.ack`. When the
+//! connection is lost the worker waits for the next link and redeclares everything; requests it
+//! had not acked are redelivered by the broker. On shutdown it cancels its consumers
+//! (`basic.cancel`), lets the running handlers finish (reply + ack), and closes the channel,
+//! which hands prefetched-but-unstarted requests back to the broker for other workers.
+
+mod delivery;
+mod handler;
+mod queue_options;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+pub use handler::Handler;
+pub use queue_options::QueueOptions;
+
+use crate::backoff::Backoff;
+use crate::connection::{Connection, Link};
+use crate::error::{Error, Result};
+use delivery::Routes;
+
+/// The default number of handlers a worker runs at once.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// A worker pool: serves handlers on their queues with bounded concurrency.
+#[derive(Debug)]
+pub struct Worker {
+    conn: Connection,
+    prefetch: Option<u16>,
+    concurrency: usize,
+    queue_prefix: String,
+    queues: BTreeMap<String, QueueSpec>,
+}
+
+#[derive(Debug, Default)]
+struct QueueSpec {
+    options: QueueOptions,
+    routes: Routes,
+}
+
+/// One consumer of the current session.
+struct Consumed {
+    consumer: lapin::Consumer,
+    routes: Arc<Routes>,
+}
+
+impl Worker {
+    /// A worker on `conn` serving nothing yet.
+    pub fn new(conn: &Connection) -> Self {
+        Worker {
+            conn: conn.clone(),
+            prefetch: None,
+            concurrency: DEFAULT_CONCURRENCY,
+            queue_prefix: String::new(),
+            queues: BTreeMap::new(),
+        }
+    }
+
+    /// How many unacknowledged requests the broker may push to each consumer of this worker
+    /// (`basic.qos` prefetch-count; 1 gives the fairest dispatch). Default: the concurrency.
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// How many handlers may run at once (default 16).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Serves `handler` (e.g. `fib::handler()`) on its queue. Several handlers may share a
+    /// queue; requests are routed by method name.
+    pub fn serve(mut self, handler: Handler) -> Self {
+        let spec = self.queues.entry(handler.queue().to_owned()).or_default();
+        spec.routes
+            .by_method
+            .insert(handler.method().as_bytes().to_vec(), handler);
+        self
+    }
+
+    /// Declares `queue` with `options` (durable, quorum, priorities, TTL...).
+    pub fn queue_options(mut self, queue: impl Into<String>, options: QueueOptions) -> Self {
+        self.queues.entry(queue.into()).or_default().options = options;
+        self
+    }
+
+    /// Prepends `prefix` to every queue this worker serves (see
+    /// [`ClientBuilder::queue_prefix`](crate::ClientBuilder::queue_prefix)).
+    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.queue_prefix = prefix.into();
+        self
+    }
+
+    /// Serves until the connection is closed.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(std::future::pending::<()>()).await
+    }
+
+    /// Serves until `shutdown` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
+    /// gracefully: no request that was started is lost, none that was not is kept.
+    pub async fn run_until<F: Future>(self, shutdown: F) -> Result<()> {
+        let queues: Vec<(String, QueueOptions, Arc<Routes>)> = self
+            .queues
+            .into_iter()
+            .filter(|(_, spec)| !spec.routes.by_method.is_empty())
+            .map(|(name, spec)| {
+                let name = format!("{}{}", self.queue_prefix, name);
+                (name, spec.options, Arc::new(spec.routes))
+            })
+            .collect();
+        if queues.is_empty() {
+            return Err(Error::Config("the worker serves no handler".into()));
+        }
+        let concurrency = self.concurrency;
+        let prefetch = self
+            .prefetch
+            .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
+        // One permit per running handler; held by the handler's task, returned when it ends.
+        let slots = Arc::new(Semaphore::new(concurrency));
+        // Every handler task; owned here so that shutdown can wait for them.
+        let mut running: JoinSet<()> = JoinSet::new();
+        let backoff = Backoff::default();
+        let shutdown = shutdown;
+        tokio::pin!(shutdown);
+
+        let mut after = 0;
+        let mut attempt = 0u32;
+        loop {
+            let link = tokio::select! {
+                link = self.conn.link_after(after) => link?,
+                _ = &mut shutdown => return Ok(()),
+            };
+            let (channel, consumed) = match open(&link, prefetch, &queues).await {
+                Ok(opened) => {
+                    attempt = 0;
+                    opened
+                }
+                Err(err) => {
+                    let delay = backoff.delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    warn!(generation = link.generation, cause = %err, ?delay, "worker setup failed");
+                    after = retry_after(&link);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+            };
+            info!(
+                generation = link.generation,
+                queues = queues.len(),
+                prefetch,
+                concurrency,
+                "worker consuming"
+            );
+            let tags: Vec<_> = consumed.iter().map(|c| c.consumer.tag()).collect();
+            let mut deliveries = stream::select_all(consumed.into_iter().map(|c| {
+                let routes = c.routes;
+                c.consumer.map(move |d| (routes.clone(), d))
+            }));
+
+            let shutting_down = loop {
+                while let Some(done) = running.try_join_next() {
+                    if let Err(err) = done {
+                        warn!(cause = %err, "handler task failed");
+                    }
+                }
+                let permit = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break true,
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break true, // never closed; treat as shutdown
+                    },
+                };
+                let next = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break true,
+                    next = deliveries.next() => next,
+                };
+                match next {
+                    Some((routes, Ok(delivery))) => {
+                        running.spawn(delivery::handle(delivery, routes, channel.clone(), permit));
+                    }
+                    Some((_, Err(err))) => {
+                        warn!(generation = link.generation, cause = %err, "consumer failed");
+                        break false;
+                    }
+                    None => {
+                        warn!(generation = link.generation, "consumers ended");
+                        break false;
+                    }
+                }
+            };
+
+            if shutting_down {
+                info!(in_flight = running.len(), "worker shutting down");
+                for tag in tags {
+                    if let Err(err) = channel
+                        .basic_cancel(tag.clone(), BasicCancelOptions::default())
+                        .await
+                    {
+                        debug!(consumer_tag = %tag, cause = %err, "basic.cancel failed");
+                    }
+                }
+                while let Some(done) = running.join_next().await {
+                    if let Err(err) = done {
+                        warn!(cause = %err, "handler task failed");
+                    }
+                }
+                drop(deliveries);
+                if channel.status().connected() {
+                    let _ = channel.close(200, "worker shut down".into()).await;
+                }
+                info!("worker stopped");
+                return Ok(());
+            }
+            after = retry_after(&link);
+        }
+    }
+}
+
+/// The generation to wait past: the same one again if only the channel died.
+fn retry_after(link: &Link) -> u64 {
+    if link.conn.status().connected() {
+        link.generation - 1
+    } else {
+        link.generation
+    }
+}
+
+/// Opens the worker's channel: qos, queue declarations, one consumer per queue.
+async fn open(
+    link: &Link,
+    prefetch: u16,
+    queues: &[(String, QueueOptions, Arc<Routes>)],
+) -> std::result::Result<(lapin::Channel, Vec<Consumed>), lapin::Error> {
+    let channel = link.conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await?;
+    let mut consumed = Vec::with_capacity(queues.len());
+    for (queue, options, routes) in queues {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                options.declare_options(),
+                options.arguments(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        consumed.push(Consumed {
+            consumer,
+            routes: routes.clone(),
+        });
+    }
+    Ok((channel, consumed))
+}

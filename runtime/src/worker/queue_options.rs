@@ -1,0 +1,142 @@
+//! [`QueueOptions`]: how a worker declares a service queue (`queue.declare` arguments).
+
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+
+/// Declaration options of a service queue. The default is a transient classic queue that
+/// survives its consumers (RabbitMQ tutorial style). Workers sharing a queue must agree on them:
+/// RabbitMQ refuses a redeclaration with other options (406 PRECONDITION_FAILED).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    durable: bool,
+    auto_delete: bool,
+    quorum: bool,
+    max_priority: Option<u8>,
+    message_ttl: Option<Duration>,
+    expires: Option<Duration>,
+    delivery_limit: Option<u32>,
+}
+
+impl QueueOptions {
+    /// The defaults: transient, not auto-delete, classic.
+    pub fn new() -> Self {
+        QueueOptions::default()
+    }
+
+    /// A durable queue survives a broker restart (its persistent messages too).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Deleted by the broker when its last consumer goes away. Then a call to a service whose
+    /// workers all stopped fails fast with `NoRoute` instead of waiting in the queue.
+    pub fn auto_delete(mut self, auto_delete: bool) -> Self {
+        self.auto_delete = auto_delete;
+        self
+    }
+
+    /// A replicated quorum queue (`x-queue-type: quorum`, RabbitMQ clusters); implies durable
+    /// and not auto-delete.
+    pub fn quorum(mut self) -> Self {
+        self.quorum = true;
+        self.durable = true;
+        self.auto_delete = false;
+        self
+    }
+
+    /// Enables message priorities 0..=`max` (`x-max-priority`).
+    pub fn max_priority(mut self, max: u8) -> Self {
+        self.max_priority = Some(max);
+        self
+    }
+
+    /// Requests older than `ttl` are dropped by the broker (`x-message-ttl`).
+    pub fn message_ttl(mut self, ttl: Duration) -> Self {
+        self.message_ttl = Some(ttl);
+        self
+    }
+
+    /// The queue is deleted after being unused for `after` (`x-expires`).
+    pub fn expires(mut self, after: Duration) -> Self {
+        self.expires = Some(after);
+        self
+    }
+
+    /// Quorum queues: a message redelivered more than `limit` times is dropped
+    /// (`x-delivery-limit`), so a request that crashes every worker cannot loop forever.
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = Some(limit);
+        self
+    }
+
+    pub(crate) fn declare_options(&self) -> QueueDeclareOptions {
+        QueueDeclareOptions {
+            durable: self.durable,
+            auto_delete: self.auto_delete,
+            ..QueueDeclareOptions::default()
+        }
+    }
+
+    pub(crate) fn arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        if let Some(max) = self.max_priority {
+            args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(max));
+        }
+        if let Some(ttl) = self.message_ttl {
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis(ttl)));
+        }
+        if let Some(expires) = self.expires {
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(millis(expires)));
+        }
+        if let Some(limit) = self.delivery_limit {
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit.into()));
+        }
+        args
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_implies_durable_and_sets_the_queue_type() {
+        let options = QueueOptions::new().auto_delete(true).quorum();
+        assert!(options.declare_options().durable);
+        assert!(!options.declare_options().auto_delete);
+        let args = options.arguments();
+        assert_eq!(
+            args.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+    }
+
+    #[test]
+    fn priorities_and_ttl_become_arguments() {
+        let args = QueueOptions::new()
+            .max_priority(10)
+            .message_ttl(Duration::from_secs(2))
+            .arguments();
+        assert_eq!(
+            args.inner().get("x-max-priority"),
+            Some(&AMQPValue::ShortShortUInt(10))
+        );
+        assert_eq!(
+            args.inner().get("x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(2000))
+        );
+    }
+}

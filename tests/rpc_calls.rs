@@ -1,0 +1,406 @@
+//! RPC calls end to end: typed results and errors, panics and bad requests, timeouts, calls to
+//! nobody, many concurrent calls on one client, expired requests skipped by workers.
+
+mod common;
+mod rpc_util;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::BasicProperties;
+use lepus::{CallOptions, Error, FailureKind};
+use rpc_util::{client, eventually, RunningWorker};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+enum MathError {
+    #[error("fib({0}) overflows u64")]
+    Overflow(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: i32,
+    y: i32,
+    label: Option<String>,
+}
+
+/// fib over RPC, with a typed error past 93.
+#[lepus::rpc(queue = "math")]
+async fn fib(n: u32) -> Result<u64, MathError> {
+    if n > 93 {
+        return Err(MathError::Overflow(n));
+    }
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    Ok(a)
+}
+
+/// A plain return type, a custom method name, two arguments, on the same queue as `fib`.
+#[lepus::rpc(queue = "math", name = "add")]
+async fn add_numbers(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// Structs travel as MessagePack maps.
+#[lepus::rpc(queue = "math")]
+async fn mirror(p: Point) -> Point {
+    Point {
+        x: -p.x,
+        y: -p.y,
+        label: p.label.map(|l| l.to_uppercase()),
+    }
+}
+
+/// No arguments, no result.
+#[lepus::rpc(queue = "math")]
+async fn nothing() {}
+
+/// Panics with the given message.
+#[lepus::rpc(queue = "math")]
+async fn boom(message: String) -> u32 {
+    panic!("{message}")
+}
+
+/// Sleeps, then answers.
+#[lepus::rpc(queue = "slow")]
+async fn nap(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+static COUNTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts its runs (for the expired-request test).
+#[lepus::rpc(queue = "counted")]
+async fn counted(tag: u32) -> u32 {
+    COUNTED.fetch_add(1, Ordering::SeqCst);
+    tag
+}
+
+/// Serves the `math` queue's five methods.
+async fn math_worker(url: &str, prefix: &str) -> RunningWorker {
+    RunningWorker::start(url, prefix, |w| {
+        w.concurrency(64)
+            .serve(fib::handler())
+            .serve(add_numbers::handler())
+            .serve(mirror::handler())
+            .serve(nothing::handler())
+            .serve(boom::handler())
+    })
+    .await
+}
+
+/// Waits until the `math` queue is served.
+async fn wait_for_math(client: &lepus::Client) {
+    eventually("the math worker", || async {
+        match fib::call(client, 1).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("fib(1) answers")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn typed_results_come_back_and_the_function_stays_local() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = math_worker(broker.url(), &prefix).await;
+    let client = client(broker.url(), &prefix).await;
+    wait_for_math(&client).await;
+
+    assert_eq!(fib(30).await, Ok(832_040), "local call");
+    assert_eq!(fib::call(&client, 30).await.unwrap(), 832_040);
+    assert_eq!(fib::call(&client, 0).await.unwrap(), 0);
+    assert_eq!(add_numbers::call(&client, 40, 2).await.unwrap(), 42);
+    assert_eq!(add_numbers::METHOD, "add");
+    let p = Point {
+        x: 3,
+        y: -4,
+        label: Some("north".into()),
+    };
+    let mirrored = mirror::call(&client, p).await.unwrap();
+    assert_eq!(
+        mirrored,
+        Point {
+            x: -3,
+            y: 4,
+            label: Some("NORTH".into())
+        }
+    );
+    nothing::call(&client).await.unwrap();
+    let v = fib::call_with(
+        &client,
+        20,
+        CallOptions::default().timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, 6765);
+    assert_eq!(client.in_flight(), 0);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn handler_errors_come_back_typed_and_panics_as_remote_failures() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = math_worker(broker.url(), &prefix).await;
+    let client = client(broker.url(), &prefix).await;
+    wait_for_math(&client).await;
+
+    match fib::call(&client, 100).await {
+        Err(Error::Remote(MathError::Overflow(100))) => {}
+        other => panic!("expected the typed remote error, got {other:?}"),
+    }
+    match boom::call(&client, "kaboom 7".into()).await {
+        Err(Error::Failed { kind, message }) => {
+            assert_eq!(kind, FailureKind::Panicked);
+            assert!(message.contains("kaboom 7"), "{message}");
+        }
+        other => panic!("expected a remote panic, got {other:?}"),
+    }
+    // The pool lives on after a panic.
+    assert_eq!(fib::call(&client, 10).await.unwrap(), 55);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_call_times_out_and_leaves_nothing_behind() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
+    let client = client(broker.url(), &prefix).await;
+    eventually("the nap worker", || async {
+        match nap::call(&client, 0).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("nap(0) answers")),
+        }
+    })
+    .await;
+
+    let timeout = Duration::from_millis(200);
+    match nap::call_with(&client, 3_000, CallOptions::default().timeout(timeout)).await {
+        Err(err @ Error::Timeout(after)) => {
+            assert_eq!(after, timeout);
+            assert!(err.is_retryable() && err.is_timeout());
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(client.in_flight(), 0, "the timed-out call is forgotten");
+
+    // The default timeout applies when the call sets none, and can be changed.
+    client.set_default_timeout(Duration::from_millis(150));
+    assert!(matches!(
+        nap::call(&client, 3_000).await,
+        Err(Error::Timeout(_))
+    ));
+    client.set_default_timeout(Duration::from_secs(10));
+    assert_eq!(nap::call(&client, 1).await.unwrap(), 1);
+
+    // Dropping a call's future forgets it at once.
+    {
+        let call = nap::call(&client, 3_000);
+        tokio::pin!(call);
+        let polled = tokio::time::timeout(Duration::from_millis(50), &mut call).await;
+        assert!(polled.is_err(), "still waiting");
+        assert_eq!(client.in_flight(), 1);
+    }
+    assert_eq!(client.in_flight(), 0);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_nobody_serves_fails_fast_with_no_route() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let client = client(broker.url(), &prefix).await;
+    // A long timeout: the error must come from basic.return, not from the clock.
+    let options = CallOptions::default().timeout(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    match fib::call_with(&client, 3, options).await {
+        Err(err @ Error::NoRoute { .. }) => {
+            assert_eq!(err.reply_code(), Some(312));
+            assert!(err.to_string().contains(&format!("{prefix}math")), "{err}");
+        }
+        other => panic!("expected NoRoute, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(client.in_flight(), 0);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_calls_on_one_client_each_get_their_own_answer() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = math_worker(broker.url(), &prefix).await;
+    let client = client(broker.url(), &prefix).await;
+    wait_for_math(&client).await;
+
+    let calls = (0..1_000i64).map(|i| {
+        let client = client.clone();
+        async move { (i, add_numbers::call(&client, i, 1_000_000 * i).await) }
+    });
+    let results = join_all(calls).await;
+    assert_eq!(results.len(), 1_000);
+    for (i, result) in results {
+        assert_eq!(result.unwrap(), i + 1_000_000 * i, "caller {i}");
+    }
+    assert_eq!(client.in_flight(), 0);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = math_worker(broker.url(), &prefix).await;
+    let client = client(broker.url(), &prefix).await;
+    wait_for_math(&client).await;
+
+    // A hand-written request: `fib` with a string where a u32 belongs, and an unknown method.
+    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    let reply_queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut replies = channel
+        .basic_consume(
+            reply_queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for (method, body, expected) in [
+        ("fib", vec![0x91, 0xa1, b'x'], FailureKind::BadRequest),
+        ("no_such_method", vec![0x90], FailureKind::UnknownMethod),
+    ] {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            lepus::envelope::HEADER_METHOD.into(),
+            AMQPValue::LongString(method.into()),
+        );
+        channel
+            .basic_publish(
+                "".into(),
+                format!("{prefix}math").into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default()
+                    .with_reply_to(reply_queue.name().clone())
+                    .with_correlation_id(method.into())
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut replies))
+            .await
+            .expect("a reply within 10 s")
+            .expect("consumer open")
+            .expect("delivery");
+        assert_eq!(
+            reply.properties.correlation_id().as_ref().map(|c| c.as_str()),
+            Some(method)
+        );
+        match lepus::envelope::decode_reply::<u64, lepus::Never>(&reply.data) {
+            Err(Error::Failed { kind, .. }) => assert_eq!(kind, expected, "{method}"),
+            other => panic!("{method}: expected a failure reply, got {other:?}"),
+        }
+    }
+    assert_eq!(fib::call(&client, 12).await.unwrap(), 144);
+    let _ = raw.close(200, "bye".into()).await;
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_skips_requests_past_their_deadline() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(1).concurrency(1).serve(counted::handler())
+    })
+    .await;
+    let client = client(broker.url(), &prefix).await;
+    eventually("the counted worker", || async {
+        match counted::call(&client, 0).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("counted(0) answers")),
+        }
+    })
+    .await;
+    let before = COUNTED.load(Ordering::SeqCst);
+
+    // A request whose deadline passed an hour ago (no `expiration`, so only the header says so).
+    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        lepus::envelope::HEADER_METHOD.into(),
+        AMQPValue::LongString("counted".into()),
+    );
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    headers.insert(
+        lepus::envelope::HEADER_DEADLINE.into(),
+        AMQPValue::LongLongInt(an_hour_ago),
+    );
+    channel
+        .basic_publish(
+            "".into(),
+            format!("{prefix}counted").into(),
+            BasicPublishOptions::default(),
+            &lepus::envelope::encode_request(&(99u32,)).unwrap(),
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap();
+    // FIFO with one slot: the expired request is handled before this call.
+    assert_eq!(counted::call(&client, 7).await.unwrap(), 7);
+    assert_eq!(
+        COUNTED.load(Ordering::SeqCst) - before,
+        1,
+        "only the live call ran"
+    );
+    let _ = raw.close(200, "bye".into()).await;
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
