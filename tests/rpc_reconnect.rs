@@ -45,15 +45,11 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     let proxy = CuttableProxy::start(broker.url()).await;
     let url = proxy.url(broker.url());
     let prefix = common::unique("rpc");
-    let worker_conn = options(&url, &format!("{prefix} worker"))
-        .connect()
-        .await
-        .unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
-    let client_conn = options(&url, &format!("{prefix} client"))
-        .connect()
-        .await
-        .unwrap();
+    let worker_conn = options(&url, &format!("{prefix} worker")).connect().await.unwrap();
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
+        w.serve(nap::handler())
+    });
+    let client_conn = options(&url, &format!("{prefix} client")).connect().await.unwrap();
     let client = Client::builder(&client_conn)
         .queue_prefix(&prefix)
         .build()
@@ -105,14 +101,7 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
     );
     let listed = std::process::Command::new("rabbitmqctl")
         .env("PATH", &path)
-        .args([
-            "-n",
-            &node,
-            "-q",
-            "list_connections",
-            "pid",
-            "client_properties",
-        ])
+        .args(["-n", &node, "-q", "list_connections", "pid", "client_properties"])
         .output()
         .map_err(|e| format!("rabbitmqctl unavailable: {e}"))?;
     if !listed.status.success() {
@@ -131,14 +120,7 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
         };
         let status = std::process::Command::new("rabbitmqctl")
             .env("PATH", &path)
-            .args([
-                "-n",
-                &node,
-                "-q",
-                "close_connection",
-                pid,
-                "lepus test: broker restart",
-            ])
+            .args(["-n", &node, "-q", "close_connection", pid, "lepus test: broker restart"])
             .status()
             .map_err(|e| format!("rabbitmqctl close_connection: {e}"))?;
         if status.success() {
@@ -153,15 +135,11 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
     let url = broker.url().to_owned();
-    let worker_conn = options(&url, &format!("{prefix} worker"))
-        .connect()
-        .await
-        .unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
-    let client_conn = options(&url, &format!("{prefix} client"))
-        .connect()
-        .await
-        .unwrap();
+    let worker_conn = options(&url, &format!("{prefix} worker")).connect().await.unwrap();
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
+        w.serve(nap::handler())
+    });
+    let client_conn = options(&url, &format!("{prefix} client")).connect().await.unwrap();
     let client = Client::builder(&client_conn)
         .queue_prefix(&prefix)
         .build()
