@@ -33,6 +33,9 @@ use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound};
 
+/// The largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
+const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -625,6 +628,17 @@ impl Connection {
                     "content header for class {}",
                     header.class_id
                 )),
+            ));
+        }
+        if header.body_size > MAX_MESSAGE_SIZE {
+            // The rest of the content is dropped with the closing channel.
+            return Err((
+                ch,
+                AmqpError::precondition_failed(format!(
+                    "message size {} is larger than configured max size {MAX_MESSAGE_SIZE}",
+                    header.body_size
+                ))
+                .in_method(60, 40),
             ));
         }
         content.header = Some((header.properties, header.body_size));

@@ -395,14 +395,17 @@ impl Queue {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let expires_at = ttl.map(|ms| now + Duration::from_millis(ms));
+                // A TTL too large for the clock never expires (no overflow panic).
+                let expires_at = ttl.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
                 st.insert(QueuedMessage {
                     seq,
                     message,
                     redelivered: false,
                     expires_at,
                 });
-                self.dispatch_locked(&mut st, &mut dead);
+                // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
+                // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
+                self.dispatch_locked(&mut st, &mut dead, now);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -419,14 +422,18 @@ impl Queue {
         {
             let mut st = self.lock();
             if !st.deleted {
-                self.dispatch_locked(&mut st, &mut dead);
+                self.dispatch_locked(&mut st, &mut dead, Instant::now());
             }
         }
         vhost.dead_letter(self, dead);
     }
 
-    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState, dead: &mut Vec<DeadLetter>) {
-        let now = Instant::now();
+    fn dispatch_locked(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        dead: &mut Vec<DeadLetter>,
+        now: Instant,
+    ) {
         while let Some(level) = st.head_level() {
             if st.ready[level]
                 .front()
@@ -630,7 +637,7 @@ impl Queue {
                     .config
                     .expires
                     .filter(|_| st.consumers.is_empty())
-                    .map(|ms| st.last_used + Duration::from_millis(ms));
+                    .and_then(|ms| st.last_used.checked_add(Duration::from_millis(ms)));
                 let expire_queue = idle_deadline.is_some_and(|at| at <= now);
                 let deadline = match (st.next_expiry(), idle_deadline) {
                     (Some(a), Some(b)) => Some(a.min(b)),
