@@ -87,8 +87,8 @@ impl QueueConfig {
             Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
         };
         Ok(Self {
-            message_ttl: int("x-message-ttl", 0)?,
-            expires: int("x-expires", 1)?,
+            message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
+            expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
@@ -96,6 +96,32 @@ impl QueueConfig {
             dead_letter_routing_key: string("x-dead-letter-routing-key")?,
             max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
         })
+    }
+}
+
+/// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
+pub(crate) const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+fn capped(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(n) if n > MAX_EXPIRY_MS => Err(format!(
+            "invalid arg '{key}' for queue: {{value_too_large,{n}}}"
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks a per-message `expiration` property as RabbitMQ does; the error is the 406 text.
+pub(crate) fn check_expiration(expiration: &str) -> Result<(), String> {
+    match expiration.parse::<i128>() {
+        Err(_) => Err(format!("invalid expiration '{expiration}': no_integer")),
+        Ok(n) if n < 0 => Err(format!(
+            "invalid expiration '{expiration}': {{value_negative,{n}}}"
+        )),
+        Ok(n) if n > i128::from(MAX_EXPIRY_MS) => Err(format!(
+            "invalid expiration '{expiration}': {{value_too_large,{n}}}"
+        )),
+        Ok(_) => Ok(()),
     }
 }
 
