@@ -112,25 +112,36 @@ pub(crate) async fn serve(
     if let Some(mut conn) = handshake {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         conn.events = events_tx;
-        conn.run(&mut read, &mut buf, events_rx, &mut shutdown)
+        let closed_cleanly = conn
+            .run(&mut read, &mut buf, events_rx, &mut shutdown)
             .await;
         conn.cleanup();
+        if closed_cleanly {
+            // Like RabbitMQ, let the client close the socket after close-ok (clients such as
+            // lapin report a socket closed under them as an error), but not for long.
+            wait_for_eof(&mut read, Duration::from_secs(1)).await;
+        }
     } else {
         // Give the writer a moment to flush a close or protocol header before we hang up.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            let mut scratch = [0u8; 1024];
-            while let Ok(n) = read.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+        wait_for_eof(&mut read, Duration::from_millis(200)).await;
     }
     let _ = writer_tx.send(Outbound::Shutdown);
     drop(writer_tx);
     let _ = writer_task.await;
     debug!(connection = id, %peer, "connection finished");
+}
+
+/// Discards input until the peer closes its side or `limit` passes.
+async fn wait_for_eof(read: &mut OwnedReadHalf, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        let mut scratch = [0u8; 1024];
+        while let Ok(n) = read.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads until a frame is decoded. `None` on EOF, socket error or a framing error (after
@@ -358,13 +369,15 @@ async fn handshake(
 }
 
 impl Connection {
+    /// Serves frames until the connection ends; true when it ended with a completed
+    /// close/close-ok exchange (the client then closes the socket itself).
     async fn run(
         &mut self,
         read: &mut OwnedReadHalf,
         buf: &mut BytesMut,
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
         shutdown: &mut Shutdown,
-    ) {
+    ) -> bool {
         let mut last_read = Instant::now();
         loop {
             while self.closing_since.is_none() || !self.done {
@@ -383,7 +396,7 @@ impl Connection {
             }
             self.flush_confirms();
             if self.done {
-                return;
+                return true;
             }
             let deadline = match (self.closing_since, self.heartbeat) {
                 (Some(since), _) => Some(since + CLOSE_TIMEOUT),
@@ -406,11 +419,11 @@ impl Connection {
                         if self.closing_since.is_none() {
                             debug!(connection = self.id, peer = %self.peer, "client closed the socket");
                         }
-                        return;
+                        return false;
                     }
                     Err(err) => {
                         debug!(connection = self.id, peer = %self.peer, cause = %err, "read failed");
-                        return;
+                        return false;
                     }
                     Ok(_) => last_read = Instant::now(),
                 },
@@ -418,7 +431,7 @@ impl Connection {
                     if self.closing_since.is_none() {
                         warn!(connection = self.id, peer = %self.peer, "missed heartbeats from client, closing");
                     }
-                    return;
+                    return false;
                 }
             }
         }
