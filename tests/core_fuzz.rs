@@ -357,7 +357,7 @@ async fn random_valid_operations_never_panic_the_broker() {
                         .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
                         .await
                         .map(|_| ()),
-                    7 | 8 | 9 => {
+                    7..=9 => {
                         let mut props =
                             BasicProperties::default().with_priority(rng.below(256) as u8);
                         if flag(&mut rng) {
