@@ -56,8 +56,9 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,lapin::returned_messages=error")
+            }),
         )
         .init();
     let args = Args::parse();
@@ -117,7 +118,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("fib(100) -> unexpected {other:?}"),
     }
     let quick = CallOptions::default().timeout(Duration::from_secs(2));
-    println!("fib(40) = {}   (call_with a 2 s timeout)", fib::call_with(&client, 40, quick).await?);
+    println!(
+        "fib(40) = {}   (call_with a 2 s timeout)",
+        fib::call_with(&client, 40, quick).await?
+    );
     println!("fib(40) = {}   (local call, same function)", fib(40).await?);
 
     // 5. Throughput: `calls` calls, `in_flight` outstanding at once, on one client.
