@@ -47,6 +47,12 @@ struct Args {
     /// Calls outstanding at a time in the throughput run.
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
+    /// Requests the broker may push to the worker pool before they are acked.
+    #[arg(long, default_value_t = 32)]
+    prefetch: u16,
+    /// Handlers the worker pool runs at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
     /// The argument of fib in the throughput run.
     #[arg(long, default_value_t = 30)]
     n: u32,
@@ -79,19 +85,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    // 2. A worker pool: up to 8 handlers at once, 16 requests prefetched.
+    // 2. A worker pool.
     let worker_conn = lepus::connect(&url).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(
         Worker::new(&worker_conn)
-            .prefetch(16)
-            .concurrency(8)
+            .prefetch(args.prefetch)
+            .concurrency(args.concurrency)
             .serve(fib::handler())
             .run_until(async move {
                 let _ = stopped.await;
             }),
     );
-    println!("worker pool serving fib on {:?}", fib::QUEUE);
+    println!(
+        "worker pool serving fib on {:?} (prefetch {}, concurrency {})",
+        fib::QUEUE,
+        args.prefetch,
+        args.concurrency
+    );
 
     // 3. A client on its own connection; wait until the worker has declared its queue.
     let client_conn = lepus::connect(&url).await?;
