@@ -61,7 +61,12 @@ pub(crate) async fn handle(
     let method = envelope::method_of(headers);
     let reply = match routes.route(method) {
         Some(handler) => {
-            debug!(delivery_tag, redelivered, method = handler.method(), "request");
+            debug!(
+                delivery_tag,
+                redelivered,
+                method = handler.method(),
+                "request"
+            );
             handler.dispatch(data).await
         }
         None => {

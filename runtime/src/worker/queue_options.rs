@@ -98,7 +98,10 @@ impl QueueOptions {
             args.insert("x-expires".into(), AMQPValue::LongLongInt(millis(expires)));
         }
         if let Some(limit) = self.delivery_limit {
-            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit.into()));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(limit.into()),
+            );
         }
         args
     }
@@ -109,6 +112,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 
