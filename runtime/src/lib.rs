@@ -56,7 +56,10 @@ pub mod __private {
     pub use crate::method::Method;
     pub use crate::worker::Handler;
 
-    pub use crate::event::{publish_event, DeliveryKind, Event, ExchangeType};
+    pub use crate::event::{
+        handler as event_handler, publish_event, DeliveryKind, Event, ExchangeType,
+    };
+    pub use crate::task::handler as task_handler;
     pub use crate::task::{enqueue, EnqueueOptions, Task, TaskId, TaskOptions};
     pub use crate::Backoff;
     pub use ::core::time::Duration;
