@@ -59,7 +59,10 @@ async fn slow(key: String, id: u64, millis: u64) {
 #[lepus::task(queue = "flaky", retries = 3, backoff = "100ms..400ms")]
 async fn always_fails(key: String) -> Result<(), String> {
     *runs().lock().unwrap().entry((key, 0)).or_default() += 1;
-    Err(format!("attempt {} failed", lepus::task::current().map(|t| t.attempt).unwrap_or(0)))
+    Err(format!(
+        "attempt {} failed",
+        lepus::task::current().map(|t| t.attempt).unwrap_or(0)
+    ))
 }
 
 /// Fails twice, then succeeds.
@@ -126,14 +129,20 @@ async fn tasks_run_once_and_see_their_message_id() {
     let prefix = common::unique("tq");
     let (_conn, client) = client(broker.url(), &prefix).await;
     let (handler, mut done) = observe(count::handler()).unwrap();
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(handler)).await;
+    let worker =
+        BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(handler)).await;
     let mut ids = Vec::new();
     for n in 0..20 {
         ids.push(count::enqueue(&client, prefix.clone(), n).await.unwrap());
     }
     let completions = done.wait_for(20, Duration::from_secs(20)).await.unwrap();
-    assert!(completions.iter().all(|c| c.outcome == Outcome::Succeeded && c.attempt == 1));
-    let mut seen: Vec<String> = completions.into_iter().filter_map(|c| c.message_id).collect();
+    assert!(completions
+        .iter()
+        .all(|c| c.outcome == Outcome::Succeeded && c.attempt == 1));
+    let mut seen: Vec<String> = completions
+        .into_iter()
+        .filter_map(|c| c.message_id)
+        .collect();
     let mut sent: Vec<String> = ids.into_iter().map(|id| id.0).collect();
     seen.sort();
     sent.sort();
@@ -157,7 +166,9 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     .await;
     const TASKS: u64 = 10;
     for id in 0..TASKS {
-        slow::enqueue(&client, prefix.clone(), id, 300).await.unwrap();
+        slow::enqueue(&client, prefix.clone(), id, 300)
+            .await
+            .unwrap();
     }
     // Let worker A start its first two tasks, then kill it in the middle of them.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -173,8 +184,17 @@ async fn a_worker_killed_mid_task_loses_nothing() {
         .await
         .expect("worker B runs every task");
     assert!(completions.iter().all(|c| c.outcome == Outcome::Succeeded));
+    let redelivered = completions.iter().filter(|c| c.redelivered).count();
+    assert_eq!(
+        redelivered, 2,
+        "the two tasks A was running came back, marked redelivered"
+    );
     for id in 0..TASKS {
-        assert_eq!(run_count(&prefix, id), 1, "task {id} completed exactly once");
+        assert_eq!(
+            run_count(&prefix, id),
+            1,
+            "task {id} completed exactly once"
+        );
     }
     b.stop().await;
     broker.stop().await;
@@ -187,7 +207,9 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
     let (conn, client) = client(broker.url(), &prefix).await;
     let (handler, mut done) = observe(always_fails::handler()).unwrap();
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
-    let id = always_fails::enqueue(&client, prefix.clone()).await.unwrap();
+    let id = always_fails::enqueue(&client, prefix.clone())
+        .await
+        .unwrap();
     let mut times = Vec::new();
     let mut delays = Vec::new();
     for attempt in 1..=4u32 {
@@ -218,7 +240,10 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
     }
     // And the attempts were really that far apart (the delay queue held them).
     for (gap, delay) in times.windows(2).map(|w| w[1] - w[0]).zip(&delays) {
-        assert!(gap + Duration::from_millis(20) >= *delay, "{gap:?} < {delay:?}");
+        assert!(
+            gap + Duration::from_millis(20) >= *delay,
+            "{gap:?} < {delay:?}"
+        );
     }
     assert_eq!(run_count(&prefix, 0), 4);
     let dead = DeadLetters::new(&conn, format!("{prefix}flaky.dead"));
@@ -229,9 +254,18 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
     assert_eq!(letter.error.as_deref(), Some("attempt 4 failed"));
     assert_eq!(letter.attempts, 4);
     assert_eq!(letter.task.as_deref(), Some("always_fails"));
-    assert_eq!(letter.origin_queue.as_deref(), Some(format!("{prefix}flaky").as_str()));
-    let (first, last) = (letter.first_failed_at_ms.unwrap(), letter.last_failed_at_ms.unwrap());
-    assert!(last - first >= 350 - 20, "failures spread over the backoff: {first}..{last}");
+    assert_eq!(
+        letter.origin_queue.as_deref(),
+        Some(format!("{prefix}flaky").as_str())
+    );
+    let (first, last) = (
+        letter.first_failed_at_ms.unwrap(),
+        letter.last_failed_at_ms.unwrap(),
+    );
+    assert!(
+        last - first >= 350 - 20,
+        "failures spread over the backoff: {first}..{last}"
+    );
     assert!(letter.enqueued_at_ms.unwrap() <= first);
     let (key,): (String,) = letter.args().unwrap();
     assert_eq!(key, prefix);
@@ -274,12 +308,23 @@ async fn panics_and_time_limits_are_failed_attempts() {
         BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(panicking).serve(sleepy)).await;
     panics::enqueue(&client, prefix.clone()).await.unwrap();
     too_slow::enqueue(&client, prefix.clone()).await.unwrap();
-    let first = panic_done.next_within(Duration::from_secs(10)).await.unwrap();
+    let first = panic_done
+        .next_within(Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(matches!(&first.outcome, Outcome::Retrying { error, .. } if error == "panicked: boom"));
-    let second = panic_done.next_within(Duration::from_secs(10)).await.unwrap();
-    assert!(matches!(&second.outcome, Outcome::DeadLettered { error } if error == "panicked: boom"));
+    let second = panic_done
+        .next_within(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&second.outcome, Outcome::DeadLettered { error } if error == "panicked: boom")
+    );
     let started = Instant::now();
-    let limited = sleepy_done.next_within(Duration::from_secs(4)).await.unwrap();
+    let limited = sleepy_done
+        .next_within(Duration::from_secs(4))
+        .await
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(
         matches!(&limited.outcome, Outcome::DeadLettered { error } if error.contains("time limit")),
@@ -301,14 +346,24 @@ async fn a_delayed_task_does_not_run_early() {
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     let delay = Duration::from_millis(400);
     let enqueued = Instant::now();
-    record_time::enqueue_with(&client, prefix.clone(), 1, EnqueueOptions::new().delay(delay))
+    record_time::enqueue_with(
+        &client,
+        prefix.clone(),
+        1,
+        EnqueueOptions::new().delay(delay),
+    )
+    .await
+    .unwrap();
+    record_time::enqueue(&client, prefix.clone(), 2)
         .await
         .unwrap();
-    record_time::enqueue(&client, prefix.clone(), 2).await.unwrap();
     let first = done.next_within(Duration::from_secs(10)).await.unwrap();
     let second = done.next_within(Duration::from_secs(10)).await.unwrap();
     let ran_after = enqueued.elapsed();
-    assert!(ran_after >= delay, "the delayed task ran after {ran_after:?}");
+    assert!(
+        ran_after >= delay,
+        "the delayed task ran after {ran_after:?}"
+    );
     assert_eq!(run_count(&prefix, 1), 1);
     assert_eq!(run_count(&prefix, 2), 1);
     // The undelayed task, enqueued later, ran first.
@@ -342,8 +397,9 @@ async fn ten_thousand_tasks_across_four_workers_run_exactly_once() {
         .await;
     assert!(results.iter().all(Result::is_ok), "every enqueue confirmed");
     assert!(
-        eventually(Duration::from_secs(120), || distinct_runs(&prefix).len() == TASKS as usize)
-            .await,
+        eventually(Duration::from_secs(120), || distinct_runs(&prefix).len()
+            == TASKS as usize)
+        .await,
         "ran {} of {TASKS}",
         distinct_runs(&prefix).len()
     );
@@ -357,7 +413,10 @@ async fn ten_thousand_tasks_across_four_workers_run_exactly_once() {
         per_worker.push(done.drain().len());
     }
     assert_eq!(per_worker.iter().sum::<usize>(), TASKS as usize);
-    assert!(per_worker.iter().all(|&n| n > 0), "every worker took tasks: {per_worker:?}");
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "every worker took tasks: {per_worker:?}"
+    );
     eprintln!("tasks per worker: {per_worker:?}");
     for w in workers {
         w.stop().await;

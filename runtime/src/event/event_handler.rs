@@ -161,6 +161,7 @@ impl<E: Event> EventRunner<E> {
                 queue: context.queue.to_string(),
                 name: E::NAME.to_owned(),
                 message_id,
+                redelivered: delivery.redelivered,
                 attempt: 1,
                 outcome,
             });

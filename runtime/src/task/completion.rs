@@ -52,6 +52,9 @@ pub struct Completion {
     pub message_id: Option<String>,
     /// The attempt number (1 for a first run; events are always 1).
     pub attempt: u32,
+    /// True when the broker had delivered this message before (to a worker that died or lost
+    /// its connection before settling it).
+    pub redelivered: bool,
     /// How it ended.
     pub outcome: Outcome,
 }

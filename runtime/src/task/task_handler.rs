@@ -168,6 +168,7 @@ impl<T: Task> TaskRunner<T> {
                 queue: context.queue.to_string(),
                 name: T::NAME.to_owned(),
                 message_id,
+                redelivered: delivery.redelivered,
                 attempt,
                 outcome,
             });
