@@ -105,6 +105,9 @@ impl<E: Event> Settle for EventRunner<E> {
                     )
                     .await?;
             }
+            if let Some(observer) = &self.observer {
+                observer.declared();
+            }
             Ok(())
         })
     }

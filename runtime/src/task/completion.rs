@@ -3,9 +3,10 @@
 //! user-facing test helper (nameko's `entrypoint_waiter`): serve the observed handler, enqueue
 //! or publish, then `completions.next().await`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
 use crate::worker::Handler;
@@ -62,11 +63,21 @@ pub struct Completion {
 /// The sending half given to an observed handler; cloned with it. Sends never block and
 /// never fail the handler (a dropped [`Completions`] just stops the reports).
 #[derive(Debug, Clone)]
-pub(crate) struct Observer(mpsc::UnboundedSender<Completion>);
+pub(crate) struct Observer {
+    completions: mpsc::UnboundedSender<Completion>,
+    /// Counts the handler's topology declarations (one per worker link generation); the
+    /// receiver is in [`Completions`].
+    declared: Arc<watch::Sender<u64>>,
+}
 
 impl Observer {
     pub(crate) fn report(&self, completion: Completion) {
-        let _ = self.0.send(completion);
+        let _ = self.completions.send(completion);
+    }
+
+    /// The worker declared the handler's queue, exchange and bindings.
+    pub(crate) fn declared(&self) {
+        self.declared.send_modify(|n| *n += 1);
     }
 }
 
@@ -75,9 +86,21 @@ impl Observer {
 pub struct Completions {
     /// The receiving half; the senders live in the observed handler's clones.
     rx: mpsc::UnboundedReceiver<Completion>,
+    /// How many times a worker declared the handler's topology.
+    declared: watch::Receiver<u64>,
 }
 
 impl Completions {
+    /// Waits until a worker serving the handler has declared its queue, exchange and bindings
+    /// (from then on, published events and enqueued tasks reach it), or [`Error::Timeout`].
+    pub async fn declared(&mut self, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.declared.wait_for(|n| *n > 0)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
     /// The next completion (`None` once every clone of the handler is gone).
     pub async fn next(&mut self) -> Option<Completion> {
         self.rx.recv().await
@@ -150,11 +173,15 @@ pub fn observe(handler: Handler) -> Result<(Handler, Completions)> {
         )));
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let observed = settle.observed(Observer(tx));
+    let (declared_tx, declared) = watch::channel(0);
+    let observed = settle.observed(Observer {
+        completions: tx,
+        declared: Arc::new(declared_tx),
+    });
     let handler = Handler::settling(
         handler.queue().to_owned(),
         handler.method().to_owned(),
         observed,
     );
-    Ok((handler, Completions { rx }))
+    Ok((handler, Completions { rx, declared }))
 }

@@ -19,7 +19,8 @@
 //! - `dead_letters`: [`DeadLetters`]: list, show and requeue what sits in a dead-letter queue.
 //! - `completion`: [`Completion`], [`Completions`], [`observe`]: hearing when handlers finish.
 //! - `current`: [`current`], what the running task knows about itself ([`TaskInfo`]).
-//! - `declared`: [`Declared`], what a client already declared.
+//! - `queue_status`: [`queue_status`], [`wait_for_consumers`]: a queue's counters.
+//! - `declared`: `Declared`, what a client already declared.
 
 pub(crate) mod completion;
 mod current;
@@ -27,6 +28,7 @@ mod dead_letters;
 mod declared;
 pub(crate) mod enqueue;
 pub mod headers;
+mod queue_status;
 mod retry_delay;
 mod task_handler;
 mod task_options;
@@ -41,6 +43,7 @@ pub use current::{current, TaskInfo};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub(crate) use declared::Declared;
 pub use enqueue::{enqueue, EnqueueOptions, TaskId};
+pub use queue_status::{queue_status, wait_for_consumers, QueueStatus};
 pub use task_handler::handler;
 pub use task_options::{dead_letter_queue_name, TaskOptions, DEFAULT_RETRIES};
 

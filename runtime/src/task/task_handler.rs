@@ -102,6 +102,9 @@ impl<T: Task> Settle for TaskRunner<T> {
                     FieldTable::default(),
                 )
                 .await?;
+            if let Some(observer) = &self.observer {
+                observer.declared();
+            }
             Ok(())
         })
     }
