@@ -27,6 +27,9 @@ pub(crate) enum BenchError {
     /// A spawned task panicked or was cancelled.
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The Lepus framework failed a call or a worker (`rpc --impl lepus`).
+    #[error("lepus: {0}")]
+    Lepus(#[from] lepus::Error),
     /// Writing the report failed.
     #[error("output: {0}")]
     Output(#[from] serde_json::Error),

@@ -8,7 +8,8 @@
 //! - `window`: a bounded window of pipelined publishes, acks and confirms.
 //! - `producer`, `consumer`: one connection each, publishing / consuming.
 //! - `throughput` (and the shared producer/consumer run), `fanout`, `backlog`, `rpc`
-//!   (with `rpc_lapin`, the hand-written baseline): the scenarios.
+//!   (with `rpc_lapin`, the hand-written baseline, and `rpc_lepus`, the framework's stub):
+//!   the scenarios.
 //! - `stats`: counters, latency histograms, the live progress line.
 //! - `proc_stat`: CPU seconds and RSS from `/proc`.
 //! - `report`: the final table and JSON.
@@ -25,6 +26,7 @@ mod producer;
 mod report;
 mod rpc;
 mod rpc_lapin;
+mod rpc_lepus;
 mod stats;
 mod throughput;
 mod window;

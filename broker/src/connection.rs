@@ -57,8 +57,6 @@ pub(crate) struct Connection {
     pub(crate) id: u64,
     /// The client's address, for logs.
     pub(crate) peer: SocketAddr,
-    /// The broker's shared state.
-    pub(crate) broker: Arc<BrokerShared>,
     /// The vhost opened with `connection.open`.
     pub(crate) vhost: Arc<VHost>,
     /// Frames to the client; the writer task holds the receiver.
@@ -126,6 +124,7 @@ pub(crate) async fn serve(
         })
         .await;
     }
+    let _ = writer_tx.send(Outbound::Shutdown);
     drop(writer_tx);
     let _ = writer_task.await;
     debug!(connection = id, %peer, "connection finished");
@@ -263,7 +262,7 @@ async fn handshake(
         Ok(user) => user,
         Err(err) => {
             let code = match err {
-                AuthError::UnknownMechanism(_) => ReplyCode::CommandInvalid,
+                AuthError::UnknownMechanism(_) => ReplyCode::NotImplemented,
                 _ => ReplyCode::AccessRefused,
             };
             let err = AmqpError::new(code, err.to_string());
@@ -287,6 +286,29 @@ async fn handshake(
         (o, 0) => o,
         (o, t) => o.min(t),
     };
+    // A client may lower the limits but not raise them (0 means "no limit": take ours), and
+    // frame_max may not go below the spec's 4096; RabbitMQ refuses these too.
+    let refusal = if tune_ok.channel_max > config.channel_max && config.channel_max != 0 {
+        Some(format!(
+            "negotiated channel_max = {} is higher than the maximum allowed value ({})",
+            tune_ok.channel_max, config.channel_max
+        ))
+    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < 4096 {
+        Some(format!("frame_max={} < 4096 min size", tune_ok.frame_max))
+    } else if tune_ok.frame_max > config.frame_max && config.frame_max != 0 {
+        Some(format!(
+            "frame_max={} > {} max size",
+            tune_ok.frame_max, config.frame_max
+        ))
+    } else {
+        None
+    };
+    if let Some(text) = refusal {
+        let err = AmqpError::not_allowed(text).in_method(10, 31);
+        warn!(connection = id, %peer, text = %err.text, "tune-ok refused");
+        send_connection_close(writer, &err);
+        return None;
+    }
     let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
     let channel_max = negotiate(
         u32::from(config.channel_max),
@@ -317,7 +339,6 @@ async fn handshake(
     Some(Connection {
         id,
         peer,
-        broker: broker.clone(),
         vhost,
         writer: writer.clone(),
         events,
@@ -504,12 +525,12 @@ impl Connection {
                 );
                 Ok(())
             }
-            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
-                "connection method not valid after open",
+            AMQPClass::Connection(_) => Err(AmqpError::channel_error(
+                "unexpected method in connection state running",
             )
             .in_method(class_id, method_id)),
             _ => Err(
-                AmqpError::command_invalid("only connection methods are valid on channel 0")
+                AmqpError::channel_error("unexpected method in connection state running")
                     .in_method(class_id, method_id),
             ),
         }

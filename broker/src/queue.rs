@@ -229,8 +229,6 @@ pub(crate) struct Queue {
     pub(crate) auto_delete: bool,
     /// The connection that owns it when exclusive.
     pub(crate) exclusive_owner: Option<u64>,
-    /// Declare arguments, kept for `x-` lookups and for display.
-    pub(crate) arguments: FieldTable,
     /// The parsed arguments we act on.
     pub(crate) config: QueueConfig,
     /// Mutable state; see the module doc for the lock order.
@@ -300,7 +298,6 @@ impl Queue {
         durable: bool,
         auto_delete: bool,
         exclusive_owner: Option<u64>,
-        arguments: FieldTable,
         config: QueueConfig,
     ) -> Self {
         let levels = config.max_priority.map_or(1, |p| usize::from(p) + 1);
@@ -309,7 +306,6 @@ impl Queue {
             durable,
             auto_delete,
             exclusive_owner,
-            arguments,
             config,
             state: Mutex::new(QueueState {
                 ready: (0..levels).map(|_| VecDeque::new()).collect(),
@@ -341,11 +337,6 @@ impl Queue {
     pub(crate) fn touch(&self) {
         self.lock().last_used = Instant::now();
         self.wake.notify_one();
-    }
-
-    /// True once deleted.
-    pub(crate) fn is_deleted(&self) -> bool {
-        self.lock().deleted
     }
 
     /// Adds a message and dispatches. Dead letters from overflow go to `vhost`.
@@ -539,9 +530,10 @@ impl Queue {
         self.dispatch(vhost);
     }
 
-    /// Adds a consumer. Fails with the 403 text when exclusivity forbids it.
+    /// Adds a consumer without dispatching to it yet (the caller sends `consume-ok` first,
+    /// then calls [`Queue::dispatch`]). Fails with the 403 text when exclusivity forbids it.
     pub(crate) fn add_consumer(
-        self: &Arc<Self>,
+        &self,
         vhost: &VHost,
         consumer: Arc<Consumer>,
     ) -> Result<(), String> {
@@ -563,7 +555,6 @@ impl Queue {
             st.last_used = Instant::now();
         }
         self.wake.notify_one();
-        self.dispatch(vhost);
         Ok(())
     }
 
