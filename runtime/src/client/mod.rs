@@ -59,6 +59,8 @@ struct Inner {
     queue_prefix: String,
     /// The session task; aborted when the last clone of the client is dropped.
     task: JoinHandle<()>,
+    /// What task enqueues and event publishes already declared (shared by clones).
+    declared: crate::task::Declared,
 }
 
 impl Drop for Inner {
@@ -115,6 +117,7 @@ impl ClientBuilder {
                 default_timeout_ns: AtomicU64::new(duration_ns(self.timeout)),
                 queue_prefix: self.queue_prefix,
                 task,
+                declared: crate::task::Declared::default(),
             }),
         };
         wait_ready(&mut state_rx).await?;
@@ -220,8 +223,18 @@ impl Client {
         }
     }
 
+    /// The queue prefix of this client (empty for none).
+    pub(crate) fn queue_prefix(&self) -> &str {
+        &self.inner.queue_prefix
+    }
+
+    /// The exchanges and queues task enqueues and event publishes declared.
+    pub(crate) fn declared(&self) -> &crate::task::Declared {
+        &self.inner.declared
+    }
+
     /// The current session, waiting (within the caller's timeout) while reconnecting.
-    async fn session(&self) -> Result<Arc<Session>, Error> {
+    pub(crate) async fn session(&self) -> Result<Arc<Session>, Error> {
         if let SessionState::Ready(session) = &*self.inner.session.borrow() {
             return Ok(session.clone());
         }
