@@ -100,6 +100,8 @@ impl VHost {
         }
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
+        // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
+        // also happens to every queue when its vhost is dropped (see `Drop for VHost`).
         tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
         queue
     }
@@ -269,6 +271,17 @@ impl VHost {
                     let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
                 }
             }
+        }
+    }
+}
+
+impl Drop for VHost {
+    /// Stops the queues' housekeeping tasks (they hold their queue while waiting), so a
+    /// stopped broker leaves no task behind.
+    fn drop(&mut self) {
+        let topo = self.topology.get_mut().unwrap_or_else(|e| e.into_inner());
+        for queue in topo.queues.values() {
+            queue.mark_deleted();
         }
     }
 }
