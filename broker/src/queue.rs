@@ -387,7 +387,8 @@ impl Queue {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let expires_at = ttl.map(|ms| Instant::now() + Duration::from_millis(ms));
+        // A TTL too large for the clock never expires (no overflow panic).
+        let expires_at = ttl.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
         st.insert(QueuedMessage {
             seq,
             message,
