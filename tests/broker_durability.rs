@@ -193,6 +193,99 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     broker.shutdown().await;
 }
 
+#[tokio::test]
+async fn messages_that_left_for_good_stay_gone_after_restart() {
+    let dir = DataDir::new("durability.gone");
+    let broker = start(&dir.0).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for q in ["kept", "doomed"] {
+        ch.queue_declare(q.into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+    }
+    let publish = |queue: &'static str, body: Vec<u8>| {
+        let ch = ch.clone();
+        async move {
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+        }
+    };
+    for i in 0..4u8 {
+        publish("kept", vec![i]).await;
+    }
+    publish("doomed", vec![9]).await;
+    let get = |no_ack: bool| {
+        let ch = ch.clone();
+        async move {
+            ch.basic_get("kept".into(), BasicGetOptions { no_ack })
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // 0: taken with no-ack; 1: rejected without requeue; 2 and 3: purged.
+    assert_eq!(get(true).await.delivery.data, [0]);
+    let rejected = get(false).await;
+    assert_eq!(rejected.delivery.data, [1]);
+    rejected
+        .delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    ch.queue_purge("kept".into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    // 4: published after the purge, stays.
+    publish("kept", vec![4]).await;
+    ch.queue_delete("doomed".into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.shutdown().await;
+
+    let broker = start(&dir.0).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let kept = ch
+        .queue_declare("kept".into(), passive, FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(kept.message_count(), 1);
+    let got = ch
+        .basic_get("kept".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.delivery.data, [4]);
+    assert!(ch
+        .queue_declare("doomed".into(), passive, FieldTable::default())
+        .await
+        .is_err());
+    let _ = conn.close(200, "bye".into()).await;
+    broker.shutdown().await;
+}
+
 // ----- crash test -------------------------------------------------------------------------
 
 const CHILD_DIR_ENV: &str = "LEPUS_CRASH_BROKER_DIR";
