@@ -286,6 +286,41 @@ async fn messages_that_left_for_good_stay_gone_after_restart() {
     broker.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_damaged_data_directory_stops_the_start() {
+    let dir = DataDir::new("durability.damaged");
+    let broker = start(&dir.0).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "q".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.shutdown().await;
+    // Flip one byte of the topology snapshot: its checksum no longer matches.
+    let path = dir.0.join("definitions");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let err = Broker::builder()
+        .listen("127.0.0.1:0")
+        .data_dir(&dir.0)
+        .start()
+        .await
+        .expect_err("a broker must not start on damaged files");
+    assert!(
+        err.to_string().contains("corrupt definitions file"),
+        "{err}"
+    );
+}
+
 // ----- crash test -------------------------------------------------------------------------
 
 const CHILD_DIR_ENV: &str = "LEPUS_CRASH_BROKER_DIR";
