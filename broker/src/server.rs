@@ -72,6 +72,7 @@ impl Broker {
         BrokerBuilder {
             listen: "127.0.0.1:5672".to_owned(),
             config: Config::default(),
+            store: None,
         }
     }
 }
@@ -81,6 +82,8 @@ impl Broker {
 pub struct BrokerBuilder {
     listen: String,
     config: Config,
+    /// The persistence seam; `None` means the in-memory store.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl BrokerBuilder {
@@ -122,6 +125,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Uses `store` for persistent messages of durable queues (crate-private until the
+    /// durable store is wired in; tests use it to check that confirms wait for the store).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let listener = TcpListener::bind(&self.listen)
@@ -131,7 +142,7 @@ impl BrokerBuilder {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
-        let store: Arc<dyn Store> = Arc::new(MemoryStore);
+        let store: Arc<dyn Store> = self.store.unwrap_or_else(|| Arc::new(MemoryStore));
         let shared = Arc::new(BrokerShared {
             config: self.config,
             vhosts: VHosts::new(store),
