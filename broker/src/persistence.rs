@@ -106,10 +106,10 @@ mod tests {
             .await
             .unwrap();
         let persistent = BasicProperties::default().with_delivery_mode(2);
-        let publish = |props: BasicProperties| {
-            let ch = ch.clone();
-            async move {
-                ch.basic_publish(
+        let mut confirms = Vec::new();
+        for props in [persistent.clone(), BasicProperties::default(), persistent] {
+            let confirm = ch
+                .basic_publish(
                     "".into(),
                     "gated".into(),
                     BasicPublishOptions::default(),
@@ -117,12 +117,12 @@ mod tests {
                     props,
                 )
                 .await
-                .unwrap()
-            }
-        };
-        let first = publish(persistent.clone()).await;
-        let transient = publish(BasicProperties::default()).await;
-        let second = publish(persistent).await;
+                .unwrap();
+            confirms.push(confirm);
+        }
+        let second = confirms.pop().unwrap();
+        let transient = confirms.pop().unwrap();
+        let first = confirms.pop().unwrap();
         // The transient message needs no store: confirmed at once, alone.
         assert!(tokio::time::timeout(Duration::from_secs(5), transient)
             .await
