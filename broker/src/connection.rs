@@ -46,6 +46,9 @@ pub(crate) enum ConnEvent {
     Confirm {
         /// The channel.
         channel: u16,
+        /// The channel's shared state when it published: a channel closed and reopened under
+        /// the same number must not receive the old channel's confirms.
+        generation: std::sync::Weak<crate::channel::ChannelShared>,
         /// The publish sequence number.
         seq: u64,
         /// True for `basic.ack`, false for `basic.nack`.
@@ -713,11 +716,19 @@ impl Connection {
 
     fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Confirm { channel, seq, ok } => {
+            ConnEvent::Confirm {
+                channel,
+                generation,
+                seq,
+                ok,
+            } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
                 };
-                if ch.state != ChannelState::Open {
+                let same = generation
+                    .upgrade()
+                    .is_some_and(|g| Arc::ptr_eq(&g, &ch.shared));
+                if ch.state != ChannelState::Open || !same {
                     return;
                 }
                 let Some(confirm) = ch.confirm.as_mut() else {

@@ -176,7 +176,11 @@ impl Connection {
         rejected: bool,
         pending: Vec<tokio::sync::oneshot::Receiver<()>>,
     ) {
-        let Some(confirm) = self.channels.get_mut(&ch).and_then(|c| c.confirm.as_mut()) else {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let generation = Arc::downgrade(&channel.shared);
+        let Some(confirm) = channel.confirm.as_mut() else {
             return;
         };
         confirm.last_seq += 1;
@@ -206,6 +210,7 @@ impl Connection {
                 }
                 let _ = events.send(ConnEvent::Confirm {
                     channel: ch,
+                    generation,
                     seq,
                     ok,
                 });
