@@ -21,12 +21,22 @@ pub(crate) enum BenchError {
     /// The broker published a negative confirm (`basic.nack`) for a message.
     #[error("broker nacked a publish (basic.nack)")]
     Nacked,
+    /// The broker sent something the bench's own client cannot follow, or closed the
+    /// connection or channel (reply code and text inside).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A socket read or write of the bench's own client failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
     /// A call or a phase did not finish in its time bound.
     #[error("timed out: {0}")]
     Timeout(String),
     /// A spawned task panicked or was cancelled.
     #[error("task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The Lepus framework failed a call or a worker (`rpc --impl lepus`).
+    #[error("lepus: {0}")]
+    Lepus(#[from] lepus::Error),
     /// Writing the report failed.
     #[error("output: {0}")]
     Output(#[from] serde_json::Error),

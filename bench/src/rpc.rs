@@ -3,7 +3,7 @@
 //!
 //! The implementation under test is behind [`RpcCaller`] (the client side) plus a server
 //! started before the callers: `--impl lapin` is [`crate::rpc_lapin`], the baseline the Lepus
-//! stub must stay within 10% of (issue 3 "Done means" 4).
+//! stub ([`crate::rpc_lepus`], `--impl lepus`) must stay within 10% of (issue 3 "Done means" 4).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +21,7 @@ use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::report::Report;
 use crate::rpc_lapin::{LapinCaller, LapinServer};
+use crate::rpc_lepus::{self, LepusCaller, LepusServer};
 use crate::stats::{merge_into, now_ns, spawn_progress, Counters, Latency};
 
 /// The client half of an RPC implementation: many calls may run at once on one caller.
@@ -38,23 +39,27 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
             "--callers and --in-flight must be ≥ 1".into(),
         ));
     }
-    if args.implementation == RpcImpl::Lepus {
-        // TODO(issue 3): drive the `#[lepus::rpc]` stub and `lepus::Worker` here once the RPC
-        // framework has landed in `main`; until then only the lapin baseline exists.
-        return Err(BenchError::BadOptions(
-            "--impl lepus: the Lepus RPC framework is not in this build yet".into(),
-        ));
-    }
-    let queue = format!("{}-rpc", run_prefix());
+    let prefix = format!("{}-", run_prefix());
     let setup = connect(&cli.url, "setup").await?;
     let ch = setup.create_channel().await?;
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let result = run_lapin(cli, args, &queue).await;
+    let (queue, result) = match args.implementation {
+        RpcImpl::Lapin => {
+            let queue = format!("{prefix}rpc");
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let result = run_lapin(cli, args, &queue).await;
+            (queue, result)
+        }
+        RpcImpl::Lepus => {
+            // The Lepus worker declares its own queue, as a user's would.
+            let result = run_lepus(cli, args, &prefix).await;
+            (rpc_lepus::queue_name(&prefix), result)
+        }
+    };
     delete_queues(&ch, std::slice::from_ref(&queue)).await;
     let _ = setup.close(200, "bench done".into()).await;
     let mut report = result?;
@@ -62,12 +67,32 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
     Ok(report)
 }
 
-async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
-    let prefetch = if args.prefetch > 0 {
+/// The server prefetch: `--prefetch`, or every call that can be in flight.
+fn server_prefetch(args: &RpcArgs) -> u16 {
+    if args.prefetch > 0 {
         args.prefetch
     } else {
         u16::try_from(args.callers * args.in_flight).unwrap_or(u16::MAX)
-    };
+    }
+}
+
+async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str) -> Result<Report> {
+    let prefetch = server_prefetch(args);
+    let server = LepusServer::start(&cli.url, prefix, prefetch, usize::from(prefetch)).await?;
+    let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();
+    for _ in 0..args.callers {
+        callers.push(Arc::new(LepusCaller::connect(&cli.url, prefix).await?));
+    }
+    let res = measure(cli, args, &callers).await;
+    for c in &callers {
+        c.close().await;
+    }
+    server.stop().await?;
+    res
+}
+
+async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
+    let prefetch = server_prefetch(args);
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = LapinServer::start(&cli.url, queue, prefetch, stop_rx).await?;
     let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();

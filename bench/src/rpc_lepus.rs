@@ -1,0 +1,121 @@
+//! `rpc --impl lepus`: the same echo service written the Lepus way — an `#[lepus::rpc]`
+//! function served by a `lepus::Worker` and called through its generated stub — so the bench
+//! can put the framework's calls/s next to the hand-written lapin pair of [`crate::rpc_lapin`]
+//! (issue 3 "Done means" 4: at least 90% of it).
+//!
+//! Each run uses its own queue prefix (`lepus-bench-<hex>-`), so the worker's queue is
+//! `<prefix>echo`; the worker declares it, the scenario deletes it at the end.
+
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::{BenchError, Result};
+use crate::rpc::RpcCaller;
+
+/// The service under test: returns its argument.
+#[lepus::rpc(queue = "echo")]
+async fn echo(body: Vec<u8>) -> Vec<u8> {
+    body
+}
+
+/// The queue the worker serves under `prefix`.
+pub(crate) fn queue_name(prefix: &str) -> String {
+    format!("{prefix}echo")
+}
+
+/// A `lepus::Worker` serving `echo` in a task of the bench.
+pub(crate) struct LepusServer {
+    /// The worker's own connection; closed after the worker stopped.
+    conn: lepus::Connection,
+    /// Dropping or sending on it starts the worker's graceful shutdown.
+    stop: oneshot::Sender<()>,
+    /// The worker's `run_until`; ends after the graceful shutdown.
+    task: JoinHandle<lepus::Result<()>>,
+}
+
+impl std::fmt::Debug for LepusServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LepusServer").finish_non_exhaustive()
+    }
+}
+
+impl LepusServer {
+    /// Connects and starts serving `<prefix>echo` with `prefetch` and `concurrency`.
+    pub(crate) async fn start(
+        url: &str,
+        prefix: &str,
+        prefetch: u16,
+        concurrency: usize,
+    ) -> Result<Self> {
+        let conn = lepus::connect(url).await?;
+        let worker = lepus::Worker::new(&conn)
+            .queue_prefix(prefix)
+            .prefetch(prefetch)
+            .concurrency(concurrency)
+            .serve(echo::handler());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Ok(LepusServer { conn, stop, task })
+    }
+
+    /// Graceful shutdown, then closes the connection.
+    pub(crate) async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        let res = self.task.await?;
+        self.conn.close().await;
+        Ok(res?)
+    }
+}
+
+/// A caller: one Lepus connection and client, many calls in flight through its stub.
+pub(crate) struct LepusCaller {
+    conn: lepus::Connection,
+    client: lepus::Client,
+}
+
+impl std::fmt::Debug for LepusCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LepusCaller").finish_non_exhaustive()
+    }
+}
+
+impl LepusCaller {
+    /// Connects a client whose calls go to queues under `prefix`, and waits (up to 30 s) until
+    /// the worker answers.
+    pub(crate) async fn connect(url: &str, prefix: &str) -> Result<Self> {
+        let conn = lepus::connect(url).await?;
+        let client = lepus::Client::builder(&conn)
+            .queue_prefix(prefix)
+            .build()
+            .await?;
+        let started = std::time::Instant::now();
+        loop {
+            match echo::call(&client, Vec::new()).await {
+                Ok(_) => break,
+                // The worker may still be declaring its queue.
+                Err(lepus::Error::NoRoute { .. }) if started.elapsed().as_secs() < 30 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(LepusCaller { conn, client })
+    }
+}
+
+impl RpcCaller for LepusCaller {
+    fn call(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
+        Box::pin(async move {
+            echo::call(&self.client, body)
+                .await
+                .map_err(BenchError::from)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.conn.close())
+    }
+}
