@@ -27,6 +27,10 @@ use crate::writer::Outbound;
 impl Connection {
     /// `basic.publish`: the content header and body frames follow.
     pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
+        if m.immediate {
+            // RabbitMQ 3 dropped `immediate`; a connection error, as there.
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
         if let Some(channel) = self.channels.get_mut(&ch) {
             channel.content = Some(ContentAssembly {
                 publish: m,
