@@ -27,8 +27,9 @@ pub(crate) enum Durability {
     /// Durable now; the publish may be confirmed at once.
     Durable,
     /// Durable once the sender fires `Ok(())`; dropping the sender means the write failed.
-    // Constructed by the durable store of issue 3; the in-memory store never waits.
-    #[allow(dead_code)]
+    // Constructed by the durable store of issue 3 (and the tests); the in-memory store never
+    // waits.
+    #[cfg_attr(not(test), allow(dead_code))]
     Pending(oneshot::Receiver<()>),
 }
 
@@ -58,4 +59,107 @@ impl Store for MemoryStore {
     }
 
     fn remove(&self, _: &str, _: &str, _: u64) {}
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use lapin::options::*;
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    use super::*;
+
+    /// A store that makes every record wait until the test releases it.
+    #[derive(Debug, Default)]
+    struct GatedStore {
+        /// Senders of the tickets handed out, in enqueue order.
+        gates: Mutex<Vec<oneshot::Sender<()>>>,
+    }
+
+    impl Store for GatedStore {
+        fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
+            let (tx, rx) = oneshot::channel();
+            self.gates.lock().unwrap().push(tx);
+            Durability::Pending(rx)
+        }
+
+        fn remove(&self, _: &str, _: &str, _: u64) {}
+    }
+
+    #[tokio::test]
+    async fn confirms_of_persistent_messages_wait_for_the_store() {
+        let store = Arc::new(GatedStore::default());
+        let handle = crate::Broker::builder()
+            .listen("127.0.0.1:0")
+            .store(store.clone())
+            .start()
+            .await
+            .unwrap();
+        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("gated".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let mut confirms = Vec::new();
+        for props in [persistent.clone(), BasicProperties::default(), persistent] {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "gated".into(),
+                    BasicPublishOptions::default(),
+                    b"m",
+                    props,
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        let second = confirms.pop().unwrap();
+        let transient = confirms.pop().unwrap();
+        let first = confirms.pop().unwrap();
+        // The transient message needs no store: confirmed at once, alone.
+        assert!(tokio::time::timeout(Duration::from_secs(5), transient)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_ack());
+        let mut first = Box::pin(first);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut first)
+                .await
+                .is_err(),
+            "confirmed before the store made it durable"
+        );
+        let mut gates = std::mem::take(&mut *store.gates.lock().unwrap());
+        assert_eq!(gates.len(), 2);
+        gates.remove(0).send(()).unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), first)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_ack());
+        // A store that fails (drops its ticket) gets the publish nacked.
+        drop(gates);
+        assert!(tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_nack());
+        conn.close(200, "bye".into()).await.unwrap();
+        handle.shutdown().await;
+    }
 }

@@ -76,6 +76,7 @@ impl Broker {
         BrokerBuilder {
             listen: "127.0.0.1:5672".to_owned(),
             config: Config::default(),
+            store: None,
         }
     }
 }
@@ -85,6 +86,8 @@ impl Broker {
 pub struct BrokerBuilder {
     listen: String,
     config: Config,
+    /// The persistence seam; `None` means the in-memory store.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl BrokerBuilder {
@@ -134,6 +137,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Uses `store` for persistent messages of durable queues when there is no data directory
+    /// (crate-private: unit tests use it to check that confirms wait for the store).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let listener = TcpListener::bind(&self.listen)
@@ -152,7 +163,11 @@ impl BrokerBuilder {
                 let (durable, recovered) = seam::open(store_config).await?;
                 (durable.clone(), Some((durable, recovered)))
             }
-            None => (Arc::new(MemoryStore), None),
+            // A store given to the builder (tests), else the in-memory one.
+            None => (
+                self.store.clone().unwrap_or_else(|| Arc::new(MemoryStore)),
+                None,
+            ),
         };
         let vhosts = VHosts::new(store);
         let durable = match durable {

@@ -238,11 +238,6 @@ impl VHost {
                 .dead_letter_routing_key
                 .clone()
                 .unwrap_or_else(|| letter.message.routing_key.as_str().to_owned());
-            // A message expiring round a cycle back to the queue it died in is dropped, as
-            // RabbitMQ does (a rejection in the cycle lets it through).
-            if letter.reason == "expired" && died_here_before(&letter.message, &queue.name) {
-                continue;
-            }
             let message = Arc::new(with_death(
                 &letter.message,
                 &queue.name,
@@ -263,6 +258,11 @@ impl VHost {
                 )
             };
             for target in targets {
+                // A message going round a cycle without a rejection in it is dropped, as
+                // RabbitMQ does.
+                if is_cycle(&message, &target.name) {
+                    continue;
+                }
                 let outcome = target.enqueue(self, message.clone());
                 if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
                     (outcome, target.is_persisted() && message.is_persistent())
@@ -308,20 +308,36 @@ pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) {
     }
 }
 
-fn died_here_before(message: &Message, queue: &str) -> bool {
-    let Some(headers) = message.properties.headers() else {
+/// RabbitMQ's dead-letter cycle test: the message's `x-death` entries, newest first, up to
+/// and including the first one for `target`, contain no rejection. (No entry for `target`: no
+/// cycle.)
+fn is_cycle(message: &Message, target: &str) -> bool {
+    let Some(AMQPValue::FieldArray(deaths)) = message
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-death"))
+    else {
         return false;
     };
-    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
-        return false;
-    };
-    deaths.as_slice().iter().any(|d| match d {
-        AMQPValue::FieldTable(t) => {
-            matches!(t.inner().get("queue"), Some(AMQPValue::LongString(q)) if q.as_bytes() == queue.as_bytes())
-                && !matches!(t.inner().get("reason"), Some(AMQPValue::LongString(r)) if r.as_bytes() == b"rejected")
+    let field = |d: &AMQPValue, key: &str| -> Option<Vec<u8>> {
+        match d {
+            AMQPValue::FieldTable(t) => match t.inner().get(key) {
+                Some(AMQPValue::LongString(v)) => Some(v.as_bytes().to_vec()),
+                _ => None,
+            },
+            _ => None,
         }
-        _ => false,
-    })
+    };
+    for death in deaths.as_slice() {
+        if field(death, "reason").as_deref() == Some(b"rejected") {
+            return false;
+        }
+        if field(death, "queue").as_deref() == Some(target.as_bytes()) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The dead-lettered copy of `message`: `x-death` updated as RabbitMQ does (one entry per
