@@ -199,7 +199,7 @@ impl Client {
             ShortString::from(format!("{}{}", self.inner.queue_prefix, M::QUEUE))
         };
         session
-            .channel
+            .rpc_channel
             .basic_publish(
                 "".into(),
                 queue,
@@ -259,7 +259,7 @@ async fn wait_ready(rx: &mut watch::Receiver<SessionState>) -> Result<Arc<Sessio
 
 /// A lapin error on the session: `ConnectionLost` when the connection is gone, else transport.
 fn lost_or_transport<E>(session: &Session, err: lapin::Error) -> Error<E> {
-    if session.conn.status().connected() && session.channel.status().connected() {
+    if session.conn.status().connected() && session.rpc_channel.status().connected() {
         Error::Transport(err)
     } else {
         Error::ConnectionLost
