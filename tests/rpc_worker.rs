@@ -381,3 +381,44 @@ async fn a_quorum_queue_serves_calls() {
     worker.shutdown().await;
     broker.stop().await;
 }
+
+/// Answers at once.
+#[lepus::rpc(queue = "phoenix")]
+async fn phoenix(x: u32) -> u32 {
+    x
+}
+
+#[tokio::test]
+async fn a_worker_whose_queue_is_deleted_redeclares_it_and_serves_on() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(phoenix::handler())).await;
+    let client = client(broker.url(), &prefix).await;
+    let served = || async {
+        match phoenix::call(&client, 5).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("phoenix(5) answers")),
+        }
+    };
+    assert_eq!(eventually("the phoenix worker", served).await, 5);
+
+    // Someone deletes the queue: the broker cancels the worker's consumer (basic.cancel).
+    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            format!("{prefix}phoenix").into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _ = raw.close(200, "bye".into()).await;
+
+    // The worker notices, redeclares and consumes again: calls are answered, not lost.
+    assert_eq!(eventually("the queue to be back", served).await, 5);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}

@@ -177,9 +177,14 @@ impl Worker {
                 "worker consuming"
             );
             let tags: Vec<_> = consumed.iter().map(|c| c.consumer.tag()).collect();
+            // Each consumer's stream ends with a `None` marker, so that one consumer cancelled
+            // by the broker (its queue was deleted) is noticed, not silently dropped.
             let mut deliveries = stream::select_all(consumed.into_iter().map(|c| {
                 let routes = c.routes;
-                c.consumer.map(move |d| (routes.clone(), d))
+                c.consumer
+                    .map(Some)
+                    .chain(stream::once(std::future::ready(None)))
+                    .map(move |d| (routes.clone(), d))
             }));
 
             let shutting_down = loop {
@@ -202,17 +207,22 @@ impl Worker {
                     next = deliveries.next() => next,
                 };
                 match next {
-                    Some((routes, Ok(delivery))) => {
+                    Some((routes, Some(Ok(delivery)))) => {
                         running.spawn(delivery::handle(delivery, routes, channel.clone(), permit));
                     }
-                    Some((_, Err(err))) => {
+                    Some((_, Some(Err(err)))) => {
                         warn!(generation = link.generation, cause = %err, "consumer failed");
                         break false;
                     }
-                    None => {
-                        warn!(generation = link.generation, "consumers ended");
+                    Some((routes, None)) => {
+                        warn!(
+                            generation = link.generation,
+                            queue = %routes.queue,
+                            "consumer ended (cancelled by the broker?); resubscribing"
+                        );
                         break false;
                     }
+                    None => break false,
                 }
             };
 
@@ -238,6 +248,12 @@ impl Worker {
                 }
                 info!("worker stopped");
                 return Ok(());
+            }
+            // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
+            // so the requests it holds go back to the queue instead of waiting on it.
+            drop(deliveries);
+            if channel.status().connected() {
+                let _ = channel.close(200, "worker resubscribing".into()).await;
             }
             after = retry_after(&link);
         }
