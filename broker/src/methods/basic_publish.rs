@@ -133,7 +133,7 @@ impl Connection {
         for queue in &queues {
             match queue.enqueue(&self.vhost, message.clone()) {
                 EnqueueOutcome::Enqueued { seq } => {
-                    if queue.durable && message.is_persistent() {
+                    if queue.is_persisted() && message.is_persistent() {
                         if let Durability::Pending(rx) =
                             self.vhost
                                 .store
