@@ -5,7 +5,9 @@
 //! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
 //! free, and runs in its own task ([`delivery::handle`]): reply, then `basic.ack`. When the
 //! connection is lost the worker waits for the next link and redeclares everything; requests it
-//! had not acked are redelivered by the broker. On shutdown it cancels its consumers
+//! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
+//! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
+//! rather than go on silently without it. On shutdown it cancels its consumers
 //! (`basic.cancel`), lets the running handlers finish (reply + ack), and closes the channel,
 //! which hands prefetched-but-unstarted requests back to the broker for other workers.
 
