@@ -4,6 +4,7 @@
 //!
 //! Every test isolates itself with a unique queue prefix; task functions record what they did
 //! in per-test maps keyed by that prefix (the prefix travels in the arguments).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 mod task_util;
