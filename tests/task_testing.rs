@@ -29,7 +29,9 @@ async fn on_greeted(name: String) {
 async fn bed() -> TestBed {
     common::init_tracing();
     match std::env::var(common::EXTERNAL_URL_VAR) {
-        Ok(url) => TestBed::external(&url, &common::unique("bed")).await.unwrap(),
+        Ok(url) => TestBed::external(&url, &common::unique("bed"))
+            .await
+            .unwrap(),
         Err(_) => TestBed::start().await.unwrap(),
     }
 }
