@@ -47,6 +47,12 @@ struct Args {
     /// Calls outstanding at a time in the throughput run.
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
+    /// Requests the broker may push to the worker pool before they are acked.
+    #[arg(long, default_value_t = 32)]
+    prefetch: u16,
+    /// Handlers the worker pool runs at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
     /// The argument of fib in the throughput run.
     #[arg(long, default_value_t = 30)]
     n: u32,
@@ -56,8 +62,9 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,lapin::returned_messages=error")
+            }),
         )
         .init();
     let args = Args::parse();
@@ -78,19 +85,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    // 2. A worker pool: up to 8 handlers at once, 16 requests prefetched.
+    // 2. A worker pool.
     let worker_conn = lepus::connect(&url).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(
         Worker::new(&worker_conn)
-            .prefetch(16)
-            .concurrency(8)
+            .prefetch(args.prefetch)
+            .concurrency(args.concurrency)
             .serve(fib::handler())
             .run_until(async move {
                 let _ = stopped.await;
             }),
     );
-    println!("worker pool serving fib on {:?}", fib::QUEUE);
+    println!(
+        "worker pool serving fib on {:?} (prefetch {}, concurrency {})",
+        fib::QUEUE,
+        args.prefetch,
+        args.concurrency
+    );
 
     // 3. A client on its own connection; wait until the worker has declared its queue.
     let client_conn = lepus::connect(&url).await?;
@@ -117,7 +129,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("fib(100) -> unexpected {other:?}"),
     }
     let quick = CallOptions::default().timeout(Duration::from_secs(2));
-    println!("fib(40) = {}   (call_with a 2 s timeout)", fib::call_with(&client, 40, quick).await?);
+    println!(
+        "fib(40) = {}   (call_with a 2 s timeout)",
+        fib::call_with(&client, 40, quick).await?
+    );
     println!("fib(40) = {}   (local call, same function)", fib(40).await?);
 
     // 5. Throughput: `calls` calls, `in_flight` outstanding at once, on one client.

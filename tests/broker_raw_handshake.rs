@@ -182,10 +182,8 @@ async fn an_unknown_mechanism_is_refused() {
 }
 
 /// Sends a tune-ok the broker must refuse and checks the connection does not proceed.
-async fn refused_tune_ok(channel_max: u16, frame_max: u32) {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
-    let mut conn = RawConn::connect(&broker).await;
+async fn refused_tune_ok(broker: &common::TestBroker, channel_max: u16, frame_max: u32) {
+    let mut conn = RawConn::connect(broker).await;
     conn.start().await;
     conn.authenticate().await;
     conn.send(&tune_ok(channel_max, frame_max, 0)).await;
@@ -197,24 +195,23 @@ async fn refused_tune_ok(channel_max: u16, frame_max: u32) {
     let rest = conn.read_to_eof(DEADLINE).await;
     assert!(
         rest.is_empty(),
-        "no negotiated close after a bad tune-ok, got {rest:?}"
+        "no negotiated close after tune-ok channel_max={channel_max} frame_max={frame_max}, \
+         got {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn tune_ok_outside_the_server_limits_is_refused() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    // Concurrently (RabbitMQ waits 3 s before each such close): channel_max above the
+    // server's 2047, frame_max below the 4096 minimum, frame_max above the server's 131072.
+    tokio::join!(
+        refused_tune_ok(&broker, 3000, 131_072),
+        refused_tune_ok(&broker, 2047, 1024),
+        refused_tune_ok(&broker, 2047, 1 << 20),
     );
     bystander.assert_unaffected().await;
-}
-
-#[tokio::test]
-async fn tune_ok_with_channel_max_above_the_server_limit_is_refused() {
-    refused_tune_ok(3000, 131_072).await;
-}
-
-#[tokio::test]
-async fn tune_ok_with_frame_max_below_the_minimum_is_refused() {
-    refused_tune_ok(2047, 1024).await;
-}
-
-#[tokio::test]
-async fn tune_ok_with_frame_max_above_the_server_limit_is_refused() {
-    refused_tune_ok(2047, 1 << 20).await;
 }
 
 #[tokio::test]
@@ -341,4 +338,34 @@ async fn a_client_connection_close_is_answered_with_close_ok_then_eof() {
         Err(_) | Ok(Ok(0)) | Ok(Err(_)) => {}
         Ok(Ok(n)) => panic!("bytes after close-ok: {:?}", &buf[..n]),
     }
+}
+
+/// How long a stalled handshake may last before the broker must hang up. RabbitMQ's
+/// `handshake_timeout` is 10 s; the bundled broker may be quicker.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[tokio::test]
+async fn stalled_handshakes_are_dropped_after_the_handshake_timeout() {
+    let broker = common::broker().await;
+    // Both stalls run at once: the test takes one handshake timeout, not two.
+    let silent = async {
+        // Connected, never sends the protocol header.
+        let mut conn = RawConn::connect(&broker).await;
+        let rest = conn.read_to_eof(HANDSHAKE_LIMIT).await;
+        assert!(
+            rest.is_empty(),
+            "nothing sent to a silent client, got {rest:?}"
+        );
+    };
+    let stalled = async {
+        // Got connection.start, never answers: the timeout covers the whole handshake.
+        let mut conn = RawConn::connect(&broker).await;
+        conn.start().await;
+        let rest = conn.read_to_eof(HANDSHAKE_LIMIT).await;
+        assert!(
+            rest.is_empty(),
+            "no frames after connection.start to a stalled client, got {rest:?}"
+        );
+    };
+    tokio::join!(silent, stalled);
 }

@@ -720,3 +720,89 @@ async fn round_robin_and_nack_requeue() {
     conn.close(200, "bye".into()).await.unwrap();
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn ttl_zero_reaches_a_ready_consumer_and_huge_ttls_never_expire() {
+    let broker = common::broker().await;
+    let conn = connect(broker.url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let zero = common::unique("core.ttl0");
+    declare(
+        &ch,
+        &zero,
+        table(&[("x-message-ttl", AMQPValue::LongInt(0))]),
+    )
+    .await;
+    publish(&ch, "", &zero, b"nobody waits", BasicProperties::default()).await;
+    let cch = conn.create_channel().await.unwrap();
+    let mut c = cch
+        .basic_consume(
+            zero.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish(&ch, "", &zero, b"taken at once", BasicProperties::default()).await;
+    let d = tokio::time::timeout(Duration::from_secs(5), c.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.data, b"taken at once");
+
+    // The longest TTLs RabbitMQ accepts (ten years) are kept; longer ones are refused (406).
+    let huge = common::unique("core.hugettl");
+    declare(
+        &ch,
+        &huge,
+        table(&[("x-message-ttl", AMQPValue::LongLongInt(315_360_000_000))]),
+    )
+    .await;
+    publish(
+        &ch,
+        "",
+        &huge,
+        b"forever",
+        BasicProperties::default().with_expiration("315360000000".into()),
+    )
+    .await;
+    assert_eq!(drain(&ch, &huge).await, vec![b"forever".to_vec()]);
+    let bad = conn.create_channel().await.unwrap();
+    let _ = bad
+        .basic_publish(
+            "".into(),
+            huge.as_str().into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default().with_expiration(u64::MAX.to_string().into()),
+        )
+        .await;
+    let err = bad
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::ProtocolError(e) if e.get_id() == 406)
+            || matches!(err.kind(), ErrorKind::InvalidChannelState(..)),
+        "{err:?}"
+    );
+    for q in [&zero, &huge] {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.stop().await;
+}

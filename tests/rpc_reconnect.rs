@@ -1,5 +1,6 @@
 //! Connection recovery: calls in flight when the link drops fail with a clear error; clients
 //! and workers reconnect with backoff, redeclare their queues and serve again.
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 mod common;
 mod rpc_util;
@@ -45,11 +46,15 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     let proxy = CuttableProxy::start(broker.url()).await;
     let url = proxy.url(broker.url());
     let prefix = common::unique("rpc");
-    let worker_conn = options(&url, &format!("{prefix} worker")).connect().await.unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
-        w.serve(nap::handler())
-    });
-    let client_conn = options(&url, &format!("{prefix} client")).connect().await.unwrap();
+    let worker_conn = options(&url, &format!("{prefix} worker"))
+        .connect()
+        .await
+        .unwrap();
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
+    let client_conn = options(&url, &format!("{prefix} client"))
+        .connect()
+        .await
+        .unwrap();
     let client = Client::builder(&client_conn)
         .queue_prefix(&prefix)
         .build()
@@ -101,7 +106,14 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
     );
     let listed = std::process::Command::new("rabbitmqctl")
         .env("PATH", &path)
-        .args(["-n", &node, "-q", "list_connections", "pid", "client_properties"])
+        .args([
+            "-n",
+            &node,
+            "-q",
+            "list_connections",
+            "pid",
+            "client_properties",
+        ])
         .output()
         .map_err(|e| format!("rabbitmqctl unavailable: {e}"))?;
     if !listed.status.success() {
@@ -120,7 +132,14 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
         };
         let status = std::process::Command::new("rabbitmqctl")
             .env("PATH", &path)
-            .args(["-n", &node, "-q", "close_connection", pid, "lepus test: broker restart"])
+            .args([
+                "-n",
+                &node,
+                "-q",
+                "close_connection",
+                pid,
+                "lepus test: broker restart",
+            ])
             .status()
             .map_err(|e| format!("rabbitmqctl close_connection: {e}"))?;
         if status.success() {
@@ -135,11 +154,15 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
     let url = broker.url().to_owned();
-    let worker_conn = options(&url, &format!("{prefix} worker")).connect().await.unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
-        w.serve(nap::handler())
-    });
-    let client_conn = options(&url, &format!("{prefix} client")).connect().await.unwrap();
+    let worker_conn = options(&url, &format!("{prefix} worker"))
+        .connect()
+        .await
+        .unwrap();
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
+    let client_conn = options(&url, &format!("{prefix} client"))
+        .connect()
+        .await
+        .unwrap();
     let client = Client::builder(&client_conn)
         .queue_prefix(&prefix)
         .build()

@@ -1,5 +1,6 @@
 //! The worker pool: prefetch and concurrency limits, a worker killed mid-call, graceful
 //! shutdown with calls in flight.
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 mod common;
 mod rpc_util;
@@ -91,7 +92,11 @@ async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u32);
     }
-    assert_eq!(P_MAX.load(Ordering::SeqCst), 2, "never more than prefetch at once");
+    assert_eq!(
+        P_MAX.load(Ordering::SeqCst),
+        2,
+        "never more than prefetch at once"
+    );
 
     worker.shutdown().await;
     broker.stop().await;
@@ -129,7 +134,11 @@ async fn concurrency_bounds_running_handlers_below_the_prefetch() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as u32 + 1);
     }
-    assert_eq!(C_MAX.load(Ordering::SeqCst), 3, "never more than concurrency at once");
+    assert_eq!(
+        C_MAX.load(Ordering::SeqCst),
+        3,
+        "never more than concurrency at once"
+    );
 
     worker.shutdown().await;
     broker.stop().await;
@@ -184,7 +193,11 @@ async fn a_call_whose_worker_is_killed_is_redelivered_to_another_and_answered() 
         .expect("answered within 20 s")
         .unwrap();
     assert_eq!(answer.unwrap(), 42);
-    assert_eq!(FRAGILE_RUNS.load(Ordering::SeqCst), 2, "ran once per worker");
+    assert_eq!(
+        FRAGILE_RUNS.load(Ordering::SeqCst),
+        2,
+        "ran once per worker"
+    );
 
     rescuer.shutdown().await;
     broker.stop().await;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::amqp::{connect, delete_queues, run_prefix};
 use crate::cli::{BacklogArgs, Cli, FlowArgs};
-use crate::consumer::{ConsumerPlan, ReadyConsumer};
+use crate::consumer::{AnyConsumer, ConsumerPlan};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::producer::{run_producer, BacklogBound, Target};
@@ -66,6 +66,7 @@ async fn fill_and_drain(cli: &Cli, args: &BacklogArgs, queue: &str, count: u64) 
         count: Some(count),
         max_backlog: 0,
         pipeline: 256,
+        client: args.client,
     };
     let fill_start = Instant::now();
     let produced = run_producer(
@@ -89,7 +90,8 @@ async fn fill_and_drain(cli: &Cli, args: &BacklogArgs, queue: &str, count: u64) 
     let latency = Arc::new(Mutex::new(Latency::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_start = Instant::now();
-    let consumer = ReadyConsumer::start(
+    let consumer = AnyConsumer::start(
+        args.client,
         &cli.url,
         0,
         ConsumerPlan {

@@ -10,7 +10,9 @@ use lapin::{Channel, Connection};
 use tokio::sync::watch;
 
 use crate::amqp::{body_seq, body_time, connect};
+use crate::cli::ClientImpl;
 use crate::error::Result;
+use crate::raw_client::RawConsumer;
 use crate::stats::{merge_into, Counters, Latency, SharedLatency};
 use crate::window::Window;
 
@@ -131,7 +133,7 @@ impl ReadyConsumer {
                 unacked += 1;
                 last_tag = delivery.delivery_tag;
                 if unacked >= plan.multi_ack {
-                    let ch = channel.clone();
+                    let ch = &channel;
                     let multiple = plan.multi_ack > 1;
                     acks.push(async move {
                         ch.basic_ack(last_tag, BasicAckOptions { multiple }).await?;
@@ -151,5 +153,44 @@ impl ReadyConsumer {
         merge_into(&latency, &local);
         let _ = conn.close(200, "bench done".into()).await;
         Ok(out)
+    }
+}
+
+/// A registered consumer of either client.
+#[derive(Debug)]
+pub(crate) enum AnyConsumer {
+    /// Through lapin.
+    Lapin(Box<ReadyConsumer>),
+    /// Through the bench's own client.
+    Raw(RawConsumer),
+}
+
+impl AnyConsumer {
+    /// Connects and issues `basic.consume` with `client`.
+    pub(crate) async fn start(
+        client: ClientImpl,
+        url: &str,
+        id: usize,
+        plan: ConsumerPlan,
+    ) -> Result<Self> {
+        Ok(match client {
+            ClientImpl::Lapin => {
+                AnyConsumer::Lapin(Box::new(ReadyConsumer::start(url, id, plan).await?))
+            }
+            ClientImpl::Raw => AnyConsumer::Raw(RawConsumer::start(url, id, plan).await?),
+        })
+    }
+
+    /// Runs until `stop` (see [`ReadyConsumer::run`]).
+    pub(crate) async fn run(
+        self,
+        counters: Arc<Counters>,
+        latency: SharedLatency,
+        stop: watch::Receiver<bool>,
+    ) -> Result<ConsumerOutcome> {
+        match self {
+            AnyConsumer::Lapin(c) => c.run(counters, latency, stop).await,
+            AnyConsumer::Raw(c) => c.run(counters, latency, stop).await,
+        }
     }
 }

@@ -21,6 +21,13 @@ pub(crate) enum BenchError {
     /// The broker published a negative confirm (`basic.nack`) for a message.
     #[error("broker nacked a publish (basic.nack)")]
     Nacked,
+    /// The broker sent something the bench's own client cannot follow, or closed the
+    /// connection or channel (reply code and text inside).
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// A socket read or write of the bench's own client failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
     /// A call or a phase did not finish in its time bound.
     #[error("timed out: {0}")]
     Timeout(String),

@@ -6,7 +6,8 @@
 //! - `cli`: options and subcommands.
 //! - `amqp`: connections, the loopback check, run-unique names, the stamped body layout.
 //! - `window`: a bounded window of pipelined publishes, acks and confirms.
-//! - `producer`, `consumer`: one connection each, publishing / consuming.
+//! - `producer`, `consumer`: one connection each, publishing / consuming, through lapin or
+//!   through `raw_client` (the bench's own minimal client; frames in `raw_frame`).
 //! - `throughput` (and the shared producer/consumer run), `fanout`, `backlog`, `rpc`
 //!   (with `rpc_lapin`, the hand-written baseline, and `rpc_lepus`, the framework's stub):
 //!   the scenarios.
@@ -23,6 +24,8 @@ mod error;
 mod fanout;
 mod proc_stat;
 mod producer;
+mod raw_client;
+mod raw_frame;
 mod report;
 mod rpc;
 mod rpc_lapin;

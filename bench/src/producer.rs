@@ -9,8 +9,9 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation};
 
 use crate::amqp::{connect, stamp_body};
-use crate::cli::FlowArgs;
+use crate::cli::{ClientImpl, FlowArgs};
 use crate::error::{BenchError, Result};
+use crate::raw_client::run_raw_producer;
 use crate::stats::Counters;
 use crate::window::Window;
 
@@ -40,8 +41,24 @@ pub(crate) struct BacklogBound {
 }
 
 /// Publishes until `stop` is set or `flow.count` messages are out, then waits for every
-/// outstanding publish (and confirm).
+/// outstanding publish (and confirm), with the client `flow.client` names.
 pub(crate) async fn run_producer(
+    url: String,
+    id: usize,
+    target: Target,
+    flow: FlowArgs,
+    bound: BacklogBound,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) -> Result<ProducerOutcome> {
+    match flow.client {
+        ClientImpl::Raw => run_raw_producer(url, target, flow, bound, counters, stop).await,
+        ClientImpl::Lapin => run_lapin_producer(url, id, target, flow, bound, counters, stop).await,
+    }
+}
+
+/// [`run_producer`] through lapin.
+async fn run_lapin_producer(
     url: String,
     id: usize,
     target: Target,
@@ -88,7 +105,7 @@ pub(crate) async fn run_producer(
             target.routing_key.clone(),
             props.clone(),
         );
-        let counters2 = Arc::clone(&counters);
+        let counters2 = &*counters;
         window
             .push(async move {
                 let confirm = ch

@@ -91,7 +91,7 @@ impl LapinServer {
                 // Two window entries, not one: each is polled once on push, which queues its
                 // frames; an ack chained after the publish's await would not leave until the
                 // window is next drained, and with prefetch 1 the server would wait forever.
-                let ch = channel.clone();
+                let ch = &channel;
                 let body = delivery.data;
                 window
                     .push(async move {
@@ -106,7 +106,7 @@ impl LapinServer {
                         Ok(())
                     })
                     .await?;
-                let ch = channel.clone();
+                let ch = &channel;
                 let tag = delivery.delivery_tag;
                 window
                     .push(async move {

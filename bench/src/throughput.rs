@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::amqp::{connect, delete_queues, run_prefix};
 use crate::cli::{Cli, FlowArgs, ThroughputArgs};
-use crate::consumer::{ConsumerOutcome, ConsumerPlan, ReadyConsumer};
+use crate::consumer::{AnyConsumer, ConsumerOutcome, ConsumerPlan};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::producer::{run_producer, BacklogBound, Target};
@@ -176,7 +176,7 @@ async fn drive(
             multi_ack: flow.multi_ack,
             check_order,
         };
-        consumers.push(ReadyConsumer::start(&cli.url, j, plan).await?);
+        consumers.push(AnyConsumer::start(flow.client, &cli.url, j, plan).await?);
     }
     let probe = ResourceProbe::start(cli.broker_pid);
     let progress = spawn_progress("flow", Arc::clone(&counters), cli.broker_pid, cli.quiet);

@@ -16,10 +16,12 @@
 //! - `exchange`: exchange types and their matching rules.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
 //! - `message`: the shared message (properties + `Bytes` body).
-//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation).
+//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
+//!   the segment log plugs in through `store::seam` when there is a data directory).
 //! - `auth`: PLAIN/AMQPLAIN and the user check.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
-//! - [`store`]: durable topology and persistent messages (segment log, group commit, recovery).
+//! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
+//!   group commit, recovery, compaction).
 
 mod auth;
 mod channel;

@@ -10,14 +10,16 @@
 //! without firing, the publish is nacked. When a message leaves a durable queue for good (acked,
 //! dropped, expired, purged), the queue calls [`Store::remove`].
 //!
-//! The durable segment log (issue 3) implements this trait; recovery on start-up is not part of
-//! this seam yet. The trait is crate-private until the store lands in `store/`.
+//! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
+//! which also restores the recovered topology and messages at start-up).
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::message::Message;
+use crate::store::StoreError;
+use crate::vhost::Topology;
 
 /// Whether a message handed to a [`Store`] is already durable.
 #[derive(Debug)]
@@ -38,6 +40,12 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability;
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
     fn remove(&self, vhost: &str, queue: &str, seq: u64);
+    /// Makes the durable part of `topology` (durable exchanges, durable non-exclusive queues,
+    /// bindings between them) the stored topology of `vhost`. Called after each topology
+    /// change, before the `-ok` goes out; blocking (a small file write and fsyncs).
+    fn persist_topology(&self, _vhost: &str, _topology: &Topology) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The store of an in-memory broker: everything is "durable" at once, nothing is written.

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::channel::ChannelShared;
 use crate::message::Message;
+use crate::persistence::Store;
 use crate::vhost::VHost;
 
 /// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
@@ -87,8 +88,8 @@ impl QueueConfig {
             Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
         };
         Ok(Self {
-            message_ttl: int("x-message-ttl", 0)?,
-            expires: int("x-expires", 1)?,
+            message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
+            expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
@@ -96,6 +97,32 @@ impl QueueConfig {
             dead_letter_routing_key: string("x-dead-letter-routing-key")?,
             max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
         })
+    }
+}
+
+/// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
+pub(crate) const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+fn capped(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(n) if n > MAX_EXPIRY_MS => Err(format!(
+            "invalid arg '{key}' for queue: {{value_too_large,{n}}}"
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks a per-message `expiration` property as RabbitMQ does; the error is the 406 text.
+pub(crate) fn check_expiration(expiration: &str) -> Result<(), String> {
+    match expiration.parse::<i128>() {
+        Err(_) => Err(format!("invalid expiration '{expiration}': no_integer")),
+        Ok(n) if n < 0 => Err(format!(
+            "invalid expiration '{expiration}': {{value_negative,{n}}}"
+        )),
+        Ok(n) if n > i128::from(MAX_EXPIRY_MS) => Err(format!(
+            "invalid expiration '{expiration}': {{value_too_large,{n}}}"
+        )),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -235,6 +262,18 @@ pub(crate) struct Queue {
     state: Mutex<QueueState>,
     /// Wakes the housekeeping task (new expiring message, consumer change, deletion).
     wake: Notify,
+    /// Where its persistent messages are recorded: set by `VHost::insert_queue` for durable,
+    /// non-exclusive queues, `None` otherwise.
+    pub(crate) persistence: Option<QueuePersistence>,
+}
+
+/// The store a durable queue reports to, and the vhost it is named in there.
+#[derive(Debug)]
+pub(crate) struct QueuePersistence {
+    /// The vhost's store (shared by all its queues).
+    pub(crate) store: Arc<dyn Store>,
+    /// The vhost's name.
+    pub(crate) vhost: String,
 }
 
 #[derive(Debug)]
@@ -318,7 +357,48 @@ impl Queue {
                 last_used: Instant::now(),
             }),
             wake: Notify::new(),
+            persistence: None,
         }
+    }
+
+    /// True when persistent messages routed here go to the store.
+    pub(crate) fn is_persisted(&self) -> bool {
+        self.persistence.is_some()
+    }
+
+    /// `qm` left this queue for good (acked, consumed without ack, rejected without requeue,
+    /// expired, dropped by a length limit): the store forgets it.
+    pub(crate) fn forget(&self, qm: &QueuedMessage) {
+        if let Some(p) = &self.persistence {
+            if qm.message.is_persistent() {
+                p.store.remove(&p.vhost, &self.name, qm.seq);
+            }
+        }
+    }
+
+    /// Puts a message recovered from the store back at the tail, marked redelivered (it may
+    /// have reached a consumer before the restart). Returns its new sequence number. TTLs
+    /// restart from now.
+    pub(crate) fn restore(&self, message: Arc<Message>) -> u64 {
+        let mut st = self.lock();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let ttl = match (self.config.message_ttl, message.expiration_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // A TTL too large for the clock never expires (no overflow panic).
+        let expires_at = ttl.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+        st.insert(QueuedMessage {
+            seq,
+            message,
+            redelivered: true,
+            expires_at,
+        });
+        if expires_at.is_some() {
+            self.wake.notify_one();
+        }
+        seq
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -367,10 +447,13 @@ impl Queue {
                     Overflow::DropHead => {
                         while full(&st) {
                             match st.pop_head() {
-                                Some(qm) => dead.push(DeadLetter {
-                                    message: qm.message,
-                                    reason: "maxlen",
-                                }),
+                                Some(qm) => {
+                                    self.forget(&qm);
+                                    dead.push(DeadLetter {
+                                        message: qm.message,
+                                        reason: "maxlen",
+                                    })
+                                }
                                 None => break,
                             }
                         }
@@ -395,14 +478,17 @@ impl Queue {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let expires_at = ttl.map(|ms| now + Duration::from_millis(ms));
+                // A TTL too large for the clock never expires (no overflow panic).
+                let expires_at = ttl.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
                 st.insert(QueuedMessage {
                     seq,
                     message,
                     redelivered: false,
                     expires_at,
                 });
-                self.dispatch_locked(&mut st, &mut dead);
+                // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
+                // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
+                self.dispatch_locked(&mut st, &mut dead, now);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -419,14 +505,18 @@ impl Queue {
         {
             let mut st = self.lock();
             if !st.deleted {
-                self.dispatch_locked(&mut st, &mut dead);
+                self.dispatch_locked(&mut st, &mut dead, Instant::now());
             }
         }
         vhost.dead_letter(self, dead);
     }
 
-    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState, dead: &mut Vec<DeadLetter>) {
-        let now = Instant::now();
+    fn dispatch_locked(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        dead: &mut Vec<DeadLetter>,
+        now: Instant,
+    ) {
         while let Some(level) = st.head_level() {
             if st.ready[level]
                 .front()
@@ -434,6 +524,7 @@ impl Queue {
                 .is_some_and(|at| at < now)
             {
                 if let Some(qm) = st.pop_head() {
+                    self.forget(&qm);
                     dead.push(DeadLetter {
                         message: qm.message,
                         reason: "expired",
@@ -445,11 +536,25 @@ impl Queue {
                 break;
             };
             let Some(qm) = st.pop_head() else { break };
-            if let Err(qm) = consumer.channel.deliver(&consumer, self, qm) {
-                // The channel closed under us: forget the consumer, keep the message.
-                consumer.release();
-                st.insert(qm);
-                st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+            // A no-ack delivery settles the message as it goes out.
+            let settled = consumer.no_ack.then(|| QueuedMessage {
+                seq: qm.seq,
+                message: qm.message.clone(),
+                redelivered: qm.redelivered,
+                expires_at: None,
+            });
+            match consumer.channel.deliver(&consumer, self, qm) {
+                Ok(()) => {
+                    if let Some(qm) = settled {
+                        self.forget(&qm);
+                    }
+                }
+                Err(qm) => {
+                    // The channel closed under us: forget the consumer, keep the message.
+                    consumer.release();
+                    st.insert(qm);
+                    st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                }
             }
         }
     }
@@ -498,6 +603,7 @@ impl Queue {
             let mut got = None;
             while let Some(qm) = st.pop_head() {
                 if qm.expires_at.is_some_and(|at| at < now) {
+                    self.forget(&qm);
                     dead.push(DeadLetter {
                         message: qm.message,
                         reason: "expired",
@@ -573,6 +679,10 @@ impl Queue {
         let mut st = self.lock();
         let n = st.ready_count;
         for level in st.ready.iter_mut() {
+            // One by one, not a store-wide purge: unacked messages survive `queue.purge`.
+            for qm in level.iter() {
+                self.forget(qm);
+            }
             level.clear();
         }
         st.ready_count = 0;
@@ -620,6 +730,7 @@ impl Queue {
                         break;
                     }
                     if let Some(qm) = st.pop_head() {
+                        q.forget(&qm);
                         dead.push(DeadLetter {
                             message: qm.message,
                             reason: "expired",
@@ -630,7 +741,7 @@ impl Queue {
                     .config
                     .expires
                     .filter(|_| st.consumers.is_empty())
-                    .map(|ms| st.last_used + Duration::from_millis(ms));
+                    .and_then(|ms| st.last_used.checked_add(Duration::from_millis(ms)));
                 let expire_queue = idle_deadline.is_some_and(|at| at <= now);
                 let deadline = match (st.next_expiry(), idle_deadline) {
                     (Some(a), Some(b)) => Some(a.min(b)),

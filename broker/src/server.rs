@@ -21,6 +21,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
+use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
 
 /// Tuning and limits a broker runs with.
@@ -34,8 +35,10 @@ pub(crate) struct Config {
     pub(crate) frame_max: u32,
     /// Highest channel number proposed in `connection.tune`.
     pub(crate) channel_max: u16,
-    /// Directory for durable data (used by the durability work; unused in memory).
+    /// Directory for durable data; `None` keeps everything in memory.
     pub(crate) data_dir: Option<PathBuf>,
+    /// When a persistent message counts as stored (`--fsync`).
+    pub(crate) fsync: FsyncPolicy,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             frame_max: 131_072,
             channel_max: 2047,
             data_dir: None,
+            fsync: FsyncPolicy::Always,
         }
     }
 }
@@ -115,10 +119,18 @@ impl BrokerBuilder {
         self
     }
 
-    /// The directory for durable data (stored for the durability work; the in-memory broker
-    /// does not write to it).
+    /// The directory for durable data: durable exchanges, queues and bindings, and persistent
+    /// messages of durable queues, restored at the next start. Without it the broker keeps
+    /// everything in memory.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.data_dir = Some(dir.into());
+        self
+    }
+
+    /// When a persistent message counts as stored, i.e. when its publisher confirm goes out:
+    /// after `fdatasync` ([`FsyncPolicy::Always`], the default), or after `write` only.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.config.fsync = policy;
         self
     }
 
@@ -131,10 +143,28 @@ impl BrokerBuilder {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
-        let store: Arc<dyn Store> = Arc::new(MemoryStore);
+        // With a data directory, recover before accepting anyone: the store refuses to open on
+        // damaged files, and the broker with it.
+        let (store, durable): (Arc<dyn Store>, _) = match &self.config.data_dir {
+            Some(dir) => {
+                let mut store_config = StoreConfig::new(dir);
+                store_config.fsync = self.config.fsync;
+                let (durable, recovered) = seam::open(store_config).await?;
+                (durable.clone(), Some((durable, recovered)))
+            }
+            None => (Arc::new(MemoryStore), None),
+        };
+        let vhosts = VHosts::new(store);
+        let durable = match durable {
+            Some((durable, recovered)) => {
+                seam::restore(&vhosts, &durable, recovered)?;
+                Some(durable)
+            }
+            None => None,
+        };
         let shared = Arc::new(BrokerShared {
             config: self.config,
-            vhosts: VHosts::new(store),
+            vhosts,
             next_connection_id: AtomicU64::new(1),
         });
         let (stop_tx, shutdown) = Shutdown::new();
@@ -144,6 +174,7 @@ impl BrokerBuilder {
             local_addr,
             stop_tx,
             accept,
+            durable,
         })
     }
 }
@@ -188,6 +219,9 @@ pub struct BrokerHandle {
     stop_tx: watch::Sender<bool>,
     /// The accept loop, which owns all connection tasks.
     accept: JoinHandle<()>,
+    /// The store, when there is a data directory; closed (flushed) by `shutdown`. Dropping the
+    /// last reference lets its writer thread flush and exit in the background.
+    durable: Option<Arc<DurableQueues>>,
 }
 
 impl BrokerHandle {
@@ -207,6 +241,11 @@ impl BrokerHandle {
         let _ = self.stop_tx.send(true);
         if let Err(err) = self.accept.await {
             error!(cause = %err, "accept loop failed");
+        }
+        if let Some(durable) = self.durable {
+            if let Err(err) = durable.store().close().await {
+                error!(cause = %err, "closing the store failed");
+            }
         }
         info!(local_addr = %self.local_addr, "broker stopped");
     }

@@ -17,7 +17,8 @@ use crate::channel::ChannelShared;
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::persistence::Store;
-use crate::queue::{DeadLetter, Queue};
+use crate::queue::{DeadLetter, Queue, QueuePersistence};
+use crate::store::StoreError;
 
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -88,10 +89,19 @@ impl VHost {
         self.read().queues.get(name).cloned()
     }
 
-    /// Inserts a new queue and starts its housekeeping task.
-    pub(crate) fn insert_queue(&self, topo: &mut Topology, queue: Queue) -> Arc<Queue> {
+    /// Inserts a new queue and starts its housekeeping task. A durable, non-exclusive queue
+    /// gets the vhost's store.
+    pub(crate) fn insert_queue(&self, topo: &mut Topology, mut queue: Queue) -> Arc<Queue> {
+        if queue.durable && queue.exclusive_owner.is_none() {
+            queue.persistence = Some(QueuePersistence {
+                store: self.store.clone(),
+                vhost: self.name.clone(),
+            });
+        }
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
+        // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
+        // also happens to every queue when its vhost is dropped (see `Drop for VHost`).
         tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
         queue
     }
@@ -161,6 +171,11 @@ impl VHost {
             queue
         };
         let (count, consumers) = queue.mark_deleted();
+        if queue.is_persisted() {
+            if let Err(err) = self.persist_topology() {
+                tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
+            }
+        }
         for c in consumers {
             c.channel.consumers().remove(c.tag.as_str());
             if c.channel.cancel_notify {
@@ -173,6 +188,15 @@ impl VHost {
         }
         debug!(vhost = %self.name, queue = name, "queue deleted");
         Some(count)
+    }
+
+    /// Hands the durable part of the topology to the store (see
+    /// `persistence::Store::persist_topology`). Holds the topology read lock throughout, so a
+    /// concurrent change cannot be overwritten by an older snapshot. Call with no topology lock
+    /// held.
+    pub(crate) fn persist_topology(&self) -> Result<(), StoreError> {
+        let topo = self.read();
+        self.store.persist_topology(&self.name, &topo)
     }
 
     /// Registers a direct reply-to channel; returns its token.
@@ -239,8 +263,25 @@ impl VHost {
                 )
             };
             for target in targets {
-                target.enqueue(self, message.clone());
+                let outcome = target.enqueue(self, message.clone());
+                if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
+                    (outcome, target.is_persisted() && message.is_persistent())
+                {
+                    // No publisher waits for a dead letter's durability.
+                    let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
+                }
             }
+        }
+    }
+}
+
+impl Drop for VHost {
+    /// Stops the queues' housekeeping tasks (they hold their queue while waiting), so a
+    /// stopped broker leaves no task behind.
+    fn drop(&mut self) {
+        let topo = self.topology.get_mut().unwrap_or_else(|e| e.into_inner());
+        for queue in topo.queues.values() {
+            queue.mark_deleted();
         }
     }
 }

@@ -326,6 +326,7 @@ async fn wait_for_loss(conn: &lapin::Connection, close: &mut watch::Receiver<boo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

@@ -193,6 +193,7 @@ pub(crate) fn deadline_of(headers: Option<&FieldTable>) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::error::Never;

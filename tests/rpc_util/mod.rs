@@ -1,6 +1,6 @@
 //! Helpers shared by the `rpc_*` integration tests: start a worker pool in the background and
 //! stop it (gracefully or by killing it), make a client, all isolated by a unique queue prefix.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -133,7 +133,8 @@ impl CuttableProxy {
                     let upstream = upstream.clone();
                     let link = tokio::spawn(async move {
                         if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                     links.lock().unwrap().push(link);
@@ -157,12 +158,14 @@ impl CuttableProxy {
 
     /// Cuts every proxied connection and refuses new ones for `outage`.
     pub async fn cut_for(&self, outage: Duration) {
-        self.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for link in self.links.lock().unwrap().drain(..) {
             link.abort();
         }
         tokio::time::sleep(outage).await;
-        self.refusing.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -20,7 +20,7 @@ use crate::connection::{ConnEvent, Connection};
 use crate::error::AmqpError;
 use crate::message::Message;
 use crate::persistence::Durability;
-use crate::queue::EnqueueOutcome;
+use crate::queue::{check_expiration, EnqueueOutcome};
 use crate::vhost::{VHost, REPLY_TO};
 use crate::writer::Outbound;
 
@@ -83,6 +83,9 @@ impl Connection {
             properties =
                 properties.with_reply_to(ShortString::try_new(address).unwrap_or_default());
         }
+        if let Some(expiration) = properties.expiration() {
+            check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
+        }
         let exchange = publish.exchange.as_str();
         let routing_key = publish.routing_key.as_str();
         let message = Arc::new(Message {
@@ -130,7 +133,7 @@ impl Connection {
         for queue in &queues {
             match queue.enqueue(&self.vhost, message.clone()) {
                 EnqueueOutcome::Enqueued { seq } => {
-                    if queue.durable && message.is_persistent() {
+                    if queue.is_persisted() && message.is_persistent() {
                         if let Durability::Pending(rx) =
                             self.vhost
                                 .store

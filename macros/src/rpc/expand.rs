@@ -294,6 +294,7 @@ pub(crate) fn upper_camel(snake: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

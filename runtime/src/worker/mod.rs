@@ -217,6 +217,7 @@ impl Worker {
             };
 
             if shutting_down {
+                while running.try_join_next().is_some() {}
                 info!(in_flight = running.len(), "worker shutting down");
                 for tag in tags {
                     if let Err(err) = channel

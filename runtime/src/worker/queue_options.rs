@@ -121,6 +121,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 
