@@ -3,9 +3,9 @@
 //!
 //! A task is described by [`Task`] (implemented by the macro). [`enqueue`] publishes it with
 //! publisher confirms on the client's publishing channel; a worker serving `send_email::handler()`
-//! runs it and settles the delivery ([`task_handler`]): `basic.ack` after success; after a
+//! runs it and settles the delivery (`task_handler`): `basic.ack` after success; after a
 //! failure (an `Err`, a panic, or running past the time limit) a copy goes to a per-delay TTL
-//! queue that dead-letters it back to the task queue ([`retry_delay`]), or, after the last
+//! queue that dead-letters it back to the task queue (`retry_delay`), or, after the last
 //! attempt, to the dead-letter queue; the original is acked only once the broker confirmed the
 //! copy. Nothing waits in a consumer's prefetch while it is delayed.
 //!
