@@ -70,6 +70,8 @@ async fn a_cut_link_redelivers_running_tasks_and_the_worker_resumes() {
         }
     }
     assert_eq!(succeeded, ids, "every confirmed task ran");
+    // The two tasks running at the cut could not be acked; they ran again after the reconnect.
+    assert!(unsettled >= 1, "a task was running when the link was cut");
     eprintln!("attempts that lost their ack to the cut: {unsettled}");
     worker.stop().await;
     client_conn.close().await;

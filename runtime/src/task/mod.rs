@@ -32,7 +32,7 @@ pub mod headers;
 mod publisher;
 mod queue_status;
 mod retry_delay;
-mod task_handler;
+pub(crate) mod task_handler;
 mod task_options;
 
 use std::fmt::Display;
