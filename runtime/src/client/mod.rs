@@ -61,8 +61,8 @@ struct Inner {
     queue_prefix: String,
     /// The session task; aborted when the last clone of the client is dropped.
     task: JoinHandle<()>,
-    /// What task enqueues and event publishes already declared (shared by clones).
-    declared: crate::task::Declared,
+    /// The confirm-mode channel of task enqueues and event publishes (shared by clones).
+    publisher: crate::task::Publisher,
 }
 
 impl Drop for Inner {
@@ -120,7 +120,7 @@ impl ClientBuilder {
                 default_timeout_ns: AtomicU64::new(duration_ns(self.timeout)),
                 queue_prefix: self.queue_prefix,
                 task,
-                declared: crate::task::Declared::default(),
+                publisher: crate::task::Publisher::default(),
             }),
         };
         wait_ready(&mut state_rx).await?;
@@ -252,9 +252,14 @@ impl Client {
         &self.inner.queue_prefix
     }
 
+    /// The publishing state of task enqueues and event publishes.
+    pub(crate) fn publisher(&self) -> &crate::task::Publisher {
+        &self.inner.publisher
+    }
+
     /// The exchanges and queues task enqueues and event publishes declared.
     pub(crate) fn declared(&self) -> &crate::task::Declared {
-        &self.inner.declared
+        self.inner.publisher.declared()
     }
 
     /// The current session, waiting (within the caller's timeout) while reconnecting.
