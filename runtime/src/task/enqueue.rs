@@ -13,6 +13,7 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
+use tracing::warn;
 
 use crate::client::Client;
 use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
@@ -72,29 +73,65 @@ enum Published {
     Returned(u16, String),
 }
 
+/// How long one publish attempt waits for its confirm before the task is published again (same
+/// `message_id`): a confirm from a node that died or hangs never comes.
+const CONFIRM_WAIT: Duration = Duration::from_secs(10);
+
+/// The pause before publishing again after a lost connection or a `basic.nack`.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Enqueues task `T` with `args` and waits for the broker's confirm; the generated
-/// `send_email::enqueue(&client, ..)` calls this. Fails with [`Error::Timeout`] when the
-/// client's default timeout passes first, [`Error::Nacked`] when the broker refused it and
-/// [`Error::ConnectionLost`] when the connection broke before the confirm (enqueue again with
-/// the same `message_id` to be safe against duplicates).
+/// `send_email::enqueue(&client, ..)` calls this.
+///
+/// When the connection breaks before the confirm, the broker nacks, or no confirm comes within
+/// 10 s, the task is published again with the same `message_id` (on the next node once the
+/// connection failed over), until the client's default timeout: a confirmed task may thus be
+/// queued twice, and workers can deduplicate by `message_id`. Fails with [`Error::Timeout`]
+/// when the timeout passes first (the task may or may not be queued: enqueue again with the
+/// same `message_id` to be safe against duplicates), and with the error itself when it is not
+/// worth retrying (a configuration or encoding error, [`Error::Closed`]).
 pub async fn enqueue<T: Task>(
     client: &Client,
     args: T::Args,
-    options: EnqueueOptions,
+    mut options: EnqueueOptions,
 ) -> Result<TaskId> {
     let timeout = client.default_timeout();
-    match tokio::time::timeout(timeout, enqueue_inner::<T>(client, args, options)).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Timeout(timeout)),
+    let deadline = tokio::time::Instant::now() + timeout;
+    // One id for every attempt, so that a retried publish is recognisably the same task.
+    let message_id = options
+        .message_id
+        .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string())
+        .clone();
+    let body = envelope::encode_request(&args).map_err(Error::Encode)?;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let attempt = tokio::time::timeout(
+            left.min(CONFIRM_WAIT),
+            enqueue_inner::<T>(client, &body, &options),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok(id)) => return Ok(id),
+            Ok(Err(e @ (Error::ConnectionLost | Error::Nacked | Error::Transport(_)))) => e,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => Error::Timeout(left.min(CONFIRM_WAIT)),
+        };
+        if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(match error {
+                Error::Timeout(_) => Error::Timeout(timeout),
+                other => other,
+            });
+        }
+        warn!(task = T::NAME, %message_id, %error, "enqueue not confirmed; publishing again");
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 
 async fn enqueue_inner<T: Task>(
     client: &Client,
-    args: T::Args,
-    options: EnqueueOptions,
+    body: &[u8],
+    options: &EnqueueOptions,
 ) -> Result<TaskId> {
-    let body = envelope::encode_request(&args).map_err(Error::Encode)?;
     let queue = format!("{}{}", client.queue_prefix(), T::QUEUE);
     let message_id = options
         .message_id
@@ -123,7 +160,7 @@ async fn enqueue_inner<T: Task>(
         None => queue.clone(),
     };
     for _ in 0..2 {
-        match publish_confirmed(client, &routing_key, &body, properties.clone()).await? {
+        match publish_confirmed(client, &routing_key, body, properties.clone()).await? {
             Published::Confirmed => return Ok(TaskId(message_id)),
             Published::Returned(REPLY_CODE_NO_ROUTE, _) => {
                 client.declared().forget(&routing_key);
