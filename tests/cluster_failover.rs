@@ -227,7 +227,8 @@ async fn run(urls: Vec<String>, tasks: usize, quorum: bool, disruption: Disrupti
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let call = echo::call_with(&client, n, CallOptions::new().timeout(CALL_TIMEOUT));
+                let call =
+                    echo::call_with(&client, n, CallOptions::default().timeout(CALL_TIMEOUT));
                 match tokio::time::timeout(CALL_TIMEOUT + HANG_GRACE, call).await {
                     Ok(Ok(v)) => {
                         assert_eq!(v, n, "echo returns its argument");
@@ -364,7 +365,10 @@ async fn run(urls: Vec<String>, tasks: usize, quorum: bool, disruption: Disrupti
     let deadline = Instant::now() + Duration::from_secs(180);
     let missing = loop {
         let runs = RUNS.lock().unwrap();
-        let missing = confirmed.iter().filter(|id| !runs.contains_key(*id)).count();
+        let missing = confirmed
+            .iter()
+            .filter(|id| !runs.contains_key(*id))
+            .count();
         drop(runs);
         if missing == 0 || Instant::now() > deadline {
             break missing;
@@ -390,8 +394,18 @@ async fn run(urls: Vec<String>, tasks: usize, quorum: bool, disruption: Disrupti
         .sum();
     let enqueue_errors = enqueue_errors.lock().unwrap().clone();
     let call_errors = figures.errors.lock().unwrap().clone();
-    eprintln!("== failover figures ({}) ==", if quorum { "cluster, quorum queues" } else { "bundled broker, durable queues" });
-    eprintln!("tasks enqueued: {tasks}, confirmed: {}, enqueue errors: {enqueue_errors:?}", confirmed.len());
+    eprintln!(
+        "== failover figures ({}) ==",
+        if quorum {
+            "cluster, quorum queues"
+        } else {
+            "bundled broker, durable queues"
+        }
+    );
+    eprintln!(
+        "tasks enqueued: {tasks}, confirmed: {}, enqueue errors: {enqueue_errors:?}",
+        confirmed.len()
+    );
     eprintln!("confirmed tasks run: {ran}, missing: {missing}, run more than once: {duplicates} ({extra_runs} extra runs)");
     eprintln!(
         "rpc calls ok: {}, failed with an error: {}, hung: {}; errors: {call_errors:?}",

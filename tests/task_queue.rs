@@ -112,13 +112,23 @@ async fn higher_priority_tasks_run_first() {
     let (_conn, client) = client(broker.url(), &prefix).await;
     // Queue everything before any worker runs, the urgent task last.
     for id in 0..5 {
-        ordered::enqueue_with(&client, prefix.clone(), id, EnqueueOptions::new().priority(1))
-            .await
-            .unwrap();
-    }
-    ordered::enqueue_with(&client, prefix.clone(), 99, EnqueueOptions::new().priority(9))
+        ordered::enqueue_with(
+            &client,
+            prefix.clone(),
+            id,
+            EnqueueOptions::new().priority(1),
+        )
         .await
         .unwrap();
+    }
+    ordered::enqueue_with(
+        &client,
+        prefix.clone(),
+        99,
+        EnqueueOptions::new().priority(9),
+    )
+    .await
+    .unwrap();
     let (handler, mut done) = observe(ordered::handler()).unwrap();
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(1).concurrency(1).serve(handler)
@@ -127,7 +137,11 @@ async fn higher_priority_tasks_run_first() {
     done.wait_for(6, Duration::from_secs(10)).await.unwrap();
     assert_eq!(run_count(&prefix, 99), 1, "the priority 9 task ran first");
     for id in 0..5 {
-        assert_eq!(run_count(&prefix, id), id as u32 + 2, "then the others in order");
+        assert_eq!(
+            run_count(&prefix, id),
+            id as u32 + 2,
+            "then the others in order"
+        );
     }
     worker.stop().await;
     broker.stop().await;
@@ -144,7 +158,9 @@ async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
     })
     .await;
     for id in 0..6 {
-        slow::enqueue(&client, prefix.clone(), id, 200).await.unwrap();
+        slow::enqueue(&client, prefix.clone(), id, 200)
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(80)).await;
     worker.stop().await;
