@@ -136,8 +136,16 @@ async fn pool_instances_compete_for_events() {
         workers
             .push(BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(p)).await);
     }
-    // Wait for both consumers: with prefetch 1 and round-robin, events alternate once both run.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for both consumers: then, with prefetch 1, the broker alternates between them.
+    let conn = lepus::connect(broker.url()).await.unwrap();
+    lepus::task::wait_for_consumers(
+        &conn,
+        &format!("{prefix}{}", audit_pool::QUEUE),
+        2,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     const EVENTS: usize = 100;
     for n in 0..EVENTS {
         audit_pool::publish(&client, "", &line("info", &n.to_string()))
@@ -172,19 +180,9 @@ async fn topic_and_direct_bindings_route_by_key_and_failures_are_rejected() {
     let (direct, mut direct_done) = observe(warnings::handler()).unwrap();
     let worker =
         BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(topic).serve(direct)).await;
-    // The worker declares the exchanges; wait until it has.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while lepus::publish(&client, "logs", "probe.none", &line("x", "x"))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "exchange never declared"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The worker declares the exchanges and binds the queues; wait until it has.
+    topic_done.declared(Duration::from_secs(10)).await.unwrap();
+    direct_done.declared(Duration::from_secs(10)).await.unwrap();
     for key in [
         "kern.info",
         "app.error",

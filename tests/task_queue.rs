@@ -105,6 +105,22 @@ async fn ordered(key: String, id: u64) {
     runs.insert((key, id), position + 1); // 1-based run order
 }
 
+/// Polls until `queue` has exactly `ready` messages ready for delivery.
+async fn wait_for_ready_messages(conn: &lepus::Connection, queue: &str, ready: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = lepus::task::queue_status(conn, queue).await.unwrap();
+        if status.map(|s| s.messages) == Some(ready) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn higher_priority_tasks_run_first() {
     let broker = common::broker().await;
@@ -158,11 +174,12 @@ async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
     })
     .await;
     for id in 0..6 {
-        slow::enqueue(&client, prefix.clone(), id, 200)
+        slow::enqueue(&client, prefix.clone(), id, 800)
             .await
             .unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    // Stop once the worker holds (and runs) two tasks.
+    wait_for_ready_messages(&conn, &format!("{prefix}slow"), 4).await;
     worker.stop().await;
     // The two running tasks finished and were acked; the other four wait in the queue.
     let finished = done.drain();
@@ -238,7 +255,7 @@ async fn tasks_run_once_and_see_their_message_id() {
 async fn a_worker_killed_mid_task_loses_nothing() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let (conn, client) = client(broker.url(), &prefix).await;
     let (handler_a, mut done_a) = observe(slow::handler()).unwrap();
     let a = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(2).concurrency(2).serve(handler_a)
@@ -246,12 +263,12 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     .await;
     const TASKS: u64 = 10;
     for id in 0..TASKS {
-        slow::enqueue(&client, prefix.clone(), id, 300)
+        slow::enqueue(&client, prefix.clone(), id, 600)
             .await
             .unwrap();
     }
-    // Let worker A start its first two tasks, then kill it in the middle of them.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Once worker A holds two tasks (prefetch 2 = concurrency 2: both running), kill it.
+    wait_for_ready_messages(&conn, &format!("{prefix}slow"), TASKS as u32 - 2).await;
     a.kill().await;
     assert!(done_a.drain().is_empty(), "A finished nothing before dying");
     let (handler_b, mut done_b) = observe(slow::handler()).unwrap();
