@@ -364,12 +364,13 @@ async fn run(urls: Vec<String>, tasks: usize, quorum: bool, disruption: Disrupti
     let confirmed: BTreeSet<String> = confirmed.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(180);
     let missing = loop {
-        let runs = RUNS.lock().unwrap();
-        let missing = confirmed
-            .iter()
-            .filter(|id| !runs.contains_key(*id))
-            .count();
-        drop(runs);
+        let missing = {
+            let runs = RUNS.lock().unwrap();
+            confirmed
+                .iter()
+                .filter(|id| !runs.contains_key(*id))
+                .count()
+        };
         if missing == 0 || Instant::now() > deadline {
             break missing;
         }
