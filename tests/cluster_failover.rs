@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
+mod rpc_util;
 mod task_util;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,6 +28,7 @@ use futures::StreamExt;
 use lepus::broker::{Broker, BrokerHandle};
 use lepus::task::{current, queue_status};
 use lepus::{Backoff, CallOptions, Client, ConnectOptions, Connection, QueueOptions};
+use rpc_util::CuttableProxy;
 use task_util::BackgroundWorker;
 
 /// Runs per `message_id`, written by the task bodies of every worker in this process.
@@ -160,6 +162,52 @@ async fn confirmed_tasks_survive_a_bundled_broker_restart() {
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Enqueues in flight when the link is cut are published again (same `message_id`) once the
+/// connection is back, instead of failing with `ConnectionLost`: every one returns `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_in_flight_at_a_cut_are_published_again() {
+    let broker = common::broker().await;
+    let proxy = CuttableProxy::start(broker.url()).await;
+    let prefix = common::unique("fo-cut");
+    let conn = options(&[proxy.url(broker.url())], 0, "cut-client")
+        .connect()
+        .await
+        .unwrap();
+    let client = Client::builder(&conn)
+        .queue_prefix(&prefix)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    // Declare the queue first, so that the enqueues below are plain publishes.
+    durable_work::enqueue(&client, 0).await.unwrap();
+    let enqueues = tokio::spawn({
+        let client = client.clone();
+        async move {
+            futures::stream::iter(0..2_000u64)
+                .map(|n| {
+                    let client = client.clone();
+                    async move { durable_work::enqueue(&client, n).await }
+                })
+                .buffer_unordered(100)
+                .collect::<Vec<_>>()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    proxy.cut_for(Duration::from_millis(300)).await;
+    let results = enqueues.await.unwrap();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "enqueues failed across the cut: {failed:?}"
+    );
+    assert!(conn.generation() > 1, "the link was cut while enqueueing");
+    client.close().await;
+    conn.close().await;
+    broker.stop().await;
 }
 
 fn task_count(default: usize) -> usize {
