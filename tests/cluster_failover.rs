@@ -12,6 +12,9 @@
 //! Either way, at the end: every confirmed task ran at least once (counted by `message_id`,
 //! duplicates reported), every RPC call returned a result or an error before its timeout plus a
 //! grace period (none hangs), and every worker consumes again from both queues.
+//!
+//! A third test cuts a client's link (through a proxy) while 2,000 enqueues are in flight: each
+//! is published again with its `message_id` after the reconnection, and every one returns `Ok`.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
