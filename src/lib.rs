@@ -6,10 +6,13 @@
 //! - [`broker`]: the bundled AMQP broker, to embed in tests and examples.
 //!
 //! # Layout
-//! Everything lives in the workspace crates; this file only maps them.
+//! Everything lives in the workspace crates; this file maps them, and `testing` holds the
+//! test helpers that need the bundled broker ([`testing::TestBed`]).
 
 pub use lepus_macros::*;
 pub use lepus_runtime::*;
 
 /// The bundled AMQP 0-9-1 broker (`lepus-broker`), for embedding in-process.
 pub use lepus_broker as broker;
+
+pub mod testing;

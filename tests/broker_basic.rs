@@ -567,17 +567,8 @@ async fn reusing_a_consumer_tag_on_a_channel_is_a_530_connection_error() {
 async fn acking_an_unknown_delivery_tag_is_406() {
     let broker = common::broker().await;
     let (_conn, ch) = open(&broker).await;
-    ch.basic_ack(42, BasicAckOptions::default())
-        .await
-        .expect("basic.ack is sent (it has no reply)");
-    // The 406 closes the channel; the next synchronous method sees it.
-    let res = ch
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await;
+    // basic.ack has no reply: the 406 closes the channel, seen by the probe behind it.
+    let res = probe_after(&ch, ch.basic_ack(42, BasicAckOptions::default())).await;
     assert_code(res, 406);
 }
 
@@ -754,4 +745,74 @@ async fn no_ack_deliveries_are_not_requeued_on_close() {
     ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
         .await
         .expect("delete");
+}
+
+#[tokio::test]
+async fn basic_get_ignores_the_prefetch_limit() {
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let q = common::unique("q.getprefetch");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    fill(&ch, &q, 3).await;
+    ch.basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .expect("qos");
+    ch.basic_qos(1, BasicQosOptions { global: true })
+        .await
+        .expect("qos");
+    // basic.get is not limited by basic.qos: three unacked gets in a row succeed.
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let m = get(&ch, &q).await.expect("get-ok despite prefetch 1");
+        assert_eq!(m.delivery.data, format!("m{i}").as_bytes());
+        held.push(m);
+    }
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn an_invalid_expiration_property_is_406() {
+    // RabbitMQ: "PRECONDITION_FAILED - invalid expiration 'soon' for message".
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let q = common::unique("q.badexpiration");
+    let ch = conn.create_channel().await.expect("channel");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let res = publish_error(
+        &conn,
+        "",
+        &q,
+        BasicProperties::default().with_expiration("soon".into()),
+    )
+    .await;
+    assert_code(res, 406);
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn immediate_publish_is_a_540_connection_error() {
+    // RabbitMQ 3 removed support for immediate=true: "NOT_IMPLEMENTED - immediate=true",
+    // a connection error.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            "anything".into(),
+            BasicPublishOptions {
+                immediate: true,
+                ..Default::default()
+            },
+            b"now",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish is sent");
+    let res = within("the connection error", confirm).await;
+    assert_code(res, 540);
 }

@@ -398,3 +398,78 @@ async fn a_consumer_never_receives_an_expired_message() {
     assert_quiet(&mut c).await;
     delete_queues(&ch, &[&q]).await;
 }
+
+/// All `x-death` entries of a message, as (queue, reason, count), most recent first.
+fn deaths(props: &BasicProperties) -> Vec<(String, String, i64)> {
+    let headers = props.headers().as_ref().expect("headers");
+    match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .map(|v| match v {
+                AMQPValue::FieldTable(t) => (text(t, "queue"), text(t, "reason"), count(t)),
+                other => panic!("x-death entry is not a table: {other:?}"),
+            })
+            .collect(),
+        other => panic!("x-death is not an array: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
+    // A retry loop: rejected from `work` into `wait`, whose TTL sends it back to `work`.
+    // RabbitMQ keeps one x-death entry per (queue, reason), most recent first, and bumps its
+    // count; the loop is not a cycle it drops because a rejection is part of it.
+    let broker = common::broker().await;
+    let (_conn, ch) = open(&broker).await;
+    let work = common::unique("q.work");
+    let wait = common::unique("q.wait");
+    declare_queue(
+        &ch,
+        &work,
+        table(vec![
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s(&wait)),
+        ]),
+    )
+    .await;
+    declare_queue(
+        &ch,
+        &wait,
+        table(vec![
+            ("x-message-ttl", long(20)),
+            ("x-dead-letter-exchange", s("")),
+            ("x-dead-letter-routing-key", s(&work)),
+        ]),
+    )
+    .await;
+    publish(&ch, "", &work, b"job").await;
+    for round in 1..=2i64 {
+        wait_message_count(&ch, &work, 1).await;
+        let m = get(&ch, &work).await.expect("job is back in work");
+        if round > 1 {
+            assert_eq!(
+                deaths(&m.delivery.properties),
+                vec![
+                    (wait.clone(), "expired".to_owned(), round - 1),
+                    (work.clone(), "rejected".to_owned(), round - 1),
+                ]
+            );
+        }
+        m.delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .expect("reject");
+    }
+    wait_message_count(&ch, &work, 1).await;
+    let m = get(&ch, &work).await.expect("job after two rounds");
+    assert_eq!(
+        deaths(&m.delivery.properties),
+        vec![
+            (wait.clone(), "expired".to_owned(), 2),
+            (work.clone(), "rejected".to_owned(), 2),
+        ]
+    );
+    delete_queues(&ch, &[&work, &wait]).await;
+}

@@ -594,3 +594,35 @@ async fn durable_queue_declare_is_reported_back_on_passive() {
         .await
         .expect("delete");
 }
+
+#[tokio::test]
+async fn invalid_queue_arguments_are_406() {
+    // RabbitMQ: "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue '...' in vhost
+    // '/': {unacceptable_type,longstr}" and the like.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for (arg, value) in [
+        ("x-message-ttl", AMQPValue::LongString("soon".into())),
+        ("x-message-ttl", AMQPValue::LongInt(-1)),
+        ("x-expires", AMQPValue::LongInt(0)),
+        ("x-max-length", AMQPValue::LongString("ten".into())),
+        ("x-max-length", AMQPValue::LongInt(-1)),
+        ("x-overflow", AMQPValue::LongString("explode".into())),
+        ("x-max-priority", AMQPValue::LongInt(-1)),
+        ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
+    ] {
+        let ch = conn.create_channel().await.expect("channel");
+        let res = ch
+            .queue_declare(
+                common::unique("q.badarg").as_str().into(),
+                QueueDeclareOptions::default(),
+                table(vec![(arg, value.clone())]),
+            )
+            .await;
+        let text = match res {
+            Ok(q) => panic!("{arg} = {value:?} accepted as {}", q.name()),
+            Err(e) => e,
+        };
+        assert_eq!(reply_code(&text), Some(406), "{arg} = {value:?}: {text}");
+    }
+}

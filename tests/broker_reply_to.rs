@@ -83,24 +83,16 @@ async fn reply_reaches_the_requester_through_the_pseudo_queue() {
 async fn publishing_with_reply_to_without_consuming_it_is_406() {
     // RabbitMQ: "PRECONDITION_FAILED - fast reply consumer does not exist".
     let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (conn, ch) = open(&broker).await;
     let q = common::unique("q.rpc.noconsumer");
     declare_queue(&ch, &q, FieldTable::default()).await;
-    publish_with(
-        &ch,
+    let res = publish_error(
+        &conn,
         "",
         &q,
-        b"request",
         BasicProperties::default().with_reply_to(REPLY_TO.into()),
     )
     .await;
-    let res = ch
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await;
     assert_code(res, 406);
     let (_c2, ch2) = open(&broker).await;
     // The request was refused, not enqueued.

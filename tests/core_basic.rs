@@ -1,6 +1,8 @@
 //! Broker-core checks with lapin: the paths an RPC or task-queue user needs first.
 //! Runs against the bundled broker (or RabbitMQ with `LEPUS_TEST_AMQP_URL`).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

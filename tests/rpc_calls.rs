@@ -1,5 +1,6 @@
 //! RPC calls end to end: typed results and errors, panics and bad requests, timeouts, calls to
 //! nobody, many concurrent calls on one client, expired requests skipped by workers.
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 mod common;
 mod rpc_util;
@@ -324,13 +325,20 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
             )
             .await
             .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut replies))
-            .await
-            .expect("a reply within 10 s")
-            .expect("consumer open")
-            .expect("delivery");
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut replies),
+        )
+        .await
+        .expect("a reply within 10 s")
+        .expect("consumer open")
+        .expect("delivery");
         assert_eq!(
-            reply.properties.correlation_id().as_ref().map(|c| c.as_str()),
+            reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str()),
             Some(method)
         );
         match lepus::envelope::decode_reply::<u64, lepus::Never>(&reply.data) {

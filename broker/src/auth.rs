@@ -74,6 +74,7 @@ fn amqplain(response: &[u8]) -> Option<(String, String)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -43,8 +43,6 @@ struct DeliveryState {
 /// A consumer registered on this channel, with the queue it consumes from.
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelConsumer {
-    /// The consumer (also in the queue's list).
-    pub(crate) consumer: Arc<Consumer>,
     /// The queue.
     pub(crate) queue: Arc<Queue>,
 }
@@ -302,11 +300,6 @@ impl ChannelShared {
         }
         self.release_global(global);
     }
-
-    /// Number of unacked deliveries.
-    pub(crate) fn unacked_count(&self) -> usize {
-        self.delivery().unacked.len()
-    }
 }
 
 /// A publish whose content is still arriving.
@@ -355,7 +348,7 @@ pub(crate) struct ConfirmState {
 #[derive(Debug)]
 pub(crate) enum TxOp {
     /// A complete publish.
-    Publish(basic::Publish, basic::AMQPProperties, Bytes),
+    Publish(Box<(basic::Publish, basic::AMQPProperties, Bytes)>),
     /// An ack.
     Ack(u64, bool),
     /// A nack or reject: tag, multiple, requeue.

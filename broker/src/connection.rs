@@ -33,6 +33,9 @@ use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound};
 
+/// The largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
+const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
+
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -57,8 +60,6 @@ pub(crate) struct Connection {
     pub(crate) id: u64,
     /// The client's address, for logs.
     pub(crate) peer: SocketAddr,
-    /// The broker's shared state.
-    pub(crate) broker: Arc<BrokerShared>,
     /// The vhost opened with `connection.open`.
     pub(crate) vhost: Arc<VHost>,
     /// Frames to the client; the writer task holds the receiver.
@@ -111,24 +112,36 @@ pub(crate) async fn serve(
     if let Some(mut conn) = handshake {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         conn.events = events_tx;
-        conn.run(&mut read, &mut buf, events_rx, &mut shutdown)
+        let closed_cleanly = conn
+            .run(&mut read, &mut buf, events_rx, &mut shutdown)
             .await;
         conn.cleanup();
+        if closed_cleanly {
+            // Like RabbitMQ, let the client close the socket after close-ok (clients such as
+            // lapin report a socket closed under them as an error), but not for long.
+            wait_for_eof(&mut read, Duration::from_secs(1)).await;
+        }
     } else {
         // Give the writer a moment to flush a close or protocol header before we hang up.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            let mut scratch = [0u8; 1024];
-            while let Ok(n) = read.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
+        wait_for_eof(&mut read, Duration::from_millis(200)).await;
     }
+    let _ = writer_tx.send(Outbound::Shutdown);
     drop(writer_tx);
     let _ = writer_task.await;
     debug!(connection = id, %peer, "connection finished");
+}
+
+/// Discards input until the peer closes its side or `limit` passes.
+async fn wait_for_eof(read: &mut OwnedReadHalf, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        let mut scratch = [0u8; 1024];
+        while let Ok(n) = read.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads until a frame is decoded. `None` on EOF, socket error or a framing error (after
@@ -263,7 +276,7 @@ async fn handshake(
         Ok(user) => user,
         Err(err) => {
             let code = match err {
-                AuthError::UnknownMechanism(_) => ReplyCode::CommandInvalid,
+                AuthError::UnknownMechanism(_) => ReplyCode::NotImplemented,
                 _ => ReplyCode::AccessRefused,
             };
             let err = AmqpError::new(code, err.to_string());
@@ -287,6 +300,29 @@ async fn handshake(
         (o, 0) => o,
         (o, t) => o.min(t),
     };
+    // A client may lower the limits but not raise them (0 means "no limit": take ours), and
+    // frame_max may not go below the spec's 4096; RabbitMQ refuses these too.
+    let refusal = if tune_ok.channel_max > config.channel_max && config.channel_max != 0 {
+        Some(format!(
+            "negotiated channel_max = {} is higher than the maximum allowed value ({})",
+            tune_ok.channel_max, config.channel_max
+        ))
+    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < 4096 {
+        Some(format!("frame_max={} < 4096 min size", tune_ok.frame_max))
+    } else if tune_ok.frame_max > config.frame_max && config.frame_max != 0 {
+        Some(format!(
+            "frame_max={} > {} max size",
+            tune_ok.frame_max, config.frame_max
+        ))
+    } else {
+        None
+    };
+    if let Some(text) = refusal {
+        let err = AmqpError::not_allowed(text).in_method(10, 31);
+        warn!(connection = id, %peer, text = %err.text, "tune-ok refused");
+        send_connection_close(writer, &err);
+        return None;
+    }
     let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
     let channel_max = negotiate(
         u32::from(config.channel_max),
@@ -317,7 +353,6 @@ async fn handshake(
     Some(Connection {
         id,
         peer,
-        broker: broker.clone(),
         vhost,
         writer: writer.clone(),
         events,
@@ -334,13 +369,15 @@ async fn handshake(
 }
 
 impl Connection {
+    /// Serves frames until the connection ends; true when it ended with a completed
+    /// close/close-ok exchange (the client then closes the socket itself).
     async fn run(
         &mut self,
         read: &mut OwnedReadHalf,
         buf: &mut BytesMut,
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
         shutdown: &mut Shutdown,
-    ) {
+    ) -> bool {
         let mut last_read = Instant::now();
         loop {
             while self.closing_since.is_none() || !self.done {
@@ -359,7 +396,7 @@ impl Connection {
             }
             self.flush_confirms();
             if self.done {
-                return;
+                return true;
             }
             let deadline = match (self.closing_since, self.heartbeat) {
                 (Some(since), _) => Some(since + CLOSE_TIMEOUT),
@@ -382,11 +419,11 @@ impl Connection {
                         if self.closing_since.is_none() {
                             debug!(connection = self.id, peer = %self.peer, "client closed the socket");
                         }
-                        return;
+                        return false;
                     }
                     Err(err) => {
                         debug!(connection = self.id, peer = %self.peer, cause = %err, "read failed");
-                        return;
+                        return false;
                     }
                     Ok(_) => last_read = Instant::now(),
                 },
@@ -394,7 +431,7 @@ impl Connection {
                     if self.closing_since.is_none() {
                         warn!(connection = self.id, peer = %self.peer, "missed heartbeats from client, closing");
                     }
-                    return;
+                    return false;
                 }
             }
         }
@@ -504,12 +541,12 @@ impl Connection {
                 );
                 Ok(())
             }
-            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
-                "connection method not valid after open",
+            AMQPClass::Connection(_) => Err(AmqpError::channel_error(
+                "unexpected method in connection state running",
             )
             .in_method(class_id, method_id)),
             _ => Err(
-                AmqpError::command_invalid("only connection methods are valid on channel 0")
+                AmqpError::channel_error("unexpected method in connection state running")
                     .in_method(class_id, method_id),
             ),
         }
@@ -604,6 +641,17 @@ impl Connection {
                     "content header for class {}",
                     header.class_id
                 )),
+            ));
+        }
+        if header.body_size > MAX_MESSAGE_SIZE {
+            // The rest of the content is dropped with the closing channel.
+            return Err((
+                ch,
+                AmqpError::precondition_failed(format!(
+                    "message size {} is larger than configured max size {MAX_MESSAGE_SIZE}",
+                    header.body_size
+                ))
+                .in_method(60, 40),
             ));
         }
         content.header = Some((header.properties, header.body_size));

@@ -75,8 +75,6 @@ pub(crate) struct Exchange {
     pub(crate) auto_delete: bool,
     /// Clients may not publish to it directly (403), only through e2e bindings.
     pub(crate) internal: bool,
-    /// The declare arguments, compared on redeclare.
-    pub(crate) arguments: FieldTable,
     /// `alternate-exchange`: where messages this exchange cannot route go.
     pub(crate) alternate: Option<String>,
     /// Bindings with this exchange as source, in creation order.
@@ -104,7 +102,6 @@ impl Exchange {
             durable,
             auto_delete,
             internal,
-            arguments,
             alternate,
             bindings: Vec::new(),
         }
@@ -133,9 +130,18 @@ impl Exchange {
 
 /// Topic matching: words are separated by `.`; `*` matches exactly one word, `#` zero or more.
 pub(crate) fn topic_matches(pattern: &str, key: &str) -> bool {
-    let pattern: Vec<&str> = pattern.split('.').collect();
-    let key: Vec<&str> = key.split('.').collect();
+    // An empty key or pattern has zero words (not one empty word), as in RabbitMQ.
+    let pattern = topic_words_of(pattern);
+    let key = topic_words_of(key);
     topic_words(&pattern, &key)
+}
+
+fn topic_words_of(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('.').collect()
+    }
 }
 
 fn topic_words(pattern: &[&str], key: &[&str]) -> bool {
@@ -197,6 +203,7 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -212,6 +219,9 @@ mod tests {
         assert!(!topic_matches("*.orange.*", "a.quick.orange.rabbit"));
         assert!(!topic_matches("a.*", "a"));
         assert!(topic_matches("lazy.#", "lazy.orange.male.rabbit"));
+        assert!(!topic_matches("*", ""));
+        assert!(topic_matches("", ""));
+        assert!(!topic_matches("", "a"));
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn encode_with(out: &mut Vec<u8>, frame: &AMQPFrame) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use amq_protocol::protocol::channel;

@@ -87,8 +87,8 @@ impl QueueConfig {
             Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
         };
         Ok(Self {
-            message_ttl: int("x-message-ttl", 0)?,
-            expires: int("x-expires", 1)?,
+            message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
+            expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
@@ -96,6 +96,32 @@ impl QueueConfig {
             dead_letter_routing_key: string("x-dead-letter-routing-key")?,
             max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
         })
+    }
+}
+
+/// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
+pub(crate) const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+fn capped(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(n) if n > MAX_EXPIRY_MS => Err(format!(
+            "invalid arg '{key}' for queue: {{value_too_large,{n}}}"
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks a per-message `expiration` property as RabbitMQ does; the error is the 406 text.
+pub(crate) fn check_expiration(expiration: &str) -> Result<(), String> {
+    match expiration.parse::<i128>() {
+        Err(_) => Err(format!("invalid expiration '{expiration}': no_integer")),
+        Ok(n) if n < 0 => Err(format!(
+            "invalid expiration '{expiration}': {{value_negative,{n}}}"
+        )),
+        Ok(n) if n > i128::from(MAX_EXPIRY_MS) => Err(format!(
+            "invalid expiration '{expiration}': {{value_too_large,{n}}}"
+        )),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -229,8 +255,6 @@ pub(crate) struct Queue {
     pub(crate) auto_delete: bool,
     /// The connection that owns it when exclusive.
     pub(crate) exclusive_owner: Option<u64>,
-    /// Declare arguments, kept for `x-` lookups and for display.
-    pub(crate) arguments: FieldTable,
     /// The parsed arguments we act on.
     pub(crate) config: QueueConfig,
     /// Mutable state; see the module doc for the lock order.
@@ -300,7 +324,6 @@ impl Queue {
         durable: bool,
         auto_delete: bool,
         exclusive_owner: Option<u64>,
-        arguments: FieldTable,
         config: QueueConfig,
     ) -> Self {
         let levels = config.max_priority.map_or(1, |p| usize::from(p) + 1);
@@ -309,7 +332,6 @@ impl Queue {
             durable,
             auto_delete,
             exclusive_owner,
-            arguments,
             config,
             state: Mutex::new(QueueState {
                 ready: (0..levels).map(|_| VecDeque::new()).collect(),
@@ -341,11 +363,6 @@ impl Queue {
     pub(crate) fn touch(&self) {
         self.lock().last_used = Instant::now();
         self.wake.notify_one();
-    }
-
-    /// True once deleted.
-    pub(crate) fn is_deleted(&self) -> bool {
-        self.lock().deleted
     }
 
     /// Adds a message and dispatches. Dead letters from overflow go to `vhost`.
@@ -404,14 +421,17 @@ impl Queue {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let expires_at = ttl.map(|ms| now + Duration::from_millis(ms));
+                // A TTL too large for the clock never expires (no overflow panic).
+                let expires_at = ttl.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
                 st.insert(QueuedMessage {
                     seq,
                     message,
                     redelivered: false,
                     expires_at,
                 });
-                self.dispatch_locked(&mut st, &mut dead);
+                // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
+                // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
+                self.dispatch_locked(&mut st, &mut dead, now);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -428,14 +448,18 @@ impl Queue {
         {
             let mut st = self.lock();
             if !st.deleted {
-                self.dispatch_locked(&mut st, &mut dead);
+                self.dispatch_locked(&mut st, &mut dead, Instant::now());
             }
         }
         vhost.dead_letter(self, dead);
     }
 
-    fn dispatch_locked(self: &Arc<Self>, st: &mut QueueState, dead: &mut Vec<DeadLetter>) {
-        let now = Instant::now();
+    fn dispatch_locked(
+        self: &Arc<Self>,
+        st: &mut QueueState,
+        dead: &mut Vec<DeadLetter>,
+        now: Instant,
+    ) {
         while let Some(level) = st.head_level() {
             if st.ready[level]
                 .front()
@@ -539,9 +563,10 @@ impl Queue {
         self.dispatch(vhost);
     }
 
-    /// Adds a consumer. Fails with the 403 text when exclusivity forbids it.
+    /// Adds a consumer without dispatching to it yet (the caller sends `consume-ok` first,
+    /// then calls [`Queue::dispatch`]). Fails with the 403 text when exclusivity forbids it.
     pub(crate) fn add_consumer(
-        self: &Arc<Self>,
+        &self,
         vhost: &VHost,
         consumer: Arc<Consumer>,
     ) -> Result<(), String> {
@@ -563,7 +588,6 @@ impl Queue {
             st.last_used = Instant::now();
         }
         self.wake.notify_one();
-        self.dispatch(vhost);
         Ok(())
     }
 
@@ -639,7 +663,7 @@ impl Queue {
                     .config
                     .expires
                     .filter(|_| st.consumers.is_empty())
-                    .map(|ms| st.last_used + Duration::from_millis(ms));
+                    .and_then(|ms| st.last_used.checked_add(Duration::from_millis(ms)));
                 let expire_queue = idle_deadline.is_some_and(|at| at <= now);
                 let deadline = match (st.next_expiry(), idle_deadline) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -92,6 +92,8 @@ impl VHost {
     pub(crate) fn insert_queue(&self, topo: &mut Topology, queue: Queue) -> Arc<Queue> {
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
+        // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
+        // also happens to every queue when its vhost is dropped (see `Drop for VHost`).
         tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
         queue
     }
@@ -241,6 +243,17 @@ impl VHost {
             for target in targets {
                 target.enqueue(self, message.clone());
             }
+        }
+    }
+}
+
+impl Drop for VHost {
+    /// Stops the queues' housekeeping tasks (they hold their queue while waiting), so a
+    /// stopped broker leaves no task behind.
+    fn drop(&mut self) {
+        let topo = self.topology.get_mut().unwrap_or_else(|e| e.into_inner());
+        for queue in topo.queues.values() {
+            queue.mark_deleted();
         }
     }
 }

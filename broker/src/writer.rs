@@ -35,6 +35,9 @@ pub(crate) enum Outbound {
         /// The message whose properties and body follow.
         message: Arc<Message>,
     },
+    /// Write what is queued before this, then shut the socket down and stop, even if other
+    /// senders (queues holding a consumer of this connection) still exist.
+    Shutdown,
     /// Negotiated tuning: body frames are cut to `frame_max`; heartbeats every `heartbeat / 2`.
     Tune {
         /// The negotiated frame_max (0 = no limit).
@@ -92,6 +95,11 @@ pub(crate) async fn run(mut socket: OwnedWriteHalf, mut rx: mpsc::UnboundedRecei
                 } => {
                     frame_max = fm;
                     heartbeat = hb;
+                }
+                Outbound::Shutdown => {
+                    let _ = write(&mut socket, &mut buf).await;
+                    let _ = socket.shutdown().await;
+                    return;
                 }
             }
             if buf.len() < BATCH_BYTES {

@@ -4,8 +4,13 @@
 //! - `rpc`: `#[lepus::rpc]`, in three steps: `rpc/parse` reads the attribute and the function,
 //!   `rpc/validate` rejects what cannot be an RPC (errors at the offending token, combined),
 //!   `rpc/expand` emits the items, one generator function per item.
+//! - `task`: `#[lepus::task]` (`task/parse`, `task/expand`); `task/attr` (reading `key = value`
+//!   arguments) and `task/signature` (checking the function) are shared with `event`.
+//! - `event`: `#[lepus::event]` (`event/parse`, `event/expand`).
 
+mod event;
 mod rpc;
+mod task;
 
 use proc_macro::TokenStream;
 
@@ -30,4 +35,44 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     rpc::rpc(attr.into(), item.into()).into()
+}
+
+/// Turns an `async fn` into a task: enqueued as a persistent message on a durable queue, run
+/// at least once by a worker, retried with backoff, dead-lettered after its last attempt.
+///
+/// ```ignore
+/// #[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s")]
+/// async fn send_email(to: String, body: String) -> Result<(), SmtpError> { ... }
+///
+/// let id = send_email::enqueue(&client, to, body).await?;            // after the confirm
+/// let id = send_email::enqueue_with(&client, to, body,
+///     EnqueueOptions::new().delay(Duration::from_secs(60))).await?;
+/// Worker::new(&conn).prefetch(1).serve(send_email::handler()).run_until(shutdown).await?;
+/// ```
+/// Keys: `queue` (required), `name` (default: the function's name), `retries` (default 3),
+/// `backoff = "<first>..<max>"` (default `"1s..300s"`), `time_limit` (a duration string),
+/// `max_priority` (declares the queue with priorities), `dead_letter_queue` (default
+/// `"<queue>.dead"`), `quorum = true`. The function returns `()`, any `T`, or `Result<T, E>`
+/// with `E: Display` (an `Err`, a panic or the time limit fail the attempt).
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    task::task(attr.into(), item.into()).into()
+}
+
+/// Turns an `async fn` taking one payload into an event handler bound to an exchange.
+///
+/// ```ignore
+/// #[lepus::event(exchange = "logs", kind = "topic", binding = "*.error", delivery = "pool")]
+/// async fn on_error(line: LogLine) { ... }
+///
+/// Worker::new(&conn).serve(on_error::handler()).run_until(shutdown).await?;
+/// on_error::publish(&client, "kern.error", &line).await?;   // or lepus::publish(&client, "logs", ..)
+/// ```
+/// Keys: `exchange` and `kind` (`"fanout"`, `"direct"`, `"topic"`) required; `binding` (a key
+/// or an array of keys; required for direct and topic); `delivery = "pool"` (default: one
+/// durable queue per handler shared by all instances) or `"broadcast"` (one exclusive queue per
+/// running instance); `queue` (default `"<exchange>.<fn>"`); `name`.
+#[proc_macro_attribute]
+pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
+    event::event(attr.into(), item.into()).into()
 }

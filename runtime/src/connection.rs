@@ -38,6 +38,7 @@ pub struct ConnectOptions {
     urls: Vec<String>,
     backoff: Backoff,
     connection_name: Option<String>,
+    connect_timeout: Duration,
 }
 
 impl ConnectOptions {
@@ -47,6 +48,7 @@ impl ConnectOptions {
             urls: vec![url.into()],
             backoff: Backoff::default(),
             connection_name: None,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 
@@ -65,6 +67,12 @@ impl ConnectOptions {
     /// A name shown by the broker for this connection (`connection_name` client property).
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = Some(name.into());
+        self
+    }
+
+    /// How long one connection attempt (TCP + AMQP handshake) may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -201,15 +209,20 @@ async fn connect_any(options: &ConnectOptions, start: usize) -> Result<(lapin::C
         if let Some(name) = &options.connection_name {
             properties = properties.with_connection_name(name.as_str().into());
         }
-        match lapin::Connection::connect(url, properties).await {
-            Ok(conn) => return Ok((conn, index)),
-            Err(err) => {
+        let attempt = lapin::Connection::connect(url, properties);
+        match tokio::time::timeout(options.connect_timeout, attempt).await {
+            Ok(Ok(conn)) => return Ok((conn, index)),
+            Ok(Err(err)) => {
                 debug!(url = %redact(url), cause = %err, "connect failed");
-                last = Some(err);
+                last = Some(Error::Transport(err));
+            }
+            Err(_) => {
+                debug!(url = %redact(url), "connect timed out");
+                last = Some(Error::Timeout(options.connect_timeout));
             }
         }
     }
-    Err(last.map_or_else(|| Error::Config("no broker URL".into()), Error::Transport))
+    Err(last.unwrap_or_else(|| Error::Config("no broker URL".into())))
 }
 
 /// The URL without its password, for logs.
@@ -313,6 +326,7 @@ async fn wait_for_loss(conn: &lapin::Connection, close: &mut watch::Receiver<boo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

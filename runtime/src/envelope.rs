@@ -131,7 +131,8 @@ pub fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(body: &[u8]) -> Re
             Err(e) => Err(Error::Decode(format!("reply application error: {e}"))),
         },
         [FIXARRAY_3, TAG_FAILED, kind, rest @ ..] => {
-            let message: String = rmp_serde::from_slice(rest).map_err(|_| bad("failure message"))?;
+            let message: String =
+                rmp_serde::from_slice(rest).map_err(|_| bad("failure message"))?;
             Err(Error::Failed {
                 kind: FailureKind::from_code(*kind),
                 message,
@@ -192,6 +193,7 @@ pub(crate) fn deadline_of(headers: Option<&FieldTable>) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::error::Never;

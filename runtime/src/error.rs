@@ -121,6 +121,14 @@ pub enum Error<E = Never> {
     /// A reply could not be decoded (a peer speaking another version or type).
     #[error("decode: {0}")]
     Decode(String),
+    /// The broker has no such entity (an exchange published to, say).
+    #[error("{what} not found (reply code {reply_code})")]
+    NotFound {
+        /// What was missing.
+        what: String,
+        /// The AMQP reply code (404 NOT_FOUND).
+        reply_code: u16,
+    },
     /// A connection option or URL was unusable.
     #[error("configuration: {0}")]
     Config(String),
@@ -163,7 +171,9 @@ impl<E> Error<E> {
     /// The AMQP reply code behind this error, when the broker sent one.
     pub fn reply_code(&self) -> Option<u16> {
         match self {
-            Error::NoRoute { reply_code, .. } => Some(*reply_code),
+            Error::NoRoute { reply_code, .. } | Error::NotFound { reply_code, .. } => {
+                Some(*reply_code)
+            }
             Error::Transport(err) => match err.kind() {
                 lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
                 _ => None,
@@ -191,6 +201,7 @@ impl<E> Error<E> {
             Error::Encode(e) => Error::Encode(e),
             Error::Decode(e) => Error::Decode(e),
             Error::Config(e) => Error::Config(e),
+            Error::NotFound { what, reply_code } => Error::NotFound { what, reply_code },
         }
     }
 }
@@ -205,6 +216,7 @@ impl<E> From<lapin::Error> for Error<E> {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

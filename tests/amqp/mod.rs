@@ -321,3 +321,51 @@ pub async fn publish_confirmed(
         .await
         .expect("publisher confirm")
 }
+
+/// Runs `op`, a method the server does not answer (basic.ack, basic.reject, ...), together
+/// with a synchronous probe (an exclusive server-named queue.declare) queued right behind it,
+/// and returns the probe's result. If `op` makes the server close the channel, the probe fails
+/// with that channel.close's reply code.
+///
+/// Both frames are queued in the same poll (lapin queues a method's frames synchronously on
+/// the first poll), so the probe is always on the wire before the server's channel.close can
+/// arrive; awaiting `op` first and probing afterwards would race with the close and get
+/// lapin's "invalid channel state: Closing" instead of the reply code.
+///
+/// Not for basic.publish: lapin sends content frames from a queue of lower priority than
+/// method frames, so the probe could overtake the publish. Publish on a confirm channel and
+/// read the error from the confirm instead ([`publish_error`]).
+pub async fn probe_after<F, T>(ch: &Channel, op: F) -> lapin::Result<lapin::Queue>
+where
+    F: Future<Output = lapin::Result<T>>,
+{
+    let probe = ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    );
+    let (_, res) = tokio::join!(op, probe);
+    res
+}
+
+/// Publishes on a fresh confirm channel of `conn` and returns the confirm's outcome: a publish
+/// the server refuses closes the channel, and lapin fails the pending confirm with that
+/// channel.close's reply code.
+pub async fn publish_error(
+    conn: &Connection,
+    exchange: &str,
+    key: &str,
+    props: BasicProperties,
+) -> lapin::Result<lapin::Confirmation> {
+    let ch = confirm_channel(conn).await;
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            b"refused",
+            props,
+        )
+        .await?;
+    within("the confirm or the channel error", confirm).await
+}

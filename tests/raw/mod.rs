@@ -153,6 +153,9 @@ pub struct Close {
 }
 
 /// What the server did after the test's input.
+// One value per frame read, matched at once: boxing the frame would only complicate the
+// patterns in the tests.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// It sent this frame.
@@ -196,6 +199,11 @@ impl RawConn {
         let mut conn = RawConn::connect(broker).await;
         conn.handshake(frame_max, heartbeat).await;
         conn
+    }
+
+    /// The socket itself, for reads the helpers do not cover.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Writes `bytes` as they are.
@@ -260,7 +268,7 @@ impl RawConn {
         let mut whole = head;
         whole.extend_from_slice(&rest);
         match parse_frame(whole.as_slice()) {
-            Ok((left, frame)) if left.is_empty() => Outcome::Frame(frame),
+            Ok((&[], frame)) => Outcome::Frame(frame),
             other => panic!("malformed frame from broker: {other:?} (bytes {whole:?})"),
         }
     }

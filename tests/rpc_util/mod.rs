@@ -1,6 +1,6 @@
 //! Helpers shared by the `rpc_*` integration tests: start a worker pool in the background and
 //! stop it (gracefully or by killing it), make a client, all isolated by a unique queue prefix.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::time::Duration;
 
@@ -25,6 +25,15 @@ impl RunningWorker {
         configure: impl FnOnce(Worker) -> Worker,
     ) -> RunningWorker {
         let conn = lepus::connect(url).await.expect("worker connects");
+        RunningWorker::start_on(conn, prefix, configure)
+    }
+
+    /// Like `start`, on a given connection.
+    pub fn start_on(
+        conn: Connection,
+        prefix: &str,
+        configure: impl FnOnce(Worker) -> Worker,
+    ) -> RunningWorker {
         let worker = configure(Worker::new(&conn).queue_prefix(prefix));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run_until(async move {
@@ -85,5 +94,86 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that can cut every connection through it at once, as a network
+/// failure or a crashed broker would (the sockets just close, no AMQP goodbye).
+pub struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    /// Connections currently proxied; `cut` aborts them (dropping both sockets).
+    links: std::sync::Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// While true, new connections are accepted and closed at once.
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    /// Proxies to the host:port of `upstream_url`.
+    pub async fn start(upstream_url: &str) -> CuttableProxy {
+        let upstream = upstream_url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("url has host:port after '@'")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accept = tokio::spawn({
+            let links = links.clone();
+            let refusing = refusing.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().unwrap().push(link);
+                }
+            }
+        });
+        CuttableProxy {
+            addr,
+            links,
+            refusing,
+            accept,
+        }
+    }
+
+    /// The proxied URL (same credentials and vhost, the proxy's address).
+    pub fn url(&self, upstream_url: &str) -> String {
+        let (head, rest) = upstream_url.split_once('@').unwrap();
+        let vhost = rest.split_once('/').map(|(_, v)| v).unwrap_or("");
+        format!("{head}@{}/{vhost}", self.addr)
+    }
+
+    /// Cuts every proxied connection and refuses new ones for `outage`.
+    pub async fn cut_for(&self, outage: Duration) {
+        self.refusing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+        tokio::time::sleep(outage).await;
+        self.refusing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
     }
 }

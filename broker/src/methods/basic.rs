@@ -111,22 +111,21 @@ impl Connection {
             priority,
             in_flight: AtomicU32::new(0),
         });
-        // consume-ok must reach the client before the first delivery, so it is queued on the
-        // writer before the queue starts dispatching to the new consumer.
-        if !m.nowait {
-            self.send(ch, consume_ok(tag_ss));
-        }
+        queue
+            .add_consumer(&self.vhost, consumer)
+            .map_err(AmqpError::access_refused)?;
         shared.consumers().insert(
             tag.clone(),
             ChannelConsumer {
-                consumer: consumer.clone(),
                 queue: queue.clone(),
             },
         );
-        if let Err(text) = queue.add_consumer(&self.vhost, consumer) {
-            shared.consumers().remove(&tag);
-            return Err(AmqpError::access_refused(text));
+        // consume-ok must reach the client before the first delivery, so it is queued on the
+        // writer before the queue dispatches to the new consumer.
+        if !m.nowait {
+            self.send(ch, consume_ok(tag_ss));
         }
+        queue.dispatch(&self.vhost);
         Ok(())
     }
 
@@ -190,6 +189,13 @@ impl Connection {
         let taken = shared
             .take_unacked(tag, multiple)
             .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        for u in &taken {
+            if u.queue.durable && u.message.message.is_persistent() {
+                self.vhost
+                    .store
+                    .remove(&self.vhost.name, &u.queue.name, u.message.seq);
+            }
+        }
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())
     }
@@ -258,17 +264,28 @@ impl Connection {
         }
     }
 
-    /// `basic.recover` / `recover-async`: every unacked delivery goes back to its queue.
-    pub(crate) fn basic_recover(&mut self, ch: u16, reply: bool) -> Result<(), AmqpError> {
+    /// `basic.recover` / `recover-async` with requeue: every unacked delivery goes back to its
+    /// queue. Without requeue it is 540 NOT_IMPLEMENTED, as in RabbitMQ.
+    pub(crate) fn basic_recover(
+        &mut self,
+        ch: u16,
+        requeue: bool,
+        reply: bool,
+    ) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
         let shared = self.shared(ch)?;
         let taken = shared.take_all_unacked(false);
-        self.requeue(taken);
+        // recover-ok goes first: clients (lapin) drop prefetched deliveries when it arrives,
+        // so the redeliveries must follow it.
         if reply {
             self.send(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
             );
         }
+        self.requeue(taken);
         self.poke_consumed_queues(&shared);
         Ok(())
     }

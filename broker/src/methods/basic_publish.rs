@@ -20,7 +20,7 @@ use crate::connection::{ConnEvent, Connection};
 use crate::error::AmqpError;
 use crate::message::Message;
 use crate::persistence::Durability;
-use crate::queue::EnqueueOutcome;
+use crate::queue::{check_expiration, EnqueueOutcome};
 use crate::vhost::{VHost, REPLY_TO};
 use crate::writer::Outbound;
 
@@ -57,7 +57,7 @@ impl Connection {
             {
                 return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
             }
-            tx.push(TxOp::Publish(publish, properties, body));
+            tx.push(TxOp::Publish(Box::new((publish, properties, body))));
             return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
@@ -83,6 +83,9 @@ impl Connection {
             properties =
                 properties.with_reply_to(ShortString::try_new(address).unwrap_or_default());
         }
+        if let Some(expiration) = properties.expiration() {
+            check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
+        }
         let exchange = publish.exchange.as_str();
         let routing_key = publish.routing_key.as_str();
         let message = Arc::new(Message {
@@ -93,8 +96,12 @@ impl Connection {
         });
         if exchange.is_empty() {
             if let Some(token) = routing_key.strip_prefix("amq.rabbitmq.reply-to.") {
-                if let Some(target) = self.vhost.reply_to_channel(token) {
-                    target.deliver_reply(message);
+                let delivered = self
+                    .vhost
+                    .reply_to_channel(token)
+                    .is_some_and(|target| target.deliver_reply(message.clone()));
+                if !delivered && publish.mandatory {
+                    self.basic_return(ch, publish, message);
                 }
                 self.confirm_publish(ch, false, Vec::new());
                 return Ok(());
@@ -141,19 +148,24 @@ impl Connection {
             }
         }
         if queues.is_empty() && publish.mandatory {
-            let _ = self.writer.send(Outbound::Content {
-                channel: ch,
-                method: AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                    reply_code: 312,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: publish.exchange,
-                    routing_key: publish.routing_key,
-                })),
-                message,
-            });
+            self.basic_return(ch, publish, message);
         }
         self.confirm_publish(ch, rejected, pending);
         Ok(())
+    }
+
+    /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.
+    fn basic_return(&self, ch: u16, publish: basic::Publish, message: Arc<Message>) {
+        let _ = self.writer.send(Outbound::Content {
+            channel: ch,
+            method: AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                reply_code: 312,
+                reply_text: "NO_ROUTE".into(),
+                exchange: publish.exchange,
+                routing_key: publish.routing_key,
+            })),
+            message,
+        });
     }
 
     /// Confirms a publish on a confirming channel: nack if a queue rejected it, ack once the

@@ -19,7 +19,13 @@ impl Connection {
     }
 
     /// `channel.flow`: pause or resume deliveries to this channel's consumers.
+    ///
+    /// Like RabbitMQ, `active=false` is refused with 540 NOT_IMPLEMENTED (clients should use
+    /// `basic.qos` instead); the pause machinery stays for a later opt-in.
     pub(crate) fn channel_flow(&mut self, ch: u16, active: bool) -> Result<(), AmqpError> {
+        if !active {
+            return Err(AmqpError::not_implemented("active=false"));
+        }
         let Some(channel) = self.channels.get(&ch) else {
             return Ok(());
         };

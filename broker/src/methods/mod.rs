@@ -35,8 +35,10 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
         AMQPClass::Basic(b::AMQPMethod::Consume(m)) => conn.basic_consume(ch, m),
         AMQPClass::Basic(b::AMQPMethod::Cancel(m)) => conn.basic_cancel(ch, m),
         AMQPClass::Basic(b::AMQPMethod::Get(m)) => conn.basic_get(ch, m),
-        AMQPClass::Basic(b::AMQPMethod::Recover(_)) => conn.basic_recover(ch, true),
-        AMQPClass::Basic(b::AMQPMethod::RecoverAsync(_)) => conn.basic_recover(ch, false),
+        AMQPClass::Basic(b::AMQPMethod::Recover(m)) => conn.basic_recover(ch, m.requeue, true),
+        AMQPClass::Basic(b::AMQPMethod::RecoverAsync(m)) => {
+            conn.basic_recover(ch, m.requeue, false)
+        }
         AMQPClass::Channel(c::AMQPMethod::Close(_)) => conn.channel_close(ch),
         AMQPClass::Channel(c::AMQPMethod::CloseOk(_)) => Ok(()),
         AMQPClass::Channel(c::AMQPMethod::Flow(m)) => conn.channel_flow(ch, m.active),

@@ -40,12 +40,15 @@ impl Connection {
         let vh = self.vhost.name.clone();
         let mut name = m.queue.as_str().to_owned();
         if name == REPLY_TO || name.starts_with("amq.rabbitmq.reply-to.") {
-            // Direct reply-to is a pseudo-queue: it always "exists" and is always empty.
+            // Direct reply-to is a pseudo-queue: it always "exists", is always empty and, as
+            // RabbitMQ 3.10 reports it, always has one consumer.
             if !m.nowait {
-                self.send(ch, declare_ok(&name, 0, 0));
+                self.send(ch, declare_ok(&name, 0, 1));
             }
             return Ok(());
         }
+        // Exclusive queues are never durable (RabbitMQ ignores `durable` on them too).
+        let durable = m.durable && !m.exclusive;
         let (messages, consumers) = if m.passive {
             let q = self.usable_queue(&name)?;
             q.counts()
@@ -75,8 +78,8 @@ impl Connection {
                             "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}': received '{received}' but current is '{current}'"
                         ))
                         };
-                    if q.durable != m.durable {
-                        return Err(inequivalent("durable", &m.durable, &q.durable));
+                    if q.durable != durable {
+                        return Err(inequivalent("durable", &durable, &q.durable));
                     }
                     if q.auto_delete != m.auto_delete {
                         return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
@@ -98,14 +101,7 @@ impl Connection {
                 }
                 None => {
                     let owner = m.exclusive.then_some(self.id);
-                    let q = Queue::new(
-                        name.clone(),
-                        m.durable,
-                        m.auto_delete,
-                        owner,
-                        m.arguments,
-                        config,
-                    );
+                    let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config);
                     self.vhost.insert_queue(&mut topo, q);
                     if m.exclusive {
                         self.exclusive_queues.push(name.clone());

@@ -40,7 +40,8 @@ impl Connection {
         };
         for op in ops {
             match op {
-                TxOp::Publish(publish, properties, body) => {
+                TxOp::Publish(publish) => {
+                    let (publish, properties, body) = *publish;
                     self.route_publish(ch, publish, properties, body)?
                 }
                 TxOp::Ack(tag, multiple) => self.apply_ack(ch, tag, multiple)?,

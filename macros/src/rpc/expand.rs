@@ -229,7 +229,7 @@ fn gen_handler(model: &Model<'_>) -> TokenStream {
 }
 
 /// `name: Type` for each argument.
-fn params(signature: &WireSignature) -> Vec<TokenStream> {
+pub(crate) fn params(signature: &WireSignature) -> Vec<TokenStream> {
     signature
         .args
         .iter()
@@ -238,7 +238,7 @@ fn params(signature: &WireSignature) -> Vec<TokenStream> {
 }
 
 /// `(A, B,)`, or `[(); 0]` (an empty MessagePack array) for no arguments.
-fn args_tuple_type(signature: &WireSignature) -> TokenStream {
+pub(crate) fn args_tuple_type(signature: &WireSignature) -> TokenStream {
     if signature.args.is_empty() {
         return quote! { [(); 0] };
     }
@@ -247,7 +247,7 @@ fn args_tuple_type(signature: &WireSignature) -> TokenStream {
 }
 
 /// `(a, b,)`, or `[]` for no arguments.
-fn args_tuple_value(signature: &WireSignature) -> TokenStream {
+pub(crate) fn args_tuple_value(signature: &WireSignature) -> TokenStream {
     if signature.args.is_empty() {
         return quote! { [] };
     }
@@ -256,7 +256,7 @@ fn args_tuple_value(signature: &WireSignature) -> TokenStream {
 }
 
 /// The visibility of the module's items: as visible as the function, one module further in.
-fn inner_visibility(vis: &Visibility) -> TokenStream {
+pub(crate) fn inner_visibility(vis: &Visibility) -> TokenStream {
     match vis {
         Visibility::Inherited => quote! { pub(super) },
         Visibility::Public(_) => quote! { pub },
@@ -279,7 +279,7 @@ fn inner_visibility(vis: &Visibility) -> TokenStream {
 }
 
 /// `fib_fast` -> `FibFast`.
-fn upper_camel(snake: &str) -> String {
+pub(crate) fn upper_camel(snake: &str) -> String {
     snake
         .split('_')
         .filter(|part| !part.is_empty())
@@ -294,6 +294,7 @@ fn upper_camel(snake: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

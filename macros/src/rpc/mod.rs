@@ -1,8 +1,8 @@
 //! `#[lepus::rpc]`: parse -> validate -> expand.
 
-mod expand;
-mod parse;
-mod validate;
+pub(crate) mod expand;
+pub(crate) mod parse;
+pub(crate) mod validate;
 
 use proc_macro2::TokenStream;
 

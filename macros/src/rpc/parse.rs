@@ -19,7 +19,12 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
     let mut queue: Option<LitStr> = None;
     let mut name: Option<LitStr> = None;
     let mut errors = Errors::default();
+    // A `queue` key was written, even if its value was rejected (no "missing" error then).
+    let mut queue_written = false;
     for meta in metas {
+        if meta.path().is_ident("queue") {
+            queue_written = true;
+        }
         let Meta::NameValue(pair) = meta else {
             errors.push(syn::Error::new_spanned(
                 &meta,
@@ -79,7 +84,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
         }
         *slot = Some(value);
     }
-    if queue.is_none() {
+    if !queue_written {
         errors.push(syn::Error::new(
             Span::call_site(),
             "missing `queue = \"...\"`: #[lepus::rpc] needs the queue to serve the function on",

@@ -110,7 +110,7 @@ fn unowned(ty: &Type) -> Option<syn::Error> {
 
 /// `Result<T, E>` (any path ending in `Result` with two type arguments) -> `(T, Some(E))`;
 /// anything else -> `(ty, None)`.
-fn split_result(ty: &Type) -> (Type, Option<Type>) {
+pub(crate) fn split_result(ty: &Type) -> (Type, Option<Type>) {
     if let Type::Path(path) = ty {
         if path.qself.is_none() {
             if let Some(last) = path.path.segments.last() {

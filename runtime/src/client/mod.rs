@@ -1,13 +1,15 @@
 //! [`Client`]: makes typed RPC calls; every in-flight call shares one channel and one reply
 //! consumer.
 //!
-//! A call encodes its arguments, registers a waiter in the correlation map ([`pending`]),
-//! publishes the request `mandatory` on the session channel (see [`reply_consumer`]) and awaits
-//! whichever comes first: the reply, the broker returning the request (`basic.return`, nobody
-//! serves the queue -> [`Error::NoRoute`]), the deadline ([`Error::Timeout`]), or the loss of
-//! the session ([`Error::ConnectionLost`]). Dropping the call's future removes its waiter; a late
-//! reply is then discarded. The hot path allocates the request body, the AMQP properties and a
-//! oneshot; it waits for nothing but lapin handing the frames to its I/O loop and the reply.
+//! A call encodes its arguments, registers a waiter in the correlation map (`pending`),
+//! publishes the request `mandatory` on the session channel (see `reply_consumer`) and awaits
+//! its waiter, which the session completes with whichever comes first: the reply, the broker
+//! returning the request (`basic.return`: nobody serves the queue -> [`Error::NoRoute`]), or
+//! the loss of the session ([`Error::ConnectionLost`]); the deadline ([`Error::Timeout`]) is
+//! the call's own. Dropping the call's future removes its waiter; a late reply is then
+//! discarded. The hot path allocates the request body, the AMQP properties and a oneshot; it
+//! waits for nothing but lapin handing the frames to its I/O loop, and the reply: no publisher
+//! confirm, no extra round trip.
 
 mod call_options;
 mod pending;
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use lapin::BasicProperties;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,7 +30,7 @@ pub use reply_consumer::ReplyMode;
 
 use crate::connection::Connection;
 use crate::envelope::{self, CONTENT_TYPE};
-use crate::error::{Error, REPLY_CODE_NO_ROUTE};
+use crate::error::Error;
 use crate::method::Method;
 use pending::Pending;
 use reply_consumer::{Session, SessionState};
@@ -57,6 +59,8 @@ struct Inner {
     queue_prefix: String,
     /// The session task; aborted when the last clone of the client is dropped.
     task: JoinHandle<()>,
+    /// What task enqueues and event publishes already declared (shared by clones).
+    declared: crate::task::Declared,
 }
 
 impl Drop for Inner {
@@ -113,6 +117,7 @@ impl ClientBuilder {
                 default_timeout_ns: AtomicU64::new(duration_ns(self.timeout)),
                 queue_prefix: self.queue_prefix,
                 task,
+                declared: crate::task::Declared::default(),
             }),
         };
         wait_ready(&mut state_rx).await?;
@@ -193,11 +198,11 @@ impl Client {
         } else {
             ShortString::from(format!("{}{}", self.inner.queue_prefix, M::QUEUE))
         };
-        let confirm = session
+        session
             .channel
             .basic_publish(
                 "".into(),
-                queue.clone(),
+                queue,
                 BasicPublishOptions {
                     mandatory: true,
                     immediate: false,
@@ -206,38 +211,11 @@ impl Client {
                 properties,
             )
             .await
+            .map_err(|err| lost_or_transport(&session, err))?
+            // Not in confirm mode: resolves at once (returns come through the session).
+            .await
             .map_err(|err| lost_or_transport(&session, err))?;
-        let mut confirm = ConfirmGuard(Some(confirm));
-
-        let mut reply = reply;
-        let outcome = loop {
-            tokio::select! {
-                biased;
-                outcome = &mut reply => break outcome,
-                confirmation = confirm.wait(), if confirm.is_pending() => {
-                    confirm.0 = None;
-                    match confirmation {
-                        Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
-                        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
-                            let reply_code = returned.reply_code;
-                            return Err(if reply_code == REPLY_CODE_NO_ROUTE {
-                                Error::NoRoute { queue: queue.to_string(), reply_code }
-                            } else {
-                                Error::Failed {
-                                    kind: crate::error::FailureKind::BadRequest,
-                                    message: format!(
-                                        "returned by the broker: {} {}",
-                                        reply_code, returned.reply_text
-                                    ),
-                                }
-                            });
-                        }
-                        Ok(Confirmation::Nack(None)) => return Err(Error::Nacked),
-                        Err(err) => return Err(lost_or_transport(&session, err)),
-                    }
-                }
-            }
-        };
+        let outcome = reply.await;
         match outcome {
             Ok(Ok(body)) => envelope::decode_reply::<M::Ok, M::Err>(&body),
             Ok(Err(err)) => Err(err.widen()),
@@ -245,8 +223,18 @@ impl Client {
         }
     }
 
+    /// The queue prefix of this client (empty for none).
+    pub(crate) fn queue_prefix(&self) -> &str {
+        &self.inner.queue_prefix
+    }
+
+    /// The exchanges and queues task enqueues and event publishes declared.
+    pub(crate) fn declared(&self) -> &crate::task::Declared {
+        &self.inner.declared
+    }
+
     /// The current session, waiting (within the caller's timeout) while reconnecting.
-    async fn session(&self) -> Result<Arc<Session>, Error> {
+    pub(crate) async fn session(&self) -> Result<Arc<Session>, Error> {
         if let SessionState::Ready(session) = &*self.inner.session.borrow() {
             return Ok(session.clone());
         }
@@ -280,34 +268,4 @@ fn lost_or_transport<E>(session: &Session, err: lapin::Error) -> Error<E> {
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// The publisher confirm of a request. If the call is dropped before the confirm arrived, the
-/// guard hands the confirm to a small task that awaits it: a `PublisherConfirm` dropped unresolved
-/// would otherwise stay registered in lapin's channel until a `wait_for_confirms` that never comes.
-struct ConfirmGuard(Option<PublisherConfirm>);
-
-impl ConfirmGuard {
-    fn is_pending(&self) -> bool {
-        self.0.is_some()
-    }
-
-    async fn wait(&mut self) -> lapin::Result<Confirmation> {
-        match self.0.as_mut() {
-            Some(confirm) => confirm.await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for ConfirmGuard {
-    fn drop(&mut self) {
-        if let Some(confirm) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = confirm.await;
-                });
-            }
-        }
-    }
 }

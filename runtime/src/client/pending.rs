@@ -32,7 +32,9 @@ impl Pending {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Waiter>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still good to use.
-        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a call; the returned guard forgets it when dropped.
@@ -104,6 +106,7 @@ impl Drop for PendingGuard {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

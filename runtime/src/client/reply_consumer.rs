@@ -1,12 +1,18 @@
 //! The client's session: one channel that publishes requests and consumes every reply.
 //!
-//! Per link generation the session task opens a channel, puts it in confirm mode (so a
-//! `mandatory` request that the broker returns is reported on its own publish), and starts ONE
-//! reply consumer in no-ack mode: on direct reply-to (`amq.rabbitmq.reply-to`, no queue at all)
-//! when the broker has it, else on an exclusive, auto-delete, server-named queue. Each reply is
-//! matched by `correlation-id` to its waiting call in [`Pending`]. When the consumer ends (the
-//! connection or channel died) every call published on it fails with
+//! Per link generation the session task opens a channel and starts ONE reply consumer on it in
+//! no-ack mode: on direct reply-to (`amq.rabbitmq.reply-to`, no queue at all) when the broker
+//! has it, else on an exclusive, auto-delete, server-named queue. Each reply is matched by
+//! `correlation-id` to its waiting call in [`Pending`]. When the consumer ends (the connection
+//! or channel died) every call published on it fails with
 //! [`Error::ConnectionLost`](crate::Error::ConnectionLost) and the task waits for the next link.
+//!
+//! Requests are published `mandatory`; a request no queue takes comes back as `basic.return`
+//! (312 NO_ROUTE) and its call fails with [`Error::NoRoute`]. Outside confirm mode lapin 4
+//! hands returned messages out only through `Channel::wait_for_confirms` (which then returns at
+//! once), so the session drains them every [`RETURN_POLL`] while calls are in flight. We chose
+//! this over confirm mode, which reports returns on each publish's own confirm but costs a
+//! `basic.ack` frame from the broker and a task wake-up per call on the hot path.
 //!
 //! lapin 4 does not expose the `server-properties` of `connection.start`, so the
 //! `direct_reply_to` capability cannot be read; in [`ReplyMode::Auto`] the session probes it
@@ -17,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -26,6 +32,10 @@ use uuid::Uuid;
 use crate::client::pending::Pending;
 use crate::connection::{Connection, Link};
 use crate::error::Error;
+
+/// How often returned requests are collected while calls are in flight: the latency of a
+/// [`Error::NoRoute`].
+pub(crate) const RETURN_POLL: Duration = Duration::from_millis(10);
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -84,8 +94,9 @@ pub(crate) async fn run(
         match open(&link, mode).await {
             Ok((session, consumer)) => {
                 debug!(generation = link.generation, reply_to = %session.reply_to, "client session ready");
+                let channel = session.channel.clone();
                 state.send_replace(SessionState::Ready(Arc::new(session)));
-                dispatch(consumer, &pending).await;
+                dispatch(consumer, &channel, &pending).await;
                 state.send_replace(SessionState::Connecting);
                 let failed = pending.fail_all(Some(link.generation), || Error::ConnectionLost);
                 warn!(
@@ -114,7 +125,7 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
         ..BasicConsumeOptions::default()
     };
     if mode != ReplyMode::Queue {
-        let channel = confirm_channel(link).await?;
+        let channel = link.conn.create_channel().await?;
         match channel
             .basic_consume(
                 DIRECT_REPLY_TO.into(),
@@ -141,7 +152,7 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
             Err(err) => return Err(err),
         }
     }
-    let channel = confirm_channel(link).await?;
+    let channel = link.conn.create_channel().await?;
     let queue = channel
         .queue_declare(
             "".into(),
@@ -168,18 +179,24 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
     ))
 }
 
-/// A new channel in confirm mode.
-async fn confirm_channel(link: &Link) -> Result<lapin::Channel, lapin::Error> {
-    let channel = link.conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok(channel)
-}
-
-/// Hands every reply to its waiting call until the consumer ends.
-async fn dispatch(mut consumer: lapin::Consumer, pending: &Pending) {
-    while let Some(delivery) = consumer.next().await {
+/// Hands every reply to its waiting call, and every returned request to its call as
+/// `NoRoute`, until the consumer ends.
+async fn dispatch(mut consumer: lapin::Consumer, channel: &lapin::Channel, pending: &Pending) {
+    let mut returns = tokio::time::interval(RETURN_POLL);
+    returns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let delivery = tokio::select! {
+            delivery = consumer.next() => delivery,
+            _ = returns.tick() => {
+                if pending.len() > 0 {
+                    fail_returned(channel, pending).await;
+                }
+                continue;
+            }
+        };
+        let Some(delivery) = delivery else {
+            break;
+        };
         let delivery = match delivery {
             Ok(delivery) => delivery,
             Err(err) => {
@@ -199,5 +216,28 @@ async fn dispatch(mut consumer: lapin::Consumer, pending: &Pending) {
         if !pending.complete(&id, Ok(delivery.data)) {
             debug!(correlation_id = %id, "late reply for a call that gave up dropped");
         }
+    }
+}
+
+/// Fails the calls whose requests the broker returned (`basic.return`).
+async fn fail_returned(channel: &lapin::Channel, pending: &Pending) {
+    // Not in confirm mode, this waits for nothing: it takes the returned messages.
+    let Ok(returned) = channel.wait_for_confirms().await else {
+        return;
+    };
+    for message in returned {
+        let properties = &message.delivery.properties;
+        let Some(id) = properties
+            .correlation_id()
+            .as_ref()
+            .and_then(|id| Uuid::try_parse(id.as_str()).ok())
+        else {
+            continue;
+        };
+        let error = Error::NoRoute {
+            queue: message.delivery.routing_key.to_string(),
+            reply_code: message.reply_code,
+        };
+        pending.complete(&id, Err(error));
     }
 }

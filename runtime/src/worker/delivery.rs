@@ -13,11 +13,14 @@ use tracing::{debug, warn};
 use crate::envelope::{self, CONTENT_TYPE};
 use crate::error::FailureKind;
 use crate::worker::handler::Handler;
+use crate::worker::settle::SettleContext;
 
 /// The handlers sharing one queue, by method name.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     pub(crate) by_method: HashMap<Vec<u8>, Handler>,
+    /// The queue these routes consume, with the worker's prefix (set when the worker starts).
+    pub(crate) queue: Arc<str>,
 }
 
 impl Routes {
@@ -40,6 +43,16 @@ pub(crate) async fn handle(
     channel: lapin::Channel,
     _permit: OwnedSemaphorePermit,
 ) {
+    // Task and event handlers settle their deliveries themselves (worker/settle.rs).
+    let method = envelope::method_of(delivery.properties.headers().as_ref());
+    if let Some(settle) = routes.route(method).and_then(Handler::settle) {
+        let context = SettleContext {
+            channel,
+            queue: routes.queue.clone(),
+        };
+        settle.handle(delivery, context).await;
+        return;
+    }
     let Delivery {
         delivery_tag,
         properties,
@@ -61,7 +74,12 @@ pub(crate) async fn handle(
     let method = envelope::method_of(headers);
     let reply = match routes.route(method) {
         Some(handler) => {
-            debug!(delivery_tag, redelivered, method = handler.method(), "request");
+            debug!(
+                delivery_tag,
+                redelivered,
+                method = handler.method(),
+                "request"
+            );
             handler.dispatch(data).await
         }
         None => {

@@ -2,12 +2,14 @@
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures::FutureExt;
 
 use crate::envelope;
 use crate::error::FailureKind;
 use crate::method::{BoxFuture, Method};
+use crate::worker::settle::Settle;
 
 /// A method a worker can serve: its queue, its name and how to turn a request body into a
 /// reply body. Built by the generated `fib::handler()` (= `Handler::new::<fib::FibRpc>()`).
@@ -18,6 +20,9 @@ pub struct Handler {
     /// Decodes the request, runs the function, encodes the reply; never fails (failures are
     /// encoded as failure replies). Panics are caught by [`Handler::dispatch`].
     run: fn(Vec<u8>) -> BoxFuture<Vec<u8>>,
+    /// Set for task and event handlers, which settle their deliveries themselves (then `run`
+    /// is never called); shared by every clone of the handler.
+    settle: Option<Arc<dyn Settle>>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -36,7 +41,27 @@ impl Handler {
             queue: Cow::Borrowed(M::QUEUE),
             method: Cow::Borrowed(M::NAME),
             run: run::<M>,
+            settle: None,
         }
+    }
+
+    /// A task or event handler: the worker hands it whole deliveries (see `worker/settle`).
+    pub(crate) fn settling(
+        queue: impl Into<Cow<'static, str>>,
+        method: impl Into<Cow<'static, str>>,
+        settle: Arc<dyn Settle>,
+    ) -> Self {
+        Handler {
+            queue: queue.into(),
+            method: method.into(),
+            run: never_run,
+            settle: Some(settle),
+        }
+    }
+
+    /// The self-settling part of a task or event handler (`None` for an RPC handler).
+    pub(crate) fn settle(&self) -> Option<&Arc<dyn Settle>> {
+        self.settle.as_ref()
     }
 
     /// Serves the same method on another queue (e.g. one per tenant or per test).
@@ -95,8 +120,19 @@ fn run<M: Method>(body: Vec<u8>) -> BoxFuture<Vec<u8>> {
     })
 }
 
+/// The `run` of a self-settling handler: the worker routes its deliveries to `Settle::handle`
+/// instead, so this only answers a request that reached it by mistake.
+fn never_run(_: Vec<u8>) -> BoxFuture<Vec<u8>> {
+    Box::pin(async {
+        envelope::encode_failure(
+            FailureKind::UnknownMethod,
+            "this method is a task or event handler, not an RPC method",
+        )
+    })
+}
+
 /// The text of a panic payload (`&str` or `String`), else a placeholder.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

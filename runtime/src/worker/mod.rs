@@ -10,15 +10,18 @@
 //! which hands prefetched-but-unstarted requests back to the broker for other workers.
 
 mod delivery;
-mod handler;
+pub(crate) mod handler;
 mod queue_options;
+pub(crate) mod settle;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -86,6 +89,10 @@ impl Worker {
     /// queue; requests are routed by method name.
     pub fn serve(mut self, handler: Handler) -> Self {
         let spec = self.queues.entry(handler.queue().to_owned()).or_default();
+        if let Some(settle) = handler.settle() {
+            // Task and event queues are declared the way their handler needs.
+            spec.options = settle.queue_options();
+        }
         spec.routes
             .by_method
             .insert(handler.method().as_bytes().to_vec(), handler);
@@ -119,7 +126,9 @@ impl Worker {
             .filter(|(_, spec)| !spec.routes.by_method.is_empty())
             .map(|(name, spec)| {
                 let name = format!("{}{}", self.queue_prefix, name);
-                (name, spec.options, Arc::new(spec.routes))
+                let mut routes = spec.routes;
+                routes.queue = Arc::from(name.as_str());
+                (name, spec.options, Arc::new(routes))
             })
             .collect();
         if queues.is_empty() {
@@ -208,6 +217,7 @@ impl Worker {
             };
 
             if shutting_down {
+                while running.try_join_next().is_some() {}
                 info!(in_flight = running.len(), "worker shutting down");
                 for tag in tags {
                     if let Err(err) = channel
@@ -253,6 +263,19 @@ async fn open(
     channel
         .basic_qos(prefetch, BasicQosOptions { global: false })
         .await?;
+    // Task handlers publish retries and dead letters and ack only once the broker has them.
+    let needs_confirms = queues.iter().any(|(_, _, routes)| {
+        routes
+            .by_method
+            .values()
+            .filter_map(Handler::settle)
+            .any(|settle| settle.needs_confirms())
+    });
+    if needs_confirms {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
     let mut consumed = Vec::with_capacity(queues.len());
     for (queue, options, routes) in queues {
         channel
@@ -262,6 +285,9 @@ async fn open(
                 options.arguments(),
             )
             .await?;
+        for settle in routes.by_method.values().filter_map(Handler::settle) {
+            settle.declare(&channel, queue).await?;
+        }
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),

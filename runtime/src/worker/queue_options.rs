@@ -12,6 +12,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 pub struct QueueOptions {
     durable: bool,
     auto_delete: bool,
+    exclusive: bool,
     quorum: bool,
     max_priority: Option<u8>,
     message_ttl: Option<Duration>,
@@ -35,6 +36,13 @@ impl QueueOptions {
     /// workers all stopped fails fast with `NoRoute` instead of waiting in the queue.
     pub fn auto_delete(mut self, auto_delete: bool) -> Self {
         self.auto_delete = auto_delete;
+        self
+    }
+
+    /// Used by one connection only and deleted when it closes (`exclusive`): the queue of a
+    /// broadcast event handler, one per running instance.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
         self
     }
 
@@ -76,6 +84,7 @@ impl QueueOptions {
         QueueDeclareOptions {
             durable: self.durable,
             auto_delete: self.auto_delete,
+            exclusive: self.exclusive,
             ..QueueDeclareOptions::default()
         }
     }
@@ -98,7 +107,10 @@ impl QueueOptions {
             args.insert("x-expires".into(), AMQPValue::LongLongInt(millis(expires)));
         }
         if let Some(limit) = self.delivery_limit {
-            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit.into()));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(limit.into()),
+            );
         }
         args
     }
@@ -109,6 +121,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

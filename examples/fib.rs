@@ -1,0 +1,172 @@
+//! fib over RPC, all in one process: the README's first command.
+//!
+//! ```sh
+//! cargo run --release --example fib                 # bundled broker, in-process
+//! cargo run --release --example fib -- --url amqp://guest:guest@127.0.0.1:5672/%2f
+//! ```
+//! Starts the bundled broker on 127.0.0.1 (unless `--url` names another), a worker pool serving
+//! `fib` on the queue `rpc_queue`, and a client; prints a few results, then makes `--calls`
+//! calls with `--in-flight` of them outstanding at a time and prints the calls/s it saw.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::stream::{self, StreamExt};
+use lepus::{CallOptions, Client, Worker};
+use serde::{Deserialize, Serialize};
+
+/// What `fib` can fail with: the caller gets it back typed.
+#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+enum MathError {
+    #[error("fib({0}) does not fit in a u64")]
+    Overflow(u32),
+}
+
+/// The RPC: an ordinary async fn, served on `rpc_queue`.
+#[lepus::rpc(queue = "rpc_queue")]
+async fn fib(n: u32) -> Result<u64, MathError> {
+    if n > 93 {
+        return Err(MathError::Overflow(n));
+    }
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    Ok(a)
+}
+
+#[derive(Parser)]
+#[command(about = "fib over RPC: bundled broker, worker pool and client in one process")]
+struct Args {
+    /// An AMQP broker to use instead of starting the bundled one.
+    #[arg(long, env = "LEPUS_URL")]
+    url: Option<String>,
+    /// Calls in the throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    calls: usize,
+    /// Calls outstanding at a time in the throughput run.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Requests the broker may push to the worker pool before they are acked.
+    #[arg(long, default_value_t = 32)]
+    prefetch: u16,
+    /// Handlers the worker pool runs at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// The argument of fib in the throughput run.
+    #[arg(long, default_value_t = 30)]
+    n: u32,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,lapin::returned_messages=error")
+            }),
+        )
+        .init();
+    let args = Args::parse();
+
+    // 1. A broker: the bundled one, in this process, on a free loopback port.
+    let (url, broker) = match args.url {
+        Some(url) => {
+            println!("using the broker at {url}");
+            (url, None)
+        }
+        None => {
+            let broker = lepus::broker::Broker::builder()
+                .listen("127.0.0.1:0")
+                .start()
+                .await?;
+            println!("bundled broker listening on {}", broker.local_addr());
+            (broker.amqp_url(), Some(broker))
+        }
+    };
+
+    // 2. A worker pool.
+    let worker_conn = lepus::connect(&url).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(
+        Worker::new(&worker_conn)
+            .prefetch(args.prefetch)
+            .concurrency(args.concurrency)
+            .serve(fib::handler())
+            .run_until(async move {
+                let _ = stopped.await;
+            }),
+    );
+    println!(
+        "worker pool serving fib on {:?} (prefetch {}, concurrency {})",
+        fib::QUEUE,
+        args.prefetch,
+        args.concurrency
+    );
+
+    // 3. A client on its own connection; wait until the worker has declared its queue.
+    let client_conn = lepus::connect(&url).await?;
+    let client = Client::new(&client_conn).await?;
+    let started = Instant::now();
+    loop {
+        match fib::call(&client, 1).await {
+            Err(lepus::Error::NoRoute { .. }) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
+
+    // 4. A few calls, typed both ways.
+    for n in [0, 1, 10, 30, 50, 90] {
+        println!("fib({n}) = {}   (over RPC)", fib::call(&client, n).await?);
+    }
+    match fib::call(&client, 100).await {
+        Err(lepus::Error::Remote(e)) => println!("fib(100) -> remote error, typed: {e}"),
+        other => println!("fib(100) -> unexpected {other:?}"),
+    }
+    let quick = CallOptions::default().timeout(Duration::from_secs(2));
+    println!(
+        "fib(40) = {}   (call_with a 2 s timeout)",
+        fib::call_with(&client, 40, quick).await?
+    );
+    println!("fib(40) = {}   (local call, same function)", fib(40).await?);
+
+    // 5. Throughput: `calls` calls, `in_flight` outstanding at once, on one client.
+    let started = Instant::now();
+    let expected = fib(args.n).await?;
+    let failures = stream::iter(0..args.calls)
+        .map(|_| fib::call(&client, args.n))
+        .buffer_unordered(args.in_flight)
+        .filter(|r| std::future::ready(r.as_ref().ok() != Some(&expected)))
+        .count()
+        .await;
+    let elapsed = started.elapsed();
+    println!(
+        "{} calls of fib({}) with {} in flight: {:.2} s, {:.0} calls/s, {} wrong or failed",
+        args.calls,
+        args.n,
+        args.in_flight,
+        elapsed.as_secs_f64(),
+        args.calls as f64 / elapsed.as_secs_f64(),
+        failures
+    );
+
+    // 6. Shut down: the worker finishes what it holds, then everything closes.
+    let _ = stop.send(());
+    worker.await??;
+    drop(client);
+    client_conn.close().await;
+    worker_conn.close().await;
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
+    println!("done");
+    if failures > 0 {
+        return Err(format!("{failures} calls failed").into());
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The seed's publish/subscribe (RabbitMQ tutorial 3, `emit_log.py` / `receive_logs.py`): a
+//! fanout exchange `logs`, and receivers that each get every message through a queue of their
+//! own (`delivery = "broadcast"`: an exclusive, auto-delete queue per running instance).
+//!
+//! ```text
+//! cargo run --example logs_fanout                      # whole flow on an in-process broker
+//! cargo run --example logs_fanout -- --url URL         # same, on any broker
+//! cargo run --example logs_fanout -- --url URL receive # a receiver, until Ctrl-C
+//! cargo run --example logs_fanout -- --url URL emit info: Hello World!
+//! ```
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lepus::testing::TestBed;
+use lepus::Worker;
+
+/// Prints every log line published to `logs`.
+#[lepus::event(exchange = "logs", kind = "fanout", delivery = "broadcast")]
+async fn receive_log(line: String) {
+    println!(" [x] {line}");
+}
+
+#[derive(Parser)]
+#[command(about = "Fanout logs: every receiver gets every message")]
+struct Cli {
+    /// Broker URL; without it the demo runs on an in-process bundled broker.
+    #[arg(long, env = "LEPUS_URL")]
+    url: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish one log line.
+    Emit {
+        /// The message words.
+        words: Vec<String>,
+    },
+    /// Print log lines until Ctrl-C.
+    Receive,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    match (cli.command, cli.url) {
+        (None, url) => demo(url.as_deref()).await,
+        (Some(command), Some(url)) => {
+            let conn = lepus::connect(&url).await?;
+            match command {
+                Command::Emit { words } => {
+                    let line = if words.is_empty() {
+                        "info: Hello World!".to_owned()
+                    } else {
+                        words.join(" ")
+                    };
+                    let client = lepus::Client::new(&conn).await?;
+                    receive_log::publish(&client, "", &line).await?;
+                    println!(" [x] Sent {line:?}");
+                }
+                Command::Receive => {
+                    println!(" [*] Waiting for logs. To exit press CTRL+C");
+                    Worker::new(&conn)
+                        .serve(receive_log::handler())
+                        .run_until(tokio::signal::ctrl_c())
+                        .await?;
+                }
+            }
+            conn.close().await;
+            Ok(())
+        }
+        (Some(_), None) => Err("emit and receive need --url (or LEPUS_URL)".into()),
+    }
+}
+
+/// Two receivers, three lines: each receiver prints all three.
+async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let mut bed = match url {
+        Some(url) => TestBed::external(url, "").await?,
+        None => TestBed::start().await?,
+    };
+    println!("broker: {}", bed.url());
+    let mut receivers = vec![
+        ("receiver 1", bed.serve(receive_log::handler()).await?),
+        ("receiver 2", bed.serve(receive_log::handler()).await?),
+    ];
+    let lines = [
+        "info: service started",
+        "warning: disk 80% full",
+        "error: disk full",
+    ];
+    for line in lines {
+        receive_log::publish(bed.client(), "", &line.to_owned()).await?;
+        println!(" [x] Sent {line:?}");
+    }
+    for (name, completions) in &mut receivers {
+        completions
+            .wait_for(lines.len(), Duration::from_secs(10))
+            .await?;
+        println!("{name} received all {} lines", lines.len());
+    }
+    bed.stop().await;
+    Ok(())
+}

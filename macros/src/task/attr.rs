@@ -1,0 +1,243 @@
+//! Reading `key = value` attribute arguments for `#[lepus::task]` and `#[lepus::event]`:
+//! string, integer, boolean, duration (`"250ms"`, `"30s"`, `"5m"`, `"1h"`) and string-list
+//! values, each problem reported at its token.
+
+use std::time::Duration;
+
+use proc_macro2::TokenStream;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprArray, ExprLit, Lit, LitBool, LitInt, LitStr, Meta, Path, Token};
+
+use crate::rpc::parse::Errors;
+
+/// One `key = value` pair.
+pub(crate) struct Pair {
+    /// The key as written (for error spans).
+    pub(crate) path: Path,
+    /// The key's name.
+    pub(crate) key: String,
+    /// The value expression.
+    pub(crate) value: Expr,
+}
+
+/// Splits the attribute into pairs; unknown keys, duplicates and non-pairs are errors.
+pub(crate) fn pairs(
+    attr: TokenStream,
+    attribute: &str,
+    allowed: &[&str],
+    errors: &mut Errors,
+) -> syn::Result<Vec<Pair>> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    let mut out: Vec<Pair> = Vec::new();
+    for meta in metas {
+        let Meta::NameValue(pair) = meta else {
+            errors.push(syn::Error::new_spanned(
+                &meta,
+                format!(
+                    "expected `key = value`; {attribute} takes {}",
+                    list(allowed)
+                ),
+            ));
+            continue;
+        };
+        let key = pair
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if !allowed.contains(&key.as_str()) {
+            errors.push(syn::Error::new_spanned(
+                &pair.path,
+                format!("unknown {attribute} key; expected one of {}", list(allowed)),
+            ));
+            continue;
+        }
+        if out.iter().any(|p| p.key == key) {
+            errors.push(syn::Error::new_spanned(
+                &pair.path,
+                format!("duplicate `{key}`"),
+            ));
+            continue;
+        }
+        out.push(Pair {
+            path: pair.path,
+            key,
+            value: pair.value,
+        });
+    }
+    Ok(out)
+}
+
+fn list(allowed: &[&str]) -> String {
+    allowed
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A non-empty string literal of at most 255 bytes (an AMQP short string).
+pub(crate) fn short_string(pair: &Pair) -> syn::Result<LitStr> {
+    match &pair.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(value),
+            ..
+        }) => {
+            if value.value().is_empty() {
+                Err(syn::Error::new_spanned(
+                    value,
+                    format!("`{}` must not be empty", pair.key),
+                ))
+            } else if value.value().len() > 255 {
+                Err(syn::Error::new_spanned(
+                    value,
+                    format!(
+                        "`{}` must be at most 255 bytes (an AMQP short string)",
+                        pair.key
+                    ),
+                ))
+            } else {
+                Ok(value.clone())
+            }
+        }
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{}` must be a string literal", pair.key),
+        )),
+    }
+}
+
+/// A string literal (may be empty: a routing key).
+pub(crate) fn any_string(value: &Expr, key: &str) -> syn::Result<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(value),
+            ..
+        }) => Ok(value.clone()),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{key}` must be a string literal or an array of them"),
+        )),
+    }
+}
+
+/// `"key"` or `["a", "b"]`.
+pub(crate) fn string_list(pair: &Pair) -> syn::Result<Vec<LitStr>> {
+    match &pair.value {
+        Expr::Array(ExprArray { elems, .. }) => {
+            elems.iter().map(|e| any_string(e, &pair.key)).collect()
+        }
+        other => Ok(vec![any_string(other, &pair.key)?]),
+    }
+}
+
+/// An integer literal that fits `T`.
+pub(crate) fn int<T>(pair: &Pair) -> syn::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match &pair.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(value),
+            ..
+        }) => int_value(value, &pair.key),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{}` must be an integer literal", pair.key),
+        )),
+    }
+}
+
+fn int_value<T>(value: &LitInt, key: &str) -> syn::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value
+        .base10_parse::<T>()
+        .map_err(|e| syn::Error::new_spanned(value, format!("`{key}`: {e}")))
+}
+
+/// A boolean literal.
+pub(crate) fn boolean(pair: &Pair) -> syn::Result<bool> {
+    match &pair.value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(LitBool { value, .. }),
+            ..
+        }) => Ok(*value),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("`{}` must be `true` or `false`", pair.key),
+        )),
+    }
+}
+
+/// A duration string: `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
+pub(crate) fn duration(pair: &Pair) -> syn::Result<Duration> {
+    let lit = short_string(pair)?;
+    parse_duration(&lit.value()).ok_or_else(|| {
+        syn::Error::new_spanned(
+            &lit,
+            format!(
+                "`{}` must be a duration such as \"250ms\", \"30s\", \"5m\" or \"1h\"",
+                pair.key
+            ),
+        )
+    })
+}
+
+/// `"100ms..10s"`: the first retry delay and the cap.
+pub(crate) fn duration_range(pair: &Pair) -> syn::Result<(Duration, Duration)> {
+    let lit = short_string(pair)?;
+    let bad = || {
+        syn::Error::new_spanned(
+            &lit,
+            "`backoff` must be \"<first delay>..<max delay>\", e.g. \"1s..5m\" (the first retry \
+             waits up to the first delay, doubling up to the max)",
+        )
+    };
+    let text = lit.value();
+    let (first, max) = text.split_once("..").ok_or_else(bad)?;
+    let first = parse_duration(first.trim()).ok_or_else(bad)?;
+    let max = parse_duration(max.trim()).ok_or_else(bad)?;
+    if first.is_zero() || max < first {
+        return Err(syn::Error::new_spanned(
+            &lit,
+            "`backoff`: the first delay must be positive and not above the max",
+        ));
+    }
+    Ok((first, max))
+}
+
+/// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h`.
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+    let digits = text.chars().take_while(char::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_duration("1.5s"), None);
+    }
+}

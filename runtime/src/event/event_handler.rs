@@ -1,0 +1,184 @@
+//! The worker side of an event handler: declare the exchange and bind the handler's queue,
+//! then for each event run the handler and `basic.ack`, or `basic.reject` (no requeue) when it
+//! fails or panics, so a poison event cannot loop (give the queue a dead-letter exchange
+//! to keep them).
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions,
+};
+use lapin::types::FieldTable;
+use tracing::{debug, warn};
+
+use crate::envelope;
+use crate::event::current::{EventInfo, CURRENT};
+use crate::event::publish::exchange_name;
+use crate::event::{DeliveryKind, Event, ExchangeType};
+use crate::task::{Completion, Observer, Outcome};
+use crate::worker::handler::panic_message;
+use crate::worker::settle::{Settle, SettleContext};
+use crate::worker::{Handler, QueueOptions};
+
+/// The handler of event handler `E` for `Worker::serve` (the generated `on_error::handler()`).
+/// A broadcast handler gets a queue of its own, `<E::QUEUE>.<uuid>`, at each call.
+pub fn handler<E: Event>() -> Handler {
+    let queue = match E::DELIVERY {
+        DeliveryKind::Pool => E::QUEUE.to_owned(),
+        DeliveryKind::Broadcast => format!("{}.{}", E::QUEUE, uuid::Uuid::new_v4().simple()),
+    };
+    let runner = EventRunner::<E> {
+        own_queue: queue.clone(),
+        observer: None,
+        event: PhantomData,
+    };
+    Handler::settling(queue, E::NAME, Arc::new(runner))
+}
+
+/// Runs event handler `E` on a worker.
+struct EventRunner<E> {
+    /// The queue name before the worker's prefix (to recover the prefix in `declare`).
+    own_queue: String,
+    /// Set by `observe`; the receiving half is the test's `Completions`.
+    observer: Option<Observer>,
+    event: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for EventRunner<E> {
+    fn clone(&self) -> Self {
+        EventRunner {
+            own_queue: self.own_queue.clone(),
+            observer: self.observer.clone(),
+            event: PhantomData,
+        }
+    }
+}
+
+impl<E: Event> Settle for EventRunner<E> {
+    fn queue_options(&self) -> QueueOptions {
+        match E::DELIVERY {
+            DeliveryKind::Pool => QueueOptions::new().durable(true),
+            DeliveryKind::Broadcast => QueueOptions::new().exclusive(true).auto_delete(true),
+        }
+    }
+
+    fn needs_confirms(&self) -> bool {
+        false
+    }
+
+    fn declare<'a>(
+        &'a self,
+        channel: &'a lapin::Channel,
+        queue: &'a str,
+    ) -> BoxFuture<'a, lapin::Result<()>> {
+        Box::pin(async move {
+            let prefix = queue.strip_suffix(self.own_queue.as_str()).unwrap_or("");
+            let exchange = exchange_name(prefix, E::EXCHANGE);
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    E::KIND.lapin(),
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let keys: &[&str] = match (E::KIND, E::BINDINGS) {
+                (ExchangeType::Fanout, _) | (_, []) => &[""],
+                (_, keys) => keys,
+            };
+            for key in keys {
+                channel
+                    .queue_bind(
+                        queue.into(),
+                        exchange.as_str().into(),
+                        (*key).into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+            if let Some(observer) = &self.observer {
+                observer.declared();
+            }
+            Ok(())
+        })
+    }
+
+    fn observed(&self, observer: Observer) -> Arc<dyn Settle> {
+        let mut runner = self.clone();
+        runner.observer = Some(observer);
+        Arc::new(runner)
+    }
+
+    fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
+        Box::pin(self.clone().run(delivery, context))
+    }
+}
+
+impl<E: Event> EventRunner<E> {
+    async fn run(self, delivery: Delivery, context: SettleContext) {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string());
+        let info = EventInfo {
+            exchange: delivery.exchange.to_string(),
+            routing_key: delivery.routing_key.to_string(),
+            message_id: message_id.clone(),
+            redelivered: delivery.redelivered,
+        };
+        debug!(handler = E::NAME, exchange = %info.exchange, routing_key = %info.routing_key, "event");
+        let result = CURRENT.scope(info, run_once::<E>(&delivery.data)).await;
+        let outcome = match result {
+            Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
+                Ok(_) => Outcome::Succeeded,
+                Err(err) => Outcome::Unsettled {
+                    error: err.to_string(),
+                },
+            },
+            Err(error) => {
+                warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
+                match delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+                {
+                    Ok(_) => Outcome::Failed { error },
+                    Err(err) => Outcome::Unsettled {
+                        error: err.to_string(),
+                    },
+                }
+            }
+        };
+        if let Some(observer) = &self.observer {
+            observer.report(Completion {
+                queue: context.queue.to_string(),
+                name: E::NAME.to_owned(),
+                message_id,
+                redelivered: delivery.redelivered,
+                attempt: 1,
+                outcome,
+            });
+        }
+    }
+}
+
+/// Decodes the payload and runs `E` once, catching a panic.
+async fn run_once<E: Event>(body: &[u8]) -> Result<(), String> {
+    let payload = envelope::decode_request::<E::Payload>(body)
+        .map_err(|err| format!("cannot decode the payload of {}: {err}", E::NAME))?;
+    match AssertUnwindSafe(E::invoke(payload)).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+    }
+}

@@ -1,0 +1,187 @@
+//! Hearing when task and event handlers finish: [`observe`] wraps a handler so that every
+//! settled delivery is reported as a [`Completion`] on a [`Completions`] stream. This is the
+//! user-facing test helper (nameko's `entrypoint_waiter`): serve the observed handler, enqueue
+//! or publish, then `completions.next().await`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::worker::Handler;
+
+/// How one delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded and the delivery was acked.
+    Succeeded,
+    /// A task attempt failed; the task will run again after `delay`.
+    Retrying {
+        /// The attempt's error.
+        error: String,
+        /// The wait before the next attempt.
+        delay: Duration,
+    },
+    /// A task's last attempt failed; it sits in the dead-letter queue.
+    DeadLettered {
+        /// The last attempt's error.
+        error: String,
+    },
+    /// An event handler failed; the event was rejected (dropped, or dead-lettered when its
+    /// queue has a dead-letter exchange).
+    Failed {
+        /// The handler's error.
+        error: String,
+    },
+    /// The delivery could not be settled (the channel or connection broke); the broker will
+    /// redeliver it.
+    Unsettled {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// One settled delivery of an observed handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The queue the delivery came from.
+    pub queue: String,
+    /// The task or event handler name.
+    pub name: String,
+    /// The message's `message_id`, if it had one.
+    pub message_id: Option<String>,
+    /// The attempt number (1 for a first run; events are always 1).
+    pub attempt: u32,
+    /// True when the broker had delivered this message before (to a worker that died or lost
+    /// its connection before settling it).
+    pub redelivered: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The sending half given to an observed handler; cloned with it. Sends never block and
+/// never fail the handler (a dropped [`Completions`] just stops the reports).
+#[derive(Debug, Clone)]
+pub(crate) struct Observer {
+    completions: mpsc::UnboundedSender<Completion>,
+    /// Counts the handler's topology declarations (one per worker link generation); the
+    /// receiver is in [`Completions`].
+    declared: Arc<watch::Sender<u64>>,
+}
+
+impl Observer {
+    pub(crate) fn report(&self, completion: Completion) {
+        let _ = self.completions.send(completion);
+    }
+
+    /// The worker declared the handler's queue, exchange and bindings.
+    pub(crate) fn declared(&self) {
+        self.declared.send_modify(|n| *n += 1);
+    }
+}
+
+/// The completions of an observed handler, in the order they happened.
+#[derive(Debug)]
+pub struct Completions {
+    /// The receiving half; the senders live in the observed handler's clones.
+    rx: mpsc::UnboundedReceiver<Completion>,
+    /// How many times a worker declared the handler's topology.
+    declared: watch::Receiver<u64>,
+}
+
+impl Completions {
+    /// Waits until a worker serving the handler has declared its queue, exchange and bindings
+    /// (from then on, published events and enqueued tasks reach it), or [`Error::Timeout`].
+    pub async fn declared(&mut self, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.declared.wait_for(|n| *n > 0)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// The next completion (`None` once every clone of the handler is gone).
+    pub async fn next(&mut self) -> Option<Completion> {
+        self.rx.recv().await
+    }
+
+    /// The next completion, or [`Error::Timeout`] after `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Result<Completion> {
+        match tokio::time::timeout(timeout, self.rx.recv()).await {
+            Ok(Some(completion)) => Ok(completion),
+            Ok(None) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    /// Waits for completions until `done` returns true for one, and returns every completion
+    /// seen (that one last); [`Error::Timeout`] after `timeout`.
+    pub async fn wait_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Completion) -> bool,
+    ) -> Result<Vec<Completion>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(completion)) => {
+                    let finished = done(&completion);
+                    seen.push(completion);
+                    if finished {
+                        return Ok(seen);
+                    }
+                }
+                Ok(None) => return Err(Error::Closed),
+                Err(_) => return Err(Error::Timeout(timeout)),
+            }
+        }
+    }
+
+    /// Waits for `count` completions (any outcome) within `timeout`.
+    pub async fn wait_for(&mut self, count: usize, timeout: Duration) -> Result<Vec<Completion>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut seen = 0;
+        self.wait_until(timeout, |_| {
+            seen += 1;
+            seen >= count
+        })
+        .await
+    }
+
+    /// Completions already reported, without waiting.
+    pub fn drain(&mut self) -> Vec<Completion> {
+        let mut out = Vec::new();
+        while let Ok(completion) = self.rx.try_recv() {
+            out.push(completion);
+        }
+        out
+    }
+}
+
+/// Wraps a task or event handler so that each delivery it settles is reported on the returned
+/// [`Completions`]; serve the returned handler. Fails with [`Error::Config`] for an RPC handler
+/// (its caller already hears the result).
+pub fn observe(handler: Handler) -> Result<(Handler, Completions)> {
+    let Some(settle) = handler.settle() else {
+        return Err(Error::Config(format!(
+            "{} is an RPC handler; only task and event handlers can be observed",
+            handler.method()
+        )));
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (declared_tx, declared) = watch::channel(0);
+    let observed = settle.observed(Observer {
+        completions: tx,
+        declared: Arc::new(declared_tx),
+    });
+    let handler = Handler::settling(
+        handler.queue().to_owned(),
+        handler.method().to_owned(),
+        observed,
+    );
+    Ok((handler, Completions { rx, declared }))
+}

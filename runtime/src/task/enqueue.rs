@@ -1,0 +1,232 @@
+//! [`enqueue`]: puts a task on its durable queue and returns once the broker confirmed it.
+//!
+//! The task is published persistent and `mandatory` on the client's session channel, which is
+//! in confirm mode, so concurrent enqueues share one channel and pipeline their confirms (no
+//! channel is opened per call). The first enqueue to a queue that does not exist yet comes
+//! back as `basic.return` 312 NO_ROUTE: the queue is then declared (durable, with the task's
+//! options, on a short-lived side channel so that a refused declaration cannot close the
+//! session) and the task published again. A delayed task goes to a delay queue instead (see
+//! `retry_delay`), after the task queue and the delay queue have been declared.
+
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+
+use crate::client::Client;
+use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
+use crate::error::{Error, Result, REPLY_CODE_NO_ROUTE};
+use crate::task::headers::{self, ENQUEUED_AT};
+use crate::task::retry_delay::{self, REDECLARE_AFTER};
+use crate::task::Task;
+use crate::worker::QueueOptions;
+
+/// Per-enqueue options: a delay, a priority, an idempotency id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnqueueOptions {
+    delay: Option<Duration>,
+    priority: Option<u8>,
+    message_id: Option<String>,
+}
+
+impl EnqueueOptions {
+    /// No delay, no priority, a fresh `message_id`.
+    pub fn new() -> Self {
+        EnqueueOptions::default()
+    }
+
+    /// The task runs no earlier than `delay` from now (it waits in a delay queue).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay).filter(|d| !d.is_zero());
+        self
+    }
+
+    /// The message priority (effective on queues declared with `max_priority`).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// The `message_id` of the task (default: a fresh UUID). Enqueue the same work twice with
+    /// the same id and a worker can tell (see [`current`](crate::task::current)).
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+}
+
+/// The `message_id` of an enqueued task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub String);
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What became of one publish.
+enum Published {
+    Confirmed,
+    Returned(u16, String),
+}
+
+/// Enqueues task `T` with `args` and waits for the broker's confirm; the generated
+/// `send_email::enqueue(&client, ..)` calls this. Fails with [`Error::Timeout`] when the
+/// client's default timeout passes first, [`Error::Nacked`] when the broker refused it and
+/// [`Error::ConnectionLost`] when the connection broke before the confirm (enqueue again with
+/// the same `message_id` to be safe against duplicates).
+pub async fn enqueue<T: Task>(
+    client: &Client,
+    args: T::Args,
+    options: EnqueueOptions,
+) -> Result<TaskId> {
+    let timeout = client.default_timeout();
+    match tokio::time::timeout(timeout, enqueue_inner::<T>(client, args, options)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(timeout)),
+    }
+}
+
+async fn enqueue_inner<T: Task>(
+    client: &Client,
+    args: T::Args,
+    options: EnqueueOptions,
+) -> Result<TaskId> {
+    let body = envelope::encode_request(&args).map_err(Error::Encode)?;
+    let queue = format!("{}{}", client.queue_prefix(), T::QUEUE);
+    let message_id = options
+        .message_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let now = headers::now_ms();
+    let mut task_headers = FieldTable::default();
+    task_headers.insert(HEADER_METHOD.into(), headers::long_string(T::NAME));
+    headers::insert_int(&mut task_headers, ENQUEUED_AT, now);
+    let mut properties = BasicProperties::default()
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(2)
+        .with_message_id(message_id.as_str().into())
+        .with_timestamp(u64::try_from(now / 1000).unwrap_or_default())
+        .with_headers(task_headers);
+    if let Some(priority) = options.priority {
+        properties = properties.with_priority(priority);
+    }
+    let queue_options = T::options().queue_options();
+    let routing_key = match options.delay {
+        Some(delay) => {
+            // The task queue must exist when the delay ends, or the broker drops the task.
+            ensure_queue(client, &queue, &queue_options).await?;
+            ensure_delay_queue(client, &queue, delay).await?
+        }
+        None => queue.clone(),
+    };
+    for _ in 0..2 {
+        match publish_confirmed(client, &routing_key, &body, properties.clone()).await? {
+            Published::Confirmed => return Ok(TaskId(message_id)),
+            Published::Returned(REPLY_CODE_NO_ROUTE, _) => {
+                client.declared().forget(&routing_key);
+                match options.delay {
+                    Some(delay) => {
+                        ensure_queue(client, &queue, &queue_options).await?;
+                        ensure_delay_queue(client, &queue, delay).await?;
+                    }
+                    None => ensure_queue(client, &queue, &queue_options).await?,
+                }
+            }
+            Published::Returned(reply_code, text) => {
+                return Err(Error::Config(format!(
+                    "task returned by the broker: {reply_code} {text}"
+                )))
+            }
+        }
+    }
+    Err(Error::NoRoute {
+        queue: routing_key,
+        reply_code: REPLY_CODE_NO_ROUTE,
+    })
+}
+
+/// Publishes on the session channel and waits for the confirm.
+async fn publish_confirmed(
+    client: &Client,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<Published> {
+    let session = client.session().await?;
+    let lost = |err: lapin::Error| {
+        if session.conn.status().connected() && session.channel.status().connected() {
+            Error::Transport(err)
+        } else {
+            Error::ConnectionLost
+        }
+    };
+    let confirm = session
+        .channel
+        .basic_publish(
+            "".into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            properties,
+        )
+        .await
+        .map_err(lost)?;
+    match confirm.await.map_err(lost)? {
+        Confirmation::Ack(None) => Ok(Published::Confirmed),
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Ok(
+            Published::Returned(returned.reply_code, returned.reply_text.to_string()),
+        ),
+        Confirmation::Nack(None) => Err(Error::Nacked),
+        Confirmation::NotRequested => Err(Error::Config(
+            "the client's session channel is not in confirm mode".into(),
+        )),
+    }
+}
+
+/// Declares the task queue (at most every 30 s per client).
+async fn ensure_queue(client: &Client, queue: &str, options: &QueueOptions) -> Result<()> {
+    if client.declared().is_fresh(queue, REDECLARE_AFTER) {
+        return Ok(());
+    }
+    let channel = side_channel(client).await?;
+    let declared = channel
+        .queue_declare(queue.into(), options.declare_options(), options.arguments())
+        .await;
+    close_side_channel(channel).await;
+    declared?;
+    client.declared().mark(queue);
+    Ok(())
+}
+
+/// Declares the delay queue for `delay` in front of `queue` (at most every 30 s per client).
+async fn ensure_delay_queue(client: &Client, queue: &str, delay: Duration) -> Result<String> {
+    let name = retry_delay::delay_queue_name(queue, delay);
+    if client.declared().is_fresh(&name, REDECLARE_AFTER) {
+        return Ok(name);
+    }
+    let channel = side_channel(client).await?;
+    let declared = retry_delay::declare_delay_queue(&channel, queue, delay).await;
+    close_side_channel(channel).await;
+    declared?;
+    client.declared().mark(&name);
+    Ok(name)
+}
+
+/// A short-lived channel for declarations: a refused declaration closes it, not the session.
+pub(crate) async fn side_channel(client: &Client) -> Result<lapin::Channel> {
+    let session = client.session().await?;
+    Ok(session.conn.create_channel().await?)
+}
+
+/// Closes a side channel if the broker has not already closed it.
+pub(crate) async fn close_side_channel(channel: lapin::Channel) {
+    if channel.status().connected() {
+        let _ = channel.close(200, "declared".into()).await;
+    }
+}

@@ -1,0 +1,69 @@
+//! Task queues: `#[lepus::task]` functions enqueued as persistent messages on durable queues and
+//! run at least once by the shared worker pool, with retries, backoff and dead letters.
+//!
+//! A task is described by [`Task`] (implemented by the macro). [`enqueue`] publishes it with
+//! publisher confirms on the client's session channel; a worker serving `send_email::handler()`
+//! runs it and settles the delivery ([`task_handler`]): `basic.ack` after success; after a
+//! failure (an `Err`, a panic, or running past the time limit) a copy goes to a per-delay TTL
+//! queue that dead-letters it back to the task queue ([`retry_delay`]), or, after the last
+//! attempt, to the dead-letter queue; the original is acked only once the broker confirmed the
+//! copy. Nothing waits in a consumer's prefetch while it is delayed.
+//!
+//! # Layout
+//! - `task_options`: [`TaskOptions`] (retries, backoff, time limit, priorities, dead-letter
+//!   queue) and the names of the queues a task uses.
+//! - `enqueue`: [`enqueue`], [`EnqueueOptions`] (delay, priority, `message_id`).
+//! - `headers`: the task headers on the wire (attempts, error, timestamps), byte by byte.
+//! - `retry_delay`: the delay queues and how a retry delay is picked.
+//! - `task_handler`: the worker side (run, ack, retry, dead-letter).
+//! - `dead_letters`: [`DeadLetters`]: list, show and requeue what sits in a dead-letter queue.
+//! - `completion`: [`Completion`], [`Completions`], [`observe`]: hearing when handlers finish.
+//! - `current`: [`current`], what the running task knows about itself ([`TaskInfo`]).
+//! - `queue_status`: [`queue_status`], [`wait_for_consumers`]: a queue's counters.
+//! - `declared`: `Declared`, what a client already declared.
+
+pub(crate) mod completion;
+mod current;
+mod dead_letters;
+mod declared;
+pub(crate) mod enqueue;
+pub mod headers;
+mod queue_status;
+mod retry_delay;
+mod task_handler;
+mod task_options;
+
+use std::fmt::Display;
+use std::future::Future;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use completion::{observe, Completion, Completions, Outcome};
+pub use current::{current, TaskInfo};
+pub use dead_letters::{DeadLetter, DeadLetters};
+pub(crate) use declared::Declared;
+pub use enqueue::{enqueue, EnqueueOptions, TaskId};
+pub use queue_status::{queue_status, wait_for_consumers, QueueStatus};
+pub use task_handler::handler;
+pub use task_options::{dead_letter_queue_name, TaskOptions, DEFAULT_RETRIES};
+
+pub(crate) use completion::Observer;
+
+/// One task type: where it is queued, what it takes, how it is retried. Implemented by
+/// `#[lepus::task]` on a marker type (`send_email::SendEmailTask`).
+pub trait Task: Send + Sync + 'static {
+    /// The task queue (routing key on the default exchange).
+    const QUEUE: &'static str;
+    /// The task name, sent in the `x-lepus-method` header (several tasks may share a queue).
+    const NAME: &'static str;
+    /// The arguments as a tuple, encoded as a MessagePack array (as RPC arguments are).
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// The error a failed attempt returns; its text goes into the `x-lepus-error` header.
+    type Err: Display + Send + 'static;
+
+    /// Retries, backoff, time limit and queue options.
+    fn options() -> TaskOptions;
+
+    /// Runs the function once with decoded arguments.
+    fn invoke(args: Self::Args) -> impl Future<Output = Result<(), Self::Err>> + Send + 'static;
+}

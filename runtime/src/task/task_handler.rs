@@ -1,0 +1,359 @@
+//! The worker side of a task: run one attempt, then settle the delivery.
+//!
+//! - success: `basic.ack`;
+//! - failure (the function's `Err`, a panic, the time limit, undecodable arguments) with
+//!   attempts left: publish a copy carrying the failure record (`headers`) to the delay queue
+//!   of the next retry (`retry_delay`), wait for its confirm, then `basic.ack` the original;
+//! - failure of the last attempt (or arguments that can never decode): the same, to the
+//!   dead-letter queue;
+//! - the copy could not be published or confirmed: `basic.nack` with requeue, so the broker
+//!   delivers the original again (nothing is lost; the attempt may repeat).
+//!
+//! A worker that dies mid-attempt never acks; the broker redelivers the task to another worker
+//! (`redelivered = true`), and the attempt count is unchanged (only failures count).
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+use tracing::{debug, warn};
+
+use crate::envelope;
+use crate::error::REPLY_CODE_NO_ROUTE;
+use crate::task::completion::{Completion, Observer, Outcome};
+use crate::task::current::{TaskInfo, CURRENT};
+use crate::task::declared::Declared;
+use crate::task::headers::{self, RETRY_DELAY};
+use crate::task::retry_delay::{self, REDECLARE_AFTER};
+use crate::task::{Task, TaskOptions};
+use crate::worker::handler::panic_message;
+use crate::worker::settle::{Settle, SettleContext};
+use crate::worker::{Handler, QueueOptions};
+
+/// The handler of task `T` for `Worker::serve` (the generated `send_email::handler()`).
+pub fn handler<T: Task>() -> Handler {
+    let runner = TaskRunner::<T> {
+        options: T::options(),
+        observer: None,
+        declared: Arc::new(Declared::default()),
+        task: PhantomData,
+    };
+    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner))
+}
+
+/// Runs task `T` on a worker. Clones share `declared`.
+struct TaskRunner<T> {
+    options: TaskOptions,
+    /// Set by `observe`; the receiving half is the test's `Completions`.
+    observer: Option<Observer>,
+    /// Delay queues this worker declared recently (shared by every clone of the handler).
+    declared: Arc<Declared>,
+    task: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TaskRunner<T> {
+    fn clone(&self) -> Self {
+        TaskRunner {
+            options: self.options.clone(),
+            observer: self.observer.clone(),
+            declared: self.declared.clone(),
+            task: PhantomData,
+        }
+    }
+}
+
+/// Why an attempt failed, and whether trying again can help.
+struct Failure {
+    error: String,
+    /// Arguments that do not decode will not decode next time either.
+    permanent: bool,
+}
+
+impl<T: Task> Settle for TaskRunner<T> {
+    fn queue_options(&self) -> QueueOptions {
+        self.options.queue_options()
+    }
+
+    fn needs_confirms(&self) -> bool {
+        true
+    }
+
+    fn declare<'a>(
+        &'a self,
+        channel: &'a lapin::Channel,
+        queue: &'a str,
+    ) -> BoxFuture<'a, lapin::Result<()>> {
+        Box::pin(async move {
+            let dead = self.options.dead_letter_queue_for(queue);
+            channel
+                .queue_declare(
+                    dead.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            if let Some(observer) = &self.observer {
+                observer.declared();
+            }
+            Ok(())
+        })
+    }
+
+    fn observed(&self, observer: Observer) -> Arc<dyn Settle> {
+        let mut runner = self.clone();
+        runner.observer = Some(observer);
+        Arc::new(runner)
+    }
+
+    fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
+        Box::pin(self.clone().run(delivery, context))
+    }
+}
+
+impl<T: Task> TaskRunner<T> {
+    /// One attempt, settled.
+    async fn run(self, delivery: Delivery, context: SettleContext) {
+        let headers = delivery.properties.headers().as_ref();
+        let attempt = headers::attempts(headers).saturating_add(1);
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string());
+        let info = TaskInfo {
+            message_id: message_id.clone(),
+            attempt,
+            redelivered: delivery.redelivered,
+            name: T::NAME.to_owned(),
+            queue: context.queue.to_string(),
+        };
+        debug!(
+            task = T::NAME,
+            queue = %context.queue,
+            message_id = message_id.as_deref().unwrap_or(""),
+            attempt,
+            redelivered = delivery.redelivered,
+            "task attempt"
+        );
+        let result = CURRENT
+            .scope(
+                info,
+                attempt_once::<T>(&delivery.data, self.options.time_limit_of()),
+            )
+            .await;
+        let outcome = match result {
+            Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
+                Ok(_) => Outcome::Succeeded,
+                Err(err) => {
+                    warn!(task = T::NAME, cause = %err, "basic.ack failed; the task will run again");
+                    Outcome::Unsettled {
+                        error: err.to_string(),
+                    }
+                }
+            },
+            Err(failure) => {
+                self.settle_failure(&delivery, &context, attempt, failure)
+                    .await
+            }
+        };
+        if let Some(observer) = &self.observer {
+            observer.report(Completion {
+                queue: context.queue.to_string(),
+                name: T::NAME.to_owned(),
+                message_id,
+                redelivered: delivery.redelivered,
+                attempt,
+                outcome,
+            });
+        }
+    }
+
+    /// Retries or dead-letters a failed attempt, then acks the original.
+    async fn settle_failure(
+        &self,
+        delivery: &Delivery,
+        context: &SettleContext,
+        attempt: u32,
+        failure: Failure,
+    ) -> Outcome {
+        let queue = &*context.queue;
+        let mut copy_headers = headers::after_failure(
+            delivery.properties.headers().as_ref(),
+            attempt,
+            &failure.error,
+            queue,
+        );
+        let last = failure.permanent || attempt > self.options.retry_count();
+        let (target, outcome) = if last {
+            warn!(task = T::NAME, queue, attempt, error = %failure.error, "task failed for the last time; dead-lettered");
+            (
+                Target::Dead(self.options.dead_letter_queue_for(queue)),
+                Outcome::DeadLettered {
+                    error: failure.error,
+                },
+            )
+        } else {
+            let delay =
+                retry_delay::retry_delay(&self.options.backoff_policy(), attempt.saturating_sub(1));
+            headers::insert_int(
+                &mut copy_headers,
+                RETRY_DELAY,
+                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            );
+            warn!(task = T::NAME, queue, attempt, ?delay, error = %failure.error, "task attempt failed; retrying");
+            (
+                Target::Delay(delay),
+                Outcome::Retrying {
+                    error: failure.error,
+                    delay,
+                },
+            )
+        };
+        let properties = delivery.properties.clone().with_headers(copy_headers);
+        let published = self
+            .publish_copy(&context.channel, queue, &target, &delivery.data, properties)
+            .await;
+        let settled = match published {
+            Ok(()) => delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(|err| err.to_string()),
+            Err(error) => {
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    })
+                    .await;
+                Err(error)
+            }
+        };
+        match settled {
+            Ok(()) => outcome,
+            Err(error) => {
+                warn!(task = T::NAME, queue, cause = %error, "failed task not settled; the broker will deliver it again");
+                Outcome::Unsettled { error }
+            }
+        }
+    }
+
+    /// Publishes the copy to its delay or dead-letter queue and waits for the confirm;
+    /// declares the queue and tries once more if the broker returned it.
+    async fn publish_copy(
+        &self,
+        channel: &lapin::Channel,
+        queue: &str,
+        target: &Target,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), String> {
+        for round in 0..2 {
+            let routing_key = match target {
+                Target::Dead(dead) => dead.clone(),
+                Target::Delay(delay) => {
+                    let name = retry_delay::delay_queue_name(queue, *delay);
+                    if round > 0 || !self.declared.is_fresh(&name, REDECLARE_AFTER) {
+                        retry_delay::declare_delay_queue(channel, queue, *delay)
+                            .await
+                            .map_err(|e| format!("declaring {name}: {e}"))?;
+                        self.declared.mark(&name);
+                    }
+                    name
+                }
+            };
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    body,
+                    properties.clone(),
+                )
+                .await
+                .map_err(|e| format!("publishing to {routing_key}: {e}"))?;
+            match confirm.await {
+                Ok(Confirmation::Ack(None)) => return Ok(()),
+                Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
+                    if returned.reply_code == REPLY_CODE_NO_ROUTE && round == 0 =>
+                {
+                    self.declared.forget(&routing_key);
+                    if let Target::Dead(dead) = target {
+                        channel
+                            .queue_declare(
+                                dead.as_str().into(),
+                                QueueDeclareOptions {
+                                    durable: true,
+                                    ..QueueDeclareOptions::default()
+                                },
+                                FieldTable::default(),
+                            )
+                            .await
+                            .map_err(|e| format!("declaring {dead}: {e}"))?;
+                    }
+                }
+                Ok(Confirmation::NotRequested) => {
+                    return Err("the worker channel is not in confirm mode".into())
+                }
+                Ok(other) => return Err(format!("{routing_key} refused the copy: {other:?}")),
+                Err(err) => return Err(format!("confirm from {routing_key}: {err}")),
+            }
+        }
+        Err("the copy was returned twice".into())
+    }
+}
+
+/// Where a failed task's copy goes.
+enum Target {
+    /// The delay queue for this wait, before the next attempt.
+    Delay(Duration),
+    /// The dead-letter queue.
+    Dead(String),
+}
+
+/// Decodes the arguments and runs `T` once, with its time limit, catching a panic.
+async fn attempt_once<T: Task>(body: &[u8], time_limit: Option<Duration>) -> Result<(), Failure> {
+    let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
+        error: format!("cannot decode the arguments of {}: {err}", T::NAME),
+        permanent: true,
+    })?;
+    let run = AssertUnwindSafe(T::invoke(args)).catch_unwind();
+    let ran = match time_limit {
+        Some(limit) => match tokio::time::timeout(limit, run).await {
+            Ok(ran) => ran,
+            Err(_) => {
+                return Err(Failure {
+                    error: format!("time limit of {limit:?} exceeded"),
+                    permanent: false,
+                })
+            }
+        },
+        None => run.await,
+    };
+    match ran {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(Failure {
+            error: err.to_string(),
+            permanent: false,
+        }),
+        Err(payload) => Err(Failure {
+            error: format!("panicked: {}", panic_message(payload.as_ref())),
+            permanent: false,
+        }),
+    }
+}

@@ -1,0 +1,143 @@
+//! [`TaskOptions`]: how a task is retried and how its queues are declared, and the names of
+//! the queues a task uses besides its own.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::worker::QueueOptions;
+
+/// The default number of retries after the first attempt.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// Retry and queue options of a task (`#[lepus::task(retries = 5, backoff = "1s..5m",
+/// time_limit = "30s", max_priority = 9, dead_letter_queue = "...")]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOptions {
+    retries: u32,
+    backoff: Backoff,
+    time_limit: Option<Duration>,
+    max_priority: Option<u8>,
+    dead_letter_queue: Option<Cow<'static, str>>,
+    quorum: bool,
+}
+
+impl Default for TaskOptions {
+    /// 3 retries, backoff 1 s doubling up to 5 min, no time limit, no priorities,
+    /// dead letters in `<queue>.dead`, a classic durable queue.
+    fn default() -> Self {
+        TaskOptions {
+            retries: DEFAULT_RETRIES,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+            time_limit: None,
+            max_priority: None,
+            dead_letter_queue: None,
+            quorum: false,
+        }
+    }
+}
+
+impl TaskOptions {
+    /// The defaults (see [`Default`]).
+    pub fn new() -> Self {
+        TaskOptions::default()
+    }
+
+    /// Retries after a failed first attempt (0: the first failure dead-letters the task).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The delay before retry `n` (0-based) is jittered in `[c/2, c]`, `c = min(initial·2ⁿ,
+    /// max)` (see `retry_delay` for how the jitter stays on a few queues).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// An attempt running longer than `limit` is abandoned and counts as failed.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// Declares the task queue with priorities 0..=`max` (`x-max-priority`), so
+    /// [`EnqueueOptions::priority`](crate::task::EnqueueOptions::priority) takes effect.
+    pub fn max_priority(mut self, max: u8) -> Self {
+        self.max_priority = Some(max);
+        self
+    }
+
+    /// Where failed tasks go after their last attempt (default `<queue>.dead`); the name is
+    /// used as given (no queue prefix).
+    pub fn dead_letter_queue(mut self, queue: impl Into<Cow<'static, str>>) -> Self {
+        self.dead_letter_queue = Some(queue.into());
+        self
+    }
+
+    /// Declares the task queue as a replicated quorum queue (RabbitMQ clusters).
+    pub fn quorum(mut self) -> Self {
+        self.quorum = true;
+        self
+    }
+
+    /// The number of retries.
+    pub fn retry_count(&self) -> u32 {
+        self.retries
+    }
+
+    /// The backoff between attempts.
+    pub fn backoff_policy(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// The time limit of one attempt.
+    pub fn time_limit_of(&self) -> Option<Duration> {
+        self.time_limit
+    }
+
+    /// How the task queue is declared: durable, plus priorities / quorum when asked.
+    pub fn queue_options(&self) -> QueueOptions {
+        let mut options = QueueOptions::new().durable(true);
+        if let Some(max) = self.max_priority {
+            options = options.max_priority(max);
+        }
+        if self.quorum {
+            options = options.quorum();
+        }
+        options
+    }
+
+    /// The dead-letter queue of the task queue `queue` (already prefixed).
+    pub fn dead_letter_queue_for(&self, queue: &str) -> String {
+        match &self.dead_letter_queue {
+            Some(name) => name.to_string(),
+            None => dead_letter_queue_name(queue),
+        }
+    }
+}
+
+/// `<queue>.dead`: the default dead-letter queue of a task queue.
+pub fn dead_letter_queue_name(queue: &str) -> String {
+    format!("{queue}.dead")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_queue_defaults_to_dot_dead_and_can_be_set() {
+        let options = TaskOptions::new();
+        assert_eq!(options.dead_letter_queue_for("emails"), "emails.dead");
+        let options = options.dead_letter_queue("failed");
+        assert_eq!(options.dead_letter_queue_for("emails"), "failed");
+    }
+
+    #[test]
+    fn task_queues_are_durable() {
+        let declare = TaskOptions::new().max_priority(5).queue_options();
+        assert_eq!(declare, QueueOptions::new().durable(true).max_priority(5));
+    }
+}

@@ -1,0 +1,502 @@
+//! Nothing a client sends may panic the broker or disturb another client: connections send
+//! random frames (well-framed, with random class/method ids and argument bytes, and random
+//! content frames) while a panic hook watches every thread of this process, then a
+//! well-behaved client must still publish and consume. Bundled broker only.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lepus::broker::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A small deterministic generator (xorshift64*), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&channel.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
+async fn open(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+    let mut start_ok = vec![0, 10, 0, 11, 0, 0, 0, 0, 5];
+    start_ok.extend_from_slice(b"PLAIN");
+    start_ok.extend_from_slice(&12u32.to_be_bytes());
+    start_ok.extend_from_slice(b"\0guest\0guest");
+    start_ok.extend_from_slice(&[5, b'e', b'n', b'_', b'U', b'S']);
+    s.write_all(&frame(1, 0, &start_ok)).await.unwrap();
+    s.write_all(&frame(1, 0, &[0, 10, 0, 31, 0x07, 0xFF, 0, 2, 0, 0, 0, 0]))
+        .await
+        .unwrap();
+    s.write_all(&frame(1, 0, &[0, 10, 0, 40, 1, b'/', 0, 0]))
+        .await
+        .unwrap();
+    for ch in 1..=3u16 {
+        s.write_all(&frame(1, ch, &[0, 20, 0, 10, 0]))
+            .await
+            .unwrap();
+    }
+    s
+}
+
+/// One random frame: mostly methods of real classes with random arguments.
+fn random_frame(rng: &mut Rng) -> Vec<u8> {
+    const METHODS: &[(u16, &[u16])] = &[
+        (10, &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51, 60, 61]),
+        (20, &[10, 11, 20, 21, 40, 41]),
+        (40, &[10, 11, 20, 21, 30, 31, 40, 51]),
+        (50, &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51]),
+        (
+            60,
+            &[
+                10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
+            ],
+        ),
+        (85, &[10, 11]),
+        (90, &[10, 11, 20, 21, 30, 31]),
+    ];
+    let channel = rng.below(5) as u16;
+    match rng.below(10) {
+        0 => {
+            let mut p = vec![0, 60, 0, 0];
+            p.extend_from_slice(&rng.below(64).to_be_bytes());
+            p.extend_from_slice(&[0, 0]);
+            frame(2, channel, &p)
+        }
+        1 => {
+            let len = rng.below(40) as usize;
+            frame(3, channel, &vec![0xAB; len])
+        }
+        _ => {
+            let (class, ids) = METHODS[rng.below(METHODS.len() as u64) as usize];
+            let id = ids[rng.below(ids.len() as u64) as usize];
+            let mut p = class.to_be_bytes().to_vec();
+            p.extend_from_slice(&id.to_be_bytes());
+            let len = rng.below(48) as usize;
+            for _ in 0..len {
+                // Small bytes make plausible lengths, flags and names.
+                p.push(if rng.below(3) == 0 {
+                    rng.below(256) as u8
+                } else {
+                    rng.below(6) as u8
+                });
+            }
+            frame(1, channel, &p)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_frames_never_panic_the_broker_or_disturb_others() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let panics = Arc::new(AtomicUsize::new(0));
+    let seen = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    let handle = Broker::builder()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let addr = handle.local_addr();
+    let mut fuzzers = Vec::new();
+    for seed in 1..=300u64 {
+        fuzzers.push(tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut s = open(addr).await;
+            let mut out = Vec::new();
+            for _ in 0..(1 + rng.below(30)) {
+                out.extend(random_frame(&mut rng));
+            }
+            let _ = s.write_all(&out).await;
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Ok(n) = s.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }));
+    }
+    // Meanwhile a well-behaved client works as usual.
+    let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "fuzz.bystander".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "fuzz.bystander".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..50u8 {
+        ch.basic_publish(
+            "".into(),
+            "fuzz.bystander".into(),
+            BasicPublishOptions::default(),
+            &[i],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.data, vec![i]);
+    }
+    for f in fuzzers {
+        f.await.unwrap();
+    }
+    conn.close(200, "bye".into()).await.unwrap();
+    handle.shutdown().await;
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "a broker thread panicked");
+}
+
+/// Random but well-formed operations through lapin: declares, binds, deletes, publishes with
+/// random properties, consumes, gets, acks/nacks with random tags, qos, tx and confirm mode on
+/// a handful of names, so method handlers (not just the decoder) see odd combinations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_valid_operations_never_panic_the_broker() {
+    use lapin::types::AMQPValue;
+    use lapin::ExchangeKind;
+
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let panics = Arc::new(AtomicUsize::new(0));
+    let seen = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    let handle = Broker::builder()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let url = handle.amqp_url();
+    let mut workers = Vec::new();
+    for seed in 1..=6u64 {
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let conn = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .unwrap();
+            let mut ch = conn.create_channel().await.unwrap();
+            let mut consumers = Vec::new();
+            for _ in 0..300 {
+                if !ch.status().connected() {
+                    match conn.create_channel().await {
+                        Ok(c) => ch = c,
+                        Err(_) => break,
+                    }
+                }
+                let q = format!("fz.q{}", rng.below(4));
+                let x = format!("fz.x{}", rng.below(3));
+                let kinds = [
+                    ExchangeKind::Direct,
+                    ExchangeKind::Fanout,
+                    ExchangeKind::Topic,
+                    ExchangeKind::Headers,
+                ];
+                let key = ["", "a", "a.b", "#", "*.b", "a.#.c"][rng.below(6) as usize];
+                let flag = |r: &mut Rng| r.below(2) == 0;
+                let mut args = FieldTable::default();
+                for (name, value) in [
+                    ("x-message-ttl", AMQPValue::LongInt(rng.below(50) as i32)),
+                    ("x-max-length", AMQPValue::LongInt(rng.below(4) as i32)),
+                    (
+                        "x-overflow",
+                        AMQPValue::LongString(
+                            ["drop-head", "reject-publish", "reject-publish-dlx", "bogus"]
+                                [rng.below(4) as usize]
+                                .into(),
+                        ),
+                    ),
+                    (
+                        "x-dead-letter-exchange",
+                        AMQPValue::LongString(format!("fz.x{}", rng.below(3)).into()),
+                    ),
+                    (
+                        "x-max-priority",
+                        AMQPValue::LongInt(rng.below(300) as i32 - 20),
+                    ),
+                    ("x-expires", AMQPValue::LongInt(rng.below(100) as i32)),
+                    (
+                        "x-match",
+                        AMQPValue::LongString(
+                            ["any", "all", "weird"][rng.below(3) as usize].into(),
+                        ),
+                    ),
+                ] {
+                    if rng.below(4) == 0 {
+                        args.insert(name.into(), value);
+                    }
+                }
+                let _ = match rng.below(16) {
+                    0 => ch
+                        .queue_declare(
+                            q.as_str().into(),
+                            QueueDeclareOptions {
+                                durable: flag(&mut rng),
+                                exclusive: flag(&mut rng),
+                                auto_delete: flag(&mut rng),
+                                passive: rng.below(5) == 0,
+                                nowait: false,
+                            },
+                            args,
+                        )
+                        .await
+                        .map(|_| ()),
+                    1 => {
+                        ch.exchange_declare(
+                            x.as_str().into(),
+                            kinds[rng.below(4) as usize].clone(),
+                            ExchangeDeclareOptions {
+                                auto_delete: flag(&mut rng),
+                                internal: rng.below(4) == 0,
+                                ..Default::default()
+                            },
+                            args,
+                        )
+                        .await
+                    }
+                    2 => {
+                        ch.queue_bind(
+                            q.as_str().into(),
+                            x.as_str().into(),
+                            key.into(),
+                            QueueBindOptions::default(),
+                            args,
+                        )
+                        .await
+                    }
+                    3 => {
+                        ch.exchange_bind(
+                            x.as_str().into(),
+                            format!("fz.x{}", rng.below(3)).as_str().into(),
+                            key.into(),
+                            ExchangeBindOptions::default(),
+                            args,
+                        )
+                        .await
+                    }
+                    4 => ch
+                        .queue_delete(
+                            q.as_str().into(),
+                            QueueDeleteOptions {
+                                if_unused: flag(&mut rng),
+                                if_empty: flag(&mut rng),
+                                nowait: false,
+                            },
+                        )
+                        .await
+                        .map(|_| ()),
+                    5 => {
+                        ch.exchange_delete(
+                            x.as_str().into(),
+                            ExchangeDeleteOptions {
+                                if_unused: flag(&mut rng),
+                                nowait: false,
+                            },
+                        )
+                        .await
+                    }
+                    6 => ch
+                        .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+                        .await
+                        .map(|_| ()),
+                    7..=9 => {
+                        let mut props =
+                            BasicProperties::default().with_priority(rng.below(256) as u8);
+                        if flag(&mut rng) {
+                            props = props.with_expiration(
+                                ["0", "5", "-1", "x", "99999999999999999999"]
+                                    [rng.below(5) as usize]
+                                    .into(),
+                            );
+                        }
+                        if rng.below(4) == 0 {
+                            props = props.with_reply_to("amq.rabbitmq.reply-to".into());
+                        }
+                        let (exchange, rk) = if flag(&mut rng) {
+                            (x.clone(), key.to_owned())
+                        } else {
+                            (String::new(), q.clone())
+                        };
+                        ch.basic_publish(
+                            exchange.as_str().into(),
+                            rk.as_str().into(),
+                            BasicPublishOptions {
+                                mandatory: flag(&mut rng),
+                                immediate: false,
+                            },
+                            &vec![7u8; rng.below(300) as usize],
+                            props,
+                        )
+                        .await
+                        .map(|_| ())
+                    }
+                    10 => {
+                        let source = if rng.below(4) == 0 {
+                            "amq.rabbitmq.reply-to".to_owned()
+                        } else {
+                            q.clone()
+                        };
+                        match ch
+                            .basic_consume(
+                                source.as_str().into(),
+                                "".into(),
+                                BasicConsumeOptions {
+                                    no_ack: flag(&mut rng),
+                                    exclusive: rng.below(4) == 0,
+                                    ..Default::default()
+                                },
+                                args,
+                            )
+                            .await
+                        {
+                            Ok(c) => {
+                                consumers.push(c);
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    11 => ch
+                        .basic_get(
+                            q.as_str().into(),
+                            BasicGetOptions {
+                                no_ack: flag(&mut rng),
+                            },
+                        )
+                        .await
+                        .map(|_| ()),
+                    12 => {
+                        ch.basic_ack(
+                            rng.below(20),
+                            BasicAckOptions {
+                                multiple: flag(&mut rng),
+                            },
+                        )
+                        .await
+                    }
+                    13 => {
+                        ch.basic_nack(
+                            rng.below(20),
+                            BasicNackOptions {
+                                multiple: flag(&mut rng),
+                                requeue: flag(&mut rng),
+                            },
+                        )
+                        .await
+                    }
+                    14 => {
+                        ch.basic_qos(
+                            rng.below(5) as u16,
+                            BasicQosOptions {
+                                global: flag(&mut rng),
+                            },
+                        )
+                        .await
+                    }
+                    _ => match rng.below(5) {
+                        0 => ch.tx_select().await,
+                        1 => ch.tx_commit().await,
+                        2 => ch.tx_rollback().await,
+                        3 => ch.confirm_select(ConfirmSelectOptions::default()).await,
+                        _ => {
+                            ch.basic_recover(BasicRecoverOptions { requeue: true })
+                                .await
+                        }
+                    },
+                };
+            }
+            let _ = conn.close(200, "bye".into()).await;
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    // The broker still serves a well-behaved client.
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "fz.after".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "fz.after".into(),
+        BasicPublishOptions::default(),
+        b"ok",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let got = ch
+        .basic_get("fz.after".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.delivery.data, b"ok");
+    conn.close(200, "bye".into()).await.unwrap();
+    handle.shutdown().await;
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "a broker thread panicked");
+}

@@ -1,0 +1,256 @@
+//! Events end to end: pool delivery (competing consumers, each event once per service) vs
+//! broadcast delivery (each running instance gets every event), fanout/direct/topic routing,
+//! a failing handler rejecting its event, and publishing to a missing exchange.
+
+mod common;
+mod task_util;
+
+use std::time::Duration;
+
+use lepus::event::current;
+use lepus::task::{observe, Outcome};
+use serde::{Deserialize, Serialize};
+use task_util::{client, BackgroundWorker};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LogLine {
+    severity: String,
+    text: String,
+}
+
+/// Pool delivery: one queue shared by every instance.
+#[lepus::event(exchange = "audit", kind = "fanout", delivery = "pool")]
+async fn audit_pool(_line: LogLine) {}
+
+/// Broadcast delivery: one queue per instance.
+#[lepus::event(exchange = "audit", kind = "fanout", delivery = "broadcast")]
+async fn audit_broadcast(_line: LogLine) {}
+
+/// Topic routing: only `*.error` and `kern.#`.
+#[lepus::event(exchange = "logs", kind = "topic", binding = ["*.error", "kern.#"])]
+async fn errors_and_kernel(line: LogLine) -> Result<(), String> {
+    let key = current().map(|e| e.routing_key).unwrap_or_default();
+    if line.text == "poison" {
+        return Err(format!("cannot handle {key}"));
+    }
+    Ok(())
+}
+
+/// Direct routing: exactly `warning`.
+#[lepus::event(exchange = "direct_logs", kind = "direct", binding = "warning")]
+async fn warnings(_line: LogLine) {}
+
+fn line(severity: &str, text: &str) -> LogLine {
+    LogLine {
+        severity: severity.into(),
+        text: text.into(),
+    }
+}
+
+#[tokio::test]
+async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
+    let broker = common::broker().await;
+    let prefix = common::unique("ev");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let mut workers = Vec::new();
+    let mut pool = Vec::new();
+    let mut broadcast = Vec::new();
+    for _ in 0..2 {
+        let (p, pool_done) = observe(audit_pool::handler()).unwrap();
+        let (b, broadcast_done) = observe(audit_broadcast::handler()).unwrap();
+        pool.push(pool_done);
+        broadcast.push(broadcast_done);
+        workers.push(
+            BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(p).serve(b))
+                .await,
+        );
+    }
+    // The workers bind their queues in the background: publish warm-up events until both
+    // broadcast queues have received one, then let the stragglers settle and forget them.
+    let mut ready = [false; 2];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !ready.iter().all(|r| *r) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broadcast queues never bound"
+        );
+        audit_pool::publish(&client, "", &line("info", "warm-up"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (r, done) in ready.iter_mut().zip(&mut broadcast) {
+            *r |= !done.drain().is_empty();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for done in pool.iter_mut().chain(broadcast.iter_mut()) {
+        done.drain();
+    }
+    const EVENTS: usize = 200;
+    for n in 0..EVENTS {
+        lepus::publish(&client, "audit", "", &line("info", &n.to_string()))
+            .await
+            .unwrap();
+    }
+    // Broadcast: every instance handles every event.
+    for done in &mut broadcast {
+        let seen = done
+            .wait_for(EVENTS, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(seen.iter().all(|c| c.outcome == Outcome::Succeeded));
+    }
+    // Pool: the two instances together handle each event once.
+    let mut pool_counts = Vec::new();
+    let expected = EVENTS;
+    let mut total = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while total < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pool_counts = pool.iter_mut().map(|d| d.drain().len()).collect::<Vec<_>>();
+        total += pool_counts.iter().sum::<usize>();
+    }
+    assert_eq!(total, expected, "pool: each event handled once");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late: usize = pool.iter_mut().map(|d| d.drain().len()).sum();
+    let late_b: usize = broadcast.iter_mut().map(|d| d.drain().len()).sum();
+    assert_eq!((late, late_b), (0, 0), "no duplicates");
+    let _ = pool_counts;
+    for w in workers {
+        w.stop().await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn pool_instances_compete_for_events() {
+    let broker = common::broker().await;
+    let prefix = common::unique("ev");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let mut workers = Vec::new();
+    let mut pool = Vec::new();
+    for _ in 0..2 {
+        let (p, done) = observe(audit_pool::handler()).unwrap();
+        pool.push(done);
+        workers
+            .push(BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(p)).await);
+    }
+    // Wait for both consumers: with prefetch 1 and round-robin, events alternate once both run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    const EVENTS: usize = 100;
+    for n in 0..EVENTS {
+        audit_pool::publish(&client, "", &line("info", &n.to_string()))
+            .await
+            .unwrap();
+    }
+    let mut counts = [0usize; 2];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while counts.iter().sum::<usize>() < EVENTS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (count, done) in counts.iter_mut().zip(&mut pool) {
+            *count += done.drain().len();
+        }
+    }
+    assert_eq!(counts.iter().sum::<usize>(), EVENTS);
+    assert!(
+        counts.iter().all(|&n| n > 0),
+        "both instances took events: {counts:?}"
+    );
+    for w in workers {
+        w.stop().await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn topic_and_direct_bindings_route_by_key_and_failures_are_rejected() {
+    let broker = common::broker().await;
+    let prefix = common::unique("ev");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let (topic, mut topic_done) = observe(errors_and_kernel::handler()).unwrap();
+    let (direct, mut direct_done) = observe(warnings::handler()).unwrap();
+    let worker =
+        BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(topic).serve(direct)).await;
+    // The worker declares the exchanges; wait until it has.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lepus::publish(&client, "logs", "probe.none", &line("x", "x"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "exchange never declared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for key in [
+        "kern.info",
+        "app.error",
+        "app.info",
+        "kern.disk.full",
+        "error",
+    ] {
+        errors_and_kernel::publish(&client, key, &line(key, "ok"))
+            .await
+            .unwrap();
+    }
+    errors_and_kernel::publish(&client, "db.error", &line("error", "poison"))
+        .await
+        .unwrap();
+    for key in ["warning", "info", "error", "warning"] {
+        warnings::publish(&client, key, &line(key, "ok"))
+            .await
+            .unwrap();
+    }
+    let seen = topic_done
+        .wait_for(4, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ok = seen
+        .iter()
+        .filter(|c| c.outcome == Outcome::Succeeded)
+        .count();
+    assert_eq!(ok, 3, "kern.info, app.error, kern.disk.full: {seen:?}");
+    assert!(seen.iter().any(
+        |c| matches!(&c.outcome, Outcome::Failed { error } if error == "cannot handle db.error")
+    ));
+    let warned = direct_done
+        .wait_for(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(warned.iter().all(|c| c.outcome == Outcome::Succeeded));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        topic_done.drain().is_empty(),
+        "app.info and error matched nothing"
+    );
+    assert!(direct_done.drain().is_empty(), "only the two warnings");
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn publishing_to_a_missing_exchange_is_a_not_found_error() {
+    let broker = common::broker().await;
+    let prefix = common::unique("ev");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let err = lepus::publish(&client, "nobody-declared-this", "k", &1u32)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            lepus::Error::NotFound {
+                reply_code: 404,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The session survived: publishing to an existing exchange still works.
+    lepus::publish(&client, "amq.fanout", "", &2u32)
+        .await
+        .unwrap();
+    broker.stop().await;
+}

@@ -1,0 +1,212 @@
+//! Connection recovery: calls in flight when the link drops fail with a clear error; clients
+//! and workers reconnect with backoff, redeclare their queues and serve again.
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+mod common;
+mod rpc_util;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use lepus::{Backoff, CallOptions, Client, ConnectOptions, Error};
+use rpc_util::{eventually, CuttableProxy, RunningWorker};
+
+static NAPS_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Sleeps `ms`, then answers.
+#[lepus::rpc(queue = "napper")]
+async fn nap(ms: u64) -> u64 {
+    NAPS_STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+/// Fast reconnection for tests.
+fn options(url: &str, name: &str) -> ConnectOptions {
+    ConnectOptions::new(url)
+        .backoff(Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
+        .connection_name(name)
+}
+
+/// Calls `nap(0)` until it answers (through reconnection), with short per-call timeouts.
+async fn until_served(client: &Client) {
+    eventually("nap(0) to answer", || async {
+        let quick = CallOptions::default().timeout(Duration::from_millis(500));
+        nap::call_with(client, 0, quick).await.ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
+    let broker = common::broker().await;
+    let proxy = CuttableProxy::start(broker.url()).await;
+    let url = proxy.url(broker.url());
+    let prefix = common::unique("rpc");
+    let worker_conn = options(&url, &format!("{prefix} worker"))
+        .connect()
+        .await
+        .unwrap();
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
+    let client_conn = options(&url, &format!("{prefix} client"))
+        .connect()
+        .await
+        .unwrap();
+    let client = Client::builder(&client_conn)
+        .queue_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    until_served(&client).await;
+    assert_eq!(client_conn.generation(), 1);
+
+    let started = NAPS_STARTED.load(Ordering::SeqCst);
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let patient = CallOptions::default().timeout(Duration::from_secs(30));
+            nap::call_with(&client, 5_000, patient).await
+        }
+    });
+    eventually("the long nap to start", || async {
+        (NAPS_STARTED.load(Ordering::SeqCst) > started).then_some(())
+    })
+    .await;
+
+    proxy.cut_for(Duration::from_millis(300)).await;
+    let lost = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the in-flight call ends well before its 30 s timeout")
+        .unwrap();
+    match lost {
+        Err(err @ Error::ConnectionLost) => assert!(err.is_retryable()),
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    }
+
+    until_served(&client).await;
+    assert!(client_conn.generation() >= 2, "the client reconnected");
+    assert!(worker_conn.generation() >= 2, "the worker reconnected");
+    assert_eq!(nap::call(&client, 7).await.unwrap(), 7);
+
+    worker.shutdown().await;
+    client_conn.close().await;
+    broker.stop().await;
+}
+
+/// Closes every RabbitMQ connection whose `connection_name` contains `tag`, with rabbitmqctl.
+/// `Err` explains why it could not (the tool is missing or the node unreachable).
+fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
+    let node = std::env::var("RABBITMQ_NODENAME").unwrap_or_else(|_| "lepus-ci@localhost".into());
+    let path = format!(
+        "/usr/lib/rabbitmq/bin:/usr/sbin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let listed = std::process::Command::new("rabbitmqctl")
+        .env("PATH", &path)
+        .args([
+            "-n",
+            &node,
+            "-q",
+            "list_connections",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .map_err(|e| format!("rabbitmqctl unavailable: {e}"))?;
+    if !listed.status.success() {
+        return Err(format!(
+            "rabbitmqctl list_connections failed: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        ));
+    }
+    let mut closed = 0;
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        if !line.contains(tag) {
+            continue;
+        }
+        let Some(pid) = line.split_whitespace().next() else {
+            continue;
+        };
+        let status = std::process::Command::new("rabbitmqctl")
+            .env("PATH", &path)
+            .args([
+                "-n",
+                &node,
+                "-q",
+                "close_connection",
+                pid,
+                "lepus test: broker restart",
+            ])
+            .status()
+            .map_err(|e| format!("rabbitmqctl close_connection: {e}"))?;
+        if status.success() {
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+#[tokio::test]
+async fn clients_and_workers_come_back_after_a_broker_restart() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let url = broker.url().to_owned();
+    let worker_conn = options(&url, &format!("{prefix} worker"))
+        .connect()
+        .await
+        .unwrap();
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
+    let client_conn = options(&url, &format!("{prefix} client"))
+        .connect()
+        .await
+        .unwrap();
+    let client = Client::builder(&client_conn)
+        .queue_prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    until_served(&client).await;
+
+    // The restart: the bundled broker stops and a new one starts on the same port (with no
+    // queues: the worker must redeclare); RabbitMQ closes our connections.
+    let restarted = if broker.is_bundled() {
+        let addr = broker.handle().expect("bundled").local_addr();
+        broker.stop().await;
+        let again = lepus::broker::Broker::builder()
+            .listen(addr.to_string())
+            .start()
+            .await
+            .expect("a new broker binds the same port");
+        Some(again)
+    } else {
+        let tag = prefix.clone();
+        match tokio::task::spawn_blocking(move || rabbitmq_close_connections(&tag))
+            .await
+            .unwrap()
+        {
+            Ok(closed) => {
+                assert_eq!(closed, 2, "the worker's and the client's connections");
+                None
+            }
+            Err(reason) => {
+                println!("skipped: cannot restart the external broker: {reason}");
+                worker.kill().await;
+                return;
+            }
+        }
+    };
+
+    until_served(&client).await;
+    assert!(client_conn.generation() >= 2, "the client reconnected");
+    assert!(worker_conn.generation() >= 2, "the worker reconnected");
+    assert_eq!(nap::call(&client, 3).await.unwrap(), 3);
+
+    worker.shutdown().await;
+    client_conn.close().await;
+    if let Some(again) = restarted {
+        again.shutdown().await;
+    }
+}

@@ -1,0 +1,425 @@
+//! Task queues end to end: enqueue with confirms, fair at-least-once delivery across workers,
+//! a worker killed mid-task, retries with growing delays and dead letters, delayed tasks,
+//! panics and time limits, and 10,000 tasks over 4 workers run exactly once.
+//!
+//! Every test isolates itself with a unique queue prefix; task functions record what they did
+//! in per-test maps keyed by that prefix (the prefix travels in the arguments).
+
+mod common;
+mod task_util;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use lepus::task::{observe, DeadLetters, Outcome};
+use lepus::EnqueueOptions;
+use task_util::{client, eventually, message_count, raw, BackgroundWorker};
+
+/// Runs per (test key, task id).
+fn runs() -> &'static Mutex<HashMap<(String, u64), u32>> {
+    static RUNS: OnceLock<Mutex<HashMap<(String, u64), u32>>> = OnceLock::new();
+    RUNS.get_or_init(Default::default)
+}
+
+fn run_count(key: &str, id: u64) -> u32 {
+    runs()
+        .lock()
+        .unwrap()
+        .get(&(key.to_owned(), id))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn distinct_runs(key: &str) -> Vec<u32> {
+    runs()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|((k, _), _)| k == key)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+/// Counts one run of `id`.
+#[lepus::task(queue = "count")]
+async fn count(key: String, id: u64) {
+    *runs().lock().unwrap().entry((key, id)).or_default() += 1;
+}
+
+/// Sleeps, then counts: long enough to be killed in the middle.
+#[lepus::task(queue = "slow", retries = 0)]
+async fn slow(key: String, id: u64, millis: u64) {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    *runs().lock().unwrap().entry((key, id)).or_default() += 1;
+}
+
+/// Always fails.
+#[lepus::task(queue = "flaky", retries = 3, backoff = "100ms..400ms")]
+async fn always_fails(key: String) -> Result<(), String> {
+    *runs().lock().unwrap().entry((key, 0)).or_default() += 1;
+    Err(format!(
+        "attempt {} failed",
+        lepus::task::current().map(|t| t.attempt).unwrap_or(0)
+    ))
+}
+
+/// Fails twice, then succeeds.
+#[lepus::task(queue = "flaky2", retries = 5, backoff = "20ms..40ms")]
+async fn fails_twice(key: String) -> Result<(), String> {
+    let mut runs = runs().lock().unwrap();
+    let n = runs.entry((key, 0)).or_default();
+    *n += 1;
+    if *n <= 2 {
+        Err("not yet".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Panics every time.
+#[lepus::task(queue = "panics", retries = 1, backoff = "10ms..10ms")]
+async fn panics(_key: String) {
+    panic!("boom");
+}
+
+/// Runs past its time limit.
+#[lepus::task(queue = "sleepy", retries = 0, time_limit = "100ms")]
+async fn too_slow(_key: String) {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+}
+
+/// Records when it ran.
+#[lepus::task(queue = "delayed")]
+async fn record_time(key: String, id: u64) {
+    *runs().lock().unwrap().entry((key, id)).or_default() += 1;
+}
+
+#[tokio::test]
+async fn enqueue_returns_after_the_broker_has_the_task() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let raw = raw(broker.url()).await;
+    for n in 1..=5u32 {
+        let id = count::enqueue(&client, prefix.clone(), u64::from(n))
+            .await
+            .expect("enqueue is confirmed");
+        assert_eq!(id.0.len(), 32, "a fresh uuid message_id: {id}");
+        // The confirm came back: the broker holds the task (no consumer takes it yet).
+        assert_eq!(message_count(&raw, &format!("{prefix}count")).await, n);
+    }
+    let id = count::enqueue_with(
+        &client,
+        prefix.clone(),
+        9,
+        EnqueueOptions::new().message_id("order-42"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(id.0, "order-42");
+    let _ = raw.close(200, "".into()).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_run_once_and_see_their_message_id() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let (handler, mut done) = observe(count::handler()).unwrap();
+    let worker =
+        BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(handler)).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(count::enqueue(&client, prefix.clone(), n).await.unwrap());
+    }
+    let completions = done.wait_for(20, Duration::from_secs(20)).await.unwrap();
+    assert!(completions
+        .iter()
+        .all(|c| c.outcome == Outcome::Succeeded && c.attempt == 1));
+    let mut seen: Vec<String> = completions
+        .into_iter()
+        .filter_map(|c| c.message_id)
+        .collect();
+    let mut sent: Vec<String> = ids.into_iter().map(|id| id.0).collect();
+    seen.sort();
+    sent.sort();
+    assert_eq!(seen, sent);
+    for n in 0..20 {
+        assert_eq!(run_count(&prefix, n), 1);
+    }
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_loses_nothing() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let (handler_a, mut done_a) = observe(slow::handler()).unwrap();
+    let a = BackgroundWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(2).concurrency(2).serve(handler_a)
+    })
+    .await;
+    const TASKS: u64 = 10;
+    for id in 0..TASKS {
+        slow::enqueue(&client, prefix.clone(), id, 300)
+            .await
+            .unwrap();
+    }
+    // Let worker A start its first two tasks, then kill it in the middle of them.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.kill().await;
+    assert!(done_a.drain().is_empty(), "A finished nothing before dying");
+    let (handler_b, mut done_b) = observe(slow::handler()).unwrap();
+    let b = BackgroundWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(4).concurrency(4).serve(handler_b)
+    })
+    .await;
+    let completions = done_b
+        .wait_for(TASKS as usize, Duration::from_secs(30))
+        .await
+        .expect("worker B runs every task");
+    assert!(completions.iter().all(|c| c.outcome == Outcome::Succeeded));
+    let redelivered = completions.iter().filter(|c| c.redelivered).count();
+    assert_eq!(
+        redelivered, 2,
+        "the two tasks A was running came back, marked redelivered"
+    );
+    for id in 0..TASKS {
+        assert_eq!(
+            run_count(&prefix, id),
+            1,
+            "task {id} completed exactly once"
+        );
+    }
+    b.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn retries_back_off_then_dead_letter_with_the_error() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (conn, client) = client(broker.url(), &prefix).await;
+    let (handler, mut done) = observe(always_fails::handler()).unwrap();
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    let id = always_fails::enqueue(&client, prefix.clone())
+        .await
+        .unwrap();
+    let mut times = Vec::new();
+    let mut delays = Vec::new();
+    for attempt in 1..=4u32 {
+        let c = done.next_within(Duration::from_secs(10)).await.unwrap();
+        times.push(Instant::now());
+        assert_eq!(c.attempt, attempt);
+        assert_eq!(c.message_id.as_deref(), Some(id.0.as_str()));
+        match c.outcome {
+            Outcome::Retrying { error, delay } => {
+                assert!(attempt <= 3);
+                assert_eq!(error, format!("attempt {attempt} failed"));
+                delays.push(delay);
+            }
+            Outcome::DeadLettered { error } => {
+                assert_eq!(attempt, 4, "3 retries, then the dead-letter queue");
+                assert_eq!(error, "attempt 4 failed");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Growing delays: retry n waits within [c/2, c], c = 100 ms · 2^n capped at 400 ms.
+    let bands = [(50, 100), (100, 200), (200, 400)];
+    for (delay, (lo, hi)) in delays.iter().zip(bands) {
+        assert!(
+            *delay >= Duration::from_millis(lo) && *delay <= Duration::from_millis(hi),
+            "{delay:?} not in [{lo}, {hi}] ms"
+        );
+    }
+    // And the attempts were really that far apart (the delay queue held them).
+    for (gap, delay) in times.windows(2).map(|w| w[1] - w[0]).zip(&delays) {
+        assert!(
+            gap + Duration::from_millis(20) >= *delay,
+            "{gap:?} < {delay:?}"
+        );
+    }
+    assert_eq!(run_count(&prefix, 0), 4);
+    let dead = DeadLetters::new(&conn, format!("{prefix}flaky.dead"));
+    let letters = dead.list(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.message_id.as_deref(), Some(id.0.as_str()));
+    assert_eq!(letter.error.as_deref(), Some("attempt 4 failed"));
+    assert_eq!(letter.attempts, 4);
+    assert_eq!(letter.task.as_deref(), Some("always_fails"));
+    assert_eq!(
+        letter.origin_queue.as_deref(),
+        Some(format!("{prefix}flaky").as_str())
+    );
+    let (first, last) = (
+        letter.first_failed_at_ms.unwrap(),
+        letter.last_failed_at_ms.unwrap(),
+    );
+    assert!(
+        last - first >= 350 - 20,
+        "failures spread over the backoff: {first}..{last}"
+    );
+    assert!(letter.enqueued_at_ms.unwrap() <= first);
+    let (key,): (String,) = letter.args().unwrap();
+    assert_eq!(key, prefix);
+    // Listing left it there; show finds it; requeue sends it back for a fresh set of attempts.
+    assert!(dead.show(&id.0).await.unwrap().is_some());
+    assert_eq!(dead.requeue(Some(&id.0)).await.unwrap(), 1);
+    let again = done.next_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(again.attempt, 1, "a requeued task starts its attempts over");
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_that_fails_twice_succeeds_on_its_third_attempt() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let (handler, mut done) = observe(fails_twice::handler()).unwrap();
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    fails_twice::enqueue(&client, prefix.clone()).await.unwrap();
+    let seen = done
+        .wait_until(Duration::from_secs(10), |c| c.outcome == Outcome::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2].attempt, 3);
+    assert_eq!(run_count(&prefix, 0), 3);
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn panics_and_time_limits_are_failed_attempts() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (conn, client) = client(broker.url(), &prefix).await;
+    let (panicking, mut panic_done) = observe(panics::handler()).unwrap();
+    let (sleepy, mut sleepy_done) = observe(too_slow::handler()).unwrap();
+    let worker =
+        BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(panicking).serve(sleepy)).await;
+    panics::enqueue(&client, prefix.clone()).await.unwrap();
+    too_slow::enqueue(&client, prefix.clone()).await.unwrap();
+    let first = panic_done
+        .next_within(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(&first.outcome, Outcome::Retrying { error, .. } if error == "panicked: boom"));
+    let second = panic_done
+        .next_within(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&second.outcome, Outcome::DeadLettered { error } if error == "panicked: boom")
+    );
+    let started = Instant::now();
+    let limited = sleepy_done
+        .next_within(Duration::from_secs(4))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        matches!(&limited.outcome, Outcome::DeadLettered { error } if error.contains("time limit")),
+        "{limited:?}"
+    );
+    // The worker lives on after a panic: it still runs tasks.
+    let dead = DeadLetters::new(&conn, format!("{prefix}panics.dead"));
+    assert_eq!(dead.list(10).await.unwrap().len(), 1);
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_delayed_task_does_not_run_early() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    let (handler, mut done) = observe(record_time::handler()).unwrap();
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    let delay = Duration::from_millis(400);
+    let enqueued = Instant::now();
+    record_time::enqueue_with(
+        &client,
+        prefix.clone(),
+        1,
+        EnqueueOptions::new().delay(delay),
+    )
+    .await
+    .unwrap();
+    record_time::enqueue(&client, prefix.clone(), 2)
+        .await
+        .unwrap();
+    let first = done.next_within(Duration::from_secs(10)).await.unwrap();
+    let second = done.next_within(Duration::from_secs(10)).await.unwrap();
+    let ran_after = enqueued.elapsed();
+    assert!(
+        ran_after >= delay,
+        "the delayed task ran after {ran_after:?}"
+    );
+    assert_eq!(run_count(&prefix, 1), 1);
+    assert_eq!(run_count(&prefix, 2), 1);
+    // The undelayed task, enqueued later, ran first.
+    assert!(first.attempt == 1 && second.attempt == 1);
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_tasks_across_four_workers_run_exactly_once() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    const TASKS: u64 = 10_000;
+    let mut workers = Vec::new();
+    let mut observers = Vec::new();
+    for _ in 0..4 {
+        let (handler, done) = observe(count::handler()).unwrap();
+        observers.push(done);
+        workers.push(
+            BackgroundWorker::start(broker.url(), &prefix, |w| {
+                w.prefetch(50).concurrency(16).serve(handler)
+            })
+            .await,
+        );
+    }
+    let results: Vec<_> = stream::iter(0..TASKS)
+        .map(|id| count::enqueue(&client, prefix.clone(), id))
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok), "every enqueue confirmed");
+    assert!(
+        eventually(Duration::from_secs(120), || distinct_runs(&prefix).len()
+            == TASKS as usize)
+        .await,
+        "ran {} of {TASKS}",
+        distinct_runs(&prefix).len()
+    );
+    // Let any duplicate show up before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = distinct_runs(&prefix);
+    assert_eq!(counts.len(), TASKS as usize);
+    assert!(counts.iter().all(|&n| n == 1), "a task ran twice");
+    let mut per_worker = Vec::new();
+    for done in &mut observers {
+        per_worker.push(done.drain().len());
+    }
+    assert_eq!(per_worker.iter().sum::<usize>(), TASKS as usize);
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "every worker took tasks: {per_worker:?}"
+    );
+    eprintln!("tasks per worker: {per_worker:?}");
+    for w in workers {
+        w.stop().await;
+    }
+    broker.stop().await;
+}

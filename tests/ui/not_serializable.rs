@@ -1,0 +1,8 @@
+struct Opaque;
+
+#[lepus::rpc(queue = "q")]
+async fn make() -> Opaque {
+    Opaque
+}
+
+fn main() {}
