@@ -169,9 +169,9 @@ async fn backlog_drains_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpc_calls_all_return_with_both_impls() {
+async fn rpc_calls_all_return_with_every_impl() {
     let broker = TestBroker::start().await;
-    for imp in ["lapin", "lepus"] {
+    for imp in ["lapin", "lepus", "raw"] {
         let r = report(
             &broker.url,
             &[
