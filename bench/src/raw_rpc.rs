@@ -2,7 +2,8 @@
 //! so the round trip measures the broker rather than a client library's thread hops. Same
 //! shape as [`crate::rpc_lapin`]: the server consumes the request queue with manual ack and
 //! publishes each reply to `reply_to` with the request's `correlation_id`, then acks (both in
-//! the write that follows the read); a caller consumes direct reply-to
+//! the write that follows the read); a caller's requests go through one writer task that
+//! coalesces whatever is queued into one write; it consumes direct reply-to
 //! (`amq.rabbitmq.reply-to`, no-ack) on its one channel and matches replies to calls by
 //! correlation id.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{BenchError, Result};
@@ -182,10 +183,30 @@ impl RawRpcServer {
 /// all so their calls fail at once); a timed-out call removes its own entry.
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
+/// Writes what the calls queue, coalescing every request already waiting into one syscall
+/// (as lapin's I/O loop does); ends when every sender is dropped or a write fails.
+async fn request_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut out = Vec::new();
+    while let Some(first) = rx.recv().await {
+        out.clear();
+        out.extend_from_slice(&first);
+        while let Ok(more) = rx.try_recv() {
+            out.extend_from_slice(&more);
+        }
+        if let Err(err) = wr.write_all(&out).await {
+            tracing::debug!(cause = %err, "rpc caller write failed");
+            return;
+        }
+    }
+}
+
 /// A caller on the bench's own client: one connection, many calls in flight.
 pub(crate) struct RawRpcCaller {
-    /// Requests are written whole under this lock (one write per call).
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Frames of each request go to the writer task ([`request_writer`]), which owns the
+    /// socket's write half; `None` once closed.
+    requests: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    /// The writer task; awaited (briefly) by [`RpcCaller::close`].
+    writer: Mutex<Option<JoinHandle<()>>>,
     pending: Pending,
     next_id: AtomicU64,
     queue: String,
@@ -246,8 +267,11 @@ impl RawRpcCaller {
             // Fail every call still waiting: dropping its sender ends its wait.
             routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
+        let (requests, queued) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(request_writer(wr, queued));
         Ok(RawRpcCaller {
-            writer: tokio::sync::Mutex::new(wr),
+            requests: Mutex::new(Some(requests)),
+            writer: Mutex::new(Some(writer)),
             pending,
             next_id: AtomicU64::new(0),
             queue: queue.to_owned(),
@@ -271,14 +295,20 @@ impl RawRpcCaller {
             ..Props::default()
         };
         rf::publish_with(&mut out, CH, "", &self.queue, props, &body, self.frame_max);
-        let written = self.writer.lock().await.write_all(&out).await;
-        let res = match written {
-            Ok(()) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+        let sent = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(out).is_ok());
+        let res = if sent {
+            match tokio::time::timeout(CALL_TIMEOUT, rx).await {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(_)) => Err(BenchError::Protocol("caller connection ended".into())),
                 Err(_) => Err(BenchError::Timeout(format!("no reply in {CALL_TIMEOUT:?}"))),
-            },
-            Err(e) => Err(e.into()),
+            }
+        } else {
+            Err(BenchError::Protocol("caller connection closed".into()))
         };
         if res.is_err() {
             self.pending
@@ -303,7 +333,19 @@ impl RpcCaller for RawRpcCaller {
                 rf::shortstr(b, "bench done");
                 b.extend_from_slice(&[0, 0, 0, 0]);
             });
-            let _ = self.writer.lock().await.write_all(&out).await;
+            // Queue the close behind any request, then drop the sender so the writer ends.
+            let tx = self
+                .requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(tx) = tx {
+                let _ = tx.send(out);
+            }
+            let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(w) = writer {
+                let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.reader.abort();
         })
