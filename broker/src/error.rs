@@ -226,6 +226,10 @@ pub enum Error {
     /// The bound listener could not report its address.
     #[error("cannot read the listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    /// The data directory could not be opened (I/O error, or damaged files: see
+    /// [`crate::store::StoreError::is_corruption`]).
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]

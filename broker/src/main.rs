@@ -33,6 +33,16 @@ struct Args {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+    /// When a persistent message is confirmed: `always` (after fsync; default), `never`
+    /// (after write; survives a broker crash, not a power loss), or an interval such as `200ms`
+    /// (after write, fsync at most that long after).
+    #[arg(
+        long,
+        env = "LEPUS_FSYNC",
+        default_value = "always",
+        value_name = "POLICY"
+    )]
+    fsync: lepus_broker::store::FsyncPolicy,
 }
 
 #[tokio::main]
@@ -48,6 +58,7 @@ async fn main() -> std::process::ExitCode {
     let handle = match lepus_broker::Broker::builder()
         .listen(args.listen)
         .data_dir(args.data_dir)
+        .fsync(args.fsync)
         .start()
         .await
     {

@@ -21,6 +21,7 @@ use crate::connection;
 use crate::error::Error;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
+use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
 
 /// Tuning and limits a broker runs with.
@@ -34,8 +35,10 @@ pub(crate) struct Config {
     pub(crate) frame_max: u32,
     /// Highest channel number proposed in `connection.tune`.
     pub(crate) channel_max: u16,
-    /// Directory for durable data (used by the durability work; unused in memory).
+    /// Directory for durable data; `None` keeps everything in memory.
     pub(crate) data_dir: Option<PathBuf>,
+    /// When a persistent message counts as stored (`--fsync`).
+    pub(crate) fsync: FsyncPolicy,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             frame_max: 131_072,
             channel_max: 2047,
             data_dir: None,
+            fsync: FsyncPolicy::Always,
         }
     }
 }
@@ -72,6 +76,7 @@ impl Broker {
         BrokerBuilder {
             listen: "127.0.0.1:5672".to_owned(),
             config: Config::default(),
+            store: None,
         }
     }
 }
@@ -81,6 +86,8 @@ impl Broker {
 pub struct BrokerBuilder {
     listen: String,
     config: Config,
+    /// The persistence seam; `None` means the in-memory store.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl BrokerBuilder {
@@ -115,10 +122,26 @@ impl BrokerBuilder {
         self
     }
 
-    /// The directory for durable data (stored for the durability work; the in-memory broker
-    /// does not write to it).
+    /// The directory for durable data: durable exchanges, queues and bindings, and persistent
+    /// messages of durable queues, restored at the next start. Without it the broker keeps
+    /// everything in memory.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.data_dir = Some(dir.into());
+        self
+    }
+
+    /// When a persistent message counts as stored, i.e. when its publisher confirm goes out:
+    /// after `fdatasync` ([`FsyncPolicy::Always`], the default), or after `write` only.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.config.fsync = policy;
+        self
+    }
+
+    /// Uses `store` for persistent messages of durable queues when there is no data directory
+    /// (crate-private: unit tests use it to check that confirms wait for the store).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
         self
     }
 
@@ -131,10 +154,32 @@ impl BrokerBuilder {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
-        let store: Arc<dyn Store> = Arc::new(MemoryStore);
+        // With a data directory, recover before accepting anyone: the store refuses to open on
+        // damaged files, and the broker with it.
+        let (store, durable): (Arc<dyn Store>, _) = match &self.config.data_dir {
+            Some(dir) => {
+                let mut store_config = StoreConfig::new(dir);
+                store_config.fsync = self.config.fsync;
+                let (durable, recovered) = seam::open(store_config).await?;
+                (durable.clone(), Some((durable, recovered)))
+            }
+            // A store given to the builder (tests), else the in-memory one.
+            None => (
+                self.store.clone().unwrap_or_else(|| Arc::new(MemoryStore)),
+                None,
+            ),
+        };
+        let vhosts = VHosts::new(store);
+        let durable = match durable {
+            Some((durable, recovered)) => {
+                seam::restore(&vhosts, &durable, recovered)?;
+                Some(durable)
+            }
+            None => None,
+        };
         let shared = Arc::new(BrokerShared {
             config: self.config,
-            vhosts: VHosts::new(store),
+            vhosts,
             next_connection_id: AtomicU64::new(1),
         });
         let (stop_tx, shutdown) = Shutdown::new();
@@ -144,6 +189,7 @@ impl BrokerBuilder {
             local_addr,
             stop_tx,
             accept,
+            durable,
         })
     }
 }
@@ -188,6 +234,9 @@ pub struct BrokerHandle {
     stop_tx: watch::Sender<bool>,
     /// The accept loop, which owns all connection tasks.
     accept: JoinHandle<()>,
+    /// The store, when there is a data directory; closed (flushed) by `shutdown`. Dropping the
+    /// last reference lets its writer thread flush and exit in the background.
+    durable: Option<Arc<DurableQueues>>,
 }
 
 impl BrokerHandle {
@@ -207,6 +256,11 @@ impl BrokerHandle {
         let _ = self.stop_tx.send(true);
         if let Err(err) = self.accept.await {
             error!(cause = %err, "accept loop failed");
+        }
+        if let Some(durable) = self.durable {
+            if let Err(err) = durable.store().close().await {
+                error!(cause = %err, "closing the store failed");
+            }
         }
         info!(local_addr = %self.local_addr, "broker stopped");
     }

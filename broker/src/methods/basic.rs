@@ -165,7 +165,12 @@ impl Connection {
         let shared = self.shared(ch)?;
         let queue = self.usable_queue(m.queue.as_str())?;
         match queue.get(&self.vhost) {
-            Some((qm, count)) => shared.deliver_get(&queue, qm, count, m.no_ack),
+            Some((qm, count)) => {
+                if m.no_ack {
+                    queue.forget(&qm);
+                }
+                shared.deliver_get(&queue, qm, count, m.no_ack)
+            }
             None => self.send(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -190,11 +195,7 @@ impl Connection {
             .take_unacked(tag, multiple)
             .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
         for u in &taken {
-            if u.queue.durable && u.message.message.is_persistent() {
-                self.vhost
-                    .store
-                    .remove(&self.vhost.name, &u.queue.name, u.message.seq);
-            }
+            u.queue.forget(&u.message);
         }
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())
@@ -239,6 +240,7 @@ impl Connection {
 
     fn dead_letter_all(&self, taken: Vec<Unacked>) {
         for u in taken {
+            u.queue.forget(&u.message);
             self.vhost.dead_letter(
                 &u.queue,
                 vec![DeadLetter {
