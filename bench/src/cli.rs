@@ -164,6 +164,9 @@ pub(crate) enum RpcImpl {
     Lapin,
     /// The Lepus `#[lepus::rpc]` stub and worker pool.
     Lepus,
+    /// The same pair as `lapin` on the bench's own client: measures the broker's round trip
+    /// without a client library's thread hops.
+    Raw,
 }
 
 /// `rpc` options.

@@ -9,7 +9,8 @@
 //! - `producer`, `consumer`: one connection each, publishing / consuming, through lapin or
 //!   through `raw_client` (the bench's own minimal client; frames in `raw_frame`).
 //! - `throughput` (and the shared producer/consumer run), `fanout`, `backlog`, `rpc`
-//!   (with `rpc_lapin`, the hand-written baseline, and `rpc_lepus`, the framework's stub):
+//!   (with `rpc_lapin`, the hand-written baseline, `rpc_lepus`, the framework's stub, and
+//!   `raw_rpc`, the same pair on the bench's own client):
 //!   the scenarios.
 //! - `stats`: counters, latency histograms, the live progress line.
 //! - `proc_stat`: CPU seconds and RSS from `/proc`.
@@ -26,6 +27,7 @@ mod proc_stat;
 mod producer;
 mod raw_client;
 mod raw_frame;
+mod raw_rpc;
 mod report;
 mod rpc;
 mod rpc_lapin;

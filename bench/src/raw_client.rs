@@ -29,7 +29,7 @@ use crate::raw_frame::{self as rf, method, Args, Frame};
 use crate::stats::{merge_into, Counters, Latency, SharedLatency};
 
 /// The one channel the client uses.
-const CH: u16 = 1;
+pub(crate) const CH: u16 = 1;
 /// Largest frame we accept or send (the broker may ask for less).
 const OUR_FRAME_MAX: u32 = 131_072;
 /// Messages per write when publishing.
@@ -37,14 +37,14 @@ const BATCH: u64 = 256;
 
 /// A receive buffer: bytes read but not yet parsed start at `start`.
 #[derive(Debug, Default)]
-struct RecvBuf {
+pub(crate) struct RecvBuf {
     buf: Vec<u8>,
     start: usize,
 }
 
 impl RecvBuf {
     /// Reads more bytes; an orderly EOF is an error (the broker closed the socket).
-    async fn fill<R: AsyncReadExt + Unpin>(&mut self, reader: &mut R) -> Result<()> {
+    pub(crate) async fn fill<R: AsyncReadExt + Unpin>(&mut self, reader: &mut R) -> Result<()> {
         if self.start > 0 && self.start * 2 >= self.buf.len() {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -57,7 +57,7 @@ impl RecvBuf {
     }
 
     /// The next complete frame, if any, and marks it consumed.
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
         match rf::parse_frame(&self.buf[self.start..])? {
             Some((f, n)) => {
                 if f.channel != 0 && f.channel != CH {
@@ -77,7 +77,7 @@ impl RecvBuf {
 }
 
 /// Turns a broker-sent `connection.close` / `channel.close` into an error.
-fn close_error(id: (u16, u16), mut args: Args<'_>) -> BenchError {
+pub(crate) fn close_error(id: (u16, u16), mut args: Args<'_>) -> BenchError {
     let code = args.u16().unwrap_or(0);
     let text = args
         .shortstr()
@@ -94,10 +94,12 @@ fn close_error(id: (u16, u16), mut args: Args<'_>) -> BenchError {
 /// An open connection with channel 1 open.
 #[derive(Debug)]
 pub(crate) struct RawConn {
-    stream: TcpStream,
-    recv: RecvBuf,
+    /// The socket.
+    pub(crate) stream: TcpStream,
+    /// Bytes read and not yet parsed.
+    pub(crate) recv: RecvBuf,
     /// Negotiated frame-max.
-    frame_max: usize,
+    pub(crate) frame_max: usize,
 }
 
 impl RawConn {
@@ -201,8 +203,43 @@ impl RawConn {
         }
     }
 
+    /// `basic.qos` with a prefetch count (per consumer).
+    pub(crate) async fn basic_qos(&mut self, prefetch: u16) -> Result<()> {
+        self.call(
+            method::BASIC_QOS,
+            |b| {
+                b.extend_from_slice(&0u32.to_be_bytes());
+                b.extend_from_slice(&prefetch.to_be_bytes());
+                b.push(0);
+            },
+            method::BASIC_QOS_OK,
+        )
+        .await
+    }
+
+    /// `basic.consume` on `queue`, waiting for `consume-ok`.
+    pub(crate) async fn basic_consume(
+        &mut self,
+        queue: &str,
+        tag: &str,
+        no_ack: bool,
+    ) -> Result<()> {
+        self.call(
+            method::BASIC_CONSUME,
+            |b| {
+                b.extend_from_slice(&0u16.to_be_bytes());
+                rf::shortstr(b, queue);
+                rf::shortstr(b, tag);
+                b.push(if no_ack { 0b10 } else { 0 });
+                rf::empty_table(b);
+            },
+            method::BASIC_CONSUME_OK,
+        )
+        .await
+    }
+
     /// Sends `connection.close` and waits (briefly) for `close-ok`.
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let mut out = Vec::new();
         rf::method_frame(&mut out, 0, method::CONNECTION_CLOSE, |b| {
             b.extend_from_slice(&200u16.to_be_bytes());
@@ -460,35 +497,10 @@ impl RawConsumer {
     pub(crate) async fn start(url: &str, id: usize, plan: ConsumerPlan) -> Result<Self> {
         let mut conn = RawConn::open(url).await?;
         if !plan.autoack {
-            let prefetch = plan.prefetch;
-            conn.call(
-                method::BASIC_QOS,
-                |b| {
-                    b.extend_from_slice(&0u32.to_be_bytes());
-                    b.extend_from_slice(&prefetch.to_be_bytes());
-                    b.push(0);
-                },
-                method::BASIC_QOS_OK,
-            )
-            .await?;
+            conn.basic_qos(plan.prefetch).await?;
         }
-        let (queue, tag, no_ack) = (
-            plan.queue.clone(),
-            format!("lepus-bench-{id}"),
-            plan.autoack,
-        );
-        conn.call(
-            method::BASIC_CONSUME,
-            |b| {
-                b.extend_from_slice(&0u16.to_be_bytes());
-                rf::shortstr(b, &queue);
-                rf::shortstr(b, &tag);
-                b.push(if no_ack { 0b10 } else { 0 });
-                rf::empty_table(b);
-            },
-            method::BASIC_CONSUME_OK,
-        )
-        .await?;
+        conn.basic_consume(&plan.queue, &format!("lepus-bench-{id}"), plan.autoack)
+            .await?;
         Ok(RawConsumer { conn, plan })
     }
 

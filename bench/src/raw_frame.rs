@@ -31,8 +31,27 @@ pub(crate) const FRAME_BODY: u8 = 3;
 pub(crate) const FRAME_HEARTBEAT: u8 = 8;
 const FRAME_END: u8 = 0xCE;
 
-/// `delivery-mode` bit of the basic class's property flags (§4.2.6.1; bit 12 counting from 0).
+/// Basic-class property flags (§4.2.6.1), bit 15 first: content-type, content-encoding,
+/// headers, delivery-mode, priority, correlation-id, reply-to, ... Properties follow the flags
+/// in that order, only those whose bit is set.
+const FLAG_CONTENT_TYPE: u16 = 1 << 15;
+const FLAG_CONTENT_ENCODING: u16 = 1 << 14;
+const FLAG_HEADERS: u16 = 1 << 13;
 const FLAG_DELIVERY_MODE: u16 = 1 << 12;
+const FLAG_PRIORITY: u16 = 1 << 11;
+const FLAG_CORRELATION_ID: u16 = 1 << 10;
+const FLAG_REPLY_TO: u16 = 1 << 9;
+
+/// The properties the bench sets on a message.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Props<'a> {
+    /// `delivery-mode = 2`.
+    pub(crate) persistent: bool,
+    /// `correlation-id`.
+    pub(crate) correlation_id: Option<&'a str>,
+    /// `reply-to`.
+    pub(crate) reply_to: Option<&'a str>,
+}
 
 /// (class-id, method-id) pairs of the methods we send or read.
 pub(crate) mod method {
@@ -116,6 +135,23 @@ pub(crate) fn publish(
     body: &[u8],
     frame_max: usize,
 ) {
+    let props = Props {
+        persistent,
+        ..Props::default()
+    };
+    publish_with(buf, channel, exchange, routing_key, props, body, frame_max);
+}
+
+/// [`publish`] with correlation-id and reply-to as well.
+pub(crate) fn publish_with(
+    buf: &mut Vec<u8>,
+    channel: u16,
+    exchange: &str,
+    routing_key: &str,
+    props: Props<'_>,
+    body: &[u8],
+    frame_max: usize,
+) {
     method_frame(buf, channel, method::BASIC_PUBLISH, |b| {
         b.extend_from_slice(&0u16.to_be_bytes()); // reserved-1 (ticket)
         shortstr(b, exchange);
@@ -126,11 +162,25 @@ pub(crate) fn publish(
         b.extend_from_slice(&60u16.to_be_bytes());
         b.extend_from_slice(&0u16.to_be_bytes());
         b.extend_from_slice(&(body.len() as u64).to_be_bytes());
-        if persistent {
-            b.extend_from_slice(&FLAG_DELIVERY_MODE.to_be_bytes());
+        let mut flags = 0u16;
+        if props.persistent {
+            flags |= FLAG_DELIVERY_MODE;
+        }
+        if props.correlation_id.is_some() {
+            flags |= FLAG_CORRELATION_ID;
+        }
+        if props.reply_to.is_some() {
+            flags |= FLAG_REPLY_TO;
+        }
+        b.extend_from_slice(&flags.to_be_bytes());
+        if props.persistent {
             b.push(2);
-        } else {
-            b.extend_from_slice(&0u16.to_be_bytes());
+        }
+        if let Some(c) = props.correlation_id {
+            shortstr(b, c);
+        }
+        if let Some(r) = props.reply_to {
+            shortstr(b, r);
         }
     });
     for chunk in body.chunks(frame_max.saturating_sub(8).max(1)) {
@@ -243,6 +293,45 @@ pub(crate) fn header_body_size(payload: &[u8]) -> Result<u64> {
     a.u64()
 }
 
+/// What an RPC peer reads from a content header: body size, correlation-id, reply-to.
+pub(crate) type RpcFields<'a> = (u64, Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// The body size, correlation-id and reply-to of a content header payload (properties after
+/// reply-to are not read).
+pub(crate) fn header_rpc_fields(payload: &[u8]) -> Result<RpcFields<'_>> {
+    let mut a = Args { rest: payload };
+    a.take(4)?; // class-id, weight
+    let size = a.u64()?;
+    let flags = a.u16()?;
+    if flags & FLAG_CONTENT_TYPE != 0 {
+        a.shortstr()?;
+    }
+    if flags & FLAG_CONTENT_ENCODING != 0 {
+        a.shortstr()?;
+    }
+    if flags & FLAG_HEADERS != 0 {
+        let n = a.u32()? as usize;
+        a.take(n)?;
+    }
+    if flags & FLAG_DELIVERY_MODE != 0 {
+        a.u8()?;
+    }
+    if flags & FLAG_PRIORITY != 0 {
+        a.u8()?;
+    }
+    let corr = if flags & FLAG_CORRELATION_ID != 0 {
+        Some(a.shortstr()?)
+    } else {
+        None
+    };
+    let reply_to = if flags & FLAG_REPLY_TO != 0 {
+        Some(a.shortstr()?)
+    } else {
+        None
+    };
+    Ok((size, corr, reply_to))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
@@ -265,6 +354,30 @@ mod tests {
         ]
         .concat();
         assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn rpc_properties_round_trip() {
+        let mut buf = Vec::new();
+        let props = Props {
+            persistent: true,
+            correlation_id: Some("42"),
+            reply_to: Some("amq.rabbitmq.reply-to.x"),
+        };
+        publish_with(&mut buf, 1, "", "q", props, b"hi", 4096);
+        let (_, n) = parse_frame(&buf).unwrap().unwrap();
+        let (header, _) = parse_frame(&buf[n..]).unwrap().unwrap();
+        let (size, corr, reply_to) = header_rpc_fields(header.payload).unwrap();
+        assert_eq!(size, 2);
+        assert_eq!(corr, Some(&b"42"[..]));
+        assert_eq!(reply_to, Some(&b"amq.rabbitmq.reply-to.x"[..]));
+        // Headers (a table) and content-type before them are skipped by length.
+        let mut p = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        p.extend_from_slice(
+            &(FLAG_CONTENT_TYPE | FLAG_HEADERS | FLAG_CORRELATION_ID).to_be_bytes(),
+        );
+        p.extend_from_slice(&[3, b'a', b'/', b'b', 0, 0, 0, 2, 9, 9, 1, b'7']);
+        assert_eq!(header_rpc_fields(&p).unwrap(), (1, Some(&b"7"[..]), None));
     }
 
     #[test]

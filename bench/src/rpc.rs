@@ -19,6 +19,7 @@ use crate::amqp::{connect, delete_queues, run_prefix, stamp_body};
 use crate::cli::{Cli, RpcArgs, RpcImpl};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
+use crate::raw_rpc::{RawRpcCaller, RawRpcServer};
 use crate::report::Report;
 use crate::rpc_lapin::{LapinCaller, LapinServer};
 use crate::rpc_lepus::{self, LepusCaller, LepusServer};
@@ -54,6 +55,17 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
             let result = run_lapin(cli, args, &queue).await;
             (queue, result)
         }
+        RpcImpl::Raw => {
+            let queue = format!("{prefix}rpc");
+            ch.queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let result = run_raw(cli, args, &queue).await;
+            (queue, result)
+        }
         RpcImpl::Lepus => {
             // The Lepus worker declares its own queue, as a user's would.
             let result = run_lepus(cli, args, &prefix).await;
@@ -74,6 +86,25 @@ fn server_prefetch(args: &RpcArgs) -> u16 {
     } else {
         u16::try_from(args.callers * args.in_flight).unwrap_or(u16::MAX)
     }
+}
+
+async fn run_raw(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = RawRpcServer::start(&cli.url, queue, server_prefetch(args), stop_rx).await?;
+    let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();
+    for _ in 0..args.callers {
+        callers.push(Arc::new(RawRpcCaller::connect(&cli.url, queue).await?));
+    }
+    let res = measure(cli, args, &callers).await;
+    for c in &callers {
+        c.close().await;
+    }
+    stop_tx.send_replace(true);
+    let served = server.join().await?;
+    let mut report = res?;
+    report.extra.insert("reply_to", "direct".into());
+    report.extra.insert("served", served.into());
+    Ok(report)
 }
 
 async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str) -> Result<Report> {
