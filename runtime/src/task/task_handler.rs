@@ -92,14 +92,14 @@ impl<T: Task> Settle for TaskRunner<T> {
     ) -> BoxFuture<'a, lapin::Result<()>> {
         Box::pin(async move {
             let dead = self.options.dead_letter_queue_for(queue);
+            // Replicated like the task queue: a classic dead-letter queue on a cluster is
+            // unusable (404) while its home node is down, which would stop every worker's setup.
+            let dead_options = self.options.dead_letter_queue_options();
             channel
                 .queue_declare(
                     dead.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
+                    dead_options.declare_options(),
+                    dead_options.arguments(),
                 )
                 .await?;
             if let Some(observer) = &self.observer {

@@ -109,6 +109,17 @@ impl TaskOptions {
         options
     }
 
+    /// How the dead-letter queue is declared: durable, and a quorum queue when the task queue
+    /// is one.
+    pub(crate) fn dead_letter_queue_options(&self) -> QueueOptions {
+        let options = QueueOptions::new().durable(true);
+        if self.quorum {
+            options.quorum()
+        } else {
+            options
+        }
+    }
+
     /// The dead-letter queue of the task queue `queue` (already prefixed).
     pub fn dead_letter_queue_for(&self, queue: &str) -> String {
         match &self.dead_letter_queue {
