@@ -42,6 +42,8 @@ pub(crate) enum Scenario {
     Backlog(BacklogArgs),
     /// Request/reply calls: callers with calls in flight against an echo server.
     Rpc(RpcArgs),
+    /// Background tasks end to end through `#[lepus::task]`: confirmed enqueue -> run -> ack.
+    Tasks(TasksArgs),
 }
 
 /// Which AMQP client publishes and consumes in `throughput`, `fanout` and `backlog`.
@@ -193,4 +195,27 @@ pub(crate) struct RpcArgs {
     /// Server prefetch (0 = callers × in-flight, capped at 65535).
     #[arg(long, default_value_t = 0)]
     pub(crate) prefetch: u16,
+}
+
+/// `tasks` options (defaults match `bench/celery/run`: 20,000 tasks, 2 producers).
+#[derive(Debug, Clone, Args, Serialize)]
+pub(crate) struct TasksArgs {
+    /// Tasks to enqueue and run.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) tasks: u64,
+    /// Producer connections, each with its own client, sharing the tasks.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) producers: usize,
+    /// Enqueues in flight (awaiting their confirm) per producer.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) window: usize,
+    /// Worker prefetch.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) prefetch: u16,
+    /// Tasks the worker runs at once.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) concurrency: usize,
+    /// Seconds to wait for every task to run before giving up.
+    #[arg(long, default_value_t = 600.0)]
+    pub(crate) timeout: f64,
 }

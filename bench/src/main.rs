@@ -11,7 +11,8 @@
 //! - `throughput` (and the shared producer/consumer run), `fanout`, `backlog`, `rpc`
 //!   (with `rpc_lapin`, the hand-written baseline, `rpc_lepus`, the framework's stub, and
 //!   `raw_rpc`, the same pair on the bench's own client):
-//!   the scenarios.
+//!   the scenarios; `tasks`, background tasks through `#[lepus::task]` (the Lepus side of
+//!   `bench/celery`).
 //! - `stats`: counters, latency histograms, the live progress line.
 //! - `proc_stat`: CPU seconds and RSS from `/proc`.
 //! - `report`: the final table and JSON.
@@ -33,6 +34,7 @@ mod rpc;
 mod rpc_lapin;
 mod rpc_lepus;
 mod stats;
+mod tasks;
 mod throughput;
 mod window;
 
@@ -66,6 +68,7 @@ async fn run(cli: &Cli) -> error::Result<()> {
         Scenario::Fanout(a) => fanout::fanout(cli, a).await?,
         Scenario::Backlog(a) => backlog::backlog(cli, a).await?,
         Scenario::Rpc(a) => rpc::rpc(cli, a).await?,
+        Scenario::Tasks(a) => tasks::tasks(cli, a).await?,
     };
     report.print(cli.json)
 }

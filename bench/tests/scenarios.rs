@@ -193,6 +193,30 @@ async fn rpc_calls_all_return_with_every_impl() {
     broker.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_all_run_once_after_their_confirms() {
+    let broker = TestBroker::start().await;
+    let r = report(
+        &broker.url,
+        &[
+            "tasks",
+            "--tasks",
+            "2000",
+            "--producers",
+            "2",
+            "--window",
+            "64",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (n(&r, "sent"), n(&r, "received"), n(&r, "confirmed")),
+        (2000, 2000, 2000)
+    );
+    assert_eq!(n(&r["extra"], "duplicates"), 0);
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn refuses_non_loopback_urls() {
     let (ok, report, stderr) = bench(

@@ -1,0 +1,161 @@
+//! `tasks`: background tasks end to end through `#[lepus::task]` — enqueue with publisher
+//! confirms → the task runs in a `lepus::Worker` → acked — the same shape as
+//! `bench/celery` measures for Celery (issue 4 "Done means" 3).
+//!
+//! `--producers` clients (each on its own connection) enqueue `--tasks` tasks between them with
+//! `--window` enqueues in flight each; one worker connection runs them with `--prefetch` and
+//! `--concurrency`. The clock runs from the first enqueue until every task has run; the report
+//! also checks each task ran exactly once. The run's queues are deleted at the end.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use tokio::sync::oneshot;
+
+use crate::amqp::{connect, delete_queues, run_prefix};
+use crate::cli::{Cli, TasksArgs};
+use crate::error::{BenchError, Result};
+use crate::proc_stat::ResourceProbe;
+use crate::report::Report;
+use crate::stats::{spawn_progress, Counters};
+
+/// Runs of each task id in the current run (one byte per id), and the counters the progress
+/// line reads. Set once per process: the bench runs one scenario per process.
+struct Ledger {
+    runs: Vec<AtomicU8>,
+    counters: Arc<Counters>,
+}
+
+static LEDGER: OnceLock<Ledger> = OnceLock::new();
+
+/// The task under test: records that `id` ran.
+#[lepus::task(queue = "noop", retries = 0)]
+async fn noop(id: u64) {
+    if let Some(ledger) = LEDGER.get() {
+        if let Some(slot) = usize::try_from(id).ok().and_then(|i| ledger.runs.get(i)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        ledger.counters.delivered(1);
+    }
+}
+
+/// Runs the scenario.
+pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
+    let total = args.tasks;
+    let ledger = LEDGER.get_or_init(|| Ledger {
+        runs: (0..total).map(|_| AtomicU8::new(0)).collect(),
+        counters: Arc::new(Counters::default()),
+    });
+    let counters = Arc::clone(&ledger.counters);
+    let prefix = format!("{}-", run_prefix());
+
+    // The worker: its own connection, graceful shutdown at the end.
+    let worker_conn = lepus::connect(&cli.url).await?;
+    let worker = lepus::Worker::new(&worker_conn)
+        .queue_prefix(&prefix)
+        .prefetch(args.prefetch)
+        .concurrency(args.concurrency)
+        .serve(noop::handler());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker_task = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut producers = Vec::new();
+    for _ in 0..args.producers.max(1) {
+        let conn = lepus::connect(&cli.url).await?;
+        let client = lepus::Client::builder(&conn)
+            .queue_prefix(&prefix)
+            .build()
+            .await?;
+        producers.push((conn, client));
+    }
+
+    let probe = ResourceProbe::start(cli.broker_pid);
+    let progress = spawn_progress("tasks", Arc::clone(&counters), cli.broker_pid, cli.quiet);
+    let started = Instant::now();
+    let next_id = Arc::new(AtomicU64::new(0));
+    let enqueue_all = producers.iter().map(|(_, client)| {
+        let (next_id, counters) = (Arc::clone(&next_id), Arc::clone(&counters));
+        let window = args.window.max(1);
+        async move {
+            let ids = std::iter::from_fn(|| {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                (id < total).then_some(id)
+            });
+            let results: Vec<_> = stream::iter(ids)
+                .map(|id| {
+                    counters.published.fetch_add(1, Ordering::Relaxed);
+                    noop::enqueue(client, id)
+                })
+                .buffer_unordered(window)
+                .collect()
+                .await;
+            let confirmed = results.iter().filter(|r| r.is_ok()).count() as u64;
+            counters.confirmed.fetch_add(confirmed, Ordering::Relaxed);
+            results.into_iter().find_map(|r| r.err())
+        }
+    });
+    let errors = futures::future::join_all(enqueue_all).await;
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    if let Some(err) = errors.into_iter().flatten().next() {
+        return Err(BenchError::from(err));
+    }
+
+    // Every task ran, or the timeout says otherwise.
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
+    while Counters::get(&counters.consumed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    progress.abort();
+    let resources = probe.finish();
+
+    let _ = stop.send(());
+    worker_task.await??;
+    let cleanup = connect(&cli.url, "cleanup").await?;
+    let channel = cleanup.create_channel().await?;
+    let queue = format!("{prefix}noop");
+    delete_queues(&channel, &[queue.clone(), format!("{queue}.dead")]).await;
+    let _ = cleanup.close(200, "done".into()).await;
+    for (conn, _) in producers {
+        conn.close().await;
+    }
+    worker_conn.close().await;
+
+    let ran = ledger.runs.iter().filter(|r| r.load(Ordering::Relaxed) > 0);
+    let distinct = ran.clone().count() as u64;
+    let duplicates = ran.filter(|r| r.load(Ordering::Relaxed) > 1).count() as u64;
+    if distinct < total {
+        return Err(BenchError::Timeout(format!(
+            "{distinct} of {total} tasks ran within {}s",
+            args.timeout
+        )));
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert("tasks_per_s", serde_json::json!(total as f64 / secs));
+    extra.insert(
+        "enqueue_per_s",
+        serde_json::json!(total as f64 / enqueue_secs),
+    );
+    extra.insert("duplicates", serde_json::json!(duplicates));
+    Ok(Report {
+        scenario: "tasks",
+        params: serde_json::to_value(args)?,
+        unit: "tasks",
+        sent: Counters::get(&counters.published),
+        received: Counters::get(&counters.consumed),
+        confirmed: Counters::get(&counters.confirmed),
+        in_secs: enqueue_secs,
+        out_secs: secs,
+        rate_in: 0.0,
+        rate_out: 0.0,
+        latency: None,
+        resources,
+        extra,
+    }
+    .with_rates())
+}
