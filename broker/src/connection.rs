@@ -78,6 +78,8 @@ pub(crate) struct Connection {
     pub(crate) exclusive_queues: Vec<String>,
     /// Direct reply-to tokens by channel.
     pub(crate) reply_tokens: HashMap<u16, String>,
+    /// The authenticated user and its cached permissions in `vhost` (checked per method).
+    pub(crate) grants: crate::access::Grants,
     /// Set once we sent `connection.close`: only close/close-ok are processed after it.
     closing_since: Option<Instant>,
     /// Set when the connection is finished and the loop should end.
@@ -263,16 +265,21 @@ async fn handshake(
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
         _ => return unexpected("connection.start-ok"),
     };
-    let cancel_notify = match start_ok.client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(caps)) => {
-            matches!(
-                caps.inner().get("consumer_cancel_notify"),
-                Some(AMQPValue::Boolean(true))
-            )
-        }
-        _ => false,
-    };
-    let user = match auth::authenticate(start_ok.mechanism.as_str(), start_ok.response.as_bytes()) {
+    let client_capability =
+        |name: &str| match start_ok.client_properties.inner().get("capabilities") {
+            Some(AMQPValue::FieldTable(caps)) => {
+                matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
+            }
+            _ => false,
+        };
+    let cancel_notify = client_capability("consumer_cancel_notify");
+    let failure_close = client_capability("authentication_failure_close");
+    let user = match auth::authenticate(
+        start_ok.mechanism.as_str(),
+        start_ok.response.as_bytes(),
+        &broker.access,
+        peer.ip(),
+    ) {
         Ok(user) => user,
         Err(err) => {
             let code = match err {
@@ -281,7 +288,12 @@ async fn handshake(
             };
             let err = AmqpError::new(code, err.to_string());
             warn!(connection = id, %peer, code = code.code(), text = %err.text, "login refused");
-            send_connection_close(writer, &err);
+            // As RabbitMQ: a client that announced `authentication_failure_close` gets
+            // connection.close 403; any other client just sees the socket close (AMQP 0-9-1
+            // has no other way to report a failed login).
+            if failure_close || code != ReplyCode::AccessRefused {
+                send_connection_close(writer, &err);
+            }
             return None;
         }
     };
@@ -340,7 +352,25 @@ async fn handshake(
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(m))) => m,
         _ => return unexpected("connection.open"),
     };
-    let Some(vhost) = broker.vhosts.get(open.virtual_host.as_str()) else {
+    if broker.access.vhost_exists(open.virtual_host.as_str())
+        && !broker
+            .access
+            .can_open_vhost(&user, open.virtual_host.as_str())
+    {
+        let err = AmqpError::not_allowed(format!(
+            "access to vhost '{}' refused for user '{user}'",
+            open.virtual_host.as_str()
+        ))
+        .in_method(10, 40);
+        warn!(connection = id, %peer, %user, vhost = open.virtual_host.as_str(), "vhost access refused");
+        send_connection_close(writer, &err);
+        return None;
+    }
+    let vhost = broker
+        .vhosts
+        .get(open.virtual_host.as_str())
+        .filter(|_| broker.access.vhost_exists(open.virtual_host.as_str()));
+    let Some(vhost) = vhost else {
         let err = AmqpError::not_allowed(format!("vhost {} not found", open.virtual_host.as_str()))
             .in_method(10, 40);
         warn!(connection = id, %peer, vhost = open.virtual_host.as_str(), "unknown vhost");
@@ -350,6 +380,7 @@ async fn handshake(
     send(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
     info!(connection = id, %peer, %user, vhost = %vhost.name, "connection opened");
     let (events, _) = mpsc::unbounded_channel();
+    let grants = crate::access::Grants::new(user, vhost.name.clone(), broker.access.clone());
     Some(Connection {
         id,
         peer,
@@ -362,6 +393,7 @@ async fn handshake(
         cancel_notify,
         exclusive_queues: Vec::new(),
         reply_tokens: HashMap::new(),
+        grants,
         closing_since: None,
         done: false,
         heartbeat,

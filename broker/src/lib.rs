@@ -17,10 +17,15 @@
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
 //! - `message`: the shared message (properties + `Bytes` body).
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation).
-//! - `auth`: PLAIN/AMQPLAIN and the user check.
+//! - `auth`: PLAIN/AMQPLAIN response parsing.
+//! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
+//!   the loopback rule, and the per-connection permission cache each method is checked against.
+//! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages (segment log, group commit, recovery).
 
+mod access;
+mod admin;
 mod auth;
 mod channel;
 mod connection;
@@ -37,5 +42,7 @@ pub mod store;
 mod vhost;
 mod writer;
 
-pub use error::{Error, ReplyCode};
+pub use access::{PermissionInfo, UserInfo};
+pub use admin::Admin;
+pub use error::{AdminError, Error, ReplyCode};
 pub use server::{Broker, BrokerBuilder, BrokerHandle};

@@ -6,7 +6,7 @@
 //! accept loop stops accepting and waits for its connections, each of which sends
 //! `connection.close` 320 CONNECTION_FORCED and waits briefly for `close-ok`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info};
 
+use crate::access::{AccessControl, AccessOptions, LoopbackPolicy};
+use crate::admin::Admin;
 use crate::connection;
 use crate::error::Error;
 use crate::persistence::{MemoryStore, Store};
@@ -36,6 +38,8 @@ pub(crate) struct Config {
     pub(crate) channel_max: u16,
     /// Directory for durable data (used by the durability work; unused in memory).
     pub(crate) data_dir: Option<PathBuf>,
+    /// Loopback-only users and what counts as loopback.
+    pub(crate) access: AccessOptions,
 }
 
 impl Default for Config {
@@ -46,6 +50,7 @@ impl Default for Config {
             frame_max: 131_072,
             channel_max: 2047,
             data_dir: None,
+            access: AccessOptions::default(),
         }
     }
 }
@@ -59,6 +64,9 @@ pub(crate) struct BrokerShared {
     pub(crate) vhosts: VHosts,
     /// Source of connection ids (used for exclusive-queue ownership and logs).
     pub(crate) next_connection_id: AtomicU64,
+    /// Users, vhosts and permissions (shared with every connection's permission cache and
+    /// with [`crate::Admin`]).
+    pub(crate) access: Arc<AccessControl>,
 }
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
@@ -122,6 +130,25 @@ impl BrokerBuilder {
         self
     }
 
+    /// Users who may log in only from a loopback address (RabbitMQ's `loopback_users`;
+    /// default `["guest"]`, empty to allow them from anywhere).
+    pub fn loopback_users<I, S>(mut self, users: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.access.loopback_users = users.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Counts exactly these peer addresses as loopback for [`Self::loopback_users`], instead
+    /// of RabbitMQ's rule (all of 127.0.0.0/8 and ::1). Lets a test on one host treat a
+    /// client bound to 127.0.0.2 as remote.
+    pub fn loopback_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.config.access.loopback = LoopbackPolicy::Only(addrs.into_iter().collect());
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let listener = TcpListener::bind(&self.listen)
@@ -131,16 +158,33 @@ impl BrokerBuilder {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+        let access =
+            AccessControl::load(self.config.data_dir.as_deref(), self.config.access.clone())
+                .map_err(|source| Error::AccessDefinitions {
+                    path: self
+                        .config
+                        .data_dir
+                        .as_deref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
+                    source,
+                })?;
         let store: Arc<dyn Store> = Arc::new(MemoryStore);
+        let vhosts = VHosts::new(store);
+        for name in access.vhosts() {
+            vhosts.add(&name);
+        }
         let shared = Arc::new(BrokerShared {
             config: self.config,
-            vhosts: VHosts::new(store),
+            vhosts,
             next_connection_id: AtomicU64::new(1),
+            access: Arc::new(access),
         });
         let (stop_tx, shutdown) = Shutdown::new();
-        let accept = tokio::spawn(accept_loop(listener, shared, shutdown));
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown));
         info!(%local_addr, "broker listening");
         Ok(BrokerHandle {
+            shared,
             local_addr,
             stop_tx,
             accept,
@@ -183,6 +227,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
 /// too (without waiting); call [`BrokerHandle::shutdown`] to stop and wait.
 #[derive(Debug)]
 pub struct BrokerHandle {
+    /// The broker's shared state, for [`BrokerHandle::admin`].
+    shared: Arc<BrokerShared>,
     local_addr: SocketAddr,
     /// The shutdown signal; every broker task holds a receiver.
     stop_tx: watch::Sender<bool>,
@@ -194,6 +240,11 @@ impl BrokerHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Administration of users, vhosts and permissions (what `lepusctl` does over HTTP).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.clone())
     }
 
     /// `amqp://guest:guest@ADDR/%2f`, ready for any AMQP client.
