@@ -33,6 +33,16 @@ struct Args {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+    /// Users who may log in only from a loopback address (RabbitMQ's `loopback_users`),
+    /// comma separated; an empty value allows every user from anywhere.
+    #[arg(
+        long,
+        env = "LEPUS_LOOPBACK_USERS",
+        default_value = "guest",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    loopback_users: Vec<String>,
 }
 
 #[tokio::main]
@@ -48,6 +58,7 @@ async fn main() -> std::process::ExitCode {
     let handle = match lepus_broker::Broker::builder()
         .listen(args.listen)
         .data_dir(args.data_dir)
+        .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))
         .start()
         .await
     {
