@@ -51,6 +51,11 @@ pub(crate) enum ConnEvent {
         /// True for `basic.ack`, false for `basic.nack`.
         ok: bool,
     },
+    /// An operator closes the connection (`lepusctl close_connection`): 320.
+    Close {
+        /// The reason given to the client.
+        reason: String,
+    },
 }
 
 /// The connection task's state after a successful handshake.
@@ -96,6 +101,7 @@ pub(crate) async fn serve(
     mut shutdown: Shutdown,
 ) {
     let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let local_addr = stream.local_addr().ok();
     let (mut read, write) = stream.into_split();
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(writer::run(write, writer_rx));
@@ -113,11 +119,23 @@ pub(crate) async fn serve(
     };
     if let Some(mut conn) = handshake {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        broker.connections.register(
+            crate::connection_registry::ConnectionInfo {
+                id,
+                peer,
+                local: local_addr,
+                user: conn.grants.user.clone(),
+                vhost: conn.vhost.name.clone(),
+                connected_at: std::time::SystemTime::now(),
+            },
+            events_tx.clone(),
+        );
         conn.events = events_tx;
         let closed_cleanly = conn
             .run(&mut read, &mut buf, events_rx, &mut shutdown)
             .await;
         conn.cleanup();
+        broker.connections.remove(id);
         if closed_cleanly {
             // Like RabbitMQ, let the client close the socket after close-ok (clients such as
             // lapin report a socket closed under them as an error), but not for long.
@@ -745,6 +763,9 @@ impl Connection {
 
     fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
+            ConnEvent::Close { reason } => {
+                self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, reason));
+            }
             ConnEvent::Confirm { channel, seq, ok } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;

@@ -6,6 +6,7 @@
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
 //! - `shutdown`: the broker-wide stop signal.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `connection_registry`: open connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
 //! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
@@ -15,7 +16,9 @@
 //!   direct reply-to registry; the vhost registry.
 //! - `exchange`: exchange types and their matching rules.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
+//! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
 //! - `message`: the shared message (properties + `Bytes` body).
+//! - `metrics`: per-vhost message counters (published, delivered, acked).
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation).
 //! - `auth`: PLAIN/AMQPLAIN response parsing.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
@@ -29,11 +32,14 @@ mod admin;
 mod auth;
 mod channel;
 mod connection;
+mod connection_registry;
 mod error;
 mod exchange;
 mod frame;
+mod management;
 mod message;
 mod methods;
+mod metrics;
 mod persistence;
 mod queue;
 mod server;

@@ -43,6 +43,15 @@ struct Args {
         value_delimiter = ','
     )]
     loopback_users: Vec<String>,
+    /// Address of the management HTTP API and Prometheus `/metrics` (what `lepusctl` talks
+    /// to); an empty value disables it.
+    #[arg(
+        long,
+        env = "LEPUS_MANAGEMENT_LISTEN",
+        default_value = "127.0.0.1:15672",
+        value_name = "ADDR:PORT"
+    )]
+    management_listen: String,
 }
 
 #[tokio::main]
@@ -55,7 +64,11 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let handle = match lepus_broker::Broker::builder()
+    let mut builder = lepus_broker::Broker::builder();
+    if !args.management_listen.is_empty() {
+        builder = builder.management_listen(args.management_listen);
+    }
+    let handle = match builder
         .listen(args.listen)
         .data_dir(args.data_dir)
         .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))

@@ -20,6 +20,7 @@ use tracing::{debug, error, info};
 use crate::access::{AccessControl, AccessOptions, LoopbackPolicy};
 use crate::admin::Admin;
 use crate::connection;
+use crate::connection_registry::Connections;
 use crate::error::Error;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
@@ -40,6 +41,8 @@ pub(crate) struct Config {
     pub(crate) data_dir: Option<PathBuf>,
     /// Loopback-only users and what counts as loopback.
     pub(crate) access: AccessOptions,
+    /// Where the management HTTP API listens (`None`: not served).
+    pub(crate) management_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             channel_max: 2047,
             data_dir: None,
             access: AccessOptions::default(),
+            management_listen: None,
         }
     }
 }
@@ -67,6 +71,8 @@ pub(crate) struct BrokerShared {
     /// Users, vhosts and permissions (shared with every connection's permission cache and
     /// with [`crate::Admin`]).
     pub(crate) access: Arc<AccessControl>,
+    /// Open connections, for the management API.
+    pub(crate) connections: Connections,
 }
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
@@ -149,6 +155,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Serves the management HTTP API and `/metrics` on `addr` (`127.0.0.1:0` picks a free
+    /// port; see [`BrokerHandle::management_addr`]). Off unless set; the `lepus-broker`
+    /// binary sets `127.0.0.1:15672` by default.
+    pub fn management_listen(mut self, addr: impl Into<String>) -> Self {
+        self.config.management_listen = Some(addr.into());
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let listener = TcpListener::bind(&self.listen)
@@ -179,12 +193,30 @@ impl BrokerBuilder {
             vhosts,
             next_connection_id: AtomicU64::new(1),
             access: Arc::new(access),
+            connections: Connections::default(),
         });
         let (stop_tx, shutdown) = Shutdown::new();
+        let management = match &shared.config.management_listen {
+            Some(addr) => Some(
+                crate::management::start(addr, shared.clone(), shutdown.clone())
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let (management_addr, management) = match management {
+            Some((addr, task)) => (Some(addr), Some(task)),
+            None => (None, None),
+        };
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown));
         info!(%local_addr, "broker listening");
         Ok(BrokerHandle {
             shared,
+            management_addr,
+            management,
             local_addr,
             stop_tx,
             accept,
@@ -229,6 +261,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
 pub struct BrokerHandle {
     /// The broker's shared state, for [`BrokerHandle::admin`].
     shared: Arc<BrokerShared>,
+    /// Where the management API listens, if it does.
+    management_addr: Option<SocketAddr>,
+    /// The management API's server task; it stops on the same shutdown signal.
+    management: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
     /// The shutdown signal; every broker task holds a receiver.
     stop_tx: watch::Sender<bool>,
@@ -240,6 +276,12 @@ impl BrokerHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The management API's bound address (`None` unless
+    /// [`BrokerBuilder::management_listen`] was set).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
     }
 
     /// Administration of users, vhosts and permissions (what `lepusctl` does over HTTP).
@@ -258,6 +300,11 @@ impl BrokerHandle {
         let _ = self.stop_tx.send(true);
         if let Err(err) = self.accept.await {
             error!(cause = %err, "accept loop failed");
+        }
+        if let Some(task) = self.management {
+            if let Err(err) = task.await {
+                error!(cause = %err, "management API failed");
+            }
         }
         info!(local_addr = %self.local_addr, "broker stopped");
     }

@@ -44,6 +44,8 @@ pub(crate) struct VHost {
     pub(crate) store: Arc<dyn Store>,
     /// A weak self-reference, handed to queue housekeeping tasks.
     me: Weak<VHost>,
+    /// Message counters for the management API and `/metrics`.
+    pub(crate) stats: crate::metrics::VHostStats,
 }
 
 impl VHost {
@@ -69,6 +71,7 @@ impl VHost {
             reply_to: Mutex::new(HashMap::new()),
             store,
             me: me.clone(),
+            stats: crate::metrics::VHostStats::default(),
         })
     }
 

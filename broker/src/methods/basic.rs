@@ -165,7 +165,10 @@ impl Connection {
         let shared = self.shared(ch)?;
         let queue = self.usable_queue(m.queue.as_str())?;
         match queue.get(&self.vhost) {
-            Some((qm, count)) => shared.deliver_get(&queue, qm, count, m.no_ack),
+            Some((qm, count)) => {
+                self.vhost.stats.delivered();
+                shared.deliver_get(&queue, qm, count, m.no_ack)
+            }
             None => self.send(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -196,6 +199,7 @@ impl Connection {
                     .remove(&self.vhost.name, &u.queue.name, u.message.seq);
             }
         }
+        self.vhost.stats.acked(taken.len() as u64);
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())
     }
