@@ -115,7 +115,10 @@ async fn run(conn: &lepus::Connection, command: Command) -> Result<(), Box<dyn s
 }
 
 fn print_list(letters: &[DeadLetter]) {
-    println!("{:<34} {:<12} {:>8}  error", "message_id", "task", "attempts");
+    println!(
+        "{:<34} {:<12} {:>8}  error",
+        "message_id", "task", "attempts"
+    );
     for letter in letters {
         println!(
             "{:<34} {:<12} {:>8}  {}",
@@ -129,16 +132,32 @@ fn print_list(letters: &[DeadLetter]) {
 }
 
 fn print_one(letter: &DeadLetter) {
-    println!("message_id:   {}", letter.message_id.as_deref().unwrap_or("-"));
+    println!(
+        "message_id:   {}",
+        letter.message_id.as_deref().unwrap_or("-")
+    );
     println!("task:         {}", letter.task.as_deref().unwrap_or("-"));
-    println!("origin queue: {}", letter.origin_queue.as_deref().unwrap_or("-"));
+    println!(
+        "origin queue: {}",
+        letter.origin_queue.as_deref().unwrap_or("-")
+    );
     println!("attempts:     {}", letter.attempts);
     println!("error:        {}", letter.error.as_deref().unwrap_or("-"));
     println!("enqueued at:  {} (Unix ms)", fmt_ms(letter.enqueued_at_ms));
-    println!("first failed: {} (Unix ms)", fmt_ms(letter.first_failed_at_ms));
-    println!("last failed:  {} (Unix ms)", fmt_ms(letter.last_failed_at_ms));
+    println!(
+        "first failed: {} (Unix ms)",
+        fmt_ms(letter.first_failed_at_ms)
+    );
+    println!(
+        "last failed:  {} (Unix ms)",
+        fmt_ms(letter.last_failed_at_ms)
+    );
     let hex: String = letter.body.iter().map(|b| format!("{b:02x} ")).collect();
-    println!("arguments:    {} bytes of MessagePack: {}", letter.body.len(), hex.trim_end());
+    println!(
+        "arguments:    {} bytes of MessagePack: {}",
+        letter.body.len(),
+        hex.trim_end()
+    );
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
@@ -182,7 +201,10 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         None => return Err("the dead letter is missing".into()),
     }
     SMTP_UP.store(true, Ordering::SeqCst);
-    println!("\n(the SMTP server is back)\n$ dead_letters requeue emails.dead {}", ids[0]);
+    println!(
+        "\n(the SMTP server is back)\n$ dead_letters requeue emails.dead {}",
+        ids[0]
+    );
     println!("requeued {}", dead.requeue(Some(&ids[0].0)).await?);
     done.wait_until(Duration::from_secs(10), |c| c.outcome == Outcome::Succeeded)
         .await?;

@@ -158,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 6. Shut down: the worker finishes what it holds, then everything closes.
     let _ = stop.send(());
     worker.await??;
-    drop(client);
+    client.close().await;
     client_conn.close().await;
     worker_conn.close().await;
     if let Some(broker) = broker {

@@ -93,7 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.calls as f64 / secs,
         failed
     );
-    drop(client);
+    client.close().await;
     conn.close().await;
     Ok(())
 }

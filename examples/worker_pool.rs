@@ -76,7 +76,7 @@ async fn round(url: &str, prefetch: u16, jobs: u32) -> Result<(usize, usize, f64
         let _ = worker.await;
         conn.close().await;
     }
-    drop(client);
+    client.close().await;
     conn.close().await;
     Ok((fast, slow, secs))
 }

@@ -1,6 +1,7 @@
 //! Events end to end: pool delivery (competing consumers, each event once per service) vs
 //! broadcast delivery (each running instance gets every event), fanout/direct/topic routing,
 //! a failing handler rejecting its event, and publishing to a missing exchange.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 mod task_util;

@@ -412,3 +412,32 @@ async fn a_worker_skips_requests_past_their_deadline() {
     worker.shutdown().await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn closing_the_client_fails_calls_in_flight_and_later_calls() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
+    let client = client(broker.url(), &prefix).await;
+    eventually("the nap worker", || async {
+        match nap::call(&client, 0).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("nap(0) answers")),
+        }
+    })
+    .await;
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { nap::call(&client, 5_000).await }
+    });
+    eventually("the call to be in flight", || async {
+        (client.in_flight() == 1).then_some(())
+    })
+    .await;
+    client.close().await;
+    assert!(matches!(in_flight.await.unwrap(), Err(Error::Closed)));
+    assert!(matches!(nap::call(&client, 1).await, Err(Error::Closed)));
+
+    worker.shutdown().await;
+    broker.stop().await;
+}

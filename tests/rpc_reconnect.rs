@@ -210,3 +210,33 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
         again.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_first_url_fails_over_to_the_next() {
+    let broker = common::broker().await;
+    // A loopback port nobody listens on: bind one, note it, free it.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let dead_url = format!("amqp://guest:guest@{dead}/%2f");
+    let conn = ConnectOptions::new(dead_url)
+        .url(broker.url())
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("the second URL answers");
+    assert!(conn.is_connected());
+    assert_eq!(conn.generation(), 1);
+
+    let only_dead = ConnectOptions::new(format!("amqp://guest:guest@{dead}/%2f"))
+        .connect()
+        .await;
+    assert!(
+        matches!(only_dead, Err(Error::Transport(_))),
+        "{only_dead:?}"
+    );
+    conn.close().await;
+    assert!(!conn.is_connected());
+    broker.stop().await;
+}

@@ -269,3 +269,156 @@ async fn graceful_shutdown_with_calls_in_flight_loses_none() {
     staying.shutdown().await;
     broker.stop().await;
 }
+
+static PRIO_ORDER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+static PRIO_GATE: Semaphore = Semaphore::const_new(0);
+
+/// Records the order it runs in; tag 0 holds the worker until the gate opens.
+#[lepus::rpc(queue = "prio")]
+async fn prio(tag: u8) -> u8 {
+    PRIO_ORDER.lock().unwrap().push(tag);
+    if tag == 0 {
+        PRIO_GATE.acquire().await.expect("gate open").forget();
+    }
+    tag
+}
+
+#[tokio::test]
+async fn queue_options_declare_a_priority_queue_and_high_priority_calls_go_first() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let options = lepus::QueueOptions::new()
+        .max_priority(10)
+        .message_ttl(Duration::from_secs(60))
+        .auto_delete(true);
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(1)
+            .concurrency(1)
+            .queue_options("prio", options)
+            .serve(prio::handler())
+    })
+    .await;
+    let client = client(broker.url(), &prefix).await;
+    eventually("the prio worker", || async {
+        match prio::call(&client, 100).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("prio(100) answers")),
+        }
+    })
+    .await;
+    PRIO_ORDER.lock().unwrap().clear();
+    let queue = format!("{prefix}prio");
+
+    let spawn = |tag: u8, priority: u8| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let options = lepus::CallOptions::default().priority(priority);
+            prio::call_with(&client, tag, options).await
+        })
+    };
+    let blocker = spawn(0, 0);
+    eventually("the blocker to run", || async {
+        (PRIO_ORDER.lock().unwrap().as_slice() == [0]).then_some(())
+    })
+    .await;
+    let mut calls = Vec::new();
+    for tag in 1..=3 {
+        calls.push(spawn(tag, 1));
+        let waiting = u32::from(tag);
+        eventually("the low-priority call to wait in the queue", || async {
+            (ready_count(broker.url(), &queue).await == waiting).then_some(())
+        })
+        .await;
+    }
+    calls.push(spawn(9, 9));
+    eventually("the high-priority call to wait in the queue", || async {
+        (ready_count(broker.url(), &queue).await == 4).then_some(())
+    })
+    .await;
+
+    PRIO_GATE.add_permits(1);
+    assert_eq!(blocker.await.unwrap().unwrap(), 0);
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(PRIO_ORDER.lock().unwrap().as_slice(), [0, 9, 1, 2, 3]);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+/// Quorum is one option away; against RabbitMQ this declares a real quorum queue.
+#[lepus::rpc(queue = "replicated")]
+async fn replicated(x: u32) -> u32 {
+    x + 1
+}
+
+#[tokio::test]
+async fn a_quorum_queue_serves_calls() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+        w.queue_options(
+            "replicated",
+            lepus::QueueOptions::new()
+                .quorum()
+                .delivery_limit(5)
+                .expires(Duration::from_secs(60)),
+        )
+        .serve(replicated::handler())
+    })
+    .await;
+    let client = client(broker.url(), &prefix).await;
+    let answer = eventually("the quorum queue to be served", || async {
+        match replicated::call(&client, 41).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("replicated(41) answers")),
+        }
+    })
+    .await;
+    assert_eq!(answer, 42);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}
+
+/// Answers at once.
+#[lepus::rpc(queue = "phoenix")]
+async fn phoenix(x: u32) -> u32 {
+    x
+}
+
+#[tokio::test]
+async fn a_worker_whose_queue_is_deleted_redeclares_it_and_serves_on() {
+    let broker = common::broker().await;
+    let prefix = common::unique("rpc");
+    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(phoenix::handler())).await;
+    let client = client(broker.url(), &prefix).await;
+    let served = || async {
+        match phoenix::call(&client, 5).await {
+            Err(Error::NoRoute { .. }) => None,
+            other => Some(other.expect("phoenix(5) answers")),
+        }
+    };
+    assert_eq!(eventually("the phoenix worker", served).await, 5);
+
+    // Someone deletes the queue: the broker cancels the worker's consumer (basic.cancel).
+    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            format!("{prefix}phoenix").into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let _ = raw.close(200, "bye".into()).await;
+
+    // The worker notices, redeclares and consumes again: calls are answered, not lost.
+    assert_eq!(eventually("the queue to be back", served).await, 5);
+
+    worker.shutdown().await;
+    broker.stop().await;
+}

@@ -4,6 +4,7 @@
 //!
 //! Every test isolates itself with a unique queue prefix; task functions record what they did
 //! in per-test maps keyed by that prefix (the prefix travels in the arguments).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 mod task_util;
@@ -94,6 +95,69 @@ async fn too_slow(_key: String) {
 #[lepus::task(queue = "delayed")]
 async fn record_time(key: String, id: u64) {
     *runs().lock().unwrap().entry((key, id)).or_default() += 1;
+}
+
+/// Records the order it ran in.
+#[lepus::task(queue = "prioritised", max_priority = 9)]
+async fn ordered(key: String, id: u64) {
+    let mut runs = runs().lock().unwrap();
+    let position = runs.iter().filter(|((k, _), _)| *k == key).count() as u32;
+    runs.insert((key, id), position + 1); // 1-based run order
+}
+
+#[tokio::test]
+async fn higher_priority_tasks_run_first() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    // Queue everything before any worker runs, the urgent task last.
+    for id in 0..5 {
+        ordered::enqueue_with(&client, prefix.clone(), id, EnqueueOptions::new().priority(1))
+            .await
+            .unwrap();
+    }
+    ordered::enqueue_with(&client, prefix.clone(), 99, EnqueueOptions::new().priority(9))
+        .await
+        .unwrap();
+    let (handler, mut done) = observe(ordered::handler()).unwrap();
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(1).concurrency(1).serve(handler)
+    })
+    .await;
+    done.wait_for(6, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(run_count(&prefix, 99), 1, "the priority 9 task ran first");
+    for id in 0..5 {
+        assert_eq!(run_count(&prefix, id), id as u32 + 2, "then the others in order");
+    }
+    worker.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
+    let broker = common::broker().await;
+    let prefix = common::unique("tq");
+    let (conn, client) = client(broker.url(), &prefix).await;
+    let (handler, mut done) = observe(slow::handler()).unwrap();
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(2).concurrency(2).serve(handler)
+    })
+    .await;
+    for id in 0..6 {
+        slow::enqueue(&client, prefix.clone(), id, 200).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    worker.stop().await;
+    // The two running tasks finished and were acked; the other four wait in the queue.
+    let finished = done.drain();
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    assert!(finished.iter().all(|c| c.outcome == Outcome::Succeeded));
+    let status = lepus::task::queue_status(&conn, &format!("{prefix}slow"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status.messages, status.consumers), (4, 0));
+    broker.stop().await;
 }
 
 #[tokio::test]

@@ -46,6 +46,9 @@ pub(crate) enum ConnEvent {
     Confirm {
         /// The channel.
         channel: u16,
+        /// The channel's shared state when it published: a channel closed and reopened under
+        /// the same number must not receive the old channel's confirms.
+        generation: std::sync::Weak<crate::channel::ChannelShared>,
         /// The publish sequence number.
         seq: u64,
         /// True for `basic.ack`, false for `basic.nack`.
@@ -299,17 +302,19 @@ async fn handshake(
         peer.ip(),
     ) {
         Ok(user) => user,
+        Err(err @ AuthError::UnknownMechanism(_)) => {
+            // Spec (start-ok, "mechanism"): the server MUST close the connection without
+            // sending any further data. RabbitMQ does the same.
+            warn!(connection = id, %peer, cause = %err, "login refused");
+            return None;
+        }
         Err(err) => {
-            let code = match err {
-                AuthError::UnknownMechanism(_) => ReplyCode::NotImplemented,
-                _ => ReplyCode::AccessRefused,
-            };
-            let err = AmqpError::new(code, err.to_string());
-            warn!(connection = id, %peer, code = code.code(), text = %err.text, "login refused");
+            let err = AmqpError::access_refused(err.to_string());
+            warn!(connection = id, %peer, text = %err.text, "login refused");
             // As RabbitMQ: a client that announced `authentication_failure_close` gets
             // connection.close 403; any other client just sees the socket close (AMQP 0-9-1
             // has no other way to report a failed login).
-            if failure_close || code != ReplyCode::AccessRefused {
+            if failure_close {
                 send_connection_close(writer, &err);
             }
             return None;
@@ -348,9 +353,9 @@ async fn handshake(
         None
     };
     if let Some(text) = refusal {
-        let err = AmqpError::not_allowed(text).in_method(10, 31);
-        warn!(connection = id, %peer, text = %err.text, "tune-ok refused");
-        send_connection_close(writer, &err);
+        // Spec (tune-ok): the server MUST close the connection without attempting a
+        // negotiated close. RabbitMQ drops the socket too.
+        warn!(connection = id, %peer, %text, "tune-ok refused");
         return None;
     }
     let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
@@ -766,11 +771,19 @@ impl Connection {
             ConnEvent::Close { reason } => {
                 self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, reason));
             }
-            ConnEvent::Confirm { channel, seq, ok } => {
+            ConnEvent::Confirm {
+                channel,
+                generation,
+                seq,
+                ok,
+            } => {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
                 };
-                if ch.state != ChannelState::Open {
+                let same = generation
+                    .upgrade()
+                    .is_some_and(|g| Arc::ptr_eq(&g, &ch.shared));
+                if ch.state != ChannelState::Open || !same {
                     return;
                 }
                 let Some(confirm) = ch.confirm.as_mut() else {

@@ -235,6 +235,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory could not be opened (I/O error, or damaged files: see
+    /// [`crate::store::StoreError::is_corruption`]).
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Why an administrative operation on users, vhosts or permissions failed

@@ -19,13 +19,28 @@
 //! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
 //! - `message`: the shared message (properties + `Bytes` body).
 //! - `metrics`: per-vhost message counters (published, delivered, acked).
-//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation).
+//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
+//!   the segment log plugs in through `store::seam` when there is a data directory).
 //! - `auth`: PLAIN/AMQPLAIN response parsing.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
 //! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
-//! - [`store`]: durable topology and persistent messages (segment log, group commit, recovery).
+//! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
+//!   group commit, recovery, compaction).
+
+//!
+//! # Not implemented (yet), and deliberate departures
+//! - Durability: `--data-dir` is accepted, but queues and messages live in memory; persistent
+//!   messages on durable queues go through the `persistence::Store` seam, whose only wired
+//!   implementation completes at once. The segment-log store in `store/` is not wired in yet.
+//! - One vhost (`/`) and one user (`guest`/`guest`); no permissions.
+//! - No memory alarms or publisher flow control: `connection.blocked` is advertised, never sent;
+//!   deliveries to no-ack consumers are not credit-limited.
+//! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
+//!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
+//!   `x-queue-type`, `x-single-active-consumer` and other arguments we do not know are accepted
+//!   and ignored.
 
 mod access;
 mod admin;

@@ -52,6 +52,16 @@ struct Args {
         value_name = "ADDR:PORT"
     )]
     management_listen: String,
+    /// When a persistent message is confirmed: `always` (after fsync; default), `never`
+    /// (after write; survives a broker crash, not a power loss), or an interval such as `200ms`
+    /// (after write, fsync at most that long after).
+    #[arg(
+        long,
+        env = "LEPUS_FSYNC",
+        default_value = "always",
+        value_name = "POLICY"
+    )]
+    fsync: lepus_broker::store::FsyncPolicy,
 }
 
 #[tokio::main]
@@ -72,6 +82,7 @@ async fn main() -> std::process::ExitCode {
         .listen(args.listen)
         .data_dir(args.data_dir)
         .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))
+        .fsync(args.fsync)
         .start()
         .await
     {

@@ -10,14 +10,16 @@
 //! without firing, the publish is nacked. When a message leaves a durable queue for good (acked,
 //! dropped, expired, purged), the queue calls [`Store::remove`].
 //!
-//! The durable segment log (issue 3) implements this trait; recovery on start-up is not part of
-//! this seam yet. The trait is crate-private until the store lands in `store/`.
+//! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
+//! which also restores the recovered topology and messages at start-up).
 
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::message::Message;
+use crate::store::StoreError;
+use crate::vhost::Topology;
 
 /// Whether a message handed to a [`Store`] is already durable.
 #[derive(Debug)]
@@ -25,8 +27,9 @@ pub(crate) enum Durability {
     /// Durable now; the publish may be confirmed at once.
     Durable,
     /// Durable once the sender fires `Ok(())`; dropping the sender means the write failed.
-    // Constructed by the durable store of issue 3; the in-memory store never waits.
-    #[allow(dead_code)]
+    // Constructed by the durable store of issue 3 (and the tests); the in-memory store never
+    // waits.
+    #[cfg_attr(not(test), allow(dead_code))]
     Pending(oneshot::Receiver<()>),
 }
 
@@ -38,6 +41,12 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability;
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
     fn remove(&self, vhost: &str, queue: &str, seq: u64);
+    /// Makes the durable part of `topology` (durable exchanges, durable non-exclusive queues,
+    /// bindings between them) the stored topology of `vhost`. Called after each topology
+    /// change, before the `-ok` goes out; blocking (a small file write and fsyncs).
+    fn persist_topology(&self, _vhost: &str, _topology: &Topology) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The store of an in-memory broker: everything is "durable" at once, nothing is written.
@@ -50,4 +59,107 @@ impl Store for MemoryStore {
     }
 
     fn remove(&self, _: &str, _: &str, _: u64) {}
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use lapin::options::*;
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    use super::*;
+
+    /// A store that makes every record wait until the test releases it.
+    #[derive(Debug, Default)]
+    struct GatedStore {
+        /// Senders of the tickets handed out, in enqueue order.
+        gates: Mutex<Vec<oneshot::Sender<()>>>,
+    }
+
+    impl Store for GatedStore {
+        fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
+            let (tx, rx) = oneshot::channel();
+            self.gates.lock().unwrap().push(tx);
+            Durability::Pending(rx)
+        }
+
+        fn remove(&self, _: &str, _: &str, _: u64) {}
+    }
+
+    #[tokio::test]
+    async fn confirms_of_persistent_messages_wait_for_the_store() {
+        let store = Arc::new(GatedStore::default());
+        let handle = crate::Broker::builder()
+            .listen("127.0.0.1:0")
+            .store(store.clone())
+            .start()
+            .await
+            .unwrap();
+        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("gated".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        let mut confirms = Vec::new();
+        for props in [persistent.clone(), BasicProperties::default(), persistent] {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "gated".into(),
+                    BasicPublishOptions::default(),
+                    b"m",
+                    props,
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        let second = confirms.pop().unwrap();
+        let transient = confirms.pop().unwrap();
+        let first = confirms.pop().unwrap();
+        // The transient message needs no store: confirmed at once, alone.
+        assert!(tokio::time::timeout(Duration::from_secs(5), transient)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_ack());
+        let mut first = Box::pin(first);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut first)
+                .await
+                .is_err(),
+            "confirmed before the store made it durable"
+        );
+        let mut gates = std::mem::take(&mut *store.gates.lock().unwrap());
+        assert_eq!(gates.len(), 2);
+        gates.remove(0).send(()).unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), first)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_ack());
+        // A store that fails (drops its ticket) gets the publish nacked.
+        drop(gates);
+        assert!(tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_nack());
+        conn.close(200, "bye".into()).await.unwrap();
+        handle.shutdown().await;
+    }
 }

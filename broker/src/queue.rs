@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::channel::ChannelShared;
 use crate::message::Message;
+use crate::persistence::Store;
 use crate::vhost::VHost;
 
 /// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
@@ -261,6 +262,18 @@ pub(crate) struct Queue {
     state: Mutex<QueueState>,
     /// Wakes the housekeeping task (new expiring message, consumer change, deletion).
     wake: Notify,
+    /// Where its persistent messages are recorded: set by `VHost::insert_queue` for durable,
+    /// non-exclusive queues, `None` otherwise.
+    pub(crate) persistence: Option<QueuePersistence>,
+}
+
+/// The store a durable queue reports to, and the vhost it is named in there.
+#[derive(Debug)]
+pub(crate) struct QueuePersistence {
+    /// The vhost's store (shared by all its queues).
+    pub(crate) store: Arc<dyn Store>,
+    /// The vhost's name.
+    pub(crate) vhost: String,
 }
 
 #[derive(Debug)]
@@ -344,7 +357,48 @@ impl Queue {
                 last_used: Instant::now(),
             }),
             wake: Notify::new(),
+            persistence: None,
         }
+    }
+
+    /// True when persistent messages routed here go to the store.
+    pub(crate) fn is_persisted(&self) -> bool {
+        self.persistence.is_some()
+    }
+
+    /// `qm` left this queue for good (acked, consumed without ack, rejected without requeue,
+    /// expired, dropped by a length limit): the store forgets it.
+    pub(crate) fn forget(&self, qm: &QueuedMessage) {
+        if let Some(p) = &self.persistence {
+            if qm.message.is_persistent() {
+                p.store.remove(&p.vhost, &self.name, qm.seq);
+            }
+        }
+    }
+
+    /// Puts a message recovered from the store back at the tail, marked redelivered (it may
+    /// have reached a consumer before the restart). Returns its new sequence number. TTLs
+    /// restart from now.
+    pub(crate) fn restore(&self, message: Arc<Message>) -> u64 {
+        let mut st = self.lock();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let ttl = match (self.config.message_ttl, message.expiration_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // A TTL too large for the clock never expires (no overflow panic).
+        let expires_at = ttl.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+        st.insert(QueuedMessage {
+            seq,
+            message,
+            redelivered: true,
+            expires_at,
+        });
+        if expires_at.is_some() {
+            self.wake.notify_one();
+        }
+        seq
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -419,10 +473,13 @@ impl Queue {
                     Overflow::DropHead => {
                         while full(&st) {
                             match st.pop_head() {
-                                Some(qm) => dead.push(DeadLetter {
-                                    message: qm.message,
-                                    reason: "maxlen",
-                                }),
+                                Some(qm) => {
+                                    self.forget(&qm);
+                                    dead.push(DeadLetter {
+                                        message: qm.message,
+                                        reason: "maxlen",
+                                    })
+                                }
                                 None => break,
                             }
                         }
@@ -494,6 +551,7 @@ impl Queue {
                 .is_some_and(|at| at < now)
             {
                 if let Some(qm) = st.pop_head() {
+                    self.forget(&qm);
                     dead.push(DeadLetter {
                         message: qm.message,
                         reason: "expired",
@@ -505,13 +563,26 @@ impl Queue {
                 break;
             };
             let Some(qm) = st.pop_head() else { break };
-            if let Err(qm) = consumer.channel.deliver(&consumer, self, qm) {
-                // The channel closed under us: forget the consumer, keep the message.
-                consumer.release();
-                st.insert(qm);
-                st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
-            } else {
-                vhost.stats.delivered();
+            // A no-ack delivery settles the message as it goes out.
+            let settled = consumer.no_ack.then(|| QueuedMessage {
+                seq: qm.seq,
+                message: qm.message.clone(),
+                redelivered: qm.redelivered,
+                expires_at: None,
+            });
+            match consumer.channel.deliver(&consumer, self, qm) {
+                Ok(()) => {
+                    vhost.stats.delivered();
+                    if let Some(qm) = settled {
+                        self.forget(&qm);
+                    }
+                }
+                Err(qm) => {
+                    // The channel closed under us: forget the consumer, keep the message.
+                    consumer.release();
+                    st.insert(qm);
+                    st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                }
             }
         }
     }
@@ -560,6 +631,7 @@ impl Queue {
             let mut got = None;
             while let Some(qm) = st.pop_head() {
                 if qm.expires_at.is_some_and(|at| at < now) {
+                    self.forget(&qm);
                     dead.push(DeadLetter {
                         message: qm.message,
                         reason: "expired",
@@ -635,6 +707,10 @@ impl Queue {
         let mut st = self.lock();
         let n = st.ready_count;
         for level in st.ready.iter_mut() {
+            // One by one, not a store-wide purge: unacked messages survive `queue.purge`.
+            for qm in level.iter() {
+                self.forget(qm);
+            }
             level.clear();
         }
         st.ready_count = 0;
@@ -682,6 +758,7 @@ impl Queue {
                         break;
                     }
                     if let Some(qm) = st.pop_head() {
+                        q.forget(&qm);
                         dead.push(DeadLetter {
                             message: qm.message,
                             reason: "expired",

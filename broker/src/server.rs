@@ -24,6 +24,7 @@ use crate::connection_registry::Connections;
 use crate::error::Error;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
+use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
 
 /// Tuning and limits a broker runs with.
@@ -37,12 +38,14 @@ pub(crate) struct Config {
     pub(crate) frame_max: u32,
     /// Highest channel number proposed in `connection.tune`.
     pub(crate) channel_max: u16,
-    /// Directory for durable data (used by the durability work; unused in memory).
+    /// Directory for durable data; `None` keeps everything in memory.
     pub(crate) data_dir: Option<PathBuf>,
     /// Loopback-only users and what counts as loopback.
     pub(crate) access: AccessOptions,
     /// Where the management HTTP API listens (`None`: not served).
     pub(crate) management_listen: Option<String>,
+    /// When a persistent message counts as stored (`--fsync`).
+    pub(crate) fsync: FsyncPolicy,
 }
 
 impl Default for Config {
@@ -55,6 +58,7 @@ impl Default for Config {
             data_dir: None,
             access: AccessOptions::default(),
             management_listen: None,
+            fsync: FsyncPolicy::Always,
         }
     }
 }
@@ -86,6 +90,7 @@ impl Broker {
         BrokerBuilder {
             listen: "127.0.0.1:5672".to_owned(),
             config: Config::default(),
+            store: None,
         }
     }
 }
@@ -95,6 +100,8 @@ impl Broker {
 pub struct BrokerBuilder {
     listen: String,
     config: Config,
+    /// The persistence seam; `None` means the in-memory store.
+    store: Option<Arc<dyn Store>>,
 }
 
 impl BrokerBuilder {
@@ -129,8 +136,9 @@ impl BrokerBuilder {
         self
     }
 
-    /// The directory for durable data (stored for the durability work; the in-memory broker
-    /// does not write to it).
+    /// The directory for durable data: durable exchanges, queues and bindings, and persistent
+    /// messages of durable queues, restored at the next start. Without it the broker keeps
+    /// everything in memory.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.data_dir = Some(dir.into());
         self
@@ -163,6 +171,21 @@ impl BrokerBuilder {
         self
     }
 
+    /// When a persistent message counts as stored, i.e. when its publisher confirm goes out:
+    /// after `fdatasync` ([`FsyncPolicy::Always`], the default), or after `write` only.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.config.fsync = policy;
+        self
+    }
+
+    /// Uses `store` for persistent messages of durable queues when there is no data directory
+    /// (crate-private: unit tests use it to check that confirms wait for the store).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let listener = TcpListener::bind(&self.listen)
@@ -183,11 +206,32 @@ impl BrokerBuilder {
                         .unwrap_or_default(),
                     source,
                 })?;
-        let store: Arc<dyn Store> = Arc::new(MemoryStore);
+        // With a data directory, recover before accepting anyone: the store refuses to open on
+        // damaged files, and the broker with it.
+        let (store, durable): (Arc<dyn Store>, _) = match &self.config.data_dir {
+            Some(dir) => {
+                let mut store_config = StoreConfig::new(dir);
+                store_config.fsync = self.config.fsync;
+                let (durable, recovered) = seam::open(store_config).await?;
+                (durable.clone(), Some((durable, recovered)))
+            }
+            // A store given to the builder (tests), else the in-memory one.
+            None => (
+                self.store.clone().unwrap_or_else(|| Arc::new(MemoryStore)),
+                None,
+            ),
+        };
         let vhosts = VHosts::new(store);
         for name in access.vhosts() {
             vhosts.add(&name);
         }
+        let durable = match durable {
+            Some((durable, recovered)) => {
+                seam::restore(&vhosts, &durable, recovered)?;
+                Some(durable)
+            }
+            None => None,
+        };
         let shared = Arc::new(BrokerShared {
             config: self.config,
             vhosts,
@@ -220,6 +264,7 @@ impl BrokerBuilder {
             local_addr,
             stop_tx,
             accept,
+            durable,
         })
     }
 }
@@ -270,6 +315,9 @@ pub struct BrokerHandle {
     stop_tx: watch::Sender<bool>,
     /// The accept loop, which owns all connection tasks.
     accept: JoinHandle<()>,
+    /// The store, when there is a data directory; closed (flushed) by `shutdown`. Dropping the
+    /// last reference lets its writer thread flush and exit in the background.
+    durable: Option<Arc<DurableQueues>>,
 }
 
 impl BrokerHandle {
@@ -304,6 +352,11 @@ impl BrokerHandle {
         if let Some(task) = self.management {
             if let Err(err) = task.await {
                 error!(cause = %err, "management API failed");
+            }
+        }
+        if let Some(durable) = self.durable {
+            if let Err(err) = durable.store().close().await {
+                error!(cause = %err, "closing the store failed");
             }
         }
         info!(local_addr = %self.local_addr, "broker stopped");

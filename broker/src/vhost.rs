@@ -17,7 +17,8 @@ use crate::channel::ChannelShared;
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::persistence::Store;
-use crate::queue::{DeadLetter, Queue};
+use crate::queue::{DeadLetter, Queue, QueuePersistence};
+use crate::store::StoreError;
 
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -91,8 +92,15 @@ impl VHost {
         self.read().queues.get(name).cloned()
     }
 
-    /// Inserts a new queue and starts its housekeeping task.
-    pub(crate) fn insert_queue(&self, topo: &mut Topology, queue: Queue) -> Arc<Queue> {
+    /// Inserts a new queue and starts its housekeeping task. A durable, non-exclusive queue
+    /// gets the vhost's store.
+    pub(crate) fn insert_queue(&self, topo: &mut Topology, mut queue: Queue) -> Arc<Queue> {
+        if queue.durable && queue.exclusive_owner.is_none() {
+            queue.persistence = Some(QueuePersistence {
+                store: self.store.clone(),
+                vhost: self.name.clone(),
+            });
+        }
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
         // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
@@ -166,6 +174,11 @@ impl VHost {
             queue
         };
         let (count, consumers) = queue.mark_deleted();
+        if queue.is_persisted() {
+            if let Err(err) = self.persist_topology() {
+                tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
+            }
+        }
         for c in consumers {
             c.channel.consumers().remove(c.tag.as_str());
             if c.channel.cancel_notify {
@@ -178,6 +191,15 @@ impl VHost {
         }
         debug!(vhost = %self.name, queue = name, "queue deleted");
         Some(count)
+    }
+
+    /// Hands the durable part of the topology to the store (see
+    /// `persistence::Store::persist_topology`). Holds the topology read lock throughout, so a
+    /// concurrent change cannot be overwritten by an older snapshot. Call with no topology lock
+    /// held.
+    pub(crate) fn persist_topology(&self) -> Result<(), StoreError> {
+        let topo = self.read();
+        self.store.persist_topology(&self.name, &topo)
     }
 
     /// Registers a direct reply-to channel; returns its token.
@@ -219,11 +241,6 @@ impl VHost {
                 .dead_letter_routing_key
                 .clone()
                 .unwrap_or_else(|| letter.message.routing_key.as_str().to_owned());
-            // A message expiring round a cycle back to the queue it died in is dropped, as
-            // RabbitMQ does (a rejection in the cycle lets it through).
-            if letter.reason == "expired" && died_here_before(&letter.message, &queue.name) {
-                continue;
-            }
             let message = Arc::new(with_death(
                 &letter.message,
                 &queue.name,
@@ -244,7 +261,18 @@ impl VHost {
                 )
             };
             for target in targets {
-                target.enqueue(self, message.clone());
+                // A message going round a cycle without a rejection in it is dropped, as
+                // RabbitMQ does.
+                if is_cycle(&message, &target.name) {
+                    continue;
+                }
+                let outcome = target.enqueue(self, message.clone());
+                if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
+                    (outcome, target.is_persisted() && message.is_persistent())
+                {
+                    // No publisher waits for a dead letter's durability.
+                    let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
+                }
             }
         }
     }
@@ -283,20 +311,36 @@ pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) {
     }
 }
 
-fn died_here_before(message: &Message, queue: &str) -> bool {
-    let Some(headers) = message.properties.headers() else {
+/// RabbitMQ's dead-letter cycle test: the message's `x-death` entries, newest first, up to
+/// and including the first one for `target`, contain no rejection. (No entry for `target`: no
+/// cycle.)
+fn is_cycle(message: &Message, target: &str) -> bool {
+    let Some(AMQPValue::FieldArray(deaths)) = message
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-death"))
+    else {
         return false;
     };
-    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
-        return false;
-    };
-    deaths.as_slice().iter().any(|d| match d {
-        AMQPValue::FieldTable(t) => {
-            matches!(t.inner().get("queue"), Some(AMQPValue::LongString(q)) if q.as_bytes() == queue.as_bytes())
-                && !matches!(t.inner().get("reason"), Some(AMQPValue::LongString(r)) if r.as_bytes() == b"rejected")
+    let field = |d: &AMQPValue, key: &str| -> Option<Vec<u8>> {
+        match d {
+            AMQPValue::FieldTable(t) => match t.inner().get(key) {
+                Some(AMQPValue::LongString(v)) => Some(v.as_bytes().to_vec()),
+                _ => None,
+            },
+            _ => None,
         }
-        _ => false,
-    })
+    };
+    for death in deaths.as_slice() {
+        if field(death, "reason").as_deref() == Some(b"rejected") {
+            return false;
+        }
+        if field(death, "queue").as_deref() == Some(target.as_bytes()) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The dead-lettered copy of `message`: `x-death` updated as RabbitMQ does (one entry per

@@ -32,6 +32,9 @@ use proc_macro::TokenStream;
 /// Attribute keys: `queue = "..."` (required), `name = "..."` (the method name; default: the
 /// function's name). Several functions may share a queue; requests are routed by method name.
 /// Arguments and results must be owned `Serialize + DeserializeOwned` types.
+///
+/// The module reaches the function's types through `use super::*`, so annotate functions at
+/// module level: inside a function body, types declared in that body are not visible to it.
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     rpc::rpc(attr.into(), item.into()).into()

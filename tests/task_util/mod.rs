@@ -37,6 +37,24 @@ impl BackgroundWorker {
         }
     }
 
+    /// Starts `configure(Worker::new(&conn).queue_prefix(prefix))` on `conn`.
+    pub fn start_on(
+        conn: Connection,
+        prefix: &str,
+        configure: impl FnOnce(Worker) -> Worker,
+    ) -> BackgroundWorker {
+        let worker = configure(Worker::new(&conn).queue_prefix(prefix));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        BackgroundWorker {
+            conn,
+            stop: Some(stop),
+            task,
+        }
+    }
+
     /// Graceful shutdown.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -167,6 +167,9 @@ impl Connection {
         match queue.get(&self.vhost) {
             Some((qm, count)) => {
                 self.vhost.stats.delivered();
+                if m.no_ack {
+                    queue.forget(&qm);
+                }
                 shared.deliver_get(&queue, qm, count, m.no_ack)
             }
             None => self.send(
@@ -193,11 +196,7 @@ impl Connection {
             .take_unacked(tag, multiple)
             .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
         for u in &taken {
-            if u.queue.durable && u.message.message.is_persistent() {
-                self.vhost
-                    .store
-                    .remove(&self.vhost.name, &u.queue.name, u.message.seq);
-            }
+            u.queue.forget(&u.message);
         }
         self.vhost.stats.acked(taken.len() as u64);
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
@@ -243,6 +242,7 @@ impl Connection {
 
     fn dead_letter_all(&self, taken: Vec<Unacked>) {
         for u in taken {
+            u.queue.forget(&u.message);
             self.vhost.dead_letter(
                 &u.queue,
                 vec![DeadLetter {

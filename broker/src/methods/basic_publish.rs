@@ -27,6 +27,10 @@ use crate::writer::Outbound;
 impl Connection {
     /// `basic.publish`: the content header and body frames follow.
     pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
+        if m.immediate {
+            // RabbitMQ 3 dropped `immediate`; a connection error, as there.
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
         if let Some(channel) = self.channels.get_mut(&ch) {
             channel.content = Some(ContentAssembly {
                 publish: m,
@@ -134,7 +138,7 @@ impl Connection {
         for queue in &queues {
             match queue.enqueue(&self.vhost, message.clone()) {
                 EnqueueOutcome::Enqueued { seq } => {
-                    if queue.durable && message.is_persistent() {
+                    if queue.is_persisted() && message.is_persistent() {
                         if let Durability::Pending(rx) =
                             self.vhost
                                 .store
@@ -177,7 +181,11 @@ impl Connection {
         rejected: bool,
         pending: Vec<tokio::sync::oneshot::Receiver<()>>,
     ) {
-        let Some(confirm) = self.channels.get_mut(&ch).and_then(|c| c.confirm.as_mut()) else {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let generation = Arc::downgrade(&channel.shared);
+        let Some(confirm) = channel.confirm.as_mut() else {
             return;
         };
         confirm.last_seq += 1;
@@ -207,6 +215,7 @@ impl Connection {
                 }
                 let _ = events.send(ConnEvent::Confirm {
                     channel: ch,
+                    generation,
                     seq,
                     ok,
                 });

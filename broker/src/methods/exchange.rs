@@ -89,6 +89,9 @@ impl Connection {
                 }
             }
         }
+        if !m.passive && m.durable {
+            self.persist_topology()?;
+        }
         if !m.nowait {
             self.send(
                 ch,
@@ -126,6 +129,7 @@ impl Connection {
                 vhost::delete_exchange(&mut topo, name);
             }
         }
+        self.persist_topology()?;
         if !m.nowait {
             self.send(
                 ch,
@@ -158,6 +162,7 @@ impl Connection {
                 x.bindings.push(binding);
             }
         }
+        self.persist_topology()?;
         if !m.nowait {
             self.send(
                 ch,
@@ -194,6 +199,7 @@ impl Connection {
                 vhost::delete_exchange(&mut topo, src);
             }
         }
+        self.persist_topology()?;
         if !m.nowait {
             self.send(
                 ch,

@@ -111,6 +111,9 @@ impl Connection {
                 }
             }
         };
+        if !m.passive && m.durable && !m.exclusive {
+            self.persist_topology()?;
+        }
         if !m.nowait {
             self.send(ch, declare_ok(&name, messages, consumers));
         }
@@ -139,6 +142,9 @@ impl Connection {
             if !x.bindings.contains(&binding) {
                 x.bindings.push(binding);
             }
+        }
+        if self.vhost.queue(qname).is_some_and(|q| q.is_persisted()) {
+            self.persist_topology()?;
         }
         if !m.nowait {
             self.send(
@@ -174,6 +180,9 @@ impl Connection {
             if now_empty {
                 vhost::delete_exchange(&mut topo, xname);
             }
+        }
+        if self.vhost.queue(qname).is_some_and(|q| q.is_persisted()) {
+            self.persist_topology()?;
         }
         self.send(
             ch,

@@ -22,7 +22,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::tests::TestDir;
-use super::{Position, Store, StoreConfig};
+use super::{PersistentMessage, Position, Store, StoreConfig};
+
+fn msg<'a>(properties: &'a [u8], body: &'a [u8]) -> PersistentMessage<'a> {
+    PersistentMessage {
+        exchange: "",
+        routing_key: "crash",
+        properties,
+        body,
+    }
+}
 
 const DIR_ENV: &str = "LEPUS_STORE_CRASH_DIR";
 const CYCLE_ENV: &str = "LEPUS_STORE_CRASH_CYCLE";
@@ -71,7 +80,8 @@ fn crash_child() {
                 let mut mine: Vec<(Position, String)> = Vec::new();
                 for seq in 0u64.. {
                     let id = format!("c{cycle}-p{publisher}-n{seq}");
-                    let (position, commit) = store.enqueue(q, b"props", &body_for(&id)).unwrap();
+                    let (position, commit) =
+                        store.enqueue(q, msg(b"props", &body_for(&id))).unwrap();
                     commit.await.unwrap();
                     println!("C {id}");
                     mine.push((position, id));
@@ -168,6 +178,10 @@ fn store_survives_sigkill_at_random_moments() {
                 .to_owned();
             assert_eq!(body, body_for(&id), "message {id} is intact");
             assert_eq!(&message.properties[..], b"props");
+            assert_eq!(
+                (&message.exchange[..], &message.routing_key[..]),
+                ("", "crash")
+            );
             let (c, p, seq) = parse_id(&id).unwrap();
             assert!(c <= cycle, "message {id} was never sent");
             // Each publisher's messages come back in the order they were sent.

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{Position, QueueId, Recovered, Store, StoreError};
+use super::{
+    BindingDef, ExchangeDef, PersistentMessage, Position, QueueDef, QueueId, Recovered, Store,
+    StoreError,
+};
 
 /// One durable queue's messages in the store.
 #[derive(Debug)]
@@ -73,29 +76,28 @@ impl Slot {
 pub struct DurableQueues {
     /// The store; the broker also calls it directly for topology other than queues.
     store: Arc<Store>,
-    /// Durable queues by (vhost, name). The map's lock is taken briefly (read on every message,
-    /// write on declare/delete); each queue's own lock orders its messages, so publishers to
-    /// different queues do not contend here.
-    queues: RwLock<HashMap<QueueKey, Arc<Mutex<Slot>>>>,
+    /// Durable queues by vhost, then name (nested so that a lookup by `&str` allocates
+    /// nothing). The map's lock is taken briefly (read on every message, write on topology
+    /// changes); each queue's own lock orders its messages, so publishers to different queues
+    /// do not contend here.
+    queues: RwLock<SlotMap>,
 }
 
-/// A durable queue's (vhost, name).
-type QueueKey = (String, String);
+/// Slots by vhost, then queue name.
+type SlotMap = HashMap<String, HashMap<String, Arc<Mutex<Slot>>>>;
 
 impl DurableQueues {
     /// Wraps `store`, registering the durable queues of `recovered` (with no messages: the
     /// broker registers each recovered message with [`restore`](Self::restore) as it puts it
     /// back in its queue).
     pub fn new(store: Arc<Store>, recovered: &Recovered) -> Self {
-        let queues = recovered
-            .definitions
-            .queues
-            .iter()
-            .map(|q| {
-                let key = (q.vhost.clone(), q.name.clone());
-                (key, Arc::new(Mutex::new(Slot::new(q.id))))
-            })
-            .collect();
+        let mut queues = SlotMap::new();
+        for q in &recovered.definitions.queues {
+            queues
+                .entry(q.vhost.clone())
+                .or_default()
+                .insert(q.name.clone(), Arc::new(Mutex::new(Slot::new(q.id))));
+        }
         Self {
             store,
             queues: RwLock::new(queues),
@@ -109,9 +111,7 @@ impl DurableQueues {
 
     fn slot(&self, vhost: &str, queue: &str) -> Option<Arc<Mutex<Slot>>> {
         let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
-        // The key is an owned pair; building one per lookup costs two small allocations, which
-        // a declare-time interned id would avoid (see the integration notes in `store`).
-        queues.get(&(vhost.to_owned(), queue.to_owned())).cloned()
+        queues.get(vhost)?.get(queue).cloned()
     }
 
     /// Records the durable queue (`queue.declare` with durable=true, not exclusive). Blocking:
@@ -129,7 +129,9 @@ impl DurableQueues {
         self.queues
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry((vhost.to_owned(), name.to_owned()))
+            .entry(vhost.to_owned())
+            .or_default()
+            .entry(name.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(Slot::new(id))));
         Ok(id)
     }
@@ -140,7 +142,8 @@ impl DurableQueues {
             .queues
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(vhost.to_owned(), name.to_owned()));
+            .get_mut(vhost)
+            .and_then(|queues| queues.remove(name));
         match slot {
             Some(slot) => {
                 let id = lock(&slot).id;
@@ -148,6 +151,29 @@ impl DurableQueues {
             }
             None => Ok(()),
         }
+    }
+
+    /// Persists the durable topology of `vhost` (see [`Store::replace_topology`]) and follows
+    /// it: slots for new durable queues, none for deleted ones.
+    pub fn replace_topology(
+        &self,
+        vhost: &str,
+        exchanges: Vec<ExchangeDef>,
+        queues: Vec<QueueDef>,
+        bindings: Vec<BindingDef>,
+    ) -> Result<(), StoreError> {
+        let kept = self
+            .store
+            .replace_topology(vhost, exchanges, queues, bindings)?;
+        let mut slots = self.queues.write().unwrap_or_else(PoisonError::into_inner);
+        let slots = slots.entry(vhost.to_owned()).or_default();
+        slots.retain(|name, _| kept.iter().any(|q| &q.name == name));
+        for queue in kept {
+            slots
+                .entry(queue.name)
+                .or_insert_with(|| Arc::new(Mutex::new(Slot::new(queue.id))));
+        }
+        Ok(())
     }
 
     /// Writes persistent message `seq` of durable queue `queue`. Returns what the publisher
@@ -159,8 +185,7 @@ impl DurableQueues {
         vhost: &str,
         queue: &str,
         seq: u64,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
     ) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = oneshot::channel();
         let Some(slot) = self.slot(vhost, queue) else {
@@ -175,7 +200,7 @@ impl DurableQueues {
         if slot.removed_early.remove(&seq) {
             return None;
         }
-        match self.store.enqueue_signal(slot.id, properties, body, tx) {
+        match self.store.enqueue_signal(slot.id, message, tx) {
             Ok(position) => slot.insert(seq, position),
             Err(err) => {
                 tracing::error!(vhost, queue, cause = %err, "persistent enqueue failed");
@@ -250,6 +275,15 @@ mod tests {
     use super::super::StoreConfig;
     use super::*;
 
+    fn msg<'a>(properties: &'a [u8], body: &'a [u8]) -> PersistentMessage<'a> {
+        PersistentMessage {
+            exchange: "",
+            routing_key: "jobs",
+            properties,
+            body,
+        }
+    }
+
     fn open(dir: &TestDir) -> (DurableQueues, Recovered) {
         let (store, recovered) = Store::open(StoreConfig::new(&dir.0)).unwrap();
         (DurableQueues::new(Arc::new(store), &recovered), recovered)
@@ -265,7 +299,7 @@ mod tests {
         // Sequence numbers may reach the store out of order (concurrent publishers).
         for seq in [0u64, 2, 1, 3, 4] {
             let rx = queues
-                .enqueue("/", "jobs", seq, b"p", &[seq as u8])
+                .enqueue("/", "jobs", seq, msg(b"p", &[seq as u8]))
                 .unwrap();
             rx.await.unwrap();
         }
@@ -298,10 +332,10 @@ mod tests {
         let (queues, _) = open(&dir);
         queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
         queues.remove("/", "q", 7); // a no-ack consumer took it before the store saw it
-        assert!(queues.enqueue("/", "q", 7, b"", b"gone").is_none());
+        assert!(queues.enqueue("/", "q", 7, msg(b"", b"gone")).is_none());
         assert_eq!(queues.store().stats().live_messages, 0);
         queues
-            .enqueue("/", "q", 8, b"", b"kept")
+            .enqueue("/", "q", 8, msg(b"", b"kept"))
             .unwrap()
             .await
             .unwrap();
@@ -312,7 +346,7 @@ mod tests {
     async fn unknown_queues_nack_and_deleted_queues_forget() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
-        let rx = queues.enqueue("/", "nope", 0, b"", b"x").unwrap();
+        let rx = queues.enqueue("/", "nope", 0, msg(b"", b"x")).unwrap();
         assert!(
             rx.await.is_err(),
             "no store behind it: the confirm must be a nack"
@@ -320,14 +354,14 @@ mod tests {
 
         queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
         queues
-            .enqueue("/", "q", 0, b"", b"a")
+            .enqueue("/", "q", 0, msg(b"", b"a"))
             .unwrap()
             .await
             .unwrap();
         queues.purge("/", "q").unwrap();
         assert_eq!(queues.store().stats().live_messages, 0);
         queues
-            .enqueue("/", "q", 1, b"", b"b")
+            .enqueue("/", "q", 1, msg(b"", b"b"))
             .unwrap()
             .await
             .unwrap();
@@ -335,6 +369,90 @@ mod tests {
         assert_eq!(queues.store().stats().live_messages, 0);
         assert!(queues.store().definitions().queues.is_empty());
         queues.delete_queue("/", "q").unwrap();
+    }
+
+    #[tokio::test]
+    async fn replacing_the_topology_keeps_ids_and_drops_deleted_queues() {
+        let dir = TestDir::new();
+        let (queues, _) = open(&dir);
+        let def = |name: &str| QueueDef {
+            id: QueueId(0),
+            vhost: "/".into(),
+            name: name.into(),
+            auto_delete: false,
+            arguments: Bytes::new(),
+        };
+        let exchange = ExchangeDef {
+            vhost: "/".into(),
+            name: "x".into(),
+            kind: "fanout".into(),
+            auto_delete: false,
+            internal: false,
+            arguments: Bytes::new(),
+        };
+        let binding = BindingDef {
+            vhost: "/".into(),
+            source: "x".into(),
+            destination_kind: super::super::BindingDestination::Queue,
+            destination: "a".into(),
+            routing_key: String::new(),
+            arguments: Bytes::new(),
+        };
+        queues
+            .replace_topology(
+                "/",
+                vec![exchange.clone()],
+                vec![def("a"), def("b")],
+                vec![binding.clone()],
+            )
+            .unwrap();
+        let ids = queues.store().definitions().queues;
+        queues
+            .enqueue("/", "a", 0, msg(b"", b"a0"))
+            .unwrap()
+            .await
+            .unwrap();
+        queues
+            .enqueue("/", "b", 0, msg(b"", b"b0"))
+            .unwrap()
+            .await
+            .unwrap();
+        // Same topology again: nothing changes, ids stay.
+        queues
+            .replace_topology(
+                "/",
+                vec![exchange.clone()],
+                vec![def("b"), def("a")],
+                vec![binding.clone()],
+            )
+            .unwrap();
+        assert_eq!(queues.store().definitions().queues.len(), 2);
+        assert!(ids
+            .iter()
+            .all(|q| queues.store().definitions().queues.contains(q)));
+        // Queue b deleted: its message goes with it.
+        queues
+            .replace_topology(
+                "/",
+                vec![exchange.clone()],
+                vec![def("a")],
+                vec![binding.clone()],
+            )
+            .unwrap();
+        assert_eq!(queues.store().stats().live_messages, 1);
+        assert!(queues
+            .enqueue("/", "b", 1, msg(b"", b"b1"))
+            .unwrap()
+            .await
+            .is_err());
+        queues.store().close().await.unwrap();
+        drop(queues);
+
+        let (_, recovered) = open(&dir);
+        assert_eq!(recovered.definitions.exchanges, vec![exchange]);
+        assert_eq!(recovered.definitions.bindings, vec![binding]);
+        assert_eq!(recovered.queues.len(), 1);
+        assert_eq!(recovered.queues[0].messages.len(), 1);
     }
 
     #[test]

@@ -53,6 +53,17 @@ pub enum StoreError {
         max: u64,
     },
 
+    /// Another running process (a broker) has the data directory open.
+    #[error("the data directory is in use by process {pid}")]
+    Locked {
+        /// The process holding `<data dir>/LOCK`.
+        pid: u32,
+    },
+
+    /// An exchange name or routing key is longer than an AMQP shortstr (255 bytes).
+    #[error("exchange name or routing key longer than 255 bytes")]
+    NameTooLong,
+
     /// The operation names a durable queue the store does not know.
     #[error("unknown durable queue {0}")]
     UnknownQueue(QueueId),

@@ -182,7 +182,8 @@ mod tests {
         ledger.enqueued(2, 8, Q); // c
         ledger.removed(2, Q, 1, 30); // ack b, recorded in segment 2
         ledger.removed(2, Q, 2, 8); // ack c
-                                    // Segment 2 has nothing live but its ack of b must outlive segment 1.
+
+        // Segment 2 has nothing live but its ack of b must outlive segment 1.
         assert_eq!(ledger.deletable(10), Vec::<u32>::new());
         ledger.removed(3, Q, 1, 8); // ack a, recorded in segment 3
         assert_eq!(ledger.deletable(10), vec![1]);

@@ -10,11 +10,16 @@
 //!
 //! # Layout
 //! - `error`: [`StoreError`].
+//! - `dir_lock`: the `LOCK` file that keeps two brokers off one data directory.
+//! - `commit`: [`Commit`], the future a publisher confirm waits on.
+//! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
+//!   it reads back).
 //! - `position`: [`Position`], a record's place in the log (the message's identity and index).
 //! - `record`: the log record format (enqueue, remove, purge) and its byte layout.
 //! - `segment`: segment files, their header, and the scan that tells a torn tail from
 //!   corruption.
-//! - `recovery`: rebuilding queues and the compaction ledger from the segments at open.
+//! - `recovery`: rebuilding queues and the compaction ledger from the segments at open
+//!   ([`Recovered`]).
 //! - `ledger`: live counts per segment; which segments compaction may delete.
 //! - `writer`: the group-commit writer thread that owns the segment files.
 //! - `fsync_policy`: [`FsyncPolicy`].
@@ -22,49 +27,52 @@
 //!   file.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
+//! - `seam`: [`DurableQueues`] as the broker's `persistence::Store`, the AMQP encodings the log
+//!   keeps, and restoring the recovered topology and messages into the vhosts at start.
 //!
 //! # On disk
 //! ```text
+//! <data dir>/LOCK                   pid of the process that has the directory open
 //! <data dir>/definitions            topology snapshot (layout on `Definitions`)
 //! <data dir>/definitions.tmp        the next snapshot while it is being written
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
 //! ```
 //!
-//! # Integrating (what the broker does)
-//! 1. At start, before listening: `Store::open` (blocking; `spawn_blocking` it). An error ends
-//!    the start with the error's message; [`StoreError::is_corruption`] tells the operator the
-//!    files need a look.
-//! 2. Declare what [`Recovered::definitions`] lists (keeping each [`QueueDef::id`] with its
-//!    queue), then push each [`RecoveredQueue`]'s positions onto its queue, in order, flagged
-//!    `redelivered = true`. Bodies are read with [`Store::read`] when needed.
-//! 3. `queue.declare` / `exchange.declare` / `queue.bind` / `exchange.bind` of durable entities
-//!    (never exclusive queues): make the matching (synchronous) store call before the `-ok`;
-//!    deletes and unbinds likewise.
-//! 4. `basic.publish` with `delivery-mode = 2`, per durable queue it is routed to: under that
-//!    queue's lock, [`Store::enqueue`] (log order = queue order); keep the [`Position`] with the
-//!    message; send the publisher confirm once every [`Commit`] of that publish resolved.
-//!    Transient messages and non-durable queues never touch the store.
-//! 5. When a persistent message leaves a durable queue for good (ack, no-ack delivery or
-//!    `basic.get`, reject/nack without requeue, expiry, length limit): [`Store::remove`]. A
-//!    requeue writes nothing. `queue.purge`: [`Store::purge`].
-//! 6. Memory budget: past it, drop a committed message's body and keep its 12-byte
-//!    [`Position`]; read the body back at delivery.
-//! 7. On shutdown: [`Store::close`]. Store errors close the connection with
-//!    [`StoreError::reply_code`] (541 INTERNAL_ERROR).
+//! # How the broker uses it
+//! Wired through `seam` (the broker's `persistence::Store`), with a data directory only:
+//! 1. `BrokerBuilder::start` opens the store before listening (a damaged store stops the start,
+//!    see [`StoreError::is_corruption`]), declares the recovered exchanges, queues and bindings,
+//!    and puts each durable queue's messages back in log order, `redelivered = true`.
+//! 2. Every durable topology change (declare, delete, bind, unbind; auto-delete and `x-expires`
+//!    deletions too) hands the vhost's durable topology to [`Store::replace_topology`] before
+//!    the `-ok`: a small snapshot write, fsynced.
+//! 3. A persistent message routed to a durable, non-exclusive queue is appended by
+//!    [`DurableQueues::enqueue`]; the publisher confirm waits for its group commit.
+//!    Transient messages and other queues never touch the store.
+//! 4. When such a message leaves its queue for good (ack, no-ack delivery or `basic.get`,
+//!    reject/nack without requeue, expiry, length limit, purge), [`DurableQueues::remove`]
+//!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss).
+//! 5. `BrokerHandle::shutdown` closes the store (flush and fsync).
+//!
+//! Not wired yet: keeping bodies on disk past a memory budget (the broker holds every body in
+//! memory; [`Store::read`] is the hook) and `connection.blocked` on a memory high-watermark.
 //!
 //! Not implemented: rewriting sparse old segments (one long-lived message keeps its whole
-//! segment, and the segments holding acks of that segment's other messages, on disk), a lock
-//! against two brokers opening one directory, and sharing one body between the queues a
-//! message is routed to.
+//! segment, and the segments holding acks of that segment's other messages, on disk), and
+//! sharing one body between the queues a message is routed to.
 
+mod commit;
 mod definitions;
+mod dir_lock;
 mod durable_queues;
 mod error;
 mod fsync_policy;
 mod ledger;
+mod message;
 mod position;
 mod record;
 mod recovery;
+pub(crate) mod seam;
 mod segment;
 mod writer;
 
@@ -76,24 +84,25 @@ mod tests;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
-use std::future::Future;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use commit::Commit;
 pub use definitions::{BindingDef, BindingDestination, Definitions, ExchangeDef, QueueDef};
 pub use durable_queues::DurableQueues;
 pub use error::StoreError;
 pub use fsync_policy::{FsyncPolicy, InvalidFsyncPolicy};
+pub use message::{PersistentMessage, StoredMessage};
 pub use position::Position;
 pub use record::MAX_RECORD_LEN;
+pub use recovery::{Recovered, RecoveredQueue};
 
+use dir_lock::DirLock;
 use record::{checksum, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
 use writer::{AppendState, Counters, Shared, Waiter};
@@ -136,43 +145,6 @@ impl StoreConfig {
     }
 }
 
-/// What the store found at open: the durable topology and, per durable queue, its persistent
-/// messages that were not acked, in queue order.
-///
-/// The broker declares the exchanges, queues and bindings, then puts each queue's messages back
-/// in order with **`redelivered = true`**: the store does not record deliveries, so any of them
-/// may have reached a consumer before the crash (RabbitMQ does the same for unacked messages).
-/// Bodies stay on disk; fetch them with [`Store::read`] when needed.
-#[derive(Debug)]
-pub struct Recovered {
-    /// Durable exchanges, queues and bindings.
-    pub definitions: Definitions,
-    /// One entry per durable queue in `definitions.queues`, in the same order.
-    pub queues: Vec<RecoveredQueue>,
-    /// Bytes of a torn tail record cut from the last segment (0 after a clean shutdown).
-    pub torn_tail_bytes: u64,
-}
-
-/// The recovered messages of one durable queue.
-#[derive(Debug)]
-pub struct RecoveredQueue {
-    /// The queue (see [`QueueDef::id`]).
-    pub id: QueueId,
-    /// Its unacked persistent messages, oldest first.
-    pub messages: Vec<Position>,
-}
-
-/// A persistent message read back from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    /// The queue it was enqueued to.
-    pub queue: QueueId,
-    /// The AMQP content-header properties, as the broker encoded them.
-    pub properties: Bytes,
-    /// The body.
-    pub body: Bytes,
-}
-
 /// Counters of the store's activity since open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
@@ -190,22 +162,6 @@ pub struct StoreStats {
     pub segments_deleted: u64,
     /// Persistent messages enqueued and not yet removed.
     pub live_messages: u64,
-}
-
-/// Resolves when a record is committed (on disk under [`FsyncPolicy::Always`]); the broker
-/// sends the publisher confirm after it. Dropping it does not cancel the write.
-#[derive(Debug)]
-#[must_use = "a record is not durable until its Commit resolves"]
-pub struct Commit(oneshot::Receiver<Result<(), StoreError>>);
-
-impl Future for Commit {
-    type Output = Result<(), StoreError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(StoreError::Closed)))
-    }
 }
 
 /// The broker's durable storage: topology snapshot plus segment log. Share it behind an `Arc`;
@@ -248,6 +204,7 @@ impl Store {
         let data_dir = config.data_dir;
         let seg_dir = segments_dir(&data_dir);
         fs::create_dir_all(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
+        let lock = DirLock::acquire(&data_dir)?;
         let mut definitions = Definitions::load(&data_dir)?;
         let known: HashSet<QueueId> = definitions.queues.iter().map(|q| q.id).collect();
         let mut scanned = recovery::recover(&data_dir, &known)?;
@@ -290,6 +247,7 @@ impl Store {
             data_dir,
             policy: config.fsync,
             segment_size: config.segment_size.clamp(4096, 1 << 30),
+            _lock: lock,
             #[cfg(test)]
             gate: Mutex::new(()),
         });
@@ -420,6 +378,65 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the stored topology of `vhost` exactly `exchanges`, `queues` and `bindings` (other
+    /// vhosts are untouched): queues keep their ids by name (the ids in `queues` are ignored),
+    /// new queues get fresh ids, and queues no longer listed are forgotten with their messages.
+    /// Writes the snapshot only if something changed. Returns the vhost's queues with their ids.
+    ///
+    /// This is how a broker that keeps its own topology persists it: after each change, hand
+    /// over the durable part of the whole vhost, and never get out of step.
+    pub fn replace_topology(
+        &self,
+        vhost: &str,
+        exchanges: Vec<ExchangeDef>,
+        queues: Vec<QueueDef>,
+        bindings: Vec<BindingDef>,
+    ) -> Result<Vec<QueueDef>, StoreError> {
+        let mut defs = self.lock_definitions();
+        let mut next = defs.clone();
+        next.exchanges.retain(|e| e.vhost != vhost);
+        next.exchanges.extend(exchanges);
+        next.bindings.retain(|b| b.vhost != vhost);
+        next.bindings.extend(bindings);
+        let old: Vec<QueueDef> = next
+            .queues
+            .iter()
+            .filter(|q| q.vhost == vhost)
+            .cloned()
+            .collect();
+        next.queues.retain(|q| q.vhost != vhost);
+        let mut kept = Vec::with_capacity(queues.len());
+        for mut queue in queues {
+            queue.id = match old.iter().find(|q| q.name == queue.name) {
+                Some(existing) => existing.id,
+                None => {
+                    next.next_queue_id += 1;
+                    QueueId(next.next_queue_id - 1)
+                }
+            };
+            kept.push(queue);
+        }
+        next.queues.extend(kept.iter().cloned());
+        let gone: Vec<QueueId> = old
+            .iter()
+            .filter(|q| !kept.iter().any(|k| k.id == q.id))
+            .map(|q| q.id)
+            .collect();
+        if !same_topology(&defs, &next) {
+            self.save(&mut defs, next)?;
+        }
+        let mut state = self.shared.lock();
+        for queue in &kept {
+            state.queues.insert(queue.id);
+        }
+        // Only once the snapshot no longer names them may their segments go.
+        for id in gone {
+            state.queues.remove(&id);
+            state.ledger.forget_queue(id);
+        }
+        Ok(kept)
+    }
+
     /// Records a binding between durable entities (`queue.bind`, `exchange.bind`). Idempotent.
     pub fn bind(&self, binding: BindingDef) -> Result<(), StoreError> {
         let mut defs = self.lock_definitions();
@@ -458,18 +475,16 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends an enqueue record: persistent message (`properties`, `body`) entered durable
-    /// `queue`. Returns its position (keep it: it names the message for
-    /// [`remove`](Self::remove) and [`read`](Self::read)) and the commit to await before
-    /// confirming the publish.
+    /// Appends an enqueue record: persistent `message` entered durable `queue`. Returns its
+    /// position (keep it: it names the message for [`remove`](Self::remove) and
+    /// [`read`](Self::read)) and the commit to await before confirming the publish.
     pub fn enqueue(
         &self,
         queue: QueueId,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
     ) -> Result<(Position, Commit), StoreError> {
         let (tx, rx) = oneshot::channel();
-        let position = self.enqueue_waiting(queue, properties, body, Waiter::Outcome(tx))?;
+        let position = self.enqueue_waiting(queue, message, Waiter::Outcome(tx))?;
         Ok((position, Commit(rx)))
     }
 
@@ -479,24 +494,27 @@ impl Store {
     pub fn enqueue_signal(
         &self,
         queue: QueueId,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
         committed: oneshot::Sender<()>,
     ) -> Result<Position, StoreError> {
-        self.enqueue_waiting(queue, properties, body, Waiter::Signal(committed))
+        self.enqueue_waiting(queue, message, Waiter::Signal(committed))
     }
 
     fn enqueue_waiting(
         &self,
         queue: QueueId,
-        properties: &[u8],
-        body: &[u8],
+        message: PersistentMessage<'_>,
         waiter: Waiter,
     ) -> Result<Position, StoreError> {
+        if message.exchange.len() > 255 || message.routing_key.len() > 255 {
+            return Err(StoreError::NameTooLong);
+        }
         let record = Record::Enqueue {
             queue,
-            properties,
-            body,
+            exchange: message.exchange.as_bytes(),
+            routing_key: message.routing_key.as_bytes(),
+            properties: message.properties,
+            body: message.body,
         };
         self.append(
             queue,
@@ -614,21 +632,25 @@ impl Store {
         {
             return Err(no_message());
         }
+        let bytes = Bytes::from(buf);
         let Ok(Record::Enqueue {
-            queue, properties, ..
-        }) = Record::decode(payload)
+            queue,
+            exchange,
+            routing_key,
+            properties,
+            body,
+        }) = Record::decode(&bytes[RECORD_HEADER_LEN..])
         else {
             return Err(no_message());
         };
-        // Slice the one buffer instead of copying: properties start after kind, queue id and
-        // properties length (13 bytes) and the body follows them.
-        let props_start = RECORD_HEADER_LEN + 13;
-        let body_start = props_start + properties.len();
-        let buf = Bytes::from(buf);
         Ok(StoredMessage {
             queue,
-            properties: buf.slice(props_start..body_start),
-            body: buf.slice(body_start..),
+            exchange: String::from_utf8_lossy(exchange).into_owned(),
+            routing_key: String::from_utf8_lossy(routing_key).into_owned(),
+            // No copy: `slice_ref` shares `bytes`, and cannot panic because both slices were
+            // decoded out of `bytes` itself.
+            properties: bytes.slice_ref(properties),
+            body: bytes.slice_ref(body),
         })
     }
 
@@ -685,6 +707,18 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// Whether two topologies hold the same entities, whatever their order (the broker's maps have
+/// none).
+fn same_topology(a: &Definitions, b: &Definitions) -> bool {
+    fn same<T: PartialEq>(x: &[T], y: &[T]) -> bool {
+        x.len() == y.len() && x.iter().all(|e| y.contains(e))
+    }
+    a.next_queue_id == b.next_queue_id
+        && same(&a.exchanges, &b.exchanges)
+        && same(&a.queues, &b.queues)
+        && same(&a.bindings, &b.bindings)
 }
 
 impl Drop for Store {

@@ -26,10 +26,14 @@ const KIND_PURGE: u8 = 3;
 ///
 /// An **enqueue** (kind 1: a persistent message routed to a durable queue) continues with:
 ///
-/// 5. Properties length as u32 [4 bytes].
-/// 6. Properties: the AMQP content-header property flags and list (0-9-1 §4.2.6.1), encoded by
-///    the broker and opaque to the store [properties length bytes].
-/// 7. Body [all remaining bytes, <= [`MAX_RECORD_LEN`] - 25].
+/// 5. Exchange name length as u8 [1 byte].
+/// 6. Exchange name, UTF-8 (`""` for the default exchange) [exchange length bytes].
+/// 7. Routing key length as u8 [1 byte].
+/// 8. Routing key, UTF-8 [routing key length bytes].
+/// 9. Properties length as u32 [4 bytes].
+/// 10. Properties: the AMQP content-header property flags and list (0-9-1 §4.2.6.1), encoded
+///     by the broker and opaque to the store [properties length bytes].
+/// 11. Body [all remaining bytes].
 ///
 /// A **remove** (kind 2: the message left the queue for good — `basic.ack`, `basic.get` with
 /// no-ack, `basic.reject`/`basic.nack` with requeue=false, expiry) continues with:
@@ -49,6 +53,10 @@ pub(crate) enum Record<'a> {
     Enqueue {
         /// The durable queue.
         queue: QueueId,
+        /// The exchange it was published to (at most 255 bytes).
+        exchange: &'a [u8],
+        /// The routing key it was published with (at most 255 bytes).
+        routing_key: &'a [u8],
         /// Encoded content-header properties.
         properties: &'a [u8],
         /// The message body.
@@ -79,8 +87,21 @@ impl<'a> Record<'a> {
     pub(crate) fn encoded_len(&self) -> u64 {
         let payload = match self {
             Self::Enqueue {
-                properties, body, ..
-            } => 1 + 8 + 4 + properties.len() as u64 + body.len() as u64,
+                exchange,
+                routing_key,
+                properties,
+                body,
+                ..
+            } => {
+                1 + 8
+                    + 1
+                    + exchange.len() as u64
+                    + 1
+                    + routing_key.len() as u64
+                    + 4
+                    + properties.len() as u64
+                    + body.len() as u64
+            }
             Self::Remove { .. } => 1 + 8 + 4 + 4,
             Self::Purge { .. } => 1 + 8,
         };
@@ -88,7 +109,8 @@ impl<'a> Record<'a> {
     }
 
     /// Appends the encoded record to `out` (no allocation beyond `out` growing). The caller
-    /// has checked `encoded_len() <= MAX_RECORD_LEN`, so every length fits a u32.
+    /// has checked `encoded_len() <= MAX_RECORD_LEN`, so every length fits a u32, and that the
+    /// exchange and routing key are at most 255 bytes, so their lengths fit a u8.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         let start = out.len();
         // Placeholders for length and CRC, patched below once the payload is in place.
@@ -96,11 +118,17 @@ impl<'a> Record<'a> {
         match *self {
             Self::Enqueue {
                 queue,
+                exchange,
+                routing_key,
                 properties,
                 body,
             } => {
                 out.push(KIND_ENQUEUE);
                 out.extend_from_slice(&queue.0.to_be_bytes());
+                out.push(exchange.len() as u8);
+                out.extend_from_slice(exchange);
+                out.push(routing_key.len() as u8);
+                out.extend_from_slice(routing_key);
                 out.extend_from_slice(&(properties.len() as u32).to_be_bytes());
                 out.extend_from_slice(properties);
                 out.extend_from_slice(body);
@@ -134,6 +162,10 @@ impl<'a> Record<'a> {
         let queue = QueueId(queue);
         match kind {
             KIND_ENQUEUE => {
+                let (exchange, rest) =
+                    take_shortstr(rest).ok_or(Malformed("enqueue too short for exchange"))?;
+                let (routing_key, rest) =
+                    take_shortstr(rest).ok_or(Malformed("enqueue too short for routing key"))?;
                 let (props_len, rest) =
                     take_u32(rest).ok_or(Malformed("enqueue too short for properties length"))?;
                 if props_len as usize > rest.len() {
@@ -142,6 +174,8 @@ impl<'a> Record<'a> {
                 let (properties, body) = rest.split_at(props_len as usize);
                 Ok(Self::Enqueue {
                     queue,
+                    exchange,
+                    routing_key,
                     properties,
                     body,
                 })
@@ -171,6 +205,11 @@ pub(crate) fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
     hasher.update(&len_bytes);
     hasher.update(payload);
     hasher.finalize()
+}
+
+fn take_shortstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&len, rest) = bytes.split_first()?;
+    (usize::from(len) <= rest.len()).then(|| rest.split_at(usize::from(len)))
 }
 
 fn take_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
@@ -208,16 +247,20 @@ mod tests {
     fn enqueue_byte_layout() {
         let record = Record::Enqueue {
             queue: QueueId(7),
+            exchange: b"x",
+            routing_key: b"rk",
             properties: &[0x10, 0x00, 0x02],
             body: b"hi",
         };
         let bytes = encode(record);
         #[rustfmt::skip]
         let expected: &[u8] = &[
-            0, 0, 0, 18,                    // length: 1 + 8 + 4 + 3 + 2
-            0xbe, 0xeb, 0x28, 0x92,         // crc32
+            0, 0, 0, 23,                    // length: 1 + 8 + (1 + 1) + (1 + 2) + 4 + 3 + 2
+            0x36, 0x4b, 0x32, 0x93,         // crc32
             1,                              // kind: enqueue
             0, 0, 0, 0, 0, 0, 0, 7,         // queue id
+            1, b'x',                        // exchange
+            2, b'r', b'k',                  // routing key
             0, 0, 0, 3,                     // properties length
             0x10, 0x00, 0x02,               // properties (flags: delivery-mode; mode 2)
             b'h', b'i',                     // body
@@ -266,6 +309,8 @@ mod tests {
     fn empty_properties_and_body_round_trip() {
         let record = Record::Enqueue {
             queue: QueueId(u64::MAX),
+            exchange: b"",
+            routing_key: &[b'k'; 255],
             properties: &[],
             body: &[],
         };
@@ -280,8 +325,12 @@ mod tests {
             Err(Malformed("unknown record kind"))
         );
         assert_eq!(
-            Record::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 1]),
+            Record::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 5, 1]),
             Err(Malformed("properties length exceeds the record"))
+        );
+        assert_eq!(
+            Record::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 3, b'x']),
+            Err(Malformed("enqueue too short for exchange"))
         );
         assert_eq!(
             Record::decode(&[3, 0, 0, 0, 0, 0, 0, 0, 1, 0]),

@@ -9,7 +9,33 @@ use std::path::Path;
 use super::ledger::Ledger;
 use super::record::Record;
 use super::segment::{list_segments, scan, segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
-use super::{Position, QueueId, StoreError};
+use super::{Definitions, Position, QueueId, StoreError};
+
+/// What the store found at open: the durable topology and, per durable queue, its persistent
+/// messages that were not acked, in queue order.
+///
+/// The broker declares the exchanges, queues and bindings, then puts each queue's messages back
+/// in order with **`redelivered = true`**: the store does not record deliveries, so any of them
+/// may have reached a consumer before the crash (RabbitMQ does the same for unacked messages).
+/// Bodies stay on disk; fetch them with [`super::Store::read`] when needed.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Durable exchanges, queues and bindings.
+    pub definitions: Definitions,
+    /// One entry per durable queue in `definitions.queues`, in the same order.
+    pub queues: Vec<RecoveredQueue>,
+    /// Bytes of a torn tail record cut from the last segment (0 after a clean shutdown).
+    pub torn_tail_bytes: u64,
+}
+
+/// The recovered messages of one durable queue.
+#[derive(Debug)]
+pub struct RecoveredQueue {
+    /// The queue (see [`super::QueueDef::id`]).
+    pub id: QueueId,
+    /// Its unacked persistent messages, oldest first.
+    pub messages: Vec<Position>,
+}
 
 /// What a scan of the whole log found.
 #[derive(Debug)]

@@ -38,6 +38,15 @@ impl Drop for TestDir {
     }
 }
 
+fn msg<'a>(properties: &'a [u8], body: &'a [u8]) -> PersistentMessage<'a> {
+    PersistentMessage {
+        exchange: "amq.direct",
+        routing_key: "rk",
+        properties,
+        body,
+    }
+}
+
 fn open(dir: &Path) -> (Store, Recovered) {
     Store::open(StoreConfig::new(dir)).unwrap()
 }
@@ -96,7 +105,7 @@ async fn reopen_restores_topology_and_messages_in_order() {
     };
     store.bind(binding.clone()).unwrap();
     for i in 0..5u8 {
-        let (_, commit) = store.enqueue(work, &[0x10, 0, 2], &[i; 3]).unwrap();
+        let (_, commit) = store.enqueue(work, msg(&[0x10, 0, 2], &[i; 3])).unwrap();
         commit.await.unwrap();
     }
     store.close().await.unwrap();
@@ -130,7 +139,7 @@ async fn acks_and_purges_survive_reopen() {
     let q = queue(&store, "q");
     let mut positions = Vec::new();
     for i in 0..6u8 {
-        let (position, commit) = store.enqueue(q, &[], &[i]).unwrap();
+        let (position, commit) = store.enqueue(q, msg(&[], &[i])).unwrap();
         commit.await.unwrap();
         positions.push(position);
     }
@@ -150,7 +159,7 @@ async fn acks_and_purges_survive_reopen() {
         vec![positions[0], positions[2], positions[3], positions[5]]
     );
     store.purge(q).unwrap().await.unwrap();
-    let (_, commit) = store.enqueue(q, &[], b"after purge").unwrap();
+    let (_, commit) = store.enqueue(q, msg(&[], b"after purge")).unwrap();
     commit.await.unwrap();
     store.close().await.unwrap();
     drop(store);
@@ -178,11 +187,21 @@ async fn deleted_queue_loses_its_messages_and_id() {
             arguments: Bytes::new(),
         })
         .unwrap();
-    store.enqueue(doomed, &[], b"x").unwrap().1.await.unwrap();
-    store.enqueue(kept, &[], b"y").unwrap().1.await.unwrap();
+    store
+        .enqueue(doomed, msg(&[], b"x"))
+        .unwrap()
+        .1
+        .await
+        .unwrap();
+    store
+        .enqueue(kept, msg(&[], b"y"))
+        .unwrap()
+        .1
+        .await
+        .unwrap();
     store.delete_queue(doomed).unwrap();
     assert!(matches!(
-        store.enqueue(doomed, &[], b"z"),
+        store.enqueue(doomed, msg(&[], b"z")),
         Err(StoreError::UnknownQueue(id)) if id == doomed
     ));
     store.close().await.unwrap();
@@ -231,7 +250,7 @@ async fn small_log(dir: &Path) -> (QueueId, Vec<u64>, Vec<Vec<&'static [u8]>>) {
             }
             _ => {
                 let body: &'static [u8] = [&b"a"[..], b"bb", b"", b"ccc", b"", b"dddd", b"e"][step];
-                let (position, commit) = store.enqueue(q, &[0x80, 0], body).unwrap();
+                let (position, commit) = store.enqueue(q, msg(&[0x80, 0], body)).unwrap();
                 commit.await.unwrap();
                 live.push((position, body));
                 last(&live, u64::from(position.offset + position.len));
@@ -290,7 +309,7 @@ async fn recovery_keeps_exactly_the_whole_records_before_any_cut() {
             "cut at byte {cut}"
         );
         // And the log keeps working after the cut.
-        let (position, commit) = store.enqueue(q, &[], b"new").unwrap();
+        let (position, commit) = store.enqueue(q, msg(&[], b"new")).unwrap();
         commit.await.unwrap();
         assert_eq!(u64::from(position.offset), kept_len);
         store.close().await.unwrap();
@@ -324,7 +343,11 @@ async fn corruption_before_the_tail_is_refused() {
     let err = open_err(&dir.0);
     assert!(err.is_corruption(), "{err}");
     assert!(
-        matches!(err, StoreError::CorruptSegment { offset, reason: "checksum mismatch", .. } if offset == boundaries[0]),
+        matches!(
+            err,
+            StoreError::CorruptSegment { offset, reason: "checksum mismatch", .. }
+                if offset == boundaries[0]
+        ),
         "{err}"
     );
     assert_eq!(
@@ -339,7 +362,8 @@ async fn corruption_before_the_tail_is_refused() {
     std::fs::write(&path, &bytes).unwrap();
     assert!(matches!(
         open_err(&dir.0),
-        StoreError::CorruptSegment { offset, reason: "bad record length", .. } if offset == boundaries[2]
+        StoreError::CorruptSegment { offset, reason: "bad record length", .. }
+            if offset == boundaries[2]
     ));
 
     // A damaged segment header.
@@ -418,7 +442,7 @@ async fn group_commit_shares_one_fsync_among_concurrent_appenders() {
         let appended_tx = appended_tx.clone();
         tasks.push(tokio::spawn(async move {
             let commits: Vec<Commit> = (0..8u8)
-                .map(|i| store.enqueue(q, &[], &[t, i]).unwrap().1)
+                .map(|i| store.enqueue(q, msg(&[], &[t, i])).unwrap().1)
                 .collect();
             appended_tx.send(()).await.unwrap();
             for commit in commits {
@@ -446,7 +470,12 @@ async fn group_commit_shares_one_fsync_among_concurrent_appenders() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20u8 {
-                store.enqueue(q, &[], &[t, i]).unwrap().1.await.unwrap();
+                store
+                    .enqueue(q, msg(&[], &[t, i]))
+                    .unwrap()
+                    .1
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -473,7 +502,7 @@ async fn fsync_policy_never_commits_without_fsync() {
         let (store, _) = Store::open(config).unwrap();
         let q = queue(&store, "q");
         for i in 0..10u8 {
-            store.enqueue(q, &[], &[i]).unwrap().1.await.unwrap();
+            store.enqueue(q, msg(&[], &[i])).unwrap().1.await.unwrap();
         }
         assert_eq!(store.stats().fsyncs, 0, "{policy:?}");
         store.close().await.unwrap();
@@ -489,10 +518,10 @@ async fn compaction_deletes_fully_acked_segments() {
     let dir = TestDir::new();
     let (store, _) = open_small(&dir.0, 4096);
     let q = queue(&store, "q");
-    let body = [7u8; 1000];
+    let body = [7u8; 980]; // records of 1015 bytes: 4 fit a 4 KiB segment
     let mut positions = Vec::new();
     for _ in 0..20 {
-        let (position, commit) = store.enqueue(q, &[], &body).unwrap();
+        let (position, commit) = store.enqueue(q, msg(&[], &body)).unwrap();
         commit.await.unwrap();
         positions.push(position);
     }
@@ -547,16 +576,16 @@ async fn an_ack_record_outlives_the_segment_it_acks_into() {
     let (store, _) = open_small(&dir.0, 4096);
     let q = queue(&store, "q");
     let big = [1u8; 1900];
-    let (a, _) = store.enqueue(q, &[], &big).unwrap();
-    let (b, commit) = store.enqueue(q, &[], &big).unwrap();
+    let (a, _) = store.enqueue(q, msg(&[], &big)).unwrap();
+    let (b, commit) = store.enqueue(q, msg(&[], &big)).unwrap();
     commit.await.unwrap();
-    let (c, commit) = store.enqueue(q, &[], &big).unwrap();
+    let (c, commit) = store.enqueue(q, msg(&[], &big)).unwrap();
     commit.await.unwrap();
     assert_eq!((a.segment, b.segment, c.segment), (1, 1, 2));
     store.remove(q, b).unwrap().await.unwrap();
     store.remove(q, c).unwrap().await.unwrap();
     // Roll to segment 3 so segment 2 is no longer the active one.
-    let (d, commit) = store.enqueue(q, &[], &[2u8; 3000]).unwrap();
+    let (d, commit) = store.enqueue(q, msg(&[], &[2u8; 3000])).unwrap();
     commit.await.unwrap();
     assert_eq!(d.segment, 3);
     store.remove(q, d).unwrap().await.unwrap();
@@ -575,13 +604,15 @@ async fn read_returns_the_message_and_close_rejects_appends() {
     let dir = TestDir::new();
     let (store, _) = open(&dir.0);
     let q = queue(&store, "q");
-    let (position, commit) = store.enqueue(q, b"props", b"body").unwrap();
+    let (position, commit) = store.enqueue(q, msg(b"props", b"body")).unwrap();
     commit.await.unwrap();
     let message = store.read(position).unwrap();
     assert_eq!(
         message,
         StoredMessage {
             queue: q,
+            exchange: "amq.direct".into(),
+            routing_key: "rk".into(),
             properties: Bytes::from_static(b"props"),
             body: Bytes::from_static(b"body"),
         }
@@ -594,13 +625,22 @@ async fn read_returns_the_message_and_close_rejects_appends() {
         store.read(bogus),
         Err(StoreError::NoMessage { .. })
     ));
+    let long = "k".repeat(256);
+    let too_long = PersistentMessage {
+        routing_key: &long,
+        ..msg(&[], b"")
+    };
     assert!(matches!(
-        store.enqueue(QueueId(999), &[], b""),
+        store.enqueue(q, too_long),
+        Err(StoreError::NameTooLong)
+    ));
+    assert!(matches!(
+        store.enqueue(QueueId(999), msg(&[], b"")),
         Err(StoreError::UnknownQueue(QueueId(999)))
     ));
     store.close().await.unwrap();
     assert!(matches!(
-        store.enqueue(q, &[], b"late"),
+        store.enqueue(q, msg(&[], b"late")),
         Err(StoreError::Closed)
     ));
 }
@@ -623,7 +663,8 @@ async fn random_operations_match_a_model_across_reopens() {
                 let body: Vec<u8> = (0..rng.random_range(0..600))
                     .map(|_| rng.random())
                     .collect();
-                let (position, commit) = store.enqueue(q, &round.to_be_bytes(), &body).unwrap();
+                let (position, commit) =
+                    store.enqueue(q, msg(&round.to_be_bytes(), &body)).unwrap();
                 commit.await.unwrap();
                 model.get_mut(&q).unwrap().push((position, body));
             }
@@ -695,7 +736,7 @@ async fn throughput() {
         tasks.push(tokio::spawn(async move {
             let body = [0x5a; 1024];
             for _ in 0..400 {
-                let (position, commit) = store.enqueue(q, &[0x10, 0, 2], &body).unwrap();
+                let (position, commit) = store.enqueue(q, msg(&[0x10, 0, 2], &body)).unwrap();
                 commit.await.unwrap();
                 let _not_awaited = store.remove(q, position).unwrap();
             }
@@ -707,7 +748,8 @@ async fn throughput() {
     let elapsed = started.elapsed();
     let stats = store.stats();
     println!(
-        "{} enqueues in {elapsed:?}: {:.0} msg/s, {} fsyncs ({:.1} records per fsync), {} segments deleted",
+        "{} enqueues in {elapsed:?}: {:.0} msg/s, {} fsyncs ({:.1} records per fsync), \
+         {} segments deleted",
         128 * 400,
         f64::from(128 * 400) / elapsed.as_secs_f64(),
         stats.fsyncs,
@@ -722,16 +764,16 @@ async fn a_failed_write_fails_its_waiters_and_every_later_append() {
     let (store, _) = open_small(&dir.0, 4096);
     let q = queue(&store, "q");
     let (tx, rx) = tokio::sync::oneshot::channel();
-    store.enqueue_signal(q, &[], &[1; 3000], tx).unwrap();
+    store.enqueue_signal(q, msg(&[], &[1; 3000]), tx).unwrap();
     rx.await.expect("a committed signal fires");
 
     // Pull the directory away: the next segment cannot be created.
     std::fs::remove_dir_all(dir.0.join("segments")).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    store.enqueue_signal(q, &[], &[2; 3000], tx).unwrap();
+    store.enqueue_signal(q, msg(&[], &[2; 3000]), tx).unwrap();
     assert!(rx.await.is_err(), "a failed write drops the signal unfired");
     assert!(matches!(
-        store.enqueue(q, &[], b"later"),
+        store.enqueue(q, msg(&[], b"later")),
         Err(StoreError::WriterFailed(_))
     ));
     assert!(matches!(

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::dir_lock::DirLock;
 use super::ledger::Ledger;
 use super::record::{Record, MAX_RECORD_LEN};
 use super::segment::{segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
@@ -201,6 +202,9 @@ pub(crate) struct Shared {
     pub(crate) data_dir: PathBuf,
     pub(crate) policy: FsyncPolicy,
     pub(crate) segment_size: u32,
+    /// The data directory's lock, released when the last holder of `Shared` (the store or the
+    /// writer thread, whichever finishes last) drops it.
+    pub(crate) _lock: DirLock,
     /// Test seam: the writer takes this lock before taking each batch, so a test holding it
     /// can queue many records and then release them as one batch.
     #[cfg(test)]

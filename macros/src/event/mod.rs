@@ -19,13 +19,16 @@ pub(crate) fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     let args = parse::parse_args(attr);
     let checked = signature::validate(&function, "#[lepus::event]").and_then(|signature| {
-        if signature.args.len() == 1 {
-            Ok(signature)
-        } else {
-            Err(syn::Error::new_spanned(
-                &function.sig.inputs,
-                "#[lepus::event] functions take exactly one argument: the event payload",
-            ))
+        const MESSAGE: &str =
+            "#[lepus::event] functions take exactly one argument: the event payload";
+        match signature.args.len() {
+            1 => Ok(signature),
+            // No inputs to point at: point at the empty parentheses.
+            0 => Err(syn::Error::new(
+                function.sig.paren_token.span.join(),
+                MESSAGE,
+            )),
+            _ => Err(syn::Error::new_spanned(&function.sig.inputs, MESSAGE)),
         }
     });
     match (args, checked) {

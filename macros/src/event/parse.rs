@@ -84,7 +84,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<EventArgs> {
             "missing `exchange = \"...\"`: #[lepus::event] needs the exchange to listen to",
         ));
     }
-    if kind.is_none() {
+    if kind.is_none() && !pairs.iter().any(|p| p.key == "kind") {
         errors.push(syn::Error::new(
             Span::call_site(),
             "missing `kind = \"fanout\" | \"direct\" | \"topic\"`",

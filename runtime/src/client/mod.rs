@@ -53,14 +53,16 @@ struct Inner {
     pending: Pending,
     /// Written by the session task; read by every call.
     session: watch::Receiver<SessionState>,
+    /// Set by `close`: later calls fail with `Error::Closed`.
+    closed: std::sync::atomic::AtomicBool,
     /// The default timeout in nanoseconds (changed by `set_default_timeout`).
     default_timeout_ns: AtomicU64,
     /// Prepended to every method's queue name (empty for none).
     queue_prefix: String,
     /// The session task; aborted when the last clone of the client is dropped.
     task: JoinHandle<()>,
-    /// What task enqueues and event publishes already declared (shared by clones).
-    declared: crate::task::Declared,
+    /// The confirm-mode channel of task enqueues and event publishes (shared by clones).
+    publisher: crate::task::Publisher,
 }
 
 impl Drop for Inner {
@@ -114,10 +116,11 @@ impl ClientBuilder {
                 _conn: self.conn,
                 pending,
                 session: state_rx.clone(),
+                closed: std::sync::atomic::AtomicBool::new(false),
                 default_timeout_ns: AtomicU64::new(duration_ns(self.timeout)),
                 queue_prefix: self.queue_prefix,
                 task,
-                declared: crate::task::Declared::default(),
+                publisher: crate::task::Publisher::default(),
             }),
         };
         wait_ready(&mut state_rx).await?;
@@ -151,6 +154,27 @@ impl Client {
         self.inner
             .default_timeout_ns
             .store(duration_ns(timeout), Ordering::Relaxed);
+    }
+
+    /// Stops the session of this client and every clone: calls in flight fail with
+    /// [`Error::Closed`], the session's channels close (`channel.close`), later calls fail.
+    /// The connection stays open for others. Dropping the last clone does the same without
+    /// waiting for the broker.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.task.abort();
+        let session = match &*self.inner.session.borrow() {
+            SessionState::Ready(session) => Some(session.clone()),
+            _ => None,
+        };
+        self.inner.pending.fail_all(None, || Error::Closed);
+        if let Some(session) = session {
+            for channel in [&session.rpc_channel, &session.channel] {
+                if channel.status().connected() {
+                    let _ = channel.close(200, "client closed".into()).await;
+                }
+            }
+        }
     }
 
     /// The number of calls waiting for their reply.
@@ -199,7 +223,7 @@ impl Client {
             ShortString::from(format!("{}{}", self.inner.queue_prefix, M::QUEUE))
         };
         session
-            .channel
+            .rpc_channel
             .basic_publish(
                 "".into(),
                 queue,
@@ -228,13 +252,21 @@ impl Client {
         &self.inner.queue_prefix
     }
 
+    /// The publishing state of task enqueues and event publishes.
+    pub(crate) fn publisher(&self) -> &crate::task::Publisher {
+        &self.inner.publisher
+    }
+
     /// The exchanges and queues task enqueues and event publishes declared.
     pub(crate) fn declared(&self) -> &crate::task::Declared {
-        &self.inner.declared
+        self.inner.publisher.declared()
     }
 
     /// The current session, waiting (within the caller's timeout) while reconnecting.
     pub(crate) async fn session(&self) -> Result<Arc<Session>, Error> {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
         if let SessionState::Ready(session) = &*self.inner.session.borrow() {
             return Ok(session.clone());
         }
@@ -259,7 +291,7 @@ async fn wait_ready(rx: &mut watch::Receiver<SessionState>) -> Result<Arc<Sessio
 
 /// A lapin error on the session: `ConnectionLost` when the connection is gone, else transport.
 fn lost_or_transport<E>(session: &Session, err: lapin::Error) -> Error<E> {
-    if session.conn.status().connected() && session.channel.status().connected() {
+    if session.conn.status().connected() && session.rpc_channel.status().connected() {
         Error::Transport(err)
     } else {
         Error::ConnectionLost

@@ -1,4 +1,5 @@
-//! The client's session: one channel that publishes requests and consumes every reply.
+//! The client's session: one channel that publishes requests and consumes every reply (and a
+//! second one, in confirm mode, for task enqueues and event publishes).
 //!
 //! Per link generation the session task opens a channel and starts ONE reply consumer on it in
 //! no-ack mode: on direct reply-to (`amq.rabbitmq.reply-to`, no queue at all) when the broker
@@ -52,9 +53,14 @@ pub enum ReplyMode {
     Queue,
 }
 
-/// A live session: the channel to publish requests on and the `reply-to` to put in them.
+/// A live session: the channels to publish on and the `reply-to` to put in requests.
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// RPC requests are published here, on the channel that consumes the replies (direct
+    /// reply-to requires it); not in confirm mode, so the call path waits for no confirm.
+    pub(crate) rpc_channel: lapin::Channel,
+    /// A channel in confirm mode for publishes that wait for the broker's confirm (task
+    /// enqueues and event publishes).
     pub(crate) channel: lapin::Channel,
     pub(crate) reply_to: ShortString,
     pub(crate) generation: u64,
@@ -94,7 +100,7 @@ pub(crate) async fn run(
         match open(&link, mode).await {
             Ok((session, consumer)) => {
                 debug!(generation = link.generation, reply_to = %session.reply_to, "client session ready");
-                let channel = session.channel.clone();
+                let channel = session.rpc_channel.clone();
                 state.send_replace(SessionState::Ready(Arc::new(session)));
                 dispatch(consumer, &channel, &pending).await;
                 state.send_replace(SessionState::Connecting);
@@ -138,7 +144,8 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
             Ok(consumer) => {
                 return Ok((
                     Session {
-                        channel,
+                        rpc_channel: channel,
+                        channel: confirm_channel(link).await?,
                         reply_to: DIRECT_REPLY_TO.into(),
                         generation: link.generation,
                         conn: link.conn.clone(),
@@ -170,13 +177,23 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
         .await?;
     Ok((
         Session {
-            channel,
+            rpc_channel: channel,
+            channel: confirm_channel(link).await?,
             reply_to,
             generation: link.generation,
             conn: link.conn.clone(),
         },
         consumer,
     ))
+}
+
+/// A new channel in confirm mode.
+async fn confirm_channel(link: &Link) -> Result<lapin::Channel, lapin::Error> {
+    let channel = link.conn.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Hands every reply to its waiting call, and every returned request to its call as

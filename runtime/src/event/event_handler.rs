@@ -20,6 +20,7 @@ use crate::envelope;
 use crate::event::current::{EventInfo, CURRENT};
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
+use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};
 use crate::worker::handler::panic_message;
 use crate::worker::settle::{Settle, SettleContext};
@@ -139,23 +140,19 @@ impl<E: Event> EventRunner<E> {
         debug!(handler = E::NAME, exchange = %info.exchange, routing_key = %info.routing_key, "event");
         let result = CURRENT.scope(info, run_once::<E>(&delivery.data)).await;
         let outcome = match result {
-            Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
-                Ok(_) => Outcome::Succeeded,
-                Err(err) => Outcome::Unsettled {
-                    error: err.to_string(),
-                },
+            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                Ok(()) => Outcome::Succeeded,
+                Err(error) => Outcome::Unsettled { error },
             },
             Err(error) => {
                 warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
-                match delivery
+                let rejected = delivery
                     .acker
                     .reject(BasicRejectOptions { requeue: false })
-                    .await
-                {
-                    Ok(_) => Outcome::Failed { error },
-                    Err(err) => Outcome::Unsettled {
-                        error: err.to_string(),
-                    },
+                    .await;
+                match settled(rejected) {
+                    Ok(()) => Outcome::Failed { error },
+                    Err(error) => Outcome::Unsettled { error },
                 }
             }
         };

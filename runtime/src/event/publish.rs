@@ -2,8 +2,8 @@
 //!
 //! # Event message
 //! Published to the named exchange with the caller's routing key, not `mandatory` (an event
-//! nobody listens to is dropped, as in any pub/sub), on the client's session channel (confirm
-//! mode; many publishes pipeline on it).
+//! nobody listens to is dropped, as in any pub/sub), on the client's confirm-mode publishing
+//! channel (many publishes pipeline on it).
 //!
 //! | property        | value                                               |
 //! |-----------------|-----------------------------------------------------|
@@ -16,7 +16,7 @@
 //!
 //! The client's queue prefix applies to exchange names too (except `""` and `amq.*`), so that
 //! environments sharing a broker stay apart. Publishing to an exchange that does not exist
-//! would make the broker close the session channel (404); [`publish`] checks it once per client
+//! would make the broker close the publishing channel (404); [`publish`] checks it once per client
 //! with a passive `exchange.declare` on a side channel and fails with [`Error::NotFound`].
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
@@ -118,7 +118,7 @@ pub(crate) fn exchange_name(prefix: &str, exchange: &str) -> String {
     }
 }
 
-/// Encodes and publishes on the session channel; waits for the confirm.
+/// Encodes and publishes on the publishing channel; waits for the confirm.
 async fn send<P: Serialize + ?Sized>(
     client: &Client,
     exchange: &str,
@@ -133,15 +133,8 @@ async fn send<P: Serialize + ?Sized>(
         .with_delivery_mode(2)
         .with_message_id(uuid::Uuid::new_v4().simple().to_string().into())
         .with_timestamp(u64::try_from(now / 1000).unwrap_or_default());
-    let session = client.session().await?;
-    let lost = |err: lapin::Error| {
-        if session.conn.status().connected() && session.channel.status().connected() {
-            Error::Transport(err)
-        } else {
-            Error::ConnectionLost
-        }
-    };
-    let confirm = session
+    let open = client.publisher().channel(client).await?;
+    let confirm = open
         .channel
         .basic_publish(
             exchange.into(),
@@ -151,12 +144,12 @@ async fn send<P: Serialize + ?Sized>(
             properties,
         )
         .await
-        .map_err(lost)?;
-    match confirm.await.map_err(lost)? {
+        .map_err(|e| open.error(e))?;
+    match confirm.await.map_err(|e| open.error(e))? {
         Confirmation::Ack(_) => Ok(()),
         Confirmation::Nack(_) => Err(Error::Nacked),
         Confirmation::NotRequested => Err(Error::Config(
-            "the client's session channel is not in confirm mode".into(),
+            "the publishing channel is not in confirm mode".into(),
         )),
     }
 }

@@ -1,11 +1,11 @@
 //! [`enqueue`]: puts a task on its durable queue and returns once the broker confirmed it.
 //!
-//! The task is published persistent and `mandatory` on the client's session channel, which is
-//! in confirm mode, so concurrent enqueues share one channel and pipeline their confirms (no
-//! channel is opened per call). The first enqueue to a queue that does not exist yet comes
+//! The task is published persistent and `mandatory` on the client's confirm-mode publishing
+//! channel (`publisher`), so concurrent enqueues share one channel and pipeline their confirms
+//! (no channel is opened per call). The first enqueue to a queue that does not exist yet comes
 //! back as `basic.return` 312 NO_ROUTE: the queue is then declared (durable, with the task's
 //! options, on a short-lived side channel so that a refused declaration cannot close the
-//! session) and the task published again. A delayed task goes to a delay queue instead (see
+//! publishing channel) and the task published again. A delayed task goes to a delay queue instead (see
 //! `retry_delay`), after the task queue and the delay queue have been declared.
 
 use std::time::Duration;
@@ -148,22 +148,15 @@ async fn enqueue_inner<T: Task>(
     })
 }
 
-/// Publishes on the session channel and waits for the confirm.
+/// Publishes on the client's confirm-mode channel and waits for the confirm.
 async fn publish_confirmed(
     client: &Client,
     routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<Published> {
-    let session = client.session().await?;
-    let lost = |err: lapin::Error| {
-        if session.conn.status().connected() && session.channel.status().connected() {
-            Error::Transport(err)
-        } else {
-            Error::ConnectionLost
-        }
-    };
-    let confirm = session
+    let open = client.publisher().channel(client).await?;
+    let confirm = open
         .channel
         .basic_publish(
             "".into(),
@@ -176,15 +169,15 @@ async fn publish_confirmed(
             properties,
         )
         .await
-        .map_err(lost)?;
-    match confirm.await.map_err(lost)? {
+        .map_err(|e| open.error(e))?;
+    match confirm.await.map_err(|e| open.error(e))? {
         Confirmation::Ack(None) => Ok(Published::Confirmed),
         Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Ok(
             Published::Returned(returned.reply_code, returned.reply_text.to_string()),
         ),
         Confirmation::Nack(None) => Err(Error::Nacked),
         Confirmation::NotRequested => Err(Error::Config(
-            "the client's session channel is not in confirm mode".into(),
+            "the publishing channel is not in confirm mode".into(),
         )),
     }
 }

@@ -2,10 +2,10 @@
 //! run at least once by the shared worker pool, with retries, backoff and dead letters.
 //!
 //! A task is described by [`Task`] (implemented by the macro). [`enqueue`] publishes it with
-//! publisher confirms on the client's session channel; a worker serving `send_email::handler()`
-//! runs it and settles the delivery ([`task_handler`]): `basic.ack` after success; after a
+//! publisher confirms on the client's publishing channel; a worker serving `send_email::handler()`
+//! runs it and settles the delivery (`task_handler`): `basic.ack` after success; after a
 //! failure (an `Err`, a panic, or running past the time limit) a copy goes to a per-delay TTL
-//! queue that dead-letters it back to the task queue ([`retry_delay`]), or, after the last
+//! queue that dead-letters it back to the task queue (`retry_delay`), or, after the last
 //! attempt, to the dead-letter queue; the original is acked only once the broker confirmed the
 //! copy. Nothing waits in a consumer's prefetch while it is delayed.
 //!
@@ -20,6 +20,7 @@
 //! - `completion`: [`Completion`], [`Completions`], [`observe`]: hearing when handlers finish.
 //! - `current`: [`current`], what the running task knows about itself ([`TaskInfo`]).
 //! - `queue_status`: [`queue_status`], [`wait_for_consumers`]: a queue's counters.
+//! - `publisher`: `Publisher`, the client's confirm-mode channel for enqueues and publishes.
 //! - `declared`: `Declared`, what a client already declared.
 
 pub(crate) mod completion;
@@ -28,9 +29,10 @@ mod dead_letters;
 mod declared;
 pub(crate) mod enqueue;
 pub mod headers;
+mod publisher;
 mod queue_status;
 mod retry_delay;
-mod task_handler;
+pub(crate) mod task_handler;
 mod task_options;
 
 use std::fmt::Display;
@@ -43,6 +45,7 @@ pub use current::{current, TaskInfo};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub(crate) use declared::Declared;
 pub use enqueue::{enqueue, EnqueueOptions, TaskId};
+pub(crate) use publisher::Publisher;
 pub use queue_status::{queue_status, wait_for_consumers, QueueStatus};
 pub use task_handler::handler;
 pub use task_options::{dead_letter_queue_name, TaskOptions, DEFAULT_RETRIES};

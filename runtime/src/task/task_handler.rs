@@ -152,13 +152,11 @@ impl<T: Task> TaskRunner<T> {
             )
             .await;
         let outcome = match result {
-            Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
-                Ok(_) => Outcome::Succeeded,
-                Err(err) => {
-                    warn!(task = T::NAME, cause = %err, "basic.ack failed; the task will run again");
-                    Outcome::Unsettled {
-                        error: err.to_string(),
-                    }
+            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                Ok(()) => Outcome::Succeeded,
+                Err(error) => {
+                    warn!(task = T::NAME, cause = %error, "basic.ack failed; the task will run again");
+                    Outcome::Unsettled { error }
                 }
             },
             Err(failure) => {
@@ -224,12 +222,7 @@ impl<T: Task> TaskRunner<T> {
             .publish_copy(&context.channel, queue, &target, &delivery.data, properties)
             .await;
         let settled = match published {
-            Ok(()) => delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(|_| ())
-                .map_err(|err| err.to_string()),
+            Ok(()) => settled(delivery.acker.ack(BasicAckOptions::default()).await),
             Err(error) => {
                 let _ = delivery
                     .acker
@@ -315,6 +308,16 @@ impl<T: Task> TaskRunner<T> {
             }
         }
         Err("the copy was returned twice".into())
+    }
+}
+
+/// The result of `basic.ack` / `basic.nack` / `basic.reject`: lapin answers `Ok(false)` when
+/// the channel was already closed, in which case the broker will deliver the message again.
+pub(crate) fn settled(result: lapin::Result<bool>) -> Result<(), String> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the channel closed before the delivery was settled".to_owned()),
+        Err(err) => Err(err.to_string()),
     }
 }
 

@@ -5,7 +5,9 @@
 //! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
 //! free, and runs in its own task ([`delivery::handle`]): reply, then `basic.ack`. When the
 //! connection is lost the worker waits for the next link and redeclares everything; requests it
-//! had not acked are redelivered by the broker. On shutdown it cancels its consumers
+//! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
+//! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
+//! rather than go on silently without it. On shutdown it cancels its consumers
 //! (`basic.cancel`), lets the running handlers finish (reply + ack), and closes the channel,
 //! which hands prefetched-but-unstarted requests back to the broker for other workers.
 
@@ -177,9 +179,14 @@ impl Worker {
                 "worker consuming"
             );
             let tags: Vec<_> = consumed.iter().map(|c| c.consumer.tag()).collect();
+            // Each consumer's stream ends with a `None` marker, so that one consumer cancelled
+            // by the broker (its queue was deleted) is noticed, not silently dropped.
             let mut deliveries = stream::select_all(consumed.into_iter().map(|c| {
                 let routes = c.routes;
-                c.consumer.map(move |d| (routes.clone(), d))
+                c.consumer
+                    .map(Some)
+                    .chain(stream::once(std::future::ready(None)))
+                    .map(move |d| (routes.clone(), d))
             }));
 
             let shutting_down = loop {
@@ -202,17 +209,22 @@ impl Worker {
                     next = deliveries.next() => next,
                 };
                 match next {
-                    Some((routes, Ok(delivery))) => {
+                    Some((routes, Some(Ok(delivery)))) => {
                         running.spawn(delivery::handle(delivery, routes, channel.clone(), permit));
                     }
-                    Some((_, Err(err))) => {
+                    Some((_, Some(Err(err)))) => {
                         warn!(generation = link.generation, cause = %err, "consumer failed");
                         break false;
                     }
-                    None => {
-                        warn!(generation = link.generation, "consumers ended");
+                    Some((routes, None)) => {
+                        warn!(
+                            generation = link.generation,
+                            queue = %routes.queue,
+                            "consumer ended (cancelled by the broker?); resubscribing"
+                        );
                         break false;
                     }
+                    None => break false,
                 }
             };
 
@@ -238,6 +250,12 @@ impl Worker {
                 }
                 info!("worker stopped");
                 return Ok(());
+            }
+            // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
+            // so the requests it holds go back to the queue instead of waiting on it.
+            drop(deliveries);
+            if channel.status().connected() {
+                let _ = channel.close(200, "worker resubscribing".into()).await;
             }
             after = retry_after(&link);
         }

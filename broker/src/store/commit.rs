@@ -1,0 +1,25 @@
+//! `Commit`: the future that resolves when the writer thread has committed a record.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// Resolves when a record is committed (on disk under [`super::FsyncPolicy::Always`]); the broker
+/// sends the publisher confirm after it. Dropping it does not cancel the write.
+#[derive(Debug)]
+#[must_use = "a record is not durable until its Commit resolves"]
+pub struct Commit(pub(crate) oneshot::Receiver<Result<(), StoreError>>);
+
+impl Future for Commit {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|result| result.unwrap_or(Err(StoreError::Closed)))
+    }
+}

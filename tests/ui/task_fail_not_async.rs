@@ -1,0 +1,6 @@
+#[lepus::task(queue = "emails")]
+fn send_email(to: String) {
+    let _ = to;
+}
+
+fn main() {}
