@@ -375,6 +375,19 @@ async fn handshake(
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(m))) => m,
         _ => return unexpected("connection.open"),
     };
+    if let Some(max) = broker.config.max_connections {
+        // Counted at connection.open, as RabbitMQ checks `connection_max`: handshakes in
+        // progress do not count, open connections do.
+        if broker.connections.count() >= max {
+            let err = AmqpError::not_allowed(format!(
+                "connection refused: node connection limit ({max}) is reached"
+            ))
+            .in_method(10, 40);
+            warn!(connection = id, %peer, limit = max, "connection limit reached");
+            send_connection_close(writer, &err);
+            return None;
+        }
+    }
     if broker.access.vhost_exists(open.virtual_host.as_str())
         && !broker
             .access

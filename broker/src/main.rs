@@ -52,6 +52,9 @@ struct Args {
         value_name = "ADDR:PORT"
     )]
     management_listen: String,
+    /// Most open client connections (RabbitMQ's `connection_max`); unlimited when unset.
+    #[arg(long, env = "LEPUS_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
     /// When a persistent message is confirmed: `always` (after fsync; default), `never`
     /// (after write; survives a broker crash, not a power loss), or an interval such as `200ms`
     /// (after write, fsync at most that long after).
@@ -75,6 +78,9 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut builder = lepus_broker::Broker::builder();
+    if let Some(max) = args.max_connections {
+        builder = builder.max_connections(max);
+    }
     if !args.management_listen.is_empty() {
         builder = builder.management_listen(args.management_listen);
     }

@@ -44,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) access: AccessOptions,
     /// Where the management HTTP API listens (`None`: not served).
     pub(crate) management_listen: Option<String>,
+    /// Most open client connections (`None`: unlimited, RabbitMQ's default).
+    pub(crate) max_connections: Option<usize>,
     /// When a persistent message counts as stored (`--fsync`).
     pub(crate) fsync: FsyncPolicy,
 }
@@ -58,6 +60,7 @@ impl Default for Config {
             data_dir: None,
             access: AccessOptions::default(),
             management_listen: None,
+            max_connections: None,
             fsync: FsyncPolicy::Always,
         }
     }
@@ -160,6 +163,13 @@ impl BrokerBuilder {
     /// client bound to 127.0.0.2 as remote.
     pub fn loopback_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
         self.config.access.loopback = LoopbackPolicy::Only(addrs.into_iter().collect());
+        self
+    }
+
+    /// At most `max` open client connections; one more gets `connection.close` 530
+    /// NOT_ALLOWED at `connection.open` (RabbitMQ's `connection_max`).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = Some(max);
         self
     }
 
