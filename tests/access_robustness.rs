@@ -94,7 +94,9 @@ async fn raw_open(broker: &BrokerHandle) -> (TcpStream, Vec<u8>) {
         .await
         .expect("connect");
     let mut buf = Vec::new();
-    s.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+    s.write_all(b"AMQP\x00\x00\x09\x01")
+        .await
+        .expect("socket I/O");
     assert!(matches!(
         read_frame(&mut s, &mut buf).await,
         Some(AMQPFrame::Method(
@@ -110,7 +112,7 @@ async fn raw_open(broker: &BrokerHandle) -> (TcpStream, Vec<u8>) {
     }));
     s.write_all(&encode(&AMQPFrame::Method(0, start_ok)))
         .await
-        .unwrap();
+        .expect("socket I/O");
     assert!(matches!(
         read_frame(&mut s, &mut buf).await,
         Some(AMQPFrame::Method(
@@ -125,13 +127,13 @@ async fn raw_open(broker: &BrokerHandle) -> (TcpStream, Vec<u8>) {
     }));
     s.write_all(&encode(&AMQPFrame::Method(0, tune_ok)))
         .await
-        .unwrap();
+        .expect("socket I/O");
     let open = AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
         virtual_host: "/".into(),
     }));
     s.write_all(&encode(&AMQPFrame::Method(0, open)))
         .await
-        .unwrap();
+        .expect("socket I/O");
     assert!(matches!(
         read_frame(&mut s, &mut buf).await,
         Some(AMQPFrame::Method(
@@ -173,10 +175,10 @@ async fn a_header_sent_one_byte_at_a_time_still_gets_connection_start() {
     let mut s = TcpStream::connect(broker.local_addr())
         .await
         .expect("connect");
-    s.set_nodelay(true).unwrap();
+    s.set_nodelay(true).expect("socket I/O");
     for b in b"AMQP\x00\x00\x09\x01" {
-        s.write_all(&[*b]).await.unwrap();
-        s.flush().await.unwrap();
+        s.write_all(&[*b]).await.expect("socket I/O");
+        s.flush().await.expect("socket I/O");
         // Others are served between the slow client's bytes.
         assert_serving(&broker).await;
     }
@@ -204,7 +206,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     let mut frame = vec![1u8, 0, 1];
     frame.extend_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
     frame.extend_from_slice(&[0u8; 64]);
-    s.write_all(&frame).await.unwrap();
+    s.write_all(&frame).await.expect("socket I/O");
     match read_frame(&mut s, &mut buf).await {
         Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
             assert_eq!(c.reply_code, 501, "{c:?}")
@@ -218,7 +220,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
     s.write_all(&encode(&AMQPFrame::Method(1, open)))
         .await
-        .unwrap();
+        .expect("socket I/O");
     assert!(matches!(
         read_frame(&mut s, &mut buf).await,
         Some(AMQPFrame::Method(
@@ -234,7 +236,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     }));
     s.write_all(&encode(&AMQPFrame::Method(1, publish)))
         .await
-        .unwrap();
+        .expect("socket I/O");
     let header = AMQPFrame::Header(
         1,
         amq_protocol::frame::AMQPContentHeader {
@@ -243,7 +245,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
             properties: basic::AMQPProperties::default(),
         },
     );
-    s.write_all(&encode(&header)).await.unwrap();
+    s.write_all(&encode(&header)).await.expect("socket I/O");
     match read_frame(&mut s, &mut buf).await {
         Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::Close(c)))) => {
             assert_eq!(c.reply_code, 406, "{c:?}");
