@@ -18,8 +18,6 @@ use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -38,6 +36,11 @@ const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The read side of a client's byte stream: a plain TCP read half, or a TLS stream's read
+/// half (boxed so one connection task serves both; reads are batched, so the virtual call
+/// per read costs nothing measurable).
+pub(crate) type ReadStream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 
 /// Events other tasks send to a connection task.
 #[derive(Debug)]
@@ -98,14 +101,14 @@ pub(crate) struct Connection {
 
 /// Serves one accepted socket until it closes or the broker stops.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    mut read: ReadStream,
+    write: crate::writer::WriteStream,
     peer: SocketAddr,
+    local_addr: Option<SocketAddr>,
     broker: Arc<BrokerShared>,
     mut shutdown: Shutdown,
 ) {
     let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let local_addr = stream.local_addr().ok();
-    let (mut read, write) = stream.into_split();
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(writer::run(write, writer_rx));
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -155,7 +158,7 @@ pub(crate) async fn serve(
 }
 
 /// Discards input until the peer closes its side or `limit` passes.
-async fn wait_for_eof(read: &mut OwnedReadHalf, limit: Duration) {
+async fn wait_for_eof(read: &mut ReadStream, limit: Duration) {
     let _ = tokio::time::timeout(limit, async {
         let mut scratch = [0u8; 1024];
         while let Ok(n) = read.read(&mut scratch).await {
@@ -170,7 +173,7 @@ async fn wait_for_eof(read: &mut OwnedReadHalf, limit: Duration) {
 /// Reads until a frame is decoded. `None` on EOF, socket error or a framing error (after
 /// sending `connection.close` for the latter).
 async fn next_frame(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadStream,
     buf: &mut BytesMut,
     writer: &mpsc::UnboundedSender<Outbound>,
     frame_max: u32,
@@ -237,7 +240,7 @@ fn server_properties() -> FieldTable {
 
 /// Runs the handshake up to `open-ok`. `None` when the client went away or was refused.
 async fn handshake(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadStream,
     buf: &mut BytesMut,
     writer: &mpsc::UnboundedSender<Outbound>,
     broker: &Arc<BrokerShared>,
@@ -441,7 +444,7 @@ impl Connection {
     /// close/close-ok exchange (the client then closes the socket itself).
     async fn run(
         &mut self,
-        read: &mut OwnedReadHalf,
+        read: &mut ReadStream,
         buf: &mut BytesMut,
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
         shutdown: &mut Shutdown,

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
 //! - `shutdown`: the broker-wide stop signal.
+//! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
 //! - `connection_registry`: open connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
@@ -60,6 +61,7 @@ mod queue;
 mod server;
 mod shutdown;
 pub mod store;
+mod tls;
 mod vhost;
 mod writer;
 

@@ -55,6 +55,15 @@ struct Args {
     /// Most open client connections (RabbitMQ's `connection_max`); unlimited when unset.
     #[arg(long, env = "LEPUS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// Address for `amqps://` (TLS) connections; needs --tls-cert and --tls-key.
+    #[arg(long, env = "LEPUS_TLS_LISTEN", value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<String>,
+    /// PEM certificate chain (leaf first) for the TLS listener.
+    #[arg(long, env = "LEPUS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    #[arg(long, env = "LEPUS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// When a persistent message is confirmed: `always` (after fsync; default), `never`
     /// (after write; survives a broker crash, not a power loss), or an interval such as `200ms`
     /// (after write, fsync at most that long after).
@@ -78,6 +87,9 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut builder = lepus_broker::Broker::builder();
+    if let (Some(addr), Some(cert), Some(key)) = (args.tls_listen, args.tls_cert, args.tls_key) {
+        builder = builder.tls(addr, cert, key);
+    }
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }

@@ -46,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) management_listen: Option<String>,
     /// Most open client connections (`None`: unlimited, RabbitMQ's default).
     pub(crate) max_connections: Option<usize>,
+    /// The TLS listener, if any.
+    pub(crate) tls: Option<crate::tls::TlsOptions>,
     /// When a persistent message counts as stored (`--fsync`).
     pub(crate) fsync: FsyncPolicy,
 }
@@ -61,6 +63,7 @@ impl Default for Config {
             access: AccessOptions::default(),
             management_listen: None,
             max_connections: None,
+            tls: None,
             fsync: FsyncPolicy::Always,
         }
     }
@@ -173,6 +176,22 @@ impl BrokerBuilder {
         self
     }
 
+    /// Also accepts `amqps://` connections on `addr`, with the PEM certificate chain `cert`
+    /// (leaf first) and PEM private key `key`.
+    pub fn tls(
+        mut self,
+        addr: impl Into<String>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.tls = Some(crate::tls::TlsOptions {
+            listen: addr.into(),
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
     /// Serves the management HTTP API and `/metrics` on `addr` (`127.0.0.1:0` picks a free
     /// port; see [`BrokerHandle::management_addr`]). Off unless set; the `lepus-broker`
     /// binary sets `127.0.0.1:15672` by default.
@@ -265,12 +284,26 @@ impl BrokerBuilder {
             Some((addr, task)) => (Some(addr), Some(task)),
             None => (None, None),
         };
+        let (tls_addr, tls) = match &shared.config.tls {
+            Some(options) => {
+                let (addr, task) = crate::tls::start(options, shared.clone(), shutdown.clone())
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: options.listen.clone(),
+                        source,
+                    })?;
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown));
         info!(%local_addr, "broker listening");
         Ok(BrokerHandle {
             shared,
             management_addr,
             management,
+            tls_addr,
+            tls,
             local_addr,
             stop_tx,
             accept,
@@ -289,7 +322,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "accepted");
-                    connections.spawn(connection::serve(stream, peer, shared.clone(), shutdown.clone()));
+                    let local = stream.local_addr().ok();
+                    let (read, write) = stream.into_split();
+                    connections.spawn(connection::serve(
+                        Box::new(read),
+                        Box::new(write),
+                        peer,
+                        local,
+                        shared.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 Err(err) => {
                     error!(cause = %err, "accept failed");
@@ -320,6 +362,10 @@ pub struct BrokerHandle {
     management_addr: Option<SocketAddr>,
     /// The management API's server task; it stops on the same shutdown signal.
     management: Option<JoinHandle<()>>,
+    /// Where the TLS listener is bound, if there is one.
+    tls_addr: Option<SocketAddr>,
+    /// The TLS accept task (owns its connection tasks); stops on the shutdown signal.
+    tls: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
     /// The shutdown signal; every broker task holds a receiver.
     stop_tx: watch::Sender<bool>,
@@ -334,6 +380,11 @@ impl BrokerHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's bound address (`None` unless [`BrokerBuilder::tls`] was set).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The management API's bound address (`None` unless
@@ -358,6 +409,11 @@ impl BrokerHandle {
         let _ = self.stop_tx.send(true);
         if let Err(err) = self.accept.await {
             error!(cause = %err, "accept loop failed");
+        }
+        if let Some(task) = self.tls {
+            if let Err(err) = task.await {
+                error!(cause = %err, "TLS listener failed");
+            }
         }
         if let Some(task) = self.management {
             if let Err(err) = task.await {
