@@ -9,6 +9,7 @@
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
 //! - `connection_registry`: open connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
+//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
 //! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
 //! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
@@ -52,6 +53,8 @@ mod connection_registry;
 mod error;
 mod exchange;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod management;
 mod message;
 mod methods;
