@@ -16,14 +16,15 @@ use lepus_broker::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// One byte log per proxied connection, in accept order.
+type Recordings = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
 /// Starts a proxy to `target`; each accepted connection's client bytes are appended to a new
 /// entry of the returned log.
-async fn recording_proxy(
-    target: std::net::SocketAddr,
-) -> (std::net::SocketAddr, Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>) {
+async fn recording_proxy(target: std::net::SocketAddr) -> (std::net::SocketAddr, Recordings) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let log: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+    let log: Recordings = Arc::default();
     let log2 = log.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
