@@ -1,9 +1,13 @@
 //! Authentication: the SASL mechanisms we offer (PLAIN, AMQPLAIN) and the user check.
 //!
-//! Every login goes through [`authenticate`]; the user database is the fixed `guest`/`guest`
-//! account until access control (its own issue) replaces [`check_credentials`].
+//! Every login goes through [`authenticate`], which parses the mechanism's response and asks
+//! the user database (`crate::access`) to check the password and the loopback rule.
+
+use std::net::IpAddr;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
+
+use crate::access::AccessControl;
 
 /// The mechanisms offered in `connection.start`, space separated as the spec wants.
 pub(crate) const MECHANISMS: &str = "PLAIN AMQPLAIN";
@@ -26,7 +30,12 @@ pub(crate) enum AuthError {
 }
 
 /// Checks a `connection.start-ok` response and returns the authenticated user name.
-pub(crate) fn authenticate(mechanism: &str, response: &[u8]) -> Result<String, AuthError> {
+pub(crate) fn authenticate(
+    mechanism: &str,
+    response: &[u8],
+    users: &AccessControl,
+    peer: IpAddr,
+) -> Result<String, AuthError> {
     let (user, password) = match mechanism {
         // PLAIN (RFC 4616): authzid NUL authcid NUL password.
         "PLAIN" => {
@@ -44,18 +53,13 @@ pub(crate) fn authenticate(mechanism: &str, response: &[u8]) -> Result<String, A
         "AMQPLAIN" => amqplain(response).ok_or(AuthError::Malformed("AMQPLAIN"))?,
         other => return Err(AuthError::UnknownMechanism(other.to_owned())),
     };
-    if check_credentials(&user, &password) {
+    if users.check_login(&user, &password, peer) {
         Ok(user)
     } else {
         Err(AuthError::Refused {
             mechanism: mechanism.to_owned(),
         })
     }
-}
-
-/// The user database: `guest`/`guest` only, for now.
-fn check_credentials(user: &str, password: &str) -> bool {
-    user == "guest" && password == "guest"
 }
 
 /// Parses an AMQPLAIN response: the table's entries without the 4-byte length prefix.
@@ -77,20 +81,28 @@ fn amqplain(response: &[u8]) -> Option<(String, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::access::AccessOptions;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn auth(mechanism: &str, response: &[u8]) -> Result<String, AuthError> {
+        let users = AccessControl::load(None, AccessOptions::default()).unwrap();
+        authenticate(mechanism, response, &users, LOCAL)
+    }
 
     #[test]
     fn plain_accepts_guest_and_refuses_others() {
-        assert_eq!(authenticate("PLAIN", b"\0guest\0guest").unwrap(), "guest");
+        assert_eq!(auth("PLAIN", b"\0guest\0guest").unwrap(), "guest");
         assert!(matches!(
-            authenticate("PLAIN", b"\0guest\0nope"),
+            auth("PLAIN", b"\0guest\0nope"),
             Err(AuthError::Refused { .. })
         ));
         assert_eq!(
-            authenticate("PLAIN", b"garbage"),
+            auth("PLAIN", b"garbage"),
             Err(AuthError::Malformed("PLAIN"))
         );
         assert!(matches!(
-            authenticate("EXTERNAL", b""),
+            auth("EXTERNAL", b""),
             Err(AuthError::UnknownMechanism(_))
         ));
     }
@@ -106,6 +118,6 @@ mod tests {
             r.extend_from_slice(&(v.len() as u32).to_be_bytes());
             r.extend_from_slice(v.as_bytes());
         }
-        assert_eq!(authenticate("AMQPLAIN", &r).unwrap(), "guest");
+        assert_eq!(auth("AMQPLAIN", &r).unwrap(), "guest");
     }
 }

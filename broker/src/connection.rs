@@ -18,8 +18,6 @@ use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -39,6 +37,11 @@ const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The read side of a client's byte stream: a plain TCP read half, or a TLS stream's read
+/// half (boxed so one connection task serves both; reads are batched, so the virtual call
+/// per read costs nothing measurable).
+pub(crate) type ReadStream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
 /// Events other tasks send to a connection task.
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
@@ -53,6 +56,11 @@ pub(crate) enum ConnEvent {
         seq: u64,
         /// True for `basic.ack`, false for `basic.nack`.
         ok: bool,
+    },
+    /// An operator closes the connection (`lepusctl close_connection`): 320.
+    Close {
+        /// The reason given to the client.
+        reason: String,
     },
 }
 
@@ -81,6 +89,8 @@ pub(crate) struct Connection {
     pub(crate) exclusive_queues: Vec<String>,
     /// Direct reply-to tokens by channel.
     pub(crate) reply_tokens: HashMap<u16, String>,
+    /// The authenticated user and its cached permissions in `vhost` (checked per method).
+    pub(crate) grants: crate::access::Grants,
     /// Set once we sent `connection.close`: only close/close-ok are processed after it.
     closing_since: Option<Instant>,
     /// Set when the connection is finished and the loop should end.
@@ -91,13 +101,14 @@ pub(crate) struct Connection {
 
 /// Serves one accepted socket until it closes or the broker stops.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    mut read: ReadStream,
+    write: crate::writer::WriteStream,
     peer: SocketAddr,
+    local_addr: Option<SocketAddr>,
     broker: Arc<BrokerShared>,
     mut shutdown: Shutdown,
 ) {
     let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let (mut read, write) = stream.into_split();
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(writer::run(write, writer_rx));
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -114,11 +125,23 @@ pub(crate) async fn serve(
     };
     if let Some(mut conn) = handshake {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        broker.connections.register(
+            crate::connection_registry::ConnectionInfo {
+                id,
+                peer,
+                local: local_addr,
+                user: conn.grants.user.clone(),
+                vhost: conn.vhost.name.clone(),
+                connected_at: std::time::SystemTime::now(),
+            },
+            events_tx.clone(),
+        );
         conn.events = events_tx;
         let closed_cleanly = conn
             .run(&mut read, &mut buf, events_rx, &mut shutdown)
             .await;
         conn.cleanup();
+        broker.connections.remove(id);
         if closed_cleanly {
             // Like RabbitMQ, let the client close the socket after close-ok (clients such as
             // lapin report a socket closed under them as an error), but not for long.
@@ -135,7 +158,7 @@ pub(crate) async fn serve(
 }
 
 /// Discards input until the peer closes its side or `limit` passes.
-async fn wait_for_eof(read: &mut OwnedReadHalf, limit: Duration) {
+async fn wait_for_eof(read: &mut ReadStream, limit: Duration) {
     let _ = tokio::time::timeout(limit, async {
         let mut scratch = [0u8; 1024];
         while let Ok(n) = read.read(&mut scratch).await {
@@ -150,7 +173,7 @@ async fn wait_for_eof(read: &mut OwnedReadHalf, limit: Duration) {
 /// Reads until a frame is decoded. `None` on EOF, socket error or a framing error (after
 /// sending `connection.close` for the latter).
 async fn next_frame(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadStream,
     buf: &mut BytesMut,
     writer: &mpsc::UnboundedSender<Outbound>,
     frame_max: u32,
@@ -217,7 +240,7 @@ fn server_properties() -> FieldTable {
 
 /// Runs the handshake up to `open-ok`. `None` when the client went away or was refused.
 async fn handshake(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadStream,
     buf: &mut BytesMut,
     writer: &mpsc::UnboundedSender<Outbound>,
     broker: &Arc<BrokerShared>,
@@ -266,16 +289,21 @@ async fn handshake(
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
         _ => return unexpected("connection.start-ok"),
     };
-    let cancel_notify = match start_ok.client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(caps)) => {
-            matches!(
-                caps.inner().get("consumer_cancel_notify"),
-                Some(AMQPValue::Boolean(true))
-            )
-        }
-        _ => false,
-    };
-    let user = match auth::authenticate(start_ok.mechanism.as_str(), start_ok.response.as_bytes()) {
+    let client_capability =
+        |name: &str| match start_ok.client_properties.inner().get("capabilities") {
+            Some(AMQPValue::FieldTable(caps)) => {
+                matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
+            }
+            _ => false,
+        };
+    let cancel_notify = client_capability("consumer_cancel_notify");
+    let failure_close = client_capability("authentication_failure_close");
+    let user = match auth::authenticate(
+        start_ok.mechanism.as_str(),
+        start_ok.response.as_bytes(),
+        &broker.access,
+        peer.ip(),
+    ) {
         Ok(user) => user,
         Err(err @ AuthError::UnknownMechanism(_)) => {
             // Spec (start-ok, "mechanism"): the server MUST close the connection without
@@ -286,7 +314,12 @@ async fn handshake(
         Err(err) => {
             let err = AmqpError::access_refused(err.to_string());
             warn!(connection = id, %peer, text = %err.text, "login refused");
-            send_connection_close(writer, &err);
+            // As RabbitMQ: a client that announced `authentication_failure_close` gets
+            // connection.close 403; any other client just sees the socket close (AMQP 0-9-1
+            // has no other way to report a failed login).
+            if failure_close {
+                send_connection_close(writer, &err);
+            }
             return None;
         }
     };
@@ -345,7 +378,38 @@ async fn handshake(
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Open(m))) => m,
         _ => return unexpected("connection.open"),
     };
-    let Some(vhost) = broker.vhosts.get(open.virtual_host.as_str()) else {
+    if let Some(max) = broker.config.max_connections {
+        // Counted at connection.open, as RabbitMQ checks `connection_max`: handshakes in
+        // progress do not count, open connections do.
+        if broker.connections.count() >= max {
+            let err = AmqpError::not_allowed(format!(
+                "connection refused: node connection limit ({max}) is reached"
+            ))
+            .in_method(10, 40);
+            warn!(connection = id, %peer, limit = max, "connection limit reached");
+            send_connection_close(writer, &err);
+            return None;
+        }
+    }
+    if broker.access.vhost_exists(open.virtual_host.as_str())
+        && !broker
+            .access
+            .can_open_vhost(&user, open.virtual_host.as_str())
+    {
+        let err = AmqpError::not_allowed(format!(
+            "access to vhost '{}' refused for user '{user}'",
+            open.virtual_host.as_str()
+        ))
+        .in_method(10, 40);
+        warn!(connection = id, %peer, %user, vhost = open.virtual_host.as_str(), "vhost access refused");
+        send_connection_close(writer, &err);
+        return None;
+    }
+    let vhost = broker
+        .vhosts
+        .get(open.virtual_host.as_str())
+        .filter(|_| broker.access.vhost_exists(open.virtual_host.as_str()));
+    let Some(vhost) = vhost else {
         let err = AmqpError::not_allowed(format!("vhost {} not found", open.virtual_host.as_str()))
             .in_method(10, 40);
         warn!(connection = id, %peer, vhost = open.virtual_host.as_str(), "unknown vhost");
@@ -355,6 +419,7 @@ async fn handshake(
     send(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
     info!(connection = id, %peer, %user, vhost = %vhost.name, "connection opened");
     let (events, _) = mpsc::unbounded_channel();
+    let grants = crate::access::Grants::new(user, vhost.name.clone(), broker.access.clone());
     Some(Connection {
         id,
         peer,
@@ -367,6 +432,7 @@ async fn handshake(
         cancel_notify,
         exclusive_queues: Vec::new(),
         reply_tokens: HashMap::new(),
+        grants,
         closing_since: None,
         done: false,
         heartbeat,
@@ -378,7 +444,7 @@ impl Connection {
     /// close/close-ok exchange (the client then closes the socket itself).
     async fn run(
         &mut self,
-        read: &mut OwnedReadHalf,
+        read: &mut ReadStream,
         buf: &mut BytesMut,
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
         shutdown: &mut Shutdown,
@@ -718,6 +784,9 @@ impl Connection {
 
     fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
+            ConnEvent::Close { reason } => {
+                self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, reason));
+            }
             ConnEvent::Confirm {
                 channel,
                 generation,

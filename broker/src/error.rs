@@ -226,10 +226,53 @@ pub enum Error {
     /// The bound listener could not report its address.
     #[error("cannot read the listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
+    /// The users, vhosts and permissions file could not be read or is invalid.
+    #[error("cannot load access definitions from {path}: {source}")]
+    AccessDefinitions {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// The data directory could not be opened (I/O error, or damaged files: see
     /// [`crate::store::StoreError::is_corruption`]).
     #[error("cannot open the data directory: {0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+/// Why an administrative operation on users, vhosts or permissions failed
+/// ([`crate::Admin`], the management API and `lepusctl` report these).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// No user with that name.
+    #[error("user '{0}' does not exist")]
+    NoSuchUser(String),
+    /// A user with that name exists already.
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    /// No vhost with that name.
+    #[error("virtual host '{0}' does not exist")]
+    NoSuchVHost(String),
+    /// A vhost with that name exists already.
+    #[error("virtual host '{0}' already exists")]
+    VHostExists(String),
+    /// A permission regex does not compile.
+    #[error("{0}")]
+    InvalidRegex(String),
+    /// A name is empty or otherwise unusable.
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// The change was made in memory but could not be written to the data directory.
+    #[error("cannot save access definitions: {0}")]
+    Save(String),
+}
+
+impl AdminError {
+    /// True for "not found" errors (HTTP 404 in the management API).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NoSuchUser(_) | Self::NoSuchVHost(_))
+    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
 //! - `shutdown`: the broker-wide stop signal.
+//! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `connection_registry`: open connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
+//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
 //! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
 //! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
@@ -15,10 +18,15 @@
 //!   direct reply-to registry; the vhost registry.
 //! - `exchange`: exchange types and their matching rules.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
+//! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
 //! - `message`: the shared message (properties + `Bytes` body).
+//! - `metrics`: per-vhost message counters (published, delivered, acked).
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
 //!   the segment log plugs in through `store::seam` when there is a data directory).
-//! - `auth`: PLAIN/AMQPLAIN and the user check.
+//! - `auth`: PLAIN/AMQPLAIN response parsing.
+//! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
+//!   the loopback rule, and the per-connection permission cache each method is checked against.
+//! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
 //!   group commit, recovery, compaction).
@@ -36,21 +44,31 @@
 //!   `x-queue-type`, `x-single-active-consumer` and other arguments we do not know are accepted
 //!   and ignored.
 
+mod access;
+mod admin;
 mod auth;
 mod channel;
 mod connection;
+mod connection_registry;
 mod error;
 mod exchange;
 mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+mod management;
 mod message;
 mod methods;
+mod metrics;
 mod persistence;
 mod queue;
 mod server;
 mod shutdown;
 pub mod store;
+mod tls;
 mod vhost;
 mod writer;
 
-pub use error::{Error, ReplyCode};
+pub use access::{PermissionInfo, UserInfo};
+pub use admin::Admin;
+pub use error::{AdminError, Error, ReplyCode};
 pub use server::{Broker, BrokerBuilder, BrokerHandle};

@@ -33,6 +33,37 @@ struct Args {
         value_name = "DIR"
     )]
     data_dir: PathBuf,
+    /// Users who may log in only from a loopback address (RabbitMQ's `loopback_users`),
+    /// comma separated; an empty value allows every user from anywhere.
+    #[arg(
+        long,
+        env = "LEPUS_LOOPBACK_USERS",
+        default_value = "guest",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    loopback_users: Vec<String>,
+    /// Address of the management HTTP API and Prometheus `/metrics` (what `lepusctl` talks
+    /// to); an empty value disables it.
+    #[arg(
+        long,
+        env = "LEPUS_MANAGEMENT_LISTEN",
+        default_value = "127.0.0.1:15672",
+        value_name = "ADDR:PORT"
+    )]
+    management_listen: String,
+    /// Most open client connections (RabbitMQ's `connection_max`); unlimited when unset.
+    #[arg(long, env = "LEPUS_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Address for `amqps://` (TLS) connections; needs --tls-cert and --tls-key.
+    #[arg(long, env = "LEPUS_TLS_LISTEN", value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<String>,
+    /// PEM certificate chain (leaf first) for the TLS listener.
+    #[arg(long, env = "LEPUS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    #[arg(long, env = "LEPUS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// When a persistent message is confirmed: `always` (after fsync; default), `never`
     /// (after write; survives a broker crash, not a power loss), or an interval such as `200ms`
     /// (after write, fsync at most that long after).
@@ -55,9 +86,20 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let handle = match lepus_broker::Broker::builder()
+    let mut builder = lepus_broker::Broker::builder();
+    if let (Some(addr), Some(cert), Some(key)) = (args.tls_listen, args.tls_cert, args.tls_key) {
+        builder = builder.tls(addr, cert, key);
+    }
+    if let Some(max) = args.max_connections {
+        builder = builder.max_connections(max);
+    }
+    if !args.management_listen.is_empty() {
+        builder = builder.management_listen(args.management_listen);
+    }
+    let handle = match builder
         .listen(args.listen)
         .data_dir(args.data_dir)
+        .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))
         .fsync(args.fsync)
         .start()
         .await

@@ -413,6 +413,32 @@ impl Queue {
         (st.ready_count as u32, st.consumers.len() as u32)
     }
 
+    /// Deliveries to consumers not yet acked (deliveries of `basic.get` are not counted).
+    pub(crate) fn unacked_by_consumers(&self) -> u64 {
+        self.lock()
+            .consumers
+            .iter()
+            .map(|c| u64::from(c.in_flight.load(std::sync::atomic::Ordering::Relaxed)))
+            .sum()
+    }
+
+    /// Consumers as (consumer tag, channel number, connection id, no_ack, prefetch).
+    pub(crate) fn consumer_list(&self) -> Vec<(String, u16, u64, bool, u32)> {
+        self.lock()
+            .consumers
+            .iter()
+            .map(|c| {
+                (
+                    c.tag.as_str().to_owned(),
+                    c.channel.id,
+                    c.channel.connection_id,
+                    c.no_ack,
+                    c.prefetch,
+                )
+            })
+            .collect()
+    }
+
     /// Marks the queue used now (resets the `x-expires` clock).
     pub(crate) fn touch(&self) {
         self.lock().last_used = Instant::now();
@@ -488,7 +514,7 @@ impl Queue {
                 });
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
-                self.dispatch_locked(&mut st, &mut dead, now);
+                self.dispatch_locked(&mut st, &mut dead, now, vhost);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -505,7 +531,7 @@ impl Queue {
         {
             let mut st = self.lock();
             if !st.deleted {
-                self.dispatch_locked(&mut st, &mut dead, Instant::now());
+                self.dispatch_locked(&mut st, &mut dead, Instant::now(), vhost);
             }
         }
         vhost.dead_letter(self, dead);
@@ -516,6 +542,7 @@ impl Queue {
         st: &mut QueueState,
         dead: &mut Vec<DeadLetter>,
         now: Instant,
+        vhost: &VHost,
     ) {
         while let Some(level) = st.head_level() {
             if st.ready[level]
@@ -545,6 +572,7 @@ impl Queue {
             });
             match consumer.channel.deliver(&consumer, self, qm) {
                 Ok(()) => {
+                    vhost.stats.delivered();
                     if let Some(qm) = settled {
                         self.forget(&qm);
                     }

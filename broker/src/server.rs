@@ -6,7 +6,7 @@
 //! accept loop stops accepting and waits for its connections, each of which sends
 //! `connection.close` 320 CONNECTION_FORCED and waits briefly for `close-ok`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -17,7 +17,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info};
 
+use crate::access::{AccessControl, AccessOptions, LoopbackPolicy};
+use crate::admin::Admin;
 use crate::connection;
+use crate::connection_registry::Connections;
 use crate::error::Error;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
@@ -37,6 +40,14 @@ pub(crate) struct Config {
     pub(crate) channel_max: u16,
     /// Directory for durable data; `None` keeps everything in memory.
     pub(crate) data_dir: Option<PathBuf>,
+    /// Loopback-only users and what counts as loopback.
+    pub(crate) access: AccessOptions,
+    /// Where the management HTTP API listens (`None`: not served).
+    pub(crate) management_listen: Option<String>,
+    /// Most open client connections (`None`: unlimited, RabbitMQ's default).
+    pub(crate) max_connections: Option<usize>,
+    /// The TLS listener, if any.
+    pub(crate) tls: Option<crate::tls::TlsOptions>,
     /// When a persistent message counts as stored (`--fsync`).
     pub(crate) fsync: FsyncPolicy,
 }
@@ -49,6 +60,10 @@ impl Default for Config {
             frame_max: 131_072,
             channel_max: 2047,
             data_dir: None,
+            access: AccessOptions::default(),
+            management_listen: None,
+            max_connections: None,
+            tls: None,
             fsync: FsyncPolicy::Always,
         }
     }
@@ -63,6 +78,11 @@ pub(crate) struct BrokerShared {
     pub(crate) vhosts: VHosts,
     /// Source of connection ids (used for exclusive-queue ownership and logs).
     pub(crate) next_connection_id: AtomicU64,
+    /// Users, vhosts and permissions (shared with every connection's permission cache and
+    /// with [`crate::Admin`]).
+    pub(crate) access: Arc<AccessControl>,
+    /// Open connections, for the management API.
+    pub(crate) connections: Connections,
 }
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
@@ -130,6 +150,56 @@ impl BrokerBuilder {
         self
     }
 
+    /// Users who may log in only from a loopback address (RabbitMQ's `loopback_users`;
+    /// default `["guest"]`, empty to allow them from anywhere).
+    pub fn loopback_users<I, S>(mut self, users: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.access.loopback_users = users.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Counts exactly these peer addresses as loopback for [`Self::loopback_users`], instead
+    /// of RabbitMQ's rule (all of 127.0.0.0/8 and ::1). Lets a test on one host treat a
+    /// client bound to 127.0.0.2 as remote.
+    pub fn loopback_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.config.access.loopback = LoopbackPolicy::Only(addrs.into_iter().collect());
+        self
+    }
+
+    /// At most `max` open client connections; one more gets `connection.close` 530
+    /// NOT_ALLOWED at `connection.open` (RabbitMQ's `connection_max`).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = Some(max);
+        self
+    }
+
+    /// Also accepts `amqps://` connections on `addr`, with the PEM certificate chain `cert`
+    /// (leaf first) and PEM private key `key`.
+    pub fn tls(
+        mut self,
+        addr: impl Into<String>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.tls = Some(crate::tls::TlsOptions {
+            listen: addr.into(),
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Serves the management HTTP API and `/metrics` on `addr` (`127.0.0.1:0` picks a free
+    /// port; see [`BrokerHandle::management_addr`]). Off unless set; the `lepus-broker`
+    /// binary sets `127.0.0.1:15672` by default.
+    pub fn management_listen(mut self, addr: impl Into<String>) -> Self {
+        self.config.management_listen = Some(addr.into());
+        self
+    }
+
     /// When a persistent message counts as stored, i.e. when its publisher confirm goes out:
     /// after `fdatasync` ([`FsyncPolicy::Always`], the default), or after `write` only.
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
@@ -154,6 +224,17 @@ impl BrokerBuilder {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::LocalAddr)?;
+        let access =
+            AccessControl::load(self.config.data_dir.as_deref(), self.config.access.clone())
+                .map_err(|source| Error::AccessDefinitions {
+                    path: self
+                        .config
+                        .data_dir
+                        .as_deref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
+                    source,
+                })?;
         // With a data directory, recover before accepting anyone: the store refuses to open on
         // damaged files, and the broker with it.
         let (store, durable): (Arc<dyn Store>, _) = match &self.config.data_dir {
@@ -170,6 +251,9 @@ impl BrokerBuilder {
             ),
         };
         let vhosts = VHosts::new(store);
+        for name in access.vhosts() {
+            vhosts.add(&name);
+        }
         let durable = match durable {
             Some((durable, recovered)) => {
                 seam::restore(&vhosts, &durable, recovered)?;
@@ -181,11 +265,45 @@ impl BrokerBuilder {
             config: self.config,
             vhosts,
             next_connection_id: AtomicU64::new(1),
+            access: Arc::new(access),
+            connections: Connections::default(),
         });
         let (stop_tx, shutdown) = Shutdown::new();
-        let accept = tokio::spawn(accept_loop(listener, shared, shutdown));
+        let management = match &shared.config.management_listen {
+            Some(addr) => Some(
+                crate::management::start(addr, shared.clone(), shutdown.clone())
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let (management_addr, management) = match management {
+            Some((addr, task)) => (Some(addr), Some(task)),
+            None => (None, None),
+        };
+        let (tls_addr, tls) = match &shared.config.tls {
+            Some(options) => {
+                let (addr, task) = crate::tls::start(options, shared.clone(), shutdown.clone())
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: options.listen.clone(),
+                        source,
+                    })?;
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
+        let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown));
         info!(%local_addr, "broker listening");
         Ok(BrokerHandle {
+            shared,
+            management_addr,
+            management,
+            tls_addr,
+            tls,
             local_addr,
             stop_tx,
             accept,
@@ -204,7 +322,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "accepted");
-                    connections.spawn(connection::serve(stream, peer, shared.clone(), shutdown.clone()));
+                    let local = stream.local_addr().ok();
+                    let (read, write) = stream.into_split();
+                    connections.spawn(connection::serve(
+                        Box::new(read),
+                        Box::new(write),
+                        peer,
+                        local,
+                        shared.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 Err(err) => {
                     error!(cause = %err, "accept failed");
@@ -229,6 +356,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
 /// too (without waiting); call [`BrokerHandle::shutdown`] to stop and wait.
 #[derive(Debug)]
 pub struct BrokerHandle {
+    /// The broker's shared state, for [`BrokerHandle::admin`].
+    shared: Arc<BrokerShared>,
+    /// Where the management API listens, if it does.
+    management_addr: Option<SocketAddr>,
+    /// The management API's server task; it stops on the same shutdown signal.
+    management: Option<JoinHandle<()>>,
+    /// Where the TLS listener is bound, if there is one.
+    tls_addr: Option<SocketAddr>,
+    /// The TLS accept task (owns its connection tasks); stops on the shutdown signal.
+    tls: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
     /// The shutdown signal; every broker task holds a receiver.
     stop_tx: watch::Sender<bool>,
@@ -245,6 +382,22 @@ impl BrokerHandle {
         self.local_addr
     }
 
+    /// The TLS listener's bound address (`None` unless [`BrokerBuilder::tls`] was set).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The management API's bound address (`None` unless
+    /// [`BrokerBuilder::management_listen`] was set).
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management_addr
+    }
+
+    /// Administration of users, vhosts and permissions (what `lepusctl` does over HTTP).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.clone())
+    }
+
     /// `amqp://guest:guest@ADDR/%2f`, ready for any AMQP client.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.local_addr)
@@ -256,6 +409,16 @@ impl BrokerHandle {
         let _ = self.stop_tx.send(true);
         if let Err(err) = self.accept.await {
             error!(cause = %err, "accept loop failed");
+        }
+        if let Some(task) = self.tls {
+            if let Err(err) = task.await {
+                error!(cause = %err, "TLS listener failed");
+            }
+        }
+        if let Some(task) = self.management {
+            if let Err(err) = task.await {
+                error!(cause = %err, "management API failed");
+            }
         }
         if let Some(durable) = self.durable {
             if let Err(err) = durable.store().close().await {

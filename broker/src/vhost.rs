@@ -45,6 +45,8 @@ pub(crate) struct VHost {
     pub(crate) store: Arc<dyn Store>,
     /// A weak self-reference, handed to queue housekeeping tasks.
     me: Weak<VHost>,
+    /// Message counters for the management API and `/metrics`.
+    pub(crate) stats: crate::metrics::VHostStats,
 }
 
 impl VHost {
@@ -70,6 +72,7 @@ impl VHost {
             reply_to: Mutex::new(HashMap::new()),
             store,
             me: me.clone(),
+            stats: crate::metrics::VHostStats::default(),
         })
     }
 
@@ -441,19 +444,48 @@ fn with_death(
 /// The vhosts a broker serves.
 #[derive(Debug)]
 pub(crate) struct VHosts {
-    map: HashMap<String, Arc<VHost>>,
+    /// Vhosts by name. Read by every `connection.open`; written only by the admin API
+    /// (`add_vhost`/`delete_vhost`), briefly.
+    map: RwLock<HashMap<String, Arc<VHost>>>,
+    /// The store new vhosts are created with.
+    store: Arc<dyn Store>,
 }
 
 impl VHosts {
     /// The registry with the default vhost `/`.
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         let mut map = HashMap::new();
-        map.insert("/".to_owned(), VHost::new("/", store));
-        Self { map }
+        map.insert("/".to_owned(), VHost::new("/", store.clone()));
+        Self {
+            map: RwLock::new(map),
+            store,
+        }
     }
 
     /// The vhost named `name`, if it exists.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<VHost>> {
-        self.map.get(name).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Creates vhost `name` (with the predeclared exchanges) unless it exists.
+    pub(crate) fn add(&self, name: &str) -> Arc<VHost> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_insert_with(|| VHost::new(name, self.store.clone()))
+            .clone()
+    }
+
+    /// Removes vhost `name`; connections already in it keep their `Arc` until they close.
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<VHost>> {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use amq_protocol::protocol::AMQPClass;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -47,9 +46,13 @@ pub(crate) enum Outbound {
     },
 }
 
+/// The write side of a client's byte stream: a plain TCP write half or a TLS stream's write
+/// half (boxed; one write per batch, so the virtual call is negligible).
+pub(crate) type WriteStream = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 /// Runs the writer until every sender is dropped (then flushes and shuts the socket down) or
 /// the socket fails.
-pub(crate) async fn run(mut socket: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+pub(crate) async fn run(mut socket: WriteStream, mut rx: mpsc::UnboundedReceiver<Outbound>) {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut frame_max: u32 = 131_072;
     let mut heartbeat: Option<Duration> = None;
@@ -113,7 +116,7 @@ pub(crate) async fn run(mut socket: OwnedWriteHalf, mut rx: mpsc::UnboundedRecei
     let _ = socket.shutdown().await;
 }
 
-async fn write(socket: &mut OwnedWriteHalf, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn write(socket: &mut WriteStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     if buf.is_empty() {
         return Ok(());
     }

@@ -166,6 +166,7 @@ impl Connection {
         let queue = self.usable_queue(m.queue.as_str())?;
         match queue.get(&self.vhost) {
             Some((qm, count)) => {
+                self.vhost.stats.delivered();
                 if m.no_ack {
                     queue.forget(&qm);
                 }
@@ -197,6 +198,7 @@ impl Connection {
         for u in &taken {
             u.queue.forget(&u.message);
         }
+        self.vhost.stats.acked(taken.len() as u64);
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(())
     }

@@ -75,6 +75,7 @@ impl Connection {
         mut properties: basic::AMQPProperties,
         body: Bytes,
     ) -> Result<(), AmqpError> {
+        self.vhost.stats.published();
         if properties
             .reply_to()
             .as_ref()

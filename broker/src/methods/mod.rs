@@ -22,6 +22,8 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
     use amq_protocol::protocol::{
         basic as b, channel as c, confirm as cf, exchange as e, queue as q, tx as t,
     };
+    // Permissions first, as RabbitMQ checks them before acting (403 closes the channel).
+    conn.grants.authorize(&method)?;
     match method {
         AMQPClass::Basic(b::AMQPMethod::Publish(m)) => conn.basic_publish(ch, m),
         AMQPClass::Basic(b::AMQPMethod::Ack(m)) => conn.basic_ack(ch, m.delivery_tag, m.multiple),

@@ -55,6 +55,7 @@ impl Connection {
         } else {
             if name.is_empty() {
                 name = generated_name("amq.gen-");
+                self.grants.queue_declare(&name, &m.arguments)?;
             } else if name.starts_with("amq.") {
                 return Err(AmqpError::access_refused(format!(
                     "queue name '{name}' contains reserved prefix 'amq.*'"

@@ -1,0 +1,491 @@
+//! `lepusctl`: administers a running Lepus broker the way `rabbitmqctl` administers RabbitMQ
+//! (same verbs, same arguments, same tab-separated tables), by talking HTTP to the broker's
+//! management API (`--api URL`, default `http://127.0.0.1:15672`, or `LEPUS_API`).
+//!
+//! Output: an informational line (`Listing queues for vhost / ...`, suppressed by `-q`), then
+//! for list verbs a header row and one tab-separated row per item. Exit status: 0 on success,
+//! 69 when the API cannot be reached, 70 when the broker refuses or fails the operation, 64
+//! for a usage error (from clap).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+/// Administers a Lepus broker through its management API (rabbitmqctl verbs).
+#[derive(Debug, Parser)]
+#[command(name = "lepusctl", version, about, long_about = None)]
+struct Cli {
+    /// Base URL of the broker's management API.
+    #[arg(
+        long,
+        env = "LEPUS_API",
+        default_value = "http://127.0.0.1:15672",
+        global = true
+    )]
+    api: String,
+    /// User for the management API.
+    #[arg(
+        long,
+        short = 'u',
+        env = "LEPUS_USER",
+        default_value = "guest",
+        global = true
+    )]
+    user: String,
+    /// Password for the management API.
+    #[arg(long, env = "LEPUS_PASSWORD", default_value = "guest", global = true)]
+    password: String,
+    /// Suppress informational messages.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The verbs, spelled as rabbitmqctl spells them (`add_user`, `list_queues`, ...).
+#[derive(Debug, Subcommand)]
+#[command(rename_all = "snake_case")]
+enum Command {
+    /// Creates a user (no tags, no permissions).
+    AddUser {
+        username: String,
+        #[arg(id = "new_password", value_name = "PASSWORD")]
+        password: String,
+    },
+    /// Deletes a user and its permissions.
+    DeleteUser { username: String },
+    /// Changes a user's password.
+    ChangePassword {
+        username: String,
+        #[arg(id = "new_password", value_name = "PASSWORD")]
+        password: String,
+    },
+    /// Replaces a user's tags.
+    SetUserTags { username: String, tags: Vec<String> },
+    /// Lists users and their tags.
+    ListUsers,
+    /// Creates a virtual host.
+    AddVhost { vhost: String },
+    /// Deletes a virtual host with everything in it.
+    DeleteVhost { vhost: String },
+    /// Lists virtual hosts.
+    ListVhosts,
+    /// Sets a user's permissions in a vhost: configure, write and read regexes.
+    SetPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        #[arg(id = "username", value_name = "USER")]
+        user: String,
+        conf: String,
+        write: String,
+        read: String,
+    },
+    /// Removes a user's permissions in a vhost.
+    ClearPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        #[arg(id = "username", value_name = "USER")]
+        user: String,
+    },
+    /// Lists the permissions in a vhost.
+    ListPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Lists queues with the given columns (default: name messages).
+    ListQueues {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        columns: Vec<String>,
+    },
+    /// Lists exchanges (default columns: name type).
+    ListExchanges {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        columns: Vec<String>,
+    },
+    /// Lists bindings.
+    ListBindings {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Lists client connections (default columns: user peer_host peer_port state).
+    ListConnections { columns: Vec<String> },
+    /// Lists consumers.
+    ListConsumers {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Removes the ready messages of a queue.
+    PurgeQueue {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        queue: String,
+    },
+    /// Deletes a queue.
+    DeleteQueue {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        queue: String,
+    },
+    /// Closes a client connection (by its name as list_connections shows it, or its id).
+    CloseConnection {
+        connection: String,
+        #[arg(default_value = "Closed via lepusctl")]
+        reason: String,
+    },
+}
+
+/// Why a command failed, with its exit status.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    #[error("cannot reach the management API at {api}: {cause}")]
+    Unreachable { api: String, cause: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl CtlError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Unreachable { .. } => 69,
+            Self::Refused(_) => 70,
+        }
+    }
+}
+
+/// The management API over HTTP.
+struct Api {
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+/// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Api {
+    fn new(cli: &Cli) -> Self {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", cli.user, cli.password));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: cli.api.trim_end_matches('/').to_owned(),
+            auth: format!("Basic {token}"),
+            agent,
+        }
+    }
+
+    fn finish(
+        &self,
+        res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Value, CtlError> {
+        let mut resp = res.map_err(|e| CtlError::Unreachable {
+            api: self.base.clone(),
+            cause: e.to_string(),
+        })?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let reason = body
+                .get("reason")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            Err(CtlError::Refused(reason))
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .call();
+        self.finish(res)
+    }
+
+    fn put(&self, path: &str, body: Value) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .send_json(body);
+        self.finish(res)
+    }
+
+    fn delete(&self, path: &str) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .call();
+        self.finish(res)
+    }
+}
+
+/// Renders one JSON value as rabbitmqctl prints a cell.
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|i| cell(Some(i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(Value::Object(map)) if map.is_empty() => "[]".to_owned(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Prints a header row and one row per item, tab separated.
+fn table(items: &Value, columns: &[&str], value: impl Fn(&Value, &str) -> Option<Value>) {
+    println!("{}", columns.join("\t"));
+    for item in items.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let row: Vec<String> = columns
+            .iter()
+            .map(|c| cell(value(item, c).as_ref()))
+            .collect();
+        println!("{}", row.join("\t"));
+    }
+}
+
+fn field(item: &Value, c: &str) -> Option<Value> {
+    item.get(c).cloned()
+}
+
+fn columns<'a>(given: &'a [String], default: &[&'a str]) -> Vec<&'a str> {
+    if given.is_empty() {
+        default.to_vec()
+    } else {
+        given.iter().map(String::as_str).collect()
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), CtlError> {
+    let api = Api::new(cli);
+    let info = |line: String| {
+        if !cli.quiet {
+            println!("{line}");
+        }
+    };
+    match &cli.command {
+        Command::AddUser { username, password } => {
+            info(format!("Adding user \"{username}\" ..."));
+            if api.get(&format!("/api/users/{}", seg(username))).is_ok() {
+                return Err(CtlError::Refused(format!(
+                    "user '{username}' already exists"
+                )));
+            }
+            api.put(
+                &format!("/api/users/{}", seg(username)),
+                json!({ "password": password, "tags": "" }),
+            )?;
+        }
+        Command::DeleteUser { username } => {
+            info(format!("Deleting user \"{username}\" ..."));
+            api.delete(&format!("/api/users/{}", seg(username)))?;
+        }
+        Command::ChangePassword { username, password } => {
+            info(format!("Changing password for user \"{username}\" ..."));
+            api.get(&format!("/api/users/{}", seg(username)))?;
+            api.put(
+                &format!("/api/users/{}", seg(username)),
+                json!({ "password": password }),
+            )?;
+        }
+        Command::SetUserTags { username, tags } => {
+            info(format!(
+                "Setting tags for user \"{username}\" to [{}] ...",
+                tags.join(", ")
+            ));
+            api.get(&format!("/api/users/{}", seg(username)))?;
+            api.put(
+                &format!("/api/users/{}", seg(username)),
+                json!({ "tags": tags }),
+            )?;
+        }
+        Command::ListUsers => {
+            info("Listing users ...".to_owned());
+            table(&api.get("/api/users")?, &["user", "tags"], |u, c| {
+                field(u, if c == "user" { "name" } else { c })
+            });
+        }
+        Command::AddVhost { vhost } => {
+            info(format!("Adding vhost \"{vhost}\" ..."));
+            if api.get(&format!("/api/vhosts/{}", seg(vhost))).is_ok() {
+                return Err(CtlError::Refused(format!(
+                    "virtual host '{vhost}' already exists"
+                )));
+            }
+            api.put(&format!("/api/vhosts/{}", seg(vhost)), json!({}))?;
+        }
+        Command::DeleteVhost { vhost } => {
+            info(format!("Deleting vhost \"{vhost}\" ..."));
+            api.delete(&format!("/api/vhosts/{}", seg(vhost)))?;
+        }
+        Command::ListVhosts => {
+            info("Listing vhosts ...".to_owned());
+            table(&api.get("/api/vhosts")?, &["name"], field);
+        }
+        Command::SetPermissions {
+            vhost,
+            user,
+            conf,
+            write,
+            read,
+        } => {
+            info(format!(
+                "Setting permissions for user \"{user}\" in vhost \"{vhost}\" ..."
+            ));
+            api.put(
+                &format!("/api/permissions/{}/{}", seg(vhost), seg(user)),
+                json!({ "configure": conf, "write": write, "read": read }),
+            )?;
+        }
+        Command::ClearPermissions { vhost, user } => {
+            info(format!(
+                "Clearing permissions for user \"{user}\" in vhost \"{vhost}\" ..."
+            ));
+            api.delete(&format!("/api/permissions/{}/{}", seg(vhost), seg(user)))?;
+        }
+        Command::ListPermissions { vhost } => {
+            info(format!("Listing permissions for vhost \"{vhost}\" ..."));
+            table(
+                &api.get(&format!("/api/vhosts/{}/permissions", seg(vhost)))?,
+                &["user", "configure", "write", "read"],
+                field,
+            );
+        }
+        Command::ListQueues { vhost, columns: c } => {
+            info(format!("Listing queues for vhost {vhost} ..."));
+            table(
+                &api.get(&format!("/api/queues/{}", seg(vhost)))?,
+                &columns(c, &["name", "messages"]),
+                field,
+            );
+        }
+        Command::ListExchanges { vhost, columns: c } => {
+            info(format!("Listing exchanges for vhost {vhost} ..."));
+            table(
+                &api.get(&format!("/api/exchanges/{}", seg(vhost)))?,
+                &columns(c, &["name", "type"]),
+                field,
+            );
+        }
+        Command::ListBindings { vhost } => {
+            info(format!("Listing bindings for vhost {vhost}..."));
+            table(
+                &api.get(&format!("/api/bindings/{}", seg(vhost)))?,
+                &[
+                    "source_name",
+                    "source_kind",
+                    "destination_name",
+                    "destination_kind",
+                    "routing_key",
+                    "arguments",
+                ],
+                |b, c| match c {
+                    "source_name" => field(b, "source"),
+                    "source_kind" => Some(json!("exchange")),
+                    "destination_name" => field(b, "destination"),
+                    "destination_kind" => field(b, "destination_type"),
+                    other => field(b, other),
+                },
+            );
+        }
+        Command::ListConnections { columns: c } => {
+            info("Listing connections ...".to_owned());
+            table(
+                &api.get("/api/connections")?,
+                &columns(c, &["user", "peer_host", "peer_port", "state"]),
+                field,
+            );
+        }
+        Command::ListConsumers { vhost } => {
+            info(format!("Listing consumers in vhost {vhost} ..."));
+            let all = api.get("/api/consumers")?;
+            let mine: Vec<Value> = all
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|c| c.pointer("/queue/vhost").and_then(Value::as_str) == Some(vhost))
+                .cloned()
+                .collect();
+            table(
+                &Value::Array(mine),
+                &[
+                    "queue_name",
+                    "channel_pid",
+                    "consumer_tag",
+                    "ack_required",
+                    "prefetch_count",
+                    "active",
+                    "arguments",
+                ],
+                |c, col| match col {
+                    "queue_name" => c.pointer("/queue/name").cloned(),
+                    "channel_pid" => Some(json!(format!(
+                        "{} ({})",
+                        cell(c.pointer("/channel_details/connection_name")),
+                        cell(c.pointer("/channel_details/number"))
+                    ))),
+                    "arguments" => Some(json!([])),
+                    other => field(c, other),
+                },
+            );
+        }
+        Command::PurgeQueue { vhost, queue } => {
+            info(format!("Purging queue '{queue}' in vhost '{vhost}' ..."));
+            api.delete(&format!(
+                "/api/queues/{}/{}/contents",
+                seg(vhost),
+                seg(queue)
+            ))?;
+        }
+        Command::DeleteQueue { vhost, queue } => {
+            info(format!("Deleting queue '{queue}' on vhost '{vhost}' ..."));
+            api.delete(&format!("/api/queues/{}/{}", seg(vhost), seg(queue)))?;
+        }
+        Command::CloseConnection { connection, reason } => {
+            info(format!(
+                "Closing connection {connection}, reason: {reason}..."
+            ));
+            api.delete(&format!("/api/connections/{}", seg(connection)))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error:\n{err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

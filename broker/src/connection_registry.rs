@@ -1,0 +1,98 @@
+//! The registry of open client connections, for the management API (`/api/connections`,
+//! `lepusctl list_connections` and `close_connection`).
+//!
+//! Concurrency: one `Mutex<HashMap>` touched twice per connection (after `connection.open`
+//! and when the task ends) and by management requests; never on the message path. Each entry
+//! holds a clone of the connection's event sender; dropping the entry does not affect the
+//! connection (the connection task holds its own sender and the receiver).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use crate::connection::ConnEvent;
+
+/// What the management API shows about one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionInfo {
+    /// Broker-unique connection id.
+    pub(crate) id: u64,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The broker's address the client connected to.
+    pub(crate) local: Option<SocketAddr>,
+    /// The authenticated user.
+    pub(crate) user: String,
+    /// The vhost it opened.
+    pub(crate) vhost: String,
+    /// When `connection.open` completed.
+    pub(crate) connected_at: SystemTime,
+}
+
+impl ConnectionInfo {
+    /// RabbitMQ's connection name: `CLIENT:PORT -> SERVER:PORT`.
+    pub(crate) fn name(&self) -> String {
+        match self.local {
+            Some(local) => format!("{} -> {}", self.peer, local),
+            None => self.peer.to_string(),
+        }
+    }
+}
+
+/// Open connections by id.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    map: Mutex<HashMap<u64, (ConnectionInfo, mpsc::UnboundedSender<ConnEvent>)>>,
+}
+
+impl Connections {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (ConnectionInfo, mpsc::UnboundedSender<ConnEvent>)>>
+    {
+        // Poison-tolerant: each mutation is one insert or remove.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an opened connection.
+    pub(crate) fn register(&self, info: ConnectionInfo, events: mpsc::UnboundedSender<ConnEvent>) {
+        self.lock().insert(info.id, (info, events));
+    }
+
+    /// Forgets a finished connection.
+    pub(crate) fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Every open connection, by id.
+    pub(crate) fn list(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<ConnectionInfo> = self.lock().values().map(|(i, _)| i.clone()).collect();
+        all.sort_by_key(|i| i.id);
+        all
+    }
+
+    /// How many connections are open.
+    pub(crate) fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Asks the connection named `name` (or with that id) to close with 320
+    /// CONNECTION_FORCED and `reason`; false when there is no such connection.
+    pub(crate) fn close(&self, name: &str, reason: &str) -> bool {
+        let map = self.lock();
+        let hit = map
+            .values()
+            .find(|(i, _)| i.name() == name || i.id.to_string() == name);
+        match hit {
+            Some((_, events)) => events
+                .send(ConnEvent::Close {
+                    reason: reason.to_owned(),
+                })
+                .is_ok(),
+            None => false,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `GET /metrics`: Prometheus text exposition format 0.0.4 (`# HELP`, `# TYPE`, one sample
+//! per line, label values escaped). Counters are monotonic per vhost.
+//!
+//! | metric                                   | type    | labels        |
+//! |------------------------------------------|---------|---------------|
+//! | `lepus_messages_published_total`         | counter | vhost         |
+//! | `lepus_messages_delivered_total`         | counter | vhost         |
+//! | `lepus_messages_acked_total`             | counter | vhost         |
+//! | `lepus_queue_messages_ready`             | gauge   | vhost, queue  |
+//! | `lepus_queue_messages_unacked`           | gauge   | vhost, queue  |
+//! | `lepus_queue_consumers`                  | gauge   | vhost, queue  |
+//! | `lepus_connections`                      | gauge   |               |
+//! | `lepus_process_resident_memory_bytes`    | gauge   | (Linux only)  |
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::Ctx;
+
+/// The `/metrics` router (no authentication, like `rabbitmq_prometheus`).
+pub(super) fn routes() -> Router<Ctx> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+    let vhosts: Vec<_> = ctx
+        .broker
+        .access
+        .vhosts()
+        .iter()
+        .filter_map(|n| ctx.broker.vhosts.get(n))
+        .collect();
+    let mut out = String::new();
+    for (i, (name, help)) in [
+        ("lepus_messages_published_total", "Messages published."),
+        (
+            "lepus_messages_delivered_total",
+            "Messages delivered to consumers or fetched with basic.get.",
+        ),
+        ("lepus_messages_acked_total", "Deliveries acknowledged."),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        family(&mut out, name, "counter", help);
+        for vh in &vhosts {
+            let s = vh.stats.snapshot();
+            let v = [s.0, s.1, s.2][i];
+            let _ = writeln!(out, "{name}{{vhost=\"{}\"}} {v}", escape(&vh.name));
+        }
+    }
+    let mut queues = Vec::new();
+    for vh in &vhosts {
+        let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in qs {
+            let (ready, consumers) = q.counts();
+            queues.push((
+                escape(&vh.name),
+                escape(&q.name),
+                u64::from(ready),
+                q.unacked_by_consumers(),
+                u64::from(consumers),
+            ));
+        }
+    }
+    for (i, (name, help)) in [
+        ("lepus_queue_messages_ready", "Messages ready for delivery."),
+        (
+            "lepus_queue_messages_unacked",
+            "Messages delivered to consumers and not yet acknowledged.",
+        ),
+        ("lepus_queue_consumers", "Consumers on the queue."),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        family(&mut out, name, "gauge", help);
+        for (vh, q, ready, unacked, consumers) in &queues {
+            let v = [*ready, *unacked, *consumers][i];
+            let _ = writeln!(out, "{name}{{vhost=\"{vh}\",queue=\"{q}\"}} {v}");
+        }
+    }
+    family(
+        &mut out,
+        "lepus_connections",
+        "gauge",
+        "Open client connections.",
+    );
+    let _ = writeln!(out, "lepus_connections {}", ctx.broker.connections.count());
+    if let Some(rss) = resident_memory() {
+        family(
+            &mut out,
+            "lepus_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the broker process.",
+        );
+        let _ = writeln!(out, "lepus_process_resident_memory_bytes {rss}");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
+
+/// VmRSS from `/proc/self/status`, in bytes (None where there is no procfs).
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,264 @@
+//! `lepusctl` against a running in-process broker: every verb, through the real binary, its
+//! management API client and the broker's management API, checked both in lepusctl's table
+//! output and in the broker's behaviour (logins, permissions, queues, connections).
+//!
+//! This suite lives in the `lepus-broker` package because Cargo only exposes a binary's path
+//! (`CARGO_BIN_EXE_lepusctl`) to tests of the same package.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lepus_broker::{Broker, BrokerHandle};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn ctl_as(broker: &BrokerHandle, user: &str, password: &str, args: &[&str]) -> Out {
+    let api = format!(
+        "http://{}",
+        broker.management_addr().expect("management on")
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
+        .arg("--api")
+        .arg(&api)
+        .arg("--user")
+        .arg(user)
+        .arg("--password")
+        .arg(password)
+        .args(args)
+        .output()
+        .await
+        .expect("run lepusctl");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs lepusctl as guest and requires success.
+async fn ctl(broker: &BrokerHandle, args: &[&str]) -> String {
+    let out = ctl_as(broker, "guest", "guest", args).await;
+    assert_eq!(
+        out.code, 0,
+        "lepusctl {args:?} failed: {}{}",
+        out.stdout, out.stderr
+    );
+    out.stdout
+}
+
+/// The table rows of a list verb's output (without the informational line and header).
+fn rows(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| !l.ends_with("..."))
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn connect(
+    broker: &BrokerHandle,
+    user: &str,
+    pass: &str,
+    vhost: &str,
+) -> lapin::Result<Connection> {
+    let url = format!("amqp://{user}:{pass}@{}/{vhost}", broker.local_addr());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        Connection::connect(&url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect within 5 s")
+}
+
+#[tokio::test]
+async fn every_verb_against_a_running_broker() {
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .expect("broker starts");
+
+    // Users.
+    let out = ctl(&broker, &["add_user", "bob", "pw1"]).await;
+    assert!(out.starts_with("Adding user \"bob\" ..."), "{out}");
+    let again = ctl_as(&broker, "guest", "guest", &["add_user", "bob", "x"]).await;
+    assert_eq!(again.code, 70, "{}", again.stderr);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    ctl(&broker, &["set_user_tags", "bob", "monitoring"]).await;
+    let users = rows(&ctl(&broker, &["list_users"]).await);
+    assert!(users.contains(&"bob\t[monitoring]".to_owned()), "{users:?}");
+    assert!(
+        users.contains(&"guest\t[administrator]".to_owned()),
+        "{users:?}"
+    );
+    assert_eq!(
+        ctl(&broker, &["-q", "list_users"]).await.lines().next(),
+        Some("user\ttags"),
+        "-q drops the informational line"
+    );
+
+    // Vhosts and permissions.
+    ctl(&broker, &["add_vhost", "v1"]).await;
+    let vhosts = rows(&ctl(&broker, &["list_vhosts"]).await);
+    assert_eq!(vhosts, vec!["/".to_owned(), "v1".to_owned()]);
+    ctl(
+        &broker,
+        &["set_permissions", "-p", "v1", "bob", ".*", ".*", ".*"],
+    )
+    .await;
+    let perms = rows(&ctl(&broker, &["list_permissions", "-p", "v1"]).await);
+    assert_eq!(perms, vec!["bob\t.*\t.*\t.*".to_owned()]);
+
+    // change_password: the old password stops working.
+    ctl(&broker, &["change_password", "bob", "pw2"]).await;
+    assert!(connect(&broker, "bob", "pw1", "v1").await.is_err());
+    let conn = connect(&broker, "bob", "pw2", "v1")
+        .await
+        .expect("bob logs in");
+
+    // Queues, exchanges, bindings, consumers.
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for q in ["q1", "q2"] {
+        ch.queue_declare(
+            q.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    for (q, n) in [("q1", 3), ("q2", 2)] {
+        for _ in 0..n {
+            ch.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                b"m",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    }
+    let queues = rows(
+        &ctl(
+            &broker,
+            &[
+                "list_queues",
+                "-p",
+                "v1",
+                "name",
+                "messages",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(
+        queues,
+        vec!["q1\t3\t3\t0\t0".to_owned(), "q2\t2\t2\t0\t0".to_owned()]
+    );
+    let exchanges = rows(&ctl(&broker, &["list_exchanges", "-p", "v1"]).await);
+    assert!(
+        exchanges.contains(&"amq.topic\ttopic".to_owned()),
+        "{exchanges:?}"
+    );
+    let bindings = rows(&ctl(&broker, &["list_bindings", "-p", "v1"]).await);
+    assert!(
+        bindings.contains(&"\texchange\tq1\tqueue\tq1\t[]".to_owned()),
+        "{bindings:?}"
+    );
+
+    let cch = conn.create_channel().await.unwrap();
+    let _consumer = cch
+        .basic_consume(
+            "q1".into(),
+            "ctag-1".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let consumers = rows(&ctl(&broker, &["list_consumers", "-p", "v1"]).await);
+    assert_eq!(consumers.len(), 1, "{consumers:?}");
+    assert!(consumers[0].starts_with("q1\t"), "{consumers:?}");
+    assert!(consumers[0].contains("\tctag-1\ttrue\t"), "{consumers:?}");
+
+    // Purge and delete.
+    ctl(&broker, &["purge_queue", "-p", "v1", "q2"]).await;
+    ctl(&broker, &["delete_queue", "-p", "v1", "q1"]).await;
+    let queues = rows(&ctl(&broker, &["list_queues", "-p", "v1"]).await);
+    assert_eq!(queues, vec!["q2\t0".to_owned()]);
+
+    // Connections: list, then close bob's by name.
+    let conns = rows(
+        &ctl(
+            &broker,
+            &["list_connections", "name", "user", "vhost", "peer_host"],
+        )
+        .await,
+    );
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let cols: Vec<&str> = conns[0].split('\t').collect();
+    assert_eq!(&cols[1..], &["bob", "v1", "127.0.0.1"]);
+    ctl(&broker, &["close_connection", cols[0], "bye"]).await;
+    let mut closed = false;
+    for _ in 0..50 {
+        if !conn.status().connected() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "close_connection closed bob's connection");
+
+    // Writes need the administrator tag; bob (monitoring) may read but not write.
+    let denied = ctl_as(&broker, "bob", "pw2", &["add_vhost", "nope"]).await;
+    assert_eq!(denied.code, 70, "{}", denied.stderr);
+    let read = ctl_as(&broker, "bob", "pw2", &["list_vhosts"]).await;
+    assert_eq!(read.code, 0, "{}", read.stderr);
+    let bad_login = ctl_as(&broker, "bob", "wrong", &["list_users"]).await;
+    assert_eq!(bad_login.code, 70, "{}", bad_login.stderr);
+
+    // clear_permissions, delete_user, delete_vhost.
+    ctl(&broker, &["clear_permissions", "-p", "v1", "bob"]).await;
+    assert!(rows(&ctl(&broker, &["list_permissions", "-p", "v1"]).await).is_empty());
+    ctl(&broker, &["delete_user", "bob"]).await;
+    let users = rows(&ctl(&broker, &["list_users"]).await);
+    assert_eq!(users, vec!["guest\t[administrator]".to_owned()]);
+    ctl(&broker, &["delete_vhost", "v1"]).await;
+    assert_eq!(
+        rows(&ctl(&broker, &["list_vhosts"]).await),
+        vec!["/".to_owned()]
+    );
+    let gone = ctl_as(&broker, "guest", "guest", &["delete_user", "bob"]).await;
+    assert_eq!(gone.code, 70);
+
+    let api = broker.management_addr().unwrap();
+    broker.shutdown().await;
+    // Nothing listens any more: 69, "unavailable".
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
+        .args(["--api", &format!("http://{api}"), "list_users"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+}

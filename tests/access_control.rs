@@ -1,0 +1,524 @@
+//! Access control of the bundled broker through real clients: logins (wrong password, the
+//! loopback-only `guest`), per-vhost permissions applied per method (publish needs write on the
+//! exchange, consume and get need read on the queue), vhost isolation, revocation taking
+//! effect on open connections, and users/permissions surviving a restart from the data dir.
+//!
+//! Every broker here is started by the test on 127.0.0.1 port 0 (these tests configure users,
+//! so they never run against the shared external broker).
+
+mod amqp;
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
+use amq_protocol::protocol::{connection, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
+use amqp::*;
+use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lepus::broker::{Broker, BrokerBuilder, BrokerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+async fn start(builder: BrokerBuilder) -> BrokerHandle {
+    builder
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .expect("broker starts")
+}
+
+/// `amqp://USER:PASS@ADDR/VHOST` (vhost percent-encoded as lapin wants it).
+fn url(b: &BrokerHandle, user: &str, pass: &str, vhost: &str) -> String {
+    format!(
+        "amqp://{user}:{pass}@{}/{}",
+        b.local_addr(),
+        vhost.replace('%', "%25").replace('/', "%2f")
+    )
+}
+
+async fn try_connect(url: &str) -> lapin::Result<Connection> {
+    within(
+        "the connection attempt",
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+}
+
+/// A fresh directory under the system temp dir, removed by the test at its end.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(common::unique(name));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused_403_and_never_gets_a_channel() {
+    let broker = start(Broker::builder()).await;
+    let admin = broker.admin();
+    admin.add_user("alice", "right-pw").expect("add user");
+    admin
+        .set_permissions("/", "alice", ".*", ".*", ".*")
+        .expect("set permissions");
+    let err = try_connect(&url(&broker, "alice", "wrong-pw", "/"))
+        .await
+        .expect_err("login must fail");
+    assert_eq!(reply_code(&err), Some(403), "got {err}");
+    // Unknown users get the same answer (no user enumeration).
+    let err = try_connect(&url(&broker, "mallory", "right-pw", "/"))
+        .await
+        .expect_err("login must fail");
+    assert_eq!(reply_code(&err), Some(403), "got {err}");
+
+    // On the wire: after a refused start-ok the next (and last) frame is connection.close 403,
+    // never connection.tune, so no channel can ever be opened.
+    let mut raw = RawLogin::connect(broker.local_addr(), None).await;
+    let reply = raw.login("alice", "wrong-pw").await;
+    assert_eq!(reply, LoginReply::Close(403), "refused login");
+    assert!(raw.at_eof().await, "socket closed after the refusal");
+
+    // The right password works.
+    let conn = try_connect(&url(&broker, "alice", "right-pw", "/"))
+        .await
+        .expect("alice logs in");
+    let ch = conn.create_channel().await.expect("channel");
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("a usable channel");
+    conn.close(200, "bye".into()).await.expect("close");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_write_permission_publishing_is_403_and_without_read_consuming_is_403() {
+    let broker = start(Broker::builder()).await;
+    let admin = broker.admin();
+    admin.add_user("pub", "pw").expect("add user");
+    // May configure anything, write only to exchanges/queues starting "open.", read only
+    // queues starting "open.".
+    admin
+        .set_permissions("/", "pub", ".*", "^open\\.", "^open\\.")
+        .expect("set permissions");
+    let conn = try_connect(&url(&broker, "pub", "pw", "/"))
+        .await
+        .expect("login");
+    let ch = conn.create_channel().await.expect("channel");
+    for ex in ["open.x", "closed.x"] {
+        declare_exchange(&ch, ex, ExchangeKind::Fanout).await;
+    }
+    let q = "open.q";
+    declare_queue(&ch, q, FieldTable::default()).await;
+    declare_queue(&ch, "closed.q", FieldTable::default()).await;
+    // Binding needs write on the queue and read on the exchange: open.q <- open.x only.
+    bind(&ch, q, "open.x", "").await;
+
+    // Allowed: write on open.x.
+    let pch = confirm_channel(&conn).await;
+    publish_confirmed(&pch, "open.x", "", b"hello", BasicProperties::default()).await;
+    assert_eq!(get_body(&ch, q).await.as_deref(), Some(&b"hello"[..]));
+
+    // Refused: write on closed.x, and on the default exchange (checked as amq.default).
+    let text = assert_code(
+        publish_error(&conn, "closed.x", "", BasicProperties::default()).await,
+        403,
+    );
+    assert!(
+        text.contains("write access to exchange 'closed.x' in vhost '/' refused for user 'pub'"),
+        "{text}"
+    );
+    assert_code(
+        publish_error(&conn, "", q, BasicProperties::default()).await,
+        403,
+    );
+
+    // Reading closed.q is refused, for consume and get alike.
+    let ch2 = conn.create_channel().await.expect("channel");
+    let res = ch2
+        .basic_consume(
+            "closed.q".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let text = assert_code(res, 403);
+    assert!(text.contains("read access to queue 'closed.q'"), "{text}");
+    let ch3 = conn.create_channel().await.expect("channel");
+    assert_code(
+        ch3.basic_get("closed.q".into(), BasicGetOptions::default())
+            .await,
+        403,
+    );
+    // And binding closed.q (write on the queue) is refused too.
+    let ch4 = conn.create_channel().await.expect("channel");
+    assert_code(
+        ch4.queue_bind(
+            "closed.q".into(),
+            "open.x".into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await,
+        403,
+    );
+    // The connection survives channel-level refusals.
+    let ok = conn.create_channel().await.expect("channel");
+    let _consumer = ok
+        .basic_consume(
+            q.into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("read on open.q is allowed");
+    conn.close(200, "bye".into()).await.expect("close");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn configure_permission_guards_declare_and_delete() {
+    let broker = start(Broker::builder()).await;
+    let admin = broker.admin();
+    admin.add_user("app", "pw").expect("add user");
+    admin
+        .set_permissions("/", "app", "^app\\.", ".*", ".*")
+        .expect("set permissions");
+    let conn = try_connect(&url(&broker, "app", "pw", "/"))
+        .await
+        .expect("login");
+    let ch = conn.create_channel().await.expect("channel");
+    declare_queue(&ch, "app.q", FieldTable::default()).await;
+    let ch2 = conn.create_channel().await.expect("channel");
+    let text = assert_code(
+        ch2.queue_declare(
+            "other.q".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await,
+        403,
+    );
+    assert!(
+        text.contains("configure access to queue 'other.q'"),
+        "{text}"
+    );
+    // A server-named queue is checked under its generated name (amq.gen-...), which
+    // ^app\. does not match.
+    let ch3 = conn.create_channel().await.expect("channel");
+    assert_code(
+        ch3.queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await,
+        403,
+    );
+    conn.close(200, "bye".into()).await.expect("close");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoked_permissions_apply_to_open_connections() {
+    let broker = start(Broker::builder()).await;
+    let admin = broker.admin();
+    admin.add_user("rev", "pw").expect("add user");
+    admin
+        .set_permissions("/", "rev", ".*", ".*", ".*")
+        .expect("set permissions");
+    let conn = try_connect(&url(&broker, "rev", "pw", "/"))
+        .await
+        .expect("login");
+    let ch = confirm_channel(&conn).await;
+    declare_exchange(&ch, "rev.x", ExchangeKind::Fanout).await;
+    publish_confirmed(&ch, "rev.x", "", b"1", BasicProperties::default()).await;
+    // The grant is cached now; revoking write must still take effect.
+    admin
+        .set_permissions("/", "rev", ".*", "^$", ".*")
+        .expect("revoke write");
+    assert_code(
+        publish_error(&conn, "rev.x", "", BasicProperties::default()).await,
+        403,
+    );
+    conn.close(200, "bye".into()).await.expect("close");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn guest_from_a_non_loopback_address_is_refused() {
+    // RabbitMQ counts all of 127.0.0.0/8 as loopback (rabbit_net:is_loopback), so 127.0.0.2 is
+    // "remote" only under a policy that says so: loopback means exactly 127.0.0.1 here.
+    let strict =
+        start(Broker::builder().loopback_addresses([IpAddr::V4(Ipv4Addr::LOCALHOST)])).await;
+    let from = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let mut raw = RawLogin::connect(strict.local_addr(), from).await;
+    assert_eq!(
+        raw.peer_ip(),
+        from,
+        "the client really is bound to 127.0.0.2"
+    );
+    assert_eq!(raw.login("guest", "guest").await, LoginReply::Close(403));
+    // From 127.0.0.1 guest is welcome.
+    let mut raw = RawLogin::connect(strict.local_addr(), None).await;
+    assert_eq!(raw.login("guest", "guest").await, LoginReply::Tune);
+    // A user outside loopback_users may log in from 127.0.0.2.
+    strict.admin().add_user("remote", "pw").expect("add user");
+    let mut raw = RawLogin::connect(strict.local_addr(), from).await;
+    assert_eq!(raw.login("remote", "pw").await, LoginReply::Tune);
+    strict.shutdown().await;
+
+    // Emptying loopback_users lets guest in from 127.0.0.2 under the same policy.
+    let open = start(
+        Broker::builder()
+            .loopback_addresses([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+            .loopback_users(Vec::<String>::new()),
+    )
+    .await;
+    let mut raw = RawLogin::connect(open.local_addr(), from).await;
+    assert_eq!(raw.login("guest", "guest").await, LoginReply::Tune);
+    open.shutdown().await;
+
+    // With RabbitMQ's own rule 127.0.0.2 is loopback, so guest gets in.
+    let standard = start(Broker::builder()).await;
+    let mut raw = RawLogin::connect(standard.local_addr(), from).await;
+    assert_eq!(raw.login("guest", "guest").await, LoginReply::Tune);
+    standard.shutdown().await;
+}
+
+#[tokio::test]
+async fn vhosts_are_isolated_and_need_a_permission_to_open() {
+    let broker = start(Broker::builder()).await;
+    let admin = broker.admin();
+    admin.add_vhost("iso-a").expect("add vhost");
+    admin.add_vhost("iso-b").expect("add vhost");
+    admin.add_user("u", "pw").expect("add user");
+    for v in ["iso-a", "iso-b"] {
+        admin
+            .set_permissions(v, "u", ".*", ".*", ".*")
+            .expect("perms");
+    }
+    let a = try_connect(&url(&broker, "u", "pw", "iso-a"))
+        .await
+        .expect("open iso-a");
+    let b = try_connect(&url(&broker, "u", "pw", "iso-b"))
+        .await
+        .expect("open iso-b");
+    let cha = a.create_channel().await.expect("channel");
+    declare_queue(&cha, "shared-name", FieldTable::default()).await;
+    publish_confirmed(
+        &confirm_channel(&a).await,
+        "",
+        "shared-name",
+        b"in-a",
+        BasicProperties::default(),
+    )
+    .await;
+    // Invisible from iso-b: a passive declare there is 404.
+    let chb = b.create_channel().await.expect("channel");
+    assert_code(passive_queue(&chb, "shared-name").await, 404);
+    // The same name in iso-b is a different, empty queue.
+    let chb = b.create_channel().await.expect("channel");
+    let qb = declare_queue(&chb, "shared-name", FieldTable::default()).await;
+    assert_eq!(qb.message_count(), 0);
+    let qa = passive_queue(&cha, "shared-name")
+        .await
+        .expect("still in a");
+    assert_eq!(qa.message_count(), 1);
+    // The default vhost does not see it either.
+    let guest = try_connect(&url(&broker, "guest", "guest", "/"))
+        .await
+        .expect("guest on /");
+    let chg = guest.create_channel().await.expect("channel");
+    assert_code(passive_queue(&chg, "shared-name").await, 404);
+    // No permission in a vhost: 530 on connection.open; so is an unknown vhost.
+    let err = try_connect(&url(&broker, "guest", "guest", "iso-a"))
+        .await
+        .expect_err("guest has no permissions in iso-a");
+    assert_eq!(reply_code(&err), Some(530), "got {err}");
+    let err = try_connect(&url(&broker, "u", "pw", "no-such"))
+        .await
+        .expect_err("unknown vhost");
+    assert_eq!(reply_code(&err), Some(530), "got {err}");
+    // A deleted vhost is gone for new connections.
+    admin.delete_vhost("iso-b").expect("delete vhost");
+    let err = try_connect(&url(&broker, "u", "pw", "iso-b"))
+        .await
+        .expect_err("deleted vhost");
+    assert_eq!(reply_code(&err), Some(530), "got {err}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn users_vhosts_and_permissions_survive_a_restart() {
+    let dir = temp_dir("lepus-access-restart");
+    {
+        let broker = start(Broker::builder().data_dir(&dir)).await;
+        let admin = broker.admin();
+        admin.add_user("keeper", "kept-pw").expect("add user");
+        admin
+            .set_user_tags("keeper", &["monitoring".to_owned()])
+            .expect("tags");
+        admin.add_vhost("kept").expect("add vhost");
+        admin
+            .set_permissions("kept", "keeper", ".*", "^w$", ".*")
+            .expect("perms");
+        admin.add_user("gone", "pw").expect("add user");
+        admin.delete_user("gone").expect("delete user");
+        broker.shutdown().await;
+    }
+    let on_disk = std::fs::read_to_string(dir.join("access.json")).expect("access.json");
+    assert!(
+        !on_disk.contains("kept-pw"),
+        "no plaintext password on disk"
+    );
+
+    let broker = start(Broker::builder().data_dir(&dir)).await;
+    let admin = broker.admin();
+    assert_eq!(
+        admin.user("keeper").map(|u| u.tags),
+        Some(vec!["monitoring".to_owned()])
+    );
+    assert!(admin.user("gone").is_none());
+    assert!(admin.list_vhosts().contains(&"kept".to_owned()));
+    let conn = try_connect(&url(&broker, "keeper", "kept-pw", "kept"))
+        .await
+        .expect("keeper logs into kept after the restart");
+    let ch = conn.create_channel().await.expect("channel");
+    declare_exchange(&ch, "w", ExchangeKind::Fanout).await;
+    declare_exchange(&ch, "not-w", ExchangeKind::Fanout).await;
+    publish_confirmed(
+        &confirm_channel(&conn).await,
+        "w",
+        "",
+        b"ok",
+        BasicProperties::default(),
+    )
+    .await;
+    assert_code(
+        publish_error(&conn, "not-w", "", BasicProperties::default()).await,
+        403,
+    );
+    let err = try_connect(&url(&broker, "keeper", "wrong", "kept"))
+        .await
+        .expect_err("wrong password after restart");
+    assert_eq!(reply_code(&err), Some(403));
+    conn.close(200, "bye".into()).await.expect("close");
+    broker.shutdown().await;
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// What the broker answered to a `connection.start-ok`.
+#[derive(Debug, PartialEq, Eq)]
+enum LoginReply {
+    /// `connection.tune`: the login was accepted.
+    Tune,
+    /// `connection.close` with this reply code.
+    Close(u16),
+    /// Anything else, or the socket closed.
+    Other(String),
+}
+
+/// A hand-driven handshake up to the login, from a chosen local address.
+struct RawLogin {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawLogin {
+    async fn connect(server: SocketAddr, from: Option<IpAddr>) -> RawLogin {
+        let socket = TcpSocket::new_v4().expect("socket");
+        if let Some(ip) = from {
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .expect("bind the client address");
+        }
+        let stream = within("connect", socket.connect(server))
+            .await
+            .expect("connect");
+        RawLogin {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The address the server sees as our peer address (our local address).
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.stream.local_addr().ok().map(|a| a.ip())
+    }
+
+    async fn read_frame(&mut self) -> Option<AMQPFrame> {
+        loop {
+            if let Ok((rest, frame)) = parse_frame(&self.buf[..]) {
+                let used = self.buf.len() - rest.len();
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = within("a frame", self.stream.read(&mut chunk)).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn login(&mut self, user: &str, pass: &str) -> LoginReply {
+        self.stream
+            .write_all(b"AMQP\x00\x00\x09\x01")
+            .await
+            .expect("header");
+        match self.read_frame().await {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))) => {
+            }
+            other => return LoginReply::Other(format!("{other:?}")),
+        }
+        let mut caps = WireTable::default();
+        caps.insert(
+            "authentication_failure_close".into(),
+            AMQPValue::Boolean(true),
+        );
+        let mut props = WireTable::default();
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        let start_ok = AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: props,
+                mechanism: "PLAIN".into(),
+                response: LongString::from(format!("\0{user}\0{pass}")),
+                locale: "en_US".into(),
+            })),
+        );
+        let bytes = gen_frame(&start_ok)(WriteContext::from(Vec::new()))
+            .expect("serialise start-ok")
+            .write;
+        self.stream.write_all(&bytes).await.expect("start-ok");
+        match self.read_frame().await {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))) => {
+                LoginReply::Tune
+            }
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                LoginReply::Close(c.reply_code)
+            }
+            other => LoginReply::Other(format!("{other:?}")),
+        }
+    }
+
+    /// True when the broker closes the socket (after we stop sending) within the deadline.
+    async fn at_eof(&mut self) -> bool {
+        let _ = self.stream.shutdown().await;
+        let mut scratch = [0u8; 256];
+        matches!(
+            within("eof", self.stream.read(&mut scratch)).await,
+            Ok(0) | Err(_)
+        )
+    }
+}
