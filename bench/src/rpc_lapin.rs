@@ -3,7 +3,8 @@
 //!
 //! - Server: one connection, `basic.qos(prefetch)`, one consumer on the request queue; for each
 //!   request it publishes the body back to `reply_to` with the same `correlation_id`, then acks
-//!   (publish-then-ack, at-least-once), both pipelined.
+//!   once the reply was written (publish-then-ack, at-least-once, as the Lepus worker does);
+//!   requests are settled concurrently.
 //! - Caller: one connection and channel; replies come through direct reply-to
 //!   (`amq.rabbitmq.reply-to`, consumed no-ack on the publishing channel), or, where the broker
 //!   refuses it, an exclusive server-named queue. One reply consumer serves every call in flight
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
@@ -27,10 +29,12 @@ use tokio::task::JoinHandle;
 use crate::amqp::connect;
 use crate::error::{BenchError, Result};
 use crate::rpc::RpcCaller;
-use crate::window::Window;
 
 /// RabbitMQ's direct reply-to pseudo-queue.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// At most this many requests between delivery and ack (a bound on the server's memory).
+const MAX_SETTLING: usize = 1024;
 
 /// How long one call may wait for its reply.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,13 +72,20 @@ impl LapinServer {
             )
             .await?;
         let task = tokio::spawn(async move {
-            let mut window = Window::new(1024);
+            // Each request's reply-then-ack, in flight at once; polled alongside the consumer so
+            // that an ack leaves as soon as its reply was written (with prefetch 1 nothing else
+            // would drive it).
+            let mut settling: FuturesUnordered<BoxFuture<'_, Result<()>>> = FuturesUnordered::new();
             let mut served = 0u64;
             loop {
                 let delivery = tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => break,
-                    d = consumer.next() => d,
+                    Some(done) = settling.next(), if !settling.is_empty() => {
+                        done?;
+                        continue;
+                    }
+                    d = consumer.next(), if settling.len() < MAX_SETTLING => d,
                 };
                 let Some(delivery) = delivery else { break };
                 let delivery = delivery?;
@@ -88,35 +99,30 @@ impl LapinServer {
                     );
                     continue;
                 };
-                // Two window entries, not one: each is polled once on push, which queues its
-                // frames; an ack chained after the publish's await would not leave until the
-                // window is next drained, and with prefetch 1 the server would wait forever.
+                // Publish, wait until lapin wrote it, then ack: lapin 4 sends method frames
+                // (`basic.ack`) ahead of queued content frames (`basic.publish`), so an ack
+                // started together with its reply would leave first, and the request could be
+                // lost with the reply (the Lepus worker keeps this order too).
                 let ch = &channel;
                 let body = delivery.data;
-                window
-                    .push(async move {
-                        ch.basic_publish(
-                            "".into(),
-                            reply_to,
-                            BasicPublishOptions::default(),
-                            &body,
-                            BasicProperties::default().with_correlation_id(corr),
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                    .await?;
-                let ch = &channel;
                 let tag = delivery.delivery_tag;
-                window
-                    .push(async move {
-                        ch.basic_ack(tag, BasicAckOptions::default()).await?;
-                        Ok(())
-                    })
+                settling.push(Box::pin(async move {
+                    ch.basic_publish(
+                        "".into(),
+                        reply_to,
+                        BasicPublishOptions::default(),
+                        &body,
+                        BasicProperties::default().with_correlation_id(corr),
+                    )
                     .await?;
+                    ch.basic_ack(tag, BasicAckOptions::default()).await?;
+                    Ok(())
+                }));
                 served += 1;
             }
-            window.drain().await?;
+            while let Some(done) = settling.next().await {
+                done?;
+            }
             let _ = conn.close(200, "bench done".into()).await;
             Ok(served)
         });
