@@ -37,7 +37,7 @@ def _start_bundled_broker(data_dir):
             returncode=2,
         )
     proc = subprocess.Popen(
-        [str(binary), "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        [str(binary), "--listen", "127.0.0.1:0", "--management-listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=None,  # the broker's logs go to pytest's captured stderr
         text=True,
