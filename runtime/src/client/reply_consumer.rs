@@ -105,10 +105,15 @@ pub(crate) async fn run(
                 dispatch(consumer, &channel, &pending).await;
                 state.send_replace(SessionState::Connecting);
                 let failed = pending.fail_all(Some(link.generation), || Error::ConnectionLost);
-                warn!(
-                    generation = link.generation,
-                    failed, "client reply consumer ended; calls in flight failed"
-                );
+                // A clean close with nothing in flight is routine; losing calls is not.
+                if failed > 0 {
+                    warn!(
+                        generation = link.generation,
+                        failed, "client reply consumer ended; calls in flight failed"
+                    );
+                } else {
+                    debug!(generation = link.generation, "client reply consumer ended");
+                }
             }
             Err(err) => {
                 warn!(generation = link.generation, cause = %err, "client session setup failed");
