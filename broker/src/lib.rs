@@ -8,6 +8,7 @@
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
 //! - `connection_registry`: open connections, for the management API.
+//! - `channel_registry`: open channels of all connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
@@ -48,6 +49,7 @@ mod access;
 mod admin;
 mod auth;
 mod channel;
+mod channel_registry;
 mod connection;
 mod connection_registry;
 mod error;
