@@ -80,11 +80,13 @@ impl Connection {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        // RabbitMQ (deps/rabbit/src/rabbit_channel.erl, handle_method 'basic.consume', added
-        // in 2024 by commit d7374cb "Add consumers per channel limit"; 3.10 has no limit): `error when CurrentConsumers >= MaxConsumers ->
-        // rabbit_misc:protocol_error(not_allowed, "reached maximum (~B) of consumers per
-        // channel", [MaxConsumers])`, a hard error: the connection closes with 530. The direct
-        // reply-to consumer is not counted, as there (it is not in `consumer_mapping`).
+        // As RabbitMQ's `consumer_max_per_channel` (deps/rabbit/src/rabbit_channel.erl,
+        // handle_method 'basic.consume', added in 2024 by commit d7374cb "Add consumers per
+        // channel limit"; 3.10 has no such limit): `error when CurrentConsumers >=
+        // MaxConsumers -> rabbit_misc:protocol_error(not_allowed, "reached maximum (~B) of
+        // consumers per channel", [MaxConsumers])`, a hard error, so the connection closes
+        // with 530. The direct reply-to consumer is not counted, as there (it is not in
+        // `consumer_mapping`).
         if let Some(max) = self.broker.config.consumer_max_per_channel {
             if shared.consumers().len() >= max {
                 return Err(AmqpError::not_allowed(format!(
