@@ -742,10 +742,16 @@ impl Connection {
             // RabbitMQ's text (rabbit_channel:check_msg_size); it checks the assembled body,
             // we check the announced size so an oversized body is never buffered. The rest of
             // the content is dropped with the closing channel.
+            // RabbitMQ leaves out "configured" at its own ceiling, 512 MiB.
+            let configured = if max_message_size == 512 * 1024 * 1024 {
+                ""
+            } else {
+                "configured "
+            };
             return Err((
                 ch,
                 AmqpError::precondition_failed(format!(
-                    "message size {} is larger than configured max size {max_message_size}",
+                    "message size {} is larger than {configured}max size {max_message_size}",
                     header.body_size
                 ))
                 .in_method(60, 40),
