@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 /// Administers a Lepus broker through its management API (rabbitmqctl verbs).
 #[derive(Debug, Parser)]
-#[command(name = "lepusctl", version, about, long_about = None)]
+#[command(name = "lepusctl", version, long_about = None)]
 struct Cli {
     /// Base URL of the broker's management API.
     #[arg(
