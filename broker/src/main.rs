@@ -89,6 +89,15 @@ struct Args {
     /// `basic.consume` closes the connection with 530 NOT_ALLOWED. Unlimited when unset.
     #[arg(long, env = "LEPUS_CONSUMER_MAX_PER_CHANNEL", value_name = "N")]
     consumer_max_per_channel: Option<usize>,
+    /// Milliseconds a client has from connecting to `connection.open` before the socket is
+    /// dropped (RabbitMQ's `handshake_timeout`, also in milliseconds).
+    #[arg(
+        long,
+        env = "LEPUS_HANDSHAKE_TIMEOUT",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    handshake_timeout: u64,
     /// Address for `amqps://` (TLS) connections; needs --tls-cert and --tls-key.
     #[arg(long, env = "LEPUS_TLS_LISTEN", value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key"])]
     tls_listen: Option<String>,
@@ -141,6 +150,7 @@ async fn main() -> std::process::ExitCode {
         .channel_max(args.channel_max)
         .frame_max(args.frame_max)
         .max_message_size(args.max_message_size)
+        .handshake_timeout(std::time::Duration::from_millis(args.handshake_timeout))
         .start()
         .await
     {

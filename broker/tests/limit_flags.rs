@@ -1,6 +1,7 @@
 //! The `lepus-broker` binary's limit flags reach the broker: `--channel-max` and `--frame-max`
 //! are what lapin negotiates, `--max-message-size` closes the publishing channel with 406,
-//! `--consumer-max-per-channel` closes the connection with 530.
+//! `--consumer-max-per-channel` closes the connection with 530, `--handshake-timeout` drops a
+//! silent client.
 //!
 //! This suite lives in the `lepus-broker` package because Cargo only exposes a binary's path
 //! (`CARGO_BIN_EXE_lepus-broker`) to tests of the same package. The broker listens on
@@ -13,7 +14,7 @@ use std::time::Duration;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ErrorKind};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 fn reply_code(err: &lapin::Error) -> Option<u16> {
     match err.kind() {
@@ -37,6 +38,7 @@ async fn limit_flags_reach_the_broker() {
         .arg("--data-dir")
         .arg(&data_dir)
         .args(["--channel-max", "3", "--frame-max", "8192"])
+        .args(["--handshake-timeout", "300"])
         .args([
             "--max-message-size",
             "100",
@@ -129,6 +131,17 @@ async fn limit_flags_reach_the_broker() {
     .await
     .expect_err("over the per-channel consumer limit");
     assert_eq!(reply_code(&err), Some(530), "{err}");
+
+    // --handshake-timeout 300: a client that sends nothing is dropped long before the 10 s
+    // default would drop it.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut scratch = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut scratch))
+        .await
+        .expect("the broker drops the silent client within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 
     child.kill().await.expect("stop the broker");
     let _ = std::fs::remove_dir_all(&data_dir);
