@@ -36,28 +36,34 @@ impl Routes {
 }
 
 /// Runs one request to completion. `_permit` is a slot of the worker's concurrency limit,
-/// released when this returns.
+/// released when this returns. `channel` is the worker's channel of this link generation,
+/// shared by every running handler through the `Arc` (cloning a `lapin::Channel` copies a dozen
+/// `Arc`s; perf put 0.7 µs per request in it); the worker holds it too and closes it on
+/// shutdown.
 pub(crate) async fn handle(
     delivery: Delivery,
     routes: Arc<Routes>,
-    channel: lapin::Channel,
+    channel: Arc<lapin::Channel>,
     _permit: OwnedSemaphorePermit,
 ) {
     // Task and event handlers settle their deliveries themselves (worker/settle.rs).
     let method = envelope::method_of(delivery.properties.headers().as_ref());
     if let Some(settle) = routes.route(method).and_then(Handler::settle) {
         let context = SettleContext {
-            channel,
+            channel: lapin::Channel::clone(&channel),
             queue: routes.queue.clone(),
         };
         settle.handle(delivery, context).await;
         return;
     }
+    // The request is acked with `basic.ack` straight on the channel it came from (delivery tags
+    // are per channel), not through `Delivery::acker`: lapin routes an `Acker` through its
+    // internal RPC task, which spawns a task per ack before pushing the same frame (perf: 3.2 µs
+    // of bench CPU per call, 8% of the stub's cost).
     let Delivery {
         delivery_tag,
         properties,
         data,
-        acker,
         redelivered,
         ..
     } = delivery;
@@ -65,7 +71,10 @@ pub(crate) async fn handle(
     if let Some(deadline) = envelope::deadline_of(headers) {
         if envelope::deadline_passed(deadline) {
             debug!(delivery_tag, "request past its deadline skipped");
-            if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+            if let Err(err) = channel
+                .basic_ack(delivery_tag, BasicAckOptions::default())
+                .await
+            {
                 debug!(delivery_tag, cause = %err, "basic.ack failed");
             }
             return;
@@ -106,9 +115,13 @@ pub(crate) async fn handle(
                 reply_properties,
             )
             .await;
+        // `basic_publish` resolves once lapin's I/O loop wrote the frames: only then may the
+        // ack go (lapin sends method frames ahead of queued content frames, so an ack pushed
+        // earlier could overtake the reply).
         match published {
             Ok(confirm) => {
-                // Not in confirm mode: resolves at once; awaiting it keeps lapin's books empty.
+                // Not in confirm mode: resolves at once. Awaiting it keeps lapin's books empty
+                // (a dropped confirm takes a lock to be filed for `wait_for_confirms`).
                 let _ = confirm.await;
             }
             Err(err) => {
@@ -118,7 +131,10 @@ pub(crate) async fn handle(
             }
         }
     }
-    if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+    if let Err(err) = channel
+        .basic_ack(delivery_tag, BasicAckOptions::default())
+        .await
+    {
         warn!(delivery_tag, cause = %err, "basic.ack failed; the request will be redelivered");
     }
 }
