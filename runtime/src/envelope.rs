@@ -142,6 +142,38 @@ pub fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(body: &[u8]) -> Re
     }
 }
 
+/// The `correlation-id` of call `id`: its 32 lowercase hex digits, formatted without going
+/// through `fmt` (one allocation, the string itself).
+pub(crate) fn correlation_id(id: uuid::Uuid) -> ShortString {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    ShortString::from(&*id.simple().encode_lower(&mut buf))
+}
+
+/// The `expiration` of a request that may wait `timeout`: decimal milliseconds, at least 1
+/// (RabbitMQ drops a message with expiration 0 unless a consumer is ready at once).
+pub(crate) fn expiration(timeout: Duration) -> ShortString {
+    let millis = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    ShortString::from(decimal(millis, &mut [0u8; 20]))
+}
+
+/// `n` in decimal, written at the end of `buf` (20 digits hold any `u64`).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        // Proof: `n % 10` < 10, so the cast cannot truncate.
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Proof: only ASCII digits were written, so this is valid UTF-8 and cannot fail.
+    std::str::from_utf8(&buf[start..]).unwrap_or("0")
+}
+
 /// Milliseconds since the Unix epoch of `now + timeout`.
 pub(crate) fn deadline_after(timeout: Duration) -> i64 {
     let now = SystemTime::now()
@@ -246,6 +278,21 @@ mod tests {
             decode_reply::<u64, Never>(&[0x92, 0x00, 0xa1, b'x']),
             Err(Error::Decode(_))
         ));
+    }
+
+    #[test]
+    fn correlation_id_and_expiration_are_formatted_like_display() {
+        let id = uuid::Uuid::new_v4();
+        assert_eq!(correlation_id(id).as_str(), id.simple().to_string());
+        for (timeout, text) in [
+            (Duration::ZERO, "1"),
+            (Duration::from_micros(500), "1"),
+            (Duration::from_millis(7), "7"),
+            (Duration::from_secs(30), "30000"),
+            (Duration::MAX, "18446744073709551615"),
+        ] {
+            assert_eq!(expiration(timeout).as_str(), text);
+        }
     }
 
     #[test]

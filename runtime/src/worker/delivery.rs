@@ -119,11 +119,18 @@ pub(crate) async fn handle(
         // ack go (lapin sends method frames ahead of queued content frames, so an ack pushed
         // earlier could overtake the reply).
         match published {
-            Ok(confirm) => {
-                // Not in confirm mode: resolves at once. Awaiting it keeps lapin's books empty
-                // (a dropped confirm takes a lock to be filed for `wait_for_confirms`).
-                let _ = confirm.await;
+            // The channel is in confirm mode only when the worker also serves task handlers;
+            // then the reply is acked only once the broker confirmed it.
+            Ok(confirm) if channel.status().confirm() => {
+                if let Err(err) = confirm.await {
+                    warn!(delivery_tag, cause = %err, "reply not confirmed; request left unacked");
+                    return;
+                }
             }
+            // Otherwise the `PublisherConfirm` is already resolved (`NotRequested`) and is
+            // dropped: lapin discards it, whereas awaiting it arms an event listener (two
+            // allocations per request).
+            Ok(_not_requested) => {}
             Err(err) => {
                 // No ack: the broker redelivers the request once this channel is gone.
                 warn!(delivery_tag, cause = %err, "reply publish failed; request left unacked");
