@@ -204,6 +204,10 @@ impl Client {
     ) -> Result<M::Ok, Error<M::Err>> {
         let body = envelope::encode_request(&args).map_err(Error::Encode)?;
         let queue = self.routing_key(M::QUEUE).map_err(Error::widen)?;
+        // `#[lepus::rpc]` rejects a `name` over 255 bytes; a longer function name is refused here.
+        let method = ShortString::try_new(M::NAME).map_err(|_| {
+            Error::Config(format!("method name {} is longer than 255 bytes", M::NAME))
+        })?;
         let session = self.session().await.map_err(Error::widen)?;
         let (id, reply, forget_on_drop) = self.inner.pending.register(session.generation);
 
@@ -214,7 +218,8 @@ impl Client {
             .with_reply_to(session.reply_to.clone())
             .with_expiration(envelope::expiration(timeout))
             .with_delivery_mode(1)
-            .with_headers(envelope::request_headers(M::NAME, deadline_ms));
+            .with_type(method)
+            .with_headers(envelope::request_headers(deadline_ms));
         if let Some(priority) = options.priority {
             properties = properties.with_priority(priority);
         }

@@ -47,7 +47,7 @@ pub(crate) async fn handle(
     _permit: OwnedSemaphorePermit,
 ) {
     // Task and event handlers settle their deliveries themselves (worker/settle.rs).
-    let method = envelope::method_of(delivery.properties.headers().as_ref());
+    let method = envelope::method_of(&delivery.properties);
     if let Some(settle) = routes.route(method).and_then(Handler::settle) {
         let context = SettleContext {
             channel: lapin::Channel::clone(&channel),
@@ -80,7 +80,7 @@ pub(crate) async fn handle(
             return;
         }
     }
-    let method = envelope::method_of(headers);
+    let method = envelope::method_of(&properties);
     let reply = match routes.route(method) {
         Some(handler) => {
             debug!(
