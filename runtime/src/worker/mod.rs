@@ -3,7 +3,9 @@
 //! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
 //! declares each queue it serves (with its [`QueueOptions`]) and starts one consumer per queue.
 //! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
-//! free, and runs in its own task ([`delivery::handle`]): reply, then `basic.ack`. When the
+//! free, and runs in its own task ([`delivery::handle`]); the channel's reply publisher
+//! ([`replies`]) publishes its reply, then sends the `basic.ack` (with `multiple` over runs of
+//! settled requests when only RPC handlers share the channel). When the
 //! connection is lost the worker waits for the next link and redeclares everything; requests it
 //! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
 //! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
@@ -14,6 +16,7 @@
 mod delivery;
 pub(crate) mod handler;
 mod queue_options;
+mod replies;
 pub(crate) mod settle;
 
 use std::collections::BTreeMap;
@@ -25,7 +28,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
 pub use handler::Handler;
@@ -139,6 +142,14 @@ impl Worker {
         if queues.is_empty() {
             return Err(Error::Config("the worker serves no handler".into()));
         }
+        // Acks may use `multiple` when every delivery is settled by the reply publisher, i.e.
+        // no task or event handler (which settle their own) shares the worker's channel.
+        let multiple_acks = queues.iter().all(|(_, _, routes)| {
+            routes
+                .by_method
+                .values()
+                .all(|handler| handler.settle().is_none())
+        });
         let concurrency = self.concurrency;
         let prefetch = self
             .prefetch
@@ -187,6 +198,10 @@ impl Worker {
             );
             // Shared with every handler task of this generation (see `delivery::handle`).
             let channel = Arc::new(channel);
+            // The reply publisher of this channel; it ends once this sender and every handler
+            // task's clone are gone, after acking what it was handed (see `replies`).
+            let (settled, settled_rx) = mpsc::unbounded_channel();
+            let replier = tokio::spawn(replies::run(channel.clone(), settled_rx, multiple_acks));
             let tags: Vec<_> = consumed.iter().map(|c| c.consumer.tag()).collect();
             // Each consumer's stream ends with a `None` marker, so that one consumer cancelled
             // by the broker (its queue was deleted) is noticed, not silently dropped.
@@ -214,7 +229,13 @@ impl Worker {
                 };
                 match next {
                     Some((routes, Some(Ok(delivery)))) => {
-                        tokio::spawn(delivery::handle(delivery, routes, channel.clone(), permit));
+                        tokio::spawn(delivery::handle(
+                            delivery,
+                            routes,
+                            channel.clone(),
+                            settled.clone(),
+                            permit,
+                        ));
                     }
                     Some((_, Some(Err(err)))) => {
                         warn!(generation = link.generation, cause = %err, "consumer failed");
@@ -245,9 +266,14 @@ impl Worker {
                         debug!(consumer_tag = %tag, cause = %err, "basic.cancel failed");
                     }
                 }
-                // Every handler has ended (replied and acked) once all its permits are back.
-                // The semaphore is never closed, so this cannot fail.
+                // Every handler has ended once all the permits are back (the semaphore is never
+                // closed, so this cannot fail); the reply publisher then ends once it published
+                // and acked everything they handed it.
                 let _ = slots.acquire_many(all_slots).await;
+                drop(settled);
+                if let Err(err) = replier.await {
+                    warn!(cause = %err, "reply publisher failed");
+                }
                 drop(deliveries);
                 if channel.status().connected() {
                     let _ = channel.close(200, "worker shut down".into()).await;
@@ -256,7 +282,10 @@ impl Worker {
                 return Ok(());
             }
             // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
-            // so the requests it holds go back to the queue instead of waiting on it.
+            // so the requests it holds go back to the queue instead of waiting on it. The reply
+            // publisher drains what the running handlers still hand it (on a dead channel its
+            // publishes fail at once) and ends with the last of them.
+            drop(settled);
             drop(deliveries);
             if channel.status().connected() {
                 let _ = channel.close(200, "worker resubscribing".into()).await;
