@@ -29,6 +29,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use handler::Handler;
@@ -41,10 +42,6 @@ use delivery::Routes;
 
 /// The default number of handlers a worker runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
-
-/// The largest concurrency: shutdown takes every slot back at once (`acquire_many` counts in
-/// `u32`).
-const MAX_CONCURRENCY: usize = u32::MAX as usize;
 
 /// A worker pool: serves handlers on their queues with bounded concurrency.
 #[derive(Debug)]
@@ -87,9 +84,9 @@ impl Worker {
         self
     }
 
-    /// How many handlers may run at once (default 16; at most `u32::MAX`).
+    /// How many handlers may run at once (default 16).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.clamp(1, MAX_CONCURRENCY);
+        self.concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -154,14 +151,11 @@ impl Worker {
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
-        // One permit per running handler; held by the handler's task (which the runtime owns:
-        // handler tasks are detached), returned when it ends, also by a panic. Shutdown waits
-        // for the handlers by taking every permit back, so no task list is kept: a `JoinSet`
-        // costs three lock round trips and a wake-up of this loop per request (perf: 0.9 µs
-        // per call in spawn + join bookkeeping).
+        // One permit per running handler; held by the handler's task, returned when it ends.
         let slots = Arc::new(Semaphore::new(concurrency));
-        // Proof: `concurrency` is clamped to `MAX_CONCURRENCY` (= u32::MAX) by the builder.
-        let all_slots = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        // Every handler task: owned here, so that shutdown can wait for them and dropping the
+        // worker's future (a crash, as tests simulate it) aborts them.
+        let mut running: JoinSet<()> = JoinSet::new();
         let backoff = Backoff::default();
         let shutdown = shutdown;
         tokio::pin!(shutdown);
@@ -214,6 +208,13 @@ impl Worker {
             }));
 
             let shutting_down = loop {
+                // Finished handler tasks; `try_join_next` registers no waker, so finishing
+                // handlers never wake this loop.
+                while let Some(done) = running.try_join_next() {
+                    if let Err(err) = done {
+                        warn!(cause = %err, "handler task failed");
+                    }
+                }
                 let permit = tokio::select! {
                     biased;
                     _ = &mut shutdown => break true,
@@ -229,7 +230,7 @@ impl Worker {
                 };
                 match next {
                     Some((routes, Some(Ok(delivery)))) => {
-                        tokio::spawn(delivery::handle(
+                        running.spawn(delivery::handle(
                             delivery,
                             routes,
                             channel.clone(),
@@ -254,10 +255,7 @@ impl Worker {
             };
 
             if shutting_down {
-                info!(
-                    in_flight = concurrency - slots.available_permits(),
-                    "worker shutting down"
-                );
+                info!(in_flight = running.len(), "worker shutting down");
                 for tag in tags {
                     if let Err(err) = channel
                         .basic_cancel(tag.clone(), BasicCancelOptions::default())
@@ -266,10 +264,13 @@ impl Worker {
                         debug!(consumer_tag = %tag, cause = %err, "basic.cancel failed");
                     }
                 }
-                // Every handler has ended once all the permits are back (the semaphore is never
-                // closed, so this cannot fail); the reply publisher then ends once it published
-                // and acked everything they handed it.
-                let _ = slots.acquire_many(all_slots).await;
+                while let Some(done) = running.join_next().await {
+                    if let Err(err) = done {
+                        warn!(cause = %err, "handler task failed");
+                    }
+                }
+                // The reply publisher ends once it published and acked everything the handlers
+                // handed it.
                 drop(settled);
                 if let Err(err) = replier.await {
                     warn!(cause = %err, "reply publisher failed");
