@@ -274,7 +274,9 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
     let client = client(broker.url(), &prefix).await;
     wait_for_math(&client).await;
 
-    // A hand-written request: `fib` with a string where a u32 belongs, and an unknown method.
+    // Hand-written requests: `fib` with a string where a u32 belongs, and an unknown method;
+    // each named once in the `type` property (what the stub sends) and once in the
+    // `x-lepus-method` header (what task enqueues and older clients send).
     let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
         .await
         .unwrap();
@@ -303,25 +305,47 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
         )
         .await
         .unwrap();
-    for (method, body, expected) in [
-        ("fib", vec![0x91, 0xa1, b'x'], FailureKind::BadRequest),
-        ("no_such_method", vec![0x90], FailureKind::UnknownMethod),
+    for (method, body, expected, in_type) in [
+        ("fib", vec![0x91, 0xa1, b'x'], FailureKind::BadRequest, true),
+        (
+            "fib",
+            vec![0x91, 0xa1, b'x'],
+            FailureKind::BadRequest,
+            false,
+        ),
+        (
+            "no_such_method",
+            vec![0x90],
+            FailureKind::UnknownMethod,
+            true,
+        ),
+        (
+            "no_such_method",
+            vec![0x90],
+            FailureKind::UnknownMethod,
+            false,
+        ),
     ] {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            lepus::envelope::HEADER_METHOD.into(),
-            AMQPValue::LongString(method.into()),
-        );
+        let mut properties = BasicProperties::default()
+            .with_reply_to(reply_queue.name().clone())
+            .with_correlation_id(method.into());
+        if in_type {
+            properties = properties.with_type(method.into());
+        } else {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                lepus::envelope::HEADER_METHOD.into(),
+                AMQPValue::LongString(method.into()),
+            );
+            properties = properties.with_headers(headers);
+        }
         channel
             .basic_publish(
                 "".into(),
                 format!("{prefix}math").into(),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default()
-                    .with_reply_to(reply_queue.name().clone())
-                    .with_correlation_id(method.into())
-                    .with_headers(headers),
+                properties,
             )
             .await
             .unwrap();
@@ -342,8 +366,12 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
             Some(method)
         );
         match lepus::envelope::decode_reply::<u64, lepus::Never>(&reply.data) {
-            Err(Error::Failed { kind, .. }) => assert_eq!(kind, expected, "{method}"),
-            other => panic!("{method}: expected a failure reply, got {other:?}"),
+            Err(Error::Failed { kind, .. }) => {
+                assert_eq!(kind, expected, "{method} (in type: {in_type})")
+            }
+            other => {
+                panic!("{method} (in type: {in_type}): expected a failure reply, got {other:?}")
+            }
         }
     }
     assert_eq!(fib::call(&client, 12).await.unwrap(), 144);

@@ -16,7 +16,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Method: Send + Sync + 'static {
     /// The queue the method is served on (the routing key of its requests).
     const QUEUE: &'static str;
-    /// The method name, sent in the `x-lepus-method` header.
+    /// The method name, sent in the `type` property of each request.
     const NAME: &'static str;
     /// The arguments as a tuple (`(u32,)`; `[(); 0]` for none), encoded as a MessagePack array.
     type Args: Serialize + DeserializeOwned + Send + 'static;

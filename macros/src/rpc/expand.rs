@@ -112,7 +112,7 @@ fn gen_consts(model: &Model<'_>) -> TokenStream {
     quote! {
         /// The queue this method is served on.
         #vis const QUEUE: &::core::primitive::str = #queue;
-        /// The method name carried in the `x-lepus-method` header.
+        /// The method name carried in the `type` property of each request.
         #vis const METHOD: &::core::primitive::str = #method;
     }
 }

@@ -203,25 +203,29 @@ impl Client {
         timeout: Duration,
     ) -> Result<M::Ok, Error<M::Err>> {
         let body = envelope::encode_request(&args).map_err(Error::Encode)?;
+        let queue = self.routing_key(M::QUEUE).map_err(Error::widen)?;
+        // `#[lepus::rpc]` rejects a `name` over 255 bytes; a longer function name is refused here.
+        let method = ShortString::try_new(M::NAME).map_err(|_| {
+            Error::Config(format!("method name {} is longer than 255 bytes", M::NAME))
+        })?;
         let session = self.session().await.map_err(Error::widen)?;
-        let (id, reply, _forget_on_drop) = self.inner.pending.register(session.generation);
+        let (id, reply, forget_on_drop) = self.inner.pending.register(session.generation);
 
         let deadline_ms = envelope::deadline_after(timeout);
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE.into())
-            .with_correlation_id(id.simple().to_string().into())
+            .with_correlation_id(envelope::correlation_id(id))
             .with_reply_to(session.reply_to.clone())
-            .with_expiration(timeout.as_millis().max(1).to_string().into())
+            .with_expiration(envelope::expiration(timeout))
             .with_delivery_mode(1)
-            .with_headers(envelope::request_headers(M::NAME, deadline_ms));
+            .with_type(method)
+            .with_headers(envelope::request_headers(deadline_ms));
         if let Some(priority) = options.priority {
             properties = properties.with_priority(priority);
         }
-        let queue = if self.inner.queue_prefix.is_empty() {
-            ShortString::from(M::QUEUE)
-        } else {
-            ShortString::from(format!("{}{}", self.inner.queue_prefix, M::QUEUE))
-        };
+        // The returned `PublisherConfirm` is dropped unawaited: outside confirm mode it is
+        // already resolved (`NotRequested`) and lapin discards it on drop, whereas awaiting it
+        // arms an event listener (two allocations per call). Returns come through the session.
         session
             .rpc_channel
             .basic_publish(
@@ -235,16 +239,28 @@ impl Client {
                 properties,
             )
             .await
-            .map_err(|err| lost_or_transport(&session, err))?
-            // Not in confirm mode: resolves at once (returns come through the session).
-            .await
             .map_err(|err| lost_or_transport(&session, err))?;
+        drop(body);
         let outcome = reply.await;
+        forget_on_drop.settled();
         match outcome {
             Ok(Ok(body)) => envelope::decode_reply::<M::Ok, M::Err>(&body),
             Ok(Err(err)) => Err(err.widen()),
             Err(_) => Err(Error::Closed),
         }
+    }
+
+    /// The routing key of a request to `queue`: the queue with this client's prefix.
+    fn routing_key(&self, queue: &str) -> Result<ShortString, Error> {
+        let prefix = &self.inner.queue_prefix;
+        let mut name = String::with_capacity(prefix.len() + queue.len());
+        name.push_str(prefix);
+        name.push_str(queue);
+        ShortString::try_new(name).map_err(|_| {
+            Error::Config(format!(
+                "queue name {prefix}{queue} is longer than 255 bytes (AMQP short string)"
+            ))
+        })
     }
 
     /// The queue prefix of this client (empty for none).

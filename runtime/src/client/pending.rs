@@ -41,7 +41,7 @@ impl Pending {
     pub(crate) fn register(
         &self,
         generation: u64,
-    ) -> (Uuid, oneshot::Receiver<ReplyResult>, PendingGuard) {
+    ) -> (Uuid, oneshot::Receiver<ReplyResult>, PendingGuard<'_>) {
         let (tx, rx) = oneshot::channel();
         let id = Uuid::new_v4();
         self.lock().insert(
@@ -52,8 +52,9 @@ impl Pending {
             },
         );
         let guard = PendingGuard {
-            pending: self.clone(),
+            pending: self,
             id,
+            armed: true,
         };
         (id, rx, guard)
     }
@@ -92,16 +93,30 @@ impl Pending {
 }
 
 /// Removes its call from the map when dropped: a call future dropped by its caller (or timed
-/// out) leaves nothing behind, and a late reply for it is discarded.
+/// out) leaves nothing behind, and a late reply for it is discarded. Borrows the map from the
+/// call's `Client`, which outlives the call's future.
 #[derive(Debug)]
-pub(crate) struct PendingGuard {
-    pending: Pending,
+pub(crate) struct PendingGuard<'a> {
+    pending: &'a Pending,
     id: Uuid,
+    /// False once the call's receiver resolved: whoever sent on it (or dropped its sender) had
+    /// already taken the waiter out of the map, so there is nothing left to remove.
+    armed: bool,
 }
 
-impl Drop for PendingGuard {
+impl PendingGuard<'_> {
+    /// The call's receiver resolved: its waiter is no longer in the map (`complete` and
+    /// `fail_all` remove it before sending), so dropping the guard need not lock the map.
+    pub(crate) fn settled(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending.lock().remove(&self.id);
+        if self.armed {
+            self.pending.lock().remove(&self.id);
+        }
     }
 }
 
@@ -113,14 +128,16 @@ mod tests {
     #[tokio::test]
     async fn replies_reach_their_own_caller_and_dropped_calls_are_forgotten() {
         let pending = Pending::default();
-        let (a, rx_a, _guard_a) = pending.register(1);
+        let (a, rx_a, guard_a) = pending.register(1);
         let (b, rx_b, guard_b) = pending.register(1);
         assert_eq!(pending.len(), 2);
         drop(guard_b);
         assert_eq!(pending.len(), 1);
         assert!(!pending.complete(&b, Ok(vec![2])));
         assert!(pending.complete(&a, Ok(vec![1])));
+        assert_eq!(pending.len(), 0);
         assert_eq!(rx_a.await.unwrap().unwrap(), vec![1]);
+        guard_a.settled();
         assert!(rx_b.await.is_err());
     }
 

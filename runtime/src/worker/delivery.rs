@@ -1,18 +1,18 @@
-//! Handling one `basic.deliver` on a service queue: skip if expired, route by method, run,
-//! publish the reply, then `basic.ack` (in that order: at-least-once).
+//! Handling one `basic.deliver` on a service queue: skip if expired, route by method, run, and
+//! hand the reply to the worker's reply publisher (`replies`), which publishes it and then
+//! sends `basic.ack` (in that order: at-least-once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicPublishOptions};
-use lapin::BasicProperties;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
-use crate::envelope::{self, CONTENT_TYPE};
+use crate::envelope;
 use crate::error::FailureKind;
 use crate::worker::handler::Handler;
+use crate::worker::replies::{Reply, Settled};
 use crate::worker::settle::SettleContext;
 
 /// The handlers sharing one queue, by method name.
@@ -35,90 +35,83 @@ impl Routes {
     }
 }
 
-/// Runs one request to completion. `_permit` is a slot of the worker's concurrency limit,
-/// released when this returns.
+/// Runs one request: the handler's outcome goes to the worker's reply publisher (`replies`),
+/// which publishes the reply and then acks the request. `permit` is a slot of the worker's
+/// concurrency limit, released when this returns (the reply publisher's own backlog is bounded
+/// by the prefetch count; shutdown waits for it separately).
+/// `channel` is the worker's channel of this link generation, shared through the `Arc` (cloning
+/// a `lapin::Channel` copies a dozen `Arc`s); task and event handlers settle on it themselves.
 pub(crate) async fn handle(
     delivery: Delivery,
     routes: Arc<Routes>,
-    channel: lapin::Channel,
-    _permit: OwnedSemaphorePermit,
+    channel: Arc<lapin::Channel>,
+    settled: mpsc::UnboundedSender<Settled>,
+    permit: OwnedSemaphorePermit,
 ) {
     // Task and event handlers settle their deliveries themselves (worker/settle.rs).
-    let method = envelope::method_of(delivery.properties.headers().as_ref());
+    let method = envelope::method_of(&delivery.properties);
     if let Some(settle) = routes.route(method).and_then(Handler::settle) {
         let context = SettleContext {
-            channel,
+            channel: lapin::Channel::clone(&channel),
             queue: routes.queue.clone(),
         };
         settle.handle(delivery, context).await;
+        drop(permit);
         return;
     }
     let Delivery {
         delivery_tag,
         properties,
         data,
-        acker,
         redelivered,
         ..
     } = delivery;
-    let headers = properties.headers().as_ref();
-    if let Some(deadline) = envelope::deadline_of(headers) {
-        if envelope::deadline_passed(deadline) {
-            debug!(delivery_tag, "request past its deadline skipped");
-            if let Err(err) = acker.ack(BasicAckOptions::default()).await {
-                debug!(delivery_tag, cause = %err, "basic.ack failed");
+    let expired =
+        envelope::deadline_of(properties.headers().as_ref()).is_some_and(envelope::deadline_passed);
+    let body = if expired {
+        debug!(delivery_tag, "request past its deadline skipped");
+        None
+    } else {
+        let method = envelope::method_of(&properties);
+        Some(match routes.route(method) {
+            Some(handler) => {
+                debug!(
+                    delivery_tag,
+                    redelivered,
+                    method = handler.method(),
+                    "request"
+                );
+                handler.dispatch(data).await
             }
-            return;
-        }
-    }
-    let method = envelope::method_of(headers);
-    let reply = match routes.route(method) {
-        Some(handler) => {
-            debug!(
-                delivery_tag,
-                redelivered,
-                method = handler.method(),
-                "request"
-            );
-            handler.dispatch(data).await
-        }
-        None => {
-            let name = String::from_utf8_lossy(method.unwrap_or(b"<none>")).into_owned();
-            warn!(delivery_tag, method = %name, "request for an unknown method");
-            envelope::encode_failure(
-                FailureKind::UnknownMethod,
-                &format!("no handler for method {name:?} on this queue"),
-            )
-        }
+            None => {
+                let name = String::from_utf8_lossy(method.unwrap_or(b"<none>")).into_owned();
+                warn!(delivery_tag, method = %name, "request for an unknown method");
+                envelope::encode_failure(
+                    FailureKind::UnknownMethod,
+                    &format!("no handler for method {name:?} on this queue"),
+                )
+            }
+        })
     };
-    if let Some(reply_to) = properties.reply_to() {
-        let mut reply_properties =
-            BasicProperties::default().with_content_type(CONTENT_TYPE.into());
-        if let Some(id) = properties.correlation_id() {
-            reply_properties = reply_properties.with_correlation_id(id.clone());
-        }
-        let published = channel
-            .basic_publish(
-                "".into(),
-                reply_to.clone(),
-                BasicPublishOptions::default(),
-                &reply,
-                reply_properties,
-            )
-            .await;
-        match published {
-            Ok(confirm) => {
-                // Not in confirm mode: resolves at once; awaiting it keeps lapin's books empty.
-                let _ = confirm.await;
-            }
-            Err(err) => {
-                // No ack: the broker redelivers the request once this channel is gone.
-                warn!(delivery_tag, cause = %err, "reply publish failed; request left unacked");
-                return;
-            }
-        }
+    let reply = match (body, properties.reply_to()) {
+        (Some(body), Some(reply_to)) => Some(Reply {
+            reply_to: reply_to.clone(),
+            correlation_id: properties.correlation_id().clone(),
+            body,
+        }),
+        _ => None,
+    };
+    // The reply publisher outlives every sender (it ends when the last one is dropped), so this
+    // fails only if it panicked; then the request stays unacked and the broker redelivers it
+    // once the channel is gone.
+    if settled
+        .send(Settled {
+            delivery_tag,
+            reply,
+        })
+        .is_err()
+    {
+        warn!(delivery_tag, "reply publisher gone; request left unacked");
     }
-    if let Err(err) = acker.ack(BasicAckOptions::default()).await {
-        warn!(delivery_tag, cause = %err, "basic.ack failed; the request will be redelivered");
-    }
+    drop(permit);
 }

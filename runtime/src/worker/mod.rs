@@ -3,7 +3,9 @@
 //! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
 //! declares each queue it serves (with its [`QueueOptions`]) and starts one consumer per queue.
 //! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
-//! free, and runs in its own task ([`delivery::handle`]): reply, then `basic.ack`. When the
+//! free, and runs in its own task ([`delivery::handle`]); the channel's reply publisher
+//! ([`replies`]) publishes its reply, then sends the `basic.ack` (with `multiple` over runs of
+//! settled requests when only RPC handlers share the channel). When the
 //! connection is lost the worker waits for the next link and redeclares everything; requests it
 //! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
 //! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
@@ -14,6 +16,7 @@
 mod delivery;
 pub(crate) mod handler;
 mod queue_options;
+mod replies;
 pub(crate) mod settle;
 
 use std::collections::BTreeMap;
@@ -25,7 +28,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -83,7 +86,7 @@ impl Worker {
 
     /// How many handlers may run at once (default 16).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.max(1);
+        self.concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -136,13 +139,22 @@ impl Worker {
         if queues.is_empty() {
             return Err(Error::Config("the worker serves no handler".into()));
         }
+        // Acks may use `multiple` when every delivery is settled by the reply publisher, i.e.
+        // no task or event handler (which settle their own) shares the worker's channel.
+        let multiple_acks = queues.iter().all(|(_, _, routes)| {
+            routes
+                .by_method
+                .values()
+                .all(|handler| handler.settle().is_none())
+        });
         let concurrency = self.concurrency;
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
         // One permit per running handler; held by the handler's task, returned when it ends.
         let slots = Arc::new(Semaphore::new(concurrency));
-        // Every handler task; owned here so that shutdown can wait for them.
+        // Every handler task: owned here, so that shutdown can wait for them and dropping the
+        // worker's future (a crash, as tests simulate it) aborts them.
         let mut running: JoinSet<()> = JoinSet::new();
         let backoff = Backoff::default();
         let shutdown = shutdown;
@@ -178,6 +190,12 @@ impl Worker {
                 concurrency,
                 "worker consuming"
             );
+            // Shared with every handler task of this generation (see `delivery::handle`).
+            let channel = Arc::new(channel);
+            // The reply publisher of this channel; it ends once this sender and every handler
+            // task's clone are gone, after acking what it was handed (see `replies`).
+            let (settled, settled_rx) = mpsc::unbounded_channel();
+            let replier = tokio::spawn(replies::run(channel.clone(), settled_rx, multiple_acks));
             let tags: Vec<_> = consumed.iter().map(|c| c.consumer.tag()).collect();
             // Each consumer's stream ends with a `None` marker, so that one consumer cancelled
             // by the broker (its queue was deleted) is noticed, not silently dropped.
@@ -190,6 +208,8 @@ impl Worker {
             }));
 
             let shutting_down = loop {
+                // Finished handler tasks; `try_join_next` registers no waker, so finishing
+                // handlers never wake this loop.
                 while let Some(done) = running.try_join_next() {
                     if let Err(err) = done {
                         warn!(cause = %err, "handler task failed");
@@ -210,7 +230,13 @@ impl Worker {
                 };
                 match next {
                     Some((routes, Some(Ok(delivery)))) => {
-                        running.spawn(delivery::handle(delivery, routes, channel.clone(), permit));
+                        running.spawn(delivery::handle(
+                            delivery,
+                            routes,
+                            channel.clone(),
+                            settled.clone(),
+                            permit,
+                        ));
                     }
                     Some((_, Some(Err(err)))) => {
                         warn!(generation = link.generation, cause = %err, "consumer failed");
@@ -229,7 +255,6 @@ impl Worker {
             };
 
             if shutting_down {
-                while running.try_join_next().is_some() {}
                 info!(in_flight = running.len(), "worker shutting down");
                 for tag in tags {
                     if let Err(err) = channel
@@ -244,6 +269,12 @@ impl Worker {
                         warn!(cause = %err, "handler task failed");
                     }
                 }
+                // The reply publisher ends once it published and acked everything the handlers
+                // handed it.
+                drop(settled);
+                if let Err(err) = replier.await {
+                    warn!(cause = %err, "reply publisher failed");
+                }
                 drop(deliveries);
                 if channel.status().connected() {
                     let _ = channel.close(200, "worker shut down".into()).await;
@@ -252,7 +283,10 @@ impl Worker {
                 return Ok(());
             }
             // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
-            // so the requests it holds go back to the queue instead of waiting on it.
+            // so the requests it holds go back to the queue instead of waiting on it. The reply
+            // publisher drains what the running handlers still hand it (on a dead channel its
+            // publishes fail at once) and ends with the last of them.
+            drop(settled);
             drop(deliveries);
             if channel.status().connected() {
                 let _ = channel.close(200, "worker resubscribing".into()).await;
