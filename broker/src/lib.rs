@@ -7,6 +7,8 @@
 //! - `shutdown`: the broker-wide stop signal.
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
+//!   the memory alarm is raised.
 //! - `connection_registry`: open connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
@@ -19,6 +21,8 @@
 //! - `exchange`: exchange types and their matching rules.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
 //! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
+//! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
+//!   high-watermark (the alarm behind `connection.blocked`); byte-size parsing.
 //! - `message`: the shared message (properties + `Bytes` body).
 //! - `metrics`: per-vhost message counters (published, delivered, acked).
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
@@ -49,6 +53,7 @@ mod admin;
 mod auth;
 mod channel;
 mod connection;
+mod connection_blocked;
 mod connection_registry;
 mod error;
 mod exchange;
@@ -56,6 +61,7 @@ mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod management;
+mod memory;
 mod message;
 mod methods;
 mod metrics;
@@ -71,4 +77,5 @@ mod writer;
 pub use access::{PermissionInfo, UserInfo};
 pub use admin::Admin;
 pub use error::{AdminError, Error, ReplyCode};
+pub use memory::parse_bytes;
 pub use server::{Broker, BrokerBuilder, BrokerHandle};

@@ -22,6 +22,7 @@ use crate::admin::Admin;
 use crate::connection;
 use crate::connection_registry::Connections;
 use crate::error::Error;
+use crate::memory::Memory;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
 use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
@@ -50,6 +51,10 @@ pub(crate) struct Config {
     pub(crate) tls: Option<crate::tls::TlsOptions>,
     /// When a persistent message counts as stored (`--fsync`).
     pub(crate) fsync: FsyncPolicy,
+    /// The memory budget in bytes (`--memory-budget`); `None`: 40 % of physical memory.
+    pub(crate) memory_budget: Option<u64>,
+    /// The memory high-watermark in bytes (`--memory-high-watermark`); `None`: the budget.
+    pub(crate) memory_high_watermark: Option<u64>,
 }
 
 impl Default for Config {
@@ -65,6 +70,8 @@ impl Default for Config {
             max_connections: None,
             tls: None,
             fsync: FsyncPolicy::Always,
+            memory_budget: None,
+            memory_high_watermark: None,
         }
     }
 }
@@ -83,6 +90,11 @@ pub(crate) struct BrokerShared {
     pub(crate) access: Arc<AccessControl>,
     /// Open connections, for the management API.
     pub(crate) connections: Connections,
+}
+
+/// Whether persistent bodies can be paged out (only with a data directory).
+fn data_dir_set(config: &Config) -> bool {
+    config.data_dir.is_some()
 }
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
@@ -207,6 +219,23 @@ impl BrokerBuilder {
         self
     }
 
+    /// The memory budget in bytes (default: 40 % of physical memory, 1 GiB if unknown). Once
+    /// queued messages account for half of it, persistent messages of durable queues keep only
+    /// a small index entry in memory and their bodies are read back from the data directory
+    /// when they near the head of their queue (without a data directory nothing is paged).
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.config.memory_budget = Some(bytes.max(1));
+        self
+    }
+
+    /// The memory high-watermark in bytes (default: the memory budget). Above it, publishing
+    /// connections are blocked (`connection.blocked`, reason "low on memory") until the
+    /// accounted memory falls below 95 % of it; consumers keep draining.
+    pub fn memory_high_watermark(mut self, bytes: u64) -> Self {
+        self.config.memory_high_watermark = Some(bytes.max(1));
+        self
+    }
+
     /// Uses `store` for persistent messages of durable queues when there is no data directory
     /// (crate-private: unit tests use it to check that confirms wait for the store).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -250,7 +279,19 @@ impl BrokerBuilder {
                 None,
             ),
         };
-        let vhosts = VHosts::new(store);
+        let budget = self
+            .config
+            .memory_budget
+            .unwrap_or_else(Memory::default_budget);
+        let watermark = self.config.memory_high_watermark.unwrap_or(budget);
+        let memory = Arc::new(Memory::new(budget, watermark));
+        info!(
+            budget,
+            watermark,
+            paging = data_dir_set(&self.config),
+            "memory budget"
+        );
+        let vhosts = VHosts::new(store, memory);
         for name in access.vhosts() {
             vhosts.add(&name);
         }
