@@ -65,6 +65,8 @@ mod memory;
 mod message;
 mod methods;
 mod metrics;
+#[cfg(test)]
+mod paging_tests;
 mod persistence;
 mod queue;
 mod server;

@@ -74,8 +74,8 @@ struct Args {
         value_name = "POLICY"
     )]
     fsync: lepus_broker::store::FsyncPolicy,
-    /// Memory budget, such as `256MiB` or `2GiB` (default: 40% of physical memory). Past half
-    /// of it, persistent messages of durable queues keep only a small index entry in memory
+    /// Memory budget, such as `256MiB` or `2GiB` (default: 40% of physical memory). Past a
+    /// quarter of it, persistent messages of durable queues keep only a small index entry in memory
     /// and their bodies are read back from --data-dir when they near the head of the queue.
     #[arg(long, env = "LEPUS_MEMORY_BUDGET", value_name = "BYTES", value_parser = lepus_broker::parse_bytes)]
     memory_budget: Option<u64>,

@@ -16,12 +16,14 @@
 //!
 //! # The two thresholds
 //! - **Budget** (`--memory-budget`, default 40 % of physical memory, as RabbitMQ's
-//!   `vm_memory_high_watermark` default): once the accounted memory passes *half* of it
-//!   (RabbitMQ's `vm_memory_high_watermark_paging_ratio`), each newly queued persistent message
-//!   of a durable queue keeps only its index entry in memory; its body and properties are read
-//!   back from the store when it reaches the head of the queue. The other half leaves room for
-//!   what is not counted (connection buffers, unacked deliveries, allocator slack), so the RSS
-//!   stays under the budget.
+//!   `vm_memory_high_watermark` default): once the accounted memory passes a *quarter* of it
+//!   ([`PAGING_RATIO`]; RabbitMQ pages at half its watermark), each newly queued persistent
+//!   message of a durable queue keeps only its index entry in memory; its body and properties
+//!   are read back from the store when it nears the head of the queue. Bodies already in
+//!   memory stay there (they are the head, delivered first). The rest of the budget is for the
+//!   index of a large backlog (which grows past the paging threshold: at 64 bytes a message,
+//!   2 M messages take 128 MiB) and for what is not counted (connection buffers, unacked
+//!   deliveries, allocator slack), so that the RSS stays under the budget.
 //! - **High-watermark** (`--memory-high-watermark`, default: the budget): above it the alarm
 //!   is raised. Every connection that publishes is blocked (`connection.blocked "low on
 //!   memory"` to clients that announced the capability; its socket is not read until the
@@ -44,14 +46,17 @@ use tokio::sync::watch;
 /// growth slack of the deques that hold them.
 pub(crate) const INDEX_ENTRY_COST: u64 = 64;
 
+/// Bodies are paged out once the accounted memory passes this fraction of the budget.
+pub(crate) const PAGING_RATIO: f64 = 0.25;
+
 /// The budget when the operator sets none and physical memory is unknown: 1 GiB.
 const FALLBACK_BUDGET: u64 = 1 << 30;
 
 /// The broker's accounted memory and its two thresholds; see the module doc.
 #[derive(Debug)]
 pub(crate) struct Memory {
-    /// Bodies are paged out past half of it.
-    budget: u64,
+    /// Bodies are paged out past `PAGING_RATIO` of it.
+    paging_threshold: u64,
     /// The alarm is raised above it.
     watermark: u64,
     /// The alarm is cleared below it (95 % of `watermark`).
@@ -72,7 +77,7 @@ impl Memory {
     pub(crate) fn new(budget: u64, watermark: u64) -> Self {
         let (alarm, _) = watch::channel(false);
         Self {
-            budget,
+            paging_threshold: (budget as f64 * PAGING_RATIO) as u64,
             watermark,
             low_watermark: watermark - watermark / 20,
             used: AtomicU64::new(0),
@@ -106,9 +111,9 @@ impl Memory {
     }
 
     /// True when a newly queued persistent body should be paged out (accounted memory past
-    /// half the budget).
+    /// [`PAGING_RATIO`] of the budget).
     pub(crate) fn should_page(&self) -> bool {
-        self.used() > self.budget / 2
+        self.used() > self.paging_threshold
     }
 
     /// Accounts `bytes` more.
@@ -208,8 +213,8 @@ mod tests {
     }
 
     #[test]
-    fn paging_starts_at_half_the_budget() {
-        let memory = Memory::new(1000, 10_000);
+    fn paging_starts_at_a_quarter_of_the_budget() {
+        let memory = Memory::new(2000, 10_000);
         memory.add(500);
         assert!(!memory.should_page());
         memory.add(1);

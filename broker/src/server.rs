@@ -220,7 +220,7 @@ impl BrokerBuilder {
     }
 
     /// The memory budget in bytes (default: 40 % of physical memory, 1 GiB if unknown). Once
-    /// queued messages account for half of it, persistent messages of durable queues keep only
+    /// queued messages account for a quarter of it, persistent messages of durable queues keep only
     /// a small index entry in memory and their bodies are read back from the data directory
     /// when they near the head of their queue (without a data directory nothing is paged).
     pub fn memory_budget(mut self, bytes: u64) -> Self {
@@ -416,6 +416,12 @@ pub struct BrokerHandle {
     /// last reference lets its writer thread flush and exit in the background.
     durable: Option<Arc<DurableQueues>>,
 }
+
+    /// The broker's memory accounting (for tests of paging and the memory alarm).
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> Arc<Memory> {
+        self.shared.vhosts.memory.clone()
+    }
 
 impl BrokerHandle {
     /// The address the listener is bound to.
