@@ -289,8 +289,9 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
             }
         }
     };
-    // 30 × 10 KiB: past the 200 KiB watermark.
-    publish(30).await;
+    // 30 × 10 KiB: past the 200 KiB watermark. In tasks: lapin holds back frames while told
+    // the connection is blocked, so a publish may wait for the unblock.
+    let first = tokio::spawn(publish(30));
     let blocked = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match events.next().await {
@@ -304,8 +305,8 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
     .expect("connection.blocked");
     assert_eq!(blocked, "low on memory");
     assert!(memory.used() > 200 * 1024);
-    // Publishes go on in the client; the broker does not read them while blocked.
-    publish(10).await;
+    // Publishes go on in the client; they reach the queue only once unblocked.
+    let second = tokio::spawn(publish(10));
 
     // A consumer on another connection is not blocked and drains the queue.
     let consumer = connect(&handle).await;
@@ -342,6 +343,8 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
     let (unblocked, ()) = tokio::join!(unblocked, drain);
     unblocked.expect("connection.unblocked once the consumer drained the queue");
     assert_eq!(drained, 40, "the 10 held-back publishes arrive after unblocking");
+    first.await.unwrap();
+    second.await.unwrap();
     assert!(!publisher.status().blocked());
     consumer.close(200, "bye".into()).await.unwrap();
     publisher.close(200, "bye".into()).await.unwrap();

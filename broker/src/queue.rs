@@ -545,12 +545,13 @@ impl Queue {
     /// a dead letter if the queue has a dead-letter exchange (paged-out bodies are read back
     /// only then).
     fn drop_ready(&self, rm: ReadyMessage, reason: &'static str, dead: &mut Vec<DeadLetter>) {
-        self.forget_seq(rm.seq, rm.is_persistent());
+        // Read back before the store forgets it.
         if self.config.dead_letter_exchange.is_some() {
             if let Some(message) = self.message_of(&rm) {
                 dead.push(DeadLetter { message, reason });
             }
         }
+        self.forget_seq(rm.seq, rm.is_persistent());
     }
 
     /// Puts a message recovered from the store back at the tail, marked redelivered (it may

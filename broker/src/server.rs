@@ -417,13 +417,13 @@ pub struct BrokerHandle {
     durable: Option<Arc<DurableQueues>>,
 }
 
+impl BrokerHandle {
     /// The broker's memory accounting (for tests of paging and the memory alarm).
     #[cfg(test)]
     pub(crate) fn memory(&self) -> Arc<Memory> {
         self.shared.vhosts.memory.clone()
     }
 
-impl BrokerHandle {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
