@@ -401,10 +401,18 @@ impl QueueState {
     }
 }
 
+/// What a message held in memory costs besides its index entry: the body, the decoded
+/// `Message` (properties, names) and the frame headers that share the body's read buffer.
+fn in_memory_cost(size: u32) -> u64 {
+    const MESSAGE: u64 = std::mem::size_of::<Message>() as u64 + 128;
+    u64::from(size) + MESSAGE
+}
+
 impl ReadyMessage {
-    /// Bytes it accounts for in [`Memory`]: its index entry, plus its body while in memory.
+    /// Bytes it accounts for in [`Memory`]: its index entry, plus the message while in memory
+    /// (see [`in_memory_cost`]).
     fn footprint(&self) -> u64 {
-        INDEX_ENTRY_COST + self.message.as_ref().map_or(0, |_| u64::from(self.size))
+        INDEX_ENTRY_COST + self.message.as_ref().map_or(0, |_| in_memory_cost(self.size))
     }
 
     /// Paged-out messages are persistent by construction.
@@ -490,7 +498,7 @@ impl Queue {
                 let rm = &mut list[index];
                 if rm.message.as_ref().is_some_and(|m| m.is_persistent()) {
                     rm.message = None;
-                    self.memory.sub(u64::from(rm.size));
+                    self.memory.sub(in_memory_cost(rm.size));
                 }
                 return;
             }
@@ -521,7 +529,7 @@ impl Queue {
         let loaded = p.store.read(&p.vhost, &self.name, &seqs);
         for (rm, message) in st.ready[level].iter_mut().zip(loaded) {
             if let Some(message) = message {
-                self.memory.add(u64::from(rm.size));
+                self.memory.add(in_memory_cost(rm.size));
                 rm.message = Some(message);
             }
         }

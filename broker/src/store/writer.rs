@@ -390,11 +390,13 @@ impl Writer {
             shared.compact()?;
             self.complete();
 
-            // Hand the buffers back for reuse (keeping at most a few, and no huge ones).
+            // Hand the buffers back for reuse: two (the batch being filled and the one being
+            // written), and no big ones, since memory kept here counts against the broker's
+            // memory budget without growing with the backlog.
             {
                 let mut state = shared.lock();
                 for mut chunk in chunks.drain(..) {
-                    if state.spare.len() < 4 && chunk.bytes.capacity() <= 8 * 1024 * 1024 {
+                    if state.spare.len() < 2 && chunk.bytes.capacity() <= 2 * 1024 * 1024 {
                         chunk.bytes.clear();
                         state.spare.push(chunk.bytes);
                     }
