@@ -117,9 +117,17 @@ fn spawn_broker(dir: &Path, budget: u64, release_ok: bool) -> BrokerProcess {
         None => {
             let mut command = Command::new(std::env::current_exe().unwrap());
             command
-                .args(["--ignored", "--exact", "backlog_broker_child", "--nocapture"])
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "backlog_broker_child",
+                    "--nocapture",
+                ])
                 .env(CHILD_ENV, format!("{} {budget}", dir.display()));
-            (command, "this test executable (in-process broker)".to_owned())
+            (
+                command,
+                "this test executable (in-process broker)".to_owned(),
+            )
         }
     };
     let mut child = command
@@ -131,7 +139,10 @@ fn spawn_broker(dir: &Path, budget: u64, release_ok: bool) -> BrokerProcess {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines.next().expect("the broker prints its address").unwrap();
+        let line = lines
+            .next()
+            .expect("the broker prints its address")
+            .unwrap();
         if let Some(addr) = line.strip_prefix("lepus-broker listening on ") {
             break addr.to_owned();
         }

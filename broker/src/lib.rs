@@ -37,12 +37,10 @@
 
 //!
 //! # Not implemented (yet), and deliberate departures
-//! - Durability: `--data-dir` is accepted, but queues and messages live in memory; persistent
-//!   messages on durable queues go through the `persistence::Store` seam, whose only wired
-//!   implementation completes at once. The segment-log store in `store/` is not wired in yet.
-//! - One vhost (`/`) and one user (`guest`/`guest`); no permissions.
-//! - No memory alarms or publisher flow control: `connection.blocked` is advertised, never sent;
-//!   deliveries to no-ack consumers are not credit-limited.
+//! - Memory: only persistent messages of durable queues (with a data directory) can be paged
+//!   out past the memory budget; the memory alarm (`connection.blocked`) counts queued messages,
+//!   not the process RSS (see `memory`); there is no disk alarm and no per-connection credit
+//!   flow; deliveries to no-ack consumers are not credit-limited.
 //! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
 //!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
 //!   `x-queue-type`, `x-single-active-consumer` and other arguments we do not know are accepted

@@ -183,7 +183,10 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
         .unwrap();
     let mut ttl = FieldTable::default();
     ttl.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
-    ttl.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    ttl.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
     ttl.insert(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString("dead".into()),
@@ -238,7 +241,12 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
     let handle = paging_broker(&dir).await;
     let conn = connect(&handle).await;
     let ch = conn.create_channel().await.unwrap();
-    for (queue, expected) in [("purged", 0u32), ("dead", 0), ("expiring", 0), ("kept", 300)] {
+    for (queue, expected) in [
+        ("purged", 0u32),
+        ("dead", 0),
+        ("expiring", 0),
+        ("kept", 300),
+    ] {
         let mut got = 0;
         while let Some(m) = ch
             .basic_get(queue.into(), BasicGetOptions { no_ack: true })
@@ -268,9 +276,13 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
     let publisher = connect(&handle).await;
     let mut events = publisher.events_listener();
     let ch = publisher.create_channel().await.unwrap();
-    ch.queue_declare("flood".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        "flood".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let big = vec![7u8; 10 * 1024];
     let publish = |n: usize| {
         let ch = ch.clone();
@@ -342,7 +354,10 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
     };
     let (unblocked, ()) = tokio::join!(unblocked, drain);
     unblocked.expect("connection.unblocked once the consumer drained the queue");
-    assert_eq!(drained, 40, "the 10 held-back publishes arrive after unblocking");
+    assert_eq!(
+        drained, 40,
+        "the 10 held-back publishes arrive after unblocking"
+    );
     first.await.unwrap();
     second.await.unwrap();
     assert!(!publisher.status().blocked());

@@ -14,6 +14,19 @@
 //!
 //! Messages that leave by expiry, overflow or rejection are dead-lettered after the lock is
 //! released (`VHost::dead_letter`), so a dead-letter cycle cannot deadlock.
+//!
+//! Paging (the memory budget, see `memory`): a ready message is a 32-byte index entry
+//! (sequence number, size, redelivered flag, expiry) plus, normally, its `Arc<Message>`. Past
+//! the budget, a persistent message of a durable queue drops the message once the store has
+//! its record (`Queue::page_out`, called right after `persistence::Store::enqueue`), as
+//! RabbitMQ's lazy queues and CQv2 keep only an index in memory. When a paged-out message
+//! reaches the head and a consumer is there (or `basic.get`), the queue reads it back with
+//! the following paged-out ones, up to 512 messages or 2 MiB, in one batch
+//! (`persistence::Store::read`; blocking `pread`s under the queue lock, normally served by
+//! the page cache). Expiry, length limits, purge and delete work on the index alone; a dead
+//! letter is read back first. Delivered messages are always in memory, so requeue (reject,
+//! nack, channel close) puts the whole message back in place. Every ready message is
+//! accounted in the broker's `Memory`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -376,7 +389,10 @@ impl QueueState {
     fn encode_expiry(&self, at: Option<Instant>) -> u64 {
         at.map_or(0, |at| {
             let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-            u64::try_from(nanos).unwrap_or(u64::MAX - 1).min(u64::MAX - 1) + 1
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX - 1)
+                .min(u64::MAX - 1)
+                + 1
         })
     }
 
@@ -412,7 +428,11 @@ impl ReadyMessage {
     /// Bytes it accounts for in [`Memory`]: its index entry, plus the message while in memory
     /// (see [`in_memory_cost`]).
     fn footprint(&self) -> u64 {
-        INDEX_ENTRY_COST + self.message.as_ref().map_or(0, |_| in_memory_cost(self.size))
+        INDEX_ENTRY_COST
+            + self
+                .message
+                .as_ref()
+                .map_or(0, |_| in_memory_cost(self.size))
     }
 
     /// Paged-out messages are persistent by construction.
@@ -477,7 +497,9 @@ impl Queue {
     /// True when this queue's persistent bodies can be paged out (durable, with a store that
     /// reads them back).
     fn can_page(&self) -> bool {
-        self.persistence.as_ref().is_some_and(|p| p.store.can_page())
+        self.persistence
+            .as_ref()
+            .is_some_and(|p| p.store.can_page())
     }
 
     /// Drops the body of ready message `seq` from memory if the memory budget says so; its
@@ -542,7 +564,11 @@ impl Queue {
             return Some(message.clone());
         }
         let p = self.persistence.as_ref()?;
-        let message = p.store.read(&p.vhost, &self.name, &[rm.seq]).pop().flatten();
+        let message = p
+            .store
+            .read(&p.vhost, &self.name, &[rm.seq])
+            .pop()
+            .flatten();
         if message.is_none() {
             tracing::error!(queue = %self.name, seq = rm.seq, "a paged-out message cannot be read back from the store");
         }
@@ -740,7 +766,10 @@ impl Queue {
             let Some(consumer) = Self::next_consumer(st) else {
                 break;
             };
-            if st.ready[level].front().is_some_and(|rm| rm.message.is_none()) {
+            if st.ready[level]
+                .front()
+                .is_some_and(|rm| rm.message.is_none())
+            {
                 self.page_in(st, level);
             }
             let Some(qm) = self.pop_loaded(st) else {
@@ -840,7 +869,10 @@ impl Queue {
                     }
                     continue;
                 }
-                if st.ready[level].front().is_some_and(|rm| rm.message.is_none()) {
+                if st.ready[level]
+                    .front()
+                    .is_some_and(|rm| rm.message.is_none())
+                {
                     self.page_in(&mut st, level);
                 }
                 if let Some(qm) = self.pop_loaded(&mut st) {

@@ -3,8 +3,9 @@
 //! argument tables), and putting the recovered topology and messages back into the vhosts at
 //! start.
 //!
-//! Recovered bodies are read back into memory at start; keeping them on disk past a memory
-//! budget (the [`Store::read`] hook) is not wired into the queues yet.
+//! Recovered messages are read back at start in runs of adjacent records; past the memory
+//! budget their bodies are dropped again right away (paged out), and read back with
+//! [`DurableQueues::read_many`] when they near the head of their queue.
 
 use std::sync::Arc;
 
@@ -213,7 +214,12 @@ pub(crate) fn restore(
         // Read in runs (one `pread` per run of adjacent records); past the memory budget the
         // bodies are paged out again as soon as their position is registered.
         for positions in recovered_queue.messages.chunks(256) {
-            for (stored, &position) in queues.store().read_many(positions).into_iter().zip(positions) {
+            for (stored, &position) in queues
+                .store()
+                .read_many(positions)
+                .into_iter()
+                .zip(positions)
+            {
                 let seq = queue.restore(Arc::new(message_of(stored?)));
                 queues.restore(&def.vhost, &def.name, seq, position);
                 queue.page_out(seq);
