@@ -126,7 +126,10 @@ impl Memory {
 
     /// Accounts `bytes` less.
     pub(crate) fn sub(&self, bytes: u64) {
-        let now = self.used.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        let now = self
+            .used
+            .fetch_sub(bytes, Ordering::Relaxed)
+            .saturating_sub(bytes);
         if now < self.low_watermark && self.raised.load(Ordering::Relaxed) {
             self.update_alarm();
         }
