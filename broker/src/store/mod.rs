@@ -53,12 +53,11 @@
 //!    reject/nack without requeue, expiry, length limit, purge), [`DurableQueues::remove`]
 //!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss).
 //! 5. `BrokerHandle::shutdown` closes the store (flush and fsync).
-//!
 //! 6. Past the memory budget (`--memory-budget`, see the broker's `memory` module), a queue
 //!    drops the body and properties of a newly queued persistent message from memory once its
 //!    enqueue is appended; only its index entry stays (sequence number, size, redelivered flag,
 //!    expiry: 32 bytes in the queue, plus the (sequence number, [`Position`]) pair of
-//!    [`DurableQueues`], 24 bytes, and its offset in the ledger's liveness set). Near the head of
+//!    [`DurableQueues`], 24 bytes, and its offset in the ledger, 4 bytes). Near the head of
 //!    the queue it is read back with [`Store::read_many`]: up to 512 messages per batch,
 //!    adjacent records in one `pread`, waiting for the writer thread if the record is appended
 //!    but not written yet. The page cache, not the broker, holds the hot part of the log.
