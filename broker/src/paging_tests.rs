@@ -264,6 +264,55 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn paged_messages_of_a_priority_queue_come_back_by_priority_then_order() {
+    let dir = DataDir::new();
+    let handle = paging_broker(&dir).await;
+    let conn = connect(&handle).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(3));
+    declare(&ch, "prio", args).await;
+    let mut confirms = Vec::new();
+    for i in 0..600u32 {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_priority((i % 4) as u8);
+        confirms.push(
+            ch.basic_publish(
+                "".into(),
+                "prio".into(),
+                BasicPublishOptions::default(),
+                &body(i),
+                props,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for confirm in confirms {
+        assert!(confirm.await.unwrap().is_ack());
+    }
+    let mut got = Vec::new();
+    while let Some(m) = ch
+        .basic_get("prio".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        got.push(index_of(&m.delivery.data));
+    }
+    let expected: Vec<u32> = (0..4u32)
+        .rev()
+        .flat_map(|p| (0..600).filter(move |i| i % 4 == p))
+        .collect();
+    assert_eq!(got, expected);
+    conn.close(200, "bye".into()).await.unwrap();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
     // No data directory: nothing can be paged, the watermark is the only protection.
     let handle = Broker::builder()
