@@ -97,6 +97,8 @@ pub(crate) struct Connection {
     /// The broker: its limits (`config`) and the channel registry this connection's channels
     /// join while open.
     pub(crate) broker: Arc<BrokerShared>,
+    /// The memory alarm as it applies to this connection (`connection.blocked`).
+    pub(crate) blocking: crate::connection_blocked::Blocking,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -297,6 +299,7 @@ async fn handshake(
             _ => false,
         };
     let cancel_notify = client_capability("consumer_cancel_notify");
+    let blocked_notify = client_capability("connection.blocked");
     let failure_close = client_capability("authentication_failure_close");
     let user = match auth::authenticate(
         start_ok.mechanism.as_str(),
@@ -419,6 +422,8 @@ async fn handshake(
     send(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
     info!(connection = id, %peer, %user, vhost = %vhost.name, "connection opened");
     let (events, _) = mpsc::unbounded_channel();
+    let blocking =
+        crate::connection_blocked::Blocking::new(vhost.memory.subscribe(), blocked_notify);
     let grants = crate::access::Grants::new(user, vhost.name.clone(), broker.access.clone());
     Some(Connection {
         id,
@@ -437,6 +442,7 @@ async fn handshake(
         done: false,
         heartbeat,
         broker: broker.clone(),
+        blocking,
     })
 }
 
@@ -451,6 +457,7 @@ impl Connection {
         shutdown: &mut Shutdown,
     ) -> bool {
         let mut last_read = Instant::now();
+        let mut alarm = self.blocking.alarm();
         loop {
             while self.closing_since.is_none() || !self.done {
                 match frame::decode(buf, self.frame_max) {
@@ -470,8 +477,14 @@ impl Connection {
             if self.done {
                 return true;
             }
+            // Blocked by the memory alarm: the socket (heartbeats included) is not read.
+            let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
+            if paused {
+                last_read = Instant::now();
+            }
             let deadline = match (self.closing_since, self.heartbeat) {
                 (Some(since), _) => Some(since + CLOSE_TIMEOUT),
+                (None, Some(_)) if paused => None,
                 (None, Some(hb)) => Some(last_read + hb * 2),
                 (None, None) => None,
             };
@@ -486,7 +499,8 @@ impl Connection {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
                 Some(ev) = events.recv() => self.handle_event(ev),
-                r = read.read_buf(buf) => match r {
+                Ok(()) = alarm.changed() => {}
+                r = read.read_buf(buf), if !paused => match r {
                     Ok(0) => {
                         if self.closing_since.is_none() {
                             debug!(connection = self.id, peer = %self.peer, "client closed the socket");

@@ -59,7 +59,10 @@ fn harness() -> Harness {
         .unwrap_or_else(|e| panic!("in-memory access control cannot fail: {e}"));
     let broker = Arc::new(BrokerShared {
         config,
-        vhosts: VHosts::new(Arc::new(MemoryStore)),
+        vhosts: VHosts::new(
+            Arc::new(MemoryStore),
+            Arc::new(crate::memory::Memory::unlimited()),
+        ),
         next_connection_id: AtomicU64::new(1),
         access: Arc::new(access),
         connections: Connections::default(),

@@ -7,6 +7,8 @@
 //! - `shutdown`: the broker-wide stop signal.
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
+//!   the memory alarm is raised.
 //! - `connection_registry`: open connections, for the management API.
 //! - `channel_registry`: open channels of all connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
@@ -20,6 +22,8 @@
 //! - `exchange`: exchange types and their matching rules.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
 //! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
+//! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
+//!   high-watermark (the alarm behind `connection.blocked`); byte-size parsing.
 //! - `message`: the shared message (properties + `Bytes` body).
 //! - `metrics`: per-vhost message counters (published, delivered, acked).
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
@@ -31,14 +35,12 @@
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
 //!   group commit, recovery, compaction).
-
 //!
 //! # Not implemented (yet), and deliberate departures
-//! - Durability: `--data-dir` is accepted, but queues and messages live in memory; persistent
-//!   messages on durable queues go through the `persistence::Store` seam, whose only wired
-//!   implementation completes at once. The segment-log store in `store/` is not wired in yet.
-//! - No memory alarms or publisher flow control: `connection.blocked` is advertised, never sent;
-//!   deliveries to no-ack consumers are not credit-limited.
+//! - Memory: only persistent messages of durable queues (with a data directory) can be paged
+//!   out past the memory budget; the memory alarm (`connection.blocked`) counts queued messages,
+//!   not the process RSS (see `memory`); there is no disk alarm and no per-connection credit
+//!   flow; deliveries to no-ack consumers are not credit-limited.
 //! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
 //!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
 //!   `x-queue-type`, `x-single-active-consumer` and other arguments we do not know are accepted
@@ -54,6 +56,7 @@ mod auth;
 mod channel;
 mod channel_registry;
 mod connection;
+mod connection_blocked;
 mod connection_registry;
 mod error;
 mod exchange;
@@ -61,9 +64,12 @@ mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod management;
+mod memory;
 mod message;
 mod methods;
 mod metrics;
+#[cfg(test)]
+mod paging_tests;
 mod persistence;
 mod queue;
 mod server;
@@ -76,4 +82,5 @@ mod writer;
 pub use access::{PermissionInfo, UserInfo};
 pub use admin::Admin;
 pub use error::{AdminError, Error, ReplyCode};
+pub use memory::parse_bytes;
 pub use server::{Broker, BrokerBuilder, BrokerHandle};

@@ -117,6 +117,16 @@ struct Args {
         value_name = "POLICY"
     )]
     fsync: lepus_broker::store::FsyncPolicy,
+    /// Memory budget, such as `256MiB` or `2GiB` (default: 40% of physical memory). Past a
+    /// quarter of it, persistent messages of durable queues keep only a small index entry in memory
+    /// and their bodies are read back from --data-dir when they near the head of the queue.
+    #[arg(long, env = "LEPUS_MEMORY_BUDGET", value_name = "BYTES", value_parser = lepus_broker::parse_bytes)]
+    memory_budget: Option<u64>,
+    /// Memory high-watermark (default: the memory budget). Above it, publishing connections
+    /// are blocked (`connection.blocked`, "low on memory") until memory falls below 95% of
+    /// it; consumers keep draining.
+    #[arg(long, env = "LEPUS_MEMORY_HIGH_WATERMARK", value_name = "BYTES", value_parser = lepus_broker::parse_bytes)]
+    memory_high_watermark: Option<u64>,
 }
 
 #[tokio::main]
@@ -138,6 +148,12 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(max) = args.consumer_max_per_channel {
         builder = builder.consumer_max_per_channel(max);
+    }
+    if let Some(budget) = args.memory_budget {
+        builder = builder.memory_budget(budget);
+    }
+    if let Some(watermark) = args.memory_high_watermark {
+        builder = builder.memory_high_watermark(watermark);
     }
     if !args.management_listen.is_empty() {
         builder = builder.management_listen(args.management_listen);

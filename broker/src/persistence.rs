@@ -8,7 +8,9 @@
 //! `basic.ack` for the publish only after every pending ticket has fired, so a store can
 //! group-commit (write a batch, fsync once, complete all its tickets). If the sender is dropped
 //! without firing, the publish is nacked. When a message leaves a durable queue for good (acked,
-//! dropped, expired, purged), the queue calls [`Store::remove`].
+//! dropped, expired, purged), the queue calls [`Store::remove`]. A store that can read
+//! messages back ([`Store::can_page`], [`Store::read`]) lets queues keep only an index entry
+//! for persistent messages past the memory budget (see `memory`).
 //!
 //! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
 //! which also restores the recovered topology and messages at start-up).
@@ -41,6 +43,17 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability;
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
     fn remove(&self, vhost: &str, queue: &str, seq: u64);
+    /// Whether [`read`](Self::read) can give back what [`enqueue`](Self::enqueue) was handed,
+    /// so that queues may drop persistent bodies from memory (page them out).
+    fn can_page(&self) -> bool {
+        false
+    }
+    /// Reads messages `seqs` of `queue` back (ascending sequence numbers, all enqueued through
+    /// [`enqueue`](Self::enqueue) and not removed), one result per sequence number, `None`
+    /// where it cannot. Blocking (file reads); called under the queue's lock.
+    fn read(&self, _vhost: &str, _queue: &str, seqs: &[u64]) -> Vec<Option<Arc<Message>>> {
+        vec![None; seqs.len()]
+    }
     /// Makes the durable part of `topology` (durable exchanges, durable non-exclusive queues,
     /// bindings between them) the stored topology of `vhost`. Called after each topology
     /// change, before the `-ok` goes out; blocking (a small file write and fsyncs).

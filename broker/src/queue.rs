@@ -14,6 +14,19 @@
 //!
 //! Messages that leave by expiry, overflow or rejection are dead-lettered after the lock is
 //! released (`VHost::dead_letter`), so a dead-letter cycle cannot deadlock.
+//!
+//! Paging (the memory budget, see `memory`): a ready message is a 32-byte index entry
+//! (sequence number, size, redelivered flag, expiry) plus, normally, its `Arc<Message>`. Past
+//! the budget, a persistent message of a durable queue drops the message once the store has
+//! its record (`Queue::page_out`, called right after `persistence::Store::enqueue`), as
+//! RabbitMQ's lazy queues and CQv2 keep only an index in memory. When a paged-out message
+//! reaches the head and a consumer is there (or `basic.get`), the queue reads it back with
+//! the following paged-out ones, up to 512 messages or 2 MiB, in one batch
+//! (`persistence::Store::read`; blocking `pread`s under the queue lock, normally served by
+//! the page cache). Expiry, length limits, purge and delete work on the index alone; a dead
+//! letter is read back first. Delivered messages are always in memory, so requeue (reject,
+//! nack, channel close) puts the whole message back in place. Every ready message is
+//! accounted in the broker's `Memory`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,9 +38,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::channel::ChannelShared;
+use crate::memory::{Memory, INDEX_ENTRY_COST};
 use crate::message::Message;
 use crate::persistence::Store;
 use crate::vhost::VHost;
+
+/// Most paged-out messages read back from the store in one batch.
+const READ_AHEAD_MESSAGES: usize = 512;
+
+/// Body bytes after which a read-back batch stops growing (one message at least).
+const READ_AHEAD_BYTES: u64 = 2 * 1024 * 1024;
 
 /// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +285,9 @@ pub(crate) struct Queue {
     /// Where its persistent messages are recorded: set by `VHost::insert_queue` for durable,
     /// non-exclusive queues, `None` otherwise.
     pub(crate) persistence: Option<QueuePersistence>,
+    /// The broker's memory accounting (shared by every queue; set by `VHost::insert_queue`):
+    /// ready messages are accounted in it, and it says when to page bodies out.
+    pub(crate) memory: Arc<Memory>,
 }
 
 /// The store a durable queue reports to, and the vhost it is named in there.
@@ -276,10 +299,28 @@ pub(crate) struct QueuePersistence {
     pub(crate) vhost: String,
 }
 
+/// A ready message as the queue's index keeps it: 32 bytes, plus the message itself unless it
+/// was paged out (see the module doc).
+#[derive(Debug)]
+struct ReadyMessage {
+    /// Position in this queue.
+    seq: u64,
+    /// The message; `None` once paged out: the store holds it, and it is read back by `seq`
+    /// (`persistence::Store::read`) when it nears the head. Only persistent messages of
+    /// durable queues, once their enqueue reached the store, are paged out.
+    message: Option<Arc<Message>>,
+    /// Expiry as nanoseconds after [`QueueState::epoch`], plus one; 0 = never.
+    expires: u64,
+    /// Body length in bytes (saturating).
+    size: u32,
+    /// Delivered before.
+    redelivered: bool,
+}
+
 #[derive(Debug)]
 struct QueueState {
     /// Ready messages per priority level (index = priority), each sorted by `seq`.
-    ready: Vec<VecDeque<QueuedMessage>>,
+    ready: Vec<VecDeque<ReadyMessage>>,
     ready_count: usize,
     ready_bytes: usize,
     /// Consumers in round-robin order: the next candidate is at the front.
@@ -290,6 +331,8 @@ struct QueueState {
     had_consumer: bool,
     /// Last declare/consume/get/cancel, for `x-expires`.
     last_used: Instant,
+    /// The origin of [`ReadyMessage::expires`] (the queue's creation; every expiry is later).
+    epoch: Instant,
 }
 
 impl QueueState {
@@ -299,33 +342,102 @@ impl QueueState {
             .find(|&l| !self.ready[l].is_empty())
     }
 
-    fn pop_head(&mut self) -> Option<QueuedMessage> {
+    /// Takes the head ready message out, accounting it gone from `memory`.
+    fn pop_head(&mut self, memory: &Memory) -> Option<ReadyMessage> {
         let level = self.head_level()?;
-        let qm = self.ready[level].pop_front()?;
+        let rm = self.ready[level].pop_front()?;
         self.ready_count -= 1;
-        self.ready_bytes -= qm.message.body.len();
-        Some(qm)
+        self.ready_bytes -= rm.size as usize;
+        memory.sub(rm.footprint());
+        Some(rm)
     }
 
-    fn insert(&mut self, qm: QueuedMessage) {
+    /// Inserts by sequence number, accounting it in `memory`.
+    fn insert(&mut self, memory: &Memory, qm: QueuedMessage) {
         let level = usize::from(qm.message.priority()).min(self.ready.len() - 1);
+        let rm = ReadyMessage {
+            seq: qm.seq,
+            size: u32::try_from(qm.message.body.len()).unwrap_or(u32::MAX),
+            message: Some(qm.message),
+            expires: self.encode_expiry(qm.expires_at),
+            redelivered: qm.redelivered,
+        };
         self.ready_count += 1;
-        self.ready_bytes += qm.message.body.len();
+        self.ready_bytes += rm.size as usize;
+        memory.add(rm.footprint());
         let list = &mut self.ready[level];
-        if list.back().is_none_or(|last| last.seq < qm.seq) {
-            list.push_back(qm);
+        if list.back().is_none_or(|last| last.seq < rm.seq) {
+            list.push_back(rm);
         } else {
-            let at = list.partition_point(|m| m.seq < qm.seq);
-            list.insert(at, qm);
+            let at = list.partition_point(|m| m.seq < rm.seq);
+            list.insert(at, rm);
         }
+    }
+
+    /// Drops every ready message, returning them (for the store to forget).
+    fn take_all(&mut self, memory: &Memory) -> Vec<ReadyMessage> {
+        let mut all = Vec::with_capacity(self.ready_count);
+        for level in self.ready.iter_mut() {
+            all.extend(level.drain(..));
+        }
+        memory.sub(all.iter().map(ReadyMessage::footprint).sum());
+        self.ready_count = 0;
+        self.ready_bytes = 0;
+        all
+    }
+
+    fn encode_expiry(&self, at: Option<Instant>) -> u64 {
+        at.map_or(0, |at| {
+            let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+            u64::try_from(nanos)
+                .unwrap_or(u64::MAX - 1)
+                .min(u64::MAX - 1)
+                + 1
+        })
+    }
+
+    fn expires_at(&self, rm: &ReadyMessage) -> Option<Instant> {
+        (rm.expires != 0).then(|| self.epoch + Duration::from_nanos(rm.expires - 1))
+    }
+
+    /// Whether the head of `level` has expired at `now`.
+    fn head_expired(&self, level: usize, now: Instant) -> bool {
+        self.ready[level]
+            .front()
+            .and_then(|rm| self.expires_at(rm))
+            .is_some_and(|at| at < now)
     }
 
     /// Earliest expiry among the heads (RabbitMQ too expires only at the head).
     fn next_expiry(&self) -> Option<Instant> {
         self.ready
             .iter()
-            .filter_map(|l| l.front()?.expires_at)
+            .filter_map(|l| self.expires_at(l.front()?))
             .min()
+    }
+}
+
+/// What a message held in memory costs besides its index entry: the body, the decoded
+/// `Message` (properties, names) and the frame headers that share the body's read buffer.
+fn in_memory_cost(size: u32) -> u64 {
+    const MESSAGE: u64 = std::mem::size_of::<Message>() as u64 + 128;
+    u64::from(size) + MESSAGE
+}
+
+impl ReadyMessage {
+    /// Bytes it accounts for in [`Memory`]: its index entry, plus the message while in memory
+    /// (see [`in_memory_cost`]).
+    fn footprint(&self) -> u64 {
+        INDEX_ENTRY_COST
+            + self
+                .message
+                .as_ref()
+                .map_or(0, |_| in_memory_cost(self.size))
+    }
+
+    /// Paged-out messages are persistent by construction.
+    fn is_persistent(&self) -> bool {
+        self.message.as_ref().is_none_or(|m| m.is_persistent())
     }
 }
 
@@ -355,9 +467,11 @@ impl Queue {
                 deleted: false,
                 had_consumer: false,
                 last_used: Instant::now(),
+                epoch: Instant::now(),
             }),
             wake: Notify::new(),
             persistence: None,
+            memory: Arc::new(Memory::unlimited()),
         }
     }
 
@@ -369,11 +483,109 @@ impl Queue {
     /// `qm` left this queue for good (acked, consumed without ack, rejected without requeue,
     /// expired, dropped by a length limit): the store forgets it.
     pub(crate) fn forget(&self, qm: &QueuedMessage) {
+        self.forget_seq(qm.seq, qm.message.is_persistent());
+    }
+
+    fn forget_seq(&self, seq: u64, persistent: bool) {
         if let Some(p) = &self.persistence {
-            if qm.message.is_persistent() {
-                p.store.remove(&p.vhost, &self.name, qm.seq);
+            if persistent {
+                p.store.remove(&p.vhost, &self.name, seq);
             }
         }
+    }
+
+    /// True when this queue's persistent bodies can be paged out (durable, with a store that
+    /// reads them back).
+    fn can_page(&self) -> bool {
+        self.persistence
+            .as_ref()
+            .is_some_and(|p| p.store.can_page())
+    }
+
+    /// Drops the body of ready message `seq` from memory if the memory budget says so; its
+    /// index entry stays. Call only once the message's enqueue has reached the store (after
+    /// `persistence::Store::enqueue`), so that it can be read back.
+    pub(crate) fn page_out(&self, seq: u64) {
+        if !self.can_page() || !self.memory.should_page() {
+            return;
+        }
+        let mut st = self.lock();
+        for list in st.ready.iter_mut() {
+            // Almost always the newest message of its level.
+            let index = match list.back() {
+                Some(last) if last.seq == seq => Some(list.len() - 1),
+                _ => list.binary_search_by_key(&seq, |m| m.seq).ok(),
+            };
+            if let Some(index) = index {
+                let rm = &mut list[index];
+                if rm.message.as_ref().is_some_and(|m| m.is_persistent()) {
+                    rm.message = None;
+                    self.memory.sub(in_memory_cost(rm.size));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Reads paged-out messages at the head of `level` back from the store: a run of up to
+    /// [`READ_AHEAD_MESSAGES`] messages or [`READ_AHEAD_BYTES`] bytes, in one batch, so that
+    /// draining a paged backlog costs one store read per batch, not per message. Blocking
+    /// (`pread`s, normally served by the page cache) under the queue lock.
+    fn page_in(&self, st: &mut QueueState, level: usize) {
+        let Some(p) = &self.persistence else { return };
+        let mut seqs = Vec::new();
+        let mut bytes = 0u64;
+        for rm in st.ready[level].iter() {
+            if rm.message.is_some()
+                || seqs.len() >= READ_AHEAD_MESSAGES
+                || (bytes >= READ_AHEAD_BYTES && !seqs.is_empty())
+            {
+                break;
+            }
+            seqs.push(rm.seq);
+            bytes += u64::from(rm.size);
+        }
+        if seqs.is_empty() {
+            return;
+        }
+        let loaded = p.store.read(&p.vhost, &self.name, &seqs);
+        for (rm, message) in st.ready[level].iter_mut().zip(loaded) {
+            if let Some(message) = message {
+                self.memory.add(in_memory_cost(rm.size));
+                rm.message = Some(message);
+            }
+        }
+    }
+
+    /// The message of a ready entry taken out of the queue, read back from the store if it
+    /// was paged out. `None` (logged) if the store cannot produce it.
+    fn message_of(&self, rm: &ReadyMessage) -> Option<Arc<Message>> {
+        if let Some(message) = &rm.message {
+            return Some(message.clone());
+        }
+        let p = self.persistence.as_ref()?;
+        let message = p
+            .store
+            .read(&p.vhost, &self.name, &[rm.seq])
+            .pop()
+            .flatten();
+        if message.is_none() {
+            tracing::error!(queue = %self.name, seq = rm.seq, "a paged-out message cannot be read back from the store");
+        }
+        message
+    }
+
+    /// A ready entry leaves for good (expiry, overflow): the store forgets it, and it becomes
+    /// a dead letter if the queue has a dead-letter exchange (paged-out bodies are read back
+    /// only then).
+    fn drop_ready(&self, rm: ReadyMessage, reason: &'static str, dead: &mut Vec<DeadLetter>) {
+        // Read back before the store forgets it.
+        if self.config.dead_letter_exchange.is_some() {
+            if let Some(message) = self.message_of(&rm) {
+                dead.push(DeadLetter { message, reason });
+            }
+        }
+        self.forget_seq(rm.seq, rm.is_persistent());
     }
 
     /// Puts a message recovered from the store back at the tail, marked redelivered (it may
@@ -389,12 +601,15 @@ impl Queue {
         };
         // A TTL too large for the clock never expires (no overflow panic).
         let expires_at = ttl.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
-        st.insert(QueuedMessage {
-            seq,
-            message,
-            redelivered: true,
-            expires_at,
-        });
+        st.insert(
+            &self.memory,
+            QueuedMessage {
+                seq,
+                message,
+                redelivered: true,
+                expires_at,
+            },
+        );
         if expires_at.is_some() {
             self.wake.notify_one();
         }
@@ -472,14 +687,8 @@ impl Queue {
                 match self.config.overflow {
                     Overflow::DropHead => {
                         while full(&st) {
-                            match st.pop_head() {
-                                Some(qm) => {
-                                    self.forget(&qm);
-                                    dead.push(DeadLetter {
-                                        message: qm.message,
-                                        reason: "maxlen",
-                                    })
-                                }
+                            match st.pop_head(&self.memory) {
+                                Some(rm) => self.drop_ready(rm, "maxlen", &mut dead),
                                 None => break,
                             }
                         }
@@ -506,12 +715,15 @@ impl Queue {
                 };
                 // A TTL too large for the clock never expires (no overflow panic).
                 let expires_at = ttl.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
-                st.insert(QueuedMessage {
-                    seq,
-                    message,
-                    redelivered: false,
-                    expires_at,
-                });
+                st.insert(
+                    &self.memory,
+                    QueuedMessage {
+                        seq,
+                        message,
+                        redelivered: false,
+                        expires_at,
+                    },
+                );
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
                 self.dispatch_locked(&mut st, &mut dead, now, vhost);
@@ -545,24 +757,25 @@ impl Queue {
         vhost: &VHost,
     ) {
         while let Some(level) = st.head_level() {
-            if st.ready[level]
-                .front()
-                .and_then(|qm| qm.expires_at)
-                .is_some_and(|at| at < now)
-            {
-                if let Some(qm) = st.pop_head() {
-                    self.forget(&qm);
-                    dead.push(DeadLetter {
-                        message: qm.message,
-                        reason: "expired",
-                    });
+            if st.head_expired(level, now) {
+                if let Some(rm) = st.pop_head(&self.memory) {
+                    self.drop_ready(rm, "expired", dead);
                 }
                 continue;
             }
             let Some(consumer) = Self::next_consumer(st) else {
                 break;
             };
-            let Some(qm) = st.pop_head() else { break };
+            if st.ready[level]
+                .front()
+                .is_some_and(|rm| rm.message.is_none())
+            {
+                self.page_in(st, level);
+            }
+            let Some(qm) = self.pop_loaded(st) else {
+                consumer.release();
+                continue;
+            };
             // A no-ack delivery settles the message as it goes out.
             let settled = consumer.no_ack.then(|| QueuedMessage {
                 seq: qm.seq,
@@ -580,9 +793,29 @@ impl Queue {
                 Err(qm) => {
                     // The channel closed under us: forget the consumer, keep the message.
                     consumer.release();
-                    st.insert(qm);
+                    st.insert(&self.memory, qm);
                     st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
                 }
+            }
+        }
+    }
+
+    /// Pops the head, which the caller made sure is in memory (see [`Queue::page_in`]). A
+    /// paged-out head that could not be read back is dropped (logged), returning `None`.
+    fn pop_loaded(&self, st: &mut QueueState) -> Option<QueuedMessage> {
+        let rm = st.pop_head(&self.memory)?;
+        let expires_at = st.expires_at(&rm);
+        match rm.message {
+            Some(message) => Some(QueuedMessage {
+                seq: rm.seq,
+                message,
+                redelivered: rm.redelivered,
+                expires_at,
+            }),
+            None => {
+                tracing::error!(queue = %self.name, seq = rm.seq, "a paged-out message cannot be read back from the store; dropped");
+                self.forget_seq(rm.seq, true);
+                None
             }
         }
     }
@@ -629,17 +862,23 @@ impl Queue {
             st.last_used = Instant::now();
             let now = Instant::now();
             let mut got = None;
-            while let Some(qm) = st.pop_head() {
-                if qm.expires_at.is_some_and(|at| at < now) {
-                    self.forget(&qm);
-                    dead.push(DeadLetter {
-                        message: qm.message,
-                        reason: "expired",
-                    });
+            while let Some(level) = st.head_level() {
+                if st.head_expired(level, now) {
+                    if let Some(rm) = st.pop_head(&self.memory) {
+                        self.drop_ready(rm, "expired", &mut dead);
+                    }
                     continue;
                 }
-                got = Some((qm, st.ready_count as u32));
-                break;
+                if st.ready[level]
+                    .front()
+                    .is_some_and(|rm| rm.message.is_none())
+                {
+                    self.page_in(&mut st, level);
+                }
+                if let Some(qm) = self.pop_loaded(&mut st) {
+                    got = Some((qm, st.ready_count as u32));
+                    break;
+                }
             }
             got
         };
@@ -657,7 +896,7 @@ impl Queue {
             }
             for mut qm in messages {
                 qm.redelivered = true;
-                st.insert(qm);
+                st.insert(&self.memory, qm);
             }
         }
         self.wake.notify_one();
@@ -705,29 +944,20 @@ impl Queue {
     /// Drops every ready message; returns how many there were.
     pub(crate) fn purge(&self) -> u32 {
         let mut st = self.lock();
-        let n = st.ready_count;
-        for level in st.ready.iter_mut() {
-            // One by one, not a store-wide purge: unacked messages survive `queue.purge`.
-            for qm in level.iter() {
-                self.forget(qm);
-            }
-            level.clear();
+        // One by one, not a store-wide purge: unacked messages survive `queue.purge`.
+        let purged = st.take_all(&self.memory);
+        for rm in &purged {
+            self.forget_seq(rm.seq, rm.is_persistent());
         }
-        st.ready_count = 0;
-        st.ready_bytes = 0;
-        n as u32
+        purged.len() as u32
     }
 
     /// Marks the queue deleted and takes its consumers (to notify) and ready count.
     pub(crate) fn mark_deleted(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.lock();
         st.deleted = true;
-        let n = st.ready_count as u32;
-        for level in st.ready.iter_mut() {
-            level.clear();
-        }
-        st.ready_count = 0;
-        st.ready_bytes = 0;
+        // The store forgets a deleted queue's messages as a whole (`VHost::delete_queue_now`).
+        let n = st.take_all(&self.memory).len() as u32;
         let consumers = st.consumers.drain(..).collect();
         drop(st);
         self.wake.notify_one();
@@ -752,17 +982,13 @@ impl Queue {
                 while let Some(level) = st.head_level() {
                     let expired = st.ready[level]
                         .front()
-                        .and_then(|m| m.expires_at)
+                        .and_then(|m| st.expires_at(m))
                         .is_some_and(|at| at <= now);
                     if !expired {
                         break;
                     }
-                    if let Some(qm) = st.pop_head() {
-                        q.forget(&qm);
-                        dead.push(DeadLetter {
-                            message: qm.message,
-                            reason: "expired",
-                        });
+                    if let Some(rm) = st.pop_head(&q.memory) {
+                        q.drop_ready(rm, "expired", &mut dead);
                     }
                 }
                 let idle_deadline = q

@@ -23,6 +23,7 @@ use crate::channel_registry::Channels;
 use crate::connection;
 use crate::connection_registry::Connections;
 use crate::error::Error;
+use crate::memory::Memory;
 use crate::persistence::{MemoryStore, Store};
 use crate::shutdown::Shutdown;
 use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
@@ -57,6 +58,10 @@ pub(crate) struct Config {
     /// Most consumers one channel may hold (RabbitMQ's `consumer_max_per_channel`; `None`:
     /// unlimited, the default); one more closes the connection with 530.
     pub(crate) consumer_max_per_channel: Option<usize>,
+    /// The memory budget in bytes (`--memory-budget`); `None`: 40 % of physical memory.
+    pub(crate) memory_budget: Option<u64>,
+    /// The memory high-watermark in bytes (`--memory-high-watermark`); `None`: the budget.
+    pub(crate) memory_high_watermark: Option<u64>,
 }
 
 /// RabbitMQ's default `max_message_size`: 128 MiB.
@@ -77,6 +82,8 @@ impl Default for Config {
             fsync: FsyncPolicy::Always,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             consumer_max_per_channel: None,
+            memory_budget: None,
+            memory_high_watermark: None,
         }
     }
 }
@@ -98,6 +105,11 @@ pub(crate) struct BrokerShared {
     /// Open channels, for the management API (each connection task registers its channels
     /// here; see [`Channels`]).
     pub(crate) channels: Arc<Channels>,
+}
+
+/// Whether persistent bodies can be paged out (only with a data directory).
+fn data_dir_set(config: &Config) -> bool {
+    config.data_dir.is_some()
 }
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
@@ -240,6 +252,23 @@ impl BrokerBuilder {
         self
     }
 
+    /// The memory budget in bytes (default: 40 % of physical memory, 1 GiB if unknown). Once
+    /// queued messages account for a quarter of it, persistent messages of durable queues keep only
+    /// a small index entry in memory and their bodies are read back from the data directory
+    /// when they near the head of their queue (without a data directory nothing is paged).
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.config.memory_budget = Some(bytes.max(1));
+        self
+    }
+
+    /// The memory high-watermark in bytes (default: the memory budget). Above it, publishing
+    /// connections are blocked (`connection.blocked`, reason "low on memory") until the
+    /// accounted memory falls below 95 % of it; consumers keep draining.
+    pub fn memory_high_watermark(mut self, bytes: u64) -> Self {
+        self.config.memory_high_watermark = Some(bytes.max(1));
+        self
+    }
+
     /// Uses `store` for persistent messages of durable queues when there is no data directory
     /// (crate-private: unit tests use it to check that confirms wait for the store).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -283,7 +312,19 @@ impl BrokerBuilder {
                 None,
             ),
         };
-        let vhosts = VHosts::new(store);
+        let budget = self
+            .config
+            .memory_budget
+            .unwrap_or_else(Memory::default_budget);
+        let watermark = self.config.memory_high_watermark.unwrap_or(budget);
+        let memory = Arc::new(Memory::new(budget, watermark));
+        info!(
+            budget,
+            watermark,
+            paging = data_dir_set(&self.config),
+            "memory budget"
+        );
+        let vhosts = VHosts::new(store, memory);
         for name in access.vhosts() {
             vhosts.add(&name);
         }
@@ -411,6 +452,12 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
+    /// The broker's memory accounting (for tests of paging and the memory alarm).
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> Arc<Memory> {
+        self.shared.vhosts.memory.clone()
+    }
+
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

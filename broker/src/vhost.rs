@@ -15,6 +15,7 @@ use tracing::debug;
 
 use crate::channel::ChannelShared;
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::memory::Memory;
 use crate::message::Message;
 use crate::persistence::Store;
 use crate::queue::{DeadLetter, Queue, QueuePersistence};
@@ -43,6 +44,9 @@ pub(crate) struct VHost {
     reply_to: Mutex<HashMap<String, Weak<ChannelShared>>>,
     /// Where persistent messages of durable queues are made durable.
     pub(crate) store: Arc<dyn Store>,
+    /// The broker's memory accounting (one per broker, shared by all vhosts): its queues
+    /// account in it, its connections watch its alarm.
+    pub(crate) memory: Arc<Memory>,
     /// A weak self-reference, handed to queue housekeeping tasks.
     me: Weak<VHost>,
     /// Message counters for the management API and `/metrics`.
@@ -51,7 +55,7 @@ pub(crate) struct VHost {
 
 impl VHost {
     /// A vhost with the predeclared exchanges.
-    pub(crate) fn new(name: &str, store: Arc<dyn Store>) -> Arc<Self> {
+    pub(crate) fn new(name: &str, store: Arc<dyn Store>, memory: Arc<Memory>) -> Arc<Self> {
         let mut topo = Topology::default();
         for (n, kind) in [
             ("", ExchangeKind::Direct),
@@ -71,6 +75,7 @@ impl VHost {
             topology: RwLock::new(topo),
             reply_to: Mutex::new(HashMap::new()),
             store,
+            memory,
             me: me.clone(),
             stats: crate::metrics::VHostStats::default(),
         })
@@ -101,6 +106,7 @@ impl VHost {
                 vhost: self.name.clone(),
             });
         }
+        queue.memory = self.memory.clone();
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
         // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
@@ -272,6 +278,7 @@ impl VHost {
                 {
                     // No publisher waits for a dead letter's durability.
                     let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
+                    target.page_out(seq);
                 }
             }
         }
@@ -449,16 +456,22 @@ pub(crate) struct VHosts {
     map: RwLock<HashMap<String, Arc<VHost>>>,
     /// The store new vhosts are created with.
     store: Arc<dyn Store>,
+    /// The broker's memory accounting, shared by every vhost's queues.
+    pub(crate) memory: Arc<Memory>,
 }
 
 impl VHosts {
     /// The registry with the default vhost `/`.
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, memory: Arc<Memory>) -> Self {
         let mut map = HashMap::new();
-        map.insert("/".to_owned(), VHost::new("/", store.clone()));
+        map.insert(
+            "/".to_owned(),
+            VHost::new("/", store.clone(), memory.clone()),
+        );
         Self {
             map: RwLock::new(map),
             store,
+            memory,
         }
     }
 
@@ -477,7 +490,7 @@ impl VHosts {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(name.to_owned())
-            .or_insert_with(|| VHost::new(name, self.store.clone()))
+            .or_insert_with(|| VHost::new(name, self.store.clone(), self.memory.clone()))
             .clone()
     }
 

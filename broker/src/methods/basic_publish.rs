@@ -50,6 +50,7 @@ impl Connection {
         properties: basic::AMQPProperties,
         body: Bytes,
     ) -> Result<(), AmqpError> {
+        self.blocking.published();
         if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
             // Check what can be checked now, so the error comes at the publish, not the commit.
             if !publish.exchange.as_str().is_empty()
@@ -146,6 +147,8 @@ impl Connection {
                         {
                             pending.push(rx);
                         }
+                        // Past the memory budget only the index entry stays in memory.
+                        queue.page_out(seq);
                     }
                 }
                 EnqueueOutcome::Rejected => rejected = true,

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{
     BindingDef, ExchangeDef, PersistentMessage, Position, QueueDef, QueueId, Recovered, Store,
-    StoreError,
+    StoreError, StoredMessage,
 };
 
 /// One durable queue's messages in the store.
@@ -247,6 +247,38 @@ impl DurableQueues {
         slot.tombstones = 0;
         let _not_awaited = self.store.purge(slot.id)?;
         Ok(())
+    }
+
+    /// Reads messages `seqs` (ascending) of `queue` back from the log, for a queue that paged
+    /// their bodies out: one result per sequence number, `None` where the store does not hold
+    /// it. Adjacent records are read in one go ([`Store::read_many`]).
+    pub fn read_many(&self, vhost: &str, queue: &str, seqs: &[u64]) -> Vec<Option<StoredMessage>> {
+        let Some(slot) = self.slot(vhost, queue) else {
+            return vec![None; seqs.len()];
+        };
+        let positions: Vec<Option<Position>> = {
+            let slot = lock(&slot);
+            seqs.iter()
+                .map(|&seq| {
+                    let index = slot.messages.binary_search_by_key(&seq, |&(s, _)| s).ok()?;
+                    let position = slot.messages[index].1;
+                    (position.len != 0).then_some(position)
+                })
+                .collect()
+        };
+        let found: Vec<Position> = positions.iter().flatten().copied().collect();
+        let mut read = self.store.read_many(&found).into_iter();
+        positions
+            .iter()
+            .map(|position| {
+                let result = position.and_then(|_| read.next())?;
+                result
+                    .map_err(|err| {
+                        tracing::error!(vhost, queue, cause = %err, "cannot read a message back");
+                    })
+                    .ok()
+            })
+            .collect()
     }
 
     /// Reads message `seq` of `queue` back from the log (for a broker that dropped its body

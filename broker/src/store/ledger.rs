@@ -6,20 +6,89 @@
 //! segment T matters as long as T exists: deleting S first would bring the message back on the
 //! next recovery. So S keeps a *pin* on T for each such record, and T's deletion releases them.
 //!
-//! Live messages are tracked by offset (about 6 bytes each), not just counted, so a second
-//! remove of the same message is refused instead of freeing a segment that still holds a live
-//! one.
+//! Live messages are tracked by offset (4 bytes each, see [`Offsets`]), not just counted, so a
+//! second remove of the same message is refused instead of freeing a segment that still holds
+//! a live one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::QueueId;
+
+/// The enqueue offsets of one queue in one segment, ascending (records are appended, and
+/// recovered, in offset order), with removed ones flagged by [`REMOVED`]: 4 bytes per message,
+/// found by binary search. Offsets are below 2^30 (segments are at most 1 GiB), so the top bit
+/// is free for the flag.
+#[derive(Debug, Default)]
+struct Offsets {
+    offsets: Vec<u32>,
+    live: usize,
+}
+
+/// Flag bit of a removed offset in [`Offsets`].
+const REMOVED: u32 = 1 << 31;
+
+impl Offsets {
+    fn insert(&mut self, offset: u32) {
+        match self.offsets.last() {
+            Some(&last) if last & !REMOVED >= offset => {
+                // Out of order (not produced by the store itself): keep the order anyway.
+                let at = self.offsets.partition_point(|&o| o & !REMOVED < offset);
+                if self
+                    .offsets
+                    .get(at)
+                    .is_some_and(|&o| o & !REMOVED == offset)
+                {
+                    if self.offsets[at] & REMOVED != 0 {
+                        self.offsets[at] = offset;
+                        self.live += 1;
+                    }
+                    return;
+                }
+                self.offsets.insert(at, offset);
+            }
+            _ => self.offsets.push(offset),
+        }
+        self.live += 1;
+    }
+
+    fn index(&self, offset: u32) -> Option<usize> {
+        self.offsets
+            .binary_search_by_key(&offset, |&o| o & !REMOVED)
+            .ok()
+            .filter(|&i| self.offsets[i] & REMOVED == 0)
+    }
+
+    fn contains(&self, offset: u32) -> bool {
+        self.index(offset).is_some()
+    }
+
+    /// Flags `offset` removed; false if it was not live.
+    fn remove(&mut self, offset: u32) -> bool {
+        let Some(i) = self.index(offset) else {
+            return false;
+        };
+        self.offsets[i] |= REMOVED;
+        self.live -= 1;
+        // Drop the removed prefix now and then, so a draining queue gives memory back.
+        let removed = self.offsets.len() - self.live;
+        if removed > 1024 && removed * 2 > self.offsets.len() {
+            self.offsets.retain(|&o| o & REMOVED == 0);
+            self.offsets.shrink_to_fit();
+        }
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+}
 
 /// Accounting of one segment.
 #[derive(Debug, Default)]
 struct Account {
     /// Offsets of the live (enqueued, not yet removed) messages in this segment, per queue.
     /// Empty sets are removed, so an empty map means "nothing live".
-    live: HashMap<QueueId, HashSet<u32>>,
+    live: HashMap<QueueId, Offsets>,
     /// Older segments that removal records in this segment refer to, with the record count.
     pins: BTreeMap<u32, u64>,
 }
@@ -54,7 +123,7 @@ impl Ledger {
         self.segments
             .get(&segment)
             .and_then(|account| account.live.get(&queue))
-            .is_some_and(|offsets| offsets.contains(&offset))
+            .is_some_and(|offsets| offsets.contains(offset))
     }
 
     /// A remove record in segment `holder` took the message of `queue` at (`target`, `offset`)
@@ -72,7 +141,7 @@ impl Ledger {
         let Some(offsets) = account.live.get_mut(&queue) else {
             return false;
         };
-        if !offsets.remove(&offset) {
+        if !offsets.remove(offset) {
             return false;
         }
         if offsets.is_empty() {
@@ -143,7 +212,7 @@ impl Ledger {
         self.segments
             .values()
             .flat_map(|account| account.live.values())
-            .map(|offsets| offsets.len() as u64)
+            .map(|offsets| offsets.live as u64)
             .sum()
     }
 }
@@ -154,6 +223,28 @@ mod tests {
     use super::*;
 
     const Q: QueueId = QueueId(1);
+
+    #[test]
+    fn offsets_take_four_bytes_each_and_forget_removed_ones() {
+        let mut offsets = Offsets::default();
+        for i in 0..5000u32 {
+            offsets.insert(8 + i * 100);
+        }
+        offsets.insert(58); // out of order: still found
+        assert!(offsets.contains(58) && offsets.contains(108) && !offsets.contains(109));
+        assert!(offsets.remove(58));
+        assert!(!offsets.remove(58), "a second remove changes nothing");
+        for i in 0..4000u32 {
+            assert!(offsets.remove(8 + i * 100));
+        }
+        assert!(offsets.offsets.len() < 2000, "removed entries are swept");
+        assert_eq!(offsets.live, 1000);
+        assert!(offsets.contains(8 + 4000 * 100) && !offsets.contains(8));
+        for i in 4000..5000u32 {
+            assert!(offsets.remove(8 + i * 100));
+        }
+        assert!(offsets.is_empty());
+    }
 
     #[test]
     fn segment_with_live_messages_is_kept() {

@@ -8,7 +8,7 @@ use std::fmt;
 /// A position is unique for the life of the data directory (segment numbers only grow and a
 /// segment is never rewritten), so it doubles as the persistent message's id: acks
 /// ([`super::Store::remove`]) name the message by its position. At 12 bytes it is the broker's
-/// per-message cost of keeping a body on disk instead of in memory (the store adds about 6
+/// per-message cost of keeping a body on disk instead of in memory (the store adds 4
 /// bytes per live message for its own liveness set).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {

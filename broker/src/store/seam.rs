@@ -3,8 +3,9 @@
 //! argument tables), and putting the recovered topology and messages back into the vhosts at
 //! start.
 //!
-//! Recovered bodies are read back into memory at start; keeping them on disk past a memory
-//! budget (the [`Store::read`] hook) is not wired into the queues yet.
+//! Recovered messages are read back at start in runs of adjacent records; past the memory
+//! budget their bodies are dropped again right away (paged out), and read back with
+//! [`DurableQueues::read_many`] when they near the head of their queue.
 
 use std::sync::Arc;
 
@@ -42,6 +43,17 @@ impl persistence::Store for DurableQueues {
 
     fn remove(&self, vhost: &str, queue: &str, seq: u64) {
         DurableQueues::remove(self, vhost, queue, seq);
+    }
+
+    fn can_page(&self) -> bool {
+        true
+    }
+
+    fn read(&self, vhost: &str, queue: &str, seqs: &[u64]) -> Vec<Option<Arc<Message>>> {
+        self.read_many(vhost, queue, seqs)
+            .into_iter()
+            .map(|stored| stored.map(|stored| Arc::new(message_of(stored))))
+            .collect()
     }
 
     fn persist_topology(&self, vhost: &str, topology: &Topology) -> Result<(), StoreError> {
@@ -199,17 +211,20 @@ pub(crate) fn restore(
         let Some(queue) = vhosts.get(&def.vhost).and_then(|v| v.queue(&def.name)) else {
             continue;
         };
-        for &position in &recovered_queue.messages {
-            let stored = queues.store().read(position)?;
-            let message = Message {
-                exchange: ShortString::from(stored.exchange),
-                routing_key: ShortString::from(stored.routing_key),
-                properties: decode_properties(&stored.properties),
-                body: stored.body,
-            };
-            let seq = queue.restore(Arc::new(message));
-            queues.restore(&def.vhost, &def.name, seq, position);
-            restored += 1;
+        // Read in runs (one `pread` per run of adjacent records); past the memory budget the
+        // bodies are paged out again as soon as their position is registered.
+        for positions in recovered_queue.messages.chunks(256) {
+            for (stored, &position) in queues
+                .store()
+                .read_many(positions)
+                .into_iter()
+                .zip(positions)
+            {
+                let seq = queue.restore(Arc::new(message_of(stored?)));
+                queues.restore(&def.vhost, &def.name, seq, position);
+                queue.page_out(seq);
+                restored += 1;
+            }
         }
     }
     tracing::info!(
@@ -220,6 +235,16 @@ pub(crate) fn restore(
         "restored durable topology and persistent messages"
     );
     Ok(())
+}
+
+/// The broker's message for a record read back from the log.
+fn message_of(stored: super::StoredMessage) -> Message {
+    Message {
+        exchange: ShortString::from(stored.exchange),
+        routing_key: ShortString::from(stored.routing_key),
+        properties: decode_properties(&stored.properties),
+        body: stored.body,
+    }
 }
 
 /// The declare arguments the broker acts on for exchange `x` (it keeps only those parsed, not

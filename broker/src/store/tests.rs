@@ -781,3 +781,49 @@ async fn a_failed_write_fails_its_waiters_and_every_later_append() {
         Err(StoreError::WriterFailed(_))
     ));
 }
+
+#[test]
+fn read_many_reads_adjacent_records_in_runs_and_waits_for_unwritten_ones() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let store = Arc::new(store);
+    let q = queue(&store, "paged");
+    // Hold the writer at its gate: these records are appended but not yet written.
+    let gate = store.shared.gate.lock().unwrap();
+    let positions: Vec<Position> = (0..40u8)
+        .map(|i| store.enqueue(q, msg(b"p", &[i; 300])).unwrap().0)
+        .collect();
+    assert!(
+        positions.iter().any(|p| p.segment != positions[0].segment),
+        "the records span segments (runs must split there)"
+    );
+    let reader = {
+        let store = store.clone();
+        let wanted: Vec<Position> = positions.iter().step_by(3).copied().collect();
+        std::thread::spawn(move || store.read_many(&wanted))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!reader.is_finished(), "read before the record was written");
+    drop(gate);
+    let read = reader.join().unwrap();
+    let bodies: Vec<u8> = read.into_iter().map(|r| r.unwrap().body[0]).collect();
+    assert_eq!(bodies, (0..40u8).step_by(3).collect::<Vec<_>>());
+    // All of them, adjacent: same answers as one by one.
+    let all = store.read_many(&positions);
+    for (i, (one, position)) in all.into_iter().zip(&positions).enumerate() {
+        let one = one.unwrap();
+        assert_eq!(one.body.as_ref(), &[i as u8; 300][..]);
+        assert_eq!(one, store.read(*position).unwrap());
+    }
+    // A position past everything appended fails at once instead of waiting.
+    let last = positions[positions.len() - 1];
+    let beyond = Position {
+        segment: last.segment,
+        offset: last.offset + last.len,
+        len: last.len,
+    };
+    assert!(matches!(
+        store.read_many(&[beyond])[0],
+        Err(StoreError::NoMessage { .. })
+    ));
+}

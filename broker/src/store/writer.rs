@@ -79,6 +79,10 @@ pub(crate) struct AppendState {
     pub(crate) failed: Option<Arc<io::Error>>,
     /// Set by close (or drop of the store): the writer flushes what is pending and exits.
     pub(crate) closing: bool,
+    /// (segment, offset) up to which records are written to their files, so readable with
+    /// `pread` (committed or not). Advanced by the writer after each batch, which then
+    /// notifies [`Shared::written_cv`].
+    pub(crate) written: (u32, u32),
 }
 
 impl AppendState {
@@ -99,6 +103,7 @@ impl AppendState {
             queues,
             failed: None,
             closing: false,
+            written: (segment, offset),
         }
     }
 
@@ -167,6 +172,11 @@ impl AppendState {
         self.waiters.len() == 1
     }
 
+    /// Where the next record will go: (segment, offset). Everything before it is appended.
+    pub(crate) fn append_point(&self) -> (u32, u32) {
+        (self.segment, self.offset)
+    }
+
     /// The oldest segment that may still receive bytes: compaction stays below it.
     fn write_horizon(&self) -> u32 {
         self.chunks
@@ -195,6 +205,9 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<AppendState>,
     /// Notified by appenders when a batch starts and by close; the writer waits on it.
     pub(crate) wake: Condvar,
+    /// Notified by the writer when [`AppendState::written`] advances or the writer fails;
+    /// readers of records not yet written wait on it.
+    pub(crate) written_cv: Condvar,
     /// Read handles per segment for [`super::Store::read`]; the writer drops a segment's handle
     /// when it deletes the segment.
     pub(crate) readers: Mutex<HashMap<u32, Arc<File>>>,
@@ -291,6 +304,7 @@ pub(crate) fn run(shared: Arc<Shared>, stopped: oneshot::Sender<()>) {
         for waiter in in_flight.into_iter().chain(state.waiters.drain(..)) {
             waiter.finish(Err(StoreError::WriterFailed(cause.clone())));
         }
+        writer.shared.written_cv.notify_all();
     }
     drop(stopped);
 }
@@ -344,6 +358,12 @@ impl Writer {
                 self.write_chunk(chunk)?;
                 bytes += chunk.bytes.len() as u64;
             }
+            if let Some(last) = chunks.last() {
+                // Chunks never exceed a segment (at most 1 GiB), so the end fits a u32.
+                let end = last.offset + last.bytes.len() as u32;
+                shared.lock().written = (last.segment, end);
+                shared.written_cv.notify_all();
+            }
             // Counters first, so that whoever sees a completion sees it counted.
             if !chunks.is_empty() {
                 let counters = &shared.counters;
@@ -370,11 +390,13 @@ impl Writer {
             shared.compact()?;
             self.complete();
 
-            // Hand the buffers back for reuse (keeping at most a few, and no huge ones).
+            // Hand the buffers back for reuse: two (the batch being filled and the one being
+            // written), and no big ones, since memory kept here counts against the broker's
+            // memory budget without growing with the backlog.
             {
                 let mut state = shared.lock();
                 for mut chunk in chunks.drain(..) {
-                    if state.spare.len() < 4 && chunk.bytes.capacity() <= 8 * 1024 * 1024 {
+                    if state.spare.len() < 2 && chunk.bytes.capacity() <= 2 * 1024 * 1024 {
                         chunk.bytes.clear();
                         state.spare.push(chunk.bytes);
                     }
