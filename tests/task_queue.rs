@@ -49,9 +49,20 @@ async fn count(key: String, id: u64) {
     *runs().lock().unwrap().entry((key, id)).or_default() += 1;
 }
 
+/// Tasks of `slow` that have started, per test key.
+fn starts() -> &'static Mutex<HashMap<String, u32>> {
+    static STARTS: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
+    STARTS.get_or_init(Default::default)
+}
+
+fn started(key: &str) -> u32 {
+    starts().lock().unwrap().get(key).copied().unwrap_or(0)
+}
+
 /// Sleeps, then counts: long enough to be killed in the middle.
 #[lepus::task(queue = "slow", retries = 0)]
 async fn slow(key: String, id: u64, millis: u64) {
+    *starts().lock().unwrap().entry(key.clone()).or_default() += 1;
     tokio::time::sleep(Duration::from_millis(millis)).await;
     *runs().lock().unwrap().entry((key, id)).or_default() += 1;
 }
@@ -178,8 +189,13 @@ async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
             .await
             .unwrap();
     }
-    // Stop once the worker holds (and runs) two tasks.
+    // Stop once the worker holds two tasks and runs both: a delivery the worker has received
+    // but not yet started goes back to the queue at shutdown, which is not what this checks.
     wait_for_ready_messages(&conn, &format!("{prefix}slow"), 4).await;
+    assert!(
+        eventually(Duration::from_secs(5), || started(&prefix) == 2).await,
+        "two tasks started"
+    );
     worker.stop().await;
     // The two running tasks finished and were acked; the other four wait in the queue.
     let finished = done.drain();
