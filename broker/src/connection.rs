@@ -37,6 +37,9 @@ const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Stands for "no deadline" when heartbeats are off (tokio's timer reaches about two years).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The read side of a client's byte stream: a plain TCP read half, or a TLS stream's read
 /// half (boxed so one connection task serves both; reads are batched, so the virtual call
 /// per read costs nothing measurable).
@@ -450,6 +453,16 @@ impl Connection {
         shutdown: &mut Shutdown,
     ) -> bool {
         let mut last_read = Instant::now();
+        // One timer and one stop listener for the connection's life, not one per read: a
+        // timer created per loop turn is registered in and removed from tokio's timer wheel
+        // for every batch of frames. The timer is armed at the earliest deadline that can
+        // apply and re-armed lazily when it fires (reads only move the heartbeat deadline
+        // later); entering the closing state re-arms it at once.
+        let timer = tokio::time::sleep_until(self.deadline(last_read));
+        tokio::pin!(timer);
+        let mut armed_for_close = false;
+        let stop = shutdown.recv();
+        tokio::pin!(stop);
         loop {
             while self.closing_since.is_none() || !self.done {
                 match frame::decode(buf, self.frame_max) {
@@ -469,19 +482,12 @@ impl Connection {
             if self.done {
                 return true;
             }
-            let deadline = match (self.closing_since, self.heartbeat) {
-                (Some(since), _) => Some(since + CLOSE_TIMEOUT),
-                (None, Some(hb)) => Some(last_read + hb * 2),
-                (None, None) => None,
-            };
-            let timer = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if self.closing_since.is_some() && !armed_for_close {
+                armed_for_close = true;
+                timer.as_mut().reset(self.deadline(last_read));
+            }
             tokio::select! {
-                _ = shutdown.recv(), if self.closing_since.is_none() => {
+                _ = &mut stop, if self.closing_since.is_none() => {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
                 Some(ev) = events.recv() => self.handle_event(ev),
@@ -498,13 +504,29 @@ impl Connection {
                     }
                     Ok(_) => last_read = Instant::now(),
                 },
-                _ = timer => {
+                _ = &mut timer, if self.closing_since.is_some() || self.heartbeat.is_some() => {
+                    let deadline = self.deadline(last_read);
+                    if deadline > Instant::now() {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     if self.closing_since.is_none() {
                         warn!(connection = self.id, peer = %self.peer, "missed heartbeats from client, closing");
                     }
                     return false;
                 }
             }
+        }
+    }
+
+    /// When the connection gives up waiting: `close-ok` [`CLOSE_TIMEOUT`] after we sent
+    /// `connection.close`, else two heartbeat intervals after the last read (a year away when
+    /// heartbeats are off).
+    fn deadline(&self, last_read: Instant) -> Instant {
+        match (self.closing_since, self.heartbeat) {
+            (Some(since), _) => since + CLOSE_TIMEOUT,
+            (None, Some(hb)) => last_read + hb * 2,
+            (None, None) => last_read + NO_DEADLINE,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The per-connection frame writer: one task that owns the socket's write half, takes
 //! [`Outbound`] items from an unbounded queue, encodes as many as are queued right now into one
 //! buffer and writes it with a single `write_all` — one syscall per batch, not per frame. It
-//! also sends heartbeats when the connection has been quiet for half the heartbeat interval.
+//! also sends heartbeats when the connection has been quiet for half the heartbeat interval
+//! (one timer per connection, re-armed when it fires, not per batch).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,14 @@ use std::time::Duration;
 use amq_protocol::protocol::AMQPClass;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::frame;
 use crate::message::Message;
+
+/// How far the heartbeat timer is pushed while heartbeats are off (it is re-armed by `Tune`).
+const IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Stop adding frames to a batch beyond this many bytes (the batch is still written whole).
 const BATCH_BYTES: usize = 256 * 1024;
@@ -56,19 +61,36 @@ pub(crate) async fn run(mut socket: WriteStream, mut rx: mpsc::UnboundedReceiver
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut frame_max: u32 = 131_072;
     let mut heartbeat: Option<Duration> = None;
+    // One heartbeat timer for the connection's life, re-armed only when it fires (a timeout
+    // around every `recv` registered and removed a timer-wheel entry per batch written). It
+    // fires `heartbeat / 2` after the last write at the earliest; then a heartbeat goes out
+    // only if nothing else was written meanwhile.
+    let mut last_write = Instant::now();
+    let timer = tokio::time::sleep_until(last_write + IDLE);
+    tokio::pin!(timer);
     loop {
-        let first = match heartbeat {
-            Some(interval) => match tokio::time::timeout(interval / 2, rx.recv()).await {
-                Ok(item) => item,
-                Err(_) => {
-                    frame::encode_heartbeat(&mut buf);
-                    if write(&mut socket, &mut buf).await.is_err() {
-                        return;
+        let first = tokio::select! {
+            biased;
+            item = rx.recv() => item,
+            _ = &mut timer, if heartbeat.is_some() => {
+                match heartbeat {
+                    Some(interval) => {
+                        let due = last_write + interval / 2;
+                        if due <= Instant::now() {
+                            frame::encode_heartbeat(&mut buf);
+                            if write(&mut socket, &mut buf).await.is_err() {
+                                return;
+                            }
+                            last_write = Instant::now();
+                            timer.as_mut().reset(last_write + interval / 2);
+                        } else {
+                            timer.as_mut().reset(due);
+                        }
                     }
-                    continue;
+                    None => timer.as_mut().reset(Instant::now() + IDLE),
                 }
-            },
-            None => rx.recv().await,
+                continue;
+            }
         };
         let Some(first) = first else { break };
         let mut item = Some(first);
@@ -98,6 +120,9 @@ pub(crate) async fn run(mut socket: WriteStream, mut rx: mpsc::UnboundedReceiver
                 } => {
                     frame_max = fm;
                     heartbeat = hb;
+                    if let Some(interval) = hb {
+                        timer.as_mut().reset(last_write + interval / 2);
+                    }
                 }
                 Outbound::Shutdown => {
                     let _ = write(&mut socket, &mut buf).await;
@@ -109,8 +134,11 @@ pub(crate) async fn run(mut socket: WriteStream, mut rx: mpsc::UnboundedReceiver
                 item = rx.try_recv().ok();
             }
         }
-        if write(&mut socket, &mut buf).await.is_err() {
-            return;
+        if !buf.is_empty() {
+            if write(&mut socket, &mut buf).await.is_err() {
+                return;
+            }
+            last_write = Instant::now();
         }
     }
     let _ = socket.shutdown().await;
