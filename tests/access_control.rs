@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{connection, AMQPClass};
+use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
 use amqp::*;
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
@@ -46,6 +46,55 @@ async fn try_connect(url: &str) -> lapin::Result<Connection> {
         Connection::connect(url, ConnectionProperties::default()),
     )
     .await
+}
+
+/// Connects lapin to `url` from a socket bound to `from` (port 0), so that the broker sees
+/// `from` as the peer address. Uses lapin's transport hook (`Connection::connector`), the
+/// same path `Connection::connect` takes, with our socket instead of its own.
+async fn connect_from(url: &str, from: IpAddr) -> lapin::Result<Connection> {
+    let uri: lapin::uri::AMQPUri = url.parse().expect("an AMQP URL");
+    let server: SocketAddr = format!("{}:{}", uri.authority.host, uri.authority.port)
+        .parse()
+        .expect("the broker URL names an IP address");
+    let runtime = lapin::runtime::default_runtime()?;
+    let dial = async move |_: lapin::uri::AMQPUri, _| {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        let stream = socket.connect(server).await?;
+        Ok(lapin::tcp::AsyncTcpStream::Plain(
+            async_compat::Compat::new(stream),
+        ))
+    };
+    within(
+        "the connection attempt",
+        Connection::connector(uri, runtime, dial, ConnectionProperties::default()),
+    )
+    .await
+}
+
+/// The `peer_host` of each open connection, as the broker's management API reports them
+/// (`GET /api/connections`, one HTTP/1.0 request by hand; the compact JSON is scanned for the
+/// field rather than parsed, to keep this suite free of a JSON dependency).
+async fn broker_side_peers(b: &BrokerHandle) -> Vec<String> {
+    let mut s = tokio::net::TcpStream::connect(b.management_addr().expect("management on"))
+        .await
+        .expect("connect to the management API");
+    // base64("guest:guest")
+    s.write_all(b"GET /api/connections HTTP/1.0\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    within("the API response", s.read_to_string(&mut response))
+        .await
+        .expect("response");
+    let status = response.lines().next().unwrap_or_default();
+    assert!(status.contains(" 200 "), "{response}");
+    response
+        .split("\"peer_host\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A fresh directory under the system temp dir, removed by the test at its end.
@@ -255,25 +304,66 @@ async fn revoked_permissions_apply_to_open_connections() {
 
 #[tokio::test]
 async fn guest_from_a_non_loopback_address_is_refused() {
-    // RabbitMQ counts all of 127.0.0.0/8 as loopback (rabbit_net:is_loopback), so 127.0.0.2 is
-    // "remote" only under a policy that says so: loopback means exactly 127.0.0.1 here.
-    let strict =
-        start(Broker::builder().loopback_addresses([IpAddr::V4(Ipv4Addr::LOCALHOST)])).await;
-    let from = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    let mut raw = RawLogin::connect(strict.local_addr(), from).await;
+    // RabbitMQ counts all of 127.0.0.0/8 as loopback (rabbit_net:is_loopback), and so do we by
+    // default; on one host a "remote" client therefore needs a policy saying that only
+    // 127.0.0.1 is local. The client socket really is bound to 127.0.0.2: the broker judges
+    // the peer address the kernel reports for the accepted socket.
+    let strict = start(
+        Broker::builder()
+            .loopback_addresses([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+            .management_listen("127.0.0.1:0"),
+    )
+    .await;
+    let remote = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+    // lapin from 127.0.0.2: refused with 403 ACCESS_REFUSED, so no channel can ever open.
+    let err = connect_from(&url(&strict, "guest", "guest", "/"), remote)
+        .await
+        .expect_err("guest from 127.0.0.2 is refused");
+    assert_eq!(reply_code(&err), Some(403), "{err}");
+    assert!(err.to_string().contains("ACCESS_REFUSED"), "{err}");
+
+    // The same on the wire: connection.close 403 instead of tune, and a channel.open sent
+    // anyway gets no open-ok: the broker has hung up.
+    let mut raw = RawLogin::connect(strict.local_addr(), Some(remote)).await;
     assert_eq!(
         raw.peer_ip(),
-        from,
-        "the client really is bound to 127.0.0.2"
+        Some(remote),
+        "the client is bound to 127.0.0.2"
     );
     assert_eq!(raw.login("guest", "guest").await, LoginReply::Close(403));
+    assert!(
+        raw.close_text
+            .starts_with("ACCESS_REFUSED - Login was refused"),
+        "{}",
+        raw.close_text
+    );
+    assert_eq!(raw.open_channel_after_refusal().await, None);
+
     // From 127.0.0.1 guest is welcome.
     let mut raw = RawLogin::connect(strict.local_addr(), None).await;
     assert_eq!(raw.login("guest", "guest").await, LoginReply::Tune);
-    // A user outside loopback_users may log in from 127.0.0.2.
+
+    // A user outside loopback_users may log in from 127.0.0.2 and use channels; the broker
+    // reports that connection's peer as 127.0.0.2, the address it judged.
     strict.admin().add_user("remote", "pw").expect("add user");
-    let mut raw = RawLogin::connect(strict.local_addr(), from).await;
-    assert_eq!(raw.login("remote", "pw").await, LoginReply::Tune);
+    strict
+        .admin()
+        .set_permissions("/", "remote", ".*", ".*", ".*")
+        .expect("permissions");
+    let conn = connect_from(&url(&strict, "remote", "pw", "/"), remote)
+        .await
+        .expect("remote logs in from 127.0.0.2");
+    let ch = conn.create_channel().await.expect("a channel opens");
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("and works");
+    assert_eq!(broker_side_peers(&strict).await, ["127.0.0.2"]);
+    conn.close(200, "bye".into()).await.expect("close");
     strict.shutdown().await;
 
     // Emptying loopback_users lets guest in from 127.0.0.2 under the same policy.
@@ -283,14 +373,18 @@ async fn guest_from_a_non_loopback_address_is_refused() {
             .loopback_users(Vec::<String>::new()),
     )
     .await;
-    let mut raw = RawLogin::connect(open.local_addr(), from).await;
-    assert_eq!(raw.login("guest", "guest").await, LoginReply::Tune);
+    let conn = connect_from(&url(&open, "guest", "guest", "/"), remote)
+        .await
+        .expect("guest is not loopback-only here");
+    conn.close(200, "bye".into()).await.expect("close");
     open.shutdown().await;
 
     // With RabbitMQ's own rule 127.0.0.2 is loopback, so guest gets in.
     let standard = start(Broker::builder()).await;
-    let mut raw = RawLogin::connect(standard.local_addr(), from).await;
-    assert_eq!(raw.login("guest", "guest").await, LoginReply::Tune);
+    let conn = connect_from(&url(&standard, "guest", "guest", "/"), remote)
+        .await
+        .expect("127.0.0.2 is loopback by RabbitMQ's rule");
+    conn.close(200, "bye".into()).await.expect("close");
     standard.shutdown().await;
 }
 
@@ -431,6 +525,8 @@ enum LoginReply {
 struct RawLogin {
     stream: tokio::net::TcpStream,
     buf: Vec<u8>,
+    /// The reply text of the last `connection.close` [`RawLogin::login`] received.
+    close_text: String,
 }
 
 impl RawLogin {
@@ -447,6 +543,7 @@ impl RawLogin {
         RawLogin {
             stream,
             buf: Vec::new(),
+            close_text: String::new(),
         }
     }
 
@@ -506,10 +603,28 @@ impl RawLogin {
                 LoginReply::Tune
             }
             Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                self.close_text = c.reply_text.as_str().to_owned();
                 LoginReply::Close(c.reply_code)
             }
             other => LoginReply::Other(format!("{other:?}")),
         }
+    }
+
+    /// After a refused login: sends `channel.open` on channel 1 regardless and returns what
+    /// comes back (`None` when the broker closed the socket instead).
+    async fn open_channel_after_refusal(&mut self) -> Option<AMQPFrame> {
+        let open = AMQPFrame::Method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        );
+        let bytes = gen_frame(&open)(WriteContext::from(Vec::new()))
+            .expect("serialise channel.open")
+            .write;
+        // The broker may already have closed the socket: a failed write is that answer too.
+        if self.stream.write_all(&bytes).await.is_err() {
+            return None;
+        }
+        self.read_frame().await
     }
 
     /// True when the broker closes the socket (after we stop sending) within the deadline.

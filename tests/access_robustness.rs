@@ -1,7 +1,9 @@
 //! Limits and hostile clients: the broker keeps serving well-behaved clients while 1,000
 //! connections are opened and abandoned mid-handshake, while a client sends its protocol
 //! header one byte at a time, and after oversized frames and messages; `max_connections`
-//! refuses the connection over the limit with 530.
+//! refuses the connection over the limit with 530; the per-connection caps (channel_max,
+//! consumer_max_per_channel) close the connection with 530 and max_message_size closes only
+//! the publishing channel with 406.
 //!
 //! Every broker here is started by the test on 127.0.0.1 port 0.
 
@@ -14,7 +16,9 @@ use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{FieldTable as WireTable, LongString};
 use amqp::*;
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
@@ -90,6 +94,11 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFra
 
 /// Handshakes as guest up to open-ok on a raw socket; returns the stream and read buffer.
 async fn raw_open(broker: &BrokerHandle) -> (TcpStream, Vec<u8>) {
+    raw_open_tuned(broker, 16).await
+}
+
+/// As [`raw_open`], answering `connection.tune` with `channel_max`.
+async fn raw_open_tuned(broker: &BrokerHandle, channel_max: u16) -> (TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(broker.local_addr())
         .await
         .expect("connect");
@@ -121,7 +130,7 @@ async fn raw_open(broker: &BrokerHandle) -> (TcpStream, Vec<u8>) {
         ))
     ));
     let tune_ok = AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-        channel_max: 16,
+        channel_max,
         frame_max: 131_072,
         heartbeat: 0,
     }));
@@ -283,5 +292,260 @@ async fn max_connections_refuses_the_connection_over_the_limit_with_530() {
     }
     assert!(admitted.is_some(), "a slot freed by a close is reusable");
     drop(b);
+    broker.shutdown().await;
+}
+
+/// Sends `channel.open` on `ch` and returns the broker's answer.
+async fn raw_channel_open(s: &mut TcpStream, buf: &mut Vec<u8>, ch: u16) -> Option<AMQPFrame> {
+    let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
+    s.write_all(&encode(&AMQPFrame::Method(ch, open)))
+        .await
+        .expect("socket I/O");
+    read_frame(s, buf).await
+}
+
+fn is_open_ok(frame: &Option<AMQPFrame>, ch: u16) -> bool {
+    matches!(frame, Some(AMQPFrame::Method(n, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) if *n == ch)
+}
+
+/// The `connection.close` in `frame`, or a panic naming what came instead.
+fn connection_close(frame: Option<AMQPFrame>) -> connection::Close {
+    match frame {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => c,
+        other => panic!("expected connection.close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
+    let broker = start(Broker::builder().channel_max(2)).await;
+
+    // lapin takes the broker's proposal.
+    let conn = connect_url(&broker.amqp_url()).await;
+    assert_eq!(conn.configuration().channel_max(), 2);
+    conn.close(200, "bye".into()).await.expect("close");
+
+    // Two channels open; the third is refused on the connection with 530 and RabbitMQ's
+    // text, and nothing more is served on it.
+    let (mut s, mut buf) = raw_open_tuned(&broker, 2).await;
+    for ch in [1, 2] {
+        let reply = raw_channel_open(&mut s, &mut buf, ch).await;
+        assert!(is_open_ok(&reply, ch), "channel {ch}: {reply:?}");
+    }
+    let close = connection_close(raw_channel_open(&mut s, &mut buf, 3).await);
+    assert_eq!(close.reply_code, 530, "{close:?}");
+    assert_eq!(
+        close.reply_text.as_str(),
+        "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
+    );
+    let close_ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
+    s.write_all(&encode(&AMQPFrame::Method(0, close_ok)))
+        .await
+        .expect("socket I/O");
+    assert!(
+        read_frame(&mut s, &mut buf).await.is_none(),
+        "the broker hangs up"
+    );
+
+    // The limit counts open channels: closing one makes room for another.
+    let (mut s, mut buf) = raw_open_tuned(&broker, 2).await;
+    for ch in [1, 2] {
+        let reply = raw_channel_open(&mut s, &mut buf, ch).await;
+        assert!(is_open_ok(&reply, ch), "channel {ch}: {reply:?}");
+    }
+    let close = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+        reply_code: 200,
+        reply_text: "bye".into(),
+        class_id: 0,
+        method_id: 0,
+    }));
+    s.write_all(&encode(&AMQPFrame::Method(1, close)))
+        .await
+        .expect("socket I/O");
+    assert!(matches!(
+        read_frame(&mut s, &mut buf).await,
+        Some(AMQPFrame::Method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))
+        ))
+    ));
+    let reply = raw_channel_open(&mut s, &mut buf, 1).await;
+    assert!(is_open_ok(&reply, 1), "reopened channel 1: {reply:?}");
+
+    // A client may negotiate a lower limit, and then that one applies.
+    let (mut s, mut buf) = raw_open_tuned(&broker, 1).await;
+    let reply = raw_channel_open(&mut s, &mut buf, 1).await;
+    assert!(is_open_ok(&reply, 1), "{reply:?}");
+    let close = connection_close(raw_channel_open(&mut s, &mut buf, 2).await);
+    assert_eq!(close.reply_code, 530, "{close:?}");
+    assert!(
+        close
+            .reply_text
+            .as_str()
+            .ends_with("negotiated channel_max (1)"),
+        "{close:?}"
+    );
+
+    assert_serving(&broker).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
+    let broker = start(Broker::builder().consumer_max_per_channel(2)).await;
+    let conn = connect_url(&broker.amqp_url()).await;
+    let a = conn.create_channel().await.expect("channel a");
+    let b = conn.create_channel().await.expect("channel b");
+    let q = a
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let queue = q.name().as_str();
+
+    // The cap is per channel: two consumers on each of two channels. (Kept: lapin cancels a
+    // consumer whose handle is dropped.)
+    let mut consumers = Vec::new();
+    for ch in [&a, &b] {
+        for tag in ["c1", "c2"] {
+            let c = ch
+                .basic_consume(
+                    queue.into(),
+                    tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("consumer {tag}: {e}"));
+            consumers.push(c);
+        }
+    }
+    // It counts current consumers: a cancelled one frees its place.
+    b.basic_cancel("c2".into(), BasicCancelOptions::default())
+        .await
+        .expect("cancel");
+    consumers.push(
+        b.basic_consume(
+            queue.into(),
+            "c3".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("a consumer in the freed place"),
+    );
+
+    // A third consumer on channel a: the connection closes with 530, as RabbitMQ's
+    // consumer_max_per_channel does.
+    let text = assert_code(
+        within(
+            "the refused basic.consume",
+            a.basic_consume(
+                queue.into(),
+                "c3".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await,
+        530,
+    );
+    assert!(
+        text.contains("reached maximum (2) of consumers per channel"),
+        "{text}"
+    );
+    let mut closed = false;
+    for _ in 0..100 {
+        if !conn.status().connected() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "530 closes the whole connection");
+    assert_serving(&broker).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_message_size_closes_only_the_publishing_channel_with_406() {
+    let broker = start(Broker::builder().max_message_size(1024)).await;
+    let conn = connect_url(&broker.amqp_url()).await;
+
+    // A bystander channel with a consumer, on the same connection.
+    let bystander = conn.create_channel().await.expect("bystander channel");
+    let q = bystander
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let queue = q.name().as_str().to_owned();
+    let mut consumer = consume(&bystander, &queue, true).await;
+
+    // Exactly the limit is accepted and delivered.
+    let publisher = confirm_channel(&conn).await;
+    let at_limit = vec![b'a'; 1024];
+    publish_confirmed(
+        &publisher,
+        "",
+        &queue,
+        &at_limit,
+        BasicProperties::default(),
+    )
+    .await;
+    assert_eq!(next(&mut consumer).await.data, at_limit);
+
+    // One byte more: channel.close 406 with RabbitMQ's text, reported on the pending confirm.
+    let confirm = publisher
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &[b'b'; 1025],
+            BasicProperties::default(),
+        )
+        .await
+        .expect("basic.publish is sent");
+    let text = assert_code(within("the refused publish", confirm).await, 406);
+    assert!(
+        text.contains("message size 1025 is larger than configured max size 1024"),
+        "{text}"
+    );
+    assert!(
+        !publisher.status().connected(),
+        "the publishing channel is closed"
+    );
+    assert_quiet(&mut consumer).await;
+
+    // The connection and its other channel live on.
+    assert!(conn.status().connected());
+    bystander
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"still here",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish on the bystander");
+    assert_eq!(next(&mut consumer).await.data, b"still here");
+    let other = confirm_channel(&conn).await;
+    publish_confirmed(
+        &other,
+        "",
+        &queue,
+        b"new channel",
+        BasicProperties::default(),
+    )
+    .await;
+    assert_eq!(next(&mut consumer).await.data, b"new channel");
+    conn.close(200, "bye".into()).await.expect("close");
     broker.shutdown().await;
 }

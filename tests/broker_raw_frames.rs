@@ -358,3 +358,39 @@ async fn a_message_with_an_empty_body_needs_no_body_frame() {
         .await
         .expect("delete");
 }
+
+#[tokio::test]
+async fn a_channel_beyond_the_negotiated_channel_max_is_530() {
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    // The client lowers channel_max to 2 in tune-ok; both channels open, a third is refused
+    // on the connection (RabbitMQ 3.10: rabbit_reader counts open channels).
+    let mut conn = RawConn::connect(&broker).await;
+    conn.handshake_tuned(2, 131_072, 0).await;
+    conn.open_channel(1).await;
+    conn.open_channel(2).await;
+    conn.send(&channel_open(3)).await;
+    let close = conn.expect_connection_close().await;
+    assert_eq!(close.code, 530, "{close:?}");
+    assert_eq!(
+        close.text,
+        "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
+    );
+
+    // A channel *number* above channel_max while fewer channels are open: RabbitMQ lets it
+    // through; we refuse it as the spec asks (channel-max is "the highest channel number").
+    let mut conn = RawConn::connect(&broker).await;
+    conn.handshake_tuned(2, 131_072, 0).await;
+    if broker.is_bundled() {
+        conn.send(&channel_open(5)).await;
+        let close = conn.expect_connection_close().await;
+        assert_eq!(close.code, 530, "{close:?}");
+        assert!(
+            close.text.contains("channel number 5 is above"),
+            "{close:?}"
+        );
+    } else {
+        conn.open_channel(5).await;
+    }
+    bystander.assert_unaffected().await;
+}

@@ -8,7 +8,7 @@
 //! queues).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::protocol::{basic, AMQPClass};
@@ -16,6 +16,7 @@ use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use crate::channel_registry::{ChannelRegistration, Channels};
 use crate::queue::{Consumer, Queue, QueuedMessage};
 use crate::writer::Outbound;
 
@@ -73,6 +74,23 @@ pub(crate) struct ChannelShared {
     pub(crate) consumers: Mutex<HashMap<String, ChannelConsumer>>,
     /// The direct reply-to consumer tag, when the channel consumes `amq.rabbitmq.reply-to`.
     pub(crate) reply_to_consumer: Mutex<Option<ShortString>>,
+    /// A copy of [`Channel::consumer_prefetch`] for the management API (`prefetch_count` of
+    /// `/api/channels`); written by the connection task on `basic.qos`.
+    pub(crate) consumer_prefetch: AtomicU32,
+    /// [`ChannelMode`] as a `u8`, for the management API; written by the connection task on
+    /// `confirm.select` and `tx.select`.
+    mode: AtomicU8,
+}
+
+/// Which publishing mode a channel is in (`confirm` and `transactional` of `/api/channels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelMode {
+    /// Neither: publishes are fire-and-forget.
+    Plain = 0,
+    /// `confirm.select` was sent.
+    Confirm = 1,
+    /// `tx.select` was sent.
+    Transactional = 2,
 }
 
 impl ChannelShared {
@@ -94,7 +112,33 @@ impl ChannelShared {
             global_in_flight: AtomicU32::new(0),
             consumers: Mutex::new(HashMap::new()),
             reply_to_consumer: Mutex::new(None),
+            consumer_prefetch: AtomicU32::new(0),
+            mode: AtomicU8::new(ChannelMode::Plain as u8),
         }
+    }
+
+    /// The publishing mode (for the management API).
+    pub(crate) fn mode(&self) -> ChannelMode {
+        match self.mode.load(Ordering::Acquire) {
+            1 => ChannelMode::Confirm,
+            2 => ChannelMode::Transactional,
+            _ => ChannelMode::Plain,
+        }
+    }
+
+    /// Records the publishing mode (the connection task, on `confirm.select`/`tx.select`).
+    pub(crate) fn set_mode(&self, mode: ChannelMode) {
+        self.mode.store(mode as u8, Ordering::Release);
+    }
+
+    /// Deliveries awaiting an ack on this channel (`messages_unacknowledged`).
+    pub(crate) fn unacked_count(&self) -> usize {
+        self.delivery().unacked.len()
+    }
+
+    /// True once the channel released its deliveries on close (`state` "closing").
+    pub(crate) fn is_closed(&self) -> bool {
+        self.delivery().closed
     }
 
     fn delivery(&self) -> MutexGuard<'_, DeliveryState> {
@@ -379,12 +423,16 @@ pub(crate) struct Channel {
     pub(crate) confirm: Option<ConfirmState>,
     /// Transaction buffer (`tx.select`).
     pub(crate) tx: Option<Vec<TxOp>>,
+    /// Keeps the channel listed for the management API; dropping the `Channel` (close-ok,
+    /// connection end) unlists it.
+    _registration: ChannelRegistration,
 }
 
 impl Channel {
-    /// A newly opened channel.
-    pub(crate) fn new(shared: Arc<ChannelShared>) -> Self {
+    /// A newly opened channel, listed in `registry` while it exists.
+    pub(crate) fn new(shared: Arc<ChannelShared>, registry: &Arc<Channels>) -> Self {
         Self {
+            _registration: registry.register(&shared),
             shared,
             state: ChannelState::Open,
             content: None,

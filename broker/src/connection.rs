@@ -31,9 +31,6 @@ use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound};
 
-/// The largest message body accepted (RabbitMQ's default `max_message_size`, 128 MiB).
-const MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
-
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,6 +97,9 @@ pub(crate) struct Connection {
     done: bool,
     /// Negotiated heartbeat (`None` = disabled); two silent intervals close the connection.
     heartbeat: Option<Duration>,
+    /// The broker: its limits (`config`) and the channel registry this connection's channels
+    /// join while open.
+    pub(crate) broker: Arc<BrokerShared>,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -439,6 +439,7 @@ async fn handshake(
         closing_since: None,
         done: false,
         heartbeat,
+        broker: broker.clone(),
     })
 }
 
@@ -650,19 +651,16 @@ impl Connection {
         let conn_err = |e: AmqpError| (0u16, e.in_method(class_id, method_id));
         let Some(channel) = self.channels.get_mut(&ch) else {
             if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method {
-                if ch > self.channel_max {
-                    return Err(conn_err(AmqpError::channel_error(format!(
-                        "channel {ch} exceeds channel_max {}",
-                        self.channel_max
-                    ))));
-                }
+                // RabbitMQ names no method in this close (amqp_error(..., 'none')).
+                self.check_channel_max(ch).map_err(|e| (0, e))?;
                 let shared = Arc::new(crate::channel::ChannelShared::new(
                     ch,
                     self.id,
                     self.writer.clone(),
                     self.cancel_notify,
                 ));
-                self.channels.insert(ch, Channel::new(shared));
+                let channel = Channel::new(shared, &self.broker.channels);
+                self.channels.insert(ch, channel);
                 self.send(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -707,6 +705,31 @@ impl Connection {
         })
     }
 
+    /// Refuses to open channel `ch` beyond the negotiated channel_max (0 = no limit) with 530
+    /// NOT_ALLOWED. RabbitMQ counts open channels (rabbit_reader.erl `create_channel`: "number
+    /// of channels opened (~w) has reached the negotiated channel_max (~w)"); we also refuse a
+    /// channel *number* above channel_max, which the spec forbids ("the highest channel
+    /// number") and RabbitMQ lets through while the count is below the limit.
+    fn check_channel_max(&self, ch: u16) -> Result<(), AmqpError> {
+        if self.channel_max == 0 {
+            return Ok(());
+        }
+        let open = self.channels.len();
+        if open >= usize::from(self.channel_max) {
+            return Err(AmqpError::not_allowed(format!(
+                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                self.channel_max
+            )));
+        }
+        if ch > self.channel_max {
+            return Err(AmqpError::not_allowed(format!(
+                "channel number {ch} is above the negotiated channel_max ({})",
+                self.channel_max
+            )));
+        }
+        Ok(())
+    }
+
     fn content_header(
         &mut self,
         ch: u16,
@@ -736,12 +759,21 @@ impl Connection {
                 )),
             ));
         }
-        if header.body_size > MAX_MESSAGE_SIZE {
-            // The rest of the content is dropped with the closing channel.
+        let max_message_size = self.broker.config.max_message_size;
+        if header.body_size > max_message_size {
+            // RabbitMQ's text (rabbit_channel:check_msg_size); it checks the assembled body,
+            // we check the announced size so an oversized body is never buffered. The rest of
+            // the content is dropped with the closing channel.
+            // RabbitMQ leaves out "configured" at its own ceiling, 512 MiB.
+            let configured = if max_message_size == 512 * 1024 * 1024 {
+                ""
+            } else {
+                "configured "
+            };
             return Err((
                 ch,
                 AmqpError::precondition_failed(format!(
-                    "message size {} is larger than configured max size {MAX_MESSAGE_SIZE}",
+                    "message size {} is larger than {configured}max size {max_message_size}",
                     header.body_size
                 ))
                 .in_method(60, 40),

@@ -63,6 +63,7 @@ fn harness() -> Harness {
         next_connection_id: AtomicU64::new(1),
         access: Arc::new(access),
         connections: Connections::default(),
+        channels: Arc::default(),
     });
     let (stop, shutdown) = Shutdown::new();
     Harness {

@@ -8,6 +8,7 @@
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
 //! - `connection_registry`: open connections, for the management API.
+//! - `channel_registry`: open channels of all connections, for the management API.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
@@ -36,18 +37,22 @@
 //! - Durability: `--data-dir` is accepted, but queues and messages live in memory; persistent
 //!   messages on durable queues go through the `persistence::Store` seam, whose only wired
 //!   implementation completes at once. The segment-log store in `store/` is not wired in yet.
-//! - One vhost (`/`) and one user (`guest`/`guest`); no permissions.
 //! - No memory alarms or publisher flow control: `connection.blocked` is advertised, never sent;
 //!   deliveries to no-ack consumers are not credit-limited.
 //! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
 //!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
 //!   `x-queue-type`, `x-single-active-consumer` and other arguments we do not know are accepted
 //!   and ignored.
+//! - Departure: a channel *number* above the negotiated channel_max is refused (530) even while
+//!   fewer channels are open (the spec's reading); RabbitMQ only counts open channels.
+//! - `max_message_size` is checked against the size a content header announces, before any
+//!   body arrives; RabbitMQ checks the assembled body (same 406 and text).
 
 mod access;
 mod admin;
 mod auth;
 mod channel;
+mod channel_registry;
 mod connection;
 mod connection_registry;
 mod error;

@@ -55,6 +55,49 @@ struct Args {
     /// Most open client connections (RabbitMQ's `connection_max`); unlimited when unset.
     #[arg(long, env = "LEPUS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// Channel limit proposed in `connection.tune` (RabbitMQ's `channel_max`); a client may
+    /// lower it. Opening a channel beyond it closes the connection with 530 NOT_ALLOWED.
+    /// 0 means no limit.
+    #[arg(
+        long,
+        env = "LEPUS_CHANNEL_MAX",
+        default_value_t = 2047,
+        value_name = "N"
+    )]
+    channel_max: u16,
+    /// Largest frame proposed in `connection.tune`, 8 bytes of frame overhead included
+    /// (RabbitMQ's `frame_max`; at least 4096). A larger frame closes the connection with 501.
+    #[arg(
+        long,
+        env = "LEPUS_FRAME_MAX",
+        default_value_t = 131_072,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u32).range(4096..)
+    )]
+    frame_max: u32,
+    /// Largest message body accepted (RabbitMQ's `max_message_size`, at most 512 MiB as
+    /// there). A publish announcing more closes its channel with 406 PRECONDITION_FAILED.
+    #[arg(
+        long,
+        env = "LEPUS_MAX_MESSAGE_SIZE",
+        default_value_t = 134_217_728,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(1..=536_870_912)
+    )]
+    max_message_size: u64,
+    /// Most consumers on one channel (RabbitMQ's `consumer_max_per_channel`); one more
+    /// `basic.consume` closes the connection with 530 NOT_ALLOWED. Unlimited when unset.
+    #[arg(long, env = "LEPUS_CONSUMER_MAX_PER_CHANNEL", value_name = "N")]
+    consumer_max_per_channel: Option<usize>,
+    /// Milliseconds a client has from connecting to `connection.open` before the socket is
+    /// dropped (RabbitMQ's `handshake_timeout`, also in milliseconds).
+    #[arg(
+        long,
+        env = "LEPUS_HANDSHAKE_TIMEOUT",
+        default_value_t = 10_000,
+        value_name = "MS"
+    )]
+    handshake_timeout: u64,
     /// Address for `amqps://` (TLS) connections; needs --tls-cert and --tls-key.
     #[arg(long, env = "LEPUS_TLS_LISTEN", value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key"])]
     tls_listen: Option<String>,
@@ -93,6 +136,9 @@ async fn main() -> std::process::ExitCode {
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
+    if let Some(max) = args.consumer_max_per_channel {
+        builder = builder.consumer_max_per_channel(max);
+    }
     if !args.management_listen.is_empty() {
         builder = builder.management_listen(args.management_listen);
     }
@@ -101,6 +147,10 @@ async fn main() -> std::process::ExitCode {
         .data_dir(args.data_dir)
         .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))
         .fsync(args.fsync)
+        .channel_max(args.channel_max)
+        .frame_max(args.frame_max)
+        .max_message_size(args.max_message_size)
+        .handshake_timeout(std::time::Duration::from_millis(args.handshake_timeout))
         .start()
         .await
     {

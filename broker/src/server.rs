@@ -19,6 +19,7 @@ use tracing::{debug, error, info};
 
 use crate::access::{AccessControl, AccessOptions, LoopbackPolicy};
 use crate::admin::Admin;
+use crate::channel_registry::Channels;
 use crate::connection;
 use crate::connection_registry::Connections;
 use crate::error::Error;
@@ -50,7 +51,16 @@ pub(crate) struct Config {
     pub(crate) tls: Option<crate::tls::TlsOptions>,
     /// When a persistent message counts as stored (`--fsync`).
     pub(crate) fsync: FsyncPolicy,
+    /// Largest message body accepted (RabbitMQ's `max_message_size`, default 128 MiB); a
+    /// content header announcing more closes the channel with 406.
+    pub(crate) max_message_size: u64,
+    /// Most consumers one channel may hold (RabbitMQ's `consumer_max_per_channel`; `None`:
+    /// unlimited, the default); one more closes the connection with 530.
+    pub(crate) consumer_max_per_channel: Option<usize>,
 }
+
+/// RabbitMQ's default `max_message_size`: 128 MiB.
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -65,6 +75,8 @@ impl Default for Config {
             max_connections: None,
             tls: None,
             fsync: FsyncPolicy::Always,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            consumer_max_per_channel: None,
         }
     }
 }
@@ -83,6 +95,9 @@ pub(crate) struct BrokerShared {
     pub(crate) access: Arc<AccessControl>,
     /// Open connections, for the management API.
     pub(crate) connections: Connections,
+    /// Open channels, for the management API (each connection task registers its channels
+    /// here; see [`Channels`]).
+    pub(crate) channels: Arc<Channels>,
 }
 
 /// Entry point: `Broker::builder().listen("127.0.0.1:0").start().await?`.
@@ -136,9 +151,27 @@ impl BrokerBuilder {
         self
     }
 
-    /// The highest channel number proposed to clients.
+    /// The channel_max proposed in `connection.tune` (default 2047, as RabbitMQ; 0 means no
+    /// limit). A client may lower it; opening a channel once that many are open closes the
+    /// connection with 530 NOT_ALLOWED, as RabbitMQ does.
     pub fn channel_max(mut self, channel_max: u16) -> Self {
         self.config.channel_max = channel_max;
+        self
+    }
+
+    /// The largest message body accepted (default 128 MiB, RabbitMQ's `max_message_size`).
+    /// A content header announcing a larger body closes that channel with 406
+    /// PRECONDITION_FAILED; the connection and its other channels carry on.
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// At most `max` consumers per channel (RabbitMQ's `consumer_max_per_channel`; unlimited
+    /// by default). One more `basic.consume` closes the connection with 530 NOT_ALLOWED,
+    /// "reached maximum (N) of consumers per channel", as RabbitMQ does.
+    pub fn consumer_max_per_channel(mut self, max: usize) -> Self {
+        self.config.consumer_max_per_channel = Some(max);
         self
     }
 
@@ -267,6 +300,7 @@ impl BrokerBuilder {
             next_connection_id: AtomicU64::new(1),
             access: Arc::new(access),
             connections: Connections::default(),
+            channels: Arc::default(),
         });
         let (stop_tx, shutdown) = Shutdown::new();
         let management = match &shared.config.management_listen {

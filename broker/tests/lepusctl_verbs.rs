@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -261,4 +262,178 @@ async fn every_verb_against_a_running_broker() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(69));
+}
+
+/// Receives `n` deliveries from `consumer` (fails the test after 5 s).
+async fn receive(consumer: &mut lapin::Consumer, n: usize) -> Vec<lapin::message::Delivery> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("a delivery within 5 s")
+            .expect("consumer open")
+            .expect("delivery");
+        out.push(d);
+    }
+    out
+}
+
+#[tokio::test]
+async fn list_channels_counts_consumers_and_unacked_messages() {
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .expect("broker starts");
+    let conn = connect(&broker, "guest", "guest", "%2f")
+        .await
+        .expect("guest logs in");
+    let declare = |ch: lapin::Channel, q: &'static str| async move {
+        ch.queue_declare(
+            q.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    };
+
+    // Channel 1: prefetch 5 per consumer, one consumer holding 3 unacked deliveries.
+    let a = conn.create_channel().await.unwrap();
+    a.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+    declare(a.clone(), "qa").await;
+    let mut ca = a
+        .basic_consume(
+            "qa".into(),
+            "ca".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Channel 2: confirm mode, two consumers holding 3 + 1 unacked deliveries.
+    let b = conn.create_channel().await.unwrap();
+    b.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(b.clone(), "qb1").await;
+    declare(b.clone(), "qb2").await;
+    let mut cb1 = b
+        .basic_consume(
+            "qb1".into(),
+            "cb1".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut cb2 = b
+        .basic_consume(
+            "qb2".into(),
+            "cb2".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Channel 3: transactional, no consumers.
+    let c = conn.create_channel().await.unwrap();
+    c.tx_select().await.unwrap();
+    assert_eq!((a.id(), b.id(), c.id()), (1, 2, 3));
+
+    for (q, n) in [("qa", 3), ("qb1", 3), ("qb2", 1)] {
+        for _ in 0..n {
+            b.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                b"m",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    }
+    // Once the client holds the deliveries, the broker has them as unacked.
+    let held_a = receive(&mut ca, 3).await;
+    receive(&mut cb1, 3).await;
+    receive(&mut cb2, 1).await;
+
+    let conns = rows(&ctl(&broker, &["list_connections", "name"]).await);
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let name = &conns[0];
+    assert!(name.starts_with("127.0.0.1:"), "{name}");
+
+    // Default columns, as rabbitmqctl: pid user consumer_count messages_unacknowledged.
+    let out = ctl(&broker, &["list_channels"]).await;
+    assert!(out.starts_with("Listing channels ..."), "{out}");
+    assert_eq!(
+        out.lines().nth(1),
+        Some("pid\tuser\tconsumer_count\tmessages_unacknowledged")
+    );
+    assert_eq!(
+        rows(&out),
+        vec![
+            format!("{name} (1)\tguest\t1\t3"),
+            format!("{name} (2)\tguest\t2\t4"),
+            format!("{name} (3)\tguest\t0\t0"),
+        ]
+    );
+
+    // Chosen columns.
+    let cols = [
+        "list_channels",
+        "name",
+        "connection",
+        "number",
+        "user",
+        "vhost",
+        "confirm",
+        "transactional",
+        "prefetch_count",
+        "consumer_count",
+        "messages_unacknowledged",
+    ];
+    assert_eq!(
+        rows(&ctl(&broker, &cols).await),
+        vec![
+            format!("{name} (1)\t{name}\t1\tguest\t/\tfalse\tfalse\t5\t1\t3"),
+            format!("{name} (2)\t{name}\t2\tguest\t/\ttrue\tfalse\t0\t2\t4"),
+            format!("{name} (3)\t{name}\t3\tguest\t/\tfalse\ttrue\t0\t0\t0"),
+        ]
+    );
+
+    // Acks lower the count; a closed channel leaves the list.
+    held_a[1]
+        .acker
+        .ack(lapin::options::BasicAckOptions { multiple: true })
+        .await
+        .unwrap();
+    b.close(200, "bye".into()).await.unwrap();
+    let cols = ["-q", "list_channels", "number", "messages_unacknowledged"];
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen = rows(&ctl(&broker, &cols).await);
+        if seen == ["1\t1", "3\t0"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, ["1\t1", "3\t0"]);
+
+    conn.close(200, "bye".into()).await.unwrap();
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = rows(&ctl(&broker, &["list_channels"]).await);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "no channels after the close: {left:?}");
+    broker.shutdown().await;
 }

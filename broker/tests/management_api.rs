@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -361,4 +361,165 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
         );
     }
     out
+}
+
+/// Percent-encodes a path segment.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
+    use futures::StreamExt;
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    // Channel 1: qos 10 per consumer and 20 per channel, one consumer, 2 unacked.
+    // Channel 2: confirm mode, two consumers, 3 unacked.
+    let a = conn.create_channel().await.unwrap();
+    let b = conn.create_channel().await.unwrap();
+    a.basic_qos(10, BasicQosOptions { global: false })
+        .await
+        .unwrap();
+    a.basic_qos(20, BasicQosOptions { global: true })
+        .await
+        .unwrap();
+    b.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for q in ["c1", "c2", "c3"] {
+        b.queue_declare(
+            q.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut consumers = Vec::new();
+    for (ch, q) in [(&a, "c1"), (&b, "c2"), (&b, "c3")] {
+        consumers.push(
+            ch.basic_consume(
+                q.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for (q, n) in [("c1", 2), ("c2", 2), ("c3", 1)] {
+        for _ in 0..n {
+            b.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                b"x",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    }
+    // Once the client holds the deliveries, the broker counts them as unacked.
+    for (c, n) in consumers.iter_mut().zip([2, 2, 1]) {
+        for _ in 0..n {
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.next())
+                .await
+                .expect("a delivery within 5 s")
+                .expect("consumer open")
+                .expect("delivery");
+        }
+    }
+
+    let (_, cs, _) = http(&broker, "GET", "/api/connections", GUEST, None).await;
+    let conn_name = cs[0]["name"].as_str().unwrap().to_owned();
+    let peer_port = cs[0]["peer_port"].clone();
+    let (s, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
+    assert_eq!(s, 200);
+    let chs = chs.as_array().unwrap().clone();
+    assert_eq!(chs.len(), 2, "{chs:?}");
+    let expect =
+        |number: u16, consumers: u64, unacked: u64, prefetch: u64, global: u64, confirm: bool| {
+            json!({
+                "name": format!("{conn_name} ({number})"),
+                "number": number,
+                "connection_details": {
+                    "name": conn_name,
+                    "peer_host": "127.0.0.1",
+                    "peer_port": peer_port,
+                },
+                "user": "guest",
+                "vhost": "/",
+                "node": "lepus@localhost",
+                "consumer_count": consumers,
+                "messages_unacknowledged": unacked,
+                "prefetch_count": prefetch,
+                "global_prefetch_count": global,
+                "confirm": confirm,
+                "transactional": false,
+                "state": "running",
+            })
+        };
+    assert_eq!(chs[0], expect(1, 1, 2, 10, 20, false));
+    assert_eq!(chs[1], expect(2, 2, 3, 0, 0, true));
+
+    // The same channels by connection and by vhost; none in another vhost.
+    let path = format!("/api/connections/{}/channels", seg(&conn_name));
+    let (s, by_conn, _) = http(&broker, "GET", &path, GUEST, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(by_conn.as_array().unwrap(), &chs);
+    let (_, by_vhost, _) = http(&broker, "GET", "/api/vhosts/%2F/channels", GUEST, None).await;
+    assert_eq!(by_vhost.as_array().unwrap(), &chs);
+    http(&broker, "PUT", "/api/vhosts/empty", GUEST, None).await;
+    let (_, none, _) = http(&broker, "GET", "/api/vhosts/empty/channels", GUEST, None).await;
+    assert_eq!(none, json!([]));
+    let (s, _, _) = http(
+        &broker,
+        "GET",
+        "/api/connections/nope/channels",
+        GUEST,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+
+    // Totals: the overview and /metrics count both channels.
+    let (_, ov, _) = http(&broker, "GET", "/api/overview", GUEST, None).await;
+    assert_eq!(ov["object_totals"]["channels"], 2);
+    let (_, _, text) = http(&broker, "GET", "/metrics", None, None).await;
+    assert_eq!(parse_prometheus(&text)["lepus_channels"], 2.0);
+
+    // Closing channel 1 requeues its deliveries and drops it from the list.
+    a.close(200, "bye".into()).await.unwrap();
+    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
+    let numbers: Vec<&Value> = chs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["number"])
+        .collect();
+    assert_eq!(numbers, [&json!(2)]);
+    let (_, q, _) = http(&broker, "GET", "/api/queues/%2F/c1", GUEST, None).await;
+    assert_eq!(q["messages_ready"], 2);
+
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.shutdown().await;
 }

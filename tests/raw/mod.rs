@@ -319,9 +319,14 @@ impl RawConn {
 
     /// Runs the client side of the handshake (PLAIN guest/guest, vhost "/").
     pub async fn handshake(&mut self, frame_max: u32, heartbeat: u16) {
+        self.handshake_tuned(2047, frame_max, heartbeat).await;
+    }
+
+    /// As [`RawConn::handshake`], answering tune with `channel_max` too.
+    pub async fn handshake_tuned(&mut self, channel_max: u16, frame_max: u32, heartbeat: u16) {
         self.start().await;
         self.authenticate().await;
-        self.send(&tune_ok(2047, frame_max, heartbeat)).await;
+        self.send(&tune_ok(channel_max, frame_max, heartbeat)).await;
         self.send(&method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 /// Administers a Lepus broker through its management API (rabbitmqctl verbs).
 #[derive(Debug, Parser)]
-#[command(name = "lepusctl", version, about, long_about = None)]
+#[command(name = "lepusctl", version, long_about = None)]
 struct Cli {
     /// Base URL of the broker's management API.
     #[arg(
@@ -112,6 +112,14 @@ enum Command {
     },
     /// Lists client connections (default columns: user peer_host peer_port state).
     ListConnections { columns: Vec<String> },
+    /// Lists channels (default columns: pid user consumer_count messages_unacknowledged).
+    ///
+    /// Columns as rabbitmqctl's: pid, connection, name, number, user, vhost, transactional,
+    /// confirm, consumer_count, messages_unacknowledged, prefetch_count,
+    /// global_prefetch_count. `pid` and `name` print the channel's name
+    /// ("CLIENT -> SERVER (N)"), `connection` its connection's name (Lepus has no Erlang
+    /// pids).
+    ListChannels { columns: Vec<String> },
     /// Lists consumers.
     ListConsumers {
         #[arg(short = 'p', long = "vhost", default_value = "/")]
@@ -421,6 +429,21 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
                 &api.get("/api/connections")?,
                 &columns(c, &["user", "peer_host", "peer_port", "state"]),
                 field,
+            );
+        }
+        Command::ListChannels { columns: c } => {
+            info("Listing channels ...".to_owned());
+            table(
+                &api.get("/api/channels")?,
+                &columns(
+                    c,
+                    &["pid", "user", "consumer_count", "messages_unacknowledged"],
+                ),
+                |ch, col| match col {
+                    "pid" => field(ch, "name"),
+                    "connection" => ch.pointer("/connection_details/name").cloned(),
+                    other => field(ch, other),
+                },
             );
         }
         Command::ListConsumers { vhost } => {

@@ -63,6 +63,9 @@ pub(super) fn routes() -> Router<Ctx> {
             axum::routing::delete(close_connection),
         )
         .route("/api/consumers", get(consumers))
+        .route("/api/channels", get(channels))
+        .route("/api/vhosts/{vhost}/channels", get(vhost_channels))
+        .route("/api/connections/{name}/channels", get(connection_channels))
 }
 
 fn vhosts_of(ctx: &Ctx, only: Option<&str>) -> Result<Vec<Arc<VHost>>, ApiError> {
@@ -259,6 +262,73 @@ async fn close_connection(State(ctx): State<Ctx>, Path(name): Path<String>) -> D
     } else {
         Err(ApiError::not_found(format!("no connection '{name}'")))
     }
+}
+
+/// Open channels as RabbitMQ 3.10 lists them, those of connections `keep` accepts.
+/// `messages_unconfirmed` and `messages_uncommitted` are left out (only the connection task
+/// knows them).
+fn all_channels(
+    ctx: &Ctx,
+    keep: impl Fn(&crate::connection_registry::ConnectionInfo) -> bool,
+) -> Vec<Value> {
+    let conns: std::collections::HashMap<u64, crate::connection_registry::ConnectionInfo> = ctx
+        .broker
+        .connections
+        .list()
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let mut out = Vec::new();
+    for ch in ctx.broker.channels.list() {
+        // A channel opened between the two snapshots, or of a connection still finishing:
+        // listed with the next request.
+        let Some(conn) = conns.get(&ch.connection_id).filter(|c| keep(c)) else {
+            continue;
+        };
+        let mode = ch.mode();
+        out.push(json!({
+            "name": format!("{} ({})", conn.name(), ch.id),
+            "number": ch.id,
+            "connection_details": {
+                "name": conn.name(),
+                "peer_host": conn.peer.ip().to_string(),
+                "peer_port": conn.peer.port(),
+            },
+            "user": conn.user,
+            "vhost": conn.vhost,
+            "node": "lepus@localhost",
+            "consumer_count": ch.consumers().len(),
+            "messages_unacknowledged": ch.unacked_count(),
+            "prefetch_count": ch.consumer_prefetch.load(std::sync::atomic::Ordering::Acquire),
+            "global_prefetch_count": ch.global_prefetch.load(std::sync::atomic::Ordering::Acquire),
+            "confirm": mode == crate::channel::ChannelMode::Confirm,
+            "transactional": mode == crate::channel::ChannelMode::Transactional,
+            "state": if ch.is_closed() { "closing" } else { "running" },
+        }));
+    }
+    out
+}
+
+async fn channels(State(ctx): State<Ctx>) -> ApiResult {
+    Ok(Json(Value::Array(all_channels(&ctx, |_| true))))
+}
+
+async fn vhost_channels(State(ctx): State<Ctx>, Path(vhost): Path<String>) -> ApiResult {
+    vhosts_of(&ctx, Some(&vhost))?;
+    Ok(Json(Value::Array(all_channels(&ctx, |c| c.vhost == vhost))))
+}
+
+async fn connection_channels(State(ctx): State<Ctx>, Path(name): Path<String>) -> ApiResult {
+    if !ctx
+        .broker
+        .connections
+        .list()
+        .iter()
+        .any(|c| c.name() == name)
+    {
+        return Err(ApiError::not_found(format!("no connection '{name}'")));
+    }
+    Ok(Json(Value::Array(all_channels(&ctx, |c| c.name() == name))))
 }
 
 async fn consumers(State(ctx): State<Ctx>) -> ApiResult {
@@ -502,6 +572,7 @@ async fn overview(State(ctx): State<Ctx>) -> ApiResult {
         "queue_totals": { "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked },
         "object_totals": {
             "connections": ctx.broker.connections.count(),
+            "channels": ctx.broker.channels.count(),
             "exchanges": exchanges,
             "queues": queues,
             "consumers": consumers,

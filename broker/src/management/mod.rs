@@ -1,7 +1,8 @@
 //! The management HTTP API: the subset of RabbitMQ's management plugin API that `lepusctl`
 //! and dashboards use (`/api/overview`, `/api/queues`, `/api/exchanges`, `/api/bindings`,
-//! `/api/connections`, `/api/consumers`, `/api/users`, `/api/vhosts`, `/api/permissions`, and
-//! their write endpoints), with RabbitMQ's JSON shapes, plus Prometheus text at `/metrics`.
+//! `/api/connections`, `/api/channels`, `/api/consumers`, `/api/users`, `/api/vhosts`,
+//! `/api/permissions`, and their write endpoints), with RabbitMQ's JSON shapes, plus
+//! Prometheus text at `/metrics`.
 //!
 //! Authentication is HTTP basic auth against the broker's own users (with `loopback_users`
 //! applied to the HTTP peer, as RabbitMQ does); reads need the `administrator`,

@@ -10,6 +10,7 @@
 //! | `lepus_queue_messages_unacked`           | gauge   | vhost, queue  |
 //! | `lepus_queue_consumers`                  | gauge   | vhost, queue  |
 //! | `lepus_connections`                      | gauge   |               |
+//! | `lepus_channels`                         | gauge   |               |
 //! | `lepus_process_resident_memory_bytes`    | gauge   | (Linux only)  |
 
 use std::fmt::Write;
@@ -105,6 +106,8 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
         "Open client connections.",
     );
     let _ = writeln!(out, "lepus_connections {}", ctx.broker.connections.count());
+    family(&mut out, "lepus_channels", "gauge", "Open channels.");
+    let _ = writeln!(out, "lepus_channels {}", ctx.broker.channels.count());
     if let Some(rss) = resident_memory() {
         family(
             &mut out,

@@ -36,6 +36,10 @@ impl Connection {
                 .store(count, Ordering::Release);
         } else {
             channel.consumer_prefetch = count;
+            channel
+                .shared
+                .consumer_prefetch
+                .store(count, Ordering::Release);
         }
         let shared = channel.shared.clone();
         self.send(
@@ -75,6 +79,20 @@ impl Connection {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
             )));
+        }
+        // As RabbitMQ's `consumer_max_per_channel` (deps/rabbit/src/rabbit_channel.erl,
+        // handle_method 'basic.consume', added in 2024 by commit d7374cb "Add consumers per
+        // channel limit"; 3.10 has no such limit): `error when CurrentConsumers >=
+        // MaxConsumers -> rabbit_misc:protocol_error(not_allowed, "reached maximum (~B) of
+        // consumers per channel", [MaxConsumers])`, a hard error, so the connection closes
+        // with 530. The direct reply-to consumer is not counted, as there (it is not in
+        // `consumer_mapping`).
+        if let Some(max) = self.broker.config.consumer_max_per_channel {
+            if shared.consumers().len() >= max {
+                return Err(AmqpError::not_allowed(format!(
+                    "reached maximum ({max}) of consumers per channel"
+                )));
+            }
         }
         let tag_ss = ShortString::try_new(tag.clone()).unwrap_or_default();
         if m.queue.as_str() == REPLY_TO {

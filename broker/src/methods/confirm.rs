@@ -3,7 +3,7 @@
 
 use amq_protocol::protocol::{confirm, AMQPClass};
 
-use crate::channel::ConfirmState;
+use crate::channel::{ChannelMode, ConfirmState};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 
@@ -20,6 +20,7 @@ impl Connection {
         }
         if channel.confirm.is_none() {
             channel.confirm = Some(ConfirmState::default());
+            channel.shared.set_mode(ChannelMode::Confirm);
         }
         if !nowait {
             self.send(

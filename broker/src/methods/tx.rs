@@ -6,7 +6,7 @@
 
 use amq_protocol::protocol::{tx, AMQPClass};
 
-use crate::channel::TxOp;
+use crate::channel::{ChannelMode, TxOp};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 
@@ -23,6 +23,7 @@ impl Connection {
         }
         if channel.tx.is_none() {
             channel.tx = Some(Vec::new());
+            channel.shared.set_mode(ChannelMode::Transactional);
         }
         self.send(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
         Ok(())

@@ -1,0 +1,148 @@
+//! The `lepus-broker` binary's limit flags reach the broker: `--channel-max` and `--frame-max`
+//! are what lapin negotiates, `--max-message-size` closes the publishing channel with 406,
+//! `--consumer-max-per-channel` closes the connection with 530, `--handshake-timeout` drops a
+//! silent client.
+//!
+//! This suite lives in the `lepus-broker` package because Cargo only exposes a binary's path
+//! (`CARGO_BIN_EXE_lepus-broker`) to tests of the same package. The broker listens on
+//! 127.0.0.1 port 0 and is killed when the test ends.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, ErrorKind};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+fn reply_code(err: &lapin::Error) -> Option<u16> {
+    match err.kind() {
+        ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+        _ => None,
+    }
+}
+
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[tokio::test]
+async fn limit_flags_reach_the_broker() {
+    let data_dir = std::env::temp_dir().join(format!("lepus-limit-flags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepus-broker"))
+        .args(["--listen", "127.0.0.1:0", "--management-listen", ""])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--channel-max", "3", "--frame-max", "8192"])
+        .args(["--handshake-timeout", "300"])
+        .args([
+            "--max-message-size",
+            "100",
+            "--consumer-max-per-channel",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start lepus-broker");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("the listening line", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line on stdout");
+    let addr = line
+        .strip_prefix("lepus-broker listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let url = format!("amqp://guest:guest@{addr}/%2f");
+
+    let conn = within(
+        "the connection",
+        Connection::connect(&url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(conn.configuration().channel_max(), 3);
+    assert_eq!(conn.configuration().frame_max(), 8192);
+
+    // --max-message-size 100: 100 bytes pass, 101 close the channel with 406.
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let publish = |len: usize| {
+        let ch = ch.clone();
+        let key = q.name().clone();
+        async move {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    key,
+                    BasicPublishOptions::default(),
+                    &vec![b'x'; len],
+                    BasicProperties::default(),
+                )
+                .await?;
+            within("the confirm", confirm).await
+        }
+    };
+    publish(100).await.expect("100 bytes are within the limit");
+    let err = publish(101)
+        .await
+        .expect_err("101 bytes are over the limit");
+    assert_eq!(reply_code(&err), Some(406), "{err}");
+    assert!(
+        err.to_string()
+            .contains("message size 101 is larger than configured max size 100"),
+        "{err}"
+    );
+
+    // --consumer-max-per-channel 1: a second consumer on one channel closes the connection.
+    let ch = conn.create_channel().await.unwrap();
+    let _first = ch
+        .basic_consume(
+            q.name().clone(),
+            "one".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("the first consumer");
+    let err = within(
+        "the second consume",
+        ch.basic_consume(
+            q.name().clone(),
+            "two".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect_err("over the per-channel consumer limit");
+    assert_eq!(reply_code(&err), Some(530), "{err}");
+
+    // --handshake-timeout 300: a client that sends nothing is dropped long before the 10 s
+    // default would drop it.
+    let mut silent = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut scratch = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut scratch))
+        .await
+        .expect("the broker drops the silent client within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    child.kill().await.expect("stop the broker");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
