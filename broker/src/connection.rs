@@ -3,9 +3,10 @@
 //! directions, and cleanup (requeue unacked, cancel consumers, drop exclusive queues).
 //!
 //! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
-//! await: routing and queue work use short synchronous locks); a second task
-//! (`crate::writer::run`) owns the socket's write half. Other tasks talk to a connection only
-//! through its writer queue (deliveries, cancel notifications) and its event queue
+//! await: routing and queue work use short synchronous locks), inside a `writer::batch` per
+//! read, so what a read buffer's frames send is written when they are handled, from this task;
+//! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
+//! connection only through its outbox (deliveries, cancel notifications) and its event queue
 //! ([`ConnEvent`], delayed confirms).
 
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
 use crate::server::BrokerShared;
 use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
-use crate::writer::{self, Outbound};
+use crate::writer::{self, Outbound, Outbox};
 
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,8 +74,8 @@ pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     /// The vhost opened with `connection.open`.
     pub(crate) vhost: Arc<VHost>,
-    /// Frames to the client; the writer task holds the receiver.
-    pub(crate) writer: mpsc::UnboundedSender<Outbound>,
+    /// Frames to the client (shared with this connection's channels and the writer task).
+    pub(crate) writer: Arc<Outbox>,
     /// Events for this task (held by store-confirm waiters).
     pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
     /// Open (or closing) channels.
@@ -105,15 +106,15 @@ pub(crate) struct Connection {
 /// Serves one accepted socket until it closes or the broker stops.
 pub(crate) async fn serve(
     mut read: ReadStream,
-    write: crate::writer::WriteStream,
+    write: crate::writer::WriteSide,
     peer: SocketAddr,
     local_addr: Option<SocketAddr>,
     broker: Arc<BrokerShared>,
     mut shutdown: Shutdown,
 ) {
     let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(writer::run(write, writer_rx));
+    let (writer_tx, writer_run) = writer::outbox(write);
+    let writer_task = tokio::spawn(writer_run);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let timeout = broker.config.handshake_timeout;
     let handshake = tokio::select! {
@@ -178,7 +179,7 @@ async fn wait_for_eof(read: &mut ReadStream, limit: Duration) {
 async fn next_frame(
     read: &mut ReadStream,
     buf: &mut BytesMut,
-    writer: &mpsc::UnboundedSender<Outbound>,
+    writer: &Arc<Outbox>,
     frame_max: u32,
 ) -> Option<InboundFrame> {
     loop {
@@ -198,7 +199,7 @@ async fn next_frame(
     }
 }
 
-fn send_connection_close(writer: &mpsc::UnboundedSender<Outbound>, err: &AmqpError) {
+fn send_connection_close(writer: &Arc<Outbox>, err: &AmqpError) {
     let _ = writer.send(Outbound::Method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
@@ -245,7 +246,7 @@ fn server_properties() -> FieldTable {
 async fn handshake(
     read: &mut ReadStream,
     buf: &mut BytesMut,
-    writer: &mpsc::UnboundedSender<Outbound>,
+    writer: &Arc<Outbox>,
     broker: &Arc<BrokerShared>,
     peer: SocketAddr,
     id: u64,
@@ -465,21 +466,10 @@ impl Connection {
         let stop = shutdown.recv();
         tokio::pin!(stop);
         loop {
-            while self.closing_since.is_none() || !self.done {
-                match frame::decode(buf, self.frame_max) {
-                    Ok(Some(f)) => self.handle_frame(f),
-                    Ok(None) => break,
-                    Err(err) => {
-                        buf.clear();
-                        self.fail(0, err);
-                        break;
-                    }
-                }
-                if self.done {
-                    break;
-                }
-            }
-            self.flush_confirms();
+            // Everything the frames in the buffer send (our replies, deliveries to consumers
+            // on other connections) is written when the batch ends: one write per connection
+            // written to, from this thread, without waking the writer tasks.
+            writer::batch(|| self.handle_buffer(buf));
             if self.done {
                 return true;
             }
@@ -491,7 +481,7 @@ impl Connection {
                 _ = &mut stop, if self.closing_since.is_none() => {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
-                Some(ev) = events.recv() => self.handle_event(ev),
+                Some(ev) = events.recv() => writer::batch(|| self.handle_event(ev)),
                 r = read.read_buf(buf) => match r {
                     Ok(0) => {
                         if self.closing_since.is_none() {
@@ -518,6 +508,25 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Handles every complete frame in `buf`, then sends the coalesced confirms.
+    fn handle_buffer(&mut self, buf: &mut BytesMut) {
+        while self.closing_since.is_none() || !self.done {
+            match frame::decode(buf, self.frame_max) {
+                Ok(Some(f)) => self.handle_frame(f),
+                Ok(None) => break,
+                Err(err) => {
+                    buf.clear();
+                    self.fail(0, err);
+                    break;
+                }
+            }
+            if self.done {
+                break;
+            }
+        }
+        self.flush_confirms();
     }
 
     /// When the connection gives up waiting: `close-ok` [`CLOSE_TIMEOUT`] after we sent

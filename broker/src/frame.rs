@@ -165,10 +165,8 @@ pub(crate) fn encode_method(out: &mut Vec<u8>, channel: u16, method: AMQPClass) 
     encode_with(out, &frame);
 }
 
-/// Appends a heartbeat frame to `out`.
-pub(crate) fn encode_heartbeat(out: &mut Vec<u8>) {
-    out.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
-}
+/// A heartbeat frame: type 8, channel 0, empty payload.
+pub(crate) const HEARTBEAT: &[u8] = &[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END];
 
 /// Appends the content header frame and as many body frames as `frame_max` requires.
 ///
