@@ -261,14 +261,22 @@ pub(crate) fn batch<R>(work: impl FnOnce() -> R) -> R {
         *b = Some(Vec::new());
         true
     });
-    let result = work();
-    if opened {
+    // Flushes on the way out, also if `work` panics: a batch left open would keep this
+    // thread's later sends waiting for a flush that never comes.
+    let _flush = opened.then_some(BatchEnd);
+    work()
+}
+
+/// Closes this thread's open batch and writes its outboxes when dropped.
+struct BatchEnd;
+
+impl Drop for BatchEnd {
+    fn drop(&mut self) {
         let list = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
         for outbox in list {
             outbox.flush_now();
         }
     }
-    result
 }
 
 impl Outbox {
@@ -405,4 +413,30 @@ async fn write_tcp(tcp: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use amq_protocol::protocol::channel;
+
+    use super::*;
+
+    fn open_ok(ch: u16) -> Outbound {
+        Outbound::Method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        )
+    }
+
+    #[test]
+    fn a_panicking_batch_does_not_stay_open() {
+        let caught = std::panic::catch_unwind(|| batch(|| panic!("handler bug")));
+        assert!(caught.is_err());
+        assert!(BATCH.with(|b| b.borrow().is_none()));
+        // And a later batch opens and closes normally.
+        let outbox = Outbox::detached();
+        batch(|| outbox.send(open_ok(1)).unwrap());
+        assert!(BATCH.with(|b| b.borrow().is_none()));
+    }
 }
