@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
 use crate::channel_registry::{ChannelRegistration, Channels};
 use crate::queue::{Consumer, Queue, QueuedMessage};
-use crate::writer::Outbound;
+use crate::writer::{Outbound, Outbox};
 
 /// One delivery awaiting `basic.ack`/`nack`/`reject`.
 #[derive(Debug)]
@@ -57,9 +56,9 @@ pub(crate) struct ChannelShared {
     pub(crate) id: u16,
     /// The owning connection's id.
     pub(crate) connection_id: u64,
-    /// The owning connection's writer; every holder may queue frames on it. The writer task
-    /// ends once all clones are dropped.
-    pub(crate) writer: mpsc::UnboundedSender<Outbound>,
+    /// The owning connection's outbox; every holder may queue frames on it. Its writer task
+    /// stops when the connection shuts it down, not when the holders drop it.
+    pub(crate) writer: Arc<Outbox>,
     /// The client understands `basic.cancel` from the broker (capability
     /// `consumer_cancel_notify`).
     pub(crate) cancel_notify: bool,
@@ -98,7 +97,7 @@ impl ChannelShared {
     pub(crate) fn new(
         id: u16,
         connection_id: u64,
-        writer: mpsc::UnboundedSender<Outbound>,
+        writer: Arc<Outbox>,
         cancel_notify: bool,
     ) -> Self {
         Self {

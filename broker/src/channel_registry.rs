@@ -71,8 +71,8 @@ mod tests {
     use super::*;
 
     fn channel(conn: u64, number: u16) -> Arc<ChannelShared> {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        Arc::new(ChannelShared::new(number, conn, tx, false))
+        let outbox = crate::writer::Outbox::detached();
+        Arc::new(ChannelShared::new(number, conn, outbox, false))
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! directions, and cleanup (requeue unacked, cancel consumers, drop exclusive queues).
 //!
 //! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
-//! await: routing and queue work use short synchronous locks); a second task
-//! (`crate::writer::run`) owns the socket's write half. Other tasks talk to a connection only
-//! through its writer queue (deliveries, cancel notifications) and its event queue
+//! await: routing and queue work use short synchronous locks), inside a `writer::batch` per
+//! read, so what a read buffer's frames send is written when they are handled, from this task;
+//! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
+//! connection only through its outbox (deliveries, cancel notifications) and its event queue
 //! ([`ConnEvent`], delayed confirms).
 
 use std::collections::HashMap;
@@ -29,10 +30,13 @@ use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
 use crate::server::BrokerShared;
 use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
-use crate::writer::{self, Outbound};
+use crate::writer::{self, Outbound, Outbox};
 
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Stands for "no deadline" when heartbeats are off (tokio's timer reaches about two years).
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The read side of a client's byte stream: a plain TCP read half, or a TLS stream's read
 /// half (boxed so one connection task serves both; reads are batched, so the virtual call
@@ -70,8 +74,8 @@ pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
     /// The vhost opened with `connection.open`.
     pub(crate) vhost: Arc<VHost>,
-    /// Frames to the client; the writer task holds the receiver.
-    pub(crate) writer: mpsc::UnboundedSender<Outbound>,
+    /// Frames to the client (shared with this connection's channels and the writer task).
+    pub(crate) writer: Arc<Outbox>,
     /// Events for this task (held by store-confirm waiters).
     pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
     /// Open (or closing) channels.
@@ -104,15 +108,15 @@ pub(crate) struct Connection {
 /// Serves one accepted socket until it closes or the broker stops.
 pub(crate) async fn serve(
     mut read: ReadStream,
-    write: crate::writer::WriteStream,
+    write: crate::writer::WriteSide,
     peer: SocketAddr,
     local_addr: Option<SocketAddr>,
     broker: Arc<BrokerShared>,
     mut shutdown: Shutdown,
 ) {
     let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(writer::run(write, writer_rx));
+    let (writer_tx, writer_run) = writer::outbox(write);
+    let writer_task = tokio::spawn(writer_run);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let timeout = broker.config.handshake_timeout;
     let handshake = tokio::select! {
@@ -177,7 +181,7 @@ async fn wait_for_eof(read: &mut ReadStream, limit: Duration) {
 async fn next_frame(
     read: &mut ReadStream,
     buf: &mut BytesMut,
-    writer: &mpsc::UnboundedSender<Outbound>,
+    writer: &Arc<Outbox>,
     frame_max: u32,
 ) -> Option<InboundFrame> {
     loop {
@@ -197,7 +201,7 @@ async fn next_frame(
     }
 }
 
-fn send_connection_close(writer: &mpsc::UnboundedSender<Outbound>, err: &AmqpError) {
+fn send_connection_close(writer: &Arc<Outbox>, err: &AmqpError) {
     let _ = writer.send(Outbound::Method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
@@ -244,7 +248,7 @@ fn server_properties() -> FieldTable {
 async fn handshake(
     read: &mut ReadStream,
     buf: &mut BytesMut,
-    writer: &mpsc::UnboundedSender<Outbound>,
+    writer: &Arc<Outbox>,
     broker: &Arc<BrokerShared>,
     peer: SocketAddr,
     id: u64,
@@ -458,47 +462,39 @@ impl Connection {
     ) -> bool {
         let mut last_read = Instant::now();
         let mut alarm = self.blocking.alarm();
+        // One timer and one stop listener for the connection's life, not one per read: a
+        // timer created per loop turn is registered in and removed from tokio's timer wheel
+        // for every batch of frames. The timer is armed at the earliest deadline that can
+        // apply and re-armed lazily when it fires (reads only move the heartbeat deadline
+        // later); entering the closing state re-arms it at once.
+        let timer = tokio::time::sleep_until(self.deadline(last_read));
+        tokio::pin!(timer);
+        let mut armed_for_close = false;
+        let stop = shutdown.recv();
+        tokio::pin!(stop);
         loop {
-            while self.closing_since.is_none() || !self.done {
-                match frame::decode(buf, self.frame_max) {
-                    Ok(Some(f)) => self.handle_frame(f),
-                    Ok(None) => break,
-                    Err(err) => {
-                        buf.clear();
-                        self.fail(0, err);
-                        break;
-                    }
-                }
-                if self.done {
-                    break;
-                }
-            }
-            self.flush_confirms();
+            // Everything the frames in the buffer send (our replies, deliveries to consumers
+            // on other connections) is written when the batch ends: one write per connection
+            // written to, from this thread, without waking the writer tasks.
+            writer::batch(|| self.handle_buffer(buf));
             if self.done {
                 return true;
             }
-            // Blocked by the memory alarm: the socket (heartbeats included) is not read.
+            // Blocked by the memory alarm: the socket (heartbeats included) is not read, and
+            // the heartbeat deadline is held off while it lasts.
             let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
             if paused {
                 last_read = Instant::now();
             }
-            let deadline = match (self.closing_since, self.heartbeat) {
-                (Some(since), _) => Some(since + CLOSE_TIMEOUT),
-                (None, Some(_)) if paused => None,
-                (None, Some(hb)) => Some(last_read + hb * 2),
-                (None, None) => None,
-            };
-            let timer = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if self.closing_since.is_some() && !armed_for_close {
+                armed_for_close = true;
+                timer.as_mut().reset(self.deadline(last_read));
+            }
             tokio::select! {
-                _ = shutdown.recv(), if self.closing_since.is_none() => {
+                _ = &mut stop, if self.closing_since.is_none() => {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
-                Some(ev) = events.recv() => self.handle_event(ev),
+                Some(ev) = events.recv() => writer::batch(|| self.handle_event(ev)),
                 Ok(()) = alarm.changed() => {}
                 r = read.read_buf(buf), if !paused => match r {
                     Ok(0) => {
@@ -513,13 +509,51 @@ impl Connection {
                     }
                     Ok(_) => last_read = Instant::now(),
                 },
-                _ = timer => {
+                _ = &mut timer, if self.closing_since.is_some() || self.heartbeat.is_some() => {
+                    if paused {
+                        last_read = Instant::now();
+                    }
+                    let deadline = self.deadline(last_read);
+                    if deadline > Instant::now() {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     if self.closing_since.is_none() {
                         warn!(connection = self.id, peer = %self.peer, "missed heartbeats from client, closing");
                     }
                     return false;
                 }
             }
+        }
+    }
+
+    /// Handles every complete frame in `buf`, then sends the coalesced confirms.
+    fn handle_buffer(&mut self, buf: &mut BytesMut) {
+        while self.closing_since.is_none() || !self.done {
+            match frame::decode(buf, self.frame_max) {
+                Ok(Some(f)) => self.handle_frame(f),
+                Ok(None) => break,
+                Err(err) => {
+                    buf.clear();
+                    self.fail(0, err);
+                    break;
+                }
+            }
+            if self.done {
+                break;
+            }
+        }
+        self.flush_confirms();
+    }
+
+    /// When the connection gives up waiting: `close-ok` [`CLOSE_TIMEOUT`] after we sent
+    /// `connection.close`, else two heartbeat intervals after the last read (a year away when
+    /// heartbeats are off).
+    fn deadline(&self, last_read: Instant) -> Instant {
+        match (self.closing_since, self.heartbeat) {
+            (Some(since), _) => since + CLOSE_TIMEOUT,
+            (None, Some(hb)) => last_read + hb * 2,
+            (None, None) => last_read + NO_DEADLINE,
         }
     }
 

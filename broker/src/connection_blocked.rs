@@ -14,9 +14,11 @@
 //! control (credit flow) short of the memory alarm.
 
 use amq_protocol::protocol::{connection, AMQPClass};
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
 
-use crate::writer::Outbound;
+use tokio::sync::watch;
+
+use crate::writer::{Outbound, Outbox};
 
 /// The reason RabbitMQ gives in `connection.blocked` for the memory alarm.
 pub(crate) const LOW_ON_MEMORY: &str = "low on memory";
@@ -52,7 +54,7 @@ impl Blocking {
 
     /// Brings the blocked state in line with the alarm, telling the client on a change.
     /// Returns true while the socket must not be read.
-    pub(crate) fn update(&mut self, writer: &mpsc::UnboundedSender<Outbound>) -> bool {
+    pub(crate) fn update(&mut self, writer: &Arc<Outbox>) -> bool {
         let block = self.publisher && *self.alarm.borrow_and_update();
         if block != self.blocked {
             self.blocked = block;

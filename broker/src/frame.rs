@@ -11,15 +11,19 @@
 //!
 //! We check the size against frame_max *before* buffering the payload (a frame over frame_max
 //! is 501 FRAME_ERROR as soon as its header is seen), and check the end octet ourselves. Body
-//! payloads are sliced out of the read buffer as [`Bytes`] without copying; method and header
-//! payloads go to `amq_protocol::frame::parse_frame`. Not implemented: the legacy 0-8/0-9
+//! payloads are sliced out of the read buffer as [`Bytes`] without copying; `basic.publish`,
+//! `basic.ack` and content headers without a `headers` table are decoded by [`hot_path`], and
+//! `basic.deliver` is encoded there too; every other method and header payload goes to
+//! `amq_protocol::frame::parse_frame` / `gen_frame`. Not implemented: the legacy 0-8/0-9
 //! protocol headers (answered with our header, like any other mismatch).
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{basic::gen_properties, basic::AMQPProperties, AMQPClass};
+use amq_protocol::protocol::{basic, basic::gen_properties, basic::AMQPProperties, AMQPClass};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::AmqpError;
+
+mod hot_path;
 
 /// The protocol header of AMQP 0-9-1, sent by clients first and by us on a mismatch.
 pub(crate) const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -94,13 +98,33 @@ pub(crate) fn decode(
             Ok(Some(InboundFrame::Body(channel, frame)))
         }
         FRAME_HEARTBEAT => Ok(Some(InboundFrame::Heartbeat(channel))),
-        _ => match parse_frame(&frame[..]) {
-            Ok((_, AMQPFrame::Method(ch, class))) => Ok(Some(InboundFrame::Method(ch, class))),
-            Ok((_, AMQPFrame::Header(ch, header))) => Ok(Some(InboundFrame::Header(ch, header))),
-            Ok(_) => Err(AmqpError::frame_error("unexpected frame payload")),
-            Err(_) if kind == FRAME_METHOD => Err(unknown_method(&frame[7..7 + size])),
-            Err(_) => Err(AmqpError::frame_error("malformed content header")),
-        },
+        _ => {
+            let payload = &frame[7..7 + size];
+            let hot = if kind == FRAME_METHOD {
+                hot_path::decode_method(payload).map(|m| InboundFrame::Method(channel, m))
+            } else {
+                hot_path::decode_header(payload).map(|h| InboundFrame::Header(channel, h))
+            };
+            if hot.is_some() {
+                return Ok(hot);
+            }
+            decode_with_amq_protocol(&frame, kind, size)
+        }
+    }
+}
+
+/// Decodes a method or content-header frame the hot path left alone.
+fn decode_with_amq_protocol(
+    frame: &[u8],
+    kind: u8,
+    size: usize,
+) -> Result<Option<InboundFrame>, AmqpError> {
+    match parse_frame(frame) {
+        Ok((_, AMQPFrame::Method(ch, class))) => Ok(Some(InboundFrame::Method(ch, class))),
+        Ok((_, AMQPFrame::Header(ch, header))) => Ok(Some(InboundFrame::Header(ch, header))),
+        Ok(_) => Err(AmqpError::frame_error("unexpected frame payload")),
+        Err(_) if kind == FRAME_METHOD => Err(unknown_method(&frame[7..7 + size])),
+        Err(_) => Err(AmqpError::frame_error("malformed content header")),
     }
 }
 
@@ -133,14 +157,16 @@ fn unknown_method(payload: &[u8]) -> AmqpError {
 
 /// Appends one method frame to `out`.
 pub(crate) fn encode_method(out: &mut Vec<u8>, channel: u16, method: AMQPClass) {
+    if let AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)) = &method {
+        hot_path::encode_deliver(out, channel, deliver);
+        return;
+    }
     let frame = AMQPFrame::Method(channel, method);
     encode_with(out, &frame);
 }
 
-/// Appends a heartbeat frame to `out`.
-pub(crate) fn encode_heartbeat(out: &mut Vec<u8>) {
-    out.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
-}
+/// A heartbeat frame: type 8, channel 0, empty payload.
+pub(crate) const HEARTBEAT: &[u8] = &[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END];
 
 /// Appends the content header frame and as many body frames as `frame_max` requires.
 ///

@@ -108,7 +108,7 @@ pub fn connection(data: &[u8]) {
             });
             crate::connection::serve(
                 Box::new(server_read),
-                Box::new(server_write),
+                crate::writer::WriteSide::Stream(Box::new(server_write)),
                 peer,
                 None,
                 broker,

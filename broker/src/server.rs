@@ -401,7 +401,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
                     let (read, write) = stream.into_split();
                     connections.spawn(connection::serve(
                         Box::new(read),
-                        Box::new(write),
+                        crate::writer::WriteSide::Tcp(write),
                         peer,
                         local,
                         shared.clone(),

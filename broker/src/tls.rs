@@ -102,7 +102,7 @@ async fn accept_loop(
                                 let (read, write) = tokio::io::split(tls);
                                 connection::serve(
                                     Box::new(read),
-                                    Box::new(write),
+                                    crate::writer::WriteSide::Stream(Box::new(write)),
                                     peer,
                                     local,
                                     broker,
