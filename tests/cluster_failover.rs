@@ -468,6 +468,16 @@ async fn run(urls: Vec<String>, tasks: usize, quorum: bool, disruption: Disrupti
     eprintln!("time to recover after each disruption: {recoveries:?}");
     eprintln!("total: {:?}", started.elapsed());
 
+    if missing > 0 {
+        // Where the missing tasks are: still queued (ready), held unacked by a consumer, or gone.
+        let status = queue_status(&callers[0].0, &format!("{prefix}{TASK_QUEUE}")).await;
+        let ids: Vec<&String> = confirmed
+            .iter()
+            .filter(|id| !runs.contains_key(*id))
+            .take(10)
+            .collect();
+        eprintln!("missing task ids (first 10): {ids:?}; task queue now: {status:?}");
+    }
     assert_eq!(missing, 0, "every confirmed task ran at least once");
     assert_eq!(figures.hung.load(Ordering::Relaxed), 0, "no RPC call hangs");
     assert!(figures.ok.load(Ordering::Relaxed) > 0);
