@@ -20,6 +20,8 @@
 
 mod common;
 
+use common::DataDir;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -37,24 +39,6 @@ const SIZE: usize = 1024;
 const QUEUE: &str = "backlog";
 const CHILD_ENV: &str = "LEPUS_BACKLOG_CHILD";
 const MIB: u64 = 1024 * 1024;
-
-/// A data directory for one run, removed at the end.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("{}-{}", common::unique(name), std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        Self(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The child broker; killed when dropped (a failing test leaves nothing running).
 struct BrokerProcess {

@@ -416,7 +416,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
         }
     }
     drop(listener);
-    // Every connection got the signal too; give them time to close politely.
+    drain_connections(connections).await;
+}
+
+/// After a listener stops: every connection got the stop signal too; give them 5 s to close
+/// politely, then abort the rest. Shared by the TCP and the TLS accept loops.
+pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)
         .await

@@ -77,3 +77,22 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A data directory for one test (under the system temp dir, named with [`unique`] and the
+/// process id), removed when dropped.
+pub struct DataDir(pub std::path::PathBuf);
+
+impl DataDir {
+    /// A fresh, empty path for `name` (not created: the broker creates it).
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}-{}", unique(name), std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
