@@ -507,7 +507,12 @@ impl Connection {
                         debug!(connection = self.id, peer = %self.peer, cause = %err, "read failed");
                         return false;
                     }
-                    Ok(_) => last_read = Instant::now(),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        if let Some(poller) = &self.broker.busy_poll {
+                            poller.touch();
+                        }
+                    }
                 },
                 _ = &mut timer, if self.closing_since.is_some() || self.heartbeat.is_some() => {
                     if paused {

@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
 //! - `shutdown`: the broker-wide stop signal.
+//! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
+//!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
@@ -53,6 +55,7 @@
 mod access;
 mod admin;
 mod auth;
+mod busy_poll;
 mod channel;
 mod channel_registry;
 mod connection;

@@ -18,6 +18,11 @@ impl Shutdown {
         (tx, Self { rx })
     }
 
+    /// Whether the broker is stopping, without waiting.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.rx.borrow()
+    }
+
     /// Resolves once the broker is stopping (at once if it already is).
     pub(crate) async fn recv(&mut self) {
         // `wait_for` errs only when the sender is gone, which also means "stop".

@@ -1,7 +1,7 @@
 //! The `lepus-broker` binary's limit flags reach the broker: `--channel-max` and `--frame-max`
 //! are what lapin negotiates, `--max-message-size` closes the publishing channel with 406,
 //! `--consumer-max-per-channel` closes the connection with 530, `--handshake-timeout` drops a
-//! silent client.
+//! silent client; `--busy-poll-us` polls only while traffic flows.
 //!
 //! This suite lives in the `lepus-broker` package because Cargo only exposes a binary's path
 //! (`CARGO_BIN_EXE_lepus-broker`) to tests of the same package. The broker listens on
@@ -143,6 +143,93 @@ async fn limit_flags_reach_the_broker() {
         .expect("the broker drops the silent client within 5 s");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 
+    child.kill().await.expect("stop the broker");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// CPU seconds (user + system) the process has used, from `/proc/PID/stat` (clock ticks of
+/// 1/100 s, the Linux default `USER_HZ`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let utime: f64 = fields[11].parse().unwrap();
+    let stime: f64 = fields[12].parse().unwrap();
+    (utime + stime) / 100.0
+}
+
+/// `--busy-poll-us`: the broker polls its sockets for the window after traffic, then its
+/// spinner parks: an idle broker uses (almost) no CPU even with a window of 200 ms, and a
+/// client keeps working through the spinning and parked phases.
+#[tokio::test]
+async fn busy_polling_stops_when_traffic_stops() {
+    let data_dir = std::env::temp_dir().join(format!("lepus-busy-poll-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepus-broker"))
+        .args(["--listen", "127.0.0.1:0", "--management-listen", ""])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--busy-poll-us", "200000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start lepus-broker");
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("the listening line", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line on stdout");
+    let addr = line
+        .strip_prefix("lepus-broker listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let url = format!("amqp://guest:guest@{addr}/%2f");
+
+    let conn = within(
+        "the connection",
+        Connection::connect(&url, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect");
+    let ch = conn.create_channel().await.unwrap();
+    for round in 0..3 {
+        // Traffic (each call is a read by the broker, which starts a 200 ms window)...
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions::exclusive(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        ch.basic_publish(
+            "".into(),
+            q.name().as_str().into(),
+            BasicPublishOptions::default(),
+            b"ping",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+        // ...then silence: once the window has passed the spinner parks, and the broker's
+        // CPU time stays nearly flat (a broker that kept spinning would use ~1 s per second).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = cpu_seconds(pid) - before;
+        assert!(
+            used < 0.25,
+            "round {round}: the idle broker used {used:.2} s of CPU in 1 s"
+        );
+    }
+    conn.close(200, "bye".into()).await.unwrap();
     child.kill().await.expect("stop the broker");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
