@@ -15,8 +15,50 @@ use crate::rpc::RpcCaller;
 
 /// The service under test: returns its argument.
 #[lepus::rpc(queue = "echo")]
-async fn echo(body: Vec<u8>) -> Vec<u8> {
+async fn echo(body: Bytes) -> Bytes {
     body
+}
+
+/// Opaque bytes as one MessagePack `bin` (what `serde_bytes` does): serde's default for a
+/// `Vec<u8>` is a sequence, one MessagePack integer per byte, which a Rust service sending
+/// bytes would not choose. The hand-written lapin pair sends the same bytes unencoded.
+#[derive(Debug, Default)]
+struct Bytes(Vec<u8>);
+
+impl serde::Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// Accepts `bin` (borrowed or owned).
+struct BytesVisitor;
+
+impl serde::de::Visitor<'_> for BytesVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Bytes, E> {
+        Ok(Bytes(v.to_vec()))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> std::result::Result<Bytes, E> {
+        Ok(Bytes(v))
+    }
 }
 
 /// The queue the worker serves under `prefix`.
@@ -93,7 +135,7 @@ impl LepusCaller {
             .await?;
         let started = std::time::Instant::now();
         loop {
-            match echo::call(&client, Vec::new()).await {
+            match echo::call(&client, Bytes::default()).await {
                 Ok(_) => break,
                 // The worker may still be declaring its queue.
                 Err(lepus::Error::NoRoute { .. }) if started.elapsed().as_secs() < 30 => {
@@ -109,8 +151,9 @@ impl LepusCaller {
 impl RpcCaller for LepusCaller {
     fn call(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
         Box::pin(async move {
-            echo::call(&self.client, body)
+            echo::call(&self.client, Bytes(body))
                 .await
+                .map(|reply| reply.0)
                 .map_err(BenchError::from)
         })
     }

@@ -89,7 +89,7 @@ pub(crate) struct Connection {
     /// Exclusive queues this connection declared (deleted when it closes).
     pub(crate) exclusive_queues: Vec<String>,
     /// Direct reply-to tokens by channel.
-    pub(crate) reply_tokens: HashMap<u16, String>,
+    pub(crate) reply_tokens: HashMap<u16, ReplyToken>,
     /// The authenticated user and its cached permissions in `vhost` (checked per method).
     pub(crate) grants: crate::access::Grants,
     /// Set once we sent `connection.close`: only close/close-ok are processed after it.
@@ -932,7 +932,7 @@ impl Connection {
         channel.content = None;
         let shared = channel.shared.clone();
         if let Some(token) = self.reply_tokens.remove(&ch) {
-            self.vhost.unregister_reply_to(&token);
+            self.vhost.unregister_reply_to(&token.token);
         }
         *shared.reply_to() = None;
         let consumers: Vec<_> = shared.consumers().drain().collect();
@@ -978,4 +978,14 @@ impl Connection {
         }
         info!(connection = self.id, peer = %self.peer, "connection closed");
     }
+}
+
+/// A channel's direct reply-to registration: the token the vhost knows it by, and the
+/// `reply-to` address its requests carry, built once (not per publish).
+#[derive(Debug)]
+pub(crate) struct ReplyToken {
+    /// The vhost's key for the consuming channel.
+    pub(crate) token: String,
+    /// `amq.rabbitmq.reply-to.<token>`, what a request's `reply-to` is rewritten to.
+    pub(crate) address: ShortString,
 }

@@ -186,13 +186,15 @@ pub(crate) fn encode_content(
     out.extend_from_slice(&CLASS_BASIC.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    let buf = std::mem::take(out);
-    *out = match gen_properties(properties)(WriteContext::from(buf)) {
-        Ok(ctx) => ctx.write,
-        // Writing into a Vec cannot fail for lack of space; an error would be a codec bug, and
-        // the properties were parsed by the same codec, so this branch is unreachable.
-        Err(_) => Vec::new(),
-    };
+    if !hot_path::encode_properties(out, properties) {
+        let buf = std::mem::take(out);
+        *out = match gen_properties(properties)(WriteContext::from(buf)) {
+            Ok(ctx) => ctx.write,
+            // Writing into a Vec cannot fail for lack of space; an error would be a codec bug,
+            // and the properties were parsed by the same codec, so this branch is unreachable.
+            Err(_) => Vec::new(),
+        };
+    }
     let size = (out.len() - start - 7) as u32;
     out[start + 3..start + 7].copy_from_slice(&size.to_be_bytes());
     out.push(FRAME_END);

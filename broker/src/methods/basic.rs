@@ -106,7 +106,9 @@ impl Connection {
             }
             *shared.reply_to() = Some(tag_ss.clone());
             let token = self.vhost.register_reply_to(&shared);
-            self.reply_tokens.insert(ch, token);
+            let address = ShortString::try_new(format!("{REPLY_TO}.{token}")).unwrap_or_default();
+            self.reply_tokens
+                .insert(ch, crate::connection::ReplyToken { token, address });
             if !m.nowait {
                 self.send(ch, consume_ok(tag_ss));
             }
@@ -158,7 +160,7 @@ impl Connection {
         if is_reply {
             *shared.reply_to() = None;
             if let Some(token) = self.reply_tokens.remove(&ch) {
-                self.vhost.unregister_reply_to(&token);
+                self.vhost.unregister_reply_to(&token.token);
             }
         }
         let removed = shared.consumers().remove(tag);

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
-use amq_protocol::types::ShortString;
 use bytes::Bytes;
 
 use super::no_exchange;
@@ -85,9 +84,7 @@ impl Connection {
             let token = self.reply_tokens.get(&ch).ok_or_else(|| {
                 AmqpError::precondition_failed("fast reply consumer does not exist")
             })?;
-            let address = format!("{REPLY_TO}.{token}");
-            properties =
-                properties.with_reply_to(ShortString::try_new(address).unwrap_or_default());
+            properties = properties.with_reply_to(token.address.clone());
         }
         if let Some(expiration) = properties.expiration() {
             check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
