@@ -164,6 +164,14 @@ pub(crate) struct BacklogArgs {
 pub(crate) enum RpcImpl {
     /// A hand-written lapin client (direct reply-to, correlation map) and server (publish + ack).
     Lapin,
+    /// The `lapin` pair sending what the Lepus stub and worker send: requests with
+    /// content-type, a 32-character correlation id, expiration, delivery-mode, type, the
+    /// `x-lepus-deadline` header and `mandatory`; the server skips requests past their deadline
+    /// and replies with content-type. Separates the cost of those properties (in lapin, the
+    /// broker and the socket) from the framework's own.
+    #[value(name = "lapin-wire")]
+    #[serde(rename = "lapin-wire")]
+    LapinWire,
     /// The Lepus `#[lepus::rpc]` stub and worker pool.
     Lepus,
     /// The same pair as `lapin` on the bench's own client: measures the broker's round trip

@@ -21,7 +21,7 @@ use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::raw_rpc::{RawRpcCaller, RawRpcServer};
 use crate::report::Report;
-use crate::rpc_lapin::{LapinCaller, LapinServer};
+use crate::rpc_lapin::{LapinCaller, LapinServer, Wire};
 use crate::rpc_lepus::{self, LepusCaller, LepusServer};
 use crate::stats::{merge_into, now_ns, spawn_progress, Counters, Latency};
 
@@ -44,7 +44,7 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
     let setup = connect(&cli.url, "setup").await?;
     let ch = setup.create_channel().await?;
     let (queue, result) = match args.implementation {
-        RpcImpl::Lapin => {
+        RpcImpl::Lapin | RpcImpl::LapinWire => {
             let queue = format!("{prefix}rpc");
             ch.queue_declare(
                 queue.as_str().into(),
@@ -52,7 +52,12 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
                 FieldTable::default(),
             )
             .await?;
-            let result = run_lapin(cli, args, &queue).await;
+            let wire = if args.implementation == RpcImpl::LapinWire {
+                Wire::Lepus
+            } else {
+                Wire::Minimal
+            };
+            let result = run_lapin(cli, args, &queue, wire).await;
             (queue, result)
         }
         RpcImpl::Raw => {
@@ -122,14 +127,14 @@ async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str) -> Result<Report> {
     res
 }
 
-async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
+async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str, wire: Wire) -> Result<Report> {
     let prefetch = server_prefetch(args);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = LapinServer::start(&cli.url, queue, prefetch, stop_rx).await?;
+    let server = LapinServer::start(&cli.url, queue, prefetch, wire, stop_rx).await?;
     let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();
     let mut direct = true;
     for i in 0..args.callers {
-        let c = LapinCaller::connect(&cli.url, i, queue).await?;
+        let c = LapinCaller::connect(&cli.url, i, queue, wire).await?;
         direct &= c.direct_reply_to();
         callers.push(Arc::new(c));
     }

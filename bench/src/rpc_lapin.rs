@@ -9,6 +9,9 @@
 //!   (`amq.rabbitmq.reply-to`, consumed no-ack on the publishing channel), or, where the broker
 //!   refuses it, an exclusive server-named queue. One reply consumer serves every call in flight
 //!   through a map of pending calls keyed by correlation id.
+//! - [`Wire`]: `Minimal` sends `reply_to` and `correlation_id` only; `Lepus` sends the message
+//!   properties the Lepus stub and worker send (`--impl lapin-wire`), so that the stub's
+//!   overhead can be split into what those properties cost and what the framework adds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +24,7 @@ use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -38,6 +41,62 @@ const MAX_SETTLING: usize = 1024;
 
 /// How long one call may wait for its reply.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the pair puts on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// `reply_to` and `correlation_id` only (the seed's fib RPC).
+    Minimal,
+    /// The message properties of the Lepus stub and worker (see `RpcImpl::LapinWire`).
+    Lepus,
+}
+
+/// The Lepus runtime's deadline header (Unix epoch milliseconds, a long-long integer).
+const DEADLINE_HEADER: &str = "x-lepus-deadline";
+
+/// The Lepus runtime's content type.
+const CONTENT_TYPE: &str = "application/msgpack";
+
+/// Unix epoch milliseconds now.
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The properties of a request with id `id`.
+fn request_properties(wire: Wire, reply_to: &str, id: u64) -> BasicProperties {
+    match wire {
+        Wire::Minimal => BasicProperties::default()
+            .with_reply_to(reply_to.into())
+            .with_correlation_id(id.to_string().into()),
+        Wire::Lepus => {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                DEADLINE_HEADER.into(),
+                AMQPValue::LongLongInt(now_ms().saturating_add(30_000)),
+            );
+            BasicProperties::default()
+                .with_content_type(CONTENT_TYPE.into())
+                // 32 hex digits, as long as the stub's uuid.
+                .with_correlation_id(format!("{id:032x}").into())
+                .with_reply_to(reply_to.into())
+                .with_expiration("30000".into())
+                .with_delivery_mode(1)
+                .with_type("echo".into())
+                .with_headers(headers)
+        }
+    }
+}
+
+/// The request id a reply's correlation id carries.
+fn reply_id(wire: Wire, correlation_id: &str) -> Option<u64> {
+    match wire {
+        Wire::Minimal => correlation_id.parse().ok(),
+        Wire::Lepus => u64::from_str_radix(correlation_id, 16).ok(),
+    }
+}
 
 /// Calls waiting for a reply, by correlation id. The caller inserts before publishing; the
 /// reply dispatcher task removes and completes; a timed-out call removes its own entry.
@@ -56,6 +115,7 @@ impl LapinServer {
         url: &str,
         queue: &str,
         prefetch: u16,
+        wire: Wire,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Self> {
         let conn = connect(url, "rpc server").await?;
@@ -99,6 +159,20 @@ impl LapinServer {
                     );
                     continue;
                 };
+                let expired = wire == Wire::Lepus
+                    && delivery
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get(DEADLINE_HEADER))
+                        .and_then(AMQPValue::as_long_long_int)
+                        .is_some_and(|deadline| deadline < now_ms());
+                let reply_properties = match wire {
+                    Wire::Minimal => BasicProperties::default().with_correlation_id(corr),
+                    Wire::Lepus => BasicProperties::default()
+                        .with_content_type(CONTENT_TYPE.into())
+                        .with_correlation_id(corr),
+                };
                 // Publish, wait until lapin wrote it, then ack: lapin 4 sends method frames
                 // (`basic.ack`) ahead of queued content frames (`basic.publish`), so an ack
                 // started together with its reply would leave first, and the request could be
@@ -107,14 +181,16 @@ impl LapinServer {
                 let body = delivery.data;
                 let tag = delivery.delivery_tag;
                 settling.push(Box::pin(async move {
-                    ch.basic_publish(
-                        "".into(),
-                        reply_to,
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default().with_correlation_id(corr),
-                    )
-                    .await?;
+                    if !expired {
+                        ch.basic_publish(
+                            "".into(),
+                            reply_to,
+                            BasicPublishOptions::default(),
+                            &body,
+                            reply_properties,
+                        )
+                        .await?;
+                    }
                     ch.basic_ack(tag, BasicAckOptions::default()).await?;
                     Ok(())
                 }));
@@ -144,6 +220,8 @@ pub(crate) struct LapinCaller {
     reply_to: String,
     pending: Pending,
     next_id: AtomicU64,
+    /// What the calls put on the wire.
+    wire: Wire,
     /// Routes replies to `pending`; ends when the connection closes.
     dispatcher: JoinHandle<()>,
 }
@@ -158,7 +236,7 @@ impl std::fmt::Debug for LapinCaller {
 
 impl LapinCaller {
     /// Connects and starts the reply consumer.
-    pub(crate) async fn connect(url: &str, id: usize, queue: &str) -> Result<Self> {
+    pub(crate) async fn connect(url: &str, id: usize, queue: &str, wire: Wire) -> Result<Self> {
         let conn = connect(url, &format!("rpc caller {id}")).await?;
         let mut channel = conn.create_channel().await?;
         let no_ack = BasicConsumeOptions {
@@ -211,7 +289,7 @@ impl LapinCaller {
                     .properties
                     .correlation_id()
                     .as_ref()
-                    .and_then(|c| c.as_str().parse::<u64>().ok());
+                    .and_then(|c| reply_id(wire, c.as_str()));
                 let waiter =
                     id.and_then(|id| routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id));
                 if let Some(tx) = waiter {
@@ -226,6 +304,7 @@ impl LapinCaller {
             reply_to,
             pending,
             next_id: AtomicU64::new(0),
+            wire,
             dispatcher,
         })
     }
@@ -242,15 +321,16 @@ impl LapinCaller {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
-        let props = BasicProperties::default()
-            .with_reply_to(self.reply_to.as_str().into())
-            .with_correlation_id(id.to_string().into());
+        let props = request_properties(self.wire, &self.reply_to, id);
         let published = self
             .channel
             .basic_publish(
                 "".into(),
                 self.queue.as_str().into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: self.wire == Wire::Lepus,
+                    immediate: false,
+                },
                 &body,
                 props,
             )
