@@ -29,37 +29,75 @@ async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
+/// The `lepus-broker` binary on 127.0.0.1 port 0 with `flags`, its own data directory (named
+/// after `name`), no management listener; killed when dropped.
+struct BrokerProcess {
+    child: tokio::process::Child,
+    data_dir: std::path::PathBuf,
+    /// `ADDR:PORT` from the listening line.
+    addr: String,
+}
+
+impl BrokerProcess {
+    async fn start(name: &str, flags: &[&str]) -> Self {
+        let data_dir = std::env::temp_dir().join(format!("lepus-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepus-broker"))
+            .args(["--listen", "127.0.0.1:0", "--management-listen", ""])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start lepus-broker");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = within("the listening line", lines.next_line())
+            .await
+            .unwrap()
+            .expect("a line on stdout");
+        let addr = line
+            .strip_prefix("lepus-broker listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        BrokerProcess {
+            child,
+            data_dir,
+            addr,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.expect("stop the broker");
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
 #[tokio::test]
 async fn limit_flags_reach_the_broker() {
-    let data_dir = std::env::temp_dir().join(format!("lepus-limit-flags-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepus-broker"))
-        .args(["--listen", "127.0.0.1:0", "--management-listen", ""])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--channel-max", "3", "--frame-max", "8192"])
-        .args(["--handshake-timeout", "300"])
-        .args([
+    let broker = BrokerProcess::start(
+        "limit-flags",
+        &[
+            "--channel-max",
+            "3",
+            "--frame-max",
+            "8192",
+            "--handshake-timeout",
+            "300",
             "--max-message-size",
             "100",
             "--consumer-max-per-channel",
             "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start lepus-broker");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("the listening line", lines.next_line())
-        .await
-        .unwrap()
-        .expect("a line on stdout");
-    let addr = line
-        .strip_prefix("lepus-broker listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    let url = format!("amqp://guest:guest@{addr}/%2f");
+        ],
+    )
+    .await;
+    let url = broker.url();
+    let addr = broker.addr.clone();
 
     let conn = within(
         "the connection",
@@ -143,8 +181,7 @@ async fn limit_flags_reach_the_broker() {
         .expect("the broker drops the silent client within 5 s");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 
-    child.kill().await.expect("stop the broker");
-    let _ = std::fs::remove_dir_all(&data_dir);
+    broker.stop().await;
 }
 
 /// CPU seconds (user + system) the process has used, from `/proc/PID/stat` (clock ticks of
@@ -168,29 +205,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// client keeps working through the spinning and parked phases.
 #[tokio::test]
 async fn busy_polling_stops_when_traffic_stops() {
-    let data_dir = std::env::temp_dir().join(format!("lepus-busy-poll-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lepus-broker"))
-        .args(["--listen", "127.0.0.1:0", "--management-listen", ""])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--busy-poll-us", "200000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start lepus-broker");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("the listening line", lines.next_line())
-        .await
-        .unwrap()
-        .expect("a line on stdout");
-    let addr = line
-        .strip_prefix("lepus-broker listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    let url = format!("amqp://guest:guest@{addr}/%2f");
+    let broker = BrokerProcess::start("busy-poll", &["--busy-poll-us", "200000"]).await;
+    let pid = broker.child.id().unwrap();
+    let url = broker.url();
 
     let conn = within(
         "the connection",
@@ -230,6 +247,5 @@ async fn busy_polling_stops_when_traffic_stops() {
         );
     }
     conn.close(200, "bye".into()).await.unwrap();
-    child.kill().await.expect("stop the broker");
-    let _ = std::fs::remove_dir_all(&data_dir);
+    broker.stop().await;
 }
