@@ -91,10 +91,23 @@ impl BusyPoll {
 
     /// Records client activity: the poller polls for another window from now.
     pub(crate) fn touch(&self) {
+        let now = self.now();
+        let last = self.last_touch.load(Ordering::Relaxed);
+        // Under load every read of every connection lands here: while the last touch is fresh
+        // (a quarter of the window) and the poller runs, skip the store, which would make the
+        // cores take turns owning this cache line. The poller then polls for at least three
+        // quarters of the window after the latest read, and it cannot park meanwhile (a fresh
+        // touch is not expired).
+        if last != NEVER
+            && now.saturating_sub(last) < self.window / 4
+            && !self.parked.load(Ordering::Relaxed)
+        {
+            return;
+        }
         // SeqCst on both sides (this store then the `parked` load; the poller's `parked` store
         // then its `last_touch` load): at least one side sees the other's store, so a touch
         // never leaves the poller parked through a busy period.
-        self.last_touch.store(self.now(), Ordering::SeqCst);
+        self.last_touch.store(now, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {
             if let Some(thread) = self.thread.get() {
                 // A token if the poller has not parked yet; a futex wake only if it has.
@@ -125,19 +138,24 @@ impl BusyPoll {
 fn poll(weak: Weak<BusyPoll>, shutdown: Shutdown) {
     loop {
         let Some(bp) = weak.upgrade() else { return };
-        if shutdown.is_stopping() {
-            return;
-        }
-        if !bp.expired() {
-            bp.parked.store(false, Ordering::SeqCst);
+        // One upgrade per busy period, not per turn: the reference count shares a cache line
+        // with `last_touch`, which every connection's reads touch.
+        bp.parked.store(false, Ordering::SeqCst);
+        while !bp.expired() {
+            if shutdown.is_stopping() {
+                return;
+            }
             // Lets any runnable thread on this CPU (a connection task's worker, a client on the
             // same machine) go first; with none, returns at once and the CPU stays awake.
             std::thread::yield_now();
-            continue;
         }
         bp.parked.store(true, Ordering::SeqCst);
         if bp.expired() {
             drop(bp);
+            if shutdown.is_stopping() {
+                return;
+            }
+            // Unparked by the next touch (or a token it left since the store above).
             std::thread::park_timeout(PARK_CHECK);
         }
     }
