@@ -79,6 +79,13 @@ pub(crate) struct ChannelShared {
     /// [`ChannelMode`] as a `u8`, for the management API; written by the connection task on
     /// `confirm.select` and `tx.select`.
     mode: AtomicU8,
+    /// Publishes whose confirm waits for the store (`messages_unconfirmed` of `/api/channels`);
+    /// a copy of [`ConfirmState::pending_store`] written by the connection task.
+    unconfirmed: AtomicU32,
+    /// Publishes buffered by the open transaction (`messages_uncommitted`).
+    uncommitted_messages: AtomicU32,
+    /// Acks, nacks and rejects buffered by the open transaction (`acks_uncommitted`).
+    uncommitted_acks: AtomicU32,
 }
 
 /// Which publishing mode a channel is in (`confirm` and `transactional` of `/api/channels`).
@@ -113,6 +120,9 @@ impl ChannelShared {
             reply_to_consumer: Mutex::new(None),
             consumer_prefetch: AtomicU32::new(0),
             mode: AtomicU8::new(ChannelMode::Plain as u8),
+            unconfirmed: AtomicU32::new(0),
+            uncommitted_messages: AtomicU32::new(0),
+            uncommitted_acks: AtomicU32::new(0),
         }
     }
 
@@ -128,6 +138,42 @@ impl ChannelShared {
     /// Records the publishing mode (the connection task, on `confirm.select`/`tx.select`).
     pub(crate) fn set_mode(&self, mode: ChannelMode) {
         self.mode.store(mode as u8, Ordering::Release);
+    }
+
+    /// Records how many publishes wait for the store before their confirm (the connection
+    /// task, whenever [`ConfirmState::pending_store`] changes).
+    pub(crate) fn set_unconfirmed(&self, pending_store: usize) {
+        let n = u32::try_from(pending_store).unwrap_or(u32::MAX);
+        self.unconfirmed.store(n, Ordering::Relaxed);
+    }
+
+    /// Publishes whose confirm waits for the store (`messages_unconfirmed`).
+    pub(crate) fn unconfirmed(&self) -> u32 {
+        self.unconfirmed.load(Ordering::Relaxed)
+    }
+
+    /// Records one more operation buffered by the transaction (the connection task).
+    pub(crate) fn note_uncommitted(&self, op: &TxOp) {
+        let counter = match op {
+            TxOp::Publish(_) => &self.uncommitted_messages,
+            TxOp::Ack(..) | TxOp::Nack(..) => &self.uncommitted_acks,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The transaction's buffer was applied or dropped (`tx.commit`, `tx.rollback`).
+    pub(crate) fn clear_uncommitted(&self) {
+        self.uncommitted_messages.store(0, Ordering::Relaxed);
+        self.uncommitted_acks.store(0, Ordering::Relaxed);
+    }
+
+    /// Publishes and acks buffered by the open transaction (`messages_uncommitted`,
+    /// `acks_uncommitted`).
+    pub(crate) fn uncommitted(&self) -> (u32, u32) {
+        (
+            self.uncommitted_messages.load(Ordering::Relaxed),
+            self.uncommitted_acks.load(Ordering::Relaxed),
+        )
     }
 
     /// Deliveries awaiting an ack on this channel (`messages_unacknowledged`).

@@ -891,6 +891,7 @@ impl Connection {
                     return;
                 };
                 confirm.pending_store = confirm.pending_store.saturating_sub(1);
+                ch.shared.set_unconfirmed(confirm.pending_store);
                 let method = if ok {
                     basic::AMQPMethod::Ack(basic::Ack {
                         delivery_tag: seq,

@@ -112,6 +112,11 @@ mod tests {
             .start()
             .await
             .unwrap();
+        // `messages_unconfirmed` of the channel as the management API shows it.
+        let unconfirmed = |handle: &crate::BrokerHandle| {
+            let channels = handle.shared_for_tests().channels.list();
+            channels.first().map(|ch| ch.unconfirmed())
+        };
         let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
             .await
             .unwrap();
@@ -157,6 +162,11 @@ mod tests {
                 .is_err(),
             "confirmed before the store made it durable"
         );
+        assert_eq!(
+            unconfirmed(&handle),
+            Some(2),
+            "two persistent publishes wait"
+        );
         let mut gates = std::mem::take(&mut *store.gates.lock().unwrap());
         assert_eq!(gates.len(), 2);
         gates.remove(0).send(()).unwrap();
@@ -165,6 +175,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .is_ack());
+        assert_eq!(unconfirmed(&handle), Some(1));
         // A store that fails (drops its ticket) gets the publish nacked.
         drop(gates);
         assert!(tokio::time::timeout(Duration::from_secs(5), second)
@@ -172,6 +183,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .is_nack());
+        assert_eq!(unconfirmed(&handle), Some(0));
         conn.close(200, "bye".into()).await.unwrap();
         handle.shutdown().await;
     }

@@ -484,6 +484,12 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
+    /// The shared state (unit tests inspect channels and queues through it).
+    #[cfg(test)]
+    pub(crate) fn shared_for_tests(&self) -> &Arc<BrokerShared> {
+        &self.shared
+    }
+
     /// The broker's memory accounting (for tests of paging and the memory alarm).
     #[cfg(test)]
     pub(crate) fn memory(&self) -> Arc<Memory> {

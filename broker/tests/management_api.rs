@@ -471,6 +471,9 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
                 "node": "lepus@localhost",
                 "consumer_count": consumers,
                 "messages_unacknowledged": unacked,
+                "messages_unconfirmed": 0,
+                "messages_uncommitted": 0,
+                "acks_uncommitted": 0,
                 "prefetch_count": prefetch,
                 "global_prefetch_count": global,
                 "confirm": confirm,
@@ -520,6 +523,84 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     let (_, q, _) = http(&broker, "GET", "/api/queues/%2F/c1", GUEST, None).await;
     assert_eq!(q["messages_ready"], 2);
 
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.shutdown().await;
+}
+
+/// `messages_uncommitted` and `acks_uncommitted` count what a transaction buffered, until
+/// `tx.commit` applies it (or `tx.rollback` drops it).
+#[tokio::test]
+async fn channels_count_the_work_a_transaction_holds() {
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "txq".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let publish = |ch: lapin::Channel| async move {
+        ch.basic_publish(
+            "".into(),
+            "txq".into(),
+            BasicPublishOptions::default(),
+            b"t",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    };
+    publish(ch.clone()).await;
+    ch.tx_select().await.unwrap();
+    // A delivery to ack inside the transaction.
+    let got = ch
+        .basic_get("txq".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("the message published before tx.select");
+    publish(ch.clone()).await;
+    publish(ch.clone()).await;
+    ch.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .unwrap();
+    let counts = |chs: Value| {
+        let c = &chs.as_array().unwrap()[0];
+        (
+            c["transactional"].clone(),
+            c["messages_uncommitted"].clone(),
+            c["acks_uncommitted"].clone(),
+            c["messages_unacknowledged"].clone(),
+        )
+    };
+    // The publishes and the ack arrive before the next method's reply: a basic.qos round trip
+    // orders them before the API request.
+    ch.basic_qos(0, BasicQosOptions::default()).await.unwrap();
+    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
+    assert_eq!(counts(chs), (json!(true), json!(2), json!(1), json!(1)));
+    ch.tx_commit().await.unwrap();
+    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
+    assert_eq!(counts(chs), (json!(true), json!(0), json!(0), json!(0)));
+    publish(ch.clone()).await;
+    ch.basic_qos(0, BasicQosOptions::default()).await.unwrap();
+    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
+    assert_eq!(counts(chs), (json!(true), json!(1), json!(0), json!(0)));
+    ch.tx_rollback().await.unwrap();
+    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
+    assert_eq!(counts(chs), (json!(true), json!(0), json!(0), json!(0)));
+    let (_, q, _) = http(&broker, "GET", "/api/queues/%2F/txq", GUEST, None).await;
+    assert_eq!(
+        q["messages"], 2,
+        "the two committed publishes, not the rolled-back one"
+    );
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
 }

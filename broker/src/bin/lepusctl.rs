@@ -115,8 +115,9 @@ enum Command {
     /// Lists channels (default columns: pid user consumer_count messages_unacknowledged).
     ///
     /// Columns as rabbitmqctl's: pid, connection, name, number, user, vhost, transactional,
-    /// confirm, consumer_count, messages_unacknowledged, prefetch_count,
-    /// global_prefetch_count. `pid` and `name` print the channel's name
+    /// confirm, consumer_count, messages_unacknowledged, messages_unconfirmed,
+    /// messages_uncommitted, acks_uncommitted, prefetch_count, global_prefetch_count. `pid`
+    /// and `name` print the channel's name
     /// ("CLIENT -> SERVER (N)"), `connection` its connection's name (Lepus has no Erlang
     /// pids).
     ListChannels { columns: Vec<String> },

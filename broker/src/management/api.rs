@@ -286,6 +286,7 @@ fn all_channels(
             continue;
         };
         let mode = ch.mode();
+        let (uncommitted_messages, uncommitted_acks) = ch.uncommitted();
         out.push(json!({
             "name": format!("{} ({})", conn.name(), ch.id),
             "number": ch.id,
@@ -299,6 +300,9 @@ fn all_channels(
             "node": "lepus@localhost",
             "consumer_count": ch.consumers().len(),
             "messages_unacknowledged": ch.unacked_count(),
+            "messages_unconfirmed": ch.unconfirmed(),
+            "messages_uncommitted": uncommitted_messages,
+            "acks_uncommitted": uncommitted_acks,
             "prefetch_count": ch.consumer_prefetch.load(std::sync::atomic::Ordering::Acquire),
             "global_prefetch_count": ch.global_prefetch.load(std::sync::atomic::Ordering::Acquire),
             "confirm": mode == crate::channel::ChannelMode::Confirm,

@@ -202,9 +202,13 @@ impl Connection {
 
     /// `basic.ack`. Inside a transaction the ack waits for `tx.commit`.
     pub(crate) fn basic_ack(&mut self, ch: u16, tag: u64, multiple: bool) -> Result<(), AmqpError> {
-        if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
-            tx.push(crate::channel::TxOp::Ack(tag, multiple));
-            return Ok(());
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            if let Some(tx) = channel.tx.as_mut() {
+                let op = crate::channel::TxOp::Ack(tag, multiple);
+                channel.shared.note_uncommitted(&op);
+                tx.push(op);
+                return Ok(());
+            }
         }
         self.apply_ack(ch, tag, multiple)
     }
@@ -231,9 +235,13 @@ impl Connection {
         multiple: bool,
         requeue: bool,
     ) -> Result<(), AmqpError> {
-        if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
-            tx.push(crate::channel::TxOp::Nack(tag, multiple, requeue));
-            return Ok(());
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            if let Some(tx) = channel.tx.as_mut() {
+                let op = crate::channel::TxOp::Nack(tag, multiple, requeue);
+                channel.shared.note_uncommitted(&op);
+                tx.push(op);
+                return Ok(());
+            }
         }
         self.apply_nack(ch, tag, multiple, requeue)
     }

@@ -50,7 +50,7 @@ impl Connection {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.blocking.published();
-        if let Some(tx) = self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
+        if let Some(channel) = self.channels.get_mut(&ch).filter(|c| c.tx.is_some()) {
             // Check what can be checked now, so the error comes at the publish, not the commit.
             if !publish.exchange.as_str().is_empty()
                 && !self
@@ -61,7 +61,11 @@ impl Connection {
             {
                 return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
             }
-            tx.push(TxOp::Publish(Box::new((publish, properties, body))));
+            let op = TxOp::Publish(Box::new((publish, properties, body)));
+            channel.shared.note_uncommitted(&op);
+            if let Some(tx) = channel.tx.as_mut() {
+                tx.push(op);
+            }
             return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
@@ -207,6 +211,7 @@ impl Connection {
             }));
         } else if !pending.is_empty() {
             confirm.pending_store += 1;
+            channel.shared.set_unconfirmed(confirm.pending_store);
             let events = self.events.clone();
             tokio::spawn(async move {
                 let mut ok = true;

@@ -31,9 +31,12 @@ impl Connection {
 
     /// `tx.commit`: applies the buffered work, then answers `commit-ok`.
     pub(crate) fn tx_commit(&mut self, ch: u16) -> Result<(), AmqpError> {
-        let ops = match self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
-            Some(ops) => std::mem::take(ops),
-            None => {
+        let ops = match self.channels.get_mut(&ch) {
+            Some(channel) if channel.tx.is_some() => {
+                channel.shared.clear_uncommitted();
+                channel.tx.as_mut().map(std::mem::take).unwrap_or_default()
+            }
+            _ => {
                 return Err(AmqpError::precondition_failed(
                     "channel is not transactional",
                 ))
@@ -57,9 +60,14 @@ impl Connection {
 
     /// `tx.rollback`: drops the buffered work.
     pub(crate) fn tx_rollback(&mut self, ch: u16) -> Result<(), AmqpError> {
-        match self.channels.get_mut(&ch).and_then(|c| c.tx.as_mut()) {
-            Some(ops) => ops.clear(),
-            None => {
+        match self.channels.get_mut(&ch) {
+            Some(channel) if channel.tx.is_some() => {
+                channel.shared.clear_uncommitted();
+                if let Some(ops) = channel.tx.as_mut() {
+                    ops.clear();
+                }
+            }
+            _ => {
                 return Err(AmqpError::precondition_failed(
                     "channel is not transactional",
                 ))
