@@ -67,6 +67,7 @@ fn harness() -> Harness {
         access: Arc::new(access),
         connections: Connections::default(),
         channels: Arc::default(),
+        busy_poll: None,
     });
     let (stop, shutdown) = Shutdown::new();
     Harness {
