@@ -26,6 +26,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
+// The Lepus wire format's content type and deadline header (Unix epoch milliseconds, a
+// long-long integer), so that `--impl lapin-wire` sends what the stub sends.
+use lepus::envelope::{CONTENT_TYPE, HEADER_DEADLINE as DEADLINE_HEADER};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -50,12 +53,6 @@ pub(crate) enum Wire {
     /// The message properties of the Lepus stub and worker (see `RpcImpl::LapinWire`).
     Lepus,
 }
-
-/// The Lepus runtime's deadline header (Unix epoch milliseconds, a long-long integer).
-const DEADLINE_HEADER: &str = "x-lepus-deadline";
-
-/// The Lepus runtime's content type.
-const CONTENT_TYPE: &str = "application/msgpack";
 
 /// Unix epoch milliseconds now.
 fn now_ms() -> i64 {
