@@ -23,7 +23,6 @@ mod common;
 use common::DataDir;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,17 +119,7 @@ fn spawn_broker(dir: &Path, budget: u64, release_ok: bool) -> BrokerProcess {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the broker prints its address")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("lepus-broker listening on ") {
-            break addr.to_owned();
-        }
-    };
+    let addr = common::announced(child.stdout.take().unwrap(), "lepus-broker listening on ");
     BrokerProcess {
         child,
         url: format!("amqp://guest:guest@{addr}/%2f"),

@@ -12,7 +12,6 @@ mod common;
 use common::DataDir;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -336,17 +335,7 @@ fn spawn_broker(dir: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the child broker prints its address")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("LISTENING ") {
-            break url.to_owned();
-        }
-    };
+    let url = common::announced(child.stdout.take().unwrap(), "LISTENING ");
     (child, url)
 }
 

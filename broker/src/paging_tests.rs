@@ -60,6 +60,15 @@ async fn connect(handle: &BrokerHandle) -> Connection {
 }
 
 /// Body of message `i`: its number, then a filler derived from it.
+/// A channel in confirm mode.
+async fn confirm_channel(conn: &Connection) -> lapin::Channel {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch
+}
+
 fn body(i: u32) -> Vec<u8> {
     let mut body = i.to_be_bytes().to_vec();
     body.extend((4..SIZE).map(|j| (j as u32).wrapping_mul(31).wrapping_add(i) as u8));
@@ -112,10 +121,7 @@ async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
     let handle = paging_broker(&dir).await;
     let memory = handle.memory();
     let conn = connect(&handle).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let ch = confirm_channel(&conn).await;
     declare(&ch, "paged", FieldTable::default()).await;
     const N: u32 = 2000;
     publish(&ch, "paged", 0..N).await;
@@ -177,10 +183,7 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
     let dir = DataDir::new();
     let handle = paging_broker(&dir).await;
     let conn = connect(&handle).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let ch = confirm_channel(&conn).await;
     let mut ttl = FieldTable::default();
     ttl.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
     ttl.insert(
@@ -268,10 +271,7 @@ async fn paged_messages_of_a_priority_queue_come_back_by_priority_then_order() {
     let dir = DataDir::new();
     let handle = paging_broker(&dir).await;
     let conn = connect(&handle).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let ch = confirm_channel(&conn).await;
     let mut args = FieldTable::default();
     args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(3));
     declare(&ch, "prio", args).await;

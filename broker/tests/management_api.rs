@@ -74,14 +74,26 @@ async fn http(
 
 const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
 
-#[tokio::test]
-async fn api_shapes_auth_and_counters() {
-    let broker = Broker::builder()
+/// An in-process broker with the management API on a free port.
+async fn broker_with_api() -> BrokerHandle {
+    Broker::builder()
         .listen("127.0.0.1:0")
         .management_listen("127.0.0.1:0")
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A lapin connection to `broker` as guest.
+async fn connect(broker: &BrokerHandle) -> Connection {
+    Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn api_shapes_auth_and_counters() {
+    let broker = broker_with_api().await;
 
     // Authentication: none or wrong -> 401 with a challenge; right -> 200.
     let (s, body, _) = http(&broker, "GET", "/api/overview", None, None).await;
@@ -130,9 +142,7 @@ async fn api_shapes_auth_and_counters() {
     assert_eq!(s, 403);
 
     // AMQP traffic: 5 published to q, 2 fetched and acked.
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap();
+    let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -379,15 +389,8 @@ fn seg(s: &str) -> String {
 #[tokio::test]
 async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     use futures::StreamExt;
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap();
+    let broker = broker_with_api().await;
+    let conn = connect(&broker).await;
     // Channel 1: qos 10 per consumer and 20 per channel, one consumer, 2 unacked.
     // Channel 2: confirm mode, two consumers, 3 unacked.
     let a = conn.create_channel().await.unwrap();
@@ -531,15 +534,8 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
 /// `tx.commit` applies it (or `tx.rollback` drops it).
 #[tokio::test]
 async fn channels_count_the_work_a_transaction_holds() {
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap();
+    let broker = broker_with_api().await;
+    let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
         "txq".into(),

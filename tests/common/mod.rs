@@ -96,3 +96,19 @@ impl Drop for DataDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Reads `stdout` of a child broker until the line starting with `prefix` (its "listening"
+/// announcement) and returns the rest of that line; panics if the child ends first.
+pub fn announced(stdout: std::process::ChildStdout, prefix: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the child broker announces its address")
+            .expect("read the child's stdout");
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+}
