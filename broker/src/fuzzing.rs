@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::access::{AccessControl, AccessOptions};
-use crate::connection_registry::Connections;
 use crate::persistence::MemoryStore;
 use crate::server::{BrokerShared, Config};
 use crate::shutdown::Shutdown;
@@ -57,18 +55,12 @@ fn harness() -> Harness {
     };
     let access = AccessControl::load(None, AccessOptions::default())
         .unwrap_or_else(|e| panic!("in-memory access control cannot fail: {e}"));
-    let broker = Arc::new(BrokerShared {
-        config,
-        vhosts: VHosts::new(
-            Arc::new(MemoryStore),
-            Arc::new(crate::memory::Memory::unlimited()),
-        ),
-        next_connection_id: AtomicU64::new(1),
-        access: Arc::new(access),
-        connections: Connections::default(),
-        channels: Arc::default(),
-        busy_poll: None,
-    });
+    let vhosts = VHosts::new(
+        Arc::new(MemoryStore),
+        Arc::new(crate::memory::Memory::unlimited()),
+    );
+    // The default configuration has busy polling off.
+    let broker = Arc::new(BrokerShared::new(config, vhosts, access));
     let (stop, shutdown) = Shutdown::new();
     Harness {
         runtime,

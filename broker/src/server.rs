@@ -114,6 +114,24 @@ pub(crate) struct BrokerShared {
     pub(crate) busy_poll: Option<Arc<BusyPoll>>,
 }
 
+impl BrokerShared {
+    /// The shared state of a broker with `config`, `vhosts` and `access`: no connections or
+    /// channels yet, and the busy-poll state the configuration asks for. The one place that
+    /// builds it (the broker and the fuzzing harness both come here).
+    pub(crate) fn new(config: Config, vhosts: VHosts, access: AccessControl) -> Self {
+        let busy_poll = BusyPoll::new(config.busy_poll);
+        Self {
+            config,
+            vhosts,
+            next_connection_id: AtomicU64::new(1),
+            access: Arc::new(access),
+            connections: Connections::default(),
+            channels: Arc::default(),
+            busy_poll,
+        }
+    }
+}
+
 /// Whether persistent bodies can be paged out (only with a data directory).
 fn data_dir_set(config: &Config) -> bool {
     config.data_dir.is_some()
@@ -353,16 +371,7 @@ impl BrokerBuilder {
             }
             None => None,
         };
-        let busy_poll = BusyPoll::new(self.config.busy_poll);
-        let shared = Arc::new(BrokerShared {
-            config: self.config,
-            vhosts,
-            next_connection_id: AtomicU64::new(1),
-            access: Arc::new(access),
-            connections: Connections::default(),
-            channels: Arc::default(),
-            busy_poll,
-        });
+        let shared = Arc::new(BrokerShared::new(self.config, vhosts, access));
         let (stop_tx, shutdown) = Shutdown::new();
         let management = match &shared.config.management_listen {
             Some(addr) => Some(
