@@ -39,9 +39,12 @@
 //! 0x92        0x01     <error>            Err: the handler's application error
 //! 0x93        0x02     <kind> <message>   failure: kind is a positive fixint
 //!                                           0 = panicked, 1 = bad request, 2 = unknown method,
-//!                                           3 = unencodable result;
+//!                                           3 = unencodable result, 4 = not run (the last
+//!                                           worker of the queue shut down first);
 //!                                           message is a MessagePack str
 //! ```
+//! The application error is the error value itself when its type is a serde type, else its
+//! text as a MessagePack str (`anyhow::Error`, `io::Error`, ...; see `remote_error`).
 //! Example: `Ok(832040u64)` -> `92 00 ce 00 0c b2 28`.
 //!
 //! # Worker rules
@@ -59,6 +62,7 @@ use lapin::BasicProperties;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, FailureKind};
+use crate::remote_error::{ErrCodec, SerdeCodec};
 
 /// The `content-type` of every Lepus request and reply.
 pub const CONTENT_TYPE: &str = "application/msgpack";
@@ -101,9 +105,17 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<A, rmp_serde::
     rmp_serde::from_slice(body)
 }
 
-/// Encodes a reply carrying `Ok(value)` or `Err(app_error)`.
-pub fn encode_reply<T: Serialize, E: Serialize>(
+/// Encodes a reply carrying `Ok(value)` or `Err(app_error)` (a serde error type).
+pub fn encode_reply<T: Serialize, E: Serialize + DeserializeOwned>(
     result: &Result<T, E>,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    encode_reply_with(result, &SerdeCodec::new())
+}
+
+/// Encodes a reply, the application error with `codec` (see `remote_error`).
+pub(crate) fn encode_reply_with<T: Serialize, E>(
+    result: &Result<T, E>,
+    codec: &impl ErrCodec<E>,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let mut buf = Vec::with_capacity(32);
     match result {
@@ -113,7 +125,7 @@ pub fn encode_reply<T: Serialize, E: Serialize>(
         }
         Err(error) => {
             buf.extend_from_slice(&[FIXARRAY_2, TAG_ERR]);
-            encode_into(&mut buf, error)?;
+            codec.encode(error, &mut buf)?;
         }
     }
     Ok(buf)
@@ -131,14 +143,24 @@ pub fn encode_failure(kind: FailureKind, message: &str) -> Vec<u8> {
     buf
 }
 
-/// Decodes a reply body into the caller's result type.
-pub fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(body: &[u8]) -> Result<T, Error<E>> {
+/// Decodes a reply body into the caller's result type (a serde error type).
+pub fn decode_reply<T: DeserializeOwned, E: Serialize + DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, Error<E>> {
+    decode_reply_with(body, &SerdeCodec::new())
+}
+
+/// Decodes a reply body, the application error with `codec` (see `remote_error`).
+pub(crate) fn decode_reply_with<T: DeserializeOwned, E>(
+    body: &[u8],
+    codec: &impl ErrCodec<E>,
+) -> Result<T, Error<E>> {
     let bad = |what: &str| Error::Decode(format!("reply {what} (body of {} bytes)", body.len()));
     match body {
         [FIXARRAY_2, TAG_OK, rest @ ..] => {
             rmp_serde::from_slice(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
         }
-        [FIXARRAY_2, TAG_ERR, rest @ ..] => match rmp_serde::from_slice(rest) {
+        [FIXARRAY_2, TAG_ERR, rest @ ..] => match codec.decode(rest) {
             Ok(app_error) => Err(Error::Remote(app_error)),
             Err(e) => Err(Error::Decode(format!("reply application error: {e}"))),
         },
@@ -240,7 +262,6 @@ pub(crate) fn deadline_of(headers: Option<&FieldTable>) -> Option<i64> {
 #[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use crate::error::Never;
 
     #[test]
     fn request_for_fib_30_is_a_one_element_array() {
@@ -252,9 +273,9 @@ mod tests {
 
     #[test]
     fn ok_reply_bytes_match_the_documented_layout() {
-        let body = encode_reply::<u64, Never>(&Ok(832_040)).unwrap();
+        let body = encode_reply::<u64, String>(&Ok(832_040)).unwrap();
         assert_eq!(body, vec![0x92, 0x00, 0xce, 0x00, 0x0c, 0xb2, 0x28]);
-        assert_eq!(decode_reply::<u64, Never>(&body).unwrap(), 832_040);
+        assert_eq!(decode_reply::<u64, String>(&body).unwrap(), 832_040);
     }
 
     #[test]
@@ -271,7 +292,7 @@ mod tests {
     fn failure_reply_carries_kind_and_message() {
         let body = encode_failure(FailureKind::Panicked, "boom");
         assert_eq!(body, vec![0x93, 0x02, 0x00, 0xa4, b'b', b'o', b'o', b'm']);
-        match decode_reply::<u64, Never>(&body) {
+        match decode_reply::<u64, String>(&body) {
             Err(Error::Failed { kind, message }) => {
                 assert_eq!(kind, FailureKind::Panicked);
                 assert_eq!(message, "boom");
@@ -283,11 +304,11 @@ mod tests {
     #[test]
     fn garbage_reply_is_a_decode_error() {
         assert!(matches!(
-            decode_reply::<u64, Never>(&[0xc1]),
+            decode_reply::<u64, String>(&[0xc1]),
             Err(Error::Decode(_))
         ));
         assert!(matches!(
-            decode_reply::<u64, Never>(&[0x92, 0x00, 0xa1, b'x']),
+            decode_reply::<u64, String>(&[0x92, 0x00, 0xa1, b'x']),
             Err(Error::Decode(_))
         ));
     }

@@ -20,6 +20,10 @@
 //! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`]: consumers, concurrency, graceful
 //!   shutdown; `worker/delivery` handles one request (route, run, reply, ack).
 //! - `method`: [`Method`], the static description of an RPC method the macro implements.
+//! - `returns`: [`Returns`] and [`Plain`]: a handler's return value as success or failure,
+//!   decided by the type system (aliases of `Result` included).
+//! - `remote_error`: [`RemoteError`] and the codecs that carry an RPC's application error back
+//!   to its caller (typed for serde types, as text for `anyhow::Error` and the like).
 //! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec.
 //! - `error`: [`Error`] and its classifiers.
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
@@ -34,6 +38,8 @@ pub mod envelope;
 mod error;
 pub mod event;
 mod method;
+mod remote_error;
+mod returns;
 pub mod task;
 mod worker;
 
@@ -42,6 +48,8 @@ pub use client::{CallOptions, Client, ClientBuilder, ReplyMode, DEFAULT_TIMEOUT}
 pub use connection::{connect, ConnectOptions, Connection};
 pub use error::{Error, FailureKind, Never, Result, REPLY_CODE_NO_ROUTE};
 pub use method::{BoxFuture, Method};
+pub use remote_error::{ErrCodec, RemoteError};
+pub use returns::{Plain, Returns};
 pub use worker::{Handler, QueueOptions, Worker, DEFAULT_CONCURRENCY};
 
 pub use event::publish;
@@ -54,6 +62,11 @@ pub mod __private {
     pub use crate::client::{CallOptions, Client};
     pub use crate::error::{Error, Never};
     pub use crate::method::Method;
+    pub use crate::remote_error::{
+        Describe, DescribeDebug, DescribeDisplay, DescribeName, ErrCodec, ErrWire, SelectNever,
+        SelectSerde, SelectText,
+    };
+    pub use crate::returns::{Plain, Returns};
     pub use crate::worker::Handler;
 
     pub use crate::event::{

@@ -244,7 +244,7 @@ impl Client {
         let outcome = reply.await;
         forget_on_drop.settled();
         match outcome {
-            Ok(Ok(body)) => envelope::decode_reply::<M::Ok, M::Err>(&body),
+            Ok(Ok(body)) => envelope::decode_reply_with::<M::Ok, M::Err>(&body, &M::err_codec()),
             Ok(Err(err)) => Err(err.widen()),
             Err(_) => Err(Error::Closed),
         }

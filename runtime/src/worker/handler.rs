@@ -111,7 +111,7 @@ fn run<M: Method>(body: Vec<u8>) -> BoxFuture<Vec<u8>> {
             }
         };
         let result = M::invoke(args).await;
-        envelope::encode_reply(&result).unwrap_or_else(|err| {
+        envelope::encode_reply_with(&result, &M::err_codec()).unwrap_or_else(|err| {
             envelope::encode_failure(
                 FailureKind::BadReply,
                 &format!("cannot encode the result of {}: {err}", M::NAME),
