@@ -2,8 +2,14 @@
 //! so that a client in another language (Python's `pika` + `msgpack`, say) can speak it.
 //!
 //! # Request (caller -> worker)
-//! Published to the default exchange `""` with routing key = the service queue name,
-//! `mandatory = true` (an unserved queue makes the broker return it: `basic.return` 312).
+//! Published to the exchange [`RPC_EXCHANGE`] (`lepus.rpc`, direct, durable) with routing key =
+//! the service queue name; every worker binds its queue there with that key (and the default
+//! exchange `""` routes to it too, for clients in other languages). `lepus.rpc` is declared
+//! with `alternate-exchange = `[`UNROUTED_EXCHANGE`] (`lepus.rpc.unrouted`, headers, durable):
+//! a request no queue takes goes there instead of vanishing, and each client binds a queue of
+//! its own to it with `x-match = all, x-lepus-caller = <its id>`, so its unserved requests come
+//! back to it as ordinary deliveries and the calls fail at once with `NoRoute`. Lepus does not
+//! publish requests `mandatory`: lapin logs every `basic.return`, payload included, at WARN.
 //!
 //! Properties (AMQP 0-9-1 spec 1.8.2, `basic` content header):
 //! | property         | value                                                              |
@@ -15,7 +21,7 @@
 //! | `delivery-mode`  | 1 (transient): a request is worthless after its deadline           |
 //! | `type`           | the method name (routes among the handlers sharing the queue)      |
 //! | `priority`       | optional, 0-255, honoured by queues declared with `x-max-priority` |
-//! | headers          | [`HEADER_DEADLINE`] (`l`)                                          |
+//! | headers          | [`HEADER_DEADLINE`] (`l`), [`HEADER_CALLER`] (`S`)                 |
 //!
 //! The method travels in the `type` property rather than a header: a one-entry header table
 //! costs the caller and the worker's I/O thread four allocations less per call than a two-entry
@@ -57,7 +63,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -74,6 +80,18 @@ pub const HEADER_METHOD: &str = "x-lepus-method";
 
 /// Header carrying the caller's deadline, Unix epoch milliseconds (signed 64-bit, AMQP `l`).
 pub const HEADER_DEADLINE: &str = "x-lepus-deadline";
+
+/// Header naming the calling client session (long string, 32 hex digits): where the
+/// [`UNROUTED_EXCHANGE`] sends the request back when no queue takes it.
+pub const HEADER_CALLER: &str = "x-lepus-caller";
+
+/// The exchange RPC requests are published to (direct, durable, `alternate-exchange =`
+/// [`UNROUTED_EXCHANGE`]); workers bind each service queue to it with the queue's name.
+pub const RPC_EXCHANGE: &str = "lepus.rpc";
+
+/// The alternate exchange of [`RPC_EXCHANGE`] (headers, durable): routes an unserved request
+/// back to its caller by [`HEADER_CALLER`].
+pub const UNROUTED_EXCHANGE: &str = "lepus.rpc.unrouted";
 
 /// Reply tag: the handler returned a value.
 const TAG_OK: u8 = 0x00;
@@ -224,14 +242,29 @@ pub(crate) fn deadline_passed(deadline_ms: i64) -> bool {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX) > deadline_ms
 }
 
-/// The request headers: the deadline (the method goes in `type`).
-pub(crate) fn request_headers(deadline_ms: i64) -> FieldTable {
+/// The request headers: the deadline and the caller (the method goes in `type`).
+pub(crate) fn request_headers(deadline_ms: i64, caller: &LongString) -> FieldTable {
     let mut headers = FieldTable::default();
     headers.insert(
         ShortString::from(HEADER_DEADLINE),
         AMQPValue::LongLongInt(deadline_ms),
     );
+    headers.insert(
+        ShortString::from(HEADER_CALLER),
+        AMQPValue::LongString(caller.clone()),
+    );
     headers
+}
+
+/// The arguments of [`RPC_EXCHANGE`]'s declaration (the same for every declarer: RabbitMQ
+/// refuses a redeclaration with other arguments).
+pub(crate) fn rpc_exchange_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(UNROUTED_EXCHANGE.into()),
+    );
+    args
 }
 
 /// Reads the method name of a request: its `type` property, else its [`HEADER_METHOD`] header
@@ -332,7 +365,7 @@ mod tests {
     fn the_method_is_read_from_type_else_from_the_header() {
         let by_type = BasicProperties::default()
             .with_type("fib".into())
-            .with_headers(request_headers(1234));
+            .with_headers(request_headers(1234, &"c".into()));
         assert_eq!(method_of(&by_type), Some(&b"fib"[..]));
         let mut headers = FieldTable::default();
         headers.insert(
@@ -348,8 +381,8 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let headers = request_headers(1234);
-        assert_eq!(headers.inner().len(), 1);
+        let headers = request_headers(1234, &"caller".into());
+        assert_eq!(headers.inner().len(), 2);
         assert_eq!(deadline_of(Some(&headers)), Some(1234));
         assert!(deadline_passed(1234));
         assert!(!deadline_passed(deadline_after(Duration::from_secs(60))));

@@ -44,13 +44,15 @@ pub mod task;
 mod worker;
 
 pub use backoff::Backoff;
-pub use client::{CallOptions, Client, ClientBuilder, ReplyMode, DEFAULT_TIMEOUT};
-pub use connection::{connect, ConnectOptions, Connection};
+pub use client::{call_local, CallOptions, Client, ClientBuilder, ReplyMode, DEFAULT_TIMEOUT};
+pub use connection::{connect, ConnectOptions, Connection, DEFAULT_STARTUP_WAIT};
 pub use error::{Error, FailureKind, Never, Result, REPLY_CODE_NO_ROUTE};
 pub use method::{BoxFuture, Method};
 pub use remote_error::{ErrCodec, RemoteError};
 pub use returns::{Plain, Returns};
-pub use worker::{Handler, QueueOptions, Worker, DEFAULT_CONCURRENCY};
+pub use worker::{
+    Handler, QueueOptions, Worker, WorkerHandle, DEFAULT_CONCURRENCY, RPC_QUEUE_EXPIRES,
+};
 
 pub use event::publish;
 pub use task::{EnqueueOptions, TaskId, TaskOptions};
@@ -76,4 +78,6 @@ pub mod __private {
     pub use crate::task::{enqueue, EnqueueOptions, Task, TaskId, TaskOptions};
     pub use crate::Backoff;
     pub use ::core::time::Duration;
+    pub use ::serde::de::DeserializeOwned;
+    pub use ::serde::Serialize;
 }
