@@ -103,6 +103,11 @@ impl TestBed {
         &self.url
     }
 
+    /// The prefix of every queue and exchange name of this bed (empty on the bundled broker).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The bed's connection (shared by its client).
     pub fn conn(&self) -> &Connection {
         &self.conn

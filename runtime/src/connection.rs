@@ -108,10 +108,12 @@ impl ConnectOptions {
             link: link_tx,
             close: close_tx,
         });
+        let urls = self.urls.clone();
         let supervisor = tokio::spawn(supervise(self, shared.clone(), close_rx, url_index));
         Ok(Connection {
             owner: Arc::new(Owner {
                 shared,
+                urls,
                 supervisor: std::sync::Mutex::new(Some(supervisor)),
             }),
         })
@@ -129,6 +131,8 @@ pub struct Connection {
 #[derive(Debug)]
 struct Owner {
     shared: Arc<Shared>,
+    /// The broker URLs this connection uses (see `same_broker`).
+    urls: Vec<String>,
     /// The supervisor task; taken by `close` to wait for it. Dropping it detaches the task,
     /// which still stops because `Owner::drop` signals `close`.
     supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -192,6 +196,11 @@ impl Connection {
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;
         }
+    }
+
+    /// True when `other` reaches the same broker (the same URLs, in the same order).
+    pub(crate) fn same_broker(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.owner, &other.owner) || self.owner.urls == other.owner.urls
     }
 
     /// Follows the link state (for clients and workers).

@@ -33,6 +33,7 @@ use crate::connection::Connection;
 use crate::envelope::{self, CONTENT_TYPE, RPC_EXCHANGE};
 use crate::error::Error;
 use crate::method::Method;
+use crate::worker::served;
 use pending::Pending;
 use reply_consumer::{Session, SessionState};
 
@@ -211,6 +212,12 @@ impl Client {
         let method = ShortString::try_new(M::NAME).map_err(|_| {
             Error::Config(format!("method name {} is longer than 255 bytes", M::NAME))
         })?;
+        // A call from a handler to a method of its own worker runs in place: through the broker
+        // it could wait for a slot the caller itself holds (see `worker/served`).
+        if let Some(handler) = served::handler_here(&self.inner._conn, queue.as_str(), M::NAME) {
+            let ran = handler.dispatch(body).await;
+            return envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec());
+        }
         let session = self.session().await.map_err(Error::widen)?;
         let (id, reply, forget_on_drop) = self.inner.pending.register(session.generation);
 

@@ -38,7 +38,7 @@ impl Routes {
 
     /// The handler for `method`; a request without a method header goes to the queue's only
     /// handler, if it has exactly one (for foreign clients that skip the header).
-    fn route(&self, method: Option<&[u8]>) -> Option<&Handler> {
+    pub(crate) fn route(&self, method: Option<&[u8]>) -> Option<&Handler> {
         match method {
             Some(method) => self.by_method.get(method),
             None if self.by_method.len() == 1 => self.by_method.values().next(),

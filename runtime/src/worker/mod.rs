@@ -18,6 +18,7 @@ mod handle;
 pub(crate) mod handler;
 mod queue_options;
 mod replies;
+pub(crate) mod served;
 pub(crate) mod settle;
 
 use std::collections::BTreeMap;
@@ -164,6 +165,12 @@ impl Worker {
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
+        // What this worker serves, for calls its handlers make to it (see `served`); shared by
+        // every handler task.
+        let served = Arc::new(served::Served::new(
+            self.conn.clone(),
+            queues.iter().map(|(name, _, routes)| (name, routes)),
+        ));
         // One permit per running handler; held by the handler's task, returned when it ends.
         let slots = Arc::new(Semaphore::new(concurrency));
         // Every handler task: owned here, so that shutdown can wait for them and dropping the
@@ -246,12 +253,16 @@ impl Worker {
                 };
                 match next {
                     Some((routes, Some(Ok(delivery)))) => {
-                        running.spawn(delivery::handle(
-                            delivery,
-                            routes,
-                            channel.clone(),
-                            settled.clone(),
-                            permit,
+                        // Scoped with what this worker serves: see `served`.
+                        running.spawn(served::SERVED.scope(
+                            served.clone(),
+                            delivery::handle(
+                                delivery,
+                                routes,
+                                channel.clone(),
+                                settled.clone(),
+                                permit,
+                            ),
                         ));
                     }
                     Some((_, Some(Err(err)))) => {
