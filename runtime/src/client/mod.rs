@@ -31,7 +31,7 @@ pub use reply_consumer::ReplyMode;
 
 use crate::connection::Connection;
 use crate::envelope::{self, CONTENT_TYPE, RPC_EXCHANGE};
-use crate::error::Error;
+use crate::error::{Error, FailureKind};
 use crate::method::Method;
 use crate::worker::served;
 use pending::Pending;
@@ -214,9 +214,23 @@ impl Client {
         })?;
         // A call from a handler to a method of its own worker runs in place: through the broker
         // it could wait for a slot the caller itself holds (see `worker/served`).
-        if let Some(handler) = served::handler_here(&self.inner._conn, queue.as_str(), M::NAME) {
-            let ran = handler.dispatch(body).await;
-            return envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec());
+        match served::here(&self.inner._conn, queue.as_str(), M::NAME) {
+            served::Here::Elsewhere => {}
+            served::Here::Run(handler) => {
+                let ran = handler.dispatch(body).await;
+                return envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec());
+            }
+            served::Here::UnknownMethod => {
+                return Err(Error::Failed {
+                    kind: FailureKind::UnknownMethod,
+                    message: format!(
+                        "no handler for method {:?} on queue {queue}, which the worker running \
+                         this handler serves (a call from a handler to its own worker is run in \
+                         place, so it cannot wait for a slot the caller holds)",
+                        M::NAME
+                    ),
+                })
+            }
         }
         let session = self.session().await.map_err(Error::widen)?;
         let (id, reply, forget_on_drop) = self.inner.pending.register(session.generation);

@@ -47,17 +47,34 @@ impl Served {
     }
 }
 
-/// The RPC handler of `method` on `queue`, when the current task runs a handler of a worker
-/// that serves it on the broker of `conn`.
-pub(crate) fn handler_here(conn: &Connection, queue: &str, method: &str) -> Option<Handler> {
+/// What the worker running the current handler has for a call to `method` on `queue`.
+pub(crate) enum Here {
+    /// Not a queue of this worker (or not on this broker, or not called from a handler): the
+    /// call goes through the broker.
+    Elsewhere,
+    /// This worker serves the method: run it in place.
+    Run(Handler),
+    /// This worker consumes the queue but has no RPC handler for the method: the answer it
+    /// would give through the broker (after the caller freed a slot, so maybe never) is
+    /// "unknown method"; give it at once.
+    UnknownMethod,
+}
+
+/// Where a call to `method` on `queue` over the broker of `conn` goes, when made from a
+/// handler of a worker (see the module documentation).
+pub(crate) fn here(conn: &Connection, queue: &str, method: &str) -> Here {
     SERVED
         .try_with(|served| {
             if !served.conn.same_broker(conn) {
-                return None;
+                return Here::Elsewhere;
             }
-            let handler = served.queues.get(queue)?.route(Some(method.as_bytes()))?;
-            handler.settle().is_none().then(|| handler.clone())
+            let Some(routes) = served.queues.get(queue) else {
+                return Here::Elsewhere;
+            };
+            match routes.route(Some(method.as_bytes())) {
+                Some(handler) if handler.settle().is_none() => Here::Run(handler.clone()),
+                _ => Here::UnknownMethod,
+            }
         })
-        .ok()
-        .flatten()
+        .unwrap_or(Here::Elsewhere)
 }
