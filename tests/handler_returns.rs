@@ -81,7 +81,9 @@ mod imported {
 async fn bed() -> TestBed {
     common::init_tracing();
     match std::env::var(common::EXTERNAL_URL_VAR) {
-        Ok(url) => TestBed::external(&url, &common::unique("ret")).await.unwrap(),
+        Ok(url) => TestBed::external(&url, &common::unique("ret"))
+            .await
+            .unwrap(),
         Err(_) => TestBed::start().await.unwrap(),
     }
 }
@@ -101,7 +103,11 @@ async fn fails_then_dead_letters<F, Fut>(
     let mut done = bed.serve(handler).await.unwrap();
     enqueue(bed.client().clone(), false).await.unwrap();
     let ok = done.next_within(WAIT).await.unwrap();
-    assert_eq!(ok.outcome, Outcome::Succeeded, "{queue}: a success is acked");
+    assert_eq!(
+        ok.outcome,
+        Outcome::Succeeded,
+        "{queue}: a success is acked"
+    );
     let id = enqueue(bed.client().clone(), true).await.unwrap();
     let seen = done
         .wait_until(WAIT, |c| matches!(c.outcome, Outcome::DeadLettered { .. }))
@@ -119,7 +125,9 @@ async fn fails_then_dead_letters<F, Fut>(
     let letter = letters
         .iter()
         .find(|l| l.message_id.as_deref() == Some(id.0.as_str()))
-        .unwrap_or_else(|| panic!("{queue}: the failed task is in the dead-letter queue: {letters:?}"));
+        .unwrap_or_else(|| {
+            panic!("{queue}: the failed task is in the dead-letter queue: {letters:?}")
+        });
     assert!(
         letter.error.as_deref().unwrap_or("").contains(expected),
         "{letter:?}"
@@ -257,7 +265,10 @@ async fn rpcs_returning_result_aliases_give_the_caller_a_remote_error() {
         Err(lepus::Error::Remote(err)) => {
             let text = format!("{err:#}");
             assert!(text.contains("amount \"twelve\" is not a number"), "{text}");
-            assert!(text.contains("invalid digit"), "the cause travels too: {text}");
+            assert!(
+                text.contains("invalid digit"),
+                "the cause travels too: {text}"
+            );
         }
         other => panic!("expected Remote(anyhow::Error), got {other:?}"),
     }

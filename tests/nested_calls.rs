@@ -101,7 +101,10 @@ async fn nested_calls_into_a_full_pool_neither_deadlock_nor_hang() {
     let answer = outer::call_with(bed.client(), 20, quick.clone()).await;
     assert_eq!(answer.unwrap(), 41);
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(1), "nested calls took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "nested calls took {elapsed:?}"
+    );
 
     let started = Instant::now();
     match outer_error::call_with(bed.client(), 5000, quick.clone()).await {
@@ -113,13 +116,22 @@ async fn nested_calls_into_a_full_pool_neither_deadlock_nor_hang() {
     let started = Instant::now();
     match outer_unserved::call_with(bed.client(), 1, quick).await {
         Err(Error::Remote(message)) => {
-            assert!(message.contains("no handler for method \"unserved\""), "{message}");
-            assert!(message.contains("cannot wait for a slot the caller holds"), "{message}");
+            assert!(
+                message.contains("no handler for method \"unserved\""),
+                "{message}"
+            );
+            assert!(
+                message.contains("cannot wait for a slot the caller holds"),
+                "{message}"
+            );
         }
         other => panic!("expected a clear error, got {other:?}"),
     }
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(1), "the clear error took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "the clear error took {elapsed:?}"
+    );
 
     // From outside a handler the same calls go through the broker, as always.
     assert_eq!(double::call(bed.client(), 4).await.unwrap(), 8);

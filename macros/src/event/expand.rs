@@ -38,8 +38,9 @@ pub(crate) fn expand(
     let exchange = &args.exchange;
     let queue = match &args.queue {
         Some(queue) => queue.to_token_stream(),
-        None => LitStr::new(&format!("{}.{}", exchange.value(), plain), name.span())
-            .to_token_stream(),
+        None => {
+            LitStr::new(&format!("{}.{}", exchange.value(), plain), name.span()).to_token_stream()
+        }
     };
     let doc = format!(
         " The `{}` event handler on exchange `{}`, and a typed publish to it; also the \

@@ -66,7 +66,9 @@ pub(crate) fn validate(function: &ItemFn, attribute: &str) -> syn::Result<WireSi
             if let Type::ImplTrait(impl_trait) = &**ty {
                 errors.push(syn::Error::new_spanned(
                     impl_trait,
-                    format!("{attribute} functions cannot return `impl Trait`: name a concrete type"),
+                    format!(
+                        "{attribute} functions cannot return `impl Trait`: name a concrete type"
+                    ),
                 ));
             }
             (**ty).clone()

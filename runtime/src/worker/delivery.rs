@@ -162,15 +162,19 @@ pub(crate) async fn settle_unstarted(
         .route(method)
         .is_none_or(|handler| handler.settle().is_none());
     if alone && rpc {
-        let reply = delivery.properties.reply_to().as_ref().map(|reply_to| Reply {
-            reply_to: reply_to.clone(),
-            correlation_id: delivery.properties.correlation_id().clone(),
-            body: envelope::encode_failure(
-                FailureKind::NotRun,
-                "the worker shut down before running the request, and no other worker serves \
+        let reply = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|reply_to| Reply {
+                reply_to: reply_to.clone(),
+                correlation_id: delivery.properties.correlation_id().clone(),
+                body: envelope::encode_failure(
+                    FailureKind::NotRun,
+                    "the worker shut down before running the request, and no other worker serves \
                  its queue; it was not run",
-            ),
-        });
+                ),
+            });
         let _ = settled.send(Settled {
             delivery_tag: delivery.delivery_tag,
             reply,
