@@ -11,8 +11,11 @@
 //! is a compile error at the function that says so.
 //!
 //! The choice is made where the types are concrete, in the code `#[lepus::rpc]` generates, by
-//! method resolution on `&&&ErrWire<E>` ("autoref specialization"): the candidate impls sit at
-//! different reference depths, and the first depth whose impl applies wins. It cannot be a
+//! method resolution on `&&&&ErrWire<E>` ("autoref specialization"): the candidate impls sit at
+//! different reference depths (`&&&ErrWire<Never>`, `&&ErrWire<E: serde>`, `&ErrWire<E>`), and
+//! the deepest one whose impl applies wins. The call takes one `&` more than the deepest impl
+//! because the methods take `&self`: method lookup tries the receiver as it is before adding a
+//! reference, so `(&&&&x).codec()` meets the `&&&` impl first, then `&&`, then `&`. It cannot be a
 //! trait with two blanket impls: `E: Serialize` and, say, `E = io::Error` may overlap the day
 //! serde implements `Serialize` for `io::Error`, which coherence forbids.
 //!
@@ -77,7 +80,7 @@ pub trait ErrCodec<E> {
 }
 
 /// Selects the codec of `E` by autoref specialization (see the module documentation); built
-/// by generated code as `(&&&ErrWire::<E>::NEW).codec()`.
+/// by generated code as `(&&&&ErrWire::<E>::NEW).codec()`.
 pub struct ErrWire<E>(PhantomData<fn() -> E>);
 
 impl<E> ErrWire<E> {
@@ -170,7 +173,7 @@ impl<E: Display + From<RemoteError>> ErrCodec<E> for TextCodec<E> {
 }
 
 /// Describes an application error for logs and test observers: `Display` when it has one,
-/// else `Debug`, else its type name. Built like [`ErrWire`]: `(&&&Describe(&err)).describe()`.
+/// else `Debug`, else its type name. Built like [`ErrWire`]: `(&&&&Describe(&err)).describe()`.
 pub struct Describe<'a, E>(pub &'a E);
 
 /// Depth 3: `Display`.
@@ -219,32 +222,32 @@ mod tests {
 
     #[test]
     fn serde_errors_travel_typed_other_errors_as_text() {
-        let codec = (&&&ErrWire::<String>::NEW).codec();
+        let codec = (&&&&ErrWire::<String>::NEW).codec();
         let mut buf = Vec::new();
         codec.encode(&"overflow".to_owned(), &mut buf).unwrap();
         assert_eq!(codec.decode(&buf).unwrap(), "overflow");
 
-        let codec = (&&&ErrWire::<std::io::Error>::NEW).codec();
+        let codec = (&&&&ErrWire::<std::io::Error>::NEW).codec();
         let mut buf = Vec::new();
         let err = std::io::Error::new(std::io::ErrorKind::NotFound, "no such account");
         codec.encode(&err, &mut buf).unwrap();
         let back = codec.decode(&buf).unwrap();
         assert_eq!(back.to_string(), "no such account");
 
-        let codec = (&&&ErrWire::<Box<dyn std::error::Error + Send + Sync>>::NEW).codec();
+        let codec = (&&&&ErrWire::<Box<dyn std::error::Error + Send + Sync>>::NEW).codec();
         let mut buf = Vec::new();
         codec.encode(&"boxed".into(), &mut buf).unwrap();
         assert_eq!(codec.decode(&buf).unwrap().to_string(), "boxed");
 
-        let codec = (&&&ErrWire::<Never>::NEW).codec();
+        let codec = (&&&&ErrWire::<Never>::NEW).codec();
         assert!(codec.decode(&[0xa0]).is_err());
     }
 
     #[test]
     fn descriptions_prefer_display_then_debug() {
-        assert_eq!((&&&Describe(&"text")).describe(), "text");
-        assert_eq!((&&&Describe(&DebugOnly)).describe(), "DebugOnly");
+        assert_eq!((&&&&Describe(&"text")).describe(), "text");
+        assert_eq!((&&&&Describe(&DebugOnly)).describe(), "DebugOnly");
         struct Nothing;
-        assert!((&&&Describe(&Nothing)).describe().contains("Nothing"));
+        assert!((&&&&Describe(&Nothing)).describe().contains("Nothing"));
     }
 }

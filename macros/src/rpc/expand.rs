@@ -160,13 +160,13 @@ fn err_codec_fn() -> TokenStream {
         fn err_codec() -> impl ::lepus::__private::ErrCodec<Self::Err> {
             #[allow(unused_imports)]
             use ::lepus::__private::{SelectNever as _, SelectSerde as _, SelectText as _};
-            (&&&::lepus::__private::ErrWire::<Self::Err>::NEW).codec()
+            (&&&&::lepus::__private::ErrWire::<Self::Err>::NEW).codec()
         }
 
         fn describe_err(#err: &Self::Err) -> ::std::string::String {
             #[allow(unused_imports)]
             use ::lepus::__private::{DescribeDebug as _, DescribeDisplay as _, DescribeName as _};
-            (&&&::lepus::__private::Describe(#err)).describe()
+            (&&&&::lepus::__private::Describe(#err)).describe()
         }
     }
 }
