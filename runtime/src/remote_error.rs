@@ -65,6 +65,13 @@ impl From<RemoteError> for std::io::Error {
     }
 }
 
+/// `fmt::Error` carries no text: the caller gets the bare error.
+impl From<RemoteError> for std::fmt::Error {
+    fn from(_: RemoteError) -> Self {
+        std::fmt::Error
+    }
+}
+
 /// How one application error type is encoded into a reply and decoded from one.
 #[diagnostic::on_unimplemented(
     message = "the error type `{E}` cannot travel back to the caller of an RPC",
@@ -161,6 +168,9 @@ impl<E: Serialize + DeserializeOwned> ErrCodec<E> for SerdeCodec<E> {
     }
 }
 
+// `do_not_recommend`: an error type that is neither a serde type nor `Display + From<..>`
+// is reported with `ErrCodec`'s message (what to do), not as a missing `From<RemoteError>`.
+#[diagnostic::do_not_recommend]
 impl<E: Display + From<RemoteError>> ErrCodec<E> for TextCodec<E> {
     fn encode(&self, err: &E, buf: &mut Vec<u8>) -> Result<(), rmp_serde::encode::Error> {
         crate::envelope::encode_into(buf, &format!("{err:#}"))

@@ -50,6 +50,8 @@ impl<T, E> Returns for Result<T, E> {
     }
 }
 
+// `do_not_recommend`: a type that is neither is reported with `Returns`' message.
+#[diagnostic::do_not_recommend]
 impl<T: Plain> Returns for T {
     type Ok = T;
     type Err = Never;
