@@ -15,10 +15,13 @@
 //! # Layout
 //! - `connection`: [`connect`], [`ConnectOptions`], [`Connection`]: the supervisor that
 //!   reconnects with [`Backoff`] (`backoff`) and announces each new link generation.
-//! - `client`: [`Client`], [`CallOptions`]: the call path; `client/pending` is the correlation
-//!   map, `client/reply_consumer` the session channel and its one reply consumer.
-//! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`]: consumers, concurrency, graceful
-//!   shutdown; `worker/delivery` handles one request (route, run, reply, ack).
+//! - `client`: [`Client`], [`CallOptions`], [`call_local`]: the call path; `client/pending` is
+//!   the correlation map, `client/reply_consumer` the session channel, its reply consumer and
+//!   the bounce queue that turns an unserved request into `NoRoute`.
+//! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`], [`WorkerHandle`]: consumers,
+//!   concurrency, graceful shutdown (deleting the RPC queues nobody else serves);
+//!   `worker/delivery` handles one request (route, run, reply, ack), `worker/served` runs a
+//!   handler's calls to its own worker in place.
 //! - `method`: [`Method`], the static description of an RPC method the macro implements.
 //! - `returns`: [`Returns`] and [`Plain`]: a handler's return value as success or failure,
 //!   decided by the type system (aliases of `Result` included).

@@ -1,7 +1,9 @@
 //! [`Worker`]: a pool that consumes service queues and runs their handlers.
 //!
 //! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
-//! declares each queue it serves (with its [`QueueOptions`]) and starts one consumer per queue.
+//! declares each queue it serves (with its [`QueueOptions`]; [`QueueOptions::rpc`] for an RPC
+//! queue without options), binds each RPC queue to `lepus.rpc` (where callers publish, see
+//! `envelope`) and starts one consumer per queue.
 //! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
 //! free, and runs in its own task ([`delivery::handle`]); the channel's reply publisher
 //! ([`replies`]) publishes its reply, then sends the `basic.ack` (with `multiple` over runs of
@@ -10,8 +12,13 @@
 //! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
 //! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
 //! rather than go on silently without it. On shutdown it cancels its consumers
-//! (`basic.cancel`), lets the running handlers finish (reply + ack), and closes the channel,
-//! which hands prefetched-but-unstarted requests back to the broker for other workers.
+//! (`basic.cancel`), hands the requests the broker had pushed but no handler started back to
+//! their queue for the other workers (`basic.nack` with requeue), lets the running handlers
+//! finish (reply + ack), and closes the channel. An RPC queue this worker was the last to
+//! consume is deleted instead, its unstarted requests answered "not run": calls from then on
+//! fail at once with `NoRoute` rather than wait for a worker that is gone (the rule is in the
+//! README, "Nobody serving: fail fast"). Handlers run scoped with what the worker serves
+//! (`served`), so that their calls to the worker's own methods run in place.
 
 mod delivery;
 mod handle;
