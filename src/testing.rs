@@ -119,7 +119,7 @@ impl TestBed {
     }
 
     /// Serves a handler (RPC, task or event) on a worker of its own (own connection, prefetch
-    /// 1) and returns its completions once the worker consumes (its queue, exchange and
+    /// of one) and returns its completions once the worker consumes (its queue, exchange and
     /// bindings declared: calls, enqueued tasks and published events reach it from then on).
     pub async fn serve(&mut self, handler: Handler) -> Result<Completions> {
         let (handler, mut completions) = observe(handler);

@@ -157,12 +157,15 @@ fn gen_method_impl(model: &Model<'_>) -> TokenStream {
 fn err_codec_fn() -> TokenStream {
     let err = Ident::new("err", Span::mixed_site());
     quote! {
+        // The extra references select the codec (autoref specialization).
+        #[allow(clippy::needless_borrow)]
         fn err_codec() -> impl ::lepus::__private::ErrCodec<Self::Err> {
             #[allow(unused_imports)]
             use ::lepus::__private::{SelectNever as _, SelectSerde as _, SelectText as _};
             (&&&&::lepus::__private::ErrWire::<Self::Err>::NEW).codec()
         }
 
+        #[allow(clippy::needless_borrow)]
         fn describe_err(#err: &Self::Err) -> ::std::string::String {
             #[allow(unused_imports)]
             use ::lepus::__private::{DescribeDebug as _, DescribeDisplay as _, DescribeName as _};
