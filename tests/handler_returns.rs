@@ -77,17 +77,6 @@ mod imported {
     }
 }
 
-/// The bundled broker, or the external one of `LEPUS_TEST_AMQP_URL` with a unique prefix.
-async fn bed() -> TestBed {
-    common::init_tracing();
-    match std::env::var(common::EXTERNAL_URL_VAR) {
-        Ok(url) => TestBed::external(&url, &common::unique("ret"))
-            .await
-            .unwrap(),
-        Err(_) => TestBed::start().await.unwrap(),
-    }
-}
-
 /// Serves `handler`, enqueues a success and a failure with `enqueue`, and checks that the
 /// success is acked and the failure retried once, then dead-lettered with `expected` as error.
 async fn fails_then_dead_letters<F, Fut>(
@@ -140,7 +129,7 @@ fn queue_name(bed: &TestBed, queue: &str) -> String {
 
 #[tokio::test]
 async fn failing_tasks_returning_result_aliases_are_retried_and_dead_lettered() {
-    let mut bed = bed().await;
+    let mut bed = common::test_bed("ret").await;
     fails_then_dead_letters(
         &mut bed,
         with_anyhow::handler(),
@@ -241,7 +230,7 @@ async fn boxed(n: u32) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> 
 
 #[tokio::test]
 async fn rpcs_returning_result_aliases_give_the_caller_a_remote_error() {
-    let mut bed = bed().await;
+    let mut bed = common::test_bed("ret").await;
     bed.worker(|w| {
         w.serve(balance::handler())
             .serve(parse_amount::handler())
@@ -297,7 +286,7 @@ async fn audit(line: String) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn event_handlers_returning_an_alias_fail_the_event() {
-    let mut bed = bed().await;
+    let mut bed = common::test_bed("ret").await;
     let mut done = bed.serve(audit::handler()).await.unwrap();
     audit::publish(bed.client(), "", &"ok".to_owned())
         .await

@@ -11,7 +11,6 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use lepus::testing::TestBed;
 use lepus::{CallOptions, Client, Error, FailureKind};
 
 /// The client the handlers call through (the handlers are free functions: no state yet).
@@ -73,13 +72,7 @@ async fn outer_unserved(n: u32) -> Result<u32, String> {
 
 #[tokio::test]
 async fn nested_calls_into_a_full_pool_neither_deadlock_nor_hang() {
-    common::init_tracing();
-    let mut bed = match std::env::var(common::EXTERNAL_URL_VAR) {
-        Ok(url) => TestBed::external(&url, &common::unique("nest"))
-            .await
-            .unwrap(),
-        Err(_) => TestBed::start().await.unwrap(),
-    };
+    let mut bed = common::test_bed("nest").await;
     CLIENT.set(bed.client().clone()).unwrap();
     // One slot and a prefetch of one: a nested request through the broker could only be taken
     // by this worker once the outer one is done, which waits for it.

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lepus::testing::{Outcome, TestBed};
+use lepus::testing::Outcome;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -113,12 +113,7 @@ async fn normal_paths_log_no_payload_and_no_warning() {
         .with(capture.clone())
         .try_init()
         .expect("the only subscriber of this test binary");
-    let mut bed = match std::env::var(common::EXTERNAL_URL_VAR) {
-        Ok(url) => TestBed::external(&url, &common::unique("quiet"))
-            .await
-            .unwrap(),
-        Err(_) => TestBed::start().await.unwrap(),
-    };
+    let mut bed = common::test_bed("quiet").await;
     let client = bed.client().clone();
     let wait = Duration::from_secs(20);
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use lepus::event::EventInfo;
 use lepus::task::TaskInfo;
-use lepus::testing::{call_local, deliver_local, run_task_local, Completions, Outcome, TestBed};
+use lepus::testing::{call_local, deliver_local, run_task_local, Completions, Outcome};
 use serde::{Deserialize, Serialize};
 
 static GREETED: AtomicUsize = AtomicUsize::new(0);
@@ -44,27 +44,13 @@ enum MathError {
     Overflow(u32),
 }
 
+/// Fibonacci by the closed recursion, checked against u64 overflow.
 #[lepus::rpc(queue = "testing.math")]
 async fn fib(n: u32) -> Result<u64, MathError> {
-    if n > 93 {
-        return Err(MathError::Overflow(n));
-    }
-    let (mut a, mut b) = (0u64, 1u64);
-    for _ in 0..n {
-        (a, b) = (b, a + b);
-    }
-    Ok(a)
-}
-
-/// The bundled broker, or the external one of `LEPUS_TEST_AMQP_URL` with a unique prefix.
-async fn bed() -> TestBed {
-    common::init_tracing();
-    match std::env::var(common::EXTERNAL_URL_VAR) {
-        Ok(url) => TestBed::external(&url, &common::unique("bed"))
-            .await
-            .unwrap(),
-        Err(_) => TestBed::start().await.unwrap(),
-    }
+    (0..n)
+        .try_fold((0u64, 1u64), |(a, b), _| Some((b, a.checked_add(b)?)))
+        .map(|(a, _)| a)
+        .ok_or(MathError::Overflow(n))
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -76,7 +62,7 @@ async fn next_outcome(done: &mut Completions) -> Outcome {
 /// The same four lines for each kind: serve, act, wait for the completion, check its outcome.
 #[tokio::test]
 async fn one_idiom_tests_an_rpc_handler_a_task_and_an_event() {
-    let mut bed = bed().await;
+    let mut bed = common::test_bed("bed").await;
 
     let mut rpc = bed.serve(fib::handler()).await.unwrap();
     assert_eq!(fib::call(bed.client(), 10).await.unwrap(), 55);
@@ -126,7 +112,7 @@ async fn one_idiom_tests_an_rpc_handler_a_task_and_an_event() {
 
 #[tokio::test]
 async fn serve_returns_once_the_handler_is_served() {
-    let mut bed = bed().await;
+    let mut bed = common::test_bed("bed").await;
     // No retry loop: the first call after `serve` is served (no NoRoute), and the first event
     // published reaches the handler's queue.
     let _rpc = bed.serve(fib::handler()).await.unwrap();

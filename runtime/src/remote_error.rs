@@ -223,7 +223,8 @@ impl<E> DescribeName for &Describe<'_, E> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+#[allow(clippy::unwrap_used)]
+// in tests a failed unwrap is a failed test
 // The extra references select the impl (autoref specialization): they are the point.
 #[allow(clippy::needless_borrow)]
 mod tests {
