@@ -229,3 +229,38 @@ async fn handlers_are_unit_tested_without_a_broker() {
         Outcome::Succeeded
     );
 }
+
+/// A queue chosen at run time (from configuration, say): the worker serves the handler there
+/// (`on_queue`), callers call and enqueue there (`CallOptions::queue`, `EnqueueOptions::queue`).
+#[tokio::test]
+async fn queues_can_be_chosen_at_run_time() {
+    let mut bed = common::test_bed("bed").await;
+    let configured = format!("{}.eu", fib::QUEUE);
+    let _rpc = bed
+        // The bed's worker adds the bed's prefix, as the client does.
+        .serve(fib::handler().on_queue(configured.clone()))
+        .await
+        .unwrap();
+    let there = lepus::CallOptions::default().queue(configured.as_str());
+    assert_eq!(fib::call_with(bed.client(), 10, there).await.unwrap(), 55);
+    // The queue named in the attribute is not served.
+    assert!(matches!(
+        fib::call(bed.client(), 10).await,
+        Err(lepus::Error::NoRoute { .. })
+    ));
+
+    let tasks = format!("{}.eu", greet::QUEUE);
+    let mut done = bed
+        .serve(greet::handler().on_queue(tasks.clone()))
+        .await
+        .unwrap();
+    greet::enqueue_with(
+        bed.client(),
+        "eve".into(),
+        lepus::EnqueueOptions::new().queue(tasks.as_str()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_outcome(&mut done).await, Outcome::Succeeded);
+    bed.stop().await;
+}

@@ -142,7 +142,13 @@ impl<E: Event> EventRunner<E> {
                 Err(error) => Outcome::Unsettled { error },
             },
             Err(error) => {
-                warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
+                // A decoder's text may quote the message's bytes: not logged.
+                let logged = if error.starts_with(UNDECODABLE) {
+                    UNDECODABLE
+                } else {
+                    error.as_str()
+                };
+                warn!(handler = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
                 let rejected = delivery
                     .acker
                     .reject(BasicRejectOptions { requeue: false })
@@ -166,10 +172,13 @@ impl<E: Event> EventRunner<E> {
     }
 }
 
+/// How the error of a payload that does not decode starts.
+const UNDECODABLE: &str = "cannot decode the payload";
+
 /// Decodes the payload and runs `E` once, catching a panic.
 async fn run_once<E: Event>(body: &[u8]) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
-        .map_err(|err| format!("cannot decode the payload of {}: {err}", E::NAME))?;
+        .map_err(|err| format!("{UNDECODABLE} of {}: {err}", E::NAME))?;
     match AssertUnwindSafe(E::invoke(payload)).catch_unwind().await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(format!("{err:#}")),

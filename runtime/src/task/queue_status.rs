@@ -26,7 +26,8 @@ pub struct QueueStatus {
 }
 
 /// The status of `queue`, or `None` when it does not exist. Uses a throwaway channel, since
-/// a passive declare of a missing queue closes its channel (404).
+/// a passive declare of a missing queue closes its channel (404; lapin logs that channel close
+/// as an ERROR, so to wait for a queue that may not exist yet use [`wait_for_consumers`]).
 pub async fn queue_status(conn: &Connection, queue: &str) -> Result<Option<QueueStatus>> {
     let link = conn.link_after(0).await?;
     let channel = link.conn.create_channel().await?;

@@ -76,6 +76,18 @@ struct Failure {
     permanent: bool,
 }
 
+impl Failure {
+    /// The text to log: the handler's own error, but not a decoder's, which may quote the
+    /// message's bytes (serde's "invalid type: string \"..\""); it is in `x-lepus-error`.
+    fn logged(&self) -> &str {
+        if self.permanent {
+            "the arguments do not decode (the decoder's text is in the x-lepus-error header)"
+        } else {
+            &self.error
+        }
+    }
+}
+
 impl<T: Task> Settle for TaskRunner<T> {
     fn queue_options(&self) -> QueueOptions {
         self.options.queue_options()
@@ -191,7 +203,7 @@ impl<T: Task> TaskRunner<T> {
         let last = failure.permanent || attempt > self.options.retry_count();
         let (target, outcome) = if last {
             // A failing task is the application's business, not the runtime's trouble: INFO.
-            info!(task = T::NAME, queue, attempt, error = %failure.error, "task failed for the last time; dead-lettered");
+            info!(task = T::NAME, queue, attempt, error = %failure.logged(), "task failed for the last time; dead-lettered");
             (
                 Target::Dead(self.options.dead_letter_queue_for(queue)),
                 Outcome::DeadLettered {
@@ -206,7 +218,7 @@ impl<T: Task> TaskRunner<T> {
                 RETRY_DELAY,
                 i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
             );
-            info!(task = T::NAME, queue, attempt, ?delay, error = %failure.error, "task attempt failed; retrying");
+            info!(task = T::NAME, queue, attempt, ?delay, error = %failure.logged(), "task attempt failed; retrying");
             (
                 Target::Delay(delay),
                 Outcome::Retrying {

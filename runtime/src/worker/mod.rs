@@ -394,10 +394,14 @@ async fn delete_queues(link: &Link, queues: &[String]) {
     let Ok(side) = link.conn.create_channel().await else {
         return;
     };
+    // `if_unused`: a worker that started consuming since we counted keeps its queue (the broker
+    // refuses with 406, which closes only this side channel).
+    let unused = QueueDeleteOptions {
+        if_unused: true,
+        ..QueueDeleteOptions::default()
+    };
     for queue in queues {
-        match side
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await
+        match side.queue_delete(queue.as_str().into(), unused).await
         {
             Ok(_) => debug!(queue = %queue, "last worker of the queue: deleted it"),
             Err(err) => {
