@@ -401,8 +401,7 @@ async fn delete_queues(link: &Link, queues: &[String]) {
         ..QueueDeleteOptions::default()
     };
     for queue in queues {
-        match side.queue_delete(queue.as_str().into(), unused).await
-        {
+        match side.queue_delete(queue.as_str().into(), unused).await {
             Ok(_) => debug!(queue = %queue, "last worker of the queue: deleted it"),
             Err(err) => {
                 debug!(queue = %queue, cause = %err, "cannot delete the queue");
