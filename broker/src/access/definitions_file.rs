@@ -82,8 +82,16 @@ pub(crate) fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// Reads the file; `Ok(None)` when it does not exist yet.
+/// Reads the file; `Ok(None)` when it does not exist yet. A file that others can read (written
+/// by an older version) is made the owner's only.
 pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
+    #[cfg(unix)]
+    if let Ok(meta) = fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -137,11 +145,15 @@ mod tests {
             vhosts: Vec::new(),
             permissions: Vec::new(),
         };
+        let mode = || fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         for _ in 0..2 {
             save(&path, &defs).unwrap();
-            let mode = fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+            assert_eq!(mode(), 0o600);
         }
+        // One left readable by an older version is fixed when loaded.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        load(&path).unwrap().unwrap();
+        assert_eq!(mode(), 0o600);
         fs::remove_dir_all(&dir).unwrap();
     }
 }
