@@ -26,6 +26,17 @@ async fn whoami(delay_ms: u64) -> String {
     "v1".to_owned()
 }
 
+/// How many `slow_op` calls have started (used by one test only).
+static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// A slow operation, counted when it starts.
+#[lepus::rpc(queue = "slow_ops")]
+async fn slow_op(ms: u64) -> u64 {
+    SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
 /// The same method, answered by "the second build" in the rolling restart.
 #[lepus::rpc(queue = "accounts", name = "whoami")]
 async fn whoami_v2(delay_ms: u64) -> String {
@@ -114,18 +125,22 @@ async fn requests_the_last_worker_received_but_did_not_start_are_answered_not_ru
     let service = Service::start().await;
     // One request at a time, eight pushed ahead: when it stops, up to seven are unstarted.
     let worker = service
-        .worker(whoami::handler(), |w| w.concurrency(1).prefetch(8))
+        .worker(slow_op::handler(), |w| w.concurrency(1).prefetch(8))
         .await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let client = service.client.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                (whoami::call(&client, 300).await, started.elapsed())
+                (slow_op::call(&client, 300).await, started.elapsed())
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Stop while the first one runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while SLOW_STARTED.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     worker.shutdown().await.unwrap();
     let mut ran = 0;
     let mut not_run = 0;
