@@ -31,8 +31,7 @@ use std::time::Duration;
 
 pub use lepus_runtime::event::{run_local as deliver_local, EventInfo};
 pub use lepus_runtime::task::{
-    observe, observe_all, run_local as run_task_local, Completion, Completions, Outcome,
-    TaskInfo,
+    observe, observe_all, run_local as run_task_local, Completion, Completions, Outcome, TaskInfo,
 };
 pub use lepus_runtime::{call_local, call_local_with, Context};
 

@@ -130,7 +130,10 @@ async fn a_contract_client_calls_every_method_with_typed_errors_timeouts_and_no_
     }
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    let mut done = bed.serve(CounterServer::new(Tally::new("a", 100, 1))).await.unwrap();
+    let mut done = bed
+        .serve(CounterServer::new(Tally::new("a", 100, 1)))
+        .await
+        .unwrap();
     assert_eq!(counter.add(5).await.unwrap(), 5);
     assert_eq!(counter.add(7).await.unwrap(), 12);
     match counter.add(500).await {
@@ -146,7 +149,10 @@ async fn a_contract_client_calls_every_method_with_typed_errors_timeouts_and_no_
     // The first handler of a chain names it after its request.
     assert_eq!(seen.trace_id, seen.correlation_id);
     let left = seen.millis_left.unwrap();
-    assert!(left > 20_000 && left <= 30_000, "{left} ms left of the default 30 s");
+    assert!(
+        left > 20_000 && left <= 30_000,
+        "{left} ms left of the default 30 s"
+    );
 
     // A per-client timeout: a clean Timeout, not a hang.
     let hasty = counter.with_options(CallOptions::default().timeout(Duration::from_millis(200)));
@@ -217,10 +223,15 @@ async fn an_implementation_with_state_serves_concurrently_with_prefetch() {
 /// Two servers of the same contract with different state, in one process, on one broker.
 async fn two_instances_keep_their_state(tag: &str) {
     let mut bed = common::test_bed(&format!("svcstate{tag}")).await;
-    let (qa, qb) = (format!("svc.counter.{tag}.a"), format!("svc.counter.{tag}.b"));
+    let (qa, qb) = (
+        format!("svc.counter.{tag}.a"),
+        format!("svc.counter.{tag}.b"),
+    );
     bed.worker(|w| {
         w.serve(CounterServer::new(Tally::new(&format!("{tag}-a"), 10, 1)).on_queue(qa.clone()))
-            .serve(CounterServer::new(Tally::new(&format!("{tag}-b"), 1000, 1)).on_queue(qb.clone()))
+            .serve(
+                CounterServer::new(Tally::new(&format!("{tag}-b"), 1000, 1)).on_queue(qb.clone()),
+            )
     })
     .await
     .unwrap();
@@ -234,7 +245,10 @@ async fn two_instances_keep_their_state(tag: &str) {
     assert_eq!(b.name().await.unwrap(), format!("{tag}-b"));
     assert_eq!(a.total().await.unwrap(), 10);
     assert_eq!(b.total().await.unwrap(), 500);
-    assert!(matches!(a.add(11).await, Err(Error::Remote(CounterError::OverLimit(11, 10)))));
+    assert!(matches!(
+        a.add(11).await,
+        Err(Error::Remote(CounterError::OverLimit(11, 10)))
+    ));
     assert_eq!(b.add(11).await.unwrap(), 511);
     bed.stop().await;
 }

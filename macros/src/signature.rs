@@ -199,8 +199,8 @@ fn injectable(ty: &Type, index: usize) -> Option<syn::Result<Injected>> {
         other => (other, false, false),
     };
     let segment = last_segment(inner)?;
-    let state = segment.ident == "State"
-        && matches!(segment.arguments, PathArguments::AngleBracketed(_));
+    let state =
+        segment.ident == "State" && matches!(segment.arguments, PathArguments::AngleBracketed(_));
     let context = segment.ident == "Context" && segment.arguments.is_empty();
     if !state && !context {
         return None;

@@ -34,8 +34,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use tokio::time::Instant;
 
-use crate::task::headers;
 use crate::state::States;
+use crate::task::headers;
 
 /// Header carrying the id of a whole chain of work (long string): set on every call, enqueue
 /// and publish made inside a [`Context`], to that context's [`Context::trace_id`].
@@ -486,7 +486,9 @@ mod tests {
         let cx = Context::new().with_trace_id("t-1").with_attempt(3);
         let seen = cx
             .clone()
-            .scope(async { Context::current().map(|c| (c.trace_id().map(str::to_owned), c.attempt())) })
+            .scope(async {
+                Context::current().map(|c| (c.trace_id().map(str::to_owned), c.attempt()))
+            })
             .await;
         assert_eq!(seen, Some((Some("t-1".to_owned()), 3)));
         assert!(Context::current().is_none());
@@ -510,7 +512,10 @@ mod tests {
             assert!(Context::current().unwrap().is_expired());
         })
         .await;
-        let unbounded = Context::new().scope(async { Onward::current() }).await.unwrap();
+        let unbounded = Context::new()
+            .scope(async { Onward::current() })
+            .await
+            .unwrap();
         assert_eq!(
             unbounded.bound(Duration::from_secs(30)),
             Some(Duration::from_secs(30))

@@ -61,11 +61,11 @@ pub use client::{
 pub use connection::{connect, ConnectOptions, Connection, DEFAULT_STARTUP_WAIT};
 pub use context::{Context, ContextKind, HEADER_TRACE_ID};
 pub use error::{Error, FailureKind, Never, Result, REPLY_CODE_NO_ROUTE};
+pub use inject::Inject;
 pub use method::{BoxFuture, Invoke, Method};
 pub use remote_error::{ErrCodec, RemoteError};
 pub use returns::{Plain, Returns};
 pub use state::{MissingState, Needed, State};
-pub use inject::Inject;
 pub use worker::{
     Handler, IntoHandlers, QueueOptions, Worker, WorkerHandle, DEFAULT_CONCURRENCY,
     RPC_QUEUE_EXPIRES,
@@ -83,16 +83,16 @@ pub mod __private {
     pub use crate::error::{Error, Never};
     pub use crate::inject::{needs, Inject};
     pub use crate::method::{Invoke, Method};
-    pub use crate::state::{MissingState, Needed};
-    pub use crate::worker::IntoHandlers;
-    pub use ::std::sync::Arc;
-    pub use ::std::vec::Vec;
     pub use crate::remote_error::{
         Describe, DescribeDebug, DescribeDisplay, DescribeName, ErrCodec, ErrWire, SelectNever,
         SelectSerde, SelectText,
     };
     pub use crate::returns::{Plain, Returns};
+    pub use crate::state::{MissingState, Needed};
     pub use crate::worker::Handler;
+    pub use crate::worker::IntoHandlers;
+    pub use ::std::sync::Arc;
+    pub use ::std::vec::Vec;
 
     pub use crate::event::{
         handler as event_handler, publish_event, DeliveryKind, Event, ExchangeType,

@@ -54,8 +54,5 @@ pub trait Invoke<R>: Method {
         receiver: &R,
         args: Self::Args,
         cx: &Context,
-    ) -> Result<
-        impl Future<Output = Result<Self::Ok, Self::Err>> + Send + 'static,
-        MissingState,
-    >;
+    ) -> Result<impl Future<Output = Result<Self::Ok, Self::Err>> + Send + 'static, MissingState>;
 }

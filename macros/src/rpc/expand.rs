@@ -218,4 +218,3 @@ fn gen_call_with(model: &Model<'_>) -> TokenStream {
         }
     }
 }
-

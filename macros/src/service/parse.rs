@@ -218,8 +218,7 @@ fn take_name(attrs: &mut Vec<Attribute>) -> syn::Result<Option<LitStr>> {
             kept.push(attribute);
             continue;
         }
-        let metas = match attribute
-            .parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
+        let metas = match attribute.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
         {
             Ok(metas) => metas,
             Err(err) => {

@@ -30,10 +30,10 @@ pub(crate) use reply_consumer::declare_exchanges;
 pub use reply_consumer::ReplyMode;
 
 use crate::connection::Connection;
+use crate::context::ContextKind;
 use crate::context::{Context, Onward};
 use crate::envelope::{self, CONTENT_TYPE, RPC_EXCHANGE};
 use crate::error::{Error, FailureKind};
-use crate::context::ContextKind;
 use crate::method::{Invoke, Method};
 use crate::worker::handler::missing_state_message;
 use crate::worker::served;

@@ -402,7 +402,11 @@ pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcom
             error: missing_state_message(T::NAME, missing.type_name()),
         };
     }
-    let queue = cx.queue().filter(|q| !q.is_empty()).unwrap_or(T::QUEUE).to_owned();
+    let queue = cx
+        .queue()
+        .filter(|q| !q.is_empty())
+        .unwrap_or(T::QUEUE)
+        .to_owned();
     let mut cx = cx.as_run_of(ContextKind::Task, T::NAME, &queue);
     if cx.deadline().is_none() {
         if let Some(limit) = options.time_limit_of() {

@@ -254,9 +254,7 @@ impl<M: Invoke<R>, R: Send + Sync + 'static> Run for Runner<M, R> {
 }
 
 /// Awaits a run and encodes its reply.
-async fn finish<M: Invoke<R>, R>(
-    running: impl Future<Output = Result<M::Ok, M::Err>>,
-) -> Ran {
+async fn finish<M: Invoke<R>, R>(running: impl Future<Output = Result<M::Ok, M::Err>>) -> Ran {
     let result = running.await;
     let failure = result.as_ref().err().map(M::describe_err);
     match envelope::encode_reply_with(&result, &M::err_codec()) {
