@@ -94,7 +94,8 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
 /// Replaces the file atomically (temp file, fsync, rename, fsync of the directory).
 pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    // The first save creates the data directory: durably, or a power cut takes it away.
+    crate::store::create_dir_durably(dir)?;
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(defs).map_err(std::io::Error::other)?;
     {
