@@ -104,10 +104,11 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    // Make the rename itself durable. Directories cannot be opened for sync on every
-    // platform; where they cannot, the rename is still atomic.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
+    // Make the rename itself durable: until the directory is fsynced, a power cut may bring
+    // the old file back after the change was reported done. A failure is reported, not
+    // swallowed; only EINVAL (a file system that cannot fsync a directory) is let through.
+    match fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
