@@ -123,8 +123,15 @@ impl MsgId {
 
     fn properties(&self) -> BasicProperties {
         let mut headers = FieldTable::default();
-        headers.insert("publisher".into(), AMQPValue::LongUInt(self.publisher));
-        headers.insert("seq".into(), AMQPValue::LongLongInt(i64::from(self.seq)));
+        // Long strings only: every broker hands those back with the same type tag.
+        headers.insert(
+            "publisher".into(),
+            AMQPValue::LongString(format!("p{}", self.publisher).into()),
+        );
+        headers.insert(
+            "seq".into(),
+            AMQPValue::LongString(self.seq.to_string().into()),
+        );
         BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/x-lepus-power-cut".into())
@@ -209,7 +216,14 @@ struct Running {
 
 impl Running {
     /// SIGKILL, to the whole process group (RabbitMQ runs a shell script, then the VM).
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Running {
+    /// Also when a cycle panics: a broker left running would keep the mount busy.
+    fn drop(&mut self) {
         let pgid = self.child.id();
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{pgid}")])
@@ -298,7 +312,14 @@ fn start_rabbitmq(
     )
     .unwrap();
     let log = base.join(format!("log-{cycle}"));
-    std::fs::create_dir_all(data_dir).unwrap();
+    if !data_dir.exists() {
+        // Created durably by us (RabbitMQ is handed an existing directory).
+        std::fs::create_dir_all(data_dir).unwrap();
+        std::fs::File::open(data_dir.parent().unwrap())
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
     let erl_args = "-kernel inet_dist_use_interface {127,0,0,1}";
     let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
         .env("RABBITMQ_NODENAME", nodename)
