@@ -282,3 +282,20 @@ fn torn_mode_keeps_a_prefix_of_directory_changes() {
     }
     assert!(seen.len() > 2, "different prefixes: {seen:?}");
 }
+
+#[test]
+fn a_checkpoint_makes_everything_durable() {
+    let Some(mut s) = mount("checkpoint") else {
+        return;
+    };
+    fs::create_dir(s.path("dir")).unwrap();
+    fs::write(s.path("dir/file"), b"never fsynced").unwrap();
+    durable_file(s.mnt(), "gone", b"x");
+    fs::remove_file(s.path("gone")).unwrap();
+    s.fs.as_ref().unwrap().checkpoint().unwrap();
+    assert_eq!(s.fs.as_ref().unwrap().unsynced(), Default::default());
+    let report = s.cut(CutMode::DropUnsynced);
+    assert_eq!((report.data_ops_dropped, report.entries_undone), (0, 0));
+    assert_eq!(fs::read(s.path("dir/file")).unwrap(), b"never fsynced");
+    assert!(!s.path("gone").exists());
+}
