@@ -92,19 +92,17 @@ mod tests {
             .arg(dir.0.join("LOCK"))
             .spawn()
             .unwrap();
-        fs::write(dir.0.join("LOCK"), holder.id().to_string()).unwrap();
+        let lock = dir.0.join("LOCK");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let locked = loop {
-            match DirLock::acquire(&dir.0) {
-                Err(StoreError::Locked { pid }) => break pid,
-                Ok(lock) if std::time::Instant::now() < deadline => {
-                    // The child had not opened it yet: put the number back and retry.
-                    drop(lock);
-                    fs::write(dir.0.join("LOCK"), holder.id().to_string()).unwrap();
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => panic!("{other:?}"),
-            }
+        while !holds(holder.id(), &lock) {
+            assert!(std::time::Instant::now() < deadline, "the child opens LOCK");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Rewritten in place (same file), as the owner wrote it.
+        fs::write(&lock, holder.id().to_string()).unwrap();
+        let locked = match DirLock::acquire(&dir.0) {
+            Err(StoreError::Locked { pid }) => pid,
+            other => panic!("{other:?}"),
         };
         assert_eq!(locked, holder.id());
         holder.kill().unwrap();
