@@ -310,21 +310,14 @@ impl Filesystem for LossyFilesystem {
             reply.error(Errno::EPERM);
             return;
         }
-        let mut state = self.lock();
-        let result = (|| {
-            let path = state.tree.child_path(parent.0, name).ok_or_else(enoent)?;
+        self.new_entry(parent.0, name, false, reply, |path| {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode & !umask & 0o7777)
-                .open(&path)?;
-            let ino = state.linked(parent.0, name, false);
-            state.attr(ino)
-        })();
-        match result {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+                .open(path)
+                .map(drop)
+        });
     }
 
     fn mkdir(
@@ -336,19 +329,11 @@ impl Filesystem for LossyFilesystem {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut state = self.lock();
-        let result = (|| {
-            let path = state.tree.child_path(parent.0, name).ok_or_else(enoent)?;
+        self.new_entry(parent.0, name, true, reply, |path| {
             fs::DirBuilder::new()
                 .mode(mode & !umask & 0o7777)
-                .create(&path)?;
-            let ino = state.linked(parent.0, name, true);
-            state.attr(ino)
-        })();
-        match result {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+                .create(path)
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -367,20 +352,9 @@ impl Filesystem for LossyFilesystem {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let mut state = self.lock();
-        let result = (|| {
-            let path = state
-                .tree
-                .child_path(parent.0, link_name)
-                .ok_or_else(enoent)?;
-            std::os::unix::fs::symlink(target, &path)?;
-            let ino = state.linked(parent.0, link_name, false);
-            state.attr(ino)
-        })();
-        match result {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.new_entry(parent.0, link_name, false, reply, |path| {
+            std::os::unix::fs::symlink(target, path)
+        });
     }
 
     fn rename(
@@ -780,6 +754,28 @@ impl Filesystem for LossyFilesystem {
 }
 
 impl LossyFilesystem {
+    /// `mknod`, `mkdir`, `symlink`: `make` creates `name` in `parent` in the backing
+    /// directory; the new entry is journaled and answered.
+    fn new_entry(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        is_dir: bool,
+        reply: ReplyEntry,
+        make: impl FnOnce(&Path) -> io::Result<()>,
+    ) {
+        let mut state = self.lock();
+        let result = (|| {
+            make(&state.tree.child_path(parent, name).ok_or_else(enoent)?)?;
+            let ino = state.linked(parent, name, is_dir);
+            state.attr(ino)
+        })();
+        match result {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     /// `unlink` and `rmdir`: the node moves to the trash until its parent is fsynced.
     fn remove(&self, parent: u64, name: &OsStr, dir: bool, reply: ReplyEmpty) {
         let mut state = self.lock();
