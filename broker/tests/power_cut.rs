@@ -824,9 +824,18 @@ async fn verify(running: &Running, model: &Shared) -> Found {
             (Known::Absent, true) => found.topology.push(format!("deleted queue {name} is back")),
             _ => {}
         }
-        let now = if exists {
+        // A queue whose bind was in flight at the kill exists unbound: delete it, start
+        // clean (adopting it as present would report its never-made binding lost later).
+        let now = if exists && bound {
             Known::Present
         } else {
+            if exists {
+                let ch = conn.create_channel().await.unwrap();
+                ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                    .unwrap();
+                let _ = ch.close(200, "ok".into()).await;
+            }
             Known::Absent
         };
         model.lock().unwrap().churn_queues.insert(n, now);
