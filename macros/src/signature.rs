@@ -40,6 +40,8 @@ pub(crate) struct WireSignature {
 }
 
 /// One parameter of the function.
+// A handful per handler, at compile time only: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Param {
     /// The wire argument at this index of [`WireSignature::args`].
     Wire(usize),

@@ -401,7 +401,7 @@ impl Context {
     }
 
     /// The same context as a run of `name` on `queue` (local runs name their handler).
-    pub(crate) fn as_run_of(self, kind: ContextKind, name: &str, queue: &str) -> Context {
+    pub(crate) fn into_run_of(self, kind: ContextKind, name: &str, queue: &str) -> Context {
         let (name, queue) = (name.to_owned(), Arc::from(queue));
         self.edit(|i| {
             i.kind = kind;

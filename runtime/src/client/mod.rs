@@ -401,7 +401,7 @@ pub async fn call_local_with<M: Invoke<()>>(
             missing.type_name(),
         )));
     }
-    let cx = cx.as_run_of(ContextKind::Call, M::NAME, M::QUEUE);
+    let cx = cx.into_run_of(ContextKind::Call, M::NAME, M::QUEUE);
     let ran = crate::worker::Handler::new::<M>().dispatch(body, cx).await;
     envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec())
 }

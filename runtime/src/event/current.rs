@@ -39,7 +39,7 @@ impl From<EventInfo> for Context {
             Some(id) => cx.with_message_id(id),
             None => cx,
         };
-        cx.as_run_of(ContextKind::Event, "", "")
+        cx.into_run_of(ContextKind::Event, "", "")
     }
 }
 

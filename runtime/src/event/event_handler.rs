@@ -211,7 +211,7 @@ where
             error: missing_state_message(E::NAME, missing.type_name()),
         };
     }
-    let cx = cx.as_run_of(ContextKind::Event, E::NAME, E::QUEUE);
+    let cx = cx.into_run_of(ContextKind::Event, E::NAME, E::QUEUE);
     let mut body = Vec::new();
     if let Err(err) = envelope::encode_into(&mut body, &payload) {
         return Outcome::Failed {

@@ -58,7 +58,7 @@ impl From<TaskInfo> for Context {
             Some(id) => cx.with_message_id(id),
             None => cx,
         };
-        cx.as_run_of(ContextKind::Task, &info.name, &info.queue)
+        cx.into_run_of(ContextKind::Task, &info.name, &info.queue)
     }
 }
 

@@ -407,7 +407,7 @@ pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcom
         .filter(|q| !q.is_empty())
         .unwrap_or(T::QUEUE)
         .to_owned();
-    let mut cx = cx.as_run_of(ContextKind::Task, T::NAME, &queue);
+    let mut cx = cx.into_run_of(ContextKind::Task, T::NAME, &queue);
     if cx.deadline().is_none() {
         if let Some(limit) = options.time_limit_of() {
             cx = cx.with_timeout(limit);
