@@ -95,6 +95,10 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// by the worker and not sent; no bodies, no generics, no two methods of one name.
 /// `#[lepus(name = "...")]` on a method sets its name on the wire. Declare the trait at module
 /// level (the generated items sit next to it).
+///
+/// (This sketch is `ignore`d: a proc-macro crate cannot run `lepus` code. The same service,
+/// complete and compiled by `cargo test`, is in the `lepus` crate's documentation, "A service
+/// in one page"; each misuse's compile error is a case of `tests/service_macro_ui.rs`.)
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     service::service(attr.into(), item.into()).into()

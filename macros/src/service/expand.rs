@@ -247,7 +247,7 @@ fn gen_server(model: &Model<'_>) -> TokenStream {
             handlers.push(::lepus::__private::Handler::with_receiver::<
                 #marker,
                 ::lepus::__private::Arc<S>,
-            >(::lepus::__private::Arc::clone(&self.service)));
+            >(::core::clone::Clone::clone(&self.service)));
         }
     });
     let doc = format!(
@@ -319,7 +319,7 @@ fn gen_server(model: &Model<'_>) -> TokenStream {
         impl<S> ::core::clone::Clone for #server<S> {
             fn clone(&self) -> Self {
                 #server {
-                    service: ::lepus::__private::Arc::clone(&self.service),
+                    service: ::core::clone::Clone::clone(&self.service),
                     queue: ::core::clone::Clone::clone(&self.queue),
                 }
             }
@@ -393,7 +393,7 @@ fn gen_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream {
                 > + ::core::marker::Send + 'static,
                 ::lepus::__private::MissingState,
             > {
-                let #service = ::lepus::__private::Arc::clone(#receiver);
+                let #service = ::core::clone::Clone::clone(#receiver);
                 #inject
                 #unpack
                 ::core::result::Result::Ok(async move {
