@@ -187,3 +187,16 @@ pub(crate) fn invoke_idents() -> (Ident, Ident, Ident) {
         Ident::new("cx", Span::mixed_site()),
     )
 }
+
+/// The return type of every generated `invoke`: the handler's future (`Send + 'static`, run
+/// by the worker) resolving to `Result<#ok, Self::Err>`, or the state it is missing.
+pub(crate) fn invoke_output(ok: TokenStream) -> TokenStream {
+    quote! {
+        ::core::result::Result<
+            impl ::core::future::Future<
+                Output = ::core::result::Result<#ok, Self::Err>,
+            > + ::core::marker::Send + 'static,
+            ::lepus::__private::MissingState,
+        >
+    }
+}

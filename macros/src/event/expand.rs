@@ -21,8 +21,8 @@ use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::{EventArgs, Kind};
 use crate::generate::{
-    call_args, inject_lets, invoke_idents, marker_struct, needs_fn, returns_projections,
-    wire_assertions, WireUse,
+    call_args, inject_lets, invoke_idents, invoke_output, marker_struct, needs_fn,
+    returns_projections, wire_assertions, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -127,6 +127,7 @@ fn gen_event_impl(
     let inject = inject_lets(signature, &cx);
     let call_args = call_args(signature);
     let needs = needs_fn(signature);
+    let output = invoke_output(quote!(()));
     quote! {
         impl ::lepus::__private::Event for #name {
             const EXCHANGE: &'static ::core::primitive::str = <#name>::EXCHANGE;
@@ -144,12 +145,7 @@ fn gen_event_impl(
             fn invoke(
                 #input: Self::Payload,
                 #cx: &::lepus::__private::Context,
-            ) -> ::core::result::Result<
-                impl ::core::future::Future<
-                    Output = ::core::result::Result<(), Self::Err>,
-                > + ::core::marker::Send + 'static,
-                ::lepus::__private::MissingState,
-            > {
+            ) -> #output {
                 #inject
                 ::core::result::Result::Ok(async move {
                     match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {

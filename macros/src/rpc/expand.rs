@@ -38,7 +38,8 @@ use syn::{Ident, ItemFn, LitStr};
 use super::parse::{QueueName, RpcArgs};
 use crate::generate::{
     args_tuple_type, args_tuple_value, call_args, err_codec_fn, inject_lets, invoke_idents,
-    marker_struct, needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
+    invoke_output, marker_struct, needs_fn, params, returns_projections, unpack_args,
+    wire_assertions, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -147,6 +148,7 @@ fn gen_invoke(model: &Model<'_>) -> TokenStream {
     let inject = inject_lets(model.signature, &cx);
     let call_args = call_args(model.signature);
     let needs = needs_fn(model.signature);
+    let output = invoke_output(quote!(Self::Ok));
     quote! {
         impl ::lepus::__private::Invoke<()> for #name {
             #needs
@@ -155,12 +157,7 @@ fn gen_invoke(model: &Model<'_>) -> TokenStream {
                 #receiver: &(),
                 #args: Self::Args,
                 #cx: &::lepus::__private::Context,
-            ) -> ::core::result::Result<
-                impl ::core::future::Future<
-                    Output = ::core::result::Result<Self::Ok, Self::Err>,
-                > + ::core::marker::Send + 'static,
-                ::lepus::__private::MissingState,
-            > {
+            ) -> #output {
                 let _ = #receiver;
                 #inject
                 #unpack

@@ -37,7 +37,7 @@ use syn::{Attribute, Ident, ItemTrait};
 use super::parse::{ContractMethod, ServiceArgs};
 use crate::generate::{
     args_tuple_type, args_tuple_value, call_args, err_codec_fn, inject_lets, invoke_idents,
-    needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
+    invoke_output, needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
 };
 
 /// Everything the generators need.
@@ -351,6 +351,7 @@ fn gen_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream {
     let inject = inject_lets(signature, &cx);
     let call_args = call_args(signature);
     let needs = needs_fn(signature);
+    let output = invoke_output(quote!(Self::Ok));
     let method_name = &method.item.sig.ident;
     let service = Ident::new("service", proc_macro2::Span::mixed_site());
     let span = method_name.span();
@@ -387,12 +388,7 @@ fn gen_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream {
                 #receiver: &::lepus::__private::Arc<S>,
                 #args: Self::Args,
                 #cx: &::lepus::__private::Context,
-            ) -> ::core::result::Result<
-                impl ::core::future::Future<
-                    Output = ::core::result::Result<Self::Ok, Self::Err>,
-                > + ::core::marker::Send + 'static,
-                ::lepus::__private::MissingState,
-            > {
+            ) -> #output {
                 let #service = ::core::clone::Clone::clone(#receiver);
                 #inject
                 #unpack

@@ -26,8 +26,8 @@ use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::TaskArgs;
 use crate::generate::{
-    args_tuple_type, args_tuple_value, call_args, inject_lets, invoke_idents, marker_struct,
-    needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
+    args_tuple_type, args_tuple_value, call_args, inject_lets, invoke_idents, invoke_output,
+    marker_struct, needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -91,6 +91,7 @@ fn gen_task_impl(
     let inject = inject_lets(signature, &cx);
     let call_args = call_args(signature);
     let needs = needs_fn(signature);
+    let output = invoke_output(quote!(()));
     let options = gen_options(args);
     quote! {
         impl ::lepus::__private::Task for #name {
@@ -108,12 +109,7 @@ fn gen_task_impl(
             fn invoke(
                 #input: Self::Args,
                 #cx: &::lepus::__private::Context,
-            ) -> ::core::result::Result<
-                impl ::core::future::Future<
-                    Output = ::core::result::Result<(), Self::Err>,
-                > + ::core::marker::Send + 'static,
-                ::lepus::__private::MissingState,
-            > {
+            ) -> #output {
                 #inject
                 #unpack
                 ::core::result::Result::Ok(async move {
