@@ -116,6 +116,18 @@ pub(crate) struct BrokerShared {
     pub(crate) channels: Arc<Channels>,
     /// The busy-poll thread every read touches (`None`: busy polling off).
     pub(crate) busy_poll: Option<Arc<BusyPoll>>,
+    /// The sockets the broker accepts on, set once they are all bound (`listeners` of the
+    /// management API's overview and its port-listener health check).
+    pub(crate) listeners: std::sync::OnceLock<Vec<Listener>>,
+}
+
+/// A socket the broker accepts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listener {
+    /// RabbitMQ's protocol name: `amqp`, `amqp/ssl` or `http`.
+    pub(crate) protocol: &'static str,
+    /// The bound address.
+    pub(crate) addr: SocketAddr,
 }
 
 impl BrokerShared {
@@ -132,6 +144,7 @@ impl BrokerShared {
             connections: Connections::default(),
             channels: Arc::default(),
             busy_poll,
+            listeners: std::sync::OnceLock::new(),
         }
     }
 }
@@ -413,6 +426,20 @@ impl BrokerBuilder {
             }
             None => (None, None),
         };
+        let mut listeners = vec![Listener {
+            protocol: "amqp",
+            addr: local_addr,
+        }];
+        listeners.extend(tls_addr.map(|addr| Listener {
+            protocol: "amqp/ssl",
+            addr,
+        }));
+        listeners.extend(management_addr.map(|addr| Listener {
+            protocol: "http",
+            addr,
+        }));
+        // Set once, here, before anyone can ask.
+        let _ = shared.listeners.set(listeners);
         if let Some(poller) = &shared.busy_poll {
             // Only latency depends on it: without the thread the broker works as with a zero
             // window.

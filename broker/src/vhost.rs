@@ -456,8 +456,8 @@ pub(crate) struct VHosts {
     /// Vhosts by name. Read by every `connection.open`; written only by the admin API
     /// (`add_vhost`/`delete_vhost`), briefly.
     map: RwLock<HashMap<String, Arc<VHost>>>,
-    /// The store new vhosts are created with.
-    store: Arc<dyn Store>,
+    /// The store new vhosts are created with (the management API reads its counters).
+    pub(crate) store: Arc<dyn Store>,
     /// The broker's memory accounting, shared by every vhost's queues.
     pub(crate) memory: Arc<Memory>,
 }

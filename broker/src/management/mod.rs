@@ -17,8 +17,14 @@
 
 mod api;
 mod caller;
+mod field_table;
+mod health;
 mod listener;
+mod messages;
+mod node;
 mod prometheus;
+mod rates;
+mod topology;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +50,10 @@ use crate::shutdown::Shutdown;
 pub(crate) struct Ctx {
     /// The broker's state (vhosts, users, connections).
     pub(crate) broker: Arc<BrokerShared>,
+    /// The rate history the sampler task fills (see `rates`).
+    pub(crate) rates: Arc<rates::Rates>,
+    /// When the management API started (with the broker): uptime.
+    pub(crate) started: std::time::Instant,
 }
 
 /// Binds `addr` and serves the API until the broker stops.
@@ -55,8 +65,16 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let limits = listener::Limits::default();
-    let ctx = Ctx { broker };
+    let ctx = Ctx {
+        broker,
+        rates: Arc::default(),
+        started: std::time::Instant::now(),
+    };
+    let sampler = tokio::spawn(rates::run(ctx.clone(), shutdown.clone()));
     let app = api::routes()
+        .merge(health::routes())
+        .merge(topology::routes())
+        .merge(messages::routes())
         .merge(prometheus::authenticated_routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
         .merge(prometheus::routes())
@@ -66,9 +84,27 @@ pub(crate) async fn start(
             request_timeout,
         ))
         .with_state(ctx);
-    let task = tokio::spawn(listener::serve(listener, app, limits, shutdown));
+    // The management task owns the sampler: both stop on the shutdown signal.
+    let task = tokio::spawn(async move {
+        listener::serve(listener, app, limits, shutdown).await;
+        let _ = sampler.await;
+    });
     info!(%local, "management API listening");
     Ok((local, task))
+}
+
+/// Percent-encodes one URL path segment (everything but RFC 3986's unreserved characters).
+pub(crate) fn percent_encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// Answers 408 when a request (its body read included) takes longer than `limit`.
@@ -123,6 +159,14 @@ impl ApiError {
         Self {
             status: StatusCode::UNAUTHORIZED,
             reason: reason.to_owned(),
+        }
+    }
+
+    /// 500 Internal Server Error (the store failed).
+    pub(crate) fn internal(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            reason: reason.into(),
         }
     }
 }
@@ -191,11 +235,24 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok());
+    // The dashboard's own requests (`X-Requested-With: XMLHttpRequest`) get no Basic
+    // challenge back, so that a wrong password shows its login form, not the browser's.
+    let challenge = req
+        .headers()
+        .get("x-requested-with")
+        .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+    let refuse = |reason: &str| {
+        let mut resp = ApiError::unauthorized(reason).into_response();
+        if !challenge {
+            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
+        resp
+    };
     let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
-        return ApiError::unauthorized("credentials required").into_response();
+        return refuse("credentials required");
     };
     let Some(user) = ctx.broker.access.authenticate(user, password, peer.ip()) else {
-        return ApiError::unauthorized("Login failed").into_response();
+        return refuse("Login failed");
     };
     let Some(level) = Level::of(&user) else {
         return ApiError::forbidden("Not management user").into_response();

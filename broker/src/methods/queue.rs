@@ -272,7 +272,7 @@ fn declare_ok(name: &str, message_count: u32, consumer_count: u32) -> AMQPClass 
 }
 
 /// The first argument whose value differs between two declarations, in RabbitMQ's names.
-fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
+pub(crate) fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
     if a.message_ttl != b.message_ttl {
         Some("x-message-ttl")
     } else if a.expires != b.expires {
