@@ -274,12 +274,6 @@ impl VHostStats {
             queues_deleted: get(&self.queues.deleted),
         }
     }
-
-    /// (received, delivered, acked) now.
-    pub(crate) fn snapshot(&self) -> (u64, u64, u64) {
-        let c = self.counters();
-        (c.received, c.delivered(), c.acked)
-    }
 }
 
 #[cfg(test)]
@@ -314,7 +308,6 @@ mod tests {
         assert_eq!(c.routed(), 1);
         assert_eq!(c.delivered(), 3);
         assert_eq!(c.redelivered, 2);
-        assert_eq!(s.snapshot(), (2, 3, 2));
         let mut sum = c;
         sum += c;
         assert_eq!(sum.delivered(), 6);

@@ -679,15 +679,6 @@ impl Queue {
         }
     }
 
-    /// Deliveries to consumers not yet acked (deliveries of `basic.get` are not counted).
-    pub(crate) fn unacked_by_consumers(&self) -> u64 {
-        self.lock()
-            .consumers
-            .iter()
-            .map(|c| u64::from(c.in_flight.load(std::sync::atomic::Ordering::Relaxed)))
-            .sum()
-    }
-
     /// Consumers as (consumer tag, channel number, connection id, no_ack, prefetch).
     pub(crate) fn consumer_list(&self) -> Vec<(String, u16, u64, bool, u32)> {
         self.lock()

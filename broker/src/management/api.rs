@@ -20,10 +20,10 @@ use super::field_table;
 use super::node::{CLUSTER_NAME, NODE_NAME};
 use super::rates::RateQuery;
 use super::{ApiError, Caller, Ctx};
-use crate::metrics::VHostCounters;
 use crate::access::{Access, UserInfo};
 use crate::connection_registry::ConnectionInfo;
 use crate::exchange::Destination;
+use crate::metrics::VHostCounters;
 use crate::vhost::VHost;
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -265,7 +265,10 @@ async fn exchanges_in(
 /// (RabbitMQ's `properties_key`, the last segment of `/api/bindings/.../{props}`): the routing
 /// key (`~` when empty), then, when the binding has arguments, `~` and a digest of them.
 /// RabbitMQ's digest is another one; clients treat the key as opaque.
-pub(super) fn properties_key(routing_key: &str, arguments: &amq_protocol::types::FieldTable) -> String {
+pub(super) fn properties_key(
+    routing_key: &str,
+    arguments: &amq_protocol::types::FieldTable,
+) -> String {
     let base = if routing_key.is_empty() {
         "~".to_owned()
     } else {

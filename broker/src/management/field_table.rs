@@ -25,9 +25,7 @@ pub(crate) fn value_to_json(v: &AMQPValue) -> Value {
         AMQPValue::Timestamp(n) => Value::from(*n),
         AMQPValue::Float(f) => float(f64::from(*f)),
         AMQPValue::Double(f) => float(*f),
-        AMQPValue::DecimalValue(d) => {
-            float(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
-        }
+        AMQPValue::DecimalValue(d) => float(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
         AMQPValue::ShortString(s) => Value::String(s.as_str().to_owned()),
         AMQPValue::LongString(s) => Value::String(String::from_utf8_lossy(s.as_bytes()).into()),
         AMQPValue::ByteArray(b) => Value::String(String::from_utf8_lossy(b.as_slice()).into()),
@@ -119,7 +117,10 @@ mod tests {
         t.insert("b".into(), AMQPValue::LongUInt(7));
         t.insert(
             "c".into(),
-            AMQPValue::DecimalValue(amq_protocol::types::DecimalValue { scale: 2, value: 150 }),
+            AMQPValue::DecimalValue(amq_protocol::types::DecimalValue {
+                scale: 2,
+                value: 150,
+            }),
         );
         t.insert("d".into(), AMQPValue::Double(f64::NAN));
         assert_eq!(to_json(&t), json!({"a": -3, "b": 7, "c": 1.5, "d": null}));

@@ -29,7 +29,10 @@ pub(super) fn routes() -> Router<Ctx> {
     Router::new()
         .route("/api/health/checks/alarms", get(alarms))
         .route("/api/health/checks/local-alarms", get(alarms))
-        .route("/api/health/checks/port-listener/{port}", get(port_listener))
+        .route(
+            "/api/health/checks/port-listener/{port}",
+            get(port_listener),
+        )
         .route(
             "/api/health/checks/protocol-listener/{protocol}",
             get(protocol_listener),

@@ -91,7 +91,10 @@ fn octet(props: &Map<String, Value>, key: &str) -> Result<Option<u8>, ApiError> 
 }
 
 /// Message properties in RabbitMQ's JSON (`delivery_mode`, `headers`, `content_type`, ...).
-fn properties_from_json(props: &Map<String, Value>, user: &str) -> Result<AMQPProperties, ApiError> {
+fn properties_from_json(
+    props: &Map<String, Value>,
+    user: &str,
+) -> Result<AMQPProperties, ApiError> {
     let mut p = AMQPProperties::default();
     if let Some(v) = short(props, "content_type")? {
         p = p.with_content_type(v);
@@ -176,8 +179,18 @@ async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let Json(b) = body?;
     let vh = me.enter(&ctx, &vhost)?;
-    let exchange = if name == "amq.default" { "" } else { name.as_str() };
-    me.require_access(&ctx, &vhost, Access::Write, ResourceKind::Exchange, exchange)?;
+    let exchange = if name == "amq.default" {
+        ""
+    } else {
+        name.as_str()
+    };
+    me.require_access(
+        &ctx,
+        &vhost,
+        Access::Write,
+        ResourceKind::Exchange,
+        exchange,
+    )?;
     let payload = match b.payload_encoding.as_deref() {
         None | Some("string") => Bytes::from(b.payload.into_bytes()),
         Some("base64") => Bytes::from(
@@ -240,7 +253,8 @@ async fn route(vh: &Arc<VHost>, message: Arc<Message>) -> Result<bool, ApiError>
     for queue in &queues {
         if let EnqueueOutcome::Enqueued { seq } = queue.enqueue(vh, message.clone()) {
             if queue.is_persisted() && message.is_persistent() {
-                if let Durability::Pending(rx) = vh.store.enqueue(&vh.name, &queue.name, seq, &message)
+                if let Durability::Pending(rx) =
+                    vh.store.enqueue(&vh.name, &queue.name, seq, &message)
                 {
                     pending.push(rx);
                 }

@@ -23,6 +23,7 @@ mod listener;
 mod messages;
 mod node;
 mod prometheus;
+mod rabbitmq_metrics;
 mod rates;
 mod topology;
 

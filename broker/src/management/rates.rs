@@ -157,7 +157,10 @@ fn details(series: &[(u64, u64)], window: Option<Window>, monotonic: bool) -> Va
             if newest.saturating_sub(s.0) > w.age_ms {
                 break;
             }
-            if picked.last().is_none_or(|p| p.0.saturating_sub(s.0) >= w.incr_ms) {
+            if picked
+                .last()
+                .is_none_or(|p| p.0.saturating_sub(s.0) >= w.incr_ms)
+            {
                 picked.push(s);
             }
         }
@@ -258,7 +261,10 @@ impl Rates {
 
     /// The tick times a series of `len` samples was taken at.
     fn times(h: &History, len: usize) -> impl Iterator<Item = u64> + '_ {
-        h.ticks.iter().skip(h.ticks.len().saturating_sub(len)).copied()
+        h.ticks
+            .iter()
+            .skip(h.ticks.len().saturating_sub(len))
+            .copied()
     }
 
     /// `message_stats` and the lengths' `*_details` summed over `vhosts`: the counters as
@@ -297,39 +303,27 @@ impl Rates {
             ("publish", now.received, &|s| s.counters.received),
             ("confirm", now.confirmed, &|s| s.counters.confirmed),
             ("deliver_get", now.delivered(), &|s| s.counters.delivered()),
-            (
-                "deliver",
-                now.delivered_consume_manual_ack,
-                &|s| s.counters.delivered_consume_manual_ack,
-            ),
-            (
-                "deliver_no_ack",
-                now.delivered_consume_auto_ack,
-                &|s| s.counters.delivered_consume_auto_ack,
-            ),
-            (
-                "get",
-                now.delivered_get_manual_ack,
-                &|s| s.counters.delivered_get_manual_ack,
-            ),
-            (
-                "get_no_ack",
-                now.delivered_get_auto_ack,
-                &|s| s.counters.delivered_get_auto_ack,
-            ),
+            ("deliver", now.delivered_consume_manual_ack, &|s| {
+                s.counters.delivered_consume_manual_ack
+            }),
+            ("deliver_no_ack", now.delivered_consume_auto_ack, &|s| {
+                s.counters.delivered_consume_auto_ack
+            }),
+            ("get", now.delivered_get_manual_ack, &|s| {
+                s.counters.delivered_get_manual_ack
+            }),
+            ("get_no_ack", now.delivered_get_auto_ack, &|s| {
+                s.counters.delivered_get_auto_ack
+            }),
             ("get_empty", now.get_empty, &|s| s.counters.get_empty),
             ("redeliver", now.redelivered, &|s| s.counters.redelivered),
             ("ack", now.acked, &|s| s.counters.acked),
-            (
-                "drop_unroutable",
-                now.unroutable_dropped,
-                &|s| s.counters.unroutable_dropped,
-            ),
-            (
-                "return_unroutable",
-                now.unroutable_returned,
-                &|s| s.counters.unroutable_returned,
-            ),
+            ("drop_unroutable", now.unroutable_dropped, &|s| {
+                s.counters.unroutable_dropped
+            }),
+            ("return_unroutable", now.unroutable_returned, &|s| {
+                s.counters.unroutable_returned
+            }),
         ];
         let mut stats = Map::new();
         for (name, value, f) in counters {

@@ -210,7 +210,13 @@ async fn put_exchange(
 ) -> Result<StatusCode, ApiError> {
     let Json(b) = body?;
     let vh = me.enter(&ctx, &vhost)?;
-    me.require_access(&ctx, &vhost, Access::Configure, ResourceKind::Exchange, &name)?;
+    me.require_access(
+        &ctx,
+        &vhost,
+        Access::Configure,
+        ResourceKind::Exchange,
+        &name,
+    )?;
     let arguments = field_table::from_json(&b.arguments).map_err(ApiError::bad_request)?;
     let created = declare_exchange(
         &vh,
@@ -318,7 +324,13 @@ async fn delete_exchange(
             if name.is_empty() { "amq.default" } else { name }
         )));
     }
-    me.require_access(&ctx, &vhost, Access::Configure, ResourceKind::Exchange, name)?;
+    me.require_access(
+        &ctx,
+        &vhost,
+        Access::Configure,
+        ResourceKind::Exchange,
+        name,
+    )?;
     {
         let mut topo = vh.write();
         let Some(x) = topo.exchanges.get(name) else {
@@ -535,9 +547,9 @@ fn find_binding(
     topo.exchanges
         .get(source)
         .and_then(|x| {
-            x.bindings
-                .iter()
-                .find(|b| &b.destination == dest && properties_key(&b.routing_key, &b.arguments) == props)
+            x.bindings.iter().find(|b| {
+                &b.destination == dest && properties_key(&b.routing_key, &b.arguments) == props
+            })
         })
         .cloned()
         .ok_or_else(|| ApiError::not_found("no such binding"))
