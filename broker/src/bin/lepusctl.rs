@@ -145,6 +145,18 @@ enum Command {
         vhost: String,
         queue: String,
     },
+    /// Writes the broker's definitions (users, vhosts, permissions, queues, exchanges,
+    /// bindings) to FILE in RabbitMQ's JSON format; `-` writes to stdout.
+    ExportDefinitions {
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Imports a definitions file in RabbitMQ's JSON format (from RabbitMQ or Lepus); `-`
+    /// reads stdin. Objects are added or updated, never deleted.
+    ImportDefinitions {
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
     /// Closes a client connection (by its name as list_connections shows it, or its id).
     CloseConnection {
         connection: String,
@@ -267,6 +279,16 @@ impl Api {
             .put(format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
             .send_json(body);
+        self.finish(res)
+    }
+
+    fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/json")
+            .send(body);
         self.finish(res)
     }
 
@@ -522,6 +544,34 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
         Command::DeleteQueue { vhost, queue } => {
             info(format!("Deleting queue '{queue}' on vhost '{vhost}' ..."));
             api.delete(&format!("/api/queues/{}/{}", seg(vhost), seg(queue)))?;
+        }
+        Command::ExportDefinitions { file } => {
+            info(format!("Exporting definitions to {file} ..."));
+            let defs = api.get("/api/definitions")?;
+            let text = serde_json::to_string_pretty(&defs)
+                .map_err(|e| CtlError::Refused(e.to_string()))?;
+            if file == "-" {
+                println!("{text}");
+            } else {
+                std::fs::write(file, text + "\n")
+                    .map_err(|e| CtlError::Refused(format!("cannot write {file}: {e}")))?;
+            }
+        }
+        Command::ImportDefinitions { file } => {
+            info(format!("Importing definitions from {file} ..."));
+            let bytes = if file == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| CtlError::Refused(format!("cannot read stdin: {e}")))?;
+                buf
+            } else {
+                std::fs::read(file)
+                    .map_err(|e| CtlError::Refused(format!("cannot read {file}: {e}")))?
+            };
+            let answer = api.post_raw("/api/definitions", bytes)?;
+            if let Some(skipped) = answer.get("skipped") {
+                eprintln!("Skipped (Lepus has none of these): {skipped}");
+            }
         }
         Command::CloseConnection { connection, reason } => {
             info(format!(

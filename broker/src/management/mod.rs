@@ -17,6 +17,7 @@
 
 mod api;
 mod caller;
+mod definitions;
 mod field_table;
 mod health;
 mod listener;
@@ -76,6 +77,7 @@ pub(crate) async fn start(
         .merge(health::routes())
         .merge(topology::routes())
         .merge(messages::routes())
+        .merge(definitions::routes())
         .merge(prometheus::authenticated_routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
         .merge(prometheus::routes())
@@ -170,6 +172,24 @@ impl ApiError {
             reason: reason.into(),
         }
     }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.status)
+    }
+}
+
+/// Imports the definitions file at `path` into a starting broker (`--definitions`).
+pub(crate) fn import_definitions_file(
+    broker: &Arc<BrokerShared>,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let defs = definitions::parse(&bytes)?;
+    let skipped = definitions::import(broker, &defs, None).map_err(|e| e.to_string())?;
+    info!(path = %path.display(), skipped = ?skipped.sections, "definitions imported");
+    Ok(())
 }
 
 impl From<crate::error::AdminError> for ApiError {

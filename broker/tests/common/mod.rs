@@ -1,4 +1,5 @@
 //! Helpers shared by the broker crate's integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub(crate) mod http;
 pub(crate) mod prometheus;
