@@ -81,6 +81,7 @@ pub(crate) async fn start(
         .merge(prometheus::authenticated_routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
         .merge(prometheus::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
@@ -108,6 +109,11 @@ pub(crate) fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Any other path: RabbitMQ's 404 body.
+async fn not_found() -> Response {
+    ApiError::not_found("Not Found").into_response()
 }
 
 /// Answers 408 when a request (its body read included) takes longer than `limit`.
