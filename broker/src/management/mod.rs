@@ -1,22 +1,38 @@
-//! The management HTTP API: the subset of RabbitMQ's management plugin API that `lepusctl`
-//! and dashboards use (`/api/overview`, `/api/queues`, `/api/exchanges`, `/api/bindings`,
-//! `/api/connections`, `/api/channels`, `/api/consumers`, `/api/users`, `/api/vhosts`,
-//! `/api/permissions`, and their write endpoints), with RabbitMQ's JSON shapes, plus
-//! Prometheus text at `/metrics` and `/metrics/per-object`.
+//! The management HTTP API: RabbitMQ's management plugin API in its JSON shapes (overview,
+//! vhosts, users, permissions, queues, exchanges, bindings, connections, channels, consumers,
+//! nodes, health checks, definitions, publish and get), the web dashboard over it, and
+//! Prometheus text at `/metrics` in RabbitMQ's metric names.
+//!
+//! # Layout
+//! - `api`: the read endpoints and the user, vhost, permission and queue-delete/purge writes.
+//! - `topology`: declaring and deleting queues and exchanges, bindings (shared with
+//!   definitions import).
+//! - `messages`: publishing and getting messages over HTTP.
+//! - `definitions`: RabbitMQ's definitions JSON, export and import (`--definitions` too).
+//! - `health`: RabbitMQ's health checks, `/api/nodes`, the listener list.
+//! - `rates`: the sampler task and its ring buffers: rates over time for `*_details`.
+//! - `node`: process and host figures (RSS, file descriptors, free disk).
+//! - `field_table`: AMQP field tables to and from JSON.
+//! - `prometheus` (routes) and `rabbitmq_metrics` (the families): `/metrics`,
+//!   `/metrics/per-object`, `/metrics/detailed`.
+//! - `dashboard`: the embedded web page (`assets/`).
+//! - `caller`: what each user tag may see and do; `listener`: the bounded HTTP listener.
 //!
 //! Authentication is HTTP basic auth against the broker's own users (with `loopback_users`
 //! applied to the HTTP peer, as RabbitMQ does) on every `/api` route and on
-//! `/metrics/per-object`; `caller` says what each user tag may see and do (RabbitMQ's rules).
-//! `/metrics` needs no login, like `rabbitmq_prometheus`, and so carries totals only, no
-//! object names (see `prometheus`). `listener` bounds what any one HTTP client can hold.
+//! `/metrics/per-object` and `/metrics/detailed`; `caller` says what each user tag may see and
+//! do (RabbitMQ's rules). `/metrics` and the dashboard's files need no login (`/metrics`
+//! carries totals only, no object names). `listener` bounds what any one HTTP client can hold.
 //!
 //! Task ownership: [`start`] spawns the listener task ([`listener::serve`]), which owns one
-//! task per HTTP connection; [`crate::BrokerHandle`] owns its `JoinHandle` and stops it
-//! through the broker's shutdown signal (graceful: in-flight requests finish, within a grace
-//! period).
+//! task per HTTP connection, and the rate sampler (`rates::run`), which the listener task
+//! awaits when it ends; [`crate::BrokerHandle`] owns the listener task's `JoinHandle` and
+//! stops both through the broker's shutdown signal (graceful: in-flight requests finish,
+//! within a grace period).
 
 mod api;
 mod caller;
+mod dashboard;
 mod definitions;
 mod field_table;
 mod health;
@@ -81,6 +97,7 @@ pub(crate) async fn start(
         .merge(prometheus::authenticated_routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
         .merge(prometheus::routes())
+        .merge(dashboard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(

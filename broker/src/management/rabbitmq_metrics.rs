@@ -500,7 +500,9 @@ fn global(ctx: &Ctx, out: &mut Out, s: &Scrape) {
         .filter(|ch| ch.is_publisher())
         .count() as u64;
     let consumers: u64 = s.queues.iter().map(|q| q.figures.consumers).sum();
-    let families: [(&str, &str, &str, &[(&str, &str)], u64); 16] = [
+    /// (name, type, help, labels, value).
+    type Family<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], u64);
+    let families: [Family<'_>; 16] = [
         ("rabbitmq_global_consumers", "gauge", "Current number of consumers", proto, consumers),
         ("rabbitmq_global_publishers", "gauge", "Current number of publishers", proto, publishers),
         (

@@ -299,7 +299,9 @@ impl Rates {
         let series = |f: &dyn Fn(&VHostSample) -> u64| -> Vec<(u64, u64)> {
             times.iter().copied().zip(sums.iter().map(f)).collect()
         };
-        let counters: [(&str, u64, &dyn Fn(&VHostSample) -> u64); 12] = [
+        /// (name, value now, its value in a sample).
+        type Counter<'a> = (&'a str, u64, &'a dyn Fn(&VHostSample) -> u64);
+        let counters: [Counter<'_>; 12] = [
             ("publish", now.received, &|s| s.counters.received),
             ("confirm", now.confirmed, &|s| s.counters.confirmed),
             ("deliver_get", now.delivered(), &|s| s.counters.delivered()),
