@@ -157,6 +157,27 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: String,
     },
+    /// Checks that the broker answers AMQP on its listener: connects and reads
+    /// `connection.start` after the protocol header (rabbitmq-diagnostics'
+    /// check_port_connectivity). Needs no credentials: the container image's health check.
+    CheckPortConnectivity {
+        /// The AMQP listener; default: LEPUS_LISTEN (the broker's own setting), else
+        /// 127.0.0.1:5672. A wildcard address (0.0.0.0, [::]) is checked on loopback.
+        #[arg(long, env = "LEPUS_LISTEN", default_value = "127.0.0.1:5672")]
+        address: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Fails while a resource alarm is in effect (GET /api/health/checks/alarms).
+    CheckAlarms,
+    /// Fails while a resource alarm is in effect on this node
+    /// (GET /api/health/checks/local-alarms).
+    CheckLocalAlarms,
+    /// Fails unless the broker listens on PORT (GET /api/health/checks/port-listener/PORT).
+    CheckPortListener { port: u16 },
+    /// Fails unless every virtual host is running (GET /api/health/checks/virtual-hosts).
+    CheckVirtualHosts,
     /// Closes a client connection (by its name as list_connections shows it, or its id).
     CloseConnection {
         connection: String,
@@ -573,6 +594,19 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
                 eprintln!("Skipped (Lepus has none of these): {skipped}");
             }
         }
+        Command::CheckPortConnectivity { address, timeout } => {
+            info(format!("Checking AMQP connectivity of {address} ..."));
+            check_amqp(address, std::time::Duration::from_secs(*timeout))?;
+            info("The broker answers AMQP 0-9-1.".to_owned());
+        }
+        Command::CheckAlarms => health(&api, &info, "/api/health/checks/alarms")?,
+        Command::CheckLocalAlarms => health(&api, &info, "/api/health/checks/local-alarms")?,
+        Command::CheckPortListener { port } => health(
+            &api,
+            &info,
+            &format!("/api/health/checks/port-listener/{port}"),
+        )?,
+        Command::CheckVirtualHosts => health(&api, &info, "/api/health/checks/virtual-hosts")?,
         Command::CloseConnection { connection, reason } => {
             info(format!(
                 "Closing connection {connection}, reason: {reason}..."
@@ -581,6 +615,63 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
         }
     }
     Ok(())
+}
+
+/// Runs one of RabbitMQ's health checks; a failed check is an error with the broker's reason.
+fn health(api: &Api, info: &dyn Fn(String), path: &str) -> Result<(), CtlError> {
+    info(format!("Running {path} ..."));
+    let answer = api.get(path)?;
+    info(format!("Health check passed: {answer}"));
+    Ok(())
+}
+
+/// Connects to `address`, sends the AMQP 0-9-1 protocol header and checks that the answer is
+/// a `connection.start` method frame (frame type 1, channel 0, class 10, method 10; spec
+/// 4.2.3 and 1.4.2.1), then hangs up.
+fn check_amqp(address: &str, timeout: std::time::Duration) -> Result<(), CtlError> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    let unreachable = |cause: String| CtlError::Unreachable {
+        api: address.to_owned(),
+        cause,
+    };
+    let mut addrs: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .collect();
+    for a in &mut addrs {
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+    }
+    let addr = addrs
+        .first()
+        .ok_or_else(|| unreachable("no address".to_owned()))?;
+    let mut stream =
+        TcpStream::connect_timeout(addr, timeout).map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .write_all(b"AMQP\x00\x00\x09\x01")
+        .map_err(|e| unreachable(e.to_string()))?;
+    // Frame header (type, channel, size) and the method's class and method ids.
+    let mut head = [0u8; 11];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| unreachable(format!("no AMQP answer: {e}")))?;
+    if head[0] == 1 && head[1..3] == [0, 0] && head[7..11] == [0, 10, 0, 10] {
+        Ok(())
+    } else {
+        Err(CtlError::Refused(format!(
+            "{address} answered, but not with connection.start: {head:02x?}"
+        )))
+    }
 }
 
 fn main() -> ExitCode {
