@@ -18,11 +18,10 @@ use std::time::Duration;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
-use lepus_broker::Broker;
 use serde_json::{json, Value};
 
 mod common;
-use common::http::{rabbitmq_api, seg, Api};
+use common::http::{broker_with_api, rabbitmq_api, seg, Api};
 
 /// Where Lepus differs on purpose: (endpoint template, JSON path or "status", why).
 const DELIBERATE: &[(&str, &str, &str)] = &[
@@ -414,17 +413,7 @@ async fn every_endpoint_lepus_serves_has_rabbitmq_shapes() {
         return;
     };
     let id = format!("{}", std::process::id());
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let lepus = Api::new(
-        &format!("http://{}", broker.management_addr().unwrap()),
-        "guest",
-        "guest",
-    );
+    let (broker, lepus) = broker_with_api().await;
     // `amqp://guest:guest@host:port/%2f` without its vhost.
     let rabbit_base = rabbit_amqp
         .rsplit_once('/')

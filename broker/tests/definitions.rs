@@ -12,11 +12,11 @@
 use std::collections::BTreeSet;
 
 use lapin::{Connection, ConnectionProperties};
-use lepus_broker::{Broker, BrokerHandle};
+use lepus_broker::Broker;
 use serde_json::{json, Value};
 
 mod common;
-use common::http::{rabbitmq_api, seg, Api};
+use common::http::{broker_with_api, rabbitmq_api, seg, Api};
 
 /// A name unique to this run, so a shared RabbitMQ keeps other tests' objects apart.
 fn unique(prefix: &str) -> String {
@@ -204,19 +204,18 @@ fn only(defs: &Value, scope: &Scope) -> Value {
     })
 }
 
-async fn lepus() -> (BrokerHandle, Api) {
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let api = Api::new(
-        &format!("http://{}", broker.management_addr().unwrap()),
-        "guest",
-        "guest",
-    );
-    (broker, api)
+/// Deletes `scope`'s vhost (with everything in it) and users.
+async fn remove(api: &Api, scope: &Scope) {
+    api.ok(
+        "DELETE",
+        &format!("/api/vhosts/{}", seg(&scope.vhost)),
+        None,
+    )
+    .await;
+    for u in &scope.users {
+        api.ok("DELETE", &format!("/api/users/{}", seg(u)), None)
+            .await;
+    }
 }
 
 /// Every expected kind of object made it into the topology (a filter slip cannot pass).
@@ -253,7 +252,7 @@ async fn rabbitmq_definitions_import_into_lepus_and_back() {
     assert_complete(&expected);
 
     // RabbitMQ -> Lepus.
-    let (broker, api) = lepus().await;
+    let (broker, api) = broker_with_api().await;
     api.ok("POST", "/api/definitions", Some(from_rabbit.clone()))
         .await;
     let from_lepus = only(&api.get("/api/definitions").await, &scope);
@@ -277,18 +276,7 @@ async fn rabbitmq_definitions_import_into_lepus_and_back() {
     assert_eq!(queues.as_array().unwrap().len(), 5);
 
     // Lepus -> RabbitMQ: with the originals gone, Lepus's export recreates them.
-    rabbit
-        .ok(
-            "DELETE",
-            &format!("/api/vhosts/{}", seg(&scope.vhost)),
-            None,
-        )
-        .await;
-    for u in &scope.users {
-        rabbit
-            .ok("DELETE", &format!("/api/users/{}", seg(u)), None)
-            .await;
-    }
+    remove(&rabbit, &scope).await;
     assert!(topology(&rabbit.get("/api/definitions").await, &scope).is_empty());
     rabbit
         .ok("POST", "/api/definitions", Some(from_lepus.clone()))
@@ -296,18 +284,7 @@ async fn rabbitmq_definitions_import_into_lepus_and_back() {
     let back = only(&rabbit.get("/api/definitions").await, &scope);
     assert_eq!(topology(&back, &scope), expected);
 
-    rabbit
-        .ok(
-            "DELETE",
-            &format!("/api/vhosts/{}", seg(&scope.vhost)),
-            None,
-        )
-        .await;
-    for u in &scope.users {
-        rabbit
-            .ok("DELETE", &format!("/api/users/{}", seg(u)), None)
-            .await;
-    }
+    remove(&rabbit, &scope).await;
     broker.shutdown().await;
 }
 
@@ -317,7 +294,7 @@ async fn lepus_definitions_round_trip_through_lepusctl_and_boot() {
         vhost: "defs".to_owned(),
         users: vec!["ops".to_owned(), "watch".to_owned()],
     };
-    let (first, api) = lepus().await;
+    let (first, api) = broker_with_api().await;
     build(&api, &scope).await;
     let exported = api.get("/api/definitions").await;
     let expected = topology(&exported, &scope);
@@ -348,7 +325,7 @@ async fn lepus_definitions_round_trip_through_lepusctl_and_boot() {
     assert_eq!(topology(&written, &scope), expected);
 
     // lepusctl import_definitions into a fresh broker.
-    let (second, api2) = lepus().await;
+    let (second, api2) = broker_with_api().await;
     let out = lepusctl(
         vec!["import_definitions".into(), file.display().to_string()],
         second.management_addr().unwrap().to_string(),

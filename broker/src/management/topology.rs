@@ -460,6 +460,28 @@ async fn bindings_between(
     }))))
 }
 
+/// The vhost and destination of a binding path the caller may bind or unbind (not from the
+/// default exchange; see [`check_binding`]).
+fn binding_ends(
+    ctx: &Ctx,
+    me: &Caller,
+    vhost: &str,
+    source: &str,
+    kind: &str,
+    dest: &str,
+) -> Result<(Arc<VHost>, Destination), ApiError> {
+    let vh = me.enter(ctx, vhost)?;
+    let source = exchange_name(source);
+    if source.is_empty() {
+        return Err(ApiError::forbidden(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    let dest = destination(kind, dest)?;
+    check_binding(ctx, me, &vh, source, &dest)?;
+    Ok((vh, dest))
+}
+
 /// `POST /api/bindings/...` body.
 #[derive(Debug, Default, Deserialize)]
 struct PostBinding {
@@ -476,15 +498,8 @@ async fn post_binding(
     body: Body<PostBinding>,
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
-    let vh = me.enter(&ctx, &vhost)?;
+    let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
     let source = exchange_name(&source);
-    if source.is_empty() {
-        return Err(ApiError::forbidden(
-            "operation not permitted on the default exchange",
-        ));
-    }
-    let dest = destination(&kind, &dest)?;
-    check_binding(&ctx, &me, &vh, source, &dest)?;
     let arguments = field_table::from_json(&b.arguments).map_err(ApiError::bad_request)?;
     let props = properties_key(&b.routing_key, &arguments);
     bind(&vh, source, dest, b.routing_key, arguments)?;
@@ -572,15 +587,8 @@ async fn delete_binding(
     Extension(me): Me,
     Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let vh = me.enter(&ctx, &vhost)?;
+    let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
     let source = exchange_name(&source);
-    if source.is_empty() {
-        return Err(ApiError::forbidden(
-            "operation not permitted on the default exchange",
-        ));
-    }
-    let dest = destination(&kind, &dest)?;
-    check_binding(&ctx, &me, &vh, source, &dest)?;
     let b = find_binding(&vh, source, &dest, &props)?;
     {
         let mut topo = vh.write();

@@ -114,3 +114,19 @@ pub(crate) fn rabbitmq_api() -> Option<Api> {
     let base = std::env::var("LEPUS_TEST_RABBITMQ_API").ok()?;
     Some(Api::new(&base, "guest", "guest"))
 }
+
+/// An in-process broker with its management API on a free port, and that API as `guest`.
+pub(crate) async fn broker_with_api() -> (lepus_broker::BrokerHandle, Api) {
+    let broker = lepus_broker::Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(
+        &format!("http://{}", broker.management_addr().unwrap()),
+        "guest",
+        "guest",
+    );
+    (broker, api)
+}
