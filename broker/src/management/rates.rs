@@ -10,7 +10,8 @@
 //! `GET /api/queues` does.
 //!
 //! Memory: a vhost sample is ~250 bytes (121 of them: ~30 KiB per vhost); a queue sample 48
-//! bytes (25 of them: ~1.2 KiB per queue plus its name).
+//! bytes (25 of them: ~1.2 KiB per queue plus its name; 2 of them per queue past
+//! [`MANY_QUEUES`] queues).
 //!
 //! Concurrency: [`Rates::history`] is a `Mutex` taken by the sampler once per interval (after
 //! it has read every figure, outside the lock) and by API requests to read a series.
@@ -37,6 +38,10 @@ pub(crate) const VHOST_SAMPLES: usize = 121;
 
 /// Samples kept per queue: two minutes, and the one before.
 pub(crate) const QUEUE_SAMPLES: usize = 25;
+
+/// Past this many queues, each keeps only the two samples its current rates need, so the
+/// history stays under ~10 MiB however many queues there are.
+pub(crate) const MANY_QUEUES: usize = 10_000;
 
 /// One vhost at one sample.
 #[derive(Debug, Clone, Copy, Default)]
@@ -245,6 +250,11 @@ impl Rates {
         let live: std::collections::HashSet<(String, String)> =
             queues.iter().map(|(k, _, _)| k.clone()).collect();
         h.queues.retain(|k, _| live.contains(k));
+        let cap = if queues.len() > MANY_QUEUES {
+            2
+        } else {
+            QUEUE_SAMPLES
+        };
         for (key, id, figures) in queues {
             let series = h.queues.entry(key).or_insert_with(|| QueueSeries {
                 id,
@@ -255,7 +265,10 @@ impl Rates {
                 series.id = id;
                 series.samples.clear();
             }
-            push(&mut series.samples, figures, QUEUE_SAMPLES);
+            while series.samples.len() >= cap {
+                series.samples.pop_front();
+            }
+            series.samples.push_back(figures);
         }
     }
 
