@@ -410,7 +410,12 @@ pub(crate) fn import(
 
 /// Parses a definitions document (the file's bytes).
 pub(crate) fn parse(bytes: &[u8]) -> Result<Definitions, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("not a definitions document: {e}"))
+    let bad = |e: serde_json::Error| format!("not a definitions document: {e}");
+    // An object: serde would also read a struct from a JSON array.
+    match serde_json::from_slice::<Value>(bytes).map_err(bad)? {
+        v @ Value::Object(_) => serde_json::from_value(v).map_err(bad),
+        _ => Err("not a definitions document: a JSON object expected".to_owned()),
+    }
 }
 
 async fn export_all(
