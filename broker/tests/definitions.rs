@@ -404,6 +404,23 @@ async fn lepus_definitions_round_trip_through_lepusctl_and_boot() {
         )
         .await;
     assert_eq!(a.status, 400, "{}", a.text);
+    // An import must come as JSON, so that a form on another site cannot send one.
+    let a = api2
+        .call_raw(
+            "POST",
+            "/api/definitions",
+            "text/plain",
+            b"{\"vhosts\": [{\"name\": \"x\"}]}",
+        )
+        .await;
+    assert_eq!(a.status, 415, "{}", a.text);
+    assert!(api2
+        .get("/api/vhosts")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["name"] != "x"));
     // Only administrators export or import.
     let watcher = api2.as_user("watch", "pw-watch");
     assert_eq!(

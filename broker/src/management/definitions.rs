@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -447,6 +447,24 @@ async fn export_vhost(
 
 type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 
+/// The body of an import, which must be sent as JSON: a form on another site cannot send that
+/// content type without the browser asking first (a CORS preflight, which this API never
+/// grants), so credentials a browser cached cannot be used to import definitions from another
+/// site.
+fn json_body(headers: &HeaderMap, body: Body) -> Result<Definitions, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::unsupported_media_type(
+            "definitions must be sent as application/json",
+        ));
+    }
+    let bytes = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    parse(&bytes).map_err(ApiError::bad_request)
+}
+
 fn answer(skipped: Skipped) -> Response {
     if skipped.sections.is_empty() {
         return StatusCode::NO_CONTENT.into_response();
@@ -467,11 +485,11 @@ fn answer(skipped: Skipped) -> Response {
 async fn import_all(
     State(ctx): State<Ctx>,
     Extension(me): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     me.require_administrator()?;
-    let bytes = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let defs = parse(&bytes).map_err(ApiError::bad_request)?;
+    let defs = json_body(&headers, body)?;
     Ok(answer(import(&ctx.broker, &defs, None)?))
 }
 
@@ -479,12 +497,12 @@ async fn import_vhost(
     State(ctx): State<Ctx>,
     Extension(me): Extension<Caller>,
     Path(vhost): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     me.require_administrator()?;
     me.enter(&ctx, &vhost)?;
-    let bytes = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let defs = parse(&bytes).map_err(ApiError::bad_request)?;
+    let defs = json_body(&headers, body)?;
     if !defs.users.is_empty() || !defs.vhosts.is_empty() || !defs.permissions.is_empty() {
         return Err(ApiError::bad_request(
             "a vhost's definitions have no users, vhosts or permissions",

@@ -188,6 +188,14 @@ impl ApiError {
         }
     }
 
+    /// 415 Unsupported Media Type.
+    pub(crate) fn unsupported_media_type(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            reason: reason.into(),
+        }
+    }
+
     /// 500 Internal Server Error (the store failed).
     pub(crate) fn internal(reason: impl Into<String>) -> Self {
         Self {

@@ -76,6 +76,40 @@ impl Api {
         .unwrap()
     }
 
+    /// `METHOD base+path` with a body of any content type.
+    pub(crate) async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Answer {
+        let me = self.clone();
+        let (method, url) = (method.to_owned(), format!("{}{path}", self.base));
+        let (content_type, body) = (content_type.to_owned(), body.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let req = match method.as_str() {
+                "POST" => me.agent.post(&url),
+                "PUT" => me.agent.put(&url),
+                other => panic!("method {other} with a body"),
+            };
+            let mut resp = req
+                .header("Authorization", &me.auth)
+                .header("Content-Type", &content_type)
+                .send(&body[..])
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            Answer {
+                status,
+                json: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            }
+        })
+        .await
+        .unwrap()
+    }
+
     /// GET, expecting 200, the JSON body.
     pub(crate) async fn get(&self, path: &str) -> Value {
         let a = self.call("GET", path, None).await;

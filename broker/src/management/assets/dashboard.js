@@ -1006,12 +1006,44 @@ function adminPage(main) {
   h('label', { class: 'field' }, 'Read', read),
   h('div', {}, padd));
 
+  // Definitions: download the broker's, upload a file (RabbitMQ's format either way).
+  const exportButton = h('button', { type: 'button', dataset: { test: 'export-definitions' } }, 'Download definitions');
+  exportButton.addEventListener('click', () => act(exportButton, async () => {
+    const defs = await get('/api/definitions');
+    const url = URL.createObjectURL(new Blob([JSON.stringify(defs, null, 2)], { type: 'application/json' }));
+    const a = h('a', { href: url, download: 'lepus-definitions.json' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }, null));
+  const file = h('input', { type: 'file', accept: 'application/json,.json', 'aria-label': 'Definitions file' });
+  const importButton = h('button', { type: 'submit' }, 'Import');
+  const importForm = h('form', {
+    class: 'inline',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      if (!file.files.length) return;
+      act(importButton, async () => {
+        const defs = JSON.parse(await file.files[0].text());
+        const answer = await api('POST', '/api/definitions', defs);
+        flash(answer && answer.skipped
+          ? `Imported; skipped (Lepus has none): ${Object.keys(answer.skipped).join(', ')}`
+          : 'Definitions imported.', true);
+      }, null);
+    },
+  }, file, importButton);
+
   main.append(
-    h('div', { class: 'title-row' }, h('h1', {}, 'Admin')),
+    h('div', { class: 'title-row' }, h('h1', {}, 'Admin'), h('div', { class: 'actions' }, exportButton)),
     h('div', { class: 'panel' }, h('h2', {}, 'Users'), users, h('details', { dataset: { test: 'user-form' } }, h('summary', {}, 'Add or update a user'), userForm)),
     h('div', { class: 'grid2' },
       h('div', { class: 'panel' }, h('h2', {}, 'Virtual hosts'), vhosts, h('details', {}, h('summary', {}, 'Add a vhost'), vhostForm)),
       h('div', { class: 'panel' }, h('h2', {}, 'Permissions'), perms, h('details', { dataset: { test: 'permission-form' } }, h('summary', {}, 'Set permissions'), permForm))),
+    h('div', { class: 'stack' }),
+    h('div', { class: 'panel' }, h('h2', {}, 'Import definitions'),
+      h('p', { class: 'muted small' }, 'A definitions file from Lepus or RabbitMQ: users, vhosts, permissions, exchanges, queues, bindings are added or updated, never deleted.'),
+      importForm),
   );
 
   const fillSelect = (select, names) => {
