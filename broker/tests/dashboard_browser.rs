@@ -15,7 +15,6 @@
 //! `target/dashboard-screenshots`). Without chromedriver the test says so and passes.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +29,7 @@ use lepus_broker::Broker;
 use serde_json::{json, Value};
 
 mod common;
+use common::free_port;
 use common::http::Api;
 
 /// chromedriver, stopped when dropped.
@@ -43,14 +43,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_driver(path: &str) -> Driver {
@@ -220,6 +212,29 @@ async fn viewport(c: &Client, width: u32, height: u32) {
     .await;
 }
 
+/// Grows the window until the viewport shows the whole document (up to 4000 px tall), so a
+/// screenshot holds the whole page. The window is taller than its viewport by the browser's
+/// frame (about 140 px in headless Chromium), so the window is sized from the viewport's
+/// shortfall, not from the document's height.
+async fn whole_page_in_view(c: &Client, width: u32, height: u32) {
+    for _ in 0..6 {
+        let document = eval(c, "document.documentElement.scrollHeight")
+            .await
+            .as_u64()
+            .unwrap()
+            .clamp(u64::from(height), 4000);
+        let inner = eval(c, "window.innerHeight").await.as_u64().unwrap();
+        if inner >= document {
+            return;
+        }
+        let (_, window) = c.get_window_size().await.unwrap();
+        c.set_window_size(width, (window + document - inner) as u32)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// A publisher sending one persistent message every 20 ms until stopped.
 fn publisher(
     url: String,
@@ -373,18 +388,8 @@ async fn an_operator_works_the_broker_from_the_dashboard() {
     assert_eq!(api.get("/api/queues/%2F/orders").await["messages_ready"], 1);
 
     // Close a client's connection.
-    api.ok(
-        "PUT",
-        "/api/users/client-app",
-        Some(json!({"password": "client-pw", "tags": ""})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        "/api/permissions/%2F/client-app",
-        Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
-    )
-    .await;
+    api.add_user("client-app", "client-pw", "", [".*", ".*", ".*"])
+        .await;
     let victim = Connection::connect(
         &format!("amqp://client-app:client-pw@{}/%2f", broker.local_addr()),
         ConnectionProperties::default(),
@@ -552,13 +557,7 @@ async fn an_operator_works_the_broker_from_the_dashboard() {
                 json!(0),
                 "{name} at {width}px overflows by {overflow}px"
             );
-            // The whole page: the window as tall as the document (up to 4000 px).
-            for _ in 0..2 {
-                let tall = eval(&c, "document.documentElement.scrollHeight").await;
-                let tall = tall.as_u64().unwrap().clamp(u64::from(height), 4000) as u32;
-                c.set_window_size(width, tall).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
+            whole_page_in_view(&c, width, height).await;
             let png = c.screenshot().await.unwrap();
             assert!(png.starts_with(b"\x89PNG"), "{name}");
             std::fs::write(shots.join(format!("{name}-{width}.png")), png).unwrap();

@@ -18,12 +18,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+use common::free_port;
 
 const DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist");
 
@@ -34,14 +36,6 @@ fn binary(path: &str) -> String {
         "/usr/local/bin/lepusctl" => env!("CARGO_BIN_EXE_lepusctl").to_owned(),
         other => other.to_owned(),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn temp_dir(name: &str) -> PathBuf {

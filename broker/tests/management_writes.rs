@@ -308,16 +308,11 @@ async fn get_takes_messages_in_each_ack_mode() {
 async fn non_administrators_act_through_their_permissions() {
     let (broker, api) = broker_with_api().await;
     api.ok("PUT", "/api/queues/%2F/app.q", None).await;
-    api.ok(
-        "PUT",
-        "/api/users/app",
-        Some(json!({"password": "pw", "tags": "management"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        "/api/permissions/%2F/app",
-        Some(json!({"configure": "^app\\.", "write": "^amq\\.default$", "read": "^app\\."})),
+    api.add_user(
+        "app",
+        "pw",
+        "management",
+        ["^app\\.", "^amq\\.default$", "^app\\."],
     )
     .await;
     let app = api.as_user("app", "pw");

@@ -157,14 +157,18 @@ fn details(series: &[(u64, u64)], window: Option<Window>, monotonic: bool) -> Va
     out.insert("rate".into(), json!(round(rate)));
     if let Some(w) = window {
         let newest = series.last().map_or(0, |s| s.0);
+        // Samples are taken every INTERVAL, give or take the sampler's scheduling delay (a
+        // sample can land 4,990 ms after the one before): ages and increments are matched to
+        // within half an interval, or a jittered pair would drop a sample.
+        let slack = u64::try_from(INTERVAL.as_millis() / 2).unwrap_or(0);
         let mut picked: Vec<(u64, u64)> = Vec::new();
         for &s in series.iter().rev() {
-            if newest.saturating_sub(s.0) > w.age_ms {
+            if newest.saturating_sub(s.0) > w.age_ms.saturating_add(slack) {
                 break;
             }
             if picked
                 .last()
-                .is_none_or(|p| p.0.saturating_sub(s.0) >= w.incr_ms)
+                .is_none_or(|p| p.0.saturating_sub(s.0) >= w.incr_ms.saturating_sub(slack))
             {
                 picked.push(s);
             }
@@ -488,6 +492,37 @@ mod tests {
         assert_eq!(times, vec![45_000, 35_000, 25_000]);
         assert_eq!(d["avg_rate"], json!(1.0));
         assert_eq!(d["avg"], json!(35.0));
+    }
+
+    #[test]
+    fn a_late_or_early_sample_is_still_picked() {
+        // The sampler ran 10 ms late once and on time after: every sample counts at an
+        // increment of one interval, every other one at two, and the oldest is within the age.
+        let series = [(0, 0), (5_000, 5), (9_990, 10), (15_000, 15), (20_005, 20)];
+        let times = |d: Value| -> Vec<u64> {
+            d["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["timestamp"].as_u64().unwrap())
+                .collect()
+        };
+        let every = Window {
+            age_ms: 20_000,
+            incr_ms: 5_000,
+        };
+        assert_eq!(
+            times(details(&series, Some(every), true)),
+            vec![20_005, 15_000, 9_990, 5_000, 0]
+        );
+        let every_other = Window {
+            age_ms: 20_000,
+            incr_ms: 10_000,
+        };
+        assert_eq!(
+            times(details(&series, Some(every_other), true)),
+            vec![20_005, 9_990, 0]
+        );
     }
 
     #[test]

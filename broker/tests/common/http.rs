@@ -129,6 +129,26 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Creates (or updates) user `name` with `tags` (comma-separated, may be empty) and its
+    /// `[configure, write, read]` permissions on vhost `/`.
+    pub(crate) async fn add_user(&self, name: &str, password: &str, tags: &str, perms: [&str; 3]) {
+        self.ok(
+            "PUT",
+            &format!("/api/users/{}", seg(name)),
+            Some(serde_json::json!({"password": password, "tags": tags})),
+        )
+        .await;
+        let [configure, write, read] = perms;
+        self.ok(
+            "PUT",
+            &format!("/api/permissions/%2F/{}", seg(name)),
+            Some(serde_json::json!({"configure": configure, "write": write, "read": read})),
+        )
+        .await;
+    }
+}
+
 /// Percent-encodes one path segment.
 pub(crate) fn seg(s: &str) -> String {
     s.bytes()
