@@ -32,6 +32,10 @@ use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound, Outbox};
 
+/// The largest frame a client may send before `tune-ok` (AMQP 0-9-1 `frame-min-size`), and the
+/// lowest frame_max a client may negotiate.
+pub(crate) const FRAME_MIN_SIZE: u32 = 4096;
+
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -291,7 +295,11 @@ async fn handshake(
         send_connection_close(writer, &err);
         None
     };
-    let start_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+    // Spec (section 4.2.3): "Until the frame-max has been negotiated, both peers MUST accept
+    // frames of up to frame-min-size octets large", and no larger: frames before tune-ok are
+    // held to 4,096 bytes, overhead included (a larger one is 501 FRAME_ERROR). RabbitMQ adds
+    // its 8-byte fudge here too (payloads up to 4,096) and drops the socket on a larger one.
+    let start_ok = match next_frame(read, buf, writer, FRAME_MIN_SIZE).await? {
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
         _ => return unexpected("connection.start-ok"),
     };
@@ -336,7 +344,7 @@ async fn handshake(
         frame_max: config.frame_max,
         heartbeat,
     }));
-    let tune_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+    let tune_ok = match next_frame(read, buf, writer, FRAME_MIN_SIZE).await? {
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(m))) => m,
         _ => return unexpected("connection.tune-ok"),
     };
@@ -352,8 +360,11 @@ async fn handshake(
             "negotiated channel_max = {} is higher than the maximum allowed value ({})",
             tune_ok.channel_max, config.channel_max
         ))
-    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < 4096 {
-        Some(format!("frame_max={} < 4096 min size", tune_ok.frame_max))
+    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < FRAME_MIN_SIZE {
+        Some(format!(
+            "frame_max={} < {FRAME_MIN_SIZE} min size",
+            tune_ok.frame_max
+        ))
     } else if tune_ok.frame_max > config.frame_max && config.frame_max != 0 {
         Some(format!(
             "frame_max={} > {} max size",
@@ -368,7 +379,7 @@ async fn handshake(
         warn!(connection = id, %peer, %text, "tune-ok refused");
         return None;
     }
-    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
+    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(FRAME_MIN_SIZE);
     let channel_max = negotiate(
         u32::from(config.channel_max),
         u32::from(tune_ok.channel_max),
