@@ -4,7 +4,9 @@
 //!
 //! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
 //! await: routing and queue work use short synchronous locks), inside a `writer::batch` per
-//! read, so what a read buffer's frames send is written when they are handled, from this task;
+//! turn, so what a read buffer's frames send is written when they are handled, from this task;
+//! a turn ends when the buffer is drained or the turn's work passes `fairness::WORK_PER_TURN`
+//! (the task then yields before handling the rest);
 //! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
 //! ([`ConnEvent`], delayed confirms).
@@ -26,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, AuthError};
 use crate::channel::{Channel, ChannelState};
 use crate::error::{AmqpError, ReplyCode};
+use crate::fairness::WORK_PER_TURN;
 use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
 use crate::server::BrokerShared;
 use crate::shutdown::Shutdown;
@@ -107,6 +110,9 @@ pub(crate) struct Connection {
     pub(crate) broker: Arc<BrokerShared>,
     /// The memory alarm as it applies to this connection (`connection.blocked`).
     pub(crate) blocking: crate::connection_blocked::Blocking,
+    /// Work done since this task last yielded (see `fairness`); methods add what they cost
+    /// beyond one unit per frame.
+    pub(crate) work: usize,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -458,6 +464,7 @@ async fn handshake(
         heartbeat,
         broker: broker.clone(),
         blocking,
+        work: 0,
     })
 }
 
@@ -487,7 +494,7 @@ impl Connection {
             // Everything the frames in the buffer send (our replies, deliveries to consumers
             // on other connections) is written when the batch ends: one write per connection
             // written to, from this thread, without waking the writer tasks.
-            writer::batch(|| self.handle_buffer(buf));
+            let more = writer::batch(|| self.handle_buffer(buf));
             if self.done {
                 return true;
             }
@@ -496,6 +503,14 @@ impl Connection {
             let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
             if paused {
                 last_read = Instant::now();
+            }
+            if more && !paused {
+                // This client's turn is over (see `fairness`); its remaining frames are
+                // handled when the runtime comes back to this task. The client is plainly
+                // alive.
+                last_read = Instant::now();
+                tokio::task::yield_now().await;
+                continue;
             }
             if self.closing_since.is_some() && !armed_for_close {
                 armed_for_close = true;
@@ -543,8 +558,11 @@ impl Connection {
         }
     }
 
-    /// Handles every complete frame in `buf`, then sends the coalesced confirms.
-    fn handle_buffer(&mut self, buf: &mut BytesMut) {
+    /// Handles the complete frames in `buf`, then sends the coalesced confirms. Stops early,
+    /// returning true, once this turn's work passes [`WORK_PER_TURN`] (frames may be left).
+    fn handle_buffer(&mut self, buf: &mut BytesMut) -> bool {
+        self.work = 0;
+        let mut more = false;
         while self.closing_since.is_none() || !self.done {
             match frame::decode(buf, self.frame_max) {
                 Ok(Some(f)) => self.handle_frame(f),
@@ -558,8 +576,14 @@ impl Connection {
             if self.done {
                 break;
             }
+            self.work += 1;
+            if self.work >= WORK_PER_TURN {
+                more = true;
+                break;
+            }
         }
         self.flush_confirms();
+        more
     }
 
     /// When the connection gives up waiting: `close-ok` [`CLOSE_TIMEOUT`] after we sent
