@@ -10,7 +10,6 @@ mod raw;
 
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, confirm, exchange, queue, AMQPClass};
 use amqp::*;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
