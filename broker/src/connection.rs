@@ -733,9 +733,8 @@ impl Connection {
                 );
                 return Ok(());
             }
-            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = method {
-                return Ok(());
-            }
+            // Anything else, channel.close-ok included (the server sent no close on a channel
+            // it does not know), is RabbitMQ's 504 "expected 'channel.open'".
             return Err(conn_err(AmqpError::channel_error(format!(
                 "expected 'channel.open' on channel {ch}"
             ))));
