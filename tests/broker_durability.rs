@@ -546,3 +546,711 @@ async fn broker_survives_sigkill_at_random_moments() {
         "the publishers must have made progress"
     );
 }
+
+// ----- transaction crash test -------------------------------------------------------------
+
+const TX_QUEUE: &str = "crash.tx";
+const TX_CYCLES: usize = 30;
+const TX_PUBLISHES: usize = 200;
+
+/// Takes every message of `queue` with `basic.get` (unacked): (id, delivery tag, redelivered).
+async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<(String, u64, bool)> {
+    let mut got = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        let id = id_of(&m.delivery.data).expect("a recovered message is intact");
+        got.push((id, m.delivery.delivery_tag, m.delivery.redelivered));
+    }
+    got
+}
+
+/// `tx.commit-ok` promises what a publisher confirm promises. Each cycle starts a broker on the
+/// same data directory, takes every message with `basic.get`, and in one transaction acks
+/// every other one and publishes 200 new persistent ones; then it commits and kills the broker
+/// (SIGKILL) the moment `commit-ok` arrives. The next cycle finds every committed message that
+/// was not acked in a committed transaction (none lost), and none that was (an ack committed is
+/// an ack done). Every fifth cycle crashes before the commit instead: its acks must not have
+/// removed anything and its publishes must not appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_commit_ok_survives_sigkill() {
+    let dir = DataDir::new("durability.tx");
+    // Committed and not acked in a committed transaction: the broker owes them.
+    let mut owed: HashSet<String> = HashSet::new();
+    // Acked in a committed transaction, or published in one that never committed.
+    let mut gone: HashSet<String> = HashSet::new();
+    let (mut committed, mut recovered) = (0, 0);
+    let (mut lost, mut back): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    for cycle in 0..=TX_CYCLES {
+        let (mut child, url) = spawn_broker(&dir.0);
+        let conn = connect(&url).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            TX_QUEUE.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.tx_select().await.unwrap();
+        let present = get_all(&ch, TX_QUEUE).await;
+        recovered += present.len();
+        let ids: HashSet<&String> = present.iter().map(|(id, _, _)| id).collect();
+        lost.extend(owed.iter().filter(|id| !ids.contains(id)).cloned());
+        back.extend(
+            present
+                .iter()
+                .filter(|(id, _, _)| gone.contains(id))
+                .map(|(id, _, _)| id.clone()),
+        );
+        for (id, _, redelivered) in &present {
+            assert!(redelivered, "cycle {cycle}: {id} not marked redelivered");
+        }
+        if cycle == TX_CYCLES {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+
+        // One transaction: ack every other message, publish new ones.
+        let mut acked = Vec::new();
+        for (i, (id, tag, _)) in present.iter().enumerate() {
+            if i % 2 == 0 {
+                ch.basic_ack(*tag, BasicAckOptions::default())
+                    .await
+                    .unwrap();
+                acked.push(id.clone());
+            }
+        }
+        let fresh: Vec<String> = (0..TX_PUBLISHES)
+            .map(|n| format!("t{cycle}-n{n}"))
+            .collect();
+        for id in &fresh {
+            ch.basic_publish(
+                "".into(),
+                TX_QUEUE.into(),
+                BasicPublishOptions::default(),
+                &body_for(id),
+                persistent(),
+            )
+            .await
+            .unwrap();
+        }
+        let all: HashSet<String> = present.into_iter().map(|(id, _, _)| id).collect();
+        if cycle % 5 != 4 {
+            ch.tx_commit().await.unwrap();
+            child.kill().unwrap(); // the moment commit-ok arrives
+            committed += fresh.len();
+            owed = all
+                .difference(&acked.iter().cloned().collect())
+                .cloned()
+                .collect();
+            owed.extend(fresh);
+            gone.extend(acked);
+        } else {
+            // A round trip on the channel: the broker has read the acks and publishes.
+            ch.queue_declare(TX_QUEUE.into(), passive, FieldTable::default())
+                .await
+                .unwrap();
+            child.kill().unwrap(); // before the commit
+            owed = all;
+            gone.extend(fresh);
+        }
+        child.wait().unwrap();
+        drop(conn);
+    }
+    println!(
+        "tx crash test: {TX_CYCLES} cycles, {committed} messages committed, {recovered} \
+         recovered (summed over restarts), {} lost, {} acked-and-committed or uncommitted \
+         came back",
+        lost.len(),
+        back.len()
+    );
+    lost.sort();
+    back.sort();
+    assert!(
+        lost.is_empty(),
+        "{} committed messages lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        back.is_empty(),
+        "{} came back, first {:?}",
+        back.len(),
+        &back[..back.len().min(10)]
+    );
+}
+
+// ----- the data directory's lock ----------------------------------------------------------
+
+/// Waits until process `pid` has died but is not yet reaped (`Z` in `/proc/<pid>/stat`).
+fn wait_until_zombie(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        if state == Some(Some('Z')) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pid} never died");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test]
+async fn a_broker_starts_right_after_a_sigkill_before_the_dead_one_is_reaped() {
+    let dir = DataDir::new("durability.lock.zombie");
+    let (mut child, _) = spawn_broker(&dir.0);
+    child.kill().unwrap();
+    // Dead, its PID still taken (a zombie): a PID file would still look owned.
+    wait_until_zombie(child.id());
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0")
+        .data_dir(&dir.0)
+        .start()
+        .await
+        .expect("the lock of a dead broker is released");
+    broker.shutdown().await;
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_second_broker_on_one_data_directory_is_refused() {
+    let dir = DataDir::new("durability.lock.twice");
+    let refused = |err: lepus::broker::Error| {
+        let text = err.to_string();
+        assert!(
+            text.contains("in use by another process") && text.contains(&*dir.0.to_string_lossy()),
+            "{text}"
+        );
+    };
+    // Another process holds it.
+    let (mut child, _) = spawn_broker(&dir.0);
+    refused(
+        Broker::builder()
+            .listen("127.0.0.1:0")
+            .data_dir(&dir.0)
+            .start()
+            .await
+            .expect_err("a second broker (other process) must not open the directory"),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // This process holds it.
+    let first = start(&dir.0).await;
+    refused(
+        Broker::builder()
+            .listen("127.0.0.1:0")
+            .data_dir(&dir.0)
+            .start()
+            .await
+            .expect_err("a second broker (same process) must not open the directory"),
+    );
+    first.shutdown().await;
+    // Released on shutdown.
+    start(&dir.0).await.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_lock_file_naming_a_running_process_does_not_block_the_start() {
+    let dir = DataDir::new("durability.lock.stale");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // After a reboot the PID in an old lock file may belong to anything; PID 1 always runs.
+    std::fs::write(dir.0.join("LOCK"), "1").unwrap();
+    start(&dir.0).await.shutdown().await;
+}
+
+// ----- topology crash test ----------------------------------------------------------------
+
+const TOPOLOGY_CYCLES: usize = 25;
+
+/// The durable topology the broker owes after a crash, and what it must have forgotten.
+#[derive(Default)]
+struct Owed {
+    exchanges: Vec<String>,
+    queues: Vec<String>,
+    /// (exchange, queue): bound with the queue's name as routing key.
+    bindings: Vec<(String, String)>,
+    gone_exchanges: Vec<String>,
+    gone_queues: Vec<String>,
+    gone_bindings: Vec<(String, String)>,
+    /// Messages of the queue `purged` (0 once a purge-ok came).
+    purged_count: u32,
+}
+
+const PURGED: &str = "topology.purged";
+
+/// Compares the broker at `url` with `owed`; returns what differs.
+async fn topology_problems(conn: &Connection, owed: &Owed) -> Vec<String> {
+    let mut problems = Vec::new();
+    let passive_queue = |name: String| async move {
+        let ch = conn.create_channel().await.unwrap();
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
+            .await
+            .ok()
+            .map(|q| q.message_count())
+    };
+    let exchange_exists = |name: String| async move {
+        let ch = conn.create_channel().await.unwrap();
+        let opts = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        ch.exchange_declare(
+            name.as_str().into(),
+            ExchangeKind::Direct,
+            opts,
+            FieldTable::default(),
+        )
+        .await
+        .is_ok()
+    };
+    for x in &owed.exchanges {
+        if !exchange_exists(x.clone()).await {
+            problems.push(format!("exchange {x} lost"));
+        }
+    }
+    for x in &owed.gone_exchanges {
+        if exchange_exists(x.clone()).await {
+            problems.push(format!("deleted exchange {x} came back"));
+        }
+    }
+    for q in &owed.queues {
+        if passive_queue(q.clone()).await.is_none() {
+            problems.push(format!("queue {q} lost"));
+        }
+    }
+    for q in &owed.gone_queues {
+        if passive_queue(q.clone()).await.is_some() {
+            problems.push(format!("deleted queue {q} came back"));
+        }
+    }
+    match passive_queue(PURGED.to_owned()).await {
+        Some(n) if n == owed.purged_count => {}
+        other => problems.push(format!(
+            "{PURGED} holds {other:?} messages, {} expected",
+            owed.purged_count
+        )),
+    }
+    // A binding routes a probe to its queue (queues other than PURGED are kept empty).
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let probes = owed
+        .bindings
+        .iter()
+        .map(|b| (b, true))
+        .chain(owed.gone_bindings.iter().map(|b| (b, false)));
+    for ((x, q), bound) in probes {
+        if !owed.exchanges.contains(x) || !owed.queues.contains(q) {
+            continue;
+        }
+        ch.basic_publish(
+            x.as_str().into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"probe",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let got = ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        match (got.is_some(), bound) {
+            (false, true) => problems.push(format!("binding {x} -> {q} lost")),
+            (true, false) => problems.push(format!("unbound {x} -> {q} came back")),
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// Every durable topology reply (exchange and queue declare-ok, bind-ok, unbind-ok,
+/// delete-ok, purge-ok) promises a change that survives a crash right after it. Each cycle
+/// restarts the broker on the same data directory, compares it with what the replies so far
+/// promised, then makes one change while another connection keeps the store busy with
+/// persistent publishes, and kills the broker (SIGKILL) the moment the change's reply arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_oks_survive_sigkill() {
+    let dir = DataDir::new("durability.topology");
+    let mut owed = Owed::default();
+    let mut problems = Vec::new();
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    for cycle in 0..=TOPOLOGY_CYCLES {
+        let (mut child, url) = spawn_broker(&dir.0);
+        let conn = connect(&url).await;
+        let ch = conn.create_channel().await.unwrap();
+        if cycle > 0 {
+            for problem in topology_problems(&conn, &owed).await {
+                problems.push(format!("cycle {cycle}: {problem}"));
+            }
+        }
+        if cycle == TOPOLOGY_CYCLES {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+        ch.queue_declare(PURGED.into(), durable_queue, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_declare("topology.load".into(), durable_queue, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_purge("topology.load".into(), QueuePurgeOptions::default())
+            .await
+            .unwrap();
+        // Keep the store's writer busy: persistent publishes with confirms.
+        let load = {
+            let conn = connect(&url).await;
+            tokio::spawn(async move {
+                let Ok(ch) = conn.create_channel().await else {
+                    return;
+                };
+                if ch
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    let mut confirms = Vec::new();
+                    for _ in 0..64 {
+                        match ch
+                            .basic_publish(
+                                "".into(),
+                                "topology.load".into(),
+                                BasicPublishOptions::default(),
+                                &[7; 1024],
+                                persistent(),
+                            )
+                            .await
+                        {
+                            Ok(confirm) => confirms.push(confirm),
+                            Err(_) => return,
+                        }
+                    }
+                    for confirm in confirms {
+                        if confirm.await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match cycle % 5 {
+            0 => {
+                let (x, q) = (format!("topology.x{cycle}"), format!("topology.q{cycle}"));
+                ch.exchange_declare(
+                    x.as_str().into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+                owed.exchanges.push(x.clone());
+                ch.queue_declare(q.as_str().into(), durable_queue, FieldTable::default())
+                    .await
+                    .unwrap();
+                owed.queues.push(q.clone());
+                ch.queue_bind(
+                    q.as_str().into(),
+                    x.as_str().into(),
+                    q.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+                owed.bindings.push((x, q));
+            }
+            1 => {
+                let confirming = conn.create_channel().await.unwrap();
+                confirming
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .unwrap();
+                for _ in 0..20 {
+                    confirming
+                        .basic_publish(
+                            "".into(),
+                            PURGED.into(),
+                            BasicPublishOptions::default(),
+                            b"to be purged",
+                            persistent(),
+                        )
+                        .await
+                        .unwrap()
+                        .await
+                        .unwrap();
+                }
+                owed.purged_count = 20;
+                ch.queue_purge(PURGED.into(), QueuePurgeOptions::default())
+                    .await
+                    .unwrap();
+                owed.purged_count = 0;
+            }
+            2 => {
+                let binding = owed.bindings.remove(0);
+                ch.queue_unbind(
+                    binding.1.as_str().into(),
+                    binding.0.as_str().into(),
+                    binding.1.as_str().into(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+                owed.gone_bindings.push(binding);
+            }
+            3 => {
+                let q = owed.queues.remove(0);
+                ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                    .unwrap();
+                owed.bindings.retain(|(_, bound)| *bound != q);
+                owed.gone_queues.push(q);
+            }
+            _ => {
+                let x = owed.exchanges.remove(0);
+                ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                    .await
+                    .unwrap();
+                owed.bindings.retain(|(source, _)| *source != x);
+                owed.gone_exchanges.push(x);
+            }
+        }
+        child.kill().unwrap(); // the moment the reply arrives
+        child.wait().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), load).await;
+    }
+    println!(
+        "topology crash test: {TOPOLOGY_CYCLES} cycles, {} problems",
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+// ----- durable topology changes are incremental --------------------------------------------
+
+/// The snapshot file's identity: (inode, length), `None` when there is none.
+fn snapshot_identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join("definitions"))
+        .ok()
+        .map(|m| (m.ino(), m.len()))
+}
+
+/// A durable bind is logged as one small record, not by rewriting the whole topology snapshot
+/// (which made each change cost time proportional to the topology's size, under a lock other
+/// connections' declares waited on); the bindings still survive a restart.
+#[tokio::test]
+async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
+    let dir = DataDir::new("durability.incremental");
+    let broker = start(&dir.0).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        "fan".into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        "many".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let bind = |key: String| {
+        let ch = ch.clone();
+        async move {
+            ch.queue_bind(
+                "many".into(),
+                "fan".into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    bind("k.0".to_owned()).await;
+    let before = snapshot_identity(&dir.0);
+    for n in 1..200 {
+        bind(format!("k.{n}")).await;
+    }
+    assert_eq!(
+        snapshot_identity(&dir.0),
+        before,
+        "199 binds rewrote the topology snapshot"
+    );
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.shutdown().await;
+
+    let broker = start(&dir.0).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for n in [0, 99, 199] {
+        ch.basic_publish(
+            "fan".into(),
+            format!("k.{n}").as_str().into(),
+            BasicPublishOptions::default(),
+            b"routed",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let many = ch
+        .queue_declare(
+            "many".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(many.message_count(), 3, "the bindings survived the restart");
+    let _ = conn.close(200, "bye".into()).await;
+    broker.shutdown().await;
+}
+
+/// Not a test: the durable bind rate as the topology grows to 10,000 bindings (rate of each
+/// thousand, one connection binding and waiting for each bind-ok), and meanwhile the latency
+/// of another connection's durable `queue.declare` (one every 20 ms). Run with
+/// `cargo test --release --test broker_durability durable_bind_rate -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test"]
+async fn durable_bind_rate() {
+    let dir = DataDir::new("durability.bindrate");
+    let broker = start(&dir.0).await;
+    let conn = connect(&broker.amqp_url()).await;
+    let ch = conn.create_channel().await.unwrap();
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        "rate.x".into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare("rate.q".into(), durable_queue, FieldTable::default())
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (stop, conn) = (stop.clone(), connect(&broker.amqp_url()).await);
+        tokio::spawn(async move {
+            let ch = conn.create_channel().await.unwrap();
+            let mut latencies = Vec::new();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let started = std::time::Instant::now();
+                ch.queue_declare(
+                    format!("rate.probe{i}").as_str().into(),
+                    durable_queue,
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+                latencies.push(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            latencies
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut marks = vec![started];
+    for n in 0..10_000 {
+        ch.queue_bind(
+            "rate.q".into(),
+            "rate.x".into(),
+            format!("key.{n}").as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        if (n + 1) % 1000 == 0 {
+            marks.push(std::time::Instant::now());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = prober.await.unwrap();
+    latencies.sort();
+    let rates: Vec<f64> = marks
+        .windows(2)
+        .map(|w| 1000.0 / (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "durable binds/s per thousand: {}; last/first = {:.2}; total {:.1} s",
+        shown.join(" "),
+        rates[9] / rates[0],
+        started.elapsed().as_secs_f64()
+    );
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "other connection's durable queue.declare: {} samples, p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies[latencies.len() - 1]
+    );
+    let _ = conn.close(200, "bye".into()).await;
+    broker.shutdown().await;
+}

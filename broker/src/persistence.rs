@@ -103,6 +103,144 @@ mod tests {
         fn remove(&self, _: &str, _: &str, _: u64) {}
     }
 
+    /// A store that logs every enqueue and remove, in call order.
+    #[derive(Debug, Default)]
+    struct RecordingStore {
+        /// ("enqueue" or "remove", queue, sequence number, body of an enqueue).
+        log: Mutex<Vec<(&'static str, String, u64, Vec<u8>)>>,
+    }
+
+    impl Store for RecordingStore {
+        fn enqueue(&self, _: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
+            let entry = ("enqueue", queue.to_owned(), seq, message.body.to_vec());
+            self.log.lock().unwrap().push(entry);
+            Durability::Durable
+        }
+
+        fn remove(&self, _: &str, queue: &str, seq: u64) {
+            let entry = ("remove", queue.to_owned(), seq, Vec::new());
+            self.log.lock().unwrap().push(entry);
+        }
+    }
+
+    /// A persistent message dead-lettered from one durable queue to another is recorded in
+    /// its new queue before it is removed from its old one, so that a crash in between leaves
+    /// it in one of them (or both), never in neither: for a rejection, an expiry and a
+    /// length-limit drop.
+    #[tokio::test]
+    async fn dead_letters_are_stored_in_their_new_queue_before_leaving_the_old_one() {
+        let store = Arc::new(RecordingStore::default());
+        let handle = crate::Broker::builder()
+            .listen("127.0.0.1:0")
+            .store(store.clone())
+            .start()
+            .await
+            .unwrap();
+        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("dead".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        let sources = [
+            ("src.reject", None),
+            ("src.ttl", Some(("x-message-ttl", 20))),
+            ("src.maxlen", Some(("x-max-length", 1))),
+        ];
+        for (name, limit) in sources {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                lapin::types::AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                lapin::types::AMQPValue::LongString("dead".into()),
+            );
+            if let Some((key, value)) = limit {
+                args.insert(key.into(), lapin::types::AMQPValue::LongInt(value));
+            }
+            ch.queue_declare(name.into(), durable, args).await.unwrap();
+        }
+        let publish = |queue: &'static str, body: &'static [u8]| {
+            let ch = ch.clone();
+            async move {
+                ch.basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            }
+        };
+        publish("src.reject", b"rejected").await;
+        publish("src.ttl", b"expired").await;
+        publish("src.maxlen", b"dropped").await;
+        publish("src.maxlen", b"kept").await;
+        let got = ch
+            .basic_get("src.reject".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        got.delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        for _ in 0..500 {
+            let dead = ch
+                .queue_declare("dead".into(), passive, FieldTable::default())
+                .await
+                .unwrap();
+            if dead.message_count() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = store.log.lock().unwrap().clone();
+        let mut wrong = Vec::new();
+        for body in [&b"rejected"[..], b"expired", b"dropped"] {
+            let (source, seq) = log
+                .iter()
+                .find(|(op, q, _, b)| *op == "enqueue" && q.starts_with("src.") && b == body)
+                .map(|(_, q, seq, _)| (q.clone(), *seq))
+                .unwrap();
+            let stored = log
+                .iter()
+                .position(|(op, q, _, b)| *op == "enqueue" && q == "dead" && b == body);
+            let removed = log
+                .iter()
+                .position(|(op, q, s, _)| *op == "remove" && *q == source && *s == seq);
+            let (Some(stored), Some(removed)) = (stored, removed) else {
+                panic!(
+                    "{}: stored {stored:?}, removed {removed:?}",
+                    String::from_utf8_lossy(body)
+                );
+            };
+            if removed < stored {
+                wrong.push(format!(
+                    "{}: left {source} (op {removed}) before it was stored in its dead-letter \
+                     queue (op {stored})",
+                    String::from_utf8_lossy(body)
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        conn.close(200, "bye".into()).await.unwrap();
+        handle.shutdown().await;
+    }
+
     #[tokio::test]
     async fn confirms_of_persistent_messages_wait_for_the_store() {
         let store = Arc::new(GatedStore::default());

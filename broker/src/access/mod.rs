@@ -559,4 +559,40 @@ mod tests {
         assert_eq!(p[0].write, "^x$");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Concurrent changes each get saved, whatever the order their saves would run in: after
+    /// they all returned, the file holds every one of them (a save of an older snapshot must
+    /// not land after a newer one, and two saves must not share a half-written temp file).
+    #[test]
+    fn concurrent_changes_are_all_in_the_saved_file() {
+        let dir = std::env::temp_dir().join(format!("lepus-access-conc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ac =
+            std::sync::Arc::new(AccessControl::load(Some(&dir), AccessOptions::default()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let ac = ac.clone();
+                std::thread::spawn(move || {
+                    for i in 0..15 {
+                        ac.add_vhost(&format!("v{t}-{i}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let reloaded = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        let missing: Vec<String> = ac
+            .vhosts()
+            .into_iter()
+            .filter(|v| !reloaded.vhost_exists(v))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "changes lost from the file: {missing:?}"
+        );
+        assert_eq!(reloaded.vhosts().len(), 1 + 8 * 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
