@@ -1,66 +1,66 @@
 //! `DirLock`: keeps two brokers off one data directory.
 //!
-//! The lock is the file `<data dir>/LOCK` holding the owner's process id. It is created with
-//! `create_new`, so of two brokers starting together one wins; a `LOCK` left by a process that
-//! no longer runs (a broker killed with SIGKILL) is stale and taken over. Liveness is read from
-//! `/proc/<pid>`: on systems without `/proc` every lock looks stale (no protection, no false
-//! refusal). An advisory `flock` would be exact, but needs `unsafe` (libc) or a newer Rust than
-//! the workspace's minimum.
+//! The lock is an advisory exclusive `flock` on `<data dir>/LOCK` (std's `File::try_lock`),
+//! held through the open file for as long as the store is open. The kernel releases it when
+//! that file is closed: when the store closes, or when the process dies, however it dies
+//! (SIGKILL included, before the dead process is reaped). So nothing about the file is trusted:
+//! a `LOCK` file left behind is just a file, whatever PID it names, and two brokers that share
+//! a volume from different PID namespaces (two containers, both PID 1) still exclude each
+//! other. A `flock` belongs to the open file, not the process: a second store opened on the
+//! same directory by the same process is refused too.
+//!
+//! The holder writes its PID into the file, for the operator and for the refusal's message;
+//! the PID is never read to decide anything. The file is never deleted: deleting a locked file
+//! would let a third broker lock a new file under the same name while the second still holds
+//! the old one.
+//!
+//! Not covered: file systems that do not enforce `flock` between hosts (some NFS setups), and
+//! a process that forks while holding the lock (the broker does not; std opens files
+//! close-on-exec, so exec'd children do not inherit it).
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::Path;
 
 use super::StoreError;
 
-/// Held by an open store; removes `LOCK` when dropped.
+/// Held by an open store; the lock is released when it is dropped (the file is closed).
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    path: PathBuf,
+    _file: File,
 }
 
 impl DirLock {
-    /// Takes the lock of `data_dir`, or fails with [`StoreError::Locked`] when a live process
-    /// other than this one holds it.
+    /// Takes the lock of `data_dir`, or fails with [`StoreError::Locked`] when another open
+    /// file (another broker, in this process or another one) holds it.
     pub(crate) fn acquire(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("LOCK");
-        let me = std::process::id();
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(me.to_string().as_bytes())
-                        .map_err(|e| StoreError::io(&path, e))?;
-                    return Ok(Self { path });
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let owner = fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|text| text.trim().parse::<u32>().ok());
-                    if let Some(pid) = owner.filter(|&pid| pid != me && alive(pid)) {
-                        return Err(StoreError::Locked { pid });
-                    }
-                    tracing::warn!(path = %path.display(), ?owner, "taking over a stale lock");
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(StoreError::io(&path, e)),
-                    }
-                }
-                Err(e) => return Err(StoreError::io(&path, e)),
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                // Informational only: the holder may not have written it yet.
+                let pid = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u32>().ok());
+                return Err(StoreError::Locked {
+                    dir: data_dir.to_owned(),
+                    pid,
+                });
             }
+            Err(TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
         }
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok(Self { _file: file })
     }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Whether process `pid` exists (Linux `/proc`).
-fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 #[cfg(test)]
@@ -70,22 +70,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_live_owner_keeps_the_lock_and_a_dead_one_loses_it() {
+    fn one_holder_at_a_time_and_the_file_content_is_never_trusted() {
         let dir = TestDir::new();
-        // PID 1 always runs: its lock is respected.
+        // A lock file naming a running process (PID 1), left by a broker that is gone.
         fs::write(dir.0.join("LOCK"), "1").unwrap();
-        assert!(matches!(
-            DirLock::acquire(&dir.0),
-            Err(StoreError::Locked { pid: 1 })
-        ));
-        // A pid beyond the kernel's maximum cannot run: the lock is stale.
-        fs::write(dir.0.join("LOCK"), "4194305").unwrap();
         let lock = DirLock::acquire(&dir.0).unwrap();
         assert_eq!(
             fs::read_to_string(dir.0.join("LOCK")).unwrap(),
             std::process::id().to_string()
         );
+        // Held by an open file of this very process: refused all the same.
+        let err = DirLock::acquire(&dir.0).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Locked { pid: Some(pid), .. } if *pid == std::process::id()),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("in use by another process"), "{err}");
         drop(lock);
-        assert!(!dir.0.join("LOCK").exists());
+        // Released with the file; the file itself stays.
+        assert!(dir.0.join("LOCK").exists());
+        drop(DirLock::acquire(&dir.0).unwrap());
     }
 }

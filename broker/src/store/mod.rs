@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! - `error`: [`StoreError`].
-//! - `dir_lock`: the `LOCK` file that keeps two brokers off one data directory.
+//! - `dir_lock`: the `flock` on the `LOCK` file that keeps two brokers off one data directory.
 //! - `commit`: [`Commit`], the future a publisher confirm waits on.
 //! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
 //!   it reads back).
@@ -32,7 +32,7 @@
 //!
 //! # On disk
 //! ```text
-//! <data dir>/LOCK                   pid of the process that has the directory open
+//! <data dir>/LOCK                   flock()ed by the open store; holds its pid (informational)
 //! <data dir>/definitions            topology snapshot (layout on `Definitions`)
 //! <data dir>/definitions.tmp        the next snapshot while it is being written
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
