@@ -285,12 +285,28 @@ async fn a_damaged_data_directory_stops_the_start() {
     )
     .await
     .unwrap();
+    // A record after the declare's: a damaged declare is not a torn tail.
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        "".into(),
+        "q".into(),
+        BasicPublishOptions::default(),
+        b"after",
+        persistent(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
-    // Flip one byte of the topology snapshot: its checksum no longer matches.
-    let path = dir.0.join("definitions");
+    // Flip one byte of the queue's declare record (the log's first record, after the 8-byte
+    // segment header and its own 8-byte header): its checksum no longer matches.
+    let path = dir.0.join("segments").join("0000000001.seg");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[10] ^= 0x40;
+    bytes[20] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
     let err = Broker::builder()
         .listen("127.0.0.1:0")
@@ -298,10 +314,7 @@ async fn a_damaged_data_directory_stops_the_start() {
         .start()
         .await
         .expect_err("a broker must not start on damaged files");
-    assert!(
-        err.to_string().contains("corrupt definitions file"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("corrupt segment"), "{err}");
 }
 
 // ----- crash test -------------------------------------------------------------------------

@@ -12,6 +12,11 @@
 //! messages back ([`Store::can_page`], [`Store::read`]) lets queues keep only an index entry
 //! for persistent messages past the memory budget (see `memory`).
 //!
+//! Durable topology changes go to [`Store::record_topology`] one by one, under the vhost's
+//! topology lock (so the store sees them in the order they are made), and their `-ok` waits
+//! for the [`Commit`] it returns; replies that cover several records (`tx.commit-ok`,
+//! `purge-ok`) wait for a [`Store::barrier`].
+//!
 //! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
 //! which also restores the recovered topology and messages at start-up).
 
@@ -19,9 +24,32 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::exchange::{Binding, Exchange};
 use crate::message::Message;
-use crate::store::StoreError;
-use crate::vhost::Topology;
+use crate::queue::Queue;
+use crate::store::{Commit, StoreError};
+
+/// A change of the durable topology, as the broker reports it to its [`Store`]. The broker
+/// reports only durable entities (durable exchanges other than the predeclared ones, durable
+/// queues that are not exclusive, bindings whose ends are both durable), and also reports a
+/// change that changed nothing (a redeclare, an idempotent delete): the store then answers
+/// with a commit of the topology as it stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TopologyChange<'a> {
+    /// `exchange.declare` of a durable exchange.
+    ExchangeDeclared(&'a Exchange),
+    /// A durable exchange was deleted (with every binding from or to it), or `exchange.delete`
+    /// named an exchange that does not exist.
+    ExchangeDeleted(&'a str),
+    /// `queue.declare` of a durable, non-exclusive queue.
+    QueueDeclared(&'a Queue),
+    /// A durable queue was deleted (with every binding to it and its messages).
+    QueueDeleted(&'a str),
+    /// A binding from the named exchange was added (or was there already).
+    Bound(&'a str, &'a Binding),
+    /// A binding from the named exchange was removed (or was not there).
+    Unbound(&'a str, &'a Binding),
+}
 
 /// Whether a message handed to a [`Store`] is already durable.
 #[derive(Debug)]
@@ -54,11 +82,20 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn read(&self, _vhost: &str, _queue: &str, seqs: &[u64]) -> Vec<Option<Arc<Message>>> {
         vec![None; seqs.len()]
     }
-    /// Makes the durable part of `topology` (durable exchanges, durable non-exclusive queues,
-    /// bindings between them) the stored topology of `vhost`. Called after each topology
-    /// change, before the `-ok` goes out; blocking (a small file write and fsyncs).
-    fn persist_topology(&self, _vhost: &str, _topology: &Topology) -> Result<(), StoreError> {
-        Ok(())
+    /// Records a durable topology change of `vhost`. Called under the vhost's topology write
+    /// lock, so it must not block (log the change, return at once). Returns what the change's
+    /// `-ok` waits for: `None` when there is nothing to wait for.
+    fn record_topology(
+        &self,
+        _vhost: &str,
+        _change: TopologyChange<'_>,
+    ) -> Result<Option<Commit>, StoreError> {
+        Ok(None)
+    }
+    /// What a reply covering everything handed to the store so far waits for: `None` when
+    /// everything is durable already.
+    fn barrier(&self) -> Option<Commit> {
+        None
     }
 }
 
@@ -103,11 +140,14 @@ mod tests {
         fn remove(&self, _: &str, _: &str, _: u64) {}
     }
 
+    /// One call a [`RecordingStore`] saw: ("enqueue" or "remove", queue, sequence number, body
+    /// of an enqueue).
+    type Call = (&'static str, String, u64, Vec<u8>);
+
     /// A store that logs every enqueue and remove, in call order.
     #[derive(Debug, Default)]
     struct RecordingStore {
-        /// ("enqueue" or "remove", queue, sequence number, body of an enqueue).
-        log: Mutex<Vec<(&'static str, String, u64, Vec<u8>)>>,
+        log: Mutex<Vec<Call>>,
     }
 
     impl Store for RecordingStore {

@@ -17,9 +17,9 @@ use crate::channel::ChannelShared;
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::memory::Memory;
 use crate::message::Message;
-use crate::persistence::Store;
+use crate::persistence::{Store, TopologyChange};
 use crate::queue::{DeadLetter, Queue, QueuePersistence};
-use crate::store::StoreError;
+use crate::store::{Commit, StoreError};
 
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -170,21 +170,30 @@ impl VHost {
     }
 
     /// Deletes a queue: removes it and its bindings, cancels its consumers (notifying clients
-    /// that asked for `consumer_cancel_notify`). Returns the ready count, or `None` if absent.
-    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<u32> {
-        let queue = {
+    /// that asked for `consumer_cancel_notify`). Returns the ready count and the commit that
+    /// makes the deletion durable (`None` for a queue the store does not hold; a failing
+    /// commit when the store refused it, logged here), or `None` if absent.
+    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<(u32, Option<Commit>)> {
+        let (queue, commit) = {
             let mut topo = self.write();
             let queue = topo.queues.remove(name)?;
             let dest = Destination::Queue(name.to_owned());
-            remove_bindings_to(&mut topo, &dest);
-            queue
+            let deleted = remove_bindings_to(&mut topo, &dest);
+            let mut commit = if queue.is_persisted() {
+                self.record_topology(TopologyChange::QueueDeleted(name))
+            } else {
+                Ok(None)
+            };
+            if let Ok(Some(last)) = self.record_deleted_exchanges(&deleted) {
+                commit = commit.map(|_| Some(last));
+            }
+            let commit = commit.unwrap_or_else(|err| {
+                tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
+                Some(Commit::failed())
+            });
+            (queue, commit)
         };
         let (count, consumers) = queue.mark_deleted();
-        if queue.is_persisted() {
-            if let Err(err) = self.persist_topology() {
-                tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
-            }
-        }
         for c in consumers {
             c.channel.consumers().remove(c.tag.as_str());
             if c.channel.cancel_notify {
@@ -196,16 +205,33 @@ impl VHost {
             }
         }
         debug!(vhost = %self.name, queue = name, "queue deleted");
-        Some(count)
+        Some((count, commit))
     }
 
-    /// Hands the durable part of the topology to the store (see
-    /// `persistence::Store::persist_topology`). Holds the topology read lock throughout, so a
-    /// concurrent change cannot be overwritten by an older snapshot. Call with no topology lock
-    /// held.
-    pub(crate) fn persist_topology(&self) -> Result<(), StoreError> {
-        let topo = self.read();
-        self.store.persist_topology(&self.name, &topo)
+    /// Hands a durable topology change to the store (see `persistence::Store::record_topology`)
+    /// and returns what its `-ok` waits for. Call with the topology write lock held, so that the
+    /// store logs changes in the order they are made.
+    pub(crate) fn record_topology(
+        &self,
+        change: TopologyChange<'_>,
+    ) -> Result<Option<Commit>, StoreError> {
+        self.store.record_topology(&self.name, change)
+    }
+
+    /// Records the deletion of the durable ones among `deleted` (exchanges a deletion or an
+    /// unbind removed, see [`delete_exchange`]); returns the last commit (commits resolve in
+    /// log order, so it covers the others). Same locking rule as [`Self::record_topology`].
+    pub(crate) fn record_deleted_exchanges(
+        &self,
+        deleted: &[DeletedExchange],
+    ) -> Result<Option<Commit>, StoreError> {
+        let mut last = None;
+        for x in deleted.iter().filter(|x| x.durable) {
+            if let Some(commit) = self.record_topology(TopologyChange::ExchangeDeleted(&x.name))? {
+                last = Some(commit);
+            }
+        }
+        Ok(last)
     }
 
     /// Registers a direct reply-to channel; returns its token.
@@ -234,11 +260,18 @@ impl VHost {
     }
 
     /// Republishes dead letters of `queue` to its dead-letter exchange, with `x-death`.
+    ///
+    /// A persistent letter leaves `queue`'s store only after its copies are stored in the
+    /// queues it is routed to (its `DeadLetter::stored` entry is forgotten last): a crash in
+    /// between leaves it in both (a duplicate, as at-least-once allows), never in neither.
     pub(crate) fn dead_letter(&self, queue: &Arc<Queue>, letters: Vec<DeadLetter>) {
         if letters.is_empty() {
             return;
         }
         let Some(dlx) = queue.config.dead_letter_exchange.clone() else {
+            for letter in letters {
+                letter.leave(queue);
+            }
             return;
         };
         for letter in letters {
@@ -257,6 +290,8 @@ impl VHost {
             let targets = {
                 let topo = self.read();
                 if !topo.exchanges.contains_key(&dlx) {
+                    drop(topo);
+                    letter.leave(queue);
                     continue;
                 }
                 Self::route(
@@ -276,11 +311,13 @@ impl VHost {
                 if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
                     (outcome, target.is_persisted() && message.is_persistent())
                 {
-                    // No publisher waits for a dead letter's durability.
+                    // No publisher waits for a dead letter's durability; its removal from
+                    // `queue`, appended after this, commits after it.
                     let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
                     target.page_out(seq);
                 }
             }
+            letter.leave(queue);
         }
     }
 }
@@ -296,8 +333,18 @@ impl Drop for VHost {
     }
 }
 
-/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any.
-pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
+/// An exchange removed from a topology, for the store (which holds only durable ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeletedExchange {
+    /// Its name.
+    pub(crate) name: String,
+    /// Whether it was durable.
+    pub(crate) durable: bool,
+}
+
+/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any;
+/// returns the exchanges deleted.
+pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) -> Vec<DeletedExchange> {
     let mut emptied = Vec::new();
     for x in topo.exchanges.values_mut() {
         let before = x.bindings.len();
@@ -306,16 +353,42 @@ pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
             emptied.push(x.name.clone());
         }
     }
+    let mut deleted = Vec::new();
     for name in emptied {
-        delete_exchange(topo, &name);
+        deleted.extend(delete_exchange(topo, &name));
     }
+    deleted
 }
 
-/// Deletes an exchange and every binding from or to it (cascading auto-delete).
-pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) {
-    if topo.exchanges.remove(name).is_some() {
-        remove_bindings_to(topo, &Destination::Exchange(name.to_owned()));
-    }
+/// Deletes an exchange and every binding from or to it (cascading auto-delete); returns the
+/// exchanges deleted, itself first (none when it does not exist).
+pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) -> Vec<DeletedExchange> {
+    let Some(x) = topo.exchanges.remove(name) else {
+        return Vec::new();
+    };
+    let mut deleted = vec![DeletedExchange {
+        name: x.name,
+        durable: x.durable,
+    }];
+    deleted.extend(remove_bindings_to(
+        topo,
+        &Destination::Exchange(name.to_owned()),
+    ));
+    deleted
+}
+
+/// Whether a binding from `source` to `destination` is durable: both ends are (the only
+/// bindings RabbitMQ keeps across a restart).
+pub(crate) fn durable_binding(
+    topo: &Topology,
+    source: &Exchange,
+    destination: &Destination,
+) -> bool {
+    source.durable
+        && match destination {
+            Destination::Queue(name) => topo.queues.get(name).is_some_and(|q| q.is_persisted()),
+            Destination::Exchange(name) => topo.exchanges.get(name).is_some_and(|x| x.durable),
+        }
 }
 
 /// RabbitMQ's dead-letter cycle test: the message's `x-death` entries, newest first, up to

@@ -91,9 +91,14 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
     }
 }
 
-/// Replaces the file atomically (temp file, fsync, rename, fsync of the directory).
+/// Replaces the file atomically and durably (temp file, fsync, rename, fsync of the
+/// directory); returns once a crash can no longer undo it. One save at a time: the caller
+/// serializes them (they share the temp file).
 pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(defs).map_err(std::io::Error::other)?;
@@ -103,10 +108,6 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    // Make the rename itself durable. Directories cannot be opened for sync on every
-    // platform; where they cannot, the rename is still atomic.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    // The rename is durable only once the directory is.
+    fs::File::open(dir)?.sync_all()
 }

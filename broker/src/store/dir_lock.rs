@@ -85,7 +85,10 @@ mod tests {
             matches!(&err, StoreError::Locked { pid: Some(pid), .. } if *pid == std::process::id()),
             "{err:?}"
         );
-        assert!(err.to_string().contains("in use by another process"), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
         drop(lock);
         // Released with the file; the file itself stays.
         assert!(dir.0.join("LOCK").exists());

@@ -67,8 +67,9 @@ pub enum StoreError {
         pid: Option<u32>,
     },
 
-    /// An exchange name or routing key is longer than an AMQP shortstr (255 bytes).
-    #[error("exchange name or routing key longer than 255 bytes")]
+    /// A name (vhost, exchange, queue) or routing key is longer than an AMQP shortstr (255
+    /// bytes).
+    #[error("name or routing key longer than 255 bytes")]
     NameTooLong,
 
     /// The operation names a durable queue the store does not know.
