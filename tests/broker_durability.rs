@@ -508,7 +508,7 @@ async fn broker_survives_sigkill_at_random_moments() {
                 while let Some(Ok(delivery)) = consumer.next().await {
                     n += 1;
                     let id = id_of(&delivery.data).expect("a delivered message is intact");
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         seen.lock().unwrap().acked.insert(id);
                         if delivery.ack(BasicAckOptions::default()).await.is_err() {
                             return;
@@ -1176,13 +1176,27 @@ async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
 /// Not a test: the durable bind rate as the topology grows to 10,000 bindings (rate of each
 /// thousand, one connection binding and waiting for each bind-ok), and meanwhile the latency
 /// of another connection's durable `queue.declare` (one every 20 ms). Run with
-/// `cargo test --release --test broker_durability durable_bind_rate -- --ignored --nocapture`.
+/// `cargo test --release --test broker_durability durable_bind_rate -- --ignored --nocapture`,
+/// or against a running broker (a release `lepus-broker` with a fresh `--data-dir`) with
+/// `LEPUS_BIND_RATE_URL=amqp://guest:guest@127.0.0.1:PORT/%2f` (and `LEPUS_BIND_RATE_COUNT`
+/// for another count than 10,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a test"]
 async fn durable_bind_rate() {
     let dir = DataDir::new("durability.bindrate");
-    let broker = start(&dir.0).await;
-    let conn = connect(&broker.amqp_url()).await;
+    let count: usize = std::env::var("LEPUS_BIND_RATE_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let (broker, url) = match std::env::var("LEPUS_BIND_RATE_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let broker = start(&dir.0).await;
+            let url = broker.amqp_url();
+            (Some(broker), url)
+        }
+    };
+    let conn = connect(&url).await;
     let ch = conn.create_channel().await.unwrap();
     let durable_queue = QueueDeclareOptions {
         durable: true,
@@ -1204,7 +1218,7 @@ async fn durable_bind_rate() {
         .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = {
-        let (stop, conn) = (stop.clone(), connect(&broker.amqp_url()).await);
+        let (stop, conn) = (stop.clone(), connect(&url).await);
         tokio::spawn(async move {
             let ch = conn.create_channel().await.unwrap();
             let mut latencies = Vec::new();
@@ -1226,9 +1240,28 @@ async fn durable_bind_rate() {
             latencies
         })
     };
+    // The broker's CPU time (user + system, /proc/<pid>/stat): this process's, or the
+    // external broker's given by LEPUS_BIND_RATE_PID.
+    let pid = std::env::var("LEPUS_BIND_RATE_PID").unwrap_or_else(|_| "self".to_owned());
+    let cpu = move || -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split(' ').collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+        (ticks(11) + ticks(12)) / 100.0
+    };
     let started = std::time::Instant::now();
     let mut marks = vec![started];
-    for n in 0..10_000 {
+    let mut cpu_marks = vec![cpu()];
+    for n in 0..count {
         ch.queue_bind(
             "rate.q".into(),
             "rate.x".into(),
@@ -1240,6 +1273,7 @@ async fn durable_bind_rate() {
         .unwrap();
         if (n + 1) % 1000 == 0 {
             marks.push(std::time::Instant::now());
+            cpu_marks.push(cpu());
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1250,10 +1284,18 @@ async fn durable_bind_rate() {
         .map(|w| 1000.0 / (w[1] - w[0]).as_secs_f64())
         .collect();
     let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    let cpu_per_bind: Vec<String> = cpu_marks
+        .windows(2)
+        .map(|w| format!("{:.0}", (w[1] - w[0]) * 1000.0))
+        .collect();
+    println!(
+        "broker CPU per bind (µs), per thousand: {}",
+        cpu_per_bind.join(" ")
+    );
     println!(
         "durable binds/s per thousand: {}; last/first = {:.2}; total {:.1} s",
         shown.join(" "),
-        rates[9] / rates[0],
+        rates[rates.len() - 1] / rates[0],
         started.elapsed().as_secs_f64()
     );
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
@@ -1265,5 +1307,146 @@ async fn durable_bind_rate() {
         latencies[latencies.len() - 1]
     );
     let _ = conn.close(200, "bye".into()).await;
-    broker.shutdown().await;
+    if let Some(broker) = broker {
+        broker.shutdown().await;
+    }
+}
+
+// ----- dead-letter crash test -------------------------------------------------------------
+
+const DL_CYCLES: usize = 10;
+const DL_SOURCE: &str = "crash.dl.source";
+const DL_TARGET: &str = "crash.dl.target";
+
+/// A persistent message that expires from one durable queue into another (a delayed-retry
+/// queue, as `lepus` tasks use) is in one of them, or both, whenever the broker dies. Each
+/// cycle restarts the broker, waits until the source queue has expired everything into the
+/// target, drains the target (every confirmed message must be there), then publishes with
+/// confirms into the source (30 ms TTL) while the broker is killed (SIGKILL) at a random
+/// moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_survive_sigkill_at_random_moments() {
+    let dir = DataDir::new("durability.deadletter");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next_kill_ms = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        100 + state % 400
+    };
+    let mut owed: HashSet<String> = HashSet::new();
+    let (mut confirmed_total, mut lost) = (0, Vec::new());
+    for cycle in 0..=DL_CYCLES {
+        let (mut child, url) = spawn_broker(&dir.0);
+        let conn = connect(&url).await;
+        let ch = conn.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), lapin::types::AMQPValue::LongInt(30));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            lapin::types::AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            lapin::types::AMQPValue::LongString(DL_TARGET.into()),
+        );
+        ch.queue_declare(DL_TARGET.into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_declare(DL_SOURCE.into(), durable, args)
+            .await
+            .unwrap();
+        // Recovered messages expire again (their TTL restarts): wait for the source to empty.
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        for _ in 0..1000 {
+            let source = ch
+                .queue_declare(DL_SOURCE.into(), passive, FieldTable::default())
+                .await
+                .unwrap();
+            if source.message_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut found = HashSet::new();
+        while let Some(got) = ch
+            .basic_get(DL_TARGET.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            found.insert(id_of(&got.delivery.data).expect("an intact dead letter"));
+        }
+        lost.extend(owed.iter().filter(|id| !found.contains(*id)).cloned());
+        owed.clear();
+        if cycle == DL_CYCLES {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+        let confirmed = Arc::new(Mutex::new(Vec::new()));
+        let publisher = {
+            let (conn, confirmed) = (connect(&url).await, confirmed.clone());
+            tokio::spawn(async move {
+                let Ok(ch) = conn.create_channel().await else {
+                    return;
+                };
+                if ch
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // Batches of 64 publishes in flight, then their confirms.
+                for batch in 0.. {
+                    let mut pending = Vec::new();
+                    for n in 0..64 {
+                        let id = format!("d{cycle}-b{batch}-n{n}");
+                        let Ok(confirm) = ch
+                            .basic_publish(
+                                "".into(),
+                                DL_SOURCE.into(),
+                                BasicPublishOptions::default(),
+                                &body_for(&id),
+                                persistent(),
+                            )
+                            .await
+                        else {
+                            return;
+                        };
+                        pending.push((id, confirm));
+                    }
+                    for (id, confirm) in pending {
+                        match confirm.await {
+                            Ok(c) if c.is_ack() => confirmed.lock().unwrap().push(id),
+                            _ => return,
+                        }
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(next_kill_ms())).await;
+        child.kill().unwrap(); // SIGKILL, while messages expire into the target
+        child.wait().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+        let confirmed = confirmed.lock().unwrap();
+        confirmed_total += confirmed.len();
+        owed.extend(confirmed.iter().cloned());
+    }
+    println!(
+        "dead-letter crash test: {DL_CYCLES} cycles, {confirmed_total} confirmed, lost = {}",
+        lost.len()
+    );
+    assert!(lost.is_empty(), "lost dead letters: {lost:?}");
+    assert!(
+        confirmed_total > DL_CYCLES,
+        "the publisher must have made progress"
+    );
 }

@@ -669,6 +669,8 @@ impl Connection {
         } else if self.closing_since.is_none() {
             send_connection_close(&self.writer, &err);
             self.closing_since = Some(Instant::now());
+            // Nothing more goes out but close-ok, which must be read.
+            self.held = None;
             let ids: Vec<u16> = self.channels.keys().copied().collect();
             for id in ids {
                 self.release_channel(id);

@@ -140,6 +140,78 @@ mod tests {
         fn remove(&self, _: &str, _: &str, _: u64) {}
     }
 
+    /// A persistent message routed to several durable queues is confirmed once every one of
+    /// them has stored it, not when the first has.
+    #[tokio::test]
+    async fn a_confirm_waits_for_every_durable_queue_the_message_reached() {
+        let store = Arc::new(GatedStore::default());
+        let handle = crate::Broker::builder()
+            .listen("127.0.0.1:0")
+            .store(store.clone())
+            .start()
+            .await
+            .unwrap();
+        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        for q in ["one", "two"] {
+            ch.queue_declare(q.into(), durable, FieldTable::default())
+                .await
+                .unwrap();
+            ch.queue_bind(
+                q.into(),
+                "amq.fanout".into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let confirm = ch
+            .basic_publish(
+                "amq.fanout".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                b"both",
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        let mut confirm = Box::pin(confirm);
+        for _ in 0..500 {
+            if store.gates.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut gates = std::mem::take(&mut *store.gates.lock().unwrap());
+        assert_eq!(gates.len(), 2, "one store ticket per durable queue");
+        gates.remove(0).send(()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut confirm)
+                .await
+                .is_err(),
+            "confirmed while one queue had not stored it"
+        );
+        gates.remove(0).send(()).unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), confirm)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_ack());
+        conn.close(200, "bye".into()).await.unwrap();
+        handle.shutdown().await;
+    }
+
     /// One call a [`RecordingStore`] saw: ("enqueue" or "remove", queue, sequence number, body
     /// of an enqueue).
     type Call = (&'static str, String, u64, Vec<u8>);

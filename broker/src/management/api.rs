@@ -143,14 +143,30 @@ async fn queue(State(ctx): State<Ctx>, Path((vhost, name)): Path<(String, String
 
 async fn delete_queue(State(ctx): State<Ctx>, Path((vhost, name)): Path<(String, String)>) -> Done {
     let (vh, _) = find_queue(&ctx, &vhost, &name)?;
-    vh.delete_queue_now(&name);
+    // As `queue.delete-ok`: 204 once the deletion is durable.
+    if let Some((_, Some(commit))) = vh.delete_queue_now(&name) {
+        commit.await.map_err(not_durable)?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn purge_queue(State(ctx): State<Ctx>, Path((vhost, name)): Path<(String, String)>) -> Done {
-    let (_, q) = find_queue(&ctx, &vhost, &name)?;
-    q.purge();
+    let (vh, q) = find_queue(&ctx, &vhost, &name)?;
+    // As `purge-ok`: 204 once the purged messages' removals are durable.
+    if q.purge() > 0 && q.is_persisted() {
+        if let Some(commit) = vh.store.barrier() {
+            commit.await.map_err(not_durable)?;
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A change the store could not make durable: 500.
+fn not_durable(err: crate::store::StoreError) -> ApiError {
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        reason: format!("cannot make the change durable: {err}"),
+    }
 }
 
 fn all_exchanges(ctx: &Ctx, only: Option<&str>) -> ApiResult {

@@ -15,7 +15,8 @@
 //! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
 //!   it reads back).
 //! - `position`: [`Position`], a record's place in the log (the message's identity and index).
-//! - `record`: the log record format (enqueue, remove, purge) and its byte layout.
+//! - `record`: the log record format (enqueue, remove, purge, and the six topology records)
+//!   and its byte layout.
 //! - `segment`: segment files, their header, and the scan that tells a torn tail from
 //!   corruption.
 //! - `recovery`: rebuilding queues and the compaction ledger from the segments at open
@@ -25,6 +26,10 @@
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
+//! - `topology`: the topology as the open store keeps it (indexed; changed only by applying
+//!   topology records) and how far the log has run ahead of the snapshot.
+//! - `snapshot`: folding the log's topology records into a new snapshot, on a thread of its
+//!   own.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
 //! - `seam`: [`DurableQueues`] as the broker's `persistence::Store`, the AMQP encodings the log
@@ -33,7 +38,8 @@
 //! # On disk
 //! ```text
 //! <data dir>/LOCK                   flock()ed by the open store; holds its pid (informational)
-//! <data dir>/definitions            topology snapshot (layout on `Definitions`)
+//! <data dir>/definitions            topology snapshot up to a place in the log (layout on
+//!                                   `Definitions`); absent until the first snapshot
 //! <data dir>/definitions.tmp        the next snapshot while it is being written
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
 //! ```
@@ -44,14 +50,21 @@
 //!    see [`StoreError::is_corruption`]), declares the recovered exchanges, queues and bindings,
 //!    and puts each durable queue's messages back in log order, `redelivered = true`.
 //! 2. Every durable topology change (declare, delete, bind, unbind; auto-delete and `x-expires`
-//!    deletions too) hands the vhost's durable topology to [`Store::replace_topology`] before
-//!    the `-ok`: a small snapshot write, fsynced.
+//!    deletions too) is handed over as it is made, under the vhost's topology lock, and appended
+//!    as one record ([`Store::declare_queue`], [`Store::bind`], ...); the `-ok` waits for its
+//!    [`Commit`], group-committed with everything else. Nothing is rewritten per change: a
+//!    snapshot folds the records in now and then (see [`Definitions`]).
 //! 3. A persistent message routed to a durable, non-exclusive queue is appended by
 //!    [`DurableQueues::enqueue`]; the publisher confirm waits for its group commit.
 //!    Transient messages and other queues never touch the store.
 //! 4. When such a message leaves its queue for good (ack, no-ack delivery or `basic.get`,
 //!    reject/nack without requeue, expiry, length limit, purge), [`DurableQueues::remove`]
-//!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss).
+//!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss,
+//!    except where a reply promises it: `tx.commit-ok` and `purge-ok` wait for a
+//!    [`Store::barrier`]). A dead-lettered message is removed only after its copies are
+//!    enqueued where it goes, and compaction deletes a segment only once the records that
+//!    freed it are committed, so that a crash between the two leaves a duplicate, never a
+//!    loss.
 //! 5. `BrokerHandle::shutdown` closes the store (flush and fsync).
 //! 6. Past the memory budget (`--memory-budget`, see the broker's `memory` module), a queue
 //!    drops the body and properties of a newly queued persistent message from memory once its
