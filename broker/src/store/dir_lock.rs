@@ -14,15 +14,23 @@
 //! would let a third broker lock a new file under the same name while the second still holds
 //! the old one.
 //!
-//! Not covered: file systems that do not enforce `flock` between hosts (some NFS setups), and
-//! a process that forks while holding the lock (the broker does not; std opens files
-//! close-on-exec, so exec'd children do not inherit it).
+//! A process that forks while holding the lock shares it with the child until the child execs
+//! (std opens files close-on-exec): for that moment, closing the store does not release it.
+//! The broker spawns no processes, but a program embedding it may (test harnesses do), so a
+//! busy lock is retried for [`RETRY_FOR`] before the start is refused.
+//!
+//! Not covered: file systems that do not enforce `flock` between hosts (some NFS setups).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::StoreError;
+
+/// How long a lock held by someone else is retried before [`StoreError::Locked`]: long enough
+/// for a forked child to exec (see the module doc), short next to a broker's start.
+const RETRY_FOR: Duration = Duration::from_secs(2);
 
 /// Held by an open store; the lock is released when it is dropped (the file is closed).
 #[derive(Debug)]
@@ -42,19 +50,25 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                // Informational only: the holder may not have written it yet.
-                let pid = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|text| text.trim().parse::<u32>().ok());
-                return Err(StoreError::Locked {
-                    dir: data_dir.to_owned(),
-                    pid,
-                });
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if started.elapsed() < RETRY_FOR => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    // Informational only: the holder may not have written it yet.
+                    let pid = fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<u32>().ok());
+                    return Err(StoreError::Locked {
+                        dir: data_dir.to_owned(),
+                        pid,
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
         }
         file.set_len(0)
             .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
