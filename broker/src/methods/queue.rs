@@ -43,6 +43,9 @@ impl Connection {
         if name == REPLY_TO || name.starts_with("amq.rabbitmq.reply-to.") {
             // Direct reply-to is a pseudo-queue: it always "exists", is always empty and, as
             // RabbitMQ 3.10 reports it, always has one consumer.
+            if let Some(channel) = self.channels.get_mut(&ch) {
+                channel.last_queue = Some(name.clone());
+            }
             if !m.nowait {
                 self.send(ch, declare_ok(&name, 0, 1));
             }
@@ -127,6 +130,9 @@ impl Connection {
                 }
             }
         };
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            channel.last_queue = Some(name.clone());
+        }
         if !m.nowait {
             self.reply_when_committed(ch, declare_ok(&name, messages, consumers), commit);
         }
@@ -176,7 +182,11 @@ impl Connection {
         Ok(())
     }
 
-    /// `queue.unbind` (idempotent for a missing binding).
+    /// `queue.unbind`: idempotent on absence, as in RabbitMQ 3.x (`rabbit_binding:remove`):
+    /// when the binding does not exist (whether or not its queue or exchange does) the answer
+    /// is `unbind-ok`; only an existing binding is checked against the queue's exclusive
+    /// owner (405). aio-pika's RPC pattern relies on this: it unbinds its auto-deleted reply
+    /// queue from an auto-deleted exchange after both are gone.
     pub(crate) fn queue_unbind(&mut self, ch: u16, m: queue::Unbind) -> Result<(), AmqpError> {
         let (qname, xname) = (m.queue.as_str(), m.exchange.as_str());
         if xname.is_empty() {
@@ -184,7 +194,7 @@ impl Connection {
                 "operation not permitted on the default exchange",
             ));
         }
-        self.usable_queue(qname)?;
+        let queue = self.vhost.queue(qname);
         let commit = {
             let mut topo = self.vhost.write();
             let binding = Binding {
@@ -192,30 +202,42 @@ impl Connection {
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let mut commit = match topo.exchanges.get(xname) {
-                Some(x) if vhost::durable_binding(&topo, x, &binding.destination) => self
-                    .vhost
-                    .record_topology(TopologyChange::Unbound(xname, &binding))
-                    .map_err(not_persisted)?,
-                _ => None,
+            let durable = topo
+                .exchanges
+                .get(xname)
+                .is_some_and(|x| vhost::durable_binding(&topo, x, &binding.destination));
+            let record = |binding: &Binding| {
+                self.vhost
+                    .record_topology(TopologyChange::Unbound(xname, binding))
+                    .map_err(not_persisted)
             };
-            let mut now_empty = false;
-            if let Some(x) = topo.exchanges.get_mut(xname) {
-                let before = x.bindings.len();
-                x.bindings.retain(|b| b != &binding);
-                now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
-            }
-            if now_empty {
-                let deleted = vhost::delete_exchange(&mut topo, xname);
-                if let Some(last) = self
-                    .vhost
-                    .record_deleted_exchanges(&deleted)
-                    .map_err(not_persisted)?
-                {
-                    commit = Some(last);
+            match topo.exchanges.get_mut(xname) {
+                Some(x) if x.bindings.contains(&binding) => {
+                    if queue
+                        .as_ref()
+                        .is_some_and(|q| q.exclusive_owner.is_some_and(|o| o != self.id))
+                    {
+                        return Err(locked(qname, &self.vhost.name));
+                    }
+                    let mut commit = if durable { record(&binding)? } else { None };
+                    x.bindings.retain(|b| b != &binding);
+                    if x.auto_delete && x.bindings.is_empty() {
+                        let deleted = vhost::delete_exchange(&mut topo, xname);
+                        if let Some(last) = self
+                            .vhost
+                            .record_deleted_exchanges(&deleted)
+                            .map_err(not_persisted)?
+                        {
+                            commit = Some(last);
+                        }
+                    }
+                    commit
                 }
+                // Absent here; between durable ends, the store confirms it holds none either
+                // (another connection's unbind of it may still be on its way to disk).
+                _ if durable => record(&binding)?,
+                _ => None,
             }
-            commit
         };
         self.reply_when_committed(
             ch,
