@@ -42,6 +42,36 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
+const DURABLE_QUEUE: QueueDeclareOptions = QueueDeclareOptions {
+    passive: false,
+    durable: true,
+    exclusive: false,
+    auto_delete: false,
+    nowait: false,
+};
+
+/// Declares durable exchange `name` of `kind`.
+async fn declare_durable_exchange(ch: &lapin::Channel, name: &str, kind: ExchangeKind) {
+    ch.exchange_declare(
+        name.into(),
+        kind,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Declares durable queue `name` (no arguments).
+async fn declare_durable_queue(ch: &lapin::Channel, name: &str) {
+    ch.queue_declare(name.into(), DURABLE_QUEUE, FieldTable::default())
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     let dir = DataDir::new("durability.restart");
@@ -366,6 +396,66 @@ fn id_of(body: &[u8]) -> Option<String> {
     (body_for(&id) == body).then_some(id)
 }
 
+/// Kill moments in milliseconds, `least` plus up to `span`, from a fixed-seed xorshift, so that
+/// a failing run can be replayed.
+fn kill_moments(seed: u64, least: u64, span: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        least + state % span
+    }
+}
+
+/// Publishes persistent messages (ids from `id`, bodies from [`body_for`]) to `queue` on
+/// `conn` with confirms, 64 in flight, until the broker goes away; the confirmed ids go to
+/// `confirmed`.
+fn publish_until_killed(
+    conn: Connection,
+    queue: &'static str,
+    id: impl Fn(u64) -> String + Send + 'static,
+    confirmed: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(ch) = conn.create_channel().await else {
+            return;
+        };
+        if ch
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for batch in 0u64.. {
+            let mut pending = Vec::new();
+            for n in batch * 64..(batch + 1) * 64 {
+                let id = id(n);
+                let Ok(confirm) = ch
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions::default(),
+                        &body_for(&id),
+                        persistent(),
+                    )
+                    .await
+                else {
+                    return;
+                };
+                pending.push((id, confirm));
+            }
+            for (id, confirm) in pending {
+                match confirm.await {
+                    Ok(c) if c.is_ack() => confirmed.lock().unwrap().push(id),
+                    _ => return,
+                }
+            }
+        }
+    })
+}
+
 /// What one cycle saw before the kill.
 #[derive(Default)]
 struct Seen {
@@ -378,14 +468,7 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_survives_sigkill_at_random_moments() {
     let dir = DataDir::new("durability.crash");
-    // Kill moments from a fixed-seed xorshift, so a failing run can be replayed.
-    let mut state: u64 = 0xc4a5_4001_9e37_79b9;
-    let mut next_kill_ms = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        150 + state % 750
-    };
+    let mut next_kill_ms = kill_moments(0xc4a5_4001_9e37_79b9, 150, 750);
     let mut published: HashSet<String> = HashSet::new();
     let (mut total_confirmed, mut total_recovered, mut total_redelivered) = (0, 0, 0);
     // Messages confirmed and not acked, still owed by the broker.
@@ -604,16 +687,7 @@ async fn tx_commit_ok_survives_sigkill() {
         let (mut child, url) = spawn_broker(&dir.0);
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(
-            TX_QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_durable_queue(&ch, TX_QUEUE).await;
         ch.tx_select().await.unwrap();
         let present = get_all(&ch, TX_QUEUE).await;
         recovered += present.len();
@@ -908,10 +982,6 @@ async fn topology_oks_survive_sigkill() {
     let dir = DataDir::new("durability.topology");
     let mut owed = Owed::default();
     let mut problems = Vec::new();
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
     for cycle in 0..=TOPOLOGY_CYCLES {
         let (mut child, url) = spawn_broker(&dir.0);
         let conn = connect(&url).await;
@@ -926,73 +996,25 @@ async fn topology_oks_survive_sigkill() {
             child.wait().unwrap();
             break;
         }
-        ch.queue_declare(PURGED.into(), durable_queue, FieldTable::default())
-            .await
-            .unwrap();
-        ch.queue_declare("topology.load".into(), durable_queue, FieldTable::default())
-            .await
-            .unwrap();
+        declare_durable_queue(&ch, PURGED).await;
+        declare_durable_queue(&ch, "topology.load").await;
         ch.queue_purge("topology.load".into(), QueuePurgeOptions::default())
             .await
             .unwrap();
         // Keep the store's writer busy: persistent publishes with confirms.
-        let load = {
-            let conn = connect(&url).await;
-            tokio::spawn(async move {
-                let Ok(ch) = conn.create_channel().await else {
-                    return;
-                };
-                if ch
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                loop {
-                    let mut confirms = Vec::new();
-                    for _ in 0..64 {
-                        match ch
-                            .basic_publish(
-                                "".into(),
-                                "topology.load".into(),
-                                BasicPublishOptions::default(),
-                                &[7; 1024],
-                                persistent(),
-                            )
-                            .await
-                        {
-                            Ok(confirm) => confirms.push(confirm),
-                            Err(_) => return,
-                        }
-                    }
-                    for confirm in confirms {
-                        if confirm.await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            })
-        };
+        let load = publish_until_killed(
+            connect(&url).await,
+            "topology.load",
+            move |n| format!("load{cycle}-n{n}"),
+            Arc::default(),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         match cycle % 5 {
             0 => {
                 let (x, q) = (format!("topology.x{cycle}"), format!("topology.q{cycle}"));
-                ch.exchange_declare(
-                    x.as_str().into(),
-                    ExchangeKind::Direct,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+                declare_durable_exchange(&ch, &x, ExchangeKind::Direct).await;
                 owed.exchanges.push(x.clone());
-                ch.queue_declare(q.as_str().into(), durable_queue, FieldTable::default())
-                    .await
-                    .unwrap();
+                declare_durable_queue(&ch, &q).await;
                 owed.queues.push(q.clone());
                 ch.queue_bind(
                     q.as_str().into(),
@@ -1090,27 +1112,8 @@ async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
     let broker = start(&dir.0).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.exchange_declare(
-        "fan".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        "many".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable_exchange(&ch, "fan", ExchangeKind::Topic).await;
+    declare_durable_queue(&ch, "many").await;
     let bind = |key: String| {
         let ch = ch.clone();
         async move {
@@ -1198,24 +1201,8 @@ async fn durable_bind_rate() {
     };
     let conn = connect(&url).await;
     let ch = conn.create_channel().await.unwrap();
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    ch.exchange_declare(
-        "rate.x".into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare("rate.q".into(), durable_queue, FieldTable::default())
-        .await
-        .unwrap();
+    declare_durable_exchange(&ch, "rate.x", ExchangeKind::Topic).await;
+    declare_durable_queue(&ch, "rate.q").await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = {
         let (stop, conn) = (stop.clone(), connect(&url).await);
@@ -1227,13 +1214,7 @@ async fn durable_bind_rate() {
                     break;
                 }
                 let started = std::time::Instant::now();
-                ch.queue_declare(
-                    format!("rate.probe{i}").as_str().into(),
-                    durable_queue,
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+                declare_durable_queue(&ch, &format!("rate.probe{i}")).await;
                 latencies.push(started.elapsed());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -1327,23 +1308,13 @@ const DL_TARGET: &str = "crash.dl.target";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_survive_sigkill_at_random_moments() {
     let dir = DataDir::new("durability.deadletter");
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next_kill_ms = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        100 + state % 400
-    };
+    let mut next_kill_ms = kill_moments(0x9e37_79b9_7f4a_7c15, 100, 400);
     let mut owed: HashSet<String> = HashSet::new();
     let (mut confirmed_total, mut lost) = (0, Vec::new());
     for cycle in 0..=DL_CYCLES {
         let (mut child, url) = spawn_broker(&dir.0);
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), lapin::types::AMQPValue::LongInt(30));
         args.insert(
@@ -1354,10 +1325,8 @@ async fn dead_letters_survive_sigkill_at_random_moments() {
             "x-dead-letter-routing-key".into(),
             lapin::types::AMQPValue::LongString(DL_TARGET.into()),
         );
-        ch.queue_declare(DL_TARGET.into(), durable, FieldTable::default())
-            .await
-            .unwrap();
-        ch.queue_declare(DL_SOURCE.into(), durable, args)
+        declare_durable_queue(&ch, DL_TARGET).await;
+        ch.queue_declare(DL_SOURCE.into(), DURABLE_QUEUE, args)
             .await
             .unwrap();
         // Recovered messages expire again (their TTL restarts): wait for the source to empty.
@@ -1391,47 +1360,12 @@ async fn dead_letters_survive_sigkill_at_random_moments() {
             break;
         }
         let confirmed = Arc::new(Mutex::new(Vec::new()));
-        let publisher = {
-            let (conn, confirmed) = (connect(&url).await, confirmed.clone());
-            tokio::spawn(async move {
-                let Ok(ch) = conn.create_channel().await else {
-                    return;
-                };
-                if ch
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                // Batches of 64 publishes in flight, then their confirms.
-                for batch in 0.. {
-                    let mut pending = Vec::new();
-                    for n in 0..64 {
-                        let id = format!("d{cycle}-b{batch}-n{n}");
-                        let Ok(confirm) = ch
-                            .basic_publish(
-                                "".into(),
-                                DL_SOURCE.into(),
-                                BasicPublishOptions::default(),
-                                &body_for(&id),
-                                persistent(),
-                            )
-                            .await
-                        else {
-                            return;
-                        };
-                        pending.push((id, confirm));
-                    }
-                    for (id, confirm) in pending {
-                        match confirm.await {
-                            Ok(c) if c.is_ack() => confirmed.lock().unwrap().push(id),
-                            _ => return,
-                        }
-                    }
-                }
-            })
-        };
+        let publisher = publish_until_killed(
+            connect(&url).await,
+            DL_SOURCE,
+            move |n| format!("d{cycle}-n{n}"),
+            confirmed.clone(),
+        );
         tokio::time::sleep(Duration::from_millis(next_kill_ms())).await;
         child.kill().unwrap(); // SIGKILL, while messages expire into the target
         child.wait().unwrap();

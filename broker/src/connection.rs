@@ -7,7 +7,10 @@
 //! read, so what a read buffer's frames send is written when they are handled, from this task;
 //! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
-//! ([`ConnEvent`], delayed confirms).
+//! ([`ConnEvent`], delayed confirms). A reply that promises durability (a durable topology
+//! change's `-ok`, `tx.commit-ok`, `purge-ok`) is held until the store commits
+//! ([`Connection::reply_when_committed`]); the task then awaits that commit before it handles
+//! the next frame.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

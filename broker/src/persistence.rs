@@ -140,14 +140,11 @@ mod tests {
         fn remove(&self, _: &str, _: &str, _: u64) {}
     }
 
-    /// A persistent message routed to several durable queues is confirmed once every one of
-    /// them has stored it, not when the first has.
-    #[tokio::test]
-    async fn a_confirm_waits_for_every_durable_queue_the_message_reached() {
-        let store = Arc::new(GatedStore::default());
+    /// A broker on `store`, a connection to it and a channel.
+    async fn broker_on(store: Arc<dyn Store>) -> (crate::BrokerHandle, Connection, lapin::Channel) {
         let handle = crate::Broker::builder()
             .listen("127.0.0.1:0")
-            .store(store.clone())
+            .store(store)
             .start()
             .await
             .unwrap();
@@ -155,15 +152,28 @@ mod tests {
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
+        (handle, conn, ch)
+    }
+
+    const DURABLE: QueueDeclareOptions = QueueDeclareOptions {
+        passive: false,
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        nowait: false,
+    };
+
+    /// A persistent message routed to several durable queues is confirmed once every one of
+    /// them has stored it, not when the first has.
+    #[tokio::test]
+    async fn a_confirm_waits_for_every_durable_queue_the_message_reached() {
+        let store = Arc::new(GatedStore::default());
+        let (handle, conn, ch) = broker_on(store.clone()).await;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
         for q in ["one", "two"] {
-            ch.queue_declare(q.into(), durable, FieldTable::default())
+            ch.queue_declare(q.into(), DURABLE, FieldTable::default())
                 .await
                 .unwrap();
             ch.queue_bind(
@@ -242,21 +252,8 @@ mod tests {
     #[tokio::test]
     async fn dead_letters_are_stored_in_their_new_queue_before_leaving_the_old_one() {
         let store = Arc::new(RecordingStore::default());
-        let handle = crate::Broker::builder()
-            .listen("127.0.0.1:0")
-            .store(store.clone())
-            .start()
-            .await
-            .unwrap();
-        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare("dead".into(), durable, FieldTable::default())
+        let (handle, conn, ch) = broker_on(store.clone()).await;
+        ch.queue_declare("dead".into(), DURABLE, FieldTable::default())
             .await
             .unwrap();
         let sources = [
@@ -277,7 +274,7 @@ mod tests {
             if let Some((key, value)) = limit {
                 args.insert(key.into(), lapin::types::AMQPValue::LongInt(value));
             }
-            ch.queue_declare(name.into(), durable, args).await.unwrap();
+            ch.queue_declare(name.into(), DURABLE, args).await.unwrap();
         }
         let publish = |queue: &'static str, body: &'static [u8]| {
             let ch = ch.clone();

@@ -14,7 +14,7 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use tracing::debug;
 
 use crate::channel::ChannelShared;
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::memory::Memory;
 use crate::message::Message;
 use crate::persistence::{Store, TopologyChange};
@@ -179,15 +179,17 @@ impl VHost {
             let queue = topo.queues.remove(name)?;
             let dest = Destination::Queue(name.to_owned());
             let deleted = remove_bindings_to(&mut topo, &dest);
-            let mut commit = if queue.is_persisted() {
-                self.record_topology(TopologyChange::QueueDeleted(name))
-            } else {
-                Ok(None)
+            let record = || -> Result<Option<Commit>, StoreError> {
+                let mut commit = None;
+                if queue.is_persisted() {
+                    commit = self.record_topology(TopologyChange::QueueDeleted(name))?;
+                }
+                if let Some(last) = self.record_deleted_exchanges(&deleted)? {
+                    commit = Some(last);
+                }
+                Ok(commit)
             };
-            if let Ok(Some(last)) = self.record_deleted_exchanges(&deleted) {
-                commit = commit.map(|_| Some(last));
-            }
-            let commit = commit.unwrap_or_else(|err| {
+            let commit = record().unwrap_or_else(|err| {
                 tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
                 Some(Commit::failed())
             });
@@ -232,6 +234,67 @@ impl VHost {
             }
         }
         Ok(last)
+    }
+
+    /// Adds `binding` to exchange `source` unless it is there, and records it in the store when
+    /// both its ends are durable (also when it was there: the store then answers with a
+    /// commit of the topology as it is). Returns what `bind-ok` waits for. Call with the
+    /// topology write lock held (`topo`).
+    pub(crate) fn add_binding(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        binding: Binding,
+    ) -> Result<Option<Commit>, StoreError> {
+        let Some(x) = topo.exchanges.get(source) else {
+            return Ok(None);
+        };
+        let commit = if durable_binding(topo, x, &binding.destination) {
+            self.record_topology(TopologyChange::Bound(source, &binding))?
+        } else {
+            None
+        };
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            if !x.bindings.contains(&binding) {
+                x.bindings.push(binding);
+            }
+        }
+        Ok(commit)
+    }
+
+    /// Removes `binding` from exchange `source`, deletes `source` if it is auto-delete and
+    /// now unbound, and records both in the store when the binding's ends are durable (also
+    /// when it was absent: another connection's unbind of it may still be on its way to disk,
+    /// and the store answers with a commit of the topology as it is). Returns what
+    /// `unbind-ok` waits for. Call with the topology write lock held (`topo`).
+    pub(crate) fn remove_binding(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        binding: &Binding,
+    ) -> Result<Option<Commit>, StoreError> {
+        let durable = topo
+            .exchanges
+            .get(source)
+            .is_some_and(|x| durable_binding(topo, x, &binding.destination));
+        let mut commit = if durable {
+            self.record_topology(TopologyChange::Unbound(source, binding))?
+        } else {
+            None
+        };
+        let mut now_empty = false;
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            let before = x.bindings.len();
+            x.bindings.retain(|b| b != binding);
+            now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+        }
+        if now_empty {
+            let deleted = delete_exchange(topo, source);
+            if let Some(last) = self.record_deleted_exchanges(&deleted)? {
+                commit = Some(last);
+            }
+        }
+        Ok(commit)
     }
 
     /// Registers a direct reply-to channel; returns its token.

@@ -176,27 +176,17 @@ impl Connection {
             if !topo.exchanges.contains_key(dst) {
                 return Err(no_exchange(dst, &self.vhost.name));
             }
-            let Some(x) = topo.exchanges.get(src) else {
+            if !topo.exchanges.contains_key(src) {
                 return Err(no_exchange(src, &self.vhost.name));
-            };
+            }
             let binding = Binding {
                 destination: Destination::Exchange(dst.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let commit = if vhost::durable_binding(&topo, x, &binding.destination) {
-                self.vhost
-                    .record_topology(TopologyChange::Bound(src, &binding))
-                    .map_err(not_persisted)?
-            } else {
-                None
-            };
-            if let Some(x) = topo.exchanges.get_mut(src) {
-                if !x.bindings.contains(&binding) {
-                    x.bindings.push(binding);
-                }
-            }
-            commit
+            self.vhost
+                .add_binding(&mut topo, src, binding)
+                .map_err(not_persisted)?
         };
         if !m.nowait {
             self.reply_when_committed(
@@ -225,30 +215,9 @@ impl Connection {
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let mut commit = match topo.exchanges.get(src) {
-                Some(x) if vhost::durable_binding(&topo, x, &binding.destination) => self
-                    .vhost
-                    .record_topology(TopologyChange::Unbound(src, &binding))
-                    .map_err(not_persisted)?,
-                _ => None,
-            };
-            let mut now_empty = false;
-            if let Some(x) = topo.exchanges.get_mut(src) {
-                let before = x.bindings.len();
-                x.bindings.retain(|b| b != &binding);
-                now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
-            }
-            if now_empty {
-                let deleted = vhost::delete_exchange(&mut topo, src);
-                if let Some(last) = self
-                    .vhost
-                    .record_deleted_exchanges(&deleted)
-                    .map_err(not_persisted)?
-                {
-                    commit = Some(last);
-                }
-            }
-            commit
+            self.vhost
+                .remove_binding(&mut topo, src, &binding)
+                .map_err(not_persisted)?
         };
         if !m.nowait {
             self.reply_when_committed(

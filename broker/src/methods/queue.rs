@@ -11,7 +11,7 @@ use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
 use crate::persistence::TopologyChange;
 use crate::queue::{Queue, QueueConfig};
-use crate::vhost::{self, REPLY_TO};
+use crate::vhost::REPLY_TO;
 
 /// A server-generated name: `amq.gen-` and 22 URL-safe base64 characters, as RabbitMQ does.
 pub(crate) fn generated_name(prefix: &str) -> String {
@@ -150,27 +150,17 @@ impl Connection {
         self.usable_queue(qname)?;
         let commit = {
             let mut topo = self.vhost.write();
-            let Some(x) = topo.exchanges.get(xname) else {
+            if !topo.exchanges.contains_key(xname) {
                 return Err(no_exchange(xname, &self.vhost.name));
-            };
+            }
             let binding = Binding {
                 destination: Destination::Queue(qname.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let commit = if vhost::durable_binding(&topo, x, &binding.destination) {
-                self.vhost
-                    .record_topology(TopologyChange::Bound(xname, &binding))
-                    .map_err(not_persisted)?
-            } else {
-                None
-            };
-            if let Some(x) = topo.exchanges.get_mut(xname) {
-                if !x.bindings.contains(&binding) {
-                    x.bindings.push(binding);
-                }
-            }
-            commit
+            self.vhost
+                .add_binding(&mut topo, xname, binding)
+                .map_err(not_persisted)?
         };
         if !m.nowait {
             self.reply_when_committed(
@@ -202,42 +192,20 @@ impl Connection {
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let durable = topo
+            let bound = topo
                 .exchanges
                 .get(xname)
-                .is_some_and(|x| vhost::durable_binding(&topo, x, &binding.destination));
-            let record = |binding: &Binding| {
-                self.vhost
-                    .record_topology(TopologyChange::Unbound(xname, binding))
-                    .map_err(not_persisted)
-            };
-            match topo.exchanges.get_mut(xname) {
-                Some(x) if x.bindings.contains(&binding) => {
-                    if queue
-                        .as_ref()
-                        .is_some_and(|q| q.exclusive_owner.is_some_and(|o| o != self.id))
-                    {
-                        return Err(locked(qname, &self.vhost.name));
-                    }
-                    let mut commit = if durable { record(&binding)? } else { None };
-                    x.bindings.retain(|b| b != &binding);
-                    if x.auto_delete && x.bindings.is_empty() {
-                        let deleted = vhost::delete_exchange(&mut topo, xname);
-                        if let Some(last) = self
-                            .vhost
-                            .record_deleted_exchanges(&deleted)
-                            .map_err(not_persisted)?
-                        {
-                            commit = Some(last);
-                        }
-                    }
-                    commit
-                }
-                // Absent here; between durable ends, the store confirms it holds none either
-                // (another connection's unbind of it may still be on its way to disk).
-                _ if durable => record(&binding)?,
-                _ => None,
+                .is_some_and(|x| x.bindings.contains(&binding));
+            if bound
+                && queue
+                    .as_ref()
+                    .is_some_and(|q| q.exclusive_owner.is_some_and(|o| o != self.id))
+            {
+                return Err(locked(qname, &self.vhost.name));
             }
+            self.vhost
+                .remove_binding(&mut topo, xname, &binding)
+                .map_err(not_persisted)?
         };
         self.reply_when_committed(
             ch,

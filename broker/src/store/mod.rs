@@ -737,12 +737,7 @@ impl Store {
     /// with). Blocking.
     #[cfg(test)]
     pub(crate) fn wait_for_snapshot(&self) {
-        let thread = self
-            .shared
-            .snapshot_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let thread = self.shared.take_snapshot_thread();
         if let Some(thread) = thread {
             thread.join().unwrap_or_default();
         }
@@ -780,12 +775,7 @@ impl Store {
         }
         // A snapshot being written holds the directory too; with the writer gone its wait for
         // the log is over, so it ends soon.
-        let snapshot = self
-            .shared
-            .snapshot_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let snapshot = self.shared.take_snapshot_thread();
         if let Some(thread) = snapshot {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -867,12 +857,7 @@ impl Drop for Store {
         if let Some(thread) = self.writer_thread.take() {
             let _ = thread.join();
         }
-        let snapshot = self
-            .shared
-            .snapshot_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let snapshot = self.shared.take_snapshot_thread();
         if let Some(thread) = snapshot {
             let _ = thread.join();
         }

@@ -249,6 +249,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The snapshot thread's handle, if one was started and not yet joined.
+    pub(crate) fn take_snapshot_thread(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.snapshot_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Locks the topology. No code panics while holding it, so a poisoned lock still guards a
     /// consistent value.
     pub(crate) fn lock_topology(&self) -> MutexGuard<'_, TopologyLog> {
