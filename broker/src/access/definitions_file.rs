@@ -109,7 +109,8 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    fs::create_dir_all(dir)?;
+    // The first save creates the data directory: durably, or a power cut takes it away.
+    crate::store::create_dir_durably(dir)?;
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(defs).map_err(std::io::Error::other)?;
     {
@@ -124,8 +125,13 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    // The rename is durable only once the directory is.
-    fs::File::open(dir)?.sync_all()
+    // Make the rename itself durable: until the directory is fsynced, a power cut may bring
+    // the old file back after the change was reported done. A failure is reported, not
+    // swallowed; only EINVAL (a file system that cannot fsync a directory) is let through.
+    match fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
