@@ -299,6 +299,90 @@ async fn messages_that_left_for_good_stay_gone_after_restart() {
     broker.shutdown().await;
 }
 
+/// Deleting a vhost deletes its durable queues (with their messages) and exchanges from the
+/// store too: a vhost created again under the same name starts empty, after a restart as well
+/// as before (the store used to keep them, and a restart brought them back).
+#[tokio::test]
+async fn a_deleted_vhost_stays_deleted_after_a_restart() {
+    let dir = DataDir::new("durability.vhostdelete");
+    let broker = start(&dir.0).await;
+    let grant = |broker: &BrokerHandle| {
+        broker.admin().add_vhost("gone").unwrap();
+        broker
+            .admin()
+            .set_permissions("gone", "guest", ".*", ".*", ".*")
+            .unwrap();
+    };
+    grant(&broker);
+    let url = |broker: &BrokerHandle| broker.amqp_url().replace("/%2f", "/gone");
+    let conn = connect(&url(&broker)).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare_durable_exchange(&ch, "gone.x", ExchangeKind::Direct).await;
+    declare_durable_queue(&ch, "gone.q").await;
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            "gone.q".into(),
+            BasicPublishOptions::default(),
+            b"old",
+            persistent(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let _ = conn.close(200, "bye".into()).await;
+    broker.admin().delete_vhost("gone").unwrap();
+    grant(&broker);
+    // Absent at once, and after a restart.
+    assert_vhost_empty(&url(&broker), "before the restart").await;
+    broker.shutdown().await;
+    let broker = start(&dir.0).await;
+    assert_vhost_empty(&url(&broker), "after the restart").await;
+    broker.shutdown().await;
+}
+
+/// Asserts that `gone.q` and `gone.x` do not exist in the vhost `url` names.
+async fn assert_vhost_empty(url: &str, when: &str) {
+    let conn = connect(url).await;
+    let ch = conn.create_channel().await.unwrap();
+    let queue = ch
+        .queue_declare(
+            "gone.q".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(
+        queue.is_err(),
+        "{when}: the deleted vhost's queue is back: {queue:?}"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = ch
+        .exchange_declare(
+            "gone.x".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(
+        exchange.is_err(),
+        "{when}: the deleted vhost's exchange is back"
+    );
+    let _ = conn.close(200, "bye".into()).await;
+}
+
 #[tokio::test]
 async fn a_damaged_data_directory_stops_the_start() {
     let dir = DataDir::new("durability.damaged");

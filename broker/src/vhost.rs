@@ -210,6 +210,37 @@ impl VHost {
         Some((count, commit))
     }
 
+    /// Deletes every queue (cancelling its consumers) and every exchange of this vhost, for
+    /// the deletion of the vhost itself; returns the commits that make the durable ones'
+    /// deletion durable (a failing one where the store refused, logged here). Without this the
+    /// store kept them, and a vhost created again under the same name got them back at the
+    /// next start.
+    pub(crate) fn delete_all(&self) -> Vec<Commit> {
+        let mut commits = Vec::new();
+        let queues: Vec<String> = self.read().queues.keys().cloned().collect();
+        for name in queues {
+            if let Some((_, Some(commit))) = self.delete_queue_now(&name) {
+                commits.push(commit);
+            }
+        }
+        let mut topo = self.write();
+        let deleted: Vec<DeletedExchange> = std::mem::take(&mut topo.exchanges)
+            .into_values()
+            .map(|x| DeletedExchange {
+                name: x.name,
+                durable: x.durable,
+            })
+            .collect();
+        match self.record_deleted_exchanges(&deleted) {
+            Ok(commit) => commits.extend(commit),
+            Err(err) => {
+                tracing::error!(vhost = %self.name, cause = %err, "cannot persist the deletion of a vhost's exchanges");
+                commits.push(Commit::failed());
+            }
+        }
+        commits
+    }
+
     /// Hands a durable topology change to the store (see `persistence::Store::record_topology`)
     /// and returns what its `-ok` waits for. Call with the topology write lock held, so that the
     /// store logs changes in the order they are made.
