@@ -23,6 +23,28 @@ use crate::queue::{check_expiration, EnqueueOutcome};
 use crate::vhost::{VHost, REPLY_TO};
 use crate::writer::Outbound;
 
+/// The routing key prefix of a direct reply (`amq.rabbitmq.reply-to.<token>`).
+const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
+/// 404 when the exchange a publish names does not exist, 403 when it is internal. The default
+/// exchange (the empty name) always exists.
+fn check_exchange(
+    topo: &crate::vhost::Topology,
+    exchange: &str,
+    vhost: &str,
+) -> Result<(), AmqpError> {
+    if exchange.is_empty() {
+        return Ok(());
+    }
+    match topo.exchanges.get(exchange) {
+        None => Err(no_exchange(exchange, vhost)),
+        Some(x) if x.internal => Err(AmqpError::access_refused(format!(
+            "cannot publish to internal exchange '{exchange}' in vhost '{vhost}'"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 impl Connection {
     /// `basic.publish`: the content header and body frames follow.
     pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
@@ -46,21 +68,22 @@ impl Connection {
         &mut self,
         ch: u16,
         publish: basic::Publish,
-        properties: basic::AMQPProperties,
+        mut properties: basic::AMQPProperties,
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.blocking.published();
-        if let Some(channel) = self.channels.get_mut(&ch).filter(|c| c.tx.is_some()) {
-            // Check what can be checked now, so the error comes at the publish, not the commit.
-            if !publish.exchange.as_str().is_empty()
-                && !self
-                    .vhost
-                    .read()
-                    .exchanges
-                    .contains_key(publish.exchange.as_str())
-            {
-                return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
-            }
+        if self.channels.get(&ch).is_some_and(|c| c.tx.is_some()) {
+            // Everything RabbitMQ checks at the publish is checked now, so the error comes at
+            // the publish, not the commit.
+            check_exchange(
+                &self.vhost.read(),
+                publish.exchange.as_str(),
+                &self.vhost.name,
+            )?;
+            self.check_message(ch, &mut properties)?;
+            let Some(channel) = self.channels.get_mut(&ch) else {
+                return Ok(());
+            };
             let op = TxOp::Publish(Box::new((publish, properties, body)));
             channel.shared.note_uncommitted(&op);
             if let Some(tx) = channel.tx.as_mut() {
@@ -80,60 +103,45 @@ impl Connection {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.vhost.stats.published();
-        if properties
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
-            let token = self.reply_tokens.get(&ch).ok_or_else(|| {
-                AmqpError::precondition_failed("fast reply consumer does not exist")
-            })?;
-            properties = properties.with_reply_to(token.address.clone());
-        }
-        if let Some(expiration) = properties.expiration() {
-            check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
-        }
         let exchange = publish.exchange.as_str();
         let routing_key = publish.routing_key.as_str();
-        let message = Arc::new(Message {
-            exchange: publish.exchange.clone(),
-            routing_key: publish.routing_key.clone(),
-            properties,
-            body,
-        });
-        if exchange.is_empty() {
-            if let Some(token) = routing_key.strip_prefix("amq.rabbitmq.reply-to.") {
-                let delivered = self
-                    .vhost
-                    .reply_to_channel(token)
-                    .is_some_and(|target| target.deliver_reply(message.clone()));
-                if !delivered && publish.mandatory {
-                    self.basic_return(ch, publish, message);
-                }
-                self.confirm_publish(ch, false, Vec::new());
-                return Ok(());
-            }
-        }
-        let queues = {
+        // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
+        // internal), then the message (reply-to, user-id, expiration, delivery mode: 406).
+        // One read lock for the checks and the routing.
+        let (message, queues) = {
             let topo = self.vhost.read();
-            if !exchange.is_empty() {
-                match topo.exchanges.get(exchange) {
-                    None => return Err(no_exchange(exchange, &self.vhost.name)),
-                    Some(x) if x.internal => {
-                        return Err(AmqpError::access_refused(format!(
-                            "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                            self.vhost.name
-                        )))
-                    }
-                    Some(_) => {}
-                }
+            check_exchange(&topo, exchange, &self.vhost.name)?;
+            self.check_message(ch, &mut properties)?;
+            let message = Arc::new(Message {
+                exchange: publish.exchange.clone(),
+                routing_key: publish.routing_key.clone(),
+                properties,
+                body,
+            });
+            if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
+                // Direct reply-to: delivered below, outside the lock.
+                (message, None)
+            } else {
+                let queues = VHost::route(
+                    &topo,
+                    exchange,
+                    routing_key,
+                    message.properties.headers().as_ref(),
+                );
+                (message, Some(queues))
             }
-            VHost::route(
-                &topo,
-                exchange,
-                routing_key,
-                message.properties.headers().as_ref(),
-            )
+        };
+        let Some(queues) = queues else {
+            let token = &routing_key[REPLY_TO_PREFIX.len()..];
+            let delivered = self
+                .vhost
+                .reply_to_channel(token)
+                .is_some_and(|target| target.deliver_reply(message.clone()));
+            if !delivered && publish.mandatory {
+                self.basic_return(ch, publish, message);
+            }
+            self.confirm_publish(ch, false, Vec::new());
+            return Ok(());
         };
         let mut rejected = false;
         let mut pending = Vec::new();
@@ -161,6 +169,45 @@ impl Connection {
         }
         self.confirm_publish(ch, rejected, pending);
         Ok(())
+    }
+
+    /// The checks RabbitMQ makes on a message's properties before routing it, in its order:
+    /// `reply_to` of `amq.rabbitmq.reply-to` needs the channel's reply consumer (and is
+    /// replaced by the channel's reply address); `user_id` must be the authenticated user
+    /// unless it has the `impersonator` tag; `expiration` must be a valid TTL; `delivery_mode`
+    /// must be absent, 1 or 2. Each failure is 406 PRECONDITION_FAILED with RabbitMQ's text.
+    fn check_message(
+        &self,
+        ch: u16,
+        properties: &mut basic::AMQPProperties,
+    ) -> Result<(), AmqpError> {
+        if properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            let token = self.reply_tokens.get(&ch).ok_or_else(|| {
+                AmqpError::precondition_failed("fast reply consumer does not exist")
+            })?;
+            *properties = properties.clone().with_reply_to(token.address.clone());
+        }
+        if let Some(claimed) = properties.user_id() {
+            if claimed.as_str() != self.grants.user && !self.grants.may_impersonate() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{claimed}' but authenticated user was '{}'",
+                    self.grants.user
+                )));
+            }
+        }
+        if let Some(expiration) = properties.expiration() {
+            check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
+        }
+        match properties.delivery_mode() {
+            None | Some(1) | Some(2) => Ok(()),
+            Some(other) => Err(AmqpError::precondition_failed(format!(
+                "invalid message: {{delivery_mode_unknown,{other}}}"
+            ))),
+        }
     }
 
     /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.
