@@ -377,18 +377,16 @@ fn simplifications(kind: &OpKind) -> Vec<OpKind> {
             auto_delete,
             internal,
             args,
-        } => {
-            if !args.inner().is_empty() || *durable || *auto_delete || *internal {
-                out.push(OpKind::ExchangeDeclare {
-                    x: *x,
-                    kind: *k,
-                    passive: *passive,
-                    durable: false,
-                    auto_delete: false,
-                    internal: false,
-                    args: empty.clone(),
-                });
-            }
+        } if !args.inner().is_empty() || *durable || *auto_delete || *internal => {
+            out.push(OpKind::ExchangeDeclare {
+                x: *x,
+                kind: *k,
+                passive: *passive,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                args: empty.clone(),
+            });
         }
         OpKind::QueueBind { q, x, key, args } if !args.inner().is_empty() => {
             out.push(OpKind::QueueBind {

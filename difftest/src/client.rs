@@ -72,6 +72,8 @@ impl Endpoint {
 }
 
 /// Something the broker sent.
+// One value per frame, consumed at once: boxing the content would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Incoming {
     /// A method frame that carries no content.
@@ -376,7 +378,7 @@ async fn read_frames(read: &mut OwnedReadHalf, tx: &mpsc::UnboundedSender<Incomi
             return format!("bad frame end {:#x}", whole[size + 7]);
         }
         let frame = match parse_frame(whole.as_slice()) {
-            Ok((rest, frame)) if rest.is_empty() => frame,
+            Ok(([], frame)) => frame,
             Ok(_) => return "frame with trailing bytes".into(),
             Err(e) => return format!("unparsable frame {whole:?}: {e:?}"),
         };

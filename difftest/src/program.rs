@@ -393,6 +393,8 @@ impl Props {
 }
 
 /// What one operation does.
+// Programs hold a few dozen of these: the size of `Publish` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)] // the fields are the AMQP method's arguments, named as in the spec
 pub enum OpKind {

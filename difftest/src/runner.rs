@@ -65,6 +65,8 @@ impl Default for RunConfig {
 /// The channel the runner probes queues on, on the program's own connections (for exclusive
 /// queues). Programs use channels 1..=3.
 const OWNER_PROBE_CH: u16 = 100;
+/// The first channel of the probe connection's pipelined queue probes (one per queue).
+const PROBE_BATCH_CH: u16 = 10;
 /// The most messages the final sweep reads from one queue.
 const FINAL_DRAIN_MAX: usize = 1000;
 
@@ -125,6 +127,13 @@ impl Close {
             .split_once(" - ")
             .map_or(self.text.as_str(), |(name, _)| name);
         let name: String = name.chars().take(40).collect();
+        if std::env::var_os("DIFFTEST_FULL_TEXT").is_some() {
+            // For investigating: the whole text (then runs of different brokers differ).
+            return format!(
+                "{what} {} {:?} ({},{})",
+                self.code, self.text, self.class_id, self.method_id
+            );
+        }
         format!(
             "{what} {} {} ({},{})",
             self.code, name, self.class_id, self.method_id
@@ -133,6 +142,8 @@ impl Close {
 }
 
 /// A reply a waiter receives.
+// Consumed at once, one at a time: boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Reply {
     /// A method on the channel.
@@ -144,6 +155,7 @@ enum Reply {
 }
 
 /// What waiting for a reply came to.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Outcome {
     Reply(Reply),
@@ -679,11 +691,19 @@ impl Runner<'_> {
 
     async fn step(&mut self, op: &Op) {
         self.events.clear();
+        // Whether closing this channel would make RabbitMQ clean up asynchronously (consumers
+        // of auto-delete queues, unacked messages, exclusive queues of the connection).
+        let had_state = self
+            .conns
+            .get(&op.conn)
+            .and_then(|s| s.channels.get(&op.ch))
+            .is_some_and(|c| !c.consumers.is_empty() || !c.outstanding.is_empty())
+            || self.exclusive_owner.values().any(|c| *c == op.conn);
         let reply = match self.execute(op).await {
             Ok(reply) => reply,
             Err(e) => e,
         };
-        if disturbs(&op.kind) || reply.contains("close") {
+        if disturbs(&op.kind) || (had_state && reply.contains("close")) {
             tokio::time::sleep(self.config.settle_delay).await;
         }
         let queues = self.settle().await;
@@ -699,7 +719,7 @@ impl Runner<'_> {
     async fn execute(&mut self, op: &Op) -> Result<String, String> {
         let (c, ch) = (op.conn, op.ch);
         if let OpKind::ConnectionClose = op.kind {
-            if !self.conns.get(&c).is_some_and(|s| !s.gone) {
+            if self.conns.get(&c).is_none_or(|s| s.gone) {
                 // Opens the connection first, so that the close is observable.
                 self.ensure_conn(c).await?;
             }
@@ -1269,6 +1289,8 @@ impl Runner<'_> {
     /// Step 1 of settling: a no-op round trip on every open program channel, then the
     /// confirms of confirm-mode channels.
     async fn flush_channels(&mut self) {
+        // All probes first (every connection), then the replies: one round trip in all.
+        let mut sent: Vec<(u8, Vec<u16>)> = Vec::new();
         let conns: Vec<u8> = self.conns.keys().copied().collect();
         for &c in &conns {
             let Some(s) = self.conns.get_mut(&c) else {
@@ -1300,6 +1322,9 @@ impl Runner<'_> {
                 self.conn_gone(c, "write failed");
                 continue;
             }
+            sent.push((c, chans));
+        }
+        for (c, chans) in sent {
             for ch in chans {
                 match self.wait_reply(c, ch).await {
                     Outcome::Reply(Reply::Method(AMQPClass::Exchange(
@@ -1364,16 +1389,117 @@ impl Runner<'_> {
     /// Step 2 of settling: a passive declare of every queue the program declared.
     async fn probe_queues(&mut self) -> String {
         let queues: Vec<QueueName> = self.known_queues.iter().copied().collect();
-        let mut states = Vec::with_capacity(queues.len());
-        for q in queues {
-            let name = self.queue(q);
-            let state = match self.passive_declare(&name).await {
+        let mut states: Vec<Option<String>> = vec![None; queues.len()];
+        // Exclusive queues of a live connection: from the owner, one at a time (rare).
+        let mut batch = Vec::new();
+        for (i, q) in queues.iter().enumerate() {
+            let name = self.queue(*q);
+            match self.exclusive_owner.get(&name).copied() {
+                Some(c) if self.conns.get(&c).is_some_and(|s| !s.gone) => {
+                    states[i] = Some(match self.passive_declare(&name).await {
+                        Ok((messages, consumers)) => format!("{messages}/{consumers}"),
+                        Err(e) => e,
+                    });
+                }
+                _ => batch.push((i, name)),
+            }
+        }
+        // The others: pipelined on the probe connection, one channel per queue.
+        for (i, result) in self.probe_batch(&batch).await {
+            states[i] = Some(match result {
                 Ok((messages, consumers)) => format!("{messages}/{consumers}"),
                 Err(e) => e,
-            };
-            states.push(format!("{q}={state}"));
+            });
         }
-        states.join(" ")
+        queues
+            .iter()
+            .zip(states)
+            .map(|(q, s)| format!("{q}={}", s.unwrap_or_else(|| "no reply".into())))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Passive declares of `(index, name)` on the probe connection, all sent at once (channel
+    /// `PROBE_BATCH_CH + index`, opened first where needed); `(index, result)` per name.
+    async fn probe_batch(
+        &mut self,
+        batch: &[(usize, String)],
+    ) -> Vec<(usize, Result<(u32, u32), String>)> {
+        let timeout = self.config.reply_timeout;
+        if batch.is_empty() || self.probe_conn().await.is_none() {
+            return batch
+                .iter()
+                .map(|(i, _)| (*i, Err("no probe connection".to_owned())))
+                .collect();
+        }
+        let mut frames = Vec::new();
+        // Channel → (index, still waiting for open-ok).
+        let mut waiting: HashMap<u16, (usize, bool)> = HashMap::new();
+        for (i, name) in batch {
+            let ch = PROBE_BATCH_CH + *i as u16;
+            let needs_open = !self.probe_open.contains(&ch);
+            if needs_open {
+                frames.push((
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+                ));
+            }
+            frames.push((
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                    queue: name.as_str().into(),
+                    passive: true,
+                    durable: false,
+                    exclusive: false,
+                    auto_delete: false,
+                    nowait: false,
+                    arguments: FieldTable::default(),
+                })),
+            ));
+            waiting.insert(ch, (*i, needs_open));
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let Some(conn) = self.probe.as_mut() else {
+            return out;
+        };
+        if conn.send_methods(frames).await.is_err() {
+            return out;
+        }
+        let deadline = Instant::now() + timeout;
+        while !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(incoming) = conn.recv(left).await else {
+                break;
+            };
+            match incoming {
+                Incoming::Method(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))) => {
+                    if let Some(w) = waiting.get_mut(&ch) {
+                        w.1 = false;
+                        self.probe_open.insert(ch);
+                    }
+                }
+                Incoming::Method(ch, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok))) => {
+                    if let Some((i, _)) = waiting.remove(&ch) {
+                        out.push((i, Ok((ok.message_count, ok.consumer_count))));
+                    }
+                }
+                Incoming::Method(ch, AMQPClass::Channel(channel::AMQPMethod::Close(close))) => {
+                    let _ = conn
+                        .send_method(
+                            ch,
+                            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        )
+                        .await;
+                    self.probe_open.remove(&ch);
+                    if let Some((i, _)) = waiting.remove(&ch) {
+                        out.push((i, Err(close.reply_code.to_string())));
+                    }
+                }
+                Incoming::Eof(_) => break,
+                _ => {}
+            }
+        }
+        out
     }
 
     /// A passive queue.declare of `name` from its owner's connection when it is exclusive,
@@ -1651,15 +1777,12 @@ async fn probe_reply(conn: &mut Conn, ch: u16, timeout: Duration) -> Option<Repl
     }
 }
 
-/// Operations after which RabbitMQ may still be removing something asynchronously.
+/// Operations after which RabbitMQ may still be removing something asynchronously (an
+/// auto-delete queue after its last consumer, the exclusive queues of a closed connection).
 fn disturbs(kind: &OpKind) -> bool {
     matches!(
         kind,
-        OpKind::ChannelClose
-            | OpKind::ConnectionClose
-            | OpKind::Cancel { .. }
-            | OpKind::QueueDelete { .. }
-            | OpKind::ExchangeDelete { .. }
+        OpKind::ChannelClose | OpKind::ConnectionClose | OpKind::Cancel { .. }
     )
 }
 
