@@ -23,28 +23,6 @@ use crate::queue::{check_expiration, EnqueueOutcome};
 use crate::vhost::{VHost, REPLY_TO};
 use crate::writer::Outbound;
 
-/// The routing key prefix of a direct reply (`amq.rabbitmq.reply-to.<token>`).
-const REPLY_TO_PREFIX: &str = "amq.rabbitmq.reply-to.";
-
-/// 404 when the exchange a publish names does not exist, 403 when it is internal. The default
-/// exchange (the empty name) always exists.
-fn check_exchange(
-    topo: &crate::vhost::Topology,
-    exchange: &str,
-    vhost: &str,
-) -> Result<(), AmqpError> {
-    if exchange.is_empty() {
-        return Ok(());
-    }
-    match topo.exchanges.get(exchange) {
-        None => Err(no_exchange(exchange, vhost)),
-        Some(x) if x.internal => Err(AmqpError::access_refused(format!(
-            "cannot publish to internal exchange '{exchange}' in vhost '{vhost}'"
-        ))),
-        Some(_) => Ok(()),
-    }
-}
-
 impl Connection {
     /// `basic.publish`: the content header and body frames follow.
     pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
@@ -75,11 +53,7 @@ impl Connection {
         if self.channels.get(&ch).is_some_and(|c| c.tx.is_some()) {
             // Everything RabbitMQ checks at the publish is checked now, so the error comes at
             // the publish, not the commit.
-            check_exchange(
-                &self.vhost.read(),
-                publish.exchange.as_str(),
-                &self.vhost.name,
-            )?;
+            self.check_exchange(publish.exchange.as_str())?;
             self.check_message(ch, &mut properties)?;
             let Some(channel) = self.channels.get_mut(&ch) else {
                 return Ok(());
@@ -103,45 +77,51 @@ impl Connection {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.vhost.stats.published();
+        // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
+        // internal), then the message's properties (406).
+        self.check_exchange(publish.exchange.as_str())?;
+        self.check_message(ch, &mut properties)?;
         let exchange = publish.exchange.as_str();
         let routing_key = publish.routing_key.as_str();
-        // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
-        // internal), then the message (reply-to, user-id, expiration, delivery mode: 406).
-        // One read lock for the checks and the routing.
-        let (message, queues) = {
+        let message = Arc::new(Message {
+            exchange: publish.exchange.clone(),
+            routing_key: publish.routing_key.clone(),
+            properties,
+            body,
+        });
+        if exchange.is_empty() {
+            if let Some(token) = routing_key.strip_prefix("amq.rabbitmq.reply-to.") {
+                let delivered = self
+                    .vhost
+                    .reply_to_channel(token)
+                    .is_some_and(|target| target.deliver_reply(message.clone()));
+                if !delivered && publish.mandatory {
+                    self.basic_return(ch, publish, message);
+                }
+                self.confirm_publish(ch, false, Vec::new());
+                return Ok(());
+            }
+        }
+        let queues = {
             let topo = self.vhost.read();
-            check_exchange(&topo, exchange, &self.vhost.name)?;
-            self.check_message(ch, &mut properties)?;
-            let message = Arc::new(Message {
-                exchange: publish.exchange.clone(),
-                routing_key: publish.routing_key.clone(),
-                properties,
-                body,
-            });
-            if exchange.is_empty() && routing_key.starts_with(REPLY_TO_PREFIX) {
-                // Direct reply-to: delivered below, outside the lock.
-                (message, None)
-            } else {
-                let queues = VHost::route(
-                    &topo,
-                    exchange,
-                    routing_key,
-                    message.properties.headers().as_ref(),
-                );
-                (message, Some(queues))
+            if !exchange.is_empty() {
+                match topo.exchanges.get(exchange) {
+                    None => return Err(no_exchange(exchange, &self.vhost.name)),
+                    Some(x) if x.internal => {
+                        return Err(AmqpError::access_refused(format!(
+                            "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                            self.vhost.name
+                        )))
+                    }
+                    Some(_) => {}
+                }
             }
-        };
-        let Some(queues) = queues else {
-            let token = &routing_key[REPLY_TO_PREFIX.len()..];
-            let delivered = self
-                .vhost
-                .reply_to_channel(token)
-                .is_some_and(|target| target.deliver_reply(message.clone()));
-            if !delivered && publish.mandatory {
-                self.basic_return(ch, publish, message);
-            }
-            self.confirm_publish(ch, false, Vec::new());
-            return Ok(());
+            VHost::route(
+                &topo,
+                exchange,
+                routing_key,
+                message.properties.headers().as_ref(),
+            )
         };
         let mut rejected = false;
         let mut pending = Vec::new();
@@ -169,6 +149,22 @@ impl Connection {
         }
         self.confirm_publish(ch, rejected, pending);
         Ok(())
+    }
+
+    /// 404 when the exchange a publish names does not exist, 403 when it is internal (the
+    /// default exchange, the empty name, always exists).
+    fn check_exchange(&self, exchange: &str) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        match self.vhost.read().exchanges.get(exchange) {
+            None => Err(no_exchange(exchange, &self.vhost.name)),
+            Some(x) if x.internal => Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.vhost.name
+            ))),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The checks RabbitMQ makes on a message's properties before routing it, in its order:
