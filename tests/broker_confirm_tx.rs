@@ -290,3 +290,65 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
         .await
         .expect("delete");
 }
+
+#[tokio::test]
+async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
+    // RabbitMQ takes the deliveries an ack, nack or reject names when it arrives, inside a
+    // transaction too (and gives them back on rollback): an unknown tag, or one an earlier
+    // ack of the same transaction settled, is 406 at once, so the rollback that follows finds
+    // the channel closed. Found by difftest: the bundled broker checked them only at commit.
+    use lapin::options::{BasicNackOptions, BasicRejectOptions};
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.txcheckack");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    for case in 0..4 {
+        publish(&ch, "", &q, b"m").await;
+        wait_message_count(&ch, &q, 1).await;
+        let tx = conn.create_channel().await.expect("channel");
+        tx.tx_select().await.expect("tx.select");
+        let tag = tx
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("get")
+            .expect("message")
+            .delivery
+            .delivery_tag;
+        let sent = match case {
+            0 => tx.basic_ack(tag + 100, BasicAckOptions::default()).await,
+            1 => {
+                tx.basic_ack(tag, BasicAckOptions::default())
+                    .await
+                    .expect("first ack sent");
+                tx.basic_ack(tag, BasicAckOptions::default()).await
+            }
+            2 => {
+                tx.basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+                    .expect("first ack sent");
+                tx.basic_reject(tag, BasicRejectOptions { requeue: true })
+                    .await
+            }
+            _ => {
+                tx.basic_nack(
+                    tag + 1,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+            }
+        };
+        sent.expect("sent");
+        assert_code(tx.tx_rollback().await, 406);
+        // The channel closed without settling anything: the message is back.
+        wait_message_count(&ch, &q, 1).await;
+        ch.queue_purge(q.as_str().into(), Default::default())
+            .await
+            .expect("purge");
+    }
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}
