@@ -488,6 +488,7 @@ impl Runner<'_> {
             if !s.gone {
                 s.gone = true;
                 s.channels.clear();
+                s.replies.clear();
                 self.events.push((
                     format!("c{c} ~~~gone"),
                     format!("c{c} connection lost: {why}"),
@@ -529,6 +530,8 @@ impl Runner<'_> {
                         .await;
                     s.gone = true;
                     s.channels.clear();
+                    // Replies to the settle probes of other channels may have come first.
+                    s.replies.clear();
                 }
             }
             Incoming::Method(0, m) => {
