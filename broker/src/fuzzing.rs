@@ -208,7 +208,7 @@ mod tests {
             state ^= state >> 27;
             state.wrapping_mul(0x2545_F491_4F6C_DD1D)
         };
-        for i in 0..400 {
+        for i in 0..2000 {
             let len = 16 + (next() % 512) as usize;
             let data: Vec<u8> = (0..len).map(|_| (next() >> 56) as u8).collect();
             super::grammar_frames(&data);
