@@ -114,9 +114,11 @@ pub async fn run_tested(
     }
 }
 
-/// Creates `vhost` on RabbitMQ with `rabbitmqctl` (a command line, e.g. `rabbitmqctl -n
-/// node@localhost`) and gives `user` every permission in it; an existing vhost is fine.
-pub fn ensure_vhost(rabbitmqctl: &str, vhost: &str, user: &str) -> Result<(), String> {
+/// Creates `vhost` afresh on RabbitMQ with `rabbitmqctl` (a command line, e.g. `rabbitmqctl -n
+/// node@localhost`) — deleting it first if it exists, so that nothing an earlier, interrupted
+/// campaign left (queues bound to the predeclared exchanges, bindings between them) can route
+/// this campaign's messages — and gives `user` every permission in it.
+pub fn fresh_vhost(rabbitmqctl: &str, vhost: &str, user: &str) -> Result<(), String> {
     let mut words = rabbitmqctl.split_whitespace();
     let program = words.next().ok_or("empty rabbitmqctl command")?;
     let base: Vec<&str> = words.collect();
@@ -127,9 +129,11 @@ pub fn ensure_vhost(rabbitmqctl: &str, vhost: &str, user: &str) -> Result<(), St
             .output()
             .map_err(|e| format!("{program}: {e}"))
     };
+    // Fails when the vhost does not exist, which is fine.
+    run(&["delete_vhost", vhost])?;
     let add = run(&["add_vhost", vhost])?;
     let stderr = String::from_utf8_lossy(&add.stderr);
-    if !add.status.success() && !stderr.contains("already exists") {
+    if !add.status.success() {
         return Err(format!("{rabbitmqctl} add_vhost {vhost}: {stderr}"));
     }
     let perms = run(&["set_permissions", "-p", vhost, user, ".*", ".*", ".*"])?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lepus_difftest::campaign::{ensure_vhost, Campaign, Pair, Prefixes, ShrinkBudget, Tested};
+use lepus_difftest::campaign::{fresh_vhost, Campaign, Pair, Prefixes, ShrinkBudget, Tested};
 use lepus_difftest::client::Endpoint;
 use lepus_difftest::generate::{self, Shape};
 use lepus_difftest::program::Program;
@@ -37,8 +37,11 @@ struct Brokers {
     /// Pause after operations that close or delete something, in ms.
     #[arg(long, default_value_t = 20)]
     settle_ms: u64,
-    /// How to run rabbitmqctl for the reference node (e.g. `rabbitmqctl -n difftest@localhost`):
-    /// needed for more than one job, which each get a vhost of their own (`difftest-<n>`).
+    /// How to run rabbitmqctl for the reference node (e.g. `rabbitmqctl -n difftest@localhost`).
+    /// With it every job gets a fresh vhost of its own (`difftest-<n>`, deleted and created at
+    /// the start), which more than one job needs; without it programs run in the URL's vhost,
+    /// where leftovers of interrupted runs bound to the predeclared exchanges show as
+    /// differences.
     #[arg(long)]
     rabbitmqctl: Option<String>,
 }
@@ -60,11 +63,11 @@ impl Brokers {
             let mut tested_url = self.lepus.clone();
             if let Some(ctl) = &self.rabbitmqctl {
                 let vhost = format!("difftest-{job}");
-                ensure_vhost(ctl, &vhost, &base.user)?;
+                fresh_vhost(ctl, &vhost, &base.user)?;
                 reference.vhost = vhost;
                 if self.self_check {
                     let other = format!("difftest-{job}-b");
-                    ensure_vhost(ctl, &other, &base.user)?;
+                    fresh_vhost(ctl, &other, &base.user)?;
                     tested_url = Some(format!(
                         "amqp://{}:{}@{}/{other}",
                         base.user, base.password, base.addr

@@ -147,7 +147,31 @@ impl Divergence {
                         .unwrap_or_default(),
                 )
             });
-        format!("{verb}: {} | {}", blank(&first.0), blank(&first.1))
+        let (a, b) = match (
+            first.0.trim().strip_prefix("queues: "),
+            first.1.trim().strip_prefix("queues: "),
+        ) {
+            // Queue states: only the queues whose state differs (their number and the others'
+            // states would make the same difference look different).
+            (Some(qa), Some(qb)) => {
+                let ea: Vec<&str> = qa.split(' ').collect();
+                let eb: Vec<&str> = qb.split(' ').collect();
+                (
+                    ea.iter()
+                        .filter(|e| !eb.contains(e))
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    eb.iter()
+                        .filter(|e| !ea.contains(e))
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )
+            }
+            _ => (first.0, first.1),
+        };
+        format!("{verb}: {} | {}", blank(&a), blank(&b))
     }
 
     /// The step side by side, for a report.
