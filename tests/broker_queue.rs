@@ -609,6 +609,13 @@ async fn invalid_queue_arguments_are_406() {
         ("x-max-length", AMQPValue::LongInt(-1)),
         ("x-overflow", AMQPValue::LongString("explode".into())),
         ("x-max-priority", AMQPValue::LongInt(-1)),
+        // Found by difftest: RabbitMQ allows at most 255 priorities, and a dead-letter
+        // routing key only with a dead-letter exchange.
+        ("x-max-priority", AMQPValue::LongInt(256)),
+        (
+            "x-dead-letter-routing-key",
+            AMQPValue::LongString("k".into()),
+        ),
         ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
     ] {
         let ch = conn.create_channel().await.expect("channel");
@@ -625,4 +632,92 @@ async fn invalid_queue_arguments_are_406() {
         };
         assert_eq!(reply_code(&text), Some(406), "{arg} = {value:?}: {text}");
     }
+}
+
+#[tokio::test]
+async fn redeclaring_with_a_different_exclusive_flag_is_405_even_on_the_same_connection() {
+    // RabbitMQ checks exclusivity before the other flags, strictly: "RESOURCE_LOCKED - cannot
+    // obtain exclusive access to locked queue ... or the exclusive property value does not
+    // match that of the original declaration". Found by difftest (the bundled broker answered
+    // 406 inequivalent arg 'exclusive').
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for first_exclusive in [true, false] {
+        let name = common::unique("q.exclusiveflag");
+        let ch = conn.create_channel().await.expect("channel");
+        let first = QueueDeclareOptions {
+            exclusive: first_exclusive,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare(name.as_str().into(), first, FieldTable::default())
+            .await
+            .expect("first declare");
+        let second = QueueDeclareOptions {
+            exclusive: !first_exclusive,
+            // A durable flag that differs too: the exclusivity check comes first.
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let res = ch
+            .queue_declare(name.as_str().into(), second, FieldTable::default())
+            .await;
+        assert_code(res, 405);
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+    }
+}
+
+#[tokio::test]
+async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
+    // RabbitMQ (rabbit_binding:add): a missing exchange is 404 even for another connection's
+    // exclusive queue; a headers binding with an invalid x-match is 406 before the 405.
+    // Found by difftest.
+    let broker = common::broker().await;
+    let (_owner, owner_ch) = open(&broker).await;
+    let name = common::unique("q.bindorder");
+    owner_ch
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("exclusive declare");
+    let other = connect(&broker).await;
+    let ch = other.create_channel().await.expect("channel");
+    let missing = common::unique("x.missing");
+    let res = ch
+        .queue_bind(
+            name.as_str().into(),
+            missing.as_str().into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 404);
+    let ch = other.create_channel().await.expect("channel");
+    let res = ch
+        .queue_bind(
+            name.as_str().into(),
+            "amq.headers".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            table(vec![("x-match", AMQPValue::LongString("most".into()))]),
+        )
+        .await;
+    assert_code(res, 406);
+    let ch = other.create_channel().await.expect("channel");
+    let res = ch
+        .queue_bind(
+            name.as_str().into(),
+            "amq.headers".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            table(vec![("x-match", AMQPValue::LongString("any".into()))]),
+        )
+        .await;
+    assert_code(res, 405);
 }

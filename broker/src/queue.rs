@@ -107,15 +107,31 @@ impl QueueConfig {
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
             Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
         };
+        let dead_letter_exchange = string("x-dead-letter-exchange")?;
+        let dead_letter_routing_key = string("x-dead-letter-routing-key")?;
+        if dead_letter_routing_key.is_some() && dead_letter_exchange.is_none() {
+            // RabbitMQ: a dead-letter routing key needs a dead-letter exchange.
+            return Err(
+                "invalid arg 'x-dead-letter-routing-key' for queue: routing_key_but_no_dlx_defined"
+                    .to_owned(),
+            );
+        }
+        let max_priority = int("x-max-priority", 0)?;
+        if let Some(p) = max_priority.filter(|p| *p > 255) {
+            // RabbitMQ: at most 255 priorities ({max_value_exceeded, N}).
+            return Err(format!(
+                "invalid arg 'x-max-priority' for queue: {{max_value_exceeded,{p}}}"
+            ));
+        }
         Ok(Self {
             message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
             expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
-            dead_letter_exchange: string("x-dead-letter-exchange")?,
-            dead_letter_routing_key: string("x-dead-letter-routing-key")?,
-            max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
+            dead_letter_exchange,
+            dead_letter_routing_key,
+            max_priority: max_priority.map(|p| p as u8),
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use amq_protocol::protocol::{exchange, AMQPClass};
 
-use super::no_exchange;
+use super::{no_exchange, validate_binding};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
@@ -147,9 +147,15 @@ impl Connection {
         }
         {
             let mut topo = self.vhost.write();
+            // RabbitMQ's order: the source, then the destination must exist (404), then the
+            // arguments be valid for the source's type (406).
+            let Some(kind) = topo.exchanges.get(src).map(|x| x.kind) else {
+                return Err(no_exchange(src, &self.vhost.name));
+            };
             if !topo.exchanges.contains_key(dst) {
                 return Err(no_exchange(dst, &self.vhost.name));
             }
+            validate_binding(kind, &m.arguments)?;
             let Some(x) = topo.exchanges.get_mut(src) else {
                 return Err(no_exchange(src, &self.vhost.name));
             };

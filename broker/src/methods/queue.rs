@@ -5,7 +5,7 @@ use amq_protocol::protocol::{queue, AMQPClass};
 use amq_protocol::types::ShortString;
 use rand::Rng;
 
-use super::{locked, no_exchange, no_queue};
+use super::{locked, no_exchange, no_queue, validate_binding};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
@@ -71,7 +71,14 @@ impl Connection {
             match topo.queues.get(&name).cloned() {
                 Some(q) => {
                     drop(topo);
-                    if q.exclusive_owner.is_some_and(|o| o != self.id) {
+                    // RabbitMQ's check_exclusive_access (strict), before any other: an
+                    // exclusive queue of another connection, and an `exclusive` flag that
+                    // differs from the queue's, are both 405 RESOURCE_LOCKED.
+                    let owner_matches = match q.exclusive_owner {
+                        Some(owner) => m.exclusive && owner == self.id,
+                        None => !m.exclusive,
+                    };
+                    if !owner_matches {
                         return Err(locked(&name, &vh));
                     }
                     let inequivalent =
@@ -87,13 +94,6 @@ impl Connection {
                     }
                     if q.auto_delete != m.auto_delete {
                         return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
-                    }
-                    if q.exclusive_owner.is_some() != m.exclusive {
-                        return Err(inequivalent(
-                            "exclusive",
-                            &m.exclusive,
-                            &q.exclusive_owner.is_some(),
-                        ));
                     }
                     if let Some(arg) = config_difference(&config, &q.config) {
                         return Err(AmqpError::precondition_failed(format!(
@@ -134,6 +134,20 @@ impl Connection {
                 "operation not permitted on the default exchange",
             ));
         }
+        // RabbitMQ's order (rabbit_binding:add): the exchange, then the queue must exist
+        // (404), the binding's arguments be valid for the exchange type (406), and only then
+        // the queue be usable by this connection (405).
+        let kind = self
+            .vhost
+            .read()
+            .exchanges
+            .get(xname)
+            .map(|x| x.kind)
+            .ok_or_else(|| no_exchange(xname, &self.vhost.name))?;
+        if self.vhost.queue(qname).is_none() {
+            return Err(no_queue(qname, &self.vhost.name));
+        }
+        validate_binding(kind, &m.arguments)?;
         self.usable_queue(qname)?;
         {
             let mut topo = self.vhost.write();
