@@ -317,6 +317,56 @@ async fn x_max_length_drop_head_discards_the_oldest_and_dead_letters_them() {
 }
 
 #[tokio::test]
+async fn x_max_length_drop_head_counts_the_new_message_too() {
+    // RabbitMQ enqueues, then drops from the head while over the limit: with x-max-length 0
+    // every message goes (dead-lettered, reason maxlen), and a body larger than
+    // x-max-length-bytes drops itself. Found by difftest: the bundled broker trimmed before
+    // adding, so the new message always stayed.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
+    let zero = common::unique("q.maxlen0");
+    declare_queue(
+        &ch,
+        &zero,
+        table(vec![
+            ("x-max-length", long(0)),
+            ("x-dead-letter-exchange", s(&dlx)),
+            ("x-dead-letter-routing-key", s("overflow")),
+        ]),
+    )
+    .await;
+    let bytes = common::unique("q.maxbytes");
+    declare_queue(&ch, &bytes, table(vec![("x-max-length-bytes", long(10))])).await;
+    let pch = confirm_channel(&conn).await;
+    for (queue, body) in [
+        (&zero, "a"),
+        (&bytes, "0123456789-too-long"),
+        (&bytes, "fits"),
+        (&bytes, "fits-too"),
+    ] {
+        let c =
+            publish_confirmed(&pch, "", queue, body.as_bytes(), BasicProperties::default()).await;
+        assert!(c.is_ack(), "drop-head accepts every publish");
+    }
+    wait_message_count(&ch, &dlq, 1).await;
+    let dead = get(&ch, &dlq).await.expect("dead-lettered");
+    assert_eq!(dead.delivery.data, b"a");
+    assert_eq!(
+        text(&x_death(&dead.delivery.properties), "reason"),
+        "maxlen"
+    );
+    assert_eq!(drain(&ch, &zero).await, Vec::<String>::new());
+    // 4 + 8 bytes is over 10: the older one went.
+    assert_eq!(drain(&ch, &bytes).await, vec!["fits-too"]);
+    delete_queues(&ch, &[&zero, &bytes, &dlq]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("delete dlx");
+}
+
+#[tokio::test]
 async fn x_overflow_reject_publish_nacks_new_messages() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;

@@ -689,6 +689,7 @@ impl Queue {
                 return EnqueueOutcome::Gone;
             }
             let len = message.body.len();
+            // Would the queue be over its limits with this message added? (reject-publish)
             let full = |st: &QueueState| {
                 self.config
                     .max_length
@@ -701,14 +702,8 @@ impl Queue {
             let mut rejected = false;
             if full(&st) {
                 match self.config.overflow {
-                    Overflow::DropHead => {
-                        while full(&st) {
-                            match st.pop_head(&self.memory) {
-                                Some(rm) => self.drop_ready(rm, "maxlen", &mut dead),
-                                None => break,
-                            }
-                        }
-                    }
+                    // drop-head trims after the message is in (below), as RabbitMQ does.
+                    Overflow::DropHead => {}
                     Overflow::RejectPublish => rejected = true,
                     Overflow::RejectPublishDlx => {
                         rejected = true;
@@ -743,6 +738,27 @@ impl Queue {
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
                 self.dispatch_locked(&mut st, &mut dead, now, vhost);
+                // drop-head: what a consumer did not take is trimmed from the head until the
+                // queue is within its limits, the new message included (RabbitMQ enqueues,
+                // then drops from the head: with x-max-length 0, or a body over
+                // x-max-length-bytes, the message itself goes).
+                if self.config.overflow == Overflow::DropHead {
+                    let over = |st: &QueueState| {
+                        self.config
+                            .max_length
+                            .is_some_and(|m| st.ready_count as u64 > m)
+                            || self
+                                .config
+                                .max_length_bytes
+                                .is_some_and(|m| st.ready_bytes as u64 > m)
+                    };
+                    while over(&st) {
+                        match st.pop_head(&self.memory) {
+                            Some(rm) => self.drop_ready(rm, "maxlen", &mut dead),
+                            None => break,
+                        }
+                    }
+                }
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
