@@ -129,49 +129,38 @@ impl Divergence {
     /// first differing lines with numbers and message ids blanked.
     pub fn signature(&self) -> String {
         let verb = self.op.split_whitespace().nth(1).unwrap_or("end");
-        let first = self
-            .reference
-            .iter()
-            .zip(self.tested.iter())
-            .find(|(a, b)| a != b)
-            .map(|(a, b)| (a.clone(), b.clone()))
-            .unwrap_or_else(|| {
-                (
-                    self.reference
-                        .get(self.tested.len())
-                        .cloned()
-                        .unwrap_or_default(),
-                    self.tested
-                        .get(self.reference.len())
-                        .cloned()
-                        .unwrap_or_default(),
-                )
-            });
-        let (a, b) = match (
-            first.0.trim().strip_prefix("queues: "),
-            first.1.trim().strip_prefix("queues: "),
-        ) {
-            // Queue states: only the queues whose state differs (their number and the others'
-            // states would make the same difference look different).
-            (Some(qa), Some(qb)) => {
-                let ea: Vec<&str> = qa.split(' ').collect();
-                let eb: Vec<&str> = qb.split(' ').collect();
-                (
-                    ea.iter()
-                        .filter(|e| !eb.contains(e))
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    eb.iter()
-                        .filter(|e| !ea.contains(e))
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                )
-            }
-            _ => (first.0, first.1),
+        // The first line only the reference has, and the first only the tested broker has
+        // (queue-state lines apart); then the queues whose states differ.
+        let only = |a: &[String], b: &[String]| {
+            a.iter()
+                .find(|l| !l.trim().starts_with("queues:") && !b.contains(l))
+                .map(|l| blank(l))
+                .unwrap_or_default()
         };
-        format!("{verb}: {} | {}", blank(&a), blank(&b))
+        let queues = |lines: &[String]| -> Vec<String> {
+            lines
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("queues: "))
+                .map(|q| q.split(' ').map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let (qa, qb) = (queues(&self.reference), queues(&self.tested));
+        let differing = |x: &[String], y: &[String]| {
+            blank(
+                &x.iter()
+                    .filter(|e| !y.contains(e))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        };
+        format!(
+            "{verb}: {} | {} | queues {} | {}",
+            only(&self.reference, &self.tested),
+            only(&self.tested, &self.reference),
+            differing(&qa, &qb),
+            differing(&qb, &qa)
+        )
     }
 
     /// The step side by side, for a report.
@@ -298,7 +287,7 @@ mod tests {
         let d = compare(&reference, &tested).expect("differs");
         assert_eq!(
             d.signature(),
-            "queue.unbind: = queue.unbind-ok | = channel.close N NOT_FOUND (N,N)"
+            "queue.unbind: = queue.unbind-ok | = channel.close N NOT_FOUND (N,N) | queues  | "
         );
         let back = Trace::parse(&reference.render());
         assert_eq!(compare(&back, &reference), None);
