@@ -422,11 +422,18 @@ fn simplifications(kind: &OpKind) -> Vec<OpKind> {
 
 /// A regression test for `shrunk`, ready to paste into `difftest/tests/regressions.rs`.
 pub fn test_case(name: &str, origin: &str, shrunk: &Shrunk) -> String {
-    let program = shrunk.program.to_string();
-    let expected = shrunk.reference.render();
+    let about = format!(
+        "{origin}\n/// {}",
+        shrunk.divergence.signature().replace('\n', " ")
+    );
+    regression_test(name, &about, &shrunk.program, &shrunk.reference)
+}
+
+/// A regression test: `program` must give `expected` (RabbitMQ's trace of it).
+pub fn regression_test(name: &str, about: &str, program: &Program, expected: &Trace) -> String {
     format!(
-        "/// {origin}\n/// {}\n#[tokio::test]\nasync fn {name}() {{\n    lepus_difftest::regression::check(\n        r#\"\n{program}\"#,\n        r#\"\n{expected}\"#,\n    )\n    .await;\n}}\n",
-        shrunk.divergence.signature().replace('\n', " "),
+        "/// {about}\n#[tokio::test]\nasync fn {name}() {{\n    lepus_difftest::regression::check(\n        r#\"\n{program}\"#,\n        r#\"\n{}\"#,\n    )\n    .await;\n}}\n",
+        expected.render()
     )
 }
 

@@ -132,6 +132,25 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         ops: usize,
     },
+    /// Run a program file on RabbitMQ only and print it as a regression test (RabbitMQ's
+    /// trace is the expectation), for `difftest/tests/regressions.rs`.
+    Expect {
+        /// RabbitMQ, the reference.
+        #[arg(
+            long,
+            env = "LEPUS_TEST_AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        rabbit: String,
+        /// The test function's name.
+        #[arg(long)]
+        name: String,
+        /// What the test is about (a doc comment line).
+        #[arg(long, default_value = "")]
+        about: String,
+        /// The program (text form).
+        file: std::path::PathBuf,
+    },
     /// Run a program file on both brokers and print both traces and the first difference.
     Replay {
         #[command(flatten)]
@@ -180,6 +199,28 @@ async fn run(command: Command) -> Result<bool, String> {
                         ..Shape::default()
                     }
                 )
+            );
+            Ok(true)
+        }
+        Command::Expect {
+            rabbit,
+            name,
+            about,
+            file,
+        } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("{file:?}: {e}"))?;
+            let program: Program = text.parse().map_err(|e| format!("{file:?}: {e}"))?;
+            let endpoint = Endpoint::parse(&rabbit).map_err(|e| e.to_string())?;
+            let trace = lepus_difftest::runner::run(
+                &endpoint,
+                &Prefixes::default().next(),
+                &program,
+                &RunConfig::default(),
+            )
+            .await?;
+            print!(
+                "{}",
+                lepus_difftest::campaign::regression_test(&name, &about, &program, &trace)
             );
             Ok(true)
         }

@@ -26,6 +26,9 @@ pub struct OpTrace {
     pub events: Vec<(String, String)>,
     /// The queue states after the broker settled.
     pub queues: String,
+    /// Set when what follows is not defined by RabbitMQ (the reason): the comparison ends at
+    /// this step's reply.
+    pub undefined: Option<String>,
 }
 
 impl OpTrace {
@@ -36,7 +39,16 @@ impl OpTrace {
         let mut out = Vec::with_capacity(events.len() + 2);
         out.push(format!("  = {}", self.reply));
         out.extend(events.into_iter().map(|(_, line)| format!("  {line}")));
-        out.push(format!("  queues: {}", self.queues));
+        // No trailing space, so that a stored expectation survives editors.
+        let queues = if self.queues.is_empty() {
+            "-"
+        } else {
+            &self.queues
+        };
+        out.push(format!("  queues: {queues}"));
+        if let Some(why) = &self.undefined {
+            out.push(format!("  ! {why}"));
+        }
         out
     }
 }
@@ -98,10 +110,12 @@ impl Trace {
             let body = trimmed.trim_start();
             if let Some(reply) = body.strip_prefix("= ") {
                 cur.reply = reply.to_owned();
+            } else if body == "queues: -" || body == "queues:" {
+                cur.queues = String::new();
             } else if let Some(q) = body.strip_prefix("queues: ") {
                 cur.queues = q.to_owned();
-            } else if body == "queues:" {
-                cur.queues = String::new();
+            } else if let Some(why) = body.strip_prefix("! ") {
+                cur.undefined = Some(why.to_owned());
             } else {
                 // Already in canonical order: one group keeps them in order.
                 cur.events.push((String::new(), body.to_owned()));
@@ -208,6 +222,19 @@ pub fn compare(reference: &Trace, tested: &Trace) -> Option<Divergence> {
     let n = reference.ops.len().max(tested.ops.len());
     for i in 0..n {
         let (a, b) = (reference.ops.get(i), tested.ops.get(i));
+        if a.is_some_and(|o| o.undefined.is_some()) || b.is_some_and(|o| o.undefined.is_some()) {
+            // Undefined from here: only this step's reply is compared.
+            let (ra, rb) = (a.map(|o| &o.reply), b.map(|o| &o.reply));
+            if ra != rb {
+                return Some(Divergence {
+                    op_index: Some(i),
+                    op: a.or(b).map(|o| o.op.clone()).unwrap_or_default(),
+                    reference: a.map(OpTrace::lines).unwrap_or_default(),
+                    tested: b.map(OpTrace::lines).unwrap_or_default(),
+                });
+            }
+            return None;
+        }
         let la = a.map(OpTrace::lines).unwrap_or_default();
         let lb = b.map(OpTrace::lines).unwrap_or_default();
         if la != lb || a.map(|o| &o.op) != b.map(|o| &o.op) {
@@ -243,6 +270,7 @@ mod tests {
                 .map(|(k, l)| (k.to_string(), l.to_string()))
                 .collect(),
             queues: "q0=0/0".into(),
+            undefined: None,
         }
     }
 
