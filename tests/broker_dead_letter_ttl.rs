@@ -367,6 +367,53 @@ async fn x_max_length_drop_head_counts_the_new_message_too() {
 }
 
 #[tokio::test]
+async fn basic_get_drops_the_expired_messages_it_brings_to_the_head() {
+    // RabbitMQ expires messages at the head only, and after each fetch drops those the fetch
+    // brought there before counting what is left: get-ok's message_count and the queue's
+    // depth leave them out, and they are dead-lettered (reason expired) at once. Found by
+    // difftest: the bundled broker counted them until its timer ran.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let (dlx, dlq) = dead_letter_target(&ch, "gone").await;
+    let q = common::unique("q.getexpired");
+    declare_queue(
+        &ch,
+        &q,
+        table(vec![
+            ("x-dead-letter-exchange", s(&dlx)),
+            ("x-dead-letter-routing-key", s("gone")),
+        ]),
+    )
+    .await;
+    publish(&ch, "", &q, b"lives").await;
+    publish_with(
+        &ch,
+        "",
+        &q,
+        b"expires",
+        BasicProperties::default().with_expiration("0".into()),
+    )
+    .await;
+    // Behind a live head it stays (and counts) until it reaches the head.
+    wait_message_count(&ch, &q, 2).await;
+    let got = get(&ch, &q).await.expect("the head");
+    assert_eq!(got.delivery.data, b"lives");
+    assert_eq!(got.message_count, 0, "the expired one is not left");
+    wait_message_count(&ch, &dlq, 1).await;
+    let dead = get(&ch, &dlq).await.expect("dead-lettered");
+    assert_eq!(dead.delivery.data, b"expires");
+    assert_eq!(
+        text(&x_death(&dead.delivery.properties), "reason"),
+        "expired"
+    );
+    delete_queues(&ch, &[&q, &dlq]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("delete dlx");
+}
+
+#[tokio::test]
 async fn x_overflow_reject_publish_nacks_new_messages() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;

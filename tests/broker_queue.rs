@@ -662,6 +662,17 @@ async fn redeclaring_with_a_different_exclusive_flag_is_405_even_on_the_same_con
             .queue_declare(name.as_str().into(), second, FieldTable::default())
             .await;
         assert_code(res, 405);
+        // An argument that is invalid (x-expires 0) too: for an existing queue RabbitMQ
+        // checks exclusivity first.
+        let ch = conn.create_channel().await.expect("channel");
+        let res = ch
+            .queue_declare(
+                name.as_str().into(),
+                second,
+                table(vec![("x-expires", AMQPValue::LongInt(0))]),
+            )
+            .await;
+        assert_code(res, 405);
         let ch = conn.create_channel().await.expect("channel");
         ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
             .await

@@ -908,6 +908,17 @@ impl Queue {
                     self.page_in(&mut st, level);
                 }
                 if let Some(qm) = self.pop_loaded(&mut st) {
+                    // RabbitMQ drops the expired messages this fetch brought to the head
+                    // before it counts what is left (`fetch` then `drop_expired_msgs`).
+                    while let Some(level) = st.head_level() {
+                        if !st.head_expired(level, now) {
+                            break;
+                        }
+                        match st.pop_head(&self.memory) {
+                            Some(rm) => self.drop_ready(rm, "expired", &mut dead),
+                            None => break,
+                        }
+                    }
                     got = Some((qm, st.ready_count as u32));
                     break;
                 }

@@ -64,9 +64,12 @@ impl Connection {
                     "queue name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
+            // The arguments are validated for a new queue; an existing one is checked for
+            // exclusivity first, as RabbitMQ does (there an invalid argument can only be
+            // inequivalent, 406 all the same).
             let config = QueueConfig::from_arguments(&m.arguments).map_err(|text| {
                 AmqpError::precondition_failed(format!("{text} '{name}' in vhost '{vh}'"))
-            })?;
+            });
             let mut topo = self.vhost.write();
             match topo.queues.get(&name).cloned() {
                 Some(q) => {
@@ -95,6 +98,7 @@ impl Connection {
                     if q.auto_delete != m.auto_delete {
                         return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
                     }
+                    let config = config?;
                     if let Some(arg) = config_difference(&config, &q.config) {
                         return Err(AmqpError::precondition_failed(format!(
                             "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}'"
@@ -104,6 +108,7 @@ impl Connection {
                     q.counts()
                 }
                 None => {
+                    let config = config?;
                     let owner = m.exclusive.then_some(self.id);
                     let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config);
                     self.vhost.insert_queue(&mut topo, q);
