@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | D1 | `x-single-active-consumer` is accepted and ignored (every consumer gets messages; RabbitMQ refuses an exclusive consumer on such a queue with 403 and delivers to one consumer at a time) | not implemented yet (broker `lib.rs`, "Not implemented") | the generator leaves the argument out ([`generate`]) |
 //! | D2 | on a connection close, the bundled broker detaches the consumers of all its channels before returning their unacked messages; RabbitMQ may hand a returned message to another channel of the closing connection (lost there if that consumer is no-ack) | never losing a message is what users expect; RabbitMQ's outcome is a race (U1) | covered by U1 |
+//! | D3 | the `CC` and `BCC` headers (RabbitMQ's sender-selected distribution: extra routing keys; `BCC` removed from the message) are ordinary headers | not implemented yet; to be built on the routing of trust-input's branch (issue 13) | the generator leaves those headers out ([`generate`]) |
 //!
 //! Departures the lapin and raw-socket suites pin (unknown method ids, channel numbers above
 //! channel_max, `max_message_size` checked on the announced size) are listed in
@@ -33,6 +34,11 @@ pub fn generate(kind: &OpKind) -> bool {
     match kind {
         // D1.
         OpKind::QueueDeclare { args, .. } => !args.contains_key("x-single-active-consumer"),
+        // D3.
+        OpKind::Publish { props, .. } => !props
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.contains_key("CC") || h.contains_key("BCC")),
         _ => true,
     }
 }
