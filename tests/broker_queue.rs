@@ -182,6 +182,38 @@ async fn redeclare_with_different_arguments_is_406() {
 }
 
 #[tokio::test]
+async fn an_explicit_default_argument_is_not_equivalent_to_none() {
+    // RabbitMQ compares the declared arguments, not their effect: x-overflow=drop-head (the
+    // default) on a queue declared without it is "inequivalent arg 'x-overflow'", 406, and
+    // the other way round. Found by difftest (the bundled broker compared the effect).
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let drop_head = || {
+        table(vec![(
+            "x-overflow",
+            AMQPValue::LongString("drop-head".into()),
+        )])
+    };
+    for (first, second) in [
+        (FieldTable::default(), drop_head()),
+        (drop_head(), FieldTable::default()),
+    ] {
+        let name = common::unique("q.redeclare.default");
+        let ch = conn.create_channel().await.expect("channel");
+        declare_queue(&ch, &name, first.clone()).await;
+        declare_queue(&ch, &name, first).await;
+        let res = ch
+            .queue_declare(name.as_str().into(), QueueDeclareOptions::default(), second)
+            .await;
+        assert_code(res, 406);
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+    }
+}
+
+#[tokio::test]
 async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
     let broker = common::broker().await;
     let (_conn, ch) = open(&broker).await;

@@ -73,6 +73,9 @@ pub(crate) struct QueueConfig {
     pub(crate) max_length_bytes: Option<u64>,
     /// `x-overflow`.
     pub(crate) overflow: Overflow,
+    /// Whether `x-overflow` was given at all: RabbitMQ compares declared arguments, so an
+    /// explicit `drop-head` is not equivalent to none.
+    pub(crate) overflow_declared: bool,
     /// `x-dead-letter-exchange`.
     pub(crate) dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
@@ -101,6 +104,7 @@ impl QueueConfig {
                     .ok_or_else(|| format!("invalid arg '{key}' for queue")),
             }
         };
+        let overflow_declared = args.inner().contains_key("x-overflow");
         let overflow = match string("x-overflow")?.as_deref() {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
@@ -129,6 +133,7 @@ impl QueueConfig {
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
+            overflow_declared,
             dead_letter_exchange,
             dead_letter_routing_key,
             max_priority: max_priority.map(|p| p as u8),

@@ -296,7 +296,7 @@ fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
         Some("x-max-length")
     } else if a.max_length_bytes != b.max_length_bytes {
         Some("x-max-length-bytes")
-    } else if a.overflow != b.overflow {
+    } else if a.overflow != b.overflow || a.overflow_declared != b.overflow_declared {
         Some("x-overflow")
     } else if a.dead_letter_exchange != b.dead_letter_exchange {
         Some("x-dead-letter-exchange")

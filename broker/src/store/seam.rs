@@ -276,6 +276,7 @@ fn queue_arguments(config: &QueueConfig) -> FieldTable {
     int("x-max-length-bytes", config.max_length_bytes);
     int("x-max-priority", config.max_priority.map(u64::from));
     let overflow = match config.overflow {
+        Overflow::DropHead if config.overflow_declared => Some("drop-head"),
         Overflow::DropHead => None,
         Overflow::RejectPublish => Some("reject-publish"),
         Overflow::RejectPublishDlx => Some("reject-publish-dlx"),
