@@ -63,7 +63,11 @@ async fn the_bundled_broker_behaves_as_rabbitmq_on_random_programs() {
         report.operations,
         report.failed()
     );
-    assert!(report.errors.is_empty(), "runs failed: {:#?}", report.errors);
+    assert!(
+        report.errors.is_empty(),
+        "runs failed: {:#?}",
+        report.errors
+    );
     assert_eq!(report.programs, PROGRAMS);
     if report.failed() > 0 {
         let mut text = String::new();
