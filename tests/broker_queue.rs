@@ -729,38 +729,31 @@ async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
         .await
         .expect("exclusive declare");
     let other = connect(&broker).await;
-    let ch = other.create_channel().await.expect("channel");
     let missing = common::unique("x.missing");
-    let res = ch
-        .queue_bind(
-            name.as_str().into(),
-            missing.as_str().into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 404);
-    let ch = other.create_channel().await.expect("channel");
-    let res = ch
-        .queue_bind(
-            name.as_str().into(),
-            "amq.headers".into(),
-            "".into(),
-            QueueBindOptions::default(),
+    let cases = [
+        (missing.as_str(), FieldTable::default(), 404),
+        (
+            "amq.headers",
             table(vec![("x-match", AMQPValue::LongString("most".into()))]),
-        )
-        .await;
-    assert_code(res, 406);
-    let ch = other.create_channel().await.expect("channel");
-    let res = ch
-        .queue_bind(
-            name.as_str().into(),
-            "amq.headers".into(),
-            "".into(),
-            QueueBindOptions::default(),
+            406,
+        ),
+        (
+            "amq.headers",
             table(vec![("x-match", AMQPValue::LongString("any".into()))]),
-        )
-        .await;
-    assert_code(res, 405);
+            405,
+        ),
+    ];
+    for (exchange, args, code) in cases {
+        let ch = other.create_channel().await.expect("channel");
+        let res = ch
+            .queue_bind(
+                name.as_str().into(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                args,
+            )
+            .await;
+        assert_code(res, code);
+    }
 }
