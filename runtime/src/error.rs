@@ -4,19 +4,24 @@
 //! `async fn f(..) -> Result<T, E>`): a handler's `Err(e)` reaches the caller as
 //! [`Error::Remote`]`(e)`, typed. Every other variant is a failure of the RPC machinery itself.
 //! Operations that cannot carry an application error (connecting, serving) use the default
-//! `E = `[`Never`], so `lepus::Error` alone names that case. AMQP reply codes are mapped here and
-//! nowhere else ([`Error::reply_code`]).
+//! `E = `[`Never`], so `lepus::Error` alone names that case, and `?` turns it into any
+//! `Error<E>` whose `E` is a serde type (the typed errors of `#[lepus::rpc]` functions). AMQP
+//! reply codes are mapped here and nowhere else ([`Error::reply_code`]).
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The AMQP reply code of `basic.return` for an unroutable `mandatory` message (spec 1.9, 312).
 pub const REPLY_CODE_NO_ROUTE: u16 = 312;
 
 /// An application error type with no values: the `E` of functions that return a plain `T`,
 /// and the default `E` of [`Error`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It is deliberately not a serde type: that is what lets `?` convert a `lepus::Error` into any
+/// `lepus::Error<E>` with `E: Serialize` (the conversion and the identity `From<T> for T` would
+/// otherwise overlap at `E = Never`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Never {}
 
 impl std::fmt::Display for Never {
@@ -38,6 +43,9 @@ pub enum FailureKind {
     UnknownMethod,
     /// The handler's result could not be encoded.
     BadReply,
+    /// The worker shut down before it ran the request, and no other worker serves its queue:
+    /// the handler did not run, so calling again is safe.
+    NotRun,
 }
 
 impl FailureKind {
@@ -48,6 +56,7 @@ impl FailureKind {
             FailureKind::BadRequest => 1,
             FailureKind::UnknownMethod => 2,
             FailureKind::BadReply => 3,
+            FailureKind::NotRun => 4,
         }
     }
 
@@ -57,6 +66,7 @@ impl FailureKind {
             0 => FailureKind::Panicked,
             2 => FailureKind::UnknownMethod,
             3 => FailureKind::BadReply,
+            4 => FailureKind::NotRun,
             _ => FailureKind::BadRequest,
         }
     }
@@ -69,6 +79,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::BadRequest => "bad request",
             FailureKind::UnknownMethod => "unknown method",
             FailureKind::BadReply => "unencodable result",
+            FailureKind::NotRun => "not run: the worker shut down",
         })
     }
 }
@@ -136,9 +147,9 @@ pub enum Error<E = Never> {
 
 impl<E> Error<E> {
     /// True when trying again later may succeed: the broker or the network failed, nobody was
-    /// serving yet, or the reply did not come in time. Note that after [`Error::Timeout`] and
-    /// [`Error::ConnectionLost`] the handler may already have run once; retry only idempotent
-    /// calls.
+    /// serving yet (or the last worker shut down before running the request), or the reply did
+    /// not come in time. Note that after [`Error::Timeout`] and [`Error::ConnectionLost`] the
+    /// handler may already have run once; retry only idempotent calls.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -147,6 +158,10 @@ impl<E> Error<E> {
                 | Error::Nacked
                 | Error::ConnectionLost
                 | Error::Transport(_)
+                | Error::Failed {
+                    kind: FailureKind::NotRun,
+                    ..
+                }
         )
     }
 
@@ -182,15 +197,22 @@ impl<E> Error<E> {
         }
     }
 
-    /// Converts an error that carries no application error into any `Error<E>`.
-    // `Remote(Never)` cannot exist, so its arm is unreachable by construction.
-    #[allow(unreachable_code)]
+    /// Converts an error that carries no application error into any `Error<E>` (what `?` does
+    /// through `From` when `E` is a serde type).
     pub fn widen<F>(self) -> Error<F>
     where
         E: Into<Never>,
     {
+        self.map_remote(|e| match e.into() {})
+    }
+}
+
+impl<E> Error<E> {
+    /// Converts the application error, keeping every other variant: `Error<E>` to `Error<F>`
+    /// (for instance to wrap the errors of several services in one enum).
+    pub fn map_remote<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
         match self {
-            Error::Remote(e) => match e.into() {},
+            Error::Remote(e) => Error::Remote(f(e)),
             Error::Failed { kind, message } => Error::Failed { kind, message },
             Error::Timeout(d) => Error::Timeout(d),
             Error::NoRoute { queue, reply_code } => Error::NoRoute { queue, reply_code },
@@ -203,6 +225,16 @@ impl<E> Error<E> {
             Error::Config(e) => Error::Config(e),
             Error::NotFound { what, reply_code } => Error::NotFound { what, reply_code },
         }
+    }
+}
+
+/// `?` from a `lepus::Error` (connecting, enqueueing, ...) into the `lepus::Error<E>` of a typed
+/// call, in a function returning `Result<_, lepus::Error<MathError>>`. Sound because
+/// `lepus::Error` has no [`Error::Remote`] value. `E: Serialize` (the typed errors of RPC
+/// methods) keeps it apart from `From<T> for T`: [`Never`] is not `Serialize`.
+impl<E: Serialize> From<Error<Never>> for Error<E> {
+    fn from(err: Error<Never>) -> Self {
+        err.widen()
     }
 }
 
@@ -237,12 +269,25 @@ mod tests {
     }
 
     #[test]
+    fn question_mark_widens_an_error_without_application_error() {
+        fn typed() -> std::result::Result<(), Error<String>> {
+            let plain: std::result::Result<(), Error> = Err(Error::Closed);
+            plain?;
+            Ok(())
+        }
+        assert!(matches!(typed(), Err(Error::Closed)));
+        let remote: Error<u32> = Error::Remote(7);
+        assert!(matches!(remote.map_remote(|n| n + 1), Error::Remote(8)));
+    }
+
+    #[test]
     fn failure_kind_codes_round_trip() {
         for kind in [
             FailureKind::Panicked,
             FailureKind::BadRequest,
             FailureKind::UnknownMethod,
             FailureKind::BadReply,
+            FailureKind::NotRun,
         ] {
             assert_eq!(FailureKind::from_code(kind.code()), kind);
         }

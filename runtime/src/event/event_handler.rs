@@ -106,9 +106,6 @@ impl<E: Event> Settle for EventRunner<E> {
                     )
                     .await?;
             }
-            if let Some(observer) = &self.observer {
-                observer.declared();
-            }
             Ok(())
         })
     }
@@ -145,7 +142,13 @@ impl<E: Event> EventRunner<E> {
                 Err(error) => Outcome::Unsettled { error },
             },
             Err(error) => {
-                warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
+                // A decoder's text may quote the message's bytes: not logged.
+                let logged = if error.starts_with(UNDECODABLE) {
+                    UNDECODABLE
+                } else {
+                    error.as_str()
+                };
+                warn!(handler = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
                 let rejected = delivery
                     .acker
                     .reject(BasicRejectOptions { requeue: false })
@@ -169,13 +172,36 @@ impl<E: Event> EventRunner<E> {
     }
 }
 
+/// How the error of a payload that does not decode starts.
+const UNDECODABLE: &str = "cannot decode the payload";
+
 /// Decodes the payload and runs `E` once, catching a panic.
 async fn run_once<E: Event>(body: &[u8]) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
-        .map_err(|err| format!("cannot decode the payload of {}: {err}", E::NAME))?;
+        .map_err(|err| format!("{UNDECODABLE} of {}: {err}", E::NAME))?;
     match AssertUnwindSafe(E::invoke(payload)).catch_unwind().await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Err(err)) => Err(format!("{err:#}")),
         Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+    }
+}
+
+/// Runs event handler `E` once in this process, without a broker, as a worker would (the
+/// payload through MessagePack, a panic caught) with `info` as what [`crate::event::current`]
+/// returns inside it: [`Outcome::Succeeded`] (acked) or [`Outcome::Failed`] (rejected). See
+/// `lepus::testing`.
+pub async fn run_local<E: Event>(payload: E::Payload, info: EventInfo) -> Outcome
+where
+    E::Payload: serde::Serialize,
+{
+    let mut body = Vec::new();
+    if let Err(err) = envelope::encode_into(&mut body, &payload) {
+        return Outcome::Failed {
+            error: format!("cannot encode the payload of {}: {err}", E::NAME),
+        };
+    }
+    match CURRENT.scope(info, run_once::<E>(&body)).await {
+        Ok(()) => Outcome::Succeeded,
+        Err(error) => Outcome::Failed { error },
     }
 }

@@ -23,7 +23,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
@@ -76,6 +76,18 @@ struct Failure {
     permanent: bool,
 }
 
+impl Failure {
+    /// The text to log: the handler's own error, but not a decoder's, which may quote the
+    /// message's bytes (serde's "invalid type: string \"..\""); it is in `x-lepus-error`.
+    fn logged(&self) -> &str {
+        if self.permanent {
+            "the arguments do not decode (the decoder's text is in the x-lepus-error header)"
+        } else {
+            &self.error
+        }
+    }
+}
+
 impl<T: Task> Settle for TaskRunner<T> {
     fn queue_options(&self) -> QueueOptions {
         self.options.queue_options()
@@ -102,9 +114,6 @@ impl<T: Task> Settle for TaskRunner<T> {
                     dead_options.arguments(),
                 )
                 .await?;
-            if let Some(observer) = &self.observer {
-                observer.declared();
-            }
             Ok(())
         })
     }
@@ -193,7 +202,8 @@ impl<T: Task> TaskRunner<T> {
         );
         let last = failure.permanent || attempt > self.options.retry_count();
         let (target, outcome) = if last {
-            warn!(task = T::NAME, queue, attempt, error = %failure.error, "task failed for the last time; dead-lettered");
+            // A failing task is the application's business, not the runtime's trouble: INFO.
+            info!(task = T::NAME, queue, attempt, error = %failure.logged(), "task failed for the last time; dead-lettered");
             (
                 Target::Dead(self.options.dead_letter_queue_for(queue)),
                 Outcome::DeadLettered {
@@ -208,7 +218,7 @@ impl<T: Task> TaskRunner<T> {
                 RETRY_DELAY,
                 i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
             );
-            warn!(task = T::NAME, queue, attempt, ?delay, error = %failure.error, "task attempt failed; retrying");
+            info!(task = T::NAME, queue, attempt, ?delay, error = %failure.logged(), "task attempt failed; retrying");
             (
                 Target::Delay(delay),
                 Outcome::Retrying {
@@ -351,12 +361,45 @@ async fn attempt_once<T: Task>(body: &[u8], time_limit: Option<Duration>) -> Res
     match ran {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(Failure {
-            error: err.to_string(),
+            // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
+            error: format!("{err:#}"),
             permanent: false,
         }),
         Err(payload) => Err(Failure {
             error: format!("panicked: {}", panic_message(payload.as_ref())),
             permanent: false,
         }),
+    }
+}
+
+/// Runs task `T` once in this process, without a broker, as a worker would (arguments through
+/// MessagePack, the time limit, a panic caught) with `info` as what [`crate::task::current`]
+/// returns inside it, and says what the worker would do next: ack it, retry it (after the delay
+/// the task's backoff picks for this attempt) or dead-letter it. See `lepus::testing`.
+pub async fn run_local<T: Task>(args: T::Args, info: TaskInfo) -> Outcome {
+    let options = T::options();
+    let attempt = info.attempt.max(1);
+    let body = match envelope::encode_request(&args) {
+        Ok(body) => body,
+        Err(err) => {
+            return Outcome::DeadLettered {
+                error: format!("cannot encode the arguments of {}: {err}", T::NAME),
+            }
+        }
+    };
+    let result = CURRENT
+        .scope(info, attempt_once::<T>(&body, options.time_limit_of()))
+        .await;
+    match result {
+        Ok(()) => Outcome::Succeeded,
+        Err(failure) if failure.permanent || attempt > options.retry_count() => {
+            Outcome::DeadLettered {
+                error: failure.error,
+            }
+        }
+        Err(failure) => Outcome::Retrying {
+            error: failure.error,
+            delay: retry_delay::retry_delay(&options.backoff_policy(), attempt - 1),
+        },
     }
 }

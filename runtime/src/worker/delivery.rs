@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lapin::message::Delivery;
+use lapin::options::BasicNackOptions;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
 use crate::envelope;
 use crate::error::FailureKind;
+use crate::task::{Completion, Outcome};
 use crate::worker::handler::Handler;
 use crate::worker::replies::{Reply, Settled};
 use crate::worker::settle::SettleContext;
@@ -24,9 +26,19 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
+    /// True when an RPC handler (one the worker settles) serves this queue.
+    pub(crate) fn serves_rpc(&self) -> bool {
+        self.by_method.values().any(|h| h.settle().is_none())
+    }
+
+    /// True when only RPC handlers serve this queue (no durable task or event queue).
+    pub(crate) fn rpc_only(&self) -> bool {
+        self.by_method.values().all(|h| h.settle().is_none())
+    }
+
     /// The handler for `method`; a request without a method header goes to the queue's only
     /// handler, if it has exactly one (for foreign clients that skip the header).
-    fn route(&self, method: Option<&[u8]>) -> Option<&Handler> {
+    pub(crate) fn route(&self, method: Option<&[u8]>) -> Option<&Handler> {
         match method {
             Some(method) => self.by_method.get(method),
             None if self.by_method.len() == 1 => self.by_method.values().next(),
@@ -66,6 +78,7 @@ pub(crate) async fn handle(
         redelivered,
         ..
     } = delivery;
+    let mut observed = None;
     let expired =
         envelope::deadline_of(properties.headers().as_ref()).is_some_and(envelope::deadline_passed);
     let body = if expired {
@@ -81,7 +94,11 @@ pub(crate) async fn handle(
                     method = handler.method(),
                     "request"
                 );
-                handler.dispatch(data).await
+                let ran = handler.dispatch(data).await;
+                if let Some(observer) = handler.observer() {
+                    observed = Some((observer.clone(), handler.method().to_owned(), ran.failure));
+                }
+                ran.reply
             }
             None => {
                 let name = String::from_utf8_lossy(method.unwrap_or(b"<none>")).into_owned();
@@ -101,6 +118,19 @@ pub(crate) async fn handle(
         }),
         _ => None,
     };
+    if let Some((observer, name, failure)) = observed {
+        observer.report(Completion {
+            queue: routes.queue.to_string(),
+            name,
+            message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+            redelivered,
+            attempt: 1,
+            outcome: match failure {
+                None => Outcome::Succeeded,
+                Some(error) => Outcome::Failed { error },
+            },
+        });
+    }
     // The reply publisher outlives every sender (it ends when the last one is dropped), so this
     // fails only if it panicked; then the request stays unacked and the broker redelivers it
     // once the channel is gone.
@@ -114,4 +144,48 @@ pub(crate) async fn handle(
         warn!(delivery_tag, "reply publisher gone; request left unacked");
     }
     drop(permit);
+}
+
+/// Settles a delivery the worker received but never started because it is shutting down: an
+/// RPC request on a queue no other worker serves (`alone`, the queue is about to be deleted) is
+/// answered [`FailureKind::NotRun`] (its caller may call again at once) and acked; anything
+/// else goes back to its queue for the other workers (`basic.nack` with requeue).
+pub(crate) async fn settle_unstarted(
+    delivery: Delivery,
+    routes: &Routes,
+    channel: &lapin::Channel,
+    settled: &mpsc::UnboundedSender<Settled>,
+    alone: bool,
+) {
+    let method = envelope::method_of(&delivery.properties);
+    let rpc = routes
+        .route(method)
+        .is_none_or(|handler| handler.settle().is_none());
+    if alone && rpc {
+        let reply = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|reply_to| Reply {
+                reply_to: reply_to.clone(),
+                correlation_id: delivery.properties.correlation_id().clone(),
+                body: envelope::encode_failure(
+                    FailureKind::NotRun,
+                    "the worker shut down before running the request, and no other worker serves \
+                 its queue; it was not run",
+                ),
+            });
+        let _ = settled.send(Settled {
+            delivery_tag: delivery.delivery_tag,
+            reply,
+        });
+        return;
+    }
+    let requeue = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    if let Err(err) = channel.basic_nack(delivery.delivery_tag, requeue).await {
+        debug!(delivery_tag = delivery.delivery_tag, cause = %err, "basic.nack failed; the channel close requeues it");
+    }
 }

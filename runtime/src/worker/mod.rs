@@ -1,7 +1,9 @@
 //! [`Worker`]: a pool that consumes service queues and runs their handlers.
 //!
 //! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
-//! declares each queue it serves (with its [`QueueOptions`]) and starts one consumer per queue.
+//! declares each queue it serves (with its [`QueueOptions`]; [`QueueOptions::rpc`] for an RPC
+//! queue without options), binds each RPC queue to `lepus.rpc` (where callers publish, see
+//! `envelope`) and starts one consumer per queue.
 //! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
 //! free, and runs in its own task ([`delivery::handle`]); the channel's reply publisher
 //! ([`replies`]) publishes its reply, then sends the `basic.ack` (with `multiple` over runs of
@@ -10,33 +12,45 @@
 //! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
 //! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
 //! rather than go on silently without it. On shutdown it cancels its consumers
-//! (`basic.cancel`), lets the running handlers finish (reply + ack), and closes the channel,
-//! which hands prefetched-but-unstarted requests back to the broker for other workers.
+//! (`basic.cancel`), hands the requests the broker had pushed but no handler started back to
+//! their queue for the other workers (`basic.nack` with requeue), lets the running handlers
+//! finish (reply + ack), and closes the channel. An RPC queue this worker was the last to
+//! consume is deleted instead, its unstarted requests answered "not run": calls from then on
+//! fail at once with `NoRoute` rather than wait for a worker that is gone (the rule is in the
+//! README, "Nobody serving: fail fast"). Handlers run scoped with what the worker serves
+//! (`served`), so that their calls to the worker's own methods run in place.
 
 mod delivery;
+mod handle;
 pub(crate) mod handler;
 mod queue_options;
 mod replies;
+pub(crate) mod served;
 pub(crate) mod settle;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+pub use handle::WorkerHandle;
 pub use handler::Handler;
-pub use queue_options::QueueOptions;
+pub use queue_options::{QueueOptions, RPC_QUEUE_EXPIRES};
 
 use crate::backoff::Backoff;
+use crate::client::declare_exchanges;
 use crate::connection::{Connection, Link};
+use crate::envelope::RPC_EXCHANGE;
 use crate::error::{Error, Result};
 use delivery::Routes;
 
@@ -51,11 +65,15 @@ pub struct Worker {
     concurrency: usize,
     queue_prefix: String,
     queues: BTreeMap<String, QueueSpec>,
+    /// Set by `spawn`: counts the generations on which the worker consumes (the receiver is
+    /// the `WorkerHandle`'s).
+    consuming: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
 struct QueueSpec {
-    options: QueueOptions,
+    /// `None`: not set, [`QueueOptions::rpc`] for an RPC queue.
+    options: Option<QueueOptions>,
     routes: Routes,
 }
 
@@ -74,6 +92,7 @@ impl Worker {
             concurrency: DEFAULT_CONCURRENCY,
             queue_prefix: String::new(),
             queues: BTreeMap::new(),
+            consuming: None,
         }
     }
 
@@ -96,7 +115,7 @@ impl Worker {
         let spec = self.queues.entry(handler.queue().to_owned()).or_default();
         if let Some(settle) = handler.settle() {
             // Task and event queues are declared the way their handler needs.
-            spec.options = settle.queue_options();
+            spec.options = Some(settle.queue_options());
         }
         spec.routes
             .by_method
@@ -104,9 +123,10 @@ impl Worker {
         self
     }
 
-    /// Declares `queue` with `options` (durable, quorum, priorities, TTL...).
+    /// Declares `queue` with `options` (durable, quorum, priorities, TTL...). An RPC queue
+    /// without options set is declared with [`QueueOptions::rpc`].
     pub fn queue_options(mut self, queue: impl Into<String>, options: QueueOptions) -> Self {
-        self.queues.entry(queue.into()).or_default().options = options;
+        self.queues.entry(queue.into()).or_default().options = Some(options);
         self
     }
 
@@ -133,7 +153,8 @@ impl Worker {
                 let name = format!("{}{}", self.queue_prefix, name);
                 let mut routes = spec.routes;
                 routes.queue = Arc::from(name.as_str());
-                (name, spec.options, Arc::new(routes))
+                let options = spec.options.unwrap_or_else(QueueOptions::rpc);
+                (name, options, Arc::new(routes))
             })
             .collect();
         if queues.is_empty() {
@@ -151,6 +172,12 @@ impl Worker {
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
+        // What this worker serves, for calls its handlers make to it (see `served`); shared by
+        // every handler task.
+        let served = Arc::new(served::Served::new(
+            self.conn.clone(),
+            queues.iter().map(|(name, _, routes)| (name, routes)),
+        ));
         // One permit per running handler; held by the handler's task, returned when it ends.
         let slots = Arc::new(Semaphore::new(concurrency));
         // Every handler task: owned here, so that shutdown can wait for them and dropping the
@@ -190,6 +217,9 @@ impl Worker {
                 concurrency,
                 "worker consuming"
             );
+            if let Some(consuming) = &self.consuming {
+                consuming.send_modify(|n| *n += 1);
+            }
             // Shared with every handler task of this generation (see `delivery::handle`).
             let channel = Arc::new(channel);
             // The reply publisher of this channel; it ends once this sender and every handler
@@ -230,12 +260,16 @@ impl Worker {
                 };
                 match next {
                     Some((routes, Some(Ok(delivery)))) => {
-                        running.spawn(delivery::handle(
-                            delivery,
-                            routes,
-                            channel.clone(),
-                            settled.clone(),
-                            permit,
+                        // Scoped with what this worker serves: see `served`.
+                        running.spawn(served::SERVED.scope(
+                            served.clone(),
+                            delivery::handle(
+                                delivery,
+                                routes,
+                                channel.clone(),
+                                settled.clone(),
+                                permit,
+                            ),
                         ));
                     }
                     Some((_, Some(Err(err)))) => {
@@ -256,6 +290,9 @@ impl Worker {
 
             if shutting_down {
                 info!(in_flight = running.len(), "worker shutting down");
+                // The RPC queues nobody else serves: deleted below, so that calls made from now
+                // on fail at once with `NoRoute` instead of waiting for a worker that is gone.
+                let alone = rpc_queues_served_alone(&link, &queues).await;
                 for tag in tags {
                     if let Err(err) = channel
                         .basic_cancel(tag.clone(), BasicCancelOptions::default())
@@ -264,6 +301,14 @@ impl Worker {
                         debug!(consumer_tag = %tag, cause = %err, "basic.cancel failed");
                     }
                 }
+                // Requests the broker pushed (prefetch) that no handler started: handed back
+                // for the other workers, or, where none is left, answered "not run".
+                for (routes, delivery) in unstarted(&mut deliveries).await {
+                    let alone_here = alone.iter().any(|q| **q == *routes.queue);
+                    delivery::settle_unstarted(delivery, &routes, &channel, &settled, alone_here)
+                        .await;
+                }
+                delete_queues(&link, &alone).await;
                 while let Some(done) = running.join_next().await {
                     if let Err(err) = done {
                         warn!(cause = %err, "handler task failed");
@@ -294,6 +339,97 @@ impl Worker {
             after = retry_after(&link);
         }
     }
+}
+
+/// How long a shutting-down worker waits for the consumers it cancelled to hand over the
+/// deliveries the broker had already pushed.
+const UNSTARTED_DRAIN: Duration = Duration::from_secs(2);
+
+/// The RPC-only queues of `queues` that this worker is the only consumer of (a redeclaration
+/// with the same options reports the consumer count; on a side channel, so that a refusal
+/// cannot close the worker's). Queues shared with task or event handlers are never deleted.
+async fn rpc_queues_served_alone(
+    link: &Link,
+    queues: &[(String, QueueOptions, Arc<Routes>)],
+) -> Vec<String> {
+    let mut alone = Vec::new();
+    let candidates: Vec<_> = queues
+        .iter()
+        .filter(|(_, _, routes)| routes.rpc_only())
+        .collect();
+    if candidates.is_empty() {
+        return alone;
+    }
+    let Ok(side) = link.conn.create_channel().await else {
+        return alone;
+    };
+    for (queue, options, _) in candidates {
+        match side
+            .queue_declare(
+                queue.as_str().into(),
+                options.declare_options(),
+                options.arguments(),
+            )
+            .await
+        {
+            Ok(declared) if declared.consumer_count() <= 1 => alone.push(queue.clone()),
+            Ok(_) => {}
+            Err(err) => {
+                debug!(queue = %queue, cause = %err, "cannot count the consumers of a queue");
+                break;
+            }
+        }
+    }
+    if side.status().connected() {
+        let _ = side.close(200, "counted".into()).await;
+    }
+    alone
+}
+
+/// Deletes the RPC queues this worker served alone, once it stopped consuming them.
+async fn delete_queues(link: &Link, queues: &[String]) {
+    if queues.is_empty() {
+        return;
+    }
+    let Ok(side) = link.conn.create_channel().await else {
+        return;
+    };
+    // `if_unused`: a worker that started consuming since we counted keeps its queue (the broker
+    // refuses with 406, which closes only this side channel).
+    let unused = QueueDeleteOptions {
+        if_unused: true,
+        ..QueueDeleteOptions::default()
+    };
+    for queue in queues {
+        match side.queue_delete(queue.as_str().into(), unused).await {
+            Ok(_) => debug!(queue = %queue, "last worker of the queue: deleted it"),
+            Err(err) => {
+                debug!(queue = %queue, cause = %err, "cannot delete the queue");
+                break;
+            }
+        }
+    }
+    if side.status().connected() {
+        let _ = side.close(200, "deleted".into()).await;
+    }
+}
+
+/// The deliveries still in the cancelled consumers' buffers (never started), until every
+/// consumer stream ended or [`UNSTARTED_DRAIN`] passed.
+async fn unstarted<S>(deliveries: &mut S) -> Vec<(Arc<Routes>, lapin::message::Delivery)>
+where
+    S: futures::Stream<Item = (Arc<Routes>, Option<lapin::Result<lapin::message::Delivery>>)>
+        + Unpin,
+{
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + UNSTARTED_DRAIN;
+    while let Ok(Some((routes, next))) = tokio::time::timeout_at(deadline, deliveries.next()).await
+    {
+        if let Some(Ok(delivery)) = next {
+            out.push((routes, delivery));
+        }
+    }
+    out
 }
 
 /// The generation to wait past: the same one again if only the channel died.
@@ -328,6 +464,9 @@ async fn open(
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
     }
+    if queues.iter().any(|(_, _, routes)| routes.serves_rpc()) {
+        declare_exchanges(&channel).await?;
+    }
     let mut consumed = Vec::with_capacity(queues.len());
     for (queue, options, routes) in queues {
         channel
@@ -337,6 +476,18 @@ async fn open(
                 options.arguments(),
             )
             .await?;
+        if routes.serves_rpc() {
+            // Callers publish requests to `lepus.rpc` (see `envelope`).
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    RPC_EXCHANGE.into(),
+                    queue.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         for settle in routes.by_method.values().filter_map(Handler::settle) {
             settle.declare(&channel, queue).await?;
         }
@@ -352,6 +503,12 @@ async fn open(
             consumer,
             routes: routes.clone(),
         });
+    }
+    // Observed handlers (tests) hear that they are served from now on.
+    for routes in queues.iter().map(|(_, _, routes)| routes) {
+        for observer in routes.by_method.values().filter_map(Handler::observer) {
+            observer.declared();
+        }
     }
     Ok((channel, consumed))
 }
