@@ -546,7 +546,7 @@ pub(crate) fn method(c: &mut Choices<'_>, budget: usize) -> Vec<u8> {
             shortstr(c, &mut p);
             bits(&mut p, &random_bits::<1>(c));
         }
-        29 | 30 | 31 => {
+        29..=31 => {
             let (id, nbits) = match c.u8() % 3 {
                 0 => (80, 1),  // ack
                 1 => (90, 1),  // reject
