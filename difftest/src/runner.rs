@@ -232,6 +232,7 @@ pub async fn run(
         trace: Trace::default(),
         connect_error: None,
         undefined: None,
+        e2e_sent: Vec::new(),
     };
     for op in &program.ops {
         r.step(op).await;
@@ -276,6 +277,8 @@ struct Runner<'p> {
     connect_error: Option<String>,
     /// Set when this step made the rest of the program undefined (see `close_is_racy`).
     undefined: Option<String>,
+    /// Every `exchange.bind` between predeclared exchanges sent, as sent (undone at the end).
+    e2e_sent: Vec<(String, String, String, FieldTable)>,
 }
 
 impl Runner<'_> {
@@ -829,15 +832,26 @@ impl Runner<'_> {
                 src,
                 key,
                 args,
-            } => sync(AMQPClass::Exchange(exchange::AMQPMethod::Bind(
-                exchange::Bind {
-                    destination: self.exchange(*dest).into(),
-                    source: self.exchange(*src).into(),
-                    routing_key: self.key(key).into(),
-                    nowait: false,
-                    arguments: self.table(args),
-                },
-            ))),
+            } => {
+                let sent = (
+                    self.exchange(*dest),
+                    self.exchange(*src),
+                    self.key(key),
+                    self.table(args),
+                );
+                if matches!((dest, src), (ExchangeName::Amq(_), ExchangeName::Amq(_))) {
+                    self.e2e_sent.push(sent.clone());
+                }
+                sync(AMQPClass::Exchange(exchange::AMQPMethod::Bind(
+                    exchange::Bind {
+                        destination: sent.0.into(),
+                        source: sent.1.into(),
+                        routing_key: sent.2.into(),
+                        nowait: false,
+                        arguments: sent.3,
+                    },
+                )))
+            }
             OpKind::ExchangeUnbind {
                 dest,
                 src,
@@ -1737,25 +1751,17 @@ impl Runner<'_> {
         }
         self.exclusive_owner.clear();
         // Bindings between predeclared exchanges outlive the run (RabbitMQ keeps them, they
-        // are durable): take back every one the program may have made.
-        let program = self.program;
-        for op in &program.ops {
-            if let OpKind::ExchangeBind {
-                dest: dest @ ExchangeName::Amq(_),
-                src: src @ ExchangeName::Amq(_),
-                key,
-                args,
-            } = &op.kind
-            {
-                let unbind = AMQPClass::Exchange(exchange::AMQPMethod::Unbind(exchange::Unbind {
-                    destination: self.exchange(*dest).into(),
-                    source: self.exchange(*src).into(),
-                    routing_key: self.key(key).into(),
-                    nowait: false,
-                    arguments: self.table(args),
-                }));
-                let _ = self.probe_call(unbind).await;
-            }
+        // are durable): take back every one the program may have made, exactly as sent (a
+        // key naming a server-named queue may name another one by now).
+        for (destination, source, routing_key, arguments) in std::mem::take(&mut self.e2e_sent) {
+            let unbind = AMQPClass::Exchange(exchange::AMQPMethod::Unbind(exchange::Unbind {
+                destination: destination.into(),
+                source: source.into(),
+                routing_key: routing_key.into(),
+                nowait: false,
+                arguments,
+            }));
+            let _ = self.probe_call(unbind).await;
         }
         let queues: Vec<QueueName> = self.known_queues.iter().copied().collect();
         for q in queues {
