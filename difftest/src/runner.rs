@@ -233,6 +233,7 @@ pub async fn run(
         connect_error: None,
         undefined: None,
         e2e_sent: Vec::new(),
+        declared_names: BTreeSet::new(),
     };
     for op in &program.ops {
         r.step(op).await;
@@ -279,6 +280,8 @@ struct Runner<'p> {
     undefined: Option<String>,
     /// Every `exchange.bind` between predeclared exchanges sent, as sent (undone at the end).
     e2e_sent: Vec<(String, String, String, FieldTable)>,
+    /// Every queue name a `queue.declare` was sent with (deleted at the end).
+    declared_names: BTreeSet<String>,
 }
 
 impl Runner<'_> {
@@ -876,6 +879,7 @@ impl Runner<'_> {
             } => {
                 if !matches!(q, QueueName::Empty) {
                     self.known_queues.insert(*q);
+                    self.declared_names.insert(self.queue(*q));
                 }
                 sync(AMQPClass::Queue(queue::AMQPMethod::Declare(
                     queue::Declare {
@@ -1763,9 +1767,11 @@ impl Runner<'_> {
             }));
             let _ = self.probe_call(unbind).await;
         }
-        let queues: Vec<QueueName> = self.known_queues.iter().copied().collect();
-        for q in queues {
-            let name = self.queue(q);
+        // Every name a declare was sent with (`sn0` may have named a queue before the first
+        // server-named one existed), and the server-named ones.
+        let mut names = std::mem::take(&mut self.declared_names);
+        names.extend(self.server_queues.iter().cloned());
+        for name in names {
             let _ = self
                 .probe_call(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
                     queue: name.into(),
