@@ -446,6 +446,10 @@ pub struct Report {
     pub operations: u64,
     /// Divergences by signature: count and the first (seed, index).
     pub divergences: BTreeMap<String, (u64, u64, u64)>,
+    /// Divergences that did not recur when their program was run again
+    /// ([`CONFIRM_RERUNS`] times), by signature: timing noise of a loaded machine, or a
+    /// race. Printed, kept out of [`Report::failed`].
+    pub unconfirmed: BTreeMap<String, (u64, u64, u64)>,
     /// Shrunk test cases, one per signature (when shrinking is on).
     pub cases: Vec<String>,
     /// Runs the tester could not complete (no broker, ...).
@@ -458,6 +462,12 @@ impl Report {
         self.divergences.values().map(|v| v.0).sum()
     }
 }
+
+/// How many times a diverging program is run again before its divergence counts: it counts
+/// if any rerun diverges the same way. A deterministic difference always recurs; one that
+/// never does is reported as unconfirmed (RabbitMQ's own asynchrony under load: see
+/// "Noise" in the README).
+pub const CONFIRM_RERUNS: u32 = 2;
 
 /// A campaign: programs `first..first + count` of `seed`.
 pub struct Campaign {
@@ -507,7 +517,29 @@ impl Campaign {
                         return;
                     }
                     let program = generate::program(seed, index, &shape);
-                    let outcome = pair.check(&program).await;
+                    let mut outcome = pair.check(&program).await;
+                    if let Ok(Some((d, _))) = &outcome {
+                        let sig = d.signature();
+                        let mut recurred = false;
+                        for _ in 0..CONFIRM_RERUNS {
+                            if let Ok(Some((again, _))) = pair.check(&program).await {
+                                if again.signature() == sig {
+                                    recurred = true;
+                                    break;
+                                }
+                            }
+                        }
+                        if !recurred {
+                            eprintln!(
+                                "UNCONFIRMED seed {seed} program {index} ({sig}): did not recur in \
+                                 {CONFIRM_RERUNS} reruns\n{}",
+                                d.describe()
+                            );
+                            let mut r = report.lock().await;
+                            r.unconfirmed.entry(sig).or_insert((0, seed, index)).0 += 1;
+                            outcome = Ok(None);
+                        }
+                    }
                     let mut shrink_this = None;
                     {
                         let mut r = report.lock().await;
@@ -533,11 +565,12 @@ impl Campaign {
                         }
                         if progress_every > 0 && r.programs % progress_every == 0 {
                             eprintln!(
-                                "{} programs, {} operations, {} diverged ({} kinds), {:.0} s",
+                                "{} programs, {} operations, {} diverged ({} kinds), {} unconfirmed, {:.0} s",
                                 r.programs,
                                 r.operations,
                                 r.failed(),
                                 r.divergences.len(),
+                                r.unconfirmed.values().map(|v| v.0).sum::<u64>(),
                                 started.elapsed().as_secs_f64()
                             );
                         }

@@ -286,6 +286,9 @@ async fn run(command: Command) -> Result<bool, String> {
             for (sig, (count, s, i)) in &report.divergences {
                 println!("  {count:>6} x {sig}   (first: --seed {s} program {i})");
             }
+            for (sig, (count, s, i)) in &report.unconfirmed {
+                println!("  {count:>6} x unconfirmed: {sig}   (first: --seed {s} program {i})");
+            }
             for e in &report.errors {
                 println!("  error: {e}");
             }

@@ -232,6 +232,7 @@ pub async fn run(
         trace: Trace::default(),
         connect_error: None,
         undefined: None,
+        closed_by_broker: false,
         e2e_sent: Vec::new(),
         declared_names: BTreeSet::new(),
     };
@@ -278,6 +279,8 @@ struct Runner<'p> {
     connect_error: Option<String>,
     /// Set when this step made the rest of the program undefined (see `close_is_racy`).
     undefined: Option<String>,
+    /// Set when the broker closed (or lost) a program connection during the current step.
+    closed_by_broker: bool,
     /// Every `exchange.bind` between predeclared exchanges sent, as sent (undone at the end).
     e2e_sent: Vec<(String, String, String, FieldTable)>,
     /// Every queue name a `queue.declare` was sent with (deleted at the end).
@@ -507,6 +510,7 @@ impl Runner<'_> {
     /// Connection `c` is going away without the runner's doing: when that is a race in
     /// RabbitMQ, the rest of the program is not compared.
     fn note_unplanned_close(&mut self, c: u8) {
+        self.closed_by_broker = true;
         if self.undefined.is_none() && self.close_is_racy(c) {
             self.undefined = Some(format!(
                 "c{c} closed with unacked deliveries and consumers on different channels: \
@@ -732,6 +736,7 @@ impl Runner<'_> {
 
     async fn step(&mut self, op: &Op) {
         self.events.clear();
+        self.closed_by_broker = false;
         // Whether closing this channel would make RabbitMQ clean up asynchronously (consumers
         // of auto-delete queues, unacked messages, exclusive queues of the connection).
         let had_state = self
@@ -744,10 +749,19 @@ impl Runner<'_> {
             Ok(reply) => reply,
             Err(e) => e,
         };
-        if disturbs(&op.kind) || (had_state && reply.contains("close")) {
+        let paused = disturbs(&op.kind) || (had_state && reply.contains("close"));
+        if paused {
             tokio::time::sleep(self.config.settle_delay).await;
         }
-        let queues = self.settle().await;
+        let mut queues = self.settle().await;
+        if self.closed_by_broker && !paused {
+            // The broker closed a connection on its own during the step (an error on another
+            // channel, an asynchronous 540...): RabbitMQ drops that connection's exclusive
+            // queues and requeues its deliveries after close-ok, asynchronously, so the same
+            // pause as after a close the program sent, then settle again.
+            tokio::time::sleep(self.config.settle_delay).await;
+            queues = self.settle().await;
+        }
         let events = std::mem::take(&mut self.events);
         self.trace.ops.push(OpTrace {
             op: op.to_string(),
