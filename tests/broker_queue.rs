@@ -188,15 +188,16 @@ async fn an_explicit_default_argument_is_not_equivalent_to_none() {
     // the other way round. Found by difftest (the bundled broker compared the effect).
     let broker = common::broker().await;
     let conn = connect(&broker).await;
-    let drop_head = || {
-        table(vec![(
-            "x-overflow",
-            AMQPValue::LongString("drop-head".into()),
-        )])
-    };
+    // The same for x-queue-mode, which the bundled broker did not compare at all (found by
+    // difftest: "lazy" on a queue declared without it was declare-ok).
+    let arg = |key: &str, value: &str| table(vec![(key, AMQPValue::LongString(value.into()))]);
+    let drop_head = || arg("x-overflow", "drop-head");
     for (first, second) in [
         (FieldTable::default(), drop_head()),
         (drop_head(), FieldTable::default()),
+        (FieldTable::default(), arg("x-queue-mode", "lazy")),
+        (arg("x-queue-mode", "lazy"), FieldTable::default()),
+        (arg("x-queue-mode", "default"), arg("x-queue-mode", "lazy")),
     ] {
         let name = common::unique("q.redeclare.default");
         let ch = conn.create_channel().await.expect("channel");
@@ -649,6 +650,7 @@ async fn invalid_queue_arguments_are_406() {
             AMQPValue::LongString("k".into()),
         ),
         ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
+        ("x-queue-mode", AMQPValue::LongString("eager".into())),
     ] {
         let ch = conn.create_channel().await.expect("channel");
         let res = ch

@@ -82,6 +82,10 @@ pub(crate) struct QueueConfig {
     pub(crate) dead_letter_routing_key: Option<String>,
     /// `x-max-priority` (capped at 255 levels as in RabbitMQ).
     pub(crate) max_priority: Option<u8>,
+    /// `x-queue-mode` as declared (`default` or `lazy`). Kept only for the equivalence check
+    /// of a redeclare, as RabbitMQ compares it: persistent messages of every durable queue
+    /// are paged as lazy queues' are, whatever the mode.
+    pub(crate) queue_mode: Option<String>,
 }
 
 impl QueueConfig {
@@ -120,6 +124,13 @@ impl QueueConfig {
                     .to_owned(),
             );
         }
+        let queue_mode = string("x-queue-mode")?;
+        if queue_mode
+            .as_deref()
+            .is_some_and(|m| m != "default" && m != "lazy")
+        {
+            return Err("invalid arg 'x-queue-mode' for queue: invalid_queue_mode".to_owned());
+        }
         let max_priority = int("x-max-priority", 0)?;
         if let Some(p) = max_priority.filter(|p| *p > 255) {
             // RabbitMQ: at most 255 priorities ({max_value_exceeded, N}).
@@ -137,6 +148,7 @@ impl QueueConfig {
             dead_letter_exchange,
             dead_letter_routing_key,
             max_priority: max_priority.map(|p| p as u8),
+            queue_mode,
         })
     }
 }
@@ -747,23 +759,12 @@ impl Queue {
                 // queue is within its limits, the new message included (RabbitMQ enqueues,
                 // then drops from the head: with x-max-length 0, or a body over
                 // x-max-length-bytes, the message itself goes).
-                if self.config.overflow == Overflow::DropHead {
-                    let over = |st: &QueueState| {
-                        self.config
-                            .max_length
-                            .is_some_and(|m| st.ready_count as u64 > m)
-                            || self
-                                .config
-                                .max_length_bytes
-                                .is_some_and(|m| st.ready_bytes as u64 > m)
-                    };
-                    while over(&st) {
-                        match st.pop_head(&self.memory) {
-                            Some(rm) => self.drop_ready(rm, "maxlen", &mut dead),
-                            None => break,
-                        }
-                    }
-                }
+                self.drop_head_to_limits(&mut st, &mut dead);
+                // Then what has expired at the head by now, a TTL-0 message that no consumer
+                // took included (RabbitMQ's drop_expired_msgs after a publish: expired when
+                // now >= expiry; the dispatch above compares strictly, so that a consumer
+                // ready for it still gets it).
+                self.drop_expired_heads(&mut st, &mut dead, now);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -772,6 +773,47 @@ impl Queue {
         };
         vhost.dead_letter(self, dead);
         outcome
+    }
+
+    /// With `x-overflow` drop-head (the default), drops ready messages from the head
+    /// (dead-lettering them, reason `maxlen`) until the queue is within `x-max-length` and
+    /// `x-max-length-bytes` (RabbitMQ's `maybe_drop_head`).
+    fn drop_head_to_limits(&self, st: &mut QueueState, dead: &mut Vec<DeadLetter>) {
+        if self.config.overflow != Overflow::DropHead {
+            return;
+        }
+        let over = |st: &QueueState| {
+            self.config
+                .max_length
+                .is_some_and(|m| st.ready_count as u64 > m)
+                || self
+                    .config
+                    .max_length_bytes
+                    .is_some_and(|m| st.ready_bytes as u64 > m)
+        };
+        while over(st) {
+            match st.pop_head(&self.memory) {
+                Some(rm) => self.drop_ready(rm, "maxlen", dead),
+                None => break,
+            }
+        }
+    }
+
+    /// Drops (dead-letters, reason `expired`) the head messages whose expiry is at or before
+    /// `now`.
+    fn drop_expired_heads(&self, st: &mut QueueState, dead: &mut Vec<DeadLetter>, now: Instant) {
+        while let Some(level) = st.head_level() {
+            let expired = st.ready[level]
+                .front()
+                .and_then(|m| st.expires_at(m))
+                .is_some_and(|at| at <= now);
+            if !expired {
+                break;
+            }
+            if let Some(rm) = st.pop_head(&self.memory) {
+                self.drop_ready(rm, "expired", dead);
+            }
+        }
     }
 
     /// Hands ready messages to consumers with credit.
@@ -937,6 +979,7 @@ impl Queue {
     /// Returns unacked messages to their original positions, marked redelivered, and
     /// dispatches them again.
     pub(crate) fn requeue(self: &Arc<Self>, vhost: &VHost, messages: Vec<QueuedMessage>) {
+        let mut dead = Vec::new();
         {
             let mut st = self.lock();
             if st.deleted {
@@ -946,7 +989,11 @@ impl Queue {
                 qm.redelivered = true;
                 st.insert(&self.memory, qm);
             }
+            // RabbitMQ's requeue_and_run: the queue's limits apply to requeued messages too,
+            // before they are dispatched again (found by difftest).
+            self.drop_head_to_limits(&mut st, &mut dead);
         }
+        vhost.dead_letter(self, dead);
         self.wake.notify_one();
         self.dispatch(vhost);
     }
@@ -1027,18 +1074,7 @@ impl Queue {
                 if st.deleted {
                     return;
                 }
-                while let Some(level) = st.head_level() {
-                    let expired = st.ready[level]
-                        .front()
-                        .and_then(|m| st.expires_at(m))
-                        .is_some_and(|at| at <= now);
-                    if !expired {
-                        break;
-                    }
-                    if let Some(rm) = st.pop_head(&q.memory) {
-                        q.drop_ready(rm, "expired", &mut dead);
-                    }
-                }
+                q.drop_expired_heads(&mut st, &mut dead, now);
                 let idle_deadline = q
                     .config
                     .expires

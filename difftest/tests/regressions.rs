@@ -317,3 +317,174 @@ end
     )
     .await;
 }
+
+/// basic.reject, basic.recover and a channel close requeue within x-max-length(-bytes): drop-head trims before redelivering (the bundled broker redelivered past the limit).
+#[tokio::test]
+async fn requeued_messages_are_held_to_the_queue_limits() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q1 args={x-max-length:I(0)}
+c1.1 basic.consume q1 tag=ct1
+c0.1 basic.publish "" key=q1 body=4
+c1.1 basic.reject latest requeue
+c0.1 queue.declare q2 args={x-max-length-bytes:I(2)}
+c1.2 basic.consume q2 tag=ct2
+c0.1 basic.publish "" key=q2 body=4
+c1.2 basic.recover requeue
+c0.1 queue.declare q3 args={x-max-length:I(1)}
+c1.3 basic.consume q3 tag=ct3
+c0.1 basic.publish "" key=q3 body=4
+c0.1 basic.publish "" key=q3 body=5
+c1.3 channel.close
+"#,
+        r#"
+#0 c0.1 queue.declare q1 args={x-max-length:I(0)}
+  = queue.declare-ok q1 0/0
+  queues: q1=0/0
+#1 c1.1 basic.consume q1 tag=ct1
+  = basic.consume-ok "ct1"
+  queues: q1=0/1
+#2 c0.1 basic.publish "" key=q1 body=4
+  = sent m0
+  c1.1 "ct1" <- m0+4 ex="" rk=q1 props()
+  c1.1 tags 1
+  queues: q1=0/1
+#3 c1.1 basic.reject latest requeue
+  = sent tag 1
+  queues: q1=0/1
+#4 c0.1 queue.declare q2 args={x-max-length-bytes:I(2)}
+  = queue.declare-ok q2 0/0
+  queues: q1=0/1 q2=0/0
+#5 c1.2 basic.consume q2 tag=ct2
+  = basic.consume-ok "ct2"
+  queues: q1=0/1 q2=0/1
+#6 c0.1 basic.publish "" key=q2 body=4
+  = sent m1
+  c1.2 "ct2" <- m1+4 ex="" rk=q2 props()
+  c1.2 tags 1
+  queues: q1=0/1 q2=0/1
+#7 c1.2 basic.recover requeue
+  = basic.recover-ok
+  queues: q1=0/1 q2=0/1
+#8 c0.1 queue.declare q3 args={x-max-length:I(1)}
+  = queue.declare-ok q3 0/0
+  queues: q1=0/1 q2=0/1 q3=0/0
+#9 c1.3 basic.consume q3 tag=ct3
+  = basic.consume-ok "ct3"
+  queues: q1=0/1 q2=0/1 q3=0/1
+#10 c0.1 basic.publish "" key=q3 body=4
+  = sent m2
+  c1.3 "ct3" <- m2+4 ex="" rk=q3 props()
+  c1.3 tags 1
+  queues: q1=0/1 q2=0/1 q3=0/1
+#11 c0.1 basic.publish "" key=q3 body=5
+  = sent m3
+  c1.3 "ct3" <- m3+5 ex="" rk=q3 props()
+  c1.3 tags 2
+  queues: q1=0/1 q2=0/1 q3=0/1
+#12 c1.3 channel.close
+  = channel.close-ok
+  queues: q1=0/1 q2=0/1 q3=1/0
+end
+  q1 empty after 0
+  q2 empty after 0
+  q3 #0 m3+5 redelivered ex="" rk=q3 props()
+  q3 empty after 1
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// x-queue-mode is one of the arguments a redeclare must repeat (the bundled broker ignored it).
+#[tokio::test]
+async fn x_queue_mode_is_compared_on_redeclare() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q4
+c0.1 queue.declare q4 args={x-queue-mode:S"lazy"}
+c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+c0.2 queue.declare q3
+c0.3 queue.declare q2 args={x-queue-mode:S"default"}
+c0.3 queue.declare q2 args={x-queue-mode:S"lazy"}
+"#,
+        r#"
+#0 c0.1 queue.declare q4
+  = queue.declare-ok q4 0/0
+  queues: q4=0/0
+#1 c0.1 queue.declare q4 args={x-queue-mode:S"lazy"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q4=0/0
+#2 c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+  = queue.declare-ok q3 0/0
+  queues: q3=0/0 q4=0/0
+#3 c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+  = queue.declare-ok q3 0/0
+  queues: q3=0/0 q4=0/0
+#4 c0.2 queue.declare q3
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q3=0/0 q4=0/0
+#5 c0.3 queue.declare q2 args={x-queue-mode:S"default"}
+  = queue.declare-ok q2 0/0
+  queues: q2=0/0 q3=0/0 q4=0/0
+#6 c0.3 queue.declare q2 args={x-queue-mode:S"lazy"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q2=0/0 q3=0/0 q4=0/0
+end
+  q2 empty after 0
+  q3 empty after 0
+  q4 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// a message that expires on arrival and finds no consumer is dropped right after the publish, priority queues included (the bundled broker counted it until its timer ran).
+#[tokio::test]
+async fn a_ttl_0_message_is_gone_at_once() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0 args={x-max-priority:B(3), x-message-ttl:I(0)}
+c0.1 basic.publish "" key=q0 body=1
+c0.1 basic.publish "" key=q0 props(pri=2) body=2
+c0.1 queue.declare q1 args={x-message-ttl:I(0)}
+c0.1 basic.publish "" key=q1 body=3
+c0.1 queue.declare q2
+c0.1 basic.publish "" key=q2 props(exp="0") body=4
+"#,
+        r#"
+#0 c0.1 queue.declare q0 args={x-max-priority:B(3), x-message-ttl:I(0)}
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 basic.publish "" key=q0 body=1
+  = sent m0
+  queues: q0=0/0
+#2 c0.1 basic.publish "" key=q0 props(pri=2) body=2
+  = sent m1
+  queues: q0=0/0
+#3 c0.1 queue.declare q1 args={x-message-ttl:I(0)}
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#4 c0.1 basic.publish "" key=q1 body=3
+  = sent m2
+  queues: q0=0/0 q1=0/0
+#5 c0.1 queue.declare q2
+  = queue.declare-ok q2 0/0
+  queues: q0=0/0 q1=0/0 q2=0/0
+#6 c0.1 basic.publish "" key=q2 props(exp="0") body=4
+  = sent m3
+  queues: q0=0/0 q1=0/0 q2=0/0
+end
+  q0 empty after 0
+  q1 empty after 0
+  q2 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}

@@ -304,6 +304,8 @@ fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
         Some("x-dead-letter-routing-key")
     } else if a.max_priority != b.max_priority {
         Some("x-max-priority")
+    } else if a.queue_mode != b.queue_mode {
+        Some("x-queue-mode")
     } else {
         None
     }

@@ -291,6 +291,7 @@ fn queue_arguments(config: &QueueConfig) -> FieldTable {
             "x-dead-letter-routing-key",
             config.dead_letter_routing_key.clone(),
         ),
+        ("x-queue-mode", config.queue_mode.clone()),
     ];
     for (key, value) in strings {
         if let Some(v) = value {
@@ -353,6 +354,7 @@ mod tests {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString("dlx".into()),
         );
+        declared.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
         let config = QueueConfig::from_arguments(&declared).unwrap();
         let stored = decode_table(&encode_table(&queue_arguments(&config)));
         assert_eq!(QueueConfig::from_arguments(&stored).unwrap(), config);
