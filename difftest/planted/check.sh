@@ -31,7 +31,7 @@ for patch in "${patches[@]}"; do
   elif grep -q "diverged from RabbitMQ" "$log"; then
     kinds=$(grep -c "^[0-9]* x " "$log" || true)
     echo "$name: noticed: $(grep -o "[0-9]* of [0-9]* programs diverged" "$log" | head -1)," \
-      "$kinds kind(s), first: $(grep -o "first: seed [0-9]* program [0-9]*" "$log" | head -1)" \
+      "$kinds kind(s), $(grep -o "first: seed [0-9]* program [0-9]*" "$log" | head -1)" \
       "($(($(date +%s) - start)) s with the build; shrunk cases in $log)"
   else
     echo "$name: the run failed without a reported difference (see $log)"
