@@ -442,7 +442,10 @@ async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
     declare_queue(
         &ch,
         &prio,
-        dead_letter(vec![("x-message-ttl", long(0)), ("x-max-priority", long(3))]),
+        dead_letter(vec![
+            ("x-message-ttl", long(0)),
+            ("x-max-priority", long(3)),
+        ]),
     )
     .await;
     let plain = common::unique("q.expiration0");
@@ -457,7 +460,10 @@ async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
         // Confirmed, so enqueued; the count right after is the queue's at once.
         let c = publish_confirmed(&pch, "", queue, b"gone", props).await;
         assert!(c.is_ack());
-        let count = passive_queue(&ch, queue).await.expect("exists").message_count();
+        let count = passive_queue(&ch, queue)
+            .await
+            .expect("exists")
+            .message_count();
         assert_eq!(count, 0, "{queue}");
     }
     wait_message_count(&ch, &dlq, 3).await;

@@ -33,7 +33,10 @@ const MAX_EXPIRY_MS: i64 = 315_360_000_000;
 fn many_headers(n: usize) -> FieldTable {
     let mut headers = FieldTable::default();
     for i in 0..n {
-        headers.insert(ShortString::from(format!("h{i:05}")), AMQPValue::Boolean(true));
+        headers.insert(
+            ShortString::from(format!("h{i:05}")),
+            AMQPValue::Boolean(true),
+        );
     }
     headers
 }
@@ -72,7 +75,9 @@ async fn a_messages_headers_are_bounded_by_one_frame() {
     conn.send(&frame).await;
     conn.send(&raw_frame(3, 1, b"x", FRAME_END)).await;
     wait_message_count(&admin, &q, 1).await;
-    let got = get(&admin, &q).await.expect("the message with 14,000 headers");
+    let got = get(&admin, &q)
+        .await
+        .expect("the message with 14,000 headers");
     let headers = got.delivery.properties.headers().clone().expect("headers");
     assert_eq!(headers.inner().len(), fits);
 
@@ -110,7 +115,10 @@ async fn x_max_priority_is_at_most_255() {
             .await,
         406,
     );
-    let ch = conn.create_channel().await.expect("the connection lives on");
+    let ch = conn
+        .create_channel()
+        .await
+        .expect("the connection lives on");
     assert_code(passive_queue(&ch, &q).await, 404);
     bystander.assert_unaffected().await;
 }
@@ -152,7 +160,11 @@ async fn ttls_and_expiries_are_at_most_ten_years() {
         publish_error(&conn, "", &q, expiring(MAX_EXPIRY_MS + 1)).await,
         406,
     );
-    assert_eq!(get_body(&ch, &q).await, None, "the refused message is not queued");
+    assert_eq!(
+        get_body(&ch, &q).await,
+        None,
+        "the refused message is not queued"
+    );
     ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
         .await
         .expect("delete");

@@ -64,7 +64,9 @@ async fn the_bundled_broker_behaves_as_rabbitmq_on_random_programs() {
         report.failed()
     );
     for (sig, (count, s, i)) in &report.unconfirmed {
-        eprintln!("difftest: {count} x unconfirmed (did not recur): {sig} (first: seed {s} program {i})");
+        eprintln!(
+            "difftest: {count} x unconfirmed (did not recur): {sig} (first: seed {s} program {i})"
+        );
     }
     assert!(
         report.errors.is_empty(),
