@@ -73,12 +73,19 @@ pub(crate) struct QueueConfig {
     pub(crate) max_length_bytes: Option<u64>,
     /// `x-overflow`.
     pub(crate) overflow: Overflow,
+    /// Whether `x-overflow` was given at all: RabbitMQ compares declared arguments, so an
+    /// explicit `drop-head` is not equivalent to none.
+    pub(crate) overflow_declared: bool,
     /// `x-dead-letter-exchange`.
     pub(crate) dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
     pub(crate) dead_letter_routing_key: Option<String>,
     /// `x-max-priority` (capped at 255 levels as in RabbitMQ).
     pub(crate) max_priority: Option<u8>,
+    /// `x-queue-mode` as declared (`default` or `lazy`). Kept only for the equivalence check
+    /// of a redeclare, as RabbitMQ compares it: persistent messages of every durable queue
+    /// are paged as lazy queues' are, whatever the mode.
+    pub(crate) queue_mode: Option<String>,
 }
 
 impl QueueConfig {
@@ -101,21 +108,47 @@ impl QueueConfig {
                     .ok_or_else(|| format!("invalid arg '{key}' for queue")),
             }
         };
+        let overflow_declared = args.inner().contains_key("x-overflow");
         let overflow = match string("x-overflow")?.as_deref() {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
             Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
         };
+        let dead_letter_exchange = string("x-dead-letter-exchange")?;
+        let dead_letter_routing_key = string("x-dead-letter-routing-key")?;
+        if dead_letter_routing_key.is_some() && dead_letter_exchange.is_none() {
+            // RabbitMQ: a dead-letter routing key needs a dead-letter exchange.
+            return Err(
+                "invalid arg 'x-dead-letter-routing-key' for queue: routing_key_but_no_dlx_defined"
+                    .to_owned(),
+            );
+        }
+        let queue_mode = string("x-queue-mode")?;
+        if queue_mode
+            .as_deref()
+            .is_some_and(|m| m != "default" && m != "lazy")
+        {
+            return Err("invalid arg 'x-queue-mode' for queue: invalid_queue_mode".to_owned());
+        }
+        let max_priority = int("x-max-priority", 0)?;
+        if let Some(p) = max_priority.filter(|p| *p > 255) {
+            // RabbitMQ: at most 255 priorities ({max_value_exceeded, N}).
+            return Err(format!(
+                "invalid arg 'x-max-priority' for queue: {{max_value_exceeded,{p}}}"
+            ));
+        }
         Ok(Self {
             message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
             expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
-            dead_letter_exchange: string("x-dead-letter-exchange")?,
-            dead_letter_routing_key: string("x-dead-letter-routing-key")?,
-            max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
+            overflow_declared,
+            dead_letter_exchange,
+            dead_letter_routing_key,
+            max_priority: max_priority.map(|p| p as u8),
+            queue_mode,
         })
     }
 }
@@ -732,6 +765,7 @@ impl Queue {
                 return EnqueueOutcome::Gone;
             }
             let len = message.body.len();
+            // Would the queue be over its limits with this message added? (reject-publish)
             let full = |st: &QueueState| {
                 self.config
                     .max_length
@@ -744,14 +778,8 @@ impl Queue {
             let mut rejected = false;
             if full(&st) {
                 match self.config.overflow {
-                    Overflow::DropHead => {
-                        while full(&st) {
-                            match st.pop_head(&self.memory) {
-                                Some(rm) => self.drop_ready(rm, "maxlen", &mut dead),
-                                None => break,
-                            }
-                        }
-                    }
+                    // drop-head trims after the message is in (below), as RabbitMQ does.
+                    Overflow::DropHead => {}
                     Overflow::RejectPublish => rejected = true,
                     Overflow::RejectPublishDlx => {
                         rejected = true;
@@ -787,6 +815,16 @@ impl Queue {
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
                 self.dispatch_locked(&mut st, &mut dead, now, vhost);
+                // drop-head: what a consumer did not take is trimmed from the head until the
+                // queue is within its limits, the new message included (RabbitMQ enqueues,
+                // then drops from the head: with x-max-length 0, or a body over
+                // x-max-length-bytes, the message itself goes).
+                self.drop_head_to_limits(&mut st, &mut dead);
+                // Then what has expired at the head by now, a TTL-0 message that no consumer
+                // took included (RabbitMQ's drop_expired_msgs after a publish: expired when
+                // now >= expiry; the dispatch above compares strictly, so that a consumer
+                // ready for it still gets it).
+                self.drop_expired_heads(&mut st, &mut dead, now);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -795,6 +833,47 @@ impl Queue {
         };
         vhost.dead_letter(self, dead);
         outcome
+    }
+
+    /// With `x-overflow` drop-head (the default), drops ready messages from the head
+    /// (dead-lettering them, reason `maxlen`) until the queue is within `x-max-length` and
+    /// `x-max-length-bytes` (RabbitMQ's `maybe_drop_head`).
+    fn drop_head_to_limits(&self, st: &mut QueueState, dead: &mut Vec<DeadLetter>) {
+        if self.config.overflow != Overflow::DropHead {
+            return;
+        }
+        let over = |st: &QueueState| {
+            self.config
+                .max_length
+                .is_some_and(|m| st.ready_count as u64 > m)
+                || self
+                    .config
+                    .max_length_bytes
+                    .is_some_and(|m| st.ready_bytes as u64 > m)
+        };
+        while over(st) {
+            match st.pop_head(&self.memory) {
+                Some(rm) => self.drop_ready(rm, "maxlen", dead),
+                None => break,
+            }
+        }
+    }
+
+    /// Drops (dead-letters, reason `expired`) the head messages whose expiry is at or before
+    /// `now`.
+    fn drop_expired_heads(&self, st: &mut QueueState, dead: &mut Vec<DeadLetter>, now: Instant) {
+        while let Some(level) = st.head_level() {
+            let expired = st.ready[level]
+                .front()
+                .and_then(|m| st.expires_at(m))
+                .is_some_and(|at| at <= now);
+            if !expired {
+                break;
+            }
+            if let Some(rm) = st.pop_head(&self.memory) {
+                self.drop_ready(rm, "expired", dead);
+            }
+        }
     }
 
     /// Hands ready messages to consumers with credit.
@@ -939,6 +1018,17 @@ impl Queue {
                 }
                 if let Some(qm) = self.pop_loaded(&mut st) {
                     st.delivered += 1;
+                    // RabbitMQ drops the expired messages this fetch brought to the head
+                    // before it counts what is left (`fetch` then `drop_expired_msgs`).
+                    while let Some(level) = st.head_level() {
+                        if !st.head_expired(level, now) {
+                            break;
+                        }
+                        match st.pop_head(&self.memory) {
+                            Some(rm) => self.drop_ready(rm, "expired", &mut dead),
+                            None => break,
+                        }
+                    }
                     got = Some((qm, st.ready_count as u32));
                     break;
                 }
@@ -952,6 +1042,7 @@ impl Queue {
     /// Returns unacked messages to their original positions, marked redelivered, and
     /// dispatches them again.
     pub(crate) fn requeue(self: &Arc<Self>, vhost: &VHost, messages: Vec<QueuedMessage>) {
+        let mut dead = Vec::new();
         {
             let mut st = self.lock();
             if st.deleted {
@@ -961,7 +1052,11 @@ impl Queue {
                 qm.redelivered = true;
                 st.insert(&self.memory, qm);
             }
+            // RabbitMQ's requeue_and_run: the queue's limits apply to requeued messages too,
+            // before they are dispatched again (found by difftest).
+            self.drop_head_to_limits(&mut st, &mut dead);
         }
+        vhost.dead_letter(self, dead);
         self.wake.notify_one();
         self.dispatch(vhost);
     }
@@ -1042,18 +1137,7 @@ impl Queue {
                 if st.deleted {
                     return;
                 }
-                while let Some(level) = st.head_level() {
-                    let expired = st.ready[level]
-                        .front()
-                        .and_then(|m| st.expires_at(m))
-                        .is_some_and(|at| at <= now);
-                    if !expired {
-                        break;
-                    }
-                    if let Some(rm) = st.pop_head(&q.memory) {
-                        q.drop_ready(rm, "expired", &mut dead);
-                    }
-                }
+                q.drop_expired_heads(&mut st, &mut dead, now);
                 let idle_deadline = q
                     .config
                     .expires
