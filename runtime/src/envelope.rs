@@ -56,9 +56,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, FailureKind};
+use crate::msgpack_depth;
+pub use crate::msgpack_depth::MAX_DEPTH;
 
 /// The `content-type` of every Lepus request and reply.
 pub const CONTENT_TYPE: &str = "application/msgpack";
@@ -96,9 +98,24 @@ pub fn encode_request<A: Serialize>(args: &A) -> Result<Vec<u8>, rmp_serde::enco
     Ok(buf)
 }
 
-/// Decodes a request body into the handler's arguments tuple.
+/// Decodes a request body into the handler's arguments tuple. A body nesting deeper than
+/// [`MAX_DEPTH`] levels is refused before decoding (see `msgpack_depth`).
 pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<A, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(body)
+    decode_bounded(body)
+}
+
+/// Decodes one MessagePack value, refusing a body that nests deeper than [`MAX_DEPTH`] levels
+/// before decoding it (the decoder and the decoded value's `Drop` recurse once per level).
+fn decode_bounded<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    if let Err(too_deep) = msgpack_depth::check(body, MAX_DEPTH) {
+        return Err(rmp_serde::decode::Error::Uncategorized(
+            too_deep.to_string(),
+        ));
+    }
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(body);
+    // rmp-serde counts levels itself too; set a little above ours, it never trips first.
+    decoder.set_max_depth(MAX_DEPTH + 2);
+    T::deserialize(&mut decoder)
 }
 
 /// Encodes a reply carrying `Ok(value)` or `Err(app_error)`.
@@ -136,15 +153,14 @@ pub fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(body: &[u8]) -> Re
     let bad = |what: &str| Error::Decode(format!("reply {what} (body of {} bytes)", body.len()));
     match body {
         [FIXARRAY_2, TAG_OK, rest @ ..] => {
-            rmp_serde::from_slice(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
+            decode_bounded(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
         }
-        [FIXARRAY_2, TAG_ERR, rest @ ..] => match rmp_serde::from_slice(rest) {
+        [FIXARRAY_2, TAG_ERR, rest @ ..] => match decode_bounded(rest) {
             Ok(app_error) => Err(Error::Remote(app_error)),
             Err(e) => Err(Error::Decode(format!("reply application error: {e}"))),
         },
         [FIXARRAY_3, TAG_FAILED, kind, rest @ ..] => {
-            let message: String =
-                rmp_serde::from_slice(rest).map_err(|_| bad("failure message"))?;
+            let message: String = decode_bounded(rest).map_err(|_| bad("failure message"))?;
             Err(Error::Failed {
                 kind: FailureKind::from_code(*kind),
                 message,
@@ -323,6 +339,49 @@ mod tests {
         let both = by_header.with_type("fib".into());
         assert_eq!(method_of(&both), Some(&b"fib"[..]));
         assert_eq!(method_of(&BasicProperties::default()), None);
+    }
+
+    /// `depth` nested one-element arrays around `1`.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut body = vec![0x91; depth];
+        body.push(0x01);
+        body
+    }
+
+    #[test]
+    fn deeply_nested_bodies_are_refused_before_decoding() {
+        #[derive(Debug, Deserialize)]
+        #[serde(untagged)]
+        enum Tree {
+            Node(Vec<Tree>),
+            Leaf(#[allow(dead_code)] u8),
+        }
+        // Run on half the stack of a tokio worker thread (2 MiB), where a debug build would
+        // overflow long before 1,000 levels.
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                for depth in [1_000, 100_000] {
+                    let err = decode_request::<Tree>(&nested(depth)).unwrap_err();
+                    assert!(err.to_string().contains("deeper than 128"), "{err}");
+                    let mut reply = vec![FIXARRAY_2, TAG_OK];
+                    reply.extend_from_slice(&nested(depth));
+                    match decode_reply::<Tree, Never>(&reply) {
+                        Err(Error::Decode(message)) => assert!(message.contains("deeper")),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    reply[1] = TAG_ERR;
+                    assert!(matches!(
+                        decode_reply::<u8, Tree>(&reply),
+                        Err(Error::Decode(_))
+                    ));
+                }
+                // The limit itself still decodes.
+                assert!(decode_request::<Tree>(&nested(MAX_DEPTH - 1)).is_ok());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

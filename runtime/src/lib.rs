@@ -20,7 +20,8 @@
 //! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`]: consumers, concurrency, graceful
 //!   shutdown; `worker/delivery` handles one request (route, run, reply, ack).
 //! - `method`: [`Method`], the static description of an RPC method the macro implements.
-//! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec.
+//! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec;
+//!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it.
 //! - `error`: [`Error`] and its classifiers.
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
@@ -34,6 +35,7 @@ pub mod envelope;
 mod error;
 pub mod event;
 mod method;
+mod msgpack_depth;
 pub mod task;
 mod worker;
 
