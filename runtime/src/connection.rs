@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 /// broker-initiated `connection.close` raises no event in lapin 4).
 const STATUS_POLL: Duration = Duration::from_millis(50);
 
+/// How long [`Connection::close`] waits for the broker's `connection.close-ok`.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects to `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`) with default options.
 pub async fn connect(url: &str) -> Result<Connection> {
     ConnectOptions::new(url).connect().await
@@ -83,6 +86,7 @@ impl ConnectOptions {
             return Err(Error::Config("no broker URL given".into()));
         }
         let (first, url_index) = connect_any(&self, 0).await?;
+        let options = self.clone();
         let (link_tx, _) = watch::channel(LinkState::Up(Link {
             conn: Arc::new(first),
             generation: 1,
@@ -97,6 +101,7 @@ impl ConnectOptions {
             owner: Arc::new(Owner {
                 shared,
                 supervisor: std::sync::Mutex::new(Some(supervisor)),
+                options,
             }),
         })
     }
@@ -116,6 +121,8 @@ struct Owner {
     /// The supervisor task; taken by `close` to wait for it. Dropping it detaches the task,
     /// which still stops because `Owner::drop` signals `close`.
     supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// How this connection was made, for [`Connection::sibling`].
+    options: ConnectOptions,
 }
 
 impl Drop for Owner {
@@ -166,7 +173,8 @@ impl Connection {
     }
 
     /// Closes the AMQP connection (`connection.close`) and stops reconnecting. Clients and
-    /// workers on this connection end; calls in flight fail with [`Error::Closed`].
+    /// workers on this connection end; calls in flight fail with [`Error::Closed`]. Waits at
+    /// most 5 s for the broker to confirm (a blocked connection never does).
     pub async fn close(&self) {
         self.owner.shared.close.send_replace(true);
         let supervisor = match self.owner.supervisor.lock() {
@@ -176,6 +184,20 @@ impl Connection {
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;
         }
+    }
+
+    /// A second connection to the same brokers, with the same options, supervised on its own
+    /// (`role` is appended to the connection name). Workers publish on one: a broker blocks a
+    /// connection that publishes while its memory alarm is raised (`connection.blocked`), and
+    /// stops reading it, which would stall the acks of the deliveries it consumes.
+    pub(crate) async fn sibling(&self, role: &str) -> Result<Connection> {
+        let mut options = self.owner.options.clone();
+        let name = match &options.connection_name {
+            Some(name) => format!("{name} ({role})"),
+            None => format!("lepus {role}"),
+        };
+        options.connection_name = Some(name);
+        options.connect().await
     }
 
     /// Follows the link state (for clients and workers).
@@ -260,7 +282,10 @@ async fn supervise(
             if closing {
                 shared.link.send_replace(LinkState::Closed);
                 if conn.status().connected() {
-                    let _ = conn.close(200, "bye".into()).await;
+                    // Bounded: a connection the broker blocked (`connection.blocked`) is not
+                    // read, and its `close-ok` would never come.
+                    let _ =
+                        tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "bye".into())).await;
                 }
                 return;
             }

@@ -39,7 +39,9 @@
 //! 0x92        0x01     <error>            Err: the handler's application error
 //! 0x93        0x02     <kind> <message>   failure: kind is a positive fixint
 //!                                           0 = panicked, 1 = bad request, 2 = unknown method,
-//!                                           3 = unencodable result;
+//!                                           3 = unencodable or oversized result,
+//!                                           4 = time limit exceeded, 5 = request too large,
+//!                                           6 = delivery limit reached;
 //!                                           message is a MessagePack str
 //! ```
 //! Example: `Ok(832040u64)` -> `92 00 ce 00 0c b2 28`.
@@ -50,17 +52,26 @@
 //! naming no method goes to the queue's only handler, if it has one; it publishes the reply, then
 //! acks the request (at-least-once: a worker that dies before the ack lets the broker redeliver).
 //!
+//! Limits: a body nesting deeper than [`MAX_DEPTH`] (128) levels is refused as undecodable
+//! (a bad request), by callers too. A worker refuses a body larger than its handler's maximum
+//! message size (64 MiB by default), stops a handler at its caller's deadline or its own time
+//! limit, and answers a request that was delivered as often as its delivery limit allows
+//! (10 by default) without being answered with failure kind 6, counting deliveries in
+//! [`HEADER_DELIVERY_COUNT`] (`l`) on a copy it republishes to the queue (RabbitMQ quorum
+//! queues count them in `x-delivery-count`); see the `worker` module.
+//!
 //! Not implemented: compression (`content-encoding`), other codecs, streaming replies.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, FailureKind};
 use crate::msgpack_depth;
 pub use crate::msgpack_depth::MAX_DEPTH;
+pub use crate::worker::{HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY};
 
 /// The `content-type` of every Lepus request and reply.
 pub const CONTENT_TYPE: &str = "application/msgpack";
@@ -350,10 +361,10 @@ mod tests {
 
     #[test]
     fn deeply_nested_bodies_are_refused_before_decoding() {
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, serde::Deserialize)]
         #[serde(untagged)]
         enum Tree {
-            Node(Vec<Tree>),
+            Node(#[allow(dead_code)] Vec<Tree>),
             Leaf(#[allow(dead_code)] u8),
         }
         // Run on half the stack of a tokio worker thread (2 MiB), where a debug build would

@@ -36,8 +36,17 @@ pub enum FailureKind {
     BadRequest,
     /// No handler on this queue has the requested method name.
     UnknownMethod,
-    /// The handler's result could not be encoded.
+    /// The handler's result could not be encoded, or its encoding is larger than the
+    /// handler's maximum message size.
     BadReply,
+    /// The handler ran past its time limit and was stopped.
+    TimeLimit,
+    /// The request is larger than the handler's maximum message size; it was not decoded.
+    TooLarge,
+    /// The request was delivered to workers as often as the worker's delivery limit allows
+    /// without any of them answering it (they crashed, hung or were stopped while running it);
+    /// it was not run again.
+    DeliveryLimit,
 }
 
 impl FailureKind {
@@ -48,6 +57,9 @@ impl FailureKind {
             FailureKind::BadRequest => 1,
             FailureKind::UnknownMethod => 2,
             FailureKind::BadReply => 3,
+            FailureKind::TimeLimit => 4,
+            FailureKind::TooLarge => 5,
+            FailureKind::DeliveryLimit => 6,
         }
     }
 
@@ -57,6 +69,9 @@ impl FailureKind {
             0 => FailureKind::Panicked,
             2 => FailureKind::UnknownMethod,
             3 => FailureKind::BadReply,
+            4 => FailureKind::TimeLimit,
+            5 => FailureKind::TooLarge,
+            6 => FailureKind::DeliveryLimit,
             _ => FailureKind::BadRequest,
         }
     }
@@ -69,6 +84,9 @@ impl std::fmt::Display for FailureKind {
             FailureKind::BadRequest => "bad request",
             FailureKind::UnknownMethod => "unknown method",
             FailureKind::BadReply => "unencodable result",
+            FailureKind::TimeLimit => "time limit exceeded",
+            FailureKind::TooLarge => "request too large",
+            FailureKind::DeliveryLimit => "delivery limit reached",
         })
     }
 }
@@ -243,6 +261,9 @@ mod tests {
             FailureKind::BadRequest,
             FailureKind::UnknownMethod,
             FailureKind::BadReply,
+            FailureKind::TimeLimit,
+            FailureKind::TooLarge,
+            FailureKind::DeliveryLimit,
         ] {
             assert_eq!(FailureKind::from_code(kind.code()), kind);
         }

@@ -18,10 +18,12 @@
 //! - `client`: [`Client`], [`CallOptions`]: the call path; `client/pending` is the correlation
 //!   map, `client/reply_consumer` the session channel and its one reply consumer.
 //! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`]: consumers, concurrency, graceful
-//!   shutdown; `worker/delivery` handles one request (route, run, reply, ack).
+//!   shutdown; `worker/delivery` handles one request (route, count, run, reply, ack) and
+//!   `worker/limits`, `worker/redelivery`, `worker/byte_budget` bound what one message can do.
 //! - `method`: [`Method`], the static description of an RPC method the macro implements.
 //! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec;
-//!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it.
+//!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
+//!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
@@ -36,6 +38,7 @@ mod error;
 pub mod event;
 mod method;
 mod msgpack_depth;
+mod properties_size;
 pub mod task;
 mod worker;
 
@@ -44,7 +47,10 @@ pub use client::{CallOptions, Client, ClientBuilder, ReplyMode, DEFAULT_TIMEOUT}
 pub use connection::{connect, ConnectOptions, Connection};
 pub use error::{Error, FailureKind, Never, Result, REPLY_CODE_NO_ROUTE};
 pub use method::{BoxFuture, Method};
-pub use worker::{Handler, QueueOptions, Worker, DEFAULT_CONCURRENCY};
+pub use worker::{
+    Handler, QueueOptions, Worker, DEFAULT_CONCURRENCY, DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 
 pub use event::publish;
 pub use task::{EnqueueOptions, TaskId, TaskOptions};

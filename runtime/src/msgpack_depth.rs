@@ -123,6 +123,7 @@ fn read_len(body: &[u8], at: &mut usize, width: usize) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 

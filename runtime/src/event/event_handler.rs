@@ -1,14 +1,13 @@
 //! The worker side of an event handler: declare the exchange and bind the handler's queue,
-//! then for each event run the handler and `basic.ack`, or `basic.reject` (no requeue) when it
-//! fails or panics, so a poison event cannot loop (give the queue a dead-letter exchange
-//! to keep them).
+//! then for each event run the handler (under its limits) and `basic.ack`, or `basic.reject`
+//! (no requeue) when it fails, panics or runs past its time limit, so a poison event cannot
+//! loop (give the queue a dead-letter exchange to keep them). Events the worker refuses to run
+//! (too large, delivered too often) are rejected the same way.
 
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -20,11 +19,13 @@ use crate::envelope;
 use crate::event::current::{EventInfo, CURRENT};
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
+use crate::task::headers::{self, bounded_error};
 use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};
-use crate::worker::handler::panic_message;
-use crate::worker::settle::{Settle, SettleContext};
-use crate::worker::{Handler, QueueOptions};
+use crate::worker::limits::{self, HandlerLimits, Ran};
+use crate::worker::redelivery::was_redelivered;
+use crate::worker::settle::{Refusal, Settle, SettleContext};
+use crate::worker::{Handler, QueueOptions, HEADER_EXCHANGE, HEADER_ROUTING_KEY};
 
 /// The handler of event handler `E` for `Worker::serve` (the generated `on_error::handler()`).
 /// A broadcast handler gets a queue of its own, `<E::QUEUE>.<uuid>`, at each call.
@@ -38,7 +39,7 @@ pub fn handler<E: Event>() -> Handler {
         observer: None,
         event: PhantomData,
     };
-    Handler::settling(queue, E::NAME, Arc::new(runner))
+    Handler::settling(queue, E::NAME, Arc::new(runner), HandlerLimits::default())
 }
 
 /// Runs event handler `E` on a worker.
@@ -64,11 +65,14 @@ impl<E: Event> Settle for EventRunner<E> {
     fn queue_options(&self) -> QueueOptions {
         match E::DELIVERY {
             DeliveryKind::Pool => QueueOptions::new().durable(true),
-            DeliveryKind::Broadcast => QueueOptions::new().exclusive(true).auto_delete(true),
+            // Deleted with the worker's connection. Not `auto_delete`: the broker would delete it
+            // (and the events in it) whenever the worker cancels its consumer, as a rebuilt
+            // channel or the byte budget's pause does.
+            DeliveryKind::Broadcast => QueueOptions::new().exclusive(true),
         }
     }
 
-    fn needs_confirms(&self) -> bool {
+    fn dead_letters(&self) -> bool {
         false
     }
 
@@ -122,46 +126,74 @@ impl<E: Event> Settle for EventRunner<E> {
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
         Box::pin(self.clone().run(delivery, context))
     }
+
+    fn refuse(
+        &self,
+        delivery: Delivery,
+        context: SettleContext,
+        refusal: Refusal,
+    ) -> BoxFuture<'static, ()> {
+        let runner = self.clone();
+        Box::pin(async move {
+            let outcome = reject::<E>(&delivery, &context, bounded_error(refusal.reason)).await;
+            runner.report(&delivery, &context, outcome);
+        })
+    }
+}
+
+/// Rejects a failed or refused event (no requeue: dead-lettered if its queue says so).
+async fn reject<E: Event>(delivery: &Delivery, context: &SettleContext, error: String) -> Outcome {
+    warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
+    let rejected = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await;
+    match settled(rejected) {
+        Ok(()) => Outcome::Failed { error },
+        Err(error) => Outcome::Unsettled { error },
+    }
 }
 
 impl<E: Event> EventRunner<E> {
-    async fn run(self, delivery: Delivery, context: SettleContext) {
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.to_string());
+    async fn run(self, delivery: Delivery, mut context: SettleContext) {
+        let h = delivery.properties.headers().as_ref();
+        // A bounced copy (see `worker/redelivery`) came through the default exchange; its
+        // origin is in its headers.
         let info = EventInfo {
-            exchange: delivery.exchange.to_string(),
-            routing_key: delivery.routing_key.to_string(),
-            message_id: message_id.clone(),
-            redelivered: delivery.redelivered,
+            exchange: headers::string(h, HEADER_EXCHANGE)
+                .unwrap_or_else(|| delivery.exchange.to_string()),
+            routing_key: headers::string(h, HEADER_ROUTING_KEY)
+                .unwrap_or_else(|| delivery.routing_key.to_string()),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            redelivered: was_redelivered(&delivery),
         };
         debug!(handler = E::NAME, exchange = %info.exchange, routing_key = %info.routing_key, "event");
-        let result = CURRENT.scope(info, run_once::<E>(&delivery.data)).await;
-        let outcome = match result {
+        let outcome = match run_once::<E>(&delivery.data, info, &mut context).await {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
                 Err(error) => Outcome::Unsettled { error },
             },
-            Err(error) => {
-                warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
-                let rejected = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
-                match settled(rejected) {
-                    Ok(()) => Outcome::Failed { error },
-                    Err(error) => Outcome::Unsettled { error },
-                }
-            }
+            Err(error) => reject::<E>(&delivery, &context, error).await,
         };
+        self.report(&delivery, &context, outcome);
+    }
+
+    /// Tells the observer, if any, how a delivery ended.
+    fn report(&self, delivery: &Delivery, context: &SettleContext, outcome: Outcome) {
         if let Some(observer) = &self.observer {
             observer.report(Completion {
                 queue: context.queue.to_string(),
                 name: E::NAME.to_owned(),
-                message_id,
-                redelivered: delivery.redelivered,
+                message_id: delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string()),
+                redelivered: was_redelivered(delivery),
                 attempt: 1,
                 outcome,
             });
@@ -169,13 +201,19 @@ impl<E: Event> EventRunner<E> {
     }
 }
 
-/// Decodes the payload and runs `E` once, catching a panic.
-async fn run_once<E: Event>(body: &[u8]) -> Result<(), String> {
+/// Decodes the payload and runs `E` once under its limits, as event `info`, catching a panic.
+async fn run_once<E: Event>(
+    body: &[u8],
+    info: EventInfo,
+    context: &mut SettleContext,
+) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
-        .map_err(|err| format!("cannot decode the payload of {}: {err}", E::NAME))?;
-    match AssertUnwindSafe(E::invoke(payload)).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+        .map_err(|err| bounded_error(format!("cannot decode the payload of {}: {err}", E::NAME)))?;
+    let limits = context.limits;
+    let run = CURRENT.scope(info, E::invoke(payload));
+    match limits::run(run, limits.time_limit, limits.blocking, &mut context.slot).await {
+        Ran::Done(Ok(())) => Ok(()),
+        Ran::Done(Err(err)) => Err(bounded_error(err.to_string())),
+        ran => Err(ran.failure().unwrap_or_default()),
     }
 }

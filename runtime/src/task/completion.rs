@@ -182,6 +182,7 @@ pub fn observe(handler: Handler) -> Result<(Handler, Completions)> {
         handler.queue().to_owned(),
         handler.method().to_owned(),
         observed,
+        handler.limits(),
     );
     Ok((handler, Completions { rx, declared }))
 }

@@ -7,18 +7,22 @@
 //! - failure of the last attempt (or arguments that can never decode): the same, to the
 //!   dead-letter queue;
 //! - the copy could not be published or confirmed: `basic.nack` with requeue, so the broker
-//!   delivers the original again (nothing is lost; the attempt may repeat).
+//!   delivers the original again (nothing is lost; the attempt may repeat);
+//! - a retry copy too large for a frame (the task's own headers plus the failure record): to
+//!   the dead-letter queue instead, losing the task's largest headers if it must
+//!   (`headers::fit_to_frame`).
 //!
 //! A worker that dies mid-attempt never acks; the broker redelivers the task to another worker
-//! (`redelivered = true`), and the attempt count is unchanged (only failures count).
+//! (`redelivered = true`), and the attempt count is unchanged (only failures count): the
+//! worker's delivery limit (`worker/redelivery`) counts those, and past it the worker calls
+//! [`Settle::refuse`], which dead-letters the task with the reason, as it does for a task too
+//! large for its handler or one naming a task this queue does not serve.
 
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -27,25 +31,32 @@ use tracing::{debug, warn};
 
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
+use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
 use crate::task::current::{TaskInfo, CURRENT};
 use crate::task::declared::Declared;
-use crate::task::headers::{self, RETRY_DELAY};
+use crate::task::headers::{self, bounded_error, RETRY_DELAY};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::{Task, TaskOptions};
-use crate::worker::handler::panic_message;
-use crate::worker::settle::{Settle, SettleContext};
+use crate::worker::limits::{self, HandlerLimits, Ran};
+use crate::worker::redelivery::was_redelivered;
+use crate::worker::settle::{Refusal, Settle, SettleContext};
 use crate::worker::{Handler, QueueOptions};
 
 /// The handler of task `T` for `Worker::serve` (the generated `send_email::handler()`).
 pub fn handler<T: Task>() -> Handler {
+    let options = T::options();
+    let limits = HandlerLimits {
+        time_limit: options.time_limit_of(),
+        ..HandlerLimits::default()
+    };
     let runner = TaskRunner::<T> {
-        options: T::options(),
+        options,
         observer: None,
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
-    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner))
+    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), limits)
 }
 
 /// Runs task `T` on a worker. Clones share `declared`.
@@ -81,7 +92,7 @@ impl<T: Task> Settle for TaskRunner<T> {
         self.options.queue_options()
     }
 
-    fn needs_confirms(&self) -> bool {
+    fn dead_letters(&self) -> bool {
         true
     }
 
@@ -118,11 +129,31 @@ impl<T: Task> Settle for TaskRunner<T> {
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
         Box::pin(self.clone().run(delivery, context))
     }
+
+    fn refuse(
+        &self,
+        delivery: Delivery,
+        context: SettleContext,
+        refusal: Refusal,
+    ) -> BoxFuture<'static, ()> {
+        let runner = self.clone();
+        Box::pin(async move {
+            let attempt = headers::attempts(delivery.properties.headers().as_ref());
+            let failure = Failure {
+                error: bounded_error(refusal.reason),
+                permanent: true,
+            };
+            let outcome = runner
+                .settle_failure(&delivery, &context, attempt, failure)
+                .await;
+            runner.report(&delivery, &context, refusal.name, attempt, outcome);
+        })
+    }
 }
 
 impl<T: Task> TaskRunner<T> {
     /// One attempt, settled.
-    async fn run(self, delivery: Delivery, context: SettleContext) {
+    async fn run(self, delivery: Delivery, mut context: SettleContext) {
         let headers = delivery.properties.headers().as_ref();
         let attempt = headers::attempts(headers).saturating_add(1);
         let message_id = delivery
@@ -133,7 +164,7 @@ impl<T: Task> TaskRunner<T> {
         let info = TaskInfo {
             message_id: message_id.clone(),
             attempt,
-            redelivered: delivery.redelivered,
+            redelivered: was_redelivered(&delivery),
             name: T::NAME.to_owned(),
             queue: context.queue.to_string(),
         };
@@ -142,15 +173,10 @@ impl<T: Task> TaskRunner<T> {
             queue = %context.queue,
             message_id = message_id.as_deref().unwrap_or(""),
             attempt,
-            redelivered = delivery.redelivered,
+            redelivered = was_redelivered(&delivery),
             "task attempt"
         );
-        let result = CURRENT
-            .scope(
-                info,
-                attempt_once::<T>(&delivery.data, self.options.time_limit_of()),
-            )
-            .await;
+        let result = attempt_once::<T>(&delivery.data, info, &mut context).await;
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -164,12 +190,28 @@ impl<T: Task> TaskRunner<T> {
                     .await
             }
         };
+        self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
+    }
+
+    /// Tells the observer, if any, how a delivery ended.
+    fn report(
+        &self,
+        delivery: &Delivery,
+        context: &SettleContext,
+        name: String,
+        attempt: u32,
+        outcome: Outcome,
+    ) {
         if let Some(observer) = &self.observer {
             observer.report(Completion {
                 queue: context.queue.to_string(),
-                name: T::NAME.to_owned(),
-                message_id,
-                redelivered: delivery.redelivered,
+                name,
+                message_id: delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string()),
+                redelivered: was_redelivered(delivery),
                 attempt,
                 outcome,
             });
@@ -192,7 +234,7 @@ impl<T: Task> TaskRunner<T> {
             queue,
         );
         let last = failure.permanent || attempt > self.options.retry_count();
-        let (target, outcome) = if last {
+        let (target, mut outcome) = if last {
             warn!(task = T::NAME, queue, attempt, error = %failure.error, "task failed for the last time; dead-lettered");
             (
                 Target::Dead(self.options.dead_letter_queue_for(queue)),
@@ -218,9 +260,19 @@ impl<T: Task> TaskRunner<T> {
             )
         };
         let properties = delivery.properties.clone().with_headers(copy_headers);
-        let published = self
-            .publish_copy(&context.channel, queue, &target, &delivery.data, properties)
-            .await;
+        let published = match context.publisher.confirmed().await {
+            Ok(opened) => {
+                let (target, properties, outcome_error) =
+                    fit(target, properties, opened.frame_max, queue, &self.options);
+                if let Some(error) = outcome_error {
+                    warn!(task = T::NAME, queue, %error, "retry copy too large for a frame; dead-lettered");
+                    outcome = Outcome::DeadLettered { error };
+                }
+                self.publish_copy(&opened.channel, queue, &target, &delivery.data, properties)
+                    .await
+            }
+            Err(err) => Err(format!("no publishing channel: {err}")),
+        };
         let settled = match published {
             Ok(()) => settled(delivery.acker.ack(BasicAckOptions::default()).await),
             Err(error) => {
@@ -329,33 +381,64 @@ enum Target {
     Dead(String),
 }
 
-/// Decodes the arguments and runs `T` once, with its time limit, catching a panic.
-async fn attempt_once<T: Task>(body: &[u8], time_limit: Option<Duration>) -> Result<(), Failure> {
+/// Makes the copy of a failed task fit a frame of `frame_max` bytes: a retry copy that does not
+/// goes to the dead-letter queue instead; a dead letter that does not loses the task's largest
+/// headers (`headers::fit_to_frame`). Returns where the copy goes, its properties, and the
+/// dead letter's error when the target changed or headers were dropped.
+fn fit(
+    target: Target,
+    mut properties: BasicProperties,
+    frame_max: u32,
+    queue: &str,
+    options: &TaskOptions,
+) -> (Target, BasicProperties, Option<String>) {
+    if properties_size::fits(&properties, frame_max) {
+        return (target, properties, None);
+    }
+    let original =
+        headers::string(properties.headers().as_ref(), headers::ERROR).unwrap_or_default();
+    let dropped = headers::fit_to_frame(&mut properties, frame_max);
+    let error = bounded_error(format!(
+        "{original} [the copy of this task did not fit a frame of {frame_max} bytes; headers \
+         dropped: {}]",
+        dropped.join(", ")
+    ));
+    // The failure record, with this error, and without a retry delay (no retry).
+    let mut table = FieldTable::default();
+    for (key, value) in properties.headers().iter().flat_map(|h| h.inner()) {
+        if key.as_str() != RETRY_DELAY {
+            table.insert(key.clone(), value.clone());
+        }
+    }
+    table.insert(headers::ERROR.into(), headers::long_string(&error));
+    let properties = properties.with_headers(table);
+    (
+        Target::Dead(options.dead_letter_queue_for(queue)),
+        properties,
+        Some(error),
+    )
+}
+
+/// Decodes the arguments and runs `T` once under its limits, as task `info`, catching a panic.
+async fn attempt_once<T: Task>(
+    body: &[u8],
+    info: TaskInfo,
+    context: &mut SettleContext,
+) -> Result<(), Failure> {
     let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
-        error: format!("cannot decode the arguments of {}: {err}", T::NAME),
+        error: bounded_error(format!("cannot decode the arguments of {}: {err}", T::NAME)),
         permanent: true,
     })?;
-    let run = AssertUnwindSafe(T::invoke(args)).catch_unwind();
-    let ran = match time_limit {
-        Some(limit) => match tokio::time::timeout(limit, run).await {
-            Ok(ran) => ran,
-            Err(_) => {
-                return Err(Failure {
-                    error: format!("time limit of {limit:?} exceeded"),
-                    permanent: false,
-                })
-            }
-        },
-        None => run.await,
-    };
-    match ran {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(Failure {
-            error: err.to_string(),
+    let limits = context.limits;
+    let run = CURRENT.scope(info, T::invoke(args));
+    match limits::run(run, limits.time_limit, limits.blocking, &mut context.slot).await {
+        Ran::Done(Ok(())) => Ok(()),
+        Ran::Done(Err(err)) => Err(Failure {
+            error: bounded_error(err.to_string()),
             permanent: false,
         }),
-        Err(payload) => Err(Failure {
-            error: format!("panicked: {}", panic_message(payload.as_ref())),
+        ran => Err(Failure {
+            error: ran.failure().unwrap_or_default(),
             permanent: false,
         }),
     }

@@ -1,14 +1,15 @@
-//! [`Handler`]: one served method, type-erased so a worker can hold many.
+//! [`Handler`]: one served method, type-erased so a worker can hold many, with its limits
+//! (time, message size, blocking; see `limits`).
 
 use std::borrow::Cow;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-
-use futures::FutureExt;
+use std::time::Duration;
 
 use crate::envelope;
 use crate::error::FailureKind;
 use crate::method::{BoxFuture, Method};
+use crate::task::headers::bounded_error;
+use crate::worker::limits::HandlerLimits;
 use crate::worker::settle::Settle;
 
 /// A method a worker can serve: its queue, its name and how to turn a request body into a
@@ -17,12 +18,15 @@ use crate::worker::settle::Settle;
 pub struct Handler {
     queue: Cow<'static, str>,
     method: Cow<'static, str>,
-    /// Decodes the request, runs the function, encodes the reply; never fails (failures are
-    /// encoded as failure replies). Panics are caught by [`Handler::dispatch`].
-    run: fn(Vec<u8>) -> BoxFuture<Vec<u8>>,
+    /// Decodes the request, runs the function, encodes the reply (refusing a reply larger than
+    /// the second argument); never fails (failures are encoded as failure replies). The worker
+    /// runs it under the handler's limits, which catch a panic.
+    run: fn(Vec<u8>, usize) -> BoxFuture<Vec<u8>>,
     /// Set for task and event handlers, which settle their deliveries themselves (then `run`
     /// is never called); shared by every clone of the handler.
     settle: Option<Arc<dyn Settle>>,
+    /// Time limit, message size and blocking, as set on this handler.
+    limits: HandlerLimits,
 }
 
 impl std::fmt::Debug for Handler {
@@ -30,6 +34,7 @@ impl std::fmt::Debug for Handler {
         f.debug_struct("Handler")
             .field("queue", &self.queue)
             .field("method", &self.method)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -42,6 +47,7 @@ impl Handler {
             method: Cow::Borrowed(M::NAME),
             run: run::<M>,
             settle: None,
+            limits: HandlerLimits::default(),
         }
     }
 
@@ -50,12 +56,14 @@ impl Handler {
         queue: impl Into<Cow<'static, str>>,
         method: impl Into<Cow<'static, str>>,
         settle: Arc<dyn Settle>,
+        limits: HandlerLimits,
     ) -> Self {
         Handler {
             queue: queue.into(),
             method: method.into(),
             run: never_run,
             settle: Some(settle),
+            limits,
         }
     }
 
@@ -70,6 +78,43 @@ impl Handler {
         self
     }
 
+    /// Stops a run of this handler after `limit` of wall time: the call is answered with
+    /// [`FailureKind::TimeLimit`], the task attempt fails (and is retried), the event is
+    /// rejected. An RPC call also stops at its caller's deadline, whichever comes first. For a
+    /// task this replaces its `time_limit`. See the module `limits` for what can be stopped.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.limits.time_limit = Some(limit);
+        self
+    }
+
+    /// Runs the handler on tokio's blocking pool (`spawn_blocking`), for handlers that block
+    /// their thread (`std::thread::sleep`, blocking I/O, long computations): they then cannot
+    /// stall the other handlers and the worker's own loop. The `blocking = true` key of the
+    /// attributes sets this.
+    pub fn blocking(mut self, blocking: bool) -> Self {
+        self.limits.blocking = blocking;
+        self
+    }
+
+    /// Refuses, before decoding, a message body larger than `bytes` (default: the worker's
+    /// [`Worker::max_message_size`](crate::Worker::max_message_size)): the call is answered
+    /// with [`FailureKind::TooLarge`], the task dead-lettered, the event rejected. An RPC
+    /// handler's reply may not be larger either ([`FailureKind::BadReply`]).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = Some(bytes);
+        self
+    }
+
+    /// The limits set on this handler (unset ones take the worker's defaults).
+    pub(crate) fn limits(&self) -> HandlerLimits {
+        self.limits
+    }
+
+    /// The RPC handler's future for one request body; `max_reply`: the largest reply body.
+    pub(crate) fn invoke(&self, body: Vec<u8>, max_reply: usize) -> BoxFuture<Vec<u8>> {
+        (self.run)(body, max_reply)
+    }
+
     /// The queue this handler consumes from.
     pub fn queue(&self) -> &str {
         &self.queue
@@ -79,50 +124,44 @@ impl Handler {
     pub fn method(&self) -> &str {
         &self.method
     }
-
-    /// Runs the handler on a request body and returns the reply body; a panic in the handler
-    /// becomes a failure reply.
-    pub(crate) async fn dispatch(&self, body: Vec<u8>) -> Vec<u8> {
-        let run = self.run;
-        match AssertUnwindSafe(async move { run(body).await })
-            .catch_unwind()
-            .await
-        {
-            Ok(reply) => reply,
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
-                tracing::warn!(method = %self.method, panic = %message, "handler panicked");
-                envelope::encode_failure(FailureKind::Panicked, &message)
-            }
-        }
-    }
 }
 
 /// Decode, run, encode for method `M`.
-fn run<M: Method>(body: Vec<u8>) -> BoxFuture<Vec<u8>> {
+fn run<M: Method>(body: Vec<u8>, max_reply: usize) -> BoxFuture<Vec<u8>> {
     Box::pin(async move {
         let args = match envelope::decode_request::<M::Args>(&body) {
             Ok(args) => args,
             Err(err) => {
                 return envelope::encode_failure(
                     FailureKind::BadRequest,
-                    &format!("cannot decode the arguments of {}: {err}", M::NAME),
+                    &bounded_error(format!("cannot decode the arguments of {}: {err}", M::NAME)),
                 )
             }
         };
+        drop(body);
         let result = M::invoke(args).await;
-        envelope::encode_reply(&result).unwrap_or_else(|err| {
-            envelope::encode_failure(
+        match envelope::encode_reply(&result) {
+            Ok(reply) if reply.len() <= max_reply => reply,
+            Ok(reply) => envelope::encode_failure(
                 FailureKind::BadReply,
-                &format!("cannot encode the result of {}: {err}", M::NAME),
-            )
-        })
+                &format!(
+                    "the result of {} encodes to {} bytes, more than the handler's maximum \
+                     message size of {max_reply}",
+                    M::NAME,
+                    reply.len()
+                ),
+            ),
+            Err(err) => envelope::encode_failure(
+                FailureKind::BadReply,
+                &bounded_error(format!("cannot encode the result of {}: {err}", M::NAME)),
+            ),
+        }
     })
 }
 
 /// The `run` of a self-settling handler: the worker routes its deliveries to `Settle::handle`
 /// instead, so this only answers a request that reached it by mistake.
-fn never_run(_: Vec<u8>) -> BoxFuture<Vec<u8>> {
+fn never_run(_: Vec<u8>, _: usize) -> BoxFuture<Vec<u8>> {
     Box::pin(async {
         envelope::encode_failure(
             FailureKind::UnknownMethod,
@@ -131,12 +170,13 @@ fn never_run(_: Vec<u8>) -> BoxFuture<Vec<u8>> {
     })
 }
 
-/// The text of a panic payload (`&str` or `String`), else a placeholder.
+/// The text of a panic payload (`&str` or `String`), else a placeholder; at most
+/// [`MAX_ERROR_LEN`](crate::task::headers::MAX_ERROR_LEN) bytes.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
+        bounded_error((*s).to_owned())
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        bounded_error(s.clone())
     } else {
         "non-string panic payload".to_owned()
     }

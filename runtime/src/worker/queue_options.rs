@@ -80,6 +80,11 @@ impl QueueOptions {
         self
     }
 
+    /// True for a queue the broker deletes with its last consumer.
+    pub(crate) fn is_auto_delete(&self) -> bool {
+        self.auto_delete
+    }
+
     pub(crate) fn declare_options(&self) -> QueueDeclareOptions {
         QueueDeclareOptions {
             durable: self.durable,
