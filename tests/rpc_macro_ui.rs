@@ -20,6 +20,7 @@ fn rpc_macro_ui() {
         "impl_trait",
         "combined",
         "not_serializable",
+        "limits_bad_values",
     ] {
         cases.compile_fail(format!("tests/ui/{case}.rs"));
     }

@@ -30,7 +30,10 @@ use proc_macro::TokenStream;
 ///   `fib::METHOD`.
 ///
 /// Attribute keys: `queue = "..."` (required), `name = "..."` (the method name; default: the
-/// function's name). Several functions may share a queue; requests are routed by method name.
+/// function's name), `time_limit = "5s"` (the handler is stopped after that long and the caller
+/// gets a time-limit failure; it is stopped at the caller's deadline in any case),
+/// `blocking = true` (run on tokio's blocking pool: for handlers that block their thread).
+/// Several functions may share a queue; requests are routed by method name.
 /// Arguments and results must be owned `Serialize + DeserializeOwned` types.
 ///
 /// The module reaches the function's types through `use super::*`, so annotate functions at
@@ -55,7 +58,9 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Keys: `queue` (required), `name` (default: the function's name), `retries` (default 3),
 /// `backoff = "<first>..<max>"` (default `"1s..300s"`), `time_limit` (a duration string),
 /// `max_priority` (declares the queue with priorities), `dead_letter_queue` (default
-/// `"<queue>.dead"`), `quorum = true`. The function returns `()`, any `T`, or `Result<T, E>`
+/// `"<queue>.dead"`), `quorum = true`, `blocking = true` (run on tokio's blocking pool: for
+/// functions that block their thread; the time limit still counts wall time). The function
+/// returns `()`, any `T`, or `Result<T, E>`
 /// with `E: Display` (an `Err`, a panic or the time limit fail the attempt).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -74,7 +79,8 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Keys: `exchange` and `kind` (`"fanout"`, `"direct"`, `"topic"`) required; `binding` (a key
 /// or an array of keys; required for direct and topic); `delivery = "pool"` (default: one
 /// durable queue per handler shared by all instances) or `"broadcast"` (one exclusive queue per
-/// running instance); `queue` (default `"<exchange>.<fn>"`); `name`.
+/// running instance); `queue` (default `"<exchange>.<fn>"`); `name`; `time_limit` (the event is
+/// rejected when the handler runs longer); `blocking = true` (run on tokio's blocking pool).
 #[proc_macro_attribute]
 pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
     event::event(attr.into(), item.into()).into()

@@ -53,6 +53,7 @@ pub(crate) fn expand(
         None => quote!(()),
     };
     let event_impl = gen_event_impl(args, function, signature, &marker, &queue, &handler_name);
+    let limits = crate::task::attr::handler_limits(args.blocking, args.time_limit);
     let client = Ident::new("client", Span::mixed_site());
     let routing_key = Ident::new("routing_key", Span::mixed_site());
     let value = Ident::new("payload", Span::mixed_site());
@@ -74,7 +75,7 @@ pub(crate) fn expand(
             #event_impl
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
             #inner fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::event_handler::<#marker>()
+                ::lepus::__private::event_handler::<#marker>() #limits
             }
             /// Publishes an event to this handler's exchange (declared on first use) and waits
             /// for the broker's confirm.

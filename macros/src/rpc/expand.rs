@@ -40,6 +40,8 @@ struct Model<'a> {
     signature: &'a WireSignature,
     /// `::lepus::Error<E>`'s `E`.
     err: TokenStream,
+    /// `.blocking(true)` / `.time_limit(..)` calls on the handler.
+    limits: TokenStream,
 }
 
 /// The whole expansion.
@@ -61,6 +63,7 @@ pub(crate) fn expand(args: &RpcArgs, function: &ItemFn, signature: &WireSignatur
             Some(err) => quote!(#err),
             None => quote!(::lepus::__private::Never),
         },
+        limits: crate::task::attr::handler_limits(args.blocking, args.time_limit),
     };
     let local = gen_local_fn(&model);
     let module = gen_module(&model);
@@ -220,10 +223,11 @@ fn gen_call_with(model: &Model<'_>) -> TokenStream {
 fn gen_handler(model: &Model<'_>) -> TokenStream {
     let vis = &model.inner_vis;
     let marker = &model.marker;
+    let limits = &model.limits;
     quote! {
         /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
         #vis fn handler() -> ::lepus::__private::Handler {
-            ::lepus::__private::Handler::new::<#marker>()
+            ::lepus::__private::Handler::new::<#marker>() #limits
         }
     }
 }

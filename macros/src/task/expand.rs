@@ -52,6 +52,8 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
     );
     let task_impl = gen_task_impl(args, function, signature, &marker, &queue, &task_name);
     let enqueue = gen_enqueue(signature, &marker, &inner);
+    // The time limit is in the task's options; only `blocking` is set on the handler.
+    let limits = super::attr::handler_limits(args.blocking, None);
     quote! {
         #function
         #[doc = #doc]
@@ -69,7 +71,7 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
             #enqueue
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
             #inner fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::task_handler::<#marker>()
+                ::lepus::__private::task_handler::<#marker>() #limits
             }
         }
     }
