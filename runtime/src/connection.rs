@@ -87,16 +87,24 @@ impl ConnectOptions {
         }
         let (first, url_index) = connect_any(&self, 0).await?;
         let options = self.clone();
+        let (blocked_tx, blocked) = watch::channel(false);
         let (link_tx, _) = watch::channel(LinkState::Up(Link {
             conn: Arc::new(first),
             generation: 1,
+            blocked,
         }));
         let (close_tx, close_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             link: link_tx,
             close: close_tx,
         });
-        let supervisor = tokio::spawn(supervise(self, shared.clone(), close_rx, url_index));
+        let supervisor = tokio::spawn(supervise(
+            self,
+            shared.clone(),
+            close_rx,
+            url_index,
+            blocked_tx,
+        ));
         Ok(Connection {
             owner: Arc::new(Owner {
                 shared,
@@ -156,6 +164,10 @@ pub(crate) enum LinkState {
 pub(crate) struct Link {
     pub(crate) conn: Arc<lapin::Connection>,
     pub(crate) generation: u64,
+    /// True while the broker blocks this connection (`connection.blocked`: lapin then writes
+    /// nothing on it). The sender is the supervisor, the one listener of the connection's
+    /// events (lapin hands each event to one listener only).
+    pub(crate) blocked: watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -265,8 +277,10 @@ async fn supervise(
     shared: Arc<Shared>,
     mut close: watch::Receiver<bool>,
     mut url_index: usize,
+    first_blocked: watch::Sender<bool>,
 ) {
     let mut generation = 1;
+    let mut blocked = first_blocked;
     let mut current = match &*shared.link.borrow() {
         LinkState::Up(link) => Some(link.conn.clone()),
         _ => None,
@@ -278,7 +292,7 @@ async fn supervise(
                 generation,
                 "connected to broker"
             );
-            let closing = wait_for_loss(&conn, &mut close).await;
+            let closing = wait_for_loss(&conn, &mut close, &blocked).await;
             if closing {
                 shared.link.send_replace(LinkState::Closed);
                 if conn.status().connected() {
@@ -301,9 +315,12 @@ async fn supervise(
                     url_index = index;
                     generation += 1;
                     let conn = Arc::new(conn);
+                    let (blocked_tx, blocked_rx) = watch::channel(false);
+                    blocked = blocked_tx;
                     shared.link.send_replace(LinkState::Up(Link {
                         conn: conn.clone(),
                         generation,
+                        blocked: blocked_rx,
                     }));
                     current = Some(conn);
                 }
@@ -324,11 +341,20 @@ async fn supervise(
     }
 }
 
-/// Waits until `conn` is no longer usable (returns `false`) or a close is requested (`true`).
-async fn wait_for_loss(conn: &lapin::Connection, close: &mut watch::Receiver<bool>) -> bool {
+/// Waits until `conn` is no longer usable (returns `false`) or a close is requested (`true`),
+/// keeping `blocked` in line with the broker's `connection.blocked` / `unblocked`.
+async fn wait_for_loss(
+    conn: &lapin::Connection,
+    close: &mut watch::Receiver<bool>,
+    blocked: &watch::Sender<bool>,
+) -> bool {
     let mut events = conn.events_listener();
     let mut poll = tokio::time::interval(STATUS_POLL);
     loop {
+        blocked.send_if_modified(|was| {
+            let now = conn.status().blocked();
+            std::mem::replace(was, now) != now
+        });
         tokio::select! {
             _ = close.wait_for(|closed| *closed) => return true,
             event = events.next() => match event {

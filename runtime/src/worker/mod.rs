@@ -534,9 +534,11 @@ async fn budget_step(
 ) -> lapin::Result<()> {
     let held = budget.held();
     if !consumers.paused() {
+        // Messages seen since the count was lowered are small enough for a higher one.
         let raise = consumers.prefetch() < config.prefetch
             && consumers.may_raise()
-            && held < config.prefetch_bytes / 4
+            && consumers.largest() > 0
+            && held < config.prefetch_bytes / 2
             && byte_budget::prefetch_for(
                 config.prefetch_bytes,
                 consumers.largest(),

@@ -12,13 +12,14 @@
 //! Two channels on it, opened on first use and reopened after a channel or connection error:
 //! one without confirms for replies (a reply is transient; the caller's timeout covers a lost
 //! one) and one in confirm mode for copies, which must be in the broker before the original is
-//! acked.
+//! acked. While the broker blocks the publishing connection, lapin holds every frame for it,
+//! so a request is then acked as soon as its reply is queued in the worker (see `replies`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::ConfirmSelectOptions;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::{watch, Mutex, OnceCell};
 use tokio::time::Instant;
 
 use crate::connection::Connection;
@@ -52,6 +53,9 @@ pub(crate) struct Opened {
     pub(crate) channel: lapin::Channel,
     /// The negotiated `frame_max` of its connection (0: none).
     pub(crate) frame_max: u32,
+    /// True while the broker blocks its connection (`connection.blocked`); the sender is the
+    /// connection's supervisor.
+    pub(crate) blocked: watch::Receiver<bool>,
 }
 
 impl WorkerPublisher {
@@ -107,6 +111,7 @@ impl WorkerPublisher {
             generation: link.generation,
             channel,
             frame_max: link.conn.configuration().frame_max(),
+            blocked: link.blocked.clone(),
         };
         *slot = Some(open.clone());
         Ok(open)

@@ -10,6 +10,13 @@
 //! (at-least-once). A request whose reply could not be published is handed back to the broker
 //! (`basic.nack`, requeue) and runs again; its delivery count (`redelivery`) bounds how often.
 //!
+//! One exception: while the broker blocks the publishing connection (`connection.blocked`, its
+//! memory alarm), lapin writes nothing on it, and waiting for the reply to be written would
+//! stall the acks, and with them the consumers' prefetch, for as long as the alarm lasts. A
+//! request is then acked once its reply is queued in lapin; the reply leaves when the broker
+//! unblocks the connection. A worker that dies in between loses such a reply (its caller times
+//! out, as it would had the worker died before replying), not the request's ack.
+//!
 //! When every delivery on the channel comes through here (the worker serves RPC handlers only;
 //! task and event handlers settle their own deliveries), requests are acked with
 //! `multiple = true`: the [`AckWindow`] tracks which delivery tags are settled, and one frame
@@ -77,9 +84,9 @@ pub(crate) async fn run(
     let mut acking = FuturesUnordered::new();
     let mut window = AckWindow::new(multiple);
     let mut written: Vec<(u64, bool)> = Vec::new();
-    // The reply channel, shared by the replies being written (an `Arc` clone per reply, where
-    // cloning a `lapin::Channel` copies a dozen `Arc`s).
-    let mut replies: Option<Arc<lapin::Channel>> = None;
+    // The reply channel and its connection, shared by the replies being written (an `Arc`
+    // clone per reply, where cloning a `lapin::Channel` copies a dozen `Arc`s).
+    let mut replies: Option<ReplyChannel> = None;
     let mut open = true;
     loop {
         tokio::select! {
@@ -103,7 +110,7 @@ pub(crate) async fn run(
             Some(()) = acking.next(), if !acking.is_empty() => {}
             item = settled.recv(), if open => match item {
                 Some(item) => {
-                    let current = replies.clone().filter(|c| c.status().connected());
+                    let current = replies.clone().filter(|c| c.channel.status().connected());
                     publishing.push(publish(publisher.clone(), current, item));
                 }
                 None => open = false,
@@ -113,17 +120,20 @@ pub(crate) async fn run(
     }
 }
 
+/// The reply channel, and whether the broker blocks its connection.
+#[derive(Clone)]
+struct ReplyChannel {
+    channel: Arc<lapin::Channel>,
+    blocked: tokio::sync::watch::Receiver<bool>,
+}
+
 /// A written reply: the request's tag, whether the reply went out (else the request is handed
 /// back), and the reply channel if this publish had to open one.
-type Published = (u64, bool, Option<Arc<lapin::Channel>>);
+type Published = (u64, bool, Option<ReplyChannel>);
 
 /// Publishes the reply of `item`, if it has one, on `channel` (opened from `publisher` when
 /// `None`).
-async fn publish(
-    publisher: Publisher,
-    channel: Option<Arc<lapin::Channel>>,
-    item: Settled,
-) -> Published {
+async fn publish(publisher: Publisher, channel: Option<ReplyChannel>, item: Settled) -> Published {
     let Settled {
         delivery_tag,
         reply,
@@ -131,11 +141,14 @@ async fn publish(
     let Some(reply) = reply else {
         return (delivery_tag, true, None);
     };
-    let (channel, opened) = match channel {
+    let (reply_channel, opened) = match channel {
         Some(channel) => (channel, None),
         None => match publisher.replies().await {
             Ok(open) => {
-                let channel = Arc::new(open.channel);
+                let channel = ReplyChannel {
+                    channel: Arc::new(open.channel),
+                    blocked: open.blocked,
+                };
                 (channel.clone(), Some(channel))
             }
             Err(err) => {
@@ -148,15 +161,28 @@ async fn publish(
     if let Some(id) = reply.correlation_id {
         properties = properties.with_correlation_id(id);
     }
-    let published = channel
-        .basic_publish(
-            "".into(),
-            reply.reply_to,
-            BasicPublishOptions::default(),
-            &reply.body,
-            properties,
-        )
-        .await;
+    let ReplyChannel {
+        channel,
+        mut blocked,
+    } = reply_channel;
+    let publishing = channel.basic_publish(
+        "".into(),
+        reply.reply_to,
+        BasicPublishOptions::default(),
+        &reply.body,
+        properties,
+    );
+    // lapin queues the frames at the first poll and resolves once it wrote them. While the
+    // broker blocks the connection it writes nothing: the request is acked without waiting,
+    // and dropping the future leaves the queued frames to go out once unblocked.
+    let published = tokio::select! {
+        biased;
+        published = publishing => published,
+        Ok(_) = blocked.wait_for(|blocked| *blocked) => {
+            debug!(delivery_tag, "reply held by a blocked connection; request acked");
+            return (delivery_tag, true, opened);
+        }
+    };
     // `basic_publish` resolves once lapin's I/O loop wrote the frames. The reply channel is not
     // in confirm mode, so the `PublisherConfirm` is already resolved (`NotRequested`) and is
     // dropped: lapin discards it, whereas awaiting it arms an event listener (two allocations).
