@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 mod common;
+mod task_util;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -171,12 +172,7 @@ async fn ready(conn: &lepus::Connection, queue: &str) -> u32 {
 async fn poison_task_is_dead_lettered(queue: &str, poison_first: bool) {
     let broker = common::broker().await;
     let prefix = common::unique("crash");
-    let conn = lepus::connect(broker.url()).await.unwrap();
-    let client = lepus::Client::builder(&conn)
-        .queue_prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let (conn, client) = task_util::client(broker.url(), &prefix).await;
     let ids: Vec<u32> = if poison_first {
         std::iter::once(POISON).chain(1..10).collect()
     } else {
@@ -228,12 +224,7 @@ async fn a_task_on_a_quorum_queue_that_crashes_its_worker_is_dead_lettered_too()
 async fn an_rpc_request_that_crashes_its_worker_is_answered_with_an_error() {
     let broker = common::broker().await;
     let prefix = common::unique("crash");
-    let conn = lepus::connect(broker.url()).await.unwrap();
-    let client = lepus::Client::builder(&conn)
-        .queue_prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let (conn, client) = task_util::client(broker.url(), &prefix).await;
     let call = tokio::spawn({
         let client = client.clone();
         async move {
@@ -271,12 +262,7 @@ async fn an_rpc_request_that_crashes_its_worker_is_answered_with_an_error() {
 async fn sigterm_with_hung_handlers_exits_within_the_shutdown_timeout() {
     let broker = common::broker().await;
     let prefix = common::unique("crash");
-    let conn = lepus::connect(broker.url()).await.unwrap();
-    let client = lepus::Client::builder(&conn)
-        .queue_prefix(prefix.clone())
-        .build()
-        .await
-        .unwrap();
+    let (conn, client) = task_util::client(broker.url(), &prefix).await;
     let mut child = spawn_worker(broker.url(), &prefix, "hung");
     let tasks = format!("{prefix}hung_tasks");
     lepus::task::wait_for_consumers(&conn, &tasks, 1, Duration::from_secs(30))

@@ -12,13 +12,15 @@
 //! ```
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
+mod amqp;
 mod common;
 mod task_util;
 
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString};
 use lapin::BasicProperties;
 use lepus::CallOptions;
@@ -77,33 +79,6 @@ async fn fuzz_task(job: Job) -> Result<(), String> {
 #[lepus::event(exchange = "fuzz_events", kind = "fanout")]
 async fn fuzz_event(tree: Tree) {
     let _ = tree;
-}
-
-/// xorshift64*: small, deterministic, so that a seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    fn text(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from(b'a' + self.below(26) as u8))
-            .collect()
-    }
 }
 
 /// One MessagePack scalar.
@@ -351,20 +326,9 @@ fn properties(rng: &mut Rng, methods: &[&str], reply: bool) -> BasicProperties {
 /// A channel to publish the fuzz on, consuming its own direct reply-to (RabbitMQ refuses a
 /// `reply-to` of `amq.rabbitmq.reply-to` on a channel that does not consume it).
 async fn fuzz_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
-    let conn = task_util::raw(url).await;
+    let conn = amqp::connect_url(url).await;
     let channel = conn.create_channel().await.unwrap();
-    let mut replies = channel
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = amqp::consume(&channel, "amq.rabbitmq.reply-to", true).await;
     // Replies are read and dropped; the stream ends with the channel.
     tokio::spawn(async move { while replies.next().await.is_some() {} });
     (conn, channel)

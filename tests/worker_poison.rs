@@ -17,6 +17,7 @@
 //! `worker_crash.rs`; the random-input property test in `worker_fuzz.rs`.
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
+mod amqp;
 mod common;
 mod task_util;
 
@@ -26,10 +27,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
-use lepus::task::{observe, DeadLetters, Outcome};
+use lepus::task::{observe, Completions, DeadLetters, Outcome};
 use lepus::{CallOptions, Error, FailureKind};
 use serde::{Deserialize, Serialize};
 use task_util::{client, eventually, BackgroundWorker};
@@ -121,55 +122,22 @@ fn job_map(depth: usize) -> Vec<u8> {
 
 /// A lapin connection and channel to `url`.
 async fn raw(url: &str) -> (lapin::Connection, lapin::Channel) {
-    let conn = task_util::raw(url).await;
+    let conn = amqp::connect_url(url).await;
     let channel = conn.create_channel().await.unwrap();
     (conn, channel)
-}
-
-/// Publishes `body` to `exchange` / `routing_key` with `properties`.
-async fn publish(
-    channel: &lapin::Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-) {
-    channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
 }
 
 /// Sends one request to `queue` for `method` with `body`, as a foreign client would (direct
 /// reply-to), and returns the reply body.
 async fn raw_call(url: &str, queue: &str, method: &str, body: &[u8]) -> Vec<u8> {
     let (conn, channel) = raw(url).await;
-    let mut replies = channel
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = amqp::consume(&channel, "amq.rabbitmq.reply-to", true).await;
     let properties = BasicProperties::default()
         .with_content_type("application/msgpack".into())
         .with_correlation_id("0123456789abcdef0123456789abcdef".into())
         .with_reply_to("amq.rabbitmq.reply-to".into())
         .with_type(method.into());
-    publish(&channel, "", queue, body, properties).await;
+    amqp::publish_with(&channel, "", queue, body, properties).await;
     let reply = tokio::time::timeout(Duration::from_secs(20), replies.next())
         .await
         .expect("a reply within 20 s")
@@ -209,6 +177,23 @@ async fn rpc_worker(
     .await;
     let (_conn, client) = client(url, prefix).await;
     (worker, client)
+}
+
+/// A worker serving `job_task` and `job_event`, each made by `adjust`, observed, and `configure`d
+/// further; returns once both handlers are declared, with their completions.
+async fn job_worker(
+    url: &str,
+    prefix: &str,
+    adjust: impl Fn(lepus::Handler) -> lepus::Handler,
+    configure: impl FnOnce(lepus::Worker) -> lepus::Worker,
+) -> (BackgroundWorker, Completions, Completions) {
+    let (task, mut tasks) = observe(adjust(job_task::handler())).unwrap();
+    let (event, mut events) = observe(adjust(job_event::handler())).unwrap();
+    let worker =
+        BackgroundWorker::start(url, prefix, |w| configure(w.serve(task).serve(event))).await;
+    tasks.declared(Duration::from_secs(10)).await.unwrap();
+    events.declared(Duration::from_secs(10)).await.unwrap();
+    (worker, tasks, events)
 }
 
 /// Calls `echo(n)` until it answers (the worker may still be declaring its queue).
@@ -266,18 +251,11 @@ async fn nested_requests_get_a_bad_request_reply_and_the_worker_lives() {
 async fn nested_tasks_are_dead_lettered_and_nested_events_rejected() {
     let broker = common::broker().await;
     let prefix = common::unique("poison");
-    let (task_handler, mut tasks) = observe(job_task::handler()).unwrap();
-    let (event_handler, mut events) = observe(job_event::handler()).unwrap();
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.serve(task_handler).serve(event_handler)
-    })
-    .await;
-    tasks.declared(Duration::from_secs(10)).await.unwrap();
-    events.declared(Duration::from_secs(10)).await.unwrap();
+    let (worker, mut tasks, mut events) = job_worker(broker.url(), &prefix, |h| h, |w| w).await;
     let (conn, channel) = raw(broker.url()).await;
     for depth in [1_000, 100_000] {
         let properties = task_properties("job_task", FieldTable::default());
-        publish(
+        amqp::publish_with(
             &channel,
             "",
             &format!("{prefix}poison_tasks"),
@@ -290,7 +268,7 @@ async fn nested_tasks_are_dead_lettered_and_nested_events_rejected() {
             Outcome::DeadLettered { error } => assert!(error.contains("deeper"), "{error}"),
             other => panic!("task at depth {depth}: {other:?}"),
         }
-        publish(
+        amqp::publish_with(
             &channel,
             &format!("{prefix}poison_events"),
             "",
@@ -305,7 +283,7 @@ async fn nested_tasks_are_dead_lettered_and_nested_events_rejected() {
         }
     }
     // Both kinds still run well-formed messages.
-    publish(
+    amqp::publish_with(
         &channel,
         "",
         &format!("{prefix}poison_tasks"),
@@ -342,18 +320,7 @@ async fn a_nested_reply_is_a_decode_error_for_the_caller() {
         )
         .await
         .unwrap();
-    let mut requests = server
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut requests = amqp::consume(&server, &queue, true).await;
     let answering = tokio::spawn(async move {
         while let Some(Ok(request)) = requests.next().await {
             let mut body = vec![0x92, 0x00];
@@ -363,7 +330,7 @@ async fn a_nested_reply_is_a_decode_error_for_the_caller() {
                 properties = properties.with_correlation_id(id.clone());
             }
             let reply_to = request.properties.reply_to().clone().unwrap();
-            publish(&server, "", reply_to.as_str(), &body, properties).await;
+            amqp::publish_with(&server, "", reply_to.as_str(), &body, properties).await;
         }
     });
     let (_conn, client) = client(broker.url(), &prefix).await;
@@ -435,7 +402,7 @@ async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() 
     );
     big.insert("small".into(), AMQPValue::LongString("kept".into()));
     let (conn, channel) = raw(broker.url()).await;
-    publish(
+    amqp::publish_with(
         &channel,
         "",
         &format!("{prefix}poison_failing"),
@@ -575,18 +542,11 @@ async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
 async fn unknown_task_names_and_foreign_types_are_dead_lettered_not_dropped() {
     let broker = common::broker().await;
     let prefix = common::unique("poison");
-    let (handler, mut done) = observe(job_task::handler()).unwrap();
-    let (event_handler, mut events) = observe(job_event::handler()).unwrap();
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.serve(handler).serve(event_handler)
-    })
-    .await;
-    done.declared(Duration::from_secs(10)).await.unwrap();
-    events.declared(Duration::from_secs(10)).await.unwrap();
+    let (worker, mut done, mut events) = job_worker(broker.url(), &prefix, |h| h, |w| w).await;
     let (conn, channel) = raw(broker.url()).await;
     let queue = format!("{prefix}poison_tasks");
     // An old task name, as during a rolling deploy.
-    publish(
+    amqp::publish_with(
         &channel,
         "",
         &queue,
@@ -603,7 +563,7 @@ async fn unknown_task_names_and_foreign_types_are_dead_lettered_not_dropped() {
         other => panic!("unexpected {other:?}"),
     }
     // A foreign `type` does not hide the task's own name...
-    publish(
+    amqp::publish_with(
         &channel,
         "",
         &queue,
@@ -614,7 +574,7 @@ async fn unknown_task_names_and_foreign_types_are_dead_lettered_not_dropped() {
     let second = done.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(second.outcome, Outcome::Succeeded);
     // ...and a message naming nothing this queue serves is kept.
-    publish(
+    amqp::publish_with(
         &channel,
         "",
         &queue,
@@ -625,7 +585,7 @@ async fn unknown_task_names_and_foreign_types_are_dead_lettered_not_dropped() {
     let third = done.next_within(Duration::from_secs(10)).await.unwrap();
     assert!(matches!(third.outcome, Outcome::DeadLettered { .. }));
     // An event handler takes what its queue receives, whatever `type` says.
-    publish(
+    amqp::publish_with(
         &channel,
         &format!("{prefix}poison_events"),
         "",
@@ -713,15 +673,20 @@ async fn blocking_handlers_run_on_the_blocking_pool_and_do_not_stall_others() {
 async fn an_oversized_body_is_refused_before_decoding() {
     let broker = common::broker().await;
     let prefix = common::unique("poison");
-    let (task, mut tasks) = observe(job_task::handler().max_message_size(1024)).unwrap();
-    let (event, mut events) = observe(job_event::handler().max_message_size(1024)).unwrap();
-    let (worker, client) = rpc_worker(broker.url(), &prefix, |w| {
-        w.max_message_size(1024).serve(task).serve(event)
-    })
+    let (worker, mut tasks, mut events) = job_worker(
+        broker.url(),
+        &prefix,
+        |h| h.max_message_size(1024),
+        |w| {
+            w.max_message_size(1024)
+                .serve(tree_leaves::handler())
+                .serve(job_id::handler())
+                .serve(echo::handler())
+        },
+    )
     .await;
+    let (_conn, client) = client(broker.url(), &prefix).await;
     echo_answers(&client, 1).await;
-    tasks.declared(Duration::from_secs(10)).await.unwrap();
-    events.declared(Duration::from_secs(10)).await.unwrap();
     // 4 KiB that are not MessagePack at all: refused for their size, never decoded.
     let garbage = vec![0xc1; 4096];
     let reply = raw_call(
@@ -739,7 +704,7 @@ async fn an_oversized_body_is_refused_before_decoding() {
         other => panic!("unexpected {other:?}"),
     }
     let (conn, channel) = raw(broker.url()).await;
-    publish(
+    amqp::publish_with(
         &channel,
         "",
         &format!("{prefix}poison_tasks"),
@@ -756,7 +721,7 @@ async fn an_oversized_body_is_refused_before_decoding() {
         Outcome::DeadLettered { error } => assert!(error.contains("not decoded"), "{error}"),
         other => panic!("unexpected {other:?}"),
     }
-    publish(
+    amqp::publish_with(
         &channel,
         &format!("{prefix}poison_events"),
         "",
@@ -893,7 +858,7 @@ async fn a_blocked_connection_stalls_neither_acks_nor_shutdown() {
         let properties = BasicProperties::default()
             .with_type("blocked_echo".into())
             .with_reply_to("nobody-listens".into());
-        publish(&channel, "", &queue, &body, properties).await;
+        amqp::publish_with(&channel, "", &queue, &body, properties).await;
     }
     // The alarm: transient messages in another queue, until the broker blocks this publisher
     // (lapin then holds its frames: the publishing task waits, and is dropped at the end).

@@ -185,18 +185,13 @@ impl<E: Event> EventRunner<E> {
     /// Tells the observer, if any, how a delivery ended.
     fn report(&self, delivery: &Delivery, context: &SettleContext, outcome: Outcome) {
         if let Some(observer) = &self.observer {
-            observer.report(Completion {
-                queue: context.queue.to_string(),
-                name: E::NAME.to_owned(),
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.to_string()),
-                redelivered: was_redelivered(delivery),
-                attempt: 1,
+            observer.report(Completion::of(
+                delivery,
+                &context.queue,
+                E::NAME.to_owned(),
+                1,
                 outcome,
-            });
+            ));
         }
     }
 }

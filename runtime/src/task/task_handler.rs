@@ -203,18 +203,13 @@ impl<T: Task> TaskRunner<T> {
         outcome: Outcome,
     ) {
         if let Some(observer) = &self.observer {
-            observer.report(Completion {
-                queue: context.queue.to_string(),
+            observer.report(Completion::of(
+                delivery,
+                &context.queue,
                 name,
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.to_string()),
-                redelivered: was_redelivered(delivery),
                 attempt,
                 outcome,
-            });
+            ));
         }
     }
 
@@ -276,6 +271,9 @@ impl<T: Task> TaskRunner<T> {
         let settled = match published {
             Ok(()) => settled(delivery.acker.ack(BasicAckOptions::default()).await),
             Err(error) => {
+                // Not at once: a broker refusing every copy would otherwise have the task run
+                // again in a tight loop.
+                tokio::time::sleep(crate::worker::RETRY_PAUSE).await;
                 let _ = delivery
                     .acker
                     .nack(BasicNackOptions {

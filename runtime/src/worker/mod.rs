@@ -67,6 +67,7 @@ use consumers::{Consumers, Served};
 use delivery::{Routes, Session};
 use limits::HandlerLimits;
 use publisher::WorkerPublisher;
+pub(crate) use replies::RETRY_PAUSE;
 
 /// The default number of handlers a worker runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;

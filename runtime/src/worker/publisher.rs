@@ -21,6 +21,7 @@ use std::time::Duration;
 use lapin::options::ConfirmSelectOptions;
 use tokio::sync::{watch, Mutex, OnceCell};
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
@@ -83,14 +84,21 @@ impl WorkerPublisher {
     async fn open(&self, slot: &Mutex<Option<Opened>>, confirm: bool) -> Result<Opened> {
         let conn = self
             .conn
-            .get_or_try_init(|| async {
-                if self.separate {
-                    self.source.sibling("publisher").await
-                } else {
-                    Ok(self.source.clone())
+            .get_or_init(|| async {
+                if !self.separate {
+                    return self.source.clone();
+                }
+                match self.source.sibling("publisher").await {
+                    Ok(sibling) => sibling,
+                    Err(err) => {
+                        // A broker limiting connections, say: publishing on the consuming
+                        // connection is better than not publishing at all.
+                        warn!(cause = %err, "no second connection for publishing; publishing on the consuming one");
+                        self.source.clone()
+                    }
                 }
             })
-            .await?;
+            .await;
         let link = match tokio::time::timeout(LINK_WAIT, conn.link_after(0)).await {
             Ok(link) => link?,
             Err(_) => return Err(Error::Timeout(LINK_WAIT)),

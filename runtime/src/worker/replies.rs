@@ -44,6 +44,9 @@ use tracing::{debug, warn};
 use crate::envelope::CONTENT_TYPE;
 use crate::worker::publisher::Publisher;
 
+/// How long a request whose reply could not be published waits before it is handed back.
+pub(crate) const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many out-of-order acks the [`AckWindow`] remembers before it stops acking with
 /// `multiple` on this channel (a delivery that is never settled, e.g. a handler task that
 /// panicked outside the handler, would otherwise make the set grow for the channel's life).
@@ -200,6 +203,9 @@ async fn publish(publisher: Publisher, channel: Option<ReplyChannel>, item: Sett
 /// through lapin's internal RPC task and spawns a task for it (perf: 3.2 us of CPU per call).
 async fn settle(channel: &lapin::Channel, delivery_tag: u64, multiple: bool, requeue: bool) {
     let sent = if requeue {
+        // Not at once: a broker that refuses every reply would otherwise have the request run
+        // again in a tight loop (its delivery count ends the loop, see `redelivery`).
+        tokio::time::sleep(RETRY_PAUSE).await;
         channel
             .basic_nack(
                 delivery_tag,
