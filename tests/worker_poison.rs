@@ -929,3 +929,48 @@ async fn a_blocked_connection_stalls_neither_acks_nor_shutdown() {
     drop(conn);
     broker.shutdown().await;
 }
+
+/// Where `hangs_once` saw its event come from, once it ran.
+fn event_origin() -> &'static Mutex<Option<lepus::event::EventInfo>> {
+    static ORIGIN: OnceLock<Mutex<Option<lepus::event::EventInfo>>> = OnceLock::new();
+    ORIGIN.get_or_init(Default::default)
+}
+
+/// Set by the first run of `hangs_once`, which then never returns.
+static HUNG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[lepus::event(exchange = "poison_topic", kind = "topic", binding = "kern.*")]
+async fn hangs_once(n: u32) {
+    let _ = n;
+    if !HUNG.swap(true, Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+    *event_origin().lock().unwrap() = lepus::event::current();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_counted_and_keeps_its_origin() {
+    let broker = common::broker().await;
+    let prefix = common::unique("poison");
+    let (handler, mut first) = observe(hangs_once::handler()).unwrap();
+    let a = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    first.declared(Duration::from_secs(10)).await.unwrap();
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    hangs_once::publish(&client, "kern.error", &7)
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || HUNG.load(Ordering::SeqCst)).await);
+    // The worker dies holding the event; the next one counts the return and runs it.
+    a.kill().await;
+    let (handler, mut second) = observe(hangs_once::handler()).unwrap();
+    let b = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    let done = second.next_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(done.outcome, Outcome::Succeeded);
+    assert!(done.redelivered);
+    let origin = event_origin().lock().unwrap().clone().unwrap();
+    assert_eq!(origin.exchange, format!("{prefix}poison_topic"));
+    assert_eq!(origin.routing_key, "kern.error");
+    assert!(origin.redelivered);
+    b.stop().await;
+    broker.stop().await;
+}
