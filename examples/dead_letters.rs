@@ -36,7 +36,7 @@ async fn send_email(to: String, subject: String) -> Result<(), String> {
 #[command(about = "List, show and requeue dead-lettered tasks")]
 struct Cli {
     /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

@@ -39,7 +39,7 @@ async fn fib(n: u32) -> Result<u64, MathError> {
 #[command(about = "fib over RPC: bundled broker, worker pool and client in one process")]
 struct Args {
     /// An AMQP broker to use instead of starting the bundled one.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     /// Calls in the throughput run.
     #[arg(long, default_value_t = 20_000)]

@@ -40,6 +40,7 @@ struct Args {
     #[arg(
         long,
         env = "LEPUS_URL",
+        hide_env_values = true,
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     url: String,

@@ -43,7 +43,7 @@ async fn print_all(line: String) {
 #[command(about = "Direct logs: routing by severity")]
 struct Cli {
     /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

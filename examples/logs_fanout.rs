@@ -25,7 +25,7 @@ async fn receive_log(line: String) {
 #[command(about = "Fanout logs: every receiver gets every message")]
 struct Cli {
     /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

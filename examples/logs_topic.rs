@@ -56,7 +56,7 @@ async fn everything(line: String) {
 #[command(about = "Topic logs: routing by pattern")]
 struct Cli {
     /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

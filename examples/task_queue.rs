@@ -32,7 +32,7 @@ async fn work(message: String) {
 #[command(about = "Work queue: durable queue, persistent tasks, fair dispatch")]
 struct Cli {
     /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,

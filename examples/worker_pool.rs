@@ -33,7 +33,7 @@ async fn job_slow(_id: u32) -> String {
 #[command(about = "Prefetch fair dispatch between a fast and a slow worker")]
 struct Args {
     /// An AMQP broker to use instead of starting the bundled one.
-    #[arg(long, env = "LEPUS_URL")]
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
     url: Option<String>,
     /// Jobs per round.
     #[arg(long, default_value_t = 40)]

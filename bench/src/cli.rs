@@ -14,6 +14,7 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "LEPUS_BENCH_URL",
+        hide_env_values = true,
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub(crate) url: String,

@@ -468,6 +468,11 @@ pub(crate) struct Channel {
     pub(crate) confirm: Option<ConfirmState>,
     /// Transaction buffer (`tx.select`).
     pub(crate) tx: Option<Vec<TxOp>>,
+    /// The queue named in this channel's latest `queue.declare-ok` (RabbitMQ's
+    /// `most_recently_declared_queue`): an empty queue name in `queue.bind`, `queue.unbind`,
+    /// `queue.purge`, `queue.delete`, `basic.consume` and `basic.get` means this queue (0-9-1
+    /// §1.7.2.3 and §1.8.3.3).
+    pub(crate) last_queue: Option<String>,
     /// Keeps the channel listed for the management API; dropping the `Channel` (close-ok,
     /// connection end) unlists it.
     _registration: ChannelRegistration,
@@ -484,6 +489,7 @@ impl Channel {
             consumer_prefetch: 0,
             confirm: None,
             tx: None,
+            last_queue: None,
         }
     }
 }

@@ -52,6 +52,13 @@ struct Args {
         value_name = "ADDR:PORT"
     )]
     management_listen: String,
+    /// Make the unauthenticated Prometheus `/metrics` per-object: one sample per vhost and
+    /// per queue, labelled with their names (RabbitMQ's
+    /// `prometheus.return_per_object_metrics`). Without it `/metrics` carries broker-wide
+    /// totals only, and per-object samples are at `/metrics/per-object` for users tagged
+    /// `monitoring` or `administrator`.
+    #[arg(long, env = "LEPUS_PROMETHEUS_PER_OBJECT")]
+    prometheus_per_object: bool,
     /// Most open client connections (RabbitMQ's `connection_max`); unlimited when unset.
     #[arg(long, env = "LEPUS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
@@ -173,6 +180,7 @@ async fn main() -> std::process::ExitCode {
         .data_dir(args.data_dir)
         .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))
         .fsync(args.fsync)
+        .prometheus_per_object(args.prometheus_per_object)
         .channel_max(args.channel_max)
         .frame_max(args.frame_max)
         .max_message_size(args.max_message_size)

@@ -47,6 +47,9 @@ pub(crate) struct Config {
     pub(crate) access: AccessOptions,
     /// Where the management HTTP API listens (`None`: not served).
     pub(crate) management_listen: Option<String>,
+    /// `/metrics` carries per-vhost and per-queue samples (names included) instead of
+    /// totals (RabbitMQ's `prometheus.return_per_object_metrics`; off by default).
+    pub(crate) prometheus_per_object: bool,
     /// Most open client connections (`None`: unlimited, RabbitMQ's default).
     pub(crate) max_connections: Option<usize>,
     /// The TLS listener, if any.
@@ -81,6 +84,7 @@ impl Default for Config {
             data_dir: None,
             access: AccessOptions::default(),
             management_listen: None,
+            prometheus_per_object: false,
             max_connections: None,
             tls: None,
             fsync: FsyncPolicy::Always,
@@ -267,6 +271,15 @@ impl BrokerBuilder {
     /// binary sets `127.0.0.1:15672` by default.
     pub fn management_listen(mut self, addr: impl Into<String>) -> Self {
         self.config.management_listen = Some(addr.into());
+        self
+    }
+
+    /// Makes the unauthenticated `/metrics` per-object: one sample per vhost and per queue,
+    /// labelled with their names (RabbitMQ's `prometheus.return_per_object_metrics`). Off by
+    /// default: `/metrics` then carries broker-wide totals only, and the per-object samples
+    /// are at `/metrics/per-object`, for `monitoring` and `administrator` users.
+    pub fn prometheus_per_object(mut self, on: bool) -> Self {
+        self.config.prometheus_per_object = on;
         self
     }
 

@@ -264,6 +264,49 @@ async fn every_verb_against_a_running_broker() {
     assert_eq!(out.status.code(), Some(69));
 }
 
+/// Issue 13 item 9: `--help` printed `[env: LEPUS_PASSWORD=<the password>]`. Secrets from the
+/// environment show in no help text and no error message.
+#[tokio::test]
+async fn secrets_from_the_environment_are_never_printed() {
+    const PASSWORD: &str = "pw-from-env-7c1f";
+    const API_SECRET: &str = "api-secret-93ab";
+    let run = |args: &'static [&'static str]| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
+            .args(args)
+            .env("LEPUS_PASSWORD", PASSWORD)
+            // Nothing listens on port 1 of the loopback address: the command fails fast.
+            .env(
+                "LEPUS_API",
+                format!("http://admin:{API_SECRET}@127.0.0.1:1"),
+            )
+            .output()
+            .await
+            .unwrap()
+    };
+    for args in [
+        &["--help"][..],
+        &["-h"][..],
+        &["list_users", "--help"][..],
+        &["list_users"][..],
+    ] {
+        let out = run(args).await;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.is_empty(), "{args:?} printed nothing");
+        for secret in [PASSWORD, API_SECRET] {
+            assert!(!text.contains(secret), "{args:?} printed {secret}: {text}");
+        }
+    }
+    // The variables are still read: the failing call names the (masked) API it tried.
+    let out = run(&["list_users"]).await;
+    assert_eq!(out.status.code(), Some(69));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http://admin:***@127.0.0.1:1"), "{err}");
+}
+
 /// Receives `n` deliveries from `consumer` (fails the test after 5 s).
 async fn receive(consumer: &mut lapin::Consumer, n: usize) -> Vec<lapin::message::Delivery> {
     use futures::StreamExt;

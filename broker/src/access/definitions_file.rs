@@ -13,7 +13,9 @@
 //!                      "configure": ".*", "write": ".*", "read": ".*" } ] }
 //! ```
 //!
-//! Passwords are never stored, only salted hashes. A write goes to `access.json.tmp`, is
+//! Passwords are never stored, only salted hashes, and the file is readable by its owner only
+//! (mode 0600 on Unix), since a salted SHA-256 can be attacked offline. A write goes to
+//! `access.json.tmp`, is
 //! fsynced, renamed over `access.json`, and the directory is fsynced, so a crash leaves either
 //! the old or the new file, never a torn one. Not implemented: topic permissions, vhost limits,
 //! policies, parameters.
@@ -80,8 +82,16 @@ pub(crate) fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
-/// Reads the file; `Ok(None)` when it does not exist yet.
+/// Reads the file; `Ok(None)` when it does not exist yet. A file that others can read (written
+/// by an older version) is made the owner's only.
 pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
+    #[cfg(unix)]
+    if let Ok(meta) = fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
@@ -98,7 +108,13 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(defs).map_err(std::io::Error::other)?;
     {
-        let mut f = fs::File::create(&tmp)?;
+        // A stale temporary file would keep its old mode: start from none.
+        let _ = fs::remove_file(&tmp);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
@@ -109,4 +125,35 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_of_hashes_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lepus-defs-mode-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = path_in(&dir);
+        let defs = Definitions {
+            format: 1,
+            users: Vec::new(),
+            vhosts: Vec::new(),
+            permissions: Vec::new(),
+        };
+        let mode = || fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        for _ in 0..2 {
+            save(&path, &defs).unwrap();
+            assert_eq!(mode(), 0o600);
+        }
+        // One left readable by an older version is fixed when loaded.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        load(&path).unwrap().unwrap();
+        assert_eq!(mode(), 0o600);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

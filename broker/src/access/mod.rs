@@ -220,11 +220,11 @@ impl AccessControl {
 
     /// Checks a login. `peer` is the client's address, for `loopback_users`.
     pub(crate) fn check_login(&self, user: &str, password: &str, peer: IpAddr) -> bool {
-        let ok = self
-            .read()
-            .users
-            .get(user)
-            .is_some_and(|u| password::verify(&u.password_hash, password));
+        // An unknown user costs the same hash as a wrong password (see `password`).
+        let ok = match self.read().users.get(user) {
+            Some(u) => password::verify(&u.password_hash, password),
+            None => password::verify_absent(password),
+        };
         if !ok {
             return false;
         }
@@ -532,6 +532,31 @@ mod tests {
             ac.check_login("bob", "pw", OTHER),
             "only loopback_users are limited"
         );
+    }
+
+    #[test]
+    fn a_wrong_user_name_costs_the_hash_a_wrong_password_costs() {
+        // Issue 13 item 9: an unknown user returned before hashing, so response times told
+        // which user names exist. The work is counted, not timed.
+        let ac = AccessControl::load(None, AccessOptions::default()).unwrap();
+        ac.check_login("nobody", "warm-up", LOCAL);
+        let digests = password::tests::digests;
+        let before = digests();
+        assert!(!ac.check_login("guest", "wrong", LOCAL));
+        let wrong_password = digests() - before;
+        let before = digests();
+        assert!(!ac.check_login("nobody", "wrong", LOCAL));
+        assert_eq!(digests() - before, wrong_password);
+        assert_eq!(wrong_password, 1);
+    }
+
+    #[test]
+    fn an_unknown_user_never_logs_in() {
+        let ac = AccessControl::load(None, AccessOptions::default()).unwrap();
+        for pw in ["", "guest", "x"] {
+            assert!(!ac.check_login("nobody", pw, LOCAL));
+            assert!(ac.authenticate("nobody", pw, LOCAL).is_none());
+        }
     }
 
     #[test]

@@ -12,11 +12,19 @@
 //! ```
 //!
 //! Not implemented: the MD5 and SHA-512 variants RabbitMQ can also read.
+//!
+//! Timing: a login costs one salted SHA-256 and a constant-time comparison of the 32-byte
+//! digests (`subtle`), whether the password is right or wrong, and — through
+//! [`verify_absent`] — whether the user exists or not, so response times reveal neither a
+//! matching digest prefix nor which user names exist.
+
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The `hashing_algorithm` value written next to every hash.
 pub(crate) const ALGORITHM: &str = "rabbit_password_hashing_sha256";
@@ -31,13 +39,24 @@ pub(crate) fn hash(password: &str) -> String {
 fn hash_with_salt(salt: [u8; 4], password: &str) -> String {
     let mut stored = Vec::with_capacity(36);
     stored.extend_from_slice(&salt);
-    stored.extend_from_slice(
-        &Sha256::new()
-            .chain_update(salt)
-            .chain_update(password)
-            .finalize(),
-    );
+    stored.extend_from_slice(&salted_digest(&salt, password));
     STANDARD.encode(stored)
+}
+
+/// SHA-256(salt ++ password): the one place a password is hashed.
+fn salted_digest(salt: &[u8], password: &str) -> [u8; 32] {
+    #[cfg(test)]
+    tests::DIGESTS.with(|n| n.set(n.get() + 1));
+    Sha256::new()
+        .chain_update(salt)
+        .chain_update(password)
+        .finalize()
+        .into()
+}
+
+/// True when `a` and `b` are equal, in time that depends only on their lengths.
+fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
 }
 
 /// True when `password` hashes to `stored` (false for a malformed `stored`).
@@ -48,21 +67,27 @@ pub(crate) fn verify(stored: &str, password: &str) -> bool {
     if bytes.len() != 36 {
         return false;
     }
-    let computed = Sha256::new()
-        .chain_update(&bytes[..4])
-        .chain_update(password)
-        .finalize();
-    // Compare every byte so the time taken does not reveal the matching prefix.
-    bytes[4..]
-        .iter()
-        .zip(computed.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    digests_equal(&salted_digest(&bytes[..4], password), &bytes[4..])
+}
+
+/// The login check for a user that does not exist: always false, after the same work as
+/// [`verify`] against a real hash, so that a wrong user name takes as long as a wrong password.
+pub(crate) fn verify_absent(password: &str) -> bool {
+    // A hash of a random 32-byte secret nobody knows, made once per process.
+    static DECOY: OnceLock<String> = OnceLock::new();
+    let decoy = DECOY.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        hash(&STANDARD.encode(secret))
+    });
+    // black_box: the result is unused, and the work must not be optimised away.
+    std::hint::black_box(verify(decoy, password));
+    false
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -77,6 +102,43 @@ mod tests {
         direct.update([0x90, 0x8D, 0xC6, 0x0A]);
         direct.update(b"test12");
         assert_eq!(&bytes[4..], direct.finalize().as_slice());
+    }
+
+    thread_local! {
+        /// Salted digests computed on this thread (each test runs on its own thread).
+        pub(super) static DIGESTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Salted digests computed so far on this thread.
+    pub(crate) fn digests() -> u64 {
+        DIGESTS.with(|n| n.get())
+    }
+
+    #[test]
+    fn digests_equal_is_equality() {
+        let a = [7u8; 32];
+        assert!(digests_equal(&a, &a));
+        for i in [0, 1, 15, 31] {
+            let mut b = a;
+            b[i] ^= 0x80;
+            assert!(!digests_equal(&a, &b), "differs at byte {i}");
+        }
+        assert!(!digests_equal(&a, &a[..31]), "lengths differ");
+        assert!(digests_equal(&[], &[]));
+    }
+
+    #[test]
+    fn an_absent_user_costs_the_same_digest_as_a_wrong_password() {
+        let stored = hash("right");
+        let before = digests();
+        assert!(!verify(&stored, "wrong"));
+        let wrong_password = digests() - before;
+        verify_absent("warm-up"); // the decoy is made once per process
+        let before = digests();
+        assert!(!verify_absent("wrong"));
+        assert!(!verify_absent(""));
+        assert_eq!(digests() - before, 2 * wrong_password);
+        assert_eq!(wrong_password, 1);
     }
 
     #[test]

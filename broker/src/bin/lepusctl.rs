@@ -20,6 +20,7 @@ struct Cli {
     #[arg(
         long,
         env = "LEPUS_API",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:15672",
         global = true
     )]
@@ -34,7 +35,13 @@ struct Cli {
     )]
     user: String,
     /// Password for the management API.
-    #[arg(long, env = "LEPUS_PASSWORD", default_value = "guest", global = true)]
+    #[arg(
+        long,
+        env = "LEPUS_PASSWORD",
+        hide_env_values = true,
+        default_value = "guest",
+        global = true
+    )]
     password: String,
     /// Suppress informational messages.
     #[arg(long, short = 'q', global = true)]
@@ -171,6 +178,29 @@ struct Api {
     agent: ureq::Agent,
 }
 
+/// `url` with the password of its userinfo (`scheme://user:password@host`) masked, for
+/// messages: `LEPUS_API` may carry credentials.
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                &url[..scheme_end],
+                &url[scheme_end + at..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
 fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -205,7 +235,7 @@ impl Api {
         res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<Value, CtlError> {
         let mut resp = res.map_err(|e| CtlError::Unreachable {
-            api: self.base.clone(),
+            api: without_password(&self.base),
             cause: e.to_string(),
         })?;
         let status = resp.status();

@@ -1,5 +1,7 @@
 //! The `/api` routes and their JSON, in the shapes of RabbitMQ's management API (field names
 //! as RabbitMQ 3.10 returns them; fields we have no data for are left out, not invented).
+//! Every handler takes the [`Caller`] and shows or does only what its tags allow (the rules
+//! are in `caller`).
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -8,11 +10,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+
+/// The caller, as the authentication middleware put it in the request.
+type Me = Extension<Caller>;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, Ctx};
-use crate::access::UserInfo;
+use super::{ApiError, Caller, Ctx};
+use crate::access::{Access, UserInfo};
+use crate::connection_registry::ConnectionInfo;
 use crate::exchange::Destination;
 use crate::vhost::VHost;
 
@@ -68,20 +74,13 @@ pub(super) fn routes() -> Router<Ctx> {
         .route("/api/connections/{name}/channels", get(connection_channels))
 }
 
-fn vhosts_of(ctx: &Ctx, only: Option<&str>) -> Result<Vec<Arc<VHost>>, ApiError> {
-    let names = match only {
-        Some(v) => {
-            if !ctx.broker.access.vhost_exists(v) {
-                return Err(ApiError::not_found(format!("vhost '{v}' does not exist")));
-            }
-            vec![v.to_owned()]
-        }
-        None => ctx.broker.access.vhosts(),
-    };
-    Ok(names
-        .iter()
-        .filter_map(|n| ctx.broker.vhosts.get(n))
-        .collect())
+/// The vhosts a list endpoint covers: `only` (which the caller must be allowed to enter), or
+/// every vhost the caller enters.
+fn vhosts_of(ctx: &Ctx, me: &Caller, only: Option<&str>) -> Result<Vec<Arc<VHost>>, ApiError> {
+    match only {
+        Some(v) => Ok(vec![me.enter(ctx, v)?]),
+        None => Ok(me.entered_vhosts(ctx)),
+    }
 }
 
 fn queue_json(vhost: &VHost, q: &crate::queue::Queue) -> Value {
@@ -104,9 +103,9 @@ fn queue_json(vhost: &VHost, q: &crate::queue::Queue) -> Value {
     })
 }
 
-fn all_queues(ctx: &Ctx, only: Option<&str>) -> ApiResult {
+fn all_queues(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
-    for vh in vhosts_of(ctx, only)? {
+    for vh in vhosts_of(ctx, me, only)? {
         let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         out.extend(qs.iter().map(|q| queue_json(&vh, q)));
@@ -114,48 +113,68 @@ fn all_queues(ctx: &Ctx, only: Option<&str>) -> ApiResult {
     Ok(Json(Value::Array(out)))
 }
 
-async fn queues(State(ctx): State<Ctx>) -> ApiResult {
-    all_queues(&ctx, None)
+async fn queues(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    all_queues(&ctx, &me, None)
 }
 
-async fn queues_in(State(ctx): State<Ctx>, Path(vhost): Path<String>) -> ApiResult {
-    all_queues(&ctx, Some(&vhost))
+async fn queues_in(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    all_queues(&ctx, &me, Some(&vhost))
 }
 
+/// Queue `name` of `vhost`, which the caller must be allowed to enter.
 fn find_queue(
     ctx: &Ctx,
+    me: &Caller,
     vhost: &str,
     name: &str,
 ) -> Result<(Arc<VHost>, Arc<crate::queue::Queue>), ApiError> {
-    let vh = vhosts_of(ctx, Some(vhost))?
-        .pop()
-        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' does not exist")))?;
+    let vh = me.enter(ctx, vhost)?;
     let q = vh
         .queue(name)
         .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
     Ok((vh, q))
 }
 
-async fn queue(State(ctx): State<Ctx>, Path((vhost, name)): Path<(String, String)>) -> ApiResult {
-    let (vh, q) = find_queue(&ctx, &vhost, &name)?;
+async fn queue(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult {
+    let (vh, q) = find_queue(&ctx, &me, &vhost, &name)?;
     Ok(Json(queue_json(&vh, &q)))
 }
 
-async fn delete_queue(State(ctx): State<Ctx>, Path((vhost, name)): Path<(String, String)>) -> Done {
-    let (vh, _) = find_queue(&ctx, &vhost, &name)?;
+/// Deleting a queue needs configure permission on it, as `queue.delete` does.
+async fn delete_queue(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Done {
+    let (vh, _) = find_queue(&ctx, &me, &vhost, &name)?;
+    me.require_queue_access(&ctx, &vhost, Access::Configure, &name)?;
     vh.delete_queue_now(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn purge_queue(State(ctx): State<Ctx>, Path((vhost, name)): Path<(String, String)>) -> Done {
-    let (_, q) = find_queue(&ctx, &vhost, &name)?;
+/// Purging a queue needs read permission on it, as `queue.purge` does.
+async fn purge_queue(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Done {
+    let (_, q) = find_queue(&ctx, &me, &vhost, &name)?;
+    me.require_queue_access(&ctx, &vhost, Access::Read, &name)?;
     q.purge();
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn all_exchanges(ctx: &Ctx, only: Option<&str>) -> ApiResult {
+fn all_exchanges(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
-    for vh in vhosts_of(ctx, only)? {
+    for vh in vhosts_of(ctx, me, only)? {
         let topo = vh.read();
         let mut xs: Vec<_> = topo.exchanges.values().collect();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -178,17 +197,21 @@ fn all_exchanges(ctx: &Ctx, only: Option<&str>) -> ApiResult {
     Ok(Json(Value::Array(out)))
 }
 
-async fn exchanges(State(ctx): State<Ctx>) -> ApiResult {
-    all_exchanges(&ctx, None)
+async fn exchanges(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    all_exchanges(&ctx, &me, None)
 }
 
-async fn exchanges_in(State(ctx): State<Ctx>, Path(vhost): Path<String>) -> ApiResult {
-    all_exchanges(&ctx, Some(&vhost))
+async fn exchanges_in(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    all_exchanges(&ctx, &me, Some(&vhost))
 }
 
-fn all_bindings(ctx: &Ctx, only: Option<&str>) -> ApiResult {
+fn all_bindings(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
     let mut out = Vec::new();
-    for vh in vhosts_of(ctx, only)? {
+    for vh in vhosts_of(ctx, me, only)? {
         let topo = vh.read();
         // The default exchange's implicit binding of every queue, as RabbitMQ lists it.
         let mut names: Vec<_> = topo.queues.keys().cloned().collect();
@@ -219,19 +242,35 @@ fn all_bindings(ctx: &Ctx, only: Option<&str>) -> ApiResult {
     Ok(Json(Value::Array(out)))
 }
 
-async fn bindings(State(ctx): State<Ctx>) -> ApiResult {
-    all_bindings(&ctx, None)
+async fn bindings(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    all_bindings(&ctx, &me, None)
 }
 
-async fn bindings_in(State(ctx): State<Ctx>, Path(vhost): Path<String>) -> ApiResult {
-    all_bindings(&ctx, Some(&vhost))
+async fn bindings_in(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    all_bindings(&ctx, &me, Some(&vhost))
 }
 
-async fn connections(State(ctx): State<Ctx>) -> ApiResult {
-    let out = ctx
-        .broker
-        .connections
-        .list()
+/// The connections the caller sees (its own, or everyone's for monitoring and administrator).
+fn visible_connections(ctx: &Ctx, me: &Caller) -> Vec<ConnectionInfo> {
+    let mut list = ctx.broker.connections.list();
+    list.retain(|c| me.sees_connection(c));
+    list
+}
+
+/// The connection named `name` if the caller sees it; one it does not see is as missing.
+fn find_connection(ctx: &Ctx, me: &Caller, name: &str) -> Result<ConnectionInfo, ApiError> {
+    visible_connections(ctx, me)
+        .into_iter()
+        .find(|c| c.name() == name)
+        .ok_or_else(|| ApiError::not_found(format!("no connection '{name}'")))
+}
+
+async fn connections(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    let out = visible_connections(&ctx, &me)
         .into_iter()
         .map(|c| {
             json!({
@@ -252,7 +291,21 @@ async fn connections(State(ctx): State<Ctx>) -> ApiResult {
     Ok(Json(Value::Array(out)))
 }
 
-async fn close_connection(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
+/// Administrators close any connection, everyone else only their own (another user's
+/// connection answers 404 to them, as a missing one: monitoring users see it listed but may
+/// not close it, and get 403).
+async fn close_connection(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(name): Path<String>,
+) -> Done {
+    let conn = find_connection(&ctx, &me, &name)?;
+    if !me.may_close(&conn) {
+        return Err(ApiError::forbidden(format!(
+            "user '{}' may not close another user's connection",
+            me.user.name
+        )));
+    }
     if ctx
         .broker
         .connections
@@ -313,48 +366,63 @@ fn all_channels(
     out
 }
 
-async fn channels(State(ctx): State<Ctx>) -> ApiResult {
-    Ok(Json(Value::Array(all_channels(&ctx, |_| true))))
+async fn channels(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    Ok(Json(Value::Array(all_channels(&ctx, |c| {
+        me.sees_connection(c)
+    }))))
 }
 
-async fn vhost_channels(State(ctx): State<Ctx>, Path(vhost): Path<String>) -> ApiResult {
-    vhosts_of(&ctx, Some(&vhost))?;
-    Ok(Json(Value::Array(all_channels(&ctx, |c| c.vhost == vhost))))
+/// A vhost's channels: the caller must be allowed to enter the vhost, and sees its own
+/// channels there (everyone's for monitoring and administrator).
+async fn vhost_channels(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    me.enter(&ctx, &vhost)?;
+    Ok(Json(Value::Array(all_channels(&ctx, |c| {
+        c.vhost == vhost && me.sees_connection(c)
+    }))))
 }
 
-async fn connection_channels(State(ctx): State<Ctx>, Path(name): Path<String>) -> ApiResult {
-    if !ctx
-        .broker
-        .connections
-        .list()
-        .iter()
-        .any(|c| c.name() == name)
-    {
-        return Err(ApiError::not_found(format!("no connection '{name}'")));
-    }
-    Ok(Json(Value::Array(all_channels(&ctx, |c| c.name() == name))))
+async fn connection_channels(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let conn = find_connection(&ctx, &me, &name)?;
+    Ok(Json(Value::Array(all_channels(&ctx, |c| c.id == conn.id))))
 }
 
-async fn consumers(State(ctx): State<Ctx>) -> ApiResult {
-    let names: std::collections::HashMap<u64, String> = ctx
-        .broker
-        .connections
-        .list()
+/// Consumers of the connections the caller sees, on queues of every vhost (a monitoring
+/// user sees every consumer, as in RabbitMQ, even on queues of vhosts it cannot enter).
+async fn consumers(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    let names: std::collections::HashMap<u64, String> = visible_connections(&ctx, &me)
         .into_iter()
         .map(|c| (c.id, c.name()))
         .collect();
+    let vhosts: Vec<Arc<VHost>> = ctx
+        .broker
+        .access
+        .vhosts()
+        .iter()
+        .filter_map(|v| ctx.broker.vhosts.get(v))
+        .collect();
     let mut out = Vec::new();
-    for vh in vhosts_of(&ctx, None)? {
+    for vh in vhosts {
         let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
             for (tag, channel, conn, no_ack, prefetch) in q.consumer_list() {
+                let Some(connection_name) = names.get(&conn) else {
+                    continue;
+                };
                 out.push(json!({
                     "consumer_tag": tag,
                     "queue": { "name": q.name, "vhost": vh.name },
                     "channel_details": {
                         "number": channel,
-                        "connection_name": names.get(&conn).cloned().unwrap_or_default(),
+                        "connection_name": connection_name,
                     },
                     "ack_required": !no_ack,
                     "prefetch_count": prefetch,
@@ -371,17 +439,19 @@ fn user_json(u: &UserInfo) -> Value {
     json!({ "name": u.name, "tags": u.tags, "hashing_algorithm": "rabbit_password_hashing_sha256" })
 }
 
-async fn whoami(Extension(me): Extension<UserInfo>) -> ApiResult {
-    Ok(Json(json!({ "name": me.name, "tags": me.tags })))
+async fn whoami(Extension(me): Me) -> ApiResult {
+    Ok(Json(json!({ "name": me.user.name, "tags": me.user.tags })))
 }
 
-async fn users(State(ctx): State<Ctx>) -> ApiResult {
+async fn users(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    me.require_administrator()?;
     Ok(Json(Value::Array(
         ctx.broker.access.users().iter().map(user_json).collect(),
     )))
 }
 
-async fn user(State(ctx): State<Ctx>, Path(name): Path<String>) -> ApiResult {
+async fn user(State(ctx): State<Ctx>, Extension(me): Me, Path(name): Path<String>) -> ApiResult {
+    me.require_administrator()?;
     let u = ctx
         .broker
         .access
@@ -401,9 +471,12 @@ struct PutUser {
 
 async fn put_user(
     State(ctx): State<Ctx>,
+    Extension(me): Me,
     Path(name): Path<String>,
-    Json(body): Json<PutUser>,
+    body: Result<Json<PutUser>, axum::extract::rejection::JsonRejection>,
 ) -> Done {
+    me.require_administrator()?;
+    let Json(body) = body?;
     let access = &ctx.broker.access;
     let exists = access.user(&name).is_some();
     let status = match (&body.password, exists) {
@@ -432,13 +505,16 @@ async fn put_user(
     Ok(status)
 }
 
-async fn delete_user(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
+async fn delete_user(State(ctx): State<Ctx>, Extension(me): Me, Path(name): Path<String>) -> Done {
+    me.require_administrator()?;
     ctx.broker.access.delete_user(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn vhosts(State(ctx): State<Ctx>) -> ApiResult {
-    let out = vhosts_of(&ctx, None)?
+/// The vhosts the caller may list (see `caller`), with their message totals.
+async fn vhosts(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    let out = me
+        .listed_vhosts(&ctx)
         .iter()
         .map(|vh| {
             let (messages, unacked) = vh.read().queues.values().fold((0u64, 0u64), |acc, q| {
@@ -450,12 +526,15 @@ async fn vhosts(State(ctx): State<Ctx>) -> ApiResult {
     Ok(Json(Value::Array(out)))
 }
 
-async fn vhost(State(ctx): State<Ctx>, Path(name): Path<String>) -> ApiResult {
-    vhosts_of(&ctx, Some(&name))?;
+/// One vhost: administrators only, as in RabbitMQ 3.10 (others read `/api/vhosts`).
+async fn vhost(State(ctx): State<Ctx>, Extension(me): Me, Path(name): Path<String>) -> ApiResult {
+    me.require_administrator()?;
+    me.enter(&ctx, &name)?;
     Ok(Json(json!({ "name": name })))
 }
 
-async fn put_vhost(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
+async fn put_vhost(State(ctx): State<Ctx>, Extension(me): Me, Path(name): Path<String>) -> Done {
+    me.require_administrator()?;
     if ctx.broker.access.vhost_exists(&name) {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -463,7 +542,8 @@ async fn put_vhost(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
     Ok(StatusCode::CREATED)
 }
 
-async fn delete_vhost(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
+async fn delete_vhost(State(ctx): State<Ctx>, Extension(me): Me, Path(name): Path<String>) -> Done {
+    me.require_administrator()?;
     crate::admin::Admin::new(ctx.broker.clone()).delete_vhost(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -478,20 +558,31 @@ fn permissions_json(list: Vec<crate::access::PermissionInfo>) -> Value {
     )
 }
 
-async fn permissions(State(ctx): State<Ctx>) -> ApiResult {
+async fn permissions(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    me.require_administrator()?;
     Ok(Json(permissions_json(
         ctx.broker.access.permissions(None, None),
     )))
 }
 
-async fn vhost_permissions(State(ctx): State<Ctx>, Path(vhost): Path<String>) -> ApiResult {
-    vhosts_of(&ctx, Some(&vhost))?;
+async fn vhost_permissions(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(vhost): Path<String>,
+) -> ApiResult {
+    me.require_administrator()?;
+    me.enter(&ctx, &vhost)?;
     Ok(Json(permissions_json(
         ctx.broker.access.permissions(Some(&vhost), None),
     )))
 }
 
-async fn user_permissions(State(ctx): State<Ctx>, Path(user): Path<String>) -> ApiResult {
+async fn user_permissions(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path(user): Path<String>,
+) -> ApiResult {
+    me.require_administrator()?;
     if ctx.broker.access.user(&user).is_none() {
         return Err(ApiError::not_found(format!("user '{user}' does not exist")));
     }
@@ -502,8 +593,10 @@ async fn user_permissions(State(ctx): State<Ctx>, Path(user): Path<String>) -> A
 
 async fn permission(
     State(ctx): State<Ctx>,
+    Extension(me): Me,
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult {
+    me.require_administrator()?;
     let mut list = ctx.broker.access.permissions(Some(&vhost), Some(&user));
     let p = list
         .pop()
@@ -521,9 +614,12 @@ struct PutPermission {
 
 async fn put_permission(
     State(ctx): State<Ctx>,
+    Extension(me): Me,
     Path((vhost, user)): Path<(String, String)>,
-    Json(p): Json<PutPermission>,
+    body: Result<Json<PutPermission>, axum::extract::rejection::JsonRejection>,
 ) -> Done {
+    me.require_administrator()?;
+    let Json(p) = body?;
     let existed = !ctx
         .broker
         .access
@@ -541,17 +637,22 @@ async fn put_permission(
 
 async fn delete_permission(
     State(ctx): State<Ctx>,
+    Extension(me): Me,
     Path((vhost, user)): Path<(String, String)>,
 ) -> Done {
+    me.require_administrator()?;
     ctx.broker.access.clear_permissions(&vhost, &user)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn overview(State(ctx): State<Ctx>) -> ApiResult {
+/// Totals: over every vhost, connection and channel for monitoring and administrator; over
+/// the caller's vhosts and its own connections and channels for the others, who are given no
+/// consumer total (as RabbitMQ 3.10).
+async fn overview(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
     let (mut published, mut delivered, mut acked) = (0u64, 0u64, 0u64);
     let (mut ready, mut unacked, mut queues, mut exchanges, mut consumers) =
         (0u64, 0u64, 0, 0, 0u64);
-    for vh in vhosts_of(&ctx, None)? {
+    for vh in me.listed_vhosts(&ctx) {
         let (p, d, a) = vh.stats.snapshot();
         published += p;
         delivered += d;
@@ -566,6 +667,26 @@ async fn overview(State(ctx): State<Ctx>) -> ApiResult {
             unacked += q.unacked_by_consumers();
         }
     }
+    let mut object_totals = json!({ "exchanges": exchanges, "queues": queues });
+    if me.sees_everyone() {
+        object_totals["connections"] = json!(ctx.broker.connections.count());
+        object_totals["channels"] = json!(ctx.broker.channels.count());
+        object_totals["consumers"] = json!(consumers);
+    } else {
+        let own: std::collections::HashSet<u64> = visible_connections(&ctx, &me)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        let channels = ctx
+            .broker
+            .channels
+            .list()
+            .iter()
+            .filter(|ch| own.contains(&ch.connection_id))
+            .count();
+        object_totals["connections"] = json!(own.len());
+        object_totals["channels"] = json!(channels);
+    }
     Ok(Json(json!({
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Lepus",
@@ -574,12 +695,6 @@ async fn overview(State(ctx): State<Ctx>) -> ApiResult {
         "cluster_name": "lepus",
         "message_stats": { "publish": published, "deliver_get": delivered, "ack": acked },
         "queue_totals": { "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked },
-        "object_totals": {
-            "connections": ctx.broker.connections.count(),
-            "channels": ctx.broker.channels.count(),
-            "exchanges": exchanges,
-            "queues": queues,
-            "consumers": consumers,
-        },
+        "object_totals": object_totals,
     })))
 }

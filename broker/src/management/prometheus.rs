@@ -1,31 +1,46 @@
-//! `GET /metrics`: Prometheus text exposition format 0.0.4 (`# HELP`, `# TYPE`, one sample
-//! per line, label values escaped). Counters are monotonic per vhost.
+//! Prometheus text exposition format 0.0.4 (`# HELP`, `# TYPE`, one sample per line, label
+//! values escaped), in two forms, as `rabbitmq_prometheus` serves them:
 //!
-//! | metric                                   | type    | labels        |
-//! |------------------------------------------|---------|---------------|
-//! | `lepus_messages_published_total`         | counter | vhost         |
-//! | `lepus_messages_delivered_total`         | counter | vhost         |
-//! | `lepus_messages_acked_total`             | counter | vhost         |
-//! | `lepus_queue_messages_ready`             | gauge   | vhost, queue  |
-//! | `lepus_queue_messages_unacked`           | gauge   | vhost, queue  |
-//! | `lepus_queue_consumers`                  | gauge   | vhost, queue  |
-//! | `lepus_connections`                      | gauge   |               |
-//! | `lepus_channels`                         | gauge   |               |
-//! | `lepus_process_resident_memory_bytes`    | gauge   | (Linux only)  |
+//! - `GET /metrics`, no login: totals over the whole broker, **no labels**, so no vhost or
+//!   queue name leaves the broker unauthenticated (RabbitMQ's aggregated default).
+//! - `GET /metrics/per-object`: the same families, per vhost (counters) and per queue
+//!   (gauges). Unlike RabbitMQ, which serves it to anyone, it needs basic auth by a user
+//!   tagged `monitoring` or `administrator` (the users who may see every vhost's totals). The
+//!   operator can instead make `/metrics` itself per-object and open
+//!   (`BrokerBuilder::prometheus_per_object`, `--prometheus-per-object`, RabbitMQ's
+//!   `prometheus.return_per_object_metrics`).
+//!
+//! | metric                                   | type    | labels (per-object) |
+//! |------------------------------------------|---------|---------------------|
+//! | `lepus_messages_published_total`         | counter | vhost               |
+//! | `lepus_messages_delivered_total`         | counter | vhost               |
+//! | `lepus_messages_acked_total`             | counter | vhost               |
+//! | `lepus_queue_messages_ready`             | gauge   | vhost, queue        |
+//! | `lepus_queue_messages_unacked`           | gauge   | vhost, queue        |
+//! | `lepus_queue_consumers`                  | gauge   | vhost, queue        |
+//! | `lepus_queues`                           | gauge   | (never)             |
+//! | `lepus_connections`                      | gauge   | (never)             |
+//! | `lepus_channels`                         | gauge   | (never)             |
+//! | `lepus_process_resident_memory_bytes`    | gauge   | (never; Linux only) |
 
 use std::fmt::Write;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 
-use super::Ctx;
+use super::{ApiError, Caller, Ctx};
 
-/// The `/metrics` router (no authentication, like `rabbitmq_prometheus`).
+/// `/metrics` (no authentication, like `rabbitmq_prometheus`).
 pub(super) fn routes() -> Router<Ctx> {
     Router::new().route("/metrics", get(metrics))
+}
+
+/// `/metrics/per-object` (behind the API's authentication layer).
+pub(super) fn authenticated_routes() -> Router<Ctx> {
+    Router::new().route("/metrics/per-object", get(per_object))
 }
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -40,7 +55,19 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    render(&ctx, ctx.broker.config.prometheus_per_object)
+}
+
+async fn per_object(State(ctx): State<Ctx>, Extension(me): Extension<Caller>) -> Response {
+    if !me.sees_everyone() {
+        return ApiError::forbidden("Not monitor user").into_response();
+    }
+    render(&ctx, true)
+}
+
+/// One sample per vhost and per queue (`per_object`), or one total per family.
+fn render(ctx: &Ctx, per_object: bool) -> Response {
     let vhosts: Vec<_> = ctx
         .broker
         .access
@@ -61,10 +88,17 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
     .enumerate()
     {
         family(&mut out, name, "counter", help);
+        let mut total = 0;
         for vh in &vhosts {
             let s = vh.stats.snapshot();
             let v = [s.0, s.1, s.2][i];
-            let _ = writeln!(out, "{name}{{vhost=\"{}\"}} {v}", escape(&vh.name));
+            total += v;
+            if per_object {
+                let _ = writeln!(out, "{name}{{vhost=\"{}\"}} {v}", escape(&vh.name));
+            }
+        }
+        if !per_object {
+            let _ = writeln!(out, "{name} {total}");
         }
     }
     let mut queues = Vec::new();
@@ -74,8 +108,8 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
         for q in qs {
             let (ready, consumers) = q.counts();
             queues.push((
-                escape(&vh.name),
-                escape(&q.name),
+                &vh.name,
+                q.name.clone(),
                 u64::from(ready),
                 q.unacked_by_consumers(),
                 u64::from(consumers),
@@ -94,11 +128,25 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
     .enumerate()
     {
         family(&mut out, name, "gauge", help);
+        let mut total = 0;
         for (vh, q, ready, unacked, consumers) in &queues {
             let v = [*ready, *unacked, *consumers][i];
-            let _ = writeln!(out, "{name}{{vhost=\"{vh}\",queue=\"{q}\"}} {v}");
+            total += v;
+            if per_object {
+                let _ = writeln!(
+                    out,
+                    "{name}{{vhost=\"{}\",queue=\"{}\"}} {v}",
+                    escape(vh),
+                    escape(q)
+                );
+            }
+        }
+        if !per_object {
+            let _ = writeln!(out, "{name} {total}");
         }
     }
+    family(&mut out, "lepus_queues", "gauge", "Queues.");
+    let _ = writeln!(out, "lepus_queues {}", queues.len());
     family(
         &mut out,
         "lepus_connections",
@@ -124,6 +172,7 @@ async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
         )],
         out,
     )
+        .into_response()
 }
 
 /// VmRSS from `/proc/self/status`, in bytes (None where there is no procfs).

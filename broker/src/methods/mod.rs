@@ -22,7 +22,10 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
     use amq_protocol::protocol::{
         basic as b, channel as c, confirm as cf, exchange as e, queue as q, tx as t,
     };
-    // Permissions first, as RabbitMQ checks them before acting (403 closes the channel).
+    // The empty-queue-name shortcut first, so that permissions are checked on the queue it
+    // names; then permissions, as RabbitMQ checks them before acting (403 closes the channel).
+    let mut method = method;
+    expand_queue_shortcut(conn, ch, &mut method)?;
     conn.grants.authorize(&method)?;
     match method {
         AMQPClass::Basic(b::AMQPMethod::Publish(m)) => conn.basic_publish(ch, m),
@@ -71,6 +74,41 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
         }
         _ => Err(AmqpError::command_invalid("unimplemented method")),
     }
+}
+
+/// Replaces an empty queue name with the channel's most recently declared queue, and for
+/// `queue.bind`/`queue.unbind` an empty routing key with that name too, as the spec's field
+/// docs say and RabbitMQ does (`expand_queue_name_shortcut`, `expand_routing_key_shortcut`).
+/// With no queue declared on the channel yet, RabbitMQ's 404 "no previously declared queue".
+/// `queue.declare` is not expanded: there an empty name asks for a server-named queue.
+fn expand_queue_shortcut(
+    conn: &Connection,
+    ch: u16,
+    method: &mut AMQPClass,
+) -> Result<(), AmqpError> {
+    use amq_protocol::protocol::{basic as b, queue as q};
+    let (queue, routing_key) = match method {
+        AMQPClass::Queue(q::AMQPMethod::Bind(m)) => (&mut m.queue, Some(&mut m.routing_key)),
+        AMQPClass::Queue(q::AMQPMethod::Unbind(m)) => (&mut m.queue, Some(&mut m.routing_key)),
+        AMQPClass::Queue(q::AMQPMethod::Purge(m)) => (&mut m.queue, None),
+        AMQPClass::Queue(q::AMQPMethod::Delete(m)) => (&mut m.queue, None),
+        AMQPClass::Basic(b::AMQPMethod::Consume(m)) => (&mut m.queue, None),
+        AMQPClass::Basic(b::AMQPMethod::Get(m)) => (&mut m.queue, None),
+        _ => return Ok(()),
+    };
+    if !queue.as_str().is_empty() {
+        return Ok(());
+    }
+    let last = conn
+        .channels
+        .get(&ch)
+        .and_then(|c| c.last_queue.as_deref())
+        .ok_or_else(|| AmqpError::not_found("no previously declared queue"))?;
+    if let Some(routing_key) = routing_key.filter(|k| k.as_str().is_empty()) {
+        *routing_key = last.into();
+    }
+    *queue = last.into();
+    Ok(())
 }
 
 impl Connection {

@@ -42,6 +42,9 @@ impl Connection {
         if name == REPLY_TO || name.starts_with("amq.rabbitmq.reply-to.") {
             // Direct reply-to is a pseudo-queue: it always "exists", is always empty and, as
             // RabbitMQ 3.10 reports it, always has one consumer.
+            if let Some(channel) = self.channels.get_mut(&ch) {
+                channel.last_queue = Some(name.clone());
+            }
             if !m.nowait {
                 self.send(ch, declare_ok(&name, 0, 1));
             }
@@ -114,6 +117,9 @@ impl Connection {
         if !m.passive && m.durable && !m.exclusive {
             self.persist_topology()?;
         }
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            channel.last_queue = Some(name.clone());
+        }
         if !m.nowait {
             self.send(ch, declare_ok(&name, messages, consumers));
         }
@@ -155,7 +161,11 @@ impl Connection {
         Ok(())
     }
 
-    /// `queue.unbind` (idempotent for a missing binding).
+    /// `queue.unbind`: idempotent on absence, as in RabbitMQ 3.x (`rabbit_binding:remove`):
+    /// when the binding does not exist (whether or not its queue or exchange does) the answer
+    /// is `unbind-ok`; only an existing binding is checked against the queue's exclusive
+    /// owner (405). aio-pika's RPC pattern relies on this: it unbinds its auto-deleted reply
+    /// queue from an auto-deleted exchange after both are gone.
     pub(crate) fn queue_unbind(&mut self, ch: u16, m: queue::Unbind) -> Result<(), AmqpError> {
         let (qname, xname) = (m.queue.as_str(), m.exchange.as_str());
         if xname.is_empty() {
@@ -163,25 +173,32 @@ impl Connection {
                 "operation not permitted on the default exchange",
             ));
         }
-        self.usable_queue(qname)?;
-        {
+        let queue = self.vhost.queue(qname);
+        let removed = {
             let mut topo = self.vhost.write();
             let binding = Binding {
                 destination: Destination::Queue(qname.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let mut now_empty = false;
-            if let Some(x) = topo.exchanges.get_mut(xname) {
-                let before = x.bindings.len();
-                x.bindings.retain(|b| b != &binding);
-                now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+            match topo.exchanges.get_mut(xname) {
+                Some(x) if x.bindings.contains(&binding) => {
+                    if queue
+                        .as_ref()
+                        .is_some_and(|q| q.exclusive_owner.is_some_and(|o| o != self.id))
+                    {
+                        return Err(locked(qname, &self.vhost.name));
+                    }
+                    x.bindings.retain(|b| b != &binding);
+                    if x.auto_delete && x.bindings.is_empty() {
+                        vhost::delete_exchange(&mut topo, xname);
+                    }
+                    true
+                }
+                _ => false,
             }
-            if now_empty {
-                vhost::delete_exchange(&mut topo, xname);
-            }
-        }
-        if self.vhost.queue(qname).is_some_and(|q| q.is_persisted()) {
+        };
+        if removed && queue.is_some_and(|q| q.is_persisted()) {
             self.persist_topology()?;
         }
         self.send(
