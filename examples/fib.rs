@@ -60,11 +60,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,lapin::returned_messages=error")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
     let args = Args::parse();
@@ -85,18 +85,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    // 2. A worker pool.
+    // 2. A worker pool, in a task of its own; `ready` returns once it consumes, so the first
+    //    call is served (no `NoRoute` to retry).
     let worker_conn = lepus::connect(&url).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(
-        Worker::new(&worker_conn)
-            .prefetch(args.prefetch)
-            .concurrency(args.concurrency)
-            .serve(fib::handler())
-            .run_until(async move {
-                let _ = stopped.await;
-            }),
-    );
+    let mut worker = Worker::new(&worker_conn)
+        .prefetch(args.prefetch)
+        .concurrency(args.concurrency)
+        .serve(fib::handler())
+        .spawn();
+    worker.ready(Duration::from_secs(10)).await?;
     println!(
         "worker pool serving fib on {:?} (prefetch {}, concurrency {})",
         fib::QUEUE,
@@ -104,21 +101,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.concurrency
     );
 
-    // 3. A client on its own connection; wait until the worker has declared its queue.
+    // 3. A client on its own connection.
     let client_conn = lepus::connect(&url).await?;
     let client = Client::new(&client_conn).await?;
-    let started = Instant::now();
-    loop {
-        match fib::call(&client, 1).await {
-            Err(lepus::Error::NoRoute { .. }) if started.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => {
-                other?;
-                break;
-            }
-        }
-    }
 
     // 4. A few calls, typed both ways.
     for n in [0, 1, 10, 30, 50, 90] {
@@ -156,8 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 6. Shut down: the worker finishes what it holds, then everything closes.
-    let _ = stop.send(());
-    worker.await??;
+    worker.shutdown().await?;
     client.close().await;
     client_conn.close().await;
     worker_conn.close().await;

@@ -90,6 +90,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let cli = Cli::parse();
     match (cli.command, cli.url) {
         (None, url) => demo(url.as_deref()).await,

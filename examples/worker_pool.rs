@@ -43,20 +43,19 @@ struct Args {
 /// One round: both workers with `prefetch`, `jobs` calls at once; returns (fast, slow, secs).
 async fn round(url: &str, prefetch: u16, jobs: u32) -> Result<(usize, usize, f64), lepus::Error> {
     let mut workers = Vec::new();
-    let mut stops = Vec::new();
     for handler in [job_fast::handler(), job_slow::handler()] {
         let conn = lepus::connect(url).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = Worker::new(&conn)
+        let mut worker = Worker::new(&conn)
             .prefetch(prefetch)
             .concurrency(1)
-            .serve(handler);
-        workers.push((conn, tokio::spawn(worker.run_until(stopped))));
-        stops.push(stop);
+            .serve(handler)
+            .spawn();
+        // Both consume before the first job is sent.
+        worker.ready(Duration::from_secs(10)).await?;
+        workers.push((conn, worker));
     }
     let conn = lepus::connect(url).await?;
     let client = Client::new(&conn).await?;
-    wait_until_served(&client).await?;
 
     let started = Instant::now();
     let answers = join_all((0..jobs).map(|id| job_fast::call(&client, id))).await;
@@ -69,11 +68,8 @@ async fn round(url: &str, prefetch: u16, jobs: u32) -> Result<(usize, usize, f64
             _ => slow += 1,
         }
     }
-    for stop in stops {
-        let _ = stop.send(());
-    }
     for (conn, worker) in workers {
-        let _ = worker.await;
+        worker.shutdown().await?;
         conn.close().await;
     }
     client.close().await;
@@ -81,30 +77,13 @@ async fn round(url: &str, prefetch: u16, jobs: u32) -> Result<(usize, usize, f64
     Ok((fast, slow, secs))
 }
 
-/// Both workers are consuming once each has answered a probe.
-async fn wait_until_served(client: &Client) -> Result<(), lepus::Error> {
-    let started = Instant::now();
-    let mut seen = (false, false);
-    while !(seen.0 && seen.1) {
-        match job_fast::call(client, u32::MAX).await {
-            Ok(who) if who == "fast" => seen.0 = true,
-            Ok(_) => seen.1 = true,
-            Err(lepus::Error::NoRoute { .. }) if started.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,lapin::returned_messages=error")
-            }),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
     let args = Args::parse();

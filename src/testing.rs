@@ -1,27 +1,45 @@
-//! Test helpers for Lepus users: run handlers against an in-process broker and wait for them to
-//! finish (what nameko's `entrypoint_waiter` does).
+//! Test helpers for Lepus users, one idiom for every kind of handler.
 //!
+//! With a broker, [`TestBed`]: serve a handler (RPC, task or event) on an in-process broker,
+//! call, enqueue or publish, and wait for the handler to finish (what nameko's
+//! `entrypoint_waiter` does):
 //! ```ignore
 //! let mut bed = lepus::testing::TestBed::start().await?;           // bundled broker, 127.0.0.1:0
-//! let mut done = bed.serve(send_email::handler()).await?;          // a worker, observed
+//! let mut done = bed.serve(send_email::handler()).await?;          // a worker, observed, consuming
 //! send_email::enqueue(bed.client(), "a@example.com".into()).await?;
 //! let completion = done.next_within(Duration::from_secs(5)).await?;
-//! assert_eq!(completion.outcome, lepus::task::Outcome::Succeeded);
+//! assert_eq!(completion.outcome, Outcome::Succeeded);
+//!
+//! let mut done = bed.serve(fib::handler()).await?;                 // an RPC handler: the same
+//! assert_eq!(fib::call(bed.client(), 10).await?, 55);
+//! assert_eq!(done.next_within(Duration::from_secs(5)).await?.outcome, Outcome::Succeeded);
 //! bed.stop().await;
+//! ```
+//!
+//! Without a broker (unit tests, nameko's `worker_factory`): [`call_local`],
+//! [`run_task_local`] and [`deliver_local`] run one handler in this process exactly as a worker
+//! would (arguments and results through MessagePack, `Err` and panics reported the same way,
+//! a task's retry decision), with the delivery state the handler sees (`task::current()`,
+//! `event::current()`) given by the test:
+//! ```ignore
+//! assert!(matches!(call_local::<fib>((100,)).await, Err(lepus::Error::Remote(MathError::Overflow(100)))));
+//! let fourth_try = TaskInfo { attempt: 4, ..TaskInfo::default() };
+//! assert!(matches!(run_task_local::<send_email>(args, fourth_try).await, Outcome::DeadLettered { .. }));
 //! ```
 
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-pub use lepus_runtime::task::{observe, Completion, Completions, Outcome};
+pub use lepus_runtime::call_local;
+pub use lepus_runtime::event::{run_local as deliver_local, EventInfo};
+pub use lepus_runtime::task::{
+    observe, run_local as run_task_local, Completion, Completions, Outcome, TaskInfo,
+};
 
 use crate::broker::{Broker, BrokerHandle};
-use lepus_runtime::{Client, Connection, Error, Handler, Result, Worker};
+use lepus_runtime::{Client, Connection, Error, Handler, Result, Worker, WorkerHandle};
 
-/// How long [`TestBed::serve`] waits for a new worker's declarations.
-const DECLARE_WAIT: Duration = Duration::from_secs(10);
+/// How long [`TestBed::serve`] and [`TestBed::worker`] wait for a new worker to consume.
+const READY_WAIT: Duration = Duration::from_secs(10);
 
 /// A broker (in-process, or external), a connection, a client, and the workers started on it.
 pub struct TestBed {
@@ -31,8 +49,8 @@ pub struct TestBed {
     prefix: String,
     conn: Connection,
     client: Client,
-    /// Each worker's stop signal and task; `stop` signals and awaits each one.
-    workers: Vec<(oneshot::Sender<()>, JoinHandle<Result<()>>, Connection)>,
+    /// Each worker and its own connection; `stop` shuts each one down.
+    workers: Vec<(WorkerHandle, Connection)>,
 }
 
 impl std::fmt::Debug for TestBed {
@@ -85,6 +103,11 @@ impl TestBed {
         &self.url
     }
 
+    /// The prefix of every queue and exchange name of this bed (empty on the bundled broker).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The bed's connection (shared by its client).
     pub fn conn(&self) -> &Connection {
         &self.conn
@@ -95,34 +118,31 @@ impl TestBed {
         &self.client
     }
 
-    /// Serves a task or event handler on a worker of its own (own connection, prefetch 1) and
-    /// returns its completions once the worker has declared the handler's queue and bindings
-    /// (so that events published from then on reach it).
+    /// Serves a handler (RPC, task or event) on a worker of its own (own connection, prefetch
+    /// of one) and returns its completions once the worker consumes (its queue, exchange and
+    /// bindings declared: calls, enqueued tasks and published events reach it from then on).
     pub async fn serve(&mut self, handler: Handler) -> Result<Completions> {
-        let (handler, mut completions) = observe(handler)?;
+        let (handler, mut completions) = observe(handler);
         self.worker(|worker| worker.prefetch(1).serve(handler))
             .await?;
-        completions.declared(DECLARE_WAIT).await?;
+        completions.declared(READY_WAIT).await?;
         Ok(completions)
     }
 
-    /// Starts a worker configured by `configure` on a connection of its own.
+    /// Starts a worker configured by `configure` on a connection of its own, and returns once
+    /// it consumes.
     pub async fn worker(&mut self, configure: impl FnOnce(Worker) -> Worker) -> Result<()> {
         let conn = lepus_runtime::connect(&self.url).await?;
-        let worker = configure(Worker::new(&conn).queue_prefix(self.prefix.clone()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run_until(async move {
-            let _ = stopped.await;
-        }));
-        self.workers.push((stop, task, conn));
-        Ok(())
+        let mut worker = configure(Worker::new(&conn).queue_prefix(self.prefix.clone())).spawn();
+        let ready = worker.ready(READY_WAIT).await;
+        self.workers.push((worker, conn));
+        ready
     }
 
     /// Stops every worker gracefully, closes the connection and stops the in-process broker.
     pub async fn stop(self) {
-        for (stop, task, conn) in self.workers {
-            let _ = stop.send(());
-            let _ = task.await;
+        for (worker, conn) in self.workers {
+            let _ = worker.shutdown().await;
             conn.close().await;
         }
         self.conn.close().await;

@@ -57,8 +57,8 @@ async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
     let mut pool = Vec::new();
     let mut broadcast = Vec::new();
     for _ in 0..2 {
-        let (p, pool_done) = observe(audit_pool::handler()).unwrap();
-        let (b, broadcast_done) = observe(audit_broadcast::handler()).unwrap();
+        let (p, pool_done) = observe(audit_pool::handler());
+        let (b, broadcast_done) = observe(audit_broadcast::handler());
         pool.push(pool_done);
         broadcast.push(broadcast_done);
         workers.push(
@@ -131,7 +131,7 @@ async fn pool_instances_compete_for_events() {
     let mut workers = Vec::new();
     let mut pool = Vec::new();
     for _ in 0..2 {
-        let (p, done) = observe(audit_pool::handler()).unwrap();
+        let (p, done) = observe(audit_pool::handler());
         pool.push(done);
         workers
             .push(BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(p)).await);
@@ -140,7 +140,7 @@ async fn pool_instances_compete_for_events() {
     let conn = lepus::connect(broker.url()).await.unwrap();
     lepus::task::wait_for_consumers(
         &conn,
-        &format!("{prefix}{}", audit_pool::QUEUE),
+        &audit_pool::handler().on_queue(format!("{prefix}{}", audit_pool::QUEUE)),
         2,
         Duration::from_secs(10),
     )
@@ -176,8 +176,8 @@ async fn topic_and_direct_bindings_route_by_key_and_failures_are_rejected() {
     let broker = common::broker().await;
     let prefix = common::unique("ev");
     let (_conn, client) = client(broker.url(), &prefix).await;
-    let (topic, mut topic_done) = observe(errors_and_kernel::handler()).unwrap();
-    let (direct, mut direct_done) = observe(warnings::handler()).unwrap();
+    let (topic, mut topic_done) = observe(errors_and_kernel::handler());
+    let (direct, mut direct_done) = observe(warnings::handler());
     let worker =
         BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(topic).serve(direct)).await;
     // The worker declares the exchanges and binds the queues; wait until it has.

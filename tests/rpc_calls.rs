@@ -22,7 +22,7 @@ enum MathError {
     Overflow(u32),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, lepus::Plain)]
 struct Point {
     x: i32,
     y: i32,
@@ -365,7 +365,7 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
                 .map(|c| c.as_str()),
             Some(method)
         );
-        match lepus::envelope::decode_reply::<u64, lepus::Never>(&reply.data) {
+        match lepus::envelope::decode_reply::<u64, String>(&reply.data) {
             Err(Error::Failed { kind, .. }) => {
                 assert_eq!(kind, expected, "{method} (in type: {in_type})")
             }

@@ -1,5 +1,8 @@
 //! Compile-time behaviour of `#[lepus::rpc]`: each misuse is an error at the offending token
-//! (`tests/ui/*.rs` with their `.stderr`), and the accepted shapes compile (`pass_*.rs`).
+//! (`tests/ui/*.rs` with their `.stderr`), and the accepted shapes compile (`pass_*.rs`): among
+//! them what cannot be supported, with the message that says what to do instead (a return type
+//! that is neither a `Result` nor plain, an error type that cannot travel back, a `Result`
+//! declared plain, `?` dropping a remote error).
 
 #[test]
 fn rpc_macro_ui() {
@@ -21,6 +24,12 @@ fn rpc_macro_ui() {
         "combined",
         "not_serializable",
         "limits_bad_values",
+        "arg_not_serializable",
+        "returns_not_plain",
+        "rpc_error_cannot_travel",
+        "queue_const_invalid",
+        "plain_for_result_alias",
+        "question_mark_drops_remote",
     ] {
         cases.compile_fail(format!("tests/ui/{case}.rs"));
     }

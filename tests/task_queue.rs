@@ -156,7 +156,7 @@ async fn higher_priority_tasks_run_first() {
     )
     .await
     .unwrap();
-    let (handler, mut done) = observe(ordered::handler()).unwrap();
+    let (handler, mut done) = observe(ordered::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(1).concurrency(1).serve(handler)
     })
@@ -179,7 +179,7 @@ async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(slow::handler()).unwrap();
+    let (handler, mut done) = observe(slow::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(2).concurrency(2).serve(handler)
     })
@@ -241,7 +241,7 @@ async fn tasks_run_once_and_see_their_message_id() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (_conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(count::handler()).unwrap();
+    let (handler, mut done) = observe(count::handler());
     let worker =
         BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(handler)).await;
     let mut ids = Vec::new();
@@ -272,7 +272,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (conn, client) = client(broker.url(), &prefix).await;
-    let (handler_a, mut done_a) = observe(slow::handler()).unwrap();
+    let (handler_a, mut done_a) = observe(slow::handler());
     let a = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(2).concurrency(2).serve(handler_a)
     })
@@ -287,7 +287,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     wait_for_ready_messages(&conn, &format!("{prefix}slow"), TASKS as u32 - 2).await;
     a.kill().await;
     assert!(done_a.drain().is_empty(), "A finished nothing before dying");
-    let (handler_b, mut done_b) = observe(slow::handler()).unwrap();
+    let (handler_b, mut done_b) = observe(slow::handler());
     let b = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(4).concurrency(4).serve(handler_b)
     })
@@ -318,7 +318,7 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(always_fails::handler()).unwrap();
+    let (handler, mut done) = observe(always_fails::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     let id = always_fails::enqueue(&client, prefix.clone())
         .await
@@ -396,7 +396,7 @@ async fn a_task_that_fails_twice_succeeds_on_its_third_attempt() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (_conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(fails_twice::handler()).unwrap();
+    let (handler, mut done) = observe(fails_twice::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     fails_twice::enqueue(&client, prefix.clone()).await.unwrap();
     let seen = done
@@ -415,8 +415,8 @@ async fn panics_and_time_limits_are_failed_attempts() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (conn, client) = client(broker.url(), &prefix).await;
-    let (panicking, mut panic_done) = observe(panics::handler()).unwrap();
-    let (sleepy, mut sleepy_done) = observe(too_slow::handler()).unwrap();
+    let (panicking, mut panic_done) = observe(panics::handler());
+    let (sleepy, mut sleepy_done) = observe(too_slow::handler());
     let worker =
         BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(panicking).serve(sleepy)).await;
     panics::enqueue(&client, prefix.clone()).await.unwrap();
@@ -455,7 +455,7 @@ async fn a_delayed_task_does_not_run_early() {
     let broker = common::broker().await;
     let prefix = common::unique("tq");
     let (_conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(record_time::handler()).unwrap();
+    let (handler, mut done) = observe(record_time::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     let delay = Duration::from_millis(400);
     let enqueued = Instant::now();
@@ -494,7 +494,7 @@ async fn ten_thousand_tasks_across_four_workers_run_exactly_once() {
     let mut workers = Vec::new();
     let mut observers = Vec::new();
     for _ in 0..4 {
-        let (handler, done) = observe(count::handler()).unwrap();
+        let (handler, done) = observe(count::handler());
         observers.push(done);
         workers.push(
             BackgroundWorker::start(broker.url(), &prefix, |w| {

@@ -35,7 +35,7 @@ async fn a_cut_link_redelivers_running_tasks_and_the_worker_resumes() {
     let prefix = common::unique("tr");
     // The worker goes through the proxy; the producer's client too (it must reconnect as well).
     let worker_conn = options(&proxy.url(broker.url())).connect().await.unwrap();
-    let (handler, mut done) = observe(nap::handler()).unwrap();
+    let (handler, mut done) = observe(nap::handler());
     let worker = BackgroundWorker::start_on(worker_conn, &prefix, |w| {
         w.prefetch(2).concurrency(2).serve(handler)
     });

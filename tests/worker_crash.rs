@@ -230,7 +230,7 @@ async fn an_rpc_request_that_crashes_its_worker_is_answered_with_an_error() {
         async move {
             let options = CallOptions::default().timeout(Duration::from_secs(90));
             loop {
-                match crash_call::call_with(&client, POISON, options).await {
+                match crash_call::call_with(&client, POISON, options.clone()).await {
                     Err(Error::NoRoute { .. }) => {
                         tokio::time::sleep(Duration::from_millis(50)).await
                     }
@@ -265,17 +265,14 @@ async fn sigterm_with_hung_handlers_exits_within_the_shutdown_timeout() {
     let (conn, client) = task_util::client(broker.url(), &prefix).await;
     let mut child = spawn_worker(broker.url(), &prefix, "hung");
     let tasks = format!("{prefix}hung_tasks");
-    lepus::task::wait_for_consumers(&conn, &tasks, 1, Duration::from_secs(30))
+    let task_handler = hung_task::handler().on_queue(tasks.clone());
+    lepus::task::wait_for_consumers(&conn, &task_handler, 1, Duration::from_secs(30))
         .await
         .unwrap();
-    lepus::task::wait_for_consumers(
-        &conn,
-        &format!("{prefix}hung_rpc"),
-        1,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let rpc_handler = hung_call::handler().on_queue(format!("{prefix}hung_rpc"));
+    lepus::task::wait_for_consumers(&conn, &rpc_handler, 1, Duration::from_secs(30))
+        .await
+        .unwrap();
     // Four handlers that never return: two calls, two tasks.
     let calls: Vec<_> = (0..2)
         .map(|_| {

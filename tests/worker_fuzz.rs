@@ -356,8 +356,8 @@ async fn random_input_never_stops_a_worker() {
     let mut rng = Rng(seed);
     let broker = common::broker().await;
     let prefix = common::unique("fuzz");
-    let (task, mut tasks) = lepus::task::observe(fuzz_task::handler()).unwrap();
-    let (event, mut events) = lepus::task::observe(fuzz_event::handler()).unwrap();
+    let (task, mut tasks) = lepus::task::observe(fuzz_task::handler());
+    let (event, mut events) = lepus::task::observe(fuzz_event::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.max_message_size(MAX_MESSAGE)
             .delivery_limit(3)

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use task_util::{client, eventually, BackgroundWorker};
 
 /// Data whose decoding recurses once per level (serde's untagged enums buffer and recurse).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, lepus::Plain)]
 #[serde(untagged)]
 pub enum Tree {
     /// An inner node.
@@ -187,8 +187,8 @@ async fn job_worker(
     adjust: impl Fn(lepus::Handler) -> lepus::Handler,
     configure: impl FnOnce(lepus::Worker) -> lepus::Worker,
 ) -> (BackgroundWorker, Completions, Completions) {
-    let (task, mut tasks) = observe(adjust(job_task::handler())).unwrap();
-    let (event, mut events) = observe(adjust(job_event::handler())).unwrap();
+    let (task, mut tasks) = observe(adjust(job_task::handler()));
+    let (event, mut events) = observe(adjust(job_event::handler()));
     let worker =
         BackgroundWorker::start(url, prefix, |w| configure(w.serve(task).serve(event))).await;
     tasks.declared(Duration::from_secs(10)).await.unwrap();
@@ -201,7 +201,7 @@ async fn echo_answers(client: &lepus::Client, n: u32) {
     let options = CallOptions::default().timeout(Duration::from_secs(10));
     let started = Instant::now();
     loop {
-        match echo::call_with(client, n, options).await {
+        match echo::call_with(client, n, options.clone()).await {
             Ok(v) => {
                 assert_eq!(v, n);
                 return;
@@ -227,7 +227,7 @@ async fn nested_requests_get_a_bad_request_reply_and_the_worker_lives() {
             ("job_id", job_body(depth)),
         ] {
             let reply = raw_call(broker.url(), &queue, method, &body).await;
-            match lepus::envelope::decode_reply::<u32, lepus::Never>(&reply) {
+            match lepus::envelope::decode_reply::<u32, String>(&reply) {
                 Err(Error::Failed {
                     kind: FailureKind::BadRequest,
                     message,
@@ -240,7 +240,7 @@ async fn nested_requests_get_a_bad_request_reply_and_the_worker_lives() {
     // Within the limit, nested data still decodes.
     let reply = raw_call(broker.url(), &queue, "tree_leaves", &tree_body(100)).await;
     assert_eq!(
-        lepus::envelope::decode_reply::<u32, lepus::Never>(&reply).unwrap(),
+        lepus::envelope::decode_reply::<u32, String>(&reply).unwrap(),
         1
     );
     worker.stop().await;
@@ -368,7 +368,7 @@ async fn always_fails(text: String) -> Result<(), String> {
 async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() {
     let broker = common::broker().await;
     let prefix = common::unique("poison");
-    let (handler, mut done) = observe(always_fails::handler()).unwrap();
+    let (handler, mut done) = observe(always_fails::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.serve(handler).serve(counted::handler())
     })
@@ -383,7 +383,7 @@ async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() 
             tokio::spawn(async move {
                 let options = CallOptions::default().timeout(Duration::from_secs(20));
                 loop {
-                    match counted::call_with(&client, key.clone(), id, options).await {
+                    match counted::call_with(&client, key.clone(), id, options.clone()).await {
                         Err(Error::NoRoute { .. }) => {
                             tokio::time::sleep(Duration::from_millis(20)).await
                         }
@@ -496,7 +496,7 @@ async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
             .serve(ping::handler())
     })
     .await;
-    let (task, mut tasks) = observe(hung_task::handler()).unwrap();
+    let (task, mut tasks) = observe(hung_task::handler());
     let task_worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.time_limit(Duration::from_millis(300)).serve(task)
     })
@@ -509,7 +509,7 @@ async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
     let short = CallOptions::default().timeout(Duration::from_millis(400));
     for _ in 0..4 {
         loop {
-            match hang::call_with(&client, short).await {
+            match hang::call_with(&client, short.clone()).await {
                 Err(Error::NoRoute { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(Error::Timeout(_)) => break,
                 other => panic!("unexpected {other:?}"),
@@ -517,7 +517,7 @@ async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
         }
     }
     let options = CallOptions::default().timeout(Duration::from_secs(5));
-    assert_eq!(ping::call_with(&client, options).await.unwrap(), 7);
+    assert_eq!(ping::call_with(&client, options.clone()).await.unwrap(), 7);
     // A handler's own time limit answers the caller before its deadline.
     match hang_limited::call_with(&client, options).await {
         Err(Error::Failed {
@@ -622,7 +622,7 @@ async fn sleepy(ms: u64) -> u64 {
 async fn a_task_blocking_past_its_time_limit_is_a_failed_attempt() {
     let broker = common::broker().await;
     let prefix = common::unique("poison");
-    let (handler, mut done) = observe(blocks_past_its_limit::handler()).unwrap();
+    let (handler, mut done) = observe(blocks_past_its_limit::handler());
     let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     done.declared(Duration::from_secs(10)).await.unwrap();
     let (_conn, client) = client(broker.url(), &prefix).await;
@@ -696,7 +696,7 @@ async fn an_oversized_body_is_refused_before_decoding() {
         &garbage,
     )
     .await;
-    match lepus::envelope::decode_reply::<u32, lepus::Never>(&reply) {
+    match lepus::envelope::decode_reply::<u32, String>(&reply) {
         Err(Error::Failed {
             kind: FailureKind::TooLarge,
             message,
@@ -952,7 +952,7 @@ async fn hangs_once(n: u32) {
 async fn a_redelivered_event_is_counted_and_keeps_its_origin() {
     let broker = common::broker().await;
     let prefix = common::unique("poison");
-    let (handler, mut first) = observe(hangs_once::handler()).unwrap();
+    let (handler, mut first) = observe(hangs_once::handler());
     let a = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     first.declared(Duration::from_secs(10)).await.unwrap();
     let (_conn, client) = client(broker.url(), &prefix).await;
@@ -962,7 +962,7 @@ async fn a_redelivered_event_is_counted_and_keeps_its_origin() {
     assert!(eventually(Duration::from_secs(10), || HUNG.load(Ordering::SeqCst)).await);
     // The worker dies holding the event; the next one counts the return and runs it.
     a.kill().await;
-    let (handler, mut second) = observe(hangs_once::handler()).unwrap();
+    let (handler, mut second) = observe(hangs_once::handler());
     let b = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
     let done = second.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(done.outcome, Outcome::Succeeded);

@@ -167,7 +167,7 @@ pub(crate) enum RpcImpl {
     Lapin,
     /// The `lapin` pair sending what the Lepus stub and worker send: requests with
     /// content-type, a 32-character correlation id, expiration, delivery-mode, type, the
-    /// `x-lepus-deadline` header and `mandatory`; the server skips requests past their deadline
+    /// `x-lepus-deadline` and `x-lepus-caller` headers; the server skips requests past their deadline
     /// and replies with content-type. Separates the cost of those properties (in lapin, the
     /// broker and the socket) from the framework's own.
     #[value(name = "lapin-wire")]

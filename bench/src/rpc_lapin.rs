@@ -26,9 +26,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
-// The Lepus wire format's content type and deadline header (Unix epoch milliseconds, a
-// long-long integer), so that `--impl lapin-wire` sends what the stub sends.
-use lepus::envelope::{CONTENT_TYPE, HEADER_DEADLINE as DEADLINE_HEADER};
+// The Lepus wire format's content type, deadline header (Unix epoch milliseconds, a long-long
+// integer) and caller header (32 hex digits), so that `--impl lapin-wire` sends what the stub
+// sends. (The stub publishes to the `lepus.rpc` exchange, this pair to the default exchange.)
+use lepus::envelope::{CONTENT_TYPE, HEADER_CALLER, HEADER_DEADLINE as DEADLINE_HEADER};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -73,6 +74,10 @@ fn request_properties(wire: Wire, reply_to: &str, id: u64) -> BasicProperties {
             headers.insert(
                 DEADLINE_HEADER.into(),
                 AMQPValue::LongLongInt(now_ms().saturating_add(30_000)),
+            );
+            headers.insert(
+                HEADER_CALLER.into(),
+                AMQPValue::LongString("0123456789abcdef0123456789abcdef".into()),
             );
             BasicProperties::default()
                 .with_content_type(CONTENT_TYPE.into())
@@ -324,10 +329,9 @@ impl LapinCaller {
             .basic_publish(
                 "".into(),
                 self.queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: self.wire == Wire::Lepus,
-                    immediate: false,
-                },
+                // Not `mandatory`: the stub learns of unserved requests through `lepus.rpc`'s
+                // alternate exchange instead (see `lepus::envelope`).
+                BasicPublishOptions::default(),
                 &body,
                 props,
             )

@@ -22,7 +22,7 @@ async fn echo(body: Bytes) -> Bytes {
 /// Opaque bytes as one MessagePack `bin` (what `serde_bytes` does): serde's default for a
 /// `Vec<u8>` is a sequence, one MessagePack integer per byte, which a Rust service sending
 /// bytes would not choose. The hand-written lapin pair sends the same bytes unencoded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, lepus::Plain)]
 struct Bytes(Vec<u8>);
 
 impl serde::Serialize for Bytes {

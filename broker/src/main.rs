@@ -124,6 +124,10 @@ struct Args {
         value_name = "POLICY"
     )]
     fsync: lepus_broker::store::FsyncPolicy,
+    /// Size of a segment file of the message log, such as `64MiB` (the default) or `64KiB`
+    /// (clamped to 4 KiB..1 GiB). Fully acked segments are deleted; smaller ones go sooner.
+    #[arg(long, env = "LEPUS_SEGMENT_SIZE", default_value = "64MiB", value_name = "BYTES", value_parser = parse_segment_size)]
+    segment_size: u32,
     /// Memory budget, such as `256MiB` or `2GiB` (default: 40% of physical memory). Past a
     /// quarter of it, persistent messages of durable queues keep only a small index entry in memory
     /// and their bodies are read back from --data-dir when they near the head of the queue.
@@ -180,6 +184,7 @@ async fn main() -> std::process::ExitCode {
         .data_dir(args.data_dir)
         .loopback_users(args.loopback_users.into_iter().filter(|u| !u.is_empty()))
         .fsync(args.fsync)
+        .segment_size(args.segment_size)
         .prometheus_per_object(args.prometheus_per_object)
         .channel_max(args.channel_max)
         .frame_max(args.frame_max)
@@ -202,6 +207,12 @@ async fn main() -> std::process::ExitCode {
     wait_for_signal().await;
     handle.shutdown().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// Parses `--segment-size` (a byte size of at most 4 GiB; the store clamps it further).
+fn parse_segment_size(text: &str) -> Result<u32, String> {
+    let bytes = lepus_broker::parse_bytes(text)?;
+    u32::try_from(bytes).map_err(|_| format!("segment size {bytes} is over 4 GiB"))
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C only on non-Unix).

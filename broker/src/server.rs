@@ -56,6 +56,8 @@ pub(crate) struct Config {
     pub(crate) tls: Option<crate::tls::TlsOptions>,
     /// When a persistent message counts as stored (`--fsync`).
     pub(crate) fsync: FsyncPolicy,
+    /// Size at which the store starts a new segment file (`--segment-size`).
+    pub(crate) segment_size: u32,
     /// Largest message body accepted (RabbitMQ's `max_message_size`, default 128 MiB); a
     /// content header announcing more closes the channel with 406.
     pub(crate) max_message_size: u64,
@@ -88,6 +90,7 @@ impl Default for Config {
             max_connections: None,
             tls: None,
             fsync: FsyncPolicy::Always,
+            segment_size: crate::store::DEFAULT_SEGMENT_SIZE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             consumer_max_per_channel: None,
             memory_budget: None,
@@ -290,6 +293,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Size at which the store closes a segment file of the log and starts the next (default
+    /// 64 MiB; clamped to 4 KiB..1 GiB). Smaller segments are deleted sooner once acked; tests
+    /// use small ones to create and delete many.
+    pub fn segment_size(mut self, bytes: u32) -> Self {
+        self.config.segment_size = bytes;
+        self
+    }
+
     /// The memory budget in bytes (default: 40 % of physical memory, 1 GiB if unknown). Once
     /// queued messages account for a quarter of it, persistent messages of durable queues keep only
     /// a small index entry in memory and their bodies are read back from the data directory
@@ -352,6 +363,7 @@ impl BrokerBuilder {
             Some(dir) => {
                 let mut store_config = StoreConfig::new(dir);
                 store_config.fsync = self.config.fsync;
+                store_config.segment_size = self.config.segment_size;
                 let (durable, recovered) = seam::open(store_config).await?;
                 (durable.clone(), Some((durable, recovered)))
             }

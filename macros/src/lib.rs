@@ -7,6 +7,7 @@
 //! - `task`: `#[lepus::task]` (`task/parse`, `task/expand`); `task/attr` (reading `key = value`
 //!   arguments) and `task/signature` (checking the function) are shared with `event`.
 //! - `event`: `#[lepus::event]` (`event/parse`, `event/expand`).
+//! - `#[derive(lepus::Plain)]` (here): marks a type as a plain handler result.
 
 mod event;
 mod rpc;
@@ -20,24 +21,30 @@ use proc_macro::TokenStream;
 /// #[lepus::rpc(queue = "rpc_queue")]
 /// async fn fib(n: u32) -> Result<u64, MathError> { ... }
 /// ```
-/// keeps `fib` callable locally (`fib(30).await`) and adds a module `fib` (modules live in the
-/// type namespace, functions in the value namespace, so both keep the name):
+/// keeps `fib` callable locally (`fib(30).await`) and adds a struct `fib` with no fields (structs
+/// with braces live in the type namespace only, functions in the value namespace, so both keep
+/// the name), declared next to the function (also inside a function body):
 /// - `fib::call(&client, 30)` and `fib::call_with(&client, 30, CallOptions)`: typed remote calls
 ///   returning `Result<u64, lepus::Error<MathError>>` (`lepus::Error<lepus::Never>` for a
 ///   function returning a plain `T`);
 /// - `fib::handler()`: a `lepus::Handler` to pass to `Worker::serve`;
-/// - `fib::FibRpc`: the `lepus::Method` implementation the above use, and `fib::QUEUE`,
-///   `fib::METHOD`.
+/// - `fib::QUEUE`, `fib::METHOD`; `fib` itself implements `lepus::Method`.
 ///
-/// Attribute keys: `queue = "..."` (required), `name = "..."` (the method name; default: the
-/// function's name), `time_limit = "5s"` (the handler is stopped after that long and the caller
-/// gets a time-limit failure; it is stopped at the caller's deadline in any case),
-/// `blocking = true` (run on tokio's blocking pool: for handlers that block their thread).
-/// Several functions may share a queue; requests are routed by method name.
-/// Arguments and results must be owned `Serialize + DeserializeOwned` types.
+/// The function returns `Result<T, E>` or any alias of it (`anyhow::Result<T>`, `io::Result<T>`,
+/// ...; its `Err` reaches the caller as `lepus::Error::Remote(e)`), or a plain value (a
+/// `lepus::Plain` type). The type system decides which (`lepus::Returns`), not the spelling of
+/// the path. `E` travels typed when it is a serde type, else as its text (`anyhow::Error`,
+/// `io::Error`, `Box<dyn Error + Send + Sync>`: rebuilt on the caller's side).
 ///
-/// The module reaches the function's types through `use super::*`, so annotate functions at
-/// module level: inside a function body, types declared in that body are not visible to it.
+/// Attribute keys: `queue = ...` (required: a string literal or a `&'static str` constant
+/// expression such as a `const`), `name = "..."` (the method name; default: the function's
+/// name), `time_limit = "5s"` (the handler is stopped after that long and the caller gets a
+/// time-limit failure; it is stopped at the caller's deadline in any case), `blocking = true`
+/// (run on tokio's blocking pool: for handlers that block their thread). Several functions may
+/// share a queue; requests are routed by method name. Arguments and results must be owned
+/// `Serialize + DeserializeOwned` types. At run time a worker may
+/// serve the method on another queue (`fib::handler().on_queue(..)`) and a caller call it there
+/// (`CallOptions::queue`).
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     rpc::rpc(attr.into(), item.into()).into()
@@ -59,9 +66,11 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `backoff = "<first>..<max>"` (default `"1s..300s"`), `time_limit` (a duration string),
 /// `max_priority` (declares the queue with priorities), `dead_letter_queue` (default
 /// `"<queue>.dead"`), `quorum = true`, `blocking = true` (run on tokio's blocking pool: for
-/// functions that block their thread; the time limit still counts wall time). The function
-/// returns `()`, any `T`, or `Result<T, E>`
-/// with `E: Display` (an `Err`, a panic or the time limit fail the attempt).
+/// functions that block their thread; the time limit still counts wall time); `queue` may be a
+/// `&'static str` constant expression. The function returns `Result<T, E>` with `E: Display` or
+/// any alias of it (`anyhow::Result<()>`, `io::Result<()>`, `eyre::Result<()>`, your own), or a
+/// plain value (`()`, any `lepus::Plain` type). An `Err`, a panic or the time limit fail the
+/// attempt.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     task::task(attr.into(), item.into()).into()
@@ -84,4 +93,26 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
     event::event(attr.into(), item.into()).into()
+}
+
+/// Marks a type as a plain handler result: returned as it is, never a failure (implements
+/// `lepus::Plain`, which has no items). Needed for your own types that `#[lepus::rpc]`,
+/// `#[lepus::task]` or `#[lepus::event]` functions return without a `Result`.
+///
+/// ```ignore
+/// #[derive(serde::Serialize, serde::Deserialize, lepus::Plain)]
+/// struct Balance { cents: u64 }
+///
+/// #[lepus::rpc(queue = "accounts")]
+/// async fn balance(account: String) -> Balance { /* ... */ }
+/// ```
+#[proc_macro_derive(Plain)]
+pub fn derive_plain(item: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(item as syn::DeriveInput);
+    let name = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote::quote! {
+        impl #impl_generics ::lepus::Plain for #name #ty_generics #where_clause {}
+    }
+    .into()
 }

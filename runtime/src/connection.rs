@@ -29,7 +29,12 @@ const STATUS_POLL: Duration = Duration::from_millis(50);
 /// How long [`Connection::close`] waits for the broker's `connection.close-ok`.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`) with default options.
+/// How long [`connect`] keeps trying a broker that does not answer yet (one that is still
+/// starting, say) before it gives up; see [`ConnectOptions::startup_wait`].
+pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// Connects to `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`) with default options:
+/// waits up to [`DEFAULT_STARTUP_WAIT`] for a broker that is not reachable yet.
 pub async fn connect(url: &str) -> Result<Connection> {
     ConnectOptions::new(url).connect().await
 }
@@ -42,6 +47,7 @@ pub struct ConnectOptions {
     backoff: Backoff,
     connection_name: Option<String>,
     connect_timeout: Duration,
+    startup_wait: Duration,
 }
 
 impl ConnectOptions {
@@ -52,6 +58,7 @@ impl ConnectOptions {
             backoff: Backoff::default(),
             connection_name: None,
             connect_timeout: Duration::from_secs(10),
+            startup_wait: DEFAULT_STARTUP_WAIT,
         }
     }
 
@@ -79,13 +86,22 @@ impl ConnectOptions {
         self
     }
 
-    /// Connects to the first URL that answers, then keeps the connection up in the background.
-    /// Fails if no URL answers now.
+    /// How long [`ConnectOptions::connect`] keeps trying (with the backoff) while no broker
+    /// answers: a service that starts with its broker, or just before it, waits for it
+    /// instead of failing. Default [`DEFAULT_STARTUP_WAIT`]; `Duration::ZERO` tries each URL once.
+    /// A broker that answers and refuses (bad credentials, unknown vhost) fails at once.
+    pub fn startup_wait(mut self, wait: Duration) -> Self {
+        self.startup_wait = wait;
+        self
+    }
+
+    /// Connects to the first URL that answers, waiting up to the startup wait for one to come
+    /// up, then keeps the connection up in the background.
     pub async fn connect(self) -> Result<Connection> {
         if self.urls.is_empty() {
             return Err(Error::Config("no broker URL given".into()));
         }
-        let (first, url_index) = connect_any(&self, 0).await?;
+        let (first, url_index) = self.connect_first().await?;
         let options = self.clone();
         let (blocked_tx, blocked) = watch::channel(false);
         let (link_tx, _) = watch::channel(LinkState::Up(Link {
@@ -98,6 +114,7 @@ impl ConnectOptions {
             link: link_tx,
             close: close_tx,
         });
+        let urls = self.urls.clone();
         let supervisor = tokio::spawn(supervise(
             self,
             shared.clone(),
@@ -108,6 +125,7 @@ impl ConnectOptions {
         Ok(Connection {
             owner: Arc::new(Owner {
                 shared,
+                urls,
                 supervisor: std::sync::Mutex::new(Some(supervisor)),
                 options,
             }),
@@ -126,6 +144,8 @@ pub struct Connection {
 #[derive(Debug)]
 struct Owner {
     shared: Arc<Shared>,
+    /// The broker URLs this connection uses (see `same_broker`).
+    urls: Vec<String>,
     /// The supervisor task; taken by `close` to wait for it. Dropping it detaches the task,
     /// which still stops because `Owner::drop` signals `close`.
     supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -201,7 +221,8 @@ impl Connection {
     /// A second connection to the same brokers, with the same options, supervised on its own
     /// (`role` is appended to the connection name). Workers publish on one: a broker blocks a
     /// connection that publishes while its memory alarm is raised (`connection.blocked`), and
-    /// stops reading it, which would stall the acks of the deliveries it consumes.
+    /// stops reading it, which would stall the acks of the deliveries it consumes. The broker
+    /// answers already, so no startup wait: a second connection it refuses fails at once.
     pub(crate) async fn sibling(&self, role: &str) -> Result<Connection> {
         let mut options = self.owner.options.clone();
         let name = match &options.connection_name {
@@ -209,7 +230,13 @@ impl Connection {
             None => format!("lepus {role}"),
         };
         options.connection_name = Some(name);
+        options.startup_wait = Duration::ZERO;
         options.connect().await
+    }
+
+    /// True when `other` reaches the same broker (the same URLs, in the same order).
+    pub(crate) fn same_broker(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.owner, &other.owner) || self.owner.urls == other.owner.urls
     }
 
     /// Follows the link state (for clients and workers).
@@ -230,6 +257,48 @@ impl Connection {
                 return Err(Error::Closed);
             }
         }
+    }
+}
+
+impl ConnectOptions {
+    /// The first connection: [`connect_any`] again with the backoff until the startup wait
+    /// is over, as long as the failures are ones a broker coming up would cause.
+    async fn connect_first(&self) -> Result<(lapin::Connection, usize)> {
+        let deadline = tokio::time::Instant::now() + self.startup_wait;
+        let mut attempt = 0u32;
+        loop {
+            let err = match connect_any(self, 0).await {
+                Ok(connected) => return Ok(connected),
+                Err(err) => err,
+            };
+            let delay = self.backoff.delay(attempt);
+            if !broker_may_come_up(&err) || tokio::time::Instant::now() + delay > deadline {
+                return Err(err);
+            }
+            if attempt == 0 {
+                info!(
+                    url = %redact(&self.urls[0]),
+                    cause = %err,
+                    wait = ?self.startup_wait,
+                    "broker not reachable yet; waiting for it"
+                );
+            }
+            attempt = attempt.saturating_add(1);
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// True for the failures of a broker that is not up (yet): nothing listens, the connection was
+/// reset, the attempt timed out. A broker that answered and refused is not retried.
+fn broker_may_come_up(err: &Error) -> bool {
+    match err {
+        Error::Timeout(_) => true,
+        Error::Transport(err) => matches!(
+            err.kind(),
+            lapin::ErrorKind::IOError(_) | lapin::ErrorKind::InvalidConnectionState(_)
+        ),
+        _ => false,
     }
 }
 

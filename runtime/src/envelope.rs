@@ -2,8 +2,14 @@
 //! so that a client in another language (Python's `pika` + `msgpack`, say) can speak it.
 //!
 //! # Request (caller -> worker)
-//! Published to the default exchange `""` with routing key = the service queue name,
-//! `mandatory = true` (an unserved queue makes the broker return it: `basic.return` 312).
+//! Published to the exchange [`RPC_EXCHANGE`] (`lepus.rpc`, direct, durable) with routing key =
+//! the service queue name; every worker binds its queue there with that key (and the default
+//! exchange `""` routes to it too, for clients in other languages). `lepus.rpc` is declared
+//! with `alternate-exchange = `[`UNROUTED_EXCHANGE`] (`lepus.rpc.unrouted`, headers, durable):
+//! a request no queue takes goes there instead of vanishing, and each client binds a queue of
+//! its own to it with `x-match = all, x-lepus-caller = <its id>`, so its unserved requests come
+//! back to it as ordinary deliveries and the calls fail at once with `NoRoute`. Lepus does not
+//! publish requests `mandatory`: lapin logs every `basic.return`, payload included, at WARN.
 //!
 //! Properties (AMQP 0-9-1 spec 1.8.2, `basic` content header):
 //! | property         | value                                                              |
@@ -15,7 +21,7 @@
 //! | `delivery-mode`  | 1 (transient): a request is worthless after its deadline           |
 //! | `type`           | the method name (routes among the handlers sharing the queue)      |
 //! | `priority`       | optional, 0-255, honoured by queues declared with `x-max-priority` |
-//! | headers          | [`HEADER_DEADLINE`] (`l`)                                          |
+//! | headers          | [`HEADER_DEADLINE`] (`l`), [`HEADER_CALLER`] (`S`)                 |
 //!
 //! The method travels in the `type` property rather than a header: a one-entry header table
 //! costs the caller and the worker's I/O thread four allocations less per call than a two-entry
@@ -40,10 +46,13 @@
 //! 0x93        0x02     <kind> <message>   failure: kind is a positive fixint
 //!                                           0 = panicked, 1 = bad request, 2 = unknown method,
 //!                                           3 = unencodable or oversized result,
-//!                                           4 = time limit exceeded, 5 = request too large,
-//!                                           6 = delivery limit reached;
+//!                                           4 = not run (the last worker of the queue
+//!                                           shut down first), 5 = time limit exceeded,
+//!                                           6 = request too large, 7 = delivery limit reached;
 //!                                           message is a MessagePack str
 //! ```
+//! The application error is the error value itself when its type is a serde type, else its
+//! text as a MessagePack str (`anyhow::Error`, `io::Error`, ...; see `remote_error`).
 //! Example: `Ok(832040u64)` -> `92 00 ce 00 0c b2 28`.
 //!
 //! # Worker rules
@@ -64,13 +73,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, FailureKind};
 use crate::msgpack_depth;
 pub use crate::msgpack_depth::MAX_DEPTH;
+use crate::remote_error::{ErrCodec, SerdeCodec};
 pub use crate::worker::{HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY};
 
 /// The `content-type` of every Lepus request and reply.
@@ -83,6 +93,18 @@ pub const HEADER_METHOD: &str = "x-lepus-method";
 
 /// Header carrying the caller's deadline, Unix epoch milliseconds (signed 64-bit, AMQP `l`).
 pub const HEADER_DEADLINE: &str = "x-lepus-deadline";
+
+/// Header naming the calling client session (long string, 32 hex digits): where the
+/// [`UNROUTED_EXCHANGE`] sends the request back when no queue takes it.
+pub const HEADER_CALLER: &str = "x-lepus-caller";
+
+/// The exchange RPC requests are published to (direct, durable, `alternate-exchange =`
+/// [`UNROUTED_EXCHANGE`]); workers bind each service queue to it with the queue's name.
+pub const RPC_EXCHANGE: &str = "lepus.rpc";
+
+/// The alternate exchange of [`RPC_EXCHANGE`] (headers, durable): routes an unserved request
+/// back to its caller by [`HEADER_CALLER`].
+pub const UNROUTED_EXCHANGE: &str = "lepus.rpc.unrouted";
 
 /// Reply tag: the handler returned a value.
 const TAG_OK: u8 = 0x00;
@@ -117,7 +139,9 @@ pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<A, rmp_serde::
 
 /// Decodes one MessagePack value, refusing a body that nests deeper than [`MAX_DEPTH`] levels
 /// before decoding it (the decoder and the decoded value's `Drop` recurse once per level).
-fn decode_bounded<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+pub(crate) fn decode_bounded<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, rmp_serde::decode::Error> {
     if let Err(too_deep) = msgpack_depth::check(body, MAX_DEPTH) {
         return Err(rmp_serde::decode::Error::Uncategorized(
             too_deep.to_string(),
@@ -129,9 +153,17 @@ fn decode_bounded<T: DeserializeOwned>(body: &[u8]) -> Result<T, rmp_serde::deco
     T::deserialize(&mut decoder)
 }
 
-/// Encodes a reply carrying `Ok(value)` or `Err(app_error)`.
-pub fn encode_reply<T: Serialize, E: Serialize>(
+/// Encodes a reply carrying `Ok(value)` or `Err(app_error)` (a serde error type).
+pub fn encode_reply<T: Serialize, E: Serialize + DeserializeOwned>(
     result: &Result<T, E>,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    encode_reply_with(result, &SerdeCodec::new())
+}
+
+/// Encodes a reply, the application error with `codec` (see `remote_error`).
+pub(crate) fn encode_reply_with<T: Serialize, E>(
+    result: &Result<T, E>,
+    codec: &impl ErrCodec<E>,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     let mut buf = Vec::with_capacity(32);
     match result {
@@ -141,7 +173,7 @@ pub fn encode_reply<T: Serialize, E: Serialize>(
         }
         Err(error) => {
             buf.extend_from_slice(&[FIXARRAY_2, TAG_ERR]);
-            encode_into(&mut buf, error)?;
+            codec.encode(error, &mut buf)?;
         }
     }
     Ok(buf)
@@ -159,14 +191,24 @@ pub fn encode_failure(kind: FailureKind, message: &str) -> Vec<u8> {
     buf
 }
 
-/// Decodes a reply body into the caller's result type.
-pub fn decode_reply<T: DeserializeOwned, E: DeserializeOwned>(body: &[u8]) -> Result<T, Error<E>> {
+/// Decodes a reply body into the caller's result type (a serde error type).
+pub fn decode_reply<T: DeserializeOwned, E: Serialize + DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, Error<E>> {
+    decode_reply_with(body, &SerdeCodec::new())
+}
+
+/// Decodes a reply body, the application error with `codec` (see `remote_error`).
+pub(crate) fn decode_reply_with<T: DeserializeOwned, E>(
+    body: &[u8],
+    codec: &impl ErrCodec<E>,
+) -> Result<T, Error<E>> {
     let bad = |what: &str| Error::Decode(format!("reply {what} (body of {} bytes)", body.len()));
     match body {
         [FIXARRAY_2, TAG_OK, rest @ ..] => {
             decode_bounded(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
         }
-        [FIXARRAY_2, TAG_ERR, rest @ ..] => match decode_bounded(rest) {
+        [FIXARRAY_2, TAG_ERR, rest @ ..] => match codec.decode(rest) {
             Ok(app_error) => Err(Error::Remote(app_error)),
             Err(e) => Err(Error::Decode(format!("reply application error: {e}"))),
         },
@@ -229,14 +271,29 @@ pub(crate) fn deadline_passed(deadline_ms: i64) -> bool {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX) > deadline_ms
 }
 
-/// The request headers: the deadline (the method goes in `type`).
-pub(crate) fn request_headers(deadline_ms: i64) -> FieldTable {
+/// The request headers: the deadline and the caller (the method goes in `type`).
+pub(crate) fn request_headers(deadline_ms: i64, caller: &LongString) -> FieldTable {
     let mut headers = FieldTable::default();
     headers.insert(
         ShortString::from(HEADER_DEADLINE),
         AMQPValue::LongLongInt(deadline_ms),
     );
+    headers.insert(
+        ShortString::from(HEADER_CALLER),
+        AMQPValue::LongString(caller.clone()),
+    );
     headers
+}
+
+/// The arguments of [`RPC_EXCHANGE`]'s declaration (the same for every declarer: RabbitMQ
+/// refuses a redeclaration with other arguments).
+pub(crate) fn rpc_exchange_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(UNROUTED_EXCHANGE.into()),
+    );
+    args
 }
 
 /// Reads the method name of a request: its `type` property, else its [`HEADER_METHOD`] header
@@ -267,7 +324,6 @@ pub(crate) fn deadline_of(headers: Option<&FieldTable>) -> Option<i64> {
 #[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use crate::error::Never;
 
     #[test]
     fn request_for_fib_30_is_a_one_element_array() {
@@ -279,9 +335,9 @@ mod tests {
 
     #[test]
     fn ok_reply_bytes_match_the_documented_layout() {
-        let body = encode_reply::<u64, Never>(&Ok(832_040)).unwrap();
+        let body = encode_reply::<u64, String>(&Ok(832_040)).unwrap();
         assert_eq!(body, vec![0x92, 0x00, 0xce, 0x00, 0x0c, 0xb2, 0x28]);
-        assert_eq!(decode_reply::<u64, Never>(&body).unwrap(), 832_040);
+        assert_eq!(decode_reply::<u64, String>(&body).unwrap(), 832_040);
     }
 
     #[test]
@@ -298,7 +354,7 @@ mod tests {
     fn failure_reply_carries_kind_and_message() {
         let body = encode_failure(FailureKind::Panicked, "boom");
         assert_eq!(body, vec![0x93, 0x02, 0x00, 0xa4, b'b', b'o', b'o', b'm']);
-        match decode_reply::<u64, Never>(&body) {
+        match decode_reply::<u64, String>(&body) {
             Err(Error::Failed { kind, message }) => {
                 assert_eq!(kind, FailureKind::Panicked);
                 assert_eq!(message, "boom");
@@ -310,11 +366,11 @@ mod tests {
     #[test]
     fn garbage_reply_is_a_decode_error() {
         assert!(matches!(
-            decode_reply::<u64, Never>(&[0xc1]),
+            decode_reply::<u64, String>(&[0xc1]),
             Err(Error::Decode(_))
         ));
         assert!(matches!(
-            decode_reply::<u64, Never>(&[0x92, 0x00, 0xa1, b'x']),
+            decode_reply::<u64, String>(&[0x92, 0x00, 0xa1, b'x']),
             Err(Error::Decode(_))
         ));
     }
@@ -338,7 +394,7 @@ mod tests {
     fn the_method_is_read_from_type_else_from_the_header() {
         let by_type = BasicProperties::default()
             .with_type("fib".into())
-            .with_headers(request_headers(1234));
+            .with_headers(request_headers(1234, &"c".into()));
         assert_eq!(method_of(&by_type), Some(&b"fib"[..]));
         let mut headers = FieldTable::default();
         headers.insert(
@@ -361,7 +417,7 @@ mod tests {
 
     #[test]
     fn deeply_nested_bodies_are_refused_before_decoding() {
-        #[derive(Debug, serde::Deserialize)]
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
         #[serde(untagged)]
         enum Tree {
             Node(#[allow(dead_code)] Vec<Tree>),
@@ -377,7 +433,7 @@ mod tests {
                     assert!(err.to_string().contains("deeper than 128"), "{err}");
                     let mut reply = vec![FIXARRAY_2, TAG_OK];
                     reply.extend_from_slice(&nested(depth));
-                    match decode_reply::<Tree, Never>(&reply) {
+                    match decode_reply::<Tree, String>(&reply) {
                         Err(Error::Decode(message)) => assert!(message.contains("deeper")),
                         other => panic!("unexpected {other:?}"),
                     }
@@ -397,8 +453,8 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let headers = request_headers(1234);
-        assert_eq!(headers.inner().len(), 1);
+        let headers = request_headers(1234, &"caller".into());
+        assert_eq!(headers.inner().len(), 2);
         assert_eq!(deadline_of(Some(&headers)), Some(1234));
         assert!(deadline_passed(1234));
         assert!(!deadline_passed(deadline_after(Duration::from_secs(60))));

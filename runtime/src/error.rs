@@ -4,19 +4,24 @@
 //! `async fn f(..) -> Result<T, E>`): a handler's `Err(e)` reaches the caller as
 //! [`Error::Remote`]`(e)`, typed. Every other variant is a failure of the RPC machinery itself.
 //! Operations that cannot carry an application error (connecting, serving) use the default
-//! `E = `[`Never`], so `lepus::Error` alone names that case. AMQP reply codes are mapped here and
-//! nowhere else ([`Error::reply_code`]).
+//! `E = `[`Never`], so `lepus::Error` alone names that case, and `?` turns it into any
+//! `Error<E>` whose `E` is a serde type (the typed errors of `#[lepus::rpc]` functions). AMQP
+//! reply codes are mapped here and nowhere else ([`Error::reply_code`]).
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The AMQP reply code of `basic.return` for an unroutable `mandatory` message (spec 1.9, 312).
 pub const REPLY_CODE_NO_ROUTE: u16 = 312;
 
 /// An application error type with no values: the `E` of functions that return a plain `T`,
 /// and the default `E` of [`Error`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It is deliberately not a serde type: that is what lets `?` convert a `lepus::Error` into any
+/// `lepus::Error<E>` with `E: Serialize` (the conversion and the identity `From<T> for T` would
+/// otherwise overlap at `E = Never`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Never {}
 
 impl std::fmt::Display for Never {
@@ -39,6 +44,9 @@ pub enum FailureKind {
     /// The handler's result could not be encoded, or its encoding is larger than the
     /// handler's maximum message size.
     BadReply,
+    /// The worker shut down before it ran the request, and no other worker serves its queue:
+    /// the handler did not run, so calling again is safe.
+    NotRun,
     /// The handler ran past its time limit and was stopped.
     TimeLimit,
     /// The request is larger than the handler's maximum message size; it was not decoded.
@@ -57,9 +65,10 @@ impl FailureKind {
             FailureKind::BadRequest => 1,
             FailureKind::UnknownMethod => 2,
             FailureKind::BadReply => 3,
-            FailureKind::TimeLimit => 4,
-            FailureKind::TooLarge => 5,
-            FailureKind::DeliveryLimit => 6,
+            FailureKind::NotRun => 4,
+            FailureKind::TimeLimit => 5,
+            FailureKind::TooLarge => 6,
+            FailureKind::DeliveryLimit => 7,
         }
     }
 
@@ -69,9 +78,10 @@ impl FailureKind {
             0 => FailureKind::Panicked,
             2 => FailureKind::UnknownMethod,
             3 => FailureKind::BadReply,
-            4 => FailureKind::TimeLimit,
-            5 => FailureKind::TooLarge,
-            6 => FailureKind::DeliveryLimit,
+            4 => FailureKind::NotRun,
+            5 => FailureKind::TimeLimit,
+            6 => FailureKind::TooLarge,
+            7 => FailureKind::DeliveryLimit,
             _ => FailureKind::BadRequest,
         }
     }
@@ -84,6 +94,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::BadRequest => "bad request",
             FailureKind::UnknownMethod => "unknown method",
             FailureKind::BadReply => "unencodable result",
+            FailureKind::NotRun => "not run: the worker shut down",
             FailureKind::TimeLimit => "time limit exceeded",
             FailureKind::TooLarge => "request too large",
             FailureKind::DeliveryLimit => "delivery limit reached",
@@ -154,9 +165,9 @@ pub enum Error<E = Never> {
 
 impl<E> Error<E> {
     /// True when trying again later may succeed: the broker or the network failed, nobody was
-    /// serving yet, or the reply did not come in time. Note that after [`Error::Timeout`] and
-    /// [`Error::ConnectionLost`] the handler may already have run once; retry only idempotent
-    /// calls.
+    /// serving yet (or the last worker shut down before running the request), or the reply did
+    /// not come in time. Note that after [`Error::Timeout`] and [`Error::ConnectionLost`] the
+    /// handler may already have run once; retry only idempotent calls.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -165,6 +176,10 @@ impl<E> Error<E> {
                 | Error::Nacked
                 | Error::ConnectionLost
                 | Error::Transport(_)
+                | Error::Failed {
+                    kind: FailureKind::NotRun,
+                    ..
+                }
         )
     }
 
@@ -200,15 +215,22 @@ impl<E> Error<E> {
         }
     }
 
-    /// Converts an error that carries no application error into any `Error<E>`.
-    // `Remote(Never)` cannot exist, so its arm is unreachable by construction.
-    #[allow(unreachable_code)]
+    /// Converts an error that carries no application error into any `Error<E>` (what `?` does
+    /// through `From` when `E` is a serde type).
     pub fn widen<F>(self) -> Error<F>
     where
         E: Into<Never>,
     {
+        self.map_remote(|e| match e.into() {})
+    }
+}
+
+impl<E> Error<E> {
+    /// Converts the application error, keeping every other variant: `Error<E>` to `Error<F>`
+    /// (for instance to wrap the errors of several services in one enum).
+    pub fn map_remote<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
         match self {
-            Error::Remote(e) => match e.into() {},
+            Error::Remote(e) => Error::Remote(f(e)),
             Error::Failed { kind, message } => Error::Failed { kind, message },
             Error::Timeout(d) => Error::Timeout(d),
             Error::NoRoute { queue, reply_code } => Error::NoRoute { queue, reply_code },
@@ -221,6 +243,16 @@ impl<E> Error<E> {
             Error::Config(e) => Error::Config(e),
             Error::NotFound { what, reply_code } => Error::NotFound { what, reply_code },
         }
+    }
+}
+
+/// `?` from a `lepus::Error` (connecting, enqueueing, ...) into the `lepus::Error<E>` of a typed
+/// call, in a function returning `Result<_, lepus::Error<MathError>>`. Sound because
+/// `lepus::Error` has no [`Error::Remote`] value. `E: Serialize` (the typed errors of RPC
+/// methods) keeps it apart from `From<T> for T`: [`Never`] is not `Serialize`.
+impl<E: Serialize> From<Error<Never>> for Error<E> {
+    fn from(err: Error<Never>) -> Self {
+        err.widen()
     }
 }
 
@@ -255,12 +287,25 @@ mod tests {
     }
 
     #[test]
+    fn question_mark_widens_an_error_without_application_error() {
+        fn typed() -> std::result::Result<(), Error<String>> {
+            let plain: std::result::Result<(), Error> = Err(Error::Closed);
+            plain?;
+            Ok(())
+        }
+        assert!(matches!(typed(), Err(Error::Closed)));
+        let remote: Error<u32> = Error::Remote(7);
+        assert!(matches!(remote.map_remote(|n| n + 1), Error::Remote(8)));
+    }
+
+    #[test]
     fn failure_kind_codes_round_trip() {
         for kind in [
             FailureKind::Panicked,
             FailureKind::BadRequest,
             FailureKind::UnknownMethod,
             FailureKind::BadReply,
+            FailureKind::NotRun,
             FailureKind::TimeLimit,
             FailureKind::TooLarge,
             FailureKind::DeliveryLimit,

@@ -15,12 +15,19 @@
 //! # Layout
 //! - `connection`: [`connect`], [`ConnectOptions`], [`Connection`]: the supervisor that
 //!   reconnects with [`Backoff`] (`backoff`) and announces each new link generation.
-//! - `client`: [`Client`], [`CallOptions`]: the call path; `client/pending` is the correlation
-//!   map, `client/reply_consumer` the session channel and its one reply consumer.
-//! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`]: consumers, concurrency, graceful
-//!   shutdown; `worker/delivery` handles one request (route, count, run, reply, ack) and
-//!   `worker/limits`, `worker/redelivery`, `worker/byte_budget` bound what one message can do.
+//! - `client`: [`Client`], [`CallOptions`], [`call_local`]: the call path; `client/pending` is
+//!   the correlation map, `client/reply_consumer` the session channel, its reply consumer and
+//!   the bounce queue that turns an unserved request into `NoRoute`.
+//! - `worker`: [`Worker`], [`Handler`], [`QueueOptions`], [`WorkerHandle`]: consumers,
+//!   concurrency, graceful shutdown (deleting the RPC queues nobody else serves);
+//!   `worker/delivery` handles one request (route, count, run, reply, ack), `worker/served` runs
+//!   a handler's calls to its own worker in place, and `worker/limits`, `worker/redelivery`,
+//!   `worker/byte_budget` bound what one message can do.
 //! - `method`: [`Method`], the static description of an RPC method the macro implements.
+//! - `returns`: [`Returns`] and [`Plain`]: a handler's return value as success or failure,
+//!   decided by the type system (aliases of `Result` included).
+//! - `remote_error`: [`RemoteError`] and the codecs that carry an RPC's application error back
+//!   to its caller (typed for serde types, as text for `anyhow::Error` and the like).
 //! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec;
 //!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
 //!   `properties_size` measures a content header against `frame_max`.
@@ -39,17 +46,21 @@ pub mod event;
 mod method;
 mod msgpack_depth;
 mod properties_size;
+mod remote_error;
+mod returns;
 pub mod task;
 mod worker;
 
 pub use backoff::Backoff;
-pub use client::{CallOptions, Client, ClientBuilder, ReplyMode, DEFAULT_TIMEOUT};
-pub use connection::{connect, ConnectOptions, Connection};
+pub use client::{call_local, CallOptions, Client, ClientBuilder, ReplyMode, DEFAULT_TIMEOUT};
+pub use connection::{connect, ConnectOptions, Connection, DEFAULT_STARTUP_WAIT};
 pub use error::{Error, FailureKind, Never, Result, REPLY_CODE_NO_ROUTE};
 pub use method::{BoxFuture, Method};
+pub use remote_error::{ErrCodec, RemoteError};
+pub use returns::{Plain, Returns};
 pub use worker::{
-    Handler, QueueOptions, Worker, DEFAULT_CONCURRENCY, DEFAULT_DELIVERY_LIMIT,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES, DEFAULT_SHUTDOWN_TIMEOUT,
+    Handler, QueueOptions, Worker, WorkerHandle, DEFAULT_CONCURRENCY, DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES, DEFAULT_SHUTDOWN_TIMEOUT, RPC_QUEUE_EXPIRES,
 };
 
 pub use event::publish;
@@ -62,6 +73,11 @@ pub mod __private {
     pub use crate::client::{CallOptions, Client};
     pub use crate::error::{Error, Never};
     pub use crate::method::Method;
+    pub use crate::remote_error::{
+        Describe, DescribeDebug, DescribeDisplay, DescribeName, ErrCodec, ErrWire, SelectNever,
+        SelectSerde, SelectText,
+    };
+    pub use crate::returns::{Plain, Returns};
     pub use crate::worker::Handler;
 
     pub use crate::event::{
@@ -71,4 +87,6 @@ pub mod __private {
     pub use crate::task::{enqueue, EnqueueOptions, Task, TaskId, TaskOptions};
     pub use crate::Backoff;
     pub use ::core::time::Duration;
+    pub use ::serde::de::DeserializeOwned;
+    pub use ::serde::Serialize;
 }

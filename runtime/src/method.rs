@@ -9,6 +9,8 @@ use std::pin::Pin;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::remote_error::ErrCodec;
+
 /// A boxed, sendable future: what a handler returns to the worker.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -22,11 +24,19 @@ pub trait Method: Send + Sync + 'static {
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// The success type.
     type Ok: Serialize + DeserializeOwned + Send + 'static;
-    /// The application error type ([`crate::Never`] when the function returns a plain `T`).
-    type Err: Serialize + DeserializeOwned + Send + 'static;
+    /// The application error type ([`crate::Never`] when the function returns a plain `T`);
+    /// how it travels is [`Method::err_codec`].
+    type Err: Send + 'static;
 
     /// Runs the local function with decoded arguments.
     fn invoke(
         args: Self::Args,
     ) -> impl Future<Output = Result<Self::Ok, Self::Err>> + Send + 'static;
+
+    /// How [`Method::Err`] is put in a reply and read back (see `remote_error`): typed for
+    /// serde types, as text for `anyhow::Error`, `io::Error` and the like.
+    fn err_codec() -> impl ErrCodec<Self::Err>;
+
+    /// A one-line description of an application error, for logs and test observers.
+    fn describe_err(err: &Self::Err) -> String;
 }

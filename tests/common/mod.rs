@@ -62,6 +62,20 @@ pub async fn broker() -> TestBroker {
     }
 }
 
+/// A `lepus::testing::TestBed` on the bundled broker, or on the external one of
+/// `LEPUS_TEST_AMQP_URL` with a unique prefix made of `name`.
+pub async fn test_bed(name: &str) -> lepus::testing::TestBed {
+    init_tracing();
+    match std::env::var(EXTERNAL_URL_VAR) {
+        Ok(url) => lepus::testing::TestBed::external(&url, &unique(name))
+            .await
+            .expect("a test bed on the external broker"),
+        Err(_) => lepus::testing::TestBed::start()
+            .await
+            .expect("a test bed on the bundled broker"),
+    }
+}
+
 /// A name no other test (nor an earlier run against the same external broker) uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}.{}", uuid::Uuid::new_v4().simple())

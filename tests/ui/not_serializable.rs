@@ -1,3 +1,4 @@
+#[derive(lepus::Plain)]
 struct Opaque;
 
 #[lepus::rpc(queue = "q")]

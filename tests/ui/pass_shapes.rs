@@ -40,8 +40,9 @@ fn main() {
     let _: lepus::Handler = private::handler();
     assert_eq!(api::crate_only::METHOD, "crate_only");
     assert_eq!(api::r#type::METHOD, "type");
-    let _ = api::public::PublicRpc;
-    let _ = api::r#type::TypeRpc;
+    // The marker of each method is the struct named like the function.
+    let _: api::public = api::public {};
+    let _ = api::r#type {};
     async fn calls(client: &lepus::Client) {
         let _: Result<Pair, lepus::Error<String>> =
             api::public::call(client, Pair { a: 1, b: "x".into() }).await;

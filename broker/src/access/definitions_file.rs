@@ -104,7 +104,8 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
 /// Replaces the file atomically (temp file, fsync, rename, fsync of the directory).
 pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    // The first save creates the data directory: durably, or a power cut takes it away.
+    crate::store::create_dir_durably(dir)?;
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(defs).map_err(std::io::Error::other)?;
     {
@@ -119,12 +120,13 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    // Make the rename itself durable. Directories cannot be opened for sync on every
-    // platform; where they cannot, the rename is still atomic.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
+    // Make the rename itself durable: until the directory is fsynced, a power cut may bring
+    // the old file back after the change was reported done. A failure is reported, not
+    // swallowed; only EINVAL (a file system that cannot fsync a directory) is let through.
+    match fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.kind() != std::io::ErrorKind::InvalidInput => Err(e),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

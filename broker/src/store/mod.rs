@@ -11,6 +11,7 @@
 //! # Layout
 //! - `error`: [`StoreError`].
 //! - `dir_lock`: the `LOCK` file that keeps two brokers off one data directory.
+//! - `durable_dir`: creating the data directory so that a power cut cannot take it away.
 //! - `commit`: [`Commit`], the future a publisher confirm waits on.
 //! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
 //!   it reads back).
@@ -69,6 +70,7 @@
 mod commit;
 mod definitions;
 mod dir_lock;
+mod durable_dir;
 mod durable_queues;
 mod error;
 mod fsync_policy;
@@ -88,7 +90,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -108,6 +110,7 @@ pub use record::MAX_RECORD_LEN;
 pub use recovery::{Recovered, RecoveredQueue};
 
 use dir_lock::DirLock;
+pub(crate) use durable_dir::create_dir_durably;
 use record::{checksum, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
 use writer::{AppendState, Counters, Shared, Waiter};
@@ -211,7 +214,9 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<(Self, Recovered), StoreError> {
         let data_dir = config.data_dir;
         let seg_dir = segments_dir(&data_dir);
-        fs::create_dir_all(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
+        // Durably: a data directory (or its `segments`) whose entry a power cut takes away
+        // takes every confirmed message with it.
+        create_dir_durably(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
         let lock = DirLock::acquire(&data_dir)?;
         let mut definitions = Definitions::load(&data_dir)?;
         let known: HashSet<QueueId> = definitions.queues.iter().map(|q| q.id).collect();

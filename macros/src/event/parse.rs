@@ -5,7 +5,7 @@
 use proc_macro2::{Span, TokenStream};
 use syn::LitStr;
 
-use crate::rpc::parse::Errors;
+use crate::rpc::parse::{Errors, QueueName};
 use crate::task::attr;
 
 /// The keys `#[lepus::event]` accepts.
@@ -34,7 +34,7 @@ pub(crate) struct EventArgs {
     pub(crate) kind: Kind,
     pub(crate) bindings: Vec<LitStr>,
     pub(crate) broadcast: bool,
-    pub(crate) queue: Option<LitStr>,
+    pub(crate) queue: Option<QueueName>,
     pub(crate) name: Option<LitStr>,
     pub(crate) time_limit: Option<std::time::Duration>,
     pub(crate) blocking: bool,
@@ -55,7 +55,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<EventArgs> {
     for pair in &pairs {
         let result = match pair.key.as_str() {
             "exchange" => attr::short_string(pair).map(|v| exchange = Some(v)),
-            "queue" => attr::short_string(pair).map(|v| queue = Some(v)),
+            "queue" => QueueName::parse(&pair.value, "queue").map(|v| queue = Some(v)),
             "name" => attr::short_string(pair).map(|v| name = Some(v)),
             "binding" => attr::string_list(pair).map(|v| bindings = v),
             "time_limit" => attr::positive_duration(pair).map(|v| time_limit = Some(v)),

@@ -3,43 +3,44 @@
 //! For `async fn fib(n: u32) -> Result<u64, MathError>` on queue `q`:
 //! ```text
 //! async fn fib(n: u32) -> Result<u64, MathError> { .. }   // unchanged: callable locally
-//! mod fib {                                               // same name, type namespace
-//!     use super::*;                                       // the function's types resolve as written
+//! struct fib {}                                           // same name, type namespace only
+//! impl fib {
 //!     pub const QUEUE: &str = "q";
 //!     pub const METHOD: &str = "fib";
-//!     pub struct FibRpc;                                  // naming rule: UpperCamel(fn) + "Rpc"
-//!     impl ::lepus::__private::Method for FibRpc { .. }
 //!     pub async fn call(client, n: u32) -> Result<u64, ::lepus::Error<MathError>>;
 //!     pub async fn call_with(client, n: u32, options: CallOptions) -> ..;
 //!     pub fn handler() -> ::lepus::Handler;
 //! }
+//! impl ::lepus::__private::Method for fib { .. }          // `fib` is the method's marker
 //! ```
+//! The struct has braces and no fields, so it lives in the type namespace only and does not
+//! clash with the function. It is declared next to the function, so the items resolve the
+//! function's types where the function does, also inside a function body (a `mod` would not see
+//! types declared in that body).
+//!
+//! Success and failure are read through `<R as ::lepus::__private::Returns>` (`R` the return
+//! type as written), so `anyhow::Result<T>` and other aliases of `Result` are failures when they
+//! are `Err`; the application error's codec (typed or text) is picked where the types are
+//! concrete, in `err_codec` (see `lepus_runtime`'s `remote_error`).
+//!
 //! Every path is absolute (`::core::..`, `::lepus::__private::..`), so the output compiles
 //! under `#![no_implicit_prelude]`. Generated parameter names (`client`, `options`, `args`) use
-//! mixed-site hygiene and cannot clash with the function's own argument names. The items inside
-//! the module are exactly as visible as the function.
+//! mixed-site hygiene and cannot clash with the function's own argument names.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
-use syn::{Ident, ItemFn, LitStr, Type, Visibility};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn, LitStr, Type};
 
-use super::parse::RpcArgs;
+use super::parse::{QueueName, RpcArgs};
 use super::validate::WireSignature;
 
 /// Everything the generators need.
 struct Model<'a> {
     function: &'a ItemFn,
-    queue: &'a LitStr,
+    queue: &'a QueueName,
     method: LitStr,
-    /// The marker type implementing `Method`.
-    marker: Ident,
-    /// Visibility of the module (the function's).
-    outer_vis: &'a Visibility,
-    /// Visibility of the items inside the module (as visible as the function).
-    inner_vis: TokenStream,
     signature: &'a WireSignature,
-    /// `::lepus::Error<E>`'s `E`.
-    err: TokenStream,
     /// `.blocking(true)` / `.time_limit(..)` calls on the handler.
     limits: TokenStream,
 }
@@ -55,107 +56,86 @@ pub(crate) fn expand(args: &RpcArgs, function: &ItemFn, signature: &WireSignatur
             .name
             .clone()
             .unwrap_or_else(|| LitStr::new(&plain, name.span())),
-        marker: format_ident!("{}Rpc", upper_camel(&plain), span = name.span()),
-        outer_vis: &function.vis,
-        inner_vis: inner_visibility(&function.vis),
         signature,
-        err: match &signature.err {
-            Some(err) => quote!(#err),
-            None => quote!(::lepus::__private::Never),
-        },
         limits: crate::task::attr::handler_limits(args.blocking, args.time_limit),
     };
-    let local = gen_local_fn(&model);
-    let module = gen_module(&model);
-    quote! { #local #module }
+    let marker = gen_marker(&model);
+    let inherent = gen_inherent(&model);
+    let method_impl = gen_method_impl(&model);
+    let checks = model.queue.check(quote!(<#name>::QUEUE));
+    let wire_checks = wire_assertions(signature, WireUse::Both);
+    quote! {
+        #function
+        #marker
+        #inherent
+        #method_impl
+        #checks
+        #wire_checks
+    }
 }
 
-/// The annotated function itself, unchanged.
-fn gen_local_fn(model: &Model<'_>) -> TokenStream {
-    let function = model.function;
-    quote! { #function }
-}
-
-/// The module holding the stub, named like the function.
-fn gen_module(model: &Model<'_>) -> TokenStream {
+/// The marker struct named like the function.
+fn gen_marker(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
-    let vis = model.outer_vis;
+    let vis = &model.function.vis;
     let doc = format!(
-        " Remote calls to `{}` over AMQP queue `{}` (method `{}`), and its worker handler.",
+        " Remote calls to `{}` over AMQP queue {} (method `{}`), and its worker handler; also \
+         the `lepus::Method` implementation of this RPC (for `Client::call::<{}>`).",
         name,
-        model.queue.value(),
-        model.method.value()
+        model.queue.describe(),
+        model.method.value(),
+        name,
     );
-    let consts = gen_consts(model);
-    let marker = gen_marker(model);
-    let method_impl = gen_method_impl(model);
-    let call = gen_call(model);
-    let call_with = gen_call_with(model);
-    let handler = gen_handler(model);
+    marker_struct(name, vis, &doc)
+}
+
+/// `struct name {}`: the marker every attribute emits (type namespace only).
+pub(crate) fn marker_struct(name: &Ident, vis: &syn::Visibility, doc: &str) -> TokenStream {
     quote! {
         #[doc = #doc]
-        #vis mod #name {
-            #[allow(unused_imports)]
-            use super::*;
-            #consts
-            #marker
-            #method_impl
+        #[allow(non_camel_case_types)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
+        #vis struct #name {}
+    }
+}
+
+/// `impl fib { QUEUE, METHOD, call, call_with, handler }`.
+fn gen_inherent(model: &Model<'_>) -> TokenStream {
+    let name = &model.function.sig.ident;
+    let queue = model.queue;
+    let method = &model.method;
+    let call = gen_call(model);
+    let call_with = gen_call_with(model);
+    let limits = &model.limits;
+    quote! {
+        impl #name {
+            /// The queue this method is served on.
+            pub const QUEUE: &'static ::core::primitive::str = #queue;
+            /// The method name carried in the `type` property of each request.
+            pub const METHOD: &'static ::core::primitive::str = #method;
             #call
             #call_with
-            #handler
+            /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
+            pub fn handler() -> ::lepus::__private::Handler {
+                ::lepus::__private::Handler::new::<#name>() #limits
+            }
         }
     }
 }
 
-/// `QUEUE` and `METHOD`.
-fn gen_consts(model: &Model<'_>) -> TokenStream {
-    let vis = &model.inner_vis;
-    let queue = model.queue;
-    let method = &model.method;
-    quote! {
-        /// The queue this method is served on.
-        #vis const QUEUE: &::core::primitive::str = #queue;
-        /// The method name carried in the `type` property of each request.
-        #vis const METHOD: &::core::primitive::str = #method;
-    }
-}
-
-/// The marker type that implements `Method`.
-fn gen_marker(model: &Model<'_>) -> TokenStream {
-    let vis = &model.inner_vis;
-    let marker = &model.marker;
-    quote! {
-        /// The `lepus::Method` implementation of this RPC (for `Client::call::<..>`).
-        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
-        #vis struct #marker;
-    }
-}
-
-/// `impl Method for FibRpc`.
+/// `impl Method for fib`.
 fn gen_method_impl(model: &Model<'_>) -> TokenStream {
-    let marker = &model.marker;
-    let queue = model.queue;
-    let method = &model.method;
+    let name = &model.function.sig.ident;
     let args_ty = args_tuple_type(model.signature);
-    let ok = &model.signature.ok;
-    let err = &model.err;
-    let function = &model.function.sig.ident;
+    let (ok, err) = returns_projections(&model.signature.ret);
     let args = Ident::new("args", Span::mixed_site());
-    let names: Vec<&Ident> = model.signature.args.iter().map(|(n, _)| n).collect();
-    let unpack = if names.is_empty() {
-        quote! { let _ = #args; }
-    } else {
-        quote! { let ( #(#names,)* ) = #args; }
-    };
-    let body = if model.signature.err.is_some() {
-        quote! { super::#function( #(#names),* ).await }
-    } else {
-        quote! { ::core::result::Result::Ok(super::#function( #(#names),* ).await) }
-    };
+    let unpack = unpack_args(model.signature, &args);
+    let names = arg_names(model.signature);
+    let codec = err_codec_fn();
     quote! {
-        impl ::lepus::__private::Method for #marker {
-            const QUEUE: &'static ::core::primitive::str = #queue;
-            const NAME: &'static ::core::primitive::str = #method;
+        impl ::lepus::__private::Method for #name {
+            const QUEUE: &'static ::core::primitive::str = <#name>::QUEUE;
+            const NAME: &'static ::core::primitive::str = <#name>::METHOD;
             type Args = #args_ty;
             type Ok = #ok;
             type Err = #err;
@@ -166,28 +146,107 @@ fn gen_method_impl(model: &Model<'_>) -> TokenStream {
                 Output = ::core::result::Result<Self::Ok, Self::Err>,
             > + ::core::marker::Send + 'static {
                 #unpack
-                async move { #body }
+                async move {
+                    ::lepus::__private::Returns::into_result(#name( #(#names),* ).await)
+                }
             }
+
+            #codec
         }
     }
 }
 
+/// `err_codec` and `describe_err` of a `Method` impl: the codec and description of `Self::Err`
+/// chosen by autoref specialization, where the type is concrete.
+fn err_codec_fn() -> TokenStream {
+    let err = Ident::new("err", Span::mixed_site());
+    quote! {
+        // The extra references select the codec (autoref specialization).
+        #[allow(clippy::needless_borrow)]
+        fn err_codec() -> impl ::lepus::__private::ErrCodec<Self::Err> {
+            #[allow(unused_imports)]
+            use ::lepus::__private::{SelectNever as _, SelectSerde as _, SelectText as _};
+            (&&&&::lepus::__private::ErrWire::<Self::Err>::NEW).codec()
+        }
+
+        #[allow(clippy::needless_borrow)]
+        fn describe_err(#err: &Self::Err) -> ::std::string::String {
+            #[allow(unused_imports)]
+            use ::lepus::__private::{DescribeDebug as _, DescribeDisplay as _, DescribeName as _};
+            (&&&&::lepus::__private::Describe(#err)).describe()
+        }
+    }
+}
+
+/// `<R as Returns>::Ok` and `<R as Returns>::Err`, spanned at the return type so that a type
+/// that is neither a `Result` nor `Plain` is reported there.
+pub(crate) fn returns_projections(ret: &Type) -> (TokenStream, TokenStream) {
+    let span = ret.span();
+    (
+        quote_spanned!(span=> <#ret as ::lepus::__private::Returns>::Ok),
+        quote_spanned!(span=> <#ret as ::lepus::__private::Returns>::Err),
+    )
+}
+
+/// `let (a, b,) = args;` (or `let _ = args;` for no arguments).
+pub(crate) fn unpack_args(signature: &WireSignature, args: &Ident) -> TokenStream {
+    let names = arg_names(signature);
+    if names.is_empty() {
+        quote! { let _ = #args; }
+    } else {
+        quote! { let ( #(#names,)* ) = #args; }
+    }
+}
+
+/// The argument names, in order.
+pub(crate) fn arg_names(signature: &WireSignature) -> Vec<&Ident> {
+    signature.args.iter().map(|(n, _)| n).collect()
+}
+
+/// How the arguments travel: decoded only (events), or both ways (calls, tasks).
+#[derive(Clone, Copy)]
+pub(crate) enum WireUse {
+    Both,
+    Decoded,
+}
+
+/// One compile-time check per argument that its type can travel, spanned at the argument's
+/// type so that a missing `Serialize`/`Deserialize` is reported at the parameter rather than
+/// at the attribute.
+pub(crate) fn wire_assertions(signature: &WireSignature, used: WireUse) -> TokenStream {
+    let checks = signature.args.iter().map(|(_, ty)| {
+        let span = ty.span();
+        let bound = match used {
+            WireUse::Both => quote_spanned!(span=>
+                ::lepus::__private::Serialize + ::lepus::__private::DeserializeOwned),
+            WireUse::Decoded => quote_spanned!(span=> ::lepus::__private::DeserializeOwned),
+        };
+        quote_spanned! {span=>
+            const _: () = {
+                fn travels<T: #bound>() {}
+                let _ = travels::<#ty>;
+            };
+        }
+    });
+    quote! { #(#checks)* }
+}
+
 /// `call(&client, args..)`.
 fn gen_call(model: &Model<'_>) -> TokenStream {
-    let vis = &model.inner_vis;
-    let marker = &model.marker;
-    let ok = &model.signature.ok;
-    let err = &model.err;
+    let name = &model.function.sig.ident;
     let client = Ident::new("client", Span::mixed_site());
     let params = params(model.signature);
     let tuple = args_tuple_value(model.signature);
     quote! {
         /// Calls the function on a worker and waits for its result (the client's default timeout).
-        #vis async fn call(
+        pub async fn call(
             #client: &::lepus::__private::Client,
             #(#params),*
-        ) -> ::core::result::Result<#ok, ::lepus::__private::Error<#err>> {
-            ::lepus::__private::Client::call::<#marker>(
+        ) -> ::core::result::Result<
+            <#name as ::lepus::__private::Method>::Ok,
+            ::lepus::__private::Error<<#name as ::lepus::__private::Method>::Err>,
+        > {
+            ::lepus::__private::Client::call::<#name>(
                 #client,
                 #tuple,
                 <::lepus::__private::CallOptions as ::core::default::Default>::default(),
@@ -199,35 +258,22 @@ fn gen_call(model: &Model<'_>) -> TokenStream {
 
 /// `call_with(&client, args.., options)`.
 fn gen_call_with(model: &Model<'_>) -> TokenStream {
-    let vis = &model.inner_vis;
-    let marker = &model.marker;
-    let ok = &model.signature.ok;
-    let err = &model.err;
+    let name = &model.function.sig.ident;
     let client = Ident::new("client", Span::mixed_site());
     let options = Ident::new("options", Span::mixed_site());
     let params = params(model.signature);
     let tuple = args_tuple_value(model.signature);
     quote! {
-        /// Calls the function on a worker with per-call options (timeout, priority).
-        #vis async fn call_with(
+        /// Calls the function on a worker with per-call options (timeout, priority, queue).
+        pub async fn call_with(
             #client: &::lepus::__private::Client,
             #(#params,)*
             #options: ::lepus::__private::CallOptions,
-        ) -> ::core::result::Result<#ok, ::lepus::__private::Error<#err>> {
-            ::lepus::__private::Client::call::<#marker>(#client, #tuple, #options).await
-        }
-    }
-}
-
-/// `handler()`.
-fn gen_handler(model: &Model<'_>) -> TokenStream {
-    let vis = &model.inner_vis;
-    let marker = &model.marker;
-    let limits = &model.limits;
-    quote! {
-        /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
-        #vis fn handler() -> ::lepus::__private::Handler {
-            ::lepus::__private::Handler::new::<#marker>() #limits
+        ) -> ::core::result::Result<
+            <#name as ::lepus::__private::Method>::Ok,
+            ::lepus::__private::Error<<#name as ::lepus::__private::Method>::Err>,
+        > {
+            ::lepus::__private::Client::call::<#name>(#client, #tuple, #options).await
         }
     }
 }
@@ -241,13 +287,15 @@ pub(crate) fn params(signature: &WireSignature) -> Vec<TokenStream> {
         .collect()
 }
 
-/// `(A, B,)`, or `[(); 0]` (an empty MessagePack array) for no arguments.
+/// `(A, B,)`, or `[(); 0]` (an empty MessagePack array) for no arguments; the parentheses
+/// carry the span of the parameter list, where an error about the tuple then points.
 pub(crate) fn args_tuple_type(signature: &WireSignature) -> TokenStream {
+    let span = signature.params_span;
     if signature.args.is_empty() {
-        return quote! { [(); 0] };
+        return quote_spanned! {span=> [(); 0] };
     }
     let types: Vec<&Type> = signature.args.iter().map(|(_, ty)| ty).collect();
-    quote! { ( #(#types,)* ) }
+    quote_spanned! {span=> ( #(#types,)* ) }
 }
 
 /// `(a, b,)`, or `[]` for no arguments.
@@ -257,70 +305,4 @@ pub(crate) fn args_tuple_value(signature: &WireSignature) -> TokenStream {
     }
     let names: Vec<&Ident> = signature.args.iter().map(|(name, _)| name).collect();
     quote! { ( #(#names,)* ) }
-}
-
-/// The visibility of the module's items: as visible as the function, one module further in.
-pub(crate) fn inner_visibility(vis: &Visibility) -> TokenStream {
-    match vis {
-        Visibility::Inherited => quote! { pub(super) },
-        Visibility::Public(_) => quote! { pub },
-        Visibility::Restricted(restricted) => {
-            let path = &restricted.path;
-            let first = path.segments.first().map(|s| s.ident.to_string());
-            match first.as_deref() {
-                Some("crate") if restricted.in_token.is_none() => quote! { pub(crate) },
-                Some("self") if restricted.in_token.is_none() => quote! { pub(super) },
-                Some("super") if restricted.in_token.is_none() => quote! { pub(in super::super) },
-                Some("self") => {
-                    let rest = path.segments.iter().skip(1);
-                    quote! { pub(in super #(::#rest)*) }
-                }
-                Some("super") => quote! { pub(in super::#path) },
-                _ => quote! { pub(in #path) },
-            }
-        }
-    }
-}
-
-/// `fib_fast` -> `FibFast`.
-pub(crate) fn upper_camel(snake: &str) -> String {
-    snake
-        .split('_')
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let mut chars = part.chars();
-            match chars.next() {
-                Some(first) => first.to_uppercase().chain(chars).collect::<String>(),
-                None => String::new(),
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
-mod tests {
-    use super::*;
-
-    #[test]
-    fn marker_names_follow_one_rule() {
-        assert_eq!(upper_camel("fib"), "Fib");
-        assert_eq!(upper_camel("fib_fast_2"), "FibFast2");
-        assert_eq!(upper_camel("_odd__name"), "OddName");
-    }
-
-    #[test]
-    fn inner_items_are_exactly_as_visible_as_the_function() {
-        let cases = [
-            ("", "pub (super)"),
-            ("pub", "pub"),
-            ("pub(crate)", "pub (crate)"),
-            ("pub(super)", "pub (in super :: super)"),
-            ("pub(in crate::a)", "pub (in crate :: a)"),
-        ];
-        for (input, expected) in cases {
-            let vis: Visibility = syn::parse_str(input).unwrap();
-            assert_eq!(inner_visibility(&vis).to_string(), expected, "{input}");
-        }
-    }
 }

@@ -1,6 +1,8 @@
-//! Reads `#[lepus::rpc(queue = "...", name = "...", time_limit = "5s", blocking = true)]`.
+//! Reads `#[lepus::rpc(queue = "...", name = "...", time_limit = "5s", blocking = true)]`, and
+//! [`QueueName`], the `queue = ` value all three attributes share.
 
 use proc_macro2::{Span, TokenStream};
+use quote::{quote, ToTokens};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
@@ -10,7 +12,7 @@ use crate::task::attr;
 /// The attribute's arguments.
 pub(crate) struct RpcArgs {
     /// The queue the method is served on.
-    pub(crate) queue: LitStr,
+    pub(crate) queue: QueueName,
     /// The method name, when given.
     pub(crate) name: Option<LitStr>,
     /// The handler's own time limit, when given.
@@ -19,10 +21,88 @@ pub(crate) struct RpcArgs {
     pub(crate) blocking: bool,
 }
 
+/// The value of `queue = `: a string literal (checked here), or any constant expression of type
+/// `&'static str` (a `const`, `concat!(..)`, ...: checked at compile time by an assertion the
+/// expansion emits, see [`QueueName::check`]).
+pub(crate) enum QueueName {
+    Lit(LitStr),
+    Expr(Box<Expr>),
+}
+
+impl QueueName {
+    /// Reads `queue = <value>`: a literal is checked now; another expression later.
+    pub(crate) fn parse(value: &Expr, key: &str) -> syn::Result<QueueName> {
+        match value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            }) => {
+                check_short_string(lit, key)?;
+                Ok(QueueName::Lit(lit.clone()))
+            }
+            Expr::Lit(other) => Err(syn::Error::new_spanned(
+                other,
+                format!("`{key}` must be a string: a literal or a `&'static str` constant"),
+            )),
+            other => Ok(QueueName::Expr(Box::new(other.clone()))),
+        }
+    }
+
+    /// The text for generated docs.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            QueueName::Lit(lit) => lit.value(),
+            QueueName::Expr(expr) => format!("`{}`", expr.to_token_stream()),
+        }
+    }
+
+    /// For an expression, a compile-time check that `path` (the generated constant holding it)
+    /// is a valid queue name; nothing for a literal (checked by the macro already).
+    pub(crate) fn check(&self, path: TokenStream) -> TokenStream {
+        match self {
+            QueueName::Lit(_) => TokenStream::new(),
+            QueueName::Expr(expr) => {
+                let span = syn::spanned::Spanned::span(&**expr);
+                quote::quote_spanned! {span=>
+                    const _: () = ::core::assert!(
+                        !#path.is_empty() && #path.len() <= 255,
+                        "`queue` must be a non-empty AMQP short string (at most 255 bytes)",
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl ToTokens for QueueName {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        match self {
+            QueueName::Lit(lit) => lit.to_tokens(tokens),
+            QueueName::Expr(expr) => tokens.extend(quote!(#expr)),
+        }
+    }
+}
+
+/// A non-empty string of at most 255 bytes (an AMQP short string).
+pub(crate) fn check_short_string(value: &LitStr, key: &str) -> syn::Result<()> {
+    if value.value().is_empty() {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("`{key}` must not be empty"),
+        ));
+    }
+    if value.value().len() > 255 {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("`{key}` must be at most 255 bytes (an AMQP short string)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the attribute, reporting every problem at its token (combined).
 pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
-    let mut queue: Option<LitStr> = None;
+    let mut queue: Option<QueueName> = None;
     let mut name: Option<LitStr> = None;
     let mut time_limit = None;
     let mut blocking = None;
@@ -70,9 +150,8 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
             }
             continue;
         }
-        let slot = match key.as_str() {
-            "queue" => &mut queue,
-            "name" => &mut name,
+        match key.as_str() {
+            "queue" | "name" => {}
             _ => {
                 errors.push(syn::Error::new_spanned(
                     &pair.path,
@@ -81,7 +160,19 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
                 ));
                 continue;
             }
+        }
+        let duplicate = match key.as_str() {
+            "queue" => queue.is_some(),
+            _ => name.is_some(),
         };
+        if key == "queue" {
+            match QueueName::parse(&pair.value, "queue") {
+                Ok(value) if !duplicate => queue = Some(value),
+                Ok(_) => errors.push(syn::Error::new_spanned(&pair.path, "duplicate `queue`")),
+                Err(err) => errors.push(err),
+            }
+            continue;
+        }
         let value = match &pair.value {
             Expr::Lit(ExprLit {
                 lit: Lit::Str(value),
@@ -95,28 +186,18 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
                 continue;
             }
         };
-        if value.value().is_empty() {
-            errors.push(syn::Error::new_spanned(
-                &value,
-                format!("`{key}` must not be empty"),
-            ));
+        if let Err(err) = check_short_string(&value, &key) {
+            errors.push(err);
             continue;
         }
-        if value.value().len() > 255 {
-            errors.push(syn::Error::new_spanned(
-                &value,
-                format!("`{key}` must be at most 255 bytes (an AMQP short string)"),
-            ));
-            continue;
-        }
-        if slot.is_some() {
+        if duplicate {
             errors.push(syn::Error::new_spanned(
                 &pair.path,
                 format!("duplicate `{key}`"),
             ));
             continue;
         }
-        *slot = Some(value);
+        name = Some(value);
     }
     if !queue_written {
         errors.push(syn::Error::new(

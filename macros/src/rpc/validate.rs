@@ -2,7 +2,7 @@
 
 use proc_macro2::Span;
 use quote::format_ident;
-use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
 use super::parse::Errors;
 
@@ -10,10 +10,12 @@ use super::parse::Errors;
 pub(crate) struct WireSignature {
     /// Argument names (the function's own, or `argN` for patterns) and types, in order.
     pub(crate) args: Vec<(Ident, Type)>,
-    /// The success type (`()` when the function returns nothing).
-    pub(crate) ok: Type,
-    /// The application error type, when the function returns `Result<T, E>`.
-    pub(crate) err: Option<Type>,
+    /// The return type as written (`()` when the function returns nothing). Whether it is a
+    /// `Result` is for the type system to say (`lepus::Returns`), not the macro: an alias such
+    /// as `anyhow::Result<()>` looks like any other path.
+    pub(crate) ret: Type,
+    /// The span of the parameter list's parentheses (where argument-tuple errors point).
+    pub(crate) params_span: Span,
 }
 
 /// Validates `function`, reporting every problem at its token (combined).
@@ -77,17 +79,21 @@ pub(crate) fn validate(function: &ItemFn) -> syn::Result<WireSignature> {
             }
         }
     }
-    let (ok, err) = match &sig.output {
-        ReturnType::Default => (syn::parse_quote!(()), None),
+    let ret = match &sig.output {
+        ReturnType::Default => syn::parse_quote_spanned!(sig.paren_token.span.join()=> ()),
         ReturnType::Type(_, ty) => {
             if let Some(problem) = unowned(ty) {
                 errors.push(problem);
             }
-            split_result(ty)
+            (**ty).clone()
         }
     };
     errors.finish()?;
-    Ok(WireSignature { args, ok, err })
+    Ok(WireSignature {
+        args,
+        ret,
+        params_span: sig.paren_token.span.join(),
+    })
 }
 
 /// An error when `ty` cannot travel by value (a reference or an `impl Trait`).
@@ -106,33 +112,4 @@ fn unowned(ty: &Type) -> Option<syn::Error> {
         Type::Group(inner) => unowned(&inner.elem),
         _ => None,
     }
-}
-
-/// `Result<T, E>` (any path ending in `Result` with two type arguments) -> `(T, Some(E))`;
-/// anything else -> `(ty, None)`.
-pub(crate) fn split_result(ty: &Type) -> (Type, Option<Type>) {
-    if let Type::Path(path) = ty {
-        if path.qself.is_none() {
-            if let Some(last) = path.path.segments.last() {
-                if last.ident == "Result" {
-                    if let PathArguments::AngleBracketed(generics) = &last.arguments {
-                        let types: Vec<&Type> = generics
-                            .args
-                            .iter()
-                            .filter_map(|arg| match arg {
-                                GenericArgument::Type(ty) => Some(ty),
-                                _ => None,
-                            })
-                            .collect();
-                        if let [ok, err] = types[..] {
-                            if generics.args.len() == 2 {
-                                return (ok.clone(), Some(err.clone()));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (ty.clone(), None)
 }

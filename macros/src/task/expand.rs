@@ -1,31 +1,33 @@
 //! Emits the items of `#[lepus::task]`, one generator function per item.
 //!
-//! For `async fn send_email(to: String) -> Result<(), SmtpError>` on queue `emails`:
+//! For `async fn send_email(to: String) -> anyhow::Result<()>` on queue `emails`:
 //! ```text
-//! async fn send_email(to: String) -> Result<(), SmtpError> { .. }  // unchanged: callable locally
-//! mod send_email {
-//!     use super::*;
+//! async fn send_email(to: String) -> anyhow::Result<()> { .. }  // unchanged: callable locally
+//! struct send_email {}                          // type namespace only (see `rpc::expand`)
+//! impl send_email {
 //!     pub const QUEUE: &str = "emails";
 //!     pub const NAME: &str = "send_email";
-//!     pub struct SendEmailTask;                  // naming rule: UpperCamel(fn) + "Task"
-//!     impl ::lepus::__private::Task for SendEmailTask { .. }
 //!     pub async fn enqueue(client, to: String) -> Result<TaskId, ::lepus::Error>;
 //!     pub async fn enqueue_with(client, to: String, options: EnqueueOptions) -> ..;
 //!     pub fn handler() -> ::lepus::Handler;
 //! }
+//! impl ::lepus::__private::Task for send_email { .. }
 //! ```
+//! A failed attempt is whatever `<R as Returns>` says is a failure (`R` the return type as
+//! written): an `Err` of `Result` or of any alias of it (`anyhow::Result`, `io::Result`, ...).
 //! Paths are absolute, as in `#[lepus::rpc]`'s expansion, so the output compiles under
 //! `#![no_implicit_prelude]`.
 
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::TaskArgs;
 use crate::rpc::expand::{
-    args_tuple_type, args_tuple_value, inner_visibility, params, upper_camel,
+    arg_names, args_tuple_type, args_tuple_value, marker_struct, params, returns_projections,
+    unpack_args, wire_assertions, WireUse,
 };
 use crate::rpc::validate::WireSignature;
 
@@ -37,85 +39,62 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
         .name
         .clone()
         .unwrap_or_else(|| LitStr::new(&plain, name.span()));
-    let marker = format_ident!("{}Task", upper_camel(&plain), span = name.span());
-    let vis = &function.vis;
-    let inner = inner_visibility(vis);
     let queue = match &args.queue {
-        Some(queue) => queue.clone(),
-        None => LitStr::new("", Span::call_site()),
+        Some(queue) => queue,
+        // Proof: `parse_args` reports a missing queue, so expansion never runs without one.
+        None => return quote! { #function },
     };
     let doc = format!(
-        " Enqueue `{}` on AMQP queue `{}` (task `{}`), and its worker handler.",
+        " Enqueue `{}` on AMQP queue {} (task `{}`), and its worker handler; also the \
+         `lepus::task::Task` implementation of this task.",
         plain,
-        queue.value(),
+        queue.describe(),
         task_name.value()
     );
-    let task_impl = gen_task_impl(args, function, signature, &marker, &queue, &task_name);
-    let enqueue = gen_enqueue(signature, &marker, &inner);
+    let marker = marker_struct(name, &function.vis, &doc);
+    let task_impl = gen_task_impl(args, function, signature, &task_name);
+    let enqueue = gen_enqueue(signature, name);
     // The time limit is in the task's options; only `blocking` is set on the handler.
     let limits = super::attr::handler_limits(args.blocking, None);
+    let checks = queue.check(quote!(<#name>::QUEUE));
+    let wire_checks = wire_assertions(signature, WireUse::Both);
     quote! {
         #function
-        #[doc = #doc]
-        #vis mod #name {
-            #[allow(unused_imports)]
-            use super::*;
+        #marker
+        impl #name {
             /// The queue this task is enqueued on.
-            #inner const QUEUE: &::core::primitive::str = #queue;
+            pub const QUEUE: &'static ::core::primitive::str = #queue;
             /// The task name carried in the `x-lepus-method` header.
-            #inner const NAME: &::core::primitive::str = #task_name;
-            /// The `lepus::task::Task` implementation of this task.
-            #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
-            #inner struct #marker;
-            #task_impl
+            pub const NAME: &'static ::core::primitive::str = #task_name;
             #enqueue
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
-            #inner fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::task_handler::<#marker>() #limits
+            pub fn handler() -> ::lepus::__private::Handler {
+                ::lepus::__private::task_handler::<#name>() #limits
             }
         }
+        #task_impl
+        #checks
+        #wire_checks
     }
 }
 
-/// `impl Task for SendEmailTask`.
+/// `impl Task for send_email`.
 fn gen_task_impl(
     args: &TaskArgs,
     function: &ItemFn,
     signature: &WireSignature,
-    marker: &Ident,
-    queue: &LitStr,
     task_name: &LitStr,
 ) -> TokenStream {
+    let name = &function.sig.ident;
     let args_ty = args_tuple_type(signature);
-    let err = match &signature.err {
-        Some(err) => quote!(#err),
-        None => quote!(::lepus::__private::Never),
-    };
-    let fn_name = &function.sig.ident;
+    let (_, err) = returns_projections(&signature.ret);
     let input = Ident::new("args", Span::mixed_site());
-    let names: Vec<&Ident> = signature.args.iter().map(|(n, _)| n).collect();
-    let unpack = if names.is_empty() {
-        quote! { let _ = #input; }
-    } else {
-        quote! { let ( #(#names,)* ) = #input; }
-    };
-    let body = if signature.err.is_some() {
-        quote! {
-            match super::#fn_name( #(#names),* ).await {
-                ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
-                ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
-            }
-        }
-    } else {
-        quote! {
-            let _ = super::#fn_name( #(#names),* ).await;
-            ::core::result::Result::Ok(())
-        }
-    };
+    let unpack = unpack_args(signature, &input);
+    let names = arg_names(signature);
     let options = gen_options(args);
     quote! {
-        impl ::lepus::__private::Task for #marker {
-            const QUEUE: &'static ::core::primitive::str = #queue;
+        impl ::lepus::__private::Task for #name {
+            const QUEUE: &'static ::core::primitive::str = <#name>::QUEUE;
             const NAME: &'static ::core::primitive::str = #task_name;
             type Args = #args_ty;
             type Err = #err;
@@ -130,7 +109,12 @@ fn gen_task_impl(
                 Output = ::core::result::Result<(), Self::Err>,
             > + ::core::marker::Send + 'static {
                 #unpack
-                async move { #body }
+                async move {
+                    match ::lepus::__private::Returns::into_result(#name( #(#names),* ).await) {
+                        ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
+                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
+                    }
+                }
             }
         }
     }
@@ -172,7 +156,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// `enqueue(&client, args..)` and `enqueue_with(&client, args.., options)`.
-fn gen_enqueue(signature: &WireSignature, marker: &Ident, vis: &TokenStream) -> TokenStream {
+fn gen_enqueue(signature: &WireSignature, name: &Ident) -> TokenStream {
     let client = Ident::new("client", Span::mixed_site());
     let options = Ident::new("options", Span::mixed_site());
     let params = params(signature);
@@ -180,11 +164,11 @@ fn gen_enqueue(signature: &WireSignature, marker: &Ident, vis: &TokenStream) -> 
     quote! {
         /// Enqueues the task (persistent, on its durable queue) and returns its id once the
         /// broker confirmed it.
-        #vis async fn enqueue(
+        pub async fn enqueue(
             #client: &::lepus::__private::Client,
             #(#params),*
         ) -> ::core::result::Result<::lepus::__private::TaskId, ::lepus::__private::Error> {
-            ::lepus::__private::enqueue::<#marker>(
+            ::lepus::__private::enqueue::<#name>(
                 #client,
                 #tuple,
                 <::lepus::__private::EnqueueOptions as ::core::default::Default>::default(),
@@ -192,13 +176,13 @@ fn gen_enqueue(signature: &WireSignature, marker: &Ident, vis: &TokenStream) -> 
             .await
         }
 
-        /// Enqueues the task with options (delay, priority, `message_id`).
-        #vis async fn enqueue_with(
+        /// Enqueues the task with options (delay, priority, `message_id`, queue).
+        pub async fn enqueue_with(
             #client: &::lepus::__private::Client,
             #(#params,)*
             #options: ::lepus::__private::EnqueueOptions,
         ) -> ::core::result::Result<::lepus::__private::TaskId, ::lepus::__private::Error> {
-            ::lepus::__private::enqueue::<#marker>(#client, #tuple, #options).await
+            ::lepus::__private::enqueue::<#name>(#client, #tuple, #options).await
         }
     }
 }

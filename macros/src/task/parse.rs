@@ -7,7 +7,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::LitStr;
 
 use super::attr;
-use crate::rpc::parse::Errors;
+use crate::rpc::parse::{Errors, QueueName};
 
 /// The keys `#[lepus::task]` accepts.
 const KEYS: &[&str] = &[
@@ -25,7 +25,7 @@ const KEYS: &[&str] = &[
 /// The attribute's arguments.
 #[derive(Default)]
 pub(crate) struct TaskArgs {
-    pub(crate) queue: Option<LitStr>,
+    pub(crate) queue: Option<QueueName>,
     pub(crate) name: Option<LitStr>,
     pub(crate) retries: Option<u32>,
     pub(crate) backoff: Option<(Duration, Duration)>,
@@ -43,7 +43,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
     let mut args = TaskArgs::default();
     for pair in &pairs {
         let result = match pair.key.as_str() {
-            "queue" => attr::short_string(pair).map(|v| args.queue = Some(v)),
+            "queue" => QueueName::parse(&pair.value, "queue").map(|v| args.queue = Some(v)),
             "name" => attr::short_string(pair).map(|v| args.name = Some(v)),
             "dead_letter_queue" => {
                 attr::short_string(pair).map(|v| args.dead_letter_queue = Some(v))
@@ -60,7 +60,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
             errors.push(err);
         }
     }
-    if args.queue.is_none() {
+    if args.queue.is_none() && !pairs.iter().any(|p| p.key == "queue") {
         errors.push(syn::Error::new(
             Span::call_site(),
             "missing `queue = \"...\"`: #[lepus::task] needs the queue to enqueue the task on",

@@ -6,7 +6,7 @@ use quote::format_ident;
 use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
 
 use crate::rpc::parse::Errors;
-use crate::rpc::validate::{split_result, WireSignature};
+use crate::rpc::validate::WireSignature;
 
 /// Validates `function` for `attribute` (`#[lepus::task]`), reporting every problem at its
 /// token (combined).
@@ -60,12 +60,26 @@ pub(crate) fn validate(function: &ItemFn, attribute: &str) -> syn::Result<WireSi
             }
         }
     }
-    let (ok, err) = match &sig.output {
-        ReturnType::Default => (syn::parse_quote!(()), None),
-        ReturnType::Type(_, ty) => split_result(ty),
+    let ret = match &sig.output {
+        ReturnType::Default => syn::parse_quote_spanned!(sig.paren_token.span.join()=> ()),
+        ReturnType::Type(_, ty) => {
+            if let Type::ImplTrait(impl_trait) = &**ty {
+                errors.push(syn::Error::new_spanned(
+                    impl_trait,
+                    format!(
+                        "{attribute} functions cannot return `impl Trait`: name a concrete type"
+                    ),
+                ));
+            }
+            (**ty).clone()
+        }
     };
     errors.finish()?;
-    Ok(WireSignature { args, ok, err })
+    Ok(WireSignature {
+        args,
+        ret,
+        params_span: sig.paren_token.span.join(),
+    })
 }
 
 /// An error when `ty` cannot travel by value.

@@ -1,12 +1,14 @@
-//! [`CallOptions`]: per-call settings (timeout, priority) for `call_with`.
+//! [`CallOptions`]: per-call settings (timeout, priority, queue) for `call_with`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings for one call; unset fields take the client's defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) priority: Option<u8>,
+    pub(crate) queue: Option<Arc<str>>,
 }
 
 impl CallOptions {
@@ -20,6 +22,14 @@ impl CallOptions {
     /// The AMQP message priority (0-255); only queues declared with `x-max-priority` use it.
     pub fn priority(mut self, priority: u8) -> Self {
         self.priority = Some(priority);
+        self
+    }
+
+    /// Calls the method on `queue` instead of the one its `#[lepus::rpc(queue = ..)]` names (the
+    /// client's queue prefix still applies): a queue chosen at run time, from configuration,
+    /// served by a worker given `fib::handler().on_queue(..)`.
+    pub fn queue(mut self, queue: impl Into<Arc<str>>) -> Self {
+        self.queue = Some(queue.into());
         self
     }
 }

@@ -2,11 +2,11 @@
 //! consumer.
 //!
 //! A call encodes its arguments, registers a waiter in the correlation map (`pending`),
-//! publishes the request `mandatory` on the session channel (see `reply_consumer`) and awaits
-//! its waiter, which the session completes with whichever comes first: the reply, the broker
-//! returning the request (`basic.return`: nobody serves the queue -> [`Error::NoRoute`]), or
-//! the loss of the session ([`Error::ConnectionLost`]); the deadline ([`Error::Timeout`]) is
-//! the call's own. Dropping the call's future removes its waiter; a late reply is then
+//! publishes the request to `lepus.rpc` on the session channel (see `reply_consumer`) and
+//! awaits its waiter, which the session completes with whichever comes first: the reply, the
+//! request coming back unserved through the alternate exchange (no queue took it: nobody
+//! serves the queue -> [`Error::NoRoute`]), or the loss of the session
+//! ([`Error::ConnectionLost`]); the deadline ([`Error::Timeout`]) is the call's own. Dropping the call's future removes its waiter; a late reply is then
 //! discarded. The hot path allocates the request body, the AMQP properties and a oneshot; it
 //! waits for nothing but lapin handing the frames to its I/O loop, and the reply: no publisher
 //! confirm, no extra round trip.
@@ -26,12 +26,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use call_options::CallOptions;
+pub(crate) use reply_consumer::declare_exchanges;
 pub use reply_consumer::ReplyMode;
 
 use crate::connection::Connection;
-use crate::envelope::{self, CONTENT_TYPE};
-use crate::error::Error;
+use crate::envelope::{self, CONTENT_TYPE, RPC_EXCHANGE};
+use crate::error::{Error, FailureKind};
 use crate::method::Method;
+use crate::worker::served;
 use pending::Pending;
 use reply_consumer::{Session, SessionState};
 
@@ -203,11 +205,33 @@ impl Client {
         timeout: Duration,
     ) -> Result<M::Ok, Error<M::Err>> {
         let body = envelope::encode_request(&args).map_err(Error::Encode)?;
-        let queue = self.routing_key(M::QUEUE).map_err(Error::widen)?;
+        let queue = self
+            .routing_key(options.queue.as_deref().unwrap_or(M::QUEUE))
+            .map_err(Error::widen)?;
         // `#[lepus::rpc]` rejects a `name` over 255 bytes; a longer function name is refused here.
         let method = ShortString::try_new(M::NAME).map_err(|_| {
             Error::Config(format!("method name {} is longer than 255 bytes", M::NAME))
         })?;
+        // A call from a handler to a method of its own worker runs in place: through the broker
+        // it could wait for a slot the caller itself holds (see `worker/served`).
+        match served::here(&self.inner._conn, queue.as_str(), M::NAME) {
+            served::Here::Elsewhere => {}
+            served::Here::Run(handler) => {
+                let ran = handler.dispatch(body).await;
+                return envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec());
+            }
+            served::Here::UnknownMethod => {
+                return Err(Error::Failed {
+                    kind: FailureKind::UnknownMethod,
+                    message: format!(
+                        "no handler for method {:?} on queue {queue}, which the worker running \
+                         this handler serves (a call from a handler to its own worker is run in \
+                         place, so it cannot wait for a slot the caller holds)",
+                        M::NAME
+                    ),
+                })
+            }
+        }
         let session = self.session().await.map_err(Error::widen)?;
         let (id, reply, forget_on_drop) = self.inner.pending.register(session.generation);
 
@@ -219,22 +243,20 @@ impl Client {
             .with_expiration(envelope::expiration(timeout))
             .with_delivery_mode(1)
             .with_type(method)
-            .with_headers(envelope::request_headers(deadline_ms));
+            .with_headers(envelope::request_headers(deadline_ms, &session.caller));
         if let Some(priority) = options.priority {
             properties = properties.with_priority(priority);
         }
         // The returned `PublisherConfirm` is dropped unawaited: outside confirm mode it is
         // already resolved (`NotRequested`) and lapin discards it on drop, whereas awaiting it
-        // arms an event listener (two allocations per call). Returns come through the session.
+        // arms an event listener (two allocations per call). Not `mandatory`: an unserved
+        // request comes back through the session's bounce queue (see `reply_consumer`).
         session
             .rpc_channel
             .basic_publish(
-                "".into(),
+                RPC_EXCHANGE.into(),
                 queue,
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
+                BasicPublishOptions::default(),
                 &body,
                 properties,
             )
@@ -244,7 +266,7 @@ impl Client {
         let outcome = reply.await;
         forget_on_drop.settled();
         match outcome {
-            Ok(Ok(body)) => envelope::decode_reply::<M::Ok, M::Err>(&body),
+            Ok(Ok(body)) => envelope::decode_reply_with::<M::Ok, M::Err>(&body, &M::err_codec()),
             Ok(Err(err)) => Err(err.widen()),
             Err(_) => Err(Error::Closed),
         }
@@ -316,4 +338,13 @@ fn lost_or_transport<E>(session: &Session, err: lapin::Error) -> Error<E> {
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Calls method `M` in this process, without a broker, as a worker would run it for a caller:
+/// the arguments and the result go through MessagePack, the handler's `Err` comes back as
+/// [`Error::Remote`], a panic as [`Error::Failed`]. See `lepus::testing`.
+pub async fn call_local<M: Method>(args: M::Args) -> Result<M::Ok, Error<M::Err>> {
+    let body = envelope::encode_request(&args).map_err(Error::Encode)?;
+    let ran = crate::worker::Handler::new::<M>().dispatch(body).await;
+    envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec())
 }

@@ -8,12 +8,13 @@
 //! or channel died) every call published on it fails with
 //! [`Error::ConnectionLost`](crate::Error::ConnectionLost) and the task waits for the next link.
 //!
-//! Requests are published `mandatory`; a request no queue takes comes back as `basic.return`
-//! (312 NO_ROUTE) and its call fails with [`Error::NoRoute`]. Outside confirm mode lapin 4
-//! hands returned messages out only through `Channel::wait_for_confirms` (which then returns at
-//! once), so the session drains them every [`RETURN_POLL`] while calls are in flight. We chose
-//! this over confirm mode, which reports returns on each publish's own confirm but costs a
-//! `basic.ack` frame from the broker and a task wake-up per call on the hot path.
+//! Requests go to the exchange `lepus.rpc`, whose alternate exchange `lepus.rpc.unrouted`
+//! routes a request no queue takes to the bounce queue of its caller (bound by the
+//! `x-lepus-caller` header, see `envelope`): the session consumes its bounce queue (the reply
+//! queue itself in [`ReplyMode::Queue`], an exclusive queue of its own with direct reply-to)
+//! and fails such a call with [`Error::NoRoute`] as soon as it comes back. It is not done with
+//! `mandatory` and `basic.return`: lapin logs every returned message at WARN with its payload,
+//! and an unserved service is a normal condition, not a warning.
 //!
 //! lapin 4 does not expose the `server-properties` of `connection.start`, so the
 //! `direct_reply_to` capability cannot be read; in [`ReplyMode::Auto`] the session probes it
@@ -24,19 +25,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::ExchangeKind;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::client::pending::Pending;
 use crate::connection::{Connection, Link};
-use crate::error::Error;
-
-/// How often returned requests are collected while calls are in flight: the latency of a
-/// [`Error::NoRoute`].
-pub(crate) const RETURN_POLL: Duration = Duration::from_millis(10);
+use crate::envelope::{self, HEADER_CALLER, RPC_EXCHANGE, UNROUTED_EXCHANGE};
+use crate::error::{Error, REPLY_CODE_NO_ROUTE};
 
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -63,6 +64,9 @@ pub(crate) struct Session {
     /// enqueues and event publishes).
     pub(crate) channel: lapin::Channel,
     pub(crate) reply_to: ShortString,
+    /// This session's id, in the `x-lepus-caller` header of its requests (where the broker
+    /// sends an unserved request back).
+    pub(crate) caller: LongString,
     pub(crate) generation: u64,
     /// The connection the channel lives on (to tell a lost connection from a channel error).
     pub(crate) conn: Arc<lapin::Connection>,
@@ -98,11 +102,10 @@ pub(crate) async fn run(
             }
         };
         match open(&link, mode).await {
-            Ok((session, consumer)) => {
+            Ok((session, consumers)) => {
                 debug!(generation = link.generation, reply_to = %session.reply_to, "client session ready");
-                let channel = session.rpc_channel.clone();
                 state.send_replace(SessionState::Ready(Arc::new(session)));
-                dispatch(consumer, &channel, &pending).await;
+                dispatch(consumers, &pending).await;
                 state.send_replace(SessionState::Connecting);
                 let failed = pending.fail_all(Some(link.generation), || Error::ConnectionLost);
                 // A clean close with nothing in flight is routine; losing calls is not.
@@ -129,12 +132,20 @@ pub(crate) async fn run(
     }
 }
 
-/// Opens the channel and the reply consumer for one link.
-async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer), lapin::Error> {
+/// The consumers of a session: replies, and (with direct reply-to) the bounce queue.
+struct Consumers {
+    replies: lapin::Consumer,
+    /// `None` when bounces come back on the reply queue.
+    bounces: Option<lapin::Consumer>,
+}
+
+/// Opens the channels, the reply consumer and the bounce queue for one link.
+async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, Consumers), lapin::Error> {
     let no_ack = BasicConsumeOptions {
         no_ack: true,
         ..BasicConsumeOptions::default()
     };
+    let caller = LongString::from(Uuid::new_v4().simple().to_string());
     if mode != ReplyMode::Queue {
         let channel = link.conn.create_channel().await?;
         match channel
@@ -146,17 +157,27 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
             )
             .await
         {
-            Ok(consumer) => {
+            Ok(replies) => {
+                declare_exchanges(&channel).await?;
+                let bounce_queue = exclusive_queue(&channel).await?;
+                bind_bounces(&channel, &bounce_queue, &caller).await?;
+                let bounces = channel
+                    .basic_consume(bounce_queue, "".into(), no_ack, FieldTable::default())
+                    .await?;
                 return Ok((
                     Session {
                         rpc_channel: channel,
                         channel: confirm_channel(link).await?,
                         reply_to: DIRECT_REPLY_TO.into(),
+                        caller,
                         generation: link.generation,
                         conn: link.conn.clone(),
                     },
-                    consumer,
-                ))
+                    Consumers {
+                        replies,
+                        bounces: Some(bounces),
+                    },
+                ));
             }
             Err(err) if mode == ReplyMode::Auto => {
                 info!(cause = %err, "broker has no direct reply-to; using a reply queue");
@@ -165,6 +186,54 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
         }
     }
     let channel = link.conn.create_channel().await?;
+    declare_exchanges(&channel).await?;
+    let reply_to = exclusive_queue(&channel).await?;
+    bind_bounces(&channel, &reply_to, &caller).await?;
+    let replies = channel
+        .basic_consume(reply_to.clone(), "".into(), no_ack, FieldTable::default())
+        .await?;
+    Ok((
+        Session {
+            rpc_channel: channel,
+            channel: confirm_channel(link).await?,
+            reply_to,
+            caller,
+            generation: link.generation,
+            conn: link.conn.clone(),
+        },
+        Consumers {
+            replies,
+            bounces: None,
+        },
+    ))
+}
+
+/// Declares `lepus.rpc` and its alternate exchange (idempotent; the same arguments everywhere).
+pub(crate) async fn declare_exchanges(channel: &lapin::Channel) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            UNROUTED_EXCHANGE.into(),
+            ExchangeKind::Headers,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            RPC_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            durable,
+            envelope::rpc_exchange_arguments(),
+        )
+        .await
+}
+
+/// A server-named, exclusive, auto-delete queue.
+async fn exclusive_queue(channel: &lapin::Channel) -> Result<ShortString, lapin::Error> {
     let queue = channel
         .queue_declare(
             "".into(),
@@ -176,20 +245,27 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, lapin::Consumer)
             FieldTable::default(),
         )
         .await?;
-    let reply_to = queue.name().clone();
-    let consumer = channel
-        .basic_consume(reply_to.clone(), "".into(), no_ack, FieldTable::default())
-        .await?;
-    Ok((
-        Session {
-            rpc_channel: channel,
-            channel: confirm_channel(link).await?,
-            reply_to,
-            generation: link.generation,
-            conn: link.conn.clone(),
-        },
-        consumer,
-    ))
+    Ok(queue.name().clone())
+}
+
+/// Binds `queue` to `lepus.rpc.unrouted` for the requests of `caller`.
+async fn bind_bounces(
+    channel: &lapin::Channel,
+    queue: &ShortString,
+    caller: &LongString,
+) -> Result<(), lapin::Error> {
+    let mut args = FieldTable::default();
+    args.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    args.insert(HEADER_CALLER.into(), AMQPValue::LongString(caller.clone()));
+    channel
+        .queue_bind(
+            queue.clone(),
+            UNROUTED_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            args,
+        )
+        .await
 }
 
 /// A new channel in confirm mode.
@@ -201,20 +277,21 @@ async fn confirm_channel(link: &Link) -> Result<lapin::Channel, lapin::Error> {
     Ok(channel)
 }
 
-/// Hands every reply to its waiting call, and every returned request to its call as
-/// `NoRoute`, until the consumer ends.
-async fn dispatch(mut consumer: lapin::Consumer, channel: &lapin::Channel, pending: &Pending) {
-    let mut returns = tokio::time::interval(RETURN_POLL);
-    returns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Hands every reply to its waiting call, and every request that came back unserved to its
+/// call as `NoRoute`, until a consumer ends.
+async fn dispatch(consumers: Consumers, pending: &Pending) {
+    let Consumers {
+        mut replies,
+        bounces,
+    } = consumers;
+    let mut bounces = bounces;
     loop {
-        let delivery = tokio::select! {
-            delivery = consumer.next() => delivery,
-            _ = returns.tick() => {
-                if pending.len() > 0 {
-                    fail_returned(channel, pending).await;
-                }
-                continue;
-            }
+        let delivery = match bounces.as_mut() {
+            Some(bounces) => tokio::select! {
+                delivery = replies.next() => delivery,
+                delivery = bounces.next() => delivery,
+            },
+            None => replies.next().await,
         };
         let Some(delivery) = delivery else {
             break;
@@ -235,31 +312,20 @@ async fn dispatch(mut consumer: lapin::Consumer, channel: &lapin::Channel, pendi
             debug!("reply without a usable correlation-id dropped");
             continue;
         };
-        if !pending.complete(&id, Ok(delivery.data)) {
+        // Workers publish replies to the default exchange; a request that came back unserved
+        // carries the exchange it was published to.
+        let exchange = delivery.exchange.as_str();
+        let outcome = if exchange == RPC_EXCHANGE || exchange == UNROUTED_EXCHANGE {
+            debug!(correlation_id = %id, queue = %delivery.routing_key, "request unserved: no queue took it");
+            Err(Error::NoRoute {
+                queue: delivery.routing_key.to_string(),
+                reply_code: REPLY_CODE_NO_ROUTE,
+            })
+        } else {
+            Ok(delivery.data)
+        };
+        if !pending.complete(&id, outcome) {
             debug!(correlation_id = %id, "late reply for a call that gave up dropped");
         }
-    }
-}
-
-/// Fails the calls whose requests the broker returned (`basic.return`).
-async fn fail_returned(channel: &lapin::Channel, pending: &Pending) {
-    // Not in confirm mode, this waits for nothing: it takes the returned messages.
-    let Ok(returned) = channel.wait_for_confirms().await else {
-        return;
-    };
-    for message in returned {
-        let properties = &message.delivery.properties;
-        let Some(id) = properties
-            .correlation_id()
-            .as_ref()
-            .and_then(|id| Uuid::try_parse(id.as_str()).ok())
-        else {
-            continue;
-        };
-        let error = Error::NoRoute {
-            queue: message.delivery.routing_key.to_string(),
-            reply_code: message.reply_code,
-        };
-        pending.complete(&id, Err(error));
     }
 }

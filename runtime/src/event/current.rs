@@ -1,7 +1,7 @@
 //! [`current`]: the event a handler is running for (its routing key, for instance).
 
 /// The event being handled by the current tokio task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventInfo {
     /// The exchange it was published to.
     pub exchange: String,

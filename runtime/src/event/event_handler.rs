@@ -110,9 +110,6 @@ impl<E: Event> Settle for EventRunner<E> {
                     )
                     .await?;
             }
-            if let Some(observer) = &self.observer {
-                observer.declared();
-            }
             Ok(())
         })
     }
@@ -143,7 +140,13 @@ impl<E: Event> Settle for EventRunner<E> {
 
 /// Rejects a failed or refused event (no requeue: dead-lettered if its queue says so).
 async fn reject<E: Event>(delivery: &Delivery, context: &SettleContext, error: String) -> Outcome {
-    warn!(handler = E::NAME, queue = %context.queue, %error, "event handler failed; event rejected");
+    // A decoder's text may quote the message's bytes: not logged.
+    let logged = if error.starts_with(UNDECODABLE) {
+        UNDECODABLE
+    } else {
+        error.as_str()
+    };
+    warn!(handler = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
     let rejected = delivery
         .acker
         .reject(BasicRejectOptions { requeue: false })
@@ -172,13 +175,14 @@ impl<E: Event> EventRunner<E> {
             redelivered: was_redelivered(&delivery),
         };
         debug!(handler = E::NAME, exchange = %info.exchange, routing_key = %info.routing_key, "event");
-        let outcome = match run_once::<E>(&delivery.data, info, &mut context).await {
-            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
-                Ok(()) => Outcome::Succeeded,
-                Err(error) => Outcome::Unsettled { error },
-            },
-            Err(error) => reject::<E>(&delivery, &context, error).await,
-        };
+        let outcome =
+            match run_once::<E>(&delivery.data, info, context.limits, &mut context.slot).await {
+                Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                    Ok(()) => Outcome::Succeeded,
+                    Err(error) => Outcome::Unsettled { error },
+                },
+                Err(error) => reject::<E>(&delivery, &context, error).await,
+            };
         self.report(&delivery, &context, outcome);
     }
 
@@ -196,19 +200,45 @@ impl<E: Event> EventRunner<E> {
     }
 }
 
-/// Decodes the payload and runs `E` once under its limits, as event `info`, catching a panic.
+/// How the error of a payload that does not decode starts.
+const UNDECODABLE: &str = "cannot decode the payload";
+
+/// Decodes the payload and runs `E` once as event `info`, under `limits` (taking `slot` along
+/// to a blocking thread), catching a panic.
 async fn run_once<E: Event>(
     body: &[u8],
     info: EventInfo,
-    context: &mut SettleContext,
+    limits: HandlerLimits,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
-        .map_err(|err| bounded_error(format!("cannot decode the payload of {}: {err}", E::NAME)))?;
-    let limits = context.limits;
+        .map_err(|err| bounded_error(format!("{UNDECODABLE} of {}: {err}", E::NAME)))?;
     let run = CURRENT.scope(info, E::invoke(payload));
-    match limits::run(run, limits.time_limit, limits.blocking, &mut context.slot).await {
+    match limits::run(run, limits.time_limit, limits.blocking, slot).await {
         Ran::Done(Ok(())) => Ok(()),
-        Ran::Done(Err(err)) => Err(bounded_error(err.to_string())),
+        // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
+        Ran::Done(Err(err)) => Err(bounded_error(format!("{err:#}"))),
         ran => Err(ran.failure().unwrap_or_default()),
+    }
+}
+
+/// Runs event handler `E` once in this process, without a broker, as a worker would (the
+/// payload through MessagePack, a panic caught) with `info` as what [`crate::event::current`]
+/// returns inside it: [`Outcome::Succeeded`] (acked) or [`Outcome::Failed`] (rejected). See
+/// `lepus::testing`.
+pub async fn run_local<E: Event>(payload: E::Payload, info: EventInfo) -> Outcome
+where
+    E::Payload: serde::Serialize,
+{
+    let mut body = Vec::new();
+    if let Err(err) = envelope::encode_into(&mut body, &payload) {
+        return Outcome::Failed {
+            error: format!("cannot encode the payload of {}: {err}", E::NAME),
+        };
+    }
+    // The handler's own limits are on its `Handler`, not on `E`: none here.
+    match run_once::<E>(&body, info, HandlerLimits::default(), &mut None).await {
+        Ok(()) => Outcome::Succeeded,
+        Err(error) => Outcome::Failed { error },
     }
 }

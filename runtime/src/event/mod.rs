@@ -27,7 +27,7 @@ use std::future::Future;
 use serde::de::DeserializeOwned;
 
 pub use current::{current, EventInfo};
-pub use event_handler::handler;
+pub use event_handler::{handler, run_local};
 pub use exchange_type::{DeliveryKind, ExchangeType};
 pub use publish::{publish, publish_event};
 

@@ -28,8 +28,9 @@ pub enum Outcome {
         /// The last attempt's error.
         error: String,
     },
-    /// An event handler failed; the event was rejected (dropped, or dead-lettered when its
-    /// queue has a dead-letter exchange).
+    /// An event handler failed (the event was rejected: dropped, or dead-lettered when its
+    /// queue has a dead-letter exchange), or an RPC handler answered with an error (its `Err`,
+    /// a panic, undecodable arguments).
     Failed {
         /// The handler's error.
         error: String,
@@ -99,7 +100,7 @@ impl Observer {
         let _ = self.completions.send(completion);
     }
 
-    /// The worker declared the handler's queue, exchange and bindings.
+    /// A worker consumes for the handler (its queue, exchange and bindings are declared).
     pub(crate) fn declared(&self) {
         self.declared.send_modify(|n| *n += 1);
     }
@@ -115,8 +116,9 @@ pub struct Completions {
 }
 
 impl Completions {
-    /// Waits until a worker serving the handler has declared its queue, exchange and bindings
-    /// (from then on, published events and enqueued tasks reach it), or [`Error::Timeout`].
+    /// Waits until a worker serving the handler consumes from its queue (declared with its
+    /// exchange and bindings: from then on calls, published events and enqueued tasks reach
+    /// it), or [`Error::Timeout`].
     pub async fn declared(&mut self, timeout: Duration) -> Result<()> {
         match tokio::time::timeout(timeout, self.declared.wait_for(|n| *n > 0)).await {
             Ok(Ok(_)) => Ok(()),
@@ -186,27 +188,16 @@ impl Completions {
     }
 }
 
-/// Wraps a task or event handler so that each delivery it settles is reported on the returned
-/// [`Completions`]; serve the returned handler. Fails with [`Error::Config`] for an RPC handler
-/// (its caller already hears the result).
-pub fn observe(handler: Handler) -> Result<(Handler, Completions)> {
-    let Some(settle) = handler.settle() else {
-        return Err(Error::Config(format!(
-            "{} is an RPC handler; only task and event handlers can be observed",
-            handler.method()
-        )));
-    };
+/// Wraps a handler (RPC, task or event) so that each delivery it settles is reported on the
+/// returned [`Completions`]; serve the returned handler. An RPC request reports
+/// [`Outcome::Succeeded`] or [`Outcome::Failed`] once its handler returned (before its reply
+/// is published, so a caller that got its reply finds the completion already there).
+pub fn observe(handler: Handler) -> (Handler, Completions) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (declared_tx, declared) = watch::channel(0);
-    let observed = settle.observed(Observer {
+    let handler = handler.with_observer(Observer {
         completions: tx,
         declared: Arc::new(declared_tx),
     });
-    let handler = Handler::settling(
-        handler.queue().to_owned(),
-        handler.method().to_owned(),
-        observed,
-        handler.limits(),
-    );
-    Ok((handler, Completions { rx, declared }))
+    (handler, Completions { rx, declared })
 }

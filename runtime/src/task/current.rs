@@ -18,6 +18,19 @@ pub struct TaskInfo {
     pub queue: String,
 }
 
+impl Default for TaskInfo {
+    /// A first attempt with no `message_id`, as a fake for tests (`lepus::testing`).
+    fn default() -> Self {
+        TaskInfo {
+            message_id: None,
+            attempt: 1,
+            redelivered: false,
+            name: String::new(),
+            queue: String::new(),
+        }
+    }
+}
+
 tokio::task_local! {
     /// Scoped by the task handler around each attempt.
     pub(crate) static CURRENT: TaskInfo;

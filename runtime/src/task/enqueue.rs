@@ -2,11 +2,14 @@
 //!
 //! The task is published persistent and `mandatory` on the client's confirm-mode publishing
 //! channel (`publisher`), so concurrent enqueues share one channel and pipeline their confirms
-//! (no channel is opened per call). The first enqueue to a queue that does not exist yet comes
-//! back as `basic.return` 312 NO_ROUTE: the queue is then declared (durable, with the task's
-//! options, on a short-lived side channel so that a refused declaration cannot close the
-//! publishing channel) and the task published again. A delayed task goes to a delay queue instead (see
-//! `retry_delay`), after the task queue and the delay queue have been declared.
+//! (no channel is opened per call). Before the first enqueue to a queue (and again every 30 s)
+//! the client declares it (durable, with the task's options, on a short-lived side channel so
+//! that a refused declaration cannot close the publishing channel): the task is never returned
+//! on a normal path, so lapin never logs it (lapin logs every `basic.return` at WARN, payload
+//! included). `mandatory` stays as the safety net of at-least-once: a task whose queue was
+//! deleted under the producer comes back as `basic.return` 312 NO_ROUTE, and the queue is
+//! declared again and the task published again. A delayed task goes to a delay queue instead
+//! (see `retry_delay`), after the task queue and the delay queue have been declared.
 
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ pub struct EnqueueOptions {
     delay: Option<Duration>,
     priority: Option<u8>,
     message_id: Option<String>,
+    queue: Option<String>,
 }
 
 impl EnqueueOptions {
@@ -53,6 +57,14 @@ impl EnqueueOptions {
     /// the same id and a worker can tell (see [`current`](crate::task::current)).
     pub fn message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = Some(id.into());
+        self
+    }
+
+    /// Enqueues on `queue` instead of the one its `#[lepus::task(queue = ..)]` names (the
+    /// client's queue prefix still applies): a queue chosen at run time, served by a worker
+    /// given `send_email::handler().on_queue(..)`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
         self
     }
 }
@@ -132,7 +144,11 @@ async fn enqueue_inner<T: Task>(
     body: &[u8],
     options: &EnqueueOptions,
 ) -> Result<TaskId> {
-    let queue = format!("{}{}", client.queue_prefix(), T::QUEUE);
+    let queue = format!(
+        "{}{}",
+        client.queue_prefix(),
+        options.queue.as_deref().unwrap_or(T::QUEUE)
+    );
     let message_id = options
         .message_id
         .clone()
@@ -151,12 +167,10 @@ async fn enqueue_inner<T: Task>(
         properties = properties.with_priority(priority);
     }
     let queue_options = T::options().queue_options();
+    // Declared before the publish, so that a first enqueue is not returned (and logged).
+    ensure_queue(client, &queue, &queue_options).await?;
     let routing_key = match options.delay {
-        Some(delay) => {
-            // The task queue must exist when the delay ends, or the broker drops the task.
-            ensure_queue(client, &queue, &queue_options).await?;
-            ensure_delay_queue(client, &queue, delay).await?
-        }
+        Some(delay) => ensure_delay_queue(client, &queue, delay).await?,
         None => queue.clone(),
     };
     for _ in 0..2 {

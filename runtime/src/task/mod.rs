@@ -46,8 +46,8 @@ pub use dead_letters::{DeadLetter, DeadLetters};
 pub(crate) use declared::Declared;
 pub use enqueue::{enqueue, EnqueueOptions, TaskId};
 pub(crate) use publisher::Publisher;
-pub use queue_status::{queue_status, wait_for_consumers, QueueStatus};
-pub use task_handler::handler;
+pub use queue_status::{queue_status, wait_for_consumers, wait_for_queue_consumers, QueueStatus};
+pub use task_handler::{handler, run_local};
 pub use task_options::{dead_letter_queue_name, TaskOptions, DEFAULT_RETRIES};
 
 pub(crate) use completion::Observer;

@@ -27,7 +27,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
-use tracing::{debug, warn};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
 
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
@@ -87,6 +88,18 @@ struct Failure {
     permanent: bool,
 }
 
+impl Failure {
+    /// The text to log: the handler's own error, but not a decoder's, which may quote the
+    /// message's bytes (serde's "invalid type: string \"..\""); it is in `x-lepus-error`.
+    fn logged(&self) -> &str {
+        if self.permanent {
+            "the arguments do not decode (the decoder's text is in the x-lepus-error header)"
+        } else {
+            &self.error
+        }
+    }
+}
+
 impl<T: Task> Settle for TaskRunner<T> {
     fn queue_options(&self) -> QueueOptions {
         self.options.queue_options()
@@ -113,9 +126,6 @@ impl<T: Task> Settle for TaskRunner<T> {
                     dead_options.arguments(),
                 )
                 .await?;
-            if let Some(observer) = &self.observer {
-                observer.declared();
-            }
             Ok(())
         })
     }
@@ -176,7 +186,8 @@ impl<T: Task> TaskRunner<T> {
             redelivered = was_redelivered(&delivery),
             "task attempt"
         );
-        let result = attempt_once::<T>(&delivery.data, info, &mut context).await;
+        let result =
+            attempt_once::<T>(&delivery.data, info, context.limits, &mut context.slot).await;
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -230,7 +241,8 @@ impl<T: Task> TaskRunner<T> {
         );
         let last = failure.permanent || attempt > self.options.retry_count();
         let (target, mut outcome) = if last {
-            warn!(task = T::NAME, queue, attempt, error = %failure.error, "task failed for the last time; dead-lettered");
+            // A failing task is the application's business, not the runtime's trouble: INFO.
+            info!(task = T::NAME, queue, attempt, error = %failure.logged(), "task failed for the last time; dead-lettered");
             (
                 Target::Dead(self.options.dead_letter_queue_for(queue)),
                 Outcome::DeadLettered {
@@ -245,7 +257,7 @@ impl<T: Task> TaskRunner<T> {
                 RETRY_DELAY,
                 i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
             );
-            warn!(task = T::NAME, queue, attempt, ?delay, error = %failure.error, "task attempt failed; retrying");
+            info!(task = T::NAME, queue, attempt, ?delay, error = %failure.logged(), "task attempt failed; retrying");
             (
                 Target::Delay(delay),
                 Outcome::Retrying {
@@ -260,7 +272,11 @@ impl<T: Task> TaskRunner<T> {
                 let (target, properties, outcome_error) =
                     fit(target, properties, opened.frame_max, queue, &self.options);
                 if let Some(error) = outcome_error {
-                    warn!(task = T::NAME, queue, %error, "retry copy too large for a frame; dead-lettered");
+                    // Not the error text: it may be a decoder's, quoting the message.
+                    warn!(
+                        task = T::NAME,
+                        queue, "retry copy too large for a frame; dead-lettered"
+                    );
                     outcome = Outcome::DeadLettered { error };
                 }
                 self.publish_copy(&opened.channel, queue, &target, &delivery.data, properties)
@@ -417,27 +433,63 @@ fn fit(
     )
 }
 
-/// Decodes the arguments and runs `T` once under its limits, as task `info`, catching a panic.
+/// Decodes the arguments and runs `T` once as task `info`, under `limits` (taking `slot` along
+/// to a blocking thread), catching a panic.
 async fn attempt_once<T: Task>(
     body: &[u8],
     info: TaskInfo,
-    context: &mut SettleContext,
+    limits: HandlerLimits,
+    slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), Failure> {
     let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
         error: bounded_error(format!("cannot decode the arguments of {}: {err}", T::NAME)),
         permanent: true,
     })?;
-    let limits = context.limits;
     let run = CURRENT.scope(info, T::invoke(args));
-    match limits::run(run, limits.time_limit, limits.blocking, &mut context.slot).await {
+    match limits::run(run, limits.time_limit, limits.blocking, slot).await {
         Ran::Done(Ok(())) => Ok(()),
         Ran::Done(Err(err)) => Err(Failure {
-            error: bounded_error(err.to_string()),
+            // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
+            error: bounded_error(format!("{err:#}")),
             permanent: false,
         }),
         ran => Err(Failure {
             error: ran.failure().unwrap_or_default(),
             permanent: false,
         }),
+    }
+}
+
+/// Runs task `T` once in this process, without a broker, as a worker would (arguments through
+/// MessagePack, the time limit, a panic caught) with `info` as what [`crate::task::current`]
+/// returns inside it, and says what the worker would do next: ack it, retry it (after the delay
+/// the task's backoff picks for this attempt) or dead-letter it. See `lepus::testing`.
+pub async fn run_local<T: Task>(args: T::Args, info: TaskInfo) -> Outcome {
+    let options = T::options();
+    let attempt = info.attempt.max(1);
+    let body = match envelope::encode_request(&args) {
+        Ok(body) => body,
+        Err(err) => {
+            return Outcome::DeadLettered {
+                error: format!("cannot encode the arguments of {}: {err}", T::NAME),
+            }
+        }
+    };
+    let limits = HandlerLimits {
+        time_limit: options.time_limit_of(),
+        ..HandlerLimits::default()
+    };
+    let result = attempt_once::<T>(&body, info, limits, &mut None).await;
+    match result {
+        Ok(()) => Outcome::Succeeded,
+        Err(failure) if failure.permanent || attempt > options.retry_count() => {
+            Outcome::DeadLettered {
+                error: failure.error,
+            }
+        }
+        Err(failure) => Outcome::Retrying {
+            error: failure.error,
+            delay: retry_delay::retry_delay(&options.backoff_policy(), attempt - 1),
+        },
     }
 }

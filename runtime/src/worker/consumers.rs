@@ -21,7 +21,7 @@ use crate::worker::QueueOptions;
 
 /// A served queue: its name (prefixed), how it is declared, and its handlers.
 #[derive(Debug)]
-pub(crate) struct Served {
+pub(crate) struct ServedQueue {
     pub(crate) name: String,
     pub(crate) options: QueueOptions,
     pub(crate) routes: Arc<Routes>,
@@ -58,7 +58,7 @@ impl Consumers {
     /// Sets `basic.qos(prefetch)` and starts one consumer per queue of `served`.
     pub(crate) async fn start(
         channel: Arc<lapin::Channel>,
-        served: &[Served],
+        served: &[ServedQueue],
         prefetch: u16,
     ) -> lapin::Result<Consumers> {
         let mut consumers = Consumers {
@@ -73,6 +73,11 @@ impl Consumers {
         };
         consumers.resume(served, prefetch).await?;
         Ok(consumers)
+    }
+
+    /// True when queue `index` has a consumer now (not paused, not cancelled).
+    pub(crate) fn consumes(&self, index: usize) -> bool {
+        self.tags[index].is_some()
     }
 
     /// True while the consumers are cancelled for the byte budget.
@@ -121,7 +126,7 @@ impl Consumers {
 
     /// Cancels every consumer except those of `auto_delete` queues (which the broker would
     /// delete with their last consumer); deliveries already sent still arrive.
-    pub(crate) async fn pause(&mut self, served: &[Served]) -> lapin::Result<()> {
+    pub(crate) async fn pause(&mut self, served: &[ServedQueue]) -> lapin::Result<()> {
         for (index, queue) in served.iter().enumerate() {
             if queue.options.is_auto_delete() {
                 continue;
@@ -138,7 +143,11 @@ impl Consumers {
     }
 
     /// Consumes again, with `prefetch`, every queue without a consumer.
-    pub(crate) async fn resume(&mut self, served: &[Served], prefetch: u16) -> lapin::Result<()> {
+    pub(crate) async fn resume(
+        &mut self,
+        served: &[ServedQueue],
+        prefetch: u16,
+    ) -> lapin::Result<()> {
         self.channel
             .basic_qos(prefetch, BasicQosOptions { global: false })
             .await?;
@@ -168,6 +177,29 @@ impl Consumers {
         self.prefetch = prefetch;
         self.largest = 0;
         self.adjusted_at = Instant::now();
+        Ok(())
+    }
+
+    /// While paused, redeclares every paused queue that expires when unused (`x-expires`, as
+    /// RPC queues do): a redeclaration renews its lease on RabbitMQ and the bundled broker
+    /// alike, so a pause longer than the expiry does not delete the queue and the requests in
+    /// it. Called more often than the shortest expiry (every `RAISE_CHECK`, 5 s, against
+    /// `RPC_QUEUE_EXPIRES`' 10 s).
+    pub(crate) async fn renew_leases(&mut self, served: &[ServedQueue]) -> lapin::Result<()> {
+        if !self.paused {
+            return Ok(());
+        }
+        for (index, queue) in served.iter().enumerate() {
+            if self.tags[index].is_none() && queue.options.expiry().is_some() {
+                self.channel
+                    .queue_declare(
+                        queue.name.as_str().into(),
+                        queue.options.declare_options(),
+                        queue.options.arguments(),
+                    )
+                    .await?;
+            }
+        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::Confirmation;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
@@ -28,6 +28,7 @@ use crate::envelope;
 use crate::error::FailureKind;
 use crate::properties_size;
 use crate::task::headers;
+use crate::task::{Completion, Outcome};
 use crate::worker::byte_budget::Held;
 use crate::worker::handler::Handler;
 use crate::worker::limits::{self, HandlerLimits, Ran};
@@ -46,7 +47,7 @@ pub(crate) struct Routes {
 
 impl Routes {
     /// The handler for a message with `properties` (see the module documentation).
-    fn route(&self, properties: &lapin::BasicProperties) -> Option<&Handler> {
+    pub(crate) fn route_message(&self, properties: &lapin::BasicProperties) -> Option<&Handler> {
         let by_type = properties
             .kind()
             .as_ref()
@@ -77,6 +78,26 @@ impl Routes {
         }
     }
 
+    /// True when an RPC handler (one the worker settles) serves this queue.
+    pub(crate) fn serves_rpc(&self) -> bool {
+        self.by_method.values().any(|h| h.settle().is_none())
+    }
+
+    /// True when only RPC handlers serve this queue (no durable task or event queue).
+    pub(crate) fn rpc_only(&self) -> bool {
+        self.by_method.values().all(|h| h.settle().is_none())
+    }
+
+    /// The handler for `method`; a request without a method header goes to the queue's only
+    /// handler, if it has exactly one (for foreign clients that skip the header).
+    pub(crate) fn route(&self, method: Option<&[u8]>) -> Option<&Handler> {
+        match method {
+            Some(method) => self.by_method.get(method),
+            None if self.by_method.len() == 1 => self.by_method.values().next(),
+            None => None,
+        }
+    }
+
     /// The task handler that dead-letters messages for no task on this queue (the first by
     /// name, so that the choice is stable).
     fn dead_letter_sink(&self) -> Option<&Handler> {
@@ -87,11 +108,6 @@ impl Routes {
             .collect();
         tasks.sort_by_key(|h| h.method());
         tasks.first().copied()
-    }
-
-    /// True when an RPC handler is served on this queue.
-    fn has_rpc(&self) -> bool {
-        self.by_method.values().any(|h| h.settle().is_none())
     }
 }
 
@@ -121,7 +137,7 @@ pub(crate) async fn handle(
 ) {
     // Released when this returns: the body is settled (or was handed back to the broker).
     let _held = held;
-    let Some(handler) = routes.route(&delivery.properties) else {
+    let Some(handler) = routes.route_message(&delivery.properties) else {
         unroutable(delivery, &routes, &session, slot).await;
         return;
     };
@@ -205,7 +221,18 @@ pub(crate) async fn handle(
             let context = context(&routes, &session, limits, slot);
             settle.handle(delivery, context).await;
         }
-        None => run_rpc(handler, delivery, deadline, limits, &session, slot).await,
+        None => {
+            run_rpc(
+                handler,
+                &routes.queue,
+                delivery,
+                deadline,
+                limits,
+                &session,
+                slot,
+            )
+            .await
+        }
     }
 }
 
@@ -227,17 +254,18 @@ fn context(
 /// Runs an RPC handler under its limits and hands the outcome to the reply publisher.
 async fn run_rpc(
     handler: &Handler,
+    queue: &str,
     delivery: Delivery,
     deadline: Option<i64>,
     limits: HandlerLimits,
     session: &Session,
     slot: OwnedSemaphorePermit,
 ) {
+    let redelivered = redelivery::was_redelivered(&delivery);
     let Delivery {
         delivery_tag,
         properties,
         data,
-        redelivered,
         ..
     } = delivery;
     debug!(
@@ -260,8 +288,12 @@ async fn run_rpc(
     let mut slot = Some(slot);
     let ran = limits::run(future, limit, limits.blocking, &mut slot).await;
     drop(slot);
+    let failure = match &ran {
+        Ran::Done(answer) => answer.failure.clone(),
+        other => other.failure(),
+    };
     let body = match ran {
-        Ran::Done(body) => Some(body),
+        Ran::Done(answer) => Some(answer.reply),
         Ran::TimedOut { .. } if by_deadline => {
             debug!(
                 delivery_tag,
@@ -280,6 +312,20 @@ async fn run_rpc(
             Some(envelope::encode_failure(FailureKind::Panicked, &message))
         }
     };
+    // Observed handlers (tests) hear of the run before its reply is published.
+    if let Some(observer) = handler.observer() {
+        observer.report(Completion {
+            queue: queue.to_owned(),
+            name: handler.method().to_owned(),
+            message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+            redelivered,
+            attempt: 1,
+            outcome: match failure {
+                None => Outcome::Succeeded,
+                Some(error) => Outcome::Failed { error },
+            },
+        });
+    }
     let reply = body.and_then(|body| {
         Some(Reply {
             reply_to: properties.reply_to().clone()?,
@@ -302,7 +348,7 @@ async fn unroutable(
         |m| String::from_utf8_lossy(m).into_owned(),
     );
     let reason = format!("no handler for {method:?} on queue {}", routes.queue);
-    if routes.has_rpc() && delivery.properties.reply_to().is_some() {
+    if routes.serves_rpc() && delivery.properties.reply_to().is_some() {
         warn!(delivery_tag = delivery.delivery_tag, method = %method, "request for an unknown method");
         let body = envelope::encode_failure(FailureKind::UnknownMethod, &reason);
         settle_rpc(session, delivery.delivery_tag, reply(&delivery, body));
@@ -317,7 +363,7 @@ async fn unroutable(
             };
             settle.refuse(delivery, context, refusal).await;
         }
-    } else if routes.has_rpc() {
+    } else if routes.serves_rpc() {
         warn!(delivery_tag = delivery.delivery_tag, method = %method, "request for an unknown method without reply-to; dropped");
         settle_rpc(session, delivery.delivery_tag, None);
     } else {
@@ -417,5 +463,48 @@ async fn bounce(
             "the broker refused the copy: {other:?}"
         ))),
         Err(err) => Err(Unbounced::Failed(err.to_string())),
+    }
+}
+
+/// Settles a delivery the worker received but never started because it is shutting down: an
+/// RPC request on a queue no other worker serves (`alone`, the queue is about to be deleted) is
+/// answered [`FailureKind::NotRun`] (its caller may call again at once) and acked; anything
+/// else goes back to its queue for the other workers (`basic.nack` with requeue).
+pub(crate) async fn settle_unstarted(
+    delivery: Delivery,
+    routes: &Routes,
+    channel: &lapin::Channel,
+    settled: &mpsc::UnboundedSender<Settled>,
+    alone: bool,
+) {
+    let rpc = routes
+        .route_message(&delivery.properties)
+        .is_none_or(|handler| handler.settle().is_none());
+    if alone && rpc {
+        let reply = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|reply_to| Reply {
+                reply_to: reply_to.clone(),
+                correlation_id: delivery.properties.correlation_id().clone(),
+                body: envelope::encode_failure(
+                    FailureKind::NotRun,
+                    "the worker shut down before running the request, and no other worker serves \
+                 its queue; it was not run",
+                ),
+            });
+        let _ = settled.send(Settled {
+            delivery_tag: delivery.delivery_tag,
+            reply,
+        });
+        return;
+    }
+    let requeue = BasicNackOptions {
+        multiple: false,
+        requeue: true,
+    };
+    if let Err(err) = channel.basic_nack(delivery.delivery_tag, requeue).await {
+        debug!(delivery_tag = delivery.delivery_tag, cause = %err, "basic.nack failed; the channel close requeues it");
     }
 }

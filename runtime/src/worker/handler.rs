@@ -9,7 +9,8 @@ use crate::envelope;
 use crate::error::FailureKind;
 use crate::method::{BoxFuture, Method};
 use crate::task::headers::bounded_error;
-use crate::worker::limits::HandlerLimits;
+use crate::task::Observer;
+use crate::worker::limits::{self, HandlerLimits, Ran};
 use crate::worker::settle::Settle;
 
 /// A method a worker can serve: its queue, its name and how to turn a request body into a
@@ -21,12 +22,22 @@ pub struct Handler {
     /// Decodes the request, runs the function, encodes the reply (refusing a reply larger than
     /// the second argument); never fails (failures are encoded as failure replies). The worker
     /// runs it under the handler's limits, which catch a panic.
-    run: fn(Vec<u8>, usize) -> BoxFuture<Vec<u8>>,
+    run: fn(Vec<u8>, usize) -> BoxFuture<Answer>,
     /// Set for task and event handlers, which settle their deliveries themselves (then `run`
     /// is never called); shared by every clone of the handler.
     settle: Option<Arc<dyn Settle>>,
     /// Time limit, message size and blocking, as set on this handler.
     limits: HandlerLimits,
+    /// Set by `task::observe`: told when a worker consumes for this handler, and (RPC
+    /// handlers; task and event handlers report through their `settle`) of every request run.
+    observer: Option<Observer>,
+}
+
+/// What running an RPC handler on one request gave: the reply to send, and the failure it
+/// carries, described (`None` for an `Ok` reply).
+pub(crate) struct Answer {
+    pub(crate) reply: Vec<u8>,
+    pub(crate) failure: Option<String>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -48,6 +59,7 @@ impl Handler {
             run: run::<M>,
             settle: None,
             limits: HandlerLimits::default(),
+            observer: None,
         }
     }
 
@@ -64,7 +76,22 @@ impl Handler {
             run: never_run,
             settle: Some(settle),
             limits,
+            observer: None,
         }
+    }
+
+    /// The same handler, reporting to `observer` (see `task::observe`).
+    pub(crate) fn with_observer(mut self, observer: Observer) -> Self {
+        if let Some(settle) = &self.settle {
+            self.settle = Some(settle.observed(observer.clone()));
+        }
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The observer of an observed handler.
+    pub(crate) fn observer(&self) -> Option<&Observer> {
+        self.observer.as_ref()
     }
 
     /// The self-settling part of a task or event handler (`None` for an RPC handler).
@@ -111,7 +138,7 @@ impl Handler {
     }
 
     /// The RPC handler's future for one request body; `max_reply`: the largest reply body.
-    pub(crate) fn invoke(&self, body: Vec<u8>, max_reply: usize) -> BoxFuture<Vec<u8>> {
+    pub(crate) fn invoke(&self, body: Vec<u8>, max_reply: usize) -> BoxFuture<Answer> {
         (self.run)(body, max_reply)
     }
 
@@ -124,36 +151,74 @@ impl Handler {
     pub fn method(&self) -> &str {
         &self.method
     }
+
+    /// Runs the handler on a request body in place (a call from a handler to its own worker,
+    /// `call_local`) under its own time limit and blocking setting, and returns the reply; a
+    /// panic or the time limit becomes a failure reply.
+    pub(crate) async fn dispatch(&self, body: Vec<u8>) -> Answer {
+        let mut no_slot = None;
+        let limits = self.limits;
+        match limits::run(
+            self.invoke(body, usize::MAX),
+            limits.time_limit,
+            limits.blocking,
+            &mut no_slot,
+        )
+        .await
+        {
+            Ran::Done(answer) => answer,
+            ran @ Ran::TimedOut { .. } => {
+                let message = ran.failure().unwrap_or_default();
+                failed(FailureKind::TimeLimit, message)
+            }
+            Ran::Panicked(message) => {
+                tracing::warn!(method = %self.method, panic = %message, "handler panicked");
+                Answer {
+                    reply: envelope::encode_failure(FailureKind::Panicked, &message),
+                    failure: Some(format!("panicked: {message}")),
+                }
+            }
+        }
+    }
+}
+
+/// A failure reply and its description.
+fn failed(kind: FailureKind, message: String) -> Answer {
+    Answer {
+        reply: envelope::encode_failure(kind, &message),
+        failure: Some(message),
+    }
 }
 
 /// Decode, run, encode for method `M`.
-fn run<M: Method>(body: Vec<u8>, max_reply: usize) -> BoxFuture<Vec<u8>> {
+fn run<M: Method>(body: Vec<u8>, max_reply: usize) -> BoxFuture<Answer> {
     Box::pin(async move {
         let args = match envelope::decode_request::<M::Args>(&body) {
             Ok(args) => args,
             Err(err) => {
-                return envelope::encode_failure(
+                return failed(
                     FailureKind::BadRequest,
-                    &bounded_error(format!("cannot decode the arguments of {}: {err}", M::NAME)),
+                    bounded_error(format!("cannot decode the arguments of {}: {err}", M::NAME)),
                 )
             }
         };
         drop(body);
         let result = M::invoke(args).await;
-        match envelope::encode_reply(&result) {
-            Ok(reply) if reply.len() <= max_reply => reply,
-            Ok(reply) => envelope::encode_failure(
+        let failure = result.as_ref().err().map(M::describe_err);
+        match envelope::encode_reply_with(&result, &M::err_codec()) {
+            Ok(reply) if reply.len() <= max_reply => Answer { reply, failure },
+            Ok(reply) => failed(
                 FailureKind::BadReply,
-                &format!(
+                format!(
                     "the result of {} encodes to {} bytes, more than the handler's maximum \
                      message size of {max_reply}",
                     M::NAME,
                     reply.len()
                 ),
             ),
-            Err(err) => envelope::encode_failure(
+            Err(err) => failed(
                 FailureKind::BadReply,
-                &bounded_error(format!("cannot encode the result of {}: {err}", M::NAME)),
+                bounded_error(format!("cannot encode the result of {}: {err}", M::NAME)),
             ),
         }
     })
@@ -161,11 +226,11 @@ fn run<M: Method>(body: Vec<u8>, max_reply: usize) -> BoxFuture<Vec<u8>> {
 
 /// The `run` of a self-settling handler: the worker routes its deliveries to `Settle::handle`
 /// instead, so this only answers a request that reached it by mistake.
-fn never_run(_: Vec<u8>, _: usize) -> BoxFuture<Vec<u8>> {
+fn never_run(_: Vec<u8>, _: usize) -> BoxFuture<Answer> {
     Box::pin(async {
-        envelope::encode_failure(
+        failed(
             FailureKind::UnknownMethod,
-            "this method is a task or event handler, not an RPC method",
+            "this method is a task or event handler, not an RPC method".to_owned(),
         )
     })
 }

@@ -1,8 +1,9 @@
 //! [`Worker`]: a pool that consumes service queues and runs their handlers.
 //!
 //! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
-//! declares each queue it serves (with its [`QueueOptions`]) and starts one consumer per queue
-//! (`consumers`). It takes each delivery off its consumers as it arrives (counting its bytes,
+//! declares each queue it serves (with its [`QueueOptions`]; [`QueueOptions::rpc`] for an RPC
+//! queue without options), binds each RPC queue to `lepus.rpc` (where callers publish, see
+//! `envelope`) and starts one consumer per queue (`consumers`). It takes each delivery off its consumers as it arrives (counting its bytes,
 //! `byte_budget`) and starts it once a concurrency slot (a semaphore permit) is free, in its own
 //! task ([`delivery::handle`]). Replies, retry copies and bounced redeliveries are published on
 //! a connection of their own (`publisher`); the channel's reply publisher ([`replies`])
@@ -11,10 +12,15 @@
 //! waits for the next link and redeclares everything; requests it had not acked are
 //! redelivered by the broker. A consumer the broker cancels (its queue was deleted) makes the
 //! worker close its channel and subscribe again, redeclaring the queue, rather than go on
-//! silently without it. On shutdown it cancels its consumers (`basic.cancel`), lets the running
-//! handlers finish (reply + ack) within the shutdown timeout, abandons those still running then,
-//! and closes the channel, which hands prefetched-but-unstarted and abandoned requests back to
-//! the broker for other workers.
+//! silently without it. On shutdown it cancels its consumers (`basic.cancel`), hands the
+//! requests the broker had pushed but no handler started back to their queue for the other
+//! workers (`basic.nack` with requeue), lets the running handlers finish (reply + ack) within
+//! the shutdown timeout, abandons those still running then, and closes the channel, which hands
+//! the abandoned requests back to the broker. An RPC queue this worker was the last to consume
+//! is deleted instead, its unstarted requests answered "not run": calls from then on fail at
+//! once with `NoRoute` rather than wait for a worker that is gone (the rule is in the README,
+//! "Nobody serving: fail fast"). Handlers run scoped with what the worker serves (`served`), so
+//! that their calls to the worker's own methods run in place.
 //!
 //! # Limits
 //! Each bounds what one message can do to the worker; all are set on the [`Worker`] (and the
@@ -33,12 +39,14 @@
 mod byte_budget;
 mod consumers;
 mod delivery;
+mod handle;
 pub(crate) mod handler;
 pub(crate) mod limits;
 mod publisher;
 mod queue_options;
 pub(crate) mod redelivery;
 mod replies;
+pub(crate) mod served;
 pub(crate) mod settle;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -48,22 +56,27 @@ use std::time::Duration;
 
 use futures::stream::StreamExt;
 use lapin::message::Delivery;
+use lapin::options::{QueueBindOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+pub use handle::WorkerHandle;
 pub use handler::Handler;
-pub use queue_options::QueueOptions;
+pub use queue_options::{QueueOptions, RPC_QUEUE_EXPIRES};
 pub use redelivery::{
     DEFAULT_DELIVERY_LIMIT, HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY,
 };
 
 use crate::backoff::Backoff;
+use crate::client::declare_exchanges;
 use crate::connection::{Connection, Link};
+use crate::envelope::RPC_EXCHANGE;
 use crate::error::{Error, Result};
 use byte_budget::{ByteBudget, Held};
-use consumers::{Consumers, Served};
+use consumers::{Consumers, ServedQueue};
 use delivery::{Routes, Session};
 use limits::HandlerLimits;
 use publisher::WorkerPublisher;
@@ -99,11 +112,15 @@ pub struct Worker {
     delivery_limit: u32,
     shutdown_timeout: Duration,
     separate_publisher: bool,
+    /// Set by `spawn`: counts the generations on which the worker consumes (the receiver is
+    /// the `WorkerHandle`'s).
+    consuming: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
 struct QueueSpec {
-    options: QueueOptions,
+    /// `None`: not set, [`QueueOptions::rpc`] for an RPC queue.
+    options: Option<QueueOptions>,
     routes: Routes,
 }
 
@@ -133,6 +150,7 @@ impl Worker {
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             separate_publisher: true,
+            consuming: None,
         }
     }
 
@@ -208,7 +226,7 @@ impl Worker {
         let spec = self.queues.entry(handler.queue().to_owned()).or_default();
         if let Some(settle) = handler.settle() {
             // Task and event queues are declared the way their handler needs.
-            spec.options = settle.queue_options();
+            spec.options = Some(settle.queue_options());
         }
         spec.routes
             .by_method
@@ -216,9 +234,10 @@ impl Worker {
         self
     }
 
-    /// Declares `queue` with `options` (durable, quorum, priorities, TTL...).
+    /// Declares `queue` with `options` (durable, quorum, priorities, TTL...). An RPC queue
+    /// without options set is declared with [`QueueOptions::rpc`].
     pub fn queue_options(mut self, queue: impl Into<String>, options: QueueOptions) -> Self {
-        self.queues.entry(queue.into()).or_default().options = options;
+        self.queues.entry(queue.into()).or_default().options = Some(options);
         self
     }
 
@@ -238,7 +257,7 @@ impl Worker {
     /// gracefully, within the shutdown timeout: no request that was started and finished in
     /// time is lost, none that was not is kept.
     pub async fn run_until<F: Future>(self, shutdown: F) -> Result<()> {
-        let served: Vec<Served> = self
+        let served: Vec<ServedQueue> = self
             .queues
             .into_iter()
             .filter(|(_, spec)| !spec.routes.by_method.is_empty())
@@ -246,9 +265,9 @@ impl Worker {
                 let name = format!("{}{}", self.queue_prefix, name);
                 let mut routes = spec.routes;
                 routes.queue = Arc::from(name.as_str());
-                Served {
+                ServedQueue {
                     name,
-                    options: spec.options,
+                    options: spec.options.unwrap_or_else(QueueOptions::rpc),
                     routes: Arc::new(routes),
                 }
             })
@@ -269,6 +288,12 @@ impl Worker {
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
+        // What this worker serves, for calls its handlers make to it (see `served`); shared by
+        // every handler task.
+        let here = Arc::new(served::Served::new(
+            self.conn.clone(),
+            served.iter().map(|queue| (&queue.name, &queue.routes)),
+        ));
         let config = LoopConfig {
             prefetch,
             prefetch_bytes: self.prefetch_bytes,
@@ -331,10 +356,14 @@ impl Worker {
                 concurrency,
                 "worker consuming"
             );
+            if let Some(consuming) = &self.consuming {
+                consuming.send_modify(|n| *n += 1);
+            }
             let (channel, consumers) = opened;
             let stop = consume(
                 &config,
                 &served,
+                &here,
                 &channel,
                 consumers,
                 &publisher,
@@ -345,7 +374,14 @@ impl Worker {
             )
             .await;
             if let Some(generation) = stop {
-                shut_down(&config, &channel, &publisher, &mut running, generation).await;
+                let shutdown = ShutDown {
+                    config: &config,
+                    link: &link,
+                    served: &served,
+                    channel: &channel,
+                    publisher: &publisher,
+                };
+                shutdown.run(&mut running, generation).await;
                 return Ok(());
             }
             // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
@@ -372,10 +408,13 @@ fn retry_after(link: &Link) -> u64 {
 /// Opens the worker's channel: queue declarations, then `basic.qos` and one consumer per queue.
 async fn open(
     link: &Link,
-    served: &[Served],
+    served: &[ServedQueue],
     prefetch: u16,
 ) -> std::result::Result<(Arc<lapin::Channel>, Consumers), lapin::Error> {
     let channel = link.conn.create_channel().await?;
+    if served.iter().any(|queue| queue.routes.serves_rpc()) {
+        declare_exchanges(&channel).await?;
+    }
     for queue in served {
         channel
             .queue_declare(
@@ -384,6 +423,18 @@ async fn open(
                 queue.options.arguments(),
             )
             .await?;
+        if queue.routes.serves_rpc() {
+            // Callers publish requests to `lepus.rpc` (see `envelope`).
+            channel
+                .queue_bind(
+                    queue.name.as_str().into(),
+                    RPC_EXCHANGE.into(),
+                    queue.name.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         for settle in queue.routes.by_method.values().filter_map(Handler::settle) {
             settle.declare(&channel, &queue.name).await?;
         }
@@ -392,6 +443,17 @@ async fn open(
     // dozen `Arc`s).
     let channel = Arc::new(channel);
     let consumers = Consumers::start(channel.clone(), served, prefetch).await?;
+    // Observed handlers (tests) hear that they are served from now on.
+    for queue in served {
+        for observer in queue
+            .routes
+            .by_method
+            .values()
+            .filter_map(Handler::observer)
+        {
+            observer.declared();
+        }
+    }
     Ok((channel, consumers))
 }
 
@@ -412,6 +474,8 @@ struct Generation {
     /// task's are dropped.
     session: Arc<Session>,
     replier: tokio::task::JoinHandle<()>,
+    /// Deliveries taken off the consumers that no handler started.
+    backlog: VecDeque<(usize, Delivery, Held)>,
 }
 
 /// Consumes one link generation until the shutdown signal (returns what shutting down needs) or
@@ -419,7 +483,8 @@ struct Generation {
 #[allow(clippy::too_many_arguments)] // the loop's state, owned by `run_until`
 async fn consume<F: Future>(
     config: &LoopConfig,
-    served: &[Served],
+    served: &[ServedQueue],
+    here: &Arc<served::Served>,
     channel: &Arc<lapin::Channel>,
     mut consumers: Consumers,
     publisher: &Arc<WorkerPublisher>,
@@ -464,12 +529,10 @@ async fn consume<F: Future>(
             };
             if let Some((index, delivery, held)) = backlog.pop_front() {
                 let routes = served[index].routes.clone();
-                running.spawn(delivery::handle(
-                    delivery,
-                    routes,
-                    session.clone(),
-                    permit,
-                    held,
+                // Scoped with what this worker serves: see `served`.
+                running.spawn(served::SERVED.scope(
+                    here.clone(),
+                    delivery::handle(delivery, routes, session.clone(), permit, held),
                 ));
             }
         }
@@ -484,7 +547,10 @@ async fn consume<F: Future>(
             permit = slots.clone().acquire_owned(), if !backlog.is_empty() => {
                 if let (Ok(permit), Some((index, delivery, held))) = (permit, backlog.pop_front()) {
                     let routes = served[index].routes.clone();
-                    running.spawn(delivery::handle(delivery, routes, session.clone(), permit, held));
+                    running.spawn(served::SERVED.scope(
+                        here.clone(),
+                        delivery::handle(delivery, routes, session.clone(), permit, held),
+                    ));
                 }
             }
             next = consumers.deliveries.next(), if consuming => match next {
@@ -508,18 +574,23 @@ async fn consume<F: Future>(
                 None => {}
             },
             _ = budget.released(), if consumers.paused() => {}
-            _ = raise_check.tick(), if consumers.prefetch() < config.prefetch => {}
+            _ = raise_check.tick(), if consumers.prefetch() < config.prefetch || consumers.paused() => {
+                if let Err(err) = consumers.renew_leases(served).await {
+                    warn!(cause = %err, "redeclaring a paused queue failed");
+                    break Stop::Rebuild;
+                }
+            }
         }
     };
     budget.set_paused(false);
-    // Deliveries that never started go back to the queue when the channel closes.
-    drop(backlog);
     match stop {
         Stop::Shutdown => Some(Generation {
             consumers,
             session,
             replier,
+            backlog,
         }),
+        // Deliveries that never started go back to the queue when the channel closes.
         Stop::Rebuild => None,
     }
 }
@@ -529,7 +600,7 @@ async fn consume<F: Future>(
 /// lowered prefetch count again once messages are small (see `byte_budget`).
 async fn budget_step(
     config: &LoopConfig,
-    served: &[Served],
+    served: &[ServedQueue],
     consumers: &mut Consumers,
     budget: &ByteBudget,
 ) -> lapin::Result<()> {
@@ -564,62 +635,189 @@ async fn budget_step(
     Ok(())
 }
 
-/// Graceful shutdown within `config.shutdown_timeout`: cancel the consumers, let the running
-/// handlers finish until a quarter of the time (at most 2 s) is left, abandon the rest, let the
-/// reply publisher settle what finished, close the channel and the publisher.
-async fn shut_down(
-    config: &LoopConfig,
-    channel: &lapin::Channel,
-    publisher: &WorkerPublisher,
-    running: &mut JoinSet<()>,
-    generation: Generation,
-) {
-    let deadline = Instant::now() + config.shutdown_timeout;
-    let reserve = (config.shutdown_timeout / 4).min(Duration::from_secs(2));
-    let Generation {
-        mut consumers,
-        session,
-        mut replier,
-    } = generation;
-    info!(in_flight = running.len(), "worker shutting down");
-    let _ = tokio::time::timeout_at(deadline - reserve, consumers.cancel_all()).await;
-    let drained = tokio::time::timeout_at(deadline - reserve, async {
-        while let Some(done) = running.join_next().await {
-            if let Err(err) = done {
-                warn!(cause = %err, "handler task failed");
+/// What a graceful shutdown works on.
+struct ShutDown<'a> {
+    config: &'a LoopConfig,
+    link: &'a Link,
+    served: &'a [ServedQueue],
+    channel: &'a lapin::Channel,
+    publisher: &'a WorkerPublisher,
+}
+
+impl ShutDown<'_> {
+    /// Graceful shutdown within `config.shutdown_timeout`: count the RPC queues this worker
+    /// serves alone, cancel the consumers, settle the deliveries no handler started (handed
+    /// back, or answered "not run" on a queue served alone, which is then deleted), let the
+    /// running handlers finish until a quarter of the time (at most 2 s) is left, abandon the
+    /// rest, let the reply publisher settle what finished, close the channel and the
+    /// publisher. Every step that talks to the broker is bounded by the same deadline.
+    async fn run(&self, running: &mut JoinSet<()>, generation: Generation) {
+        let config = self.config;
+        let deadline = Instant::now() + config.shutdown_timeout;
+        let reserve = (config.shutdown_timeout / 4).min(Duration::from_secs(2));
+        let Generation {
+            mut consumers,
+            session,
+            mut replier,
+            backlog,
+        } = generation;
+        info!(in_flight = running.len(), "worker shutting down");
+        // The RPC queues nobody else serves: deleted below, so that calls made from now on fail
+        // at once with `NoRoute` instead of waiting for a worker that is gone.
+        // Our own consumer of each queue counts, unless the byte budget paused it.
+        let ours: Vec<u32> = (0..self.served.len())
+            .map(|index| u32::from(consumers.consumes(index)))
+            .collect();
+        let alone = tokio::time::timeout_at(
+            deadline - reserve,
+            rpc_queues_served_alone(self.link, self.served, &ours),
+        )
+        .await
+        .unwrap_or_default();
+        let _ = tokio::time::timeout_at(deadline - reserve, consumers.cancel_all()).await;
+        // Requests the broker pushed (prefetch) that no handler started: handed back for the
+        // other workers, or, where none is left, answered "not run".
+        let mut unstarted: Vec<(usize, Delivery)> = backlog
+            .into_iter()
+            .map(|(index, delivery, _held)| (index, delivery))
+            .collect();
+        let drain_until = (Instant::now() + UNSTARTED_DRAIN).min(deadline - reserve);
+        while let Ok(Some((index, next))) =
+            tokio::time::timeout_at(drain_until, consumers.deliveries.next()).await
+        {
+            if let Some(Ok(delivery)) = next {
+                unstarted.push((index, delivery));
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            abandoned = running.len(),
-            timeout = ?config.shutdown_timeout,
-            "handlers still running at the shutdown timeout; abandoned (their messages will be delivered again)"
-        );
-        running.abort_all();
-        // Aborted tasks end at their next await point; one blocking its thread does not.
-        let _ = tokio::time::timeout_at(deadline - reserve / 2, async {
-            while running.join_next().await.is_some() {}
+        let _ = tokio::time::timeout_at(deadline - reserve, async {
+            for (index, delivery) in unstarted {
+                let queue = &self.served[index];
+                let alone_here = alone.contains(&queue.name);
+                delivery::settle_unstarted(
+                    delivery,
+                    &queue.routes,
+                    self.channel,
+                    &session.settled,
+                    alone_here,
+                )
+                .await;
+            }
+            delete_queues(self.link, &alone).await;
         })
         .await;
+        let drained = tokio::time::timeout_at(deadline - reserve, async {
+            while let Some(done) = running.join_next().await {
+                if let Err(err) = done {
+                    warn!(cause = %err, "handler task failed");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                abandoned = running.len(),
+                timeout = ?config.shutdown_timeout,
+                "handlers still running at the shutdown timeout; abandoned (their messages will be delivered again)"
+            );
+            running.abort_all();
+            // Aborted tasks end at their next await point; one blocking its thread does not.
+            let _ = tokio::time::timeout_at(deadline - reserve / 2, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        // The reply publisher ends once it settled everything the handlers handed it.
+        drop(session);
+        if tokio::time::timeout_at(deadline - reserve / 2, &mut replier)
+            .await
+            .is_err()
+        {
+            warn!(
+                "replies still unsent at the shutdown timeout; their requests will be delivered again"
+            );
+            replier.abort();
+        }
+        drop(consumers);
+        if self.channel.status().connected() {
+            let _ = tokio::time::timeout_at(
+                deadline,
+                self.channel.close(200, "worker shut down".into()),
+            )
+            .await;
+        }
+        self.publisher.close(deadline).await;
+        info!("worker stopped");
     }
-    // The reply publisher ends once it settled everything the handlers handed it.
-    drop(session);
-    if tokio::time::timeout_at(deadline - reserve / 2, &mut replier)
-        .await
-        .is_err()
-    {
-        warn!(
-            "replies still unsent at the shutdown timeout; their requests will be delivered again"
-        );
-        replier.abort();
+}
+
+/// How long a shutting-down worker waits for the consumers it cancelled to hand over the
+/// deliveries the broker had already pushed.
+const UNSTARTED_DRAIN: Duration = Duration::from_secs(2);
+
+/// The RPC-only queues of `served` that this worker is the only consumer of (`ours`: how many
+/// consumers of each this worker has now; a redeclaration
+/// with the same options reports the consumer count; on a side channel, so that a refusal
+/// cannot close the worker's). Queues shared with task or event handlers are never deleted.
+async fn rpc_queues_served_alone(link: &Link, served: &[ServedQueue], ours: &[u32]) -> Vec<String> {
+    let mut alone = Vec::new();
+    let candidates: Vec<_> = served
+        .iter()
+        .zip(ours.iter().copied())
+        .filter(|(queue, _)| queue.routes.rpc_only())
+        .collect();
+    if candidates.is_empty() {
+        return alone;
     }
-    drop(consumers);
-    if channel.status().connected() {
-        let _ =
-            tokio::time::timeout_at(deadline, channel.close(200, "worker shut down".into())).await;
+    let Ok(side) = link.conn.create_channel().await else {
+        return alone;
+    };
+    for (queue, ours) in candidates {
+        match side
+            .queue_declare(
+                queue.name.as_str().into(),
+                queue.options.declare_options(),
+                queue.options.arguments(),
+            )
+            .await
+        {
+            Ok(declared) if declared.consumer_count() <= ours => alone.push(queue.name.clone()),
+            Ok(_) => {}
+            Err(err) => {
+                debug!(queue = %queue.name, cause = %err, "cannot count the consumers of a queue");
+                break;
+            }
+        }
     }
-    publisher.close(deadline).await;
-    info!("worker stopped");
+    if side.status().connected() {
+        let _ = side.close(200, "counted".into()).await;
+    }
+    alone
+}
+
+/// Deletes the RPC queues this worker served alone, once it stopped consuming them.
+async fn delete_queues(link: &Link, queues: &[String]) {
+    if queues.is_empty() {
+        return;
+    }
+    let Ok(side) = link.conn.create_channel().await else {
+        return;
+    };
+    // `if_unused`: a worker that started consuming since we counted keeps its queue (the broker
+    // refuses with 406, which closes only this side channel).
+    let unused = QueueDeleteOptions {
+        if_unused: true,
+        ..QueueDeleteOptions::default()
+    };
+    for queue in queues {
+        match side.queue_delete(queue.as_str().into(), unused).await {
+            Ok(_) => debug!(queue = %queue, "last worker of the queue: deleted it"),
+            Err(err) => {
+                debug!(queue = %queue, cause = %err, "cannot delete the queue");
+                break;
+            }
+        }
+    }
+    if side.status().connected() {
+        let _ = side.close(200, "deleted".into()).await;
+    }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
-/// Declaration options of a service queue. The default is a transient classic queue that
-/// survives its consumers (RabbitMQ tutorial style). Workers sharing a queue must agree on them:
+/// Declaration options of a service queue. [`QueueOptions::new`] is a transient classic queue
+/// that survives its consumers (RabbitMQ tutorial style); an RPC queue a worker declares
+/// without options set is [`QueueOptions::rpc`] (the same, deleted after
+/// [`RPC_QUEUE_EXPIRES`] without a consumer). Workers sharing a queue must agree on them:
 /// RabbitMQ refuses a redeclaration with other options (406 PRECONDITION_FAILED).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueOptions {
@@ -20,10 +22,23 @@ pub struct QueueOptions {
     delivery_limit: Option<u32>,
 }
 
+/// How long an RPC queue declared with [`QueueOptions::rpc`] outlives its last consumer when
+/// that consumer did not shut down cleanly (a worker that crashed or lost its connection): long
+/// enough for the worker to come back without losing the requests waiting in it; after that the
+/// broker deletes it and calls fail at once with `NoRoute`. A worker that shuts down cleanly and
+/// is the last to serve the queue deletes it at once.
+pub const RPC_QUEUE_EXPIRES: Duration = Duration::from_secs(10);
+
 impl QueueOptions {
     /// The defaults: transient, not auto-delete, classic.
     pub fn new() -> Self {
         QueueOptions::default()
+    }
+
+    /// The options of an RPC queue a worker declares without options set: transient, classic,
+    /// deleted [`RPC_QUEUE_EXPIRES`] after its last consumer went away (`x-expires`).
+    pub fn rpc() -> Self {
+        QueueOptions::new().expires(RPC_QUEUE_EXPIRES)
     }
 
     /// A durable queue survives a broker restart (its persistent messages too).
@@ -83,6 +98,11 @@ impl QueueOptions {
     /// True for a queue the broker deletes with its last consumer.
     pub(crate) fn is_auto_delete(&self) -> bool {
         self.auto_delete
+    }
+
+    /// The queue's `x-expires`, if it has one.
+    pub(crate) fn expiry(&self) -> Option<Duration> {
+        self.expires
     }
 
     pub(crate) fn declare_options(&self) -> QueueDeclareOptions {

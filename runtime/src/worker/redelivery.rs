@@ -198,9 +198,10 @@ mod tests {
 
         let request = BasicProperties::default()
             .with_expiration("30000".into())
-            .with_headers(envelope::request_headers(envelope::deadline_after(
-                std::time::Duration::from_secs(5),
-            )));
+            .with_headers(envelope::request_headers(
+                envelope::deadline_after(std::time::Duration::from_secs(5)),
+                &"caller".into(),
+            ));
         let copy = bounced_properties(&request, 1, "", "q").unwrap();
         let left: u64 = copy
             .expiration()
@@ -212,7 +213,7 @@ mod tests {
         assert!(left <= 5_000 && left > 0, "{left}");
         let expired = BasicProperties::default()
             .with_expiration("30000".into())
-            .with_headers(envelope::request_headers(1));
+            .with_headers(envelope::request_headers(1, &"caller".into()));
         assert!(bounced_properties(&expired, 1, "", "q").is_none());
     }
 }
