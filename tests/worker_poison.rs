@@ -127,6 +127,49 @@ async fn raw(url: &str) -> (lapin::Connection, lapin::Channel) {
     (conn, channel)
 }
 
+/// Binds `queue` to `lepus.rpc` (declared as callers and workers declare it), where callers
+/// publish their requests: a stand-in server of a Lepus method.
+async fn serve_rpc_queue(channel: &lapin::Channel, queue: &str) {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            lepus::envelope::UNROUTED_EXCHANGE.into(),
+            lapin::ExchangeKind::Headers,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(lepus::envelope::UNROUTED_EXCHANGE.into()),
+    );
+    channel
+        .exchange_declare(
+            lepus::envelope::RPC_EXCHANGE.into(),
+            lapin::ExchangeKind::Direct,
+            durable,
+            args,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.into(),
+            lepus::envelope::RPC_EXCHANGE.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+}
+
 /// Sends one request to `queue` for `method` with `body`, as a foreign client would (direct
 /// reply-to), and returns the reply body.
 async fn raw_call(url: &str, queue: &str, method: &str, body: &[u8]) -> Vec<u8> {
@@ -320,6 +363,7 @@ async fn a_nested_reply_is_a_decode_error_for_the_caller() {
         )
         .await
         .unwrap();
+    serve_rpc_queue(&server, &queue).await;
     let mut requests = amqp::consume(&server, &queue, true).await;
     let answering = tokio::spawn(async move {
         while let Some(Ok(request)) = requests.next().await {
@@ -845,14 +889,17 @@ async fn a_blocked_connection_stalls_neither_acks_nor_shutdown() {
     let queue = format!("{prefix}poison_blocked");
     // Requests queued before the alarm.
     let (conn, channel) = raw(&url).await;
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    // Declared as the worker will declare it (an RPC queue's options).
+    let lepus_conn = lepus::connect(&url).await.unwrap();
+    lepus::task::wait_for_queue_consumers(
+        &lepus_conn,
+        &queue,
+        &lepus::QueueOptions::rpc(),
+        0,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     for n in 0..5u32 {
         let body = lepus::envelope::encode_request(&(n,)).unwrap();
         let properties = BasicProperties::default()
