@@ -861,6 +861,77 @@ async fn the_bytes_a_worker_holds_are_bounded_by_prefetch_bytes() {
     broker.stop().await;
 }
 
+#[lepus::rpc(queue = "poison_lease")]
+async fn slow_len(body: String) -> u32 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    u32::try_from(body.len()).unwrap()
+}
+
+/// An RPC queue expires when nobody consumes it (`x-expires`), so a worker whose byte budget
+/// paused its consumer renews the queue's lease (a redeclaration) while paused: the requests
+/// waiting in it are not lost with it. Here the pause (about 1.5 s: three handlers of 500 ms
+/// to get under half the budget) outlasts the queue's expiry of 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rpc_queue_keeps_its_lease() {
+    let broker = common::broker().await;
+    let prefix = common::unique("poison");
+    let (_conn, client) = client(broker.url(), &prefix).await;
+    // Prefetch 4 of 32 KiB bodies is 128 KiB, twice the budget: the worker pauses at once.
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+        w.prefetch(4)
+            .concurrency(1)
+            .prefetch_bytes(64 << 10)
+            .queue_options(
+                "poison_lease",
+                lepus::QueueOptions::rpc().expires(Duration::from_secs(1)),
+            )
+            .serve(slow_len::handler())
+    })
+    .await;
+    // Until the worker consumes, calls fail with NoRoute.
+    let options = CallOptions::default().timeout(Duration::from_secs(30));
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            slow_len::call_with(&client, String::new(), options.clone())
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let body = "b".repeat(32 << 10);
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let body = body.clone();
+            let options = options.clone();
+            tokio::spawn(async move { slow_len::call_with(&client, body, options).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), 32 << 10);
+    }
+    worker.stop().await;
+    broker.stop().await;
+}
+
+/// Polls the async `check` every 50 ms until it is true or `timeout` passes.
+async fn eventually_async<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Requests `blocked_echo` answered, per test prefix.
 static BLOCKED_RUNS: AtomicU32 = AtomicU32::new(0);
 

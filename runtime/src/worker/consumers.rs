@@ -183,8 +183,7 @@ impl Consumers {
     /// While paused, redeclares every paused queue that expires when unused (`x-expires`, as
     /// RPC queues do): a redeclaration renews its lease on RabbitMQ and the bundled broker
     /// alike, so a pause longer than the expiry does not delete the queue and the requests in
-    /// it. Called more often than the shortest expiry (every `RAISE_CHECK`, 5 s, against
-    /// `RPC_QUEUE_EXPIRES`' 10 s).
+    /// it. The worker calls it every third of the shortest expiry while paused.
     pub(crate) async fn renew_leases(&mut self, served: &[ServedQueue]) -> lapin::Result<()> {
         if !self.paused {
             return Ok(());

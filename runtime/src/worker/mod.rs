@@ -297,6 +297,11 @@ impl Worker {
         let config = LoopConfig {
             prefetch,
             prefetch_bytes: self.prefetch_bytes,
+            lease_renewal: served
+                .iter()
+                .filter_map(|queue| queue.options.expiry())
+                .min()
+                .map(|expiry| (expiry / 3).max(Duration::from_millis(10))),
             multiple_acks,
             defaults: self.defaults,
             delivery_limit: self.delivery_limit,
@@ -461,6 +466,9 @@ async fn open(
 struct LoopConfig {
     prefetch: u16,
     prefetch_bytes: usize,
+    /// How often a paused queue that expires when unused (`x-expires`: RPC queues) is
+    /// redeclared to renew its lease: a third of the shortest expiry (`None`: none expires).
+    lease_renewal: Option<Duration>,
     multiple_acks: bool,
     defaults: HandlerLimits,
     delivery_limit: u32,
@@ -513,6 +521,8 @@ async fn consume<F: Future>(
     let mut backlog: VecDeque<(usize, Delivery, Held)> = VecDeque::new();
     let mut raise_check = tokio::time::interval(RAISE_CHECK);
     raise_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(config.lease_renewal.unwrap_or(RAISE_CHECK));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     budget.set_paused(false);
     let stop = loop {
         // Finished handler tasks; `try_join_next` registers no waker, so finishing handlers
@@ -574,7 +584,8 @@ async fn consume<F: Future>(
                 None => {}
             },
             _ = budget.released(), if consumers.paused() => {}
-            _ = raise_check.tick(), if consumers.prefetch() < config.prefetch || consumers.paused() => {
+            _ = raise_check.tick(), if consumers.prefetch() < config.prefetch => {}
+            _ = renew.tick(), if consumers.paused() && config.lease_renewal.is_some() => {
                 if let Err(err) = consumers.renew_leases(served).await {
                     warn!(cause = %err, "redeclaring a paused queue failed");
                     break Stop::Rebuild;
