@@ -4,10 +4,15 @@
 //!
 //! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
 //! await: routing and queue work use short synchronous locks), inside a `writer::batch` per
-//! read, so what a read buffer's frames send is written when they are handled, from this task;
+//! turn, so what a read buffer's frames send is written when they are handled, from this task;
+//! a turn ends when the buffer is drained or the turn's work passes `fairness::WORK_PER_TURN`
+//! (the task then yields before handling the rest);
 //! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
-//! ([`ConnEvent`], delayed confirms).
+//! ([`ConnEvent`], delayed confirms). A reply that promises durability (a durable topology
+//! change's `-ok`, `tx.commit-ok`, `purge-ok`) is held until the store commits
+//! ([`Connection::reply_when_committed`]); the task then awaits that commit before it handles
+//! the next frame.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,11 +31,16 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, AuthError};
 use crate::channel::{Channel, ChannelState};
 use crate::error::{AmqpError, ReplyCode};
+use crate::fairness::WORK_PER_TURN;
 use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
 use crate::server::BrokerShared;
 use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound, Outbox};
+
+/// The largest frame a client may send before `tune-ok` (AMQP 0-9-1 `frame-min-size`), and the
+/// lowest frame_max a client may negotiate.
+pub(crate) const FRAME_MIN_SIZE: u32 = 4096;
 
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -103,6 +113,24 @@ pub(crate) struct Connection {
     pub(crate) broker: Arc<BrokerShared>,
     /// The memory alarm as it applies to this connection (`connection.blocked`).
     pub(crate) blocking: crate::connection_blocked::Blocking,
+    /// Work done since this task last yielded (see `fairness`); methods add what they cost
+    /// beyond one unit per frame.
+    pub(crate) work: usize,
+    /// A reply waiting for the store (see [`Connection::reply_when_committed`]); while it
+    /// waits, no further frame of this connection is handled.
+    held: Option<HeldReply>,
+}
+
+/// A reply that must not go out before the store has committed what it reports: a durable
+/// topology change's `-ok`, `tx.commit-ok`, `purge-ok`.
+#[derive(Debug)]
+struct HeldReply {
+    /// The channel to reply on.
+    channel: u16,
+    /// The reply.
+    method: AMQPClass,
+    /// Resolves once the change is committed (or failed).
+    commit: crate::store::Commit,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -291,7 +319,11 @@ async fn handshake(
         send_connection_close(writer, &err);
         None
     };
-    let start_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+    // Spec (section 4.2.3): "Until the frame-max has been negotiated, both peers MUST accept
+    // frames of up to frame-min-size octets large", and no larger: frames before tune-ok are
+    // held to 4,096 bytes, overhead included (a larger one is 501 FRAME_ERROR). RabbitMQ adds
+    // its 8-byte fudge here too (payloads up to 4,096) and drops the socket on a larger one.
+    let start_ok = match next_frame(read, buf, writer, FRAME_MIN_SIZE).await? {
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
         _ => return unexpected("connection.start-ok"),
     };
@@ -336,7 +368,7 @@ async fn handshake(
         frame_max: config.frame_max,
         heartbeat,
     }));
-    let tune_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+    let tune_ok = match next_frame(read, buf, writer, FRAME_MIN_SIZE).await? {
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(m))) => m,
         _ => return unexpected("connection.tune-ok"),
     };
@@ -352,8 +384,11 @@ async fn handshake(
             "negotiated channel_max = {} is higher than the maximum allowed value ({})",
             tune_ok.channel_max, config.channel_max
         ))
-    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < 4096 {
-        Some(format!("frame_max={} < 4096 min size", tune_ok.frame_max))
+    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < FRAME_MIN_SIZE {
+        Some(format!(
+            "frame_max={} < {FRAME_MIN_SIZE} min size",
+            tune_ok.frame_max
+        ))
     } else if tune_ok.frame_max > config.frame_max && config.frame_max != 0 {
         Some(format!(
             "frame_max={} > {} max size",
@@ -368,7 +403,7 @@ async fn handshake(
         warn!(connection = id, %peer, %text, "tune-ok refused");
         return None;
     }
-    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
+    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(FRAME_MIN_SIZE);
     let channel_max = negotiate(
         u32::from(config.channel_max),
         u32::from(tune_ok.channel_max),
@@ -447,6 +482,8 @@ async fn handshake(
         heartbeat,
         broker: broker.clone(),
         blocking,
+        work: 0,
+        held: None,
     })
 }
 
@@ -476,15 +513,26 @@ impl Connection {
             // Everything the frames in the buffer send (our replies, deliveries to consumers
             // on other connections) is written when the batch ends: one write per connection
             // written to, from this thread, without waking the writer tasks.
-            writer::batch(|| self.handle_buffer(buf));
+            let more = writer::batch(|| self.handle_buffer(buf));
             if self.done {
                 return true;
             }
             // Blocked by the memory alarm: the socket (heartbeats included) is not read, and
             // the heartbeat deadline is held off while it lasts.
             let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
-            if paused {
+            // A reply waiting for the store holds back the frames after it (they are not read
+            // meanwhile; the wait is ours, not a silent client).
+            let holding = self.held.is_some();
+            if paused || holding {
                 last_read = Instant::now();
+            }
+            if more && !paused && !holding {
+                // This client's turn is over (see `fairness`); its remaining frames are
+                // handled when the runtime comes back to this task. The client is plainly
+                // alive.
+                last_read = Instant::now();
+                tokio::task::yield_now().await;
+                continue;
             }
             if self.closing_since.is_some() && !armed_for_close {
                 armed_for_close = true;
@@ -495,8 +543,11 @@ impl Connection {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
                 Some(ev) = events.recv() => writer::batch(|| self.handle_event(ev)),
+                outcome = committed(&mut self.held), if holding => {
+                    writer::batch(|| self.release_held(outcome));
+                }
                 Ok(()) = alarm.changed() => {}
-                r = read.read_buf(buf), if !paused => match r {
+                r = read.read_buf(buf), if !paused && !holding => match r {
                     Ok(0) => {
                         if self.closing_since.is_none() {
                             debug!(connection = self.id, peer = %self.peer, "client closed the socket");
@@ -515,7 +566,7 @@ impl Connection {
                     }
                 },
                 _ = &mut timer, if self.closing_since.is_some() || self.heartbeat.is_some() => {
-                    if paused {
+                    if paused || holding {
                         last_read = Instant::now();
                     }
                     let deadline = self.deadline(last_read);
@@ -532,9 +583,13 @@ impl Connection {
         }
     }
 
-    /// Handles every complete frame in `buf`, then sends the coalesced confirms.
-    fn handle_buffer(&mut self, buf: &mut BytesMut) {
-        while self.closing_since.is_none() || !self.done {
+    /// Handles the complete frames in `buf` (up to a reply that waits for the store), then
+    /// sends the coalesced confirms. Stops early, returning true, once this turn's work passes
+    /// [`WORK_PER_TURN`] (frames may be left).
+    fn handle_buffer(&mut self, buf: &mut BytesMut) -> bool {
+        self.work = 0;
+        let mut more = false;
+        while self.held.is_none() && (self.closing_since.is_none() || !self.done) {
             match frame::decode(buf, self.frame_max) {
                 Ok(Some(f)) => self.handle_frame(f),
                 Ok(None) => break,
@@ -547,8 +602,14 @@ impl Connection {
             if self.done {
                 break;
             }
+            self.work += 1;
+            if self.work >= WORK_PER_TURN {
+                more = true;
+                break;
+            }
         }
         self.flush_confirms();
+        more
     }
 
     /// When the connection gives up waiting: `close-ok` [`CLOSE_TIMEOUT`] after we sent
@@ -565,6 +626,57 @@ impl Connection {
     /// Queues a method frame to the client.
     pub(crate) fn send(&self, channel: u16, method: AMQPClass) {
         let _ = self.writer.send(Outbound::Method(channel, method));
+    }
+
+    /// Sends `method` on `channel` once `commit` resolves (at once when there is none): the
+    /// reply to a change the store must make durable first. Until then this connection
+    /// handles no further frame, so later replies cannot overtake it; other connections are
+    /// not held up, and the store's group commit serves them all with one fsync. If the commit
+    /// fails the connection is closed with 541 INTERNAL_ERROR instead.
+    pub(crate) fn reply_when_committed(
+        &mut self,
+        channel: u16,
+        method: AMQPClass,
+        commit: Option<crate::store::Commit>,
+    ) {
+        match commit {
+            None => self.send(channel, method),
+            Some(commit) => {
+                self.held = Some(HeldReply {
+                    channel,
+                    method,
+                    commit,
+                });
+            }
+        }
+    }
+
+    /// The held reply's commit resolved: send it, or fail the connection.
+    fn release_held(&mut self, outcome: Result<(), crate::store::StoreError>) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        if self.closing_since.is_some() {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                let open = self
+                    .channels
+                    .get(&held.channel)
+                    .is_some_and(|ch| ch.state == ChannelState::Open);
+                if open {
+                    self.send(held.channel, held.method);
+                }
+            }
+            Err(err) => self.fail(
+                0,
+                AmqpError::new(
+                    ReplyCode::InternalError,
+                    format!("cannot make the change durable: {err}"),
+                ),
+            ),
+        }
     }
 
     /// Reports a failure: closes the channel (soft error) or the connection (hard error).
@@ -595,6 +707,8 @@ impl Connection {
         } else if self.closing_since.is_none() {
             send_connection_close(&self.writer, &err);
             self.closing_since = Some(Instant::now());
+            // Nothing more goes out but close-ok, which must be read.
+            self.held = None;
             let ids: Vec<u16> = self.channels.keys().copied().collect();
             for id in ids {
                 self.release_channel(id);
@@ -698,9 +812,8 @@ impl Connection {
                 );
                 return Ok(());
             }
-            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = method {
-                return Ok(());
-            }
+            // Anything else, channel.close-ok included (the server sent no close on a channel
+            // it does not know), is RabbitMQ's 504 "expected 'channel.open'".
             return Err(conn_err(AmqpError::channel_error(format!(
                 "expected 'channel.open' on channel {ch}"
             ))));
@@ -893,6 +1006,7 @@ impl Connection {
                 confirm.pending_store = confirm.pending_store.saturating_sub(1);
                 ch.shared.set_unconfirmed(confirm.pending_store);
                 let method = if ok {
+                    self.vhost.stats.confirmed();
                     basic::AMQPMethod::Ack(basic::Ack {
                         delivery_tag: seq,
                         multiple: false,
@@ -978,6 +1092,15 @@ impl Connection {
             }
         }
         info!(connection = self.id, peer = %self.peer, "connection closed");
+    }
+}
+
+/// Resolves when the held reply's commit does (never when there is none: its `select!` branch
+/// is disabled then).
+async fn committed(held: &mut Option<HeldReply>) -> Result<(), crate::store::StoreError> {
+    match held {
+        Some(held) => (&mut held.commit).await,
+        None => std::future::pending().await,
     }
 }
 

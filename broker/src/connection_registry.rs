@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -46,6 +47,10 @@ impl ConnectionInfo {
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     map: Mutex<HashMap<u64, (ConnectionInfo, mpsc::UnboundedSender<ConnEvent>)>>,
+    /// Connections registered so far (`rabbitmq_connections_opened_total`).
+    opened: AtomicU64,
+    /// Registered connections that ended (`rabbitmq_connections_closed_total`).
+    closed: AtomicU64,
 }
 
 impl Connections {
@@ -60,11 +65,22 @@ impl Connections {
     /// Records an opened connection.
     pub(crate) fn register(&self, info: ConnectionInfo, events: mpsc::UnboundedSender<ConnEvent>) {
         self.lock().insert(info.id, (info, events));
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (opened, closed) connections since the broker started.
+    pub(crate) fn churn(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        )
     }
 
     /// Forgets a finished connection.
     pub(crate) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        if self.lock().remove(&id).is_some() {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Every open connection, by id.
@@ -77,6 +93,22 @@ impl Connections {
     /// How many connections are open.
     pub(crate) fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Asks every connection in `vhost` to close with 320 CONNECTION_FORCED and `reason` (a
+    /// deleted vhost's, as RabbitMQ does); returns how many were asked.
+    pub(crate) fn close_in_vhost(&self, vhost: &str, reason: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|(i, _)| i.vhost == vhost)
+            .filter(|(_, events)| {
+                events
+                    .send(ConnEvent::Close {
+                        reason: reason.to_owned(),
+                    })
+                    .is_ok()
+            })
+            .count()
     }
 
     /// Asks the connection named `name` (or with that id) to close with 320

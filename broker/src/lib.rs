@@ -21,7 +21,8 @@
 //!   `exchange`, `queue`, `tx`).
 //! - `vhost`: a vhost's topology (exchanges, bindings, queues), routing, dead-lettering,
 //!   direct reply-to registry; the vhost registry.
-//! - `exchange`: exchange types and their matching rules.
+//! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
+//! - `fairness`: how much of a lock, task step or worker one client's work may take.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
 //! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
@@ -63,6 +64,7 @@ mod connection_blocked;
 mod connection_registry;
 mod error;
 mod exchange;
+mod fairness;
 mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

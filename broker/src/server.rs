@@ -71,6 +71,9 @@ pub(crate) struct Config {
     /// How long the broker keeps polling sockets after a read before its workers sleep
     /// (`--busy-poll-us`; zero, the embedded default, turns it off). See `busy_poll`.
     pub(crate) busy_poll: Duration,
+    /// A definitions file (RabbitMQ's JSON format) imported at every start, after the data
+    /// directory is recovered and before clients are accepted (`--definitions`).
+    pub(crate) definitions: Option<PathBuf>,
 }
 
 /// RabbitMQ's default `max_message_size`: 128 MiB.
@@ -96,6 +99,7 @@ impl Default for Config {
             memory_budget: None,
             memory_high_watermark: None,
             busy_poll: Duration::ZERO,
+            definitions: None,
         }
     }
 }
@@ -119,6 +123,18 @@ pub(crate) struct BrokerShared {
     pub(crate) channels: Arc<Channels>,
     /// The busy-poll thread every read touches (`None`: busy polling off).
     pub(crate) busy_poll: Option<Arc<BusyPoll>>,
+    /// The sockets the broker accepts on, set once they are all bound (`listeners` of the
+    /// management API's overview and its port-listener health check).
+    pub(crate) listeners: std::sync::OnceLock<Vec<Listener>>,
+}
+
+/// A socket the broker accepts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listener {
+    /// RabbitMQ's protocol name: `amqp`, `amqp/ssl` or `http`.
+    pub(crate) protocol: &'static str,
+    /// The bound address.
+    pub(crate) addr: SocketAddr,
 }
 
 impl BrokerShared {
@@ -135,6 +151,7 @@ impl BrokerShared {
             connections: Connections::default(),
             channels: Arc::default(),
             busy_poll,
+            listeners: std::sync::OnceLock::new(),
         }
     }
 }
@@ -329,6 +346,24 @@ impl BrokerBuilder {
         self
     }
 
+    /// The first user, tagged `administrator` with every permission on vhost `/`, made at
+    /// the first start (when the data directory has no users yet) instead of `guest`/`guest`
+    /// (RabbitMQ's `default_user`/`default_pass`). Unlike `guest` it may log in from
+    /// anywhere. Later starts keep the stored users whatever this says.
+    pub fn first_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config.access.default_user = Some((name.into(), password.into()));
+        self
+    }
+
+    /// Imports `path`, a definitions file in RabbitMQ's JSON format (users, vhosts,
+    /// permissions, exchanges, queues, bindings), at every start, once the data directory is
+    /// recovered and before clients are accepted (RabbitMQ's `load_definitions`). The import
+    /// adds and updates, never deletes; a file that does not import stops the start.
+    pub fn definitions(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.definitions = Some(path.into());
+        self
+    }
+
     /// Uses `store` for persistent messages of durable queues when there is no data directory
     /// (crate-private: unit tests use it to check that confirms wait for the store).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -397,6 +432,14 @@ impl BrokerBuilder {
             None => None,
         };
         let shared = Arc::new(BrokerShared::new(self.config, vhosts, access));
+        if let Some(path) = &shared.config.definitions {
+            crate::management::import_definitions_file(&shared, path).map_err(|reason| {
+                Error::Definitions {
+                    path: path.display().to_string(),
+                    reason,
+                }
+            })?;
+        }
         let (stop_tx, shutdown) = Shutdown::new();
         let management = match &shared.config.management_listen {
             Some(addr) => Some(
@@ -425,6 +468,20 @@ impl BrokerBuilder {
             }
             None => (None, None),
         };
+        let mut listeners = vec![Listener {
+            protocol: "amqp",
+            addr: local_addr,
+        }];
+        listeners.extend(tls_addr.map(|addr| Listener {
+            protocol: "amqp/ssl",
+            addr,
+        }));
+        listeners.extend(management_addr.map(|addr| Listener {
+            protocol: "http",
+            addr,
+        }));
+        // Set once, here, before anyone can ask.
+        let _ = shared.listeners.set(listeners);
         if let Some(poller) = &shared.busy_poll {
             // Only latency depends on it: without the thread the broker works as with a zero
             // window.

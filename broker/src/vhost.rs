@@ -2,8 +2,9 @@
 //! the registry of vhosts (just `/` until access control arrives).
 //!
 //! Concurrency: [`VHost::topology`] is an `RwLock`; publishing takes only the read lock, long
-//! enough to compute the target queues (as `Arc<Queue>`), then enqueues with no vhost lock held.
-//! Declares, binds and deletes take the write lock briefly. Queue state has its own locks
+//! enough to compute the target queues (as `Arc<Queue>`; a large binding set is matched on a
+//! snapshot with the lock released, see [`VHost::route`]), then enqueues with no vhost lock
+//! held. Declares, binds and deletes take the write lock briefly. Queue state has its own locks
 //! (see `queue`); the topology lock is never taken while a queue lock is held.
 
 use std::collections::{HashMap, HashSet};
@@ -14,12 +15,13 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use tracing::debug;
 
 use crate::channel::ChannelShared;
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::fairness::{self, HEAVY_WORK, LOCKED_WORK};
 use crate::memory::Memory;
 use crate::message::Message;
-use crate::persistence::Store;
+use crate::persistence::{Store, TopologyChange};
 use crate::queue::{DeadLetter, Queue, QueuePersistence};
-use crate::store::StoreError;
+use crate::store::{Commit, StoreError};
 
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -109,6 +111,7 @@ impl VHost {
         queue.memory = self.memory.clone();
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
+        self.stats.queue_created();
         // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
         // also happens to every queue when its vhost is dropped (see `Drop for VHost`).
         tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
@@ -116,75 +119,159 @@ impl VHost {
     }
 
     /// The queues a message published to `exchange` with `routing_key` reaches, following
-    /// exchange-to-exchange bindings and alternate exchanges. The exchange must exist.
+    /// exchange-to-exchange bindings and alternate exchanges (an exchange that does not exist
+    /// routes nowhere), each queue once, and the work it took.
+    ///
+    /// Locking (see `fairness`): small binding sets are matched under the topology read lock,
+    /// released and retaken every [`LOCKED_WORK`]; a larger set is matched on a snapshot of
+    /// its bindings after the lock is released, and its queues are looked up in batches under
+    /// short holds. A route whose work passes [`HEAVY_WORK`] finishes in [`fairness::heavy`].
     pub(crate) fn route(
-        topo: &Topology,
+        &self,
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Vec<Arc<Queue>> {
-        let mut queues: Vec<Arc<Queue>> = Vec::new();
+    ) -> Routed {
+        let mut walk = RouteWalk {
+            first: Some(exchange),
+            pending: Vec::new(),
+            visited: HashSet::new(),
+            routed: Routed {
+                queues: Vec::new(),
+                work: 1,
+            },
+            unsorted: false,
+        };
         if exchange.is_empty() {
-            if let Some(q) = topo.queues.get(routing_key) {
-                queues.push(q.clone());
+            if let Some(q) = self.read().queues.get(routing_key) {
+                walk.routed.queues.push(q.clone());
             }
-            return queues;
+            return walk.routed;
         }
-        let mut visited: HashSet<&str> = HashSet::new();
-        let mut pending: Vec<&str> = vec![exchange];
-        let mut dests = Vec::new();
-        while let Some(name) = pending.pop() {
-            if !visited.insert(name) {
-                continue;
+        if !self.walk(&mut walk, routing_key, headers, false) {
+            fairness::heavy(|| self.walk(&mut walk, routing_key, headers, true));
+        }
+        if walk.unsorted {
+            // Many queues: duplicates were not checked on the way; drop them now.
+            walk.routed
+                .queues
+                .sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+            walk.routed.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        }
+        walk.routed
+    }
+
+    /// Routes through the exchanges of `walk` until none is left (true), or, unless `in_heavy`,
+    /// until the work passes [`HEAVY_WORK`] (false: the caller continues in `heavy`).
+    fn walk<'k>(
+        &self,
+        walk: &mut RouteWalk<'k>,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        in_heavy: bool,
+    ) -> bool {
+        let mut topo = self.read();
+        let mut since_lock = 0;
+        loop {
+            if !in_heavy && walk.routed.work > HEAVY_WORK {
+                return false;
             }
-            let Some(x) = topo.exchanges.get(name) else {
+            if since_lock > LOCKED_WORK {
+                // Let writers (declares, binds) in between exchanges.
+                drop(topo);
+                topo = self.read();
+                since_lock = 0;
+            }
+            let name: std::borrow::Cow<'k, str> = match walk.first.take() {
+                Some(first) => first.into(),
+                None => match walk.pending.pop() {
+                    Some(next) => next.into(),
+                    None => return true,
+                },
+            };
+            let Some(x) = topo.exchanges.get(name.as_ref()) else {
                 continue;
             };
-            dests.clear();
-            x.route_into(routing_key, headers, &mut dests);
-            let before = queues.len();
+            let before = walk.routed.queues.len();
             let mut routed_any = false;
-            for d in dests.iter() {
-                match d {
-                    Destination::Queue(q) => {
-                        if let Some(q) = topo.queues.get(q) {
-                            routed_any = true;
-                            if !queues.iter().any(|have| Arc::ptr_eq(have, q)) {
-                                queues.push(q.clone());
-                            }
-                        }
-                    }
-                    Destination::Exchange(e) => {
-                        routed_any = true;
-                        pending.push(e.as_str());
+            let alternate = x.alternate.as_deref();
+            if x.bindings.route_cost(routing_key) <= LOCKED_WORK {
+                let work = x
+                    .bindings
+                    .route(routing_key, headers, usize::MAX, |d| {
+                        routed_any |= walk.reach(d, &topo.queues, name.as_ref());
+                    })
+                    .unwrap_or(0);
+                walk.routed.work += work;
+                since_lock += work;
+                if !routed_any && walk.routed.queues.len() == before {
+                    if let Some(ae) = alternate {
+                        walk.push_exchange(ae, name.as_ref());
                     }
                 }
+                continue;
             }
-            if !routed_any && queues.len() == before {
-                if let Some(ae) = &x.alternate {
-                    pending.push(ae.as_str());
+            // A large set: match a snapshot with the lock released.
+            let bindings = x.bindings.clone();
+            let alternate = alternate.map(str::to_owned);
+            drop(topo);
+            let mut dests = Vec::new();
+            let limit = if in_heavy { usize::MAX } else { HEAVY_WORK };
+            let work = match bindings.route(routing_key, headers, limit, |d| dests.push(d)) {
+                Some(work) => work,
+                None => {
+                    // Too much for this task step: put the exchange back and continue the
+                    // whole walk in `heavy`.
+                    walk.first = None;
+                    walk.pending.push(name.into_owned());
+                    return false;
+                }
+            };
+            walk.routed.work += work + dests.len();
+            for chunk in dests.chunks(LOCKED_WORK / 4) {
+                let topo = self.read();
+                for d in chunk {
+                    routed_any |= walk.reach(d, &topo.queues, name.as_ref());
                 }
             }
+            if !routed_any && walk.routed.queues.len() == before {
+                if let Some(ae) = &alternate {
+                    walk.push_exchange(ae, name.as_ref());
+                }
+            }
+            topo = self.read();
+            since_lock = 0;
         }
-        queues
     }
 
     /// Deletes a queue: removes it and its bindings, cancels its consumers (notifying clients
-    /// that asked for `consumer_cancel_notify`). Returns the ready count, or `None` if absent.
-    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<u32> {
-        let queue = {
+    /// that asked for `consumer_cancel_notify`). Returns the ready count and the commit that
+    /// makes the deletion durable (`None` for a queue the store does not hold; a failing
+    /// commit when the store refused it, logged here), or `None` if absent.
+    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<(u32, Option<Commit>)> {
+        let (queue, commit) = {
             let mut topo = self.write();
             let queue = topo.queues.remove(name)?;
             let dest = Destination::Queue(name.to_owned());
-            remove_bindings_to(&mut topo, &dest);
-            queue
-        };
-        let (count, consumers) = queue.mark_deleted();
-        if queue.is_persisted() {
-            if let Err(err) = self.persist_topology() {
+            let deleted = remove_bindings_to(&mut topo, &dest);
+            let record = || -> Result<Option<Commit>, StoreError> {
+                let mut commit = None;
+                if queue.is_persisted() {
+                    commit = self.record_topology(TopologyChange::QueueDeleted(name))?;
+                }
+                if let Some(last) = self.record_deleted_exchanges(&deleted)? {
+                    commit = Some(last);
+                }
+                Ok(commit)
+            };
+            let commit = record().unwrap_or_else(|err| {
                 tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
-            }
-        }
+                Some(Commit::failed())
+            });
+            (queue, commit)
+        };
+        self.stats.queue_deleted();
+        let (count, consumers) = queue.mark_deleted();
         for c in consumers {
             c.channel.consumers().remove(c.tag.as_str());
             if c.channel.cancel_notify {
@@ -196,16 +283,125 @@ impl VHost {
             }
         }
         debug!(vhost = %self.name, queue = name, "queue deleted");
-        Some(count)
+        Some((count, commit))
     }
 
-    /// Hands the durable part of the topology to the store (see
-    /// `persistence::Store::persist_topology`). Holds the topology read lock throughout, so a
-    /// concurrent change cannot be overwritten by an older snapshot. Call with no topology lock
-    /// held.
-    pub(crate) fn persist_topology(&self) -> Result<(), StoreError> {
-        let topo = self.read();
-        self.store.persist_topology(&self.name, &topo)
+    /// Deletes every queue (cancelling its consumers) and every exchange of this vhost, for
+    /// the deletion of the vhost itself; returns the commits that make the durable ones'
+    /// deletion durable (a failing one where the store refused, logged here). Without this the
+    /// store kept them, and a vhost created again under the same name got them back at the
+    /// next start.
+    pub(crate) fn delete_all(&self) -> Vec<Commit> {
+        let mut commits = Vec::new();
+        let queues: Vec<String> = self.read().queues.keys().cloned().collect();
+        for name in queues {
+            if let Some((_, Some(commit))) = self.delete_queue_now(&name) {
+                commits.push(commit);
+            }
+        }
+        let mut topo = self.write();
+        let deleted: Vec<DeletedExchange> = std::mem::take(&mut topo.exchanges)
+            .into_values()
+            .map(|x| DeletedExchange {
+                name: x.name,
+                durable: x.durable,
+            })
+            .collect();
+        match self.record_deleted_exchanges(&deleted) {
+            Ok(commit) => commits.extend(commit),
+            Err(err) => {
+                tracing::error!(vhost = %self.name, cause = %err, "cannot persist the deletion of a vhost's exchanges");
+                commits.push(Commit::failed());
+            }
+        }
+        commits
+    }
+
+    /// Hands a durable topology change to the store (see `persistence::Store::record_topology`)
+    /// and returns what its `-ok` waits for. Call with the topology write lock held, so that the
+    /// store logs changes in the order they are made.
+    pub(crate) fn record_topology(
+        &self,
+        change: TopologyChange<'_>,
+    ) -> Result<Option<Commit>, StoreError> {
+        self.store.record_topology(&self.name, change)
+    }
+
+    /// Records the deletion of the durable ones among `deleted` (exchanges a deletion or an
+    /// unbind removed, see [`delete_exchange`]); returns the last commit (commits resolve in
+    /// log order, so it covers the others). Same locking rule as [`Self::record_topology`].
+    pub(crate) fn record_deleted_exchanges(
+        &self,
+        deleted: &[DeletedExchange],
+    ) -> Result<Option<Commit>, StoreError> {
+        let mut last = None;
+        for x in deleted.iter().filter(|x| x.durable) {
+            if let Some(commit) = self.record_topology(TopologyChange::ExchangeDeleted(&x.name))? {
+                last = Some(commit);
+            }
+        }
+        Ok(last)
+    }
+
+    /// Adds `binding` to exchange `source` unless it is there, and records it in the store when
+    /// both its ends are durable (also when it was there: the store then answers with a
+    /// commit of the topology as it is). Returns what `bind-ok` waits for. Call with the
+    /// topology write lock held (`topo`).
+    pub(crate) fn add_binding(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        binding: Binding,
+    ) -> Result<Option<Commit>, StoreError> {
+        let Some(x) = topo.exchanges.get(source) else {
+            return Ok(None);
+        };
+        let commit = if durable_binding(topo, x, &binding.destination) {
+            self.record_topology(TopologyChange::Bound(source, &binding))?
+        } else {
+            None
+        };
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            if !x.bindings.contains(&binding) {
+                x.bindings.push(binding);
+            }
+        }
+        Ok(commit)
+    }
+
+    /// Removes `binding` from exchange `source`, deletes `source` if it is auto-delete and
+    /// now unbound, and records both in the store when the binding's ends are durable (also
+    /// when it was absent: another connection's unbind of it may still be on its way to disk,
+    /// and the store answers with a commit of the topology as it is). Returns what
+    /// `unbind-ok` waits for. Call with the topology write lock held (`topo`).
+    pub(crate) fn remove_binding(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        binding: &Binding,
+    ) -> Result<Option<Commit>, StoreError> {
+        let durable = topo
+            .exchanges
+            .get(source)
+            .is_some_and(|x| durable_binding(topo, x, &binding.destination));
+        let mut commit = if durable {
+            self.record_topology(TopologyChange::Unbound(source, binding))?
+        } else {
+            None
+        };
+        let mut now_empty = false;
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            let before = x.bindings.len();
+            x.bindings.retain(|b| b != binding);
+            now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+        }
+        if now_empty {
+            let deleted = delete_exchange(topo, source);
+            if let Some(last) = self.record_deleted_exchanges(&deleted)? {
+                commit = Some(last);
+            }
+        }
+        Ok(commit)
     }
 
     /// Registers a direct reply-to channel; returns its token.
@@ -234,11 +430,18 @@ impl VHost {
     }
 
     /// Republishes dead letters of `queue` to its dead-letter exchange, with `x-death`.
+    ///
+    /// A persistent letter leaves `queue`'s store only after its copies are stored in the
+    /// queues it is routed to (its `DeadLetter::stored` entry is forgotten last): a crash in
+    /// between leaves it in both (a duplicate, as at-least-once allows), never in neither.
     pub(crate) fn dead_letter(&self, queue: &Arc<Queue>, letters: Vec<DeadLetter>) {
         if letters.is_empty() {
             return;
         }
         let Some(dlx) = queue.config.dead_letter_exchange.clone() else {
+            for letter in letters {
+                letter.leave(queue);
+            }
             return;
         };
         for letter in letters {
@@ -254,18 +457,13 @@ impl VHost {
                 &dlx,
                 &routing_key,
             ));
-            let targets = {
-                let topo = self.read();
-                if !topo.exchanges.contains_key(&dlx) {
-                    continue;
-                }
-                Self::route(
-                    &topo,
-                    &dlx,
-                    &routing_key,
-                    message.properties.headers().as_ref(),
-                )
-            };
+            if !self.read().exchanges.contains_key(&dlx) {
+                letter.leave(queue);
+                continue;
+            }
+            let targets = self
+                .route(&dlx, &routing_key, message.properties.headers().as_ref())
+                .queues;
             for target in targets {
                 // A message going round a cycle without a rejection in it is dropped, as
                 // RabbitMQ does.
@@ -276,11 +474,80 @@ impl VHost {
                 if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
                     (outcome, target.is_persisted() && message.is_persistent())
                 {
-                    // No publisher waits for a dead letter's durability.
+                    // No publisher waits for a dead letter's durability; its removal from
+                    // `queue`, appended after this, commits after it.
                     let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
                     target.page_out(seq);
                 }
             }
+            letter.leave(queue);
+        }
+    }
+}
+
+/// What routing a message found.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    /// The queues it goes to, each once.
+    pub(crate) queues: Vec<Arc<Queue>>,
+    /// The work routing took (see `fairness`), for the publisher's task budget.
+    pub(crate) work: usize,
+}
+
+/// A route in progress (see [`VHost::route`]).
+struct RouteWalk<'k> {
+    /// The exchange published to, until it is routed through.
+    first: Option<&'k str>,
+    /// Exchanges reached through exchange-to-exchange bindings or alternates, to route next.
+    pending: Vec<String>,
+    /// Every exchange queued for routing so far except the first (with it, a cycle ends).
+    visited: HashSet<String>,
+    /// The result so far.
+    routed: Routed,
+    /// Past a few queues, duplicates are removed at the end rather than checked per queue.
+    unsorted: bool,
+}
+
+/// Queues routed to before duplicates are dropped by sorting rather than by a scan per queue.
+const DEDUP_SCAN: usize = 16;
+
+impl RouteWalk<'_> {
+    /// Follows a matched destination from exchange `from`: a queue that exists joins the
+    /// result, an exchange joins the walk. True when it led somewhere.
+    fn reach(
+        &mut self,
+        destination: &Destination,
+        queues: &HashMap<String, Arc<Queue>>,
+        from: &str,
+    ) -> bool {
+        match destination {
+            Destination::Queue(name) => {
+                let Some(q) = queues.get(name) else {
+                    return false;
+                };
+                let queues = &mut self.routed.queues;
+                if self.unsorted {
+                    queues.push(q.clone());
+                } else if !queues.iter().any(|have| Arc::ptr_eq(have, q)) {
+                    queues.push(q.clone());
+                    self.unsorted = queues.len() > DEDUP_SCAN;
+                }
+                true
+            }
+            Destination::Exchange(name) => {
+                self.push_exchange(name, from);
+                true
+            }
+        }
+    }
+
+    /// Queues exchange `name` (reached from `from`) for routing unless it was already.
+    fn push_exchange(&mut self, name: &str, from: &str) {
+        if self.visited.is_empty() {
+            self.visited.insert(from.to_owned());
+        }
+        if self.visited.insert(name.to_owned()) {
+            self.pending.push(name.to_owned());
         }
     }
 }
@@ -296,26 +563,61 @@ impl Drop for VHost {
     }
 }
 
-/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any.
-pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
+/// An exchange removed from a topology, for the store (which holds only durable ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeletedExchange {
+    /// Its name.
+    pub(crate) name: String,
+    /// Whether it was durable.
+    pub(crate) durable: bool,
+}
+
+/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any;
+/// returns the exchanges deleted.
+pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) -> Vec<DeletedExchange> {
     let mut emptied = Vec::new();
     for x in topo.exchanges.values_mut() {
-        let before = x.bindings.len();
-        x.bindings.retain(|b| &b.destination != dest);
-        if x.auto_delete && before > 0 && x.bindings.is_empty() {
+        let removed = x.bindings.remove_destination(dest);
+        if x.auto_delete && removed > 0 && x.bindings.is_empty() {
             emptied.push(x.name.clone());
         }
     }
+    let mut deleted = Vec::new();
     for name in emptied {
-        delete_exchange(topo, &name);
+        deleted.extend(delete_exchange(topo, &name));
     }
+    deleted
 }
 
-/// Deletes an exchange and every binding from or to it (cascading auto-delete).
-pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) {
-    if topo.exchanges.remove(name).is_some() {
-        remove_bindings_to(topo, &Destination::Exchange(name.to_owned()));
-    }
+/// Deletes an exchange and every binding from or to it (cascading auto-delete); returns the
+/// exchanges deleted, itself first (none when it does not exist).
+pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) -> Vec<DeletedExchange> {
+    let Some(x) = topo.exchanges.remove(name) else {
+        return Vec::new();
+    };
+    let mut deleted = vec![DeletedExchange {
+        name: x.name,
+        durable: x.durable,
+    }];
+    deleted.extend(remove_bindings_to(
+        topo,
+        &Destination::Exchange(name.to_owned()),
+    ));
+    deleted
+}
+
+/// Whether a binding from `source` to `destination` is durable: both ends are (the only
+/// bindings RabbitMQ keeps across a restart).
+pub(crate) fn durable_binding(
+    topo: &Topology,
+    source: &Exchange,
+    destination: &Destination,
+) -> bool {
+    source.durable
+        && match destination {
+            Destination::Queue(name) => topo.queues.get(name).is_some_and(|q| q.is_persisted()),
+            Destination::Exchange(name) => topo.exchanges.get(name).is_some_and(|x| x.durable),
+        }
 }
 
 /// RabbitMQ's dead-letter cycle test: the message's `x-death` entries, newest first, up to
@@ -454,8 +756,8 @@ pub(crate) struct VHosts {
     /// Vhosts by name. Read by every `connection.open`; written only by the admin API
     /// (`add_vhost`/`delete_vhost`), briefly.
     map: RwLock<HashMap<String, Arc<VHost>>>,
-    /// The store new vhosts are created with.
-    store: Arc<dyn Store>,
+    /// The store new vhosts are created with (the management API reads its counters).
+    pub(crate) store: Arc<dyn Store>,
     /// The broker's memory accounting, shared by every vhost's queues.
     pub(crate) memory: Arc<Memory>,
 }

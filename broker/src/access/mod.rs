@@ -19,11 +19,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::{info, warn};
 
 pub(crate) use grants::Grants;
+pub(crate) use password::ALGORITHM as PASSWORD_HASHING;
 pub(crate) use permission::{Access, Permission, ResourceKind};
 
 use crate::error::AdminError;
@@ -99,6 +100,9 @@ pub(crate) struct AccessOptions {
     pub(crate) loopback_users: Vec<String>,
     /// What counts as loopback.
     pub(crate) loopback: LoopbackPolicy,
+    /// The first user (name, password) made at first start instead of `guest`/`guest`
+    /// (RabbitMQ's `default_user`/`default_pass`); ignored once definitions exist.
+    pub(crate) default_user: Option<(String, String)>,
 }
 
 impl Default for AccessOptions {
@@ -106,6 +110,7 @@ impl Default for AccessOptions {
         Self {
             loopback_users: vec!["guest".to_owned()],
             loopback: LoopbackPolicy::Standard,
+            default_user: None,
         }
     }
 }
@@ -117,7 +122,7 @@ struct User {
 }
 
 /// Users, vhosts and permissions.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct AccessState {
     users: BTreeMap<String, User>,
     vhosts: BTreeMap<String, ()>,
@@ -141,6 +146,11 @@ pub(crate) struct AccessControl {
     generation: AtomicU64,
     /// Where changes are saved (`None`: memory only).
     file: Option<PathBuf>,
+    /// Held by a change from before it is applied until its save is durable: changes and
+    /// their saves happen one at a time, so the file always ends up holding the last change
+    /// (and no two saves share the temp file). Logins take only `state`'s read lock, so a save
+    /// (two fsyncs) holds up no login.
+    saving: Mutex<()>,
     /// Loopback-only users and what counts as loopback.
     options: AccessOptions,
 }
@@ -156,7 +166,7 @@ impl AccessControl {
             None => None,
         };
         let fresh = loaded.is_none();
-        let defs = loaded.unwrap_or_else(default_definitions);
+        let defs = loaded.unwrap_or_else(|| default_definitions(options.default_user.as_ref()));
         let mut state = AccessState::default();
         for u in defs.users {
             if u.hashing_algorithm != password::ALGORITHM {
@@ -188,6 +198,7 @@ impl AccessControl {
             state: RwLock::new(state),
             generation: AtomicU64::new(1),
             file,
+            saving: Mutex::new(()),
             options,
         };
         if fresh {
@@ -306,19 +317,27 @@ impl AccessControl {
             .collect()
     }
 
-    /// Applies `change` under the write lock, bumps the generation and saves.
+    /// Applies `change` under the write lock, bumps the generation and saves; returns once the
+    /// file holds the change. If the save fails, the change is undone and the error returned:
+    /// what the caller is told is what a restart will find.
     fn change(
         &self,
         change: impl FnOnce(&mut AccessState) -> Result<(), AdminError>,
     ) -> Result<(), AdminError> {
-        let snapshot = {
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, snapshot) = {
             let mut state = self.write();
+            let before = self.file.as_ref().map(|_| state.clone());
             change(&mut state)?;
             self.generation.fetch_add(1, Ordering::AcqRel);
-            self.file.as_ref().map(|_| definitions_of(&state))
+            (before, self.file.as_ref().map(|_| definitions_of(&state)))
         };
-        if let (Some(path), Some(defs)) = (&self.file, snapshot) {
-            definitions_file::save(path, &defs).map_err(|e| AdminError::Save(e.to_string()))?;
+        if let (Some(path), Some(defs), Some(before)) = (&self.file, snapshot, before) {
+            if let Err(e) = definitions_file::save(path, &defs) {
+                *self.write() = before;
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                return Err(AdminError::Save(e.to_string()));
+            }
         }
         Ok(())
     }
@@ -343,6 +362,45 @@ impl AccessControl {
         })?;
         info!(user = name, "user added");
         Ok(())
+    }
+
+    /// Creates user `name`, or replaces its password and tags, with a stored hash in RabbitMQ's
+    /// `rabbit_password_hashing_sha256` scheme (a definitions import); `password_hash` must be
+    /// such a hash (base64 of 36 bytes). An empty hash makes a user that cannot log in with a
+    /// password, as in RabbitMQ.
+    pub(crate) fn put_user_hash(
+        &self,
+        name: &str,
+        password_hash: &str,
+        tags: &[String],
+    ) -> Result<(), AdminError> {
+        if name.is_empty() {
+            return Err(AdminError::InvalidName("empty user name".to_owned()));
+        }
+        if !password_hash.is_empty() && !password::is_hash(password_hash) {
+            return Err(AdminError::InvalidName(format!(
+                "user '{name}': password_hash is not a salted SHA-256 hash"
+            )));
+        }
+        self.change(|s| {
+            s.users.insert(
+                name.to_owned(),
+                User {
+                    password_hash: password_hash.to_owned(),
+                    tags: tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// Every user as (name, stored hash, tags), by name (a definitions export).
+    pub(crate) fn users_with_hashes(&self) -> Vec<(String, String, Vec<String>)> {
+        self.read()
+            .users
+            .iter()
+            .map(|(name, u)| (name.clone(), u.password_hash.clone(), u.tags.clone()))
+            .collect()
     }
 
     /// Deletes a user and all of its permissions.
@@ -481,13 +539,17 @@ fn definitions_of(s: &AccessState) -> Definitions {
     }
 }
 
-/// RabbitMQ's out-of-the-box definitions.
-fn default_definitions() -> Definitions {
+/// RabbitMQ's out-of-the-box definitions: user `guest`/`guest` (or `first_user`) tagged
+/// administrator with every permission on vhost `/`.
+fn default_definitions(first_user: Option<&(String, String)>) -> Definitions {
+    let (name, pass) = first_user
+        .map(|(n, p)| (n.as_str(), p.as_str()))
+        .unwrap_or(("guest", "guest"));
     Definitions {
         format: 1,
         users: vec![UserDef {
-            name: "guest".to_owned(),
-            password_hash: password::hash("guest"),
+            name: name.to_owned(),
+            password_hash: password::hash(pass),
             hashing_algorithm: password::ALGORITHM.to_owned(),
             tags: vec!["administrator".to_owned()],
         }],
@@ -495,7 +557,7 @@ fn default_definitions() -> Definitions {
             name: "/".to_owned(),
         }],
         permissions: vec![PermissionDef {
-            user: "guest".to_owned(),
+            user: name.to_owned(),
             vhost: "/".to_owned(),
             configure: ".*".to_owned(),
             write: ".*".to_owned(),
@@ -551,6 +613,27 @@ mod tests {
     }
 
     #[test]
+    fn the_first_user_replaces_guest_at_first_start_only() {
+        let dir = std::env::temp_dir().join(format!("lepus-first-user-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = |name: &str, pass: &str| AccessOptions {
+            default_user: Some((name.to_owned(), pass.to_owned())),
+            ..AccessOptions::default()
+        };
+        let ac = AccessControl::load(Some(&dir), first("ops", "s3cret")).unwrap();
+        assert!(ac.check_login("ops", "s3cret", "10.0.0.9".parse().unwrap()));
+        assert!(ac.user("guest").is_none());
+        assert_eq!(ac.user("ops").unwrap().tags, ["administrator"]);
+        assert!(ac.can_open_vhost("ops", "/"));
+        drop(ac);
+        // Later starts keep what is stored, whatever the options say.
+        let ac = AccessControl::load(Some(&dir), first("other", "x")).unwrap();
+        assert!(ac.user("other").is_none());
+        assert!(ac.check_login("ops", "s3cret", LOCAL));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_unknown_user_never_logs_in() {
         let ac = AccessControl::load(None, AccessOptions::default()).unwrap();
         for pw in ["", "guest", "x"] {
@@ -582,6 +665,67 @@ mod tests {
         let p = ac.permissions(Some("prod"), None);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].write, "^x$");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Concurrent changes each get saved, whatever the order their saves would run in: after
+    /// they all returned, the file holds every one of them (a save of an older snapshot must
+    /// not land after a newer one, and two saves must not share a half-written temp file).
+    #[test]
+    fn concurrent_changes_are_all_in_the_saved_file() {
+        let dir = std::env::temp_dir().join(format!("lepus-access-conc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ac =
+            std::sync::Arc::new(AccessControl::load(Some(&dir), AccessOptions::default()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let ac = ac.clone();
+                std::thread::spawn(move || {
+                    for i in 0..15 {
+                        ac.add_vhost(&format!("v{t}-{i}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let reloaded = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        let missing: Vec<String> = ac
+            .vhosts()
+            .into_iter()
+            .filter(|v| !reloaded.vhost_exists(v))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "changes lost from the file: {missing:?}"
+        );
+        assert_eq!(reloaded.vhosts().len(), 1 + 8 * 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A change whose save fails is reported and undone: what the caller is told is what a
+    /// restart finds.
+    #[test]
+    fn a_change_that_cannot_be_saved_is_undone() {
+        let dir = std::env::temp_dir().join(format!("lepus-access-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ac = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        // The temp file cannot be created: a directory has its name.
+        std::fs::create_dir(dir.join("access.json.tmp")).unwrap();
+        assert!(matches!(
+            ac.add_user("carol", "pw"),
+            Err(AdminError::Save(_))
+        ));
+        assert!(
+            ac.user("carol").is_none(),
+            "the failed change is still in effect"
+        );
+        assert!(!ac.check_login("carol", "pw", LOCAL));
+        std::fs::remove_dir(dir.join("access.json.tmp")).unwrap();
+        ac.add_user("carol", "pw").unwrap();
+        let reloaded = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        assert!(reloaded.check_login("carol", "pw", LOCAL));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! `basic.publish`, the hot path: content assembly starts here; once the body is complete
-//! the message is routed under the vhost's read lock, enqueued on each target queue, returned
+//! the message is routed (`VHost::route`), enqueued on each target queue, returned
 //! if mandatory and unroutable, handed to the store when persistent on a durable queue, and
 //! confirmed (coalesced into one `basic.ack multiple=true` per read batch when possible).
 //!
@@ -17,11 +17,16 @@ use super::no_exchange;
 use crate::channel::{ContentAssembly, TxOp};
 use crate::connection::{ConnEvent, Connection};
 use crate::error::AmqpError;
+use crate::fairness::{self, HEAVY_WORK};
 use crate::message::Message;
 use crate::persistence::Durability;
 use crate::queue::{check_expiration, EnqueueOutcome};
-use crate::vhost::{VHost, REPLY_TO};
+use crate::vhost::REPLY_TO;
 use crate::writer::Outbound;
+
+/// The work (see `fairness`) counted per queue a message is enqueued on: a queue lock, a
+/// dispatch, maybe a delivery.
+const ENQUEUE_WORK: usize = 16;
 
 impl Connection {
     /// `basic.publish`: the content header and body frames follow.
@@ -50,36 +55,40 @@ impl Connection {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.blocking.published();
-        if let Some(channel) = self.channels.get_mut(&ch).filter(|c| c.tx.is_some()) {
-            // Check what can be checked now, so the error comes at the publish, not the commit.
-            if !publish.exchange.as_str().is_empty()
-                && !self
-                    .vhost
-                    .read()
-                    .exchanges
-                    .contains_key(publish.exchange.as_str())
-            {
-                return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
-            }
-            let op = TxOp::Publish(Box::new((publish, properties, body)));
-            channel.shared.note_uncommitted(&op);
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            channel.shared.note_publisher();
             if let Some(tx) = channel.tx.as_mut() {
+                // Check what can be checked now, so the error comes at the publish, not the
+                // commit.
+                if !publish.exchange.as_str().is_empty()
+                    && !self
+                        .vhost
+                        .read()
+                        .exchanges
+                        .contains_key(publish.exchange.as_str())
+                {
+                    return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
+                }
+                let op = TxOp::Publish(Box::new((publish, properties, body)));
+                channel.shared.note_uncommitted(&op);
                 tx.push(op);
+                return Ok(());
             }
-            return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
+            .map(|_| ())
     }
 
-    /// Routes, enqueues, returns and confirms one publish.
+    /// Routes, enqueues, returns and confirms one publish. True when the store was handed
+    /// the message and has not committed it yet (`tx.commit-ok` then waits).
     pub(crate) fn route_publish(
         &mut self,
         ch: u16,
         publish: basic::Publish,
         mut properties: basic::AMQPProperties,
         body: Bytes,
-    ) -> Result<(), AmqpError> {
-        self.vhost.stats.published();
+    ) -> Result<bool, AmqpError> {
+        self.vhost.stats.published(body.len() as u64);
         if properties
             .reply_to()
             .as_ref()
@@ -107,60 +116,72 @@ impl Connection {
                     .vhost
                     .reply_to_channel(token)
                     .is_some_and(|target| target.deliver_reply(message.clone()));
-                if !delivered && publish.mandatory {
-                    self.basic_return(ch, publish, message);
+                if !delivered {
+                    self.vhost.stats.unroutable(publish.mandatory);
+                    if publish.mandatory {
+                        self.basic_return(ch, publish, message);
+                    }
                 }
                 self.confirm_publish(ch, false, Vec::new());
-                return Ok(());
+                return Ok(false);
             }
         }
-        let queues = {
+        if !exchange.is_empty() {
             let topo = self.vhost.read();
-            if !exchange.is_empty() {
-                match topo.exchanges.get(exchange) {
-                    None => return Err(no_exchange(exchange, &self.vhost.name)),
-                    Some(x) if x.internal => {
-                        return Err(AmqpError::access_refused(format!(
-                            "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                            self.vhost.name
-                        )))
-                    }
-                    Some(_) => {}
+            match topo.exchanges.get(exchange) {
+                None => return Err(no_exchange(exchange, &self.vhost.name)),
+                Some(x) if x.internal => {
+                    return Err(AmqpError::access_refused(format!(
+                        "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                        self.vhost.name
+                    )))
                 }
+                Some(_) => {}
             }
-            VHost::route(
-                &topo,
-                exchange,
-                routing_key,
-                message.properties.headers().as_ref(),
-            )
-        };
+        }
+        let routed = self
+            .vhost
+            .route(exchange, routing_key, message.properties.headers().as_ref());
+        let queues = routed.queues;
+        let enqueue_work = queues.len().saturating_mul(ENQUEUE_WORK);
+        self.work += routed.work + enqueue_work;
         let mut rejected = false;
         let mut pending = Vec::new();
-        for queue in &queues {
-            match queue.enqueue(&self.vhost, message.clone()) {
-                EnqueueOutcome::Enqueued { seq } => {
-                    if queue.is_persisted() && message.is_persistent() {
-                        if let Durability::Pending(rx) =
-                            self.vhost
-                                .store
-                                .enqueue(&self.vhost.name, &queue.name, seq, &message)
-                        {
-                            pending.push(rx);
+        let vhost = &self.vhost;
+        let mut enqueue = || {
+            for queue in &queues {
+                match queue.enqueue(vhost, message.clone()) {
+                    EnqueueOutcome::Enqueued { seq } => {
+                        if queue.is_persisted() && message.is_persistent() {
+                            if let Durability::Pending(rx) =
+                                vhost.store.enqueue(&vhost.name, &queue.name, seq, &message)
+                            {
+                                pending.push(rx);
+                            }
+                            // Past the memory budget only the index entry stays in memory.
+                            queue.page_out(seq);
                         }
-                        // Past the memory budget only the index entry stays in memory.
-                        queue.page_out(seq);
                     }
+                    EnqueueOutcome::Rejected => rejected = true,
+                    EnqueueOutcome::Gone => {}
                 }
-                EnqueueOutcome::Rejected => rejected = true,
-                EnqueueOutcome::Gone => {}
+            }
+        };
+        if enqueue_work > HEAVY_WORK {
+            // A fan-out to thousands of queues: off this worker's other tasks.
+            fairness::heavy(enqueue);
+        } else {
+            enqueue();
+        }
+        if queues.is_empty() {
+            self.vhost.stats.unroutable(publish.mandatory);
+            if publish.mandatory {
+                self.basic_return(ch, publish, message);
             }
         }
-        if queues.is_empty() && publish.mandatory {
-            self.basic_return(ch, publish, message);
-        }
+        let stored = !pending.is_empty();
         self.confirm_publish(ch, rejected, pending);
-        Ok(())
+        Ok(stored)
     }
 
     /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.
@@ -194,6 +215,7 @@ impl Connection {
         };
         confirm.last_seq += 1;
         let seq = confirm.last_seq;
+        self.vhost.stats.received_confirm();
         let mut out = Vec::new();
         if rejected || !pending.is_empty() || confirm.pending_store > 0 {
             if let Some(upto) = confirm.ack_upto.take() {
@@ -226,11 +248,13 @@ impl Connection {
                 });
             });
         } else if confirm.pending_store > 0 {
+            self.vhost.stats.confirmed();
             out.push(basic::AMQPMethod::Ack(basic::Ack {
                 delivery_tag: seq,
                 multiple: false,
             }));
         } else {
+            self.vhost.stats.confirmed();
             confirm.ack_upto = Some(seq);
         }
         for m in out {

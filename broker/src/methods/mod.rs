@@ -12,6 +12,8 @@ mod exchange;
 mod queue;
 mod tx;
 
+pub(crate) use queue::config_difference;
+
 use amq_protocol::protocol::{access, AMQPClass};
 
 use crate::connection::Connection;
@@ -45,9 +47,7 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
             conn.basic_recover(ch, m.requeue, false)
         }
         AMQPClass::Channel(c::AMQPMethod::Close(_)) => conn.channel_close(ch),
-        AMQPClass::Channel(c::AMQPMethod::CloseOk(_)) => Ok(()),
         AMQPClass::Channel(c::AMQPMethod::Flow(m)) => conn.channel_flow(ch, m.active),
-        AMQPClass::Channel(c::AMQPMethod::FlowOk(_)) => Ok(()),
         AMQPClass::Channel(c::AMQPMethod::Open(_)) => Err(AmqpError::channel_error(format!(
             "second 'channel.open' seen on channel {ch}"
         ))),
@@ -72,6 +72,9 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
             );
             Ok(())
         }
+        // channel.close-ok and channel.flow-ok land here too: on an open channel the server
+        // sent neither close nor flow (a closing channel never reaches dispatch), so like
+        // RabbitMQ 3.10 they are 503 "unimplemented method", a connection error.
         _ => Err(AmqpError::command_invalid("unimplemented method")),
     }
 }
@@ -111,17 +114,12 @@ fn expand_queue_shortcut(
     Ok(())
 }
 
-impl Connection {
-    /// Persists the vhost's durable topology after a change, before the `-ok` goes out; a store
-    /// failure is 541 INTERNAL_ERROR.
-    pub(crate) fn persist_topology(&self) -> Result<(), AmqpError> {
-        self.vhost.persist_topology().map_err(|err| {
-            AmqpError::new(
-                crate::error::ReplyCode::InternalError,
-                format!("cannot persist the topology: {err}"),
-            )
-        })
-    }
+/// A durable topology change the store refused: 541 INTERNAL_ERROR.
+pub(crate) fn not_persisted(err: crate::store::StoreError) -> AmqpError {
+    AmqpError::new(
+        crate::error::ReplyCode::InternalError,
+        format!("cannot persist the topology: {err}"),
+    )
 }
 
 /// RabbitMQ's wording for a missing queue.

@@ -4,6 +4,7 @@
 //! loop (give the queue a dead-letter exchange to keep them). Events the worker refuses to run
 //! (too large, delivered too often) are rejected the same way.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -12,16 +13,17 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use tracing::{debug, warn};
 
+use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
-use crate::event::current::{EventInfo, CURRENT};
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
 use crate::task::headers::{self, bounded_error};
 use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};
+use crate::worker::handler::missing_state_message;
 use crate::worker::limits::{self, HandlerLimits, Ran};
 use crate::worker::redelivery::was_redelivered;
 use crate::worker::settle::{Refusal, Settle, SettleContext};
@@ -39,7 +41,13 @@ pub fn handler<E: Event>() -> Handler {
         observer: None,
         event: PhantomData,
     };
-    Handler::settling(queue, E::NAME, Arc::new(runner), HandlerLimits::default())
+    Handler::settling(
+        queue,
+        E::NAME,
+        Arc::new(runner),
+        E::needs,
+        HandlerLimits::default(),
+    )
 }
 
 /// Runs event handler `E` on a worker.
@@ -162,21 +170,25 @@ impl<E: Event> EventRunner<E> {
         let h = delivery.properties.headers().as_ref();
         // A bounced copy (see `worker/redelivery`) came through the default exchange; its
         // origin is in its headers.
-        let info = EventInfo {
-            exchange: headers::string(h, HEADER_EXCHANGE)
-                .unwrap_or_else(|| delivery.exchange.to_string()),
-            routing_key: headers::string(h, HEADER_ROUTING_KEY)
-                .unwrap_or_else(|| delivery.routing_key.to_string()),
-            message_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string()),
+        let exchange = headers::string(h, HEADER_EXCHANGE)
+            .map_or_else(|| delivery.exchange.clone(), ShortString::from);
+        let routing_key = headers::string(h, HEADER_ROUTING_KEY)
+            .map_or_else(|| delivery.routing_key.clone(), ShortString::from);
+        debug!(handler = E::NAME, exchange = %exchange, routing_key = %routing_key, "event");
+        let cx = Context::delivered(Delivered {
+            kind: ContextKind::Event,
+            name: Cow::Borrowed(E::NAME),
+            queue: context.queue.clone(),
+            deadline: None,
+            properties: delivery.properties.clone(),
             redelivered: was_redelivered(&delivery),
-        };
-        debug!(handler = E::NAME, exchange = %info.exchange, routing_key = %info.routing_key, "event");
+            attempt: 1,
+            exchange: Some(exchange),
+            routing_key: Some(routing_key),
+            states: context.states.clone(),
+        });
         let outcome =
-            match run_once::<E>(&delivery.data, info, context.limits, &mut context.slot).await {
+            match run_once::<E>(&delivery.data, cx, context.limits, &mut context.slot).await {
                 Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                     Ok(()) => Outcome::Succeeded,
                     Err(error) => Outcome::Unsettled { error },
@@ -203,18 +215,20 @@ impl<E: Event> EventRunner<E> {
 /// How the error of a payload that does not decode starts.
 const UNDECODABLE: &str = "cannot decode the payload";
 
-/// Decodes the payload and runs `E` once as event `info`, under `limits` (taking `slot` along
-/// to a blocking thread), catching a panic.
+/// Decodes the payload and runs `E` once inside `cx`, under `limits` (taking `slot` along to a
+/// blocking thread), catching a panic.
 async fn run_once<E: Event>(
     body: &[u8],
-    info: EventInfo,
+    cx: Context,
     limits: HandlerLimits,
     slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
         .map_err(|err| bounded_error(format!("{UNDECODABLE} of {}: {err}", E::NAME)))?;
-    let run = CURRENT.scope(info, E::invoke(payload));
-    match limits::run(run, limits.time_limit, limits.blocking, slot).await {
+    // Workers check the states before they consume, local runs before they run.
+    let running = E::invoke(payload, &cx)
+        .map_err(|missing| missing_state_message(E::NAME, missing.type_name))?;
+    match limits::run(cx.scope(running), limits.time_limit, limits.blocking, slot).await {
         Ran::Done(Ok(())) => Ok(()),
         // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
         Ran::Done(Err(err)) => Err(bounded_error(format!("{err:#}"))),
@@ -223,13 +237,21 @@ async fn run_once<E: Event>(
 }
 
 /// Runs event handler `E` once in this process, without a broker, as a worker would (the
-/// payload through MessagePack, a panic caught) with `info` as what [`crate::event::current`]
-/// returns inside it: [`Outcome::Succeeded`] (acked) or [`Outcome::Failed`] (rejected). See
-/// `lepus::testing`.
-pub async fn run_local<E: Event>(payload: E::Payload, info: EventInfo) -> Outcome
+/// payload through MessagePack, a panic caught) inside the context `cx` fakes (an
+/// [`EventInfo`](crate::event::EventInfo): the routing key, ...; or a [`Context`] with states
+/// for `State<T>` parameters): [`Outcome::Succeeded`] (acked) or [`Outcome::Failed`]
+/// (rejected, also for a state the handler needs and `cx` lacks). See `lepus::testing`.
+pub async fn run_local<E: Event>(payload: E::Payload, cx: impl Into<Context>) -> Outcome
 where
     E::Payload: serde::Serialize,
 {
+    let cx: Context = cx.into();
+    if let Some(missing) = cx.states().first_missing(&E::needs()) {
+        return Outcome::Failed {
+            error: missing_state_message(E::NAME, missing.type_name()),
+        };
+    }
+    let cx = cx.into_run_of(ContextKind::Event, E::NAME, E::QUEUE);
     let mut body = Vec::new();
     if let Err(err) = envelope::encode_into(&mut body, &payload) {
         return Outcome::Failed {
@@ -237,7 +259,7 @@ where
         };
     }
     // The handler's own limits are on its `Handler`, not on `E`: none here.
-    match run_once::<E>(&body, info, HandlerLimits::default(), &mut None).await {
+    match run_once::<E>(&body, cx, HandlerLimits::default(), &mut None).await {
         Ok(()) => Outcome::Succeeded,
         Err(error) => Outcome::Failed { error },
     }

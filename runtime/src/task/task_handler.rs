@@ -18,6 +18,7 @@
 //! [`Settle::refuse`], which dead-letters the task with the reason, as it does for a task too
 //! large for its handler or one naming a task this queue does not serve.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,17 +29,19 @@ use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, Que
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
-use crate::task::current::{TaskInfo, CURRENT};
 use crate::task::declared::Declared;
 use crate::task::headers::{self, bounded_error, RETRY_DELAY};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::{Task, TaskOptions};
+use crate::worker::handler::missing_state_message;
 use crate::worker::limits::{self, HandlerLimits, Ran};
 use crate::worker::redelivery::was_redelivered;
 use crate::worker::settle::{Refusal, Settle, SettleContext};
@@ -57,7 +60,7 @@ pub fn handler<T: Task>() -> Handler {
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
-    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), limits)
+    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), T::needs, limits)
 }
 
 /// Runs task `T` on a worker. Clones share `declared`.
@@ -171,13 +174,23 @@ impl<T: Task> TaskRunner<T> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
-        let info = TaskInfo {
-            message_id: message_id.clone(),
-            attempt,
+        // The attempt's context: a task has no caller waiting, so its deadline is its time
+        // limit (calls it makes inherit what is left of it).
+        let cx = Context::delivered(Delivered {
+            kind: ContextKind::Task,
+            name: Cow::Borrowed(T::NAME),
+            queue: context.queue.clone(),
+            deadline: context
+                .limits
+                .time_limit
+                .and_then(|limit| Instant::now().checked_add(limit)),
+            properties: delivery.properties.clone(),
             redelivered: was_redelivered(&delivery),
-            name: T::NAME.to_owned(),
-            queue: context.queue.to_string(),
-        };
+            attempt,
+            exchange: None,
+            routing_key: None,
+            states: context.states.clone(),
+        });
         debug!(
             task = T::NAME,
             queue = %context.queue,
@@ -186,8 +199,7 @@ impl<T: Task> TaskRunner<T> {
             redelivered = was_redelivered(&delivery),
             "task attempt"
         );
-        let result =
-            attempt_once::<T>(&delivery.data, info, context.limits, &mut context.slot).await;
+        let result = attempt_once::<T>(&delivery.data, cx, context.limits, &mut context.slot).await;
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -433,11 +445,11 @@ fn fit(
     )
 }
 
-/// Decodes the arguments and runs `T` once as task `info`, under `limits` (taking `slot` along
-/// to a blocking thread), catching a panic.
+/// Decodes the arguments and runs `T` once inside `cx`, under `limits` (taking `slot` along to
+/// a blocking thread), catching a panic.
 async fn attempt_once<T: Task>(
     body: &[u8],
-    info: TaskInfo,
+    cx: Context,
     limits: HandlerLimits,
     slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), Failure> {
@@ -445,8 +457,13 @@ async fn attempt_once<T: Task>(
         error: bounded_error(format!("cannot decode the arguments of {}: {err}", T::NAME)),
         permanent: true,
     })?;
-    let run = CURRENT.scope(info, T::invoke(args));
-    match limits::run(run, limits.time_limit, limits.blocking, slot).await {
+    // Workers check the states before they consume, local runs before they run: a missing one
+    // is not reached in practice; it could never succeed, so it is permanent.
+    let running = T::invoke(args, &cx).map_err(|missing| Failure {
+        error: missing_state_message(T::NAME, missing.type_name),
+        permanent: true,
+    })?;
+    match limits::run(cx.scope(running), limits.time_limit, limits.blocking, slot).await {
         Ran::Done(Ok(())) => Ok(()),
         Ran::Done(Err(err)) => Err(Failure {
             // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
@@ -461,12 +478,31 @@ async fn attempt_once<T: Task>(
 }
 
 /// Runs task `T` once in this process, without a broker, as a worker would (arguments through
-/// MessagePack, the time limit, a panic caught) with `info` as what [`crate::task::current`]
-/// returns inside it, and says what the worker would do next: ack it, retry it (after the delay
-/// the task's backoff picks for this attempt) or dead-letter it. See `lepus::testing`.
-pub async fn run_local<T: Task>(args: T::Args, info: TaskInfo) -> Outcome {
+/// MessagePack, the time limit, a panic caught) inside the context `cx` fakes (a [`TaskInfo`](crate::task::TaskInfo):
+/// the attempt, `message_id`, redelivered flag; or a [`Context`] with states for `State<T>`
+/// parameters), and says what the worker would do next: ack it, retry it (after the delay the
+/// task's backoff picks for this attempt) or dead-letter it. A state the task needs and `cx`
+/// lacks dead-letters it (a worker would refuse to start). See `lepus::testing`.
+pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcome {
     let options = T::options();
-    let attempt = info.attempt.max(1);
+    let cx: Context = cx.into();
+    let attempt = cx.attempt().max(1);
+    if let Some(missing) = cx.states().first_missing(&T::needs()) {
+        return Outcome::DeadLettered {
+            error: missing_state_message(T::NAME, missing.type_name()),
+        };
+    }
+    let queue = cx
+        .queue()
+        .filter(|q| !q.is_empty())
+        .unwrap_or(T::QUEUE)
+        .to_owned();
+    let mut cx = cx.into_run_of(ContextKind::Task, T::NAME, &queue);
+    if cx.deadline().is_none() {
+        if let Some(limit) = options.time_limit_of() {
+            cx = cx.with_timeout(limit);
+        }
+    }
     let body = match envelope::encode_request(&args) {
         Ok(body) => body,
         Err(err) => {
@@ -479,7 +515,7 @@ pub async fn run_local<T: Task>(args: T::Args, info: TaskInfo) -> Outcome {
         time_limit: options.time_limit_of(),
         ..HandlerLimits::default()
     };
-    let result = attempt_once::<T>(&body, info, limits, &mut None).await;
+    let result = attempt_once::<T>(&body, cx, limits, &mut None).await;
     match result {
         Ok(()) => Outcome::Succeeded,
         Err(failure) if failure.permanent || attempt > options.retry_count() => {

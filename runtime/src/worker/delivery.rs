@@ -24,6 +24,7 @@ use lapin::Confirmation;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
+use crate::context::{deadline_from_ms, Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::FailureKind;
 use crate::properties_size;
@@ -202,7 +203,7 @@ pub(crate) async fn handle(
         warn!(queue = %routes.queue, method = handler.method(), %reason, "delivery refused");
         match handler.settle() {
             Some(settle) => {
-                let context = context(&routes, &session, limits, slot);
+                let context = context(&routes, &session, handler, limits, slot);
                 let refusal = Refusal {
                     name: handler.method().to_owned(),
                     reason,
@@ -218,7 +219,7 @@ pub(crate) async fn handle(
     }
     match handler.settle() {
         Some(settle) => {
-            let context = context(&routes, &session, limits, slot);
+            let context = context(&routes, &session, handler, limits, slot);
             settle.handle(delivery, context).await;
         }
         None => {
@@ -240,12 +241,14 @@ pub(crate) async fn handle(
 fn context(
     routes: &Routes,
     session: &Session,
+    handler: &Handler,
     limits: HandlerLimits,
     slot: OwnedSemaphorePermit,
 ) -> SettleContext {
     SettleContext {
         publisher: session.publisher.clone(),
         queue: routes.queue.clone(),
+        states: handler.states().clone(),
         limits,
         slot: Some(slot),
     }
@@ -254,7 +257,7 @@ fn context(
 /// Runs an RPC handler under its limits and hands the outcome to the reply publisher.
 async fn run_rpc(
     handler: &Handler,
-    queue: &str,
+    queue: &Arc<str>,
     delivery: Delivery,
     deadline: Option<i64>,
     limits: HandlerLimits,
@@ -284,7 +287,24 @@ async fn run_rpc(
         (Some(own), _) => (Some(own), false),
         (None, left) => (left, left.is_some()),
     };
-    let future = handler.invoke(data, limits.max_message_size.unwrap_or(usize::MAX));
+    // The reply's address and the message id, taken before the properties move into the
+    // handler's context.
+    let reply_to = properties.reply_to().clone();
+    let correlation_id = properties.correlation_id().clone();
+    let message_id = properties.message_id().clone();
+    let cx = Context::delivered(Delivered {
+        kind: ContextKind::Call,
+        name: handler.method_name(),
+        queue: Arc::clone(queue),
+        deadline: deadline.map(deadline_from_ms),
+        properties,
+        redelivered,
+        attempt: 1,
+        exchange: None,
+        routing_key: None,
+        states: handler.states().clone(),
+    });
+    let future = handler.invoke(data, cx, limits.max_message_size.unwrap_or(usize::MAX));
     let mut slot = Some(slot);
     let ran = limits::run(future, limit, limits.blocking, &mut slot).await;
     drop(slot);
@@ -315,9 +335,9 @@ async fn run_rpc(
     // Observed handlers (tests) hear of the run before its reply is published.
     if let Some(observer) = handler.observer() {
         observer.report(Completion {
-            queue: queue.to_owned(),
+            queue: queue.to_string(),
             name: handler.method().to_owned(),
-            message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+            message_id: message_id.as_ref().map(|id| id.to_string()),
             redelivered,
             attempt: 1,
             outcome: match failure {
@@ -328,8 +348,8 @@ async fn run_rpc(
     }
     let reply = body.and_then(|body| {
         Some(Reply {
-            reply_to: properties.reply_to().clone()?,
-            correlation_id: properties.correlation_id().clone(),
+            reply_to: reply_to?,
+            correlation_id,
             body,
         })
     });
@@ -356,7 +376,7 @@ async fn unroutable(
         warn!(queue = %routes.queue, task = %method, "message for no task on this queue; dead-lettered");
         if let Some(settle) = sink.settle() {
             let limits = sink.limits().or(session.defaults);
-            let context = context(routes, session, limits, slot);
+            let context = context(routes, session, sink, limits, slot);
             let refusal = Refusal {
                 name: method,
                 reason,

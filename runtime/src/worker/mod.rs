@@ -64,7 +64,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 pub use handle::WorkerHandle;
-pub use handler::Handler;
+pub use handler::{Handler, IntoHandlers};
 pub use queue_options::{QueueOptions, RPC_QUEUE_EXPIRES};
 pub use redelivery::{
     DEFAULT_DELIVERY_LIMIT, HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY,
@@ -75,6 +75,7 @@ use crate::client::declare_exchanges;
 use crate::connection::{Connection, Link};
 use crate::envelope::RPC_EXCHANGE;
 use crate::error::{Error, Result};
+use crate::state::States;
 use byte_budget::{ByteBudget, Held};
 use consumers::{Consumers, ServedQueue};
 use delivery::{Routes, Session};
@@ -112,6 +113,8 @@ pub struct Worker {
     delivery_limit: u32,
     shutdown_timeout: Duration,
     separate_publisher: bool,
+    /// The states every handler of this worker may take (`State<T>`), under each handler's own.
+    states: States,
     /// Set by `spawn`: counts the generations on which the worker consumes (the receiver is
     /// the `WorkerHandle`'s).
     consuming: Option<tokio::sync::watch::Sender<u64>>,
@@ -150,6 +153,7 @@ impl Worker {
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             separate_publisher: true,
+            states: States::default(),
             consuming: None,
         }
     }
@@ -220,17 +224,31 @@ impl Worker {
         self
     }
 
-    /// Serves `handler` (e.g. `fib::handler()`) on its queue. Several handlers may share a
-    /// queue; requests are routed by method name.
-    pub fn serve(mut self, handler: Handler) -> Self {
-        let spec = self.queues.entry(handler.queue().to_owned()).or_default();
-        if let Some(settle) = handler.settle() {
-            // Task and event queues are declared the way their handler needs.
-            spec.options = Some(settle.queue_options());
+    /// Serves `handlers` on their queues: one handler (`fib::handler()`), or every method of a
+    /// service (`AccountsServer::new(implementation)`). Several handlers may share a queue;
+    /// requests are routed by method name.
+    pub fn serve(mut self, handlers: impl IntoHandlers) -> Self {
+        for handler in handlers.into_handlers() {
+            let spec = self.queues.entry(handler.queue().to_owned()).or_default();
+            if let Some(settle) = handler.settle() {
+                // Task and event queues are declared the way their handler needs.
+                spec.options = Some(settle.queue_options());
+            }
+            spec.routes
+                .by_method
+                .insert(handler.method().as_bytes().to_vec(), handler);
         }
-        spec.routes
-            .by_method
-            .insert(handler.method().as_bytes().to_vec(), handler);
+        self
+    }
+
+    /// Gives every handler of this worker a state for its `State<T>` parameters (a database
+    /// pool, a config, a client of another service), as axum's `Router::with_state` does. One
+    /// value per type (a later one replaces it); a handler's own
+    /// ([`Handler::state`]) wins. Each request gets a clone of `T`: hold what must be shared
+    /// in an `Arc`. [`Worker::run_until`] fails with [`Error::Config`] before consuming if a
+    /// handler takes a state nobody gave.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
         self
     }
 
@@ -256,7 +274,13 @@ impl Worker {
     /// Serves until `shutdown` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
     /// gracefully, within the shutdown timeout: no request that was started and finished in
     /// time is lost, none that was not is kept.
-    pub async fn run_until<F: Future>(self, shutdown: F) -> Result<()> {
+    pub async fn run_until<F: Future>(mut self, shutdown: F) -> Result<()> {
+        // Each handler gets the worker's states under its own; a missing one stops us here.
+        for spec in self.queues.values_mut() {
+            for handler in spec.routes.by_method.values_mut() {
+                handler.resolve(&self.states)?;
+            }
+        }
         let served: Vec<ServedQueue> = self
             .queues
             .into_iter()

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::state::States;
 use crate::task::Observer;
 use crate::worker::limits::HandlerLimits;
 use crate::worker::publisher::Publisher;
@@ -30,6 +31,8 @@ pub(crate) struct SettleContext {
     pub(crate) publisher: Publisher,
     /// The queue the delivery came from, with the worker's queue prefix applied.
     pub(crate) queue: Arc<str>,
+    /// The handler's states (its own over the worker's), for the delivery's `Context`.
+    pub(crate) states: Arc<States>,
     /// The handler's limits, with the worker's defaults filled in.
     pub(crate) limits: HandlerLimits,
     /// The worker's concurrency slot of this delivery: released when the handler is done, or
