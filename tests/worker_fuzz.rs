@@ -69,7 +69,7 @@ async fn fuzz_echo(n: u64) -> u64 {
 
 #[lepus::task(queue = "fuzz_tasks", retries = 1, backoff = "10ms..20ms")]
 async fn fuzz_task(job: Job) -> Result<(), String> {
-    if job.id % 2 == 0 {
+    if job.id.is_multiple_of(2) {
         Ok(())
     } else {
         Err(job.name)
