@@ -37,8 +37,11 @@
 //!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
 //!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
+//! - `lock`: a lock the broker keeps (an exclusive queue), for electing one process.
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
+//! - `control`: the control plane: [`control::Control`] (ping, inspect, revoke, shutdown)
+//!   and each worker's listener, registry and durable revocations.
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
 //!   delivery.
 
@@ -46,10 +49,12 @@ mod backoff;
 mod client;
 mod connection;
 mod context;
+pub mod control;
 pub mod envelope;
 mod error;
 pub mod event;
 mod inject;
+mod lock;
 mod method;
 mod msgpack_depth;
 mod properties_size;
@@ -72,8 +77,8 @@ pub use remote_error::{ErrCodec, RemoteError};
 pub use returns::{Plain, Returns};
 pub use state::{MissingState, Needed, State};
 pub use worker::{
-    Handler, IntoHandlers, QueueOptions, Worker, WorkerHandle, DEFAULT_CONCURRENCY,
-    DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES,
+    Handler, IntoHandlers, ParseRateLimitError, QueueOptions, RateLimit, Worker, WorkerHandle,
+    DEFAULT_CONCURRENCY, DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES,
     DEFAULT_SHUTDOWN_TIMEOUT, RPC_QUEUE_EXPIRES,
 };
 
@@ -106,6 +111,7 @@ pub mod __private {
     pub use crate::task::handler as task_handler;
     pub use crate::task::{enqueue, EnqueueOptions, Task, TaskId, TaskOptions};
     pub use crate::Backoff;
+    pub use crate::RateLimit;
     pub use ::core::time::Duration;
     pub use ::serde::de::DeserializeOwned;
     pub use ::serde::Serialize;

@@ -153,6 +153,17 @@ fn gen_options(args: &TaskArgs) -> TokenStream {
     if args.quorum {
         chain = quote! { #chain.quorum() };
     }
+    if args.cancellable {
+        chain = quote! { #chain.cancellable() };
+    }
+    if let Some((count, secs)) = args.rate_limit {
+        chain = quote! {
+            #chain.rate_limit(::lepus::__private::RateLimit::new(
+                #count,
+                ::lepus::__private::Duration::from_secs(#secs),
+            ))
+        };
+    }
     chain
 }
 

@@ -1,5 +1,6 @@
 //! Reads `#[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s",
-//! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true)]`.
+//! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true,
+//! cancellable = true, rate_limit = "20/s")]`.
 
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ const KEYS: &[&str] = &[
     "dead_letter_queue",
     "quorum",
     "blocking",
+    "cancellable",
+    "rate_limit",
 ];
 
 /// The attribute's arguments.
@@ -34,6 +37,9 @@ pub(crate) struct TaskArgs {
     pub(crate) dead_letter_queue: Option<LitStr>,
     pub(crate) quorum: bool,
     pub(crate) blocking: bool,
+    pub(crate) cancellable: bool,
+    /// `(count, period in seconds)`.
+    pub(crate) rate_limit: Option<(u32, u64)>,
 }
 
 /// Parses the attribute, reporting every problem at its token (combined).
@@ -54,6 +60,8 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
             "time_limit" => attr::positive_duration(pair).map(|v| args.time_limit = Some(v)),
             "quorum" => attr::boolean(pair).map(|v| args.quorum = v),
             "blocking" => attr::boolean(pair).map(|v| args.blocking = v),
+            "cancellable" => attr::boolean(pair).map(|v| args.cancellable = v),
+            "rate_limit" => attr::rate_limit(pair).map(|v| args.rate_limit = Some(v)),
             _ => Err(syn::Error::new_spanned(&pair.path, "unknown key")),
         };
         if let Err(err) = result {
