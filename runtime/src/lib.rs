@@ -42,6 +42,9 @@
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
 //! - `control`: the control plane: [`control::Control`] (ping, inspect, revoke, shutdown)
 //!   and each worker's listener, registry and durable revocations.
+//! - `schedule`: periodic tasks: [`schedule::Schedule`] (cron, time zone, missed-tick
+//!   policy) and [`schedule::Scheduler`], which any number of processes run while the broker
+//!   lets exactly one fire each schedule.
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
 //!   delivery.
 
@@ -60,6 +63,7 @@ mod msgpack_depth;
 mod properties_size;
 mod remote_error;
 mod returns;
+pub mod schedule;
 mod state;
 pub mod task;
 mod worker;
