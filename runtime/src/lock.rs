@@ -4,10 +4,7 @@
 //! process killed, its connection lost) releases it at once; one that hangs with its
 //! connection open releases it when the broker's heartbeat gives up on the connection.
 //!
-//! Used to elect the one scheduler that fires a schedule (`schedule`) and to read the durable
-//! revocations one worker at a time (`control::revocations`).
-
-use std::time::Duration;
+//! Used to elect the one scheduler that fires a schedule (`schedule`).
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -46,25 +43,6 @@ impl Lock {
                 Ok(None)
             }
             Err(err) => Err(err),
-        }
-    }
-
-    /// Takes lock `name`, trying every `poll` until `within` has passed (`Ok(None)` then).
-    pub(crate) async fn take_within(
-        conn: &lapin::Connection,
-        name: &str,
-        poll: Duration,
-        within: Duration,
-    ) -> lapin::Result<Option<Lock>> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(lock) = Lock::try_take(conn, name).await? {
-                return Ok(Some(lock));
-            }
-            if tokio::time::Instant::now() + poll > deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(poll).await;
         }
     }
 

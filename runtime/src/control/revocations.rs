@@ -9,10 +9,11 @@
 //!
 //! A worker reads the queue before it consumes ([`load`]): `basic.get` without ack until it is
 //! empty, then it closes the channel, which puts every message back in order. The messages a
-//! reader holds are invisible to others, so readers take turns: each holds the lock
-//! [`READING_LOCK`] (an exclusive queue, see `lock`) while it reads, a few milliseconds. A
-//! reader that cannot get the lock within [`READING_WAIT`] (a reader hung with its connection
-//! open) reads anyway and warns.
+//! reader holds (a few milliseconds) are invisible to another worker reading at that instant,
+//! so a worker reads twice, [`SECOND_READ_AFTER`] apart, and keeps the union: it misses a
+//! revocation only if other readers hid it both times. (A lock would serialize readers, but a
+//! refused lock is a channel error that brokers log; workers starting together would fill the
+//! logs.) Revocations made while a worker runs reach it on the control exchange.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,17 +23,13 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::control::message::{self, Revocation};
 use crate::control::registry::{Registry, MAX_REVOKED};
-use crate::lock::Lock;
 use crate::task::headers::now_ms;
 
 /// The durable queue of revocations.
 pub const REVOKED_QUEUE: &str = "lepus.revoked";
 
-/// The lock readers of [`REVOKED_QUEUE`] take turns with.
-pub(crate) const READING_LOCK: &str = "lepus.revoked.reading";
-
-/// How long a reader waits for [`READING_LOCK`].
-pub(crate) const READING_WAIT: Duration = Duration::from_secs(10);
+/// The pause between a worker's two reads of [`REVOKED_QUEUE`].
+pub(crate) const SECOND_READ_AFTER: Duration = Duration::from_millis(30);
 
 /// Declares [`REVOKED_QUEUE`] (the same arguments everywhere, or the broker refuses with 406).
 pub(crate) async fn declare(channel: &lapin::Channel) -> lapin::Result<()> {
@@ -54,17 +51,17 @@ pub(crate) async fn declare(channel: &lapin::Channel) -> lapin::Result<()> {
     Ok(())
 }
 
-/// Reads every revocation in [`REVOKED_QUEUE`] into `registry` (see the module documentation);
-/// returns how many were held.
+/// Reads every revocation in [`REVOKED_QUEUE`] into `registry`, twice (see the module
+/// documentation); returns how many the first read held.
 pub(crate) async fn load(conn: &lapin::Connection, registry: &Registry) -> lapin::Result<usize> {
-    let lock =
-        Lock::take_within(conn, READING_LOCK, Duration::from_millis(20), READING_WAIT).await?;
-    if lock.is_none() {
-        tracing::warn!(
-            "another worker held the revocations for {READING_WAIT:?}; reading them anyway \
-             (revocations it holds are missed)"
-        );
-    }
+    let held = read_once(conn, registry).await?;
+    tokio::time::sleep(SECOND_READ_AFTER).await;
+    read_once(conn, registry).await?;
+    Ok(held)
+}
+
+/// One read of the whole queue.
+async fn read_once(conn: &lapin::Connection, registry: &Registry) -> lapin::Result<usize> {
     let channel = conn.create_channel().await?;
     let read = async {
         declare(&channel).await?;
@@ -92,9 +89,6 @@ pub(crate) async fn load(conn: &lapin::Connection, registry: &Registry) -> lapin
     // Closing puts every message we got back, in order.
     if channel.status().connected() {
         let _ = channel.close(200, "revocations read".into()).await;
-    }
-    if let Some(lock) = lock {
-        lock.release().await;
     }
     read
 }
