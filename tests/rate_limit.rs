@@ -17,9 +17,11 @@ const WORKERS: usize = 3;
 const PER_SECOND: usize = 20;
 const QUEUED: usize = 400;
 
-/// Start times of the runs, per test key and task.
-fn starts() -> &'static Mutex<HashMap<(String, &'static str), Vec<Instant>>> {
-    static STARTS: OnceLock<Mutex<HashMap<(String, &'static str), Vec<Instant>>>> = OnceLock::new();
+/// Start times of the runs, per (test key, task).
+type Starts = Mutex<HashMap<(String, &'static str), Vec<Instant>>>;
+
+fn starts() -> &'static Starts {
+    static STARTS: OnceLock<Starts> = OnceLock::new();
     STARTS.get_or_init(Default::default)
 }
 
