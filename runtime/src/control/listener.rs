@@ -15,6 +15,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::connection::Connection;
@@ -23,25 +24,27 @@ use crate::control::registry::Registry;
 use crate::control::CONTROL_EXCHANGE;
 use crate::envelope::CONTENT_TYPE;
 
-/// The listener task of one worker; aborted when dropped.
+/// The listener task of one worker; stopped when dropped (it closes its channel, so the
+/// broker deletes the control queue at once rather than with the connection).
 #[derive(Debug)]
 pub(crate) struct Listener {
-    /// The task; only this handle exists.
-    task: tokio::task::JoinHandle<()>,
+    /// The stop signal; the receiver is the listener task's, which ends when it fires (or
+    /// when this is dropped).
+    stop: watch::Sender<bool>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.send_replace(true);
     }
 }
 
 impl Listener {
     /// Starts listening for `registry`'s worker on `conn`.
     pub(crate) fn start(conn: Connection, registry: Arc<Registry>) -> Listener {
-        Listener {
-            task: tokio::spawn(listen(conn, registry)),
-        }
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(listen(conn, registry, stopped));
+        Listener { stop }
     }
 }
 
@@ -60,14 +63,21 @@ pub(crate) async fn declare_exchange(channel: &lapin::Channel) -> lapin::Result<
         .await
 }
 
-async fn listen(conn: Connection, registry: Arc<Registry>) {
+async fn listen(conn: Connection, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
     let mut after = 0;
     loop {
-        let Ok(link) = conn.link_after(after).await else {
-            return;
+        let link = tokio::select! {
+            link = conn.link_after(after) => match link {
+                Ok(link) => link,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|stop| *stop) => return,
         };
-        if let Err(err) = serve(&link.conn, &registry).await {
+        if let Err(err) = serve(&link.conn, &registry, &mut stop).await {
             debug!(worker = %registry.id, cause = %err, "control listener lost its channel");
+        }
+        if *stop.borrow() {
+            return;
         }
         after = if link.conn.status().connected() {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -78,10 +88,27 @@ async fn listen(conn: Connection, registry: Arc<Registry>) {
     }
 }
 
-/// Listens on one connection until its channel fails.
-async fn serve(conn: &lapin::Connection, registry: &Registry) -> lapin::Result<()> {
+/// Listens on one connection until its channel fails or the stop signal.
+async fn serve(
+    conn: &lapin::Connection,
+    registry: &Registry,
+    stop: &mut watch::Receiver<bool>,
+) -> lapin::Result<()> {
     let channel = conn.create_channel().await?;
-    declare_exchange(&channel).await?;
+    let served = answer_all(&channel, registry, stop).await;
+    if channel.status().connected() {
+        let _ = channel.close(200, "worker stopped".into()).await;
+    }
+    served
+}
+
+/// Declares the control queue and answers requests until the channel fails or the stop signal.
+async fn answer_all(
+    channel: &lapin::Channel,
+    registry: &Registry,
+    stop: &mut watch::Receiver<bool>,
+) -> lapin::Result<()> {
+    declare_exchange(channel).await?;
     let queue = channel
         .queue_declare(
             "".into(),
@@ -115,8 +142,14 @@ async fn serve(conn: &lapin::Connection, registry: &Registry) -> lapin::Result<(
         )
         .await?;
     debug!(worker = %registry.id, "control listener consuming");
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
+    loop {
+        let delivery = tokio::select! {
+            next = consumer.next() => match next {
+                Some(delivery) => delivery?,
+                None => return Ok(()),
+            },
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        };
         let request = match message::decode::<Request>(&delivery.data) {
             Ok(request) => request,
             Err(err) => {
@@ -155,7 +188,6 @@ async fn serve(conn: &lapin::Connection, registry: &Registry) -> lapin::Result<(
             )
             .await?;
     }
-    Ok(())
 }
 
 /// Acts on one command and says what to answer.
