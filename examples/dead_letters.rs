@@ -60,54 +60,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     demo(cli.url.as_deref()).await
 }
 
+/// One line per dead letter: what `lepus dead-letters list` prints in a table.
 fn print_list(letters: &[DeadLetter]) {
-    println!(
-        "{:<34} {:<12} {:>8}  error",
-        "message_id", "task", "attempts"
-    );
     for letter in letters {
-        println!(
-            "{:<34} {:<12} {:>8}  {}",
-            letter.message_id.as_deref().unwrap_or("-"),
-            letter.task.as_deref().unwrap_or("-"),
-            letter.attempts,
-            letter.error.as_deref().unwrap_or("-"),
-        );
+        let id = letter.message_id.as_deref().unwrap_or("-");
+        let error = letter.error.as_deref().unwrap_or("-");
+        println!("{id}  {} attempts  {error}", letter.attempts);
     }
-    println!("({} dead letters)", letters.len());
 }
 
+/// The failure record of one dead letter (`lepus dead-letters show` prints all of it).
 fn print_one(letter: &DeadLetter) {
-    println!(
-        "message_id:   {}",
-        letter.message_id.as_deref().unwrap_or("-")
-    );
-    println!("task:         {}", letter.task.as_deref().unwrap_or("-"));
-    println!(
-        "origin queue: {}",
-        letter.origin_queue.as_deref().unwrap_or("-")
-    );
-    println!("attempts:     {}", letter.attempts);
-    println!("error:        {}", letter.error.as_deref().unwrap_or("-"));
-    println!("enqueued at:  {} (Unix ms)", fmt_ms(letter.enqueued_at_ms));
-    println!(
-        "first failed: {} (Unix ms)",
-        fmt_ms(letter.first_failed_at_ms)
-    );
-    println!(
-        "last failed:  {} (Unix ms)",
-        fmt_ms(letter.last_failed_at_ms)
-    );
-    let hex: String = letter.body.iter().map(|b| format!("{b:02x} ")).collect();
-    println!(
-        "arguments:    {} bytes of MessagePack: {}",
-        letter.body.len(),
-        hex.trim_end()
-    );
-}
-
-fn fmt_ms(ms: Option<i64>) -> String {
-    ms.map_or_else(|| "-".to_owned(), |ms| ms.to_string())
+    let origin = letter.origin_queue.as_deref().unwrap_or("-");
+    let error = letter.error.as_deref().unwrap_or("-");
+    println!("from {origin} after {} attempts: {error}", letter.attempts);
 }
 
 /// Three emails fail (SMTP down) and end up dead; list them, show one, bring SMTP up, requeue

@@ -81,6 +81,14 @@ async fn record(key: String) {
     *log().lock().unwrap().finished.entry(key).or_default() += 1;
 }
 
+/// Waits until a run of `key` started.
+async fn until_started(key: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while started(key) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The workers of this test (those serving one of its prefixed queues).
 async fn ours(control: &Control, queue: &str) -> Vec<WorkerInfo> {
     control
@@ -230,10 +238,7 @@ async fn a_revoked_running_cancellable_task_stops_as_revoked_and_is_not_retried(
     let id = cancellable_hold::enqueue(bed.client(), key.clone())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while started(&key) == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_started(&key).await;
     assert_eq!(started(&key), 1);
     let replies = control
         .revoke(&id.0, Duration::from_secs(60))
@@ -267,10 +272,7 @@ async fn a_revoked_running_task_that_did_not_opt_in_runs_to_its_end() {
     let control = Control::new(bed.conn());
     let key = common::unique("uncancellable");
     let id = hold::enqueue(bed.client(), key.clone()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while started(&key) == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_started(&key).await;
     let replies = control
         .revoke(&id.0, Duration::from_secs(60))
         .await

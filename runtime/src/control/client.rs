@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
 
 use crate::connection::Connection;
@@ -146,29 +143,7 @@ impl Control {
         let link = self.conn.link_after(0).await?;
         let channel = link.conn.create_channel().await?;
         listener::declare_exchange(&channel).await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (queue, mut consumer) = listener::private_queue(&channel).await?;
         let correlation_id = uuid::Uuid::new_v4().simple().to_string();
         let request = Request {
             destination: destination.map(<[String]>::to_vec),

@@ -88,6 +88,37 @@ async fn listen(conn: Connection, registry: Arc<Registry>, mut stop: watch::Rece
     }
 }
 
+/// Declares an exclusive, server-named queue on `channel` and consumes it without acks (the
+/// worker's control queue, a client's answer queue).
+pub(crate) async fn private_queue(
+    channel: &lapin::Channel,
+) -> lapin::Result<(lapin::Queue, lapin::Consumer)> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((queue, consumer))
+}
+
 /// Listens on one connection until its channel fails or the stop signal.
 async fn serve(
     conn: &lapin::Connection,
@@ -109,35 +140,13 @@ async fn answer_all(
     stop: &mut watch::Receiver<bool>,
 ) -> lapin::Result<()> {
     declare_exchange(channel).await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (queue, mut consumer) = private_queue(channel).await?;
     channel
         .queue_bind(
             queue.name().clone(),
             CONTROL_EXCHANGE.into(),
             "".into(),
             QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..BasicConsumeOptions::default()
-            },
             FieldTable::default(),
         )
         .await?;
