@@ -209,7 +209,6 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
     // the publish (class 60, method 40), not at the commit. Found by difftest: the bundled
     // broker checked only the exchange's existence at the publish and the rest at the commit.
     // Raw frames, so that nothing can overtake the publish's content on the wire.
-    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
     use amq_protocol::protocol::{basic, tx, AMQPClass};
     let broker = common::broker().await;
     let conn = connect(&broker).await;
@@ -251,24 +250,7 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
         ))
         .await;
         raw.expect_method().await;
-        let mut frames = raw::method(
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: exchange.into(),
-                routing_key: q.as_str().into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
-        frames.extend(raw::encode(&AMQPFrame::Header(
-            1,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: 3,
-                properties,
-            },
-        )));
-        frames.extend(raw::raw_frame(3, 1, b"abc", raw::FRAME_END));
+        let mut frames = publish_frames(exchange, &q, false, properties, b"abc");
         frames.extend(raw::method(
             1,
             AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
@@ -361,6 +343,51 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
         .expect("delete");
 }
 
+/// A `basic.publish` on channel 1 with its content (one body frame).
+fn publish_frames(
+    exchange: &str,
+    key: &str,
+    mandatory: bool,
+    properties: amq_protocol::protocol::basic::AMQPProperties,
+    body: &[u8],
+) -> Vec<u8> {
+    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+    use amq_protocol::protocol::{basic, AMQPClass};
+    let mut frames = raw::method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: exchange.into(),
+            routing_key: key.into(),
+            mandatory,
+            immediate: false,
+        })),
+    );
+    frames.extend(raw::encode(&AMQPFrame::Header(
+        1,
+        AMQPContentHeader {
+            class_id: 60,
+            body_size: body.len() as u64,
+            properties,
+        },
+    )));
+    frames.extend(raw::raw_frame(3, 1, body, raw::FRAME_END));
+    frames
+}
+
+/// Deletes the queues and exchanges a test made.
+async fn delete_all(ch: &lapin::Channel, queues: &[&String], exchanges: &[&String]) {
+    for q in queues {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("queue.delete");
+    }
+    for x in exchanges {
+        ch.exchange_delete(x.as_str().into(), Default::default())
+            .await
+            .expect("exchange.delete");
+    }
+}
+
 /// A raw client's transactional channel 1: every frame the broker sends on it is seen, in
 /// order, with nothing hidden or reordered by a client library.
 struct RawTx {
@@ -382,26 +409,8 @@ impl RawTx {
     /// Publishes `body` on the transaction, then makes a round trip so that the broker has
     /// it before the test goes on.
     async fn publish(&mut self, exchange: &str, key: &str, mandatory: bool, body: &[u8]) {
-        use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
-        use amq_protocol::protocol::{basic, AMQPClass};
-        let mut frames = raw::method(
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: exchange.into(),
-                routing_key: key.into(),
-                mandatory,
-                immediate: false,
-            })),
-        );
-        frames.extend(raw::encode(&AMQPFrame::Header(
-            1,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: body.len() as u64,
-                properties: basic::AMQPProperties::default(),
-            },
-        )));
-        frames.extend(raw::raw_frame(3, 1, body, raw::FRAME_END));
+        let properties = amq_protocol::protocol::basic::AMQPProperties::default();
+        let frames = publish_frames(exchange, key, mandatory, properties, body);
         self.raw.send(&frames).await;
         let returned = self.sync().await;
         assert_eq!(
@@ -516,10 +525,7 @@ async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
     assert_eq!(tx.commit().await, Vec::new());
     wait_message_count(&setup, &q, 1).await;
     assert_eq!(drain(&setup, &q).await, vec!["kept"]);
-    setup
-        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_all(&setup, &[&q], &[]).await;
 }
 
 #[tokio::test]
@@ -575,16 +581,7 @@ async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
             .message_count(),
         0
     );
-    for q in [&q0, &q1] {
-        setup
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
-    }
-    setup
-        .exchange_delete(x.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    delete_all(&setup, &[&q0, &q1], &[&x]).await;
 }
 
 #[tokio::test]
@@ -639,14 +636,5 @@ async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
     assert_eq!(drain(&setup, &q2).await, vec!["to q2"]);
     wait_message_count(&setup, &q3, 1).await;
     assert_eq!(drain(&setup, &q3).await, vec!["fanned"]);
-    for q in [&q1, &q2, &q3] {
-        setup
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
-    }
-    setup
-        .exchange_delete(x.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    delete_all(&setup, &[&q1, &q2, &q3], &[&x]).await;
 }
