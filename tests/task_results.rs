@@ -5,7 +5,8 @@
 //! Covered: a typed output; the task's own error, typed (serde) and rebuilt from its text
 //! (`io::Error`); a task that fails, is retried and then succeeds; a dead-lettered task (panic,
 //! time limit) is an error; a result read by a child process from the id alone; a result that
-//! expires; `enqueue` keeps no result.
+//! expires (TTL per submit and per task attribute); `enqueue` keeps no result; a task on a
+//! quorum queue.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -73,6 +74,11 @@ async fn panics() -> u32 {
 async fn too_slow() -> u32 {
     tokio::time::sleep(Duration::from_secs(5)).await;
     1
+}
+
+#[lepus::task(queue = "results_short", retries = 0, result_ttl = "800ms")]
+async fn short_lived(n: u32) -> u32 {
+    n
 }
 
 #[lepus::task(queue = "results_gate", retries = 0)]
@@ -220,7 +226,9 @@ async fn enqueue_keeps_no_result_and_an_unknown_id_says_so() {
 async fn a_result_expires_after_its_ttl() {
     let mut bed = common::test_bed("results_expiry").await;
     bed.serve(add::handler()).await.unwrap();
-    let handle = add::submit_with(
+    bed.serve(short_lived::handler()).await.unwrap();
+    // The TTL of one submit, and the TTL of the task's attribute.
+    let by_option = add::submit_with(
         bed.client(),
         20,
         22,
@@ -228,27 +236,35 @@ async fn a_result_expires_after_its_ttl() {
     )
     .await
     .unwrap();
-    assert_eq!(handle.result(WAIT).await.unwrap(), 42);
-    // Unused for longer than its TTL, the result queue is deleted by the broker.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        match handle.status().await.unwrap() {
-            TaskStatus::Expired => break,
-            TaskStatus::Succeeded if std::time::Instant::now() < deadline => continue,
-            other => panic!("expected the result to expire, got {other:?}"),
-        }
-    }
+    assert_eq!(by_option.result(WAIT).await.unwrap(), 42);
+    let by_attribute = short_lived::submit(bed.client(), 7).await.unwrap();
+    assert_eq!(by_attribute.result(WAIT).await.unwrap(), 7);
+    // Unused for longer than its TTL, a result queue is deleted by the broker.
+    expire(&by_option).await;
+    expire(&by_attribute).await;
     assert!(matches!(
-        handle.result(WAIT).await,
+        by_option.result(WAIT).await,
         Err(TaskResultError::Expired)
     ));
-    let other = TaskHandle::<add>::from_id(bed.client(), handle.id().0.clone());
+    let other = TaskHandle::<add>::from_id(bed.client(), by_option.id().0.clone());
     assert!(matches!(
         other.result(WAIT).await,
         Err(TaskResultError::Unknown)
     ));
     bed.stop().await;
+}
+
+/// Waits (polling less often than the TTL, which each poll renews) until the result expired.
+async fn expire<T: lepus::task::Task>(handle: &TaskHandle<T>) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        match handle.status().await.unwrap() {
+            TaskStatus::Expired => return,
+            TaskStatus::Succeeded if std::time::Instant::now() < deadline => continue,
+            other => panic!("expected the result to expire, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -316,4 +332,31 @@ fn child_reader() {
         }
         conn.close().await;
     });
+}
+
+#[lepus::task(
+    queue = "results_quorum",
+    retries = 1,
+    backoff = "10ms..20ms",
+    quorum = true
+)]
+async fn quorum_double(n: u32) -> Result<u32, String> {
+    if n == 0 {
+        return Err("zero".into());
+    }
+    Ok(n * 2)
+}
+
+#[tokio::test]
+async fn a_task_on_a_quorum_queue_keeps_its_result_in_a_quorum_queue() {
+    let mut bed = common::test_bed("results_quorum").await;
+    bed.serve(quorum_double::handler()).await.unwrap();
+    let ok = quorum_double::submit(bed.client(), 4).await.unwrap();
+    assert_eq!(ok.result(WAIT).await.unwrap(), 8);
+    let failing = quorum_double::submit(bed.client(), 0).await.unwrap();
+    match failing.result(WAIT).await {
+        Err(TaskResultError::Failed { error, attempts: 2 }) => assert_eq!(error, "zero"),
+        other => panic!("expected the task's error, got {other:?}"),
+    }
+    bed.stop().await;
 }
