@@ -120,9 +120,15 @@ pub(crate) fn result_headers(status: Status, attempt: u32, error: Option<&str>) 
     table
 }
 
+/// The part of every result queue's name (after the client's queue prefix).
+pub(crate) const RESULT_QUEUE_PART: &str = "lepus.result.";
+
 /// Where a delivery's result goes: the result queue and its TTL in ms, when it was submitted.
+/// A header naming any other queue (not a result queue) is ignored: a task message must not
+/// make the worker publish into, or declare, a queue of its choosing.
 pub(crate) fn destination(task_headers: Option<&FieldTable>) -> Option<(String, i64)> {
-    let queue = headers::string(task_headers, RESULT_QUEUE).filter(|q| !q.is_empty())?;
+    let queue = headers::string(task_headers, RESULT_QUEUE)
+        .filter(|q| q.contains(RESULT_QUEUE_PART) && q.len() <= 255)?;
     let ttl = headers::int(task_headers, RESULT_TTL)
         .filter(|t| *t > 0)
         .unwrap_or_else(|| {
@@ -396,6 +402,23 @@ mod tests {
             .encode_error(&Opaque)
             .is_none());
         assert!((&&&&&TaskErrWire::<Never>::NEW).decode_error(&[]).is_err());
+    }
+
+    #[test]
+    fn only_result_queues_are_destinations() {
+        let with = |queue: &str| {
+            let mut table = FieldTable::default();
+            table.insert(RESULT_QUEUE.into(), headers::long_string(queue));
+            headers::insert_int(&mut table, RESULT_TTL, 5_000);
+            destination(Some(&table))
+        };
+        assert_eq!(
+            with("p.lepus.result.abc"),
+            Some(("p.lepus.result.abc".to_owned(), 5_000))
+        );
+        assert_eq!(with("emails"), None);
+        assert_eq!(with(""), None);
+        assert_eq!(destination(None), None);
     }
 
     #[test]

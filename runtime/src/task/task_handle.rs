@@ -39,7 +39,10 @@ use crate::task::Task;
 
 /// The result queue of task `id` for a client with queue prefix `prefix`.
 pub fn result_queue_name(prefix: &str, id: &str) -> String {
-    format!("{prefix}lepus.result.{id}")
+    format!(
+        "{prefix}{}{id}",
+        crate::task::result_wire::RESULT_QUEUE_PART
+    )
 }
 
 /// Enqueues task `T` with `args` like [`enqueue`](crate::task::enqueue), and keeps its result
