@@ -234,6 +234,17 @@ pub(crate) fn decode_reply_with<T: DeserializeOwned, E>(
     }
 }
 
+/// How a reply body says its call ended (`Failed` for a body that is no reply).
+pub(crate) fn outcome_of_reply(body: &[u8]) -> crate::observe::Outcome {
+    use crate::observe::Outcome;
+    match body {
+        [FIXARRAY_2, TAG_OK, ..] => Outcome::Ok,
+        [FIXARRAY_2, TAG_ERR, ..] => Outcome::RemoteError,
+        [FIXARRAY_3, TAG_FAILED, kind, ..] => Outcome::of_failure(FailureKind::from_code(*kind)),
+        _ => Outcome::Failed,
+    }
+}
+
 /// The `correlation-id` of call `id`: its 32 lowercase hex digits, formatted without going
 /// through `fmt` (one allocation, the string itself).
 pub(crate) fn correlation_id(id: uuid::Uuid) -> ShortString {

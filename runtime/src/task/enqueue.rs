@@ -16,12 +16,13 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use crate::client::Client;
-use crate::context::Onward;
+use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
 use crate::error::{Error, Result, REPLY_CODE_NO_ROUTE};
+use crate::observe::{self, Outcome};
 use crate::task::headers::{self, ENQUEUED_AT};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::Task;
@@ -111,6 +112,22 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 pub async fn enqueue<T: Task>(
     client: &Client,
     args: T::Args,
+    options: EnqueueOptions,
+) -> Result<TaskId> {
+    // The enqueue's span, a child of the caller's; the task's attempts are its children.
+    let started = std::time::Instant::now();
+    let span = observe::enqueue_span(options.queue.as_deref().unwrap_or(T::QUEUE), T::NAME);
+    let result = enqueue_timed::<T>(client, args, options)
+        .instrument(span.clone())
+        .await;
+    observe::finish(&span, Outcome::of_publish(&result), started);
+    result
+}
+
+/// An enqueue under the client's timeout, published again until confirmed.
+async fn enqueue_timed<T: Task>(
+    client: &Client,
+    args: T::Args,
     mut options: EnqueueOptions,
 ) -> Result<TaskId> {
     let mut timeout = client.default_timeout();
@@ -129,6 +146,7 @@ pub async fn enqueue<T: Task>(
         .message_id
         .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string())
         .clone();
+    tracing::Span::current().record("message_id", message_id.as_str());
     let body = envelope::encode_request(&args).map_err(Error::Encode)?;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -173,9 +191,7 @@ async fn enqueue_inner<T: Task>(
     let mut task_headers = FieldTable::default();
     task_headers.insert(HEADER_METHOD.into(), headers::long_string(T::NAME));
     headers::insert_int(&mut task_headers, ENQUEUED_AT, now);
-    if let Some(onward) = onward {
-        onward.write_headers(&mut task_headers);
-    }
+    write_onward(&mut task_headers, onward);
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)

@@ -30,11 +30,12 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
+use crate::observe::{self, metrics::InFlight};
 use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
 use crate::task::declared::Declared;
@@ -174,6 +175,18 @@ impl<T: Task> TaskRunner<T> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
+        // The attempt's span: a new one per attempt, each a child of the enqueue's (a retry
+        // copy keeps the task's headers); see `observe`.
+        let started = std::time::Instant::now();
+        let redelivered = was_redelivered(&delivery);
+        let span = observe::task_span(
+            &context.queue,
+            T::NAME,
+            &delivery.properties,
+            attempt,
+            redelivered,
+        );
+        let in_flight = InFlight::start(&context.queue, T::NAME);
         // The attempt's context: a task has no caller waiting, so its deadline is its time
         // limit (calls it makes inherit what is left of it).
         let cx = Context::delivered(Delivered {
@@ -190,6 +203,7 @@ impl<T: Task> TaskRunner<T> {
             exchange: None,
             routing_key: None,
             states: context.states.clone(),
+            span: span.clone(),
         });
         debug!(
             task = T::NAME,
@@ -200,6 +214,7 @@ impl<T: Task> TaskRunner<T> {
             "task attempt"
         );
         let result = attempt_once::<T>(&delivery.data, cx, context.limits, &mut context.slot).await;
+        drop(in_flight);
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -210,9 +225,13 @@ impl<T: Task> TaskRunner<T> {
             },
             Err(failure) => {
                 self.settle_failure(&delivery, &context, attempt, failure)
+                    .instrument(span.clone())
                     .await
             }
         };
+        let observed = observed_outcome(&outcome);
+        observe::finish(&span, observed, started);
+        observe::metrics::handled(&context.queue, T::NAME, observed, started.elapsed());
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
@@ -313,7 +332,14 @@ impl<T: Task> TaskRunner<T> {
             }
         };
         match settled {
-            Ok(()) => outcome,
+            Ok(()) => {
+                match &outcome {
+                    Outcome::Retrying { .. } => observe::metrics::retried(queue, T::NAME),
+                    Outcome::DeadLettered { .. } => observe::metrics::dead_lettered(queue, T::NAME),
+                    _ => {}
+                }
+                outcome
+            }
             Err(error) => {
                 warn!(task = T::NAME, queue, cause = %error, "failed task not settled; the broker will deliver it again");
                 Outcome::Unsettled { error }
@@ -474,6 +500,16 @@ async fn attempt_once<T: Task>(
             error: ran.failure().unwrap_or_default(),
             permanent: false,
         }),
+    }
+}
+
+/// The `observe` outcome of a settled task delivery.
+fn observed_outcome(outcome: &Outcome) -> observe::Outcome {
+    match outcome {
+        Outcome::Succeeded => observe::Outcome::Ok,
+        Outcome::Retrying { .. } => observe::Outcome::Retry,
+        Outcome::DeadLettered { .. } => observe::Outcome::DeadLettered,
+        _ => observe::Outcome::Error,
     }
 }
 
