@@ -33,7 +33,9 @@ async fn task_c(ctx: Context, n: u32) -> Result<(), String> {
 
 #[lepus::rpc(queue = "obs.a")]
 async fn service_a(State(client): State<Client>, n: u32) -> Result<u32, String> {
-    let m = service_b::call(&client, n).await.map_err(|e| e.to_string())?;
+    let m = service_b::call(&client, n)
+        .await
+        .map_err(|e| e.to_string())?;
     task_c::enqueue(&client, m)
         .await
         .map_err(|e| e.to_string())?;
@@ -57,7 +59,11 @@ fn one<'a>(spans: &'a [SpanData], name: &str, key: &str, value: &str) -> &'a Spa
         .iter()
         .filter(|s| s.name == name && attr(s, key).as_deref() == Some(value))
         .collect();
-    assert_eq!(found.len(), 1, "one {name} with {key}={value} in {spans:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "one {name} with {key}={value} in {spans:#?}"
+    );
     found[0]
 }
 
@@ -115,7 +121,9 @@ async fn one_trace_covers_a_call_its_nested_call_and_a_retried_task() {
     let attempt_2 = one(&spans, "lepus.task", "attempt", "2");
 
     let trace: TraceId = caller.span_context.trace_id();
-    for span in [call_a, request_a, call_b, request_b, enqueue_c, attempt_1, attempt_2] {
+    for span in [
+        call_a, request_a, call_b, request_b, enqueue_c, attempt_1, attempt_2,
+    ] {
         assert_eq!(span.span_context.trace_id(), trace, "{span:#?}");
     }
     let parent = |span: &SpanData| span.parent_span_id;

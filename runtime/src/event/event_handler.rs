@@ -16,11 +16,11 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use tracing::{debug, warn};
 
-use crate::observe::{self, metrics::InFlight};
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
+use crate::observe::{self, metrics::InFlight};
 use crate::task::headers::{self, bounded_error};
 use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};

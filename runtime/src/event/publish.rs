@@ -32,8 +32,8 @@ use crate::client::Client;
 use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE};
 use crate::error::{Error, Result};
-use crate::observe::{self, Outcome};
 use crate::event::Event;
+use crate::observe::{self, Outcome};
 use crate::task::enqueue::{close_side_channel, side_channel};
 use crate::task::headers;
 

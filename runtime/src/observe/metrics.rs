@@ -43,7 +43,10 @@ pub(crate) fn handled(queue: &str, handler: &str, outcome: Outcome, elapsed: Dur
 #[inline]
 pub(crate) fn retried(queue: &str, handler: &str) {
     #[cfg(feature = "metrics")]
-    enabled::family().retries.with_label_values(&[queue, handler]).inc();
+    enabled::family()
+        .retries
+        .with_label_values(&[queue, handler])
+        .inc();
     #[cfg(not(feature = "metrics"))]
     let _ = (queue, handler);
 }
@@ -52,7 +55,10 @@ pub(crate) fn retried(queue: &str, handler: &str) {
 #[inline]
 pub(crate) fn dead_lettered(queue: &str, handler: &str) {
     #[cfg(feature = "metrics")]
-    enabled::family().dead_letters.with_label_values(&[queue, handler]).inc();
+    enabled::family()
+        .dead_letters
+        .with_label_values(&[queue, handler])
+        .inc();
     #[cfg(not(feature = "metrics"))]
     let _ = (queue, handler);
 }
@@ -61,7 +67,10 @@ pub(crate) fn dead_lettered(queue: &str, handler: &str) {
 #[inline]
 pub(crate) fn redelivered(queue: &str, handler: &str) {
     #[cfg(feature = "metrics")]
-    enabled::family().redeliveries.with_label_values(&[queue, handler]).inc();
+    enabled::family()
+        .redeliveries
+        .with_label_values(&[queue, handler])
+        .inc();
     #[cfg(not(feature = "metrics"))]
     let _ = (queue, handler);
 }
@@ -87,7 +96,9 @@ impl InFlight {
     pub(crate) fn start(queue: &str, handler: &str) -> InFlight {
         #[cfg(feature = "metrics")]
         {
-            let gauge = enabled::family().in_flight.with_label_values(&[queue, handler]);
+            let gauge = enabled::family()
+                .in_flight
+                .with_label_values(&[queue, handler]);
             gauge.inc();
             InFlight { gauge }
         }

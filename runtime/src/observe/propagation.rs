@@ -87,9 +87,15 @@ pub(crate) fn inject(
         return;
     }
     if let Some((parent, state)) = received {
-        headers.insert(HEADER_TRACEPARENT.into(), AMQPValue::LongString(parent.clone()));
+        headers.insert(
+            HEADER_TRACEPARENT.into(),
+            AMQPValue::LongString(parent.clone()),
+        );
         if let Some(state) = state {
-            headers.insert(HEADER_TRACESTATE.into(), AMQPValue::LongString(state.clone()));
+            headers.insert(
+                HEADER_TRACESTATE.into(),
+                AMQPValue::LongString(state.clone()),
+            );
         }
     }
 }
@@ -123,8 +129,9 @@ mod otel {
     impl Extractor for Carrier<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             let value = match key {
-                HEADER_TRACEPARENT => bounded(self.0, key, MAX_TRACEPARENT)
-                    .filter(|v| is_valid_traceparent(v))?,
+                HEADER_TRACEPARENT => {
+                    bounded(self.0, key, MAX_TRACEPARENT).filter(|v| is_valid_traceparent(v))?
+                }
                 HEADER_TRACESTATE => bounded(self.0, key, MAX_TRACESTATE)?,
                 _ => return None,
             };
@@ -141,7 +148,8 @@ mod otel {
 
     impl Injector for CarrierMut<'_> {
         fn set(&mut self, key: &str, value: String) {
-            self.0.insert(key.into(), AMQPValue::LongString(value.into()));
+            self.0
+                .insert(key.into(), AMQPValue::LongString(value.into()));
         }
     }
 
@@ -188,11 +196,11 @@ mod tests {
         for bad in [
             "",
             &GOOD[..54],
-            &format!("{GOOD}-x"),                                          // 00 has no more fields
-            &GOOD.replace("4bf92f", "4BF92F"),                              // uppercase
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",      // zero trace id
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",      // zero span id
-            &format!("ff{}", &GOOD[2..]),                                   // version ff
+            &format!("{GOOD}-x"),              // 00 has no more fields
+            &GOOD.replace("4bf92f", "4BF92F"), // uppercase
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero span id
+            &format!("ff{}", &GOOD[2..]),      // version ff
             &GOOD.replace('-', "_"),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
             "é0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -205,14 +213,23 @@ mod tests {
     fn received_context_is_bounded_and_validated() {
         let mut headers = FieldTable::default();
         assert!(received(Some(&headers)).is_none());
-        headers.insert(HEADER_TRACEPARENT.into(), AMQPValue::LongString(GOOD.into()));
-        headers.insert(HEADER_TRACESTATE.into(), AMQPValue::LongString("a=1".into()));
+        headers.insert(
+            HEADER_TRACEPARENT.into(),
+            AMQPValue::LongString(GOOD.into()),
+        );
+        headers.insert(
+            HEADER_TRACESTATE.into(),
+            AMQPValue::LongString("a=1".into()),
+        );
         let (parent, state) = received(Some(&headers)).unwrap();
         assert_eq!(parent.as_bytes(), GOOD.as_bytes());
         assert_eq!(state.unwrap().as_bytes(), b"a=1");
         // An oversized tracestate is dropped, the traceparent kept.
         let huge = "k=v,".repeat(1_000);
-        headers.insert(HEADER_TRACESTATE.into(), AMQPValue::LongString(huge.as_str().into()));
+        headers.insert(
+            HEADER_TRACESTATE.into(),
+            AMQPValue::LongString(huge.as_str().into()),
+        );
         assert!(received(Some(&headers)).unwrap().1.is_none());
         // Anything but a string, or an oversized or malformed traceparent, is ignored.
         for value in [
