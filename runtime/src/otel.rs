@@ -1,6 +1,7 @@
 //! OpenTelemetry for Lepus in one call (the `otel` feature; [`install`] with the `otlp`
 //! feature): makes the runtime's spans (see the README's "Observability") OpenTelemetry spans,
-//! installs the W3C trace context propagator, and logs to stderr under `RUST_LOG`.
+//! installs the W3C trace context propagator, and logs to stderr under `RUST_LOG`
+//! (default `warn`).
 //!
 //! ```ignore
 //! // OTLP over HTTP to $OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318).
@@ -17,6 +18,7 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -63,16 +65,19 @@ where
 }
 
 /// Sets up OpenTelemetry with `provider`: the global tracer provider and W3C trace context
-/// propagator, and a global `tracing` subscriber with [`layer`] and a stderr log filtered by
-/// `RUST_LOG` (default `info`). Fails if a global subscriber is already set.
+/// propagator, and a global `tracing` subscriber with [`layer`] (spans at INFO and above) and a
+/// stderr log filtered by `RUST_LOG` (default `warn`; the filter applies to the log only, so
+/// `RUST_LOG=warn` keeps the spans). Fails if a global subscriber is already set.
 pub fn install_with(provider: SdkTracerProvider) -> Result<OtelGuard, Error> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
     tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(layer(&provider))
+        .with(log)
+        .with(layer(&provider).with_filter(LevelFilter::INFO))
         .try_init()
         .map_err(|e| Error::Config(format!("installing the tracing subscriber: {e}")))?;
     Ok(OtelGuard { provider })
