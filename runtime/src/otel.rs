@@ -3,12 +3,17 @@
 //! installs the W3C trace context propagator, and logs to stderr under `RUST_LOG`
 //! (default `warn`).
 //!
-//! ```ignore
-//! // OTLP over HTTP to $OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318).
-//! let _otel = lepus::otel::install("billing")?; // flushes the spans when dropped
-//! ```
-//! Or with a tracer provider of one's own (another exporter, a sampler, a test's in-memory
-//! exporter): `lepus::otel::install_with(provider)`. An application with its own
+//! `let _otel = lepus::otel::install("billing")?;` exports over OTLP/HTTP to
+//! `$OTEL_EXPORTER_OTLP_ENDPOINT` (default `http://localhost:4318`) and flushes the spans when
+//! the guard is dropped. With a tracer provider of one's own (another exporter, a sampler, a
+//! test's in-memory exporter):
+//! ```no_run
+//! use lepus_runtime::otel::{install_with, opentelemetry_sdk::trace::SdkTracerProvider};
+//!
+//! let provider = SdkTracerProvider::builder().build(); // add an exporter here
+//! let _otel = install_with(provider)?;
+//! # Ok::<(), lepus_runtime::Error>(())
+//! ``` An application with its own
 //! `tracing_subscriber` stack adds [`layer`] to it instead.
 //!
 //! The crates are re-exported ([`opentelemetry`], [`opentelemetry_sdk`],
