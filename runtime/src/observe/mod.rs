@@ -164,13 +164,7 @@ pub(crate) fn request_span(
     let span = tracing::info_span!(target: "lepus", "lepus.request", otel.kind = "server",
         queue, method, correlation_id = Empty, redelivered, outcome = Empty, duration_ms = Empty,
         otel.status_code = Empty);
-    if !span.is_disabled() {
-        if let Some(id) = properties.correlation_id() {
-            span.record("correlation_id", id.as_str());
-        }
-        propagation::continue_from(&span, properties.headers().as_ref());
-    }
-    span
+    continued(span, "correlation_id", properties.correlation_id(), properties)
 }
 
 /// The span of one task attempt, continuing the enqueue's trace from `headers`.
@@ -184,13 +178,7 @@ pub(crate) fn task_span(
     let span = tracing::info_span!(target: "lepus", "lepus.task", otel.kind = "consumer",
         queue, task, message_id = Empty, attempt, redelivered, outcome = Empty,
         duration_ms = Empty, otel.status_code = Empty);
-    if !span.is_disabled() {
-        if let Some(id) = properties.message_id() {
-            span.record("message_id", id.as_str());
-        }
-        propagation::continue_from(&span, properties.headers().as_ref());
-    }
-    span
+    continued(span, "message_id", properties.message_id(), properties)
 }
 
 /// The span of one event handler run, continuing the publish's trace from `headers`.
@@ -203,9 +191,20 @@ pub(crate) fn event_span(
     let span = tracing::info_span!(target: "lepus", "lepus.event", otel.kind = "consumer",
         queue, event, message_id = Empty, redelivered, outcome = Empty, duration_ms = Empty,
         otel.status_code = Empty);
+    continued(span, "message_id", properties.message_id(), properties)
+}
+
+/// A worker's span, just created: records the message's id in `field` and makes it a child of
+/// the sender's span (nothing for a disabled span).
+fn continued(
+    span: Span,
+    field: &str,
+    id: &Option<lapin::types::ShortString>,
+    properties: &lapin::BasicProperties,
+) -> Span {
     if !span.is_disabled() {
-        if let Some(id) = properties.message_id() {
-            span.record("message_id", id.as_str());
+        if let Some(id) = id {
+            span.record(field, id.as_str());
         }
         propagation::continue_from(&span, properties.headers().as_ref());
     }
