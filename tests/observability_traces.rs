@@ -1,5 +1,5 @@
-//! Issue 17, Done means 1: one trace across hops. A caller calls service A; A calls service B
-//! and enqueues task C, whose first attempt fails and is retried. Every span lands in an
+//! Issue 17, Done means 1: one trace across hops. A caller calls service A; A calls service B,
+//! enqueues task C, whose first attempt fails and is retried, and publishes event D. Every span lands in an
 //! in-memory OpenTelemetry exporter (installed with `lepus::otel::install_with`): one trace id
 //! covers them all, each span's parent is the span that sent its message, and C's two attempts
 //! are two `lepus.task` spans, both children of the enqueue.
@@ -31,12 +31,18 @@ async fn task_c(ctx: Context, n: u32) -> Result<(), String> {
     Ok(())
 }
 
+#[lepus::event(exchange = "obs.d", kind = "fanout", delivery = "pool")]
+async fn event_d(_n: u32) {}
+
 #[lepus::rpc(queue = "obs.a")]
 async fn service_a(State(client): State<Client>, n: u32) -> Result<u32, String> {
     let m = service_b::call(&client, n)
         .await
         .map_err(|e| e.to_string())?;
     task_c::enqueue(&client, m)
+        .await
+        .map_err(|e| e.to_string())?;
+    event_d::publish(&client, "", &m)
         .await
         .map_err(|e| e.to_string())?;
     Ok(m)
@@ -83,6 +89,7 @@ async fn one_trace_covers_a_call_its_nested_call_and_a_retried_task() {
         .unwrap();
     bed.worker(|w| w.serve(service_b::handler())).await.unwrap();
     let mut attempts = bed.serve(task_c::handler()).await.unwrap();
+    let mut events = bed.serve(event_d::handler()).await.unwrap();
 
     let root = tracing::info_span!("caller");
     let answer = service_a::call(bed.client(), 41)
@@ -97,6 +104,10 @@ async fn one_trace_covers_a_call_its_nested_call_and_a_retried_task() {
     );
     let second = attempts.next().await.unwrap();
     assert_eq!(second.outcome, lepus::task::Outcome::Succeeded);
+    assert_eq!(
+        events.next().await.unwrap().outcome,
+        lepus::task::Outcome::Succeeded
+    );
 
     // The task's span closes just after its completion is reported: wait for it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -104,7 +115,8 @@ async fn one_trace_covers_a_call_its_nested_call_and_a_retried_task() {
         provider.force_flush().unwrap();
         let spans = exporter.get_finished_spans().unwrap();
         let tasks = spans.iter().filter(|s| s.name == "lepus.task").count();
-        if tasks == 2 && spans.iter().any(|s| s.name == "caller") {
+        let events = spans.iter().filter(|s| s.name == "lepus.event").count();
+        if tasks == 2 && events == 1 && spans.iter().any(|s| s.name == "caller") {
             break spans;
         }
         assert!(Instant::now() < deadline, "spans so far: {spans:#?}");
@@ -119,6 +131,9 @@ async fn one_trace_covers_a_call_its_nested_call_and_a_retried_task() {
     let enqueue_c = one(&spans, "lepus.enqueue", "task", "task_c");
     let attempt_1 = one(&spans, "lepus.task", "attempt", "1");
     let attempt_2 = one(&spans, "lepus.task", "attempt", "2");
+    let exchange_d = format!("{}obs.d", bed.prefix());
+    let publish_d = one(&spans, "lepus.publish", "exchange", &exchange_d);
+    let event_d = one(&spans, "lepus.event", "event", "event_d");
 
     let trace: TraceId = caller.span_context.trace_id();
     for span in [
@@ -138,6 +153,8 @@ async fn one_trace_covers_a_call_its_nested_call_and_a_retried_task() {
     assert_eq!(parent(attempt_1), id(enqueue_c));
     assert_eq!(parent(attempt_2), id(enqueue_c));
     assert_ne!(id(attempt_1), id(attempt_2));
+    assert_eq!(parent(publish_d), id(request_a));
+    assert_eq!(parent(event_d), id(publish_d));
 
     // The fields an operator filters on.
     assert_eq!(attr(call_a, "outcome").as_deref(), Some("ok"));

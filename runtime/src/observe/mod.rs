@@ -164,7 +164,12 @@ pub(crate) fn request_span(
     let span = tracing::info_span!(target: "lepus", "lepus.request", otel.kind = "server",
         queue, method, correlation_id = Empty, redelivered, outcome = Empty, duration_ms = Empty,
         otel.status_code = Empty);
-    continued(span, "correlation_id", properties.correlation_id(), properties)
+    continued(
+        span,
+        "correlation_id",
+        properties.correlation_id(),
+        properties,
+    )
 }
 
 /// The span of one task attempt, continuing the enqueue's trace from `headers`.
