@@ -1,4 +1,4 @@
-//! OpenTelemetry for Lepus in one call (the `otel` feature; [`install`] with the `otlp`
+//! OpenTelemetry for Lepus in one call (the `otel` feature; `install` with the `otlp`
 //! feature): makes the runtime's spans (see the README's "Observability") OpenTelemetry spans,
 //! installs the W3C trace context propagator, and logs to stderr under `RUST_LOG`
 //! (default `warn`).
@@ -13,8 +13,8 @@
 //! let provider = SdkTracerProvider::builder().build(); // add an exporter here
 //! let _otel = install_with(provider)?;
 //! # Ok::<(), lepus_runtime::Error>(())
-//! ``` An application with its own
-//! `tracing_subscriber` stack adds [`layer`] to it instead.
+//! ```
+//! An application with its own `tracing_subscriber` stack adds [`layer`] to it instead.
 //!
 //! The crates are re-exported ([`opentelemetry`], [`opentelemetry_sdk`],
 //! [`tracing_opentelemetry`]) so that an application builds its provider with the versions
@@ -37,7 +37,7 @@ pub use tracing_opentelemetry;
 /// The instrumentation scope name of Lepus' spans.
 pub const TRACER_NAME: &str = "lepus";
 
-/// Keeps the tracer provider of [`install`] / [`install_with`]; dropping it flushes the spans
+/// Keeps the tracer provider of `install` / [`install_with`]; dropping it flushes the spans
 /// not exported yet and shuts the provider down.
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts the exporter down"]
