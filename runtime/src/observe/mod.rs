@@ -227,3 +227,55 @@ pub(crate) fn finish(span: &Span, outcome: Outcome, started: Instant) {
         span.record("otel.status_code", "ERROR");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::envelope::{encode_failure, encode_reply, outcome_of_reply};
+
+    #[test]
+    fn a_reply_body_says_how_its_call_ended() {
+        let ok = encode_reply::<u32, String>(&Ok(1)).unwrap_or_default();
+        let err = encode_reply::<u32, String>(&Err("no".into())).unwrap_or_default();
+        assert_eq!(outcome_of_reply(&ok), Outcome::Ok);
+        assert_eq!(outcome_of_reply(&err), Outcome::RemoteError);
+        for (kind, outcome) in [
+            (FailureKind::Panicked, Outcome::Panic),
+            (FailureKind::TimeLimit, Outcome::Timeout),
+            (FailureKind::BadRequest, Outcome::Failed),
+            (FailureKind::DeliveryLimit, Outcome::Failed),
+        ] {
+            assert_eq!(outcome_of_reply(&encode_failure(kind, "x")), outcome);
+        }
+        assert_eq!(outcome_of_reply(&[0xc1]), Outcome::Failed);
+    }
+
+    #[test]
+    fn a_callers_error_maps_to_one_outcome() {
+        let of = |e: Error<String>| Outcome::of_call::<(), String>(&Err(e));
+        assert_eq!(Outcome::of_call::<u8, String>(&Ok(1)), Outcome::Ok);
+        assert_eq!(of(Error::Remote("x".into())), Outcome::RemoteError);
+        assert_eq!(of(Error::Timeout(Duration::ZERO)), Outcome::Timeout);
+        assert_eq!(
+            of(Error::NoRoute {
+                queue: "q".into(),
+                reply_code: 312
+            }),
+            Outcome::NoRoute
+        );
+        assert_eq!(of(Error::ConnectionLost), Outcome::Error);
+        let failed = |kind| Error::Failed {
+            kind,
+            message: String::new(),
+        };
+        assert_eq!(of(failed(FailureKind::Panicked)), Outcome::Panic);
+        assert_eq!(of(failed(FailureKind::UnknownMethod)), Outcome::Failed);
+        let labels: Vec<_> = [Outcome::Ok, Outcome::DeadLettered, Outcome::Retry]
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(labels, ["ok", "dead_lettered", "retry"]);
+    }
+}
