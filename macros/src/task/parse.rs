@@ -1,5 +1,6 @@
 //! Reads `#[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s",
-//! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true)]`.
+//! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true,
+//! result_ttl = "1h")]`.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ const KEYS: &[&str] = &[
     "dead_letter_queue",
     "quorum",
     "blocking",
+    "result_ttl",
 ];
 
 /// The attribute's arguments.
@@ -34,6 +36,7 @@ pub(crate) struct TaskArgs {
     pub(crate) dead_letter_queue: Option<LitStr>,
     pub(crate) quorum: bool,
     pub(crate) blocking: bool,
+    pub(crate) result_ttl: Option<Duration>,
 }
 
 /// Parses the attribute, reporting every problem at its token (combined).
@@ -54,6 +57,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
             "time_limit" => attr::positive_duration(pair).map(|v| args.time_limit = Some(v)),
             "quorum" => attr::boolean(pair).map(|v| args.quorum = v),
             "blocking" => attr::boolean(pair).map(|v| args.blocking = v),
+            "result_ttl" => attr::positive_duration(pair).map(|v| args.result_ttl = Some(v)),
             _ => Err(syn::Error::new_spanned(&pair.path, "unknown key")),
         };
         if let Err(err) = result {

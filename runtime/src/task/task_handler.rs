@@ -40,6 +40,7 @@ use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
 use crate::task::declared::Declared;
 use crate::task::headers::{self, bounded_error, RETRY_DELAY};
+use crate::task::result_wire::{self, ResultMessage, Status};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::{Task, TaskOptions};
 use crate::worker::handler::missing_state_message;
@@ -90,6 +91,10 @@ struct Failure {
     error: String,
     /// Arguments that do not decode will not decode next time either.
     permanent: bool,
+    /// The function returned `Err` (not a panic, a time limit, a refusal): its result is
+    /// `failed`, with the error encoded in `error_body` when its type allows.
+    returned_err: bool,
+    error_body: Option<Vec<u8>>,
 }
 
 impl Failure {
@@ -156,6 +161,8 @@ impl<T: Task> Settle for TaskRunner<T> {
             let failure = Failure {
                 error: bounded_error(refusal.reason),
                 permanent: true,
+                returned_err: false,
+                error_body: None,
             };
             let outcome = runner
                 .settle_failure(&delivery, &context, attempt, failure)
@@ -213,16 +220,56 @@ impl<T: Task> TaskRunner<T> {
             redelivered = was_redelivered(&delivery),
             "task attempt"
         );
+        let destination = result_wire::destination(headers);
+        if let Some(destination) = &destination {
+            self.publish_status(
+                &context,
+                destination,
+                message_id.as_deref(),
+                Status::Running,
+                attempt,
+                None,
+            )
+            .await;
+        }
         let result = attempt_once::<T>(&delivery.data, cx, context.limits, &mut context.slot).await;
         drop(in_flight);
         let outcome = match result {
-            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
-                Ok(()) => Outcome::Succeeded,
-                Err(error) => {
-                    warn!(task = T::NAME, cause = %error, "basic.ack failed; the task will run again");
-                    Outcome::Unsettled { error }
+            Ok(output) => {
+                let stored = match &destination {
+                    Some(destination) => {
+                        let body = T::encode_output(&output).unwrap_or_default();
+                        self.publish_result(
+                            &context,
+                            ResultMessage {
+                                destination,
+                                quorum: self.options.is_quorum(),
+                                message_id: message_id.as_deref(),
+                                status: Status::Succeeded,
+                                attempt,
+                                error: None,
+                                body: &body,
+                            },
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                };
+                match stored {
+                    Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                        Ok(()) => Outcome::Succeeded,
+                        Err(error) => {
+                            warn!(task = T::NAME, cause = %error, "basic.ack failed; the task will run again");
+                            Outcome::Unsettled { error }
+                        }
+                    },
+                    Err(error) => {
+                        warn!(task = T::NAME, cause = %error, "task result not stored; the task will run again");
+                        requeue_after_pause(&delivery).await;
+                        Outcome::Unsettled { error }
+                    }
                 }
-            },
+            }
             Err(failure) => {
                 self.settle_failure(&delivery, &context, attempt, failure)
                     .instrument(span.clone())
@@ -255,6 +302,45 @@ impl<T: Task> TaskRunner<T> {
         }
     }
 
+    /// Publishes a status of a submitted task without waiting for its confirm.
+    async fn publish_status(
+        &self,
+        context: &SettleContext,
+        destination: &(String, i64),
+        message_id: Option<&str>,
+        status: Status,
+        attempt: u32,
+        error: Option<&str>,
+    ) {
+        if let Ok(opened) = context.publisher.confirmed().await {
+            ResultMessage {
+                destination,
+                quorum: self.options.is_quorum(),
+                message_id,
+                status,
+                attempt,
+                error,
+                body: &[],
+            }
+            .publish_unconfirmed(&opened.channel)
+            .await;
+        }
+    }
+
+    /// Publishes the final result of a submitted task and waits for its confirm.
+    async fn publish_result(
+        &self,
+        context: &SettleContext,
+        message: ResultMessage<'_>,
+    ) -> Result<(), String> {
+        let opened = context
+            .publisher
+            .confirmed()
+            .await
+            .map_err(|err| format!("no publishing channel: {err}"))?;
+        message.publish_confirmed(&opened.channel).await
+    }
+
     /// Retries or dead-letters a failed attempt, then acks the original.
     async fn settle_failure(
         &self,
@@ -263,6 +349,8 @@ impl<T: Task> TaskRunner<T> {
         attempt: u32,
         failure: Failure,
     ) -> Outcome {
+        let returned_err = failure.returned_err;
+        let error_body = failure.error_body.clone();
         let queue = &*context.queue;
         let mut copy_headers = headers::after_failure(
             delivery.properties.headers().as_ref(),
@@ -315,19 +403,66 @@ impl<T: Task> TaskRunner<T> {
             }
             Err(err) => Err(format!("no publishing channel: {err}")),
         };
+        // A submitted task's result queue hears of the failure: the final result confirmed
+        // before the ack, a retry without waiting.
+        let published = match (
+            published,
+            result_wire::destination(delivery.properties.headers().as_ref()),
+        ) {
+            (Ok(()), Some(destination)) => {
+                let message_id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str());
+                let error = match &outcome {
+                    Outcome::DeadLettered { error } | Outcome::Retrying { error, .. } => {
+                        error.as_str()
+                    }
+                    _ => "",
+                };
+                if matches!(outcome, Outcome::Retrying { .. }) {
+                    self.publish_status(
+                        context,
+                        &destination,
+                        message_id,
+                        Status::Retrying,
+                        attempt,
+                        Some(error),
+                    )
+                    .await;
+                    Ok(())
+                } else {
+                    let status = if returned_err {
+                        Status::Failed
+                    } else {
+                        Status::DeadLettered
+                    };
+                    let body = error_body
+                        .as_deref()
+                        .filter(|_| returned_err)
+                        .unwrap_or_default();
+                    self.publish_result(
+                        context,
+                        ResultMessage {
+                            destination: &destination,
+                            quorum: self.options.is_quorum(),
+                            message_id,
+                            status,
+                            attempt,
+                            error: Some(error),
+                            body,
+                        },
+                    )
+                    .await
+                }
+            }
+            (published, _) => published,
+        };
         let settled = match published {
             Ok(()) => settled(delivery.acker.ack(BasicAckOptions::default()).await),
             Err(error) => {
-                // Not at once: a broker refusing every copy would otherwise have the task run
-                // again in a tight loop.
-                tokio::time::sleep(crate::worker::RETRY_PAUSE).await;
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
+                requeue_after_pause(delivery).await;
                 Err(error)
             }
         };
@@ -425,6 +560,19 @@ pub(crate) fn settled(result: lapin::Result<bool>) -> Result<(), String> {
     }
 }
 
+/// Hands a delivery back to the broker after a pause (not at once: a broker refusing every
+/// copy or result would otherwise have the task run again in a tight loop).
+async fn requeue_after_pause(delivery: &Delivery) {
+    tokio::time::sleep(crate::worker::RETRY_PAUSE).await;
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await;
+}
+
 /// Where a failed task's copy goes.
 enum Target {
     /// The delay queue for this wait, before the next attempt.
@@ -478,27 +626,35 @@ async fn attempt_once<T: Task>(
     cx: Context,
     limits: HandlerLimits,
     slot: &mut Option<OwnedSemaphorePermit>,
-) -> Result<(), Failure> {
+) -> Result<T::Output, Failure> {
     let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
         error: bounded_error(format!("cannot decode the arguments of {}: {err}", T::NAME)),
         permanent: true,
+        returned_err: false,
+        error_body: None,
     })?;
     // Workers check the states before they consume, local runs before they run: a missing one
     // is not reached in practice; it could never succeed, so it is permanent.
     let running = T::invoke(args, &cx).map_err(|missing| Failure {
         error: missing_state_message(T::NAME, missing.type_name),
         permanent: true,
+        returned_err: false,
+        error_body: None,
     })?;
     match limits::run(cx.scope(running), limits.time_limit, limits.blocking, slot).await {
-        Ran::Done(Ok(())) => Ok(()),
+        Ran::Done(Ok(output)) => Ok(output),
         Ran::Done(Err(err)) => Err(Failure {
             // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
             error: bounded_error(format!("{err:#}")),
             permanent: false,
+            returned_err: true,
+            error_body: T::encode_error(&err),
         }),
         ran => Err(Failure {
             error: ran.failure().unwrap_or_default(),
             permanent: false,
+            returned_err: false,
+            error_body: None,
         }),
     }
 }
@@ -553,7 +709,7 @@ pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcom
     };
     let result = attempt_once::<T>(&body, cx, limits, &mut None).await;
     match result {
-        Ok(()) => Outcome::Succeeded,
+        Ok(_) => Outcome::Succeeded,
         Err(failure) if failure.permanent || attempt > options.retry_count() => {
             Outcome::DeadLettered {
                 error: failure.error,
