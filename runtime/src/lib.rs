@@ -47,6 +47,10 @@
 //!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
 //!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
+//! - `observe`: the spans every call, enqueue, publish and handler run opens, their field
+//!   vocabulary and [`Outcome`]; `observe/propagation` the W3C trace context headers
+//!   ([`HEADER_TRACEPARENT`], [`HEADER_TRACESTATE`]); `observe/metrics` the Prometheus metrics
+//!   (`metrics` feature, [`metrics`]); `otel` the OpenTelemetry setup (`otel` feature).
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
@@ -62,12 +66,24 @@ pub mod event;
 mod inject;
 mod method;
 mod msgpack_depth;
+mod observe;
 mod properties_size;
 mod remote_error;
 mod returns;
 mod state;
 pub mod task;
 mod worker;
+
+#[cfg(feature = "otel")]
+pub mod otel;
+
+/// Worker and client metrics in the Prometheus text format (the `metrics` feature): serve them
+/// with [`metrics::serve`], or render them into an endpoint of your own with
+/// [`metrics::render`]. The families are listed in the README's "Observability".
+#[cfg(feature = "metrics")]
+pub mod metrics {
+    pub use crate::observe::metrics::{render, serve, MetricsServer};
+}
 
 pub use backoff::Backoff;
 pub use client::{
@@ -78,6 +94,8 @@ pub use context::{Context, ContextKind, HEADER_TRACE_ID};
 pub use error::{Error, FailureKind, Never, Result, REPLY_CODE_NO_ROUTE};
 pub use inject::Inject;
 pub use method::{BoxFuture, Invoke, Method};
+pub use observe::propagation::{HEADER_TRACEPARENT, HEADER_TRACESTATE};
+pub use observe::Outcome;
 pub use remote_error::{ErrCodec, RemoteError};
 pub use returns::{Plain, Returns};
 pub use state::{MissingState, Needed, State};

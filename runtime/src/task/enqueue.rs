@@ -16,12 +16,13 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use crate::client::Client;
-use crate::context::Onward;
+use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
 use crate::error::{Error, Result, REPLY_CODE_NO_ROUTE};
+use crate::observe::{self, Outcome};
 use crate::task::headers::{self, ENQUEUED_AT};
 use crate::task::result_wire::{RESULT_QUEUE, RESULT_TTL};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
@@ -139,6 +140,22 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 pub async fn enqueue<T: Task>(
     client: &Client,
     args: T::Args,
+    options: EnqueueOptions,
+) -> Result<TaskId> {
+    // The enqueue's span, a child of the caller's; the task's attempts are its children.
+    let started = std::time::Instant::now();
+    let span = observe::enqueue_span(options.queue.as_deref().unwrap_or(T::QUEUE), T::NAME);
+    let result = enqueue_timed::<T>(client, args, options)
+        .instrument(span.clone())
+        .await;
+    observe::finish(&span, Outcome::of_publish(&result), started);
+    result
+}
+
+/// An enqueue under the client's timeout, published again until confirmed.
+async fn enqueue_timed<T: Task>(
+    client: &Client,
+    args: T::Args,
     mut options: EnqueueOptions,
 ) -> Result<TaskId> {
     let mut timeout = client.default_timeout();
@@ -157,6 +174,7 @@ pub async fn enqueue<T: Task>(
         .message_id
         .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string())
         .clone();
+    tracing::Span::current().record("message_id", message_id.as_str());
     let body = envelope::encode_request(&args).map_err(Error::Encode)?;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -205,9 +223,7 @@ async fn enqueue_inner<T: Task>(
         task_headers.insert(RESULT_QUEUE.into(), headers::long_string(result_queue));
         headers::insert_int(&mut task_headers, RESULT_TTL, *ttl_ms);
     }
-    if let Some(onward) = onward {
-        onward.write_headers(&mut task_headers);
-    }
+    write_onward(&mut task_headers, onward);
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)

@@ -30,11 +30,12 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
+use crate::observe::{self, metrics::InFlight};
 use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
 use crate::task::declared::Declared;
@@ -181,6 +182,18 @@ impl<T: Task> TaskRunner<T> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
+        // The attempt's span: a new one per attempt, each a child of the enqueue's (a retry
+        // copy keeps the task's headers); see `observe`.
+        let started = std::time::Instant::now();
+        let redelivered = was_redelivered(&delivery);
+        let span = observe::task_span(
+            &context.queue,
+            T::NAME,
+            &delivery.properties,
+            attempt,
+            redelivered,
+        );
+        let in_flight = InFlight::start(&context.queue, T::NAME);
         // The attempt's context: a task has no caller waiting, so its deadline is its time
         // limit (calls it makes inherit what is left of it).
         let cx = Context::delivered(Delivered {
@@ -197,6 +210,7 @@ impl<T: Task> TaskRunner<T> {
             exchange: None,
             routing_key: None,
             states: context.states.clone(),
+            span: span.clone(),
         });
         debug!(
             task = T::NAME,
@@ -219,6 +233,7 @@ impl<T: Task> TaskRunner<T> {
             .await;
         }
         let result = attempt_once::<T>(&delivery.data, cx, context.limits, &mut context.slot).await;
+        drop(in_flight);
         let outcome = match result {
             Ok(output) => {
                 let stored = match &destination {
@@ -257,9 +272,13 @@ impl<T: Task> TaskRunner<T> {
             }
             Err(failure) => {
                 self.settle_failure(&delivery, &context, attempt, failure)
+                    .instrument(span.clone())
                     .await
             }
         };
+        let observed = observed_outcome(&outcome);
+        observe::finish(&span, observed, started);
+        observe::metrics::handled(&context.queue, T::NAME, observed, started.elapsed());
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
@@ -448,7 +467,14 @@ impl<T: Task> TaskRunner<T> {
             }
         };
         match settled {
-            Ok(()) => outcome,
+            Ok(()) => {
+                match &outcome {
+                    Outcome::Retrying { .. } => observe::metrics::retried(queue, T::NAME),
+                    Outcome::DeadLettered { .. } => observe::metrics::dead_lettered(queue, T::NAME),
+                    _ => {}
+                }
+                outcome
+            }
             Err(error) => {
                 warn!(task = T::NAME, queue, cause = %error, "failed task not settled; the broker will deliver it again");
                 Outcome::Unsettled { error }
@@ -630,6 +656,16 @@ async fn attempt_once<T: Task>(
             returned_err: false,
             error_body: None,
         }),
+    }
+}
+
+/// The `observe` outcome of a settled task delivery.
+fn observed_outcome(outcome: &Outcome) -> observe::Outcome {
+    match outcome {
+        Outcome::Succeeded => observe::Outcome::Ok,
+        Outcome::Retrying { .. } => observe::Outcome::Retry,
+        Outcome::DeadLettered { .. } => observe::Outcome::DeadLettered,
+        _ => observe::Outcome::Error,
     }
 }
 
