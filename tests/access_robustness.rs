@@ -43,14 +43,7 @@ async fn assert_serving(broker: &BrokerHandle) {
     .await
     .expect("the broker accepts a well-behaved client");
     let ch = confirm_channel(&conn).await;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let q = declare_server_named(&ch).await;
     publish_confirmed(
         &ch,
         "",
@@ -396,14 +389,7 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
     let conn = connect_url(&broker.amqp_url()).await;
     let a = conn.create_channel().await.expect("channel a");
     let b = conn.create_channel().await.expect("channel b");
-    let q = a
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let q = declare_server_named(&a).await;
     let queue = q.name().as_str();
 
     // The cap is per channel: two consumers on each of two channels. (Kept: lapin cancels a
@@ -477,14 +463,7 @@ async fn max_message_size_closes_only_the_publishing_channel_with_406() {
 
     // A bystander channel with a consumer, on the same connection.
     let bystander = conn.create_channel().await.expect("bystander channel");
-    let q = bystander
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let q = declare_server_named(&bystander).await;
     let queue = q.name().as_str().to_owned();
     let mut consumer = consume(&bystander, &queue, true).await;
 

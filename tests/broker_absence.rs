@@ -813,16 +813,7 @@ async fn an_empty_queue_name_means_the_last_queue_declared_on_the_channel() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.expect("channel");
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("server-named queue")
-        .name()
-        .to_string();
+    let q = declare_server_named(&ch).await.name().to_string();
     // Empty queue and routing key: bound with the queue's name as the key.
     ch.queue_bind(
         "".into(),

@@ -13,7 +13,7 @@ use common::DataDir;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ fn persistent() -> BasicProperties {
 #[tokio::test]
 async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     let dir = DataDir::new("durability.restart");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -119,7 +119,7 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
 
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     let passive = QueueDeclareOptions {
@@ -179,7 +179,7 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
 #[tokio::test]
 async fn messages_that_left_for_good_stay_gone_after_restart() {
     let dir = DataDir::new("durability.gone");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -243,7 +243,7 @@ async fn messages_that_left_for_good_stay_gone_after_restart() {
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
 
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     let passive = QueueDeclareOptions {
@@ -272,7 +272,7 @@ async fn messages_that_left_for_good_stay_gone_after_restart() {
 #[tokio::test]
 async fn a_damaged_data_directory_stops_the_start() {
     let dir = DataDir::new("durability.damaged");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
@@ -288,13 +288,13 @@ async fn a_damaged_data_directory_stops_the_start() {
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
     // Flip one byte of the topology snapshot: its checksum no longer matches.
-    let path = dir.0.join("definitions");
+    let path = dir.path().join("definitions");
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[10] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
     let err = Broker::builder()
         .listen("127.0.0.1:0")
-        .data_dir(&dir.0)
+        .data_dir(dir.path())
         .start()
         .await
         .expect_err("a broker must not start on damaged files");
@@ -327,16 +327,9 @@ fn crash_broker_child() {
 }
 
 fn spawn_broker(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_broker_child", "--nocapture"])
-        .env(CHILD_DIR_ENV, dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = common::announced(child.stdout.take().unwrap(), "LISTENING ");
-    (child, url)
+    let mut command = common::test_child("crash_broker_child");
+    command.env(CHILD_DIR_ENV, dir).stderr(Stdio::null());
+    common::spawn_announcing(command, "LISTENING ")
 }
 
 /// The body of message `id`: the id, `|`, then a filler derived from it (any damage shows).
@@ -379,7 +372,7 @@ async fn broker_survives_sigkill_at_random_moments() {
     let mut owed: HashSet<String> = HashSet::new();
 
     for cycle in 0..CYCLES {
-        let (mut child, url) = spawn_broker(&dir.0);
+        let (mut child, url) = spawn_broker(dir.path());
         // After a restart: drain what the broker kept, check it, ack it all.
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
@@ -517,7 +510,7 @@ async fn broker_survives_sigkill_at_random_moments() {
     }
 
     // A last restart settles the final cycle's debts.
-    let (mut child, url) = spawn_broker(&dir.0);
+    let (mut child, url) = spawn_broker(dir.path());
     let conn = connect(&url).await;
     let ch = conn.create_channel().await.unwrap();
     let mut recovered = HashSet::new();

@@ -2,18 +2,26 @@
 //! random frames (well-framed, with random class/method ids and argument bytes, and random
 //! content frames) while a panic hook watches every thread of this process, then a
 //! well-behaved client must still publish and consume. Bundled broker only.
+//!
+//! (Was `tests/core_fuzz.rs`.)
 
 #![allow(clippy::unwrap_used)]
+
+mod amqp;
+mod common;
+mod raw;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use amqp::{consume, declare_queue, get_body, next, publish};
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use lepus::broker::Broker;
+use raw::{
+    channel_open, connection_open, raw_frame, start_ok, tune_ok, FRAME_END, PROTOCOL_HEADER,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,36 +40,31 @@ impl Rng {
     }
 }
 
-fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![kind];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    f
+/// A connection that writes the client side of the handshake (PLAIN guest/guest, vhost "/",
+/// channels 1 to 3) in one go, without waiting for the broker's replies.
+async fn open(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hello = PROTOCOL_HEADER.to_vec();
+    hello.extend(start_ok(FieldTable::default(), "PLAIN", b"\0guest\0guest"));
+    hello.extend(tune_ok(2047, 131_072, 0));
+    hello.extend(connection_open("/"));
+    for ch in 1..=3u16 {
+        hello.extend(channel_open(ch));
+    }
+    s.write_all(&hello).await.unwrap();
+    s
 }
 
-async fn open(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
-    let mut start_ok = vec![0, 10, 0, 11, 0, 0, 0, 0, 5];
-    start_ok.extend_from_slice(b"PLAIN");
-    start_ok.extend_from_slice(&12u32.to_be_bytes());
-    start_ok.extend_from_slice(b"\0guest\0guest");
-    start_ok.extend_from_slice(&[5, b'e', b'n', b'_', b'U', b'S']);
-    s.write_all(&frame(1, 0, &start_ok)).await.unwrap();
-    s.write_all(&frame(1, 0, &[0, 10, 0, 31, 0x07, 0xFF, 0, 2, 0, 0, 0, 0]))
-        .await
-        .unwrap();
-    s.write_all(&frame(1, 0, &[0, 10, 0, 40, 1, b'/', 0, 0]))
-        .await
-        .unwrap();
-    for ch in 1..=3u16 {
-        s.write_all(&frame(1, ch, &[0, 20, 0, 10, 0]))
-            .await
-            .unwrap();
-    }
-    s
+/// Counts the panics of every thread of this process from now on (the broker runs in it).
+fn count_panics() -> Arc<AtomicUsize> {
+    let panics = Arc::new(AtomicUsize::new(0));
+    let seen = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        previous(info);
+    }));
+    panics
 }
 
 /// One random frame: mostly methods of real classes with random arguments.
@@ -86,11 +89,11 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
             let mut p = vec![0, 60, 0, 0];
             p.extend_from_slice(&rng.below(64).to_be_bytes());
             p.extend_from_slice(&[0, 0]);
-            frame(2, channel, &p)
+            raw_frame(2, channel, &p, FRAME_END)
         }
         1 => {
             let len = rng.below(40) as usize;
-            frame(3, channel, &vec![0xAB; len])
+            raw_frame(3, channel, &vec![0xAB; len], FRAME_END)
         }
         _ => {
             let (class, ids) = METHODS[rng.below(METHODS.len() as u64) as usize];
@@ -106,35 +109,22 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
                     rng.below(6) as u8
                 });
             }
-            frame(1, channel, &p)
+            raw_frame(1, channel, &p, FRAME_END)
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_frames_never_panic_the_broker_or_disturb_others() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let panics = Arc::new(AtomicUsize::new(0));
-    let seen = panics.clone();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        previous(info);
-    }));
-    let handle = Broker::builder()
-        .listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let addr = handle.local_addr();
+    let panics = count_panics();
+    let broker = common::bundled_broker(|b| b).await;
+    let addr = raw::addr(&broker);
     let mut fuzzers = Vec::new();
     for seed in 1..=300u64 {
+        let addr = addr.clone();
         fuzzers.push(tokio::spawn(async move {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-            let mut s = open(addr).await;
+            let mut s = open(&addr).await;
             let mut out = Vec::new();
             for _ in 0..(1 + rng.below(30)) {
                 out.extend(random_frame(&mut rng));
@@ -152,51 +142,18 @@ async fn random_frames_never_panic_the_broker_or_disturb_others() {
         }));
     }
     // Meanwhile a well-behaved client works as usual.
-    let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        "fuzz.bystander".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            "fuzz.bystander".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (conn, ch) = amqp::open(&broker).await;
+    declare_queue(&ch, "fuzz.bystander", FieldTable::default()).await;
+    let mut consumer = consume(&ch, "fuzz.bystander", true).await;
     for i in 0..50u8 {
-        ch.basic_publish(
-            "".into(),
-            "fuzz.bystander".into(),
-            BasicPublishOptions::default(),
-            &[i],
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(d.data, vec![i]);
+        publish(&ch, "", "fuzz.bystander", &[i]).await;
+        assert_eq!(next(&mut consumer).await.data, vec![i]);
     }
     for f in fuzzers {
         f.await.unwrap();
     }
     conn.close(200, "bye".into()).await.unwrap();
-    handle.shutdown().await;
+    broker.stop().await;
     assert_eq!(panics.load(Ordering::SeqCst), 0, "a broker thread panicked");
 }
 
@@ -208,23 +165,9 @@ async fn random_valid_operations_never_panic_the_broker() {
     use lapin::types::AMQPValue;
     use lapin::ExchangeKind;
 
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let panics = Arc::new(AtomicUsize::new(0));
-    let seen = panics.clone();
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        seen.fetch_add(1, Ordering::SeqCst);
-        previous(info);
-    }));
-    let handle = Broker::builder()
-        .listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
-    let url = handle.amqp_url();
+    let panics = count_panics();
+    let broker = common::bundled_broker(|b| b).await;
+    let url = broker.url().to_owned();
     let mut workers = Vec::new();
     for seed in 1..=6u64 {
         let url = url.clone();
@@ -470,33 +413,12 @@ async fn random_valid_operations_never_panic_the_broker() {
         w.await.unwrap();
     }
     // The broker still serves a well-behaved client.
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        "fz.after".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.basic_publish(
-        "".into(),
-        "fz.after".into(),
-        BasicPublishOptions::default(),
-        b"ok",
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
-    let got = ch
-        .basic_get("fz.after".into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.delivery.data, b"ok");
+    let (conn, ch) = amqp::open(&broker).await;
+    declare_queue(&ch, "fz.after", FieldTable::default()).await;
+    publish(&ch, "", "fz.after", b"ok").await;
+    let got = get_body(&ch, "fz.after").await.expect("the message");
+    assert_eq!(got, b"ok");
     conn.close(200, "bye".into()).await.unwrap();
-    handle.shutdown().await;
+    broker.stop().await;
     assert_eq!(panics.load(Ordering::SeqCst), 0, "a broker thread panicked");
 }
