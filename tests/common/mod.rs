@@ -126,7 +126,10 @@ impl DataDir {
 }
 
 /// Reads `stdout` of a child broker until the line starting with `prefix` (its "listening"
-/// announcement) and returns the rest of that line; panics if the child ends first.
+/// announcement) and returns the rest of that line; panics if the child ends first. The rest of
+/// the child's output is read (and dropped) by a thread until the child exits, so the child
+/// never writes to a closed pipe (libtest's "has been running for over 60 seconds" would make
+/// a child test process exit with a broken pipe).
 pub fn announced(stdout: std::process::ChildStdout, prefix: &str) -> String {
     use std::io::{BufRead, BufReader};
     let mut lines = BufReader::new(stdout).lines();
@@ -136,6 +139,7 @@ pub fn announced(stdout: std::process::ChildStdout, prefix: &str) -> String {
             .expect("the child broker announces its address")
             .expect("read the child's stdout");
         if let Some(rest) = line.strip_prefix(prefix) {
+            std::thread::spawn(move || lines.for_each(drop));
             return rest.to_owned();
         }
     }
