@@ -7,7 +7,7 @@
 //! read, so what a read buffer's frames send is written when they are handled, from this task;
 //! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
-//! ([`ConnEvent`], delayed confirms).
+//! ([`crate::connection_registry::ConnEvent`], delayed confirms).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,10 +24,11 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, AuthError};
+use crate::broker_state::BrokerShared;
 use crate::channel::{Channel, ChannelState};
+use crate::connection_registry::ConnEvent;
 use crate::error::{AmqpError, ReplyCode};
 use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
-use crate::server::BrokerShared;
 use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound, Outbox};
@@ -42,28 +43,6 @@ const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// half (boxed so one connection task serves both; reads are batched, so the virtual call
 /// per read costs nothing measurable).
 pub(crate) type ReadStream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-
-/// Events other tasks send to a connection task.
-#[derive(Debug)]
-pub(crate) enum ConnEvent {
-    /// A store finished (or failed) making publish `seq` of `channel` durable.
-    Confirm {
-        /// The channel.
-        channel: u16,
-        /// The channel's shared state when it published: a channel closed and reopened under
-        /// the same number must not receive the old channel's confirms.
-        generation: std::sync::Weak<crate::channel::ChannelShared>,
-        /// The publish sequence number.
-        seq: u64,
-        /// True for `basic.ack`, false for `basic.nack`.
-        ok: bool,
-    },
-    /// An operator closes the connection (`lepusctl close_connection`): 320.
-    Close {
-        /// The reason given to the client.
-        reason: String,
-    },
-}
 
 /// The connection task's state after a successful handshake.
 #[derive(Debug)]

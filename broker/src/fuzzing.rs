@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::access::{AccessControl, AccessOptions};
+use crate::broker_state::BrokerShared;
+use crate::config::Config;
 use crate::persistence::MemoryStore;
-use crate::server::{BrokerShared, Config};
 use crate::shutdown::Shutdown;
 use crate::vhost::VHosts;
 

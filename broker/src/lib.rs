@@ -2,41 +2,63 @@
 //! kombu) work against it unchanged; embed it with
 //! `Broker::builder().listen("127.0.0.1:0").start().await?`, or run the `lepus-broker` binary.
 //!
+//! # Layers
+//! Imports only look down: a module uses its own layer and the layers below it, never one
+//! above, and no two modules import each other through any chain (`.ci/layers` checks both,
+//! reading this list). Bytes flow the other way round: a frame comes up from the socket
+//! (codec), is handled by the connection, dispatched to its method, applied to the broker
+//! state, and persisted; the codec sits low because every layer above it speaks frames.
+//! 1. entry: `server`, `tls`, `admin`, `management/`, `fuzzing`
+//! 2. connection: `connection`, `writer`, `connection_blocked`, `auth`
+//! 3. methods: `methods/`
+//! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel_registry`,
+//!    `channel`, `vhost`, `exchange`, `queue`, `access/`, `memory`, `metrics`, `busy_poll`
+//! 5. persistence: `persistence`
+//! 6. codec and errors: `frame/`, `error`
+//! 7. store: `store/`
+//! 8. foundation: `message`, `shutdown`
+//!
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
-//! - `shutdown`: the broker-wide stop signal.
-//! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
-//!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
+//! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
+//! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
+//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
 //!   the memory alarm is raised.
-//! - `connection_registry`: open connections, for the management API.
-//! - `channel_registry`: open channels of all connections, for the management API.
-//! - `writer`: the per-connection writer task that batches frames into one write per burst.
-//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
-//! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
-//! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
+//! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
+//!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
+//! - `auth`: PLAIN/AMQPLAIN response parsing.
 //! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
 //!   `exchange`, `queue`, `tx`).
+//! - `broker_state`: what every connection task shares (`BrokerShared`: configuration, vhosts,
+//!   access control, the registries).
+//! - `config`: the broker's configuration and the TLS listener's options.
+//! - `connection_registry`: open connections, for the management API, and the events other
+//!   tasks send a connection task.
+//! - `channel_registry`: open channels of all connections, for the management API.
+//! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
 //! - `vhost`: a vhost's topology (exchanges, bindings, queues), routing, dead-lettering,
 //!   direct reply-to registry; the vhost registry.
 //! - `exchange`: exchange types and their matching rules.
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
-//! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
+//! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
+//!   the loopback rule, and the per-connection permission cache each method is checked against.
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
 //!   high-watermark (the alarm behind `connection.blocked`); byte-size parsing.
-//! - `message`: the shared message (properties + `Bytes` body).
 //! - `metrics`: per-vhost message counters (published, delivered, acked).
 //! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
 //!   the segment log plugs in through `store::seam` when there is a data directory).
-//! - `auth`: PLAIN/AMQPLAIN response parsing.
-//! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
-//!   the loopback rule, and the per-connection permission cache each method is checked against.
-//! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
+//! - `frame/`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing), and
+//!   `frame/basic_codec`, the hand-written codec of the frames every message crosses
+//!   (`basic.publish`, `basic.ack`, content headers in; `basic.deliver` out).
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
 //!   group commit, recovery, compaction).
+//! - `message`: the shared message (properties + `Bytes` body).
+//! - `shutdown`: the broker-wide stop signal, and draining a listener's connection tasks.
 //!
 //! # Not implemented (yet), and deliberate departures
 //! - Memory: only persistent messages of durable queues (with a data directory) can be paged
@@ -55,9 +77,11 @@
 mod access;
 mod admin;
 mod auth;
+mod broker_state;
 mod busy_poll;
 mod channel;
 mod channel_registry;
+mod config;
 mod connection;
 mod connection_blocked;
 mod connection_registry;

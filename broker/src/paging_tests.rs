@@ -17,7 +17,11 @@ use crate::{Broker, BrokerHandle};
 
 /// A data directory for one test (a path inside a fresh `tempfile` directory, created by the
 /// broker), removed with that directory at the end.
-struct DataDir(PathBuf, tempfile::TempDir);
+struct DataDir(
+    PathBuf,
+    // Held for its `Drop`, which removes the directory.
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl DataDir {
     fn new() -> Self {

@@ -36,7 +36,7 @@ use tracing::info;
 
 pub(crate) use caller::{Caller, Level};
 
-use crate::server::BrokerShared;
+use crate::broker_state::BrokerShared;
 use crate::shutdown::Shutdown;
 
 /// What every request handler shares.

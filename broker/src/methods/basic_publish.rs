@@ -15,7 +15,8 @@ use bytes::Bytes;
 
 use super::no_exchange;
 use crate::channel::{ContentAssembly, TxOp};
-use crate::connection::{ConnEvent, Connection};
+use crate::connection::Connection;
+use crate::connection_registry::ConnEvent;
 use crate::error::AmqpError;
 use crate::message::Message;
 use crate::persistence::Durability;

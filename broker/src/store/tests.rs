@@ -15,7 +15,11 @@ use super::segment::{list_segments, segment_path};
 use super::*;
 
 /// A fresh directory (`tempfile`), removed on drop; `.0` is its path.
-pub(super) struct TestDir(pub(super) PathBuf, tempfile::TempDir);
+pub(super) struct TestDir(
+    pub(super) PathBuf,
+    // Held for its `Drop`, which removes the directory.
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl TestDir {
     pub(super) fn new() -> Self {
