@@ -12,19 +12,25 @@
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lepus::task::{DeadLetter, DeadLetters, Outcome};
 use lepus::testing::TestBed;
+use lepus::State;
 
-/// Whether the "SMTP server" is up; the demo turns it on before requeueing.
-static SMTP_UP: AtomicBool = AtomicBool::new(false);
+/// The "SMTP server": whether it is up (the demo turns it on before requeueing). The task's
+/// state, given to its handler when the worker is built.
+#[derive(Clone, Default)]
+struct Smtp {
+    up: Arc<AtomicBool>,
+}
 
 /// Fails while the SMTP server is down: two quick retries, then the dead-letter queue.
 #[lepus::task(queue = "emails", retries = 2, backoff = "50ms..100ms")]
-async fn send_email(to: String, subject: String) -> Result<(), String> {
-    if SMTP_UP.load(Ordering::SeqCst) {
+async fn send_email(State(smtp): State<Smtp>, to: String, subject: String) -> Result<(), String> {
+    if smtp.up.load(Ordering::SeqCst) {
         println!(" [x] sent {subject:?} to {to}");
         Ok(())
     } else {
@@ -180,7 +186,8 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("broker: {}", bed.url());
     let dead = DeadLetters::new(bed.conn(), "emails.dead");
-    let mut done = bed.serve(send_email::handler()).await?;
+    let smtp = Smtp::default();
+    let mut done = bed.serve(send_email::handler().state(smtp.clone())).await?;
     dead.purge().await?;
     let mut ids = Vec::new();
     for to in ["ann@example.com", "bob@example.com", "cy@example.com"] {
@@ -207,7 +214,7 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         Some(letter) => print_one(&letter),
         None => return Err("the dead letter is missing".into()),
     }
-    SMTP_UP.store(true, Ordering::SeqCst);
+    smtp.up.store(true, Ordering::SeqCst);
     println!(
         "\n(the SMTP server is back)\n$ dead_letters requeue emails.dead {}",
         ids[0]

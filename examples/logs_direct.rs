@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lepus::event::current;
 use lepus::testing::TestBed;
 use lepus::Worker;
 
@@ -34,8 +33,9 @@ async fn save_errors(line: String) {
     binding = ["info", "warning", "error"],
     delivery = "broadcast"
 )]
-async fn print_all(line: String) {
-    let severity = current().map(|e| e.routing_key).unwrap_or_default();
+async fn print_all(ctx: lepus::Context, line: String) {
+    // The event's context: its routing key is the severity.
+    let severity = ctx.routing_key().unwrap_or_default();
     println!(" [all] {severity}: {line}");
 }
 

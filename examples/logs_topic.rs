@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lepus::event::current;
 use lepus::testing::TestBed;
 use lepus::Worker;
 
@@ -23,8 +22,8 @@ use lepus::Worker;
     binding = "kern.*",
     delivery = "broadcast"
 )]
-async fn kernel(line: String) {
-    let key = current().map(|e| e.routing_key).unwrap_or_default();
+async fn kernel(ctx: lepus::Context, line: String) {
+    let key = ctx.routing_key().unwrap_or_default();
     println!(" [kern.*] {key}: {line}");
 }
 
@@ -35,8 +34,8 @@ async fn kernel(line: String) {
     binding = "*.critical",
     delivery = "broadcast"
 )]
-async fn critical(line: String) {
-    let key = current().map(|e| e.routing_key).unwrap_or_default();
+async fn critical(ctx: lepus::Context, line: String) {
+    let key = ctx.routing_key().unwrap_or_default();
     println!(" [*.critical] {key}: {line}");
 }
 
@@ -47,8 +46,8 @@ async fn critical(line: String) {
     binding = "#",
     delivery = "broadcast"
 )]
-async fn everything(line: String) {
-    let key = current().map(|e| e.routing_key).unwrap_or_default();
+async fn everything(ctx: lepus::Context, line: String) {
+    let key = ctx.routing_key().unwrap_or_default();
     println!(" [#] {key}: {line}");
 }
 

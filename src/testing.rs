@@ -29,14 +29,15 @@
 
 use std::time::Duration;
 
-pub use lepus_runtime::call_local;
 pub use lepus_runtime::event::{run_local as deliver_local, EventInfo};
 pub use lepus_runtime::task::{
-    observe, run_local as run_task_local, Completion, Completions, Outcome, TaskInfo,
+    observe, observe_all, run_local as run_task_local, Completion, Completions, Outcome, TaskInfo,
 };
+pub use lepus_runtime::{call_local, call_local_with, Context};
 
+#[cfg(feature = "broker")]
 use crate::broker::{Broker, BrokerHandle};
-use lepus_runtime::{Client, Connection, Error, Handler, Result, Worker, WorkerHandle};
+use lepus_runtime::{Client, Connection, Error, IntoHandlers, Result, Worker, WorkerHandle};
 
 /// How long [`TestBed::serve`] and [`TestBed::worker`] wait for a new worker to consume.
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -44,6 +45,7 @@ const READY_WAIT: Duration = Duration::from_secs(10);
 /// A broker (in-process, or external), a connection, a client, and the workers started on it.
 pub struct TestBed {
     /// The in-process broker; `None` for an external one (never stopped by us).
+    #[cfg(feature = "broker")]
     broker: Option<BrokerHandle>,
     url: String,
     prefix: String,
@@ -64,7 +66,8 @@ impl std::fmt::Debug for TestBed {
 }
 
 impl TestBed {
-    /// Starts a bundled broker on `127.0.0.1:0` and connects to it.
+    /// Starts a bundled broker on `127.0.0.1:0` and connects to it (the `broker` feature).
+    #[cfg(feature = "broker")]
     pub async fn start() -> Result<TestBed> {
         let broker = Broker::builder()
             .listen("127.0.0.1:0")
@@ -72,16 +75,18 @@ impl TestBed {
             .await
             .map_err(|e| Error::Config(format!("cannot start the bundled broker: {e}")))?;
         let url = broker.amqp_url();
-        TestBed::on(Some(broker), url, String::new()).await
+        let mut bed = TestBed::on(url, String::new()).await?;
+        bed.broker = Some(broker);
+        Ok(bed)
     }
 
     /// Uses the broker at `url`, naming every queue and exchange with `prefix` (so tests
     /// sharing a broker do not meet).
     pub async fn external(url: &str, prefix: &str) -> Result<TestBed> {
-        TestBed::on(None, url.to_owned(), prefix.to_owned()).await
+        TestBed::on(url.to_owned(), prefix.to_owned()).await
     }
 
-    async fn on(broker: Option<BrokerHandle>, url: String, prefix: String) -> Result<TestBed> {
+    async fn on(url: String, prefix: String) -> Result<TestBed> {
         let conn = lepus_runtime::connect(&url).await?;
         let client = Client::builder(&conn)
             .queue_prefix(prefix.clone())
@@ -89,7 +94,8 @@ impl TestBed {
             .await
             .map_err(Error::widen)?;
         Ok(TestBed {
-            broker,
+            #[cfg(feature = "broker")]
+            broker: None,
             url,
             prefix,
             conn,
@@ -118,12 +124,15 @@ impl TestBed {
         &self.client
     }
 
-    /// Serves a handler (RPC, task or event) on a worker of its own (own connection, prefetch
-    /// of one) and returns its completions once the worker consumes (its queue, exchange and
-    /// bindings declared: calls, enqueued tasks and published events reach it from then on).
-    pub async fn serve(&mut self, handler: Handler) -> Result<Completions> {
-        let (handler, mut completions) = observe(handler);
-        self.worker(|worker| worker.prefetch(1).serve(handler))
+    /// Serves a handler (RPC, task or event), or every method of a service
+    /// (`AccountsServer::new(fake)`), on a worker of its own (own connection, prefetch of one)
+    /// and returns its completions once the worker consumes (its queues, exchanges and bindings
+    /// declared: calls, enqueued tasks and published events reach it from then on). A handler
+    /// taking `State<T>` gets it from `handler.state(fake)`, or serve it with
+    /// [`TestBed::worker`] and `Worker::state`.
+    pub async fn serve(&mut self, handlers: impl IntoHandlers) -> Result<Completions> {
+        let (handlers, mut completions) = observe_all(handlers);
+        self.worker(|worker| worker.prefetch(1).serve(handlers))
             .await?;
         completions.declared(READY_WAIT).await?;
         Ok(completions)
@@ -146,6 +155,7 @@ impl TestBed {
             conn.close().await;
         }
         self.conn.close().await;
+        #[cfg(feature = "broker")]
         if let Some(broker) = self.broker {
             broker.shutdown().await;
         }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lepus::broker::{Broker, BrokerHandle};
-use lepus::task::{current, queue_status};
+use lepus::task::queue_status;
 use lepus::{Backoff, CallOptions, Client, ConnectOptions, Connection, QueueOptions};
 use rpc_util::CuttableProxy;
 use task_util::BackgroundWorker;
@@ -45,7 +45,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const HANG_GRACE: Duration = Duration::from_secs(5);
 
 fn record_run() {
-    let id = current().and_then(|info| info.message_id);
+    let id = lepus::Context::current().and_then(|cx| cx.message_id().map(str::to_owned));
     if let Some(id) = id {
         *RUNS.lock().unwrap().entry(id).or_default() += 1;
     }

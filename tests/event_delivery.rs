@@ -8,7 +8,6 @@ mod task_util;
 
 use std::time::Duration;
 
-use lepus::event::current;
 use lepus::task::{observe, Outcome};
 use serde::{Deserialize, Serialize};
 use task_util::{client, BackgroundWorker};
@@ -29,8 +28,8 @@ async fn audit_broadcast(_line: LogLine) {}
 
 /// Topic routing: only `*.error` and `kern.#`.
 #[lepus::event(exchange = "logs", kind = "topic", binding = ["*.error", "kern.#"])]
-async fn errors_and_kernel(line: LogLine) -> Result<(), String> {
-    let key = current().map(|e| e.routing_key).unwrap_or_default();
+async fn errors_and_kernel(ctx: lepus::Context, line: LogLine) -> Result<(), String> {
+    let key = ctx.routing_key().unwrap_or_default();
     if line.text == "poison" {
         return Err(format!("cannot handle {key}"));
     }

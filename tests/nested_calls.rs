@@ -8,17 +8,9 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use lepus::{CallOptions, Client, Error, FailureKind};
-
-/// The client the handlers call through (the handlers are free functions: no state yet).
-static CLIENT: OnceLock<Client> = OnceLock::new();
-
-fn client() -> &'static Client {
-    CLIENT.get().expect("the test sets the client first")
-}
+use lepus::{CallOptions, Client, Error, FailureKind, State};
 
 #[lepus::rpc(queue = "nested")]
 async fn double(n: u32) -> Result<u32, String> {
@@ -36,9 +28,9 @@ async fn increment(n: u32) -> u32 {
 /// Calls two methods of its own worker (one on its queue, one on another) and a method of its
 /// queue that the worker does not serve.
 #[lepus::rpc(queue = "nested")]
-async fn outer(n: u32) -> Result<u32, String> {
-    let doubled = double::call(client(), n).await.map_err(|e| e.to_string())?;
-    let incremented = increment::call(client(), doubled)
+async fn outer(State(client): State<Client>, n: u32) -> Result<u32, String> {
+    let doubled = double::call(&client, n).await.map_err(|e| e.to_string())?;
+    let incremented = increment::call(&client, doubled)
         .await
         .map_err(|e| e.to_string())?;
     Ok(incremented)
@@ -46,8 +38,8 @@ async fn outer(n: u32) -> Result<u32, String> {
 
 /// Passes on an inner call's application error.
 #[lepus::rpc(queue = "nested")]
-async fn outer_error(n: u32) -> Result<u32, String> {
-    match double::call(client(), n).await {
+async fn outer_error(State(client): State<Client>, n: u32) -> Result<u32, String> {
+    match double::call(&client, n).await {
         Err(Error::Remote(e)) => Err(format!("inner said: {e}")),
         other => other.map_err(|e| e.to_string()),
     }
@@ -60,8 +52,8 @@ async fn unserved(n: u32) -> u32 {
 }
 
 #[lepus::rpc(queue = "nested")]
-async fn outer_unserved(n: u32) -> Result<u32, String> {
-    match unserved::call(client(), n).await {
+async fn outer_unserved(State(client): State<Client>, n: u32) -> Result<u32, String> {
+    match unserved::call(&client, n).await {
         Err(Error::Failed {
             kind: FailureKind::UnknownMethod,
             message,
@@ -73,11 +65,13 @@ async fn outer_unserved(n: u32) -> Result<u32, String> {
 #[tokio::test]
 async fn nested_calls_into_a_full_pool_neither_deadlock_nor_hang() {
     let mut bed = common::test_bed("nest").await;
-    CLIENT.set(bed.client().clone()).unwrap();
+    // The client the handlers call through: their state.
+    let client = bed.client().clone();
     // One slot and a prefetch of one: a nested request through the broker could only be taken
     // by this worker once the outer one is done, which waits for it.
     bed.worker(|w| {
-        w.concurrency(1)
+        w.state(client)
+            .concurrency(1)
             .prefetch(1)
             .serve(outer::handler())
             .serve(outer_error::handler())

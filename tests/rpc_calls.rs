@@ -6,13 +6,14 @@ mod common;
 mod rpc_util;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
-use lepus::{CallOptions, Error, FailureKind};
+use lepus::{CallOptions, Error, FailureKind, State};
 use rpc_util::{client, eventually, RunningWorker};
 use serde::{Deserialize, Serialize};
 
@@ -75,12 +76,10 @@ async fn nap(ms: u64) -> u64 {
     ms
 }
 
-static COUNTED: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts its runs (for the expired-request test).
+/// Counts its runs in its state (for the expired-request test).
 #[lepus::rpc(queue = "counted")]
-async fn counted(tag: u32) -> u32 {
-    COUNTED.fetch_add(1, Ordering::SeqCst);
+async fn counted(State(runs): State<Arc<AtomicUsize>>, tag: u32) -> u32 {
+    runs.fetch_add(1, Ordering::SeqCst);
     tag
 }
 
@@ -385,8 +384,12 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
 async fn a_worker_skips_requests_past_their_deadline() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
+    let runs = Arc::new(AtomicUsize::new(0));
     let worker = RunningWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(1).concurrency(1).serve(counted::handler())
+        w.prefetch(1)
+            .concurrency(1)
+            .state(runs.clone())
+            .serve(counted::handler())
     })
     .await;
     let client = client(broker.url(), &prefix).await;
@@ -397,7 +400,7 @@ async fn a_worker_skips_requests_past_their_deadline() {
         }
     })
     .await;
-    let before = COUNTED.load(Ordering::SeqCst);
+    let before = runs.load(Ordering::SeqCst);
 
     // A request whose deadline passed an hour ago (no `expiration`, so only the header says so).
     let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
@@ -431,7 +434,7 @@ async fn a_worker_skips_requests_past_their_deadline() {
     // FIFO with one slot: the expired request is handled before this call.
     assert_eq!(counted::call(&client, 7).await.unwrap(), 7);
     assert_eq!(
-        COUNTED.load(Ordering::SeqCst) - before,
+        runs.load(Ordering::SeqCst) - before,
         1,
         "only the live call ran"
     );

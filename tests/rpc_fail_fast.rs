@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lepus::{Client, Error, FailureKind, Worker, WorkerHandle};
+use lepus::{Client, Error, FailureKind, State, Worker, WorkerHandle};
 
 /// Says which build answered, after `delay_ms`.
 #[lepus::rpc(queue = "accounts")]
@@ -26,13 +26,10 @@ async fn whoami(delay_ms: u64) -> String {
     "v1".to_owned()
 }
 
-/// How many `slow_op` calls have started (used by one test only).
-static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
-
-/// A slow operation, counted when it starts.
+/// A slow operation, counted when it starts (in its state: how many have started).
 #[lepus::rpc(queue = "slow_ops")]
-async fn slow_op(ms: u64) -> u64 {
-    SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
+async fn slow_op(State(started): State<Arc<AtomicUsize>>, ms: u64) -> u64 {
+    started.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(ms)).await;
     ms
 }
@@ -124,8 +121,11 @@ async fn the_next_call_after_the_only_worker_stopped_fails_at_once() {
 async fn requests_the_last_worker_received_but_did_not_start_are_answered_not_run() {
     let service = Service::start().await;
     // One request at a time, eight pushed ahead: when it stops, up to seven are unstarted.
+    let started = Arc::new(AtomicUsize::new(0));
     let worker = service
-        .worker(slow_op::handler(), |w| w.concurrency(1).prefetch(8))
+        .worker(slow_op::handler().state(started.clone()), |w| {
+            w.concurrency(1).prefetch(8)
+        })
         .await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
@@ -138,7 +138,7 @@ async fn requests_the_last_worker_received_but_did_not_start_are_answered_not_ru
         .collect();
     // Stop while the first one runs.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while SLOW_STARTED.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+    while started.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     worker.shutdown().await.unwrap();

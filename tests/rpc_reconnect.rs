@@ -6,17 +6,16 @@ mod common;
 mod rpc_util;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use lepus::{Backoff, CallOptions, Client, ConnectOptions, Error};
+use lepus::{Backoff, CallOptions, Client, ConnectOptions, Error, State};
 use rpc_util::{eventually, CuttableProxy, RunningWorker};
 
-static NAPS_STARTED: AtomicUsize = AtomicUsize::new(0);
-
-/// Sleeps `ms`, then answers.
+/// Sleeps `ms`, then answers; counts the naps started in its state.
 #[lepus::rpc(queue = "napper")]
-async fn nap(ms: u64) -> u64 {
-    NAPS_STARTED.fetch_add(1, Ordering::SeqCst);
+async fn nap(State(started): State<Arc<AtomicUsize>>, ms: u64) -> u64 {
+    started.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(ms)).await;
     ms
 }
@@ -46,11 +45,14 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     let proxy = CuttableProxy::start(broker.url()).await;
     let url = proxy.url(broker.url());
     let prefix = common::unique("rpc");
+    let naps = Arc::new(AtomicUsize::new(0));
     let worker_conn = options(&url, &format!("{prefix} worker"))
         .connect()
         .await
         .unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
+        w.state(naps.clone()).serve(nap::handler())
+    });
     let client_conn = options(&url, &format!("{prefix} client"))
         .connect()
         .await
@@ -63,7 +65,7 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     until_served(&client).await;
     assert_eq!(client_conn.generation(), 1);
 
-    let started = NAPS_STARTED.load(Ordering::SeqCst);
+    let started = naps.load(Ordering::SeqCst);
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move {
@@ -72,7 +74,7 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
         }
     });
     eventually("the long nap to start", || async {
-        (NAPS_STARTED.load(Ordering::SeqCst) > started).then_some(())
+        (naps.load(Ordering::SeqCst) > started).then_some(())
     })
     .await;
 
@@ -153,12 +155,15 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
 async fn clients_and_workers_come_back_after_a_broker_restart() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
+    let naps = Arc::new(AtomicUsize::new(0));
     let url = broker.url().to_owned();
     let worker_conn = options(&url, &format!("{prefix} worker"))
         .connect()
         .await
         .unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| w.serve(nap::handler()));
+    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
+        w.state(naps.clone()).serve(nap::handler())
+    });
     let client_conn = options(&url, &format!("{prefix} client"))
         .connect()
         .await

@@ -69,12 +69,9 @@ async fn slow(key: String, id: u64, millis: u64) {
 
 /// Always fails.
 #[lepus::task(queue = "flaky", retries = 3, backoff = "100ms..400ms")]
-async fn always_fails(key: String) -> Result<(), String> {
+async fn always_fails(ctx: lepus::Context, key: String) -> Result<(), String> {
     *runs().lock().unwrap().entry((key, 0)).or_default() += 1;
-    Err(format!(
-        "attempt {} failed",
-        lepus::task::current().map(|t| t.attempt).unwrap_or(0)
-    ))
+    Err(format!("attempt {} failed", ctx.attempt()))
 }
 
 /// Fails twice, then succeeds.

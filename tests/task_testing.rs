@@ -4,29 +4,34 @@
 //! way (it returns once the worker consumes), and its `Completions` report each request, task
 //! or event the handler settled. Without a broker, `call_local`, `run_task_local` and
 //! `deliver_local` run one handler in-process as a worker would, with the delivery state it
-//! sees given by the test (nameko's `worker_factory`).
+//! sees (its `Context`) and the state it takes (`State<T>`) given by the test (nameko's
+//! `worker_factory`); no `static` holds a handler's state.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lepus::event::EventInfo;
 use lepus::task::TaskInfo;
-use lepus::testing::{call_local, deliver_local, run_task_local, Completions, Outcome};
+use lepus::testing::{
+    call_local, call_local_with, deliver_local, run_task_local, Completions, Outcome,
+};
+use lepus::{Context, State};
 use serde::{Deserialize, Serialize};
 
-static GREETED: AtomicUsize = AtomicUsize::new(0);
+/// How many greetings were sent: the greeter's state, given by each test.
+type Greeted = Arc<AtomicUsize>;
 
 #[lepus::task(queue = "greetings", retries = 1, backoff = "10ms..10ms")]
-async fn greet(name: String) -> Result<(), String> {
+async fn greet(State(greeted): State<Greeted>, name: String) -> Result<(), String> {
     if name.is_empty() {
         return Err("no name".into());
     }
-    GREETED.fetch_add(1, Ordering::SeqCst);
+    greeted.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -68,11 +73,15 @@ async fn one_idiom_tests_an_rpc_handler_a_task_and_an_event() {
     assert_eq!(fib::call(bed.client(), 10).await.unwrap(), 55);
     assert_eq!(next_outcome(&mut rpc).await, Outcome::Succeeded);
 
-    let mut task = bed.serve(greet::handler()).await.unwrap();
-    let before = GREETED.load(Ordering::SeqCst);
+    // The handler's state is the test's: a fresh counter, given to this handler only.
+    let greeted = Greeted::default();
+    let mut task = bed
+        .serve(greet::handler().state(greeted.clone()))
+        .await
+        .unwrap();
     greet::enqueue(bed.client(), "ann".into()).await.unwrap();
     assert_eq!(next_outcome(&mut task).await, Outcome::Succeeded);
-    assert!(GREETED.load(Ordering::SeqCst) > before);
+    assert_eq!(greeted.load(Ordering::SeqCst), 1);
 
     let mut event = bed.serve(on_greeted::handler()).await.unwrap();
     on_greeted::publish(bed.client(), "", &"ann".to_owned())
@@ -125,21 +134,19 @@ async fn serve_returns_once_the_handler_is_served() {
     bed.stop().await;
 }
 
-/// Remembers the message ids it handled: a handler whose behaviour depends on its delivery
-/// state (here, deduplication of at-least-once deliveries).
-static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// The message ids a charge handler has seen: its state (deduplication of at-least-once
+/// deliveries), given by the test.
+type Ledger = Arc<Mutex<HashSet<String>>>;
 
 #[lepus::task(queue = "testing.charges", retries = 2)]
-async fn charge(cents: u64) -> Result<(), String> {
-    let info = lepus::task::current().ok_or("not run by a worker")?;
-    if let Some(id) = &info.message_id {
-        let mut seen = SEEN.lock().unwrap();
-        if !seen.get_or_insert_with(HashSet::new).insert(id.clone()) {
+async fn charge(ctx: Context, State(ledger): State<Ledger>, cents: u64) -> Result<(), String> {
+    if let Some(id) = ctx.message_id() {
+        if !ledger.lock().unwrap().insert(id.to_owned()) {
             return Ok(()); // already charged: a redelivery
         }
     }
-    if info.attempt >= 2 && cents > 10_000 {
-        return Err(format!("card declined on attempt {}", info.attempt));
+    if ctx.attempt() >= 2 && cents > 10_000 {
+        return Err(format!("card declined on attempt {}", ctx.attempt()));
     }
     if cents == 0 {
         return Err("nothing to charge".into());
@@ -148,16 +155,41 @@ async fn charge(cents: u64) -> Result<(), String> {
 }
 
 #[lepus::event(exchange = "testing.audit", kind = "topic", binding = "#")]
-async fn audit(line: String) -> Result<(), String> {
-    let info = lepus::event::current().ok_or("not run by a worker")?;
-    if info.routing_key.ends_with(".error") && line.is_empty() {
-        return Err(format!("empty line on {}", info.routing_key));
+async fn audit(ctx: &Context, line: String) -> Result<(), String> {
+    let key = ctx.routing_key().ok_or("not an event")?;
+    if key.ends_with(".error") && line.is_empty() {
+        return Err(format!("empty line on {key}"));
     }
     Ok(())
 }
 
-/// No broker: each handler runs in this process as a worker would run it, with the delivery
-/// state (`task::current()`, `event::current()`) faked by the test.
+/// Written before the context: `task::current()` still answers (deprecated).
+#[lepus::task(queue = "testing.legacy")]
+async fn legacy(expected_attempt: u32) -> Result<(), String> {
+    #[allow(deprecated)]
+    let info = lepus::task::current().ok_or("not run by a worker")?;
+    if info.attempt == expected_attempt && info.name == "legacy" {
+        Ok(())
+    } else {
+        Err(format!("saw {info:?}"))
+    }
+}
+
+#[derive(Clone)]
+struct Rates {
+    eur_per_usd: f64,
+}
+
+#[lepus::rpc(queue = "testing.fx")]
+async fn to_eur(usd: f64, State(rates): State<Rates>, ctx: Context) -> Result<f64, String> {
+    if ctx.is_expired() {
+        return Err("the caller gave up".into());
+    }
+    Ok(usd * rates.eur_per_usd)
+}
+
+/// No broker: each handler runs in this process as a worker would run it, with its context
+/// and its state faked by the test.
 #[tokio::test]
 async fn handlers_are_unit_tested_without_a_broker() {
     // An RPC handler: typed result and typed error, as a caller would get them.
@@ -167,26 +199,50 @@ async fn handlers_are_unit_tested_without_a_broker() {
         Err(lepus::Error::Remote(MathError::Overflow(100)))
     ));
 
-    // A task: the fake attempt number and message id drive the handler and the retry decision.
+    // An RPC handler with state: the test gives a fake one, and the context it runs in.
+    let rates = Context::new().with_state(Rates { eur_per_usd: 2.0 });
+    assert_eq!(
+        call_local_with::<to_eur>((10.0,), rates.clone())
+            .await
+            .unwrap(),
+        20.0
+    );
+    let expired = rates.with_timeout(Duration::ZERO);
+    assert!(matches!(
+        call_local_with::<to_eur>((10.0,), expired).await,
+        Err(lepus::Error::Remote(e)) if e == "the caller gave up"
+    ));
+    // Without the state it needs: the error a worker would give before starting.
+    match call_local::<to_eur>((10.0,)).await {
+        Err(lepus::Error::Config(message)) => {
+            assert!(message.contains("State<task_testing::Rates>"), "{message}")
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+
+    // A task: the fake attempt number and message id drive the handler and the retry decision;
+    // its ledger is the test's.
+    let ledger = Ledger::default();
+    let with = |info: TaskInfo| Context::from(info).with_state(ledger.clone());
     let first = TaskInfo {
         message_id: Some("charge-1".into()),
         ..TaskInfo::default()
     };
     assert_eq!(
-        run_task_local::<charge>((500,), first.clone()).await,
+        run_task_local::<charge>((500,), with(first.clone())).await,
         Outcome::Succeeded
     );
     // Delivered again with the same id: deduplicated.
     assert_eq!(
-        run_task_local::<charge>((0,), first).await,
+        run_task_local::<charge>((0,), with(first)).await,
         Outcome::Succeeded
     );
     let retry = run_task_local::<charge>(
         (0,),
-        TaskInfo {
+        with(TaskInfo {
             message_id: Some("charge-2".into()),
             ..TaskInfo::default()
-        },
+        }),
     )
     .await;
     assert!(
@@ -195,11 +251,11 @@ async fn handlers_are_unit_tested_without_a_broker() {
     );
     let last = run_task_local::<charge>(
         (20_000,),
-        TaskInfo {
+        with(TaskInfo {
             message_id: Some("charge-3".into()),
             attempt: 3,
             ..TaskInfo::default()
-        },
+        }),
     )
     .await;
     assert_eq!(
@@ -207,6 +263,21 @@ async fn handlers_are_unit_tested_without_a_broker() {
         Outcome::DeadLettered {
             error: "card declined on attempt 3".into()
         }
+    );
+    assert_eq!(ledger.lock().unwrap().len(), 3);
+    // No ledger given: dead-lettered with the reason, as a worker would refuse to start.
+    match run_task_local::<charge>((1,), TaskInfo::default()).await {
+        Outcome::DeadLettered { error } => assert!(error.contains("State<"), "{error}"),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    // `task::current()` (deprecated) still reads the task's context.
+    let fourth = TaskInfo {
+        attempt: 4,
+        ..TaskInfo::default()
+    };
+    assert_eq!(
+        run_task_local::<legacy>((4,), fourth).await,
+        Outcome::Succeeded
     );
 
     // An event handler, with a fake routing key.
@@ -251,7 +322,11 @@ async fn queues_can_be_chosen_at_run_time() {
 
     let tasks = format!("{}.eu", greet::QUEUE);
     let mut done = bed
-        .serve(greet::handler().on_queue(tasks.clone()))
+        .serve(
+            greet::handler()
+                .on_queue(tasks.clone())
+                .state(Greeted::default()),
+        )
         .await
         .unwrap();
     greet::enqueue_with(
@@ -262,5 +337,34 @@ async fn queues_can_be_chosen_at_run_time() {
     .await
     .unwrap();
     assert_eq!(next_outcome(&mut done).await, Outcome::Succeeded);
+    bed.stop().await;
+}
+
+/// A handler taking a state nobody gave: the worker refuses to start, naming it, instead of
+/// failing request after request.
+#[tokio::test]
+async fn a_worker_missing_a_state_refuses_to_start() {
+    let mut bed = common::test_bed("bed").await;
+    match bed.worker(|w| w.serve(greet::handler())).await {
+        Err(lepus::Error::Config(message)) => {
+            assert!(message.contains("greet"), "{message}");
+            assert!(message.contains("AtomicUsize"), "{message}");
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    // Given to the worker (every handler of it), it starts; a handler's own state wins.
+    let workers = Greeted::default();
+    let own = Greeted::default();
+    let mut done = bed
+        .serve(greet::handler().state(own.clone()))
+        .await
+        .unwrap();
+    bed.worker(|w| w.state(workers.clone()).serve(fib::handler()))
+        .await
+        .unwrap();
+    greet::enqueue(bed.client(), "bo".into()).await.unwrap();
+    assert_eq!(next_outcome(&mut done).await, Outcome::Succeeded);
+    assert_eq!(own.load(Ordering::SeqCst), 1);
+    assert_eq!(workers.load(Ordering::SeqCst), 0);
     bed.stop().await;
 }

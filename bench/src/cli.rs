@@ -175,6 +175,11 @@ pub(crate) enum RpcImpl {
     LapinWire,
     /// The Lepus `#[lepus::rpc]` stub and worker pool.
     Lepus,
+    /// The same echo as a `#[lepus::service]` trait: its generated client and server (the
+    /// same queue, method name and wire as `lepus`), to compare the two idioms (issue 16).
+    #[value(name = "lepus-service")]
+    #[serde(rename = "lepus-service")]
+    LepusService,
     /// The same pair as `lapin` on the bench's own client: measures the broker's round trip
     /// without a client library's thread hops.
     Raw,

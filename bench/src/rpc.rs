@@ -22,7 +22,7 @@ use crate::proc_stat::ResourceProbe;
 use crate::raw_rpc::{RawRpcCaller, RawRpcServer};
 use crate::report::Report;
 use crate::rpc_lapin::{LapinCaller, LapinServer, Wire};
-use crate::rpc_lepus::{self, LepusCaller, LepusServer};
+use crate::rpc_lepus::{self, LepusCaller, LepusServer, Stub};
 use crate::stats::{merge_into, now_ns, spawn_progress, Counters, Latency};
 
 /// The client half of an RPC implementation: many calls may run at once on one caller.
@@ -71,9 +71,14 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
             let result = run_raw(cli, args, &queue).await;
             (queue, result)
         }
-        RpcImpl::Lepus => {
+        RpcImpl::Lepus | RpcImpl::LepusService => {
+            let stub = if args.implementation == RpcImpl::LepusService {
+                Stub::Service
+            } else {
+                Stub::Function
+            };
             // The Lepus worker declares its own queue, as a user's would.
-            let result = run_lepus(cli, args, &prefix).await;
+            let result = run_lepus(cli, args, &prefix, stub).await;
             (rpc_lepus::queue_name(&prefix), result)
         }
     };
@@ -112,12 +117,15 @@ async fn run_raw(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
     Ok(report)
 }
 
-async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str) -> Result<Report> {
+async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str, stub: Stub) -> Result<Report> {
     let prefetch = server_prefetch(args);
-    let server = LepusServer::start(&cli.url, prefix, prefetch, usize::from(prefetch)).await?;
+    let server =
+        LepusServer::start(&cli.url, prefix, prefetch, usize::from(prefetch), stub).await?;
     let mut callers: Vec<Arc<dyn RpcCaller>> = Vec::new();
     for _ in 0..args.callers {
-        callers.push(Arc::new(LepusCaller::connect(&cli.url, prefix).await?));
+        callers.push(Arc::new(
+            LepusCaller::connect(&cli.url, prefix, stub).await?,
+        ));
     }
     let res = measure(cli, args, &callers).await;
     for c in &callers {

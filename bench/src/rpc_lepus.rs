@@ -3,6 +3,10 @@
 //! can put the framework's calls/s next to the hand-written lapin pair of [`crate::rpc_lapin`]
 //! (issue 3 "Done means" 4: at least 90% of it).
 //!
+//! `rpc --impl lepus-service` runs the same echo as a `#[lepus::service]` trait, its generated
+//! client and server: the same queue, method name and wire, so the two idioms are measured on
+//! equal terms (issue 16 "Done means" 6: the trait costs nothing).
+//!
 //! Each run uses its own queue prefix (`lepus-bench-<hex>-`), so the worker's queue is
 //! `<prefix>echo`; the worker declares it, the scenario deletes it at the end.
 
@@ -17,6 +21,31 @@ use crate::rpc::RpcCaller;
 #[lepus::rpc(queue = "echo")]
 async fn echo(body: Bytes) -> Bytes {
     body
+}
+
+/// The same service as a contract trait (one method, named like the function).
+#[lepus::service(queue = "echo")]
+trait EchoService {
+    /// Returns its argument.
+    async fn echo(&self, body: Bytes) -> Bytes;
+}
+
+/// The trait's implementation (no state).
+struct EchoImpl;
+
+impl EchoService for EchoImpl {
+    async fn echo(&self, body: Bytes) -> Bytes {
+        body
+    }
+}
+
+/// Which of the two idioms serves and calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stub {
+    /// `#[lepus::rpc]`: `echo::handler()` and `echo::call`.
+    Function,
+    /// `#[lepus::service]`: `EchoServiceServer` and `EchoServiceClient`.
+    Service,
 }
 
 /// Opaque bytes as one MessagePack `bin` (what `serde_bytes` does): serde's default for a
@@ -89,13 +118,17 @@ impl LepusServer {
         prefix: &str,
         prefetch: u16,
         concurrency: usize,
+        stub: Stub,
     ) -> Result<Self> {
         let conn = lepus::connect(url).await?;
         let worker = lepus::Worker::new(&conn)
             .queue_prefix(prefix)
             .prefetch(prefetch)
-            .concurrency(concurrency)
-            .serve(echo::handler());
+            .concurrency(concurrency);
+        let worker = match stub {
+            Stub::Function => worker.serve(echo::handler()),
+            Stub::Service => worker.serve(EchoServiceServer::new(EchoImpl)),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run_until(async move {
             let _ = stopped.await;
@@ -116,6 +149,8 @@ impl LepusServer {
 pub(crate) struct LepusCaller {
     conn: lepus::Connection,
     client: lepus::Client,
+    /// The trait's client (on `client`) when measuring the service idiom.
+    service: Option<EchoServiceClient>,
 }
 
 impl std::fmt::Debug for LepusCaller {
@@ -127,7 +162,7 @@ impl std::fmt::Debug for LepusCaller {
 impl LepusCaller {
     /// Connects a client whose calls go to queues under `prefix`, and waits (up to 30 s) until
     /// the worker answers.
-    pub(crate) async fn connect(url: &str, prefix: &str) -> Result<Self> {
+    pub(crate) async fn connect(url: &str, prefix: &str, stub: Stub) -> Result<Self> {
         let conn = lepus::connect(url).await?;
         let client = lepus::Client::builder(&conn)
             .queue_prefix(prefix)
@@ -144,17 +179,23 @@ impl LepusCaller {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(LepusCaller { conn, client })
+        let service = (stub == Stub::Service).then(|| EchoServiceClient::new(&client));
+        Ok(LepusCaller {
+            conn,
+            client,
+            service,
+        })
     }
 }
 
 impl RpcCaller for LepusCaller {
     fn call(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>> {
         Box::pin(async move {
-            echo::call(&self.client, Bytes(body))
-                .await
-                .map(|reply| reply.0)
-                .map_err(BenchError::from)
+            let reply = match &self.service {
+                Some(service) => service.echo(Bytes(body)).await,
+                None => echo::call(&self.client, Bytes(body)).await,
+            };
+            reply.map(|reply| reply.0).map_err(BenchError::from)
         })
     }
 

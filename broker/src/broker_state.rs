@@ -4,6 +4,7 @@
 //! handed out as an `Arc<BrokerShared>`; the server, the connections, the management API and
 //! [`crate::Admin`] all read it, none of them owns it.
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -33,6 +34,18 @@ pub(crate) struct BrokerShared {
     pub(crate) channels: Arc<Channels>,
     /// The busy-poll thread every read touches (`None`: busy polling off).
     pub(crate) busy_poll: Option<Arc<BusyPoll>>,
+    /// The sockets the broker accepts on, set once they are all bound (`listeners` of the
+    /// management API's overview and its port-listener health check).
+    pub(crate) listeners: std::sync::OnceLock<Vec<Listener>>,
+}
+
+/// A socket the broker accepts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listener {
+    /// RabbitMQ's protocol name: `amqp`, `amqp/ssl` or `http`.
+    pub(crate) protocol: &'static str,
+    /// The bound address.
+    pub(crate) addr: SocketAddr,
 }
 
 impl BrokerShared {
@@ -49,6 +62,7 @@ impl BrokerShared {
             connections: Connections::default(),
             channels: Arc::default(),
             busy_poll,
+            listeners: std::sync::OnceLock::new(),
         }
     }
 }

@@ -86,6 +86,9 @@ pub(crate) struct ChannelShared {
     uncommitted_messages: AtomicU32,
     /// Acks, nacks and rejects buffered by the open transaction (`acks_uncommitted`).
     uncommitted_acks: AtomicU32,
+    /// Set by the connection task at the channel's first publish; read by the management API
+    /// (RabbitMQ's `rabbitmq_global_publishers` counts such channels).
+    publisher: AtomicBool,
 }
 
 /// Which publishing mode a channel is in (`confirm` and `transactional` of `/api/channels`).
@@ -123,7 +126,21 @@ impl ChannelShared {
             unconfirmed: AtomicU32::new(0),
             uncommitted_messages: AtomicU32::new(0),
             uncommitted_acks: AtomicU32::new(0),
+            publisher: AtomicBool::new(false),
         }
+    }
+
+    /// Records that the channel published (the connection task, on every publish: one
+    /// relaxed load, and a store the first time).
+    pub(crate) fn note_publisher(&self) {
+        if !self.publisher.load(Ordering::Relaxed) {
+            self.publisher.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// True once the channel has published.
+    pub(crate) fn is_publisher(&self) -> bool {
+        self.publisher.load(Ordering::Relaxed)
     }
 
     /// The publishing mode (for the management API).

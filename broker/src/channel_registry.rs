@@ -9,6 +9,7 @@
 //! every way a channel goes away (close-ok, channel error, connection end) unregisters it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::channel::ChannelShared;
@@ -17,6 +18,10 @@ use crate::channel::ChannelShared;
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     map: Mutex<BTreeMap<(u64, u16), Arc<ChannelShared>>>,
+    /// Channels registered so far (`rabbitmq_channels_opened_total`).
+    opened: AtomicU64,
+    /// Registered channels that went away (`rabbitmq_channels_closed_total`).
+    closed: AtomicU64,
 }
 
 impl Channels {
@@ -29,6 +34,7 @@ impl Channels {
     pub(crate) fn register(self: &Arc<Self>, shared: &Arc<ChannelShared>) -> ChannelRegistration {
         self.lock()
             .insert((shared.connection_id, shared.id), shared.clone());
+        self.opened.fetch_add(1, Ordering::Relaxed);
         ChannelRegistration {
             registry: self.clone(),
             shared: shared.clone(),
@@ -43,6 +49,14 @@ impl Channels {
     /// How many channels are open.
     pub(crate) fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// (opened, closed) channels since the broker started.
+    pub(crate) fn churn(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -63,6 +77,8 @@ impl Drop for ChannelRegistration {
         if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &self.shared)) {
             map.remove(&key);
         }
+        drop(map);
+        self.registry.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

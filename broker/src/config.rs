@@ -49,6 +49,9 @@ pub(crate) struct Config {
     /// How long the broker keeps polling sockets after a read before its workers sleep
     /// (`--busy-poll-us`; zero, the embedded default, turns it off). See `busy_poll`.
     pub(crate) busy_poll: Duration,
+    /// A definitions file (RabbitMQ's JSON format) imported at every start, after the data
+    /// directory is recovered and before clients are accepted (`--definitions`).
+    pub(crate) definitions: Option<PathBuf>,
 }
 
 /// RabbitMQ's default `max_message_size`: 128 MiB.
@@ -74,6 +77,7 @@ impl Default for Config {
             memory_budget: None,
             memory_high_watermark: None,
             busy_poll: Duration::ZERO,
+            definitions: None,
         }
     }
 }

@@ -872,6 +872,7 @@ impl Connection {
                 confirm.pending_store = confirm.pending_store.saturating_sub(1);
                 ch.shared.set_unconfirmed(confirm.pending_store);
                 let method = if ok {
+                    self.vhost.stats.confirmed();
                     basic::AMQPMethod::Ack(basic::Ack {
                         delivery_tag: seq,
                         multiple: false,

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -66,6 +67,10 @@ impl ConnectionInfo {
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     map: Mutex<HashMap<u64, (ConnectionInfo, mpsc::UnboundedSender<ConnEvent>)>>,
+    /// Connections registered so far (`rabbitmq_connections_opened_total`).
+    opened: AtomicU64,
+    /// Registered connections that ended (`rabbitmq_connections_closed_total`).
+    closed: AtomicU64,
 }
 
 impl Connections {
@@ -80,11 +85,22 @@ impl Connections {
     /// Records an opened connection.
     pub(crate) fn register(&self, info: ConnectionInfo, events: mpsc::UnboundedSender<ConnEvent>) {
         self.lock().insert(info.id, (info, events));
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (opened, closed) connections since the broker started.
+    pub(crate) fn churn(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        )
     }
 
     /// Forgets a finished connection.
     pub(crate) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        if self.lock().remove(&id).is_some() {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Every open connection, by id.

@@ -235,6 +235,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The `--definitions` file could not be read or imported.
+    #[error("cannot import definitions from {path}: {reason}")]
+    Definitions {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The data directory could not be opened (I/O error, or damaged files: see
     /// [`crate::store::StoreError::is_corruption`]).
     #[error("cannot open the data directory: {0}")]

@@ -79,6 +79,8 @@ pub(crate) struct Exchange {
     pub(crate) alternate: Option<String>,
     /// Bindings with this exchange as source, in creation order.
     pub(crate) bindings: Vec<Binding>,
+    /// The declare's arguments as given (the management API and definitions show them).
+    pub(crate) arguments: FieldTable,
 }
 
 impl Exchange {
@@ -104,6 +106,7 @@ impl Exchange {
             internal,
             alternate,
             bindings: Vec::new(),
+            arguments,
         }
     }
 

@@ -148,6 +148,61 @@ struct Args {
         value_name = "MICROSECONDS"
     )]
     busy_poll_us: u64,
+    /// Heartbeat interval proposed to clients in `connection.tune`, in seconds (RabbitMQ's
+    /// `heartbeat`); 0 proposes none. A client may lower it.
+    #[arg(
+        long,
+        env = "LEPUS_HEARTBEAT",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    heartbeat: u64,
+    /// A definitions file in RabbitMQ's JSON format (users, vhosts, permissions, exchanges,
+    /// queues, bindings; what `lepusctl export_definitions` and RabbitMQ write) imported at
+    /// every start, before clients are accepted. It adds and updates, never deletes.
+    #[arg(long, env = "LEPUS_DEFINITIONS", value_name = "FILE")]
+    definitions: Option<PathBuf>,
+    /// The first user, made at the first start (empty data directory) instead of
+    /// `guest`/`guest`: tagged `administrator`, every permission on `/`, and allowed to log in
+    /// from anywhere. Needs a password (--default-pass or --default-pass-file).
+    #[arg(long, env = "LEPUS_DEFAULT_USER", value_name = "NAME")]
+    default_user: Option<String>,
+    /// The first user's password.
+    #[arg(
+        long,
+        env = "LEPUS_DEFAULT_PASS",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    default_pass: Option<String>,
+    /// A file holding the first user's password (its first line), such as a container secret.
+    #[arg(
+        long,
+        env = "LEPUS_DEFAULT_PASS_FILE",
+        value_name = "FILE",
+        conflicts_with = "default_pass"
+    )]
+    default_pass_file: Option<PathBuf>,
+}
+
+/// The first user from the options: a name needs a password and the other way round.
+fn first_user(args: &Args) -> Result<Option<(String, String)>, String> {
+    let password = match (&args.default_pass, &args.default_pass_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            Some(text.lines().next().unwrap_or_default().to_owned())
+        }
+        (None, None) => None,
+    };
+    match (&args.default_user, password) {
+        (Some(user), Some(pass)) if !user.is_empty() && !pass.is_empty() => {
+            Ok(Some((user.clone(), pass)))
+        }
+        (None, None) => Ok(None),
+        _ => Err("--default-user and a non-empty password (--default-pass or --default-pass-file) go together".to_owned()),
+    }
 }
 
 #[tokio::main]
@@ -161,6 +216,17 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut builder = lepus_broker::Broker::builder();
+    match first_user(&args) {
+        Ok(Some((user, pass))) => builder = builder.first_user(user, pass),
+        Ok(None) => {}
+        Err(reason) => {
+            error!(%reason, "cannot start");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if let Some(file) = &args.definitions {
+        builder = builder.definitions(file);
+    }
     if let (Some(addr), Some(cert), Some(key)) = (args.tls_listen, args.tls_cert, args.tls_key) {
         builder = builder.tls(addr, cert, key);
     }
@@ -191,6 +257,7 @@ async fn main() -> std::process::ExitCode {
         .max_message_size(args.max_message_size)
         .handshake_timeout(std::time::Duration::from_millis(args.handshake_timeout))
         .busy_poll(std::time::Duration::from_micros(args.busy_poll_us))
+        .heartbeat(std::time::Duration::from_secs(args.heartbeat))
         .start()
         .await
     {

@@ -55,6 +55,8 @@ const FALLBACK_BUDGET: u64 = 1 << 30;
 /// The broker's accounted memory and its two thresholds; see the module doc.
 #[derive(Debug)]
 pub(crate) struct Memory {
+    /// The budget (bytes), as configured.
+    budget: u64,
     /// Bodies are paged out past `PAGING_RATIO` of it.
     paging_threshold: u64,
     /// The alarm is raised above it.
@@ -77,6 +79,7 @@ impl Memory {
     pub(crate) fn new(budget: u64, watermark: u64) -> Self {
         let (alarm, _) = watch::channel(false);
         Self {
+            budget,
             paging_threshold: (budget as f64 * PAGING_RATIO) as u64,
             watermark,
             low_watermark: watermark - watermark / 20,
@@ -158,6 +161,21 @@ impl Memory {
                 tracing::info!(used, watermark = self.watermark, "memory alarm cleared");
             }
         }
+    }
+
+    /// The memory budget (bytes).
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// The high-watermark (bytes) above which publishers are blocked.
+    pub(crate) fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// True while the memory alarm is raised.
+    pub(crate) fn alarm_raised(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
     }
 
     /// A receiver of the alarm state (true while raised).

@@ -60,6 +60,11 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn persist_topology(&self, _vhost: &str, _topology: &Topology) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The store's activity counters (fsyncs, bytes written, segments), where it keeps any
+    /// (the management API's overview and `lepus_store_*` metrics).
+    fn stats(&self) -> Option<crate::store::StoreStats> {
+        None
+    }
 }
 
 /// The store of an in-memory broker: everything is "durable" at once, nothing is written.

@@ -256,6 +256,23 @@ pub(crate) enum EnqueueOutcome {
     Gone,
 }
 
+/// A queue's counts and counters at one moment ([`Queue::figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct QueueFigures {
+    /// Ready messages.
+    pub(crate) ready: u64,
+    /// Body bytes of the ready messages.
+    pub(crate) ready_bytes: u64,
+    /// Deliveries to consumers awaiting an ack.
+    pub(crate) unacked: u64,
+    /// Consumers.
+    pub(crate) consumers: u64,
+    /// Messages enqueued so far.
+    pub(crate) published: u64,
+    /// Messages delivered or fetched so far.
+    pub(crate) delivered: u64,
+}
+
 /// A dead letter waiting to be republished once the queue lock is released.
 #[derive(Debug)]
 pub(crate) struct DeadLetter {
@@ -278,6 +295,9 @@ pub(crate) struct Queue {
     pub(crate) exclusive_owner: Option<u64>,
     /// The parsed arguments we act on.
     pub(crate) config: QueueConfig,
+    /// The declare's arguments as given, those we do not act on included (the management
+    /// API, definitions and the durable topology keep them).
+    pub(crate) arguments: FieldTable,
     /// Mutable state; see the module doc for the lock order.
     state: Mutex<QueueState>,
     /// Wakes the housekeeping task (new expiring message, consumer change, deletion).
@@ -325,7 +345,12 @@ struct QueueState {
     ready_bytes: usize,
     /// Consumers in round-robin order: the next candidate is at the front.
     consumers: VecDeque<Arc<Consumer>>,
+    /// The next message's sequence number; also the number of messages enqueued so far
+    /// (published or restored), which the management API reads as the queue's publish count.
     next_seq: u64,
+    /// Messages handed to consumers or `basic.get` so far (the management API's
+    /// `deliver_get` of this queue; counted under the lock the delivery already holds).
+    delivered: u64,
     deleted: bool,
     /// For auto-delete: only a queue that once had a consumer is deleted when it has none.
     had_consumer: bool,
@@ -458,12 +483,14 @@ impl Queue {
             auto_delete,
             exclusive_owner,
             config,
+            arguments: FieldTable::default(),
             state: Mutex::new(QueueState {
                 ready: (0..levels).map(|_| VecDeque::new()).collect(),
                 ready_count: 0,
                 ready_bytes: 0,
                 consumers: VecDeque::new(),
                 next_seq: 0,
+                delivered: 0,
                 deleted: false,
                 had_consumer: false,
                 last_used: Instant::now(),
@@ -473,6 +500,13 @@ impl Queue {
             persistence: None,
             memory: Arc::new(Memory::unlimited()),
         }
+    }
+
+    /// Sets the declare arguments the queue reports (they must be those `config` was parsed
+    /// from).
+    pub(crate) fn with_arguments(mut self, arguments: FieldTable) -> Self {
+        self.arguments = arguments;
+        self
     }
 
     /// True when persistent messages routed here go to the store.
@@ -628,13 +662,21 @@ impl Queue {
         (st.ready_count as u32, st.consumers.len() as u32)
     }
 
-    /// Deliveries to consumers not yet acked (deliveries of `basic.get` are not counted).
-    pub(crate) fn unacked_by_consumers(&self) -> u64 {
-        self.lock()
-            .consumers
-            .iter()
-            .map(|c| u64::from(c.in_flight.load(std::sync::atomic::Ordering::Relaxed)))
-            .sum()
+    /// What the management API shows of the queue, read under one lock.
+    pub(crate) fn figures(&self) -> QueueFigures {
+        let st = self.lock();
+        QueueFigures {
+            ready: st.ready_count as u64,
+            ready_bytes: st.ready_bytes as u64,
+            unacked: st
+                .consumers
+                .iter()
+                .map(|c| u64::from(c.in_flight.load(std::sync::atomic::Ordering::Relaxed)))
+                .sum(),
+            consumers: st.consumers.len() as u64,
+            published: st.next_seq,
+            delivered: st.delivered,
+        }
     }
 
     /// Consumers as (consumer tag, channel number, connection id, no_ack, prefetch).
@@ -783,9 +825,11 @@ impl Queue {
                 redelivered: qm.redelivered,
                 expires_at: None,
             });
+            let redelivered = qm.redelivered;
             match consumer.channel.deliver(&consumer, self, qm) {
                 Ok(()) => {
-                    vhost.stats.delivered();
+                    st.delivered += 1;
+                    vhost.stats.delivered(consumer.no_ack, redelivered);
                     if let Some(qm) = settled {
                         self.forget(&qm);
                     }
@@ -876,6 +920,7 @@ impl Queue {
                     self.page_in(&mut st, level);
                 }
                 if let Some(qm) = self.pop_loaded(&mut st) {
+                    st.delivered += 1;
                     got = Some((qm, st.ready_count as u32));
                     break;
                 }

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::access::{AccessControl, LoopbackPolicy};
 use crate::admin::Admin;
-use crate::broker_state::BrokerShared;
+use crate::broker_state::{BrokerShared, Listener};
 use crate::config::{Config, TlsOptions};
 use crate::connection;
 use crate::error::Error;
@@ -218,6 +218,24 @@ impl BrokerBuilder {
         self
     }
 
+    /// The first user, tagged `administrator` with every permission on vhost `/`, made at
+    /// the first start (when the data directory has no users yet) instead of `guest`/`guest`
+    /// (RabbitMQ's `default_user`/`default_pass`). Unlike `guest` it may log in from
+    /// anywhere. Later starts keep the stored users whatever this says.
+    pub fn first_user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config.access.default_user = Some((name.into(), password.into()));
+        self
+    }
+
+    /// Imports `path`, a definitions file in RabbitMQ's JSON format (users, vhosts,
+    /// permissions, exchanges, queues, bindings), at every start, once the data directory is
+    /// recovered and before clients are accepted (RabbitMQ's `load_definitions`). The import
+    /// adds and updates, never deletes; a file that does not import stops the start.
+    pub fn definitions(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.definitions = Some(path.into());
+        self
+    }
+
     /// Uses `store` for persistent messages of durable queues when there is no data directory
     /// (crate-private: unit tests use it to check that confirms wait for the store).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -286,6 +304,14 @@ impl BrokerBuilder {
             None => None,
         };
         let shared = Arc::new(BrokerShared::new(self.config, vhosts, access));
+        if let Some(path) = &shared.config.definitions {
+            crate::management::import_definitions_file(&shared, path).map_err(|reason| {
+                Error::Definitions {
+                    path: path.display().to_string(),
+                    reason,
+                }
+            })?;
+        }
         let (stop_tx, shutdown) = Shutdown::new();
         let management = match &shared.config.management_listen {
             Some(addr) => Some(
@@ -314,6 +340,20 @@ impl BrokerBuilder {
             }
             None => (None, None),
         };
+        let mut listeners = vec![Listener {
+            protocol: "amqp",
+            addr: local_addr,
+        }];
+        listeners.extend(tls_addr.map(|addr| Listener {
+            protocol: "amqp/ssl",
+            addr,
+        }));
+        listeners.extend(management_addr.map(|addr| Listener {
+            protocol: "http",
+            addr,
+        }));
+        // Set once, here, before anyone can ask.
+        let _ = shared.listeners.set(listeners);
         if let Some(poller) = &shared.busy_poll {
             // Only latency depends on it: without the thread the broker works as with a zero
             // window.

@@ -109,6 +109,7 @@ impl VHost {
         queue.memory = self.memory.clone();
         let queue = Arc::new(queue);
         topo.queues.insert(queue.name.clone(), queue.clone());
+        self.stats.queue_created();
         // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
         // also happens to every queue when its vhost is dropped (see `Drop for VHost`).
         tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
@@ -179,6 +180,7 @@ impl VHost {
             remove_bindings_to(&mut topo, &dest);
             queue
         };
+        self.stats.queue_deleted();
         let (count, consumers) = queue.mark_deleted();
         if queue.is_persisted() {
             if let Err(err) = self.persist_topology() {
@@ -454,8 +456,8 @@ pub(crate) struct VHosts {
     /// Vhosts by name. Read by every `connection.open`; written only by the admin API
     /// (`add_vhost`/`delete_vhost`), briefly.
     map: RwLock<HashMap<String, Arc<VHost>>>,
-    /// The store new vhosts are created with.
-    store: Arc<dyn Store>,
+    /// The store new vhosts are created with (the management API reads its counters).
+    pub(crate) store: Arc<dyn Store>,
     /// The broker's memory accounting, shared by every vhost's queues.
     pub(crate) memory: Arc<Memory>,
 }

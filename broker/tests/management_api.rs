@@ -3,8 +3,6 @@
 //! real AMQP traffic, and a strict parse of the Prometheus text format.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
@@ -14,6 +12,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus_broker::{Broker, BrokerHandle};
 use serde_json::{json, Value};
+
+mod common;
+use common::prometheus::parse_prometheus;
 
 /// (status, parsed JSON body or the text) of one request, run off the async runtime.
 async fn http(
@@ -277,107 +278,39 @@ async fn api_shapes_auth_and_counters() {
     let (s, _, text) = http(&broker, "GET", "/metrics", None, None).await;
     assert_eq!(s, 200);
     let samples = parse_prometheus(&text);
-    assert_eq!(samples["lepus_messages_published_total"], 5.0);
-    assert_eq!(samples["lepus_messages_delivered_total"], 2.0);
-    assert_eq!(samples["lepus_messages_acked_total"], 2.0);
-    assert_eq!(samples["lepus_queue_messages_ready"], 3.0);
-    assert_eq!(samples["lepus_queues"], 1.0);
-    assert_eq!(samples["lepus_connections"], 1.0);
-    assert!(samples["lepus_process_resident_memory_bytes"] > 0.0);
+    // RabbitMQ's names (issue 20): the Grafana dashboards and alert rules read these.
+    assert_eq!(
+        samples["rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"],
+        5.0
+    );
+    let classic = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}";
+    assert_eq!(
+        samples[&format!("rabbitmq_global_messages_delivered_total{classic}")],
+        2.0
+    );
+    assert_eq!(
+        samples[&format!("rabbitmq_global_messages_acknowledged_total{classic}")],
+        2.0
+    );
+    assert_eq!(samples["rabbitmq_queue_messages_ready"], 3.0);
+    assert_eq!(samples["rabbitmq_queues"], 1.0);
+    assert_eq!(samples["rabbitmq_connections"], 1.0);
+    assert!(samples["rabbitmq_process_resident_memory_bytes"] > 0.0);
     // The same per vhost and per queue at /metrics/per-object, for an administrator.
     let (s, _, text) = http(&broker, "GET", "/metrics/per-object", GUEST, None).await;
     assert_eq!(s, 200);
     let samples = parse_prometheus(&text);
-    assert_eq!(samples["lepus_messages_published_total{vhost=\"/\"}"], 5.0);
     assert_eq!(
-        samples["lepus_queue_messages_ready{vhost=\"/\",queue=\"q\"}"],
+        samples["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"q\"}"],
         3.0
+    );
+    assert_eq!(
+        samples["rabbitmq_queue_messages_published_total{vhost=\"/\",queue=\"q\"}"],
+        5.0
     );
 
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
-}
-
-/// Parses Prometheus text format 0.0.4 strictly: every sample's family must have been
-/// declared by a `# TYPE` line before it, names and labels must be well-formed, values must be
-/// numbers. Returns `name{labels}` -> value.
-fn parse_prometheus(text: &str) -> HashMap<String, f64> {
-    let mut typed: HashMap<String, String> = HashMap::new();
-    let mut out = HashMap::new();
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.chars().enumerate().all(|(i, c)| {
-                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
-            })
-    };
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let kind = parts.next().unwrap();
-            let name = parts.next().expect("a metric name after # HELP/TYPE");
-            assert!(name_ok(name), "bad metric name in {line:?}");
-            if kind == "TYPE" {
-                let t = parts.next().expect("a type");
-                assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
-                    "bad type in {line:?}"
-                );
-                assert!(
-                    typed.insert(name.to_owned(), t.to_owned()).is_none(),
-                    "TYPE twice: {name}"
-                );
-            } else {
-                assert_eq!(kind, "HELP", "unknown comment {line:?}");
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("sample: series value");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        let name = series.split('{').next().unwrap();
-        assert!(name_ok(name), "bad name in {line:?}");
-        assert!(typed.contains_key(name), "sample before its TYPE: {line:?}");
-        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
-            let inner = labels
-                .strip_prefix('{')
-                .and_then(|l| l.strip_suffix('}'))
-                .unwrap_or_else(|| panic!("bad label set in {line:?}"));
-            // k="v" pairs separated by commas; v may contain escaped quotes.
-            let mut rest = inner;
-            while !rest.is_empty() {
-                let (k, after) = rest
-                    .split_once("=\"")
-                    .unwrap_or_else(|| panic!("bad label in {line:?}"));
-                assert!(name_ok(k), "bad label name in {line:?}");
-                let mut end = None;
-                let mut escaped = false;
-                for (i, c) in after.char_indices() {
-                    match (escaped, c) {
-                        (true, _) => escaped = false,
-                        (false, '\\') => escaped = true,
-                        (false, '"') => {
-                            end = Some(i);
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                let end = end.unwrap_or_else(|| panic!("unterminated label in {line:?}"));
-                rest = after[end + 1..]
-                    .strip_prefix(',')
-                    .unwrap_or(&after[end + 1..]);
-            }
-        }
-        assert!(
-            out.insert(series.to_owned(), value).is_none(),
-            "duplicate series {series}"
-        );
-    }
-    out
 }
 
 /// Percent-encodes a path segment.
@@ -518,7 +451,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     let (_, ov, _) = http(&broker, "GET", "/api/overview", GUEST, None).await;
     assert_eq!(ov["object_totals"]["channels"], 2);
     let (_, _, text) = http(&broker, "GET", "/metrics", None, None).await;
-    assert_eq!(parse_prometheus(&text)["lepus_channels"], 2.0);
+    assert_eq!(parse_prometheus(&text)["rabbitmq_channels"], 2.0);
 
     // Closing channel 1 requeues its deliveries and drops it from the list.
     a.close(200, "bye".into()).await.unwrap();
@@ -995,19 +928,28 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
     // /metrics: totals only, no vhost or queue name; per object for monitoring only.
     let (s, _, text) = http(&broker, "GET", "/metrics", None, None).await;
     assert_eq!(s, 200);
-    for name in [
-        "q-a", "q-b", "q-root", "q-pol", "va", "vb", "vhost=", "queue=",
-    ] {
-        assert!(!text.contains(name), "/metrics names {name}:\n{text}");
+    let samples = parse_prometheus(&text);
+    for series in samples.keys() {
+        for name in [
+            "\"q-a\"",
+            "\"q-b\"",
+            "\"q-root\"",
+            "\"q-pol\"",
+            "\"va\"",
+            "\"vb\"",
+            "vhost=",
+            "queue=",
+        ] {
+            assert!(!series.contains(name), "/metrics names {name}: {series}");
+        }
     }
-    assert_eq!(parse_prometheus(&text)["lepus_queues"], 4.0);
+    assert_eq!(samples["rabbitmq_queues"], 4.0);
     assert_eq!(status("/metrics/per-object", None).await, 401);
     assert_eq!(status("/metrics/per-object", MGMT).await, 403);
     let (s, _, text) = get("/metrics/per-object".into(), MON).await;
     assert_eq!(s, 200);
-    assert!(
-        parse_prometheus(&text).contains_key("lepus_queue_consumers{vhost=\"vb\",queue=\"q-b\"}")
-    );
+    assert!(parse_prometheus(&text)
+        .contains_key("rabbitmq_queue_consumers{vhost=\"vb\",queue=\"q-b\"}"));
 
     drop(amqp);
     broker.shutdown().await;
@@ -1037,7 +979,7 @@ async fn metrics_are_per_object_when_the_operator_says_so() {
     assert_eq!(s, 200);
     let samples = parse_prometheus(&text);
     assert_eq!(
-        samples["lepus_queue_messages_ready{vhost=\"/\",queue=\"named\"}"],
+        samples["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"named\"}"],
         0.0
     );
     conn.close(200, "bye".into()).await.unwrap();

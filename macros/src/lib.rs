@@ -1,16 +1,26 @@
 //! `lepus-macros`: the attribute macros of Lepus. Use them through the `lepus` facade.
 //!
 //! # Layout
-//! - `rpc`: `#[lepus::rpc]`, in three steps: `rpc/parse` reads the attribute and the function,
-//!   `rpc/validate` rejects what cannot be an RPC (errors at the offending token, combined),
-//!   `rpc/expand` emits the items, one generator function per item.
+//! Each attribute runs parse -> validate -> expand:
+//! - `signature` (shared): checks a handler's signature (errors at the offending token,
+//!   combined) and splits its parameters into wire arguments and injected ones (`State<T>`,
+//!   `Context`);
+//! - `generate` (shared): the generator helpers every expansion uses (marker struct, argument
+//!   tuple, wire checks, error codec, injection);
+//! - `rpc`: `#[lepus::rpc]`: `rpc/parse` reads the attribute (and holds `QueueName` and the
+//!   error accumulator all attributes use), `rpc/expand` emits the items, one generator
+//!   function per item;
+//! - `service`: `#[lepus::service]` on a trait (`service/parse`, `service/expand`);
 //! - `task`: `#[lepus::task]` (`task/parse`, `task/expand`); `task/attr` (reading `key = value`
-//!   arguments) and `task/signature` (checking the function) are shared with `event`.
+//!   arguments) is shared with `event` and `service`;
 //! - `event`: `#[lepus::event]` (`event/parse`, `event/expand`).
 //! - `#[derive(lepus::Plain)]` (here): marks a type as a plain handler result.
 
 mod event;
+mod generate;
 mod rpc;
+mod service;
+mod signature;
 mod task;
 
 use proc_macro::TokenStream;
@@ -42,9 +52,56 @@ use proc_macro::TokenStream;
 /// and results must be owned `Serialize + DeserializeOwned` types. At run time a worker may
 /// serve the method on another queue (`fib::handler().on_queue(..)`) and a caller call it there
 /// (`CallOptions::queue`).
+///
+/// Parameters typed `State<T>` (shared state given to the worker: `Worker::state(pool)`) and
+/// `Context` or `&Context` (the request's deadline, ids and headers) are filled in by the
+/// worker, in any position; they are not sent, and the stubs do not take them.
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     rpc::rpc(attr.into(), item.into()).into()
+}
+
+/// Turns a trait into a service contract: a typed client that needs only the trait, and a
+/// server for any implementation of it.
+///
+/// ```ignore
+/// #[lepus::service(queue = "accounts")]
+/// pub trait Accounts {
+///     async fn get_balance(&self, account: String) -> Result<u64, AccountError>;
+///     async fn deposit(&self, ctx: lepus::Context, account: String, cents: u64) -> Result<u64, AccountError>;
+/// }
+///
+/// let accounts = AccountsClient::new(&client);                  // caller: the contract only
+/// let cents = accounts.get_balance("alice".into()).await?;       // Result<u64, lepus::Error<AccountError>>
+///
+/// struct Bank { db: Pool }                                      // server: any implementation,
+/// impl Accounts for Bank {                                      // holding its state
+///     async fn get_balance(&self, account: String) -> Result<u64, AccountError> { .. }
+///     async fn deposit(&self, ctx: lepus::Context, account: String, cents: u64) -> Result<u64, AccountError> { .. }
+/// }
+/// Worker::new(&conn).serve(AccountsServer::new(Bank { db })).run_until(shutdown).await?;
+/// ```
+/// Generates `AccountsClient` (`new(&Client)`, `with_options(CallOptions)`, one `async fn` per
+/// method), `AccountsServer<S: Accounts>` (`new(S)`, `from_arc(Arc<S>)`, `on_queue(..)`; give it
+/// to `Worker::serve`), and a hidden marker per method (`Accounts_get_balance`, the
+/// `lepus::Method` its client calls). The trait's methods become `fn .. -> impl Future + Send`
+/// and the trait `Send + Sync + 'static`; implementations still write `async fn`.
+///
+/// Each method is an RPC exactly as `#[lepus::rpc(queue = "accounts")] async fn
+/// get_balance(account: String) -> Result<u64, AccountError>` would be: same routing (the
+/// `type` property is the method name), errors, timeouts, `NoRoute`, reconnect and wire format,
+/// so the two forms interoperate. Methods are `async fn` taking `&self` and owned
+/// `Serialize + DeserializeOwned` arguments; a `Context` (or `&Context`) parameter is filled in
+/// by the worker and not sent; no bodies, no generics, no two methods of one name.
+/// `#[lepus(name = "...")]` on a method sets its name on the wire. Declare the trait at module
+/// level (the generated items sit next to it).
+///
+/// (This sketch is `ignore`d: a proc-macro crate cannot run `lepus` code. The same service,
+/// complete and compiled by `cargo test`, is in the `lepus` crate's documentation, "A service
+/// in one page"; each misuse's compile error is a case of `tests/service_macro_ui.rs`.)
+#[proc_macro_attribute]
+pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
+    service::service(attr.into(), item.into()).into()
 }
 
 /// Turns an `async fn` into a task: enqueued as a persistent message on a durable queue, run

@@ -21,7 +21,8 @@
 //! | `delivery-mode`  | 1 (transient): a request is worthless after its deadline           |
 //! | `type`           | the method name (routes among the handlers sharing the queue)      |
 //! | `priority`       | optional, 0-255, honoured by queues declared with `x-max-priority` |
-//! | headers          | [`HEADER_DEADLINE`] (`l`), [`HEADER_CALLER`] (`S`)                 |
+//! | headers          | [`HEADER_DEADLINE`] (`l`), [`HEADER_CALLER`] (`S`); inside a       |
+//! |                  | handler's `Context`, also `x-lepus-trace-id` (`S`, the chain's id) |
 //!
 //! The method travels in the `type` property rather than a header: a one-entry header table
 //! costs the caller and the worker's I/O thread four allocations less per call than a two-entry
@@ -34,6 +35,16 @@
 //! arguments sends the empty array `0x90`. Structs are encoded as maps keyed by field name
 //! (`rmp_serde::encode::write_named`); enums in serde's externally tagged form.
 //! Example: `fib(30)` -> `91 1e` (fixarray of 1, positive fixint 30).
+//!
+//! # A `#[lepus::service]` method
+//! A trait method travels exactly as the `#[lepus::rpc]` function of the same name and
+//! arguments on the service's queue: for `#[lepus::service(queue = "accounts")] trait Accounts
+//! { async fn deposit(&self, ctx: Context, account: String, cents: u64) -> Result<u64, E>; }`,
+//! a request to `accounts` with `type` = `deposit` (or the method's `#[lepus(name = "..")]`)
+//! and the body `[account, cents]`: `&self` and the injected `Context` / `State<T>` parameters
+//! are not sent. `deposit("alice", 500)` -> `92 a5 61 6c 69 63 65 cd 01 f4`. The reply is the
+//! function's. So a trait client calls a function's worker and the other way round
+//! (`tests/services.rs`), and one queue can mix both forms.
 //!
 //! # Reply (worker -> caller)
 //! Published to the default exchange with routing key = the request's `reply-to`, not

@@ -24,6 +24,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tracing::{info, warn};
 
 pub(crate) use grants::Grants;
+pub(crate) use password::ALGORITHM as PASSWORD_HASHING;
 pub(crate) use permission::{Access, Permission, ResourceKind};
 
 use crate::error::AdminError;
@@ -99,6 +100,9 @@ pub(crate) struct AccessOptions {
     pub(crate) loopback_users: Vec<String>,
     /// What counts as loopback.
     pub(crate) loopback: LoopbackPolicy,
+    /// The first user (name, password) made at first start instead of `guest`/`guest`
+    /// (RabbitMQ's `default_user`/`default_pass`); ignored once definitions exist.
+    pub(crate) default_user: Option<(String, String)>,
 }
 
 impl Default for AccessOptions {
@@ -106,6 +110,7 @@ impl Default for AccessOptions {
         Self {
             loopback_users: vec!["guest".to_owned()],
             loopback: LoopbackPolicy::Standard,
+            default_user: None,
         }
     }
 }
@@ -156,7 +161,7 @@ impl AccessControl {
             None => None,
         };
         let fresh = loaded.is_none();
-        let defs = loaded.unwrap_or_else(default_definitions);
+        let defs = loaded.unwrap_or_else(|| default_definitions(options.default_user.as_ref()));
         let mut state = AccessState::default();
         for u in defs.users {
             if u.hashing_algorithm != password::ALGORITHM {
@@ -345,6 +350,45 @@ impl AccessControl {
         Ok(())
     }
 
+    /// Creates user `name`, or replaces its password and tags, with a stored hash in RabbitMQ's
+    /// `rabbit_password_hashing_sha256` scheme (a definitions import); `password_hash` must be
+    /// such a hash (base64 of 36 bytes). An empty hash makes a user that cannot log in with a
+    /// password, as in RabbitMQ.
+    pub(crate) fn put_user_hash(
+        &self,
+        name: &str,
+        password_hash: &str,
+        tags: &[String],
+    ) -> Result<(), AdminError> {
+        if name.is_empty() {
+            return Err(AdminError::InvalidName("empty user name".to_owned()));
+        }
+        if !password_hash.is_empty() && !password::is_hash(password_hash) {
+            return Err(AdminError::InvalidName(format!(
+                "user '{name}': password_hash is not a salted SHA-256 hash"
+            )));
+        }
+        self.change(|s| {
+            s.users.insert(
+                name.to_owned(),
+                User {
+                    password_hash: password_hash.to_owned(),
+                    tags: tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    /// Every user as (name, stored hash, tags), by name (a definitions export).
+    pub(crate) fn users_with_hashes(&self) -> Vec<(String, String, Vec<String>)> {
+        self.read()
+            .users
+            .iter()
+            .map(|(name, u)| (name.clone(), u.password_hash.clone(), u.tags.clone()))
+            .collect()
+    }
+
     /// Deletes a user and all of its permissions.
     pub(crate) fn delete_user(&self, name: &str) -> Result<(), AdminError> {
         self.change(|s| {
@@ -481,13 +525,17 @@ fn definitions_of(s: &AccessState) -> Definitions {
     }
 }
 
-/// RabbitMQ's out-of-the-box definitions.
-fn default_definitions() -> Definitions {
+/// RabbitMQ's out-of-the-box definitions: user `guest`/`guest` (or `first_user`) tagged
+/// administrator with every permission on vhost `/`.
+fn default_definitions(first_user: Option<&(String, String)>) -> Definitions {
+    let (name, pass) = first_user
+        .map(|(n, p)| (n.as_str(), p.as_str()))
+        .unwrap_or(("guest", "guest"));
     Definitions {
         format: 1,
         users: vec![UserDef {
-            name: "guest".to_owned(),
-            password_hash: password::hash("guest"),
+            name: name.to_owned(),
+            password_hash: password::hash(pass),
             hashing_algorithm: password::ALGORITHM.to_owned(),
             tags: vec!["administrator".to_owned()],
         }],
@@ -495,7 +543,7 @@ fn default_definitions() -> Definitions {
             name: "/".to_owned(),
         }],
         permissions: vec![PermissionDef {
-            user: "guest".to_owned(),
+            user: name.to_owned(),
             vhost: "/".to_owned(),
             configure: ".*".to_owned(),
             write: ".*".to_owned(),
@@ -548,6 +596,27 @@ mod tests {
         assert!(!ac.check_login("nobody", "wrong", LOCAL));
         assert_eq!(digests() - before, wrong_password);
         assert_eq!(wrong_password, 1);
+    }
+
+    #[test]
+    fn the_first_user_replaces_guest_at_first_start_only() {
+        let dir = std::env::temp_dir().join(format!("lepus-first-user-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = |name: &str, pass: &str| AccessOptions {
+            default_user: Some((name.to_owned(), pass.to_owned())),
+            ..AccessOptions::default()
+        };
+        let ac = AccessControl::load(Some(&dir), first("ops", "s3cret")).unwrap();
+        assert!(ac.check_login("ops", "s3cret", "10.0.0.9".parse().unwrap()));
+        assert!(ac.user("guest").is_none());
+        assert_eq!(ac.user("ops").unwrap().tags, ["administrator"]);
+        assert!(ac.can_open_vhost("ops", "/"));
+        drop(ac);
+        // Later starts keep what is stored, whatever the options say.
+        let ac = AccessControl::load(Some(&dir), first("other", "x")).unwrap();
+        assert!(ac.user("other").is_none());
+        assert!(ac.check_login("ops", "s3cret", LOCAL));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

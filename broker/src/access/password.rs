@@ -59,6 +59,11 @@ fn digests_equal(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// True when `stored` has the layout above (base64 of 36 bytes).
+pub(crate) fn is_hash(stored: &str) -> bool {
+    STANDARD.decode(stored).is_ok_and(|b| b.len() == 36)
+}
+
 /// True when `password` hashes to `stored` (false for a malformed `stored`).
 pub(crate) fn verify(stored: &str, password: &str) -> bool {
     let Ok(bytes) = STANDARD.decode(stored) else {

@@ -145,6 +145,39 @@ enum Command {
         vhost: String,
         queue: String,
     },
+    /// Writes the broker's definitions (users, vhosts, permissions, queues, exchanges,
+    /// bindings) to FILE in RabbitMQ's JSON format; `-` writes to stdout.
+    ExportDefinitions {
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Imports a definitions file in RabbitMQ's JSON format (from RabbitMQ or Lepus); `-`
+    /// reads stdin. Objects are added or updated, never deleted.
+    ImportDefinitions {
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Checks that the broker answers AMQP on its listener: connects and reads
+    /// `connection.start` after the protocol header (rabbitmq-diagnostics'
+    /// check_port_connectivity). Needs no credentials: the container image's health check.
+    CheckPortConnectivity {
+        /// The AMQP listener; default: LEPUS_LISTEN (the broker's own setting), else
+        /// 127.0.0.1:5672. A wildcard address (0.0.0.0, [::]) is checked on loopback.
+        #[arg(long, env = "LEPUS_LISTEN", default_value = "127.0.0.1:5672")]
+        address: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Fails while a resource alarm is in effect (GET /api/health/checks/alarms).
+    CheckAlarms,
+    /// Fails while a resource alarm is in effect on this node
+    /// (GET /api/health/checks/local-alarms).
+    CheckLocalAlarms,
+    /// Fails unless the broker listens on PORT (GET /api/health/checks/port-listener/PORT).
+    CheckPortListener { port: u16 },
+    /// Fails unless every virtual host is running (GET /api/health/checks/virtual-hosts).
+    CheckVirtualHosts,
     /// Closes a client connection (by its name as list_connections shows it, or its id).
     CloseConnection {
         connection: String,
@@ -267,6 +300,16 @@ impl Api {
             .put(format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
             .send_json(body);
+        self.finish(res)
+    }
+
+    fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/json")
+            .send(body);
         self.finish(res)
     }
 
@@ -523,6 +566,47 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
             info(format!("Deleting queue '{queue}' on vhost '{vhost}' ..."));
             api.delete(&format!("/api/queues/{}/{}", seg(vhost), seg(queue)))?;
         }
+        Command::ExportDefinitions { file } => {
+            info(format!("Exporting definitions to {file} ..."));
+            let defs = api.get("/api/definitions")?;
+            let text = serde_json::to_string_pretty(&defs)
+                .map_err(|e| CtlError::Refused(e.to_string()))?;
+            if file == "-" {
+                println!("{text}");
+            } else {
+                std::fs::write(file, text + "\n")
+                    .map_err(|e| CtlError::Refused(format!("cannot write {file}: {e}")))?;
+            }
+        }
+        Command::ImportDefinitions { file } => {
+            info(format!("Importing definitions from {file} ..."));
+            let bytes = if file == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| CtlError::Refused(format!("cannot read stdin: {e}")))?;
+                buf
+            } else {
+                std::fs::read(file)
+                    .map_err(|e| CtlError::Refused(format!("cannot read {file}: {e}")))?
+            };
+            let answer = api.post_raw("/api/definitions", bytes)?;
+            if let Some(skipped) = answer.get("skipped") {
+                eprintln!("Skipped (Lepus has none of these): {skipped}");
+            }
+        }
+        Command::CheckPortConnectivity { address, timeout } => {
+            info(format!("Checking AMQP connectivity of {address} ..."));
+            check_amqp(address, std::time::Duration::from_secs(*timeout))?;
+            info("The broker answers AMQP 0-9-1.".to_owned());
+        }
+        Command::CheckAlarms => health(&api, &info, "/api/health/checks/alarms")?,
+        Command::CheckLocalAlarms => health(&api, &info, "/api/health/checks/local-alarms")?,
+        Command::CheckPortListener { port } => health(
+            &api,
+            &info,
+            &format!("/api/health/checks/port-listener/{port}"),
+        )?,
+        Command::CheckVirtualHosts => health(&api, &info, "/api/health/checks/virtual-hosts")?,
         Command::CloseConnection { connection, reason } => {
             info(format!(
                 "Closing connection {connection}, reason: {reason}..."
@@ -531,6 +615,63 @@ fn run(cli: &Cli) -> Result<(), CtlError> {
         }
     }
     Ok(())
+}
+
+/// Runs one of RabbitMQ's health checks; a failed check is an error with the broker's reason.
+fn health(api: &Api, info: &dyn Fn(String), path: &str) -> Result<(), CtlError> {
+    info(format!("Running {path} ..."));
+    let answer = api.get(path)?;
+    info(format!("Health check passed: {answer}"));
+    Ok(())
+}
+
+/// Connects to `address`, sends the AMQP 0-9-1 protocol header and checks that the answer is
+/// a `connection.start` method frame (frame type 1, channel 0, class 10, method 10; spec
+/// 4.2.3 and 1.4.2.1), then hangs up.
+fn check_amqp(address: &str, timeout: std::time::Duration) -> Result<(), CtlError> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    let unreachable = |cause: String| CtlError::Unreachable {
+        api: address.to_owned(),
+        cause,
+    };
+    let mut addrs: Vec<SocketAddr> = address
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .collect();
+    for a in &mut addrs {
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+    }
+    let addr = addrs
+        .first()
+        .ok_or_else(|| unreachable("no address".to_owned()))?;
+    let mut stream =
+        TcpStream::connect_timeout(addr, timeout).map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .write_all(b"AMQP\x00\x00\x09\x01")
+        .map_err(|e| unreachable(e.to_string()))?;
+    // Frame header (type, channel, size) and the method's class and method ids.
+    let mut head = [0u8; 11];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| unreachable(format!("no AMQP answer: {e}")))?;
+    if head[0] == 1 && head[1..3] == [0, 0] && head[7..11] == [0, 10, 0, 10] {
+        Ok(())
+    } else {
+        Err(CtlError::Refused(format!(
+            "{address} answered, but not with connection.start: {head:02x?}"
+        )))
+    }
 }
 
 fn main() -> ExitCode {

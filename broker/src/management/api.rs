@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -16,10 +16,14 @@ type Me = Extension<Caller>;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::field_table;
+use super::node::{CLUSTER_NAME, NODE_NAME};
+use super::rates::RateQuery;
 use super::{ApiError, Caller, Ctx};
 use crate::access::{Access, UserInfo};
 use crate::connection_registry::ConnectionInfo;
 use crate::exchange::Destination;
+use crate::metrics::VHostCounters;
 use crate::vhost::VHost;
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -53,7 +57,9 @@ pub(super) fn routes() -> Router<Ctx> {
         .route("/api/queues/{vhost}", get(queues_in))
         .route(
             "/api/queues/{vhost}/{name}",
-            get(queue).delete(delete_queue),
+            get(queue)
+                .put(super::topology::put_queue)
+                .delete(delete_queue),
         )
         .route(
             "/api/queues/{vhost}/{name}/contents",
@@ -83,50 +89,64 @@ fn vhosts_of(ctx: &Ctx, me: &Caller, only: Option<&str>) -> Result<Vec<Arc<VHost
     }
 }
 
-fn queue_json(vhost: &VHost, q: &crate::queue::Queue) -> Value {
-    let (ready, consumers) = q.counts();
-    let unacked = q.unacked_by_consumers();
-    json!({
+/// A queue in RabbitMQ's shape: its declared arguments, its counts with their rates
+/// (`*_details`, from the sampler's history), and its publish and deliver_get counters.
+fn queue_json(ctx: &Ctx, vhost: &VHost, q: &Arc<crate::queue::Queue>, rq: &RateQuery) -> Value {
+    let f = q.figures();
+    let key = (vhost.name.clone(), q.name.clone());
+    let (message_stats, lengths) = ctx.rates.queue_json(&key, Arc::as_ptr(q) as usize, &f, rq);
+    let mut out = json!({
         "name": q.name,
         "vhost": vhost.name,
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(),
-        "arguments": {},
-        "messages": u64::from(ready) + unacked,
-        "messages_ready": ready,
-        "messages_unacknowledged": unacked,
-        "consumers": consumers,
+        "arguments": field_table::to_json(&q.arguments),
+        "messages": f.ready + f.unacked,
+        "messages_ready": f.ready,
+        "messages_unacknowledged": f.unacked,
+        "message_bytes_ready": f.ready_bytes,
+        "consumers": f.consumers,
+        "message_stats": message_stats,
         "state": "running",
         "type": "classic",
-        "node": "lepus@localhost",
-    })
+        "node": NODE_NAME,
+    });
+    if let Value::Object(map) = &mut out {
+        map.extend(lengths);
+    }
+    out
 }
 
-fn all_queues(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
+fn all_queues(ctx: &Ctx, me: &Caller, only: Option<&str>, rq: &RateQuery) -> ApiResult {
     let mut out = Vec::new();
     for vh in vhosts_of(ctx, me, only)? {
         let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
-        out.extend(qs.iter().map(|q| queue_json(&vh, q)));
+        out.extend(qs.iter().map(|q| queue_json(ctx, &vh, q, rq)));
     }
     Ok(Json(Value::Array(out)))
 }
 
-async fn queues(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
-    all_queues(&ctx, &me, None)
+async fn queues(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Query(rq): Query<RateQuery>,
+) -> ApiResult {
+    all_queues(&ctx, &me, None, &rq)
 }
 
 async fn queues_in(
     State(ctx): State<Ctx>,
     Extension(me): Me,
     Path(vhost): Path<String>,
+    Query(rq): Query<RateQuery>,
 ) -> ApiResult {
-    all_queues(&ctx, &me, Some(&vhost))
+    all_queues(&ctx, &me, Some(&vhost), &rq)
 }
 
 /// Queue `name` of `vhost`, which the caller must be allowed to enter.
-fn find_queue(
+pub(super) fn find_queue(
     ctx: &Ctx,
     me: &Caller,
     vhost: &str,
@@ -139,13 +159,46 @@ fn find_queue(
     Ok((vh, q))
 }
 
+/// One queue, with its consumers (`consumer_details`) as RabbitMQ's queue page shows them.
 async fn queue(
     State(ctx): State<Ctx>,
     Extension(me): Me,
     Path((vhost, name)): Path<(String, String)>,
+    Query(rq): Query<RateQuery>,
 ) -> ApiResult {
     let (vh, q) = find_queue(&ctx, &me, &vhost, &name)?;
-    Ok(Json(queue_json(&vh, &q)))
+    let mut out = queue_json(&ctx, &vh, &q, &rq);
+    let conns: std::collections::HashMap<u64, ConnectionInfo> = visible_connections(&ctx, &me)
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let consumers: Vec<Value> = q
+        .consumer_list()
+        .into_iter()
+        .filter_map(|(tag, channel, conn, no_ack, prefetch)| {
+            let c = conns.get(&conn)?;
+            Some(json!({
+                "consumer_tag": tag,
+                "queue": { "name": q.name, "vhost": vh.name },
+                "channel_details": {
+                    "name": format!("{} ({channel})", c.name()),
+                    "number": channel,
+                    "connection_name": c.name(),
+                    "peer_host": c.peer.ip().to_string(),
+                    "peer_port": c.peer.port(),
+                    "user": c.user,
+                    "node": NODE_NAME,
+                },
+                "ack_required": !no_ack,
+                "prefetch_count": prefetch,
+                "exclusive": false,
+                "active": true,
+                "arguments": {},
+            }))
+        })
+        .collect();
+    out["consumer_details"] = Value::Array(consumers);
+    Ok(Json(out))
 }
 
 /// Deleting a queue needs configure permission on it, as `queue.delete` does.
@@ -178,23 +231,22 @@ fn all_exchanges(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
         let topo = vh.read();
         let mut xs: Vec<_> = topo.exchanges.values().collect();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in xs {
-            let mut arguments = serde_json::Map::new();
-            if let Some(ae) = &x.alternate {
-                arguments.insert("alternate-exchange".into(), json!(ae));
-            }
-            out.push(json!({
-                "name": x.name,
-                "vhost": vh.name,
-                "type": x.kind.name(),
-                "durable": x.durable,
-                "auto_delete": x.auto_delete,
-                "internal": x.internal,
-                "arguments": arguments,
-            }));
-        }
+        out.extend(xs.into_iter().map(|x| exchange_json(&vh, x)));
     }
     Ok(Json(Value::Array(out)))
+}
+
+/// An exchange in RabbitMQ's shape (the default exchange is named `""`, as RabbitMQ lists it).
+pub(super) fn exchange_json(vh: &VHost, x: &crate::exchange::Exchange) -> Value {
+    json!({
+        "name": x.name,
+        "vhost": vh.name,
+        "type": x.kind.name(),
+        "durable": x.durable,
+        "auto_delete": x.auto_delete,
+        "internal": x.internal,
+        "arguments": field_table::to_json(&x.arguments),
+    })
 }
 
 async fn exchanges(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
@@ -209,35 +261,77 @@ async fn exchanges_in(
     all_exchanges(&ctx, &me, Some(&vhost))
 }
 
-fn all_bindings(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
+/// The key that names a binding among those between the same source and destination
+/// (RabbitMQ's `properties_key`, the last segment of `/api/bindings/.../{props}`): the routing
+/// key (`~` when empty), then, when the binding has arguments, `~` and a digest of them.
+/// RabbitMQ's digest is another one; clients treat the key as opaque.
+pub(super) fn properties_key(
+    routing_key: &str,
+    arguments: &amq_protocol::types::FieldTable,
+) -> String {
+    let base = if routing_key.is_empty() {
+        "~".to_owned()
+    } else {
+        routing_key.to_owned()
+    };
+    if arguments.inner().is_empty() {
+        base
+    } else {
+        let digest = crc32fast::hash(field_table::to_json(arguments).to_string().as_bytes());
+        format!("{base}~{digest:08x}")
+    }
+}
+
+/// One binding in RabbitMQ's shape.
+pub(super) fn binding_json(vhost: &str, source: &str, b: &crate::exchange::Binding) -> Value {
+    let (dest, kind) = match &b.destination {
+        Destination::Queue(q) => (q.as_str(), "queue"),
+        Destination::Exchange(e) => (e.as_str(), "exchange"),
+    };
+    json!({
+        "source": source, "vhost": vhost, "destination": dest,
+        "destination_type": kind, "routing_key": b.routing_key,
+        "arguments": field_table::to_json(&b.arguments),
+        "properties_key": properties_key(&b.routing_key, &b.arguments),
+    })
+}
+
+/// The bindings of `vh` that `keep` accepts (given source, destination, destination type),
+/// the default exchange's implicit ones first, as RabbitMQ lists them.
+pub(super) fn bindings_of(vh: &VHost, keep: impl Fn(&str, &str, &str) -> bool) -> Vec<Value> {
     let mut out = Vec::new();
-    for vh in vhosts_of(ctx, me, only)? {
-        let topo = vh.read();
-        // The default exchange's implicit binding of every queue, as RabbitMQ lists it.
-        let mut names: Vec<_> = topo.queues.keys().cloned().collect();
-        names.sort();
-        for q in names {
+    let topo = vh.read();
+    let mut names: Vec<_> = topo.queues.keys().cloned().collect();
+    names.sort();
+    for q in names {
+        if keep("", &q, "queue") {
             out.push(json!({
                 "source": "", "vhost": vh.name, "destination": q,
                 "destination_type": "queue", "routing_key": q, "arguments": {},
                 "properties_key": q,
             }));
         }
-        let mut xs: Vec<_> = topo.exchanges.values().collect();
-        xs.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in xs {
-            for b in &x.bindings {
-                let (dest, kind) = match &b.destination {
-                    Destination::Queue(q) => (q.clone(), "queue"),
-                    Destination::Exchange(e) => (e.clone(), "exchange"),
-                };
-                out.push(json!({
-                    "source": x.name, "vhost": vh.name, "destination": dest,
-                    "destination_type": kind, "routing_key": b.routing_key, "arguments": {},
-                    "properties_key": if b.routing_key.is_empty() { "~".to_owned() } else { b.routing_key.clone() },
-                }));
+    }
+    let mut xs: Vec<_> = topo.exchanges.values().collect();
+    xs.sort_by(|a, b| a.name.cmp(&b.name));
+    for x in xs {
+        for b in &x.bindings {
+            let (dest, kind) = match &b.destination {
+                Destination::Queue(q) => (q.as_str(), "queue"),
+                Destination::Exchange(e) => (e.as_str(), "exchange"),
+            };
+            if keep(&x.name, dest, kind) {
+                out.push(binding_json(&vh.name, &x.name, b));
             }
         }
+    }
+    out
+}
+
+fn all_bindings(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
+    let mut out = Vec::new();
+    for vh in vhosts_of(ctx, me, only)? {
+        out.extend(bindings_of(&vh, |_, _, _| true));
     }
     Ok(Json(Value::Array(out)))
 }
@@ -270,6 +364,10 @@ fn find_connection(ctx: &Ctx, me: &Caller, name: &str) -> Result<ConnectionInfo,
 }
 
 async fn connections(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+    let mut channel_counts: std::collections::HashMap<u64, usize> = Default::default();
+    for ch in ctx.broker.channels.list() {
+        *channel_counts.entry(ch.connection_id).or_default() += 1;
+    }
     let out = visible_connections(&ctx, &me)
         .into_iter()
         .map(|c| {
@@ -284,7 +382,9 @@ async fn connections(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
                 "connected_at": c.connected_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
                 "state": "running",
                 "protocol": "AMQP 0-9-1",
-                "node": "lepus@localhost",
+                "type": "network",
+                "channels": channel_counts.get(&c.id).copied().unwrap_or(0),
+                "node": NODE_NAME,
             })
         })
         .collect();
@@ -350,7 +450,7 @@ fn all_channels(
             },
             "user": conn.user,
             "vhost": conn.vhost,
-            "node": "lepus@localhost",
+            "node": NODE_NAME,
             "consumer_count": ch.consumers().len(),
             "messages_unacknowledged": ch.unacked_count(),
             "messages_unconfirmed": ch.unconfirmed(),
@@ -512,15 +612,34 @@ async fn delete_user(State(ctx): State<Ctx>, Extension(me): Me, Path(name): Path
 }
 
 /// The vhosts the caller may list (see `caller`), with their message totals.
-async fn vhosts(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
+async fn vhosts(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Query(rq): Query<RateQuery>,
+) -> ApiResult {
     let out = me
         .listed_vhosts(&ctx)
         .iter()
         .map(|vh| {
-            let (messages, unacked) = vh.read().queues.values().fold((0u64, 0u64), |acc, q| {
-                (acc.0 + u64::from(q.counts().0), acc.1 + q.unacked_by_consumers())
+            let qs: Vec<_> = vh.read().queues.values().cloned().collect();
+            let (ready, unacked) = qs.iter().fold((0u64, 0u64), |acc, q| {
+                let f = q.figures();
+                (acc.0 + f.ready, acc.1 + f.unacked)
             });
-            json!({ "name": vh.name, "messages_ready": messages, "messages_unacknowledged": unacked, "messages": messages + unacked })
+            let (message_stats, lengths) =
+                ctx.rates
+                    .vhosts_json(std::slice::from_ref(&vh.name), &vh.stats.counters(), &rq);
+            let mut v = json!({
+                "name": vh.name,
+                "messages_ready": ready,
+                "messages_unacknowledged": unacked,
+                "messages": ready + unacked,
+                "message_stats": message_stats,
+            });
+            if let Value::Object(map) = &mut v {
+                map.extend(lengths);
+            }
+            v
         })
         .collect();
     Ok(Json(Value::Array(out)))
@@ -648,24 +767,39 @@ async fn delete_permission(
 /// Totals: over every vhost, connection and channel for monitoring and administrator; over
 /// the caller's vhosts and its own connections and channels for the others, who are given no
 /// consumer total (as RabbitMQ 3.10).
-async fn overview(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
-    let (mut published, mut delivered, mut acked) = (0u64, 0u64, 0u64);
+async fn overview(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Query(rq): Query<RateQuery>,
+) -> ApiResult {
+    let mut counters = VHostCounters::default();
     let (mut ready, mut unacked, mut queues, mut exchanges, mut consumers) =
         (0u64, 0u64, 0, 0, 0u64);
-    for vh in me.listed_vhosts(&ctx) {
-        let (p, d, a) = vh.stats.snapshot();
-        published += p;
-        delivered += d;
-        acked += a;
-        let topo = vh.read();
-        exchanges += topo.exchanges.len();
-        queues += topo.queues.len();
-        for q in topo.queues.values() {
-            let (r, c) = q.counts();
-            ready += u64::from(r);
-            consumers += u64::from(c);
-            unacked += q.unacked_by_consumers();
+    let listed = me.listed_vhosts(&ctx);
+    for vh in &listed {
+        counters += vh.stats.counters();
+        let qs: Vec<_> = {
+            let topo = vh.read();
+            exchanges += topo.exchanges.len();
+            topo.queues.values().cloned().collect()
+        };
+        queues += qs.len();
+        for q in qs {
+            let f = q.figures();
+            ready += f.ready;
+            consumers += f.consumers;
+            unacked += f.unacked;
         }
+    }
+    let names: Vec<String> = listed.iter().map(|v| v.name.clone()).collect();
+    let (message_stats, lengths) = ctx.rates.vhosts_json(&names, &counters, &rq);
+    let mut queue_totals = json!({
+        "messages": ready + unacked,
+        "messages_ready": ready,
+        "messages_unacknowledged": unacked,
+    });
+    if let Value::Object(map) = &mut queue_totals {
+        map.extend(lengths);
     }
     let mut object_totals = json!({ "exchanges": exchanges, "queues": queues });
     if me.sees_everyone() {
@@ -687,14 +821,34 @@ async fn overview(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
         object_totals["connections"] = json!(own.len());
         object_totals["channels"] = json!(channels);
     }
-    Ok(Json(json!({
+    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t,
+                "description": format!("AMQP {t} exchange, as per the AMQP specification"),
+                "enabled": true,
+            })
+        })
+        .collect();
+    let mut out = json!({
         "management_version": env!("CARGO_PKG_VERSION"),
+        "rates_mode": "basic",
         "product_name": "Lepus",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "node": "lepus@localhost",
-        "cluster_name": "lepus",
-        "message_stats": { "publish": published, "deliver_get": delivered, "ack": acked },
-        "queue_totals": { "messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked },
+        "node": NODE_NAME,
+        "cluster_name": CLUSTER_NAME,
+        "exchange_types": exchange_types,
+        "message_stats": message_stats,
+        "queue_totals": queue_totals,
         "object_totals": object_totals,
-    })))
+        "listeners": super::health::listeners_json(&ctx),
+    });
+    if me.sees_everyone() {
+        // Connection and channel churn is broker-wide: RabbitMQ shows it to everyone, Lepus
+        // only to those who see every connection.
+        let (churn, _) = ctx.rates.node_json(&rq);
+        out["churn_rates"] = churn;
+    }
+    Ok(Json(out))
 }

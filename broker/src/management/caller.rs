@@ -155,12 +155,25 @@ impl Caller {
         access: Access,
         queue: &str,
     ) -> Result<(), ApiError> {
+        self.require_access(ctx, vhost, access, ResourceKind::Queue, queue)
+    }
+
+    /// As [`Self::require_queue_access`], for a queue or an exchange (`""` is checked as
+    /// `amq.default`, as RabbitMQ does).
+    pub(crate) fn require_access(
+        &self,
+        ctx: &Ctx,
+        vhost: &str,
+        access: Access,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<(), ApiError> {
         if self.level == Level::Administrator {
             return Ok(());
         }
         let allowed = ctx.broker.access.with_state(|s| {
             s.permission(vhost, &self.user.name)
-                .is_some_and(|p| p.allows(access, ResourceKind::Queue, queue))
+                .is_some_and(|p| p.allows(access, kind, name))
         });
         if allowed {
             Ok(())
@@ -168,7 +181,9 @@ impl Caller {
             Err(ApiError {
                 status: StatusCode::FORBIDDEN,
                 reason: format!(
-                    "access to queue '{queue}' in vhost '{vhost}' refused for user '{}'",
+                    "{} access to {} '{name}' in vhost '{vhost}' refused for user '{}'",
+                    access.name(),
+                    kind.name(),
                     self.user.name
                 ),
             })

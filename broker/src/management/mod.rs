@@ -1,24 +1,48 @@
-//! The management HTTP API: the subset of RabbitMQ's management plugin API that `lepusctl`
-//! and dashboards use (`/api/overview`, `/api/queues`, `/api/exchanges`, `/api/bindings`,
-//! `/api/connections`, `/api/channels`, `/api/consumers`, `/api/users`, `/api/vhosts`,
-//! `/api/permissions`, and their write endpoints), with RabbitMQ's JSON shapes, plus
-//! Prometheus text at `/metrics` and `/metrics/per-object`.
+//! The management HTTP API: RabbitMQ's management plugin API in its JSON shapes (overview,
+//! vhosts, users, permissions, queues, exchanges, bindings, connections, channels, consumers,
+//! nodes, health checks, definitions, publish and get), the web dashboard over it, and
+//! Prometheus text at `/metrics` in RabbitMQ's metric names.
+//!
+//! # Layout
+//! - `api`: the read endpoints and the user, vhost, permission and queue-delete/purge writes.
+//! - `topology`: declaring and deleting queues and exchanges, bindings (shared with
+//!   definitions import).
+//! - `messages`: publishing and getting messages over HTTP.
+//! - `definitions`: RabbitMQ's definitions JSON, export and import (`--definitions` too).
+//! - `health`: RabbitMQ's health checks, `/api/nodes`, the listener list.
+//! - `rates`: the sampler task and its ring buffers: rates over time for `*_details`.
+//! - `node`: process and host figures (RSS, file descriptors, free disk).
+//! - `field_table`: AMQP field tables to and from JSON.
+//! - `prometheus` (routes) and `rabbitmq_metrics` (the families): `/metrics`,
+//!   `/metrics/per-object`, `/metrics/detailed`.
+//! - `dashboard`: the embedded web page (`assets/`).
+//! - `caller`: what each user tag may see and do; `listener`: the bounded HTTP listener.
 //!
 //! Authentication is HTTP basic auth against the broker's own users (with `loopback_users`
 //! applied to the HTTP peer, as RabbitMQ does) on every `/api` route and on
-//! `/metrics/per-object`; `caller` says what each user tag may see and do (RabbitMQ's rules).
-//! `/metrics` needs no login, like `rabbitmq_prometheus`, and so carries totals only, no
-//! object names (see `prometheus`). `listener` bounds what any one HTTP client can hold.
+//! `/metrics/per-object` and `/metrics/detailed`; `caller` says what each user tag may see and
+//! do (RabbitMQ's rules). `/metrics` and the dashboard's files need no login (`/metrics`
+//! carries totals only, no object names). `listener` bounds what any one HTTP client can hold.
 //!
 //! Task ownership: [`start`] spawns the listener task ([`listener::serve`]), which owns one
-//! task per HTTP connection; [`crate::BrokerHandle`] owns its `JoinHandle` and stops it
-//! through the broker's shutdown signal (graceful: in-flight requests finish, within a grace
-//! period).
+//! task per HTTP connection, and the rate sampler (`rates::run`), which the listener task
+//! awaits when it ends; [`crate::BrokerHandle`] owns the listener task's `JoinHandle` and
+//! stops both through the broker's shutdown signal (graceful: in-flight requests finish,
+//! within a grace period).
 
 mod api;
 mod caller;
+mod dashboard;
+mod definitions;
+mod field_table;
+mod health;
 mod listener;
+mod messages;
+mod node;
 mod prometheus;
+mod rabbitmq_metrics;
+mod rates;
+mod topology;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +68,10 @@ use crate::shutdown::Shutdown;
 pub(crate) struct Ctx {
     /// The broker's state (vhosts, users, connections).
     pub(crate) broker: Arc<BrokerShared>,
+    /// The rate history the sampler task fills (see `rates`).
+    pub(crate) rates: Arc<rates::Rates>,
+    /// When the management API started (with the broker): uptime.
+    pub(crate) started: std::time::Instant,
 }
 
 /// Binds `addr` and serves the API until the broker stops.
@@ -55,20 +83,54 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let limits = listener::Limits::default();
-    let ctx = Ctx { broker };
+    let ctx = Ctx {
+        broker,
+        rates: Arc::default(),
+        started: std::time::Instant::now(),
+    };
+    let sampler = tokio::spawn(rates::run(ctx.clone(), shutdown.clone()));
     let app = api::routes()
+        .merge(health::routes())
+        .merge(topology::routes())
+        .merge(messages::routes())
+        .merge(definitions::routes())
         .merge(prometheus::authenticated_routes())
         .route_layer(middleware::from_fn_with_state(ctx.clone(), authenticate))
         .merge(prometheus::routes())
+        .merge(dashboard::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             request_timeout,
         ))
         .with_state(ctx);
-    let task = tokio::spawn(listener::serve(listener, app, limits, shutdown));
+    // The management task owns the sampler: both stop on the shutdown signal.
+    let task = tokio::spawn(async move {
+        listener::serve(listener, app, limits, shutdown).await;
+        let _ = sampler.await;
+    });
     info!(%local, "management API listening");
     Ok((local, task))
+}
+
+/// Percent-encodes one URL path segment (everything but RFC 3986's unreserved characters).
+pub(crate) fn percent_encode(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Any other path: RabbitMQ's 404 body.
+async fn not_found() -> Response {
+    ApiError::not_found("Not Found").into_response()
 }
 
 /// Answers 408 when a request (its body read included) takes longer than `limit`.
@@ -125,6 +187,40 @@ impl ApiError {
             reason: reason.to_owned(),
         }
     }
+
+    /// 415 Unsupported Media Type.
+    pub(crate) fn unsupported_media_type(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            reason: reason.into(),
+        }
+    }
+
+    /// 500 Internal Server Error (the store failed).
+    pub(crate) fn internal(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.status)
+    }
+}
+
+/// Imports the definitions file at `path` into a starting broker (`--definitions`).
+pub(crate) fn import_definitions_file(
+    broker: &Arc<BrokerShared>,
+    path: &std::path::Path,
+) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let defs = definitions::parse(&bytes)?;
+    let skipped = definitions::import(broker, &defs, None).map_err(|e| e.to_string())?;
+    info!(path = %path.display(), skipped = ?skipped.sections, "definitions imported");
+    Ok(())
 }
 
 impl From<crate::error::AdminError> for ApiError {
@@ -191,11 +287,24 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok());
+    // The dashboard's own requests (`X-Requested-With: XMLHttpRequest`) get no Basic
+    // challenge back, so that a wrong password shows its login form, not the browser's.
+    let challenge = req
+        .headers()
+        .get("x-requested-with")
+        .is_none_or(|v| !v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+    let refuse = |reason: &str| {
+        let mut resp = ApiError::unauthorized(reason).into_response();
+        if !challenge {
+            resp.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
+        resp
+    };
     let Some((user, password)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
-        return ApiError::unauthorized("credentials required").into_response();
+        return refuse("credentials required");
     };
     let Some(user) = ctx.broker.access.authenticate(user, password, peer.ip()) else {
-        return ApiError::unauthorized("Login failed").into_response();
+        return refuse("Login failed");
     };
     let Some(level) = Level::of(&user) else {
         return ApiError::forbidden("Not management user").into_response();

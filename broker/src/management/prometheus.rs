@@ -1,36 +1,27 @@
-//! Prometheus text exposition format 0.0.4 (`# HELP`, `# TYPE`, one sample per line, label
-//! values escaped), in two forms, as `rabbitmq_prometheus` serves them:
+//! The Prometheus endpoints, in text exposition format 0.0.4, as `rabbitmq_prometheus` serves
+//! them (the families are in `rabbitmq_metrics`):
 //!
-//! - `GET /metrics`, no login: totals over the whole broker, **no labels**, so no vhost or
-//!   queue name leaves the broker unauthenticated (RabbitMQ's aggregated default).
-//! - `GET /metrics/per-object`: the same families, per vhost (counters) and per queue
-//!   (gauges). Unlike RabbitMQ, which serves it to anyone, it needs basic auth by a user
-//!   tagged `monitoring` or `administrator` (the users who may see every vhost's totals). The
-//!   operator can instead make `/metrics` itself per-object and open
-//!   (`BrokerBuilder::prometheus_per_object`, `--prometheus-per-object`, RabbitMQ's
-//!   `prometheus.return_per_object_metrics`).
+//! - `GET /metrics`, no login: the aggregated shape, totals only, **no object names**, so no
+//!   vhost or queue name leaves the broker unauthenticated (RabbitMQ's default). With
+//!   `--prometheus-per-object` (RabbitMQ's `prometheus.return_per_object_metrics`) it is the
+//!   per-object shape instead, still without a login, as there.
+//! - `GET /metrics/per-object`: the per-object shape (per queue, per channel).
+//! - `GET /metrics/detailed?family=...&vhost=...`: only the families asked for
+//!   (`queue_coarse_metrics`, `queue_consumer_count`, `queue_metrics`,
+//!   `connection_churn_metrics`, `vhost_status`), per object, `rabbitmq_detailed_*`.
 //!
-//! | metric                                   | type    | labels (per-object) |
-//! |------------------------------------------|---------|---------------------|
-//! | `lepus_messages_published_total`         | counter | vhost               |
-//! | `lepus_messages_delivered_total`         | counter | vhost               |
-//! | `lepus_messages_acked_total`             | counter | vhost               |
-//! | `lepus_queue_messages_ready`             | gauge   | vhost, queue        |
-//! | `lepus_queue_messages_unacked`           | gauge   | vhost, queue        |
-//! | `lepus_queue_consumers`                  | gauge   | vhost, queue        |
-//! | `lepus_queues`                           | gauge   | (never)             |
-//! | `lepus_connections`                      | gauge   | (never)             |
-//! | `lepus_channels`                         | gauge   | (never)             |
-//! | `lepus_process_resident_memory_bytes`    | gauge   | (never; Linux only) |
+//! Departure from RabbitMQ: the last two name vhosts and queues, so they need basic auth by a
+//! user tagged `monitoring` or `administrator` (the users who may see every vhost's totals);
+//! RabbitMQ serves them to anyone who reaches the port. A Prometheus scrape config gives the
+//! credentials with `basic_auth`.
 
-use std::fmt::Write;
-
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
+use super::rabbitmq_metrics::{self, Shape};
 use super::{ApiError, Caller, Ctx};
 
 /// `/metrics` (no authentication, like `rabbitmq_prometheus`).
@@ -38,147 +29,69 @@ pub(super) fn routes() -> Router<Ctx> {
     Router::new().route("/metrics", get(metrics))
 }
 
-/// `/metrics/per-object` (behind the API's authentication layer).
+/// `/metrics/per-object` and `/metrics/detailed` (behind the API's authentication layer).
 pub(super) fn authenticated_routes() -> Router<Ctx> {
-    Router::new().route("/metrics/per-object", get(per_object))
+    Router::new()
+        .route("/metrics/per-object", get(per_object))
+        .route("/metrics/detailed", get(detailed))
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+fn text(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    render(&ctx, ctx.broker.config.prometheus_per_object)
+    let shape = if ctx.broker.config.prometheus_per_object {
+        Shape::PerObject
+    } else {
+        Shape::Aggregated
+    };
+    text(rabbitmq_metrics::render(&ctx, &shape))
 }
 
 async fn per_object(State(ctx): State<Ctx>, Extension(me): Extension<Caller>) -> Response {
     if !me.sees_everyone() {
         return ApiError::forbidden("Not monitor user").into_response();
     }
-    render(&ctx, true)
+    text(rabbitmq_metrics::render(&ctx, &Shape::PerObject))
 }
 
-/// One sample per vhost and per queue (`per_object`), or one total per family.
-fn render(ctx: &Ctx, per_object: bool) -> Response {
-    let vhosts: Vec<_> = ctx
-        .broker
-        .access
-        .vhosts()
-        .iter()
-        .filter_map(|n| ctx.broker.vhosts.get(n))
-        .collect();
-    let mut out = String::new();
-    for (i, (name, help)) in [
-        ("lepus_messages_published_total", "Messages published."),
-        (
-            "lepus_messages_delivered_total",
-            "Messages delivered to consumers or fetched with basic.get.",
-        ),
-        ("lepus_messages_acked_total", "Deliveries acknowledged."),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        family(&mut out, name, "counter", help);
-        let mut total = 0;
-        for vh in &vhosts {
-            let s = vh.stats.snapshot();
-            let v = [s.0, s.1, s.2][i];
-            total += v;
-            if per_object {
-                let _ = writeln!(out, "{name}{{vhost=\"{}\"}} {v}", escape(&vh.name));
-            }
-        }
-        if !per_object {
-            let _ = writeln!(out, "{name} {total}");
-        }
-    }
-    let mut queues = Vec::new();
-    for vh in &vhosts {
-        let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
-        qs.sort_by(|a, b| a.name.cmp(&b.name));
-        for q in qs {
-            let (ready, consumers) = q.counts();
-            queues.push((
-                &vh.name,
-                q.name.clone(),
-                u64::from(ready),
-                q.unacked_by_consumers(),
-                u64::from(consumers),
-            ));
-        }
-    }
-    for (i, (name, help)) in [
-        ("lepus_queue_messages_ready", "Messages ready for delivery."),
-        (
-            "lepus_queue_messages_unacked",
-            "Messages delivered to consumers and not yet acknowledged.",
-        ),
-        ("lepus_queue_consumers", "Consumers on the queue."),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        family(&mut out, name, "gauge", help);
-        let mut total = 0;
-        for (vh, q, ready, unacked, consumers) in &queues {
-            let v = [*ready, *unacked, *consumers][i];
-            total += v;
-            if per_object {
-                let _ = writeln!(
-                    out,
-                    "{name}{{vhost=\"{}\",queue=\"{}\"}} {v}",
-                    escape(vh),
-                    escape(q)
-                );
-            }
-        }
-        if !per_object {
-            let _ = writeln!(out, "{name} {total}");
-        }
-    }
-    family(&mut out, "lepus_queues", "gauge", "Queues.");
-    let _ = writeln!(out, "lepus_queues {}", queues.len());
-    family(
-        &mut out,
-        "lepus_connections",
-        "gauge",
-        "Open client connections.",
-    );
-    let _ = writeln!(out, "lepus_connections {}", ctx.broker.connections.count());
-    family(&mut out, "lepus_channels", "gauge", "Open channels.");
-    let _ = writeln!(out, "lepus_channels {}", ctx.broker.channels.count());
-    if let Some(rss) = resident_memory() {
-        family(
-            &mut out,
-            "lepus_process_resident_memory_bytes",
-            "gauge",
-            "Resident memory of the broker process.",
-        );
-        let _ = writeln!(out, "lepus_process_resident_memory_bytes {rss}");
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
-}
+/// Most `family` and `vhost` parameters one request may give.
+const MAX_PARAMETERS: usize = 64;
 
-/// VmRSS from `/proc/self/status`, in bytes (None where there is no procfs).
-fn resident_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+async fn detailed(
+    State(ctx): State<Ctx>,
+    Extension(me): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if !me.sees_everyone() {
+        return ApiError::forbidden("Not monitor user").into_response();
+    }
+    let pairs: Vec<(String, String)> =
+        match serde_urlencoded::from_str(query.as_deref().unwrap_or("")) {
+            Ok(pairs) => pairs,
+            Err(e) => return ApiError::bad_request(format!("bad query: {e}")).into_response(),
+        };
+    if pairs.len() > MAX_PARAMETERS {
+        return ApiError::bad_request("too many query parameters").into_response();
+    }
+    let pick = |key: &str| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let shape = Shape::Detailed {
+        families: pick("family"),
+        vhosts: pick("vhost"),
+    };
+    text(rabbitmq_metrics::render(&ctx, &shape))
 }

@@ -186,16 +186,19 @@ impl Connection {
         let queue = self.usable_queue(m.queue.as_str())?;
         match queue.get(&self.vhost) {
             Some((qm, count)) => {
-                self.vhost.stats.delivered();
+                self.vhost.stats.fetched(m.no_ack, qm.redelivered);
                 if m.no_ack {
                     queue.forget(&qm);
                 }
                 shared.deliver_get(&queue, qm, count, m.no_ack)
             }
-            None => self.send(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-            ),
+            None => {
+                self.vhost.stats.get_empty();
+                self.send(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                );
+            }
         }
         Ok(())
     }

@@ -51,23 +51,25 @@ impl Connection {
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.blocking.published();
-        if let Some(channel) = self.channels.get_mut(&ch).filter(|c| c.tx.is_some()) {
-            // Check what can be checked now, so the error comes at the publish, not the commit.
-            if !publish.exchange.as_str().is_empty()
-                && !self
-                    .vhost
-                    .read()
-                    .exchanges
-                    .contains_key(publish.exchange.as_str())
-            {
-                return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
-            }
-            let op = TxOp::Publish(Box::new((publish, properties, body)));
-            channel.shared.note_uncommitted(&op);
+        if let Some(channel) = self.channels.get_mut(&ch) {
+            channel.shared.note_publisher();
             if let Some(tx) = channel.tx.as_mut() {
+                // Check what can be checked now, so the error comes at the publish, not the
+                // commit.
+                if !publish.exchange.as_str().is_empty()
+                    && !self
+                        .vhost
+                        .read()
+                        .exchanges
+                        .contains_key(publish.exchange.as_str())
+                {
+                    return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
+                }
+                let op = TxOp::Publish(Box::new((publish, properties, body)));
+                channel.shared.note_uncommitted(&op);
                 tx.push(op);
+                return Ok(());
             }
-            return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
     }
@@ -80,7 +82,7 @@ impl Connection {
         mut properties: basic::AMQPProperties,
         body: Bytes,
     ) -> Result<(), AmqpError> {
-        self.vhost.stats.published();
+        self.vhost.stats.published(body.len() as u64);
         if properties
             .reply_to()
             .as_ref()
@@ -108,8 +110,11 @@ impl Connection {
                     .vhost
                     .reply_to_channel(token)
                     .is_some_and(|target| target.deliver_reply(message.clone()));
-                if !delivered && publish.mandatory {
-                    self.basic_return(ch, publish, message);
+                if !delivered {
+                    self.vhost.stats.unroutable(publish.mandatory);
+                    if publish.mandatory {
+                        self.basic_return(ch, publish, message);
+                    }
                 }
                 self.confirm_publish(ch, false, Vec::new());
                 return Ok(());
@@ -157,8 +162,11 @@ impl Connection {
                 EnqueueOutcome::Gone => {}
             }
         }
-        if queues.is_empty() && publish.mandatory {
-            self.basic_return(ch, publish, message);
+        if queues.is_empty() {
+            self.vhost.stats.unroutable(publish.mandatory);
+            if publish.mandatory {
+                self.basic_return(ch, publish, message);
+            }
         }
         self.confirm_publish(ch, rejected, pending);
         Ok(())
@@ -195,6 +203,7 @@ impl Connection {
         };
         confirm.last_seq += 1;
         let seq = confirm.last_seq;
+        self.vhost.stats.received_confirm();
         let mut out = Vec::new();
         if rejected || !pending.is_empty() || confirm.pending_store > 0 {
             if let Some(upto) = confirm.ack_upto.take() {
@@ -227,11 +236,13 @@ impl Connection {
                 });
             });
         } else if confirm.pending_store > 0 {
+            self.vhost.stats.confirmed();
             out.push(basic::AMQPMethod::Ack(basic::Ack {
                 delivery_tag: seq,
                 multiple: false,
             }));
         } else {
+            self.vhost.stats.confirmed();
             confirm.ack_upto = Some(seq);
         }
         for m in out {

@@ -12,6 +12,8 @@ mod exchange;
 mod queue;
 mod tx;
 
+pub(crate) use queue::config_difference;
+
 use amq_protocol::protocol::{access, AMQPClass};
 
 use crate::connection::Connection;

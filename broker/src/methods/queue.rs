@@ -105,7 +105,8 @@ impl Connection {
                 }
                 None => {
                     let owner = m.exclusive.then_some(self.id);
-                    let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config);
+                    let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config)
+                        .with_arguments(m.arguments.clone());
                     self.vhost.insert_queue(&mut topo, q);
                     if m.exclusive {
                         self.exclusive_queues.push(name.clone());
@@ -114,8 +115,11 @@ impl Connection {
                 }
             }
         };
-        if !m.passive && m.durable && !m.exclusive {
-            self.persist_topology()?;
+        if !m.passive {
+            self.vhost.stats.queue_declared();
+            if m.durable && !m.exclusive {
+                self.persist_topology()?;
+            }
         }
         if let Some(channel) = self.channels.get_mut(&ch) {
             channel.last_queue = Some(name.clone());
@@ -268,7 +272,7 @@ fn declare_ok(name: &str, message_count: u32, consumer_count: u32) -> AMQPClass 
 }
 
 /// The first argument whose value differs between two declarations, in RabbitMQ's names.
-fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
+pub(crate) fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
     if a.message_ttl != b.message_ttl {
         Some("x-message-ttl")
     } else if a.expires != b.expires {

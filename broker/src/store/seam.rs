@@ -56,6 +56,10 @@ impl persistence::Store for DurableQueues {
             .collect()
     }
 
+    fn stats(&self) -> Option<super::StoreStats> {
+        Some(self.store().stats())
+    }
+
     fn persist_topology(&self, vhost: &str, topology: &Topology) -> Result<(), StoreError> {
         let (exchanges, queues, bindings) = durable_topology(vhost, topology);
         self.replace_topology(vhost, exchanges, queues, bindings)
@@ -80,7 +84,7 @@ fn durable_topology(
             kind: x.kind.name().to_owned(),
             auto_delete: x.auto_delete,
             internal: x.internal,
-            arguments: encode_table(&exchange_arguments(x)),
+            arguments: encode_table(&x.arguments),
         })
         .collect();
     let queues = topology
@@ -92,7 +96,13 @@ fn durable_topology(
             vhost: vhost.to_owned(),
             name: q.name.clone(),
             auto_delete: q.auto_delete,
-            arguments: encode_table(&queue_arguments(&q.config)),
+            // The declared table (it parsed into `q.config` when declared); a queue made
+            // without one stores the table its config stands for.
+            arguments: if q.arguments.inner().is_empty() {
+                encode_table(&queue_arguments(&q.config))
+            } else {
+                encode_table(&q.arguments)
+            },
         })
         .collect();
     let mut bindings = Vec::new();
@@ -170,14 +180,16 @@ pub(crate) fn restore(
             tracing::warn!(vhost = %q.vhost, queue = %q.name, "skipping a stored queue");
             continue;
         };
-        let arguments = decode_table(&q.arguments);
+        let mut arguments = decode_table(&q.arguments);
         let config = QueueConfig::from_arguments(&arguments).or_else(|text| {
             tracing::warn!(queue = %q.name, %text, "stored queue arguments no longer parse");
-            QueueConfig::from_arguments(&FieldTable::default())
+            arguments = FieldTable::default();
+            QueueConfig::from_arguments(&arguments)
         });
         // An empty argument table always parses.
         let Ok(config) = config else { continue };
-        let queue = Queue::new(q.name.clone(), true, q.auto_delete, None, config);
+        let queue =
+            Queue::new(q.name.clone(), true, q.auto_delete, None, config).with_arguments(arguments);
         let mut topo = vhost.write();
         if !topo.queues.contains_key(&q.name) {
             vhost.insert_queue(&mut topo, queue);
@@ -245,19 +257,6 @@ fn message_of(stored: super::StoredMessage) -> Message {
         properties: decode_properties(&stored.properties),
         body: stored.body,
     }
-}
-
-/// The declare arguments the broker acts on for exchange `x` (it keeps only those parsed, not
-/// the table it was declared with).
-fn exchange_arguments(x: &Exchange) -> FieldTable {
-    let mut table = FieldTable::default();
-    if let Some(alternate) = &x.alternate {
-        table.insert(
-            "alternate-exchange".into(),
-            AMQPValue::LongString(alternate.as_str().into()),
-        );
-    }
-    table
 }
 
 /// The declare arguments the broker acts on for a queue with `config`, as a table that

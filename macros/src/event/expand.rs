@@ -20,8 +20,11 @@ use quote::{quote, ToTokens};
 use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::{EventArgs, Kind};
-use crate::rpc::expand::{marker_struct, returns_projections, wire_assertions, WireUse};
-use crate::rpc::validate::WireSignature;
+use crate::generate::{
+    call_args, inject_lets, invoke_idents, invoke_output, marker_struct, needs_fn,
+    returns_projections, wire_assertions, WireUse,
+};
+use crate::signature::WireSignature;
 
 /// The whole expansion.
 pub(crate) fn expand(
@@ -116,7 +119,15 @@ fn gen_event_impl(
         None => quote!(()),
     };
     let (_, err) = returns_projections(&signature.ret);
-    let input = Ident::new("payload", Span::mixed_site());
+    let (_, _, cx) = invoke_idents();
+    let input = match signature.args.first() {
+        Some((name, _)) => name.clone(),
+        None => Ident::new("payload", Span::mixed_site()),
+    };
+    let inject = inject_lets(signature, &cx);
+    let call_args = call_args(signature);
+    let needs = needs_fn(signature);
+    let output = invoke_output(quote!(()));
     quote! {
         impl ::lepus::__private::Event for #name {
             const EXCHANGE: &'static ::core::primitive::str = <#name>::EXCHANGE;
@@ -129,17 +140,19 @@ fn gen_event_impl(
             type Payload = #payload;
             type Err = #err;
 
+            #needs
+
             fn invoke(
                 #input: Self::Payload,
-            ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<(), Self::Err>,
-            > + ::core::marker::Send + 'static {
-                async move {
-                    match ::lepus::__private::Returns::into_result(#name(#input).await) {
+                #cx: &::lepus::__private::Context,
+            ) -> #output {
+                #inject
+                ::core::result::Result::Ok(async move {
+                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
                         ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
                         ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
                     }
-                }
+                })
             }
         }
     }

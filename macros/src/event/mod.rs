@@ -6,7 +6,8 @@ mod parse;
 
 use proc_macro2::TokenStream;
 
-use crate::task::{combined, signature};
+use crate::signature::{self, Rules};
+use crate::task::combined;
 
 /// The attribute's entry point. On errors, emits them together with the function unchanged.
 pub(crate) fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -18,9 +19,15 @@ pub(crate) fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let args = parse::parse_args(attr);
-    let checked = signature::validate(&function, "#[lepus::event]").and_then(|signature| {
-        const MESSAGE: &str =
-            "#[lepus::event] functions take exactly one argument: the event payload";
+    let rules = Rules {
+        attribute: "#[lepus::event]",
+        result_travels: false,
+        state: true,
+        method: false,
+    };
+    let checked = signature::validate(&function.sig, &rules).and_then(|signature| {
+        const MESSAGE: &str = "#[lepus::event] functions take exactly one argument: the event \
+             payload (besides injected `State<T>` and `Context` parameters)";
         match signature.args.len() {
             1 => Ok(signature),
             // No inputs to point at: point at the empty parentheses.

@@ -12,7 +12,11 @@
 //!     pub fn handler() -> ::lepus::Handler;
 //! }
 //! impl ::lepus::__private::Method for fib { .. }          // `fib` is the method's marker
+//! impl ::lepus::__private::Invoke<()> for fib { .. }      // how a worker runs it
 //! ```
+//! Parameters typed `State<T>` or `Context` (`&Context`) are not sent: `invoke` takes them from
+//! the request's context (`lepus::Inject`) and passes them in place; the stubs take only the
+//! wire arguments.
 //! The struct has braces and no fields, so it lives in the type namespace only and does not
 //! clash with the function. It is declared next to the function, so the items resolve the
 //! function's types where the function does, also inside a function body (a `mod` would not see
@@ -28,12 +32,16 @@
 //! mixed-site hygiene and cannot clash with the function's own argument names.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
-use syn::{Ident, ItemFn, LitStr, Type};
+use quote::quote;
+use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::{QueueName, RpcArgs};
-use super::validate::WireSignature;
+use crate::generate::{
+    args_tuple_type, args_tuple_value, call_args, err_codec_fn, inject_lets, invoke_idents,
+    invoke_output, marker_struct, needs_fn, params, returns_projections, unpack_args,
+    wire_assertions, WireUse,
+};
+use crate::signature::WireSignature;
 
 /// Everything the generators need.
 struct Model<'a> {
@@ -86,16 +94,6 @@ fn gen_marker(model: &Model<'_>) -> TokenStream {
     marker_struct(name, vis, &doc)
 }
 
-/// `struct name {}`: the marker every attribute emits (type namespace only).
-pub(crate) fn marker_struct(name: &Ident, vis: &syn::Visibility, doc: &str) -> TokenStream {
-    quote! {
-        #[doc = #doc]
-        #[allow(non_camel_case_types)]
-        #[derive(::core::fmt::Debug, ::core::clone::Clone, ::core::marker::Copy)]
-        #vis struct #name {}
-    }
-}
-
 /// `impl fib { QUEUE, METHOD, call, call_with, handler }`.
 fn gen_inherent(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
@@ -119,15 +117,13 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
     }
 }
 
-/// `impl Method for fib`.
+/// `impl Method for fib` and `impl Invoke<()> for fib`.
 fn gen_method_impl(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
     let args_ty = args_tuple_type(model.signature);
     let (ok, err) = returns_projections(&model.signature.ret);
-    let args = Ident::new("args", Span::mixed_site());
-    let unpack = unpack_args(model.signature, &args);
-    let names = arg_names(model.signature);
     let codec = err_codec_fn();
+    let invoke = gen_invoke(model);
     quote! {
         impl ::lepus::__private::Method for #name {
             const QUEUE: &'static ::core::primitive::str = <#name>::QUEUE;
@@ -136,95 +132,41 @@ fn gen_method_impl(model: &Model<'_>) -> TokenStream {
             type Ok = #ok;
             type Err = #err;
 
-            fn invoke(
-                #args: Self::Args,
-            ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<Self::Ok, Self::Err>,
-            > + ::core::marker::Send + 'static {
-                #unpack
-                async move {
-                    ::lepus::__private::Returns::into_result(#name( #(#names),* ).await)
-                }
-            }
-
             #codec
         }
+
+        #invoke
     }
 }
 
-/// `err_codec` and `describe_err` of a `Method` impl: the codec and description of `Self::Err`
-/// chosen by autoref specialization, where the type is concrete.
-fn err_codec_fn() -> TokenStream {
-    let err = Ident::new("err", Span::mixed_site());
+/// `impl Invoke<()> for fib`: the injected parameters taken from the context, the wire
+/// arguments unpacked, the function called.
+fn gen_invoke(model: &Model<'_>) -> TokenStream {
+    let name = &model.function.sig.ident;
+    let (receiver, args, cx) = invoke_idents();
+    let unpack = unpack_args(model.signature, &args);
+    let inject = inject_lets(model.signature, &cx);
+    let call_args = call_args(model.signature);
+    let needs = needs_fn(model.signature);
+    let output = invoke_output(quote!(Self::Ok));
     quote! {
-        // The extra references select the codec (autoref specialization).
-        #[allow(clippy::needless_borrow)]
-        fn err_codec() -> impl ::lepus::__private::ErrCodec<Self::Err> {
-            #[allow(unused_imports)]
-            use ::lepus::__private::{SelectNever as _, SelectSerde as _, SelectText as _};
-            (&&&&::lepus::__private::ErrWire::<Self::Err>::NEW).codec()
-        }
+        impl ::lepus::__private::Invoke<()> for #name {
+            #needs
 
-        #[allow(clippy::needless_borrow)]
-        fn describe_err(#err: &Self::Err) -> ::std::string::String {
-            #[allow(unused_imports)]
-            use ::lepus::__private::{DescribeDebug as _, DescribeDisplay as _, DescribeName as _};
-            (&&&&::lepus::__private::Describe(#err)).describe()
+            fn invoke(
+                #receiver: &(),
+                #args: Self::Args,
+                #cx: &::lepus::__private::Context,
+            ) -> #output {
+                let _ = #receiver;
+                #inject
+                #unpack
+                ::core::result::Result::Ok(async move {
+                    ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await)
+                })
+            }
         }
     }
-}
-
-/// `<R as Returns>::Ok` and `<R as Returns>::Err`, spanned at the return type so that a type
-/// that is neither a `Result` nor `Plain` is reported there.
-pub(crate) fn returns_projections(ret: &Type) -> (TokenStream, TokenStream) {
-    let span = ret.span();
-    (
-        quote_spanned!(span=> <#ret as ::lepus::__private::Returns>::Ok),
-        quote_spanned!(span=> <#ret as ::lepus::__private::Returns>::Err),
-    )
-}
-
-/// `let (a, b,) = args;` (or `let _ = args;` for no arguments).
-pub(crate) fn unpack_args(signature: &WireSignature, args: &Ident) -> TokenStream {
-    let names = arg_names(signature);
-    if names.is_empty() {
-        quote! { let _ = #args; }
-    } else {
-        quote! { let ( #(#names,)* ) = #args; }
-    }
-}
-
-/// The argument names, in order.
-pub(crate) fn arg_names(signature: &WireSignature) -> Vec<&Ident> {
-    signature.args.iter().map(|(n, _)| n).collect()
-}
-
-/// How the arguments travel: decoded only (events), or both ways (calls, tasks).
-#[derive(Clone, Copy)]
-pub(crate) enum WireUse {
-    Both,
-    Decoded,
-}
-
-/// One compile-time check per argument that its type can travel, spanned at the argument's
-/// type so that a missing `Serialize`/`Deserialize` is reported at the parameter rather than
-/// at the attribute.
-pub(crate) fn wire_assertions(signature: &WireSignature, used: WireUse) -> TokenStream {
-    let checks = signature.args.iter().map(|(_, ty)| {
-        let span = ty.span();
-        let bound = match used {
-            WireUse::Both => quote_spanned!(span=>
-                ::lepus::__private::Serialize + ::lepus::__private::DeserializeOwned),
-            WireUse::Decoded => quote_spanned!(span=> ::lepus::__private::DeserializeOwned),
-        };
-        quote_spanned! {span=>
-            const _: () = {
-                fn travels<T: #bound>() {}
-                let _ = travels::<#ty>;
-            };
-        }
-    });
-    quote! { #(#checks)* }
 }
 
 /// `call(&client, args..)`.
@@ -272,33 +214,4 @@ fn gen_call_with(model: &Model<'_>) -> TokenStream {
             ::lepus::__private::Client::call::<#name>(#client, #tuple, #options).await
         }
     }
-}
-
-/// `name: Type` for each argument.
-pub(crate) fn params(signature: &WireSignature) -> Vec<TokenStream> {
-    signature
-        .args
-        .iter()
-        .map(|(name, ty)| quote! { #name: #ty })
-        .collect()
-}
-
-/// `(A, B,)`, or `[(); 0]` (an empty MessagePack array) for no arguments; the parentheses
-/// carry the span of the parameter list, where an error about the tuple then points.
-pub(crate) fn args_tuple_type(signature: &WireSignature) -> TokenStream {
-    let span = signature.params_span;
-    if signature.args.is_empty() {
-        return quote_spanned! {span=> [(); 0] };
-    }
-    let types: Vec<&Type> = signature.args.iter().map(|(_, ty)| ty).collect();
-    quote_spanned! {span=> ( #(#types,)* ) }
-}
-
-/// `(a, b,)`, or `[]` for no arguments.
-pub(crate) fn args_tuple_value(signature: &WireSignature) -> TokenStream {
-    if signature.args.is_empty() {
-        return quote! { [] };
-    }
-    let names: Vec<&Ident> = signature.args.iter().map(|(name, _)| name).collect();
-    quote! { ( #(#names,)* ) }
 }

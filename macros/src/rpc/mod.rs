@@ -2,7 +2,6 @@
 
 pub(crate) mod expand;
 pub(crate) mod parse;
-pub(crate) mod validate;
 
 use proc_macro2::TokenStream;
 
@@ -17,19 +16,17 @@ pub(crate) fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let args = parse::parse_args(attr);
-    let checked = validate::validate(&function);
+    let checked = crate::signature::validate(
+        &function.sig,
+        &crate::signature::Rules {
+            attribute: "#[lepus::rpc]",
+            result_travels: true,
+            state: true,
+            method: false,
+        },
+    );
     match (args, checked) {
         (Ok(args), Ok(signature)) => expand::expand(&args, &function, &signature),
-        (args, checked) => {
-            let mut errors: Option<syn::Error> = None;
-            for err in [args.err(), checked.err()].into_iter().flatten() {
-                match errors.as_mut() {
-                    Some(all) => all.combine(err),
-                    None => errors = Some(err),
-                }
-            }
-            let errors = errors.map(|e| e.to_compile_error());
-            quote::quote! { #errors #function }
-        }
+        (args, checked) => crate::task::combined(args.err(), checked.err(), &function),
     }
 }

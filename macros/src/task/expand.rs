@@ -25,11 +25,11 @@ use quote::quote;
 use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::TaskArgs;
-use crate::rpc::expand::{
-    arg_names, args_tuple_type, args_tuple_value, marker_struct, params, returns_projections,
-    unpack_args, wire_assertions, WireUse,
+use crate::generate::{
+    args_tuple_type, args_tuple_value, call_args, inject_lets, invoke_idents, invoke_output,
+    marker_struct, needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
 };
-use crate::rpc::validate::WireSignature;
+use crate::signature::WireSignature;
 
 /// The whole expansion.
 pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignature) -> TokenStream {
@@ -86,9 +86,12 @@ fn gen_task_impl(
     let name = &function.sig.ident;
     let args_ty = args_tuple_type(signature);
     let (_, err) = returns_projections(&signature.ret);
-    let input = Ident::new("args", Span::mixed_site());
+    let (_, input, cx) = invoke_idents();
     let unpack = unpack_args(signature, &input);
-    let names = arg_names(signature);
+    let inject = inject_lets(signature, &cx);
+    let call_args = call_args(signature);
+    let needs = needs_fn(signature);
+    let output = invoke_output(quote!(()));
     let options = gen_options(args);
     quote! {
         impl ::lepus::__private::Task for #name {
@@ -101,18 +104,20 @@ fn gen_task_impl(
                 #options
             }
 
+            #needs
+
             fn invoke(
                 #input: Self::Args,
-            ) -> impl ::core::future::Future<
-                Output = ::core::result::Result<(), Self::Err>,
-            > + ::core::marker::Send + 'static {
+                #cx: &::lepus::__private::Context,
+            ) -> #output {
+                #inject
                 #unpack
-                async move {
-                    match ::lepus::__private::Returns::into_result(#name( #(#names),* ).await) {
+                ::core::result::Result::Ok(async move {
+                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
                         ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
                         ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
                     }
-                }
+                })
             }
         }
     }

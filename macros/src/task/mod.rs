@@ -1,10 +1,9 @@
-//! `#[lepus::task]`: parse -> validate -> expand. `attr` and `signature` are shared with
-//! `#[lepus::event]`.
+//! `#[lepus::task]`: parse -> validate (`crate::signature`) -> expand. `attr` is shared with
+//! `#[lepus::event]` and `#[lepus::service]`.
 
 pub(crate) mod attr;
 mod expand;
 mod parse;
-pub(crate) mod signature;
 
 use proc_macro2::TokenStream;
 
@@ -18,14 +17,23 @@ pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let args = parse::parse_args(attr);
-    let checked = signature::validate(&function, "#[lepus::task]");
+    let checked = crate::signature::validate(
+        &function.sig,
+        &crate::signature::Rules {
+            attribute: "#[lepus::task]",
+            result_travels: false,
+            state: true,
+            method: false,
+        },
+    );
     match (args, checked) {
         (Ok(args), Ok(signature)) => expand::expand(&args, &function, &signature),
         (args, checked) => combined(args.err(), checked.err(), &function),
     }
 }
 
-/// The errors, combined, followed by the function unchanged.
+/// The errors, combined, followed by the function unchanged (so the rest of the crate still
+/// sees it and reports no cascade of unrelated errors).
 pub(crate) fn combined(
     first: Option<syn::Error>,
     second: Option<syn::Error>,

@@ -30,9 +30,12 @@ pub(crate) use reply_consumer::declare_exchanges;
 pub use reply_consumer::ReplyMode;
 
 use crate::connection::Connection;
+use crate::context::ContextKind;
+use crate::context::{Context, Onward};
 use crate::envelope::{self, CONTENT_TYPE, RPC_EXCHANGE};
 use crate::error::{Error, FailureKind};
-use crate::method::Method;
+use crate::method::{Invoke, Method};
+use crate::worker::handler::missing_state_message;
 use crate::worker::served;
 use pending::Pending;
 use reply_consumer::{Session, SessionState};
@@ -191,8 +194,22 @@ impl Client {
         args: M::Args,
         options: CallOptions,
     ) -> Result<M::Ok, Error<M::Err>> {
-        let timeout = options.timeout.unwrap_or_else(|| self.default_timeout());
-        match tokio::time::timeout(timeout, self.call_inner::<M>(args, options, timeout)).await {
+        let mut timeout = options.timeout.unwrap_or_else(|| self.default_timeout());
+        // Inside a handler (or `Context::scope`), the call inherits what is left of the
+        // handler's own deadline, and is not started once that is spent (see `context`).
+        let onward = Onward::current();
+        if let Some(onward) = &onward {
+            match onward.bound(timeout) {
+                Some(bounded) => timeout = bounded,
+                None => return Err(Error::Timeout(Duration::ZERO)),
+            }
+        }
+        match tokio::time::timeout(
+            timeout,
+            self.call_inner::<M>(args, options, timeout, onward.as_ref()),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(timeout)),
         }
@@ -203,6 +220,7 @@ impl Client {
         args: M::Args,
         options: CallOptions,
         timeout: Duration,
+        onward: Option<&Onward>,
     ) -> Result<M::Ok, Error<M::Err>> {
         let body = envelope::encode_request(&args).map_err(Error::Encode)?;
         let queue = self
@@ -217,7 +235,14 @@ impl Client {
         match served::here(&self.inner._conn, queue.as_str(), M::NAME) {
             served::Here::Elsewhere => {}
             served::Here::Run(handler) => {
-                let ran = handler.dispatch(body).await;
+                let cx = Context::in_place(
+                    M::NAME,
+                    queue.as_str(),
+                    tokio::time::Instant::now() + timeout,
+                    onward.and_then(Onward::trace_id),
+                    handler.states().clone(),
+                );
+                let ran = handler.dispatch(body, cx).await;
                 return envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec());
             }
             served::Here::UnknownMethod => {
@@ -243,7 +268,7 @@ impl Client {
             .with_expiration(envelope::expiration(timeout))
             .with_delivery_mode(1)
             .with_type(method)
-            .with_headers(envelope::request_headers(deadline_ms, &session.caller));
+            .with_headers(request_headers(deadline_ms, &session.caller, onward));
         if let Some(priority) = options.priority {
             properties = properties.with_priority(priority);
         }
@@ -313,6 +338,20 @@ impl Client {
     }
 }
 
+/// The headers of a request: the deadline and the caller, and inside a context what it carries
+/// onward (the trace id).
+fn request_headers(
+    deadline_ms: i64,
+    caller: &lapin::types::LongString,
+    onward: Option<&Onward>,
+) -> lapin::types::FieldTable {
+    let mut headers = envelope::request_headers(deadline_ms, caller);
+    if let Some(onward) = onward {
+        onward.write_headers(&mut headers);
+    }
+    headers
+}
+
 /// Waits for `SessionState::Ready`.
 async fn wait_ready(rx: &mut watch::Receiver<SessionState>) -> Result<Arc<Session>, Error> {
     loop {
@@ -342,9 +381,27 @@ fn duration_ns(d: Duration) -> u64 {
 
 /// Calls method `M` in this process, without a broker, as a worker would run it for a caller:
 /// the arguments and the result go through MessagePack, the handler's `Err` comes back as
-/// [`Error::Remote`], a panic as [`Error::Failed`]. See `lepus::testing`.
-pub async fn call_local<M: Method>(args: M::Args) -> Result<M::Ok, Error<M::Err>> {
+/// [`Error::Remote`], a panic as [`Error::Failed`]. See `lepus::testing`; a method that takes
+/// `State<T>` needs [`call_local_with`].
+pub async fn call_local<M: Invoke<()>>(args: M::Args) -> Result<M::Ok, Error<M::Err>> {
+    call_local_with::<M>(args, Context::new()).await
+}
+
+/// [`call_local`] inside `cx`: the context the method sees (its deadline, ids, headers) and
+/// the states its `State<T>` parameters take (`Context::new().with_state(fake_db)`). A state
+/// the method needs and `cx` lacks is [`Error::Config`], as a worker would refuse to start.
+pub async fn call_local_with<M: Invoke<()>>(
+    args: M::Args,
+    cx: Context,
+) -> Result<M::Ok, Error<M::Err>> {
     let body = envelope::encode_request(&args).map_err(Error::Encode)?;
-    let ran = crate::worker::Handler::new::<M>().dispatch(body).await;
+    if let Some(missing) = cx.states().first_missing(&M::needs()) {
+        return Err(Error::Config(missing_state_message(
+            M::NAME,
+            missing.type_name(),
+        )));
+    }
+    let cx = cx.into_run_of(ContextKind::Call, M::NAME, M::QUEUE);
+    let ran = crate::worker::Handler::new::<M>().dispatch(body, cx).await;
     envelope::decode_reply_with::<M::Ok, M::Err>(&ran.reply, &M::err_codec())
 }

@@ -3,6 +3,7 @@
 //! fails or panics, so a poison event cannot loop (give the queue a dead-letter exchange
 //! to keep them).
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,13 +17,13 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use tracing::{debug, warn};
 
+use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
-use crate::event::current::{EventInfo, CURRENT};
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
 use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};
-use crate::worker::handler::panic_message;
+use crate::worker::handler::{missing_state_message, panic_message};
 use crate::worker::settle::{Settle, SettleContext};
 use crate::worker::{Handler, QueueOptions};
 
@@ -38,7 +39,7 @@ pub fn handler<E: Event>() -> Handler {
         observer: None,
         event: PhantomData,
     };
-    Handler::settling(queue, E::NAME, Arc::new(runner))
+    Handler::settling(queue, E::NAME, Arc::new(runner), E::needs)
 }
 
 /// Runs event handler `E` on a worker.
@@ -128,14 +129,20 @@ impl<E: Event> EventRunner<E> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
-        let info = EventInfo {
-            exchange: delivery.exchange.to_string(),
-            routing_key: delivery.routing_key.to_string(),
-            message_id: message_id.clone(),
+        debug!(handler = E::NAME, exchange = %delivery.exchange, routing_key = %delivery.routing_key, "event");
+        let cx = Context::delivered(Delivered {
+            kind: ContextKind::Event,
+            name: Cow::Borrowed(E::NAME),
+            queue: context.queue.clone(),
+            deadline: None,
+            properties: delivery.properties.clone(),
             redelivered: delivery.redelivered,
-        };
-        debug!(handler = E::NAME, exchange = %info.exchange, routing_key = %info.routing_key, "event");
-        let result = CURRENT.scope(info, run_once::<E>(&delivery.data)).await;
+            attempt: 1,
+            exchange: Some(delivery.exchange.clone()),
+            routing_key: Some(delivery.routing_key.clone()),
+            states: context.states.clone(),
+        });
+        let result = run_once::<E>(&delivery.data, cx).await;
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -175,11 +182,14 @@ impl<E: Event> EventRunner<E> {
 /// How the error of a payload that does not decode starts.
 const UNDECODABLE: &str = "cannot decode the payload";
 
-/// Decodes the payload and runs `E` once, catching a panic.
-async fn run_once<E: Event>(body: &[u8]) -> Result<(), String> {
+/// Decodes the payload and runs `E` once inside `cx`, catching a panic.
+async fn run_once<E: Event>(body: &[u8], cx: Context) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
         .map_err(|err| format!("{UNDECODABLE} of {}: {err}", E::NAME))?;
-    match AssertUnwindSafe(E::invoke(payload)).catch_unwind().await {
+    // Workers check the states before they consume, local runs before they run.
+    let running = E::invoke(payload, &cx)
+        .map_err(|missing| missing_state_message(E::NAME, missing.type_name))?;
+    match AssertUnwindSafe(cx.scope(running)).catch_unwind().await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(format!("{err:#}")),
         Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
@@ -187,20 +197,28 @@ async fn run_once<E: Event>(body: &[u8]) -> Result<(), String> {
 }
 
 /// Runs event handler `E` once in this process, without a broker, as a worker would (the
-/// payload through MessagePack, a panic caught) with `info` as what [`crate::event::current`]
-/// returns inside it: [`Outcome::Succeeded`] (acked) or [`Outcome::Failed`] (rejected). See
-/// `lepus::testing`.
-pub async fn run_local<E: Event>(payload: E::Payload, info: EventInfo) -> Outcome
+/// payload through MessagePack, a panic caught) inside the context `cx` fakes (an
+/// [`EventInfo`](crate::event::EventInfo): the routing key, ...; or a [`Context`] with states
+/// for `State<T>` parameters): [`Outcome::Succeeded`] (acked) or [`Outcome::Failed`]
+/// (rejected, also for a state the handler needs and `cx` lacks). See `lepus::testing`.
+pub async fn run_local<E: Event>(payload: E::Payload, cx: impl Into<Context>) -> Outcome
 where
     E::Payload: serde::Serialize,
 {
+    let cx: Context = cx.into();
+    if let Some(missing) = cx.states().first_missing(&E::needs()) {
+        return Outcome::Failed {
+            error: missing_state_message(E::NAME, missing.type_name()),
+        };
+    }
+    let cx = cx.into_run_of(ContextKind::Event, E::NAME, E::QUEUE);
     let mut body = Vec::new();
     if let Err(err) = envelope::encode_into(&mut body, &payload) {
         return Outcome::Failed {
             error: format!("cannot encode the payload of {}: {err}", E::NAME),
         };
     }
-    match CURRENT.scope(info, run_once::<E>(&body)).await {
+    match run_once::<E>(&body, cx).await {
         Ok(()) => Outcome::Succeeded,
         Err(error) => Outcome::Failed { error },
     }

@@ -13,7 +13,8 @@
 //! - `publish`: [`publish`] (any exchange) and [`publish_event`] (the handler's own exchange,
 //!   declared on first use); the wire format of an event.
 //! - `event_handler`: the worker side (declare exchange and bindings, run, ack or reject).
-//! - `current`: [`current`], the event being handled ([`EventInfo`]).
+//! - `current`: [`EventInfo`], the event being handled (its context's event part), and the
+//!   deprecated [`current`].
 
 mod current;
 mod event_handler;
@@ -25,6 +26,10 @@ use std::future::Future;
 
 use serde::de::DeserializeOwned;
 
+use crate::context::Context;
+use crate::state::{MissingState, Needed};
+
+#[allow(deprecated)]
 pub use current::{current, EventInfo};
 pub use event_handler::{handler, run_local};
 pub use exchange_type::{DeliveryKind, ExchangeType};
@@ -50,8 +55,15 @@ pub trait Event: Send + Sync + 'static {
     /// The handler's error (logged; the event is rejected).
     type Err: Display + Send + 'static;
 
-    /// Runs the handler on one decoded payload.
+    /// The states the handler's `State<T>` parameters need (checked when a worker starts).
+    fn needs() -> Vec<Needed> {
+        Vec::new()
+    }
+
+    /// Starts one run of the handler on a decoded payload in the event's context (and the
+    /// injected parameters taken from it; a missing state is the only way this fails).
     fn invoke(
         payload: Self::Payload,
-    ) -> impl Future<Output = Result<(), Self::Err>> + Send + 'static;
+        cx: &Context,
+    ) -> Result<impl Future<Output = Result<(), Self::Err>> + Send + 'static, MissingState>;
 }

@@ -11,6 +11,7 @@
 //! | `delivery-mode` | 2 (persistent: survives in durable pool queues)     |
 //! | `message-id`    | 32 lowercase hex digits (a v4 UUID)                 |
 //! | `timestamp`     | Unix seconds                                        |
+//! | headers         | `x-lepus-trace-id` (`S`), when published inside a handler's context |
 //!
 //! Body: the payload as one MessagePack value (structs as maps), not wrapped in an array.
 //!
@@ -19,12 +20,15 @@
 //! would make the broker close the publishing channel (404); [`publish`] checks it once per client
 //! with a passive `exchange.declare` on a side channel and fails with [`Error::NotFound`].
 
+use std::time::Duration;
+
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use serde::Serialize;
 
 use crate::client::Client;
+use crate::context::Onward;
 use crate::envelope::{self, CONTENT_TYPE};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -118,21 +122,55 @@ pub(crate) fn exchange_name(prefix: &str, exchange: &str) -> String {
     }
 }
 
-/// Encodes and publishes on the publishing channel; waits for the confirm.
+/// Encodes and publishes on the publishing channel; waits for the confirm (inside a handler's
+/// context, at most what is left of its deadline: see `context`).
 async fn send<P: Serialize + ?Sized>(
     client: &Client,
     exchange: &str,
     routing_key: &str,
     payload: &P,
 ) -> Result<()> {
+    let onward = Onward::current();
+    let Some(onward) = onward else {
+        return send_now(client, exchange, routing_key, payload, None).await;
+    };
+    let Some(left) = onward.time_left() else {
+        return send_now(client, exchange, routing_key, payload, Some(&onward)).await;
+    };
+    if left.is_zero() {
+        return Err(Error::Timeout(Duration::ZERO));
+    }
+    match tokio::time::timeout(
+        left,
+        send_now(client, exchange, routing_key, payload, Some(&onward)),
+    )
+    .await
+    {
+        Ok(sent) => sent,
+        Err(_) => Err(Error::Timeout(left)),
+    }
+}
+
+async fn send_now<P: Serialize + ?Sized>(
+    client: &Client,
+    exchange: &str,
+    routing_key: &str,
+    payload: &P,
+    onward: Option<&Onward>,
+) -> Result<()> {
     let mut body = Vec::with_capacity(64);
     envelope::encode_into(&mut body, payload).map_err(Error::Encode)?;
     let now = headers::now_ms();
-    let properties = BasicProperties::default()
+    let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)
         .with_message_id(uuid::Uuid::new_v4().simple().to_string().into())
         .with_timestamp(u64::try_from(now / 1000).unwrap_or_default());
+    if let Some(onward) = onward {
+        let mut headers = FieldTable::default();
+        onward.write_headers(&mut headers);
+        properties = properties.with_headers(headers);
+    }
     let open = client.publisher().channel(client).await?;
     let confirm = open
         .channel

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
-use crate::worker::Handler;
+use crate::worker::{Handler, IntoHandlers};
 
 /// How one delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,11 +169,29 @@ impl Completions {
 /// [`Outcome::Succeeded`] or [`Outcome::Failed`] once its handler returned (before its reply
 /// is published, so a caller that got its reply finds the completion already there).
 pub fn observe(handler: Handler) -> (Handler, Completions) {
+    let (observer, completions) = observer();
+    (handler.with_observer(observer), completions)
+}
+
+/// [`observe`] for several handlers at once (every method of a service: `observe_all(server)`),
+/// reporting on one [`Completions`].
+pub fn observe_all(handlers: impl IntoHandlers) -> (Vec<Handler>, Completions) {
+    let (observer, completions) = observer();
+    let handlers = handlers
+        .into_handlers()
+        .into_iter()
+        .map(|handler| handler.with_observer(observer.clone()))
+        .collect();
+    (handlers, completions)
+}
+
+/// A new observer and the completions it reports to.
+fn observer() -> (Observer, Completions) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (declared_tx, declared) = watch::channel(0);
-    let handler = handler.with_observer(Observer {
+    let observer = Observer {
         completions: tx,
         declared: Arc::new(declared_tx),
-    });
-    (handler, Completions { rx, declared })
+    };
+    (observer, Completions { rx, declared })
 }

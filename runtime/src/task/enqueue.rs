@@ -19,6 +19,7 @@ use lapin::{BasicProperties, Confirmation};
 use tracing::warn;
 
 use crate::client::Client;
+use crate::context::Onward;
 use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
 use crate::error::{Error, Result, REPLY_CODE_NO_ROUTE};
 use crate::task::headers::{self, ENQUEUED_AT};
@@ -95,6 +96,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Enqueues task `T` with `args` and waits for the broker's confirm; the generated
 /// `send_email::enqueue(&client, ..)` calls this.
 ///
+/// Inside a handler's [`Context`](crate::Context) it waits at most the time the handler's
+/// caller has left, fails at once with [`Error::Timeout`] once that is spent (without
+/// publishing), and the task carries the context's trace id; the task itself is not bound by
+/// that deadline.
+///
 /// When the connection breaks before the confirm, the broker nacks, or no confirm comes within
 /// 10 s, the task is published again with the same `message_id` (on the next node once the
 /// connection failed over), until the client's default timeout: a confirmed task may thus be
@@ -107,7 +113,16 @@ pub async fn enqueue<T: Task>(
     args: T::Args,
     mut options: EnqueueOptions,
 ) -> Result<TaskId> {
-    let timeout = client.default_timeout();
+    let mut timeout = client.default_timeout();
+    // Inside a handler: at most what is left of its deadline, nothing once it is spent; the
+    // task carries the trace id (see `context`).
+    let onward = Onward::current();
+    if let Some(onward) = &onward {
+        match onward.bound(timeout) {
+            Some(bounded) => timeout = bounded,
+            None => return Err(Error::Timeout(Duration::ZERO)),
+        }
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     // One id for every attempt, so that a retried publish is recognisably the same task.
     let message_id = options
@@ -119,7 +134,7 @@ pub async fn enqueue<T: Task>(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let attempt = tokio::time::timeout(
             left.min(CONFIRM_WAIT),
-            enqueue_inner::<T>(client, &body, &options),
+            enqueue_inner::<T>(client, &body, &options, onward.as_ref()),
         )
         .await;
         let error = match attempt {
@@ -143,6 +158,7 @@ async fn enqueue_inner<T: Task>(
     client: &Client,
     body: &[u8],
     options: &EnqueueOptions,
+    onward: Option<&Onward>,
 ) -> Result<TaskId> {
     let queue = format!(
         "{}{}",
@@ -157,6 +173,9 @@ async fn enqueue_inner<T: Task>(
     let mut task_headers = FieldTable::default();
     task_headers.insert(HEADER_METHOD.into(), headers::long_string(T::NAME));
     headers::insert_int(&mut task_headers, ENQUEUED_AT, now);
+    if let Some(onward) = onward {
+        onward.write_headers(&mut task_headers);
+    }
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)

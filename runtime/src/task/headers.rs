@@ -13,7 +13,7 @@
 //! | `message-id`     | the caller's id, or 32 lowercase hex digits (a v4 UUID)             |
 //! | `timestamp`      | enqueue time, Unix seconds                                          |
 //! | `priority`       | optional, honoured when the queue has `x-max-priority`             |
-//! | headers          | `x-lepus-method` (`S`, the task name), [`ENQUEUED_AT`] (`l`)        |
+//! | headers          | `x-lepus-method` (`S`, the task name), [`ENQUEUED_AT`] (`l`); inside a handler's context also `x-lepus-trace-id` (`S`) |
 //!
 //! Body: the arguments as one MessagePack array, exactly as an RPC request (see `envelope`).
 //!

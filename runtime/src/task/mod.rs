@@ -18,7 +18,8 @@
 //! - `task_handler`: the worker side (run, ack, retry, dead-letter).
 //! - `dead_letters`: [`DeadLetters`]: list, show and requeue what sits in a dead-letter queue.
 //! - `completion`: [`Completion`], [`Completions`], [`observe`]: hearing when handlers finish.
-//! - `current`: [`current`], what the running task knows about itself ([`TaskInfo`]).
+//! - `current`: [`TaskInfo`], what the running task knows about itself (its context's task
+//!   part), and the deprecated [`current`].
 //! - `queue_status`: [`queue_status`], [`wait_for_consumers`]: a queue's counters.
 //! - `publisher`: `Publisher`, the client's confirm-mode channel for enqueues and publishes.
 //! - `declared`: `Declared`, what a client already declared.
@@ -40,7 +41,11 @@ use std::future::Future;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use completion::{observe, Completion, Completions, Outcome};
+use crate::context::Context;
+use crate::state::{MissingState, Needed};
+
+pub use completion::{observe, observe_all, Completion, Completions, Outcome};
+#[allow(deprecated)]
 pub use current::{current, TaskInfo};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub(crate) use declared::Declared;
@@ -67,6 +72,15 @@ pub trait Task: Send + Sync + 'static {
     /// Retries, backoff, time limit and queue options.
     fn options() -> TaskOptions;
 
-    /// Runs the function once with decoded arguments.
-    fn invoke(args: Self::Args) -> impl Future<Output = Result<(), Self::Err>> + Send + 'static;
+    /// The states the function's `State<T>` parameters need (checked when a worker starts).
+    fn needs() -> Vec<Needed> {
+        Vec::new()
+    }
+
+    /// Starts one run of the function with decoded arguments and the attempt's context (and the
+    /// injected parameters taken from it; a missing state is the only way this fails).
+    fn invoke(
+        args: Self::Args,
+        cx: &Context,
+    ) -> Result<impl Future<Output = Result<(), Self::Err>> + Send + 'static, MissingState>;
 }

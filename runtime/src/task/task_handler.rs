@@ -12,6 +12,7 @@
 //! A worker that dies mid-attempt never acks; the broker redelivers the task to another worker
 //! (`redelivered = true`), and the attempt count is unchanged (only failures count).
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -23,17 +24,18 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::completion::{Completion, Observer, Outcome};
-use crate::task::current::{TaskInfo, CURRENT};
 use crate::task::declared::Declared;
 use crate::task::headers::{self, RETRY_DELAY};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::{Task, TaskOptions};
-use crate::worker::handler::panic_message;
+use crate::worker::handler::{missing_state_message, panic_message};
 use crate::worker::settle::{Settle, SettleContext};
 use crate::worker::{Handler, QueueOptions};
 
@@ -45,7 +47,7 @@ pub fn handler<T: Task>() -> Handler {
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
-    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner))
+    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), T::needs)
 }
 
 /// Runs task `T` on a worker. Clones share `declared`.
@@ -139,13 +141,21 @@ impl<T: Task> TaskRunner<T> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
-        let info = TaskInfo {
-            message_id: message_id.clone(),
-            attempt,
+        let time_limit = self.options.time_limit_of();
+        // The attempt's context: a task has no caller waiting, so its deadline is its time
+        // limit (calls it makes inherit what is left of it).
+        let cx = Context::delivered(Delivered {
+            kind: ContextKind::Task,
+            name: Cow::Borrowed(T::NAME),
+            queue: context.queue.clone(),
+            deadline: time_limit.and_then(|limit| Instant::now().checked_add(limit)),
+            properties: delivery.properties.clone(),
             redelivered: delivery.redelivered,
-            name: T::NAME.to_owned(),
-            queue: context.queue.to_string(),
-        };
+            attempt,
+            exchange: None,
+            routing_key: None,
+            states: context.states.clone(),
+        });
         debug!(
             task = T::NAME,
             queue = %context.queue,
@@ -154,12 +164,7 @@ impl<T: Task> TaskRunner<T> {
             redelivered = delivery.redelivered,
             "task attempt"
         );
-        let result = CURRENT
-            .scope(
-                info,
-                attempt_once::<T>(&delivery.data, self.options.time_limit_of()),
-            )
-            .await;
+        let result = attempt_once::<T>(&delivery.data, time_limit, cx).await;
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -339,13 +344,23 @@ enum Target {
     Dead(String),
 }
 
-/// Decodes the arguments and runs `T` once, with its time limit, catching a panic.
-async fn attempt_once<T: Task>(body: &[u8], time_limit: Option<Duration>) -> Result<(), Failure> {
+/// Decodes the arguments and runs `T` once inside `cx`, with its time limit, catching a panic.
+async fn attempt_once<T: Task>(
+    body: &[u8],
+    time_limit: Option<Duration>,
+    cx: Context,
+) -> Result<(), Failure> {
     let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
         error: format!("cannot decode the arguments of {}: {err}", T::NAME),
         permanent: true,
     })?;
-    let run = AssertUnwindSafe(T::invoke(args)).catch_unwind();
+    // Workers check the states before they consume, local runs before they run: a missing one
+    // is not reached in practice; it could never succeed, so it is permanent.
+    let running = T::invoke(args, &cx).map_err(|missing| Failure {
+        error: missing_state_message(T::NAME, missing.type_name),
+        permanent: true,
+    })?;
+    let run = AssertUnwindSafe(cx.scope(running)).catch_unwind();
     let ran = match time_limit {
         Some(limit) => match tokio::time::timeout(limit, run).await {
             Ok(ran) => ran,
@@ -373,12 +388,31 @@ async fn attempt_once<T: Task>(body: &[u8], time_limit: Option<Duration>) -> Res
 }
 
 /// Runs task `T` once in this process, without a broker, as a worker would (arguments through
-/// MessagePack, the time limit, a panic caught) with `info` as what [`crate::task::current`]
-/// returns inside it, and says what the worker would do next: ack it, retry it (after the delay
-/// the task's backoff picks for this attempt) or dead-letter it. See `lepus::testing`.
-pub async fn run_local<T: Task>(args: T::Args, info: TaskInfo) -> Outcome {
+/// MessagePack, the time limit, a panic caught) inside the context `cx` fakes (a [`TaskInfo`](crate::task::TaskInfo):
+/// the attempt, `message_id`, redelivered flag; or a [`Context`] with states for `State<T>`
+/// parameters), and says what the worker would do next: ack it, retry it (after the delay the
+/// task's backoff picks for this attempt) or dead-letter it. A state the task needs and `cx`
+/// lacks dead-letters it (a worker would refuse to start). See `lepus::testing`.
+pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcome {
     let options = T::options();
-    let attempt = info.attempt.max(1);
+    let cx: Context = cx.into();
+    let attempt = cx.attempt().max(1);
+    if let Some(missing) = cx.states().first_missing(&T::needs()) {
+        return Outcome::DeadLettered {
+            error: missing_state_message(T::NAME, missing.type_name()),
+        };
+    }
+    let queue = cx
+        .queue()
+        .filter(|q| !q.is_empty())
+        .unwrap_or(T::QUEUE)
+        .to_owned();
+    let mut cx = cx.into_run_of(ContextKind::Task, T::NAME, &queue);
+    if cx.deadline().is_none() {
+        if let Some(limit) = options.time_limit_of() {
+            cx = cx.with_timeout(limit);
+        }
+    }
     let body = match envelope::encode_request(&args) {
         Ok(body) => body,
         Err(err) => {
@@ -387,9 +421,7 @@ pub async fn run_local<T: Task>(args: T::Args, info: TaskInfo) -> Outcome {
             }
         }
     };
-    let result = CURRENT
-        .scope(info, attempt_once::<T>(&body, options.time_limit_of()))
-        .await;
+    let result = attempt_once::<T>(&body, options.time_limit_of(), cx).await;
     match result {
         Ok(()) => Outcome::Succeeded,
         Err(failure) if failure.permanent || attempt > options.retry_count() => {

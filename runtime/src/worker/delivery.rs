@@ -10,6 +10,7 @@ use lapin::options::BasicNackOptions;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
+use crate::context::{deadline_from_ms, Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::FailureKind;
 use crate::task::{Completion, Outcome};
@@ -62,12 +63,15 @@ pub(crate) async fn handle(
 ) {
     // Task and event handlers settle their deliveries themselves (worker/settle.rs).
     let method = envelope::method_of(&delivery.properties);
-    if let Some(settle) = routes.route(method).and_then(Handler::settle) {
-        let context = SettleContext {
-            channel: lapin::Channel::clone(&channel),
-            queue: routes.queue.clone(),
-        };
-        settle.handle(delivery, context).await;
+    if let Some(handler) = routes.route(method).filter(|h| h.settle().is_some()) {
+        if let Some(settle) = handler.settle() {
+            let context = SettleContext {
+                channel: lapin::Channel::clone(&channel),
+                queue: routes.queue.clone(),
+                states: handler.states().clone(),
+            };
+            settle.handle(delivery, context).await;
+        }
         drop(permit);
         return;
     }
@@ -79,8 +83,12 @@ pub(crate) async fn handle(
         ..
     } = delivery;
     let mut observed = None;
-    let expired =
-        envelope::deadline_of(properties.headers().as_ref()).is_some_and(envelope::deadline_passed);
+    let deadline_ms = envelope::deadline_of(properties.headers().as_ref());
+    let expired = deadline_ms.is_some_and(envelope::deadline_passed);
+    // The reply's address, taken before the properties move into the handler's context.
+    let reply_to = properties.reply_to().clone();
+    let correlation_id = properties.correlation_id().clone();
+    let message_id = properties.message_id().clone();
     let body = if expired {
         debug!(delivery_tag, "request past its deadline skipped");
         None
@@ -94,7 +102,19 @@ pub(crate) async fn handle(
                     method = handler.method(),
                     "request"
                 );
-                let ran = handler.dispatch(data).await;
+                let cx = Context::delivered(Delivered {
+                    kind: ContextKind::Call,
+                    name: handler.method_name(),
+                    queue: routes.queue.clone(),
+                    deadline: deadline_ms.map(deadline_from_ms),
+                    properties,
+                    redelivered,
+                    attempt: 1,
+                    exchange: None,
+                    routing_key: None,
+                    states: handler.states().clone(),
+                });
+                let ran = handler.dispatch(data, cx).await;
                 if let Some(observer) = handler.observer() {
                     observed = Some((observer.clone(), handler.method().to_owned(), ran.failure));
                 }
@@ -110,10 +130,10 @@ pub(crate) async fn handle(
             }
         })
     };
-    let reply = match (body, properties.reply_to()) {
+    let reply = match (body, reply_to) {
         (Some(body), Some(reply_to)) => Some(Reply {
-            reply_to: reply_to.clone(),
-            correlation_id: properties.correlation_id().clone(),
+            reply_to,
+            correlation_id,
             body,
         }),
         _ => None,
@@ -122,7 +142,7 @@ pub(crate) async fn handle(
         observer.report(Completion {
             queue: routes.queue.to_string(),
             name,
-            message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+            message_id: message_id.as_ref().map(|id| id.to_string()),
             redelivered,
             attempt: 1,
             outcome: match failure {

@@ -44,7 +44,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use handle::WorkerHandle;
-pub use handler::Handler;
+pub use handler::{Handler, IntoHandlers};
 pub use queue_options::{QueueOptions, RPC_QUEUE_EXPIRES};
 
 use crate::backoff::Backoff;
@@ -52,6 +52,7 @@ use crate::client::declare_exchanges;
 use crate::connection::{Connection, Link};
 use crate::envelope::RPC_EXCHANGE;
 use crate::error::{Error, Result};
+use crate::state::States;
 use delivery::Routes;
 
 /// The default number of handlers a worker runs at once.
@@ -65,6 +66,8 @@ pub struct Worker {
     concurrency: usize,
     queue_prefix: String,
     queues: BTreeMap<String, QueueSpec>,
+    /// The states every handler of this worker may take (`State<T>`), under each handler's own.
+    states: States,
     /// Set by `spawn`: counts the generations on which the worker consumes (the receiver is
     /// the `WorkerHandle`'s).
     consuming: Option<tokio::sync::watch::Sender<u64>>,
@@ -92,6 +95,7 @@ impl Worker {
             concurrency: DEFAULT_CONCURRENCY,
             queue_prefix: String::new(),
             queues: BTreeMap::new(),
+            states: States::default(),
             consuming: None,
         }
     }
@@ -109,17 +113,31 @@ impl Worker {
         self
     }
 
-    /// Serves `handler` (e.g. `fib::handler()`) on its queue. Several handlers may share a
-    /// queue; requests are routed by method name.
-    pub fn serve(mut self, handler: Handler) -> Self {
-        let spec = self.queues.entry(handler.queue().to_owned()).or_default();
-        if let Some(settle) = handler.settle() {
-            // Task and event queues are declared the way their handler needs.
-            spec.options = Some(settle.queue_options());
+    /// Serves `handlers` on their queues: one handler (`fib::handler()`), or every method of a
+    /// service (`AccountsServer::new(implementation)`). Several handlers may share a queue;
+    /// requests are routed by method name.
+    pub fn serve(mut self, handlers: impl IntoHandlers) -> Self {
+        for handler in handlers.into_handlers() {
+            let spec = self.queues.entry(handler.queue().to_owned()).or_default();
+            if let Some(settle) = handler.settle() {
+                // Task and event queues are declared the way their handler needs.
+                spec.options = Some(settle.queue_options());
+            }
+            spec.routes
+                .by_method
+                .insert(handler.method().as_bytes().to_vec(), handler);
         }
-        spec.routes
-            .by_method
-            .insert(handler.method().as_bytes().to_vec(), handler);
+        self
+    }
+
+    /// Gives every handler of this worker a state for its `State<T>` parameters (a database
+    /// pool, a config, a client of another service), as axum's `Router::with_state` does. One
+    /// value per type (a later one replaces it); a handler's own
+    /// ([`Handler::state`]) wins. Each request gets a clone of `T`: hold what must be shared
+    /// in an `Arc`. [`Worker::run_until`] fails with [`Error::Config`] before consuming if a
+    /// handler takes a state nobody gave.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
         self
     }
 
@@ -144,7 +162,13 @@ impl Worker {
 
     /// Serves until `shutdown` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
     /// gracefully: no request that was started is lost, none that was not is kept.
-    pub async fn run_until<F: Future>(self, shutdown: F) -> Result<()> {
+    pub async fn run_until<F: Future>(mut self, shutdown: F) -> Result<()> {
+        // Each handler gets the worker's states under its own; a missing one stops us here.
+        for spec in self.queues.values_mut() {
+            for handler in spec.routes.by_method.values_mut() {
+                handler.resolve(&self.states)?;
+            }
+        }
         let queues: Vec<(String, QueueOptions, Arc<Routes>)> = self
             .queues
             .into_iter()

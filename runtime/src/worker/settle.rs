@@ -15,6 +15,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use lapin::message::Delivery;
 
+use crate::state::States;
 use crate::task::Observer;
 use crate::worker::QueueOptions;
 
@@ -26,6 +27,8 @@ pub(crate) struct SettleContext {
     pub(crate) channel: lapin::Channel,
     /// The queue the delivery came from, with the worker's queue prefix applied.
     pub(crate) queue: Arc<str>,
+    /// The handler's states (its own over the worker's), for the delivery's `Context`.
+    pub(crate) states: Arc<States>,
 }
 
 /// A handler that acknowledges its own deliveries (task and event handlers).

@@ -1,0 +1,872 @@
+//! RabbitMQ's Prometheus families (`rabbitmq_prometheus`'s names, types and labels), so that
+//! RabbitMQ's Grafana dashboards and alert rules work on Lepus unchanged, plus Lepus's own
+//! figures under `lepus_*`.
+//!
+//! Three shapes, as the plugin serves them:
+//! - **aggregated** (`/metrics` by default): one sample per family, summed over every vhost,
+//!   queue, channel; no object names.
+//! - **per-object** (`/metrics/per-object`, or `/metrics` with `--prometheus-per-object`): the
+//!   queue families per queue (`vhost`, `queue` labels), the channel families per channel
+//!   (`channel` label: its name, as `/api/channels` shows it; RabbitMQ's label is an Erlang
+//!   pid). The message counters RabbitMQ keeps per channel and exchange
+//!   (`rabbitmq_channel_messages_published_total`, `..._unroutable_dropped_total`, ...) Lepus
+//!   keeps per vhost: they are totals in every shape.
+//! - **detailed** (`/metrics/detailed?family=...&vhost=...`): only the families asked for,
+//!   per object, named `rabbitmq_detailed_*`.
+//!
+//! Every shape starts with `rabbitmq_build_info` and `rabbitmq_identity_info` (its
+//! `rabbitmq_endpoint` label says which shape), which the dashboards join on.
+//!
+//! What Lepus has no equivalent for is left out rather than invented (Erlang VM, Raft, stream
+//! and per-process reduction families), except where RabbitMQ's own single node reports a
+//! constant: `rabbitmq_alarms_free_disk_space_watermark` and
+//! `rabbitmq_alarms_file_descriptor_limit` are 0 (Lepus has neither alarm) and
+//! `rabbitmq_disk_space_available_limit_bytes` is 0 (no disk limit). `erlang_vm_dist_node_state`
+//! is served with no sample: a single node has no distribution links, so RabbitMQ's
+//! "insufficient distribution links" rule compares nothing, as on a one-node RabbitMQ.
+//! Labels: `rabbitmq_global_*` carry `protocol="amqp091"` (and `queue_type=
+//! "rabbit_classic_queue"` where RabbitMQ has it); `rabbitmq_message_size_bytes` is a
+//! histogram with RabbitMQ's buckets and `le` values as Prometheus normalizes them.
+//!
+//! The `lepus_*` families before this module (`lepus_messages_published_total`,
+//! `lepus_queue_messages_ready`, ...) became their RabbitMQ names:
+//! `rabbitmq_global_messages_received_total`, `rabbitmq_global_messages_delivered_total`,
+//! `rabbitmq_global_messages_acknowledged_total`, `rabbitmq_queue_messages_ready`,
+//! `rabbitmq_queue_messages_unacked`, `rabbitmq_queue_consumers`, `rabbitmq_queues`,
+//! `rabbitmq_connections`, `rabbitmq_channels`, `rabbitmq_process_resident_memory_bytes`.
+//! Lepus-only: `lepus_build_info`, `lepus_memory_budget_bytes`, `lepus_memory_accounted_bytes`,
+//! `lepus_memory_paging`, and with a data directory `lepus_store_*` (fsyncs, write batches,
+//! records and bytes written, segments, live messages).
+
+use std::fmt::{Display, Write};
+use std::sync::Arc;
+
+use super::node::{NodeFigures, CLUSTER_NAME, NODE_NAME};
+use super::Ctx;
+use crate::metrics::{VHostCounters, SIZE_BUCKETS};
+use crate::queue::QueueFigures;
+
+/// Which shape to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Totals only.
+    Aggregated,
+    /// Per queue and per channel.
+    PerObject,
+    /// The named families only, per object, for the named vhosts (all when empty).
+    Detailed {
+        /// RabbitMQ's family names (`queue_coarse_metrics`, `queue_consumer_count`, ...).
+        families: Vec<String>,
+        /// Only queues of these vhosts (`vhost=` parameters); every vhost when empty.
+        vhosts: Vec<String>,
+    },
+}
+
+impl Shape {
+    fn endpoint(&self) -> &'static str {
+        match self {
+            Self::Aggregated => "aggregated",
+            Self::PerObject => "per-object",
+            Self::Detailed { .. } => "detailed",
+        }
+    }
+}
+
+/// Prometheus text format 0.0.4 being written.
+struct Out {
+    text: String,
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+pub(crate) fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// One queue, as the queue families report it.
+struct QueueRow {
+    vhost: String,
+    name: String,
+    figures: QueueFigures,
+}
+
+/// Everything a scrape reports, read once.
+struct Scrape {
+    counters: VHostCounters,
+    queues: Vec<QueueRow>,
+    node: NodeFigures,
+}
+
+fn scrape(ctx: &Ctx, vhosts_filter: &[String]) -> Scrape {
+    let mut counters = VHostCounters::default();
+    let mut queues = Vec::new();
+    for name in ctx.broker.access.vhosts() {
+        let Some(vh) = ctx.broker.vhosts.get(&name) else {
+            continue;
+        };
+        counters += vh.stats.counters();
+        if !vhosts_filter.is_empty() && !vhosts_filter.contains(&name) {
+            continue;
+        }
+        let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in qs {
+            queues.push(QueueRow {
+                vhost: name.clone(),
+                name: q.name.clone(),
+                figures: q.figures(),
+            });
+        }
+    }
+    Scrape {
+        counters,
+        queues,
+        node: NodeFigures::read(ctx),
+    }
+}
+
+/// The queue families: (name, type, help, value), RabbitMQ's family group each belongs to.
+type QueueFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&QueueFigures) -> u64,
+);
+
+const QUEUE_COARSE: [QueueFamily; 3] = [
+    (
+        "queue_messages_ready",
+        "gauge",
+        "Messages ready to be delivered to consumers",
+        |f| f.ready,
+    ),
+    (
+        "queue_messages_unacked",
+        "gauge",
+        "Messages delivered to consumers but not yet acknowledged",
+        |f| f.unacked,
+    ),
+    (
+        "queue_messages",
+        "gauge",
+        "Sum of ready and unacknowledged messages - total queue depth",
+        |f| f.ready + f.unacked,
+    ),
+];
+
+const QUEUE_CONSUMERS: [QueueFamily; 1] =
+    [("queue_consumers", "gauge", "Consumers on a queue", |f| {
+        f.consumers
+    })];
+
+const QUEUE_METRICS: [QueueFamily; 3] = [
+    (
+        "queue_messages_ready_bytes",
+        "gauge",
+        "Size in bytes of ready messages",
+        |f| f.ready_bytes,
+    ),
+    (
+        "queue_messages_published_total",
+        "counter",
+        "Total number of messages published into a queue",
+        |f| f.published,
+    ),
+    (
+        "queue_messages_delivered_total",
+        "counter",
+        "Total number of messages delivered or fetched from a queue",
+        |f| f.delivered,
+    ),
+];
+
+fn queue_families(
+    out: &mut Out,
+    prefix: &str,
+    families: &[QueueFamily],
+    rows: &[QueueRow],
+    per_object: bool,
+) {
+    for (name, kind, help, value) in families {
+        let name = format!("{prefix}{name}");
+        out.family(&name, kind, help);
+        if per_object {
+            for r in rows {
+                out.sample(
+                    &name,
+                    &[("vhost", &r.vhost), ("queue", &r.name)],
+                    value(&r.figures),
+                );
+            }
+        } else {
+            out.sample(
+                &name,
+                &[],
+                rows.iter().map(|r| value(&r.figures)).sum::<u64>(),
+            );
+        }
+    }
+}
+
+/// Renders `shape` (RabbitMQ's families, then Lepus's own unless detailed).
+pub(crate) fn render(ctx: &Ctx, shape: &Shape) -> String {
+    let mut out = Out {
+        text: String::with_capacity(16 * 1024),
+    };
+    identity(&mut out, shape);
+    match shape {
+        Shape::Detailed { families, vhosts } => {
+            let s = scrape(ctx, vhosts);
+            let has = |f: &str| families.iter().any(|x| x == f);
+            let p = "rabbitmq_detailed_";
+            if has("queue_coarse_metrics") {
+                queue_families(&mut out, p, &QUEUE_COARSE, &s.queues, true);
+            }
+            if has("queue_consumer_count") || has("queue_metrics") {
+                queue_families(&mut out, p, &QUEUE_CONSUMERS, &s.queues, true);
+            }
+            if has("queue_metrics") {
+                queue_families(&mut out, p, &QUEUE_METRICS, &s.queues, true);
+            }
+            if has("connection_churn_metrics") {
+                churn(ctx, &mut out, p);
+            }
+            if has("vhost_status") {
+                let name = "rabbitmq_cluster_vhost_status";
+                out.family(name, "gauge", "Whether a given vhost is running");
+                for v in ctx.broker.access.vhosts() {
+                    if vhosts.is_empty() || vhosts.contains(&v) {
+                        let up = u8::from(ctx.broker.vhosts.get(&v).is_some());
+                        out.sample(name, &[("vhost", &v)], up);
+                    }
+                }
+            }
+        }
+        Shape::Aggregated | Shape::PerObject => {
+            let per_object = *shape == Shape::PerObject;
+            let s = scrape(ctx, &[]);
+            totals(ctx, &mut out, &s);
+            churn(ctx, &mut out, "rabbitmq_");
+            node(ctx, &mut out, &s.node);
+            global(ctx, &mut out, &s);
+            queue_families(&mut out, "rabbitmq_", &QUEUE_COARSE, &s.queues, per_object);
+            queue_families(
+                &mut out,
+                "rabbitmq_",
+                &QUEUE_CONSUMERS,
+                &s.queues,
+                per_object,
+            );
+            queue_families(&mut out, "rabbitmq_", &QUEUE_METRICS, &s.queues, per_object);
+            channels(ctx, &mut out, per_object);
+            lepus(ctx, &mut out);
+        }
+    }
+    out.text
+}
+
+fn identity(out: &mut Out, shape: &Shape) {
+    let version = env!("CARGO_PKG_VERSION");
+    out.family(
+        "rabbitmq_build_info",
+        "untyped",
+        "RabbitMQ & Erlang/OTP version info",
+    );
+    out.sample(
+        "rabbitmq_build_info",
+        &[
+            ("rabbitmq_version", version),
+            ("prometheus_plugin_version", version),
+            ("prometheus_client_version", version),
+            // Lepus runs no Erlang VM; the label is there for the joins that copy it.
+            ("erlang_version", "none"),
+            ("product_name", "Lepus"),
+            ("product_version", version),
+        ],
+        1,
+    );
+    out.family(
+        "rabbitmq_identity_info",
+        "untyped",
+        "RabbitMQ node & cluster identity info",
+    );
+    out.sample(
+        "rabbitmq_identity_info",
+        &[
+            ("rabbitmq_node", NODE_NAME),
+            ("rabbitmq_cluster", CLUSTER_NAME),
+            ("rabbitmq_cluster_permanent_id", "lepus-cluster-id"),
+            ("rabbitmq_endpoint", shape.endpoint()),
+        ],
+        1,
+    );
+}
+
+fn totals(ctx: &Ctx, out: &mut Out, s: &Scrape) {
+    out.single(
+        "rabbitmq_connections",
+        "gauge",
+        "Connections currently open",
+        ctx.broker.connections.count(),
+    );
+    out.single(
+        "rabbitmq_channels",
+        "gauge",
+        "Channels currently open",
+        ctx.broker.channels.count(),
+    );
+    let consumers: u64 = s.queues.iter().map(|q| q.figures.consumers).sum();
+    out.single(
+        "rabbitmq_consumers",
+        "gauge",
+        "Consumers currently connected",
+        consumers,
+    );
+    out.single(
+        "rabbitmq_queues",
+        "gauge",
+        "Queues available",
+        s.queues.len(),
+    );
+}
+
+fn churn(ctx: &Ctx, out: &mut Out, prefix: &str) {
+    let (c_open, c_close) = ctx.broker.connections.churn();
+    let (ch_open, ch_close) = ctx.broker.channels.churn();
+    let mut q = VHostCounters::default();
+    for name in ctx.broker.access.vhosts() {
+        if let Some(vh) = ctx.broker.vhosts.get(&name) {
+            q += vh.stats.counters();
+        }
+    }
+    for (name, help, value) in [
+        (
+            "connections_opened_total",
+            "Total number of connections opened",
+            c_open,
+        ),
+        (
+            "connections_closed_total",
+            "Total number of connections closed or terminated",
+            c_close,
+        ),
+        (
+            "channels_opened_total",
+            "Total number of channels opened",
+            ch_open,
+        ),
+        (
+            "channels_closed_total",
+            "Total number of channels closed",
+            ch_close,
+        ),
+        (
+            "queues_declared_total",
+            "Total number of queues declared",
+            q.queues_declared,
+        ),
+        (
+            "queues_created_total",
+            "Total number of queues created",
+            q.queues_created,
+        ),
+        (
+            "queues_deleted_total",
+            "Total number of queues deleted",
+            q.queues_deleted,
+        ),
+    ] {
+        out.single(&format!("{prefix}{name}"), "counter", help, value);
+    }
+}
+
+fn node(ctx: &Ctx, out: &mut Out, n: &NodeFigures) {
+    let memory = &ctx.broker.vhosts.memory;
+    if let Some(fds) = n.open_fds {
+        out.single(
+            "rabbitmq_process_open_fds",
+            "gauge",
+            "Open file descriptors",
+            fds,
+        );
+    }
+    if let Some(max) = n.max_fds {
+        out.single(
+            "rabbitmq_process_max_fds",
+            "gauge",
+            "Open file descriptors limit",
+            max,
+        );
+    }
+    out.single(
+        "rabbitmq_process_resident_memory_bytes",
+        "gauge",
+        "Memory used in bytes",
+        n.resident_memory.unwrap_or_else(|| memory.used()),
+    );
+    out.single(
+        "rabbitmq_resident_memory_limit_bytes",
+        "gauge",
+        "Memory high watermark in bytes",
+        memory.watermark(),
+    );
+    if let Some(free) = n.disk_free {
+        out.single(
+            "rabbitmq_disk_space_available_bytes",
+            "gauge",
+            "Disk space available in bytes",
+            free,
+        );
+    }
+    out.single(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "gauge",
+        "Free disk space low watermark in bytes (Lepus has no disk alarm: 0)",
+        0,
+    );
+    out.single(
+        "rabbitmq_erlang_uptime_seconds",
+        "gauge",
+        "Node uptime",
+        n.uptime_ms as f64 / 1000.0,
+    );
+    out.single(
+        "rabbitmq_alarms_memory_used_watermark",
+        "untyped",
+        "is 1 if VM memory watermark alarm is in effect",
+        u8::from(memory.alarm_raised()),
+    );
+    out.single(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "untyped",
+        "is 1 if free disk space watermark alarm is in effect (Lepus has none)",
+        0,
+    );
+    out.single(
+        "rabbitmq_alarms_file_descriptor_limit",
+        "untyped",
+        "is 1 if file descriptor limit alarm is in effect (Lepus has none)",
+        0,
+    );
+    // Distribution links of a one-node "cluster": none (see the module doc).
+    out.family(
+        "erlang_vm_dist_node_state",
+        "gauge",
+        "The current state of the distribution link (a single node has none)",
+    );
+}
+
+fn global(ctx: &Ctx, out: &mut Out, s: &Scrape) {
+    let c = &s.counters;
+    let proto: &[(&str, &str)] = &[("protocol", "amqp091")];
+    let classic: &[(&str, &str)] = &[
+        ("protocol", "amqp091"),
+        ("queue_type", "rabbit_classic_queue"),
+    ];
+    let publishers = ctx
+        .broker
+        .channels
+        .list()
+        .iter()
+        .filter(|ch| ch.is_publisher())
+        .count() as u64;
+    let consumers: u64 = s.queues.iter().map(|q| q.figures.consumers).sum();
+    /// (name, type, help, labels, value).
+    type Family<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], u64);
+    let families: [Family<'_>; 16] = [
+        ("rabbitmq_global_consumers", "gauge", "Current number of consumers", proto, consumers),
+        ("rabbitmq_global_publishers", "gauge", "Current number of publishers", proto, publishers),
+        (
+            "rabbitmq_global_messages_received_total",
+            "counter",
+            "Total number of messages received from publishers",
+            proto,
+            c.received,
+        ),
+        (
+            "rabbitmq_global_messages_received_confirm_total",
+            "counter",
+            "Total number of messages received from publishers expecting confirmations",
+            proto,
+            c.received_confirm,
+        ),
+        (
+            "rabbitmq_global_messages_routed_total",
+            "counter",
+            "Total number of messages routed to queues or streams",
+            proto,
+            c.routed(),
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_dropped_total",
+            "counter",
+            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            proto,
+            c.unroutable_dropped,
+        ),
+        (
+            "rabbitmq_global_messages_unroutable_returned_total",
+            "counter",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            proto,
+            c.unroutable_returned,
+        ),
+        (
+            "rabbitmq_global_messages_confirmed_total",
+            "counter",
+            "Total number of messages confirmed to publishers",
+            proto,
+            c.confirmed,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_total",
+            "counter",
+            "Total number of messages delivered to consumers",
+            classic,
+            c.delivered(),
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+            "counter",
+            "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+            classic,
+            c.delivered_consume_manual_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+            "counter",
+            "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+            classic,
+            c.delivered_consume_auto_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_manual_ack_total",
+            "counter",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+            classic,
+            c.delivered_get_manual_ack,
+        ),
+        (
+            "rabbitmq_global_messages_delivered_get_auto_ack_total",
+            "counter",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+            classic,
+            c.delivered_get_auto_ack,
+        ),
+        (
+            "rabbitmq_global_messages_get_empty_total",
+            "counter",
+            "Total number of times basic.get operations fetched no message",
+            classic,
+            c.get_empty,
+        ),
+        (
+            "rabbitmq_global_messages_redelivered_total",
+            "counter",
+            "Total number of messages redelivered to consumers",
+            classic,
+            c.redelivered,
+        ),
+        (
+            "rabbitmq_global_messages_acknowledged_total",
+            "counter",
+            "Total number of messages acknowledged by consumers",
+            classic,
+            c.acked,
+        ),
+    ];
+    for (name, kind, help, labels, value) in families {
+        out.family(name, kind, help);
+        out.sample(name, labels, value);
+    }
+    // The channel families RabbitMQ sums per channel, exchange and queue; Lepus counts them
+    // per vhost, so they come as totals in every shape.
+    let channel_totals: [(&str, &str, u64); 11] = [
+        (
+            "rabbitmq_channel_messages_published_total",
+            "Total number of messages published into an exchange on a channel",
+            c.received,
+        ),
+        (
+            "rabbitmq_channel_messages_confirmed_total",
+            "Total number of messages published into an exchange and confirmed on the channel",
+            c.confirmed,
+        ),
+        (
+            "rabbitmq_channel_messages_unroutable_returned_total",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            c.unroutable_returned,
+        ),
+        (
+            "rabbitmq_channel_messages_unroutable_dropped_total",
+            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            c.unroutable_dropped,
+        ),
+        (
+            "rabbitmq_channel_get_ack_total",
+            "Total number of messages fetched with basic.get in manual acknowledgement mode",
+            c.delivered_get_manual_ack,
+        ),
+        (
+            "rabbitmq_channel_get_total",
+            "Total number of messages fetched with basic.get in automatic acknowledgement mode",
+            c.delivered_get_auto_ack,
+        ),
+        (
+            "rabbitmq_channel_messages_delivered_ack_total",
+            "Total number of messages delivered to consumers in manual acknowledgement mode",
+            c.delivered_consume_manual_ack,
+        ),
+        (
+            "rabbitmq_channel_messages_delivered_total",
+            "Total number of messages delivered to consumers in automatic acknowledgement mode",
+            c.delivered_consume_auto_ack,
+        ),
+        (
+            "rabbitmq_channel_messages_redelivered_total",
+            "Total number of messages redelivered to consumers",
+            c.redelivered,
+        ),
+        (
+            "rabbitmq_channel_messages_acked_total",
+            "Total number of messages acknowledged by consumers",
+            c.acked,
+        ),
+        (
+            "rabbitmq_channel_get_empty_total",
+            "Total number of times basic.get operations fetched no message",
+            c.get_empty,
+        ),
+    ];
+    for (name, help, value) in channel_totals {
+        out.single(name, "counter", help, value);
+    }
+    // The message size histogram: cumulative buckets, `le` as Prometheus normalizes floats.
+    let name = "rabbitmq_message_size_bytes";
+    out.family(
+        name,
+        "histogram",
+        "Size of messages received from publishers",
+    );
+    let mut cumulative = 0u64;
+    let bucket = format!("{name}_bucket");
+    for (i, n) in c.received_by_size.iter().enumerate() {
+        cumulative += n;
+        let le = match SIZE_BUCKETS.get(i) {
+            Some(&bound) => prometheus_float(bound),
+            None => "+Inf".to_owned(),
+        };
+        out.sample(&bucket, &[("protocol", "amqp091"), ("le", &le)], cumulative);
+    }
+    out.sample(&format!("{name}_sum"), proto, c.received_bytes);
+    out.sample(&format!("{name}_count"), proto, cumulative);
+}
+
+/// A bucket bound as Prometheus writes a float label (`100.0`, `1e+06`): Go's `%g`-style
+/// shortest form with an exponent from 1e6 up, and `.0` on the small integers.
+fn prometheus_float(v: u64) -> String {
+    if v >= 1_000_000 {
+        let exponent = (v as f64).log10().floor() as i32;
+        let mantissa = v as f64 / 10f64.powi(exponent);
+        format!("{mantissa}e+{exponent:02}")
+    } else {
+        format!("{v}.0")
+    }
+}
+
+fn channels(ctx: &Ctx, out: &mut Out, per_object: bool) {
+    let conns: std::collections::HashMap<u64, String> = ctx
+        .broker
+        .connections
+        .list()
+        .into_iter()
+        .map(|c| (c.id, c.name()))
+        .collect();
+    let list: Vec<(String, Arc<crate::channel::ChannelShared>)> = ctx
+        .broker
+        .channels
+        .list()
+        .into_iter()
+        .filter_map(|ch| {
+            let conn = conns.get(&ch.connection_id)?;
+            Some((format!("{conn} ({})", ch.id), ch))
+        })
+        .collect();
+    type ChannelFamily = (
+        &'static str,
+        &'static str,
+        fn(&crate::channel::ChannelShared) -> u64,
+    );
+    let families: [ChannelFamily; 7] = [
+        (
+            "rabbitmq_channel_consumers",
+            "Consumers on a channel",
+            |c| c.consumers().len() as u64,
+        ),
+        (
+            "rabbitmq_channel_messages_unacked",
+            "Delivered but not yet acknowledged messages",
+            |c| c.unacked_count() as u64,
+        ),
+        (
+            "rabbitmq_channel_messages_unconfirmed",
+            "Published but not yet confirmed messages",
+            |c| u64::from(c.unconfirmed()),
+        ),
+        (
+            "rabbitmq_channel_messages_uncommitted",
+            "Messages received in a transaction but not yet committed",
+            |c| u64::from(c.uncommitted().0),
+        ),
+        (
+            "rabbitmq_channel_acks_uncommitted",
+            "Message acknowledgements in a transaction not yet committed",
+            |c| u64::from(c.uncommitted().1),
+        ),
+        (
+            "rabbitmq_consumer_prefetch",
+            "Limit of unacknowledged messages for each consumer",
+            |c| {
+                u64::from(
+                    c.consumer_prefetch
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            },
+        ),
+        (
+            "rabbitmq_channel_prefetch",
+            "Total limit of unacknowledged messages for all consumers on a channel",
+            |c| u64::from(c.global_prefetch.load(std::sync::atomic::Ordering::Relaxed)),
+        ),
+    ];
+    for (name, help, value) in families {
+        out.family(name, "gauge", help);
+        if per_object {
+            for (label, ch) in &list {
+                out.sample(name, &[("channel", label)], value(ch));
+            }
+        } else {
+            out.sample(name, &[], list.iter().map(|(_, ch)| value(ch)).sum::<u64>());
+        }
+    }
+}
+
+fn lepus(ctx: &Ctx, out: &mut Out) {
+    let memory = &ctx.broker.vhosts.memory;
+    out.family("lepus_build_info", "gauge", "Lepus version");
+    out.sample(
+        "lepus_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.single(
+        "lepus_memory_budget_bytes",
+        "gauge",
+        "Memory budget (--memory-budget); persistent bodies are paged out past a quarter of it",
+        memory.budget(),
+    );
+    out.single(
+        "lepus_memory_accounted_bytes",
+        "gauge",
+        "Memory accounted to queued messages (bodies in memory and index entries)",
+        memory.used(),
+    );
+    out.single(
+        "lepus_memory_paging",
+        "gauge",
+        "1 while newly queued persistent bodies are paged out to the store",
+        u8::from(memory.should_page()),
+    );
+    if let Some(s) = ctx.broker.vhosts.store.stats() {
+        out.single(
+            "lepus_store_fsyncs_total",
+            "counter",
+            "fdatasync calls on store segments",
+            s.fsyncs,
+        );
+        out.single(
+            "lepus_store_write_batches_total",
+            "counter",
+            "Batches written to the store (group commit)",
+            s.batches,
+        );
+        out.single(
+            "lepus_store_records_written_total",
+            "counter",
+            "Records written to the store",
+            s.records,
+        );
+        out.single(
+            "lepus_store_written_bytes_total",
+            "counter",
+            "Bytes written to store segments",
+            s.bytes,
+        );
+        out.single(
+            "lepus_store_segments",
+            "gauge",
+            "Segment files on disk",
+            s.segments,
+        );
+        out.single(
+            "lepus_store_segments_deleted_total",
+            "counter",
+            "Segment files deleted by compaction",
+            s.segments_deleted,
+        );
+        out.single(
+            "lepus_store_messages",
+            "gauge",
+            "Persistent messages stored and not yet removed",
+            s.live_messages,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_are_written_as_prometheus_normalizes_them() {
+        let written: Vec<String> = SIZE_BUCKETS.iter().map(|&b| prometheus_float(b)).collect();
+        assert_eq!(
+            written,
+            ["100.0", "1000.0", "10000.0", "100000.0", "1e+06", "1e+07", "5e+07", "1e+08"]
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,607 @@
+//! Topology writes over HTTP, as RabbitMQ's management API offers them: declaring and deleting
+//! queues and exchanges, creating and deleting bindings, and the binding lists of one queue or
+//! exchange. The operations themselves (on a vhost, with no AMQP connection) are shared with
+//! definitions import.
+//!
+//! Each write checks what `queue.declare`, `exchange.declare`, `queue.bind`... would check: the
+//! caller's AMQP permissions in the vhost (configure to declare or delete; write on the
+//! destination and read on the source to bind), reserved `amq.` names (403), equivalence with
+//! an existing object (400 "inequivalent arg"), and it is persisted before the answer when
+//! durable. Departures from RabbitMQ 3.10: refusals are 403 where RabbitMQ says 401; a binding
+//! with arguments is named by a `properties_key` whose digest part differs from RabbitMQ's
+//! (clients treat it as opaque).
+
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::api::{binding_json, bindings_of, exchange_json, find_queue, properties_key};
+use super::{field_table, ApiError, Caller, Ctx};
+use crate::access::{Access, ResourceKind};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::queue::{Queue, QueueConfig};
+use crate::vhost::{self, VHost};
+
+type Me = Extension<Caller>;
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+/// The topology write routes and the per-object binding lists.
+pub(super) fn routes() -> Router<Ctx> {
+    Router::new()
+        .route("/api/queues/{vhost}/{name}/bindings", get(queue_bindings))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(exchange).put(put_exchange).delete(delete_exchange),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(source_bindings),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(destination_bindings),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(bindings_between).post(post_binding),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(binding).delete(delete_binding),
+        )
+}
+
+/// The PUT-queue route (merged with `api`'s GET and DELETE on the same path).
+pub(super) async fn put_queue(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Body<PutQueue>,
+) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
+    let vh = me.enter(&ctx, &vhost)?;
+    me.require_access(&ctx, &vhost, Access::Configure, ResourceKind::Queue, &name)?;
+    let arguments = field_table::from_json(&body.arguments).map_err(ApiError::bad_request)?;
+    let created = declare_queue(&vh, &name, body.durable, body.auto_delete, arguments)?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// `PUT /api/queues/{vhost}/{name}` body (RabbitMQ's defaults: not durable, not
+/// auto-delete).
+#[derive(Debug, Deserialize)]
+pub(super) struct PutQueue {
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    auto_delete: bool,
+    #[serde(default)]
+    arguments: Value,
+}
+
+/// Declares queue `name` in `vh` as `queue.declare` (not passive, not exclusive) would;
+/// `Ok(true)` when it was created.
+pub(crate) fn declare_queue(
+    vh: &VHost,
+    name: &str,
+    durable: bool,
+    auto_delete: bool,
+    arguments: FieldTable,
+) -> Result<bool, ApiError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(ApiError::bad_request(
+            "queue name must be 1 to 255 bytes long",
+        ));
+    }
+    if name.starts_with("amq.") {
+        return Err(ApiError::forbidden(format!(
+            "queue name '{name}' contains reserved prefix 'amq.*'"
+        )));
+    }
+    let config = QueueConfig::from_arguments(&arguments)
+        .map_err(|text| ApiError::bad_request(format!("{text} '{name}' in vhost '{}'", vh.name)))?;
+    let created = {
+        let mut topo = vh.write();
+        match topo.queues.get(name) {
+            Some(q) => {
+                let inequivalent = |arg: &str| {
+                    ApiError::bad_request(format!(
+                        "inequivalent arg '{arg}' for queue '{name}' in vhost '{}'",
+                        vh.name
+                    ))
+                };
+                if q.exclusive_owner.is_some() {
+                    return Err(ApiError::bad_request(format!(
+                        "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'",
+                        vh.name
+                    )));
+                }
+                if q.durable != durable {
+                    return Err(inequivalent("durable"));
+                }
+                if q.auto_delete != auto_delete {
+                    return Err(inequivalent("auto_delete"));
+                }
+                if let Some(arg) = crate::methods::config_difference(&config, &q.config) {
+                    return Err(inequivalent(arg));
+                }
+                q.touch();
+                false
+            }
+            None => {
+                let q = Queue::new(name.to_owned(), durable, auto_delete, None, config)
+                    .with_arguments(arguments);
+                vh.insert_queue(&mut topo, q);
+                true
+            }
+        }
+    };
+    vh.stats.queue_declared();
+    if durable {
+        persist(vh)?;
+    }
+    Ok(created)
+}
+
+/// Hands the vhost's durable topology to the store.
+fn persist(vh: &VHost) -> Result<(), ApiError> {
+    vh.persist_topology()
+        .map_err(|e| ApiError::internal(format!("cannot persist the topology: {e}")))
+}
+
+async fn exchange(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let vh = me.enter(&ctx, &vhost)?;
+    let name = exchange_name(&name);
+    let topo = vh.read();
+    let x = topo
+        .exchanges
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")))?;
+    Ok(Json(exchange_json(&vh, x)))
+}
+
+/// The API names the default exchange `amq.default`.
+fn exchange_name(name: &str) -> &str {
+    if name == "amq.default" {
+        ""
+    } else {
+        name
+    }
+}
+
+/// `PUT /api/exchanges/{vhost}/{name}` body (RabbitMQ's defaults: direct, not durable).
+#[derive(Debug, Deserialize)]
+struct PutExchange {
+    #[serde(rename = "type", default = "direct")]
+    kind: String,
+    #[serde(default)]
+    durable: bool,
+    #[serde(default)]
+    auto_delete: bool,
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    arguments: Value,
+}
+
+fn direct() -> String {
+    "direct".to_owned()
+}
+
+async fn put_exchange(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Body<PutExchange>,
+) -> Result<StatusCode, ApiError> {
+    let Json(b) = body?;
+    let vh = me.enter(&ctx, &vhost)?;
+    me.require_access(
+        &ctx,
+        &vhost,
+        Access::Configure,
+        ResourceKind::Exchange,
+        &name,
+    )?;
+    let arguments = field_table::from_json(&b.arguments).map_err(ApiError::bad_request)?;
+    let created = declare_exchange(
+        &vh,
+        &name,
+        &b.kind,
+        b.durable,
+        b.auto_delete,
+        b.internal,
+        arguments,
+    )?;
+    Ok(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    })
+}
+
+/// Declares exchange `name` in `vh` as `exchange.declare` would; `Ok(true)` when created.
+pub(crate) fn declare_exchange(
+    vh: &VHost,
+    name: &str,
+    kind: &str,
+    durable: bool,
+    auto_delete: bool,
+    internal: bool,
+    arguments: FieldTable,
+) -> Result<bool, ApiError> {
+    let Some(kind) = ExchangeKind::parse(kind) else {
+        return Err(ApiError::bad_request(format!(
+            "unknown exchange type '{kind}'"
+        )));
+    };
+    if name.is_empty() || name.len() > 255 {
+        return Err(ApiError::bad_request(
+            "exchange name must be 1 to 255 bytes long",
+        ));
+    }
+    let created = {
+        let mut topo = vh.write();
+        match topo.exchanges.get(name) {
+            Some(x) => {
+                let inequivalent = |arg: &str, received: &str, current: &str| {
+                    ApiError::bad_request(format!(
+                        "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
+                        vh.name
+                    ))
+                };
+                if x.kind != kind {
+                    return Err(inequivalent("type", kind.name(), x.kind.name()));
+                }
+                for (arg, received, current) in [
+                    ("durable", durable, x.durable),
+                    ("auto_delete", auto_delete, x.auto_delete),
+                    ("internal", internal, x.internal),
+                ] {
+                    if received != current {
+                        return Err(inequivalent(
+                            arg,
+                            &received.to_string(),
+                            &current.to_string(),
+                        ));
+                    }
+                }
+                false
+            }
+            None => {
+                if name.starts_with("amq.") {
+                    return Err(ApiError::forbidden(format!(
+                        "exchange name '{name}' contains reserved prefix 'amq.*'"
+                    )));
+                }
+                topo.exchanges.insert(
+                    name.to_owned(),
+                    Exchange::new(name, kind, durable, auto_delete, internal, arguments),
+                );
+                true
+            }
+        }
+    };
+    if durable {
+        persist(vh)?;
+    }
+    Ok(created)
+}
+
+/// `?if-unused=true`, as RabbitMQ's DELETE takes it.
+#[derive(Debug, Default, Deserialize)]
+struct DeleteExchange {
+    #[serde(rename = "if-unused", default)]
+    if_unused: bool,
+}
+
+async fn delete_exchange(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<DeleteExchange>,
+) -> Result<StatusCode, ApiError> {
+    let if_unused = query.if_unused;
+    let vh = me.enter(&ctx, &vhost)?;
+    let name = exchange_name(&name);
+    if name.is_empty() || name.starts_with("amq.") {
+        return Err(ApiError::forbidden(format!(
+            "deletion of system exchange '{}' in vhost '{vhost}' is not allowed",
+            if name.is_empty() { "amq.default" } else { name }
+        )));
+    }
+    me.require_access(
+        &ctx,
+        &vhost,
+        Access::Configure,
+        ResourceKind::Exchange,
+        name,
+    )?;
+    {
+        let mut topo = vh.write();
+        let Some(x) = topo.exchanges.get(name) else {
+            return Err(ApiError::not_found(format!(
+                "no exchange '{name}' in vhost '{vhost}'"
+            )));
+        };
+        if if_unused && !x.bindings.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "exchange '{name}' in vhost '{vhost}' in use"
+            )));
+        }
+        vhost::delete_exchange(&mut topo, name);
+    }
+    persist(&vh)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn queue_bindings(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (vh, _) = find_queue(&ctx, &me, &vhost, &name)?;
+    Ok(Json(Value::Array(bindings_of(&vh, |_, d, k| {
+        k == "queue" && d == name
+    }))))
+}
+
+/// The exchange `name` of a vhost the caller entered, or 404.
+fn entered_exchange(
+    ctx: &Ctx,
+    me: &Caller,
+    vhost: &str,
+    name: &str,
+) -> Result<Arc<VHost>, ApiError> {
+    let vh = me.enter(ctx, vhost)?;
+    if !vh.read().exchanges.contains_key(exchange_name(name)) {
+        return Err(ApiError::not_found(format!(
+            "no exchange '{name}' in vhost '{vhost}'"
+        )));
+    }
+    Ok(vh)
+}
+
+async fn source_bindings(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let vh = entered_exchange(&ctx, &me, &vhost, &name)?;
+    let name = exchange_name(&name);
+    Ok(Json(Value::Array(bindings_of(&vh, |s, _, _| s == name))))
+}
+
+async fn destination_bindings(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let vh = entered_exchange(&ctx, &me, &vhost, &name)?;
+    Ok(Json(Value::Array(bindings_of(&vh, |_, d, k| {
+        k == "exchange" && d == name
+    }))))
+}
+
+/// The destination a binding path names: `q` or `e`.
+fn destination(kind: &str, name: &str) -> Result<Destination, ApiError> {
+    match kind {
+        "q" => Ok(Destination::Queue(name.to_owned())),
+        "e" => Ok(Destination::Exchange(name.to_owned())),
+        _ => Err(ApiError::not_found(format!(
+            "no such destination type '{kind}'"
+        ))),
+    }
+}
+
+/// Checks that both ends exist in `vh` and that the caller may bind them: write on the
+/// destination, read on the source (RabbitMQ's `queue.bind` rules).
+fn check_binding(
+    ctx: &Ctx,
+    me: &Caller,
+    vh: &VHost,
+    source: &str,
+    dest: &Destination,
+) -> Result<(), ApiError> {
+    {
+        let topo = vh.read();
+        if !topo.exchanges.contains_key(source) {
+            return Err(ApiError::not_found(format!(
+                "no exchange '{source}' in vhost '{}'",
+                vh.name
+            )));
+        }
+        let exists = match dest {
+            Destination::Queue(q) => topo.queues.contains_key(q),
+            Destination::Exchange(e) => topo.exchanges.contains_key(e),
+        };
+        if !exists {
+            return Err(ApiError::not_found(format!(
+                "no binding destination in vhost '{}'",
+                vh.name
+            )));
+        }
+    }
+    let (kind, name) = match dest {
+        Destination::Queue(q) => (ResourceKind::Queue, q),
+        Destination::Exchange(e) => (ResourceKind::Exchange, e),
+    };
+    me.require_access(ctx, &vh.name, Access::Write, kind, name)?;
+    me.require_access(ctx, &vh.name, Access::Read, ResourceKind::Exchange, source)
+}
+
+async fn bindings_between(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let vh = me.enter(&ctx, &vhost)?;
+    let source = exchange_name(&source);
+    let kind = match destination(&kind, &dest)? {
+        Destination::Queue(_) => "queue",
+        Destination::Exchange(_) => "exchange",
+    };
+    Ok(Json(Value::Array(bindings_of(&vh, |s, d, k| {
+        s == source && d == dest && k == kind
+    }))))
+}
+
+/// The vhost and destination of a binding path the caller may bind or unbind (not from the
+/// default exchange; see [`check_binding`]).
+fn binding_ends(
+    ctx: &Ctx,
+    me: &Caller,
+    vhost: &str,
+    source: &str,
+    kind: &str,
+    dest: &str,
+) -> Result<(Arc<VHost>, Destination), ApiError> {
+    let vh = me.enter(ctx, vhost)?;
+    let source = exchange_name(source);
+    if source.is_empty() {
+        return Err(ApiError::forbidden(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    let dest = destination(kind, dest)?;
+    check_binding(ctx, me, &vh, source, &dest)?;
+    Ok((vh, dest))
+}
+
+/// `POST /api/bindings/...` body.
+#[derive(Debug, Default, Deserialize)]
+struct PostBinding {
+    #[serde(default)]
+    routing_key: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn post_binding(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
+    body: Body<PostBinding>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
+    let source = exchange_name(&source);
+    let arguments = field_table::from_json(&b.arguments).map_err(ApiError::bad_request)?;
+    let props = properties_key(&b.routing_key, &arguments);
+    bind(&vh, source, dest, b.routing_key, arguments)?;
+    let mut resp = StatusCode::CREATED.into_response();
+    if let Ok(location) = header::HeaderValue::from_str(&super::percent_encode(&props)) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(resp)
+}
+
+/// Adds a binding (idempotent) and persists it when both ends are durable.
+pub(crate) fn bind(
+    vh: &VHost,
+    source: &str,
+    destination: Destination,
+    routing_key: String,
+    arguments: FieldTable,
+) -> Result<(), ApiError> {
+    if routing_key.len() > 255 {
+        return Err(ApiError::bad_request("routing key longer than 255 bytes"));
+    }
+    {
+        let mut topo = vh.write();
+        let exists = match &destination {
+            Destination::Queue(q) => topo.queues.contains_key(q),
+            Destination::Exchange(e) => topo.exchanges.contains_key(e),
+        };
+        if !exists {
+            return Err(ApiError::not_found(format!(
+                "no binding destination in vhost '{}'",
+                vh.name
+            )));
+        }
+        let Some(x) = topo.exchanges.get_mut(source) else {
+            return Err(ApiError::not_found(format!(
+                "no exchange '{source}' in vhost '{}'",
+                vh.name
+            )));
+        };
+        let binding = Binding {
+            destination,
+            routing_key,
+            arguments,
+        };
+        if !x.bindings.contains(&binding) {
+            x.bindings.push(binding);
+        }
+    }
+    persist(vh)
+}
+
+/// Finds the binding `props` names between `source` and `dest`.
+fn find_binding(
+    vh: &VHost,
+    source: &str,
+    dest: &Destination,
+    props: &str,
+) -> Result<Binding, ApiError> {
+    let topo = vh.read();
+    topo.exchanges
+        .get(source)
+        .and_then(|x| {
+            x.bindings.iter().find(|b| {
+                &b.destination == dest && properties_key(&b.routing_key, &b.arguments) == props
+            })
+        })
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("no such binding"))
+}
+
+async fn binding(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let vh = me.enter(&ctx, &vhost)?;
+    let source = exchange_name(&source);
+    let dest = destination(&kind, &dest)?;
+    let b = find_binding(&vh, source, &dest, &props)?;
+    Ok(Json(binding_json(&vh.name, source, &b)))
+}
+
+async fn delete_binding(
+    State(ctx): State<Ctx>,
+    Extension(me): Me,
+    Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
+    let source = exchange_name(&source);
+    let b = find_binding(&vh, source, &dest, &props)?;
+    {
+        let mut topo = vh.write();
+        let mut now_empty = false;
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            let before = x.bindings.len();
+            x.bindings.retain(|have| have != &b);
+            now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+        }
+        if now_empty {
+            vhost::delete_exchange(&mut topo, source);
+        }
+    }
+    persist(&vh)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,186 @@
+//! A small HTTP client for management APIs (Lepus's in-process one, or RabbitMQ's), run off
+//! the async runtime so that an in-process broker on the same runtime keeps serving.
+
+use base64::Engine;
+use serde_json::Value;
+
+/// A management API at `base` (`http://127.0.0.1:15672`), as one user.
+#[derive(Clone)]
+pub(crate) struct Api {
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+/// One answer: status, the body parsed as JSON (`Null` if it is not JSON), the body as text.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) json: Value,
+    pub(crate) text: String,
+}
+
+impl Api {
+    pub(crate) fn new(base: &str, user: &str, password: &str) -> Self {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            auth: format!("Basic {token}"),
+            agent,
+        }
+    }
+
+    /// The same API as another user.
+    pub(crate) fn as_user(&self, user: &str, password: &str) -> Self {
+        Self::new(&self.base, user, password)
+    }
+
+    /// `METHOD base+path` with an optional JSON body.
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let me = self.clone();
+        let method = method.to_owned();
+        let url = format!("{}{path}", self.base);
+        tokio::task::spawn_blocking(move || {
+            let res = match method.as_str() {
+                "GET" => me.agent.get(&url).header("Authorization", &me.auth).call(),
+                "DELETE" => me
+                    .agent
+                    .delete(&url)
+                    .header("Authorization", &me.auth)
+                    .call(),
+                "PUT" => me
+                    .agent
+                    .put(&url)
+                    .header("Authorization", &me.auth)
+                    .send_json(body.unwrap_or(Value::Object(Default::default()))),
+                "POST" => me
+                    .agent
+                    .post(&url)
+                    .header("Authorization", &me.auth)
+                    .send_json(body.unwrap_or(Value::Object(Default::default()))),
+                other => panic!("method {other}"),
+            };
+            let mut resp = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            Answer {
+                status,
+                json: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `METHOD base+path` with a body of any content type.
+    pub(crate) async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Answer {
+        let me = self.clone();
+        let (method, url) = (method.to_owned(), format!("{}{path}", self.base));
+        let (content_type, body) = (content_type.to_owned(), body.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let req = match method.as_str() {
+                "POST" => me.agent.post(&url),
+                "PUT" => me.agent.put(&url),
+                other => panic!("method {other} with a body"),
+            };
+            let mut resp = req
+                .header("Authorization", &me.auth)
+                .header("Content-Type", &content_type)
+                .send(&body[..])
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.body_mut().read_to_string().unwrap_or_default();
+            Answer {
+                status,
+                json: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// GET, expecting 200, the JSON body.
+    pub(crate) async fn get(&self, path: &str) -> Value {
+        let a = self.call("GET", path, None).await;
+        assert_eq!(a.status, 200, "GET {path}: {}", a.text);
+        a.json
+    }
+
+    /// A write that must succeed (2xx).
+    pub(crate) async fn ok(&self, method: &str, path: &str, body: Option<Value>) {
+        let a = self.call(method, path, body).await;
+        assert!(
+            (200..300).contains(&a.status),
+            "{method} {path}: {} {}",
+            a.status,
+            a.text
+        );
+    }
+}
+
+impl Api {
+    /// Creates (or updates) user `name` with `tags` (comma-separated, may be empty) and its
+    /// `[configure, write, read]` permissions on vhost `/`.
+    pub(crate) async fn add_user(&self, name: &str, password: &str, tags: &str, perms: [&str; 3]) {
+        self.ok(
+            "PUT",
+            &format!("/api/users/{}", seg(name)),
+            Some(serde_json::json!({"password": password, "tags": tags})),
+        )
+        .await;
+        let [configure, write, read] = perms;
+        self.ok(
+            "PUT",
+            &format!("/api/permissions/%2F/{}", seg(name)),
+            Some(serde_json::json!({"configure": configure, "write": write, "read": read})),
+        )
+        .await;
+    }
+}
+
+/// Percent-encodes one path segment.
+pub(crate) fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The RabbitMQ management API to compare with, from `LEPUS_TEST_RABBITMQ_API`
+/// (`http://127.0.0.1:15672`, user `guest`/`guest`; `.ci/run` sets it), if any.
+pub(crate) fn rabbitmq_api() -> Option<Api> {
+    let base = std::env::var("LEPUS_TEST_RABBITMQ_API").ok()?;
+    Some(Api::new(&base, "guest", "guest"))
+}
+
+/// An in-process broker with its management API on a free port, and that API as `guest`.
+pub(crate) async fn broker_with_api() -> (lepus_broker::BrokerHandle, Api) {
+    let broker = lepus_broker::Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let api = Api::new(
+        &format!("http://{}", broker.management_addr().unwrap()),
+        "guest",
+        "guest",
+    );
+    (broker, api)
+}

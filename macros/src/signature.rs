@@ -1,0 +1,252 @@
+//! The signature checks every attribute shares (`#[lepus::rpc]`, `#[lepus::task]`,
+//! `#[lepus::event]`, and each method of a `#[lepus::service]` trait): what can be a handler,
+//! which parameters travel on the wire and which the worker injects (`State<T>`, `Context`),
+//! each problem reported at its token, all of them at once.
+//!
+//! Injected parameters are recognised by the name of their type (`State<..>`, `Context`,
+//! `&Context`); the expansion takes them through `lepus::Inject`, so a type of that name that
+//! is not Lepus's own is a compile error saying so rather than silently a wire argument.
+
+use proc_macro2::Span;
+use quote::format_ident;
+use syn::{FnArg, Ident, Pat, PathArguments, ReturnType, Signature, Type};
+
+use crate::rpc::parse::Errors;
+
+/// What a handler's signature means to the attribute that reads it.
+pub(crate) struct Rules<'a> {
+    /// The attribute, for messages (`#[lepus::rpc]`).
+    pub(crate) attribute: &'a str,
+    /// The result travels back to a caller (calls): then it must be owned too.
+    pub(crate) result_travels: bool,
+    /// `State<T>` parameters are allowed (free functions; a service holds its state in `self`).
+    pub(crate) state: bool,
+    /// A `self` receiver is expected first (service methods; checked by the caller).
+    pub(crate) method: bool,
+}
+
+/// The function's signature as the wire and the worker see it.
+pub(crate) struct WireSignature {
+    /// Wire argument names (the function's own, or `argN` for patterns) and types, in order.
+    pub(crate) args: Vec<(Ident, Type)>,
+    /// Every parameter, in order: how to call the function.
+    pub(crate) params: Vec<Param>,
+    /// The return type as written (`()` when the function returns nothing). Whether it is a
+    /// `Result` is for the type system to say (`lepus::Returns`), not the macro: an alias such
+    /// as `anyhow::Result<()>` looks like any other path.
+    pub(crate) ret: Type,
+    /// The span of the parameter list's parentheses (where argument-tuple errors point).
+    pub(crate) params_span: Span,
+}
+
+/// One parameter of the function.
+// A handful per handler, at compile time only: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Param {
+    /// The wire argument at this index of [`WireSignature::args`].
+    Wire(usize),
+    /// A parameter the worker fills in.
+    Injected(Injected),
+}
+
+/// A parameter the worker fills in: `State<T>` or `Context`, taken through `lepus::Inject`.
+pub(crate) struct Injected {
+    /// The type to inject, as written (the reference stripped for `&Context`).
+    pub(crate) ty: Type,
+    /// The function takes it by reference (`&Context`).
+    pub(crate) by_ref: bool,
+    /// The variable holding it in the generated code (mixed-site: clashes with nothing).
+    pub(crate) var: Ident,
+}
+
+impl WireSignature {
+    /// The injected parameters, in order.
+    pub(crate) fn injected(&self) -> impl Iterator<Item = &Injected> {
+        self.params.iter().filter_map(|p| match p {
+            Param::Injected(injected) => Some(injected),
+            Param::Wire(_) => None,
+        })
+    }
+}
+
+/// Validates `sig`, reporting every problem at its token (combined).
+pub(crate) fn validate(sig: &Signature, rules: &Rules<'_>) -> syn::Result<WireSignature> {
+    let attribute = rules.attribute;
+    let kind = if rules.method { "methods" } else { "functions" };
+    let mut errors = Errors::default();
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            format!("{attribute} {kind} must be `async fn`"),
+        ));
+    }
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new_spanned(
+            constness,
+            format!("{attribute} {kind} cannot be `const`"),
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(
+            abi,
+            format!("{attribute} {kind} cannot have an ABI"),
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics.params,
+            format!("{attribute} {kind} cannot be generic: the types on the wire must be concrete"),
+        ));
+    }
+    if let Some(where_clause) = &sig.generics.where_clause {
+        errors.push(syn::Error::new_spanned(
+            where_clause,
+            format!("{attribute} {kind} cannot have a `where` clause"),
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            format!("{attribute} {kind} cannot be variadic"),
+        ));
+    }
+    let mut args = Vec::with_capacity(sig.inputs.len());
+    let mut params = Vec::with_capacity(sig.inputs.len());
+    for (index, input) in sig.inputs.iter().enumerate() {
+        match input {
+            // A service method's receiver is checked by the service macro.
+            FnArg::Receiver(_) if rules.method => {}
+            FnArg::Receiver(receiver) => errors.push(syn::Error::new_spanned(
+                receiver,
+                format!("{attribute} functions cannot take `self`: annotate a free function"),
+            )),
+            FnArg::Typed(typed) => {
+                if let Some(injected) = injectable(&typed.ty, index) {
+                    match injected {
+                        Ok(injected) if injected.is_state() && !rules.state => {
+                            errors.push(syn::Error::new_spanned(
+                                &typed.ty,
+                                format!(
+                                    "{attribute} methods cannot take `State<..>`: an \
+                                     implementation holds its state itself (`&self`)"
+                                ),
+                            ))
+                        }
+                        Ok(injected) => params.push(Param::Injected(injected)),
+                        Err(err) => errors.push(err),
+                    }
+                    continue;
+                }
+                if let Some(problem) = unowned(&typed.ty, rules) {
+                    errors.push(problem);
+                }
+                let name = match &*typed.pat {
+                    Pat::Ident(ident) if ident.by_ref.is_none() && ident.subpat.is_none() => {
+                        ident.ident.clone()
+                    }
+                    _ => format_ident!("arg{}", index, span = Span::mixed_site()),
+                };
+                params.push(Param::Wire(args.len()));
+                args.push((name, (*typed.ty).clone()));
+            }
+        }
+    }
+    let ret = match &sig.output {
+        ReturnType::Default => syn::parse_quote_spanned!(sig.paren_token.span.join()=> ()),
+        ReturnType::Type(_, ty) => {
+            if rules.result_travels {
+                if let Some(problem) = unowned(ty, rules) {
+                    errors.push(problem);
+                }
+            } else if let Type::ImplTrait(impl_trait) = &**ty {
+                errors.push(syn::Error::new_spanned(
+                    impl_trait,
+                    format!("{attribute} {kind} cannot return `impl Trait`: name a concrete type"),
+                ));
+            }
+            (**ty).clone()
+        }
+    };
+    errors.finish()?;
+    Ok(WireSignature {
+        args,
+        params,
+        ret,
+        params_span: sig.paren_token.span.join(),
+    })
+}
+
+impl Injected {
+    fn is_state(&self) -> bool {
+        last_segment(&self.ty).is_some_and(|s| s.ident == "State")
+    }
+}
+
+/// The last path segment of a path type.
+fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path.path.segments.last(),
+        Type::Group(group) => last_segment(&group.elem),
+        Type::Paren(paren) => last_segment(&paren.elem),
+        _ => None,
+    }
+}
+
+/// `Some` when `ty` names an injected parameter (`State<..>`, `Context`, `&Context`), with an
+/// error for the forms that cannot be one (`&mut Context`, `&State<T>`).
+fn injectable(ty: &Type, index: usize) -> Option<syn::Result<Injected>> {
+    let var = format_ident!("injected{}", index, span = Span::mixed_site());
+    let (inner, by_ref, mutable) = match ty {
+        Type::Reference(reference) => (&*reference.elem, true, reference.mutability.is_some()),
+        other => (other, false, false),
+    };
+    let segment = last_segment(inner)?;
+    let state =
+        segment.ident == "State" && matches!(segment.arguments, PathArguments::AngleBracketed(_));
+    let context = segment.ident == "Context" && segment.arguments.is_empty();
+    if !state && !context {
+        return None;
+    }
+    if mutable || (by_ref && state) {
+        let what = if state {
+            "`State<T>` (owned: each request gets its clone)"
+        } else {
+            "`Context` or `&Context`"
+        };
+        return Some(Err(syn::Error::new_spanned(
+            ty,
+            format!("an injected parameter is taken as {what}"),
+        )));
+    }
+    Some(Ok(Injected {
+        ty: inner.clone(),
+        by_ref,
+        var,
+    }))
+}
+
+/// An error when `ty` cannot travel by value (a reference or an `impl Trait`).
+fn unowned(ty: &Type, rules: &Rules<'_>) -> Option<syn::Error> {
+    let attribute = rules.attribute;
+    let what = if rules.result_travels {
+        "arguments and results"
+    } else {
+        "arguments"
+    };
+    match ty {
+        Type::Reference(reference) => Some(syn::Error::new_spanned(
+            reference,
+            format!(
+                "{attribute} {what} must be owned types (they are decoded from a message); use \
+                 e.g. `String` instead of `&str`"
+            ),
+        )),
+        Type::ImplTrait(impl_trait) => Some(syn::Error::new_spanned(
+            impl_trait,
+            format!("{attribute} {what} cannot be `impl Trait`: name a concrete type"),
+        )),
+        Type::Paren(inner) => unowned(&inner.elem, rules),
+        Type::Group(inner) => unowned(&inner.elem, rules),
+        _ => None,
+    }
+}
