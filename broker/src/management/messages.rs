@@ -27,7 +27,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::find_queue;
+use super::caller::find_queue;
 use super::{field_table, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::message::Message;

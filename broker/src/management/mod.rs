@@ -42,6 +42,7 @@ mod node;
 mod prometheus;
 mod rabbitmq_metrics;
 mod rates;
+mod shapes;
 mod topology;
 
 use std::net::SocketAddr;

@@ -22,7 +22,8 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{binding_json, bindings_of, exchange_json, find_queue, properties_key};
+use super::caller::find_queue;
+use super::shapes::{binding_json, bindings_of, exchange_json, properties_key};
 use super::{field_table, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
