@@ -424,3 +424,66 @@ async fn shutdown_closes_connections_with_320() {
         .expect("the shutdown task");
     assert!(!conn.status().connected());
 }
+
+/// Sends `payload` (a method frame's payload) on channel 1, opened first when `open`, and
+/// returns the broker's `connection.close`.
+async fn unsolicited(broker: &common::TestBroker, open: bool, payload: &[u8]) -> Close {
+    let mut conn = RawConn::open(broker, 131_072, 0).await;
+    if open {
+        conn.open_channel(1).await;
+    }
+    conn.send(&raw_frame(1, 1, payload, FRAME_END)).await;
+    conn.expect_connection_close().await
+}
+
+#[tokio::test]
+async fn an_unsolicited_close_ok_or_flow_ok_is_a_connection_error() {
+    // The server never sent channel.close or channel.flow, so the client's answer to one is
+    // a method the server does not expect. RabbitMQ 3.10 (rabbit_channel `handle_method`):
+    // on an open channel it falls to "unimplemented method", 503 COMMAND_INVALID; on a
+    // channel never opened it is "expected 'channel.open'", 504 CHANNEL_ERROR. Both are
+    // hard errors: the connection closes, naming the method.
+    let broker = common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    // channel.close-ok is class 20 method 41; channel.flow-ok class 20 method 21 (active bit).
+    let close_ok = [0u8, 20, 0, 41];
+    let flow_ok = [0u8, 20, 0, 21, 1];
+    for (open, payload, expected) in [
+        (true, &close_ok[..], (503, 20, 41, "unimplemented method")),
+        (
+            false,
+            &close_ok[..],
+            (504, 20, 41, "expected 'channel.open'"),
+        ),
+        (true, &flow_ok[..], (503, 20, 21, "unimplemented method")),
+        (
+            false,
+            &flow_ok[..],
+            (504, 20, 21, "expected 'channel.open'"),
+        ),
+    ] {
+        let close = unsolicited(&broker, open, payload).await;
+        let (code, class_id, method_id, text) = expected;
+        assert_eq!(
+            (close.code, close.class_id, close.method_id),
+            (code, class_id, method_id),
+            "channel open: {open}, {close:?}"
+        );
+        assert!(close.text.contains(text), "{close:?}");
+    }
+    // The channel.close-ok that answers the server's own channel.close is still welcome:
+    // a channel error, close-ok, and the connection goes on (a declare on a reopened channel).
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    // queue.declare passive of a queue that does not exist: 404 on the channel.
+    let mut payload = vec![0, 50, 0, 10, 0, 0];
+    let q = common::unique("q.raw.absent");
+    payload.push(q.len() as u8);
+    payload.extend_from_slice(q.as_bytes());
+    payload.push(0x01);
+    payload.extend_from_slice(&0u32.to_be_bytes());
+    conn.send(&raw_frame(1, 1, &payload, FRAME_END)).await;
+    assert_eq!(conn.expect_channel_close(1).await.code, 404);
+    conn.open_channel(1).await;
+    bystander.assert_unaffected().await;
+}

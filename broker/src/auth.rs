@@ -64,6 +64,8 @@ pub(crate) fn authenticate(
 
 /// Parses an AMQPLAIN response: the table's entries without the 4-byte length prefix.
 fn amqplain(response: &[u8]) -> Option<(String, String)> {
+    // The parser recurses per nested table: a login may not nest deeper than any other table.
+    crate::frame::check_table_entries(response).ok()?;
     let mut framed = Vec::with_capacity(response.len() + 4);
     framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
     framed.extend_from_slice(response);
@@ -119,5 +121,28 @@ mod tests {
             r.extend_from_slice(v.as_bytes());
         }
         assert_eq!(auth("AMQPLAIN", &r).unwrap(), "guest");
+    }
+
+    #[test]
+    fn a_deeply_nested_amqplain_response_is_malformed_not_a_stack_overflow() {
+        // "LOGIN" S "guest", "PASSWORD" S "guest", then "n" holding tables 100,000 deep.
+        let mut r = Vec::new();
+        for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
+            r.push(k.len() as u8);
+            r.extend_from_slice(k.as_bytes());
+            r.push(b'S');
+            r.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            r.extend_from_slice(v.as_bytes());
+        }
+        let mut inner = vec![0u8, 0, 0, 0];
+        for _ in 0..100_000 {
+            let mut t = ((inner.len() + 3) as u32).to_be_bytes().to_vec();
+            t.extend_from_slice(&[1, b'n', b'F']);
+            t.extend_from_slice(&inner);
+            inner = t;
+        }
+        r.extend_from_slice(&[1, b'n', b'F']);
+        r.extend_from_slice(&inner);
+        assert_eq!(auth("AMQPLAIN", &r), Err(AuthError::Malformed("AMQPLAIN")));
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
 //! await: routing and queue work use short synchronous locks), inside a `writer::batch` per
-//! read, so what a read buffer's frames send is written when they are handled, from this task;
+//! turn, so what a read buffer's frames send is written when they are handled, from this task;
+//! a turn ends when the buffer is drained or the turn's work passes `fairness::WORK_PER_TURN`
+//! (the task then yields before handling the rest);
 //! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
 //! ([`crate::connection_registry::ConnEvent`], delayed confirms).
@@ -28,10 +30,15 @@ use crate::broker_state::BrokerShared;
 use crate::channel::{Channel, ChannelState};
 use crate::connection_registry::ConnEvent;
 use crate::error::{AmqpError, ReplyCode};
+use crate::fairness::WORK_PER_TURN;
 use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
 use crate::shutdown::Shutdown;
 use crate::vhost::VHost;
 use crate::writer::{self, Outbound, Outbox};
+
+/// The largest frame a client may send before `tune-ok` (AMQP 0-9-1 `frame-min-size`), and the
+/// lowest frame_max a client may negotiate.
+pub(crate) const FRAME_MIN_SIZE: u32 = 4096;
 
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,6 +89,9 @@ pub(crate) struct Connection {
     pub(crate) broker: Arc<BrokerShared>,
     /// The memory alarm as it applies to this connection (`connection.blocked`).
     pub(crate) blocking: crate::connection_blocked::Blocking,
+    /// Work done since this task last yielded (see `fairness`); methods add what they cost
+    /// beyond one unit per frame.
+    pub(crate) work: usize,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -270,7 +280,11 @@ async fn handshake(
         send_connection_close(writer, &err);
         None
     };
-    let start_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+    // Spec (section 4.2.3): "Until the frame-max has been negotiated, both peers MUST accept
+    // frames of up to frame-min-size octets large", and no larger: frames before tune-ok are
+    // held to 4,096 bytes, overhead included (a larger one is 501 FRAME_ERROR). RabbitMQ adds
+    // its 8-byte fudge here too (payloads up to 4,096) and drops the socket on a larger one.
+    let start_ok = match next_frame(read, buf, writer, FRAME_MIN_SIZE).await? {
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(m))) => m,
         _ => return unexpected("connection.start-ok"),
     };
@@ -315,7 +329,7 @@ async fn handshake(
         frame_max: config.frame_max,
         heartbeat,
     }));
-    let tune_ok = match next_frame(read, buf, writer, config.frame_max).await? {
+    let tune_ok = match next_frame(read, buf, writer, FRAME_MIN_SIZE).await? {
         InboundFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(m))) => m,
         _ => return unexpected("connection.tune-ok"),
     };
@@ -331,8 +345,11 @@ async fn handshake(
             "negotiated channel_max = {} is higher than the maximum allowed value ({})",
             tune_ok.channel_max, config.channel_max
         ))
-    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < 4096 {
-        Some(format!("frame_max={} < 4096 min size", tune_ok.frame_max))
+    } else if tune_ok.frame_max != 0 && tune_ok.frame_max < FRAME_MIN_SIZE {
+        Some(format!(
+            "frame_max={} < {FRAME_MIN_SIZE} min size",
+            tune_ok.frame_max
+        ))
     } else if tune_ok.frame_max > config.frame_max && config.frame_max != 0 {
         Some(format!(
             "frame_max={} > {} max size",
@@ -347,7 +364,7 @@ async fn handshake(
         warn!(connection = id, %peer, %text, "tune-ok refused");
         return None;
     }
-    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(4096);
+    let frame_max = negotiate(config.frame_max, tune_ok.frame_max).max(FRAME_MIN_SIZE);
     let channel_max = negotiate(
         u32::from(config.channel_max),
         u32::from(tune_ok.channel_max),
@@ -426,6 +443,7 @@ async fn handshake(
         heartbeat,
         broker: broker.clone(),
         blocking,
+        work: 0,
     })
 }
 
@@ -455,7 +473,7 @@ impl Connection {
             // Everything the frames in the buffer send (our replies, deliveries to consumers
             // on other connections) is written when the batch ends: one write per connection
             // written to, from this thread, without waking the writer tasks.
-            writer::batch(|| self.handle_buffer(buf));
+            let more = writer::batch(|| self.handle_buffer(buf));
             if self.done {
                 return true;
             }
@@ -464,6 +482,14 @@ impl Connection {
             let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
             if paused {
                 last_read = Instant::now();
+            }
+            if more && !paused {
+                // This client's turn is over (see `fairness`); its remaining frames are
+                // handled when the runtime comes back to this task. The client is plainly
+                // alive.
+                last_read = Instant::now();
+                tokio::task::yield_now().await;
+                continue;
             }
             if self.closing_since.is_some() && !armed_for_close {
                 armed_for_close = true;
@@ -511,8 +537,11 @@ impl Connection {
         }
     }
 
-    /// Handles every complete frame in `buf`, then sends the coalesced confirms.
-    fn handle_buffer(&mut self, buf: &mut BytesMut) {
+    /// Handles the complete frames in `buf`, then sends the coalesced confirms. Stops early,
+    /// returning true, once this turn's work passes [`WORK_PER_TURN`] (frames may be left).
+    fn handle_buffer(&mut self, buf: &mut BytesMut) -> bool {
+        self.work = 0;
+        let mut more = false;
         while self.closing_since.is_none() || !self.done {
             match frame::decode(buf, self.frame_max) {
                 Ok(Some(f)) => self.handle_frame(f),
@@ -526,8 +555,14 @@ impl Connection {
             if self.done {
                 break;
             }
+            self.work += 1;
+            if self.work >= WORK_PER_TURN {
+                more = true;
+                break;
+            }
         }
         self.flush_confirms();
+        more
     }
 
     /// When the connection gives up waiting: `close-ok` [`CLOSE_TIMEOUT`] after we sent
@@ -677,9 +712,8 @@ impl Connection {
                 );
                 return Ok(());
             }
-            if let AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) = method {
-                return Ok(());
-            }
+            // Anything else, channel.close-ok included (the server sent no close on a channel
+            // it does not know), is RabbitMQ's 504 "expected 'channel.open'".
             return Err(conn_err(AmqpError::channel_error(format!(
                 "expected 'channel.open' on channel {ch}"
             ))));

@@ -1,13 +1,19 @@
 //! Exchanges: their declared attributes, their bindings, and routing for each exchange type.
 //!
 //! An exchange lives in its vhost's topology (`crate::vhost::Topology`, behind the vhost's
-//! `RwLock`); routing only reads it. Exchange-to-exchange bindings and alternate exchanges are
-//! followed by the vhost (`VHost::route`), which calls [`Exchange::route_into`] per exchange.
+//! `RwLock`). Its bindings carry their own routing index ([`Bindings`]: a key lookup for
+//! direct, a trie automaton for topic, see `topic`); exchange-to-exchange bindings and
+//! alternate exchanges are followed by the vhost (`VHost::route`).
+
+mod bindings;
+mod topic;
+
+pub(crate) use bindings::Bindings;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 /// The four exchange types of AMQP 0-9-1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ExchangeKind {
     /// Routes to bindings whose key equals the routing key.
     Direct,
@@ -77,8 +83,8 @@ pub(crate) struct Exchange {
     pub(crate) internal: bool,
     /// `alternate-exchange`: where messages this exchange cannot route go.
     pub(crate) alternate: Option<String>,
-    /// Bindings with this exchange as source, in creation order.
-    pub(crate) bindings: Vec<Binding>,
+    /// Bindings with this exchange as source, in creation order, with their routing index.
+    pub(crate) bindings: Bindings,
     /// The declare's arguments as given (the management API and definitions show them).
     pub(crate) arguments: FieldTable,
 }
@@ -105,88 +111,66 @@ impl Exchange {
             auto_delete,
             internal,
             alternate,
-            bindings: Vec::new(),
+            bindings: Bindings::new(kind),
             arguments,
         }
     }
-
-    /// Appends the destinations of every binding that matches to `out`.
-    pub(crate) fn route_into<'a>(
-        &'a self,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<&'a Destination>,
-    ) {
-        for binding in &self.bindings {
-            let matched = match self.kind {
-                ExchangeKind::Direct => binding.routing_key == routing_key,
-                ExchangeKind::Fanout => true,
-                ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
-                ExchangeKind::Headers => headers_match(&binding.arguments, headers),
-            };
-            if matched {
-                out.push(&binding.destination);
-            }
-        }
-    }
 }
 
-/// Topic matching: words are separated by `.`; `*` matches exactly one word, `#` zero or more.
-pub(crate) fn topic_matches(pattern: &str, key: &str) -> bool {
-    // An empty key or pattern has zero words (not one empty word), as in RabbitMQ.
-    let pattern = topic_words_of(pattern);
-    let key = topic_words_of(key);
-    topic_words(&pattern, &key)
+/// How a headers-exchange binding matches, read once from its `x-match` argument: `all`
+/// (default) or `any`, and whether `x-` arguments take part (`all-with-x`/`any-with-x`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadersRule {
+    /// `any` rather than `all`.
+    any: bool,
+    /// `x-` arguments are compared too.
+    with_x: bool,
 }
 
-fn topic_words_of(s: &str) -> Vec<&str> {
-    if s.is_empty() {
-        Vec::new()
-    } else {
-        s.split('.').collect()
-    }
-}
-
-fn topic_words(pattern: &[&str], key: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => key.is_empty(),
-        Some((&"#", rest)) => (0..=key.len()).any(|skip| topic_words(rest, &key[skip..])),
-        Some((&word, rest)) => match key.split_first() {
-            Some((first, key_rest)) => {
-                (word == "*" || word == *first) && topic_words(rest, key_rest)
-            }
-            None => false,
-        },
+impl HeadersRule {
+    /// The rule of binding `arguments`.
+    pub(crate) fn of(arguments: &FieldTable) -> Self {
+        let mode = match arguments.inner().get("x-match") {
+            Some(AMQPValue::LongString(s)) => s.as_bytes(),
+            Some(AMQPValue::ShortString(s)) => s.as_str().as_bytes(),
+            _ => b"all",
+        };
+        let (any, with_x) = match mode {
+            b"any" => (true, false),
+            b"any-with-x" => (true, true),
+            b"all-with-x" => (false, true),
+            _ => (false, false),
+        };
+        Self { any, with_x }
     }
 }
 
 /// Headers matching as RabbitMQ does: binding arguments starting with `x-` are ignored;
 /// `x-match` is `all` (default) or `any` (also `all-with-x`/`any-with-x`, which include `x-`
 /// keys); an argument of type void matches on presence alone.
+#[cfg(test)]
 pub(crate) fn headers_match(arguments: &FieldTable, headers: Option<&FieldTable>) -> bool {
-    let mode = match arguments.inner().get("x-match") {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        _ => "all".to_owned(),
-    };
-    let (any, with_x) = match mode.as_str() {
-        "any" => (true, false),
-        "any-with-x" => (true, true),
-        "all-with-x" => (false, true),
-        _ => (false, false),
-    };
+    headers_match_rule(arguments, HeadersRule::of(arguments), headers)
+}
+
+/// [`headers_match`] with the binding's rule already read.
+pub(crate) fn headers_match_rule(
+    arguments: &FieldTable,
+    rule: HeadersRule,
+    headers: Option<&FieldTable>,
+) -> bool {
     let empty = FieldTable::default();
     let headers = headers.unwrap_or(&empty).inner();
     let mut checks = arguments
         .inner()
         .iter()
-        .filter(|(k, _)| k.as_str() != "x-match" && (with_x || !k.as_str().starts_with("x-")))
+        .filter(|(k, _)| k.as_str() != "x-match" && (rule.with_x || !k.as_str().starts_with("x-")))
         .map(|(k, v)| match (headers.get(k.as_str()), v) {
             (Some(_), AMQPValue::Void) => true,
             (Some(h), v) => values_equal(h, v),
             (None, _) => false,
         });
-    if any {
+    if rule.any {
         checks.any(|ok| ok)
     } else {
         checks.all(|ok| ok)
@@ -209,23 +193,6 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topic_hash_matches_zero_or_more_words_and_star_exactly_one() {
-        assert!(topic_matches("a.#", "a"));
-        assert!(topic_matches("a.#", "a.b.c"));
-        assert!(topic_matches("#", ""));
-        assert!(topic_matches("#.b", "b"));
-        assert!(topic_matches("a.#.c", "a.c"));
-        assert!(topic_matches("*.orange.*", "quick.orange.rabbit"));
-        assert!(!topic_matches("*.orange.*", "orange.rabbit"));
-        assert!(!topic_matches("*.orange.*", "a.quick.orange.rabbit"));
-        assert!(!topic_matches("a.*", "a"));
-        assert!(topic_matches("lazy.#", "lazy.orange.male.rabbit"));
-        assert!(!topic_matches("*", ""));
-        assert!(topic_matches("", ""));
-        assert!(!topic_matches("", "a"));
-    }
 
     #[test]
     fn headers_all_and_any() {

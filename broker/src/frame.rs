@@ -14,8 +14,10 @@
 //! payloads are sliced out of the read buffer as [`Bytes`] without copying; `basic.publish`,
 //! `basic.ack` and content headers without a `headers` table are decoded by [`basic_codec`], and
 //! `basic.deliver` is encoded there too; every other method and header payload goes to
-//! `amq_protocol::frame::parse_frame` / `gen_frame`. Not implemented: the legacy 0-8/0-9
-//! protocol headers (answered with our header, like any other mismatch).
+//! `amq_protocol::frame::parse_frame` / `gen_frame`, after [`nesting`] has checked that no field
+//! table in it is nested deeper than [`MAX_NESTING_DEPTH`] (the parser recurses per level; a
+//! deeper payload is 501 FRAME_ERROR). Not implemented: the legacy 0-8/0-9 protocol headers
+//! (answered with our header, like any other mismatch).
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, basic::gen_properties, basic::AMQPProperties, AMQPClass};
@@ -24,6 +26,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::error::AmqpError;
 
 mod basic_codec;
+mod nesting;
+
+pub(crate) use nesting::{check_table_entries, MAX_NESTING_DEPTH};
 
 /// The protocol header of AMQP 0-9-1, sent by clients first and by us on a mismatch.
 pub(crate) const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -119,6 +124,25 @@ fn decode_with_amq_protocol(
     kind: u8,
     size: usize,
 ) -> Result<Option<InboundFrame>, AmqpError> {
+    // The parser recurses once per nested table or array: bound the depth before it runs.
+    let payload = &frame[7..7 + size];
+    let nesting = if kind == FRAME_METHOD {
+        nesting::check_method(payload)
+    } else {
+        nesting::check_header(payload)
+    };
+    if nesting.is_err() {
+        let err = AmqpError::frame_error(format!(
+            "field tables nested deeper than {MAX_NESTING_DEPTH} levels"
+        ));
+        return Err(match kind {
+            FRAME_METHOD if size >= 4 => err.in_method(
+                u16::from_be_bytes([payload[0], payload[1]]),
+                u16::from_be_bytes([payload[2], payload[3]]),
+            ),
+            _ => err,
+        });
+    }
     match parse_frame(frame) {
         Ok((_, AMQPFrame::Method(ch, class))) => Ok(Some(InboundFrame::Method(ch, class))),
         Ok((_, AMQPFrame::Header(ch, header))) => Ok(Some(InboundFrame::Header(ch, header))),

@@ -16,13 +16,14 @@
 //! 5. persistence: `persistence`
 //! 6. codec and errors: `frame/`, `error`
 //! 7. store: `store/`
-//! 8. foundation: `message`, `shutdown`
+//! 8. foundation: `message`, `shutdown`, `fairness`
 //!
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
-//! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
+//! - `management/`: the management HTTP API (RabbitMQ's shapes), the dashboard and Prometheus
+//!   `/metrics`.
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
@@ -42,7 +43,7 @@
 //! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
 //! - `vhost`: a vhost's topology (exchanges, bindings, queues), routing, dead-lettering,
 //!   direct reply-to registry; the vhost registry.
-//! - `exchange`: exchange types and their matching rules.
+//! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
 //! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
@@ -59,6 +60,7 @@
 //!   group commit, recovery, compaction).
 //! - `message`: the shared message (properties + `Bytes` body).
 //! - `shutdown`: the broker-wide stop signal, and draining a listener's connection tasks.
+//! - `fairness`: how much of a lock, task step or worker one client's work may take.
 //!
 //! # Not implemented (yet), and deliberate departures
 //! - Memory: only persistent messages of durable queues (with a data directory) can be paged
@@ -87,6 +89,7 @@ mod connection_blocked;
 mod connection_registry;
 mod error;
 mod exchange;
+mod fairness;
 mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -2,8 +2,9 @@
 //! the registry of vhosts (just `/` until access control arrives).
 //!
 //! Concurrency: [`VHost::topology`] is an `RwLock`; publishing takes only the read lock, long
-//! enough to compute the target queues (as `Arc<Queue>`), then enqueues with no vhost lock held.
-//! Declares, binds and deletes take the write lock briefly. Queue state has its own locks
+//! enough to compute the target queues (as `Arc<Queue>`; a large binding set is matched on a
+//! snapshot with the lock released, see [`VHost::route`]), then enqueues with no vhost lock
+//! held. Declares, binds and deletes take the write lock briefly. Queue state has its own locks
 //! (see `queue`); the topology lock is never taken while a queue lock is held.
 
 use std::collections::{HashMap, HashSet};
@@ -15,6 +16,7 @@ use tracing::debug;
 
 use crate::channel::ChannelShared;
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::fairness::{self, HEAVY_WORK, LOCKED_WORK};
 use crate::memory::Memory;
 use crate::message::Message;
 use crate::persistence::Store;
@@ -117,57 +119,129 @@ impl VHost {
     }
 
     /// The queues a message published to `exchange` with `routing_key` reaches, following
-    /// exchange-to-exchange bindings and alternate exchanges. The exchange must exist.
+    /// exchange-to-exchange bindings and alternate exchanges (an exchange that does not exist
+    /// routes nowhere), each queue once, and the work it took.
+    ///
+    /// Locking (see `fairness`): small binding sets are matched under the topology read lock,
+    /// released and retaken every [`LOCKED_WORK`]; a larger set is matched on a snapshot of
+    /// its bindings after the lock is released, and its queues are looked up in batches under
+    /// short holds. A route whose work passes [`HEAVY_WORK`] finishes in [`fairness::heavy`].
     pub(crate) fn route(
-        topo: &Topology,
+        &self,
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Vec<Arc<Queue>> {
-        let mut queues: Vec<Arc<Queue>> = Vec::new();
+    ) -> Routed {
+        let mut walk = RouteWalk {
+            first: Some(exchange),
+            pending: Vec::new(),
+            visited: HashSet::new(),
+            routed: Routed {
+                queues: Vec::new(),
+                work: 1,
+            },
+            unsorted: false,
+        };
         if exchange.is_empty() {
-            if let Some(q) = topo.queues.get(routing_key) {
-                queues.push(q.clone());
+            if let Some(q) = self.read().queues.get(routing_key) {
+                walk.routed.queues.push(q.clone());
             }
-            return queues;
+            return walk.routed;
         }
-        let mut visited: HashSet<&str> = HashSet::new();
-        let mut pending: Vec<&str> = vec![exchange];
-        let mut dests = Vec::new();
-        while let Some(name) = pending.pop() {
-            if !visited.insert(name) {
-                continue;
+        if !self.walk(&mut walk, routing_key, headers, false) {
+            fairness::heavy(|| self.walk(&mut walk, routing_key, headers, true));
+        }
+        if walk.unsorted {
+            // Many queues: duplicates were not checked on the way; drop them now.
+            walk.routed
+                .queues
+                .sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+            walk.routed.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        }
+        walk.routed
+    }
+
+    /// Routes through the exchanges of `walk` until none is left (true), or, unless `in_heavy`,
+    /// until the work passes [`HEAVY_WORK`] (false: the caller continues in `heavy`).
+    fn walk<'k>(
+        &self,
+        walk: &mut RouteWalk<'k>,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        in_heavy: bool,
+    ) -> bool {
+        let mut topo = self.read();
+        let mut since_lock = 0;
+        loop {
+            if !in_heavy && walk.routed.work > HEAVY_WORK {
+                return false;
             }
-            let Some(x) = topo.exchanges.get(name) else {
+            if since_lock > LOCKED_WORK {
+                // Let writers (declares, binds) in between exchanges.
+                drop(topo);
+                topo = self.read();
+                since_lock = 0;
+            }
+            let name: std::borrow::Cow<'k, str> = match walk.first.take() {
+                Some(first) => first.into(),
+                None => match walk.pending.pop() {
+                    Some(next) => next.into(),
+                    None => return true,
+                },
+            };
+            let Some(x) = topo.exchanges.get(name.as_ref()) else {
                 continue;
             };
-            dests.clear();
-            x.route_into(routing_key, headers, &mut dests);
-            let before = queues.len();
+            let before = walk.routed.queues.len();
             let mut routed_any = false;
-            for d in dests.iter() {
-                match d {
-                    Destination::Queue(q) => {
-                        if let Some(q) = topo.queues.get(q) {
-                            routed_any = true;
-                            if !queues.iter().any(|have| Arc::ptr_eq(have, q)) {
-                                queues.push(q.clone());
-                            }
-                        }
-                    }
-                    Destination::Exchange(e) => {
-                        routed_any = true;
-                        pending.push(e.as_str());
+            let alternate = x.alternate.as_deref();
+            if x.bindings.route_cost(routing_key) <= LOCKED_WORK {
+                let work = x
+                    .bindings
+                    .route(routing_key, headers, usize::MAX, |d| {
+                        routed_any |= walk.reach(d, &topo.queues, name.as_ref());
+                    })
+                    .unwrap_or(0);
+                walk.routed.work += work;
+                since_lock += work;
+                if !routed_any && walk.routed.queues.len() == before {
+                    if let Some(ae) = alternate {
+                        walk.push_exchange(ae, name.as_ref());
                     }
                 }
+                continue;
             }
-            if !routed_any && queues.len() == before {
-                if let Some(ae) = &x.alternate {
-                    pending.push(ae.as_str());
+            // A large set: match a snapshot with the lock released.
+            let bindings = x.bindings.clone();
+            let alternate = alternate.map(str::to_owned);
+            drop(topo);
+            let mut dests = Vec::new();
+            let limit = if in_heavy { usize::MAX } else { HEAVY_WORK };
+            let work = match bindings.route(routing_key, headers, limit, |d| dests.push(d)) {
+                Some(work) => work,
+                None => {
+                    // Too much for this task step: put the exchange back and continue the
+                    // whole walk in `heavy`.
+                    walk.first = None;
+                    walk.pending.push(name.into_owned());
+                    return false;
+                }
+            };
+            walk.routed.work += work + dests.len();
+            for chunk in dests.chunks(LOCKED_WORK / 4) {
+                let topo = self.read();
+                for d in chunk {
+                    routed_any |= walk.reach(d, &topo.queues, name.as_ref());
                 }
             }
+            if !routed_any && walk.routed.queues.len() == before {
+                if let Some(ae) = &alternate {
+                    walk.push_exchange(ae, name.as_ref());
+                }
+            }
+            topo = self.read();
+            since_lock = 0;
         }
-        queues
     }
 
     /// Deletes a queue: removes it and its bindings, cancels its consumers (notifying clients
@@ -256,18 +330,9 @@ impl VHost {
                 &dlx,
                 &routing_key,
             ));
-            let targets = {
-                let topo = self.read();
-                if !topo.exchanges.contains_key(&dlx) {
-                    continue;
-                }
-                Self::route(
-                    &topo,
-                    &dlx,
-                    &routing_key,
-                    message.properties.headers().as_ref(),
-                )
-            };
+            let targets = self
+                .route(&dlx, &routing_key, message.properties.headers().as_ref())
+                .queues;
             for target in targets {
                 // A message going round a cycle without a rejection in it is dropped, as
                 // RabbitMQ does.
@@ -287,6 +352,73 @@ impl VHost {
     }
 }
 
+/// What routing a message found.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    /// The queues it goes to, each once.
+    pub(crate) queues: Vec<Arc<Queue>>,
+    /// The work routing took (see `fairness`), for the publisher's task budget.
+    pub(crate) work: usize,
+}
+
+/// A route in progress (see [`VHost::route`]).
+struct RouteWalk<'k> {
+    /// The exchange published to, until it is routed through.
+    first: Option<&'k str>,
+    /// Exchanges reached through exchange-to-exchange bindings or alternates, to route next.
+    pending: Vec<String>,
+    /// Every exchange queued for routing so far except the first (with it, a cycle ends).
+    visited: HashSet<String>,
+    /// The result so far.
+    routed: Routed,
+    /// Past a few queues, duplicates are removed at the end rather than checked per queue.
+    unsorted: bool,
+}
+
+/// Queues routed to before duplicates are dropped by sorting rather than by a scan per queue.
+const DEDUP_SCAN: usize = 16;
+
+impl RouteWalk<'_> {
+    /// Follows a matched destination from exchange `from`: a queue that exists joins the
+    /// result, an exchange joins the walk. True when it led somewhere.
+    fn reach(
+        &mut self,
+        destination: &Destination,
+        queues: &HashMap<String, Arc<Queue>>,
+        from: &str,
+    ) -> bool {
+        match destination {
+            Destination::Queue(name) => {
+                let Some(q) = queues.get(name) else {
+                    return false;
+                };
+                let queues = &mut self.routed.queues;
+                if self.unsorted {
+                    queues.push(q.clone());
+                } else if !queues.iter().any(|have| Arc::ptr_eq(have, q)) {
+                    queues.push(q.clone());
+                    self.unsorted = queues.len() > DEDUP_SCAN;
+                }
+                true
+            }
+            Destination::Exchange(name) => {
+                self.push_exchange(name, from);
+                true
+            }
+        }
+    }
+
+    /// Queues exchange `name` (reached from `from`) for routing unless it was already.
+    fn push_exchange(&mut self, name: &str, from: &str) {
+        if self.visited.is_empty() {
+            self.visited.insert(from.to_owned());
+        }
+        if self.visited.insert(name.to_owned()) {
+            self.pending.push(name.to_owned());
+        }
+    }
+}
+
 impl Drop for VHost {
     /// Stops the queues' housekeeping tasks (they hold their queue while waiting), so a
     /// stopped broker leaves no task behind.
@@ -302,9 +434,8 @@ impl Drop for VHost {
 pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
     let mut emptied = Vec::new();
     for x in topo.exchanges.values_mut() {
-        let before = x.bindings.len();
-        x.bindings.retain(|b| &b.destination != dest);
-        if x.auto_delete && before > 0 && x.bindings.is_empty() {
+        let removed = x.bindings.remove_destination(dest);
+        if x.auto_delete && removed > 0 && x.bindings.is_empty() {
             emptied.push(x.name.clone());
         }
     }

@@ -221,7 +221,7 @@ async fn publish(
 /// message is persistent; true when it reached a queue.
 async fn route(vh: &Arc<VHost>, message: Arc<Message>) -> Result<bool, ApiError> {
     let exchange = message.exchange.as_str();
-    let queues = {
+    {
         let topo = vh.read();
         match topo.exchanges.get(exchange) {
             None => {
@@ -238,13 +238,15 @@ async fn route(vh: &Arc<VHost>, message: Arc<Message>) -> Result<bool, ApiError>
             }
             Some(_) => {}
         }
-        VHost::route(
-            &topo,
+    }
+    // Routing takes the topology lock itself (and releases it on long routes).
+    let queues = vh
+        .route(
             exchange,
             message.routing_key.as_str(),
             message.properties.headers().as_ref(),
         )
-    };
+        .queues;
     vh.stats.published(message.body.len() as u64);
     if queues.is_empty() {
         vh.stats.unroutable(false);

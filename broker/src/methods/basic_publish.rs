@@ -1,5 +1,5 @@
 //! `basic.publish`, the hot path: content assembly starts here; once the body is complete
-//! the message is routed under the vhost's read lock, enqueued on each target queue, returned
+//! the message is routed (`VHost::route`), enqueued on each target queue, returned
 //! if mandatory and unroutable, handed to the store when persistent on a durable queue, and
 //! confirmed (coalesced into one `basic.ack multiple=true` per read batch when possible).
 //!
@@ -18,11 +18,16 @@ use crate::channel::{ContentAssembly, TxOp};
 use crate::connection::Connection;
 use crate::connection_registry::ConnEvent;
 use crate::error::AmqpError;
+use crate::fairness::{self, HEAVY_WORK};
 use crate::message::Message;
 use crate::persistence::Durability;
 use crate::queue::{check_expiration, EnqueueOutcome};
-use crate::vhost::{VHost, REPLY_TO};
+use crate::vhost::REPLY_TO;
 use crate::writer::Outbound;
+
+/// The work (see `fairness`) counted per queue a message is enqueued on: a queue lock, a
+/// dispatch, maybe a delivery.
+const ENQUEUE_WORK: usize = 16;
 
 impl Connection {
     /// `basic.publish`: the content header and body frames follow.
@@ -120,47 +125,52 @@ impl Connection {
                 return Ok(());
             }
         }
-        let queues = {
+        if !exchange.is_empty() {
             let topo = self.vhost.read();
-            if !exchange.is_empty() {
-                match topo.exchanges.get(exchange) {
-                    None => return Err(no_exchange(exchange, &self.vhost.name)),
-                    Some(x) if x.internal => {
-                        return Err(AmqpError::access_refused(format!(
-                            "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                            self.vhost.name
-                        )))
-                    }
-                    Some(_) => {}
+            match topo.exchanges.get(exchange) {
+                None => return Err(no_exchange(exchange, &self.vhost.name)),
+                Some(x) if x.internal => {
+                    return Err(AmqpError::access_refused(format!(
+                        "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                        self.vhost.name
+                    )))
                 }
+                Some(_) => {}
             }
-            VHost::route(
-                &topo,
-                exchange,
-                routing_key,
-                message.properties.headers().as_ref(),
-            )
-        };
+        }
+        let routed = self
+            .vhost
+            .route(exchange, routing_key, message.properties.headers().as_ref());
+        let queues = routed.queues;
+        let enqueue_work = queues.len().saturating_mul(ENQUEUE_WORK);
+        self.work += routed.work + enqueue_work;
         let mut rejected = false;
         let mut pending = Vec::new();
-        for queue in &queues {
-            match queue.enqueue(&self.vhost, message.clone()) {
-                EnqueueOutcome::Enqueued { seq } => {
-                    if queue.is_persisted() && message.is_persistent() {
-                        if let Durability::Pending(rx) =
-                            self.vhost
-                                .store
-                                .enqueue(&self.vhost.name, &queue.name, seq, &message)
-                        {
-                            pending.push(rx);
+        let vhost = &self.vhost;
+        let mut enqueue = || {
+            for queue in &queues {
+                match queue.enqueue(vhost, message.clone()) {
+                    EnqueueOutcome::Enqueued { seq } => {
+                        if queue.is_persisted() && message.is_persistent() {
+                            if let Durability::Pending(rx) =
+                                vhost.store.enqueue(&vhost.name, &queue.name, seq, &message)
+                            {
+                                pending.push(rx);
+                            }
+                            // Past the memory budget only the index entry stays in memory.
+                            queue.page_out(seq);
                         }
-                        // Past the memory budget only the index entry stays in memory.
-                        queue.page_out(seq);
                     }
+                    EnqueueOutcome::Rejected => rejected = true,
+                    EnqueueOutcome::Gone => {}
                 }
-                EnqueueOutcome::Rejected => rejected = true,
-                EnqueueOutcome::Gone => {}
             }
+        };
+        if enqueue_work > HEAVY_WORK {
+            // A fan-out to thousands of queues: off this worker's other tasks.
+            fairness::heavy(enqueue);
+        } else {
+            enqueue();
         }
         if queues.is_empty() {
             self.vhost.stats.unroutable(publish.mandatory);

@@ -47,9 +47,7 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
             conn.basic_recover(ch, m.requeue, false)
         }
         AMQPClass::Channel(c::AMQPMethod::Close(_)) => conn.channel_close(ch),
-        AMQPClass::Channel(c::AMQPMethod::CloseOk(_)) => Ok(()),
         AMQPClass::Channel(c::AMQPMethod::Flow(m)) => conn.channel_flow(ch, m.active),
-        AMQPClass::Channel(c::AMQPMethod::FlowOk(_)) => Ok(()),
         AMQPClass::Channel(c::AMQPMethod::Open(_)) => Err(AmqpError::channel_error(format!(
             "second 'channel.open' seen on channel {ch}"
         ))),
@@ -74,6 +72,9 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
             );
             Ok(())
         }
+        // channel.close-ok and channel.flow-ok land here too: on an open channel the server
+        // sent neither close nor flow (a closing channel never reaches dispatch), so like
+        // RabbitMQ 3.10 they are 503 "unimplemented method", a connection error.
         _ => Err(AmqpError::command_invalid("unimplemented method")),
     }
 }
