@@ -9,7 +9,10 @@
 //! (the task then yields before handling the rest);
 //! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
-//! ([`crate::connection_registry::ConnEvent`], delayed confirms).
+//! ([`crate::connection_registry::ConnEvent`], delayed confirms). A reply that promises durability (a durable topology
+//! change's `-ok`, `tx.commit-ok`, `purge-ok`) is held until the store commits
+//! ([`Connection::reply_when_committed`]); the task then awaits that commit before it handles
+//! the next frame.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,6 +95,21 @@ pub(crate) struct Connection {
     /// Work done since this task last yielded (see `fairness`); methods add what they cost
     /// beyond one unit per frame.
     pub(crate) work: usize,
+    /// A reply waiting for the store (see [`Connection::reply_when_committed`]); while it
+    /// waits, no further frame of this connection is handled.
+    held: Option<HeldReply>,
+}
+
+/// A reply that must not go out before the store has committed what it reports: a durable
+/// topology change's `-ok`, `tx.commit-ok`, `purge-ok`.
+#[derive(Debug)]
+struct HeldReply {
+    /// The channel to reply on.
+    channel: u16,
+    /// The reply.
+    method: AMQPClass,
+    /// Resolves once the change is committed (or failed).
+    commit: crate::store::Commit,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -444,6 +462,7 @@ async fn handshake(
         broker: broker.clone(),
         blocking,
         work: 0,
+        held: None,
     })
 }
 
@@ -480,10 +499,13 @@ impl Connection {
             // Blocked by the memory alarm: the socket (heartbeats included) is not read, and
             // the heartbeat deadline is held off while it lasts.
             let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
-            if paused {
+            // A reply waiting for the store holds back the frames after it (they are not read
+            // meanwhile; the wait is ours, not a silent client).
+            let holding = self.held.is_some();
+            if paused || holding {
                 last_read = Instant::now();
             }
-            if more && !paused {
+            if more && !paused && !holding {
                 // This client's turn is over (see `fairness`); its remaining frames are
                 // handled when the runtime comes back to this task. The client is plainly
                 // alive.
@@ -500,8 +522,11 @@ impl Connection {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
                 Some(ev) = events.recv() => writer::batch(|| self.handle_event(ev)),
+                outcome = committed(&mut self.held), if holding => {
+                    writer::batch(|| self.release_held(outcome));
+                }
                 Ok(()) = alarm.changed() => {}
-                r = read.read_buf(buf), if !paused => match r {
+                r = read.read_buf(buf), if !paused && !holding => match r {
                     Ok(0) => {
                         if self.closing_since.is_none() {
                             debug!(connection = self.id, peer = %self.peer, "client closed the socket");
@@ -520,7 +545,7 @@ impl Connection {
                     }
                 },
                 _ = &mut timer, if self.closing_since.is_some() || self.heartbeat.is_some() => {
-                    if paused {
+                    if paused || holding {
                         last_read = Instant::now();
                     }
                     let deadline = self.deadline(last_read);
@@ -537,12 +562,13 @@ impl Connection {
         }
     }
 
-    /// Handles the complete frames in `buf`, then sends the coalesced confirms. Stops early,
-    /// returning true, once this turn's work passes [`WORK_PER_TURN`] (frames may be left).
+    /// Handles the complete frames in `buf` (up to a reply that waits for the store), then
+    /// sends the coalesced confirms. Stops early, returning true, once this turn's work passes
+    /// [`WORK_PER_TURN`] (frames may be left).
     fn handle_buffer(&mut self, buf: &mut BytesMut) -> bool {
         self.work = 0;
         let mut more = false;
-        while self.closing_since.is_none() || !self.done {
+        while self.held.is_none() && (self.closing_since.is_none() || !self.done) {
             match frame::decode(buf, self.frame_max) {
                 Ok(Some(f)) => self.handle_frame(f),
                 Ok(None) => break,
@@ -581,6 +607,57 @@ impl Connection {
         let _ = self.writer.send(Outbound::Method(channel, method));
     }
 
+    /// Sends `method` on `channel` once `commit` resolves (at once when there is none): the
+    /// reply to a change the store must make durable first. Until then this connection
+    /// handles no further frame, so later replies cannot overtake it; other connections are
+    /// not held up, and the store's group commit serves them all with one fsync. If the commit
+    /// fails the connection is closed with 541 INTERNAL_ERROR instead.
+    pub(crate) fn reply_when_committed(
+        &mut self,
+        channel: u16,
+        method: AMQPClass,
+        commit: Option<crate::store::Commit>,
+    ) {
+        match commit {
+            None => self.send(channel, method),
+            Some(commit) => {
+                self.held = Some(HeldReply {
+                    channel,
+                    method,
+                    commit,
+                });
+            }
+        }
+    }
+
+    /// The held reply's commit resolved: send it, or fail the connection.
+    fn release_held(&mut self, outcome: Result<(), crate::store::StoreError>) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        if self.closing_since.is_some() {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                let open = self
+                    .channels
+                    .get(&held.channel)
+                    .is_some_and(|ch| ch.state == ChannelState::Open);
+                if open {
+                    self.send(held.channel, held.method);
+                }
+            }
+            Err(err) => self.fail(
+                0,
+                AmqpError::new(
+                    ReplyCode::InternalError,
+                    format!("cannot make the change durable: {err}"),
+                ),
+            ),
+        }
+    }
+
     /// Reports a failure: closes the channel (soft error) or the connection (hard error).
     pub(crate) fn fail(&mut self, channel: u16, err: AmqpError) {
         warn!(
@@ -609,6 +686,8 @@ impl Connection {
         } else if self.closing_since.is_none() {
             send_connection_close(&self.writer, &err);
             self.closing_since = Some(Instant::now());
+            // Nothing more goes out but close-ok, which must be read.
+            self.held = None;
             let ids: Vec<u16> = self.channels.keys().copied().collect();
             for id in ids {
                 self.release_channel(id);
@@ -992,6 +1071,15 @@ impl Connection {
             }
         }
         info!(connection = self.id, peer = %self.peer, "connection closed");
+    }
+}
+
+/// Resolves when the held reply's commit does (never when there is none: its `select!` branch
+/// is disabled then).
+async fn committed(held: &mut Option<HeldReply>) -> Result<(), crate::store::StoreError> {
+    match held {
+        Some(held) => (&mut held.commit).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -115,6 +115,22 @@ impl Connections {
         self.lock().len()
     }
 
+    /// Asks every connection in `vhost` to close with 320 CONNECTION_FORCED and `reason` (a
+    /// deleted vhost's, as RabbitMQ does); returns how many were asked.
+    pub(crate) fn close_in_vhost(&self, vhost: &str, reason: &str) -> usize {
+        self.lock()
+            .values()
+            .filter(|(i, _)| i.vhost == vhost)
+            .filter(|(_, events)| {
+                events
+                    .send(ConnEvent::Close {
+                        reason: reason.to_owned(),
+                    })
+                    .is_ok()
+            })
+            .count()
+    }
+
     /// Asks the connection named `name` (or with that id) to close with 320
     /// CONNECTION_FORCED and `reason`; false when there is no such connection.
     pub(crate) fn close(&self, name: &str, reason: &str) -> bool {

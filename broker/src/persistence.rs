@@ -12,6 +12,11 @@
 //! messages back ([`Store::can_page`], [`Store::read`]) lets queues keep only an index entry
 //! for persistent messages past the memory budget (see `memory`).
 //!
+//! Durable topology changes go to [`Store::record_topology`] one by one, under the vhost's
+//! topology lock (so the store sees them in the order they are made), and their `-ok` waits
+//! for the [`Commit`] it returns; replies that cover several records (`tx.commit-ok`,
+//! `purge-ok`) wait for a [`Store::barrier`].
+//!
 //! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
 //! which also restores the recovered topology and messages at start-up).
 
@@ -19,9 +24,32 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::exchange::{Binding, Exchange};
 use crate::message::Message;
-use crate::store::StoreError;
-use crate::vhost::Topology;
+use crate::queue::Queue;
+use crate::store::{Commit, StoreError};
+
+/// A change of the durable topology, as the broker reports it to its [`Store`]. The broker
+/// reports only durable entities (durable exchanges other than the predeclared ones, durable
+/// queues that are not exclusive, bindings whose ends are both durable), and also reports a
+/// change that changed nothing (a redeclare, an idempotent delete): the store then answers
+/// with a commit of the topology as it stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TopologyChange<'a> {
+    /// `exchange.declare` of a durable exchange.
+    ExchangeDeclared(&'a Exchange),
+    /// A durable exchange was deleted (with every binding from or to it), or `exchange.delete`
+    /// named an exchange that does not exist.
+    ExchangeDeleted(&'a str),
+    /// `queue.declare` of a durable, non-exclusive queue.
+    QueueDeclared(&'a Queue),
+    /// A durable queue was deleted (with every binding to it and its messages).
+    QueueDeleted(&'a str),
+    /// A binding from the named exchange was added (or was there already).
+    Bound(&'a str, &'a Binding),
+    /// A binding from the named exchange was removed (or was not there).
+    Unbound(&'a str, &'a Binding),
+}
 
 /// Whether a message handed to a [`Store`] is already durable.
 #[derive(Debug)]
@@ -54,11 +82,20 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn read(&self, _vhost: &str, _queue: &str, seqs: &[u64]) -> Vec<Option<Arc<Message>>> {
         vec![None; seqs.len()]
     }
-    /// Makes the durable part of `topology` (durable exchanges, durable non-exclusive queues,
-    /// bindings between them) the stored topology of `vhost`. Called after each topology
-    /// change, before the `-ok` goes out; blocking (a small file write and fsyncs).
-    fn persist_topology(&self, _vhost: &str, _topology: &Topology) -> Result<(), StoreError> {
-        Ok(())
+    /// Records a durable topology change of `vhost`. Called under the vhost's topology write
+    /// lock, so it must not block (log the change, return at once). Returns what the change's
+    /// `-ok` waits for: `None` when there is nothing to wait for.
+    fn record_topology(
+        &self,
+        _vhost: &str,
+        _change: TopologyChange<'_>,
+    ) -> Result<Option<Commit>, StoreError> {
+        Ok(None)
+    }
+    /// What a reply covering everything handed to the store so far waits for: `None` when
+    /// everything is durable already.
+    fn barrier(&self) -> Option<Commit> {
+        None
     }
     /// The store's activity counters (fsyncs, bytes written, segments), where it keeps any
     /// (the management API's overview and `lepus_store_*` metrics).
@@ -106,6 +143,216 @@ mod tests {
         }
 
         fn remove(&self, _: &str, _: &str, _: u64) {}
+    }
+
+    /// A broker on `store`, a connection to it and a channel.
+    async fn broker_on(store: Arc<dyn Store>) -> (crate::BrokerHandle, Connection, lapin::Channel) {
+        let handle = crate::Broker::builder()
+            .listen("127.0.0.1:0")
+            .store(store)
+            .start()
+            .await
+            .unwrap();
+        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        (handle, conn, ch)
+    }
+
+    const DURABLE: QueueDeclareOptions = QueueDeclareOptions {
+        passive: false,
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        nowait: false,
+    };
+
+    /// A persistent message routed to several durable queues is confirmed once every one of
+    /// them has stored it, not when the first has.
+    #[tokio::test]
+    async fn a_confirm_waits_for_every_durable_queue_the_message_reached() {
+        let store = Arc::new(GatedStore::default());
+        let (handle, conn, ch) = broker_on(store.clone()).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        for q in ["one", "two"] {
+            ch.queue_declare(q.into(), DURABLE, FieldTable::default())
+                .await
+                .unwrap();
+            ch.queue_bind(
+                q.into(),
+                "amq.fanout".into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let confirm = ch
+            .basic_publish(
+                "amq.fanout".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                b"both",
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        let mut confirm = Box::pin(confirm);
+        for _ in 0..500 {
+            if store.gates.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut gates = std::mem::take(&mut *store.gates.lock().unwrap());
+        assert_eq!(gates.len(), 2, "one store ticket per durable queue");
+        gates.remove(0).send(()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut confirm)
+                .await
+                .is_err(),
+            "confirmed while one queue had not stored it"
+        );
+        gates.remove(0).send(()).unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(5), confirm)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_ack());
+        conn.close(200, "bye".into()).await.unwrap();
+        handle.shutdown().await;
+    }
+
+    /// One call a [`RecordingStore`] saw: ("enqueue" or "remove", queue, sequence number, body
+    /// of an enqueue).
+    type Call = (&'static str, String, u64, Vec<u8>);
+
+    /// A store that logs every enqueue and remove, in call order.
+    #[derive(Debug, Default)]
+    struct RecordingStore {
+        log: Mutex<Vec<Call>>,
+    }
+
+    impl Store for RecordingStore {
+        fn enqueue(&self, _: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
+            let entry = ("enqueue", queue.to_owned(), seq, message.body.to_vec());
+            self.log.lock().unwrap().push(entry);
+            Durability::Durable
+        }
+
+        fn remove(&self, _: &str, queue: &str, seq: u64) {
+            let entry = ("remove", queue.to_owned(), seq, Vec::new());
+            self.log.lock().unwrap().push(entry);
+        }
+    }
+
+    /// A persistent message dead-lettered from one durable queue to another is recorded in
+    /// its new queue before it is removed from its old one, so that a crash in between leaves
+    /// it in one of them (or both), never in neither: for a rejection, an expiry and a
+    /// length-limit drop.
+    #[tokio::test]
+    async fn dead_letters_are_stored_in_their_new_queue_before_leaving_the_old_one() {
+        let store = Arc::new(RecordingStore::default());
+        let (handle, conn, ch) = broker_on(store.clone()).await;
+        ch.queue_declare("dead".into(), DURABLE, FieldTable::default())
+            .await
+            .unwrap();
+        let sources = [
+            ("src.reject", None),
+            ("src.ttl", Some(("x-message-ttl", 20))),
+            ("src.maxlen", Some(("x-max-length", 1))),
+        ];
+        for (name, limit) in sources {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                lapin::types::AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                lapin::types::AMQPValue::LongString("dead".into()),
+            );
+            if let Some((key, value)) = limit {
+                args.insert(key.into(), lapin::types::AMQPValue::LongInt(value));
+            }
+            ch.queue_declare(name.into(), DURABLE, args).await.unwrap();
+        }
+        let publish = |queue: &'static str, body: &'static [u8]| {
+            let ch = ch.clone();
+            async move {
+                ch.basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            }
+        };
+        publish("src.reject", b"rejected").await;
+        publish("src.ttl", b"expired").await;
+        publish("src.maxlen", b"dropped").await;
+        publish("src.maxlen", b"kept").await;
+        let got = ch
+            .basic_get("src.reject".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        got.delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        for _ in 0..500 {
+            let dead = ch
+                .queue_declare("dead".into(), passive, FieldTable::default())
+                .await
+                .unwrap();
+            if dead.message_count() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = store.log.lock().unwrap().clone();
+        let mut wrong = Vec::new();
+        for body in [&b"rejected"[..], b"expired", b"dropped"] {
+            let (source, seq) = log
+                .iter()
+                .find(|(op, q, _, b)| *op == "enqueue" && q.starts_with("src.") && b == body)
+                .map(|(_, q, seq, _)| (q.clone(), *seq))
+                .unwrap();
+            let stored = log
+                .iter()
+                .position(|(op, q, _, b)| *op == "enqueue" && q == "dead" && b == body);
+            let removed = log
+                .iter()
+                .position(|(op, q, s, _)| *op == "remove" && *q == source && *s == seq);
+            let (Some(stored), Some(removed)) = (stored, removed) else {
+                panic!(
+                    "{}: stored {stored:?}, removed {removed:?}",
+                    String::from_utf8_lossy(body)
+                );
+            };
+            if removed < stored {
+                wrong.push(format!(
+                    "{}: left {source} (op {removed}) before it was stored in its dead-letter \
+                     queue (op {stored})",
+                    String::from_utf8_lossy(body)
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+        conn.close(200, "bye".into()).await.unwrap();
+        handle.shutdown().await;
     }
 
     #[tokio::test]

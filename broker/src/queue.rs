@@ -280,6 +280,19 @@ pub(crate) struct DeadLetter {
     pub(crate) message: Arc<Message>,
     /// `expired`, `rejected` or `maxlen` (the `reason` in `x-death`).
     pub(crate) reason: &'static str,
+    /// The letter's sequence number in its queue and whether it is persistent, while its
+    /// queue's store still holds it: forgotten by [`DeadLetter::leave`] once the letter is
+    /// stored where it goes. `None` when the queue never held it (`reject-publish-dlx`).
+    pub(crate) stored: Option<(u64, bool)>,
+}
+
+impl DeadLetter {
+    /// The letter has been routed (or dropped): `queue`, where it died, forgets it.
+    pub(crate) fn leave(self, queue: &Queue) {
+        if let Some((seq, persistent)) = self.stored {
+            queue.forget_seq(seq, persistent);
+        }
+    }
 }
 
 /// A queue.
@@ -520,7 +533,7 @@ impl Queue {
         self.forget_seq(qm.seq, qm.message.is_persistent());
     }
 
-    fn forget_seq(&self, seq: u64, persistent: bool) {
+    pub(crate) fn forget_seq(&self, seq: u64, persistent: bool) {
         if let Some(p) = &self.persistence {
             if persistent {
                 p.store.remove(&p.vhost, &self.name, seq);
@@ -609,14 +622,18 @@ impl Queue {
         message
     }
 
-    /// A ready entry leaves for good (expiry, overflow): the store forgets it, and it becomes
-    /// a dead letter if the queue has a dead-letter exchange (paged-out bodies are read back
-    /// only then).
+    /// A ready entry leaves for good (expiry, overflow): it becomes a dead letter if the queue
+    /// has a dead-letter exchange (paged-out bodies are read back only then), which the store
+    /// forgets once it is stored where it goes; else the store forgets it now.
     fn drop_ready(&self, rm: ReadyMessage, reason: &'static str, dead: &mut Vec<DeadLetter>) {
-        // Read back before the store forgets it.
         if self.config.dead_letter_exchange.is_some() {
             if let Some(message) = self.message_of(&rm) {
-                dead.push(DeadLetter { message, reason });
+                dead.push(DeadLetter {
+                    message,
+                    reason,
+                    stored: Some((rm.seq, rm.is_persistent())),
+                });
+                return;
             }
         }
         self.forget_seq(rm.seq, rm.is_persistent());
@@ -741,6 +758,7 @@ impl Queue {
                         dead.push(DeadLetter {
                             message: message.clone(),
                             reason: "maxlen",
+                            stored: None,
                         });
                     }
                 }

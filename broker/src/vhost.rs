@@ -15,13 +15,13 @@ use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use tracing::debug;
 
 use crate::channel::ChannelShared;
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::fairness::{self, HEAVY_WORK, LOCKED_WORK};
 use crate::memory::Memory;
 use crate::message::Message;
-use crate::persistence::Store;
+use crate::persistence::{Store, TopologyChange};
 use crate::queue::{DeadLetter, Queue, QueuePersistence};
-use crate::store::StoreError;
+use crate::store::{Commit, StoreError};
 
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -245,22 +245,33 @@ impl VHost {
     }
 
     /// Deletes a queue: removes it and its bindings, cancels its consumers (notifying clients
-    /// that asked for `consumer_cancel_notify`). Returns the ready count, or `None` if absent.
-    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<u32> {
-        let queue = {
+    /// that asked for `consumer_cancel_notify`). Returns the ready count and the commit that
+    /// makes the deletion durable (`None` for a queue the store does not hold; a failing
+    /// commit when the store refused it, logged here), or `None` if absent.
+    pub(crate) fn delete_queue_now(&self, name: &str) -> Option<(u32, Option<Commit>)> {
+        let (queue, commit) = {
             let mut topo = self.write();
             let queue = topo.queues.remove(name)?;
             let dest = Destination::Queue(name.to_owned());
-            remove_bindings_to(&mut topo, &dest);
-            queue
+            let deleted = remove_bindings_to(&mut topo, &dest);
+            let record = || -> Result<Option<Commit>, StoreError> {
+                let mut commit = None;
+                if queue.is_persisted() {
+                    commit = self.record_topology(TopologyChange::QueueDeleted(name))?;
+                }
+                if let Some(last) = self.record_deleted_exchanges(&deleted)? {
+                    commit = Some(last);
+                }
+                Ok(commit)
+            };
+            let commit = record().unwrap_or_else(|err| {
+                tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
+                Some(Commit::failed())
+            });
+            (queue, commit)
         };
         self.stats.queue_deleted();
         let (count, consumers) = queue.mark_deleted();
-        if queue.is_persisted() {
-            if let Err(err) = self.persist_topology() {
-                tracing::error!(vhost = %self.name, queue = name, cause = %err, "cannot persist a queue deletion");
-            }
-        }
         for c in consumers {
             c.channel.consumers().remove(c.tag.as_str());
             if c.channel.cancel_notify {
@@ -272,16 +283,125 @@ impl VHost {
             }
         }
         debug!(vhost = %self.name, queue = name, "queue deleted");
-        Some(count)
+        Some((count, commit))
     }
 
-    /// Hands the durable part of the topology to the store (see
-    /// `persistence::Store::persist_topology`). Holds the topology read lock throughout, so a
-    /// concurrent change cannot be overwritten by an older snapshot. Call with no topology lock
-    /// held.
-    pub(crate) fn persist_topology(&self) -> Result<(), StoreError> {
-        let topo = self.read();
-        self.store.persist_topology(&self.name, &topo)
+    /// Deletes every queue (cancelling its consumers) and every exchange of this vhost, for
+    /// the deletion of the vhost itself; returns the commits that make the durable ones'
+    /// deletion durable (a failing one where the store refused, logged here). Without this the
+    /// store kept them, and a vhost created again under the same name got them back at the
+    /// next start.
+    pub(crate) fn delete_all(&self) -> Vec<Commit> {
+        let mut commits = Vec::new();
+        let queues: Vec<String> = self.read().queues.keys().cloned().collect();
+        for name in queues {
+            if let Some((_, Some(commit))) = self.delete_queue_now(&name) {
+                commits.push(commit);
+            }
+        }
+        let mut topo = self.write();
+        let deleted: Vec<DeletedExchange> = std::mem::take(&mut topo.exchanges)
+            .into_values()
+            .map(|x| DeletedExchange {
+                name: x.name,
+                durable: x.durable,
+            })
+            .collect();
+        match self.record_deleted_exchanges(&deleted) {
+            Ok(commit) => commits.extend(commit),
+            Err(err) => {
+                tracing::error!(vhost = %self.name, cause = %err, "cannot persist the deletion of a vhost's exchanges");
+                commits.push(Commit::failed());
+            }
+        }
+        commits
+    }
+
+    /// Hands a durable topology change to the store (see `persistence::Store::record_topology`)
+    /// and returns what its `-ok` waits for. Call with the topology write lock held, so that the
+    /// store logs changes in the order they are made.
+    pub(crate) fn record_topology(
+        &self,
+        change: TopologyChange<'_>,
+    ) -> Result<Option<Commit>, StoreError> {
+        self.store.record_topology(&self.name, change)
+    }
+
+    /// Records the deletion of the durable ones among `deleted` (exchanges a deletion or an
+    /// unbind removed, see [`delete_exchange`]); returns the last commit (commits resolve in
+    /// log order, so it covers the others). Same locking rule as [`Self::record_topology`].
+    pub(crate) fn record_deleted_exchanges(
+        &self,
+        deleted: &[DeletedExchange],
+    ) -> Result<Option<Commit>, StoreError> {
+        let mut last = None;
+        for x in deleted.iter().filter(|x| x.durable) {
+            if let Some(commit) = self.record_topology(TopologyChange::ExchangeDeleted(&x.name))? {
+                last = Some(commit);
+            }
+        }
+        Ok(last)
+    }
+
+    /// Adds `binding` to exchange `source` unless it is there, and records it in the store when
+    /// both its ends are durable (also when it was there: the store then answers with a
+    /// commit of the topology as it is). Returns what `bind-ok` waits for. Call with the
+    /// topology write lock held (`topo`).
+    pub(crate) fn add_binding(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        binding: Binding,
+    ) -> Result<Option<Commit>, StoreError> {
+        let Some(x) = topo.exchanges.get(source) else {
+            return Ok(None);
+        };
+        let commit = if durable_binding(topo, x, &binding.destination) {
+            self.record_topology(TopologyChange::Bound(source, &binding))?
+        } else {
+            None
+        };
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            if !x.bindings.contains(&binding) {
+                x.bindings.push(binding);
+            }
+        }
+        Ok(commit)
+    }
+
+    /// Removes `binding` from exchange `source`, deletes `source` if it is auto-delete and
+    /// now unbound, and records both in the store when the binding's ends are durable (also
+    /// when it was absent: another connection's unbind of it may still be on its way to disk,
+    /// and the store answers with a commit of the topology as it is). Returns what
+    /// `unbind-ok` waits for. Call with the topology write lock held (`topo`).
+    pub(crate) fn remove_binding(
+        &self,
+        topo: &mut Topology,
+        source: &str,
+        binding: &Binding,
+    ) -> Result<Option<Commit>, StoreError> {
+        let durable = topo
+            .exchanges
+            .get(source)
+            .is_some_and(|x| durable_binding(topo, x, &binding.destination));
+        let mut commit = if durable {
+            self.record_topology(TopologyChange::Unbound(source, binding))?
+        } else {
+            None
+        };
+        let mut now_empty = false;
+        if let Some(x) = topo.exchanges.get_mut(source) {
+            let before = x.bindings.len();
+            x.bindings.retain(|b| b != binding);
+            now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
+        }
+        if now_empty {
+            let deleted = delete_exchange(topo, source);
+            if let Some(last) = self.record_deleted_exchanges(&deleted)? {
+                commit = Some(last);
+            }
+        }
+        Ok(commit)
     }
 
     /// Registers a direct reply-to channel; returns its token.
@@ -310,11 +430,18 @@ impl VHost {
     }
 
     /// Republishes dead letters of `queue` to its dead-letter exchange, with `x-death`.
+    ///
+    /// A persistent letter leaves `queue`'s store only after its copies are stored in the
+    /// queues it is routed to (its `DeadLetter::stored` entry is forgotten last): a crash in
+    /// between leaves it in both (a duplicate, as at-least-once allows), never in neither.
     pub(crate) fn dead_letter(&self, queue: &Arc<Queue>, letters: Vec<DeadLetter>) {
         if letters.is_empty() {
             return;
         }
         let Some(dlx) = queue.config.dead_letter_exchange.clone() else {
+            for letter in letters {
+                letter.leave(queue);
+            }
             return;
         };
         for letter in letters {
@@ -330,6 +457,10 @@ impl VHost {
                 &dlx,
                 &routing_key,
             ));
+            if !self.read().exchanges.contains_key(&dlx) {
+                letter.leave(queue);
+                continue;
+            }
             let targets = self
                 .route(&dlx, &routing_key, message.properties.headers().as_ref())
                 .queues;
@@ -343,11 +474,13 @@ impl VHost {
                 if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
                     (outcome, target.is_persisted() && message.is_persistent())
                 {
-                    // No publisher waits for a dead letter's durability.
+                    // No publisher waits for a dead letter's durability; its removal from
+                    // `queue`, appended after this, commits after it.
                     let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
                     target.page_out(seq);
                 }
             }
+            letter.leave(queue);
         }
     }
 }
@@ -430,8 +563,18 @@ impl Drop for VHost {
     }
 }
 
-/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any.
-pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
+/// An exchange removed from a topology, for the store (which holds only durable ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeletedExchange {
+    /// Its name.
+    pub(crate) name: String,
+    /// Whether it was durable.
+    pub(crate) durable: bool,
+}
+
+/// Removes every binding that leads to `dest`, and auto-delete exchanges left without any;
+/// returns the exchanges deleted.
+pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) -> Vec<DeletedExchange> {
     let mut emptied = Vec::new();
     for x in topo.exchanges.values_mut() {
         let removed = x.bindings.remove_destination(dest);
@@ -439,16 +582,42 @@ pub(crate) fn remove_bindings_to(topo: &mut Topology, dest: &Destination) {
             emptied.push(x.name.clone());
         }
     }
+    let mut deleted = Vec::new();
     for name in emptied {
-        delete_exchange(topo, &name);
+        deleted.extend(delete_exchange(topo, &name));
     }
+    deleted
 }
 
-/// Deletes an exchange and every binding from or to it (cascading auto-delete).
-pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) {
-    if topo.exchanges.remove(name).is_some() {
-        remove_bindings_to(topo, &Destination::Exchange(name.to_owned()));
-    }
+/// Deletes an exchange and every binding from or to it (cascading auto-delete); returns the
+/// exchanges deleted, itself first (none when it does not exist).
+pub(crate) fn delete_exchange(topo: &mut Topology, name: &str) -> Vec<DeletedExchange> {
+    let Some(x) = topo.exchanges.remove(name) else {
+        return Vec::new();
+    };
+    let mut deleted = vec![DeletedExchange {
+        name: x.name,
+        durable: x.durable,
+    }];
+    deleted.extend(remove_bindings_to(
+        topo,
+        &Destination::Exchange(name.to_owned()),
+    ));
+    deleted
+}
+
+/// Whether a binding from `source` to `destination` is durable: both ends are (the only
+/// bindings RabbitMQ keeps across a restart).
+pub(crate) fn durable_binding(
+    topo: &Topology,
+    source: &Exchange,
+    destination: &Destination,
+) -> bool {
+    source.durable
+        && match destination {
+            Destination::Queue(name) => topo.queues.get(name).is_some_and(|q| q.is_persisted()),
+            Destination::Exchange(name) => topo.exchanges.get(name).is_some_and(|x| x.durable),
+        }
 }
 
 /// RabbitMQ's dead-letter cycle test: the message's `x-death` entries, newest first, up to

@@ -623,7 +623,7 @@ async fn topology_churn(url: String, model: Shared, mut rng: u64) {
                 .map(|(n, _)| *n)
                 .collect()
         };
-        if present.len() > 3 || (!present.is_empty() && rng % 3 == 0) {
+        if present.len() > 3 || (!present.is_empty() && rng.is_multiple_of(3)) {
             let n = present[(rng >> 8) as usize % present.len()];
             model.lock().unwrap().churn_queues.insert(n, Known::Either);
             if ch
@@ -685,7 +685,7 @@ fn user_churn(api: String, model: Shared, stop: Arc<AtomicBool>, mut rng: u64) {
                 .map(|(n, _)| *n)
                 .collect()
         };
-        if present.len() > 4 || (!present.is_empty() && rng % 3 == 0) {
+        if present.len() > 4 || (!present.is_empty() && rng.is_multiple_of(3)) {
             let n = present[(rng >> 8) as usize % present.len()];
             model.lock().unwrap().users.insert(n, Known::Either);
             if api.delete(&format!("/api/users/pc-u{n}")).is_err() {
@@ -1248,7 +1248,7 @@ async fn run(
         let _ = users.join();
 
         rng = mix(rng);
-        let mode = if rng % 2 == 0 {
+        let mode = if rng.is_multiple_of(2) {
             CutMode::DropUnsynced
         } else {
             CutMode::TornPrefix { seed: mix(rng) }

@@ -101,9 +101,14 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
     }
 }
 
-/// Replaces the file atomically (temp file, fsync, rename, fsync of the directory).
+/// Replaces the file atomically and durably (temp file, fsync, rename, fsync of the
+/// directory); returns once a crash can no longer undo it. One save at a time: the caller
+/// serializes them (they share the temp file).
 pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     // The first save creates the data directory: durably, or a power cut takes it away.
     crate::store::create_dir_durably(dir)?;
     let tmp = path.with_extension("json.tmp");

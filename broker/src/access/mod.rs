@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::{info, warn};
 
@@ -122,7 +122,7 @@ struct User {
 }
 
 /// Users, vhosts and permissions.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct AccessState {
     users: BTreeMap<String, User>,
     vhosts: BTreeMap<String, ()>,
@@ -146,6 +146,11 @@ pub(crate) struct AccessControl {
     generation: AtomicU64,
     /// Where changes are saved (`None`: memory only).
     file: Option<PathBuf>,
+    /// Held by a change from before it is applied until its save is durable: changes and
+    /// their saves happen one at a time, so the file always ends up holding the last change
+    /// (and no two saves share the temp file). Logins take only `state`'s read lock, so a save
+    /// (two fsyncs) holds up no login.
+    saving: Mutex<()>,
     /// Loopback-only users and what counts as loopback.
     options: AccessOptions,
 }
@@ -193,6 +198,7 @@ impl AccessControl {
             state: RwLock::new(state),
             generation: AtomicU64::new(1),
             file,
+            saving: Mutex::new(()),
             options,
         };
         if fresh {
@@ -311,19 +317,27 @@ impl AccessControl {
             .collect()
     }
 
-    /// Applies `change` under the write lock, bumps the generation and saves.
+    /// Applies `change` under the write lock, bumps the generation and saves; returns once the
+    /// file holds the change. If the save fails, the change is undone and the error returned:
+    /// what the caller is told is what a restart will find.
     fn change(
         &self,
         change: impl FnOnce(&mut AccessState) -> Result<(), AdminError>,
     ) -> Result<(), AdminError> {
-        let snapshot = {
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, snapshot) = {
             let mut state = self.write();
+            let before = self.file.as_ref().map(|_| state.clone());
             change(&mut state)?;
             self.generation.fetch_add(1, Ordering::AcqRel);
-            self.file.as_ref().map(|_| definitions_of(&state))
+            (before, self.file.as_ref().map(|_| definitions_of(&state)))
         };
-        if let (Some(path), Some(defs)) = (&self.file, snapshot) {
-            definitions_file::save(path, &defs).map_err(|e| AdminError::Save(e.to_string()))?;
+        if let (Some(path), Some(defs), Some(before)) = (&self.file, snapshot, before) {
+            if let Err(e) = definitions_file::save(path, &defs) {
+                *self.write() = before;
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                return Err(AdminError::Save(e.to_string()));
+            }
         }
         Ok(())
     }
@@ -651,6 +665,67 @@ mod tests {
         let p = ac.permissions(Some("prod"), None);
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].write, "^x$");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Concurrent changes each get saved, whatever the order their saves would run in: after
+    /// they all returned, the file holds every one of them (a save of an older snapshot must
+    /// not land after a newer one, and two saves must not share a half-written temp file).
+    #[test]
+    fn concurrent_changes_are_all_in_the_saved_file() {
+        let dir = std::env::temp_dir().join(format!("lepus-access-conc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ac =
+            std::sync::Arc::new(AccessControl::load(Some(&dir), AccessOptions::default()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let ac = ac.clone();
+                std::thread::spawn(move || {
+                    for i in 0..15 {
+                        ac.add_vhost(&format!("v{t}-{i}")).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let reloaded = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        let missing: Vec<String> = ac
+            .vhosts()
+            .into_iter()
+            .filter(|v| !reloaded.vhost_exists(v))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "changes lost from the file: {missing:?}"
+        );
+        assert_eq!(reloaded.vhosts().len(), 1 + 8 * 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A change whose save fails is reported and undone: what the caller is told is what a
+    /// restart finds.
+    #[test]
+    fn a_change_that_cannot_be_saved_is_undone() {
+        let dir = std::env::temp_dir().join(format!("lepus-access-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ac = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        // The temp file cannot be created: a directory has its name.
+        std::fs::create_dir(dir.join("access.json.tmp")).unwrap();
+        assert!(matches!(
+            ac.add_user("carol", "pw"),
+            Err(AdminError::Save(_))
+        ));
+        assert!(
+            ac.user("carol").is_none(),
+            "the failed change is still in effect"
+        );
+        assert!(!ac.check_login("carol", "pw", LOCAL));
+        std::fs::remove_dir(dir.join("access.json.tmp")).unwrap();
+        ac.add_user("carol", "pw").unwrap();
+        let reloaded = AccessControl::load(Some(&dir), AccessOptions::default()).unwrap();
+        assert!(reloaded.check_login("carol", "pw", LOCAL));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

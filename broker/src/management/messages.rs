@@ -358,22 +358,23 @@ async fn get(
     let messages: Vec<QueuedMessage> = taken.into_iter().map(|(qm, _)| qm).collect();
     if requeue {
         queue.requeue(&vh, messages);
-    } else {
+    } else if ack {
         for qm in &messages {
             queue.forget(qm);
         }
-        if ack {
-            vh.stats.acked(messages.len() as u64);
-        } else {
-            let letters = messages
-                .into_iter()
-                .map(|qm| DeadLetter {
-                    message: qm.message,
-                    reason: "rejected",
-                })
-                .collect();
-            vh.dead_letter(&queue, letters);
-        }
+        vh.stats.acked(messages.len() as u64);
+    } else {
+        // Each letter leaves this queue's store once its dead-letter copies are stored (see
+        // `VHost::dead_letter`), as a `basic.reject` does.
+        let letters = messages
+            .into_iter()
+            .map(|qm| DeadLetter {
+                stored: Some((qm.seq, qm.message.is_persistent())),
+                message: qm.message,
+                reason: "rejected",
+            })
+            .collect();
+        vh.dead_letter(&queue, letters);
     }
     Ok(Json(Value::Array(out)))
 }

@@ -27,7 +27,9 @@ use super::shapes::{binding_json, bindings_of, exchange_json, properties_key};
 use super::{field_table, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::persistence::TopologyChange;
 use crate::queue::{Queue, QueueConfig};
+use crate::store::{Commit, StoreError};
 use crate::vhost::{self, VHost};
 
 type Me = Extension<Caller>;
@@ -111,7 +113,7 @@ pub(crate) fn declare_queue(
     }
     let config = QueueConfig::from_arguments(&arguments)
         .map_err(|text| ApiError::bad_request(format!("{text} '{name}' in vhost '{}'", vh.name)))?;
-    let created = {
+    let (created, commit) = {
         let mut topo = vh.write();
         match topo.queues.get(name) {
             Some(q) => {
@@ -137,27 +139,43 @@ pub(crate) fn declare_queue(
                     return Err(inequivalent(arg));
                 }
                 q.touch();
-                false
+                // A redeclare answers once the queue's declare is durable (it may be an AMQP
+                // client's, still on its way to disk).
+                let commit = if q.is_persisted() {
+                    vh.record_topology(TopologyChange::QueueDeclared(q))
+                } else {
+                    Ok(None)
+                };
+                (false, commit)
             }
             None => {
                 let q = Queue::new(name.to_owned(), durable, auto_delete, None, config)
                     .with_arguments(arguments);
-                vh.insert_queue(&mut topo, q);
-                true
+                let q = vh.insert_queue(&mut topo, q);
+                let commit = if q.is_persisted() {
+                    vh.record_topology(TopologyChange::QueueDeclared(&q))
+                } else {
+                    Ok(None)
+                };
+                (true, commit)
             }
         }
     };
     vh.stats.queue_declared();
-    if durable {
-        persist(vh)?;
-    }
+    durable_after(commit)?;
     Ok(created)
 }
 
-/// Hands the vhost's durable topology to the store.
-fn persist(vh: &VHost) -> Result<(), ApiError> {
-    vh.persist_topology()
-        .map_err(|e| ApiError::internal(format!("cannot persist the topology: {e}")))
+/// Waits until the store has committed a durable change's record, so that the API answers
+/// once the change is durable, as the AMQP `-ok`s do. Call after the topology lock is
+/// released. Blocking: the store's writer thread resolves the commit, never a tokio task, so
+/// this cannot deadlock (the synchronous admin API waits the same way).
+fn durable_after(commit: Result<Option<Commit>, StoreError>) -> Result<(), ApiError> {
+    let failed = |e: StoreError| ApiError::internal(format!("cannot persist the topology: {e}"));
+    if let Some(commit) = commit.map_err(failed)? {
+        futures::executor::block_on(commit).map_err(failed)?;
+    }
+    Ok(())
 }
 
 async fn exchange(
@@ -255,7 +273,7 @@ pub(crate) fn declare_exchange(
             "exchange name must be 1 to 255 bytes long",
         ));
     }
-    let created = {
+    let (created, commit) = {
         let mut topo = vh.write();
         match topo.exchanges.get(name) {
             Some(x) => {
@@ -281,7 +299,13 @@ pub(crate) fn declare_exchange(
                         ));
                     }
                 }
-                false
+                // As `exchange.declare`: a redeclare answers once the declare is durable.
+                let commit = if x.durable && !name.starts_with("amq.") {
+                    vh.record_topology(TopologyChange::ExchangeDeclared(x))
+                } else {
+                    Ok(None)
+                };
+                (false, commit)
             }
             None => {
                 if name.starts_with("amq.") {
@@ -289,17 +313,18 @@ pub(crate) fn declare_exchange(
                         "exchange name '{name}' contains reserved prefix 'amq.*'"
                     )));
                 }
-                topo.exchanges.insert(
-                    name.to_owned(),
-                    Exchange::new(name, kind, durable, auto_delete, internal, arguments),
-                );
-                true
+                let exchange = Exchange::new(name, kind, durable, auto_delete, internal, arguments);
+                let commit = if durable {
+                    vh.record_topology(TopologyChange::ExchangeDeclared(&exchange))
+                } else {
+                    Ok(None)
+                };
+                topo.exchanges.insert(name.to_owned(), exchange);
+                (true, commit)
             }
         }
     };
-    if durable {
-        persist(vh)?;
-    }
+    durable_after(commit)?;
     Ok(created)
 }
 
@@ -332,7 +357,7 @@ async fn delete_exchange(
         ResourceKind::Exchange,
         name,
     )?;
-    {
+    let commit = {
         let mut topo = vh.write();
         let Some(x) = topo.exchanges.get(name) else {
             return Err(ApiError::not_found(format!(
@@ -344,9 +369,10 @@ async fn delete_exchange(
                 "exchange '{name}' in vhost '{vhost}' in use"
             )));
         }
-        vhost::delete_exchange(&mut topo, name);
-    }
-    persist(&vh)?;
+        let deleted = vhost::delete_exchange(&mut topo, name);
+        vh.record_deleted_exchanges(&deleted)
+    };
+    durable_after(commit)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -522,7 +548,7 @@ pub(crate) fn bind(
     if routing_key.len() > 255 {
         return Err(ApiError::bad_request("routing key longer than 255 bytes"));
     }
-    {
+    let commit = {
         let mut topo = vh.write();
         let exists = match &destination {
             Destination::Queue(q) => topo.queues.contains_key(q),
@@ -534,22 +560,20 @@ pub(crate) fn bind(
                 vh.name
             )));
         }
-        let Some(x) = topo.exchanges.get_mut(source) else {
+        if !topo.exchanges.contains_key(source) {
             return Err(ApiError::not_found(format!(
                 "no exchange '{source}' in vhost '{}'",
                 vh.name
             )));
-        };
+        }
         let binding = Binding {
             destination,
             routing_key,
             arguments,
         };
-        if !x.bindings.contains(&binding) {
-            x.bindings.push(binding);
-        }
-    }
-    persist(vh)
+        vh.add_binding(&mut topo, source, binding)
+    };
+    durable_after(commit)
 }
 
 /// Finds the binding `props` names between `source` and `dest`.
@@ -591,18 +615,10 @@ async fn delete_binding(
     let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
     let source = exchange_name(&source);
     let b = find_binding(&vh, source, &dest, &props)?;
-    {
+    let commit = {
         let mut topo = vh.write();
-        let mut now_empty = false;
-        if let Some(x) = topo.exchanges.get_mut(source) {
-            let before = x.bindings.len();
-            x.bindings.retain(|have| have != &b);
-            now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
-        }
-        if now_empty {
-            vhost::delete_exchange(&mut topo, source);
-        }
-    }
-    persist(&vh)?;
+        vh.remove_binding(&mut topo, source, &b)
+    };
+    durable_after(commit)?;
     Ok(StatusCode::NO_CONTENT)
 }

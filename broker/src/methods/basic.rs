@@ -213,21 +213,29 @@ impl Connection {
                 return Ok(());
             }
         }
-        self.apply_ack(ch, tag, multiple)
+        self.apply_ack(ch, tag, multiple).map(|_| ())
     }
 
-    /// Settles acked deliveries and lets their queues dispatch again.
-    pub(crate) fn apply_ack(&mut self, ch: u16, tag: u64, multiple: bool) -> Result<(), AmqpError> {
+    /// Settles acked deliveries and lets their queues dispatch again. True when one of them
+    /// was in the store (which now has a removal to commit).
+    pub(crate) fn apply_ack(
+        &mut self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<bool, AmqpError> {
         let shared = self.shared(ch)?;
         let taken = shared
             .take_unacked(tag, multiple)
             .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        let mut stored = false;
         for u in &taken {
+            stored |= u.queue.is_persisted() && u.message.message.is_persistent();
             u.queue.forget(&u.message);
         }
         self.vhost.stats.acked(taken.len() as u64);
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
-        Ok(())
+        Ok(stored)
     }
 
     /// `basic.nack` / `basic.reject`: requeue, or dead-letter (drop without a DLX).
@@ -246,39 +254,44 @@ impl Connection {
                 return Ok(());
             }
         }
-        self.apply_nack(ch, tag, multiple, requeue)
+        self.apply_nack(ch, tag, multiple, requeue).map(|_| ())
     }
 
-    /// Applies a nack/reject now.
+    /// Applies a nack/reject now. True when it may have handed the store records (a
+    /// persistent message removed, or dead-lettered to a durable queue).
     pub(crate) fn apply_nack(
         &mut self,
         ch: u16,
         tag: u64,
         multiple: bool,
         requeue: bool,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<bool, AmqpError> {
         let shared = self.shared(ch)?;
         let taken = shared
             .take_unacked(tag, multiple)
             .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
         let queues: Vec<Arc<Queue>> = taken.iter().map(|u| u.queue.clone()).collect();
+        let stored = !requeue && taken.iter().any(|u| u.message.message.is_persistent());
         if requeue {
             self.requeue(taken);
         } else {
             self.dead_letter_all(taken);
         }
         self.after_settle(&shared, queues);
-        Ok(())
+        Ok(stored)
     }
 
+    /// Dead-letters rejected deliveries; each leaves its queue's store once its dead-letter
+    /// copies are stored (see `VHost::dead_letter`).
     fn dead_letter_all(&self, taken: Vec<Unacked>) {
         for u in taken {
-            u.queue.forget(&u.message);
+            let stored = Some((u.message.seq, u.message.message.is_persistent()));
             self.vhost.dead_letter(
                 &u.queue,
                 vec![DeadLetter {
                     message: u.message.message,
                     reason: "rejected",
+                    stored,
                 }],
             );
         }

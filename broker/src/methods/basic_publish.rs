@@ -77,16 +77,18 @@ impl Connection {
             }
         }
         self.route_publish(ch, publish, properties, body)
+            .map(|_| ())
     }
 
-    /// Routes, enqueues, returns and confirms one publish.
+    /// Routes, enqueues, returns and confirms one publish. True when the store was handed
+    /// the message and has not committed it yet (`tx.commit-ok` then waits).
     pub(crate) fn route_publish(
         &mut self,
         ch: u16,
         publish: basic::Publish,
         mut properties: basic::AMQPProperties,
         body: Bytes,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<bool, AmqpError> {
         self.vhost.stats.published(body.len() as u64);
         if properties
             .reply_to()
@@ -122,7 +124,7 @@ impl Connection {
                     }
                 }
                 self.confirm_publish(ch, false, Vec::new());
-                return Ok(());
+                return Ok(false);
             }
         }
         if !exchange.is_empty() {
@@ -178,8 +180,9 @@ impl Connection {
                 self.basic_return(ch, publish, message);
             }
         }
+        let stored = !pending.is_empty();
         self.confirm_publish(ch, rejected, pending);
-        Ok(())
+        Ok(stored)
     }
 
     /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.

@@ -2,10 +2,11 @@
 
 use amq_protocol::protocol::{exchange, AMQPClass};
 
-use super::no_exchange;
+use super::{no_exchange, not_persisted};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::persistence::TopologyChange;
 use crate::vhost;
 
 fn default_exchange() -> AmqpError {
@@ -27,6 +28,7 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         let name = m.exchange.as_str();
         let vh = self.vhost.name.clone();
+        let mut commit = None;
         if m.passive {
             if name.is_empty() {
                 return Err(default_exchange());
@@ -42,6 +44,7 @@ impl Connection {
                 return Err(default_exchange());
             }
             let mut topo = self.vhost.write();
+            let exists = topo.exchanges.contains_key(name);
             match topo.exchanges.get(name) {
                 Some(x) => {
                     if x.kind != kind {
@@ -75,27 +78,39 @@ impl Connection {
                             "exchange name '{name}' contains reserved prefix 'amq.*'"
                         )));
                     }
-                    topo.exchanges.insert(
-                        name.to_owned(),
-                        Exchange::new(
-                            name,
-                            kind,
-                            m.durable,
-                            m.auto_delete,
-                            m.internal,
-                            m.arguments,
-                        ),
+                    let exchange = Exchange::new(
+                        name,
+                        kind,
+                        m.durable,
+                        m.auto_delete,
+                        m.internal,
+                        m.arguments,
                     );
+                    if m.durable {
+                        commit = self
+                            .vhost
+                            .record_topology(TopologyChange::ExchangeDeclared(&exchange))
+                            .map_err(not_persisted)?;
+                    }
+                    topo.exchanges.insert(name.to_owned(), exchange);
+                }
+            }
+            // A redeclare replies once the exchange's declare is committed (it may be another
+            // connection's, still on its way to disk). The predeclared ones are not stored.
+            if let Some(x) = topo.exchanges.get(name).filter(|x| x.durable) {
+                if exists && !name.starts_with("amq.") {
+                    commit = self
+                        .vhost
+                        .record_topology(TopologyChange::ExchangeDeclared(x))
+                        .map_err(not_persisted)?;
                 }
             }
         }
-        if !m.passive && m.durable {
-            self.persist_topology()?;
-        }
         if !m.nowait {
-            self.send(
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+                commit,
             );
         }
         Ok(())
@@ -117,23 +132,34 @@ impl Connection {
                 self.vhost.name
             )));
         }
-        {
+        let commit = {
             let mut topo = self.vhost.write();
-            if let Some(x) = topo.exchanges.get(name) {
-                if m.if_unused && !x.bindings.is_empty() {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "exchange '{name}' in vhost '{}' in use",
-                        self.vhost.name
-                    )));
+            let deleted = match topo.exchanges.get(name) {
+                Some(x) => {
+                    if m.if_unused && !x.bindings.is_empty() {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "exchange '{name}' in vhost '{}' in use",
+                            self.vhost.name
+                        )));
+                    }
+                    vhost::delete_exchange(&mut topo, name)
                 }
-                vhost::delete_exchange(&mut topo, name);
-            }
-        }
-        self.persist_topology()?;
+                // Absent here: the store confirms it holds none either (another connection's
+                // deletion of it may still be on its way to disk).
+                None => vec![vhost::DeletedExchange {
+                    name: name.to_owned(),
+                    durable: true,
+                }],
+            };
+            self.vhost
+                .record_deleted_exchanges(&deleted)
+                .map_err(not_persisted)?
+        };
         if !m.nowait {
-            self.send(
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                commit,
             );
         }
         Ok(())
@@ -145,28 +171,28 @@ impl Connection {
         if src.is_empty() || dst.is_empty() {
             return Err(default_exchange());
         }
-        {
+        let commit = {
             let mut topo = self.vhost.write();
             if !topo.exchanges.contains_key(dst) {
                 return Err(no_exchange(dst, &self.vhost.name));
             }
-            let Some(x) = topo.exchanges.get_mut(src) else {
+            if !topo.exchanges.contains_key(src) {
                 return Err(no_exchange(src, &self.vhost.name));
-            };
+            }
             let binding = Binding {
                 destination: Destination::Exchange(dst.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            if !x.bindings.contains(&binding) {
-                x.bindings.push(binding);
-            }
-        }
-        self.persist_topology()?;
+            self.vhost
+                .add_binding(&mut topo, src, binding)
+                .map_err(not_persisted)?
+        };
         if !m.nowait {
-            self.send(
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                commit,
             );
         }
         Ok(())
@@ -182,28 +208,22 @@ impl Connection {
         if src.is_empty() || dst.is_empty() {
             return Err(default_exchange());
         }
-        {
+        let commit = {
             let mut topo = self.vhost.write();
             let binding = Binding {
                 destination: Destination::Exchange(dst.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            let mut now_empty = false;
-            if let Some(x) = topo.exchanges.get_mut(src) {
-                let before = x.bindings.len();
-                x.bindings.retain(|b| b != &binding);
-                now_empty = x.auto_delete && before > x.bindings.len() && x.bindings.is_empty();
-            }
-            if now_empty {
-                vhost::delete_exchange(&mut topo, src);
-            }
-        }
-        self.persist_topology()?;
+            self.vhost
+                .remove_binding(&mut topo, src, &binding)
+                .map_err(not_persisted)?
+        };
         if !m.nowait {
-            self.send(
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                commit,
             );
         }
         Ok(())

@@ -114,17 +114,12 @@ fn expand_queue_shortcut(
     Ok(())
 }
 
-impl Connection {
-    /// Persists the vhost's durable topology after a change, before the `-ok` goes out; a store
-    /// failure is 541 INTERNAL_ERROR.
-    pub(crate) fn persist_topology(&self) -> Result<(), AmqpError> {
-        self.vhost.persist_topology().map_err(|err| {
-            AmqpError::new(
-                crate::error::ReplyCode::InternalError,
-                format!("cannot persist the topology: {err}"),
-            )
-        })
-    }
+/// A durable topology change the store refused: 541 INTERNAL_ERROR.
+pub(crate) fn not_persisted(err: crate::store::StoreError) -> AmqpError {
+    AmqpError::new(
+        crate::error::ReplyCode::InternalError,
+        format!("cannot persist the topology: {err}"),
+    )
 }
 
 /// RabbitMQ's wording for a missing queue.

@@ -5,12 +5,13 @@ use amq_protocol::protocol::{queue, AMQPClass};
 use amq_protocol::types::ShortString;
 use rand::Rng;
 
-use super::{locked, no_exchange, no_queue};
+use super::{locked, no_exchange, no_queue, not_persisted};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
+use crate::persistence::TopologyChange;
 use crate::queue::{Queue, QueueConfig};
-use crate::vhost::{self, REPLY_TO};
+use crate::vhost::REPLY_TO;
 
 /// A server-generated name: `amq.gen-` and 22 URL-safe base64 characters, as RabbitMQ does.
 pub(crate) fn generated_name(prefix: &str) -> String {
@@ -52,6 +53,7 @@ impl Connection {
         }
         // Exclusive queues are never durable (RabbitMQ ignores `durable` on them too).
         let durable = m.durable && !m.exclusive;
+        let mut commit = None;
         let (messages, consumers) = if m.passive {
             let q = self.usable_queue(&name)?;
             q.counts()
@@ -101,13 +103,27 @@ impl Connection {
                         )));
                     }
                     q.touch();
+                    // A redeclare replies once the queue's declare is committed (it may be
+                    // another connection's, still on its way to disk).
+                    if q.is_persisted() {
+                        commit = self
+                            .vhost
+                            .record_topology(TopologyChange::QueueDeclared(&q))
+                            .map_err(not_persisted)?;
+                    }
                     q.counts()
                 }
                 None => {
                     let owner = m.exclusive.then_some(self.id);
                     let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config)
                         .with_arguments(m.arguments.clone());
-                    self.vhost.insert_queue(&mut topo, q);
+                    let q = self.vhost.insert_queue(&mut topo, q);
+                    if q.is_persisted() {
+                        commit = self
+                            .vhost
+                            .record_topology(TopologyChange::QueueDeclared(&q))
+                            .map_err(not_persisted)?;
+                    }
                     if m.exclusive {
                         self.exclusive_queues.push(name.clone());
                     }
@@ -117,15 +133,12 @@ impl Connection {
         };
         if !m.passive {
             self.vhost.stats.queue_declared();
-            if m.durable && !m.exclusive {
-                self.persist_topology()?;
-            }
         }
         if let Some(channel) = self.channels.get_mut(&ch) {
             channel.last_queue = Some(name.clone());
         }
         if !m.nowait {
-            self.send(ch, declare_ok(&name, messages, consumers));
+            self.reply_when_committed(ch, declare_ok(&name, messages, consumers), commit);
         }
         Ok(())
     }
@@ -139,27 +152,25 @@ impl Connection {
             ));
         }
         self.usable_queue(qname)?;
-        {
+        let commit = {
             let mut topo = self.vhost.write();
-            let Some(x) = topo.exchanges.get_mut(xname) else {
+            if !topo.exchanges.contains_key(xname) {
                 return Err(no_exchange(xname, &self.vhost.name));
-            };
+            }
             let binding = Binding {
                 destination: Destination::Queue(qname.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            if !x.bindings.contains(&binding) {
-                x.bindings.push(binding);
-            }
-        }
-        if self.vhost.queue(qname).is_some_and(|q| q.is_persisted()) {
-            self.persist_topology()?;
-        }
+            self.vhost
+                .add_binding(&mut topo, xname, binding)
+                .map_err(not_persisted)?
+        };
         if !m.nowait {
-            self.send(
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                commit,
             );
         }
         Ok(())
@@ -178,48 +189,51 @@ impl Connection {
             ));
         }
         let queue = self.vhost.queue(qname);
-        let removed = {
+        let commit = {
             let mut topo = self.vhost.write();
             let binding = Binding {
                 destination: Destination::Queue(qname.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
                 arguments: m.arguments,
             };
-            match topo.exchanges.get_mut(xname) {
-                Some(x) if x.bindings.contains(&binding) => {
-                    if queue
-                        .as_ref()
-                        .is_some_and(|q| q.exclusive_owner.is_some_and(|o| o != self.id))
-                    {
-                        return Err(locked(qname, &self.vhost.name));
-                    }
-                    x.bindings.retain(|b| b != &binding);
-                    if x.auto_delete && x.bindings.is_empty() {
-                        vhost::delete_exchange(&mut topo, xname);
-                    }
-                    true
-                }
-                _ => false,
+            let bound = topo
+                .exchanges
+                .get(xname)
+                .is_some_and(|x| x.bindings.contains(&binding));
+            if bound
+                && queue
+                    .as_ref()
+                    .is_some_and(|q| q.exclusive_owner.is_some_and(|o| o != self.id))
+            {
+                return Err(locked(qname, &self.vhost.name));
             }
+            self.vhost
+                .remove_binding(&mut topo, xname, &binding)
+                .map_err(not_persisted)?
         };
-        if removed && queue.is_some_and(|q| q.is_persisted()) {
-            self.persist_topology()?;
-        }
-        self.send(
+        self.reply_when_committed(
             ch,
             AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+            commit,
         );
         Ok(())
     }
 
-    /// `queue.purge`: drops ready messages (unacked ones stay).
+    /// `queue.purge`: drops ready messages (unacked ones stay). `purge-ok` waits until the
+    /// store has committed their removal: purged messages must not come back after a crash.
     pub(crate) fn queue_purge(&mut self, ch: u16, m: queue::Purge) -> Result<(), AmqpError> {
         let q = self.usable_queue(m.queue.as_str())?;
         let message_count = q.purge();
         if !m.nowait {
-            self.send(
+            let commit = if q.is_persisted() && message_count > 0 {
+                self.vhost.store.barrier()
+            } else {
+                None
+            };
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
+                commit,
             );
         }
         Ok(())
@@ -228,8 +242,8 @@ impl Connection {
     /// `queue.delete` (idempotent for a missing queue, as in RabbitMQ 3.x).
     pub(crate) fn queue_delete(&mut self, ch: u16, m: queue::Delete) -> Result<(), AmqpError> {
         let name = m.queue.as_str();
-        let message_count = match self.vhost.queue(name) {
-            None => 0,
+        let deleted = match self.vhost.queue(name) {
+            None => None,
             Some(q) => {
                 if q.exclusive_owner.is_some_and(|o| o != self.id) {
                     return Err(locked(name, &self.vhost.name));
@@ -247,16 +261,20 @@ impl Connection {
                         self.vhost.name
                     )));
                 }
-                self.vhost.delete_queue_now(name).unwrap_or(0)
+                self.vhost.delete_queue_now(name)
             }
         };
+        // Absent (here): the store confirms it holds no such queue either (another
+        // connection's deletion of it may still be on its way to disk).
+        let (message_count, commit) = deleted.unwrap_or_else(|| (0, self.vhost.store.barrier()));
         self.exclusive_queues.retain(|q| q != name);
         if !m.nowait {
-            self.send(
+            self.reply_when_committed(
                 ch,
                 AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
                     message_count,
                 })),
+                commit,
             );
         }
         Ok(())

@@ -1,8 +1,16 @@
 //! The `tx` class: publishes, acks and nacks on a transactional channel are buffered and
 //! applied in order on `tx.commit`, dropped on `tx.rollback`.
 //!
+//! `tx.commit-ok` promises what a publisher confirm promises: it goes out once the store has
+//! committed every record the commit handed it (the persistent messages routed to durable
+//! queues, the removal of acked or rejected ones, their dead-letter copies), group-committed
+//! with everything else (see `Connection::reply_when_committed`). An ack in a transaction that
+//! is not committed has changed nothing, on disk or off.
+//!
 //! Departure from the spec's letter, as in RabbitMQ: a transaction is not atomic across
-//! queues, and delivery tags of buffered acks are checked at commit time.
+//! queues (a crash during the commit's fsync may keep some of its messages and not others:
+//! the client got no commit-ok, so it publishes again), and delivery tags of buffered acks
+//! are checked at commit time.
 
 use amq_protocol::protocol::{tx, AMQPClass};
 
@@ -42,8 +50,9 @@ impl Connection {
                 ))
             }
         };
+        let mut stored = false;
         for op in ops {
-            match op {
+            stored |= match op {
                 TxOp::Publish(publish) => {
                     let (publish, properties, body) = *publish;
                     self.route_publish(ch, publish, properties, body)?
@@ -52,9 +61,20 @@ impl Connection {
                 TxOp::Nack(tag, multiple, requeue) => {
                     self.apply_nack(ch, tag, multiple, requeue)?
                 }
-            }
+            };
         }
-        self.send(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+        // Everything the commit appended is before the barrier: once it is committed, so is
+        // the transaction.
+        let commit = if stored {
+            self.vhost.store.barrier()
+        } else {
+            None
+        };
+        self.reply_when_committed(
+            ch,
+            AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+            commit,
+        );
         Ok(())
     }
 

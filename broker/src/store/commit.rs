@@ -14,6 +14,16 @@ use super::StoreError;
 #[must_use = "a record is not durable until its Commit resolves"]
 pub struct Commit(pub(crate) oneshot::Receiver<Result<(), StoreError>>);
 
+impl Commit {
+    /// A commit that fails (with [`StoreError::Closed`]): for a change the store refused
+    /// where the refusal cannot be returned, so that whoever waits for it is not told the
+    /// change is durable.
+    pub(crate) fn failed() -> Self {
+        let (_, rx) = oneshot::channel();
+        Self(rx)
+    }
+}
+
 impl Future for Commit {
     type Output = Result<(), StoreError>;
 

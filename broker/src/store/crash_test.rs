@@ -69,9 +69,10 @@ fn crash_child() {
     runtime.block_on(async move {
         let (store, _) = Store::open(StoreConfig::new(dir)).unwrap();
         let store = Arc::new(store);
-        let q = store
+        let (q, declared) = store
             .declare_queue("/", "crash", false, Bytes::new())
             .unwrap();
+        declared.await.unwrap();
         let mut tasks = Vec::new();
         for publisher in 0..PUBLISHERS {
             let store = store.clone();

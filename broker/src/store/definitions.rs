@@ -1,5 +1,6 @@
-//! `Definitions`: the durable topology (exchanges, queues, bindings) and its snapshot file,
-//! replaced atomically on every change.
+//! `Definitions`: the durable topology (exchanges, queues, bindings) and its snapshot file.
+//! Changes are logged as records in the segment log (see `record`) and folded into a new
+//! snapshot from time to time (see `snapshot`).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::ledger::LogPoint;
 use super::segment::sync_dir;
 use super::{QueueId, StoreError};
 
@@ -44,7 +46,7 @@ pub struct QueueDef {
 }
 
 /// What a binding routes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BindingDestination {
     /// `queue.bind`.
     Queue,
@@ -53,7 +55,7 @@ pub enum BindingDestination {
 }
 
 /// A binding between durable entities.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BindingDef {
     /// Virtual host.
     pub vhost: String,
@@ -69,23 +71,31 @@ pub struct BindingDef {
     pub arguments: Bytes,
 }
 
-/// The durable topology. Stored as one snapshot file, `definitions`, rewritten whole on each
-/// change (topology changes are rare and small) via write-temp + fsync + rename + fsync of the
-/// directory, so a crash leaves either the old or the new snapshot, never a mix.
+/// The durable topology. Each change is a record in the segment log (kinds 4 to 9 of
+/// `Record`), group-committed with the messages; the file `definitions` is a snapshot of the
+/// topology as of a place in the log, written (write-temp + fsync + rename + fsync of the
+/// directory, so a crash leaves either the old or the new snapshot, never a mix) once the log
+/// holds more than 1,024 topology records and more than half as many as the topology has
+/// entries, or when a segment that could otherwise be deleted holds some. The topology at open is the snapshot
+/// plus the topology records from its place in the log on; records before it are skipped,
+/// and segments holding records after it are kept.
 ///
 /// File layout (integers big-endian; a *shortstr* is a u8 length then UTF-8 bytes, as in AMQP
 /// 0-9-1 §4.2.5.3; a *table* is a u32 length then an AMQP field table's encoded bytes):
 ///
 /// 1. Magic `b"LPDF"` [4 bytes].
-/// 2. Format version as u32, currently 1 [4 bytes].
+/// 2. Format version as u32, currently 2 [4 bytes].
 /// 3. Next queue id as u64 [8 bytes].
-/// 4. Exchange count as u32, then per exchange: vhost shortstr, name shortstr, type shortstr,
+/// 4. The place in the log the snapshot covers up to (version 2 only): segment number as u32,
+///    byte offset as u32 [8 bytes]. Every topology record before it is in the snapshot, none
+///    after it. A version 1 file (written before topology records existed) covers no record.
+/// 5. Exchange count as u32, then per exchange: vhost shortstr, name shortstr, type shortstr,
 ///    flags u8 (bit 0 auto-delete, bit 1 internal), arguments table.
-/// 5. Queue count as u32, then per queue: id u64, vhost shortstr, name shortstr, flags u8
+/// 6. Queue count as u32, then per queue: id u64, vhost shortstr, name shortstr, flags u8
 ///    (bit 0 auto-delete), arguments table.
-/// 6. Binding count as u32, then per binding: vhost shortstr, source shortstr, destination kind
+/// 7. Binding count as u32, then per binding: vhost shortstr, source shortstr, destination kind
 ///    u8 (0 queue, 1 exchange), destination shortstr, routing key shortstr, arguments table.
-/// 7. CRC-32 (IEEE) of fields 1-6 as u32 [4 bytes].
+/// 8. CRC-32 (IEEE) of fields 1-7 as u32 [4 bytes].
 ///
 /// Not stored: exclusive queues (they die with their connection), non-durable entities, and
 /// policies or users (the broker has none).
@@ -102,7 +112,7 @@ pub struct Definitions {
 }
 
 const MAGIC: &[u8; 4] = b"LPDF";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const FILE_NAME: &str = "definitions";
 
 /// The snapshot file in `data_dir`.
@@ -118,25 +128,30 @@ impl Definitions {
             .find(|q| q.vhost == vhost && q.name == name)
     }
 
-    /// Reads the snapshot, or returns empty definitions when there is none yet.
-    pub(crate) fn load(data_dir: &Path) -> Result<Self, StoreError> {
+    /// Reads the snapshot and the place in the log it covers up to, or returns empty
+    /// definitions covering nothing when there is none yet.
+    pub(crate) fn load(data_dir: &Path) -> Result<(Self, LogPoint), StoreError> {
         let path = definitions_path(data_dir);
         match fs::read(&path) {
             Ok(bytes) => Self::decode(&bytes)
                 .map_err(|reason| StoreError::CorruptDefinitions { path, reason }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
-                next_queue_id: 1,
-                ..Self::default()
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
+                Self {
+                    next_queue_id: 1,
+                    ..Self::default()
+                },
+                (0, 0),
+            )),
             Err(e) => Err(StoreError::io(path, e)),
         }
     }
 
-    /// Replaces the snapshot atomically and durably. Blocking.
-    pub(crate) fn save(&self, data_dir: &Path) -> Result<(), StoreError> {
+    /// Replaces the snapshot atomically and durably, as covering the log up to `covers`.
+    /// Blocking.
+    pub(crate) fn save(&self, data_dir: &Path, covers: LogPoint) -> Result<(), StoreError> {
         let path = definitions_path(data_dir);
         let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
-        let bytes = self.encode();
+        let bytes = self.encode(covers);
         File::create(&tmp)
             .and_then(|mut file| {
                 file.write_all(&bytes)?;
@@ -147,11 +162,13 @@ impl Definitions {
         sync_dir(data_dir)
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self, covers: LogPoint) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_be_bytes());
         out.extend_from_slice(&self.next_queue_id.to_be_bytes());
+        out.extend_from_slice(&covers.0.to_be_bytes());
+        out.extend_from_slice(&covers.1.to_be_bytes());
         put_u32(&mut out, self.exchanges.len());
         for e in &self.exchanges {
             put_shortstr(&mut out, &e.vhost);
@@ -185,7 +202,7 @@ impl Definitions {
         out
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<(Self, LogPoint), &'static str> {
         let (body, crc) = bytes.split_last_chunk::<4>().ok_or("file too short")?;
         if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
             return Err("checksum mismatch");
@@ -194,12 +211,18 @@ impl Definitions {
         if r.take(4)? != MAGIC {
             return Err("bad magic");
         }
-        if r.u32()? != VERSION {
+        let version = r.u32()?;
+        if version != 1 && version != VERSION {
             return Err("unsupported version");
         }
         let mut defs = Self {
             next_queue_id: r.u64()?,
             ..Self::default()
+        };
+        let covers = if version == 1 {
+            (0, 0)
+        } else {
+            (r.u32()?, r.u32()?)
         };
         for _ in 0..r.u32()? {
             let (vhost, name, kind) = (r.shortstr()?, r.shortstr()?, r.shortstr()?);
@@ -244,7 +267,7 @@ impl Definitions {
         if !r.0.is_empty() {
             return Err("trailing bytes");
         }
-        Ok(defs)
+        Ok((defs, covers))
     }
 }
 
@@ -343,27 +366,42 @@ mod tests {
             next_queue_id: 1,
             ..Definitions::default()
         };
-        let bytes = defs.encode();
+        let bytes = defs.encode((3, 0x0102));
         #[rustfmt::skip]
         let expected_body: &[u8] = &[
             b'L', b'P', b'D', b'F',         // magic
-            0, 0, 0, 1,                     // version
+            0, 0, 0, 2,                     // version
             0, 0, 0, 0, 0, 0, 0, 1,         // next queue id
+            0, 0, 0, 3,                     // covers the log up to segment 3,
+            0, 0, 1, 2,                     // offset 258
             0, 0, 0, 0,                     // exchanges
             0, 0, 0, 0,                     // queues
             0, 0, 0, 0,                     // bindings
         ];
         assert_eq!(&bytes[..bytes.len() - 4], expected_body);
-        assert_eq!(Definitions::decode(&bytes), Ok(defs));
+        assert_eq!(Definitions::decode(&bytes), Ok((defs, (3, 0x0102))));
     }
 
     #[test]
     fn snapshot_round_trips_and_detects_damage() {
         let defs = sample();
-        let mut bytes = defs.encode();
-        assert_eq!(Definitions::decode(&bytes), Ok(defs));
+        let mut bytes = defs.encode((1, 8));
+        assert_eq!(Definitions::decode(&bytes), Ok((defs, (1, 8))));
         bytes[12] ^= 1;
         assert_eq!(Definitions::decode(&bytes), Err("checksum mismatch"));
         assert_eq!(Definitions::decode(&[1, 2]), Err("file too short"));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_covers_no_log_record() {
+        let defs = sample();
+        // Version 1: no log position after the next queue id.
+        let v2 = defs.encode((9, 9));
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1[4..8].copy_from_slice(&1u32.to_be_bytes());
+        v1.drain(16..24);
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(Definitions::decode(&v1), Ok((defs, (0, 0))));
     }
 }

@@ -1,78 +1,80 @@
 //! `DirLock`: keeps two brokers off one data directory.
 //!
-//! The lock is the file `<data dir>/LOCK` holding the owner's process id, kept open by the
-//! owner. It is created with `create_new`, so of two brokers starting together one wins; a
-//! `LOCK` whose process does not hold it open (a broker killed with SIGKILL, or a number left by
-//! a power cut: torn, or naming a process of the last boot that a new one reuses) is stale and
-//! taken over. The check reads `/proc/<pid>/fd`: on systems without `/proc` every lock looks
-//! stale (no protection, no false refusal); where that directory cannot be read (another user's
-//! process) the lock is respected. An advisory `flock` would be exact, but needs `unsafe` (libc)
-//! or a newer Rust than the workspace's minimum.
+//! The lock is an advisory exclusive `flock` on `<data dir>/LOCK` (std's `File::try_lock`),
+//! held through the open file for as long as the store is open. The kernel releases it when
+//! that file is closed: when the store closes, or when the process dies, however it dies
+//! (SIGKILL included, before the dead process is reaped). So nothing about the file is trusted:
+//! a `LOCK` file left behind is just a file, whatever PID it names, and two brokers that share
+//! a volume from different PID namespaces (two containers, both PID 1) still exclude each
+//! other. A `flock` belongs to the open file, not the process: a second store opened on the
+//! same directory by the same process is refused too.
+//!
+//! The holder writes its PID into the file, for the operator and for the refusal's message;
+//! the PID is never read to decide anything. The file is never deleted: deleting a locked file
+//! would let a third broker lock a new file under the same name while the second still holds
+//! the old one.
+//!
+//! A process that forks while holding the lock shares it with the child until the child execs
+//! (std opens files close-on-exec): for that moment, closing the store does not release it.
+//! The broker spawns no processes, but a program embedding it may (test harnesses do), so a
+//! busy lock is retried for [`RETRY_FOR`] before the start is refused.
+//!
+//! Not covered: file systems that do not enforce `flock` between hosts (some NFS setups).
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::StoreError;
 
-/// Held by an open store; removes `LOCK` when dropped.
+/// How long a lock held by someone else is retried before [`StoreError::Locked`]: long enough
+/// for a forked child to exec (see the module doc), short next to a broker's start.
+const RETRY_FOR: Duration = Duration::from_secs(2);
+
+/// Held by an open store; the lock is released when it is dropped (the file is closed).
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    path: PathBuf,
-    /// `LOCK` itself, open for as long as the lock is held: what tells a live owner from a
-    /// process that merely has the number written in the file.
-    _file: std::fs::File,
+    _file: File,
 }
 
 impl DirLock {
-    /// Takes the lock of `data_dir`, or fails with [`StoreError::Locked`] when a live process
-    /// other than this one holds it.
+    /// Takes the lock of `data_dir`, or fails with [`StoreError::Locked`] when another open
+    /// file (another broker, in this process or another one) holds it.
     pub(crate) fn acquire(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join("LOCK");
-        let me = std::process::id();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let started = Instant::now();
         loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(me.to_string().as_bytes())
-                        .map_err(|e| StoreError::io(&path, e))?;
-                    return Ok(Self { path, _file: file });
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if started.elapsed() < RETRY_FOR => {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let owner = fs::read_to_string(&path)
+                Err(TryLockError::WouldBlock) => {
+                    // Informational only: the holder may not have written it yet.
+                    let pid = fs::read_to_string(&path)
                         .ok()
                         .and_then(|text| text.trim().parse::<u32>().ok());
-                    if let Some(pid) = owner.filter(|&pid| pid != me && holds(pid, &path)) {
-                        return Err(StoreError::Locked { pid });
-                    }
-                    tracing::warn!(path = %path.display(), ?owner, "taking over a stale lock");
-                    match fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(StoreError::io(&path, e)),
-                    }
+                    return Err(StoreError::Locked {
+                        dir: data_dir.to_owned(),
+                        pid,
+                    });
                 }
-                Err(e) => return Err(StoreError::io(&path, e)),
+                Err(TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
             }
         }
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(|e| StoreError::io(&path, e))?;
+        Ok(Self { _file: file })
     }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Whether process `pid` has `lock` open (Linux `/proc/<pid>/fd`). True when that cannot be
-/// read for lack of permission: another user's live process may well be the owner.
-fn holds(pid: u32, lock: &Path) -> bool {
-    let fds = match fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd")) {
-        Ok(fds) => fds,
-        Err(e) => return e.kind() == ErrorKind::PermissionDenied,
-    };
-    let lock = fs::canonicalize(lock).unwrap_or_else(|_| lock.to_owned());
-    fds.filter_map(Result::ok)
-        .any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == lock))
 }
 
 #[cfg(test)]
@@ -82,43 +84,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_live_owner_keeps_the_lock_and_a_dead_one_loses_it() {
+    fn one_holder_at_a_time_and_the_file_content_is_never_trusted() {
         let dir = TestDir::new();
-        // A live process holding LOCK open (a child that opened it): respected.
-        fs::write(dir.0.join("LOCK"), "0").unwrap();
-        let mut holder = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("exec sleep 30 < \"$0\"")
-            .arg(dir.0.join("LOCK"))
-            .spawn()
-            .unwrap();
-        let lock = dir.0.join("LOCK");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !holds(holder.id(), &lock) {
-            assert!(std::time::Instant::now() < deadline, "the child opens LOCK");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        // Rewritten in place (same file), as the owner wrote it.
-        fs::write(&lock, holder.id().to_string()).unwrap();
-        let locked = match DirLock::acquire(&dir.0) {
-            Err(StoreError::Locked { pid }) => pid,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(locked, holder.id());
-        holder.kill().unwrap();
-        holder.wait().unwrap();
-        // PID 1 always runs but does not hold LOCK (a number a power cut left, torn or from
-        // the last boot): stale.
+        // A lock file naming a running process (PID 1), left by a broker that is gone.
         fs::write(dir.0.join("LOCK"), "1").unwrap();
-        drop(DirLock::acquire(&dir.0).unwrap());
-        // A pid beyond the kernel's maximum cannot run: the lock is stale.
-        fs::write(dir.0.join("LOCK"), "4194305").unwrap();
         let lock = DirLock::acquire(&dir.0).unwrap();
         assert_eq!(
             fs::read_to_string(dir.0.join("LOCK")).unwrap(),
             std::process::id().to_string()
         );
+        // Held by an open file of this very process: refused all the same.
+        let err = DirLock::acquire(&dir.0).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Locked { pid: Some(pid), .. } if *pid == std::process::id()),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
         drop(lock);
-        assert!(!dir.0.join("LOCK").exists());
+        // Released with the file; the file itself stays.
+        assert!(dir.0.join("LOCK").exists());
+        drop(DirLock::acquire(&dir.0).unwrap());
     }
 }

@@ -14,8 +14,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{
-    BindingDef, ExchangeDef, PersistentMessage, Position, QueueDef, QueueId, Recovered, Store,
-    StoreError, StoredMessage,
+    Commit, PersistentMessage, Position, QueueId, Recovered, Store, StoreError, StoredMessage,
 };
 
 /// One durable queue's messages in the store.
@@ -114,16 +113,16 @@ impl DurableQueues {
         queues.get(vhost)?.get(queue).cloned()
     }
 
-    /// Records the durable queue (`queue.declare` with durable=true, not exclusive). Blocking:
-    /// see [`Store::declare_queue`].
+    /// Records the durable queue (`queue.declare` with durable=true, not exclusive) and
+    /// returns the commit its `declare-ok` waits for (see [`Store::declare_queue`]).
     pub fn declare_queue(
         &self,
         vhost: &str,
         name: &str,
         auto_delete: bool,
         arguments: Bytes,
-    ) -> Result<QueueId, StoreError> {
-        let id = self
+    ) -> Result<Commit, StoreError> {
+        let (id, commit) = self
             .store
             .declare_queue(vhost, name, auto_delete, arguments)?;
         self.queues
@@ -133,11 +132,12 @@ impl DurableQueues {
             .or_default()
             .entry(name.to_owned())
             .or_insert_with(|| Arc::new(Mutex::new(Slot::new(id))));
-        Ok(id)
+        Ok(commit)
     }
 
-    /// Forgets the durable queue and its messages (`queue.delete`). Idempotent.
-    pub fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+    /// Forgets the durable queue and its messages (`queue.delete`) and returns the commit its
+    /// `delete-ok` waits for. Idempotent.
+    pub fn delete_queue(&self, vhost: &str, name: &str) -> Result<Commit, StoreError> {
         let slot = self
             .queues
             .write()
@@ -149,31 +149,8 @@ impl DurableQueues {
                 let id = lock(&slot).id;
                 self.store.delete_queue(id)
             }
-            None => Ok(()),
+            None => Ok(self.store.barrier()),
         }
-    }
-
-    /// Persists the durable topology of `vhost` (see [`Store::replace_topology`]) and follows
-    /// it: slots for new durable queues, none for deleted ones.
-    pub fn replace_topology(
-        &self,
-        vhost: &str,
-        exchanges: Vec<ExchangeDef>,
-        queues: Vec<QueueDef>,
-        bindings: Vec<BindingDef>,
-    ) -> Result<(), StoreError> {
-        let kept = self
-            .store
-            .replace_topology(vhost, exchanges, queues, bindings)?;
-        let mut slots = self.queues.write().unwrap_or_else(PoisonError::into_inner);
-        let slots = slots.entry(vhost.to_owned()).or_default();
-        slots.retain(|name, _| kept.iter().any(|q| &q.name == name));
-        for queue in kept {
-            slots
-                .entry(queue.name)
-                .or_insert_with(|| Arc::new(Mutex::new(Slot::new(queue.id))));
-        }
-        Ok(())
     }
 
     /// Writes persistent message `seq` of durable queue `queue`. Returns what the publisher
@@ -304,7 +281,7 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::tests::TestDir;
-    use super::super::StoreConfig;
+    use super::super::{BindingDef, ExchangeDef, StoreConfig};
     use super::*;
 
     fn msg<'a>(properties: &'a [u8], body: &'a [u8]) -> PersistentMessage<'a> {
@@ -327,6 +304,8 @@ mod tests {
         let (queues, _) = open(&dir);
         queues
             .declare_queue("/", "jobs", false, Bytes::new())
+            .unwrap()
+            .await
             .unwrap();
         // Sequence numbers may reach the store out of order (concurrent publishers).
         for seq in [0u64, 2, 1, 3, 4] {
@@ -362,7 +341,11 @@ mod tests {
     async fn a_removal_that_overtakes_its_enqueue_cancels_it() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
-        queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
+        queues
+            .declare_queue("/", "q", false, Bytes::new())
+            .unwrap()
+            .await
+            .unwrap();
         queues.remove("/", "q", 7); // a no-ack consumer took it before the store saw it
         assert!(queues.enqueue("/", "q", 7, msg(b"", b"gone")).is_none());
         assert_eq!(queues.store().stats().live_messages, 0);
@@ -384,7 +367,11 @@ mod tests {
             "no store behind it: the confirm must be a nack"
         );
 
-        queues.declare_queue("/", "q", false, Bytes::new()).unwrap();
+        queues
+            .declare_queue("/", "q", false, Bytes::new())
+            .unwrap()
+            .await
+            .unwrap();
         queues
             .enqueue("/", "q", 0, msg(b"", b"a"))
             .unwrap()
@@ -397,23 +384,16 @@ mod tests {
             .unwrap()
             .await
             .unwrap();
-        queues.delete_queue("/", "q").unwrap();
+        queues.delete_queue("/", "q").unwrap().await.unwrap();
         assert_eq!(queues.store().stats().live_messages, 0);
         assert!(queues.store().definitions().queues.is_empty());
-        queues.delete_queue("/", "q").unwrap();
+        queues.delete_queue("/", "q").unwrap().await.unwrap();
     }
 
     #[tokio::test]
-    async fn replacing_the_topology_keeps_ids_and_drops_deleted_queues() {
+    async fn redeclaring_keeps_ids_and_a_deleted_queue_loses_its_messages() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
-        let def = |name: &str| QueueDef {
-            id: QueueId(0),
-            vhost: "/".into(),
-            name: name.into(),
-            auto_delete: false,
-            arguments: Bytes::new(),
-        };
         let exchange = ExchangeDef {
             vhost: "/".into(),
             name: "x".into(),
@@ -430,15 +410,21 @@ mod tests {
             routing_key: String::new(),
             arguments: Bytes::new(),
         };
-        queues
-            .replace_topology(
-                "/",
-                vec![exchange.clone()],
-                vec![def("a"), def("b")],
-                vec![binding.clone()],
-            )
+        let store = queues.store().clone();
+        store
+            .declare_exchange(exchange.clone())
+            .unwrap()
+            .await
             .unwrap();
-        let ids = queues.store().definitions().queues;
+        for name in ["a", "b"] {
+            queues
+                .declare_queue("/", name, false, Bytes::new())
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        store.bind(binding.clone()).unwrap().await.unwrap();
+        let ids = store.definitions().queues;
         queues
             .enqueue("/", "a", 0, msg(b"", b"a0"))
             .unwrap()
@@ -449,36 +435,31 @@ mod tests {
             .unwrap()
             .await
             .unwrap();
-        // Same topology again: nothing changes, ids stay.
+        // Same topology again: nothing is appended, ids stay.
+        let records = store.stats().records;
         queues
-            .replace_topology(
-                "/",
-                vec![exchange.clone()],
-                vec![def("b"), def("a")],
-                vec![binding.clone()],
-            )
+            .declare_queue("/", "b", false, Bytes::new())
+            .unwrap()
+            .await
             .unwrap();
-        assert_eq!(queues.store().definitions().queues.len(), 2);
-        assert!(ids
-            .iter()
-            .all(|q| queues.store().definitions().queues.contains(q)));
+        store.bind(binding.clone()).unwrap().await.unwrap();
+        store
+            .declare_exchange(exchange.clone())
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(store.stats().records, records);
+        assert_eq!(store.definitions().queues, ids);
         // Queue b deleted: its message goes with it.
-        queues
-            .replace_topology(
-                "/",
-                vec![exchange.clone()],
-                vec![def("a")],
-                vec![binding.clone()],
-            )
-            .unwrap();
-        assert_eq!(queues.store().stats().live_messages, 1);
+        queues.delete_queue("/", "b").unwrap().await.unwrap();
+        assert_eq!(store.stats().live_messages, 1);
         assert!(queues
             .enqueue("/", "b", 1, msg(b"", b"b1"))
             .unwrap()
             .await
             .is_err());
-        queues.store().close().await.unwrap();
-        drop(queues);
+        store.close().await.unwrap();
+        drop((queues, store));
 
         let (_, recovered) = open(&dir);
         assert_eq!(recovered.definitions.exchanges, vec![exchange]);

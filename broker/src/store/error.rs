@@ -53,15 +53,23 @@ pub enum StoreError {
         max: u64,
     },
 
-    /// Another running process (a broker) has the data directory open.
-    #[error("the data directory is in use by process {pid}")]
+    /// Another broker (in another process, or another store in this one) has the data
+    /// directory open: it holds the `flock` of `<data dir>/LOCK`.
+    #[error(
+        "the data directory {} is in use by another process{}",
+        .dir.display(),
+        .pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
     Locked {
-        /// The process holding `<data dir>/LOCK`.
-        pid: u32,
+        /// The data directory.
+        dir: PathBuf,
+        /// The PID the holder wrote into `LOCK`, when it could be read (informational).
+        pid: Option<u32>,
     },
 
-    /// An exchange name or routing key is longer than an AMQP shortstr (255 bytes).
-    #[error("exchange name or routing key longer than 255 bytes")]
+    /// A name (vhost, exchange, queue) or routing key is longer than an AMQP shortstr (255
+    /// bytes).
+    #[error("name or routing key longer than 255 bytes")]
     NameTooLong,
 
     /// The operation names a durable queue the store does not know.

@@ -1,10 +1,23 @@
 //! `Ledger`: live-message accounting per segment, which decides when a segment can be deleted
 //! (compaction).
 //!
-//! A segment may go when (a) none of its enqueue records is still live and (b) none of its
-//! remove/purge records still matters. A remove record in segment S for a message in an older
-//! segment T matters as long as T exists: deleting S first would bring the message back on the
-//! next recovery. So S keeps a *pin* on T for each such record, and T's deletion releases them.
+//! A segment may go when (a) none of its enqueue records is still live, (b) none of its
+//! remove/purge records still matters, (c) the records that made its messages dead are
+//! committed, and (d) none of its topology records is newer than the durable snapshot.
+//!
+//! (b): a remove record in segment S for a message in an older segment T matters as long as T
+//! exists: deleting S first would bring the message back on the next recovery. So S keeps a
+//! *pin* on T for each such record, and T's deletion releases them.
+//!
+//! (c): the ledger is updated when a record is appended, before the writer has written it.
+//! Deleting T as soon as its last message is removed would let a crash lose both the removal
+//! (never written) and T: for a dead-lettered message, whose copy in its new queue is appended
+//! just before that removal, that is a loss. So each segment remembers where the last record
+//! that freed one of its messages ends (`freed_upto`), and is deletable only once the log is
+//! committed up to there.
+//!
+//! (d): a segment holding topology records is kept until a snapshot of the topology taken at
+//! or after its end is durable (see `Definitions`): recovery replays those records otherwise.
 //!
 //! Live messages are tracked by offset (4 bytes each, see [`Offsets`]), not just counted, so a
 //! second remove of the same message is refused instead of freeing a segment that still holds
@@ -83,6 +96,9 @@ impl Offsets {
     }
 }
 
+/// A place in the log: (segment, byte offset). Ordered as the log is.
+pub(crate) type LogPoint = (u32, u32);
+
 /// Accounting of one segment.
 #[derive(Debug, Default)]
 struct Account {
@@ -91,6 +107,18 @@ struct Account {
     live: HashMap<QueueId, Offsets>,
     /// Older segments that removal records in this segment refer to, with the record count.
     pins: BTreeMap<u32, u64>,
+    /// End of the last record (remove, purge, queue delete) that made one of this segment's
+    /// messages dead: the segment may go only once the log is committed up to here.
+    freed_upto: LogPoint,
+    /// End offset of the last topology record in this segment that no durable snapshot
+    /// covers yet.
+    topology: Option<u32>,
+}
+
+impl Account {
+    fn freed(&mut self, by: LogPoint) {
+        self.freed_upto = self.freed_upto.max(by);
+    }
 }
 
 /// Live counts and pins of every segment on disk. Owned by the store's append state (behind its
@@ -126,11 +154,13 @@ impl Ledger {
             .is_some_and(|offsets| offsets.contains(offset))
     }
 
-    /// A remove record in segment `holder` took the message of `queue` at (`target`, `offset`)
-    /// out. Returns false (and changes nothing) when that message was not live.
+    /// A remove record in segment `holder`, ending at `end`, took the message of `queue` at
+    /// (`target`, `offset`) out. Returns false (and changes nothing) when that message was not
+    /// live.
     pub(crate) fn removed(
         &mut self,
         holder: u32,
+        end: u32,
         queue: QueueId,
         target: u32,
         offset: u32,
@@ -147,15 +177,18 @@ impl Ledger {
         if offsets.is_empty() {
             account.live.remove(&queue);
         }
+        account.freed((holder, end));
         self.pin(holder, target);
         true
     }
 
-    /// A purge record in segment `holder` removed every message of `queue` enqueued before it.
-    pub(crate) fn purged(&mut self, holder: u32, queue: QueueId) {
+    /// A purge record in segment `holder`, ending at `end`, removed every message of `queue`
+    /// enqueued before it.
+    pub(crate) fn purged(&mut self, holder: u32, end: u32, queue: QueueId) {
         let mut targets = Vec::new();
         for (&segment, account) in &mut self.segments {
             if account.live.remove(&queue).is_some() {
+                account.freed((holder, end));
                 targets.push(segment);
             }
         }
@@ -164,12 +197,30 @@ impl Ledger {
         }
     }
 
-    /// The durable queue was deleted: its records are dead (recovery skips queues missing from
-    /// the definitions), so it stops counting anywhere. Needs no pins: the definitions file,
-    /// not a log record, says the queue is gone.
-    pub(crate) fn forget_queue(&mut self, queue: QueueId) {
+    /// The durable queue was deleted by the record ending at `end`: its records are dead, so
+    /// it stops counting anywhere. Needs no pins: the queue-delete record is a topology record,
+    /// kept (with its segment) until a snapshot without the queue is durable.
+    pub(crate) fn forget_queue(&mut self, queue: QueueId, end: LogPoint) {
         for account in self.segments.values_mut() {
-            account.live.remove(&queue);
+            if account.live.remove(&queue).is_some() {
+                account.freed(end);
+            }
+        }
+    }
+
+    /// Segment `segment` holds a topology record ending at `end` (kept until a snapshot
+    /// covers it).
+    pub(crate) fn topology_record(&mut self, segment: u32, end: u32) {
+        let account = self.segments.entry(segment).or_default();
+        account.topology = account.topology.max(Some(end));
+    }
+
+    /// A durable snapshot covers every topology record before `covers`.
+    pub(crate) fn snapshot_covers(&mut self, covers: LogPoint) {
+        for (&segment, account) in self.segments.range_mut(..=covers.0) {
+            if account.topology.is_some_and(|end| (segment, end) <= covers) {
+                account.topology = None;
+            }
         }
     }
 
@@ -185,13 +236,27 @@ impl Ledger {
         }
     }
 
-    /// Segments below `limit` with nothing live and no pins: safe to delete now, in any order.
-    pub(crate) fn deletable(&self, limit: u32) -> Vec<u32> {
+    /// Segments below `limit` with nothing live, no pins, their freeing records committed (the
+    /// log is committed up to `committed`) and no topology record newer than the snapshot:
+    /// safe to delete now, in any order.
+    pub(crate) fn deletable(&self, limit: u32, committed: LogPoint) -> Vec<u32> {
         self.segments
             .range(..limit)
-            .filter(|(_, account)| account.live.is_empty() && account.pins.is_empty())
+            .filter(|(_, account)| Self::free(account, committed) && account.topology.is_none())
             .map(|(&segment, _)| segment)
             .collect()
+    }
+
+    /// True when a segment below `limit` could be deleted but for its topology records: a
+    /// snapshot would let it go.
+    pub(crate) fn held_by_topology(&self, limit: u32, committed: LogPoint) -> bool {
+        self.segments
+            .range(..limit)
+            .any(|(_, account)| account.topology.is_some() && Self::free(account, committed))
+    }
+
+    fn free(account: &Account, committed: LogPoint) -> bool {
+        account.live.is_empty() && account.pins.is_empty() && account.freed_upto <= committed
     }
 
     /// `segment` is gone from disk: forget it and release the pins that referred to it.
@@ -223,6 +288,8 @@ mod tests {
     use super::*;
 
     const Q: QueueId = QueueId(1);
+    /// A log committed everywhere.
+    const ALL: LogPoint = (u32::MAX, u32::MAX);
 
     #[test]
     fn offsets_take_four_bytes_each_and_forget_removed_ones() {
@@ -251,18 +318,22 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger.enqueued(1, 8, Q);
         ledger.enqueued(1, 20, Q);
-        assert!(ledger.removed(1, Q, 1, 8));
+        assert!(ledger.removed(1, 50, Q, 1, 8));
         assert!(
-            !ledger.removed(1, Q, 1, 8),
+            !ledger.removed(1, 67, Q, 1, 8),
             "a second remove changes nothing"
         );
-        assert!(!ledger.removed(1, QueueId(9), 1, 20), "wrong queue");
-        assert_eq!(ledger.deletable(10), Vec::<u32>::new());
+        assert!(!ledger.removed(1, 67, QueueId(9), 1, 20), "wrong queue");
+        assert_eq!(ledger.deletable(10, ALL), Vec::<u32>::new());
         assert!(ledger.is_live(Q, 1, 20));
-        assert!(ledger.removed(1, Q, 1, 20));
+        assert!(ledger.removed(1, 67, Q, 1, 20));
         assert!(!ledger.is_live(Q, 1, 20));
-        assert_eq!(ledger.deletable(10), vec![1]);
-        assert_eq!(ledger.deletable(1), Vec::<u32>::new(), "limit excludes");
+        assert_eq!(ledger.deletable(10, ALL), vec![1]);
+        assert_eq!(
+            ledger.deletable(1, ALL),
+            Vec::<u32>::new(),
+            "limit excludes"
+        );
     }
 
     #[test]
@@ -271,15 +342,15 @@ mod tests {
         ledger.enqueued(1, 8, Q); // a: stays live for a while
         ledger.enqueued(1, 30, Q); // b
         ledger.enqueued(2, 8, Q); // c
-        ledger.removed(2, Q, 1, 30); // ack b, recorded in segment 2
-        ledger.removed(2, Q, 2, 8); // ack c
+        ledger.removed(2, 40, Q, 1, 30); // ack b, recorded in segment 2
+        ledger.removed(2, 57, Q, 2, 8); // ack c
 
         // Segment 2 has nothing live but its ack of b must outlive segment 1.
-        assert_eq!(ledger.deletable(10), Vec::<u32>::new());
-        ledger.removed(3, Q, 1, 8); // ack a, recorded in segment 3
-        assert_eq!(ledger.deletable(10), vec![1]);
+        assert_eq!(ledger.deletable(10, ALL), Vec::<u32>::new());
+        ledger.removed(3, 25, Q, 1, 8); // ack a, recorded in segment 3
+        assert_eq!(ledger.deletable(10, ALL), vec![1]);
         ledger.deleted(1);
-        assert_eq!(ledger.deletable(10), vec![2, 3]);
+        assert_eq!(ledger.deletable(10, ALL), vec![2, 3]);
     }
 
     #[test]
@@ -289,13 +360,59 @@ mod tests {
         ledger.enqueued(1, 8, Q);
         ledger.enqueued(1, 30, other);
         ledger.enqueued(2, 8, Q);
-        ledger.purged(3, Q);
+        ledger.purged(3, 17, Q);
         assert_eq!(ledger.live_messages(), 1);
-        assert_eq!(ledger.deletable(10), vec![2]);
-        ledger.forget_queue(other);
-        assert_eq!(ledger.deletable(10), vec![1, 2]);
+        assert_eq!(ledger.deletable(10, ALL), vec![2]);
+        ledger.forget_queue(other, (3, 34));
+        assert_eq!(ledger.deletable(10, ALL), vec![1, 2]);
         ledger.deleted(1);
         ledger.deleted(2);
-        assert_eq!(ledger.deletable(10), vec![3]);
+        assert_eq!(ledger.deletable(10, ALL), vec![3]);
+    }
+
+    #[test]
+    fn a_segment_waits_for_the_records_that_freed_it_to_be_committed() {
+        let mut ledger = Ledger::default();
+        ledger.enqueued(1, 8, Q);
+        ledger.enqueued(1, 30, QueueId(2));
+        ledger.enqueued(2, 8, Q);
+        ledger.removed(3, 25, Q, 1, 8); // written at (3, 8..25)
+        ledger.purged(3, 42, QueueId(2)); // (3, 25..42)
+        ledger.removed(4, 25, Q, 2, 8);
+        assert_eq!(ledger.deletable(10, (3, 24)), Vec::<u32>::new());
+        assert_eq!(
+            ledger.deletable(10, (3, 25)),
+            Vec::<u32>::new(),
+            "purge pending"
+        );
+        assert_eq!(ledger.deletable(10, (3, 42)), vec![1]);
+        assert_eq!(ledger.deletable(10, ALL), vec![1, 2]);
+        ledger.enqueued(5, 8, Q);
+        ledger.forget_queue(Q, (6, 17));
+        assert_eq!(ledger.deletable(10, (6, 16)), vec![1, 2]);
+        assert_eq!(ledger.deletable(10, (6, 17)), vec![1, 2, 5]);
+    }
+
+    #[test]
+    fn topology_records_keep_their_segment_until_a_snapshot_covers_it() {
+        let mut ledger = Ledger::default();
+        ledger.enqueued(1, 8, Q);
+        ledger.topology_record(1, 30);
+        ledger.topology_record(2, 20);
+        ledger.removed(2, 37, Q, 1, 8);
+        assert_eq!(ledger.deletable(10, ALL), Vec::<u32>::new());
+        assert!(ledger.held_by_topology(10, ALL));
+        ledger.snapshot_covers((2, 8));
+        assert_eq!(ledger.deletable(10, ALL), vec![1]);
+        ledger.deleted(1);
+        assert!(
+            ledger.held_by_topology(10, ALL),
+            "segment 2 is not covered yet"
+        );
+        ledger.snapshot_covers((2, 19));
+        assert!(ledger.held_by_topology(10, ALL), "its record ends at 20");
+        ledger.snapshot_covers((2, 37));
+        assert!(!ledger.held_by_topology(10, ALL));
+        assert_eq!(ledger.deletable(10, ALL), vec![2]);
     }
 }

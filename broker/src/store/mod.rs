@@ -10,13 +10,14 @@
 //!
 //! # Layout
 //! - `error`: [`StoreError`].
-//! - `dir_lock`: the `LOCK` file that keeps two brokers off one data directory.
+//! - `dir_lock`: the `flock` on the `LOCK` file that keeps two brokers off one data directory.
 //! - `durable_dir`: creating the data directory so that a power cut cannot take it away.
 //! - `commit`: [`Commit`], the future a publisher confirm waits on.
 //! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
 //!   it reads back).
 //! - `position`: [`Position`], a record's place in the log (the message's identity and index).
-//! - `record`: the log record format (enqueue, remove, purge) and its byte layout.
+//! - `record`: the log record format (enqueue, remove, purge, and the six topology records)
+//!   and its byte layout.
 //! - `segment`: segment files, their header, and the scan that tells a torn tail from
 //!   corruption.
 //! - `recovery`: rebuilding queues and the compaction ledger from the segments at open
@@ -26,6 +27,10 @@
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
+//! - `topology`: the topology as the open store keeps it (indexed; changed only by applying
+//!   topology records) and how far the log has run ahead of the snapshot.
+//! - `snapshot`: folding the log's topology records into a new snapshot, on a thread of its
+//!   own.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
 //! - `seam`: [`DurableQueues`] as the broker's `persistence::Store`, the AMQP encodings the log
@@ -33,8 +38,9 @@
 //!
 //! # On disk
 //! ```text
-//! <data dir>/LOCK                   pid of the process that has the directory open
-//! <data dir>/definitions            topology snapshot (layout on `Definitions`)
+//! <data dir>/LOCK                   flock()ed by the open store; holds its pid (informational)
+//! <data dir>/definitions            topology snapshot up to a place in the log (layout on
+//!                                   `Definitions`); absent until the first snapshot
 //! <data dir>/definitions.tmp        the next snapshot while it is being written
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
 //! ```
@@ -45,14 +51,21 @@
 //!    see [`StoreError::is_corruption`]), declares the recovered exchanges, queues and bindings,
 //!    and puts each durable queue's messages back in log order, `redelivered = true`.
 //! 2. Every durable topology change (declare, delete, bind, unbind; auto-delete and `x-expires`
-//!    deletions too) hands the vhost's durable topology to [`Store::replace_topology`] before
-//!    the `-ok`: a small snapshot write, fsynced.
+//!    deletions too) is handed over as it is made, under the vhost's topology lock, and appended
+//!    as one record ([`Store::declare_queue`], [`Store::bind`], ...); the `-ok` waits for its
+//!    [`Commit`], group-committed with everything else. Nothing is rewritten per change: a
+//!    snapshot folds the records in now and then (see [`Definitions`]).
 //! 3. A persistent message routed to a durable, non-exclusive queue is appended by
 //!    [`DurableQueues::enqueue`]; the publisher confirm waits for its group commit.
 //!    Transient messages and other queues never touch the store.
 //! 4. When such a message leaves its queue for good (ack, no-ack delivery or `basic.get`,
 //!    reject/nack without requeue, expiry, length limit, purge), [`DurableQueues::remove`]
-//!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss).
+//!    appends a remove record (not waited for: a lost remove is a redelivery, never a loss,
+//!    except where a reply promises it: `tx.commit-ok` and `purge-ok` wait for a
+//!    [`Store::barrier`]). A dead-lettered message is removed only after its copies are
+//!    enqueued where it goes, and compaction deletes a segment only once the records that
+//!    freed it are committed, so that a crash between the two leaves a duplicate, never a
+//!    loss.
 //! 5. `BrokerHandle::shutdown` closes the store (flush and fsync).
 //! 6. Past the memory budget (`--memory-budget`, see the broker's `memory` module), a queue
 //!    drops the body and properties of a newly queued persistent message from memory once its
@@ -81,6 +94,8 @@ mod record;
 mod recovery;
 pub(crate) mod seam;
 mod segment;
+mod snapshot;
+mod topology;
 mod writer;
 
 #[cfg(test)]
@@ -111,8 +126,9 @@ pub use recovery::{Recovered, RecoveredQueue};
 
 use dir_lock::DirLock;
 pub(crate) use durable_dir::create_dir_durably;
-use record::{checksum, Record, RECORD_HEADER_LEN};
+use record::{checksum, fits_shortstr, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
+use topology::{binding_record, TopologyLog};
 use writer::{AppendState, Counters, Shared, Waiter};
 
 /// The store's name for a durable queue, used in log records instead of the (vhost, name)
@@ -187,11 +203,10 @@ pub struct Store {
     /// Shared with the writer thread, which holds the other `Arc` and exits when `closing` is
     /// set and nothing is pending (set by [`close`](Self::close) or by dropping the store).
     shared: Arc<Shared>,
-    /// The topology. Held across a snapshot rewrite, which serializes rewrites so snapshots
-    /// land in the order of the changes.
-    definitions: Mutex<Definitions>,
     /// Dropped by the writer thread when it exits; [`close`](Self::close) waits for that.
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    /// The writer thread, joined on drop: once the store is dropped, the directory is free.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for Store {
@@ -204,13 +219,14 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `config.data_dir`: loads the topology, scans the
-    /// segment log, cuts a torn tail, deletes fully acknowledged segments, and starts the
-    /// writer thread. Blocking (it reads the whole log): call it before serving, or from
-    /// `spawn_blocking`.
+    /// Opens (or creates) the store in `config.data_dir`: loads the topology snapshot, scans
+    /// the segment log (replaying the topology records the snapshot does not cover), cuts a
+    /// torn tail, deletes fully acknowledged segments, and starts the writer thread. Blocking
+    /// (it reads the whole log): call it before serving, or from `spawn_blocking`.
     ///
     /// Fails with a [`StoreError::is_corruption`] error when the files are damaged anywhere but
-    /// in the last record written.
+    /// in the last record written, and with [`StoreError::Locked`] when another open store
+    /// holds the directory.
     pub fn open(config: StoreConfig) -> Result<(Self, Recovered), StoreError> {
         let data_dir = config.data_dir;
         let seg_dir = segments_dir(&data_dir);
@@ -218,13 +234,15 @@ impl Store {
         // takes every confirmed message with it.
         create_dir_durably(&seg_dir).map_err(|e| StoreError::io(&seg_dir, e))?;
         let lock = DirLock::acquire(&data_dir)?;
-        let mut definitions = Definitions::load(&data_dir)?;
-        let known: HashSet<QueueId> = definitions.queues.iter().map(|q| q.id).collect();
-        let mut scanned = recovery::recover(&data_dir, &known)?;
-        definitions.next_queue_id = definitions
+        let (snapshot, covers) = Definitions::load(&data_dir)?;
+        let mut scanned = recovery::recover(&data_dir, snapshot, covers)?;
+        scanned.topology.next_queue_id = scanned
+            .topology
             .next_queue_id
             .max(scanned.max_queue_id + 1)
             .max(1);
+        let definitions = scanned.topology.to_definitions();
+        let known: HashSet<QueueId> = definitions.queues.iter().map(|q| q.id).collect();
         let queues = definitions
             .queues
             .iter()
@@ -234,7 +252,7 @@ impl Store {
             })
             .collect::<Vec<_>>();
         let recovered = Recovered {
-            definitions: definitions.clone(),
+            definitions,
             queues,
             torn_tail_bytes: scanned.torn_bytes,
         };
@@ -243,11 +261,19 @@ impl Store {
             queues = recovered.queues.len(),
             messages = recovered.queues.iter().map(|q| q.messages.len()).sum::<usize>(),
             segments = scanned.ledger.segment_count(),
+            topology_records = scanned.uncovered,
             torn_tail_bytes = scanned.torn_bytes,
             "store opened"
         );
 
+        let topology = TopologyLog {
+            topology: scanned.topology,
+            uncovered: scanned.uncovered,
+            last_record_end: scanned.last_topology_end,
+            snapshot_running: false,
+        };
         let shared = Arc::new(Shared {
+            topology: Mutex::new(topology),
             state: Mutex::new(AppendState::new(
                 scanned.last_segment,
                 scanned.end_offset,
@@ -261,21 +287,30 @@ impl Store {
             data_dir,
             policy: config.fsync,
             segment_size: config.segment_size.clamp(4096, 1 << 30),
-            _lock: lock,
+            snapshot_thread: Mutex::new(None),
+            dir_lock: Mutex::new(Some(lock)),
             #[cfg(test)]
             gate: Mutex::new(()),
+            #[cfg(test)]
+            compaction_gate: Mutex::new(()),
         });
         shared.compact()?;
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("lepus-store-writer".into())
             .spawn(move || writer::run(thread_shared, stopped_tx))
             .map_err(|e| StoreError::io(&shared.data_dir, e))?;
+        {
+            let mut log = shared.lock_topology();
+            if log.snapshot_due() {
+                snapshot::start(&shared, &mut log);
+            }
+        }
         let store = Self {
             shared,
-            definitions: Mutex::new(definitions),
             stopped: Mutex::new(Some(stopped_rx)),
+            writer_thread: Some(writer_thread),
         };
         Ok((store, recovered))
     }
@@ -285,208 +320,163 @@ impl Store {
         &self.shared.data_dir
     }
 
-    /// A copy of the current durable topology.
+    /// A copy of the current durable topology (changes appended, committed or not).
     pub fn definitions(&self) -> Definitions {
-        self.lock_definitions().clone()
+        self.shared.lock_topology().topology.to_definitions()
     }
 
-    // Topology changes below are synchronous and block for one small file write and three
-    // fsyncs (file, then directory after the rename): a few milliseconds, on changes that are
-    // rare next to publishes. They fit the broker's synchronous method handlers, which answer
-    // `declare-ok` only after the call returns; an async caller with many of them may wrap
-    // them in `spawn_blocking`.
+    // Topology changes below append one record to the log, like messages, and apply it to the
+    // in-memory topology at once; the returned `Commit` resolves when the record is committed
+    // (group commit, as for publisher confirms): a broker sends the `-ok` after it. A change
+    // that changes nothing appends nothing and returns a commit that resolves once every
+    // topology record appended so far is committed (the topology it reports is then durable).
+    // They take the topology lock, then the append lock, briefly: no I/O, no wait on other
+    // connections' changes.
 
-    /// Records a durable exchange (replacing one of the same vhost and name). Returns once the
-    /// snapshot is on disk.
-    pub fn declare_exchange(&self, exchange: ExchangeDef) -> Result<(), StoreError> {
-        let mut defs = self.lock_definitions();
-        if defs.exchanges.contains(&exchange) {
-            return Ok(());
+    /// Records a durable exchange (replacing one of the same vhost and name).
+    pub fn declare_exchange(&self, exchange: ExchangeDef) -> Result<Commit, StoreError> {
+        check_names(&[&exchange.vhost, &exchange.name, &exchange.kind])?;
+        let mut log = self.shared.lock_topology();
+        if log.topology.exchange(&exchange.vhost, &exchange.name) == Some(&exchange) {
+            return Ok(self.topology_barrier(&log));
         }
-        let mut next = defs.clone();
-        next.exchanges
-            .retain(|e| !(e.vhost == exchange.vhost && e.name == exchange.name));
-        next.exchanges.push(exchange);
-        self.save(&mut defs, next)
+        let record = Record::ExchangeDeclare {
+            vhost: &exchange.vhost,
+            name: &exchange.name,
+            kind: &exchange.kind,
+            flags: u8::from(exchange.auto_delete) | u8::from(exchange.internal) << 1,
+            arguments: &exchange.arguments,
+        };
+        self.log_topology(&mut log, &record)
     }
 
     /// Forgets a durable exchange and every binding from or to it (`exchange.delete`).
     /// Idempotent.
-    pub fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
-        let mut defs = self.lock_definitions();
-        let mut next = defs.clone();
-        next.exchanges
-            .retain(|e| !(e.vhost == vhost && e.name == name));
-        next.bindings.retain(|b| {
-            !(b.vhost == vhost
-                && (b.source == name
-                    || (b.destination_kind == BindingDestination::Exchange
-                        && b.destination == name)))
-        });
-        if next == *defs {
-            return Ok(());
+    pub fn delete_exchange(&self, vhost: &str, name: &str) -> Result<Commit, StoreError> {
+        check_names(&[vhost, name])?;
+        let mut log = self.shared.lock_topology();
+        if log.topology.exchange(vhost, name).is_none() {
+            return Ok(self.topology_barrier(&log));
         }
-        self.save(&mut defs, next)
+        self.log_topology(&mut log, &Record::ExchangeDelete { vhost, name })
     }
 
     /// Records a durable queue and returns its id; a queue of the same vhost and name keeps its
-    /// id (its flags and arguments are updated). Returns once the snapshot is on disk.
+    /// id (a declare with other flags or arguments replaces them).
     pub fn declare_queue(
         &self,
         vhost: &str,
         name: &str,
         auto_delete: bool,
         arguments: Bytes,
-    ) -> Result<QueueId, StoreError> {
-        let mut defs = self.lock_definitions();
-        let mut next = defs.clone();
-        let id = match next
-            .queues
-            .iter_mut()
-            .find(|q| q.vhost == vhost && q.name == name)
-        {
-            Some(queue) => {
-                queue.auto_delete = auto_delete;
-                queue.arguments = arguments;
-                queue.id
-            }
-            None => {
-                let id = QueueId(next.next_queue_id);
-                next.next_queue_id += 1;
-                next.queues.push(QueueDef {
-                    id,
-                    vhost: vhost.to_owned(),
-                    name: name.to_owned(),
-                    auto_delete,
-                    arguments,
-                });
-                id
-            }
+    ) -> Result<(QueueId, Commit), StoreError> {
+        check_names(&[vhost, name])?;
+        let mut log = self.shared.lock_topology();
+        let (id, same) = match log.topology.queue(vhost, name) {
+            Some(q) => (
+                q.id,
+                q.auto_delete == auto_delete && q.arguments == arguments,
+            ),
+            None => (QueueId(log.topology.next_queue_id), false),
         };
-        if next != *defs {
-            self.save(&mut defs, next)?;
+        if same {
+            return Ok((id, self.topology_barrier(&log)));
         }
-        self.shared.lock().queues.insert(id);
-        Ok(id)
+        let record = Record::QueueDeclare {
+            queue: id,
+            vhost,
+            name,
+            flags: u8::from(auto_delete),
+            arguments: &arguments,
+        };
+        let commit = self.log_topology(&mut log, &record)?;
+        Ok((id, commit))
     }
 
-    /// Forgets a durable queue, its bindings and its messages (`queue.delete`). Its records stay
-    /// in the log until compaction, but recovery skips them. Idempotent.
-    pub fn delete_queue(&self, queue: QueueId) -> Result<(), StoreError> {
-        let mut defs = self.lock_definitions();
-        let mut next = defs.clone();
-        let Some(index) = next.queues.iter().position(|q| q.id == queue) else {
-            return Ok(());
-        };
-        let removed = next.queues.remove(index);
-        next.bindings.retain(|b| {
-            !(b.vhost == removed.vhost
-                && b.destination_kind == BindingDestination::Queue
-                && b.destination == removed.name)
-        });
-        self.save(&mut defs, next)?;
-        // Only once the snapshot no longer names the queue may its segments go.
-        let mut state = self.shared.lock();
-        state.queues.remove(&queue);
-        state.ledger.forget_queue(queue);
-        Ok(())
-    }
-
-    /// Makes the stored topology of `vhost` exactly `exchanges`, `queues` and `bindings` (other
-    /// vhosts are untouched): queues keep their ids by name (the ids in `queues` are ignored),
-    /// new queues get fresh ids, and queues no longer listed are forgotten with their messages.
-    /// Writes the snapshot only if something changed. Returns the vhost's queues with their ids.
-    ///
-    /// This is how a broker that keeps its own topology persists it: after each change, hand
-    /// over the durable part of the whole vhost, and never get out of step.
-    pub fn replace_topology(
-        &self,
-        vhost: &str,
-        exchanges: Vec<ExchangeDef>,
-        queues: Vec<QueueDef>,
-        bindings: Vec<BindingDef>,
-    ) -> Result<Vec<QueueDef>, StoreError> {
-        let mut defs = self.lock_definitions();
-        let mut next = defs.clone();
-        next.exchanges.retain(|e| e.vhost != vhost);
-        next.exchanges.extend(exchanges);
-        next.bindings.retain(|b| b.vhost != vhost);
-        next.bindings.extend(bindings);
-        let old: Vec<QueueDef> = next
-            .queues
-            .iter()
-            .filter(|q| q.vhost == vhost)
-            .cloned()
-            .collect();
-        next.queues.retain(|q| q.vhost != vhost);
-        let mut kept = Vec::with_capacity(queues.len());
-        for mut queue in queues {
-            queue.id = match old.iter().find(|q| q.name == queue.name) {
-                Some(existing) => existing.id,
-                None => {
-                    next.next_queue_id += 1;
-                    QueueId(next.next_queue_id - 1)
-                }
-            };
-            kept.push(queue);
+    /// Forgets a durable queue, its bindings and its messages (`queue.delete`). Its message
+    /// records stay in the log until compaction, but recovery skips them. Idempotent.
+    pub fn delete_queue(&self, queue: QueueId) -> Result<Commit, StoreError> {
+        let mut log = self.shared.lock_topology();
+        if log.topology.queue_by_id(queue).is_none() {
+            return Ok(self.topology_barrier(&log));
         }
-        next.queues.extend(kept.iter().cloned());
-        let gone: Vec<QueueId> = old
-            .iter()
-            .filter(|q| !kept.iter().any(|k| k.id == q.id))
-            .map(|q| q.id)
-            .collect();
-        if !same_topology(&defs, &next) {
-            self.save(&mut defs, next)?;
-        }
-        let mut state = self.shared.lock();
-        for queue in &kept {
-            state.queues.insert(queue.id);
-        }
-        // Only once the snapshot no longer names them may their segments go.
-        for id in gone {
-            state.queues.remove(&id);
-            state.ledger.forget_queue(id);
-        }
-        Ok(kept)
+        self.log_topology(&mut log, &Record::QueueDelete { queue })
     }
 
     /// Records a binding between durable entities (`queue.bind`, `exchange.bind`). Idempotent.
-    pub fn bind(&self, binding: BindingDef) -> Result<(), StoreError> {
-        let mut defs = self.lock_definitions();
-        if defs.bindings.contains(&binding) {
-            return Ok(());
+    pub fn bind(&self, binding: BindingDef) -> Result<Commit, StoreError> {
+        check_binding(&binding)?;
+        let mut log = self.shared.lock_topology();
+        if log.topology.has_binding(&binding) {
+            return Ok(self.topology_barrier(&log));
         }
-        let mut next = defs.clone();
-        next.bindings.push(binding);
-        self.save(&mut defs, next)
+        self.log_topology(&mut log, &Record::Bind(binding_record(&binding)))
     }
 
     /// Forgets a binding (`queue.unbind`, `exchange.unbind`): the one with the same vhost,
     /// source, destination, routing key and arguments. Idempotent.
-    pub fn unbind(&self, binding: &BindingDef) -> Result<(), StoreError> {
-        let mut defs = self.lock_definitions();
-        if !defs.bindings.contains(binding) {
-            return Ok(());
+    pub fn unbind(&self, binding: &BindingDef) -> Result<Commit, StoreError> {
+        check_binding(binding)?;
+        let mut log = self.shared.lock_topology();
+        if !log.topology.has_binding(binding) {
+            return Ok(self.topology_barrier(&log));
         }
-        let mut next = defs.clone();
-        next.bindings.retain(|b| b != binding);
-        self.save(&mut defs, next)
+        self.log_topology(&mut log, &Record::Unbind(binding_record(binding)))
     }
 
-    /// Writes `next` as the snapshot and, once it is durable, makes it the current topology.
-    fn save(&self, current: &mut Definitions, next: Definitions) -> Result<(), StoreError> {
-        next.save(&self.shared.data_dir)?;
-        *current = next;
-        Ok(())
+    /// A commit that resolves once everything appended so far (any record, by anyone) is
+    /// committed: what a reply covering several records waits for (`tx.commit-ok` after the
+    /// transaction's enqueues and removes, `purge-ok` after the purged messages' removes).
+    pub fn barrier(&self) -> Commit {
+        let (tx, rx) = oneshot::channel();
+        self.shared.commit_upto(None, Waiter::Outcome(tx));
+        Commit(rx)
     }
 
-    /// Locks the topology. No code panics while holding it (snapshot writes return errors), so
-    /// a poisoned lock still guards a consistent value.
-    fn lock_definitions(&self) -> std::sync::MutexGuard<'_, Definitions> {
-        self.definitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// A commit that resolves once every topology record appended so far is committed.
+    fn topology_barrier(&self, log: &TopologyLog) -> Commit {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .commit_upto(Some(log.last_record_end), Waiter::Outcome(tx));
+        Commit(rx)
+    }
+
+    /// Appends topology `record` and applies it; `log` is the held topology lock, so records
+    /// reach the log in the order they are applied. Starts a snapshot when enough records
+    /// piled up.
+    fn log_topology(
+        &self,
+        log: &mut TopologyLog,
+        record: &Record<'_>,
+    ) -> Result<Commit, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let (end, wake_writer) = {
+            let mut state = self.shared.lock();
+            let position = state.append(record, self.shared.segment_size)?;
+            let end = (position.segment, position.offset + position.len);
+            state.ledger.topology_record(position.segment, end.1);
+            match *record {
+                Record::QueueDeclare { queue, .. } => {
+                    state.queues.insert(queue);
+                }
+                Record::QueueDelete { queue } => {
+                    state.queues.remove(&queue);
+                    state.ledger.forget_queue(queue, end);
+                }
+                _ => {}
+            }
+            (end, state.push_waiter(Waiter::Outcome(tx)))
+        };
+        if wake_writer {
+            self.shared.wake.notify_one();
+        }
+        log.topology.apply(record);
+        log.uncovered += 1;
+        log.last_record_end = end;
+        if log.snapshot_due() {
+            snapshot::start(&self.shared, log);
+        }
+        Ok(Commit(rx))
     }
 
     /// Appends an enqueue record: persistent `message` entered durable `queue`. Returns its
@@ -570,9 +560,13 @@ impl Store {
                 }
             },
             |state, position| {
-                state
-                    .ledger
-                    .removed(position.segment, queue, message.segment, message.offset);
+                state.ledger.removed(
+                    position.segment,
+                    position.offset + position.len,
+                    queue,
+                    message.segment,
+                    message.offset,
+                );
             },
             Waiter::Outcome(tx),
         )
@@ -588,7 +582,11 @@ impl Store {
             queue,
             &record,
             |_| Ok(()),
-            |state, position| state.ledger.purged(position.segment, queue),
+            |state, position| {
+                state
+                    .ledger
+                    .purged(position.segment, position.offset + position.len, queue)
+            },
             Waiter::Outcome(tx),
         )
         .map(|_| Commit(rx))
@@ -740,6 +738,16 @@ impl Store {
         Ok(file)
     }
 
+    /// Waits for the topology snapshot being written, if any (and the compaction it ends
+    /// with). Blocking.
+    #[cfg(test)]
+    pub(crate) fn wait_for_snapshot(&self) {
+        let thread = self.shared.take_snapshot_thread();
+        if let Some(thread) = thread {
+            thread.join().unwrap_or_default();
+        }
+    }
+
     /// Activity counters.
     pub fn stats(&self) -> StoreStats {
         let counters = &self.shared.counters;
@@ -756,7 +764,8 @@ impl Store {
     }
 
     /// Stops accepting records, waits until everything appended so far is written and fsynced,
-    /// and stops the writer thread. Later appends fail with [`StoreError::Closed`].
+    /// stops the writer thread and releases the data directory's lock. Later appends fail with
+    /// [`StoreError::Closed`].
     pub async fn close(&self) -> Result<(), StoreError> {
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();
@@ -769,6 +778,19 @@ impl Store {
             // The sender is only ever dropped (never sent on): `Err` means "thread exited".
             let _ = stopped.await;
         }
+        // A snapshot being written holds the directory too; with the writer gone its wait for
+        // the log is over, so it ends soon.
+        let snapshot = self.shared.take_snapshot_thread();
+        if let Some(thread) = snapshot {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        // Nothing writes any more: another store may open the directory, even while this one
+        // is still referenced (the broker's queues hold it until they are dropped).
+        self.shared
+            .dir_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         match &self.shared.lock().failed {
             Some(cause) => Err(StoreError::WriterFailed(cause.clone())),
             None => Ok(()),
@@ -811,23 +833,38 @@ fn decode_enqueue(record: &Bytes) -> Option<StoredMessage> {
     })
 }
 
-/// Whether two topologies hold the same entities, whatever their order (the broker's maps have
-/// none).
-fn same_topology(a: &Definitions, b: &Definitions) -> bool {
-    fn same<T: PartialEq>(x: &[T], y: &[T]) -> bool {
-        x.len() == y.len() && x.iter().all(|e| y.contains(e))
+/// Refuses names that do not fit a shortstr (AMQP names never do; vhost names come from the
+/// admin API).
+fn check_names(names: &[&str]) -> Result<(), StoreError> {
+    if names.iter().all(|name| fits_shortstr(name)) {
+        Ok(())
+    } else {
+        Err(StoreError::NameTooLong)
     }
-    a.next_queue_id == b.next_queue_id
-        && same(&a.exchanges, &b.exchanges)
-        && same(&a.queues, &b.queues)
-        && same(&a.bindings, &b.bindings)
+}
+
+fn check_binding(binding: &BindingDef) -> Result<(), StoreError> {
+    check_names(&[
+        &binding.vhost,
+        &binding.source,
+        &binding.destination,
+        &binding.routing_key,
+    ])
 }
 
 impl Drop for Store {
-    /// Tells the writer thread to flush what is pending and exit, without waiting for it: call
-    /// [`Store::close`] first when the directory is to be opened again.
+    /// Tells the writer thread to flush what is pending and exit, and waits for it (and for a
+    /// snapshot being written), so that the directory's lock is released when this returns.
+    /// Blocking: after [`Store::close`] there is nothing left to wait for.
     fn drop(&mut self) {
         self.shared.lock().closing = true;
         self.shared.wake.notify_one();
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+        let snapshot = self.shared.take_snapshot_thread();
+        if let Some(thread) = snapshot {
+            let _ = thread.join();
+        }
     }
 }

@@ -1,14 +1,16 @@
-//! Recovery: scan every segment in order at open, rebuild each durable queue's ordered list of
-//! unacknowledged persistent messages and the compaction ledger, and cut a torn tail.
+//! Recovery: scan every segment in order at open, replay the topology records the snapshot
+//! does not cover, rebuild each durable queue's ordered list of unacknowledged persistent
+//! messages and the compaction ledger, and cut a torn tail.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use super::ledger::Ledger;
+use super::ledger::{Ledger, LogPoint};
 use super::record::Record;
 use super::segment::{list_segments, scan, segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
+use super::topology::Topology;
 use super::{Definitions, Position, QueueId, StoreError};
 
 /// What the store found at open: the durable topology and, per durable queue, its persistent
@@ -40,6 +42,12 @@ pub struct RecoveredQueue {
 /// What a scan of the whole log found.
 #[derive(Debug)]
 pub(crate) struct Scanned {
+    /// The topology: the snapshot with the later topology records applied.
+    pub(crate) topology: Topology,
+    /// Topology records the snapshot does not cover.
+    pub(crate) uncovered: u64,
+    /// End of the last of them (where the snapshot's coverage ends when there is none).
+    pub(crate) last_topology_end: LogPoint,
     /// Live messages per known queue, in log order.
     pub(crate) queues: HashMap<QueueId, QueueScan>,
     /// Live counts and pins of every segment.
@@ -108,16 +116,30 @@ impl QueueScan {
     }
 }
 
-/// Scans the segment log of `data_dir`. Records of queues not in `known` (deleted queues) are
-/// skipped. Creates segment 1 when there is none; truncates a torn tail of the last segment.
-pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scanned, StoreError> {
+/// Scans the segment log of `data_dir`, starting from the topology `snapshot`, which covers
+/// the log up to `covers`: topology records before that place are skipped (the snapshot has
+/// them), later ones are applied in log order. Message records of queues unknown at their
+/// place in the log (deleted queues) are skipped. Creates segment 1 when there is none;
+/// truncates a torn tail of the last segment.
+pub(crate) fn recover(
+    data_dir: &Path,
+    snapshot: Definitions,
+    covers: LogPoint,
+) -> Result<Scanned, StoreError> {
     let mut numbers = list_segments(data_dir)?;
     if numbers.is_empty() {
         create_segment(data_dir, 1)?;
         numbers.push(1);
     }
+    let topology = Topology::from_definitions(snapshot);
     let mut scanned = Scanned {
-        queues: known.iter().map(|&q| (q, QueueScan::default())).collect(),
+        queues: topology
+            .queue_ids()
+            .map(|q| (q, QueueScan::default()))
+            .collect(),
+        topology,
+        uncovered: 0,
+        last_topology_end: covers,
         ledger: Ledger::default(),
         last_segment: 0,
         end_offset: 0,
@@ -130,21 +152,38 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
         let path = segment_path(data_dir, segment);
         scanned.ledger.add_segment(segment);
         let Scanned {
+            topology,
+            uncovered,
+            last_topology_end,
             queues,
             ledger,
             max_queue_id,
             ..
         } = &mut scanned;
         let end = scan(&path, is_last, |offset, len, record| {
-            let queue = match record {
-                Record::Enqueue { queue, .. }
-                | Record::Remove { queue, .. }
-                | Record::Purge { queue } => queue,
-            };
+            let queue = record.queue();
             *max_queue_id = (*max_queue_id).max(queue.0);
+            if record.is_topology() {
+                if (segment, offset) < covers {
+                    return; // in the snapshot already
+                }
+                let end = (segment, offset + len);
+                ledger.topology_record(segment, end.1);
+                *uncovered += 1;
+                *last_topology_end = end;
+                if let Record::QueueDeclare { queue, .. } = record {
+                    queues.entry(queue).or_default();
+                }
+                if let Some(gone) = topology.apply(&record) {
+                    queues.remove(&gone);
+                    ledger.forget_queue(gone, end);
+                }
+                return;
+            }
             let Some(messages) = queues.get_mut(&queue) else {
                 return; // a deleted queue's record
             };
+            let end = offset + len;
             match record {
                 Record::Enqueue { .. } => {
                     messages.enqueued(Position {
@@ -158,15 +197,14 @@ pub(crate) fn recover(data_dir: &Path, known: &HashSet<QueueId>) -> Result<Scann
                     segment: target,
                     offset: target_offset,
                     ..
-                } => {
-                    if messages.removed(target, target_offset) {
-                        ledger.removed(segment, queue, target, target_offset);
-                    }
+                } if messages.removed(target, target_offset) => {
+                    ledger.removed(segment, end, queue, target, target_offset);
                 }
                 Record::Purge { .. } => {
                     messages.purged();
-                    ledger.purged(segment, queue);
+                    ledger.purged(segment, end, queue);
                 }
+                _ => {}
             }
         })?;
         if is_last {

@@ -17,14 +17,14 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
 use super::{
-    BindingDef, BindingDestination, DurableQueues, ExchangeDef, PersistentMessage, QueueDef,
-    QueueId, Recovered, Store, StoreError,
+    BindingDef, BindingDestination, Commit, DurableQueues, ExchangeDef, PersistentMessage,
+    Recovered, Store, StoreError,
 };
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
-use crate::persistence::{self, Durability};
+use crate::persistence::{self, Durability, TopologyChange};
 use crate::queue::{Overflow, Queue, QueueConfig};
-use crate::vhost::{Topology, VHosts};
+use crate::vhost::VHosts;
 
 impl persistence::Store for DurableQueues {
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
@@ -60,79 +60,64 @@ impl persistence::Store for DurableQueues {
         Some(self.store().stats())
     }
 
-    fn persist_topology(&self, vhost: &str, topology: &Topology) -> Result<(), StoreError> {
-        let (exchanges, queues, bindings) = durable_topology(vhost, topology);
-        self.replace_topology(vhost, exchanges, queues, bindings)
+    fn record_topology(
+        &self,
+        vhost: &str,
+        change: TopologyChange<'_>,
+    ) -> Result<Option<Commit>, StoreError> {
+        let store = self.store();
+        let commit = match change {
+            TopologyChange::ExchangeDeclared(x) => store.declare_exchange(ExchangeDef {
+                vhost: vhost.to_owned(),
+                name: x.name.clone(),
+                kind: x.kind.name().to_owned(),
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: encode_table(&x.arguments),
+            })?,
+            TopologyChange::ExchangeDeleted(name) => store.delete_exchange(vhost, name)?,
+            TopologyChange::QueueDeclared(q) => self.declare_queue(
+                vhost,
+                &q.name,
+                q.auto_delete,
+                // The declared table (it parsed into `q.config` when declared); a queue made
+                // without one stores the table its config stands for.
+                if q.arguments.inner().is_empty() {
+                    encode_table(&queue_arguments(&q.config))
+                } else {
+                    encode_table(&q.arguments)
+                },
+            )?,
+            TopologyChange::QueueDeleted(name) => self.delete_queue(vhost, name)?,
+            TopologyChange::Bound(source, binding) => {
+                store.bind(binding_def(vhost, source, binding))?
+            }
+            TopologyChange::Unbound(source, binding) => {
+                store.unbind(&binding_def(vhost, source, binding))?
+            }
+        };
+        Ok(Some(commit))
+    }
+
+    fn barrier(&self) -> Option<Commit> {
+        Some(self.store().barrier())
     }
 }
 
-/// The durable part of a vhost's topology, as RabbitMQ defines it: durable exchanges (not the
-/// predeclared ones), durable queues that are not exclusive, and bindings whose both ends are
-/// durable.
-fn durable_topology(
-    vhost: &str,
-    topology: &Topology,
-) -> (Vec<ExchangeDef>, Vec<QueueDef>, Vec<BindingDef>) {
-    let predeclared = |name: &str| name.is_empty() || name.starts_with("amq.");
-    let exchanges = topology
-        .exchanges
-        .values()
-        .filter(|x| x.durable && !predeclared(&x.name))
-        .map(|x| ExchangeDef {
-            vhost: vhost.to_owned(),
-            name: x.name.clone(),
-            kind: x.kind.name().to_owned(),
-            auto_delete: x.auto_delete,
-            internal: x.internal,
-            arguments: encode_table(&x.arguments),
-        })
-        .collect();
-    let queues = topology
-        .queues
-        .values()
-        .filter(|q| q.is_persisted())
-        .map(|q| QueueDef {
-            id: QueueId(0), // assigned by the store
-            vhost: vhost.to_owned(),
-            name: q.name.clone(),
-            auto_delete: q.auto_delete,
-            // The declared table (it parsed into `q.config` when declared); a queue made
-            // without one stores the table its config stands for.
-            arguments: if q.arguments.inner().is_empty() {
-                encode_table(&queue_arguments(&q.config))
-            } else {
-                encode_table(&q.arguments)
-            },
-        })
-        .collect();
-    let mut bindings = Vec::new();
-    for x in topology.exchanges.values().filter(|x| x.durable) {
-        for b in &x.bindings {
-            let (destination_kind, destination, durable) = match &b.destination {
-                Destination::Queue(name) => (
-                    BindingDestination::Queue,
-                    name,
-                    topology.queues.get(name).is_some_and(|q| q.is_persisted()),
-                ),
-                Destination::Exchange(name) => (
-                    BindingDestination::Exchange,
-                    name,
-                    topology.exchanges.get(name).is_some_and(|d| d.durable),
-                ),
-            };
-            if durable {
-                bindings.push(BindingDef {
-                    vhost: vhost.to_owned(),
-                    source: x.name.clone(),
-                    destination_kind,
-                    destination: destination.clone(),
-                    routing_key: b.routing_key.clone(),
-                    arguments: encode_table(&b.arguments),
-                });
-            }
-        }
+/// The stored form of `binding` from exchange `source` of `vhost`.
+fn binding_def(vhost: &str, source: &str, binding: &Binding) -> BindingDef {
+    let (destination_kind, destination) = match &binding.destination {
+        Destination::Queue(name) => (BindingDestination::Queue, name),
+        Destination::Exchange(name) => (BindingDestination::Exchange, name),
+    };
+    BindingDef {
+        vhost: vhost.to_owned(),
+        source: source.to_owned(),
+        destination_kind,
+        destination: destination.clone(),
+        routing_key: binding.routing_key.clone(),
+        arguments: encode_table(&binding.arguments),
     }
-    (exchanges, queues, bindings)
 }
 
 /// Opens the store in `data_dir`, puts what it recovered back into `vhosts`, and returns the

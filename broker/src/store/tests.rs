@@ -51,7 +51,11 @@ fn open_small(dir: &Path, segment_size: u32) -> (Store, Recovered) {
 }
 
 fn queue(store: &Store, name: &str) -> QueueId {
-    store.declare_queue("/", name, false, Bytes::new()).unwrap()
+    // The commit is not awaited: the records that follow commit after it.
+    store
+        .declare_queue("/", name, false, Bytes::new())
+        .unwrap()
+        .0
 }
 
 /// Bodies of `queue`'s recovered messages, in order.
@@ -84,10 +88,15 @@ async fn reopen_restores_topology_and_messages_in_order() {
         internal: false,
         arguments: Bytes::from_static(b"\x00\x00\x00\x00"),
     };
-    store.declare_exchange(exchange.clone()).unwrap();
+    store
+        .declare_exchange(exchange.clone())
+        .unwrap()
+        .await
+        .unwrap();
     let work = store
         .declare_queue("/", "work", false, Bytes::from_static(b"args"))
-        .unwrap();
+        .unwrap()
+        .0;
     let binding = BindingDef {
         vhost: "/".into(),
         source: "tasks".into(),
@@ -96,7 +105,7 @@ async fn reopen_restores_topology_and_messages_in_order() {
         routing_key: "jobs.#".into(),
         arguments: Bytes::new(),
     };
-    store.bind(binding.clone()).unwrap();
+    store.bind(binding.clone()).unwrap().await.unwrap();
     for i in 0..5u8 {
         let (_, commit) = store.enqueue(work, msg(&[0x10, 0, 2], &[i; 3])).unwrap();
         commit.await.unwrap();
@@ -179,6 +188,8 @@ async fn deleted_queue_loses_its_messages_and_id() {
             routing_key: "k".into(),
             arguments: Bytes::new(),
         })
+        .unwrap()
+        .await
         .unwrap();
     store
         .enqueue(doomed, msg(&[], b"x"))
@@ -192,7 +203,7 @@ async fn deleted_queue_loses_its_messages_and_id() {
         .1
         .await
         .unwrap();
-    store.delete_queue(doomed).unwrap();
+    store.delete_queue(doomed).unwrap().await.unwrap();
     assert!(matches!(
         store.enqueue(doomed, msg(&[], b"z")),
         Err(StoreError::UnknownQueue(id)) if id == doomed
@@ -217,17 +228,19 @@ async fn deleted_queue_loses_its_messages_and_id() {
     assert!(again_queue.messages.is_empty());
 }
 
-/// Writes a small log (E = enqueue, R = remove, P = purge): E(a) E(b) R(a) E(c) P E(d) E(e), and
-/// returns the record boundaries and the expected live bodies after each whole record.
-async fn small_log(dir: &Path) -> (QueueId, Vec<u64>, Vec<Vec<&'static [u8]>>) {
+/// Writes a small log (D = queue declare, E = enqueue, R = remove, P = purge): D E(a) E(b) R(a)
+/// E(c) P E(d) E(e), and returns the record boundaries and the expected live bodies after each
+/// whole record (`None` while the queue is not declared).
+async fn small_log(dir: &Path) -> (QueueId, Vec<u64>, Vec<Option<Vec<&'static [u8]>>>) {
     let (store, _) = open(dir);
     let q = queue(&store, "q");
-    let mut boundaries = vec![SEGMENT_HEADER_LEN];
-    let mut expected: Vec<Vec<&'static [u8]>> = vec![vec![]];
+    store.barrier().await.unwrap();
+    let mut boundaries = vec![SEGMENT_HEADER_LEN, boundaries_end(&store)];
+    let mut expected: Vec<Option<Vec<&'static [u8]>>> = vec![None, Some(vec![])];
     let mut live: Vec<(Position, &'static [u8])> = Vec::new();
     let mut last = |live: &Vec<(Position, &'static [u8])>, boundary: u64| {
         boundaries.push(boundary);
-        expected.push(live.iter().map(|(_, body)| *body).collect());
+        expected.push(Some(live.iter().map(|(_, body)| *body).collect()));
     };
     for step in 0..7 {
         match step {
@@ -267,13 +280,15 @@ async fn recovery_keeps_exactly_the_whole_records_before_any_cut() {
     let source = TestDir::new();
     let (q, boundaries, expected) = small_log(&source.0).await;
     let segment = std::fs::read(segment_path(&source.0, 1)).unwrap();
-    let definitions = std::fs::read(source.0.join("definitions")).unwrap();
+    assert!(
+        !source.0.join("definitions").exists(),
+        "the queue's declare is a log record, not a snapshot"
+    );
     assert_eq!(*boundaries.last().unwrap(), segment.len() as u64);
 
     for cut in 0..=segment.len() {
         let dir = TestDir::new();
         std::fs::create_dir_all(dir.0.join("segments")).unwrap();
-        std::fs::write(dir.0.join("definitions"), &definitions).unwrap();
         std::fs::write(segment_path(&dir.0, 1), &segment[..cut]).unwrap();
 
         let (store, recovered) = open(&dir.0);
@@ -283,11 +298,14 @@ async fn recovery_keeps_exactly_the_whole_records_before_any_cut() {
             .rposition(|&b| b <= cut as u64)
             .unwrap_or(0);
         let kept_len = boundaries[whole];
-        let got = bodies(&store, &recovered, q);
-        let want: Vec<Bytes> = expected[whole]
+        let want: Option<Vec<Bytes>> = expected[whole]
+            .as_ref()
+            .map(|bodies| bodies.iter().map(|b| Bytes::from_static(b)).collect());
+        let got = recovered
+            .queues
             .iter()
-            .map(|b| Bytes::from_static(b))
-            .collect();
+            .any(|rq| rq.id == q)
+            .then(|| bodies(&store, &recovered, q));
         assert_eq!(got, want, "cut at byte {cut}");
         let torn = if cut < 8 {
             cut as u64
@@ -301,14 +319,18 @@ async fn recovery_keeps_exactly_the_whole_records_before_any_cut() {
             kept_len,
             "cut at byte {cut}"
         );
-        // And the log keeps working after the cut.
+        // And the log keeps working after the cut (the queue declared again if its declare
+        // was cut).
+        let q = queue(&store, "q");
         let (position, commit) = store.enqueue(q, msg(&[], b"new")).unwrap();
         commit.await.unwrap();
-        assert_eq!(u64::from(position.offset), kept_len);
+        if want.is_some() {
+            assert_eq!(u64::from(position.offset), kept_len);
+        }
         store.close().await.unwrap();
         drop(store);
         let (store, recovered) = open(&dir.0);
-        let mut want = want;
+        let mut want = want.unwrap_or_default();
         want.push(Bytes::from_static(b"new"));
         assert_eq!(
             bodies(&store, &recovered, q),
@@ -424,7 +446,8 @@ async fn group_commit_shares_one_fsync_among_concurrent_appenders() {
     let (store, _) = open(&dir.0);
     let store = std::sync::Arc::new(store);
     let q = queue(&store, "q");
-    let fsyncs_before = store.stats().fsyncs;
+    store.barrier().await.unwrap();
+    let before = store.stats();
 
     // Hold the writer at its gate while 64 tasks append 8 records each.
     let gate = store.shared.gate.lock().unwrap();
@@ -451,9 +474,9 @@ async fn group_commit_shares_one_fsync_among_concurrent_appenders() {
         task.await.unwrap();
     }
     let stats = store.stats();
-    assert_eq!(stats.records, 512);
-    assert_eq!(stats.batches, 1);
-    assert_eq!(stats.fsyncs - fsyncs_before, 1, "{stats:?}");
+    assert_eq!(stats.records - before.records, 512);
+    assert_eq!(stats.batches - before.batches, 1);
+    assert_eq!(stats.fsyncs - before.fsyncs, 1, "{stats:?}");
 
     // Ungated: 32 appenders, each waiting for its commit before the next append. Batches form
     // on their own while an fsync runs.
@@ -544,10 +567,12 @@ async fn compaction_deletes_fully_acked_segments() {
         vec![positions[0], positions[18], positions[19]]
     );
 
-    // Ack the rest: disk use falls back to the active segment.
+    // Ack the rest: disk use falls back to the active segment (segment 1, which holds the
+    // queue's declare, once a topology snapshot covers it).
     for position in recovered.queues[0].messages.clone() {
         store.remove(q, position).unwrap().await.unwrap();
     }
+    store.wait_for_snapshot();
     let files = segment_files(&dir.0);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(store.stats().live_messages, 0);
@@ -587,8 +612,10 @@ async fn an_ack_record_outlives_the_segment_it_acks_into() {
     drop(store);
     let (store, recovered) = open_small(&dir.0, 4096);
     assert_eq!(recovered.queues[0].messages, vec![a]);
-    // Acking a frees segment 1, which releases segment 2.
+    // Acking a frees segment 1 (once a topology snapshot covers the queue's declare in it),
+    // which releases segment 2.
     store.remove(q, a).unwrap().await.unwrap();
+    store.wait_for_snapshot();
     assert_eq!(segment_files(&dir.0), vec![3]);
 }
 
@@ -819,4 +846,262 @@ fn read_many_reads_adjacent_records_in_runs_and_waits_for_unwritten_ones() {
         store.read_many(&[beyond])[0],
         Err(StoreError::NoMessage { .. })
     ));
+}
+
+fn exchange_def(name: &str) -> ExchangeDef {
+    ExchangeDef {
+        vhost: "/".into(),
+        name: name.into(),
+        kind: "topic".into(),
+        auto_delete: false,
+        internal: false,
+        arguments: Bytes::from_static(b"\x00\x00\x00\x00"),
+    }
+}
+
+fn binding_def(source: &str, to_exchange: bool, destination: &str, key: &str) -> BindingDef {
+    BindingDef {
+        vhost: "/".into(),
+        source: source.into(),
+        destination_kind: if to_exchange {
+            BindingDestination::Exchange
+        } else {
+            BindingDestination::Queue
+        },
+        destination: destination.into(),
+        routing_key: key.into(),
+        arguments: Bytes::new(),
+    }
+}
+
+/// A log of every kind of topology record, mixed with messages, cut at every byte: recovery
+/// keeps exactly the topology (and the messages) of the whole records before the cut, and the
+/// log keeps working after it.
+#[tokio::test]
+async fn topology_records_recover_exactly_at_every_cut() {
+    let source = TestDir::new();
+    let (store, _) = open(&source.0);
+    // After each whole record: the log's end, the topology, and queue a's messages.
+    let mut points: Vec<(u64, Definitions, Vec<&'static [u8]>)> =
+        vec![(SEGMENT_HEADER_LEN, store.definitions(), Vec::new())];
+    let mut a = None;
+    let mut bodies_of_a: Vec<&'static [u8]> = Vec::new();
+    for step in 0..13 {
+        let commit = match step {
+            0 => store.declare_exchange(exchange_def("x")).unwrap(),
+            1 => {
+                let (id, commit) = store
+                    .declare_queue("/", "a", false, Bytes::from_static(b"args"))
+                    .unwrap();
+                a = Some(id);
+                commit
+            }
+            2 => store.bind(binding_def("x", false, "a", "k.a")).unwrap(),
+            3 | 9 => {
+                let body: &'static [u8] = if step == 3 { b"m1" } else { b"m2" };
+                bodies_of_a.push(body);
+                store.enqueue(a.unwrap(), msg(&[], body)).unwrap().1
+            }
+            4 => store.declare_queue("/", "b", true, Bytes::new()).unwrap().1,
+            5 => store.bind(binding_def("x", false, "b", "k.b")).unwrap(),
+            6 => store.declare_exchange(exchange_def("y")).unwrap(),
+            7 => store.bind(binding_def("x", true, "y", "#")).unwrap(),
+            8 => store.unbind(&binding_def("x", false, "a", "k.a")).unwrap(),
+            10 => {
+                let b = store.definitions().queue("/", "b").unwrap().id;
+                store.delete_queue(b).unwrap()
+            }
+            11 => store.delete_exchange("/", "y").unwrap(),
+            _ => {
+                store
+                    .declare_queue("/", "a", true, Bytes::from_static(b"other args"))
+                    .unwrap()
+                    .1
+            }
+        };
+        commit.await.unwrap();
+        points.push((
+            boundaries_end(&store),
+            store.definitions(),
+            bodies_of_a.clone(),
+        ));
+    }
+    let last = points.last().unwrap().1.clone();
+    assert_eq!(last.exchanges.len(), 1, "{last:?}");
+    assert_eq!(last.queues.len(), 1, "{last:?}");
+    assert!(last.bindings.is_empty(), "{last:?}");
+    store.close().await.unwrap();
+    drop(store);
+    let a = a.unwrap();
+    let segment = std::fs::read(segment_path(&source.0, 1)).unwrap();
+    assert_eq!(points.last().unwrap().0, segment.len() as u64);
+
+    for cut in 0..=segment.len() {
+        let dir = TestDir::new();
+        std::fs::create_dir_all(dir.0.join("segments")).unwrap();
+        std::fs::write(segment_path(&dir.0, 1), &segment[..cut]).unwrap();
+        let (store, recovered) = open(&dir.0);
+        let whole = points
+            .iter()
+            .rposition(|(end, _, _)| *end <= cut as u64)
+            .unwrap_or(0);
+        let (_, want_topology, want_bodies) = &points[whole];
+        assert_eq!(&recovered.definitions, want_topology, "cut at byte {cut}");
+        let got: Vec<Bytes> = match recovered.queues.iter().any(|q| q.id == a) {
+            true => bodies(&store, &recovered, a),
+            false => Vec::new(),
+        };
+        let want: Vec<Bytes> = want_bodies.iter().map(|b| Bytes::from_static(b)).collect();
+        assert_eq!(got, want, "cut at byte {cut}");
+        // The log goes on: one more change survives a reopen.
+        store
+            .declare_exchange(exchange_def("after"))
+            .unwrap()
+            .await
+            .unwrap();
+        let mut want_after = store.definitions();
+        store.close().await.unwrap();
+        drop(store);
+        let (_, recovered) = open(&dir.0);
+        want_after.next_queue_id = recovered.definitions.next_queue_id;
+        assert_eq!(
+            recovered.definitions, want_after,
+            "reopen after cut at {cut}"
+        );
+    }
+}
+
+/// Past 1,024 topology records a snapshot folds them into `definitions`; a reopen reads the
+/// snapshot and replays only the records after it.
+#[tokio::test]
+async fn a_snapshot_folds_the_topology_records_and_a_reopen_replays_the_rest() {
+    let dir = TestDir::new();
+    let (store, _) = open(&dir.0);
+    store
+        .declare_exchange(exchange_def("x"))
+        .unwrap()
+        .await
+        .unwrap();
+    let (_, commit) = store.declare_queue("/", "q", false, Bytes::new()).unwrap();
+    commit.await.unwrap();
+    for n in 0..1100 {
+        store
+            .bind(binding_def("x", false, "q", &format!("k.{n}")))
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    store.wait_for_snapshot();
+    let snapshot = std::fs::read(dir.0.join("definitions")).expect("a snapshot was written");
+    let (in_snapshot, covers) = Definitions::decode(&snapshot).unwrap();
+    assert!(
+        in_snapshot.bindings.len() >= 1000,
+        "{}",
+        in_snapshot.bindings.len()
+    );
+    assert!(covers > (1, SEGMENT_HEADER_LEN as u32));
+    // After the snapshot: more changes, which only the log holds.
+    for n in 0..50 {
+        store
+            .unbind(&binding_def("x", false, "q", &format!("k.{n}")))
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let want = store.definitions();
+    assert_eq!(want.bindings.len(), 1050);
+    store.close().await.unwrap();
+    drop(store);
+    let (_, recovered) = open(&dir.0);
+    assert_eq!(recovered.definitions, want);
+}
+
+/// A snapshot covers the records before its place in the log: they are not replayed on top
+/// of it. Here a bind sits in segment 1 (kept for a live message) and its unbind in segment 2,
+/// which the snapshot lets compaction delete: replaying the bind would bring it back.
+#[tokio::test]
+async fn records_a_snapshot_covers_are_not_replayed() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    store
+        .declare_exchange(exchange_def("x"))
+        .unwrap()
+        .await
+        .unwrap();
+    let q = queue(&store, "q");
+    let binding = binding_def("x", false, "q", "k");
+    store.bind(binding.clone()).unwrap().await.unwrap();
+    let (kept, commit) = store.enqueue(q, msg(&[], &[1; 1000])).unwrap();
+    commit.await.unwrap();
+    // Segment 2: the unbind, and a message acked at once.
+    let (gone, commit) = store.enqueue(q, msg(&[], &[2; 3000])).unwrap();
+    commit.await.unwrap();
+    assert_eq!((kept.segment, gone.segment), (1, 2));
+    store.unbind(&binding).unwrap().await.unwrap();
+    store.remove(q, gone).unwrap().await.unwrap();
+    // Segment 3 (active): segment 2 is free but for its unbind, so a snapshot is taken and
+    // segment 2 deleted.
+    let (rolled, commit) = store.enqueue(q, msg(&[], &[3; 3000])).unwrap();
+    commit.await.unwrap();
+    assert_eq!(rolled.segment, 3);
+    store.remove(q, rolled).unwrap().await.unwrap();
+    store.wait_for_snapshot();
+    assert_eq!(segment_files(&dir.0), vec![1, 3]);
+    store.close().await.unwrap();
+    drop(store);
+    let (store, recovered) = open_small(&dir.0, 4096);
+    assert!(
+        recovered.definitions.bindings.is_empty(),
+        "the unbind was undone: {:?}",
+        recovered.definitions.bindings
+    );
+    assert_eq!(
+        bodies(&store, &recovered, q),
+        vec![Bytes::from(vec![1; 1000])]
+    );
+}
+
+/// Compaction deletes a segment only once the records that freed it are committed: were it
+/// deleted first, a crash would lose both (for a dead-lettered message, whose new copy is
+/// appended just before its removal, that is a loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Holding the (std) gates across awaits is the point: they stop the writer thread, not a task.
+#[allow(clippy::await_holding_lock)]
+async fn a_segment_is_not_deleted_before_the_removal_that_freed_it_is_committed() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q");
+    // Segment 1: the declare and two fillers; segment 2: m alone; segment 3: the rest.
+    for _ in 0..2 {
+        store
+            .enqueue(q, msg(&[], &[0; 1900]))
+            .unwrap()
+            .1
+            .await
+            .unwrap();
+    }
+    let (m, commit) = store.enqueue(q, msg(&[], &[1; 1900])).unwrap();
+    commit.await.unwrap();
+    let (big, commit) = store.enqueue(q, msg(&[], &[2; 3000])).unwrap();
+    commit.await.unwrap();
+    assert_eq!((m.segment, big.segment), (2, 3));
+
+    // The writer writes and syncs x, then stops before its compaction.
+    let compaction = store.shared.compaction_gate.lock().unwrap();
+    let (x, x_commit) = store.enqueue(q, msg(&[], b"x")).unwrap();
+    while store.shared.lock().written < (x.segment, x.offset + x.len) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Meanwhile m is removed: the ledger frees segment 2, the removal is not written yet.
+    let batches = store.shared.gate.lock().unwrap();
+    let removed = store.remove(q, m).unwrap();
+    drop(compaction);
+    x_commit.await.unwrap();
+    assert!(
+        segment_files(&dir.0).contains(&2),
+        "segment 2 deleted before the removal that freed it was written"
+    );
+    drop(batches);
+    removed.await.unwrap();
+    assert!(!segment_files(&dir.0).contains(&2));
 }

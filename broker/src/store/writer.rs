@@ -17,9 +17,11 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::dir_lock::DirLock;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, LogPoint};
 use super::record::{Record, MAX_RECORD_LEN};
 use super::segment::{segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
+use super::snapshot;
+use super::topology::TopologyLog;
 use super::{FsyncPolicy, Position, QueueId, StoreError};
 
 /// Completion of one appended record, resolved by the writer thread once the record is
@@ -35,7 +37,7 @@ pub(crate) enum Waiter {
 impl Waiter {
     /// Reports the outcome. A dropped receiver means the appender stopped waiting: nothing to
     /// report to, so send errors are ignored.
-    fn finish(self, outcome: Result<(), StoreError>) {
+    pub(crate) fn finish(self, outcome: Result<(), StoreError>) {
         match self {
             Self::Outcome(tx) => {
                 let _ = tx.send(outcome);
@@ -83,6 +85,10 @@ pub(crate) struct AppendState {
     /// `pread` (committed or not). Advanced by the writer after each batch, which then
     /// notifies [`Shared::written_cv`].
     pub(crate) written: (u32, u32),
+    /// (segment, offset) up to which records are committed under the [`FsyncPolicy`] (written
+    /// and fsynced under `Always`, written under the others). Advanced by the writer before it
+    /// completes a batch's waiters; compaction deletes only what committed records freed.
+    pub(crate) committed: LogPoint,
 }
 
 impl AppendState {
@@ -104,6 +110,7 @@ impl AppendState {
             failed: None,
             closing: false,
             written: (segment, offset),
+            committed: (segment, offset),
         }
     }
 
@@ -200,6 +207,9 @@ pub(crate) struct Counters {
 /// pending.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    /// The durable topology and its log state. Taken before `state` when both are needed
+    /// (never the other way round); held briefly, never across I/O.
+    pub(crate) topology: Mutex<TopologyLog>,
     /// Held briefly: by appenders to reserve a position and copy a record in, by the writer to
     /// take a batch. Never held across I/O.
     pub(crate) state: Mutex<AppendState>,
@@ -215,13 +225,21 @@ pub(crate) struct Shared {
     pub(crate) data_dir: PathBuf,
     pub(crate) policy: FsyncPolicy,
     pub(crate) segment_size: u32,
-    /// The data directory's lock, released when the last holder of `Shared` (the store or the
-    /// writer thread, whichever finishes last) drops it.
-    pub(crate) _lock: DirLock,
+    /// The thread writing a topology snapshot, if one runs (see `snapshot`); it holds an `Arc`
+    /// of this too. [`super::Store::close`] joins it.
+    pub(crate) snapshot_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The data directory's lock: released by [`super::Store::close`] once the writer and
+    /// snapshot threads are done, else when the last holder of `Shared` (the store, the writer
+    /// thread or a snapshot thread) drops it.
+    pub(crate) dir_lock: Mutex<Option<DirLock>>,
     /// Test seam: the writer takes this lock before taking each batch, so a test holding it
     /// can queue many records and then release them as one batch.
     #[cfg(test)]
     pub(crate) gate: Mutex<()>,
+    /// Test seam: compaction takes this lock before it decides what to delete, so a test
+    /// holding it can append records while the writer is between a batch and its compaction.
+    #[cfg(test)]
+    pub(crate) compaction_gate: Mutex<()>,
 }
 
 impl Shared {
@@ -231,16 +249,78 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The snapshot thread's handle, if one was started and not yet joined.
+    pub(crate) fn take_snapshot_thread(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.snapshot_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Locks the topology. No code panics while holding it, so a poisoned lock still guards a
+    /// consistent value.
+    pub(crate) fn lock_topology(&self) -> MutexGuard<'_, TopologyLog> {
+        self.topology.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Completes `waiter` once the log is committed up to `upto` (`None`: up to everything
+    /// appended so far): at once if it already is, else with the writer's next batch (which
+    /// is woken for it if idle). Fails it when the writer failed or the store is closing.
+    pub(crate) fn commit_upto(&self, upto: Option<LogPoint>, waiter: Waiter) {
+        let wake_writer = {
+            let mut state = self.lock();
+            let upto = upto.unwrap_or(state.append_point());
+            if state.committed >= upto {
+                drop(state);
+                waiter.finish(Ok(()));
+                return;
+            }
+            if let Some(cause) = &state.failed {
+                let err = StoreError::WriterFailed(cause.clone());
+                drop(state);
+                waiter.finish(Err(err));
+                return;
+            }
+            if state.closing {
+                // The writer may be gone: it would never complete this waiter.
+                drop(state);
+                waiter.finish(Err(StoreError::Closed));
+                return;
+            }
+            state.push_waiter(waiter)
+        };
+        if wake_writer {
+            self.wake.notify_one();
+        }
+    }
+
     /// Deletes every segment compaction allows, in rounds: a round's deletions are made
     /// durable (directory fsync) before the next round deletes segments whose removal records
-    /// referred to them. Blocking; called by the writer thread and at open.
-    pub(crate) fn compact(&self) -> Result<(), StoreError> {
+    /// referred to them. Starts a topology snapshot when only topology records keep a segment.
+    /// Blocking; called by the writer thread, at open, and after a snapshot.
+    pub(crate) fn compact(self: &Arc<Self>) -> Result<(), StoreError> {
+        #[cfg(test)]
+        drop(
+            self.compaction_gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         loop {
-            let deletable = {
+            let (deletable, held_by_topology) = {
                 let state = self.lock();
-                state.ledger.deletable(state.write_horizon())
+                let limit = state.write_horizon();
+                (
+                    state.ledger.deletable(limit, state.committed),
+                    state.ledger.held_by_topology(limit, state.committed),
+                )
             };
             if deletable.is_empty() {
+                if held_by_topology {
+                    let mut log = self.lock_topology();
+                    if !log.snapshot_running {
+                        snapshot::start(self, &mut log);
+                    }
+                }
                 return Ok(());
             }
             for &segment in &deletable {
@@ -306,6 +386,8 @@ pub(crate) fn run(shared: Arc<Shared>, stopped: oneshot::Sender<()>) {
         }
         writer.shared.written_cv.notify_all();
     }
+    // This thread's `Arc` (and so possibly the directory's lock) goes before `close` hears.
+    drop(writer);
     drop(stopped);
 }
 
@@ -317,7 +399,7 @@ impl Writer {
             let closing = {
                 let mut state = shared.lock();
                 loop {
-                    if !state.chunks.is_empty() || state.closing {
+                    if !state.chunks.is_empty() || !state.waiters.is_empty() || state.closing {
                         break;
                     }
                     match shared.policy {
@@ -358,10 +440,12 @@ impl Writer {
                 self.write_chunk(chunk)?;
                 bytes += chunk.bytes.len() as u64;
             }
-            if let Some(last) = chunks.last() {
-                // Chunks never exceed a segment (at most 1 GiB), so the end fits a u32.
-                let end = last.offset + last.bytes.len() as u32;
-                shared.lock().written = (last.segment, end);
+            // Chunks never exceed a segment (at most 1 GiB), so the end fits a u32.
+            let batch_end = chunks
+                .last()
+                .map(|last| (last.segment, last.offset + last.bytes.len() as u32));
+            if let Some(end) = batch_end {
+                shared.lock().written = end;
                 shared.written_cv.notify_all();
             }
             // Counters first, so that whoever sees a completion sees it counted.
@@ -380,11 +464,13 @@ impl Writer {
             };
             // Under `Interval` and `Never`, a record is committed once written.
             if shared.policy != FsyncPolicy::Always {
+                self.committed(batch_end);
                 self.complete();
             }
             if sync_due {
                 self.sync()?;
             }
+            self.committed(batch_end);
             // Compaction before completion, so that once a remove is committed its freed
             // segments are gone too (disk use never lags behind what the caller saw).
             shared.compact()?;
@@ -403,10 +489,22 @@ impl Writer {
                 }
             }
 
-            if closing && shared.lock().chunks.is_empty() {
-                self.sync()?;
-                return Ok(());
+            if closing {
+                let state = shared.lock();
+                if state.chunks.is_empty() && state.waiters.is_empty() {
+                    drop(state);
+                    self.sync()?;
+                    return Ok(());
+                }
             }
+        }
+    }
+
+    /// The batch ending at `end` (if it wrote anything) is committed.
+    fn committed(&self, end: Option<LogPoint>) {
+        if let Some(end) = end {
+            let mut state = self.shared.lock();
+            state.committed = state.committed.max(end);
         }
     }
 

@@ -105,7 +105,8 @@ pub(super) async fn queue(
     Ok(Json(out))
 }
 
-/// Deleting a queue needs configure permission on it, as `queue.delete` does.
+/// Deleting a queue needs configure permission on it, as `queue.delete` does; as
+/// `queue.delete-ok`, the 204 goes out once the deletion is durable.
 pub(super) async fn delete_queue(
     State(ctx): State<Ctx>,
     Extension(me): Me,
@@ -113,18 +114,33 @@ pub(super) async fn delete_queue(
 ) -> Done {
     let (vh, _) = find_queue(&ctx, &me, &vhost, &name)?;
     me.require_queue_access(&ctx, &vhost, Access::Configure, &name)?;
-    vh.delete_queue_now(&name);
+    if let Some((_, Some(commit))) = vh.delete_queue_now(&name) {
+        commit.await.map_err(not_durable)?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Purging a queue needs read permission on it, as `queue.purge` does.
+/// Purging a queue needs read permission on it, as `queue.purge` does; as `purge-ok`, the
+/// 204 goes out once the purged messages' removals are durable.
 pub(super) async fn purge_queue(
     State(ctx): State<Ctx>,
     Extension(me): Me,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Done {
-    let (_, q) = find_queue(&ctx, &me, &vhost, &name)?;
+    let (vh, q) = find_queue(&ctx, &me, &vhost, &name)?;
     me.require_queue_access(&ctx, &vhost, Access::Read, &name)?;
-    q.purge();
+    if q.purge() > 0 && q.is_persisted() {
+        if let Some(commit) = vh.store.barrier() {
+            commit.await.map_err(not_durable)?;
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A change the store could not make durable: 500.
+fn not_durable(err: crate::store::StoreError) -> ApiError {
+    ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        reason: format!("cannot make the change durable: {err}"),
+    }
 }
