@@ -1,0 +1,126 @@
+//! The queue arguments the broker acts on (`x-message-ttl`, `x-expires`, `x-max-length`,
+//! `x-overflow`, dead-lettering, `x-max-priority`), parsed and checked from `queue.declare`
+//! (406 on a bad value, as RabbitMQ), and the per-message `expiration` check.
+
+use super::*;
+
+/// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    /// Drop (dead-letter) the oldest messages to make room (the default).
+    DropHead,
+    /// Refuse the new message; a confirming publisher gets `basic.nack`.
+    RejectPublish,
+    /// Like `RejectPublish`, and dead-letter the refused message.
+    RejectPublishDlx,
+}
+
+/// The queue arguments we act on, parsed from `queue.declare` arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct QueueConfig {
+    /// `x-message-ttl`: milliseconds a message may stay ready.
+    pub(crate) message_ttl: Option<u64>,
+    /// `x-expires`: milliseconds of disuse after which the queue is deleted.
+    pub(crate) expires: Option<u64>,
+    /// `x-max-length`: most ready messages.
+    pub(crate) max_length: Option<u64>,
+    /// `x-max-length-bytes`: most ready body bytes.
+    pub(crate) max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub(crate) overflow: Overflow,
+    /// `x-dead-letter-exchange`.
+    pub(crate) dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`.
+    pub(crate) dead_letter_routing_key: Option<String>,
+    /// `x-max-priority` (capped at 255 levels as in RabbitMQ).
+    pub(crate) max_priority: Option<u8>,
+}
+
+impl QueueConfig {
+    /// Parses and validates declare arguments; the error is the 406 detail text.
+    pub(crate) fn from_arguments(args: &FieldTable) -> Result<Self, String> {
+        let int = |key: &str, min: i64| -> Result<Option<u64>, String> {
+            match args.inner().get(key) {
+                None => Ok(None),
+                Some(v) => match as_i64(v) {
+                    Some(n) if n >= min => Ok(Some(n as u64)),
+                    _ => Err(format!("invalid arg '{key}' for queue")),
+                },
+            }
+        };
+        let string = |key: &str| -> Result<Option<String>, String> {
+            match args.inner().get(key) {
+                None => Ok(None),
+                Some(v) => as_string(v)
+                    .map(Some)
+                    .ok_or_else(|| format!("invalid arg '{key}' for queue")),
+            }
+        };
+        let overflow = match string("x-overflow")?.as_deref() {
+            None | Some("drop-head") => Overflow::DropHead,
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
+        };
+        Ok(Self {
+            message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
+            expires: capped(int("x-expires", 1)?, "x-expires")?,
+            max_length: int("x-max-length", 0)?,
+            max_length_bytes: int("x-max-length-bytes", 0)?,
+            overflow,
+            dead_letter_exchange: string("x-dead-letter-exchange")?,
+            dead_letter_routing_key: string("x-dead-letter-routing-key")?,
+            max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
+        })
+    }
+}
+
+/// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
+pub(crate) const MAX_EXPIRY_MS: u64 = 315_360_000_000;
+
+pub(super) fn capped(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(n) if n > MAX_EXPIRY_MS => Err(format!(
+            "invalid arg '{key}' for queue: {{value_too_large,{n}}}"
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks a per-message `expiration` property as RabbitMQ does; the error is the 406 text.
+pub(crate) fn check_expiration(expiration: &str) -> Result<(), String> {
+    match expiration.parse::<i128>() {
+        Err(_) => Err(format!("invalid expiration '{expiration}': no_integer")),
+        Ok(n) if n < 0 => Err(format!(
+            "invalid expiration '{expiration}': {{value_negative,{n}}}"
+        )),
+        Ok(n) if n > i128::from(MAX_EXPIRY_MS) => Err(format!(
+            "invalid expiration '{expiration}': {{value_too_large,{n}}}"
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// An integer field value of any width.
+pub(crate) fn as_i64(v: &AMQPValue) -> Option<i64> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::Timestamp(n) => i64::try_from(*n).ok()?,
+        _ => return None,
+    })
+}
+
+/// A string field value, short or long.
+pub(crate) fn as_string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
