@@ -8,7 +8,7 @@
 //! reading this list). Bytes flow the other way round: a frame comes up from the socket
 //! (codec), is handled by the connection, dispatched to its method, applied to the broker
 //! state, and persisted; the codec sits low because every layer above it speaks frames.
-//! 1. entry: `server`, `tls`, `admin`, `management/`, `fuzzing`
+//! 1. entry and wiring: `server`, `tls`, `admin`, `management/`, `fuzzing`, `durable_store`
 //! 2. connection: `connection`, `writer`, `connection_blocked`, `auth`
 //! 3. methods: `methods/`
 //! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel_registry`,
@@ -50,8 +50,10 @@
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
 //!   high-watermark (the alarm behind `connection.blocked`); byte-size parsing.
 //! - `metrics`: per-vhost message counters (published, delivered, acked).
-//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
-//!   the segment log plugs in through `store::seam` when there is a data directory).
+//! - `durable_store`: the segment log as the broker's `Persistence` (the adapter between the
+//!   store's records and the broker's queues), and restoring the recovered topology at start.
+//! - `persistence`: the `Persistence` trait publisher confirms and durable `-ok`s wait on
+//!   (in-memory implementation; the segment log plugs in through `durable_store`).
 //! - `frame/`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing), and
 //!   `frame/basic_codec`, the hand-written codec of the frames every message crosses
 //!   (`basic.publish`, `basic.ack`, content headers in; `basic.deliver` out).
@@ -87,6 +89,7 @@ mod config;
 mod connection;
 mod connection_blocked;
 mod connection_registry;
+mod durable_store;
 mod error;
 mod exchange;
 mod fairness;

@@ -2,22 +2,22 @@
 //! a publisher confirm waits for it.
 //!
 //! When a persistent message (`delivery_mode = 2`) is enqueued on a durable queue, the channel
-//! calls [`Store::enqueue`]. The store answers with a [`Durability`]: `Durable` when nothing
+//! calls [`Persistence::enqueue`]. The store answers with a [`Durability`]: `Durable` when nothing
 //! needs waiting for (the in-memory [`MemoryStore`], or a store that already synced), or
 //! `Pending(rx)` whose sender fires once the record is on disk. A channel in confirm mode sends
 //! `basic.ack` for the publish only after every pending ticket has fired, so a store can
 //! group-commit (write a batch, fsync once, complete all its tickets). If the sender is dropped
 //! without firing, the publish is nacked. When a message leaves a durable queue for good (acked,
-//! dropped, expired, purged), the queue calls [`Store::remove`]. A store that can read
-//! messages back ([`Store::can_page`], [`Store::read`]) lets queues keep only an index entry
+//! dropped, expired, purged), the queue calls [`Persistence::remove`]. A store that can read
+//! messages back ([`Persistence::can_page`], [`Persistence::read`]) lets queues keep only an index entry
 //! for persistent messages past the memory budget (see `memory`).
 //!
-//! Durable topology changes go to [`Store::record_topology`] one by one, under the vhost's
+//! Durable topology changes go to [`Persistence::record_topology`] one by one, under the vhost's
 //! topology lock (so the store sees them in the order they are made), and their `-ok` waits
 //! for the [`Commit`] it returns; replies that cover several records (`tx.commit-ok`,
-//! `purge-ok`) wait for a [`Store::barrier`].
+//! `purge-ok`) wait for a [`Persistence::barrier`].
 //!
-//! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
+//! The durable segment log implements this trait (`store::DurableQueues`, see `durable_store`,
 //! which also restores the recovered topology and messages at start-up).
 
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::message::Message;
 use crate::queue::Queue;
 use crate::store::{Commit, StoreError};
 
-/// A change of the durable topology, as the broker reports it to its [`Store`]. The broker
+/// A change of the durable topology, as the broker reports it to its [`Persistence`]. The broker
 /// reports only durable entities (durable exchanges other than the predeclared ones, durable
 /// queues that are not exclusive, bindings whose ends are both durable), and also reports a
 /// change that changed nothing (a redeclare, an idempotent delete): the store then answers
@@ -51,7 +51,7 @@ pub(crate) enum TopologyChange<'a> {
     Unbound(&'a str, &'a Binding),
 }
 
-/// Whether a message handed to a [`Store`] is already durable.
+/// Whether a message handed to a [`Persistence`] is already durable.
 #[derive(Debug)]
 pub(crate) enum Durability {
     /// Durable now; the publish may be confirmed at once.
@@ -66,7 +66,7 @@ pub(crate) enum Durability {
 /// Where persistent messages of durable queues are made durable. Called from the publishing
 /// connection's task with no lock held; implementations must not block for I/O (hand the
 /// record to a writer task and return `Pending`).
-pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub(crate) trait Persistence: Send + Sync + std::fmt::Debug + 'static {
     /// Records `message` as enqueued on `queue` (in `vhost`) with the queue's sequence number.
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability;
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
@@ -108,7 +108,7 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore;
 
-impl Store for MemoryStore {
+impl Persistence for MemoryStore {
     fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
         Durability::Durable
     }
@@ -135,7 +135,7 @@ mod tests {
         gates: Mutex<Vec<oneshot::Sender<()>>>,
     }
 
-    impl Store for GatedStore {
+    impl Persistence for GatedStore {
         fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
             let (tx, rx) = oneshot::channel();
             self.gates.lock().unwrap().push(tx);
@@ -146,7 +146,9 @@ mod tests {
     }
 
     /// A broker on `store`, a connection to it and a channel.
-    async fn broker_on(store: Arc<dyn Store>) -> (crate::BrokerHandle, Connection, lapin::Channel) {
+    async fn broker_on(
+        store: Arc<dyn Persistence>,
+    ) -> (crate::BrokerHandle, Connection, lapin::Channel) {
         let handle = crate::Broker::builder()
             .listen("127.0.0.1:0")
             .store(store)
@@ -237,7 +239,7 @@ mod tests {
         log: Mutex<Vec<Call>>,
     }
 
-    impl Store for RecordingStore {
+    impl Persistence for RecordingStore {
         fn enqueue(&self, _: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
             let entry = ("enqueue", queue.to_owned(), seq, message.body.to_vec());
             self.log.lock().unwrap().push(entry);

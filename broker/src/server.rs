@@ -21,11 +21,12 @@ use crate::admin::Admin;
 use crate::broker_state::{BrokerShared, Listener};
 use crate::config::{Config, TlsOptions};
 use crate::connection;
+use crate::durable_store;
 use crate::error::Error;
 use crate::memory::Memory;
-use crate::persistence::{MemoryStore, Store};
+use crate::persistence::{MemoryStore, Persistence};
 use crate::shutdown::Shutdown;
-use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
+use crate::store::{DurableQueues, FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
 
 /// Whether persistent bodies can be paged out (only with a data directory).
@@ -55,7 +56,7 @@ pub struct BrokerBuilder {
     listen: String,
     config: Config,
     /// The persistence seam; `None` means the in-memory store.
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Persistence>>,
 }
 
 impl BrokerBuilder {
@@ -239,7 +240,7 @@ impl BrokerBuilder {
     /// Uses `store` for persistent messages of durable queues when there is no data directory
     /// (crate-private: unit tests use it to check that confirms wait for the store).
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn store(mut self, store: Arc<dyn Store>) -> Self {
+    pub(crate) fn store(mut self, store: Arc<dyn Persistence>) -> Self {
         self.store = Some(store);
         self
     }
@@ -266,12 +267,12 @@ impl BrokerBuilder {
                 })?;
         // With a data directory, recover before accepting anyone: the store refuses to open on
         // damaged files, and the broker with it.
-        let (store, durable): (Arc<dyn Store>, _) = match &self.config.data_dir {
+        let (store, durable): (Arc<dyn Persistence>, _) = match &self.config.data_dir {
             Some(dir) => {
                 let mut store_config = StoreConfig::new(dir);
                 store_config.fsync = self.config.fsync;
                 store_config.segment_size = self.config.segment_size;
-                let (durable, recovered) = seam::open(store_config).await?;
+                let (durable, recovered) = durable_store::open(store_config).await?;
                 (durable.clone(), Some((durable, recovered)))
             }
             // A store given to the builder (tests), else the in-memory one.
@@ -298,7 +299,7 @@ impl BrokerBuilder {
         }
         let durable = match durable {
             Some((durable, recovered)) => {
-                seam::restore(&vhosts, &durable, recovered)?;
+                durable_store::restore(&vhosts, &durable, recovered)?;
                 Some(durable)
             }
             None => None,

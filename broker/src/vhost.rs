@@ -19,7 +19,7 @@ use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::fairness::{self, HEAVY_WORK, LOCKED_WORK};
 use crate::memory::Memory;
 use crate::message::Message;
-use crate::persistence::{Store, TopologyChange};
+use crate::persistence::{Persistence, TopologyChange};
 use crate::queue::{DeadLetter, Queue, QueuePersistence};
 use crate::store::{Commit, StoreError};
 
@@ -45,7 +45,7 @@ pub(crate) struct VHost {
     /// Direct reply-to: channel token -> channel. Weak, so a closed channel just drops out.
     reply_to: Mutex<HashMap<String, Weak<ChannelShared>>>,
     /// Where persistent messages of durable queues are made durable.
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Persistence>,
     /// The broker's memory accounting (one per broker, shared by all vhosts): its queues
     /// account in it, its connections watch its alarm.
     pub(crate) memory: Arc<Memory>,
@@ -57,7 +57,7 @@ pub(crate) struct VHost {
 
 impl VHost {
     /// A vhost with the predeclared exchanges.
-    pub(crate) fn new(name: &str, store: Arc<dyn Store>, memory: Arc<Memory>) -> Arc<Self> {
+    pub(crate) fn new(name: &str, store: Arc<dyn Persistence>, memory: Arc<Memory>) -> Arc<Self> {
         let mut topo = Topology::default();
         for (n, kind) in [
             ("", ExchangeKind::Direct),
@@ -317,7 +317,7 @@ impl VHost {
         commits
     }
 
-    /// Hands a durable topology change to the store (see `persistence::Store::record_topology`)
+    /// Hands a durable topology change to the store (see `persistence::Persistence::record_topology`)
     /// and returns what its `-ok` waits for. Call with the topology write lock held, so that the
     /// store logs changes in the order they are made.
     pub(crate) fn record_topology(
@@ -757,14 +757,14 @@ pub(crate) struct VHosts {
     /// (`add_vhost`/`delete_vhost`), briefly.
     map: RwLock<HashMap<String, Arc<VHost>>>,
     /// The store new vhosts are created with (the management API reads its counters).
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Persistence>,
     /// The broker's memory accounting, shared by every vhost's queues.
     pub(crate) memory: Arc<Memory>,
 }
 
 impl VHosts {
     /// The registry with the default vhost `/`.
-    pub(crate) fn new(store: Arc<dyn Store>, memory: Arc<Memory>) -> Self {
+    pub(crate) fn new(store: Arc<dyn Persistence>, memory: Arc<Memory>) -> Self {
         let mut map = HashMap::new();
         map.insert(
             "/".to_owned(),

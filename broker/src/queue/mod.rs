@@ -18,11 +18,11 @@
 //! Paging (the memory budget, see `memory`): a ready message is a 32-byte index entry
 //! (sequence number, size, redelivered flag, expiry) plus, normally, its `Arc<Message>`. Past
 //! the budget, a persistent message of a durable queue drops the message once the store has
-//! its record (`Queue::page_out`, called right after `persistence::Store::enqueue`), as
+//! its record (`Queue::page_out`, called right after `persistence::Persistence::enqueue`), as
 //! RabbitMQ's lazy queues and CQv2 keep only an index in memory. When a paged-out message
 //! reaches the head and a consumer is there (or `basic.get`), the queue reads it back with
 //! the following paged-out ones, up to 512 messages or 2 MiB, in one batch
-//! (`persistence::Store::read`; blocking `pread`s under the queue lock, normally served by
+//! (`persistence::Persistence::read`; blocking `pread`s under the queue lock, normally served by
 //! the page cache). Expiry, length limits, purge and delete work on the index alone; a dead
 //! letter is read back first. Delivered messages are always in memory, so requeue (reject,
 //! nack, channel close) puts the whole message back in place. Every ready message is
@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use crate::channel::ChannelShared;
 use crate::memory::{Memory, INDEX_ENTRY_COST};
 use crate::message::Message;
-use crate::persistence::Store;
+use crate::persistence::Persistence;
 use crate::vhost::VHost;
 
 /// A message in a queue (ready, or unacked in a channel).

@@ -14,7 +14,7 @@ pub(super) const READ_AHEAD_BYTES: u64 = 2 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct QueuePersistence {
     /// The vhost's store (shared by all its queues).
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Persistence>,
     /// The vhost's name.
     pub(crate) vhost: String,
 }
@@ -49,7 +49,7 @@ impl Queue {
 
     /// Drops the body of ready message `seq` from memory if the memory budget says so; its
     /// index entry stays. Call only once the message's enqueue has reached the store (after
-    /// `persistence::Store::enqueue`), so that it can be read back.
+    /// `persistence::Persistence::enqueue`), so that it can be read back.
     pub(crate) fn page_out(&self, seq: u64) {
         if !self.can_page() || !self.memory.should_page() {
             return;

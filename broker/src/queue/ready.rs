@@ -10,7 +10,7 @@ pub(super) struct ReadyMessage {
     /// Position in this queue.
     pub(super) seq: u64,
     /// The message; `None` once paged out: the store holds it, and it is read back by `seq`
-    /// (`persistence::Store::read`) when it nears the head. Only persistent messages of
+    /// (`persistence::Persistence::read`) when it nears the head. Only persistent messages of
     /// durable queues, once their enqueue reached the store, are paged out.
     pub(super) message: Option<Arc<Message>>,
     /// Expiry as nanoseconds after [`QueueState::epoch`], plus one; 0 = never.

@@ -23,7 +23,7 @@
 //! - `recovery`: rebuilding queues and the compaction ledger from the segments at open
 //!   ([`Recovered`]).
 //! - `ledger`: live counts per segment; which segments compaction may delete.
-//! - `writer`: the group-commit writer thread that owns the segment files.
+//! - `log_writer`: the group-commit writer thread that owns the segment files.
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
@@ -33,8 +33,6 @@
 //!   own.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
-//! - `seam`: [`DurableQueues`] as the broker's `persistence::Store`, the AMQP encodings the log
-//!   keeps, and restoring the recovered topology and messages into the vhosts at start.
 //!
 //! # On disk
 //! ```text
@@ -46,7 +44,8 @@
 //! ```
 //!
 //! # How the broker uses it
-//! Wired through `seam` (the broker's `persistence::Store`), with a data directory only:
+//! Wired through the broker's `durable_store` (the broker's `persistence::Persistence`, outside
+//! this module: the store knows records, not queues), with a data directory only:
 //! 1. `BrokerBuilder::start` opens the store before listening (a damaged store stops the start,
 //!    see [`StoreError::is_corruption`]), declares the recovered exchanges, queues and bindings,
 //!    and puts each durable queue's messages back in log order, `redelivered = true`.
@@ -88,15 +87,14 @@ mod durable_queues;
 mod error;
 mod fsync_policy;
 mod ledger;
+mod log_writer;
 mod message;
 mod position;
 mod record;
 mod recovery;
-pub(crate) mod seam;
 mod segment;
 mod snapshot;
 mod topology;
-mod writer;
 
 #[cfg(test)]
 mod crash_test;
@@ -126,10 +124,10 @@ pub use recovery::{Recovered, RecoveredQueue};
 
 use dir_lock::DirLock;
 pub(crate) use durable_dir::create_dir_durably;
+use log_writer::{AppendState, Counters, Shared, Waiter};
 use record::{checksum, fits_shortstr, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
 use topology::{binding_record, TopologyLog};
-use writer::{AppendState, Counters, Shared, Waiter};
 
 /// The store's name for a durable queue, used in log records instead of the (vhost, name)
 /// pair. Assigned at `queue.declare`, never reused, even after the queue is deleted: records of
@@ -299,7 +297,7 @@ impl Store {
         let thread_shared = shared.clone();
         let writer_thread = std::thread::Builder::new()
             .name("lepus-store-writer".into())
-            .spawn(move || writer::run(thread_shared, stopped_tx))
+            .spawn(move || log_writer::run(thread_shared, stopped_tx))
             .map_err(|e| StoreError::io(&shared.data_dir, e))?;
         {
             let mut log = shared.lock_topology();

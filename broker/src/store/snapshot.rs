@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::log_writer::{Shared, Waiter};
 use super::topology::TopologyLog;
-use super::writer::{Shared, Waiter};
 
 /// Starts a snapshot of `log` (the content of the held topology lock) covering the log up to
 /// its current end. Costs one copy of the topology under the lock; the writing happens on a

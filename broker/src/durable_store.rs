@@ -1,7 +1,8 @@
-//! The store plugged into the broker: [`DurableQueues`] as the broker's persistence seam
-//! (`crate::persistence::Store`), the AMQP encodings the log keeps (content-header properties,
-//! argument tables), and putting the recovered topology and messages back into the vhosts at
-//! start.
+//! The segment log plugged into the broker (was `store/seam.rs`: the store below knows records,
+//! not queues; this adapter on the broker side knows both): `store::DurableQueues` as the
+//! broker's [`crate::persistence::Persistence`], the AMQP encodings the log keeps
+//! (content-header properties, argument tables), and putting the recovered topology and
+//! messages back into the vhosts at start.
 //!
 //! Recovered messages are read back at start in runs of adjacent records; past the memory
 //! budget their bodies are dropped again right away (paged out), and read back with
@@ -16,17 +17,17 @@ use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use bytes::Bytes;
 
-use super::{
-    BindingDef, BindingDestination, Commit, DurableQueues, ExchangeDef, PersistentMessage,
-    Recovered, Store, StoreError,
-};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::persistence::{self, Durability, TopologyChange};
 use crate::queue::{Overflow, Queue, QueueConfig};
+use crate::store::{
+    BindingDef, BindingDestination, Commit, DurableQueues, ExchangeDef, PersistentMessage,
+    Recovered, Store, StoreError,
+};
 use crate::vhost::VHosts;
 
-impl persistence::Store for DurableQueues {
+impl persistence::Persistence for DurableQueues {
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
         let properties = encode_properties(&message.properties);
         let message = PersistentMessage {
@@ -56,7 +57,7 @@ impl persistence::Store for DurableQueues {
             .collect()
     }
 
-    fn stats(&self) -> Option<super::StoreStats> {
+    fn stats(&self) -> Option<crate::store::StoreStats> {
         Some(self.store().stats())
     }
 
@@ -123,7 +124,7 @@ fn binding_def(vhost: &str, source: &str, binding: &Binding) -> BindingDef {
 /// Opens the store in `data_dir`, puts what it recovered back into `vhosts`, and returns the
 /// seam to hand to the vhosts. Runs the blocking open on the blocking pool.
 pub(crate) async fn open(
-    config: super::StoreConfig,
+    config: crate::store::StoreConfig,
 ) -> Result<(Arc<DurableQueues>, Recovered), StoreError> {
     let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(config))
         .await
@@ -235,7 +236,7 @@ pub(crate) fn restore(
 }
 
 /// The broker's message for a record read back from the log.
-fn message_of(stored: super::StoredMessage) -> Message {
+fn message_of(stored: crate::store::StoredMessage) -> Message {
     Message {
         exchange: ShortString::from(stored.exchange),
         routing_key: ShortString::from(stored.routing_key),
