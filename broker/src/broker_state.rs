@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::access::AccessControl;
 use crate::busy_poll::BusyPoll;
-use crate::channel_registry::Channels;
+use crate::channel::registry::Channels;
 use crate::config::Config;
 use crate::connection_registry::Connections;
 use crate::vhost::VHosts;

@@ -9,10 +9,10 @@
 //! (codec), is handled by the connection, dispatched to its method, applied to the broker
 //! state, and persisted; the codec sits low because every layer above it speaks frames.
 //! 1. entry and wiring: `server`, `tls`, `admin`, `management/`, `fuzzing`, `durable_store`
-//! 2. connection: `connection`, `writer`, `connection_blocked`, `auth`
+//! 2. connection: `connection/`, `writer`, `connection_blocked`, `auth`
 //! 3. methods: `methods/`
-//! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel_registry`,
-//!    `channel`, `vhost`, `exchange`, `queue`, `access/`, `memory`, `metrics`, `busy_poll`
+//! 4. broker state: `broker_state`, `config`, `connection_registry`,
+//!    `channel/`, `vhost/`, `exchange`, `queue/`, `access/`, `memory`, `metrics`, `busy_poll`
 //! 5. persistence: `persistence`
 //! 6. codec and errors: `frame/`, `error`
 //! 7. store: `store/`
@@ -25,7 +25,9 @@
 //! - `management/`: the management HTTP API (RabbitMQ's shapes), the dashboard and Prometheus
 //!   `/metrics`.
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
-//! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - `connection/`: one client connection — the read loop, heartbeats, close and cleanup
+//!   (`mod`), the handshake (`handshake`), frames to methods and content assembly (`dispatch`),
+//!   events from other tasks and replies held for the store (`events`).
 //! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
 //!   the memory alarm is raised.
@@ -39,12 +41,15 @@
 //! - `config`: the broker's configuration and the TLS listener's options.
 //! - `connection_registry`: open connections, for the management API, and the events other
 //!   tasks send a connection task.
-//! - `channel_registry`: open channels of all connections, for the management API.
-//! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
-//! - `vhost`: a vhost's topology (exchanges, bindings, queues), routing, dead-lettering,
-//!   direct reply-to registry; the vhost registry.
+//! - `channel/`: channel state — delivery tags, unacked messages, prefetch, confirms, tx; and
+//!   `channel/registry`, the open channels of all connections, for the management API.
+//! - `vhost/`: a vhost's topology (exchanges, bindings, queues) (`mod`), routing (`routing`),
+//!   dead-lettering (`dead_letter`), the direct reply-to registry (`reply_to`), the vhost
+//!   registry (`registry`).
 //! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
-//! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
+//! - `queue/`: a queue — enqueue, dispatch, get, requeue, purge, delete (`mod`); its arguments
+//!   (`arguments`), consumers and credit (`consumer`), ready list per priority (`ready`), paging
+//!   past the memory budget (`paging`), TTL and x-expires timer (`housekeeping`).
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
@@ -84,7 +89,6 @@ mod auth;
 mod broker_state;
 mod busy_poll;
 mod channel;
-mod channel_registry;
 mod config;
 mod connection;
 mod connection_blocked;

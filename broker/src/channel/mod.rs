@@ -7,6 +7,8 @@
 //! never takes a queue lock while holding `delivery` (acks collect entries first, then call the
 //! queues).
 
+pub(crate) mod registry;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,9 +17,9 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
 
-use crate::channel_registry::{ChannelRegistration, Channels};
 use crate::queue::{Consumer, Queue, QueuedMessage};
 use crate::writer::{Outbound, Outbox};
+use registry::{ChannelRegistration, Channels};
 
 /// One delivery awaiting `basic.ack`/`nack`/`reject`.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::channel::ChannelShared;
+use super::ChannelShared;
 
 /// Open channels, keyed by (connection id, channel number).
 #[derive(Debug, Default)]
