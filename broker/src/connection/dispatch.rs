@@ -3,6 +3,7 @@
 //! codes of frames out of place (504, 505, 530).
 
 use super::*;
+use crate::error::MethodId;
 
 impl Connection {
     pub(super) fn handle_frame(&mut self, frame: InboundFrame) {
@@ -213,7 +214,7 @@ impl Connection {
                     "message size {} is larger than {configured}max size {max_message_size}",
                     header.body_size
                 ))
-                .in_method(60, 40),
+                .in_amqp_method(MethodId::BASIC_PUBLISH),
             ));
         }
         content.header = Some((header.properties, header.body_size));
@@ -268,7 +269,7 @@ impl Connection {
         let (properties, _) = content.header.take().unwrap_or_default();
         self.publish(ch, content.publish, properties, body)
             .map_err(|e| {
-                let e = e.in_method(60, 40);
+                let e = e.in_amqp_method(MethodId::BASIC_PUBLISH);
                 if e.code.is_channel_level() {
                     (ch, e)
                 } else {

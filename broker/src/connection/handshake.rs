@@ -3,6 +3,7 @@
 //! what the broker says about itself (`server_properties`).
 
 use super::*;
+use crate::error::MethodId;
 
 /// The largest frame a client may send before `tune-ok` (AMQP 0-9-1 `frame-min-size`), and the
 /// lowest frame_max a client may negotiate.
@@ -194,7 +195,7 @@ pub(super) async fn handshake(
             let err = AmqpError::not_allowed(format!(
                 "connection refused: node connection limit ({max}) is reached"
             ))
-            .in_method(10, 40);
+            .in_amqp_method(MethodId::CONNECTION_OPEN);
             warn!(connection = id, %peer, limit = max, "connection limit reached");
             send_connection_close(writer, &err);
             return None;
@@ -209,7 +210,7 @@ pub(super) async fn handshake(
             "access to vhost '{}' refused for user '{user}'",
             open.virtual_host.as_str()
         ))
-        .in_method(10, 40);
+        .in_amqp_method(MethodId::CONNECTION_OPEN);
         warn!(connection = id, %peer, %user, vhost = open.virtual_host.as_str(), "vhost access refused");
         send_connection_close(writer, &err);
         return None;
@@ -220,7 +221,7 @@ pub(super) async fn handshake(
         .filter(|_| broker.access.vhost_exists(open.virtual_host.as_str()));
     let Some(vhost) = vhost else {
         let err = AmqpError::not_allowed(format!("vhost {} not found", open.virtual_host.as_str()))
-            .in_method(10, 40);
+            .in_amqp_method(MethodId::CONNECTION_OPEN);
         warn!(connection = id, %peer, vhost = open.virtual_host.as_str(), "unknown vhost");
         send_connection_close(writer, &err);
         return None;
