@@ -8,6 +8,7 @@
 
 mod amqp;
 mod common;
+mod raw;
 
 use amqp::*;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
@@ -272,4 +273,154 @@ async fn tx_commit_and_rollback() {
     assert_eq!(drain_settled(&other, &q).await, vec!["committed"]);
     delete_queues(&other, &[&q]).await;
     finish(conn, broker).await;
+}
+
+#[tokio::test]
+async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
+    // RabbitMQ checks a publish when it arrives, transaction or not: the channel closes at
+    // the publish (class 60, method 40), not at the commit. Found by difftest: the bundled
+    // broker checked only the exchange's existence at the publish and the rest at the commit.
+    // Raw frames, so that nothing can overtake the publish's content on the wire.
+    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+    use amq_protocol::protocol::{basic, tx, AMQPClass};
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let internal = common::unique("x.internal");
+    let setup = conn.create_channel().await.expect("channel");
+    setup
+        .exchange_declare(
+            internal.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions {
+                internal: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare an internal exchange");
+    let q = common::unique("q.txcheck");
+    declare_queue(&setup, &q, FieldTable::default()).await;
+    let cases = [
+        (internal.as_str(), basic::AMQPProperties::default(), 403),
+        (
+            "",
+            basic::AMQPProperties::default().with_expiration("soon".into()),
+            406,
+        ),
+        (
+            "",
+            basic::AMQPProperties::default().with_delivery_mode(7),
+            406,
+        ),
+    ];
+    for (exchange, properties, code) in cases {
+        let mut raw = raw::RawConn::open(&broker, 131_072, 0).await;
+        raw.open_channel(1).await;
+        raw.send(&raw::method(
+            1,
+            AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
+        ))
+        .await;
+        raw.expect_method().await;
+        let mut frames = raw::method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: exchange.into(),
+                routing_key: q.as_str().into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        frames.extend(raw::encode(&AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: 3,
+                properties,
+            },
+        )));
+        frames.extend(raw::raw_frame(3, 1, b"abc", raw::FRAME_END));
+        frames.extend(raw::method(
+            1,
+            AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
+        ));
+        raw.send(&frames).await;
+        let close = raw.expect_channel_close(1).await;
+        assert_eq!(
+            (close.code, close.class_id, close.method_id),
+            (code, 60, 40),
+            "publish to {exchange:?}: {close:?}"
+        );
+    }
+    setup
+        .exchange_delete(internal.as_str().into(), Default::default())
+        .await
+        .expect("delete");
+    setup
+        .queue_delete(q.as_str().into(), Default::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
+    // RabbitMQ takes the deliveries an ack, nack or reject names when it arrives, inside a
+    // transaction too (and gives them back on rollback): an unknown tag, or one an earlier
+    // ack of the same transaction settled, is 406 at once, so the rollback that follows finds
+    // the channel closed. Found by difftest: the bundled broker checked them only at commit.
+    use lapin::options::{BasicNackOptions, BasicRejectOptions};
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("q.txcheckack");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    for case in 0..4 {
+        publish(&ch, "", &q, b"m").await;
+        wait_message_count(&ch, &q, 1).await;
+        let tx = conn.create_channel().await.expect("channel");
+        tx.tx_select().await.expect("tx.select");
+        let tag = tx
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("get")
+            .expect("message")
+            .delivery
+            .delivery_tag;
+        let sent = match case {
+            0 => tx.basic_ack(tag + 100, BasicAckOptions::default()).await,
+            1 => {
+                tx.basic_ack(tag, BasicAckOptions::default())
+                    .await
+                    .expect("first ack sent");
+                tx.basic_ack(tag, BasicAckOptions::default()).await
+            }
+            2 => {
+                tx.basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+                    .expect("first ack sent");
+                tx.basic_reject(tag, BasicRejectOptions { requeue: true })
+                    .await
+            }
+            _ => {
+                tx.basic_nack(
+                    tag + 1,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await
+            }
+        };
+        sent.expect("sent");
+        assert_code(tx.tx_rollback().await, 406);
+        // The channel closed without settling anything: the message is back.
+        wait_message_count(&ch, &q, 1).await;
+        ch.queue_purge(q.as_str().into(), Default::default())
+            .await
+            .expect("purge");
+    }
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
 }

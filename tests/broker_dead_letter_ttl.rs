@@ -309,6 +309,210 @@ async fn x_max_length_drop_head_discards_the_oldest_and_dead_letters_them() {
 }
 
 #[tokio::test]
+async fn x_max_length_drop_head_counts_the_new_message_too() {
+    // RabbitMQ enqueues, then drops from the head while over the limit: with x-max-length 0
+    // every message goes (dead-lettered, reason maxlen), and a body larger than
+    // x-max-length-bytes drops itself. Found by difftest: the bundled broker trimmed before
+    // adding, so the new message always stayed.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
+    let zero = common::unique("q.maxlen0");
+    declare_queue(
+        &ch,
+        &zero,
+        table(vec![
+            ("x-max-length", long(0)),
+            ("x-dead-letter-exchange", s(&dlx)),
+            ("x-dead-letter-routing-key", s("overflow")),
+        ]),
+    )
+    .await;
+    let bytes = common::unique("q.maxbytes");
+    declare_queue(&ch, &bytes, table(vec![("x-max-length-bytes", long(10))])).await;
+    let pch = confirm_channel(&conn).await;
+    for (queue, body) in [
+        (&zero, "a"),
+        (&bytes, "0123456789-too-long"),
+        (&bytes, "fits"),
+        (&bytes, "fits-too"),
+    ] {
+        let c =
+            publish_confirmed(&pch, "", queue, body.as_bytes(), BasicProperties::default()).await;
+        assert!(c.is_ack(), "drop-head accepts every publish");
+    }
+    wait_message_count(&ch, &dlq, 1).await;
+    let dead = get(&ch, &dlq).await.expect("dead-lettered");
+    assert_eq!(dead.delivery.data, b"a");
+    assert_eq!(
+        text(&x_death(&dead.delivery.properties), "reason"),
+        "maxlen"
+    );
+    assert_eq!(drain(&ch, &zero).await, Vec::<String>::new());
+    // 4 + 8 bytes is over 10: the older one went.
+    assert_eq!(drain(&ch, &bytes).await, vec!["fits-too"]);
+    delete_queues(&ch, &[&zero, &bytes, &dlq]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("delete dlx");
+}
+
+#[tokio::test]
+async fn requeued_messages_are_held_to_x_max_length_too() {
+    // RabbitMQ's requeue_and_run drops from the head (dead-lettering, reason maxlen) until the
+    // queue is within its limits before it dispatches again. Found by difftest: the bundled
+    // broker requeued past x-max-length and redelivered.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
+    let q = common::unique("q.maxlen.requeue");
+    declare_queue(
+        &ch,
+        &q,
+        table(vec![
+            ("x-max-length", long(1)),
+            ("x-dead-letter-exchange", s(&dlx)),
+            ("x-dead-letter-routing-key", s("overflow")),
+        ]),
+    )
+    .await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut consumer = consume(&cch, &q, false).await;
+    publish(&ch, "", &q, b"first").await;
+    publish(&ch, "", &q, b"second").await;
+    let got = take(&mut consumer, 2).await;
+    assert_eq!(bodies(&got), vec!["first", "second"]);
+    cch.basic_cancel(consumer.tag().as_str().into(), Default::default())
+        .await
+        .expect("cancel");
+    // Both back: two messages in a queue of at most one; the head goes.
+    got[1]
+        .acker
+        .nack(lapin::options::BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        })
+        .await
+        .expect("nack");
+    wait_message_count(&ch, &dlq, 1).await;
+    let dead = get(&ch, &dlq).await.expect("dead-lettered");
+    assert_eq!(dead.delivery.data, b"first");
+    assert_eq!(
+        text(&x_death(&dead.delivery.properties), "reason"),
+        "maxlen"
+    );
+    let kept = get(&ch, &q).await.expect("the second stays");
+    assert_eq!(kept.delivery.data, b"second");
+    assert!(kept.delivery.redelivered);
+    assert_eq!(get(&ch, &q).await.map(|m| m.delivery.data), None);
+    delete_queues(&ch, &[&q, &dlq]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("delete dlx");
+}
+
+#[tokio::test]
+async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
+    // RabbitMQ drops a message that expires on arrival right after the publish
+    // (drop_expired_msgs: expired when now >= expiry), dead-lettering it then; the bundled
+    // broker kept it until its expiry timer ran, so a passive declare counted it (found by
+    // difftest, on a priority queue with x-message-ttl 0).
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let (dlx, dlq) = dead_letter_target(&ch, "expired").await;
+    let dead_letter = |mut args: Vec<(&'static str, AMQPValue)>| {
+        args.push(("x-dead-letter-exchange", s(&dlx)));
+        args.push(("x-dead-letter-routing-key", s("expired")));
+        table(args)
+    };
+    let ttl0 = common::unique("q.ttl0");
+    declare_queue(&ch, &ttl0, dead_letter(vec![("x-message-ttl", long(0))])).await;
+    let prio = common::unique("q.ttl0.priority");
+    declare_queue(
+        &ch,
+        &prio,
+        dead_letter(vec![
+            ("x-message-ttl", long(0)),
+            ("x-max-priority", long(3)),
+        ]),
+    )
+    .await;
+    let plain = common::unique("q.expiration0");
+    declare_queue(&ch, &plain, dead_letter(vec![])).await;
+    let expiring = BasicProperties::default().with_expiration("0".into());
+    let pch = confirm_channel(&conn).await;
+    for (queue, props) in [
+        (&ttl0, BasicProperties::default()),
+        (&prio, BasicProperties::default().with_priority(2)),
+        (&plain, expiring),
+    ] {
+        // Confirmed, so enqueued; the count right after is the queue's at once.
+        let c = publish_confirmed(&pch, "", queue, b"gone", props).await;
+        assert!(c.is_ack());
+        let count = passive_queue(&ch, queue)
+            .await
+            .expect("exists")
+            .message_count();
+        assert_eq!(count, 0, "{queue}");
+    }
+    wait_message_count(&ch, &dlq, 3).await;
+    delete_queues(&ch, &[&ttl0, &prio, &plain, &dlq]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("delete dlx");
+}
+
+#[tokio::test]
+async fn basic_get_drops_the_expired_messages_it_brings_to_the_head() {
+    // RabbitMQ expires messages at the head only, and after each fetch drops those the fetch
+    // brought there before counting what is left: get-ok's message_count and the queue's
+    // depth leave them out, and they are dead-lettered (reason expired) at once. Found by
+    // difftest: the bundled broker counted them until its timer ran.
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let (dlx, dlq) = dead_letter_target(&ch, "gone").await;
+    let q = common::unique("q.getexpired");
+    declare_queue(
+        &ch,
+        &q,
+        table(vec![
+            ("x-dead-letter-exchange", s(&dlx)),
+            ("x-dead-letter-routing-key", s("gone")),
+        ]),
+    )
+    .await;
+    publish(&ch, "", &q, b"lives").await;
+    publish_with(
+        &ch,
+        "",
+        &q,
+        b"expires",
+        BasicProperties::default().with_expiration("0".into()),
+    )
+    .await;
+    // Behind a live head it stays (and counts) until it reaches the head.
+    wait_message_count(&ch, &q, 2).await;
+    let got = get(&ch, &q).await.expect("the head");
+    assert_eq!(got.delivery.data, b"lives");
+    assert_eq!(got.message_count, 0, "the expired one is not left");
+    wait_message_count(&ch, &dlq, 1).await;
+    let dead = get(&ch, &dlq).await.expect("dead-lettered");
+    assert_eq!(dead.delivery.data, b"expires");
+    assert_eq!(
+        text(&x_death(&dead.delivery.properties), "reason"),
+        "expired"
+    );
+    delete_queues(&ch, &[&q, &dlq]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("delete dlx");
+}
+
+#[tokio::test]
 async fn x_overflow_reject_publish_nacks_new_messages() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;

@@ -868,3 +868,74 @@ async fn exchange_types_e2e_bindings_and_alternate_exchange() {
     }
     finish(conn, broker).await;
 }
+
+#[tokio::test]
+async fn a_headers_binding_needs_a_valid_x_match() {
+    // RabbitMQ's headers exchange validates bindings: x-match must be the long string all,
+    // any, all-with-x or any-with-x ("PRECONDITION_FAILED - Invalid x-match field value"),
+    // for queue.bind and exchange.bind (checked against the source's type). Other exchange
+    // types ignore it. Found by difftest (the bundled broker accepted anything).
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let setup = conn.create_channel().await.expect("channel");
+    let q = common::unique("q.xmatch");
+    declare_queue(&setup, &q, FieldTable::default()).await;
+    let bad = [
+        AMQPValue::LongString("most".into()),
+        AMQPValue::LongString("".into()),
+        AMQPValue::LongInt(1),
+        AMQPValue::Boolean(true),
+    ];
+    for value in bad {
+        let args = table(vec![("x-match", value.clone())]);
+        let ch = conn.create_channel().await.expect("channel");
+        let res = ch
+            .queue_bind(
+                q.as_str().into(),
+                "amq.headers".into(),
+                "".into(),
+                QueueBindOptions::default(),
+                args.clone(),
+            )
+            .await;
+        assert_code(res, 406);
+        let ch = conn.create_channel().await.expect("channel");
+        let res = ch
+            .exchange_bind(
+                "amq.direct".into(),
+                "amq.match".into(),
+                "".into(),
+                ExchangeBindOptions::default(),
+                args.clone(),
+            )
+            .await;
+        assert_code(res, 406);
+        // Not a headers exchange: not validated.
+        setup
+            .queue_bind(
+                q.as_str().into(),
+                "amq.topic".into(),
+                "k".into(),
+                QueueBindOptions::default(),
+                args,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("x-match {value:?} on a topic exchange: {e}"));
+    }
+    for good in ["all", "any", "all-with-x", "any-with-x"] {
+        setup
+            .queue_bind(
+                q.as_str().into(),
+                "amq.headers".into(),
+                "".into(),
+                QueueBindOptions::default(),
+                table(vec![("x-match", AMQPValue::LongString(good.into()))]),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("x-match {good}: {e}"));
+    }
+    setup
+        .queue_delete(q.as_str().into(), Default::default())
+        .await
+        .expect("delete");
+}

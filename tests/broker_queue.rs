@@ -168,6 +168,39 @@ async fn redeclare_with_different_arguments_is_406() {
 }
 
 #[tokio::test]
+async fn an_explicit_default_argument_is_not_equivalent_to_none() {
+    // RabbitMQ compares the declared arguments, not their effect: x-overflow=drop-head (the
+    // default) on a queue declared without it is "inequivalent arg 'x-overflow'", 406, and
+    // the other way round. Found by difftest (the bundled broker compared the effect).
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    // The same for x-queue-mode, which the bundled broker did not compare at all (found by
+    // difftest: "lazy" on a queue declared without it was declare-ok).
+    let arg = |key: &str, value: &str| table(vec![(key, AMQPValue::LongString(value.into()))]);
+    let drop_head = || arg("x-overflow", "drop-head");
+    for (first, second) in [
+        (FieldTable::default(), drop_head()),
+        (drop_head(), FieldTable::default()),
+        (FieldTable::default(), arg("x-queue-mode", "lazy")),
+        (arg("x-queue-mode", "lazy"), FieldTable::default()),
+        (arg("x-queue-mode", "default"), arg("x-queue-mode", "lazy")),
+    ] {
+        let name = common::unique("q.redeclare.default");
+        let ch = conn.create_channel().await.expect("channel");
+        declare_queue(&ch, &name, first.clone()).await;
+        declare_queue(&ch, &name, first).await;
+        let res = ch
+            .queue_declare(name.as_str().into(), QueueDeclareOptions::default(), second)
+            .await;
+        assert_code(res, 406);
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+    }
+}
+
+#[tokio::test]
 async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
     let broker = common::broker().await;
     let (_conn, ch) = open(&broker).await;
@@ -595,7 +628,15 @@ async fn invalid_queue_arguments_are_406() {
         ("x-max-length", AMQPValue::LongInt(-1)),
         ("x-overflow", AMQPValue::LongString("explode".into())),
         ("x-max-priority", AMQPValue::LongInt(-1)),
+        // Found by difftest: RabbitMQ allows at most 255 priorities, and a dead-letter
+        // routing key only with a dead-letter exchange.
+        ("x-max-priority", AMQPValue::LongInt(256)),
+        (
+            "x-dead-letter-routing-key",
+            AMQPValue::LongString("k".into()),
+        ),
         ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
+        ("x-queue-mode", AMQPValue::LongString("eager".into())),
     ] {
         let ch = conn.create_channel().await.expect("channel");
         let res = ch
@@ -752,4 +793,96 @@ async fn auto_delete_and_expires() {
         assert_code(passive_queue(&probe, q).await, 404);
     }
     finish(conn, broker).await;
+}
+
+#[tokio::test]
+async fn redeclaring_with_a_different_exclusive_flag_is_405_even_on_the_same_connection() {
+    // RabbitMQ checks exclusivity before the other flags, strictly: "RESOURCE_LOCKED - cannot
+    // obtain exclusive access to locked queue ... or the exclusive property value does not
+    // match that of the original declaration". Found by difftest (the bundled broker answered
+    // 406 inequivalent arg 'exclusive').
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for first_exclusive in [true, false] {
+        let name = common::unique("q.exclusiveflag");
+        let ch = conn.create_channel().await.expect("channel");
+        let first = QueueDeclareOptions {
+            exclusive: first_exclusive,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare(name.as_str().into(), first, FieldTable::default())
+            .await
+            .expect("first declare");
+        let second = QueueDeclareOptions {
+            exclusive: !first_exclusive,
+            // A durable flag that differs too: the exclusivity check comes first.
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let res = ch
+            .queue_declare(name.as_str().into(), second, FieldTable::default())
+            .await;
+        assert_code(res, 405);
+        // An argument that is invalid (x-expires 0) too: for an existing queue RabbitMQ
+        // checks exclusivity first.
+        let ch = conn.create_channel().await.expect("channel");
+        let res = ch
+            .queue_declare(
+                name.as_str().into(),
+                second,
+                table(vec![("x-expires", AMQPValue::LongInt(0))]),
+            )
+            .await;
+        assert_code(res, 405);
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete");
+    }
+}
+
+#[tokio::test]
+async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
+    // RabbitMQ (rabbit_binding:add): a missing exchange is 404 even for another connection's
+    // exclusive queue; a headers binding with an invalid x-match is 406 before the 405.
+    // Found by difftest.
+    let broker = common::broker().await;
+    let (_owner, owner_ch) = open(&broker).await;
+    let name = common::unique("q.bindorder");
+    owner_ch
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("exclusive declare");
+    let other = connect(&broker).await;
+    let missing = common::unique("x.missing");
+    let cases = [
+        (missing.as_str(), FieldTable::default(), 404),
+        (
+            "amq.headers",
+            table(vec![("x-match", AMQPValue::LongString("most".into()))]),
+            406,
+        ),
+        (
+            "amq.headers",
+            table(vec![("x-match", AMQPValue::LongString("any".into()))]),
+            405,
+        ),
+    ];
+    for (exchange, args, code) in cases {
+        let ch = other.create_channel().await.expect("channel");
+        let res = ch
+            .queue_bind(
+                name.as_str().into(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                args,
+            )
+            .await;
+        assert_code(res, code);
+    }
 }

@@ -261,6 +261,7 @@ fn queue_arguments(config: &QueueConfig) -> FieldTable {
     int("x-max-length-bytes", config.max_length_bytes);
     int("x-max-priority", config.max_priority.map(u64::from));
     let overflow = match config.overflow {
+        Overflow::DropHead if config.overflow_declared => Some("drop-head"),
         Overflow::DropHead => None,
         Overflow::RejectPublish => Some("reject-publish"),
         Overflow::RejectPublishDlx => Some("reject-publish-dlx"),
@@ -275,6 +276,7 @@ fn queue_arguments(config: &QueueConfig) -> FieldTable {
             "x-dead-letter-routing-key",
             config.dead_letter_routing_key.clone(),
         ),
+        ("x-queue-mode", config.queue_mode.clone()),
     ];
     for (key, value) in strings {
         if let Some(v) = value {
@@ -337,6 +339,7 @@ mod tests {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString("dlx".into()),
         );
+        declared.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
         let config = QueueConfig::from_arguments(&declared).unwrap();
         let stored = decode_table(&encode_table(&queue_arguments(&config)));
         assert_eq!(QueueConfig::from_arguments(&stored).unwrap(), config);

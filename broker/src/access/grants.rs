@@ -41,6 +41,14 @@ impl Grants {
         }
     }
 
+    /// True when the user has the `impersonator` tag: it may publish messages whose
+    /// `user_id` names another user (RabbitMQ's rule). Looked up only for such a publish.
+    pub(crate) fn may_impersonate(&self) -> bool {
+        self.access
+            .user(&self.user)
+            .is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"))
+    }
+
     /// Ok when the user may `access` the resource; otherwise 403 ACCESS_REFUSED worded as
     /// RabbitMQ words it (`write access to exchange 'x' in vhost '/' refused for user 'u'`).
     pub(crate) fn check(

@@ -386,6 +386,11 @@ impl ChannelShared {
         Some(taken)
     }
 
+    /// True when `tag` is an unacked delivery of this channel.
+    pub(crate) fn is_unacked(&self, tag: u64) -> bool {
+        self.delivery().unacked.contains_key(&tag)
+    }
+
     /// Removes every unacked delivery (recover, close).
     pub(crate) fn take_all_unacked(&self, close: bool) -> Vec<Unacked> {
         let mut d = self.delivery();
@@ -461,6 +466,18 @@ pub(crate) enum TxOp {
     Ack(u64, bool),
     /// A nack or reject: tag, multiple, requeue.
     Nack(u64, bool, bool),
+}
+
+impl TxOp {
+    /// True when this buffered ack, nack or reject settles delivery `tag` at the commit.
+    pub(crate) fn settles(&self, tag: u64) -> bool {
+        match *self {
+            TxOp::Ack(t, multiple) | TxOp::Nack(t, multiple, _) => {
+                t == tag || (multiple && (t == 0 || tag <= t))
+            }
+            TxOp::Publish(_) => false,
+        }
+    }
 }
 
 /// Whether a channel is usable.

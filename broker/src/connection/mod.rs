@@ -427,8 +427,24 @@ impl Connection {
     }
 
     /// Final cleanup once the loop ends: every channel released, exclusive queues deleted.
+    ///
+    /// The consumers of every channel go first, then each channel's unacked messages: a
+    /// message one channel returns must not be delivered to another channel of this closing
+    /// connection (where a no-ack consumer would lose it). RabbitMQ leaves this to a race
+    /// between its channel processes; we always keep the message.
     fn cleanup(&mut self) {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in &ids {
+            if let Some(channel) = self.channels.get(id) {
+                let shared = channel.shared.clone();
+                let consumers: Vec<_> = shared.consumers().drain().collect();
+                for (tag, c) in consumers {
+                    if c.queue.remove_consumer(&tag, &shared) {
+                        self.vhost.delete_queue_now(&c.queue.name);
+                    }
+                }
+            }
+        }
         for id in ids {
             self.release_channel(id);
         }

@@ -207,6 +207,7 @@ impl Connection {
     pub(crate) fn basic_ack(&mut self, ch: u16, tag: u64, multiple: bool) -> Result<(), AmqpError> {
         if let Some(channel) = self.channels.get_mut(&ch) {
             if let Some(tx) = channel.tx.as_mut() {
+                check_tx_settle(&channel.shared, tx, tag, multiple)?;
                 let op = crate::channel::TxOp::Ack(tag, multiple);
                 channel.shared.note_uncommitted(&op);
                 tx.push(op);
@@ -248,6 +249,7 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         if let Some(channel) = self.channels.get_mut(&ch) {
             if let Some(tx) = channel.tx.as_mut() {
+                check_tx_settle(&channel.shared, tx, tag, multiple)?;
                 let op = crate::channel::TxOp::Nack(tag, multiple, requeue);
                 channel.shared.note_uncommitted(&op);
                 tx.push(op);
@@ -343,4 +345,23 @@ fn consume_ok(consumer_tag: ShortString) -> AMQPClass {
     AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
         consumer_tag,
     }))
+}
+
+/// Inside a transaction an ack, nack or reject is applied at the commit, but checked when it
+/// arrives, as RabbitMQ does (it takes the deliveries then, and gives them back on rollback):
+/// the tag must be unacked and not settled already by an earlier one of the transaction, or
+/// 406 "unknown delivery tag" now. Tag 0 with `multiple` (everything) is always fine.
+fn check_tx_settle(
+    shared: &crate::channel::ChannelShared,
+    tx: &[crate::channel::TxOp],
+    tag: u64,
+    multiple: bool,
+) -> Result<(), AmqpError> {
+    if (multiple && tag == 0) || (shared.is_unacked(tag) && !tx.iter().any(|op| op.settles(tag))) {
+        Ok(())
+    } else {
+        Err(AmqpError::precondition_failed(format!(
+            "unknown delivery tag {tag}"
+        )))
+    }
 }

@@ -52,29 +52,31 @@ impl Connection {
         &mut self,
         ch: u16,
         publish: basic::Publish,
-        properties: basic::AMQPProperties,
+        mut properties: basic::AMQPProperties,
         body: Bytes,
     ) -> Result<(), AmqpError> {
         self.blocking.published();
-        if let Some(channel) = self.channels.get_mut(&ch) {
-            channel.shared.note_publisher();
-            if let Some(tx) = channel.tx.as_mut() {
-                // Check what can be checked now, so the error comes at the publish, not the
-                // commit.
-                if !publish.exchange.as_str().is_empty()
-                    && !self
-                        .vhost
-                        .read()
-                        .exchanges
-                        .contains_key(publish.exchange.as_str())
-                {
-                    return Err(no_exchange(publish.exchange.as_str(), &self.vhost.name));
-                }
-                let op = TxOp::Publish(Box::new((publish, properties, body)));
-                channel.shared.note_uncommitted(&op);
-                tx.push(op);
-                return Ok(());
+        let in_tx = match self.channels.get(&ch) {
+            Some(channel) => {
+                channel.shared.note_publisher();
+                channel.tx.is_some()
             }
+            None => false,
+        };
+        if in_tx {
+            // Everything RabbitMQ checks at the publish is checked now, so the error comes at
+            // the publish, not the commit.
+            self.check_exchange(publish.exchange.as_str())?;
+            self.check_message(ch, &mut properties)?;
+            let Some(channel) = self.channels.get_mut(&ch) else {
+                return Ok(());
+            };
+            let op = TxOp::Publish(Box::new((publish, properties, body)));
+            channel.shared.note_uncommitted(&op);
+            if let Some(tx) = channel.tx.as_mut() {
+                tx.push(op);
+            }
+            return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
             .map(|_| ())
@@ -90,19 +92,10 @@ impl Connection {
         body: Bytes,
     ) -> Result<bool, AmqpError> {
         self.vhost.stats.published(body.len() as u64);
-        if properties
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
-            let token = self.reply_tokens.get(&ch).ok_or_else(|| {
-                AmqpError::precondition_failed("fast reply consumer does not exist")
-            })?;
-            properties = properties.with_reply_to(token.address.clone());
-        }
-        if let Some(expiration) = properties.expiration() {
-            check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
-        }
+        // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
+        // internal), then the message's properties (406).
+        self.check_exchange(publish.exchange.as_str())?;
+        self.check_message(ch, &mut properties)?;
         let exchange = publish.exchange.as_str();
         let routing_key = publish.routing_key.as_str();
         let message = Arc::new(Message {
@@ -125,19 +118,6 @@ impl Connection {
                 }
                 self.confirm_publish(ch, false, Vec::new());
                 return Ok(false);
-            }
-        }
-        if !exchange.is_empty() {
-            let topo = self.vhost.read();
-            match topo.exchanges.get(exchange) {
-                None => return Err(no_exchange(exchange, &self.vhost.name)),
-                Some(x) if x.internal => {
-                    return Err(AmqpError::access_refused(format!(
-                        "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                        self.vhost.name
-                    )))
-                }
-                Some(_) => {}
             }
         }
         let routed = self
@@ -183,6 +163,61 @@ impl Connection {
         let stored = !pending.is_empty();
         self.confirm_publish(ch, rejected, pending);
         Ok(stored)
+    }
+
+    /// 404 when the exchange a publish names does not exist, 403 when it is internal (the
+    /// default exchange, the empty name, always exists).
+    fn check_exchange(&self, exchange: &str) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        match self.vhost.read().exchanges.get(exchange) {
+            None => Err(no_exchange(exchange, &self.vhost.name)),
+            Some(x) if x.internal => Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.vhost.name
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The checks RabbitMQ makes on a message's properties before routing it, in its order:
+    /// `reply_to` of `amq.rabbitmq.reply-to` needs the channel's reply consumer (and is
+    /// replaced by the channel's reply address); `user_id` must be the authenticated user
+    /// unless it has the `impersonator` tag; `expiration` must be a valid TTL; `delivery_mode`
+    /// must be absent, 1 or 2. Each failure is 406 PRECONDITION_FAILED with RabbitMQ's text.
+    fn check_message(
+        &self,
+        ch: u16,
+        properties: &mut basic::AMQPProperties,
+    ) -> Result<(), AmqpError> {
+        if properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            let token = self.reply_tokens.get(&ch).ok_or_else(|| {
+                AmqpError::precondition_failed("fast reply consumer does not exist")
+            })?;
+            *properties = properties.clone().with_reply_to(token.address.clone());
+        }
+        if let Some(claimed) = properties.user_id() {
+            if claimed.as_str() != self.grants.user && !self.grants.may_impersonate() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{claimed}' but authenticated user was '{}'",
+                    self.grants.user
+                )));
+            }
+        }
+        if let Some(expiration) = properties.expiration() {
+            check_expiration(expiration.as_str()).map_err(AmqpError::precondition_failed)?;
+        }
+        match properties.delivery_mode() {
+            None | Some(1) | Some(2) => Ok(()),
+            Some(other) => Err(AmqpError::precondition_failed(format!(
+                "invalid message: {{delivery_mode_unknown,{other}}}"
+            ))),
+        }
     }
 
     /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.

@@ -2,7 +2,7 @@
 
 use amq_protocol::protocol::{exchange, AMQPClass};
 
-use super::{no_exchange, not_persisted};
+use super::{no_exchange, not_persisted, validate_binding};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
@@ -173,9 +173,15 @@ impl Connection {
         }
         let commit = {
             let mut topo = self.vhost.write();
+            // RabbitMQ's order: the source, then the destination must exist (404), then the
+            // arguments be valid for the source's type (406).
+            let Some(kind) = topo.exchanges.get(src).map(|x| x.kind) else {
+                return Err(no_exchange(src, &self.vhost.name));
+            };
             if !topo.exchanges.contains_key(dst) {
                 return Err(no_exchange(dst, &self.vhost.name));
             }
+            validate_binding(kind, &m.arguments)?;
             if !topo.exchanges.contains_key(src) {
                 return Err(no_exchange(src, &self.vhost.name));
             }

@@ -127,6 +127,39 @@ pub(crate) fn no_queue(name: &str, vhost: &str) -> AmqpError {
     AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'"))
 }
 
+/// The binding arguments an exchange type accepts, as RabbitMQ validates them
+/// (`validate_binding` of its exchange type modules): a headers exchange's `x-match` must be
+/// the long string `all`, `any`, `all-with-x` or `any-with-x`; the other types take anything.
+/// 406 PRECONDITION_FAILED with RabbitMQ's text otherwise.
+pub(crate) fn validate_binding(
+    kind: crate::exchange::ExchangeKind,
+    arguments: &amq_protocol::types::FieldTable,
+) -> Result<(), AmqpError> {
+    use amq_protocol::types::AMQPValue;
+    if kind != crate::exchange::ExchangeKind::Headers {
+        return Ok(());
+    }
+    match arguments.inner().get("x-match") {
+        None => Ok(()),
+        Some(AMQPValue::LongString(s))
+            if matches!(
+                s.as_bytes(),
+                b"all" | b"any" | b"all-with-x" | b"any-with-x"
+            ) =>
+        {
+            Ok(())
+        }
+        Some(AMQPValue::LongString(s)) => Err(AmqpError::precondition_failed(format!(
+            "Invalid x-match field value <<\"{}\">>; expected all, any, all-with-x, or any-with-x",
+            String::from_utf8_lossy(s.as_bytes())
+        ))),
+        Some(other) => Err(AmqpError::precondition_failed(format!(
+            "Invalid x-match field type {} (value {other:?}); expected longstr",
+            other.get_type().get_id()
+        ))),
+    }
+}
+
 /// RabbitMQ's wording for a missing exchange.
 pub(crate) fn no_exchange(name: &str, vhost: &str) -> AmqpError {
     AmqpError::not_found(format!("no exchange '{name}' in vhost '{vhost}'"))

@@ -5,7 +5,7 @@ use amq_protocol::protocol::{queue, AMQPClass};
 use amq_protocol::types::ShortString;
 use rand::Rng;
 
-use super::{locked, no_exchange, no_queue, not_persisted};
+use super::{locked, no_exchange, no_queue, not_persisted, validate_binding};
 use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
@@ -66,14 +66,24 @@ impl Connection {
                     "queue name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
+            // The arguments are validated for a new queue; an existing one is checked for
+            // exclusivity first, as RabbitMQ does (there an invalid argument can only be
+            // inequivalent, 406 all the same).
             let config = QueueConfig::from_arguments(&m.arguments).map_err(|text| {
                 AmqpError::precondition_failed(format!("{text} '{name}' in vhost '{vh}'"))
-            })?;
+            });
             let mut topo = self.vhost.write();
             match topo.queues.get(&name).cloned() {
                 Some(q) => {
                     drop(topo);
-                    if q.exclusive_owner.is_some_and(|o| o != self.id) {
+                    // RabbitMQ's check_exclusive_access (strict), before any other: an
+                    // exclusive queue of another connection, and an `exclusive` flag that
+                    // differs from the queue's, are both 405 RESOURCE_LOCKED.
+                    let owner_matches = match q.exclusive_owner {
+                        Some(owner) => m.exclusive && owner == self.id,
+                        None => !m.exclusive,
+                    };
+                    if !owner_matches {
                         return Err(locked(&name, &vh));
                     }
                     let inequivalent =
@@ -90,13 +100,7 @@ impl Connection {
                     if q.auto_delete != m.auto_delete {
                         return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
                     }
-                    if q.exclusive_owner.is_some() != m.exclusive {
-                        return Err(inequivalent(
-                            "exclusive",
-                            &m.exclusive,
-                            &q.exclusive_owner.is_some(),
-                        ));
-                    }
+                    let config = config?;
                     if let Some(arg) = config_difference(&config, &q.config) {
                         return Err(AmqpError::precondition_failed(format!(
                             "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}'"
@@ -114,6 +118,7 @@ impl Connection {
                     q.counts()
                 }
                 None => {
+                    let config = config?;
                     let owner = m.exclusive.then_some(self.id);
                     let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config)
                         .with_arguments(m.arguments.clone());
@@ -151,6 +156,20 @@ impl Connection {
                 "operation not permitted on the default exchange",
             ));
         }
+        // RabbitMQ's order (rabbit_binding:add): the exchange, then the queue must exist
+        // (404), the binding's arguments be valid for the exchange type (406), and only then
+        // the queue be usable by this connection (405).
+        let kind = self
+            .vhost
+            .read()
+            .exchanges
+            .get(xname)
+            .map(|x| x.kind)
+            .ok_or_else(|| no_exchange(xname, &self.vhost.name))?;
+        if self.vhost.queue(qname).is_none() {
+            return Err(no_queue(qname, &self.vhost.name));
+        }
+        validate_binding(kind, &m.arguments)?;
         self.usable_queue(qname)?;
         let commit = {
             let mut topo = self.vhost.write();
@@ -299,7 +318,7 @@ pub(crate) fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'st
         Some("x-max-length")
     } else if a.max_length_bytes != b.max_length_bytes {
         Some("x-max-length-bytes")
-    } else if a.overflow != b.overflow {
+    } else if a.overflow != b.overflow || a.overflow_declared != b.overflow_declared {
         Some("x-overflow")
     } else if a.dead_letter_exchange != b.dead_letter_exchange {
         Some("x-dead-letter-exchange")
@@ -307,6 +326,8 @@ pub(crate) fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'st
         Some("x-dead-letter-routing-key")
     } else if a.max_priority != b.max_priority {
         Some("x-max-priority")
+    } else if a.queue_mode != b.queue_mode {
+        Some("x-queue-mode")
     } else {
         None
     }

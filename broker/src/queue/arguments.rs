@@ -1,6 +1,6 @@
 //! The queue arguments the broker acts on (`x-message-ttl`, `x-expires`, `x-max-length`,
-//! `x-overflow`, dead-lettering, `x-max-priority`), parsed and checked from `queue.declare`
-//! (406 on a bad value, as RabbitMQ), and the per-message `expiration` check.
+//! `x-overflow`, dead-lettering, `x-max-priority`, `x-queue-mode`), parsed and checked from
+//! `queue.declare` (406 on a bad value, as RabbitMQ), and the per-message `expiration` check.
 
 use super::*;
 
@@ -28,12 +28,19 @@ pub(crate) struct QueueConfig {
     pub(crate) max_length_bytes: Option<u64>,
     /// `x-overflow`.
     pub(crate) overflow: Overflow,
+    /// Whether `x-overflow` was given at all: RabbitMQ compares declared arguments, so an
+    /// explicit `drop-head` is not equivalent to none.
+    pub(crate) overflow_declared: bool,
     /// `x-dead-letter-exchange`.
     pub(crate) dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
     pub(crate) dead_letter_routing_key: Option<String>,
     /// `x-max-priority` (capped at 255 levels as in RabbitMQ).
     pub(crate) max_priority: Option<u8>,
+    /// `x-queue-mode` as declared (`default` or `lazy`). Kept only for the equivalence check
+    /// of a redeclare, as RabbitMQ compares it: persistent messages of every durable queue
+    /// are paged as lazy queues' are, whatever the mode.
+    pub(crate) queue_mode: Option<String>,
 }
 
 impl QueueConfig {
@@ -56,21 +63,47 @@ impl QueueConfig {
                     .ok_or_else(|| format!("invalid arg '{key}' for queue")),
             }
         };
+        let overflow_declared = args.inner().contains_key("x-overflow");
         let overflow = match string("x-overflow")?.as_deref() {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
             Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
         };
+        let dead_letter_exchange = string("x-dead-letter-exchange")?;
+        let dead_letter_routing_key = string("x-dead-letter-routing-key")?;
+        if dead_letter_routing_key.is_some() && dead_letter_exchange.is_none() {
+            // RabbitMQ: a dead-letter routing key needs a dead-letter exchange.
+            return Err(
+                "invalid arg 'x-dead-letter-routing-key' for queue: routing_key_but_no_dlx_defined"
+                    .to_owned(),
+            );
+        }
+        let queue_mode = string("x-queue-mode")?;
+        if queue_mode
+            .as_deref()
+            .is_some_and(|m| m != "default" && m != "lazy")
+        {
+            return Err("invalid arg 'x-queue-mode' for queue: invalid_queue_mode".to_owned());
+        }
+        let max_priority = int("x-max-priority", 0)?;
+        if let Some(p) = max_priority.filter(|p| *p > 255) {
+            // RabbitMQ: at most 255 priorities ({max_value_exceeded, N}).
+            return Err(format!(
+                "invalid arg 'x-max-priority' for queue: {{max_value_exceeded,{p}}}"
+            ));
+        }
         Ok(Self {
             message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
             expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
             max_length_bytes: int("x-max-length-bytes", 0)?,
             overflow,
-            dead_letter_exchange: string("x-dead-letter-exchange")?,
-            dead_letter_routing_key: string("x-dead-letter-routing-key")?,
-            max_priority: int("x-max-priority", 0)?.map(|p| p.min(255) as u8),
+            overflow_declared,
+            dead_letter_exchange,
+            dead_letter_routing_key,
+            max_priority: max_priority.map(|p| p as u8),
+            queue_mode,
         })
     }
 }

@@ -19,18 +19,7 @@ impl Queue {
                 if st.deleted {
                     return;
                 }
-                while let Some(level) = st.head_level() {
-                    let expired = st.ready[level]
-                        .front()
-                        .and_then(|m| st.expires_at(m))
-                        .is_some_and(|at| at <= now);
-                    if !expired {
-                        break;
-                    }
-                    if let Some(rm) = st.pop_head(&q.memory) {
-                        q.drop_ready(rm, "expired", &mut dead);
-                    }
-                }
+                q.drop_expired_heads(&mut st, &mut dead, now);
                 let idle_deadline = q
                     .config
                     .expires

@@ -31,6 +31,7 @@
 mod arguments;
 mod consumer;
 mod housekeeping;
+mod limits;
 mod paging;
 mod ready;
 
@@ -256,6 +257,7 @@ impl Queue {
                 return EnqueueOutcome::Gone;
             }
             let len = message.body.len();
+            // Would the queue be over its limits with this message added? (reject-publish)
             let full = |st: &QueueState| {
                 self.config
                     .max_length
@@ -268,14 +270,8 @@ impl Queue {
             let mut rejected = false;
             if full(&st) {
                 match self.config.overflow {
-                    Overflow::DropHead => {
-                        while full(&st) {
-                            match st.pop_head(&self.memory) {
-                                Some(rm) => self.drop_ready(rm, "maxlen", &mut dead),
-                                None => break,
-                            }
-                        }
-                    }
+                    // drop-head trims after the message is in (below), as RabbitMQ does.
+                    Overflow::DropHead => {}
                     Overflow::RejectPublish => rejected = true,
                     Overflow::RejectPublishDlx => {
                         rejected = true;
@@ -311,6 +307,16 @@ impl Queue {
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
                 self.dispatch_locked(&mut st, &mut dead, now, vhost);
+                // drop-head: what a consumer did not take is trimmed from the head until the
+                // queue is within its limits, the new message included (RabbitMQ enqueues,
+                // then drops from the head: with x-max-length 0, or a body over
+                // x-max-length-bytes, the message itself goes).
+                self.drop_head_to_limits(&mut st, &mut dead);
+                // Then what has expired at the head by now, a TTL-0 message that no consumer
+                // took included (RabbitMQ's drop_expired_msgs after a publish: expired when
+                // now >= expiry; the dispatch above compares strictly, so that a consumer
+                // ready for it still gets it).
+                self.drop_expired_heads(&mut st, &mut dead, now);
                 if expires_at.is_some() && st.ready_count > 0 {
                     self.wake.notify_one();
                 }
@@ -429,6 +435,17 @@ impl Queue {
                 }
                 if let Some(qm) = self.pop_loaded(&mut st) {
                     st.delivered += 1;
+                    // RabbitMQ drops the expired messages this fetch brought to the head
+                    // before it counts what is left (`fetch` then `drop_expired_msgs`).
+                    while let Some(level) = st.head_level() {
+                        if !st.head_expired(level, now) {
+                            break;
+                        }
+                        match st.pop_head(&self.memory) {
+                            Some(rm) => self.drop_ready(rm, "expired", &mut dead),
+                            None => break,
+                        }
+                    }
                     got = Some((qm, st.ready_count as u32));
                     break;
                 }
@@ -442,6 +459,7 @@ impl Queue {
     /// Returns unacked messages to their original positions, marked redelivered, and
     /// dispatches them again.
     pub(crate) fn requeue(self: &Arc<Self>, vhost: &VHost, messages: Vec<QueuedMessage>) {
+        let mut dead = Vec::new();
         {
             let mut st = self.lock();
             if st.deleted {
@@ -451,7 +469,11 @@ impl Queue {
                 qm.redelivered = true;
                 st.insert(&self.memory, qm);
             }
+            // RabbitMQ's requeue_and_run: the queue's limits apply to requeued messages too,
+            // before they are dispatched again (found by difftest).
+            self.drop_head_to_limits(&mut st, &mut dead);
         }
+        vhost.dead_letter(self, dead);
         self.wake.notify_one();
         self.dispatch(vhost);
     }

@@ -1,0 +1,490 @@
+//! Divergences the differential tester found, kept as regression tests: each program with the
+//! trace RabbitMQ 3.10 gave for it (printed by the tester when it shrank the failure, or by
+//! `lepus-difftest expect`). They run against the in-process bundled broker, or against the
+//! broker `LEPUS_TEST_AMQP_URL` names (`.ci/run` points it at RabbitMQ, which re-checks the
+//! expectations themselves).
+
+/// queue.unbind of a missing binding or queue answers unbind-ok (the bundled broker answered 404; fixed on trust-access, issue 13).
+#[tokio::test]
+async fn an_unbind_of_what_is_absent_is_ok() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0
+c0.1 queue.unbind q0 -> amq.direct key="a"
+c0.1 queue.unbind q1 -> amq.direct key="a"
+c0.1 queue.bind q0 -> amq.direct key="a"
+c0.1 queue.unbind q0 -> amq.direct key="a"
+c0.1 queue.unbind q0 -> amq.direct key="a"
+"#,
+        r#"
+#0 c0.1 queue.declare q0
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 queue.unbind q0 -> amq.direct key="a"
+  = queue.unbind-ok
+  queues: q0=0/0
+#2 c0.1 queue.unbind q1 -> amq.direct key="a"
+  = queue.unbind-ok
+  queues: q0=0/0
+#3 c0.1 queue.bind q0 -> amq.direct key="a"
+  = queue.bind-ok
+  queues: q0=0/0
+#4 c0.1 queue.unbind q0 -> amq.direct key="a"
+  = queue.unbind-ok
+  queues: q0=0/0
+#5 c0.1 queue.unbind q0 -> amq.direct key="a"
+  = queue.unbind-ok
+  queues: q0=0/0
+end
+  q0 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// basic.publish: 404 for a missing exchange and 403 for an internal one before the properties; delivery_mode outside 1..2 and a foreign user_id are 406.
+#[tokio::test]
+async fn a_publish_is_checked_exchange_first_then_its_properties() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0
+c0.1 basic.publish amq.x key=q0 props(exp="soon") body=3
+c0.1 exchange.declare e0 direct internal
+c0.1 basic.publish e0 key=q0 props(dm=0) body=3
+c0.1 basic.publish "" key=q0 props(dm=3) body=3
+c0.1 basic.publish "" key=q0 props(uid="nobody") body=3
+c0.1 basic.publish "" key=q0 props(dm=2 uid="guest") body=3
+c0.1 exchange.delete e0
+"#,
+        r#"
+#0 c0.1 queue.declare q0
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 basic.publish amq.x key=q0 props(exp="soon") body=3
+  = sent m0
+  c0.1 channel.close by broker 404 NOT_FOUND (60,40)
+  queues: q0=0/0
+#2 c0.1 exchange.declare e0 direct internal
+  = exchange.declare-ok
+  queues: q0=0/0
+#3 c0.1 basic.publish e0 key=q0 props(dm=0) body=3
+  = sent m1
+  c0.1 channel.close by broker 403 ACCESS_REFUSED (60,40)
+  queues: q0=0/0
+#4 c0.1 basic.publish "" key=q0 props(dm=3) body=3
+  = sent m2
+  c0.1 channel.close by broker 406 PRECONDITION_FAILED (60,40)
+  queues: q0=0/0
+#5 c0.1 basic.publish "" key=q0 props(uid="nobody") body=3
+  = sent m3
+  c0.1 channel.close by broker 406 PRECONDITION_FAILED (60,40)
+  queues: q0=0/0
+#6 c0.1 basic.publish "" key=q0 props(dm=2 uid="guest") body=3
+  = sent m4
+  queues: q0=1/0
+#7 c0.1 exchange.delete e0
+  = exchange.delete-ok
+  queues: q0=1/0
+end
+  q0 #0 m4+3 ex="" rk=q0 props(dm=2 uid="guest")
+  q0 empty after 1
+  exchanges: e0=404
+"#,
+    )
+    .await;
+}
+
+/// Inside a transaction a publish and an ack are checked when they arrive (406 at once), not at the commit.
+#[tokio::test]
+async fn a_transaction_checks_publishes_and_acks_when_they_arrive() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0
+c0.1 tx.select
+c0.1 basic.publish "" key=q0 props(exp="soon") body=3
+c0.2 tx.select
+c0.2 basic.reject unknown
+c0.2 tx.select
+c0.2 basic.publish "" key=q0 body=3
+c0.2 tx.commit
+c0.3 basic.get q0
+c0.3 tx.select
+c0.3 basic.ack latest
+c0.3 basic.ack latest
+c0.3 tx.rollback
+"#,
+        r#"
+#0 c0.1 queue.declare q0
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 tx.select
+  = tx.select-ok
+  queues: q0=0/0
+#2 c0.1 basic.publish "" key=q0 props(exp="soon") body=3
+  = sent m0
+  c0.1 channel.close by broker 406 PRECONDITION_FAILED (60,40)
+  queues: q0=0/0
+#3 c0.2 tx.select
+  = tx.select-ok
+  queues: q0=0/0
+#4 c0.2 basic.reject unknown
+  = sent tag 1000
+  c0.2 channel.close by broker 406 PRECONDITION_FAILED (60,90)
+  queues: q0=0/0
+#5 c0.2 tx.select
+  = tx.select-ok
+  queues: q0=0/0
+#6 c0.2 basic.publish "" key=q0 body=3
+  = sent m1
+  queues: q0=0/0
+#7 c0.2 tx.commit
+  = tx.commit-ok
+  queues: q0=1/0
+#8 c0.3 basic.get q0
+  = basic.get-ok tag=1 m1+3 ex="" rk=q0 left=0 props()
+  queues: q0=0/0
+#9 c0.3 tx.select
+  = tx.select-ok
+  queues: q0=0/0
+#10 c0.3 basic.ack latest
+  = sent tag 1
+  queues: q0=0/0
+#11 c0.3 basic.ack latest
+  = sent tag 1
+  c0.3 channel.close by broker 406 PRECONDITION_FAILED (60,80)
+  queues: q0=1/0
+#12 c0.3 tx.rollback
+  = channel.close 406 PRECONDITION_FAILED (90,30)
+  queues: q0=1/0
+end
+  q0 #0 m1+3 redelivered ex="" rk=q0 props()
+  q0 empty after 1
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// queue.declare of an existing queue with another exclusive flag is 405 RESOURCE_LOCKED (was 406).
+#[tokio::test]
+async fn a_different_exclusive_flag_is_405() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0 exclusive
+c0.1 queue.declare q0 durable
+c0.1 queue.declare q1
+c0.1 queue.declare q1 exclusive
+"#,
+        r#"
+#0 c0.1 queue.declare q0 exclusive
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 queue.declare q0 durable
+  = channel.close 405 RESOURCE_LOCKED (50,10)
+  queues: q0=0/0
+#2 c0.1 queue.declare q1
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#3 c0.1 queue.declare q1 exclusive
+  = channel.close 405 RESOURCE_LOCKED (50,10)
+  queues: q0=0/0 q1=0/0
+end
+  q0 empty after 0
+  q1 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// x-dead-letter-routing-key without x-dead-letter-exchange, and x-max-priority above 255, are 406.
+#[tokio::test]
+async fn queue_arguments_rabbitmq_refuses() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0 args={x-dead-letter-routing-key:S"k"}
+c0.1 queue.declare q1 args={x-max-priority:I(256)}
+c0.1 queue.declare q2 args={x-max-priority:I(255)}
+"#,
+        r#"
+#0 c0.1 queue.declare q0 args={x-dead-letter-routing-key:S"k"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#1 c0.1 queue.declare q1 args={x-max-priority:I(256)}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404 q1=404
+#2 c0.1 queue.declare q2 args={x-max-priority:I(255)}
+  = queue.declare-ok q2 0/0
+  queues: q0=404 q1=404 q2=0/0
+end
+  q0 404
+  q1 404
+  q2 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// queue.bind: 404 for a missing exchange before 405; a headers binding needs a valid x-match (406), checked before 405; other exchange types ignore it.
+#[tokio::test]
+async fn bindings_check_existence_then_arguments_then_exclusivity() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c1.1 queue.declare q0 exclusive
+c0.1 queue.bind q0 -> e3 key="a"
+c0.1 queue.bind q0 -> amq.headers key="" args={x-match:S"most"}
+c0.1 queue.bind q0 -> amq.headers key="" args={x-match:S"any"}
+c0.1 exchange.bind amq.direct <- amq.match key="" args={x-match:I(1)}
+c0.1 exchange.bind amq.direct <- amq.topic key="" args={x-match:I(1)}
+c0.1 exchange.unbind amq.direct <- amq.topic key="" args={x-match:I(1)}
+"#,
+        r#"
+#0 c1.1 queue.declare q0 exclusive
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 queue.bind q0 -> e3 key="a"
+  = channel.close 404 NOT_FOUND (50,20)
+  queues: q0=0/0
+#2 c0.1 queue.bind q0 -> amq.headers key="" args={x-match:S"most"}
+  = channel.close 406 PRECONDITION_FAILED (50,20)
+  queues: q0=0/0
+#3 c0.1 queue.bind q0 -> amq.headers key="" args={x-match:S"any"}
+  = channel.close 405 RESOURCE_LOCKED (50,20)
+  queues: q0=0/0
+#4 c0.1 exchange.bind amq.direct <- amq.match key="" args={x-match:I(1)}
+  = channel.close 406 PRECONDITION_FAILED (40,30)
+  queues: q0=0/0
+#5 c0.1 exchange.bind amq.direct <- amq.topic key="" args={x-match:I(1)}
+  = exchange.bind-ok
+  queues: q0=0/0
+#6 c0.1 exchange.unbind amq.direct <- amq.topic key="" args={x-match:I(1)}
+  = exchange.unbind-ok
+  queues: q0=0/0
+end
+  q0 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// x-overflow drop-head: with x-max-length 0 the message goes; a body over x-max-length-bytes drops itself.
+#[tokio::test]
+async fn drop_head_counts_the_new_message() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0 args={x-max-length:I(0)}
+c0.1 basic.publish "" key=q0 body=4
+c0.1 queue.declare q1 args={x-max-length-bytes:I(10)}
+c0.1 basic.publish "" key=q1 body=30
+c0.1 basic.publish "" key=q1 body=4
+c0.1 basic.publish "" key=q1 body=8
+"#,
+        r#"
+#0 c0.1 queue.declare q0 args={x-max-length:I(0)}
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 basic.publish "" key=q0 body=4
+  = sent m0
+  queues: q0=0/0
+#2 c0.1 queue.declare q1 args={x-max-length-bytes:I(10)}
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#3 c0.1 basic.publish "" key=q1 body=30
+  = sent m1
+  queues: q0=0/0 q1=0/0
+#4 c0.1 basic.publish "" key=q1 body=4
+  = sent m2
+  queues: q0=0/0 q1=1/0
+#5 c0.1 basic.publish "" key=q1 body=8
+  = sent m3
+  queues: q0=0/0 q1=1/0
+end
+  q0 empty after 0
+  q1 #0 m3+8 ex="" rk=q1 props()
+  q1 empty after 1
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// basic.reject, basic.recover and a channel close requeue within x-max-length(-bytes): drop-head trims before redelivering (the bundled broker redelivered past the limit).
+#[tokio::test]
+async fn requeued_messages_are_held_to_the_queue_limits() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q1 args={x-max-length:I(0)}
+c1.1 basic.consume q1 tag=ct1
+c0.1 basic.publish "" key=q1 body=4
+c1.1 basic.reject latest requeue
+c0.1 queue.declare q2 args={x-max-length-bytes:I(2)}
+c1.2 basic.consume q2 tag=ct2
+c0.1 basic.publish "" key=q2 body=4
+c1.2 basic.recover requeue
+c0.1 queue.declare q3 args={x-max-length:I(1)}
+c1.3 basic.consume q3 tag=ct3
+c0.1 basic.publish "" key=q3 body=4
+c0.1 basic.publish "" key=q3 body=5
+c1.3 channel.close
+"#,
+        r#"
+#0 c0.1 queue.declare q1 args={x-max-length:I(0)}
+  = queue.declare-ok q1 0/0
+  queues: q1=0/0
+#1 c1.1 basic.consume q1 tag=ct1
+  = basic.consume-ok "ct1"
+  queues: q1=0/1
+#2 c0.1 basic.publish "" key=q1 body=4
+  = sent m0
+  c1.1 "ct1" <- m0+4 ex="" rk=q1 props()
+  c1.1 tags 1
+  queues: q1=0/1
+#3 c1.1 basic.reject latest requeue
+  = sent tag 1
+  queues: q1=0/1
+#4 c0.1 queue.declare q2 args={x-max-length-bytes:I(2)}
+  = queue.declare-ok q2 0/0
+  queues: q1=0/1 q2=0/0
+#5 c1.2 basic.consume q2 tag=ct2
+  = basic.consume-ok "ct2"
+  queues: q1=0/1 q2=0/1
+#6 c0.1 basic.publish "" key=q2 body=4
+  = sent m1
+  c1.2 "ct2" <- m1+4 ex="" rk=q2 props()
+  c1.2 tags 1
+  queues: q1=0/1 q2=0/1
+#7 c1.2 basic.recover requeue
+  = basic.recover-ok
+  queues: q1=0/1 q2=0/1
+#8 c0.1 queue.declare q3 args={x-max-length:I(1)}
+  = queue.declare-ok q3 0/0
+  queues: q1=0/1 q2=0/1 q3=0/0
+#9 c1.3 basic.consume q3 tag=ct3
+  = basic.consume-ok "ct3"
+  queues: q1=0/1 q2=0/1 q3=0/1
+#10 c0.1 basic.publish "" key=q3 body=4
+  = sent m2
+  c1.3 "ct3" <- m2+4 ex="" rk=q3 props()
+  c1.3 tags 1
+  queues: q1=0/1 q2=0/1 q3=0/1
+#11 c0.1 basic.publish "" key=q3 body=5
+  = sent m3
+  c1.3 "ct3" <- m3+5 ex="" rk=q3 props()
+  c1.3 tags 2
+  queues: q1=0/1 q2=0/1 q3=0/1
+#12 c1.3 channel.close
+  = channel.close-ok
+  queues: q1=0/1 q2=0/1 q3=1/0
+end
+  q1 empty after 0
+  q2 empty after 0
+  q3 #0 m3+5 redelivered ex="" rk=q3 props()
+  q3 empty after 1
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// x-queue-mode is one of the arguments a redeclare must repeat (the bundled broker ignored it).
+#[tokio::test]
+async fn x_queue_mode_is_compared_on_redeclare() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q4
+c0.1 queue.declare q4 args={x-queue-mode:S"lazy"}
+c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+c0.2 queue.declare q3
+c0.3 queue.declare q2 args={x-queue-mode:S"default"}
+c0.3 queue.declare q2 args={x-queue-mode:S"lazy"}
+"#,
+        r#"
+#0 c0.1 queue.declare q4
+  = queue.declare-ok q4 0/0
+  queues: q4=0/0
+#1 c0.1 queue.declare q4 args={x-queue-mode:S"lazy"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q4=0/0
+#2 c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+  = queue.declare-ok q3 0/0
+  queues: q3=0/0 q4=0/0
+#3 c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
+  = queue.declare-ok q3 0/0
+  queues: q3=0/0 q4=0/0
+#4 c0.2 queue.declare q3
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q3=0/0 q4=0/0
+#5 c0.3 queue.declare q2 args={x-queue-mode:S"default"}
+  = queue.declare-ok q2 0/0
+  queues: q2=0/0 q3=0/0 q4=0/0
+#6 c0.3 queue.declare q2 args={x-queue-mode:S"lazy"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q2=0/0 q3=0/0 q4=0/0
+end
+  q2 empty after 0
+  q3 empty after 0
+  q4 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// a message that expires on arrival and finds no consumer is dropped right after the publish, priority queues included (the bundled broker counted it until its timer ran).
+#[tokio::test]
+async fn a_ttl_0_message_is_gone_at_once() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0 args={x-max-priority:B(3), x-message-ttl:I(0)}
+c0.1 basic.publish "" key=q0 body=1
+c0.1 basic.publish "" key=q0 props(pri=2) body=2
+c0.1 queue.declare q1 args={x-message-ttl:I(0)}
+c0.1 basic.publish "" key=q1 body=3
+c0.1 queue.declare q2
+c0.1 basic.publish "" key=q2 props(exp="0") body=4
+"#,
+        r#"
+#0 c0.1 queue.declare q0 args={x-max-priority:B(3), x-message-ttl:I(0)}
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 basic.publish "" key=q0 body=1
+  = sent m0
+  queues: q0=0/0
+#2 c0.1 basic.publish "" key=q0 props(pri=2) body=2
+  = sent m1
+  queues: q0=0/0
+#3 c0.1 queue.declare q1 args={x-message-ttl:I(0)}
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#4 c0.1 basic.publish "" key=q1 body=3
+  = sent m2
+  queues: q0=0/0 q1=0/0
+#5 c0.1 queue.declare q2
+  = queue.declare-ok q2 0/0
+  queues: q0=0/0 q1=0/0 q2=0/0
+#6 c0.1 basic.publish "" key=q2 props(exp="0") body=4
+  = sent m3
+  queues: q0=0/0 q1=0/0 q2=0/0
+end
+  q0 empty after 0
+  q1 empty after 0
+  q2 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
