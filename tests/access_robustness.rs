@@ -16,9 +16,7 @@ use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{FieldTable as WireTable, LongString};
 use amqp::*;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
