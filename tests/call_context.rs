@@ -1,7 +1,8 @@
 //! Issue 16: the call context. A handler's calls, enqueues and publishes inherit what is left of
 //! its caller's deadline and carry its trace id onward; a call whose caller's budget is spent
 //! is not started downstream (the inner server never sees it) and the outer caller gets a
-//! timeout, not a hang.
+//! timeout, not a hang. Since issue 23 the worker also stops an RPC handler at its caller's
+//! deadline, so what is made after it is spent is work spawned off the handler in its context.
 //!
 //! Two services on two workers of their own (so the nested call goes through the broker, not
 //! in place), on the bundled broker or the one `LEPUS_TEST_AMQP_URL` names.
@@ -59,6 +60,10 @@ pub trait Front {
     ) -> Result<(Observed, Observed), String>;
     /// Spends `spend_ms`, then enqueues `audit_task` and publishes to `audit_event`.
     async fn fan_out(&self, ctx: Context, spend_ms: u64) -> Result<Observed, String>;
+    /// Answers at once; work spawned in its context spends `spend_ms`, then calls
+    /// `Back::work(0)`, enqueues `audit_task` and publishes to `audit_event`, and sends what
+    /// each gave to `Relay::later`.
+    async fn relay_later(&self, ctx: Context, spend_ms: u64);
 }
 
 /// `Back`'s implementation: counts its calls.
@@ -78,6 +83,7 @@ impl Back for Worker {
 struct Relay {
     back: BackClient,
     client: Client,
+    later: mpsc::UnboundedSender<Vec<Result<(), String>>>,
 }
 
 impl Front for Relay {
@@ -102,6 +108,23 @@ impl Front for Relay {
             .map_err(|e| e.to_string())?;
         Ok(Observed::of(&ctx))
     }
+
+    async fn relay_later(&self, ctx: Context, spend_ms: u64) {
+        let (back, client, later) = (self.back.clone(), self.client.clone(), self.later.clone());
+        tokio::spawn(ctx.scope(async move {
+            tokio::time::sleep(Duration::from_millis(spend_ms)).await;
+            let called = back.work(0).await.map(drop);
+            let enqueued = audit_task::enqueue(&client, "task".into()).await.map(drop);
+            let published = audit_event::publish(&client, "audit", &"event".to_owned()).await;
+            let results = [called, enqueued, published];
+            let _ = later.send(
+                results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect(),
+            );
+        }));
+    }
 }
 
 /// Where the task and the event handler report the trace id they saw.
@@ -124,6 +147,8 @@ struct Services {
     back_done: lepus::testing::Completions,
     front_done: lepus::testing::Completions,
     front: FrontClient,
+    /// What `relay_later`'s spawned work gave.
+    later: mpsc::UnboundedReceiver<Vec<Result<(), String>>>,
 }
 
 impl Services {
@@ -136,9 +161,11 @@ impl Services {
             }))
             .await
             .unwrap();
+        let (later_tx, later) = mpsc::unbounded_channel();
         let relay = Relay {
             back: BackClient::new(bed.client()),
             client: bed.client().clone(),
+            later: later_tx,
         };
         let front_done = bed.serve(FrontServer::new(relay)).await.unwrap();
         let front = FrontClient::new(bed.client());
@@ -148,6 +175,7 @@ impl Services {
             back_done,
             front_done,
             front,
+            later,
         }
     }
 
@@ -176,15 +204,15 @@ async fn a_nested_call_whose_callers_budget_is_spent_is_not_started() {
         "the outer caller waited {:?}",
         started.elapsed()
     );
-    // The front handler ran on, and its nested call failed at once with a timeout...
+    // The front handler was stopped at its caller's deadline (issue 23)...
     let front = s
         .front_done
         .next_within(Duration::from_secs(10))
         .await
         .unwrap();
     match front.outcome {
-        Outcome::Failed { error } => assert!(error.contains("no reply within 0ns"), "{error}"),
-        other => panic!("expected the nested call to fail, got {other:?}"),
+        Outcome::Failed { error } => assert!(error.contains("time limit of"), "{error}"),
+        other => panic!("expected the front handler to be stopped, got {other:?}"),
     }
     // ...without a request reaching the back service.
     assert!(s
@@ -252,8 +280,9 @@ async fn a_nested_call_carries_the_deadline_and_the_trace_id() {
         elapsed < Duration::from_millis(2_400),
         "the nested call gave up after {elapsed:?}, not with the outer budget"
     );
+    // The front handler stops at the outer deadline (issue 23), its nested call with it.
     match &front.last().unwrap().outcome {
-        Outcome::Failed { error } => assert!(error.contains("no reply within"), "{error}"),
+        Outcome::Failed { error } => assert!(error.contains("time limit of"), "{error}"),
         other => panic!("{other:?}"),
     }
     let _ = s.back_done.drain();
@@ -304,10 +333,55 @@ async fn enqueues_and_publishes_inherit_the_context() {
         .wait_for(2, Duration::from_secs(10))
         .await
         .unwrap();
+    // Stopped at its caller's deadline (issue 23), before it enqueued.
     match &done[1].outcome {
-        Outcome::Failed { error } => assert!(error.contains("no reply within 0ns"), "{error}"),
-        other => panic!("expected the enqueue to be refused, got {other:?}"),
+        Outcome::Failed { error } => assert!(error.contains("time limit of"), "{error}"),
+        other => panic!("expected the handler to be stopped, got {other:?}"),
     }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), seen.recv())
+            .await
+            .is_err()
+    );
+    s.bed.stop().await;
+}
+
+/// Work spawned off a handler in its context (`tokio::spawn(ctx.scope(..))`) outlives the
+/// handler but not its caller's budget: once that is spent, its call fails at once without
+/// reaching the inner server, and its enqueue and publish are refused, nothing sent.
+#[tokio::test]
+async fn work_spawned_off_a_handler_keeps_its_callers_spent_budget() {
+    let mut s = Services::start("ctxlater").await;
+    let (traces, mut seen): (Traces, _) = mpsc::unbounded_channel();
+    s.bed
+        .serve(audit_task::handler().state(traces.clone()))
+        .await
+        .unwrap();
+    s.bed
+        .serve(audit_event::handler().state(traces))
+        .await
+        .unwrap();
+    s.front_within(Duration::from_millis(200))
+        .relay_later(400)
+        .await
+        .unwrap();
+    let later = tokio::time::timeout(Duration::from_secs(10), s.later.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(later.len(), 3);
+    for result in later {
+        match result {
+            Err(error) => assert!(error.contains("no reply within 0ns"), "{error}"),
+            Ok(()) => panic!("a call, enqueue or publish made past the caller's budget"),
+        }
+    }
+    assert!(s
+        .back_done
+        .next_within(Duration::from_millis(500))
+        .await
+        .is_err());
+    assert_eq!(s.back_calls.load(Ordering::SeqCst), 0);
     assert!(
         tokio::time::timeout(Duration::from_millis(500), seen.recv())
             .await

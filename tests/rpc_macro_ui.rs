@@ -23,6 +23,7 @@ fn rpc_macro_ui() {
         "impl_trait",
         "combined",
         "not_serializable",
+        "limits_bad_values",
         "arg_not_serializable",
         "returns_not_plain",
         "rpc_error_cannot_travel",

@@ -48,8 +48,11 @@ use proc_macro::TokenStream;
 ///
 /// Attribute keys: `queue = ...` (required: a string literal or a `&'static str` constant
 /// expression such as a `const`), `name = "..."` (the method name; default: the function's
-/// name). Several functions may share a queue; requests are routed by method name. Arguments
-/// and results must be owned `Serialize + DeserializeOwned` types. At run time a worker may
+/// name), `time_limit = "5s"` (the handler is stopped after that long and the caller gets a
+/// time-limit failure; it is stopped at the caller's deadline in any case), `blocking = true`
+/// (run on tokio's blocking pool: for handlers that block their thread). Several functions may
+/// share a queue; requests are routed by method name. Arguments and results must be owned
+/// `Serialize + DeserializeOwned` types. At run time a worker may
 /// serve the method on another queue (`fib::handler().on_queue(..)`) and a caller call it there
 /// (`CallOptions::queue`).
 ///
@@ -119,10 +122,12 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Keys: `queue` (required), `name` (default: the function's name), `retries` (default 3),
 /// `backoff = "<first>..<max>"` (default `"1s..300s"`), `time_limit` (a duration string),
 /// `max_priority` (declares the queue with priorities), `dead_letter_queue` (default
-/// `"<queue>.dead"`), `quorum = true`; `queue` may be a `&'static str` constant expression.
-/// The function returns `Result<T, E>` with `E: Display` or any alias of it
-/// (`anyhow::Result<()>`, `io::Result<()>`, `eyre::Result<()>`, your own), or a plain value
-/// (`()`, any `lepus::Plain` type). An `Err`, a panic or the time limit fail the attempt.
+/// `"<queue>.dead"`), `quorum = true`, `blocking = true` (run on tokio's blocking pool: for
+/// functions that block their thread; the time limit still counts wall time); `queue` may be a
+/// `&'static str` constant expression. The function returns `Result<T, E>` with `E: Display` or
+/// any alias of it (`anyhow::Result<()>`, `io::Result<()>`, `eyre::Result<()>`, your own), or a
+/// plain value (`()`, any `lepus::Plain` type). An `Err`, a panic or the time limit fail the
+/// attempt.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     task::task(attr.into(), item.into()).into()
@@ -140,7 +145,8 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Keys: `exchange` and `kind` (`"fanout"`, `"direct"`, `"topic"`) required; `binding` (a key
 /// or an array of keys; required for direct and topic); `delivery = "pool"` (default: one
 /// durable queue per handler shared by all instances) or `"broadcast"` (one exclusive queue per
-/// running instance); `queue` (default `"<exchange>.<fn>"`); `name`.
+/// running instance); `queue` (default `"<exchange>.<fn>"`); `name`; `time_limit` (the event is
+/// rejected when the handler runs longer); `blocking = true` (run on tokio's blocking pool).
 #[proc_macro_attribute]
 pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
     event::event(attr.into(), item.into()).into()

@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 /// broker-initiated `connection.close` raises no event in lapin 4).
 const STATUS_POLL: Duration = Duration::from_millis(50);
 
+/// How long [`Connection::close`] waits for the broker's `connection.close-ok`.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long [`connect`] keeps trying a broker that does not answer yet (one that is still
 /// starting, say) before it gives up; see [`ConnectOptions::startup_wait`].
 pub const DEFAULT_STARTUP_WAIT: Duration = Duration::from_secs(10);
@@ -99,9 +102,12 @@ impl ConnectOptions {
             return Err(Error::Config("no broker URL given".into()));
         }
         let (first, url_index) = self.connect_first().await?;
+        let options = self.clone();
+        let (blocked_tx, blocked) = watch::channel(false);
         let (link_tx, _) = watch::channel(LinkState::Up(Link {
             conn: Arc::new(first),
             generation: 1,
+            blocked,
         }));
         let (close_tx, close_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -109,12 +115,19 @@ impl ConnectOptions {
             close: close_tx,
         });
         let urls = self.urls.clone();
-        let supervisor = tokio::spawn(supervise(self, shared.clone(), close_rx, url_index));
+        let supervisor = tokio::spawn(supervise(
+            self,
+            shared.clone(),
+            close_rx,
+            url_index,
+            blocked_tx,
+        ));
         Ok(Connection {
             owner: Arc::new(Owner {
                 shared,
                 urls,
                 supervisor: std::sync::Mutex::new(Some(supervisor)),
+                options,
             }),
         })
     }
@@ -136,6 +149,8 @@ struct Owner {
     /// The supervisor task; taken by `close` to wait for it. Dropping it detaches the task,
     /// which still stops because `Owner::drop` signals `close`.
     supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// How this connection was made, for [`Connection::sibling`].
+    options: ConnectOptions,
 }
 
 impl Drop for Owner {
@@ -169,6 +184,10 @@ pub(crate) enum LinkState {
 pub(crate) struct Link {
     pub(crate) conn: Arc<lapin::Connection>,
     pub(crate) generation: u64,
+    /// True while the broker blocks this connection (`connection.blocked`: lapin then writes
+    /// nothing on it). The sender is the supervisor, the one listener of the connection's
+    /// events (lapin hands each event to one listener only).
+    pub(crate) blocked: watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -186,7 +205,8 @@ impl Connection {
     }
 
     /// Closes the AMQP connection (`connection.close`) and stops reconnecting. Clients and
-    /// workers on this connection end; calls in flight fail with [`Error::Closed`].
+    /// workers on this connection end; calls in flight fail with [`Error::Closed`]. Waits at
+    /// most 5 s for the broker to confirm (a blocked connection never does).
     pub async fn close(&self) {
         self.owner.shared.close.send_replace(true);
         let supervisor = match self.owner.supervisor.lock() {
@@ -196,6 +216,22 @@ impl Connection {
         if let Some(supervisor) = supervisor {
             let _ = supervisor.await;
         }
+    }
+
+    /// A second connection to the same brokers, with the same options, supervised on its own
+    /// (`role` is appended to the connection name). Workers publish on one: a broker blocks a
+    /// connection that publishes while its memory alarm is raised (`connection.blocked`), and
+    /// stops reading it, which would stall the acks of the deliveries it consumes. The broker
+    /// answers already, so no startup wait: a second connection it refuses fails at once.
+    pub(crate) async fn sibling(&self, role: &str) -> Result<Connection> {
+        let mut options = self.owner.options.clone();
+        let name = match &options.connection_name {
+            Some(name) => format!("{name} ({role})"),
+            None => format!("lepus {role}"),
+        };
+        options.connection_name = Some(name);
+        options.startup_wait = Duration::ZERO;
+        options.connect().await
     }
 
     /// True when `other` reaches the same broker (the same URLs, in the same order).
@@ -310,8 +346,10 @@ async fn supervise(
     shared: Arc<Shared>,
     mut close: watch::Receiver<bool>,
     mut url_index: usize,
+    first_blocked: watch::Sender<bool>,
 ) {
     let mut generation = 1;
+    let mut blocked = first_blocked;
     let mut current = match &*shared.link.borrow() {
         LinkState::Up(link) => Some(link.conn.clone()),
         _ => None,
@@ -323,11 +361,14 @@ async fn supervise(
                 generation,
                 "connected to broker"
             );
-            let closing = wait_for_loss(&conn, &mut close).await;
+            let closing = wait_for_loss(&conn, &mut close, &blocked).await;
             if closing {
                 shared.link.send_replace(LinkState::Closed);
                 if conn.status().connected() {
-                    let _ = conn.close(200, "bye".into()).await;
+                    // Bounded: a connection the broker blocked (`connection.blocked`) is not
+                    // read, and its `close-ok` would never come.
+                    let _ =
+                        tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "bye".into())).await;
                 }
                 return;
             }
@@ -343,9 +384,12 @@ async fn supervise(
                     url_index = index;
                     generation += 1;
                     let conn = Arc::new(conn);
+                    let (blocked_tx, blocked_rx) = watch::channel(false);
+                    blocked = blocked_tx;
                     shared.link.send_replace(LinkState::Up(Link {
                         conn: conn.clone(),
                         generation,
+                        blocked: blocked_rx,
                     }));
                     current = Some(conn);
                 }
@@ -366,11 +410,20 @@ async fn supervise(
     }
 }
 
-/// Waits until `conn` is no longer usable (returns `false`) or a close is requested (`true`).
-async fn wait_for_loss(conn: &lapin::Connection, close: &mut watch::Receiver<bool>) -> bool {
+/// Waits until `conn` is no longer usable (returns `false`) or a close is requested (`true`),
+/// keeping `blocked` in line with the broker's `connection.blocked` / `unblocked`.
+async fn wait_for_loss(
+    conn: &lapin::Connection,
+    close: &mut watch::Receiver<bool>,
+    blocked: &watch::Sender<bool>,
+) -> bool {
     let mut events = conn.events_listener();
     let mut poll = tokio::time::interval(STATUS_POLL);
     loop {
+        blocked.send_if_modified(|was| {
+            let now = conn.status().blocked();
+            std::mem::replace(was, now) != now
+        });
         tokio::select! {
             _ = close.wait_for(|closed| *closed) => return true,
             event = events.next() => match event {

@@ -56,8 +56,10 @@
 //! 0x92        0x01     <error>            Err: the handler's application error
 //! 0x93        0x02     <kind> <message>   failure: kind is a positive fixint
 //!                                           0 = panicked, 1 = bad request, 2 = unknown method,
-//!                                           3 = unencodable result, 4 = not run (the last
-//!                                           worker of the queue shut down first);
+//!                                           3 = unencodable or oversized result,
+//!                                           4 = not run (the last worker of the queue
+//!                                           shut down first), 5 = time limit exceeded,
+//!                                           6 = request too large, 7 = delivery limit reached;
 //!                                           message is a MessagePack str
 //! ```
 //! The application error is the error value itself when its type is a serde type, else its
@@ -70,6 +72,14 @@
 //! naming no method goes to the queue's only handler, if it has one; it publishes the reply, then
 //! acks the request (at-least-once: a worker that dies before the ack lets the broker redeliver).
 //!
+//! Limits: a body nesting deeper than [`MAX_DEPTH`] (128) levels is refused as undecodable
+//! (a bad request), by callers too. A worker refuses a body larger than its handler's maximum
+//! message size (64 MiB by default), stops a handler at its caller's deadline or its own time
+//! limit, and answers a request that was delivered as often as its delivery limit allows
+//! (10 by default) without being answered with failure kind 6, counting deliveries in
+//! [`HEADER_DELIVERY_COUNT`] (`l`) on a copy it republishes to the queue (RabbitMQ quorum
+//! queues count them in `x-delivery-count`); see the `worker` module.
+//!
 //! Not implemented: compression (`content-encoding`), other codecs, streaming replies.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,7 +89,10 @@ use lapin::BasicProperties;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, FailureKind};
+use crate::msgpack_depth;
+pub use crate::msgpack_depth::MAX_DEPTH;
 use crate::remote_error::{ErrCodec, SerdeCodec};
+pub use crate::worker::{HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY};
 
 /// The `content-type` of every Lepus request and reply.
 pub const CONTENT_TYPE: &str = "application/msgpack";
@@ -129,9 +142,26 @@ pub fn encode_request<A: Serialize>(args: &A) -> Result<Vec<u8>, rmp_serde::enco
     Ok(buf)
 }
 
-/// Decodes a request body into the handler's arguments tuple.
+/// Decodes a request body into the handler's arguments tuple. A body nesting deeper than
+/// [`MAX_DEPTH`] levels is refused before decoding (see `msgpack_depth`).
 pub fn decode_request<A: DeserializeOwned>(body: &[u8]) -> Result<A, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(body)
+    decode_bounded(body)
+}
+
+/// Decodes one MessagePack value, refusing a body that nests deeper than [`MAX_DEPTH`] levels
+/// before decoding it (the decoder and the decoded value's `Drop` recurse once per level).
+pub(crate) fn decode_bounded<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    if let Err(too_deep) = msgpack_depth::check(body, MAX_DEPTH) {
+        return Err(rmp_serde::decode::Error::Uncategorized(
+            too_deep.to_string(),
+        ));
+    }
+    let mut decoder = rmp_serde::Deserializer::from_read_ref(body);
+    // rmp-serde counts levels itself too; set a little above ours, it never trips first.
+    decoder.set_max_depth(MAX_DEPTH + 2);
+    T::deserialize(&mut decoder)
 }
 
 /// Encodes a reply carrying `Ok(value)` or `Err(app_error)` (a serde error type).
@@ -187,15 +217,14 @@ pub(crate) fn decode_reply_with<T: DeserializeOwned, E>(
     let bad = |what: &str| Error::Decode(format!("reply {what} (body of {} bytes)", body.len()));
     match body {
         [FIXARRAY_2, TAG_OK, rest @ ..] => {
-            rmp_serde::from_slice(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
+            decode_bounded(rest).map_err(|e| Error::Decode(format!("reply value: {e}")))
         }
         [FIXARRAY_2, TAG_ERR, rest @ ..] => match codec.decode(rest) {
             Ok(app_error) => Err(Error::Remote(app_error)),
             Err(e) => Err(Error::Decode(format!("reply application error: {e}"))),
         },
         [FIXARRAY_3, TAG_FAILED, kind, rest @ ..] => {
-            let message: String =
-                rmp_serde::from_slice(rest).map_err(|_| bad("failure message"))?;
+            let message: String = decode_bounded(rest).map_err(|_| bad("failure message"))?;
             Err(Error::Failed {
                 kind: FailureKind::from_code(*kind),
                 message,
@@ -388,6 +417,49 @@ mod tests {
         let both = by_header.with_type("fib".into());
         assert_eq!(method_of(&both), Some(&b"fib"[..]));
         assert_eq!(method_of(&BasicProperties::default()), None);
+    }
+
+    /// `depth` nested one-element arrays around `1`.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut body = vec![0x91; depth];
+        body.push(0x01);
+        body
+    }
+
+    #[test]
+    fn deeply_nested_bodies_are_refused_before_decoding() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        #[serde(untagged)]
+        enum Tree {
+            Node(#[allow(dead_code)] Vec<Tree>),
+            Leaf(#[allow(dead_code)] u8),
+        }
+        // Run on half the stack of a tokio worker thread (2 MiB), where a debug build would
+        // overflow long before 1,000 levels.
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| {
+                for depth in [1_000, 100_000] {
+                    let err = decode_request::<Tree>(&nested(depth)).unwrap_err();
+                    assert!(err.to_string().contains("deeper than 128"), "{err}");
+                    let mut reply = vec![FIXARRAY_2, TAG_OK];
+                    reply.extend_from_slice(&nested(depth));
+                    match decode_reply::<Tree, String>(&reply) {
+                        Err(Error::Decode(message)) => assert!(message.contains("deeper")),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                    reply[1] = TAG_ERR;
+                    assert!(matches!(
+                        decode_reply::<u8, Tree>(&reply),
+                        Err(Error::Decode(_))
+                    ));
+                }
+                // The limit itself still decodes.
+                assert!(decode_request::<Tree>(&nested(MAX_DEPTH - 1)).is_ok());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -41,11 +41,20 @@ pub enum FailureKind {
     BadRequest,
     /// No handler on this queue has the requested method name.
     UnknownMethod,
-    /// The handler's result could not be encoded.
+    /// The handler's result could not be encoded, or its encoding is larger than the
+    /// handler's maximum message size.
     BadReply,
     /// The worker shut down before it ran the request, and no other worker serves its queue:
     /// the handler did not run, so calling again is safe.
     NotRun,
+    /// The handler ran past its time limit and was stopped.
+    TimeLimit,
+    /// The request is larger than the handler's maximum message size; it was not decoded.
+    TooLarge,
+    /// The request was delivered to workers as often as the worker's delivery limit allows
+    /// without any of them answering it (they crashed, hung or were stopped while running it);
+    /// it was not run again.
+    DeliveryLimit,
 }
 
 impl FailureKind {
@@ -57,6 +66,9 @@ impl FailureKind {
             FailureKind::UnknownMethod => 2,
             FailureKind::BadReply => 3,
             FailureKind::NotRun => 4,
+            FailureKind::TimeLimit => 5,
+            FailureKind::TooLarge => 6,
+            FailureKind::DeliveryLimit => 7,
         }
     }
 
@@ -67,6 +79,9 @@ impl FailureKind {
             2 => FailureKind::UnknownMethod,
             3 => FailureKind::BadReply,
             4 => FailureKind::NotRun,
+            5 => FailureKind::TimeLimit,
+            6 => FailureKind::TooLarge,
+            7 => FailureKind::DeliveryLimit,
             _ => FailureKind::BadRequest,
         }
     }
@@ -80,6 +95,9 @@ impl std::fmt::Display for FailureKind {
             FailureKind::UnknownMethod => "unknown method",
             FailureKind::BadReply => "unencodable result",
             FailureKind::NotRun => "not run: the worker shut down",
+            FailureKind::TimeLimit => "time limit exceeded",
+            FailureKind::TooLarge => "request too large",
+            FailureKind::DeliveryLimit => "delivery limit reached",
         })
     }
 }
@@ -288,6 +306,9 @@ mod tests {
             FailureKind::UnknownMethod,
             FailureKind::BadReply,
             FailureKind::NotRun,
+            FailureKind::TimeLimit,
+            FailureKind::TooLarge,
+            FailureKind::DeliveryLimit,
         ] {
             assert_eq!(FailureKind::from_code(kind.code()), kind);
         }

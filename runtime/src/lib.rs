@@ -20,8 +20,9 @@
 //!   the bounce queue that turns an unserved request into `NoRoute`.
 //! - `worker`: [`Worker`], [`Handler`], [`IntoHandlers`], [`QueueOptions`], [`WorkerHandle`]: consumers,
 //!   concurrency, graceful shutdown (deleting the RPC queues nobody else serves);
-//!   `worker/delivery` handles one request (route, run, reply, ack), `worker/served` runs a
-//!   handler's calls to its own worker in place.
+//!   `worker/delivery` handles one request (route, count, run, reply, ack), `worker/served` runs
+//!   a handler's calls to its own worker in place, and `worker/limits`, `worker/redelivery`,
+//!   `worker/byte_budget` bound what one message can do.
 //! - `method`: [`Method`], the static description of an RPC method the macros implement (all a
 //!   caller needs), and `Invoke`, how a worker runs it (a free function or a service method).
 //! - `context`: [`Context`], what a handler knows about its request (deadline, ids, attempt,
@@ -32,7 +33,9 @@
 //!   decided by the type system (aliases of `Result` included).
 //! - `remote_error`: [`RemoteError`] and the codecs that carry an RPC's application error back
 //!   to its caller (typed for serde types, as text for `anyhow::Error` and the like).
-//! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec.
+//! - `envelope`: the wire format (byte layouts, header names) and the MessagePack codec;
+//!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
+//!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
@@ -48,6 +51,8 @@ mod error;
 pub mod event;
 mod inject;
 mod method;
+mod msgpack_depth;
+mod properties_size;
 mod remote_error;
 mod returns;
 mod state;
@@ -68,7 +73,8 @@ pub use returns::{Plain, Returns};
 pub use state::{MissingState, Needed, State};
 pub use worker::{
     Handler, IntoHandlers, QueueOptions, Worker, WorkerHandle, DEFAULT_CONCURRENCY,
-    RPC_QUEUE_EXPIRES,
+    DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES,
+    DEFAULT_SHUTDOWN_TIMEOUT, RPC_QUEUE_EXPIRES,
 };
 
 pub use event::publish;

@@ -164,7 +164,8 @@ impl<E: Serialize + DeserializeOwned> ErrCodec<E> for SerdeCodec<E> {
     }
 
     fn decode(&self, body: &[u8]) -> Result<E, String> {
-        rmp_serde::from_slice(body).map_err(|e| e.to_string())
+        // Depth-bounded: an error value nests as deep as a peer likes (see `msgpack_depth`).
+        crate::envelope::decode_bounded(body).map_err(|e| e.to_string())
     }
 }
 
@@ -177,7 +178,7 @@ impl<E: Display + From<RemoteError>> ErrCodec<E> for TextCodec<E> {
     }
 
     fn decode(&self, body: &[u8]) -> Result<E, String> {
-        let message: String = rmp_serde::from_slice(body).map_err(|e| e.to_string())?;
+        let message: String = crate::envelope::decode_bounded(body).map_err(|e| e.to_string())?;
         Ok(E::from(RemoteError::new(message)))
     }
 }

@@ -55,6 +55,11 @@ impl BackgroundWorker {
         }
     }
 
+    /// True once the worker's `run_until` returned (it stopped or failed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Graceful shutdown.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -16,7 +16,7 @@ pub mod api {
         Ok(pair)
     }
 
-    #[lepus::rpc(queue = "shapes", name = "crate_only")]
+    #[lepus::rpc(queue = "shapes", name = "crate_only", time_limit = "5s", blocking = true)]
     pub(crate) async fn crate_only(mut n: u32, _: bool) {
         n += 1;
         let _ = n;

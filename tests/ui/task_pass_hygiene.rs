@@ -21,7 +21,7 @@ mod jobs {
         ::core::result::Result::Ok(())
     }
 
-    #[::lepus::task(queue = "nothing")]
+    #[::lepus::task(queue = "nothing", blocking = true)]
     pub async fn no_args() {}
 
     #[::lepus::event(exchange = "logs", kind = "topic", binding = ["*.error", "kern.#"], delivery = "broadcast")]
@@ -29,7 +29,7 @@ mod jobs {
         let _ = line;
     }
 
-    #[::lepus::event(exchange = "audit", kind = "fanout")]
+    #[::lepus::event(exchange = "audit", kind = "fanout", time_limit = "2s", blocking = true)]
     pub async fn audit(n: u64) -> ::core::result::Result<u64, ::std::string::String> {
         ::core::result::Result::Ok(n)
     }

@@ -57,6 +57,7 @@ pub(crate) fn expand(
     };
     let marker = marker_struct(name, &function.vis, &doc);
     let event_impl = gen_event_impl(args, function, signature, &handler_name);
+    let limits = crate::task::attr::handler_limits(args.blocking, args.time_limit);
     let checks = match &args.queue {
         Some(queue) => queue.check(quote!(<#name>::QUEUE)),
         None => TokenStream::new(),
@@ -77,7 +78,7 @@ pub(crate) fn expand(
             pub const NAME: &'static ::core::primitive::str = #handler_name;
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
             pub fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::event_handler::<#name>()
+                ::lepus::__private::event_handler::<#name>() #limits
             }
             /// Publishes an event to this handler's exchange (declared on first use) and waits
             /// for the broker's confirm.

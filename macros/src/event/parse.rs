@@ -1,5 +1,6 @@
 //! Reads `#[lepus::event(exchange = "logs", kind = "topic", binding = ["kern.*", "*.critical"],
-//! delivery = "pool" | "broadcast", queue = "...", name = "...")]`.
+//! delivery = "pool" | "broadcast", queue = "...", name = "...", time_limit = "30s",
+//! blocking = true)]`.
 
 use proc_macro2::{Span, TokenStream};
 use syn::LitStr;
@@ -8,7 +9,16 @@ use crate::rpc::parse::{Errors, QueueName};
 use crate::task::attr;
 
 /// The keys `#[lepus::event]` accepts.
-const KEYS: &[&str] = &["exchange", "kind", "binding", "delivery", "queue", "name"];
+const KEYS: &[&str] = &[
+    "exchange",
+    "kind",
+    "binding",
+    "delivery",
+    "queue",
+    "name",
+    "time_limit",
+    "blocking",
+];
 
 /// The exchange types.
 #[derive(Clone, Copy)]
@@ -26,6 +36,8 @@ pub(crate) struct EventArgs {
     pub(crate) broadcast: bool,
     pub(crate) queue: Option<QueueName>,
     pub(crate) name: Option<LitStr>,
+    pub(crate) time_limit: Option<std::time::Duration>,
+    pub(crate) blocking: bool,
 }
 
 /// Parses the attribute, reporting every problem at its token (combined).
@@ -38,12 +50,16 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<EventArgs> {
     let mut broadcast = false;
     let mut queue = None;
     let mut name = None;
+    let mut time_limit = None;
+    let mut blocking = false;
     for pair in &pairs {
         let result = match pair.key.as_str() {
             "exchange" => attr::short_string(pair).map(|v| exchange = Some(v)),
             "queue" => QueueName::parse(&pair.value, "queue").map(|v| queue = Some(v)),
             "name" => attr::short_string(pair).map(|v| name = Some(v)),
             "binding" => attr::string_list(pair).map(|v| bindings = v),
+            "time_limit" => attr::positive_duration(pair).map(|v| time_limit = Some(v)),
+            "blocking" => attr::boolean(pair).map(|v| blocking = v),
             "kind" => attr::short_string(pair).and_then(|v| {
                 kind = Some(match v.value().as_str() {
                     "fanout" => Kind::Fanout,
@@ -105,6 +121,8 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<EventArgs> {
             broadcast,
             queue,
             name,
+            time_limit,
+            blocking,
         }),
         _ => Err(syn::Error::new(
             Span::call_site(),

@@ -49,6 +49,8 @@ struct Model<'a> {
     queue: &'a QueueName,
     method: LitStr,
     signature: &'a WireSignature,
+    /// `.blocking(true)` / `.time_limit(..)` calls on the handler.
+    limits: TokenStream,
 }
 
 /// The whole expansion.
@@ -63,6 +65,7 @@ pub(crate) fn expand(args: &RpcArgs, function: &ItemFn, signature: &WireSignatur
             .clone()
             .unwrap_or_else(|| LitStr::new(&plain, name.span())),
         signature,
+        limits: crate::task::attr::handler_limits(args.blocking, args.time_limit),
     };
     let marker = gen_marker(&model);
     let inherent = gen_inherent(&model);
@@ -101,6 +104,7 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
     let method = &model.method;
     let call = gen_call(model);
     let call_with = gen_call_with(model);
+    let limits = &model.limits;
     quote! {
         impl #name {
             /// The queue this method is served on.
@@ -111,7 +115,7 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
             #call_with
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
             pub fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::Handler::new::<#name>()
+                ::lepus::__private::Handler::new::<#name>() #limits
             }
         }
     }

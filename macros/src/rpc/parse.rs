@@ -1,5 +1,5 @@
-//! Reads `#[lepus::rpc(queue = "...", name = "...")]`, and [`QueueName`], the `queue = ` value
-//! all three attributes share.
+//! Reads `#[lepus::rpc(queue = "...", name = "...", time_limit = "5s", blocking = true)]`, and
+//! [`QueueName`], the `queue = ` value all three attributes share.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, ToTokens};
@@ -7,12 +7,18 @@ use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, Lit, LitStr, Meta, Token};
 
+use crate::task::attr;
+
 /// The attribute's arguments.
 pub(crate) struct RpcArgs {
     /// The queue the method is served on.
     pub(crate) queue: QueueName,
     /// The method name, when given.
     pub(crate) name: Option<LitStr>,
+    /// The handler's own time limit, when given.
+    pub(crate) time_limit: Option<std::time::Duration>,
+    /// Run the handler on the blocking pool.
+    pub(crate) blocking: bool,
 }
 
 /// The value of `queue = `: a string literal (checked here), or any constant expression of type
@@ -98,6 +104,10 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     let mut queue: Option<QueueName> = None;
     let mut name: Option<LitStr> = None;
+    let mut time_limit = None;
+    let mut blocking = None;
+    // The limit keys written so far, valid or not (to report duplicates).
+    let mut limit_keys: Vec<String> = Vec::new();
     let mut errors = Errors::default();
     // A `queue` key was written, even if its value was rejected (no "missing" error then).
     let mut queue_written = false;
@@ -117,12 +127,36 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
             .get_ident()
             .map(ToString::to_string)
             .unwrap_or_default();
+        if key == "time_limit" || key == "blocking" {
+            let written = limit_keys.contains(&key);
+            limit_keys.push(key.clone());
+            let pair = attr::Pair {
+                path: pair.path,
+                key,
+                value: pair.value,
+            };
+            let parsed = if written {
+                Err(syn::Error::new_spanned(
+                    &pair.path,
+                    format!("duplicate `{}`", pair.key),
+                ))
+            } else if pair.key == "blocking" {
+                attr::boolean(&pair).map(|v| blocking = Some(v))
+            } else {
+                attr::positive_duration(&pair).map(|v| time_limit = Some(v))
+            };
+            if let Err(err) = parsed {
+                errors.push(err);
+            }
+            continue;
+        }
         match key.as_str() {
             "queue" | "name" => {}
             _ => {
                 errors.push(syn::Error::new_spanned(
                     &pair.path,
-                    "unknown #[lepus::rpc] key; expected `queue` or `name`",
+                    "unknown #[lepus::rpc] key; expected `queue`, `name`, `time_limit` or \
+                     `blocking`",
                 ));
                 continue;
             }
@@ -173,7 +207,12 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
     }
     errors.finish()?;
     match queue {
-        Some(queue) => Ok(RpcArgs { queue, name }),
+        Some(queue) => Ok(RpcArgs {
+            queue,
+            name,
+            time_limit,
+            blocking: blocking.unwrap_or(false),
+        }),
         None => Err(syn::Error::new(Span::call_site(), "missing `queue`")),
     }
 }

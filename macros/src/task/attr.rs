@@ -188,6 +188,34 @@ pub(crate) fn duration(pair: &Pair) -> syn::Result<Duration> {
     })
 }
 
+/// A positive duration string (a time limit).
+pub(crate) fn positive_duration(pair: &Pair) -> syn::Result<Duration> {
+    let limit = duration(pair)?;
+    if limit.is_zero() {
+        return Err(syn::Error::new_spanned(
+            &pair.value,
+            format!("`{}` must be positive", pair.key),
+        ));
+    }
+    Ok(limit)
+}
+
+/// The builder calls a generated `handler()` makes for the `blocking` and `time_limit` keys
+/// (`::lepus::Handler::blocking`, `::lepus::Handler::time_limit`).
+pub(crate) fn handler_limits(blocking: bool, time_limit: Option<Duration>) -> TokenStream {
+    let mut chain = TokenStream::new();
+    if blocking {
+        chain.extend(quote::quote! { .blocking(true) });
+    }
+    if let Some(limit) = time_limit {
+        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        chain.extend(quote::quote! {
+            .time_limit(::lepus::__private::Duration::from_millis(#ms))
+        });
+    }
+    chain
+}
+
 /// `"100ms..10s"`: the first retry delay and the cap.
 pub(crate) fn duration_range(pair: &Pair) -> syn::Result<(Duration, Duration)> {
     let lit = short_string(pair)?;

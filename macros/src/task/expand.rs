@@ -54,6 +54,8 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
     let marker = marker_struct(name, &function.vis, &doc);
     let task_impl = gen_task_impl(args, function, signature, &task_name);
     let enqueue = gen_enqueue(signature, name);
+    // The time limit is in the task's options; only `blocking` is set on the handler.
+    let limits = super::attr::handler_limits(args.blocking, None);
     let checks = queue.check(quote!(<#name>::QUEUE));
     let wire_checks = wire_assertions(signature, WireUse::Both);
     quote! {
@@ -67,7 +69,7 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
             #enqueue
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
             pub fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::task_handler::<#name>()
+                ::lepus::__private::task_handler::<#name>() #limits
             }
         }
         #task_impl

@@ -1,5 +1,5 @@
 //! Reads `#[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s",
-//! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...")]`.
+//! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true)]`.
 
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "max_priority",
     "dead_letter_queue",
     "quorum",
+    "blocking",
 ];
 
 /// The attribute's arguments.
@@ -32,6 +33,7 @@ pub(crate) struct TaskArgs {
     pub(crate) max_priority: Option<u8>,
     pub(crate) dead_letter_queue: Option<LitStr>,
     pub(crate) quorum: bool,
+    pub(crate) blocking: bool,
 }
 
 /// Parses the attribute, reporting every problem at its token (combined).
@@ -49,18 +51,9 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
             "retries" => attr::int::<u32>(pair).map(|v| args.retries = Some(v)),
             "max_priority" => attr::int::<u8>(pair).map(|v| args.max_priority = Some(v)),
             "backoff" => attr::duration_range(pair).map(|v| args.backoff = Some(v)),
-            "time_limit" => attr::duration(pair).and_then(|v| {
-                if v.is_zero() {
-                    Err(syn::Error::new_spanned(
-                        &pair.value,
-                        "`time_limit` must be positive",
-                    ))
-                } else {
-                    args.time_limit = Some(v);
-                    Ok(())
-                }
-            }),
+            "time_limit" => attr::positive_duration(pair).map(|v| args.time_limit = Some(v)),
             "quorum" => attr::boolean(pair).map(|v| args.quorum = v),
+            "blocking" => attr::boolean(pair).map(|v| args.blocking = v),
             _ => Err(syn::Error::new_spanned(&pair.path, "unknown key")),
         };
         if let Err(err) = result {

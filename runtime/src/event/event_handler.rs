@@ -1,31 +1,33 @@
 //! The worker side of an event handler: declare the exchange and bind the handler's queue,
-//! then for each event run the handler and `basic.ack`, or `basic.reject` (no requeue) when it
-//! fails or panics, so a poison event cannot loop (give the queue a dead-letter exchange
-//! to keep them).
+//! then for each event run the handler (under its limits) and `basic.ack`, or `basic.reject`
+//! (no requeue) when it fails, panics or runs past its time limit, so a poison event cannot
+//! loop (give the queue a dead-letter exchange to keep them). Events the worker refuses to run
+//! (too large, delivered too often) are rejected the same way.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use tracing::{debug, warn};
 
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
+use crate::task::headers::{self, bounded_error};
 use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};
-use crate::worker::handler::{missing_state_message, panic_message};
-use crate::worker::settle::{Settle, SettleContext};
-use crate::worker::{Handler, QueueOptions};
+use crate::worker::handler::missing_state_message;
+use crate::worker::limits::{self, HandlerLimits, Ran};
+use crate::worker::redelivery::was_redelivered;
+use crate::worker::settle::{Refusal, Settle, SettleContext};
+use crate::worker::{Handler, QueueOptions, HEADER_EXCHANGE, HEADER_ROUTING_KEY};
 
 /// The handler of event handler `E` for `Worker::serve` (the generated `on_error::handler()`).
 /// A broadcast handler gets a queue of its own, `<E::QUEUE>.<uuid>`, at each call.
@@ -39,7 +41,13 @@ pub fn handler<E: Event>() -> Handler {
         observer: None,
         event: PhantomData,
     };
-    Handler::settling(queue, E::NAME, Arc::new(runner), E::needs)
+    Handler::settling(
+        queue,
+        E::NAME,
+        Arc::new(runner),
+        E::needs,
+        HandlerLimits::default(),
+    )
 }
 
 /// Runs event handler `E` on a worker.
@@ -65,11 +73,14 @@ impl<E: Event> Settle for EventRunner<E> {
     fn queue_options(&self) -> QueueOptions {
         match E::DELIVERY {
             DeliveryKind::Pool => QueueOptions::new().durable(true),
-            DeliveryKind::Broadcast => QueueOptions::new().exclusive(true).auto_delete(true),
+            // Deleted with the worker's connection. Not `auto_delete`: the broker would delete it
+            // (and the events in it) whenever the worker cancels its consumer, as a rebuilt
+            // channel or the byte budget's pause does.
+            DeliveryKind::Broadcast => QueueOptions::new().exclusive(true),
         }
     }
 
-    fn needs_confirms(&self) -> bool {
+    fn dead_letters(&self) -> bool {
         false
     }
 
@@ -120,61 +131,83 @@ impl<E: Event> Settle for EventRunner<E> {
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
         Box::pin(self.clone().run(delivery, context))
     }
+
+    fn refuse(
+        &self,
+        delivery: Delivery,
+        context: SettleContext,
+        refusal: Refusal,
+    ) -> BoxFuture<'static, ()> {
+        let runner = self.clone();
+        Box::pin(async move {
+            let outcome = reject::<E>(&delivery, &context, bounded_error(refusal.reason)).await;
+            runner.report(&delivery, &context, outcome);
+        })
+    }
+}
+
+/// Rejects a failed or refused event (no requeue: dead-lettered if its queue says so).
+async fn reject<E: Event>(delivery: &Delivery, context: &SettleContext, error: String) -> Outcome {
+    // A decoder's text may quote the message's bytes: not logged.
+    let logged = if error.starts_with(UNDECODABLE) {
+        UNDECODABLE
+    } else {
+        error.as_str()
+    };
+    warn!(handler = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
+    let rejected = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await;
+    match settled(rejected) {
+        Ok(()) => Outcome::Failed { error },
+        Err(error) => Outcome::Unsettled { error },
+    }
 }
 
 impl<E: Event> EventRunner<E> {
-    async fn run(self, delivery: Delivery, context: SettleContext) {
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.to_string());
-        debug!(handler = E::NAME, exchange = %delivery.exchange, routing_key = %delivery.routing_key, "event");
+    async fn run(self, delivery: Delivery, mut context: SettleContext) {
+        let h = delivery.properties.headers().as_ref();
+        // A bounced copy (see `worker/redelivery`) came through the default exchange; its
+        // origin is in its headers.
+        let exchange = headers::string(h, HEADER_EXCHANGE)
+            .map_or_else(|| delivery.exchange.clone(), ShortString::from);
+        let routing_key = headers::string(h, HEADER_ROUTING_KEY)
+            .map_or_else(|| delivery.routing_key.clone(), ShortString::from);
+        debug!(handler = E::NAME, exchange = %exchange, routing_key = %routing_key, "event");
         let cx = Context::delivered(Delivered {
             kind: ContextKind::Event,
             name: Cow::Borrowed(E::NAME),
             queue: context.queue.clone(),
             deadline: None,
             properties: delivery.properties.clone(),
-            redelivered: delivery.redelivered,
+            redelivered: was_redelivered(&delivery),
             attempt: 1,
-            exchange: Some(delivery.exchange.clone()),
-            routing_key: Some(delivery.routing_key.clone()),
+            exchange: Some(exchange),
+            routing_key: Some(routing_key),
             states: context.states.clone(),
         });
-        let result = run_once::<E>(&delivery.data, cx).await;
-        let outcome = match result {
-            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
-                Ok(()) => Outcome::Succeeded,
-                Err(error) => Outcome::Unsettled { error },
-            },
-            Err(error) => {
-                // A decoder's text may quote the message's bytes: not logged.
-                let logged = if error.starts_with(UNDECODABLE) {
-                    UNDECODABLE
-                } else {
-                    error.as_str()
-                };
-                warn!(handler = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
-                let rejected = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
-                match settled(rejected) {
-                    Ok(()) => Outcome::Failed { error },
+        let outcome =
+            match run_once::<E>(&delivery.data, cx, context.limits, &mut context.slot).await {
+                Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                    Ok(()) => Outcome::Succeeded,
                     Err(error) => Outcome::Unsettled { error },
-                }
-            }
-        };
+                },
+                Err(error) => reject::<E>(&delivery, &context, error).await,
+            };
+        self.report(&delivery, &context, outcome);
+    }
+
+    /// Tells the observer, if any, how a delivery ended.
+    fn report(&self, delivery: &Delivery, context: &SettleContext, outcome: Outcome) {
         if let Some(observer) = &self.observer {
-            observer.report(Completion {
-                queue: context.queue.to_string(),
-                name: E::NAME.to_owned(),
-                message_id,
-                redelivered: delivery.redelivered,
-                attempt: 1,
+            observer.report(Completion::of(
+                delivery,
+                &context.queue,
+                E::NAME.to_owned(),
+                1,
                 outcome,
-            });
+            ));
         }
     }
 }
@@ -182,17 +215,24 @@ impl<E: Event> EventRunner<E> {
 /// How the error of a payload that does not decode starts.
 const UNDECODABLE: &str = "cannot decode the payload";
 
-/// Decodes the payload and runs `E` once inside `cx`, catching a panic.
-async fn run_once<E: Event>(body: &[u8], cx: Context) -> Result<(), String> {
+/// Decodes the payload and runs `E` once inside `cx`, under `limits` (taking `slot` along to a
+/// blocking thread), catching a panic.
+async fn run_once<E: Event>(
+    body: &[u8],
+    cx: Context,
+    limits: HandlerLimits,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<(), String> {
     let payload = envelope::decode_request::<E::Payload>(body)
-        .map_err(|err| format!("{UNDECODABLE} of {}: {err}", E::NAME))?;
+        .map_err(|err| bounded_error(format!("{UNDECODABLE} of {}: {err}", E::NAME)))?;
     // Workers check the states before they consume, local runs before they run.
     let running = E::invoke(payload, &cx)
         .map_err(|missing| missing_state_message(E::NAME, missing.type_name))?;
-    match AssertUnwindSafe(cx.scope(running)).catch_unwind().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(format!("{err:#}")),
-        Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
+    match limits::run(cx.scope(running), limits.time_limit, limits.blocking, slot).await {
+        Ran::Done(Ok(())) => Ok(()),
+        // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
+        Ran::Done(Err(err)) => Err(bounded_error(format!("{err:#}"))),
+        ran => Err(ran.failure().unwrap_or_default()),
     }
 }
 
@@ -218,7 +258,8 @@ where
             error: format!("cannot encode the payload of {}: {err}", E::NAME),
         };
     }
-    match run_once::<E>(&body, cx).await {
+    // The handler's own limits are on its `Handler`, not on `E`: none here.
+    match run_once::<E>(&body, cx, HandlerLimits::default(), &mut None).await {
         Ok(()) => Outcome::Succeeded,
         Err(error) => Outcome::Failed { error },
     }

@@ -28,7 +28,7 @@ pub enum DeliveryKind {
     /// One durable queue per handler, shared by every instance: each event is handled once,
     /// by whichever instance takes it (competing consumers). Events wait while no instance runs.
     Pool,
-    /// An exclusive, auto-delete queue per running instance: every instance handles every
-    /// event published while it runs.
+    /// An exclusive queue per running instance (deleted with its connection): every instance
+    /// handles every event published while it runs.
     Broadcast,
 }

@@ -4,9 +4,10 @@
 //! Each handler consumes its own queue bound to the exchange with its binding keys, in one of
 //! nameko's two delivery kinds ([`DeliveryKind`]): *pool* (one durable queue per handler name,
 //! shared by every running instance: competing consumers, each event handled once per
-//! service) or *broadcast* (an exclusive, auto-delete queue per running instance: each
-//! instance handles every event). Handlers run on the shared worker pool; a handler that
-//! returns `Err` or panics has its event rejected (not requeued).
+//! service) or *broadcast* (an exclusive queue per running instance, deleted with its
+//! connection: each instance handles every event). Handlers run on the shared worker pool; a
+//! handler that returns `Err`, panics or runs past its time limit has its event rejected (not
+//! requeued).
 //!
 //! # Layout
 //! - `exchange_type`: [`ExchangeType`] (fanout, direct, topic) and [`DeliveryKind`].

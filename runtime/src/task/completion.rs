@@ -61,6 +61,30 @@ pub struct Completion {
     pub outcome: Outcome,
 }
 
+impl Completion {
+    /// How `delivery`, from `queue`, ended for handler `name`.
+    pub(crate) fn of(
+        delivery: &lapin::message::Delivery,
+        queue: &str,
+        name: String,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Completion {
+        Completion {
+            queue: queue.to_owned(),
+            name,
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            redelivered: crate::worker::redelivery::was_redelivered(delivery),
+            attempt,
+            outcome,
+        }
+    }
+}
+
 /// The sending half given to an observed handler; cloned with it. Sends never block and
 /// never fail the handler (a dropped [`Completions`] just stops the reports).
 #[derive(Debug, Clone)]

@@ -29,6 +29,14 @@
 //!
 //! A retry copy goes to a delay queue (see `retry_delay`), a dead letter to the dead-letter
 //! queue; RabbitMQ's own `x-death` and `x-first-death-*` headers are dropped from the copies.
+//!
+//! # Sizes
+//! [`ERROR`] holds at most [`MAX_ERROR_LEN`] bytes (longer texts are cut at a character
+//! boundary, with a note of how much was cut). A copy's content header must fit the
+//! connection's `frame_max` (131,072 bytes by default; a larger one makes the broker close the
+//! connection): a retry copy that would not fit goes to the dead-letter queue instead, and a
+//! dead letter that would not fit loses the task's own headers, largest first, until it does;
+//! [`DROPPED_HEADERS`] then names them.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -48,6 +56,11 @@ pub const LAST_FAILED_AT: &str = "x-lepus-last-failed-at";
 pub const ORIGIN_QUEUE: &str = "x-lepus-origin-queue";
 /// The delay before this retry, in milliseconds (`l`).
 pub const RETRY_DELAY: &str = "x-lepus-retry-delay";
+/// The headers of the task dropped to fit its dead letter in a frame (`S`, comma-separated).
+pub const DROPPED_HEADERS: &str = "x-lepus-dropped-headers";
+
+/// The longest error text a worker records or sends, in bytes.
+pub const MAX_ERROR_LEN: usize = 4096;
 
 /// Headers the broker adds on dead-lettering that a copy does not carry over.
 const BROKER_DEATH_HEADERS: [&str; 4] = [
@@ -115,11 +128,65 @@ pub(crate) fn after_failure(
     }
     let first = int(original, FIRST_FAILED_AT).unwrap_or(now);
     headers.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempts.into()));
-    headers.insert(ERROR.into(), long_string(error));
+    headers.insert(ERROR.into(), long_string(&bounded_error(error.to_owned())));
     headers.insert(FIRST_FAILED_AT.into(), AMQPValue::LongLongInt(first));
     headers.insert(LAST_FAILED_AT.into(), AMQPValue::LongLongInt(now));
     headers.insert(ORIGIN_QUEUE.into(), long_string(origin_queue));
     headers
+}
+
+/// `text` cut to at most [`MAX_ERROR_LEN`] bytes, at a character boundary, with a note of the
+/// bytes cut.
+pub(crate) fn bounded_error(mut text: String) -> String {
+    if text.len() <= MAX_ERROR_LEN {
+        return text;
+    }
+    let total = text.len();
+    // Room for the note, which is at most 40 bytes.
+    let mut cut = MAX_ERROR_LEN - 40;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!("... ({} more bytes cut)", total - cut));
+    text
+}
+
+/// Drops headers from `properties` that the worker did not add (`x-lepus-*`), largest first,
+/// until its content header fits a frame of `frame_max` bytes; returns the names dropped
+/// (recorded in [`DROPPED_HEADERS`]).
+pub(crate) fn fit_to_frame(properties: &mut lapin::BasicProperties, frame_max: u32) -> Vec<String> {
+    let mut dropped = Vec::new();
+    let Some(mut table) = properties.headers().clone() else {
+        return dropped;
+    };
+    while !crate::properties_size::fits(properties, frame_max) {
+        let largest = table
+            .inner()
+            .iter()
+            .filter(|(key, _)| !key.as_str().starts_with("x-lepus-"))
+            .map(|(key, value)| {
+                let mut one = FieldTable::default();
+                one.insert(key.clone(), value.clone());
+                (crate::properties_size::table_len(&one), key.clone())
+            })
+            .max_by_key(|(len, _)| *len);
+        let Some((_, key)) = largest else {
+            break; // only the failure record is left
+        };
+        let mut kept = FieldTable::default();
+        for (k, v) in table.inner() {
+            if *k != key {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        dropped.push(key.to_string());
+        let names = bounded_error(dropped.join(","));
+        kept.insert(DROPPED_HEADERS.into(), long_string(&names));
+        table = kept;
+        *properties = properties.clone().with_headers(table.clone());
+    }
+    dropped
 }
 
 /// The headers of a dead letter sent back to its queue: the failure record removed, so the
@@ -157,6 +224,7 @@ pub(crate) fn insert_int(headers: &mut FieldTable, name: &str, value: i64) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -184,5 +252,33 @@ mod tests {
             string(Some(&requeued), ORIGIN_QUEUE).as_deref(),
             Some("emails")
         );
+    }
+
+    #[test]
+    fn error_texts_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded_error("short".into()), "short");
+        let long = "é".repeat(10_000); // 20,000 bytes
+        let cut = bounded_error(long);
+        assert!(cut.len() <= MAX_ERROR_LEN, "{}", cut.len());
+        assert!(cut.ends_with("more bytes cut)"), "{cut}");
+        let record = after_failure(None, 1, &"x".repeat(200_000), "emails");
+        assert!(string(Some(&record), ERROR).unwrap().len() <= MAX_ERROR_LEN);
+    }
+
+    #[test]
+    fn oversized_task_headers_are_dropped_largest_first_to_fit_a_frame() {
+        let mut original = FieldTable::default();
+        original.insert("big".into(), long_string(&"x".repeat(130 * 1024)));
+        original.insert("small".into(), long_string("kept"));
+        let record = after_failure(Some(&original), 1, "boom", "emails");
+        let mut properties = lapin::BasicProperties::default().with_headers(record);
+        assert!(!crate::properties_size::fits(&properties, 131_072));
+        let dropped = fit_to_frame(&mut properties, 131_072);
+        assert_eq!(dropped, vec!["big".to_owned()]);
+        assert!(crate::properties_size::fits(&properties, 131_072));
+        let h = properties.headers().as_ref();
+        assert_eq!(string(h, "small").as_deref(), Some("kept"));
+        assert_eq!(string(h, ERROR).as_deref(), Some("boom"));
+        assert_eq!(string(h, DROPPED_HEADERS).as_deref(), Some("big"));
     }
 }

@@ -7,47 +7,60 @@
 //! - failure of the last attempt (or arguments that can never decode): the same, to the
 //!   dead-letter queue;
 //! - the copy could not be published or confirmed: `basic.nack` with requeue, so the broker
-//!   delivers the original again (nothing is lost; the attempt may repeat).
+//!   delivers the original again (nothing is lost; the attempt may repeat);
+//! - a retry copy too large for a frame (the task's own headers plus the failure record): to
+//!   the dead-letter queue instead, losing the task's largest headers if it must
+//!   (`headers::fit_to_frame`).
 //!
 //! A worker that dies mid-attempt never acks; the broker redelivers the task to another worker
-//! (`redelivered = true`), and the attempt count is unchanged (only failures count).
+//! (`redelivered = true`), and the attempt count is unchanged (only failures count): the
+//! worker's delivery limit (`worker/redelivery`) counts those, and past it the worker calls
+//! [`Settle::refuse`], which dead-letters the task with the reason, as it does for a task too
+//! large for its handler or one naming a task this queue does not serve.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
+use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
 use crate::task::declared::Declared;
-use crate::task::headers::{self, RETRY_DELAY};
+use crate::task::headers::{self, bounded_error, RETRY_DELAY};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::{Task, TaskOptions};
-use crate::worker::handler::{missing_state_message, panic_message};
-use crate::worker::settle::{Settle, SettleContext};
+use crate::worker::handler::missing_state_message;
+use crate::worker::limits::{self, HandlerLimits, Ran};
+use crate::worker::redelivery::was_redelivered;
+use crate::worker::settle::{Refusal, Settle, SettleContext};
 use crate::worker::{Handler, QueueOptions};
 
 /// The handler of task `T` for `Worker::serve` (the generated `send_email::handler()`).
 pub fn handler<T: Task>() -> Handler {
+    let options = T::options();
+    let limits = HandlerLimits {
+        time_limit: options.time_limit_of(),
+        ..HandlerLimits::default()
+    };
     let runner = TaskRunner::<T> {
-        options: T::options(),
+        options,
         observer: None,
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
-    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), T::needs)
+    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), T::needs, limits)
 }
 
 /// Runs task `T` on a worker. Clones share `declared`.
@@ -95,7 +108,7 @@ impl<T: Task> Settle for TaskRunner<T> {
         self.options.queue_options()
     }
 
-    fn needs_confirms(&self) -> bool {
+    fn dead_letters(&self) -> bool {
         true
     }
 
@@ -129,11 +142,31 @@ impl<T: Task> Settle for TaskRunner<T> {
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
         Box::pin(self.clone().run(delivery, context))
     }
+
+    fn refuse(
+        &self,
+        delivery: Delivery,
+        context: SettleContext,
+        refusal: Refusal,
+    ) -> BoxFuture<'static, ()> {
+        let runner = self.clone();
+        Box::pin(async move {
+            let attempt = headers::attempts(delivery.properties.headers().as_ref());
+            let failure = Failure {
+                error: bounded_error(refusal.reason),
+                permanent: true,
+            };
+            let outcome = runner
+                .settle_failure(&delivery, &context, attempt, failure)
+                .await;
+            runner.report(&delivery, &context, refusal.name, attempt, outcome);
+        })
+    }
 }
 
 impl<T: Task> TaskRunner<T> {
     /// One attempt, settled.
-    async fn run(self, delivery: Delivery, context: SettleContext) {
+    async fn run(self, delivery: Delivery, mut context: SettleContext) {
         let headers = delivery.properties.headers().as_ref();
         let attempt = headers::attempts(headers).saturating_add(1);
         let message_id = delivery
@@ -141,16 +174,18 @@ impl<T: Task> TaskRunner<T> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
-        let time_limit = self.options.time_limit_of();
         // The attempt's context: a task has no caller waiting, so its deadline is its time
         // limit (calls it makes inherit what is left of it).
         let cx = Context::delivered(Delivered {
             kind: ContextKind::Task,
             name: Cow::Borrowed(T::NAME),
             queue: context.queue.clone(),
-            deadline: time_limit.and_then(|limit| Instant::now().checked_add(limit)),
+            deadline: context
+                .limits
+                .time_limit
+                .and_then(|limit| Instant::now().checked_add(limit)),
             properties: delivery.properties.clone(),
-            redelivered: delivery.redelivered,
+            redelivered: was_redelivered(&delivery),
             attempt,
             exchange: None,
             routing_key: None,
@@ -161,10 +196,10 @@ impl<T: Task> TaskRunner<T> {
             queue = %context.queue,
             message_id = message_id.as_deref().unwrap_or(""),
             attempt,
-            redelivered = delivery.redelivered,
+            redelivered = was_redelivered(&delivery),
             "task attempt"
         );
-        let result = attempt_once::<T>(&delivery.data, time_limit, cx).await;
+        let result = attempt_once::<T>(&delivery.data, cx, context.limits, &mut context.slot).await;
         let outcome = match result {
             Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
                 Ok(()) => Outcome::Succeeded,
@@ -178,15 +213,26 @@ impl<T: Task> TaskRunner<T> {
                     .await
             }
         };
+        self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
+    }
+
+    /// Tells the observer, if any, how a delivery ended.
+    fn report(
+        &self,
+        delivery: &Delivery,
+        context: &SettleContext,
+        name: String,
+        attempt: u32,
+        outcome: Outcome,
+    ) {
         if let Some(observer) = &self.observer {
-            observer.report(Completion {
-                queue: context.queue.to_string(),
-                name: T::NAME.to_owned(),
-                message_id,
-                redelivered: delivery.redelivered,
+            observer.report(Completion::of(
+                delivery,
+                &context.queue,
+                name,
                 attempt,
                 outcome,
-            });
+            ));
         }
     }
 
@@ -206,7 +252,7 @@ impl<T: Task> TaskRunner<T> {
             queue,
         );
         let last = failure.permanent || attempt > self.options.retry_count();
-        let (target, outcome) = if last {
+        let (target, mut outcome) = if last {
             // A failing task is the application's business, not the runtime's trouble: INFO.
             info!(task = T::NAME, queue, attempt, error = %failure.logged(), "task failed for the last time; dead-lettered");
             (
@@ -233,12 +279,29 @@ impl<T: Task> TaskRunner<T> {
             )
         };
         let properties = delivery.properties.clone().with_headers(copy_headers);
-        let published = self
-            .publish_copy(&context.channel, queue, &target, &delivery.data, properties)
-            .await;
+        let published = match context.publisher.confirmed().await {
+            Ok(opened) => {
+                let (target, properties, outcome_error) =
+                    fit(target, properties, opened.frame_max, queue, &self.options);
+                if let Some(error) = outcome_error {
+                    // Not the error text: it may be a decoder's, quoting the message.
+                    warn!(
+                        task = T::NAME,
+                        queue, "retry copy too large for a frame; dead-lettered"
+                    );
+                    outcome = Outcome::DeadLettered { error };
+                }
+                self.publish_copy(&opened.channel, queue, &target, &delivery.data, properties)
+                    .await
+            }
+            Err(err) => Err(format!("no publishing channel: {err}")),
+        };
         let settled = match published {
             Ok(()) => settled(delivery.acker.ack(BasicAckOptions::default()).await),
             Err(error) => {
+                // Not at once: a broker refusing every copy would otherwise have the task run
+                // again in a tight loop.
+                tokio::time::sleep(crate::worker::RETRY_PAUSE).await;
                 let _ = delivery
                     .acker
                     .nack(BasicNackOptions {
@@ -344,14 +407,54 @@ enum Target {
     Dead(String),
 }
 
-/// Decodes the arguments and runs `T` once inside `cx`, with its time limit, catching a panic.
+/// Makes the copy of a failed task fit a frame of `frame_max` bytes: a retry copy that does not
+/// goes to the dead-letter queue instead; a dead letter that does not loses the task's largest
+/// headers (`headers::fit_to_frame`). Returns where the copy goes, its properties, and the
+/// dead letter's error when the target changed or headers were dropped.
+fn fit(
+    target: Target,
+    mut properties: BasicProperties,
+    frame_max: u32,
+    queue: &str,
+    options: &TaskOptions,
+) -> (Target, BasicProperties, Option<String>) {
+    if properties_size::fits(&properties, frame_max) {
+        return (target, properties, None);
+    }
+    let original =
+        headers::string(properties.headers().as_ref(), headers::ERROR).unwrap_or_default();
+    let dropped = headers::fit_to_frame(&mut properties, frame_max);
+    let error = bounded_error(format!(
+        "{original} [the copy of this task did not fit a frame of {frame_max} bytes; headers \
+         dropped: {}]",
+        dropped.join(", ")
+    ));
+    // The failure record, with this error, and without a retry delay (no retry).
+    let mut table = FieldTable::default();
+    for (key, value) in properties.headers().iter().flat_map(|h| h.inner()) {
+        if key.as_str() != RETRY_DELAY {
+            table.insert(key.clone(), value.clone());
+        }
+    }
+    table.insert(headers::ERROR.into(), headers::long_string(&error));
+    let properties = properties.with_headers(table);
+    (
+        Target::Dead(options.dead_letter_queue_for(queue)),
+        properties,
+        Some(error),
+    )
+}
+
+/// Decodes the arguments and runs `T` once inside `cx`, under `limits` (taking `slot` along to
+/// a blocking thread), catching a panic.
 async fn attempt_once<T: Task>(
     body: &[u8],
-    time_limit: Option<Duration>,
     cx: Context,
+    limits: HandlerLimits,
+    slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Result<(), Failure> {
     let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
-        error: format!("cannot decode the arguments of {}: {err}", T::NAME),
+        error: bounded_error(format!("cannot decode the arguments of {}: {err}", T::NAME)),
         permanent: true,
     })?;
     // Workers check the states before they consume, local runs before they run: a missing one
@@ -360,28 +463,15 @@ async fn attempt_once<T: Task>(
         error: missing_state_message(T::NAME, missing.type_name),
         permanent: true,
     })?;
-    let run = AssertUnwindSafe(cx.scope(running)).catch_unwind();
-    let ran = match time_limit {
-        Some(limit) => match tokio::time::timeout(limit, run).await {
-            Ok(ran) => ran,
-            Err(_) => {
-                return Err(Failure {
-                    error: format!("time limit of {limit:?} exceeded"),
-                    permanent: false,
-                })
-            }
-        },
-        None => run.await,
-    };
-    match ran {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(Failure {
+    match limits::run(cx.scope(running), limits.time_limit, limits.blocking, slot).await {
+        Ran::Done(Ok(())) => Ok(()),
+        Ran::Done(Err(err)) => Err(Failure {
             // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
-            error: format!("{err:#}"),
+            error: bounded_error(format!("{err:#}")),
             permanent: false,
         }),
-        Err(payload) => Err(Failure {
-            error: format!("panicked: {}", panic_message(payload.as_ref())),
+        ran => Err(Failure {
+            error: ran.failure().unwrap_or_default(),
             permanent: false,
         }),
     }
@@ -421,7 +511,11 @@ pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcom
             }
         }
     };
-    let result = attempt_once::<T>(&body, options.time_limit_of(), cx).await;
+    let limits = HandlerLimits {
+        time_limit: options.time_limit_of(),
+        ..HandlerLimits::default()
+    };
+    let result = attempt_once::<T>(&body, cx, limits, &mut None).await;
     match result {
         Ok(()) => Outcome::Succeeded,
         Err(failure) if failure.permanent || attempt > options.retry_count() => {

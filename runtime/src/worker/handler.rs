@@ -1,21 +1,21 @@
 //! [`Handler`]: one served method, type-erased so a worker can hold many, with the states it
-//! was given; [`IntoHandlers`]: what `Worker::serve` takes (one handler, or every method of a
+//! was given and its limits (time, message size, blocking; see `limits`); [`IntoHandlers`]: what `Worker::serve` takes (one handler, or every method of a
 //! service).
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-
-use futures::FutureExt;
+use std::time::Duration;
 
 use crate::context::Context;
 use crate::envelope;
 use crate::error::{Error, FailureKind};
 use crate::method::{BoxFuture, Invoke};
 use crate::state::{Needed, States};
+use crate::task::headers::bounded_error;
 use crate::task::Observer;
+use crate::worker::limits::{self, HandlerLimits, Ran};
 use crate::worker::settle::Settle;
 
 /// A method a worker can serve: its queue, its name, the states it was given and how to turn a
@@ -25,9 +25,10 @@ use crate::worker::settle::Settle;
 pub struct Handler {
     queue: Cow<'static, str>,
     method: Cow<'static, str>,
-    /// Decodes the request, runs the method, encodes the reply; never fails (failures are
-    /// encoded as failure replies). Panics are caught by [`Handler::dispatch`]. Shared by the
-    /// clones of the handler (it holds the service implementation, if any).
+    /// Decodes the request, runs the method, encodes the reply (refusing a reply larger than
+    /// its `max_reply`); never fails (failures are encoded as failure replies). The worker runs
+    /// it under the handler's limits, which catch a panic. Shared by the clones of the handler
+    /// (it holds the service implementation, if any).
     run: Arc<dyn Run>,
     /// The states the method's `State<T>` parameters need.
     needs: fn() -> Vec<Needed>,
@@ -37,6 +38,8 @@ pub struct Handler {
     /// Set for task and event handlers, which settle their deliveries themselves (then `run`
     /// is never called); shared by every clone of the handler.
     settle: Option<Arc<dyn Settle>>,
+    /// Time limit, message size and blocking, as set on this handler.
+    limits: HandlerLimits,
     /// Set by `task::observe`: told when a worker consumes for this handler, and (RPC
     /// handlers; task and event handlers report through their `settle`) of every request run.
     observer: Option<Observer>,
@@ -44,7 +47,7 @@ pub struct Handler {
 
 /// What running an RPC handler on one request gave: the reply to send, and the failure it
 /// carries, described (`None` for an `Ok` reply).
-pub(crate) struct Ran {
+pub(crate) struct Answer {
     pub(crate) reply: Vec<u8>,
     pub(crate) failure: Option<String>,
 }
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Handler {
         f.debug_struct("Handler")
             .field("queue", &self.queue)
             .field("method", &self.method)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +85,7 @@ impl Handler {
             needs: M::needs,
             states: Arc::default(),
             settle: None,
+            limits: HandlerLimits::default(),
             observer: None,
         }
     }
@@ -91,6 +96,7 @@ impl Handler {
         method: impl Into<Cow<'static, str>>,
         settle: Arc<dyn Settle>,
         needs: fn() -> Vec<Needed>,
+        limits: HandlerLimits,
     ) -> Self {
         Handler {
             queue: queue.into(),
@@ -99,6 +105,7 @@ impl Handler {
             needs,
             states: Arc::default(),
             settle: Some(settle),
+            limits,
             observer: None,
         }
     }
@@ -161,6 +168,49 @@ impl Handler {
         self
     }
 
+    /// Stops a run of this handler after `limit` of wall time: the call is answered with
+    /// [`FailureKind::TimeLimit`], the task attempt fails (and is retried), the event is
+    /// rejected. An RPC call also stops at its caller's deadline, whichever comes first. For a
+    /// task this replaces its `time_limit`. See the module `limits` for what can be stopped.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.limits.time_limit = Some(limit);
+        self
+    }
+
+    /// Runs the handler on tokio's blocking pool (`spawn_blocking`), for handlers that block
+    /// their thread (`std::thread::sleep`, blocking I/O, long computations): they then cannot
+    /// stall the other handlers and the worker's own loop. The `blocking = true` key of the
+    /// attributes sets this.
+    pub fn blocking(mut self, blocking: bool) -> Self {
+        self.limits.blocking = blocking;
+        self
+    }
+
+    /// Refuses, before decoding, a message body larger than `bytes` (default: the worker's
+    /// [`Worker::max_message_size`](crate::Worker::max_message_size)): the call is answered
+    /// with [`FailureKind::TooLarge`], the task dead-lettered, the event rejected. An RPC
+    /// handler's reply may not be larger either ([`FailureKind::BadReply`]).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits.max_message_size = Some(bytes);
+        self
+    }
+
+    /// The limits set on this handler (unset ones take the worker's defaults).
+    pub(crate) fn limits(&self) -> HandlerLimits {
+        self.limits
+    }
+
+    /// The RPC handler's future for one request body, run inside `cx` (decoding, the injection
+    /// and the method all happen when it is polled, so under the limits it is run with);
+    /// `max_reply`: the largest reply body.
+    pub(crate) fn invoke(&self, body: Vec<u8>, cx: Context, max_reply: usize) -> BoxFuture<Answer> {
+        let run = Arc::clone(&self.run);
+        Box::pin(async move {
+            let running = run.run(body, &cx, max_reply);
+            cx.scope(running).await
+        })
+    }
+
     /// The queue this handler consumes from.
     pub fn queue(&self) -> &str {
         &self.queue
@@ -176,20 +226,28 @@ impl Handler {
         self.method.clone()
     }
 
-    /// Runs the handler on a request body inside `cx` and returns the reply body; a panic in
-    /// the handler becomes a failure reply.
-    pub(crate) async fn dispatch(&self, body: Vec<u8>, cx: Context) -> Ran {
-        // Decoding (user `Deserialize` impls) and the injection run inside the catch too.
-        let running = async {
-            let run = self.run.run(body, &cx);
-            cx.clone().scope(run).await
-        };
-        match AssertUnwindSafe(running).catch_unwind().await {
-            Ok(ran) => ran,
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
+    /// Runs the handler on a request body in place (a call from a handler to its own worker,
+    /// `call_local`) inside `cx`, under its own time limit and blocking setting, and returns
+    /// the reply; a panic or the time limit becomes a failure reply.
+    pub(crate) async fn dispatch(&self, body: Vec<u8>, cx: Context) -> Answer {
+        let mut no_slot = None;
+        let limits = self.limits;
+        match limits::run(
+            self.invoke(body, cx, usize::MAX),
+            limits.time_limit,
+            limits.blocking,
+            &mut no_slot,
+        )
+        .await
+        {
+            Ran::Done(answer) => answer,
+            ran @ Ran::TimedOut { .. } => {
+                let message = ran.failure().unwrap_or_default();
+                failed(FailureKind::TimeLimit, message)
+            }
+            Ran::Panicked(message) => {
                 tracing::warn!(method = %self.method, panic = %message, "handler panicked");
-                Ran {
+                Answer {
                     reply: envelope::encode_failure(FailureKind::Panicked, &message),
                     failure: Some(format!("panicked: {message}")),
                 }
@@ -199,8 +257,8 @@ impl Handler {
 }
 
 /// A failure reply and its description.
-fn failed(kind: FailureKind, message: String) -> Ran {
-    Ran {
+fn failed(kind: FailureKind, message: String) -> Answer {
+    Answer {
         reply: envelope::encode_failure(kind, &message),
         failure: Some(message),
     }
@@ -216,8 +274,9 @@ pub(crate) fn missing_state_message(method: &str, type_name: &str) -> String {
 
 /// Decode, run, encode: the type-erased body of an RPC handler.
 pub(crate) trait Run: Send + Sync + 'static {
-    /// The future of one request; it holds no borrow of `self` or `cx`.
-    fn run(&self, body: Vec<u8>, cx: &Context) -> BoxFuture<Ran>;
+    /// The future of one request, refusing a reply larger than `max_reply`; it holds no borrow
+    /// of `self` or `cx`.
+    fn run(&self, body: Vec<u8>, cx: &Context, max_reply: usize) -> BoxFuture<Answer>;
 }
 
 /// The [`Run`] of method `M` on `receiver`.
@@ -227,13 +286,13 @@ struct Runner<M, R> {
 }
 
 impl<M: Invoke<R>, R: Send + Sync + 'static> Run for Runner<M, R> {
-    fn run(&self, body: Vec<u8>, cx: &Context) -> BoxFuture<Ran> {
+    fn run(&self, body: Vec<u8>, cx: &Context, max_reply: usize) -> BoxFuture<Answer> {
         let args = match envelope::decode_request::<M::Args>(&body) {
             Ok(args) => args,
             Err(err) => {
                 return ready(failed(
                     FailureKind::BadRequest,
-                    format!("cannot decode the arguments of {}: {err}", M::NAME),
+                    bounded_error(format!("cannot decode the arguments of {}: {err}", M::NAME)),
                 ))
             }
         };
@@ -249,24 +308,36 @@ impl<M: Invoke<R>, R: Send + Sync + 'static> Run for Runner<M, R> {
                 ))
             }
         };
-        Box::pin(finish::<M, R>(running))
+        Box::pin(finish::<M, R>(running, max_reply))
     }
 }
 
 /// Awaits a run and encodes its reply.
-async fn finish<M: Invoke<R>, R>(running: impl Future<Output = Result<M::Ok, M::Err>>) -> Ran {
+async fn finish<M: Invoke<R>, R>(
+    running: impl Future<Output = Result<M::Ok, M::Err>>,
+    max_reply: usize,
+) -> Answer {
     let result = running.await;
     let failure = result.as_ref().err().map(M::describe_err);
     match envelope::encode_reply_with(&result, &M::err_codec()) {
-        Ok(reply) => Ran { reply, failure },
+        Ok(reply) if reply.len() <= max_reply => Answer { reply, failure },
+        Ok(reply) => failed(
+            FailureKind::BadReply,
+            format!(
+                "the result of {} encodes to {} bytes, more than the handler's maximum \
+                 message size of {max_reply}",
+                M::NAME,
+                reply.len()
+            ),
+        ),
         Err(err) => failed(
             FailureKind::BadReply,
-            format!("cannot encode the result of {}: {err}", M::NAME),
+            bounded_error(format!("cannot encode the result of {}: {err}", M::NAME)),
         ),
     }
 }
 
-fn ready(ran: Ran) -> BoxFuture<Ran> {
+fn ready(ran: Answer) -> BoxFuture<Answer> {
     Box::pin(std::future::ready(ran))
 }
 
@@ -275,7 +346,7 @@ fn ready(ran: Ran) -> BoxFuture<Ran> {
 struct NeverRun;
 
 impl Run for NeverRun {
-    fn run(&self, _: Vec<u8>, _: &Context) -> BoxFuture<Ran> {
+    fn run(&self, _: Vec<u8>, _: &Context, _: usize) -> BoxFuture<Answer> {
         ready(failed(
             FailureKind::UnknownMethod,
             "this method is a task or event handler, not an RPC method".to_owned(),
@@ -308,12 +379,13 @@ impl<const N: usize> IntoHandlers for [Handler; N] {
     }
 }
 
-/// The text of a panic payload (`&str` or `String`), else a placeholder.
+/// The text of a panic payload (`&str` or `String`), else a placeholder; at most
+/// [`MAX_ERROR_LEN`](crate::task::headers::MAX_ERROR_LEN) bytes.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
+        bounded_error((*s).to_owned())
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        bounded_error(s.clone())
     } else {
         "non-string panic payload".to_owned()
     }

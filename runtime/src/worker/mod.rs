@@ -3,49 +3,72 @@
 //! Per link generation the worker opens one channel, sets `basic.qos(prefetch)` (per consumer),
 //! declares each queue it serves (with its [`QueueOptions`]; [`QueueOptions::rpc`] for an RPC
 //! queue without options), binds each RPC queue to `lepus.rpc` (where callers publish, see
-//! `envelope`) and starts one consumer per queue.
-//! A request is taken from the consumers only once a concurrency slot (a semaphore permit) is
-//! free, and runs in its own task ([`delivery::handle`]); the channel's reply publisher
-//! ([`replies`]) publishes its reply, then sends the `basic.ack` (with `multiple` over runs of
-//! settled requests when only RPC handlers share the channel). When the
-//! connection is lost the worker waits for the next link and redeclares everything; requests it
-//! had not acked are redelivered by the broker. A consumer the broker cancels (its queue was
-//! deleted) makes the worker close its channel and subscribe again, redeclaring the queue,
-//! rather than go on silently without it. On shutdown it cancels its consumers
-//! (`basic.cancel`), hands the requests the broker had pushed but no handler started back to
-//! their queue for the other workers (`basic.nack` with requeue), lets the running handlers
-//! finish (reply + ack), and closes the channel. An RPC queue this worker was the last to
-//! consume is deleted instead, its unstarted requests answered "not run": calls from then on
-//! fail at once with `NoRoute` rather than wait for a worker that is gone (the rule is in the
-//! README, "Nobody serving: fail fast"). Handlers run scoped with what the worker serves
-//! (`served`), so that their calls to the worker's own methods run in place.
+//! `envelope`) and starts one consumer per queue (`consumers`). It takes each delivery off its consumers as it arrives (counting its bytes,
+//! `byte_budget`) and starts it once a concurrency slot (a semaphore permit) is free, in its own
+//! task ([`delivery::handle`]). Replies, retry copies and bounced redeliveries are published on
+//! a connection of their own (`publisher`); the channel's reply publisher ([`replies`])
+//! publishes each reply, then sends the `basic.ack` (with `multiple` over runs of settled
+//! requests when only RPC handlers share the channel). When the connection is lost the worker
+//! waits for the next link and redeclares everything; requests it had not acked are
+//! redelivered by the broker. A consumer the broker cancels (its queue was deleted) makes the
+//! worker close its channel and subscribe again, redeclaring the queue, rather than go on
+//! silently without it. On shutdown it cancels its consumers (`basic.cancel`), hands the
+//! requests the broker had pushed but no handler started back to their queue for the other
+//! workers (`basic.nack` with requeue), lets the running handlers finish (reply + ack) within
+//! the shutdown timeout, abandons those still running then, and closes the channel, which hands
+//! the abandoned requests back to the broker. An RPC queue this worker was the last to consume
+//! is deleted instead, its unstarted requests answered "not run": calls from then on fail at
+//! once with `NoRoute` rather than wait for a worker that is gone (the rule is in the README,
+//! "Nobody serving: fail fast"). Handlers run scoped with what the worker serves (`served`), so
+//! that their calls to the worker's own methods run in place.
+//!
+//! # Limits
+//! Each bounds what one message can do to the worker; all are set on the [`Worker`] (and the
+//! per-handler ones on the [`Handler`]):
+//! - nesting: bodies nesting deeper than [`MAX_DEPTH`](crate::envelope::MAX_DEPTH) (128)
+//!   levels are refused before decoding, as undecodable;
+//! - size: a body larger than the handler's maximum message size (default
+//!   [`DEFAULT_MAX_MESSAGE_SIZE`], 64 MiB) is refused before decoding; the bodies a worker holds
+//!   are bounded by [`Worker::prefetch_bytes`] (default [`DEFAULT_PREFETCH_BYTES`], 128 MiB);
+//! - time: a handler is stopped at its time limit, and an RPC handler at its caller's deadline
+//!   (`limits` says what can and cannot be stopped);
+//! - deliveries: a message delivered [`DEFAULT_DELIVERY_LIMIT`] (10) times without being
+//!   settled is not run again (`redelivery`);
+//! - shutdown: `run_until` returns within [`DEFAULT_SHUTDOWN_TIMEOUT`] (25 s) of the signal.
 
+mod byte_budget;
+mod consumers;
 mod delivery;
 mod handle;
 pub(crate) mod handler;
+pub(crate) mod limits;
+mod publisher;
 mod queue_options;
+pub(crate) mod redelivery;
 mod replies;
 pub(crate) mod served;
 pub(crate) mod settle;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeleteOptions,
-};
+use futures::stream::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{QueueBindOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 pub use handle::WorkerHandle;
 pub use handler::{Handler, IntoHandlers};
 pub use queue_options::{QueueOptions, RPC_QUEUE_EXPIRES};
+pub use redelivery::{
+    DEFAULT_DELIVERY_LIMIT, HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY,
+};
 
 use crate::backoff::Backoff;
 use crate::client::declare_exchanges;
@@ -53,10 +76,28 @@ use crate::connection::{Connection, Link};
 use crate::envelope::RPC_EXCHANGE;
 use crate::error::{Error, Result};
 use crate::state::States;
-use delivery::Routes;
+use byte_budget::{ByteBudget, Held};
+use consumers::{Consumers, ServedQueue};
+use delivery::{Routes, Session};
+use limits::HandlerLimits;
+use publisher::WorkerPublisher;
+pub(crate) use replies::RETRY_PAUSE;
 
 /// The default number of handlers a worker runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 16;
+
+/// The default largest message body a handler accepts (64 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// The default bound on the message bytes a worker holds (128 MiB).
+pub const DEFAULT_PREFETCH_BYTES: usize = 128 << 20;
+
+/// The default time `run_until` takes at most to shut down after its signal (25 s: inside
+/// Kubernetes' default grace period of 30 s).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// How often a worker whose prefetch count the byte budget lowered checks whether to raise it.
+const RAISE_CHECK: Duration = Duration::from_secs(5);
 
 /// A worker pool: serves handlers on their queues with bounded concurrency.
 #[derive(Debug)]
@@ -66,6 +107,12 @@ pub struct Worker {
     concurrency: usize,
     queue_prefix: String,
     queues: BTreeMap<String, QueueSpec>,
+    /// Limits for handlers that set none of their own.
+    defaults: HandlerLimits,
+    prefetch_bytes: usize,
+    delivery_limit: u32,
+    shutdown_timeout: Duration,
+    separate_publisher: bool,
     /// The states every handler of this worker may take (`State<T>`), under each handler's own.
     states: States,
     /// Set by `spawn`: counts the generations on which the worker consumes (the receiver is
@@ -80,10 +127,12 @@ struct QueueSpec {
     routes: Routes,
 }
 
-/// One consumer of the current session.
-struct Consumed {
-    consumer: lapin::Consumer,
-    routes: Arc<Routes>,
+/// Why the consuming loop of one link generation ended.
+enum Stop {
+    /// The shutdown signal came.
+    Shutdown,
+    /// The channel or a consumer failed: open everything again.
+    Rebuild,
 }
 
 impl Worker {
@@ -95,6 +144,15 @@ impl Worker {
             concurrency: DEFAULT_CONCURRENCY,
             queue_prefix: String::new(),
             queues: BTreeMap::new(),
+            defaults: HandlerLimits {
+                time_limit: None,
+                blocking: false,
+                max_message_size: Some(DEFAULT_MAX_MESSAGE_SIZE),
+            },
+            prefetch_bytes: DEFAULT_PREFETCH_BYTES,
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            separate_publisher: true,
             states: States::default(),
             consuming: None,
         }
@@ -110,6 +168,59 @@ impl Worker {
     /// How many handlers may run at once (default 16).
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// The time limit of every handler that has none of its own (default: none; an RPC
+    /// handler is still stopped at its caller's deadline). See [`Handler::time_limit`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.defaults.time_limit = Some(limit);
+        self
+    }
+
+    /// The largest message body a handler accepts unless it sets its own (default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`], 64 MiB). See [`Handler::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.defaults.max_message_size = Some(bytes);
+        self
+    }
+
+    /// Bounds the message bytes this worker holds, running or waiting for a slot (default
+    /// [`DEFAULT_PREFETCH_BYTES`], 128 MiB): past it the worker stops consuming until its
+    /// handlers bring the bytes under half of it, then consumes with a prefetch count sized for
+    /// the largest message it saw (see the module `byte_budget`). Queues declared
+    /// `auto_delete` are never paused.
+    pub fn prefetch_bytes(mut self, bytes: usize) -> Self {
+        self.prefetch_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many times a message may be delivered without being settled (its worker crashed,
+    /// hung past the shutdown timeout, or lost its connection while holding it) before it is
+    /// given up on (default [`DEFAULT_DELIVERY_LIMIT`], 10): a task is dead-lettered, an RPC
+    /// request answered with [`FailureKind::DeliveryLimit`](crate::FailureKind::DeliveryLimit),
+    /// an event rejected. Every message a dying worker holds counts one delivery, started or
+    /// not (see the module `redelivery`).
+    pub fn delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = limit.max(1);
+        self
+    }
+
+    /// How long `run_until` may take to shut down after its signal (default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 25 s). Handlers still running when three quarters of it
+    /// (at most all but 2 s) have passed are abandoned: dropped at their next await point,
+    /// their requests left unacked, so the broker delivers them again (counting a delivery).
+    /// A handler that blocks its thread cannot be dropped; the worker returns without it.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Publish replies and copies on the connection the worker consumes from, rather than on
+    /// a second connection of its own (the default). A broker that blocks a publishing
+    /// connection (`connection.blocked`, memory alarm) then stalls this worker's acks too.
+    pub fn separate_publisher(mut self, separate: bool) -> Self {
+        self.separate_publisher = separate;
         self
     }
 
@@ -161,7 +272,8 @@ impl Worker {
     }
 
     /// Serves until `shutdown` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
-    /// gracefully: no request that was started is lost, none that was not is kept.
+    /// gracefully, within the shutdown timeout: no request that was started and finished in
+    /// time is lost, none that was not is kept.
     pub async fn run_until<F: Future>(mut self, shutdown: F) -> Result<()> {
         // Each handler gets the worker's states under its own; a missing one stops us here.
         for spec in self.queues.values_mut() {
@@ -169,7 +281,7 @@ impl Worker {
                 handler.resolve(&self.states)?;
             }
         }
-        let queues: Vec<(String, QueueOptions, Arc<Routes>)> = self
+        let served: Vec<ServedQueue> = self
             .queues
             .into_iter()
             .filter(|(_, spec)| !spec.routes.by_method.is_empty())
@@ -177,17 +289,21 @@ impl Worker {
                 let name = format!("{}{}", self.queue_prefix, name);
                 let mut routes = spec.routes;
                 routes.queue = Arc::from(name.as_str());
-                let options = spec.options.unwrap_or_else(QueueOptions::rpc);
-                (name, options, Arc::new(routes))
+                ServedQueue {
+                    name,
+                    options: spec.options.unwrap_or_else(QueueOptions::rpc),
+                    routes: Arc::new(routes),
+                }
             })
             .collect();
-        if queues.is_empty() {
+        if served.is_empty() {
             return Err(Error::Config("the worker serves no handler".into()));
         }
         // Acks may use `multiple` when every delivery is settled by the reply publisher, i.e.
         // no task or event handler (which settle their own) shares the worker's channel.
-        let multiple_acks = queues.iter().all(|(_, _, routes)| {
-            routes
+        let multiple_acks = served.iter().all(|queue| {
+            queue
+                .routes
                 .by_method
                 .values()
                 .all(|handler| handler.settle().is_none())
@@ -198,15 +314,37 @@ impl Worker {
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
         // What this worker serves, for calls its handlers make to it (see `served`); shared by
         // every handler task.
-        let served = Arc::new(served::Served::new(
+        let here = Arc::new(served::Served::new(
             self.conn.clone(),
-            queues.iter().map(|(name, _, routes)| (name, routes)),
+            served.iter().map(|queue| (&queue.name, &queue.routes)),
         ));
-        // One permit per running handler; held by the handler's task, returned when it ends.
+        let config = LoopConfig {
+            prefetch,
+            prefetch_bytes: self.prefetch_bytes,
+            lease_renewal: served
+                .iter()
+                .filter_map(|queue| queue.options.expiry())
+                .min()
+                .map(|expiry| (expiry / 3).max(Duration::from_millis(10))),
+            multiple_acks,
+            defaults: self.defaults,
+            delivery_limit: self.delivery_limit,
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        // Replies and copies go out here; closed when the worker stops (dropping it closes its
+        // sibling connection too).
+        let publisher = Arc::new(WorkerPublisher::new(
+            self.conn.clone(),
+            self.separate_publisher,
+        ));
+        // One permit per running handler; held by the handler's task (or a blocking
+        // handler's thread), returned when it ends.
         let slots = Arc::new(Semaphore::new(concurrency));
         // Every handler task: owned here, so that shutdown can wait for them and dropping the
         // worker's future (a crash, as tests simulate it) aborts them.
         let mut running: JoinSet<()> = JoinSet::new();
+        // The bytes of the deliveries taken and not settled; each handler task holds its part.
+        let budget = Arc::new(ByteBudget::default());
         let backoff = Backoff::default();
         let shutdown = shutdown;
         tokio::pin!(shutdown);
@@ -216,9 +354,12 @@ impl Worker {
         loop {
             let link = tokio::select! {
                 link = self.conn.link_after(after) => link?,
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => {
+                    publisher.close(Instant::now() + self.shutdown_timeout).await;
+                    return Ok(());
+                }
             };
-            let (channel, consumed) = match open(&link, prefetch, &queues).await {
+            let opened = match open(&link, &served, prefetch).await {
                 Ok(opened) => {
                     attempt = 0;
                     opened
@@ -230,13 +371,16 @@ impl Worker {
                     after = retry_after(&link);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
-                        _ = &mut shutdown => return Ok(()),
+                        _ = &mut shutdown => {
+                            publisher.close(Instant::now() + self.shutdown_timeout).await;
+                            return Ok(());
+                        }
                     }
                 }
             };
             info!(
                 generation = link.generation,
-                queues = queues.len(),
+                queues = served.len(),
                 prefetch,
                 concurrency,
                 "worker consuming"
@@ -244,119 +388,35 @@ impl Worker {
             if let Some(consuming) = &self.consuming {
                 consuming.send_modify(|n| *n += 1);
             }
-            // Shared with every handler task of this generation (see `delivery::handle`).
-            let channel = Arc::new(channel);
-            // The reply publisher of this channel; it ends once this sender and every handler
-            // task's clone are gone, after acking what it was handed (see `replies`).
-            let (settled, settled_rx) = mpsc::unbounded_channel();
-            let replier = tokio::spawn(replies::run(channel.clone(), settled_rx, multiple_acks));
-            let tags: Vec<_> = consumed.iter().map(|c| c.consumer.tag()).collect();
-            // Each consumer's stream ends with a `None` marker, so that one consumer cancelled
-            // by the broker (its queue was deleted) is noticed, not silently dropped.
-            let mut deliveries = stream::select_all(consumed.into_iter().map(|c| {
-                let routes = c.routes;
-                c.consumer
-                    .map(Some)
-                    .chain(stream::once(std::future::ready(None)))
-                    .map(move |d| (routes.clone(), d))
-            }));
-
-            let shutting_down = loop {
-                // Finished handler tasks; `try_join_next` registers no waker, so finishing
-                // handlers never wake this loop.
-                while let Some(done) = running.try_join_next() {
-                    if let Err(err) = done {
-                        warn!(cause = %err, "handler task failed");
-                    }
-                }
-                let permit = tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break true,
-                    permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break true, // never closed; treat as shutdown
-                    },
+            let (channel, consumers) = opened;
+            let stop = consume(
+                &config,
+                &served,
+                &here,
+                &channel,
+                consumers,
+                &publisher,
+                &slots,
+                &mut running,
+                &budget,
+                &mut shutdown,
+            )
+            .await;
+            if let Some(generation) = stop {
+                let shutdown = ShutDown {
+                    config: &config,
+                    link: &link,
+                    served: &served,
+                    channel: &channel,
+                    publisher: &publisher,
                 };
-                let next = tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break true,
-                    next = deliveries.next() => next,
-                };
-                match next {
-                    Some((routes, Some(Ok(delivery)))) => {
-                        // Scoped with what this worker serves: see `served`.
-                        running.spawn(served::SERVED.scope(
-                            served.clone(),
-                            delivery::handle(
-                                delivery,
-                                routes,
-                                channel.clone(),
-                                settled.clone(),
-                                permit,
-                            ),
-                        ));
-                    }
-                    Some((_, Some(Err(err)))) => {
-                        warn!(generation = link.generation, cause = %err, "consumer failed");
-                        break false;
-                    }
-                    Some((routes, None)) => {
-                        warn!(
-                            generation = link.generation,
-                            queue = %routes.queue,
-                            "consumer ended (cancelled by the broker?); resubscribing"
-                        );
-                        break false;
-                    }
-                    None => break false,
-                }
-            };
-
-            if shutting_down {
-                info!(in_flight = running.len(), "worker shutting down");
-                // The RPC queues nobody else serves: deleted below, so that calls made from now
-                // on fail at once with `NoRoute` instead of waiting for a worker that is gone.
-                let alone = rpc_queues_served_alone(&link, &queues).await;
-                for tag in tags {
-                    if let Err(err) = channel
-                        .basic_cancel(tag.clone(), BasicCancelOptions::default())
-                        .await
-                    {
-                        debug!(consumer_tag = %tag, cause = %err, "basic.cancel failed");
-                    }
-                }
-                // Requests the broker pushed (prefetch) that no handler started: handed back
-                // for the other workers, or, where none is left, answered "not run".
-                for (routes, delivery) in unstarted(&mut deliveries).await {
-                    let alone_here = alone.iter().any(|q| **q == *routes.queue);
-                    delivery::settle_unstarted(delivery, &routes, &channel, &settled, alone_here)
-                        .await;
-                }
-                delete_queues(&link, &alone).await;
-                while let Some(done) = running.join_next().await {
-                    if let Err(err) = done {
-                        warn!(cause = %err, "handler task failed");
-                    }
-                }
-                // The reply publisher ends once it published and acked everything the handlers
-                // handed it.
-                drop(settled);
-                if let Err(err) = replier.await {
-                    warn!(cause = %err, "reply publisher failed");
-                }
-                drop(deliveries);
-                if channel.status().connected() {
-                    let _ = channel.close(200, "worker shut down".into()).await;
-                }
-                info!("worker stopped");
+                shutdown.run(&mut running, generation).await;
                 return Ok(());
             }
             // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
             // so the requests it holds go back to the queue instead of waiting on it. The reply
             // publisher drains what the running handlers still hand it (on a dead channel its
-            // publishes fail at once) and ends with the last of them.
-            drop(settled);
-            drop(deliveries);
+            // acks fail at once) and ends with the last of them.
             if channel.status().connected() {
                 let _ = channel.close(200, "worker resubscribing".into()).await;
             }
@@ -365,21 +425,380 @@ impl Worker {
     }
 }
 
+/// The generation to wait past: the same one again if only the channel died.
+fn retry_after(link: &Link) -> u64 {
+    if link.conn.status().connected() {
+        link.generation - 1
+    } else {
+        link.generation
+    }
+}
+
+/// Opens the worker's channel: queue declarations, then `basic.qos` and one consumer per queue.
+async fn open(
+    link: &Link,
+    served: &[ServedQueue],
+    prefetch: u16,
+) -> std::result::Result<(Arc<lapin::Channel>, Consumers), lapin::Error> {
+    let channel = link.conn.create_channel().await?;
+    if served.iter().any(|queue| queue.routes.serves_rpc()) {
+        declare_exchanges(&channel).await?;
+    }
+    for queue in served {
+        channel
+            .queue_declare(
+                queue.name.as_str().into(),
+                queue.options.declare_options(),
+                queue.options.arguments(),
+            )
+            .await?;
+        if queue.routes.serves_rpc() {
+            // Callers publish requests to `lepus.rpc` (see `envelope`).
+            channel
+                .queue_bind(
+                    queue.name.as_str().into(),
+                    RPC_EXCHANGE.into(),
+                    queue.name.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        for settle in queue.routes.by_method.values().filter_map(Handler::settle) {
+            settle.declare(&channel, &queue.name).await?;
+        }
+    }
+    // Shared with every handler task of this generation (cloning a `lapin::Channel` copies a
+    // dozen `Arc`s).
+    let channel = Arc::new(channel);
+    let consumers = Consumers::start(channel.clone(), served, prefetch).await?;
+    // Observed handlers (tests) hear that they are served from now on.
+    for queue in served {
+        for observer in queue
+            .routes
+            .by_method
+            .values()
+            .filter_map(Handler::observer)
+        {
+            observer.declared();
+        }
+    }
+    Ok((channel, consumers))
+}
+
+/// The worker's settings the consuming loop needs.
+struct LoopConfig {
+    prefetch: u16,
+    prefetch_bytes: usize,
+    /// How often a paused queue that expires when unused (`x-expires`: RPC queues) is
+    /// redeclared to renew its lease: a third of the shortest expiry (`None`: none expires).
+    lease_renewal: Option<Duration>,
+    multiple_acks: bool,
+    defaults: HandlerLimits,
+    delivery_limit: u32,
+    shutdown_timeout: Duration,
+}
+
+/// What a shutdown takes over from the consuming loop.
+struct Generation {
+    consumers: Consumers,
+    /// The loop's handle on the session; the reply publisher ends once this and every handler
+    /// task's are dropped.
+    session: Arc<Session>,
+    replier: tokio::task::JoinHandle<()>,
+    /// Deliveries taken off the consumers that no handler started.
+    backlog: VecDeque<(usize, Delivery, Held)>,
+}
+
+/// Consumes one link generation until the shutdown signal (returns what shutting down needs) or
+/// a failure of the channel or a consumer (`None`: rebuild).
+#[allow(clippy::too_many_arguments)] // the loop's state, owned by `run_until`
+async fn consume<F: Future>(
+    config: &LoopConfig,
+    served: &[ServedQueue],
+    here: &Arc<served::Served>,
+    channel: &Arc<lapin::Channel>,
+    mut consumers: Consumers,
+    publisher: &Arc<WorkerPublisher>,
+    slots: &Arc<Semaphore>,
+    running: &mut JoinSet<()>,
+    budget: &Arc<ByteBudget>,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> Option<Generation> {
+    // The reply publisher of this channel; it ends once every handle on the session is gone,
+    // after settling what it was handed (see `replies`).
+    let (settled, settled_rx) = mpsc::unbounded_channel();
+    let replier = tokio::spawn(replies::run(
+        channel.clone(),
+        publisher.clone(),
+        settled_rx,
+        config.multiple_acks,
+    ));
+    let session = Arc::new(Session {
+        settled,
+        publisher: publisher.clone(),
+        defaults: config.defaults,
+        delivery_limit: config.delivery_limit,
+    });
+    // Deliveries taken off the consumers, waiting for a concurrency slot (at most the prefetch
+    // count per consumer: the broker sends no more).
+    let mut backlog: VecDeque<(usize, Delivery, Held)> = VecDeque::new();
+    let mut raise_check = tokio::time::interval(RAISE_CHECK);
+    raise_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(config.lease_renewal.unwrap_or(RAISE_CHECK));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    budget.set_paused(false);
+    let stop = loop {
+        // Finished handler tasks; `try_join_next` registers no waker, so finishing handlers
+        // never wake this loop.
+        while let Some(done) = running.try_join_next() {
+            if let Err(err) = done {
+                warn!(cause = %err, "handler task failed");
+            }
+        }
+        // Start what waits, while slots are free.
+        while !backlog.is_empty() {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Some((index, delivery, held)) = backlog.pop_front() {
+                let routes = served[index].routes.clone();
+                // Scoped with what this worker serves: see `served`.
+                running.spawn(served::SERVED.scope(
+                    here.clone(),
+                    delivery::handle(delivery, routes, session.clone(), permit, held),
+                ));
+            }
+        }
+        if let Err(err) = budget_step(config, served, &mut consumers, budget).await {
+            warn!(cause = %err, "pausing or resuming the consumers failed");
+            break Stop::Rebuild;
+        }
+        let consuming = !consumers.deliveries.is_empty();
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => break Stop::Shutdown,
+            permit = slots.clone().acquire_owned(), if !backlog.is_empty() => {
+                if let (Ok(permit), Some((index, delivery, held))) = (permit, backlog.pop_front()) {
+                    let routes = served[index].routes.clone();
+                    running.spawn(served::SERVED.scope(
+                        here.clone(),
+                        delivery::handle(delivery, routes, session.clone(), permit, held),
+                    ));
+                }
+            }
+            next = consumers.deliveries.next(), if consuming => match next {
+                Some((index, Some(Ok(delivery)))) => {
+                    consumers.saw(delivery.data.len());
+                    let held = budget.hold(delivery.data.len());
+                    backlog.push_back((index, delivery, held));
+                }
+                Some((_, Some(Err(err)))) => {
+                    warn!(cause = %err, "consumer failed");
+                    break Stop::Rebuild;
+                }
+                Some((index, None)) if !consumers.ended(index) => {
+                    warn!(
+                        queue = %served[index].name,
+                        "consumer ended (cancelled by the broker?); resubscribing"
+                    );
+                    break Stop::Rebuild;
+                }
+                Some((_, None)) => {} // paused by the byte budget
+                None => {}
+            },
+            _ = budget.released(), if consumers.paused() => {}
+            _ = raise_check.tick(), if consumers.prefetch() < config.prefetch => {}
+            _ = renew.tick(), if consumers.paused() && config.lease_renewal.is_some() => {
+                if let Err(err) = consumers.renew_leases(served).await {
+                    warn!(cause = %err, "redeclaring a paused queue failed");
+                    break Stop::Rebuild;
+                }
+            }
+        }
+    };
+    budget.set_paused(false);
+    match stop {
+        Stop::Shutdown => Some(Generation {
+            consumers,
+            session,
+            replier,
+            backlog,
+        }),
+        // Deliveries that never started go back to the queue when the channel closes.
+        Stop::Rebuild => None,
+    }
+}
+
+/// Pauses the consumers when the bytes held reach the budget, resumes them once the handlers
+/// brought it under half (with a prefetch count for the largest message seen), and raises a
+/// lowered prefetch count again once messages are small (see `byte_budget`).
+async fn budget_step(
+    config: &LoopConfig,
+    served: &[ServedQueue],
+    consumers: &mut Consumers,
+    budget: &ByteBudget,
+) -> lapin::Result<()> {
+    let held = budget.held();
+    if !consumers.paused() {
+        // Messages seen since the count was lowered are small enough for a higher one.
+        let raise = consumers.prefetch() < config.prefetch
+            && consumers.may_raise()
+            && consumers.largest() > 0
+            && held < config.prefetch_bytes / 2
+            && byte_budget::prefetch_for(
+                config.prefetch_bytes,
+                consumers.largest(),
+                config.prefetch,
+            ) > consumers.prefetch();
+        if held >= config.prefetch_bytes || raise {
+            debug!(
+                held,
+                budget = config.prefetch_bytes,
+                raise,
+                "pausing the consumers"
+            );
+            budget.set_paused(true);
+            consumers.pause(served).await?;
+        }
+    } else if consumers.drained() && held <= config.prefetch_bytes / 2 {
+        let prefetch =
+            byte_budget::prefetch_for(config.prefetch_bytes, consumers.largest(), config.prefetch);
+        budget.set_paused(false);
+        consumers.resume(served, prefetch).await?;
+    }
+    Ok(())
+}
+
+/// What a graceful shutdown works on.
+struct ShutDown<'a> {
+    config: &'a LoopConfig,
+    link: &'a Link,
+    served: &'a [ServedQueue],
+    channel: &'a lapin::Channel,
+    publisher: &'a WorkerPublisher,
+}
+
+impl ShutDown<'_> {
+    /// Graceful shutdown within `config.shutdown_timeout`: count the RPC queues this worker
+    /// serves alone, cancel the consumers, settle the deliveries no handler started (handed
+    /// back, or answered "not run" on a queue served alone, which is then deleted), let the
+    /// running handlers finish until a quarter of the time (at most 2 s) is left, abandon the
+    /// rest, let the reply publisher settle what finished, close the channel and the
+    /// publisher. Every step that talks to the broker is bounded by the same deadline.
+    async fn run(&self, running: &mut JoinSet<()>, generation: Generation) {
+        let config = self.config;
+        let deadline = Instant::now() + config.shutdown_timeout;
+        let reserve = (config.shutdown_timeout / 4).min(Duration::from_secs(2));
+        let Generation {
+            mut consumers,
+            session,
+            mut replier,
+            backlog,
+        } = generation;
+        info!(in_flight = running.len(), "worker shutting down");
+        // The RPC queues nobody else serves: deleted below, so that calls made from now on fail
+        // at once with `NoRoute` instead of waiting for a worker that is gone.
+        // Our own consumer of each queue counts, unless the byte budget paused it.
+        let ours: Vec<u32> = (0..self.served.len())
+            .map(|index| u32::from(consumers.consumes(index)))
+            .collect();
+        let alone = tokio::time::timeout_at(
+            deadline - reserve,
+            rpc_queues_served_alone(self.link, self.served, &ours),
+        )
+        .await
+        .unwrap_or_default();
+        let _ = tokio::time::timeout_at(deadline - reserve, consumers.cancel_all()).await;
+        // Requests the broker pushed (prefetch) that no handler started: handed back for the
+        // other workers, or, where none is left, answered "not run".
+        let mut unstarted: Vec<(usize, Delivery)> = backlog
+            .into_iter()
+            .map(|(index, delivery, _held)| (index, delivery))
+            .collect();
+        let drain_until = (Instant::now() + UNSTARTED_DRAIN).min(deadline - reserve);
+        while let Ok(Some((index, next))) =
+            tokio::time::timeout_at(drain_until, consumers.deliveries.next()).await
+        {
+            if let Some(Ok(delivery)) = next {
+                unstarted.push((index, delivery));
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline - reserve, async {
+            for (index, delivery) in unstarted {
+                let queue = &self.served[index];
+                let alone_here = alone.contains(&queue.name);
+                delivery::settle_unstarted(
+                    delivery,
+                    &queue.routes,
+                    self.channel,
+                    &session.settled,
+                    alone_here,
+                )
+                .await;
+            }
+            delete_queues(self.link, &alone).await;
+        })
+        .await;
+        let drained = tokio::time::timeout_at(deadline - reserve, async {
+            while let Some(done) = running.join_next().await {
+                if let Err(err) = done {
+                    warn!(cause = %err, "handler task failed");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                abandoned = running.len(),
+                timeout = ?config.shutdown_timeout,
+                "handlers still running at the shutdown timeout; abandoned (their messages will be delivered again)"
+            );
+            running.abort_all();
+            // Aborted tasks end at their next await point; one blocking its thread does not.
+            let _ = tokio::time::timeout_at(deadline - reserve / 2, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        // The reply publisher ends once it settled everything the handlers handed it.
+        drop(session);
+        if tokio::time::timeout_at(deadline - reserve / 2, &mut replier)
+            .await
+            .is_err()
+        {
+            warn!(
+                "replies still unsent at the shutdown timeout; their requests will be delivered again"
+            );
+            replier.abort();
+        }
+        drop(consumers);
+        if self.channel.status().connected() {
+            let _ = tokio::time::timeout_at(
+                deadline,
+                self.channel.close(200, "worker shut down".into()),
+            )
+            .await;
+        }
+        self.publisher.close(deadline).await;
+        info!("worker stopped");
+    }
+}
+
 /// How long a shutting-down worker waits for the consumers it cancelled to hand over the
 /// deliveries the broker had already pushed.
 const UNSTARTED_DRAIN: Duration = Duration::from_secs(2);
 
-/// The RPC-only queues of `queues` that this worker is the only consumer of (a redeclaration
+/// The RPC-only queues of `served` that this worker is the only consumer of (`ours`: how many
+/// consumers of each this worker has now; a redeclaration
 /// with the same options reports the consumer count; on a side channel, so that a refusal
 /// cannot close the worker's). Queues shared with task or event handlers are never deleted.
-async fn rpc_queues_served_alone(
-    link: &Link,
-    queues: &[(String, QueueOptions, Arc<Routes>)],
-) -> Vec<String> {
+async fn rpc_queues_served_alone(link: &Link, served: &[ServedQueue], ours: &[u32]) -> Vec<String> {
     let mut alone = Vec::new();
-    let candidates: Vec<_> = queues
+    let candidates: Vec<_> = served
         .iter()
-        .filter(|(_, _, routes)| routes.rpc_only())
+        .zip(ours.iter().copied())
+        .filter(|(queue, _)| queue.routes.rpc_only())
         .collect();
     if candidates.is_empty() {
         return alone;
@@ -387,19 +806,19 @@ async fn rpc_queues_served_alone(
     let Ok(side) = link.conn.create_channel().await else {
         return alone;
     };
-    for (queue, options, _) in candidates {
+    for (queue, ours) in candidates {
         match side
             .queue_declare(
-                queue.as_str().into(),
-                options.declare_options(),
-                options.arguments(),
+                queue.name.as_str().into(),
+                queue.options.declare_options(),
+                queue.options.arguments(),
             )
             .await
         {
-            Ok(declared) if declared.consumer_count() <= 1 => alone.push(queue.clone()),
+            Ok(declared) if declared.consumer_count() <= ours => alone.push(queue.name.clone()),
             Ok(_) => {}
             Err(err) => {
-                debug!(queue = %queue, cause = %err, "cannot count the consumers of a queue");
+                debug!(queue = %queue.name, cause = %err, "cannot count the consumers of a queue");
                 break;
             }
         }
@@ -436,103 +855,4 @@ async fn delete_queues(link: &Link, queues: &[String]) {
     if side.status().connected() {
         let _ = side.close(200, "deleted".into()).await;
     }
-}
-
-/// The deliveries still in the cancelled consumers' buffers (never started), until every
-/// consumer stream ended or [`UNSTARTED_DRAIN`] passed.
-async fn unstarted<S>(deliveries: &mut S) -> Vec<(Arc<Routes>, lapin::message::Delivery)>
-where
-    S: futures::Stream<Item = (Arc<Routes>, Option<lapin::Result<lapin::message::Delivery>>)>
-        + Unpin,
-{
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + UNSTARTED_DRAIN;
-    while let Ok(Some((routes, next))) = tokio::time::timeout_at(deadline, deliveries.next()).await
-    {
-        if let Some(Ok(delivery)) = next {
-            out.push((routes, delivery));
-        }
-    }
-    out
-}
-
-/// The generation to wait past: the same one again if only the channel died.
-fn retry_after(link: &Link) -> u64 {
-    if link.conn.status().connected() {
-        link.generation - 1
-    } else {
-        link.generation
-    }
-}
-
-/// Opens the worker's channel: qos, queue declarations, one consumer per queue.
-async fn open(
-    link: &Link,
-    prefetch: u16,
-    queues: &[(String, QueueOptions, Arc<Routes>)],
-) -> std::result::Result<(lapin::Channel, Vec<Consumed>), lapin::Error> {
-    let channel = link.conn.create_channel().await?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions { global: false })
-        .await?;
-    // Task handlers publish retries and dead letters and ack only once the broker has them.
-    let needs_confirms = queues.iter().any(|(_, _, routes)| {
-        routes
-            .by_method
-            .values()
-            .filter_map(Handler::settle)
-            .any(|settle| settle.needs_confirms())
-    });
-    if needs_confirms {
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-    }
-    if queues.iter().any(|(_, _, routes)| routes.serves_rpc()) {
-        declare_exchanges(&channel).await?;
-    }
-    let mut consumed = Vec::with_capacity(queues.len());
-    for (queue, options, routes) in queues {
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                options.declare_options(),
-                options.arguments(),
-            )
-            .await?;
-        if routes.serves_rpc() {
-            // Callers publish requests to `lepus.rpc` (see `envelope`).
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    RPC_EXCHANGE.into(),
-                    queue.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        for settle in routes.by_method.values().filter_map(Handler::settle) {
-            settle.declare(&channel, queue).await?;
-        }
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        consumed.push(Consumed {
-            consumer,
-            routes: routes.clone(),
-        });
-    }
-    // Observed handlers (tests) hear that they are served from now on.
-    for routes in queues.iter().map(|(_, _, routes)| routes) {
-        for observer in routes.by_method.values().filter_map(Handler::observer) {
-            observer.declared();
-        }
-    }
-    Ok((channel, consumed))
 }

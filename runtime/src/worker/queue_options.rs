@@ -95,6 +95,16 @@ impl QueueOptions {
         self
     }
 
+    /// True for a queue the broker deletes with its last consumer.
+    pub(crate) fn is_auto_delete(&self) -> bool {
+        self.auto_delete
+    }
+
+    /// The queue's `x-expires`, if it has one.
+    pub(crate) fn expiry(&self) -> Option<Duration> {
+        self.expires
+    }
+
     pub(crate) fn declare_options(&self) -> QueueDeclareOptions {
         QueueDeclareOptions {
             durable: self.durable,

@@ -5,30 +5,48 @@
 //! acks after success, republishes to a delay queue or a dead-letter queue after a failure; an
 //! event handler acks or rejects. They share everything else with RPC handlers: the consumer
 //! loop, `basic.qos`, the concurrency slots, graceful shutdown and reconnection. A handler that
-//! carries a `Settle` gets the whole `basic.deliver` and the worker's channel; the worker only
-//! declares its queue with [`Settle::queue_options`], calls [`Settle::declare`] after
-//! `queue.declare` (exchanges, bindings), and puts the channel in confirm mode when
-//! [`Settle::needs_confirms`] says so.
+//! carries a `Settle` gets the whole `basic.deliver` (whose `acker` settles it on the worker's
+//! consuming channel) and the worker's publisher (`publisher`) for the copies it publishes; the
+//! worker only declares its queue with [`Settle::queue_options`] and calls [`Settle::declare`]
+//! after `queue.declare` (exchanges, bindings). Deliveries the worker will not run (too large,
+//! delivered too often, no handler of that name) go to [`Settle::refuse`].
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use lapin::message::Delivery;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::state::States;
 use crate::task::Observer;
+use crate::worker::limits::HandlerLimits;
+use crate::worker::publisher::Publisher;
 use crate::worker::QueueOptions;
 
 /// What a self-settling handler gets besides the delivery.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct SettleContext {
-    /// The worker's channel of the current link generation (in confirm mode when the handler
-    /// asked for it); the worker closes it on shutdown or loses it with the connection.
-    pub(crate) channel: lapin::Channel,
+    /// Where the handler publishes copies (retries, dead letters): the worker's confirm-mode
+    /// publishing channel, on a connection of its own.
+    pub(crate) publisher: Publisher,
     /// The queue the delivery came from, with the worker's queue prefix applied.
     pub(crate) queue: Arc<str>,
     /// The handler's states (its own over the worker's), for the delivery's `Context`.
     pub(crate) states: Arc<States>,
+    /// The handler's limits, with the worker's defaults filled in.
+    pub(crate) limits: HandlerLimits,
+    /// The worker's concurrency slot of this delivery: released when the handler is done, or
+    /// kept by a blocking handler's thread until that returns (see `limits::run`).
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Why the worker settles a delivery without running its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// The handler name the message asked for (the task or event name reported).
+    pub(crate) name: String,
+    /// What to record (`x-lepus-error`) and log.
+    pub(crate) reason: String,
 }
 
 /// A handler that acknowledges its own deliveries (task and event handlers).
@@ -36,9 +54,9 @@ pub(crate) trait Settle: Send + Sync + 'static {
     /// How the handler's queue is declared (durable task queues, exclusive broadcast queues).
     fn queue_options(&self) -> QueueOptions;
 
-    /// True when the handler publishes and must know the broker took the message before it
-    /// acks the delivery (`confirm.select` on the worker's channel).
-    fn needs_confirms(&self) -> bool;
+    /// True when the handler keeps failed and refused deliveries in a dead-letter queue
+    /// (tasks); the worker then refuses unknown task names through it.
+    fn dead_letters(&self) -> bool;
 
     /// Declares what the handler needs besides its queue (exchange, bindings), on the worker's
     /// channel, after `queue.declare` and before `basic.consume`.
@@ -53,4 +71,13 @@ pub(crate) trait Settle: Send + Sync + 'static {
 
     /// Runs the handler on one delivery and settles it (ack, reject, or republish then ack).
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()>;
+
+    /// Settles a delivery without running the handler: a task is dead-lettered with the
+    /// reason, an event rejected.
+    fn refuse(
+        &self,
+        delivery: Delivery,
+        context: SettleContext,
+        refusal: Refusal,
+    ) -> BoxFuture<'static, ()>;
 }
