@@ -14,13 +14,13 @@ use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::parsing::parse_field_table;
-use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
+use amq_protocol::types::{FieldTable, ShortString};
 use bytes::Bytes;
 
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
-use crate::persistence::{self, Durability, TopologyChange};
-use crate::queue::{Overflow, Queue, QueueConfig};
+use crate::persistence::{self, BindingChange, Durability, TopologyChange};
+use crate::queue::{Queue, QueueConfig};
 use crate::store::{
     BindingDef, BindingDestination, Commit, DurableQueues, ExchangeDef, PersistentMessage,
     Recovered, Store, StoreError,
@@ -70,32 +70,19 @@ impl persistence::Persistence for DurableQueues {
         let commit = match change {
             TopologyChange::ExchangeDeclared(x) => store.declare_exchange(ExchangeDef {
                 vhost: vhost.to_owned(),
-                name: x.name.clone(),
-                kind: x.kind.name().to_owned(),
+                name: x.name.to_owned(),
+                kind: x.kind.to_owned(),
                 auto_delete: x.auto_delete,
                 internal: x.internal,
-                arguments: encode_table(&x.arguments),
+                arguments: encode_table(x.arguments),
             })?,
             TopologyChange::ExchangeDeleted(name) => store.delete_exchange(vhost, name)?,
-            TopologyChange::QueueDeclared(q) => self.declare_queue(
-                vhost,
-                &q.name,
-                q.auto_delete,
-                // The declared table (it parsed into `q.config` when declared); a queue made
-                // without one stores the table its config stands for.
-                if q.arguments.inner().is_empty() {
-                    encode_table(&queue_arguments(&q.config))
-                } else {
-                    encode_table(&q.arguments)
-                },
-            )?,
+            TopologyChange::QueueDeclared(q) => {
+                self.declare_queue(vhost, q.name, q.auto_delete, encode_table(&q.arguments))?
+            }
             TopologyChange::QueueDeleted(name) => self.delete_queue(vhost, name)?,
-            TopologyChange::Bound(source, binding) => {
-                store.bind(binding_def(vhost, source, binding))?
-            }
-            TopologyChange::Unbound(source, binding) => {
-                store.unbind(&binding_def(vhost, source, binding))?
-            }
+            TopologyChange::Bound(binding) => store.bind(binding_def(vhost, binding))?,
+            TopologyChange::Unbound(binding) => store.unbind(&binding_def(vhost, binding))?,
         };
         Ok(Some(commit))
     }
@@ -105,19 +92,19 @@ impl persistence::Persistence for DurableQueues {
     }
 }
 
-/// The stored form of `binding` from exchange `source` of `vhost`.
-fn binding_def(vhost: &str, source: &str, binding: &Binding) -> BindingDef {
-    let (destination_kind, destination) = match &binding.destination {
-        Destination::Queue(name) => (BindingDestination::Queue, name),
-        Destination::Exchange(name) => (BindingDestination::Exchange, name),
-    };
+/// The stored form of `binding` in `vhost`.
+fn binding_def(vhost: &str, binding: BindingChange<'_>) -> BindingDef {
     BindingDef {
         vhost: vhost.to_owned(),
-        source: source.to_owned(),
-        destination_kind,
-        destination: destination.clone(),
-        routing_key: binding.routing_key.clone(),
-        arguments: encode_table(&binding.arguments),
+        source: binding.source.to_owned(),
+        destination_kind: if binding.to_exchange {
+            BindingDestination::Exchange
+        } else {
+            BindingDestination::Queue
+        },
+        destination: binding.destination.to_owned(),
+        routing_key: binding.routing_key.to_owned(),
+        arguments: encode_table(binding.arguments),
     }
 }
 
@@ -245,47 +232,6 @@ fn message_of(stored: crate::store::StoredMessage) -> Message {
     }
 }
 
-/// The declare arguments the broker acts on for a queue with `config`, as a table that
-/// `QueueConfig::from_arguments` parses back to the same config.
-fn queue_arguments(config: &QueueConfig) -> FieldTable {
-    let mut table = FieldTable::default();
-    let mut int = |key: &str, value: Option<u64>| {
-        if let Some(v) = value {
-            // Values come from a parse that accepted them as i64.
-            table.insert(key.into(), AMQPValue::LongLongInt(v as i64));
-        }
-    };
-    int("x-message-ttl", config.message_ttl);
-    int("x-expires", config.expires);
-    int("x-max-length", config.max_length);
-    int("x-max-length-bytes", config.max_length_bytes);
-    int("x-max-priority", config.max_priority.map(u64::from));
-    let overflow = match config.overflow {
-        Overflow::DropHead if config.overflow_declared => Some("drop-head"),
-        Overflow::DropHead => None,
-        Overflow::RejectPublish => Some("reject-publish"),
-        Overflow::RejectPublishDlx => Some("reject-publish-dlx"),
-    };
-    let strings = [
-        ("x-overflow", overflow.map(str::to_owned)),
-        (
-            "x-dead-letter-exchange",
-            config.dead_letter_exchange.clone(),
-        ),
-        (
-            "x-dead-letter-routing-key",
-            config.dead_letter_routing_key.clone(),
-        ),
-        ("x-queue-mode", config.queue_mode.clone()),
-    ];
-    for (key, value) in strings {
-        if let Some(v) = value {
-            table.insert(key.into(), AMQPValue::LongString(v.as_str().into()));
-        }
-    }
-    table
-}
-
 /// Encodes content-header properties (flags and list, 0-9-1 §4.2.6.1) for the log.
 fn encode_properties(properties: &AMQPProperties) -> Vec<u8> {
     // Writing into a Vec cannot fail for lack of space, and the properties were parsed by the
@@ -323,6 +269,8 @@ fn decode_table(bytes: &[u8]) -> FieldTable {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use amq_protocol::types::AMQPValue;
+
     use super::*;
 
     #[test]
@@ -341,7 +289,7 @@ mod tests {
         );
         declared.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
         let config = QueueConfig::from_arguments(&declared).unwrap();
-        let stored = decode_table(&encode_table(&queue_arguments(&config)));
+        let stored = decode_table(&encode_table(&config.to_arguments()));
         assert_eq!(QueueConfig::from_arguments(&stored).unwrap(), config);
     }
 

@@ -20,13 +20,13 @@
 //! The durable segment log implements this trait (`store::DurableQueues`, see `durable_store`,
 //! which also restores the recovered topology and messages at start-up).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use amq_protocol::types::FieldTable;
 use tokio::sync::oneshot;
 
-use crate::exchange::{Binding, Exchange};
 use crate::message::Message;
-use crate::queue::Queue;
 use crate::store::{Commit, StoreError};
 
 /// A change of the durable topology, as the broker reports it to its [`Persistence`]. The broker
@@ -34,21 +34,66 @@ use crate::store::{Commit, StoreError};
 /// queues that are not exclusive, bindings whose ends are both durable), and also reports a
 /// change that changed nothing (a redeclare, an idempotent delete): the store then answers
 /// with a commit of the topology as it stands.
-#[derive(Debug, Clone, Copy)]
+///
+/// It carries the entities' declared fields, not the broker's `Exchange`/`Queue`/`Binding`
+/// (persistence sits below the broker state; `exchange` and `queue` build these).
+#[derive(Debug, Clone)]
 pub(crate) enum TopologyChange<'a> {
     /// `exchange.declare` of a durable exchange.
-    ExchangeDeclared(&'a Exchange),
+    ExchangeDeclared(ExchangeDeclared<'a>),
     /// A durable exchange was deleted (with every binding from or to it), or `exchange.delete`
     /// named an exchange that does not exist.
     ExchangeDeleted(&'a str),
     /// `queue.declare` of a durable, non-exclusive queue.
-    QueueDeclared(&'a Queue),
+    QueueDeclared(QueueDeclared<'a>),
     /// A durable queue was deleted (with every binding to it and its messages).
     QueueDeleted(&'a str),
-    /// A binding from the named exchange was added (or was there already).
-    Bound(&'a str, &'a Binding),
-    /// A binding from the named exchange was removed (or was not there).
-    Unbound(&'a str, &'a Binding),
+    /// A binding was added (or was there already).
+    Bound(BindingChange<'a>),
+    /// A binding was removed (or was not there).
+    Unbound(BindingChange<'a>),
+}
+
+/// A durable exchange as declared (`exchange.declare`'s fields).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExchangeDeclared<'a> {
+    /// The exchange's name.
+    pub(crate) name: &'a str,
+    /// Its type as AMQP names it (`direct`, `topic`, ...).
+    pub(crate) kind: &'a str,
+    /// `auto-delete`.
+    pub(crate) auto_delete: bool,
+    /// `internal`.
+    pub(crate) internal: bool,
+    /// The declare's arguments.
+    pub(crate) arguments: &'a FieldTable,
+}
+
+/// A durable queue as declared (`queue.declare`'s fields).
+#[derive(Debug, Clone)]
+pub(crate) struct QueueDeclared<'a> {
+    /// The queue's name.
+    pub(crate) name: &'a str,
+    /// `auto-delete`.
+    pub(crate) auto_delete: bool,
+    /// The declare's arguments (or, for a queue made without a table, the table its
+    /// configuration stands for).
+    pub(crate) arguments: Cow<'a, FieldTable>,
+}
+
+/// A binding between durable entities (`queue.bind`/`exchange.bind`'s fields).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindingChange<'a> {
+    /// The source exchange.
+    pub(crate) source: &'a str,
+    /// Whether `destination` names an exchange (`exchange.bind`) rather than a queue.
+    pub(crate) to_exchange: bool,
+    /// The destination queue or exchange.
+    pub(crate) destination: &'a str,
+    /// The binding key.
+    pub(crate) routing_key: &'a str,
+    /// The bind's arguments.
+    pub(crate) arguments: &'a FieldTable,
 }
 
 /// Whether a message handed to a [`Persistence`] is already durable.

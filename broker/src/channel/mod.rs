@@ -17,7 +17,7 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
 
-use crate::queue::{Consumer, Queue, QueuedMessage};
+use crate::queue::{Consumer, ConsumerChannel, Queue, QueuedMessage};
 use crate::writer::{Outbound, Outbox};
 use registry::{ChannelRegistration, Channels};
 
@@ -228,78 +228,9 @@ impl ChannelShared {
         let _ = self.writer.send(Outbound::Method(self.id, method));
     }
 
-    /// False while flow is paused.
-    pub(crate) fn can_deliver(&self) -> bool {
-        self.flow_active.load(Ordering::Acquire)
-    }
-
     /// Sets `channel.flow`.
     pub(crate) fn set_flow(&self, active: bool) {
         self.flow_active.store(active, Ordering::Release);
-    }
-
-    /// Takes one unit of channel-global prefetch credit if available.
-    pub(crate) fn try_reserve_global(&self) -> bool {
-        let limit = self.global_prefetch.load(Ordering::Acquire);
-        if limit == 0 {
-            self.global_in_flight.fetch_add(1, Ordering::AcqRel);
-            return true;
-        }
-        self.global_in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Gives back `n` units of channel-global credit.
-    pub(crate) fn release_global(&self, n: u32) {
-        let _ = self
-            .global_in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                Some(c.saturating_sub(n))
-            });
-    }
-
-    /// Delivers `qm` to `consumer` (called by `queue` under its lock). Gives the message back
-    /// if the channel has closed.
-    pub(crate) fn deliver(
-        &self,
-        consumer: &Arc<Consumer>,
-        queue: &Arc<Queue>,
-        qm: QueuedMessage,
-    ) -> Result<(), QueuedMessage> {
-        let mut d = self.delivery();
-        if d.closed {
-            return Err(qm);
-        }
-        d.last_tag += 1;
-        let delivery_tag = d.last_tag;
-        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: consumer.tag.clone(),
-            delivery_tag,
-            redelivered: qm.redelivered,
-            exchange: qm.message.exchange.clone(),
-            routing_key: qm.message.routing_key.clone(),
-        }));
-        let message = qm.message.clone();
-        if !consumer.no_ack {
-            d.unacked.insert(
-                delivery_tag,
-                Unacked {
-                    queue: queue.clone(),
-                    consumer: Some(consumer.clone()),
-                    message: qm,
-                },
-            );
-        }
-        // Sent under the lock so that tags reach the wire in order.
-        let _ = self.writer.send(Outbound::Content {
-            channel: self.id,
-            method,
-            message,
-        });
-        Ok(())
     }
 
     /// Delivers a direct reply-to message (no ack, not from a queue); false if the channel has
@@ -412,6 +343,90 @@ impl ChannelShared {
             }
         }
         self.release_global(global);
+    }
+}
+
+impl ConsumerChannel for ChannelShared {
+    fn channel_id(&self) -> u16 {
+        self.id
+    }
+
+    fn connection_id(&self) -> u64 {
+        self.connection_id
+    }
+
+    fn can_deliver(&self) -> bool {
+        self.flow_active.load(Ordering::Acquire)
+    }
+
+    fn try_reserve_global(&self) -> bool {
+        let limit = self.global_prefetch.load(Ordering::Acquire);
+        if limit == 0 {
+            self.global_in_flight.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.global_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_global(&self, n: u32) {
+        let _ = self
+            .global_in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            });
+    }
+
+    fn deliver(
+        &self,
+        consumer: &Arc<Consumer>,
+        queue: &Arc<Queue>,
+        qm: QueuedMessage,
+    ) -> Result<(), QueuedMessage> {
+        let mut d = self.delivery();
+        if d.closed {
+            return Err(qm);
+        }
+        d.last_tag += 1;
+        let delivery_tag = d.last_tag;
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: consumer.tag.clone(),
+            delivery_tag,
+            redelivered: qm.redelivered,
+            exchange: qm.message.exchange.clone(),
+            routing_key: qm.message.routing_key.clone(),
+        }));
+        let message = qm.message.clone();
+        if !consumer.no_ack {
+            d.unacked.insert(
+                delivery_tag,
+                Unacked {
+                    queue: queue.clone(),
+                    consumer: Some(consumer.clone()),
+                    message: qm,
+                },
+            );
+        }
+        // Sent under the lock so that tags reach the wire in order.
+        let _ = self.writer.send(Outbound::Content {
+            channel: self.id,
+            method,
+            message,
+        });
+        Ok(())
+    }
+
+    fn cancelled_by_broker(&self, consumer_tag: &ShortString) {
+        self.consumers().remove(consumer_tag.as_str());
+        if self.cancel_notify {
+            self.send(AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: consumer_tag.clone(),
+                nowait: true,
+            })));
+        }
     }
 }
 

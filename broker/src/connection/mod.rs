@@ -404,7 +404,7 @@ impl Connection {
         let consumers: Vec<_> = shared.consumers().drain().collect();
         let unacked = shared.take_all_unacked(true);
         for (tag, c) in consumers {
-            if c.queue.remove_consumer(&tag, &shared) {
+            if c.queue.remove_consumer(&tag, &*shared) {
                 self.vhost.delete_queue_now(&c.queue.name);
             }
         }
@@ -422,7 +422,7 @@ impl Connection {
             }
         }
         for (queue, messages) in groups {
-            queue.requeue(&self.vhost, messages);
+            self.vhost.requeue(&queue, messages);
         }
     }
 
@@ -439,7 +439,7 @@ impl Connection {
                 let shared = channel.shared.clone();
                 let consumers: Vec<_> = shared.consumers().drain().collect();
                 for (tag, c) in consumers {
-                    if c.queue.remove_consumer(&tag, &shared) {
+                    if c.queue.remove_consumer(&tag, &*shared) {
                         self.vhost.delete_queue_now(&c.queue.name);
                     }
                 }

@@ -575,7 +575,11 @@ pub(crate) fn method(c: &mut Choices<'_>, budget: usize) -> Vec<u8> {
 /// A content header payload (class 60): weight, body size, property flags, properties.
 fn content_header(c: &mut Choices<'_>, body_size: u64, budget: usize) -> Vec<u8> {
     let mut p = Vec::new();
-    let class: u16 = if c.u8().is_multiple_of(16) { c.u16() } else { 60 };
+    let class: u16 = if c.u8().is_multiple_of(16) {
+        c.u16()
+    } else {
+        60
+    };
     p.extend_from_slice(&class.to_be_bytes());
     p.extend_from_slice(&[0, 0]);
     p.extend_from_slice(&body_size.to_be_bytes());
@@ -725,7 +729,11 @@ pub(crate) fn connection_input(data: &[u8]) -> Vec<u8> {
     // response, locale. Before tune-ok the broker may limit frames to 4096 bytes; the table
     // may exceed that on purpose.
     let mut start_ok = vec![0, 10, 0, 11];
-    let before_tune_budget = if c.u8().is_multiple_of(4) { 120_000 } else { 4000 };
+    let before_tune_budget = if c.u8().is_multiple_of(4) {
+        120_000
+    } else {
+        4000
+    };
     table(&mut c, &mut start_ok, 0, before_tune_budget);
     let (mechanism, response): (&[u8], Vec<u8>) = match c.u8() % 8 {
         0 => (b"AMQPLAIN", {
@@ -755,7 +763,11 @@ pub(crate) fn connection_input(data: &[u8]) -> Vec<u8> {
         2 => 4095,
         _ => 131_072,
     };
-    let heartbeat = if c.u8().is_multiple_of(8) { c.boundary_u16() } else { 0 };
+    let heartbeat = if c.u8().is_multiple_of(8) {
+        c.boundary_u16()
+    } else {
+        0
+    };
     let mut tune_ok = vec![0, 10, 0, 31];
     tune_ok.extend_from_slice(&channel_max.to_be_bytes());
     tune_ok.extend_from_slice(&frame_max.to_be_bytes());

@@ -142,7 +142,7 @@ pub(crate) fn declare_queue(
                 // A redeclare answers once the queue's declare is durable (it may be an AMQP
                 // client's, still on its way to disk).
                 let commit = if q.is_persisted() {
-                    vh.record_topology(TopologyChange::QueueDeclared(q))
+                    vh.record_topology(TopologyChange::QueueDeclared(q.declared()))
                 } else {
                     Ok(None)
                 };
@@ -153,7 +153,7 @@ pub(crate) fn declare_queue(
                     .with_arguments(arguments);
                 let q = vh.insert_queue(&mut topo, q);
                 let commit = if q.is_persisted() {
-                    vh.record_topology(TopologyChange::QueueDeclared(&q))
+                    vh.record_topology(TopologyChange::QueueDeclared(q.declared()))
                 } else {
                     Ok(None)
                 };
@@ -301,7 +301,7 @@ pub(crate) fn declare_exchange(
                 }
                 // As `exchange.declare`: a redeclare answers once the declare is durable.
                 let commit = if x.durable && !name.starts_with("amq.") {
-                    vh.record_topology(TopologyChange::ExchangeDeclared(x))
+                    vh.record_topology(TopologyChange::ExchangeDeclared(x.declared()))
                 } else {
                     Ok(None)
                 };
@@ -315,7 +315,7 @@ pub(crate) fn declare_exchange(
                 }
                 let exchange = Exchange::new(name, kind, durable, auto_delete, internal, arguments);
                 let commit = if durable {
-                    vh.record_topology(TopologyChange::ExchangeDeclared(&exchange))
+                    vh.record_topology(TopologyChange::ExchangeDeclared(exchange.declared()))
                 } else {
                     Ok(None)
                 };

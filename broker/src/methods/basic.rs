@@ -58,7 +58,7 @@ impl Connection {
             .map(|c| c.queue.clone())
             .collect();
         for q in queues {
-            q.dispatch(&self.vhost);
+            self.vhost.dispatch(&q);
         }
     }
 
@@ -132,7 +132,7 @@ impl Connection {
             in_flight: AtomicU32::new(0),
         });
         queue
-            .add_consumer(&self.vhost, consumer)
+            .add_consumer(&self.vhost.name, consumer)
             .map_err(AmqpError::access_refused)?;
         shared.consumers().insert(
             tag.clone(),
@@ -145,7 +145,7 @@ impl Connection {
         if !m.nowait {
             self.send(ch, consume_ok(tag_ss));
         }
-        queue.dispatch(&self.vhost);
+        self.vhost.dispatch(&queue);
         Ok(())
     }
 
@@ -165,7 +165,7 @@ impl Connection {
         }
         let removed = shared.consumers().remove(tag);
         if let Some(c) = removed {
-            if c.queue.remove_consumer(tag, &shared) {
+            if c.queue.remove_consumer(tag, &*shared) {
                 self.vhost.delete_queue_now(&c.queue.name);
             }
         }
@@ -184,7 +184,7 @@ impl Connection {
     pub(crate) fn basic_get(&mut self, ch: u16, m: basic::Get) -> Result<(), AmqpError> {
         let shared = self.shared(ch)?;
         let queue = self.usable_queue(m.queue.as_str())?;
-        match queue.get(&self.vhost) {
+        match self.vhost.get(&queue) {
             Some((qm, count)) => {
                 self.vhost.stats.fetched(m.no_ack, qm.redelivered);
                 if m.no_ack {
@@ -307,7 +307,7 @@ impl Connection {
             let mut seen: Vec<Arc<Queue>> = Vec::new();
             for q in queues {
                 if !seen.iter().any(|s| Arc::ptr_eq(s, &q)) {
-                    q.dispatch(&self.vhost);
+                    self.vhost.dispatch(&q);
                     seen.push(q);
                 }
             }

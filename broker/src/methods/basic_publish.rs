@@ -131,7 +131,7 @@ impl Connection {
         let vhost = &self.vhost;
         let mut enqueue = || {
             for queue in &queues {
-                match queue.enqueue(vhost, message.clone()) {
+                match vhost.enqueue(queue, message.clone()) {
                     EnqueueOutcome::Enqueued { seq } => {
                         if queue.is_persisted() && message.is_persistent() {
                             if let Durability::Pending(rx) =

@@ -42,7 +42,7 @@ impl Connection {
                 .map(|c| c.queue.clone())
                 .collect();
             for q in queues {
-                q.dispatch(&self.vhost);
+                self.vhost.dispatch(&q);
             }
         }
         Ok(())

@@ -89,7 +89,7 @@ impl Connection {
                     if m.durable {
                         commit = self
                             .vhost
-                            .record_topology(TopologyChange::ExchangeDeclared(&exchange))
+                            .record_topology(TopologyChange::ExchangeDeclared(exchange.declared()))
                             .map_err(not_persisted)?;
                     }
                     topo.exchanges.insert(name.to_owned(), exchange);
@@ -101,7 +101,7 @@ impl Connection {
                 if exists && !name.starts_with("amq.") {
                     commit = self
                         .vhost
-                        .record_topology(TopologyChange::ExchangeDeclared(x))
+                        .record_topology(TopologyChange::ExchangeDeclared(x.declared()))
                         .map_err(not_persisted)?;
                 }
             }

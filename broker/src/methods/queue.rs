@@ -112,7 +112,7 @@ impl Connection {
                     if q.is_persisted() {
                         commit = self
                             .vhost
-                            .record_topology(TopologyChange::QueueDeclared(&q))
+                            .record_topology(TopologyChange::QueueDeclared(q.declared()))
                             .map_err(not_persisted)?;
                     }
                     q.counts()
@@ -126,7 +126,7 @@ impl Connection {
                     if q.is_persisted() {
                         commit = self
                             .vhost
-                            .record_topology(TopologyChange::QueueDeclared(&q))
+                            .record_topology(TopologyChange::QueueDeclared(q.declared()))
                             .map_err(not_persisted)?;
                     }
                     if m.exclusive {

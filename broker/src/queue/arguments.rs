@@ -2,7 +2,10 @@
 //! `x-overflow`, dead-lettering, `x-max-priority`, `x-queue-mode`), parsed and checked from
 //! `queue.declare` (406 on a bad value, as RabbitMQ), and the per-message `expiration` check.
 
+use std::borrow::Cow;
+
 use super::*;
+use crate::persistence::QueueDeclared;
 
 /// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,44 @@ pub(crate) struct QueueConfig {
 }
 
 impl QueueConfig {
+    /// The declare arguments the broker acts on, as a table that [`Self::from_arguments`]
+    /// parses back to the same config (what the store records for a queue made without one).
+    pub(crate) fn to_arguments(&self) -> FieldTable {
+        let mut table = FieldTable::default();
+        let mut int = |key: &str, value: Option<u64>| {
+            if let Some(v) = value {
+                // Values come from a parse that accepted them as i64.
+                table.insert(key.into(), AMQPValue::LongLongInt(v as i64));
+            }
+        };
+        int("x-message-ttl", self.message_ttl);
+        int("x-expires", self.expires);
+        int("x-max-length", self.max_length);
+        int("x-max-length-bytes", self.max_length_bytes);
+        int("x-max-priority", self.max_priority.map(u64::from));
+        let overflow = match self.overflow {
+            Overflow::DropHead if self.overflow_declared => Some("drop-head"),
+            Overflow::DropHead => None,
+            Overflow::RejectPublish => Some("reject-publish"),
+            Overflow::RejectPublishDlx => Some("reject-publish-dlx"),
+        };
+        let strings = [
+            ("x-overflow", overflow.map(str::to_owned)),
+            ("x-dead-letter-exchange", self.dead_letter_exchange.clone()),
+            (
+                "x-dead-letter-routing-key",
+                self.dead_letter_routing_key.clone(),
+            ),
+            ("x-queue-mode", self.queue_mode.clone()),
+        ];
+        for (key, value) in strings {
+            if let Some(v) = value {
+                table.insert(key.into(), AMQPValue::LongString(v.as_str().into()));
+            }
+        }
+        table
+    }
+
     /// Parses and validates declare arguments; the error is the 406 detail text.
     pub(crate) fn from_arguments(args: &FieldTable) -> Result<Self, String> {
         let int = |key: &str, min: i64| -> Result<Option<u64>, String> {
@@ -155,5 +196,22 @@ pub(crate) fn as_string(v: &AMQPValue) -> Option<String> {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
+    }
+}
+
+impl Queue {
+    /// This queue as the store records its declaration: the declared table (it parsed into
+    /// `config` when declared), or for a queue made without one the table its config stands
+    /// for.
+    pub(crate) fn declared(&self) -> QueueDeclared<'_> {
+        QueueDeclared {
+            name: &self.name,
+            auto_delete: self.auto_delete,
+            arguments: if self.arguments.inner().is_empty() {
+                Cow::Owned(self.config.to_arguments())
+            } else {
+                Cow::Borrowed(&self.arguments)
+            },
+        }
     }
 }

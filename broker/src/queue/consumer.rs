@@ -3,6 +3,33 @@
 
 use super::*;
 
+/// The channel a consumer's deliveries go to, as far as a queue knows it: credit, delivery,
+/// and cancellation by the broker. `channel::ChannelShared` implements it; queues sit below
+/// channels and do not import them (a vtable call per delivery, no allocation or lock).
+pub(crate) trait ConsumerChannel: Send + Sync + std::fmt::Debug {
+    /// The channel number.
+    fn channel_id(&self) -> u16;
+    /// The owning connection's id.
+    fn connection_id(&self) -> u64;
+    /// False while `channel.flow` pauses deliveries.
+    fn can_deliver(&self) -> bool;
+    /// Takes one unit of channel-global prefetch credit if available.
+    fn try_reserve_global(&self) -> bool;
+    /// Gives back `n` units of channel-global credit.
+    fn release_global(&self, n: u32);
+    /// Delivers `qm` from `queue` to `consumer` (called under the queue lock). Gives the
+    /// message back if the channel has closed.
+    fn deliver(
+        &self,
+        consumer: &Arc<Consumer>,
+        queue: &Arc<Queue>,
+        qm: QueuedMessage,
+    ) -> Result<(), QueuedMessage>;
+    /// The broker cancelled the consumer `consumer_tag` (its queue was deleted): the channel
+    /// forgets it and tells a client that asked for `consumer_cancel_notify`.
+    fn cancelled_by_broker(&self, consumer_tag: &ShortString);
+}
+
 /// A consumer of a queue (`basic.consume`). Held by the queue's consumer list and by its
 /// channel's consumer map; dropped from both on cancel, channel close or queue delete.
 #[derive(Debug)]
@@ -10,7 +37,7 @@ pub(crate) struct Consumer {
     /// The consumer tag, unique within its channel.
     pub(crate) tag: ShortString,
     /// The channel deliveries go to.
-    pub(crate) channel: Arc<ChannelShared>,
+    pub(crate) channel: Arc<dyn ConsumerChannel>,
     /// Deliveries need no ack (and count against no prefetch).
     pub(crate) no_ack: bool,
     /// Asked for exclusive access to the queue.
@@ -71,8 +98,8 @@ impl Queue {
             .map(|c| {
                 (
                     c.tag.as_str().to_owned(),
-                    c.channel.id,
-                    c.channel.connection_id,
+                    c.channel.channel_id(),
+                    c.channel.connection_id(),
                     c.no_ack,
                     c.prefetch,
                 )
@@ -118,7 +145,7 @@ impl Queue {
     /// then calls [`Queue::dispatch`]). Fails with the 403 text when exclusivity forbids it.
     pub(crate) fn add_consumer(
         &self,
-        vhost: &VHost,
+        vhost_name: &str,
         consumer: Arc<Consumer>,
     ) -> Result<(), String> {
         {
@@ -131,7 +158,7 @@ impl Queue {
             {
                 return Err(format!(
                     "queue '{}' in vhost '{}' in exclusive use",
-                    self.name, vhost.name
+                    self.name, vhost_name
                 ));
             }
             st.consumers.push_back(consumer);
@@ -143,10 +170,11 @@ impl Queue {
     }
 
     /// Removes a consumer; true when the queue should now be auto-deleted.
-    pub(crate) fn remove_consumer(&self, tag: &str, channel: &Arc<ChannelShared>) -> bool {
+    pub(crate) fn remove_consumer(&self, tag: &str, channel: &dyn ConsumerChannel) -> bool {
         let mut st = self.lock();
-        st.consumers
-            .retain(|c| !(c.tag.as_str() == tag && Arc::ptr_eq(&c.channel, channel)));
+        st.consumers.retain(|c| {
+            !(c.tag.as_str() == tag && std::ptr::addr_eq(Arc::as_ptr(&c.channel), channel))
+        });
         st.last_used = Instant::now();
         self.wake.notify_one();
         self.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted

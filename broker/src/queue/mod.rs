@@ -4,16 +4,18 @@
 //! Dispatch runs inline in whichever task changed the queue (a publisher enqueuing, a channel
 //! acking, a consumer arriving, the housekeeping timer): under the queue lock it hands ready
 //! messages, in order, round-robin to consumers that have prefetch credit, until the queue is
-//! empty or no consumer has credit. Handing over means calling [`ChannelShared::deliver`], which
-//! takes the *channel's* delivery lock (lock order: queue, then channel — never the reverse) and
+//! empty or no consumer has credit. Handing over means calling [`ConsumerChannel::deliver`]
+//! (the channel, as far as a queue knows it), which takes the *channel's* delivery lock (lock order: queue, then channel — never the reverse) and
 //! queues the frames on the consumer connection's writer.
 //!
 //! Messages carry a per-queue sequence number; a message returned by a closing channel goes
 //! back to its original position (the ready list stays sorted by sequence number). With
 //! `x-max-priority` there is one ready list per priority level, highest served first.
 //!
-//! Messages that leave by expiry, overflow or rejection are dead-lettered after the lock is
-//! released (`VHost::dead_letter`), so a dead-letter cycle cannot deadlock.
+//! Messages that leave by expiry, overflow or rejection are returned to the caller as
+//! [`DeadLetter`]s (`enqueue`, `dispatch`, `get`, `requeue`, `expire` return them); the vhost
+//! republishes them after the queue lock is released (`VHost::dead_letter`), so a dead-letter
+//! cycle cannot deadlock, and a queue never calls up into its vhost.
 //!
 //! Paging (the memory budget, see `memory`): a ready message is a 32-byte index entry
 //! (sequence number, size, redelivered flag, expiry) plus, normally, its `Arc<Message>`. Past
@@ -36,24 +38,23 @@ mod paging;
 mod ready;
 
 pub(crate) use arguments::{as_i64, check_expiration, Overflow, QueueConfig};
-pub(crate) use consumer::Consumer;
+pub(crate) use consumer::{Consumer, ConsumerChannel};
 pub(crate) use paging::QueuePersistence;
 use ready::{in_memory_cost, QueueState, ReadyMessage};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::channel::ChannelShared;
 use crate::memory::{Memory, INDEX_ENTRY_COST};
 use crate::message::Message;
+use crate::metrics::VHostStats;
 use crate::persistence::Persistence;
-use crate::vhost::VHost;
 
 /// A message in a queue (ready, or unacked in a channel).
 #[derive(Debug, Clone)]
@@ -151,7 +152,7 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// A new, empty queue. The caller inserts it into the topology and spawns
-    /// [`Queue::housekeeping`].
+    /// `VHost::housekeeping` (its timer).
     pub(crate) fn new(
         name: String,
         durable: bool,
@@ -244,17 +245,19 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Adds a message and dispatches. Dead letters from overflow go to `vhost`.
+    /// Adds a message and dispatches (deliveries counted in `stats`). Returns what became of
+    /// it and the dead letters of overflow and expiry, for `VHost::dead_letter`.
+    #[must_use = "dead letters must be handed to VHost::dead_letter"]
     pub(crate) fn enqueue(
         self: &Arc<Self>,
-        vhost: &VHost,
+        stats: &VHostStats,
         message: Arc<Message>,
-    ) -> EnqueueOutcome {
+    ) -> (EnqueueOutcome, Vec<DeadLetter>) {
         let mut dead = Vec::new();
         let outcome = {
             let mut st = self.lock();
             if st.deleted {
-                return EnqueueOutcome::Gone;
+                return (EnqueueOutcome::Gone, dead);
             }
             let len = message.body.len();
             // Would the queue be over its limits with this message added? (reject-publish)
@@ -306,7 +309,7 @@ impl Queue {
                 );
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
-                self.dispatch_locked(&mut st, &mut dead, now, vhost);
+                self.dispatch_locked(&mut st, &mut dead, now, stats);
                 // drop-head: what a consumer did not take is trimmed from the head until the
                 // queue is within its limits, the new message included (RabbitMQ enqueues,
                 // then drops from the head: with x-max-length 0, or a body over
@@ -323,20 +326,19 @@ impl Queue {
                 EnqueueOutcome::Enqueued { seq }
             }
         };
-        vhost.dead_letter(self, dead);
-        outcome
+        (outcome, dead)
     }
 
-    /// Hands ready messages to consumers with credit.
-    pub(crate) fn dispatch(self: &Arc<Self>, vhost: &VHost) {
+    /// Hands ready messages to consumers with credit (deliveries counted in `stats`); returns
+    /// the messages that expired on the way, for `VHost::dead_letter`.
+    #[must_use = "dead letters must be handed to VHost::dead_letter"]
+    pub(crate) fn dispatch(self: &Arc<Self>, stats: &VHostStats) -> Vec<DeadLetter> {
         let mut dead = Vec::new();
-        {
-            let mut st = self.lock();
-            if !st.deleted {
-                self.dispatch_locked(&mut st, &mut dead, Instant::now(), vhost);
-            }
+        let mut st = self.lock();
+        if !st.deleted {
+            self.dispatch_locked(&mut st, &mut dead, Instant::now(), stats);
         }
-        vhost.dead_letter(self, dead);
+        dead
     }
 
     fn dispatch_locked(
@@ -344,7 +346,7 @@ impl Queue {
         st: &mut QueueState,
         dead: &mut Vec<DeadLetter>,
         now: Instant,
-        vhost: &VHost,
+        stats: &VHostStats,
     ) {
         while let Some(level) = st.head_level() {
             if st.head_expired(level, now) {
@@ -377,7 +379,7 @@ impl Queue {
             match consumer.channel.deliver(&consumer, self, qm) {
                 Ok(()) => {
                     st.delivered += 1;
-                    vhost.stats.delivered(consumer.no_ack, redelivered);
+                    stats.delivered(consumer.no_ack, redelivered);
                     if let Some(qm) = settled {
                         self.forget(&qm);
                     }
@@ -412,8 +414,10 @@ impl Queue {
         }
     }
 
-    /// `basic.get`: the next ready message and the count left behind.
-    pub(crate) fn get(self: &Arc<Self>, vhost: &VHost) -> Option<(QueuedMessage, u32)> {
+    /// `basic.get`: the next ready message and the count left behind, and the messages that
+    /// expired on the way, for `VHost::dead_letter`.
+    #[must_use = "dead letters must be handed to VHost::dead_letter"]
+    pub(crate) fn get(self: &Arc<Self>) -> (Option<(QueuedMessage, u32)>, Vec<DeadLetter>) {
         let mut dead = Vec::new();
         let got = {
             let mut st = self.lock();
@@ -452,18 +456,23 @@ impl Queue {
             }
             got
         };
-        vhost.dead_letter(self, dead);
-        got
+        (got, dead)
     }
 
     /// Returns unacked messages to their original positions, marked redelivered, and
-    /// dispatches them again.
-    pub(crate) fn requeue(self: &Arc<Self>, vhost: &VHost, messages: Vec<QueuedMessage>) {
+    /// dispatches them again (deliveries counted in `stats`); returns the messages the
+    /// queue's limits or expiry dropped, for `VHost::dead_letter`.
+    #[must_use = "dead letters must be handed to VHost::dead_letter"]
+    pub(crate) fn requeue(
+        self: &Arc<Self>,
+        stats: &VHostStats,
+        messages: Vec<QueuedMessage>,
+    ) -> Vec<DeadLetter> {
         let mut dead = Vec::new();
         {
             let mut st = self.lock();
             if st.deleted {
-                return;
+                return dead;
             }
             for mut qm in messages {
                 qm.redelivered = true;
@@ -473,9 +482,9 @@ impl Queue {
             // before they are dispatched again (found by difftest).
             self.drop_head_to_limits(&mut st, &mut dead);
         }
-        vhost.dead_letter(self, dead);
         self.wake.notify_one();
-        self.dispatch(vhost);
+        dead.extend(self.dispatch(stats));
+        dead
     }
 
     /// Drops every ready message; returns how many there were.

@@ -175,7 +175,7 @@ impl VHost {
                 if is_cycle(&message, &target.name) {
                     continue;
                 }
-                let outcome = target.enqueue(self, message.clone());
+                let outcome = self.enqueue(&target, message.clone());
                 if let (crate::queue::EnqueueOutcome::Enqueued { seq }, true) =
                     (outcome, target.is_persisted() && message.is_persistent())
                 {

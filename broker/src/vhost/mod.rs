@@ -8,6 +8,7 @@
 //! (see `queue`); the topology lock is never taken while a queue lock is held.
 
 mod dead_letter;
+mod queue_ops;
 mod registry;
 mod reply_to;
 mod routing;
@@ -17,7 +18,7 @@ pub(crate) use registry::VHosts;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::protocol::basic;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, ShortString};
 use tracing::debug;
 
@@ -121,7 +122,7 @@ impl VHost {
         self.stats.queue_created();
         // The housekeeping task belongs to the queue: it ends once the queue is deleted, which
         // also happens to every queue when its vhost is dropped (see `Drop for VHost`).
-        tokio::spawn(Queue::housekeeping(Arc::downgrade(&queue), self.me.clone()));
+        tokio::spawn(VHost::housekeeping(Arc::downgrade(&queue), self.me.clone()));
         queue
     }
 
@@ -154,14 +155,7 @@ impl VHost {
         self.stats.queue_deleted();
         let (count, consumers) = queue.mark_deleted();
         for c in consumers {
-            c.channel.consumers().remove(c.tag.as_str());
-            if c.channel.cancel_notify {
-                c.channel
-                    .send(AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                        consumer_tag: c.tag.clone(),
-                        nowait: true,
-                    })));
-            }
+            c.channel.cancelled_by_broker(&c.tag);
         }
         debug!(vhost = %self.name, queue = name, "queue deleted");
         Some((count, commit))
@@ -238,7 +232,7 @@ impl VHost {
             return Ok(None);
         };
         let commit = if durable_binding(topo, x, &binding.destination) {
-            self.record_topology(TopologyChange::Bound(source, &binding))?
+            self.record_topology(TopologyChange::Bound(binding.change(source)))?
         } else {
             None
         };
@@ -266,7 +260,7 @@ impl VHost {
             .get(source)
             .is_some_and(|x| durable_binding(topo, x, &binding.destination));
         let mut commit = if durable {
-            self.record_topology(TopologyChange::Unbound(source, binding))?
+            self.record_topology(TopologyChange::Unbound(binding.change(source)))?
         } else {
             None
         };
