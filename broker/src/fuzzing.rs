@@ -119,7 +119,7 @@ pub fn connection(data: &[u8]) {
             });
             crate::connection::serve(
                 Box::new(server_read),
-                crate::writer::WriteSide::Stream(Box::new(server_write)),
+                crate::outbox::WriteSide::Stream(Box::new(server_write)),
                 peer,
                 None,
                 broker,

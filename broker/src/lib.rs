@@ -9,12 +9,12 @@
 //! (codec), is handled by the connection, dispatched to its method, applied to the broker
 //! state, and persisted; the codec sits low because every layer above it speaks frames.
 //! 1. entry and wiring: `server`, `tls`, `admin`, `management/`, `fuzzing`, `durable_store`
-//! 2. connection: `connection/`, `writer`, `connection_blocked`, `auth`
+//! 2. connection: `connection/`, `auth`
 //! 3. methods: `methods/`
-//! 4. broker state: `broker_state`, `config`, `connection_registry`,
-//!    `channel/`, `vhost/`, `exchange`, `queue/`, `access/`, `memory`, `metrics`, `busy_poll`
+//! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel/`, `vhost/`,
+//!    `exchange`, `queue/`, `access/`, `memory`, `connection_blocked`, `metrics`, `busy_poll`
 //! 5. persistence: `persistence`
-//! 6. codec and errors: `frame/`, `error`
+//! 6. codec, outbox and errors: `frame/`, `outbox/`, `error`
 //! 7. store: `store/`
 //! 8. foundation: `message`, `shutdown`, `fairness`
 //!
@@ -28,14 +28,14 @@
 //! - `connection/`: one client connection — the read loop, heartbeats, close and cleanup
 //!   (`mod`), the handshake (`handshake`), frames to methods and content assembly (`dispatch`),
 //!   events from other tasks and replies held for the store (`events`).
-//! - `writer`: the per-connection writer task that batches frames into one write per burst.
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
 //!   the memory alarm is raised.
 //! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
 //!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
 //! - `auth`: PLAIN/AMQPLAIN response parsing.
 //! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
-//!   `exchange`, `queue`, `tx`).
+//!   `exchange`, `queue`, `tx`), and the connection's `session` they act on (channels, vhost,
+//!   outbox, grants), which the connection task owns.
 //! - `broker_state`: what every connection task shares (`BrokerShared`: configuration, vhosts,
 //!   access control, the registries).
 //! - `config`: the broker's configuration and the TLS listener's options.
@@ -62,6 +62,9 @@
 //! - `frame/`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing), and
 //!   `frame/basic_codec`, the hand-written codec of the frames every message crosses
 //!   (`basic.publish`, `basic.ack`, content headers in; `basic.deliver` out).
+//! - `outbox/`: a connection's outgoing frames, in order, written in batches (one write per
+//!   burst, by the task that produced them or by the connection's writer task, `outbox/writer`);
+//!   channels queue deliveries on it without seeing the connection.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
 //!   group commit, recovery, compaction).
@@ -105,6 +108,7 @@ mod memory;
 mod message;
 mod methods;
 mod metrics;
+mod outbox;
 #[cfg(test)]
 mod paging_tests;
 mod persistence;
@@ -114,7 +118,6 @@ mod shutdown;
 pub mod store;
 mod tls;
 mod vhost;
-mod writer;
 
 pub use access::{PermissionInfo, UserInfo};
 pub use admin::Admin;

@@ -392,7 +392,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
                     let (read, write) = stream.into_split();
                     connections.spawn(connection::serve(
                         Box::new(read),
-                        crate::writer::WriteSide::Tcp(write),
+                        crate::outbox::WriteSide::Tcp(write),
                         peer,
                         local,
                         shared.clone(),

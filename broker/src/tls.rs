@@ -92,7 +92,7 @@ async fn accept_loop(
                                 let (read, write) = tokio::io::split(tls);
                                 connection::serve(
                                     Box::new(read),
-                                    crate::writer::WriteSide::Stream(Box::new(write)),
+                                    crate::outbox::WriteSide::Stream(Box::new(write)),
                                     peer,
                                     local,
                                     broker,

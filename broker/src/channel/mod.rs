@@ -17,8 +17,8 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 use bytes::{Bytes, BytesMut};
 
+use crate::outbox::{Outbound, Outbox};
 use crate::queue::{Consumer, ConsumerChannel, Queue, QueuedMessage};
-use crate::writer::{Outbound, Outbox};
 use registry::{ChannelRegistration, Channels};
 
 /// One delivery awaiting `basic.ack`/`nack`/`reject`.
@@ -60,7 +60,7 @@ pub(crate) struct ChannelShared {
     pub(crate) connection_id: u64,
     /// The owning connection's outbox; every holder may queue frames on it. Its writer task
     /// stops when the connection shuts it down, not when the holders drop it.
-    pub(crate) writer: Arc<Outbox>,
+    pub(crate) outbox: Arc<Outbox>,
     /// The client understands `basic.cancel` from the broker (capability
     /// `consumer_cancel_notify`).
     pub(crate) cancel_notify: bool,
@@ -109,13 +109,13 @@ impl ChannelShared {
     pub(crate) fn new(
         id: u16,
         connection_id: u64,
-        writer: Arc<Outbox>,
+        outbox: Arc<Outbox>,
         cancel_notify: bool,
     ) -> Self {
         Self {
             id,
             connection_id,
-            writer,
+            outbox,
             cancel_notify,
             delivery: Mutex::new(DeliveryState::default()),
             flow_active: AtomicBool::new(true),
@@ -225,7 +225,7 @@ impl ChannelShared {
     /// Sends a frame on this channel.
     pub(crate) fn send(&self, method: AMQPClass) {
         // A send error means the connection is gone; its cleanup requeues what matters.
-        let _ = self.writer.send(Outbound::Method(self.id, method));
+        let _ = self.outbox.send(Outbound::Method(self.id, method));
     }
 
     /// Sets `channel.flow`.
@@ -251,7 +251,7 @@ impl ChannelShared {
             exchange: message.exchange.clone(),
             routing_key: message.routing_key.clone(),
         }));
-        let _ = self.writer.send(Outbound::Content {
+        let _ = self.outbox.send(Outbound::Content {
             channel: self.id,
             method,
             message,
@@ -288,7 +288,7 @@ impl ChannelShared {
                 },
             );
         }
-        let _ = self.writer.send(Outbound::Content {
+        let _ = self.outbox.send(Outbound::Content {
             channel: self.id,
             method,
             message,
@@ -411,7 +411,7 @@ impl ConsumerChannel for ChannelShared {
             );
         }
         // Sent under the lock so that tags reach the wire in order.
-        let _ = self.writer.send(Outbound::Content {
+        let _ = self.outbox.send(Outbound::Content {
             channel: self.id,
             method,
             message,

@@ -87,7 +87,7 @@ mod tests {
     use super::*;
 
     fn channel(conn: u64, number: u16) -> Arc<ChannelShared> {
-        let outbox = crate::writer::Outbox::detached();
+        let outbox = crate::outbox::Outbox::detached();
         Arc::new(ChannelShared::new(number, conn, outbox, false))
     }
 

@@ -19,7 +19,7 @@ impl Connection {
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::Close(_)),
                 ) => {
-                    self.send(
+                    self.session.send(
                         0,
                         AMQPClass::Connection(connection::AMQPMethod::CloseOk(
                             connection::CloseOk {},
@@ -51,8 +51,8 @@ impl Connection {
         let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
         match method {
             AMQPClass::Connection(connection::AMQPMethod::Close(close)) => {
-                debug!(connection = self.id, peer = %self.peer, code = close.reply_code, text = close.reply_text.as_str(), "client closed the connection");
-                self.send(
+                debug!(connection = self.session.id, peer = %self.peer, code = close.reply_code, text = close.reply_text.as_str(), "client closed the connection");
+                self.session.send(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
                 );
@@ -62,7 +62,7 @@ impl Connection {
             }
             AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(()),
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
-                self.send(
+                self.session.send(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
                         connection::UpdateSecretOk {},
@@ -88,19 +88,19 @@ impl Connection {
     ) -> Result<(), (u16, AmqpError)> {
         let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
         let conn_err = |e: AmqpError| (0u16, e.in_method(class_id, method_id));
-        let Some(channel) = self.channels.get_mut(&ch) else {
+        let Some(channel) = self.session.channels.get_mut(&ch) else {
             if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = method {
                 // RabbitMQ names no method in this close (amqp_error(..., 'none')).
                 self.check_channel_max(ch).map_err(|e| (0, e))?;
                 let shared = Arc::new(crate::channel::ChannelShared::new(
                     ch,
-                    self.id,
-                    self.writer.clone(),
-                    self.cancel_notify,
+                    self.session.id,
+                    self.session.outbox.clone(),
+                    self.session.cancel_notify,
                 ));
-                let channel = Channel::new(shared, &self.broker.channels);
-                self.channels.insert(ch, channel);
-                self.send(
+                let channel = Channel::new(shared, &self.session.broker.channels);
+                self.session.channels.insert(ch, channel);
+                self.session.send(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
                 );
@@ -115,14 +115,14 @@ impl Connection {
         if channel.state == ChannelState::Closing {
             match method {
                 AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
-                    self.channels.remove(&ch);
+                    self.session.channels.remove(&ch);
                 }
                 AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
-                    self.send(
+                    self.session.send(
                         ch,
                         AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                     );
-                    self.channels.remove(&ch);
+                    self.session.channels.remove(&ch);
                 }
                 _ => {}
             }
@@ -133,7 +133,7 @@ impl Connection {
                 "expected content header for class 60, got method {class_id}.{method_id}"
             ))));
         }
-        crate::methods::dispatch(self, ch, method).map_err(|e| {
+        crate::methods::dispatch(&mut self.session, ch, method).map_err(|e| {
             let e = e.in_method(class_id, method_id);
             if e.code.is_channel_level() {
                 (ch, e)
@@ -152,7 +152,7 @@ impl Connection {
         if self.channel_max == 0 {
             return Ok(());
         }
-        let open = self.channels.len();
+        let open = self.session.channels.len();
         if open >= usize::from(self.channel_max) {
             return Err(AmqpError::not_allowed(format!(
                 "number of channels opened ({open}) has reached the negotiated channel_max ({})",
@@ -173,7 +173,7 @@ impl Connection {
         ch: u16,
         header: amq_protocol::frame::AMQPContentHeader,
     ) -> Result<(), (u16, AmqpError)> {
-        let Some(channel) = self.channels.get_mut(&ch) else {
+        let Some(channel) = self.session.channels.get_mut(&ch) else {
             return Err((
                 0,
                 AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
@@ -197,7 +197,7 @@ impl Connection {
                 )),
             ));
         }
-        let max_message_size = self.broker.config.max_message_size;
+        let max_message_size = self.session.broker.config.max_message_size;
         if header.body_size > max_message_size {
             // RabbitMQ's text (rabbit_channel:check_msg_size); it checks the assembled body,
             // we check the announced size so an oversized body is never buffered. The rest of
@@ -230,7 +230,7 @@ impl Connection {
         ch: u16,
         body: bytes::Bytes,
     ) -> Result<(), (u16, AmqpError)> {
-        let Some(channel) = self.channels.get_mut(&ch) else {
+        let Some(channel) = self.session.channels.get_mut(&ch) else {
             return Err((
                 0,
                 AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
@@ -262,12 +262,18 @@ impl Connection {
     }
 
     pub(super) fn finish_publish(&mut self, ch: u16) -> Result<(), (u16, AmqpError)> {
-        let Some(mut content) = self.channels.get_mut(&ch).and_then(|c| c.content.take()) else {
+        let Some(mut content) = self
+            .session
+            .channels
+            .get_mut(&ch)
+            .and_then(|c| c.content.take())
+        else {
             return Ok(());
         };
         let body = content.take_body();
         let (properties, _) = content.header.take().unwrap_or_default();
-        self.publish(ch, content.publish, properties, body)
+        self.session
+            .publish(ch, content.publish, properties, body)
             .map_err(|e| {
                 let e = e.in_amqp_method(MethodId::BASIC_PUBLISH);
                 if e.code.is_channel_level() {

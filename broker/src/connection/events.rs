@@ -14,18 +14,6 @@ pub(super) async fn committed(
     }
 }
 
-/// A reply that must not go out before the store has committed what it reports: a durable
-/// topology change's `-ok`, `tx.commit-ok`, `purge-ok`.
-#[derive(Debug)]
-pub(super) struct HeldReply {
-    /// The channel to reply on.
-    pub(super) channel: u16,
-    /// The reply.
-    pub(super) method: AMQPClass,
-    /// Resolves once the change is committed (or failed).
-    pub(super) commit: crate::store::Commit,
-}
-
 impl Connection {
     pub(super) fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
@@ -38,7 +26,7 @@ impl Connection {
                 seq,
                 ok,
             } => {
-                let Some(ch) = self.channels.get_mut(&channel) else {
+                let Some(ch) = self.session.channels.get_mut(&channel) else {
                     return;
                 };
                 let same = generation
@@ -53,7 +41,7 @@ impl Connection {
                 confirm.pending_store = confirm.pending_store.saturating_sub(1);
                 ch.shared.set_unconfirmed(confirm.pending_store);
                 let method = if ok {
-                    self.vhost.stats.confirmed();
+                    self.session.vhost.stats.confirmed();
                     basic::AMQPMethod::Ack(basic::Ack {
                         delivery_tag: seq,
                         multiple: false,
@@ -65,16 +53,16 @@ impl Connection {
                         requeue: false,
                     })
                 };
-                self.send(channel, AMQPClass::Basic(method));
+                self.session.send(channel, AMQPClass::Basic(method));
             }
         }
     }
 
     /// Sends the coalesced `basic.ack multiple=true` of every confirming channel.
     pub(super) fn flush_confirms(&mut self) {
-        for (id, ch) in self.channels.iter_mut() {
+        for (id, ch) in self.session.channels.iter_mut() {
             if let Some(upto) = ch.confirm.as_mut().and_then(|c| c.ack_upto.take()) {
-                let _ = self.writer.send(Outbound::Method(
+                let _ = self.session.outbox.send(Outbound::Method(
                     *id,
                     AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
                         delivery_tag: upto,
@@ -85,32 +73,9 @@ impl Connection {
         }
     }
 
-    /// Sends `method` on `channel` once `commit` resolves (at once when there is none): the
-    /// reply to a change the store must make durable first. Until then this connection
-    /// handles no further frame, so later replies cannot overtake it; other connections are
-    /// not held up, and the store's group commit serves them all with one fsync. If the commit
-    /// fails the connection is closed with 541 INTERNAL_ERROR instead.
-    pub(crate) fn reply_when_committed(
-        &mut self,
-        channel: u16,
-        method: AMQPClass,
-        commit: Option<crate::store::Commit>,
-    ) {
-        match commit {
-            None => self.send(channel, method),
-            Some(commit) => {
-                self.held = Some(HeldReply {
-                    channel,
-                    method,
-                    commit,
-                });
-            }
-        }
-    }
-
     /// The held reply's commit resolved: send it, or fail the connection.
     pub(super) fn release_held(&mut self, outcome: Result<(), crate::store::StoreError>) {
-        let Some(held) = self.held.take() else {
+        let Some(held) = self.session.held.take() else {
             return;
         };
         if self.closing_since.is_some() {
@@ -119,11 +84,12 @@ impl Connection {
         match outcome {
             Ok(()) => {
                 let open = self
+                    .session
                     .channels
                     .get(&held.channel)
                     .is_some_and(|ch| ch.state == ChannelState::Open);
                 if open {
-                    self.send(held.channel, held.method);
+                    self.session.send(held.channel, held.method);
                 }
             }
             Err(err) => self.fail(

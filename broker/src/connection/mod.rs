@@ -3,22 +3,22 @@
 //! directions, and cleanup (requeue unacked, cancel consumers, drop exclusive queues).
 //!
 //! Task layout: [`serve`] runs the reader and all method handling in one task (handlers never
-//! await: routing and queue work use short synchronous locks), inside a `writer::batch` per
+//! await: routing and queue work use short synchronous locks), inside a `outbox::batch` per
 //! turn, so what a read buffer's frames send is written when they are handled, from this task;
 //! a turn ends when the buffer is drained or the turn's work passes `fairness::WORK_PER_TURN`
 //! (the task then yields before handling the rest);
-//! a second task (the writer, see `crate::writer`) writes the rest. Other tasks talk to a
+//! a second task (the writer, see `crate::outbox`) writes the rest. Other tasks talk to a
 //! connection only through its outbox (deliveries, cancel notifications) and its event queue
 //! ([`crate::connection_registry::ConnEvent`], delayed confirms). A reply that promises durability (a durable topology
 //! change's `-ok`, `tx.commit-ok`, `purge-ok`) is held until the store commits
-//! ([`Connection::reply_when_committed`]); the task then awaits that commit before it handles
+//! ([`Session::reply_when_committed`](crate::methods::Session::reply_when_committed)); the task then awaits that commit before it handles
 //! the next frame.
 
 mod dispatch;
 mod events;
 mod handshake;
 
-use events::{committed, HeldReply};
+use events::committed;
 use handshake::handshake;
 
 use std::collections::HashMap;
@@ -42,9 +42,9 @@ use crate::connection_registry::ConnEvent;
 use crate::error::{AmqpError, ReplyCode};
 use crate::fairness::WORK_PER_TURN;
 use crate::frame::{self, InboundFrame, PROTOCOL_HEADER};
+use crate::methods::{HeldReply, Session};
+use crate::outbox::{self, Outbound, Outbox};
 use crate::shutdown::Shutdown;
-use crate::vhost::VHost;
-use crate::writer::{self, Outbound, Outbox};
 
 /// How long we wait for `close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -60,60 +60,33 @@ pub(crate) type ReadStream = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 /// The connection task's state after a successful handshake.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    /// Broker-unique id (exclusive-queue owner, log field).
-    pub(crate) id: u64,
+    /// What the method handlers act on (channels, vhost, outbox, grants...).
+    pub(crate) session: Session,
     /// The client's address, for logs.
     pub(crate) peer: SocketAddr,
-    /// The vhost opened with `connection.open`.
-    pub(crate) vhost: Arc<VHost>,
-    /// Frames to the client (shared with this connection's channels and the writer task).
-    pub(crate) writer: Arc<Outbox>,
-    /// Events for this task (held by store-confirm waiters).
-    pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
-    /// Open (or closing) channels.
-    pub(crate) channels: HashMap<u16, Channel>,
     /// Negotiated channel_max.
     pub(crate) channel_max: u16,
     /// Negotiated frame_max.
     pub(crate) frame_max: u32,
-    /// The client handles broker-sent `basic.cancel`.
-    pub(crate) cancel_notify: bool,
-    /// Exclusive queues this connection declared (deleted when it closes).
-    pub(crate) exclusive_queues: Vec<String>,
-    /// Direct reply-to tokens by channel.
-    pub(crate) reply_tokens: HashMap<u16, ReplyToken>,
-    /// The authenticated user and its cached permissions in `vhost` (checked per method).
-    pub(crate) grants: crate::access::Grants,
     /// Set once we sent `connection.close`: only close/close-ok are processed after it.
     closing_since: Option<Instant>,
     /// Set when the connection is finished and the loop should end.
     done: bool,
     /// Negotiated heartbeat (`None` = disabled); two silent intervals close the connection.
     heartbeat: Option<Duration>,
-    /// The broker: its limits (`config`) and the channel registry this connection's channels
-    /// join while open.
-    pub(crate) broker: Arc<BrokerShared>,
-    /// The memory alarm as it applies to this connection (`connection.blocked`).
-    pub(crate) blocking: crate::connection_blocked::Blocking,
-    /// Work done since this task last yielded (see `fairness`); methods add what they cost
-    /// beyond one unit per frame.
-    pub(crate) work: usize,
-    /// A reply waiting for the store (see [`Connection::reply_when_committed`]); while it
-    /// waits, no further frame of this connection is handled.
-    held: Option<HeldReply>,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
 pub(crate) async fn serve(
     mut read: ReadStream,
-    write: crate::writer::WriteSide,
+    write: crate::outbox::WriteSide,
     peer: SocketAddr,
     local_addr: Option<SocketAddr>,
     broker: Arc<BrokerShared>,
     mut shutdown: Shutdown,
 ) {
     let id = broker.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let (writer_tx, writer_run) = writer::outbox(write);
+    let (writer_tx, writer_run) = outbox::outbox(write);
     let writer_task = tokio::spawn(writer_run);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let timeout = broker.config.handshake_timeout;
@@ -134,13 +107,13 @@ pub(crate) async fn serve(
                 id,
                 peer,
                 local: local_addr,
-                user: conn.grants.user.clone(),
-                vhost: conn.vhost.name.clone(),
+                user: conn.session.grants.user.clone(),
+                vhost: conn.session.vhost.name.clone(),
                 connected_at: std::time::SystemTime::now(),
             },
             events_tx.clone(),
         );
-        conn.events = events_tx;
+        conn.session.events = events_tx;
         let closed_cleanly = conn
             .run(&mut read, &mut buf, events_rx, &mut shutdown)
             .await;
@@ -222,7 +195,7 @@ impl Connection {
         shutdown: &mut Shutdown,
     ) -> bool {
         let mut last_read = Instant::now();
-        let mut alarm = self.blocking.alarm();
+        let mut alarm = self.session.blocking.alarm();
         // One timer and one stop listener for the connection's life, not one per read: a
         // timer created per loop turn is registered in and removed from tokio's timer wheel
         // for every batch of frames. The timer is armed at the earliest deadline that can
@@ -237,16 +210,17 @@ impl Connection {
             // Everything the frames in the buffer send (our replies, deliveries to consumers
             // on other connections) is written when the batch ends: one write per connection
             // written to, from this thread, without waking the writer tasks.
-            let more = writer::batch(|| self.handle_buffer(buf));
+            let more = outbox::batch(|| self.handle_buffer(buf));
             if self.done {
                 return true;
             }
             // Blocked by the memory alarm: the socket (heartbeats included) is not read, and
             // the heartbeat deadline is held off while it lasts.
-            let paused = self.closing_since.is_none() && self.blocking.update(&self.writer);
+            let paused =
+                self.closing_since.is_none() && self.session.blocking.update(&self.session.outbox);
             // A reply waiting for the store holds back the frames after it (they are not read
             // meanwhile; the wait is ours, not a silent client).
-            let holding = self.held.is_some();
+            let holding = self.session.held.is_some();
             if paused || holding {
                 last_read = Instant::now();
             }
@@ -266,25 +240,25 @@ impl Connection {
                 _ = &mut stop, if self.closing_since.is_none() => {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                 }
-                Some(ev) = events.recv() => writer::batch(|| self.handle_event(ev)),
-                outcome = committed(&mut self.held), if holding => {
-                    writer::batch(|| self.release_held(outcome));
+                Some(ev) = events.recv() => outbox::batch(|| self.handle_event(ev)),
+                outcome = committed(&mut self.session.held), if holding => {
+                    outbox::batch(|| self.release_held(outcome));
                 }
                 Ok(()) = alarm.changed() => {}
                 r = read.read_buf(buf), if !paused && !holding => match r {
                     Ok(0) => {
                         if self.closing_since.is_none() {
-                            debug!(connection = self.id, peer = %self.peer, "client closed the socket");
+                            debug!(connection = self.session.id, peer = %self.peer, "client closed the socket");
                         }
                         return false;
                     }
                     Err(err) => {
-                        debug!(connection = self.id, peer = %self.peer, cause = %err, "read failed");
+                        debug!(connection = self.session.id, peer = %self.peer, cause = %err, "read failed");
                         return false;
                     }
                     Ok(_) => {
                         last_read = Instant::now();
-                        if let Some(poller) = &self.broker.busy_poll {
+                        if let Some(poller) = &self.session.broker.busy_poll {
                             poller.touch();
                         }
                     }
@@ -299,7 +273,7 @@ impl Connection {
                         continue;
                     }
                     if self.closing_since.is_none() {
-                        warn!(connection = self.id, peer = %self.peer, "missed heartbeats from client, closing");
+                        warn!(connection = self.session.id, peer = %self.peer, "missed heartbeats from client, closing");
                     }
                     return false;
                 }
@@ -311,9 +285,9 @@ impl Connection {
     /// sends the coalesced confirms. Stops early, returning true, once this turn's work passes
     /// [`WORK_PER_TURN`] (frames may be left).
     fn handle_buffer(&mut self, buf: &mut BytesMut) -> bool {
-        self.work = 0;
+        self.session.work = 0;
         let mut more = false;
-        while self.held.is_none() && (self.closing_since.is_none() || !self.done) {
+        while self.session.held.is_none() && (self.closing_since.is_none() || !self.done) {
             match frame::decode(buf, self.frame_max) {
                 Ok(Some(f)) => self.handle_frame(f),
                 Ok(None) => break,
@@ -326,8 +300,8 @@ impl Connection {
             if self.done {
                 break;
             }
-            self.work += 1;
-            if self.work >= WORK_PER_TURN {
+            self.session.work += 1;
+            if self.session.work >= WORK_PER_TURN {
                 more = true;
                 break;
             }
@@ -347,15 +321,10 @@ impl Connection {
         }
     }
 
-    /// Queues a method frame to the client.
-    pub(crate) fn send(&self, channel: u16, method: AMQPClass) {
-        let _ = self.writer.send(Outbound::Method(channel, method));
-    }
-
     /// Reports a failure: closes the channel (soft error) or the connection (hard error).
     pub(crate) fn fail(&mut self, channel: u16, err: AmqpError) {
         warn!(
-            connection = self.id,
+            connection = self.session.id,
             peer = %self.peer,
             channel,
             code = err.code.code(),
@@ -364,11 +333,11 @@ impl Connection {
             if err.code.is_channel_level() && channel != 0 { "channel error" } else { "connection error" }
         );
         if err.code.is_channel_level() && channel != 0 {
-            self.release_channel(channel);
-            if let Some(ch) = self.channels.get_mut(&channel) {
+            self.session.release_channel(channel);
+            if let Some(ch) = self.session.channels.get_mut(&channel) {
                 ch.state = ChannelState::Closing;
             }
-            self.send(
+            self.session.send(
                 channel,
                 AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
                     reply_code: err.code.code(),
@@ -378,51 +347,14 @@ impl Connection {
                 })),
             );
         } else if self.closing_since.is_none() {
-            send_connection_close(&self.writer, &err);
+            send_connection_close(&self.session.outbox, &err);
             self.closing_since = Some(Instant::now());
             // Nothing more goes out but close-ok, which must be read.
-            self.held = None;
-            let ids: Vec<u16> = self.channels.keys().copied().collect();
+            self.session.held = None;
+            let ids: Vec<u16> = self.session.channels.keys().copied().collect();
             for id in ids {
-                self.release_channel(id);
+                self.session.release_channel(id);
             }
-        }
-    }
-
-    /// Releases what a channel holds: cancels its consumers, returns its unacked messages to
-    /// their queues (original order, redelivered), drops its reply-to registration.
-    pub(crate) fn release_channel(&mut self, ch: u16) {
-        let Some(channel) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        channel.content = None;
-        let shared = channel.shared.clone();
-        if let Some(token) = self.reply_tokens.remove(&ch) {
-            self.vhost.unregister_reply_to(&token.token);
-        }
-        *shared.reply_to() = None;
-        let consumers: Vec<_> = shared.consumers().drain().collect();
-        let unacked = shared.take_all_unacked(true);
-        for (tag, c) in consumers {
-            if c.queue.remove_consumer(&tag, &*shared) {
-                self.vhost.delete_queue_now(&c.queue.name);
-            }
-        }
-        self.requeue(unacked);
-    }
-
-    /// Returns unacked deliveries to their queues, grouped per queue in tag order.
-    pub(crate) fn requeue(&self, unacked: Vec<crate::channel::Unacked>) {
-        let mut groups: Vec<(Arc<crate::queue::Queue>, Vec<crate::queue::QueuedMessage>)> =
-            Vec::new();
-        for u in unacked {
-            match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                Some((_, list)) => list.push(u.message),
-                None => groups.push((u.queue, vec![u.message])),
-            }
-        }
-        for (queue, messages) in groups {
-            self.vhost.requeue(&queue, messages);
         }
     }
 
@@ -433,41 +365,32 @@ impl Connection {
     /// connection (where a no-ack consumer would lose it). RabbitMQ leaves this to a race
     /// between its channel processes; we always keep the message.
     fn cleanup(&mut self) {
-        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        let ids: Vec<u16> = self.session.channels.keys().copied().collect();
         for id in &ids {
-            if let Some(channel) = self.channels.get(id) {
+            if let Some(channel) = self.session.channels.get(id) {
                 let shared = channel.shared.clone();
                 let consumers: Vec<_> = shared.consumers().drain().collect();
                 for (tag, c) in consumers {
                     if c.queue.remove_consumer(&tag, &*shared) {
-                        self.vhost.delete_queue_now(&c.queue.name);
+                        self.session.vhost.delete_queue_now(&c.queue.name);
                     }
                 }
             }
         }
         for id in ids {
-            self.release_channel(id);
+            self.session.release_channel(id);
         }
-        self.channels.clear();
-        for name in std::mem::take(&mut self.exclusive_queues) {
+        self.session.channels.clear();
+        for name in std::mem::take(&mut self.session.exclusive_queues) {
             let owned = self
+                .session
                 .vhost
                 .queue(&name)
-                .is_some_and(|q| q.exclusive_owner == Some(self.id));
+                .is_some_and(|q| q.exclusive_owner == Some(self.session.id));
             if owned {
-                self.vhost.delete_queue_now(&name);
+                self.session.vhost.delete_queue_now(&name);
             }
         }
-        info!(connection = self.id, peer = %self.peer, "connection closed");
+        info!(connection = self.session.id, peer = %self.peer, "connection closed");
     }
-}
-
-/// A channel's direct reply-to registration: the token the vhost knows it by, and the
-/// `reply-to` address its requests carry, built once (not per publish).
-#[derive(Debug)]
-pub(crate) struct ReplyToken {
-    /// The vhost's key for the consuming channel.
-    pub(crate) token: String,
-    /// `amq.rabbitmq.reply-to.<token>`, what a request's `reply-to` is rewritten to.
-    pub(crate) address: ShortString,
 }

@@ -7,13 +7,13 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 
 use super::queue::generated_name;
+use super::Session;
 use crate::channel::{ChannelConsumer, Unacked};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::queue::{as_i64, Consumer, DeadLetter, Queue};
 use crate::vhost::REPLY_TO;
 
-impl Connection {
+impl Session {
     fn shared(&self, ch: u16) -> Result<Arc<crate::channel::ChannelShared>, AmqpError> {
         self.channels
             .get(&ch)
@@ -108,7 +108,7 @@ impl Connection {
             let token = self.vhost.register_reply_to(&shared);
             let address = ShortString::try_new(format!("{REPLY_TO}.{token}")).unwrap_or_default();
             self.reply_tokens
-                .insert(ch, crate::connection::ReplyToken { token, address });
+                .insert(ch, super::session::ReplyToken { token, address });
             if !m.nowait {
                 self.send(ch, consume_ok(tag_ss));
             }

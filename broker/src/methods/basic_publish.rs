@@ -14,22 +14,22 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
 
 use super::no_exchange;
+use super::Session;
 use crate::channel::{ContentAssembly, TxOp};
-use crate::connection::Connection;
 use crate::connection_registry::ConnEvent;
 use crate::error::AmqpError;
 use crate::fairness::{self, HEAVY_WORK};
 use crate::message::Message;
+use crate::outbox::Outbound;
 use crate::persistence::Durability;
 use crate::queue::{check_expiration, EnqueueOutcome};
 use crate::vhost::REPLY_TO;
-use crate::writer::Outbound;
 
 /// The work (see `fairness`) counted per queue a message is enqueued on: a queue lock, a
 /// dispatch, maybe a delivery.
 const ENQUEUE_WORK: usize = 16;
 
-impl Connection {
+impl Session {
     /// `basic.publish`: the content header and body frames follow.
     pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
         if m.immediate {
@@ -222,7 +222,7 @@ impl Connection {
 
     /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.
     fn basic_return(&self, ch: u16, publish: basic::Publish, message: Arc<Message>) {
-        let _ = self.writer.send(Outbound::Content {
+        let _ = self.outbox.send(Outbound::Content {
             channel: ch,
             method: AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,

@@ -3,10 +3,10 @@
 
 use amq_protocol::protocol::{channel, AMQPClass};
 
-use crate::connection::Connection;
+use super::Session;
 use crate::error::AmqpError;
 
-impl Connection {
+impl Session {
     /// `channel.close`: release everything the channel holds, answer `close-ok`.
     pub(crate) fn channel_close(&mut self, ch: u16) -> Result<(), AmqpError> {
         self.release_channel(ch);

@@ -2,8 +2,8 @@
 
 use amq_protocol::protocol::{exchange, AMQPClass};
 
+use super::Session;
 use super::{no_exchange, not_persisted, validate_binding};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::persistence::TopologyChange;
@@ -19,7 +19,7 @@ fn inequivalent(arg: &str, name: &str, vhost: &str, received: &str, current: &st
     ))
 }
 
-impl Connection {
+impl Session {
     /// `exchange.declare`.
     pub(crate) fn exchange_declare(
         &mut self,

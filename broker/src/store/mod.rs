@@ -26,14 +26,14 @@
 //! - `topology_records`: durable topology changes as records, and commit barriers.
 //! - `reads`: reading messages back, one record or runs of adjacent ones.
 //! - `stats`, `store_config`: [`StoreStats`] and [`StoreConfig`].
-//! - `log_writer`: the group-commit writer thread that owns the segment files.
+//! - `log_writer/`: what appenders and the group-commit writer share (`mod`), the writer
+//!   thread that owns the segment files (`thread`), and topology snapshots (`snapshot`:
+//!   folding the log's topology records into a new snapshot, on a thread of its own).
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
 //! - `topology`: the topology as the open store keeps it (indexed; changed only by applying
 //!   topology records) and how far the log has run ahead of the snapshot.
-//! - `snapshot`: folding the log's topology records into a new snapshot, on a thread of its
-//!   own.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
 //!
@@ -97,7 +97,6 @@ mod reads;
 mod record;
 mod recovery;
 mod segment;
-mod snapshot;
 mod stats;
 mod store_config;
 mod topology;
@@ -269,7 +268,7 @@ impl Store {
         {
             let mut log = shared.lock_topology();
             if log.snapshot_due() {
-                snapshot::start(&shared, &mut log);
+                shared.start_snapshot(&mut log);
             }
         }
         let store = Self {

@@ -165,7 +165,7 @@ impl Store {
         log.uncovered += 1;
         log.last_record_end = end;
         if log.snapshot_due() {
-            snapshot::start(&self.shared, log);
+            self.shared.start_snapshot(log);
         }
         Ok(Commit(rx))
     }

@@ -8,7 +8,7 @@
 //!   encoded and written with one non-blocking `try_write`. A delivery thus leaves on the
 //!   publisher's thread right after routing, with no hop to another task. This path is taken
 //!   only for plain TCP, and only when the writer task is not mid-write.
-//! - **The writer task** ([`run`]), for everything else: sends from outside a batch (timers,
+//! - **The writer task** (`writer`, started by [`outbox`]), for everything else: sends from outside a batch (timers,
 //!   store confirmations, the handshake), TLS connections, the rest of a write the socket
 //!   would not take at once, heartbeats, and the final flush and shutdown.
 //!
@@ -20,6 +20,14 @@
 //!
 //! Memory: queued items hold `Arc<Message>`s, not encoded bytes; at most [`BATCH_BYTES`] (plus
 //! one message) is encoded ahead of the socket.
+//!
+//! Layering: the outbox sits below the broker state. Channels queue deliveries on it (an
+//! [`Outbound`] through [`Outbox::send`]) and never see the connection that owns it; the
+//! connection creates it with its writer task ([`outbox`]) and feeds it the socket.
+
+mod writer;
+
+pub(crate) use writer::{outbox, WriteSide};
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -27,20 +35,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use amq_protocol::protocol::AMQPClass;
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
-use tokio::time::Instant;
-use tracing::debug;
 
 use crate::frame;
 use crate::message::Message;
 
 /// Stop encoding into a batch beyond this many bytes (the rest waits for the next write).
 const BATCH_BYTES: usize = 256 * 1024;
-
-/// How far the heartbeat timer is pushed while heartbeats are off (re-armed by `Tune`).
-const IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Something to send to the client. Senders: the connection task, and queues delivering to
 /// this connection's consumers (they hold the outbox through `ChannelShared`).
@@ -69,17 +71,6 @@ pub(crate) enum Outbound {
         /// The negotiated heartbeat interval (`None` = disabled).
         heartbeat: Option<Duration>,
     },
-}
-
-/// The write side of a client's byte stream, as a generic stream (TLS, in-memory pipes).
-pub(crate) type WriteStream = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
-
-/// The write side handed to a connection.
-pub(crate) enum WriteSide {
-    /// A plain TCP write half: any task may write to it without blocking (the direct path).
-    Tcp(OwnedWriteHalf),
-    /// Any other stream: only the writer task writes to it.
-    Stream(WriteStream),
 }
 
 /// The outbox refused an item: it was shut down, or its socket failed.
@@ -305,223 +296,5 @@ impl Outbox {
     }
 }
 
-/// Creates a connection's outbox and its writer task (to be spawned by the caller).
-pub(crate) fn outbox(write: WriteSide) -> (Arc<Outbox>, impl std::future::Future<Output = ()>) {
-    let (tcp, stream) = match write {
-        WriteSide::Tcp(half) => (Some(Arc::new(half)), None),
-        WriteSide::Stream(stream) => (None, Some(stream)),
-    };
-    let outbox = Outbox::new(tcp);
-    (outbox.clone(), run(outbox, stream))
-}
-
-/// The writer task: writes what no batch flushed, sends heartbeats when nothing else went out
-/// for half the heartbeat interval, and on shutdown writes what is left and shuts the socket
-/// down. It stops there, or when the socket fails.
-async fn run(outbox: Arc<Outbox>, mut stream: Option<WriteStream>) {
-    let mut spare: Vec<u8> = Vec::with_capacity(16 * 1024);
-    let mut heartbeat: Option<Duration> = None;
-    let timer = tokio::time::sleep_until(Instant::now() + IDLE);
-    tokio::pin!(timer);
-    loop {
-        let (tcp, closed) = {
-            let mut s = outbox.lock();
-            if s.heartbeat != heartbeat {
-                heartbeat = s.heartbeat;
-                let next = heartbeat.map_or(IDLE, |hb| hb / 2);
-                timer.as_mut().reset(Instant::now() + next);
-            }
-            let st = &mut *s;
-            if !st.writing && st.out.is_empty() {
-                encode_batch(&mut st.items, &mut st.out, st.frame_max);
-            }
-            if !st.out.is_empty() {
-                std::mem::swap(&mut st.out, &mut spare);
-                st.writing = true;
-            }
-            (st.tcp.clone(), st.closed)
-        };
-        if !spare.is_empty() {
-            let written = match (&tcp, stream.as_mut()) {
-                (Some(tcp), _) => write_tcp(tcp, &spare).await,
-                (None, Some(stream)) => stream.write_all(&spare).await,
-                (None, None) => Ok(()),
-            };
-            drop(tcp);
-            spare.clear();
-            if spare.capacity() > 4 * BATCH_BYTES {
-                spare.shrink_to(16 * 1024);
-            }
-            let mut s = outbox.lock();
-            s.writing = false;
-            s.wrote = true;
-            if let Err(err) = written {
-                debug!(cause = %err, "socket write failed");
-                s.closed = true;
-                s.items.clear();
-                s.tcp = None;
-                return;
-            }
-            continue;
-        }
-        drop(tcp);
-        if closed {
-            break;
-        }
-        tokio::select! {
-            _ = outbox.wake.notified() => {}
-            _ = &mut timer, if heartbeat.is_some() => {
-                let interval = heartbeat.map_or(IDLE, |hb| hb / 2);
-                let mut s = outbox.lock();
-                if !s.wrote {
-                    // Goes out ahead of nothing: the queue is empty whenever the writer idles.
-                    s.items.push_back(Outbound::Raw(frame::HEARTBEAT));
-                }
-                s.wrote = false;
-                drop(s);
-                timer.as_mut().reset(Instant::now() + interval);
-            }
-        }
-    }
-    // Shut down: everything queued was written above. Take the TCP half out (no clone
-    // survives outside the lock) and shut its write direction.
-    let tcp = outbox.lock().tcp.take();
-    if let Some(tcp) = tcp {
-        match Arc::try_unwrap(tcp) {
-            Ok(mut half) => {
-                let _ = half.shutdown().await;
-            }
-            // Unreachable (see above); dropping the last clone shuts it down anyway.
-            Err(shared) => drop(shared),
-        }
-    }
-    if let Some(mut stream) = stream {
-        let _ = stream.shutdown().await;
-    }
-}
-
-/// Writes all of `bytes` to a TCP half shared with the direct path (which stays out while
-/// the outbox is marked `writing`).
-async fn write_tcp(tcp: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        tcp.writable().await?;
-        match tcp.try_write(bytes) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use amq_protocol::protocol::{basic, channel};
-    use tokio::io::AsyncReadExt;
-    use tokio::net::{TcpListener, TcpStream};
-
-    use super::*;
-
-    fn open_ok(ch: u16) -> Outbound {
-        Outbound::Method(
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-        )
-    }
-
-    fn delivery(ch: u16, tag: u64, body: &[u8]) -> Outbound {
-        Outbound::Content {
-            channel: ch,
-            method: AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                consumer_tag: "c".into(),
-                delivery_tag: tag,
-                redelivered: false,
-                exchange: "".into(),
-                routing_key: "q".into(),
-            })),
-            message: Arc::new(Message {
-                exchange: "".into(),
-                routing_key: "q".into(),
-                properties: basic::AMQPProperties::default(),
-                body: bytes::Bytes::copy_from_slice(body),
-            }),
-        }
-    }
-
-    /// What the items encode to, in order.
-    fn encoded(items: Vec<Outbound>, frame_max: u32) -> Vec<u8> {
-        let mut all = Vec::new();
-        for item in items {
-            let mut one = Vec::new();
-            encode_batch(&mut VecDeque::from([item]), &mut one, frame_max);
-            all.extend_from_slice(&one);
-        }
-        all
-    }
-
-    #[tokio::test]
-    async fn batched_direct_writes_and_writer_writes_keep_send_order() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
-        let (_read, write) = server.into_split();
-        let (outbox, run) = outbox(WriteSide::Tcp(write));
-        let writer = tokio::spawn(run);
-        outbox
-            .send(Outbound::Tune {
-                frame_max: 4096,
-                heartbeat: None,
-            })
-            .unwrap();
-        let big = vec![7u8; 20_000];
-        let mut expected = Vec::new();
-        // Outside a batch (writer task), inside one (direct write), a body cut into frames,
-        // and a batch larger than BATCH_BYTES (a remainder left to the writer).
-        outbox.send(open_ok(1)).unwrap();
-        expected.push(open_ok(1));
-        batch(|| {
-            for tag in 1..=3 {
-                outbox.send(delivery(1, tag, b"hello")).unwrap();
-            }
-        });
-        expected.extend((1..=3).map(|tag| delivery(1, tag, b"hello")));
-        batch(|| {
-            outbox.send(delivery(2, 1, &big)).unwrap();
-            outbox.send(open_ok(3)).unwrap();
-        });
-        expected.push(delivery(2, 1, &big));
-        expected.push(open_ok(3));
-        batch(|| {
-            for tag in 4..=40 {
-                outbox.send(delivery(1, tag, &big)).unwrap();
-            }
-        });
-        expected.extend((4..=40).map(|tag| delivery(1, tag, &big)));
-        outbox.send(open_ok(4)).unwrap();
-        expected.push(open_ok(4));
-        outbox.send(Outbound::Shutdown).unwrap();
-        assert_eq!(
-            outbox.send(open_ok(5)),
-            Err(Closed),
-            "refused after shutdown"
-        );
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        writer.await.unwrap();
-        assert_eq!(got, encoded(expected, 4096));
-    }
-
-    #[test]
-    fn a_panicking_batch_does_not_stay_open() {
-        let caught = std::panic::catch_unwind(|| batch(|| panic!("handler bug")));
-        assert!(caught.is_err());
-        assert!(BATCH.with(|b| b.borrow().is_none()));
-        // And a later batch opens and closes normally.
-        let outbox = Outbox::detached();
-        batch(|| outbox.send(open_ok(1)).unwrap());
-        assert!(BATCH.with(|b| b.borrow().is_none()));
-    }
-}
+mod tests;
