@@ -3,17 +3,37 @@
 //! With a broker, [`TestBed`]: serve a handler (RPC, task or event) on an in-process broker,
 //! call, enqueue or publish, and wait for the handler to finish (what nameko's
 //! `entrypoint_waiter` does):
-//! ```ignore
-//! let mut bed = lepus::testing::TestBed::start().await?;           // bundled broker, 127.0.0.1:0
-//! let mut done = bed.serve(send_email::handler()).await?;          // a worker, observed, consuming
+//! ```
+//! use std::time::Duration;
+//! use lepus::testing::{Outcome, TestBed};
+//!
+//! #[lepus::task(queue = "emails")]
+//! async fn send_email(to: String) -> Result<(), std::io::Error> {
+//!     // ...
+//! #   let _ = to;
+//!     Ok(())
+//! }
+//!
+//! #[lepus::rpc(queue = "math")]
+//! async fn fib(n: u32) -> u64 {
+//!     (0..n).fold((0, 1), |(a, b), _| (b, a + b)).0
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut bed = TestBed::start().await?; // a bundled broker on 127.0.0.1:0
+//! let mut done = bed.serve(send_email::handler()).await?; // a worker, observed, consuming
 //! send_email::enqueue(bed.client(), "a@example.com".into()).await?;
-//! let completion = done.next_within(Duration::from_secs(5)).await?;
+//! let completion = done.next_within(Duration::from_secs(30)).await?;
 //! assert_eq!(completion.outcome, Outcome::Succeeded);
 //!
-//! let mut done = bed.serve(fib::handler()).await?;                 // an RPC handler: the same
+//! let mut done = bed.serve(fib::handler()).await?; // an RPC handler: the same
 //! assert_eq!(fib::call(bed.client(), 10).await?, 55);
-//! assert_eq!(done.next_within(Duration::from_secs(5)).await?.outcome, Outcome::Succeeded);
+//! let completion = done.next_within(Duration::from_secs(30)).await?;
+//! assert_eq!(completion.outcome, Outcome::Succeeded);
 //! bed.stop().await;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Without a broker (unit tests, nameko's `worker_factory`): [`call_local`],
@@ -21,10 +41,37 @@
 //! would (arguments and results through MessagePack, `Err` and panics reported the same way,
 //! a task's retry decision), with the delivery state the handler sees (`task::current()`,
 //! `event::current()`) given by the test:
-//! ```ignore
-//! assert!(matches!(call_local::<fib>((100,)).await, Err(lepus::Error::Remote(MathError::Overflow(100)))));
+//! ```
+//! use lepus::testing::{call_local, run_task_local, Outcome, TaskInfo};
+//!
+//! #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+//! enum MathError {
+//!     #[error("fib({0}) does not fit in a u64")]
+//!     Overflow(u32),
+//! }
+//!
+//! #[lepus::rpc(queue = "math")]
+//! async fn fib(n: u32) -> Result<u64, MathError> {
+//!     if n > 93 {
+//!         return Err(MathError::Overflow(n));
+//!     }
+//!     Ok((0..n).fold((0, 1), |(a, b), _| (b, a + b)).0)
+//! }
+//!
+//! #[lepus::task(queue = "emails", retries = 3)]
+//! async fn send_email(to: String) -> Result<(), std::io::Error> {
+//!     Err(std::io::Error::other(format!("{to}: mailbox full")))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let overflow = call_local::<fib>((100,)).await;
+//! assert!(matches!(overflow, Err(lepus::Error::Remote(MathError::Overflow(100)))));
+//! // The fourth attempt of a task with 3 retries is its last: its failure dead-letters it.
 //! let fourth_try = TaskInfo { attempt: 4, ..TaskInfo::default() };
-//! assert!(matches!(run_task_local::<send_email>(args, fourth_try).await, Outcome::DeadLettered { .. }));
+//! let outcome = run_task_local::<send_email>(("a@example.com".into(),), fourth_try).await;
+//! assert!(matches!(outcome, Outcome::DeadLettered { .. }));
+//! # }
 //! ```
 
 use std::time::Duration;

@@ -27,9 +27,23 @@ use proc_macro::TokenStream;
 
 /// Turns an `async fn` into an RPC method served on an AMQP queue.
 ///
-/// ```ignore
+/// ```no_run
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("overflow")]
+/// # struct MathError;
 /// #[lepus::rpc(queue = "rpc_queue")]
-/// async fn fib(n: u32) -> Result<u64, MathError> { ... }
+/// async fn fib(n: u32) -> Result<u64, MathError> {
+///     // ...
+/// #   Ok(u64::from(n))
+/// }
+///
+/// # async fn demo(conn: &lepus::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// let client = lepus::Client::new(conn).await?;
+/// let n: u64 = fib::call(&client, 30).await?; // Err(lepus::Error::Remote(MathError)) on failure
+/// assert_eq!(fib(30).await?, n); // still a plain local function
+/// lepus::Worker::new(conn).serve(fib::handler()).run_until(tokio::signal::ctrl_c()).await?;
+/// # Ok(())
+/// # }
 /// ```
 /// keeps `fib` callable locally (`fib(30).await`) and adds a struct `fib` with no fields (structs
 /// with braces live in the type namespace only, functions in the value namespace, so both keep
@@ -67,22 +81,59 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Turns a trait into a service contract: a typed client that needs only the trait, and a
 /// server for any implementation of it.
 ///
-/// ```ignore
+/// ```no_run
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+/// # #[error("no such account")]
+/// # pub struct AccountError;
+/// # type Pool = std::sync::Mutex<std::collections::HashMap<String, u64>>;
 /// #[lepus::service(queue = "accounts")]
 /// pub trait Accounts {
 ///     async fn get_balance(&self, account: String) -> Result<u64, AccountError>;
-///     async fn deposit(&self, ctx: lepus::Context, account: String, cents: u64) -> Result<u64, AccountError>;
+///     async fn deposit(
+///         &self,
+///         ctx: lepus::Context,
+///         account: String,
+///         cents: u64,
+///     ) -> Result<u64, AccountError>;
 /// }
 ///
-/// let accounts = AccountsClient::new(&client);                  // caller: the contract only
-/// let cents = accounts.get_balance("alice".into()).await?;       // Result<u64, lepus::Error<AccountError>>
-///
-/// struct Bank { db: Pool }                                      // server: any implementation,
-/// impl Accounts for Bank {                                      // holding its state
-///     async fn get_balance(&self, account: String) -> Result<u64, AccountError> { .. }
-///     async fn deposit(&self, ctx: lepus::Context, account: String, cents: u64) -> Result<u64, AccountError> { .. }
+/// // Server: any implementation, holding its state.
+/// struct Bank {
+///     db: Pool,
 /// }
-/// Worker::new(&conn).serve(AccountsServer::new(Bank { db })).run_until(shutdown).await?;
+///
+/// impl Accounts for Bank {
+///     async fn get_balance(&self, account: String) -> Result<u64, AccountError> {
+///         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+///         db.get(&account).copied().ok_or(AccountError)
+///     }
+///
+///     async fn deposit(
+///         &self,
+///         _ctx: lepus::Context,
+///         account: String,
+///         cents: u64,
+///     ) -> Result<u64, AccountError> {
+///         let mut db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+///         let balance = db.entry(account).or_default();
+///         *balance += cents;
+///         Ok(*balance)
+///     }
+/// }
+///
+/// # async fn demo(conn: &lepus::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// // Caller: needs the contract only.
+/// let accounts = AccountsClient::new(&lepus::Client::new(conn).await?);
+/// let cents: u64 = accounts.get_balance("alice".into()).await?; // Err(lepus::Error<AccountError>)
+///
+/// let bank = Bank { db: Pool::default() };
+/// lepus::Worker::new(conn)
+///     .serve(AccountsServer::new(bank))
+///     .run_until(tokio::signal::ctrl_c())
+///     .await?;
+/// # let _ = cents;
+/// # Ok(())
+/// # }
 /// ```
 /// Generates `AccountsClient` (`new(&Client)`, `with_options(CallOptions)`, one `async fn` per
 /// method), `AccountsServer<S: Accounts>` (`new(S)`, `from_arc(Arc<S>)`, `on_queue(..)`; give it
@@ -99,9 +150,7 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[lepus(name = "...")]` on a method sets its name on the wire. Declare the trait at module
 /// level (the generated items sit next to it).
 ///
-/// (This sketch is `ignore`d: a proc-macro crate cannot run `lepus` code. The same service,
-/// complete and compiled by `cargo test`, is in the `lepus` crate's documentation, "A service
-/// in one page"; each misuse's compile error is a case of `tests/service_macro_ui.rs`.)
+/// Each misuse's compile error is a case of `tests/service_macro_ui.rs`.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     service::service(attr.into(), item.into()).into()
@@ -110,14 +159,33 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Turns an `async fn` into a task: enqueued as a persistent message on a durable queue, run
 /// at least once by a worker, retried with backoff, dead-lettered after its last attempt.
 ///
-/// ```ignore
+/// ```no_run
+/// # use std::time::Duration;
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("smtp")]
+/// # struct SmtpError;
 /// #[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s")]
-/// async fn send_email(to: String, body: String) -> Result<(), SmtpError> { ... }
+/// async fn send_email(to: String, body: String) -> Result<(), SmtpError> {
+///     // ...
+/// #   let _ = (to, body);
+/// #   Ok(())
+/// }
 ///
-/// let id = send_email::enqueue(&client, to, body).await?;            // after the confirm
-/// let id = send_email::enqueue_with(&client, to, body,
-///     EnqueueOptions::new().delay(Duration::from_secs(60))).await?;
-/// Worker::new(&conn).prefetch(1).serve(send_email::handler()).run_until(shutdown).await?;
+/// # async fn demo(conn: &lepus::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// # let (to, body) = (String::new(), String::new());
+/// let client = lepus::Client::new(conn).await?;
+/// // Returns once the broker has confirmed the (persistent) message.
+/// let id = send_email::enqueue(&client, to.clone(), body.clone()).await?;
+/// let later = lepus::EnqueueOptions::new().delay(Duration::from_secs(60));
+/// let id2 = send_email::enqueue_with(&client, to, body, later).await?;
+/// lepus::Worker::new(conn)
+///     .prefetch(1)
+///     .serve(send_email::handler())
+///     .run_until(tokio::signal::ctrl_c())
+///     .await?;
+/// # let _ = (id, id2);
+/// # Ok(())
+/// # }
 /// ```
 /// Keys: `queue` (required), `name` (default: the function's name), `retries` (default 3),
 /// `backoff = "<first>..<max>"` (default `"1s..300s"`), `time_limit` (a duration string),
@@ -135,12 +203,25 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Turns an `async fn` taking one payload into an event handler bound to an exchange.
 ///
-/// ```ignore
+/// ```no_run
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct LogLine(String);
 /// #[lepus::event(exchange = "logs", kind = "topic", binding = "*.error", delivery = "pool")]
-/// async fn on_error(line: LogLine) { ... }
+/// async fn on_error(line: LogLine) {
+///     // ...
+/// #   let _ = line;
+/// }
 ///
-/// Worker::new(&conn).serve(on_error::handler()).run_until(shutdown).await?;
-/// on_error::publish(&client, "kern.error", &line).await?;   // or lepus::publish(&client, "logs", ..)
+/// # async fn demo(conn: &lepus::Connection) -> Result<(), Box<dyn std::error::Error>> {
+/// let client = lepus::Client::new(conn).await?;
+/// let line = LogLine("disk full".into());
+/// on_error::publish(&client, "kern.error", &line).await?; // or lepus::publish(&client, "logs", ..)
+/// lepus::Worker::new(conn)
+///     .serve(on_error::handler())
+///     .run_until(tokio::signal::ctrl_c())
+///     .await?;
+/// # Ok(())
+/// # }
 /// ```
 /// Keys: `exchange` and `kind` (`"fanout"`, `"direct"`, `"topic"`) required; `binding` (a key
 /// or an array of keys; required for direct and topic); `delivery = "pool"` (default: one
@@ -156,12 +237,18 @@ pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `lepus::Plain`, which has no items). Needed for your own types that `#[lepus::rpc]`,
 /// `#[lepus::task]` or `#[lepus::event]` functions return without a `Result`.
 ///
-/// ```ignore
+/// ```
 /// #[derive(serde::Serialize, serde::Deserialize, lepus::Plain)]
-/// struct Balance { cents: u64 }
+/// struct Balance {
+///     cents: u64,
+/// }
 ///
 /// #[lepus::rpc(queue = "accounts")]
-/// async fn balance(account: String) -> Balance { /* ... */ }
+/// async fn balance(account: String) -> Balance {
+///     // ...
+/// #   let _ = account;
+/// #   Balance { cents: 0 }
+/// }
 /// ```
 #[proc_macro_derive(Plain)]
 pub fn derive_plain(item: TokenStream) -> TokenStream {

@@ -2,14 +2,24 @@
 //! makes typed calls, a worker pool that serves them, and the wire format they share.
 //!
 //! Users depend on the `lepus` facade, which re-exports this crate and the macros:
-//! ```ignore
+//! ```no_run
 //! #[lepus::rpc(queue = "rpc_queue")]
-//! async fn fib(n: u32) -> u64 { /* ... */ }
+//! async fn fib(n: u32) -> u64 {
+//!     (0..n).fold((0, 1), |(a, b), _| (b, a + b)).0
+//! }
 //!
+//! # async fn demo() -> lepus::Result<()> {
 //! let conn = lepus::connect("amqp://127.0.0.1:5672/%2f").await?;
-//! lepus::Worker::new(&conn).prefetch(1).serve(fib::handler()).run_until(shutdown).await?;
 //! let client = lepus::Client::new(&conn).await?;
 //! let v: u64 = fib::call(&client, 30).await?;
+//! # let _ = v;
+//! lepus::Worker::new(&conn)
+//!     .prefetch(1)
+//!     .serve(fib::handler())
+//!     .run_until(tokio::signal::ctrl_c())
+//!     .await?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Layout

@@ -21,11 +21,22 @@ use std::sync::Arc;
 /// built ([`Worker::state`](crate::Worker::state) or
 /// [`Handler::state`](crate::Handler::state)).
 ///
-/// ```ignore
+/// ```
+/// # use std::{collections::HashMap, sync::Arc};
+/// # type Db = Arc<HashMap<String, u64>>;
 /// #[lepus::rpc(queue = "accounts")]
 /// async fn balance(lepus::State(db): lepus::State<Db>, account: String) -> u64 {
-///     db.balance(&account).await
+///     db.get(&account).copied().unwrap_or(0)
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A worker is given the state once (`Worker::new(&conn).state(db)`); a test gives a fake:
+/// let db: Db = Arc::new(HashMap::from([("alice".to_owned(), 500)]));
+/// let cx = lepus::Context::new().with_state(db);
+/// let cents = lepus::call_local_with::<balance>(("alice".into(),), cx).await;
+/// assert_eq!(cents.ok(), Some(500));
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct State<T>(pub T);
