@@ -41,15 +41,19 @@
 //! - `config`: the broker's configuration and the TLS listener's options.
 //! - `connection_registry`: open connections, for the management API, and the events other
 //!   tasks send a connection task.
-//! - `channel/`: channel state — delivery tags, unacked messages, prefetch, confirms, tx; and
-//!   `channel/registry`, the open channels of all connections, for the management API.
+//! - `channel/`: channel state — delivery tags, unacked messages, prefetch, deliveries (`mod`,
+//!   which implements the queue's `ConsumerChannel`), content assembly, confirms and tx
+//!   (`publishing`), and `channel/registry`, the open channels of all connections, for the
+//!   management API.
 //! - `vhost/`: a vhost's topology (exchanges, bindings, queues) (`mod`), routing (`routing`),
-//!   dead-lettering (`dead_letter`), the direct reply-to registry (`reply_to`), the vhost
+//!   dead-lettering (`dead_letter`), the queue operations that may drop messages and the
+//!   queues' timer task (`queue_ops`), the direct reply-to registry (`reply_to`), the vhost
 //!   registry (`registry`).
 //! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
 //! - `queue/`: a queue — enqueue, dispatch, get, requeue, purge, delete (`mod`); its arguments
 //!   (`arguments`), consumers and credit (`consumer`), ready list per priority (`ready`), paging
-//!   past the memory budget (`paging`), TTL and x-expires timer (`housekeeping`).
+//!   past the memory budget (`paging`), TTL and x-expires (`housekeeping`), what it returns to
+//!   be dead-lettered (`dead_letter`), and `ConsumerChannel`, the channel as a queue knows it.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory

@@ -12,8 +12,10 @@
 mod authorize;
 mod definitions_file;
 mod grants;
+mod info;
 mod password;
 mod permission;
+pub use info::{PermissionInfo, UserInfo};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,45 +30,7 @@ pub(crate) use password::ALGORITHM as PASSWORD_HASHING;
 pub(crate) use permission::{Access, Permission, ResourceKind};
 
 use crate::error::AdminError;
-use definitions_file::{Definitions, PermissionDef, UserDef, VHostDef};
-
-/// A user as the admin API reports it (never with its password).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserInfo {
-    /// User name.
-    pub name: String,
-    /// Tags such as `administrator` and `monitoring`.
-    pub tags: Vec<String>,
-}
-
-impl UserInfo {
-    /// True when the user has the `administrator` tag.
-    pub fn is_administrator(&self) -> bool {
-        self.tags.iter().any(|t| t == "administrator")
-    }
-
-    /// True when the user may read monitoring data (`administrator` or `monitoring`).
-    pub fn is_monitoring(&self) -> bool {
-        self.tags
-            .iter()
-            .any(|t| t == "administrator" || t == "monitoring")
-    }
-}
-
-/// One user's permissions in one vhost, as the admin API reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PermissionInfo {
-    /// The user.
-    pub user: String,
-    /// The vhost.
-    pub vhost: String,
-    /// Configure regex.
-    pub configure: String,
-    /// Write regex.
-    pub write: String,
-    /// Read regex.
-    pub read: String,
-}
+use definitions_file::{default_definitions, definitions_of, AccessFile};
 
 /// Which peer addresses count as loopback for `loopback_users`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -502,67 +466,8 @@ impl AccessControl {
         })
     }
 
-    fn snapshot(&self) -> Definitions {
+    fn snapshot(&self) -> AccessFile {
         definitions_of(&self.read())
-    }
-}
-
-fn definitions_of(s: &AccessState) -> Definitions {
-    Definitions {
-        format: 1,
-        users: s
-            .users
-            .iter()
-            .map(|(name, u)| UserDef {
-                name: name.clone(),
-                password_hash: u.password_hash.clone(),
-                hashing_algorithm: password::ALGORITHM.to_owned(),
-                tags: u.tags.clone(),
-            })
-            .collect(),
-        vhosts: s
-            .vhosts
-            .keys()
-            .map(|name| VHostDef { name: name.clone() })
-            .collect(),
-        permissions: s
-            .permissions
-            .iter()
-            .map(|((vhost, user), p)| PermissionDef {
-                user: user.clone(),
-                vhost: vhost.clone(),
-                configure: p.configure.clone(),
-                write: p.write.clone(),
-                read: p.read.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// RabbitMQ's out-of-the-box definitions: user `guest`/`guest` (or `first_user`) tagged
-/// administrator with every permission on vhost `/`.
-fn default_definitions(first_user: Option<&(String, String)>) -> Definitions {
-    let (name, pass) = first_user
-        .map(|(n, p)| (n.as_str(), p.as_str()))
-        .unwrap_or(("guest", "guest"));
-    Definitions {
-        format: 1,
-        users: vec![UserDef {
-            name: name.to_owned(),
-            password_hash: password::hash(pass),
-            hashing_algorithm: password::ALGORITHM.to_owned(),
-            tags: vec!["administrator".to_owned()],
-        }],
-        vhosts: vec![VHostDef {
-            name: "/".to_owned(),
-        }],
-        permissions: vec![PermissionDef {
-            user: name.to_owned(),
-            vhost: "/".to_owned(),
-            configure: ".*".to_owned(),
-            write: ".*".to_owned(),
-            read: ".*".to_owned(),
-        }],
     }
 }
 

@@ -32,10 +32,12 @@
 
 mod arguments;
 mod consumer;
+mod dead_letter;
 mod housekeeping;
 mod limits;
 mod paging;
 mod ready;
+pub(crate) use dead_letter::DeadLetter;
 
 pub(crate) use arguments::{as_i64, check_expiration, Overflow, QueueConfig};
 pub(crate) use consumer::{Consumer, ConsumerChannel};
@@ -98,28 +100,6 @@ pub(crate) struct QueueFigures {
     pub(crate) published: u64,
     /// Messages delivered or fetched so far.
     pub(crate) delivered: u64,
-}
-
-/// A dead letter waiting to be republished once the queue lock is released.
-#[derive(Debug)]
-pub(crate) struct DeadLetter {
-    /// The message.
-    pub(crate) message: Arc<Message>,
-    /// `expired`, `rejected` or `maxlen` (the `reason` in `x-death`).
-    pub(crate) reason: &'static str,
-    /// The letter's sequence number in its queue and whether it is persistent, while its
-    /// queue's store still holds it: forgotten by [`DeadLetter::leave`] once the letter is
-    /// stored where it goes. `None` when the queue never held it (`reject-publish-dlx`).
-    pub(crate) stored: Option<(u64, bool)>,
-}
-
-impl DeadLetter {
-    /// The letter has been routed (or dropped): `queue`, where it died, forgets it.
-    pub(crate) fn leave(self, queue: &Queue) {
-        if let Some((seq, persistent)) = self.stored {
-            queue.forget_seq(seq, persistent);
-        }
-    }
 }
 
 /// A queue.

@@ -1,6 +1,13 @@
 //! `Record`: one entry of the segment log (an enqueue, a removal, a purge, or a durable topology
 //! change) and its byte layout.
 
+mod fields;
+
+pub(crate) use fields::{checksum, fits_shortstr};
+use fields::{
+    put_shortstr, put_table, str_len, table_len, take_shortstr, take_u32, take_u64, Fields,
+};
+
 use super::QueueId;
 
 /// Bytes before a record's kind: length and checksum.
@@ -449,84 +456,6 @@ impl<'a> Record<'a> {
             _ => Err(Malformed("unknown record kind")),
         }
     }
-}
-
-/// True when `s` fits a shortstr (at most 255 bytes): the store refuses longer names rather
-/// than truncate them.
-pub(crate) fn fits_shortstr(s: &str) -> bool {
-    s.len() <= 255
-}
-
-fn str_len(s: &str) -> u64 {
-    1 + s.len() as u64
-}
-
-fn table_len(table: &[u8]) -> u64 {
-    4 + table.len() as u64
-}
-
-fn put_shortstr(out: &mut Vec<u8>, s: &str) {
-    // Checked by the appender (`fits_shortstr`).
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_table(out: &mut Vec<u8>, table: &[u8]) {
-    out.extend_from_slice(&(table.len() as u32).to_be_bytes());
-    out.extend_from_slice(table);
-}
-
-/// A cursor over a topology record's fields.
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Fields<'a> {
-    fn u8(&mut self) -> Result<u8, Malformed> {
-        let (&b, rest) = self
-            .0
-            .split_first()
-            .ok_or(Malformed("topology record too short"))?;
-        self.0 = rest;
-        Ok(b)
-    }
-
-    fn shortstr(&mut self) -> Result<&'a str, Malformed> {
-        let (s, rest) = take_shortstr(self.0).ok_or(Malformed("topology record too short"))?;
-        self.0 = rest;
-        std::str::from_utf8(s).map_err(|_| Malformed("name is not UTF-8"))
-    }
-
-    fn table(&mut self) -> Result<&'a [u8], Malformed> {
-        let (len, rest) = take_u32(self.0).ok_or(Malformed("topology record too short"))?;
-        if len as usize > rest.len() {
-            return Err(Malformed("table length exceeds the record"));
-        }
-        let (table, rest) = rest.split_at(len as usize);
-        self.0 = rest;
-        Ok(table)
-    }
-}
-
-/// The record checksum: CRC-32 over the length field, then the payload.
-pub(crate) fn checksum(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&len_bytes);
-    hasher.update(payload);
-    hasher.finalize()
-}
-
-fn take_shortstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (&len, rest) = bytes.split_first()?;
-    (usize::from(len) <= rest.len()).then(|| rest.split_at(usize::from(len)))
-}
-
-fn take_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let (head, rest) = bytes.split_first_chunk::<4>()?;
-    Some((u32::from_be_bytes(*head), rest))
-}
-
-fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let (head, rest) = bytes.split_first_chunk::<8>()?;
-    Some((u64::from_be_bytes(*head), rest))
 }
 
 #[cfg(test)]

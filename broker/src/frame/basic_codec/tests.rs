@@ -23,12 +23,8 @@ fn ours(frame: &[u8]) -> Option<AMQPFrame> {
     let (kind, channel) = (frame[0], u16::from_be_bytes([frame[1], frame[2]]));
     let payload = &frame[7..frame.len() - 1];
     match kind {
-        super::super::FRAME_METHOD => {
-            decode_method(payload).map(|m| AMQPFrame::Method(channel, m))
-        }
-        super::super::FRAME_HEADER => {
-            decode_header(payload).map(|h| AMQPFrame::Header(channel, h))
-        }
+        super::super::FRAME_METHOD => decode_method(payload).map(|m| AMQPFrame::Method(channel, m)),
+        super::super::FRAME_HEADER => decode_header(payload).map(|h| AMQPFrame::Header(channel, h)),
         _ => None,
     }
 }
@@ -101,8 +97,7 @@ fn samples() -> Vec<AMQPFrame> {
             AMQPContentHeader {
                 class_id: 60,
                 body_size: 0,
-                properties: basic::AMQPProperties::default()
-                    .with_headers(FieldTable::default()),
+                properties: basic::AMQPProperties::default().with_headers(FieldTable::default()),
             },
         ),
         AMQPFrame::Method(

@@ -16,12 +16,9 @@ fn a_nest_is_well_formed_at_any_depth() {
             let mut levels = 0;
             loop {
                 let kind = out[pos];
-                let size = u32::from_be_bytes([
-                    out[pos + 1],
-                    out[pos + 2],
-                    out[pos + 3],
-                    out[pos + 4],
-                ]) as usize;
+                let size =
+                    u32::from_be_bytes([out[pos + 1], out[pos + 2], out[pos + 3], out[pos + 4]])
+                        as usize;
                 assert_eq!(size, out.len() - pos - 5, "style {style} depth {depth}");
                 if size == 0 {
                     break;
