@@ -57,17 +57,11 @@ async fn assert_open(ch: &Channel) {
 
 /// Declares an exchange with `auto_delete`.
 async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
-    ch.exchange_declare(
-        name.into(),
-        kind,
-        ExchangeDeclareOptions {
-            auto_delete: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+    let options = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    amqp::declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
 }
 
 /// Passive-declares an exchange on a fresh channel of `conn` (a 404 closes that channel only).

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod amqp;
 mod common;
 
 use common::DataDir;
@@ -52,17 +53,11 @@ const DURABLE_QUEUE: QueueDeclareOptions = QueueDeclareOptions {
 
 /// Declares durable exchange `name` of `kind`.
 async fn declare_durable_exchange(ch: &lapin::Channel, name: &str, kind: ExchangeKind) {
-    ch.exchange_declare(
-        name.into(),
-        kind,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    amqp::declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
 }
 
 /// Declares durable queue `name` (no arguments).

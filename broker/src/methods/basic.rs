@@ -51,7 +51,9 @@ impl Session {
         Ok(())
     }
 
-    fn poke_consumed_queues(&self, shared: &crate::channel::ChannelShared) {
+    /// Dispatches every queue `shared`'s consumers consume from (credit came back, or flow
+    /// resumed).
+    pub(super) fn poke_consumed_queues(&self, shared: &crate::channel::ChannelShared) {
         let queues: Vec<Arc<Queue>> = shared
             .consumers()
             .values()

@@ -36,14 +36,7 @@ impl Session {
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active })),
         );
         if active {
-            let queues: Vec<_> = shared
-                .consumers()
-                .values()
-                .map(|c| c.queue.clone())
-                .collect();
-            for q in queues {
-                self.vhost.dispatch(&q);
-            }
+            self.poke_consumed_queues(&shared);
         }
         Ok(())
     }
