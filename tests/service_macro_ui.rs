@@ -18,6 +18,7 @@ fn service_macro_errors_point_at_the_token() {
         "duplicate_method",
         "default_body",
         "bad_attribute",
+        "bad_limits",
     ] {
         cases.compile_fail(format!("tests/ui/service_{case}.rs"));
     }

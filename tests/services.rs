@@ -268,3 +268,73 @@ async fn two_instances_in_one_process_keep_their_state_2() {
 async fn two_instances_in_one_process_keep_their_state_3() {
     two_instances_keep_their_state("three").await;
 }
+
+/// A contract with limits: every method stopped after 300 ms unless it sets its own.
+#[lepus::service(queue = "svc.limited", time_limit = "300ms")]
+pub trait Limited {
+    /// Sleeps `millis`: stopped at the service's 300 ms.
+    async fn nap(&self, millis: u64) -> u64;
+    /// Sleeps `millis`: its own limit, 2 s, overrides the service's.
+    #[lepus(time_limit = "2s")]
+    async fn long_nap(&self, millis: u64) -> u64;
+    /// Blocks its thread for `millis` (`std::thread::sleep`): on tokio's blocking pool, so the
+    /// worker's other handlers keep running; still stopped (answered) at 300 ms.
+    #[lepus(blocking = true, name = "block_v2")]
+    async fn block(&self, millis: u64) -> u64;
+}
+
+struct Sleeper;
+
+impl Limited for Sleeper {
+    async fn nap(&self, millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        millis
+    }
+
+    async fn long_nap(&self, millis: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        millis
+    }
+
+    async fn block(&self, millis: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(millis));
+        millis
+    }
+}
+
+fn expect_time_limit<T: std::fmt::Debug>(result: Result<T, Error<lepus::Never>>, limit: &str) {
+    match result {
+        Err(Error::Failed {
+            kind: FailureKind::TimeLimit,
+            message,
+        }) => assert!(message.contains(limit), "{message}"),
+        other => panic!("expected the {limit} time limit, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_and_method_limits_apply_to_the_methods_they_name() {
+    let mut bed = common::test_bed("svc_limits").await;
+    let limited = LimitedClient::new(bed.client())
+        .with_options(CallOptions::default().timeout(Duration::from_secs(20)));
+    let _done = bed.serve(LimitedServer::new(Sleeper)).await.unwrap();
+    // Under the limits: answered.
+    assert_eq!(limited.nap(10).await.unwrap(), 10);
+    assert_eq!(limited.long_nap(10).await.unwrap(), 10);
+    assert_eq!(limited.block(10).await.unwrap(), 10);
+    // The service's limit, well before the caller's 20 s deadline.
+    expect_time_limit(limited.nap(10_000).await, "300ms");
+    // The method's own limit replaces the service's: 1 s is fine, 10 s is stopped at 2 s.
+    assert_eq!(limited.long_nap(1_000).await.unwrap(), 1_000);
+    expect_time_limit(limited.long_nap(10_000).await, "2s");
+    // A blocking method past the limit is answered at the limit too, and while its thread is
+    // still blocked the other methods of the worker answer.
+    let blocked = tokio::spawn({
+        let limited = limited.clone();
+        async move { limited.block(3_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(limited.nap(1).await.unwrap(), 1);
+    expect_time_limit(blocked.await.unwrap(), "300ms");
+    bed.stop().await;
+}

@@ -150,6 +150,12 @@ pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[lepus(name = "...")]` on a method sets its name on the wire. Declare the trait at module
 /// level (the generated items sit next to it).
 ///
+/// Limits, as `#[lepus::rpc]`'s: `time_limit = "5s"` (the handler is stopped after that long
+/// and the caller gets a time-limit failure; it is stopped at the caller's deadline in any
+/// case) and `blocking = true` (run on tokio's blocking pool: for methods that block their
+/// thread), on the service (every method) or on a method (`#[lepus(time_limit = "30s")]`,
+/// replacing the service's for that method).
+///
 /// Each misuse's compile error is a case of `tests/service_macro_ui.rs`.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {

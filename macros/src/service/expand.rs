@@ -242,12 +242,15 @@ fn gen_server(model: &Model<'_>) -> TokenStream {
     let handlers = model.methods.iter().map(|method| {
         let marker = marker(model, method);
         let cfgs = cfgs(method);
+        let limits = method.limits.or(model.args.limits);
+        let limits =
+            crate::task::attr::handler_limits(limits.blocking.unwrap_or(false), limits.time_limit);
         quote! {
             #(#cfgs)*
             handlers.push(::lepus::__private::Handler::with_receiver::<
                 #marker,
                 ::lepus::__private::Arc<S>,
-            >(::core::clone::Clone::clone(&self.service)));
+            >(::core::clone::Clone::clone(&self.service))#limits);
         }
     });
     let doc = format!(

@@ -1,14 +1,16 @@
-//! Reads `#[lepus::service(queue = "...")]` and the trait: each method is checked like a
-//! `#[lepus::rpc]` function (`crate::signature`), then for what a contract cannot hold (a body,
-//! a receiver other than `&self`, two methods of one name, items that are not methods).
+//! Reads `#[lepus::service(queue = "...", time_limit = "5s", blocking = true)]` and the trait:
+//! each method is checked like a `#[lepus::rpc]` function (`crate::signature`), then for what a
+//! contract cannot hold (a body, a receiver other than `&self`, two methods of one name, items
+//! that are not methods). A method's own `#[lepus(name = "...", time_limit = "...", blocking =
+//! ...)]` sets its wire name and overrides the service's limits for it.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
-use syn::punctuated::Punctuated;
-use syn::{Attribute, FnArg, ItemTrait, LitStr, Meta, Token, TraitItem, TraitItemFn};
+use syn::{Attribute, FnArg, ItemTrait, LitStr, TraitItem, TraitItemFn};
 
-use crate::rpc::parse::{check_short_string, Errors, QueueName};
+use crate::rpc::parse::{Errors, QueueName};
 use crate::signature::{self, Rules, WireSignature};
 use crate::task::attr;
 
@@ -16,6 +18,40 @@ use crate::task::attr;
 pub(crate) struct ServiceArgs {
     /// The queue the service is served on.
     pub(crate) queue: QueueName,
+    /// The limits of every method that does not set its own.
+    pub(crate) limits: Limits,
+}
+
+/// A handler's limits, as `#[lepus::rpc]`'s `time_limit` and `blocking` keys set them.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Limits {
+    /// Stop the handler after this long.
+    pub(crate) time_limit: Option<Duration>,
+    /// Run the handler on tokio's blocking pool.
+    pub(crate) blocking: Option<bool>,
+}
+
+impl Limits {
+    /// Reads a `time_limit` or `blocking` pair; false for other keys.
+    fn read(&mut self, pair: &attr::Pair, errors: &mut Errors) -> bool {
+        let parsed = match pair.key.as_str() {
+            "time_limit" => attr::positive_duration(pair).map(|v| self.time_limit = Some(v)),
+            "blocking" => attr::boolean(pair).map(|v| self.blocking = Some(v)),
+            _ => return false,
+        };
+        if let Err(err) = parsed {
+            errors.push(err);
+        }
+        true
+    }
+
+    /// These limits, each falling back to `defaults`'.
+    pub(crate) fn or(self, defaults: Limits) -> Limits {
+        Limits {
+            time_limit: self.time_limit.or(defaults.time_limit),
+            blocking: self.blocking.or(defaults.blocking),
+        }
+    }
 }
 
 /// One method of the contract, checked.
@@ -26,6 +62,8 @@ pub(crate) struct ContractMethod {
     pub(crate) wire_name: LitStr,
     /// Its parameters and result as the wire and the worker see them.
     pub(crate) signature: WireSignature,
+    /// Its own limits (`#[lepus(time_limit, blocking)]`), before the service's defaults.
+    pub(crate) limits: Limits,
 }
 
 /// The names the generated client gives its own items; a method cannot take them.
@@ -34,15 +72,24 @@ const RESERVED: &[&str] = &["new", "with_options", "client", "QUEUE"];
 /// Parses the attribute, reporting every problem at its token (combined).
 pub(crate) fn parse_args(args: TokenStream) -> syn::Result<ServiceArgs> {
     let mut errors = Errors::default();
-    let pairs = attr::pairs(args, "#[lepus::service]", &["queue"], &mut errors)?;
+    let pairs = attr::pairs(
+        args,
+        "#[lepus::service]",
+        &["queue", "time_limit", "blocking"],
+        &mut errors,
+    )?;
     let mut queue = None;
+    let mut limits = Limits::default();
     for pair in &pairs {
+        if limits.read(pair, &mut errors) {
+            continue;
+        }
         match QueueName::parse(&pair.value, "queue") {
             Ok(value) => queue = Some(value),
             Err(err) => errors.push(err),
         }
     }
-    if pairs.is_empty() {
+    if !pairs.iter().any(|pair| pair.key == "queue") {
         errors.push(syn::Error::new(
             Span::call_site(),
             "missing `queue = \"...\"`: #[lepus::service] needs the queue to serve the service on",
@@ -50,7 +97,7 @@ pub(crate) fn parse_args(args: TokenStream) -> syn::Result<ServiceArgs> {
     }
     errors.finish()?;
     match queue {
-        Some(queue) => Ok(ServiceArgs { queue }),
+        Some(queue) => Ok(ServiceArgs { queue, limits }),
         None => Err(syn::Error::new(Span::call_site(), "missing `queue`")),
     }
 }
@@ -95,11 +142,11 @@ pub(crate) fn methods(contract: &mut ItemTrait) -> syn::Result<Vec<ContractMetho
             ));
             continue;
         };
-        let wire_name = match take_name(&mut method.attrs) {
-            Ok(name) => name,
+        let (wire_name, limits) = match take_method_attrs(&mut method.attrs) {
+            Ok(read) => read,
             Err(err) => {
                 errors.push(err);
-                None
+                (None, Limits::default())
             }
         };
         let wire_name = wire_name.unwrap_or_else(|| {
@@ -111,6 +158,7 @@ pub(crate) fn methods(contract: &mut ItemTrait) -> syn::Result<Vec<ContractMetho
                 item: method.clone(),
                 wire_name,
                 signature,
+                limits,
             }),
             Err(err) => errors.push(err),
         }
@@ -208,9 +256,12 @@ fn check(
     signature
 }
 
-/// Removes the method's `#[lepus(name = "...")]` attributes and returns the name they give.
-fn take_name(attrs: &mut Vec<Attribute>) -> syn::Result<Option<LitStr>> {
+/// Removes the method's `#[lepus(..)]` attributes and returns the name and limits they give.
+fn take_method_attrs(attrs: &mut Vec<Attribute>) -> syn::Result<(Option<LitStr>, Limits)> {
+    const KEYS: &[&str] = &["name", "time_limit", "blocking"];
     let mut name = None;
+    let mut limits = Limits::default();
+    let mut written: Vec<String> = Vec::new();
     let mut errors = Errors::default();
     let mut kept = Vec::with_capacity(attrs.len());
     for attribute in attrs.drain(..) {
@@ -218,44 +269,40 @@ fn take_name(attrs: &mut Vec<Attribute>) -> syn::Result<Option<LitStr>> {
             kept.push(attribute);
             continue;
         }
-        let metas = match attribute.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)
-        {
-            Ok(metas) => metas,
+        let tokens = match attribute.parse_args::<TokenStream>() {
+            Ok(tokens) => tokens,
             Err(err) => {
                 errors.push(err);
                 continue;
             }
         };
-        for meta in metas {
-            match &meta {
-                Meta::NameValue(pair) if pair.path.is_ident("name") => {
-                    let syn::Expr::Lit(syn::ExprLit {
-                        lit: syn::Lit::Str(value),
-                        ..
-                    }) = &pair.value
-                    else {
-                        errors.push(syn::Error::new_spanned(
-                            &pair.value,
-                            "`name` must be a string literal",
-                        ));
-                        continue;
-                    };
-                    if name.is_some() {
-                        errors.push(syn::Error::new_spanned(&pair.path, "duplicate `name`"));
-                    } else if let Err(err) = check_short_string(value, "name") {
-                        errors.push(err);
-                    } else {
-                        name = Some(value.clone());
-                    }
-                }
-                _ => errors.push(syn::Error::new_spanned(
-                    &meta,
-                    "unknown #[lepus(..)] key on a service method; expected `name = \"...\"`",
-                )),
+        let pairs = match attr::pairs(tokens, "#[lepus(..)]", KEYS, &mut errors) {
+            Ok(pairs) => pairs,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
+        for pair in pairs {
+            // `attr::pairs` catches a key written twice in one attribute; this, across two.
+            if written.contains(&pair.key) {
+                errors.push(syn::Error::new_spanned(
+                    &pair.path,
+                    format!("duplicate `{}`", pair.key),
+                ));
+                continue;
+            }
+            written.push(pair.key.clone());
+            if limits.read(&pair, &mut errors) {
+                continue;
+            }
+            match attr::short_string(&pair) {
+                Ok(value) => name = Some(value),
+                Err(err) => errors.push(err),
             }
         }
     }
     *attrs = kept;
     errors.finish()?;
-    Ok(name)
+    Ok((name, limits))
 }
