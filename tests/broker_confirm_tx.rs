@@ -281,7 +281,6 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
     // the publish (class 60, method 40), not at the commit. Found by difftest: the bundled
     // broker checked only the exchange's existence at the publish and the rest at the commit.
     // Raw frames, so that nothing can overtake the publish's content on the wire.
-    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
     use amq_protocol::protocol::{basic, tx, AMQPClass};
     let broker = common::broker().await;
     let conn = connect(&broker).await;
@@ -323,24 +322,7 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
         ))
         .await;
         raw.expect_method().await;
-        let mut frames = raw::method(
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: exchange.into(),
-                routing_key: q.as_str().into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
-        frames.extend(raw::encode(&AMQPFrame::Header(
-            1,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: 3,
-                properties,
-            },
-        )));
-        frames.extend(raw::raw_frame(3, 1, b"abc", raw::FRAME_END));
+        let mut frames = publish_frames(exchange, &q, false, properties, b"abc");
         frames.extend(raw::method(
             1,
             AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {})),
@@ -431,4 +413,300 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
     ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
         .await
         .expect("delete");
+}
+
+/// A `basic.publish` on channel 1 with its content (one body frame).
+fn publish_frames(
+    exchange: &str,
+    key: &str,
+    mandatory: bool,
+    properties: amq_protocol::protocol::basic::AMQPProperties,
+    body: &[u8],
+) -> Vec<u8> {
+    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+    use amq_protocol::protocol::{basic, AMQPClass};
+    let mut frames = raw::method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: exchange.into(),
+            routing_key: key.into(),
+            mandatory,
+            immediate: false,
+        })),
+    );
+    frames.extend(raw::encode(&AMQPFrame::Header(
+        1,
+        AMQPContentHeader {
+            class_id: 60,
+            body_size: body.len() as u64,
+            properties,
+        },
+    )));
+    frames.extend(raw::raw_frame(3, 1, body, raw::FRAME_END));
+    frames
+}
+
+/// Deletes the queues and exchanges a test made.
+async fn delete_all(ch: &lapin::Channel, queues: &[&String], exchanges: &[&String]) {
+    for q in queues {
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("queue.delete");
+    }
+    for x in exchanges {
+        ch.exchange_delete(x.as_str().into(), Default::default())
+            .await
+            .expect("exchange.delete");
+    }
+}
+
+/// A raw client's transactional channel 1: every frame the broker sends on it is seen, in
+/// order, with nothing hidden or reordered by a client library.
+struct RawTx {
+    raw: raw::RawConn,
+}
+
+/// A `basic.return`: reply code, exchange, routing key, body.
+type Returned = (u16, String, String, Vec<u8>);
+
+impl RawTx {
+    async fn open(broker: &common::TestBroker) -> RawTx {
+        let mut raw = raw::RawConn::open(broker, 131_072, 0).await;
+        raw.open_channel(1).await;
+        let mut me = RawTx { raw };
+        assert_eq!(me.sync().await, Vec::<Returned>::new());
+        me
+    }
+
+    /// Publishes `body` on the transaction, then makes a round trip so that the broker has
+    /// it before the test goes on.
+    async fn publish(&mut self, exchange: &str, key: &str, mandatory: bool, body: &[u8]) {
+        let properties = amq_protocol::protocol::basic::AMQPProperties::default();
+        let frames = publish_frames(exchange, key, mandatory, properties, body);
+        self.raw.send(&frames).await;
+        let returned = self.sync().await;
+        assert_eq!(
+            returned,
+            Vec::new(),
+            "nothing is returned before the commit"
+        );
+    }
+
+    /// `tx.select` again (allowed) as a round trip: the returns that came before its `-ok`.
+    async fn sync(&mut self) -> Vec<Returned> {
+        use amq_protocol::protocol::{tx, AMQPClass};
+        self.raw
+            .send(&raw::method(
+                1,
+                AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {})),
+            ))
+            .await;
+        self.returns_until(|m| matches!(m, AMQPClass::Tx(tx::AMQPMethod::SelectOk(_))))
+            .await
+    }
+
+    /// `tx.commit`, which must be answered `commit-ok` (not a close): the `basic.return`s the
+    /// broker sent for the commit, before the `commit-ok` or after it (up to a round trip).
+    async fn commit(&mut self) -> Vec<Returned> {
+        use amq_protocol::protocol::{tx, AMQPClass};
+        self.raw
+            .send(&raw::method(
+                1,
+                AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {})),
+            ))
+            .await;
+        let mut returned = self
+            .returns_until(|m| matches!(m, AMQPClass::Tx(tx::AMQPMethod::CommitOk(_))))
+            .await;
+        returned.extend(self.sync().await);
+        returned
+    }
+
+    /// Reads channel 1 until a method `done` accepts, collecting `basic.return`s; anything
+    /// else (a `channel.close`) fails the test.
+    async fn returns_until(
+        &mut self,
+        done: impl Fn(&amq_protocol::protocol::AMQPClass) -> bool,
+    ) -> Vec<Returned> {
+        use amq_protocol::frame::AMQPFrame;
+        use amq_protocol::protocol::{basic, AMQPClass};
+        let mut returned = Vec::new();
+        loop {
+            match self.raw.next_non_heartbeat().await {
+                raw::Outcome::Frame(AMQPFrame::Method(1, m)) if done(&m) => return returned,
+                raw::Outcome::Frame(AMQPFrame::Method(
+                    1,
+                    AMQPClass::Basic(basic::AMQPMethod::Return(r)),
+                )) => {
+                    let size = match self.raw.next_non_heartbeat().await {
+                        raw::Outcome::Frame(AMQPFrame::Header(1, h)) => h.body_size as usize,
+                        other => panic!("expected the returned message's header, got {other:?}"),
+                    };
+                    let mut body = Vec::new();
+                    while body.len() < size {
+                        match self.raw.next_non_heartbeat().await {
+                            raw::Outcome::Frame(AMQPFrame::Body(1, b)) => body.extend(b),
+                            other => panic!("expected the returned body, got {other:?}"),
+                        }
+                    }
+                    returned.push((
+                        r.reply_code,
+                        r.exchange.to_string(),
+                        r.routing_key.to_string(),
+                        body,
+                    ));
+                }
+                other => panic!("unexpected on the transactional channel: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
+    // Found by difftest (seed 20261207001 program 14643): RabbitMQ routes a publish inside a
+    // transaction when it arrives and keeps the routed queues with it; an exchange deleted
+    // before tx.commit changes nothing: commit-ok, and the mandatory message, unroutable at
+    // its publish, comes back 312 NO_ROUTE. The bundled broker routed at the commit and
+    // closed the channel 404 there.
+    let broker = common::broker().await;
+    let (_conn, setup) = open(&broker).await;
+    let x = common::unique("x.txroute");
+    let mut tx = RawTx::open(&broker).await;
+    declare_exchange(&setup, &x, lapin::ExchangeKind::Topic).await;
+    tx.publish(&x, "a.b.c", true, b"lost").await;
+    setup
+        .exchange_delete(x.as_str().into(), Default::default())
+        .await
+        .expect("exchange.delete");
+    assert_eq!(
+        tx.commit().await,
+        vec![(312, x.clone(), "a.b.c".to_owned(), b"lost".to_vec())]
+    );
+
+    // Routed before its exchange went: delivered at the commit all the same.
+    let q = common::unique("q.txroute");
+    declare_queue(&setup, &q, FieldTable::default()).await;
+    declare_exchange(&setup, &x, lapin::ExchangeKind::Topic).await;
+    bind(&setup, &q, &x, "a.#").await;
+    tx.publish(&x, "a.b.c", true, b"kept").await;
+    setup
+        .exchange_delete(x.as_str().into(), Default::default())
+        .await
+        .expect("exchange.delete");
+    assert_eq!(tx.commit().await, Vec::new());
+    wait_message_count(&setup, &q, 1).await;
+    assert_eq!(drain(&setup, &q).await, vec!["kept"]);
+    delete_all(&setup, &[&q], &[]).await;
+}
+
+#[tokio::test]
+async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
+    // As RabbitMQ 3.10: where a transaction's publish goes is decided at the publish. A
+    // binding removed before the commit still gets it, one added does not, and a mandatory
+    // publish unroutable at the publish is returned at the commit though a binding now
+    // matches it.
+    let broker = common::broker().await;
+    let (_conn, setup) = open(&broker).await;
+    let x = common::unique("x.txbind");
+    declare_exchange(&setup, &x, lapin::ExchangeKind::Direct).await;
+    let (q0, q1) = (common::unique("q.txbind0"), common::unique("q.txbind1"));
+    declare_queue(&setup, &q0, FieldTable::default()).await;
+    declare_queue(&setup, &q1, FieldTable::default()).await;
+    bind(&setup, &q0, &x, "k").await;
+    let mut tx = RawTx::open(&broker).await;
+    tx.publish(&x, "k", true, b"to q0").await;
+    tx.publish(&x, "j", true, b"unroutable").await;
+    setup
+        .queue_unbind(
+            q0.as_str().into(),
+            x.as_str().into(),
+            "k".into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.unbind");
+    bind(&setup, &q1, &x, "k").await;
+    bind(&setup, &q1, &x, "j").await;
+    assert_eq!(
+        tx.commit().await,
+        vec![(312, x.clone(), "j".to_owned(), b"unroutable".to_vec())]
+    );
+    wait_message_count(&setup, &q0, 1).await;
+    assert_eq!(drain(&setup, &q0).await, vec!["to q0"]);
+    assert_eq!(
+        passive_queue(&setup, &q1)
+            .await
+            .expect("q1")
+            .message_count(),
+        0
+    );
+    // Routed after the binding change: the new bindings apply.
+    tx.publish(&x, "k", true, b"to q1").await;
+    assert_eq!(tx.commit().await, Vec::new());
+    wait_message_count(&setup, &q1, 1).await;
+    assert_eq!(drain(&setup, &q1).await, vec!["to q1"]);
+    assert_eq!(
+        passive_queue(&setup, &q0)
+            .await
+            .expect("q0")
+            .message_count(),
+        0
+    );
+    delete_all(&setup, &[&q0, &q1], &[&x]).await;
+}
+
+#[tokio::test]
+async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
+    // As RabbitMQ 3.10, which keeps the routed queue names with the message: at the commit a
+    // deleted queue does not get it (the others do; mandatory with none left, it is returned
+    // 312 NO_ROUTE), and a queue deleted and declared again under the same name does, even
+    // with its binding gone (the bundled broker routed at the commit: q3 got nothing).
+    let broker = common::broker().await;
+    let (_conn, setup) = open(&broker).await;
+    let x = common::unique("x.txgone");
+    declare_exchange(&setup, &x, lapin::ExchangeKind::Fanout).await;
+    let (q0, q1, q2, q3) = (
+        common::unique("q.txgone0"),
+        common::unique("q.txgone1"),
+        common::unique("q.txgone2"),
+        common::unique("q.txgone3"),
+    );
+    for q in [&q0, &q1, &q2, &q3] {
+        declare_queue(&setup, q, FieldTable::default()).await;
+    }
+    for q in [&q0, &q1, &q3] {
+        bind(&setup, q, &x, "").await;
+    }
+    let mut tx = RawTx::open(&broker).await;
+    tx.publish(&x, "", true, b"fanned").await;
+    tx.publish("", &q0, true, b"to q0").await;
+    tx.publish("", &q2, true, b"to q2").await;
+    setup
+        .queue_delete(q0.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete q0");
+    setup
+        .queue_delete(q2.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete q2");
+    declare_queue(&setup, &q2, FieldTable::default()).await;
+    setup
+        .queue_delete(q3.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete q3");
+    declare_queue(&setup, &q3, FieldTable::default()).await;
+    assert_eq!(
+        tx.commit().await,
+        vec![(312, String::new(), q0.clone(), b"to q0".to_vec())]
+    );
+    assert_code(passive_queue(&setup, &q0).await, 404);
+    let (_conn, setup) = open(&broker).await;
+    wait_message_count(&setup, &q1, 1).await;
+    assert_eq!(drain(&setup, &q1).await, vec!["fanned"]);
+    wait_message_count(&setup, &q2, 1).await;
+    assert_eq!(drain(&setup, &q2).await, vec!["to q2"]);
+    wait_message_count(&setup, &q3, 1).await;
+    assert_eq!(drain(&setup, &q3).await, vec!["fanned"]);
+    delete_all(&setup, &[&q1, &q2, &q3], &[&x]).await;
 }

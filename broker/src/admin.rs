@@ -1,6 +1,10 @@
 //! [`Admin`]: administration of a running broker's users, vhosts and permissions, the
 //! operations of `rabbitmqctl add_user`, `set_permissions` and friends. The management HTTP
 //! API and tests call it; every change is saved to the data directory before it returns.
+//!
+//! The changes block (an fsync of `access.json`; a vhost deletion also waits for the store's
+//! commit): from async code, call them on the blocking pool (`tokio::task::spawn_blocking`),
+//! as the management API does, not on a runtime worker that AMQP connections share.
 
 use std::sync::Arc;
 
@@ -9,7 +13,9 @@ use crate::broker_state::BrokerShared;
 use crate::error::AdminError;
 
 /// A handle for administering a running broker (from [`crate::BrokerHandle::admin`]).
-/// Cheap to clone; it keeps the broker's shared state alive, not the broker's tasks.
+/// Cheap to clone; it keeps the broker's shared state alive, not the broker's tasks. Its
+/// changes block until they are saved: in async code, call them under
+/// `tokio::task::spawn_blocking`.
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// The broker's shared state (also held by the accept loop and every connection).
@@ -78,7 +84,8 @@ impl Admin {
         if let Some(vhost) = self.shared.vhosts.get(name) {
             for commit in vhost.delete_all() {
                 // The writer thread (not a tokio task) resolves it: blocking here cannot
-                // deadlock, on any runtime.
+                // deadlock, on any runtime. The management API calls this on the blocking pool
+                // (an fsync is too long to park a runtime worker for).
                 futures::executor::block_on(commit).map_err(|e| AdminError::Save(e.to_string()))?;
             }
         }

@@ -306,12 +306,12 @@ impl BrokerBuilder {
         };
         let shared = Arc::new(BrokerShared::new(self.config, vhosts, access));
         if let Some(path) = &shared.config.definitions {
-            crate::management::import_definitions_file(&shared, path).map_err(|reason| {
-                Error::Definitions {
+            crate::management::import_definitions_file(&shared, path)
+                .await
+                .map_err(|reason| Error::Definitions {
                     path: path.display().to_string(),
                     reason,
-                }
-            })?;
+                })?;
         }
         let (stop_tx, shutdown) = Shutdown::new();
         let management = match &shared.config.management_listen {

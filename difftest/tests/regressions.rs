@@ -488,3 +488,189 @@ end
     )
     .await;
 }
+
+/// tx: a publish is routed when it arrives (RabbitMQ stores the routed queues with it): its exchange deleted before tx.commit gives commit-ok and, mandatory and unroutable, 312 NO_ROUTE (the bundled broker closed the channel 404 at the commit; seed 20261207001 program 14643).
+#[tokio::test]
+async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.3 tx.select
+c0.1 exchange.declare e0 topic
+c0.3 basic.publish e0 key="a.b.c" mandatory body=4
+c0.2 exchange.delete e0
+c0.3 tx.commit
+"#,
+        r#"
+#0 c0.3 tx.select
+  = tx.select-ok
+  queues: -
+#1 c0.1 exchange.declare e0 topic
+  = exchange.declare-ok
+  queues: -
+#2 c0.3 basic.publish e0 key="a.b.c" mandatory body=4
+  = sent m0
+  queues: -
+#3 c0.2 exchange.delete e0
+  = exchange.delete-ok
+  queues: -
+#4 c0.3 tx.commit
+  = tx.commit-ok
+  c0.3 return 312 NO_ROUTE ex=e0 rk="a.b.c" m0+4 props()
+  queues: -
+end
+  exchanges: e0=404
+"#,
+    )
+    .await;
+}
+
+/// tx: bindings removed or added between a publish and tx.commit do not change where it goes; mandatory and unroutable at the publish is returned at the commit (the bundled broker re-routed at the commit).
+#[tokio::test]
+async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0
+c0.1 queue.declare q1
+c0.1 queue.bind q0 -> amq.direct key="k"
+c0.2 tx.select
+c0.2 basic.publish amq.direct key="k" body=3
+c0.2 basic.publish amq.direct key="j" mandatory body=4
+c0.1 queue.unbind q0 -> amq.direct key="k"
+c0.1 queue.bind q1 -> amq.direct key="k"
+c0.1 queue.bind q1 -> amq.direct key="j"
+c0.2 tx.commit
+"#,
+        r#"
+#0 c0.1 queue.declare q0
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 queue.declare q1
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#2 c0.1 queue.bind q0 -> amq.direct key="k"
+  = queue.bind-ok
+  queues: q0=0/0 q1=0/0
+#3 c0.2 tx.select
+  = tx.select-ok
+  queues: q0=0/0 q1=0/0
+#4 c0.2 basic.publish amq.direct key="k" body=3
+  = sent m0
+  queues: q0=0/0 q1=0/0
+#5 c0.2 basic.publish amq.direct key="j" mandatory body=4
+  = sent m1
+  queues: q0=0/0 q1=0/0
+#6 c0.1 queue.unbind q0 -> amq.direct key="k"
+  = queue.unbind-ok
+  queues: q0=0/0 q1=0/0
+#7 c0.1 queue.bind q1 -> amq.direct key="k"
+  = queue.bind-ok
+  queues: q0=0/0 q1=0/0
+#8 c0.1 queue.bind q1 -> amq.direct key="j"
+  = queue.bind-ok
+  queues: q0=0/0 q1=0/0
+#9 c0.2 tx.commit
+  = tx.commit-ok
+  c0.2 return 312 NO_ROUTE ex="amq.direct" rk="j" m1+4 props()
+  queues: q0=1/0 q1=0/0
+end
+  q0 #0 m0+3 ex="amq.direct" rk="k" props()
+  q0 empty after 1
+  q1 empty after 0
+  exchanges: -
+"#,
+    )
+    .await;
+}
+
+/// tx: a queue the publish was routed to and deleted before tx.commit does not get it (returned when mandatory and no routed queue is left); one declared again under the same name does, even unbound, as RabbitMQ delivers to the routed names (the bundled broker routed at the commit).
+#[tokio::test]
+async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
+    lepus_difftest::regression::check(
+        r#"
+frame_max 131072
+c0.1 queue.declare q0
+c0.1 queue.declare q1
+c0.1 queue.declare q2
+c0.1 queue.declare q3
+c0.1 queue.bind q0 -> amq.fanout key=""
+c0.1 queue.bind q1 -> amq.fanout key=""
+c0.1 queue.bind q3 -> amq.fanout key=""
+c0.2 tx.select
+c0.2 basic.publish amq.fanout key="" mandatory body=3
+c0.2 basic.publish "" key=q0 mandatory body=4
+c0.2 basic.publish "" key=q2 mandatory body=5
+c0.1 queue.delete q0
+c0.1 queue.delete q2
+c0.1 queue.declare q2
+c0.1 queue.delete q3
+c0.1 queue.declare q3
+c0.2 tx.commit
+"#,
+        r#"
+#0 c0.1 queue.declare q0
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 queue.declare q1
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#2 c0.1 queue.declare q2
+  = queue.declare-ok q2 0/0
+  queues: q0=0/0 q1=0/0 q2=0/0
+#3 c0.1 queue.declare q3
+  = queue.declare-ok q3 0/0
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#4 c0.1 queue.bind q0 -> amq.fanout key=""
+  = queue.bind-ok
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#5 c0.1 queue.bind q1 -> amq.fanout key=""
+  = queue.bind-ok
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#6 c0.1 queue.bind q3 -> amq.fanout key=""
+  = queue.bind-ok
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#7 c0.2 tx.select
+  = tx.select-ok
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#8 c0.2 basic.publish amq.fanout key="" mandatory body=3
+  = sent m0
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#9 c0.2 basic.publish "" key=q0 mandatory body=4
+  = sent m1
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#10 c0.2 basic.publish "" key=q2 mandatory body=5
+  = sent m2
+  queues: q0=0/0 q1=0/0 q2=0/0 q3=0/0
+#11 c0.1 queue.delete q0
+  = queue.delete-ok 0
+  queues: q0=404 q1=0/0 q2=0/0 q3=0/0
+#12 c0.1 queue.delete q2
+  = queue.delete-ok 0
+  queues: q0=404 q1=0/0 q2=404 q3=0/0
+#13 c0.1 queue.declare q2
+  = queue.declare-ok q2 0/0
+  queues: q0=404 q1=0/0 q2=0/0 q3=0/0
+#14 c0.1 queue.delete q3
+  = queue.delete-ok 0
+  queues: q0=404 q1=0/0 q2=0/0 q3=404
+#15 c0.1 queue.declare q3
+  = queue.declare-ok q3 0/0
+  queues: q0=404 q1=0/0 q2=0/0 q3=0/0
+#16 c0.2 tx.commit
+  = tx.commit-ok
+  c0.2 return 312 NO_ROUTE ex="" rk=q0 m1+4 props()
+  queues: q0=404 q1=1/0 q2=1/0 q3=1/0
+end
+  q0 404
+  q1 #0 m0+3 ex="amq.fanout" rk="" props()
+  q1 empty after 1
+  q2 #0 m2+5 ex="" rk=q2 props()
+  q2 empty after 1
+  q3 #0 m0+3 ex="amq.fanout" rk="" props()
+  q3 empty after 1
+  exchanges: -
+"#,
+    )
+    .await;
+}

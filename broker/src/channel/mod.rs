@@ -9,7 +9,7 @@
 
 mod publishing;
 pub(crate) mod registry;
-pub(crate) use publishing::{ConfirmState, ContentAssembly, TxOp};
+pub(crate) use publishing::{ConfirmState, ContentAssembly, TxOp, TxPublish};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};

@@ -49,12 +49,27 @@ pub(crate) struct ConfirmState {
 /// One operation buffered by a transaction until `tx.commit`.
 #[derive(Debug)]
 pub(crate) enum TxOp {
-    /// A complete publish.
-    Publish(Box<(basic::Publish, basic::AMQPProperties, Bytes)>),
+    /// A complete publish, checked and routed when it arrived.
+    Publish(Box<TxPublish>),
     /// An ack.
     Ack(u64, bool),
     /// A nack or reject: tag, multiple, requeue.
     Nack(u64, bool, bool),
+}
+
+/// A publish in a transaction. As in RabbitMQ 3.10, it is routed when it arrives and keeps
+/// the queues it was routed to: at `tx.commit` it goes to those of them that exist then (by
+/// name, so a queue deleted and declared again gets it), whatever bindings or exchanges changed
+/// in between; mandatory, it is returned at the commit when none is left.
+#[derive(Debug)]
+pub(crate) struct TxPublish {
+    /// The method (exchange, routing key, mandatory flag).
+    pub(crate) publish: basic::Publish,
+    /// The message, its properties checked (and `reply_to` substituted) at the publish.
+    pub(crate) message: Arc<crate::message::Message>,
+    /// The queues routing found at the publish; `None` for a direct reply-to publish, handed
+    /// to the waiting channel at the commit.
+    pub(crate) routed: Option<Vec<Arc<Queue>>>,
 }
 
 impl TxOp {

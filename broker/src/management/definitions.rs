@@ -183,14 +183,15 @@ pub(crate) struct Skipped {
 }
 
 /// Imports `defs` into the broker (into `only_vhost` for a vhost-scoped document, whose
-/// objects have no `vhost` field). See the module doc for the rules.
-pub(crate) fn import(
+/// objects have no `vhost` field). See the module doc for the rules. Users, vhosts and
+/// permissions are saved to `access.json` (an fsync each) on the blocking pool; the topology
+/// waits for the store's commits without blocking a tokio worker.
+pub(crate) async fn import(
     broker: &Arc<BrokerShared>,
-    defs: &DefinitionsJson,
+    defs: DefinitionsJson,
     only_vhost: Option<&str>,
 ) -> Result<Skipped, ApiError> {
     let access = &broker.access;
-    let admin = crate::admin::Admin::new(broker.clone());
     let mut skipped = Skipped::default();
     for (name, items) in [
         ("topic_permissions", defs.topic_permissions.len()),
@@ -207,6 +208,75 @@ pub(crate) fn import(
             skipped.sections.push((name, items));
         }
     }
+    let defs = Arc::new(defs);
+    let (for_access, shared) = (defs.clone(), broker.clone());
+    super::off_runtime(move || import_access(&shared, &for_access)).await?;
+    let vhost_of = |given: &Option<String>,
+                    what: &str|
+     -> Result<Arc<crate::vhost::VHost>, ApiError> {
+        let name = only_vhost
+            .map(str::to_owned)
+            .or_else(|| given.clone())
+            .ok_or_else(|| ApiError::bad_request(format!("{what} without a vhost")))?;
+        broker
+            .vhosts
+            .get(&name)
+            .filter(|_| access.vhost_exists(&name))
+            .ok_or_else(|| ApiError::bad_request(format!("{what}: vhost '{name}' does not exist")))
+    };
+    let table = |v: &Value| field_table::from_json(v).map_err(ApiError::bad_request);
+    for x in &defs.exchanges {
+        let vh = vhost_of(&x.vhost, &format!("exchange '{}'", x.name))?;
+        if x.name.is_empty() || x.name.starts_with("amq.") {
+            // The predeclared exchanges exist in every vhost.
+            continue;
+        }
+        declare_exchange(
+            &vh,
+            &x.name,
+            &x.kind,
+            x.durable,
+            x.auto_delete,
+            x.internal,
+            table(&x.arguments)?,
+        )
+        .await?;
+    }
+    for q in &defs.queues {
+        let vh = vhost_of(&q.vhost, &format!("queue '{}'", q.name))?;
+        declare_queue(&vh, &q.name, q.durable, q.auto_delete, table(&q.arguments)?).await?;
+    }
+    for b in &defs.bindings {
+        let vh = vhost_of(&b.vhost, "binding")?;
+        if b.source.is_empty() {
+            continue;
+        }
+        let destination = match b.destination_type.as_str() {
+            "queue" => Destination::Queue(b.destination.clone()),
+            "exchange" => Destination::Exchange(b.destination.clone()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "binding with destination_type '{other}'"
+                )))
+            }
+        };
+        bind(
+            &vh,
+            &b.source,
+            destination,
+            b.routing_key.clone(),
+            table(&b.arguments)?,
+        )
+        .await?;
+    }
+    Ok(skipped)
+}
+
+/// The users, vhosts and permissions of `defs`, in that order. Blocking: each change is saved
+/// to `access.json` with an fsync.
+fn import_access(broker: &Arc<BrokerShared>, defs: &DefinitionsJson) -> Result<(), ApiError> {
+    let access = &broker.access;
+    let admin = crate::admin::Admin::new(broker.clone());
     for u in &defs.users {
         let tags = tags_of(&u.tags);
         let hash = match (&u.password_hash, &u.password) {
@@ -245,63 +315,7 @@ pub(crate) fn import(
     for p in &defs.permissions {
         access.set_permissions(&p.vhost, &p.user, &p.configure, &p.write, &p.read)?;
     }
-    let vhost_of = |given: &Option<String>,
-                    what: &str|
-     -> Result<Arc<crate::vhost::VHost>, ApiError> {
-        let name = only_vhost
-            .map(str::to_owned)
-            .or_else(|| given.clone())
-            .ok_or_else(|| ApiError::bad_request(format!("{what} without a vhost")))?;
-        broker
-            .vhosts
-            .get(&name)
-            .filter(|_| access.vhost_exists(&name))
-            .ok_or_else(|| ApiError::bad_request(format!("{what}: vhost '{name}' does not exist")))
-    };
-    let table = |v: &Value| field_table::from_json(v).map_err(ApiError::bad_request);
-    for x in &defs.exchanges {
-        let vh = vhost_of(&x.vhost, &format!("exchange '{}'", x.name))?;
-        if x.name.is_empty() || x.name.starts_with("amq.") {
-            // The predeclared exchanges exist in every vhost.
-            continue;
-        }
-        declare_exchange(
-            &vh,
-            &x.name,
-            &x.kind,
-            x.durable,
-            x.auto_delete,
-            x.internal,
-            table(&x.arguments)?,
-        )?;
-    }
-    for q in &defs.queues {
-        let vh = vhost_of(&q.vhost, &format!("queue '{}'", q.name))?;
-        declare_queue(&vh, &q.name, q.durable, q.auto_delete, table(&q.arguments)?)?;
-    }
-    for b in &defs.bindings {
-        let vh = vhost_of(&b.vhost, "binding")?;
-        if b.source.is_empty() {
-            continue;
-        }
-        let destination = match b.destination_type.as_str() {
-            "queue" => Destination::Queue(b.destination.clone()),
-            "exchange" => Destination::Exchange(b.destination.clone()),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "binding with destination_type '{other}'"
-                )))
-            }
-        };
-        bind(
-            &vh,
-            &b.source,
-            destination,
-            b.routing_key.clone(),
-            table(&b.arguments)?,
-        )?;
-    }
-    Ok(skipped)
+    Ok(())
 }
 
 /// Parses a definitions document (the file's bytes).
@@ -386,7 +400,7 @@ async fn import_all(
 ) -> Result<Response, ApiError> {
     me.require_administrator()?;
     let defs = json_body(&headers, body)?;
-    Ok(answer(import(&ctx.broker, &defs, None)?))
+    Ok(answer(import(&ctx.broker, defs, None).await?))
 }
 
 async fn import_vhost(
@@ -404,7 +418,7 @@ async fn import_vhost(
             "a vhost's definitions have no users, vhosts or permissions",
         ));
     }
-    Ok(answer(import(&ctx.broker, &defs, Some(&vhost))?))
+    Ok(answer(import(&ctx.broker, defs, Some(&vhost)).await?))
 }
 
 #[cfg(test)]

@@ -213,15 +213,35 @@ impl std::fmt::Display for ApiError {
 }
 
 /// Imports the definitions file at `path` into a starting broker (`--definitions`).
-pub(crate) fn import_definitions_file(
+pub(crate) async fn import_definitions_file(
     broker: &Arc<BrokerShared>,
     path: &std::path::Path,
 ) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
     let defs = definitions::parse(&bytes)?;
-    let skipped = definitions::import(broker, &defs, None).map_err(|e| e.to_string())?;
+    let skipped = definitions::import(broker, defs, None)
+        .await
+        .map_err(|e| e.to_string())?;
     info!(path = %path.display(), skipped = ?skipped.sections, "definitions imported");
     Ok(())
+}
+
+/// Runs `work` on tokio's blocking pool and waits for it without blocking: for the
+/// synchronous admin operations (each saves `access.json` with an fsync; deleting a vhost also
+/// waits for the store's commit). Run inline in a handler, they would park a tokio worker for
+/// that long, and with it every AMQP connection scheduled on that worker. A panic in `work`
+/// goes on in the caller, as if `work` had run inline.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime is shutting down.
+            Err(_) => Err(ApiError::internal("the broker is shutting down")),
+        },
+    }
 }
 
 impl From<crate::error::AdminError> for ApiError {

@@ -79,7 +79,7 @@ pub(super) async fn put_queue(
     let vh = me.enter(&ctx, &vhost)?;
     me.require_access(&ctx, &vhost, Access::Configure, ResourceKind::Queue, &name)?;
     let arguments = field_table::from_json(&body.arguments).map_err(ApiError::bad_request)?;
-    let created = declare_queue(&vh, &name, body.durable, body.auto_delete, arguments)?;
+    let created = declare_queue(&vh, &name, body.durable, body.auto_delete, arguments).await?;
     Ok(if created {
         StatusCode::CREATED
     } else {
@@ -101,7 +101,7 @@ pub(super) struct PutQueue {
 
 /// Declares queue `name` in `vh` as `queue.declare` (not passive, not exclusive) would;
 /// `Ok(true)` when it was created.
-pub(crate) fn declare_queue(
+pub(crate) async fn declare_queue(
     vh: &VHost,
     name: &str,
     durable: bool,
@@ -169,18 +169,19 @@ pub(crate) fn declare_queue(
         }
     };
     vh.stats.queue_declared();
-    durable_after(commit)?;
+    durable_after(commit).await?;
     Ok(created)
 }
 
 /// Waits until the store has committed a durable change's record, so that the API answers
 /// once the change is durable, as the AMQP `-ok`s do. Call after the topology lock is
-/// released. Blocking: the store's writer thread resolves the commit, never a tokio task, so
-/// this cannot deadlock (the synchronous admin API waits the same way).
-fn durable_after(commit: Result<Option<Commit>, StoreError>) -> Result<(), ApiError> {
+/// released. Awaited, never blocked on: the commit waits for an fsync (and the rest of its
+/// batch), and a tokio worker parked that long would stall every AMQP connection scheduled on
+/// it (`tests::a_held_back_commit_does_not_stall_amqp`).
+async fn durable_after(commit: Result<Option<Commit>, StoreError>) -> Result<(), ApiError> {
     let failed = |e: StoreError| ApiError::internal(format!("cannot persist the topology: {e}"));
     if let Some(commit) = commit.map_err(failed)? {
-        futures::executor::block_on(commit).map_err(failed)?;
+        commit.await.map_err(failed)?;
     }
     Ok(())
 }
@@ -252,7 +253,8 @@ async fn put_exchange(
         b.auto_delete,
         b.internal,
         arguments,
-    )?;
+    )
+    .await?;
     Ok(if created {
         StatusCode::CREATED
     } else {
@@ -261,7 +263,7 @@ async fn put_exchange(
 }
 
 /// Declares exchange `name` in `vh` as `exchange.declare` would; `Ok(true)` when created.
-pub(crate) fn declare_exchange(
+pub(crate) async fn declare_exchange(
     vh: &VHost,
     name: &str,
     kind: &str,
@@ -331,7 +333,7 @@ pub(crate) fn declare_exchange(
             }
         }
     };
-    durable_after(commit)?;
+    durable_after(commit).await?;
     Ok(created)
 }
 
@@ -379,6 +381,9 @@ async fn delete_exchange(
         let deleted = vhost::delete_exchange(&mut topo, name);
         vh.record_deleted_exchanges(&deleted)
     };
-    durable_after(commit)?;
+    durable_after(commit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,19 +15,28 @@ use bytes::Bytes;
 
 use super::no_exchange;
 use super::Session;
-use crate::channel::{ContentAssembly, TxOp};
+use crate::channel::{ContentAssembly, TxOp, TxPublish};
 use crate::connection_registry::ConnEvent;
 use crate::error::AmqpError;
 use crate::fairness::{self, HEAVY_WORK};
 use crate::message::Message;
 use crate::outbox::Outbound;
 use crate::persistence::Durability;
-use crate::queue::{check_expiration, EnqueueOutcome};
+use crate::queue::{check_expiration, EnqueueOutcome, Queue};
 use crate::vhost::REPLY_TO;
 
 /// The work (see `fairness`) counted per queue a message is enqueued on: a queue lock, a
 /// dispatch, maybe a delivery.
 const ENQUEUE_WORK: usize = 16;
+
+/// The routing key prefix of a direct reply (on the default exchange).
+const REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
+/// Whether `publish` is a direct reply: to the default exchange, with a routing key of
+/// [`REPLY_PREFIX`] and a token.
+fn is_reply(publish: &basic::Publish) -> bool {
+    publish.exchange.as_str().is_empty() && publish.routing_key.as_str().starts_with(REPLY_PREFIX)
+}
 
 impl Session {
     /// `basic.publish`: the content header and body frames follow.
@@ -65,13 +74,35 @@ impl Session {
         };
         if in_tx {
             // Everything RabbitMQ checks at the publish is checked now, so the error comes at
-            // the publish, not the commit.
+            // the publish, not the commit; and it is routed now, as RabbitMQ does (see
+            // `TxPublish`).
             self.check_exchange(publish.exchange.as_str())?;
             self.check_message(ch, &mut properties)?;
+            let message = Arc::new(Message {
+                exchange: publish.exchange.clone(),
+                routing_key: publish.routing_key.clone(),
+                properties,
+                body,
+            });
+            let routed = if is_reply(&publish) {
+                None
+            } else {
+                let routed = self.vhost.route(
+                    publish.exchange.as_str(),
+                    publish.routing_key.as_str(),
+                    message.properties.headers().as_ref(),
+                );
+                self.work += routed.work;
+                Some(routed.queues)
+            };
             let Some(channel) = self.channels.get_mut(&ch) else {
                 return Ok(());
             };
-            let op = TxOp::Publish(Box::new((publish, properties, body)));
+            let op = TxOp::Publish(Box::new(TxPublish {
+                publish,
+                message,
+                routed,
+            }));
             channel.shared.note_uncommitted(&op);
             if let Some(tx) = channel.tx.as_mut() {
                 tx.push(op);
@@ -79,53 +110,98 @@ impl Session {
             return Ok(());
         }
         self.route_publish(ch, publish, properties, body)
-            .map(|_| ())
     }
 
-    /// Routes, enqueues, returns and confirms one publish. True when the store was handed
-    /// the message and has not committed it yet (`tx.commit-ok` then waits).
-    pub(crate) fn route_publish(
+    /// Routes, enqueues, returns and confirms one publish (not in a transaction).
+    fn route_publish(
         &mut self,
         ch: u16,
         publish: basic::Publish,
         mut properties: basic::AMQPProperties,
         body: Bytes,
-    ) -> Result<bool, AmqpError> {
+    ) -> Result<(), AmqpError> {
         self.vhost.stats.published(body.len() as u64);
         // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
         // internal), then the message's properties (406).
         self.check_exchange(publish.exchange.as_str())?;
         self.check_message(ch, &mut properties)?;
-        let exchange = publish.exchange.as_str();
-        let routing_key = publish.routing_key.as_str();
         let message = Arc::new(Message {
             exchange: publish.exchange.clone(),
             routing_key: publish.routing_key.clone(),
             properties,
             body,
         });
-        if exchange.is_empty() {
-            if let Some(token) = routing_key.strip_prefix("amq.rabbitmq.reply-to.") {
-                let delivered = self
-                    .vhost
-                    .reply_to_channel(token)
-                    .is_some_and(|target| target.deliver_reply(message.clone()));
-                if !delivered {
-                    self.vhost.stats.unroutable(publish.mandatory);
-                    if publish.mandatory {
-                        self.basic_return(ch, publish, message);
-                    }
-                }
-                self.confirm_publish(ch, false, Vec::new());
-                return Ok(false);
+        if is_reply(&publish) {
+            self.publish_reply(ch, publish, message);
+            return Ok(());
+        }
+        let routed = self.vhost.route(
+            publish.exchange.as_str(),
+            publish.routing_key.as_str(),
+            message.properties.headers().as_ref(),
+        );
+        self.work += routed.work;
+        self.enqueue_routed(ch, publish, message, routed.queues);
+        Ok(())
+    }
+
+    /// A transaction's publish at `tx.commit`: enqueued on the queues it was routed to at the
+    /// publish that still exist, looked up by name as RabbitMQ does (see `TxPublish`). True
+    /// when the store was handed the message and has not committed it yet.
+    pub(crate) fn commit_publish(&mut self, ch: u16, tx_publish: TxPublish) -> bool {
+        let TxPublish {
+            publish,
+            message,
+            routed,
+        } = tx_publish;
+        self.vhost.stats.published(message.body.len() as u64);
+        let Some(routed) = routed else {
+            self.publish_reply(ch, publish, message);
+            return false;
+        };
+        let queues: Vec<Arc<Queue>> = {
+            let topo = self.vhost.read();
+            routed
+                .iter()
+                .filter_map(|q| topo.queues.get(&q.name).cloned())
+                .collect()
+        };
+        self.enqueue_routed(ch, publish, message, queues)
+    }
+
+    /// Direct reply-to: hands the reply to the channel waiting for it (see the module doc),
+    /// or returns it when mandatory and that channel is gone.
+    fn publish_reply(&mut self, ch: u16, publish: basic::Publish, message: Arc<Message>) {
+        let token = publish
+            .routing_key
+            .as_str()
+            .strip_prefix(REPLY_PREFIX)
+            .unwrap_or_default();
+        let delivered = self
+            .vhost
+            .reply_to_channel(token)
+            .is_some_and(|target| target.deliver_reply(message.clone()));
+        if !delivered {
+            self.vhost.stats.unroutable(publish.mandatory);
+            if publish.mandatory {
+                self.basic_return(ch, publish, message);
             }
         }
-        let routed = self
-            .vhost
-            .route(exchange, routing_key, message.properties.headers().as_ref());
-        let queues = routed.queues;
+        self.confirm_publish(ch, false, Vec::new());
+    }
+
+    /// Enqueues a routed message on `queues`, returns it when mandatory and `queues` is empty,
+    /// and confirms it. True when the store was handed the message and has not committed it
+    /// yet (`tx.commit-ok` then waits).
+    fn enqueue_routed(
+        &mut self,
+        ch: u16,
+        publish: basic::Publish,
+        message: Arc<Message>,
+        queues: Vec<Arc<Queue>>,
+    ) -> bool {
         let enqueue_work = queues.len().saturating_mul(ENQUEUE_WORK);
-        self.work += routed.work + enqueue_work;
+        self.work += enqueue_work;
         let mut rejected = false;
         let mut pending = Vec::new();
         let vhost = &self.vhost;
@@ -162,7 +238,7 @@ impl Session {
         }
         let stored = !pending.is_empty();
         self.confirm_publish(ch, rejected, pending);
-        Ok(stored)
+        stored
     }
 
     /// 404 when the exchange a publish names does not exist, 403 when it is internal (the

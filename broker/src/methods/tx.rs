@@ -1,5 +1,8 @@
 //! The `tx` class: publishes, acks and nacks on a transactional channel are buffered and
-//! applied in order on `tx.commit`, dropped on `tx.rollback`.
+//! applied in order on `tx.commit`, dropped on `tx.rollback`. As in RabbitMQ 3.10, a publish
+//! is checked and routed when it arrives and delivered at the commit to the queues it was
+//! routed to that still exist (`channel::TxPublish`): an exchange deleted or a binding changed
+//! in between changes nothing.
 //!
 //! `tx.commit-ok` promises what a publisher confirm promises: it goes out once the store has
 //! committed every record the commit handed it (the persistent messages routed to durable
@@ -53,10 +56,7 @@ impl Session {
         let mut stored = false;
         for op in ops {
             stored |= match op {
-                TxOp::Publish(publish) => {
-                    let (publish, properties, body) = *publish;
-                    self.route_publish(ch, publish, properties, body)?
-                }
+                TxOp::Publish(publish) => self.commit_publish(ch, *publish),
                 TxOp::Ack(tag, multiple) => self.apply_ack(ch, tag, multiple)?,
                 TxOp::Nack(tag, multiple, requeue) => {
                     self.apply_nack(ch, tag, multiple, requeue)?

@@ -49,32 +49,39 @@ pub(super) async fn put_user(
 ) -> Done {
     me.require_administrator()?;
     let Json(body) = body?;
-    let access = &ctx.broker.access;
-    let exists = access.user(&name).is_some();
-    let status = match (&body.password, exists) {
-        (Some(pw), false) => {
-            access.add_user(&name, pw)?;
-            StatusCode::CREATED
-        }
-        (Some(pw), true) => {
-            access.change_password(&name, pw)?;
-            StatusCode::NO_CONTENT
-        }
-        (None, true) => StatusCode::NO_CONTENT,
-        (None, false) => return Err(ApiError::bad_request("password is required")),
-    };
-    if let Some(tags) = body.tags {
-        let tags: Vec<String> = match tags {
-            Value::String(s) => s.split(',').map(|t| t.trim().to_owned()).collect(),
-            Value::Array(a) => a
-                .into_iter()
+    let tags: Option<Vec<String>> = match body.tags {
+        None => None,
+        Some(Value::String(s)) => Some(s.split(',').map(|t| t.trim().to_owned()).collect()),
+        Some(Value::Array(a)) => Some(
+            a.into_iter()
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect(),
-            _ => return Err(ApiError::bad_request("tags must be a string or a list")),
+        ),
+        Some(_) => return Err(ApiError::bad_request("tags must be a string or a list")),
+    };
+    let broker = ctx.broker.clone();
+    // Each change saves `access.json` (an fsync): off the runtime.
+    crate::management::off_runtime(move || {
+        let access = &broker.access;
+        let exists = access.user(&name).is_some();
+        let status = match (&body.password, exists) {
+            (Some(pw), false) => {
+                access.add_user(&name, pw)?;
+                StatusCode::CREATED
+            }
+            (Some(pw), true) => {
+                access.change_password(&name, pw)?;
+                StatusCode::NO_CONTENT
+            }
+            (None, true) => StatusCode::NO_CONTENT,
+            (None, false) => return Err(ApiError::bad_request("password is required")),
         };
-        access.set_user_tags(&name, &tags)?;
-    }
-    Ok(status)
+        if let Some(tags) = tags {
+            access.set_user_tags(&name, &tags)?;
+        }
+        Ok(status)
+    })
+    .await
 }
 
 pub(super) async fn delete_user(
@@ -83,7 +90,8 @@ pub(super) async fn delete_user(
     Path(name): Path<String>,
 ) -> Done {
     me.require_administrator()?;
-    ctx.broker.access.delete_user(&name)?;
+    let broker = ctx.broker.clone();
+    crate::management::off_runtime(move || Ok(broker.access.delete_user(&name)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -141,7 +149,8 @@ pub(super) async fn put_vhost(
     if ctx.broker.access.vhost_exists(&name) {
         return Ok(StatusCode::NO_CONTENT);
     }
-    crate::admin::Admin::new(ctx.broker.clone()).add_vhost(&name)?;
+    let admin = crate::admin::Admin::new(ctx.broker.clone());
+    crate::management::off_runtime(move || Ok(admin.add_vhost(&name)?)).await?;
     Ok(StatusCode::CREATED)
 }
 
@@ -151,7 +160,9 @@ pub(super) async fn delete_vhost(
     Path(name): Path<String>,
 ) -> Done {
     me.require_administrator()?;
-    crate::admin::Admin::new(ctx.broker.clone()).delete_vhost(&name)?;
+    // Blocks for the store's commit and the save of `access.json`: off the runtime.
+    let admin = crate::admin::Admin::new(ctx.broker.clone());
+    crate::management::off_runtime(move || Ok(admin.delete_vhost(&name)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,9 +243,13 @@ pub(super) async fn put_permission(
         .access
         .permissions(Some(&vhost), Some(&user))
         .is_empty();
-    ctx.broker
-        .access
-        .set_permissions(&vhost, &user, &p.configure, &p.write, &p.read)?;
+    let broker = ctx.broker.clone();
+    crate::management::off_runtime(move || {
+        Ok(broker
+            .access
+            .set_permissions(&vhost, &user, &p.configure, &p.write, &p.read)?)
+    })
+    .await?;
     Ok(if existed {
         StatusCode::NO_CONTENT
     } else {
@@ -248,6 +263,8 @@ pub(super) async fn delete_permission(
     Path((vhost, user)): Path<(String, String)>,
 ) -> Done {
     me.require_administrator()?;
-    ctx.broker.access.clear_permissions(&vhost, &user)?;
+    let broker = ctx.broker.clone();
+    crate::management::off_runtime(move || Ok(broker.access.clear_permissions(&vhost, &user)?))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -157,7 +157,7 @@ pub(super) async fn post_binding(
     let source = exchange_name(&source);
     let arguments = field_table::from_json(&b.arguments).map_err(ApiError::bad_request)?;
     let props = properties_key(&b.routing_key, &arguments);
-    bind(&vh, source, dest, b.routing_key, arguments)?;
+    bind(&vh, source, dest, b.routing_key, arguments).await?;
     let mut resp = StatusCode::CREATED.into_response();
     if let Ok(location) = header::HeaderValue::from_str(&crate::management::percent_encode(&props))
     {
@@ -167,7 +167,7 @@ pub(super) async fn post_binding(
 }
 
 /// Adds a binding (idempotent) and persists it when both ends are durable.
-pub(crate) fn bind(
+pub(crate) async fn bind(
     vh: &VHost,
     source: &str,
     destination: Destination,
@@ -202,7 +202,7 @@ pub(crate) fn bind(
         };
         vh.add_binding(&mut topo, source, binding)
     };
-    durable_after(commit)
+    durable_after(commit).await
 }
 
 /// Finds the binding `props` names between `source` and `dest`.
@@ -248,6 +248,6 @@ pub(super) async fn delete_binding(
         let mut topo = vh.write();
         vh.remove_binding(&mut topo, source, &b)
     };
-    durable_after(commit)?;
+    durable_after(commit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
