@@ -10,7 +10,6 @@ mod amqp;
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{channel, connection, AMQPClass};
@@ -97,13 +96,6 @@ async fn broker_side_peers(b: &BrokerHandle) -> Vec<String> {
         .collect()
 }
 
-/// A fresh directory under the system temp dir, removed by the test at its end.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(common::unique(name));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[tokio::test]
 async fn wrong_password_is_refused_403_and_never_gets_a_channel() {
     let broker = start(Broker::builder()).await;
@@ -134,13 +126,7 @@ async fn wrong_password_is_refused_403_and_never_gets_a_channel() {
         .await
         .expect("alice logs in");
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("a usable channel");
+    declare_server_named(&ch).await;
     conn.close(200, "bye".into()).await.expect("close");
     broker.shutdown().await;
 }
@@ -355,13 +341,7 @@ async fn guest_from_a_non_loopback_address_is_refused() {
         .await
         .expect("remote logs in from 127.0.0.2");
     let ch = conn.create_channel().await.expect("a channel opens");
-    ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("and works");
+    declare_server_named(&ch).await;
     assert_eq!(broker_side_peers(&strict).await, ["127.0.0.2"]);
     conn.close(200, "bye".into()).await.expect("close");
     strict.shutdown().await;
@@ -453,9 +433,10 @@ async fn vhosts_are_isolated_and_need_a_permission_to_open() {
 
 #[tokio::test]
 async fn users_vhosts_and_permissions_survive_a_restart() {
-    let dir = temp_dir("lepus-access-restart");
+    let data = common::DataDir::new("access-restart");
+    let dir = data.path();
     {
-        let broker = start(Broker::builder().data_dir(&dir)).await;
+        let broker = start(Broker::builder().data_dir(dir)).await;
         let admin = broker.admin();
         admin.add_user("keeper", "kept-pw").expect("add user");
         admin
@@ -475,7 +456,7 @@ async fn users_vhosts_and_permissions_survive_a_restart() {
         "no plaintext password on disk"
     );
 
-    let broker = start(Broker::builder().data_dir(&dir)).await;
+    let broker = start(Broker::builder().data_dir(dir)).await;
     let admin = broker.admin();
     assert_eq!(
         admin.user("keeper").map(|u| u.tags),
@@ -507,7 +488,6 @@ async fn users_vhosts_and_permissions_survive_a_restart() {
     assert_eq!(reply_code(&err), Some(403));
     conn.close(200, "bye".into()).await.expect("close");
     broker.shutdown().await;
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 /// What the broker answered to a `connection.start-ok`.

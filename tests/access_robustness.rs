@@ -16,9 +16,7 @@ use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{FieldTable as WireTable, LongString};
 use amqp::*;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
@@ -43,14 +41,7 @@ async fn assert_serving(broker: &BrokerHandle) {
     .await
     .expect("the broker accepts a well-behaved client");
     let ch = confirm_channel(&conn).await;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let q = declare_server_named(&ch).await;
     publish_confirmed(
         &ch,
         "",
@@ -396,14 +387,7 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
     let conn = connect_url(&broker.amqp_url()).await;
     let a = conn.create_channel().await.expect("channel a");
     let b = conn.create_channel().await.expect("channel b");
-    let q = a
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let q = declare_server_named(&a).await;
     let queue = q.name().as_str();
 
     // The cap is per channel: two consumers on each of two channels. (Kept: lapin cancels a
@@ -477,14 +461,7 @@ async fn max_message_size_closes_only_the_publishing_channel_with_406() {
 
     // A bystander channel with a consumer, on the same connection.
     let bystander = conn.create_channel().await.expect("bystander channel");
-    let q = bystander
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let q = declare_server_named(&bystander).await;
     let queue = q.name().as_str().to_owned();
     let mut consumer = consume(&bystander, &queue, true).await;
 

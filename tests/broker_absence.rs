@@ -57,17 +57,11 @@ async fn assert_open(ch: &Channel) {
 
 /// Declares an exchange with `auto_delete`.
 async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
-    ch.exchange_declare(
-        name.into(),
-        kind,
-        ExchangeDeclareOptions {
-            auto_delete: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+    let options = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    amqp::declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
 }
 
 /// Passive-declares an exchange on a fresh channel of `conn` (a 404 closes that channel only).
@@ -813,16 +807,7 @@ async fn an_empty_queue_name_means_the_last_queue_declared_on_the_channel() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.expect("channel");
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("server-named queue")
-        .name()
-        .to_string();
+    let q = declare_server_named(&ch).await.name().to_string();
     // Empty queue and routing key: bound with the queue's name as the key.
     ch.queue_bind(
         "".into(),

@@ -98,28 +98,16 @@ fn spawn_broker(dir: &Path, budget: u64, release_ok: bool) -> BrokerProcess {
             (command, bin.display().to_string())
         }
         None => {
-            let mut command = Command::new(std::env::current_exe().unwrap());
-            command
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "backlog_broker_child",
-                    "--nocapture",
-                ])
-                .env(CHILD_ENV, format!("{} {budget}", dir.display()));
+            let mut command = common::test_child("backlog_broker_child");
+            command.env(CHILD_ENV, format!("{} {budget}", dir.display()));
             (
                 command,
                 "this test executable (in-process broker)".to_owned(),
             )
         }
     };
-    let mut child = command
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr = common::announced(child.stdout.take().unwrap(), "lepus-broker listening on ");
+    command.stderr(Stdio::inherit());
+    let (child, addr) = common::spawn_announcing(command, "lepus-broker listening on ");
     BrokerProcess {
         child,
         url: format!("amqp://guest:guest@{addr}/%2f"),
@@ -153,7 +141,7 @@ struct Figures {
 
 async fn run(bytes: u64, budget: u64, release_ok: bool) -> Figures {
     let dir = DataDir::new("backlog");
-    let broker = spawn_broker(&dir.0, budget, release_ok);
+    let broker = spawn_broker(dir.path(), budget, release_ok);
     let pid = broker.child.id();
     let conn = Connection::connect(&broker.url, ConnectionProperties::default())
         .await

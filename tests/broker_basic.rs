@@ -856,6 +856,178 @@ async fn immediate_publish_is_a_540_connection_error() {
     assert_code(res, 540);
 }
 
+// Moved from tests/core_basic.rs (publish_consume_ack_round_trip).
+#[tokio::test]
+async fn publish_consume_ack_round_trip() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("core.rt");
+    let ok = declare_queue(&ch, &q, FieldTable::default()).await;
+    assert_eq!(ok.message_count(), 0);
+    for i in 0..10u8 {
+        publish(&ch, "", &q, &[i]).await;
+    }
+    let mut consumer = consume(&ch, &q, false).await;
+    for i in 0..10u8 {
+        let d = next(&mut consumer).await;
+        assert_eq!(d.data, vec![i]);
+        assert!(!d.redelivered);
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    delete_queues(&ch, &[&q]).await;
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_basic.rs (large_message_round_trips_across_frames): a body of many
+// frames, fetched with basic.get (a_four_mib_message_round_trips_intact consumes it).
+#[tokio::test]
+async fn large_message_round_trips_across_frames() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("core.big");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    publish(&ch, "", &q, &body).await;
+    let got = get_eventually(&ch, &q).await;
+    assert_eq!(got.delivery.data.len(), body.len());
+    assert!(got.delivery.data == body);
+    delete_queues(&ch, &[&q]).await;
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_basic.rs (unacked_messages_return_in_order_redelivered_when_channel_
+// closes): with prefetch 3 and messages left behind the unacked ones.
+#[tokio::test]
+async fn unacked_messages_return_in_order_redelivered_when_channel_closes() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("core.requeue");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    for i in 0..5u8 {
+        publish(&ch, "", &q, &[i]).await;
+    }
+    let ch2 = conn.create_channel().await.expect("channel");
+    ch2.basic_qos(3, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut c2 = consume(&ch2, &q, false).await;
+    let got: Vec<u8> = take(&mut c2, 3).await.iter().map(|d| d.data[0]).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    // Prefetch 3: nothing more arrives while three are unacked.
+    assert_quiet(&mut c2).await;
+    ch2.close(200, "bye".into()).await.expect("close");
+    let mut c = consume(&ch, &q, true).await;
+    for i in 0..5u8 {
+        let d = next(&mut c).await;
+        assert_eq!(d.data, vec![i]);
+        assert_eq!(d.redelivered, i < 3, "message {i}");
+    }
+    delete_queues(&ch, &[&q]).await;
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_features.rs (round_robin_and_nack_requeue): strict alternation from
+// the first consumer, then a nack with requeue sets redelivered.
+#[tokio::test]
+async fn round_robin_and_nack_requeue() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("core.rr");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let c1ch = conn.create_channel().await.expect("channel");
+    let c2ch = conn.create_channel().await.expect("channel");
+    let mut c1 = consume(&c1ch, &q, true).await;
+    let mut c2 = consume(&c2ch, &q, true).await;
+    for i in 0..6u8 {
+        publish(&ch, "", &q, &[i]).await;
+    }
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..3 {
+        a.push(next(&mut c1).await.data[0]);
+        b.push(next(&mut c2).await.data[0]);
+    }
+    assert_eq!(a, vec![0, 2, 4]);
+    assert_eq!(b, vec![1, 3, 5]);
+    c1ch.close(200, "bye".into()).await.expect("close");
+    c2ch.close(200, "bye".into()).await.expect("close");
+    publish(&ch, "", &q, b"again").await;
+    let m = get(&ch, &q).await.expect("a message");
+    assert!(!m.delivery.redelivered);
+    m.delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await
+        .expect("nack");
+    let m = get(&ch, &q).await.expect("the requeued message");
+    assert!(m.delivery.redelivered);
+    assert_eq!(m.delivery.data, b"again");
+    m.delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    delete_queues(&ch, &[&q]).await;
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_lifecycle.rs (global_qos_limits_the_channel_and_delete_preconditions_
+// hold): global prefetch across two queues, then queue.delete if-unused/if-empty (406).
+#[tokio::test]
+async fn global_qos_limits_the_channel_and_delete_preconditions_hold() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let (q1, q2) = (common::unique("core.g1"), common::unique("core.g2"));
+    for q in [&q1, &q2] {
+        declare_queue(&ch, q, FieldTable::default()).await;
+        for _ in 0..5 {
+            publish(&ch, "", q, b"m").await;
+        }
+    }
+    let cch = conn.create_channel().await.expect("channel");
+    cch.basic_qos(3, BasicQosOptions { global: true })
+        .await
+        .expect("qos");
+    let mut a = consume(&cch, &q1, false).await;
+    let mut b = consume(&cch, &q2, false).await;
+    let mut got = 0;
+    loop {
+        tokio::select! {
+            Some(_) = futures::StreamExt::next(&mut a) => got += 1,
+            Some(_) = futures::StreamExt::next(&mut b) => got += 1,
+            _ = tokio::time::sleep(QUIET) => break,
+        }
+    }
+    assert_eq!(got, 3, "global prefetch 3 across both consumers");
+    // if-unused refuses while a consumer exists; if-empty refuses while messages wait.
+    let if_unused = QueueDeleteOptions {
+        if_unused: true,
+        ..Default::default()
+    };
+    assert_code(ch.queue_delete(q1.as_str().into(), if_unused).await, 406);
+    cch.close(200, "bye".into()).await.expect("close");
+    let ch = conn.create_channel().await.expect("channel");
+    let if_empty = QueueDeleteOptions {
+        if_empty: true,
+        ..Default::default()
+    };
+    assert_code(ch.queue_delete(q2.as_str().into(), if_empty).await, 406);
+    let ch = conn.create_channel().await.expect("channel");
+    let purged = ch
+        .queue_purge(q1.as_str().into(), Default::default())
+        .await
+        .expect("purge");
+    assert_eq!(purged, 5);
+    let deleted = ch
+        .queue_delete(q2.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 5);
+    delete_queues(&ch, &[&q1]).await;
+    finish(conn, broker).await;
+}
+
 #[tokio::test]
 async fn a_delivery_mode_other_than_1_or_2_is_406() {
     // RabbitMQ 3.10: "PRECONDITION_FAILED - invalid message: {delivery_mode_unknown,0}".

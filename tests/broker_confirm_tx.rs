@@ -203,6 +203,78 @@ async fn confirm_and_tx_modes_exclude_each_other_406() {
     assert_code(ch.confirm_select(Default::default()).await, 406);
 }
 
+// Moved from tests/core_basic.rs (confirms_and_mandatory_return): 50 confirmed publishes, then
+// an unroutable mandatory publish comes back with 312 and is still acked.
+#[tokio::test]
+async fn confirms_and_mandatory_return() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let q = common::unique("core.confirm");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let mut confirms = Vec::new();
+    for _ in 0..50 {
+        confirms.push(
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                Default::default(),
+                b"x",
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish"),
+        );
+    }
+    for c in confirms {
+        assert!(within("a confirm", c).await.expect("confirm").is_ack());
+    }
+    let mandatory = lapin::options::BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let nowhere = common::unique("nowhere");
+    let confirm = ch
+        .basic_publish(
+            "amq.direct".into(),
+            nowhere.as_str().into(),
+            mandatory,
+            b"lost",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    let confirm = within("a confirm", confirm).await.expect("confirm");
+    assert!(confirm.is_ack());
+    let returned = confirm.take_message().expect("the message comes back");
+    assert_eq!(returned.reply_code, 312);
+    assert_eq!(returned.delivery.data, b"lost");
+    let ok = passive_queue(&ch, &q).await.expect("passive declare");
+    assert_eq!(ok.message_count(), 50);
+    delete_queues(&ch, &[&q]).await;
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_features.rs (tx_commit_and_rollback): one transaction rolled back and
+// the next committed on the same channel; nothing is visible before the commit.
+#[tokio::test]
+async fn tx_commit_and_rollback() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("core.tx");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    ch.tx_select().await.expect("tx.select");
+    publish(&ch, "", &q, b"rolled back").await;
+    ch.tx_rollback().await.expect("tx.rollback");
+    publish(&ch, "", &q, b"committed").await;
+    let other = conn.create_channel().await.expect("channel");
+    assert!(get_body(&other, &q).await.is_none());
+    ch.tx_commit().await.expect("tx.commit");
+    assert_eq!(drain_settled(&other, &q).await, vec!["committed"]);
+    delete_queues(&other, &[&q]).await;
+    finish(conn, broker).await;
+}
+
 #[tokio::test]
 async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
     // RabbitMQ checks a publish when it arrives, transaction or not: the channel closes at

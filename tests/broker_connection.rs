@@ -75,13 +75,7 @@ async fn plain_and_amqplain_authenticate_guest() {
             .await
             .unwrap_or_else(|e| panic!("{mechanism} login: {e}"));
         let ch = conn.create_channel().await.expect("channel");
-        ch.queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("usable connection");
+        declare_server_named(&ch).await;
         conn.close(200, "bye".into()).await.expect("close");
     }
 }
@@ -99,13 +93,7 @@ async fn wrong_password_is_refused_403() {
     assert_eq!(reply_code(&err), Some(403), "got {err}");
     // The broker is unaffected.
     let (_conn, ch) = open(&broker).await;
-    ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("the broker is unaffected");
+    declare_server_named(&ch).await;
 }
 
 #[tokio::test]
@@ -131,13 +119,7 @@ async fn an_idle_connection_with_a_short_heartbeat_stays_alive() {
     // them, or that did not count the client's as traffic, would close the connection.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(conn.status().connected(), "connection survived idling");
-    ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("the idle connection still works");
+    declare_server_named(&ch).await;
     conn.close(200, "bye".into()).await.expect("close");
 }
 

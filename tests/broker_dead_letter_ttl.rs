@@ -11,7 +11,7 @@ mod amqp;
 mod common;
 
 use amqp::*;
-use lapin::options::{BasicRejectOptions, QueueDeleteOptions};
+use lapin::options::BasicRejectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
@@ -21,14 +21,6 @@ fn long(v: i64) -> AMQPValue {
 
 fn s(v: &str) -> AMQPValue {
     AMQPValue::LongString(v.into())
-}
-
-async fn delete_queues(ch: &Channel, qs: &[&String]) {
-    for q in qs {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
-    }
 }
 
 /// A dead-letter target: a direct exchange and a queue bound to it with `key`.
@@ -676,4 +668,140 @@ async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
         ]
     );
     delete_queues(&ch, &[&work, &wait]).await;
+}
+
+// Moved from tests/core_features.rs (ttl_dead_lettering_overflow_and_priority): TTL, expiration,
+// x-max-length and rejection dead-letter into one fanout DLX; reject-publish nacks; priorities.
+#[tokio::test]
+async fn ttl_dead_lettering_overflow_and_priority() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let dlx = common::unique("core.dlx");
+    let (dead, ttl, maxlen, reject, prio) = (
+        common::unique("q.dead"),
+        common::unique("q.ttl"),
+        common::unique("q.maxlen"),
+        common::unique("q.reject"),
+        common::unique("q.prio"),
+    );
+    declare_exchange(&ch, &dlx, ExchangeKind::Fanout).await;
+    declare_queue(&ch, &dead, FieldTable::default()).await;
+    bind(&ch, &dead, &dlx, "").await;
+    let dl = ("x-dead-letter-exchange", s(&dlx));
+    let ttl_args = table(vec![("x-message-ttl", AMQPValue::LongInt(100)), dl.clone()]);
+    declare_queue(&ch, &ttl, ttl_args).await;
+    let maxlen_args = table(vec![("x-max-length", AMQPValue::LongInt(2)), dl.clone()]);
+    declare_queue(&ch, &maxlen, maxlen_args).await;
+    let reject_args = table(vec![
+        ("x-max-length", AMQPValue::LongInt(1)),
+        ("x-overflow", s("reject-publish")),
+    ]);
+    declare_queue(&ch, &reject, reject_args).await;
+    let prio_args = table(vec![("x-max-priority", AMQPValue::ShortShortUInt(5))]);
+    declare_queue(&ch, &prio, prio_args).await;
+
+    publish(&ch, "", &ttl, b"t1").await;
+    let expires_soon = BasicProperties::default().with_expiration("10".into());
+    publish_with(&ch, "", &ttl, b"t2", expires_soon).await;
+    for b in [b"m1", b"m2", b"m3"] {
+        publish(&ch, "", &maxlen, b).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(drain_settled(&ch, &ttl).await.is_empty());
+    let mut dead_bodies = drain_settled(&ch, &dead).await;
+    dead_bodies.sort();
+    assert_eq!(dead_bodies, vec!["m1", "t1", "t2"]);
+    assert_eq!(drain_settled(&ch, &maxlen).await, vec!["m2", "m3"]);
+
+    // x-death is added; rejection without requeue dead-letters too.
+    publish(&ch, "", &maxlen, b"r").await;
+    let got = get(&ch, &maxlen).await.expect("a message");
+    got.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("reject");
+    let dead_msg = get_eventually(&ch, &dead).await;
+    let first = x_death(&dead_msg.delivery.properties);
+    assert_eq!(first.inner().get("reason"), Some(&s("rejected")));
+
+    // reject-publish: the publisher gets a nack.
+    let cch = confirm_channel(&conn).await;
+    let c1 = publish_confirmed(&cch, "", &reject, b"1", BasicProperties::default()).await;
+    let c2 = publish_confirmed(&cch, "", &reject, b"2", BasicProperties::default()).await;
+    assert!(c1.is_ack());
+    assert!(c2.is_nack());
+
+    // Priorities: higher first, FIFO within a priority.
+    for (body, p) in [
+        (&b"p1a"[..], 1u8),
+        (b"p5", 5),
+        (b"p0", 0),
+        (b"p1b", 1),
+        (b"p9", 9),
+    ] {
+        publish_with(
+            &ch,
+            "",
+            &prio,
+            body,
+            BasicProperties::default().with_priority(p),
+        )
+        .await;
+    }
+    assert_eq!(
+        drain_settled(&ch, &prio).await,
+        vec!["p5", "p9", "p1a", "p1b", "p0"]
+    );
+    delete_queues(&ch, &[&dead, &ttl, &maxlen, &reject, &prio]).await;
+    ch.exchange_delete(dlx.as_str().into(), Default::default())
+        .await
+        .expect("exchange.delete");
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_features.rs (ttl_zero_reaches_a_ready_consumer_and_huge_ttls_never_
+// expire): x-message-ttl 0 still reaches a waiting consumer; ten-year TTLs are kept and a
+// longer expiration is refused (406).
+#[tokio::test]
+async fn ttl_zero_reaches_a_ready_consumer_and_huge_ttls_never_expire() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let zero = common::unique("core.ttl0");
+    let zero_args = table(vec![("x-message-ttl", AMQPValue::LongInt(0))]);
+    declare_queue(&ch, &zero, zero_args).await;
+    publish(&ch, "", &zero, b"nobody waits").await;
+    let cch = conn.create_channel().await.expect("channel");
+    let mut c = consume(&cch, &zero, true).await;
+    publish(&ch, "", &zero, b"taken at once").await;
+    assert_eq!(next(&mut c).await.data, b"taken at once");
+
+    // The longest TTLs RabbitMQ accepts (ten years) are kept; longer ones are refused (406).
+    let huge = common::unique("core.hugettl");
+    let huge_args = table(vec![("x-message-ttl", long(315_360_000_000))]);
+    declare_queue(&ch, &huge, huge_args).await;
+    let ten_years = BasicProperties::default().with_expiration("315360000000".into());
+    publish_with(&ch, "", &huge, b"forever", ten_years).await;
+    assert_eq!(drain_settled(&ch, &huge).await, vec!["forever"]);
+    let bad = conn.create_channel().await.expect("channel");
+    let too_long = BasicProperties::default().with_expiration(u64::MAX.to_string().into());
+    let _ = bad
+        .basic_publish(
+            "".into(),
+            huge.as_str().into(),
+            Default::default(),
+            b"x",
+            too_long,
+        )
+        .await;
+    let err = bad
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("the channel is closed");
+    assert_channel_closed_with(&err, 406);
+    delete_queues(&ch, &[&zero, &huge]).await;
+    finish(conn, broker).await;
 }

@@ -7,13 +7,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod amqp;
 mod common;
 
 use common::DataDir;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,17 +53,11 @@ const DURABLE_QUEUE: QueueDeclareOptions = QueueDeclareOptions {
 
 /// Declares durable exchange `name` of `kind`.
 async fn declare_durable_exchange(ch: &lapin::Channel, name: &str, kind: ExchangeKind) {
-    ch.exchange_declare(
-        name.into(),
-        kind,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    amqp::declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
 }
 
 /// Declares durable queue `name` (no arguments).
@@ -75,7 +70,7 @@ async fn declare_durable_queue(ch: &lapin::Channel, name: &str) {
 #[tokio::test]
 async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     let dir = DataDir::new("durability.restart");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -149,7 +144,7 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
 
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     let passive = QueueDeclareOptions {
@@ -209,7 +204,7 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
 #[tokio::test]
 async fn messages_that_left_for_good_stay_gone_after_restart() {
     let dir = DataDir::new("durability.gone");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -273,7 +268,7 @@ async fn messages_that_left_for_good_stay_gone_after_restart() {
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
 
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     let passive = QueueDeclareOptions {
@@ -305,7 +300,7 @@ async fn messages_that_left_for_good_stay_gone_after_restart() {
 #[tokio::test]
 async fn a_deleted_vhost_stays_deleted_after_a_restart() {
     let dir = DataDir::new("durability.vhostdelete");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let grant = |broker: &BrokerHandle| {
         broker.admin().add_vhost("gone").unwrap();
         broker
@@ -349,7 +344,7 @@ async fn a_deleted_vhost_stays_deleted_after_a_restart() {
     // Absent at once, and after a restart.
     assert_vhost_empty(&url(&broker), "before the restart").await;
     broker.shutdown().await;
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     assert_vhost_empty(&url(&broker), "after the restart").await;
     broker.shutdown().await;
 }
@@ -394,7 +389,7 @@ async fn assert_vhost_empty(url: &str, when: &str) {
 #[tokio::test]
 async fn a_damaged_data_directory_stops_the_start() {
     let dir = DataDir::new("durability.damaged");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
@@ -426,13 +421,13 @@ async fn a_damaged_data_directory_stops_the_start() {
     broker.shutdown().await;
     // Flip one byte of the queue's declare record (the log's first record, after the 8-byte
     // segment header and its own 8-byte header): its checksum no longer matches.
-    let path = dir.0.join("segments").join("0000000001.seg");
+    let path = dir.path().join("segments").join("0000000001.seg");
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[20] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
     let err = Broker::builder()
         .listen("127.0.0.1:0")
-        .data_dir(&dir.0)
+        .data_dir(dir.path())
         .start()
         .await
         .expect_err("a broker must not start on damaged files");
@@ -462,16 +457,9 @@ fn crash_broker_child() {
 }
 
 fn spawn_broker(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "crash_broker_child", "--nocapture"])
-        .env(CHILD_DIR_ENV, dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = common::announced(child.stdout.take().unwrap(), "LISTENING ");
-    (child, url)
+    let mut command = common::test_child("crash_broker_child");
+    command.env(CHILD_DIR_ENV, dir).stderr(Stdio::null());
+    common::spawn_announcing(command, "LISTENING ")
 }
 
 /// The body of message `id`: the id, `|`, then a filler derived from it (any damage shows).
@@ -567,7 +555,7 @@ async fn broker_survives_sigkill_at_random_moments() {
     let mut owed: HashSet<String> = HashSet::new();
 
     for cycle in 0..CYCLES {
-        let (mut child, url) = spawn_broker(&dir.0);
+        let (mut child, url) = spawn_broker(dir.path());
         // After a restart: drain what the broker kept, check it, ack it all.
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
@@ -705,7 +693,7 @@ async fn broker_survives_sigkill_at_random_moments() {
     }
 
     // A last restart settles the final cycle's debts.
-    let (mut child, url) = spawn_broker(&dir.0);
+    let (mut child, url) = spawn_broker(dir.path());
     let conn = connect(&url).await;
     let ch = conn.create_channel().await.unwrap();
     let mut recovered = HashSet::new();
@@ -776,7 +764,7 @@ async fn tx_commit_ok_survives_sigkill() {
         ..QueueDeclareOptions::default()
     };
     for cycle in 0..=TX_CYCLES {
-        let (mut child, url) = spawn_broker(&dir.0);
+        let (mut child, url) = spawn_broker(dir.path());
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
         declare_durable_queue(&ch, TX_QUEUE).await;
@@ -890,13 +878,13 @@ fn wait_until_zombie(pid: u32) {
 #[tokio::test]
 async fn a_broker_starts_right_after_a_sigkill_before_the_dead_one_is_reaped() {
     let dir = DataDir::new("durability.lock.zombie");
-    let (mut child, _) = spawn_broker(&dir.0);
+    let (mut child, _) = spawn_broker(dir.path());
     child.kill().unwrap();
     // Dead, its PID still taken (a zombie): a PID file would still look owned.
     wait_until_zombie(child.id());
     let broker = Broker::builder()
         .listen("127.0.0.1:0")
-        .data_dir(&dir.0)
+        .data_dir(dir.path())
         .start()
         .await
         .expect("the lock of a dead broker is released");
@@ -910,16 +898,17 @@ async fn a_second_broker_on_one_data_directory_is_refused() {
     let refused = |err: lepus::broker::Error| {
         let text = err.to_string();
         assert!(
-            text.contains("in use by another process") && text.contains(&*dir.0.to_string_lossy()),
+            text.contains("in use by another process")
+                && text.contains(&*dir.path().to_string_lossy()),
             "{text}"
         );
     };
     // Another process holds it.
-    let (mut child, _) = spawn_broker(&dir.0);
+    let (mut child, _) = spawn_broker(dir.path());
     refused(
         Broker::builder()
             .listen("127.0.0.1:0")
-            .data_dir(&dir.0)
+            .data_dir(dir.path())
             .start()
             .await
             .expect_err("a second broker (other process) must not open the directory"),
@@ -927,27 +916,27 @@ async fn a_second_broker_on_one_data_directory_is_refused() {
     child.kill().unwrap();
     child.wait().unwrap();
     // This process holds it.
-    let first = start(&dir.0).await;
+    let first = start(dir.path()).await;
     refused(
         Broker::builder()
             .listen("127.0.0.1:0")
-            .data_dir(&dir.0)
+            .data_dir(dir.path())
             .start()
             .await
             .expect_err("a second broker (same process) must not open the directory"),
     );
     first.shutdown().await;
     // Released on shutdown.
-    start(&dir.0).await.shutdown().await;
+    start(dir.path()).await.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_stale_lock_file_naming_a_running_process_does_not_block_the_start() {
     let dir = DataDir::new("durability.lock.stale");
-    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::create_dir_all(dir.path()).unwrap();
     // After a reboot the PID in an old lock file may belong to anything; PID 1 always runs.
-    std::fs::write(dir.0.join("LOCK"), "1").unwrap();
-    start(&dir.0).await.shutdown().await;
+    std::fs::write(dir.path().join("LOCK"), "1").unwrap();
+    start(dir.path()).await.shutdown().await;
 }
 
 // ----- topology crash test ----------------------------------------------------------------
@@ -1075,7 +1064,7 @@ async fn topology_oks_survive_sigkill() {
     let mut owed = Owed::default();
     let mut problems = Vec::new();
     for cycle in 0..=TOPOLOGY_CYCLES {
-        let (mut child, url) = spawn_broker(&dir.0);
+        let (mut child, url) = spawn_broker(dir.path());
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
         if cycle > 0 {
@@ -1201,7 +1190,7 @@ fn snapshot_identity(dir: &Path) -> Option<(u64, u64)> {
 #[tokio::test]
 async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
     let dir = DataDir::new("durability.incremental");
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     declare_durable_exchange(&ch, "fan", ExchangeKind::Topic).await;
@@ -1221,19 +1210,19 @@ async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
         }
     };
     bind("k.0".to_owned()).await;
-    let before = snapshot_identity(&dir.0);
+    let before = snapshot_identity(dir.path());
     for n in 1..200 {
         bind(format!("k.{n}")).await;
     }
     assert_eq!(
-        snapshot_identity(&dir.0),
+        snapshot_identity(dir.path()),
         before,
         "199 binds rewrote the topology snapshot"
     );
     conn.close(200, "bye".into()).await.unwrap();
     broker.shutdown().await;
 
-    let broker = start(&dir.0).await;
+    let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -1286,7 +1275,7 @@ async fn durable_bind_rate() {
     let (broker, url) = match std::env::var("LEPUS_BIND_RATE_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let broker = start(&dir.0).await;
+            let broker = start(dir.path()).await;
             let url = broker.amqp_url();
             (Some(broker), url)
         }
@@ -1404,7 +1393,7 @@ async fn dead_letters_survive_sigkill_at_random_moments() {
     let mut owed: HashSet<String> = HashSet::new();
     let (mut confirmed_total, mut lost) = (0, Vec::new());
     for cycle in 0..=DL_CYCLES {
-        let (mut child, url) = spawn_broker(&dir.0);
+        let (mut child, url) = spawn_broker(dir.path());
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
         let mut args = FieldTable::default();

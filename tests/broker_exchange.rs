@@ -751,6 +751,124 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
         .expect("delete q");
 }
 
+// Moved from tests/core_features.rs (exchange_types_e2e_bindings_and_alternate_exchange): one
+// topic exchange with an alternate exchange and an e2e binding to an internal fanout, and a
+// headers exchange with x-match any, all published to without confirms.
+#[tokio::test]
+async fn exchange_types_e2e_bindings_and_alternate_exchange() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let (topic, headers, fan, ae) = (
+        common::unique("core.topic"),
+        common::unique("core.headers"),
+        common::unique("core.fan"),
+        common::unique("core.ae"),
+    );
+    declare_exchange(&ch, &ae, ExchangeKind::Fanout).await;
+    let with_ae = table(vec![(
+        "alternate-exchange",
+        AMQPValue::LongString(ae.as_str().into()),
+    )]);
+    declare_exchange_with(
+        &ch,
+        &topic,
+        ExchangeKind::Topic,
+        Default::default(),
+        with_ae,
+    )
+    .await;
+    declare_exchange(&ch, &headers, ExchangeKind::Headers).await;
+    let internal = ExchangeDeclareOptions {
+        internal: true,
+        ..Default::default()
+    };
+    declare_exchange_with(
+        &ch,
+        &fan,
+        ExchangeKind::Fanout,
+        internal,
+        FieldTable::default(),
+    )
+    .await;
+    let (qt, qh, qf, qa) = (
+        common::unique("q.t"),
+        common::unique("q.h"),
+        common::unique("q.f"),
+        common::unique("q.a"),
+    );
+    for q in [&qt, &qh, &qf, &qa] {
+        declare_queue(&ch, q, FieldTable::default()).await;
+    }
+    bind(&ch, &qt, &topic, "a.#").await;
+    bind(&ch, &qt, &topic, "*.x").await;
+    let any = table(vec![
+        ("x-match", AMQPValue::LongString("any".into())),
+        ("k", AMQPValue::LongString("v".into())),
+        ("n", AMQPValue::LongInt(1)),
+    ]);
+    bind_with(&ch, &qh, &headers, "", any).await;
+    bind(&ch, &qf, &fan, "").await;
+    bind(&ch, &qa, &ae, "").await;
+    ch.exchange_bind(
+        fan.as_str().into(),
+        topic.as_str().into(),
+        "e2e.#".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.bind");
+    for key in ["a", "a.b.c", "b.x", "b.c.x", "e2e.1", "zzz"] {
+        publish(&ch, &topic, key, key.as_bytes()).await;
+    }
+    let h = |k: &str, v: AMQPValue| BasicProperties::default().with_headers(table(vec![(k, v)]));
+    publish_with(
+        &ch,
+        &headers,
+        "",
+        b"h1",
+        h("k", AMQPValue::LongString("v".into())),
+    )
+    .await;
+    publish_with(&ch, &headers, "", b"h2", h("n", AMQPValue::LongInt(1))).await;
+    publish_with(
+        &ch,
+        &headers,
+        "",
+        b"h3",
+        h("k", AMQPValue::LongString("w".into())),
+    )
+    .await;
+    assert_eq!(drain_settled(&ch, &qt).await, vec!["a", "a.b.c", "b.x"]);
+    assert_eq!(drain_settled(&ch, &qh).await, vec!["h1", "h2"]);
+    assert_eq!(drain_settled(&ch, &qf).await, vec!["e2e.1"]);
+    assert_eq!(drain_settled(&ch, &qa).await, vec!["b.c.x", "zzz"]);
+    // Publishing to an internal exchange is refused.
+    let err = match ch
+        .basic_publish(
+            fan.as_str().into(),
+            "".into(),
+            Default::default(),
+            b"no",
+            BasicProperties::default(),
+        )
+        .await
+    {
+        Err(e) => e,
+        Ok(_) => ch
+            .basic_get(qf.as_str().into(), Default::default())
+            .await
+            .expect_err("the channel is closed"),
+    };
+    assert_channel_closed_with(&err, 403);
+    let ch = conn.create_channel().await.expect("channel");
+    delete_queues(&ch, &[&qt, &qh, &qf, &qa]).await;
+    for x in [&topic, &headers, &fan, &ae] {
+        delete_exchange(&ch, x).await;
+    }
+    finish(conn, broker).await;
+}
+
 #[tokio::test]
 async fn a_headers_binding_needs_a_valid_x_match() {
     // RabbitMQ's headers exchange validates bindings: x-match must be the long string all,

@@ -18,14 +18,7 @@ use lapin::ExchangeKind;
 async fn server_named_queue_gets_an_amq_gen_name() {
     let broker = common::broker().await;
     let (_conn, ch) = open(&broker).await;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("server-named declare");
+    let q = declare_server_named(&ch).await;
     assert!(
         q.name().as_str().starts_with("amq.gen-"),
         "got {}",
@@ -34,14 +27,7 @@ async fn server_named_queue_gets_an_amq_gen_name() {
     // The name really designates the queue: it routes through the default exchange.
     publish(&ch, "", q.name().as_str(), b"x").await;
     wait_message_count(&ch, q.name().as_str(), 1).await;
-    let q2 = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("second server-named declare");
+    let q2 = declare_server_named(&ch).await;
     assert_ne!(q.name(), q2.name());
 }
 
@@ -666,6 +652,147 @@ async fn invalid_queue_arguments_are_406() {
         };
         assert_eq!(reply_code(&text), Some(406), "{arg} = {value:?}: {text}");
     }
+}
+
+/// A queue.declare of `name` with `options` (no arguments).
+async fn declare_with(
+    ch: &lapin::Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(name.into(), options, FieldTable::default())
+        .await
+}
+
+// Moved from tests/core_features.rs (channel_errors_have_the_right_codes): 405, 406, 404, 403
+// and 406 in a row on channels of one connection, which keeps working, as does another one.
+#[tokio::test]
+async fn channel_errors_have_the_right_codes() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let other = connect(&broker).await;
+    let q = common::unique("core.err");
+    declare_with(&ch, &q, QueueDeclareOptions::exclusive())
+        .await
+        .expect("exclusive declare");
+    // 405: exclusive queue from another connection.
+    let och = other.create_channel().await.expect("channel");
+    let res = och
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 405);
+    // 406: redeclare with different flags.
+    let plain = common::unique("core.err.plain");
+    declare_queue(&ch, &plain, FieldTable::default()).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    assert_code(declare_with(&ch, &plain, durable).await, 406);
+    // 404: publish to a missing exchange (the channel closes).
+    let ch = conn.create_channel().await.expect("channel");
+    publish(&ch, &common::unique("missing"), "k", b"x").await;
+    let err = declare_with(&ch, "", QueueDeclareOptions::default())
+        .await
+        .expect_err("the channel is closed");
+    assert_channel_closed_with(&err, 404);
+    // 403: reserved names.
+    let ch = conn.create_channel().await.expect("channel");
+    let res = ch
+        .exchange_declare(
+            "amq.mine".into(),
+            ExchangeKind::Direct,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_code(res, 403);
+    // 406: unknown delivery tag.
+    let ch = conn.create_channel().await.expect("channel");
+    let _ = ch.basic_ack(42, Default::default()).await;
+    let err = declare_with(&ch, "", QueueDeclareOptions::default())
+        .await
+        .expect_err("the channel is closed");
+    assert_channel_closed_with(&err, 406);
+    // Other channels and connections are unaffected.
+    let ch = conn.create_channel().await.expect("channel");
+    passive_queue(&ch, &q)
+        .await
+        .expect("the queue is still there");
+    assert!(other.status().connected());
+    delete_queues(&ch, &[&plain]).await;
+    other.close(200, "bye".into()).await.expect("close");
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_features.rs (queue_delete_cancels_consumers_and_exclusive_queues_die_
+// with_connection): the consumer's stream ends on delete; a server-named exclusive queue goes
+// with its connection.
+#[tokio::test]
+async fn queue_delete_cancels_consumers_and_exclusive_queues_die_with_connection() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let q = common::unique("core.cancel");
+    declare_queue(&ch, &q, FieldTable::default()).await;
+    let mut consumer = consume(&ch, &q, false).await;
+    let ch2 = conn.create_channel().await.expect("channel");
+    delete_queues(&ch2, &[&q]).await;
+    let end = within("the consumer ends", futures::StreamExt::next(&mut consumer)).await;
+    assert!(end.is_none(), "{end:?}");
+
+    let (owner, och) = open(&broker).await;
+    let ex = declare_with(&och, "", QueueDeclareOptions::exclusive())
+        .await
+        .expect("exclusive declare");
+    let name = ex.name().as_str().to_owned();
+    assert!(name.starts_with("amq.gen-"), "{name}");
+    owner.close(200, "bye".into()).await.expect("close");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_code(passive_queue(&ch2, &name).await, 404);
+    finish(conn, broker).await;
+}
+
+// Moved from tests/core_lifecycle.rs (auto_delete_and_expires): an auto-delete queue goes when
+// its only consumer cancels (the stream ends), an x-expires queue when unused for 200 ms.
+#[tokio::test]
+async fn auto_delete_and_expires() {
+    let broker = common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    let auto = common::unique("core.auto");
+    let auto_delete = QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    declare_with(&ch, &auto, auto_delete)
+        .await
+        .expect("declare");
+    let mut consumer = ch
+        .basic_consume(
+            auto.as_str().into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    ch.basic_cancel("c".into(), Default::default())
+        .await
+        .expect("cancel");
+    assert!(futures::StreamExt::next(&mut consumer).await.is_none());
+    let expiring = common::unique("core.expires");
+    let expires = table(vec![("x-expires", AMQPValue::LongInt(200))]);
+    declare_queue(&ch, &expiring, expires).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    for q in [&auto, &expiring] {
+        let probe = conn.create_channel().await.expect("channel");
+        assert_code(passive_queue(&probe, q).await, 404);
+    }
+    finish(conn, broker).await;
 }
 
 #[tokio::test]

@@ -217,20 +217,16 @@ async fn tune_ok_outside_the_server_limits_is_refused() {
 #[tokio::test]
 async fn a_non_connection_method_on_channel_zero_is_504() {
     let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
     // queue.declare on channel 0. RabbitMQ: 504 "CHANNEL_ERROR - unexpected method in
     // connection state running", class 50 method 10.
     let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'x', 0x08];
     payload.extend_from_slice(&0u32.to_be_bytes());
-    conn.send(&raw_frame(1, 0, &payload, FRAME_END)).await;
-    let close = conn.expect_connection_close().await;
+    let close = closes_with(&broker, false, &raw_frame(1, 0, &payload, FRAME_END)).await;
     assert_eq!(
         (close.code, close.class_id, close.method_id),
         (504, 50, 10),
         "{close:?}"
     );
-    bystander.assert_unaffected().await;
 }
 
 #[tokio::test]
@@ -368,4 +364,29 @@ async fn stalled_handshakes_are_dropped_after_the_handshake_timeout() {
         );
     };
     tokio::join!(silent, stalled);
+}
+
+// Moved from tests/core_lifecycle.rs (handshake_timeout_drops_a_silent_client): a client that
+// never sends the protocol header is dropped after the handshake timeout, without a frame.
+// Bundled broker only (the timeout is one of its options).
+#[tokio::test]
+async fn handshake_timeout_drops_a_silent_client() {
+    let broker =
+        common::bundled_broker(|b| b.handshake_timeout(std::time::Duration::from_millis(200)))
+            .await;
+    let mut conn = RawConn::connect(&broker).await;
+    let started = std::time::Instant::now();
+    let got = conn.read_to_eof(DEADLINE).await;
+    assert!(got.is_empty(), "{got:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    broker.stop().await;
+}
+
+// Moved from tests/core_lifecycle.rs (bad_protocol_header_gets_ours_back): eight bytes of
+// HTTP, exactly a header's length. Bundled broker only, as it was.
+#[tokio::test]
+async fn bad_protocol_header_gets_ours_back() {
+    let broker = common::bundled_broker(|b| b).await;
+    refused_header(&broker, b"HTTP/1.1").await;
+    broker.stop().await;
 }

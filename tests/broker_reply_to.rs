@@ -196,3 +196,55 @@ async fn a_reply_to_a_requester_that_is_gone_is_dropped() {
         .await
         .expect("delete");
 }
+
+// Moved from tests/core_basic.rs (direct_reply_to_rpc): requester and responder are two
+// channels of one connection.
+#[tokio::test]
+async fn direct_reply_to_rpc() {
+    let broker = common::broker().await;
+    let (conn, server_ch) = open(&broker).await;
+    let client_ch = conn.create_channel().await.expect("channel");
+    let q = common::unique("core.rpc");
+    declare_queue(&server_ch, &q, FieldTable::default()).await;
+    let mut requests = consume(&server_ch, &q, false).await;
+    let mut replies = consume(&client_ch, REPLY_TO, true).await;
+    let request = BasicProperties::default()
+        .with_reply_to(REPLY_TO.into())
+        .with_correlation_id("c1".into());
+    publish_with(&client_ch, "", &q, b"21", request).await;
+    let req = next(&mut requests).await;
+    let reply_to = req.properties.reply_to().clone().expect("reply_to");
+    assert!(
+        reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+        "{reply_to}"
+    );
+    let n: u32 = std::str::from_utf8(&req.data)
+        .expect("utf-8")
+        .parse()
+        .expect("a number");
+    let correlation = req
+        .properties
+        .correlation_id()
+        .clone()
+        .expect("correlation");
+    let answer = BasicProperties::default().with_correlation_id(correlation);
+    publish_with(
+        &server_ch,
+        "",
+        reply_to.as_str(),
+        (n * 2).to_string().as_bytes(),
+        answer,
+    )
+    .await;
+    req.acker.ack(Default::default()).await.expect("ack");
+    let reply = next(&mut replies).await;
+    assert_eq!(reply.data, b"42");
+    let got = reply
+        .properties
+        .correlation_id()
+        .clone()
+        .expect("correlation");
+    assert_eq!(got.as_str(), "c1");
+    delete_queues(&server_ch, &[&q]).await;
+    finish(conn, broker).await;
+}

@@ -361,8 +361,10 @@ async fn work_spawned_off_a_handler_keeps_its_callers_spent_budget() {
         .serve(audit_event::handler().state(traces))
         .await
         .unwrap();
-    s.front_within(Duration::from_millis(200))
-        .relay_later(400)
+    // The front call must itself answer within its budget (2 s, generous on a loaded
+    // machine: at 200 ms it timed out there); the spawned work waits past it (2.5 s).
+    s.front_within(Duration::from_secs(2))
+        .relay_later(2_500)
         .await
         .unwrap();
     let later = tokio::time::timeout(Duration::from_secs(10), s.later.recv())

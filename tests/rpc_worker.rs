@@ -2,6 +2,7 @@
 //! shutdown with calls in flight.
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
+mod amqp;
 mod common;
 mod rpc_util;
 
@@ -36,21 +37,9 @@ gated_rpc!(gated_c, "gated_c", C_RUNNING, C_MAX, C_GATE);
 
 /// The ready-message count of `queue`, by a passive `queue.declare`.
 async fn ready_count(url: &str, queue: &str) -> u32 {
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let conn = amqp::connect_url(url).await;
     let channel = conn.create_channel().await.unwrap();
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = amqp::passive_queue(&channel, queue).await.unwrap();
     let _ = conn.close(200, "bye".into()).await;
     q.message_count()
 }

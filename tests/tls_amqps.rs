@@ -62,8 +62,8 @@ async fn connect_tls(url: &str, ca_pem: Option<String>) -> lapin::Result<Connect
 #[tokio::test]
 async fn lapin_over_amqps_with_a_test_ca() {
     let pki = make_pki();
-    let dir = std::env::temp_dir().join(common::unique("lepus-tls"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let dir = tmp.path();
     let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
     std::fs::write(&cert, &pki.cert_pem).expect("write cert");
     std::fs::write(&key, &pki.key_pem).expect("write key");
@@ -81,14 +81,7 @@ async fn lapin_over_amqps_with_a_test_ca() {
         .await
         .expect("lapin connects over TLS trusting the test CA");
     let ch = confirm_channel(&conn).await;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare over TLS");
+    let q = declare_server_named(&ch).await;
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     publish_confirmed(
         &ch,
@@ -123,5 +116,4 @@ async fn lapin_over_amqps_with_a_test_ca() {
     .expect("the TLS connection still works");
     conn.close(200, "bye".into()).await.expect("close TLS");
     broker.shutdown().await;
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }

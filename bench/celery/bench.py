@@ -38,12 +38,22 @@ def wait_done(path, n, timeout):
     return True
 
 
-def produce(first, count):
+def produce(first, count, results=False, window=256):
     # One connection per producer process; every apply_async waits for the broker's confirm.
     from tasks import app, noop
     with app.connection_for_write() as conn:
-        for i in range(first, first + count):
-            noop.apply_async(args=(i,), connection=conn)
+        if not results:
+            for i in range(first, first + count):
+                noop.apply_async(args=(i,), connection=conn)
+            return
+        # --results: `window` tasks in flight, each result read with .get() (rpc:// backend), as
+        # `lepus-bench tasks --results` keeps `--window` submits awaiting their results.
+        for start in range(first, first + count, window):
+            handles = [noop.apply_async(args=(i,), connection=conn)
+                       for i in range(start, min(start + window, first + count))]
+            for h, i in zip(handles, range(start, start + len(handles))):
+                if h.get(timeout=600) != i:
+                    raise SystemExit("celery bench: task %d returned a wrong result" % i)
 
 
 def main():
@@ -55,6 +65,8 @@ def main():
     ap.add_argument("--pool", default="prefork", help="prefork, threads, solo, ...")
     ap.add_argument("--prefetch-multiplier", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--results", action="store_true",
+                    help="keep results (rpc:// backend) and wait for each with .get()")
     opts = ap.parse_args()
     if not re.match(r"^amqps?://([^@/]*@)?(127\.\d+\.\d+\.\d+|localhost)(:\d+)?(/|$)", opts.url):
         sys.exit("celery bench: only loopback brokers: %s" % opts.url)
@@ -62,7 +74,8 @@ def main():
     queue = "celery-bench-" + uuid.uuid4().hex[:8]
     done = tempfile.NamedTemporaryFile(prefix="celery-bench-done-", delete=False).name
     env = dict(os.environ, LEPUS_CELERY_BROKER=opts.url, LEPUS_CELERY_QUEUE=queue, LEPUS_CELERY_DONE=done,
-               LEPUS_CELERY_PREFETCH_MULTIPLIER=str(opts.prefetch_multiplier))
+               LEPUS_CELERY_PREFETCH_MULTIPLIER=str(opts.prefetch_multiplier),
+               LEPUS_CELERY_RESULTS="1" if opts.results else "0")
     os.environ.update(env)
     sys.path.insert(0, HERE)
     import celery
@@ -73,7 +86,8 @@ def main():
          "-P", opts.pool, "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"],
         cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     result = {"tool": "celery", "celery": celery.__version__, "tasks": opts.tasks, "producers": opts.producers,
-              "concurrency": opts.concurrency, "pool": opts.pool, "prefetch_multiplier": opts.prefetch_multiplier}
+              "concurrency": opts.concurrency, "pool": opts.pool, "prefetch_multiplier": opts.prefetch_multiplier,
+              "results": opts.results}
     try:
         # Warm-up: one task through the whole path, so worker start-up is not measured.
         noop.apply_async(args=(2**63,))
@@ -83,14 +97,18 @@ def main():
         share = [opts.tasks // opts.producers + (1 if p < opts.tasks % opts.producers else 0)
                  for p in range(opts.producers)]
         procs, first = [], 0
-        ctx = multiprocessing.get_context("fork")
+        # rpc:// names its reply queue after the app's object id, which forked producers would
+        # share (and steal each other's results): with --results they are spawned.
+        ctx = multiprocessing.get_context("spawn" if opts.results else "fork")
         for n in share:
-            p = ctx.Process(target=produce, args=(first, n))
+            p = ctx.Process(target=produce, args=(first, n, opts.results))
             p.start()
             procs.append(p)
             first += n
         for p in procs:
             p.join()
+            if p.exitcode != 0:
+                raise SystemExit("celery bench: a producer failed")
         t_enq = time.monotonic()
         ok = wait_done(done, opts.tasks + 1, opts.timeout)
         t1 = time.monotonic()

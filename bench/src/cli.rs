@@ -232,4 +232,8 @@ pub(crate) struct TasksArgs {
     /// Seconds to wait for every task to run before giving up.
     #[arg(long, default_value_t = 600.0)]
     pub(crate) timeout: f64,
+    /// Submit each task with its result kept (`submit`) and wait for every result
+    /// (`handle.result`), as Celery's `delay(..).get()` does: tasks with results per second.
+    #[arg(long)]
+    pub(crate) results: bool,
 }

@@ -44,6 +44,15 @@ use crate::cli::{Cli, Scenario};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    #[cfg(feature = "otel")]
+    let _otel = match otel::install() {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("lepus-bench: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    #[cfg(not(feature = "otel"))]
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -71,4 +80,29 @@ async fn run(cli: &Cli) -> error::Result<()> {
         Scenario::Tasks(a) => tasks::tasks(cli, a).await?,
     };
     report.print(cli.json)
+}
+
+/// The `otel` build: OpenTelemetry with a batch exporter that drops what it is given.
+#[cfg(feature = "otel")]
+mod otel {
+    use lepus::otel::opentelemetry_sdk::error::OTelSdkResult;
+    use lepus::otel::opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+
+    /// Drops every span: the figure is the runtime's and the SDK's work, not a network's.
+    #[derive(Debug)]
+    struct Discard;
+
+    impl SpanExporter for Discard {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            drop(batch);
+            Ok(())
+        }
+    }
+
+    pub(crate) fn install() -> Result<lepus::otel::OtelGuard, lepus::Error> {
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(Discard)
+            .build();
+        lepus::otel::install_with(provider)
+    }
 }

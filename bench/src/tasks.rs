@@ -6,6 +6,10 @@
 //! `--window` enqueues in flight each; one worker connection runs them with `--prefetch` and
 //! `--concurrency`. The clock runs from the first enqueue until every task has run; the report
 //! also checks each task ran exactly once. The run's queues are deleted at the end.
+//!
+//! `--results` submits each task with its result kept (`noop::submit`) and waits for the
+//! result (`handle.result`) inside the window: the clock then runs until every result was read.
+//! The result queues are left to the broker, which deletes them 60 s after their last use.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -31,14 +35,33 @@ struct Ledger {
 
 static LEDGER: OnceLock<Ledger> = OnceLock::new();
 
-/// The task under test: records that `id` ran.
+/// The task under test: records that `id` ran, and returns it (the result `--results` reads).
 #[lepus::task(queue = "noop", retries = 0)]
-async fn noop(id: u64) {
+async fn noop(id: u64) -> u64 {
     if let Some(ledger) = LEDGER.get() {
         if let Some(slot) = usize::try_from(id).ok().and_then(|i| ledger.runs.get(i)) {
             slot.fetch_add(1, Ordering::Relaxed);
         }
         ledger.counters.delivered(1);
+    }
+    id
+}
+
+/// How long `--results` keeps each result (the broker deletes the result queues after it).
+const RESULT_TTL: Duration = Duration::from_secs(60);
+
+/// One task of the run: enqueued, or (`--results`) submitted and its result awaited.
+async fn one_task(client: &lepus::Client, id: u64, results: bool, timeout: Duration) -> Result<()> {
+    if !results {
+        noop::enqueue(client, id).await?;
+        return Ok(());
+    }
+    let options = lepus::EnqueueOptions::new().result_ttl(RESULT_TTL);
+    let handle = noop::submit_with(client, id, options).await?;
+    match handle.result(timeout).await {
+        Ok(got) if got == id => Ok(()),
+        Ok(got) => Err(BenchError::Protocol(format!("task {id} returned {got}"))),
+        Err(err) => Err(BenchError::Timeout(format!("result of task {id}: {err}"))),
     }
 }
 
@@ -81,6 +104,7 @@ pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
     let enqueue_all = producers.iter().map(|(_, client)| {
         let (next_id, counters) = (Arc::clone(&next_id), Arc::clone(&counters));
         let window = args.window.max(1);
+        let (results, timeout) = (args.results, Duration::from_secs_f64(args.timeout));
         async move {
             let ids = std::iter::from_fn(|| {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +113,7 @@ pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
             let results: Vec<_> = stream::iter(ids)
                 .map(|id| {
                     counters.published.fetch_add(1, Ordering::Relaxed);
-                    noop::enqueue(client, id)
+                    one_task(client, id, results, timeout)
                 })
                 .buffer_unordered(window)
                 .collect()
@@ -99,10 +123,10 @@ pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
             results.into_iter().find_map(|r| r.err())
         }
     });
-    let errors = futures::future::join_all(enqueue_all).await;
+    let errors: Vec<Option<BenchError>> = futures::future::join_all(enqueue_all).await;
     let enqueue_secs = started.elapsed().as_secs_f64();
     if let Some(err) = errors.into_iter().flatten().next() {
-        return Err(BenchError::from(err));
+        return Err(err);
     }
 
     // Every task ran, or the timeout says otherwise.

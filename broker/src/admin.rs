@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use crate::access::{PermissionInfo, UserInfo};
+use crate::broker_state::BrokerShared;
 use crate::error::AdminError;
-use crate::server::BrokerShared;
 
 /// A handle for administering a running broker (from [`crate::BrokerHandle::admin`]).
 /// Cheap to clone; it keeps the broker's shared state alive, not the broker's tasks. Its

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::writer::{Outbound, Outbox};
+use crate::outbox::{Outbound, Outbox};
 
 /// The reason RabbitMQ gives in `connection.blocked` for the memory alarm.
 pub(crate) const LOW_ON_MEMORY: &str = "low on memory";

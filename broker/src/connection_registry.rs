@@ -14,7 +14,27 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::connection::ConnEvent;
+/// Events other tasks send to a connection task.
+#[derive(Debug)]
+pub(crate) enum ConnEvent {
+    /// A store finished (or failed) making publish `seq` of `channel` durable.
+    Confirm {
+        /// The channel.
+        channel: u16,
+        /// The channel's shared state when it published: a channel closed and reopened under
+        /// the same number must not receive the old channel's confirms.
+        generation: std::sync::Weak<crate::channel::ChannelShared>,
+        /// The publish sequence number.
+        seq: u64,
+        /// True for `basic.ack`, false for `basic.nack`.
+        ok: bool,
+    },
+    /// An operator closes the connection (`lepusctl close_connection`): 320.
+    Close {
+        /// The reason given to the client.
+        reason: String,
+    },
+}
 
 /// What the management API shows about one connection.
 #[derive(Debug, Clone)]

@@ -122,6 +122,18 @@ pub(crate) struct AmqpError {
     pub(crate) method_id: u16,
 }
 
+/// An AMQP method by (class id, method id), AMQP 0-9-1 §1.4, for the errors the broker reports
+/// against a method it names itself (the others take the ids of the decoded frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MethodId(pub(crate) u16, pub(crate) u16);
+
+impl MethodId {
+    /// `connection.open`.
+    pub(crate) const CONNECTION_OPEN: Self = Self(10, 40);
+    /// `basic.publish`.
+    pub(crate) const BASIC_PUBLISH: Self = Self(60, 40);
+}
+
 impl AmqpError {
     /// A failure with `code` and detail `text`; the failing method is filled in later.
     pub(crate) fn new(code: ReplyCode, text: impl Into<String>) -> Self {
@@ -190,6 +202,11 @@ impl AmqpError {
             self.method_id = method_id;
         }
         self
+    }
+
+    /// [`AmqpError::in_method`] for a method the broker names itself.
+    pub(crate) fn in_amqp_method(self, method: MethodId) -> Self {
+        self.in_method(method.0, method.1)
     }
 
     /// The reply text as it goes on the wire: `CODE_NAME - detail`, cut to fit a short string.

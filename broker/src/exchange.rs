@@ -12,6 +12,8 @@ pub(crate) use bindings::Bindings;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use crate::persistence::{BindingChange, ExchangeDeclared};
+
 /// The four exchange types of AMQP 0-9-1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ExchangeKind {
@@ -113,6 +115,34 @@ impl Exchange {
             alternate,
             bindings: Bindings::new(kind),
             arguments,
+        }
+    }
+
+    /// This exchange as the store records its declaration.
+    pub(crate) fn declared(&self) -> ExchangeDeclared<'_> {
+        ExchangeDeclared {
+            name: &self.name,
+            kind: self.kind.name(),
+            auto_delete: self.auto_delete,
+            internal: self.internal,
+            arguments: &self.arguments,
+        }
+    }
+}
+
+impl Binding {
+    /// This binding from exchange `source`, as the store records it.
+    pub(crate) fn change<'a>(&'a self, source: &'a str) -> BindingChange<'a> {
+        let (to_exchange, destination) = match &self.destination {
+            Destination::Queue(name) => (false, name),
+            Destination::Exchange(name) => (true, name),
+        };
+        BindingChange {
+            source,
+            to_exchange,
+            destination,
+            routing_key: &self.routing_key,
+            arguments: &self.arguments,
         }
     }
 }

@@ -12,7 +12,7 @@
 //! We check the size against frame_max *before* buffering the payload (a frame over frame_max
 //! is 501 FRAME_ERROR as soon as its header is seen), and check the end octet ourselves. Body
 //! payloads are sliced out of the read buffer as [`Bytes`] without copying; `basic.publish`,
-//! `basic.ack` and content headers without a `headers` table are decoded by [`hot_path`], and
+//! `basic.ack` and content headers without a `headers` table are decoded by [`basic_codec`], and
 //! `basic.deliver` is encoded there too; every other method and header payload goes to
 //! `amq_protocol::frame::parse_frame` / `gen_frame`, after [`nesting`] has checked that no field
 //! table in it is nested deeper than [`MAX_NESTING_DEPTH`] (the parser recurses per level; a
@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::AmqpError;
 
-mod hot_path;
+mod basic_codec;
 mod nesting;
 
 pub(crate) use nesting::{check_table_entries, MAX_NESTING_DEPTH};
@@ -106,9 +106,9 @@ pub(crate) fn decode(
         _ => {
             let payload = &frame[7..7 + size];
             let hot = if kind == FRAME_METHOD {
-                hot_path::decode_method(payload).map(|m| InboundFrame::Method(channel, m))
+                basic_codec::decode_method(payload).map(|m| InboundFrame::Method(channel, m))
             } else {
-                hot_path::decode_header(payload).map(|h| InboundFrame::Header(channel, h))
+                basic_codec::decode_header(payload).map(|h| InboundFrame::Header(channel, h))
             };
             if hot.is_some() {
                 return Ok(hot);
@@ -182,7 +182,7 @@ fn unknown_method(payload: &[u8]) -> AmqpError {
 /// Appends one method frame to `out`.
 pub(crate) fn encode_method(out: &mut Vec<u8>, channel: u16, method: AMQPClass) {
     if let AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)) = &method {
-        hot_path::encode_deliver(out, channel, deliver);
+        basic_codec::encode_deliver(out, channel, deliver);
         return;
     }
     let frame = AMQPFrame::Method(channel, method);
@@ -210,7 +210,7 @@ pub(crate) fn encode_content(
     out.extend_from_slice(&CLASS_BASIC.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    if !hot_path::encode_properties(out, properties) {
+    if !basic_codec::encode_properties(out, properties) {
         let buf = std::mem::take(out);
         *out = match gen_properties(properties)(WriteContext::from(buf)) {
             Ok(ctx) => ctx.write,

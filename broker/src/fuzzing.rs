@@ -20,8 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::access::{AccessControl, AccessOptions};
+use crate::broker_state::BrokerShared;
+use crate::config::Config;
 use crate::persistence::MemoryStore;
-use crate::server::{BrokerShared, Config};
 use crate::shutdown::Shutdown;
 use crate::vhost::VHosts;
 
@@ -118,7 +119,7 @@ pub fn connection(data: &[u8]) {
             });
             crate::connection::serve(
                 Box::new(server_read),
-                crate::writer::WriteSide::Stream(Box::new(server_write)),
+                crate::outbox::WriteSide::Stream(Box::new(server_write)),
                 peer,
                 None,
                 broker,

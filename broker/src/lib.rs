@@ -2,42 +2,79 @@
 //! kombu) work against it unchanged; embed it with
 //! `Broker::builder().listen("127.0.0.1:0").start().await?`, or run the `lepus-broker` binary.
 //!
+//! # Layers
+//! Imports only look down: a module uses its own layer and the layers below it, never one
+//! above, and no two modules import each other through any chain (`.ci/layers` checks both,
+//! reading this list). Bytes flow the other way round: a frame comes up from the socket
+//! (codec), is handled by the connection, dispatched to its method, applied to the broker
+//! state, and persisted; the codec sits low because every layer above it speaks frames.
+//! 1. entry and wiring: `server`, `tls`, `admin`, `management/`, `fuzzing`, `durable_store`
+//! 2. connection: `connection/`, `auth`
+//! 3. methods: `methods/`
+//! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel/`, `vhost/`,
+//!    `exchange`, `queue/`, `access/`, `memory`, `connection_blocked`, `metrics`, `busy_poll`
+//! 5. persistence: `persistence`
+//! 6. codec, outbox and errors: `frame/`, `outbox/`, `error`
+//! 7. store: `store/`
+//! 8. foundation: `message`, `shutdown`, `fairness`
+//!
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
-//! - `shutdown`: the broker-wide stop signal.
-//! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
-//!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
-//! - `connection`: one client connection — handshake, read loop, heartbeats, close, cleanup.
+//! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
+//! - `management/`: the management HTTP API (RabbitMQ's shapes), the dashboard and Prometheus
+//!   `/metrics`.
+//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
+//! - `connection/`: one client connection — the read loop, heartbeats, close and cleanup
+//!   (`mod`), the handshake (`handshake`), frames to methods and content assembly (`dispatch`),
+//!   events from other tasks and replies held for the store (`events`).
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
 //!   the memory alarm is raised.
-//! - `connection_registry`: open connections, for the management API.
-//! - `channel_registry`: open channels of all connections, for the management API.
-//! - `writer`: the per-connection writer task that batches frames into one write per burst.
-//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
-//! - `frame`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing).
-//! - `channel`: channel state — delivery tags, unacked messages, prefetch, confirms, tx.
-//! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
-//!   `exchange`, `queue`, `tx`).
-//! - `vhost`: a vhost's topology (exchanges, bindings, queues), routing, dead-lettering,
-//!   direct reply-to registry; the vhost registry.
-//! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
-//! - `fairness`: how much of a lock, task step or worker one client's work may take.
-//! - `queue`: ready messages, consumers, dispatch, TTL/overflow/priority, housekeeping timer.
-//! - `management/`: the management HTTP API (RabbitMQ's shapes) and Prometheus `/metrics`.
-//! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
-//!   high-watermark (the alarm behind `connection.blocked`); byte-size parsing.
-//! - `message`: the shared message (properties + `Bytes` body).
-//! - `metrics`: per-vhost message counters (published, delivered, acked).
-//! - `persistence`: the `Store` seam publisher confirms wait on (in-memory implementation;
-//!   the segment log plugs in through `store::seam` when there is a data directory).
+//! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
+//!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
 //! - `auth`: PLAIN/AMQPLAIN response parsing.
+//! - `methods/`: one file per AMQP class (`basic`, `basic_publish`, `channel`, `confirm`,
+//!   `exchange`, `queue`, `tx`), and the connection's `session` they act on (channels, vhost,
+//!   outbox, grants), which the connection task owns.
+//! - `broker_state`: what every connection task shares (`BrokerShared`: configuration, vhosts,
+//!   access control, the registries).
+//! - `config`: the broker's configuration and the TLS listener's options.
+//! - `connection_registry`: open connections, for the management API, and the events other
+//!   tasks send a connection task.
+//! - `channel/`: channel state — delivery tags, unacked messages, prefetch, deliveries (`mod`,
+//!   which implements the queue's `ConsumerChannel`), content assembly, confirms and tx
+//!   (`publishing`), and `channel/registry`, the open channels of all connections, for the
+//!   management API.
+//! - `vhost/`: a vhost's topology (exchanges, bindings, queues) (`mod`), routing (`routing`),
+//!   dead-lettering (`dead_letter`), the queue operations that may drop messages and the
+//!   queues' timer task (`queue_ops`), the direct reply-to registry (`reply_to`), the vhost
+//!   registry (`registry`).
+//! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
+//! - `queue/`: a queue — enqueue, dispatch, get, requeue, purge, delete (`mod`); its arguments
+//!   (`arguments`), consumers and credit (`consumer`), ready list per priority (`ready`), paging
+//!   past the memory budget (`paging`), TTL and x-expires (`housekeeping`), what it returns to
+//!   be dead-lettered (`dead_letter`), and `ConsumerChannel`, the channel as a queue knows it.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
-//! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
+//! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
+//!   high-watermark (the alarm behind `connection.blocked`); byte-size parsing.
+//! - `metrics`: per-vhost message counters (published, delivered, acked).
+//! - `durable_store`: the segment log as the broker's `Persistence` (the adapter between the
+//!   store's records and the broker's queues), and restoring the recovered topology at start.
+//! - `persistence`: the `Persistence` trait publisher confirms and durable `-ok`s wait on
+//!   (in-memory implementation; the segment log plugs in through `durable_store`).
+//! - `frame/`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing), and
+//!   `frame/basic_codec`, the hand-written codec of the frames every message crosses
+//!   (`basic.publish`, `basic.ack`, content headers in; `basic.deliver` out).
+//! - `outbox/`: a connection's outgoing frames, in order, written in batches (one write per
+//!   burst, by the task that produced them or by the connection's writer task, `outbox/writer`);
+//!   channels queue deliveries on it without seeing the connection.
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
 //!   group commit, recovery, compaction).
+//! - `message`: the shared message (properties + `Bytes` body).
+//! - `shutdown`: the broker-wide stop signal, and draining a listener's connection tasks.
+//! - `fairness`: how much of a lock, task step or worker one client's work may take.
 //!
 //! # Not implemented (yet), and deliberate departures
 //! - Memory: only persistent messages of durable queues (with a data directory) can be paged
@@ -56,12 +93,14 @@
 mod access;
 mod admin;
 mod auth;
+mod broker_state;
 mod busy_poll;
 mod channel;
-mod channel_registry;
+mod config;
 mod connection;
 mod connection_blocked;
 mod connection_registry;
+mod durable_store;
 mod error;
 mod exchange;
 mod fairness;
@@ -73,6 +112,7 @@ mod memory;
 mod message;
 mod methods;
 mod metrics;
+mod outbox;
 #[cfg(test)]
 mod paging_tests;
 mod persistence;
@@ -82,7 +122,6 @@ mod shutdown;
 pub mod store;
 mod tls;
 mod vhost;
-mod writer;
 
 pub use access::{PermissionInfo, UserInfo};
 pub use admin::Admin;

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -16,25 +15,21 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, Event};
 use crate::memory::INDEX_ENTRY_COST;
 use crate::{Broker, BrokerHandle};
 
-/// A data directory for one test, removed at the end.
-struct DataDir(PathBuf);
+/// A data directory for one test (a path inside a fresh `tempfile` directory, created by the
+/// broker), removed with that directory at the end.
+struct DataDir(
+    PathBuf,
+    // Held for its `Drop`, which removes the directory.
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl DataDir {
     fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "lepus-paging-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        Self(path)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix("lepus-paging-")
+            .tempdir()
+            .expect("a temporary directory");
+        Self(dir.path().join("data"), dir)
     }
 }
 

@@ -2,56 +2,101 @@
 //! a publisher confirm waits for it.
 //!
 //! When a persistent message (`delivery_mode = 2`) is enqueued on a durable queue, the channel
-//! calls [`Store::enqueue`]. The store answers with a [`Durability`]: `Durable` when nothing
+//! calls [`Persistence::enqueue`]. The store answers with a [`Durability`]: `Durable` when nothing
 //! needs waiting for (the in-memory [`MemoryStore`], or a store that already synced), or
 //! `Pending(rx)` whose sender fires once the record is on disk. A channel in confirm mode sends
 //! `basic.ack` for the publish only after every pending ticket has fired, so a store can
 //! group-commit (write a batch, fsync once, complete all its tickets). If the sender is dropped
 //! without firing, the publish is nacked. When a message leaves a durable queue for good (acked,
-//! dropped, expired, purged), the queue calls [`Store::remove`]. A store that can read
-//! messages back ([`Store::can_page`], [`Store::read`]) lets queues keep only an index entry
+//! dropped, expired, purged), the queue calls [`Persistence::remove`]. A store that can read
+//! messages back ([`Persistence::can_page`], [`Persistence::read`]) lets queues keep only an index entry
 //! for persistent messages past the memory budget (see `memory`).
 //!
-//! Durable topology changes go to [`Store::record_topology`] one by one, under the vhost's
+//! Durable topology changes go to [`Persistence::record_topology`] one by one, under the vhost's
 //! topology lock (so the store sees them in the order they are made), and their `-ok` waits
 //! for the [`Commit`] it returns; replies that cover several records (`tx.commit-ok`,
-//! `purge-ok`) wait for a [`Store::barrier`].
+//! `purge-ok`) wait for a [`Persistence::barrier`].
 //!
-//! The durable segment log implements this trait (`store::DurableQueues`, see `store/seam.rs`,
+//! The durable segment log implements this trait (`store::DurableQueues`, see `durable_store`,
 //! which also restores the recovered topology and messages at start-up).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use amq_protocol::types::FieldTable;
 use tokio::sync::oneshot;
 
-use crate::exchange::{Binding, Exchange};
 use crate::message::Message;
-use crate::queue::Queue;
 use crate::store::{Commit, StoreError};
 
-/// A change of the durable topology, as the broker reports it to its [`Store`]. The broker
+/// A change of the durable topology, as the broker reports it to its [`Persistence`]. The broker
 /// reports only durable entities (durable exchanges other than the predeclared ones, durable
 /// queues that are not exclusive, bindings whose ends are both durable), and also reports a
 /// change that changed nothing (a redeclare, an idempotent delete): the store then answers
 /// with a commit of the topology as it stands.
-#[derive(Debug, Clone, Copy)]
+///
+/// It carries the entities' declared fields, not the broker's `Exchange`/`Queue`/`Binding`
+/// (persistence sits below the broker state; `exchange` and `queue` build these).
+#[derive(Debug, Clone)]
 pub(crate) enum TopologyChange<'a> {
     /// `exchange.declare` of a durable exchange.
-    ExchangeDeclared(&'a Exchange),
+    ExchangeDeclared(ExchangeDeclared<'a>),
     /// A durable exchange was deleted (with every binding from or to it), or `exchange.delete`
     /// named an exchange that does not exist.
     ExchangeDeleted(&'a str),
     /// `queue.declare` of a durable, non-exclusive queue.
-    QueueDeclared(&'a Queue),
+    QueueDeclared(QueueDeclared<'a>),
     /// A durable queue was deleted (with every binding to it and its messages).
     QueueDeleted(&'a str),
-    /// A binding from the named exchange was added (or was there already).
-    Bound(&'a str, &'a Binding),
-    /// A binding from the named exchange was removed (or was not there).
-    Unbound(&'a str, &'a Binding),
+    /// A binding was added (or was there already).
+    Bound(BindingChange<'a>),
+    /// A binding was removed (or was not there).
+    Unbound(BindingChange<'a>),
 }
 
-/// Whether a message handed to a [`Store`] is already durable.
+/// A durable exchange as declared (`exchange.declare`'s fields).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExchangeDeclared<'a> {
+    /// The exchange's name.
+    pub(crate) name: &'a str,
+    /// Its type as AMQP names it (`direct`, `topic`, ...).
+    pub(crate) kind: &'a str,
+    /// `auto-delete`.
+    pub(crate) auto_delete: bool,
+    /// `internal`.
+    pub(crate) internal: bool,
+    /// The declare's arguments.
+    pub(crate) arguments: &'a FieldTable,
+}
+
+/// A durable queue as declared (`queue.declare`'s fields).
+#[derive(Debug, Clone)]
+pub(crate) struct QueueDeclared<'a> {
+    /// The queue's name.
+    pub(crate) name: &'a str,
+    /// `auto-delete`.
+    pub(crate) auto_delete: bool,
+    /// The declare's arguments (or, for a queue made without a table, the table its
+    /// configuration stands for).
+    pub(crate) arguments: Cow<'a, FieldTable>,
+}
+
+/// A binding between durable entities (`queue.bind`/`exchange.bind`'s fields).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindingChange<'a> {
+    /// The source exchange.
+    pub(crate) source: &'a str,
+    /// Whether `destination` names an exchange (`exchange.bind`) rather than a queue.
+    pub(crate) to_exchange: bool,
+    /// The destination queue or exchange.
+    pub(crate) destination: &'a str,
+    /// The binding key.
+    pub(crate) routing_key: &'a str,
+    /// The bind's arguments.
+    pub(crate) arguments: &'a FieldTable,
+}
+
+/// Whether a message handed to a [`Persistence`] is already durable.
 #[derive(Debug)]
 pub(crate) enum Durability {
     /// Durable now; the publish may be confirmed at once.
@@ -66,7 +111,7 @@ pub(crate) enum Durability {
 /// Where persistent messages of durable queues are made durable. Called from the publishing
 /// connection's task with no lock held; implementations must not block for I/O (hand the
 /// record to a writer task and return `Pending`).
-pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub(crate) trait Persistence: Send + Sync + std::fmt::Debug + 'static {
     /// Records `message` as enqueued on `queue` (in `vhost`) with the queue's sequence number.
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability;
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
@@ -108,7 +153,7 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore;
 
-impl Store for MemoryStore {
+impl Persistence for MemoryStore {
     fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
         Durability::Durable
     }
@@ -135,7 +180,7 @@ mod tests {
         gates: Mutex<Vec<oneshot::Sender<()>>>,
     }
 
-    impl Store for GatedStore {
+    impl Persistence for GatedStore {
         fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
             let (tx, rx) = oneshot::channel();
             self.gates.lock().unwrap().push(tx);
@@ -146,7 +191,9 @@ mod tests {
     }
 
     /// A broker on `store`, a connection to it and a channel.
-    async fn broker_on(store: Arc<dyn Store>) -> (crate::BrokerHandle, Connection, lapin::Channel) {
+    async fn broker_on(
+        store: Arc<dyn Persistence>,
+    ) -> (crate::BrokerHandle, Connection, lapin::Channel) {
         let handle = crate::Broker::builder()
             .listen("127.0.0.1:0")
             .store(store)
@@ -237,7 +284,7 @@ mod tests {
         log: Mutex<Vec<Call>>,
     }
 
-    impl Store for RecordingStore {
+    impl Persistence for RecordingStore {
         fn enqueue(&self, _: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
             let entry = ("enqueue", queue.to_owned(), seq, message.body.to_vec());
             self.log.lock().unwrap().push(entry);

@@ -8,7 +8,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,144 +16,18 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
-use crate::access::{AccessControl, AccessOptions, LoopbackPolicy};
+use crate::access::{AccessControl, LoopbackPolicy};
 use crate::admin::Admin;
-use crate::busy_poll::BusyPoll;
-use crate::channel_registry::Channels;
+use crate::broker_state::{BrokerShared, Listener};
+use crate::config::{Config, TlsOptions};
 use crate::connection;
-use crate::connection_registry::Connections;
+use crate::durable_store;
 use crate::error::Error;
 use crate::memory::Memory;
-use crate::persistence::{MemoryStore, Store};
+use crate::persistence::{MemoryStore, Persistence};
 use crate::shutdown::Shutdown;
-use crate::store::{seam, DurableQueues, FsyncPolicy, StoreConfig};
+use crate::store::{DurableQueues, FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
-
-/// Tuning and limits a broker runs with.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    /// Heartbeat proposed in `connection.tune` (zero disables).
-    pub(crate) heartbeat: Duration,
-    /// Time from accept to `connection.open` before the socket is dropped.
-    pub(crate) handshake_timeout: Duration,
-    /// Largest frame proposed in `connection.tune`, overhead included.
-    pub(crate) frame_max: u32,
-    /// Highest channel number proposed in `connection.tune`.
-    pub(crate) channel_max: u16,
-    /// Directory for durable data; `None` keeps everything in memory.
-    pub(crate) data_dir: Option<PathBuf>,
-    /// Loopback-only users and what counts as loopback.
-    pub(crate) access: AccessOptions,
-    /// Where the management HTTP API listens (`None`: not served).
-    pub(crate) management_listen: Option<String>,
-    /// `/metrics` carries per-vhost and per-queue samples (names included) instead of
-    /// totals (RabbitMQ's `prometheus.return_per_object_metrics`; off by default).
-    pub(crate) prometheus_per_object: bool,
-    /// Most open client connections (`None`: unlimited, RabbitMQ's default).
-    pub(crate) max_connections: Option<usize>,
-    /// The TLS listener, if any.
-    pub(crate) tls: Option<crate::tls::TlsOptions>,
-    /// When a persistent message counts as stored (`--fsync`).
-    pub(crate) fsync: FsyncPolicy,
-    /// Size at which the store starts a new segment file (`--segment-size`).
-    pub(crate) segment_size: u32,
-    /// Largest message body accepted (RabbitMQ's `max_message_size`, default 128 MiB); a
-    /// content header announcing more closes the channel with 406.
-    pub(crate) max_message_size: u64,
-    /// Most consumers one channel may hold (RabbitMQ's `consumer_max_per_channel`; `None`:
-    /// unlimited, the default); one more closes the connection with 530.
-    pub(crate) consumer_max_per_channel: Option<usize>,
-    /// The memory budget in bytes (`--memory-budget`); `None`: 40 % of physical memory.
-    pub(crate) memory_budget: Option<u64>,
-    /// The memory high-watermark in bytes (`--memory-high-watermark`); `None`: the budget.
-    pub(crate) memory_high_watermark: Option<u64>,
-    /// How long the broker keeps polling sockets after a read before its workers sleep
-    /// (`--busy-poll-us`; zero, the embedded default, turns it off). See `busy_poll`.
-    pub(crate) busy_poll: Duration,
-    /// A definitions file (RabbitMQ's JSON format) imported at every start, after the data
-    /// directory is recovered and before clients are accepted (`--definitions`).
-    pub(crate) definitions: Option<PathBuf>,
-}
-
-/// RabbitMQ's default `max_message_size`: 128 MiB.
-pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 * 1024 * 1024;
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(10),
-            frame_max: 131_072,
-            channel_max: 2047,
-            data_dir: None,
-            access: AccessOptions::default(),
-            management_listen: None,
-            prometheus_per_object: false,
-            max_connections: None,
-            tls: None,
-            fsync: FsyncPolicy::Always,
-            segment_size: crate::store::DEFAULT_SEGMENT_SIZE,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            consumer_max_per_channel: None,
-            memory_budget: None,
-            memory_high_watermark: None,
-            busy_poll: Duration::ZERO,
-            definitions: None,
-        }
-    }
-}
-
-/// What every connection task shares: configuration, vhosts, id counter.
-#[derive(Debug)]
-pub(crate) struct BrokerShared {
-    /// The configuration.
-    pub(crate) config: Config,
-    /// The vhosts.
-    pub(crate) vhosts: VHosts,
-    /// Source of connection ids (used for exclusive-queue ownership and logs).
-    pub(crate) next_connection_id: AtomicU64,
-    /// Users, vhosts and permissions (shared with every connection's permission cache and
-    /// with [`crate::Admin`]).
-    pub(crate) access: Arc<AccessControl>,
-    /// Open connections, for the management API.
-    pub(crate) connections: Connections,
-    /// Open channels, for the management API (each connection task registers its channels
-    /// here; see [`Channels`]).
-    pub(crate) channels: Arc<Channels>,
-    /// The busy-poll thread every read touches (`None`: busy polling off).
-    pub(crate) busy_poll: Option<Arc<BusyPoll>>,
-    /// The sockets the broker accepts on, set once they are all bound (`listeners` of the
-    /// management API's overview and its port-listener health check).
-    pub(crate) listeners: std::sync::OnceLock<Vec<Listener>>,
-}
-
-/// A socket the broker accepts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Listener {
-    /// RabbitMQ's protocol name: `amqp`, `amqp/ssl` or `http`.
-    pub(crate) protocol: &'static str,
-    /// The bound address.
-    pub(crate) addr: SocketAddr,
-}
-
-impl BrokerShared {
-    /// The shared state of a broker with `config`, `vhosts` and `access`: no connections or
-    /// channels yet, and the busy-poll state the configuration asks for. The one place that
-    /// builds it (the broker and the fuzzing harness both come here).
-    pub(crate) fn new(config: Config, vhosts: VHosts, access: AccessControl) -> Self {
-        let busy_poll = BusyPoll::new(config.busy_poll);
-        Self {
-            config,
-            vhosts,
-            next_connection_id: AtomicU64::new(1),
-            access: Arc::new(access),
-            connections: Connections::default(),
-            channels: Arc::default(),
-            busy_poll,
-            listeners: std::sync::OnceLock::new(),
-        }
-    }
-}
 
 /// Whether persistent bodies can be paged out (only with a data directory).
 fn data_dir_set(config: &Config) -> bool {
@@ -183,7 +56,7 @@ pub struct BrokerBuilder {
     listen: String,
     config: Config,
     /// The persistence seam; `None` means the in-memory store.
-    store: Option<Arc<dyn Store>>,
+    store: Option<Arc<dyn Persistence>>,
 }
 
 impl BrokerBuilder {
@@ -278,7 +151,7 @@ impl BrokerBuilder {
         cert: impl Into<PathBuf>,
         key: impl Into<PathBuf>,
     ) -> Self {
-        self.config.tls = Some(crate::tls::TlsOptions {
+        self.config.tls = Some(TlsOptions {
             listen: addr.into(),
             cert: cert.into(),
             key: key.into(),
@@ -367,7 +240,7 @@ impl BrokerBuilder {
     /// Uses `store` for persistent messages of durable queues when there is no data directory
     /// (crate-private: unit tests use it to check that confirms wait for the store).
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn store(mut self, store: Arc<dyn Store>) -> Self {
+    pub(crate) fn store(mut self, store: Arc<dyn Persistence>) -> Self {
         self.store = Some(store);
         self
     }
@@ -394,12 +267,12 @@ impl BrokerBuilder {
                 })?;
         // With a data directory, recover before accepting anyone: the store refuses to open on
         // damaged files, and the broker with it.
-        let (store, durable): (Arc<dyn Store>, _) = match &self.config.data_dir {
+        let (store, durable): (Arc<dyn Persistence>, _) = match &self.config.data_dir {
             Some(dir) => {
                 let mut store_config = StoreConfig::new(dir);
                 store_config.fsync = self.config.fsync;
                 store_config.segment_size = self.config.segment_size;
-                let (durable, recovered) = seam::open(store_config).await?;
+                let (durable, recovered) = durable_store::open(store_config).await?;
                 (durable.clone(), Some((durable, recovered)))
             }
             // A store given to the builder (tests), else the in-memory one.
@@ -426,7 +299,7 @@ impl BrokerBuilder {
         }
         let durable = match durable {
             Some((durable, recovered)) => {
-                seam::restore(&vhosts, &durable, recovered)?;
+                durable_store::restore(&vhosts, &durable, recovered)?;
                 Some(durable)
             }
             None => None,
@@ -519,7 +392,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
                     let (read, write) = stream.into_split();
                     connections.spawn(connection::serve(
                         Box::new(read),
-                        crate::writer::WriteSide::Tcp(write),
+                        crate::outbox::WriteSide::Tcp(write),
                         peer,
                         local,
                         shared.clone(),
@@ -534,20 +407,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutd
         }
     }
     drop(listener);
-    drain_connections(connections).await;
-}
-
-/// After a listener stops: every connection got the stop signal too; give them 5 s to close
-/// politely, then abort the rest. Shared by the TCP and the TLS accept loops.
-pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain)
-        .await
-        .is_err()
-    {
-        connections.abort_all();
-        while connections.join_next().await.is_some() {}
-    }
+    crate::shutdown::drain_connections(connections).await;
 }
 
 /// A running broker. Dropping it stops the accept loop's signal sender, which stops the broker

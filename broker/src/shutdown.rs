@@ -1,7 +1,11 @@
 //! The broker-wide stop signal: one `watch` channel whose sender the [`crate::BrokerHandle`]
-//! owns; the listener and every connection task hold a [`Shutdown`] receiver.
+//! owns; the listener and every connection task hold a [`Shutdown`] receiver. And how a
+//! listener waits for its connection tasks once the signal is out ([`drain_connections`]).
+
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// A listener for the broker's stop signal. Cloned into every task that must stop with it.
 #[derive(Debug, Clone)]
@@ -27,5 +31,18 @@ impl Shutdown {
     pub(crate) async fn recv(&mut self) {
         // `wait_for` errs only when the sender is gone, which also means "stop".
         let _ = self.rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// After a listener stops: every connection got the stop signal too; give them 5 s to close
+/// politely, then abort the rest. Shared by the TCP and the TLS accept loops.
+pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }

@@ -11,7 +11,7 @@
 //! plain accept loop does. [`crate::BrokerHandle`] owns its `JoinHandle`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,20 +23,10 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
+use crate::broker_state::BrokerShared;
+use crate::config::TlsOptions;
 use crate::connection;
-use crate::server::BrokerShared;
 use crate::shutdown::Shutdown;
-
-/// Where and with what certificate to serve TLS.
-#[derive(Debug, Clone)]
-pub(crate) struct TlsOptions {
-    /// Listen address (`127.0.0.1:0` picks a port).
-    pub(crate) listen: String,
-    /// PEM certificate chain, leaf first.
-    pub(crate) cert: PathBuf,
-    /// PEM private key of the leaf.
-    pub(crate) key: PathBuf,
-}
 
 /// Reads the chain and key and builds the rustls server configuration.
 fn server_config(cert: &Path, key: &Path) -> std::io::Result<ServerConfig> {
@@ -102,7 +92,7 @@ async fn accept_loop(
                                 let (read, write) = tokio::io::split(tls);
                                 connection::serve(
                                     Box::new(read),
-                                    crate::writer::WriteSide::Stream(Box::new(write)),
+                                    crate::outbox::WriteSide::Stream(Box::new(write)),
                                     peer,
                                     local,
                                     broker,
@@ -123,5 +113,5 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    crate::server::drain_connections(connections).await;
+    crate::shutdown::drain_connections(connections).await;
 }

@@ -21,9 +21,12 @@
 //! `Context::new().with_timeout(d).with_trace_id(id).scope(fut)`. The same builder makes the
 //! fake contexts of local test runs (`lepus::testing`).
 //!
-//! Room for W3C trace context (`traceparent`, `tracestate`): the request's headers are kept
-//! whole ([`Context::headers`]), and everything that goes onward is written by one function,
-//! [`Onward::write_headers`], where those headers will be added.
+//! W3C trace context (`traceparent`, `tracestate`; see the `observe` module): a delivered
+//! context holds the worker's span for the run ([`Context::span`]), a child of the sender's
+//! span; [`Context::scope`] runs its future in that span, so calls, enqueues and publishes made
+//! inside it (spawned work included) are its children and carry its trace context onward,
+//! written by one function, [`write_onward`]. Without an OpenTelemetry layer the trace context
+//! the request carried is forwarded unchanged.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -33,7 +36,9 @@ use std::time::Duration;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::BasicProperties;
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::observe::propagation;
 use crate::state::States;
 use crate::task::headers;
 
@@ -86,6 +91,9 @@ struct Inner {
     trace_id: Option<String>,
     /// The states of the handler, shared by every request it serves.
     states: Arc<States>,
+    /// The worker's span for this run (`Span::none()` for roots and when no subscriber is
+    /// interested).
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Context {
@@ -123,6 +131,7 @@ pub(crate) struct Delivered {
     pub(crate) exchange: Option<ShortString>,
     pub(crate) routing_key: Option<ShortString>,
     pub(crate) states: Arc<States>,
+    pub(crate) span: tracing::Span,
 }
 
 impl Context {
@@ -143,6 +152,7 @@ impl Context {
                 routing_key: None,
                 trace_id: Some(uuid::Uuid::new_v4().simple().to_string()),
                 states: Arc::default(),
+                span: tracing::Span::none(),
             }),
         }
     }
@@ -162,6 +172,7 @@ impl Context {
                 routing_key: d.routing_key,
                 trace_id: None,
                 states: d.states,
+                span: d.span,
             }),
         }
     }
@@ -188,6 +199,7 @@ impl Context {
                 routing_key: None,
                 trace_id,
                 states,
+                span: tracing::Span::none(),
             }),
         }
     }
@@ -201,8 +213,23 @@ impl Context {
     /// Runs `future` inside this context: what it calls, enqueues and publishes inherits it,
     /// and [`Context::current`] returns it. For work spawned off a handler
     /// (`tokio::spawn(ctx.scope(fut))`), or to start a chain of one's own.
+    /// Inside it the context's span ([`Context::span`]) is the current span, or for a context
+    /// without one the span current where `scope` is called.
     pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
-        CONTEXT.scope(self, future)
+        let span = if self.inner.span.is_none() {
+            tracing::Span::current()
+        } else {
+            self.inner.span.clone()
+        };
+        CONTEXT.scope(self, future.instrument(span))
+    }
+
+    /// The worker's span of this run (`lepus.request`, `lepus.task` or `lepus.event`, see the
+    /// README's "Observability"): a child of the sender's span, the parent of everything done
+    /// inside the context. `Span::none()` for a root context, or when no `tracing` subscriber
+    /// is interested.
+    pub fn span(&self) -> &tracing::Span {
+        &self.inner.span
     }
 
     /// What kind of work this is.
@@ -418,6 +445,9 @@ impl Context {
 pub(crate) struct Onward {
     deadline: Option<Instant>,
     trace_id: Option<LongString>,
+    /// The W3C trace context the request carried (validated), forwarded when no span of this
+    /// process writes its own.
+    trace_context: Option<(LongString, Option<LongString>)>,
 }
 
 impl Onward {
@@ -427,6 +457,7 @@ impl Onward {
             .try_with(|cx| Onward {
                 deadline: cx.inner.deadline,
                 trace_id: cx.trace_id().map(LongString::from),
+                trace_context: propagation::received(cx.headers()),
             })
             .ok()
     }
@@ -455,8 +486,8 @@ impl Onward {
             .map(str::to_owned)
     }
 
-    /// Writes the onward headers (the trace id; issue 17 adds W3C `traceparent` here).
-    pub(crate) fn write_headers(&self, headers: &mut FieldTable) {
+    /// Writes the onward trace id.
+    fn write_headers(&self, headers: &mut FieldTable) {
         if let Some(id) = &self.trace_id {
             headers.insert(
                 ShortString::from(HEADER_TRACE_ID),
@@ -464,6 +495,16 @@ impl Onward {
             );
         }
     }
+}
+
+/// Writes what a call, enqueue or publish carries onward: the trace id of the context it is
+/// made in (`onward`), and the W3C trace context of the current span (else the one the
+/// context's request carried; see `observe::propagation`).
+pub(crate) fn write_onward(headers: &mut FieldTable, onward: Option<&Onward>) {
+    if let Some(onward) = onward {
+        onward.write_headers(headers);
+    }
+    propagation::inject(headers, onward.and_then(|o| o.trace_context.as_ref()));
 }
 
 /// The deadline of a request carrying `x-lepus-deadline = deadline_ms` (Unix ms), on the
@@ -541,6 +582,7 @@ mod tests {
                 exchange: None,
                 routing_key: None,
                 states: Arc::default(),
+                span: tracing::Span::none(),
             })
         };
         let carried = delivered(
@@ -557,6 +599,7 @@ mod tests {
         Onward {
             deadline: None,
             trace_id: carried.trace_id().map(LongString::from),
+            trace_context: None,
         }
         .write_headers(&mut onward);
         assert_eq!(

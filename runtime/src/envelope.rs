@@ -23,6 +23,16 @@
 //! | `priority`       | optional, 0-255, honoured by queues declared with `x-max-priority` |
 //! | headers          | [`HEADER_DEADLINE`] (`l`), [`HEADER_CALLER`] (`S`); inside a       |
 //! |                  | handler's `Context`, also `x-lepus-trace-id` (`S`, the chain's id) |
+//! |                  | W3C trace context: `traceparent`, `tracestate` (`S`), see below    |
+//!
+//! # Trace context (tasks and events too)
+//! [`HEADER_TRACEPARENT`](crate::HEADER_TRACEPARENT) (`traceparent`,
+//! `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`) and
+//! [`HEADER_TRACESTATE`](crate::HEADER_TRACESTATE) (`tracestate`), long strings, as W3C Trace
+//! Context puts them in HTTP: written by calls, enqueues and publishes (the sending span's
+//! context with the `otel` feature; else a handler forwards what it received), read by workers,
+//! whose span continues the trace. A malformed or oversized value is ignored. See
+//! `observe/propagation`.
 //!
 //! The method travels in the `type` property rather than a header: a one-entry header table
 //! costs the caller and the worker's I/O thread four allocations less per call than a two-entry
@@ -231,6 +241,17 @@ pub(crate) fn decode_reply_with<T: DeserializeOwned, E>(
             })
         }
         _ => Err(bad("tag")),
+    }
+}
+
+/// How a reply body says its call ended (`Failed` for a body that is no reply).
+pub(crate) fn outcome_of_reply(body: &[u8]) -> crate::observe::Outcome {
+    use crate::observe::Outcome;
+    match body {
+        [FIXARRAY_2, TAG_OK, ..] => Outcome::Ok,
+        [FIXARRAY_2, TAG_ERR, ..] => Outcome::RemoteError,
+        [FIXARRAY_3, TAG_FAILED, kind, ..] => Outcome::of_failure(FailureKind::from_code(*kind)),
+        _ => Outcome::Failed,
     }
 }
 

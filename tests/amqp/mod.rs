@@ -83,6 +83,17 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Declares a server-named, exclusive queue (`amq.gen-...`).
+pub async fn declare_server_named(ch: &Channel) -> lapin::Queue {
+    ch.queue_declare(
+        "".into(),
+        QueueDeclareOptions::exclusive(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare a server-named exclusive queue")
+}
+
 /// Declares a non-durable queue named `name` with `args`.
 pub async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue {
     ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
@@ -92,24 +103,35 @@ pub async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> lapin:
 
 /// Declares an exchange of `kind` (non-durable, not auto-delete).
 pub async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
-    ch.exchange_declare(
-        name.into(),
-        kind,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+    declare_exchange_with(ch, name, kind, Default::default(), FieldTable::default()).await;
+}
+
+/// Declares an exchange of `kind` with `options` and `args`.
+pub async fn declare_exchange_with(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    options: ExchangeDeclareOptions,
+    args: FieldTable,
+) {
+    ch.exchange_declare(name.into(), kind, options, args)
+        .await
+        .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
 }
 
 /// Binds `queue` to `exchange` with `key`.
 pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    bind_with(ch, queue, exchange, key, FieldTable::default()).await;
+}
+
+/// Binds `queue` to `exchange` with `key` and binding arguments `args`.
+pub async fn bind_with(ch: &Channel, queue: &str, exchange: &str, key: &str, args: FieldTable) {
     ch.queue_bind(
         queue.into(),
         exchange.into(),
         key.into(),
         QueueBindOptions::default(),
-        FieldTable::default(),
+        args,
     )
     .await
     .unwrap_or_else(|e| panic!("bind {queue} to {exchange} with {key}: {e}"));
@@ -210,17 +232,7 @@ pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
 pub async fn wait_message_count(ch: &Channel, queue: &str, n: u32) {
     let start = tokio::time::Instant::now();
     loop {
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive declare");
+        let q = passive_queue(ch, queue).await.expect("passive declare");
         if q.message_count() == n {
             return;
         }
@@ -368,4 +380,69 @@ pub async fn publish_error(
         )
         .await?;
     within("the confirm or the channel error", confirm).await
+}
+
+/// Asserts that the broker closed the channel with `expected`, for a method without a reply
+/// (basic.publish, basic.ack): lapin returns the channel.close as the error of the next call
+/// or, when the close overtook that call, a closing-channel error; either shows the broker
+/// closed the channel.
+#[track_caller]
+pub fn assert_channel_closed_with(err: &lapin::Error, expected: u16) {
+    match err.kind() {
+        ErrorKind::ProtocolError(e) => assert_eq!(e.get_id(), expected, "{err}"),
+        ErrorKind::InvalidChannelState(..) => {}
+        other => panic!("expected channel.close {expected}, got {other:?}"),
+    }
+}
+
+/// basic.get (no-ack) until a message arrives, within [`DEADLINE`].
+pub async fn get_eventually(ch: &Channel, queue: &str) -> BasicGetMessage {
+    within("a message to get", async {
+        loop {
+            if let Some(m) = ch
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Like [`drain`], but keeps asking until `queue` has been empty three times 30 ms apart, for
+/// publishes made without confirms that may still be on their way.
+pub async fn drain_settled(ch: &Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut empty = 0;
+    while empty < 3 {
+        match get_body(ch, queue).await {
+            Some(body) => out.push(String::from_utf8_lossy(&body).into_owned()),
+            None => {
+                empty += 1;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
+    }
+    out
+}
+
+/// Deletes each queue of `queues` (which must exist).
+pub async fn delete_queues<S: AsRef<str>>(ch: &Channel, queues: &[S]) {
+    for q in queues {
+        let q = q.as_ref();
+        ch.queue_delete(q.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete queue {q}: {e}"));
+    }
+}
+
+/// Closes `conn` with 200 and stops the test broker.
+pub async fn finish(conn: Connection, broker: TestBroker) {
+    conn.close(200, "bye".into())
+        .await
+        .expect("connection.close");
+    broker.stop().await;
 }

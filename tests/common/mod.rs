@@ -51,8 +51,16 @@ pub async fn broker() -> TestBroker {
     if let Ok(url) = std::env::var(EXTERNAL_URL_VAR) {
         return TestBroker { url, handle: None };
     }
-    let handle = Broker::builder()
-        .listen("127.0.0.1:0")
+    bundled_broker(|builder| builder).await
+}
+
+/// Starts a bundled broker on `127.0.0.1:0` set up by `configure`, whatever
+/// `LEPUS_TEST_AMQP_URL` says: for tests of the bundled broker's own options and lifecycle.
+pub async fn bundled_broker(
+    configure: impl FnOnce(lepus::broker::BrokerBuilder) -> lepus::broker::BrokerBuilder,
+) -> TestBroker {
+    init_tracing();
+    let handle = configure(Broker::builder().listen("127.0.0.1:0"))
         .start()
         .await
         .expect("the in-process broker starts on 127.0.0.1:0");
@@ -92,27 +100,36 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A data directory for one test (under the system temp dir, named with [`unique`] and the
-/// process id), removed when dropped.
-pub struct DataDir(pub std::path::PathBuf);
-
-impl DataDir {
-    /// A fresh, empty path for `name` (not created: the broker creates it).
-    pub fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{}-{}", unique(name), std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        Self(path)
-    }
+/// A data directory for one test: a path inside a fresh `tempfile` directory, not created
+/// itself (the broker creates it), removed with that directory when dropped.
+pub struct DataDir {
+    /// Owns the directory; dropping it removes everything below.
+    _root: tempfile::TempDir,
+    path: std::path::PathBuf,
 }
 
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl DataDir {
+    /// A fresh, empty path for `name`.
+    pub fn new(name: &str) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("lepus-{name}-"))
+            .tempdir()
+            .expect("a temporary directory");
+        let path = root.path().join("data");
+        Self { _root: root, path }
+    }
+
+    /// The data directory's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 }
 
 /// Reads `stdout` of a child broker until the line starting with `prefix` (its "listening"
-/// announcement) and returns the rest of that line; panics if the child ends first.
+/// announcement) and returns the rest of that line; panics if the child ends first. The rest of
+/// the child's output is read (and dropped) by a thread until the child exits, so the child
+/// never writes to a closed pipe (libtest's "has been running for over 60 seconds" would make
+/// a child test process exit with a broken pipe).
 pub fn announced(stdout: std::process::ChildStdout, prefix: &str) -> String {
     use std::io::{BufRead, BufReader};
     let mut lines = BufReader::new(stdout).lines();
@@ -122,9 +139,35 @@ pub fn announced(stdout: std::process::ChildStdout, prefix: &str) -> String {
             .expect("the child broker announces its address")
             .expect("read the child's stdout");
         if let Some(rest) = line.strip_prefix(prefix) {
+            std::thread::spawn(move || lines.for_each(drop));
             return rest.to_owned();
         }
     }
+}
+
+/// A command that runs this test executable again, running only the ignored test `test`:
+/// the way a test puts a broker in a child process it can kill.
+pub fn test_child(test: &str) -> std::process::Command {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut command = std::process::Command::new(exe);
+    command.args(["--ignored", "--exact", test, "--nocapture"]);
+    command
+}
+
+/// Spawns `command` (a child broker, `RUST_LOG=warn`) and returns it with the rest of its
+/// stdout line that starts with `announce` (see [`announced`]).
+pub fn spawn_announcing(
+    mut command: std::process::Command,
+    announce: &str,
+) -> (std::process::Child, String) {
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the child broker");
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let rest = announced(stdout, announce);
+    (child, rest)
 }
 
 /// A small deterministic generator (xorshift64*), so that a failing seed replays.

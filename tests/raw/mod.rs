@@ -89,6 +89,16 @@ pub fn channel_open(channel: u16) -> Vec<u8> {
     )
 }
 
+/// `connection.open` of `vhost`.
+pub fn connection_open(vhost: &str) -> Vec<u8> {
+    method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+            virtual_host: vhost.into(),
+        })),
+    )
+}
+
 /// `basic.publish` to the default exchange with `routing_key`.
 pub fn basic_publish(channel: u16, routing_key: &str) -> Vec<u8> {
     method(
@@ -327,13 +337,7 @@ impl RawConn {
         self.start().await;
         self.authenticate().await;
         self.send(&tune_ok(channel_max, frame_max, heartbeat)).await;
-        self.send(&method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: "/".into(),
-            })),
-        ))
-        .await;
+        self.send(&connection_open("/")).await;
         match self.expect_method().await {
             (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
             other => panic!("expected connection.open-ok, got {other:?}"),
@@ -559,4 +563,19 @@ impl Bystander {
             "the well-behaved client stalled at {before} round trips"
         );
     }
+}
+
+/// Starts a [`Bystander`], opens a raw connection (frame_max 131072, no heartbeats; channel 1
+/// opened when `open_channel`), sends `bytes`, and returns the `connection.close` the broker
+/// answers with, once the bystander has been checked unaffected.
+pub async fn closes_with(broker: &TestBroker, open_channel: bool, bytes: &[u8]) -> Close {
+    let bystander = Bystander::start(broker).await;
+    let mut conn = RawConn::open(broker, 131_072, 0).await;
+    if open_channel {
+        conn.open_channel(1).await;
+    }
+    conn.send(bytes).await;
+    let close = conn.expect_connection_close().await;
+    bystander.assert_unaffected().await;
+    close
 }

@@ -26,25 +26,27 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{password, AccessState};
+
 /// The file name inside the data directory.
 pub(crate) const FILE_NAME: &str = "access.json";
 
 /// The whole document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct Definitions {
+pub(crate) struct AccessFile {
     /// Format version; 1.
     pub(crate) format: u32,
     /// Users.
-    pub(crate) users: Vec<UserDef>,
+    pub(crate) users: Vec<StoredUser>,
     /// Virtual hosts.
-    pub(crate) vhosts: Vec<VHostDef>,
+    pub(crate) vhosts: Vec<StoredVHost>,
     /// Permissions.
-    pub(crate) permissions: Vec<PermissionDef>,
+    pub(crate) permissions: Vec<StoredPermission>,
 }
 
 /// One user.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct UserDef {
+pub(crate) struct StoredUser {
     /// User name.
     pub(crate) name: String,
     /// Salted hash, see `password.rs`.
@@ -57,14 +59,14 @@ pub(crate) struct UserDef {
 
 /// One vhost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct VHostDef {
+pub(crate) struct StoredVHost {
     /// Its name.
     pub(crate) name: String,
 }
 
 /// One user's permissions in one vhost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(crate) struct PermissionDef {
+pub(crate) struct StoredPermission {
     /// The user.
     pub(crate) user: String,
     /// The vhost.
@@ -84,7 +86,7 @@ pub(crate) fn path_in(data_dir: &Path) -> PathBuf {
 
 /// Reads the file; `Ok(None)` when it does not exist yet. A file that others can read (written
 /// by an older version) is made the owner's only.
-pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
+pub(crate) fn load(path: &Path) -> std::io::Result<Option<AccessFile>> {
     #[cfg(unix)]
     if let Ok(meta) = fs::metadata(path) {
         use std::os::unix::fs::PermissionsExt;
@@ -104,7 +106,7 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<Definitions>> {
 /// Replaces the file atomically and durably (temp file, fsync, rename, fsync of the
 /// directory); returns once a crash can no longer undo it. One save at a time: the caller
 /// serializes them (they share the temp file).
-pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
+pub(crate) fn save(path: &Path, defs: &AccessFile) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -134,6 +136,66 @@ pub(crate) fn save(path: &Path, defs: &Definitions) -> std::io::Result<()> {
     }
 }
 
+/// The access state as the file stores it.
+pub(super) fn definitions_of(s: &AccessState) -> AccessFile {
+    AccessFile {
+        format: 1,
+        users: s
+            .users
+            .iter()
+            .map(|(name, u)| StoredUser {
+                name: name.clone(),
+                password_hash: u.password_hash.clone(),
+                hashing_algorithm: password::ALGORITHM.to_owned(),
+                tags: u.tags.clone(),
+            })
+            .collect(),
+        vhosts: s
+            .vhosts
+            .keys()
+            .map(|name| StoredVHost { name: name.clone() })
+            .collect(),
+        permissions: s
+            .permissions
+            .iter()
+            .map(|((vhost, user), p)| StoredPermission {
+                user: user.clone(),
+                vhost: vhost.clone(),
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// RabbitMQ's out-of-the-box definitions: user `guest`/`guest` (or `first_user`) tagged
+/// administrator with every permission on vhost `/`.
+pub(super) fn default_definitions(first_user: Option<&(String, String)>) -> AccessFile {
+    let (name, pass) = first_user
+        .map(|(n, p)| (n.as_str(), p.as_str()))
+        .unwrap_or(("guest", "guest"));
+    AccessFile {
+        format: 1,
+        users: vec![StoredUser {
+            name: name.to_owned(),
+            password_hash: password::hash(pass),
+            hashing_algorithm: password::ALGORITHM.to_owned(),
+            tags: vec!["administrator".to_owned()],
+        }],
+        vhosts: vec![StoredVHost {
+            name: "/".to_owned(),
+        }],
+        permissions: vec![StoredPermission {
+            user: name.to_owned(),
+            vhost: "/".to_owned(),
+            configure: ".*".to_owned(),
+            write: ".*".to_owned(),
+            read: ".*".to_owned(),
+        }],
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -146,7 +208,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lepus-defs-mode-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let path = path_in(&dir);
-        let defs = Definitions {
+        let defs = AccessFile {
             format: 1,
             users: Vec::new(),
             vhosts: Vec::new(),

@@ -191,6 +191,20 @@ impl Caller {
     }
 }
 
+/// Queue `name` of `vhost`, which the caller must be allowed to enter.
+pub(crate) fn find_queue(
+    ctx: &Ctx,
+    me: &Caller,
+    vhost: &str,
+    name: &str,
+) -> Result<(Arc<VHost>, Arc<crate::queue::Queue>), ApiError> {
+    let vh = me.enter(ctx, vhost)?;
+    let q = vh
+        .queue(name)
+        .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
+    Ok((vh, q))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

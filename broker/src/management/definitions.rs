@@ -23,6 +23,10 @@
 //! (objects without a `vhost` field). The POST body may be up to [`MAX_BODY_BYTES`]. The
 //! broker's `--definitions FILE` imports a file at boot through [`import`].
 
+mod document;
+use document::tags_of;
+pub(crate) use document::DefinitionsJson;
+
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -35,8 +39,8 @@ use serde_json::{json, Value};
 
 use super::topology::{bind, declare_exchange, declare_queue};
 use super::{field_table, ApiError, Caller, Ctx};
+use crate::broker_state::BrokerShared;
 use crate::exchange::Destination;
-use crate::server::BrokerShared;
 
 /// Largest definitions body the API accepts.
 pub(crate) const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -50,114 +54,6 @@ pub(super) fn routes() -> Router<Ctx> {
             get(export_vhost).post(import_vhost),
         )
         .route_layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-}
-
-/// A definitions document; every section optional, unknown keys ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct Definitions {
-    users: Vec<UserDef>,
-    vhosts: Vec<VHostDef>,
-    permissions: Vec<PermissionDef>,
-    topic_permissions: Vec<Value>,
-    parameters: Vec<Value>,
-    global_parameters: Vec<Value>,
-    policies: Vec<Value>,
-    queues: Vec<QueueDef>,
-    exchanges: Vec<ExchangeDef>,
-    bindings: Vec<BindingDef>,
-}
-
-#[derive(Debug, Deserialize)]
-struct UserDef {
-    name: String,
-    #[serde(default)]
-    password_hash: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    hashing_algorithm: Option<String>,
-    /// A list, or a comma-separated string (RabbitMQ before 3.10 wrote a string).
-    #[serde(default)]
-    tags: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct VHostDef {
-    name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct PermissionDef {
-    user: String,
-    vhost: String,
-    configure: String,
-    write: String,
-    read: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct QueueDef {
-    name: String,
-    #[serde(default)]
-    vhost: Option<String>,
-    #[serde(default = "yes")]
-    durable: bool,
-    #[serde(default)]
-    auto_delete: bool,
-    #[serde(default)]
-    arguments: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct ExchangeDef {
-    name: String,
-    #[serde(default)]
-    vhost: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default = "yes")]
-    durable: bool,
-    #[serde(default)]
-    auto_delete: bool,
-    #[serde(default)]
-    internal: bool,
-    #[serde(default)]
-    arguments: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct BindingDef {
-    source: String,
-    #[serde(default)]
-    vhost: Option<String>,
-    destination: String,
-    destination_type: String,
-    #[serde(default)]
-    routing_key: String,
-    #[serde(default)]
-    arguments: Value,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Tags as RabbitMQ writes them: a list, or one comma-separated string.
-fn tags_of(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => s
-            .split(',')
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect(),
-        Value::Array(items) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// The whole broker's definitions.
@@ -292,7 +188,7 @@ pub(crate) struct Skipped {
 /// waits for the store's commits without blocking a tokio worker.
 pub(crate) async fn import(
     broker: &Arc<BrokerShared>,
-    defs: Definitions,
+    defs: DefinitionsJson,
     only_vhost: Option<&str>,
 ) -> Result<Skipped, ApiError> {
     let access = &broker.access;
@@ -378,7 +274,7 @@ pub(crate) async fn import(
 
 /// The users, vhosts and permissions of `defs`, in that order. Blocking: each change is saved
 /// to `access.json` with an fsync.
-fn import_access(broker: &Arc<BrokerShared>, defs: &Definitions) -> Result<(), ApiError> {
+fn import_access(broker: &Arc<BrokerShared>, defs: &DefinitionsJson) -> Result<(), ApiError> {
     let access = &broker.access;
     let admin = crate::admin::Admin::new(broker.clone());
     for u in &defs.users {
@@ -423,7 +319,7 @@ fn import_access(broker: &Arc<BrokerShared>, defs: &Definitions) -> Result<(), A
 }
 
 /// Parses a definitions document (the file's bytes).
-pub(crate) fn parse(bytes: &[u8]) -> Result<Definitions, String> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<DefinitionsJson, String> {
     let bad = |e: serde_json::Error| format!("not a definitions document: {e}");
     // An object: serde would also read a struct from a JSON array.
     match serde_json::from_slice::<Value>(bytes).map_err(bad)? {
@@ -465,7 +361,7 @@ type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
 /// content type without the browser asking first (a CORS preflight, which this API never
 /// grants), so credentials a browser cached cannot be used to import definitions from another
 /// site.
-fn json_body(headers: &HeaderMap, body: Body) -> Result<Definitions, ApiError> {
+fn json_body(headers: &HeaderMap, body: Body) -> Result<DefinitionsJson, ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -526,35 +422,4 @@ async fn import_vhost(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_come_as_a_list_or_a_comma_separated_string() {
-        assert_eq!(
-            tags_of(&json!("administrator, monitoring")),
-            ["administrator", "monitoring"]
-        );
-        assert_eq!(tags_of(&json!(["management"])), ["management"]);
-        assert!(tags_of(&json!("")).is_empty());
-        assert!(tags_of(&Value::Null).is_empty());
-    }
-
-    #[test]
-    fn a_rabbitmq_export_parses_with_unknown_keys_and_missing_sections() {
-        let defs = parse(
-            br#"{"rabbit_version":"3.10.8","users":[{"name":"u","password_hash":"x","hashing_algorithm":"rabbit_password_hashing_sha256","tags":["administrator"],"limits":{}}],
-                "queues":[{"name":"q","vhost":"/","durable":true,"auto_delete":false,"arguments":{"x-queue-type":"quorum"}}]}"#,
-        )
-        .unwrap();
-        assert_eq!(defs.users.len(), 1);
-        assert_eq!(defs.queues[0].arguments, json!({"x-queue-type": "quorum"}));
-        assert!(defs.bindings.is_empty());
-        assert!(parse(b"[]").is_err());
-        assert!(
-            parse(b"{\"queues\": [{\"vhost\": \"/\"}]}").is_err(),
-            "a queue needs a name"
-        );
-    }
-}
+mod tests;

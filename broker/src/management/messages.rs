@@ -27,7 +27,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::find_queue;
+use super::caller::find_queue;
 use super::{field_table, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::message::Message;
@@ -253,7 +253,7 @@ async fn route(vh: &Arc<VHost>, message: Arc<Message>) -> Result<bool, ApiError>
     }
     let mut pending = Vec::new();
     for queue in &queues {
-        if let EnqueueOutcome::Enqueued { seq } = queue.enqueue(vh, message.clone()) {
+        if let EnqueueOutcome::Enqueued { seq } = vh.enqueue(queue, message.clone()) {
             if queue.is_persisted() && message.is_persistent() {
                 if let Durability::Pending(rx) =
                     vh.store.enqueue(&vh.name, &queue.name, seq, &message)
@@ -324,7 +324,7 @@ async fn get(
     let mut taken: Vec<(QueuedMessage, u32)> = Vec::new();
     let mut bytes = 0usize;
     while taken.len() < b.count.min(MAX_GET_COUNT) && bytes < MAX_GET_BYTES {
-        let Some((qm, left)) = queue.get(&vh) else {
+        let Some((qm, left)) = vh.get(&queue) else {
             break;
         };
         vh.stats.fetched(false, qm.redelivered);
@@ -357,7 +357,7 @@ async fn get(
         .collect();
     let messages: Vec<QueuedMessage> = taken.into_iter().map(|(qm, _)| qm).collect();
     if requeue {
-        queue.requeue(&vh, messages);
+        vh.requeue(&queue, messages);
     } else if ack {
         for qm in &messages {
             queue.forget(qm);

@@ -42,6 +42,7 @@ mod node;
 mod prometheus;
 mod rabbitmq_metrics;
 mod rates;
+mod shapes;
 mod topology;
 
 use std::net::SocketAddr;
@@ -60,7 +61,7 @@ use tracing::info;
 
 pub(crate) use caller::{Caller, Level};
 
-use crate::server::BrokerShared;
+use crate::broker_state::BrokerShared;
 use crate::shutdown::Shutdown;
 
 /// What every request handler shares.

@@ -11,6 +11,13 @@
 //! with arguments is named by a `properties_key` whose digest part differs from RabbitMQ's
 //! (clients treat it as opaque).
 
+mod bindings;
+pub(crate) use bindings::bind;
+use bindings::{
+    binding, bindings_between, delete_binding, destination_bindings, post_binding, queue_bindings,
+    source_bindings,
+};
+
 use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
@@ -22,7 +29,8 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{binding_json, bindings_of, exchange_json, find_queue, properties_key};
+use super::caller::find_queue;
+use super::shapes::{binding_json, bindings_of, exchange_json, properties_key};
 use super::{field_table, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
@@ -141,7 +149,7 @@ pub(crate) async fn declare_queue(
                 // A redeclare answers once the queue's declare is durable (it may be an AMQP
                 // client's, still on its way to disk).
                 let commit = if q.is_persisted() {
-                    vh.record_topology(TopologyChange::QueueDeclared(q))
+                    vh.record_topology(TopologyChange::QueueDeclared(q.declared()))
                 } else {
                     Ok(None)
                 };
@@ -152,7 +160,7 @@ pub(crate) async fn declare_queue(
                     .with_arguments(arguments);
                 let q = vh.insert_queue(&mut topo, q);
                 let commit = if q.is_persisted() {
-                    vh.record_topology(TopologyChange::QueueDeclared(&q))
+                    vh.record_topology(TopologyChange::QueueDeclared(q.declared()))
                 } else {
                     Ok(None)
                 };
@@ -302,7 +310,7 @@ pub(crate) async fn declare_exchange(
                 }
                 // As `exchange.declare`: a redeclare answers once the declare is durable.
                 let commit = if x.durable && !name.starts_with("amq.") {
-                    vh.record_topology(TopologyChange::ExchangeDeclared(x))
+                    vh.record_topology(TopologyChange::ExchangeDeclared(x.declared()))
                 } else {
                     Ok(None)
                 };
@@ -316,7 +324,7 @@ pub(crate) async fn declare_exchange(
                 }
                 let exchange = Exchange::new(name, kind, durable, auto_delete, internal, arguments);
                 let commit = if durable {
-                    vh.record_topology(TopologyChange::ExchangeDeclared(&exchange))
+                    vh.record_topology(TopologyChange::ExchangeDeclared(exchange.declared()))
                 } else {
                     Ok(None)
                 };
@@ -377,475 +385,5 @@ async fn delete_exchange(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn queue_bindings(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let (vh, _) = find_queue(&ctx, &me, &vhost, &name)?;
-    Ok(Json(Value::Array(bindings_of(&vh, |_, d, k| {
-        k == "queue" && d == name
-    }))))
-}
-
-/// The exchange `name` of a vhost the caller entered, or 404.
-fn entered_exchange(
-    ctx: &Ctx,
-    me: &Caller,
-    vhost: &str,
-    name: &str,
-) -> Result<Arc<VHost>, ApiError> {
-    let vh = me.enter(ctx, vhost)?;
-    if !vh.read().exchanges.contains_key(exchange_name(name)) {
-        return Err(ApiError::not_found(format!(
-            "no exchange '{name}' in vhost '{vhost}'"
-        )));
-    }
-    Ok(vh)
-}
-
-async fn source_bindings(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let vh = entered_exchange(&ctx, &me, &vhost, &name)?;
-    let name = exchange_name(&name);
-    Ok(Json(Value::Array(bindings_of(&vh, |s, _, _| s == name))))
-}
-
-async fn destination_bindings(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let vh = entered_exchange(&ctx, &me, &vhost, &name)?;
-    Ok(Json(Value::Array(bindings_of(&vh, |_, d, k| {
-        k == "exchange" && d == name
-    }))))
-}
-
-/// The destination a binding path names: `q` or `e`.
-fn destination(kind: &str, name: &str) -> Result<Destination, ApiError> {
-    match kind {
-        "q" => Ok(Destination::Queue(name.to_owned())),
-        "e" => Ok(Destination::Exchange(name.to_owned())),
-        _ => Err(ApiError::not_found(format!(
-            "no such destination type '{kind}'"
-        ))),
-    }
-}
-
-/// Checks that both ends exist in `vh` and that the caller may bind them: write on the
-/// destination, read on the source (RabbitMQ's `queue.bind` rules).
-fn check_binding(
-    ctx: &Ctx,
-    me: &Caller,
-    vh: &VHost,
-    source: &str,
-    dest: &Destination,
-) -> Result<(), ApiError> {
-    {
-        let topo = vh.read();
-        if !topo.exchanges.contains_key(source) {
-            return Err(ApiError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                vh.name
-            )));
-        }
-        let exists = match dest {
-            Destination::Queue(q) => topo.queues.contains_key(q),
-            Destination::Exchange(e) => topo.exchanges.contains_key(e),
-        };
-        if !exists {
-            return Err(ApiError::not_found(format!(
-                "no binding destination in vhost '{}'",
-                vh.name
-            )));
-        }
-    }
-    let (kind, name) = match dest {
-        Destination::Queue(q) => (ResourceKind::Queue, q),
-        Destination::Exchange(e) => (ResourceKind::Exchange, e),
-    };
-    me.require_access(ctx, &vh.name, Access::Write, kind, name)?;
-    me.require_access(ctx, &vh.name, Access::Read, ResourceKind::Exchange, source)
-}
-
-async fn bindings_between(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let vh = me.enter(&ctx, &vhost)?;
-    let source = exchange_name(&source);
-    let kind = match destination(&kind, &dest)? {
-        Destination::Queue(_) => "queue",
-        Destination::Exchange(_) => "exchange",
-    };
-    Ok(Json(Value::Array(bindings_of(&vh, |s, d, k| {
-        s == source && d == dest && k == kind
-    }))))
-}
-
-/// The vhost and destination of a binding path the caller may bind or unbind (not from the
-/// default exchange; see [`check_binding`]).
-fn binding_ends(
-    ctx: &Ctx,
-    me: &Caller,
-    vhost: &str,
-    source: &str,
-    kind: &str,
-    dest: &str,
-) -> Result<(Arc<VHost>, Destination), ApiError> {
-    let vh = me.enter(ctx, vhost)?;
-    let source = exchange_name(source);
-    if source.is_empty() {
-        return Err(ApiError::forbidden(
-            "operation not permitted on the default exchange",
-        ));
-    }
-    let dest = destination(kind, dest)?;
-    check_binding(ctx, me, &vh, source, &dest)?;
-    Ok((vh, dest))
-}
-
-/// `POST /api/bindings/...` body.
-#[derive(Debug, Default, Deserialize)]
-struct PostBinding {
-    #[serde(default)]
-    routing_key: String,
-    #[serde(default)]
-    arguments: Value,
-}
-
-async fn post_binding(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, source, kind, dest)): Path<(String, String, String, String)>,
-    body: Body<PostBinding>,
-) -> Result<Response, ApiError> {
-    let Json(b) = body?;
-    let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
-    let source = exchange_name(&source);
-    let arguments = field_table::from_json(&b.arguments).map_err(ApiError::bad_request)?;
-    let props = properties_key(&b.routing_key, &arguments);
-    bind(&vh, source, dest, b.routing_key, arguments).await?;
-    let mut resp = StatusCode::CREATED.into_response();
-    if let Ok(location) = header::HeaderValue::from_str(&super::percent_encode(&props)) {
-        resp.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(resp)
-}
-
-/// Adds a binding (idempotent) and persists it when both ends are durable.
-pub(crate) async fn bind(
-    vh: &VHost,
-    source: &str,
-    destination: Destination,
-    routing_key: String,
-    arguments: FieldTable,
-) -> Result<(), ApiError> {
-    if routing_key.len() > 255 {
-        return Err(ApiError::bad_request("routing key longer than 255 bytes"));
-    }
-    let commit = {
-        let mut topo = vh.write();
-        let exists = match &destination {
-            Destination::Queue(q) => topo.queues.contains_key(q),
-            Destination::Exchange(e) => topo.exchanges.contains_key(e),
-        };
-        if !exists {
-            return Err(ApiError::not_found(format!(
-                "no binding destination in vhost '{}'",
-                vh.name
-            )));
-        }
-        if !topo.exchanges.contains_key(source) {
-            return Err(ApiError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                vh.name
-            )));
-        }
-        let binding = Binding {
-            destination,
-            routing_key,
-            arguments,
-        };
-        vh.add_binding(&mut topo, source, binding)
-    };
-    durable_after(commit).await
-}
-
-/// Finds the binding `props` names between `source` and `dest`.
-fn find_binding(
-    vh: &VHost,
-    source: &str,
-    dest: &Destination,
-    props: &str,
-) -> Result<Binding, ApiError> {
-    let topo = vh.read();
-    topo.exchanges
-        .get(source)
-        .and_then(|x| {
-            x.bindings.iter().find(|b| {
-                &b.destination == dest && properties_key(&b.routing_key, &b.arguments) == props
-            })
-        })
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("no such binding"))
-}
-
-async fn binding(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let vh = me.enter(&ctx, &vhost)?;
-    let source = exchange_name(&source);
-    let dest = destination(&kind, &dest)?;
-    let b = find_binding(&vh, source, &dest, &props)?;
-    Ok(Json(binding_json(&vh.name, source, &b)))
-}
-
-async fn delete_binding(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path((vhost, source, kind, dest, props)): Path<(String, String, String, String, String)>,
-) -> Result<StatusCode, ApiError> {
-    let (vh, dest) = binding_ends(&ctx, &me, &vhost, &source, &kind, &dest)?;
-    let source = exchange_name(&source);
-    let b = find_binding(&vh, source, &dest, &props)?;
-    let commit = {
-        let mut topo = vh.write();
-        vh.remove_binding(&mut topo, source, &b)
-    };
-    durable_after(commit).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::oneshot;
-
-    use super::*;
-    use crate::message::Message;
-    use crate::persistence::{Durability, Store};
-
-    /// A store whose topology commits wait until the test releases them (an fsync that takes
-    /// as long as the test likes); messages are durable at once.
-    #[derive(Debug, Default)]
-    struct HeldCommits {
-        /// The senders of the commits handed out and not yet released.
-        held: Mutex<Vec<oneshot::Sender<Result<(), StoreError>>>>,
-    }
-
-    impl HeldCommits {
-        fn held(&self) -> usize {
-            self.held.lock().unwrap().len()
-        }
-
-        fn release(&self) {
-            for tx in self.held.lock().unwrap().drain(..) {
-                let _ = tx.send(Ok(()));
-            }
-        }
-    }
-
-    impl Store for HeldCommits {
-        fn enqueue(&self, _: &str, _: &str, _: u64, _: &Arc<Message>) -> Durability {
-            Durability::Durable
-        }
-
-        fn remove(&self, _: &str, _: &str, _: u64) {}
-
-        fn record_topology(
-            &self,
-            _: &str,
-            _: TopologyChange<'_>,
-        ) -> Result<Option<Commit>, StoreError> {
-            let (tx, rx) = oneshot::channel();
-            self.held.lock().unwrap().push(tx);
-            Ok(Some(Commit(rx)))
-        }
-    }
-
-    /// A broker on `store` running on a current-thread runtime of its own (one thread for
-    /// every connection and the management API, the worst case of a worker shared with the
-    /// API), until `stop` fires. Returns its AMQP URL, management address and admin handle.
-    fn broker_on_one_thread(
-        store: Arc<HeldCommits>,
-        stop: oneshot::Receiver<()>,
-    ) -> (
-        String,
-        std::net::SocketAddr,
-        crate::Admin,
-        std::thread::JoinHandle<()>,
-    ) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let handle = crate::Broker::builder()
-                    .listen("127.0.0.1:0")
-                    .management_listen("127.0.0.1:0")
-                    .store(store)
-                    .start()
-                    .await
-                    .unwrap();
-                tx.send((
-                    handle.amqp_url(),
-                    handle.management_addr().unwrap(),
-                    handle.admin(),
-                ))
-                .unwrap();
-                let _ = stop.await;
-                handle.shutdown().await;
-            });
-        });
-        let (url, management, admin) = rx.recv().unwrap();
-        (url, management, admin, thread)
-    }
-
-    /// One HTTP/1.1 request as guest; the status code of the answer.
-    async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> u16 {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        answer
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
-    }
-
-    /// Starts `method path` and returns once the broker holds its store commit, with the
-    /// request still waiting for its answer.
-    async fn start_held(
-        store: &HeldCommits,
-        addr: std::net::SocketAddr,
-        method: &'static str,
-        path: &'static str,
-        body: &'static str,
-    ) -> tokio::task::JoinHandle<u16> {
-        let before = store.held();
-        let request = tokio::spawn(http(addr, method, path, body));
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while store.held() == before {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the write never reached the store");
-        request
-    }
-
-    /// A publish and a `basic.get` of it on `ch` complete (generous bound: the broker's one
-    /// thread is free, or it never answers).
-    async fn round_trip(ch: &lapin::Channel, body: &[u8]) {
-        tokio::time::timeout(Duration::from_secs(30), async {
-            ch.basic_publish(
-                "".into(),
-                "probe".into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
-            let got = ch
-                .basic_get("probe".into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-                .expect("the probe message");
-            assert_eq!(got.delivery.data, body);
-        })
-        .await
-        .expect("an AMQP round trip stalled while a management write waited for its commit");
-    }
-
-    /// Management writes that wait for the store's commit (durable declares, binds, deletes,
-    /// a definitions import, a vhost's deletion) do not park the runtime thread while they wait: an AMQP client of
-    /// the same broker, on the same single thread, still gets its publish and get answered.
-    /// Each answer still goes out only once the commit is released (durable semantics).
-    #[tokio::test]
-    async fn a_held_back_commit_does_not_stall_amqp() {
-        let store = Arc::new(HeldCommits::default());
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (url, api, admin, thread) = broker_on_one_thread(store.clone(), stop_rx);
-        let conn = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(
-            "probe".into(),
-            QueueDeclareOptions::default(),
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
-
-        let writes: [(&str, &str, &str, u16); 6] = [
-            ("PUT", "/api/queues/%2F/held", r#"{"durable":true}"#, 201),
-            (
-                "POST",
-                "/api/definitions",
-                r#"{"queues":[{"name":"imported","vhost":"/","durable":true}]}"#,
-                204,
-            ),
-            (
-                "PUT",
-                "/api/exchanges/%2F/x",
-                r#"{"type":"fanout","durable":true}"#,
-                201,
-            ),
-            ("POST", "/api/bindings/%2F/e/x/q/held", "{}", 201),
-            ("DELETE", "/api/exchanges/%2F/x", "", 204),
-            ("PUT", "/api/queues/v/doomed", r#"{"durable":true}"#, 201),
-        ];
-        admin.add_vhost("v").unwrap();
-        admin
-            .set_permissions("v", "guest", ".*", ".*", ".*")
-            .unwrap();
-        for (i, (method, path, body, status)) in writes.into_iter().enumerate() {
-            let request = start_held(&store, api, method, path, body).await;
-            round_trip(&ch, format!("during {method} {path}").as_bytes()).await;
-            assert!(
-                !request.is_finished(),
-                "{method} {path} answered before its commit"
-            );
-            store.release();
-            assert_eq!(request.await.unwrap(), status, "write {i}: {method} {path}");
-        }
-        // A vhost's deletion (the synchronous admin path) waits for the commit of its durable
-        // queue's deletion.
-        let request = start_held(&store, api, "DELETE", "/api/vhosts/v", "").await;
-        round_trip(&ch, b"during DELETE /api/vhosts/v").await;
-        assert!(
-            !request.is_finished(),
-            "the vhost deletion answered before its commit"
-        );
-        store.release();
-        assert_eq!(request.await.unwrap(), 204);
-
-        conn.close(200, "bye".into()).await.unwrap();
-        stop_tx.send(()).unwrap();
-        thread.join().unwrap();
-    }
-}
+mod tests;

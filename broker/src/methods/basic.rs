@@ -7,13 +7,13 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::ShortString;
 
 use super::queue::generated_name;
+use super::Session;
 use crate::channel::{ChannelConsumer, Unacked};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::queue::{as_i64, Consumer, DeadLetter, Queue};
 use crate::vhost::REPLY_TO;
 
-impl Connection {
+impl Session {
     fn shared(&self, ch: u16) -> Result<Arc<crate::channel::ChannelShared>, AmqpError> {
         self.channels
             .get(&ch)
@@ -51,14 +51,16 @@ impl Connection {
         Ok(())
     }
 
-    fn poke_consumed_queues(&self, shared: &crate::channel::ChannelShared) {
+    /// Dispatches every queue `shared`'s consumers consume from (credit came back, or flow
+    /// resumed).
+    pub(super) fn poke_consumed_queues(&self, shared: &crate::channel::ChannelShared) {
         let queues: Vec<Arc<Queue>> = shared
             .consumers()
             .values()
             .map(|c| c.queue.clone())
             .collect();
         for q in queues {
-            q.dispatch(&self.vhost);
+            self.vhost.dispatch(&q);
         }
     }
 
@@ -108,7 +110,7 @@ impl Connection {
             let token = self.vhost.register_reply_to(&shared);
             let address = ShortString::try_new(format!("{REPLY_TO}.{token}")).unwrap_or_default();
             self.reply_tokens
-                .insert(ch, crate::connection::ReplyToken { token, address });
+                .insert(ch, super::session::ReplyToken { token, address });
             if !m.nowait {
                 self.send(ch, consume_ok(tag_ss));
             }
@@ -132,7 +134,7 @@ impl Connection {
             in_flight: AtomicU32::new(0),
         });
         queue
-            .add_consumer(&self.vhost, consumer)
+            .add_consumer(&self.vhost.name, consumer)
             .map_err(AmqpError::access_refused)?;
         shared.consumers().insert(
             tag.clone(),
@@ -145,7 +147,7 @@ impl Connection {
         if !m.nowait {
             self.send(ch, consume_ok(tag_ss));
         }
-        queue.dispatch(&self.vhost);
+        self.vhost.dispatch(&queue);
         Ok(())
     }
 
@@ -165,7 +167,7 @@ impl Connection {
         }
         let removed = shared.consumers().remove(tag);
         if let Some(c) = removed {
-            if c.queue.remove_consumer(tag, &shared) {
+            if c.queue.remove_consumer(tag, &*shared) {
                 self.vhost.delete_queue_now(&c.queue.name);
             }
         }
@@ -184,7 +186,7 @@ impl Connection {
     pub(crate) fn basic_get(&mut self, ch: u16, m: basic::Get) -> Result<(), AmqpError> {
         let shared = self.shared(ch)?;
         let queue = self.usable_queue(m.queue.as_str())?;
-        match queue.get(&self.vhost) {
+        match self.vhost.get(&queue) {
             Some((qm, count)) => {
                 self.vhost.stats.fetched(m.no_ack, qm.redelivered);
                 if m.no_ack {
@@ -307,7 +309,7 @@ impl Connection {
             let mut seen: Vec<Arc<Queue>> = Vec::new();
             for q in queues {
                 if !seen.iter().any(|s| Arc::ptr_eq(s, &q)) {
-                    q.dispatch(&self.vhost);
+                    self.vhost.dispatch(&q);
                     seen.push(q);
                 }
             }

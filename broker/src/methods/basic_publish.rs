@@ -14,15 +14,16 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::Bytes;
 
 use super::no_exchange;
+use super::Session;
 use crate::channel::{ContentAssembly, TxOp, TxPublish};
-use crate::connection::{ConnEvent, Connection};
+use crate::connection_registry::ConnEvent;
 use crate::error::AmqpError;
 use crate::fairness::{self, HEAVY_WORK};
 use crate::message::Message;
+use crate::outbox::Outbound;
 use crate::persistence::Durability;
 use crate::queue::{check_expiration, EnqueueOutcome, Queue};
 use crate::vhost::REPLY_TO;
-use crate::writer::Outbound;
 
 /// The work (see `fairness`) counted per queue a message is enqueued on: a queue lock, a
 /// dispatch, maybe a delivery.
@@ -37,7 +38,7 @@ fn is_reply(publish: &basic::Publish) -> bool {
     publish.exchange.as_str().is_empty() && publish.routing_key.as_str().starts_with(REPLY_PREFIX)
 }
 
-impl Connection {
+impl Session {
     /// `basic.publish`: the content header and body frames follow.
     pub(crate) fn basic_publish(&mut self, ch: u16, m: basic::Publish) -> Result<(), AmqpError> {
         if m.immediate {
@@ -206,7 +207,7 @@ impl Connection {
         let vhost = &self.vhost;
         let mut enqueue = || {
             for queue in &queues {
-                match queue.enqueue(vhost, message.clone()) {
+                match vhost.enqueue(queue, message.clone()) {
                     EnqueueOutcome::Enqueued { seq } => {
                         if queue.is_persisted() && message.is_persistent() {
                             if let Durability::Pending(rx) =
@@ -297,7 +298,7 @@ impl Connection {
 
     /// Sends an unroutable mandatory message back with `basic.return` 312 NO_ROUTE.
     fn basic_return(&self, ch: u16, publish: basic::Publish, message: Arc<Message>) {
-        let _ = self.writer.send(Outbound::Content {
+        let _ = self.outbox.send(Outbound::Content {
             channel: ch,
             method: AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,

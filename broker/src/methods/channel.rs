@@ -3,10 +3,10 @@
 
 use amq_protocol::protocol::{channel, AMQPClass};
 
-use crate::connection::Connection;
+use super::Session;
 use crate::error::AmqpError;
 
-impl Connection {
+impl Session {
     /// `channel.close`: release everything the channel holds, answer `close-ok`.
     pub(crate) fn channel_close(&mut self, ch: u16) -> Result<(), AmqpError> {
         self.release_channel(ch);
@@ -36,14 +36,7 @@ impl Connection {
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active })),
         );
         if active {
-            let queues: Vec<_> = shared
-                .consumers()
-                .values()
-                .map(|c| c.queue.clone())
-                .collect();
-            for q in queues {
-                q.dispatch(&self.vhost);
-            }
+            self.poke_consumed_queues(&shared);
         }
         Ok(())
     }

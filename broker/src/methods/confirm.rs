@@ -3,11 +3,11 @@
 
 use amq_protocol::protocol::{confirm, AMQPClass};
 
+use super::Session;
 use crate::channel::{ChannelMode, ConfirmState};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 
-impl Connection {
+impl Session {
     /// `confirm.select`.
     pub(crate) fn confirm_select(&mut self, ch: u16, nowait: bool) -> Result<(), AmqpError> {
         let Some(channel) = self.channels.get_mut(&ch) else {

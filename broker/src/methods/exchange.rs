@@ -2,8 +2,8 @@
 
 use amq_protocol::protocol::{exchange, AMQPClass};
 
+use super::Session;
 use super::{no_exchange, not_persisted, validate_binding};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::persistence::TopologyChange;
@@ -19,7 +19,7 @@ fn inequivalent(arg: &str, name: &str, vhost: &str, received: &str, current: &st
     ))
 }
 
-impl Connection {
+impl Session {
     /// `exchange.declare`.
     pub(crate) fn exchange_declare(
         &mut self,
@@ -89,7 +89,7 @@ impl Connection {
                     if m.durable {
                         commit = self
                             .vhost
-                            .record_topology(TopologyChange::ExchangeDeclared(&exchange))
+                            .record_topology(TopologyChange::ExchangeDeclared(exchange.declared()))
                             .map_err(not_persisted)?;
                     }
                     topo.exchanges.insert(name.to_owned(), exchange);
@@ -101,7 +101,7 @@ impl Connection {
                 if exists && !name.starts_with("amq.") {
                     commit = self
                         .vhost
-                        .record_topology(TopologyChange::ExchangeDeclared(x))
+                        .record_topology(TopologyChange::ExchangeDeclared(x.declared()))
                         .map_err(not_persisted)?;
                 }
             }

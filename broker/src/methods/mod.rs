@@ -1,6 +1,7 @@
 //! Method handlers, one file per AMQP class (publishing, the hot path, has its own file).
 //! [`dispatch`] routes a decoded method on an open channel to its handler; handlers are
-//! `impl Connection` blocks so they can reach the channel map, the vhost and the writer.
+//! `impl Session` blocks: they reach the channel map, the vhost and the outbox through the
+//! connection's [`Session`], never the connection task itself (socket, handshake, read loop).
 //! Methods only a server may send (deliver, get-ok, ...) are 503 COMMAND_INVALID, as in
 //! RabbitMQ.
 
@@ -10,17 +11,18 @@ mod channel;
 mod confirm;
 mod exchange;
 mod queue;
+mod session;
 mod tx;
 
 pub(crate) use queue::config_difference;
+pub(crate) use session::{HeldReply, Session};
 
 use amq_protocol::protocol::{access, AMQPClass};
 
-use crate::connection::Connection;
 use crate::error::AmqpError;
 
 /// Runs `method`, received on open channel `ch`.
-pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Result<(), AmqpError> {
+pub(crate) fn dispatch(conn: &mut Session, ch: u16, method: AMQPClass) -> Result<(), AmqpError> {
     use amq_protocol::protocol::{
         basic as b, channel as c, confirm as cf, exchange as e, queue as q, tx as t,
     };
@@ -84,11 +86,7 @@ pub(crate) fn dispatch(conn: &mut Connection, ch: u16, method: AMQPClass) -> Res
 /// docs say and RabbitMQ does (`expand_queue_name_shortcut`, `expand_routing_key_shortcut`).
 /// With no queue declared on the channel yet, RabbitMQ's 404 "no previously declared queue".
 /// `queue.declare` is not expanded: there an empty name asks for a server-named queue.
-fn expand_queue_shortcut(
-    conn: &Connection,
-    ch: u16,
-    method: &mut AMQPClass,
-) -> Result<(), AmqpError> {
+fn expand_queue_shortcut(conn: &Session, ch: u16, method: &mut AMQPClass) -> Result<(), AmqpError> {
     use amq_protocol::protocol::{basic as b, queue as q};
     let (queue, routing_key) = match method {
         AMQPClass::Queue(q::AMQPMethod::Bind(m)) => (&mut m.queue, Some(&mut m.routing_key)),

@@ -5,8 +5,8 @@ use amq_protocol::protocol::{queue, AMQPClass};
 use amq_protocol::types::ShortString;
 use rand::Rng;
 
+use super::Session;
 use super::{locked, no_exchange, no_queue, not_persisted, validate_binding};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
 use crate::persistence::TopologyChange;
@@ -23,7 +23,7 @@ pub(crate) fn generated_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-impl Connection {
+impl Session {
     /// Looks a queue up for an operation that needs it, with RabbitMQ's 404/405 checks.
     pub(crate) fn usable_queue(&self, name: &str) -> Result<std::sync::Arc<Queue>, AmqpError> {
         let q = self
@@ -112,7 +112,7 @@ impl Connection {
                     if q.is_persisted() {
                         commit = self
                             .vhost
-                            .record_topology(TopologyChange::QueueDeclared(&q))
+                            .record_topology(TopologyChange::QueueDeclared(q.declared()))
                             .map_err(not_persisted)?;
                     }
                     q.counts()
@@ -126,7 +126,7 @@ impl Connection {
                     if q.is_persisted() {
                         commit = self
                             .vhost
-                            .record_topology(TopologyChange::QueueDeclared(&q))
+                            .record_topology(TopologyChange::QueueDeclared(q.declared()))
                             .map_err(not_persisted)?;
                     }
                     if m.exclusive {

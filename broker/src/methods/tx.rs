@@ -7,7 +7,7 @@
 //! `tx.commit-ok` promises what a publisher confirm promises: it goes out once the store has
 //! committed every record the commit handed it (the persistent messages routed to durable
 //! queues, the removal of acked or rejected ones, their dead-letter copies), group-committed
-//! with everything else (see `Connection::reply_when_committed`). An ack in a transaction that
+//! with everything else (see `Session::reply_when_committed`). An ack in a transaction that
 //! is not committed has changed nothing, on disk or off.
 //!
 //! Departure from the spec's letter, as in RabbitMQ: a transaction is not atomic across
@@ -17,11 +17,11 @@
 
 use amq_protocol::protocol::{tx, AMQPClass};
 
+use super::Session;
 use crate::channel::{ChannelMode, TxOp};
-use crate::connection::Connection;
 use crate::error::AmqpError;
 
-impl Connection {
+impl Session {
     /// `tx.select`.
     pub(crate) fn tx_select(&mut self, ch: u16) -> Result<(), AmqpError> {
         let Some(channel) = self.channels.get_mut(&ch) else {

@@ -23,18 +23,19 @@
 //! - `recovery`: rebuilding queues and the compaction ledger from the segments at open
 //!   ([`Recovered`]).
 //! - `ledger`: live counts per segment; which segments compaction may delete.
-//! - `writer`: the group-commit writer thread that owns the segment files.
+//! - `topology_records`: durable topology changes as records, and commit barriers.
+//! - `reads`: reading messages back, one record or runs of adjacent ones.
+//! - `stats`, `store_config`: [`StoreStats`] and [`StoreConfig`].
+//! - `log_writer/`: what appenders and the group-commit writer share (`mod`), the writer
+//!   thread that owns the segment files (`thread`), and topology snapshots (`snapshot`:
+//!   folding the log's topology records into a new snapshot, on a thread of its own).
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
 //! - `topology`: the topology as the open store keeps it (indexed; changed only by applying
 //!   topology records) and how far the log has run ahead of the snapshot.
-//! - `snapshot`: folding the log's topology records into a new snapshot, on a thread of its
-//!   own.
 //! - `durable_queues`: [`DurableQueues`], the store addressed the broker's way (queue names and
 //!   queue sequence numbers).
-//! - `seam`: [`DurableQueues`] as the broker's `persistence::Store`, the AMQP encodings the log
-//!   keeps, and restoring the recovered topology and messages into the vhosts at start.
 //!
 //! # On disk
 //! ```text
@@ -46,7 +47,8 @@
 //! ```
 //!
 //! # How the broker uses it
-//! Wired through `seam` (the broker's `persistence::Store`), with a data directory only:
+//! Wired through the broker's `durable_store` (the broker's `persistence::Persistence`, outside
+//! this module: the store knows records, not queues), with a data directory only:
 //! 1. `BrokerBuilder::start` opens the store before listening (a damaged store stops the start,
 //!    see [`StoreError::is_corruption`]), declares the recovered exchanges, queues and bindings,
 //!    and puts each durable queue's messages back in log order, `redelivered = true`.
@@ -88,15 +90,17 @@ mod durable_queues;
 mod error;
 mod fsync_policy;
 mod ledger;
+mod log_writer;
 mod message;
 mod position;
+mod reads;
 mod record;
 mod recovery;
-pub(crate) mod seam;
 mod segment;
-mod snapshot;
+mod stats;
+mod store_config;
 mod topology;
-mod writer;
+mod topology_records;
 
 #[cfg(test)]
 mod crash_test;
@@ -123,13 +127,15 @@ pub use message::{PersistentMessage, StoredMessage};
 pub use position::Position;
 pub use record::MAX_RECORD_LEN;
 pub use recovery::{Recovered, RecoveredQueue};
+pub use stats::StoreStats;
+pub use store_config::StoreConfig;
 
 use dir_lock::DirLock;
 pub(crate) use durable_dir::create_dir_durably;
+use log_writer::{AppendState, Counters, Shared, Waiter};
 use record::{checksum, fits_shortstr, Record, RECORD_HEADER_LEN};
 use segment::{segment_path, segments_dir};
 use topology::{binding_record, TopologyLog};
-use writer::{AppendState, Counters, Shared, Waiter};
 
 /// The store's name for a durable queue, used in log records instead of the (vhost, name)
 /// pair. Assigned at `queue.declare`, never reused, even after the queue is deleted: records of
@@ -148,48 +154,6 @@ pub const READ_RUN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u32 = 64 * 1024 * 1024;
-
-/// How to open a [`Store`].
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// The data directory (`--data-dir`); created if missing.
-    pub data_dir: PathBuf,
-    /// When appends count as committed (`--fsync`).
-    pub fsync: FsyncPolicy,
-    /// Size at which a segment is closed and the next one started, between 4 KiB and 1 GiB
-    /// (clamped). Smaller segments are reclaimed sooner; larger ones mean fewer files.
-    pub segment_size: u32,
-}
-
-impl StoreConfig {
-    /// The defaults for `data_dir`: [`FsyncPolicy::Always`], 64 MiB segments.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            fsync: FsyncPolicy::Always,
-            segment_size: DEFAULT_SEGMENT_SIZE,
-        }
-    }
-}
-
-/// Counters of the store's activity since open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreStats {
-    /// `fdatasync` calls on segment files.
-    pub fsyncs: u64,
-    /// Batches written (each one `pwrite` per segment touched).
-    pub batches: u64,
-    /// Records written.
-    pub records: u64,
-    /// Bytes written to segments.
-    pub bytes: u64,
-    /// Segments on disk.
-    pub segments: usize,
-    /// Segments deleted by compaction.
-    pub segments_deleted: u64,
-    /// Persistent messages enqueued and not yet removed.
-    pub live_messages: u64,
-}
 
 /// The broker's durable storage: topology snapshot plus segment log. Share it behind an `Arc`;
 /// every method takes `&self`.
@@ -299,12 +263,12 @@ impl Store {
         let thread_shared = shared.clone();
         let writer_thread = std::thread::Builder::new()
             .name("lepus-store-writer".into())
-            .spawn(move || writer::run(thread_shared, stopped_tx))
+            .spawn(move || log_writer::run(thread_shared, stopped_tx))
             .map_err(|e| StoreError::io(&shared.data_dir, e))?;
         {
             let mut log = shared.lock_topology();
             if log.snapshot_due() {
-                snapshot::start(&shared, &mut log);
+                shared.start_snapshot(&mut log);
             }
         }
         let store = Self {
@@ -332,152 +296,6 @@ impl Store {
     // topology record appended so far is committed (the topology it reports is then durable).
     // They take the topology lock, then the append lock, briefly: no I/O, no wait on other
     // connections' changes.
-
-    /// Records a durable exchange (replacing one of the same vhost and name).
-    pub fn declare_exchange(&self, exchange: ExchangeDef) -> Result<Commit, StoreError> {
-        check_names(&[&exchange.vhost, &exchange.name, &exchange.kind])?;
-        let mut log = self.shared.lock_topology();
-        if log.topology.exchange(&exchange.vhost, &exchange.name) == Some(&exchange) {
-            return Ok(self.topology_barrier(&log));
-        }
-        let record = Record::ExchangeDeclare {
-            vhost: &exchange.vhost,
-            name: &exchange.name,
-            kind: &exchange.kind,
-            flags: u8::from(exchange.auto_delete) | u8::from(exchange.internal) << 1,
-            arguments: &exchange.arguments,
-        };
-        self.log_topology(&mut log, &record)
-    }
-
-    /// Forgets a durable exchange and every binding from or to it (`exchange.delete`).
-    /// Idempotent.
-    pub fn delete_exchange(&self, vhost: &str, name: &str) -> Result<Commit, StoreError> {
-        check_names(&[vhost, name])?;
-        let mut log = self.shared.lock_topology();
-        if log.topology.exchange(vhost, name).is_none() {
-            return Ok(self.topology_barrier(&log));
-        }
-        self.log_topology(&mut log, &Record::ExchangeDelete { vhost, name })
-    }
-
-    /// Records a durable queue and returns its id; a queue of the same vhost and name keeps its
-    /// id (a declare with other flags or arguments replaces them).
-    pub fn declare_queue(
-        &self,
-        vhost: &str,
-        name: &str,
-        auto_delete: bool,
-        arguments: Bytes,
-    ) -> Result<(QueueId, Commit), StoreError> {
-        check_names(&[vhost, name])?;
-        let mut log = self.shared.lock_topology();
-        let (id, same) = match log.topology.queue(vhost, name) {
-            Some(q) => (
-                q.id,
-                q.auto_delete == auto_delete && q.arguments == arguments,
-            ),
-            None => (QueueId(log.topology.next_queue_id), false),
-        };
-        if same {
-            return Ok((id, self.topology_barrier(&log)));
-        }
-        let record = Record::QueueDeclare {
-            queue: id,
-            vhost,
-            name,
-            flags: u8::from(auto_delete),
-            arguments: &arguments,
-        };
-        let commit = self.log_topology(&mut log, &record)?;
-        Ok((id, commit))
-    }
-
-    /// Forgets a durable queue, its bindings and its messages (`queue.delete`). Its message
-    /// records stay in the log until compaction, but recovery skips them. Idempotent.
-    pub fn delete_queue(&self, queue: QueueId) -> Result<Commit, StoreError> {
-        let mut log = self.shared.lock_topology();
-        if log.topology.queue_by_id(queue).is_none() {
-            return Ok(self.topology_barrier(&log));
-        }
-        self.log_topology(&mut log, &Record::QueueDelete { queue })
-    }
-
-    /// Records a binding between durable entities (`queue.bind`, `exchange.bind`). Idempotent.
-    pub fn bind(&self, binding: BindingDef) -> Result<Commit, StoreError> {
-        check_binding(&binding)?;
-        let mut log = self.shared.lock_topology();
-        if log.topology.has_binding(&binding) {
-            return Ok(self.topology_barrier(&log));
-        }
-        self.log_topology(&mut log, &Record::Bind(binding_record(&binding)))
-    }
-
-    /// Forgets a binding (`queue.unbind`, `exchange.unbind`): the one with the same vhost,
-    /// source, destination, routing key and arguments. Idempotent.
-    pub fn unbind(&self, binding: &BindingDef) -> Result<Commit, StoreError> {
-        check_binding(binding)?;
-        let mut log = self.shared.lock_topology();
-        if !log.topology.has_binding(binding) {
-            return Ok(self.topology_barrier(&log));
-        }
-        self.log_topology(&mut log, &Record::Unbind(binding_record(binding)))
-    }
-
-    /// A commit that resolves once everything appended so far (any record, by anyone) is
-    /// committed: what a reply covering several records waits for (`tx.commit-ok` after the
-    /// transaction's enqueues and removes, `purge-ok` after the purged messages' removes).
-    pub fn barrier(&self) -> Commit {
-        let (tx, rx) = oneshot::channel();
-        self.shared.commit_upto(None, Waiter::Outcome(tx));
-        Commit(rx)
-    }
-
-    /// A commit that resolves once every topology record appended so far is committed.
-    fn topology_barrier(&self, log: &TopologyLog) -> Commit {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .commit_upto(Some(log.last_record_end), Waiter::Outcome(tx));
-        Commit(rx)
-    }
-
-    /// Appends topology `record` and applies it; `log` is the held topology lock, so records
-    /// reach the log in the order they are applied. Starts a snapshot when enough records
-    /// piled up.
-    fn log_topology(
-        &self,
-        log: &mut TopologyLog,
-        record: &Record<'_>,
-    ) -> Result<Commit, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let (end, wake_writer) = {
-            let mut state = self.shared.lock();
-            let position = state.append(record, self.shared.segment_size)?;
-            let end = (position.segment, position.offset + position.len);
-            state.ledger.topology_record(position.segment, end.1);
-            match *record {
-                Record::QueueDeclare { queue, .. } => {
-                    state.queues.insert(queue);
-                }
-                Record::QueueDelete { queue } => {
-                    state.queues.remove(&queue);
-                    state.ledger.forget_queue(queue, end);
-                }
-                _ => {}
-            }
-            (end, state.push_waiter(Waiter::Outcome(tx)))
-        };
-        if wake_writer {
-            self.shared.wake.notify_one();
-        }
-        log.topology.apply(record);
-        log.uncovered += 1;
-        log.last_record_end = end;
-        if log.snapshot_due() {
-            snapshot::start(&self.shared, log);
-        }
-        Ok(Commit(rx))
-    }
 
     /// Appends an enqueue record: persistent `message` entered durable `queue`. Returns its
     /// position (keep it: it names the message for [`remove`](Self::remove) and
@@ -618,126 +436,6 @@ impl Store {
         Ok(position)
     }
 
-    /// Reads the message at `position` back from its segment (one `pread`, checksum verified).
-    /// Valid once the enqueue returned and until its remove is committed: a record appended
-    /// but not yet written by the writer thread is waited for. Blocking, but cheap when the
-    /// segment is in the page cache.
-    pub fn read(&self, position: Position) -> Result<StoredMessage, StoreError> {
-        // `read_run` returns exactly one result per position: one here.
-        self.read_run(&[position]).remove(0)
-    }
-
-    /// Reads many messages back, one result per position, in the given order. Records that
-    /// lie back to back in one segment are read with one `pread` per run of up to
-    /// [`READ_RUN_BYTES`]: that is how a queue drains a paged-out backlog, whose records are
-    /// mostly adjacent. Same validity and blocking as [`read`](Self::read).
-    pub fn read_many(&self, positions: &[Position]) -> Vec<Result<StoredMessage, StoreError>> {
-        let mut out = Vec::with_capacity(positions.len());
-        let mut start = 0;
-        while start < positions.len() {
-            let first = positions[start];
-            let mut end = start + 1;
-            let mut run_end = u64::from(first.offset) + u64::from(first.len);
-            while let Some(next) = positions.get(end) {
-                let next_end = run_end + u64::from(next.len);
-                if next.segment != first.segment
-                    || u64::from(next.offset) != run_end
-                    || next_end - u64::from(first.offset) > READ_RUN_BYTES
-                {
-                    break;
-                }
-                run_end = next_end;
-                end += 1;
-            }
-            out.extend(self.read_run(&positions[start..end]));
-            start = end;
-        }
-        out
-    }
-
-    /// Reads `run`, records back to back in one segment (or a single record), with one
-    /// `pread`; one result per record.
-    fn read_run(&self, run: &[Position]) -> Vec<Result<StoredMessage, StoreError>> {
-        let (Some(first), Some(last)) = (run.first(), run.last()) else {
-            return Vec::new();
-        };
-        let no_message = |position: &Position| StoreError::NoMessage {
-            segment: position.segment,
-            offset: position.offset,
-        };
-        let start = u64::from(first.offset);
-        let end = u64::from(last.offset) + u64::from(last.len);
-        let fail_all = |err: StoreError| {
-            let mut out = vec![Err(err)];
-            out.extend(run[1..].iter().map(|p| Err(no_message(p))));
-            out
-        };
-        if let Err(err) = self.wait_written(first.segment, end) {
-            return fail_all(err);
-        }
-        let file = match self.reader(first.segment) {
-            Ok(file) => file,
-            Err(err) => return fail_all(err),
-        };
-        let mut buf = vec![0; (end - start) as usize];
-        if let Err(e) = file.read_exact_at(&mut buf, start) {
-            return fail_all(match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => no_message(first),
-                _ => StoreError::io(segment_path(&self.shared.data_dir, first.segment), e),
-            });
-        }
-        let bytes = Bytes::from(buf);
-        run.iter()
-            .map(|position| {
-                let at = (u64::from(position.offset) - start) as usize;
-                let record = bytes.slice(at..at + position.len as usize);
-                decode_enqueue(&record).ok_or_else(|| no_message(position))
-            })
-            .collect()
-    }
-
-    /// Waits until the writer thread has written `segment` up to byte `end`. Fails at once
-    /// for a range past everything appended (it will never be written) and when the writer
-    /// has failed.
-    fn wait_written(&self, segment: u32, end: u64) -> Result<(), StoreError> {
-        let mut state = self.shared.lock();
-        let (appended_segment, appended_end) = state.append_point();
-        if (segment, end) > (appended_segment, u64::from(appended_end)) {
-            return Err(StoreError::NoMessage { segment, offset: 0 });
-        }
-        while (segment, end) > (state.written.0, u64::from(state.written.1)) {
-            if let Some(cause) = &state.failed {
-                return Err(StoreError::WriterFailed(cause.clone()));
-            }
-            state = self
-                .shared
-                .written_cv
-                .wait_timeout(state, std::time::Duration::from_millis(100))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        Ok(())
-    }
-
-    fn reader(&self, segment: u32) -> Result<Arc<File>, StoreError> {
-        let mut readers = self
-            .shared
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(file) = readers.get(&segment) {
-            return Ok(file.clone());
-        }
-        let path = segment_path(&self.shared.data_dir, segment);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::NoMessage { segment, offset: 0 },
-            _ => StoreError::io(&path, e),
-        })?;
-        let file = Arc::new(file);
-        readers.insert(segment, file.clone());
-        Ok(file)
-    }
-
     /// Waits for the topology snapshot being written, if any (and the compaction it ends
     /// with). Blocking.
     #[cfg(test)]
@@ -745,21 +443,6 @@ impl Store {
         let thread = self.shared.take_snapshot_thread();
         if let Some(thread) = thread {
             thread.join().unwrap_or_default();
-        }
-    }
-
-    /// Activity counters.
-    pub fn stats(&self) -> StoreStats {
-        let counters = &self.shared.counters;
-        let state = self.shared.lock();
-        StoreStats {
-            fsyncs: counters.fsyncs.load(Ordering::Relaxed),
-            batches: counters.batches.load(Ordering::Relaxed),
-            records: counters.records.load(Ordering::Relaxed),
-            bytes: counters.bytes.load(Ordering::Relaxed),
-            segments: state.ledger.segment_count(),
-            segments_deleted: counters.segments_deleted.load(Ordering::Relaxed),
-            live_messages: state.ledger.live_messages(),
         }
     }
 
@@ -796,60 +479,6 @@ impl Store {
             None => Ok(()),
         }
     }
-}
-
-/// Decodes one whole enqueue record (header included), checking its length and checksum.
-/// `None` when `record` is not a valid enqueue record.
-fn decode_enqueue(record: &Bytes) -> Option<StoredMessage> {
-    if record.len() < RECORD_HEADER_LEN {
-        return None;
-    }
-    let (header, payload) = record.split_at(RECORD_HEADER_LEN);
-    let len_bytes = [header[0], header[1], header[2], header[3]];
-    if u32::from_be_bytes(len_bytes) as usize != payload.len()
-        || checksum(len_bytes, payload)
-            != u32::from_be_bytes([header[4], header[5], header[6], header[7]])
-    {
-        return None;
-    }
-    let Ok(Record::Enqueue {
-        queue,
-        exchange,
-        routing_key,
-        properties,
-        body,
-    }) = Record::decode(payload)
-    else {
-        return None;
-    };
-    Some(StoredMessage {
-        queue,
-        exchange: String::from_utf8_lossy(exchange).into_owned(),
-        routing_key: String::from_utf8_lossy(routing_key).into_owned(),
-        // No copy: `slice_ref` shares `record`, and cannot panic because both slices were
-        // decoded out of `record` itself.
-        properties: record.slice_ref(properties),
-        body: record.slice_ref(body),
-    })
-}
-
-/// Refuses names that do not fit a shortstr (AMQP names never do; vhost names come from the
-/// admin API).
-fn check_names(names: &[&str]) -> Result<(), StoreError> {
-    if names.iter().all(|name| fits_shortstr(name)) {
-        Ok(())
-    } else {
-        Err(StoreError::NameTooLong)
-    }
-}
-
-fn check_binding(binding: &BindingDef) -> Result<(), StoreError> {
-    check_names(&[
-        &binding.vhost,
-        &binding.source,
-        &binding.destination,
-        &binding.routing_key,
-    ])
 }
 
 impl Drop for Store {

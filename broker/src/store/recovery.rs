@@ -10,7 +10,7 @@ use std::path::Path;
 use super::ledger::{Ledger, LogPoint};
 use super::record::Record;
 use super::segment::{list_segments, scan, segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
-use super::topology::Topology;
+use super::topology::StoredTopology;
 use super::{Definitions, Position, QueueId, StoreError};
 
 /// What the store found at open: the durable topology and, per durable queue, its persistent
@@ -43,7 +43,7 @@ pub struct RecoveredQueue {
 #[derive(Debug)]
 pub(crate) struct Scanned {
     /// The topology: the snapshot with the later topology records applied.
-    pub(crate) topology: Topology,
+    pub(crate) topology: StoredTopology,
     /// Topology records the snapshot does not cover.
     pub(crate) uncovered: u64,
     /// End of the last of them (where the snapshot's coverage ends when there is none).
@@ -131,7 +131,7 @@ pub(crate) fn recover(
         create_segment(data_dir, 1)?;
         numbers.push(1);
     }
-    let topology = Topology::from_definitions(snapshot);
+    let topology = StoredTopology::from_definitions(snapshot);
     let mut scanned = Scanned {
         queues: topology
             .queue_ids()

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,26 +14,20 @@ use rand::{Rng, SeedableRng};
 use super::segment::{list_segments, segment_path};
 use super::*;
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub(super) struct TestDir(pub(super) PathBuf);
+/// A fresh directory (`tempfile`), removed on drop; `.0` is its path.
+pub(super) struct TestDir(
+    pub(super) PathBuf,
+    // Held for its `Drop`, which removes the directory.
+    #[allow(dead_code)] tempfile::TempDir,
+);
 
 impl TestDir {
     pub(super) fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "lepus-store-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix("lepus-store-")
+            .tempdir()
+            .unwrap();
+        Self(dir.path().to_path_buf(), dir)
     }
 }
 

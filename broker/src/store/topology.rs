@@ -1,6 +1,6 @@
-//! `Topology`: the durable topology as the store keeps it while open, indexed so that a change
-//! costs the same whatever its size, and changed only by applying topology records (the same
-//! code applies a change as it is logged and replays it at recovery). Its `TopologyLog` says
+//! `StoredTopology`: the durable topology as the store keeps it while open, indexed so that a
+//! change costs the same whatever its size, and changed only by applying topology records (the
+//! same code applies a change as it is logged and replays it at recovery). Its `TopologyLog` says
 //! how far the log has run ahead of the snapshot.
 
 use std::collections::{HashMap, HashSet};
@@ -13,7 +13,7 @@ use super::{BindingDef, BindingDestination, Definitions, ExchangeDef, QueueDef, 
 
 /// Durable exchanges, queues and bindings, by key.
 #[derive(Debug, Default)]
-pub(crate) struct Topology {
+pub(crate) struct StoredTopology {
     /// By (vhost, name).
     exchanges: HashMap<(String, String), ExchangeDef>,
     /// By id.
@@ -25,7 +25,7 @@ pub(crate) struct Topology {
     pub(crate) next_queue_id: u64,
 }
 
-impl Topology {
+impl StoredTopology {
     /// The topology of a snapshot.
     pub(crate) fn from_definitions(defs: Definitions) -> Self {
         let mut topology = Self {
@@ -222,7 +222,7 @@ pub(crate) fn binding_record(binding: &BindingDef) -> BindingRecord<'_> {
 /// topology records are appended in the order the changes are applied.
 #[derive(Debug)]
 pub(crate) struct TopologyLog {
-    pub(crate) topology: Topology,
+    pub(crate) topology: StoredTopology,
     /// Topology records appended (or replayed at open) that no durable snapshot covers yet.
     pub(crate) uncovered: u64,
     /// End of the last topology record appended or replayed: a reply about the topology as it

@@ -9,6 +9,8 @@
 //!     pub const NAME: &str = "send_email";
 //!     pub async fn enqueue(client, to: String) -> Result<TaskId, ::lepus::Error>;
 //!     pub async fn enqueue_with(client, to: String, options: EnqueueOptions) -> ..;
+//!     pub async fn submit(client, to: String) -> Result<TaskHandle<send_email>, ::lepus::Error>;
+//!     pub async fn submit_with(client, to: String, options: EnqueueOptions) -> ..;
 //!     pub fn handler() -> ::lepus::Handler;
 //! }
 //! impl ::lepus::__private::Task for send_email { .. }
@@ -87,13 +89,15 @@ fn gen_task_impl(
 ) -> TokenStream {
     let name = &function.sig.ident;
     let args_ty = args_tuple_type(signature);
-    let (_, err) = returns_projections(&signature.ret);
+    let (ok, err) = returns_projections(&signature.ret);
     let (_, input, cx) = invoke_idents();
     let unpack = unpack_args(signature, &input);
     let inject = inject_lets(signature, &cx);
     let call_args = call_args(signature);
     let needs = needs_fn(signature);
-    let output = invoke_output(quote!(()));
+    let output = invoke_output(quote!(Self::Output));
+    let body = Ident::new("body", Span::mixed_site());
+    let value = Ident::new("value", Span::mixed_site());
     let options = gen_options(args);
     quote! {
         impl ::lepus::__private::Task for #name {
@@ -101,6 +105,7 @@ fn gen_task_impl(
             const NAME: &'static ::core::primitive::str = #task_name;
             type Args = #args_ty;
             type Err = #err;
+            type Output = #ok;
 
             fn options() -> ::lepus::__private::TaskOptions {
                 #options
@@ -115,11 +120,37 @@ fn gen_task_impl(
                 #inject
                 #unpack
                 ::core::result::Result::Ok(async move {
-                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
-                        ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
-                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
-                    }
+                    ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await)
                 })
+            }
+
+            // The extra references select the codec (autoref specialization, see `result_wire`).
+            #[allow(clippy::needless_borrow)]
+            fn encode_output(#value: &Self::Output) -> ::core::option::Option<::std::vec::Vec<::core::primitive::u8>> {
+                #[allow(unused_imports)]
+                use ::lepus::__private::{OutOpaque as _, OutSerde as _};
+                (&&&::lepus::__private::OutWire::<Self::Output>::NEW).encode_output(#value)
+            }
+
+            #[allow(clippy::needless_borrow)]
+            fn decode_output(#body: &[::core::primitive::u8]) -> ::core::result::Result<Self::Output, ::std::string::String> {
+                #[allow(unused_imports)]
+                use ::lepus::__private::{OutOpaque as _, OutSerde as _};
+                (&&&::lepus::__private::OutWire::<Self::Output>::NEW).decode_output(#body)
+            }
+
+            #[allow(clippy::needless_borrow)]
+            fn encode_error(#value: &Self::Err) -> ::core::option::Option<::std::vec::Vec<::core::primitive::u8>> {
+                #[allow(unused_imports)]
+                use ::lepus::__private::{TaskErrNever as _, TaskErrOpaque as _, TaskErrSerde as _, TaskErrText as _};
+                (&&&&&::lepus::__private::TaskErrWire::<Self::Err>::NEW).encode_error(#value)
+            }
+
+            #[allow(clippy::needless_borrow)]
+            fn decode_error(#body: &[::core::primitive::u8]) -> ::core::result::Result<Self::Err, ::std::string::String> {
+                #[allow(unused_imports)]
+                use ::lepus::__private::{TaskErrNever as _, TaskErrOpaque as _, TaskErrSerde as _, TaskErrText as _};
+                (&&&&&::lepus::__private::TaskErrWire::<Self::Err>::NEW).decode_error(#body)
             }
         }
     }
@@ -164,6 +195,10 @@ fn gen_options(args: &TaskArgs) -> TokenStream {
             ))
         };
     }
+    if let Some(ttl) = args.result_ttl {
+        let ttl = millis(ttl);
+        chain = quote! { #chain.result_ttl(::lepus::__private::Duration::from_millis(#ttl)) };
+    }
     chain
 }
 
@@ -199,6 +234,31 @@ fn gen_enqueue(signature: &WireSignature, name: &Ident) -> TokenStream {
             #options: ::lepus::__private::EnqueueOptions,
         ) -> ::core::result::Result<::lepus::__private::TaskId, ::lepus::__private::Error> {
             ::lepus::__private::enqueue::<#name>(#client, #tuple, #options).await
+        }
+
+        /// Enqueues the task and keeps its result on the broker (for its `result_ttl`):
+        /// `handle.result(timeout).await` waits for it, `handle.status().await` says where the
+        /// task is, and `TaskHandle::from_id` gets the same handle in another process.
+        pub async fn submit(
+            #client: &::lepus::__private::Client,
+            #(#params),*
+        ) -> ::core::result::Result<::lepus::__private::TaskHandle<#name>, ::lepus::__private::Error> {
+            ::lepus::__private::submit::<#name>(
+                #client,
+                #tuple,
+                <::lepus::__private::EnqueueOptions as ::core::default::Default>::default(),
+            )
+            .await
+        }
+
+        /// [`submit`](Self::submit) with options (delay, priority, `message_id`, queue,
+        /// `result_ttl`).
+        pub async fn submit_with(
+            #client: &::lepus::__private::Client,
+            #(#params,)*
+            #options: ::lepus::__private::EnqueueOptions,
+        ) -> ::core::result::Result<::lepus::__private::TaskHandle<#name>, ::lepus::__private::Error> {
+            ::lepus::__private::submit::<#name>(#client, #tuple, #options).await
         }
     }
 }

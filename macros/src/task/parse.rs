@@ -1,6 +1,6 @@
 //! Reads `#[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s",
 //! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true,
-//! cancellable = true, rate_limit = "20/s")]`.
+//! cancellable = true, rate_limit = "20/s", result_ttl = "1h")]`.
 
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ const KEYS: &[&str] = &[
     "blocking",
     "cancellable",
     "rate_limit",
+    "result_ttl",
 ];
 
 /// The attribute's arguments.
@@ -40,6 +41,7 @@ pub(crate) struct TaskArgs {
     pub(crate) cancellable: bool,
     /// `(count, period in seconds)`.
     pub(crate) rate_limit: Option<(u32, u64)>,
+    pub(crate) result_ttl: Option<Duration>,
 }
 
 /// Parses the attribute, reporting every problem at its token (combined).
@@ -62,6 +64,7 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
             "blocking" => attr::boolean(pair).map(|v| args.blocking = v),
             "cancellable" => attr::boolean(pair).map(|v| args.cancellable = v),
             "rate_limit" => attr::rate_limit(pair).map(|v| args.rate_limit = Some(v)),
+            "result_ttl" => attr::positive_duration(pair).map(|v| args.result_ttl = Some(v)),
             _ => Err(syn::Error::new_spanned(&pair.path, "unknown key")),
         };
         if let Err(err) = result {

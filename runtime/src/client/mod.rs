@@ -24,6 +24,7 @@ use lapin::types::ShortString;
 use lapin::BasicProperties;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub use call_options::CallOptions;
 pub(crate) use reply_consumer::declare_exchanges;
@@ -31,10 +32,11 @@ pub use reply_consumer::ReplyMode;
 
 use crate::connection::Connection;
 use crate::context::ContextKind;
-use crate::context::{Context, Onward};
+use crate::context::{write_onward, Context, Onward};
 use crate::envelope::{self, CONTENT_TYPE, RPC_EXCHANGE};
 use crate::error::{Error, FailureKind};
 use crate::method::{Invoke, Method};
+use crate::observe::{self, Outcome};
 use crate::worker::handler::missing_state_message;
 use crate::worker::served;
 use pending::Pending;
@@ -194,6 +196,37 @@ impl Client {
         args: M::Args,
         options: CallOptions,
     ) -> Result<M::Ok, Error<M::Err>> {
+        // The call's span (a child of the caller's) and metrics, see `observe`.
+        let started = std::time::Instant::now();
+        let queue = self.queue_label::<M>(options.queue.as_deref());
+        let span = observe::call_span(&queue, M::NAME);
+        let result = self
+            .call_timed::<M>(args, options)
+            .instrument(span.clone())
+            .await;
+        let outcome = Outcome::of_call(&result);
+        observe::finish(&span, outcome, started);
+        observe::metrics::called(&queue, M::NAME, outcome, started.elapsed());
+        result
+    }
+
+    /// The queue a call of `M` goes to, with the client's prefix, as its span and metrics
+    /// name it (no copy for a method's own queue without a prefix).
+    fn queue_label<M: Method>(&self, queue: Option<&str>) -> std::borrow::Cow<'static, str> {
+        match (self.inner.queue_prefix.as_str(), queue) {
+            ("", None) => std::borrow::Cow::Borrowed(M::QUEUE),
+            (prefix, queue) => {
+                std::borrow::Cow::Owned(format!("{prefix}{}", queue.unwrap_or(M::QUEUE)))
+            }
+        }
+    }
+
+    /// A call under its timeout.
+    async fn call_timed<M: Method>(
+        &self,
+        args: M::Args,
+        options: CallOptions,
+    ) -> Result<M::Ok, Error<M::Err>> {
         let mut timeout = options.timeout.unwrap_or_else(|| self.default_timeout());
         // Inside a handler (or `Context::scope`), the call inherits what is left of the
         // handler's own deadline, and is not started once that is spent (see `context`).
@@ -261,9 +294,11 @@ impl Client {
         let (id, reply, forget_on_drop) = self.inner.pending.register(session.generation);
 
         let deadline_ms = envelope::deadline_after(timeout);
+        let correlation_id = envelope::correlation_id(id);
+        tracing::Span::current().record("correlation_id", correlation_id.as_str());
         let mut properties = BasicProperties::default()
             .with_content_type(CONTENT_TYPE.into())
-            .with_correlation_id(envelope::correlation_id(id))
+            .with_correlation_id(correlation_id)
             .with_reply_to(session.reply_to.clone())
             .with_expiration(envelope::expiration(timeout))
             .with_delivery_mode(1)
@@ -338,17 +373,15 @@ impl Client {
     }
 }
 
-/// The headers of a request: the deadline and the caller, and inside a context what it carries
-/// onward (the trace id).
+/// The headers of a request: the deadline and the caller, the trace context, and inside a
+/// context what it carries onward (the trace id).
 fn request_headers(
     deadline_ms: i64,
     caller: &lapin::types::LongString,
     onward: Option<&Onward>,
 ) -> lapin::types::FieldTable {
     let mut headers = envelope::request_headers(deadline_ms, caller);
-    if let Some(onward) = onward {
-        onward.write_headers(&mut headers);
-    }
+    write_onward(&mut headers, onward);
     headers
 }
 

@@ -20,6 +20,7 @@ use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::event::publish::exchange_name;
 use crate::event::{DeliveryKind, Event, ExchangeType};
+use crate::observe::{self, metrics::InFlight};
 use crate::task::headers::{self, bounded_error};
 use crate::task::task_handler::settled;
 use crate::task::{Completion, Observer, Outcome};
@@ -154,13 +155,16 @@ async fn reject<E: Event>(delivery: &Delivery, context: &SettleContext, error: S
     } else {
         error.as_str()
     };
-    warn!(handler = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
+    warn!(event = E::NAME, queue = %context.queue, error = logged, "event handler failed; event rejected");
     let rejected = delivery
         .acker
         .reject(BasicRejectOptions { requeue: false })
         .await;
     match settled(rejected) {
-        Ok(()) => Outcome::Failed { error },
+        Ok(()) => {
+            observe::metrics::dead_lettered(&context.queue, E::NAME);
+            Outcome::Failed { error }
+        }
         Err(error) => Outcome::Unsettled { error },
     }
 }
@@ -174,7 +178,16 @@ impl<E: Event> EventRunner<E> {
             .map_or_else(|| delivery.exchange.clone(), ShortString::from);
         let routing_key = headers::string(h, HEADER_ROUTING_KEY)
             .map_or_else(|| delivery.routing_key.clone(), ShortString::from);
-        debug!(handler = E::NAME, exchange = %exchange, routing_key = %routing_key, "event");
+        debug!(event = E::NAME, exchange = %exchange, routing_key = %routing_key, "event");
+        // The run's span, a child of the publish's (see `observe`).
+        let started = std::time::Instant::now();
+        let span = observe::event_span(
+            &context.queue,
+            E::NAME,
+            &delivery.properties,
+            was_redelivered(&delivery),
+        );
+        let in_flight = InFlight::start(&context.queue, E::NAME);
         let cx = Context::delivered(Delivered {
             kind: ContextKind::Event,
             name: Cow::Borrowed(E::NAME),
@@ -186,15 +199,24 @@ impl<E: Event> EventRunner<E> {
             exchange: Some(exchange),
             routing_key: Some(routing_key),
             states: context.states.clone(),
+            span: span.clone(),
         });
-        let outcome =
-            match run_once::<E>(&delivery.data, cx, context.limits, &mut context.slot).await {
-                Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
-                    Ok(()) => Outcome::Succeeded,
-                    Err(error) => Outcome::Unsettled { error },
-                },
-                Err(error) => reject::<E>(&delivery, &context, error).await,
-            };
+        let ran = run_once::<E>(&delivery.data, cx, context.limits, &mut context.slot).await;
+        drop(in_flight);
+        let outcome = match ran {
+            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                Ok(()) => Outcome::Succeeded,
+                Err(error) => Outcome::Unsettled { error },
+            },
+            Err(error) => reject::<E>(&delivery, &context, error).await,
+        };
+        let observed = match &outcome {
+            Outcome::Succeeded => observe::Outcome::Ok,
+            Outcome::Failed { .. } => observe::Outcome::DeadLettered,
+            _ => observe::Outcome::Error,
+        };
+        observe::finish(&span, observed, started);
+        observe::metrics::handled(&context.queue, E::NAME, observed, started.elapsed());
         self.report(&delivery, &context, outcome);
     }
 

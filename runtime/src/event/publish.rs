@@ -26,12 +26,14 @@ use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::client::Client;
-use crate::context::Onward;
+use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE};
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::observe::{self, Outcome};
 use crate::task::enqueue::{close_side_channel, side_channel};
 use crate::task::headers;
 
@@ -130,6 +132,23 @@ async fn send<P: Serialize + ?Sized>(
     routing_key: &str,
     payload: &P,
 ) -> Result<()> {
+    // The publish's span, a child of the caller's; the handlers' runs are its children.
+    let started = std::time::Instant::now();
+    let span = observe::publish_span(exchange, routing_key);
+    let result = send_bounded(client, exchange, routing_key, payload)
+        .instrument(span.clone())
+        .await;
+    observe::finish(&span, Outcome::of_publish(&result), started);
+    result
+}
+
+/// [`send`] within the time the current context has left.
+async fn send_bounded<P: Serialize + ?Sized>(
+    client: &Client,
+    exchange: &str,
+    routing_key: &str,
+    payload: &P,
+) -> Result<()> {
     let onward = Onward::current();
     let Some(onward) = onward else {
         return send_now(client, exchange, routing_key, payload, None).await;
@@ -151,6 +170,13 @@ async fn send<P: Serialize + ?Sized>(
     }
 }
 
+/// The `message-id` of an event, recorded on the current (publish) span.
+fn message_id(id: uuid::Uuid) -> lapin::types::ShortString {
+    let id = lapin::types::ShortString::from(id.simple().to_string());
+    tracing::Span::current().record("message_id", id.as_str());
+    id
+}
+
 async fn send_now<P: Serialize + ?Sized>(
     client: &Client,
     exchange: &str,
@@ -164,11 +190,11 @@ async fn send_now<P: Serialize + ?Sized>(
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)
-        .with_message_id(uuid::Uuid::new_v4().simple().to_string().into())
+        .with_message_id(message_id(uuid::Uuid::new_v4()))
         .with_timestamp(u64::try_from(now / 1000).unwrap_or_default());
-    if let Some(onward) = onward {
-        let mut headers = FieldTable::default();
-        onward.write_headers(&mut headers);
+    let mut headers = FieldTable::default();
+    write_onward(&mut headers, onward);
+    if !headers.inner().is_empty() {
         properties = properties.with_headers(headers);
     }
     let open = client.publisher().channel(client).await?;

@@ -16,13 +16,15 @@ use std::time::Duration;
 use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use crate::client::Client;
-use crate::context::Onward;
+use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
 use crate::error::{Error, Result, REPLY_CODE_NO_ROUTE};
+use crate::observe::{self, Outcome};
 use crate::task::headers::{self, ENQUEUED_AT};
+use crate::task::result_wire::{RESULT_QUEUE, RESULT_TTL};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::Task;
 use crate::worker::QueueOptions;
@@ -34,6 +36,10 @@ pub struct EnqueueOptions {
     priority: Option<u8>,
     message_id: Option<String>,
     queue: Option<String>,
+    /// `submit`'s `result_ttl` for this task only.
+    result_ttl: Option<Duration>,
+    /// Set by `submit`: the result queue and its `x-expires` in ms, sent in the task's headers.
+    result_queue: Option<(String, i64)>,
 }
 
 impl EnqueueOptions {
@@ -58,6 +64,29 @@ impl EnqueueOptions {
     /// the same id and a worker can tell (see [`current`](crate::task::current)).
     pub fn message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = Some(id.into());
+        self
+    }
+
+    /// With `submit`: keep this task's result for `ttl` after its last use instead of the
+    /// task's `result_ttl` (no effect on `enqueue`, which keeps no result).
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = Some(ttl).filter(|t| !t.is_zero());
+        self
+    }
+
+    pub(crate) fn result_ttl_of(&self) -> Option<Duration> {
+        self.result_ttl
+    }
+
+    /// The task's `message_id`, chosen now if the caller gave none.
+    pub(crate) fn ensure_message_id(&mut self) -> String {
+        self.message_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string())
+            .clone()
+    }
+
+    pub(crate) fn with_result_queue(mut self, queue: &str, ttl_ms: i64) -> Self {
+        self.result_queue = Some((queue.to_owned(), ttl_ms));
         self
     }
 
@@ -111,6 +140,22 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 pub async fn enqueue<T: Task>(
     client: &Client,
     args: T::Args,
+    options: EnqueueOptions,
+) -> Result<TaskId> {
+    // The enqueue's span, a child of the caller's; the task's attempts are its children.
+    let started = std::time::Instant::now();
+    let span = observe::enqueue_span(options.queue.as_deref().unwrap_or(T::QUEUE), T::NAME);
+    let result = enqueue_timed::<T>(client, args, options)
+        .instrument(span.clone())
+        .await;
+    observe::finish(&span, Outcome::of_publish(&result), started);
+    result
+}
+
+/// An enqueue under the client's timeout, published again until confirmed.
+async fn enqueue_timed<T: Task>(
+    client: &Client,
+    args: T::Args,
     mut options: EnqueueOptions,
 ) -> Result<TaskId> {
     let mut timeout = client.default_timeout();
@@ -129,6 +174,7 @@ pub async fn enqueue<T: Task>(
         .message_id
         .get_or_insert_with(|| uuid::Uuid::new_v4().simple().to_string())
         .clone();
+    tracing::Span::current().record("message_id", message_id.as_str());
     let body = envelope::encode_request(&args).map_err(Error::Encode)?;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -173,9 +219,11 @@ async fn enqueue_inner<T: Task>(
     let mut task_headers = FieldTable::default();
     task_headers.insert(HEADER_METHOD.into(), headers::long_string(T::NAME));
     headers::insert_int(&mut task_headers, ENQUEUED_AT, now);
-    if let Some(onward) = onward {
-        onward.write_headers(&mut task_headers);
+    if let Some((result_queue, ttl_ms)) = &options.result_queue {
+        task_headers.insert(RESULT_QUEUE.into(), headers::long_string(result_queue));
+        headers::insert_int(&mut task_headers, RESULT_TTL, *ttl_ms);
     }
+    write_onward(&mut task_headers, onward);
     let mut properties = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
         .with_delivery_mode(2)

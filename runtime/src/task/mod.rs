@@ -14,6 +14,10 @@
 //!   queue) and the names of the queues a task uses.
 //! - `enqueue`: [`enqueue`], [`EnqueueOptions`] (delay, priority, `message_id`).
 //! - `headers`: the task headers on the wire (attempts, error, timestamps), byte by byte.
+//! - `result_wire`: the result message a worker sends for a submitted task (status headers,
+//!   output or error body) and how the macro picks the codecs of a task's output and error.
+//! - `task_handle`: [`submit`], [`TaskHandle`] (`result`, `status`, from an id),
+//!   [`TaskStatus`], [`TaskResultError`]: results kept on the broker in per-task queues.
 //! - `retry_delay`: the delay queues and how a retry delay is picked.
 //! - `task_handler`: the worker side (run, ack, retry, dead-letter).
 //! - `dead_letters`: [`DeadLetters`]: list, show and requeue what sits in a dead-letter queue.
@@ -32,7 +36,9 @@ pub(crate) mod enqueue;
 pub mod headers;
 mod publisher;
 mod queue_status;
+pub mod result_wire;
 mod retry_delay;
+mod task_handle;
 pub(crate) mod task_handler;
 mod task_options;
 
@@ -52,8 +58,9 @@ pub(crate) use declared::Declared;
 pub use enqueue::{enqueue, EnqueueOptions, TaskId};
 pub(crate) use publisher::Publisher;
 pub use queue_status::{queue_status, wait_for_consumers, wait_for_queue_consumers, QueueStatus};
+pub use task_handle::{result_queue_name, submit, TaskHandle, TaskResultError, TaskStatus};
 pub use task_handler::{handler, run_local};
-pub use task_options::{dead_letter_queue_name, TaskOptions, DEFAULT_RETRIES};
+pub use task_options::{dead_letter_queue_name, TaskOptions, DEFAULT_RESULT_TTL, DEFAULT_RETRIES};
 
 pub(crate) use completion::Observer;
 
@@ -68,6 +75,9 @@ pub trait Task: Send + Sync + 'static {
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// The error a failed attempt returns; its text goes into the `x-lepus-error` header.
     type Err: Display + Send + 'static;
+    /// What a successful run returns (`<R as Returns>::Ok`); sent to the task's result queue
+    /// when it was submitted with [`submit`] (see `task_handle`).
+    type Output: Send + 'static;
 
     /// Retries, backoff, time limit and queue options.
     fn options() -> TaskOptions;
@@ -82,5 +92,19 @@ pub trait Task: Send + Sync + 'static {
     fn invoke(
         args: Self::Args,
         cx: &Context,
-    ) -> Result<impl Future<Output = Result<(), Self::Err>> + Send + 'static, MissingState>;
+    ) -> Result<impl Future<Output = Result<Self::Output, Self::Err>> + Send + 'static, MissingState>;
+
+    /// The output as MessagePack, or `None` when its type is not a serde type (the macro picks,
+    /// see `result_wire`).
+    fn encode_output(output: &Self::Output) -> Option<Vec<u8>>;
+
+    /// The output back from [`Task::encode_output`]'s bytes.
+    fn decode_output(body: &[u8]) -> std::result::Result<Self::Output, String>;
+
+    /// The error as MessagePack (typed for a serde error, its text for one rebuilt from a
+    /// [`RemoteError`](crate::RemoteError)), or `None` when it can only be described.
+    fn encode_error(error: &Self::Err) -> Option<Vec<u8>>;
+
+    /// The error back from [`Task::encode_error`]'s bytes.
+    fn decode_error(body: &[u8]) -> std::result::Result<Self::Err, String>;
 }

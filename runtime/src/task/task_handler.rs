@@ -30,15 +30,17 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
+use crate::observe::{self, metrics::InFlight};
 use crate::properties_size;
 use crate::task::completion::{Completion, Observer, Outcome};
 use crate::task::declared::Declared;
 use crate::task::headers::{self, bounded_error, RETRY_DELAY};
+use crate::task::result_wire::{self, ResultMessage, Status};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
 use crate::task::{Task, TaskOptions};
 use crate::worker::handler::missing_state_message;
@@ -96,6 +98,10 @@ struct Failure {
     error: String,
     /// Arguments that do not decode will not decode next time either.
     permanent: bool,
+    /// The function returned `Err` (not a panic, a time limit, a refusal): its result is
+    /// `failed`, with the error encoded in `error_body` when its type allows.
+    returned_err: bool,
+    error_body: Option<Vec<u8>>,
 }
 
 impl Failure {
@@ -162,6 +168,8 @@ impl<T: Task> Settle for TaskRunner<T> {
             let failure = Failure {
                 error: bounded_error(refusal.reason),
                 permanent: true,
+                returned_err: false,
+                error_body: None,
             };
             let outcome = runner
                 .settle_failure(&delivery, &context, attempt, failure)
@@ -181,6 +189,18 @@ impl<T: Task> TaskRunner<T> {
             .message_id()
             .as_ref()
             .map(|id| id.to_string());
+        // The attempt's span: a new one per attempt, each a child of the enqueue's (a retry
+        // copy keeps the task's headers); see `observe`.
+        let started = std::time::Instant::now();
+        let redelivered = was_redelivered(&delivery);
+        let span = observe::task_span(
+            &context.queue,
+            T::NAME,
+            &delivery.properties,
+            attempt,
+            redelivered,
+        );
+        let in_flight = InFlight::start(&context.queue, T::NAME);
         // The attempt's context: a task has no caller waiting, so its deadline is its time
         // limit (calls it makes inherit what is left of it).
         let cx = Context::delivered(Delivered {
@@ -197,6 +217,7 @@ impl<T: Task> TaskRunner<T> {
             exchange: None,
             routing_key: None,
             states: context.states.clone(),
+            span: span.clone(),
         });
         debug!(
             task = T::NAME,
@@ -206,20 +227,65 @@ impl<T: Task> TaskRunner<T> {
             redelivered = was_redelivered(&delivery),
             "task attempt"
         );
+        let destination = result_wire::destination(headers);
+        if let Some(destination) = &destination {
+            self.publish_status(
+                &context,
+                destination,
+                message_id.as_deref(),
+                Status::Running,
+                attempt,
+                None,
+            )
+            .await;
+        }
         let result = attempt_once::<T>(&delivery.data, cx, context.limits, &mut context.slot).await;
+        drop(in_flight);
         let outcome = match result {
-            Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
-                Ok(()) => Outcome::Succeeded,
-                Err(error) => {
-                    warn!(task = T::NAME, cause = %error, "basic.ack failed; the task will run again");
-                    Outcome::Unsettled { error }
+            Ok(output) => {
+                let stored = match &destination {
+                    Some(destination) => {
+                        let body = T::encode_output(&output).unwrap_or_default();
+                        self.publish_result(
+                            &context,
+                            ResultMessage {
+                                destination,
+                                quorum: self.options.is_quorum(),
+                                message_id: message_id.as_deref(),
+                                status: Status::Succeeded,
+                                attempt,
+                                error: None,
+                                body: &body,
+                            },
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                };
+                match stored {
+                    Ok(()) => match settled(delivery.acker.ack(BasicAckOptions::default()).await) {
+                        Ok(()) => Outcome::Succeeded,
+                        Err(error) => {
+                            warn!(task = T::NAME, cause = %error, "basic.ack failed; the task will run again");
+                            Outcome::Unsettled { error }
+                        }
+                    },
+                    Err(error) => {
+                        warn!(task = T::NAME, cause = %error, "task result not stored; the task will run again");
+                        requeue_after_pause(&delivery).await;
+                        Outcome::Unsettled { error }
+                    }
                 }
-            },
+            }
             Err(failure) => {
                 self.settle_failure(&delivery, &context, attempt, failure)
+                    .instrument(span.clone())
                     .await
             }
         };
+        let observed = observed_outcome(&outcome);
+        observe::finish(&span, observed, started);
+        observe::metrics::handled(&context.queue, T::NAME, observed, started.elapsed());
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
@@ -246,6 +312,45 @@ impl<T: Task> TaskRunner<T> {
         }
     }
 
+    /// Publishes a status of a submitted task without waiting for its confirm.
+    async fn publish_status(
+        &self,
+        context: &SettleContext,
+        destination: &(String, i64),
+        message_id: Option<&str>,
+        status: Status,
+        attempt: u32,
+        error: Option<&str>,
+    ) {
+        if let Ok(opened) = context.publisher.confirmed().await {
+            ResultMessage {
+                destination,
+                quorum: self.options.is_quorum(),
+                message_id,
+                status,
+                attempt,
+                error,
+                body: &[],
+            }
+            .publish_unconfirmed(&opened.channel)
+            .await;
+        }
+    }
+
+    /// Publishes the final result of a submitted task and waits for its confirm.
+    async fn publish_result(
+        &self,
+        context: &SettleContext,
+        message: ResultMessage<'_>,
+    ) -> Result<(), String> {
+        let opened = context
+            .publisher
+            .confirmed()
+            .await
+            .map_err(|err| format!("no publishing channel: {err}"))?;
+        message.publish_confirmed(&opened.channel).await
+    }
+
     /// Retries or dead-letters a failed attempt, then acks the original.
     async fn settle_failure(
         &self,
@@ -254,6 +359,8 @@ impl<T: Task> TaskRunner<T> {
         attempt: u32,
         failure: Failure,
     ) -> Outcome {
+        let returned_err = failure.returned_err;
+        let error_body = failure.error_body.clone();
         let queue = &*context.queue;
         let mut copy_headers = headers::after_failure(
             delivery.properties.headers().as_ref(),
@@ -306,24 +413,78 @@ impl<T: Task> TaskRunner<T> {
             }
             Err(err) => Err(format!("no publishing channel: {err}")),
         };
+        // A submitted task's result queue hears of the failure: the final result confirmed
+        // before the ack, a retry without waiting.
+        let published = match (
+            published,
+            result_wire::destination(delivery.properties.headers().as_ref()),
+        ) {
+            (Ok(()), Some(destination)) => {
+                let message_id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str());
+                let error = match &outcome {
+                    Outcome::DeadLettered { error } | Outcome::Retrying { error, .. } => {
+                        error.as_str()
+                    }
+                    _ => "",
+                };
+                if matches!(outcome, Outcome::Retrying { .. }) {
+                    self.publish_status(
+                        context,
+                        &destination,
+                        message_id,
+                        Status::Retrying,
+                        attempt,
+                        Some(error),
+                    )
+                    .await;
+                    Ok(())
+                } else {
+                    let status = if returned_err {
+                        Status::Failed
+                    } else {
+                        Status::DeadLettered
+                    };
+                    let body = error_body
+                        .as_deref()
+                        .filter(|_| returned_err)
+                        .unwrap_or_default();
+                    self.publish_result(
+                        context,
+                        ResultMessage {
+                            destination: &destination,
+                            quorum: self.options.is_quorum(),
+                            message_id,
+                            status,
+                            attempt,
+                            error: Some(error),
+                            body,
+                        },
+                    )
+                    .await
+                }
+            }
+            (published, _) => published,
+        };
         let settled = match published {
             Ok(()) => settled(delivery.acker.ack(BasicAckOptions::default()).await),
             Err(error) => {
-                // Not at once: a broker refusing every copy would otherwise have the task run
-                // again in a tight loop.
-                tokio::time::sleep(crate::worker::RETRY_PAUSE).await;
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    })
-                    .await;
+                requeue_after_pause(delivery).await;
                 Err(error)
             }
         };
         match settled {
-            Ok(()) => outcome,
+            Ok(()) => {
+                match &outcome {
+                    Outcome::Retrying { .. } => observe::metrics::retried(queue, T::NAME),
+                    Outcome::DeadLettered { .. } => observe::metrics::dead_lettered(queue, T::NAME),
+                    _ => {}
+                }
+                outcome
+            }
             Err(error) => {
                 warn!(task = T::NAME, queue, cause = %error, "failed task not settled; the broker will deliver it again");
                 Outcome::Unsettled { error }
@@ -409,6 +570,19 @@ pub(crate) fn settled(result: lapin::Result<bool>) -> Result<(), String> {
     }
 }
 
+/// Hands a delivery back to the broker after a pause (not at once: a broker refusing every
+/// copy or result would otherwise have the task run again in a tight loop).
+async fn requeue_after_pause(delivery: &Delivery) {
+    tokio::time::sleep(crate::worker::RETRY_PAUSE).await;
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await;
+}
+
 /// Where a failed task's copy goes.
 enum Target {
     /// The delay queue for this wait, before the next attempt.
@@ -462,28 +636,46 @@ async fn attempt_once<T: Task>(
     cx: Context,
     limits: HandlerLimits,
     slot: &mut Option<OwnedSemaphorePermit>,
-) -> Result<(), Failure> {
+) -> Result<T::Output, Failure> {
     let args = envelope::decode_request::<T::Args>(body).map_err(|err| Failure {
         error: bounded_error(format!("cannot decode the arguments of {}: {err}", T::NAME)),
         permanent: true,
+        returned_err: false,
+        error_body: None,
     })?;
     // Workers check the states before they consume, local runs before they run: a missing one
     // is not reached in practice; it could never succeed, so it is permanent.
     let running = T::invoke(args, &cx).map_err(|missing| Failure {
         error: missing_state_message(T::NAME, missing.type_name),
         permanent: true,
+        returned_err: false,
+        error_body: None,
     })?;
     match limits::run(cx.scope(running), limits.time_limit, limits.blocking, slot).await {
-        Ran::Done(Ok(())) => Ok(()),
+        Ran::Done(Ok(output)) => Ok(output),
         Ran::Done(Err(err)) => Err(Failure {
             // `{:#}`: anyhow and eyre print the chain of causes, others their usual text.
             error: bounded_error(format!("{err:#}")),
             permanent: false,
+            returned_err: true,
+            error_body: T::encode_error(&err),
         }),
         ran => Err(Failure {
             error: ran.failure().unwrap_or_default(),
             permanent: false,
+            returned_err: false,
+            error_body: None,
         }),
+    }
+}
+
+/// The `observe` outcome of a settled task delivery.
+fn observed_outcome(outcome: &Outcome) -> observe::Outcome {
+    match outcome {
+        Outcome::Succeeded => observe::Outcome::Ok,
+        Outcome::Retrying { .. } => observe::Outcome::Retry,
+        Outcome::DeadLettered { .. } => observe::Outcome::DeadLettered,
+        _ => observe::Outcome::Error,
     }
 }
 
@@ -527,7 +719,7 @@ pub async fn run_local<T: Task>(args: T::Args, cx: impl Into<Context>) -> Outcom
     };
     let result = attempt_once::<T>(&body, cx, limits, &mut None).await;
     match result {
-        Ok(()) => Outcome::Succeeded,
+        Ok(_) => Outcome::Succeeded,
         Err(failure) if failure.permanent || attempt > options.retry_count() => {
             Outcome::DeadLettered {
                 error: failure.error,

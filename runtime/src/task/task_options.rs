@@ -23,7 +23,12 @@ pub struct TaskOptions {
     quorum: bool,
     cancellable: bool,
     rate_limit: Option<RateLimit>,
+    result_ttl: Option<Duration>,
 }
+
+/// How long a submitted task's result is kept when its task sets no `result_ttl`: one day
+/// (Celery's `result_expires` default).
+pub const DEFAULT_RESULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for TaskOptions {
     /// 3 retries, backoff 1 s doubling up to 5 min, no time limit, no priorities,
@@ -38,6 +43,7 @@ impl Default for TaskOptions {
             quorum: false,
             cancellable: false,
             rate_limit: None,
+            result_ttl: None,
         }
     }
 }
@@ -46,6 +52,23 @@ impl TaskOptions {
     /// The defaults (see [`Default`]).
     pub fn new() -> Self {
         TaskOptions::default()
+    }
+
+    /// How long the result of a submitted task (`submit`, see `task_handle`) is kept after its
+    /// last use: its result queue's `x-expires`.
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = Some(ttl).filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The result TTL, [`DEFAULT_RESULT_TTL`] unless set.
+    pub fn result_ttl_of(&self) -> Duration {
+        self.result_ttl.unwrap_or(DEFAULT_RESULT_TTL)
+    }
+
+    /// True for a task on a quorum queue (its result queues are quorum queues too).
+    pub fn is_quorum(&self) -> bool {
+        self.quorum
     }
 
     /// Retries after a failed first attempt (0: the first failure dead-letters the task).

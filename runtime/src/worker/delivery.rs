@@ -29,6 +29,8 @@ use crate::control::registry::Registry;
 use crate::control::RunningTask;
 use crate::envelope;
 use crate::error::FailureKind;
+use crate::observe;
+use crate::observe::metrics::InFlight;
 use crate::properties_size;
 use crate::task::headers;
 use crate::task::{Completion, Outcome};
@@ -154,6 +156,9 @@ pub(crate) async fn handle(
         unroutable(delivery, &routes, &session, slot).await;
         return;
     };
+    if delivery.redelivered {
+        observe::metrics::redelivered(&routes.queue, handler.method());
+    }
     let limits = handler.limits().or(session.defaults);
     let rpc = handler.settle().is_none();
     let deadline = envelope::deadline_of(delivery.properties.headers().as_ref());
@@ -407,6 +412,10 @@ async fn run_rpc(
     let reply_to = properties.reply_to().clone();
     let correlation_id = properties.correlation_id().clone();
     let message_id = properties.message_id().clone();
+    // The run's span, a child of the caller's (see `observe`), and its metrics.
+    let started = std::time::Instant::now();
+    let span = observe::request_span(queue, handler.method(), &properties, redelivered);
+    let in_flight = InFlight::start(queue, handler.method());
     let cx = Context::delivered(Delivered {
         kind: ContextKind::Call,
         name: handler.method_name(),
@@ -418,11 +427,20 @@ async fn run_rpc(
         exchange: None,
         routing_key: None,
         states: handler.states().clone(),
+        span: span.clone(),
     });
     let future = handler.invoke(data, cx, limits.max_message_size.unwrap_or(usize::MAX));
     let mut slot = Some(slot);
     let ran = limits::run(future, limit, limits.blocking, &mut slot).await;
     drop(slot);
+    drop(in_flight);
+    let outcome = match &ran {
+        Ran::Done(answer) => envelope::outcome_of_reply(&answer.reply),
+        Ran::TimedOut { .. } => observe::Outcome::Timeout,
+        Ran::Panicked(_) => observe::Outcome::Panic,
+    };
+    observe::finish(&span, outcome, started);
+    observe::metrics::handled(queue, handler.method(), outcome, started.elapsed());
     let failure = match &ran {
         Ran::Done(answer) => answer.failure.clone(),
         other => other.failure(),

@@ -1,0 +1,143 @@
+//! The management API client: [`Api`] (HTTP with basic auth, JSON in and out) and
+//! [`CtlError`], a failed command with its exit status.
+
+use serde_json::Value;
+
+use crate::cli::Cli;
+
+/// Why a command failed, with its exit status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CtlError {
+    #[error("cannot reach the management API at {api}: {cause}")]
+    Unreachable { api: String, cause: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl CtlError {
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Self::Unreachable { .. } => 69,
+            Self::Refused(_) => 70,
+        }
+    }
+}
+
+/// The management API over HTTP.
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) auth: String,
+    pub(crate) agent: ureq::Agent,
+}
+
+/// `url` with the password of its userinfo (`scheme://user:password@host`) masked, for
+/// messages: `LEPUS_API` may carry credentials.
+pub(crate) fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                &url[..scheme_end],
+                &url[scheme_end + at..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
+pub(crate) fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Api {
+    pub(crate) fn new(cli: &Cli) -> Self {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", cli.user, cli.password));
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Self {
+            base: cli.api.trim_end_matches('/').to_owned(),
+            auth: format!("Basic {token}"),
+            agent,
+        }
+    }
+
+    pub(crate) fn finish(
+        &self,
+        res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Value, CtlError> {
+        let mut resp = res.map_err(|e| CtlError::Unreachable {
+            api: without_password(&self.base),
+            cause: e.to_string(),
+        })?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let reason = body
+                .get("reason")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            Err(CtlError::Refused(reason))
+        }
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .call();
+        self.finish(res)
+    }
+
+    pub(crate) fn put(&self, path: &str, body: Value) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .put(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .send_json(body);
+        self.finish(res)
+    }
+
+    pub(crate) fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/json")
+            .send(body);
+        self.finish(res)
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> Result<Value, CtlError> {
+        let res = self
+            .agent
+            .delete(format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .call();
+        self.finish(res)
+    }
+}

@@ -1,0 +1,85 @@
+//! What a channel holds for the publishes it receives: the content being assembled
+//! ([`ContentAssembly`]), publisher-confirm state ([`ConfirmState`]) and the operations an open
+//! transaction buffers ([`TxOp`]). Only the connection task touches these.
+
+use super::*;
+
+/// A publish whose content is still arriving.
+#[derive(Debug)]
+pub(crate) struct ContentAssembly {
+    /// The `basic.publish` that opened it.
+    pub(crate) publish: basic::Publish,
+    /// The header, once received: properties and declared body size.
+    pub(crate) header: Option<(basic::AMQPProperties, u64)>,
+    /// Body frames so far (one frame is kept as is; several are concatenated at the end).
+    pub(crate) body: Vec<Bytes>,
+    /// Bytes received so far.
+    pub(crate) received: u64,
+}
+
+impl ContentAssembly {
+    /// The complete body (no copy when it came in one frame).
+    pub(crate) fn take_body(&mut self) -> Bytes {
+        match self.body.len() {
+            0 => Bytes::new(),
+            1 => self.body.pop().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.received as usize);
+                for piece in self.body.drain(..) {
+                    all.extend_from_slice(&piece);
+                }
+                all.freeze()
+            }
+        }
+    }
+}
+
+/// Publisher-confirm state of a channel in confirm mode.
+#[derive(Debug, Default)]
+pub(crate) struct ConfirmState {
+    /// The sequence number of the last publish (they start at 1).
+    pub(crate) last_seq: u64,
+    /// Publishes waiting for a store; while any is, acks are sent one by one.
+    pub(crate) pending_store: usize,
+    /// The highest publish confirmed but not yet acked on the wire (coalesced into one
+    /// `basic.ack multiple=true` when the read buffer is drained).
+    pub(crate) ack_upto: Option<u64>,
+}
+
+/// One operation buffered by a transaction until `tx.commit`.
+#[derive(Debug)]
+pub(crate) enum TxOp {
+    /// A complete publish, checked and routed when it arrived.
+    Publish(Box<TxPublish>),
+    /// An ack.
+    Ack(u64, bool),
+    /// A nack or reject: tag, multiple, requeue.
+    Nack(u64, bool, bool),
+}
+
+/// A publish in a transaction. As in RabbitMQ 3.10, it is routed when it arrives and keeps
+/// the queues it was routed to: at `tx.commit` it goes to those of them that exist then (by
+/// name, so a queue deleted and declared again gets it), whatever bindings or exchanges changed
+/// in between; mandatory, it is returned at the commit when none is left.
+#[derive(Debug)]
+pub(crate) struct TxPublish {
+    /// The method (exchange, routing key, mandatory flag).
+    pub(crate) publish: basic::Publish,
+    /// The message, its properties checked (and `reply_to` substituted) at the publish.
+    pub(crate) message: Arc<crate::message::Message>,
+    /// The queues routing found at the publish; `None` for a direct reply-to publish, handed
+    /// to the waiting channel at the commit.
+    pub(crate) routed: Option<Vec<Arc<Queue>>>,
+}
+
+impl TxOp {
+    /// True when this buffered ack, nack or reject settles delivery `tag` at the commit.
+    pub(crate) fn settles(&self, tag: u64) -> bool {
+        match *self {
+            TxOp::Ack(t, multiple) | TxOp::Nack(t, multiple, _) => {
+                t == tag || (multiple && (t == 0 || tag <= t))
+            }
+            TxOp::Publish(_) => false,
+        }
+    }
+}
