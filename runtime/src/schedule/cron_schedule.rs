@@ -149,9 +149,26 @@ mod tests {
         const NAME: &'static str = "tick";
         type Args = ();
         type Err = String;
+        type Output = ();
 
         fn options() -> crate::TaskOptions {
             crate::TaskOptions::new()
+        }
+
+        fn encode_output(_: &()) -> Option<Vec<u8>> {
+            None
+        }
+
+        fn decode_output(_: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn encode_error(_: &String) -> Option<Vec<u8>> {
+            None
+        }
+
+        fn decode_error(body: &[u8]) -> Result<String, String> {
+            Ok(String::from_utf8_lossy(body).into_owned())
         }
 
         fn invoke(
