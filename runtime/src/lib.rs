@@ -47,12 +47,18 @@
 //!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
 //!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
+//! - `lock`: a lock the broker keeps (an exclusive queue), for electing one process.
 //! - `observe`: the spans every call, enqueue, publish and handler run opens, their field
 //!   vocabulary and [`Outcome`]; `observe/propagation` the W3C trace context headers
 //!   ([`HEADER_TRACEPARENT`], [`HEADER_TRACESTATE`]); `observe/metrics` the Prometheus metrics
 //!   (`metrics` feature, [`metrics`]); `otel` the OpenTelemetry setup (`otel` feature).
 //! - `task`: `#[lepus::task]`'s runtime: [`task::Task`], [`task::enqueue`], retries through
 //!   delay queues, dead letters ([`task::DeadLetters`]), [`task::observe`] for tests.
+//! - `control`: the control plane: [`control::Control`] (ping, inspect, revoke, shutdown)
+//!   and each worker's listener, registry and durable revocations.
+//! - `schedule`: periodic tasks: [`schedule::Schedule`] (cron, time zone, missed-tick
+//!   policy) and [`schedule::Scheduler`], which any number of processes run while the broker
+//!   lets exactly one fire each schedule.
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
 //!   delivery.
 
@@ -60,16 +66,19 @@ mod backoff;
 mod client;
 mod connection;
 mod context;
+pub mod control;
 pub mod envelope;
 mod error;
 pub mod event;
 mod inject;
+mod lock;
 mod method;
 mod msgpack_depth;
 mod observe;
 mod properties_size;
 mod remote_error;
 mod returns;
+pub mod schedule;
 mod state;
 pub mod task;
 mod worker;
@@ -100,8 +109,8 @@ pub use remote_error::{ErrCodec, RemoteError};
 pub use returns::{Plain, Returns};
 pub use state::{MissingState, Needed, State};
 pub use worker::{
-    Handler, IntoHandlers, QueueOptions, Worker, WorkerHandle, DEFAULT_CONCURRENCY,
-    DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES,
+    Handler, IntoHandlers, ParseRateLimitError, QueueOptions, RateLimit, Worker, WorkerHandle,
+    DEFAULT_CONCURRENCY, DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PREFETCH_BYTES,
     DEFAULT_SHUTDOWN_TIMEOUT, RPC_QUEUE_EXPIRES,
 };
 
@@ -138,6 +147,7 @@ pub mod __private {
     };
     pub use crate::task::{enqueue, submit, EnqueueOptions, Task, TaskHandle, TaskId, TaskOptions};
     pub use crate::Backoff;
+    pub use crate::RateLimit;
     pub use ::core::time::Duration;
     pub use ::serde::de::DeserializeOwned;
     pub use ::serde::Serialize;

@@ -4,6 +4,7 @@
     backoff = "fast",
     time_limit = "0s",
     max_priority = 300,
+    rate_limit = "fast",
     colour = "blue"
 )]
 async fn send_email(to: String) {

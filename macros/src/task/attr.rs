@@ -254,6 +254,29 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// A rate limit, `"<count>/<s|m|h>"` (Celery's notation): `(count, period in seconds)`.
+pub(crate) fn rate_limit(pair: &Pair) -> syn::Result<(u32, u64)> {
+    let lit = short_string(pair)?;
+    let text = lit.value();
+    let parsed = text.split_once('/').and_then(|(count, unit)| {
+        let count: u32 = count.trim().parse().ok().filter(|n| *n > 0)?;
+        let secs = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return None,
+        };
+        Some((count, secs))
+    });
+    parsed.ok_or_else(|| {
+        syn::Error::new_spanned(
+            &lit,
+            "`rate_limit` must be \"<count>/<s|m|h>\" with a positive count, e.g. \"20/s\" \
+             (per worker)",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,6 +184,17 @@ fn gen_options(args: &TaskArgs) -> TokenStream {
     if args.quorum {
         chain = quote! { #chain.quorum() };
     }
+    if args.cancellable {
+        chain = quote! { #chain.cancellable() };
+    }
+    if let Some((count, secs)) = args.rate_limit {
+        chain = quote! {
+            #chain.rate_limit(::lepus::__private::RateLimit::new(
+                #count,
+                ::lepus::__private::Duration::from_secs(#secs),
+            ))
+        };
+    }
     if let Some(ttl) = args.result_ttl {
         let ttl = millis(ttl);
         chain = quote! { #chain.result_ttl(::lepus::__private::Duration::from_millis(#ttl)) };

@@ -1,6 +1,6 @@
 //! Reads `#[lepus::task(queue = "emails", retries = 5, backoff = "1s..5m", time_limit = "30s",
 //! max_priority = 9, dead_letter_queue = "...", quorum = true, name = "...", blocking = true,
-//! result_ttl = "1h")]`.
+//! cancellable = true, rate_limit = "20/s", result_ttl = "1h")]`.
 
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ const KEYS: &[&str] = &[
     "dead_letter_queue",
     "quorum",
     "blocking",
+    "cancellable",
+    "rate_limit",
     "result_ttl",
 ];
 
@@ -36,6 +38,9 @@ pub(crate) struct TaskArgs {
     pub(crate) dead_letter_queue: Option<LitStr>,
     pub(crate) quorum: bool,
     pub(crate) blocking: bool,
+    pub(crate) cancellable: bool,
+    /// `(count, period in seconds)`.
+    pub(crate) rate_limit: Option<(u32, u64)>,
     pub(crate) result_ttl: Option<Duration>,
 }
 
@@ -57,6 +62,8 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<TaskArgs> {
             "time_limit" => attr::positive_duration(pair).map(|v| args.time_limit = Some(v)),
             "quorum" => attr::boolean(pair).map(|v| args.quorum = v),
             "blocking" => attr::boolean(pair).map(|v| args.blocking = v),
+            "cancellable" => attr::boolean(pair).map(|v| args.cancellable = v),
+            "rate_limit" => attr::rate_limit(pair).map(|v| args.rate_limit = Some(v)),
             "result_ttl" => attr::positive_duration(pair).map(|v| args.result_ttl = Some(v)),
             _ => Err(syn::Error::new_spanned(&pair.path, "unknown key")),
         };

@@ -41,6 +41,24 @@ pub enum Outcome {
         /// What went wrong.
         error: String,
     },
+    /// The task was revoked ([`Control::revoke`](crate::control::Control::revoke)): acked
+    /// without running, or cancelled while it ran (a `cancellable` task); not retried.
+    Revoked,
+}
+
+impl Outcome {
+    /// The outcome's name as the control plane counts it (`succeeded`, `retried`,
+    /// `dead_lettered`, `failed`, `unsettled`, `revoked`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Retrying { .. } => "retried",
+            Outcome::DeadLettered { .. } => "dead_lettered",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Unsettled { .. } => "unsettled",
+            Outcome::Revoked => "revoked",
+        }
+    }
 }
 
 /// One settled delivery of an observed handler.

@@ -57,12 +57,19 @@ pub fn handler<T: Task>() -> Handler {
         ..HandlerLimits::default()
     };
     let runner = TaskRunner::<T> {
-        options,
+        options: options.clone(),
         observer: None,
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
-    Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), T::needs, limits)
+    let cancellable = options.is_cancellable();
+    let rate_limit = options.rate_limit_of();
+    let handler = Handler::settling(T::QUEUE, T::NAME, Arc::new(runner), T::needs, limits)
+        .cancellable(cancellable);
+    match rate_limit {
+        Some(limit) => handler.rate_limit(limit),
+        None => handler,
+    }
 }
 
 /// Runs task `T` on a worker. Clones share `declared`.
@@ -291,6 +298,9 @@ impl<T: Task> TaskRunner<T> {
         attempt: u32,
         outcome: Outcome,
     ) {
+        if let Some(registry) = &context.control {
+            registry.count(outcome.name());
+        }
         if let Some(observer) = &self.observer {
             observer.report(Completion::of(
                 delivery,

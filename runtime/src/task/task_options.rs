@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::worker::QueueOptions;
+use crate::worker::RateLimit;
 
 /// The default number of retries after the first attempt.
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -20,6 +21,8 @@ pub struct TaskOptions {
     max_priority: Option<u8>,
     dead_letter_queue: Option<Cow<'static, str>>,
     quorum: bool,
+    cancellable: bool,
+    rate_limit: Option<RateLimit>,
     result_ttl: Option<Duration>,
 }
 
@@ -38,6 +41,8 @@ impl Default for TaskOptions {
             max_priority: None,
             dead_letter_queue: None,
             quorum: false,
+            cancellable: false,
+            rate_limit: None,
             result_ttl: None,
         }
     }
@@ -103,6 +108,29 @@ impl TaskOptions {
     pub fn quorum(mut self) -> Self {
         self.quorum = true;
         self
+    }
+
+    /// Lets a revocation stop a running attempt (see
+    /// [`Handler::cancellable`](crate::Handler::cancellable)).
+    pub fn cancellable(mut self) -> Self {
+        self.cancellable = true;
+        self
+    }
+
+    /// True when a revocation stops a running attempt.
+    pub fn is_cancellable(&self) -> bool {
+        self.cancellable
+    }
+
+    /// Runs at most `limit` attempts of this task per worker (see [`RateLimit`]).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The task's rate limit, per worker.
+    pub fn rate_limit_of(&self) -> Option<RateLimit> {
+        self.rate_limit
     }
 
     /// The number of retries.

@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
 use crate::context::{deadline_from_ms, Context, ContextKind, Delivered};
+use crate::control::registry::Registry;
+use crate::control::RunningTask;
 use crate::envelope;
 use crate::error::FailureKind;
 use crate::observe;
@@ -86,6 +88,13 @@ impl Routes {
         self.by_method.values().any(|h| h.settle().is_none())
     }
 
+    /// True when a task handler serves this queue.
+    pub(crate) fn serves_tasks(&self) -> bool {
+        self.by_method
+            .values()
+            .any(|h| h.settle().is_some_and(|s| s.dead_letters()))
+    }
+
     /// True when only RPC handlers serve this queue (no durable task or event queue).
     pub(crate) fn rpc_only(&self) -> bool {
         self.by_method.values().all(|h| h.settle().is_none())
@@ -126,6 +135,9 @@ pub(crate) struct Session {
     pub(crate) defaults: HandlerLimits,
     /// Deliveries after which a message is given up on (`redelivery`).
     pub(crate) delivery_limit: u32,
+    /// The worker's control-plane registry: runs are registered there, revoked tasks skipped
+    /// (`None`: the worker runs without the control plane).
+    pub(crate) control: Option<Arc<Registry>>,
 }
 
 /// Runs one delivery (see the module documentation). `slot` is a place in the worker's
@@ -222,10 +234,75 @@ pub(crate) async fn handle(
         }
         return;
     }
+    // Over its rate limit, the delivery waits for its turn without a concurrency slot, so the
+    // worker's other handlers run meanwhile (see `rate_limit`).
+    let slot = match handler.limiter() {
+        Some(limiter) => {
+            let slots = slot.semaphore().clone();
+            drop(slot);
+            limiter.wait().await;
+            match slots.acquire_owned().await {
+                Ok(slot) => slot,
+                // The worker never closes its semaphore; if it did, the delivery stays
+                // unacked and goes back to the queue with the channel.
+                Err(_) => return,
+            }
+        }
+        None => slot,
+    };
+    // The control plane: a revoked task is acked unrun; every run is registered for
+    // `inspect` (unregistered when `_running` drops), a cancellable task with its cancel signal.
+    let mut cancelled = None;
+    let _running = match &session.control {
+        Some(registry) => {
+            let kind = handler.kind();
+            let id = match kind {
+                "call" => delivery.properties.correlation_id().as_ref(),
+                _ => delivery.properties.message_id().as_ref(),
+            }
+            .map(|id| id.to_string());
+            if kind == "task" && id.as_deref().is_some_and(|id| registry.is_revoked(id)) {
+                let seen = Seen {
+                    acker: &delivery.acker,
+                    properties: &delivery.properties,
+                    redelivered: redelivery::was_redelivered(&delivery),
+                };
+                revoked(seen, &routes, handler, registry, "skipped").await;
+                return;
+            }
+            let (running, cancel) = registry.start(RunningTask {
+                id,
+                name: handler.method().to_owned(),
+                queue: routes.queue.to_string(),
+                kind: kind.to_owned(),
+                started_at_ms: headers::now_ms(),
+                cancellable: kind == "task" && handler.is_cancellable(),
+            });
+            cancelled = cancel;
+            Some(running)
+        }
+        None => None,
+    };
     match handler.settle() {
         Some(settle) => {
             let context = context(&routes, &session, handler, limits, slot);
-            settle.handle(delivery, context).await;
+            match (cancelled, &session.control) {
+                (Some(cancelled), Some(registry)) => {
+                    // Kept to settle the delivery if the run is cancelled (clones share the
+                    // delivery's "already settled" flag).
+                    let acker = delivery.acker.clone();
+                    let properties = delivery.properties.clone();
+                    let redelivered = redelivery::was_redelivered(&delivery);
+                    tokio::select! {
+                        () = settle.handle(delivery, context) => {}
+                        Ok(()) = cancelled => {
+                            let seen = Seen { acker: &acker, properties: &properties, redelivered };
+                            revoked(seen, &routes, handler, registry, "cancelled").await;
+                        }
+                    }
+                }
+                _ => settle.handle(delivery, context).await,
+            }
         }
         None => {
             run_rpc(
@@ -239,6 +316,43 @@ pub(crate) async fn handle(
             )
             .await
         }
+    }
+}
+
+/// What settling a revoked task needs of its delivery.
+struct Seen<'a> {
+    acker: &'a lapin::Acker,
+    properties: &'a lapin::BasicProperties,
+    redelivered: bool,
+}
+
+/// Acks a revoked task (skipped before it ran, or cancelled while running) and reports it.
+async fn revoked(
+    seen: Seen<'_>,
+    routes: &Routes,
+    handler: &Handler,
+    registry: &Registry,
+    how: &str,
+) {
+    let task_id = seen
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string());
+    tracing::info!(queue = %routes.queue, task = handler.method(), task_id = task_id.as_deref().unwrap_or(""), how, "revoked task {how}");
+    if let Err(err) = seen.acker.ack(BasicAckOptions::default()).await {
+        warn!(cause = %err, "basic.ack of a revoked task failed; the broker will deliver it again (and it is skipped again)");
+    }
+    registry.count("revoked");
+    if let Some(observer) = handler.observer() {
+        observer.report(Completion {
+            queue: routes.queue.to_string(),
+            name: handler.method().to_owned(),
+            message_id: task_id,
+            redelivered: seen.redelivered,
+            attempt: headers::attempts(seen.properties.headers().as_ref()).saturating_add(1),
+            outcome: Outcome::Revoked,
+        });
     }
 }
 
@@ -256,6 +370,7 @@ fn context(
         states: handler.states().clone(),
         limits,
         slot: Some(slot),
+        control: session.control.clone(),
     }
 }
 
@@ -350,6 +465,13 @@ async fn run_rpc(
             Some(envelope::encode_failure(FailureKind::Panicked, &message))
         }
     };
+    if let Some(registry) = &session.control {
+        registry.count(if failure.is_none() {
+            "succeeded"
+        } else {
+            "failed"
+        });
+    }
     // Observed handlers (tests) hear of the run before its reply is published.
     if let Some(observer) = handler.observer() {
         observer.report(Completion {

@@ -16,6 +16,7 @@ use crate::state::{Needed, States};
 use crate::task::headers::bounded_error;
 use crate::task::Observer;
 use crate::worker::limits::{self, HandlerLimits, Ran};
+use crate::worker::rate_limit::{Limiter, RateLimit};
 use crate::worker::settle::Settle;
 
 /// A method a worker can serve: its queue, its name, the states it was given and how to turn a
@@ -43,6 +44,13 @@ pub struct Handler {
     /// Set by `task::observe`: told when a worker consumes for this handler, and (RPC
     /// handlers; task and event handlers report through their `settle`) of every request run.
     observer: Option<Observer>,
+    /// A revocation stops a run of this handler (tasks that opted in: `cancellable`).
+    cancellable: bool,
+    /// At most this many runs per period on each worker.
+    rate_limit: Option<RateLimit>,
+    /// The worker's limiter for `rate_limit`: made fresh by `resolve` when a worker starts,
+    /// so each worker has its own; shared by the handler's clones in that worker.
+    limiter: Option<Arc<Limiter>>,
 }
 
 /// What running an RPC handler on one request gave: the reply to send, and the failure it
@@ -87,6 +95,9 @@ impl Handler {
             settle: None,
             limits: HandlerLimits::default(),
             observer: None,
+            cancellable: false,
+            rate_limit: None,
+            limiter: None,
         }
     }
 
@@ -107,6 +118,33 @@ impl Handler {
             settle: Some(settle),
             limits,
             observer: None,
+            cancellable: false,
+            rate_limit: None,
+            limiter: None,
+        }
+    }
+
+    /// Lets a revocation ([`Control::revoke`](crate::control::Control::revoke)) stop a running
+    /// task of this handler: its future is dropped at its next await point, the delivery acked
+    /// and the task reported revoked (not retried). Off by default: a task that must not stop
+    /// halfway runs to its end, and only its later deliveries are skipped. The
+    /// `cancellable = true` key of `#[lepus::task]` sets this.
+    pub fn cancellable(mut self, cancellable: bool) -> Self {
+        self.cancellable = cancellable;
+        self
+    }
+
+    /// True when a revocation stops a running task of this handler.
+    pub(crate) fn is_cancellable(&self) -> bool {
+        self.cancellable
+    }
+
+    /// `call`, `task` or `event` (what `inspect` reports).
+    pub(crate) fn kind(&self) -> &'static str {
+        match &self.settle {
+            None => "call",
+            Some(settle) if settle.dead_letters() => "task",
+            Some(_) => "event",
         }
     }
 
@@ -135,7 +173,22 @@ impl Handler {
             )));
         }
         self.states = Arc::new(states);
+        self.limiter = self.rate_limit.map(|limit| Arc::new(Limiter::new(limit)));
         Ok(())
+    }
+
+    /// Starts at most `limit` runs of this handler per period on each worker; a delivery over
+    /// the limit waits for its turn without holding a concurrency slot (see
+    /// [`RateLimit`] for why per worker, and how not to delay other handlers). The
+    /// `rate_limit = "20/s"` key of `#[lepus::task]` sets this.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// This worker's limiter, if the handler is rate-limited.
+    pub(crate) fn limiter(&self) -> Option<&Arc<Limiter>> {
+        self.limiter.as_ref()
     }
 
     /// The states of this handler (with the worker's, once it started).

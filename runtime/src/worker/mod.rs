@@ -44,6 +44,7 @@ pub(crate) mod handler;
 pub(crate) mod limits;
 mod publisher;
 mod queue_options;
+pub(crate) mod rate_limit;
 pub(crate) mod redelivery;
 mod replies;
 pub(crate) mod served;
@@ -66,6 +67,7 @@ use tracing::{debug, info, warn};
 pub use handle::WorkerHandle;
 pub use handler::{Handler, IntoHandlers};
 pub use queue_options::{QueueOptions, RPC_QUEUE_EXPIRES};
+pub use rate_limit::{ParseRateLimitError, RateLimit};
 pub use redelivery::{
     DEFAULT_DELIVERY_LIMIT, HEADER_DELIVERY_COUNT, HEADER_EXCHANGE, HEADER_ROUTING_KEY,
 };
@@ -73,6 +75,10 @@ pub use redelivery::{
 use crate::backoff::Backoff;
 use crate::client::declare_exchanges;
 use crate::connection::{Connection, Link};
+use crate::control::listener::Listener;
+use crate::control::registry::Registry;
+use crate::control::revocations;
+use crate::control::HandlerInfo;
 use crate::envelope::RPC_EXCHANGE;
 use crate::error::{Error, Result};
 use crate::state::States;
@@ -118,6 +124,8 @@ pub struct Worker {
     /// Set by `spawn`: counts the generations on which the worker consumes (the receiver is
     /// the `WorkerHandle`'s).
     consuming: Option<tokio::sync::watch::Sender<u64>>,
+    /// Answers the control plane (`control`); default true.
+    control: bool,
 }
 
 #[derive(Debug, Default)]
@@ -155,7 +163,17 @@ impl Worker {
             separate_publisher: true,
             states: States::default(),
             consuming: None,
+            control: true,
         }
+    }
+
+    /// Whether this worker listens on the control plane (default `true`): answers `ping`,
+    /// `inspect`, `revoke` and `shutdown` from [`Control`](crate::control::Control) and the
+    /// `lepus` tool, and reads the durable revocations before it consumes tasks. Without it
+    /// the worker is invisible to operators and runs revoked tasks.
+    pub fn control(mut self, on: bool) -> Self {
+        self.control = on;
+        self
     }
 
     /// How many unacknowledged requests the broker may push to each consumer of this worker
@@ -312,6 +330,28 @@ impl Worker {
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
+        // The control plane: this worker's registry, and its listener (aborted when this
+        // function returns or its future is dropped).
+        let control = self
+            .control
+            .then(|| Arc::new(Registry::new(handler_infos(&served), prefetch, concurrency)));
+        let _listener = control
+            .as_ref()
+            .map(|registry| Listener::start(self.conn.clone(), registry.clone()));
+        let asked = control.clone();
+        let shutdown = async move {
+            match asked {
+                Some(registry) => {
+                    tokio::select! {
+                        _ = shutdown => {}
+                        _ = registry.shutdown_requested() => {}
+                    }
+                }
+                None => {
+                    shutdown.await;
+                }
+            }
+        };
         // What this worker serves, for calls its handlers make to it (see `served`); shared by
         // every handler task.
         let here = Arc::new(served::Served::new(
@@ -330,6 +370,7 @@ impl Worker {
             defaults: self.defaults,
             delivery_limit: self.delivery_limit,
             shutdown_timeout: self.shutdown_timeout,
+            control: control.clone(),
         };
         // Replies and copies go out here; closed when the worker stops (dropping it closes its
         // sibling connection too).
@@ -359,7 +400,7 @@ impl Worker {
                     return Ok(());
                 }
             };
-            let opened = match open(&link, &served, prefetch).await {
+            let opened = match open(&link, &served, prefetch, control.as_deref()).await {
                 Ok(opened) => {
                     attempt = 0;
                     opened
@@ -439,7 +480,15 @@ async fn open(
     link: &Link,
     served: &[ServedQueue],
     prefetch: u16,
+    control: Option<&Registry>,
 ) -> std::result::Result<(Arc<lapin::Channel>, Consumers), lapin::Error> {
+    // Revoked tasks are known before the first task is taken (see `control::revocations`).
+    if let Some(registry) = control {
+        if served.iter().any(|queue| queue.routes.serves_tasks()) {
+            let held = revocations::load(&link.conn, registry).await?;
+            debug!(held, "revocations read");
+        }
+    }
     let channel = link.conn.create_channel().await?;
     if served.iter().any(|queue| queue.routes.serves_rpc()) {
         declare_exchanges(&channel).await?;
@@ -497,6 +546,8 @@ struct LoopConfig {
     defaults: HandlerLimits,
     delivery_limit: u32,
     shutdown_timeout: Duration,
+    /// The worker's control-plane registry (`None`: control off).
+    control: Option<Arc<Registry>>,
 }
 
 /// What a shutdown takes over from the consuming loop.
@@ -539,6 +590,7 @@ async fn consume<F: Future>(
         publisher: publisher.clone(),
         defaults: config.defaults,
         delivery_limit: config.delivery_limit,
+        control: config.control.clone(),
     });
     // Deliveries taken off the consumers, waiting for a concurrency slot (at most the prefetch
     // count per consumer: the broker sends no more).
@@ -855,4 +907,20 @@ async fn delete_queues(link: &Link, queues: &[String]) {
     if side.status().connected() {
         let _ = side.close(200, "deleted".into()).await;
     }
+}
+
+/// What `inspect` lists as the handlers of `served`.
+fn handler_infos(served: &[ServedQueue]) -> Vec<HandlerInfo> {
+    let mut infos: Vec<HandlerInfo> = served
+        .iter()
+        .flat_map(|queue| {
+            queue.routes.by_method.values().map(|handler| HandlerInfo {
+                queue: queue.name.clone(),
+                name: handler.method().to_owned(),
+                kind: handler.kind().to_owned(),
+            })
+        })
+        .collect();
+    infos.sort_by(|a, b| (&a.queue, &a.name).cmp(&(&b.queue, &b.name)));
+    infos
 }

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::control::registry::Registry;
 use crate::state::States;
 use crate::task::Observer;
 use crate::worker::limits::HandlerLimits;
@@ -38,6 +39,8 @@ pub(crate) struct SettleContext {
     /// The worker's concurrency slot of this delivery: released when the handler is done, or
     /// kept by a blocking handler's thread until that returns (see `limits::run`).
     pub(crate) slot: Option<OwnedSemaphorePermit>,
+    /// The worker's control-plane registry, which counts outcomes (`None`: control off).
+    pub(crate) control: Option<Arc<Registry>>,
 }
 
 /// Why the worker settles a delivery without running its handler.
