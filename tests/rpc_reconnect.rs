@@ -193,7 +193,12 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
             .unwrap()
         {
             Ok(closed) => {
-                assert_eq!(closed, 2, "the worker's and the client's connections");
+                // The worker's, its publisher's (a sibling connection named
+                // "<name> (publisher)" since issue 23) and the client's.
+                assert_eq!(
+                    closed, 3,
+                    "the worker's, the worker's publisher's and the client's connections"
+                );
                 None
             }
             Err(reason) => {
