@@ -173,11 +173,14 @@ impl<E: Event> EventRunner<E> {
     async fn run(self, delivery: Delivery, mut context: SettleContext) {
         let h = delivery.properties.headers().as_ref();
         // A bounced copy (see `worker/redelivery`) came through the default exchange; its
-        // origin is in its headers.
+        // origin is in its headers. Headers are the sender's: a value too long for a short
+        // string (which no broker would have routed on) is not an origin, it is ignored.
         let exchange = headers::string(h, HEADER_EXCHANGE)
-            .map_or_else(|| delivery.exchange.clone(), ShortString::from);
+            .and_then(|s| ShortString::try_new(s).ok())
+            .unwrap_or_else(|| delivery.exchange.clone());
         let routing_key = headers::string(h, HEADER_ROUTING_KEY)
-            .map_or_else(|| delivery.routing_key.clone(), ShortString::from);
+            .and_then(|s| ShortString::try_new(s).ok())
+            .unwrap_or_else(|| delivery.routing_key.clone());
         debug!(event = E::NAME, exchange = %exchange, routing_key = %routing_key, "event");
         // The run's span, a child of the publish's (see `observe`).
         let started = std::time::Instant::now();

@@ -133,7 +133,9 @@ impl DeadLetters {
                 continue; // left unacked: back in the queue when the channel closes
             }
             let h = delivery.properties.headers().as_ref();
-            let Some(origin) = headers::string(h, ORIGIN_QUEUE) else {
+            // A name over 255 bytes is no queue (AMQP short string): left in place like a
+            // missing one, rather than a panic in lapin's conversion.
+            let Some(origin) = headers::string(h, ORIGIN_QUEUE).filter(|q| q.len() <= 255) else {
                 tracing::warn!(
                     message_id = id.unwrap_or(""),
                     "dead letter without an origin queue left in place"
