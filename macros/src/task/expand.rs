@@ -11,6 +11,8 @@
 //!     pub async fn enqueue_with(client, to: String, options: EnqueueOptions) -> ..;
 //!     pub async fn submit(client, to: String) -> Result<TaskHandle<send_email>, ::lepus::Error>;
 //!     pub async fn submit_with(client, to: String, options: EnqueueOptions) -> ..;
+//!     pub fn signature(to: String) -> Signature<send_email>;   // a workflow step
+//!     pub fn partial() -> Partial<send_email, String>;         // `to` from the previous step
 //!     pub fn handler() -> ::lepus::Handler;
 //! }
 //! impl ::lepus::__private::Task for send_email { .. }

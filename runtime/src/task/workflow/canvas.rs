@@ -26,6 +26,9 @@ use crate::task::workflow::step::{Declare, Partial, Signature, Step};
 use crate::task::workflow::workflow_handle::{member_id, GroupHandle, WorkflowHandle};
 use crate::task::{Task, DEFAULT_RESULT_TTL};
 
+/// A step as built: its arguments encoded, or why they do not encode (reported at submit).
+type Built = std::result::Result<Step, String>;
+
 /// How many step messages a submit keeps in flight (confirms pipelined on one channel).
 const IN_FLIGHT: usize = 64;
 
@@ -33,7 +36,7 @@ const IN_FLIGHT: usize = 64;
 /// last step's output. Built by [`chain`] and [`Chain::then`]; a [`Signature`] is a chain of
 /// one step.
 pub struct Chain<O> {
-    steps: Vec<std::result::Result<Step, String>>,
+    steps: Vec<Built>,
     declares: Vec<Declare>,
     result_ttl: Option<Duration>,
     output: PhantomData<fn() -> O>,
@@ -190,8 +193,9 @@ impl<O> Group<O> {
 /// A group whose members' outputs, as a `Vec<O>` in order, are the callback's first argument
 /// once every member succeeded; `R` is the callback chain's output. Built by [`chord`].
 pub struct Chord<R> {
-    members: Vec<(Vec<std::result::Result<Step, String>>, Vec<Declare>)>,
-    callback: Vec<std::result::Result<Step, String>>,
+    /// Each member chain's steps and task queues.
+    members: Vec<(Vec<Built>, Vec<Declare>)>,
+    callback: Vec<Built>,
     declares: Vec<Declare>,
     result_ttl: Option<Duration>,
     output: PhantomData<fn() -> R>,
@@ -328,7 +332,7 @@ fn ttl_ms(ttl: Option<Duration>) -> i64 {
 /// The steps with the client's prefix on their queues and ids `<id>-<k>`.
 fn prepared(
     client: &Client,
-    steps: Vec<std::result::Result<Step, String>>,
+    steps: Vec<Built>,
     id: &str,
 ) -> Result<Vec<Step>> {
     steps
