@@ -330,11 +330,7 @@ fn ttl_ms(ttl: Option<Duration>) -> i64 {
 }
 
 /// The steps with the client's prefix on their queues and ids `<id>-<k>`.
-fn prepared(
-    client: &Client,
-    steps: Vec<Built>,
-    id: &str,
-) -> Result<Vec<Step>> {
+fn prepared(client: &Client, steps: Vec<Built>, id: &str) -> Result<Vec<Step>> {
     steps
         .into_iter()
         .enumerate()
