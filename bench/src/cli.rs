@@ -236,4 +236,8 @@ pub(crate) struct TasksArgs {
     /// (`handle.result`), as Celery's `delay(..).get()` does: tasks with results per second.
     #[arg(long)]
     pub(crate) results: bool,
+    /// Instead: one chord of this many `noop` members and a callback summing their outputs;
+    /// reports the wall time from submit to the chord's result (issue 21).
+    #[arg(long)]
+    pub(crate) chord: Option<u64>,
 }

@@ -10,6 +10,10 @@
 //! `--results` submits each task with its result kept (`noop::submit`) and waits for the
 //! result (`handle.result`) inside the window: the clock then runs until every result was read.
 //! The result queues are left to the broker, which deletes them 60 s after their last use.
+//!
+//! `--chord N` runs one chord instead: `N` `noop` members and a callback (`sum_ids`) adding
+//! their outputs; the clock runs from `submit` until the chord's result was read, with the
+//! worker already consuming.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -47,6 +51,96 @@ async fn noop(id: u64) -> u64 {
     id
 }
 
+/// The chord's callback: the sum of the members' outputs.
+#[lepus::task(queue = "noop_sum", retries = 0)]
+async fn sum_ids(ids: Vec<u64>) -> u64 {
+    ids.iter().sum()
+}
+
+/// `--chord n`: one chord of `n` members; the wall time from submit to result.
+async fn chord_run(cli: &Cli, args: &TasksArgs, members: u64) -> Result<Report> {
+    let prefix = format!("{}-", run_prefix());
+    let worker_conn = lepus::connect(&cli.url).await?;
+    let worker = lepus::Worker::new(&worker_conn)
+        .queue_prefix(&prefix)
+        .prefetch(args.prefetch)
+        .concurrency(args.concurrency)
+        .serve(noop::handler())
+        .serve(sum_ids::handler());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker_task = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let conn = lepus::connect(&cli.url).await?;
+    let client = lepus::Client::builder(&conn)
+        .queue_prefix(&prefix)
+        .build()
+        .await?;
+    // The worker consumes before the clock starts.
+    lepus::task::wait_for_queue_consumers(
+        &conn,
+        &format!("{prefix}noop_sum"),
+        &lepus::QueueOptions::new().durable(true),
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let probe = ResourceProbe::start(cli.broker_pid);
+    let started = Instant::now();
+    let flow = lepus::chord(
+        lepus::group((0..members).map(noop::signature)),
+        sum_ids::partial(),
+    )
+    .result_ttl(RESULT_TTL)
+    .submit(&client)
+    .await?;
+    let submit_secs = started.elapsed().as_secs_f64();
+    let got = flow
+        .result(Duration::from_secs_f64(args.timeout))
+        .await
+        .map_err(|e| BenchError::Timeout(format!("chord result: {e}")))?;
+    let secs = started.elapsed().as_secs_f64();
+    let resources = probe.finish();
+    let expected: u64 = (0..members).sum();
+    if got != expected {
+        return Err(BenchError::Protocol(format!(
+            "chord gave {got}, expected {expected}"
+        )));
+    }
+    let _ = stop.send(());
+    worker_task.await??;
+    let cleanup = connect(&cli.url, "cleanup").await?;
+    let channel = cleanup.create_channel().await?;
+    let queues: Vec<String> = ["noop", "noop.dead", "noop_sum", "noop_sum.dead"]
+        .iter()
+        .map(|q| format!("{prefix}{q}"))
+        .collect();
+    delete_queues(&channel, &queues).await;
+    let _ = cleanup.close(200, "done".into()).await;
+    conn.close().await;
+    worker_conn.close().await;
+    let mut extra = BTreeMap::new();
+    extra.insert("chord_members", serde_json::json!(members));
+    extra.insert("chord_wall_secs", serde_json::json!(secs));
+    extra.insert("chord_submit_secs", serde_json::json!(submit_secs));
+    Ok(Report {
+        scenario: "tasks",
+        params: serde_json::to_value(args)?,
+        unit: "tasks",
+        sent: members,
+        received: members,
+        confirmed: members,
+        in_secs: submit_secs,
+        out_secs: secs,
+        rate_in: 0.0,
+        rate_out: 0.0,
+        latency: None,
+        resources,
+        extra,
+    }
+    .with_rates())
+}
+
 /// How long `--results` keeps each result (the broker deletes the result queues after it).
 const RESULT_TTL: Duration = Duration::from_secs(60);
 
@@ -67,6 +161,9 @@ async fn one_task(client: &lepus::Client, id: u64, results: bool, timeout: Durat
 
 /// Runs the scenario.
 pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
+    if let Some(members) = args.chord {
+        return chord_run(cli, args, members).await;
+    }
     let total = args.tasks;
     let ledger = LEDGER.get_or_init(|| Ledger {
         runs: (0..total).map(|_| AtomicU8::new(0)).collect(),

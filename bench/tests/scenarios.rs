@@ -217,6 +217,15 @@ async fn tasks_all_run_once_after_their_confirms() {
     broker.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_of_members_completes_with_its_wall_time() {
+    let broker = TestBroker::start().await;
+    let r = report(&broker.url, &["tasks", "--chord", "200"]).await;
+    assert_eq!(n(&r["extra"], "chord_members"), 200);
+    assert!(r["extra"]["chord_wall_secs"].as_f64().unwrap() > 0.0);
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn refuses_non_loopback_urls() {
     let (ok, report, stderr) = bench(

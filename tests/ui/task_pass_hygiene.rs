@@ -24,6 +24,11 @@ mod jobs {
     #[::lepus::task(queue = "nothing", blocking = true)]
     pub async fn no_args() {}
 
+    #[::lepus::task(queue = "one")]
+    pub async fn one_arg(n: u64) -> u64 {
+        n
+    }
+
     #[::lepus::event(exchange = "logs", kind = "topic", binding = ["*.error", "kern.#"], delivery = "broadcast")]
     pub async fn on_error(line: ::std::string::String) {
         let _ = line;
@@ -41,5 +46,10 @@ fn main() {
     let _ = jobs::on_error::handler();
     let _ = jobs::audit::handler();
     let _: &str = jobs::send_email::QUEUE;
+    // The workflow stubs: all arguments, and all but the first.
+    let _ = jobs::send_email::signature(::std::string::String::new(), 1);
+    let _ = jobs::send_email::partial(1);
+    let _ = jobs::no_args::signature();
+    let _ = ::lepus::chain(jobs::one_arg::signature(1)).then(jobs::one_arg::partial());
     let _: &str = jobs::on_error::EXCHANGE;
 }

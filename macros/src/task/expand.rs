@@ -11,6 +11,8 @@
 //!     pub async fn enqueue_with(client, to: String, options: EnqueueOptions) -> ..;
 //!     pub async fn submit(client, to: String) -> Result<TaskHandle<send_email>, ::lepus::Error>;
 //!     pub async fn submit_with(client, to: String, options: EnqueueOptions) -> ..;
+//!     pub fn signature(to: String) -> Signature<send_email>;   // a workflow step
+//!     pub fn partial() -> Partial<send_email, String>;         // `to` from the previous step
 //!     pub fn handler() -> ::lepus::Handler;
 //! }
 //! impl ::lepus::__private::Task for send_email { .. }
@@ -212,6 +214,7 @@ fn gen_enqueue(signature: &WireSignature, name: &Ident) -> TokenStream {
     let options = Ident::new("options", Span::mixed_site());
     let params = params(signature);
     let tuple = args_tuple_value(signature);
+    let workflow = gen_workflow(signature, name);
     quote! {
         /// Enqueues the task (persistent, on its durable queue) and returns its id once the
         /// broker confirmed it.
@@ -259,6 +262,45 @@ fn gen_enqueue(signature: &WireSignature, name: &Ident) -> TokenStream {
             #options: ::lepus::__private::EnqueueOptions,
         ) -> ::core::result::Result<::lepus::__private::TaskHandle<#name>, ::lepus::__private::Error> {
             ::lepus::__private::submit::<#name>(#client, #tuple, #options).await
+        }
+        #workflow
+    }
+}
+
+/// `signature(args..)` (a workflow step with all its arguments) and, for a task with
+/// arguments, `partial(args after the first..)` (a step whose first argument is the previous
+/// step's output).
+fn gen_workflow(signature: &WireSignature, name: &Ident) -> TokenStream {
+    let params = params(signature);
+    let tuple = args_tuple_value(signature);
+    let full = quote! {
+        /// This task as a workflow step with all its arguments:
+        /// `lepus::chain(signature(..))`, a `lepus::group` member.
+        pub fn signature(
+            #(#params),*
+        ) -> ::lepus::__private::Signature<#name> {
+            ::lepus::__private::Signature::<#name>::new(#tuple)
+        }
+    };
+    let Some(((_, first), rest)) = signature.args.split_first() else {
+        return full;
+    };
+    let rest_params: Vec<TokenStream> = rest.iter().map(|(n, ty)| quote! { #n: #ty }).collect();
+    let rest_names: Vec<&Ident> = rest.iter().map(|(n, _)| n).collect();
+    let rest_tuple = if rest.is_empty() {
+        quote! { [(); 0] }
+    } else {
+        quote! { ( #(#rest_names,)* ) }
+    };
+    quote! {
+        #full
+
+        /// This task as a workflow step whose first argument is the previous step's output
+        /// (`chain(..).then(partial(..))`, a chord's callback): the other arguments.
+        pub fn partial(
+            #(#rest_params),*
+        ) -> ::lepus::__private::Partial<#name, #first> {
+            ::lepus::__private::Partial::<#name, #first>::new(#rest_tuple)
         }
     }
 }

@@ -110,7 +110,7 @@ impl std::fmt::Display for TaskId {
 }
 
 /// What became of one publish.
-enum Published {
+pub(crate) enum Published {
     Confirmed,
     Returned(u16, String),
 }
@@ -267,7 +267,7 @@ async fn enqueue_inner<T: Task>(
 }
 
 /// Publishes on the client's confirm-mode channel and waits for the confirm.
-async fn publish_confirmed(
+pub(crate) async fn publish_confirmed(
     client: &Client,
     routing_key: &str,
     body: &[u8],
@@ -301,7 +301,11 @@ async fn publish_confirmed(
 }
 
 /// Declares the task queue (at most every 30 s per client).
-async fn ensure_queue(client: &Client, queue: &str, options: &QueueOptions) -> Result<()> {
+pub(crate) async fn ensure_queue(
+    client: &Client,
+    queue: &str,
+    options: &QueueOptions,
+) -> Result<()> {
     if client.declared().is_fresh(queue, REDECLARE_AFTER) {
         return Ok(());
     }

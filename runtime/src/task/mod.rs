@@ -27,6 +27,8 @@
 //! - `queue_status`: [`queue_status`], [`wait_for_consumers`]: a queue's counters.
 //! - `publisher`: `Publisher`, the client's confirm-mode channel for enqueues and publishes.
 //! - `declared`: `Declared`, what a client already declared.
+//! - `workflow`: [`chain`](workflow::chain), [`group`](workflow::group),
+//!   [`chord`](workflow::chord): workflows of tasks, moved along by the workers.
 
 pub(crate) mod completion;
 mod current;
@@ -41,6 +43,7 @@ mod retry_delay;
 mod task_handle;
 pub(crate) mod task_handler;
 mod task_options;
+pub mod workflow;
 
 use std::fmt::Display;
 use std::future::Future;

@@ -141,6 +141,8 @@ pub(crate) fn destination(task_headers: Option<&FieldTable>) -> Option<(String, 
 pub(crate) struct ResultMessage<'a> {
     /// The result queue and its TTL in ms (from the task's headers).
     pub(crate) destination: &'a (String, i64),
+    /// The task's name, sent in `x-lepus-method` (a workflow's result names its failing step).
+    pub(crate) task: &'a str,
     /// Declare it as a quorum queue when it is gone.
     pub(crate) quorum: bool,
     /// The task's id.
@@ -152,11 +154,20 @@ pub(crate) struct ResultMessage<'a> {
 }
 
 impl ResultMessage<'_> {
+    fn headers(&self) -> FieldTable {
+        let mut table = result_headers(self.status, self.attempt, self.error);
+        table.insert(
+            crate::envelope::HEADER_METHOD.into(),
+            headers::long_string(self.task),
+        );
+        table
+    }
+
     fn properties(&self) -> BasicProperties {
         let mut properties = BasicProperties::default()
             .with_content_type(crate::envelope::CONTENT_TYPE.into())
             .with_delivery_mode(2)
-            .with_headers(result_headers(self.status, self.attempt, self.error));
+            .with_headers(self.headers());
         if let Some(id) = self.message_id {
             properties = properties.with_message_id(id.into());
         }

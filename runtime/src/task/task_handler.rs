@@ -42,6 +42,8 @@ use crate::task::declared::Declared;
 use crate::task::headers::{self, bounded_error, RETRY_DELAY};
 use crate::task::result_wire::{self, ResultMessage, Status};
 use crate::task::retry_delay::{self, REDECLARE_AFTER};
+use crate::task::workflow::dispatch;
+use crate::task::workflow::flow_headers::Flow;
 use crate::task::{Task, TaskOptions};
 use crate::worker::handler::missing_state_message;
 use crate::worker::limits::{self, HandlerLimits, Ran};
@@ -228,6 +230,24 @@ impl<T: Task> TaskRunner<T> {
             "task attempt"
         );
         let destination = result_wire::destination(headers);
+        // A workflow step: what comes after it (see `workflow`).
+        let flow = match Flow::of(headers) {
+            Ok(flow) => flow,
+            Err(error) => {
+                let failure = Failure {
+                    error: bounded_error(error),
+                    permanent: true,
+                    returned_err: false,
+                    error_body: None,
+                };
+                let outcome = self
+                    .settle_failure(&delivery, &context, attempt, failure)
+                    .instrument(span.clone())
+                    .await;
+                self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
+                return;
+            }
+        };
         if let Some(destination) = &destination {
             self.publish_status(
                 &context,
@@ -244,12 +264,25 @@ impl<T: Task> TaskRunner<T> {
         let outcome = match result {
             Ok(output) => {
                 let stored = match &destination {
+                    // The next step, or the chord: the result goes on (see `workflow::dispatch`).
+                    _ if flow.is_workflow() => {
+                        let body = T::encode_output(&output).unwrap_or_default();
+                        dispatch::after_success(
+                            &context.publisher,
+                            delivery.properties.headers().as_ref(),
+                            &flow,
+                            T::NAME,
+                            &body,
+                        )
+                        .await
+                    }
                     Some(destination) => {
                         let body = T::encode_output(&output).unwrap_or_default();
                         self.publish_result(
                             &context,
                             ResultMessage {
                                 destination,
+                                task: T::NAME,
                                 quorum: self.options.is_quorum(),
                                 message_id: message_id.as_deref(),
                                 status: Status::Succeeded,
@@ -325,6 +358,7 @@ impl<T: Task> TaskRunner<T> {
         if let Ok(opened) = context.publisher.confirmed().await {
             ResultMessage {
                 destination,
+                task: T::NAME,
                 quorum: self.options.is_quorum(),
                 message_id,
                 status,
@@ -456,6 +490,7 @@ impl<T: Task> TaskRunner<T> {
                         context,
                         ResultMessage {
                             destination: &destination,
+                            task: T::NAME,
                             quorum: self.options.is_quorum(),
                             message_id,
                             status,
@@ -466,6 +501,21 @@ impl<T: Task> TaskRunner<T> {
                     )
                     .await
                 }
+            }
+            (published, _) => published,
+        };
+        // A chord member's last failure goes into its chord (a chain's went to its result
+        // queue just above).
+        let published = match (published, &outcome) {
+            (Ok(()), Outcome::DeadLettered { error }) => {
+                let flow = Flow::of(delivery.properties.headers().as_ref()).unwrap_or_default();
+                let status = if returned_err {
+                    Status::Failed
+                } else {
+                    Status::DeadLettered
+                };
+                dispatch::after_failure(&context.publisher, &flow, T::NAME, status, attempt, error)
+                    .await
             }
             (published, _) => published,
         };

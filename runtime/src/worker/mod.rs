@@ -42,7 +42,7 @@ mod delivery;
 mod handle;
 pub(crate) mod handler;
 pub(crate) mod limits;
-mod publisher;
+pub(crate) mod publisher;
 mod queue_options;
 pub(crate) mod rate_limit;
 pub(crate) mod redelivery;

@@ -81,7 +81,16 @@ impl WorkerPublisher {
         self.open(&self.confirmed, true).await
     }
 
-    async fn open(&self, slot: &Mutex<Option<Opened>>, confirm: bool) -> Result<Opened> {
+    /// A new channel of its own on the publishing connection (a chord's transaction, see
+    /// `task::workflow`); the caller closes it (dropping it leaves it open until the link
+    /// goes).
+    pub(crate) async fn fresh_channel(&self) -> Result<lapin::Channel> {
+        let link = self.link().await?;
+        Ok(link.conn.create_channel().await?)
+    }
+
+    /// The publishing connection's current link, the connection made on first use.
+    async fn link(&self) -> Result<crate::connection::Link> {
         let conn = self
             .conn
             .get_or_init(|| async {
@@ -99,10 +108,14 @@ impl WorkerPublisher {
                 }
             })
             .await;
-        let link = match tokio::time::timeout(LINK_WAIT, conn.link_after(0)).await {
-            Ok(link) => link?,
-            Err(_) => return Err(Error::Timeout(LINK_WAIT)),
-        };
+        match tokio::time::timeout(LINK_WAIT, conn.link_after(0)).await {
+            Ok(link) => link,
+            Err(_) => Err(Error::Timeout(LINK_WAIT)),
+        }
+    }
+
+    async fn open(&self, slot: &Mutex<Option<Opened>>, confirm: bool) -> Result<Opened> {
+        let link = self.link().await?;
         let mut slot = slot.lock().await;
         if let Some(open) = slot.as_ref() {
             if open.generation == link.generation && open.channel.status().connected() {
