@@ -51,6 +51,8 @@ const BIG: usize = 120 * 1024;
 struct BrokerProcess {
     child: Child,
     addr: String,
+    /// Its own data directory (the default, `./lepus-data`, is locked by one broker at a time).
+    _dir: common::DataDir,
 }
 
 impl Drop for BrokerProcess {
@@ -65,13 +67,14 @@ impl Drop for BrokerProcess {
 #[test]
 #[ignore = "child process of the watermark tests"]
 fn watermark_broker_child() {
-    if std::env::var(CHILD_ENV).is_err() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
-    }
+    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let broker = lepus::broker::Broker::builder()
             .listen("127.0.0.1:0")
+            .data_dir(dir)
             .memory_budget(WATERMARK)
             .memory_high_watermark(WATERMARK)
             .start()
@@ -91,11 +94,13 @@ fn broker_binary() -> Option<PathBuf> {
 }
 
 fn spawn_broker() -> BrokerProcess {
+    let dir = common::DataDir::new("watermark");
     let mut command = match broker_binary() {
         Some(bin) => {
             let mut command = Command::new(bin);
             command
                 .arg("--listen=127.0.0.1:0")
+                .arg(format!("--data-dir={}", dir.path().display()))
                 .arg(format!("--memory-budget={WATERMARK}"))
                 .arg(format!("--memory-high-watermark={WATERMARK}"))
                 .arg("--management-listen=");
@@ -103,13 +108,17 @@ fn spawn_broker() -> BrokerProcess {
         }
         None => {
             let mut command = common::test_child("watermark_broker_child");
-            command.env(CHILD_ENV, "1");
+            command.env(CHILD_ENV, dir.path());
             command
         }
     };
     command.stderr(Stdio::null());
     let (child, addr) = common::spawn_announcing(command, "lepus-broker listening on ");
-    BrokerProcess { child, addr }
+    BrokerProcess {
+        child,
+        addr,
+        _dir: dir,
+    }
 }
 
 /// A `/proc/PID/status` field in bytes (`VmRSS:`, `VmHWM:`).
