@@ -43,9 +43,10 @@
 //!   messages, and everything in a broker without `--data-dir`, cannot be paged: the watermark
 //!   is their only protection.
 //!
-//! Concurrency: one [`Memory`] per broker, shared (`Arc`) by every queue (which account under
-//! their own lock with one atomic add per change) and every connection (which watch
-//! [`Memory::alarm`]).
+//! Concurrency: one [`Memory`] per broker, shared (`Arc`) by every queue (which account index
+//! entries under their own lock with one atomic add per change), every message and read-block
+//! charge (`crate::message::Held`, which gives its bytes back from whichever task drops it)
+//! and every connection (which watch the alarm, [`Memory::subscribe`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -65,6 +65,11 @@ impl Held {
         }
     }
 
+    /// Where the bytes are charged.
+    fn account(&self) -> Option<&Arc<dyn Account>> {
+        self.account.as_ref()
+    }
+
     /// The bytes charged.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> u64 {
@@ -93,15 +98,36 @@ pub(crate) struct Message {
     pub(crate) properties: AMQPProperties,
     /// The body; a slice of the publisher's read buffer when it arrived in one frame.
     pub(crate) body: Bytes,
-    /// What this message holds, charged while it lives: [`MESSAGE_OVERHEAD`], its names and
-    /// properties, and its body unless `block` accounts for it. Never read: it is kept for
-    /// what dropping it does.
-    #[allow(dead_code)]
-    held: Held,
-    /// When the body is a slice of a connection's read buffer: the charge of that whole
-    /// buffer block, shared by every message that keeps a slice of it (the block is freed only
-    /// when the last of them is, however small their bodies).
-    block: Option<Arc<Held>>,
+    /// What this message holds, charged while it lives (given back by its `Drop`):
+    /// [`MESSAGE_OVERHEAD`], its names and properties, and its body unless `charge` is the
+    /// body's read block, which accounts for it.
+    bytes: u64,
+    /// Where `bytes` are charged.
+    charge: Charge,
+}
+
+/// Where a message's own bytes are charged.
+#[derive(Debug)]
+enum Charge {
+    /// To this account (`None`: nowhere, in tests); the body is the message's own.
+    Own(Option<Arc<dyn Account>>),
+    /// To the account of this read block's charge, shared by every message that keeps a
+    /// slice of the block (the block is freed only when the last of them is, however small
+    /// their bodies). Reaching the account through the block spares a message its own
+    /// reference-count traffic on the account.
+    Block(Arc<Held>),
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        let account = match &self.charge {
+            Charge::Own(account) => account.as_ref(),
+            Charge::Block(block) => block.account(),
+        };
+        if let Some(account) = account {
+            account.release(self.bytes);
+        }
+    }
 }
 
 impl Message {
@@ -125,13 +151,25 @@ impl Message {
             + routing_key.as_str().len() as u64
             + properties_cost(&properties)
             + body_bytes;
+        let charge = match block {
+            Some(block) => {
+                if let Some(account) = block.account() {
+                    account.charge(bytes);
+                }
+                Charge::Block(block)
+            }
+            None => {
+                account.charge(bytes);
+                Charge::Own(Some(account.clone()))
+            }
+        };
         Self {
             exchange,
             routing_key,
             properties,
             body,
-            held: Held::charge(account, bytes),
-            block,
+            bytes,
+            charge,
         }
     }
 
@@ -148,8 +186,8 @@ impl Message {
             routing_key,
             properties,
             body,
-            held: Held::nothing(),
-            block: None,
+            bytes: 0,
+            charge: Charge::Own(None),
         }
     }
 
@@ -157,12 +195,15 @@ impl Message {
     /// charged apart).
     #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> u64 {
-        self.held.bytes()
+        self.bytes
     }
 
     /// The charge of the read block the body is a slice of, if it is one.
     pub(crate) fn block(&self) -> Option<&Arc<Held>> {
-        self.block.as_ref()
+        match &self.charge {
+            Charge::Block(block) => Some(block),
+            Charge::Own(_) => None,
+        }
     }
 
     /// True when the publisher asked for `delivery_mode = 2` (persistent).

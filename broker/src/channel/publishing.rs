@@ -3,7 +3,7 @@
 //! transaction buffers ([`TxOp`]). Only the connection task touches these.
 
 use super::*;
-use crate::message::Held;
+use crate::message::{Account, Held};
 
 /// A publish whose content is still arriving.
 #[derive(Debug)]
@@ -19,26 +19,31 @@ pub(crate) struct ContentAssembly {
     body: BytesMut,
     /// Bytes received so far.
     pub(crate) received: u64,
-    /// The memory accounting's charge for `body` (grows with it; given back when the publish
-    /// is complete and its message charges for itself, or when the channel drops it).
-    held: Held,
+    /// The memory accounting's charge for `body`, made at its first copied frame (a one-frame
+    /// body costs no accounting here), grown with it, and given back when the publish is
+    /// complete and its message charges for itself, or when the channel drops it.
+    held: Option<Held>,
 }
 
 impl ContentAssembly {
-    /// The assembly opened by `publish`; `held` charges nothing yet and grows with the body.
-    pub(crate) fn new(publish: basic::Publish, held: Held) -> Self {
+    /// The assembly opened by `publish`.
+    pub(crate) fn new(publish: basic::Publish) -> Self {
         Self {
             publish,
             header: None,
             body: BytesMut::new(),
             received: 0,
-            held,
+            held: None,
         }
     }
 
-    /// Appends a body frame (copied), charging it.
-    pub(crate) fn push(&mut self, piece: &[u8]) {
-        self.held.grow(piece.len() as u64);
+    /// Appends a body frame (copied), charging it to `account`.
+    pub(crate) fn push(&mut self, piece: &[u8], account: &Arc<dyn Account>) {
+        let bytes = piece.len() as u64;
+        match &mut self.held {
+            Some(held) => held.grow(bytes),
+            None => self.held = Some(Held::charge(account, bytes)),
+        }
         self.body.extend_from_slice(piece);
     }
 

@@ -260,7 +260,7 @@ impl Connection {
             let block = self.blocks.charge();
             return self.finish_publish(ch, Some((body, block)));
         }
-        content.push(&body);
+        content.push(&body, &self.session.vhost.account);
         if content.received == size {
             self.finish_publish(ch, None)
         } else {

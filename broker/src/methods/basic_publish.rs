@@ -46,10 +46,7 @@ impl Session {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         if let Some(channel) = self.channels.get_mut(&ch) {
-            channel.content = Some(ContentAssembly::new(
-                m,
-                Held::charge(&self.vhost.account, 0),
-            ));
+            channel.content = Some(ContentAssembly::new(m));
         }
         Ok(())
     }
