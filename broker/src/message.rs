@@ -28,12 +28,12 @@ pub(crate) trait Account: Send + Sync + std::fmt::Debug {
 }
 
 /// Bytes charged to an [`Account`] while this value lives; dropping it gives them back.
-/// A message holds one for itself and shares one (`Arc<Held>`) for the read block its body
-/// is a slice of; a publish being assembled holds one for the pieces received so far.
+/// Messages share one (`Arc<Held>`) for the read block their bodies are slices of; a publish
+/// being assembled holds one for the frames received so far.
 #[derive(Debug)]
 pub(crate) struct Held {
-    /// Where the bytes are charged; `None` charges nothing (tests, fuzzing).
-    account: Option<Arc<dyn Account>>,
+    /// Where the bytes are charged.
+    account: Arc<dyn Account>,
     /// The bytes charged so far.
     bytes: u64,
 }
@@ -43,45 +43,26 @@ impl Held {
     pub(crate) fn charge(account: &Arc<dyn Account>, bytes: u64) -> Self {
         account.charge(bytes);
         Self {
-            account: Some(account.clone()),
+            account: account.clone(),
             bytes,
-        }
-    }
-
-    /// Charges nothing.
-    #[cfg(test)]
-    pub(crate) fn nothing() -> Self {
-        Self {
-            account: None,
-            bytes: 0,
         }
     }
 
     /// Charges `bytes` more, given back with the rest.
     pub(crate) fn grow(&mut self, bytes: u64) {
-        if let Some(account) = &self.account {
-            account.charge(bytes);
-            self.bytes += bytes;
-        }
+        self.account.charge(bytes);
+        self.bytes += bytes;
     }
 
     /// Where the bytes are charged.
-    fn account(&self) -> Option<&Arc<dyn Account>> {
-        self.account.as_ref()
-    }
-
-    /// The bytes charged.
-    #[cfg(test)]
-    pub(crate) fn bytes(&self) -> u64 {
-        self.bytes
+    fn account(&self) -> &Arc<dyn Account> {
+        &self.account
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(account) = &self.account {
-            account.release(self.bytes);
-        }
+        self.account.release(self.bytes);
     }
 }
 
@@ -122,7 +103,7 @@ impl Drop for Message {
     fn drop(&mut self) {
         let account = match &self.charge {
             Charge::Own(account) => account.as_ref(),
-            Charge::Block(block) => block.account(),
+            Charge::Block(block) => Some(block.account()),
         };
         if let Some(account) = account {
             account.release(self.bytes);
@@ -153,9 +134,7 @@ impl Message {
             + body_bytes;
         let charge = match block {
             Some(block) => {
-                if let Some(account) = block.account() {
-                    account.charge(bytes);
-                }
+                block.account().charge(bytes);
                 Charge::Block(block)
             }
             None => {
