@@ -18,7 +18,7 @@ use amq_protocol::types::{FieldTable, ShortString};
 use bytes::Bytes;
 
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
-use crate::message::Message;
+use crate::message::{Account, Message};
 use crate::persistence::{self, BindingChange, Durability, TopologyChange};
 use crate::queue::{Queue, QueueConfig};
 use crate::store::{
@@ -50,10 +50,16 @@ impl persistence::Persistence for DurableQueues {
         true
     }
 
-    fn read(&self, vhost: &str, queue: &str, seqs: &[u64]) -> Vec<Option<Arc<Message>>> {
+    fn read(
+        &self,
+        vhost: &str,
+        queue: &str,
+        seqs: &[u64],
+        account: &Arc<dyn Account>,
+    ) -> Vec<Option<Arc<Message>>> {
         self.read_many(vhost, queue, seqs)
             .into_iter()
-            .map(|stored| stored.map(|stored| Arc::new(message_of(stored))))
+            .map(|stored| stored.map(|stored| Arc::new(message_of(stored, account))))
             .collect()
     }
 
@@ -189,6 +195,7 @@ pub(crate) fn restore(
         }
     }
     let mut restored = 0usize;
+    let account: Arc<dyn Account> = vhosts.memory.clone();
     for recovered_queue in &recovered.queues {
         let Some(def) = defs.queues.iter().find(|q| q.id == recovered_queue.id) else {
             continue;
@@ -205,7 +212,7 @@ pub(crate) fn restore(
                 .into_iter()
                 .zip(positions)
             {
-                let seq = queue.restore(Arc::new(message_of(stored?)));
+                let seq = queue.restore(Arc::new(message_of(stored?, &account)));
                 queues.restore(&def.vhost, &def.name, seq, position);
                 queue.page_out(seq);
                 restored += 1;
@@ -223,13 +230,15 @@ pub(crate) fn restore(
 }
 
 /// The broker's message for a record read back from the log.
-fn message_of(stored: crate::store::StoredMessage) -> Message {
-    Message {
-        exchange: ShortString::from(stored.exchange),
-        routing_key: ShortString::from(stored.routing_key),
-        properties: decode_properties(&stored.properties),
-        body: stored.body,
-    }
+fn message_of(stored: crate::store::StoredMessage, account: &Arc<dyn Account>) -> Message {
+    Message::new(
+        account,
+        ShortString::from(stored.exchange),
+        ShortString::from(stored.routing_key),
+        decode_properties(&stored.properties),
+        stored.body,
+        None,
+    )
 }
 
 /// Encodes content-header properties (flags and list, 0-9-1 §4.2.6.1) for the log.

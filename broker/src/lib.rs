@@ -27,7 +27,8 @@
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets in `broker/fuzz/`.
 //! - `connection/`: one client connection — the read loop, heartbeats, close and cleanup
 //!   (`mod`), the handshake (`handshake`), frames to methods and content assembly (`dispatch`),
-//!   events from other tasks and replies held for the store (`events`).
+//!   events from other tasks and replies held for the store (`events`), the read-buffer block
+//!   a one-frame body pins and its memory charge (`read_block`).
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
 //!   the memory alarm is raised.
 //! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
@@ -72,7 +73,8 @@
 //! - `error`: reply codes (mapped here only) and the crate's error types.
 //! - [`store`]: durable topology and persistent messages under `--data-dir` (segment log,
 //!   group commit, recovery, compaction).
-//! - `message`: the shared message (properties + `Bytes` body).
+//! - `message`: the shared message (properties + `Bytes` body), and `Held`, the memory a
+//!   message (or the read block its body is a slice of) holds, charged while it lives.
 //! - `shutdown`: the broker-wide stop signal, and draining a listener's connection tasks.
 //! - `fairness`: how much of a lock, task step or worker one client's work may take.
 //!

@@ -3,10 +3,21 @@
 //! (`connection.blocked`, RabbitMQ's memory alarm).
 //!
 //! # What is counted, and why not RSS
-//! [`Memory`] counts what grows with the backlog: the bodies that queues hold in memory (ready
-//! messages), plus [`INDEX_ENTRY_COST`] bytes per queued message for its index entry (the
-//! queue's entry and the store's per-message bookkeeping, whether the body is in memory or
-//! paged out). Deliveries awaiting an ack are bounded by prefetch and are not counted.
+//! [`Memory`] counts what is held, from the moment it is held until it is freed:
+//! - every message for as long as it lives, wherever it is (ready in a queue, delivered and
+//!   awaiting an ack, queued on a consumer's outbox, buffered by a transaction), as
+//!   `crate::message::MESSAGE_OVERHEAD` plus its names, decoded properties and headers, plus
+//!   its body when the body is its own allocation (`crate::message::Held`);
+//! - a connection's read-buffer block for as long as any message keeps a slice of it: a body
+//!   that arrived in one frame is not copied, so a 1-byte body pins the whole block (64 KiB or
+//!   more) and the whole block is what is counted, once, however many bodies share it;
+//! - a publish being assembled from several body frames: the bytes received so far (copied
+//!   out of the read buffer, so the frames do not pin blocks);
+//! - [`INDEX_ENTRY_COST`] bytes per queued message for its index entry (the queue's entry and
+//!   the store's per-message bookkeeping, whether the body is in memory or paged out).
+//!
+//! Not counted: connection and channel structures, read buffers no message refers to, and
+//! encoded bytes waiting for a socket (at most 256 KiB per connection).
 //!
 //! The process RSS (`/proc/self/statm`) is not used to raise or clear the alarm: the allocator
 //! does not hand every freed page back to the kernel, so after a backlog drains the RSS can
@@ -22,8 +33,8 @@
 //!   are read back from the store when it nears the head of the queue. Bodies already in
 //!   memory stay there (they are the head, delivered first). The rest of the budget is for the
 //!   index of a large backlog (which grows past the paging threshold: at 64 bytes a message,
-//!   2 M messages take 128 MiB) and for what is not counted (connection buffers, unacked
-//!   deliveries, allocator slack), so that the RSS stays under the budget.
+//!   2 M messages take 128 MiB) and for what is not counted (connection structures, allocator
+//!   slack), so that the RSS stays under the budget.
 //! - **High-watermark** (`--memory-high-watermark`, default: the budget): above it the alarm
 //!   is raised. Every connection that publishes is blocked (`connection.blocked "low on
 //!   memory"` to clients that announced the capability; its socket is not read until the
@@ -32,14 +43,17 @@
 //!   messages, and everything in a broker without `--data-dir`, cannot be paged: the watermark
 //!   is their only protection.
 //!
-//! Concurrency: one [`Memory`] per broker, shared (`Arc`) by every queue (which account under
-//! their own lock with one atomic add per change) and every connection (which watch
-//! [`Memory::alarm`]).
+//! Concurrency: one [`Memory`] per broker, shared (`Arc`) by every queue (which account index
+//! entries under their own lock with one atomic add per change), every message and read-block
+//! charge (`crate::message::Held`, which gives its bytes back from whichever task drops it)
+//! and every connection (which watch the alarm, [`Memory::subscribe`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
+
+use crate::message::Account;
 
 /// Bytes accounted per queued message besides its body: the queue's ready entry (32 bytes),
 /// the store's (sequence number, position) pair (24 bytes) and liveness set entry, and the
@@ -63,7 +77,8 @@ pub(crate) struct Memory {
     watermark: u64,
     /// The alarm is cleared below it (95 % of `watermark`).
     low_watermark: u64,
-    /// Accounted bytes: bodies held by queues plus [`INDEX_ENTRY_COST`] per queued message.
+    /// Accounted bytes: what messages, read blocks and assemblies hold, plus
+    /// [`INDEX_ENTRY_COST`] per queued message (see the module doc).
     used: AtomicU64,
     /// Mirrors the alarm for a lock-free check on every change.
     raised: AtomicBool,
@@ -181,6 +196,16 @@ impl Memory {
     /// A receiver of the alarm state (true while raised).
     pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.alarm.subscribe()
+    }
+}
+
+impl Account for Memory {
+    fn charge(&self, bytes: u64) {
+        self.add(bytes);
+    }
+
+    fn release(&self, bytes: u64) {
+        self.sub(bytes);
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use amq_protocol::types::FieldTable;
 use tokio::sync::oneshot;
 
-use crate::message::Message;
+use crate::message::{Account, Message};
 use crate::store::{Commit, StoreError};
 
 /// A change of the durable topology, as the broker reports it to its [`Persistence`]. The broker
@@ -123,8 +123,15 @@ pub(crate) trait Persistence: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Reads messages `seqs` of `queue` back (ascending sequence numbers, all enqueued through
     /// [`enqueue`](Self::enqueue) and not removed), one result per sequence number, `None`
-    /// where it cannot. Blocking (file reads); called under the queue's lock.
-    fn read(&self, _vhost: &str, _queue: &str, seqs: &[u64]) -> Vec<Option<Arc<Message>>> {
+    /// where it cannot, each charged to `account` for what it holds while it lives. Blocking
+    /// (file reads); called under the queue's lock.
+    fn read(
+        &self,
+        _vhost: &str,
+        _queue: &str,
+        seqs: &[u64],
+        _account: &Arc<dyn Account>,
+    ) -> Vec<Option<Arc<Message>>> {
         vec![None; seqs.len()]
     }
     /// Records a durable topology change of `vhost`. Called under the vhost's topology write

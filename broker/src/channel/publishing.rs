@@ -3,6 +3,7 @@
 //! transaction buffers ([`TxOp`]). Only the connection task touches these.
 
 use super::*;
+use crate::message::{Account, Held};
 
 /// A publish whose content is still arriving.
 #[derive(Debug)]
@@ -11,26 +12,44 @@ pub(crate) struct ContentAssembly {
     pub(crate) publish: basic::Publish,
     /// The header, once received: properties and declared body size.
     pub(crate) header: Option<(basic::AMQPProperties, u64)>,
-    /// Body frames so far (one frame is kept as is; several are concatenated at the end).
-    pub(crate) body: Vec<Bytes>,
+    /// The body frames so far, copied out of the read buffer. A body that comes in one frame
+    /// never lands here: it stays a slice of the read buffer (see the connection's
+    /// `content_body`). Copying the pieces of a longer body costs nothing more than joining
+    /// them at the end did, and a frame no longer pins its read-buffer block.
+    body: BytesMut,
     /// Bytes received so far.
     pub(crate) received: u64,
+    /// The memory accounting's charge for `body`, made at its first copied frame (a one-frame
+    /// body costs no accounting here), grown with it, and given back when the publish is
+    /// complete and its message charges for itself, or when the channel drops it.
+    held: Option<Held>,
 }
 
 impl ContentAssembly {
-    /// The complete body (no copy when it came in one frame).
-    pub(crate) fn take_body(&mut self) -> Bytes {
-        match self.body.len() {
-            0 => Bytes::new(),
-            1 => self.body.pop().unwrap_or_default(),
-            _ => {
-                let mut all = BytesMut::with_capacity(self.received as usize);
-                for piece in self.body.drain(..) {
-                    all.extend_from_slice(&piece);
-                }
-                all.freeze()
-            }
+    /// The assembly opened by `publish`.
+    pub(crate) fn new(publish: basic::Publish) -> Self {
+        Self {
+            publish,
+            header: None,
+            body: BytesMut::new(),
+            received: 0,
+            held: None,
         }
+    }
+
+    /// Appends a body frame (copied), charging it to `account`.
+    pub(crate) fn push(&mut self, piece: &[u8], account: &Arc<dyn Account>) {
+        let bytes = piece.len() as u64;
+        match &mut self.held {
+            Some(held) => held.grow(bytes),
+            None => self.held = Some(Held::charge(account, bytes)),
+        }
+        self.body.extend_from_slice(piece);
+    }
+
+    /// The complete body, from the copied frames.
+    pub(crate) fn take_body(&mut self) -> Bytes {
+        std::mem::take(&mut self.body).freeze()
     }
 }
 

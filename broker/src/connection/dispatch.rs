@@ -219,7 +219,7 @@ impl Connection {
         }
         content.header = Some((header.properties, header.body_size));
         if header.body_size == 0 {
-            self.finish_publish(ch)
+            self.finish_publish(ch, None)
         } else {
             Ok(())
         }
@@ -246,22 +246,35 @@ impl Connection {
             ));
         };
         let size = content.header.as_ref().map_or(0, |h| h.1);
+        let whole = content.received == 0 && body.len() as u64 == size;
         content.received += body.len() as u64;
-        content.body.push(body);
         if content.received > size {
             return Err((
                 0,
                 AmqpError::unexpected_frame("content body larger than declared in its header"),
             ));
         }
+        if whole {
+            // The body came in one frame: keep it as a slice of the read buffer, and charge
+            // the block it pins (see `read_block`).
+            let block = self.blocks.charge();
+            return self.finish_publish(ch, Some((body, block)));
+        }
+        content.push(&body, &self.session.vhost.account);
         if content.received == size {
-            self.finish_publish(ch)
+            self.finish_publish(ch, None)
         } else {
             Ok(())
         }
     }
 
-    pub(super) fn finish_publish(&mut self, ch: u16) -> Result<(), (u16, AmqpError)> {
+    /// Publishes the content of channel `ch`: its body is `whole` (one frame: a read-buffer
+    /// slice and the charge of its block), or else the frames the assembly copied.
+    pub(super) fn finish_publish(
+        &mut self,
+        ch: u16,
+        whole: Option<(bytes::Bytes, Arc<crate::message::Held>)>,
+    ) -> Result<(), (u16, AmqpError)> {
         let Some(mut content) = self
             .session
             .channels
@@ -270,10 +283,13 @@ impl Connection {
         else {
             return Ok(());
         };
-        let body = content.take_body();
+        let (body, block) = match whole {
+            Some((body, block)) => (body, Some(block)),
+            None => (content.take_body(), None),
+        };
         let (properties, _) = content.header.take().unwrap_or_default();
         self.session
-            .publish(ch, content.publish, properties, body)
+            .publish(ch, content.publish, properties, body, block)
             .map_err(|e| {
                 let e = e.in_amqp_method(MethodId::BASIC_PUBLISH);
                 if e.code.is_channel_level() {

@@ -232,6 +232,7 @@ pub(super) async fn handshake(
     let blocking =
         crate::connection_blocked::Blocking::new(vhost.memory.subscribe(), blocked_notify);
     let grants = crate::access::Grants::new(user, vhost.name.clone(), broker.access.clone());
+    let blocks = super::ReadBlocks::new(vhost.account.clone());
     Some(Connection {
         session: Session {
             id,
@@ -254,5 +255,6 @@ pub(super) async fn handshake(
         closing_since: None,
         done: false,
         heartbeat,
+        blocks,
     })
 }

@@ -17,9 +17,11 @@
 mod dispatch;
 mod events;
 mod handshake;
+mod read_block;
 
 use events::committed;
 use handshake::handshake;
+pub(crate) use read_block::ReadBlocks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -74,6 +76,8 @@ pub(crate) struct Connection {
     done: bool,
     /// Negotiated heartbeat (`None` = disabled); two silent intervals close the connection.
     heartbeat: Option<Duration>,
+    /// The read buffer's current block, charged while a message keeps a slice of it.
+    blocks: ReadBlocks,
 }
 
 /// Serves one accepted socket until it closes or the broker stops.
@@ -285,6 +289,7 @@ impl Connection {
     /// sends the coalesced confirms. Stops early, returning true, once this turn's work passes
     /// [`WORK_PER_TURN`] (frames may be left).
     fn handle_buffer(&mut self, buf: &mut BytesMut) -> bool {
+        self.blocks.observe(buf);
         self.session.work = 0;
         let mut more = false;
         while self.session.held.is_none() && (self.closing_since.is_none() || !self.done) {

@@ -207,12 +207,14 @@ async fn publish(
     let routing_key = ShortString::try_new(b.routing_key)
         .map_err(|_| ApiError::bad_request("routing key longer than 255 bytes"))?;
     let properties = properties_from_json(&b.properties, &me.user.name)?;
-    let message = Arc::new(Message {
-        exchange: ShortString::from(exchange),
+    let message = Arc::new(Message::new(
+        &vh.account,
+        ShortString::from(exchange),
         routing_key,
         properties,
-        body: payload,
-    });
+        payload,
+        None,
+    ));
     let routed = route(&vh, message).await?;
     Ok(Json(json!({ "routed": routed })))
 }

@@ -19,7 +19,7 @@ use crate::channel::{ContentAssembly, TxOp, TxPublish};
 use crate::connection_registry::ConnEvent;
 use crate::error::AmqpError;
 use crate::fairness::{self, HEAVY_WORK};
-use crate::message::Message;
+use crate::message::{Held, Message};
 use crate::outbox::Outbound;
 use crate::persistence::Durability;
 use crate::queue::{check_expiration, EnqueueOutcome, Queue};
@@ -46,12 +46,7 @@ impl Session {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         if let Some(channel) = self.channels.get_mut(&ch) {
-            channel.content = Some(ContentAssembly {
-                publish: m,
-                header: None,
-                body: Vec::new(),
-                received: 0,
-            });
+            channel.content = Some(ContentAssembly::new(m));
         }
         Ok(())
     }
@@ -63,6 +58,7 @@ impl Session {
         publish: basic::Publish,
         mut properties: basic::AMQPProperties,
         body: Bytes,
+        block: Option<Arc<Held>>,
     ) -> Result<(), AmqpError> {
         self.blocking.published();
         let in_tx = match self.channels.get(&ch) {
@@ -78,12 +74,14 @@ impl Session {
             // `TxPublish`).
             self.check_exchange(publish.exchange.as_str())?;
             self.check_message(ch, &mut properties)?;
-            let message = Arc::new(Message {
-                exchange: publish.exchange.clone(),
-                routing_key: publish.routing_key.clone(),
+            let message = Arc::new(Message::new(
+                &self.vhost.account,
+                publish.exchange.clone(),
+                publish.routing_key.clone(),
                 properties,
                 body,
-            });
+                block,
+            ));
             let routed = if is_reply(&publish) {
                 None
             } else {
@@ -109,7 +107,7 @@ impl Session {
             }
             return Ok(());
         }
-        self.route_publish(ch, publish, properties, body)
+        self.route_publish(ch, publish, properties, body, block)
     }
 
     /// Routes, enqueues, returns and confirms one publish (not in a transaction).
@@ -119,18 +117,21 @@ impl Session {
         publish: basic::Publish,
         mut properties: basic::AMQPProperties,
         body: Bytes,
+        block: Option<Arc<Held>>,
     ) -> Result<(), AmqpError> {
         self.vhost.stats.published(body.len() as u64);
         // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
         // internal), then the message's properties (406).
         self.check_exchange(publish.exchange.as_str())?;
         self.check_message(ch, &mut properties)?;
-        let message = Arc::new(Message {
-            exchange: publish.exchange.clone(),
-            routing_key: publish.routing_key.clone(),
+        let message = Arc::new(Message::new(
+            &self.vhost.account,
+            publish.exchange.clone(),
+            publish.routing_key.clone(),
             properties,
             body,
-        });
+            block,
+        ));
         if is_reply(&publish) {
             self.publish_reply(ch, publish, message);
             return Ok(());

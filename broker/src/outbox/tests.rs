@@ -25,12 +25,12 @@ fn delivery(ch: u16, tag: u64, body: &[u8]) -> Outbound {
             exchange: "".into(),
             routing_key: "q".into(),
         })),
-        message: Arc::new(Message {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            properties: basic::AMQPProperties::default(),
-            body: bytes::Bytes::copy_from_slice(body),
-        }),
+        message: Arc::new(Message::unaccounted(
+            "".into(),
+            "q".into(),
+            basic::AMQPProperties::default(),
+            bytes::Bytes::copy_from_slice(body),
+        )),
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) use dead_letter::DeadLetter;
 pub(crate) use arguments::{as_i64, check_expiration, Overflow, QueueConfig};
 pub(crate) use consumer::{Consumer, ConsumerChannel};
 pub(crate) use paging::QueuePersistence;
-use ready::{in_memory_cost, QueueState, ReadyMessage};
+use ready::{QueueState, ReadyMessage};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,7 +54,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::memory::{Memory, INDEX_ENTRY_COST};
-use crate::message::Message;
+use crate::message::{Account, Message};
 use crate::metrics::VHostStats;
 use crate::persistence::Persistence;
 

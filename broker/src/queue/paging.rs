@@ -64,8 +64,8 @@ impl Queue {
             if let Some(index) = index {
                 let rm = &mut list[index];
                 if rm.message.as_ref().is_some_and(|m| m.is_persistent()) {
+                    // The message gives its memory back when its last holder drops it.
                     rm.message = None;
-                    self.memory.sub(in_memory_cost(rm.size));
                 }
                 return;
             }
@@ -93,10 +93,10 @@ impl Queue {
         if seqs.is_empty() {
             return;
         }
-        let loaded = p.store.read(&p.vhost, &self.name, &seqs);
+        let account: Arc<dyn Account> = self.memory.clone();
+        let loaded = p.store.read(&p.vhost, &self.name, &seqs, &account);
         for (rm, message) in st.ready[level].iter_mut().zip(loaded) {
             if let Some(message) = message {
-                self.memory.add(in_memory_cost(rm.size));
                 rm.message = Some(message);
             }
         }
@@ -109,9 +109,10 @@ impl Queue {
             return Some(message.clone());
         }
         let p = self.persistence.as_ref()?;
+        let account: Arc<dyn Account> = self.memory.clone();
         let message = p
             .store
-            .read(&p.vhost, &self.name, &[rm.seq])
+            .read(&p.vhost, &self.name, &[rm.seq], &account)
             .pop()
             .flatten();
         if message.is_none() {

@@ -1,5 +1,5 @@
 //! The ready list: messages waiting for a consumer, one FIFO per priority level, with their
-//! expiry deadlines and memory footprint (a paged-out message keeps only its index entry).
+//! expiry deadlines and the memory of their index entries (a message charges its own memory).
 
 use super::*;
 
@@ -126,22 +126,12 @@ impl QueueState {
     }
 }
 
-/// What a message held in memory costs besides its index entry: the body, the decoded
-/// `Message` (properties, names) and the frame headers that share the body's read buffer.
-pub(super) fn in_memory_cost(size: u32) -> u64 {
-    const MESSAGE: u64 = std::mem::size_of::<Message>() as u64 + 128;
-    u64::from(size) + MESSAGE
-}
-
 impl ReadyMessage {
-    /// Bytes it accounts for in [`Memory`]: its index entry, plus the message while in memory
-    /// (see [`in_memory_cost`]).
+    /// Bytes the queue accounts for it in [`Memory`]: its index entry. The message itself
+    /// is charged by the message for as long as it lives (`crate::message::Held`), in the
+    /// queue or anywhere else.
     pub(super) fn footprint(&self) -> u64 {
         INDEX_ENTRY_COST
-            + self
-                .message
-                .as_ref()
-                .map_or(0, |_| in_memory_cost(self.size))
     }
 
     /// Paged-out messages are persistent by construction.

@@ -39,6 +39,7 @@ pub(super) fn is_cycle(message: &Message, target: &str) -> bool {
 /// queue and reason, with a count, newest first), `x-first-death-*` set once, `expiration`
 /// removed. The body is shared, not copied.
 pub(super) fn with_death(
+    account: &Arc<dyn Account>,
     message: &Message,
     queue: &str,
     reason: &str,
@@ -125,12 +126,14 @@ pub(super) fn with_death(
     copy!(user_id, with_user_id);
     copy!(app_id, with_app_id);
     copy!(cluster_id, with_cluster_id);
-    Message {
-        exchange: ShortString::try_new(dlx).unwrap_or_default(),
-        routing_key: ShortString::try_new(routing_key).unwrap_or_default(),
+    Message::new(
+        account,
+        ShortString::try_new(dlx).unwrap_or_default(),
+        ShortString::try_new(routing_key).unwrap_or_default(),
         properties,
-        body: message.body.clone(),
-    }
+        message.body.clone(),
+        message.block().cloned(),
+    )
 }
 
 impl VHost {
@@ -156,6 +159,7 @@ impl VHost {
                 .clone()
                 .unwrap_or_else(|| letter.message.routing_key.as_str().to_owned());
             let message = Arc::new(with_death(
+                &self.account,
                 &letter.message,
                 &queue.name,
                 letter.reason,

@@ -26,7 +26,7 @@ use crate::channel::ChannelShared;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::fairness::{self, HEAVY_WORK, LOCKED_WORK};
 use crate::memory::Memory;
-use crate::message::Message;
+use crate::message::{Account, Message};
 use crate::persistence::{Persistence, TopologyChange};
 use crate::queue::{DeadLetter, Queue, QueuePersistence};
 use crate::store::{Commit, StoreError};
@@ -57,6 +57,9 @@ pub(crate) struct VHost {
     /// The broker's memory accounting (one per broker, shared by all vhosts): its queues
     /// account in it, its connections watch its alarm.
     pub(crate) memory: Arc<Memory>,
+    /// The same accounting as every message built here is charged to
+    /// (`crate::message::Held`), made once so that a message costs one `Arc` clone.
+    pub(crate) account: Arc<dyn Account>,
     /// A weak self-reference, handed to queue housekeeping tasks.
     me: Weak<VHost>,
     /// Message counters for the management API and `/metrics`.
@@ -85,6 +88,7 @@ impl VHost {
             topology: RwLock::new(topo),
             reply_to: Mutex::new(HashMap::new()),
             store,
+            account: memory.clone(),
             memory,
             me: me.clone(),
             stats: crate::metrics::VHostStats::default(),
