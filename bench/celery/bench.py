@@ -66,16 +66,21 @@ def main():
     ap.add_argument("--prefetch-multiplier", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--results", action="store_true",
-                    help="keep results (rpc:// backend) and wait for each with .get()")
+                    help="keep results (--result-backend) and wait for each with .get()")
+    ap.add_argument("--result-backend", default="rpc://",
+                    help="with --results: rpc:// (results as AMQP messages on the broker) or"
+                         " redis://127.0.0.1:PORT/0")
     opts = ap.parse_args()
-    if not re.match(r"^amqps?://([^@/]*@)?(127\.\d+\.\d+\.\d+|localhost)(:\d+)?(/|$)", opts.url):
-        sys.exit("celery bench: only loopback brokers: %s" % opts.url)
+    for url in (opts.url, opts.result_backend if opts.results and opts.result_backend != "rpc://" else ""):
+        if url and not re.match(r"^(amqps?|redis)://([^@/]*@)?(127\.\d+\.\d+\.\d+|localhost)(:\d+)?(/|$)", url):
+            sys.exit("celery bench: only loopback brokers and backends: %s" % url)
 
     queue = "celery-bench-" + uuid.uuid4().hex[:8]
     done = tempfile.NamedTemporaryFile(prefix="celery-bench-done-", delete=False).name
     env = dict(os.environ, LEPUS_CELERY_BROKER=opts.url, LEPUS_CELERY_QUEUE=queue, LEPUS_CELERY_DONE=done,
                LEPUS_CELERY_PREFETCH_MULTIPLIER=str(opts.prefetch_multiplier),
-               LEPUS_CELERY_RESULTS="1" if opts.results else "0")
+               LEPUS_CELERY_RESULTS="1" if opts.results else "0",
+               LEPUS_CELERY_RESULT_BACKEND=opts.result_backend)
     os.environ.update(env)
     sys.path.insert(0, HERE)
     import celery
@@ -87,7 +92,7 @@ def main():
         cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     result = {"tool": "celery", "celery": celery.__version__, "tasks": opts.tasks, "producers": opts.producers,
               "concurrency": opts.concurrency, "pool": opts.pool, "prefetch_multiplier": opts.prefetch_multiplier,
-              "results": opts.results}
+              "results": opts.results, "result_backend": opts.result_backend if opts.results else None}
     try:
         # Warm-up: one task through the whole path, so worker start-up is not measured.
         noop.apply_async(args=(2**63,))

@@ -3,8 +3,9 @@
 Configured the way a careful Celery user runs at-least-once tasks, which is what Lepus tasks
 promise: publisher confirms on enqueue (`confirm_publish`), ack after the task ran
 (`task_acks_late`), persistent messages on a durable queue (Celery's defaults), no result
-backend (with LEPUS_CELERY_RESULTS=1: the `rpc://` result backend, results kept, so that the
-driver can wait for each with `.get()`). Each worker process appends the task's number as 8 little-endian bytes to the file
+backend (with LEPUS_CELERY_RESULTS=1: the result backend LEPUS_CELERY_RESULT_BACKEND, `rpc://`
+unless it names e.g. `redis://127.0.0.1:PORT/0`, results kept, so that the driver can wait for
+each with `.get()`). Each worker process appends the task's number as 8 little-endian bytes to the file
 named by LEPUS_CELERY_DONE (O_APPEND writes of 8 bytes are atomic), so the driver counts
 completions, and duplicates, without a result backend.
 """
@@ -20,7 +21,8 @@ app.conf.update(
     task_default_queue=os.environ.get("LEPUS_CELERY_QUEUE", "celery-bench"),
     task_acks_late=True,
     task_ignore_result=os.environ.get("LEPUS_CELERY_RESULTS") != "1",
-    result_backend="rpc://" if os.environ.get("LEPUS_CELERY_RESULTS") == "1" else None,
+    result_backend=(os.environ.get("LEPUS_CELERY_RESULT_BACKEND", "rpc://")
+                    if os.environ.get("LEPUS_CELERY_RESULTS") == "1" else None),
     broker_transport_options={"confirm_publish": True},
     worker_prefetch_multiplier=int(os.environ.get("LEPUS_CELERY_PREFETCH_MULTIPLIER", "4")),
     worker_hijack_root_logger=False,
