@@ -12,13 +12,14 @@
 //! lepus --url URL dead-letters purge emails.dead
 //! ```
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use lepus::task::{DeadLetter, DeadLetters, Outcome};
-use lepus::testing::TestBed;
 use lepus::State;
 
 /// The "SMTP server": whether it is up (the demo turns it on before requeueing). The task's
@@ -49,13 +50,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let cli = Cli::parse();
     demo(cli.url.as_deref()).await
 }
@@ -79,11 +74,7 @@ fn print_one(letter: &DeadLetter) {
 /// Three emails fail (SMTP down) and end up dead; list them, show one, bring SMTP up, requeue
 /// one and then the rest, and watch them succeed.
 async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut bed = match url {
-        Some(url) => TestBed::external(url, "").await?,
-        None => TestBed::start().await?,
-    };
-    println!("broker: {}", bed.url());
+    let mut bed = common::demo_bed(url).await?;
     let dead = DeadLetters::new(bed.conn(), "emails.dead");
     let smtp = Smtp::default();
     let mut done = bed.serve(send_email::handler().state(smtp.clone())).await?;

@@ -8,6 +8,8 @@
 //! `fib` on the queue `rpc_queue`, and a client; prints a few results, then makes `--calls`
 //! calls with `--in-flight` of them outstanding at a time and prints the calls/s it saw.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -60,13 +62,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let args = Args::parse();
 
     // 1. A broker: the bundled one, in this process, on a free loopback port.

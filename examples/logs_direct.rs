@@ -9,10 +9,11 @@
 //! cargo run --example logs_direct -- --url URL emit error "Run. Run. Or it will explode."
 //! ```
 
+mod common;
+
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lepus::testing::TestBed;
 use lepus::Worker;
 
 /// Keeps errors only (`binding = "error"`).
@@ -75,13 +76,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let cli = Cli::parse();
     match (cli.command, cli.url) {
         (None, url) => demo(url.as_deref()).await,
@@ -89,11 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let conn = lepus::connect(&url).await?;
             match command {
                 Command::Emit { severity, words } => {
-                    let line = if words.is_empty() {
-                        "Hello World!".to_owned()
-                    } else {
-                        words.join(" ")
-                    };
+                    let line = common::message(&words, "Hello World!");
                     let client = lepus::Client::new(&conn).await?;
                     print_all::publish(&client, &severity, &line).await?;
                     println!(" [x] Sent {severity}: {line:?}");
@@ -119,11 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Four lines of three severities: `save_errors` gets the two errors, `print_all` all four.
 async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut bed = match url {
-        Some(url) => TestBed::external(url, "").await?,
-        None => TestBed::start().await?,
-    };
-    println!("broker: {}", bed.url());
+    let mut bed = common::demo_bed(url).await?;
     let mut errors = bed.serve(save_errors::handler()).await?;
     let mut all = bed.serve(print_all::handler()).await?;
     let lines = [

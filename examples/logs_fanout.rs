@@ -9,10 +9,11 @@
 //! cargo run --example logs_fanout -- --url URL emit info: Hello World!
 //! ```
 
+mod common;
+
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lepus::testing::TestBed;
 use lepus::Worker;
 
 /// Prints every log line published to `logs`.
@@ -44,13 +45,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let cli = Cli::parse();
     match (cli.command, cli.url) {
         (None, url) => demo(url.as_deref()).await,
@@ -58,11 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let conn = lepus::connect(&url).await?;
             match command {
                 Command::Emit { words } => {
-                    let line = if words.is_empty() {
-                        "info: Hello World!".to_owned()
-                    } else {
-                        words.join(" ")
-                    };
+                    let line = common::message(&words, "info: Hello World!");
                     let client = lepus::Client::new(&conn).await?;
                     receive_log::publish(&client, "", &line).await?;
                     println!(" [x] Sent {line:?}");
@@ -84,11 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Two receivers, three lines: each receiver prints all three.
 async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut bed = match url {
-        Some(url) => TestBed::external(url, "").await?,
-        None => TestBed::start().await?,
-    };
-    println!("broker: {}", bed.url());
+    let mut bed = common::demo_bed(url).await?;
     let mut receivers = vec![
         ("receiver 1", bed.serve(receive_log::handler()).await?),
         ("receiver 2", bed.serve(receive_log::handler()).await?),

@@ -9,10 +9,11 @@
 //! cargo run --example logs_topic -- --url URL emit kern.critical "A critical kernel error"
 //! ```
 
+mod common;
+
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lepus::testing::TestBed;
 use lepus::Worker;
 
 /// Everything from the kernel: `kern.*`.
@@ -89,13 +90,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let cli = Cli::parse();
     match (cli.command, cli.url) {
         (None, url) => demo(url.as_deref()).await,
@@ -103,11 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let conn = lepus::connect(&url).await?;
             match command {
                 Command::Emit { routing_key, words } => {
-                    let line = if words.is_empty() {
-                        "Hello World!".to_owned()
-                    } else {
-                        words.join(" ")
-                    };
+                    let line = common::message(&words, "Hello World!");
                     let client = lepus::Client::new(&conn).await?;
                     everything::publish(&client, &routing_key, &line).await?;
                     println!(" [x] Sent {routing_key}: {line:?}");
@@ -134,11 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Four keys, three bindings: who gets what follows the patterns.
 async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut bed = match url {
-        Some(url) => TestBed::external(url, "").await?,
-        None => TestBed::start().await?,
-    };
-    println!("broker: {}", bed.url());
+    let mut bed = common::demo_bed(url).await?;
     let mut kern = bed.serve(kernel::handler()).await?;
     let mut crit = bed.serve(critical::handler()).await?;
     let mut all = bed.serve(everything::handler()).await?;

@@ -11,12 +11,13 @@
 //! cargo run --example task_queue -- --url URL new-task Hello world....
 //! ```
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lepus::task::Outcome;
-use lepus::testing::TestBed;
 use lepus::Worker;
 
 /// Does the "work": sleeps 100 ms per dot in the message.
@@ -51,13 +52,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let cli = Cli::parse();
     match (cli.command, cli.url) {
         (None, url) => demo(url.as_deref()).await,
@@ -65,11 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let conn = lepus::connect(&url).await?;
             match command {
                 Command::NewTask { words } => {
-                    let message = if words.is_empty() {
-                        "Hello World!".to_owned()
-                    } else {
-                        words.join(" ")
-                    };
+                    let message = common::message(&words, "Hello World!");
                     let client = lepus::Client::new(&conn).await?;
                     let id = work::enqueue(&client, message.clone()).await?;
                     println!(" [x] Sent {message:?} (task {id}, confirmed by the broker)");
@@ -93,11 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Two workers with prefetch 1, one long task and several short ones: the long one keeps one
 /// worker busy while the other takes every short task (fair dispatch, not round-robin).
 async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
-    let mut bed = match url {
-        Some(url) => TestBed::external(url, "").await?,
-        None => TestBed::start().await?,
-    };
-    println!("broker: {}", bed.url());
+    let mut bed = common::demo_bed(url).await?;
     let mut workers = Vec::new();
     for name in ["worker 1", "worker 2"] {
         workers.push((name, bed.serve(work::handler()).await?));

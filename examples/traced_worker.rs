@@ -11,6 +11,8 @@
 //! (`tests/pika/test_traceparent.py` sends one from pika) gets back its own trace id. Prints
 //! `serving <queue>` once it consumes, and stops on Ctrl-C, SIGTERM or after `--seconds`.
 
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -31,14 +33,8 @@ async fn trace_echo(ctx: Context) -> String {
 #[derive(Parser)]
 #[command(about = "Serve trace_echo, answering with the worker span's trace id")]
 struct Args {
-    /// The AMQP broker.
-    #[arg(
-        long,
-        env = "LEPUS_URL",
-        hide_env_values = true,
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    url: String,
+    #[command(flatten)]
+    broker: common::BrokerUrl,
     /// The queue to serve on.
     #[arg(long, default_value = "traced")]
     queue: String,
@@ -53,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The one line of setup: spans become OpenTelemetry spans, W3C trace context is read and
     // written, logs go to stderr under RUST_LOG. Dropping the guard flushes the exporter.
     let _otel = lepus::otel::install_with(SdkTracerProvider::builder().build())?;
-    let conn = lepus::connect(&args.url).await?;
+    let conn = lepus::connect(&args.broker.url).await?;
     let mut worker = Worker::new(&conn)
         .serve(trace_echo::handler().on_queue(args.queue.clone()))
         .spawn();

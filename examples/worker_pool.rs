@@ -9,6 +9,8 @@
 //! a new job only when it acked the last one, so the fast worker does most of them. With a large
 //! prefetch the broker deals jobs round-robin up front and the slow worker holds half of them.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -79,13 +81,7 @@ async fn round(url: &str, prefetch: u16, jobs: u32) -> Result<(usize, usize, f64
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Lepus logs through `tracing`: without a subscriber, reconnect failures go unseen.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing("warn");
     let args = Args::parse();
     let (url, broker) = match args.url {
         Some(url) => (url, None),

@@ -67,17 +67,7 @@ async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKi
 /// Passive-declares an exchange on a fresh channel of `conn` (a 404 closes that channel only).
 async fn exchange_exists(conn: &Connection, name: &str) -> bool {
     let ch = conn.create_channel().await.expect("probe channel");
-    let res = ch
-        .exchange_declare(
-            name.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let res = passive_exchange(&ch, &name).await;
     match res {
         Ok(()) => true,
         Err(e) if reply_code(&e) == Some(404) => false,
@@ -122,8 +112,7 @@ async fn one_unacked(ch: &Channel, queue: &str) -> u64 {
 async fn queue_unbind_of_a_missing_binding_queue_or_exchange_is_ok() {
     // Issue 13 item 7: RabbitMQ answers unbind-ok whatever is missing; Lepus used to close the
     // channel with 404 when the queue was missing.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let (q, ex) = (common::unique("q.unbind"), common::unique("ex.unbind"));
     let (no_q, no_ex) = (common::unique("q.never"), common::unique("ex.never"));
     declare_queue(&ch, &q, FieldTable::default()).await;
@@ -139,18 +128,13 @@ async fn queue_unbind_of_a_missing_binding_queue_or_exchange_is_ok() {
             .unwrap_or_else(|e| panic!("unbind of {what} is unbind-ok, got {e}"));
     }
     assert_open(&ch).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
-    ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("delete ex");
+    delete_queues(&ch, &[&q]).await;
+    delete_exchange(&ch, &ex).await;
 }
 
 #[tokio::test]
 async fn queue_unbind_from_the_default_exchange_is_403_even_for_a_missing_queue() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let q = common::unique("q.never");
     assert_code(unbind(&ch, &q, "", &q, FieldTable::default()).await, 403);
 }
@@ -208,18 +192,13 @@ async fn queue_unbind_matches_the_binding_arguments_exactly() {
     .await;
     assert!(c.is_ack());
     wait_message_count(&ch, &q, 2).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
-    ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("delete ex");
+    delete_queues(&ch, &[&q]).await;
+    delete_exchange(&ch, &ex).await;
 }
 
 #[tokio::test]
 async fn queue_unbind_of_the_last_binding_deletes_an_auto_delete_exchange() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let (q, ex) = (common::unique("q.ad"), common::unique("ex.ad"));
     declare_queue(&ch, &q, FieldTable::default()).await;
     declare_auto_delete_exchange(&ch, &ex, ExchangeKind::Direct).await;
@@ -228,16 +207,13 @@ async fn queue_unbind_of_the_last_binding_deletes_an_auto_delete_exchange() {
         .await
         .expect("unbind");
     wait_exchange_gone(&conn, &ex).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn queue_unbind_on_another_connections_exclusive_queue_is_405_only_for_a_binding() {
     // RabbitMQ checks exclusivity only when the binding exists (`rabbit_binding:remove`).
-    let broker = common::broker().await;
-    let (_owner, och) = open(&broker).await;
+    let (broker, _owner, och) = start_and_open().await;
     let q = common::unique("q.excl");
     declare_exclusive(&och, &q).await;
     bind(&och, &q, "amq.direct", "bound").await;
@@ -257,8 +233,7 @@ async fn queue_unbind_on_another_connections_exclusive_queue_is_405_only_for_a_b
 
 #[tokio::test]
 async fn queue_unbind_after_the_exclusive_owner_closed_is_ok() {
-    let broker = common::broker().await;
-    let (owner, och) = open(&broker).await;
+    let (broker, owner, och) = start_and_open().await;
     let q = common::unique("q.excl.gone");
     declare_exclusive(&och, &q).await;
     bind(&och, &q, "amq.direct", "k").await;
@@ -276,8 +251,7 @@ async fn rpc_reply_queue_teardown_as_aio_pika_does_it_is_ok() {
     // aio_pika.patterns.RPC.close(): cancel the reply consumer (which auto-deletes the reply
     // queue, and with its last binding the auto-delete headers exchange), then unbind the
     // queue from that exchange, then delete the queue. Every step must answer -ok.
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let dlx = common::unique("rpc.dlx");
     let q = ch
         .queue_declare(
@@ -339,8 +313,7 @@ async fn rpc_reply_queue_teardown_as_aio_pika_does_it_is_ok() {
 
 #[tokio::test]
 async fn exchange_unbind_of_a_missing_binding_source_or_destination_is_ok() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let (src, dst) = (common::unique("ex.src"), common::unique("ex.dst"));
     let (no_src, no_dst) = (common::unique("ex.never"), common::unique("ex.never"));
     declare_exchange(&ch, &src, ExchangeKind::Direct).await;
@@ -357,9 +330,7 @@ async fn exchange_unbind_of_a_missing_binding_source_or_destination_is_ok() {
     }
     assert_open(&ch).await;
     for x in [&src, &dst] {
-        ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_exchange(&ch, &x).await;
     }
 }
 
@@ -376,10 +347,8 @@ async fn exchange_unbind_with_the_default_exchange_is_403() {
 
 #[tokio::test]
 async fn queue_delete_is_idempotent_whatever_the_flags() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.twice");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.twice").await;
     for _ in 0..2 {
         ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await
@@ -411,8 +380,7 @@ async fn queue_delete_is_idempotent_whatever_the_flags() {
 
 #[tokio::test]
 async fn queue_delete_if_empty_counts_only_ready_messages() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (broker, _conn, ch) = start_and_open().await;
     let q = common::unique("q.unacked");
     one_unacked(&ch, &q).await;
     let (_c2, ch2) = open(&broker).await;
@@ -430,8 +398,7 @@ async fn queue_delete_if_empty_counts_only_ready_messages() {
 
 #[tokio::test]
 async fn exchange_delete_of_a_missing_exchange_with_if_unused_is_ok() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let x = common::unique("ex.never");
     for nowait in [false, true] {
         ch.exchange_delete(
@@ -449,8 +416,7 @@ async fn exchange_delete_of_a_missing_exchange_with_if_unused_is_ok() {
 
 #[tokio::test]
 async fn exchange_delete_of_a_missing_amq_exchange_is_403() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .exchange_delete(
             common::unique("amq.never").as_str().into(),
@@ -463,8 +429,7 @@ async fn exchange_delete_of_a_missing_amq_exchange_is_403() {
 #[tokio::test]
 async fn exchange_delete_if_unused_ignores_bindings_to_the_exchange() {
     // "In use" means the exchange is the source of a binding; being a destination is not.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let (src, dst) = (common::unique("ex.src"), common::unique("ex.dst"));
     declare_exchange(&ch, &src, ExchangeKind::Direct).await;
     declare_exchange(&ch, &dst, ExchangeKind::Direct).await;
@@ -486,23 +451,19 @@ async fn exchange_delete_if_unused_ignores_bindings_to_the_exchange() {
     )
     .await
     .expect("only a destination: not in use");
-    ch.exchange_delete(src.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("delete src");
+    delete_exchange(&ch, &src).await;
 }
 
 #[tokio::test]
 async fn basic_cancel_of_an_unknown_tag_is_cancel_ok() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     ch.basic_cancel("never-consumed".into(), BasicCancelOptions::default())
         .await
         .expect("cancel of an unknown tag");
     ch.basic_cancel("never-consumed".into(), BasicCancelOptions { nowait: true })
         .await
         .expect("nowait cancel of an unknown tag");
-    let q = common::unique("q.cancel");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.cancel").await;
     let c = consume(&ch, &q, false).await;
     for _ in 0..2 {
         ch.basic_cancel(c.tag(), BasicCancelOptions::default())
@@ -510,9 +471,7 @@ async fn basic_cancel_of_an_unknown_tag_is_cancel_ok() {
             .expect("cancel, then cancel again");
     }
     assert_open(&ch).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -521,8 +480,7 @@ async fn basic_cancel_of_another_channels_tag_leaves_that_consumer() {
     let conn = connect(&broker).await;
     let a = conn.create_channel().await.expect("channel");
     let b = conn.create_channel().await.expect("channel");
-    let q = common::unique("q.cancel.other");
-    declare_queue(&a, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&a, "q.cancel.other").await;
     let c = consume(&a, &q, false).await;
     b.basic_cancel(c.tag(), BasicCancelOptions::default())
         .await
@@ -533,16 +491,13 @@ async fn basic_cancel_of_another_channels_tag_leaves_that_consumer() {
         1,
         "the consumer of channel a is untouched"
     );
-    a.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&a, &[&q]).await;
 }
 
 #[tokio::test]
 async fn ack_or_nack_of_everything_with_nothing_outstanding_is_ok() {
     // delivery-tag 0 with multiple=true means "everything so far", which may be nothing.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     ch.basic_ack(0, BasicAckOptions { multiple: true })
         .await
         .expect("sent");
@@ -621,18 +576,14 @@ async fn ack_nack_or_reject_of_a_tag_not_outstanding_is_406() {
         let text = assert_code(case.run(&ch, tag).await, 406);
         assert!(text.contains("unknown delivery tag"), "{case:?}: {text}");
         let ch = conn.create_channel().await.expect("channel");
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&q]).await;
     }
 }
 
 #[tokio::test]
 async fn ack_of_a_no_ack_delivery_is_406() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.noack");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.noack").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
     let m = ch
@@ -650,14 +601,11 @@ async fn ack_of_a_no_ack_delivery_is_406() {
 
 #[tokio::test]
 async fn ack_after_the_queue_was_deleted_is_ok() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (broker, _conn, ch) = start_and_open().await;
     let q = common::unique("q.ack.deleted");
     let t = one_unacked(&ch, &q).await;
     let (_c2, ch2) = open(&broker).await;
-    ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch2, &[&q]).await;
     ch.basic_ack(t, BasicAckOptions::default())
         .await
         .expect("sent");
@@ -706,8 +654,7 @@ async fn passive_declares_of_what_is_missing_or_reserved() {
 
 #[tokio::test]
 async fn another_connections_exclusive_queue_is_405_for_purge_get_and_bind() {
-    let broker = common::broker().await;
-    let (_owner, och) = open(&broker).await;
+    let (broker, _owner, och) = start_and_open().await;
     let q = common::unique("q.excl");
     declare_exclusive(&och, &q).await;
     let conn = connect(&broker).await;
@@ -777,18 +724,7 @@ async fn an_empty_queue_name_without_a_declared_queue_is_404() {
             unbind(&fresh().await, "", "amq.direct", "k", FieldTable::default()).await,
             404,
         ),
-        assert_code(
-            fresh()
-                .await
-                .basic_consume(
-                    "".into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await,
-            404,
-        ),
+        assert_code(try_consume(&fresh().await, "").await, 404),
         assert_code(
             fresh()
                 .await

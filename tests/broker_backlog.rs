@@ -18,7 +18,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod amqp;
 mod common;
+
+use amqp::declare_durable_queue;
 
 use common::DataDir;
 
@@ -147,16 +150,7 @@ async fn run(bytes: u64, budget: u64, release_ok: bool) -> Figures {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        QUEUE.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable_queue(&ch, QUEUE).await;
     let base_rss = status_bytes(pid, "VmRSS:").unwrap();
 
     // Sample the child's RSS until the run ends.
@@ -235,17 +229,7 @@ async fn run(bytes: u64, budget: u64, release_ok: bool) -> Figures {
         }
     }
     let drain = drain_start.elapsed();
-    let empty = ch
-        .queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let empty = amqp::passive_queue(&ch, QUEUE).await.unwrap();
     assert_eq!(empty.message_count(), 0);
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();

@@ -30,10 +30,8 @@ fn names(range: std::ops::Range<usize>) -> Vec<String> {
 
 #[tokio::test]
 async fn consumers_of_one_queue_get_messages_round_robin() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.roundrobin");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.roundrobin").await;
     let ch_a = conn.create_channel().await.expect("channel");
     let ch_b = conn.create_channel().await.expect("channel");
     let mut a = consume(&ch_a, &q, true).await;
@@ -50,17 +48,13 @@ async fn consumers_of_one_queue_get_messages_round_robin() {
         (got_a == evens && got_b == odds) || (got_a == odds && got_b == evens),
         "not round robin: a={got_a:?} b={got_b:?}"
     );
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn per_consumer_prefetch_is_never_exceeded() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.prefetch");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.prefetch").await;
     fill(&ch, &q, 10).await;
     let cch = conn.create_channel().await.expect("channel");
     // global=false: the limit applies to each consumer started after it (RabbitMQ's meaning).
@@ -87,17 +81,13 @@ async fn per_consumer_prefetch_is_never_exceeded() {
     let remaining = passive_queue(&probe, &q).await.expect("passive");
     assert_eq!(remaining.message_count(), 5);
     drop((got_b, more));
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn global_prefetch_is_shared_by_the_channel() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.prefetch.global");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.prefetch.global").await;
     fill(&ch, &q, 10).await;
     let cch = conn.create_channel().await.expect("channel");
     // global=true: one limit for all consumers of the channel (RabbitMQ's meaning).
@@ -131,17 +121,13 @@ async fn global_prefetch_is_shared_by_the_channel() {
         }
     }
     assert_eq!(got, 4, "one ack frees exactly one slot");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn ack_multiple_acknowledges_up_to_the_tag() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.ackmulti");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.ackmulti").await;
     fill(&ch, &q, 5).await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, false).await;
@@ -160,17 +146,13 @@ async fn ack_multiple_acknowledges_up_to_the_tag() {
     assert_eq!(first.message_count, 1);
     let second = get(&ch, &q).await.expect("m4");
     assert_eq!(second.delivery.data, b"m4");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn nack_multiple_with_requeue_returns_messages_in_order() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.nackmulti");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.nackmulti").await;
     fill(&ch, &q, 5).await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, false).await;
@@ -203,17 +185,13 @@ async fn nack_multiple_with_requeue_returns_messages_in_order() {
             .expect("ack");
     }
     assert_eq!(got, names(0..4));
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn nack_without_requeue_drops_the_message() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.nackdrop");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.nackdrop").await;
     fill(&ch, &q, 3).await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, false).await;
@@ -229,17 +207,13 @@ async fn nack_without_requeue_drops_the_message() {
     cch.close(200, "done".into()).await.expect("close");
     wait_message_count(&ch, &q, 1).await;
     assert_eq!(drain(&ch, &q).await, vec!["m2"]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn reject_with_requeue_redelivers_and_without_drops() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.reject");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.reject").await;
     fill(&ch, &q, 2).await;
     let cch = conn.create_channel().await.expect("channel");
     cch.basic_qos(1, BasicQosOptions::default())
@@ -263,17 +237,13 @@ async fn reject_with_requeue_redelivers_and_without_drops() {
     assert_eq!((d.data.as_slice(), d.redelivered), (&b"m1"[..], false));
     d.acker.ack(BasicAckOptions::default()).await.expect("ack");
     assert_quiet(&mut c).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn unacked_messages_return_in_original_order_with_redelivered_after_channel_close() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.redelivered");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.redelivered").await;
     fill(&ch, &q, 5).await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, false).await;
@@ -293,17 +263,13 @@ async fn unacked_messages_return_in_original_order_with_redelivered_after_channe
     assert_eq!(bodies(&again), vec!["m0", "m2", "m3", "m4", "fresh"]);
     let flags: Vec<bool> = again.iter().map(|d| d.redelivered).collect();
     assert_eq!(flags, vec![true, true, true, true, false]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn unacked_messages_return_when_the_connection_closes() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.conndies");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.conndies").await;
     fill(&ch, &q, 3).await;
     let (worker, wch) = open(&broker).await;
     let mut c = consume(&wch, &q, false).await;
@@ -316,9 +282,7 @@ async fn unacked_messages_return_when_the_connection_closes() {
     let m = get(&ch, &q).await.expect("message back");
     assert!(m.delivery.redelivered);
     assert_eq!(m.delivery.data, b"m0");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -328,10 +292,8 @@ async fn a_closing_connection_never_hands_returned_messages_to_its_own_consumers
     // consumer of the connection that is going away (where it would be lost). Found by
     // difftest. RabbitMQ leaves this to a race between its channel processes (the message is
     // sometimes lost there), so only the bundled broker is held to it.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.closerace");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.closerace").await;
     for round in 0..5 {
         let worker = connect(&broker).await;
         let acking = worker.create_channel().await.expect("channel");
@@ -354,17 +316,13 @@ async fn a_closing_connection_never_hands_returned_messages_to_its_own_consumers
                 .expect("purge");
         }
     }
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn basic_get_and_get_empty() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.get");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.get").await;
     assert!(get(&ch, &q).await.is_none(), "get-empty on an empty queue");
     fill(&ch, &q, 2).await;
     let m = get(&ch, &q).await.expect("get-ok");
@@ -391,15 +349,12 @@ async fn basic_get_and_get_empty() {
         .ack(BasicAckOptions::default())
         .await
         .expect("ack");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn basic_get_from_a_missing_queue_is_404() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .basic_get(
             common::unique("q.missing").as_str().into(),
@@ -411,25 +366,15 @@ async fn basic_get_from_a_missing_queue_is_404() {
 
 #[tokio::test]
 async fn consume_from_a_missing_queue_is_404() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let res = ch
-        .basic_consume(
-            common::unique("q.missing").as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let res = try_consume(&ch, &common::unique("q.missing")).await;
     assert_code(res, 404);
 }
 
 #[tokio::test]
 async fn recover_with_requeue_redelivers_unacked_messages() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.recover");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.recover").await;
     fill(&ch, &q, 3).await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, false).await;
@@ -446,17 +391,13 @@ async fn recover_with_requeue_redelivers_unacked_messages() {
     assert_eq!(bodies(&again), vec!["m1", "m2"]);
     assert!(again.iter().all(|d| d.redelivered));
     assert_quiet(&mut c).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn basic_cancel_stops_deliveries() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.cancel");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.cancel").await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = cch
         .basic_consume(
@@ -484,22 +425,16 @@ async fn basic_cancel_stops_deliveries() {
     )
     .await;
     assert!(end.is_none(), "stream ends after cancel");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn deleting_a_queue_sends_basic_cancel_to_its_consumers() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.cancelnotify");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.cancelnotify").await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, false).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
     // The server's basic.cancel ends lapin's consumer stream.
     let end = within(
         "the consumer-cancel notification",
@@ -515,10 +450,8 @@ async fn deleting_a_queue_sends_basic_cancel_to_its_consumers() {
 
 #[tokio::test]
 async fn exclusive_consumer_excludes_others_403() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.exclusiveconsumer");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.exclusiveconsumer").await;
     let _c = ch
         .basic_consume(
             q.as_str().into(),
@@ -532,19 +465,11 @@ async fn exclusive_consumer_excludes_others_403() {
         .await
         .expect("exclusive consume");
     let other = conn.create_channel().await.expect("channel");
-    let res = other
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let res = try_consume(&other, &q).await;
     assert_code(res, 403);
 
     // And an exclusive consume on a queue that already has a consumer is refused too.
-    let q2 = common::unique("q.exclusiveconsumer2");
-    declare_queue(&ch, &q2, FieldTable::default()).await;
+    let q2 = declare_unique_queue(&ch, "q.exclusiveconsumer2").await;
     let _plain = consume(&ch, &q2, false).await;
     let other = conn.create_channel().await.expect("channel");
     let res = other
@@ -560,18 +485,14 @@ async fn exclusive_consumer_excludes_others_403() {
         .await;
     assert_code(res, 403);
     for name in [&q, &q2] {
-        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&name]).await;
     }
 }
 
 #[tokio::test]
 async fn reusing_a_consumer_tag_on_a_channel_is_a_530_connection_error() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.dupetag");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.dupetag").await;
     let _c = ch
         .basic_consume(
             q.as_str().into(),
@@ -597,15 +518,12 @@ async fn reusing_a_consumer_tag_on_a_channel_is_a_530_connection_error() {
     );
     // Clean up from a fresh connection (the queue is not exclusive).
     let (_c2, ch2) = open(&broker).await;
-    ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch2, &[&q]).await;
 }
 
 #[tokio::test]
 async fn acking_an_unknown_delivery_tag_is_406() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     // basic.ack has no reply: the 406 closes the channel, seen by the probe behind it.
     let res = probe_after(&ch, ch.basic_ack(42, BasicAckOptions::default())).await;
     assert_code(res, 406);
@@ -655,9 +573,7 @@ async fn mandatory_unroutable_publish_comes_back_as_basic_return_312() {
     // Not mandatory: silently dropped, acked, nothing returned.
     let c = publish_confirmed(&ch, &ex, "nobody", b"dropped", BasicProperties::default()).await;
     assert_eq!(c, Confirmation::Ack(None));
-    ch.exchange_delete(ex.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    delete_exchange(&ch, &ex).await;
 }
 
 #[tokio::test]
@@ -691,8 +607,7 @@ async fn a_four_mib_message_round_trips_intact() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let ch = confirm_channel(&conn).await;
-    let q = common::unique("q.big");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.big").await;
     let body: Vec<u8> = (0..4 * 1024 * 1024u32)
         .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
         .collect();
@@ -710,9 +625,7 @@ async fn a_four_mib_message_round_trips_intact() {
     publish_confirmed(&ch, "", &q, &body[..1_000_001], BasicProperties::default()).await;
     let got = get_body(&ch, &q).await.expect("basic.get of a 1 MB body");
     assert!(got == body[..1_000_001], "1 MB body changed in transit");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -720,8 +633,7 @@ async fn message_properties_round_trip() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let ch = confirm_channel(&conn).await;
-    let q = common::unique("q.props");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.props").await;
     let headers = table(vec![
         ("str", AMQPValue::LongString("v".into())),
         ("int", AMQPValue::LongInt(-7)),
@@ -762,17 +674,13 @@ async fn message_properties_round_trip() {
     assert_eq!(p.kind(), props.kind());
     assert_eq!(p.user_id(), props.user_id());
     assert_eq!(p.app_id(), props.app_id());
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn no_ack_deliveries_are_not_requeued_on_close() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.noack");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.noack").await;
     fill(&ch, &q, 3).await;
     let cch = conn.create_channel().await.expect("channel");
     let mut c = consume(&cch, &q, true).await;
@@ -781,17 +689,13 @@ async fn no_ack_deliveries_are_not_requeued_on_close() {
     publish(&ch, "", &q, b"marker").await;
     wait_message_count(&ch, &q, 1).await;
     assert_eq!(drain(&ch, &q).await, vec!["marker"]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn basic_get_ignores_the_prefetch_limit() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.getprefetch");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.getprefetch").await;
     fill(&ch, &q, 3).await;
     ch.basic_qos(1, BasicQosOptions { global: false })
         .await
@@ -806,9 +710,7 @@ async fn basic_get_ignores_the_prefetch_limit() {
         assert_eq!(m.delivery.data, format!("m{i}").as_bytes());
         held.push(m);
     }
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -827,9 +729,7 @@ async fn an_invalid_expiration_property_is_406() {
     )
     .await;
     assert_code(res, 406);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -859,8 +759,7 @@ async fn immediate_publish_is_a_540_connection_error() {
 // Moved from tests/core_basic.rs (publish_consume_ack_round_trip).
 #[tokio::test]
 async fn publish_consume_ack_round_trip() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let q = common::unique("core.rt");
     let ok = declare_queue(&ch, &q, FieldTable::default()).await;
     assert_eq!(ok.message_count(), 0);
@@ -882,10 +781,8 @@ async fn publish_consume_ack_round_trip() {
 // frames, fetched with basic.get (a_four_mib_message_round_trips_intact consumes it).
 #[tokio::test]
 async fn large_message_round_trips_across_frames() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("core.big");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "core.big").await;
     let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     publish(&ch, "", &q, &body).await;
     let got = get_eventually(&ch, &q).await;
@@ -899,10 +796,8 @@ async fn large_message_round_trips_across_frames() {
 // closes): with prefetch 3 and messages left behind the unacked ones.
 #[tokio::test]
 async fn unacked_messages_return_in_order_redelivered_when_channel_closes() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("core.requeue");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "core.requeue").await;
     for i in 0..5u8 {
         publish(&ch, "", &q, &[i]).await;
     }
@@ -930,10 +825,8 @@ async fn unacked_messages_return_in_order_redelivered_when_channel_closes() {
 // the first consumer, then a nack with requeue sets redelivered.
 #[tokio::test]
 async fn round_robin_and_nack_requeue() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("core.rr");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "core.rr").await;
     let c1ch = conn.create_channel().await.expect("channel");
     let c2ch = conn.create_channel().await.expect("channel");
     let mut c1 = consume(&c1ch, &q, true).await;
@@ -976,8 +869,7 @@ async fn round_robin_and_nack_requeue() {
 // hold): global prefetch across two queues, then queue.delete if-unused/if-empty (406).
 #[tokio::test]
 async fn global_qos_limits_the_channel_and_delete_preconditions_hold() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let (q1, q2) = (common::unique("core.g1"), common::unique("core.g2"));
     for q in [&q1, &q2] {
         declare_queue(&ch, q, FieldTable::default()).await;
@@ -1059,9 +951,7 @@ async fn a_delivery_mode_other_than_1_or_2_is_406() {
         assert!(confirm.is_ack(), "mode {mode}: {confirm:?}");
     }
     wait_message_count(&ch, &q, 2).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -1104,9 +994,7 @@ async fn a_user_id_other_than_the_authenticated_user_is_406() {
             .map(|u| u.as_str()),
         Some(user.as_str())
     );
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -1126,17 +1014,7 @@ async fn the_exchange_is_checked_before_the_message_properties() {
     assert_code(res, 404);
     let internal = common::unique("x.internal");
     let ch = conn.create_channel().await.expect("channel");
-    ch.exchange_declare(
-        internal.as_str().into(),
-        lapin::ExchangeKind::Direct,
-        lapin::options::ExchangeDeclareOptions {
-            internal: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare an internal exchange");
+    declare_internal_exchange(&ch, &internal).await;
     for props in [
         BasicProperties::default().with_expiration("soon".into()),
         BasicProperties::default().with_delivery_mode(0),
@@ -1145,7 +1023,5 @@ async fn the_exchange_is_checked_before_the_message_properties() {
         let res = publish_error(&conn, &internal, "k", props).await;
         assert_code(res, 403);
     }
-    ch.exchange_delete(internal.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    delete_exchange(&ch, &internal).await;
 }

@@ -11,7 +11,7 @@ mod common;
 mod raw;
 
 use amqp::*;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 
@@ -21,8 +21,7 @@ async fn every_publish_on_a_confirm_channel_is_acked() {
     let conn = connect(&broker).await;
     let ch = confirm_channel(&conn).await;
     assert!(ch.status().confirm());
-    let q = common::unique("q.confirm");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.confirm").await;
     // A burst of 200 publishes in flight at once: the server may ack them with multiple=true.
     let mut pending = Vec::new();
     for i in 0..200 {
@@ -51,17 +50,13 @@ async fn every_publish_on_a_confirm_channel_is_acked() {
     let probe = conn.create_channel().await.expect("channel");
     let declared = passive_queue(&probe, &q).await.expect("passive");
     assert_eq!(declared.message_count(), 200);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn publishes_before_confirm_select_are_not_confirmed() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.noconfirm");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.noconfirm").await;
     let c = ch
         .basic_publish(
             "".into(),
@@ -83,17 +78,13 @@ async fn publishes_before_confirm_select_are_not_confirmed() {
     let c = publish_confirmed(&ch, "", &q, b"y", BasicProperties::default()).await;
     assert!(c.is_ack());
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn tx_commit_makes_publishes_visible() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.txcommit");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.txcommit").await;
     let tx = conn.create_channel().await.expect("channel");
     tx.tx_select().await.expect("tx.select");
     publish(&tx, "", &q, b"a").await;
@@ -110,17 +101,13 @@ async fn tx_commit_makes_publishes_visible() {
     tx.tx_commit().await.expect("tx.commit");
     wait_message_count(&ch, &q, 2).await;
     assert_eq!(drain(&ch, &q).await, vec!["a", "b"]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn tx_rollback_discards_publishes() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.txrollback");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.txrollback").await;
     let tx = conn.create_channel().await.expect("channel");
     tx.tx_select().await.expect("tx.select");
     publish(&tx, "", &q, b"discarded").await;
@@ -129,17 +116,13 @@ async fn tx_rollback_discards_publishes() {
     tx.tx_commit().await.expect("tx.commit");
     wait_message_count(&ch, &q, 1).await;
     assert_eq!(drain(&ch, &q).await, vec!["kept"]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn acks_in_a_transaction_take_effect_on_commit() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.txack");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.txack").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
 
@@ -178,15 +161,12 @@ async fn acks_in_a_transaction_take_effect_on_commit() {
     tx.tx_commit().await.expect("commit");
     tx.close(200, "bye".into()).await.expect("close");
     wait_message_count(&ch, &q, 0).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn tx_commit_without_select_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     assert_code(ch.tx_commit().await, 406);
     let ch = conn.create_channel().await.expect("channel");
     assert_code(ch.tx_rollback().await, 406);
@@ -210,8 +190,7 @@ async fn confirms_and_mandatory_return() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let ch = confirm_channel(&conn).await;
-    let q = common::unique("core.confirm");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "core.confirm").await;
     let mut confirms = Vec::new();
     for _ in 0..50 {
         confirms.push(
@@ -259,10 +238,8 @@ async fn confirms_and_mandatory_return() {
 // the next committed on the same channel; nothing is visible before the commit.
 #[tokio::test]
 async fn tx_commit_and_rollback() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("core.tx");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "core.tx").await;
     ch.tx_select().await.expect("tx.select");
     publish(&ch, "", &q, b"rolled back").await;
     ch.tx_rollback().await.expect("tx.rollback");
@@ -286,20 +263,8 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
     let conn = connect(&broker).await;
     let internal = common::unique("x.internal");
     let setup = conn.create_channel().await.expect("channel");
-    setup
-        .exchange_declare(
-            internal.as_str().into(),
-            lapin::ExchangeKind::Direct,
-            lapin::options::ExchangeDeclareOptions {
-                internal: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare an internal exchange");
-    let q = common::unique("q.txcheck");
-    declare_queue(&setup, &q, FieldTable::default()).await;
+    declare_internal_exchange(&setup, &internal).await;
+    let q = declare_unique_queue(&setup, "q.txcheck").await;
     let cases = [
         (internal.as_str(), basic::AMQPProperties::default(), 403),
         (
@@ -335,14 +300,8 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
             "publish to {exchange:?}: {close:?}"
         );
     }
-    setup
-        .exchange_delete(internal.as_str().into(), Default::default())
-        .await
-        .expect("delete");
-    setup
-        .queue_delete(q.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    delete_exchange(&setup, &internal).await;
+    delete_queues(&setup, &[&q]).await;
 }
 
 #[tokio::test]
@@ -352,10 +311,8 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
     // ack of the same transaction settled, is 406 at once, so the rollback that follows finds
     // the channel closed. Found by difftest: the bundled broker checked them only at commit.
     use lapin::options::{BasicNackOptions, BasicRejectOptions};
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.txcheckack");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.txcheckack").await;
     for case in 0..4 {
         publish(&ch, "", &q, b"m").await;
         wait_message_count(&ch, &q, 1).await;
@@ -410,9 +367,7 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
             .await
             .expect("purge");
     }
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 /// A `basic.publish` on channel 1 with its content (one body frame).
@@ -449,14 +404,10 @@ fn publish_frames(
 /// Deletes the queues and exchanges a test made.
 async fn delete_all(ch: &lapin::Channel, queues: &[&String], exchanges: &[&String]) {
     for q in queues {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("queue.delete");
+        delete_queues(&ch, &[&q]).await;
     }
     for x in exchanges {
-        ch.exchange_delete(x.as_str().into(), Default::default())
-            .await
-            .expect("exchange.delete");
+        delete_exchange(&ch, &x).await;
     }
 }
 
@@ -569,31 +520,23 @@ async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
     // before tx.commit changes nothing: commit-ok, and the mandatory message, unroutable at
     // its publish, comes back 312 NO_ROUTE. The bundled broker routed at the commit and
     // closed the channel 404 there.
-    let broker = common::broker().await;
-    let (_conn, setup) = open(&broker).await;
+    let (broker, _conn, setup) = start_and_open().await;
     let x = common::unique("x.txroute");
     let mut tx = RawTx::open(&broker).await;
     declare_exchange(&setup, &x, lapin::ExchangeKind::Topic).await;
     tx.publish(&x, "a.b.c", true, b"lost").await;
-    setup
-        .exchange_delete(x.as_str().into(), Default::default())
-        .await
-        .expect("exchange.delete");
+    delete_exchange(&setup, &x).await;
     assert_eq!(
         tx.commit().await,
         vec![(312, x.clone(), "a.b.c".to_owned(), b"lost".to_vec())]
     );
 
     // Routed before its exchange went: delivered at the commit all the same.
-    let q = common::unique("q.txroute");
-    declare_queue(&setup, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&setup, "q.txroute").await;
     declare_exchange(&setup, &x, lapin::ExchangeKind::Topic).await;
     bind(&setup, &q, &x, "a.#").await;
     tx.publish(&x, "a.b.c", true, b"kept").await;
-    setup
-        .exchange_delete(x.as_str().into(), Default::default())
-        .await
-        .expect("exchange.delete");
+    delete_exchange(&setup, &x).await;
     assert_eq!(tx.commit().await, Vec::new());
     wait_message_count(&setup, &q, 1).await;
     assert_eq!(drain(&setup, &q).await, vec!["kept"]);
@@ -606,8 +549,7 @@ async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
     // binding removed before the commit still gets it, one added does not, and a mandatory
     // publish unroutable at the publish is returned at the commit though a binding now
     // matches it.
-    let broker = common::broker().await;
-    let (_conn, setup) = open(&broker).await;
+    let (broker, _conn, setup) = start_and_open().await;
     let x = common::unique("x.txbind");
     declare_exchange(&setup, &x, lapin::ExchangeKind::Direct).await;
     let (q0, q1) = (common::unique("q.txbind0"), common::unique("q.txbind1"));
@@ -662,8 +604,7 @@ async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
     // deleted queue does not get it (the others do; mandatory with none left, it is returned
     // 312 NO_ROUTE), and a queue deleted and declared again under the same name does, even
     // with its binding gone (the bundled broker routed at the commit: q3 got nothing).
-    let broker = common::broker().await;
-    let (_conn, setup) = open(&broker).await;
+    let (broker, _conn, setup) = start_and_open().await;
     let x = common::unique("x.txgone");
     declare_exchange(&setup, &x, lapin::ExchangeKind::Fanout).await;
     let (q0, q1, q2, q3) = (
@@ -682,19 +623,10 @@ async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
     tx.publish(&x, "", true, b"fanned").await;
     tx.publish("", &q0, true, b"to q0").await;
     tx.publish("", &q2, true, b"to q2").await;
-    setup
-        .queue_delete(q0.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q0");
-    setup
-        .queue_delete(q2.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q2");
+    delete_queues(&setup, &[&q0]).await;
+    delete_queues(&setup, &[&q2]).await;
     declare_queue(&setup, &q2, FieldTable::default()).await;
-    setup
-        .queue_delete(q3.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q3");
+    delete_queues(&setup, &[&q3]).await;
     declare_queue(&setup, &q3, FieldTable::default()).await;
     assert_eq!(
         tx.commit().await,

@@ -171,17 +171,13 @@ async fn closing_a_channel_twice_and_reopening_is_fine() {
     ch.close(200, "bye".into()).await.expect("close");
     assert!(ch.close(200, "bye".into()).await.is_err(), "already closed");
     let ch = conn.create_channel().await.expect("channel");
-    let q = common::unique("q.reopen");
-    declare_queue(&ch, &q, FieldTable::default()).await;
-    ch.queue_delete(q.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    let q = declare_unique_queue(&ch, "q.reopen").await;
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn channel_flow_active_is_acknowledged() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let active = ch
         .channel_flow(ChannelFlowOptions { active: true })
         .await

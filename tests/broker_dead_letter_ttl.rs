@@ -82,8 +82,7 @@ fn routing_keys(t: &FieldTable) -> Vec<String> {
 
 #[tokio::test]
 async fn x_message_ttl_expires_messages() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let q = common::unique("q.ttl");
     declare_queue(&ch, &q, table(vec![("x-message-ttl", long(50))])).await;
     let pch = confirm_channel(&conn).await;
@@ -98,10 +97,8 @@ async fn x_message_ttl_expires_messages() {
 
 #[tokio::test]
 async fn per_message_expiration_expires_only_that_message() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.expiration");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.expiration").await;
     let pch = confirm_channel(&conn).await;
     publish_confirmed(
         &pch,
@@ -119,8 +116,7 @@ async fn per_message_expiration_expires_only_that_message() {
 
 #[tokio::test]
 async fn expired_messages_are_dead_lettered_with_reason_expired() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "expired-key").await;
     let q = common::unique("q.ttl.dlx");
     declare_queue(
@@ -149,15 +145,12 @@ async fn expired_messages_are_dead_lettered_with_reason_expired() {
     // per-message TTL; with a queue TTL RabbitMQ does not set the expiration property.
     assert_eq!(m.delivery.properties.expiration(), &None);
     delete_queues(&ch, &[&q, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
 async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "dead").await;
     let q = common::unique("q.reject.dlx");
     declare_queue(
@@ -211,15 +204,12 @@ async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
         "x-death carries the time: {death:?}"
     );
     delete_queues(&ch, &[&q, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
 async fn nacked_messages_keep_their_routing_key_without_x_dead_letter_routing_key() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let dlx = common::unique("ex.dlx.fanout");
     let dlq = common::unique("q.dlq");
     declare_exchange(&ch, &dlx, ExchangeKind::Fanout).await;
@@ -250,16 +240,13 @@ async fn nacked_messages_keep_their_routing_key_without_x_dead_letter_routing_ke
     assert_eq!(routing_keys(&death), vec!["orig.key".to_owned()]);
     delete_queues(&ch, &[&q, &dlq]).await;
     for ex in [&src, &dlx] {
-        ch.exchange_delete(ex.as_str().into(), Default::default())
-            .await
-            .expect("delete ex");
+        delete_exchange(&ch, &ex).await;
     }
 }
 
 #[tokio::test]
 async fn x_expires_deletes_an_unused_queue() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let q = common::unique("q.expires");
     declare_queue(&ch, &q, table(vec![("x-expires", long(100))])).await;
     wait_queue_gone_every(&conn, &q, std::time::Duration::from_millis(400)).await;
@@ -303,9 +290,7 @@ async fn x_max_length_drop_head_discards_the_oldest_and_dead_letters_them() {
     );
     assert_eq!(first.delivery.data, b"m0");
     delete_queues(&ch, &[&q, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
@@ -353,9 +338,7 @@ async fn x_max_length_drop_head_counts_the_new_message_too() {
     // 4 + 8 bytes is over 10: the older one went.
     assert_eq!(drain(&ch, &bytes).await, vec!["fits-too"]);
     delete_queues(&ch, &[&zero, &bytes, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
@@ -408,9 +391,7 @@ async fn requeued_messages_are_held_to_x_max_length_too() {
     assert!(kept.delivery.redelivered);
     assert_eq!(get(&ch, &q).await.map(|m| m.delivery.data), None);
     delete_queues(&ch, &[&q, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
@@ -460,9 +441,7 @@ async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
     }
     wait_message_count(&ch, &dlq, 3).await;
     delete_queues(&ch, &[&ttl0, &prio, &plain, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
@@ -507,9 +486,7 @@ async fn basic_get_drops_the_expired_messages_it_brings_to_the_head() {
         "expired"
     );
     delete_queues(&ch, &[&q, &dlq]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("delete dlx");
+    delete_exchange(&ch, &dlx).await;
 }
 
 #[tokio::test]
@@ -579,8 +556,7 @@ async fn x_max_priority_delivers_higher_priorities_first() {
 
 #[tokio::test]
 async fn a_consumer_never_receives_an_expired_message() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let q = common::unique("q.ttl.consumer");
     declare_queue(&ch, &q, table(vec![("x-message-ttl", long(40))])).await;
     // Confirmed, so the message is enqueued before the count is polled.
@@ -616,8 +592,7 @@ async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
     // A retry loop: rejected from `work` into `wait`, whose TTL sends it back to `work`.
     // RabbitMQ keeps one x-death entry per (queue, reason), most recent first, and bumps its
     // count; the loop is not a cycle it drops because a rejection is part of it.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let work = common::unique("q.work");
     let wait = common::unique("q.wait");
     declare_queue(
@@ -674,8 +649,7 @@ async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
 // x-max-length and rejection dead-letter into one fanout DLX; reject-publish nacks; priorities.
 #[tokio::test]
 async fn ttl_dead_lettering_overflow_and_priority() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let dlx = common::unique("core.dlx");
     let (dead, ttl, maxlen, reject, prio) = (
         common::unique("q.dead"),
@@ -753,9 +727,7 @@ async fn ttl_dead_lettering_overflow_and_priority() {
         vec!["p5", "p9", "p1a", "p1b", "p0"]
     );
     delete_queues(&ch, &[&dead, &ttl, &maxlen, &reject, &prio]).await;
-    ch.exchange_delete(dlx.as_str().into(), Default::default())
-        .await
-        .expect("exchange.delete");
+    delete_exchange(&ch, &dlx).await;
     finish(conn, broker).await;
 }
 
@@ -764,8 +736,7 @@ async fn ttl_dead_lettering_overflow_and_priority() {
 // longer expiration is refused (406).
 #[tokio::test]
 async fn ttl_zero_reaches_a_ready_consumer_and_huge_ttls_never_expire() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let zero = common::unique("core.ttl0");
     let zero_args = table(vec![("x-message-ttl", AMQPValue::LongInt(0))]);
     declare_queue(&ch, &zero, zero_args).await;

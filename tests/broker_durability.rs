@@ -10,6 +10,7 @@
 mod amqp;
 mod common;
 
+use amqp::{declare_durable_exchange, declare_durable_queue, passive_exchange};
 use common::DataDir;
 
 use std::collections::{HashMap, HashSet};
@@ -43,30 +44,6 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
-const DURABLE_QUEUE: QueueDeclareOptions = QueueDeclareOptions {
-    passive: false,
-    durable: true,
-    exclusive: false,
-    auto_delete: false,
-    nowait: false,
-};
-
-/// Declares durable exchange `name` of `kind`.
-async fn declare_durable_exchange(ch: &lapin::Channel, name: &str, kind: ExchangeKind) {
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    amqp::declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
-}
-
-/// Declares durable queue `name` (no arguments).
-async fn declare_durable_queue(ch: &lapin::Channel, name: &str) {
-    ch.queue_declare(name.into(), DURABLE_QUEUE, FieldTable::default())
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     let dir = DataDir::new("durability.restart");
@@ -80,17 +57,7 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    ch.exchange_declare(
-        "jobs".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable_exchange(&ch, "jobs", ExchangeKind::Direct).await;
     ch.queue_declare("work".into(), durable, FieldTable::default())
         .await
         .unwrap();
@@ -113,18 +80,7 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     let publish = |exchange: &'static str, key: &'static str, body: &'static [u8], props| {
         let ch = ch.clone();
         async move {
-            let confirm = ch
-                .basic_publish(
-                    exchange.into(),
-                    key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    props,
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            let confirm = amqp::publish_confirmed(&ch, exchange, key, body, props).await;
             assert!(confirm.is_ack());
         }
     };
@@ -368,17 +324,7 @@ async fn assert_vhost_empty(url: &str, when: &str) {
         "{when}: the deleted vhost's queue is back: {queue:?}"
     );
     let ch = conn.create_channel().await.unwrap();
-    let exchange = ch
-        .exchange_declare(
-            "gone.x".into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let exchange = passive_exchange(&ch, "gone.x").await;
     assert!(
         exchange.is_err(),
         "{when}: the deleted vhost's exchange is back"
@@ -392,16 +338,7 @@ async fn a_damaged_data_directory_stops_the_start() {
     let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        "q".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable_queue(&ch, "q").await;
     // A record after the declare's: a damaged declare is not a torn tail.
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -488,6 +425,16 @@ fn kill_moments(seed: u64, least: u64, span: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// A channel of `conn` in confirm mode, or `None` once the broker is gone (the crash test's
+/// publishers stop quietly then).
+async fn confirm_channel_or_gone(conn: &Connection) -> Option<lapin::Channel> {
+    let ch = conn.create_channel().await.ok()?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .ok()?;
+    Some(ch)
+}
+
 /// Publishes persistent messages (ids from `id`, bodies from [`body_for`]) to `queue` on
 /// `conn` with confirms, 64 in flight, until the broker goes away; the confirmed ids go to
 /// `confirmed`.
@@ -498,16 +445,9 @@ fn publish_until_killed(
     confirmed: Arc<Mutex<Vec<String>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let Ok(ch) = conn.create_channel().await else {
+        let Some(ch) = confirm_channel_or_gone(&conn).await else {
             return;
         };
-        if ch
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .is_err()
-        {
-            return;
-        }
         for batch in 0u64.. {
             let mut pending = Vec::new();
             for n in batch * 64..(batch + 1) * 64 {
@@ -559,16 +499,7 @@ async fn broker_survives_sigkill_at_random_moments() {
         // After a restart: drain what the broker kept, check it, ack it all.
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_durable_queue(&ch, QUEUE).await;
         let mut recovered: HashMap<String, usize> = HashMap::new();
         while let Some(got) = ch
             .basic_get(QUEUE.into(), BasicGetOptions::default())
@@ -612,16 +543,9 @@ async fn broker_survives_sigkill_at_random_moments() {
                 else {
                     return;
                 };
-                let Ok(ch) = conn.create_channel().await else {
+                let Some(ch) = confirm_channel_or_gone(&conn).await else {
                     return;
                 };
-                if ch
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
                 for id in ids {
                     let confirm = match ch
                         .basic_publish(
@@ -1029,17 +953,7 @@ async fn topology_problems(conn: &Connection, owed: &Owed) -> Vec<String> {
         if !owed.exchanges.contains(x) || !owed.queues.contains(q) {
             continue;
         }
-        ch.basic_publish(
-            x.as_str().into(),
-            q.as_str().into(),
-            BasicPublishOptions::default(),
-            b"probe",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        amqp::publish_confirmed(&ch, x, q, b"probe", BasicProperties::default()).await;
         let got = ch
             .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
             .await
@@ -1241,17 +1155,7 @@ async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
         .await
         .unwrap();
     }
-    let many = ch
-        .queue_declare(
-            "many".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let many = amqp::passive_queue(&ch, "many").await.unwrap();
     assert_eq!(many.message_count(), 3, "the bindings survived the restart");
     let _ = conn.close(200, "bye".into()).await;
     broker.shutdown().await;
@@ -1407,7 +1311,11 @@ async fn dead_letters_survive_sigkill_at_random_moments() {
             lapin::types::AMQPValue::LongString(DL_TARGET.into()),
         );
         declare_durable_queue(&ch, DL_TARGET).await;
-        ch.queue_declare(DL_SOURCE.into(), DURABLE_QUEUE, args)
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        ch.queue_declare(DL_SOURCE.into(), durable, args)
             .await
             .unwrap();
         // Recovered messages expire again (their TTL restarts): wait for the source to empty.

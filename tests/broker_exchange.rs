@@ -13,7 +13,7 @@ mod common;
 use amqp::*;
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
-    QueueBindOptions, QueueDeleteOptions,
+    QueueBindOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -30,8 +30,7 @@ async fn route(
     let ch = conn.create_channel().await.expect("channel");
     let mut queues = Vec::new();
     for keys in bindings {
-        let q = common::unique("q.route");
-        declare_queue(&ch, &q, FieldTable::default()).await;
+        let q = declare_unique_queue(&ch, "q.route").await;
         for key in *keys {
             bind(&ch, &q, ex, key).await;
         }
@@ -45,9 +44,7 @@ async fn route(
     let mut out = Vec::new();
     for q in &queues {
         out.push(drain(&ch, q).await);
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&q]).await;
     }
     out
 }
@@ -67,8 +64,7 @@ fn passive() -> ExchangeDeclareOptions {
 
 #[tokio::test]
 async fn predeclared_exchanges_exist() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     for (name, kind) in [
         ("amq.direct", ExchangeKind::Direct),
         ("amq.fanout", ExchangeKind::Fanout),
@@ -81,17 +77,7 @@ async fn predeclared_exchanges_exist() {
             .unwrap_or_else(|e| panic!("{name} exists: {e}"));
     }
     // The predeclared exchanges are durable: a matching non-passive declare is accepted.
-    ch.exchange_declare(
-        "amq.direct".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("redeclaring amq.direct as it is");
+    declare_durable_exchange(&ch, "amq.direct", ExchangeKind::Direct).await;
 }
 
 #[tokio::test]
@@ -99,20 +85,16 @@ async fn default_exchange_routes_by_queue_name() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.expect("channel");
-    let q = common::unique("q.default");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.default").await;
     let pch = confirm_channel(&conn).await;
     publish_confirmed(&pch, "", &q, b"hello", BasicProperties::default()).await;
     assert_eq!(drain(&ch, &q).await, vec!["hello"]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn passive_declare_of_a_missing_exchange_is_404() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .exchange_declare(
             common::unique("ex.missing").as_str().into(),
@@ -126,8 +108,7 @@ async fn passive_declare_of_a_missing_exchange_is_404() {
 
 #[tokio::test]
 async fn redeclare_with_a_different_type_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let ex = common::unique("ex.redeclare");
     declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
     declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
@@ -159,8 +140,7 @@ async fn redeclare_with_a_different_type_is_406() {
 
 #[tokio::test]
 async fn declaring_an_exchange_with_the_amq_prefix_is_403() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .exchange_declare(
             common::unique("amq.mine").as_str().into(),
@@ -174,8 +154,7 @@ async fn declaring_an_exchange_with_the_amq_prefix_is_403() {
 
 #[tokio::test]
 async fn declaring_an_unknown_exchange_type_is_a_503_connection_error() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let res = ch
         .exchange_declare(
             common::unique("ex.weird").as_str().into(),
@@ -196,8 +175,7 @@ async fn declaring_an_unknown_exchange_type_is_a_503_connection_error() {
 
 #[tokio::test]
 async fn delete_if_unused_on_a_bound_exchange_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let ex = common::unique("ex.ifunused");
     let q = common::unique("q.ifunused");
     declare_exchange(&ch, &ex, ExchangeKind::Fanout).await;
@@ -214,9 +192,7 @@ async fn delete_if_unused_on_a_bound_exchange_is_406() {
         .await;
     assert_code(res, 406);
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
+    delete_queues(&ch, &[&q]).await;
     ch.exchange_delete(
         ex.as_str().into(),
         ExchangeDeleteOptions {
@@ -241,15 +217,13 @@ async fn delete_if_unused_on_a_bound_exchange_is_406() {
 #[tokio::test]
 async fn delete_of_a_missing_exchange_is_ok() {
     // RabbitMQ errata: exchange.delete is idempotent.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     delete_exchange(&ch, &common::unique("ex.never")).await;
 }
 
 #[tokio::test]
 async fn deleting_a_predeclared_exchange_is_403() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let res = ch
         .exchange_delete("amq.direct".into(), ExchangeDeleteOptions::default())
         .await;
@@ -395,8 +369,7 @@ async fn headers_route(
     messages: &[(&str, FieldTable)],
 ) -> Vec<String> {
     let ch = conn.create_channel().await.expect("channel");
-    let q = common::unique("q.headers");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.headers").await;
     ch.queue_bind(
         q.as_str().into(),
         ex.into(),
@@ -418,9 +391,7 @@ async fn headers_route(
         .await;
     }
     let got = drain(&ch, &q).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
     got
 }
 
@@ -556,17 +527,14 @@ async fn exchange_to_exchange_binding_routes_and_unbinds() {
     .await;
     publish_confirmed(&pch, &dst, "", b"direct", BasicProperties::default()).await;
     assert_eq!(drain(&ch, &q).await, vec!["direct"]);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
+    delete_queues(&ch, &[&q]).await;
     delete_exchange(&ch, &src).await;
     delete_exchange(&ch, &dst).await;
 }
 
 #[tokio::test]
 async fn exchange_bind_with_a_missing_exchange_is_404() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let res = ch
         .exchange_bind(
             "amq.fanout".into(),
@@ -634,9 +602,7 @@ async fn alternate_exchange_receives_unroutable_messages() {
     assert_eq!(drain(&ch, &q_main).await, vec!["routed"]);
     assert_eq!(drain(&ch, &q_ae).await, vec!["lost-1", "lost-2"]);
     for q in [&q_ae, &q_main] {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete q");
+        delete_queues(&ch, &[&q]).await;
     }
     delete_exchange(&ch, &main).await;
     delete_exchange(&ch, &ae).await;
@@ -679,9 +645,7 @@ async fn publishing_to_an_internal_exchange_is_403_but_e2e_routing_reaches_it() 
 
     let res = publish_error(&conn, &internal, "", BasicProperties::default()).await;
     assert_code(res, 403);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
+    delete_queues(&ch, &[&q]).await;
     delete_exchange(&ch, &front).await;
     delete_exchange(&ch, &internal).await;
 }
@@ -711,8 +675,7 @@ async fn publishing_to_a_missing_exchange_is_404() {
 
 #[tokio::test]
 async fn auto_delete_exchange_goes_with_its_last_binding() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let ex = common::unique("ex.autodelete");
     let q = common::unique("q.autodelete");
     ch.exchange_declare(
@@ -746,9 +709,7 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
         )
         .await;
     assert_code(res, 404);
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
+    delete_queues(&ch, &[&q]).await;
 }
 
 // Moved from tests/core_features.rs (exchange_types_e2e_bindings_and_alternate_exchange): one
@@ -756,8 +717,7 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
 // headers exchange with x-match any, all published to without confirms.
 #[tokio::test]
 async fn exchange_types_e2e_bindings_and_alternate_exchange() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let (topic, headers, fan, ae) = (
         common::unique("core.topic"),
         common::unique("core.headers"),
@@ -878,8 +838,7 @@ async fn a_headers_binding_needs_a_valid_x_match() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     let setup = conn.create_channel().await.expect("channel");
-    let q = common::unique("q.xmatch");
-    declare_queue(&setup, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&setup, "q.xmatch").await;
     let bad = [
         AMQPValue::LongString("most".into()),
         AMQPValue::LongString("".into()),
@@ -934,8 +893,5 @@ async fn a_headers_binding_needs_a_valid_x_match() {
             .await
             .unwrap_or_else(|e| panic!("x-match {good}: {e}"));
     }
-    setup
-        .queue_delete(q.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    delete_queues(&setup, &[&q]).await;
 }

@@ -17,7 +17,7 @@ mod raw;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amqp::*;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
 use raw::*;
@@ -62,8 +62,7 @@ async fn a_messages_headers_are_bounded_by_one_frame() {
     let broker = common::broker().await;
     let bystander = Bystander::start(&broker).await;
     let (_admin, admin) = open(&broker).await;
-    let q = common::unique("q.limits.headers");
-    declare_queue(&admin, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&admin, "q.limits.headers").await;
 
     // 14,000 headers: a 126,022-byte frame, under 131,072.
     let fits = 14_000;
@@ -89,10 +88,7 @@ async fn a_messages_headers_are_bounded_by_one_frame() {
     let close = conn.expect_connection_close().await;
     assert_eq!(close.code, 501, "{close:?}");
 
-    admin
-        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&admin, &[&q]).await;
     bystander.assert_unaffected().await;
 }
 
@@ -107,9 +103,7 @@ async fn x_max_priority_is_at_most_255() {
     let q = common::unique("q.limits.priority");
     let args = |n: i32| table(vec![("x-max-priority", AMQPValue::LongInt(n))]);
     declare_queue(&ch, &q, args(255)).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
     assert_code(
         ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args(256))
             .await,
@@ -135,9 +129,7 @@ async fn ttls_and_expiries_are_at_most_ten_years() {
         let q = common::unique("q.limits.ttl");
         let args = |n: i64| table(vec![(key, AMQPValue::LongLongInt(n))]);
         declare_queue(&ch, &q, args(MAX_EXPIRY_MS)).await;
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&q]).await;
         let bad = conn.create_channel().await.expect("channel");
         assert_code(
             bad.queue_declare(
@@ -150,8 +142,7 @@ async fn ttls_and_expiries_are_at_most_ten_years() {
         );
     }
 
-    let q = common::unique("q.limits.expiration");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.limits.expiration").await;
     let expiring = |ms: i64| BasicProperties::default().with_expiration(ms.to_string().into());
     publish_with(&ch, "", &q, b"kept", expiring(MAX_EXPIRY_MS)).await;
     assert_eq!(get_body(&ch, &q).await.as_deref(), Some(&b"kept"[..]));
@@ -165,8 +156,6 @@ async fn ttls_and_expiries_are_at_most_ten_years() {
         None,
         "the refused message is not queued"
     );
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
     bystander.assert_unaffected().await;
 }

@@ -16,8 +16,7 @@ use lapin::ExchangeKind;
 
 #[tokio::test]
 async fn server_named_queue_gets_an_amq_gen_name() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let q = declare_server_named(&ch).await;
     assert!(
         q.name().as_str().starts_with("amq.gen-"),
@@ -33,8 +32,7 @@ async fn server_named_queue_gets_an_amq_gen_name() {
 
 #[tokio::test]
 async fn declare_ok_reports_message_and_consumer_counts() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (broker, _conn, ch) = start_and_open().await;
     let name = common::unique("q.counts");
     let q = declare_queue(&ch, &name, FieldTable::default()).await;
     assert_eq!((q.message_count(), q.consumer_count()), (0, 0));
@@ -54,9 +52,7 @@ async fn declare_ok_reports_message_and_consumer_counts() {
         }
     })
     .await;
-    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&name]).await;
 }
 
 async fn broker_channel(broker: &common::TestBroker) -> (lapin::Connection, lapin::Channel) {
@@ -65,8 +61,7 @@ async fn broker_channel(broker: &common::TestBroker) -> (lapin::Connection, lapi
 
 #[tokio::test]
 async fn passive_declare_of_a_missing_queue_is_404() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = passive_queue(&ch, &common::unique("q.missing")).await;
     assert_code(res, 404);
     // A channel error closes only the channel: the connection keeps working.
@@ -76,10 +71,8 @@ async fn passive_declare_of_a_missing_queue_is_404() {
 
 #[tokio::test]
 async fn passive_declare_of_an_existing_queue_ignores_flags() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let name = common::unique("q.passive");
-    declare_queue(&ch, &name, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let name = declare_unique_queue(&ch, "q.passive").await;
     // passive=true with durable=true must not complain about the flag mismatch.
     ch.queue_declare(
         name.as_str().into(),
@@ -92,17 +85,13 @@ async fn passive_declare_of_an_existing_queue_ignores_flags() {
     )
     .await
     .expect("passive declare ignores the other flags");
-    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&name]).await;
 }
 
 #[tokio::test]
 async fn redeclare_with_different_durable_flag_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let name = common::unique("q.redeclare");
-    declare_queue(&ch, &name, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let name = declare_unique_queue(&ch, "q.redeclare").await;
     // The same declaration again is fine (idempotent).
     declare_queue(&ch, &name, FieldTable::default()).await;
     let res = ch
@@ -114,17 +103,13 @@ async fn redeclare_with_different_durable_flag_is_406() {
         .await;
     assert_code(res, 406);
     let ch2 = conn.create_channel().await.expect("channel");
-    ch2.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch2, &[&name]).await;
 }
 
 #[tokio::test]
 async fn redeclare_with_different_auto_delete_flag_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let name = common::unique("q.redeclare.ad");
-    declare_queue(&ch, &name, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let name = declare_unique_queue(&ch, "q.redeclare.ad").await;
     let res = ch
         .queue_declare(
             name.as_str().into(),
@@ -137,15 +122,12 @@ async fn redeclare_with_different_auto_delete_flag_is_406() {
         .await;
     assert_code(res, 406);
     let ch2 = conn.create_channel().await.expect("channel");
-    ch2.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch2, &[&name]).await;
 }
 
 #[tokio::test]
 async fn redeclare_with_different_arguments_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let name = common::unique("q.redeclare.args");
     declare_queue(
         &ch,
@@ -162,9 +144,7 @@ async fn redeclare_with_different_arguments_is_406() {
         .await;
     assert_code(res, 406);
     let ch2 = conn.create_channel().await.expect("channel");
-    ch2.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch2, &[&name]).await;
 }
 
 #[tokio::test]
@@ -194,16 +174,13 @@ async fn an_explicit_default_argument_is_not_equivalent_to_none() {
             .await;
         assert_code(res, 406);
         let ch = conn.create_channel().await.expect("channel");
-        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&name]).await;
     }
 }
 
 #[tokio::test]
 async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .queue_declare(
             common::unique("amq.mine").as_str().into(),
@@ -216,8 +193,7 @@ async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
 
 #[tokio::test]
 async fn exclusive_queue_is_locked_to_its_connection_405() {
-    let broker = common::broker().await;
-    let (_owner, ch) = open(&broker).await;
+    let (broker, _owner, ch) = start_and_open().await;
     let name = common::unique("q.exclusive");
     ch.queue_declare(
         name.as_str().into(),
@@ -229,14 +205,7 @@ async fn exclusive_queue_is_locked_to_its_connection_405() {
 
     let (other, och) = open(&broker).await;
     // Consuming from another connection.
-    let res = och
-        .basic_consume(
-            name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let res = try_consume(&och, &name).await;
     assert_code(res, 405);
     // Passive declare from another connection.
     let och = other.create_channel().await.expect("channel");
@@ -264,8 +233,7 @@ async fn exclusive_queue_is_locked_to_its_connection_405() {
 
 #[tokio::test]
 async fn exclusive_queue_is_deleted_with_its_connection() {
-    let broker = common::broker().await;
-    let (owner, ch) = open(&broker).await;
+    let (broker, owner, ch) = start_and_open().await;
     let name = common::unique("q.exclusive.gone");
     ch.queue_declare(
         name.as_str().into(),
@@ -281,8 +249,7 @@ async fn exclusive_queue_is_deleted_with_its_connection() {
 
 #[tokio::test]
 async fn auto_delete_queue_goes_after_its_last_consumer() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let name = common::unique("q.autodelete");
     ch.queue_declare(
         name.as_str().into(),
@@ -312,8 +279,7 @@ async fn auto_delete_queue_goes_after_its_last_consumer() {
 
 #[tokio::test]
 async fn auto_delete_queue_without_consumers_ever_stays() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let name = common::unique("q.autodelete.never");
     ch.queue_declare(
         name.as_str().into(),
@@ -329,15 +295,12 @@ async fn auto_delete_queue_without_consumers_ever_stays() {
     passive_queue(&ch, &name)
         .await
         .expect("never-consumed auto-delete queue is kept");
-    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&name]).await;
 }
 
 #[tokio::test]
 async fn bind_and_unbind_control_routing() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let ex = common::unique("ex.bind");
     let q = common::unique("q.bind");
     declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
@@ -368,20 +331,14 @@ async fn bind_and_unbind_control_routing() {
     )
     .await
     .expect("unbind of a missing binding is ok");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete q");
-    ch.exchange_delete(ex.as_str().into(), Default::default())
-        .await
-        .expect("delete ex");
+    delete_queues(&ch, &[&q]).await;
+    delete_exchange(&ch, &ex).await;
 }
 
 #[tokio::test]
 async fn bind_to_a_missing_exchange_is_404() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.bind404");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.bind404").await;
     let res = ch
         .queue_bind(
             q.as_str().into(),
@@ -404,17 +361,13 @@ async fn bind_to_a_missing_exchange_is_404() {
         .await;
     assert_code(res, 404);
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn binding_to_the_default_exchange_is_403() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.bind.default");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.bind.default").await;
     let res = ch
         .queue_bind(
             q.as_str().into(),
@@ -436,17 +389,13 @@ async fn binding_to_the_default_exchange_is_403() {
         .await;
     assert_code(res, 403);
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn purge_returns_the_number_of_messages_removed() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.purge");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.purge").await;
     for i in 0..5 {
         publish(&ch, "", &q, format!("{i}").as_bytes()).await;
     }
@@ -469,15 +418,12 @@ async fn purge_returns_the_number_of_messages_removed() {
         .await
         .expect("requeue");
     wait_message_count(&ch, &q, 1).await;
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn purge_of_a_missing_queue_is_404() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .queue_purge(
             common::unique("q.missing").as_str().into(),
@@ -489,10 +435,8 @@ async fn purge_of_a_missing_queue_is_404() {
 
 #[tokio::test]
 async fn delete_returns_the_message_count() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
-    let q = common::unique("q.delete");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, _conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.delete").await;
     for _ in 0..3 {
         publish(&ch, "", &q, b"m").await;
     }
@@ -509,8 +453,7 @@ async fn delete_returns_the_message_count() {
 async fn delete_of_a_missing_queue_is_ok() {
     // RabbitMQ errata: queue.delete is idempotent; deleting a queue that does not exist
     // answers delete-ok with message-count 0.
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let n = ch
         .queue_delete(
             common::unique("q.never").as_str().into(),
@@ -523,10 +466,8 @@ async fn delete_of_a_missing_queue_is_ok() {
 
 #[tokio::test]
 async fn delete_if_unused_with_a_consumer_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.ifunused");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.ifunused").await;
     let cch = conn.create_channel().await.expect("channel");
     let consumer = consume(&cch, &q, false).await;
     let res = ch
@@ -556,10 +497,8 @@ async fn delete_if_unused_with_a_consumer_is_406() {
 
 #[tokio::test]
 async fn delete_if_empty_with_messages_is_406() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.ifempty");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.ifempty").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
     let res = ch
@@ -589,8 +528,7 @@ async fn delete_if_empty_with_messages_is_406() {
 
 #[tokio::test]
 async fn durable_queue_declare_is_reported_back_on_passive() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let q = common::unique("q.durable");
     ch.queue_declare(
         q.as_str().into(),
@@ -609,9 +547,7 @@ async fn durable_queue_declare_is_reported_back_on_passive() {
         .await;
     assert_code(res, 406);
     let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
@@ -668,8 +604,7 @@ async fn declare_with(
 // and 406 in a row on channels of one connection, which keeps working, as does another one.
 #[tokio::test]
 async fn channel_errors_have_the_right_codes() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let other = connect(&broker).await;
     let q = common::unique("core.err");
     declare_with(&ch, &q, QueueDeclareOptions::exclusive())
@@ -677,18 +612,10 @@ async fn channel_errors_have_the_right_codes() {
         .expect("exclusive declare");
     // 405: exclusive queue from another connection.
     let och = other.create_channel().await.expect("channel");
-    let res = och
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let res = try_consume(&och, &q).await;
     assert_code(res, 405);
     // 406: redeclare with different flags.
-    let plain = common::unique("core.err.plain");
-    declare_queue(&ch, &plain, FieldTable::default()).await;
+    let plain = declare_unique_queue(&ch, "core.err.plain").await;
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -735,10 +662,8 @@ async fn channel_errors_have_the_right_codes() {
 // with its connection.
 #[tokio::test]
 async fn queue_delete_cancels_consumers_and_exclusive_queues_die_with_connection() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("core.cancel");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "core.cancel").await;
     let mut consumer = consume(&ch, &q, false).await;
     let ch2 = conn.create_channel().await.expect("channel");
     delete_queues(&ch2, &[&q]).await;
@@ -761,8 +686,7 @@ async fn queue_delete_cancels_consumers_and_exclusive_queues_die_with_connection
 // its only consumer cancels (the stream ends), an x-expires queue when unused for 200 ms.
 #[tokio::test]
 async fn auto_delete_and_expires() {
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
+    let (broker, conn, ch) = start_and_open().await;
     let auto = common::unique("core.auto");
     let auto_delete = QueueDeclareOptions {
         auto_delete: true,
@@ -835,9 +759,7 @@ async fn redeclaring_with_a_different_exclusive_flag_is_405_even_on_the_same_con
             .await;
         assert_code(res, 405);
         let ch = conn.create_channel().await.expect("channel");
-        ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&name]).await;
     }
 }
 
@@ -846,8 +768,7 @@ async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
     // RabbitMQ (rabbit_binding:add): a missing exchange is 404 even for another connection's
     // exclusive queue; a headers binding with an invalid x-match is 406 before the 405.
     // Found by difftest.
-    let broker = common::broker().await;
-    let (_owner, owner_ch) = open(&broker).await;
+    let (broker, _owner, owner_ch) = start_and_open().await;
     let name = common::unique("q.bindorder");
     owner_ch
         .queue_declare(

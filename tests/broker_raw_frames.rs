@@ -6,6 +6,7 @@
 //! Reply codes (AMQP 0-9-1 §1.9 constants): 501 FRAME_ERROR, 503 COMMAND_INVALID,
 //! 504 CHANNEL_ERROR, 505 UNEXPECTED_FRAME, 540 NOT_IMPLEMENTED.
 
+mod amqp;
 mod common;
 mod raw;
 
@@ -100,11 +101,7 @@ async fn channel_flow_active_false_is_540() {
         &raw_frame(1, 1, &[0, 20, 0, 20, 0], FRAME_END),
     )
     .await;
-    assert_eq!(
-        (close.code, close.class_id, close.method_id),
-        (540, 20, 20),
-        "{close:?}"
-    );
+    close.assert_names(540, 20, 20);
 }
 
 #[tokio::test]
@@ -117,27 +114,17 @@ async fn basic_recover_without_requeue_is_540() {
         &raw_frame(1, 1, &[0, 60, 0, 110, 0], FRAME_END),
     )
     .await;
-    assert_eq!(
-        (close.code, close.class_id, close.method_id),
-        (540, 60, 110),
-        "{close:?}"
-    );
+    close.assert_names(540, 60, 110);
 }
 
 #[tokio::test]
 async fn a_method_on_an_unopened_channel_is_504() {
     let broker = common::broker().await;
-    // queue.declare (class 50, method 10) on channel 3, never opened:
-    // reserved u16, queue "x", flags 0x08 (auto-delete), empty arguments table.
-    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'x', 0x08];
-    payload.extend_from_slice(&0u32.to_be_bytes());
+    // queue.declare (class 50, method 10) on channel 3, never opened.
+    let payload = queue_declare_payload();
     let close = closes_with(&broker, false, &raw_frame(1, 3, &payload, FRAME_END)).await;
     // RabbitMQ: "CHANNEL_ERROR - expected 'channel.open'", naming the offending method.
-    assert_eq!(
-        (close.code, close.class_id, close.method_id),
-        (504, 50, 10),
-        "{close:?}"
-    );
+    close.assert_names(504, 50, 10);
 }
 
 #[tokio::test]
@@ -152,11 +139,7 @@ async fn a_publish_on_an_unopened_channel_is_504() {
     conn.send_lossy(&content_header(3, 2)).await;
     conn.send_lossy(&raw_frame(3, 3, b"hi", FRAME_END)).await;
     let close = conn.expect_connection_close().await;
-    assert_eq!(
-        (close.code, close.class_id, close.method_id),
-        (504, 60, 40),
-        "{close:?}"
-    );
+    close.assert_names(504, 60, 40);
     bystander.assert_unaffected().await;
 }
 
@@ -285,22 +268,8 @@ async fn a_content_header_of_the_wrong_class_is_505() {
 async fn a_message_with_an_empty_body_needs_no_body_frame() {
     // body_size 0: the content header completes the message (AMQP 0-9-1 §4.2.6.2).
     let broker = common::broker().await;
-    let (_admin_conn, admin) = {
-        let conn = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
-            .await
-            .expect("lapin connects");
-        let ch = conn.create_channel().await.expect("channel");
-        (conn, ch)
-    };
-    let q = common::unique("q.raw.empty");
-    admin
-        .queue_declare(
-            q.as_str().into(),
-            lapin::options::QueueDeclareOptions::default(),
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let (_admin_conn, admin) = amqp::open(&broker).await;
+    let q = amqp::declare_unique_queue(&admin, "q.raw.empty").await;
     let mut conn = RawConn::open(&broker, 131_072, 0).await;
     conn.open_channel(1).await;
     conn.send(&basic_publish(1, &q)).await;
@@ -310,28 +279,11 @@ async fn a_message_with_an_empty_body_needs_no_body_frame() {
     conn.send(&content_header(1, 3)).await;
     conn.send(&raw_frame(3, 1, b"two", FRAME_END)).await;
     let mut got = Vec::new();
-    tokio::time::timeout(DEADLINE, async {
-        while got.len() < 2 {
-            match admin
-                .basic_get(
-                    q.as_str().into(),
-                    lapin::options::BasicGetOptions { no_ack: true },
-                )
-                .await
-                .expect("basic.get")
-            {
-                Some(m) => got.push(m.delivery.data),
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
-    .expect("both messages arrive");
+    for _ in 0..2 {
+        got.push(amqp::get_eventually(&admin, &q).await.delivery.data);
+    }
     assert_eq!(got, vec![b"".to_vec(), b"two".to_vec()]);
-    admin
-        .queue_delete(q.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    amqp::delete_queues(&admin, &[&q]).await;
 }
 
 #[tokio::test]

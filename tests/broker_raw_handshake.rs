@@ -4,6 +4,7 @@
 //! expectation was read off RabbitMQ 3.10 byte by byte (its replies are quoted in comments);
 //! a well-behaved lapin client ([`raw::Bystander`]) keeps working throughout.
 
+mod amqp;
 mod common;
 mod raw;
 
@@ -219,36 +220,17 @@ async fn a_non_connection_method_on_channel_zero_is_504() {
     let broker = common::broker().await;
     // queue.declare on channel 0. RabbitMQ: 504 "CHANNEL_ERROR - unexpected method in
     // connection state running", class 50 method 10.
-    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'x', 0x08];
-    payload.extend_from_slice(&0u32.to_be_bytes());
+    let payload = queue_declare_payload();
     let close = closes_with(&broker, false, &raw_frame(1, 0, &payload, FRAME_END)).await;
-    assert_eq!(
-        (close.code, close.class_id, close.method_id),
-        (504, 50, 10),
-        "{close:?}"
-    );
+    close.assert_names(504, 50, 10);
 }
 
 #[tokio::test]
 async fn a_frame_of_exactly_frame_max_is_accepted_and_a_larger_payload_is_501() {
     let broker = common::broker().await;
     let bystander = Bystander::start(&broker).await;
-    let (_admin, admin) = {
-        let conn = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
-            .await
-            .expect("lapin connects");
-        let ch = conn.create_channel().await.expect("channel");
-        (conn, ch)
-    };
-    let q = common::unique("q.raw.exact");
-    admin
-        .queue_declare(
-            q.as_str().into(),
-            lapin::options::QueueDeclareOptions::default(),
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .expect("declare");
+    let (_admin, admin) = amqp::open(&broker).await;
+    let q = amqp::declare_unique_queue(&admin, "q.raw.exact").await;
 
     // frame_max counts the whole frame: 7 header bytes + payload + 1 end byte. RabbitMQ's
     // limit for the payload is frame_max - 8 ("frame_too_large,200004,131064").
@@ -260,23 +242,8 @@ async fn a_frame_of_exactly_frame_max_is_accepted_and_a_larger_payload_is_501() 
     conn.send(&raw_frame(3, 1, &body, FRAME_END)).await;
     // A synchronous round trip on channel 0 would not prove the body was accepted; the
     // message arriving in the queue does.
-    let got = tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let Some(m) = admin
-                .basic_get(
-                    q.as_str().into(),
-                    lapin::options::BasicGetOptions { no_ack: true },
-                )
-                .await
-                .expect("basic.get")
-            {
-                return m.delivery.data;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the exactly-frame_max body was enqueued");
+    // get_eventually fails the test if the exactly-frame_max body is never enqueued.
+    let got = amqp::get_eventually(&admin, &q).await.delivery.data;
     assert_eq!(got.len(), 4096 - 8);
 
     // RabbitMQ adds a fudge of 8 bytes (?FRAME_SIZE_FUDGE in rabbit_reader): it refuses a
@@ -290,10 +257,7 @@ async fn a_frame_of_exactly_frame_max_is_accepted_and_a_larger_payload_is_501() 
     conn.send_lossy(&raw_frame(3, 1, &body, FRAME_END)).await;
     let close = conn.expect_connection_close().await;
     assert_eq!(close.code, 501, "{close:?}");
-    admin
-        .queue_delete(q.as_str().into(), Default::default())
-        .await
-        .expect("delete");
+    amqp::delete_queues(&admin, &[&q]).await;
     bystander.assert_unaffected().await;
 }
 

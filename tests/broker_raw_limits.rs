@@ -23,15 +23,19 @@ const MAX_DEPTH: usize = 64;
 
 /// A field table nested `depth` levels deep, `{"a": {"a": ... {}}}`, as bytes (length prefix
 /// included). Built by hand: the test side must not recurse over it either.
+///
+/// Written outside in: the table `k` levels above the innermost (empty) one has `7 * k` bytes
+/// of content, one entry (key length 1, key "a", type 'F') and the nested table (its 4-byte
+/// length and `7 * (k - 1)` bytes). So each level is `7 * k` as a u32, then `1 'a' 'F'`; the
+/// innermost table is its length 0 alone.
 fn deep_table(depth: usize) -> Vec<u8> {
-    let mut inner = vec![0u8, 0, 0, 0];
-    for _ in 1..depth {
-        let mut t = ((inner.len() + 3) as u32).to_be_bytes().to_vec();
-        t.extend_from_slice(&[1, b'a', b'F']);
-        t.extend_from_slice(&inner);
-        inner = t;
+    let mut bytes = Vec::with_capacity(7 * depth);
+    for k in (1..depth).rev() {
+        bytes.extend_from_slice(&((7 * k) as u32).to_be_bytes());
+        bytes.extend_from_slice(&[1, b'a', b'F']);
     }
-    inner
+    bytes.extend_from_slice(&0u32.to_be_bytes());
+    bytes
 }
 
 /// As [`deep_table`], alternating tables and arrays from the outside in
@@ -177,6 +181,15 @@ async fn a_deep_amqplain_response_is_a_failed_login() {
 fn methods_with_arguments(table: &[u8], q: &str) -> Vec<((u16, u16), Vec<u8>)> {
     let reserved = [0u8, 0];
     let cat = |parts: &[&[u8]]| parts.concat();
+    // exchange.bind and unbind: reserved, destination, source, key, nowait, arguments.
+    let exchange_binding = cat(&[
+        &reserved,
+        &short("amq.fanout"),
+        &short("amq.topic"),
+        &short("k"),
+        &[0],
+        table,
+    ]);
     vec![
         // queue.declare: reserved, queue, bits (auto-delete), arguments.
         ((50, 10), cat(&[&reserved, &short(q), &[0b1000], table])),
@@ -208,29 +221,9 @@ fn methods_with_arguments(table: &[u8], q: &str) -> Vec<((u16, u16), Vec<u8>)> {
                 table,
             ]),
         ),
-        // exchange.bind and unbind: reserved, destination, source, key, nowait, arguments.
-        (
-            (40, 30),
-            cat(&[
-                &reserved,
-                &short("amq.fanout"),
-                &short("amq.topic"),
-                &short("k"),
-                &[0],
-                table,
-            ]),
-        ),
-        (
-            (40, 40),
-            cat(&[
-                &reserved,
-                &short("amq.fanout"),
-                &short("amq.topic"),
-                &short("k"),
-                &[0],
-                table,
-            ]),
-        ),
+        // exchange.bind and unbind (the same arguments).
+        ((40, 30), exchange_binding.clone()),
+        ((40, 40), exchange_binding),
         // basic.consume: reserved, queue, consumer tag, bits (no-ack), arguments.
         (
             (60, 20),

@@ -8,7 +8,7 @@ mod amqp;
 mod common;
 
 use amqp::*;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeleteOptions};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
@@ -16,10 +16,8 @@ const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 #[tokio::test]
 async fn reply_reaches_the_requester_through_the_pseudo_queue() {
-    let broker = common::broker().await;
-    let (_server_conn, server) = open(&broker).await;
-    let rpc_queue = common::unique("q.rpc");
-    declare_queue(&server, &rpc_queue, FieldTable::default()).await;
+    let (broker, _server_conn, server) = start_and_open().await;
+    let rpc_queue = declare_unique_queue(&server, "q.rpc").await;
     let mut requests = consume(&server, &rpc_queue, false).await;
 
     let (_client_conn, client) = open(&broker).await;
@@ -73,19 +71,14 @@ async fn reply_reaches_the_requester_through_the_pseudo_queue() {
         // Replies are delivered on the pseudo-queue's consumer and need no ack.
         assert_eq!(reply.routing_key.as_str(), reply_to.as_str());
     }
-    server
-        .queue_delete(rpc_queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&server, &[&rpc_queue]).await;
 }
 
 #[tokio::test]
 async fn publishing_with_reply_to_without_consuming_it_is_406() {
     // RabbitMQ: "PRECONDITION_FAILED - fast reply consumer does not exist".
-    let broker = common::broker().await;
-    let (conn, ch) = open(&broker).await;
-    let q = common::unique("q.rpc.noconsumer");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, "q.rpc.noconsumer").await;
     let res = publish_error(
         &conn,
         "",
@@ -97,15 +90,12 @@ async fn publishing_with_reply_to_without_consuming_it_is_406() {
     let (_c2, ch2) = open(&broker).await;
     // The request was refused, not enqueued.
     assert_eq!(drain(&ch2, &q).await, Vec::<String>::new());
-    ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&ch2, &[&q]).await;
 }
 
 #[tokio::test]
 async fn consuming_the_pseudo_queue_with_acks_is_406() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let res = ch
         .basic_consume(
             REPLY_TO.into(),
@@ -122,8 +112,7 @@ async fn consuming_the_pseudo_queue_with_acks_is_406() {
 
 #[tokio::test]
 async fn the_pseudo_queue_can_be_declared_passively() {
-    let broker = common::broker().await;
-    let (_conn, ch) = open(&broker).await;
+    let (_broker, _conn, ch) = start_and_open().await;
     let q = passive_queue(&ch, REPLY_TO)
         .await
         .expect("passive declare of amq.rabbitmq.reply-to");
@@ -135,10 +124,8 @@ async fn the_pseudo_queue_can_be_declared_passively() {
 
 #[tokio::test]
 async fn a_reply_to_a_requester_that_is_gone_is_dropped() {
-    let broker = common::broker().await;
-    let (server_conn, server) = open(&broker).await;
-    let rpc_queue = common::unique("q.rpc.gone");
-    declare_queue(&server, &rpc_queue, FieldTable::default()).await;
+    let (broker, server_conn, server) = start_and_open().await;
+    let rpc_queue = declare_unique_queue(&server, "q.rpc.gone").await;
 
     let (client_conn, client) = open(&broker).await;
     let _replies = consume(&client, REPLY_TO, true).await;
@@ -191,21 +178,16 @@ async fn a_reply_to_a_requester_that_is_gone_is_dropped() {
         BasicProperties::default(),
     )
     .await;
-    server
-        .queue_delete(rpc_queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete");
+    delete_queues(&server, &[&rpc_queue]).await;
 }
 
 // Moved from tests/core_basic.rs (direct_reply_to_rpc): requester and responder are two
 // channels of one connection.
 #[tokio::test]
 async fn direct_reply_to_rpc() {
-    let broker = common::broker().await;
-    let (conn, server_ch) = open(&broker).await;
+    let (broker, conn, server_ch) = start_and_open().await;
     let client_ch = conn.create_channel().await.expect("channel");
-    let q = common::unique("core.rpc");
-    declare_queue(&server_ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&server_ch, "core.rpc").await;
     let mut requests = consume(&server_ch, &q, false).await;
     let mut replies = consume(&client_ch, REPLY_TO, true).await;
     let request = BasicProperties::default()

@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::protocol::{basic, confirm, exchange, queue, AMQPClass};
 use amqp::*;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
 use raw::*;
 
-/// The topic semantics by definition (backtracking; small inputs only): `*` one word, `#` zero
-/// or more, the empty string zero words.
+/// The topic semantics by definition, as a table (`m[i][j]`: the first `i` pattern words match
+/// the first `j` key words): `*` one word, `#` zero or more, the empty string zero words. The
+/// broker's own unit tests check it against a backtracking definition; this one is written
+/// differently on purpose, a second independent reading of the spec.
 fn reference(pattern: &str, key: &str) -> bool {
     fn words(s: &str) -> Vec<&str> {
         if s.is_empty() {
@@ -27,17 +29,19 @@ fn reference(pattern: &str, key: &str) -> bool {
             s.split('.').collect()
         }
     }
-    fn go(p: &[&str], k: &[&str]) -> bool {
-        match p.split_first() {
-            None => k.is_empty(),
-            Some((&"#", rest)) => (0..=k.len()).any(|skip| go(rest, &k[skip..])),
-            Some((&w, rest)) => match k.split_first() {
-                Some((first, k_rest)) => (w == "*" || w == *first) && go(rest, k_rest),
-                None => false,
-            },
+    let (p, k) = (words(pattern), words(key));
+    let mut m = vec![vec![false; k.len() + 1]; p.len() + 1];
+    m[0][0] = true;
+    for i in 1..=p.len() {
+        for j in 0..=k.len() {
+            m[i][j] = match p[i - 1] {
+                // Zero words (the row above), or one more word for the same `#`.
+                "#" => m[i - 1][j] || (j > 0 && m[i][j - 1]),
+                w => j > 0 && (w == "*" || w == k[j - 1]) && m[i - 1][j - 1],
+            };
         }
     }
-    go(&words(pattern), &words(key))
+    m[p.len()][k.len()]
 }
 
 #[tokio::test]
@@ -88,13 +92,9 @@ async fn topic_edge_cases_match_as_rabbitmq_does() {
             .filter(|k| reference(pattern, k))
             .collect();
         assert_eq!(got, want, "pattern {pattern:?}");
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&q]).await;
     }
-    ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("exchange.delete");
+    delete_exchange(&ch, &ex).await;
 }
 
 /// Declares one queue per entry of `bindings`, bound to `ex` with each of its keys.
@@ -158,13 +158,9 @@ async fn pathological_topic_patterns_route_at_once() {
         "both keys have at least 63 words"
     );
     for q in &queues {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .expect("delete");
+        delete_queues(&ch, &[&q]).await;
     }
-    ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("exchange.delete");
+    delete_exchange(&ch, &ex).await;
     bystander.assert_unaffected().await;
 }
 

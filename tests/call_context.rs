@@ -152,6 +152,21 @@ struct Services {
 }
 
 impl Services {
+    /// Serves `audit_task` and `audit_event`, which report (kind, trace id) of what reaches
+    /// them on the returned receiver.
+    async fn serve_audits(&mut self) -> mpsc::UnboundedReceiver<(String, Option<String>)> {
+        let (traces, seen): (Traces, _) = mpsc::unbounded_channel();
+        self.bed
+            .serve(audit_task::handler().state(traces.clone()))
+            .await
+            .unwrap();
+        self.bed
+            .serve(audit_event::handler().state(traces))
+            .await
+            .unwrap();
+        seen
+    }
+
     async fn start(name: &str) -> Services {
         let mut bed = common::test_bed(name).await;
         let back_calls = Arc::new(AtomicUsize::new(0));
@@ -294,15 +309,7 @@ async fn a_nested_call_carries_the_deadline_and_the_trace_id() {
 #[tokio::test]
 async fn enqueues_and_publishes_inherit_the_context() {
     let mut s = Services::start("ctxfan").await;
-    let (traces, mut seen): (Traces, _) = mpsc::unbounded_channel();
-    s.bed
-        .serve(audit_task::handler().state(traces.clone()))
-        .await
-        .unwrap();
-    s.bed
-        .serve(audit_event::handler().state(traces))
-        .await
-        .unwrap();
+    let mut seen = s.serve_audits().await;
     let front = s
         .front_within(Duration::from_secs(10))
         .fan_out(0)
@@ -352,15 +359,7 @@ async fn enqueues_and_publishes_inherit_the_context() {
 #[tokio::test]
 async fn work_spawned_off_a_handler_keeps_its_callers_spent_budget() {
     let mut s = Services::start("ctxlater").await;
-    let (traces, mut seen): (Traces, _) = mpsc::unbounded_channel();
-    s.bed
-        .serve(audit_task::handler().state(traces.clone()))
-        .await
-        .unwrap();
-    s.bed
-        .serve(audit_event::handler().state(traces))
-        .await
-        .unwrap();
+    let mut seen = s.serve_audits().await;
     // The front call must itself answer within its budget (2 s, generous on a loaded
     // machine: at 200 ms it timed out there); the spawned work waits past it (2.5 s).
     s.front_within(Duration::from_secs(2))

@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::background::BackgroundWorker;
 use futures::StreamExt;
 use lepus::broker::{Broker, BrokerHandle};
 use lepus::task::queue_status;
 use lepus::{Backoff, CallOptions, Client, ConnectOptions, Connection, QueueOptions};
 use rpc_util::CuttableProxy;
-use task_util::BackgroundWorker;
 
 /// Runs per `message_id`, written by the task bodies of every worker in this process.
 static RUNS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());

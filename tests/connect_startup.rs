@@ -12,19 +12,10 @@ use std::time::{Duration, Instant};
 use lepus::broker::Broker;
 use lepus::ConnectOptions;
 
-/// A free loopback port (bound, then released for the broker to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn connect_waits_for_a_broker_that_starts_three_seconds_later() {
     common::init_tracing();
-    let port = free_port();
+    let port = common::ports::free_port();
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -54,7 +45,10 @@ async fn connect_waits_for_a_broker_that_starts_three_seconds_later() {
 #[tokio::test]
 async fn the_wait_is_bounded_and_configurable() {
     common::init_tracing();
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let url = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        common::ports::free_port()
+    );
     // Nobody will listen: the connect gives up after the wait it was given.
     let started = Instant::now();
     let err = ConnectOptions::new(&url)

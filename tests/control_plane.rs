@@ -229,6 +229,19 @@ async fn a_revoked_queued_task_never_runs_on_workers_started_before_or_after() {
     bed.stop().await;
 }
 
+/// Revokes `id`, a task that is running, and asserts that a worker answered it was running,
+/// with `cancelled` saying whether its handler was stopped.
+async fn revoke_running(control: &Control, id: &str, cancelled: bool) {
+    let replies = control.revoke(id, Duration::from_secs(60)).await.unwrap();
+    assert!(
+        replies.iter().any(|r| matches!(
+            r,
+            Reply::Revoked { running: true, cancelled: c, .. } if *c == cancelled
+        )),
+        "{replies:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_running_cancellable_task_stops_as_revoked_and_is_not_retried() {
     let mut bed = common::test_bed("control.revoke_running").await;
@@ -240,21 +253,7 @@ async fn a_revoked_running_cancellable_task_stops_as_revoked_and_is_not_retried(
         .unwrap();
     until_started(&key).await;
     assert_eq!(started(&key), 1);
-    let replies = control
-        .revoke(&id.0, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(
-        replies.iter().any(|r| matches!(
-            r,
-            Reply::Revoked {
-                running: true,
-                cancelled: true,
-                ..
-            }
-        )),
-        "{replies:?}"
-    );
+    revoke_running(&control, &id.0, true).await;
     let c = done.next_within(WAIT).await.unwrap();
     assert_eq!(c.message_id.as_deref(), Some(id.0.as_str()));
     assert_eq!(c.outcome, Outcome::Revoked);
@@ -273,21 +272,7 @@ async fn a_revoked_running_task_that_did_not_opt_in_runs_to_its_end() {
     let key = common::unique("uncancellable");
     let id = hold::enqueue(bed.client(), key.clone()).await.unwrap();
     until_started(&key).await;
-    let replies = control
-        .revoke(&id.0, Duration::from_secs(60))
-        .await
-        .unwrap();
-    assert!(
-        replies.iter().any(|r| matches!(
-            r,
-            Reply::Revoked {
-                running: true,
-                cancelled: false,
-                ..
-            }
-        )),
-        "{replies:?}"
-    );
+    revoke_running(&control, &id.0, false).await;
     release(&key);
     let c = done.next_within(WAIT).await.unwrap();
     assert_eq!(c.outcome, Outcome::Succeeded);

@@ -8,9 +8,10 @@ mod task_util;
 
 use std::time::Duration;
 
+use common::background::BackgroundWorker;
 use lepus::task::{observe, Outcome};
 use serde::{Deserialize, Serialize};
-use task_util::{client, BackgroundWorker};
+use task_util::client;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct LogLine {

@@ -2,6 +2,7 @@
 //! nobody, many concurrent calls on one client, expired requests skipped by workers.
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
+mod amqp;
 mod common;
 mod rpc_util;
 
@@ -9,12 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::background::BackgroundWorker;
 use futures::future::join_all;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use lepus::{CallOptions, Error, FailureKind, State};
-use rpc_util::{client, eventually, RunningWorker};
+use rpc_util::{client, eventually};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -84,8 +86,8 @@ async fn counted(State(runs): State<Arc<AtomicUsize>>, tag: u32) -> u32 {
 }
 
 /// Serves the `math` queue's five methods.
-async fn math_worker(url: &str, prefix: &str) -> RunningWorker {
-    RunningWorker::start(url, prefix, |w| {
+async fn math_worker(url: &str, prefix: &str) -> BackgroundWorker {
+    BackgroundWorker::start(url, prefix, |w| {
         w.concurrency(64)
             .serve(fib::handler())
             .serve(add_numbers::handler())
@@ -179,7 +181,7 @@ async fn handler_errors_come_back_typed_and_panics_as_remote_failures() {
 async fn a_slow_call_times_out_and_leaves_nothing_behind() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
     let client = client(broker.url(), &prefix).await;
     eventually("the nap worker", || async {
         match nap::call(&client, 0).await {
@@ -292,18 +294,7 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
         )
         .await
         .unwrap();
-    let mut replies = channel
-        .basic_consume(
-            reply_queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = amqp::consume(&channel, reply_queue.name().as_str(), true).await;
     for (method, body, expected, in_type) in [
         ("fib", vec![0x91, 0xa1, b'x'], FailureKind::BadRequest, true),
         (
@@ -385,7 +376,7 @@ async fn a_worker_skips_requests_past_their_deadline() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
     let runs = Arc::new(AtomicUsize::new(0));
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(1)
             .concurrency(1)
             .state(runs.clone())
@@ -448,7 +439,7 @@ async fn a_worker_skips_requests_past_their_deadline() {
 async fn closing_the_client_fails_calls_in_flight_and_later_calls() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
     let client = client(broker.url(), &prefix).await;
     eventually("the nap worker", || async {
         match nap::call(&client, 0).await {

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::background::BackgroundWorker;
 use lepus::{Backoff, CallOptions, Client, ConnectOptions, Error, State};
-use rpc_util::{eventually, CuttableProxy, RunningWorker};
+use rpc_util::{eventually, CuttableProxy};
 
 /// Sleeps `ms`, then answers; counts the naps started in its state.
 #[lepus::rpc(queue = "napper")]
@@ -39,6 +40,39 @@ async fn until_served(client: &Client) {
     .await;
 }
 
+/// A worker serving `nap` (counting its calls in `naps`) and a client, each on its own
+/// connection to `url` (named `<prefix> worker` and `<prefix> client`); returns once the
+/// worker serves the client's calls.
+async fn nap_worker_and_client(
+    url: &str,
+    prefix: &str,
+    naps: &Arc<AtomicUsize>,
+) -> (
+    lepus::Connection,
+    BackgroundWorker,
+    lepus::Connection,
+    Client,
+) {
+    let worker_conn = options(url, &format!("{prefix} worker"))
+        .connect()
+        .await
+        .unwrap();
+    let worker = BackgroundWorker::start_on(worker_conn.clone(), prefix, |w| {
+        w.state(naps.clone()).serve(nap::handler())
+    });
+    let client_conn = options(url, &format!("{prefix} client"))
+        .connect()
+        .await
+        .unwrap();
+    let client = Client::builder(&client_conn)
+        .queue_prefix(prefix)
+        .build()
+        .await
+        .unwrap();
+    until_served(&client).await;
+    (worker_conn, worker, client_conn, client)
+}
+
 #[tokio::test]
 async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     let broker = common::broker().await;
@@ -46,23 +80,8 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     let url = proxy.url(broker.url());
     let prefix = common::unique("rpc");
     let naps = Arc::new(AtomicUsize::new(0));
-    let worker_conn = options(&url, &format!("{prefix} worker"))
-        .connect()
-        .await
-        .unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
-        w.state(naps.clone()).serve(nap::handler())
-    });
-    let client_conn = options(&url, &format!("{prefix} client"))
-        .connect()
-        .await
-        .unwrap();
-    let client = Client::builder(&client_conn)
-        .queue_prefix(&prefix)
-        .build()
-        .await
-        .unwrap();
-    until_served(&client).await;
+    let (worker_conn, worker, client_conn, client) =
+        nap_worker_and_client(&url, &prefix, &naps).await;
     assert_eq!(client_conn.generation(), 1);
 
     let started = naps.load(Ordering::SeqCst);
@@ -157,23 +176,8 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
     let prefix = common::unique("rpc");
     let naps = Arc::new(AtomicUsize::new(0));
     let url = broker.url().to_owned();
-    let worker_conn = options(&url, &format!("{prefix} worker"))
-        .connect()
-        .await
-        .unwrap();
-    let worker = RunningWorker::start_on(worker_conn.clone(), &prefix, |w| {
-        w.state(naps.clone()).serve(nap::handler())
-    });
-    let client_conn = options(&url, &format!("{prefix} client"))
-        .connect()
-        .await
-        .unwrap();
-    let client = Client::builder(&client_conn)
-        .queue_prefix(&prefix)
-        .build()
-        .await
-        .unwrap();
-    until_served(&client).await;
+    let (worker_conn, worker, client_conn, client) =
+        nap_worker_and_client(&url, &prefix, &naps).await;
 
     // The restart: the bundled broker stops and a new one starts on the same port (with no
     // queues: the worker must redeclare); RabbitMQ closes our connections.

@@ -9,9 +9,10 @@ mod rpc_util;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::background::BackgroundWorker;
 use futures::future::join_all;
 use lepus::Error;
-use rpc_util::{client, eventually, RunningWorker};
+use rpc_util::{client, eventually};
 use tokio::sync::Semaphore;
 
 /// A handler that records how many copies of itself run at once and waits at a gate.
@@ -48,7 +49,7 @@ async fn ready_count(url: &str, queue: &str) -> u32 {
 async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(2).concurrency(10).serve(gated_p::handler())
     })
     .await;
@@ -95,7 +96,7 @@ async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
 async fn concurrency_bounds_running_handlers_below_the_prefetch() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(10).concurrency(3).serve(gated_c::handler())
     })
     .await;
@@ -148,7 +149,7 @@ async fn fragile(x: u32) -> u32 {
 async fn a_call_whose_worker_is_killed_is_redelivered_to_another_and_answered() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let doomed = RunningWorker::start(broker.url(), &prefix, |w| {
+    let doomed = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(1).serve(fragile::handler())
     })
     .await;
@@ -173,7 +174,7 @@ async fn a_call_whose_worker_is_killed_is_redelivered_to_another_and_answered() 
 
     // The worker dies holding the unacked request; the broker requeues it for the next one.
     doomed.kill().await;
-    let rescuer = RunningWorker::start(broker.url(), &prefix, |w| {
+    let rescuer = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(1).serve(fragile::handler())
     })
     .await;
@@ -206,11 +207,11 @@ async fn steady(x: u64) -> u64 {
 async fn graceful_shutdown_with_calls_in_flight_loses_none() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let leaving = RunningWorker::start(broker.url(), &prefix, |w| {
+    let leaving = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(8).concurrency(4).serve(steady::handler())
     })
     .await;
-    let staying = RunningWorker::start(broker.url(), &prefix, |w| {
+    let staying = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(8).concurrency(4).serve(steady::handler())
     })
     .await;
@@ -280,7 +281,7 @@ async fn queue_options_declare_a_priority_queue_and_high_priority_calls_go_first
         .max_priority(10)
         .message_ttl(Duration::from_secs(60))
         .auto_delete(true);
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.prefetch(1)
             .concurrency(1)
             .queue_options("prio", options)
@@ -346,7 +347,7 @@ async fn replicated(x: u32) -> u32 {
 async fn a_quorum_queue_serves_calls() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| {
+    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
         w.queue_options(
             "replicated",
             lepus::QueueOptions::new()
@@ -381,7 +382,8 @@ async fn phoenix(x: u32) -> u32 {
 async fn a_worker_whose_queue_is_deleted_redeclares_it_and_serves_on() {
     let broker = common::broker().await;
     let prefix = common::unique("rpc");
-    let worker = RunningWorker::start(broker.url(), &prefix, |w| w.serve(phoenix::handler())).await;
+    let worker =
+        BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(phoenix::handler())).await;
     let client = client(broker.url(), &prefix).await;
     let served = || async {
         match phoenix::call(&client, 5).await {

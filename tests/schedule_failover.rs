@@ -7,14 +7,17 @@
 //! with `LEPUS_TEST_AMQP_URL` (names prefixed).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod amqp;
 mod common;
 
+use amqp::declare_durable_queue;
+
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lepus::schedule::{Schedule, Scheduler, DEFAULT_FAILOVER_POLL, HEADER_SCHEDULER, HEADER_TICK};
 
@@ -32,11 +35,7 @@ fn child_scheduler() {
         return;
     };
     let (url, prefix) = spec.split_once(' ').unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::child_runtime();
     runtime.block_on(async move {
         let conn = lepus::connect(url).await.unwrap();
         let every_second = Schedule::task::<tick>("every-second", "* * * * * *", []).unwrap();
@@ -50,14 +49,7 @@ fn child_scheduler() {
 }
 
 fn spawn_child(url: &str, prefix: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_scheduler",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    common::test_child("child_scheduler")
         .env(CHILD_VAR, format!("{url} {prefix}"))
         .stdout(Stdio::null())
         .spawn()
@@ -105,17 +97,7 @@ async fn three_processes_fire_a_one_second_schedule_once_per_tick_through_a_kill
         .await
         .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    declare_durable_queue(&channel, &queue).await;
     let mut ticks = channel
         .basic_consume(
             queue.as_str().into(),

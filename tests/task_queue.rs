@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::background::BackgroundWorker;
 use futures::stream::{self, StreamExt};
 use lepus::task::{observe, DeadLetters, Outcome};
 use lepus::EnqueueOptions;
-use task_util::{client, eventually, message_count, raw, BackgroundWorker};
+use task_util::{client, eventually, message_count, raw};
 
 /// Runs per (test key, task id).
 fn runs() -> &'static Mutex<HashMap<(String, u64), u32>> {

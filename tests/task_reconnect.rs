@@ -10,10 +10,10 @@ mod task_util;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::background::BackgroundWorker;
 use lepus::task::{observe, Outcome};
 use lepus::{Backoff, Client, ConnectOptions};
 use rpc_util::CuttableProxy;
-use task_util::BackgroundWorker;
 
 /// Sleeps `ms`.
 #[lepus::task(queue = "naps")]

@@ -78,11 +78,7 @@ fn child_worker() {
         parts.next().unwrap().to_owned(),
         parts.next().unwrap().to_owned(),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::child_runtime();
     runtime.block_on(async move {
         let conn = lepus::connect(&url).await.unwrap();
         let worker = lepus::Worker::new(&conn)
@@ -115,14 +111,7 @@ fn child_worker() {
 
 /// Starts a worker process in `mode` on `url`, queues under `prefix`.
 fn spawn_worker(url: &str, prefix: &str, mode: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    common::test_child("child_worker")
         .env(CHILD_VAR, format!("{url} {prefix} {mode}"))
         .stdout(Stdio::null())
         .spawn()

@@ -18,6 +18,7 @@ mod task_util;
 
 use std::time::{Duration, Instant};
 
+use common::background::BackgroundWorker;
 use common::Rng;
 use futures::StreamExt;
 use lapin::options::BasicPublishOptions;
@@ -25,7 +26,6 @@ use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString};
 use lapin::BasicProperties;
 use lepus::CallOptions;
 use serde::{Deserialize, Serialize};
-use task_util::BackgroundWorker;
 
 /// The handlers' maximum message size here (the default is 64 MiB; this keeps the bodies
 /// around and past the limit cheap to make).

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::background::BackgroundWorker;
 use futures::StreamExt;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -33,7 +34,7 @@ use lapin::BasicProperties;
 use lepus::task::{observe, Completions, DeadLetters, Outcome};
 use lepus::{CallOptions, Error, FailureKind};
 use serde::{Deserialize, Serialize};
-use task_util::{client, eventually, BackgroundWorker};
+use task_util::{client, eventually};
 
 /// Data whose decoding recurses once per level (serde's untagged enums buffer and recurse).
 #[derive(Debug, Serialize, Deserialize, lepus::Plain)]

@@ -22,15 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus_broker::Broker;
 use serde_json::{json, Value};
 
 mod common;
-use common::free_port;
 use common::http::Api;
+use common::ports::free_port;
 
 /// chromedriver, stopped when dropped.
 struct Driver {
@@ -241,25 +241,9 @@ fn publisher(
     queue: &'static str,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let conn = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        while !stop.load(Ordering::Relaxed) {
-            ch.basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                b"tick",
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        conn.close(200, "done".into()).await.unwrap();
-    })
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let period = Duration::from_millis(20);
+    common::amqp::publish_until_stopped(url, queue, b"tick", persistent, period, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,18 +478,7 @@ async fn an_operator_works_the_broker_from_the_dashboard() {
     )
     .await
     .unwrap();
-    let _consumer = cch
-        .basic_consume(
-            "orders".into(),
-            "dashboard-shots".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let _consumer = common::amqp::consume_no_ack(&cch, "orders", "dashboard-shots").await;
     c.goto(&format!("{base}/#/")).await.unwrap();
     viewport(&c, 1280, 900).await;
     c.screenshot().await.unwrap();

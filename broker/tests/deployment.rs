@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 mod common;
-use common::free_port;
+use common::ports::free_port;
 
 const DIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dist");
 

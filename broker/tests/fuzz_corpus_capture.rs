@@ -7,6 +7,8 @@
 //! `cargo test -p lepus-broker --test fuzz_corpus_capture -- --ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use lapin::options::*;
@@ -146,14 +148,7 @@ async fn session(url: &str, kind: usize) {
                 .unwrap();
         }
         _ => {
-            let q = ch
-                .queue_declare(
-                    "".into(),
-                    QueueDeclareOptions::exclusive(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+            let q = common::amqp::declare_exclusive(&ch).await;
             ch.tx_select().await.unwrap();
             ch.basic_publish(
                 "".into(),

@@ -6,6 +6,8 @@
 //! (`CARGO_BIN_EXE_lepusctl`) to tests of the same package.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::time::Duration;
 
 use lapin::options::{
@@ -14,7 +16,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use lepus_broker::{Broker, BrokerHandle};
+use lepus_broker::BrokerHandle;
 
 struct Out {
     code: i32,
@@ -81,14 +83,29 @@ async fn connect(
     .expect("connect within 5 s")
 }
 
+/// Publishes `n` messages `m` to each `(queue, n)` through the default exchange, waiting for
+/// each one's confirm on a confirm channel.
+async fn publish_each(ch: &lapin::Channel, counts: &[(&str, usize)]) {
+    for &(q, n) in counts {
+        for _ in 0..n {
+            ch.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions::default(),
+                b"m",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_verb_against_a_running_broker() {
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .expect("broker starts");
+    let broker = common::http::broker_with_management().await;
 
     // Users.
     let out = ctl(&broker, &["add_user", "bob", "pw1"]).await;
@@ -142,21 +159,7 @@ async fn every_verb_against_a_running_broker() {
         .await
         .unwrap();
     }
-    for (q, n) in [("q1", 3), ("q2", 2)] {
-        for _ in 0..n {
-            ch.basic_publish(
-                "".into(),
-                q.into(),
-                BasicPublishOptions::default(),
-                b"m",
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        }
-    }
+    publish_each(&ch, &[("q1", 3), ("q2", 2)]).await;
     let queues = rows(
         &ctl(
             &broker,
@@ -324,12 +327,7 @@ async fn receive(consumer: &mut lapin::Consumer, n: usize) -> Vec<lapin::message
 
 #[tokio::test]
 async fn list_channels_counts_consumers_and_unacked_messages() {
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .expect("broker starts");
+    let broker = common::http::broker_with_management().await;
     let conn = connect(&broker, "guest", "guest", "%2f")
         .await
         .expect("guest logs in");
@@ -386,21 +384,7 @@ async fn list_channels_counts_consumers_and_unacked_messages() {
     c.tx_select().await.unwrap();
     assert_eq!((a.id(), b.id(), c.id()), (1, 2, 3));
 
-    for (q, n) in [("qa", 3), ("qb1", 3), ("qb2", 1)] {
-        for _ in 0..n {
-            b.basic_publish(
-                "".into(),
-                q.into(),
-                BasicPublishOptions::default(),
-                b"m",
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        }
-    }
+    publish_each(&b, &[("qa", 3), ("qb1", 3), ("qb2", 1)]).await;
     // Once the client holds the deliveries, the broker has them as unacked.
     let held_a = receive(&mut ca, 3).await;
     receive(&mut cb1, 3).await;

@@ -8,10 +8,12 @@
 //! 127.0.0.1 port 0 and is killed when the test ends.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ErrorKind};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -111,14 +113,7 @@ async fn limit_flags_reach_the_broker() {
     // --max-message-size 100: 100 bytes pass, 101 close the channel with 406.
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q = common::amqp::declare_exclusive(&ch).await;
     let publish = |len: usize| {
         let ch = ch.clone();
         let key = q.name().clone();
@@ -218,14 +213,7 @@ async fn busy_polling_stops_when_traffic_stops() {
     let ch = conn.create_channel().await.unwrap();
     for round in 0..3 {
         // Traffic (each call is a read by the broker, which starts a 200 ms window)...
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions::exclusive(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let q = common::amqp::declare_exclusive(&ch).await;
         ch.basic_publish(
             "".into(),
             q.name().as_str().into(),

@@ -75,26 +75,14 @@ async fn http(
 
 const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
 
-/// An in-process broker with the management API on a free port.
-async fn broker_with_api() -> BrokerHandle {
-    Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap()
-}
-
 /// A lapin connection to `broker` as guest.
 async fn connect(broker: &BrokerHandle) -> Connection {
-    Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap()
+    common::amqp::connect_url(&broker.amqp_url()).await
 }
 
 #[tokio::test]
 async fn api_shapes_auth_and_counters() {
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
 
     // Authentication: none or wrong -> 401 with a challenge; right -> 200.
     let (s, body, _) = http(&broker, "GET", "/api/overview", None, None).await;
@@ -177,16 +165,7 @@ async fn api_shapes_auth_and_counters() {
         m.delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
     // Acks are asynchronous: a round trip on the channel orders them before the reads.
-    ch.queue_declare(
-        "q".into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    common::amqp::passive_queue(&ch, "q").await.unwrap();
 
     let (s, ov, _) = http(&broker, "GET", "/api/overview", GUEST, None).await;
     assert_eq!(s, 200);
@@ -329,7 +308,7 @@ fn seg(s: &str) -> String {
 #[tokio::test]
 async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     use futures::StreamExt;
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
     let conn = connect(&broker).await;
     // Channel 1: qos 10 per consumer and 20 per channel, one consumer, 2 unacked.
     // Channel 2: confirm mode, two consumers, 3 unacked.
@@ -474,7 +453,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
 /// `tx.commit` applies it (or `tx.rollback` drops it).
 #[tokio::test]
 async fn channels_count_the_work_a_transaction_holds() {
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
@@ -582,7 +561,7 @@ async fn connect_as(broker: &BrokerHandle, user: &str, vhost: &str) -> Connectio
 /// (`va`), mon (`vb`), each with a queue; mgmt and mon consume.
 #[tokio::test]
 async fn each_user_tag_sees_what_rabbitmq_shows_it() {
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
     for v in ["va", "vb"] {
         let (s, _, _) = http(&broker, "PUT", &format!("/api/vhosts/{v}"), GUEST, None).await;
         assert_eq!(s, 201);
@@ -1010,7 +989,7 @@ async fn assert_serving(broker: &BrokerHandle) {
 /// clear HTTP error; the API and the broker carry on.
 #[tokio::test]
 async fn oversized_or_deep_requests_are_refused_cleanly() {
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("guest:guest")
@@ -1059,7 +1038,7 @@ async fn oversized_or_deep_requests_are_refused_cleanly() {
 #[tokio::test]
 async fn slow_or_idle_http_clients_cannot_hold_the_api() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
     let addr = broker.management_addr().unwrap();
     let limit = std::time::Duration::from_secs(60);
     // A request whose body never finishes: 408 after the request timeout.
@@ -1142,7 +1121,7 @@ async fn slow_or_idle_http_clients_cannot_hold_the_api() {
 /// exist and objects that do not.
 #[tokio::test]
 async fn every_route_but_metrics_needs_a_login() {
-    let broker = broker_with_api().await;
+    let broker = common::http::broker_with_management().await;
     let conn = connect(&broker).await;
     let (_, cs, _) = http(&broker, "GET", "/api/connections", GUEST, None).await;
     let c = seg(cs[0]["name"].as_str().unwrap());

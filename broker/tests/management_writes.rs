@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::BasicProperties;
 use serde_json::{json, Value};
 
 mod common;
@@ -391,25 +390,14 @@ async fn rates_over_time_follow_a_publisher() {
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = {
         let (url, stop) = (broker.amqp_url(), stop.clone());
-        tokio::spawn(async move {
-            let conn = Connection::connect(&url, ConnectionProperties::default())
-                .await
-                .unwrap();
-            let ch = conn.create_channel().await.unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                ch.basic_publish(
-                    "".into(),
-                    "steady".into(),
-                    BasicPublishOptions::default(),
-                    b"x",
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            conn.close(200, "bye".into()).await.unwrap();
-        })
+        common::amqp::publish_until_stopped(
+            url,
+            "steady",
+            b"x",
+            BasicProperties::default(),
+            Duration::from_millis(10),
+            stop,
+        )
     };
     let q = "?msg_rates_age=60&msg_rates_incr=5&lengths_age=60&lengths_incr=5";
     let rate_of = |v: &Value, path: &str| v.pointer(path).and_then(Value::as_f64).unwrap_or(0.0);

@@ -44,6 +44,9 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use lepus_lossyfs::{CutMode, CutReport, LossyFs, Mounted};
 use serde_json::{json, Value};
 
+mod common;
+use common::ports::free_port;
+
 // ----- messages -------------------------------------------------------------------------------
 
 /// The fixed durable queues messages go to. The first two are consumed during the load; the
@@ -231,14 +234,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(target: &Target, data_dir: &Path, logs: &Path, cycle: usize) -> Result<Running, String> {

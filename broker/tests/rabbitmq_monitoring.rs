@@ -27,8 +27,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-use lepus_broker::Broker;
+use lapin::BasicProperties;
 
 mod common;
 use common::prometheus::parse_prometheus;
@@ -403,17 +402,10 @@ fn check(expr: &str, aggregated: &Served, detailed: &Served, problems: &mut BTre
 
 #[tokio::test]
 async fn rabbitmq_dashboard_and_alert_rules_find_every_metric_and_label() {
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
+    let broker = common::http::broker_with_management().await;
     // Real traffic: a queue in `/` (the per-object rules select vhost="/"), confirmed
     // publishes, a consumer's ack, gets, and unroutable messages both ways.
-    let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
-        .await
-        .unwrap();
+    let conn = common::amqp::connect_url(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await

@@ -7,11 +7,56 @@
 //! `&Context`); the expansion takes them through `lepus::Inject`, so a type of that name that
 //! is not Lepus's own is a compile error saying so rather than silently a wire argument.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use quote::format_ident;
-use syn::{FnArg, Ident, Pat, PathArguments, ReturnType, Signature, Type};
+use syn::{FnArg, Ident, ItemFn, Pat, PathArguments, ReturnType, Signature, Type};
 
 use crate::rpc::parse::Errors;
+
+/// The entry point every function attribute (`#[lepus::rpc]`, `#[lepus::task]`,
+/// `#[lepus::event]`) runs: parses `item` as a function, reads the attribute's arguments with
+/// `parse_args` and checks the signature with `check`, and expands with `expand` when both
+/// succeed. On errors, emits all of them, combined, followed by the function unchanged (so the
+/// rest of the crate still sees it and reports no cascade of unrelated errors); an item that
+/// is not a function is emitted unchanged after its parse error.
+pub(crate) fn expand_function_attribute<A>(
+    attr: TokenStream,
+    item: TokenStream,
+    parse_args: impl FnOnce(TokenStream) -> syn::Result<A>,
+    check: impl FnOnce(&ItemFn) -> syn::Result<WireSignature>,
+    expand: impl FnOnce(&A, &ItemFn, &WireSignature) -> TokenStream,
+) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(err) => {
+            let err = err.to_compile_error();
+            return quote::quote! { #err #item };
+        }
+    };
+    let args = parse_args(attr);
+    let checked = check(&function);
+    match (args, checked) {
+        (Ok(args), Ok(signature)) => expand(&args, &function, &signature),
+        (args, checked) => combined(args.err(), checked.err(), &function),
+    }
+}
+
+/// The errors, combined, followed by the function unchanged.
+fn combined(
+    first: Option<syn::Error>,
+    second: Option<syn::Error>,
+    function: &ItemFn,
+) -> TokenStream {
+    let mut errors: Option<syn::Error> = None;
+    for err in [first, second].into_iter().flatten() {
+        match errors.as_mut() {
+            Some(all) => all.combine(err),
+            None => errors = Some(err),
+        }
+    }
+    let errors = errors.map(|e| e.to_compile_error());
+    quote::quote! { #errors #function }
+}
 
 /// What a handler's signature means to the attribute that reads it.
 pub(crate) struct Rules<'a> {

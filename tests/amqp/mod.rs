@@ -22,6 +22,10 @@ use lapin::{
 
 use crate::common::TestBroker;
 
+// The lapin shorthands the broker crate's integration tests use, one definition for both suites.
+#[path = "../../broker/tests/common/amqp.rs"]
+mod lapin_shared;
+
 /// The longest any single expected event may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -85,13 +89,23 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 
 /// Declares a server-named, exclusive queue (`amq.gen-...`).
 pub async fn declare_server_named(ch: &Channel) -> lapin::Queue {
-    ch.queue_declare(
-        "".into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare a server-named exclusive queue")
+    lapin_shared::declare_exclusive(ch).await
+}
+
+/// Starts the test broker (see [`crate::common::broker`]) and opens a connection and a channel
+/// on it. Keep the broker bound for the whole test: it is the broker's owner.
+pub async fn start_and_open() -> (TestBroker, Connection, Channel) {
+    let broker = crate::common::broker().await;
+    let (conn, ch) = open(&broker).await;
+    (broker, conn, ch)
+}
+
+/// Declares a non-durable queue, without arguments, named by [`crate::common::unique`] from
+/// `prefix`, and returns its name.
+pub async fn declare_unique_queue(ch: &Channel, prefix: &str) -> String {
+    let name = crate::common::unique(prefix);
+    declare_queue(ch, &name, FieldTable::default()).await;
+    name
 }
 
 /// Declares a non-durable queue named `name` with `args`.
@@ -117,6 +131,58 @@ pub async fn declare_exchange_with(
     ch.exchange_declare(name.into(), kind, options, args)
         .await
         .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+}
+
+/// Declares a durable exchange of `kind` (no arguments).
+pub async fn declare_durable_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
+}
+
+/// Declares an internal direct exchange (one a client may not publish to).
+pub async fn declare_internal_exchange(ch: &Channel, name: &str) {
+    let options = ExchangeDeclareOptions {
+        internal: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    declare_exchange_with(
+        ch,
+        name,
+        ExchangeKind::Direct,
+        options,
+        FieldTable::default(),
+    )
+    .await;
+}
+
+/// Passive-declares exchange `name` (as a direct exchange), returning the error if it does not
+/// exist.
+pub async fn passive_exchange(ch: &Channel, name: &str) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        name.into(),
+        ExchangeKind::Direct,
+        options,
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// Declares a durable queue named `name` (no arguments).
+pub async fn declare_durable_queue(ch: &Channel, name: &str) -> lapin::Queue {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    ch.queue_declare(name.into(), options, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("declare durable queue {name}: {e}"))
 }
 
 /// Binds `queue` to `exchange` with `key`.
@@ -150,6 +216,18 @@ pub async fn publish_with(
     body: &[u8],
     props: BasicProperties,
 ) {
+    // Not waiting for the publisher confirm (without confirm mode there is none to wait for).
+    let _ = send_publish(ch, exchange, key, body, props).await;
+}
+
+/// Sends basic.publish; returns lapin's publisher confirm (a real one on a confirm channel).
+async fn send_publish(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> impl Future<Output = lapin::Result<lapin::Confirmation>> {
     ch.basic_publish(
         exchange.into(),
         key.into(),
@@ -158,22 +236,34 @@ pub async fn publish_with(
         props,
     )
     .await
-    .expect("basic.publish is sent");
+    .expect("basic.publish is sent")
 }
 
 /// Starts a consumer with a server-generated tag.
 pub async fn consume(ch: &Channel, queue: &str, no_ack: bool) -> Consumer {
-    ch.basic_consume(
-        queue.into(),
-        "".into(),
-        BasicConsumeOptions {
-            no_ack,
-            ..BasicConsumeOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("consume {queue}: {e}"))
+    let options = BasicConsumeOptions {
+        no_ack,
+        ..BasicConsumeOptions::default()
+    };
+    try_consume_with(ch, queue, options)
+        .await
+        .unwrap_or_else(|e| panic!("consume {queue}: {e}"))
+}
+
+/// Starts a consumer with default options (acks, not exclusive) and returns lapin's answer,
+/// for a consume the broker may refuse.
+pub async fn try_consume(ch: &Channel, queue: &str) -> lapin::Result<Consumer> {
+    try_consume_with(ch, queue, BasicConsumeOptions::default()).await
+}
+
+/// Starts a consumer of `queue` with `options` and a server-generated tag.
+async fn try_consume_with(
+    ch: &Channel,
+    queue: &str,
+    options: BasicConsumeOptions,
+) -> lapin::Result<Consumer> {
+    ch.basic_consume(queue.into(), "".into(), options, FieldTable::default())
+        .await
 }
 
 /// The consumer's next delivery; fails the test after [`DEADLINE`] or if the consumer ends.
@@ -319,16 +409,7 @@ pub async fn publish_confirmed(
     body: &[u8],
     props: BasicProperties,
 ) -> lapin::Confirmation {
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await
-        .expect("basic.publish is sent");
+    let confirm = send_publish(ch, exchange, key, body, props).await;
     within("a publisher confirm", confirm)
         .await
         .expect("publisher confirm")
@@ -437,6 +518,16 @@ pub async fn delete_queues<S: AsRef<str>>(ch: &Channel, queues: &[S]) {
             .await
             .unwrap_or_else(|e| panic!("delete queue {q}: {e}"));
     }
+}
+
+/// Deletes exchange `name` (which must exist, or the broker may answer 404).
+pub async fn delete_exchange(ch: &Channel, name: &str) {
+    ch.exchange_delete(
+        name.into(),
+        lapin::options::ExchangeDeleteOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("delete exchange {name}: {e}"));
 }
 
 /// Closes `conn` with 200 and stops the test broker.

@@ -11,6 +11,12 @@
 
 use lepus::broker::{Broker, BrokerHandle};
 
+pub mod background;
+
+// One definition of `free_port` for both test suites (the broker crate's and this one).
+#[path = "../../broker/tests/common/ports.rs"]
+pub mod ports;
+
 /// The environment variable that points the suite at an external broker.
 pub const EXTERNAL_URL_VAR: &str = "LEPUS_TEST_AMQP_URL";
 
@@ -152,6 +158,16 @@ pub fn test_child(test: &str) -> std::process::Command {
     let mut command = std::process::Command::new(exe);
     command.args(["--ignored", "--exact", test, "--nocapture"]);
     command
+}
+
+/// The runtime a child-process test (see [`test_child`]) runs its body on: multi-threaded,
+/// two workers, all drivers enabled.
+pub fn child_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build the child's tokio runtime")
 }
 
 /// Spawns `command` (a child broker, `RUST_LOG=warn`) and returns it with the rest of its

@@ -137,6 +137,14 @@ pub fn tune_ok(channel_max: u16, frame_max: u32, heartbeat: u16) -> Vec<u8> {
     )
 }
 
+/// The payload of a queue.declare (class 50, method 10) of an auto-delete queue named "x":
+/// reserved u16, queue "x", flags 0x08 (auto-delete), empty arguments table.
+pub fn queue_declare_payload() -> Vec<u8> {
+    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'x', 0x08];
+    payload.extend_from_slice(&0u32.to_be_bytes());
+    payload
+}
+
 /// A content header frame for a basic message of `body_size` bytes.
 pub fn content_header(channel: u16, body_size: u64) -> Vec<u8> {
     encode(&AMQPFrame::Header(
@@ -160,6 +168,17 @@ pub struct Close {
     pub class_id: u16,
     /// The method that caused the close (0 if none).
     pub method_id: u16,
+}
+
+impl Close {
+    /// Asserts the close's reply code and the class and method it names.
+    pub fn assert_names(&self, code: u16, class_id: u16, method_id: u16) {
+        assert_eq!(
+            (self.code, self.class_id, self.method_id),
+            (code, class_id, method_id),
+            "{self:?}"
+        );
+    }
 }
 
 /// What the server did after the test's input.
@@ -376,6 +395,13 @@ impl RawConn {
                 other => panic!("expected connection.close, got {other:?}"),
             }
         };
+        self.close_ok_then_eof().await;
+        close
+    }
+
+    /// Answers a connection.close with close-ok and asserts that nothing follows before the
+    /// server closes the socket.
+    async fn close_ok_then_eof(&mut self) {
         self.send_lossy(&method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
@@ -386,7 +412,6 @@ impl RawConn {
             rest.is_empty(),
             "nothing follows connection.close, got {rest:?}"
         );
-        close
     }
 
     /// Like [`RawConn::expect_connection_close`], but also accepts the server simply dropping
@@ -398,16 +423,7 @@ impl RawConn {
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::Close(c)),
             )) => {
-                self.send_lossy(&method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                ))
-                .await;
-                let rest = self.read_to_eof(DEADLINE).await;
-                assert!(
-                    rest.is_empty(),
-                    "nothing follows connection.close, got {rest:?}"
-                );
+                self.close_ok_then_eof().await;
                 Some(Close {
                     code: c.reply_code,
                     text: c.reply_text.to_string(),

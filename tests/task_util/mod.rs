@@ -5,78 +5,7 @@
 
 use std::time::Duration;
 
-use lepus::{Client, Connection, Worker};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// A worker pool running in a task of the test.
-pub struct BackgroundWorker {
-    /// Its own connection.
-    pub conn: Connection,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<lepus::Result<()>>,
-}
-
-impl BackgroundWorker {
-    /// Starts `configure(Worker::new(&conn).queue_prefix(prefix))` on a new connection.
-    pub async fn start(
-        url: &str,
-        prefix: &str,
-        configure: impl FnOnce(Worker) -> Worker,
-    ) -> BackgroundWorker {
-        let conn = lepus::connect(url).await.expect("worker connects");
-        let worker = configure(Worker::new(&conn).queue_prefix(prefix));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run_until(async move {
-            let _ = stopped.await;
-        }));
-        BackgroundWorker {
-            conn,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// Starts `configure(Worker::new(&conn).queue_prefix(prefix))` on `conn`.
-    pub fn start_on(
-        conn: Connection,
-        prefix: &str,
-        configure: impl FnOnce(Worker) -> Worker,
-    ) -> BackgroundWorker {
-        let worker = configure(Worker::new(&conn).queue_prefix(prefix));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run_until(async move {
-            let _ = stopped.await;
-        }));
-        BackgroundWorker {
-            conn,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// True once the worker's `run_until` returned (it stopped or failed).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
-    /// Graceful shutdown.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-        self.conn.close().await;
-    }
-
-    /// Kills the worker as a crash would: its tasks are dropped mid-run and its connection
-    /// closes without any ack.
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-        self.conn.close().await;
-    }
-}
+use lepus::{Client, Connection};
 
 /// A client on its own connection with `prefix`.
 pub async fn client(url: &str, prefix: &str) -> (Connection, Client) {

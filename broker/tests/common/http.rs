@@ -19,6 +19,19 @@ pub(crate) struct Answer {
     pub(crate) text: String,
 }
 
+impl Answer {
+    /// Reads `resp`'s status and whole body.
+    fn read(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        Answer {
+            status,
+            json: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    }
+}
+
 impl Api {
     pub(crate) fn new(base: &str, user: &str, password: &str) -> Self {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -63,14 +76,7 @@ impl Api {
                     .send_json(body.unwrap_or(Value::Object(Default::default()))),
                 other => panic!("method {other}"),
             };
-            let mut resp = res.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-            let status = resp.status().as_u16();
-            let text = resp.body_mut().read_to_string().unwrap_or_default();
-            Answer {
-                status,
-                json: serde_json::from_str(&text).unwrap_or(Value::Null),
-                text,
-            }
+            Answer::read(res.unwrap_or_else(|e| panic!("{method} {url}: {e}")))
         })
         .await
         .unwrap()
@@ -93,18 +99,12 @@ impl Api {
                 "PUT" => me.agent.put(&url),
                 other => panic!("method {other} with a body"),
             };
-            let mut resp = req
+            let resp = req
                 .header("Authorization", &me.auth)
                 .header("Content-Type", &content_type)
                 .send(&body[..])
-                .unwrap();
-            let status = resp.status().as_u16();
-            let text = resp.body_mut().read_to_string().unwrap_or_default();
-            Answer {
-                status,
-                json: serde_json::from_str(&text).unwrap_or(Value::Null),
-                text,
-            }
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            Answer::read(resp)
         })
         .await
         .unwrap()
@@ -171,16 +171,21 @@ pub(crate) fn rabbitmq_api() -> Option<Api> {
 
 /// An in-process broker with its management API on a free port, and that API as `guest`.
 pub(crate) async fn broker_with_api() -> (lepus_broker::BrokerHandle, Api) {
-    let broker = lepus_broker::Broker::builder()
-        .listen("127.0.0.1:0")
-        .management_listen("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap();
+    let broker = broker_with_management().await;
     let api = Api::new(
         &format!("http://{}", broker.management_addr().unwrap()),
         "guest",
         "guest",
     );
     (broker, api)
+}
+
+/// An in-process broker, AMQP and the management API each on a free loopback port.
+pub(crate) async fn broker_with_management() -> lepus_broker::BrokerHandle {
+    lepus_broker::Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .start()
+        .await
+        .expect("the broker starts")
 }

@@ -15,6 +15,8 @@ mod call_options;
 mod pending;
 mod reply_consumer;
 
+pub(crate) use reply_consumer::exclusive_queue;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -232,8 +232,9 @@ pub(crate) async fn declare_exchanges(channel: &lapin::Channel) -> Result<(), la
         .await
 }
 
-/// A server-named, exclusive, auto-delete queue.
-async fn exclusive_queue(channel: &lapin::Channel) -> Result<ShortString, lapin::Error> {
+/// Declares a server-named, exclusive, auto-delete queue and returns its name (a client's
+/// reply queue, a worker's control queue).
+pub(crate) async fn exclusive_queue(channel: &lapin::Channel) -> Result<ShortString, lapin::Error> {
     let queue = channel
         .queue_declare(
             "".into(),

@@ -158,7 +158,7 @@ impl Control {
                 &body,
                 BasicProperties::default()
                     .with_content_type(CONTENT_TYPE.into())
-                    .with_reply_to(queue.name().clone())
+                    .with_reply_to(queue.clone())
                     .with_correlation_id(correlation_id.as_str().into()),
             )
             .await?;

@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
@@ -89,24 +88,14 @@ async fn listen(conn: Connection, registry: Arc<Registry>, mut stop: watch::Rece
 }
 
 /// Declares an exclusive, server-named queue on `channel` and consumes it without acks (the
-/// worker's control queue, a client's answer queue).
+/// worker's control queue, a client's answer queue); returns the queue's name and consumer.
 pub(crate) async fn private_queue(
     channel: &lapin::Channel,
-) -> lapin::Result<(lapin::Queue, lapin::Consumer)> {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+) -> lapin::Result<(lapin::types::ShortString, lapin::Consumer)> {
+    let queue = crate::client::exclusive_queue(channel).await?;
     let consumer = channel
         .basic_consume(
-            queue.name().clone(),
+            queue.clone(),
             "".into(),
             BasicConsumeOptions {
                 no_ack: true,
@@ -143,7 +132,7 @@ async fn answer_all(
     let (queue, mut consumer) = private_queue(channel).await?;
     channel
         .queue_bind(
-            queue.name().clone(),
+            queue.clone(),
             CONTROL_EXCHANGE.into(),
             "".into(),
             QueueBindOptions::default(),

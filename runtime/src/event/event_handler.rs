@@ -10,15 +10,13 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicRejectOptions, ExchangeDeclareOptions, QueueBindOptions,
-};
+use lapin::options::{BasicAckOptions, BasicRejectOptions, QueueBindOptions};
 use lapin::types::{FieldTable, ShortString};
 use tracing::{debug, warn};
 
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
-use crate::event::publish::exchange_name;
+use crate::event::publish::{declare_exchange, exchange_name};
 use crate::event::{DeliveryKind, Event, ExchangeType};
 use crate::observe::{self, metrics::InFlight};
 use crate::task::headers::{self, bounded_error};
@@ -93,17 +91,7 @@ impl<E: Event> Settle for EventRunner<E> {
         Box::pin(async move {
             let prefix = queue.strip_suffix(self.own_queue.as_str()).unwrap_or("");
             let exchange = exchange_name(prefix, E::EXCHANGE);
-            channel
-                .exchange_declare(
-                    exchange.as_str().into(),
-                    E::KIND.lapin(),
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            declare_exchange::<E>(channel, &exchange).await?;
             let keys: &[&str] = match (E::KIND, E::BINDINGS) {
                 (ExchangeType::Fanout, _) | (_, []) => &[""],
                 (_, keys) => keys,

@@ -97,22 +97,32 @@ where
         .is_fresh(&exchange, std::time::Duration::MAX)
     {
         let channel = side_channel(client).await?;
-        let declared = channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                E::KIND.lapin(),
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
+        let declared = declare_exchange::<E>(&channel, &exchange).await;
         close_side_channel(channel).await;
         declared?;
         client.declared().mark(&exchange);
     }
     send(client, &exchange, routing_key, payload).await
+}
+
+/// Declares `exchange`, the (prefixed) exchange of event `E`: durable, of `E`'s kind, no
+/// arguments. The publisher and the handler both declare it, so either may come first.
+pub(crate) async fn declare_exchange<E: Event>(
+    channel: &lapin::Channel,
+    exchange: &str,
+) -> lapin::Result<()> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            E::KIND.lapin(),
+            options,
+            FieldTable::default(),
+        )
+        .await
 }
 
 /// The exchange name with the prefix applied (not to `""` nor `amq.*`).

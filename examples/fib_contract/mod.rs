@@ -1,0 +1,26 @@
+//! The contract `fib_server` serves and `fib_client` calls: the RPC's signature, queue and
+//! error type, in one module both processes compile (as two services would share an API
+//! crate; see `examples/accounts/api`). The body only runs where `fib` is served.
+
+use serde::{Deserialize, Serialize};
+
+/// The error `fib` can return; the caller decodes it typed.
+#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+pub(crate) enum MathError {
+    #[error("fib({0}) does not fit in a u64")]
+    Overflow(u32),
+}
+
+/// fib over RPC on `rpc_queue`: this gives the server `fib::handler()` and the client
+/// `fib::call`.
+#[lepus::rpc(queue = "rpc_queue")]
+pub(crate) async fn fib(n: u32) -> Result<u64, MathError> {
+    if n > 93 {
+        return Err(MathError::Overflow(n));
+    }
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    Ok(a)
+}
