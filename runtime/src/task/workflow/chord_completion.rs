@@ -230,6 +230,10 @@ async fn finish(
             return Ok(());
         }
     };
+    if !chord.callback.iter().all(Step::fits_short_strings) || chord.result_queue.len() > 255 {
+        warn!(chord = %slot.queue, "chord token names a queue or an id over 255 bytes; the chord cannot complete");
+        return Ok(());
+    }
     let reader = channel(publisher).await?;
     let read = read_results(&reader, slot, chord.size).await;
     let entries = match read {

@@ -73,6 +73,11 @@ impl Flow {
                 .map_err(|e| format!("the {CHAIN} header does not decode: {e}"))?,
             Some(_) => return Err(format!("the {CHAIN} header is not a string")),
         };
+        if !next.iter().all(Step::fits_short_strings) {
+            return Err(format!(
+                "a step in the {CHAIN} header names a queue or an id over 255 bytes"
+            ));
+        }
         let chord = headers::string(task_headers, CHORD_QUEUE)
             .filter(|q| q.contains(CHORD_QUEUE_PART) && q.len() <= 240)
             .and_then(|queue| {
@@ -193,5 +198,25 @@ mod tests {
         let mut table = FieldTable::default();
         table.insert(CHAIN.into(), headers::long_string("not msgpack steps"));
         assert!(Flow::of(Some(&table)).is_err());
+        // A step whose queue or id is no AMQP short string: refused, not a panic later.
+        for long in [
+            Step {
+                queue: "q".repeat(256),
+                ..step("b")
+            },
+            Step {
+                id: "i".repeat(256),
+                ..step("b")
+            },
+        ] {
+            let table = step_headers(&step("a"), &[long], &FieldTable::default()).unwrap();
+            assert!(Flow::of(Some(&table)).is_err());
+        }
+        let fits = Step {
+            queue: "q".repeat(255),
+            ..step("b")
+        };
+        let table = step_headers(&step("a"), &[fits], &FieldTable::default()).unwrap();
+        assert!(Flow::of(Some(&table)).is_ok());
     }
 }

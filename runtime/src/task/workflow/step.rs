@@ -46,6 +46,14 @@ pub(crate) struct Declare {
 }
 
 impl Step {
+    /// Whether the names this step puts into AMQP short strings (its queue as a routing key,
+    /// its id as the message id) fit in 255 bytes. Steps are read back from headers and token
+    /// messages that anyone able to publish to the queue can write: a longer one is refused,
+    /// where lapin's conversion would panic.
+    pub(crate) fn fits_short_strings(&self) -> bool {
+        self.queue.len() <= 255 && self.id.len() <= 255
+    }
+
     /// The body of this step's task message: its arguments, with `previous` (one encoded
     /// MessagePack value) put first when the step is partial.
     pub(crate) fn body(&self, previous: Option<&[u8]>) -> Result<Vec<u8>, String> {
