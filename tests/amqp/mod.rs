@@ -217,7 +217,7 @@ pub async fn publish_with(
     props: BasicProperties,
 ) {
     // Not waiting for the publisher confirm (without confirm mode there is none to wait for).
-    let _ = send_publish(ch, exchange, key, body, props).await;
+    drop(send_publish(ch, exchange, key, body, props).await);
 }
 
 /// Sends basic.publish; returns lapin's publisher confirm (a real one on a confirm channel).
