@@ -439,3 +439,56 @@ async fn an_unsolicited_close_ok_or_flow_ok_is_a_connection_error() {
     conn.open_channel(1).await;
     bystander.assert_unaffected().await;
 }
+
+/// A `channel.close` from each side at once. AMQP 0-9-1 (channel.close): after sending close a
+/// peer discards every method but close and close-ok, and answers a close with close-ok. So
+/// when the server closes a channel for an error while the client closes it too, each side
+/// answers the other's close, and the server's channel lives until the client's close-ok. That
+/// close-ok must end the close, not be taken as a method on a channel that is not open (504),
+/// and the number can be opened again. lapin sends exactly this close-ok when a channel error
+/// crosses its own `Channel::close`.
+#[tokio::test]
+async fn a_close_from_each_side_at_once_ends_with_the_clients_close_ok() {
+    use amq_protocol::protocol::{channel, AMQPClass};
+    let broker = common::broker().await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
+    conn.open_channel(1).await;
+    // queue.declare (class 50, method 10), passive, of a queue that does not exist: the server
+    // closes channel 1 with 404. Reserved u16, queue name, flags 0x01 (passive), empty table.
+    let queue = b"lepus-test-no-such-queue-crossing-close";
+    let mut payload = vec![0, 50, 0, 10, 0, 0, queue.len() as u8];
+    payload.extend_from_slice(queue);
+    payload.push(0x01);
+    payload.extend_from_slice(&0u32.to_be_bytes());
+    conn.send(&raw_frame(1, 1, &payload, FRAME_END)).await;
+    // The client's own close, sent before it has read the server's.
+    let close = channel::Close {
+        reply_code: 200,
+        reply_text: "bye".into(),
+        class_id: 0,
+        method_id: 0,
+    };
+    conn.send(&method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Close(close)),
+    ))
+    .await;
+    match conn.expect_method().await {
+        (1, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => {
+            assert_eq!(c.reply_code, 404, "{c:?}")
+        }
+        other => panic!("expected the server's channel.close, got {other:?}"),
+    }
+    match conn.expect_method().await {
+        (1, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {}
+        other => panic!("expected close-ok for the client's close, got {other:?}"),
+    }
+    // The client answers the server's close.
+    conn.send(&method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+    ))
+    .await;
+    // The connection is fine and channel 1 opens again.
+    conn.open_channel(1).await;
+}

@@ -6,7 +6,8 @@
 //! (`io::Error`); a task that fails, is retried and then succeeds; a dead-lettered task (panic,
 //! time limit) is an error; a result read by a child process from the id alone; a result that
 //! expires (TTL per submit and per task attribute); `enqueue` keeps no result; a task on a
-//! quorum queue.
+//! quorum queue; thousands of concurrent readers on one client, some timing out or dropped
+//! mid-wait, without losing the connection.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
@@ -357,6 +358,53 @@ async fn a_task_on_a_quorum_queue_keeps_its_result_in_a_quorum_queue() {
     match failing.result(WAIT).await {
         Err(TaskResultError::Failed { error, attempts: 2 }) => assert_eq!(error, "zero"),
         other => panic!("expected the task's error, got {other:?}"),
+    }
+    bed.stop().await;
+}
+
+/// Many `result()` calls at once on one client, as `lepus-bench tasks --results` makes them:
+/// each opens a channel, consumes its result queue and closes the channel, so channel numbers
+/// are reused all the time. The consumer must be gone before its channel number is: a
+/// `basic.cancel` sent after the channel's `channel.close` (lapin cancels a dropped consumer
+/// from a task of its own) is a 504 "expected 'channel.open'" that closes the whole connection
+/// and fails every result in flight. Results that time out and results whose future is dropped
+/// mid-wait take the same path. On a multi-threaded runtime, where lapin's task runs beside
+/// ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_results_on_one_client_keep_the_connection() {
+    const READERS: u64 = 64;
+    const ROUNDS: u64 = 40;
+    let mut bed = common::test_bed("results_many").await;
+    bed.serve(add::handler()).await.unwrap();
+    let client = bed.client().clone();
+    let mut readers = tokio::task::JoinSet::new();
+    for reader in 0..READERS {
+        let client = client.clone();
+        readers.spawn(async move {
+            for round in 0..ROUNDS {
+                let handle = add::submit(&client, reader, round).await.unwrap();
+                match round % 5 {
+                    // A reader that gives up at once (it may or may not have consumed yet).
+                    0 => {
+                        let _ = handle.result(Duration::from_millis(1)).await;
+                    }
+                    // A reader whose future is dropped mid-wait.
+                    1 => {
+                        let _ = tokio::time::timeout(Duration::from_millis(2), handle.result(WAIT))
+                            .await;
+                    }
+                    _ => {}
+                }
+                assert_eq!(
+                    handle.result(WAIT).await.unwrap(),
+                    reader + round,
+                    "reader {reader} round {round}"
+                );
+            }
+        });
+    }
+    while let Some(done) = readers.join_next().await {
+        done.unwrap();
     }
     bed.stop().await;
 }

@@ -117,12 +117,16 @@ impl Connection {
                 AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                     self.session.channels.remove(&ch);
                 }
+                // The client's close crossed ours: answer it, and keep the channel until the
+                // close-ok the client owes for ours (AMQP 0-9-1 channel.close: "the response
+                // to receiving a Close after sending Close must be to send Close-Ok"; lapin
+                // does). Removing it here made that close-ok a 504 on an unknown channel;
+                // RabbitMQ 3.10 keeps the channel too (tests/broker_raw_frames.rs).
                 AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                     self.session.send(
                         ch,
                         AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                     );
-                    self.session.channels.remove(&ch);
                 }
                 _ => {}
             }

@@ -18,6 +18,9 @@
 //!   output or error body) and how the macro picks the codecs of a task's output and error.
 //! - `task_handle`: [`submit`], [`TaskHandle`] (`result`, `status`, from an id),
 //!   [`TaskStatus`], [`TaskResultError`]: results kept on the broker in per-task queues.
+//! - `side_consumer`: `SideConsumer`, a reader's consumer on a side channel, closed channel
+//!   first (a consumer dropped on an open channel races lapin's `basic.cancel` against the
+//!   close).
 //! - `retry_delay`: the delay queues and how a retry delay is picked.
 //! - `task_handler`: the worker side (run, ack, retry, dead-letter).
 //! - `dead_letters`: [`DeadLetters`]: list, show and requeue what sits in a dead-letter queue.
@@ -40,6 +43,7 @@ mod publisher;
 mod queue_status;
 pub mod result_wire;
 mod retry_delay;
+mod side_consumer;
 mod task_handle;
 pub(crate) mod task_handler;
 mod task_options;

@@ -26,9 +26,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
 use crate::client::Client;
@@ -36,6 +35,7 @@ use crate::error::{Error, Never};
 use crate::task::enqueue::{self, close_side_channel, side_channel, EnqueueOptions, TaskId};
 use crate::task::headers;
 use crate::task::result_wire::Status;
+use crate::task::side_consumer::SideConsumer;
 use crate::task::Task;
 
 /// The result queue of task `id` for a client with queue prefix `prefix`.
@@ -303,11 +303,20 @@ impl<T: Task> TaskHandle<T> {
 
     /// Waits up to `timeout` for the task's final result: its output, or why there is none.
     /// The result stays on the broker (any number of readers get it, until it expires).
+    ///
+    /// Returns by the timeout, whatever the broker does: opening the channel, consuming and
+    /// waiting for the channel's close-ok all count against it.
     pub async fn result(&self, timeout: Duration) -> Result<T::Output, TaskResultError<T::Err>> {
-        let channel = side_channel(&self.client).await?;
-        let waited = tokio::time::timeout(timeout, self.final_reading(&channel)).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(opened) = tokio::time::timeout_at(deadline, SideConsumer::open(&self.client)).await
+        else {
+            return Err(TaskResultError::Timeout(timeout));
+        };
+        let mut reader = opened?;
+        let waited = tokio::time::timeout_at(deadline, self.final_reading(&mut reader)).await;
         // Closing the channel hands every message read back to the queue.
-        close_side_channel(channel).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        reader.close(left).await;
         match waited {
             Err(_) => Err(TaskResultError::Timeout(timeout)),
             Ok(Err(e)) => Err(e),
@@ -318,21 +327,12 @@ impl<T: Task> TaskHandle<T> {
     /// Consumes the result queue (without acking) until a final status arrives.
     async fn final_reading(
         &self,
-        channel: &lapin::Channel,
+        reader: &mut SideConsumer,
     ) -> Result<Reading, TaskResultError<T::Err>> {
-        let consumer = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await;
-        let mut consumer = match consumer {
-            Ok(consumer) => consumer,
-            Err(err) => return Err(self.classify(err)),
-        };
-        while let Some(delivery) = consumer.next().await {
+        if let Err(err) = reader.consume(&self.queue).await {
+            return Err(self.classify(err));
+        }
+        while let Some(delivery) = reader.next().await {
             let delivery: Delivery = delivery.map_err(|e| self.classify(e))?;
             if let Some(reading) = Reading::of(&delivery.properties, delivery.data) {
                 if reading.status.is_final() {

@@ -234,8 +234,12 @@ async fn finish(
         warn!(chord = %slot.queue, "chord token names a queue or an id over 255 bytes; the chord cannot complete");
         return Ok(());
     }
+    // The reader's consumer outlives every `close(reader)` below: a lapin consumer dropped on
+    // an open channel sends `basic.cancel` from a task of its own, racing our close into a
+    // connection error (see `task::side_consumer`).
+    let mut consumer = None;
     let reader = channel(publisher).await?;
-    let read = read_results(&reader, slot, chord.size).await;
+    let read = read_results(&reader, slot, chord.size, &mut consumer).await;
     let entries = match read {
         Ok(Some(entries)) => entries,
         other => {
@@ -295,11 +299,13 @@ struct Entry {
     body: Vec<u8>,
 }
 
-/// Every member's outcome, first of each index, or `None` when some index is missing.
+/// Every member's outcome, first of each index, or `None` when some index is missing. The
+/// consumer it starts is left in `held`, for the caller to drop after closing `reader`.
 async fn read_results(
     reader: &lapin::Channel,
     slot: &ChordSlot,
     size: u32,
+    held: &mut Option<lapin::Consumer>,
 ) -> Result<Option<Vec<Entry>>, String> {
     let Some(count) = message_count(reader, &slot.queue).await? else {
         return Ok(None);
@@ -307,7 +313,7 @@ async fn read_results(
     let size = usize::try_from(size).map_err(|e| e.to_string())?;
     let mut entries: Vec<Option<Entry>> = (0..size).map(|_| None).collect();
     let mut filled = 0;
-    let mut consumer = reader
+    let consumer = reader
         .basic_consume(
             slot.queue.as_str().into(),
             "".into(),
@@ -316,6 +322,7 @@ async fn read_results(
         )
         .await
         .map_err(|e| format!("basic.consume on {}: {e}", slot.queue))?;
+    let consumer = held.insert(consumer);
     for _ in 0..count {
         if filled == size {
             break;

@@ -8,18 +8,15 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use futures::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::envelope::HEADER_METHOD;
 use crate::error::{Error, Never};
-use crate::task::enqueue::{close_side_channel, side_channel};
 use crate::task::headers;
 use crate::task::result_wire::{self, Status};
+use crate::task::side_consumer::SideConsumer;
 use crate::task::task_handle::result_queue_name;
 use crate::task::workflow::flow_headers::FAILED_MEMBERS;
 
@@ -127,29 +124,28 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     }
 
     /// Waits up to `timeout` for the workflow's result. The result stays on the broker (any
-    /// number of readers get it, until it expires).
+    /// number of readers get it, until it expires). Returns by the timeout, whatever the
+    /// broker does (opening the channel and its close-ok count against it).
     pub async fn result(&self, timeout: Duration) -> Result<O, WorkflowError> {
-        let channel = side_channel(&self.client).await?;
-        let waited = tokio::time::timeout(timeout, self.final_message(&channel)).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(opened) = tokio::time::timeout_at(deadline, SideConsumer::open(&self.client)).await
+        else {
+            return Err(WorkflowError::Timeout(timeout));
+        };
+        let mut reader = opened?;
+        let waited = tokio::time::timeout_at(deadline, self.final_message(&mut reader)).await;
         // Closing the channel hands every message read back to the queue.
-        close_side_channel(channel).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        reader.close(left).await;
         match waited {
             Err(_) => Err(WorkflowError::Timeout(timeout)),
             Ok(read) => read,
         }
     }
 
-    async fn final_message(&self, channel: &lapin::Channel) -> Result<O, WorkflowError> {
-        let mut consumer = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(classify)?;
-        while let Some(delivery) = consumer.next().await {
+    async fn final_message(&self, reader: &mut SideConsumer) -> Result<O, WorkflowError> {
+        reader.consume(&self.queue).await.map_err(classify)?;
+        while let Some(delivery) = reader.next().await {
             let delivery = delivery.map_err(classify)?;
             let h = delivery.properties.headers().as_ref();
             let Some(status) =
