@@ -6,10 +6,11 @@
 //!
 //! It starts `lepus-broker` (`cargo bench` builds it with the bench profile, that is release;
 //! `bench/results/2026-12-07-topic-routing.txt` says how its figures were built) on
-//! 127.0.0.1:0 with a temporary data directory and no management listener; binds `--patterns` random
-//! 255-byte patterns over `#`, `*` and `a` (the costliest set `topic_route` found) plus five
-//! structured ones (`#.#...#.b`, `#.a.#.a...`, ...) from `amq.topic` to 100 queues
-//! (`x-max-length` 10, so memory stays flat); then measures, for `--seconds` each:
+//! 127.0.0.1:0 with a temporary data directory and no management listener; binds
+//! `--patterns` random 255-byte patterns over `#`, `*` and `a` (the costliest set
+//! `topic_route` found) plus five structured ones (`#.#...#.b`, `#.a.#.a...`, ...) from
+//! `amq.topic` to 100 queues (`x-max-length` 10, so memory stays flat); then measures, for
+//! `--seconds` each:
 //!
 //! 1. idle: one connection loops `queue.declare` (server-named, exclusive) and
 //!    `queue.delete`; the latency of each declare and of each declare + delete.
