@@ -9,6 +9,8 @@
 //!   for a grammar of client traffic (`grammar`: every method with boundary values, field
 //!   tables and arrays of every type, any size and any depth, valid prefixes followed by one
 //!   wrong frame), whose frames then go to the two entry points above.
+//! - [`TopicBindings`]: the bindings of one topic exchange and its matcher, for the routing
+//!   microbenchmark (`broker/benches/topic_route.rs`, issue 13).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -27,6 +29,39 @@ use crate::shutdown::Shutdown;
 use crate::vhost::VHosts;
 
 mod grammar;
+
+/// The bindings of one topic exchange (each pattern bound to its own queue) and its matcher,
+/// the trie automaton of `exchange::topic`, as `basic.publish` routes through it.
+#[derive(Debug)]
+pub struct TopicBindings {
+    bindings: crate::exchange::Bindings,
+}
+
+impl TopicBindings {
+    /// One binding per pattern, to queue `q<index>`.
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut bindings = crate::exchange::Bindings::new(crate::exchange::ExchangeKind::Topic);
+        for (i, pattern) in patterns.into_iter().enumerate() {
+            bindings.push(crate::exchange::Binding {
+                destination: crate::exchange::Destination::Queue(format!("q{i}")),
+                routing_key: pattern.to_owned(),
+                arguments: amq_protocol::types::FieldTable::default(),
+            });
+        }
+        Self { bindings }
+    }
+
+    /// Routes `key` with no work limit: the number of bindings it matches, and the work the
+    /// automaton counted (trie states visited plus one per key word).
+    pub fn route(&self, key: &str) -> (usize, usize) {
+        let mut matched = 0;
+        let work = self
+            .bindings
+            .route(key, None, usize::MAX, |_| matched += 1)
+            .unwrap_or(usize::MAX);
+        (matched, work)
+    }
+}
 
 /// Decodes frames from `data` until it is used up or a frame error, with frame_max 4096 and
 /// with the spec's default 131072.
