@@ -314,3 +314,68 @@ async fn shutdown_over_the_control_plane_drains_the_worker() {
     }
     bed.stop().await;
 }
+
+/// Whether a mandatory publish to the control exchange reaches a queue (a worker's control
+/// queue), on a confirm channel: the broker returns it otherwise, before the confirm.
+async fn control_queue_exists(channel: &lapin::Channel) -> bool {
+    let confirm = channel
+        .basic_publish(
+            lepus::control::CONTROL_EXCHANGE.into(),
+            "".into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            b"probe",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    match confirm {
+        lapin::Confirmation::Ack(None) => true,
+        lapin::Confirmation::Ack(Some(_)) => false,
+        other => panic!("unexpected confirm {other:?}"),
+    }
+}
+
+/// A worker's graceful shutdown returns only once its control listener's channel is closed, so
+/// that the owner may close the connection at once: lapin fails a connection whose
+/// `channel.close` and `connection.close` are in flight together (ERROR "invalid channel: 2",
+/// seen in quiet_logs and the dead_letters example under load). Observed on the broker: the
+/// listener's auto-delete control queue is gone when `shutdown` returns. Bundled broker only
+/// (on a shared RabbitMQ other tests' workers have control queues too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shutdown_returns_after_its_control_channel_closed() {
+    let broker = common::bundled_broker(|builder| builder).await;
+    let probe = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = probe.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let conn = lepus::connect(broker.url()).await.unwrap();
+        let mut worker = lepus::Worker::new(&conn).serve(record::handler()).spawn();
+        worker.ready(WAIT).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !control_queue_exists(&channel).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the running worker's control queue never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.shutdown().await.unwrap();
+        assert!(
+            !control_queue_exists(&channel).await,
+            "the control listener's channel was still open when shutdown returned"
+        );
+        conn.close().await;
+    }
+    let _ = probe.close(200, "bye".into()).await;
+    broker.stop().await;
+}

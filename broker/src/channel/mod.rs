@@ -424,10 +424,20 @@ impl ConsumerChannel for ChannelShared {
     fn cancelled_by_broker(&self, consumer_tag: &ShortString) {
         self.consumers().remove(consumer_tag.as_str());
         if self.cancel_notify {
+            // As in `deliver`: checked and sent under the delivery lock, so the cancel goes
+            // out before the channel's close-ok (sent after `closed` is set) or not at all. A
+            // queue deleted by another connection while this channel closes would otherwise
+            // send `basic.cancel` on a channel the client has already forgotten (0-9-1
+            // §2.2.4.3: nothing follows close-ok on that channel).
+            let d = self.delivery();
+            if d.closed {
+                return;
+            }
             self.send(AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
                 consumer_tag: consumer_tag.clone(),
                 nowait: true,
             })));
+            drop(d);
         }
     }
 }
@@ -479,5 +489,27 @@ impl Channel {
             tx: None,
             last_queue: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_closed_channel_sends_no_broker_cancel() {
+        let outbox = Outbox::detached();
+        let shared = ChannelShared::new(2, 1, outbox.clone(), true);
+        shared.cancelled_by_broker(&"before".into());
+        assert_eq!(outbox.queued(), 1, "an open channel is told of the cancel");
+        shared.take_all_unacked(true);
+        shared.cancelled_by_broker(&"after".into());
+        assert_eq!(
+            outbox.queued(),
+            1,
+            "nothing is sent once the channel closed"
+        );
     }
 }

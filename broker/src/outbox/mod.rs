@@ -294,6 +294,12 @@ impl Outbox {
     pub(crate) fn detached() -> Arc<Self> {
         Self::new(None)
     }
+
+    /// How many items wait in the queue (unit tests of what a structure sends).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().items.len()
+    }
 }
 
 #[cfg(test)]

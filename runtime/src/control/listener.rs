@@ -15,6 +15,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::connection::Connection;
@@ -24,12 +26,19 @@ use crate::control::CONTROL_EXCHANGE;
 use crate::envelope::CONTENT_TYPE;
 
 /// The listener task of one worker; stopped when dropped (it closes its channel, so the
-/// broker deletes the control queue at once rather than with the connection).
+/// broker deletes the control queue at once rather than with the connection). A worker that
+/// shuts down gracefully waits for that close with [`Listener::stop`]: the owner of the
+/// connection may close it as soon as the worker returns, and lapin fails a connection whose
+/// `channel.close` and `connection.close` are in flight together (it removes the channel twice
+/// and logs ERROR "invalid channel: N").
 #[derive(Debug)]
 pub(crate) struct Listener {
     /// The stop signal; the receiver is the listener task's, which ends when it fires (or
     /// when this is dropped).
     stop: watch::Sender<bool>,
+    /// The listener task; awaited by [`Listener::stop`]. Dropping it detaches the task, which
+    /// still ends on the stop signal `Drop` sends.
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Listener {
@@ -42,8 +51,20 @@ impl Listener {
     /// Starts listening for `registry`'s worker on `conn`.
     pub(crate) fn start(conn: Connection, registry: Arc<Registry>) -> Listener {
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(listen(conn, registry, stopped));
-        Listener { stop }
+        let task = tokio::spawn(listen(conn, registry, stopped));
+        Listener {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the listener and waits, until `deadline` at most, for its task to end: its
+    /// channel is closed (`close-ok` received) when this returns in time.
+    pub(crate) async fn stop(mut self, deadline: Instant) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
     }
 }
 

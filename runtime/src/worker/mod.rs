@@ -330,12 +330,13 @@ impl Worker {
         let prefetch = self
             .prefetch
             .unwrap_or_else(|| u16::try_from(concurrency).unwrap_or(u16::MAX));
-        // The control plane: this worker's registry, and its listener (aborted when this
-        // function returns or its future is dropped).
+        // The control plane: this worker's registry, and its listener (stopped, and waited
+        // for, when the worker shuts down; stopped without waiting when this function returns
+        // otherwise or its future is dropped).
         let control = self
             .control
             .then(|| Arc::new(Registry::new(handler_infos(&served), prefetch, concurrency)));
-        let _listener = control
+        let listener = control
             .as_ref()
             .map(|registry| Listener::start(self.conn.clone(), registry.clone()));
         let asked = control.clone();
@@ -397,6 +398,7 @@ impl Worker {
                 link = self.conn.link_after(after) => link?,
                 _ = &mut shutdown => {
                     publisher.close(Instant::now() + self.shutdown_timeout).await;
+                    stop_listener(listener, self.shutdown_timeout).await;
                     return Ok(());
                 }
             };
@@ -414,6 +416,7 @@ impl Worker {
                         _ = tokio::time::sleep(delay) => continue,
                         _ = &mut shutdown => {
                             publisher.close(Instant::now() + self.shutdown_timeout).await;
+                            stop_listener(listener, self.shutdown_timeout).await;
                             return Ok(());
                         }
                     }
@@ -452,6 +455,7 @@ impl Worker {
                     publisher: &publisher,
                 };
                 shutdown.run(&mut running, generation).await;
+                stop_listener(listener, self.shutdown_timeout).await;
                 return Ok(());
             }
             // Rebuilding: a channel still open (one consumer was cancelled) is closed first,
@@ -463,6 +467,22 @@ impl Worker {
             }
             after = retry_after(&link);
         }
+    }
+}
+
+/// The longest a shutting-down worker waits for its control listener to close its channel
+/// (one round trip; a connection the broker blocks never answers).
+const LISTENER_STOP: Duration = Duration::from_secs(5);
+
+/// Stops the control listener (if any) and waits until its channel is closed, for at most
+/// [`LISTENER_STOP`] or the shutdown timeout. Waiting matters: whoever owns the connection may
+/// close it as soon as the worker returns, and lapin fails a connection whose `channel.close`
+/// and `connection.close` cross (see [`Listener`]).
+async fn stop_listener(listener: Option<Listener>, shutdown_timeout: Duration) {
+    if let Some(listener) = listener {
+        listener
+            .stop(Instant::now() + shutdown_timeout.min(LISTENER_STOP))
+            .await;
     }
 }
 
