@@ -40,3 +40,9 @@ def noop(i):
         _done_fd = os.open(os.environ["LEPUS_CELERY_DONE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.write(_done_fd, struct.pack("<Q", i))
     return i
+
+
+@app.task(name="collect")
+def collect(results):
+    """The chord's callback (bench.py --chord): the sum of the members' results."""
+    return sum(results)
