@@ -67,7 +67,7 @@ async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKi
 /// Passive-declares an exchange on a fresh channel of `conn` (a 404 closes that channel only).
 async fn exchange_exists(conn: &Connection, name: &str) -> bool {
     let ch = conn.create_channel().await.expect("probe channel");
-    let res = passive_exchange(&ch, &name).await;
+    let res = passive_exchange(&ch, name).await;
     match res {
         Ok(()) => true,
         Err(e) if reply_code(&e) == Some(404) => false,
@@ -330,7 +330,7 @@ async fn exchange_unbind_of_a_missing_binding_source_or_destination_is_ok() {
     }
     assert_open(&ch).await;
     for x in [&src, &dst] {
-        delete_exchange(&ch, &x).await;
+        delete_exchange(&ch, x).await;
     }
 }
 

@@ -404,10 +404,10 @@ fn publish_frames(
 /// Deletes the queues and exchanges a test made.
 async fn delete_all(ch: &lapin::Channel, queues: &[&String], exchanges: &[&String]) {
     for q in queues {
-        delete_queues(&ch, &[&q]).await;
+        delete_queues(ch, &[&q]).await;
     }
     for x in exchanges {
-        delete_exchange(&ch, &x).await;
+        delete_exchange(ch, x).await;
     }
 }
 

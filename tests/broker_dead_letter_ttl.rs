@@ -240,7 +240,7 @@ async fn nacked_messages_keep_their_routing_key_without_x_dead_letter_routing_ke
     assert_eq!(routing_keys(&death), vec!["orig.key".to_owned()]);
     delete_queues(&ch, &[&q, &dlq]).await;
     for ex in [&src, &dlx] {
-        delete_exchange(&ch, &ex).await;
+        delete_exchange(&ch, ex).await;
     }
 }
 
