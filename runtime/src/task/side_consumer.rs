@@ -78,12 +78,16 @@ impl SideConsumer {
 
 impl Drop for SideConsumer {
     /// A reader dropped mid-wait (its future cancelled): close the channel, then drop the
-    /// consumer, from a task of our own. The channel closes by itself when lapin's last handle
-    /// of it goes, but a consumer dropped here would race that close (see the module doc).
+    /// consumer, from a task of our own (a consumer dropped first would race the close, see the
+    /// module doc).
+    ///
+    /// The channel is closed even with no consumer stored: a future dropped while its
+    /// `basic.consume` was in flight leaves a consumer the broker registered and we never got,
+    /// and lapin does not close a channel when its handles go, so that consumer would hold the
+    /// result unacked for as long as the connection lives (every later reader then times out).
+    /// After [`close`](SideConsumer::close) the channel is no longer open and this does nothing.
     fn drop(&mut self) {
-        let Some(consumer) = self.consumer.take() else {
-            return;
-        };
+        let consumer = self.consumer.take();
         let channel = self.channel.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
