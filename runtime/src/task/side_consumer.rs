@@ -82,10 +82,12 @@ impl Drop for SideConsumer {
     /// module doc).
     ///
     /// The channel is closed even with no consumer stored: a future dropped while its
-    /// `basic.consume` was in flight leaves a consumer the broker registered and we never got,
-    /// and lapin does not close a channel when its handles go, so that consumer would hold the
-    /// result unacked for as long as the connection lives (every later reader then times out).
-    /// After [`close`](SideConsumer::close) the channel is no longer open and this does nothing.
+    /// `basic.consume` was in flight leaves a consumer the broker registered and we never got.
+    /// lapin closes a channel when its last handle goes, but that channel was seen to stay open
+    /// (most likely a handle held on lapin's side of the in-flight consume), the consumer
+    /// holding the result unacked for as long as the connection lived: every later reader
+    /// timed out. After [`close`](SideConsumer::close) the channel is no longer open and this
+    /// does nothing.
     fn drop(&mut self) {
         let consumer = self.consumer.take();
         let channel = self.channel.clone();
