@@ -227,35 +227,47 @@ fn properties_cost(p: &AMQPProperties) -> u64 {
 
 /// What a decoded field table holds: per entry [`TABLE_ENTRY_OVERHEAD`], its key and its
 /// value's heap bytes. Nested tables and arrays are walked with an explicit stack (their depth
-/// is bounded where they are decoded, but the walk does not rely on it).
+/// is bounded where they are decoded, but the walk does not rely on it); the stack is only
+/// allocated when a nested value is met, so the usual flat headers table of a message costs no
+/// allocation on the publish path.
 fn table_cost(table: &FieldTable) -> u64 {
-    let mut cost = 0;
-    let mut tables = vec![table];
-    let mut arrays: Vec<&[AMQPValue]> = Vec::new();
-    loop {
-        let values: Box<dyn Iterator<Item = &AMQPValue>> = if let Some(t) = tables.pop() {
-            cost += t
-                .inner()
-                .keys()
-                .map(|k| TABLE_ENTRY_OVERHEAD + k.as_str().len() as u64)
-                .sum::<u64>();
-            Box::new(t.inner().values())
-        } else if let Some(a) = arrays.pop() {
-            cost += a.len() as u64 * std::mem::size_of::<AMQPValue>() as u64;
-            Box::new(a.iter())
-        } else {
-            return cost;
-        };
-        for value in values {
-            match value {
-                AMQPValue::LongString(s) => cost += s.len() as u64,
-                AMQPValue::ShortString(s) => cost += s.as_str().len() as u64,
-                AMQPValue::ByteArray(b) => cost += b.len() as u64,
-                AMQPValue::FieldTable(t) => tables.push(t),
-                AMQPValue::FieldArray(a) => arrays.push(a.as_slice()),
-                _ => {}
+    let mut nested: Vec<&AMQPValue> = Vec::new();
+    let mut cost = entries_cost(table, &mut nested);
+    while let Some(value) = nested.pop() {
+        match value {
+            AMQPValue::FieldTable(t) => cost += entries_cost(t, &mut nested),
+            AMQPValue::FieldArray(a) => {
+                cost += a.as_slice().len() as u64 * std::mem::size_of::<AMQPValue>() as u64;
+                for v in a.as_slice() {
+                    cost += value_cost(v, &mut nested);
+                }
             }
+            _ => {}
         }
+    }
+    cost
+}
+
+/// One table's entries: overhead, keys and their values (nested ones pushed on `nested`).
+fn entries_cost<'a>(table: &'a FieldTable, nested: &mut Vec<&'a AMQPValue>) -> u64 {
+    table
+        .inner()
+        .iter()
+        .map(|(k, v)| TABLE_ENTRY_OVERHEAD + k.as_str().len() as u64 + value_cost(v, nested))
+        .sum()
+}
+
+/// A value's own heap bytes; a table or an array is pushed on `nested` to be walked later.
+fn value_cost<'a>(value: &'a AMQPValue, nested: &mut Vec<&'a AMQPValue>) -> u64 {
+    match value {
+        AMQPValue::LongString(s) => s.len() as u64,
+        AMQPValue::ShortString(s) => s.as_str().len() as u64,
+        AMQPValue::ByteArray(b) => b.len() as u64,
+        AMQPValue::FieldTable(_) | AMQPValue::FieldArray(_) => {
+            nested.push(value);
+            0
+        }
+        _ => 0,
     }
 }
 
