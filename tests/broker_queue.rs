@@ -7,12 +7,55 @@ mod amqp;
 mod common;
 
 use amqp::*;
-use lapin::options::{
-    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::ExchangeKind;
+use lapin::{Connection, ExchangeKind};
+
+/// A queue.declare's flags and arguments.
+type Declaration = (QueueDeclareOptions, FieldTable);
+
+/// A plain declaration with `options` and no arguments.
+fn flags(options: QueueDeclareOptions) -> Declaration {
+    (options, FieldTable::default())
+}
+
+/// A plain declaration: not durable, no arguments.
+fn plain() -> Declaration {
+    flags(QueueDeclareOptions::default())
+}
+
+/// A durable declaration without arguments.
+fn durable() -> Declaration {
+    flags(QueueDeclareOptions::durable())
+}
+
+/// A plain (non-durable) declaration with `args`.
+fn with_args(args: FieldTable) -> Declaration {
+    (QueueDeclareOptions::default(), args)
+}
+
+/// Declares a fresh queue named from `prefix` as `first` (twice: the same declaration again is
+/// fine), asserts that redeclaring it as `second` is refused with `code` (the channel closes),
+/// and deletes it from a fresh channel.
+async fn assert_redeclare_refused(
+    conn: &Connection,
+    prefix: &str,
+    first: Declaration,
+    second: Declaration,
+    code: u16,
+) {
+    let name = common::unique(prefix);
+    let ch = channel(conn).await;
+    for _ in 0..2 {
+        let (options, args) = first.clone();
+        try_declare_queue(&ch, &name, options, args)
+            .await
+            .unwrap_or_else(|e| panic!("declare {name} as {first:?}: {e}"));
+    }
+    let (options, args) = second;
+    assert_code(try_declare_queue(&ch, &name, options, args).await, code);
+    delete_queues(&channel(conn).await, &[&name]).await;
+}
 
 #[tokio::test]
 async fn server_named_queue_gets_an_amq_gen_name() {
@@ -40,8 +83,8 @@ async fn declare_ok_reports_message_and_consumer_counts() {
         publish(&ch, "", &name, format!("m{i}").as_bytes()).await;
     }
     wait_message_count(&ch, &name, 3).await;
-    let other = broker_channel(&broker).await;
-    let _consumer = consume(&other.1, &name, false).await;
+    let (_other, other_ch) = open(&broker).await;
+    let _consumer = consume(&other_ch, &name, false).await;
     let _ = within("deliveries drain", async {
         loop {
             let q = passive_queue(&ch, &name).await.expect("passive");
@@ -55,17 +98,13 @@ async fn declare_ok_reports_message_and_consumer_counts() {
     delete_queues(&ch, &[&name]).await;
 }
 
-async fn broker_channel(broker: &common::TestBroker) -> (lapin::Connection, lapin::Channel) {
-    open(broker).await
-}
-
 #[tokio::test]
 async fn passive_declare_of_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
+    let (_broker, conn, ch) = start_and_open().await;
     let res = passive_queue(&ch, &common::unique("q.missing")).await;
     assert_code(res, 404);
     // A channel error closes only the channel: the connection keeps working.
-    let ch2 = _conn.create_channel().await.expect("new channel after 404");
+    let ch2 = channel(&conn).await;
     declare_queue(&ch2, &common::unique("q.after"), FieldTable::default()).await;
 }
 
@@ -74,77 +113,35 @@ async fn passive_declare_of_an_existing_queue_ignores_flags() {
     let (_broker, _conn, ch) = start_and_open().await;
     let name = declare_unique_queue(&ch, "q.passive").await;
     // passive=true with durable=true must not complain about the flag mismatch.
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            passive: true,
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("passive declare ignores the other flags");
+    let passive_durable = QueueDeclareOptions {
+        passive: true,
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    try_declare_queue(&ch, &name, passive_durable, FieldTable::default())
+        .await
+        .expect("passive declare ignores the other flags");
     delete_queues(&ch, &[&name]).await;
 }
 
 #[tokio::test]
 async fn redeclare_with_different_durable_flag_is_406() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let name = declare_unique_queue(&ch, "q.redeclare").await;
-    // The same declaration again is fine (idempotent).
-    declare_queue(&ch, &name, FieldTable::default()).await;
-    let res = ch
-        .queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 406);
-    let ch2 = conn.create_channel().await.expect("channel");
-    delete_queues(&ch2, &[&name]).await;
+    let (_broker, conn, _ch) = start_and_open().await;
+    assert_redeclare_refused(&conn, "q.redeclare", plain(), durable(), 406).await;
 }
 
 #[tokio::test]
 async fn redeclare_with_different_auto_delete_flag_is_406() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let name = declare_unique_queue(&ch, "q.redeclare.ad").await;
-    let res = ch
-        .queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 406);
-    let ch2 = conn.create_channel().await.expect("channel");
-    delete_queues(&ch2, &[&name]).await;
+    let (_broker, conn, _ch) = start_and_open().await;
+    let auto_delete = flags(auto_delete());
+    assert_redeclare_refused(&conn, "q.redeclare.ad", plain(), auto_delete, 406).await;
 }
 
 #[tokio::test]
 async fn redeclare_with_different_arguments_is_406() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let name = common::unique("q.redeclare.args");
-    declare_queue(
-        &ch,
-        &name,
-        table(vec![("x-message-ttl", AMQPValue::LongInt(60_000))]),
-    )
-    .await;
-    let res = ch
-        .queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions::default(),
-            table(vec![("x-message-ttl", AMQPValue::LongInt(30_000))]),
-        )
-        .await;
-    assert_code(res, 406);
-    let ch2 = conn.create_channel().await.expect("channel");
-    delete_queues(&ch2, &[&name]).await;
+    let (_broker, conn, _ch) = start_and_open().await;
+    let ttl = |ms| with_args(table(vec![("x-message-ttl", AMQPValue::LongInt(ms))]));
+    assert_redeclare_refused(&conn, "q.redeclare.args", ttl(60_000), ttl(30_000), 406).await;
 }
 
 #[tokio::test]
@@ -165,29 +162,16 @@ async fn an_explicit_default_argument_is_not_equivalent_to_none() {
         (arg("x-queue-mode", "lazy"), FieldTable::default()),
         (arg("x-queue-mode", "default"), arg("x-queue-mode", "lazy")),
     ] {
-        let name = common::unique("q.redeclare.default");
-        let ch = conn.create_channel().await.expect("channel");
-        declare_queue(&ch, &name, first.clone()).await;
-        declare_queue(&ch, &name, first).await;
-        let res = ch
-            .queue_declare(name.as_str().into(), QueueDeclareOptions::default(), second)
-            .await;
-        assert_code(res, 406);
-        let ch = conn.create_channel().await.expect("channel");
-        delete_queues(&ch, &[&name]).await;
+        let (first, second) = (with_args(first), with_args(second));
+        assert_redeclare_refused(&conn, "q.redeclare.default", first, second, 406).await;
     }
 }
 
 #[tokio::test]
 async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .queue_declare(
-            common::unique("amq.mine").as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let name = common::unique("amq.mine");
+    let res = try_declare_queue(&ch, &name, Default::default(), FieldTable::default()).await;
     assert_code(res, 403);
 }
 
@@ -195,36 +179,23 @@ async fn declaring_a_queue_with_the_reserved_amq_prefix_is_403() {
 async fn exclusive_queue_is_locked_to_its_connection_405() {
     let (broker, _owner, ch) = start_and_open().await;
     let name = common::unique("q.exclusive");
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exclusive declare");
+    let exclusive = QueueDeclareOptions::exclusive();
+    declare_queue_with(&ch, &name, exclusive).await;
 
     let (other, och) = open(&broker).await;
     // Consuming from another connection.
     let res = try_consume(&och, &name).await;
     assert_code(res, 405);
     // Passive declare from another connection.
-    let och = other.create_channel().await.expect("channel");
+    let och = channel(&other).await;
     assert_code(passive_queue(&och, &name).await, 405);
     // Redeclaring from another connection.
-    let och = other.create_channel().await.expect("channel");
-    let res = och
-        .queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await;
+    let och = channel(&other).await;
+    let res = try_declare_queue(&och, &name, exclusive, FieldTable::default()).await;
     assert_code(res, 405);
     // Deleting from another connection.
-    let och = other.create_channel().await.expect("channel");
-    let res = och
-        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    let och = channel(&other).await;
+    let res = try_delete_queue(&och, &name, QueueDeleteOptions::default()).await;
     assert_code(res, 405);
     // The owner still uses it.
     publish(&ch, "", &name, b"still mine").await;
@@ -235,13 +206,7 @@ async fn exclusive_queue_is_locked_to_its_connection_405() {
 async fn exclusive_queue_is_deleted_with_its_connection() {
     let (broker, owner, ch) = start_and_open().await;
     let name = common::unique("q.exclusive.gone");
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exclusive declare");
+    declare_queue_with(&ch, &name, QueueDeclareOptions::exclusive()).await;
     let watcher = connect(&broker).await;
     owner.close(200, "bye".into()).await.expect("close");
     wait_queue_gone(&watcher, &name).await;
@@ -251,29 +216,16 @@ async fn exclusive_queue_is_deleted_with_its_connection() {
 async fn auto_delete_queue_goes_after_its_last_consumer() {
     let (_broker, conn, ch) = start_and_open().await;
     let name = common::unique("q.autodelete");
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
+    declare_queue_with(&ch, &name, auto_delete()).await;
     let c1 = consume(&ch, &name, true).await;
     let c2 = consume(&ch, &name, true).await;
-    ch.basic_cancel(c1.tag(), Default::default())
-        .await
-        .expect("cancel 1");
+    cancel(&ch, &c1).await;
     // One consumer left: the queue stays.
-    let probe = conn.create_channel().await.expect("probe");
+    let probe = channel(&conn).await;
     passive_queue(&probe, &name)
         .await
         .expect("queue survives while a consumer remains");
-    ch.basic_cancel(c2.tag(), Default::default())
-        .await
-        .expect("cancel 2");
+    cancel(&ch, &c2).await;
     wait_queue_gone(&conn, &name).await;
 }
 
@@ -281,16 +233,7 @@ async fn auto_delete_queue_goes_after_its_last_consumer() {
 async fn auto_delete_queue_without_consumers_ever_stays() {
     let (_broker, _conn, ch) = start_and_open().await;
     let name = common::unique("q.autodelete.never");
-    ch.queue_declare(
-        name.as_str().into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
+    declare_queue_with(&ch, &name, auto_delete()).await;
     tokio::time::sleep(QUIET).await;
     passive_queue(&ch, &name)
         .await
@@ -310,86 +253,41 @@ async fn bind_and_unbind_control_routing() {
     bind(&ch, &q, &ex, "k").await;
     publish(&ch, &ex, "k", b"one").await;
     wait_message_count(&ch, &q, 1).await;
-    ch.queue_unbind(
-        q.as_str().into(),
-        ex.as_str().into(),
-        "k".into(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("unbind");
+    unbind(&ch, &q, &ex, "k").await;
     publish(&ch, &ex, "k", b"two").await;
     publish(&ch, "", &q, b"three").await;
     wait_message_count(&ch, &q, 2).await;
     assert_eq!(drain(&ch, &q).await, vec!["one", "three"]);
     // Unbinding a binding that does not exist is not an error (RabbitMQ errata: idempotent).
-    ch.queue_unbind(
-        q.as_str().into(),
-        ex.as_str().into(),
-        "never-bound".into(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("unbind of a missing binding is ok");
-    delete_queues(&ch, &[&q]).await;
-    delete_exchange(&ch, &ex).await;
+    try_unbind(&ch, &q, &ex, "never-bound")
+        .await
+        .expect("unbind of a missing binding is ok");
+    delete_all(&ch, &[&q], &[&ex]).await;
 }
 
 #[tokio::test]
 async fn bind_to_a_missing_exchange_is_404() {
     let (_broker, conn, ch) = start_and_open().await;
     let q = declare_unique_queue(&ch, "q.bind404").await;
-    let res = ch
-        .queue_bind(
-            q.as_str().into(),
-            common::unique("ex.missing").as_str().into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let missing_ex = common::unique("ex.missing");
+    let res = try_bind(&ch, &q, &missing_ex, "k", FieldTable::default()).await;
     assert_code(res, 404);
-    let ch = conn.create_channel().await.expect("channel");
-    let res = ch
-        .queue_bind(
-            common::unique("q.missing").as_str().into(),
-            "amq.direct".into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let ch = channel(&conn).await;
+    let missing_q = common::unique("q.missing");
+    let res = try_bind(&ch, &missing_q, "amq.direct", "k", FieldTable::default()).await;
     assert_code(res, 404);
-    let ch = conn.create_channel().await.expect("channel");
-    delete_queues(&ch, &[&q]).await;
+    delete_queues(&channel(&conn).await, &[&q]).await;
 }
 
 #[tokio::test]
 async fn binding_to_the_default_exchange_is_403() {
     let (_broker, conn, ch) = start_and_open().await;
     let q = declare_unique_queue(&ch, "q.bind.default").await;
-    let res = ch
-        .queue_bind(
-            q.as_str().into(),
-            "".into(),
-            "other".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let res = try_bind(&ch, &q, "", "other", FieldTable::default()).await;
     assert_code(res, 403);
-    let ch = conn.create_channel().await.expect("channel");
-    let res = ch
-        .queue_unbind(
-            q.as_str().into(),
-            "".into(),
-            q.as_str().into(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 403);
-    let ch = conn.create_channel().await.expect("channel");
-    delete_queues(&ch, &[&q]).await;
+    let ch = channel(&conn).await;
+    assert_code(try_unbind(&ch, &q, "", &q).await, 403);
+    delete_queues(&channel(&conn).await, &[&q]).await;
 }
 
 #[tokio::test]
@@ -402,21 +300,9 @@ async fn purge_returns_the_number_of_messages_removed() {
     wait_message_count(&ch, &q, 5).await;
     // One message delivered and unacked is not ready, so purge does not count or remove it.
     let held = get(&ch, &q).await.expect("a message");
-    let purged = ch
-        .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
-        .await
-        .expect("purge");
-    assert_eq!(purged, 4);
-    let purged = ch
-        .queue_purge(q.as_str().into(), QueuePurgeOptions::default())
-        .await
-        .expect("purge again");
-    assert_eq!(purged, 0);
-    held.delivery
-        .acker
-        .reject(lapin::options::BasicRejectOptions { requeue: true })
-        .await
-        .expect("requeue");
+    assert_eq!(purge(&ch, &q).await, 4);
+    assert_eq!(purge(&ch, &q).await, 0, "purge again");
+    reject(&held, true).await;
     wait_message_count(&ch, &q, 1).await;
     delete_queues(&ch, &[&q]).await;
 }
@@ -424,12 +310,7 @@ async fn purge_returns_the_number_of_messages_removed() {
 #[tokio::test]
 async fn purge_of_a_missing_queue_is_404() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .queue_purge(
-            common::unique("q.missing").as_str().into(),
-            QueuePurgeOptions::default(),
-        )
-        .await;
+    let res = try_purge(&ch, &common::unique("q.missing")).await;
     assert_code(res, 404);
 }
 
@@ -441,8 +322,7 @@ async fn delete_returns_the_message_count() {
         publish(&ch, "", &q, b"m").await;
     }
     wait_message_count(&ch, &q, 3).await;
-    let n = ch
-        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+    let n = try_delete_queue(&ch, &q, QueueDeleteOptions::default())
         .await
         .expect("delete");
     assert_eq!(n, 3);
@@ -454,11 +334,8 @@ async fn delete_of_a_missing_queue_is_ok() {
     // RabbitMQ errata: queue.delete is idempotent; deleting a queue that does not exist
     // answers delete-ok with message-count 0.
     let (_broker, _conn, ch) = start_and_open().await;
-    let n = ch
-        .queue_delete(
-            common::unique("q.never").as_str().into(),
-            QueueDeleteOptions::default(),
-        )
+    let never = common::unique("q.never");
+    let n = try_delete_queue(&ch, &never, QueueDeleteOptions::default())
         .await
         .expect("idempotent delete");
     assert_eq!(n, 0);
@@ -468,31 +345,15 @@ async fn delete_of_a_missing_queue_is_ok() {
 async fn delete_if_unused_with_a_consumer_is_406() {
     let (_broker, conn, ch) = start_and_open().await;
     let q = declare_unique_queue(&ch, "q.ifunused").await;
-    let cch = conn.create_channel().await.expect("channel");
+    let cch = channel(&conn).await;
     let consumer = consume(&cch, &q, false).await;
-    let res = ch
-        .queue_delete(
-            q.as_str().into(),
-            QueueDeleteOptions {
-                if_unused: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
-        .await;
-    assert_code(res, 406);
-    cch.basic_cancel(consumer.tag(), Default::default())
+    let if_unused = delete_if(true, false);
+    assert_code(try_delete_queue(&ch, &q, if_unused).await, 406);
+    cancel(&cch, &consumer).await;
+    let ch = channel(&conn).await;
+    try_delete_queue(&ch, &q, if_unused)
         .await
-        .expect("cancel");
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_delete(
-        q.as_str().into(),
-        QueueDeleteOptions {
-            if_unused: true,
-            ..QueueDeleteOptions::default()
-        },
-    )
-    .await
-    .expect("if-unused delete once unused");
+        .expect("if-unused delete once unused");
 }
 
 #[tokio::test]
@@ -501,26 +362,11 @@ async fn delete_if_empty_with_messages_is_406() {
     let q = declare_unique_queue(&ch, "q.ifempty").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
-    let res = ch
-        .queue_delete(
-            q.as_str().into(),
-            QueueDeleteOptions {
-                if_empty: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
-        .await;
-    assert_code(res, 406);
-    let ch = conn.create_channel().await.expect("channel");
+    let if_empty = delete_if(false, true);
+    assert_code(try_delete_queue(&ch, &q, if_empty).await, 406);
+    let ch = channel(&conn).await;
     assert_eq!(drain(&ch, &q).await, vec!["m"]);
-    let n = ch
-        .queue_delete(
-            q.as_str().into(),
-            QueueDeleteOptions {
-                if_empty: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
+    let n = try_delete_queue(&ch, &q, if_empty)
         .await
         .expect("if-empty delete once empty");
     assert_eq!(n, 0);
@@ -528,26 +374,9 @@ async fn delete_if_empty_with_messages_is_406() {
 
 #[tokio::test]
 async fn durable_queue_declare_is_reported_back_on_passive() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = common::unique("q.durable");
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions::durable(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("durable declare");
+    let (_broker, conn, _ch) = start_and_open().await;
     // Redeclaring without durable is a mismatch: proves the flag was recorded.
-    let res = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 406);
-    let ch = conn.create_channel().await.expect("channel");
-    delete_queues(&ch, &[&q]).await;
+    assert_redeclare_refused(&conn, "q.durable", durable(), plain(), 406).await;
 }
 
 #[tokio::test]
@@ -574,14 +403,10 @@ async fn invalid_queue_arguments_are_406() {
         ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
         ("x-queue-mode", AMQPValue::LongString("eager".into())),
     ] {
-        let ch = conn.create_channel().await.expect("channel");
-        let res = ch
-            .queue_declare(
-                common::unique("q.badarg").as_str().into(),
-                QueueDeclareOptions::default(),
-                table(vec![(arg, value.clone())]),
-            )
-            .await;
+        let ch = channel(&conn).await;
+        let name = common::unique("q.badarg");
+        let args = table(vec![(arg, value.clone())]);
+        let res = try_declare_queue(&ch, &name, Default::default(), args).await;
         let text = match res {
             Ok(q) => panic!("{arg} = {value:?} accepted as {}", q.name()),
             Err(e) => e,
@@ -596,8 +421,7 @@ async fn declare_with(
     name: &str,
     options: QueueDeclareOptions,
 ) -> lapin::Result<lapin::Queue> {
-    ch.queue_declare(name.into(), options, FieldTable::default())
-        .await
+    try_declare_queue(ch, name, options, FieldTable::default()).await
 }
 
 // Moved from tests/core_features.rs (channel_errors_have_the_right_codes): 405, 406, 404, 403
@@ -611,7 +435,7 @@ async fn channel_errors_have_the_right_codes() {
         .await
         .expect("exclusive declare");
     // 405: exclusive queue from another connection.
-    let och = other.create_channel().await.expect("channel");
+    let och = channel(&other).await;
     let res = try_consume(&och, &q).await;
     assert_code(res, 405);
     // 406: redeclare with different flags.
@@ -622,14 +446,14 @@ async fn channel_errors_have_the_right_codes() {
     };
     assert_code(declare_with(&ch, &plain, durable).await, 406);
     // 404: publish to a missing exchange (the channel closes).
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(&conn).await;
     publish(&ch, &common::unique("missing"), "k", b"x").await;
     let err = declare_with(&ch, "", QueueDeclareOptions::default())
         .await
         .expect_err("the channel is closed");
     assert_channel_closed_with(&err, 404);
     // 403: reserved names.
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(&conn).await;
     let res = ch
         .exchange_declare(
             "amq.mine".into(),
@@ -640,14 +464,14 @@ async fn channel_errors_have_the_right_codes() {
         .await;
     assert_code(res, 403);
     // 406: unknown delivery tag.
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(&conn).await;
     let _ = ch.basic_ack(42, Default::default()).await;
     let err = declare_with(&ch, "", QueueDeclareOptions::default())
         .await
         .expect_err("the channel is closed");
     assert_channel_closed_with(&err, 406);
     // Other channels and connections are unaffected.
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(&conn).await;
     passive_queue(&ch, &q)
         .await
         .expect("the queue is still there");
@@ -665,7 +489,7 @@ async fn queue_delete_cancels_consumers_and_exclusive_queues_die_with_connection
     let (broker, conn, ch) = start_and_open().await;
     let q = declare_unique_queue(&ch, "core.cancel").await;
     let mut consumer = consume(&ch, &q, false).await;
-    let ch2 = conn.create_channel().await.expect("channel");
+    let ch2 = channel(&conn).await;
     delete_queues(&ch2, &[&q]).await;
     let end = within("the consumer ends", futures::StreamExt::next(&mut consumer)).await;
     assert!(end.is_none(), "{end:?}");
@@ -688,20 +512,8 @@ async fn queue_delete_cancels_consumers_and_exclusive_queues_die_with_connection
 async fn auto_delete_and_expires() {
     let (broker, conn, ch) = start_and_open().await;
     let auto = common::unique("core.auto");
-    let auto_delete = QueueDeclareOptions {
-        auto_delete: true,
-        ..Default::default()
-    };
-    declare_with(&ch, &auto, auto_delete)
-        .await
-        .expect("declare");
-    let mut consumer = ch
-        .basic_consume(
-            auto.as_str().into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+    declare_queue_with(&ch, &auto, auto_delete()).await;
+    let mut consumer = try_consume_tagged(&ch, &auto, "c", BasicConsumeOptions::default())
         .await
         .expect("consume");
     ch.basic_cancel("c".into(), Default::default())
@@ -713,7 +525,7 @@ async fn auto_delete_and_expires() {
     declare_queue(&ch, &expiring, expires).await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     for q in [&auto, &expiring] {
-        let probe = conn.create_channel().await.expect("channel");
+        let probe = channel(&conn).await;
         assert_code(passive_queue(&probe, q).await, 404);
     }
     finish(conn, broker).await;
@@ -729,37 +541,26 @@ async fn redeclaring_with_a_different_exclusive_flag_is_405_even_on_the_same_con
     let conn = connect(&broker).await;
     for first_exclusive in [true, false] {
         let name = common::unique("q.exclusiveflag");
-        let ch = conn.create_channel().await.expect("channel");
+        let ch = channel(&conn).await;
         let first = QueueDeclareOptions {
             exclusive: first_exclusive,
             ..QueueDeclareOptions::default()
         };
-        ch.queue_declare(name.as_str().into(), first, FieldTable::default())
-            .await
-            .expect("first declare");
+        declare_queue_with(&ch, &name, first).await;
         let second = QueueDeclareOptions {
             exclusive: !first_exclusive,
             // A durable flag that differs too: the exclusivity check comes first.
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        let res = ch
-            .queue_declare(name.as_str().into(), second, FieldTable::default())
-            .await;
+        let res = try_declare_queue(&ch, &name, second, FieldTable::default()).await;
         assert_code(res, 405);
         // An argument that is invalid (x-expires 0) too: for an existing queue RabbitMQ
         // checks exclusivity first.
-        let ch = conn.create_channel().await.expect("channel");
-        let res = ch
-            .queue_declare(
-                name.as_str().into(),
-                second,
-                table(vec![("x-expires", AMQPValue::LongInt(0))]),
-            )
-            .await;
-        assert_code(res, 405);
-        let ch = conn.create_channel().await.expect("channel");
-        delete_queues(&ch, &[&name]).await;
+        let ch = channel(&conn).await;
+        let expires_0 = table(vec![("x-expires", AMQPValue::LongInt(0))]);
+        assert_code(try_declare_queue(&ch, &name, second, expires_0).await, 405);
+        delete_queues(&channel(&conn).await, &[&name]).await;
     }
 }
 
@@ -770,14 +571,7 @@ async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
     // Found by difftest.
     let (broker, _owner, owner_ch) = start_and_open().await;
     let name = common::unique("q.bindorder");
-    owner_ch
-        .queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("exclusive declare");
+    declare_queue_with(&owner_ch, &name, QueueDeclareOptions::exclusive()).await;
     let other = connect(&broker).await;
     let missing = common::unique("x.missing");
     let cases = [
@@ -794,16 +588,7 @@ async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
         ),
     ];
     for (exchange, args, code) in cases {
-        let ch = other.create_channel().await.expect("channel");
-        let res = ch
-            .queue_bind(
-                name.as_str().into(),
-                exchange.into(),
-                "".into(),
-                QueueBindOptions::default(),
-                args,
-            )
-            .await;
-        assert_code(res, code);
+        let ch = channel(&other).await;
+        assert_code(try_bind(&ch, &name, exchange, "", args).await, code);
     }
 }

@@ -12,12 +12,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::{BasicGetMessage, Delivery};
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind, ExchangeKind,
+    Acker, BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ErrorKind,
+    ExchangeKind,
 };
 
 use crate::common::TestBroker;
@@ -110,9 +112,45 @@ pub async fn declare_unique_queue(ch: &Channel, prefix: &str) -> String {
 
 /// Declares a non-durable queue named `name` with `args`.
 pub async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue {
-    ch.queue_declare(name.into(), QueueDeclareOptions::default(), args)
+    try_declare_queue(ch, name, QueueDeclareOptions::default(), args)
         .await
         .unwrap_or_else(|e| panic!("declare queue {name}: {e}"))
+}
+
+/// Declares a queue named `name` with `options` and no arguments.
+pub async fn declare_queue_with(
+    ch: &Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+) -> lapin::Queue {
+    try_declare_queue(ch, name, options, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("declare queue {name} ({options:?}): {e}"))
+}
+
+/// queue.declare of `name` with `options` and `args`, returning lapin's answer, for a declare
+/// the broker may refuse.
+pub async fn try_declare_queue(
+    ch: &Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+    args: FieldTable,
+) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(name.into(), options, args).await
+}
+
+/// `QueueDeclareOptions` with only `auto_delete` set.
+pub fn auto_delete() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Opens one more channel on `conn` (for a second consumer, or after a channel error closed
+/// the previous one).
+pub async fn channel(conn: &Connection) -> Channel {
+    conn.create_channel().await.expect("channel opens")
 }
 
 /// Declares an exchange of `kind` (non-durable, not auto-delete).
@@ -192,15 +230,36 @@ pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
 
 /// Binds `queue` to `exchange` with `key` and binding arguments `args`.
 pub async fn bind_with(ch: &Channel, queue: &str, exchange: &str, key: &str, args: FieldTable) {
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        args,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("bind {queue} to {exchange} with {key}: {e}"));
+    try_bind(ch, queue, exchange, key, args)
+        .await
+        .unwrap_or_else(|e| panic!("bind {queue} to {exchange} with {key}: {e}"));
+}
+
+/// queue.bind, returning lapin's answer, for a bind the broker may refuse.
+pub async fn try_bind(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+    args: FieldTable,
+) -> lapin::Result<()> {
+    let options = QueueBindOptions::default();
+    ch.queue_bind(queue.into(), exchange.into(), key.into(), options, args)
+        .await
+}
+
+/// queue.unbind (no binding arguments), returning lapin's answer.
+pub async fn try_unbind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    let args = FieldTable::default();
+    ch.queue_unbind(queue.into(), exchange.into(), key.into(), args)
+        .await
+}
+
+/// Unbinds `queue` from `exchange` for `key` (no binding arguments).
+pub async fn unbind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    try_unbind(ch, queue, exchange, key)
+        .await
+        .unwrap_or_else(|e| panic!("unbind {queue} from {exchange} for {key}: {e}"));
 }
 
 /// Publishes `body` (no confirm wait) with default properties.
@@ -228,15 +287,28 @@ async fn send_publish(
     body: &[u8],
     props: BasicProperties,
 ) -> impl Future<Output = lapin::Result<lapin::Confirmation>> {
-    ch.basic_publish(
-        exchange.into(),
-        key.into(),
-        BasicPublishOptions::default(),
-        body,
-        props,
-    )
-    .await
-    .expect("basic.publish is sent")
+    let options = BasicPublishOptions::default();
+    ch.basic_publish(exchange.into(), key.into(), options, body, props)
+        .await
+        .expect("basic.publish is sent")
+}
+
+/// Publishes `body` with `options` (mandatory, immediate) and `props` on a confirm channel and
+/// returns the confirm's outcome within [`DEADLINE`]: the confirm (with a basic.return's
+/// message if one came back) or the error the broker closed the channel or connection with.
+pub async fn publish_flagged(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    options: BasicPublishOptions,
+    body: &[u8],
+    props: BasicProperties,
+) -> lapin::Result<lapin::Confirmation> {
+    let confirm = ch
+        .basic_publish(exchange.into(), key.into(), options, body, props)
+        .await
+        .expect("basic.publish is sent");
+    within("the confirm or the error", confirm).await
 }
 
 /// Starts a consumer with a server-generated tag.
@@ -248,6 +320,49 @@ pub async fn consume(ch: &Channel, queue: &str, no_ack: bool) -> Consumer {
     try_consume_with(ch, queue, options)
         .await
         .unwrap_or_else(|e| panic!("consume {queue}: {e}"))
+}
+
+/// Starts a consumer of `queue` tagged `tag` (empty: server-generated) with `options`, and
+/// returns lapin's answer.
+pub async fn try_consume_tagged(
+    ch: &Channel,
+    queue: &str,
+    tag: &str,
+    options: BasicConsumeOptions,
+) -> lapin::Result<Consumer> {
+    ch.basic_consume(queue.into(), tag.into(), options, FieldTable::default())
+        .await
+}
+
+/// Cancels `consumer` (basic.cancel on `ch`, the channel it consumes on).
+pub async fn cancel(ch: &Channel, consumer: &Consumer) {
+    ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("cancel {}: {e}", consumer.tag()));
+}
+
+/// basic.qos: `prefetch` messages per consumer (`global` false) or per channel (true).
+pub async fn qos(ch: &Channel, prefetch: u16, global: bool) {
+    ch.basic_qos(prefetch, BasicQosOptions { global })
+        .await
+        .expect("basic.qos");
+}
+
+/// Acks one delivery (a [`Delivery`] or, through `Deref`, a basic.get message).
+pub async fn ack(delivery: &Acker) {
+    delivery.ack(BasicAckOptions::default()).await.expect("ack");
+}
+
+/// Nacks a delivery (and with `multiple` every earlier unacked one), requeueing or dropping.
+pub async fn nack(delivery: &Acker, multiple: bool, requeue: bool) {
+    let options = BasicNackOptions { multiple, requeue };
+    delivery.nack(options).await.expect("nack");
+}
+
+/// Rejects one delivery, requeueing or dropping (dead-lettering) it.
+pub async fn reject(delivery: &Acker, requeue: bool) {
+    let options = BasicRejectOptions { requeue };
+    delivery.reject(options).await.expect("reject");
 }
 
 /// Starts a consumer with default options (acks, not exclusive) and returns lapin's answer,
@@ -262,8 +377,7 @@ async fn try_consume_with(
     queue: &str,
     options: BasicConsumeOptions,
 ) -> lapin::Result<Consumer> {
-    ch.basic_consume(queue.into(), "".into(), options, FieldTable::default())
-        .await
+    try_consume_tagged(ch, queue, "", options).await
 }
 
 /// The consumer's next delivery; fails the test after [`DEADLINE`] or if the consumer ends.
@@ -514,9 +628,48 @@ pub async fn drain_settled(ch: &Channel, queue: &str) -> Vec<String> {
 pub async fn delete_queues<S: AsRef<str>>(ch: &Channel, queues: &[S]) {
     for q in queues {
         let q = q.as_ref();
-        ch.queue_delete(q.into(), lapin::options::QueueDeleteOptions::default())
+        try_delete_queue(ch, q, QueueDeleteOptions::default())
             .await
             .unwrap_or_else(|e| panic!("delete queue {q}: {e}"));
+    }
+}
+
+/// queue.delete of `queue` with `options`: the number of messages deleted, or the refusal.
+pub async fn try_delete_queue(
+    ch: &Channel,
+    queue: &str,
+    options: QueueDeleteOptions,
+) -> lapin::Result<u32> {
+    ch.queue_delete(queue.into(), options).await
+}
+
+/// `QueueDeleteOptions` with `if_unused` and `if_empty` as given.
+pub fn delete_if(if_unused: bool, if_empty: bool) -> QueueDeleteOptions {
+    QueueDeleteOptions {
+        if_unused,
+        if_empty,
+        ..QueueDeleteOptions::default()
+    }
+}
+
+/// queue.purge of `queue`: the number of messages purged, or the refusal.
+pub async fn try_purge(ch: &Channel, queue: &str) -> lapin::Result<u32> {
+    ch.queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await
+}
+
+/// Purges `queue` (which must exist) and returns how many messages it removed.
+pub async fn purge(ch: &Channel, queue: &str) -> u32 {
+    try_purge(ch, queue)
+        .await
+        .unwrap_or_else(|e| panic!("purge {queue}: {e}"))
+}
+
+/// Deletes `queues`, then `exchanges` (all of which must exist): a test's clean-up.
+pub async fn delete_all<Q: AsRef<str>, E: AsRef<str>>(ch: &Channel, queues: &[Q], exchanges: &[E]) {
+    delete_queues(ch, queues).await;
+    for ex in exchanges {
+        delete_exchange(ch, ex.as_ref()).await;
     }
 }
 
