@@ -347,8 +347,7 @@ async fn exchange_unbind_with_the_default_exchange_is_403() {
 
 #[tokio::test]
 async fn queue_delete_is_idempotent_whatever_the_flags() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.twice").await;
+    let (_broker, _conn, ch, q) = start_with_queue("q.twice").await;
     for _ in 0..2 {
         ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await
@@ -582,8 +581,7 @@ async fn ack_nack_or_reject_of_a_tag_not_outstanding_is_406() {
 
 #[tokio::test]
 async fn ack_of_a_no_ack_delivery_is_406() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.noack").await;
+    let (_broker, _conn, ch, q) = start_with_queue("q.noack").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
     let m = ch

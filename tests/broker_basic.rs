@@ -8,13 +8,13 @@ mod amqp;
 mod common;
 
 use amqp::*;
+use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, BasicRecoverOptions, BasicRejectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicRecoverOptions,
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
 use std::str::FromStr;
 
 async fn fill(ch: &lapin::Channel, q: &str, n: usize) {
@@ -28,12 +28,44 @@ fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
 }
 
+/// Opens a channel on `conn`, consumes `q` on it (`no_ack` as given) and takes the first `n`
+/// deliveries, acking none.
+async fn consume_n(
+    conn: &Connection,
+    q: &str,
+    no_ack: bool,
+    n: usize,
+) -> (Channel, Consumer, Vec<Delivery>) {
+    let cch = channel(conn).await;
+    let mut c = consume(&cch, q, no_ack).await;
+    let ds = take(&mut c, n).await;
+    (cch, c, ds)
+}
+
+/// Every delivery that reaches consumer `a` or `b` until neither gets one for [`QUIET`].
+async fn until_quiet(a: &mut Consumer, b: &mut Consumer) -> Vec<Delivery> {
+    let mut held = Vec::new();
+    loop {
+        tokio::select! {
+            Some(Ok(d)) = futures::StreamExt::next(a) => held.push(d),
+            Some(Ok(d)) = futures::StreamExt::next(b) => held.push(d),
+            _ = tokio::time::sleep(QUIET) => return held,
+        }
+    }
+}
+
+/// Starts the test broker and opens a connection with a confirm channel on it.
+async fn start_confirming() -> (common::TestBroker, Connection, Channel) {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    (broker, conn, ch)
+}
+
 #[tokio::test]
 async fn consumers_of_one_queue_get_messages_round_robin() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.roundrobin").await;
-    let ch_a = conn.create_channel().await.expect("channel");
-    let ch_b = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch, q) = start_with_queue("q.roundrobin").await;
+    let (ch_a, ch_b) = (channel(&conn).await, channel(&conn).await);
     let mut a = consume(&ch_a, &q, true).await;
     let mut b = consume(&ch_b, &q, true).await;
     for i in 0..6 {
@@ -53,14 +85,11 @@ async fn consumers_of_one_queue_get_messages_round_robin() {
 
 #[tokio::test]
 async fn per_consumer_prefetch_is_never_exceeded() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.prefetch").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.prefetch").await;
     fill(&ch, &q, 10).await;
-    let cch = conn.create_channel().await.expect("channel");
+    let cch = channel(&conn).await;
     // global=false: the limit applies to each consumer started after it (RabbitMQ's meaning).
-    cch.basic_qos(2, BasicQosOptions { global: false })
-        .await
-        .expect("qos");
+    qos(&cch, 2, false).await;
     let mut a = consume(&cch, &q, false).await;
     let mut b = consume(&cch, &q, false).await;
     let got_a = take(&mut a, 2).await;
@@ -68,16 +97,12 @@ async fn per_consumer_prefetch_is_never_exceeded() {
     assert_quiet(&mut a).await;
     assert_quiet(&mut b).await;
     // Acking one of a's frees exactly one slot for a.
-    got_a[0]
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack(&got_a[0]).await;
     let more = next(&mut a).await;
     assert_quiet(&mut a).await;
     assert_quiet(&mut b).await;
     // Six messages remain ready.
-    let probe = conn.create_channel().await.expect("channel");
+    let probe = channel(&conn).await;
     let remaining = passive_queue(&probe, &q).await.expect("passive");
     assert_eq!(remaining.message_count(), 5);
     drop((got_b, more));
@@ -86,52 +111,27 @@ async fn per_consumer_prefetch_is_never_exceeded() {
 
 #[tokio::test]
 async fn global_prefetch_is_shared_by_the_channel() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.prefetch.global").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.prefetch.global").await;
     fill(&ch, &q, 10).await;
-    let cch = conn.create_channel().await.expect("channel");
+    let cch = channel(&conn).await;
     // global=true: one limit for all consumers of the channel (RabbitMQ's meaning).
-    cch.basic_qos(3, BasicQosOptions { global: true })
-        .await
-        .expect("qos");
+    qos(&cch, 3, true).await;
     let mut a = consume(&cch, &q, false).await;
     let mut b = consume(&cch, &q, false).await;
-    let mut got = 0;
-    let mut held = Vec::new();
     // Collect everything that arrives on either consumer until quiet.
-    loop {
-        tokio::select! {
-            Some(Ok(d)) = futures::StreamExt::next(&mut a) => { got += 1; held.push(d); }
-            Some(Ok(d)) = futures::StreamExt::next(&mut b) => { got += 1; held.push(d); }
-            _ = tokio::time::sleep(QUIET) => break,
-        }
-        assert!(got <= 3, "channel prefetch of 3 exceeded: {got}");
-    }
-    assert_eq!(got, 3);
-    held[0]
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
-    loop {
-        tokio::select! {
-            Some(Ok(d)) = futures::StreamExt::next(&mut a) => { got += 1; held.push(d); }
-            Some(Ok(d)) = futures::StreamExt::next(&mut b) => { got += 1; held.push(d); }
-            _ = tokio::time::sleep(QUIET) => break,
-        }
-    }
-    assert_eq!(got, 4, "one ack frees exactly one slot");
+    let held = until_quiet(&mut a, &mut b).await;
+    assert_eq!(held.len(), 3, "channel prefetch of 3 exceeded or not used");
+    ack(&held[0]).await;
+    let more = until_quiet(&mut a, &mut b).await;
+    assert_eq!(more.len(), 1, "one ack frees exactly one slot");
     delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn ack_multiple_acknowledges_up_to_the_tag() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.ackmulti").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.ackmulti").await;
     fill(&ch, &q, 5).await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = consume(&cch, &q, false).await;
-    let ds = take(&mut c, 5).await;
+    let (cch, _c, ds) = consume_n(&conn, &q, false, 5).await;
     ds[2]
         .acker
         .ack(BasicAckOptions { multiple: true })
@@ -151,38 +151,18 @@ async fn ack_multiple_acknowledges_up_to_the_tag() {
 
 #[tokio::test]
 async fn nack_multiple_with_requeue_returns_messages_in_order() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.nackmulti").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.nackmulti").await;
     fill(&ch, &q, 5).await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = consume(&cch, &q, false).await;
-    let ds = take(&mut c, 5).await;
-    cch.basic_cancel(c.tag(), BasicCancelOptions::default())
-        .await
-        .expect("cancel");
-    ds[3]
-        .acker
-        .nack(BasicNackOptions {
-            multiple: true,
-            requeue: true,
-        })
-        .await
-        .expect("nack multiple");
-    ds[4]
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack m4");
+    let (cch, c, ds) = consume_n(&conn, &q, false, 5).await;
+    cancel(&cch, &c).await;
+    nack(&ds[3], true, true).await;
+    ack(&ds[4]).await;
     wait_message_count(&ch, &q, 4).await;
     let mut got = Vec::new();
     while let Some(m) = get(&ch, &q).await {
         assert!(m.delivery.redelivered, "requeued message is flagged");
         got.push(String::from_utf8_lossy(&m.delivery.data).into_owned());
-        m.delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .expect("ack");
+        ack(&m).await;
     }
     assert_eq!(got, names(0..4));
     delete_queues(&ch, &[&q]).await;
@@ -190,20 +170,10 @@ async fn nack_multiple_with_requeue_returns_messages_in_order() {
 
 #[tokio::test]
 async fn nack_without_requeue_drops_the_message() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.nackdrop").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.nackdrop").await;
     fill(&ch, &q, 3).await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = consume(&cch, &q, false).await;
-    let ds = take(&mut c, 3).await;
-    ds[1]
-        .acker
-        .nack(BasicNackOptions {
-            multiple: true,
-            requeue: false,
-        })
-        .await
-        .expect("nack");
+    let (cch, _c, ds) = consume_n(&conn, &q, false, 3).await;
+    nack(&ds[1], true, false).await;
     cch.close(200, "done".into()).await.expect("close");
     wait_message_count(&ch, &q, 1).await;
     assert_eq!(drain(&ch, &q).await, vec!["m2"]);
@@ -212,54 +182,36 @@ async fn nack_without_requeue_drops_the_message() {
 
 #[tokio::test]
 async fn reject_with_requeue_redelivers_and_without_drops() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.reject").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.reject").await;
     fill(&ch, &q, 2).await;
-    let cch = conn.create_channel().await.expect("channel");
-    cch.basic_qos(1, BasicQosOptions::default())
-        .await
-        .expect("qos");
+    let cch = channel(&conn).await;
+    qos(&cch, 1, false).await;
     let mut c = consume(&cch, &q, false).await;
     let d = next(&mut c).await;
     assert_eq!((d.data.as_slice(), d.redelivered), (&b"m0"[..], false));
-    d.acker
-        .reject(BasicRejectOptions { requeue: true })
-        .await
-        .expect("reject requeue");
+    reject(&d, true).await;
     // Requeued at its original position: it comes back before m1, flagged redelivered.
     let d = next(&mut c).await;
     assert_eq!((d.data.as_slice(), d.redelivered), (&b"m0"[..], true));
-    d.acker
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-        .expect("reject drop");
+    reject(&d, false).await;
     let d = next(&mut c).await;
     assert_eq!((d.data.as_slice(), d.redelivered), (&b"m1"[..], false));
-    d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    ack(&d).await;
     assert_quiet(&mut c).await;
     delete_queues(&ch, &[&q]).await;
 }
 
 #[tokio::test]
 async fn unacked_messages_return_in_original_order_with_redelivered_after_channel_close() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.redelivered").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.redelivered").await;
     fill(&ch, &q, 5).await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = consume(&cch, &q, false).await;
-    let ds = take(&mut c, 5).await;
+    let (cch, _c, ds) = consume_n(&conn, &q, false, 5).await;
     assert!(ds.iter().all(|d| !d.redelivered), "first delivery is fresh");
-    ds[1]
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack m1");
+    ack(&ds[1]).await;
     cch.close(200, "consumer dies".into()).await.expect("close");
     publish(&ch, "", &q, b"fresh").await;
     wait_message_count(&ch, &q, 5).await;
-    let ch2 = conn.create_channel().await.expect("channel");
-    let mut c2 = consume(&ch2, &q, false).await;
-    let again = take(&mut c2, 5).await;
+    let (_ch2, _c2, again) = consume_n(&conn, &q, false, 5).await;
     assert_eq!(bodies(&again), vec!["m0", "m2", "m3", "m4", "fresh"]);
     let flags: Vec<bool> = again.iter().map(|d| d.redelivered).collect();
     assert_eq!(flags, vec![true, true, true, true, false]);
@@ -268,8 +220,7 @@ async fn unacked_messages_return_in_original_order_with_redelivered_after_channe
 
 #[tokio::test]
 async fn unacked_messages_return_when_the_connection_closes() {
-    let (broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.conndies").await;
+    let (broker, _conn, ch, q) = start_with_queue("q.conndies").await;
     fill(&ch, &q, 3).await;
     let (worker, wch) = open(&broker).await;
     let mut c = consume(&wch, &q, false).await;
@@ -292,13 +243,12 @@ async fn a_closing_connection_never_hands_returned_messages_to_its_own_consumers
     // consumer of the connection that is going away (where it would be lost). Found by
     // difftest. RabbitMQ leaves this to a race between its channel processes (the message is
     // sometimes lost there), so only the bundled broker is held to it.
-    let (broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.closerace").await;
+    let (broker, _conn, ch, q) = start_with_queue("q.closerace").await;
     for round in 0..5 {
         let worker = connect(&broker).await;
-        let acking = worker.create_channel().await.expect("channel");
+        let acking = channel(&worker).await;
         let mut c = consume(&acking, &q, false).await;
-        let no_ack = worker.create_channel().await.expect("channel");
+        let no_ack = channel(&worker).await;
         let _other = consume(&no_ack, &q, true).await;
         publish(&ch, "", &q, format!("r{round}").as_bytes()).await;
         // Round robin: the first consumer, in ack mode, gets it.
@@ -309,11 +259,9 @@ async fn a_closing_connection_never_hands_returned_messages_to_its_own_consumers
             wait_message_count(&ch, &q, 1).await;
             let m = get(&ch, &q).await.expect("the message came back");
             assert!(m.delivery.redelivered);
-            m.delivery.acker.ack(Default::default()).await.expect("ack");
+            ack(&m).await;
         } else {
-            ch.queue_purge(q.as_str().into(), Default::default())
-                .await
-                .expect("purge");
+            purge(&ch, &q).await;
         }
     }
     delete_queues(&ch, &[&q]).await;
@@ -321,8 +269,7 @@ async fn a_closing_connection_never_hands_returned_messages_to_its_own_consumers
 
 #[tokio::test]
 async fn basic_get_and_get_empty() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.get").await;
+    let (_broker, _conn, ch, q) = start_with_queue("q.get").await;
     assert!(get(&ch, &q).await.is_none(), "get-empty on an empty queue");
     fill(&ch, &q, 2).await;
     let m = get(&ch, &q).await.expect("get-ok");
@@ -333,22 +280,14 @@ async fn basic_get_and_get_empty() {
     );
     assert_eq!(m.delivery.routing_key.as_str(), q.as_str());
     assert_eq!(m.delivery.exchange.as_str(), "");
-    m.delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack(&m).await;
     let m = get(&ch, &q).await.expect("get-ok");
     assert_eq!(
         (m.delivery.data.as_slice(), m.message_count),
         (&b"m1"[..], 0)
     );
     assert!(get(&ch, &q).await.is_none(), "m1 is unacked, not ready");
-    m.delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack(&m).await;
     delete_queues(&ch, &[&q]).await;
 }
 
@@ -373,17 +312,10 @@ async fn consume_from_a_missing_queue_is_404() {
 
 #[tokio::test]
 async fn recover_with_requeue_redelivers_unacked_messages() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.recover").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.recover").await;
     fill(&ch, &q, 3).await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = consume(&cch, &q, false).await;
-    let first = take(&mut c, 3).await;
-    first[0]
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack m0");
+    let (cch, mut c, first) = consume_n(&conn, &q, false, 3).await;
+    ack(&first[0]).await;
     cch.basic_recover(BasicRecoverOptions { requeue: true })
         .await
         .expect("recover");
@@ -396,27 +328,19 @@ async fn recover_with_requeue_redelivers_unacked_messages() {
 
 #[tokio::test]
 async fn basic_cancel_stops_deliveries() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.cancel").await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = cch
-        .basic_consume(
-            q.as_str().into(),
-            "my-tag".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let (_broker, conn, ch, q) = start_with_queue("q.cancel").await;
+    let cch = channel(&conn).await;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut c = try_consume_tagged(&cch, &q, "my-tag", no_ack)
         .await
         .expect("consume");
     assert_eq!(c.tag().as_str(), "my-tag");
     publish(&ch, "", &q, b"before").await;
     assert_eq!(next(&mut c).await.data, b"before");
-    cch.basic_cancel("my-tag".into(), BasicCancelOptions::default())
-        .await
-        .expect("cancel");
+    cancel(&cch, &c).await;
     publish(&ch, "", &q, b"after").await;
     wait_message_count(&ch, &q, 1).await;
     let end = within(
@@ -430,9 +354,8 @@ async fn basic_cancel_stops_deliveries() {
 
 #[tokio::test]
 async fn deleting_a_queue_sends_basic_cancel_to_its_consumers() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.cancelnotify").await;
-    let cch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch, q) = start_with_queue("q.cancelnotify").await;
+    let cch = channel(&conn).await;
     let mut c = consume(&cch, &q, false).await;
     delete_queues(&ch, &[&q]).await;
     // The server's basic.cancel ends lapin's consumer stream.
@@ -443,47 +366,28 @@ async fn deleting_a_queue_sends_basic_cancel_to_its_consumers() {
     .await;
     assert!(end.is_none(), "consumer cancelled, got {end:?}");
     // The channel itself stays usable.
-    cch.basic_qos(1, BasicQosOptions::default())
-        .await
-        .expect("channel still open");
+    qos(&cch, 1, false).await;
 }
 
 #[tokio::test]
 async fn exclusive_consumer_excludes_others_403() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.exclusiveconsumer").await;
-    let _c = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let (_broker, conn, ch, q) = start_with_queue("q.exclusiveconsumer").await;
+    let exclusive = BasicConsumeOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let _c = try_consume_tagged(&ch, &q, "", exclusive)
         .await
         .expect("exclusive consume");
-    let other = conn.create_channel().await.expect("channel");
+    let other = channel(&conn).await;
     let res = try_consume(&other, &q).await;
     assert_code(res, 403);
 
     // And an exclusive consume on a queue that already has a consumer is refused too.
     let q2 = declare_unique_queue(&ch, "q.exclusiveconsumer2").await;
     let _plain = consume(&ch, &q2, false).await;
-    let other = conn.create_channel().await.expect("channel");
-    let res = other
-        .basic_consume(
-            q2.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 403);
+    let other = channel(&conn).await;
+    assert_code(try_consume_tagged(&other, &q2, "", exclusive).await, 403);
     for name in [&q, &q2] {
         delete_queues(&ch, &[&name]).await;
     }
@@ -491,25 +395,11 @@ async fn exclusive_consumer_excludes_others_403() {
 
 #[tokio::test]
 async fn reusing_a_consumer_tag_on_a_channel_is_a_530_connection_error() {
-    let (broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.dupetag").await;
-    let _c = ch
-        .basic_consume(
-            q.as_str().into(),
-            "same".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+    let (broker, conn, ch, q) = start_with_queue("q.dupetag").await;
+    let _c = try_consume_tagged(&ch, &q, "same", BasicConsumeOptions::default())
         .await
         .expect("consume");
-    let res = ch
-        .basic_consume(
-            q.as_str().into(),
-            "same".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let res = try_consume_tagged(&ch, &q, "same", BasicConsumeOptions::default()).await;
     assert_code(res, 530);
     // NOT_ALLOWED is a hard error: the connection is gone, not just the channel.
     assert!(
@@ -531,25 +421,13 @@ async fn acking_an_unknown_delivery_tag_is_406() {
 
 #[tokio::test]
 async fn mandatory_unroutable_publish_comes_back_as_basic_return_312() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = confirm_channel(&conn).await;
+    let (_broker, _conn, ch) = start_confirming().await;
     let ex = common::unique("ex.noroute");
     declare_exchange(&ch, &ex, lapin::ExchangeKind::Direct).await;
-    let confirm = ch
-        .basic_publish(
-            ex.as_str().into(),
-            "nobody".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"bounce",
-            BasicProperties::default().with_correlation_id("c-1".into()),
-        )
+    let props = BasicProperties::default().with_correlation_id("c-1".into());
+    let confirmation = publish_flagged(&ch, &ex, "nobody", mandatory(), b"bounce", props)
         .await
-        .expect("publish");
-    let confirmation = within("the confirm", confirm).await.expect("confirm");
+        .expect("confirm");
     // RabbitMQ sends basic.return and then basic.ack: an unroutable message is still "handled".
     assert!(confirmation.is_ack());
     let returned = confirmation
@@ -578,23 +456,10 @@ async fn mandatory_unroutable_publish_comes_back_as_basic_return_312() {
 
 #[tokio::test]
 async fn mandatory_publish_to_the_default_exchange_without_queue_is_returned() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = confirm_channel(&conn).await;
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            common::unique("q.nonexistent").as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"bounce",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish");
-    let returned = within("the confirm", confirm)
+    let (_broker, _conn, ch) = start_confirming().await;
+    let nowhere = common::unique("q.nonexistent");
+    let props = BasicProperties::default();
+    let returned = publish_flagged(&ch, "", &nowhere, mandatory(), b"bounce", props)
         .await
         .expect("confirm")
         .take_message()
@@ -604,24 +469,20 @@ async fn mandatory_publish_to_the_default_exchange_without_queue_is_returned() {
 
 #[tokio::test]
 async fn a_four_mib_message_round_trips_intact() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = confirm_channel(&conn).await;
+    let (_broker, conn, ch) = start_confirming().await;
     let q = declare_unique_queue(&ch, "q.big").await;
     let body: Vec<u8> = (0..4 * 1024 * 1024u32)
         .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
         .collect();
     let c = publish_confirmed(&ch, "", &q, &body, BasicProperties::default()).await;
     assert!(c.is_ack());
-    let cch = conn.create_channel().await.expect("channel");
+    let cch = channel(&conn).await;
     let mut consumer = consume(&cch, &q, true).await;
     let d = next(&mut consumer).await;
     assert_eq!(d.data.len(), body.len());
     assert!(d.data == body, "4 MiB body changed in transit");
     // And through basic.get, after the consumer is gone.
-    cch.basic_cancel(consumer.tag(), Default::default())
-        .await
-        .expect("cancel");
+    cancel(&cch, &consumer).await;
     publish_confirmed(&ch, "", &q, &body[..1_000_001], BasicProperties::default()).await;
     let got = get_body(&ch, &q).await.expect("basic.get of a 1 MB body");
     assert!(got == body[..1_000_001], "1 MB body changed in transit");
@@ -630,9 +491,7 @@ async fn a_four_mib_message_round_trips_intact() {
 
 #[tokio::test]
 async fn message_properties_round_trip() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = confirm_channel(&conn).await;
+    let (_broker, _conn, ch) = start_confirming().await;
     let q = declare_unique_queue(&ch, "q.props").await;
     let headers = table(vec![
         ("str", AMQPValue::LongString("v".into())),
@@ -679,12 +538,9 @@ async fn message_properties_round_trip() {
 
 #[tokio::test]
 async fn no_ack_deliveries_are_not_requeued_on_close() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.noack").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.noack").await;
     fill(&ch, &q, 3).await;
-    let cch = conn.create_channel().await.expect("channel");
-    let mut c = consume(&cch, &q, true).await;
-    let _ = take(&mut c, 3).await;
+    let (cch, _c, _) = consume_n(&conn, &q, true, 3).await;
     cch.close(200, "bye".into()).await.expect("close");
     publish(&ch, "", &q, b"marker").await;
     wait_message_count(&ch, &q, 1).await;
@@ -694,15 +550,10 @@ async fn no_ack_deliveries_are_not_requeued_on_close() {
 
 #[tokio::test]
 async fn basic_get_ignores_the_prefetch_limit() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.getprefetch").await;
+    let (_broker, _conn, ch, q) = start_with_queue("q.getprefetch").await;
     fill(&ch, &q, 3).await;
-    ch.basic_qos(1, BasicQosOptions { global: false })
-        .await
-        .expect("qos");
-    ch.basic_qos(1, BasicQosOptions { global: true })
-        .await
-        .expect("qos");
+    qos(&ch, 1, false).await;
+    qos(&ch, 1, true).await;
     // basic.get is not limited by basic.qos: three unacked gets in a row succeed.
     let mut held = Vec::new();
     for i in 0..3 {
@@ -716,11 +567,7 @@ async fn basic_get_ignores_the_prefetch_limit() {
 #[tokio::test]
 async fn an_invalid_expiration_property_is_406() {
     // RabbitMQ: "PRECONDITION_FAILED - invalid expiration 'soon' for message".
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let q = common::unique("q.badexpiration");
-    let ch = conn.create_channel().await.expect("channel");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch, q) = start_with_queue("q.badexpiration").await;
     let res = publish_error(
         &conn,
         "",
@@ -736,23 +583,13 @@ async fn an_invalid_expiration_property_is_406() {
 async fn immediate_publish_is_a_540_connection_error() {
     // RabbitMQ 3 removed support for immediate=true: "NOT_IMPLEMENTED - immediate=true",
     // a connection error.
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = confirm_channel(&conn).await;
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            "anything".into(),
-            BasicPublishOptions {
-                immediate: true,
-                ..Default::default()
-            },
-            b"now",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish is sent");
-    let res = within("the connection error", confirm).await;
+    let (_broker, _conn, ch) = start_confirming().await;
+    let immediate = BasicPublishOptions {
+        immediate: true,
+        ..Default::default()
+    };
+    let props = BasicProperties::default();
+    let res = publish_flagged(&ch, "", "anything", immediate, b"now", props).await;
     assert_code(res, 540);
 }
 
@@ -771,7 +608,7 @@ async fn publish_consume_ack_round_trip() {
         let d = next(&mut consumer).await;
         assert_eq!(d.data, vec![i]);
         assert!(!d.redelivered);
-        d.ack(BasicAckOptions::default()).await.expect("ack");
+        ack(&d).await;
     }
     delete_queues(&ch, &[&q]).await;
     finish(conn, broker).await;
@@ -781,8 +618,7 @@ async fn publish_consume_ack_round_trip() {
 // frames, fetched with basic.get (a_four_mib_message_round_trips_intact consumes it).
 #[tokio::test]
 async fn large_message_round_trips_across_frames() {
-    let (broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "core.big").await;
+    let (broker, conn, ch, q) = start_with_queue("core.big").await;
     let body: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     publish(&ch, "", &q, &body).await;
     let got = get_eventually(&ch, &q).await;
@@ -796,15 +632,12 @@ async fn large_message_round_trips_across_frames() {
 // closes): with prefetch 3 and messages left behind the unacked ones.
 #[tokio::test]
 async fn unacked_messages_return_in_order_redelivered_when_channel_closes() {
-    let (broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "core.requeue").await;
+    let (broker, conn, ch, q) = start_with_queue("core.requeue").await;
     for i in 0..5u8 {
         publish(&ch, "", &q, &[i]).await;
     }
-    let ch2 = conn.create_channel().await.expect("channel");
-    ch2.basic_qos(3, BasicQosOptions::default())
-        .await
-        .expect("qos");
+    let ch2 = channel(&conn).await;
+    qos(&ch2, 3, false).await;
     let mut c2 = consume(&ch2, &q, false).await;
     let got: Vec<u8> = take(&mut c2, 3).await.iter().map(|d| d.data[0]).collect();
     assert_eq!(got, vec![0, 1, 2]);
@@ -825,10 +658,8 @@ async fn unacked_messages_return_in_order_redelivered_when_channel_closes() {
 // the first consumer, then a nack with requeue sets redelivered.
 #[tokio::test]
 async fn round_robin_and_nack_requeue() {
-    let (broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "core.rr").await;
-    let c1ch = conn.create_channel().await.expect("channel");
-    let c2ch = conn.create_channel().await.expect("channel");
+    let (broker, conn, ch, q) = start_with_queue("core.rr").await;
+    let (c1ch, c2ch) = (channel(&conn).await, channel(&conn).await);
     let mut c1 = consume(&c1ch, &q, true).await;
     let mut c2 = consume(&c2ch, &q, true).await;
     for i in 0..6u8 {
@@ -847,20 +678,11 @@ async fn round_robin_and_nack_requeue() {
     publish(&ch, "", &q, b"again").await;
     let m = get(&ch, &q).await.expect("a message");
     assert!(!m.delivery.redelivered);
-    m.delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-        .await
-        .expect("nack");
+    nack(&m, false, true).await;
     let m = get(&ch, &q).await.expect("the requeued message");
     assert!(m.delivery.redelivered);
     assert_eq!(m.delivery.data, b"again");
-    m.delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack(&m).await;
     delete_queues(&ch, &[&q]).await;
     finish(conn, broker).await;
 }
@@ -877,42 +699,22 @@ async fn global_qos_limits_the_channel_and_delete_preconditions_hold() {
             publish(&ch, "", q, b"m").await;
         }
     }
-    let cch = conn.create_channel().await.expect("channel");
-    cch.basic_qos(3, BasicQosOptions { global: true })
-        .await
-        .expect("qos");
+    let cch = channel(&conn).await;
+    qos(&cch, 3, true).await;
     let mut a = consume(&cch, &q1, false).await;
     let mut b = consume(&cch, &q2, false).await;
-    let mut got = 0;
-    loop {
-        tokio::select! {
-            Some(_) = futures::StreamExt::next(&mut a) => got += 1,
-            Some(_) = futures::StreamExt::next(&mut b) => got += 1,
-            _ = tokio::time::sleep(QUIET) => break,
-        }
-    }
+    let got = until_quiet(&mut a, &mut b).await.len();
     assert_eq!(got, 3, "global prefetch 3 across both consumers");
     // if-unused refuses while a consumer exists; if-empty refuses while messages wait.
-    let if_unused = QueueDeleteOptions {
-        if_unused: true,
-        ..Default::default()
-    };
-    assert_code(ch.queue_delete(q1.as_str().into(), if_unused).await, 406);
+    let if_unused = delete_if(true, false);
+    assert_code(try_delete_queue(&ch, &q1, if_unused).await, 406);
     cch.close(200, "bye".into()).await.expect("close");
-    let ch = conn.create_channel().await.expect("channel");
-    let if_empty = QueueDeleteOptions {
-        if_empty: true,
-        ..Default::default()
-    };
-    assert_code(ch.queue_delete(q2.as_str().into(), if_empty).await, 406);
-    let ch = conn.create_channel().await.expect("channel");
-    let purged = ch
-        .queue_purge(q1.as_str().into(), Default::default())
-        .await
-        .expect("purge");
-    assert_eq!(purged, 5);
-    let deleted = ch
-        .queue_delete(q2.as_str().into(), QueueDeleteOptions::default())
+    let ch = channel(&conn).await;
+    let if_empty = delete_if(false, true);
+    assert_code(try_delete_queue(&ch, &q2, if_empty).await, 406);
+    let ch = channel(&conn).await;
+    assert_eq!(purge(&ch, &q1).await, 5);
+    let deleted = try_delete_queue(&ch, &q2, QueueDeleteOptions::default())
         .await
         .expect("delete");
     assert_eq!(deleted, 5);
@@ -924,30 +726,15 @@ async fn global_qos_limits_the_channel_and_delete_preconditions_hold() {
 async fn a_delivery_mode_other_than_1_or_2_is_406() {
     // RabbitMQ 3.10: "PRECONDITION_FAILED - invalid message: {delivery_mode_unknown,0}".
     // Found by difftest (the bundled broker stored such messages as transient).
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let q = common::unique("q.deliverymode");
-    let ch = conn.create_channel().await.expect("channel");
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let (_broker, conn, ch, q) = start_with_queue("q.deliverymode").await;
+    let with_mode = |mode| BasicProperties::default().with_delivery_mode(mode);
     for mode in [0u8, 3, 255] {
-        let res = publish_error(
-            &conn,
-            "",
-            &q,
-            BasicProperties::default().with_delivery_mode(mode),
-        )
-        .await;
-        assert_code(res, 406);
+        assert_code(publish_error(&conn, "", &q, with_mode(mode)).await, 406);
     }
     for mode in [1u8, 2] {
-        let confirm = publish_error(
-            &conn,
-            "",
-            &q,
-            BasicProperties::default().with_delivery_mode(mode),
-        )
-        .await
-        .expect("delivery modes 1 and 2 are accepted");
+        let confirm = publish_error(&conn, "", &q, with_mode(mode))
+            .await
+            .expect("delivery modes 1 and 2 are accepted");
         assert!(confirm.is_ack(), "mode {mode}: {confirm:?}");
     }
     wait_message_count(&ch, &q, 2).await;
@@ -958,32 +745,20 @@ async fn a_delivery_mode_other_than_1_or_2_is_406() {
 async fn a_user_id_other_than_the_authenticated_user_is_406() {
     // RabbitMQ: "PRECONDITION_FAILED - user_id property set to 'nobody' but authenticated
     // user was 'guest'" (only users tagged `impersonator` may set another). Found by difftest.
-    let broker = common::broker().await;
+    let (broker, conn, ch, q) = start_with_queue("q.userid").await;
     let user = lapin::uri::AMQPUri::from_str(broker.url())
         .expect("the test broker's URL parses")
         .authority
         .userinfo
         .username;
-    let conn = connect(&broker).await;
-    let q = common::unique("q.userid");
-    let ch = conn.create_channel().await.expect("channel");
-    declare_queue(&ch, &q, FieldTable::default()).await;
-    let res = publish_error(
-        &conn,
-        "",
-        &q,
-        BasicProperties::default().with_user_id("nobody-at-all".into()),
-    )
-    .await;
-    assert_code(res, 406);
-    let confirm = publish_error(
-        &conn,
-        "",
-        &q,
-        BasicProperties::default().with_user_id(user.as_str().into()),
-    )
-    .await
-    .expect("the authenticated user's own name is accepted");
+    let user_id = |name: &str| BasicProperties::default().with_user_id(name.into());
+    assert_code(
+        publish_error(&conn, "", &q, user_id("nobody-at-all")).await,
+        406,
+    );
+    let confirm = publish_error(&conn, "", &q, user_id(&user))
+        .await
+        .expect("the authenticated user's own name is accepted");
     assert!(confirm.is_ack(), "{confirm:?}");
     let got = get(&ch, &q).await.expect("the message was enqueued");
     assert_eq!(
@@ -1013,7 +788,7 @@ async fn the_exchange_is_checked_before_the_message_properties() {
     .await;
     assert_code(res, 404);
     let internal = common::unique("x.internal");
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(&conn).await;
     declare_internal_exchange(&ch, &internal).await;
     for props in [
         BasicProperties::default().with_expiration("soon".into()),

@@ -55,8 +55,7 @@ async fn every_publish_on_a_confirm_channel_is_acked() {
 
 #[tokio::test]
 async fn publishes_before_confirm_select_are_not_confirmed() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.noconfirm").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.noconfirm").await;
     let c = ch
         .basic_publish(
             "".into(),
@@ -83,8 +82,7 @@ async fn publishes_before_confirm_select_are_not_confirmed() {
 
 #[tokio::test]
 async fn tx_commit_makes_publishes_visible() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.txcommit").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.txcommit").await;
     let tx = conn.create_channel().await.expect("channel");
     tx.tx_select().await.expect("tx.select");
     publish(&tx, "", &q, b"a").await;
@@ -106,8 +104,7 @@ async fn tx_commit_makes_publishes_visible() {
 
 #[tokio::test]
 async fn tx_rollback_discards_publishes() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.txrollback").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.txrollback").await;
     let tx = conn.create_channel().await.expect("channel");
     tx.tx_select().await.expect("tx.select");
     publish(&tx, "", &q, b"discarded").await;
@@ -121,8 +118,7 @@ async fn tx_rollback_discards_publishes() {
 
 #[tokio::test]
 async fn acks_in_a_transaction_take_effect_on_commit() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.txack").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.txack").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
 
@@ -238,8 +234,7 @@ async fn confirms_and_mandatory_return() {
 // the next committed on the same channel; nothing is visible before the commit.
 #[tokio::test]
 async fn tx_commit_and_rollback() {
-    let (broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "core.tx").await;
+    let (broker, conn, ch, q) = start_with_queue("core.tx").await;
     ch.tx_select().await.expect("tx.select");
     publish(&ch, "", &q, b"rolled back").await;
     ch.tx_rollback().await.expect("tx.rollback");
@@ -311,8 +306,7 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
     // ack of the same transaction settled, is 406 at once, so the rollback that follows finds
     // the channel closed. Found by difftest: the bundled broker checked them only at commit.
     use lapin::options::{BasicNackOptions, BasicRejectOptions};
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.txcheckack").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.txcheckack").await;
     for case in 0..4 {
         publish(&ch, "", &q, b"m").await;
         wait_message_count(&ch, &q, 1).await;

@@ -97,8 +97,7 @@ async fn x_message_ttl_expires_messages() {
 
 #[tokio::test]
 async fn per_message_expiration_expires_only_that_message() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.expiration").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.expiration").await;
     let pch = confirm_channel(&conn).await;
     publish_confirmed(
         &pch,

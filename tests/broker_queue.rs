@@ -110,8 +110,7 @@ async fn passive_declare_of_a_missing_queue_is_404() {
 
 #[tokio::test]
 async fn passive_declare_of_an_existing_queue_ignores_flags() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let name = declare_unique_queue(&ch, "q.passive").await;
+    let (_broker, _conn, ch, name) = start_with_queue("q.passive").await;
     // passive=true with durable=true must not complain about the flag mismatch.
     let passive_durable = QueueDeclareOptions {
         passive: true,
@@ -267,8 +266,7 @@ async fn bind_and_unbind_control_routing() {
 
 #[tokio::test]
 async fn bind_to_a_missing_exchange_is_404() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.bind404").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.bind404").await;
     let missing_ex = common::unique("ex.missing");
     let res = try_bind(&ch, &q, &missing_ex, "k", FieldTable::default()).await;
     assert_code(res, 404);
@@ -281,8 +279,7 @@ async fn bind_to_a_missing_exchange_is_404() {
 
 #[tokio::test]
 async fn binding_to_the_default_exchange_is_403() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.bind.default").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.bind.default").await;
     let res = try_bind(&ch, &q, "", "other", FieldTable::default()).await;
     assert_code(res, 403);
     let ch = channel(&conn).await;
@@ -292,8 +289,7 @@ async fn binding_to_the_default_exchange_is_403() {
 
 #[tokio::test]
 async fn purge_returns_the_number_of_messages_removed() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.purge").await;
+    let (_broker, _conn, ch, q) = start_with_queue("q.purge").await;
     for i in 0..5 {
         publish(&ch, "", &q, format!("{i}").as_bytes()).await;
     }
@@ -316,8 +312,7 @@ async fn purge_of_a_missing_queue_is_404() {
 
 #[tokio::test]
 async fn delete_returns_the_message_count() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.delete").await;
+    let (_broker, _conn, ch, q) = start_with_queue("q.delete").await;
     for _ in 0..3 {
         publish(&ch, "", &q, b"m").await;
     }
@@ -343,8 +338,7 @@ async fn delete_of_a_missing_queue_is_ok() {
 
 #[tokio::test]
 async fn delete_if_unused_with_a_consumer_is_406() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.ifunused").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.ifunused").await;
     let cch = channel(&conn).await;
     let consumer = consume(&cch, &q, false).await;
     let if_unused = delete_if(true, false);
@@ -358,8 +352,7 @@ async fn delete_if_unused_with_a_consumer_is_406() {
 
 #[tokio::test]
 async fn delete_if_empty_with_messages_is_406() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "q.ifempty").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.ifempty").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
     let if_empty = delete_if(false, true);
@@ -486,8 +479,7 @@ async fn channel_errors_have_the_right_codes() {
 // with its connection.
 #[tokio::test]
 async fn queue_delete_cancels_consumers_and_exclusive_queues_die_with_connection() {
-    let (broker, conn, ch) = start_and_open().await;
-    let q = declare_unique_queue(&ch, "core.cancel").await;
+    let (broker, conn, ch, q) = start_with_queue("core.cancel").await;
     let mut consumer = consume(&ch, &q, false).await;
     let ch2 = channel(&conn).await;
     delete_queues(&ch2, &[&q]).await;

@@ -102,6 +102,14 @@ pub async fn start_and_open() -> (TestBroker, Connection, Channel) {
     (broker, conn, ch)
 }
 
+/// [`start_and_open`], then [`declare_unique_queue`] from `prefix` on the channel: the broker,
+/// the connection, the channel and the queue's name.
+pub async fn start_with_queue(prefix: &str) -> (TestBroker, Connection, Channel, String) {
+    let (broker, conn, ch) = start_and_open().await;
+    let q = declare_unique_queue(&ch, prefix).await;
+    (broker, conn, ch, q)
+}
+
 /// Declares a non-durable queue, without arguments, named by [`crate::common::unique`] from
 /// `prefix`, and returns its name.
 pub async fn declare_unique_queue(ch: &Channel, prefix: &str) -> String {
@@ -291,6 +299,14 @@ async fn send_publish(
     ch.basic_publish(exchange.into(), key.into(), options, body, props)
         .await
         .expect("basic.publish is sent")
+}
+
+/// `BasicPublishOptions` with `mandatory` set: an unroutable message comes back as basic.return.
+pub fn mandatory() -> BasicPublishOptions {
+    BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    }
 }
 
 /// Publishes `body` with `options` (mandatory, immediate) and `props` on a confirm channel and
