@@ -11,7 +11,7 @@ mod amqp;
 mod common;
 
 use amqp::*;
-use lapin::options::BasicRejectOptions;
+use lapin::message::BasicGetMessage;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
@@ -25,36 +25,83 @@ fn s(v: &str) -> AMQPValue {
 
 /// A dead-letter target: a direct exchange and a queue bound to it with `key`.
 async fn dead_letter_target(ch: &Channel, key: &str) -> (String, String) {
-    let dlx = common::unique("ex.dlx");
-    let dlq = common::unique("q.dlq");
-    declare_exchange(ch, &dlx, ExchangeKind::Direct).await;
-    declare_queue(ch, &dlq, FieldTable::default()).await;
-    bind(ch, &dlq, &dlx, key).await;
-    (dlx, dlq)
+    bound_queue(ch, ExchangeKind::Direct, key, "ex.dlx", "q.dlq").await
 }
 
-/// The single `x-death` entry of a dead-lettered message's headers.
-fn x_death(props: &BasicProperties) -> FieldTable {
+/// Queue arguments `extra` plus dead-lettering to exchange `dlx` with routing key `key`.
+fn dead_lettering(dlx: &str, key: &str, mut extra: Vec<(&str, AMQPValue)>) -> FieldTable {
+    extra.push(("x-dead-letter-exchange", s(dlx)));
+    extra.push(("x-dead-letter-routing-key", s(key)));
+    table(extra)
+}
+
+/// Waits until `dlq` holds `n` messages and takes the first (manual ack).
+async fn first_of(ch: &Channel, dlq: &str, n: u32) -> BasicGetMessage {
+    wait_message_count(ch, dlq, n).await;
+    get(ch, dlq).await.expect("dead-lettered")
+}
+
+/// Waits until `dlq` holds `n` messages and asserts that the first is `body`, dead-lettered
+/// for `reason`.
+async fn assert_dead_lettered(ch: &Channel, dlq: &str, n: u32, body: &[u8], reason: &str) {
+    let dead = first_of(ch, dlq, n).await;
+    assert_eq!(dead.delivery.data, body);
+    assert_eq!(text(&x_death(&dead.delivery.properties), "reason"), reason);
+}
+
+/// Publishes each of `bodies` to `q` through the default exchange on confirm channel `pch`,
+/// and returns whether each was acked (rather than nacked).
+async fn publish_all_confirmed(pch: &Channel, q: &str, bodies: &[&str]) -> Vec<bool> {
+    let mut acks = Vec::new();
+    for body in bodies {
+        let props = BasicProperties::default();
+        let c = publish_confirmed(pch, "", q, body.as_bytes(), props).await;
+        acks.push(c.is_ack());
+    }
+    acks
+}
+
+/// The array `key` of table `t`.
+fn array<'t>(t: &'t FieldTable, key: &str) -> &'t [AMQPValue] {
+    match t.inner().get(key) {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice(),
+        other => panic!("{key} is not an array: {other:?}"),
+    }
+}
+
+/// A long-string value's text; `what` names it in the failure.
+fn long_string(v: &AMQPValue, what: &str) -> String {
+    match v {
+        AMQPValue::LongString(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        other => panic!("{what} is not a string: {other:?}"),
+    }
+}
+
+/// All `x-death` entries of a dead-lettered message's headers, most recent first.
+fn x_deaths(props: &BasicProperties) -> Vec<FieldTable> {
     let headers = props
         .headers()
         .as_ref()
         .expect("dead-lettered message has headers");
-    let deaths = match headers.inner().get("x-death") {
-        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
-        other => panic!("x-death is not an array: {other:?}"),
-    };
-    assert_eq!(deaths.len(), 1, "one death event: {deaths:?}");
-    match &deaths[0] {
+    let entry = |v: &AMQPValue| match v {
         AMQPValue::FieldTable(t) => t.clone(),
         other => panic!("x-death entry is not a table: {other:?}"),
-    }
+    };
+    array(headers, "x-death").iter().map(entry).collect()
+}
+
+/// The single `x-death` entry of a dead-lettered message's headers.
+fn x_death(props: &BasicProperties) -> FieldTable {
+    let mut deaths = x_deaths(props);
+    assert_eq!(deaths.len(), 1, "one death event: {deaths:?}");
+    deaths.remove(0)
 }
 
 fn text(t: &FieldTable, key: &str) -> String {
     match t.inner().get(key) {
-        Some(AMQPValue::LongString(v)) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
         Some(AMQPValue::ShortString(v)) => v.as_str().to_owned(),
-        other => panic!("{key} is not a string: {other:?}"),
+        Some(v) => long_string(v, key),
+        None => panic!("{key} is missing from {t:?}"),
     }
 }
 
@@ -67,17 +114,8 @@ fn count(t: &FieldTable) -> i64 {
 }
 
 fn routing_keys(t: &FieldTable) -> Vec<String> {
-    match t.inner().get("routing-keys") {
-        Some(AMQPValue::FieldArray(a)) => a
-            .as_slice()
-            .iter()
-            .map(|v| match v {
-                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                other => panic!("routing key is not a string: {other:?}"),
-            })
-            .collect(),
-        other => panic!("routing-keys is not an array: {other:?}"),
-    }
+    let key = |v| long_string(v, "routing key");
+    array(t, "routing-keys").iter().map(key).collect()
 }
 
 #[tokio::test]
@@ -118,19 +156,10 @@ async fn expired_messages_are_dead_lettered_with_reason_expired() {
     let (_broker, _conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "expired-key").await;
     let q = common::unique("q.ttl.dlx");
-    declare_queue(
-        &ch,
-        &q,
-        table(vec![
-            ("x-message-ttl", long(30)),
-            ("x-dead-letter-exchange", s(&dlx)),
-            ("x-dead-letter-routing-key", s("expired-key")),
-        ]),
-    )
-    .await;
+    let args = dead_lettering(&dlx, "expired-key", vec![("x-message-ttl", long(30))]);
+    declare_queue(&ch, &q, args).await;
     publish(&ch, "", &q, b"will expire").await;
-    wait_message_count(&ch, &dlq, 1).await;
-    let m = get(&ch, &dlq).await.expect("dead-lettered");
+    let m = first_of(&ch, &dlq, 1).await;
     assert_eq!(m.delivery.data, b"will expire");
     assert_eq!(m.delivery.exchange.as_str(), dlx.as_str());
     assert_eq!(m.delivery.routing_key.as_str(), "expired-key");
@@ -143,8 +172,7 @@ async fn expired_messages_are_dead_lettered_with_reason_expired() {
     // The queue TTL that expired the message is recorded as original-expiration only for a
     // per-message TTL; with a queue TTL RabbitMQ does not set the expiration property.
     assert_eq!(m.delivery.properties.expiration(), &None);
-    delete_queues(&ch, &[&q, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    delete_all(&ch, &[&q, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
@@ -152,15 +180,7 @@ async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
     let (_broker, _conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "dead").await;
     let q = common::unique("q.reject.dlx");
-    declare_queue(
-        &ch,
-        &q,
-        table(vec![
-            ("x-dead-letter-exchange", s(&dlx)),
-            ("x-dead-letter-routing-key", s("dead")),
-        ]),
-    )
-    .await;
+    declare_queue(&ch, &q, dead_lettering(&dlx, "dead", vec![])).await;
     publish_with(
         &ch,
         "",
@@ -173,13 +193,8 @@ async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
     .await;
     wait_message_count(&ch, &q, 1).await;
     let m = get(&ch, &q).await.expect("message");
-    m.delivery
-        .acker
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-        .expect("reject");
-    wait_message_count(&ch, &dlq, 1).await;
-    let d = get(&ch, &dlq).await.expect("dead-lettered");
+    reject(&m, false).await;
+    let d = first_of(&ch, &dlq, 1).await;
     assert_eq!(d.delivery.data, b"poison");
     assert_eq!(d.delivery.routing_key.as_str(), "dead");
     assert_eq!(
@@ -202,18 +217,13 @@ async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
         matches!(death.inner().get("time"), Some(AMQPValue::Timestamp(_))),
         "x-death carries the time: {death:?}"
     );
-    delete_queues(&ch, &[&q, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    delete_all(&ch, &[&q, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
 async fn nacked_messages_keep_their_routing_key_without_x_dead_letter_routing_key() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let dlx = common::unique("ex.dlx.fanout");
-    let dlq = common::unique("q.dlq");
-    declare_exchange(&ch, &dlx, ExchangeKind::Fanout).await;
-    declare_queue(&ch, &dlq, FieldTable::default()).await;
-    bind(&ch, &dlq, &dlx, "").await;
+    let (dlx, dlq) = bound_queue(&ch, ExchangeKind::Fanout, "", "ex.dlx.fanout", "q.dlq").await;
     let src = common::unique("ex.src");
     declare_exchange(&ch, &src, ExchangeKind::Direct).await;
     let q = common::unique("q.nack.dlx");
@@ -222,25 +232,14 @@ async fn nacked_messages_keep_their_routing_key_without_x_dead_letter_routing_ke
     publish(&ch, &src, "orig.key", b"n").await;
     wait_message_count(&ch, &q, 1).await;
     let m = get(&ch, &q).await.expect("message");
-    m.delivery
-        .acker
-        .nack(lapin::options::BasicNackOptions {
-            multiple: false,
-            requeue: false,
-        })
-        .await
-        .expect("nack");
-    wait_message_count(&ch, &dlq, 1).await;
-    let d = get(&ch, &dlq).await.expect("dead-lettered");
+    nack(&m, false, false).await;
+    let d = first_of(&ch, &dlq, 1).await;
     assert_eq!(d.delivery.routing_key.as_str(), "orig.key");
     let death = x_death(&d.delivery.properties);
     assert_eq!(text(&death, "reason"), "rejected");
     assert_eq!(text(&death, "exchange"), src);
     assert_eq!(routing_keys(&death), vec!["orig.key".to_owned()]);
-    delete_queues(&ch, &[&q, &dlq]).await;
-    for ex in [&src, &dlx] {
-        delete_exchange(&ch, ex).await;
-    }
+    delete_all(&ch, &[&q, &dlq], &[&src, &dlx]).await;
 }
 
 #[tokio::test]
@@ -253,43 +252,17 @@ async fn x_expires_deletes_an_unused_queue() {
 
 #[tokio::test]
 async fn x_max_length_drop_head_discards_the_oldest_and_dead_letters_them() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
     let q = common::unique("q.maxlen");
-    declare_queue(
-        &ch,
-        &q,
-        table(vec![
-            ("x-max-length", long(2)),
-            ("x-dead-letter-exchange", s(&dlx)),
-            ("x-dead-letter-routing-key", s("overflow")),
-        ]),
-    )
-    .await;
+    let args = dead_lettering(&dlx, "overflow", vec![("x-max-length", long(2))]);
+    declare_queue(&ch, &q, args).await;
     let pch = confirm_channel(&conn).await;
-    for i in 0..5 {
-        let c = publish_confirmed(
-            &pch,
-            "",
-            &q,
-            format!("m{i}").as_bytes(),
-            BasicProperties::default(),
-        )
-        .await;
-        assert!(c.is_ack(), "drop-head accepts every publish");
-    }
+    let acks = publish_all_confirmed(&pch, &q, &["m0", "m1", "m2", "m3", "m4"]).await;
+    assert_eq!(acks, vec![true; 5], "drop-head accepts every publish");
     assert_eq!(drain(&ch, &q).await, vec!["m3", "m4"]);
-    wait_message_count(&ch, &dlq, 3).await;
-    let first = get(&ch, &dlq).await.expect("dead-lettered");
-    assert_eq!(
-        text(&x_death(&first.delivery.properties), "reason"),
-        "maxlen"
-    );
-    assert_eq!(first.delivery.data, b"m0");
-    delete_queues(&ch, &[&q, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    assert_dead_lettered(&ch, &dlq, 3, b"m0", "maxlen").await;
+    delete_all(&ch, &[&q, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
@@ -298,46 +271,24 @@ async fn x_max_length_drop_head_counts_the_new_message_too() {
     // every message goes (dead-lettered, reason maxlen), and a body larger than
     // x-max-length-bytes drops itself. Found by difftest: the bundled broker trimmed before
     // adding, so the new message always stayed.
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
     let zero = common::unique("q.maxlen0");
-    declare_queue(
-        &ch,
-        &zero,
-        table(vec![
-            ("x-max-length", long(0)),
-            ("x-dead-letter-exchange", s(&dlx)),
-            ("x-dead-letter-routing-key", s("overflow")),
-        ]),
-    )
-    .await;
+    let args = dead_lettering(&dlx, "overflow", vec![("x-max-length", long(0))]);
+    declare_queue(&ch, &zero, args).await;
     let bytes = common::unique("q.maxbytes");
     declare_queue(&ch, &bytes, table(vec![("x-max-length-bytes", long(10))])).await;
     let pch = confirm_channel(&conn).await;
-    for (queue, body) in [
-        (&zero, "a"),
-        (&bytes, "0123456789-too-long"),
-        (&bytes, "fits"),
-        (&bytes, "fits-too"),
-    ] {
-        let c =
-            publish_confirmed(&pch, "", queue, body.as_bytes(), BasicProperties::default()).await;
-        assert!(c.is_ack(), "drop-head accepts every publish");
-    }
-    wait_message_count(&ch, &dlq, 1).await;
-    let dead = get(&ch, &dlq).await.expect("dead-lettered");
-    assert_eq!(dead.delivery.data, b"a");
-    assert_eq!(
-        text(&x_death(&dead.delivery.properties), "reason"),
-        "maxlen"
+    let mut acks = publish_all_confirmed(&pch, &zero, &["a"]).await;
+    acks.extend(
+        publish_all_confirmed(&pch, &bytes, &["0123456789-too-long", "fits", "fits-too"]).await,
     );
+    assert_eq!(acks, vec![true; 4], "drop-head accepts every publish");
+    assert_dead_lettered(&ch, &dlq, 1, b"a", "maxlen").await;
     assert_eq!(drain(&ch, &zero).await, Vec::<String>::new());
     // 4 + 8 bytes is over 10: the older one went.
     assert_eq!(drain(&ch, &bytes).await, vec!["fits-too"]);
-    delete_queues(&ch, &[&zero, &bytes, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    delete_all(&ch, &[&zero, &bytes, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
@@ -345,52 +296,26 @@ async fn requeued_messages_are_held_to_x_max_length_too() {
     // RabbitMQ's requeue_and_run drops from the head (dead-lettering, reason maxlen) until the
     // queue is within its limits before it dispatches again. Found by difftest: the bundled
     // broker requeued past x-max-length and redelivered.
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
     let q = common::unique("q.maxlen.requeue");
-    declare_queue(
-        &ch,
-        &q,
-        table(vec![
-            ("x-max-length", long(1)),
-            ("x-dead-letter-exchange", s(&dlx)),
-            ("x-dead-letter-routing-key", s("overflow")),
-        ]),
-    )
-    .await;
-    let cch = conn.create_channel().await.expect("channel");
+    let args = dead_lettering(&dlx, "overflow", vec![("x-max-length", long(1))]);
+    declare_queue(&ch, &q, args).await;
+    let cch = channel(&conn).await;
     let mut consumer = consume(&cch, &q, false).await;
     publish(&ch, "", &q, b"first").await;
     publish(&ch, "", &q, b"second").await;
     let got = take(&mut consumer, 2).await;
     assert_eq!(bodies(&got), vec!["first", "second"]);
-    cch.basic_cancel(consumer.tag().as_str().into(), Default::default())
-        .await
-        .expect("cancel");
+    cancel(&cch, &consumer).await;
     // Both back: two messages in a queue of at most one; the head goes.
-    got[1]
-        .acker
-        .nack(lapin::options::BasicNackOptions {
-            multiple: true,
-            requeue: true,
-        })
-        .await
-        .expect("nack");
-    wait_message_count(&ch, &dlq, 1).await;
-    let dead = get(&ch, &dlq).await.expect("dead-lettered");
-    assert_eq!(dead.delivery.data, b"first");
-    assert_eq!(
-        text(&x_death(&dead.delivery.properties), "reason"),
-        "maxlen"
-    );
+    nack(&got[1], true, true).await;
+    assert_dead_lettered(&ch, &dlq, 1, b"first", "maxlen").await;
     let kept = get(&ch, &q).await.expect("the second stays");
     assert_eq!(kept.delivery.data, b"second");
     assert!(kept.delivery.redelivered);
     assert_eq!(get(&ch, &q).await.map(|m| m.delivery.data), None);
-    delete_queues(&ch, &[&q, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    delete_all(&ch, &[&q, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
@@ -399,15 +324,9 @@ async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
     // (drop_expired_msgs: expired when now >= expiry), dead-lettering it then; the bundled
     // broker kept it until its expiry timer ran, so a passive declare counted it (found by
     // difftest, on a priority queue with x-message-ttl 0).
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "expired").await;
-    let dead_letter = |mut args: Vec<(&'static str, AMQPValue)>| {
-        args.push(("x-dead-letter-exchange", s(&dlx)));
-        args.push(("x-dead-letter-routing-key", s("expired")));
-        table(args)
-    };
+    let dead_letter = |args| dead_lettering(&dlx, "expired", args);
     let ttl0 = common::unique("q.ttl0");
     declare_queue(&ch, &ttl0, dead_letter(vec![("x-message-ttl", long(0))])).await;
     let prio = common::unique("q.ttl0.priority");
@@ -439,8 +358,7 @@ async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
         assert_eq!(count, 0, "{queue}");
     }
     wait_message_count(&ch, &dlq, 3).await;
-    delete_queues(&ch, &[&ttl0, &prio, &plain, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    delete_all(&ch, &[&ttl0, &prio, &plain, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
@@ -449,20 +367,10 @@ async fn basic_get_drops_the_expired_messages_it_brings_to_the_head() {
     // brought there before counting what is left: get-ok's message_count and the queue's
     // depth leave them out, and they are dead-lettered (reason expired) at once. Found by
     // difftest: the bundled broker counted them until its timer ran.
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, _conn, ch) = start_and_open().await;
     let (dlx, dlq) = dead_letter_target(&ch, "gone").await;
     let q = common::unique("q.getexpired");
-    declare_queue(
-        &ch,
-        &q,
-        table(vec![
-            ("x-dead-letter-exchange", s(&dlx)),
-            ("x-dead-letter-routing-key", s("gone")),
-        ]),
-    )
-    .await;
+    declare_queue(&ch, &q, dead_lettering(&dlx, "gone", vec![])).await;
     publish(&ch, "", &q, b"lives").await;
     publish_with(
         &ch,
@@ -477,45 +385,21 @@ async fn basic_get_drops_the_expired_messages_it_brings_to_the_head() {
     let got = get(&ch, &q).await.expect("the head");
     assert_eq!(got.delivery.data, b"lives");
     assert_eq!(got.message_count, 0, "the expired one is not left");
-    wait_message_count(&ch, &dlq, 1).await;
-    let dead = get(&ch, &dlq).await.expect("dead-lettered");
-    assert_eq!(dead.delivery.data, b"expires");
-    assert_eq!(
-        text(&x_death(&dead.delivery.properties), "reason"),
-        "expired"
-    );
-    delete_queues(&ch, &[&q, &dlq]).await;
-    delete_exchange(&ch, &dlx).await;
+    assert_dead_lettered(&ch, &dlq, 1, b"expires", "expired").await;
+    delete_all(&ch, &[&q, &dlq], &[&dlx]).await;
 }
 
 #[tokio::test]
 async fn x_overflow_reject_publish_nacks_new_messages() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let q = common::unique("q.rejectpublish");
-    declare_queue(
-        &ch,
-        &q,
-        table(vec![
-            ("x-max-length", long(2)),
-            ("x-overflow", s("reject-publish")),
-        ]),
-    )
-    .await;
+    let args = table(vec![
+        ("x-max-length", long(2)),
+        ("x-overflow", s("reject-publish")),
+    ]);
+    declare_queue(&ch, &q, args).await;
     let pch = confirm_channel(&conn).await;
-    let mut acks = Vec::new();
-    for i in 0..4 {
-        let c = publish_confirmed(
-            &pch,
-            "",
-            &q,
-            format!("m{i}").as_bytes(),
-            BasicProperties::default(),
-        )
-        .await;
-        acks.push(c.is_ack());
-    }
+    let acks = publish_all_confirmed(&pch, &q, &["m0", "m1", "m2", "m3"]).await;
     assert_eq!(acks, vec![true, true, false, false]);
     assert_eq!(drain(&ch, &q).await, vec!["m0", "m1"]);
     // Room again: accepted.
@@ -526,9 +410,7 @@ async fn x_overflow_reject_publish_nacks_new_messages() {
 
 #[tokio::test]
 async fn x_max_priority_delivers_higher_priorities_first() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let q = common::unique("q.priority");
     declare_queue(&ch, &q, table(vec![("x-max-priority", long(10))])).await;
     let pch = confirm_channel(&conn).await;
@@ -563,7 +445,7 @@ async fn a_consumer_never_receives_an_expired_message() {
     publish_confirmed(&pch, "", &q, b"old", BasicProperties::default()).await;
     wait_message_count(&ch, &q, 0).await;
     publish(&ch, "", &q, b"new").await;
-    let cch = conn.create_channel().await.expect("channel");
+    let cch = channel(&conn).await;
     let mut c = consume(&cch, &q, true).await;
     assert_eq!(next(&mut c).await.data, b"new");
     assert_quiet(&mut c).await;
@@ -572,18 +454,8 @@ async fn a_consumer_never_receives_an_expired_message() {
 
 /// All `x-death` entries of a message, as (queue, reason, count), most recent first.
 fn deaths(props: &BasicProperties) -> Vec<(String, String, i64)> {
-    let headers = props.headers().as_ref().expect("headers");
-    match headers.inner().get("x-death") {
-        Some(AMQPValue::FieldArray(a)) => a
-            .as_slice()
-            .iter()
-            .map(|v| match v {
-                AMQPValue::FieldTable(t) => (text(t, "queue"), text(t, "reason"), count(t)),
-                other => panic!("x-death entry is not a table: {other:?}"),
-            })
-            .collect(),
-        other => panic!("x-death is not an array: {other:?}"),
-    }
+    let entry = |t: FieldTable| (text(&t, "queue"), text(&t, "reason"), count(&t));
+    x_deaths(props).into_iter().map(entry).collect()
 }
 
 #[tokio::test]
@@ -594,25 +466,9 @@ async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
     let (_broker, _conn, ch) = start_and_open().await;
     let work = common::unique("q.work");
     let wait = common::unique("q.wait");
-    declare_queue(
-        &ch,
-        &work,
-        table(vec![
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s(&wait)),
-        ]),
-    )
-    .await;
-    declare_queue(
-        &ch,
-        &wait,
-        table(vec![
-            ("x-message-ttl", long(20)),
-            ("x-dead-letter-exchange", s("")),
-            ("x-dead-letter-routing-key", s(&work)),
-        ]),
-    )
-    .await;
+    declare_queue(&ch, &work, dead_lettering("", &wait, vec![])).await;
+    let wait_args = dead_lettering("", &work, vec![("x-message-ttl", long(20))]);
+    declare_queue(&ch, &wait, wait_args).await;
     publish(&ch, "", &work, b"job").await;
     for round in 1..=2i64 {
         wait_message_count(&ch, &work, 1).await;
@@ -626,11 +482,7 @@ async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
                 ]
             );
         }
-        m.delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await
-            .expect("reject");
+        reject(&m, false).await;
     }
     wait_message_count(&ch, &work, 1).await;
     let m = get(&ch, &work).await.expect("job after two rounds");
@@ -649,17 +501,13 @@ async fn x_death_counts_repeated_dead_lettering_per_queue_and_reason() {
 #[tokio::test]
 async fn ttl_dead_lettering_overflow_and_priority() {
     let (broker, conn, ch) = start_and_open().await;
-    let dlx = common::unique("core.dlx");
-    let (dead, ttl, maxlen, reject, prio) = (
-        common::unique("q.dead"),
+    let (dlx, dead) = bound_queue(&ch, ExchangeKind::Fanout, "", "core.dlx", "q.dead").await;
+    let (ttl, maxlen, reject, prio) = (
         common::unique("q.ttl"),
         common::unique("q.maxlen"),
         common::unique("q.reject"),
         common::unique("q.prio"),
     );
-    declare_exchange(&ch, &dlx, ExchangeKind::Fanout).await;
-    declare_queue(&ch, &dead, FieldTable::default()).await;
-    bind(&ch, &dead, &dlx, "").await;
     let dl = ("x-dead-letter-exchange", s(&dlx));
     let ttl_args = table(vec![("x-message-ttl", AMQPValue::LongInt(100)), dl.clone()]);
     declare_queue(&ch, &ttl, ttl_args).await;
@@ -689,10 +537,7 @@ async fn ttl_dead_lettering_overflow_and_priority() {
     // x-death is added; rejection without requeue dead-letters too.
     publish(&ch, "", &maxlen, b"r").await;
     let got = get(&ch, &maxlen).await.expect("a message");
-    got.delivery
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-        .expect("reject");
+    amqp::reject(&got, false).await;
     let dead_msg = get_eventually(&ch, &dead).await;
     let first = x_death(&dead_msg.delivery.properties);
     assert_eq!(first.inner().get("reason"), Some(&s("rejected")));
@@ -740,7 +585,7 @@ async fn ttl_zero_reaches_a_ready_consumer_and_huge_ttls_never_expire() {
     let zero_args = table(vec![("x-message-ttl", AMQPValue::LongInt(0))]);
     declare_queue(&ch, &zero, zero_args).await;
     publish(&ch, "", &zero, b"nobody waits").await;
-    let cch = conn.create_channel().await.expect("channel");
+    let cch = channel(&conn).await;
     let mut c = consume(&cch, &zero, true).await;
     publish(&ch, "", &zero, b"taken at once").await;
     assert_eq!(next(&mut c).await.data, b"taken at once");
@@ -752,26 +597,8 @@ async fn ttl_zero_reaches_a_ready_consumer_and_huge_ttls_never_expire() {
     let ten_years = BasicProperties::default().with_expiration("315360000000".into());
     publish_with(&ch, "", &huge, b"forever", ten_years).await;
     assert_eq!(drain_settled(&ch, &huge).await, vec!["forever"]);
-    let bad = conn.create_channel().await.expect("channel");
     let too_long = BasicProperties::default().with_expiration(u64::MAX.to_string().into());
-    let _ = bad
-        .basic_publish(
-            "".into(),
-            huge.as_str().into(),
-            Default::default(),
-            b"x",
-            too_long,
-        )
-        .await;
-    let err = bad
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await
-        .expect_err("the channel is closed");
-    assert_channel_closed_with(&err, 406);
+    assert_code(publish_error(&conn, "", &huge, too_long).await, 406);
     delete_queues(&ch, &[&zero, &huge]).await;
     finish(conn, broker).await;
 }

@@ -176,11 +176,7 @@ async fn declaring_an_unknown_exchange_type_is_a_503_connection_error() {
 #[tokio::test]
 async fn delete_if_unused_on_a_bound_exchange_is_406() {
     let (_broker, conn, ch) = start_and_open().await;
-    let ex = common::unique("ex.ifunused");
-    let q = common::unique("q.ifunused");
-    declare_exchange(&ch, &ex, ExchangeKind::Fanout).await;
-    declare_queue(&ch, &q, FieldTable::default()).await;
-    bind(&ch, &q, &ex, "").await;
+    let (ex, q) = bound_queue(&ch, ExchangeKind::Fanout, "", "ex.ifunused", "q.ifunused").await;
     let res = ch
         .exchange_delete(
             ex.as_str().into(),

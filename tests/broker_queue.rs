@@ -243,11 +243,7 @@ async fn auto_delete_queue_without_consumers_ever_stays() {
 #[tokio::test]
 async fn bind_and_unbind_control_routing() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let ex = common::unique("ex.bind");
-    let q = common::unique("q.bind");
-    declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
-    declare_queue(&ch, &q, FieldTable::default()).await;
-    bind(&ch, &q, &ex, "k").await;
+    let (ex, q) = bound_queue(&ch, ExchangeKind::Direct, "k", "ex.bind", "q.bind").await;
     // Binding twice is idempotent: still one copy per publish.
     bind(&ch, &q, &ex, "k").await;
     publish(&ch, &ex, "k", b"one").await;

@@ -118,6 +118,24 @@ pub async fn declare_unique_queue(ch: &Channel, prefix: &str) -> String {
     name
 }
 
+/// Declares an exchange of `kind` and a queue, named by [`crate::common::unique`] from
+/// `exchange_prefix` and `queue_prefix`, and binds the queue to the exchange with `key`:
+/// returns (exchange, queue).
+pub async fn bound_queue(
+    ch: &Channel,
+    kind: ExchangeKind,
+    key: &str,
+    exchange_prefix: &str,
+    queue_prefix: &str,
+) -> (String, String) {
+    let ex = crate::common::unique(exchange_prefix);
+    let q = crate::common::unique(queue_prefix);
+    declare_exchange(ch, &ex, kind).await;
+    declare_queue(ch, &q, FieldTable::default()).await;
+    bind(ch, &q, &ex, key).await;
+    (ex, q)
+}
+
 /// Declares a non-durable queue named `name` with `args`.
 pub async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue {
     try_declare_queue(ch, name, QueueDeclareOptions::default(), args)
