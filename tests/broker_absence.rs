@@ -55,15 +55,6 @@ async fn assert_open(ch: &Channel) {
         .expect("the channel is still open");
 }
 
-/// Declares an exchange with `auto_delete`.
-async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
-    let options = ExchangeDeclareOptions {
-        auto_delete: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    amqp::declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
-}
-
 /// Passive-declares an exchange on a fresh channel of `conn` (a 404 closes that channel only).
 async fn exchange_exists(conn: &Connection, name: &str) -> bool {
     let ch = conn.create_channel().await.expect("probe channel");

@@ -789,7 +789,7 @@ async fn the_exchange_is_checked_before_the_message_properties() {
     assert_code(res, 404);
     let internal = common::unique("x.internal");
     let ch = channel(&conn).await;
-    declare_internal_exchange(&ch, &internal).await;
+    declare_internal_exchange(&ch, &internal, lapin::ExchangeKind::Direct).await;
     for props in [
         BasicProperties::default().with_expiration("soon".into()),
         BasicProperties::default().with_delivery_mode(0),

@@ -258,7 +258,7 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
     let conn = connect(&broker).await;
     let internal = common::unique("x.internal");
     let setup = conn.create_channel().await.expect("channel");
-    declare_internal_exchange(&setup, &internal).await;
+    declare_internal_exchange(&setup, &internal, lapin::ExchangeKind::Direct).await;
     let q = declare_unique_queue(&setup, "q.txcheck").await;
     let cases = [
         (internal.as_str(), basic::AMQPProperties::default(), 403),

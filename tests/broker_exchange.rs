@@ -11,12 +11,34 @@ mod amqp;
 mod common;
 
 use amqp::*;
-use lapin::options::{
-    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
-    QueueBindOptions,
-};
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+
+/// Starts the test broker, connects, and declares an exchange of `kind` named from `prefix`:
+/// the broker, the connection, a channel and the exchange's name.
+async fn start_with_exchange(
+    kind: ExchangeKind,
+    prefix: &str,
+) -> (common::TestBroker, Connection, Channel, String) {
+    let (broker, conn, ch) = start_and_open().await;
+    let ex = common::unique(prefix);
+    declare_exchange(&ch, &ex, kind).await;
+    (broker, conn, ch, ex)
+}
+
+/// Publishes each of `keys` to `ex` with the key as body, on confirm channel `pch`, and waits
+/// for each confirm.
+async fn publish_keys(pch: &Channel, ex: &str, keys: &[&str]) {
+    for key in keys {
+        publish_confirmed(pch, ex, key, key.as_bytes(), BasicProperties::default()).await;
+    }
+}
+
+/// Passive-declares exchange `name` as `kind`: Ok if it exists.
+async fn passive_declare(ch: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
+    try_declare_exchange(ch, name, kind, passive(), FieldTable::default()).await
+}
 
 /// Declares one queue per key of `bindings`, binds it to `ex` with each listed key, publishes
 /// one message per routing key in `publish` (body = routing key), and returns what each queue
@@ -27,7 +49,7 @@ async fn route(
     bindings: &[&[&str]],
     publish: &[&str],
 ) -> Vec<Vec<String>> {
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(conn).await;
     let mut queues = Vec::new();
     for keys in bindings {
         let q = declare_unique_queue(&ch, "q.route").await;
@@ -49,12 +71,6 @@ async fn route(
     out
 }
 
-async fn delete_exchange(ch: &Channel, ex: &str) {
-    ch.exchange_delete(ex.into(), ExchangeDeleteOptions::default())
-        .await
-        .expect("exchange.delete");
-}
-
 fn passive() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
         passive: true,
@@ -72,7 +88,7 @@ async fn predeclared_exchanges_exist() {
         ("amq.headers", ExchangeKind::Headers),
         ("amq.match", ExchangeKind::Headers),
     ] {
-        ch.exchange_declare(name.into(), kind, passive(), FieldTable::default())
+        passive_declare(&ch, name, kind)
             .await
             .unwrap_or_else(|e| panic!("{name} exists: {e}"));
     }
@@ -82,10 +98,7 @@ async fn predeclared_exchanges_exist() {
 
 #[tokio::test]
 async fn default_exchange_routes_by_queue_name() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let q = declare_unique_queue(&ch, "q.default").await;
+    let (_broker, conn, ch, q) = start_with_queue("q.default").await;
     let pch = confirm_channel(&conn).await;
     publish_confirmed(&pch, "", &q, b"hello", BasicProperties::default()).await;
     assert_eq!(drain(&ch, &q).await, vec!["hello"]);
@@ -95,15 +108,11 @@ async fn default_exchange_routes_by_queue_name() {
 #[tokio::test]
 async fn passive_declare_of_a_missing_exchange_is_404() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .exchange_declare(
-            common::unique("ex.missing").as_str().into(),
-            ExchangeKind::Direct,
-            passive(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 404);
+    let missing = common::unique("ex.missing");
+    assert_code(
+        passive_declare(&ch, &missing, ExchangeKind::Direct).await,
+        404,
+    );
 }
 
 #[tokio::test]
@@ -112,58 +121,38 @@ async fn redeclare_with_a_different_type_is_406() {
     let ex = common::unique("ex.redeclare");
     declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
     declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
-    let res = ch
-        .exchange_declare(
-            ex.as_str().into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let (plain, args) = (ExchangeDeclareOptions::default(), FieldTable::default());
+    let res = try_declare_exchange(&ch, &ex, ExchangeKind::Fanout, plain, args.clone()).await;
     assert_code(res, 406);
-    let ch = conn.create_channel().await.expect("channel");
-    let res = ch
-        .exchange_declare(
-            ex.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let ch = channel(&conn).await;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let res = try_declare_exchange(&ch, &ex, ExchangeKind::Direct, durable, args).await;
     assert_code(res, 406);
-    let ch = conn.create_channel().await.expect("channel");
-    delete_exchange(&ch, &ex).await;
+    delete_exchange(&channel(&conn).await, &ex).await;
 }
 
 #[tokio::test]
 async fn declaring_an_exchange_with_the_amq_prefix_is_403() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .exchange_declare(
-            common::unique("amq.mine").as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let name = common::unique("amq.mine");
+    let (options, args) = (ExchangeDeclareOptions::default(), FieldTable::default());
+    let res = try_declare_exchange(&ch, &name, ExchangeKind::Direct, options, args).await;
     assert_code(res, 403);
 }
 
 #[tokio::test]
 async fn declaring_an_unknown_exchange_type_is_a_503_connection_error() {
     let (_broker, conn, ch) = start_and_open().await;
-    let res = ch
-        .exchange_declare(
-            common::unique("ex.weird").as_str().into(),
-            ExchangeKind::Custom("no-such-type".into()),
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 503);
+    let name = common::unique("ex.weird");
+    let weird = ExchangeKind::Custom("no-such-type".into());
+    let (options, args) = (ExchangeDeclareOptions::default(), FieldTable::default());
+    assert_code(
+        try_declare_exchange(&ch, &name, weird, options, args).await,
+        503,
+    );
     // COMMAND_INVALID is a hard error: the whole connection is closed.
     within("the connection to close", async {
         while conn.status().connected() {
@@ -177,37 +166,13 @@ async fn declaring_an_unknown_exchange_type_is_a_503_connection_error() {
 async fn delete_if_unused_on_a_bound_exchange_is_406() {
     let (_broker, conn, ch) = start_and_open().await;
     let (ex, q) = bound_queue(&ch, ExchangeKind::Fanout, "", "ex.ifunused", "q.ifunused").await;
-    let res = ch
-        .exchange_delete(
-            ex.as_str().into(),
-            ExchangeDeleteOptions {
-                if_unused: true,
-                ..ExchangeDeleteOptions::default()
-            },
-        )
-        .await;
-    assert_code(res, 406);
-    let ch = conn.create_channel().await.expect("channel");
+    assert_code(try_delete_exchange(&ch, &ex, true).await, 406);
+    let ch = channel(&conn).await;
     delete_queues(&ch, &[&q]).await;
-    ch.exchange_delete(
-        ex.as_str().into(),
-        ExchangeDeleteOptions {
-            if_unused: true,
-            ..ExchangeDeleteOptions::default()
-        },
-    )
-    .await
-    .expect("if-unused delete once unbound");
-    assert_code(
-        ch.exchange_declare(
-            ex.as_str().into(),
-            ExchangeKind::Fanout,
-            passive(),
-            FieldTable::default(),
-        )
-        .await,
-        404,
-    );
+    try_delete_exchange(&ch, &ex, true)
+        .await
+        .expect("if-unused delete once unbound");
+    assert_code(passive_declare(&ch, &ex, ExchangeKind::Fanout).await, 404);
 }
 
 #[tokio::test]
@@ -220,24 +185,14 @@ async fn delete_of_a_missing_exchange_is_ok() {
 #[tokio::test]
 async fn deleting_a_predeclared_exchange_is_403() {
     let (_broker, conn, ch) = start_and_open().await;
-    let res = ch
-        .exchange_delete("amq.direct".into(), ExchangeDeleteOptions::default())
-        .await;
-    assert_code(res, 403);
-    let ch = conn.create_channel().await.expect("channel");
-    let res = ch
-        .exchange_delete("".into(), ExchangeDeleteOptions::default())
-        .await;
-    assert_code(res, 403);
+    assert_code(try_delete_exchange(&ch, "amq.direct", false).await, 403);
+    let ch = channel(&conn).await;
+    assert_code(try_delete_exchange(&ch, "", false).await, 403);
 }
 
 #[tokio::test]
 async fn direct_exchange_routes_on_the_exact_key() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ex = common::unique("ex.direct");
-    declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
+    let (_broker, conn, ch, ex) = start_with_exchange(ExchangeKind::Direct, "ex.direct").await;
     let got = route(
         &conn,
         &ex,
@@ -252,11 +207,7 @@ async fn direct_exchange_routes_on_the_exact_key() {
 
 #[tokio::test]
 async fn fanout_exchange_ignores_the_routing_key() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ex = common::unique("ex.fanout");
-    declare_exchange(&ch, &ex, ExchangeKind::Fanout).await;
+    let (_broker, conn, ch, ex) = start_with_exchange(ExchangeKind::Fanout, "ex.fanout").await;
     let got = route(&conn, &ex, &[&[""], &["whatever"]], &["a", "b"]).await;
     assert_eq!(got, vec![vec!["a", "b"], vec!["a", "b"]]);
     delete_exchange(&ch, &ex).await;
@@ -264,43 +215,25 @@ async fn fanout_exchange_ignores_the_routing_key() {
 
 #[tokio::test]
 async fn topic_hash_matches_zero_or_more_words() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ex = common::unique("ex.topic.hash");
-    declare_exchange(&ch, &ex, ExchangeKind::Topic).await;
-    let got = route(
-        &conn,
-        &ex,
-        &[&["kern.#"], &["#"], &["#.error"], &["a.#.z"]],
-        &[
-            "kern",
-            "kern.info",
-            "kern.a.b",
-            "kernel.info",
-            "x.error",
-            "error",
-            "a.z",
-            "a.b.c.z",
-            "",
-        ],
-    )
-    .await;
+    let (_broker, conn, ch, ex) = start_with_exchange(ExchangeKind::Topic, "ex.topic.hash").await;
+    let keys = [
+        "kern",
+        "kern.info",
+        "kern.a.b",
+        "kernel.info",
+        "x.error",
+        "error",
+        "a.z",
+        "a.b.c.z",
+        "",
+    ];
+    let bindings: &[&[&str]] = &[&["kern.#"], &["#"], &["#.error"], &["a.#.z"]];
+    let got = route(&conn, &ex, bindings, &keys).await;
     // `#` matches zero words: "kern" matches "kern.#", "error" matches "#.error", "a.z" "a.#.z".
     assert_eq!(got[0], vec!["kern", "kern.info", "kern.a.b"]);
     assert_eq!(
-        got[1],
-        vec![
-            "kern",
-            "kern.info",
-            "kern.a.b",
-            "kernel.info",
-            "x.error",
-            "error",
-            "a.z",
-            "a.b.c.z",
-            ""
-        ]
+        got[1], keys,
+        "`#` alone matches every key, the empty one too"
     );
     assert_eq!(got[2], vec!["x.error", "error"]);
     assert_eq!(got[3], vec!["a.z", "a.b.c.z"]);
@@ -309,11 +242,7 @@ async fn topic_hash_matches_zero_or_more_words() {
 
 #[tokio::test]
 async fn topic_star_matches_exactly_one_word() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ex = common::unique("ex.topic.star");
-    declare_exchange(&ch, &ex, ExchangeKind::Topic).await;
+    let (_broker, conn, ch, ex) = start_with_exchange(ExchangeKind::Topic, "ex.topic.star").await;
     let got = route(
         &conn,
         &ex,
@@ -364,27 +293,13 @@ async fn headers_route(
     binding: FieldTable,
     messages: &[(&str, FieldTable)],
 ) -> Vec<String> {
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(conn).await;
     let q = declare_unique_queue(&ch, "q.headers").await;
-    ch.queue_bind(
-        q.as_str().into(),
-        ex.into(),
-        "ignored".into(),
-        QueueBindOptions::default(),
-        binding,
-    )
-    .await
-    .expect("bind");
+    bind_with(&ch, &q, ex, "ignored", binding).await;
     let pch = confirm_channel(conn).await;
     for (body, headers) in messages {
-        publish_confirmed(
-            &pch,
-            ex,
-            "any-key",
-            body.as_bytes(),
-            BasicProperties::default().with_headers(headers.clone()),
-        )
-        .await;
+        let props = BasicProperties::default().with_headers(headers.clone());
+        publish_confirmed(&pch, ex, "any-key", body.as_bytes(), props).await;
     }
     let got = drain(&ch, &q).await;
     delete_queues(&ch, &[&q]).await;
@@ -393,6 +308,15 @@ async fn headers_route(
 
 fn s(v: &str) -> AMQPValue {
     AMQPValue::LongString(v.into())
+}
+
+/// The binding arguments format=pdf and type=report, after `x-match` when given.
+fn pdf_report_binding(x_match: Option<&str>) -> FieldTable {
+    let mut args = vec![("format", s("pdf")), ("type", s("report"))];
+    if let Some(x_match) = x_match {
+        args.insert(0, ("x-match", s(x_match)));
+    }
+    table(args)
 }
 
 fn header_messages() -> Vec<(&'static str, FieldTable)> {
@@ -421,20 +345,13 @@ fn header_messages() -> Vec<(&'static str, FieldTable)> {
 
 #[tokio::test]
 async fn headers_exchange_x_match_all() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ex = common::unique("ex.headers.all");
-    declare_exchange(&ch, &ex, ExchangeKind::Headers).await;
-    let binding = table(vec![
-        ("x-match", s("all")),
-        ("format", s("pdf")),
-        ("type", s("report")),
-    ]);
+    let (_broker, conn, ch, ex) =
+        start_with_exchange(ExchangeKind::Headers, "ex.headers.all").await;
+    let binding = pdf_report_binding(Some("all"));
     let got = headers_route(&conn, &ex, binding, &header_messages()).await;
     assert_eq!(got, vec!["both", "both+extra"]);
     // Without x-match the default is "all".
-    let binding = table(vec![("format", s("pdf")), ("type", s("report"))]);
+    let binding = pdf_report_binding(None);
     let got = headers_route(&conn, &ex, binding, &header_messages()).await;
     assert_eq!(got, vec!["both", "both+extra"]);
     delete_exchange(&ch, &ex).await;
@@ -442,16 +359,9 @@ async fn headers_exchange_x_match_all() {
 
 #[tokio::test]
 async fn headers_exchange_x_match_any() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ex = common::unique("ex.headers.any");
-    declare_exchange(&ch, &ex, ExchangeKind::Headers).await;
-    let binding = table(vec![
-        ("x-match", s("any")),
-        ("format", s("pdf")),
-        ("type", s("report")),
-    ]);
+    let (_broker, conn, ch, ex) =
+        start_with_exchange(ExchangeKind::Headers, "ex.headers.any").await;
+    let binding = pdf_report_binding(Some("any"));
     let got = headers_route(&conn, &ex, binding, &header_messages()).await;
     assert_eq!(got, vec!["both", "both+extra", "format-only", "type-only"]);
     delete_exchange(&ch, &ex).await;
@@ -461,9 +371,7 @@ async fn headers_exchange_x_match_any() {
 async fn headers_binding_with_only_x_match_matches_everything_for_all() {
     // A binding whose only argument is x-match=all has no header to check, so every message
     // matches (RabbitMQ ignores binding arguments that start with "x-").
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, _ch) = start_and_open().await;
     let got = headers_route(
         &conn,
         "amq.match",
@@ -475,198 +383,91 @@ async fn headers_binding_with_only_x_match_matches_everything_for_all() {
     )
     .await;
     assert_eq!(got, vec!["one"]);
-    drop(ch);
 }
 
 #[tokio::test]
 async fn exchange_to_exchange_binding_routes_and_unbinds() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let src = common::unique("ex.e2e.src");
-    let dst = common::unique("ex.e2e.dst");
-    let q = common::unique("q.e2e");
-    declare_exchange(&ch, &src, ExchangeKind::Topic).await;
-    declare_exchange(&ch, &dst, ExchangeKind::Fanout).await;
-    declare_queue(&ch, &q, FieldTable::default()).await;
-    bind(&ch, &q, &dst, "").await;
-    ch.exchange_bind(
-        dst.as_str().into(),
-        src.as_str().into(),
-        "logs.*".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange.bind");
+    let (_broker, conn, ch, src) = start_with_exchange(ExchangeKind::Topic, "ex.e2e.src").await;
+    let (dst, q) = bound_queue(&ch, ExchangeKind::Fanout, "", "ex.e2e.dst", "q.e2e").await;
+    bind_exchange(&ch, &dst, &src, "logs.*").await;
     let pch = confirm_channel(&conn).await;
-    for key in ["logs.info", "metrics.cpu", "logs.error"] {
-        publish_confirmed(&pch, &src, key, key.as_bytes(), BasicProperties::default()).await;
-    }
+    publish_keys(&pch, &src, &["logs.info", "metrics.cpu", "logs.error"]).await;
     assert_eq!(drain(&ch, &q).await, vec!["logs.info", "logs.error"]);
-    ch.exchange_unbind(
-        dst.as_str().into(),
-        src.as_str().into(),
-        "logs.*".into(),
-        ExchangeUnbindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange.unbind");
-    publish_confirmed(
-        &pch,
-        &src,
-        "logs.info",
-        b"after",
-        BasicProperties::default(),
-    )
-    .await;
-    publish_confirmed(&pch, &dst, "", b"direct", BasicProperties::default()).await;
+    try_unbind_exchange(&ch, &dst, &src, "logs.*")
+        .await
+        .expect("exchange.unbind");
+    let props = BasicProperties::default();
+    publish_confirmed(&pch, &src, "logs.info", b"after", props.clone()).await;
+    publish_confirmed(&pch, &dst, "", b"direct", props).await;
     assert_eq!(drain(&ch, &q).await, vec!["direct"]);
-    delete_queues(&ch, &[&q]).await;
-    delete_exchange(&ch, &src).await;
-    delete_exchange(&ch, &dst).await;
+    delete_all(&ch, &[&q], &[&src, &dst]).await;
 }
 
 #[tokio::test]
 async fn exchange_bind_with_a_missing_exchange_is_404() {
     let (_broker, conn, ch) = start_and_open().await;
-    let res = ch
-        .exchange_bind(
-            "amq.fanout".into(),
-            common::unique("ex.missing").as_str().into(),
-            "".into(),
-            ExchangeBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let missing = common::unique("ex.missing");
+    let no_args = FieldTable::default;
+    let res = try_bind_exchange(&ch, "amq.fanout", &missing, "", no_args()).await;
     assert_code(res, 404);
-    let ch = conn.create_channel().await.expect("channel");
-    let res = ch
-        .exchange_bind(
-            common::unique("ex.missing").as_str().into(),
-            "amq.fanout".into(),
-            "".into(),
-            ExchangeBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let ch = channel(&conn).await;
+    let res = try_bind_exchange(&ch, &missing, "amq.fanout", "", no_args()).await;
     assert_code(res, 404);
 }
 
 #[tokio::test]
 async fn alternate_exchange_receives_unroutable_messages() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let ae = common::unique("ex.ae");
+    let (_broker, conn, ch) = start_and_open().await;
+    let (ae, q_ae) = bound_queue(&ch, ExchangeKind::Fanout, "", "ex.ae", "q.ae").await;
     let main = common::unique("ex.main");
-    let q_ae = common::unique("q.ae");
     let q_main = common::unique("q.main");
-    declare_exchange(&ch, &ae, ExchangeKind::Fanout).await;
-    ch.exchange_declare(
-        main.as_str().into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions::default(),
-        table(vec![("alternate-exchange", s(&ae))]),
-    )
-    .await
-    .expect("declare with alternate-exchange");
-    declare_queue(&ch, &q_ae, FieldTable::default()).await;
+    let with_ae = table(vec![("alternate-exchange", s(&ae))]);
+    let options = ExchangeDeclareOptions::default();
+    try_declare_exchange(&ch, &main, ExchangeKind::Direct, options, with_ae)
+        .await
+        .expect("declare with alternate-exchange");
     declare_queue(&ch, &q_main, FieldTable::default()).await;
-    bind(&ch, &q_ae, &ae, "").await;
     bind(&ch, &q_main, &main, "routed").await;
     let pch = confirm_channel(&conn).await;
     for key in ["routed", "lost-1", "lost-2"] {
         // Mandatory: a message taken by the alternate exchange is routed, so it is not returned.
-        let confirm = pch
-            .basic_publish(
-                main.as_str().into(),
-                key.into(),
-                lapin::options::BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                key.as_bytes(),
-                BasicProperties::default(),
-            )
+        let props = BasicProperties::default();
+        let c = publish_flagged(&pch, &main, key, mandatory(), key.as_bytes(), props)
             .await
-            .expect("publish");
-        let c = within("confirm", confirm).await.expect("confirm");
+            .expect("confirm");
         assert_eq!(c, lapin::Confirmation::Ack(None), "{key} was not returned");
     }
     assert_eq!(drain(&ch, &q_main).await, vec!["routed"]);
     assert_eq!(drain(&ch, &q_ae).await, vec!["lost-1", "lost-2"]);
-    for q in [&q_ae, &q_main] {
-        delete_queues(&ch, &[&q]).await;
-    }
-    delete_exchange(&ch, &main).await;
-    delete_exchange(&ch, &ae).await;
+    delete_all(&ch, &[&q_ae, &q_main], &[&main, &ae]).await;
 }
 
 #[tokio::test]
 async fn publishing_to_an_internal_exchange_is_403_but_e2e_routing_reaches_it() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch, front) = start_with_exchange(ExchangeKind::Fanout, "ex.front").await;
     let internal = common::unique("ex.internal");
-    let front = common::unique("ex.front");
     let q = common::unique("q.internal");
-    ch.exchange_declare(
-        internal.as_str().into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            internal: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare internal");
-    declare_exchange(&ch, &front, ExchangeKind::Fanout).await;
+    declare_internal_exchange(&ch, &internal, ExchangeKind::Fanout).await;
     declare_queue(&ch, &q, FieldTable::default()).await;
     bind(&ch, &q, &internal, "").await;
-    ch.exchange_bind(
-        internal.as_str().into(),
-        front.as_str().into(),
-        "".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind internal behind front");
+    bind_exchange(&ch, &internal, &front, "").await;
     let pch = confirm_channel(&conn).await;
     publish_confirmed(&pch, &front, "", b"via-front", BasicProperties::default()).await;
     assert_eq!(drain(&ch, &q).await, vec!["via-front"]);
 
     let res = publish_error(&conn, &internal, "", BasicProperties::default()).await;
     assert_code(res, 403);
-    delete_queues(&ch, &[&q]).await;
-    delete_exchange(&ch, &front).await;
-    delete_exchange(&ch, &internal).await;
+    delete_all(&ch, &[&q], &[&front, &internal]).await;
 }
 
 #[tokio::test]
 async fn publishing_to_a_missing_exchange_is_404() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let res = publish_error(
-        &conn,
-        &common::unique("ex.missing"),
-        "k",
-        BasicProperties::default(),
-    )
-    .await;
+    let (_broker, conn, _ch) = start_and_open().await;
+    let missing = common::unique("ex.missing");
+    let res = publish_error(&conn, &missing, "k", BasicProperties::default()).await;
     assert_code(res, 404);
     // The connection is fine.
-    let ch = conn.create_channel().await.expect("channel");
-    ch.queue_declare(
-        "".into(),
-        lapin::options::QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("connection still usable");
+    declare_server_named(&channel(&conn).await).await;
 }
 
 #[tokio::test]
@@ -674,37 +475,15 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
     let (_broker, conn, ch) = start_and_open().await;
     let ex = common::unique("ex.autodelete");
     let q = common::unique("q.autodelete");
-    ch.exchange_declare(
-        ex.as_str().into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            auto_delete: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
+    declare_auto_delete_exchange(&ch, &ex, ExchangeKind::Fanout).await;
     declare_queue(&ch, &q, FieldTable::default()).await;
     bind(&ch, &q, &ex, "").await;
-    ch.queue_unbind(
-        q.as_str().into(),
-        ex.as_str().into(),
-        "".into(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("unbind");
-    let probe = conn.create_channel().await.expect("channel");
-    let res = probe
-        .exchange_declare(
-            ex.as_str().into(),
-            ExchangeKind::Fanout,
-            passive(),
-            FieldTable::default(),
-        )
-        .await;
-    assert_code(res, 404);
+    unbind(&ch, &q, &ex, "").await;
+    let probe = channel(&conn).await;
+    assert_code(
+        passive_declare(&probe, &ex, ExchangeKind::Fanout).await,
+        404,
+    );
     delete_queues(&ch, &[&q]).await;
 }
 
@@ -765,36 +544,18 @@ async fn exchange_types_e2e_bindings_and_alternate_exchange() {
     bind_with(&ch, &qh, &headers, "", any).await;
     bind(&ch, &qf, &fan, "").await;
     bind(&ch, &qa, &ae, "").await;
-    ch.exchange_bind(
-        fan.as_str().into(),
-        topic.as_str().into(),
-        "e2e.#".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange.bind");
+    bind_exchange(&ch, &fan, &topic, "e2e.#").await;
     for key in ["a", "a.b.c", "b.x", "b.c.x", "e2e.1", "zzz"] {
         publish(&ch, &topic, key, key.as_bytes()).await;
     }
     let h = |k: &str, v: AMQPValue| BasicProperties::default().with_headers(table(vec![(k, v)]));
-    publish_with(
-        &ch,
-        &headers,
-        "",
-        b"h1",
-        h("k", AMQPValue::LongString("v".into())),
-    )
-    .await;
-    publish_with(&ch, &headers, "", b"h2", h("n", AMQPValue::LongInt(1))).await;
-    publish_with(
-        &ch,
-        &headers,
-        "",
-        b"h3",
-        h("k", AMQPValue::LongString("w".into())),
-    )
-    .await;
+    for (body, header) in [
+        (b"h1", h("k", s("v"))),
+        (b"h2", h("n", AMQPValue::LongInt(1))),
+        (b"h3", h("k", s("w"))),
+    ] {
+        publish_with(&ch, &headers, "", body, header).await;
+    }
     assert_eq!(drain_settled(&ch, &qt).await, vec!["a", "a.b.c", "b.x"]);
     assert_eq!(drain_settled(&ch, &qh).await, vec!["h1", "h2"]);
     assert_eq!(drain_settled(&ch, &qf).await, vec!["e2e.1"]);
@@ -817,11 +578,8 @@ async fn exchange_types_e2e_bindings_and_alternate_exchange() {
             .expect_err("the channel is closed"),
     };
     assert_channel_closed_with(&err, 403);
-    let ch = conn.create_channel().await.expect("channel");
-    delete_queues(&ch, &[&qt, &qh, &qf, &qa]).await;
-    for x in [&topic, &headers, &fan, &ae] {
-        delete_exchange(&ch, x).await;
-    }
+    let ch = channel(&conn).await;
+    delete_all(&ch, &[&qt, &qh, &qf, &qa], &[&topic, &headers, &fan, &ae]).await;
     finish(conn, broker).await;
 }
 
@@ -831,10 +589,7 @@ async fn a_headers_binding_needs_a_valid_x_match() {
     // any, all-with-x or any-with-x ("PRECONDITION_FAILED - Invalid x-match field value"),
     // for queue.bind and exchange.bind (checked against the source's type). Other exchange
     // types ignore it. Found by difftest (the bundled broker accepted anything).
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let setup = conn.create_channel().await.expect("channel");
-    let q = declare_unique_queue(&setup, "q.xmatch").await;
+    let (_broker, conn, setup, q) = start_with_queue("q.xmatch").await;
     let bad = [
         AMQPValue::LongString("most".into()),
         AMQPValue::LongString("".into()),
@@ -843,49 +598,20 @@ async fn a_headers_binding_needs_a_valid_x_match() {
     ];
     for value in bad {
         let args = table(vec![("x-match", value.clone())]);
-        let ch = conn.create_channel().await.expect("channel");
-        let res = ch
-            .queue_bind(
-                q.as_str().into(),
-                "amq.headers".into(),
-                "".into(),
-                QueueBindOptions::default(),
-                args.clone(),
-            )
-            .await;
+        let ch = channel(&conn).await;
+        let res = try_bind(&ch, &q, "amq.headers", "", args.clone()).await;
         assert_code(res, 406);
-        let ch = conn.create_channel().await.expect("channel");
-        let res = ch
-            .exchange_bind(
-                "amq.direct".into(),
-                "amq.match".into(),
-                "".into(),
-                ExchangeBindOptions::default(),
-                args.clone(),
-            )
-            .await;
+        let ch = channel(&conn).await;
+        let res = try_bind_exchange(&ch, "amq.direct", "amq.match", "", args.clone()).await;
         assert_code(res, 406);
         // Not a headers exchange: not validated.
-        setup
-            .queue_bind(
-                q.as_str().into(),
-                "amq.topic".into(),
-                "k".into(),
-                QueueBindOptions::default(),
-                args,
-            )
+        try_bind(&setup, &q, "amq.topic", "k", args)
             .await
             .unwrap_or_else(|e| panic!("x-match {value:?} on a topic exchange: {e}"));
     }
     for good in ["all", "any", "all-with-x", "any-with-x"] {
-        setup
-            .queue_bind(
-                q.as_str().into(),
-                "amq.headers".into(),
-                "".into(),
-                QueueBindOptions::default(),
-                table(vec![("x-match", AMQPValue::LongString(good.into()))]),
-            )
+        let args = table(vec![("x-match", s(good))]);
+        try_bind(&setup, &q, "amq.headers", "", args)
             .await
             .unwrap_or_else(|e| panic!("x-match {good}: {e}"));
     }

@@ -13,8 +13,9 @@ use futures::StreamExt;
 use lapin::message::{BasicGetMessage, Delivery};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{
@@ -192,9 +193,61 @@ pub async fn declare_exchange_with(
     options: ExchangeDeclareOptions,
     args: FieldTable,
 ) {
-    ch.exchange_declare(name.into(), kind, options, args)
+    try_declare_exchange(ch, name, kind, options, args)
         .await
         .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+}
+
+/// exchange.declare, returning lapin's answer, for a declare the broker may refuse.
+pub async fn try_declare_exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    options: ExchangeDeclareOptions,
+    args: FieldTable,
+) -> lapin::Result<()> {
+    ch.exchange_declare(name.into(), kind, options, args).await
+}
+
+/// exchange.delete of `name` (`if_unused` as given), returning lapin's answer.
+pub async fn try_delete_exchange(ch: &Channel, name: &str, if_unused: bool) -> lapin::Result<()> {
+    let options = ExchangeDeleteOptions {
+        if_unused,
+        ..ExchangeDeleteOptions::default()
+    };
+    ch.exchange_delete(name.into(), options).await
+}
+
+/// exchange.bind of `destination` to `source` with `key` and `args`, returning lapin's answer.
+pub async fn try_bind_exchange(
+    ch: &Channel,
+    destination: &str,
+    source: &str,
+    key: &str,
+    args: FieldTable,
+) -> lapin::Result<()> {
+    let options = ExchangeBindOptions::default();
+    ch.exchange_bind(destination.into(), source.into(), key.into(), options, args)
+        .await
+}
+
+/// Binds exchange `destination` to `source` with `key` (no arguments).
+pub async fn bind_exchange(ch: &Channel, destination: &str, source: &str, key: &str) {
+    try_bind_exchange(ch, destination, source, key, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("bind exchange {destination} to {source} with {key}: {e}"));
+}
+
+/// exchange.unbind of `destination` from `source` for `key`, returning lapin's answer.
+pub async fn try_unbind_exchange(
+    ch: &Channel,
+    destination: &str,
+    source: &str,
+    key: &str,
+) -> lapin::Result<()> {
+    let (options, args) = (ExchangeUnbindOptions::default(), FieldTable::default());
+    ch.exchange_unbind(destination.into(), source.into(), key.into(), options, args)
+        .await
 }
 
 /// Declares a durable exchange of `kind` (no arguments).
@@ -206,20 +259,22 @@ pub async fn declare_durable_exchange(ch: &Channel, name: &str, kind: ExchangeKi
     declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
 }
 
-/// Declares an internal direct exchange (one a client may not publish to).
-pub async fn declare_internal_exchange(ch: &Channel, name: &str) {
+/// Declares an internal exchange of `kind` (one a client may not publish to).
+pub async fn declare_internal_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
     let options = ExchangeDeclareOptions {
         internal: true,
         ..ExchangeDeclareOptions::default()
     };
-    declare_exchange_with(
-        ch,
-        name,
-        ExchangeKind::Direct,
-        options,
-        FieldTable::default(),
-    )
-    .await;
+    declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
+}
+
+/// Declares an auto-delete exchange of `kind` (deleted when its last binding goes).
+pub async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
+    let options = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
 }
 
 /// Passive-declares exchange `name` (as a direct exchange), returning the error if it does not
@@ -229,13 +284,8 @@ pub async fn passive_exchange(ch: &Channel, name: &str) -> lapin::Result<()> {
         passive: true,
         ..ExchangeDeclareOptions::default()
     };
-    ch.exchange_declare(
-        name.into(),
-        ExchangeKind::Direct,
-        options,
-        FieldTable::default(),
-    )
-    .await
+    let args = FieldTable::default();
+    try_declare_exchange(ch, name, ExchangeKind::Direct, options, args).await
 }
 
 /// Declares a durable queue named `name` (no arguments).
@@ -276,7 +326,17 @@ pub async fn try_bind(
 
 /// queue.unbind (no binding arguments), returning lapin's answer.
 pub async fn try_unbind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
-    let args = FieldTable::default();
+    try_unbind_with(ch, queue, exchange, key, FieldTable::default()).await
+}
+
+/// queue.unbind with binding arguments `args`, returning lapin's answer.
+pub async fn try_unbind_with(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+    args: FieldTable,
+) -> lapin::Result<()> {
     ch.queue_unbind(queue.into(), exchange.into(), key.into(), args)
         .await
 }
@@ -707,14 +767,11 @@ pub async fn delete_all<Q: AsRef<str>, E: AsRef<str>>(ch: &Channel, queues: &[Q]
     }
 }
 
-/// Deletes exchange `name` (which must exist, or the broker may answer 404).
+/// Deletes exchange `name` (RabbitMQ answers delete-ok for a missing one too).
 pub async fn delete_exchange(ch: &Channel, name: &str) {
-    ch.exchange_delete(
-        name.into(),
-        lapin::options::ExchangeDeleteOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("delete exchange {name}: {e}"));
+    try_delete_exchange(ch, name, false)
+        .await
+        .unwrap_or_else(|e| panic!("delete exchange {name}: {e}"));
 }
 
 /// Closes `conn` with 200 and stops the test broker.
