@@ -11,42 +11,11 @@ mod common;
 
 use amqp::*;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicQosOptions, BasicRejectOptions, ExchangeBindOptions, ExchangeDeclareOptions,
-    ExchangeDeleteOptions, ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions, ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
-
-/// `queue.unbind` with `args`.
-async fn unbind(
-    ch: &Channel,
-    queue: &str,
-    exchange: &str,
-    key: &str,
-    args: FieldTable,
-) -> lapin::Result<()> {
-    ch.queue_unbind(queue.into(), exchange.into(), key.into(), args)
-        .await
-}
-
-/// `exchange.unbind` of `destination` from `source`.
-async fn unbind_exchange(
-    ch: &Channel,
-    destination: &str,
-    source: &str,
-    key: &str,
-) -> lapin::Result<()> {
-    ch.exchange_unbind(
-        destination.into(),
-        source.into(),
-        key.into(),
-        ExchangeUnbindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-}
 
 /// Asserts that `ch` is still open: a synchronous method round-trips on it.
 async fn assert_open(ch: &Channel) {
@@ -78,13 +47,7 @@ async fn wait_exchange_gone(conn: &Connection, name: &str) {
 
 /// Declares `name` exclusive on `ch`.
 async fn declare_exclusive(ch: &Channel, name: &str) {
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions::exclusive(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("exclusive declare {name}: {e}"));
+    declare_queue_with(ch, name, QueueDeclareOptions::exclusive()).await;
 }
 
 /// Publishes one message and fetches it with manual ack; returns its delivery tag.
@@ -114,7 +77,7 @@ async fn queue_unbind_of_a_missing_binding_queue_or_exchange_is_ok() {
         (&q, &no_ex, "a missing exchange"),
         (&no_q, &no_ex, "a missing queue and exchange"),
     ] {
-        unbind(&ch, queue, exchange, "k", FieldTable::default())
+        try_unbind(&ch, queue, exchange, "k")
             .await
             .unwrap_or_else(|e| panic!("unbind of {what} is unbind-ok, got {e}"));
     }
@@ -127,14 +90,12 @@ async fn queue_unbind_of_a_missing_binding_queue_or_exchange_is_ok() {
 async fn queue_unbind_from_the_default_exchange_is_403_even_for_a_missing_queue() {
     let (_broker, _conn, ch) = start_and_open().await;
     let q = common::unique("q.never");
-    assert_code(unbind(&ch, &q, "", &q, FieldTable::default()).await, 403);
+    assert_code(try_unbind(&ch, &q, "", &q).await, 403);
 }
 
 #[tokio::test]
 async fn queue_unbind_matches_the_binding_arguments_exactly() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let pch = confirm_channel(&conn).await;
     let (q, ex) = (common::unique("q.hdr"), common::unique("ex.hdr"));
     declare_queue(&ch, &q, FieldTable::default()).await;
@@ -145,16 +106,9 @@ async fn queue_unbind_matches_the_binding_arguments_exactly() {
             ("a", AMQPValue::LongString("1".into())),
         ])
     };
-    ch.queue_bind(
-        q.as_str().into(),
-        ex.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        args(),
-    )
-    .await
-    .expect("bind");
-    let routed = |n: u32| {
+    bind_with(&ch, &q, &ex, "", args()).await;
+    // Publishes a message the binding matches; the queue then holds `n` messages.
+    let publish_and_expect = |n: u32| {
         let (pch, ch, ex, q) = (pch.clone(), ch.clone(), ex.clone(), q.clone());
         async move {
             let props = BasicProperties::default()
@@ -164,27 +118,19 @@ async fn queue_unbind_matches_the_binding_arguments_exactly() {
             wait_message_count(&ch, &q, n).await;
         }
     };
-    routed(1).await;
+    publish_and_expect(1).await;
     // Without the arguments it names another binding, which does not exist: unbind-ok, and
     // the binding with arguments still routes.
-    unbind(&ch, &q, &ex, "", FieldTable::default())
+    try_unbind(&ch, &q, &ex, "")
         .await
         .expect("unbind of a binding that does not exist");
-    routed(2).await;
-    unbind(&ch, &q, &ex, "", args()).await.expect("unbind");
-    let c = publish_confirmed(
-        &pch,
-        &ex,
-        "",
-        b"m",
-        BasicProperties::default()
-            .with_headers(table(vec![("a", AMQPValue::LongString("1".into()))])),
-    )
-    .await;
-    assert!(c.is_ack());
-    wait_message_count(&ch, &q, 2).await;
-    delete_queues(&ch, &[&q]).await;
-    delete_exchange(&ch, &ex).await;
+    publish_and_expect(2).await;
+    try_unbind_with(&ch, &q, &ex, "", args())
+        .await
+        .expect("unbind");
+    // Unbound: the next message is not routed, the queue stays at 2.
+    publish_and_expect(2).await;
+    delete_all(&ch, &[&q], &[&ex]).await;
 }
 
 #[tokio::test]
@@ -194,9 +140,7 @@ async fn queue_unbind_of_the_last_binding_deletes_an_auto_delete_exchange() {
     declare_queue(&ch, &q, FieldTable::default()).await;
     declare_auto_delete_exchange(&ch, &ex, ExchangeKind::Direct).await;
     bind(&ch, &q, &ex, "k").await;
-    unbind(&ch, &q, &ex, "k", FieldTable::default())
-        .await
-        .expect("unbind");
+    try_unbind(&ch, &q, &ex, "k").await.expect("unbind");
     wait_exchange_gone(&conn, &ex).await;
     delete_queues(&ch, &[&q]).await;
 }
@@ -209,13 +153,10 @@ async fn queue_unbind_on_another_connections_exclusive_queue_is_405_only_for_a_b
     declare_exclusive(&och, &q).await;
     bind(&och, &q, "amq.direct", "bound").await;
     let (other, ch) = open(&broker).await;
-    unbind(&ch, &q, "amq.direct", "never-bound", FieldTable::default())
+    try_unbind(&ch, &q, "amq.direct", "never-bound")
         .await
         .expect("no such binding: unbind-ok");
-    assert_code(
-        unbind(&ch, &q, "amq.direct", "bound", FieldTable::default()).await,
-        405,
-    );
+    assert_code(try_unbind(&ch, &q, "amq.direct", "bound").await, 405);
     // The binding is still there: the owner's publish through amq.direct arrives.
     let _ = other;
     publish(&och, "amq.direct", "bound", b"still bound").await;
@@ -231,7 +172,7 @@ async fn queue_unbind_after_the_exclusive_owner_closed_is_ok() {
     owner.close(200, "bye".into()).await.expect("close owner");
     let (conn, ch) = open(&broker).await;
     wait_queue_gone(&conn, &q).await;
-    unbind(&ch, &q, "amq.direct", "k", FieldTable::default())
+    try_unbind(&ch, &q, "amq.direct", "k")
         .await
         .expect("unbind of the gone exclusive queue");
     assert_open(&ch).await;
@@ -244,17 +185,8 @@ async fn rpc_reply_queue_teardown_as_aio_pika_does_it_is_ok() {
     // queue from that exchange, then delete the queue. Every step must answer -ok.
     let (_broker, conn, ch) = start_and_open().await;
     let dlx = common::unique("rpc.dlx");
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let q = declare_queue_with(&ch, "", auto_delete())
         .await
-        .expect("reply queue")
         .name()
         .to_string();
     declare_auto_delete_exchange(&ch, &dlx, ExchangeKind::Headers).await;
@@ -264,38 +196,22 @@ async fn rpc_reply_queue_teardown_as_aio_pika_does_it_is_ok() {
             ("x-match", AMQPValue::LongString("any".into())),
         ])
     };
-    ch.queue_bind(
-        q.as_str().into(),
-        dlx.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        args(),
-    )
-    .await
-    .expect("bind");
-    let consumer = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
+    bind_with(&ch, &q, &dlx, "", args()).await;
+    let no_ack_exclusive = BasicConsumeOptions {
+        no_ack: true,
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    let consumer = try_consume_tagged(&ch, &q, "", no_ack_exclusive)
         .await
         .expect("consume");
-    ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await
-        .expect("cancel");
+    cancel(&ch, &consumer).await;
     wait_queue_gone(&conn, &q).await;
     wait_exchange_gone(&conn, &dlx).await;
-    unbind(&ch, &q, &dlx, "", args())
+    try_unbind_with(&ch, &q, &dlx, "", args())
         .await
         .expect("unbind of the gone reply queue from the gone exchange");
-    let n = ch
-        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+    let n = try_delete_queue(&ch, &q, QueueDeleteOptions::default())
         .await
         .expect("delete of the gone reply queue");
     assert_eq!(n, 0);
@@ -315,56 +231,42 @@ async fn exchange_unbind_of_a_missing_binding_source_or_destination_is_ok() {
         (&no_dst, &src, "a missing destination"),
         (&no_dst, &no_src, "both missing"),
     ] {
-        unbind_exchange(&ch, d, s, "k")
+        try_unbind_exchange(&ch, d, s, "k")
             .await
             .unwrap_or_else(|e| panic!("exchange.unbind of {what} is unbind-ok, got {e}"));
     }
     assert_open(&ch).await;
-    for x in [&src, &dst] {
-        delete_exchange(&ch, x).await;
-    }
+    delete_all::<&str, _>(&ch, &[], &[&src, &dst]).await;
 }
 
 #[tokio::test]
 async fn exchange_unbind_with_the_default_exchange_is_403() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
+    let (_broker, conn, ch) = start_and_open().await;
     let x = common::unique("ex.never");
-    let ch = conn.create_channel().await.expect("channel");
-    assert_code(unbind_exchange(&ch, &x, "", "k").await, 403);
-    let ch = conn.create_channel().await.expect("channel");
-    assert_code(unbind_exchange(&ch, "", &x, "k").await, 403);
+    assert_code(try_unbind_exchange(&ch, &x, "", "k").await, 403);
+    let ch = channel(&conn).await;
+    assert_code(try_unbind_exchange(&ch, "", &x, "k").await, 403);
 }
 
 #[tokio::test]
 async fn queue_delete_is_idempotent_whatever_the_flags() {
     let (_broker, _conn, ch, q) = start_with_queue("q.twice").await;
     for _ in 0..2 {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        try_delete_queue(&ch, &q, QueueDeleteOptions::default())
             .await
             .expect("delete, then delete again");
     }
-    let n = ch
-        .queue_delete(
-            q.as_str().into(),
-            QueueDeleteOptions {
-                if_unused: true,
-                if_empty: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
+    let n = try_delete_queue(&ch, &q, delete_if(true, true))
         .await
         .expect("if-unused and if-empty on a missing queue");
     assert_eq!(n, 0);
-    ch.queue_delete(
-        q.as_str().into(),
-        QueueDeleteOptions {
-            nowait: true,
-            ..QueueDeleteOptions::default()
-        },
-    )
-    .await
-    .expect("nowait delete");
+    let nowait = QueueDeleteOptions {
+        nowait: true,
+        ..QueueDeleteOptions::default()
+    };
+    try_delete_queue(&ch, &q, nowait)
+        .await
+        .expect("nowait delete");
     assert_open(&ch).await;
 }
 
@@ -374,15 +276,9 @@ async fn queue_delete_if_empty_counts_only_ready_messages() {
     let q = common::unique("q.unacked");
     one_unacked(&ch, &q).await;
     let (_c2, ch2) = open(&broker).await;
-    ch2.queue_delete(
-        q.as_str().into(),
-        QueueDeleteOptions {
-            if_empty: true,
-            ..QueueDeleteOptions::default()
-        },
-    )
-    .await
-    .expect("a queue whose only message is unacked is empty");
+    try_delete_queue(&ch2, &q, delete_if(false, true))
+        .await
+        .expect("a queue whose only message is unacked is empty");
     assert_code(passive_queue(&ch2, &q).await, 404);
 }
 
@@ -391,15 +287,13 @@ async fn exchange_delete_of_a_missing_exchange_with_if_unused_is_ok() {
     let (_broker, _conn, ch) = start_and_open().await;
     let x = common::unique("ex.never");
     for nowait in [false, true] {
-        ch.exchange_delete(
-            x.as_str().into(),
-            ExchangeDeleteOptions {
-                if_unused: true,
-                nowait,
-            },
-        )
-        .await
-        .expect("delete of a missing exchange");
+        let options = lapin::options::ExchangeDeleteOptions {
+            if_unused: true,
+            nowait,
+        };
+        ch.exchange_delete(x.as_str().into(), options)
+            .await
+            .expect("delete of a missing exchange");
     }
     assert_open(&ch).await;
 }
@@ -407,13 +301,8 @@ async fn exchange_delete_of_a_missing_exchange_with_if_unused_is_ok() {
 #[tokio::test]
 async fn exchange_delete_of_a_missing_amq_exchange_is_403() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .exchange_delete(
-            common::unique("amq.never").as_str().into(),
-            ExchangeDeleteOptions::default(),
-        )
-        .await;
-    assert_code(res, 403);
+    let never = common::unique("amq.never");
+    assert_code(try_delete_exchange(&ch, &never, false).await, 403);
 }
 
 #[tokio::test]
@@ -423,24 +312,10 @@ async fn exchange_delete_if_unused_ignores_bindings_to_the_exchange() {
     let (src, dst) = (common::unique("ex.src"), common::unique("ex.dst"));
     declare_exchange(&ch, &src, ExchangeKind::Direct).await;
     declare_exchange(&ch, &dst, ExchangeKind::Direct).await;
-    ch.exchange_bind(
-        dst.as_str().into(),
-        src.as_str().into(),
-        "k".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("exchange.bind");
-    ch.exchange_delete(
-        dst.as_str().into(),
-        ExchangeDeleteOptions {
-            if_unused: true,
-            ..ExchangeDeleteOptions::default()
-        },
-    )
-    .await
-    .expect("only a destination: not in use");
+    bind_exchange(&ch, &dst, &src, "k").await;
+    try_delete_exchange(&ch, &dst, true)
+        .await
+        .expect("only a destination: not in use");
     delete_exchange(&ch, &src).await;
 }
 
@@ -466,11 +341,8 @@ async fn basic_cancel_of_an_unknown_tag_is_cancel_ok() {
 
 #[tokio::test]
 async fn basic_cancel_of_another_channels_tag_leaves_that_consumer() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let a = conn.create_channel().await.expect("channel");
-    let b = conn.create_channel().await.expect("channel");
-    let q = declare_unique_queue(&a, "q.cancel.other").await;
+    let (_broker, conn, a, q) = start_with_queue("q.cancel.other").await;
+    let b = channel(&conn).await;
     let c = consume(&a, &q, false).await;
     b.basic_cancel(c.tag(), BasicCancelOptions::default())
         .await
@@ -549,8 +421,7 @@ impl BadSettle {
 
 #[tokio::test]
 async fn ack_nack_or_reject_of_a_tag_not_outstanding_is_406() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
+    let (_broker, conn, _ch) = start_and_open().await;
     for case in [
         BadSettle::AckTwice,
         BadSettle::AckMultipleAboveTheLastTag,
@@ -560,12 +431,12 @@ async fn ack_nack_or_reject_of_a_tag_not_outstanding_is_406() {
         BadSettle::RejectTwice,
     ] {
         // Each case on its own channel and queue: the 406 closes the channel.
-        let ch = conn.create_channel().await.expect("channel");
+        let ch = channel(&conn).await;
         let q = common::unique("q.tag");
         let tag = one_unacked(&ch, &q).await;
         let text = assert_code(case.run(&ch, tag).await, 406);
         assert!(text.contains("unknown delivery tag"), "{case:?}: {text}");
-        let ch = conn.create_channel().await.expect("channel");
+        let ch = channel(&conn).await;
         delete_queues(&ch, &[&q]).await;
     }
 }
@@ -575,11 +446,7 @@ async fn ack_of_a_no_ack_delivery_is_406() {
     let (_broker, _conn, ch, q) = start_with_queue("q.noack").await;
     publish(&ch, "", &q, b"m").await;
     wait_message_count(&ch, &q, 1).await;
-    let m = ch
-        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("get")
-        .expect("a message");
+    let m = get_eventually(&ch, &q).await;
     let res = probe_after(
         &ch,
         ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default()),
@@ -603,24 +470,18 @@ async fn ack_after_the_queue_was_deleted_is_ok() {
 
 #[tokio::test]
 async fn passive_declares_of_what_is_missing_or_reserved() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
+    let (_broker, conn, _ch) = start_and_open().await;
     let passive_exchange = |name: String, kind: ExchangeKind| {
         let conn = &conn;
         async move {
-            let ch = conn.create_channel().await.expect("channel");
-            ch.exchange_declare(
-                name.as_str().into(),
-                kind,
-                ExchangeDeclareOptions {
-                    passive: true,
-                    durable: true,
-                    auto_delete: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
+            let options = ExchangeDeclareOptions {
+                passive: true,
+                durable: true,
+                auto_delete: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            let ch = channel(conn).await;
+            try_declare_exchange(&ch, &name, kind, options, FieldTable::default()).await
         }
     };
     // The default exchange cannot be named, even passively.
@@ -633,7 +494,7 @@ async fn passive_declares_of_what_is_missing_or_reserved() {
         passive_exchange(common::unique("amq.never"), ExchangeKind::Direct).await,
         404,
     );
-    let ch = conn.create_channel().await.expect("channel");
+    let ch = channel(&conn).await;
     assert_code(passive_queue(&ch, &common::unique("amq.never")).await, 404);
     // A passive declare checks existence only: type and flags are ignored.
     passive_exchange("amq.direct".to_owned(), ExchangeKind::Fanout)
@@ -647,30 +508,11 @@ async fn another_connections_exclusive_queue_is_405_for_purge_get_and_bind() {
     let q = common::unique("q.excl");
     declare_exclusive(&och, &q).await;
     let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
-    assert_code(
-        ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
-            .await,
-        405,
-    );
-    let ch = conn.create_channel().await.expect("channel");
-    assert_code(
-        ch.basic_get(q.as_str().into(), BasicGetOptions::default())
-            .await,
-        405,
-    );
-    let ch = conn.create_channel().await.expect("channel");
-    assert_code(
-        ch.queue_bind(
-            q.as_str().into(),
-            "amq.direct".into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await,
-        405,
-    );
+    assert_code(try_purge(&channel(&conn).await, &q).await, 405);
+    assert_code(try_get(&channel(&conn).await, &q).await, 405);
+    let ch = channel(&conn).await;
+    let res = try_bind(&ch, &q, "amq.direct", "k", FieldTable::default()).await;
+    assert_code(res, 405);
 }
 
 #[tokio::test]
@@ -678,49 +520,22 @@ async fn an_empty_queue_name_without_a_declared_queue_is_404() {
     // 0-9-1: an empty queue name means the channel's last declared queue; with none,
     // RabbitMQ's 404 "no previously declared queue". Lepus used to delete nothing and answer
     // delete-ok.
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let fresh = || async { conn.create_channel().await.expect("channel") };
+    let (_broker, conn, _ch) = start_and_open().await;
+    let fresh = || channel(&conn);
+    let no_args = FieldTable::default;
     let texts = [
         assert_code(
-            fresh()
-                .await
-                .queue_delete("".into(), QueueDeleteOptions::default())
-                .await,
+            try_delete_queue(&fresh().await, "", Default::default()).await,
             404,
         ),
+        assert_code(try_purge(&fresh().await, "").await, 404),
         assert_code(
-            fresh()
-                .await
-                .queue_purge("".into(), QueuePurgeOptions::default())
-                .await,
+            try_bind(&fresh().await, "", "amq.direct", "k", no_args()).await,
             404,
         ),
-        assert_code(
-            fresh()
-                .await
-                .queue_bind(
-                    "".into(),
-                    "amq.direct".into(),
-                    "k".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await,
-            404,
-        ),
-        assert_code(
-            unbind(&fresh().await, "", "amq.direct", "k", FieldTable::default()).await,
-            404,
-        ),
+        assert_code(try_unbind(&fresh().await, "", "amq.direct", "k").await, 404),
         assert_code(try_consume(&fresh().await, "").await, 404),
-        assert_code(
-            fresh()
-                .await
-                .basic_get("".into(), BasicGetOptions::default())
-                .await,
-            404,
-        ),
+        assert_code(try_get(&fresh().await, "").await, 404),
     ];
     for text in texts {
         assert!(text.contains("no previously declared queue"), "{text}");
@@ -729,48 +544,27 @@ async fn an_empty_queue_name_without_a_declared_queue_is_404() {
 
 #[tokio::test]
 async fn an_empty_queue_name_means_the_last_queue_declared_on_the_channel() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    let ch = conn.create_channel().await.expect("channel");
+    let (_broker, conn, ch) = start_and_open().await;
     let q = declare_server_named(&ch).await.name().to_string();
     // Empty queue and routing key: bound with the queue's name as the key.
-    ch.queue_bind(
-        "".into(),
-        "amq.direct".into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind ''");
+    try_bind(&ch, "", "amq.direct", "", FieldTable::default())
+        .await
+        .expect("bind ''");
     publish(&ch, "amq.direct", &q, b"one").await;
     wait_message_count(&ch, &q, 1).await;
-    let m = ch
-        .basic_get("".into(), BasicGetOptions { no_ack: true })
+    let m = get_body(&ch, "")
         .await
-        .expect("get ''")
         .expect("the message routed through the binding");
-    assert_eq!(m.delivery.data, b"one");
-    unbind(&ch, "", "amq.direct", "", FieldTable::default())
+    assert_eq!(m, b"one");
+    try_unbind(&ch, "", "amq.direct", "")
         .await
         .expect("unbind ''");
     publish(&ch, "amq.direct", &q, b"dropped").await;
     publish(&ch, "", &q, b"two").await;
     wait_message_count(&ch, &q, 1).await;
-    let n = ch
-        .queue_purge("".into(), QueuePurgeOptions::default())
-        .await
-        .expect("purge ''");
+    let n = try_purge(&ch, "").await.expect("purge ''");
     assert_eq!(n, 1, "only the message sent to the queue directly");
-    let c = ch
-        .basic_consume(
-            "".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume ''");
+    let c = try_consume(&ch, "").await.expect("consume ''");
     assert_eq!(
         passive_queue(&ch, &q)
             .await
@@ -778,33 +572,18 @@ async fn an_empty_queue_name_means_the_last_queue_declared_on_the_channel() {
             .consumer_count(),
         1
     );
-    ch.basic_cancel(c.tag(), BasicCancelOptions::default())
-        .await
-        .expect("cancel");
+    cancel(&ch, &c).await;
     // The shortcut is per channel.
-    let other = conn.create_channel().await.expect("channel");
-    assert_code(
-        other
-            .queue_purge("".into(), QueuePurgeOptions::default())
-            .await,
-        404,
-    );
+    let other = channel(&conn).await;
+    assert_code(try_purge(&other, "").await, 404);
     // A passive declare with an empty name is not expanded.
-    let probe = conn.create_channel().await.expect("channel");
-    probe
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    let probe = channel(&conn).await;
+    passive_queue(&probe, &q)
         .await
         .expect("passive declare sets the channel's last queue too");
     assert_code(passive_queue(&probe, "").await, 404);
     // Delete '' deletes it.
-    ch.queue_delete("".into(), QueueDeleteOptions::default())
+    try_delete_queue(&ch, "", QueueDeleteOptions::default())
         .await
         .expect("delete ''");
     assert_code(passive_queue(&ch, &q).await, 404);

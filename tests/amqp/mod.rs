@@ -139,9 +139,7 @@ pub async fn bound_queue(
 
 /// Declares a non-durable queue named `name` with `args`.
 pub async fn declare_queue(ch: &Channel, name: &str, args: FieldTable) -> lapin::Queue {
-    try_declare_queue(ch, name, QueueDeclareOptions::default(), args)
-        .await
-        .unwrap_or_else(|e| panic!("declare queue {name}: {e}"))
+    declare_queue_as(ch, name, QueueDeclareOptions::default(), args).await
 }
 
 /// Declares a queue named `name` with `options` and no arguments.
@@ -150,7 +148,17 @@ pub async fn declare_queue_with(
     name: &str,
     options: QueueDeclareOptions,
 ) -> lapin::Queue {
-    try_declare_queue(ch, name, options, FieldTable::default())
+    declare_queue_as(ch, name, options, FieldTable::default()).await
+}
+
+/// Declares a queue named `name` with `options` and `args`; fails the test if refused.
+async fn declare_queue_as(
+    ch: &Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+    args: FieldTable,
+) -> lapin::Queue {
+    try_declare_queue(ch, name, options, args)
         .await
         .unwrap_or_else(|e| panic!("declare queue {name} ({options:?}): {e}"))
 }
@@ -250,31 +258,58 @@ pub async fn try_unbind_exchange(
         .await
 }
 
-/// Declares a durable exchange of `kind` (no arguments).
-pub async fn declare_durable_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
+/// The flags of an exchange.declare that is not passive.
+#[derive(Clone, Copy, Default)]
+pub struct ExchangeFlags {
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding (as a source) goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it; only exchange-to-exchange bindings reach it.
+    pub internal: bool,
+}
+
+/// Declares an exchange of `kind` with `flags` and no arguments.
+pub async fn declare_flagged_exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    flags: ExchangeFlags,
+) {
     let options = ExchangeDeclareOptions {
-        durable: true,
+        durable: flags.durable,
+        auto_delete: flags.auto_delete,
+        internal: flags.internal,
         ..ExchangeDeclareOptions::default()
     };
     declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
+}
+
+/// Declares a durable exchange of `kind` (no arguments).
+pub async fn declare_durable_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
+    let durable = ExchangeFlags {
+        durable: true,
+        ..ExchangeFlags::default()
+    };
+    declare_flagged_exchange(ch, name, kind, durable).await;
 }
 
 /// Declares an internal exchange of `kind` (one a client may not publish to).
 pub async fn declare_internal_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
-    let options = ExchangeDeclareOptions {
+    let internal = ExchangeFlags {
         internal: true,
-        ..ExchangeDeclareOptions::default()
+        ..ExchangeFlags::default()
     };
-    declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
+    declare_flagged_exchange(ch, name, kind, internal).await;
 }
 
 /// Declares an auto-delete exchange of `kind` (deleted when its last binding goes).
 pub async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
-    let options = ExchangeDeclareOptions {
+    let auto_delete = ExchangeFlags {
         auto_delete: true,
-        ..ExchangeDeclareOptions::default()
+        ..ExchangeFlags::default()
     };
-    declare_exchange_with(ch, name, kind, options, FieldTable::default()).await;
+    declare_flagged_exchange(ch, name, kind, auto_delete).await;
 }
 
 /// Passive-declares exchange `name` (as a direct exchange), returning the error if it does not
@@ -504,9 +539,13 @@ pub async fn take(consumer: &mut Consumer, n: usize) -> Vec<Delivery> {
 
 /// basic.get with manual ack.
 pub async fn get(ch: &Channel, queue: &str) -> Option<BasicGetMessage> {
+    try_get(ch, queue).await.expect("basic.get")
+}
+
+/// basic.get with manual ack, returning lapin's answer, for a get the broker may refuse.
+pub async fn try_get(ch: &Channel, queue: &str) -> lapin::Result<Option<BasicGetMessage>> {
     ch.basic_get(queue.into(), BasicGetOptions { no_ack: false })
         .await
-        .expect("basic.get")
 }
 
 /// basic.get with no-ack; returns just the body.
@@ -546,15 +585,7 @@ pub async fn wait_message_count(ch: &Channel, queue: &str, n: u32) {
 
 /// Passive-declares `queue`, returning the error if it does not exist.
 pub async fn passive_queue(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
+    lapin_shared::passive_queue(ch, queue).await
 }
 
 /// Polls until the queue no longer exists (passive declare answers 404), within [`DEADLINE`].
