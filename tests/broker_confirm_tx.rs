@@ -11,34 +11,43 @@ mod common;
 mod raw;
 
 use amqp::*;
-use lapin::options::{BasicAckOptions, BasicGetOptions};
+use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+/// Publishes `n` messages (`m0`, `m1`, ...) to `q` on confirm channel `ch` back to back, all
+/// in flight at once, then waits for every confirm: the confirms in publish order.
+async fn publish_burst(ch: &Channel, q: &str, n: usize) -> Vec<Confirmation> {
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let body = format!("m{i}");
+        let options = Default::default();
+        let props = BasicProperties::default();
+        let sent = ch.basic_publish("".into(), q.into(), options, body.as_bytes(), props);
+        pending.push(sent.await.expect("publish"));
+    }
+    let mut confirms = Vec::new();
+    for confirm in pending {
+        confirms.push(within("a confirm", confirm).await.expect("confirm"));
+    }
+    confirms
+}
+
+/// Opens a channel on `conn` and puts it in transaction mode (tx.select).
+async fn tx_channel(conn: &Connection) -> Channel {
+    let tx = channel(conn).await;
+    tx.tx_select().await.expect("tx.select");
+    tx
+}
 
 #[tokio::test]
 async fn every_publish_on_a_confirm_channel_is_acked() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
+    let (_broker, conn, _ch) = start_and_open().await;
     let ch = confirm_channel(&conn).await;
     assert!(ch.status().confirm());
     let q = declare_unique_queue(&ch, "q.confirm").await;
     // A burst of 200 publishes in flight at once: the server may ack them with multiple=true.
-    let mut pending = Vec::new();
-    for i in 0..200 {
-        pending.push(
-            ch.basic_publish(
-                "".into(),
-                q.as_str().into(),
-                Default::default(),
-                format!("m{i}").as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish"),
-        );
-    }
-    for (i, confirm) in pending.into_iter().enumerate() {
-        let c = within("a confirm", confirm).await.expect("confirm");
+    for (i, c) in publish_burst(&ch, &q, 200).await.into_iter().enumerate() {
         assert_eq!(c, Confirmation::Ack(None), "publish {i}");
     }
     assert!(ch
@@ -47,7 +56,7 @@ async fn every_publish_on_a_confirm_channel_is_acked() {
         .expect("none pending")
         .is_empty());
     // Acked transient messages are in the queue.
-    let probe = conn.create_channel().await.expect("channel");
+    let probe = channel(&conn).await;
     let declared = passive_queue(&probe, &q).await.expect("passive");
     assert_eq!(declared.message_count(), 200);
     delete_queues(&ch, &[&q]).await;
@@ -56,16 +65,8 @@ async fn every_publish_on_a_confirm_channel_is_acked() {
 #[tokio::test]
 async fn publishes_before_confirm_select_are_not_confirmed() {
     let (_broker, conn, ch, q) = start_with_queue("q.noconfirm").await;
-    let c = ch
-        .basic_publish(
-            "".into(),
-            q.as_str().into(),
-            Default::default(),
-            b"x",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
+    let props = BasicProperties::default();
+    let c = publish_flagged(&ch, "", &q, Default::default(), b"x", props)
         .await
         .expect("no confirm needed");
     assert_eq!(c, Confirmation::NotRequested);
@@ -76,15 +77,13 @@ async fn publishes_before_confirm_select_are_not_confirmed() {
         .expect("select again");
     let c = publish_confirmed(&ch, "", &q, b"y", BasicProperties::default()).await;
     assert!(c.is_ack());
-    let ch = conn.create_channel().await.expect("channel");
-    delete_queues(&ch, &[&q]).await;
+    delete_queues(&channel(&conn).await, &[&q]).await;
 }
 
 #[tokio::test]
 async fn tx_commit_makes_publishes_visible() {
     let (_broker, conn, ch, q) = start_with_queue("q.txcommit").await;
-    let tx = conn.create_channel().await.expect("channel");
-    tx.tx_select().await.expect("tx.select");
+    let tx = tx_channel(&conn).await;
     publish(&tx, "", &q, b"a").await;
     publish(&tx, "", &q, b"b").await;
     // tx.select is synchronous; a round trip on the tx channel proves the publishes arrived,
@@ -105,8 +104,7 @@ async fn tx_commit_makes_publishes_visible() {
 #[tokio::test]
 async fn tx_rollback_discards_publishes() {
     let (_broker, conn, ch, q) = start_with_queue("q.txrollback").await;
-    let tx = conn.create_channel().await.expect("channel");
-    tx.tx_select().await.expect("tx.select");
+    let tx = tx_channel(&conn).await;
     publish(&tx, "", &q, b"discarded").await;
     tx.tx_rollback().await.expect("tx.rollback");
     publish(&tx, "", &q, b"kept").await;
@@ -124,36 +122,18 @@ async fn acks_in_a_transaction_take_effect_on_commit() {
 
     // Ack then rollback: the ack is forgotten, the message stays unacked and comes back when
     // the channel closes.
-    let tx = conn.create_channel().await.expect("channel");
-    tx.tx_select().await.expect("tx.select");
-    let m = tx
-        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
-        .await
-        .expect("get")
-        .expect("message");
-    m.delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    let tx = tx_channel(&conn).await;
+    let m = get(&tx, &q).await.expect("message");
+    ack(&m).await;
     tx.tx_rollback().await.expect("rollback");
     tx.close(200, "bye".into()).await.expect("close");
     wait_message_count(&ch, &q, 1).await;
 
     // Ack then commit: gone for good.
-    let tx = conn.create_channel().await.expect("channel");
-    tx.tx_select().await.expect("tx.select");
-    let m = tx
-        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
-        .await
-        .expect("get")
-        .expect("message");
+    let tx = tx_channel(&conn).await;
+    let m = get(&tx, &q).await.expect("message");
     assert!(m.delivery.redelivered);
-    m.delivery
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .expect("ack");
+    ack(&m).await;
     tx.tx_commit().await.expect("commit");
     tx.close(200, "bye".into()).await.expect("close");
     wait_message_count(&ch, &q, 0).await;
@@ -164,18 +144,15 @@ async fn acks_in_a_transaction_take_effect_on_commit() {
 async fn tx_commit_without_select_is_406() {
     let (_broker, conn, ch) = start_and_open().await;
     assert_code(ch.tx_commit().await, 406);
-    let ch = conn.create_channel().await.expect("channel");
-    assert_code(ch.tx_rollback().await, 406);
+    assert_code(channel(&conn).await.tx_rollback().await, 406);
 }
 
 #[tokio::test]
 async fn confirm_and_tx_modes_exclude_each_other_406() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
+    let (_broker, conn, _ch) = start_and_open().await;
     let ch = confirm_channel(&conn).await;
     assert_code(ch.tx_select().await, 406);
-    let ch = conn.create_channel().await.expect("channel");
-    ch.tx_select().await.expect("tx.select");
+    let ch = tx_channel(&conn).await;
     assert_code(ch.confirm_select(Default::default()).await, 406);
 }
 
@@ -187,39 +164,14 @@ async fn confirms_and_mandatory_return() {
     let conn = connect(&broker).await;
     let ch = confirm_channel(&conn).await;
     let q = declare_unique_queue(&ch, "core.confirm").await;
-    let mut confirms = Vec::new();
-    for _ in 0..50 {
-        confirms.push(
-            ch.basic_publish(
-                "".into(),
-                q.as_str().into(),
-                Default::default(),
-                b"x",
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish"),
-        );
+    for c in publish_burst(&ch, &q, 50).await {
+        assert!(c.is_ack());
     }
-    for c in confirms {
-        assert!(within("a confirm", c).await.expect("confirm").is_ack());
-    }
-    let mandatory = lapin::options::BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
-    };
     let nowhere = common::unique("nowhere");
-    let confirm = ch
-        .basic_publish(
-            "amq.direct".into(),
-            nowhere.as_str().into(),
-            mandatory,
-            b"lost",
-            BasicProperties::default(),
-        )
+    let props = BasicProperties::default();
+    let confirm = publish_flagged(&ch, "amq.direct", &nowhere, mandatory(), b"lost", props)
         .await
-        .expect("publish");
-    let confirm = within("a confirm", confirm).await.expect("confirm");
+        .expect("confirm");
     assert!(confirm.is_ack());
     let returned = confirm.take_message().expect("the message comes back");
     assert_eq!(returned.reply_code, 312);
@@ -239,7 +191,7 @@ async fn tx_commit_and_rollback() {
     publish(&ch, "", &q, b"rolled back").await;
     ch.tx_rollback().await.expect("tx.rollback");
     publish(&ch, "", &q, b"committed").await;
-    let other = conn.create_channel().await.expect("channel");
+    let other = channel(&conn).await;
     assert!(get_body(&other, &q).await.is_none());
     ch.tx_commit().await.expect("tx.commit");
     assert_eq!(drain_settled(&other, &q).await, vec!["committed"]);
@@ -254,12 +206,9 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
     // broker checked only the exchange's existence at the publish and the rest at the commit.
     // Raw frames, so that nothing can overtake the publish's content on the wire.
     use amq_protocol::protocol::{basic, tx, AMQPClass};
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
+    let (broker, _conn, setup, q) = start_with_queue("q.txcheck").await;
     let internal = common::unique("x.internal");
-    let setup = conn.create_channel().await.expect("channel");
     declare_internal_exchange(&setup, &internal, lapin::ExchangeKind::Direct).await;
-    let q = declare_unique_queue(&setup, "q.txcheck").await;
     let cases = [
         (internal.as_str(), basic::AMQPProperties::default(), 403),
         (
@@ -295,8 +244,7 @@ async fn a_publish_in_a_transaction_is_checked_at_the_publish() {
             "publish to {exchange:?}: {close:?}"
         );
     }
-    delete_exchange(&setup, &internal).await;
-    delete_queues(&setup, &[&q]).await;
+    delete_all(&setup, &[&q], &[&internal]).await;
 }
 
 #[tokio::test]
@@ -310,15 +258,8 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
     for case in 0..4 {
         publish(&ch, "", &q, b"m").await;
         wait_message_count(&ch, &q, 1).await;
-        let tx = conn.create_channel().await.expect("channel");
-        tx.tx_select().await.expect("tx.select");
-        let tag = tx
-            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .expect("get")
-            .expect("message")
-            .delivery
-            .delivery_tag;
+        let tx = tx_channel(&conn).await;
+        let tag = get(&tx, &q).await.expect("message").delivery.delivery_tag;
         let sent = match case {
             0 => tx.basic_ack(tag + 100, BasicAckOptions::default()).await,
             1 => {
@@ -357,9 +298,7 @@ async fn an_ack_in_a_transaction_is_checked_when_it_arrives() {
         }
         // The channel closed without settling anything: the message is back.
         wait_message_count(&ch, &q, 1).await;
-        ch.queue_purge(q.as_str().into(), Default::default())
-            .await
-            .expect("purge");
+        purge(&ch, &q).await;
     }
     delete_queues(&ch, &[&q]).await;
 }
@@ -393,16 +332,6 @@ fn publish_frames(
     )));
     frames.extend(raw::raw_frame(3, 1, body, raw::FRAME_END));
     frames
-}
-
-/// Deletes the queues and exchanges a test made.
-async fn delete_all(ch: &lapin::Channel, queues: &[&String], exchanges: &[&String]) {
-    for q in queues {
-        delete_queues(ch, &[&q]).await;
-    }
-    for x in exchanges {
-        delete_exchange(ch, x).await;
-    }
 }
 
 /// A raw client's transactional channel 1: every frame the broker sends on it is seen, in
@@ -534,7 +463,7 @@ async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
     assert_eq!(tx.commit().await, Vec::new());
     wait_message_count(&setup, &q, 1).await;
     assert_eq!(drain(&setup, &q).await, vec!["kept"]);
-    delete_all(&setup, &[&q], &[]).await;
+    delete_queues(&setup, &[&q]).await;
 }
 
 #[tokio::test]
@@ -553,15 +482,7 @@ async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
     let mut tx = RawTx::open(&broker).await;
     tx.publish(&x, "k", true, b"to q0").await;
     tx.publish(&x, "j", true, b"unroutable").await;
-    setup
-        .queue_unbind(
-            q0.as_str().into(),
-            x.as_str().into(),
-            "k".into(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue.unbind");
+    unbind(&setup, &q0, &x, "k").await;
     bind(&setup, &q1, &x, "k").await;
     bind(&setup, &q1, &x, "j").await;
     assert_eq!(
