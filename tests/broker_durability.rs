@@ -10,7 +10,7 @@
 mod amqp;
 mod common;
 
-use amqp::{declare_durable_exchange, declare_durable_queue, passive_exchange};
+use amqp::*;
 use common::DataDir;
 
 use std::collections::{HashMap, HashSet};
@@ -21,17 +21,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::*;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use lepus::broker::{Broker, BrokerHandle};
 
 async fn start(dir: &Path) -> BrokerHandle {
+    try_start(dir)
+        .await
+        .expect("the broker starts with a data directory")
+}
+
+/// Starts a broker on `127.0.0.1:0` with data directory `dir`, returning its refusal if any.
+async fn try_start(dir: &Path) -> Result<BrokerHandle, lepus::broker::Error> {
     Broker::builder()
         .listen("127.0.0.1:0")
         .data_dir(dir)
         .start()
         .await
-        .expect("the broker starts with a data directory")
 }
 
 async fn connect(url: &str) -> Connection {
@@ -44,43 +50,35 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
-#[tokio::test]
-async fn restart_keeps_durable_topology_and_persistent_messages_only() {
-    let dir = DataDir::new("durability.restart");
+/// Starts the broker on `dir` and opens a connection and a channel to it.
+async fn start_on(dir: &DataDir) -> (BrokerHandle, Connection, Channel) {
     let broker = start(dir.path()).await;
     let conn = connect(&broker.amqp_url()).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
+    (broker, conn, ch)
+}
+
+/// Closes `conn` and shuts `broker` down gracefully.
+async fn stop(conn: Connection, broker: BrokerHandle) {
+    conn.close(200, "bye".into())
         .await
-        .unwrap();
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
+        .expect("connection.close");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_keeps_durable_topology_and_persistent_messages_only() {
+    let dir = DataDir::new("durability.restart");
+    let (broker, conn, _) = start_on(&dir).await;
+    let ch = confirm_channel(&conn).await;
     declare_durable_exchange(&ch, "jobs", ExchangeKind::Direct).await;
-    ch.queue_declare("work".into(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    ch.queue_bind(
-        "work".into(),
-        "jobs".into(),
-        "run".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_declare(
-        "scratch".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_durable_queue(&ch, "work").await;
+    bind(&ch, "work", "jobs", "run").await;
+    declare_queue(&ch, "scratch", FieldTable::default()).await;
     let publish = |exchange: &'static str, key: &'static str, body: &'static [u8], props| {
         let ch = ch.clone();
         async move {
-            let confirm = amqp::publish_confirmed(&ch, exchange, key, body, props).await;
+            let confirm = publish_confirmed(&ch, exchange, key, body, props).await;
             assert!(confirm.is_ack());
         }
     };
@@ -90,164 +88,73 @@ async fn restart_keeps_durable_topology_and_persistent_messages_only() {
     publish("", "work", b"p3", persistent()).await;
     publish("", "scratch", b"lost with its queue", persistent()).await;
     // Consume and ack p1: it must not come back.
-    let got = ch
-        .basic_get("work".into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let got = get(&ch, "work").await.unwrap();
     assert_eq!(got.delivery.data, b"p1");
-    got.delivery.ack(BasicAckOptions::default()).await.unwrap();
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    ack(&got).await;
+    stop(conn, broker).await;
 
-    let broker = start(dir.path()).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let work = ch
-        .queue_declare("work".into(), passive, FieldTable::default())
-        .await
-        .unwrap();
+    let (broker, conn, ch) = start_on(&dir).await;
+    let work = passive_queue(&ch, "work").await.unwrap();
     assert_eq!(
         work.message_count(),
         2,
         "p2 and p3; p1 was acked, the transient one is gone"
     );
     for want in [&b"p2"[..], b"p3"] {
-        let got = ch
-            .basic_get("work".into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-            .unwrap();
+        let got = get(&ch, "work").await.unwrap();
         assert_eq!(got.delivery.data, want);
         assert!(
             got.delivery.redelivered,
             "recovered messages may have been delivered"
         );
         assert_eq!(got.delivery.properties.delivery_mode(), &Some(2));
-        got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        ack(&got).await;
     }
     // The durable binding came back with the exchange.
-    ch.basic_publish(
-        "jobs".into(),
-        "run".into(),
-        BasicPublishOptions::default(),
-        b"after restart",
-        persistent(),
-    )
-    .await
-    .unwrap();
-    let got = ch
-        .basic_get("work".into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-        .unwrap();
+    publish_with(&ch, "jobs", "run", b"after restart", persistent()).await;
+    let got = get(&ch, "work").await.unwrap();
     assert_eq!(got.delivery.data, b"after restart");
     assert!(!got.delivery.redelivered);
-    got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    ack(&got).await;
     // The non-durable queue is gone.
-    let err = ch
-        .queue_declare("scratch".into(), passive, FieldTable::default())
-        .await;
+    let err = passive_queue(&ch, "scratch").await;
     assert!(err.is_err(), "non-durable queue survived a restart");
-    let _ = conn.close(200, "bye".into()).await;
-    broker.shutdown().await;
+    stop(conn, broker).await;
 }
 
 #[tokio::test]
 async fn messages_that_left_for_good_stay_gone_after_restart() {
     let dir = DataDir::new("durability.gone");
-    let broker = start(dir.path()).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
+    let (broker, conn, _) = start_on(&dir).await;
+    let ch = confirm_channel(&conn).await;
     for q in ["kept", "doomed"] {
-        ch.queue_declare(q.into(), durable, FieldTable::default())
-            .await
-            .unwrap();
+        declare_durable_queue(&ch, q).await;
     }
     let publish = |queue: &'static str, body: Vec<u8>| {
         let ch = ch.clone();
-        async move {
-            ch.basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &body,
-                persistent(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap()
-        }
+        async move { publish_confirmed(&ch, "", queue, &body, persistent()).await }
     };
     for i in 0..4u8 {
         publish("kept", vec![i]).await;
     }
     publish("doomed", vec![9]).await;
-    let get = |no_ack: bool| {
-        let ch = ch.clone();
-        async move {
-            ch.basic_get("kept".into(), BasicGetOptions { no_ack })
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
     // 0: taken with no-ack; 1: rejected without requeue; 2 and 3: purged.
-    assert_eq!(get(true).await.delivery.data, [0]);
-    let rejected = get(false).await;
+    assert_eq!(get_body(&ch, "kept").await.unwrap(), [0]);
+    let rejected = get(&ch, "kept").await.unwrap();
     assert_eq!(rejected.delivery.data, [1]);
-    rejected
-        .delivery
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-        .unwrap();
-    ch.queue_purge("kept".into(), QueuePurgeOptions::default())
-        .await
-        .unwrap();
+    reject(&rejected, false).await;
+    purge(&ch, "kept").await;
     // 4: published after the purge, stays.
     publish("kept", vec![4]).await;
-    ch.queue_delete("doomed".into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    delete_queues(&ch, &["doomed"]).await;
+    stop(conn, broker).await;
 
-    let broker = start(dir.path()).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let kept = ch
-        .queue_declare("kept".into(), passive, FieldTable::default())
-        .await
-        .unwrap();
+    let (broker, conn, ch) = start_on(&dir).await;
+    let kept = passive_queue(&ch, "kept").await.unwrap();
     assert_eq!(kept.message_count(), 1);
-    let got = ch
-        .basic_get("kept".into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.delivery.data, [4]);
-    assert!(ch
-        .queue_declare("doomed".into(), passive, FieldTable::default())
-        .await
-        .is_err());
-    let _ = conn.close(200, "bye".into()).await;
-    broker.shutdown().await;
+    assert_eq!(get_body(&ch, "kept").await.unwrap(), [4]);
+    assert!(passive_queue(&ch, "doomed").await.is_err());
+    stop(conn, broker).await;
 }
 
 /// Deleting a vhost deletes its durable queues (with their messages) and exchanges from the
@@ -267,24 +174,10 @@ async fn a_deleted_vhost_stays_deleted_after_a_restart() {
     grant(&broker);
     let url = |broker: &BrokerHandle| broker.amqp_url().replace("/%2f", "/gone");
     let conn = connect(&url(&broker)).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let ch = confirm_channel(&conn).await;
     declare_durable_exchange(&ch, "gone.x", ExchangeKind::Direct).await;
     declare_durable_queue(&ch, "gone.q").await;
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            "gone.q".into(),
-            BasicPublishOptions::default(),
-            b"old",
-            persistent(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let confirm = publish_confirmed(&ch, "", "gone.q", b"old", persistent()).await;
     assert!(confirm.is_ack());
     broker.admin().delete_vhost("gone").unwrap();
     // Its connections are closed (320), as RabbitMQ closes them.
@@ -309,16 +202,7 @@ async fn a_deleted_vhost_stays_deleted_after_a_restart() {
 async fn assert_vhost_empty(url: &str, when: &str) {
     let conn = connect(url).await;
     let ch = conn.create_channel().await.unwrap();
-    let queue = ch
-        .queue_declare(
-            "gone.q".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
+    let queue = passive_queue(&ch, "gone.q").await;
     assert!(
         queue.is_err(),
         "{when}: the deleted vhost's queue is back: {queue:?}"
@@ -335,37 +219,19 @@ async fn assert_vhost_empty(url: &str, when: &str) {
 #[tokio::test]
 async fn a_damaged_data_directory_stops_the_start() {
     let dir = DataDir::new("durability.damaged");
-    let broker = start(dir.path()).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let ch = conn.create_channel().await.unwrap();
+    let (broker, conn, ch) = start_on(&dir).await;
     declare_durable_queue(&ch, "q").await;
     // A record after the declare's: a damaged declare is not a torn tail.
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.basic_publish(
-        "".into(),
-        "q".into(),
-        BasicPublishOptions::default(),
-        b"after",
-        persistent(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    let ch = confirm_channel(&conn).await;
+    publish_confirmed(&ch, "", "q", b"after", persistent()).await;
+    stop(conn, broker).await;
     // Flip one byte of the queue's declare record (the log's first record, after the 8-byte
     // segment header and its own 8-byte header): its checksum no longer matches.
     let path = dir.path().join("segments").join("0000000001.seg");
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[20] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
-    let err = Broker::builder()
-        .listen("127.0.0.1:0")
-        .data_dir(dir.path())
-        .start()
+    let err = try_start(dir.path())
         .await
         .expect_err("a broker must not start on damaged files");
     assert!(err.to_string().contains("corrupt segment"), "{err}");
@@ -501,11 +367,7 @@ async fn broker_survives_sigkill_at_random_moments() {
         let ch = conn.create_channel().await.unwrap();
         declare_durable_queue(&ch, QUEUE).await;
         let mut recovered: HashMap<String, usize> = HashMap::new();
-        while let Some(got) = ch
-            .basic_get(QUEUE.into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-        {
+        while let Some(got) = get(&ch, QUEUE).await {
             let id = id_of(&got.delivery.data).expect("a recovered message is intact");
             assert!(
                 published.contains(&id),
@@ -517,7 +379,7 @@ async fn broker_survives_sigkill_at_random_moments() {
             );
             *recovered.entry(id).or_default() += 1;
             total_redelivered += 1;
-            got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            ack(&got).await;
         }
         let lost: Vec<&String> = owed
             .iter()
@@ -621,15 +483,11 @@ async fn broker_survives_sigkill_at_random_moments() {
     let conn = connect(&url).await;
     let ch = conn.create_channel().await.unwrap();
     let mut recovered = HashSet::new();
-    while let Some(got) = ch
-        .basic_get(QUEUE.into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-    {
+    while let Some(got) = get(&ch, QUEUE).await {
         let id = id_of(&got.delivery.data).expect("a recovered message is intact");
         assert!(published.contains(&id), "invented message {id}");
         recovered.insert(id);
-        got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        ack(&got).await;
     }
     let lost: Vec<&String> = owed.iter().filter(|id| !recovered.contains(*id)).collect();
     total_recovered += recovered.len();
@@ -656,11 +514,7 @@ const TX_PUBLISHES: usize = 200;
 /// Takes every message of `queue` with `basic.get` (unacked): (id, delivery tag, redelivered).
 async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<(String, u64, bool)> {
     let mut got = Vec::new();
-    while let Some(m) = ch
-        .basic_get(queue.into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-    {
+    while let Some(m) = get(ch, queue).await {
         let id = id_of(&m.delivery.data).expect("a recovered message is intact");
         got.push((id, m.delivery.delivery_tag, m.delivery.redelivered));
     }
@@ -683,10 +537,6 @@ async fn tx_commit_ok_survives_sigkill() {
     let mut gone: HashSet<String> = HashSet::new();
     let (mut committed, mut recovered) = (0, 0);
     let (mut lost, mut back): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
     for cycle in 0..=TX_CYCLES {
         let (mut child, url) = spawn_broker(dir.path());
         let conn = connect(&url).await;
@@ -726,15 +576,7 @@ async fn tx_commit_ok_survives_sigkill() {
             .map(|n| format!("t{cycle}-n{n}"))
             .collect();
         for id in &fresh {
-            ch.basic_publish(
-                "".into(),
-                TX_QUEUE.into(),
-                BasicPublishOptions::default(),
-                &body_for(id),
-                persistent(),
-            )
-            .await
-            .unwrap();
+            publish_with(&ch, "", TX_QUEUE, &body_for(id), persistent()).await;
         }
         let all: HashSet<String> = present.into_iter().map(|(id, _, _)| id).collect();
         if cycle % 5 != 4 {
@@ -749,9 +591,7 @@ async fn tx_commit_ok_survives_sigkill() {
             gone.extend(acked);
         } else {
             // A round trip on the channel: the broker has read the acks and publishes.
-            ch.queue_declare(TX_QUEUE.into(), passive, FieldTable::default())
-                .await
-                .unwrap();
+            passive_queue(&ch, TX_QUEUE).await.unwrap();
             child.kill().unwrap(); // before the commit
             owed = all;
             gone.extend(fresh);
@@ -806,10 +646,7 @@ async fn a_broker_starts_right_after_a_sigkill_before_the_dead_one_is_reaped() {
     child.kill().unwrap();
     // Dead, its PID still taken (a zombie): a PID file would still look owned.
     wait_until_zombie(child.id());
-    let broker = Broker::builder()
-        .listen("127.0.0.1:0")
-        .data_dir(dir.path())
-        .start()
+    let broker = try_start(dir.path())
         .await
         .expect("the lock of a dead broker is released");
     broker.shutdown().await;
@@ -830,10 +667,7 @@ async fn a_second_broker_on_one_data_directory_is_refused() {
     // Another process holds it.
     let (mut child, _) = spawn_broker(dir.path());
     refused(
-        Broker::builder()
-            .listen("127.0.0.1:0")
-            .data_dir(dir.path())
-            .start()
+        try_start(dir.path())
             .await
             .expect_err("a second broker (other process) must not open the directory"),
     );
@@ -842,10 +676,7 @@ async fn a_second_broker_on_one_data_directory_is_refused() {
     // This process holds it.
     let first = start(dir.path()).await;
     refused(
-        Broker::builder()
-            .listen("127.0.0.1:0")
-            .data_dir(dir.path())
-            .start()
+        try_start(dir.path())
             .await
             .expect_err("a second broker (same process) must not open the directory"),
     );
@@ -886,31 +717,15 @@ const PURGED: &str = "topology.purged";
 /// Compares the broker at `url` with `owed`; returns what differs.
 async fn topology_problems(conn: &Connection, owed: &Owed) -> Vec<String> {
     let mut problems = Vec::new();
-    let passive_queue = |name: String| async move {
+    // Each probe on a channel of its own: a 404 closes the channel.
+    let message_count = |name: String| async move {
         let ch = conn.create_channel().await.unwrap();
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
-            .await
-            .ok()
-            .map(|q| q.message_count())
+        let declared = passive_queue(&ch, &name).await;
+        declared.ok().map(|q| q.message_count())
     };
     let exchange_exists = |name: String| async move {
         let ch = conn.create_channel().await.unwrap();
-        let opts = ExchangeDeclareOptions {
-            passive: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        ch.exchange_declare(
-            name.as_str().into(),
-            ExchangeKind::Direct,
-            opts,
-            FieldTable::default(),
-        )
-        .await
-        .is_ok()
+        passive_exchange(&ch, &name).await.is_ok()
     };
     for x in &owed.exchanges {
         if !exchange_exists(x.clone()).await {
@@ -923,16 +738,16 @@ async fn topology_problems(conn: &Connection, owed: &Owed) -> Vec<String> {
         }
     }
     for q in &owed.queues {
-        if passive_queue(q.clone()).await.is_none() {
+        if message_count(q.clone()).await.is_none() {
             problems.push(format!("queue {q} lost"));
         }
     }
     for q in &owed.gone_queues {
-        if passive_queue(q.clone()).await.is_some() {
+        if message_count(q.clone()).await.is_some() {
             problems.push(format!("deleted queue {q} came back"));
         }
     }
-    match passive_queue(PURGED.to_owned()).await {
+    match message_count(PURGED.to_owned()).await {
         Some(n) if n == owed.purged_count => {}
         other => problems.push(format!(
             "{PURGED} holds {other:?} messages, {} expected",
@@ -940,10 +755,7 @@ async fn topology_problems(conn: &Connection, owed: &Owed) -> Vec<String> {
         )),
     }
     // A binding routes a probe to its queue (queues other than PURGED are kept empty).
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let ch = confirm_channel(conn).await;
     let probes = owed
         .bindings
         .iter()
@@ -953,11 +765,8 @@ async fn topology_problems(conn: &Connection, owed: &Owed) -> Vec<String> {
         if !owed.exchanges.contains(x) || !owed.queues.contains(q) {
             continue;
         }
-        amqp::publish_confirmed(&ch, x, q, b"probe", BasicProperties::default()).await;
-        let got = ch
-            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
+        publish_confirmed(&ch, x, q, b"probe", BasicProperties::default()).await;
+        let got = get_body(&ch, q).await;
         match (got.is_some(), bound) {
             (false, true) => problems.push(format!("binding {x} -> {q} lost")),
             (true, false) => problems.push(format!("unbound {x} -> {q} came back")),
@@ -993,9 +802,7 @@ async fn topology_oks_survive_sigkill() {
         }
         declare_durable_queue(&ch, PURGED).await;
         declare_durable_queue(&ch, "topology.load").await;
-        ch.queue_purge("topology.load".into(), QueuePurgeOptions::default())
-            .await
-            .unwrap();
+        purge(&ch, "topology.load").await;
         // Keep the store's writer busy: persistent publishes with confirms.
         let load = publish_until_killed(
             connect(&url).await,
@@ -1011,68 +818,32 @@ async fn topology_oks_survive_sigkill() {
                 owed.exchanges.push(x.clone());
                 declare_durable_queue(&ch, &q).await;
                 owed.queues.push(q.clone());
-                ch.queue_bind(
-                    q.as_str().into(),
-                    x.as_str().into(),
-                    q.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+                bind(&ch, &q, &x, &q).await;
                 owed.bindings.push((x, q));
             }
             1 => {
-                let confirming = conn.create_channel().await.unwrap();
-                confirming
-                    .confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .unwrap();
+                let confirming = confirm_channel(&conn).await;
                 for _ in 0..20 {
-                    confirming
-                        .basic_publish(
-                            "".into(),
-                            PURGED.into(),
-                            BasicPublishOptions::default(),
-                            b"to be purged",
-                            persistent(),
-                        )
-                        .await
-                        .unwrap()
-                        .await
-                        .unwrap();
+                    publish_confirmed(&confirming, "", PURGED, b"to be purged", persistent()).await;
                 }
                 owed.purged_count = 20;
-                ch.queue_purge(PURGED.into(), QueuePurgeOptions::default())
-                    .await
-                    .unwrap();
+                purge(&ch, PURGED).await;
                 owed.purged_count = 0;
             }
             2 => {
-                let binding = owed.bindings.remove(0);
-                ch.queue_unbind(
-                    binding.1.as_str().into(),
-                    binding.0.as_str().into(),
-                    binding.1.as_str().into(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-                owed.gone_bindings.push(binding);
+                let (x, q) = owed.bindings.remove(0);
+                unbind(&ch, &q, &x, &q).await;
+                owed.gone_bindings.push((x, q));
             }
             3 => {
                 let q = owed.queues.remove(0);
-                ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await
-                    .unwrap();
+                delete_queues(&ch, &[&q]).await;
                 owed.bindings.retain(|(_, bound)| *bound != q);
                 owed.gone_queues.push(q);
             }
             _ => {
                 let x = owed.exchanges.remove(0);
-                ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                    .await
-                    .unwrap();
+                delete_exchange(&ch, &x).await;
                 owed.bindings.retain(|(source, _)| *source != x);
                 owed.gone_exchanges.push(x);
             }
@@ -1104,61 +875,30 @@ fn snapshot_identity(dir: &Path) -> Option<(u64, u64)> {
 #[tokio::test]
 async fn durable_binds_are_logged_not_rewritten_into_the_snapshot() {
     let dir = DataDir::new("durability.incremental");
-    let broker = start(dir.path()).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let ch = conn.create_channel().await.unwrap();
+    let (broker, conn, ch) = start_on(&dir).await;
     declare_durable_exchange(&ch, "fan", ExchangeKind::Topic).await;
     declare_durable_queue(&ch, "many").await;
-    let bind = |key: String| {
-        let ch = ch.clone();
-        async move {
-            ch.queue_bind(
-                "many".into(),
-                "fan".into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        }
-    };
-    bind("k.0".to_owned()).await;
+    bind(&ch, "many", "fan", "k.0").await;
     let before = snapshot_identity(dir.path());
     for n in 1..200 {
-        bind(format!("k.{n}")).await;
+        bind(&ch, "many", "fan", &format!("k.{n}")).await;
     }
     assert_eq!(
         snapshot_identity(dir.path()),
         before,
         "199 binds rewrote the topology snapshot"
     );
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    stop(conn, broker).await;
 
-    let broker = start(dir.path()).await;
-    let conn = connect(&broker.amqp_url()).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (broker, conn, _) = start_on(&dir).await;
+    let ch = confirm_channel(&conn).await;
     for n in [0, 99, 199] {
-        ch.basic_publish(
-            "fan".into(),
-            format!("k.{n}").as_str().into(),
-            BasicPublishOptions::default(),
-            b"routed",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        let key = format!("k.{n}");
+        publish_confirmed(&ch, "fan", &key, b"routed", BasicProperties::default()).await;
     }
-    let many = amqp::passive_queue(&ch, "many").await.unwrap();
+    let many = passive_queue(&ch, "many").await.unwrap();
     assert_eq!(many.message_count(), 3, "the bindings survived the restart");
-    let _ = conn.close(200, "bye".into()).await;
-    broker.shutdown().await;
+    stop(conn, broker).await;
 }
 
 /// Not a test: the durable bind rate as the topology grows to 10,000 bindings (rate of each
@@ -1228,15 +968,7 @@ async fn durable_bind_rate() {
     let mut marks = vec![started];
     let mut cpu_marks = vec![cpu()];
     for n in 0..count {
-        ch.queue_bind(
-            "rate.q".into(),
-            "rate.x".into(),
-            format!("key.{n}").as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        bind(&ch, "rate.q", "rate.x", &format!("key.{n}")).await;
         if (n + 1) % 1000 == 0 {
             marks.push(std::time::Instant::now());
             cpu_marks.push(cpu());
@@ -1300,46 +1032,29 @@ async fn dead_letters_survive_sigkill_at_random_moments() {
         let (mut child, url) = spawn_broker(dir.path());
         let conn = connect(&url).await;
         let ch = conn.create_channel().await.unwrap();
-        let mut args = FieldTable::default();
-        args.insert("x-message-ttl".into(), lapin::types::AMQPValue::LongInt(30));
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            lapin::types::AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            lapin::types::AMQPValue::LongString(DL_TARGET.into()),
-        );
+        let args = table(vec![
+            ("x-message-ttl", AMQPValue::LongInt(30)),
+            ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(DL_TARGET.into()),
+            ),
+        ]);
         declare_durable_queue(&ch, DL_TARGET).await;
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        ch.queue_declare(DL_SOURCE.into(), durable, args)
+        try_declare_queue(&ch, DL_SOURCE, QueueDeclareOptions::durable(), args)
             .await
             .unwrap();
         // Recovered messages expire again (their TTL restarts): wait for the source to empty.
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         for _ in 0..1000 {
-            let source = ch
-                .queue_declare(DL_SOURCE.into(), passive, FieldTable::default())
-                .await
-                .unwrap();
+            let source = passive_queue(&ch, DL_SOURCE).await.unwrap();
             if source.message_count() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut found = HashSet::new();
-        while let Some(got) = ch
-            .basic_get(DL_TARGET.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            found.insert(id_of(&got.delivery.data).expect("an intact dead letter"));
+        while let Some(body) = get_body(&ch, DL_TARGET).await {
+            found.insert(id_of(&body).expect("an intact dead letter"));
         }
         lost.extend(owed.iter().filter(|id| !found.contains(*id)).cloned());
         owed.clear();
