@@ -175,8 +175,7 @@ async fn nack_without_requeue_drops_the_message() {
     let (cch, _c, ds) = consume_n(&conn, &q, false, 3).await;
     nack(&ds[1], true, false).await;
     cch.close(200, "done".into()).await.expect("close");
-    wait_message_count(&ch, &q, 1).await;
-    assert_eq!(drain(&ch, &q).await, vec!["m2"]);
+    assert_drains_to(&ch, &q, &["m2"]).await;
     delete_queues(&ch, &[&q]).await;
 }
 
@@ -543,8 +542,7 @@ async fn no_ack_deliveries_are_not_requeued_on_close() {
     let (cch, _c, _) = consume_n(&conn, &q, true, 3).await;
     cch.close(200, "bye".into()).await.expect("close");
     publish(&ch, "", &q, b"marker").await;
-    wait_message_count(&ch, &q, 1).await;
-    assert_eq!(drain(&ch, &q).await, vec!["marker"]);
+    assert_drains_to(&ch, &q, &["marker"]).await;
     delete_queues(&ch, &[&q]).await;
 }
 

@@ -96,8 +96,7 @@ async fn tx_commit_makes_publishes_visible() {
         "uncommitted publishes are invisible"
     );
     tx.tx_commit().await.expect("tx.commit");
-    wait_message_count(&ch, &q, 2).await;
-    assert_eq!(drain(&ch, &q).await, vec!["a", "b"]);
+    assert_drains_to(&ch, &q, &["a", "b"]).await;
     delete_queues(&ch, &[&q]).await;
 }
 
@@ -109,8 +108,7 @@ async fn tx_rollback_discards_publishes() {
     tx.tx_rollback().await.expect("tx.rollback");
     publish(&tx, "", &q, b"kept").await;
     tx.tx_commit().await.expect("tx.commit");
-    wait_message_count(&ch, &q, 1).await;
-    assert_eq!(drain(&ch, &q).await, vec!["kept"]);
+    assert_drains_to(&ch, &q, &["kept"]).await;
     delete_queues(&ch, &[&q]).await;
 }
 
@@ -461,8 +459,7 @@ async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
     tx.publish(&x, "a.b.c", true, b"kept").await;
     delete_exchange(&setup, &x).await;
     assert_eq!(tx.commit().await, Vec::new());
-    wait_message_count(&setup, &q, 1).await;
-    assert_eq!(drain(&setup, &q).await, vec!["kept"]);
+    assert_drains_to(&setup, &q, &["kept"]).await;
     delete_queues(&setup, &[&q]).await;
 }
 
@@ -489,8 +486,7 @@ async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
         tx.commit().await,
         vec![(312, x.clone(), "j".to_owned(), b"unroutable".to_vec())]
     );
-    wait_message_count(&setup, &q0, 1).await;
-    assert_eq!(drain(&setup, &q0).await, vec!["to q0"]);
+    assert_drains_to(&setup, &q0, &["to q0"]).await;
     assert_eq!(
         passive_queue(&setup, &q1)
             .await
@@ -501,8 +497,7 @@ async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
     // Routed after the binding change: the new bindings apply.
     tx.publish(&x, "k", true, b"to q1").await;
     assert_eq!(tx.commit().await, Vec::new());
-    wait_message_count(&setup, &q1, 1).await;
-    assert_eq!(drain(&setup, &q1).await, vec!["to q1"]);
+    assert_drains_to(&setup, &q1, &["to q1"]).await;
     assert_eq!(
         passive_queue(&setup, &q0)
             .await
@@ -549,11 +544,8 @@ async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
     );
     assert_code(passive_queue(&setup, &q0).await, 404);
     let (_conn, setup) = open(&broker).await;
-    wait_message_count(&setup, &q1, 1).await;
-    assert_eq!(drain(&setup, &q1).await, vec!["fanned"]);
-    wait_message_count(&setup, &q2, 1).await;
-    assert_eq!(drain(&setup, &q2).await, vec!["to q2"]);
-    wait_message_count(&setup, &q3, 1).await;
-    assert_eq!(drain(&setup, &q3).await, vec!["fanned"]);
+    assert_drains_to(&setup, &q1, &["fanned"]).await;
+    assert_drains_to(&setup, &q2, &["to q2"]).await;
+    assert_drains_to(&setup, &q3, &["fanned"]).await;
     delete_all(&setup, &[&q1, &q2, &q3], &[&x]).await;
 }

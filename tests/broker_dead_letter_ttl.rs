@@ -146,8 +146,7 @@ async fn per_message_expiration_expires_only_that_message() {
     )
     .await;
     publish_confirmed(&pch, "", &q, b"forever", BasicProperties::default()).await;
-    wait_message_count(&ch, &q, 1).await;
-    assert_eq!(drain(&ch, &q).await, vec!["forever"]);
+    assert_drains_to(&ch, &q, &["forever"]).await;
     delete_queues(&ch, &[&q]).await;
 }
 

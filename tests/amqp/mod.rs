@@ -565,6 +565,13 @@ pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
     out
 }
 
+/// Waits until `queue` holds `expected.len()` messages, then drains it (no-ack basic.get) and
+/// asserts that the bodies are `expected`, in order.
+pub async fn assert_drains_to(ch: &Channel, queue: &str, expected: &[&str]) {
+    wait_message_count(ch, queue, expected.len() as u32).await;
+    assert_eq!(drain(ch, queue).await, expected, "the messages of {queue}");
+}
+
 /// Polls `queue`'s message count (passive declare) until it equals `n`, within [`DEADLINE`].
 pub async fn wait_message_count(ch: &Channel, queue: &str, n: u32) {
     let start = tokio::time::Instant::now();
