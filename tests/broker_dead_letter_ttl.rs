@@ -35,6 +35,20 @@ fn dead_lettering(dlx: &str, key: &str, mut extra: Vec<(&str, AMQPValue)>) -> Fi
     table(extra)
 }
 
+/// A queue named from `prefix`, with the arguments `extra`, that dead-letters to a fresh
+/// [`dead_letter_target`] with routing key `key`: (queue, dead-letter exchange, its queue).
+async fn dead_lettering_queue(
+    ch: &Channel,
+    prefix: &str,
+    key: &str,
+    extra: Vec<(&str, AMQPValue)>,
+) -> (String, String, String) {
+    let (dlx, dlq) = dead_letter_target(ch, key).await;
+    let q = common::unique(prefix);
+    declare_queue(ch, &q, dead_lettering(&dlx, key, extra)).await;
+    (q, dlx, dlq)
+}
+
 /// Waits until `dlq` holds `n` messages and takes the first (manual ack).
 async fn first_of(ch: &Channel, dlq: &str, n: u32) -> BasicGetMessage {
     wait_message_count(ch, dlq, n).await;
@@ -153,10 +167,13 @@ async fn per_message_expiration_expires_only_that_message() {
 #[tokio::test]
 async fn expired_messages_are_dead_lettered_with_reason_expired() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let (dlx, dlq) = dead_letter_target(&ch, "expired-key").await;
-    let q = common::unique("q.ttl.dlx");
-    let args = dead_lettering(&dlx, "expired-key", vec![("x-message-ttl", long(30))]);
-    declare_queue(&ch, &q, args).await;
+    let (q, dlx, dlq) = dead_lettering_queue(
+        &ch,
+        "q.ttl.dlx",
+        "expired-key",
+        vec![("x-message-ttl", long(30))],
+    )
+    .await;
     publish(&ch, "", &q, b"will expire").await;
     let m = first_of(&ch, &dlq, 1).await;
     assert_eq!(m.delivery.data, b"will expire");
@@ -177,9 +194,7 @@ async fn expired_messages_are_dead_lettered_with_reason_expired() {
 #[tokio::test]
 async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let (dlx, dlq) = dead_letter_target(&ch, "dead").await;
-    let q = common::unique("q.reject.dlx");
-    declare_queue(&ch, &q, dead_lettering(&dlx, "dead", vec![])).await;
+    let (q, dlx, dlq) = dead_lettering_queue(&ch, "q.reject.dlx", "dead", vec![]).await;
     publish_with(
         &ch,
         "",
@@ -252,10 +267,8 @@ async fn x_expires_deletes_an_unused_queue() {
 #[tokio::test]
 async fn x_max_length_drop_head_discards_the_oldest_and_dead_letters_them() {
     let (_broker, conn, ch) = start_and_open().await;
-    let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
-    let q = common::unique("q.maxlen");
-    let args = dead_lettering(&dlx, "overflow", vec![("x-max-length", long(2))]);
-    declare_queue(&ch, &q, args).await;
+    let (q, dlx, dlq) =
+        dead_lettering_queue(&ch, "q.maxlen", "overflow", vec![("x-max-length", long(2))]).await;
     let pch = confirm_channel(&conn).await;
     let acks = publish_all_confirmed(&pch, &q, &["m0", "m1", "m2", "m3", "m4"]).await;
     assert_eq!(acks, vec![true; 5], "drop-head accepts every publish");
@@ -271,10 +284,13 @@ async fn x_max_length_drop_head_counts_the_new_message_too() {
     // x-max-length-bytes drops itself. Found by difftest: the bundled broker trimmed before
     // adding, so the new message always stayed.
     let (_broker, conn, ch) = start_and_open().await;
-    let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
-    let zero = common::unique("q.maxlen0");
-    let args = dead_lettering(&dlx, "overflow", vec![("x-max-length", long(0))]);
-    declare_queue(&ch, &zero, args).await;
+    let (zero, dlx, dlq) = dead_lettering_queue(
+        &ch,
+        "q.maxlen0",
+        "overflow",
+        vec![("x-max-length", long(0))],
+    )
+    .await;
     let bytes = common::unique("q.maxbytes");
     declare_queue(&ch, &bytes, table(vec![("x-max-length-bytes", long(10))])).await;
     let pch = confirm_channel(&conn).await;
@@ -296,10 +312,13 @@ async fn requeued_messages_are_held_to_x_max_length_too() {
     // queue is within its limits before it dispatches again. Found by difftest: the bundled
     // broker requeued past x-max-length and redelivered.
     let (_broker, conn, ch) = start_and_open().await;
-    let (dlx, dlq) = dead_letter_target(&ch, "overflow").await;
-    let q = common::unique("q.maxlen.requeue");
-    let args = dead_lettering(&dlx, "overflow", vec![("x-max-length", long(1))]);
-    declare_queue(&ch, &q, args).await;
+    let (q, dlx, dlq) = dead_lettering_queue(
+        &ch,
+        "q.maxlen.requeue",
+        "overflow",
+        vec![("x-max-length", long(1))],
+    )
+    .await;
     let cch = channel(&conn).await;
     let mut consumer = consume(&cch, &q, false).await;
     publish(&ch, "", &q, b"first").await;
@@ -367,9 +386,7 @@ async fn basic_get_drops_the_expired_messages_it_brings_to_the_head() {
     // depth leave them out, and they are dead-lettered (reason expired) at once. Found by
     // difftest: the bundled broker counted them until its timer ran.
     let (_broker, _conn, ch) = start_and_open().await;
-    let (dlx, dlq) = dead_letter_target(&ch, "gone").await;
-    let q = common::unique("q.getexpired");
-    declare_queue(&ch, &q, dead_lettering(&dlx, "gone", vec![])).await;
+    let (q, dlx, dlq) = dead_lettering_queue(&ch, "q.getexpired", "gone", vec![]).await;
     publish(&ch, "", &q, b"lives").await;
     publish_with(
         &ch,
