@@ -42,6 +42,13 @@ async fn consume_n(
     (cch, c, ds)
 }
 
+/// Opens a channel on `conn` with basic.qos `prefetch` (`global` as given, see [`qos`]).
+async fn qos_channel(conn: &Connection, prefetch: u16, global: bool) -> Channel {
+    let ch = channel(conn).await;
+    qos(&ch, prefetch, global).await;
+    ch
+}
+
 /// Every delivery that reaches consumer `a` or `b` until neither gets one for [`QUIET`].
 async fn until_quiet(a: &mut Consumer, b: &mut Consumer) -> Vec<Delivery> {
     let mut held = Vec::new();
@@ -87,9 +94,8 @@ async fn consumers_of_one_queue_get_messages_round_robin() {
 async fn per_consumer_prefetch_is_never_exceeded() {
     let (_broker, conn, ch, q) = start_with_queue("q.prefetch").await;
     fill(&ch, &q, 10).await;
-    let cch = channel(&conn).await;
     // global=false: the limit applies to each consumer started after it (RabbitMQ's meaning).
-    qos(&cch, 2, false).await;
+    let cch = qos_channel(&conn, 2, false).await;
     let mut a = consume(&cch, &q, false).await;
     let mut b = consume(&cch, &q, false).await;
     let got_a = take(&mut a, 2).await;
@@ -113,9 +119,8 @@ async fn per_consumer_prefetch_is_never_exceeded() {
 async fn global_prefetch_is_shared_by_the_channel() {
     let (_broker, conn, ch, q) = start_with_queue("q.prefetch.global").await;
     fill(&ch, &q, 10).await;
-    let cch = channel(&conn).await;
     // global=true: one limit for all consumers of the channel (RabbitMQ's meaning).
-    qos(&cch, 3, true).await;
+    let cch = qos_channel(&conn, 3, true).await;
     let mut a = consume(&cch, &q, false).await;
     let mut b = consume(&cch, &q, false).await;
     // Collect everything that arrives on either consumer until quiet.
@@ -183,8 +188,7 @@ async fn nack_without_requeue_drops_the_message() {
 async fn reject_with_requeue_redelivers_and_without_drops() {
     let (_broker, conn, ch, q) = start_with_queue("q.reject").await;
     fill(&ch, &q, 2).await;
-    let cch = channel(&conn).await;
-    qos(&cch, 1, false).await;
+    let cch = qos_channel(&conn, 1, false).await;
     let mut c = consume(&cch, &q, false).await;
     let d = next(&mut c).await;
     assert_eq!((d.data.as_slice(), d.redelivered), (&b"m0"[..], false));
@@ -634,8 +638,7 @@ async fn unacked_messages_return_in_order_redelivered_when_channel_closes() {
     for i in 0..5u8 {
         publish(&ch, "", &q, &[i]).await;
     }
-    let ch2 = channel(&conn).await;
-    qos(&ch2, 3, false).await;
+    let ch2 = qos_channel(&conn, 3, false).await;
     let mut c2 = consume(&ch2, &q, false).await;
     let got: Vec<u8> = take(&mut c2, 3).await.iter().map(|d| d.data[0]).collect();
     assert_eq!(got, vec![0, 1, 2]);
@@ -697,8 +700,7 @@ async fn global_qos_limits_the_channel_and_delete_preconditions_hold() {
             publish(&ch, "", q, b"m").await;
         }
     }
-    let cch = channel(&conn).await;
-    qos(&cch, 3, true).await;
+    let cch = qos_channel(&conn, 3, true).await;
     let mut a = consume(&cch, &q1, false).await;
     let mut b = consume(&cch, &q2, false).await;
     let got = until_quiet(&mut a, &mut b).await.len();
