@@ -98,6 +98,20 @@ fn publish(
     body: &[u8],
     frame: usize,
 ) {
+    publish_head(out, ch, routing_key, properties, body.len() as u64);
+    for piece in body.chunks(frame) {
+        body_frame(out, ch, piece);
+    }
+}
+
+/// The method and header frames of a publish announcing `body_size` bytes; no body frame.
+fn publish_head(
+    out: &mut Vec<u8>,
+    ch: u16,
+    routing_key: &str,
+    properties: &basic::AMQPProperties,
+    body_size: u64,
+) {
     out.extend(method(
         ch,
         AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
@@ -111,13 +125,10 @@ fn publish(
         ch,
         AMQPContentHeader {
             class_id: 60,
-            body_size: body.len() as u64,
+            body_size,
             properties: properties.clone(),
         },
     )));
-    for piece in body.chunks(frame) {
-        body_frame(out, ch, piece);
-    }
 }
 
 fn body_frame(out: &mut Vec<u8>, ch: u16, piece: &[u8]) {
@@ -393,23 +404,7 @@ fn unfinished_publishes_on_many_channels_do_not_pin_blocks() {
         let ch = 2 + i as u16;
         let mut out = Vec::new();
         // A publish of 1 MiB whose first byte comes, between garbage, and never the rest.
-        out.extend(method(
-            ch,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: "q".into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        ));
-        out.extend(encode(&AMQPFrame::Header(
-            ch,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: MIB,
-                properties: plain(),
-            },
-        )));
+        publish_head(&mut out, ch, "q", &plain(), MIB);
         body_frame(&mut out, ch, b"x");
         publish(&mut out, 1, "nowhere", &plain(), &big, FRAME_MAX as usize);
         Some(out)
