@@ -19,15 +19,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod amqp;
+mod child_broker;
 mod common;
 
 use amqp::declare_durable_queue;
+use child_broker::{status_bytes, BrokerProcess};
 
 use common::DataDir;
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,20 +44,6 @@ const QUEUE: &str = "backlog";
 const CHILD_ENV: &str = "LEPUS_BACKLOG_CHILD";
 const MIB: u64 = 1024 * 1024;
 
-/// The child broker; killed when dropped (a failing test leaves nothing running).
-struct BrokerProcess {
-    child: Child,
-    url: String,
-    what: String,
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The child process when run as a broker: an in-process broker on the data directory with
 /// the budget given in `LEPUS_BACKLOG_CHILD` ("DIR BYTES"), until killed.
 #[test]
@@ -66,64 +54,24 @@ fn backlog_broker_child() {
     };
     let (dir, budget) = spec.rsplit_once(' ').unwrap();
     let budget: u64 = budget.parse().unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let broker = lepus::broker::Broker::builder()
-            .listen("127.0.0.1:0")
+    child_broker::serve_in_process(
+        lepus::broker::Broker::builder()
             .data_dir(dir)
-            .memory_budget(budget)
-            .start()
-            .await
-            .unwrap();
-        println!("lepus-broker listening on {}", broker.local_addr());
-        std::future::pending::<()>().await;
-    });
-}
-
-/// The broker binary to run: `LEPUS_BROKER_BIN`, else the release build when `release_ok`.
-fn broker_binary(release_ok: bool) -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("LEPUS_BROKER_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/lepus-broker");
-    (release_ok && release.exists()).then_some(release)
+            .memory_budget(budget),
+    );
 }
 
 fn spawn_broker(dir: &Path, budget: u64, release_ok: bool) -> BrokerProcess {
-    let (mut command, what) = match broker_binary(release_ok) {
-        Some(bin) => {
-            let mut command = Command::new(&bin);
-            command
-                .arg("--listen=127.0.0.1:0")
-                .arg(format!("--data-dir={}", dir.display()))
-                .arg(format!("--memory-budget={budget}"))
-                .arg("--management-listen=");
-            (command, bin.display().to_string())
-        }
-        None => {
-            let mut command = common::test_child("backlog_broker_child");
-            command.env(CHILD_ENV, format!("{} {budget}", dir.display()));
-            (
-                command,
-                "this test executable (in-process broker)".to_owned(),
-            )
-        }
-    };
-    command.stderr(Stdio::inherit());
-    let (child, addr) = common::spawn_announcing(command, "lepus-broker listening on ");
-    BrokerProcess {
-        child,
-        url: format!("amqp://guest:guest@{addr}/%2f"),
-        what,
-    }
-}
-
-/// A `/proc/PID/status` field in bytes (`VmRSS:`, `VmHWM:`).
-fn status_bytes(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    child_broker::spawn(
+        release_ok,
+        &[
+            format!("--data-dir={}", dir.display()),
+            format!("--memory-budget={budget}"),
+        ],
+        "backlog_broker_child",
+        (CHILD_ENV, format!("{} {budget}", dir.display())),
+        Stdio::inherit(),
+    )
 }
 
 /// Body of message `i`: its number, then a filler derived from it (any damage shows).
@@ -146,7 +94,8 @@ async fn run(bytes: u64, budget: u64, release_ok: bool) -> Figures {
     let dir = DataDir::new("backlog");
     let broker = spawn_broker(dir.path(), budget, release_ok);
     let pid = broker.child.id();
-    let conn = Connection::connect(&broker.url, ConnectionProperties::default())
+    let url = format!("amqp://guest:guest@{}/%2f", broker.addr);
+    let conn = Connection::connect(&url, ConnectionProperties::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();

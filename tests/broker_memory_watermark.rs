@@ -26,12 +26,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod child_broker;
 mod common;
 
+use child_broker::{status_bytes, BrokerProcess};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,21 +48,6 @@ const FRAME_MAX: u32 = 131_072;
 /// A body that fills most of a frame: the unroutable garbage between tiny bodies.
 const BIG: usize = 120 * 1024;
 
-/// The child broker; killed when dropped.
-struct BrokerProcess {
-    child: Child,
-    addr: String,
-    /// Its own data directory (the default, `./lepus-data`, is locked by one broker at a time).
-    _dir: common::DataDir,
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The child process when run as a broker (no binary at hand): an in-process broker with a
 /// 64 MiB budget and watermark, until killed.
 #[test]
@@ -70,63 +56,26 @@ fn watermark_broker_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let broker = lepus::broker::Broker::builder()
-            .listen("127.0.0.1:0")
+    child_broker::serve_in_process(
+        lepus::broker::Broker::builder()
             .data_dir(dir)
             .memory_budget(WATERMARK)
-            .memory_high_watermark(WATERMARK)
-            .start()
-            .await
-            .unwrap();
-        println!("lepus-broker listening on {}", broker.local_addr());
-        std::future::pending::<()>().await;
-    });
+            .memory_high_watermark(WATERMARK),
+    );
 }
 
-fn broker_binary() -> Option<PathBuf> {
-    if let Ok(bin) = std::env::var("LEPUS_BROKER_BIN") {
-        return Some(PathBuf::from(bin));
-    }
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/lepus-broker");
-    release.exists().then_some(release)
-}
-
-fn spawn_broker() -> BrokerProcess {
-    let dir = common::DataDir::new("watermark");
-    let mut command = match broker_binary() {
-        Some(bin) => {
-            let mut command = Command::new(bin);
-            command
-                .arg("--listen=127.0.0.1:0")
-                .arg(format!("--data-dir={}", dir.path().display()))
-                .arg(format!("--memory-budget={WATERMARK}"))
-                .arg(format!("--memory-high-watermark={WATERMARK}"))
-                .arg("--management-listen=");
-            command
-        }
-        None => {
-            let mut command = common::test_child("watermark_broker_child");
-            command.env(CHILD_ENV, dir.path());
-            command
-        }
-    };
-    command.stderr(Stdio::null());
-    let (child, addr) = common::spawn_announcing(command, "lepus-broker listening on ");
-    BrokerProcess {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
-
-/// A `/proc/PID/status` field in bytes (`VmRSS:`, `VmHWM:`).
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
+fn spawn_broker(dir: &common::DataDir) -> BrokerProcess {
+    child_broker::spawn(
+        true,
+        &[
+            format!("--data-dir={}", dir.path().display()),
+            format!("--memory-budget={WATERMARK}"),
+            format!("--memory-high-watermark={WATERMARK}"),
+        ],
+        "watermark_broker_child",
+        (CHILD_ENV, dir.path().display().to_string()),
+        Stdio::null(),
+    )
 }
 
 fn encode(frame: &AMQPFrame) -> Vec<u8> {
@@ -149,6 +98,20 @@ fn publish(
     body: &[u8],
     frame: usize,
 ) {
+    publish_head(out, ch, routing_key, properties, body.len() as u64);
+    for piece in body.chunks(frame) {
+        body_frame(out, ch, piece);
+    }
+}
+
+/// The method and header frames of a publish announcing `body_size` bytes; no body frame.
+fn publish_head(
+    out: &mut Vec<u8>,
+    ch: u16,
+    routing_key: &str,
+    properties: &basic::AMQPProperties,
+    body_size: u64,
+) {
     out.extend(method(
         ch,
         AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
@@ -162,13 +125,10 @@ fn publish(
         ch,
         AMQPContentHeader {
             class_id: 60,
-            body_size: body.len() as u64,
+            body_size,
             properties: properties.clone(),
         },
     )));
-    for piece in body.chunks(frame) {
-        body_frame(out, ch, piece);
-    }
 }
 
 fn body_frame(out: &mut Vec<u8>, ch: u16, piece: &[u8]) {
@@ -342,12 +302,13 @@ fn run_with(
     setup: impl FnOnce(&str, &mut Client),
     step: &mut dyn FnMut(u64, &mut Client) -> Option<Vec<u8>>,
 ) -> Outcome {
-    let broker = spawn_broker();
+    let dir = common::DataDir::new("watermark");
+    let broker = spawn_broker(&dir);
     let pid = broker.child.id();
     let mut client = Client::open(&broker.addr, frame_max, channels, true);
     setup(&broker.addr, &mut client);
     std::thread::sleep(Duration::from_millis(200));
-    let base = status_bytes(pid, "VmRSS:");
+    let base = status_bytes(pid, "VmRSS:").unwrap();
     let mut sent = 0u64;
     let mut blocked = false;
     for i in 0..rounds {
@@ -371,7 +332,7 @@ fn run_with(
         blocked: blocked || client.blocked.load(Ordering::Relaxed),
         sent_mib: sent / MIB,
         base_rss_mib: base / MIB,
-        peak_rss_mib: status_bytes(pid, "VmHWM:") / MIB,
+        peak_rss_mib: status_bytes(pid, "VmHWM:").unwrap() / MIB,
     };
     println!("{outcome:?}");
     outcome
@@ -443,23 +404,7 @@ fn unfinished_publishes_on_many_channels_do_not_pin_blocks() {
         let ch = 2 + i as u16;
         let mut out = Vec::new();
         // A publish of 1 MiB whose first byte comes, between garbage, and never the rest.
-        out.extend(method(
-            ch,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: "q".into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        ));
-        out.extend(encode(&AMQPFrame::Header(
-            ch,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: MIB,
-                properties: plain(),
-            },
-        )));
+        publish_head(&mut out, ch, "q", &plain(), MIB);
         body_frame(&mut out, ch, b"x");
         publish(&mut out, 1, "nowhere", &plain(), &big, FRAME_MAX as usize);
         Some(out)
@@ -514,19 +459,20 @@ fn bodies_split_over_many_frames_are_accounted() {
     assert_bounded(&outcome, true);
 }
 
-#[test]
-fn deliveries_never_acked_are_accounted() {
+/// Deliveries one consumer of `q` holds while 200 messages of 1 KiB are published per step:
+/// its client reads its socket or not (`reads`), and consumes with `no_ack` or not.
+fn deliveries_held_by_a_consumer(pattern: &'static str, reads: bool, no_ack: bool) {
     let mut consumer = None;
     let body = vec![1u8; 1024];
     let outcome = run(
-        "unacked",
+        pattern,
         400,
         |addr, c| {
             c.declare(1, "q");
             std::thread::sleep(Duration::from_millis(100));
-            let mut reader = Client::open(addr, FRAME_MAX, 1, true);
-            reader.consume(1, "q", false);
-            consumer = Some(reader);
+            let mut holder = Client::open(addr, FRAME_MAX, 1, reads);
+            holder.consume(1, "q", no_ack);
+            consumer = Some(holder);
         },
         |_, _| {
             let mut out = Vec::new();
@@ -541,27 +487,13 @@ fn deliveries_never_acked_are_accounted() {
 }
 
 #[test]
+fn deliveries_never_acked_are_accounted() {
+    // A consumer that reads every delivery and acks none.
+    deliveries_held_by_a_consumer("unacked", true, false);
+}
+
+#[test]
 fn deliveries_to_a_consumer_that_never_reads_are_accounted() {
-    let mut consumer = None;
-    let body = vec![1u8; 1024];
-    let outcome = run(
-        "unread",
-        400,
-        |addr, c| {
-            c.declare(1, "q");
-            std::thread::sleep(Duration::from_millis(100));
-            let mut sleeper = Client::open(addr, FRAME_MAX, 1, false);
-            sleeper.consume(1, "q", true);
-            consumer = Some(sleeper);
-        },
-        |_, _| {
-            let mut out = Vec::new();
-            for _ in 0..200 {
-                publish(&mut out, 1, "q", &plain(), &body, FRAME_MAX as usize);
-            }
-            Some(out)
-        },
-    );
-    assert_bounded(&outcome, true);
-    drop(consumer);
+    // A no-ack consumer whose client never reads: deliveries pile up in the broker's outbox.
+    deliveries_held_by_a_consumer("unread", false, true);
 }

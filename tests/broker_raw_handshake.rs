@@ -217,11 +217,10 @@ async fn tune_ok_outside_the_server_limits_is_refused() {
 
 #[tokio::test]
 async fn a_non_connection_method_on_channel_zero_is_504() {
-    let broker = common::broker().await;
     // queue.declare on channel 0. RabbitMQ: 504 "CHANNEL_ERROR - unexpected method in
     // connection state running", class 50 method 10.
     let payload = queue_declare_payload();
-    let close = closes_with(&broker, false, &raw_frame(1, 0, &payload, FRAME_END)).await;
+    let close = closes_with(false, &raw_frame(1, 0, &payload, FRAME_END)).await;
     close.assert_names(504, 50, 10);
 }
 

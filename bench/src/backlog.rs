@@ -17,7 +17,7 @@ use crate::cli::{BacklogArgs, Cli, FlowArgs};
 use crate::consumer::{AnyConsumer, ConsumerPlan};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
-use crate::producer::{run_producer, BacklogBound, Target};
+use crate::producer::{run_producer, BacklogBound, ProducerJob, Target};
 use crate::report::Report;
 use crate::stats::{spawn_progress, Counters, Latency};
 
@@ -69,18 +69,18 @@ async fn fill_and_drain(cli: &Cli, args: &BacklogArgs, queue: &str, count: u64) 
         client: args.client,
     };
     let fill_start = Instant::now();
-    let produced = run_producer(
-        cli.url.clone(),
-        0,
-        Target {
+    let produced = run_producer(ProducerJob {
+        url: cli.url.clone(),
+        id: 0,
+        target: Target {
             exchange: String::new(),
             routing_key: queue.to_owned(),
         },
         flow,
-        BacklogBound { copies: 1, max: 0 },
-        Arc::clone(&counters),
-        Arc::new(AtomicBool::new(false)),
-    )
+        bound: BacklogBound { copies: 1, max: 0 },
+        counters: Arc::clone(&counters),
+        stop: Arc::new(AtomicBool::new(false)),
+    })
     .await?;
     let fill_secs = fill_start.elapsed().as_secs_f64();
     let rss_after_fill = cli

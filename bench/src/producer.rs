@@ -40,33 +40,45 @@ pub(crate) struct BacklogBound {
     pub(crate) max: u64,
 }
 
+/// One producer's job: where it connects and publishes, how, and what it shares with the run.
+#[derive(Debug)]
+pub(crate) struct ProducerJob {
+    /// The broker's AMQP URL.
+    pub(crate) url: String,
+    /// The producer's number (names its connection).
+    pub(crate) id: usize,
+    /// Where it publishes.
+    pub(crate) target: Target,
+    /// Message size, windows, count or duration, and the client.
+    pub(crate) flow: FlowArgs,
+    /// The backlog it must not exceed.
+    pub(crate) bound: BacklogBound,
+    /// The run's counters (shared with consumers and the progress line).
+    pub(crate) counters: Arc<Counters>,
+    /// Set by the run to stop every producer.
+    pub(crate) stop: Arc<AtomicBool>,
+}
+
 /// Publishes until `stop` is set or `flow.count` messages are out, then waits for every
 /// outstanding publish (and confirm), with the client `flow.client` names.
-pub(crate) async fn run_producer(
-    url: String,
-    id: usize,
-    target: Target,
-    flow: FlowArgs,
-    bound: BacklogBound,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-) -> Result<ProducerOutcome> {
-    match flow.client {
-        ClientImpl::Raw => run_raw_producer(url, target, flow, bound, counters, stop).await,
-        ClientImpl::Lapin => run_lapin_producer(url, id, target, flow, bound, counters, stop).await,
+pub(crate) async fn run_producer(job: ProducerJob) -> Result<ProducerOutcome> {
+    match job.flow.client {
+        ClientImpl::Raw => run_raw_producer(job).await,
+        ClientImpl::Lapin => run_lapin_producer(job).await,
     }
 }
 
 /// [`run_producer`] through lapin.
-async fn run_lapin_producer(
-    url: String,
-    id: usize,
-    target: Target,
-    flow: FlowArgs,
-    bound: BacklogBound,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-) -> Result<ProducerOutcome> {
+async fn run_lapin_producer(job: ProducerJob) -> Result<ProducerOutcome> {
+    let ProducerJob {
+        url,
+        id,
+        target,
+        flow,
+        bound,
+        counters,
+        stop,
+    } = job;
     let conn = connect(&url, &format!("producer {id}")).await?;
     let channel = conn.create_channel().await?;
     let confirms = flow.confirm > 0;

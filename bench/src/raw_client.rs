@@ -11,7 +11,7 @@
 //!   write per read batch).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use crate::amqp::stamp_body;
-use crate::cli::FlowArgs;
 use crate::consumer::{ConsumerOutcome, ConsumerPlan};
 use crate::error::{BenchError, Result};
-use crate::producer::{BacklogBound, ProducerOutcome, Target};
+use crate::producer::{ProducerJob, ProducerOutcome};
 use crate::raw_frame::{self as rf, method, Args, Frame};
 use crate::stats::{merge_into, Counters, Latency, SharedLatency};
 
@@ -345,14 +344,16 @@ async fn producer_reader(
 }
 
 /// Publishes with the bench's own client; same contract as [`crate::producer::run_producer`].
-pub(crate) async fn run_raw_producer(
-    url: String,
-    target: Target,
-    flow: FlowArgs,
-    bound: BacklogBound,
-    counters: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-) -> Result<ProducerOutcome> {
+pub(crate) async fn run_raw_producer(job: ProducerJob) -> Result<ProducerOutcome> {
+    let ProducerJob {
+        url,
+        target,
+        flow,
+        bound,
+        counters,
+        stop,
+        ..
+    } = job;
     let mut conn = RawConn::open(&url).await?;
     let confirms = flow.confirm > 0;
     if confirms {

@@ -7,27 +7,22 @@
 //! (`amq.rabbitmq.reply-to`, no-ack) on its one channel and matches replies to calls by
 //! correlation id.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{BenchError, Result};
 use crate::raw_client::{close_error, RawConn, CH};
 use crate::raw_frame::{self as rf, method, Args, Frame, Props};
-use crate::rpc::RpcCaller;
+use crate::rpc::{PendingCalls, RpcCaller};
 
 /// RabbitMQ's direct reply-to pseudo-queue.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// How long one call may wait for its reply.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One whole delivery.
 #[derive(Debug)]
@@ -178,11 +173,6 @@ impl RawRpcServer {
     }
 }
 
-/// Calls waiting for a reply, by correlation id. The caller inserts before writing its
-/// request; the reader task removes and completes (or, when the connection fails, drops them
-/// all so their calls fail at once); a timed-out call removes its own entry.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
-
 /// Writes what the calls queue, coalescing every request already waiting into one syscall
 /// (as lapin's I/O loop does); ends when every sender is dropped or a write fails.
 async fn request_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
@@ -207,8 +197,8 @@ pub(crate) struct RawRpcCaller {
     requests: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
     /// The writer task; awaited (briefly) by [`RpcCaller::close`].
     writer: Mutex<Option<JoinHandle<()>>>,
-    pending: Pending,
-    next_id: AtomicU64,
+    /// Shared with the reader task.
+    pending: Arc<PendingCalls>,
     queue: String,
     frame_max: usize,
     /// Reads replies into `pending`; aborted by [`RpcCaller::close`].
@@ -237,7 +227,7 @@ impl RawRpcCaller {
             stream, mut recv, ..
         } = conn;
         let (mut rd, wr) = stream.into_split();
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let pending = Arc::new(PendingCalls::default());
         let routes = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
             let mut asm = Assembler::default();
@@ -250,12 +240,7 @@ impl RawRpcCaller {
                             .as_deref()
                             .and_then(|c| std::str::from_utf8(c).ok())
                             .and_then(|c| c.parse::<u64>().ok());
-                        let waiter = id.and_then(|id| {
-                            routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id)
-                        });
-                        if let Some(tx) = waiter {
-                            let _ = tx.send(d.body);
-                        }
+                        routes.complete(id, d.body);
                     }
                     recv.fill(&mut rd).await?;
                 }
@@ -264,8 +249,7 @@ impl RawRpcCaller {
             if let Err(e) = res {
                 tracing::debug!(cause = %e, "rpc caller connection ended");
             }
-            // Fail every call still waiting: dropping its sender ends its wait.
-            routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            routes.fail_all();
         });
         let (requests, queued) = mpsc::unbounded_channel();
         let writer = tokio::spawn(request_writer(wr, queued));
@@ -273,7 +257,6 @@ impl RawRpcCaller {
             requests: Mutex::new(Some(requests)),
             writer: Mutex::new(Some(writer)),
             pending,
-            next_id: AtomicU64::new(0),
             queue: queue.to_owned(),
             frame_max,
             reader,
@@ -281,12 +264,7 @@ impl RawRpcCaller {
     }
 
     async fn call_inner(&self, body: Vec<u8>) -> Result<Vec<u8>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        let (id, reply) = self.pending.register();
         let mut out = Vec::with_capacity(128 + body.len());
         let corr = id.to_string();
         let props = Props {
@@ -301,22 +279,16 @@ impl RawRpcCaller {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(|tx| tx.send(out).is_ok());
-        let res = if sent {
-            match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) => Err(BenchError::Protocol("caller connection ended".into())),
-                Err(_) => Err(BenchError::Timeout(format!("no reply in {CALL_TIMEOUT:?}"))),
-            }
+        let sent = if sent {
+            Ok(())
         } else {
             Err(BenchError::Protocol("caller connection closed".into()))
         };
-        if res.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        }
-        res
+        self.pending
+            .wait(id, sent, reply, || {
+                BenchError::Protocol("caller connection ended".into())
+            })
+            .await
     }
 }
 

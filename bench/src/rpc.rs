@@ -5,7 +5,7 @@
 //! started before the callers: `--impl lapin` is [`crate::rpc_lapin`], the baseline the Lepus
 //! stub ([`crate::rpc_lepus`], `--impl lepus`) must stay within 10% of (issue 3 "Done means" 4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::amqp::{connect, delete_queues, run_prefix, stamp_body};
 use crate::cli::{Cli, RpcArgs, RpcImpl};
@@ -31,6 +31,71 @@ pub(crate) trait RpcCaller: Send + Sync + 'static {
     fn call(&self, body: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>>>;
     /// Closes the caller's connection.
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// How long one call may wait for its reply.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The calls of one caller waiting for their reply, by correlation id (a counter). The caller
+/// registers a call before sending its request and waits on it ([`PendingCalls::wait`]); its
+/// reply reader task completes it ([`PendingCalls::complete`]), or, when the connection ends,
+/// drops them all so that their calls fail at once ([`PendingCalls::fail_all`]).
+#[derive(Debug, Default)]
+pub(crate) struct PendingCalls {
+    calls: Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
+    next_id: AtomicU64,
+}
+
+impl PendingCalls {
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
+        // A panic while holding the lock leaves the map consistent: take it anyway.
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new call: its correlation id and where its reply will arrive.
+    pub(crate) fn register(&self) -> (u64, oneshot::Receiver<Vec<u8>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.calls().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Hands a reply to the call `id` names (a reply for no known call is dropped).
+    pub(crate) fn complete(&self, id: Option<u64>, body: Vec<u8>) {
+        let waiter = id.and_then(|id| self.calls().remove(&id));
+        if let Some(tx) = waiter {
+            let _ = tx.send(body);
+        }
+    }
+
+    /// Fails every call still waiting: dropping its sender ends its wait.
+    pub(crate) fn fail_all(&self) {
+        self.calls().clear();
+    }
+
+    /// The reply to call `id` once `sent` (the outcome of sending its request) is `Ok`:
+    /// `ended()` when the reader dropped it, a timeout after [`CALL_TIMEOUT`]. A call that fails
+    /// removes its own entry.
+    pub(crate) async fn wait(
+        &self,
+        id: u64,
+        sent: Result<()>,
+        reply: oneshot::Receiver<Vec<u8>>,
+        ended: fn() -> BenchError,
+    ) -> Result<Vec<u8>> {
+        let res = match sent {
+            Ok(()) => match tokio::time::timeout(CALL_TIMEOUT, reply).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(ended()),
+                Err(_) => Err(BenchError::Timeout(format!("no reply in {CALL_TIMEOUT:?}"))),
+            },
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            self.calls().remove(&id);
+        }
+        res
+    }
 }
 
 /// Runs `rpc`.

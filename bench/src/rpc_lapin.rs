@@ -13,10 +13,7 @@
 //!   properties the Lepus stub and worker send (`--impl lapin-wire`), so that the stub's
 //!   overhead can be split into what those properties cost and what the framework adds.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -30,21 +27,18 @@ use lapin::{BasicProperties, Channel, Connection};
 // integer) and caller header (32 hex digits), so that `--impl lapin-wire` sends what the stub
 // sends. (The stub publishes to the `lepus.rpc` exchange, this pair to the default exchange.)
 use lepus::envelope::{CONTENT_TYPE, HEADER_CALLER, HEADER_DEADLINE as DEADLINE_HEADER};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::amqp::connect;
 use crate::error::{BenchError, Result};
-use crate::rpc::RpcCaller;
+use crate::rpc::{PendingCalls, RpcCaller};
 
 /// RabbitMQ's direct reply-to pseudo-queue.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// At most this many requests between delivery and ack (a bound on the server's memory).
 const MAX_SETTLING: usize = 1024;
-
-/// How long one call may wait for its reply.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the pair puts on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +93,6 @@ fn reply_id(wire: Wire, correlation_id: &str) -> Option<u64> {
         Wire::Lepus => u64::from_str_radix(correlation_id, 16).ok(),
     }
 }
-
-/// Calls waiting for a reply, by correlation id. The caller inserts before publishing; the
-/// reply dispatcher task removes and completes; a timed-out call removes its own entry.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
 /// The echo server.
 #[derive(Debug)]
@@ -220,8 +210,8 @@ pub(crate) struct LapinCaller {
     channel: Channel,
     queue: String,
     reply_to: String,
-    pending: Pending,
-    next_id: AtomicU64,
+    /// Shared with the reply dispatcher task.
+    pending: Arc<PendingCalls>,
     /// What the calls put on the wire.
     wire: Wire,
     /// Routes replies to `pending`; ends when the connection closes.
@@ -282,7 +272,7 @@ impl LapinCaller {
                 (c, name)
             }
         };
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let pending = Arc::new(PendingCalls::default());
         let routes = Arc::clone(&pending);
         let mut consumer = consumer;
         let dispatcher = tokio::spawn(async move {
@@ -292,11 +282,7 @@ impl LapinCaller {
                     .correlation_id()
                     .as_ref()
                     .and_then(|c| reply_id(wire, c.as_str()));
-                let waiter =
-                    id.and_then(|id| routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&id));
-                if let Some(tx) = waiter {
-                    let _ = tx.send(d.data);
-                }
+                routes.complete(id, d.data);
             }
         });
         Ok(LapinCaller {
@@ -305,7 +291,6 @@ impl LapinCaller {
             queue: queue.to_owned(),
             reply_to,
             pending,
-            next_id: AtomicU64::new(0),
             wire,
             dispatcher,
         })
@@ -317,12 +302,7 @@ impl LapinCaller {
     }
 
     async fn call_inner(&self, body: Vec<u8>) -> Result<Vec<u8>> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        let (id, reply) = self.pending.register();
         let props = request_properties(self.wire, &self.reply_to, id);
         let published = self
             .channel
@@ -336,21 +316,12 @@ impl LapinCaller {
                 props,
             )
             .await;
-        let res = match published {
-            Ok(_) => match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) => Err(BenchError::Timeout("reply consumer ended".into())),
-                Err(_) => Err(BenchError::Timeout(format!("no reply in {CALL_TIMEOUT:?}"))),
-            },
-            Err(e) => Err(e.into()),
-        };
-        if res.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        }
-        res
+        let sent = published.map(|_| ()).map_err(BenchError::from);
+        self.pending
+            .wait(id, sent, reply, || {
+                BenchError::Timeout("reply consumer ended".into())
+            })
+            .await
     }
 }
 

@@ -17,7 +17,7 @@ use crate::cli::{Cli, FlowArgs, ThroughputArgs};
 use crate::consumer::{AnyConsumer, ConsumerOutcome, ConsumerPlan};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
-use crate::producer::{run_producer, BacklogBound, Target};
+use crate::producer::{run_producer, BacklogBound, ProducerJob, Target};
 use crate::report::Report;
 use crate::stats::{now_ns, spawn_progress, Counters, Latency};
 
@@ -196,15 +196,15 @@ async fn drive(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            tokio::spawn(run_producer(
-                cli.url.clone(),
-                i,
-                t.clone(),
-                flow.clone(),
+            tokio::spawn(run_producer(ProducerJob {
+                url: cli.url.clone(),
+                id: i,
+                target: t.clone(),
+                flow: flow.clone(),
                 bound,
-                Arc::clone(&counters),
-                Arc::clone(&stop),
-            ))
+                counters: Arc::clone(&counters),
+                stop: Arc::clone(&stop),
+            }))
         })
         .collect();
     if flow.count.is_none() {

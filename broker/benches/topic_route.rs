@@ -15,29 +15,12 @@ use std::time::{Duration, Instant};
 
 use lepus_broker::fuzzing::TopicBindings;
 
+mod common;
+use common::Rng;
+
 /// `words` words of `a`, dot separated (`2 * words - 1` bytes).
 fn key(words: usize) -> String {
     vec!["a"; words].join(".")
-}
-
-/// A deterministic pattern generator (xorshift), so runs compare.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A 255-byte pattern of 128 one-character words drawn from `alphabet`.
-    fn pattern(&mut self, alphabet: &[&str]) -> String {
-        let words: Vec<&str> = (0..128)
-            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
-            .collect();
-        words.join(".")
-    }
 }
 
 /// Nanoseconds per route of `key`: (best, median) over `batches` batches of at least

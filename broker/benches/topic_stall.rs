@@ -35,27 +35,11 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+mod common;
+use common::Rng;
+
 const QUEUES: usize = 100;
 const IN_FLIGHT: usize = 256;
-
-/// A deterministic pattern generator (xorshift), as in `topic_route`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn pattern(&mut self, alphabet: &[&str]) -> String {
-        let words: Vec<&str> = (0..128)
-            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
-            .collect();
-        words.join(".")
-    }
-}
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();

@@ -8,88 +8,74 @@
 
 use std::fmt;
 
-/// An AMQP 0-9-1 reply code (spec section 1.2, "constants"), as the broker sends it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyCode {
+/// Defines [`ReplyCode`] from one table: each variant with its numeric code and the spec's
+/// name, so the number, the name and the list of codes cannot drift apart.
+macro_rules! reply_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $code:literal, $name:literal;)*) => {
+        /// An AMQP 0-9-1 reply code (spec section 1.2, "constants"), as the broker sends it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ReplyCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ReplyCode {
+            /// Every reply code, in the order of the table.
+            #[cfg(test)]
+            const ALL: &'static [ReplyCode] = &[$(Self::$variant),*];
+
+            /// The numeric code that goes on the wire.
+            pub fn code(self) -> u16 {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// The spec's name for the code, used as the prefix of reply texts.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+reply_codes! {
     /// 200: normal close.
-    ReplySuccess,
+    ReplySuccess = 200, "OK";
     /// 312: a mandatory message could not be routed (`basic.return`).
-    NoRoute,
+    NoRoute = 312, "NO_ROUTE";
     /// 320: the broker is shutting down.
-    ConnectionForced,
+    ConnectionForced = 320, "CONNECTION_FORCED";
     /// 403: forbidden by access rules (reserved `amq.` names, internal exchanges, bad login).
-    AccessRefused,
+    AccessRefused = 403, "ACCESS_REFUSED";
     /// 404: no such exchange or queue.
-    NotFound,
+    NotFound = 404, "NOT_FOUND";
     /// 405: another connection owns the exclusive queue.
-    ResourceLocked,
+    ResourceLocked = 405, "RESOURCE_LOCKED";
     /// 406: a precondition failed (inequivalent redeclare, unknown delivery tag, ...).
-    PreconditionFailed,
+    PreconditionFailed = 406, "PRECONDITION_FAILED";
     /// 501: malformed frame (bad end octet, over frame_max, unknown type).
-    FrameError,
+    FrameError = 501, "FRAME_ERROR";
     /// 502: a field held an invalid value.
-    SyntaxError,
+    SyntaxError = 502, "SYNTAX_ERROR";
     /// 503: a method that is not valid here (bad exchange type, bad mechanism).
-    CommandInvalid,
+    CommandInvalid = 503, "COMMAND_INVALID";
     /// 504: a method on a channel that is not open, or a channel reopened.
-    ChannelError,
+    ChannelError = 504, "CHANNEL_ERROR";
     /// 505: a frame that was not expected in this state (content out of sequence).
-    UnexpectedFrame,
+    UnexpectedFrame = 505, "UNEXPECTED_FRAME";
     /// 506: the broker lacks a resource (too many channels).
-    ResourceError,
+    ResourceError = 506, "RESOURCE_ERROR";
     /// 530: forbidden by configuration (unknown vhost, reused consumer tag).
-    NotAllowed,
+    NotAllowed = 530, "NOT_ALLOWED";
     /// 540: a method we do not implement.
-    NotImplemented,
+    NotImplemented = 540, "NOT_IMPLEMENTED";
     /// 541: a broker bug.
-    InternalError,
+    InternalError = 541, "INTERNAL_ERROR";
 }
 
 impl ReplyCode {
-    /// The numeric code that goes on the wire.
-    pub fn code(self) -> u16 {
-        match self {
-            Self::ReplySuccess => 200,
-            Self::NoRoute => 312,
-            Self::ConnectionForced => 320,
-            Self::AccessRefused => 403,
-            Self::NotFound => 404,
-            Self::ResourceLocked => 405,
-            Self::PreconditionFailed => 406,
-            Self::FrameError => 501,
-            Self::SyntaxError => 502,
-            Self::CommandInvalid => 503,
-            Self::ChannelError => 504,
-            Self::UnexpectedFrame => 505,
-            Self::ResourceError => 506,
-            Self::NotAllowed => 530,
-            Self::NotImplemented => 540,
-            Self::InternalError => 541,
-        }
-    }
-
-    /// The spec's name for the code, used as the prefix of reply texts.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ReplySuccess => "OK",
-            Self::NoRoute => "NO_ROUTE",
-            Self::ConnectionForced => "CONNECTION_FORCED",
-            Self::AccessRefused => "ACCESS_REFUSED",
-            Self::NotFound => "NOT_FOUND",
-            Self::ResourceLocked => "RESOURCE_LOCKED",
-            Self::PreconditionFailed => "PRECONDITION_FAILED",
-            Self::FrameError => "FRAME_ERROR",
-            Self::SyntaxError => "SYNTAX_ERROR",
-            Self::CommandInvalid => "COMMAND_INVALID",
-            Self::ChannelError => "CHANNEL_ERROR",
-            Self::UnexpectedFrame => "UNEXPECTED_FRAME",
-            Self::ResourceError => "RESOURCE_ERROR",
-            Self::NotAllowed => "NOT_ALLOWED",
-            Self::NotImplemented => "NOT_IMPLEMENTED",
-            Self::InternalError => "INTERNAL_ERROR",
-        }
-    }
-
     /// True for the soft errors that close only the channel (403, 404, 405, 406).
     pub fn is_channel_level(self) -> bool {
         matches!(
@@ -145,56 +131,6 @@ impl AmqpError {
         }
     }
 
-    /// 403 ACCESS_REFUSED.
-    pub(crate) fn access_refused(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::AccessRefused, text)
-    }
-
-    /// 404 NOT_FOUND.
-    pub(crate) fn not_found(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::NotFound, text)
-    }
-
-    /// 405 RESOURCE_LOCKED.
-    pub(crate) fn resource_locked(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::ResourceLocked, text)
-    }
-
-    /// 406 PRECONDITION_FAILED.
-    pub(crate) fn precondition_failed(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::PreconditionFailed, text)
-    }
-
-    /// 501 FRAME_ERROR.
-    pub(crate) fn frame_error(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::FrameError, text)
-    }
-
-    /// 503 COMMAND_INVALID.
-    pub(crate) fn command_invalid(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::CommandInvalid, text)
-    }
-
-    /// 504 CHANNEL_ERROR.
-    pub(crate) fn channel_error(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::ChannelError, text)
-    }
-
-    /// 505 UNEXPECTED_FRAME.
-    pub(crate) fn unexpected_frame(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::UnexpectedFrame, text)
-    }
-
-    /// 530 NOT_ALLOWED.
-    pub(crate) fn not_allowed(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::NotAllowed, text)
-    }
-
-    /// 540 NOT_IMPLEMENTED.
-    pub(crate) fn not_implemented(text: impl Into<String>) -> Self {
-        Self::new(ReplyCode::NotImplemented, text)
-    }
-
     /// Records which method failed, unless already recorded.
     pub(crate) fn in_method(mut self, class_id: u16, method_id: u16) -> Self {
         if self.class_id == 0 && self.method_id == 0 {
@@ -215,6 +151,44 @@ impl AmqpError {
         truncate_short(&mut text);
         text
     }
+}
+
+/// One constructor per reply code the broker raises itself: `AmqpError::not_found(text)` is
+/// `AmqpError::new(ReplyCode::NotFound, text)`.
+macro_rules! amqp_error_constructors {
+    ($($(#[doc = $doc:literal])* $constructor:ident => $variant:ident;)*) => {
+        impl AmqpError {
+            $(
+                $(#[doc = $doc])*
+                pub(crate) fn $constructor(text: impl Into<String>) -> Self {
+                    Self::new(ReplyCode::$variant, text)
+                }
+            )*
+        }
+    };
+}
+
+amqp_error_constructors! {
+    /// 403 ACCESS_REFUSED.
+    access_refused => AccessRefused;
+    /// 404 NOT_FOUND.
+    not_found => NotFound;
+    /// 405 RESOURCE_LOCKED.
+    resource_locked => ResourceLocked;
+    /// 406 PRECONDITION_FAILED.
+    precondition_failed => PreconditionFailed;
+    /// 501 FRAME_ERROR.
+    frame_error => FrameError;
+    /// 503 COMMAND_INVALID.
+    command_invalid => CommandInvalid;
+    /// 504 CHANNEL_ERROR.
+    channel_error => ChannelError;
+    /// 505 UNEXPECTED_FRAME.
+    unexpected_frame => UnexpectedFrame;
+    /// 530 NOT_ALLOWED.
+    not_allowed => NotAllowed;
+    /// 540 NOT_IMPLEMENTED.
+    not_implemented => NotImplemented;
 }
 
 /// Cuts `text` to at most 255 bytes on a char boundary, so it fits an AMQP short string.
@@ -308,11 +282,11 @@ mod tests {
     #[test]
     fn soft_and_hard_codes_are_split_as_the_spec_says() {
         for code in [403, 404, 405, 406] {
-            let rc = all().into_iter().find(|c| c.code() == code).unwrap();
+            let rc = ReplyCode::ALL.iter().find(|c| c.code() == code).unwrap();
             assert!(rc.is_channel_level(), "{rc}");
         }
         for code in [320, 501, 503, 504, 505, 530, 540] {
-            let rc = all().into_iter().find(|c| c.code() == code).unwrap();
+            let rc = ReplyCode::ALL.iter().find(|c| c.code() == code).unwrap();
             assert!(!rc.is_channel_level(), "{rc}");
         }
     }
@@ -323,27 +297,5 @@ mod tests {
         assert_eq!(e.reply_text(), "NOT_FOUND - no queue 'q' in vhost '/'");
         let long = AmqpError::not_found("é".repeat(300));
         assert!(long.reply_text().len() <= 255);
-    }
-
-    fn all() -> Vec<ReplyCode> {
-        use ReplyCode::*;
-        vec![
-            ReplySuccess,
-            NoRoute,
-            ConnectionForced,
-            AccessRefused,
-            NotFound,
-            ResourceLocked,
-            PreconditionFailed,
-            FrameError,
-            SyntaxError,
-            CommandInvalid,
-            ChannelError,
-            UnexpectedFrame,
-            ResourceError,
-            NotAllowed,
-            NotImplemented,
-            InternalError,
-        ]
     }
 }

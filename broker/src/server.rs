@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, error, info, warn};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
 
 use crate::access::{AccessControl, LoopbackPolicy};
 use crate::admin::Admin;
@@ -25,7 +25,7 @@ use crate::durable_store;
 use crate::error::Error;
 use crate::memory::Memory;
 use crate::persistence::{MemoryStore, Persistence};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{accept_connections, Shutdown};
 use crate::store::{DurableQueues, FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
 
@@ -362,7 +362,25 @@ impl BrokerBuilder {
                 warn!(cause = %err, "could not start the busy-poll thread; busy polling is off");
             }
         }
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), shutdown));
+        let accept = {
+            let (shared, stop) = (shared.clone(), shutdown.clone());
+            tokio::spawn(accept_connections(
+                listener,
+                shutdown,
+                "amqp",
+                move |stream, peer, local| {
+                    let (read, write) = stream.into_split();
+                    connection::serve(
+                        Box::new(read),
+                        crate::outbox::WriteSide::Tcp(write),
+                        peer,
+                        local,
+                        shared.clone(),
+                        stop.clone(),
+                    )
+                },
+            ))
+        };
         info!(%local_addr, "broker listening");
         Ok(BrokerHandle {
             shared,
@@ -376,38 +394,6 @@ impl BrokerBuilder {
             durable,
         })
     }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<BrokerShared>, mut shutdown: Shutdown) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    debug!(%peer, "accepted");
-                    let local = stream.local_addr().ok();
-                    let (read, write) = stream.into_split();
-                    connections.spawn(connection::serve(
-                        Box::new(read),
-                        crate::outbox::WriteSide::Tcp(write),
-                        peer,
-                        local,
-                        shared.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Err(err) => {
-                    error!(cause = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    crate::shutdown::drain_connections(connections).await;
 }
 
 /// A running broker. Dropping it stops the accept loop's signal sender, which stops the broker

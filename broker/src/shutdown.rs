@@ -1,11 +1,16 @@
 //! The broker-wide stop signal: one `watch` channel whose sender the [`crate::BrokerHandle`]
 //! owns; the listener and every connection task hold a [`Shutdown`] receiver. And how a
-//! listener waits for its connection tasks once the signal is out ([`drain_connections`]).
+//! listener accepts until the signal and then waits for its connection tasks
+//! ([`accept_connections`], [`drain_connections`]).
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::{debug, error};
 
 /// A listener for the broker's stop signal. Cloned into every task that must stop with it.
 #[derive(Debug, Clone)]
@@ -34,8 +39,44 @@ impl Shutdown {
     }
 }
 
+/// The accept loop of a listener (`kind` names it in logs: `amqp`, `tls`): accepts until the
+/// stop signal, runs `serve(stream, peer, local address)` for each connection as a task of its
+/// own, then drains those tasks. The connection tasks live in a `JoinSet` this loop owns, so
+/// they stop with it; finished ones are reaped as they end.
+pub(crate) async fn accept_connections<F, Fut>(
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+    kind: &'static str,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Option<SocketAddr>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    debug!(%peer, listener = kind, "accepted");
+                    let local = stream.local_addr().ok();
+                    connections.spawn(serve(stream, peer, local));
+                }
+                Err(err) => {
+                    error!(cause = %err, listener = kind, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    drain_connections(connections).await;
+}
+
 /// After a listener stops: every connection got the stop signal too; give them 5 s to close
-/// politely, then abort the rest. Shared by the TCP and the TLS accept loops.
+/// politely, then abort the rest.
 pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)

@@ -13,20 +13,19 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
 use crate::broker_state::BrokerShared;
 use crate::config::TlsOptions;
 use crate::connection;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{accept_connections, Shutdown};
 
 /// Reads the chain and key and builds the rustls server configuration.
 fn server_config(cert: &Path, key: &Path) -> std::io::Result<ServerConfig> {
@@ -62,56 +61,33 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(&options.listen).await?;
     let local = listener.local_addr()?;
     info!(%local, "TLS listener ready");
-    let task = tokio::spawn(accept_loop(listener, acceptor, broker, shutdown));
+    let stop = shutdown.clone();
+    let task = tokio::spawn(accept_connections(
+        listener,
+        shutdown,
+        "tls",
+        move |stream, peer, local| {
+            let (acceptor, broker, shutdown) = (acceptor.clone(), broker.clone(), stop.clone());
+            async move {
+                let timeout = broker.config.handshake_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let (read, write) = tokio::io::split(tls);
+                        connection::serve(
+                            Box::new(read),
+                            crate::outbox::WriteSide::Stream(Box::new(write)),
+                            peer,
+                            local,
+                            broker,
+                            shutdown,
+                        )
+                        .await;
+                    }
+                    Ok(Err(err)) => warn!(%peer, cause = %err, "TLS handshake failed"),
+                    Err(_) => warn!(%peer, "TLS handshake timed out"),
+                }
+            }
+        },
+    ));
     Ok((local, task))
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    broker: Arc<BrokerShared>,
-    mut shutdown: Shutdown,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    debug!(%peer, "TLS accepted");
-                    let local = stream.local_addr().ok();
-                    let acceptor = acceptor.clone();
-                    let broker = broker.clone();
-                    let shutdown = shutdown.clone();
-                    connections.spawn(async move {
-                        let timeout = broker.config.handshake_timeout;
-                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => {
-                                let (read, write) = tokio::io::split(tls);
-                                connection::serve(
-                                    Box::new(read),
-                                    crate::outbox::WriteSide::Stream(Box::new(write)),
-                                    peer,
-                                    local,
-                                    broker,
-                                    shutdown,
-                                )
-                                .await;
-                            }
-                            Ok(Err(err)) => warn!(%peer, cause = %err, "TLS handshake failed"),
-                            Err(_) => warn!(%peer, "TLS handshake timed out"),
-                        }
-                    });
-                }
-                Err(err) => {
-                    error!(cause = %err, "TLS accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    crate::shutdown::drain_connections(connections).await;
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::{json, Value};
@@ -200,15 +200,7 @@ async fn scenario(api: &Api, amqp_base: &str, id: &str) -> Scenario {
     }
     let ch2 = conn.create_channel().await.unwrap();
     ch2.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-    let consumer = ch2
-        .basic_consume(
-            queue.as_str().into(),
-            "parity-consumer".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let consumer = common::amqp::consume_tagged(&ch2, &queue, "parity-consumer", false).await;
     Scenario {
         vhost,
         queue,

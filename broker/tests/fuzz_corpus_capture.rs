@@ -105,15 +105,7 @@ async fn session(url: &str, kind: usize) {
                 .unwrap();
             }
             ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
-            let mut consumer = ch
-                .basic_consume(
-                    "fq".into(),
-                    "fc".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+            let mut consumer = common::amqp::consume_tagged(&ch, "fq", "fc", false).await;
             use futures::StreamExt;
             for _ in 0..2 {
                 let d = consumer.next().await.unwrap().unwrap();

@@ -10,9 +10,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::amqp::consume_tagged;
+
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -192,15 +193,7 @@ async fn every_verb_against_a_running_broker() {
     );
 
     let cch = conn.create_channel().await.unwrap();
-    let _consumer = cch
-        .basic_consume(
-            "q1".into(),
-            "ctag-1".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let _consumer = consume_tagged(&cch, "q1", "ctag-1", false).await;
     let consumers = rows(&ctl(&broker, &["list_consumers", "-p", "v1"]).await);
     assert_eq!(consumers.len(), 1, "{consumers:?}");
     assert!(consumers[0].starts_with("q1\t"), "{consumers:?}");
@@ -345,15 +338,7 @@ async fn list_channels_counts_consumers_and_unacked_messages() {
     let a = conn.create_channel().await.unwrap();
     a.basic_qos(5, BasicQosOptions::default()).await.unwrap();
     declare(a.clone(), "qa").await;
-    let mut ca = a
-        .basic_consume(
-            "qa".into(),
-            "ca".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut ca = consume_tagged(&a, "qa", "ca", false).await;
     // Channel 2: confirm mode, two consumers holding 3 + 1 unacked deliveries.
     let b = conn.create_channel().await.unwrap();
     b.confirm_select(ConfirmSelectOptions::default())
@@ -361,24 +346,8 @@ async fn list_channels_counts_consumers_and_unacked_messages() {
         .unwrap();
     declare(b.clone(), "qb1").await;
     declare(b.clone(), "qb2").await;
-    let mut cb1 = b
-        .basic_consume(
-            "qb1".into(),
-            "cb1".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut cb2 = b
-        .basic_consume(
-            "qb2".into(),
-            "cb2".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut cb1 = consume_tagged(&b, "qb1", "cb1", false).await;
+    let mut cb2 = consume_tagged(&b, "qb2", "cb2", false).await;
     // Channel 3: transactional, no consumers.
     let c = conn.create_channel().await.unwrap();
     c.tx_select().await.unwrap();

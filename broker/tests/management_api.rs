@@ -5,8 +5,8 @@
 
 use base64::Engine;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -14,6 +14,7 @@ use lepus_broker::{Broker, BrokerHandle};
 use serde_json::{json, Value};
 
 mod common;
+use common::amqp::consume_tagged;
 use common::prometheus::parse_prometheus;
 
 /// (status, parsed JSON body or the text) of one request, run off the async runtime.
@@ -334,16 +335,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     }
     let mut consumers = Vec::new();
     for (ch, q) in [(&a, "c1"), (&b, "c2"), (&b, "c3")] {
-        consumers.push(
-            ch.basic_consume(
-                q.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap(),
-        );
+        consumers.push(consume_tagged(ch, q, "", false).await);
     }
     for (q, n) in [("c1", 2), ("c2", 2), ("c3", 1)] {
         for _ in 0..n {
@@ -620,16 +612,7 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
         .unwrap();
         // Kept alive until the end: lapin cancels a consumer it drops.
         let consumer = if consume {
-            Some(
-                ch.basic_consume(
-                    queue.into(),
-                    format!("ctag-{queue}").as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap(),
-            )
+            Some(consume_tagged(&ch, queue, &format!("ctag-{queue}"), false).await)
         } else {
             None
         };

@@ -23,18 +23,10 @@ async fn topology_writes_follow_the_amqp_rules() {
     let args =
         json!({"x-max-length": 5, "x-overflow": "reject-publish", "x-queue-type": "classic"});
     let q = json!({"durable": true, "arguments": args});
-    assert_eq!(
-        api.call("PUT", "/api/queues/%2F/jobs", Some(q.clone()))
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        api.call("PUT", "/api/queues/%2F/jobs", Some(q))
-            .await
-            .status,
-        204
-    );
+    api.expect("PUT", "/api/queues/%2F/jobs", Some(q.clone()), 201)
+        .await;
+    api.expect("PUT", "/api/queues/%2F/jobs", Some(q), 204)
+        .await;
     let a = api
         .call(
             "PUT",
@@ -49,37 +41,27 @@ async fn topology_writes_follow_the_amqp_rules() {
         .contains("inequivalent arg 'x-max-length'"));
     assert_eq!(api.get("/api/queues/%2F/jobs").await["arguments"], args);
     // Bad arguments and reserved names are refused as AMQP refuses them.
-    let bad = json!({"arguments": {"x-message-ttl": "soon"}});
-    assert_eq!(
-        api.call("PUT", "/api/queues/%2F/q2", Some(bad))
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        api.call("PUT", "/api/queues/%2F/amq.q", None).await.status,
-        403
-    );
-    assert_eq!(
-        api.call(
-            "PUT",
+    let refused = [
+        (
+            "/api/queues/%2F/q2",
+            Some(json!({"arguments": {"x-message-ttl": "soon"}})),
+            400,
+        ),
+        ("/api/queues/%2F/amq.q", None, 403),
+        (
             "/api/exchanges/%2F/amq.x",
-            Some(json!({"type": "direct"}))
-        )
-        .await
-        .status,
-        403
-    );
-    assert_eq!(
-        api.call(
-            "PUT",
+            Some(json!({"type": "direct"})),
+            403,
+        ),
+        (
             "/api/exchanges/%2F/x",
-            Some(json!({"type": "x-delayed"}))
-        )
-        .await
-        .status,
-        400
-    );
+            Some(json!({"type": "x-delayed"})),
+            400,
+        ),
+    ];
+    for (path, body, status) in refused {
+        api.expect("PUT", path, body, status).await;
+    }
     // An exchange with an alternate exchange, a binding with arguments, routed publishes.
     api.ok(
         "PUT",
@@ -92,12 +74,8 @@ async fn topology_writes_follow_the_amqp_rules() {
         .await;
     let x =
         json!({"type": "headers", "durable": true, "arguments": {"alternate-exchange": "lost"}});
-    assert_eq!(
-        api.call("PUT", "/api/exchanges/%2F/by-kind", Some(x))
-            .await
-            .status,
-        201
-    );
+    api.expect("PUT", "/api/exchanges/%2F/by-kind", Some(x), 201)
+        .await;
     assert_eq!(
         api.get("/api/exchanges/%2F/by-kind").await["arguments"],
         json!({"alternate-exchange": "lost"})
@@ -154,38 +132,28 @@ async fn topology_writes_follow_the_amqp_rules() {
         "/api/bindings/%2F/e/by-kind/q/jobs/{}",
         common::http::seg(&key)
     );
-    assert_eq!(api.call("GET", &path, None).await.status, 200);
-    assert_eq!(api.call("DELETE", &path, None).await.status, 204);
-    assert_eq!(api.call("DELETE", &path, None).await.status, 404);
-    assert_eq!(
-        api.call("DELETE", "/api/exchanges/%2F/by-kind?if-unused=true", None)
-            .await
-            .status,
-        204
-    );
-    assert_eq!(
-        api.call("DELETE", "/api/exchanges/%2F/amq.direct", None)
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        api.call("DELETE", "/api/exchanges/%2F/nope", None)
-            .await
-            .status,
-        404
-    );
+    api.expect("GET", &path, None, 200).await;
+    api.expect("DELETE", &path, None, 204).await;
+    api.expect("DELETE", &path, None, 404).await;
+    api.expect(
+        "DELETE",
+        "/api/exchanges/%2F/by-kind?if-unused=true",
+        None,
+        204,
+    )
+    .await;
+    api.expect("DELETE", "/api/exchanges/%2F/amq.direct", None, 403)
+        .await;
+    api.expect("DELETE", "/api/exchanges/%2F/nope", None, 404)
+        .await;
     // Bindings from the default exchange cannot be made.
-    assert_eq!(
-        api.call(
-            "POST",
-            "/api/bindings/%2F/e/amq.default/q/jobs",
-            Some(json!({}))
-        )
-        .await
-        .status,
-        403
-    );
+    api.expect(
+        "POST",
+        "/api/bindings/%2F/e/amq.default/q/jobs",
+        Some(json!({})),
+        403,
+    )
+    .await;
     broker.shutdown().await;
 }
 
@@ -276,12 +244,13 @@ async fn get_takes_messages_in_each_ack_mode() {
         .json,
         json!([])
     );
-    assert_eq!(
-        api.call("POST", "/api/queues/%2F/work/get", Some(get(1, "bogus")))
-            .await
-            .status,
-        400
-    );
+    api.expect(
+        "POST",
+        "/api/queues/%2F/work/get",
+        Some(get(1, "bogus")),
+        400,
+    )
+    .await;
     // Another user's user_id, and a body over the limit, are refused.
     let a = api
         .call(
@@ -316,70 +285,42 @@ async fn non_administrators_act_through_their_permissions() {
     .await;
     let app = api.as_user("app", "pw");
     // Configure on app.* only.
-    assert_eq!(
-        app.call("PUT", "/api/queues/%2F/app.mine", None)
-            .await
-            .status,
-        201
-    );
-    assert_eq!(
-        app.call("PUT", "/api/queues/%2F/other", None).await.status,
-        403
-    );
+    app.expect("PUT", "/api/queues/%2F/app.mine", None, 201)
+        .await;
+    app.expect("PUT", "/api/queues/%2F/other", None, 403).await;
     // Write on the default exchange, read on app.* queues.
     let publish = json!({"routing_key": "app.q", "payload": "hi"});
-    assert_eq!(
-        app.call(
-            "POST",
-            "/api/exchanges/%2F/amq.default/publish",
-            Some(publish.clone())
-        )
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        app.call(
-            "POST",
-            "/api/exchanges/%2F/amq.topic/publish",
-            Some(publish)
-        )
-        .await
-        .status,
-        403
-    );
+    app.expect(
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        Some(publish.clone()),
+        200,
+    )
+    .await;
+    app.expect(
+        "POST",
+        "/api/exchanges/%2F/amq.topic/publish",
+        Some(publish),
+        403,
+    )
+    .await;
     let get = json!({"count": 1, "ackmode": "ack_requeue_false"});
-    assert_eq!(
-        app.call("POST", "/api/queues/%2F/app.q/get", Some(get))
-            .await
-            .status,
-        200
-    );
+    app.expect("POST", "/api/queues/%2F/app.q/get", Some(get), 200)
+        .await;
     // Bind needs write on the queue: refused.
-    assert_eq!(
-        app.call(
-            "POST",
-            "/api/bindings/%2F/e/amq.direct/q/app.q",
-            Some(json!({}))
-        )
-        .await
-        .status,
-        403
-    );
+    app.expect(
+        "POST",
+        "/api/bindings/%2F/e/amq.direct/q/app.q",
+        Some(json!({})),
+        403,
+    )
+    .await;
     // Nothing at all in a vhost without permissions.
     api.ok("PUT", "/api/vhosts/private", None).await;
-    assert_eq!(
-        app.call("PUT", "/api/queues/private/app.x", None)
-            .await
-            .status,
-        403
-    );
-    assert_eq!(
-        api.call("PUT", "/api/queues/private/app.x", None)
-            .await
-            .status,
-        201
-    );
+    app.expect("PUT", "/api/queues/private/app.x", None, 403)
+        .await;
+    api.expect("PUT", "/api/queues/private/app.x", None, 201)
+        .await;
     broker.shutdown().await;
 }
 

@@ -19,8 +19,9 @@ struct Cli {
     command: Command,
 }
 
+/// RabbitMQ, the reference (`--rabbit`), for the commands that run programs on it.
 #[derive(clap::Args, Clone)]
-struct Brokers {
+struct Reference {
     /// RabbitMQ, the reference.
     #[arg(
         long,
@@ -28,6 +29,12 @@ struct Brokers {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     rabbit: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct Brokers {
+    #[command(flatten)]
+    reference: Reference,
     /// The broker under test; default: a fresh in-process bundled broker per program.
     #[arg(long)]
     lepus: Option<String>,
@@ -49,7 +56,7 @@ struct Brokers {
 impl Brokers {
     /// One pair per job.
     fn pairs(&self, jobs: usize) -> Result<Vec<Arc<Pair>>, String> {
-        let base = Endpoint::parse(&self.rabbit).map_err(|e| e.to_string())?;
+        let base = Endpoint::parse(&self.reference.rabbit).map_err(|e| e.to_string())?;
         let jobs = jobs.max(1);
         if jobs > 1 && (self.rabbitmqctl.is_none() || self.lepus.is_some()) {
             return Err(
@@ -74,7 +81,7 @@ impl Brokers {
                     ));
                 }
             } else if self.self_check {
-                tested_url = Some(self.rabbit.clone());
+                tested_url = Some(self.reference.rabbit.clone());
             }
             let sequential = self.self_check && self.rabbitmqctl.is_none();
             pairs.push(Arc::new(Pair {
@@ -135,13 +142,8 @@ enum Command {
     /// Run a program file on RabbitMQ only and print it as a regression test (RabbitMQ's
     /// trace is the expectation), for `difftest/tests/regressions.rs`.
     Expect {
-        /// RabbitMQ, the reference.
-        #[arg(
-            long,
-            env = "LEPUS_TEST_AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        rabbit: String,
+        #[command(flatten)]
+        reference: Reference,
         /// The test function's name.
         #[arg(long)]
         name: String,
@@ -203,14 +205,14 @@ async fn run(command: Command) -> Result<bool, String> {
             Ok(true)
         }
         Command::Expect {
-            rabbit,
+            reference,
             name,
             about,
             file,
         } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{file:?}: {e}"))?;
             let program: Program = text.parse().map_err(|e| format!("{file:?}: {e}"))?;
-            let endpoint = Endpoint::parse(&rabbit).map_err(|e| e.to_string())?;
+            let endpoint = Endpoint::parse(&reference.rabbit).map_err(|e| e.to_string())?;
             let trace = lepus_difftest::runner::run(
                 &endpoint,
                 &Prefixes::default().next(),

@@ -41,6 +41,24 @@ pub(crate) fn expand_function_attribute<A>(
     }
 }
 
+/// [`expand_function_attribute`] for an attribute whose signature check is [`validate`] under
+/// `rules` alone (`#[lepus::rpc]`, `#[lepus::task]`).
+pub(crate) fn expand_validated<A>(
+    attr: TokenStream,
+    item: TokenStream,
+    rules: &Rules<'_>,
+    parse_args: impl FnOnce(TokenStream) -> syn::Result<A>,
+    expand: impl FnOnce(&A, &ItemFn, &WireSignature) -> TokenStream,
+) -> TokenStream {
+    expand_function_attribute(
+        attr,
+        item,
+        parse_args,
+        |function| validate(&function.sig, rules),
+        expand,
+    )
+}
+
 /// The errors, combined, followed by the function unchanged.
 fn combined(
     first: Option<syn::Error>,
@@ -68,6 +86,20 @@ pub(crate) struct Rules<'a> {
     pub(crate) state: bool,
     /// A `self` receiver is expected first (service methods; checked by the caller).
     pub(crate) method: bool,
+}
+
+impl<'a> Rules<'a> {
+    /// The rules of an attribute on a free function (`#[lepus::rpc]`, `#[lepus::task]`,
+    /// `#[lepus::event]`): `State<T>` parameters allowed, no receiver; `result_travels` for
+    /// calls, whose result goes back to the caller.
+    pub(crate) fn free_function(attribute: &'a str, result_travels: bool) -> Self {
+        Self {
+            attribute,
+            result_travels,
+            state: true,
+            method: false,
+        }
+    }
 }
 
 /// The function's signature as the wire and the worker see it.

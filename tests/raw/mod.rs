@@ -581,12 +581,14 @@ impl Bystander {
     }
 }
 
-/// Starts a [`Bystander`], opens a raw connection (frame_max 131072, no heartbeats; channel 1
-/// opened when `open_channel`), sends `bytes`, and returns the `connection.close` the broker
-/// answers with, once the bystander has been checked unaffected.
-pub async fn closes_with(broker: &TestBroker, open_channel: bool, bytes: &[u8]) -> Close {
-    let bystander = Bystander::start(broker).await;
-    let mut conn = RawConn::open(broker, 131_072, 0).await;
+/// On a fresh test broker: starts a [`Bystander`], opens a raw connection (frame_max 131072,
+/// no heartbeats; channel 1 opened when `open_channel`), sends `bytes` (one or more frames),
+/// and returns the `connection.close` the broker answers with, once the bystander has been
+/// checked unaffected.
+pub async fn closes_with(open_channel: bool, bytes: &[u8]) -> Close {
+    let broker = crate::common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    let mut conn = RawConn::open(&broker, 131_072, 0).await;
     if open_channel {
         conn.open_channel(1).await;
     }

@@ -177,15 +177,9 @@ impl Connection {
         ch: u16,
         header: amq_protocol::frame::AMQPContentHeader,
     ) -> Result<(), (u16, AmqpError)> {
-        let Some(channel) = self.session.channels.get_mut(&ch) else {
-            return Err((
-                0,
-                AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
-            ));
-        };
-        if channel.state == ChannelState::Closing {
+        let Some(channel) = content_channel(&mut self.session.channels, ch)? else {
             return Ok(());
-        }
+        };
         let Some(content) = channel.content.as_mut().filter(|c| c.header.is_none()) else {
             return Err((
                 0,
@@ -234,15 +228,9 @@ impl Connection {
         ch: u16,
         body: bytes::Bytes,
     ) -> Result<(), (u16, AmqpError)> {
-        let Some(channel) = self.session.channels.get_mut(&ch) else {
-            return Err((
-                0,
-                AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
-            ));
-        };
-        if channel.state == ChannelState::Closing {
+        let Some(channel) = content_channel(&mut self.session.channels, ch)? else {
             return Ok(());
-        }
+        };
         let Some(content) = channel.content.as_mut().filter(|c| c.header.is_some()) else {
             return Err((
                 0,
@@ -302,5 +290,21 @@ impl Connection {
                     (0, e)
                 }
             })
+    }
+}
+
+/// The channel a content frame (header or body) continues: 504 when `ch` was never opened,
+/// `None` when it is closing (the rest of its content is dropped with it).
+fn content_channel(
+    channels: &mut HashMap<u16, Channel>,
+    ch: u16,
+) -> Result<Option<&mut Channel>, (u16, AmqpError)> {
+    match channels.get_mut(&ch) {
+        None => Err((
+            0,
+            AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")),
+        )),
+        Some(channel) if channel.state == ChannelState::Closing => Ok(None),
+        Some(channel) => Ok(Some(channel)),
     }
 }

@@ -80,23 +80,22 @@ impl<'a> Choices<'a> {
         &self.data[start..end]
     }
 
-    /// An integer biased to its boundaries.
-    fn boundary_u16(&mut self) -> u16 {
+    /// An integer biased to its boundaries: 0, 1 and `max` each one time in five.
+    fn boundary<T: From<u8>>(&mut self, max: T, any: fn(&mut Self) -> T) -> T {
         match self.u8() % 5 {
-            0 => 0,
-            1 => 1,
-            2 => u16::MAX,
-            _ => self.u16(),
+            0 => T::from(0),
+            1 => T::from(1),
+            2 => max,
+            _ => any(self),
         }
     }
 
+    fn boundary_u16(&mut self) -> u16 {
+        self.boundary(u16::MAX, Self::u16)
+    }
+
     fn boundary_u32(&mut self) -> u32 {
-        match self.u8() % 5 {
-            0 => 0,
-            1 => 1,
-            2 => u32::MAX,
-            _ => self.u32(),
-        }
+        self.boundary(u32::MAX, Self::u32)
     }
 
     fn boundary_u64(&mut self) -> u64 {

@@ -41,8 +41,14 @@ pub(crate) async fn passive_queue(ch: &Channel, queue: &str) -> lapin::Result<la
 
 /// Starts a no-ack consumer of `queue` with consumer tag `tag`.
 pub(crate) async fn consume_no_ack(ch: &Channel, queue: &str, tag: &str) -> Consumer {
+    consume_tagged(ch, queue, tag, true).await
+}
+
+/// Starts a consumer of `queue` with consumer tag `tag` (`""`: the broker names it), acking
+/// or `no_ack`; fails the test if the broker refuses it.
+pub(crate) async fn consume_tagged(ch: &Channel, queue: &str, tag: &str, no_ack: bool) -> Consumer {
     let options = BasicConsumeOptions {
-        no_ack: true,
+        no_ack,
         ..BasicConsumeOptions::default()
     };
     ch.basic_consume(queue.into(), tag.into(), options, FieldTable::default())

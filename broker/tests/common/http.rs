@@ -117,6 +117,19 @@ impl Api {
         a.json
     }
 
+    /// A call that must answer `status` (its body is shown when it does not).
+    pub(crate) async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Answer {
+        let a = self.call(method, path, body).await;
+        assert_eq!(a.status, status, "{method} {path}: {}", a.text);
+        a
+    }
+
     /// A write that must succeed (2xx).
     pub(crate) async fn ok(&self, method: &str, path: &str, body: Option<Value>) {
         let a = self.call(method, path, body).await;

@@ -11,12 +11,7 @@ use crate::signature::{self, Rules};
 /// The attribute's entry point (see [`crate::signature::expand_function_attribute`]: on
 /// errors, emits them together with the function unchanged).
 pub(crate) fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let rules = Rules {
-        attribute: "#[lepus::event]",
-        result_travels: false,
-        state: true,
-        method: false,
-    };
+    let rules = Rules::free_function("#[lepus::event]", false);
     let check = |function: &syn::ItemFn| {
         signature::validate(&function.sig, &rules).and_then(|signature| {
             const MESSAGE: &str = "#[lepus::event] functions take exactly one argument: the event \

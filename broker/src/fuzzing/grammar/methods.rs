@@ -22,198 +22,99 @@ pub(super) fn random_bits<const N: usize>(c: &mut Choices<'_>) -> [bool; N] {
     std::array::from_fn(|i| v & (1 << (i % 8)) != 0)
 }
 
+/// One argument of a method, as the grammar fills it (AMQP 0-9-1 §4.2.5 domains).
+#[derive(Clone, Copy)]
+enum Arg {
+    /// A reserved `short` (the old ticket), always 0.
+    Reserved,
+    /// A `short`, biased to its boundaries.
+    Short,
+    /// A `long`, biased to its boundaries.
+    Long,
+    /// A `longlong`, biased to its boundaries.
+    LongLong,
+    /// A short string.
+    ShortStr,
+    /// A long string.
+    LongStr,
+    /// `n` consecutive bit fields, packed into one octet (n ≤ 8).
+    Bits(usize),
+    /// A field table.
+    Table,
+}
+
+use Arg::*;
+
 /// The payload of a client method: class id, method id, arguments. `budget` bounds the
 /// tables; the method is one of every client-to-server method of 0-9-1 (plus RabbitMQ's).
 pub(crate) fn method(c: &mut Choices<'_>, budget: usize) -> Vec<u8> {
-    let mut p = Vec::new();
-    let head = |p: &mut Vec<u8>, class: u16, method: u16| {
-        p.extend_from_slice(&class.to_be_bytes());
-        p.extend_from_slice(&method.to_be_bytes());
-    };
-    let reserved_short = |p: &mut Vec<u8>| p.extend_from_slice(&[0, 0]);
-    match c.u8() % 36 {
+    let (class, method, args): (u16, u16, &[Arg]) = match c.u8() % 36 {
         // connection
-        0 => {
-            head(&mut p, 10, 11); // start-ok
-            table(c, &mut p, 0, budget);
-            shortstr(c, &mut p);
-            longstr(c, &mut p, budget);
-            shortstr(c, &mut p);
-        }
-        1 => {
-            head(&mut p, 10, 21); // secure-ok
-            longstr(c, &mut p, budget);
-        }
-        2 => {
-            head(&mut p, 10, 31); // tune-ok
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-            p.extend_from_slice(&c.boundary_u32().to_be_bytes());
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-        }
-        3 => {
-            head(&mut p, 10, 40); // open
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        4 => {
-            head(&mut p, 10, 50); // close
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-            shortstr(c, &mut p);
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-        }
-        5 => head(&mut p, 10, 51), // close-ok
-        6 => {
-            head(&mut p, 10, 60); // blocked (server to client; a client sending it is wrong)
-            shortstr(c, &mut p);
-        }
-        7 => {
-            head(&mut p, 10, 70); // update-secret
-            longstr(c, &mut p, budget);
-            shortstr(c, &mut p);
-        }
+        0 => (10, 11, &[Table, ShortStr, LongStr, ShortStr]), // start-ok
+        1 => (10, 21, &[LongStr]),                            // secure-ok
+        2 => (10, 31, &[Short, Long, Short]),                 // tune-ok
+        3 => (10, 40, &[ShortStr, ShortStr, Bits(1)]),        // open
+        4 => (10, 50, &[Short, ShortStr, Short, Short]),      // close
+        5 => (10, 51, &[]),                                   // close-ok
+        // blocked (server to client; a client sending it is wrong)
+        6 => (10, 60, &[ShortStr]),
+        7 => (10, 70, &[LongStr, ShortStr]), // update-secret
         // channel
-        8 => {
-            head(&mut p, 20, 10); // open
-            shortstr(c, &mut p);
-        }
-        9 => {
-            head(&mut p, 20, 20); // flow
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        10 => {
-            head(&mut p, 20, 21); // flow-ok
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        11 => {
-            head(&mut p, 20, 40); // close
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-            shortstr(c, &mut p);
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-        }
-        12 => head(&mut p, 20, 41), // close-ok
-        13 => {
-            head(&mut p, 30, 10); // access.request
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<5>(c));
-        }
+        8 => (20, 10, &[ShortStr]),                       // open
+        9 => (20, 20, &[Bits(1)]),                        // flow
+        10 => (20, 21, &[Bits(1)]),                       // flow-ok
+        11 => (20, 40, &[Short, ShortStr, Short, Short]), // close
+        12 => (20, 41, &[]),                              // close-ok
+        13 => (30, 10, &[ShortStr, Bits(5)]),             // access.request
         // exchange
-        14 => {
-            head(&mut p, 40, 10); // declare
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<5>(c));
-            table(c, &mut p, 0, budget);
-        }
-        15 => {
-            head(&mut p, 40, 20); // delete
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<2>(c));
-        }
+        14 => (40, 10, &[Reserved, ShortStr, ShortStr, Bits(5), Table]), // declare
+        15 => (40, 20, &[Reserved, ShortStr, Bits(2)]),                  // delete
         16 | 17 => {
-            head(&mut p, 40, if c.bool() { 30 } else { 40 }); // bind / unbind
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<1>(c));
-            table(c, &mut p, 0, budget);
+            let id = if c.bool() { 30 } else { 40 }; // bind / unbind
+            (
+                40,
+                id,
+                &[Reserved, ShortStr, ShortStr, ShortStr, Bits(1), Table],
+            )
         }
         // queue
-        18 => {
-            head(&mut p, 50, 10); // declare
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<5>(c));
-            table(c, &mut p, 0, budget);
-        }
-        19 => {
-            head(&mut p, 50, 20); // bind
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<1>(c));
-            table(c, &mut p, 0, budget);
-        }
-        20 => {
-            head(&mut p, 50, 30); // purge
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        21 => {
-            head(&mut p, 50, 40); // delete
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<3>(c));
-        }
-        22 => {
-            head(&mut p, 50, 50); // unbind
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            table(c, &mut p, 0, budget);
-        }
+        18 => (50, 10, &[Reserved, ShortStr, Bits(5), Table]), // declare
+        19 => (
+            50,
+            20,
+            &[Reserved, ShortStr, ShortStr, ShortStr, Bits(1), Table],
+        ), // bind
+        20 => (50, 30, &[Reserved, ShortStr, Bits(1)]),        // purge
+        21 => (50, 40, &[Reserved, ShortStr, Bits(3)]),        // delete
+        22 => (50, 50, &[Reserved, ShortStr, ShortStr, ShortStr, Table]), // unbind
         // basic
-        23 => {
-            head(&mut p, 60, 10); // qos
-            p.extend_from_slice(&c.boundary_u32().to_be_bytes());
-            p.extend_from_slice(&c.boundary_u16().to_be_bytes());
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        24 => {
-            head(&mut p, 60, 20); // consume
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<4>(c));
-            table(c, &mut p, 0, budget);
-        }
-        25 => {
-            head(&mut p, 60, 30); // cancel
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        26 | 27 => {
-            head(&mut p, 60, 40); // publish
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<2>(c));
-        }
-        28 => {
-            head(&mut p, 60, 70); // get
-            reserved_short(&mut p);
-            shortstr(c, &mut p);
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        29..=31 => {
-            let (id, nbits) = match c.u8() % 3 {
-                0 => (80, 1),  // ack
-                1 => (90, 1),  // reject
-                _ => (120, 2), // nack
-            };
-            head(&mut p, 60, id);
-            p.extend_from_slice(&c.boundary_u64().to_be_bytes());
-            let b = random_bits::<2>(c);
-            bits(&mut p, &b[..nbits]);
-        }
-        32 => {
-            head(&mut p, 60, if c.bool() { 100 } else { 110 }); // recover-async / recover
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        33 => {
-            head(&mut p, 85, 10); // confirm.select
-            bits(&mut p, &random_bits::<1>(c));
-        }
-        _ => {
-            head(&mut p, 90, [10, 20, 30][c.below(3)]); // tx.select / commit / rollback
+        23 => (60, 10, &[Long, Short, Bits(1)]), // qos
+        24 => (60, 20, &[Reserved, ShortStr, ShortStr, Bits(4), Table]), // consume
+        25 => (60, 30, &[ShortStr, Bits(1)]),    // cancel
+        26 | 27 => (60, 40, &[Reserved, ShortStr, ShortStr, Bits(2)]), // publish
+        28 => (60, 70, &[Reserved, ShortStr, Bits(1)]), // get
+        29..=31 => match c.u8() % 3 {
+            0 => (60, 80, &[LongLong, Bits(1)]),  // ack
+            1 => (60, 90, &[LongLong, Bits(1)]),  // reject
+            _ => (60, 120, &[LongLong, Bits(2)]), // nack
+        },
+        32 => (60, if c.bool() { 100 } else { 110 }, &[Bits(1)]), // recover-async / recover
+        33 => (85, 10, &[Bits(1)]),                               // confirm.select
+        _ => (90, [10, 20, 30][c.below(3)], &[]),                 // tx.select / commit / rollback
+    };
+    let mut p = Vec::new();
+    p.extend_from_slice(&class.to_be_bytes());
+    p.extend_from_slice(&method.to_be_bytes());
+    for arg in args {
+        match *arg {
+            Reserved => p.extend_from_slice(&[0, 0]),
+            Short => p.extend_from_slice(&c.boundary_u16().to_be_bytes()),
+            Long => p.extend_from_slice(&c.boundary_u32().to_be_bytes()),
+            LongLong => p.extend_from_slice(&c.boundary_u64().to_be_bytes()),
+            ShortStr => shortstr(c, &mut p),
+            LongStr => longstr(c, &mut p, budget),
+            Bits(n) => bits(&mut p, &random_bits::<8>(c)[..n]),
+            Table => table(c, &mut p, 0, budget),
         }
     }
     p

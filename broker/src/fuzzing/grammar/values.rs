@@ -100,33 +100,21 @@ pub(crate) fn table(c: &mut Choices<'_>, out: &mut Vec<u8>, depth: u8, budget: u
 
 /// Writes one field value: a type octet and its payload.
 pub(super) fn value(c: &mut Choices<'_>, out: &mut Vec<u8>, depth: u8, budget: usize) {
-    match c.u8() % 21 {
-        0 => {
-            out.push(b't');
+    let kind = c.u8() % 21;
+    match kind {
+        // 't' boolean, 'b' short-short-int, 'B' short-short-uint: one octet
+        0..=2 => {
+            out.push(b"tbB"[usize::from(kind)]);
             out.push(c.u8());
         }
-        1 => {
-            out.push(b'b');
-            out.push(c.u8());
-        }
-        2 => {
-            out.push(b'B');
-            out.push(c.u8());
-        }
-        3 => {
-            out.push(b's');
+        // 's' short-int, 'u' short-uint
+        3 | 4 => {
+            out.push(b"su"[usize::from(kind - 3)]);
             out.extend_from_slice(&c.boundary_u16().to_be_bytes());
         }
-        4 => {
-            out.push(b'u');
-            out.extend_from_slice(&c.boundary_u16().to_be_bytes());
-        }
-        5 => {
-            out.push(b'I');
-            out.extend_from_slice(&c.boundary_u32().to_be_bytes());
-        }
-        6 => {
-            out.push(b'i');
+        // 'I' long-int, 'i' long-uint
+        5 | 6 => {
+            out.push(b"Ii"[usize::from(kind - 5)]);
             out.extend_from_slice(&c.boundary_u32().to_be_bytes());
         }
         7 => {
@@ -146,12 +134,9 @@ pub(super) fn value(c: &mut Choices<'_>, out: &mut Vec<u8>, depth: u8, budget: u
             out.push(c.u8());
             out.extend_from_slice(&c.u32().to_be_bytes());
         }
-        11 => {
-            out.push(b'S');
-            longstr(c, out, budget);
-        }
-        12 => {
-            out.push(b'x');
+        // 'S' long string, 'x' byte array
+        11 | 12 => {
+            out.push(b"Sx"[usize::from(kind - 11)]);
             longstr(c, out, budget);
         }
         13 => {

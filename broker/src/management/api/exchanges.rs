@@ -13,16 +13,13 @@ pub(super) fn all_exchanges(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiRe
     Ok(Json(Value::Array(out)))
 }
 
-pub(super) async fn exchanges(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
-    all_exchanges(&ctx, &me, None)
-}
-
-pub(super) async fn exchanges_in(
+/// `/api/exchanges` and `/api/exchanges/{vhost}`.
+pub(super) async fn exchanges(
     State(ctx): State<Ctx>,
     Extension(me): Me,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
 ) -> ApiResult {
-    all_exchanges(&ctx, &me, Some(&vhost))
+    all_exchanges(&ctx, &me, vhost.as_deref().map(String::as_str))
 }
 
 pub(super) fn all_bindings(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiResult {
@@ -33,14 +30,11 @@ pub(super) fn all_bindings(ctx: &Ctx, me: &Caller, only: Option<&str>) -> ApiRes
     Ok(Json(Value::Array(out)))
 }
 
-pub(super) async fn bindings(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
-    all_bindings(&ctx, &me, None)
-}
-
-pub(super) async fn bindings_in(
+/// `/api/bindings` and `/api/bindings/{vhost}`.
+pub(super) async fn bindings(
     State(ctx): State<Ctx>,
     Extension(me): Me,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
 ) -> ApiResult {
-    all_bindings(&ctx, &me, Some(&vhost))
+    all_bindings(&ctx, &me, vhost.as_deref().map(String::as_str))
 }

@@ -65,7 +65,7 @@ pub(super) fn routes() -> Router<Ctx> {
                 .delete(delete_permission),
         )
         .route("/api/queues", get(queues))
-        .route("/api/queues/{vhost}", get(queues_in))
+        .route("/api/queues/{vhost}", get(queues))
         .route(
             "/api/queues/{vhost}/{name}",
             get(queue)
@@ -77,9 +77,9 @@ pub(super) fn routes() -> Router<Ctx> {
             axum::routing::delete(purge_queue),
         )
         .route("/api/exchanges", get(exchanges))
-        .route("/api/exchanges/{vhost}", get(exchanges_in))
+        .route("/api/exchanges/{vhost}", get(exchanges))
         .route("/api/bindings", get(bindings))
-        .route("/api/bindings/{vhost}", get(bindings_in))
+        .route("/api/bindings/{vhost}", get(bindings))
         .route("/api/connections", get(connections))
         .route(
             "/api/connections/{name}",

@@ -46,21 +46,14 @@ pub(super) fn all_queues(ctx: &Ctx, me: &Caller, only: Option<&str>, rq: &RateQu
     Ok(Json(Value::Array(out)))
 }
 
+/// `/api/queues` and `/api/queues/{vhost}`.
 pub(super) async fn queues(
     State(ctx): State<Ctx>,
     Extension(me): Me,
+    vhost: Option<Path<String>>,
     Query(rq): Query<RateQuery>,
 ) -> ApiResult {
-    all_queues(&ctx, &me, None, &rq)
-}
-
-pub(super) async fn queues_in(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path(vhost): Path<String>,
-    Query(rq): Query<RateQuery>,
-) -> ApiResult {
-    all_queues(&ctx, &me, Some(&vhost), &rq)
+    all_queues(&ctx, &me, vhost.as_deref().map(String::as_str), &rq)
 }
 
 /// One queue, with its consumers (`consumer_details`) as RabbitMQ's queue page shows them.
