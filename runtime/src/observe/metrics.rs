@@ -1,8 +1,8 @@
 //! Worker and client metrics in the Prometheus text format (the `metrics` feature; without it
 //! every recording function here is an empty inline function).
 //!
-//! The families, registered once in the `prometheus` crate's default registry (so an
-//! application's own metrics registered there are served beside them):
+//! The families, served from the `prometheus` crate's default registry (so an application's own
+//! metrics registered there are served beside them):
 //! | family                                | type      | labels                      |
 //! |---------------------------------------|-----------|-----------------------------|
 //! | `lepus_handler_requests_total`        | counter   | `queue`, `handler`, `outcome` |
@@ -18,10 +18,14 @@
 //! message carries (a request for an unknown method is not counted per handler): the label
 //! sets are bounded by the program, not by its input. `outcome` is an
 //! [`Outcome`](crate::Outcome) label. Durations are wall time, in seconds, with Prometheus'
-//! default buckets (5 ms to 10 s).
+//! default buckets (5 ms to 10 s). A series appears once it has counted something.
 //!
-//! Recording costs a few hash lookups under a read lock per message and allocates only the
-//! first time a label set is seen.
+//! Recording is per thread: each thread that records owns a shard (its own lock, never
+//! contended but by a scrape, and plain integers under it), so the runtime's threads never
+//! pass the cache lines of shared counters back and forth on every call; a scrape adds the
+//! shards up (a shard of a thread that ended is folded into a retired total first). Every
+//! recording completed before a scrape starts is in it. Recording allocates only the first
+//! time a thread sees a label set.
 
 use std::time::Duration;
 
@@ -43,10 +47,7 @@ pub(crate) fn handled(queue: &str, handler: &str, outcome: Outcome, elapsed: Dur
 #[inline]
 pub(crate) fn retried(queue: &str, handler: &str) {
     #[cfg(feature = "metrics")]
-    enabled::family()
-        .retries
-        .with_label_values(&[queue, handler])
-        .inc();
+    enabled::count(queue, handler, enabled::HandlerCounter::Retries);
     #[cfg(not(feature = "metrics"))]
     let _ = (queue, handler);
 }
@@ -55,10 +56,7 @@ pub(crate) fn retried(queue: &str, handler: &str) {
 #[inline]
 pub(crate) fn dead_lettered(queue: &str, handler: &str) {
     #[cfg(feature = "metrics")]
-    enabled::family()
-        .dead_letters
-        .with_label_values(&[queue, handler])
-        .inc();
+    enabled::count(queue, handler, enabled::HandlerCounter::DeadLetters);
     #[cfg(not(feature = "metrics"))]
     let _ = (queue, handler);
 }
@@ -67,10 +65,7 @@ pub(crate) fn dead_lettered(queue: &str, handler: &str) {
 #[inline]
 pub(crate) fn redelivered(queue: &str, handler: &str) {
     #[cfg(feature = "metrics")]
-    enabled::family()
-        .redeliveries
-        .with_label_values(&[queue, handler])
-        .inc();
+    enabled::count(queue, handler, enabled::HandlerCounter::Redeliveries);
     #[cfg(not(feature = "metrics"))]
     let _ = (queue, handler);
 }
@@ -85,48 +80,57 @@ pub(crate) fn called(queue: &str, method: &str, outcome: Outcome, elapsed: Durat
 }
 
 /// One handler run in flight: the gauge goes up now and down when this is dropped.
-pub(crate) struct InFlight {
+pub(crate) struct InFlight<'a> {
     #[cfg(feature = "metrics")]
-    gauge: prometheus::IntGauge,
+    series: (&'a str, &'a str),
+    #[cfg(not(feature = "metrics"))]
+    series: std::marker::PhantomData<&'a str>,
 }
 
-impl InFlight {
+impl<'a> InFlight<'a> {
     /// A run of `handler` on `queue` starts.
     #[inline]
-    pub(crate) fn start(queue: &str, handler: &str) -> InFlight {
+    pub(crate) fn start(queue: &'a str, handler: &'a str) -> InFlight<'a> {
         #[cfg(feature = "metrics")]
         {
-            let gauge = enabled::family()
-                .in_flight
-                .with_label_values(&[queue, handler]);
-            gauge.inc();
-            InFlight { gauge }
+            enabled::count(queue, handler, enabled::HandlerCounter::InFlight(1));
+            InFlight {
+                series: (queue, handler),
+            }
         }
         #[cfg(not(feature = "metrics"))]
         {
             let _ = (queue, handler);
-            InFlight {}
+            InFlight {
+                series: std::marker::PhantomData,
+            }
         }
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        self.gauge.dec();
+        enabled::count(
+            self.series.0,
+            self.series.1,
+            enabled::HandlerCounter::InFlight(-1),
+        );
     }
 }
 
 #[cfg(feature = "metrics")]
 mod enabled {
+    use std::cell::OnceCell;
+    use std::collections::HashMap;
     use std::io;
     use std::net::SocketAddr;
-    use std::sync::{Arc, OnceLock};
+    use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
     use std::time::Duration;
 
-    use prometheus::{
-        HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-    };
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::{self, MetricFamily, MetricType};
+    use prometheus::TextEncoder;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
     use tokio::sync::Semaphore;
@@ -135,115 +139,415 @@ mod enabled {
 
     use crate::observe::Outcome;
 
-    /// The metric families (see the module documentation).
-    pub(super) struct Family {
-        requests: IntCounterVec,
-        duration: HistogramVec,
-        pub(super) in_flight: IntGaugeVec,
-        pub(super) retries: IntCounterVec,
-        pub(super) dead_letters: IntCounterVec,
-        pub(super) redeliveries: IntCounterVec,
-        calls: IntCounterVec,
-        call_duration: HistogramVec,
+    /// Upper bounds of the duration histograms' buckets (Prometheus' defaults), seconds.
+    const BUCKETS: [f64; 11] = *prometheus::DEFAULT_BUCKETS;
+
+    /// One duration histogram: per-bucket (not cumulative) counts, the last one `+Inf`.
+    #[derive(Clone, Default)]
+    struct Histogram {
+        buckets: [u64; BUCKETS.len() + 1],
+        sum: f64,
     }
 
-    /// The families, registered in the default registry on first use.
-    pub(super) fn family() -> &'static Family {
-        static FAMILY: OnceLock<Family> = OnceLock::new();
-        FAMILY.get_or_init(|| Family::register(prometheus::default_registry()))
+    impl Histogram {
+        fn observe(&mut self, seconds: f64) {
+            let bucket = BUCKETS.partition_point(|&bound| bound < seconds);
+            self.buckets[bucket] += 1;
+            self.sum += seconds;
+        }
+
+        fn count(&self) -> u64 {
+            self.buckets.iter().sum()
+        }
+
+        fn add(&mut self, other: &Histogram) {
+            for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+                *mine += theirs;
+            }
+            self.sum += other.sum;
+        }
     }
 
-    impl Family {
-        fn register(registry: &Registry) -> Family {
-            let handler = ["queue", "handler"];
-            let counter = |name: &str, help: &str, labels: &[&str]| {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)
-                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-                // A registration error means the application registered the same name itself;
-                // the metric then still counts, only this registry does not serve it twice.
-                let _ = registry.register(Box::new(c.clone()));
-                c
-            };
-            let histogram = |name: &str, help: &str, labels: &[&str]| {
-                let h = HistogramVec::new(HistogramOpts::new(name, help), labels)
-                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"));
-                let _ = registry.register(Box::new(h.clone()));
-                h
-            };
-            let in_flight = IntGaugeVec::new(
-                Opts::new(
-                    "lepus_handler_in_flight",
-                    "Handler runs in progress on this worker.",
-                ),
-                &handler,
-            )
-            .unwrap_or_else(|e| unreachable!("static metric is valid: {e}"));
-            let _ = registry.register(Box::new(in_flight.clone()));
-            Family {
-                requests: counter(
-                    "lepus_handler_requests_total",
-                    "Requests, task attempts and events a worker's handlers ran, by outcome.",
-                    &["queue", "handler", "outcome"],
-                ),
-                duration: histogram(
-                    "lepus_handler_duration_seconds",
-                    "Wall time of a handler run, seconds.",
-                    &handler,
-                ),
-                in_flight,
-                retries: counter(
-                    "lepus_handler_retries_total",
-                    "Failed task attempts sent to retry.",
-                    &handler,
-                ),
-                dead_letters: counter(
-                    "lepus_handler_dead_letters_total",
-                    "Tasks sent to their dead-letter queue and events rejected.",
-                    &handler,
-                ),
-                redeliveries: counter(
-                    "lepus_handler_redeliveries_total",
-                    "Deliveries the broker had delivered before (redelivered = true).",
-                    &handler,
-                ),
-                calls: counter(
-                    "lepus_client_calls_total",
-                    "Calls a client made, by outcome.",
-                    &["queue", "method", "outcome"],
-                ),
-                call_duration: histogram(
-                    "lepus_client_call_duration_seconds",
-                    "Wall time of a call as its caller saw it, seconds.",
-                    &["queue", "method"],
-                ),
+    /// What one thread counted for one `(queue, handler)`.
+    #[derive(Clone, Default)]
+    struct HandlerSeries {
+        requests: [u64; Outcome::ALL.len()],
+        duration: Histogram,
+        /// Runs started minus runs ended on this thread (a run may end on another thread, so
+        /// one shard's figure can be negative; the sum is not).
+        in_flight: i64,
+        retries: u64,
+        dead_letters: u64,
+        redeliveries: u64,
+    }
+
+    impl HandlerSeries {
+        fn add(&mut self, other: &HandlerSeries) {
+            add_counts(&mut self.requests, &other.requests);
+            self.duration.add(&other.duration);
+            self.in_flight += other.in_flight;
+            self.retries += other.retries;
+            self.dead_letters += other.dead_letters;
+            self.redeliveries += other.redeliveries;
+        }
+    }
+
+    /// What one thread counted for one `(queue, method)` a client called.
+    #[derive(Clone, Default)]
+    struct ClientSeries {
+        calls: [u64; Outcome::ALL.len()],
+        duration: Histogram,
+    }
+
+    impl ClientSeries {
+        fn add(&mut self, other: &ClientSeries) {
+            add_counts(&mut self.calls, &other.calls);
+            self.duration.add(&other.duration);
+        }
+    }
+
+    fn add_counts(mine: &mut [u64], theirs: &[u64]) {
+        for (mine, theirs) in mine.iter_mut().zip(theirs) {
+            *mine += theirs;
+        }
+    }
+
+    /// Series by queue, then by handler or method name (two levels so that a lookup borrows
+    /// the two `&str`s instead of building a key).
+    type ByName<T> = HashMap<String, HashMap<String, T>>;
+
+    fn series<'a, T: Default>(map: &'a mut ByName<T>, queue: &str, name: &str) -> &'a mut T {
+        if !map.get(queue).is_some_and(|names| names.contains_key(name)) {
+            map.entry(queue.to_owned())
+                .or_default()
+                .insert(name.to_owned(), T::default());
+        }
+        // Present: inserted just above when it was not.
+        map.get_mut(queue)
+            .and_then(|names| names.get_mut(name))
+            .unwrap_or_else(|| unreachable!("series inserted above"))
+    }
+
+    fn merge<T: Default>(into: &mut ByName<T>, from: &ByName<T>, add: fn(&mut T, &T)) {
+        for (queue, names) in from {
+            for (name, counted) in names {
+                add(series(into, queue, name), counted);
             }
         }
     }
 
+    /// Everything one thread (or, for the retired total, every ended thread) counted.
+    #[derive(Clone, Default)]
+    struct Counts {
+        handlers: ByName<HandlerSeries>,
+        clients: ByName<ClientSeries>,
+    }
+
+    impl Counts {
+        fn add(&mut self, other: &Counts) {
+            merge(&mut self.handlers, &other.handlers, HandlerSeries::add);
+            merge(&mut self.clients, &other.clients, ClientSeries::add);
+        }
+    }
+
+    /// One thread's shard: locked by its thread on every recording and by a scrape.
+    #[derive(Default)]
+    struct Shard(Mutex<Counts>);
+
+    impl Shard {
+        fn lock(&self) -> MutexGuard<'_, Counts> {
+            // A panic while holding the lock leaves plain counters, still valid.
+            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    /// The live threads' shards and what ended threads counted.
+    #[derive(Default)]
+    struct Shards {
+        live: Vec<Arc<Shard>>,
+        retired: Counts,
+    }
+
+    fn shards() -> MutexGuard<'static, Shards> {
+        static SHARDS: OnceLock<Mutex<Shards>> = OnceLock::new();
+        SHARDS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This thread's shard, registered on first use and retired when the thread ends.
+    struct ThreadShard(Arc<Shard>);
+
+    impl Drop for ThreadShard {
+        fn drop(&mut self) {
+            let mut shards = shards();
+            shards.live.retain(|live| !Arc::ptr_eq(live, &self.0));
+            let counts = std::mem::take(&mut *self.0.lock());
+            shards.retired.add(&counts);
+        }
+    }
+
+    thread_local! {
+        static SHARD: OnceCell<ThreadShard> = const { OnceCell::new() };
+    }
+
+    /// Runs `record` on this thread's counts. A recording made while the thread is being torn
+    /// down (from another thread-local's destructor) is dropped.
+    fn record(record: impl FnOnce(&mut Counts)) {
+        registered();
+        let _ = SHARD.try_with(|cell| {
+            let shard = cell.get_or_init(|| {
+                let shard = Arc::new(Shard::default());
+                shards().live.push(Arc::clone(&shard));
+                ThreadShard(shard)
+            });
+            record(&mut shard.0.lock());
+        });
+    }
+
     pub(super) fn handled(queue: &str, handler: &str, outcome: Outcome, elapsed: Duration) {
-        let f = family();
-        f.requests
-            .with_label_values(&[queue, handler, outcome.as_str()])
-            .inc();
-        f.duration
-            .with_label_values(&[queue, handler])
-            .observe(elapsed.as_secs_f64());
+        record(|counts| {
+            let series = series(&mut counts.handlers, queue, handler);
+            series.requests[outcome.index()] += 1;
+            series.duration.observe(elapsed.as_secs_f64());
+        });
     }
 
     pub(super) fn called(queue: &str, method: &str, outcome: Outcome, elapsed: Duration) {
-        let f = family();
-        f.calls
-            .with_label_values(&[queue, method, outcome.as_str()])
-            .inc();
-        f.call_duration
-            .with_label_values(&[queue, method])
-            .observe(elapsed.as_secs_f64());
+        record(|counts| {
+            let series = series(&mut counts.clients, queue, method);
+            series.calls[outcome.index()] += 1;
+            series.duration.observe(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Which of a handler's plain counters [`count`] adds to.
+    pub(super) enum HandlerCounter {
+        InFlight(i64),
+        Retries,
+        DeadLetters,
+        Redeliveries,
+    }
+
+    pub(super) fn count(queue: &str, handler: &str, counter: HandlerCounter) {
+        record(|counts| {
+            let series = series(&mut counts.handlers, queue, handler);
+            match counter {
+                HandlerCounter::InFlight(by) => series.in_flight += by,
+                HandlerCounter::Retries => series.retries += 1,
+                HandlerCounter::DeadLetters => series.dead_letters += 1,
+                HandlerCounter::Redeliveries => series.redeliveries += 1,
+            }
+        });
+    }
+
+    /// The families' names, help texts and labels (the table in the module documentation).
+    const FAMILIES: [(&str, &str, MetricType, &[&str]); 8] = [
+        (
+            "lepus_handler_requests_total",
+            "Requests, task attempts and events a worker's handlers ran, by outcome.",
+            MetricType::COUNTER,
+            &["queue", "handler", "outcome"],
+        ),
+        (
+            "lepus_handler_duration_seconds",
+            "Wall time of a handler run, seconds.",
+            MetricType::HISTOGRAM,
+            &["queue", "handler"],
+        ),
+        (
+            "lepus_handler_in_flight",
+            "Handler runs in progress on this worker.",
+            MetricType::GAUGE,
+            &["queue", "handler"],
+        ),
+        (
+            "lepus_handler_retries_total",
+            "Failed task attempts sent to retry.",
+            MetricType::COUNTER,
+            &["queue", "handler"],
+        ),
+        (
+            "lepus_handler_dead_letters_total",
+            "Tasks sent to their dead-letter queue and events rejected.",
+            MetricType::COUNTER,
+            &["queue", "handler"],
+        ),
+        (
+            "lepus_handler_redeliveries_total",
+            "Deliveries the broker had delivered before (redelivered = true).",
+            MetricType::COUNTER,
+            &["queue", "handler"],
+        ),
+        (
+            "lepus_client_calls_total",
+            "Calls a client made, by outcome.",
+            MetricType::COUNTER,
+            &["queue", "method", "outcome"],
+        ),
+        (
+            "lepus_client_call_duration_seconds",
+            "Wall time of a call as its caller saw it, seconds.",
+            MetricType::HISTOGRAM,
+            &["queue", "method"],
+        ),
+    ];
+
+    /// The collector the default registry asks at each scrape: it adds the shards up.
+    struct LepusCollector {
+        descs: Vec<Desc>,
+    }
+
+    /// Registers the collector in the default registry, once.
+    fn registered() {
+        static REGISTERED: OnceLock<()> = OnceLock::new();
+        REGISTERED.get_or_init(|| {
+            let descs = FAMILIES
+                .iter()
+                .map(|(name, help, _, labels)| {
+                    let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+                    Desc::new(
+                        (*name).to_owned(),
+                        (*help).to_owned(),
+                        labels,
+                        HashMap::new(),
+                    )
+                    .unwrap_or_else(|e| unreachable!("static metric {name} is valid: {e}"))
+                })
+                .collect();
+            // A registration error means the application registered one of these names
+            // itself; Lepus still counts, only the registry does not serve it twice.
+            let _ = prometheus::register(Box::new(LepusCollector { descs }));
+        });
+    }
+
+    impl Collector for LepusCollector {
+        fn desc(&self) -> Vec<&Desc> {
+            self.descs.iter().collect()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let total = {
+                let shards = shards();
+                let mut total = shards.retired.clone();
+                for shard in &shards.live {
+                    total.add(&shard.lock());
+                }
+                total
+            };
+            let mut families: Vec<MetricFamily> = FAMILIES
+                .iter()
+                .map(|(name, help, kind, _)| {
+                    let mut family = MetricFamily::default();
+                    family.set_name((*name).to_owned());
+                    family.set_help((*help).to_owned());
+                    family.set_field_type(*kind);
+                    family
+                })
+                .collect();
+            for (queue, names) in &total.handlers {
+                for (name, s) in names {
+                    let labels = [("handler", name.as_str()), ("queue", queue.as_str())];
+                    outcomes(&mut families[0], &labels, &s.requests);
+                    histogram(&mut families[1], &labels, &s.duration);
+                    // A gauge from the first run on; the counters from their first count.
+                    let ran = s.requests.iter().sum::<u64>() > 0 || s.in_flight != 0;
+                    for (family, value, shown) in [
+                        (2, s.in_flight as f64, ran),
+                        (3, s.retries as f64, s.retries > 0),
+                        (4, s.dead_letters as f64, s.dead_letters > 0),
+                        (5, s.redeliveries as f64, s.redeliveries > 0),
+                    ] {
+                        if shown {
+                            plain(&mut families[family], &labels, value);
+                        }
+                    }
+                }
+            }
+            for (queue, names) in &total.clients {
+                for (name, s) in names {
+                    let labels = [("method", name.as_str()), ("queue", queue.as_str())];
+                    outcomes(&mut families[6], &labels, &s.calls);
+                    histogram(&mut families[7], &labels, &s.duration);
+                }
+            }
+            families
+        }
+    }
+
+    fn label_pairs(labels: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = proto::LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect()
+    }
+
+    /// One counter sample per outcome counted, with the `outcome` label in name order.
+    fn outcomes(family: &mut MetricFamily, labels: &[(&str, &str); 2], counts: &[u64]) {
+        for (outcome, &count) in Outcome::ALL.iter().zip(counts) {
+            if count > 0 {
+                let [first, queue] = *labels;
+                let pairs = label_pairs(&[first, ("outcome", outcome.as_str()), queue]);
+                let mut metric = proto::Metric::from_label(pairs);
+                let mut counter = proto::Counter::default();
+                counter.set_value(count as f64);
+                metric.set_counter(counter);
+                family.mut_metric().push(metric);
+            }
+        }
+    }
+
+    /// One counter or gauge sample, by the family's type.
+    fn plain(family: &mut MetricFamily, labels: &[(&str, &str)], value: f64) {
+        let mut metric = proto::Metric::from_label(label_pairs(labels));
+        if family.get_field_type() == MetricType::GAUGE {
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(value);
+            metric.set_gauge(gauge);
+        } else {
+            let mut counter = proto::Counter::default();
+            counter.set_value(value);
+            metric.set_counter(counter);
+        }
+        family.mut_metric().push(metric);
+    }
+
+    /// One histogram sample with cumulative buckets, once it has an observation.
+    fn histogram(family: &mut MetricFamily, labels: &[(&str, &str)], counted: &Histogram) {
+        if counted.count() == 0 {
+            return;
+        }
+        let mut cumulative = 0;
+        let buckets = BUCKETS
+            .iter()
+            .zip(counted.buckets)
+            .map(|(&bound, count)| {
+                cumulative += count;
+                let mut bucket = proto::Bucket::default();
+                bucket.set_upper_bound(bound);
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
+            .collect();
+        let mut histogram = proto::Histogram::default();
+        histogram.set_bucket(buckets);
+        histogram.set_sample_count(counted.count());
+        histogram.set_sample_sum(counted.sum);
+        let mut metric = proto::Metric::from_label(label_pairs(labels));
+        metric.set_histogram(histogram);
+        family.mut_metric().push(metric);
     }
 
     /// Every metric of the default registry (Lepus' and the application's), in the Prometheus
     /// text format (version 0.0.4).
     pub fn render() -> String {
-        family();
+        registered();
         let families = prometheus::gather();
         TextEncoder::new()
             .encode_to_string(&families)
@@ -285,7 +589,7 @@ mod enabled {
     pub async fn serve(addr: impl ToSocketAddrs) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        family();
+        registered();
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
@@ -343,5 +647,120 @@ mod enabled {
         );
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The value of the sample line that starts with `series` (name and labels, as rendered).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn a_scrape_adds_up_every_thread_including_ended_ones() {
+        // A run that starts on one thread and ends on another, and counts from a thread that
+        // has ended by the time of the scrape (its shard folded into the retired total).
+        let (queue, handler) = ("metrics-unit-q", "h");
+        let run = InFlight::start(queue, handler);
+        std::thread::spawn(move || {
+            drop(run);
+            handled(queue, handler, Outcome::Ok, Duration::from_millis(3));
+            handled(queue, handler, Outcome::Panic, Duration::from_secs(20));
+            retried(queue, handler);
+        })
+        .join()
+        .unwrap();
+        let still_running = InFlight::start(queue, handler);
+        handled(queue, handler, Outcome::Ok, Duration::from_millis(30));
+        called(queue, "m", Outcome::Timeout, Duration::from_secs(1));
+
+        let text = render();
+        let of = |family: &str, labels: &str| sample(&text, &format!("{family}{{{labels}}}"));
+        let q = format!("queue=\"{queue}\"");
+        let h = format!("handler=\"{handler}\"");
+        assert_eq!(
+            of(
+                "lepus_handler_requests_total",
+                &format!("{h},outcome=\"ok\",{q}")
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            of(
+                "lepus_handler_requests_total",
+                &format!("{h},outcome=\"panic\",{q}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            of(
+                "lepus_handler_requests_total",
+                &format!("{h},outcome=\"timeout\",{q}")
+            ),
+            None
+        );
+        assert_eq!(
+            of("lepus_handler_in_flight", &format!("{h},{q}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            of("lepus_handler_retries_total", &format!("{h},{q}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            of("lepus_handler_dead_letters_total", &format!("{h},{q}")),
+            None
+        );
+        // Buckets are cumulative: 3 ms in le=0.005, 30 ms by le=0.05, 20 s only in +Inf.
+        let bucket = |le: &str| {
+            of(
+                "lepus_handler_duration_seconds_bucket",
+                &format!("{h},{q},le=\"{le}\""),
+            )
+        };
+        assert_eq!(bucket("0.005"), Some(1.0));
+        assert_eq!(bucket("0.025"), Some(1.0));
+        assert_eq!(bucket("0.05"), Some(2.0));
+        assert_eq!(bucket("10"), Some(2.0));
+        assert_eq!(bucket("+Inf"), Some(3.0));
+        assert_eq!(
+            of("lepus_handler_duration_seconds_count", &format!("{h},{q}")),
+            Some(3.0)
+        );
+        let sum = of("lepus_handler_duration_seconds_sum", &format!("{h},{q}")).unwrap();
+        assert!((sum - 20.033).abs() < 1e-9, "{sum}");
+        let m = format!("method=\"m\",{q}");
+        assert_eq!(
+            of(
+                "lepus_client_calls_total",
+                &format!("method=\"m\",outcome=\"timeout\",{q}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            of("lepus_client_call_duration_seconds_count", &m),
+            Some(1.0)
+        );
+        assert_eq!(
+            of(
+                "lepus_client_call_duration_seconds_bucket",
+                &format!("{m},le=\"1\"")
+            ),
+            Some(1.0)
+        );
+
+        drop(still_running);
+        let text = render();
+        assert_eq!(
+            sample(&text, &format!("lepus_handler_in_flight{{{h},{q}}}")),
+            Some(0.0)
+        );
     }
 }

@@ -92,6 +92,27 @@ impl Outcome {
         }
     }
 
+    /// Every outcome, in declaration order: `Outcome::ALL[o.index()] == o` (the metrics count
+    /// outcomes in arrays indexed so).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const ALL: [Outcome; 9] = [
+        Outcome::Ok,
+        Outcome::RemoteError,
+        Outcome::Timeout,
+        Outcome::NoRoute,
+        Outcome::Panic,
+        Outcome::Failed,
+        Outcome::Retry,
+        Outcome::DeadLettered,
+        Outcome::Error,
+    ];
+
+    /// This outcome's place in [`Outcome::ALL`].
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// True for the outcomes a span reports as an error.
     pub fn is_error(self) -> bool {
         !matches!(self, Outcome::Ok)
@@ -234,6 +255,13 @@ mod tests {
 
     use super::*;
     use crate::envelope::{encode_failure, encode_reply, outcome_of_reply};
+
+    #[test]
+    fn every_outcome_has_its_own_index() {
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{outcome}");
+        }
+    }
 
     #[test]
     fn a_reply_body_says_how_its_call_ended() {
