@@ -174,12 +174,8 @@ async fn run_schedule(
     let presence_name = format!("{prefix}lepus.schedule.{}.holder", schedule.name);
     let mut after = 0;
     loop {
-        let link = tokio::select! {
-            link = conn.link_after(after) => match link {
-                Ok(link) => link,
-                Err(_) => return,
-            },
-            () = stopped(&mut stop) => return,
+        let Some(link) = conn.link_until(after, &mut stop).await else {
+            return;
         };
         // Standing by: every `poll`, look whether the holder is there (it consumes the
         // presence queue), and only when it is not, try the lock (a refused try is a channel

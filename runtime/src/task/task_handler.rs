@@ -37,7 +37,7 @@ use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::observe::{self, metrics::InFlight};
 use crate::properties_size;
-use crate::task::completion::{Completion, Observer, Outcome};
+use crate::task::completion::Outcome;
 use crate::task::declared::Declared;
 use crate::task::headers::{self, bounded_error, RETRY_DELAY};
 use crate::task::result_wire::{self, ResultMessage, Status};
@@ -60,7 +60,6 @@ pub fn handler<T: Task>() -> Handler {
     };
     let runner = TaskRunner::<T> {
         options: options.clone(),
-        observer: None,
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
@@ -77,8 +76,6 @@ pub fn handler<T: Task>() -> Handler {
 /// Runs task `T` on a worker. Clones share `declared`.
 struct TaskRunner<T> {
     options: TaskOptions,
-    /// Set by `observe`; the receiving half is the test's `Completions`.
-    observer: Option<Observer>,
     /// Delay queues this worker declared recently (shared by every clone of the handler).
     declared: Arc<Declared>,
     task: PhantomData<fn() -> T>,
@@ -88,7 +85,6 @@ impl<T> Clone for TaskRunner<T> {
     fn clone(&self) -> Self {
         TaskRunner {
             options: self.options.clone(),
-            observer: self.observer.clone(),
             declared: self.declared.clone(),
             task: PhantomData,
         }
@@ -146,12 +142,6 @@ impl<T: Task> Settle for TaskRunner<T> {
                 .await?;
             Ok(())
         })
-    }
-
-    fn observed(&self, observer: Observer) -> Arc<dyn Settle> {
-        let mut runner = self.clone();
-        runner.observer = Some(observer);
-        Arc::new(runner)
     }
 
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
@@ -322,7 +312,8 @@ impl<T: Task> TaskRunner<T> {
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
-    /// Tells the observer, if any, how a delivery ended.
+    /// Counts the outcome on the control plane and tells the observer, if any, how a delivery
+    /// ended.
     fn report(
         &self,
         delivery: &Delivery,
@@ -334,15 +325,7 @@ impl<T: Task> TaskRunner<T> {
         if let Some(registry) = &context.control {
             registry.count(outcome.name());
         }
-        if let Some(observer) = &self.observer {
-            observer.report(Completion::of(
-                delivery,
-                &context.queue,
-                name,
-                attempt,
-                outcome,
-            ));
-        }
+        context.report(delivery, name, attempt, outcome);
     }
 
     /// Publishes a status of a submitted task without waiting for its confirm.

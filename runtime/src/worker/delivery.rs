@@ -371,6 +371,7 @@ fn context(
         limits,
         slot: Some(slot),
         control: session.control.clone(),
+        observer: handler.observer().cloned(),
     }
 }
 

@@ -32,14 +32,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    QueueDeclareOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use crate::client::passive_declare;
 use crate::envelope::{CONTENT_TYPE, HEADER_METHOD};
 use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::headers;
@@ -455,17 +455,7 @@ fn is_done_marker(message: &BasicGetMessage) -> bool {
 
 /// The ready messages of `queue` (passive `queue.declare`), `None` when it is gone.
 async fn message_count(channel: &lapin::Channel, queue: &str) -> Result<Option<u32>, String> {
-    match channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-    {
+    match passive_declare(channel, queue).await {
         Ok(declared) => Ok(Some(declared.message_count())),
         Err(err) if is_not_found(&err) => Ok(None),
         Err(err) => Err(format!("queue.declare (passive) of {queue}: {err}")),
