@@ -61,6 +61,26 @@
 //!   lets exactly one fire each schedule.
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
 //!   delivery.
+//!
+//! One macro, `clone_for_any!`, defined here before the modules so that all of them can use it.
+
+/// `impl Clone` for a type generic over a task, event or output type `T` that holds `T` only
+/// through `PhantomData<fn() -> T>` (or through fields that are `Clone` for every `T`): field
+/// by field, without the `T: Clone` bound `#[derive(Clone)]` would add (a task's output need
+/// not be `Clone` for its handle to be). `clone_for_any!(Name<T> { a, b }, marker)`, where
+/// `marker` names the `PhantomData` field, if any.
+macro_rules! clone_for_any {
+    ($name:ident<$t:ident> { $($field:ident),* $(,)? } $(, $marker:ident)?) => {
+        impl<$t> ::core::clone::Clone for $name<$t> {
+            fn clone(&self) -> Self {
+                $name {
+                    $($field: ::core::clone::Clone::clone(&self.$field),)*
+                    $($marker: ::core::marker::PhantomData,)?
+                }
+            }
+        }
+    };
+}
 
 mod backoff;
 mod client;

@@ -55,14 +55,7 @@ struct EventRunner<E> {
     event: PhantomData<fn() -> E>,
 }
 
-impl<E> Clone for EventRunner<E> {
-    fn clone(&self) -> Self {
-        EventRunner {
-            own_queue: self.own_queue.clone(),
-            event: PhantomData,
-        }
-    }
-}
+clone_for_any!(EventRunner<E> { own_queue }, event);
 
 impl<E: Event> Settle for EventRunner<E> {
     fn queue_options(&self) -> QueueOptions {

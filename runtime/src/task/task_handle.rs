@@ -216,17 +216,7 @@ pub struct TaskHandle<T> {
     task: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for TaskHandle<T> {
-    fn clone(&self) -> Self {
-        TaskHandle {
-            client: self.client.clone(),
-            id: self.id.clone(),
-            queue: self.queue.clone(),
-            known: self.known,
-            task: PhantomData,
-        }
-    }
-}
+clone_for_any!(TaskHandle<T> { client, id, queue, known }, task);
 
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -81,15 +81,7 @@ struct TaskRunner<T> {
     task: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for TaskRunner<T> {
-    fn clone(&self) -> Self {
-        TaskRunner {
-            options: self.options.clone(),
-            declared: self.declared.clone(),
-            task: PhantomData,
-        }
-    }
-}
+clone_for_any!(TaskRunner<T> { options, declared }, task);
 
 /// Why an attempt failed, and whether trying again can help.
 struct Failure {

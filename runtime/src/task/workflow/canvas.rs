@@ -42,16 +42,7 @@ pub struct Chain<O> {
     output: PhantomData<fn() -> O>,
 }
 
-impl<O> Clone for Chain<O> {
-    fn clone(&self) -> Self {
-        Chain {
-            steps: self.steps.clone(),
-            declares: self.declares.clone(),
-            result_ttl: self.result_ttl,
-            output: PhantomData,
-        }
-    }
-}
+clone_for_any!(Chain<O> { steps, declares, result_ttl }, output);
 
 impl<O> std::fmt::Debug for Chain<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,14 +109,7 @@ pub struct Group<O> {
     result_ttl: Option<Duration>,
 }
 
-impl<O> Clone for Group<O> {
-    fn clone(&self) -> Self {
-        Group {
-            members: self.members.clone(),
-            result_ttl: self.result_ttl,
-        }
-    }
-}
+clone_for_any!(Group<O> { members, result_ttl });
 
 impl<O> std::fmt::Debug for Group<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
