@@ -47,6 +47,8 @@
 //!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
 //!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
+//! - `amqp`: the lapin calls made alike from several places (durable and passive
+//!   `queue.declare`, the mandatory publish to the default exchange).
 //! - `lock`: a lock the broker keeps (an exclusive queue), for electing one process.
 //! - `observe`: the spans every call, enqueue, publish and handler run opens, their field
 //!   vocabulary and [`Outcome`]; `observe/propagation` the W3C trace context headers
@@ -82,6 +84,7 @@ macro_rules! clone_for_any {
     };
 }
 
+mod amqp;
 mod backoff;
 mod client;
 mod connection;

@@ -15,7 +15,7 @@ mod call_options;
 mod pending;
 mod reply_consumer;
 
-pub(crate) use reply_consumer::{exclusive_queue, passive_declare};
+pub(crate) use reply_consumer::exclusive_queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -249,24 +249,6 @@ pub(crate) async fn exclusive_queue(channel: &lapin::Channel) -> Result<ShortStr
     Ok(queue.name().clone())
 }
 
-/// Looks `queue` up with a passive `queue.declare` (which creates nothing): its counts, or
-/// the broker's error, 404 when it does not exist (which closes `channel`).
-pub(crate) async fn passive_declare(
-    channel: &lapin::Channel,
-    queue: &str,
-) -> Result<lapin::Queue, lapin::Error> {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-}
-
 /// Binds `queue` to `lepus.rpc.unrouted` for the requests of `caller`.
 async fn bind_bounces(
     channel: &lapin::Channel,

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::amqp::declare_durable;
 use crate::connection::{Connection, Link};
 use crate::envelope::{CONTENT_TYPE, HEADER_METHOD};
 use crate::error::{Error, Result};
@@ -296,16 +297,7 @@ impl Holder<'_> {
         let channel = self.channel;
         let state_queue = format!("{}lepus.schedule.{}", self.prefix, schedule.name);
         let task_queue = format!("{}{}", self.prefix, schedule.queue);
-        channel
-            .queue_declare(
-                state_queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_durable(channel, state_queue.as_str(), FieldTable::default()).await?;
         channel
             .queue_declare(
                 task_queue.as_str().into(),

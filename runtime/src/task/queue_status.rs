@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::client::passive_declare;
+use crate::amqp::passive_declare;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::worker::{Handler, QueueOptions};

@@ -41,6 +41,7 @@ use lapin::{BasicProperties, Confirmation};
 use serde::{de::DeserializeOwned, Serialize};
 use tracing::debug;
 
+use crate::amqp::publish_mandatory;
 use crate::error::{Never, REPLY_CODE_NO_ROUTE};
 use crate::remote_error::RemoteError;
 use crate::task::headers;
@@ -200,17 +201,7 @@ impl ResultMessage<'_> {
     pub(crate) async fn publish_confirmed(&self, channel: &lapin::Channel) -> Result<(), String> {
         let (queue, ttl_ms) = self.destination;
         for round in 0..2 {
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    self.body,
-                    self.properties(),
-                )
+            let confirm = publish_mandatory(channel, queue.as_str(), self.body, self.properties())
                 .await
                 .map_err(|e| format!("publishing the result to {queue}: {e}"))?;
             match confirm.await {

@@ -25,13 +25,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::amqp::{declare_durable, publish_mandatory};
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
 use crate::error::REPLY_CODE_NO_ROUTE;
@@ -541,19 +542,10 @@ impl<T: Task> TaskRunner<T> {
                     name
                 }
             };
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    body,
-                    properties.clone(),
-                )
-                .await
-                .map_err(|e| format!("publishing to {routing_key}: {e}"))?;
+            let confirm =
+                publish_mandatory(channel, routing_key.as_str(), body, properties.clone())
+                    .await
+                    .map_err(|e| format!("publishing to {routing_key}: {e}"))?;
             match confirm.await {
                 Ok(Confirmation::Ack(None)) => return Ok(()),
                 Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
@@ -561,15 +553,7 @@ impl<T: Task> TaskRunner<T> {
                 {
                     self.declared.forget(&routing_key);
                     if let Target::Dead(dead) = target {
-                        channel
-                            .queue_declare(
-                                dead.as_str().into(),
-                                QueueDeclareOptions {
-                                    durable: true,
-                                    ..QueueDeclareOptions::default()
-                                },
-                                FieldTable::default(),
-                            )
+                        declare_durable(channel, dead.as_str(), FieldTable::default())
                             .await
                             .map_err(|e| format!("declaring {dead}: {e}"))?;
                     }

@@ -39,7 +39,8 @@ use lapin::{BasicProperties, Confirmation};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::client::passive_declare;
+use crate::amqp::passive_declare;
+use crate::amqp::publish_mandatory;
 use crate::envelope::{CONTENT_TYPE, HEADER_METHOD};
 use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::headers;
@@ -121,23 +122,17 @@ pub(crate) async fn member_done(
             &[]
         }
     };
-    let confirm = opened
-        .channel
-        .basic_publish(
-            "".into(),
-            slot.queue.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            body,
-            BasicProperties::default()
-                .with_content_type(CONTENT_TYPE.into())
-                .with_delivery_mode(2)
-                .with_headers(table),
-        )
-        .await
-        .map_err(|e| format!("publishing to {}: {e}", slot.queue))?;
+    let confirm = publish_mandatory(
+        &opened.channel,
+        slot.queue.as_str(),
+        body,
+        BasicProperties::default()
+            .with_content_type(CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_headers(table),
+    )
+    .await
+    .map_err(|e| format!("publishing to {}: {e}", slot.queue))?;
     match confirm.await {
         Ok(Confirmation::Ack(None)) => {}
         Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))

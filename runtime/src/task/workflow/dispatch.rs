@@ -5,10 +5,10 @@
 //! the step again and publishes the next step twice, with the same `message_id`: at least
 //! once, never lost.
 
-use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 
+use crate::amqp::publish_mandatory;
 use crate::envelope::CONTENT_TYPE;
 use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::result_wire::Status;
@@ -40,18 +40,7 @@ pub(crate) async fn after_success(
             .confirmed()
             .await
             .map_err(|e| format!("no publishing channel: {e}"))?;
-        let confirm = opened
-            .channel
-            .basic_publish(
-                "".into(),
-                next.queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &body,
-                properties,
-            )
+        let confirm = publish_mandatory(&opened.channel, next.queue.as_str(), &body, properties)
             .await
             .map_err(|e| format!("publishing step {} to {}: {e}", next.task, next.queue))?;
         return match confirm.await {
