@@ -5,7 +5,9 @@
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, PublisherConfirm};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+
+use crate::error::REPLY_CODE_NO_ROUTE;
 
 /// Declares the durable queue `queue` with `arguments` (task, delay, dead-letter, result,
 /// schedule and revocation queues).
@@ -65,4 +67,14 @@ pub(crate) async fn publish_mandatory(
             properties,
         )
         .await
+}
+
+/// True when the broker returned a mandatory publish because no queue of that name exists
+/// (`basic.return` with 312 NO_ROUTE, which a confirm channel hands back in the confirm).
+pub(crate) fn returned_no_route(confirmation: &Confirmation) -> bool {
+    matches!(
+        confirmation,
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))
+            if returned.reply_code == REPLY_CODE_NO_ROUTE
+    )
 }

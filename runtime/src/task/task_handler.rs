@@ -32,10 +32,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::amqp::{declare_durable, publish_mandatory};
+use crate::amqp::{declare_durable, publish_mandatory, returned_no_route};
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
-use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::observe::{self, metrics::InFlight};
 use crate::properties_size;
 use crate::task::completion::Outcome;
@@ -548,9 +547,7 @@ impl<T: Task> TaskRunner<T> {
                     .map_err(|e| format!("publishing to {routing_key}: {e}"))?;
             match confirm.await {
                 Ok(Confirmation::Ack(None)) => return Ok(()),
-                Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-                    if returned.reply_code == REPLY_CODE_NO_ROUTE && round == 0 =>
-                {
+                Ok(confirmation) if returned_no_route(&confirmation) && round == 0 => {
                     self.declared.forget(&routing_key);
                     if let Target::Dead(dead) = target {
                         declare_durable(channel, dead.as_str(), FieldTable::default())

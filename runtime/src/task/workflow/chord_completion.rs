@@ -39,10 +39,8 @@ use lapin::{BasicProperties, Confirmation};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::amqp::passive_declare;
-use crate::amqp::publish_mandatory;
+use crate::amqp::{passive_declare, publish_mandatory, returned_no_route};
 use crate::envelope::{CONTENT_TYPE, HEADER_METHOD};
-use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::headers;
 use crate::task::result_wire::{self, Status, RESULT_QUEUE, RESULT_TTL};
 use crate::task::workflow::flow_headers::{self, ChordSlot, CHORD_INDEX, FAILED_MEMBERS};
@@ -135,9 +133,7 @@ pub(crate) async fn member_done(
     .map_err(|e| format!("publishing to {}: {e}", slot.queue))?;
     match confirm.await {
         Ok(Confirmation::Ack(None)) => {}
-        Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-            if returned.reply_code == REPLY_CODE_NO_ROUTE =>
-        {
+        Ok(confirmation) if returned_no_route(&confirmation) => {
             // The chord completed (its queues deleted) or expired: nothing waits for this.
             debug!(chord = %slot.queue, index = slot.index, "chord already complete or expired; member outcome dropped");
             return Ok(());

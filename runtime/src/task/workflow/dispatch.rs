@@ -8,9 +8,8 @@
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 
-use crate::amqp::publish_mandatory;
+use crate::amqp::{publish_mandatory, returned_no_route};
 use crate::envelope::CONTENT_TYPE;
-use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::result_wire::Status;
 use crate::task::workflow::chord_completion::{self, MemberOutcome};
 use crate::task::workflow::flow_headers::{self, Flow};
@@ -45,9 +44,7 @@ pub(crate) async fn after_success(
             .map_err(|e| format!("publishing step {} to {}: {e}", next.task, next.queue))?;
         return match confirm.await {
             Ok(Confirmation::Ack(None)) => Ok(()),
-            Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-                if returned.reply_code == REPLY_CODE_NO_ROUTE =>
-            {
+            Ok(confirmation) if returned_no_route(&confirmation) => {
                 // The submitting client declared it; someone deleted it since. The step runs
                 // again later (its message is requeued) and the queue may be back by then.
                 Err(format!(
