@@ -69,15 +69,9 @@ async fn hung_task() {
 #[test]
 #[ignore = "run by the tests of this file as a child process"]
 fn child_worker() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
+    let Some([url, prefix, mode]) = common::child_args(CHILD_VAR) else {
         return;
     };
-    let mut parts = spec.split(' ');
-    let (url, prefix, mode) = (
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
     let runtime = common::child_runtime();
     runtime.block_on(async move {
         let conn = lepus::connect(&url).await.unwrap();

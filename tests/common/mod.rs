@@ -161,6 +161,18 @@ pub fn test_child(test: &str) -> std::process::Command {
     command
 }
 
+/// The `N` space-separated arguments a test passed the child process it started (see
+/// [`test_child`]) in the environment variable `var`; `None` when `var` is unset, that is when
+/// the ignored child test runs on its own (it then has nothing to do).
+pub fn child_args<const N: usize>(var: &str) -> Option<[String; N]> {
+    let spec = std::env::var(var).ok()?;
+    let args: Vec<String> = spec.split(' ').map(str::to_owned).collect();
+    Some(
+        args.try_into()
+            .unwrap_or_else(|args| panic!("{var}: expected {N} arguments, got {args:?}")),
+    )
+}
+
 /// The runtime a child-process test (see [`test_child`]) runs its body on: multi-threaded,
 /// two workers, all drivers enabled.
 pub fn child_runtime() -> tokio::runtime::Runtime {
