@@ -302,12 +302,7 @@ async fn another_process_reads_the_result_from_the_task_id() {
 #[ignore = "run by another_process_reads_the_result_from_the_task_id as a child process"]
 fn child_reader() {
     // An empty prefix leaves an empty argument in the middle.
-    let Some([url, prefix, id]) = common::child_args(CHILD_VAR) else {
-        return;
-    };
-    let runtime = common::child_runtime();
-    runtime.block_on(async move {
-        let conn = lepus::connect(&url).await.unwrap();
+    common::run_child(CHILD_VAR, |conn, [prefix, id]| async move {
         let client = lepus::Client::builder(&conn)
             .queue_prefix(prefix)
             .build()

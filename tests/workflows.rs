@@ -329,12 +329,7 @@ async fn record(outputs: Vec<u64>, path: String) -> u64 {
 #[test]
 #[ignore = "run by the tests of this file as a child process"]
 fn child_worker() {
-    let Some([url, prefix]) = common::child_args(CHILD_VAR) else {
-        return;
-    };
-    let runtime = common::child_runtime();
-    runtime.block_on(async move {
-        let conn = lepus::connect(&url).await.unwrap();
+    common::run_child(CHILD_VAR, |conn, [prefix]| async move {
         lepus::Worker::new(&conn)
             .queue_prefix(prefix)
             .concurrency(4)

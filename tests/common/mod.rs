@@ -161,16 +161,29 @@ pub fn test_child(test: &str) -> std::process::Command {
     command
 }
 
-/// The `N` space-separated arguments a test passed the child process it started (see
-/// [`test_child`]) in the environment variable `var`; `None` when `var` is unset, that is when
-/// the ignored child test runs on its own (it then has nothing to do).
-pub fn child_args<const N: usize>(var: &str) -> Option<[String; N]> {
-    let spec = std::env::var(var).ok()?;
-    let args: Vec<String> = spec.split(' ').map(str::to_owned).collect();
-    Some(
-        args.try_into()
-            .unwrap_or_else(|args| panic!("{var}: expected {N} arguments, got {args:?}")),
-    )
+/// The body of a child-process test (see [`test_child`]): when its parent set `var` to
+/// `"<broker url> <arg>..."`, connects to the broker and runs `body` with the connection and
+/// the `N` arguments after the URL (space-separated; an empty one stays) on [`child_runtime`].
+/// When `var` is unset (the ignored test run on its own), does nothing.
+pub fn run_child<const N: usize, Fut>(
+    var: &str,
+    body: impl FnOnce(lepus::Connection, [String; N]) -> Fut,
+) where
+    Fut: std::future::Future<Output = ()>,
+{
+    let Ok(spec) = std::env::var(var) else {
+        return;
+    };
+    let mut args = spec.split(' ').map(str::to_owned);
+    let url = args.next().unwrap_or_default();
+    let args: [String; N] = args
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap_or_else(|args| panic!("{var}: expected a URL and {N} arguments, got {args:?}"));
+    child_runtime().block_on(async move {
+        let conn = lepus::connect(&url).await.expect("the child connects");
+        body(conn, args).await;
+    });
 }
 
 /// The runtime a child-process test (see [`test_child`]) runs its body on: multi-threaded,
