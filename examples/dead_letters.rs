@@ -117,10 +117,5 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     done.wait_for(2, Duration::from_secs(10)).await?;
     let left = dead.list(100).await?.len();
     println!("\n{left} dead letters left");
-    bed.stop().await;
-    if left == 0 {
-        Ok(())
-    } else {
-        Err("dead letters left behind".into())
-    }
+    common::finish(bed, left == 0, "dead letters left behind").await
 }

@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lepus::Worker;
+use lepus::{Connection, Worker};
 
 /// Keeps errors only (`binding = "error"`).
 #[lepus::event(
@@ -43,9 +43,8 @@ async fn print_all(ctx: lepus::Context, line: String) {
 #[derive(Parser)]
 #[command(about = "Direct logs: routing by severity")]
 struct Cli {
-    /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -78,34 +77,27 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let cli = Cli::parse();
-    match (cli.command, cli.url) {
-        (None, url) => demo(url.as_deref()).await,
-        (Some(command), Some(url)) => {
-            let conn = lepus::connect(&url).await?;
-            match command {
-                Command::Emit { severity, words } => {
-                    let line = common::message(&words, "Hello World!");
-                    let client = lepus::Client::new(&conn).await?;
-                    print_all::publish(&client, &severity, &line).await?;
-                    println!(" [x] Sent {severity}: {line:?}");
-                }
-                Command::Receive { which } => {
-                    let handler = match which {
-                        Which::Errors => save_errors::handler(),
-                        Which::All => print_all::handler(),
-                    };
-                    println!(" [*] Waiting for logs. To exit press CTRL+C");
-                    Worker::new(&conn)
-                        .serve(handler)
-                        .run_until(tokio::signal::ctrl_c())
-                        .await?;
-                }
-            }
-            conn.close().await;
-            Ok(())
+    common::demo_or_command(cli.broker.url, cli.command, "emit and receive", demo, run).await
+}
+
+/// One command, on the broker at `--url`.
+async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Emit { severity, words } => {
+            let line = common::message(&words, "Hello World!");
+            let client = lepus::Client::new(conn).await?;
+            print_all::publish(&client, &severity, &line).await?;
+            println!(" [x] Sent {severity}: {line:?}");
         }
-        (Some(_), None) => Err("emit and receive need --url (or LEPUS_URL)".into()),
+        Command::Receive { which } => {
+            let handler = match which {
+                Which::Errors => save_errors::handler(),
+                Which::All => print_all::handler(),
+            };
+            common::until_ctrl_c(Worker::new(conn).serve(handler), "logs").await?;
+        }
     }
+    Ok(())
 }
 
 /// Four lines of three severities: `save_errors` gets the two errors, `print_all` all four.
@@ -131,10 +123,5 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         "print_all got 4 lines; save_errors got {} errors",
         2 + extra
     );
-    bed.stop().await;
-    if extra == 0 {
-        Ok(())
-    } else {
-        Err("save_errors received a non-error line".into())
-    }
+    common::finish(bed, extra == 0, "save_errors received a non-error line").await
 }

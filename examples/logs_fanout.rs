@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lepus::Worker;
+use lepus::{Connection, Worker};
 
 /// Prints every log line published to `logs`.
 #[lepus::event(exchange = "logs", kind = "fanout", delivery = "broadcast")]
@@ -25,9 +25,8 @@ async fn receive_log(line: String) {
 #[derive(Parser)]
 #[command(about = "Fanout logs: every receiver gets every message")]
 struct Cli {
-    /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,30 +46,24 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let cli = Cli::parse();
-    match (cli.command, cli.url) {
-        (None, url) => demo(url.as_deref()).await,
-        (Some(command), Some(url)) => {
-            let conn = lepus::connect(&url).await?;
-            match command {
-                Command::Emit { words } => {
-                    let line = common::message(&words, "info: Hello World!");
-                    let client = lepus::Client::new(&conn).await?;
-                    receive_log::publish(&client, "", &line).await?;
-                    println!(" [x] Sent {line:?}");
-                }
-                Command::Receive => {
-                    println!(" [*] Waiting for logs. To exit press CTRL+C");
-                    Worker::new(&conn)
-                        .serve(receive_log::handler())
-                        .run_until(tokio::signal::ctrl_c())
-                        .await?;
-                }
-            }
-            conn.close().await;
-            Ok(())
+    common::demo_or_command(cli.broker.url, cli.command, "emit and receive", demo, run).await
+}
+
+/// One command, on the broker at `--url`.
+async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Emit { words } => {
+            let line = common::message(&words, "info: Hello World!");
+            let client = lepus::Client::new(conn).await?;
+            receive_log::publish(&client, "", &line).await?;
+            println!(" [x] Sent {line:?}");
         }
-        (Some(_), None) => Err("emit and receive need --url (or LEPUS_URL)".into()),
+        Command::Receive => {
+            let worker = Worker::new(conn).serve(receive_log::handler());
+            common::until_ctrl_c(worker, "logs").await?;
+        }
     }
+    Ok(())
 }
 
 /// Two receivers, three lines: each receiver prints all three.

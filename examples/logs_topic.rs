@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lepus::Worker;
+use lepus::{Connection, Worker};
 
 /// Everything from the kernel: `kern.*`.
 #[lepus::event(
@@ -55,9 +55,8 @@ async fn everything(ctx: lepus::Context, line: String) {
 #[derive(Parser)]
 #[command(about = "Topic logs: routing by pattern")]
 struct Cli {
-    /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -92,35 +91,28 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let cli = Cli::parse();
-    match (cli.command, cli.url) {
-        (None, url) => demo(url.as_deref()).await,
-        (Some(command), Some(url)) => {
-            let conn = lepus::connect(&url).await?;
-            match command {
-                Command::Emit { routing_key, words } => {
-                    let line = common::message(&words, "Hello World!");
-                    let client = lepus::Client::new(&conn).await?;
-                    everything::publish(&client, &routing_key, &line).await?;
-                    println!(" [x] Sent {routing_key}: {line:?}");
-                }
-                Command::Receive { which } => {
-                    let handler = match which {
-                        Which::Kern => kernel::handler(),
-                        Which::Critical => critical::handler(),
-                        Which::All => everything::handler(),
-                    };
-                    println!(" [*] Waiting for logs. To exit press CTRL+C");
-                    Worker::new(&conn)
-                        .serve(handler)
-                        .run_until(tokio::signal::ctrl_c())
-                        .await?;
-                }
-            }
-            conn.close().await;
-            Ok(())
+    common::demo_or_command(cli.broker.url, cli.command, "emit and receive", demo, run).await
+}
+
+/// One command, on the broker at `--url`.
+async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Emit { routing_key, words } => {
+            let line = common::message(&words, "Hello World!");
+            let client = lepus::Client::new(conn).await?;
+            everything::publish(&client, &routing_key, &line).await?;
+            println!(" [x] Sent {routing_key}: {line:?}");
         }
-        (Some(_), None) => Err("emit and receive need --url (or LEPUS_URL)".into()),
+        Command::Receive { which } => {
+            let handler = match which {
+                Which::Kern => kernel::handler(),
+                Which::Critical => critical::handler(),
+                Which::All => everything::handler(),
+            };
+            common::until_ctrl_c(Worker::new(conn).serve(handler), "logs").await?;
+        }
     }
+    Ok(())
 }
 
 /// Four keys, three bindings: who gets what follows the patterns.
@@ -146,10 +138,6 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let extra = kern.drain().len() + crit.drain().len() + all.drain().len();
     println!("kern.* got 2, *.critical got 2, # got 4");
-    bed.stop().await;
-    if extra == 0 {
-        Ok(())
-    } else {
-        Err("a handler received a line its binding does not match".into())
-    }
+    let failure = "a handler received a line its binding does not match";
+    common::finish(bed, extra == 0, failure).await
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lepus::task::Outcome;
-use lepus::Worker;
+use lepus::{Connection, Worker};
 
 /// Does the "work": sleeps 100 ms per dot in the message.
 #[lepus::task(queue = "task_queue", retries = 2, backoff = "200ms..1s")]
@@ -32,9 +32,8 @@ async fn work(message: String) {
 #[derive(Parser)]
 #[command(about = "Work queue: durable queue, persistent tasks, fair dispatch")]
 struct Cli {
-    /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -54,31 +53,31 @@ enum Command {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let cli = Cli::parse();
-    match (cli.command, cli.url) {
-        (None, url) => demo(url.as_deref()).await,
-        (Some(command), Some(url)) => {
-            let conn = lepus::connect(&url).await?;
-            match command {
-                Command::NewTask { words } => {
-                    let message = common::message(&words, "Hello World!");
-                    let client = lepus::Client::new(&conn).await?;
-                    let id = work::enqueue(&client, message.clone()).await?;
-                    println!(" [x] Sent {message:?} (task {id}, confirmed by the broker)");
-                }
-                Command::Worker => {
-                    println!(" [*] Waiting for tasks. To exit press CTRL+C");
-                    Worker::new(&conn)
-                        .prefetch(1)
-                        .serve(work::handler())
-                        .run_until(tokio::signal::ctrl_c())
-                        .await?;
-                }
-            }
-            conn.close().await;
-            Ok(())
+    common::demo_or_command(
+        cli.broker.url,
+        cli.command,
+        "new-task and worker",
+        demo,
+        run,
+    )
+    .await
+}
+
+/// One command, on the broker at `--url`.
+async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::NewTask { words } => {
+            let message = common::message(&words, "Hello World!");
+            let client = lepus::Client::new(conn).await?;
+            let id = work::enqueue(&client, message.clone()).await?;
+            println!(" [x] Sent {message:?} (task {id}, confirmed by the broker)");
         }
-        (Some(_), None) => Err("new-task and worker need --url (or LEPUS_URL)".into()),
+        Command::Worker => {
+            let worker = Worker::new(conn).prefetch(1).serve(work::handler());
+            common::until_ctrl_c(worker, "tasks").await?;
+        }
     }
+    Ok(())
 }
 
 /// Two workers with prefetch 1, one long task and several short ones: the long one keeps one

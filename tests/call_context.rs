@@ -194,6 +194,19 @@ impl Services {
         }
     }
 
+    /// Asserts that no request reached the back service: none settled within 500 ms, and its
+    /// handler never ran.
+    async fn assert_back_untouched(&mut self) {
+        assert!(
+            self.back_done
+                .next_within(Duration::from_millis(500))
+                .await
+                .is_err(),
+            "a request reached the back service"
+        );
+        assert_eq!(self.back_calls.load(Ordering::SeqCst), 0);
+    }
+
     fn front_within(&self, timeout: Duration) -> FrontClient {
         self.front
             .with_options(CallOptions::default().timeout(timeout))
@@ -230,12 +243,7 @@ async fn a_nested_call_whose_callers_budget_is_spent_is_not_started() {
         other => panic!("expected the front handler to be stopped, got {other:?}"),
     }
     // ...without a request reaching the back service.
-    assert!(s
-        .back_done
-        .next_within(Duration::from_millis(500))
-        .await
-        .is_err());
-    assert_eq!(s.back_calls.load(Ordering::SeqCst), 0);
+    s.assert_back_untouched().await;
     s.bed.stop().await;
 }
 
@@ -377,12 +385,7 @@ async fn work_spawned_off_a_handler_keeps_its_callers_spent_budget() {
             Ok(()) => panic!("a call, enqueue or publish made past the caller's budget"),
         }
     }
-    assert!(s
-        .back_done
-        .next_within(Duration::from_millis(500))
-        .await
-        .is_err());
-    assert_eq!(s.back_calls.load(Ordering::SeqCst), 0);
+    s.assert_back_untouched().await;
     assert!(
         tokio::time::timeout(Duration::from_millis(500), seen.recv())
             .await

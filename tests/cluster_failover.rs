@@ -71,6 +71,25 @@ async fn echo(n: u64) -> u64 {
     n
 }
 
+/// A client calling queues under `prefix` with the default `timeout`, on a connection named
+/// `name` through `options(urls, start, name)`.
+async fn caller(
+    urls: &[String],
+    start: usize,
+    name: &str,
+    prefix: &str,
+    timeout: Duration,
+) -> (Connection, Client) {
+    let conn = options(urls, start, name).connect().await.unwrap();
+    let client = Client::builder(&conn)
+        .queue_prefix(prefix)
+        .timeout(timeout)
+        .build()
+        .await
+        .unwrap();
+    (conn, client)
+}
+
 /// The URL list rotated by `start`, with a quick backoff.
 fn options(urls: &[String], start: usize, name: &str) -> ConnectOptions {
     let n = urls.len();
@@ -174,16 +193,8 @@ async fn enqueues_in_flight_at_a_cut_are_published_again() {
     let broker = common::broker().await;
     let proxy = CuttableProxy::start(broker.url()).await;
     let prefix = common::unique("fo-cut");
-    let conn = options(&[proxy.url(broker.url())], 0, "cut-client")
-        .connect()
-        .await
-        .unwrap();
-    let client = Client::builder(&conn)
-        .queue_prefix(&prefix)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let urls = [proxy.url(broker.url())];
+    let (conn, client) = caller(&urls, 0, "cut-client", &prefix, Duration::from_secs(30)).await;
     // Declare the queue first, so that the enqueues below are plain publishes.
     durable_work::enqueue(&client, 0).await.unwrap();
     let enqueues = tokio::spawn({
@@ -251,17 +262,8 @@ async fn run(urls: Vec<String>, tasks: usize, quorum: bool, disruption: Disrupti
     // 2 callers, starting on nodes 1 and 2.
     let mut callers = Vec::new();
     for i in 0..2 {
-        let conn = options(&urls, i + 1, &format!("{prefix}-caller-{i}"))
-            .connect()
-            .await
-            .unwrap();
-        let client = Client::builder(&conn)
-            .queue_prefix(&prefix)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .await
-            .unwrap();
-        callers.push((conn, client));
+        let name = format!("{prefix}-caller-{i}");
+        callers.push(caller(&urls, i + 1, &name, &prefix, Duration::from_secs(60)).await);
     }
     let status_conn = callers[0].0.clone();
     wait_consumers(&status_conn, &prefix, 4, Duration::from_secs(30)).await;

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::background::BackgroundWorker;
+use common::served::Served;
 use futures::future::join_all;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use lepus::{CallOptions, Error, FailureKind, State};
-use rpc_util::{client, eventually};
+use rpc_util::{client, eventually, routed};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -85,9 +85,9 @@ async fn counted(State(runs): State<Arc<AtomicUsize>>, tag: u32) -> u32 {
     tag
 }
 
-/// Serves the `math` queue's five methods.
-async fn math_worker(url: &str, prefix: &str) -> BackgroundWorker {
-    BackgroundWorker::start(url, prefix, |w| {
+/// A worker serving the `math` queue's five methods, and a client that has seen it answer.
+async fn math_served() -> Served {
+    let served = Served::start("rpc", |w| {
         w.concurrency(64)
             .serve(fib::handler())
             .serve(add_numbers::handler())
@@ -95,39 +95,36 @@ async fn math_worker(url: &str, prefix: &str) -> BackgroundWorker {
             .serve(nothing::handler())
             .serve(boom::handler())
     })
-    .await
+    .await;
+    let answer = routed("the math worker", || fib::call(&served.client, 1)).await;
+    answer.expect("fib(1) answers");
+    served
 }
 
-/// Waits until the `math` queue is served.
-async fn wait_for_math(client: &lepus::Client) {
-    eventually("the math worker", || async {
-        match fib::call(client, 1).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("fib(1) answers")),
-        }
-    })
-    .await;
+/// A worker serving the `slow` queue (`nap`), and a client that has seen it answer.
+async fn nap_served() -> Served {
+    let served = Served::start("rpc", |w| w.serve(nap::handler())).await;
+    let answer = routed("the nap worker", || nap::call(&served.client, 0)).await;
+    answer.expect("nap(0) answers");
+    served
 }
 
 #[tokio::test]
 async fn typed_results_come_back_and_the_function_stays_local() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = math_worker(broker.url(), &prefix).await;
-    let client = client(broker.url(), &prefix).await;
-    wait_for_math(&client).await;
+    let served = math_served().await;
+    let client = &served.client;
 
     assert_eq!(fib(30).await, Ok(832_040), "local call");
-    assert_eq!(fib::call(&client, 30).await.unwrap(), 832_040);
-    assert_eq!(fib::call(&client, 0).await.unwrap(), 0);
-    assert_eq!(add_numbers::call(&client, 40, 2).await.unwrap(), 42);
+    assert_eq!(fib::call(client, 30).await.unwrap(), 832_040);
+    assert_eq!(fib::call(client, 0).await.unwrap(), 0);
+    assert_eq!(add_numbers::call(client, 40, 2).await.unwrap(), 42);
     assert_eq!(add_numbers::METHOD, "add");
     let p = Point {
         x: 3,
         y: -4,
         label: Some("north".into()),
     };
-    let mirrored = mirror::call(&client, p).await.unwrap();
+    let mirrored = mirror::call(client, p).await.unwrap();
     assert_eq!(
         mirrored,
         Point {
@@ -136,9 +133,9 @@ async fn typed_results_come_back_and_the_function_stays_local() {
             label: Some("NORTH".into())
         }
     );
-    nothing::call(&client).await.unwrap();
+    nothing::call(client).await.unwrap();
     let v = fib::call_with(
-        &client,
+        client,
         20,
         CallOptions::default().timeout(Duration::from_secs(5)),
     )
@@ -147,23 +144,19 @@ async fn typed_results_come_back_and_the_function_stays_local() {
     assert_eq!(v, 6765);
     assert_eq!(client.in_flight(), 0);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn handler_errors_come_back_typed_and_panics_as_remote_failures() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = math_worker(broker.url(), &prefix).await;
-    let client = client(broker.url(), &prefix).await;
-    wait_for_math(&client).await;
+    let served = math_served().await;
+    let client = &served.client;
 
-    match fib::call(&client, 100).await {
+    match fib::call(client, 100).await {
         Err(Error::Remote(MathError::Overflow(100))) => {}
         other => panic!("expected the typed remote error, got {other:?}"),
     }
-    match boom::call(&client, "kaboom 7".into()).await {
+    match boom::call(client, "kaboom 7".into()).await {
         Err(Error::Failed { kind, message }) => {
             assert_eq!(kind, FailureKind::Panicked);
             assert!(message.contains("kaboom 7"), "{message}");
@@ -171,28 +164,18 @@ async fn handler_errors_come_back_typed_and_panics_as_remote_failures() {
         other => panic!("expected a remote panic, got {other:?}"),
     }
     // The pool lives on after a panic.
-    assert_eq!(fib::call(&client, 10).await.unwrap(), 55);
+    assert_eq!(fib::call(client, 10).await.unwrap(), 55);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn a_slow_call_times_out_and_leaves_nothing_behind() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
-    let client = client(broker.url(), &prefix).await;
-    eventually("the nap worker", || async {
-        match nap::call(&client, 0).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("nap(0) answers")),
-        }
-    })
-    .await;
+    let served = nap_served().await;
+    let client = &served.client;
 
     let timeout = Duration::from_millis(200);
-    match nap::call_with(&client, 3_000, CallOptions::default().timeout(timeout)).await {
+    match nap::call_with(client, 3_000, CallOptions::default().timeout(timeout)).await {
         Err(err @ Error::Timeout(after)) => {
             assert_eq!(after, timeout);
             assert!(err.is_retryable() && err.is_timeout());
@@ -204,15 +187,15 @@ async fn a_slow_call_times_out_and_leaves_nothing_behind() {
     // The default timeout applies when the call sets none, and can be changed.
     client.set_default_timeout(Duration::from_millis(150));
     assert!(matches!(
-        nap::call(&client, 3_000).await,
+        nap::call(client, 3_000).await,
         Err(Error::Timeout(_))
     ));
     client.set_default_timeout(Duration::from_secs(10));
-    assert_eq!(nap::call(&client, 1).await.unwrap(), 1);
+    assert_eq!(nap::call(client, 1).await.unwrap(), 1);
 
     // Dropping a call's future forgets it at once.
     {
-        let call = nap::call(&client, 3_000);
+        let call = nap::call(client, 3_000);
         tokio::pin!(call);
         let polled = tokio::time::timeout(Duration::from_millis(50), &mut call).await;
         assert!(polled.is_err(), "still waiting");
@@ -220,8 +203,7 @@ async fn a_slow_call_times_out_and_leaves_nothing_behind() {
     }
     assert_eq!(client.in_flight(), 0);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test]
@@ -246,11 +228,8 @@ async fn a_call_nobody_serves_fails_fast_with_no_route() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_calls_on_one_client_each_get_their_own_answer() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = math_worker(broker.url(), &prefix).await;
-    let client = client(broker.url(), &prefix).await;
-    wait_for_math(&client).await;
+    let served = math_served().await;
+    let client = &served.client;
 
     let calls = (0..1_000i64).map(|i| {
         let client = client.clone();
@@ -263,37 +242,54 @@ async fn a_thousand_concurrent_calls_on_one_client_each_get_their_own_answer() {
     }
     assert_eq!(client.in_flight(), 0);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
+}
+
+/// Publishes a hand-written request for `method` of the `math` queue, naming the method in the
+/// `type` property (what the stub sends) or, with `in_type` false, in the `x-lepus-method`
+/// header (what task enqueues and older clients send); replies go to `reply_to`.
+async fn publish_raw_request(
+    channel: &lapin::Channel,
+    prefix: &str,
+    reply_to: &str,
+    method: &str,
+    body: &[u8],
+    in_type: bool,
+) {
+    let mut properties = BasicProperties::default()
+        .with_reply_to(reply_to.into())
+        .with_correlation_id(method.into());
+    if in_type {
+        properties = properties.with_type(method.into());
+    } else {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            lepus::envelope::HEADER_METHOD.into(),
+            AMQPValue::LongString(method.into()),
+        );
+        properties = properties.with_headers(headers);
+    }
+    channel
+        .basic_publish(
+            "".into(),
+            format!("{prefix}math").into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = math_worker(broker.url(), &prefix).await;
-    let client = client(broker.url(), &prefix).await;
-    wait_for_math(&client).await;
+    let served = math_served().await;
 
     // Hand-written requests: `fib` with a string where a u32 belongs, and an unknown method;
-    // each named once in the `type` property (what the stub sends) and once in the
-    // `x-lepus-method` header (what task enqueues and older clients send).
-    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    // each named once in the `type` property and once in the `x-lepus-method` header.
+    let raw = amqp::connect_url(served.url()).await;
     let channel = raw.create_channel().await.unwrap();
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let reply_queue = amqp::declare_server_named(&channel).await;
     let mut replies = amqp::consume(&channel, reply_queue.name().as_str(), true).await;
     for (method, body, expected, in_type) in [
         ("fib", vec![0x91, 0xa1, b'x'], FailureKind::BadRequest, true),
@@ -316,29 +312,8 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
             false,
         ),
     ] {
-        let mut properties = BasicProperties::default()
-            .with_reply_to(reply_queue.name().clone())
-            .with_correlation_id(method.into());
-        if in_type {
-            properties = properties.with_type(method.into());
-        } else {
-            let mut headers = FieldTable::default();
-            headers.insert(
-                lepus::envelope::HEADER_METHOD.into(),
-                AMQPValue::LongString(method.into()),
-            );
-            properties = properties.with_headers(headers);
-        }
-        channel
-            .basic_publish(
-                "".into(),
-                format!("{prefix}math").into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties,
-            )
-            .await
-            .unwrap();
+        let reply_to = reply_queue.name().as_str();
+        publish_raw_request(&channel, &served.prefix, reply_to, method, &body, in_type).await;
         let reply = tokio::time::timeout(
             Duration::from_secs(10),
             futures::StreamExt::next(&mut replies),
@@ -364,39 +339,29 @@ async fn an_undecodable_request_gets_a_bad_request_reply_and_the_pool_lives_on()
             }
         }
     }
-    assert_eq!(fib::call(&client, 12).await.unwrap(), 144);
+    assert_eq!(fib::call(&served.client, 12).await.unwrap(), 144);
     let _ = raw.close(200, "bye".into()).await;
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn a_worker_skips_requests_past_their_deadline() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
     let runs = Arc::new(AtomicUsize::new(0));
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+    let served = Served::start("rpc", |w| {
         w.prefetch(1)
             .concurrency(1)
             .state(runs.clone())
             .serve(counted::handler())
     })
     .await;
-    let client = client(broker.url(), &prefix).await;
-    eventually("the counted worker", || async {
-        match counted::call(&client, 0).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("counted(0) answers")),
-        }
-    })
-    .await;
+    let client = &served.client;
+    let answer = routed("the counted worker", || counted::call(client, 0)).await;
+    answer.expect("counted(0) answers");
     let before = runs.load(Ordering::SeqCst);
 
     // A request whose deadline passed an hour ago (no `expiration`, so only the header says so).
-    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let raw = amqp::connect_url(served.url()).await;
     let channel = raw.create_channel().await.unwrap();
     let mut headers = FieldTable::default();
     headers.insert(
@@ -415,7 +380,7 @@ async fn a_worker_skips_requests_past_their_deadline() {
     channel
         .basic_publish(
             "".into(),
-            format!("{prefix}counted").into(),
+            format!("{}counted", served.prefix).into(),
             BasicPublishOptions::default(),
             &lepus::envelope::encode_request(&(99u32,)).unwrap(),
             BasicProperties::default().with_headers(headers),
@@ -423,7 +388,7 @@ async fn a_worker_skips_requests_past_their_deadline() {
         .await
         .unwrap();
     // FIFO with one slot: the expired request is handled before this call.
-    assert_eq!(counted::call(&client, 7).await.unwrap(), 7);
+    assert_eq!(counted::call(client, 7).await.unwrap(), 7);
     assert_eq!(
         runs.load(Ordering::SeqCst) - before,
         1,
@@ -431,23 +396,13 @@ async fn a_worker_skips_requests_past_their_deadline() {
     );
     let _ = raw.close(200, "bye".into()).await;
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn closing_the_client_fails_calls_in_flight_and_later_calls() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(nap::handler())).await;
-    let client = client(broker.url(), &prefix).await;
-    eventually("the nap worker", || async {
-        match nap::call(&client, 0).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("nap(0) answers")),
-        }
-    })
-    .await;
+    let served = nap_served().await;
+    let client = &served.client;
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move { nap::call(&client, 5_000).await }
@@ -458,8 +413,7 @@ async fn closing_the_client_fails_calls_in_flight_and_later_calls() {
     .await;
     client.close().await;
     assert!(matches!(in_flight.await.unwrap(), Err(Error::Closed)));
-    assert!(matches!(nap::call(&client, 1).await, Err(Error::Closed)));
+    assert!(matches!(nap::call(client, 1).await, Err(Error::Closed)));
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }

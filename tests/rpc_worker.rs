@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::background::BackgroundWorker;
+use common::served::Served;
 use futures::future::join_all;
-use lepus::Error;
-use rpc_util::{client, eventually};
+use rpc_util::{eventually, routed};
 use tokio::sync::Semaphore;
 
 /// A handler that records how many copies of itself run at once and waits at a gate.
@@ -47,34 +47,24 @@ async fn ready_count(url: &str, queue: &str) -> u32 {
 
 #[tokio::test]
 async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+    let served = Served::start("rpc", |w| {
         w.prefetch(2).concurrency(10).serve(gated_p::handler())
     })
     .await;
-    let client = client(broker.url(), &prefix).await;
-    let queue = format!("{prefix}gated_p");
+    let queue = format!("{}gated_p", served.prefix);
 
     let calls: Vec<_> = (0..10u32)
         .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                // Retry while the worker is still declaring its queue.
-                loop {
-                    match gated_p::call(&client, i).await {
-                        Err(Error::NoRoute { .. }) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
-                        }
-                        other => return other,
-                    }
-                }
-            })
+            let client = served.client.clone();
+            // Retry while the worker is still declaring its queue.
+            tokio::spawn(
+                async move { routed("the gated worker", || gated_p::call(&client, i)).await },
+            )
         })
         .collect();
     // Two requests run (the prefetch), eight wait in the queue, not in the worker.
     eventually("2 running and 8 ready", || async {
-        (P_RUNNING.load(Ordering::SeqCst) == 2 && ready_count(broker.url(), &queue).await == 8)
+        (P_RUNNING.load(Ordering::SeqCst) == 2 && ready_count(served.url(), &queue).await == 8)
             .then_some(())
     })
     .await;
@@ -88,32 +78,21 @@ async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
         "never more than prefetch at once"
     );
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn concurrency_bounds_running_handlers_below_the_prefetch() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+    let served = Served::start("rpc", |w| {
         w.prefetch(10).concurrency(3).serve(gated_c::handler())
     })
     .await;
-    let client = client(broker.url(), &prefix).await;
     let calls: Vec<_> = (1..=10u32)
         .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                loop {
-                    match gated_c::call(&client, i).await {
-                        Err(Error::NoRoute { .. }) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
-                        }
-                        other => return other,
-                    }
-                }
-            })
+            let client = served.client.clone();
+            tokio::spawn(
+                async move { routed("the gated worker", || gated_c::call(&client, i)).await },
+            )
         })
         .collect();
     eventually("3 running", || async {
@@ -130,8 +109,7 @@ async fn concurrency_bounds_running_handlers_below_the_prefetch() {
         "never more than concurrency at once"
     );
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 static FRAGILE_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -147,26 +125,16 @@ async fn fragile(x: u32) -> u32 {
 
 #[tokio::test]
 async fn a_call_whose_worker_is_killed_is_redelivered_to_another_and_answered() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let doomed = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(1).serve(fragile::handler())
-    })
-    .await;
-    let client = client(broker.url(), &prefix).await;
-    let call = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            loop {
-                match fragile::call(&client, 21).await {
-                    Err(Error::NoRoute { .. }) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    other => return other,
-                }
-            }
-        })
-    };
+    let Served {
+        broker,
+        prefix,
+        worker: doomed,
+        client,
+    } = Served::start("rpc", |w| w.prefetch(1).serve(fragile::handler())).await;
+    let call =
+        tokio::spawn(
+            async move { routed("the fragile worker", || fragile::call(&client, 21)).await },
+        );
     eventually("the first run to start", || async {
         (FRAGILE_RUNS.load(Ordering::SeqCst) == 1).then_some(())
     })
@@ -205,24 +173,16 @@ async fn steady(x: u64) -> u64 {
 
 #[tokio::test]
 async fn graceful_shutdown_with_calls_in_flight_loses_none() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let leaving = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(8).concurrency(4).serve(steady::handler())
-    })
-    .await;
-    let staying = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(8).concurrency(4).serve(steady::handler())
-    })
-    .await;
-    let client = client(broker.url(), &prefix).await;
-    eventually("the steady workers", || async {
-        match steady::call(&client, 0).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("steady(0) answers")),
-        }
-    })
-    .await;
+    let steady_pool = |w: lepus::Worker| w.prefetch(8).concurrency(4).serve(steady::handler());
+    let Served {
+        broker,
+        prefix,
+        worker: leaving,
+        client,
+    } = Served::start("rpc", steady_pool).await;
+    let staying = BackgroundWorker::start(broker.url(), &prefix, steady_pool).await;
+    let answer = routed("the steady workers", || steady::call(&client, 0)).await;
+    answer.expect("steady(0) answers");
     let base = STEADY_RUNS.load(Ordering::SeqCst);
 
     const CALLS: u64 = 200;
@@ -275,32 +235,24 @@ async fn prio(tag: u8) -> u8 {
 
 #[tokio::test]
 async fn queue_options_declare_a_priority_queue_and_high_priority_calls_go_first() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
     let options = lepus::QueueOptions::new()
         .max_priority(10)
         .message_ttl(Duration::from_secs(60))
         .auto_delete(true);
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+    let served = Served::start("rpc", |w| {
         w.prefetch(1)
             .concurrency(1)
             .queue_options("prio", options)
             .serve(prio::handler())
     })
     .await;
-    let client = client(broker.url(), &prefix).await;
-    eventually("the prio worker", || async {
-        match prio::call(&client, 100).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("prio(100) answers")),
-        }
-    })
-    .await;
+    let answer = routed("the prio worker", || prio::call(&served.client, 100)).await;
+    answer.expect("prio(100) answers");
     PRIO_ORDER.lock().unwrap().clear();
-    let queue = format!("{prefix}prio");
+    let queue = format!("{}prio", served.prefix);
 
     let spawn = |tag: u8, priority: u8| {
-        let client = client.clone();
+        let client = served.client.clone();
         tokio::spawn(async move {
             let options = lepus::CallOptions::default().priority(priority);
             prio::call_with(&client, tag, options).await
@@ -316,13 +268,13 @@ async fn queue_options_declare_a_priority_queue_and_high_priority_calls_go_first
         calls.push(spawn(tag, 1));
         let waiting = u32::from(tag);
         eventually("the low-priority call to wait in the queue", || async {
-            (ready_count(broker.url(), &queue).await == waiting).then_some(())
+            (ready_count(served.url(), &queue).await == waiting).then_some(())
         })
         .await;
     }
     calls.push(spawn(9, 9));
     eventually("the high-priority call to wait in the queue", || async {
-        (ready_count(broker.url(), &queue).await == 4).then_some(())
+        (ready_count(served.url(), &queue).await == 4).then_some(())
     })
     .await;
 
@@ -333,8 +285,7 @@ async fn queue_options_declare_a_priority_queue_and_high_priority_calls_go_first
     }
     assert_eq!(PRIO_ORDER.lock().unwrap().as_slice(), [0, 9, 1, 2, 3]);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 /// Quorum is one option away; against RabbitMQ this declares a real quorum queue.
@@ -345,9 +296,7 @@ async fn replicated(x: u32) -> u32 {
 
 #[tokio::test]
 async fn a_quorum_queue_serves_calls() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
+    let served = Served::start("rpc", |w| {
         w.queue_options(
             "replicated",
             lepus::QueueOptions::new()
@@ -358,18 +307,13 @@ async fn a_quorum_queue_serves_calls() {
         .serve(replicated::handler())
     })
     .await;
-    let client = client(broker.url(), &prefix).await;
-    let answer = eventually("the quorum queue to be served", || async {
-        match replicated::call(&client, 41).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("replicated(41) answers")),
-        }
+    let answer = routed("the quorum queue to be served", || {
+        replicated::call(&served.client, 41)
     })
     .await;
-    assert_eq!(answer, 42);
+    assert_eq!(answer.expect("replicated(41) answers"), 42);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }
 
 /// Answers at once.
@@ -380,27 +324,17 @@ async fn phoenix(x: u32) -> u32 {
 
 #[tokio::test]
 async fn a_worker_whose_queue_is_deleted_redeclares_it_and_serves_on() {
-    let broker = common::broker().await;
-    let prefix = common::unique("rpc");
-    let worker =
-        BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(phoenix::handler())).await;
-    let client = client(broker.url(), &prefix).await;
-    let served = || async {
-        match phoenix::call(&client, 5).await {
-            Err(Error::NoRoute { .. }) => None,
-            other => Some(other.expect("phoenix(5) answers")),
-        }
-    };
-    assert_eq!(eventually("the phoenix worker", served).await, 5);
+    let served = Served::start("rpc", |w| w.serve(phoenix::handler())).await;
+    let call = || phoenix::call(&served.client, 5);
+    let answer = routed("the phoenix worker", call).await;
+    assert_eq!(answer.expect("phoenix(5) answers"), 5);
 
     // Someone deletes the queue: the broker cancels the worker's consumer (basic.cancel).
-    let raw = lapin::Connection::connect(broker.url(), lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
+    let raw = amqp::connect_url(served.url()).await;
     let channel = raw.create_channel().await.unwrap();
     channel
         .queue_delete(
-            format!("{prefix}phoenix").into(),
+            format!("{}phoenix", served.prefix).into(),
             lapin::options::QueueDeleteOptions::default(),
         )
         .await
@@ -408,8 +342,8 @@ async fn a_worker_whose_queue_is_deleted_redeclares_it_and_serves_on() {
     let _ = raw.close(200, "bye".into()).await;
 
     // The worker notices, redeclares and consumes again: calls are answered, not lost.
-    assert_eq!(eventually("the queue to be back", served).await, 5);
+    let answer = routed("the queue to be back", call).await;
+    assert_eq!(answer.expect("phoenix(5) answers"), 5);
 
-    worker.shutdown().await;
-    broker.stop().await;
+    served.stop().await;
 }

@@ -31,13 +31,7 @@ async fn tick() {}
 #[test]
 #[ignore = "run by the tests of this file as a child process"]
 fn child_scheduler() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
-        return;
-    };
-    let (url, prefix) = spec.split_once(' ').unwrap();
-    let runtime = common::child_runtime();
-    runtime.block_on(async move {
-        let conn = lepus::connect(url).await.unwrap();
+    common::run_child(CHILD_VAR, |conn, [prefix]| async move {
         let every_second = Schedule::task::<tick>("every-second", "* * * * * *", []).unwrap();
         Scheduler::new(&conn)
             .queue_prefix(prefix)

@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -275,15 +275,8 @@ async fn another_process_reads_the_result_from_the_task_id() {
     let ok = checked_sqrt::submit(bed.client(), 144).await.unwrap();
     let failing = checked_sqrt::submit(bed.client(), -1).await.unwrap();
     for (handle, expected) in [(ok, "ok 12"), (failing, "failed Negative(-1)")] {
-        let mut child = Command::new(std::env::current_exe().unwrap());
+        let mut child = common::test_child("child_reader");
         child
-            .args([
-                "child_reader",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
             .env(
                 CHILD_VAR,
                 format!("{} {} {}", bed.url(), bed.prefix(), handle.id()),
@@ -308,18 +301,8 @@ async fn another_process_reads_the_result_from_the_task_id() {
 #[test]
 #[ignore = "run by another_process_reads_the_result_from_the_task_id as a child process"]
 fn child_reader() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
-        return;
-    };
-    let parts: Vec<String> = spec.split(' ').map(str::to_owned).collect();
-    // An empty prefix leaves an empty part in the middle.
-    let (url, prefix, id) = match parts.as_slice() {
-        [url, prefix, id] => (url.clone(), prefix.clone(), id.clone()),
-        _ => panic!("bad spec {spec:?}"),
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let conn = lepus::connect(&url).await.unwrap();
+    // An empty prefix leaves an empty argument in the middle.
+    common::run_child(CHILD_VAR, |conn, [prefix, id]| async move {
         let client = lepus::Client::builder(&conn)
             .queue_prefix(prefix)
             .build()

@@ -69,18 +69,7 @@ async fn hung_task() {
 #[test]
 #[ignore = "run by the tests of this file as a child process"]
 fn child_worker() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
-        return;
-    };
-    let mut parts = spec.split(' ');
-    let (url, prefix, mode) = (
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
-    let runtime = common::child_runtime();
-    runtime.block_on(async move {
-        let conn = lepus::connect(&url).await.unwrap();
+    common::run_child(CHILD_VAR, |conn, [prefix, mode]| async move {
         let worker = lepus::Worker::new(&conn)
             .queue_prefix(prefix)
             .delivery_limit(LIMIT)

@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -329,21 +329,7 @@ async fn record(outputs: Vec<u64>, path: String) -> u64 {
 #[test]
 #[ignore = "run by the tests of this file as a child process"]
 fn child_worker() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
-        return;
-    };
-    let mut parts = spec.split(' ');
-    let (url, prefix) = (
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let conn = lepus::connect(&url).await.unwrap();
+    common::run_child(CHILD_VAR, |conn, [prefix]| async move {
         lepus::Worker::new(&conn)
             .queue_prefix(prefix)
             .concurrency(4)
@@ -357,14 +343,7 @@ fn child_worker() {
 }
 
 fn spawn_worker(url: &str, prefix: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_worker",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    common::test_child("child_worker")
         .env(CHILD_VAR, format!("{url} {prefix}"))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())

@@ -1,9 +1,13 @@
-//! The two things every example starts the same way: logging through `tracing`, and (for the
-//! demos) the broker the demo runs on. Kept to a few lines so that each example still reads
-//! on its own; everything that differs between examples stays in the example.
+//! What every example starts the same way: logging through `tracing`, and (for the demos) the
+//! broker the demo runs on, the choice between the whole demo and one command, and the end of
+//! the demo. Kept to a few lines so that each example still reads on its own; everything that
+//! differs between examples stays in the example.
 #![allow(dead_code)]
 
+use std::error::Error;
+
 use lepus::testing::TestBed;
+use lepus::{Connection, Worker};
 
 /// Installs a `tracing` subscriber: Lepus logs through `tracing`, and without a subscriber
 /// reconnect failures go unseen. `RUST_LOG` sets the level (default `level`).
@@ -25,6 +29,53 @@ pub(crate) struct BrokerUrl {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub(crate) url: String,
+}
+
+/// The `--url` of a seed example (flatten it into the example's arguments with
+/// `#[command(flatten)]`): without it the example runs its whole demo.
+#[derive(clap::Args)]
+pub(crate) struct DemoUrl {
+    /// Broker URL; without it the demo runs on an in-process bundled broker.
+    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
+    pub(crate) url: Option<String>,
+}
+
+/// The `main` of a seed example: without a subcommand, the whole `demo` (on the broker at
+/// `url`, or a bundled one); with one, `run` it on a connection to `url`, which it then needs
+/// (`commands` names the subcommands in that error).
+pub(crate) async fn demo_or_command<C>(
+    url: Option<String>,
+    command: Option<C>,
+    commands: &str,
+    demo: impl AsyncFnOnce(Option<&str>) -> Result<(), Box<dyn Error>>,
+    run: impl AsyncFnOnce(&Connection, C) -> Result<(), Box<dyn Error>>,
+) -> Result<(), Box<dyn Error>> {
+    match (command, url) {
+        (None, url) => demo(url.as_deref()).await,
+        (Some(command), Some(url)) => {
+            let conn = lepus::connect(&url).await?;
+            run(&conn, command).await?;
+            conn.close().await;
+            Ok(())
+        }
+        (Some(_), None) => Err(format!("{commands} need --url (or LEPUS_URL)").into()),
+    }
+}
+
+/// Runs `worker` until Ctrl-C (a `receive` or `worker` command), having said so.
+pub(crate) async fn until_ctrl_c(worker: Worker, waiting_for: &str) -> lepus::Result<()> {
+    println!(" [*] Waiting for {waiting_for}. To exit press CTRL+C");
+    worker.run_until(tokio::signal::ctrl_c()).await
+}
+
+/// Stops the demo's broker; the demo then fails with `failure` unless it went `right`.
+pub(crate) async fn finish(bed: TestBed, right: bool, failure: &str) -> Result<(), Box<dyn Error>> {
+    bed.stop().await;
+    if right {
+        Ok(())
+    } else {
+        Err(failure.into())
+    }
 }
 
 /// The demo's broker: the one at `url` if given, else a bundled broker in this process on a

@@ -244,6 +244,20 @@ impl Connection {
         self.owner.shared.link.subscribe()
     }
 
+    /// Waits for a link whose generation is above `after`, unless `stop` turns true first:
+    /// `None` once stopped or when the connection is closed (for the background loops that
+    /// follow reconnections until the stop signal: control listener, scheduler).
+    pub(crate) async fn link_until(
+        &self,
+        after: u64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Link> {
+        tokio::select! {
+            link = self.link_after(after) => link.ok(),
+            _ = stop.wait_for(|stop| *stop) => None,
+        }
+    }
+
     /// Waits for a link whose generation is above `after` (0 accepts any).
     pub(crate) async fn link_after(&self, after: u64) -> Result<Link> {
         let mut rx = self.subscribe();

@@ -47,6 +47,8 @@
 //!   `msgpack_depth` bounds how deeply a body may nest before anything decodes it;
 //!   `properties_size` measures a content header against `frame_max`.
 //! - `error`: [`Error`] and its classifiers.
+//! - `amqp`: the lapin calls made alike from several places (durable and passive
+//!   `queue.declare`, the mandatory publish to the default exchange).
 //! - `lock`: a lock the broker keeps (an exclusive queue), for electing one process.
 //! - `observe`: the spans every call, enqueue, publish and handler run opens, their field
 //!   vocabulary and [`Outcome`]; `observe/propagation` the W3C trace context headers
@@ -61,7 +63,28 @@
 //!   lets exactly one fire each schedule.
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
 //!   delivery.
+//!
+//! One macro, `clone_for_any!`, defined here before the modules so that all of them can use it.
 
+/// `impl Clone` for a type generic over a task, event or output type `T` that holds `T` only
+/// through `PhantomData<fn() -> T>` (or through fields that are `Clone` for every `T`): field
+/// by field, without the `T: Clone` bound `#[derive(Clone)]` would add (a task's output need
+/// not be `Clone` for its handle to be). `clone_for_any!(Name<T> { a, b }, marker)`, where
+/// `marker` names the `PhantomData` field, if any.
+macro_rules! clone_for_any {
+    ($name:ident<$t:ident> { $($field:ident),* $(,)? } $(, $marker:ident)?) => {
+        impl<$t> ::core::clone::Clone for $name<$t> {
+            fn clone(&self) -> Self {
+                $name {
+                    $($field: ::core::clone::Clone::clone(&self.$field),)*
+                    $($marker: ::core::marker::PhantomData,)?
+                }
+            }
+        }
+    };
+}
+
+mod amqp;
 mod backoff;
 mod client;
 mod connection;

@@ -12,6 +12,7 @@
 use lepus::broker::{Broker, BrokerHandle};
 
 pub mod background;
+pub mod served;
 
 // One definition of `free_port` for both test suites (the broker crate's and this one).
 #[path = "../../broker/tests/common/ports.rs"]
@@ -158,6 +159,31 @@ pub fn test_child(test: &str) -> std::process::Command {
     let mut command = std::process::Command::new(exe);
     command.args(["--ignored", "--exact", test, "--nocapture"]);
     command
+}
+
+/// The body of a child-process test (see [`test_child`]): when its parent set `var` to
+/// `"<broker url> <arg>..."`, connects to the broker and runs `body` with the connection and
+/// the `N` arguments after the URL (space-separated; an empty one stays) on [`child_runtime`].
+/// When `var` is unset (the ignored test run on its own), does nothing.
+pub fn run_child<const N: usize, Fut>(
+    var: &str,
+    body: impl FnOnce(lepus::Connection, [String; N]) -> Fut,
+) where
+    Fut: std::future::Future<Output = ()>,
+{
+    let Ok(spec) = std::env::var(var) else {
+        return;
+    };
+    let mut args = spec.split(' ').map(str::to_owned);
+    let url = args.next().unwrap_or_default();
+    let args: [String; N] = args
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap_or_else(|args| panic!("{var}: expected a URL and {N} arguments, got {args:?}"));
+    child_runtime().block_on(async move {
+        let conn = lepus::connect(&url).await.expect("the child connects");
+        body(conn, args).await;
+    });
 }
 
 /// The runtime a child-process test (see [`test_child`]) runs its body on: multi-threaded,

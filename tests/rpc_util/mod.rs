@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lepus::Client;
+use lepus::{Client, Error};
 use tokio::task::JoinHandle;
 
 /// A client on its own connection, calling queues under `prefix`.
@@ -34,6 +34,24 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Calls `call` until the broker routes it (the worker may still be declaring its queue) and
+/// returns that call's result; fails the test after 30 s of `NoRoute`.
+pub async fn routed<T, E, Fut>(what: &str, mut call: impl FnMut() -> Fut) -> Result<T, Error<E>>
+where
+    Fut: std::future::Future<Output = Result<T, Error<E>>>,
+{
+    eventually(what, || {
+        let answer = call();
+        async move {
+            match answer.await {
+                Err(Error::NoRoute { .. }) => None,
+                other => Some(other),
+            }
+        }
+    })
+    .await
 }
 
 /// A TCP proxy on 127.0.0.1 that can cut every connection through it at once, as a network

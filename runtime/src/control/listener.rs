@@ -86,12 +86,8 @@ pub(crate) async fn declare_exchange(channel: &lapin::Channel) -> lapin::Result<
 async fn listen(conn: Connection, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
     let mut after = 0;
     loop {
-        let link = tokio::select! {
-            link = conn.link_after(after) => match link {
-                Ok(link) => link,
-                Err(_) => return,
-            },
-            _ = stop.wait_for(|stop| *stop) => return,
+        let Some(link) = conn.link_until(after, &mut stop).await else {
+            return;
         };
         if let Err(err) = serve(&link.conn, &registry, &mut stop).await {
             debug!(worker = %registry.id, cause = %err, "control listener lost its channel");

@@ -18,9 +18,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable};
 
+use crate::amqp::declare_durable;
 use crate::control::message::{self, Revocation};
 use crate::control::registry::{Registry, MAX_REVOKED};
 use crate::task::headers::now_ms;
@@ -38,16 +39,7 @@ pub(crate) async fn declare(channel: &lapin::Channel) -> lapin::Result<()> {
         "x-max-length".into(),
         AMQPValue::LongLongInt(i64::try_from(MAX_REVOKED).unwrap_or(i64::MAX)),
     );
-    channel
-        .queue_declare(
-            REVOKED_QUEUE.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::from(arguments),
-        )
-        .await?;
+    declare_durable(channel, REVOKED_QUEUE, FieldTable::from(arguments)).await?;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use crate::event::{DeliveryKind, Event, ExchangeType};
 use crate::observe::{self, metrics::InFlight};
 use crate::task::headers::{self, bounded_error};
 use crate::task::task_handler::settled;
-use crate::task::{Completion, Observer, Outcome};
+use crate::task::Outcome;
 use crate::worker::handler::missing_state_message;
 use crate::worker::limits::{self, HandlerLimits, Ran};
 use crate::worker::redelivery::was_redelivered;
@@ -37,7 +37,6 @@ pub fn handler<E: Event>() -> Handler {
     };
     let runner = EventRunner::<E> {
         own_queue: queue.clone(),
-        observer: None,
         event: PhantomData,
     };
     Handler::settling(
@@ -53,20 +52,10 @@ pub fn handler<E: Event>() -> Handler {
 struct EventRunner<E> {
     /// The queue name before the worker's prefix (to recover the prefix in `declare`).
     own_queue: String,
-    /// Set by `observe`; the receiving half is the test's `Completions`.
-    observer: Option<Observer>,
     event: PhantomData<fn() -> E>,
 }
 
-impl<E> Clone for EventRunner<E> {
-    fn clone(&self) -> Self {
-        EventRunner {
-            own_queue: self.own_queue.clone(),
-            observer: self.observer.clone(),
-            event: PhantomData,
-        }
-    }
-}
+clone_for_any!(EventRunner<E> { own_queue }, event);
 
 impl<E: Event> Settle for EventRunner<E> {
     fn queue_options(&self) -> QueueOptions {
@@ -111,12 +100,6 @@ impl<E: Event> Settle for EventRunner<E> {
         })
     }
 
-    fn observed(&self, observer: Observer) -> Arc<dyn Settle> {
-        let mut runner = self.clone();
-        runner.observer = Some(observer);
-        Arc::new(runner)
-    }
-
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
         Box::pin(self.clone().run(delivery, context))
     }
@@ -127,10 +110,9 @@ impl<E: Event> Settle for EventRunner<E> {
         context: SettleContext,
         refusal: Refusal,
     ) -> BoxFuture<'static, ()> {
-        let runner = self.clone();
         Box::pin(async move {
             let outcome = reject::<E>(&delivery, &context, bounded_error(refusal.reason)).await;
-            runner.report(&delivery, &context, outcome);
+            context.report(&delivery, E::NAME.to_owned(), 1, outcome);
         })
     }
 }
@@ -208,20 +190,7 @@ impl<E: Event> EventRunner<E> {
         };
         observe::finish(&span, observed, started);
         observe::metrics::handled(&context.queue, E::NAME, observed, started.elapsed());
-        self.report(&delivery, &context, outcome);
-    }
-
-    /// Tells the observer, if any, how a delivery ended.
-    fn report(&self, delivery: &Delivery, context: &SettleContext, outcome: Outcome) {
-        if let Some(observer) = &self.observer {
-            observer.report(Completion::of(
-                delivery,
-                &context.queue,
-                E::NAME.to_owned(),
-                1,
-                outcome,
-            ));
-        }
+        context.report(&delivery, E::NAME.to_owned(), 1, outcome);
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::amqp::declare_durable;
 use crate::connection::{Connection, Link};
 use crate::envelope::{CONTENT_TYPE, HEADER_METHOD};
 use crate::error::{Error, Result};
@@ -174,12 +175,8 @@ async fn run_schedule(
     let presence_name = format!("{prefix}lepus.schedule.{}.holder", schedule.name);
     let mut after = 0;
     loop {
-        let link = tokio::select! {
-            link = conn.link_after(after) => match link {
-                Ok(link) => link,
-                Err(_) => return,
-            },
-            () = stopped(&mut stop) => return,
+        let Some(link) = conn.link_until(after, &mut stop).await else {
+            return;
         };
         // Standing by: every `poll`, look whether the holder is there (it consumes the
         // presence queue), and only when it is not, try the lock (a refused try is a channel
@@ -300,16 +297,7 @@ impl Holder<'_> {
         let channel = self.channel;
         let state_queue = format!("{}lepus.schedule.{}", self.prefix, schedule.name);
         let task_queue = format!("{}{}", self.prefix, schedule.queue);
-        channel
-            .queue_declare(
-                state_queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        declare_durable(channel, state_queue.as_str(), FieldTable::default()).await?;
         channel
             .queue_declare(
                 task_queue.as_str().into(),

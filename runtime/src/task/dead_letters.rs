@@ -6,11 +6,12 @@
 //! origin queue with its failure record removed (so it gets its full attempts again), waits for
 //! the confirm, then acks the dead letter.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use serde::de::DeserializeOwned;
 
+use crate::amqp::publish_mandatory;
 use crate::connection::Connection;
 use crate::envelope::{self, HEADER_METHOD};
 use crate::error::{Error, Result};
@@ -146,18 +147,8 @@ impl DeadLetters {
                 .properties
                 .clone()
                 .with_headers(headers::for_requeue(h));
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    origin.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &delivery.data,
-                    properties,
-                )
-                .await?;
+            let confirm =
+                publish_mandatory(&channel, origin.as_str(), &delivery.data, properties).await?;
             match confirm.await? {
                 Confirmation::Ack(None) => {}
                 Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {

@@ -13,11 +13,11 @@
 
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tracing::{warn, Instrument};
 
+use crate::amqp::publish_mandatory;
 use crate::client::Client;
 use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE, HEADER_METHOD};
@@ -274,18 +274,7 @@ pub(crate) async fn publish_confirmed(
     properties: BasicProperties,
 ) -> Result<Published> {
     let open = client.publisher().channel(client).await?;
-    let confirm = open
-        .channel
-        .basic_publish(
-            "".into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            body,
-            properties,
-        )
+    let confirm = publish_mandatory(&open.channel, routing_key, body, properties)
         .await
         .map_err(|e| open.error(e))?;
     match confirm.await.map_err(|e| open.error(e))? {

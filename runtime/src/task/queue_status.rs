@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-
+use crate::amqp::passive_declare;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::worker::{Handler, QueueOptions};
@@ -31,17 +29,7 @@ pub struct QueueStatus {
 pub async fn queue_status(conn: &Connection, queue: &str) -> Result<Option<QueueStatus>> {
     let link = conn.link_after(0).await?;
     let channel = link.conn.create_channel().await?;
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match declared {
+    match passive_declare(&channel, queue).await {
         Ok(q) => {
             let _ = channel.close(200, "status".into()).await;
             Ok(Some(QueueStatus {

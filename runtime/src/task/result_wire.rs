@@ -41,7 +41,8 @@ use lapin::{BasicProperties, Confirmation};
 use serde::{de::DeserializeOwned, Serialize};
 use tracing::debug;
 
-use crate::error::{Never, REPLY_CODE_NO_ROUTE};
+use crate::amqp::{publish_mandatory, returned_no_route};
+use crate::error::Never;
 use crate::remote_error::RemoteError;
 use crate::task::headers;
 
@@ -200,24 +201,12 @@ impl ResultMessage<'_> {
     pub(crate) async fn publish_confirmed(&self, channel: &lapin::Channel) -> Result<(), String> {
         let (queue, ttl_ms) = self.destination;
         for round in 0..2 {
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    self.body,
-                    self.properties(),
-                )
+            let confirm = publish_mandatory(channel, queue.as_str(), self.body, self.properties())
                 .await
                 .map_err(|e| format!("publishing the result to {queue}: {e}"))?;
             match confirm.await {
                 Ok(Confirmation::Ack(None)) => return Ok(()),
-                Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-                    if returned.reply_code == REPLY_CODE_NO_ROUTE && round == 0 =>
-                {
+                Ok(confirmation) if returned_no_route(&confirmation) && round == 0 => {
                     crate::task::task_handle::declare_result_queue(
                         channel,
                         queue,

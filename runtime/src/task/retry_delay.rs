@@ -15,10 +15,10 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use rand::Rng;
 
+use crate::amqp::declare_durable;
 use crate::backoff::Backoff;
 use crate::task::headers::long_string;
 
@@ -53,16 +53,7 @@ pub(crate) async fn declare_delay_queue(
     delay: Duration,
 ) -> lapin::Result<String> {
     let name = delay_queue_name(queue, delay);
-    channel
-        .queue_declare(
-            name.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            delay_queue_arguments(queue, delay),
-        )
-        .await?;
+    declare_durable(channel, name.as_str(), delay_queue_arguments(queue, delay)).await?;
     Ok(name)
 }
 

@@ -27,9 +27,10 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
+use crate::amqp::declare_durable;
 use crate::client::Client;
 use crate::error::{Error, Never};
 use crate::task::enqueue::{self, close_side_channel, side_channel, EnqueueOptions, TaskId};
@@ -92,17 +93,7 @@ pub(crate) async fn declare_result_queue(
             AMQPValue::LongString(LongString::from("quorum")),
         );
     }
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .map(drop)
+    declare_durable(channel, queue, args).await.map(drop)
 }
 
 /// Where a task is, as its result queue says.
@@ -216,17 +207,7 @@ pub struct TaskHandle<T> {
     task: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for TaskHandle<T> {
-    fn clone(&self) -> Self {
-        TaskHandle {
-            client: self.client.clone(),
-            id: self.id.clone(),
-            queue: self.queue.clone(),
-            known: self.known,
-            task: PhantomData,
-        }
-    }
-}
+clone_for_any!(TaskHandle<T> { client, id, queue, known }, task);
 
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -25,19 +25,19 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::amqp::{declare_durable, publish_mandatory, returned_no_route};
 use crate::context::{Context, ContextKind, Delivered};
 use crate::envelope;
-use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::observe::{self, metrics::InFlight};
 use crate::properties_size;
-use crate::task::completion::{Completion, Observer, Outcome};
+use crate::task::completion::Outcome;
 use crate::task::declared::Declared;
 use crate::task::headers::{self, bounded_error, RETRY_DELAY};
 use crate::task::result_wire::{self, ResultMessage, Status};
@@ -60,7 +60,6 @@ pub fn handler<T: Task>() -> Handler {
     };
     let runner = TaskRunner::<T> {
         options: options.clone(),
-        observer: None,
         declared: Arc::new(Declared::default()),
         task: PhantomData,
     };
@@ -77,23 +76,12 @@ pub fn handler<T: Task>() -> Handler {
 /// Runs task `T` on a worker. Clones share `declared`.
 struct TaskRunner<T> {
     options: TaskOptions,
-    /// Set by `observe`; the receiving half is the test's `Completions`.
-    observer: Option<Observer>,
     /// Delay queues this worker declared recently (shared by every clone of the handler).
     declared: Arc<Declared>,
     task: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for TaskRunner<T> {
-    fn clone(&self) -> Self {
-        TaskRunner {
-            options: self.options.clone(),
-            observer: self.observer.clone(),
-            declared: self.declared.clone(),
-            task: PhantomData,
-        }
-    }
-}
+clone_for_any!(TaskRunner<T> { options, declared }, task);
 
 /// Why an attempt failed, and whether trying again can help.
 struct Failure {
@@ -146,12 +134,6 @@ impl<T: Task> Settle for TaskRunner<T> {
                 .await?;
             Ok(())
         })
-    }
-
-    fn observed(&self, observer: Observer) -> Arc<dyn Settle> {
-        let mut runner = self.clone();
-        runner.observer = Some(observer);
-        Arc::new(runner)
     }
 
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()> {
@@ -322,7 +304,8 @@ impl<T: Task> TaskRunner<T> {
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
-    /// Tells the observer, if any, how a delivery ended.
+    /// Counts the outcome on the control plane and tells the observer, if any, how a delivery
+    /// ended.
     fn report(
         &self,
         delivery: &Delivery,
@@ -334,15 +317,7 @@ impl<T: Task> TaskRunner<T> {
         if let Some(registry) = &context.control {
             registry.count(outcome.name());
         }
-        if let Some(observer) = &self.observer {
-            observer.report(Completion::of(
-                delivery,
-                &context.queue,
-                name,
-                attempt,
-                outcome,
-            ));
-        }
+        context.report(delivery, name, attempt, outcome);
     }
 
     /// Publishes a status of a submitted task without waiting for its confirm.
@@ -566,35 +541,16 @@ impl<T: Task> TaskRunner<T> {
                     name
                 }
             };
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    body,
-                    properties.clone(),
-                )
-                .await
-                .map_err(|e| format!("publishing to {routing_key}: {e}"))?;
+            let confirm =
+                publish_mandatory(channel, routing_key.as_str(), body, properties.clone())
+                    .await
+                    .map_err(|e| format!("publishing to {routing_key}: {e}"))?;
             match confirm.await {
                 Ok(Confirmation::Ack(None)) => return Ok(()),
-                Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-                    if returned.reply_code == REPLY_CODE_NO_ROUTE && round == 0 =>
-                {
+                Ok(confirmation) if returned_no_route(&confirmation) && round == 0 => {
                     self.declared.forget(&routing_key);
                     if let Target::Dead(dead) = target {
-                        channel
-                            .queue_declare(
-                                dead.as_str().into(),
-                                QueueDeclareOptions {
-                                    durable: true,
-                                    ..QueueDeclareOptions::default()
-                                },
-                                FieldTable::default(),
-                            )
+                        declare_durable(channel, dead.as_str(), FieldTable::default())
                             .await
                             .map_err(|e| format!("declaring {dead}: {e}"))?;
                     }

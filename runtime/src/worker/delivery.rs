@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Confirmation;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{debug, warn};
 
+use crate::amqp::publish_mandatory;
 use crate::context::{deadline_from_ms, Context, ContextKind, Delivered};
 use crate::control::registry::Registry;
 use crate::control::RunningTask;
@@ -371,6 +372,7 @@ fn context(
         limits,
         slot: Some(slot),
         control: session.control.clone(),
+        observer: handler.observer().cloned(),
     }
 }
 
@@ -603,20 +605,14 @@ async fn bounce(
         )));
     }
     debug!(queue = %routes.queue, returns, "redelivered message bounced with its delivery count");
-    let confirm = opened
-        .channel
-        .basic_publish(
-            "".into(),
-            routes.queue.as_ref().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            &delivery.data,
-            properties,
-        )
-        .await
-        .map_err(|e| Unbounced::Failed(e.to_string()))?;
+    let confirm = publish_mandatory(
+        &opened.channel,
+        routes.queue.as_ref(),
+        &delivery.data,
+        properties,
+    )
+    .await
+    .map_err(|e| Unbounced::Failed(e.to_string()))?;
     match confirm.await {
         Ok(Confirmation::Ack(None)) => Ok(()),
         Ok(other) => Err(Unbounced::Failed(format!(

@@ -198,9 +198,6 @@ impl Handler {
 
     /// The same handler, reporting to `observer` (see `task::observe`).
     pub(crate) fn with_observer(mut self, observer: Observer) -> Self {
-        if let Some(settle) = &self.settle {
-            self.settle = Some(settle.observed(observer.clone()));
-        }
         self.observer = Some(observer);
         self
     }

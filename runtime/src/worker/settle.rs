@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::control::registry::Registry;
 use crate::state::States;
-use crate::task::Observer;
+use crate::task::{Completion, Observer, Outcome};
 use crate::worker::limits::HandlerLimits;
 use crate::worker::publisher::Publisher;
 use crate::worker::QueueOptions;
@@ -41,6 +41,25 @@ pub(crate) struct SettleContext {
     pub(crate) slot: Option<OwnedSemaphorePermit>,
     /// The worker's control-plane registry, which counts outcomes (`None`: control off).
     pub(crate) control: Option<Arc<Registry>>,
+    /// The handler's observer (see `task::observe`), told how each delivery ended (`None`: not
+    /// observed).
+    pub(crate) observer: Option<Observer>,
+}
+
+impl SettleContext {
+    /// Tells the observer, if any, how `delivery` ended (`name`: the task or event name
+    /// reported, `attempt`: 1 for an event).
+    pub(crate) fn report(&self, delivery: &Delivery, name: String, attempt: u32, outcome: Outcome) {
+        if let Some(observer) = &self.observer {
+            observer.report(Completion::of(
+                delivery,
+                &self.queue,
+                name,
+                attempt,
+                outcome,
+            ));
+        }
+    }
 }
 
 /// Why the worker settles a delivery without running its handler.
@@ -68,9 +87,6 @@ pub(crate) trait Settle: Send + Sync + 'static {
         channel: &'a lapin::Channel,
         queue: &'a str,
     ) -> BoxFuture<'a, lapin::Result<()>>;
-
-    /// The same handler, reporting each settled delivery to `observer` (see `task::observe`).
-    fn observed(&self, observer: Observer) -> Arc<dyn Settle>;
 
     /// Runs the handler on one delivery and settles it (ack, reject, or republish then ack).
     fn handle(&self, delivery: Delivery, context: SettleContext) -> BoxFuture<'static, ()>;

@@ -42,16 +42,7 @@ pub struct Chain<O> {
     output: PhantomData<fn() -> O>,
 }
 
-impl<O> Clone for Chain<O> {
-    fn clone(&self) -> Self {
-        Chain {
-            steps: self.steps.clone(),
-            declares: self.declares.clone(),
-            result_ttl: self.result_ttl,
-            output: PhantomData,
-        }
-    }
-}
+clone_for_any!(Chain<O> { steps, declares, result_ttl }, output);
 
 impl<O> std::fmt::Debug for Chain<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,14 +109,7 @@ pub struct Group<O> {
     result_ttl: Option<Duration>,
 }
 
-impl<O> Clone for Group<O> {
-    fn clone(&self) -> Self {
-        Group {
-            members: self.members.clone(),
-            result_ttl: self.result_ttl,
-        }
-    }
-}
+clone_for_any!(Group<O> { members, result_ttl });
 
 impl<O> std::fmt::Debug for Group<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,17 +179,15 @@ impl<O> Group<O> {
 pub struct Chord<R> {
     /// Each member chain's steps and task queues.
     members: Vec<(Vec<Built>, Vec<Declare>)>,
-    callback: Vec<Built>,
-    declares: Vec<Declare>,
-    result_ttl: Option<Duration>,
-    output: PhantomData<fn() -> R>,
+    /// The callback chain; its `result_ttl` is the chord's.
+    callback: Chain<R>,
 }
 
 impl<R> std::fmt::Debug for Chord<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chord")
             .field("members", &self.members.len())
-            .field("callback", &self.callback)
+            .field("callback", &self.callback.steps)
             .finish()
     }
 }
@@ -221,30 +203,27 @@ pub fn chord<O, U: Task>(group: Group<O>, callback: Partial<U, Vec<O>>) -> Chord
             .into_iter()
             .map(|m| (m.steps, m.declares))
             .collect(),
-        callback: vec![callback.step],
-        declares: vec![callback.declare],
-        result_ttl: group.result_ttl,
-        output: PhantomData,
+        callback: Chain {
+            steps: vec![callback.step],
+            declares: vec![callback.declare],
+            result_ttl: group.result_ttl,
+            output: PhantomData,
+        },
     }
 }
 
 impl<R> Chord<R> {
     /// Appends `next` to the callback chain.
-    pub fn then<U: Task>(mut self, next: Partial<U, R>) -> Chord<U::Output> {
-        self.callback.push(next.step);
-        self.declares.push(next.declare);
+    pub fn then<U: Task>(self, next: Partial<U, R>) -> Chord<U::Output> {
         Chord {
             members: self.members,
-            callback: self.callback,
-            declares: self.declares,
-            result_ttl: self.result_ttl,
-            output: PhantomData,
+            callback: self.callback.then(next),
         }
     }
 
     /// Keeps the chord's state and result for `ttl` after their last use (default one day).
     pub fn result_ttl(mut self, ttl: Duration) -> Self {
-        self.result_ttl = Some(ttl).filter(|t| !t.is_zero());
+        self.callback = self.callback.result_ttl(ttl);
         self
     }
 
@@ -254,15 +233,15 @@ impl<R> Chord<R> {
         R: serde::de::DeserializeOwned,
     {
         let id = new_id();
-        let ttl_ms = ttl_ms(self.result_ttl);
-        let mut declares = self.declares;
+        let ttl_ms = ttl_ms(self.callback.result_ttl);
+        let mut declares = self.callback.declares;
         for (_, member) in &self.members {
             declares.extend(member.iter().cloned());
         }
         declare_tasks(client, &declares).await?;
         let result_queue = result_queue_name(client.queue_prefix(), &id);
         declare_result(client, &result_queue, ttl_ms).await?;
-        let callback = prepared(client, self.callback, &format!("{id}-cb"))?;
+        let callback = prepared(client, self.callback.steps, &format!("{id}-cb"))?;
         let size = u32::try_from(self.members.len())
             .map_err(|_| Error::Config("a chord has at most 2^32 - 1 members".into()))?;
         if size == 0 {

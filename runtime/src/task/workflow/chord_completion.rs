@@ -32,16 +32,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    QueueDeclareOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+use crate::amqp::{passive_declare, publish_mandatory, returned_no_route};
 use crate::envelope::{CONTENT_TYPE, HEADER_METHOD};
-use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::headers;
 use crate::task::result_wire::{self, Status, RESULT_QUEUE, RESULT_TTL};
 use crate::task::workflow::flow_headers::{self, ChordSlot, CHORD_INDEX, FAILED_MEMBERS};
@@ -121,28 +120,20 @@ pub(crate) async fn member_done(
             &[]
         }
     };
-    let confirm = opened
-        .channel
-        .basic_publish(
-            "".into(),
-            slot.queue.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            body,
-            BasicProperties::default()
-                .with_content_type(CONTENT_TYPE.into())
-                .with_delivery_mode(2)
-                .with_headers(table),
-        )
-        .await
-        .map_err(|e| format!("publishing to {}: {e}", slot.queue))?;
+    let confirm = publish_mandatory(
+        &opened.channel,
+        slot.queue.as_str(),
+        body,
+        BasicProperties::default()
+            .with_content_type(CONTENT_TYPE.into())
+            .with_delivery_mode(2)
+            .with_headers(table),
+    )
+    .await
+    .map_err(|e| format!("publishing to {}: {e}", slot.queue))?;
     match confirm.await {
         Ok(Confirmation::Ack(None)) => {}
-        Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-            if returned.reply_code == REPLY_CODE_NO_ROUTE =>
-        {
+        Ok(confirmation) if returned_no_route(&confirmation) => {
             // The chord completed (its queues deleted) or expired: nothing waits for this.
             debug!(chord = %slot.queue, index = slot.index, "chord already complete or expired; member outcome dropped");
             return Ok(());
@@ -455,17 +446,7 @@ fn is_done_marker(message: &BasicGetMessage) -> bool {
 
 /// The ready messages of `queue` (passive `queue.declare`), `None` when it is gone.
 async fn message_count(channel: &lapin::Channel, queue: &str) -> Result<Option<u32>, String> {
-    match channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-    {
+    match passive_declare(channel, queue).await {
         Ok(declared) => Ok(Some(declared.message_count())),
         Err(err) if is_not_found(&err) => Ok(None),
         Err(err) => Err(format!("queue.declare (passive) of {queue}: {err}")),

@@ -5,12 +5,11 @@
 //! the step again and publishes the next step twice, with the same `message_id`: at least
 //! once, never lost.
 
-use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 
+use crate::amqp::{publish_mandatory, returned_no_route};
 use crate::envelope::CONTENT_TYPE;
-use crate::error::REPLY_CODE_NO_ROUTE;
 use crate::task::result_wire::Status;
 use crate::task::workflow::chord_completion::{self, MemberOutcome};
 use crate::task::workflow::flow_headers::{self, Flow};
@@ -40,25 +39,12 @@ pub(crate) async fn after_success(
             .confirmed()
             .await
             .map_err(|e| format!("no publishing channel: {e}"))?;
-        let confirm = opened
-            .channel
-            .basic_publish(
-                "".into(),
-                next.queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &body,
-                properties,
-            )
+        let confirm = publish_mandatory(&opened.channel, next.queue.as_str(), &body, properties)
             .await
             .map_err(|e| format!("publishing step {} to {}: {e}", next.task, next.queue))?;
         return match confirm.await {
             Ok(Confirmation::Ack(None)) => Ok(()),
-            Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned)))
-                if returned.reply_code == REPLY_CODE_NO_ROUTE =>
-            {
+            Ok(confirmation) if returned_no_route(&confirmation) => {
                 // The submitting client declared it; someone deleted it since. The step runs
                 // again later (its message is requeued) and the queue may be back by then.
                 Err(format!(

@@ -93,15 +93,7 @@ impl<T: Task> Signature<T> {
     }
 }
 
-impl<T> Clone for Signature<T> {
-    fn clone(&self) -> Self {
-        Signature {
-            step: self.step.clone(),
-            declare: self.declare.clone(),
-            task: PhantomData,
-        }
-    }
-}
+clone_for_any!(Signature<T> { step, declare }, task);
 
 impl<T> std::fmt::Debug for Signature<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

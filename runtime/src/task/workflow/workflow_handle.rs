@@ -80,16 +80,7 @@ pub struct WorkflowHandle<O> {
     output: PhantomData<fn() -> O>,
 }
 
-impl<O> Clone for WorkflowHandle<O> {
-    fn clone(&self) -> Self {
-        WorkflowHandle {
-            client: self.client.clone(),
-            id: self.id.clone(),
-            queue: self.queue.clone(),
-            output: PhantomData,
-        }
-    }
-}
+clone_for_any!(WorkflowHandle<O> { client, id, queue }, output);
 
 impl<O> std::fmt::Debug for WorkflowHandle<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,14 +183,7 @@ pub struct GroupHandle<O> {
     pub(crate) members: Vec<WorkflowHandle<O>>,
 }
 
-impl<O> Clone for GroupHandle<O> {
-    fn clone(&self) -> Self {
-        GroupHandle {
-            id: self.id.clone(),
-            members: self.members.clone(),
-        }
-    }
-}
+clone_for_any!(GroupHandle<O> { id, members });
 
 impl<O> std::fmt::Debug for GroupHandle<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
