@@ -14,10 +14,11 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::background::BackgroundWorker;
+use common::queued::Queued;
 use futures::stream::{self, StreamExt};
-use lepus::task::{observe, DeadLetters, Outcome};
+use lepus::task::{observe, Completions, DeadLetters, Outcome};
 use lepus::EnqueueOptions;
-use task_util::{client, eventually, message_count, raw};
+use task_util::{eventually, message_count, raw};
 
 /// Runs per (test key, task id).
 fn runs() -> &'static Mutex<HashMap<(String, u64), u32>> {
@@ -132,66 +133,45 @@ async fn wait_for_ready_messages(conn: &lepus::Connection, queue: &str, ready: u
 
 #[tokio::test]
 async fn higher_priority_tasks_run_first() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("tq").await;
     // Queue everything before any worker runs, the urgent task last.
-    for id in 0..5 {
+    for (id, priority) in (0..5).map(|id| (id, 1)).chain([(99, 9)]) {
         ordered::enqueue_with(
-            &client,
-            prefix.clone(),
+            &fx.client,
+            fx.prefix.clone(),
             id,
-            EnqueueOptions::new().priority(1),
+            EnqueueOptions::new().priority(priority),
         )
         .await
         .unwrap();
     }
-    ordered::enqueue_with(
-        &client,
-        prefix.clone(),
-        99,
-        EnqueueOptions::new().priority(9),
-    )
-    .await
-    .unwrap();
-    let (handler, mut done) = observe(ordered::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(1).concurrency(1).serve(handler)
-    })
-    .await;
+    let (worker, mut done) = fx
+        .observed(ordered::handler(), |w| w.prefetch(1).concurrency(1))
+        .await;
     done.wait_for(6, Duration::from_secs(10)).await.unwrap();
-    assert_eq!(run_count(&prefix, 99), 1, "the priority 9 task ran first");
+    assert_eq!(
+        run_count(&fx.prefix, 99),
+        1,
+        "the priority 9 task ran first"
+    );
     for id in 0..5 {
         assert_eq!(
-            run_count(&prefix, id),
+            run_count(&fx.prefix, id),
             id as u32 + 2,
             "then the others in order"
         );
     }
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(slow::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(2).concurrency(2).serve(handler)
-    })
-    .await;
-    for id in 0..6 {
-        slow::enqueue(&client, prefix.clone(), id, 800)
-            .await
-            .unwrap();
-    }
+    let fx = Queued::start("tq").await;
     // Stop once the worker holds two tasks and runs both: a delivery the worker has received
     // but not yet started goes back to the queue at shutdown, which is not what this checks.
-    wait_for_ready_messages(&conn, &format!("{prefix}slow"), 4).await;
+    let (worker, mut done) = holding_two_slow_tasks(&fx, 6, 800).await;
     assert!(
-        eventually(Duration::from_secs(5), || started(&prefix) == 2).await,
+        eventually(Duration::from_secs(5), || started(&fx.prefix) == 2).await,
         "two tasks started"
     );
     worker.stop().await;
@@ -199,31 +179,48 @@ async fn graceful_shutdown_finishes_running_tasks_and_keeps_the_rest() {
     let finished = done.drain();
     assert_eq!(finished.len(), 2, "{finished:?}");
     assert!(finished.iter().all(|c| c.outcome == Outcome::Succeeded));
-    let status = lepus::task::queue_status(&conn, &format!("{prefix}slow"))
+    let status = lepus::task::queue_status(&fx.conn, &fx.queue("slow"))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((status.messages, status.consumers), (4, 0));
-    broker.stop().await;
+    fx.stop([]).await;
+}
+
+/// Starts a worker running `slow` with prefetch 2 = concurrency 2, enqueues `slow` tasks
+/// `0..tasks` (each sleeping `millis`) and returns once the worker holds two of them.
+async fn holding_two_slow_tasks(
+    fx: &Queued,
+    tasks: u64,
+    millis: u64,
+) -> (BackgroundWorker, Completions) {
+    let (worker, done) = fx
+        .observed(slow::handler(), |w| w.prefetch(2).concurrency(2))
+        .await;
+    for id in 0..tasks {
+        slow::enqueue(&fx.client, fx.prefix.clone(), id, millis)
+            .await
+            .unwrap();
+    }
+    wait_for_ready_messages(&fx.conn, &fx.queue("slow"), tasks as u32 - 2).await;
+    (worker, done)
 }
 
 #[tokio::test]
 async fn enqueue_returns_after_the_broker_has_the_task() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    let raw = raw(broker.url()).await;
+    let fx = Queued::start("tq").await;
+    let raw = raw(fx.url()).await;
     for n in 1..=5u32 {
-        let id = count::enqueue(&client, prefix.clone(), u64::from(n))
+        let id = count::enqueue(&fx.client, fx.prefix.clone(), u64::from(n))
             .await
             .expect("enqueue is confirmed");
         assert_eq!(id.0.len(), 32, "a fresh uuid message_id: {id}");
         // The confirm came back: the broker holds the task (no consumer takes it yet).
-        assert_eq!(message_count(&raw, &format!("{prefix}count")).await, n);
+        assert_eq!(message_count(&raw, &fx.queue("count")).await, n);
     }
     let id = count::enqueue_with(
-        &client,
-        prefix.clone(),
+        &fx.client,
+        fx.prefix.clone(),
         9,
         EnqueueOptions::new().message_id("order-42"),
     )
@@ -231,20 +228,20 @@ async fn enqueue_returns_after_the_broker_has_the_task() {
     .unwrap();
     assert_eq!(id.0, "order-42");
     let _ = raw.close(200, "".into()).await;
-    broker.stop().await;
+    fx.stop([]).await;
 }
 
 #[tokio::test]
 async fn tasks_run_once_and_see_their_message_id() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(count::handler());
-    let worker =
-        BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(handler)).await;
+    let fx = Queued::start("tq").await;
+    let (worker, mut done) = fx.observed(count::handler(), |w| w.prefetch(1)).await;
     let mut ids = Vec::new();
     for n in 0..20 {
-        ids.push(count::enqueue(&client, prefix.clone(), n).await.unwrap());
+        ids.push(
+            count::enqueue(&fx.client, fx.prefix.clone(), n)
+                .await
+                .unwrap(),
+        );
     }
     let completions = done.wait_for(20, Duration::from_secs(20)).await.unwrap();
     assert!(completions
@@ -259,37 +256,22 @@ async fn tasks_run_once_and_see_their_message_id() {
     sent.sort();
     assert_eq!(seen, sent);
     for n in 0..20 {
-        assert_eq!(run_count(&prefix, n), 1);
+        assert_eq!(run_count(&fx.prefix, n), 1);
     }
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_loses_nothing() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (conn, client) = client(broker.url(), &prefix).await;
-    let (handler_a, mut done_a) = observe(slow::handler());
-    let a = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(2).concurrency(2).serve(handler_a)
-    })
-    .await;
+    let fx = Queued::start("tq").await;
     const TASKS: u64 = 10;
-    for id in 0..TASKS {
-        slow::enqueue(&client, prefix.clone(), id, 600)
-            .await
-            .unwrap();
-    }
     // Once worker A holds two tasks (prefetch 2 = concurrency 2: both running), kill it.
-    wait_for_ready_messages(&conn, &format!("{prefix}slow"), TASKS as u32 - 2).await;
+    let (a, mut done_a) = holding_two_slow_tasks(&fx, TASKS, 600).await;
     a.kill().await;
     assert!(done_a.drain().is_empty(), "A finished nothing before dying");
-    let (handler_b, mut done_b) = observe(slow::handler());
-    let b = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(4).concurrency(4).serve(handler_b)
-    })
-    .await;
+    let (b, mut done_b) = fx
+        .observed(slow::handler(), |w| w.prefetch(4).concurrency(4))
+        .await;
     let completions = done_b
         .wait_for(TASKS as usize, Duration::from_secs(30))
         .await
@@ -302,23 +284,20 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     );
     for id in 0..TASKS {
         assert_eq!(
-            run_count(&prefix, id),
+            run_count(&fx.prefix, id),
             1,
             "task {id} completed exactly once"
         );
     }
-    b.stop().await;
-    broker.stop().await;
+    fx.stop([b]).await;
 }
 
 #[tokio::test]
 async fn retries_back_off_then_dead_letter_with_the_error() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(always_fails::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
-    let id = always_fails::enqueue(&client, prefix.clone())
+    let fx = Queued::start("tq").await;
+    let prefix = &fx.prefix;
+    let (worker, mut done) = fx.observed(always_fails::handler(), |w| w).await;
+    let id = always_fails::enqueue(&fx.client, prefix.clone())
         .await
         .unwrap();
     let mut times = Vec::new();
@@ -356,8 +335,8 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
             "{gap:?} < {delay:?}"
         );
     }
-    assert_eq!(run_count(&prefix, 0), 4);
-    let dead = DeadLetters::new(&conn, format!("{prefix}flaky.dead"));
+    assert_eq!(run_count(prefix, 0), 4);
+    let dead = DeadLetters::new(&fx.conn, fx.queue("flaky.dead"));
     let letters = dead.list(10).await.unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
@@ -367,7 +346,7 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
     assert_eq!(letter.task.as_deref(), Some("always_fails"));
     assert_eq!(
         letter.origin_queue.as_deref(),
-        Some(format!("{prefix}flaky").as_str())
+        Some(fx.queue("flaky").as_str())
     );
     let (first, last) = (
         letter.first_failed_at_ms.unwrap(),
@@ -379,46 +358,44 @@ async fn retries_back_off_then_dead_letter_with_the_error() {
     );
     assert!(letter.enqueued_at_ms.unwrap() <= first);
     let (key,): (String,) = letter.args().unwrap();
-    assert_eq!(key, prefix);
+    assert_eq!(&key, prefix);
     // Listing left it there; show finds it; requeue sends it back for a fresh set of attempts.
     assert!(dead.show(&id.0).await.unwrap().is_some());
     assert_eq!(dead.requeue(Some(&id.0)).await.unwrap(), 1);
     let again = done.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(again.attempt, 1, "a requeued task starts its attempts over");
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn a_task_that_fails_twice_succeeds_on_its_third_attempt() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(fails_twice::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
-    fails_twice::enqueue(&client, prefix.clone()).await.unwrap();
+    let fx = Queued::start("tq").await;
+    let (worker, mut done) = fx.observed(fails_twice::handler(), |w| w).await;
+    fails_twice::enqueue(&fx.client, fx.prefix.clone())
+        .await
+        .unwrap();
     let seen = done
         .wait_until(Duration::from_secs(10), |c| c.outcome == Outcome::Succeeded)
         .await
         .unwrap();
     assert_eq!(seen.len(), 3);
     assert_eq!(seen[2].attempt, 3);
-    assert_eq!(run_count(&prefix, 0), 3);
-    worker.stop().await;
-    broker.stop().await;
+    assert_eq!(run_count(&fx.prefix, 0), 3);
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn panics_and_time_limits_are_failed_attempts() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("tq").await;
     let (panicking, mut panic_done) = observe(panics::handler());
     let (sleepy, mut sleepy_done) = observe(too_slow::handler());
-    let worker =
-        BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(panicking).serve(sleepy)).await;
-    panics::enqueue(&client, prefix.clone()).await.unwrap();
-    too_slow::enqueue(&client, prefix.clone()).await.unwrap();
+    let worker = fx.worker(|w| w.serve(panicking).serve(sleepy)).await;
+    panics::enqueue(&fx.client, fx.prefix.clone())
+        .await
+        .unwrap();
+    too_slow::enqueue(&fx.client, fx.prefix.clone())
+        .await
+        .unwrap();
     let first = panic_done
         .next_within(Duration::from_secs(10))
         .await
@@ -442,30 +419,26 @@ async fn panics_and_time_limits_are_failed_attempts() {
         "{limited:?}"
     );
     // The worker lives on after a panic: it still runs tasks.
-    let dead = DeadLetters::new(&conn, format!("{prefix}panics.dead"));
+    let dead = DeadLetters::new(&fx.conn, fx.queue("panics.dead"));
     assert_eq!(dead.list(10).await.unwrap().len(), 1);
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn a_delayed_task_does_not_run_early() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    let (handler, mut done) = observe(record_time::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    let fx = Queued::start("tq").await;
+    let (worker, mut done) = fx.observed(record_time::handler(), |w| w).await;
     let delay = Duration::from_millis(400);
     let enqueued = Instant::now();
     record_time::enqueue_with(
-        &client,
-        prefix.clone(),
+        &fx.client,
+        fx.prefix.clone(),
         1,
         EnqueueOptions::new().delay(delay),
     )
     .await
     .unwrap();
-    record_time::enqueue(&client, prefix.clone(), 2)
+    record_time::enqueue(&fx.client, fx.prefix.clone(), 2)
         .await
         .unwrap();
     let first = done.next_within(Duration::from_secs(10)).await.unwrap();
@@ -475,48 +448,43 @@ async fn a_delayed_task_does_not_run_early() {
         ran_after >= delay,
         "the delayed task ran after {ran_after:?}"
     );
-    assert_eq!(run_count(&prefix, 1), 1);
-    assert_eq!(run_count(&prefix, 2), 1);
+    assert_eq!(run_count(&fx.prefix, 1), 1);
+    assert_eq!(run_count(&fx.prefix, 2), 1);
     // The undelayed task, enqueued later, ran first.
     assert!(first.attempt == 1 && second.attempt == 1);
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn ten_thousand_tasks_across_four_workers_run_exactly_once() {
-    let broker = common::broker().await;
-    let prefix = common::unique("tq");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("tq").await;
+    let prefix = &fx.prefix;
     const TASKS: u64 = 10_000;
     let mut workers = Vec::new();
     let mut observers = Vec::new();
     for _ in 0..4 {
-        let (handler, done) = observe(count::handler());
+        let (worker, done) = fx
+            .observed(count::handler(), |w| w.prefetch(50).concurrency(16))
+            .await;
+        workers.push(worker);
         observers.push(done);
-        workers.push(
-            BackgroundWorker::start(broker.url(), &prefix, |w| {
-                w.prefetch(50).concurrency(16).serve(handler)
-            })
-            .await,
-        );
     }
     let results: Vec<_> = stream::iter(0..TASKS)
-        .map(|id| count::enqueue(&client, prefix.clone(), id))
+        .map(|id| count::enqueue(&fx.client, prefix.clone(), id))
         .buffer_unordered(256)
         .collect()
         .await;
     assert!(results.iter().all(Result::is_ok), "every enqueue confirmed");
     assert!(
-        eventually(Duration::from_secs(120), || distinct_runs(&prefix).len()
+        eventually(Duration::from_secs(120), || distinct_runs(prefix).len()
             == TASKS as usize)
         .await,
         "ran {} of {TASKS}",
-        distinct_runs(&prefix).len()
+        distinct_runs(prefix).len()
     );
     // Let any duplicate show up before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let counts = distinct_runs(&prefix);
+    let counts = distinct_runs(prefix);
     assert_eq!(counts.len(), TASKS as usize);
     assert!(counts.iter().all(|&n| n == 1), "a task ran twice");
     let mut per_worker = Vec::new();
@@ -529,8 +497,5 @@ async fn ten_thousand_tasks_across_four_workers_run_exactly_once() {
         "every worker took tasks: {per_worker:?}"
     );
     eprintln!("tasks per worker: {per_worker:?}");
-    for w in workers {
-        w.stop().await;
-    }
-    broker.stop().await;
+    fx.stop(workers).await;
 }

@@ -12,6 +12,7 @@
 use lepus::broker::{Broker, BrokerHandle};
 
 pub mod background;
+pub mod queued;
 pub mod served;
 
 // One definition of `free_port` for both test suites (the broker crate's and this one).
