@@ -27,6 +27,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::background::BackgroundWorker;
+use common::queued::Queued;
 use futures::StreamExt;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -34,7 +35,7 @@ use lapin::BasicProperties;
 use lepus::task::{observe, Completions, DeadLetters, Outcome};
 use lepus::{CallOptions, Error, FailureKind};
 use serde::{Deserialize, Serialize};
-use task_util::{client, eventually};
+use task_util::eventually;
 
 /// Data whose decoding recurses once per level (serde's untagged enums buffer and recurse).
 #[derive(Debug, Serialize, Deserialize, lepus::Plain)]
@@ -205,39 +206,100 @@ fn task_properties(method: &str, extra: FieldTable) -> BasicProperties {
         .with_headers(headers)
 }
 
-/// A worker serving the RPC handlers above under `prefix`, and a client for it.
-async fn rpc_worker(
-    url: &str,
-    prefix: &str,
-    configure: impl FnOnce(lepus::Worker) -> lepus::Worker,
-) -> (BackgroundWorker, lepus::Client) {
-    let worker = BackgroundWorker::start(url, prefix, |w| {
-        configure(
-            w.serve(tree_leaves::handler())
-                .serve(job_id::handler())
-                .serve(echo::handler()),
-        )
-    })
-    .await;
-    let (_conn, client) = client(url, prefix).await;
-    (worker, client)
+/// The RPC handlers above (`tree_leaves`, `job_id`, `echo`) served by `worker`.
+fn serve_rpc(worker: lepus::Worker) -> lepus::Worker {
+    worker
+        .serve(tree_leaves::handler())
+        .serve(job_id::handler())
+        .serve(echo::handler())
 }
 
 /// A worker serving `job_task` and `job_event`, each made by `adjust`, observed, and `configure`d
 /// further; returns once both handlers are declared, with their completions.
 async fn job_worker(
-    url: &str,
-    prefix: &str,
+    fx: &Queued,
     adjust: impl Fn(lepus::Handler) -> lepus::Handler,
     configure: impl FnOnce(lepus::Worker) -> lepus::Worker,
 ) -> (BackgroundWorker, Completions, Completions) {
     let (task, mut tasks) = observe(adjust(job_task::handler()));
     let (event, mut events) = observe(adjust(job_event::handler()));
-    let worker =
-        BackgroundWorker::start(url, prefix, |w| configure(w.serve(task).serve(event))).await;
+    let worker = fx.worker(|w| configure(w.serve(task).serve(event))).await;
     tasks.declared(Duration::from_secs(10)).await.unwrap();
     events.declared(Duration::from_secs(10)).await.unwrap();
     (worker, tasks, events)
+}
+
+/// A worker serving `handler` observed (after `configure`); returns once it is declared.
+async fn declared_worker(
+    fx: &Queued,
+    handler: lepus::Handler,
+    configure: impl FnOnce(lepus::Worker) -> lepus::Worker,
+) -> (BackgroundWorker, Completions) {
+    let (worker, mut done) = fx.observed(handler, configure).await;
+    done.declared(Duration::from_secs(10)).await.unwrap();
+    (worker, done)
+}
+
+/// Publishes `body` straight to the prefixed task queue `queue`, as a foreign client would.
+async fn publish_task(
+    fx: &Queued,
+    channel: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    amqp::publish_with(channel, "", &fx.queue(queue), body, properties).await;
+}
+
+/// Publishes `body` straight to the prefixed `poison_events` exchange.
+async fn publish_event(
+    fx: &Queued,
+    channel: &lapin::Channel,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    amqp::publish_with(channel, &fx.queue("poison_events"), "", body, properties).await;
+}
+
+/// The message of `reply`, a failure of `kind`; fails the test (naming `what`) on any other
+/// reply.
+fn failed_reply(reply: &[u8], kind: FailureKind, what: &str) -> String {
+    match lepus::envelope::decode_reply::<u32, String>(reply) {
+        Err(Error::Failed { kind: got, message }) if got == kind => message,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// The outcome of the next completion (within 10 s).
+async fn next_outcome(done: &mut Completions) -> Outcome {
+    done.next_within(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .outcome
+}
+
+/// The next completion's error if it was dead-lettered; fails the test (naming `what`) if not.
+async fn next_dead_lettered(done: &mut Completions, what: &str) -> String {
+    match next_outcome(done).await {
+        Outcome::DeadLettered { error } => error,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// The next completion's error if it failed (an event); fails the test (naming `what`) if not.
+async fn next_failed(done: &mut Completions, what: &str) -> String {
+    match next_outcome(done).await {
+        Outcome::Failed { error } => error,
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// Up to ten dead letters of the prefixed queue `queue` (listed, left in place).
+async fn dead_letters(fx: &Queued, queue: &str) -> Vec<lepus::task::DeadLetter> {
+    DeadLetters::new(&fx.conn, fx.queue(&format!("{queue}.dead")))
+        .list(10)
+        .await
+        .unwrap()
 }
 
 /// Calls `echo(n)` until it answers (the worker may still be declaring its queue).
@@ -260,110 +322,63 @@ async fn echo_answers(client: &lepus::Client, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_requests_get_a_bad_request_reply_and_the_worker_lives() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (worker, client) = rpc_worker(broker.url(), &prefix, |w| w).await;
-    echo_answers(&client, 1).await;
-    let queue = format!("{prefix}poison_rpc");
+    let fx = Queued::start("poison").await;
+    let worker = fx.worker(serve_rpc).await;
+    echo_answers(&fx.client, 1).await;
+    let queue = fx.queue("poison_rpc");
     for depth in [1_000, 100_000] {
         for (method, body) in [
             ("tree_leaves", tree_body(depth)),
             ("job_id", job_body(depth)),
         ] {
-            let reply = raw_call(broker.url(), &queue, method, &body).await;
-            match lepus::envelope::decode_reply::<u32, String>(&reply) {
-                Err(Error::Failed {
-                    kind: FailureKind::BadRequest,
-                    message,
-                }) => assert!(message.contains("deeper than 128"), "{message}"),
-                other => panic!("{method} at depth {depth}: {other:?}"),
-            }
-            echo_answers(&client, depth as u32).await;
+            let reply = raw_call(fx.url(), &queue, method, &body).await;
+            let what = format!("{method} at depth {depth}");
+            let message = failed_reply(&reply, FailureKind::BadRequest, &what);
+            assert!(message.contains("deeper than 128"), "{message}");
+            echo_answers(&fx.client, depth as u32).await;
         }
     }
     // Within the limit, nested data still decodes.
-    let reply = raw_call(broker.url(), &queue, "tree_leaves", &tree_body(100)).await;
+    let reply = raw_call(fx.url(), &queue, "tree_leaves", &tree_body(100)).await;
     assert_eq!(
         lepus::envelope::decode_reply::<u32, String>(&reply).unwrap(),
         1
     );
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_tasks_are_dead_lettered_and_nested_events_rejected() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (worker, mut tasks, mut events) = job_worker(broker.url(), &prefix, |h| h, |w| w).await;
-    let (conn, channel) = raw(broker.url()).await;
+    let fx = Queued::start("poison").await;
+    let (worker, mut tasks, mut events) = job_worker(&fx, |h| h, |w| w).await;
+    let (conn, channel) = raw(fx.url()).await;
+    let job = || task_properties("job_task", FieldTable::default());
     for depth in [1_000, 100_000] {
-        let properties = task_properties("job_task", FieldTable::default());
-        amqp::publish_with(
-            &channel,
-            "",
-            &format!("{prefix}poison_tasks"),
-            &job_body(depth),
-            properties,
-        )
-        .await;
-        let done = tasks.next_within(Duration::from_secs(10)).await.unwrap();
-        match done.outcome {
-            Outcome::DeadLettered { error } => assert!(error.contains("deeper"), "{error}"),
-            other => panic!("task at depth {depth}: {other:?}"),
-        }
-        amqp::publish_with(
-            &channel,
-            &format!("{prefix}poison_events"),
-            "",
-            &job_map(depth),
-            BasicProperties::default(),
-        )
-        .await;
-        let done = events.next_within(Duration::from_secs(10)).await.unwrap();
-        match done.outcome {
-            Outcome::Failed { error } => assert!(error.contains("deeper"), "{error}"),
-            other => panic!("event at depth {depth}: {other:?}"),
-        }
+        publish_task(&fx, &channel, "poison_tasks", &job_body(depth), job()).await;
+        let error = next_dead_lettered(&mut tasks, &format!("task at depth {depth}")).await;
+        assert!(error.contains("deeper"), "{error}");
+        publish_event(&fx, &channel, &job_map(depth), BasicProperties::default()).await;
+        let error = next_failed(&mut events, &format!("event at depth {depth}")).await;
+        assert!(error.contains("deeper"), "{error}");
     }
     // Both kinds still run well-formed messages.
-    amqp::publish_with(
-        &channel,
-        "",
-        &format!("{prefix}poison_tasks"),
-        &job_body(3),
-        task_properties("job_task", FieldTable::default()),
-    )
-    .await;
+    publish_task(&fx, &channel, "poison_tasks", &job_body(3), job()).await;
     let done = tasks.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(done.outcome, Outcome::Succeeded);
-    let lepus_conn = lepus::connect(broker.url()).await.unwrap();
-    let letters = DeadLetters::new(&lepus_conn, format!("{prefix}poison_tasks.dead"))
-        .list(10)
-        .await
-        .unwrap();
+    let letters = dead_letters(&fx, "poison_tasks").await;
     assert_eq!(letters.len(), 2);
     assert!(letters[0].error.as_deref().unwrap().contains("deeper"));
     let _ = conn.close(200, "bye".into()).await;
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nested_reply_is_a_decode_error_for_the_caller() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let queue = format!("{prefix}poison_fake");
+    let fx = Queued::start("poison").await;
+    let queue = fx.queue("poison_fake");
     // A server that answers every call with a reply nesting 100,000 levels.
-    let (server_conn, server) = raw(broker.url()).await;
-    server
-        .queue_declare(
-            queue.as_str().into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let (server_conn, server) = raw(fx.url()).await;
+    amqp::declare_queue(&server, &queue, FieldTable::default()).await;
     serve_rpc_queue(&server, &queue).await;
     let mut requests = amqp::consume(&server, &queue, true).await;
     let answering = tokio::spawn(async move {
@@ -378,16 +393,15 @@ async fn a_nested_reply_is_a_decode_error_for_the_caller() {
             amqp::publish_with(&server, "", reply_to.as_str(), &body, properties).await;
         }
     });
-    let (_conn, client) = client(broker.url(), &prefix).await;
     for _ in 0..2 {
-        match fake_tree::call(&client).await {
+        match fake_tree::call(&fx.client).await {
             Err(Error::Decode(message)) => assert!(message.contains("deeper"), "{message}"),
             other => panic!("unexpected {other:?}"),
         }
     }
     answering.abort();
     let _ = server_conn.close(200, "bye".into()).await;
-    broker.stop().await;
+    fx.stop([]).await;
 }
 
 /// Runs of `counted`, per (test prefix, call id).
@@ -411,19 +425,16 @@ async fn always_fails(text: String) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (handler, mut done) = observe(always_fails::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.serve(handler).serve(counted::handler())
+    let fx = Queued::start("poison").await;
+    let prefix = &fx.prefix;
+    let (worker, mut done) = declared_worker(&fx, always_fails::handler(), |w| {
+        w.serve(counted::handler())
     })
     .await;
-    done.declared(Duration::from_secs(10)).await.unwrap();
-    let (_client_conn, client) = client(broker.url(), &prefix).await;
     // Calls in flight on the worker's connection while the oversized copy is made.
     let calls: Vec<_> = (0..6)
         .map(|id| {
-            let client = client.clone();
+            let client = fx.client.clone();
             let key = prefix.clone();
             tokio::spawn(async move {
                 let options = CallOptions::default().timeout(Duration::from_secs(20));
@@ -446,24 +457,19 @@ async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() 
         AMQPValue::LongString(LongString::from(vec![b'x'; 130_900])),
     );
     big.insert("small".into(), AMQPValue::LongString("kept".into()));
-    let (conn, channel) = raw(broker.url()).await;
-    amqp::publish_with(
+    let (conn, channel) = raw(fx.url()).await;
+    publish_task(
+        &fx,
         &channel,
-        "",
-        &format!("{prefix}poison_failing"),
+        "poison_failing",
         &lepus::envelope::encode_request(&("boom".to_owned(),)).unwrap(),
         task_properties("always_fails", big),
     )
     .await;
-    let first = done.next_within(Duration::from_secs(10)).await.unwrap();
-    match &first.outcome {
-        Outcome::DeadLettered { error } => {
-            assert!(error.starts_with("boom"), "{error}");
-            assert!(error.contains("did not fit a frame"), "{error}");
-            assert!(error.len() <= lepus::task::headers::MAX_ERROR_LEN);
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let error = next_dead_lettered(&mut done, "unexpected").await;
+    assert!(error.starts_with("boom"), "{error}");
+    assert!(error.contains("did not fit a frame"), "{error}");
+    assert!(error.len() <= lepus::task::headers::MAX_ERROR_LEN);
     for (id, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), id as u32);
     }
@@ -472,11 +478,7 @@ async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() 
         assert_eq!(runs, 1, "call {id} ran {runs} times");
     }
     assert_eq!(worker.conn.generation(), 1, "the worker never reconnected");
-    let lepus_conn = lepus::connect(broker.url()).await.unwrap();
-    let letters = DeadLetters::new(&lepus_conn, format!("{prefix}poison_failing.dead"))
-        .list(10)
-        .await
-        .unwrap();
+    let letters = dead_letters(&fx, "poison_failing").await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert!(!letter.headers.contains_key("big"));
@@ -488,7 +490,7 @@ async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() 
         Some("kept")
     );
     // A huge error text is cut; the task is retried as usual.
-    always_fails::enqueue(&client, "e".repeat(300_000))
+    always_fails::enqueue(&fx.client, "e".repeat(300_000))
         .await
         .unwrap();
     let retried = done.next_within(Duration::from_secs(10)).await.unwrap();
@@ -504,8 +506,7 @@ async fn an_oversized_retry_copy_is_dead_lettered_and_the_connection_survives() 
         other => panic!("unexpected {other:?}"),
     }
     let _ = conn.close(200, "bye".into()).await;
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[lepus::rpc(queue = "poison_hung")]
@@ -532,29 +533,26 @@ async fn hung_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.concurrency(2)
-            .serve(hang::handler())
-            .serve(hang_limited::handler())
-            .serve(ping::handler())
+    let fx = Queued::start("poison").await;
+    let worker = fx
+        .worker(|w| {
+            w.concurrency(2)
+                .serve(hang::handler())
+                .serve(hang_limited::handler())
+                .serve(ping::handler())
+        })
+        .await;
+    let (task_worker, mut tasks) = declared_worker(&fx, hung_task::handler(), |w| {
+        w.time_limit(Duration::from_millis(300))
     })
     .await;
-    let (task, mut tasks) = observe(hung_task::handler());
-    let task_worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.time_limit(Duration::from_millis(300)).serve(task)
-    })
-    .await;
-    tasks.declared(Duration::from_secs(10)).await.unwrap();
-    let (_conn, client) = client(broker.url(), &prefix).await;
     eventually(Duration::from_secs(10), || true).await;
     // Four calls to a handler that never returns, at concurrency 2: each is stopped at its
     // caller's deadline, so the pool is free again for the next.
     let short = CallOptions::default().timeout(Duration::from_millis(400));
     for _ in 0..4 {
         loop {
-            match hang::call_with(&client, short.clone()).await {
+            match hang::call_with(&fx.client, short.clone()).await {
                 Err(Error::NoRoute { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(Error::Timeout(_)) => break,
                 other => panic!("unexpected {other:?}"),
@@ -562,9 +560,12 @@ async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
         }
     }
     let options = CallOptions::default().timeout(Duration::from_secs(5));
-    assert_eq!(ping::call_with(&client, options.clone()).await.unwrap(), 7);
+    assert_eq!(
+        ping::call_with(&fx.client, options.clone()).await.unwrap(),
+        7
+    );
     // A handler's own time limit answers the caller before its deadline.
-    match hang_limited::call_with(&client, options).await {
+    match hang_limited::call_with(&fx.client, options).await {
         Err(Error::Failed {
             kind: FailureKind::TimeLimit,
             message,
@@ -572,33 +573,21 @@ async fn hung_handlers_are_stopped_at_the_deadline_or_their_time_limit() {
         other => panic!("unexpected {other:?}"),
     }
     // A task without a time limit of its own gets the worker's.
-    hung_task::enqueue(&client).await.unwrap();
-    let done = tasks.next_within(Duration::from_secs(10)).await.unwrap();
-    match done.outcome {
-        Outcome::DeadLettered { error } => assert!(error.contains("time limit"), "{error}"),
-        other => panic!("unexpected {other:?}"),
-    }
-    task_worker.stop().await;
-    worker.stop().await;
-    broker.stop().await;
+    hung_task::enqueue(&fx.client).await.unwrap();
+    let error = next_dead_lettered(&mut tasks, "unexpected").await;
+    assert!(error.contains("time limit"), "{error}");
+    fx.stop([task_worker, worker]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_task_names_and_foreign_types_are_dead_lettered_not_dropped() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (worker, mut done, mut events) = job_worker(broker.url(), &prefix, |h| h, |w| w).await;
-    let (conn, channel) = raw(broker.url()).await;
-    let queue = format!("{prefix}poison_tasks");
+    let fx = Queued::start("poison").await;
+    let (worker, mut done, mut events) = job_worker(&fx, |h| h, |w| w).await;
+    let (conn, channel) = raw(fx.url()).await;
+    let job = job_body(1);
     // An old task name, as during a rolling deploy.
-    amqp::publish_with(
-        &channel,
-        "",
-        &queue,
-        &job_body(1),
-        task_properties("renamed_task", FieldTable::default()),
-    )
-    .await;
+    let renamed = task_properties("renamed_task", FieldTable::default());
+    publish_task(&fx, &channel, "poison_tasks", &job, renamed).await;
     let first = done.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(first.name, "renamed_task");
     match &first.outcome {
@@ -608,48 +597,25 @@ async fn unknown_task_names_and_foreign_types_are_dead_lettered_not_dropped() {
         other => panic!("unexpected {other:?}"),
     }
     // A foreign `type` does not hide the task's own name...
-    amqp::publish_with(
-        &channel,
-        "",
-        &queue,
-        &job_body(1),
-        task_properties("job_task", FieldTable::default()).with_type("celery.task".into()),
-    )
-    .await;
+    let typed = task_properties("job_task", FieldTable::default()).with_type("celery.task".into());
+    publish_task(&fx, &channel, "poison_tasks", &job, typed).await;
     let second = done.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(second.outcome, Outcome::Succeeded);
     // ...and a message naming nothing this queue serves is kept.
-    amqp::publish_with(
-        &channel,
-        "",
-        &queue,
-        &job_body(1),
-        BasicProperties::default().with_type("foreign".into()),
-    )
-    .await;
+    let foreign = BasicProperties::default().with_type("foreign".into());
+    publish_task(&fx, &channel, "poison_tasks", &job, foreign).await;
     let third = done.next_within(Duration::from_secs(10)).await.unwrap();
     assert!(matches!(third.outcome, Outcome::DeadLettered { .. }));
     // An event handler takes what its queue receives, whatever `type` says.
-    amqp::publish_with(
-        &channel,
-        &format!("{prefix}poison_events"),
-        "",
-        &job_map(1),
-        BasicProperties::default().with_type("user.created".into()),
-    )
-    .await;
+    let user_created = BasicProperties::default().with_type("user.created".into());
+    publish_event(&fx, &channel, &job_map(1), user_created).await;
     let event = events.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(event.outcome, Outcome::Succeeded);
-    let lepus_conn = lepus::connect(broker.url()).await.unwrap();
-    let letters = DeadLetters::new(&lepus_conn, format!("{queue}.dead"))
-        .list(10)
-        .await
-        .unwrap();
+    let letters = dead_letters(&fx, "poison_tasks").await;
     assert_eq!(letters.len(), 2, "both unknown messages are kept");
     assert_eq!(letters[0].task.as_deref(), Some("renamed_task"));
     let _ = conn.close(200, "bye".into()).await;
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[lepus::task(queue = "poison_blocking", time_limit = "500ms", retries = 0)]
@@ -665,33 +631,23 @@ async fn sleepy(ms: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_blocking_past_its_time_limit_is_a_failed_attempt() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (handler, mut done) = observe(blocks_past_its_limit::handler());
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
-    done.declared(Duration::from_secs(10)).await.unwrap();
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    blocks_past_its_limit::enqueue(&client).await.unwrap();
-    let completion = done.next_within(Duration::from_secs(10)).await.unwrap();
-    match completion.outcome {
-        Outcome::DeadLettered { error } => {
-            assert!(error.contains("time limit of 500ms exceeded"), "{error}")
-        }
-        other => panic!("a task that blocked 1.5 s with a 500 ms limit: {other:?}"),
-    }
-    worker.stop().await;
-    broker.stop().await;
+    let fx = Queued::start("poison").await;
+    let (worker, mut done) = declared_worker(&fx, blocks_past_its_limit::handler(), |w| w).await;
+    blocks_past_its_limit::enqueue(&fx.client).await.unwrap();
+    let what = "a task that blocked 1.5 s with a 500 ms limit";
+    let error = next_dead_lettered(&mut done, what).await;
+    assert!(error.contains("time limit of 500ms exceeded"), "{error}");
+    fx.stop([worker]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_handlers_run_on_the_blocking_pool_and_do_not_stall_others() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (worker, client) = rpc_worker(broker.url(), &prefix, |w| {
-        w.concurrency(4).serve(sleepy::handler())
-    })
-    .await;
-    echo_answers(&client, 1).await;
+    let fx = Queued::start("poison").await;
+    let client = &fx.client;
+    let worker = fx
+        .worker(|w| serve_rpc(w).concurrency(4).serve(sleepy::handler()))
+        .await;
+    echo_answers(client, 1).await;
     // Two handlers that block their thread for 3 s, on a runtime of two threads.
     let sleepers: Vec<_> = (0..2)
         .map(|_| {
@@ -701,7 +657,7 @@ async fn blocking_handlers_run_on_the_blocking_pool_and_do_not_stall_others() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    echo_answers(&client, 2).await;
+    echo_answers(client, 2).await;
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(1_500),
@@ -710,83 +666,35 @@ async fn blocking_handlers_run_on_the_blocking_pool_and_do_not_stall_others() {
     for sleeper in sleepers {
         assert_eq!(sleeper.await.unwrap().unwrap(), 3_000);
     }
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_refused_before_decoding() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
+    let fx = Queued::start("poison").await;
     let (worker, mut tasks, mut events) = job_worker(
-        broker.url(),
-        &prefix,
+        &fx,
         |h| h.max_message_size(1024),
-        |w| {
-            w.max_message_size(1024)
-                .serve(tree_leaves::handler())
-                .serve(job_id::handler())
-                .serve(echo::handler())
-        },
+        |w| serve_rpc(w.max_message_size(1024)),
     )
     .await;
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    echo_answers(&client, 1).await;
+    echo_answers(&fx.client, 1).await;
     // 4 KiB that are not MessagePack at all: refused for their size, never decoded.
     let garbage = vec![0xc1; 4096];
-    let reply = raw_call(
-        broker.url(),
-        &format!("{prefix}poison_rpc"),
-        "job_id",
-        &garbage,
-    )
-    .await;
-    match lepus::envelope::decode_reply::<u32, String>(&reply) {
-        Err(Error::Failed {
-            kind: FailureKind::TooLarge,
-            message,
-        }) => assert!(message.contains("4096 bytes"), "{message}"),
-        other => panic!("unexpected {other:?}"),
-    }
-    let (conn, channel) = raw(broker.url()).await;
-    amqp::publish_with(
-        &channel,
-        "",
-        &format!("{prefix}poison_tasks"),
-        &garbage,
-        task_properties("job_task", FieldTable::default()),
-    )
-    .await;
-    match tasks
-        .next_within(Duration::from_secs(10))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::DeadLettered { error } => assert!(error.contains("not decoded"), "{error}"),
-        other => panic!("unexpected {other:?}"),
-    }
-    amqp::publish_with(
-        &channel,
-        &format!("{prefix}poison_events"),
-        "",
-        &garbage,
-        BasicProperties::default(),
-    )
-    .await;
-    match events
-        .next_within(Duration::from_secs(10))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Failed { error } => assert!(error.contains("not decoded"), "{error}"),
-        other => panic!("unexpected {other:?}"),
-    }
-    echo_answers(&client, 2).await;
+    let reply = raw_call(fx.url(), &fx.queue("poison_rpc"), "job_id", &garbage).await;
+    let message = failed_reply(&reply, FailureKind::TooLarge, "unexpected");
+    assert!(message.contains("4096 bytes"), "{message}");
+    let (conn, channel) = raw(fx.url()).await;
+    let job = task_properties("job_task", FieldTable::default());
+    publish_task(&fx, &channel, "poison_tasks", &garbage, job).await;
+    let error = next_dead_lettered(&mut tasks, "unexpected").await;
+    assert!(error.contains("not decoded"), "{error}");
+    publish_event(&fx, &channel, &garbage, BasicProperties::default()).await;
+    let error = next_failed(&mut events, "unexpected").await;
+    assert!(error.contains("not decoded"), "{error}");
+    echo_answers(&fx.client, 2).await;
     let _ = conn.close(200, "bye".into()).await;
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 /// Tasks of `big_task` done, per test prefix.
@@ -804,34 +712,26 @@ async fn big_task(key: String, payload: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bytes_a_worker_holds_are_bounded_by_prefetch_bytes() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("poison").await;
+    let prefix = &fx.prefix;
     const TASKS: u32 = 60;
     let payload = "p".repeat(256 * 1024);
     for _ in 0..TASKS {
-        big_task::enqueue(&client, prefix.clone(), payload.clone())
+        big_task::enqueue(&fx.client, prefix.clone(), payload.clone())
             .await
             .unwrap();
     }
     // Prefetch 16 of 256 KiB messages would be 4 MiB in the worker; the budget is 1 MiB.
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(16)
-            .concurrency(1)
-            .prefetch_bytes(1 << 20)
-            .serve(big_task::handler())
-    })
-    .await;
-    let lepus_conn = lepus::connect(broker.url()).await.unwrap();
-    let queue = format!("{prefix}poison_big");
-    let done = || {
-        big_done()
-            .lock()
-            .unwrap()
-            .get(&prefix)
-            .copied()
-            .unwrap_or(0)
-    };
+    let worker = fx
+        .worker(|w| {
+            w.prefetch(16)
+                .concurrency(1)
+                .prefetch_bytes(1 << 20)
+                .serve(big_task::handler())
+        })
+        .await;
+    let queue = fx.queue("poison_big");
+    let done = || big_done().lock().unwrap().get(prefix).copied().unwrap_or(0);
     // Messages the worker holds = enqueued - still ready - done (within a delivery or two).
     let mut held_after_the_first_burst = Vec::new();
     let started = Instant::now();
@@ -842,7 +742,7 @@ async fn the_bytes_a_worker_holds_are_bounded_by_prefetch_bytes() {
             done()
         );
         let before = done();
-        let ready = lepus::task::queue_status(&lepus_conn, &queue)
+        let ready = lepus::task::queue_status(&fx.conn, &queue)
             .await
             .unwrap()
             .map_or(0, |s| s.messages);
@@ -858,8 +758,7 @@ async fn the_bytes_a_worker_holds_are_bounded_by_prefetch_bytes() {
         most <= 6,
         "the worker held up to {most} messages of 256 KiB with a 1 MiB budget: {held_after_the_first_burst:?}"
     );
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[lepus::rpc(queue = "poison_lease")]
@@ -874,26 +773,26 @@ async fn slow_len(body: String) -> u32 {
 /// to get under half the budget) outlasts the queue's expiry of 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_rpc_queue_keeps_its_lease() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("poison").await;
+    let client = &fx.client;
     // Prefetch 4 of 32 KiB bodies is 128 KiB, twice the budget: the worker pauses at once.
-    let worker = BackgroundWorker::start(broker.url(), &prefix, |w| {
-        w.prefetch(4)
-            .concurrency(1)
-            .prefetch_bytes(64 << 10)
-            .queue_options(
-                "poison_lease",
-                lepus::QueueOptions::rpc().expires(Duration::from_secs(1)),
-            )
-            .serve(slow_len::handler())
-    })
-    .await;
+    let worker = fx
+        .worker(|w| {
+            w.prefetch(4)
+                .concurrency(1)
+                .prefetch_bytes(64 << 10)
+                .queue_options(
+                    "poison_lease",
+                    lepus::QueueOptions::rpc().expires(Duration::from_secs(1)),
+                )
+                .serve(slow_len::handler())
+        })
+        .await;
     // Until the worker consumes, calls fail with NoRoute.
     let options = CallOptions::default().timeout(Duration::from_secs(30));
     assert!(
         eventually_async(Duration::from_secs(10), || async {
-            slow_len::call_with(&client, String::new(), options.clone())
+            slow_len::call_with(client, String::new(), options.clone())
                 .await
                 .is_ok()
         })
@@ -911,8 +810,7 @@ async fn a_paused_rpc_queue_keeps_its_lease() {
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap(), 32 << 10);
     }
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 /// Polls the async `check` every 50 ms until it is true or `timeout` passes.
@@ -982,14 +880,7 @@ async fn a_blocked_connection_stalls_neither_acks_nor_shutdown() {
     // The alarm: transient messages in another queue, until the broker blocks this publisher
     // (lapin then holds its frames: the publishing task waits, and is dropped at the end).
     let filler = format!("{prefix}filler");
-    channel
-        .queue_declare(
-            filler.as_str().into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    amqp::declare_queue(&channel, &filler, FieldTable::default()).await;
     let filling = tokio::spawn({
         let channel = channel.clone();
         async move {
@@ -1069,30 +960,21 @@ async fn hangs_once(n: u32, ctx: lepus::Context) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_event_is_counted_and_keeps_its_origin() {
-    let broker = common::broker().await;
-    let prefix = common::unique("poison");
-    let (handler, mut first) = observe(hangs_once::handler());
-    let a = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
-    first.declared(Duration::from_secs(10)).await.unwrap();
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    hangs_once::publish(&client, "kern.error", &7)
+    let fx = Queued::start("poison").await;
+    let (a, _first) = declared_worker(&fx, hangs_once::handler(), |w| w).await;
+    hangs_once::publish(&fx.client, "kern.error", &7)
         .await
         .unwrap();
     assert!(eventually(Duration::from_secs(10), || HUNG.load(Ordering::SeqCst)).await);
     // The worker dies holding the event; the next one counts the return and runs it.
     a.kill().await;
-    let (handler, mut second) = observe(hangs_once::handler());
-    let b = BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(handler)).await;
+    let (b, mut second) = fx.observed(hangs_once::handler(), |w| w).await;
     let done = second.next_within(Duration::from_secs(10)).await.unwrap();
     assert_eq!(done.outcome, Outcome::Succeeded);
     assert!(done.redelivered);
     let origin = event_origin().lock().unwrap().clone().unwrap();
-    assert_eq!(
-        origin.exchange(),
-        Some(format!("{prefix}poison_topic").as_str())
-    );
+    assert_eq!(origin.exchange(), Some(fx.queue("poison_topic").as_str()));
     assert_eq!(origin.routing_key(), Some("kern.error"));
     assert!(origin.redelivered());
-    b.stop().await;
-    broker.stop().await;
+    fx.stop([b]).await;
 }

@@ -45,7 +45,7 @@ impl Queued {
         self.broker.url()
     }
 
-    /// The full name of the queue `name` under the prefix.
+    /// The full name of the queue (or exchange) `name` under the prefix.
     pub fn queue(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
