@@ -19,7 +19,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use lepus::task::queue_status;
-use lepus::{chain, chord, group, Client, MemberFailure, WorkflowError, WorkflowHandle};
+use lepus::testing::TestBed;
+use lepus::{
+    chain, chord, group, Client, Group, Handler, MemberFailure, WorkflowError, WorkflowHandle,
+};
 
 /// The longest any test waits for a result (the machine may be loaded).
 const WAIT: Duration = Duration::from_secs(60);
@@ -89,12 +92,42 @@ async fn sum(outputs: Vec<u64>, key: String) -> u64 {
     outputs.iter().sum()
 }
 
+/// A test bed named `name` serving each of `handlers` on a worker of its own.
+async fn bed_serving(name: &str, handlers: Vec<Handler>) -> TestBed {
+    let mut bed = common::test_bed(name).await;
+    for handler in handlers {
+        bed.serve(handler).await.unwrap();
+    }
+    bed
+}
+
+/// A test bed named `name`: `members` on one worker running `concurrency` at a time (prefetch
+/// `prefetch`), and each of `others` on a worker of its own.
+async fn bed_with_pool(
+    name: &str,
+    (concurrency, prefetch): (usize, u16),
+    members: Handler,
+    others: Vec<Handler>,
+) -> TestBed {
+    let mut bed = bed_serving(name, others).await;
+    bed.worker(|w| w.concurrency(concurrency).prefetch(prefetch).serve(members))
+        .await
+        .unwrap();
+    bed
+}
+
+/// Submits a chord of `members` calling back `sum`, which counts its runs under `key`.
+async fn submit_summed(bed: &TestBed, members: Group<u64>, key: &str) -> WorkflowHandle<u64> {
+    chord(members, sum::partial(key.to_owned()))
+        .submit(bed.client())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_chain_passes_each_output_on_and_gives_the_last_typed() {
-    let mut bed = common::test_bed("wf_chain").await;
-    bed.serve(add::handler()).await.unwrap();
-    bed.serve(mul::handler()).await.unwrap();
-    bed.serve(describe::handler()).await.unwrap();
+    let handlers = vec![add::handler(), mul::handler(), describe::handler()];
+    let bed = bed_serving("wf_chain", handlers).await;
 
     // describe(mul(add(2, 3), 10))
     let flow = chain(add::signature(2, 3))
@@ -116,10 +149,7 @@ async fn a_chain_passes_each_output_on_and_gives_the_last_typed() {
 
 #[tokio::test]
 async fn a_group_gives_its_results_in_member_order() {
-    let mut bed = common::test_bed("wf_group").await;
-    bed.worker(|w| w.concurrency(10).prefetch(10).serve(square::handler()))
-        .await
-        .unwrap();
+    let bed = bed_with_pool("wf_group", (10, 10), square::handler(), vec![]).await;
     let members = (0..10).map(|n| square::signature(n, true));
     let handle = group(members).submit(bed.client()).await.unwrap();
     let squares = handle.result(WAIT).await.unwrap();
@@ -130,18 +160,11 @@ async fn a_group_gives_its_results_in_member_order() {
 
 #[tokio::test]
 async fn a_chord_calls_back_once_with_every_output() {
-    let mut bed = common::test_bed("wf_chord").await;
-    bed.worker(|w| w.concurrency(4).prefetch(4).serve(square::handler()))
-        .await
-        .unwrap();
-    bed.serve(sum::handler()).await.unwrap();
-    bed.serve(after::handler()).await.unwrap();
+    let others = vec![sum::handler(), after::handler()];
+    let bed = bed_with_pool("wf_chord", (4, 4), square::handler(), others).await;
     let key = common::unique("chord");
     let members = group((1..=5).map(|n| square::signature(n, true)));
-    let handle = chord(members, sum::partial(key.clone()))
-        .submit(bed.client())
-        .await
-        .unwrap();
+    let handle = submit_summed(&bed, members, &key).await;
     assert_eq!(handle.result(WAIT).await.unwrap(), 1 + 4 + 9 + 16 + 25);
     assert_eq!(count(&format!("{key}/sum")), 1);
 
@@ -168,10 +191,8 @@ async fn a_chord_calls_back_once_with_every_output() {
 
 #[tokio::test]
 async fn a_step_retried_then_succeeding_moves_the_chain_on() {
-    let mut bed = common::test_bed("wf_retry").await;
-    bed.serve(add::handler()).await.unwrap();
-    bed.serve(flaky::handler()).await.unwrap();
-    bed.serve(after::handler()).await.unwrap();
+    let handlers = vec![add::handler(), flaky::handler(), after::handler()];
+    let bed = bed_serving("wf_retry", handlers).await;
     let key = common::unique("retry");
     let flow = chain(add::signature(1, 1))
         .then(flaky::partial(key.clone(), 2))
@@ -189,9 +210,7 @@ async fn a_step_retried_then_succeeding_moves_the_chain_on() {
 
 #[tokio::test]
 async fn a_step_failing_for_good_fails_the_chain_at_that_step() {
-    let mut bed = common::test_bed("wf_fail").await;
-    bed.serve(add::handler()).await.unwrap();
-    bed.serve(flaky::handler()).await.unwrap();
+    let mut bed = bed_serving("wf_fail", vec![add::handler(), flaky::handler()]).await;
     let mut after_done = bed.serve(after::handler()).await.unwrap();
     let key = common::unique("fail");
     let flow = chain(add::signature(1, 1))
@@ -221,11 +240,13 @@ async fn a_step_failing_for_good_fails_the_chain_at_that_step() {
 
 #[tokio::test]
 async fn a_chord_with_a_failing_member_does_not_call_back_and_lists_it() {
-    let mut bed = common::test_bed("wf_chord_fail").await;
-    bed.worker(|w| w.concurrency(4).prefetch(4).serve(flaky::handler()))
-        .await
-        .unwrap();
-    bed.serve(sum::handler()).await.unwrap();
+    let bed = bed_with_pool(
+        "wf_chord_fail",
+        (4, 4),
+        flaky::handler(),
+        vec![sum::handler()],
+    )
+    .await;
     let key = common::unique("chord_fail");
     // Member 1 succeeds at its second attempt, member 2 never does.
     let members = group([
@@ -234,10 +255,7 @@ async fn a_chord_with_a_failing_member_does_not_call_back_and_lists_it() {
         flaky::signature(30, format!("{key}-bad"), 99),
         flaky::signature(40, key.clone(), 0),
     ]);
-    let handle = chord(members, sum::partial(key.clone()))
-        .submit(bed.client())
-        .await
-        .unwrap();
+    let handle = submit_summed(&bed, members, &key).await;
     match handle.result(WAIT).await {
         Err(WorkflowError::Members(failed)) => {
             assert_eq!(
@@ -258,17 +276,16 @@ async fn a_chord_with_a_failing_member_does_not_call_back_and_lists_it() {
 
 #[tokio::test]
 async fn a_chord_of_a_thousand_members_completes() {
-    let mut bed = common::test_bed("wf_chord_1000").await;
-    bed.worker(|w| w.concurrency(16).prefetch(32).serve(square::handler()))
-        .await
-        .unwrap();
-    bed.serve(sum::handler()).await.unwrap();
+    let bed = bed_with_pool(
+        "wf_chord_1000",
+        (16, 32),
+        square::handler(),
+        vec![sum::handler()],
+    )
+    .await;
     let key = common::unique("chord1000");
     let members = group((0..1000).map(|n| square::signature(n, false)));
-    let handle = chord(members, sum::partial(key.clone()))
-        .submit(bed.client())
-        .await
-        .unwrap();
+    let handle = submit_summed(&bed, members, &key).await;
     let expected: u64 = (0..1000u64).map(|n| n * n).sum();
     assert_eq!(handle.result(WAIT).await.unwrap(), expected);
     assert_eq!(count(&format!("{key}/sum")), 1);
@@ -277,11 +294,13 @@ async fn a_chord_of_a_thousand_members_completes() {
 
 #[tokio::test]
 async fn chains_nest_in_groups_and_chords() {
-    let mut bed = common::test_bed("wf_nested").await;
-    bed.serve(add::handler()).await.unwrap();
-    bed.serve(mul::handler()).await.unwrap();
-    bed.serve(square::handler()).await.unwrap();
-    bed.serve(sum::handler()).await.unwrap();
+    let handlers = vec![
+        add::handler(),
+        mul::handler(),
+        square::handler(),
+        sum::handler(),
+    ];
+    let bed = bed_serving("wf_nested", handlers).await;
     // [(1 + 2) * 3, 4², (5 + 6) * 7]: a chain, a signature, a chain.
     let members = || {
         group([
