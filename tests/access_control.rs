@@ -15,7 +15,7 @@ use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
 use amqp::*;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use lepus::broker::{Broker, BrokerBuilder, BrokerHandle};
@@ -45,6 +45,51 @@ async fn try_connect(url: &str) -> lapin::Result<Connection> {
         Connection::connect(url, ConnectionProperties::default()),
     )
     .await
+}
+
+/// Adds `user` (password `pass`) with the permissions `[configure, write, read]` on `vhost`.
+fn add_user(b: &BrokerHandle, (user, pass): (&str, &str), vhost: &str, perms: [&str; 3]) {
+    let admin = b.admin();
+    admin.add_user(user, pass).expect("add user");
+    let [configure, write, read] = perms;
+    admin
+        .set_permissions(vhost, user, configure, write, read)
+        .expect("set permissions");
+}
+
+/// `user` logged into `vhost` of `b`; fails the test if the login is refused.
+async fn login(b: &BrokerHandle, user: &str, pass: &str, vhost: &str) -> Connection {
+    try_connect(&url(b, user, pass, vhost))
+        .await
+        .unwrap_or_else(|err| panic!("{user} logs into {vhost}: {err}"))
+}
+
+/// A broker with the user `user` (password `pw`) allowed `perms` on `/`, logged in there.
+async fn logged_in(user: &str, perms: [&str; 3]) -> (BrokerHandle, Connection) {
+    let broker = start(Broker::builder()).await;
+    add_user(&broker, (user, "pw"), "/", perms);
+    let conn = login(&broker, user, "pw", "/").await;
+    (broker, conn)
+}
+
+/// Closes `conn` (checked), then shuts `broker` down.
+async fn close(conn: Connection, broker: BrokerHandle) {
+    conn.close(200, "bye".into()).await.expect("close");
+    broker.shutdown().await;
+}
+
+/// Asserts that `user` cannot log into `vhost` of `b` (`why`), refused with `code`.
+async fn assert_refused(
+    b: &BrokerHandle,
+    (user, pass): (&str, &str),
+    vhost: &str,
+    code: u16,
+    why: &str,
+) {
+    let err = try_connect(&url(b, user, pass, vhost))
+        .await
+        .expect_err(why);
+    assert_eq!(reply_code(&err), Some(code), "got {err}");
 }
 
 /// Connects lapin to `url` from a socket bound to `from` (port 0), so that the broker sees
@@ -99,20 +144,11 @@ async fn broker_side_peers(b: &BrokerHandle) -> Vec<String> {
 #[tokio::test]
 async fn wrong_password_is_refused_403_and_never_gets_a_channel() {
     let broker = start(Broker::builder()).await;
-    let admin = broker.admin();
-    admin.add_user("alice", "right-pw").expect("add user");
-    admin
-        .set_permissions("/", "alice", ".*", ".*", ".*")
-        .expect("set permissions");
-    let err = try_connect(&url(&broker, "alice", "wrong-pw", "/"))
-        .await
-        .expect_err("login must fail");
-    assert_eq!(reply_code(&err), Some(403), "got {err}");
+    add_user(&broker, ("alice", "right-pw"), "/", [".*", ".*", ".*"]);
+    let why = "login must fail";
+    assert_refused(&broker, ("alice", "wrong-pw"), "/", 403, why).await;
     // Unknown users get the same answer (no user enumeration).
-    let err = try_connect(&url(&broker, "mallory", "right-pw", "/"))
-        .await
-        .expect_err("login must fail");
-    assert_eq!(reply_code(&err), Some(403), "got {err}");
+    assert_refused(&broker, ("mallory", "right-pw"), "/", 403, why).await;
 
     // On the wire: after a refused start-ok the next (and last) frame is connection.close 403,
     // never connection.tune, so no channel can ever be opened.
@@ -122,29 +158,18 @@ async fn wrong_password_is_refused_403_and_never_gets_a_channel() {
     assert!(raw.at_eof().await, "socket closed after the refusal");
 
     // The right password works.
-    let conn = try_connect(&url(&broker, "alice", "right-pw", "/"))
-        .await
-        .expect("alice logs in");
-    let ch = conn.create_channel().await.expect("channel");
+    let conn = login(&broker, "alice", "right-pw", "/").await;
+    let ch = channel(&conn).await;
     declare_server_named(&ch).await;
-    conn.close(200, "bye".into()).await.expect("close");
-    broker.shutdown().await;
+    close(conn, broker).await;
 }
 
 #[tokio::test]
 async fn without_write_permission_publishing_is_403_and_without_read_consuming_is_403() {
-    let broker = start(Broker::builder()).await;
-    let admin = broker.admin();
-    admin.add_user("pub", "pw").expect("add user");
     // May configure anything, write only to exchanges/queues starting "open.", read only
     // queues starting "open.".
-    admin
-        .set_permissions("/", "pub", ".*", "^open\\.", "^open\\.")
-        .expect("set permissions");
-    let conn = try_connect(&url(&broker, "pub", "pw", "/"))
-        .await
-        .expect("login");
-    let ch = conn.create_channel().await.expect("channel");
+    let (broker, conn) = logged_in("pub", [".*", "^open\\.", "^open\\."]).await;
+    let ch = channel(&conn).await;
     for ex in ["open.x", "closed.x"] {
         declare_exchange(&ch, ex, ExchangeKind::Fanout).await;
     }
@@ -174,72 +199,32 @@ async fn without_write_permission_publishing_is_403_and_without_read_consuming_i
     );
 
     // Reading closed.q is refused, for consume and get alike.
-    let ch2 = conn.create_channel().await.expect("channel");
-    let res = ch2
-        .basic_consume(
-            "closed.q".into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
+    let consume = BasicConsumeOptions::default;
+    let res = try_consume_tagged(&channel(&conn).await, "closed.q", "c", consume()).await;
     let text = assert_code(res, 403);
     assert!(text.contains("read access to queue 'closed.q'"), "{text}");
-    let ch3 = conn.create_channel().await.expect("channel");
-    assert_code(
-        ch3.basic_get("closed.q".into(), BasicGetOptions::default())
-            .await,
-        403,
-    );
+    assert_code(try_get(&channel(&conn).await, "closed.q").await, 403);
     // And binding closed.q (write on the queue) is refused too.
-    let ch4 = conn.create_channel().await.expect("channel");
-    assert_code(
-        ch4.queue_bind(
-            "closed.q".into(),
-            "open.x".into(),
-            "".into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await,
-        403,
-    );
+    let ch4 = channel(&conn).await;
+    let res = try_bind(&ch4, "closed.q", "open.x", "", FieldTable::default()).await;
+    assert_code(res, 403);
     // The connection survives channel-level refusals.
-    let ok = conn.create_channel().await.expect("channel");
-    let _consumer = ok
-        .basic_consume(
-            q.into(),
-            "reader".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+    let ok = channel(&conn).await;
+    let _consumer = try_consume_tagged(&ok, q, "reader", consume())
         .await
         .expect("read on open.q is allowed");
-    conn.close(200, "bye".into()).await.expect("close");
-    broker.shutdown().await;
+    close(conn, broker).await;
 }
 
 #[tokio::test]
 async fn configure_permission_guards_declare_and_delete() {
-    let broker = start(Broker::builder()).await;
-    let admin = broker.admin();
-    admin.add_user("app", "pw").expect("add user");
-    admin
-        .set_permissions("/", "app", "^app\\.", ".*", ".*")
-        .expect("set permissions");
-    let conn = try_connect(&url(&broker, "app", "pw", "/"))
-        .await
-        .expect("login");
-    let ch = conn.create_channel().await.expect("channel");
+    let (broker, conn) = logged_in("app", ["^app\\.", ".*", ".*"]).await;
+    let ch = channel(&conn).await;
     declare_queue(&ch, "app.q", FieldTable::default()).await;
-    let ch2 = conn.create_channel().await.expect("channel");
+    let declare = |ch, name, options| try_declare_queue(ch, name, options, FieldTable::default());
+    let ch2 = channel(&conn).await;
     let text = assert_code(
-        ch2.queue_declare(
-            "other.q".into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await,
+        declare(&ch2, "other.q", QueueDeclareOptions::default()).await,
         403,
     );
     assert!(
@@ -248,31 +233,18 @@ async fn configure_permission_guards_declare_and_delete() {
     );
     // A server-named queue is checked under its generated name (amq.gen-...), which
     // ^app\. does not match.
-    let ch3 = conn.create_channel().await.expect("channel");
+    let ch3 = channel(&conn).await;
     assert_code(
-        ch3.queue_declare(
-            "".into(),
-            QueueDeclareOptions::exclusive(),
-            FieldTable::default(),
-        )
-        .await,
+        declare(&ch3, "", QueueDeclareOptions::exclusive()).await,
         403,
     );
-    conn.close(200, "bye".into()).await.expect("close");
-    broker.shutdown().await;
+    close(conn, broker).await;
 }
 
 #[tokio::test]
 async fn revoked_permissions_apply_to_open_connections() {
-    let broker = start(Broker::builder()).await;
+    let (broker, conn) = logged_in("rev", [".*", ".*", ".*"]).await;
     let admin = broker.admin();
-    admin.add_user("rev", "pw").expect("add user");
-    admin
-        .set_permissions("/", "rev", ".*", ".*", ".*")
-        .expect("set permissions");
-    let conn = try_connect(&url(&broker, "rev", "pw", "/"))
-        .await
-        .expect("login");
     let ch = confirm_channel(&conn).await;
     declare_exchange(&ch, "rev.x", ExchangeKind::Fanout).await;
     publish_confirmed(&ch, "rev.x", "", b"1", BasicProperties::default()).await;
@@ -284,8 +256,7 @@ async fn revoked_permissions_apply_to_open_connections() {
         publish_error(&conn, "rev.x", "", BasicProperties::default()).await,
         403,
     );
-    conn.close(200, "bye".into()).await.expect("close");
-    broker.shutdown().await;
+    close(conn, broker).await;
 }
 
 #[tokio::test]
@@ -332,15 +303,11 @@ async fn guest_from_a_non_loopback_address_is_refused() {
 
     // A user outside loopback_users may log in from 127.0.0.2 and use channels; the broker
     // reports that connection's peer as 127.0.0.2, the address it judged.
-    strict.admin().add_user("remote", "pw").expect("add user");
-    strict
-        .admin()
-        .set_permissions("/", "remote", ".*", ".*", ".*")
-        .expect("permissions");
+    add_user(&strict, ("remote", "pw"), "/", [".*", ".*", ".*"]);
     let conn = connect_from(&url(&strict, "remote", "pw", "/"), remote)
         .await
         .expect("remote logs in from 127.0.0.2");
-    let ch = conn.create_channel().await.expect("a channel opens");
+    let ch = channel(&conn).await;
     declare_server_named(&ch).await;
     assert_eq!(broker_side_peers(&strict).await, ["127.0.0.2"]);
     conn.close(200, "bye".into()).await.expect("close");
@@ -374,33 +341,21 @@ async fn vhosts_are_isolated_and_need_a_permission_to_open() {
     let admin = broker.admin();
     admin.add_vhost("iso-a").expect("add vhost");
     admin.add_vhost("iso-b").expect("add vhost");
-    admin.add_user("u", "pw").expect("add user");
-    for v in ["iso-a", "iso-b"] {
-        admin
-            .set_permissions(v, "u", ".*", ".*", ".*")
-            .expect("perms");
-    }
-    let a = try_connect(&url(&broker, "u", "pw", "iso-a"))
-        .await
-        .expect("open iso-a");
-    let b = try_connect(&url(&broker, "u", "pw", "iso-b"))
-        .await
-        .expect("open iso-b");
-    let cha = a.create_channel().await.expect("channel");
+    add_user(&broker, ("u", "pw"), "iso-a", [".*", ".*", ".*"]);
+    admin
+        .set_permissions("iso-b", "u", ".*", ".*", ".*")
+        .expect("perms");
+    let a = login(&broker, "u", "pw", "iso-a").await;
+    let b = login(&broker, "u", "pw", "iso-b").await;
+    let cha = channel(&a).await;
     declare_queue(&cha, "shared-name", FieldTable::default()).await;
-    publish_confirmed(
-        &confirm_channel(&a).await,
-        "",
-        "shared-name",
-        b"in-a",
-        BasicProperties::default(),
-    )
-    .await;
+    let pch = confirm_channel(&a).await;
+    publish_confirmed(&pch, "", "shared-name", b"in-a", BasicProperties::default()).await;
     // Invisible from iso-b: a passive declare there is 404.
-    let chb = b.create_channel().await.expect("channel");
+    let chb = channel(&b).await;
     assert_code(passive_queue(&chb, "shared-name").await, 404);
     // The same name in iso-b is a different, empty queue.
-    let chb = b.create_channel().await.expect("channel");
+    let chb = channel(&b).await;
     let qb = declare_queue(&chb, "shared-name", FieldTable::default()).await;
     assert_eq!(qb.message_count(), 0);
     let qa = passive_queue(&cha, "shared-name")
@@ -408,26 +363,16 @@ async fn vhosts_are_isolated_and_need_a_permission_to_open() {
         .expect("still in a");
     assert_eq!(qa.message_count(), 1);
     // The default vhost does not see it either.
-    let guest = try_connect(&url(&broker, "guest", "guest", "/"))
-        .await
-        .expect("guest on /");
-    let chg = guest.create_channel().await.expect("channel");
+    let guest = login(&broker, "guest", "guest", "/").await;
+    let chg = channel(&guest).await;
     assert_code(passive_queue(&chg, "shared-name").await, 404);
     // No permission in a vhost: 530 on connection.open; so is an unknown vhost.
-    let err = try_connect(&url(&broker, "guest", "guest", "iso-a"))
-        .await
-        .expect_err("guest has no permissions in iso-a");
-    assert_eq!(reply_code(&err), Some(530), "got {err}");
-    let err = try_connect(&url(&broker, "u", "pw", "no-such"))
-        .await
-        .expect_err("unknown vhost");
-    assert_eq!(reply_code(&err), Some(530), "got {err}");
+    let why = "guest has no permissions in iso-a";
+    assert_refused(&broker, ("guest", "guest"), "iso-a", 530, why).await;
+    assert_refused(&broker, ("u", "pw"), "no-such", 530, "unknown vhost").await;
     // A deleted vhost is gone for new connections.
     admin.delete_vhost("iso-b").expect("delete vhost");
-    let err = try_connect(&url(&broker, "u", "pw", "iso-b"))
-        .await
-        .expect_err("deleted vhost");
-    assert_eq!(reply_code(&err), Some(530), "got {err}");
+    assert_refused(&broker, ("u", "pw"), "iso-b", 530, "deleted vhost").await;
     broker.shutdown().await;
 }
 
@@ -464,30 +409,19 @@ async fn users_vhosts_and_permissions_survive_a_restart() {
     );
     assert!(admin.user("gone").is_none());
     assert!(admin.list_vhosts().contains(&"kept".to_owned()));
-    let conn = try_connect(&url(&broker, "keeper", "kept-pw", "kept"))
-        .await
-        .expect("keeper logs into kept after the restart");
-    let ch = conn.create_channel().await.expect("channel");
+    let conn = login(&broker, "keeper", "kept-pw", "kept").await;
+    let ch = channel(&conn).await;
     declare_exchange(&ch, "w", ExchangeKind::Fanout).await;
     declare_exchange(&ch, "not-w", ExchangeKind::Fanout).await;
-    publish_confirmed(
-        &confirm_channel(&conn).await,
-        "w",
-        "",
-        b"ok",
-        BasicProperties::default(),
-    )
-    .await;
+    let pch = confirm_channel(&conn).await;
+    publish_confirmed(&pch, "w", "", b"ok", BasicProperties::default()).await;
     assert_code(
         publish_error(&conn, "not-w", "", BasicProperties::default()).await,
         403,
     );
-    let err = try_connect(&url(&broker, "keeper", "wrong", "kept"))
-        .await
-        .expect_err("wrong password after restart");
-    assert_eq!(reply_code(&err), Some(403));
-    conn.close(200, "bye".into()).await.expect("close");
-    broker.shutdown().await;
+    let why = "wrong password after restart";
+    assert_refused(&broker, ("keeper", "wrong"), "kept", 403, why).await;
+    close(conn, broker).await;
 }
 
 /// What the broker answered to a `connection.start-ok`.
