@@ -17,7 +17,6 @@ use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use amq_protocol::types::{FieldTable as WireTable, LongString};
 use amqp::*;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions};
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,6 +56,12 @@ async fn assert_serving(broker: &BrokerHandle) {
     conn.close(200, "bye".into()).await.expect("close");
 }
 
+/// Asserts [`assert_serving`] one last time, then shuts `broker` down.
+async fn still_serving_then_shut_down(broker: BrokerHandle) {
+    assert_serving(&broker).await;
+    broker.shutdown().await;
+}
+
 fn encode(frame: &AMQPFrame) -> Vec<u8> {
     gen_frame(frame)(WriteContext::from(Vec::new()))
         .expect("serialise")
@@ -83,6 +88,37 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFra
     }
 }
 
+/// Sends `method` on channel `ch` as one frame.
+async fn send_method(s: &mut TcpStream, ch: u16, method: AMQPClass) {
+    s.write_all(&encode(&AMQPFrame::Method(ch, method)))
+        .await
+        .expect("socket I/O");
+}
+
+/// Reads the next frame and asserts it is a method on channel `ch` that `is` accepts (`what`
+/// names it in the failure).
+async fn expect_method(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    ch: u16,
+    what: &str,
+    is: impl Fn(&AMQPClass) -> bool,
+) {
+    let frame = read_frame(s, buf).await;
+    assert!(
+        matches!(&frame, Some(AMQPFrame::Method(n, class)) if *n == ch && is(class)),
+        "expected {what}, got {frame:?}"
+    );
+}
+
+/// `connection.start`.
+fn is_start(class: &AMQPClass) -> bool {
+    matches!(
+        class,
+        AMQPClass::Connection(connection::AMQPMethod::Start(_))
+    )
+}
+
 /// Handshakes as guest up to open-ok on a raw socket; returns the stream and read buffer.
 async fn raw_open(broker: &BrokerHandle) -> (TcpStream, Vec<u8>) {
     raw_open_tuned(broker, 16).await
@@ -97,50 +133,32 @@ async fn raw_open_tuned(broker: &BrokerHandle, channel_max: u16) -> (TcpStream, 
     s.write_all(b"AMQP\x00\x00\x09\x01")
         .await
         .expect("socket I/O");
-    assert!(matches!(
-        read_frame(&mut s, &mut buf).await,
-        Some(AMQPFrame::Method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Start(_))
-        ))
-    ));
+    expect_method(&mut s, &mut buf, 0, "connection.start", is_start).await;
     let start_ok = AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
         client_properties: WireTable::default(),
         mechanism: "PLAIN".into(),
         response: LongString::from("\0guest\0guest"),
         locale: "en_US".into(),
     }));
-    s.write_all(&encode(&AMQPFrame::Method(0, start_ok)))
-        .await
-        .expect("socket I/O");
-    assert!(matches!(
-        read_frame(&mut s, &mut buf).await,
-        Some(AMQPFrame::Method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Tune(_))
-        ))
-    ));
+    send_method(&mut s, 0, start_ok).await;
+    expect_method(&mut s, &mut buf, 0, "connection.tune", |c| {
+        matches!(c, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))
+    })
+    .await;
     let tune_ok = AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
         channel_max,
         frame_max: 131_072,
         heartbeat: 0,
     }));
-    s.write_all(&encode(&AMQPFrame::Method(0, tune_ok)))
-        .await
-        .expect("socket I/O");
+    send_method(&mut s, 0, tune_ok).await;
     let open = AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
         virtual_host: "/".into(),
     }));
-    s.write_all(&encode(&AMQPFrame::Method(0, open)))
-        .await
-        .expect("socket I/O");
-    assert!(matches!(
-        read_frame(&mut s, &mut buf).await,
-        Some(AMQPFrame::Method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))
-        ))
-    ));
+    send_method(&mut s, 0, open).await;
+    expect_method(&mut s, &mut buf, 0, "connection.open-ok", |c| {
+        matches!(c, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
+    })
+    .await;
     (s, buf)
 }
 
@@ -165,8 +183,7 @@ async fn a_thousand_connections_abandoned_mid_handshake_leave_the_broker_serving
     // All 1,000 are stalled in the handshake; others are still served.
     assert_serving(&broker).await;
     drop(abandoned);
-    assert_serving(&broker).await;
-    broker.shutdown().await;
+    still_serving_then_shut_down(broker).await;
 }
 
 #[tokio::test]
@@ -183,16 +200,8 @@ async fn a_header_sent_one_byte_at_a_time_still_gets_connection_start() {
         assert_serving(&broker).await;
     }
     let mut buf = Vec::new();
-    assert!(
-        matches!(
-            read_frame(&mut s, &mut buf).await,
-            Some(AMQPFrame::Method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::Start(_))
-            ))
-        ),
-        "the slow client got connection.start"
-    );
+    let what = "connection.start for the slow client";
+    expect_method(&mut s, &mut buf, 0, what, is_start).await;
     broker.shutdown().await;
 }
 
@@ -217,26 +226,15 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
 
     // A message announcing 128 MiB + 1: 406 on the channel (RabbitMQ's max_message_size).
     let (mut s, mut buf) = raw_open(&broker).await;
-    let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
-    s.write_all(&encode(&AMQPFrame::Method(1, open)))
-        .await
-        .expect("socket I/O");
-    assert!(matches!(
-        read_frame(&mut s, &mut buf).await,
-        Some(AMQPFrame::Method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
-        ))
-    ));
+    let reply = raw_channel_open(&mut s, &mut buf, 1).await;
+    assert!(is_open_ok(&reply, 1), "{reply:?}");
     let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
         exchange: "".into(),
         routing_key: "nowhere".into(),
         mandatory: false,
         immediate: false,
     }));
-    s.write_all(&encode(&AMQPFrame::Method(1, publish)))
-        .await
-        .expect("socket I/O");
+    send_method(&mut s, 1, publish).await;
     let header = AMQPFrame::Header(
         1,
         amq_protocol::frame::AMQPContentHeader {
@@ -253,8 +251,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
         }
         other => panic!("expected channel.close 406, got {other:?}"),
     }
-    assert_serving(&broker).await;
-    broker.shutdown().await;
+    still_serving_then_shut_down(broker).await;
 }
 
 #[tokio::test]
@@ -289,10 +286,16 @@ async fn max_connections_refuses_the_connection_over_the_limit_with_530() {
 /// Sends `channel.open` on `ch` and returns the broker's answer.
 async fn raw_channel_open(s: &mut TcpStream, buf: &mut Vec<u8>, ch: u16) -> Option<AMQPFrame> {
     let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
-    s.write_all(&encode(&AMQPFrame::Method(ch, open)))
-        .await
-        .expect("socket I/O");
+    send_method(s, ch, open).await;
     read_frame(s, buf).await
+}
+
+/// Opens each of `channels`, asserting each gets its open-ok.
+async fn open_channels(s: &mut TcpStream, buf: &mut Vec<u8>, channels: &[u16]) {
+    for &ch in channels {
+        let reply = raw_channel_open(s, buf, ch).await;
+        assert!(is_open_ok(&reply, ch), "channel {ch}: {reply:?}");
+    }
 }
 
 fn is_open_ok(frame: &Option<AMQPFrame>, ch: u16) -> bool {
@@ -319,10 +322,7 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
     // Two channels open; the third is refused on the connection with 530 and RabbitMQ's
     // text, and nothing more is served on it.
     let (mut s, mut buf) = raw_open_tuned(&broker, 2).await;
-    for ch in [1, 2] {
-        let reply = raw_channel_open(&mut s, &mut buf, ch).await;
-        assert!(is_open_ok(&reply, ch), "channel {ch}: {reply:?}");
-    }
+    open_channels(&mut s, &mut buf, &[1, 2]).await;
     let close = connection_close(raw_channel_open(&mut s, &mut buf, 3).await);
     assert_eq!(close.reply_code, 530, "{close:?}");
     assert_eq!(
@@ -330,9 +330,7 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
         "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
     );
     let close_ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
-    s.write_all(&encode(&AMQPFrame::Method(0, close_ok)))
-        .await
-        .expect("socket I/O");
+    send_method(&mut s, 0, close_ok).await;
     assert!(
         read_frame(&mut s, &mut buf).await.is_none(),
         "the broker hangs up"
@@ -340,26 +338,18 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
 
     // The limit counts open channels: closing one makes room for another.
     let (mut s, mut buf) = raw_open_tuned(&broker, 2).await;
-    for ch in [1, 2] {
-        let reply = raw_channel_open(&mut s, &mut buf, ch).await;
-        assert!(is_open_ok(&reply, ch), "channel {ch}: {reply:?}");
-    }
+    open_channels(&mut s, &mut buf, &[1, 2]).await;
     let close = AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
         reply_code: 200,
         reply_text: "bye".into(),
         class_id: 0,
         method_id: 0,
     }));
-    s.write_all(&encode(&AMQPFrame::Method(1, close)))
-        .await
-        .expect("socket I/O");
-    assert!(matches!(
-        read_frame(&mut s, &mut buf).await,
-        Some(AMQPFrame::Method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))
-        ))
-    ));
+    send_method(&mut s, 1, close).await;
+    expect_method(&mut s, &mut buf, 1, "channel.close-ok", |c| {
+        matches!(c, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))
+    })
+    .await;
     let reply = raw_channel_open(&mut s, &mut buf, 1).await;
     assert!(is_open_ok(&reply, 1), "reopened channel 1: {reply:?}");
 
@@ -377,16 +367,14 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
         "{close:?}"
     );
 
-    assert_serving(&broker).await;
-    broker.shutdown().await;
+    still_serving_then_shut_down(broker).await;
 }
 
 #[tokio::test]
 async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
     let broker = start(Broker::builder().consumer_max_per_channel(2)).await;
     let conn = connect_url(&broker.amqp_url()).await;
-    let a = conn.create_channel().await.expect("channel a");
-    let b = conn.create_channel().await.expect("channel b");
+    let (a, b) = (channel(&conn).await, channel(&conn).await);
     let q = declare_server_named(&a).await;
     let queue = q.name().as_str();
 
@@ -395,13 +383,7 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
     let mut consumers = Vec::new();
     for ch in [&a, &b] {
         for tag in ["c1", "c2"] {
-            let c = ch
-                .basic_consume(
-                    queue.into(),
-                    tag.into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
+            let c = try_consume_tagged(ch, queue, tag, BasicConsumeOptions::default())
                 .await
                 .unwrap_or_else(|e| panic!("consumer {tag}: {e}"));
             consumers.push(c);
@@ -412,14 +394,9 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
         .await
         .expect("cancel");
     consumers.push(
-        b.basic_consume(
-            queue.into(),
-            "c3".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("a consumer in the freed place"),
+        try_consume_tagged(&b, queue, "c3", BasicConsumeOptions::default())
+            .await
+            .expect("a consumer in the freed place"),
     );
 
     // A third consumer on channel a: the connection closes with 530, as RabbitMQ's
@@ -427,12 +404,7 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
     let text = assert_code(
         within(
             "the refused basic.consume",
-            a.basic_consume(
-                queue.into(),
-                "c3".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
+            try_consume_tagged(&a, queue, "c3", BasicConsumeOptions::default()),
         )
         .await,
         530,
@@ -450,8 +422,7 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(closed, "530 closes the whole connection");
-    assert_serving(&broker).await;
-    broker.shutdown().await;
+    still_serving_then_shut_down(broker).await;
 }
 
 #[tokio::test]
@@ -502,16 +473,7 @@ async fn max_message_size_closes_only_the_publishing_channel_with_406() {
 
     // The connection and its other channel live on.
     assert!(conn.status().connected());
-    bystander
-        .basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            BasicPublishOptions::default(),
-            b"still here",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish on the bystander");
+    publish(&bystander, "", &queue, b"still here").await;
     assert_eq!(next(&mut consumer).await.data, b"still here");
     let other = confirm_channel(&conn).await;
     publish_confirmed(
