@@ -127,60 +127,55 @@ fn queue_name(bed: &TestBed, queue: &str) -> String {
     format!("{}{queue}", bed.prefix())
 }
 
-#[tokio::test]
-async fn failing_tasks_returning_result_aliases_are_retried_and_dead_lettered() {
-    let mut bed = common::test_bed("ret").await;
-    fails_then_dead_letters(
-        &mut bed,
-        with_anyhow::handler(),
-        with_anyhow::QUEUE,
-        |c, fail| async move { with_anyhow::enqueue(&c, fail).await },
-        "anyhow says no",
-    )
-    .await;
-    fails_then_dead_letters(
-        &mut bed,
-        with_io::handler(),
-        with_io::QUEUE,
-        |c, fail| async move { with_io::enqueue(&c, fail).await },
-        "io says no",
-    )
-    .await;
-    fails_then_dead_letters(
-        &mut bed,
-        with_alias::handler(),
-        with_alias::QUEUE,
-        |c, fail| async move { with_alias::enqueue(&c, fail).await },
-        "job error: alias says no",
-    )
-    .await;
-    fails_then_dead_letters(
-        &mut bed,
-        with_eyre::handler(),
-        with_eyre::QUEUE,
-        |c, fail| async move { with_eyre::enqueue(&c, fail).await },
-        "eyre says no",
-    )
-    .await;
-    fails_then_dead_letters(
-        &mut bed,
-        with_box::handler(),
-        with_box::QUEUE,
-        |c, fail| async move { with_box::enqueue(&c, fail).await },
-        "boxed says no",
-    )
-    .await;
-    // `retries = 0`: the first failure dead-letters it.
-    let mut done = bed.serve(imported::with_imported::handler()).await.unwrap();
-    imported::with_imported::enqueue(bed.client(), true)
-        .await
-        .unwrap();
-    let failed = done.next_within(WAIT).await.unwrap();
-    assert!(
-        matches!(&failed.outcome, Outcome::DeadLettered { error } if error.contains("imported says no")),
-        "{failed:?}"
-    );
-    bed.stop().await;
+/// One test per task: `name: task, "the error it dead-letters with";` (each on a test bed of
+/// its own, through [`fails_then_dead_letters`]).
+macro_rules! fails_then_dead_letters_tests {
+    ($($name:ident: $task:ident, $expected:literal;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let mut bed = common::test_bed("ret").await;
+                fails_then_dead_letters(
+                    &mut bed,
+                    $task::handler(),
+                    $task::QUEUE,
+                    |c, fail| async move { $task::enqueue(&c, fail).await },
+                    $expected,
+                )
+                .await;
+                bed.stop().await;
+            }
+        )*
+    };
+}
+
+/// Failing tasks returning `Result` aliases are retried and dead-lettered, one test per alias.
+mod failing_tasks_returning_result_aliases_are_retried_and_dead_lettered {
+    use super::*;
+
+    fails_then_dead_letters_tests! {
+        anyhow_result: with_anyhow, "anyhow says no";
+        io_result: with_io, "io says no";
+        user_alias: with_alias, "job error: alias says no";
+        eyre_result: with_eyre, "eyre says no";
+        boxed_error: with_box, "boxed says no";
+    }
+
+    /// `retries = 0`: the first failure dead-letters it.
+    #[tokio::test]
+    async fn imported_result_without_retries() {
+        let mut bed = common::test_bed("ret").await;
+        let mut done = bed.serve(imported::with_imported::handler()).await.unwrap();
+        imported::with_imported::enqueue(bed.client(), true)
+            .await
+            .unwrap();
+        let failed = done.next_within(WAIT).await.unwrap();
+        assert!(
+            matches!(&failed.outcome, Outcome::DeadLettered { error } if error.contains("imported says no")),
+            "{failed:?}"
+        );
+        bed.stop().await;
+    }
 }
 
 /// The typed error of an accounts service, and an alias of `Result` over it.
