@@ -9,6 +9,17 @@ use lepus::{Client, Connection, Handler, Worker};
 use super::background::BackgroundWorker;
 use super::TestBroker;
 
+/// A client on a connection of its own to `url`, calling queues under `prefix`.
+pub async fn client(url: &str, prefix: &str) -> (Connection, Client) {
+    let conn = lepus::connect(url).await.expect("client connects");
+    let client = Client::builder(&conn)
+        .queue_prefix(prefix)
+        .build()
+        .await
+        .expect("client session starts");
+    (conn, client)
+}
+
 /// A broker and a client under one unique prefix; workers come from [`Queued::worker`].
 pub struct Queued {
     /// The test's broker (in-process, or the external one).
@@ -26,12 +37,7 @@ impl Queued {
     pub async fn start(stem: &str) -> Queued {
         let broker = super::broker().await;
         let prefix = super::unique(stem);
-        let conn = lepus::connect(broker.url()).await.expect("client connects");
-        let client = Client::builder(&conn)
-            .queue_prefix(&prefix)
-            .build()
-            .await
-            .expect("client session starts");
+        let (conn, client) = client(broker.url(), &prefix).await;
         Queued {
             broker,
             prefix,

@@ -26,12 +26,7 @@ impl Served {
         let broker = super::broker().await;
         let prefix = super::unique(stem);
         let worker = BackgroundWorker::start(broker.url(), &prefix, configure).await;
-        let conn = lepus::connect(broker.url()).await.expect("client connects");
-        let client = Client::builder(&conn)
-            .queue_prefix(&prefix)
-            .build()
-            .await
-            .expect("client session starts");
+        let (_conn, client) = super::queued::client(broker.url(), &prefix).await;
         Served {
             broker,
             prefix,

@@ -5,18 +5,10 @@
 
 use std::time::Duration;
 
-use lepus::{Client, Connection};
-
-/// A client on its own connection with `prefix`.
-pub async fn client(url: &str, prefix: &str) -> (Connection, Client) {
-    let conn = lepus::connect(url).await.expect("client connects");
-    let client = Client::builder(&conn)
-        .queue_prefix(prefix)
-        .build()
-        .await
-        .expect("client session");
-    (conn, client)
-}
+/// A client on its own connection with `prefix` (every suite using these helpers also has
+/// `mod common`, where it is defined).
+#[allow(unused_imports)] // not every suite calls it
+pub use crate::common::queued::client;
 
 /// Polls `check` every 10 ms until it is true or `timeout` passes; returns the last result.
 pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
