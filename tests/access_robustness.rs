@@ -9,6 +9,7 @@
 
 mod amqp;
 mod common;
+mod task_util;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use amqp::*;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
+use task_util::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -413,14 +415,7 @@ async fn consumer_max_per_channel_refuses_one_more_consumer_with_530() {
         text.contains("reached maximum (2) of consumers per channel"),
         "{text}"
     );
-    let mut closed = false;
-    for _ in 0..100 {
-        if !conn.status().connected() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let closed = eventually(Duration::from_secs(2), || !conn.status().connected()).await;
     assert!(closed, "530 closes the whole connection");
     still_serving_then_shut_down(broker).await;
 }
