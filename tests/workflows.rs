@@ -238,25 +238,36 @@ async fn a_step_failing_for_good_fails_the_chain_at_that_step() {
     bed.stop().await;
 }
 
+/// Runs a chord of `members(key)` calling back `sum` on a bed named `name` (`member` on a pool
+/// of `pool`, `sum` on a worker of its own); returns the bed, the unique key `sum` counts its
+/// runs under, and the chord's result.
+async fn run_summed_chord(
+    name: &str,
+    pool: (usize, u16),
+    member: Handler,
+    members: impl FnOnce(&str) -> Group<u64>,
+) -> (TestBed, String, Result<u64, WorkflowError>) {
+    let bed = bed_with_pool(name, pool, member, vec![sum::handler()]).await;
+    let key = common::unique(name);
+    let handle = submit_summed(&bed, members(&key), &key).await;
+    let result = handle.result(WAIT).await;
+    (bed, key, result)
+}
+
 #[tokio::test]
 async fn a_chord_with_a_failing_member_does_not_call_back_and_lists_it() {
-    let bed = bed_with_pool(
-        "wf_chord_fail",
-        (4, 4),
-        flaky::handler(),
-        vec![sum::handler()],
-    )
-    .await;
-    let key = common::unique("chord_fail");
     // Member 1 succeeds at its second attempt, member 2 never does.
-    let members = group([
-        flaky::signature(10, key.clone(), 0),
-        flaky::signature(20, key.clone(), 1),
-        flaky::signature(30, format!("{key}-bad"), 99),
-        flaky::signature(40, key.clone(), 0),
-    ]);
-    let handle = submit_summed(&bed, members, &key).await;
-    match handle.result(WAIT).await {
+    let members = |key: &str| {
+        group([
+            flaky::signature(10, key.to_owned(), 0),
+            flaky::signature(20, key.to_owned(), 1),
+            flaky::signature(30, format!("{key}-bad"), 99),
+            flaky::signature(40, key.to_owned(), 0),
+        ])
+    };
+    let (bed, key, result) =
+        run_summed_chord("wf_chord_fail", (4, 4), flaky::handler(), members).await;
+    match result {
         Err(WorkflowError::Members(failed)) => {
             assert_eq!(
                 failed,
@@ -276,18 +287,11 @@ async fn a_chord_with_a_failing_member_does_not_call_back_and_lists_it() {
 
 #[tokio::test]
 async fn a_chord_of_a_thousand_members_completes() {
-    let bed = bed_with_pool(
-        "wf_chord_1000",
-        (16, 32),
-        square::handler(),
-        vec![sum::handler()],
-    )
-    .await;
-    let key = common::unique("chord1000");
-    let members = group((0..1000).map(|n| square::signature(n, false)));
-    let handle = submit_summed(&bed, members, &key).await;
+    let members = |_: &str| group((0..1000).map(|n| square::signature(n, false)));
+    let (bed, key, result) =
+        run_summed_chord("wf_chord_1000", (16, 32), square::handler(), members).await;
     let expected: u64 = (0..1000u64).map(|n| n * n).sum();
-    assert_eq!(handle.result(WAIT).await.unwrap(), expected);
+    assert_eq!(result.unwrap(), expected);
     assert_eq!(count(&format!("{key}/sum")), 1);
     bed.stop().await;
 }
