@@ -227,11 +227,13 @@ async fn boxed(n: u32) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> 
 async fn rpcs_returning_result_aliases_give_the_caller_a_remote_error() {
     let mut bed = common::test_bed("ret").await;
     bed.worker(|w| {
-        w.serve(balance::handler())
-            .serve(parse_amount::handler())
-            .serve(read_ledger::handler())
-            .serve(check::handler())
-            .serve(boxed::handler())
+        w.serve([
+            balance::handler(),
+            parse_amount::handler(),
+            read_ledger::handler(),
+            check::handler(),
+            boxed::handler(),
+        ])
     })
     .await
     .unwrap();
