@@ -6,17 +6,13 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::{Connection, ConnectionProperties};
 use lepus_broker::{Broker, BrokerHandle};
 use serde_json::{json, Value};
 
 mod common;
-use common::amqp::consume_tagged;
+use common::amqp::{consume_tagged, declare_plain_queue, publish_to_queue};
 use common::http::seg;
 use common::prometheus::parse_prometheus;
 
@@ -95,31 +91,6 @@ async fn close_and_shut_down(broker: BrokerHandle, conn: Connection) {
     broker.shutdown().await;
 }
 
-/// Declares the plain (non-durable, not exclusive) queue `queue` on `ch`.
-async fn declare(ch: &Channel, queue: &str) {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
-}
-
-/// Publishes `body` to `queue` through the default exchange; the confirm, to await on a
-/// channel in confirm mode.
-async fn publish(ch: &Channel, queue: &str, body: &[u8]) -> PublisherConfirm {
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("publish to {queue}: {e}"))
-}
-
 #[tokio::test]
 async fn api_shapes_auth_and_counters() {
     let broker = common::http::broker_with_management().await;
@@ -157,9 +128,9 @@ async fn api_shapes_auth_and_counters() {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    declare(&ch, "q").await;
+    declare_plain_queue(&ch, "q").await;
     for _ in 0..5 {
-        publish(&ch, "q", b"x").await.await.unwrap();
+        publish_to_queue(&ch, "q", b"x").await.await.unwrap();
     }
     for _ in 0..2 {
         let m = ch
@@ -284,7 +255,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
         .await
         .unwrap();
     for q in ["c1", "c2", "c3"] {
-        declare(&b, q).await;
+        declare_plain_queue(&b, q).await;
     }
     let mut consumers = Vec::new();
     for (ch, q) in [(&a, "c1"), (&b, "c2"), (&b, "c3")] {
@@ -292,7 +263,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     }
     for (q, n) in [("c1", 2), ("c2", 2), ("c3", 1)] {
         for _ in 0..n {
-            publish(&b, q, b"x").await.await.unwrap();
+            publish_to_queue(&b, q, b"x").await.await.unwrap();
         }
     }
     // Once the client holds the deliveries, the broker counts them as unacked.
@@ -389,8 +360,8 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
 async fn channels_count_the_work_a_transaction_holds() {
     let (broker, conn) = broker_and_connection().await;
     let ch = conn.create_channel().await.unwrap();
-    declare(&ch, "txq").await;
-    publish(&ch, "txq", b"t").await;
+    declare_plain_queue(&ch, "txq").await;
+    publish_to_queue(&ch, "txq", b"t").await;
     ch.tx_select().await.unwrap();
     // A delivery to ack inside the transaction.
     let got = ch
@@ -398,8 +369,8 @@ async fn channels_count_the_work_a_transaction_holds() {
         .await
         .unwrap()
         .expect("the message published before tx.select");
-    publish(&ch, "txq", b"t").await;
-    publish(&ch, "txq", b"t").await;
+    publish_to_queue(&ch, "txq", b"t").await;
+    publish_to_queue(&ch, "txq", b"t").await;
     ch.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
         .await
         .unwrap();
@@ -424,7 +395,7 @@ async fn channels_count_the_work_a_transaction_holds() {
     assert_eq!(counts().await, (json!(true), json!(2), json!(1), json!(1)));
     ch.tx_commit().await.unwrap();
     assert_eq!(counts().await, (json!(true), json!(0), json!(0), json!(0)));
-    publish(&ch, "txq", b"t").await;
+    publish_to_queue(&ch, "txq", b"t").await;
     ch.basic_qos(0, BasicQosOptions::default()).await.unwrap();
     assert_eq!(counts().await, (json!(true), json!(1), json!(0), json!(0)));
     ch.tx_rollback().await.unwrap();
@@ -535,8 +506,8 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
             None => connect(&broker).await,
         };
         let ch = c.create_channel().await.unwrap();
-        declare(&ch, queue).await;
-        publish(&ch, queue, b"m").await;
+        declare_plain_queue(&ch, queue).await;
+        publish_to_queue(&ch, queue, b"m").await;
         // Kept alive until the end: lapin cancels a consumer it drops.
         let consumer = if consume {
             Some(consume_tagged(&ch, queue, &format!("ctag-{queue}"), false).await)
@@ -831,7 +802,7 @@ async fn metrics_are_per_object_when_the_operator_says_so() {
         .unwrap();
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
-    declare(&ch, "named").await;
+    declare_plain_queue(&ch, "named").await;
     let samples = scrape(&broker, "/metrics", None).await;
     assert_eq!(
         samples["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"named\"}"],
@@ -960,7 +931,7 @@ async fn slow_or_idle_http_clients_cannot_hold_the_api() {
     // AMQP is unaffected while the API's connections are taken.
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
-    declare(&ch, "still-served").await;
+    declare_plain_queue(&ch, "still-served").await;
     // Every idle connection is closed by the server after the header timeout.
     let started = std::time::Instant::now();
     for s in &mut idle {
