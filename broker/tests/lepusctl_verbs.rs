@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::amqp::{consume_tagged, declare_plain_queue};
+use common::amqp::{closed_within, consume_tagged, declare_plain_queue};
 
 use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -208,15 +208,10 @@ async fn every_verb_against_a_running_broker() {
     let cols: Vec<&str> = conns[0].split('\t').collect();
     assert_eq!(&cols[1..], &["bob", "v1", "127.0.0.1"]);
     ctl(&broker, &["close_connection", cols[0], "bye"]).await;
-    let mut closed = false;
-    for _ in 0..50 {
-        if !conn.status().connected() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(closed, "close_connection closed bob's connection");
+    assert!(
+        closed_within(&conn, Duration::from_millis(2500)).await,
+        "close_connection closed bob's connection"
+    );
 
     // Writes need the administrator tag; bob (monitoring) may read but not write.
     let denied = ctl_as(&broker, "bob", "pw2", &["add_vhost", "nope"]).await;

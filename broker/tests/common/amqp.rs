@@ -56,6 +56,19 @@ pub(crate) async fn publish_to_queue(ch: &Channel, queue: &str, body: &[u8]) -> 
     .unwrap_or_else(|e| panic!("publish to {queue}: {e}"))
 }
 
+/// Waits until lapin sees `conn` closed, polling every 50 ms for at most `limit`: false if it
+/// is still connected then.
+pub(crate) async fn closed_within(conn: &Connection, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while conn.status().connected() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// Passive-declares `queue`: its message and consumer counts, or the error if it does not
 /// exist. Also a synchronous round trip that orders the channel's earlier methods before it.
 pub(crate) async fn passive_queue(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
