@@ -59,8 +59,7 @@ fn header_frame(channel: u16, headers: FieldTable) -> Vec<u8> {
 /// them is a frame over frame_max, 501 FRAME_ERROR for that connection alone.
 #[tokio::test]
 async fn a_messages_headers_are_bounded_by_one_frame() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let (_admin, admin) = open(&broker).await;
     let q = declare_unique_queue(&admin, "q.limits.headers").await;
 
@@ -97,8 +96,7 @@ async fn a_messages_headers_are_bounded_by_one_frame() {
 /// channel only.
 #[tokio::test]
 async fn x_max_priority_is_at_most_255() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let (conn, ch) = open(&broker).await;
     let q = common::unique("q.limits.priority");
     let args = |n: i32| table(vec![("x-max-priority", AMQPValue::LongInt(n))]);
@@ -122,8 +120,7 @@ async fn x_max_priority_is_at_most_255() {
 /// more is 406 on that channel only.
 #[tokio::test]
 async fn ttls_and_expiries_are_at_most_ten_years() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let (conn, ch) = open(&broker).await;
     for key in ["x-message-ttl", "x-expires"] {
         let q = common::unique("q.limits.ttl");

@@ -25,8 +25,7 @@ async fn a_bad_frame_end_octet_is_501() {
 
 #[tokio::test]
 async fn a_frame_over_the_negotiated_frame_max_is_501() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let mut conn = RawConn::open(&broker, 4096, 0).await;
     conn.open_channel(1).await;
     let q = common::unique("q.raw.framemax");
@@ -55,10 +54,8 @@ async fn an_unknown_frame_type_is_501() {
 /// 540 NOT_IMPLEMENTED, so the bundled broker must send that; against RabbitMQ the test
 /// accepts the dropped socket.
 async fn unknown_method(class_id: u16, method_id: u16) {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let (broker, bystander) = broker_with_bystander().await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     let mut payload = class_id.to_be_bytes().to_vec();
     payload.extend_from_slice(&method_id.to_be_bytes());
     conn.send(&raw_frame(1, 1, &payload, FRAME_END)).await;
@@ -101,16 +98,14 @@ async fn basic_recover_without_requeue_is_540() {
 #[tokio::test]
 async fn a_method_on_an_unopened_channel_is_504() {
     // queue.declare (class 50, method 10) on channel 3, never opened.
-    let payload = queue_declare_payload();
-    let close = closes_with(false, &raw_frame(1, 3, &payload, FRAME_END)).await;
+    let close = closes_with(false, &queue_declare_on(3)).await;
     // RabbitMQ: "CHANNEL_ERROR - expected 'channel.open'", naming the offending method.
     close.assert_names(504, 50, 10);
 }
 
 #[tokio::test]
 async fn a_publish_on_an_unopened_channel_is_504() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let mut conn = RawConn::open(&broker, 131_072, 0).await;
     // A complete publish (method, header, body). RabbitMQ assembles the content before it
     // looks at the channel, so it answers only once the body is in; a broker that refuses at
@@ -167,11 +162,9 @@ async fn a_heartbeat_on_a_non_zero_channel_is_an_error() {
 
 #[tokio::test]
 async fn a_truncated_frame_then_disconnect_leaves_the_broker_serving() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     for cut in [1usize, 3, 7, 12] {
-        let mut conn = RawConn::open(&broker, 131_072, 0).await;
-        conn.open_channel(1).await;
+        let mut conn = RawConn::with_channel_1(&broker).await;
         let frame = basic_publish(1, "some.queue.name");
         assert!(cut < frame.len());
         conn.send(&frame[..cut]).await;
@@ -183,14 +176,12 @@ async fn a_truncated_frame_then_disconnect_leaves_the_broker_serving() {
     drop(conn);
     bystander.assert_unaffected().await;
     // And new connections are still accepted.
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    RawConn::with_channel_1(&broker).await;
 }
 
 #[tokio::test]
 async fn a_client_that_stops_heartbeating_is_disconnected() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let mut conn = RawConn::open(&broker, 131_072, 1).await;
     // With heartbeat = 1 s the broker sends heartbeats and, hearing nothing back, drops the
     // connection after about two intervals (RabbitMQ closes the socket without
@@ -218,10 +209,8 @@ async fn a_client_that_stops_heartbeating_is_disconnected() {
 async fn a_content_header_of_the_wrong_class_is_505() {
     // RabbitMQ: "UNEXPECTED_FRAME - expected content header for class 60, got one for class 50
     // instead", class 60 method 40.
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let (broker, bystander) = broker_with_bystander().await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     conn.send(&basic_publish(1, "nowhere")).await;
     // Content header: class 50 (queue), weight 0, body size 5, no property flags.
     let mut payload = vec![0, 50, 0, 0];
@@ -241,8 +230,7 @@ async fn a_message_with_an_empty_body_needs_no_body_frame() {
     let broker = common::broker().await;
     let (_admin_conn, admin) = amqp::open(&broker).await;
     let q = amqp::declare_unique_queue(&admin, "q.raw.empty").await;
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     conn.send(&basic_publish(1, &q)).await;
     conn.send(&content_header(1, 0)).await;
     // A second message right behind it proves the first ended at its header.
@@ -259,8 +247,7 @@ async fn a_message_with_an_empty_body_needs_no_body_frame() {
 
 #[tokio::test]
 async fn a_channel_beyond_the_negotiated_channel_max_is_530() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // The client lowers channel_max to 2 in tune-ok; both channels open, a third is refused
     // on the connection (RabbitMQ 3.10: rabbit_reader counts open channels).
     let mut conn = RawConn::connect(&broker).await;
@@ -366,8 +353,7 @@ async fn an_unsolicited_close_ok_or_flow_ok_is_a_connection_error() {
     // on an open channel it falls to "unimplemented method", 503 COMMAND_INVALID; on a
     // channel never opened it is "expected 'channel.open'", 504 CHANNEL_ERROR. Both are
     // hard errors: the connection closes, naming the method.
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // channel.close-ok is class 20 method 41; channel.flow-ok class 20 method 21 (active bit).
     let close_ok = [0u8, 20, 0, 41];
     let flow_ok = [0u8, 20, 0, 21, 1];
@@ -396,8 +382,7 @@ async fn an_unsolicited_close_ok_or_flow_ok_is_a_connection_error() {
     }
     // The channel.close-ok that answers the server's own channel.close is still welcome:
     // a channel error, close-ok, and the connection goes on (a declare on a reopened channel).
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     // queue.declare passive of a queue that does not exist: 404 on the channel.
     let mut payload = vec![0, 50, 0, 10, 0, 0];
     let q = common::unique("q.raw.absent");
@@ -422,8 +407,7 @@ async fn an_unsolicited_close_ok_or_flow_ok_is_a_connection_error() {
 async fn a_close_from_each_side_at_once_ends_with_the_clients_close_ok() {
     use amq_protocol::protocol::{channel, AMQPClass};
     let broker = common::broker().await;
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     // queue.declare (class 50, method 10), passive, of a queue that does not exist: the server
     // closes channel 1 with 404. Reserved u16, queue name, flags 0x01 (passive), empty table.
     let queue = b"lepus-test-no-such-queue-crossing-close";

@@ -27,8 +27,7 @@ async fn refused_header(broker: &common::TestBroker, header: &[u8]) {
 
 #[tokio::test]
 async fn a_bad_protocol_header_gets_ours_back_then_close() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // RabbitMQ answers each of these with b"AMQP\x00\x00\x09\x01" and closes.
     for header in [
         &b"AMQP\x00\x00\x0a\x00"[..], // a version we do not speak
@@ -45,8 +44,7 @@ async fn a_bad_protocol_header_gets_ours_back_then_close() {
 #[tokio::test]
 async fn connection_start_advertises_rabbitmq_capabilities_and_mechanisms() {
     let broker = common::broker().await;
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let conn = RawConn::started(&broker).await;
     let props = conn.server_properties.clone().expect("server properties");
     let caps = match props.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(t)) => t.clone(),
@@ -90,8 +88,7 @@ async fn connection_start_advertises_rabbitmq_capabilities_and_mechanisms() {
 #[tokio::test]
 async fn connection_tune_proposes_rabbitmq_limits() {
     let broker = common::broker().await;
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.authenticate().await;
     let tune = conn.tune.clone().expect("tune");
     // RabbitMQ 3.10 defaults: channel_max 2047, frame_max 131072, heartbeat 60.
@@ -104,8 +101,7 @@ async fn connection_tune_proposes_rabbitmq_limits() {
 #[tokio::test]
 async fn amqplain_authenticates() {
     let broker = common::broker().await;
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     // AMQPLAIN response: a field table without its length prefix:
     // 5 "LOGIN" 'S' u32 5 "guest", 8 "PASSWORD" 'S' u32 5 "guest".
     let mut response = Vec::new();
@@ -126,10 +122,8 @@ async fn amqplain_authenticates() {
 
 #[tokio::test]
 async fn bad_credentials_with_authentication_failure_close_get_403() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let (broker, bystander) = broker_with_bystander().await;
+    let mut conn = RawConn::started(&broker).await;
     let mut caps = FieldTable::default();
     caps.insert(
         "authentication_failure_close".into(),
@@ -150,8 +144,7 @@ async fn bad_credentials_with_authentication_failure_close_get_403() {
 #[tokio::test]
 async fn bad_credentials_without_the_capability_just_close() {
     let broker = common::broker().await;
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.send(&start_ok(FieldTable::default(), "PLAIN", b"\0guest\0wrong"))
         .await;
     // RabbitMQ closes the socket without a frame: a client that did not ask for
@@ -164,10 +157,8 @@ async fn bad_credentials_without_the_capability_just_close() {
 
 #[tokio::test]
 async fn an_unknown_mechanism_is_refused() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let (broker, bystander) = broker_with_bystander().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.send(&start_ok(FieldTable::default(), "FOO", b"whatever"))
         .await;
     // AMQP 0-9-1, connection.start-ok, field "mechanism": "If the mechanism field does not
@@ -184,8 +175,7 @@ async fn an_unknown_mechanism_is_refused() {
 
 /// Sends a tune-ok the broker must refuse and checks the connection does not proceed.
 async fn refused_tune_ok(broker: &common::TestBroker, channel_max: u16, frame_max: u32) {
-    let mut conn = RawConn::connect(broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(broker).await;
     conn.authenticate().await;
     conn.send(&tune_ok(channel_max, frame_max, 0)).await;
     // AMQP 0-9-1, connection.tune-ok: "If the client specifies a channel max [frame max] that
@@ -203,8 +193,7 @@ async fn refused_tune_ok(broker: &common::TestBroker, channel_max: u16, frame_ma
 
 #[tokio::test]
 async fn tune_ok_outside_the_server_limits_is_refused() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // Concurrently (RabbitMQ waits 3 s before each such close): channel_max above the
     // server's 2047, frame_max below the 4096 minimum, frame_max above the server's 131072.
     tokio::join!(
@@ -219,15 +208,13 @@ async fn tune_ok_outside_the_server_limits_is_refused() {
 async fn a_non_connection_method_on_channel_zero_is_504() {
     // queue.declare on channel 0. RabbitMQ: 504 "CHANNEL_ERROR - unexpected method in
     // connection state running", class 50 method 10.
-    let payload = queue_declare_payload();
-    let close = closes_with(false, &raw_frame(1, 0, &payload, FRAME_END)).await;
+    let close = closes_with(false, &queue_declare_on(0)).await;
     close.assert_names(504, 50, 10);
 }
 
 #[tokio::test]
 async fn a_frame_of_exactly_frame_max_is_accepted_and_a_larger_payload_is_501() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let (_admin, admin) = amqp::open(&broker).await;
     let q = amqp::declare_unique_queue(&admin, "q.raw.exact").await;
 
@@ -263,8 +250,7 @@ async fn a_frame_of_exactly_frame_max_is_accepted_and_a_larger_payload_is_501() 
 #[tokio::test]
 async fn a_client_connection_close_is_answered_with_close_ok_then_eof() {
     let broker = common::broker().await;
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     conn.send(&method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
@@ -303,28 +289,27 @@ async fn a_client_connection_close_is_answered_with_close_ok_then_eof() {
 /// `handshake_timeout` is 10 s; the bundled broker may be quicker.
 const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Reads `conn` until the broker hangs up (within [`HANDSHAKE_LIMIT`]) and asserts it sent
+/// nothing more (`what` says what was expected).
+async fn assert_hung_up_without_a_frame(mut conn: RawConn, what: &str) {
+    let rest = conn.read_to_eof(HANDSHAKE_LIMIT).await;
+    assert!(rest.is_empty(), "{what}, got {rest:?}");
+}
+
 #[tokio::test]
 async fn stalled_handshakes_are_dropped_after_the_handshake_timeout() {
     let broker = common::broker().await;
     // Both stalls run at once: the test takes one handshake timeout, not two.
     let silent = async {
         // Connected, never sends the protocol header.
-        let mut conn = RawConn::connect(&broker).await;
-        let rest = conn.read_to_eof(HANDSHAKE_LIMIT).await;
-        assert!(
-            rest.is_empty(),
-            "nothing sent to a silent client, got {rest:?}"
-        );
+        let conn = RawConn::connect(&broker).await;
+        assert_hung_up_without_a_frame(conn, "nothing sent to a silent client").await;
     };
     let stalled = async {
         // Got connection.start, never answers: the timeout covers the whole handshake.
-        let mut conn = RawConn::connect(&broker).await;
-        conn.start().await;
-        let rest = conn.read_to_eof(HANDSHAKE_LIMIT).await;
-        assert!(
-            rest.is_empty(),
-            "no frames after connection.start to a stalled client, got {rest:?}"
-        );
+        let conn = RawConn::started(&broker).await;
+        let what = "no frames after connection.start to a stalled client";
+        assert_hung_up_without_a_frame(conn, what).await;
     };
     tokio::join!(silent, stalled);
 }

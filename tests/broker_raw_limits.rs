@@ -109,13 +109,11 @@ async fn expect_501(conn: &mut RawConn, broker: &common::TestBroker, class_metho
 
 #[tokio::test]
 async fn deep_client_properties_before_login_do_not_take_the_broker_down() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // 500 levels fit in the 4,096 bytes allowed before tune-ok (7 bytes a level); a stranger
     // with a wrong password sends them.
     for table in [deep_table(500), deep_mixed(500)] {
-        let mut conn = RawConn::connect(&broker).await;
-        conn.start().await;
+        let mut conn = RawConn::started(&broker).await;
         conn.send(&start_ok_with(&table, "PLAIN", b"\0guest\0wrong"))
             .await;
         // The bundled broker refuses the frame (501) before looking at the credentials;
@@ -125,8 +123,7 @@ async fn deep_client_properties_before_login_do_not_take_the_broker_down() {
         }
     }
     // The same with the credentials right: still refused, no login.
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.send(&start_ok_with(&deep_table(500), "PLAIN", b"\0guest\0guest"))
         .await;
     if broker.is_bundled() {
@@ -134,8 +131,7 @@ async fn deep_client_properties_before_login_do_not_take_the_broker_down() {
         assert_eq!(close.map(|c| c.code), Some(501));
     }
     // At the bound, the login goes through.
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.send(&start_ok_with(
         &deep_table(MAX_DEPTH),
         "PLAIN",
@@ -152,8 +148,7 @@ async fn deep_client_properties_before_login_do_not_take_the_broker_down() {
 
 #[tokio::test]
 async fn a_deep_amqplain_response_is_a_failed_login() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // LOGIN and PASSWORD right, then an entry nested 500 deep.
     let mut response = Vec::new();
     for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
@@ -164,8 +159,7 @@ async fn a_deep_amqplain_response_is_a_failed_login() {
     response.extend(short("n"));
     response.push(b'F');
     response.extend(deep_table(500));
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.send(&start_ok_with(&[0, 0, 0, 0], "AMQPLAIN", &response))
         .await;
     // The bundled broker treats it as a malformed response: a failed login, which a client
@@ -234,14 +228,12 @@ fn methods_with_arguments(table: &[u8], q: &str) -> Vec<((u16, u16), Vec<u8>)> {
 
 #[tokio::test]
 async fn deep_arguments_of_every_method_are_501_and_the_broker_lives_on() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let q = common::unique("q.raw.deep");
     // 3,000 levels: ~21 KB, what issue 13 sent. Each method on its own connection.
     for table in [deep_table(3000), deep_mixed(3000)] {
         for (class_method, args) in methods_with_arguments(&table, &q) {
-            let mut conn = RawConn::open(&broker, 131_072, 0).await;
-            conn.open_channel(1).await;
+            let mut conn = RawConn::with_channel_1(&broker).await;
             conn.send(&method_frame(1, class_method.0, class_method.1, &args))
                 .await;
             expect_501(&mut conn, &broker, class_method).await;
@@ -255,8 +247,7 @@ async fn deep_arguments_of_every_method_are_501_and_the_broker_lives_on() {
 async fn arguments_at_the_bound_are_accepted() {
     let broker = common::broker().await;
     let q = common::unique("q.raw.atbound");
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     let (_, args) = methods_with_arguments(&deep_mixed(MAX_DEPTH), &q).remove(0);
     conn.send(&method_frame(1, 50, 10, &args)).await;
     match conn.expect_method().await {
@@ -278,11 +269,9 @@ fn header_with(channel: u16, body_size: u64, table: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn deep_message_headers_are_501_and_headers_at_the_bound_round_trip() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let q = common::unique("q.raw.headers");
-    let mut conn = RawConn::open(&broker, 131_072, 0).await;
-    conn.open_channel(1).await;
+    let mut conn = RawConn::with_channel_1(&broker).await;
     conn.send(&method(
         1,
         AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
@@ -366,11 +355,9 @@ fn start_ok_of_size(total: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn frames_before_tune_ok_are_limited_to_4096_bytes() {
-    let broker = common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     // Exactly 4,096: accepted.
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.send(&start_ok_of_size(FRAME_MIN_SIZE)).await;
     match conn.expect_method().await {
         (0, AMQPClass::Connection(connection::AMQPMethod::Tune(_))) => {}
@@ -379,8 +366,7 @@ async fn frames_before_tune_ok_are_limited_to_4096_bytes() {
     // 4,105 bytes (a payload of 4,097: past RabbitMQ's 8-byte fudge too) and 131,072 (the
     // frame_max the broker proposes, which does not apply yet): refused.
     for total in [FRAME_MIN_SIZE + 9, 131_072] {
-        let mut conn = RawConn::connect(&broker).await;
-        conn.start().await;
+        let mut conn = RawConn::started(&broker).await;
         conn.send_lossy(&start_ok_of_size(total)).await;
         match conn.expect_connection_close_or_drop().await {
             Some(close) => {
@@ -392,8 +378,7 @@ async fn frames_before_tune_ok_are_limited_to_4096_bytes() {
     }
     // Between tune and tune-ok: still 4,096 (a 5,000-byte body frame; before the fix the
     // broker read it whole and answered 503 "expected connection.tune-ok").
-    let mut conn = RawConn::connect(&broker).await;
-    conn.start().await;
+    let mut conn = RawConn::started(&broker).await;
     conn.authenticate().await;
     conn.send_lossy(&raw_frame(3, 1, &[b'b'; 5000], FRAME_END))
         .await;

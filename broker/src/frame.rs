@@ -21,6 +21,7 @@
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, basic::gen_properties, basic::AMQPProperties, AMQPClass};
+use amq_protocol::types::ShortString;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::AmqpError;
@@ -187,6 +188,28 @@ pub(crate) fn encode_method(out: &mut Vec<u8>, channel: u16, method: AMQPClass) 
     }
     let frame = AMQPFrame::Method(channel, method);
     encode_with(out, &frame);
+}
+
+/// The fields of a `basic.deliver`, borrowed from where they live (the consumer's tag, the
+/// message's exchange and routing key) rather than copied into a `basic::Deliver`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeliverFields<'a> {
+    /// The consumer the message goes to.
+    pub(crate) consumer_tag: &'a ShortString,
+    /// The channel's delivery tag for it.
+    pub(crate) delivery_tag: u64,
+    /// Delivered before.
+    pub(crate) redelivered: bool,
+    /// The exchange it was published to.
+    pub(crate) exchange: &'a ShortString,
+    /// The routing key it was published with.
+    pub(crate) routing_key: &'a ShortString,
+}
+
+/// Appends a `basic.deliver` method frame built from borrowed fields: the same bytes as
+/// [`encode_method`] with the equivalent `basic::Deliver`.
+pub(crate) fn encode_deliver(out: &mut Vec<u8>, channel: u16, fields: &DeliverFields<'_>) {
+    basic_codec::encode_deliver_fields(out, channel, fields);
 }
 
 /// A heartbeat frame: type 8, channel 0, empty payload.

@@ -10,12 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::amqp::consume_tagged;
+use common::amqp::{closed_within, consume_tagged, declare_plain_queue};
 
-use lapin::options::{
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus_broker::BrokerHandle;
 
@@ -152,13 +149,7 @@ async fn every_verb_against_a_running_broker() {
         .await
         .unwrap();
     for q in ["q1", "q2"] {
-        ch.queue_declare(
-            q.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_plain_queue(&ch, q).await;
     }
     publish_each(&ch, &[("q1", 3), ("q2", 2)]).await;
     let queues = rows(
@@ -217,15 +208,10 @@ async fn every_verb_against_a_running_broker() {
     let cols: Vec<&str> = conns[0].split('\t').collect();
     assert_eq!(&cols[1..], &["bob", "v1", "127.0.0.1"]);
     ctl(&broker, &["close_connection", cols[0], "bye"]).await;
-    let mut closed = false;
-    for _ in 0..50 {
-        if !conn.status().connected() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(closed, "close_connection closed bob's connection");
+    assert!(
+        closed_within(&conn, Duration::from_millis(2500)).await,
+        "close_connection closed bob's connection"
+    );
 
     // Writes need the administrator tag; bob (monitoring) may read but not write.
     let denied = ctl_as(&broker, "bob", "pw2", &["add_vhost", "nope"]).await;
@@ -324,28 +310,19 @@ async fn list_channels_counts_consumers_and_unacked_messages() {
     let conn = connect(&broker, "guest", "guest", "%2f")
         .await
         .expect("guest logs in");
-    let declare = |ch: lapin::Channel, q: &'static str| async move {
-        ch.queue_declare(
-            q.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    };
 
     // Channel 1: prefetch 5 per consumer, one consumer holding 3 unacked deliveries.
     let a = conn.create_channel().await.unwrap();
     a.basic_qos(5, BasicQosOptions::default()).await.unwrap();
-    declare(a.clone(), "qa").await;
+    declare_plain_queue(&a, "qa").await;
     let mut ca = consume_tagged(&a, "qa", "ca", false).await;
     // Channel 2: confirm mode, two consumers holding 3 + 1 unacked deliveries.
     let b = conn.create_channel().await.unwrap();
     b.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    declare(b.clone(), "qb1").await;
-    declare(b.clone(), "qb2").await;
+    declare_plain_queue(&b, "qb1").await;
+    declare_plain_queue(&b, "qb2").await;
     let mut cb1 = consume_tagged(&b, "qb1", "cb1", false).await;
     let mut cb2 = consume_tagged(&b, "qb2", "cb2", false).await;
     // Channel 3: transactional, no consumers.

@@ -143,15 +143,7 @@ async fn limit_flags_reach_the_broker() {
 
     // --consumer-max-per-channel 1: a second consumer on one channel closes the connection.
     let ch = conn.create_channel().await.unwrap();
-    let _first = ch
-        .basic_consume(
-            q.name().clone(),
-            "one".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("the first consumer");
+    let _first = common::amqp::consume_tagged(&ch, q.name().as_str(), "one", false).await;
     let err = within(
         "the second consume",
         ch.basic_consume(
@@ -214,15 +206,7 @@ async fn busy_polling_stops_when_traffic_stops() {
     for round in 0..3 {
         // Traffic (each call is a read by the broker, which starts a 200 ms window)...
         let q = common::amqp::declare_exclusive(&ch).await;
-        ch.basic_publish(
-            "".into(),
-            q.name().as_str().into(),
-            BasicPublishOptions::default(),
-            b"ping",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        common::amqp::publish_to_queue(&ch, q.name().as_str(), b"ping").await;
         // ...then silence: once the window has passed the spinner parks, and the broker's
         // CPU time stays nearly flat (a broker that kept spinning would use ~1 s per second).
         tokio::time::sleep(Duration::from_millis(600)).await;

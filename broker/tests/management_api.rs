@@ -3,18 +3,17 @@
 //! real AMQP traffic, and a strict parse of the Prometheus text format.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::collections::HashMap;
+
 use base64::Engine;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::{Connection, ConnectionProperties};
 use lepus_broker::{Broker, BrokerHandle};
 use serde_json::{json, Value};
 
 mod common;
-use common::amqp::consume_tagged;
+use common::amqp::{consume_tagged, declare_plain_queue, publish_to_queue};
+use common::http::seg;
 use common::prometheus::parse_prometheus;
 
 /// (status, parsed JSON body or the text) of one request, run off the async runtime.
@@ -38,27 +37,9 @@ async fn http(
             .build()
             .into();
         let res = match (method, body) {
-            ("GET", _) => {
-                let mut r = agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            ("DELETE", _) => {
-                let mut r = agent.delete(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.call()
-            }
-            ("PUT", body) => {
-                let mut r = agent.put(&url);
-                if let Some(a) = &auth {
-                    r = r.header("Authorization", a);
-                }
-                r.send_json(body.unwrap_or(json!({})))
-            }
+            ("GET", _) => with_auth(agent.get(&url), &auth).call(),
+            ("DELETE", _) => with_auth(agent.delete(&url), &auth).call(),
+            ("PUT", body) => with_auth(agent.put(&url), &auth).send_json(body.unwrap_or(json!({}))),
             _ => unreachable!("test uses GET, PUT, DELETE"),
         };
         let mut resp = res.expect("HTTP request");
@@ -74,11 +55,40 @@ async fn http(
     .unwrap()
 }
 
-const GUEST: Option<(&str, &str)> = Some(("guest", "guest"));
+/// `request` with the `Authorization` header `auth`, if any.
+fn with_auth<B>(
+    request: ureq::RequestBuilder<B>,
+    auth: &Option<String>,
+) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => request.header("Authorization", a),
+        None => request,
+    }
+}
+
+/// Who a request logs in as (user, password); `None`: no credentials.
+type Login = Option<(&'static str, &'static str)>;
+
+const GUEST: Login = Some(("guest", "guest"));
+const WRONG_PASSWORD: Login = Some(("guest", "nope"));
+const WATCHER: Login = Some(("watcher", "pw"));
 
 /// A lapin connection to `broker` as guest.
 async fn connect(broker: &BrokerHandle) -> Connection {
     common::amqp::connect_url(&broker.amqp_url()).await
+}
+
+/// An in-process broker with its management API, and a lapin connection to it as guest.
+async fn broker_and_connection() -> (BrokerHandle, Connection) {
+    let broker = common::http::broker_with_management().await;
+    let conn = connect(&broker).await;
+    (broker, conn)
+}
+
+/// Closes `conn`, then shuts `broker` down.
+async fn close_and_shut_down(broker: BrokerHandle, conn: Connection) {
+    conn.close(200, "bye".into()).await.unwrap();
+    broker.shutdown().await;
 }
 
 #[tokio::test]
@@ -89,46 +99,27 @@ async fn api_shapes_auth_and_counters() {
     let (s, body, _) = http(&broker, "GET", "/api/overview", None, None).await;
     assert_eq!(s, 401);
     assert_eq!(body["error"], "not_authorised");
-    let (s, _, _) = http(
-        &broker,
-        "GET",
-        "/api/overview",
-        Some(("guest", "nope")),
-        None,
-    )
-    .await;
+    let (s, _, _) = http(&broker, "GET", "/api/overview", WRONG_PASSWORD, None).await;
     assert_eq!(s, 401);
 
     // A user without tags cannot read; monitoring can read but not write.
-    let (s, _, _) = http(
-        &broker,
-        "PUT",
-        "/api/users/watcher",
-        GUEST,
-        Some(json!({"password": "pw", "tags": ""})),
-    )
-    .await;
+    let no_tags = json!({"password": "pw", "tags": ""});
+    let (s, _, _) = http(&broker, "PUT", "/api/users/watcher", GUEST, Some(no_tags)).await;
     assert_eq!(s, 201);
-    let (s, _, _) = http(&broker, "GET", "/api/queues", Some(("watcher", "pw")), None).await;
+    let (s, _, _) = http(&broker, "GET", "/api/queues", WATCHER, None).await;
     assert_eq!(s, 403);
+    let monitoring = json!({"tags": "monitoring"});
     http(
         &broker,
         "PUT",
         "/api/users/watcher",
         GUEST,
-        Some(json!({"tags": "monitoring"})),
+        Some(monitoring),
     )
     .await;
-    let (s, _, _) = http(&broker, "GET", "/api/queues", Some(("watcher", "pw")), None).await;
+    let (s, _, _) = http(&broker, "GET", "/api/queues", WATCHER, None).await;
     assert_eq!(s, 200);
-    let (s, _, _) = http(
-        &broker,
-        "PUT",
-        "/api/vhosts/x",
-        Some(("watcher", "pw")),
-        None,
-    )
-    .await;
+    let (s, _, _) = http(&broker, "PUT", "/api/vhosts/x", WATCHER, None).await;
     assert_eq!(s, 403);
 
     // AMQP traffic: 5 published to q, 2 fetched and acked.
@@ -137,25 +128,9 @@ async fn api_shapes_auth_and_counters() {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    ch.queue_declare(
-        "q".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_plain_queue(&ch, "q").await;
     for _ in 0..5 {
-        ch.basic_publish(
-            "".into(),
-            "q".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_to_queue(&ch, "q", b"x").await.await.unwrap();
     }
     for _ in 0..2 {
         let m = ch
@@ -200,12 +175,7 @@ async fn api_shapes_auth_and_counters() {
         names.contains(&"") && names.contains(&"amq.fanout"),
         "{names:?}"
     );
-    let fanout = xs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == "amq.fanout")
-        .unwrap();
+    let fanout = find(&xs, "name", "amq.fanout");
     assert_eq!(fanout["type"], "fanout");
 
     let (_, cs, _) = http(&broker, "GET", "/api/connections", GUEST, None).await;
@@ -214,50 +184,27 @@ async fn api_shapes_auth_and_counters() {
     assert_eq!(cs[0]["peer_host"], "127.0.0.1");
 
     let (_, users, _) = http(&broker, "GET", "/api/users", GUEST, None).await;
-    let watcher = users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "watcher")
-        .unwrap();
+    let watcher = find(&users, "name", "watcher");
     assert_eq!(watcher["tags"], json!(["monitoring"]));
 
     // Permissions: write, read back, delete.
     http(&broker, "PUT", "/api/vhosts/v2", GUEST, None).await;
-    let (s, _, _) = http(
-        &broker,
-        "PUT",
-        "/api/permissions/v2/watcher",
-        GUEST,
-        Some(json!({"configure": "^c", "write": "^w", "read": "^r"})),
-    )
-    .await;
+    let perms_path = "/api/permissions/v2/watcher";
+    let perms = json!({"configure": "^c", "write": "^w", "read": "^r"});
+    let (s, _, _) = http(&broker, "PUT", perms_path, GUEST, Some(perms)).await;
     assert_eq!(s, 201);
     let (_, perms, _) = http(&broker, "GET", "/api/permissions", GUEST, None).await;
-    let p = perms
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["vhost"] == "v2")
-        .unwrap();
+    let p = find(&perms, "vhost", "v2");
     assert_eq!(
         p,
         &json!({"user": "watcher", "vhost": "v2", "configure": "^c", "write": "^w", "read": "^r"})
     );
-    let (s, _, _) = http(
-        &broker,
-        "PUT",
-        "/api/permissions/v2/watcher",
-        GUEST,
-        Some(json!({"configure": "(", "write": "", "read": ""})),
-    )
-    .await;
+    let bad_regex = json!({"configure": "(", "write": "", "read": ""});
+    let (s, _, _) = http(&broker, "PUT", perms_path, GUEST, Some(bad_regex)).await;
     assert_eq!(s, 400, "a regex that does not compile is refused");
 
     // /metrics: no login, valid Prometheus text, totals that match the traffic.
-    let (s, _, text) = http(&broker, "GET", "/metrics", None, None).await;
-    assert_eq!(s, 200);
-    let samples = parse_prometheus(&text);
+    let samples = scrape(&broker, "/metrics", None).await;
     // RabbitMQ's names (issue 20): the Grafana dashboards and alert rules read these.
     assert_eq!(
         samples["rabbitmq_global_messages_received_total{protocol=\"amqp091\"}"],
@@ -277,9 +224,7 @@ async fn api_shapes_auth_and_counters() {
     assert_eq!(samples["rabbitmq_connections"], 1.0);
     assert!(samples["rabbitmq_process_resident_memory_bytes"] > 0.0);
     // The same per vhost and per queue at /metrics/per-object, for an administrator.
-    let (s, _, text) = http(&broker, "GET", "/metrics/per-object", GUEST, None).await;
-    assert_eq!(s, 200);
-    let samples = parse_prometheus(&text);
+    let samples = scrape(&broker, "/metrics/per-object", GUEST).await;
     assert_eq!(
         samples["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"q\"}"],
         3.0
@@ -289,28 +234,13 @@ async fn api_shapes_auth_and_counters() {
         5.0
     );
 
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
-}
-
-/// Percent-encodes a path segment.
-fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    close_and_shut_down(broker, conn).await;
 }
 
 #[tokio::test]
 async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     use futures::StreamExt;
-    let broker = common::http::broker_with_management().await;
-    let conn = connect(&broker).await;
+    let (broker, conn) = broker_and_connection().await;
     // Channel 1: qos 10 per consumer and 20 per channel, one consumer, 2 unacked.
     // Channel 2: confirm mode, two consumers, 3 unacked.
     let a = conn.create_channel().await.unwrap();
@@ -325,13 +255,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
         .await
         .unwrap();
     for q in ["c1", "c2", "c3"] {
-        b.queue_declare(
-            q.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        declare_plain_queue(&b, q).await;
     }
     let mut consumers = Vec::new();
     for (ch, q) in [(&a, "c1"), (&b, "c2"), (&b, "c3")] {
@@ -339,17 +263,7 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     }
     for (q, n) in [("c1", 2), ("c2", 2), ("c3", 1)] {
         for _ in 0..n {
-            b.basic_publish(
-                "".into(),
-                q.into(),
-                BasicPublishOptions::default(),
-                b"x",
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            publish_to_queue(&b, q, b"x").await.await.unwrap();
         }
     }
     // Once the client holds the deliveries, the broker counts them as unacked.
@@ -421,8 +335,8 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     // Totals: the overview and /metrics count both channels.
     let (_, ov, _) = http(&broker, "GET", "/api/overview", GUEST, None).await;
     assert_eq!(ov["object_totals"]["channels"], 2);
-    let (_, _, text) = http(&broker, "GET", "/metrics", None, None).await;
-    assert_eq!(parse_prometheus(&text)["rabbitmq_channels"], 2.0);
+    let samples = scrape(&broker, "/metrics", None).await;
+    assert_eq!(samples["rabbitmq_channels"], 2.0);
 
     // Closing channel 1 requeues its deliveries and drops it from the list.
     a.close(200, "bye".into()).await.unwrap();
@@ -437,36 +351,17 @@ async fn channels_follow_real_traffic_in_the_rabbitmq_shape() {
     let (_, q, _) = http(&broker, "GET", "/api/queues/%2F/c1", GUEST, None).await;
     assert_eq!(q["messages_ready"], 2);
 
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    close_and_shut_down(broker, conn).await;
 }
 
 /// `messages_uncommitted` and `acks_uncommitted` count what a transaction buffered, until
 /// `tx.commit` applies it (or `tx.rollback` drops it).
 #[tokio::test]
 async fn channels_count_the_work_a_transaction_holds() {
-    let broker = common::http::broker_with_management().await;
-    let conn = connect(&broker).await;
+    let (broker, conn) = broker_and_connection().await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        "txq".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let publish = |ch: lapin::Channel| async move {
-        ch.basic_publish(
-            "".into(),
-            "txq".into(),
-            BasicPublishOptions::default(),
-            b"t",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-    };
-    publish(ch.clone()).await;
+    declare_plain_queue(&ch, "txq").await;
+    publish_to_queue(&ch, "txq", b"t").await;
     ch.tx_select().await.unwrap();
     // A delivery to ack inside the transaction.
     let got = ch
@@ -474,42 +369,59 @@ async fn channels_count_the_work_a_transaction_holds() {
         .await
         .unwrap()
         .expect("the message published before tx.select");
-    publish(ch.clone()).await;
-    publish(ch.clone()).await;
+    publish_to_queue(&ch, "txq", b"t").await;
+    publish_to_queue(&ch, "txq", b"t").await;
     ch.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
         .await
         .unwrap();
-    let counts = |chs: Value| {
-        let c = &chs.as_array().unwrap()[0];
-        (
-            c["transactional"].clone(),
-            c["messages_uncommitted"].clone(),
-            c["acks_uncommitted"].clone(),
-            c["messages_unacknowledged"].clone(),
-        )
+    // The channel's (transactional, messages_uncommitted, acks_uncommitted,
+    // messages_unacknowledged) as the API shows them.
+    let counts = || {
+        let broker = &broker;
+        async move {
+            let (_, chs, _) = http(broker, "GET", "/api/channels", GUEST, None).await;
+            let c = &chs.as_array().unwrap()[0];
+            (
+                c["transactional"].clone(),
+                c["messages_uncommitted"].clone(),
+                c["acks_uncommitted"].clone(),
+                c["messages_unacknowledged"].clone(),
+            )
+        }
     };
     // The publishes and the ack arrive before the next method's reply: a basic.qos round trip
     // orders them before the API request.
     ch.basic_qos(0, BasicQosOptions::default()).await.unwrap();
-    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
-    assert_eq!(counts(chs), (json!(true), json!(2), json!(1), json!(1)));
+    assert_eq!(counts().await, (json!(true), json!(2), json!(1), json!(1)));
     ch.tx_commit().await.unwrap();
-    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
-    assert_eq!(counts(chs), (json!(true), json!(0), json!(0), json!(0)));
-    publish(ch.clone()).await;
+    assert_eq!(counts().await, (json!(true), json!(0), json!(0), json!(0)));
+    publish_to_queue(&ch, "txq", b"t").await;
     ch.basic_qos(0, BasicQosOptions::default()).await.unwrap();
-    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
-    assert_eq!(counts(chs), (json!(true), json!(1), json!(0), json!(0)));
+    assert_eq!(counts().await, (json!(true), json!(1), json!(0), json!(0)));
     ch.tx_rollback().await.unwrap();
-    let (_, chs, _) = http(&broker, "GET", "/api/channels", GUEST, None).await;
-    assert_eq!(counts(chs), (json!(true), json!(0), json!(0), json!(0)));
+    assert_eq!(counts().await, (json!(true), json!(0), json!(0), json!(0)));
     let (_, q, _) = http(&broker, "GET", "/api/queues/%2F/txq", GUEST, None).await;
     assert_eq!(
         q["messages"], 2,
         "the two committed publishes, not the rolled-back one"
     );
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    close_and_shut_down(broker, conn).await;
+}
+
+/// The samples at `path` (`/metrics` or `/metrics/per-object`), which must answer 200.
+async fn scrape(broker: &BrokerHandle, path: &str, login: Login) -> HashMap<String, f64> {
+    let (s, _, text) = http(broker, "GET", path, login, None).await;
+    assert_eq!(s, 200, "GET {path}: {text}");
+    parse_prometheus(&text)
+}
+
+/// The item of JSON list `list` whose `key` is `value`.
+fn find<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list, got {list}"))
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no {key} = {value} in {list}"))
 }
 
 /// Names in a JSON list: `key` of each item, sorted.
@@ -594,22 +506,8 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
             None => connect(&broker).await,
         };
         let ch = c.create_channel().await.unwrap();
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            b"m",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
+        declare_plain_queue(&ch, queue).await;
+        publish_to_queue(&ch, queue, b"m").await;
         // Kept alive until the end: lapin cancels a consumer it drops.
         let consumer = if consume {
             Some(consume_tagged(&ch, queue, &format!("ctag-{queue}"), false).await)
@@ -703,21 +601,20 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
     // administrators everywhere.
     let queues = list("/api/queues", GUEST, "name").await;
     assert_eq!(queues, v(&["q-a@va", "q-b@vb", "q-pol@va", "q-root@/"]));
-    assert_eq!(list("/api/queues", MON, "name").await, v(&["q-b@vb"]));
-    assert_eq!(
-        list("/api/queues", MGMT, "name").await,
-        v(&["q-a@va", "q-pol@va"])
-    );
-    assert_eq!(
-        list("/api/queues", POL, "name").await,
-        v(&["q-a@va", "q-pol@va"])
-    );
-    assert!(list("/api/queues", MGMT0, "name").await.is_empty());
-    assert_eq!(
-        list("/api/queues/va", MGMT, "name").await,
-        v(&["q-a@va", "q-pol@va"])
-    );
-    assert_eq!(list("/api/queues/vb", MON, "name").await, v(&["q-b@vb"]));
+    for (path, who, expected) in [
+        ("/api/queues", MON, &["q-b@vb"][..]),
+        ("/api/queues", MGMT, &["q-a@va", "q-pol@va"]),
+        ("/api/queues", POL, &["q-a@va", "q-pol@va"]),
+        ("/api/queues", MGMT0, &[]),
+        ("/api/queues/va", MGMT, &["q-a@va", "q-pol@va"]),
+        ("/api/queues/vb", MON, &["q-b@vb"]),
+    ] {
+        assert_eq!(
+            list(path, who, "name").await,
+            v(expected),
+            "{path} as {who:?}"
+        );
+    }
     for kind in ["queues", "exchanges", "bindings"] {
         for (path, who) in [
             (format!("/api/{kind}/vb"), MGMT),
@@ -783,19 +680,15 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
     );
     let own = format!("/api/connections/{}/channels", seg(&mgmt_c));
     assert_eq!(status(&own, MGMT).await, 200);
-    assert_eq!(
-        list("/api/consumers", GUEST, "consumer_tag").await,
-        v(&["ctag-q-a", "ctag-q-b"])
-    );
-    assert_eq!(
-        list("/api/consumers", MON, "consumer_tag").await,
-        v(&["ctag-q-a", "ctag-q-b"])
-    );
-    assert_eq!(
-        list("/api/consumers", MGMT, "consumer_tag").await,
-        v(&["ctag-q-a"])
-    );
-    assert!(list("/api/consumers", POL, "consumer_tag").await.is_empty());
+    for (who, expected) in [
+        (GUEST, &["ctag-q-a", "ctag-q-b"][..]),
+        (MON, &["ctag-q-a", "ctag-q-b"]),
+        (MGMT, &["ctag-q-a"]),
+        (POL, &[]),
+    ] {
+        let tags = list("/api/consumers", who, "consumer_tag").await;
+        assert_eq!(tags, v(expected), "consumers as {who:?}");
+    }
 
     // Totals: global for monitoring; the user's vhosts and own connections for management.
     let (_, ov, _) = get("/api/overview".into(), MON).await;
@@ -849,14 +742,8 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
         let (s, _, text) = http(&broker, method, &path, MGMT, body).await;
         assert!(s == 403 || s == 404, "{method} {path} as mgmt: {s} {text}");
     }
-    let (s, _, _) = http(
-        &broker,
-        "DELETE",
-        &format!("/api/connections/{}", seg(&guest_c)),
-        MON,
-        None,
-    )
-    .await;
+    let guest_conn = format!("/api/connections/{}", seg(&guest_c));
+    let (s, _, _) = http(&broker, "DELETE", &guest_conn, MON, None).await;
     assert_eq!(
         s, 403,
         "monitoring sees others' connections but may not close them"
@@ -868,29 +755,15 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
     assert_eq!(list("/api/connections", GUEST, "name").await.len(), 4);
     // What management users may do in their own vhosts: purge (read permission), close their
     // own connection.
-    let (s, _, _) = http(
-        &broker,
-        "DELETE",
-        "/api/queues/va/q-pol/contents",
-        MGMT,
-        None,
-    )
-    .await;
+    let pol_contents = "/api/queues/va/q-pol/contents";
+    let (s, _, _) = http(&broker, "DELETE", pol_contents, MGMT, None).await;
     assert_eq!(s, 204);
-    let (s, _, _) = http(
-        &broker,
-        "DELETE",
-        &format!("/api/connections/{}", seg(&mgmt_c)),
-        MGMT,
-        None,
-    )
-    .await;
+    let mgmt_conn = format!("/api/connections/{}", seg(&mgmt_c));
+    let (s, _, _) = http(&broker, "DELETE", &mgmt_conn, MGMT, None).await;
     assert_eq!(s, 204);
 
     // /metrics: totals only, no vhost or queue name; per object for monitoring only.
-    let (s, _, text) = http(&broker, "GET", "/metrics", None, None).await;
-    assert_eq!(s, 200);
-    let samples = parse_prometheus(&text);
+    let samples = scrape(&broker, "/metrics", None).await;
     for series in samples.keys() {
         for name in [
             "\"q-a\"",
@@ -908,9 +781,8 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
     assert_eq!(samples["rabbitmq_queues"], 4.0);
     assert_eq!(status("/metrics/per-object", None).await, 401);
     assert_eq!(status("/metrics/per-object", MGMT).await, 403);
-    let (s, _, text) = get("/metrics/per-object".into(), MON).await;
-    assert_eq!(s, 200);
-    assert!(parse_prometheus(&text)
+    assert!(scrape(&broker, "/metrics/per-object", MON)
+        .await
         .contains_key("rabbitmq_queue_consumers{vhost=\"vb\",queue=\"q-b\"}"));
 
     drop(amqp);
@@ -930,22 +802,13 @@ async fn metrics_are_per_object_when_the_operator_says_so() {
         .unwrap();
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        "named".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let (s, _, text) = http(&broker, "GET", "/metrics", None, None).await;
-    assert_eq!(s, 200);
-    let samples = parse_prometheus(&text);
+    declare_plain_queue(&ch, "named").await;
+    let samples = scrape(&broker, "/metrics", None).await;
     assert_eq!(
         samples["rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"named\"}"],
         0.0
     );
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    close_and_shut_down(broker, conn).await;
 }
 
 /// Sends raw bytes to the management API and returns what it answered before closing (or
@@ -1068,13 +931,7 @@ async fn slow_or_idle_http_clients_cannot_hold_the_api() {
     // AMQP is unaffected while the API's connections are taken.
     let conn = connect(&broker).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        "still-served".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    declare_plain_queue(&ch, "still-served").await;
     // Every idle connection is closed by the server after the header timeout.
     let started = std::time::Instant::now();
     for s in &mut idle {
@@ -1095,8 +952,7 @@ async fn slow_or_idle_http_clients_cannot_hold_the_api() {
     let (elapsed, answer) = slow_body.await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.200}");
     assert!(elapsed < limit, "{elapsed:?}");
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    close_and_shut_down(broker, conn).await;
 }
 
 /// Every route but `/metrics` asks for credentials, before anything about the object is
@@ -1104,8 +960,7 @@ async fn slow_or_idle_http_clients_cannot_hold_the_api() {
 /// exist and objects that do not.
 #[tokio::test]
 async fn every_route_but_metrics_needs_a_login() {
-    let broker = common::http::broker_with_management().await;
-    let conn = connect(&broker).await;
+    let (broker, conn) = broker_and_connection().await;
     let (_, cs, _) = http(&broker, "GET", "/api/connections", GUEST, None).await;
     let c = seg(cs[0]["name"].as_str().unwrap());
     let routes = [
@@ -1157,6 +1012,5 @@ async fn every_route_but_metrics_needs_a_login() {
     assert_eq!(names_of(&users, "name"), ["guest"]);
     let (_, cs, _) = http(&broker, "GET", "/api/connections", GUEST, None).await;
     assert_eq!(cs.as_array().unwrap().len(), 1);
-    conn.close(200, "bye".into()).await.unwrap();
-    broker.shutdown().await;
+    close_and_shut_down(broker, conn).await;
 }

@@ -422,30 +422,18 @@ impl Api {
     }
 
     fn get(&self, path: &str) -> Result<Value, String> {
-        Self::finish(
-            self.agent
-                .get(format!("{}{path}", self.base))
-                .header("Authorization", &self.auth)
-                .call(),
-        )
+        let request = self.agent.get(format!("{}{path}", self.base));
+        Self::finish(request.header("Authorization", &self.auth).call())
     }
 
     fn put(&self, path: &str, body: Value) -> Result<Value, String> {
-        Self::finish(
-            self.agent
-                .put(format!("{}{path}", self.base))
-                .header("Authorization", &self.auth)
-                .send_json(body),
-        )
+        let request = self.agent.put(format!("{}{path}", self.base));
+        Self::finish(request.header("Authorization", &self.auth).send_json(body))
     }
 
     fn delete(&self, path: &str) -> Result<Value, String> {
-        Self::finish(
-            self.agent
-                .delete(format!("{}{path}", self.base))
-                .header("Authorization", &self.auth)
-                .call(),
-        )
+        let request = self.agent.delete(format!("{}{path}", self.base));
+        Self::finish(request.header("Authorization", &self.auth).call())
     }
 }
 
@@ -600,6 +588,35 @@ async fn consumer(url: String, model: Shared) {
     }
 }
 
+/// What a churn task does next to its numbered objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Create object `n`, one past the highest number so far.
+    Create,
+    /// Delete object `n`, one that is present.
+    Delete,
+}
+
+/// Chooses the next churn step on the numbered objects `objects` (a map of the model):
+/// delete a present one (chosen by `rng`) when more than `keep` are present or, if any is,
+/// one time in three; else create the next. The chosen object is marked `Known::Either` (in
+/// flight) before the step is taken.
+fn churn_step(objects: &mut BTreeMap<u32, Known>, keep: usize, rng: u64) -> (u32, Step) {
+    let present: Vec<u32> = objects
+        .iter()
+        .filter(|(_, k)| **k == Known::Present)
+        .map(|(n, _)| *n)
+        .collect();
+    let (n, step) = if present.len() > keep || (!present.is_empty() && rng.is_multiple_of(3)) {
+        (present[(rng >> 8) as usize % present.len()], Step::Delete)
+    } else {
+        let next = objects.keys().next_back().map_or(0, |n| n + 1);
+        (next, Step::Create)
+    };
+    objects.insert(n, Known::Either);
+    (n, step)
+}
+
 /// Declares churn queues (bound to `pc.x`) and deletes older ones.
 async fn topology_churn(url: String, model: Shared, mut rng: u64) {
     let Ok(conn) = connect(&url).await else {
@@ -610,17 +627,8 @@ async fn topology_churn(url: String, model: Shared, mut rng: u64) {
             return;
         };
         rng = mix(rng);
-        let present: Vec<u32> = {
-            let m = model.lock().unwrap();
-            m.churn_queues
-                .iter()
-                .filter(|(_, k)| **k == Known::Present)
-                .map(|(n, _)| *n)
-                .collect()
-        };
-        if present.len() > 3 || (!present.is_empty() && rng.is_multiple_of(3)) {
-            let n = present[(rng >> 8) as usize % present.len()];
-            model.lock().unwrap().churn_queues.insert(n, Known::Either);
+        let (n, step) = churn_step(&mut model.lock().unwrap().churn_queues, 3, rng);
+        if step == Step::Delete {
             if ch
                 .queue_delete(format!("pc.t{n}").into(), QueueDeleteOptions::default())
                 .await
@@ -630,12 +638,6 @@ async fn topology_churn(url: String, model: Shared, mut rng: u64) {
             }
             model.lock().unwrap().churn_queues.insert(n, Known::Absent);
         } else {
-            let n = {
-                let mut m = model.lock().unwrap();
-                let n = m.churn_queues.keys().next_back().map_or(0, |n| n + 1);
-                m.churn_queues.insert(n, Known::Either);
-                n
-            };
             let name = format!("pc.t{n}");
             let declared = ch
                 .queue_declare(
@@ -672,28 +674,13 @@ fn user_churn(api: String, model: Shared, stop: Arc<AtomicBool>, mut rng: u64) {
     let api = Api::new(&api);
     while !stop.load(Ordering::Relaxed) {
         rng = mix(rng);
-        let present: Vec<u32> = {
-            let m = model.lock().unwrap();
-            m.users
-                .iter()
-                .filter(|(_, k)| **k == Known::Present)
-                .map(|(n, _)| *n)
-                .collect()
-        };
-        if present.len() > 4 || (!present.is_empty() && rng.is_multiple_of(3)) {
-            let n = present[(rng >> 8) as usize % present.len()];
-            model.lock().unwrap().users.insert(n, Known::Either);
+        let (n, step) = churn_step(&mut model.lock().unwrap().users, 4, rng);
+        if step == Step::Delete {
             if api.delete(&format!("/api/users/pc-u{n}")).is_err() {
                 return;
             }
             model.lock().unwrap().users.insert(n, Known::Absent);
         } else {
-            let n = {
-                let mut m = model.lock().unwrap();
-                let n = m.users.keys().next_back().map_or(0, |n| n + 1);
-                m.users.insert(n, Known::Either);
-                n
-            };
             let created = api.put(
                 &format!("/api/users/pc-u{n}"),
                 json!({ "password": format!("pw-{n}"), "tags": "" }),
@@ -784,13 +771,8 @@ async fn verify(running: &Running, model: &Shared) -> Found {
             found.topology.push(format!("queue {q} lost"));
         }
     }
-    let churn: Vec<(u32, Known)> = model
-        .lock()
-        .unwrap()
-        .churn_queues
-        .iter()
-        .map(|(n, k)| (*n, *k))
-        .collect();
+    // A copy: the loop below updates the model.
+    let churn = model.lock().unwrap().churn_queues.clone();
     let bindings = match api.get("/api/bindings/%2F") {
         Ok(Value::Array(list)) => list,
         other => panic!("GET /api/bindings: {other:?}"),
@@ -851,13 +833,8 @@ async fn verify(running: &Running, model: &Shared) -> Found {
     if !names.contains("guest") {
         found.users.push("guest lost".into());
     }
-    let users: Vec<(u32, Known)> = model
-        .lock()
-        .unwrap()
-        .users
-        .iter()
-        .map(|(n, k)| (*n, *k))
-        .collect();
+    // A copy: the loop below updates the model.
+    let users = model.lock().unwrap().users.clone();
     let mut login_checked = false;
     for (n, known) in users {
         let name = format!("pc-u{n}");

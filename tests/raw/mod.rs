@@ -137,12 +137,13 @@ pub fn tune_ok(channel_max: u16, frame_max: u32, heartbeat: u16) -> Vec<u8> {
     )
 }
 
-/// The payload of a queue.declare (class 50, method 10) of an auto-delete queue named "x":
-/// reserved u16, queue "x", flags 0x08 (auto-delete), empty arguments table.
-pub fn queue_declare_payload() -> Vec<u8> {
+/// A method frame on `channel` of a queue.declare (class 50, method 10) of an auto-delete
+/// queue named "x": payload reserved u16, queue "x", flags 0x08 (auto-delete), empty
+/// arguments table.
+pub fn queue_declare_on(channel: u16) -> Vec<u8> {
     let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'x', 0x08];
     payload.extend_from_slice(&0u32.to_be_bytes());
-    payload
+    raw_frame(1, channel, &payload, FRAME_END)
 }
 
 /// A content header frame for a basic message of `body_size` bytes.
@@ -223,10 +224,25 @@ impl RawConn {
         }
     }
 
+    /// Connects, sends the protocol header and reads connection.start (see [`RawConn::start`]).
+    pub async fn started(broker: &TestBroker) -> RawConn {
+        let mut conn = RawConn::connect(broker).await;
+        conn.start().await;
+        conn
+    }
+
     /// Connects and completes the handshake with `frame_max` and `heartbeat` in tune-ok.
     pub async fn open(broker: &TestBroker, frame_max: u32, heartbeat: u16) -> RawConn {
         let mut conn = RawConn::connect(broker).await;
         conn.handshake(frame_max, heartbeat).await;
+        conn
+    }
+
+    /// Connects with frame_max 131,072 and no heartbeats, and opens channel 1: where most
+    /// channel-level tests start.
+    pub async fn with_channel_1(broker: &TestBroker) -> RawConn {
+        let mut conn = RawConn::open(broker, 131_072, 0).await;
+        conn.open_channel(1).await;
         conn
     }
 
@@ -456,6 +472,14 @@ impl RawConn {
     }
 }
 
+/// A broker to misbehave against (see [`crate::common::broker`]), with a [`Bystander`] already
+/// running on it.
+pub async fn broker_with_bystander() -> (TestBroker, Bystander) {
+    let broker = crate::common::broker().await;
+    let bystander = Bystander::start(&broker).await;
+    (broker, bystander)
+}
+
 /// A well-behaved lapin client doing publish/consume round trips on its own connection for as
 /// long as it lives. Started before a raw test misbehaves; [`Bystander::assert_unaffected`]
 /// then shows it kept working through and after the misbehaviour.
@@ -586,8 +610,7 @@ impl Bystander {
 /// and returns the `connection.close` the broker answers with, once the bystander has been
 /// checked unaffected.
 pub async fn closes_with(open_channel: bool, bytes: &[u8]) -> Close {
-    let broker = crate::common::broker().await;
-    let bystander = Bystander::start(&broker).await;
+    let (broker, bystander) = broker_with_bystander().await;
     let mut conn = RawConn::open(&broker, 131_072, 0).await;
     if open_channel {
         conn.open_channel(1).await;

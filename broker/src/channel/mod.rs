@@ -394,13 +394,7 @@ impl ConsumerChannel for ChannelShared {
         }
         d.last_tag += 1;
         let delivery_tag = d.last_tag;
-        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: consumer.tag.clone(),
-            delivery_tag,
-            redelivered: qm.redelivered,
-            exchange: qm.message.exchange.clone(),
-            routing_key: qm.message.routing_key.clone(),
-        }));
+        let redelivered = qm.redelivered;
         let message = qm.message.clone();
         if !consumer.no_ack {
             d.unacked.insert(
@@ -413,9 +407,11 @@ impl ConsumerChannel for ChannelShared {
             );
         }
         // Sent under the lock so that tags reach the wire in order.
-        let _ = self.outbox.send(Outbound::Content {
+        let _ = self.outbox.send(Outbound::Deliver {
             channel: self.id,
-            method,
+            consumer_tag: consumer.tag.clone(),
+            delivery_tag,
+            redelivered,
             message,
         });
         Ok(())

@@ -289,16 +289,32 @@ pub(super) fn encode_properties(out: &mut Vec<u8>, p: &basic::AMQPProperties) ->
 
 /// Appends a whole `basic.deliver` method frame (header, payload, end octet) to `out`.
 pub(super) fn encode_deliver(out: &mut Vec<u8>, channel: u16, d: &basic::Deliver) {
+    encode_deliver_fields(
+        out,
+        channel,
+        &super::DeliverFields {
+            consumer_tag: &d.consumer_tag,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: &d.exchange,
+            routing_key: &d.routing_key,
+        },
+    );
+}
+
+/// [`encode_deliver`] from borrowed fields: the same bytes, with no `basic::Deliver` (and so
+/// no copy of the three names) built per delivery.
+pub(super) fn encode_deliver_fields(out: &mut Vec<u8>, channel: u16, d: &super::DeliverFields<'_>) {
     let start = out.len();
     out.push(super::FRAME_METHOD);
     out.extend_from_slice(&channel.to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(&[0, 60, 0, 60]);
-    short_string(out, &d.consumer_tag);
+    short_string(out, d.consumer_tag);
     out.extend_from_slice(&d.delivery_tag.to_be_bytes());
     out.push(u8::from(d.redelivered));
-    short_string(out, &d.exchange);
-    short_string(out, &d.routing_key);
+    short_string(out, d.exchange);
+    short_string(out, d.routing_key);
     let size = (out.len() - start - 7) as u32;
     out[start + 3..start + 7].copy_from_slice(&size.to_be_bytes());
     out.push(super::FRAME_END);

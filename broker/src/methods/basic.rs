@@ -125,7 +125,7 @@ impl Session {
             .unwrap_or(0);
         let prefetch = self.channels.get(&ch).map_or(0, |c| c.consumer_prefetch);
         let consumer = Arc::new(Consumer {
-            tag: tag_ss.clone(),
+            tag: Arc::new(tag_ss.clone()),
             channel: shared.clone(),
             no_ack: m.no_ack,
             exclusive: m.exclusive,

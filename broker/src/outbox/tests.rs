@@ -108,3 +108,38 @@ fn a_panicking_batch_does_not_stay_open() {
     batch(|| outbox.send(open_ok(1)).unwrap());
     assert!(BATCH.with(|b| b.borrow().is_none()));
 }
+
+#[test]
+fn a_deliver_item_encodes_like_the_equivalent_deliver_method() {
+    let message = Arc::new(Message::unaccounted(
+        "amq.fanout".into(),
+        "some.key".into(),
+        basic::AMQPProperties::default().with_delivery_mode(2),
+        bytes::Bytes::from(vec![5u8; 300]),
+    ));
+    for (redelivered, frame_max) in [(false, 4096), (true, 100), (false, 0)] {
+        let shared = Outbound::Deliver {
+            channel: 7,
+            consumer_tag: Arc::new("ctag-1".into()),
+            delivery_tag: 42,
+            redelivered,
+            message: message.clone(),
+        };
+        let built = Outbound::Content {
+            channel: 7,
+            method: AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: "ctag-1".into(),
+                delivery_tag: 42,
+                redelivered,
+                exchange: "amq.fanout".into(),
+                routing_key: "some.key".into(),
+            })),
+            message: message.clone(),
+        };
+        assert_eq!(
+            encoded(vec![shared], frame_max),
+            encoded(vec![built], frame_max),
+            "redelivered {redelivered}, frame_max {frame_max}"
+        );
+    }
+}

@@ -34,8 +34,9 @@ pub(crate) trait ConsumerChannel: Send + Sync + std::fmt::Debug {
 /// channel's consumer map; dropped from both on cancel, channel close or queue delete.
 #[derive(Debug)]
 pub(crate) struct Consumer {
-    /// The consumer tag, unique within its channel.
-    pub(crate) tag: ShortString,
+    /// The consumer tag, unique within its channel; shared with every delivery queued on
+    /// the outbox (`outbox::Outbound::Deliver`), which encodes it without a copy.
+    pub(crate) tag: Arc<ShortString>,
     /// The channel deliveries go to.
     pub(crate) channel: Arc<dyn ConsumerChannel>,
     /// Deliveries need no ack (and count against no prefetch).

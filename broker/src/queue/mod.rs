@@ -348,20 +348,18 @@ impl Queue {
                 consumer.release();
                 continue;
             };
-            // A no-ack delivery settles the message as it goes out.
-            let settled = consumer.no_ack.then(|| QueuedMessage {
-                seq: qm.seq,
-                message: qm.message.clone(),
-                redelivered: qm.redelivered,
-                expires_at: None,
-            });
+            // A no-ack delivery settles the message as it goes out: the store forgets it by
+            // sequence number (no clone of the message's `Arc` per delivery just for that).
+            let settled = consumer
+                .no_ack
+                .then(|| (qm.seq, qm.message.is_persistent()));
             let redelivered = qm.redelivered;
             match consumer.channel.deliver(&consumer, self, qm) {
                 Ok(()) => {
                     st.delivered += 1;
                     stats.delivered(consumer.no_ack, redelivered);
-                    if let Some(qm) = settled {
-                        self.forget(&qm);
+                    if let Some((seq, persistent)) = settled {
+                        self.forget_seq(seq, persistent);
                     }
                 }
                 Err(qm) => {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, PublisherConfirm,
+};
 
 /// A lapin connection to `url` (an `amqp://` URL); fails the test if the broker refuses it.
 pub(crate) async fn connect_url(url: &str) -> Connection {
@@ -26,6 +28,45 @@ pub(crate) async fn declare_exclusive(ch: &Channel) -> lapin::Queue {
     )
     .await
     .expect("declare a server-named exclusive queue")
+}
+
+/// Declares the plain queue `queue` (not durable, not exclusive, no arguments) on `ch`; fails
+/// the test if the broker refuses it.
+pub(crate) async fn declare_plain_queue(ch: &Channel, queue: &str) -> lapin::Queue {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("declare {queue}: {e}"))
+}
+
+/// Publishes `body` (default properties) to `queue` through the default exchange; fails the
+/// test if the channel refuses it. The confirm is for channels in confirm mode to await.
+pub(crate) async fn publish_to_queue(ch: &Channel, queue: &str, body: &[u8]) -> PublisherConfirm {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("publish to {queue}: {e}"))
+}
+
+/// Waits until lapin sees `conn` closed, polling every 50 ms for at most `limit`: false if it
+/// is still connected then.
+pub(crate) async fn closed_within(conn: &Connection, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while conn.status().connected() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// Passive-declares `queue`: its message and consumer counts, or the error if it does not

@@ -123,6 +123,8 @@ impl Drop for InFlight<'_> {
 mod enabled {
     use std::cell::OnceCell;
     use std::collections::HashMap;
+
+    use fnv::{FnvBuildHasher, FnvHashMap};
     use std::io;
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -214,24 +216,32 @@ mod enabled {
 
     /// Series by queue, then by handler or method name (two levels so that a lookup borrows
     /// the two `&str`s instead of building a key).
-    type ByName<T> = HashMap<String, HashMap<String, T>>;
+    type ByName<T> = HashMap<String, FnvHashMap<String, T>, FnvBuildHasher>;
 
-    fn series<'a, T: Default>(map: &'a mut ByName<T>, queue: &str, name: &str) -> &'a mut T {
-        if !map.get(queue).is_some_and(|names| names.contains_key(name)) {
+    /// Runs `update` on the series of `(queue, name)`, made on first use. A hit hashes each
+    /// name once and allocates nothing.
+    fn with_series<T: Default>(
+        map: &mut ByName<T>,
+        queue: &str,
+        name: &str,
+        update: impl FnOnce(&mut T),
+    ) {
+        if let Some(series) = map.get_mut(queue).and_then(|names| names.get_mut(name)) {
+            update(series);
+            return;
+        }
+        update(
             map.entry(queue.to_owned())
                 .or_default()
-                .insert(name.to_owned(), T::default());
-        }
-        // Present: inserted just above when it was not.
-        map.get_mut(queue)
-            .and_then(|names| names.get_mut(name))
-            .unwrap_or_else(|| unreachable!("series inserted above"))
+                .entry(name.to_owned())
+                .or_default(),
+        );
     }
 
     fn merge<T: Default>(into: &mut ByName<T>, from: &ByName<T>, add: fn(&mut T, &T)) {
         for (queue, names) in from {
             for (name, counted) in names {
-                add(series(into, queue, name), counted);
+                with_series(into, queue, name, |series| add(series, counted));
             }
         }
     }
@@ -308,17 +318,19 @@ mod enabled {
 
     pub(super) fn handled(queue: &str, handler: &str, outcome: Outcome, elapsed: Duration) {
         record(|counts| {
-            let series = series(&mut counts.handlers, queue, handler);
-            series.requests[outcome.index()] += 1;
-            series.duration.observe(elapsed.as_secs_f64());
+            with_series(&mut counts.handlers, queue, handler, |series| {
+                series.requests[outcome.index()] += 1;
+                series.duration.observe(elapsed.as_secs_f64());
+            });
         });
     }
 
     pub(super) fn called(queue: &str, method: &str, outcome: Outcome, elapsed: Duration) {
         record(|counts| {
-            let series = series(&mut counts.clients, queue, method);
-            series.calls[outcome.index()] += 1;
-            series.duration.observe(elapsed.as_secs_f64());
+            with_series(&mut counts.clients, queue, method, |series| {
+                series.calls[outcome.index()] += 1;
+                series.duration.observe(elapsed.as_secs_f64());
+            });
         });
     }
 
@@ -332,13 +344,17 @@ mod enabled {
 
     pub(super) fn count(queue: &str, handler: &str, counter: HandlerCounter) {
         record(|counts| {
-            let series = series(&mut counts.handlers, queue, handler);
-            match counter {
-                HandlerCounter::InFlight(by) => series.in_flight += by,
-                HandlerCounter::Retries => series.retries += 1,
-                HandlerCounter::DeadLetters => series.dead_letters += 1,
-                HandlerCounter::Redeliveries => series.redeliveries += 1,
-            }
+            with_series(
+                &mut counts.handlers,
+                queue,
+                handler,
+                |series| match counter {
+                    HandlerCounter::InFlight(by) => series.in_flight += by,
+                    HandlerCounter::Retries => series.retries += 1,
+                    HandlerCounter::DeadLetters => series.dead_letters += 1,
+                    HandlerCounter::Redeliveries => series.redeliveries += 1,
+                },
+            );
         });
     }
 

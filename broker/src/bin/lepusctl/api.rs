@@ -104,40 +104,28 @@ impl Api {
         }
     }
 
+    /// `GET path`: the JSON answered, or why the API refused.
     pub(crate) fn get(&self, path: &str) -> Result<Value, CtlError> {
-        let res = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .call();
-        self.finish(res)
+        let request = self.agent.get(format!("{}{path}", self.base));
+        self.finish(request.header("Authorization", &self.auth).call())
     }
 
+    /// `PUT path` with a JSON `body`: the JSON answered, or why the API refused.
     pub(crate) fn put(&self, path: &str, body: Value) -> Result<Value, CtlError> {
-        let res = self
-            .agent
-            .put(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .send_json(body);
-        self.finish(res)
+        let request = self.agent.put(format!("{}{path}", self.base));
+        self.finish(request.header("Authorization", &self.auth).send_json(body))
     }
 
+    /// `POST path` with `body`, already JSON text: the JSON answered, or why the API refused.
     pub(crate) fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<Value, CtlError> {
-        let res = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .header("Content-Type", "application/json")
-            .send(body);
-        self.finish(res)
+        let request = self.agent.post(format!("{}{path}", self.base));
+        let request = request.header("Content-Type", "application/json");
+        self.finish(request.header("Authorization", &self.auth).send(body))
     }
 
+    /// `DELETE path`: the JSON answered, or why the API refused.
     pub(crate) fn delete(&self, path: &str) -> Result<Value, CtlError> {
-        let res = self
-            .agent
-            .delete(format!("{}{path}", self.base))
-            .header("Authorization", &self.auth)
-            .call();
-        self.finish(res)
+        let request = self.agent.delete(format!("{}{path}", self.base));
+        self.finish(request.header("Authorization", &self.auth).call())
     }
 }

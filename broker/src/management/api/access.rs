@@ -1,7 +1,36 @@
 //! `/api/users`, `/api/vhosts`, `/api/permissions` and `/api/whoami`: reading and writing
 //! users, vhosts and permissions (administrator tag for writes).
 
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
 use super::*;
+use crate::access::AccessControl;
+
+/// Middleware of the administrator-only routes (users, permissions, one vhost): refuses every
+/// other caller with 403 before the handler looks anything up, so that an object that exists
+/// and one that does not answer alike.
+pub(super) async fn administrators_only(
+    Extension(me): Me,
+    request: Request,
+    next: Next,
+) -> Response {
+    match me.require_administrator() {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Runs `change` on the broker's users and permissions off the runtime: each change saves
+/// `access.json` (an fsync).
+async fn change_access<T: Send + 'static>(
+    ctx: &Ctx,
+    change: impl FnOnce(&AccessControl) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let broker = ctx.broker.clone();
+    crate::management::off_runtime(move || change(&broker.access)).await
+}
 
 pub(super) fn user_json(u: &UserInfo) -> Value {
     json!({ "name": u.name, "tags": u.tags, "hashing_algorithm": "rabbit_password_hashing_sha256" })
@@ -11,19 +40,13 @@ pub(super) async fn whoami(Extension(me): Me) -> ApiResult {
     Ok(Json(json!({ "name": me.user.name, "tags": me.user.tags })))
 }
 
-pub(super) async fn users(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
-    me.require_administrator()?;
+pub(super) async fn users(State(ctx): State<Ctx>) -> ApiResult {
     Ok(Json(Value::Array(
         ctx.broker.access.users().iter().map(user_json).collect(),
     )))
 }
 
-pub(super) async fn user(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path(name): Path<String>,
-) -> ApiResult {
-    me.require_administrator()?;
+pub(super) async fn user(State(ctx): State<Ctx>, Path(name): Path<String>) -> ApiResult {
     let u = ctx
         .broker
         .access
@@ -43,11 +66,9 @@ pub(super) struct PutUser {
 
 pub(super) async fn put_user(
     State(ctx): State<Ctx>,
-    Extension(me): Me,
     Path(name): Path<String>,
     body: Result<Json<PutUser>, axum::extract::rejection::JsonRejection>,
 ) -> Done {
-    me.require_administrator()?;
     let Json(body) = body?;
     let tags: Option<Vec<String>> = match body.tags {
         None => None,
@@ -59,10 +80,7 @@ pub(super) async fn put_user(
         ),
         Some(_) => return Err(ApiError::bad_request("tags must be a string or a list")),
     };
-    let broker = ctx.broker.clone();
-    // Each change saves `access.json` (an fsync): off the runtime.
-    crate::management::off_runtime(move || {
-        let access = &broker.access;
+    change_access(&ctx, move |access| {
         let exists = access.user(&name).is_some();
         let status = match (&body.password, exists) {
             (Some(pw), false) => {
@@ -84,14 +102,8 @@ pub(super) async fn put_user(
     .await
 }
 
-pub(super) async fn delete_user(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path(name): Path<String>,
-) -> Done {
-    me.require_administrator()?;
-    let broker = ctx.broker.clone();
-    crate::management::off_runtime(move || Ok(broker.access.delete_user(&name)?)).await?;
+pub(super) async fn delete_user(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
+    change_access(&ctx, move |access| Ok(access.delete_user(&name)?)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -135,17 +147,11 @@ pub(super) async fn vhost(
     Extension(me): Me,
     Path(name): Path<String>,
 ) -> ApiResult {
-    me.require_administrator()?;
     me.enter(&ctx, &name)?;
     Ok(Json(json!({ "name": name })))
 }
 
-pub(super) async fn put_vhost(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path(name): Path<String>,
-) -> Done {
-    me.require_administrator()?;
+pub(super) async fn put_vhost(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
     if ctx.broker.access.vhost_exists(&name) {
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -154,12 +160,7 @@ pub(super) async fn put_vhost(
     Ok(StatusCode::CREATED)
 }
 
-pub(super) async fn delete_vhost(
-    State(ctx): State<Ctx>,
-    Extension(me): Me,
-    Path(name): Path<String>,
-) -> Done {
-    me.require_administrator()?;
+pub(super) async fn delete_vhost(State(ctx): State<Ctx>, Path(name): Path<String>) -> Done {
     // Blocks for the store's commit and the save of `access.json`: off the runtime.
     let admin = crate::admin::Admin::new(ctx.broker.clone());
     crate::management::off_runtime(move || Ok(admin.delete_vhost(&name)?)).await?;
@@ -176,8 +177,7 @@ pub(super) fn permissions_json(list: Vec<crate::access::PermissionInfo>) -> Valu
     )
 }
 
-pub(super) async fn permissions(State(ctx): State<Ctx>, Extension(me): Me) -> ApiResult {
-    me.require_administrator()?;
+pub(super) async fn permissions(State(ctx): State<Ctx>) -> ApiResult {
     Ok(Json(permissions_json(
         ctx.broker.access.permissions(None, None),
     )))
@@ -188,7 +188,6 @@ pub(super) async fn vhost_permissions(
     Extension(me): Me,
     Path(vhost): Path<String>,
 ) -> ApiResult {
-    me.require_administrator()?;
     me.enter(&ctx, &vhost)?;
     Ok(Json(permissions_json(
         ctx.broker.access.permissions(Some(&vhost), None),
@@ -197,10 +196,8 @@ pub(super) async fn vhost_permissions(
 
 pub(super) async fn user_permissions(
     State(ctx): State<Ctx>,
-    Extension(me): Me,
     Path(user): Path<String>,
 ) -> ApiResult {
-    me.require_administrator()?;
     if ctx.broker.access.user(&user).is_none() {
         return Err(ApiError::not_found(format!("user '{user}' does not exist")));
     }
@@ -211,10 +208,8 @@ pub(super) async fn user_permissions(
 
 pub(super) async fn permission(
     State(ctx): State<Ctx>,
-    Extension(me): Me,
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult {
-    me.require_administrator()?;
     let mut list = ctx.broker.access.permissions(Some(&vhost), Some(&user));
     let p = list
         .pop()
@@ -232,22 +227,17 @@ pub(super) struct PutPermission {
 
 pub(super) async fn put_permission(
     State(ctx): State<Ctx>,
-    Extension(me): Me,
     Path((vhost, user)): Path<(String, String)>,
     body: Result<Json<PutPermission>, axum::extract::rejection::JsonRejection>,
 ) -> Done {
-    me.require_administrator()?;
     let Json(p) = body?;
     let existed = !ctx
         .broker
         .access
         .permissions(Some(&vhost), Some(&user))
         .is_empty();
-    let broker = ctx.broker.clone();
-    crate::management::off_runtime(move || {
-        Ok(broker
-            .access
-            .set_permissions(&vhost, &user, &p.configure, &p.write, &p.read)?)
+    change_access(&ctx, move |access| {
+        Ok(access.set_permissions(&vhost, &user, &p.configure, &p.write, &p.read)?)
     })
     .await?;
     Ok(if existed {
@@ -259,12 +249,11 @@ pub(super) async fn put_permission(
 
 pub(super) async fn delete_permission(
     State(ctx): State<Ctx>,
-    Extension(me): Me,
     Path((vhost, user)): Path<(String, String)>,
 ) -> Done {
-    me.require_administrator()?;
-    let broker = ctx.broker.clone();
-    crate::management::off_runtime(move || Ok(broker.access.clear_permissions(&vhost, &user)?))
-        .await?;
+    change_access(&ctx, move |access| {
+        Ok(access.clear_permissions(&vhost, &user)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

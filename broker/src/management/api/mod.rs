@@ -1,7 +1,8 @@
 //! The `/api` routes and their JSON, in the shapes of RabbitMQ's management API (field names
 //! as RabbitMQ 3.10 returns them; fields we have no data for are left out, not invented).
 //! Every handler takes the [`Caller`] and shows or does only what its tags allow (the rules
-//! are in `caller`).
+//! are in `caller`); the administrator-only routes are checked once, by a middleware
+//! (`administrator_routes`).
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -46,24 +47,7 @@ pub(super) fn routes() -> Router<Ctx> {
         .route("/api/overview", get(overview))
         .route("/api/whoami", get(whoami))
         .route("/api/vhosts", get(vhosts))
-        .route(
-            "/api/vhosts/{vhost}",
-            get(vhost).put(put_vhost).delete(delete_vhost),
-        )
-        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
-        .route("/api/users", get(users))
-        .route(
-            "/api/users/{user}",
-            get(user).put(put_user).delete(delete_user),
-        )
-        .route("/api/users/{user}/permissions", get(user_permissions))
-        .route("/api/permissions", get(permissions))
-        .route(
-            "/api/permissions/{vhost}/{user}",
-            get(permission)
-                .put(put_permission)
-                .delete(delete_permission),
-        )
+        .merge(administrator_routes())
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(queues))
         .route(
@@ -89,6 +73,31 @@ pub(super) fn routes() -> Router<Ctx> {
         .route("/api/channels", get(channels))
         .route("/api/vhosts/{vhost}/channels", get(vhost_channels))
         .route("/api/connections/{name}/channels", get(connection_channels))
+}
+
+/// The routes for administrators only: users, permissions and vhost administration (as
+/// RabbitMQ 3.10; other callers read `/api/vhosts`).
+fn administrator_routes() -> Router<Ctx> {
+    Router::new()
+        .route(
+            "/api/vhosts/{vhost}",
+            get(vhost).put(put_vhost).delete(delete_vhost),
+        )
+        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route("/api/users", get(users))
+        .route(
+            "/api/users/{user}",
+            get(user).put(put_user).delete(delete_user),
+        )
+        .route("/api/users/{user}/permissions", get(user_permissions))
+        .route("/api/permissions", get(permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(permission)
+                .put(put_permission)
+                .delete(delete_permission),
+        )
+        .route_layer(axum::middleware::from_fn(administrators_only))
 }
 
 /// The vhosts a list endpoint covers: `only` (which the caller must be allowed to enter), or
