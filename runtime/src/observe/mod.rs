@@ -50,6 +50,8 @@ use crate::error::{Error, FailureKind};
 
 /// How a call, an enqueue, a publish or a handler run ended: the `outcome` field of the spans
 /// and the `outcome` label of the metrics.
+// A new variant goes last here and last in `Outcome::ALL`: the metrics count outcomes in arrays
+// of `ALL.len()` indexed by declaration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Outcome {
