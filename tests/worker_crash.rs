@@ -123,8 +123,22 @@ where
             "still going after {deaths} deaths"
         );
         if done().await {
-            let _ = child.kill();
-            let _ = child.wait();
+            // Stopped with SIGTERM, not killed: `done` sees no ready message, but the last
+            // task may still be delivered and unacked (prefetch 1); a SIGKILL would hand it
+            // back to the queue, a graceful stop lets the worker finish and ack it.
+            let signalled = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(signalled.success());
+            let stopping = Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if stopping.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    panic!("the worker did not exit within 30 s of SIGTERM");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             return deaths;
         }
         if let Some(status) = child.try_wait().unwrap() {
