@@ -154,11 +154,18 @@ impl Mounted {
                 }
             }
         }
-        // Unmounted: the session sees the device close and ends.
-        session.join().map_err(|source| Error::Unmount {
-            mountpoint: self.mountpoint.clone(),
-            source,
-        })
+        // Unmounted: the session sees the device close and ends. fuser takes only ENODEV as
+        // that end, but the kernel sometimes answers the session's pending read with
+        // ECONNABORTED instead (its answer to a read after an abort, which fuser opts into
+        // with FUSE_ABORT_ERROR): one run in six of the torn-mode test, 40 cuts each, on
+        // Linux 6.18. The unmount has succeeded, so that is an end like any other.
+        match session.join() {
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+            result => result.map_err(|source| Error::Unmount {
+                mountpoint: self.mountpoint.clone(),
+                source,
+            }),
+        }
     }
 }
 
