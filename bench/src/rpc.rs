@@ -172,16 +172,10 @@ async fn run_raw(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
     for _ in 0..args.callers {
         callers.push(Arc::new(RawRpcCaller::connect(&cli.url, queue).await?));
     }
-    let res = measure(cli, args, &callers).await;
-    for c in &callers {
-        c.close().await;
-    }
+    let res = measure(cli, args, callers).await;
     stop_tx.send_replace(true);
     let served = server.join().await?;
-    let mut report = res?;
-    report.extra.insert("reply_to", "direct".into());
-    report.extra.insert("served", served.into());
-    Ok(report)
+    Ok(with_server_figures(res?, "direct", served))
 }
 
 async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str, stub: Stub) -> Result<Report> {
@@ -194,10 +188,7 @@ async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str, stub: Stub) -> Resul
             LepusCaller::connect(&cli.url, prefix, stub).await?,
         ));
     }
-    let res = measure(cli, args, &callers).await;
-    for c in &callers {
-        c.close().await;
-    }
+    let res = measure(cli, args, callers).await;
     server.stop().await?;
     res
 }
@@ -213,23 +204,32 @@ async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str, wire: Wire) -> Result
         direct &= c.direct_reply_to();
         callers.push(Arc::new(c));
     }
-    let res = measure(cli, args, &callers).await;
+    let res = measure(cli, args, callers).await;
+    stop_tx.send_replace(true);
+    let served = server.join().await?;
+    let reply_to = if direct { "direct" } else { "exclusive queue" };
+    Ok(with_server_figures(res?, reply_to, served))
+}
+
+/// Adds what the bench's own servers (lapin and raw) report: how the callers get their replies
+/// (`direct`: amq.rabbitmq.reply-to) and how many calls the server answered.
+fn with_server_figures(mut report: Report, reply_to: &'static str, served: u64) -> Report {
+    report.extra.insert("reply_to", reply_to.into());
+    report.extra.insert("served", served.into());
+    report
+}
+
+/// Drives the callers and measures, then closes the callers; shared by every implementation.
+async fn measure(cli: &Cli, args: &RpcArgs, callers: Vec<Arc<dyn RpcCaller>>) -> Result<Report> {
+    let res = drive(cli, args, &callers).await;
     for c in &callers {
         c.close().await;
     }
-    stop_tx.send_replace(true);
-    let served = server.join().await?;
-    let mut report = res?;
-    report.extra.insert(
-        "reply_to",
-        if direct { "direct" } else { "exclusive queue" }.into(),
-    );
-    report.extra.insert("served", served.into());
-    Ok(report)
+    res
 }
 
-/// Drives the callers and measures; shared by every implementation.
-async fn measure(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> Result<Report> {
+/// Runs `--in-flight` calls at a time on each caller until `--count` or `--duration` is done.
+async fn drive(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> Result<Report> {
     let counters = Arc::new(Counters::default());
     let latency = Arc::new(Mutex::new(Latency::new()));
     let stop = Arc::new(AtomicBool::new(false));
