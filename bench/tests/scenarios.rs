@@ -89,6 +89,17 @@ async fn scenario(args: &str) -> Value {
     r
 }
 
+/// Runs a command line the bench must refuse: it fails, prints no report, and says `why` on
+/// stderr.
+async fn assert_refused(url: &str, args: &str, why: &str) {
+    let (ok, report, stderr) = bench(url, args).await;
+    assert!(
+        !ok && report.is_none(),
+        "lepus-bench {args} was not refused: {stderr}"
+    );
+    assert!(stderr.contains(why), "{stderr}");
+}
+
 fn n(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"))
 }
@@ -160,26 +171,21 @@ async fn a_chord_of_members_completes_with_its_wall_time() {
 
 #[tokio::test]
 async fn refuses_non_loopback_urls() {
-    let (ok, report, stderr) = bench(
+    assert_refused(
         "amqp://guest:guest@10.1.2.3:5672/%2f",
         "throughput --count 1",
+        "only talks to 127.0.0.1",
     )
     .await;
-    assert!(!ok && report.is_none());
-    assert!(stderr.contains("only talks to 127.0.0.1"), "{stderr}");
 }
 
 #[tokio::test]
 async fn refuses_a_multi_ack_above_the_prefetch() {
     // Validation runs before any connection: no broker needed.
-    let (ok, _, stderr) = bench(
+    assert_refused(
         "amqp://guest:guest@127.0.0.1:1/%2f",
         "throughput --count 1 --prefetch 5 --multi-ack 10",
+        "--multi-ack 10 above --prefetch 5",
     )
     .await;
-    assert!(!ok);
-    assert!(
-        stderr.contains("--multi-ack 10 above --prefetch 5"),
-        "{stderr}"
-    );
 }
