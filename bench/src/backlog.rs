@@ -18,7 +18,7 @@ use crate::consumer::{AnyConsumer, ConsumerPlan};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::producer::{run_producer, BacklogBound, ProducerJob, Target};
-use crate::report::Report;
+use crate::report::{Report, Tally};
 use crate::stats::{spawn_progress, Counters, Latency};
 
 /// Runs `backlog`.
@@ -104,21 +104,13 @@ async fn fill_and_drain(cli: &Cli, args: &BacklogArgs, queue: &str, count: u64) 
     )
     .await?;
     let task = tokio::spawn(consumer.run(Arc::clone(&counters), latency, stop_rx));
-    let mut last = (0, Instant::now());
-    while Counters::get(&counters.consumed) < produced.published {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let now = Counters::get(&counters.consumed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(10) {
-            tracing::warn!(
-                expected = produced.published,
-                received = now,
-                "drain stalled for 10 s"
-            );
-            break;
-        }
-    }
+    counters
+        .wait_for_deliveries(
+            produced.published,
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+        )
+        .await;
     stop_tx.send_replace(true);
     let outcome = task.await??;
     let drain_secs = drain_start.elapsed().as_secs_f64();
@@ -140,21 +132,13 @@ async fn fill_and_drain(cli: &Cli, args: &BacklogArgs, queue: &str, count: u64) 
     if let Some(rss) = rss_after_fill {
         extra.insert("broker_rss_after_fill", rss.into());
     }
-    Ok(Report {
-        scenario: "backlog",
-        params: serde_json::Value::Null,
-        unit: "msgs",
+    let tally = Tally {
         sent: produced.published,
         received: outcome.received,
         confirmed: Counters::get(&counters.confirmed),
         in_secs: fill_secs,
         out_secs: drain_secs,
-        rate_in: 0.0,
-        rate_out: 0.0,
-        // Queueing time of a backlog is not a latency figure anyone compares.
-        latency: None,
-        resources,
-        extra,
-    }
-    .with_rates())
+    };
+    // No latency: queueing time of a backlog is not a figure anyone compares.
+    Ok(Report::new("backlog", "msgs", tally, resources).with_extra(extra))
 }

@@ -12,26 +12,19 @@ use crate::stats::LatencySummary;
 /// Everything a scenario measured.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
-    /// Scenario name (`throughput`, `fanout`, `backlog`, `rpc`).
+    /// Scenario name (`throughput`, `fanout`, `backlog`, `rpc`, `tasks`).
     pub(crate) scenario: &'static str,
     /// The options it ran with.
     pub(crate) params: serde_json::Value,
-    /// What was counted: `msgs` or `calls`.
+    /// What was counted: `msgs`, `calls` or `tasks`.
     pub(crate) unit: &'static str,
-    /// Messages published (calls made).
-    pub(crate) sent: u64,
-    /// Messages delivered to consumers (replies received).
-    pub(crate) received: u64,
-    /// Publishes confirmed by the broker (0 without confirms).
-    pub(crate) confirmed: u64,
-    /// Seconds from the first publish to the last.
-    pub(crate) in_secs: f64,
-    /// Seconds from the first publish to the last delivery.
-    pub(crate) out_secs: f64,
+    /// What was sent and received, and over which intervals.
+    #[serde(flatten)]
+    pub(crate) tally: Tally,
     /// `sent / in_secs`.
-    pub(crate) rate_in: f64,
+    rate_in: f64,
     /// `received / out_secs`.
-    pub(crate) rate_out: f64,
+    rate_out: f64,
     /// Publish-to-delivery (or call round-trip) latency.
     pub(crate) latency: Option<LatencySummary>,
     /// Broker and bench CPU, broker memory.
@@ -39,6 +32,21 @@ pub(crate) struct Report {
     pub(crate) resources: ResourceUse,
     /// Scenario-specific figures (e.g. `order_ok`, `fill_secs`).
     pub(crate) extra: BTreeMap<&'static str, serde_json::Value>,
+}
+
+/// The counts and intervals every scenario reports; [`Report::new`] derives the rates from them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Tally {
+    /// Messages published (calls made, tasks enqueued).
+    pub(crate) sent: u64,
+    /// Messages delivered to consumers (replies received, tasks run).
+    pub(crate) received: u64,
+    /// Publishes confirmed by the broker (0 without confirms).
+    pub(crate) confirmed: u64,
+    /// Seconds from the first publish to the last.
+    pub(crate) in_secs: f64,
+    /// Seconds from the first publish to the last delivery.
+    pub(crate) out_secs: f64,
 }
 
 fn rate(n: u64, secs: f64) -> f64 {
@@ -50,10 +58,36 @@ fn rate(n: u64, secs: f64) -> f64 {
 }
 
 impl Report {
-    /// Fills in the rates from the counts and intervals.
-    pub(crate) fn with_rates(mut self) -> Self {
-        self.rate_in = rate(self.sent, self.in_secs);
-        self.rate_out = rate(self.received, self.out_secs);
+    /// A report of `tally` and `resources` with the rates filled in; no params (the scenario's
+    /// entry point sets them), no latency and no extra figures yet.
+    pub(crate) fn new(
+        scenario: &'static str,
+        unit: &'static str,
+        tally: Tally,
+        resources: ResourceUse,
+    ) -> Self {
+        Report {
+            scenario,
+            params: serde_json::Value::Null,
+            unit,
+            tally,
+            rate_in: rate(tally.sent, tally.in_secs),
+            rate_out: rate(tally.received, tally.out_secs),
+            latency: None,
+            resources,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The report with its latency summary.
+    pub(crate) fn with_latency(mut self, latency: Option<LatencySummary>) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The report with its scenario-specific figures.
+    pub(crate) fn with_extra(mut self, extra: BTreeMap<&'static str, serde_json::Value>) -> Self {
+        self.extra = extra;
         self
     }
 
@@ -70,7 +104,7 @@ impl Report {
             ("params".into(), self.params.to_string()),
             (
                 format!("{} sent / received", self.unit),
-                format!("{} / {}", self.sent, self.received),
+                format!("{} / {}", self.tally.sent, self.tally.received),
             ),
             (
                 format!("{}/s in", self.unit),
@@ -81,8 +115,8 @@ impl Report {
                 format!("{:.0}", self.rate_out),
             ),
         ];
-        if self.confirmed > 0 {
-            rows.push(("confirmed".into(), self.confirmed.to_string()));
+        if self.tally.confirmed > 0 {
+            rows.push(("confirmed".into(), self.tally.confirmed.to_string()));
         }
         if let Some(l) = self.latency {
             rows.push((

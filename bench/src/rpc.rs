@@ -5,7 +5,7 @@
 //! started before the callers: `--impl lapin` is [`crate::rpc_lapin`], the baseline the Lepus
 //! stub ([`crate::rpc_lepus`], `--impl lepus`) must stay within 10% of (issue 3 "Done means" 4).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use lapin::Channel;
 use tokio::sync::{oneshot, watch};
 
 use crate::amqp::{connect, delete_queues, run_prefix, stamp_body};
@@ -20,10 +21,10 @@ use crate::cli::{Cli, RpcArgs, RpcImpl};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::raw_rpc::{RawRpcCaller, RawRpcServer};
-use crate::report::Report;
+use crate::report::{Report, Tally};
 use crate::rpc_lapin::{LapinCaller, LapinServer, Wire};
 use crate::rpc_lepus::{self, LepusCaller, LepusServer, Stub};
-use crate::stats::{merge_into, now_ns, spawn_progress, Counters, Latency};
+use crate::stats::{merge_into, now_ns, spawn_progress, stop_after, Counters, Latency};
 
 /// The client half of an RPC implementation: many calls may run at once on one caller.
 pub(crate) trait RpcCaller: Send + Sync + 'static {
@@ -110,13 +111,7 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
     let ch = setup.create_channel().await?;
     let (queue, result) = match args.implementation {
         RpcImpl::Lapin | RpcImpl::LapinWire => {
-            let queue = format!("{prefix}rpc");
-            ch.queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+            let queue = declare_server_queue(&ch, &prefix).await?;
             let wire = if args.implementation == RpcImpl::LapinWire {
                 Wire::Lepus
             } else {
@@ -126,13 +121,7 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
             (queue, result)
         }
         RpcImpl::Raw => {
-            let queue = format!("{prefix}rpc");
-            ch.queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+            let queue = declare_server_queue(&ch, &prefix).await?;
             let result = run_raw(cli, args, &queue).await;
             (queue, result)
         }
@@ -154,6 +143,19 @@ pub(crate) async fn rpc(cli: &Cli, args: &RpcArgs) -> Result<Report> {
     Ok(report)
 }
 
+/// Declares the queue the lapin and raw servers consume, `{prefix}rpc`, and returns its name.
+/// (The Lepus worker declares its own queue, as a user's would.)
+async fn declare_server_queue(ch: &Channel, prefix: &str) -> Result<String> {
+    let queue = format!("{prefix}rpc");
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(queue)
+}
+
 /// The server prefetch: `--prefetch`, or every call that can be in flight.
 fn server_prefetch(args: &RpcArgs) -> u16 {
     if args.prefetch > 0 {
@@ -170,16 +172,10 @@ async fn run_raw(cli: &Cli, args: &RpcArgs, queue: &str) -> Result<Report> {
     for _ in 0..args.callers {
         callers.push(Arc::new(RawRpcCaller::connect(&cli.url, queue).await?));
     }
-    let res = measure(cli, args, &callers).await;
-    for c in &callers {
-        c.close().await;
-    }
+    let res = measure(cli, args, callers).await;
     stop_tx.send_replace(true);
     let served = server.join().await?;
-    let mut report = res?;
-    report.extra.insert("reply_to", "direct".into());
-    report.extra.insert("served", served.into());
-    Ok(report)
+    Ok(with_server_figures(res?, "direct", served))
 }
 
 async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str, stub: Stub) -> Result<Report> {
@@ -192,10 +188,7 @@ async fn run_lepus(cli: &Cli, args: &RpcArgs, prefix: &str, stub: Stub) -> Resul
             LepusCaller::connect(&cli.url, prefix, stub).await?,
         ));
     }
-    let res = measure(cli, args, &callers).await;
-    for c in &callers {
-        c.close().await;
-    }
+    let res = measure(cli, args, callers).await;
     server.stop().await?;
     res
 }
@@ -211,23 +204,32 @@ async fn run_lapin(cli: &Cli, args: &RpcArgs, queue: &str, wire: Wire) -> Result
         direct &= c.direct_reply_to();
         callers.push(Arc::new(c));
     }
-    let res = measure(cli, args, &callers).await;
+    let res = measure(cli, args, callers).await;
+    stop_tx.send_replace(true);
+    let served = server.join().await?;
+    let reply_to = if direct { "direct" } else { "exclusive queue" };
+    Ok(with_server_figures(res?, reply_to, served))
+}
+
+/// Adds what the bench's own servers (lapin and raw) report: how the callers get their replies
+/// (`direct`: amq.rabbitmq.reply-to) and how many calls the server answered.
+fn with_server_figures(mut report: Report, reply_to: &'static str, served: u64) -> Report {
+    report.extra.insert("reply_to", reply_to.into());
+    report.extra.insert("served", served.into());
+    report
+}
+
+/// Drives the callers and measures, then closes the callers; shared by every implementation.
+async fn measure(cli: &Cli, args: &RpcArgs, callers: Vec<Arc<dyn RpcCaller>>) -> Result<Report> {
+    let res = drive(cli, args, &callers).await;
     for c in &callers {
         c.close().await;
     }
-    stop_tx.send_replace(true);
-    let served = server.join().await?;
-    let mut report = res?;
-    report.extra.insert(
-        "reply_to",
-        if direct { "direct" } else { "exclusive queue" }.into(),
-    );
-    report.extra.insert("served", served.into());
-    Ok(report)
+    res
 }
 
-/// Drives the callers and measures; shared by every implementation.
-async fn measure(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> Result<Report> {
+/// Runs `--in-flight` calls at a time on each caller until `--count` or `--duration` is done.
+async fn drive(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> Result<Report> {
     let counters = Arc::new(Counters::default());
     let latency = Arc::new(Mutex::new(Latency::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -274,12 +276,7 @@ async fn measure(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> R
         }
     }
     if args.count.is_none() {
-        let stopper = Arc::clone(&stop);
-        let secs = args.duration;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            stopper.store(true, Ordering::Relaxed);
-        });
+        stop_after(&stop, args.duration);
     }
     let mut first_err = None;
     for t in tasks {
@@ -295,20 +292,12 @@ async fn measure(cli: &Cli, args: &RpcArgs, callers: &[Arc<dyn RpcCaller>]) -> R
         return Err(e);
     }
     let latency = latency.lock().unwrap_or_else(|p| p.into_inner()).summary();
-    Ok(Report {
-        scenario: "rpc",
-        params: serde_json::Value::Null,
-        unit: "calls",
+    let tally = Tally {
         sent: Counters::get(&counters.published),
         received: Counters::get(&counters.consumed),
         confirmed: 0,
         in_secs: secs,
         out_secs: secs,
-        rate_in: 0.0,
-        rate_out: 0.0,
-        latency,
-        resources,
-        extra: BTreeMap::new(),
-    }
-    .with_rates())
+    };
+    Ok(Report::new("rpc", "calls", tally, resources).with_latency(latency))
 }

@@ -5,7 +5,7 @@
 //! [`Latency`] histogram and merges it into the run's at the end, so no lock is taken per
 //! message.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,35 @@ impl Counters {
     pub(crate) fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+
+    /// Waits until `expected` deliveries were counted, polling every `poll`, or until none
+    /// arrived for `stall` (then warns and returns: the report shows what is missing).
+    pub(crate) async fn wait_for_deliveries(&self, expected: u64, poll: Duration, stall: Duration) {
+        let mut last = (Counters::get(&self.consumed), Instant::now());
+        while Counters::get(&self.consumed) < expected {
+            tokio::time::sleep(poll).await;
+            let now = Counters::get(&self.consumed);
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > stall {
+                tracing::warn!(
+                    expected,
+                    received = now,
+                    "deliveries stalled for {stall:?}; ending the wait"
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// Sets `stop` after `secs` seconds (the end of a `--duration` run).
+pub(crate) fn stop_after(stop: &Arc<AtomicBool>, secs: f64) {
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+    });
 }
 
 /// A latency histogram in microseconds (1 µs to 1 h, 3 significant digits).

@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::amqp::{connect, delete_queues, run_prefix};
 use crate::cli::{Cli, TasksArgs};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
-use crate::report::Report;
+use crate::report::{Report, Tally};
 use crate::stats::{spawn_progress, Counters};
 
 /// Runs of each task id in the current run (one byte per id), and the counters the progress
@@ -57,25 +58,77 @@ async fn sum_ids(ids: Vec<u64>) -> u64 {
     ids.iter().sum()
 }
 
+/// The worker of a run, on its own connection: serves its handlers from [`TaskWorker::start`]
+/// until [`TaskWorker::finish`] shuts it down gracefully.
+struct TaskWorker {
+    conn: lepus::Connection,
+    prefix: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<lepus::Result<()>>,
+}
+
+impl TaskWorker {
+    /// Connects and starts serving `handlers` on the run's `prefix`ed queues with `--prefetch`
+    /// and `--concurrency`.
+    async fn start(
+        cli: &Cli,
+        args: &TasksArgs,
+        prefix: &str,
+        handlers: impl lepus::IntoHandlers,
+    ) -> Result<Self> {
+        let conn = lepus::connect(&cli.url).await?;
+        let worker = lepus::Worker::new(&conn)
+            .queue_prefix(prefix)
+            .prefetch(args.prefetch)
+            .concurrency(args.concurrency)
+            .serve(handlers);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Ok(TaskWorker {
+            conn,
+            prefix: prefix.to_owned(),
+            stop,
+            task,
+        })
+    }
+
+    /// Shuts the worker down, deletes the run's `queues` (named without the prefix) with their
+    /// dead-letter queues, and closes the worker's connection.
+    async fn finish(self, cli: &Cli, queues: &[&str]) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        let cleanup = connect(&cli.url, "cleanup").await?;
+        let channel = cleanup.create_channel().await?;
+        let prefix = &self.prefix;
+        let names: Vec<String> = queues
+            .iter()
+            .flat_map(|q| [format!("{prefix}{q}"), format!("{prefix}{q}.dead")])
+            .collect();
+        delete_queues(&channel, &names).await;
+        let _ = cleanup.close(200, "done".into()).await;
+        self.conn.close().await;
+        Ok(())
+    }
+}
+
+/// A client connection enqueueing on the run's `prefix`ed queues.
+async fn task_client(cli: &Cli, prefix: &str) -> Result<(lepus::Connection, lepus::Client)> {
+    let conn = lepus::connect(&cli.url).await?;
+    let client = lepus::Client::builder(&conn)
+        .queue_prefix(prefix)
+        .build()
+        .await?;
+    Ok((conn, client))
+}
+
 /// `--chord n`: one chord of `n` members; the wall time from submit to result.
 async fn chord_run(cli: &Cli, args: &TasksArgs, members: u64) -> Result<Report> {
     let prefix = format!("{}-", run_prefix());
-    let worker_conn = lepus::connect(&cli.url).await?;
-    let worker = lepus::Worker::new(&worker_conn)
-        .queue_prefix(&prefix)
-        .prefetch(args.prefetch)
-        .concurrency(args.concurrency)
-        .serve(noop::handler())
-        .serve(sum_ids::handler());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker_task = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let conn = lepus::connect(&cli.url).await?;
-    let client = lepus::Client::builder(&conn)
-        .queue_prefix(&prefix)
-        .build()
-        .await?;
+    let worker =
+        TaskWorker::start(cli, args, &prefix, [noop::handler(), sum_ids::handler()]).await?;
+    let (conn, client) = task_client(cli, &prefix).await?;
     // The worker consumes before the clock starts.
     lepus::task::wait_for_queue_consumers(
         &conn,
@@ -107,38 +160,20 @@ async fn chord_run(cli: &Cli, args: &TasksArgs, members: u64) -> Result<Report> 
             "chord gave {got}, expected {expected}"
         )));
     }
-    let _ = stop.send(());
-    worker_task.await??;
-    let cleanup = connect(&cli.url, "cleanup").await?;
-    let channel = cleanup.create_channel().await?;
-    let queues: Vec<String> = ["noop", "noop.dead", "noop_sum", "noop_sum.dead"]
-        .iter()
-        .map(|q| format!("{prefix}{q}"))
-        .collect();
-    delete_queues(&channel, &queues).await;
-    let _ = cleanup.close(200, "done".into()).await;
     conn.close().await;
-    worker_conn.close().await;
+    worker.finish(cli, &["noop", "noop_sum"]).await?;
     let mut extra = BTreeMap::new();
     extra.insert("chord_members", serde_json::json!(members));
     extra.insert("chord_wall_secs", serde_json::json!(secs));
     extra.insert("chord_submit_secs", serde_json::json!(submit_secs));
-    Ok(Report {
-        scenario: "tasks",
-        params: serde_json::to_value(args)?,
-        unit: "tasks",
+    let tally = Tally {
         sent: members,
         received: members,
         confirmed: members,
         in_secs: submit_secs,
         out_secs: secs,
-        rate_in: 0.0,
-        rate_out: 0.0,
-        latency: None,
-        resources,
-        extra,
-    }
-    .with_rates())
+    };
+    Ok(Report::new("tasks", "tasks", tally, resources).with_extra(extra))
 }
 
 /// How long `--results` keeps each result (the broker deletes the result queues after it).
@@ -161,9 +196,16 @@ async fn one_task(client: &lepus::Client, id: u64, results: bool, timeout: Durat
 
 /// Runs the scenario.
 pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
-    if let Some(members) = args.chord {
-        return chord_run(cli, args, members).await;
-    }
+    let mut report = match args.chord {
+        Some(members) => chord_run(cli, args, members).await?,
+        None => tasks_run(cli, args).await?,
+    };
+    report.params = serde_json::to_value(args)?;
+    Ok(report)
+}
+
+/// `--tasks n`: `n` tasks enqueued by `--producers` clients; the wall time until all ran.
+async fn tasks_run(cli: &Cli, args: &TasksArgs) -> Result<Report> {
     let total = args.tasks;
     let ledger = LEDGER.get_or_init(|| Ledger {
         runs: (0..total).map(|_| AtomicU8::new(0)).collect(),
@@ -172,26 +214,10 @@ pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
     let counters = Arc::clone(&ledger.counters);
     let prefix = format!("{}-", run_prefix());
 
-    // The worker: its own connection, graceful shutdown at the end.
-    let worker_conn = lepus::connect(&cli.url).await?;
-    let worker = lepus::Worker::new(&worker_conn)
-        .queue_prefix(&prefix)
-        .prefetch(args.prefetch)
-        .concurrency(args.concurrency)
-        .serve(noop::handler());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker_task = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-
+    let worker = TaskWorker::start(cli, args, &prefix, noop::handler()).await?;
     let mut producers = Vec::new();
     for _ in 0..args.producers.max(1) {
-        let conn = lepus::connect(&cli.url).await?;
-        let client = lepus::Client::builder(&conn)
-            .queue_prefix(&prefix)
-            .build()
-            .await?;
-        producers.push((conn, client));
+        producers.push(task_client(cli, &prefix).await?);
     }
 
     let probe = ResourceProbe::start(cli.broker_pid);
@@ -235,17 +261,10 @@ pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
     progress.abort();
     let resources = probe.finish();
 
-    let _ = stop.send(());
-    worker_task.await??;
-    let cleanup = connect(&cli.url, "cleanup").await?;
-    let channel = cleanup.create_channel().await?;
-    let queue = format!("{prefix}noop");
-    delete_queues(&channel, &[queue.clone(), format!("{queue}.dead")]).await;
-    let _ = cleanup.close(200, "done".into()).await;
     for (conn, _) in producers {
         conn.close().await;
     }
-    worker_conn.close().await;
+    worker.finish(cli, &["noop"]).await?;
 
     let ran = ledger.runs.iter().filter(|r| r.load(Ordering::Relaxed) > 0);
     let distinct = ran.clone().count() as u64;
@@ -263,20 +282,12 @@ pub(crate) async fn tasks(cli: &Cli, args: &TasksArgs) -> Result<Report> {
         serde_json::json!(total as f64 / enqueue_secs),
     );
     extra.insert("duplicates", serde_json::json!(duplicates));
-    Ok(Report {
-        scenario: "tasks",
-        params: serde_json::to_value(args)?,
-        unit: "tasks",
+    let tally = Tally {
         sent: Counters::get(&counters.published),
         received: Counters::get(&counters.consumed),
         confirmed: Counters::get(&counters.confirmed),
         in_secs: enqueue_secs,
         out_secs: secs,
-        rate_in: 0.0,
-        rate_out: 0.0,
-        latency: None,
-        resources,
-        extra,
-    }
-    .with_rates())
+    };
+    Ok(Report::new("tasks", "tasks", tally, resources).with_extra(extra))
 }

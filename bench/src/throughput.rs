@@ -18,8 +18,8 @@ use crate::consumer::{AnyConsumer, ConsumerOutcome, ConsumerPlan};
 use crate::error::{BenchError, Result};
 use crate::proc_stat::ResourceProbe;
 use crate::producer::{run_producer, BacklogBound, ProducerJob, Target};
-use crate::report::Report;
-use crate::stats::{now_ns, spawn_progress, Counters, Latency};
+use crate::report::{Report, Tally};
+use crate::stats::{now_ns, spawn_progress, stop_after, Counters, Latency};
 
 /// The queues and routes of one run.
 #[derive(Debug, Clone)]
@@ -208,12 +208,7 @@ async fn drive(
         })
         .collect();
     if flow.count.is_none() {
-        let stopper = Arc::clone(&stop);
-        let secs = flow.duration;
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-            stopper.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
+        stop_after(&stop, flow.duration);
     }
     let mut published = 0;
     let mut first_err = None;
@@ -230,20 +225,10 @@ async fn drive(
     let in_secs = started.elapsed().as_secs_f64();
     // Drain: wait until every published copy arrived, or until deliveries stall for 5 s.
     let expected = published * topo.copies;
-    let mut last = (Counters::get(&counters.consumed), Instant::now());
-    while Counters::get(&counters.consumed) < expected && first_err.is_none() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let now = Counters::get(&counters.consumed);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(5) {
-            tracing::warn!(
-                expected,
-                received = now,
-                "deliveries stalled for 5 s; ending the run"
-            );
-            break;
-        }
+    if first_err.is_none() {
+        counters
+            .wait_for_deliveries(expected, Duration::from_millis(5), Duration::from_secs(5))
+            .await;
     }
     stop_tx.send_replace(true);
     let mut outcomes = Vec::new();
@@ -265,21 +250,15 @@ async fn drive(
     let latency = latency.lock().unwrap_or_else(|p| p.into_inner()).summary();
     let mut extra = BTreeMap::new();
     extra.insert("expected", expected.into());
-    let report = Report {
-        scenario: "",
-        params: serde_json::Value::Null,
-        unit: "msgs",
+    let tally = Tally {
         sent: published,
         received,
         confirmed: Counters::get(&counters.confirmed),
         in_secs,
         out_secs,
-        rate_in: 0.0,
-        rate_out: 0.0,
-        latency,
-        resources,
-        extra,
-    }
-    .with_rates();
+    };
+    let report = Report::new("", "msgs", tally, resources)
+        .with_latency(latency)
+        .with_extra(extra);
     Ok((report, outcomes))
 }

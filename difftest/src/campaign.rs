@@ -420,7 +420,8 @@ fn simplifications(kind: &OpKind) -> Vec<OpKind> {
     out
 }
 
-/// A regression test for `shrunk`, ready to paste into `difftest/tests/regressions.rs`.
+/// A regression test for `shrunk`, ready to paste into the `regressions!` block of
+/// `difftest/tests/regressions.rs`.
 pub fn test_case(name: &str, origin: &str, shrunk: &Shrunk) -> String {
     let about = format!(
         "{origin}\n/// {}",
@@ -429,10 +430,12 @@ pub fn test_case(name: &str, origin: &str, shrunk: &Shrunk) -> String {
     regression_test(name, &about, &shrunk.program, &shrunk.reference)
 }
 
-/// A regression test: `program` must give `expected` (RabbitMQ's trace of it).
+/// A regression test: `program` must give `expected` (RabbitMQ's trace of it), as one case
+/// of the `regressions!` block in `difftest/tests/regressions.rs` (which makes it a
+/// `#[tokio::test]` named `name`).
 pub fn regression_test(name: &str, about: &str, program: &Program, expected: &Trace) -> String {
     format!(
-        "/// {about}\n#[tokio::test]\nasync fn {name}() {{\n    lepus_difftest::regression::check(\n        r#\"\n{program}\"#,\n        r#\"\n{}\"#,\n    )\n    .await;\n}}\n",
+        "/// {about}\n{name}: r#\"\n{program}\"# => r#\"\n{}\"#;\n",
         expected.render()
     )
 }

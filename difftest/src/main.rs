@@ -140,7 +140,8 @@ enum Command {
         ops: usize,
     },
     /// Run a program file on RabbitMQ only and print it as a regression test (RabbitMQ's
-    /// trace is the expectation), for `difftest/tests/regressions.rs`.
+    /// trace is the expectation), a case for the `regressions!` block of
+    /// `difftest/tests/regressions.rs`.
     Expect {
         #[command(flatten)]
         reference: Reference,

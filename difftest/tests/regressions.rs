@@ -3,12 +3,27 @@
 //! `lepus-difftest expect`). They run against the in-process bundled broker, or against the
 //! broker `LEPUS_TEST_AMQP_URL` names (`.ci/run` points it at RabbitMQ, which re-checks the
 //! expectations themselves).
+//!
+//! Each case below is `name: program => expected trace;` with its doc comment; `lepus-difftest
+//! run` (when it shrinks a failure) and `lepus-difftest expect` print new cases in this form.
 
+/// One `#[tokio::test]` per case, named as the case: the program (text) must give the expected
+/// trace (text), checked by [`lepus_difftest::regression::check`].
+macro_rules! regressions {
+    ($($(#[$doc:meta])* $name:ident: $program:literal => $expected:literal;)*) => {
+        $(
+            $(#[$doc])*
+            #[tokio::test]
+            async fn $name() {
+                lepus_difftest::regression::check($program, $expected).await;
+            }
+        )*
+    };
+}
+
+regressions! {
 /// queue.unbind of a missing binding or queue answers unbind-ok (the bundled broker answered 404; fixed on trust-access, issue 13).
-#[tokio::test]
-async fn an_unbind_of_what_is_absent_is_ok() {
-    lepus_difftest::regression::check(
-        r#"
+an_unbind_of_what_is_absent_is_ok: r#"
 frame_max 131072
 c0.1 queue.declare q0
 c0.1 queue.unbind q0 -> amq.direct key="a"
@@ -16,8 +31,7 @@ c0.1 queue.unbind q1 -> amq.direct key="a"
 c0.1 queue.bind q0 -> amq.direct key="a"
 c0.1 queue.unbind q0 -> amq.direct key="a"
 c0.1 queue.unbind q0 -> amq.direct key="a"
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -39,16 +53,10 @@ c0.1 queue.unbind q0 -> amq.direct key="a"
 end
   q0 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// basic.publish: 404 for a missing exchange and 403 for an internal one before the properties; delivery_mode outside 1..2 and a foreign user_id are 406.
-#[tokio::test]
-async fn a_publish_is_checked_exchange_first_then_its_properties() {
-    lepus_difftest::regression::check(
-        r#"
+a_publish_is_checked_exchange_first_then_its_properties: r#"
 frame_max 131072
 c0.1 queue.declare q0
 c0.1 basic.publish amq.x key=q0 props(exp="soon") body=3
@@ -58,8 +66,7 @@ c0.1 basic.publish "" key=q0 props(dm=3) body=3
 c0.1 basic.publish "" key=q0 props(uid="nobody") body=3
 c0.1 basic.publish "" key=q0 props(dm=2 uid="guest") body=3
 c0.1 exchange.delete e0
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -92,16 +99,10 @@ end
   q0 #0 m4+3 ex="" rk=q0 props(dm=2 uid="guest")
   q0 empty after 1
   exchanges: e0=404
-"#,
-    )
-    .await;
-}
+"#;
 
 /// Inside a transaction a publish and an ack are checked when they arrive (406 at once), not at the commit.
-#[tokio::test]
-async fn a_transaction_checks_publishes_and_acks_when_they_arrive() {
-    lepus_difftest::regression::check(
-        r#"
+a_transaction_checks_publishes_and_acks_when_they_arrive: r#"
 frame_max 131072
 c0.1 queue.declare q0
 c0.1 tx.select
@@ -116,8 +117,7 @@ c0.3 tx.select
 c0.3 basic.ack latest
 c0.3 basic.ack latest
 c0.3 tx.rollback
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -164,23 +164,16 @@ end
   q0 #0 m1+3 redelivered ex="" rk=q0 props()
   q0 empty after 1
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// queue.declare of an existing queue with another exclusive flag is 405 RESOURCE_LOCKED (was 406).
-#[tokio::test]
-async fn a_different_exclusive_flag_is_405() {
-    lepus_difftest::regression::check(
-        r#"
+a_different_exclusive_flag_is_405: r#"
 frame_max 131072
 c0.1 queue.declare q0 exclusive
 c0.1 queue.declare q0 durable
 c0.1 queue.declare q1
 c0.1 queue.declare q1 exclusive
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0 exclusive
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -197,22 +190,15 @@ end
   q0 empty after 0
   q1 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// x-dead-letter-routing-key without x-dead-letter-exchange, and x-max-priority above 255, are 406.
-#[tokio::test]
-async fn queue_arguments_rabbitmq_refuses() {
-    lepus_difftest::regression::check(
-        r#"
+queue_arguments_rabbitmq_refuses: r#"
 frame_max 131072
 c0.1 queue.declare q0 args={x-dead-letter-routing-key:S"k"}
 c0.1 queue.declare q1 args={x-max-priority:I(256)}
 c0.1 queue.declare q2 args={x-max-priority:I(255)}
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0 args={x-dead-letter-routing-key:S"k"}
   = channel.close 406 PRECONDITION_FAILED (50,10)
   queues: q0=404
@@ -227,16 +213,10 @@ end
   q1 404
   q2 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// queue.bind: 404 for a missing exchange before 405; a headers binding needs a valid x-match (406), checked before 405; other exchange types ignore it.
-#[tokio::test]
-async fn bindings_check_existence_then_arguments_then_exclusivity() {
-    lepus_difftest::regression::check(
-        r#"
+bindings_check_existence_then_arguments_then_exclusivity: r#"
 frame_max 131072
 c1.1 queue.declare q0 exclusive
 c0.1 queue.bind q0 -> e3 key="a"
@@ -245,8 +225,7 @@ c0.1 queue.bind q0 -> amq.headers key="" args={x-match:S"any"}
 c0.1 exchange.bind amq.direct <- amq.match key="" args={x-match:I(1)}
 c0.1 exchange.bind amq.direct <- amq.topic key="" args={x-match:I(1)}
 c0.1 exchange.unbind amq.direct <- amq.topic key="" args={x-match:I(1)}
-"#,
-        r#"
+"# => r#"
 #0 c1.1 queue.declare q0 exclusive
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -271,16 +250,10 @@ c0.1 exchange.unbind amq.direct <- amq.topic key="" args={x-match:I(1)}
 end
   q0 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// x-overflow drop-head: with x-max-length 0 the message goes; a body over x-max-length-bytes drops itself.
-#[tokio::test]
-async fn drop_head_counts_the_new_message() {
-    lepus_difftest::regression::check(
-        r#"
+drop_head_counts_the_new_message: r#"
 frame_max 131072
 c0.1 queue.declare q0 args={x-max-length:I(0)}
 c0.1 basic.publish "" key=q0 body=4
@@ -288,8 +261,7 @@ c0.1 queue.declare q1 args={x-max-length-bytes:I(10)}
 c0.1 basic.publish "" key=q1 body=30
 c0.1 basic.publish "" key=q1 body=4
 c0.1 basic.publish "" key=q1 body=8
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0 args={x-max-length:I(0)}
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -313,16 +285,10 @@ end
   q1 #0 m3+8 ex="" rk=q1 props()
   q1 empty after 1
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// basic.reject, basic.recover and a channel close requeue within x-max-length(-bytes): drop-head trims before redelivering (the bundled broker redelivered past the limit).
-#[tokio::test]
-async fn requeued_messages_are_held_to_the_queue_limits() {
-    lepus_difftest::regression::check(
-        r#"
+requeued_messages_are_held_to_the_queue_limits: r#"
 frame_max 131072
 c0.1 queue.declare q1 args={x-max-length:I(0)}
 c1.1 basic.consume q1 tag=ct1
@@ -337,8 +303,7 @@ c1.3 basic.consume q3 tag=ct3
 c0.1 basic.publish "" key=q3 body=4
 c0.1 basic.publish "" key=q3 body=5
 c1.3 channel.close
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q1 args={x-max-length:I(0)}
   = queue.declare-ok q1 0/0
   queues: q1=0/0
@@ -392,16 +357,10 @@ end
   q3 #0 m3+5 redelivered ex="" rk=q3 props()
   q3 empty after 1
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// x-queue-mode is one of the arguments a redeclare must repeat (the bundled broker ignored it).
-#[tokio::test]
-async fn x_queue_mode_is_compared_on_redeclare() {
-    lepus_difftest::regression::check(
-        r#"
+x_queue_mode_is_compared_on_redeclare: r#"
 frame_max 131072
 c0.1 queue.declare q4
 c0.1 queue.declare q4 args={x-queue-mode:S"lazy"}
@@ -410,8 +369,7 @@ c0.2 queue.declare q3 args={x-queue-mode:S"lazy"}
 c0.2 queue.declare q3
 c0.3 queue.declare q2 args={x-queue-mode:S"default"}
 c0.3 queue.declare q2 args={x-queue-mode:S"lazy"}
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q4
   = queue.declare-ok q4 0/0
   queues: q4=0/0
@@ -438,16 +396,10 @@ end
   q3 empty after 0
   q4 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// a message that expires on arrival and finds no consumer is dropped right after the publish, priority queues included (the bundled broker counted it until its timer ran).
-#[tokio::test]
-async fn a_ttl_0_message_is_gone_at_once() {
-    lepus_difftest::regression::check(
-        r#"
+a_ttl_0_message_is_gone_at_once: r#"
 frame_max 131072
 c0.1 queue.declare q0 args={x-max-priority:B(3), x-message-ttl:I(0)}
 c0.1 basic.publish "" key=q0 body=1
@@ -456,8 +408,7 @@ c0.1 queue.declare q1 args={x-message-ttl:I(0)}
 c0.1 basic.publish "" key=q1 body=3
 c0.1 queue.declare q2
 c0.1 basic.publish "" key=q2 props(exp="0") body=4
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0 args={x-max-priority:B(3), x-message-ttl:I(0)}
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -484,24 +435,17 @@ end
   q1 empty after 0
   q2 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// tx: a publish is routed when it arrives (RabbitMQ stores the routed queues with it): its exchange deleted before tx.commit gives commit-ok and, mandatory and unroutable, 312 NO_ROUTE (the bundled broker closed the channel 404 at the commit; seed 20261207001 program 14643).
-#[tokio::test]
-async fn a_tx_publish_is_routed_at_the_publish_not_the_commit() {
-    lepus_difftest::regression::check(
-        r#"
+a_tx_publish_is_routed_at_the_publish_not_the_commit: r#"
 frame_max 131072
 c0.3 tx.select
 c0.1 exchange.declare e0 topic
 c0.3 basic.publish e0 key="a.b.c" mandatory body=4
 c0.2 exchange.delete e0
 c0.3 tx.commit
-"#,
-        r#"
+"# => r#"
 #0 c0.3 tx.select
   = tx.select-ok
   queues: -
@@ -520,16 +464,10 @@ c0.3 tx.commit
   queues: -
 end
   exchanges: e0=404
-"#,
-    )
-    .await;
-}
+"#;
 
 /// tx: bindings removed or added between a publish and tx.commit do not change where it goes; mandatory and unroutable at the publish is returned at the commit (the bundled broker re-routed at the commit).
-#[tokio::test]
-async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
-    lepus_difftest::regression::check(
-        r#"
+bindings_changed_before_a_tx_commit_do_not_reroute: r#"
 frame_max 131072
 c0.1 queue.declare q0
 c0.1 queue.declare q1
@@ -541,8 +479,7 @@ c0.1 queue.unbind q0 -> amq.direct key="k"
 c0.1 queue.bind q1 -> amq.direct key="k"
 c0.1 queue.bind q1 -> amq.direct key="j"
 c0.2 tx.commit
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -579,16 +516,10 @@ end
   q0 empty after 1
   q1 empty after 0
   exchanges: -
-"#,
-    )
-    .await;
-}
+"#;
 
 /// tx: a queue the publish was routed to and deleted before tx.commit does not get it (returned when mandatory and no routed queue is left); one declared again under the same name does, even unbound, as RabbitMQ delivers to the routed names (the bundled broker routed at the commit).
-#[tokio::test]
-async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
-    lepus_difftest::regression::check(
-        r#"
+a_queue_deleted_before_a_tx_commit_does_not_get_the_message: r#"
 frame_max 131072
 c0.1 queue.declare q0
 c0.1 queue.declare q1
@@ -607,8 +538,7 @@ c0.1 queue.declare q2
 c0.1 queue.delete q3
 c0.1 queue.declare q3
 c0.2 tx.commit
-"#,
-        r#"
+"# => r#"
 #0 c0.1 queue.declare q0
   = queue.declare-ok q0 0/0
   queues: q0=0/0
@@ -670,7 +600,5 @@ end
   q3 #0 m0+3 ex="amq.fanout" rk="" props()
   q3 empty after 1
   exchanges: -
-"#,
-    )
-    .await;
+"#;
 }
