@@ -216,6 +216,12 @@ fn system_time(t: TimeOrNow) -> SystemTime {
     }
 }
 
+/// The permission bits of a new file or directory: the requested `mode` less the caller's
+/// `umask`.
+fn new_mode(mode: u32, umask: u32) -> u32 {
+    mode & !umask & 0o7777
+}
+
 fn open_options(flags: i32) -> OpenOptions {
     let mut options = OpenOptions::new();
     // Always readable: an overwrite reads what it replaces, for the undo record.
@@ -354,7 +360,7 @@ impl Filesystem for LossyFilesystem {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(mode & !umask & 0o7777)
+                .mode(new_mode(mode, umask))
                 .open(path)
                 .map(drop)
         });
@@ -371,7 +377,7 @@ impl Filesystem for LossyFilesystem {
     ) {
         self.new_entry(parent.0, name, true, reply, |path| {
             fs::DirBuilder::new()
-                .mode(mode & !umask & 0o7777)
+                .mode(new_mode(mode, umask))
                 .create(path)
         });
     }
@@ -503,7 +509,7 @@ impl Filesystem for LossyFilesystem {
                     let file = open_options(flags)
                         .write(true)
                         .create_new(true)
-                        .mode(mode & !umask & 0o7777)
+                        .mode(new_mode(mode, umask))
                         .open(&path)?;
                     (state.linked(parent.0, name, false), file)
                 }
