@@ -15,41 +15,40 @@ use clap::ValueEnum;
 use common::logs;
 use lepus::Handler;
 
-/// Everything from the kernel: `kern.*`.
-#[lepus::event(
-    exchange = "topic_logs",
-    kind = "topic",
-    binding = "kern.*",
-    delivery = "broadcast"
-)]
-async fn kernel(ctx: lepus::Context, line: String) {
-    let key = ctx.routing_key().unwrap_or_default();
-    println!(" [kern.*] {key}: {line}");
+/// A handler on `topic_logs` bound with `binding`: prints each line it gets, with its key.
+/// The three below differ in their binding only. (`binding` is a `tt`, not a `literal`: the
+/// attribute reads it as a plain string literal.)
+macro_rules! topic_handler {
+    ($(#[$doc:meta])* $name:ident, $binding:tt) => {
+        $(#[$doc])*
+        #[lepus::event(
+            exchange = "topic_logs",
+            kind = "topic",
+            binding = $binding,
+            delivery = "broadcast"
+        )]
+        async fn $name(ctx: lepus::Context, line: String) {
+            let key = ctx.routing_key().unwrap_or_default();
+            println!(" [{}] {key}: {line}", $binding);
+        }
+    };
 }
 
-/// Critical messages from anywhere: `*.critical`.
-#[lepus::event(
-    exchange = "topic_logs",
-    kind = "topic",
-    binding = "*.critical",
-    delivery = "broadcast"
-)]
-async fn critical(ctx: lepus::Context, line: String) {
-    let key = ctx.routing_key().unwrap_or_default();
-    println!(" [*.critical] {key}: {line}");
-}
-
-/// Everything: `#`.
-#[lepus::event(
-    exchange = "topic_logs",
-    kind = "topic",
-    binding = "#",
-    delivery = "broadcast"
-)]
-async fn everything(ctx: lepus::Context, line: String) {
-    let key = ctx.routing_key().unwrap_or_default();
-    println!(" [#] {key}: {line}");
-}
+topic_handler!(
+    /// Everything from the kernel: `kern.*`.
+    kernel,
+    "kern.*"
+);
+topic_handler!(
+    /// Critical messages from anywhere: `*.critical`.
+    critical,
+    "*.critical"
+);
+topic_handler!(
+    /// Everything: `#`.
+    everything,
+    "#"
+);
 
 /// The handlers, by binding on the command line.
 #[derive(Clone, Copy, ValueEnum)]
