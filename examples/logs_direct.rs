@@ -60,13 +60,7 @@ impl Which {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let about = "Direct logs: routing by severity";
-    common::seed_main::<logs::RoutedCommand<Which>>(
-        about,
-        "emit and receive",
-        demo,
-        async |conn, command| logs::run_routed::<print_all, _>(conn, command, Which::handler).await,
-    )
-    .await
+    logs::routed_main::<print_all, _>(about, demo, Which::handler).await
 }
 
 /// Four lines of three severities: `save_errors` gets the two errors, `print_all` all four.

@@ -74,15 +74,7 @@ impl Which {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let about = "Topic logs: routing by pattern";
-    common::seed_main::<logs::RoutedCommand<Which>>(
-        about,
-        "emit and receive",
-        demo,
-        async |conn, command| {
-            logs::run_routed::<everything, _>(conn, command, Which::handler).await
-        },
-    )
-    .await
+    logs::routed_main::<everything, _>(about, demo, Which::handler).await
 }
 
 /// Four keys, three bindings: who gets what follows the patterns.

@@ -32,9 +32,25 @@ pub(crate) enum RoutedCommand<W: clap::ValueEnum + Clone + Send + Sync + 'static
     },
 }
 
+/// The `main` of a routed log example described by `about`: [`super::seed_main`] with the
+/// [`RoutedCommand`]s, `emit` publishing as event `E`, `receive` running the handler that
+/// `handler` names.
+pub(crate) async fn routed_main<E, W>(
+    about: &'static str,
+    demo: impl AsyncFnOnce(Option<&str>) -> Result<(), Box<dyn Error>>,
+    handler: impl FnOnce(W) -> Handler,
+) -> Result<(), Box<dyn Error>>
+where
+    E: Event<Payload = String>,
+    W: clap::ValueEnum + Clone + Send + Sync + 'static,
+{
+    let run = async |conn: &Connection, command| run_routed::<E, W>(conn, command, handler).await;
+    super::seed_main::<RoutedCommand<W>>(about, "emit and receive", demo, run).await
+}
+
 /// Runs one [`RoutedCommand`]: `emit` publishes as event `E` (the lines are `Hello World!`
 /// without words), `receive` runs the handler `handler` names.
-pub(crate) async fn run_routed<E, W>(
+async fn run_routed<E, W>(
     conn: &Connection,
     command: RoutedCommand<W>,
     handler: impl FnOnce(W) -> Handler,
