@@ -49,6 +49,7 @@ enum Which {
 }
 
 impl Which {
+    /// The handler this name stands for.
     fn handler(self) -> Handler {
         match self {
             Which::Errors => save_errors::handler(),

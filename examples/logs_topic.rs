@@ -62,6 +62,7 @@ enum Which {
 }
 
 impl Which {
+    /// The handler this name stands for.
     fn handler(self) -> Handler {
         match self {
             Which::Kern => kernel::handler(),

@@ -1,7 +1,8 @@
-//! What every example starts the same way: logging through `tracing`, and (for the demos) the
-//! broker the demo runs on, the choice between the whole demo and one command, and the end of
-//! the demo. Kept to a few lines so that each example still reads on its own; everything that
-//! differs between examples stays in the example. What the log examples share is in [`logs`].
+//! What the examples share: logging through `tracing`; for the seed examples, their command
+//! line and `main` (the whole demo, or one command), the broker the demo runs on and its end;
+//! for the examples that make their own connections, their broker. Each piece is short, so
+//! that an example still reads on its own; everything that differs between examples stays in
+//! the example. What the log examples share is in [`logs`].
 #![allow(dead_code)]
 
 pub(crate) mod logs;
