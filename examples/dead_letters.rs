@@ -43,16 +43,15 @@ async fn send_email(State(smtp): State<Smtp>, to: String, subject: String) -> Re
 #[derive(Parser)]
 #[command(about = "Dead letters: fill a dead-letter queue, list, show and requeue (demo)")]
 struct Cli {
-    /// Broker URL; without it the demo runs on an in-process bundled broker.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let cli = Cli::parse();
-    demo(cli.url.as_deref()).await
+    demo(cli.broker.url.as_deref()).await
 }
 
 /// One line per dead letter: what `lepus dead-letters list` prints in a table.

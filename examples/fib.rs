@@ -6,43 +6,25 @@
 //! ```
 //! Starts the bundled broker on 127.0.0.1 (unless `--url` names another), a worker pool serving
 //! `fib` on the queue `rpc_queue`, and a client; prints a few results, then makes `--calls`
-//! calls with `--in-flight` of them outstanding at a time and prints the calls/s it saw.
+//! calls with `--in-flight` of them outstanding at a time and prints the calls/s it saw. `fib`
+//! itself, an ordinary async fn, is the contract `fib_server` and `fib_client` share
+//! (`fib_contract`).
 
 mod common;
+mod fib_contract;
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use fib_contract::fib;
 use futures::stream::{self, StreamExt};
 use lepus::{CallOptions, Client, Worker};
-use serde::{Deserialize, Serialize};
-
-/// What `fib` can fail with: the caller gets it back typed.
-#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
-enum MathError {
-    #[error("fib({0}) does not fit in a u64")]
-    Overflow(u32),
-}
-
-/// The RPC: an ordinary async fn, served on `rpc_queue`.
-#[lepus::rpc(queue = "rpc_queue")]
-async fn fib(n: u32) -> Result<u64, MathError> {
-    if n > 93 {
-        return Err(MathError::Overflow(n));
-    }
-    let (mut a, mut b) = (0u64, 1u64);
-    for _ in 0..n {
-        (a, b) = (b, a + b);
-    }
-    Ok(a)
-}
 
 #[derive(Parser)]
 #[command(about = "fib over RPC: bundled broker, worker pool and client in one process")]
 struct Args {
-    /// An AMQP broker to use instead of starting the bundled one.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
     /// Calls in the throughput run.
     #[arg(long, default_value_t = 20_000)]
     calls: usize,
@@ -65,25 +47,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let args = Args::parse();
 
-    // 1. A broker: the bundled one, in this process, on a free loopback port.
-    let (url, broker) = match args.url {
-        Some(url) => {
-            println!("using the broker at {url}");
-            (url, None)
-        }
-        None => {
-            let broker = lepus::broker::Broker::builder()
-                .listen("127.0.0.1:0")
-                .start()
-                .await?;
-            println!("bundled broker listening on {}", broker.local_addr());
-            (broker.amqp_url(), Some(broker))
-        }
-    };
+    // 1. A broker: the bundled one, in this process, on a free loopback port (unless `--url`).
+    let broker = common::ExampleBroker::at_or_bundled(args.broker.url).await?;
+    let url = &broker.url;
 
     // 2. A worker pool, in a task of its own; `ready` returns once it consumes, so the first
     //    call is served (no `NoRoute` to retry).
-    let worker_conn = lepus::connect(&url).await?;
+    let worker_conn = lepus::connect(url).await?;
     let mut worker = Worker::new(&worker_conn)
         .prefetch(args.prefetch)
         .concurrency(args.concurrency)
@@ -98,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 3. A client on its own connection.
-    let client_conn = lepus::connect(&url).await?;
+    let client_conn = lepus::connect(url).await?;
     let client = Client::new(&client_conn).await?;
 
     // 4. A few calls, typed both ways.
@@ -141,9 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.close().await;
     client_conn.close().await;
     worker_conn.close().await;
-    if let Some(broker) = broker {
-        broker.shutdown().await;
-    }
+    broker.shutdown().await;
     println!("done");
     if failures > 0 {
         return Err(format!("{failures} calls failed").into());

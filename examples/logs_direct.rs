@@ -11,10 +11,9 @@
 
 mod common;
 
-use std::time::Duration;
-
-use clap::{Parser, Subcommand, ValueEnum};
-use lepus::{Connection, Worker};
+use clap::ValueEnum;
+use common::logs;
+use lepus::Handler;
 
 /// Keeps errors only (`binding = "error"`).
 #[lepus::event(
@@ -40,15 +39,7 @@ async fn print_all(ctx: lepus::Context, line: String) {
     println!(" [all] {severity}: {line}");
 }
 
-#[derive(Parser)]
-#[command(about = "Direct logs: routing by severity")]
-struct Cli {
-    #[command(flatten)]
-    broker: common::DemoUrl,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
+/// The handlers, by name on the command line.
 #[derive(Clone, Copy, ValueEnum)]
 enum Which {
     /// Errors only.
@@ -57,47 +48,20 @@ enum Which {
     All,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Publish one log line with a severity.
-    Emit {
-        /// info, warning or error.
-        severity: String,
-        /// The message words.
-        words: Vec<String>,
-    },
-    /// Print log lines until Ctrl-C.
-    Receive {
-        /// Which handler to run.
-        which: Which,
-    },
+impl Which {
+    /// The handler this name stands for.
+    fn handler(self) -> Handler {
+        match self {
+            Which::Errors => save_errors::handler(),
+            Which::All => print_all::handler(),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing("warn");
-    let cli = Cli::parse();
-    common::demo_or_command(cli.broker.url, cli.command, "emit and receive", demo, run).await
-}
-
-/// One command, on the broker at `--url`.
-async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    match command {
-        Command::Emit { severity, words } => {
-            let line = common::message(&words, "Hello World!");
-            let client = lepus::Client::new(conn).await?;
-            print_all::publish(&client, &severity, &line).await?;
-            println!(" [x] Sent {severity}: {line:?}");
-        }
-        Command::Receive { which } => {
-            let handler = match which {
-                Which::Errors => save_errors::handler(),
-                Which::All => print_all::handler(),
-            };
-            common::until_ctrl_c(Worker::new(conn).serve(handler), "logs").await?;
-        }
-    }
-    Ok(())
+    let about = "Direct logs: routing by severity";
+    logs::routed_main::<print_all, _>(about, demo, Which::handler).await
 }
 
 /// Four lines of three severities: `save_errors` gets the two errors, `print_all` all four.
@@ -111,14 +75,8 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         ("warning", "slow response"),
         ("error", "out of memory"),
     ];
-    for (severity, line) in lines {
-        lepus::publish(bed.client(), "direct_logs", severity, &line).await?;
-        println!(" [x] Sent {severity}: {line:?}");
-    }
-    all.wait_for(4, Duration::from_secs(10)).await?;
-    errors.wait_for(2, Duration::from_secs(10)).await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let extra = errors.drain().len();
+    logs::send_all::<print_all>(bed.client(), lines).await?;
+    let extra = logs::lines_beyond(&mut [(&mut all, 4), (&mut errors, 2)]).await?;
     println!(
         "print_all got 4 lines; save_errors got {} errors",
         2 + extra

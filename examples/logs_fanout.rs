@@ -13,22 +13,14 @@ mod common;
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use lepus::{Connection, Worker};
+use clap::Subcommand;
+use common::logs;
+use lepus::Connection;
 
 /// Prints every log line published to `logs`.
 #[lepus::event(exchange = "logs", kind = "fanout", delivery = "broadcast")]
 async fn receive_log(line: String) {
     println!(" [x] {line}");
-}
-
-#[derive(Parser)]
-#[command(about = "Fanout logs: every receiver gets every message")]
-struct Cli {
-    #[command(flatten)]
-    broker: common::DemoUrl,
-    #[command(subcommand)]
-    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -44,9 +36,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing("warn");
-    let cli = Cli::parse();
-    common::demo_or_command(cli.broker.url, cli.command, "emit and receive", demo, run).await
+    let about = "Fanout logs: every receiver gets every message";
+    common::seed_main(about, "emit and receive", demo, run).await
 }
 
 /// One command, on the broker at `--url`.
@@ -54,14 +45,9 @@ async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::err
     match command {
         Command::Emit { words } => {
             let line = common::message(&words, "info: Hello World!");
-            let client = lepus::Client::new(conn).await?;
-            receive_log::publish(&client, "", &line).await?;
-            println!(" [x] Sent {line:?}");
+            logs::emit::<receive_log>(conn, "", &line).await?;
         }
-        Command::Receive => {
-            let worker = Worker::new(conn).serve(receive_log::handler());
-            common::until_ctrl_c(worker, "logs").await?;
-        }
+        Command::Receive => logs::receive(conn, receive_log::handler()).await?,
     }
     Ok(())
 }
@@ -78,10 +64,7 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         "warning: disk 80% full",
         "error: disk full",
     ];
-    for line in lines {
-        receive_log::publish(bed.client(), "", &line.to_owned()).await?;
-        println!(" [x] Sent {line:?}");
-    }
+    logs::send_all::<receive_log>(bed.client(), lines.map(|line| ("", line))).await?;
     for (name, completions) in &mut receivers {
         completions
             .wait_for(lines.len(), Duration::from_secs(10))

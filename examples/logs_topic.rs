@@ -11,56 +11,46 @@
 
 mod common;
 
-use std::time::Duration;
+use clap::ValueEnum;
+use common::logs;
+use lepus::Handler;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use lepus::{Connection, Worker};
-
-/// Everything from the kernel: `kern.*`.
-#[lepus::event(
-    exchange = "topic_logs",
-    kind = "topic",
-    binding = "kern.*",
-    delivery = "broadcast"
-)]
-async fn kernel(ctx: lepus::Context, line: String) {
-    let key = ctx.routing_key().unwrap_or_default();
-    println!(" [kern.*] {key}: {line}");
+/// A handler on `topic_logs` bound with `binding`: prints each line it gets, with its key.
+/// The three below differ in their binding only. (`binding` is a `tt`, not a `literal`: the
+/// attribute reads it as a plain string literal.)
+macro_rules! topic_handler {
+    ($(#[$doc:meta])* $name:ident, $binding:tt) => {
+        $(#[$doc])*
+        #[lepus::event(
+            exchange = "topic_logs",
+            kind = "topic",
+            binding = $binding,
+            delivery = "broadcast"
+        )]
+        async fn $name(ctx: lepus::Context, line: String) {
+            let key = ctx.routing_key().unwrap_or_default();
+            println!(" [{}] {key}: {line}", $binding);
+        }
+    };
 }
 
-/// Critical messages from anywhere: `*.critical`.
-#[lepus::event(
-    exchange = "topic_logs",
-    kind = "topic",
-    binding = "*.critical",
-    delivery = "broadcast"
-)]
-async fn critical(ctx: lepus::Context, line: String) {
-    let key = ctx.routing_key().unwrap_or_default();
-    println!(" [*.critical] {key}: {line}");
-}
+topic_handler!(
+    /// Everything from the kernel: `kern.*`.
+    kernel,
+    "kern.*"
+);
+topic_handler!(
+    /// Critical messages from anywhere: `*.critical`.
+    critical,
+    "*.critical"
+);
+topic_handler!(
+    /// Everything: `#`.
+    everything,
+    "#"
+);
 
-/// Everything: `#`.
-#[lepus::event(
-    exchange = "topic_logs",
-    kind = "topic",
-    binding = "#",
-    delivery = "broadcast"
-)]
-async fn everything(ctx: lepus::Context, line: String) {
-    let key = ctx.routing_key().unwrap_or_default();
-    println!(" [#] {key}: {line}");
-}
-
-#[derive(Parser)]
-#[command(about = "Topic logs: routing by pattern")]
-struct Cli {
-    #[command(flatten)]
-    broker: common::DemoUrl,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
+/// The handlers, by binding on the command line.
 #[derive(Clone, Copy, ValueEnum)]
 enum Which {
     /// `kern.*`
@@ -71,48 +61,21 @@ enum Which {
     All,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Publish one log line with a routing key such as `kern.critical`.
-    Emit {
-        /// `<facility>.<severity>`.
-        routing_key: String,
-        /// The message words.
-        words: Vec<String>,
-    },
-    /// Print matching log lines until Ctrl-C.
-    Receive {
-        /// Which binding to listen with.
-        which: Which,
-    },
+impl Which {
+    /// The handler this name stands for.
+    fn handler(self) -> Handler {
+        match self {
+            Which::Kern => kernel::handler(),
+            Which::Critical => critical::handler(),
+            Which::All => everything::handler(),
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing("warn");
-    let cli = Cli::parse();
-    common::demo_or_command(cli.broker.url, cli.command, "emit and receive", demo, run).await
-}
-
-/// One command, on the broker at `--url`.
-async fn run(conn: &Connection, command: Command) -> Result<(), Box<dyn std::error::Error>> {
-    match command {
-        Command::Emit { routing_key, words } => {
-            let line = common::message(&words, "Hello World!");
-            let client = lepus::Client::new(conn).await?;
-            everything::publish(&client, &routing_key, &line).await?;
-            println!(" [x] Sent {routing_key}: {line:?}");
-        }
-        Command::Receive { which } => {
-            let handler = match which {
-                Which::Kern => kernel::handler(),
-                Which::Critical => critical::handler(),
-                Which::All => everything::handler(),
-            };
-            common::until_ctrl_c(Worker::new(conn).serve(handler), "logs").await?;
-        }
-    }
-    Ok(())
+    let about = "Topic logs: routing by pattern";
+    logs::routed_main::<everything, _>(about, demo, Which::handler).await
 }
 
 /// Four keys, three bindings: who gets what follows the patterns.
@@ -127,16 +90,10 @@ async fn demo(url: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         ("cron.critical", "cron died"),
         ("app.audit.login", "user logged in"),
     ];
-    for (key, line) in lines {
-        everything::publish(bed.client(), key, &line.to_owned()).await?;
-        println!(" [x] Sent {key}: {line:?}");
-    }
+    logs::send_all::<everything>(bed.client(), lines).await?;
     // kern.* matches 2, *.critical 2, # all 4.
-    kern.wait_for(2, Duration::from_secs(10)).await?;
-    crit.wait_for(2, Duration::from_secs(10)).await?;
-    all.wait_for(4, Duration::from_secs(10)).await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let extra = kern.drain().len() + crit.drain().len() + all.drain().len();
+    let expected = &mut [(&mut kern, 2), (&mut crit, 2), (&mut all, 4)];
+    let extra = logs::lines_beyond(expected).await?;
     println!("kern.* got 2, *.critical got 2, # got 4");
     let failure = "a handler received a line its binding does not match";
     common::finish(bed, extra == 0, failure).await

@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use lepus::task::Outcome;
 use lepus::{Connection, Worker};
 
@@ -27,15 +27,6 @@ async fn work(message: String) {
     let dots = message.chars().filter(|c| *c == '.').count() as u64;
     tokio::time::sleep(Duration::from_millis(100 * dots)).await;
     println!(" [x] Done {message:?}");
-}
-
-#[derive(Parser)]
-#[command(about = "Work queue: durable queue, persistent tasks, fair dispatch")]
-struct Cli {
-    #[command(flatten)]
-    broker: common::DemoUrl,
-    #[command(subcommand)]
-    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -51,16 +42,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::init_tracing("warn");
-    let cli = Cli::parse();
-    common::demo_or_command(
-        cli.broker.url,
-        cli.command,
-        "new-task and worker",
-        demo,
-        run,
-    )
-    .await
+    let about = "Work queue: durable queue, persistent tasks, fair dispatch";
+    common::seed_main(about, "new-task and worker", demo, run).await
 }
 
 /// One command, on the broker at `--url`.

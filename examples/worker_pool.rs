@@ -34,9 +34,8 @@ async fn job_slow(_id: u32) -> String {
 #[derive(Parser)]
 #[command(about = "Prefetch fair dispatch between a fast and a slow worker")]
 struct Args {
-    /// An AMQP broker to use instead of starting the bundled one.
-    #[arg(long, env = "LEPUS_URL", hide_env_values = true)]
-    url: Option<String>,
+    #[command(flatten)]
+    broker: common::DemoUrl,
     /// Jobs per round.
     #[arg(long, default_value_t = 40)]
     jobs: u32,
@@ -83,28 +82,16 @@ async fn round(url: &str, prefetch: u16, jobs: u32) -> Result<(usize, usize, f64
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     common::init_tracing("warn");
     let args = Args::parse();
-    let (url, broker) = match args.url {
-        Some(url) => (url, None),
-        None => {
-            let broker = lepus::broker::Broker::builder()
-                .listen("127.0.0.1:0")
-                .start()
-                .await?;
-            println!("bundled broker listening on {}", broker.local_addr());
-            (broker.amqp_url(), Some(broker))
-        }
-    };
+    let broker = common::ExampleBroker::at_or_bundled(args.broker.url).await?;
     println!("a fast worker (5 ms per job) and a slow one (100 ms), one job at a time each");
     for prefetch in [1u16, 20] {
-        let (fast, slow, secs) = round(&url, prefetch, args.jobs).await?;
+        let (fast, slow, secs) = round(&broker.url, prefetch, args.jobs).await?;
         println!(
             "prefetch {prefetch:>2}: fast did {fast:>2}, slow did {slow:>2} of {} jobs in {secs:.2} s",
             args.jobs
         );
     }
     println!("prefetch 1 sends work to whoever is free; a big prefetch deals it out blindly");
-    if let Some(broker) = broker {
-        broker.shutdown().await;
-    }
+    broker.shutdown().await;
     Ok(())
 }

@@ -13,8 +13,9 @@ use std::process::Output;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use lepus::task::Outcome;
+use lepus::task::{Completions, Outcome};
 use lepus::testing::TestBed;
+use lepus::TaskId;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -67,6 +68,15 @@ async fn lepus(url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `lepus args..` as given (no `--url` added, `LEPUS_URL` unset) and returns its output.
+fn lepus_plain(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lepus"))
+        .args(args)
+        .env_remove("LEPUS_URL")
+        .output()
+        .unwrap()
+}
+
 fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
@@ -76,6 +86,28 @@ fn stdout(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Serves `hold` on `bed` and enqueues one with a fresh key; returns once it runs: the
+/// worker's completions, the key and the task id.
+async fn a_running_hold(bed: &mut TestBed) -> (Completions, String, TaskId) {
+    let done = bed.serve(hold::handler()).await.unwrap();
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let id = hold::enqueue(bed.client(), key.clone()).await.unwrap();
+    until_started(&key).await;
+    (done, key, id)
+}
+
+/// The one worker in `json` (`workers --json` or `inspect --json`) with a handler on `queue`.
+fn the_worker_serving(json: &str, queue: &str) -> String {
+    let infos: Vec<lepus::control::WorkerInfo> =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let ours: Vec<_> = infos
+        .iter()
+        .filter(|info| info.handlers.iter().any(|h| h.queue == queue))
+        .collect();
+    assert_eq!(ours.len(), 1, "one worker serves {queue}: {json}");
+    ours[0].worker.clone()
 }
 
 async fn until_started(key: &str) {
@@ -105,21 +137,12 @@ fn every_verb_has_help() {
         &["dead-letters", "purge"],
     ];
     for verb in verbs {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lepus"))
-            .args(*verb)
-            .arg("--help")
-            .output()
-            .unwrap();
-        let text = stdout(&output);
+        let text = stdout(&lepus_plain(&[*verb, &["--help"]].concat()));
         assert!(text.contains("Usage: lepus"), "{verb:?}: {text}");
         assert!(text.contains("--url"), "{verb:?} documents --url: {text}");
     }
     // The top-level help names every verb.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lepus"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let text = stdout(&output);
+    let text = stdout(&lepus_plain(&["--help"]));
     for verb in [
         "workers",
         "inspect",
@@ -134,23 +157,16 @@ fn every_verb_has_help() {
 
 #[test]
 fn errors_exit_non_zero_with_a_message() {
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lepus"))
-            .args(args)
-            .env_remove("LEPUS_URL")
-            .output()
-            .unwrap()
-    };
-    let no_url = run(&["workers"]);
+    let no_url = lepus_plain(&["workers"]);
     assert!(!no_url.status.success());
     assert!(String::from_utf8_lossy(&no_url.stderr).contains("--url"));
     // Nothing listens on port 1 of the loopback address.
-    let refused = run(&["--url", "amqp://guest:guest@127.0.0.1:1/%2f", "workers"]);
+    let refused = lepus_plain(&["--url", "amqp://guest:guest@127.0.0.1:1/%2f", "workers"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).starts_with("lepus: "));
-    let bad_verb = run(&["frobnicate"]);
+    let bad_verb = lepus_plain(&["frobnicate"]);
     assert!(!bad_verb.status.success());
-    let shutdown_nobody = run(&["--url", "amqp://127.0.0.1:1/%2f", "shutdown"]);
+    let shutdown_nobody = lepus_plain(&["--url", "amqp://127.0.0.1:1/%2f", "shutdown"]);
     assert!(
         !shutdown_nobody.status.success(),
         "shutdown needs ids or --all"
@@ -161,19 +177,10 @@ fn errors_exit_non_zero_with_a_message() {
 async fn workers_and_inspect_list_running_task_ids_and_revoke_stops_it() {
     let mut bed = bed().await;
     let queue = format!("{}cli.hold", bed.prefix());
-    let mut done = bed.serve(hold::handler()).await.unwrap();
-    let key = uuid::Uuid::new_v4().simple().to_string();
-    let id = hold::enqueue(bed.client(), key.clone()).await.unwrap();
-    until_started(&key).await;
+    let (mut done, key, id) = a_running_hold(&mut bed).await;
 
     let json = stdout(&lepus(bed.url(), &["workers", "--json"]).await);
-    let infos: Vec<lepus::control::WorkerInfo> = serde_json_from(&json);
-    let ours: Vec<_> = infos
-        .iter()
-        .filter(|info| info.handlers.iter().any(|h| h.queue == queue))
-        .collect();
-    assert_eq!(ours.len(), 1, "{json}");
-    let worker = ours[0].worker.clone();
+    let worker = the_worker_serving(&json, &queue);
     let table = stdout(&lepus(bed.url(), &["workers"]).await);
     let line = table
         .lines()
@@ -232,18 +239,9 @@ async fn a_task_revoked_with_the_tool_while_queued_never_runs() {
 async fn shutdown_drains_the_named_worker() {
     let mut bed = bed().await;
     let queue = format!("{}cli.hold", bed.prefix());
-    let mut done = bed.serve(hold::handler()).await.unwrap();
-    let key = uuid::Uuid::new_v4().simple().to_string();
-    hold::enqueue(bed.client(), key.clone()).await.unwrap();
-    until_started(&key).await;
+    let (mut done, key, _) = a_running_hold(&mut bed).await;
     let json = stdout(&lepus(bed.url(), &["inspect", "--json"]).await);
-    let infos: Vec<lepus::control::WorkerInfo> = serde_json_from(&json);
-    let worker = infos
-        .iter()
-        .find(|info| info.handlers.iter().any(|h| h.queue == queue))
-        .unwrap()
-        .worker
-        .clone();
+    let worker = the_worker_serving(&json, &queue);
     let out = stdout(&lepus(bed.url(), &["shutdown", &worker]).await);
     assert!(out.contains(&format!("{worker}: shutting down")), "{out}");
     log().lock().unwrap().released.insert(key.clone());
@@ -301,8 +299,4 @@ async fn dead_letters_list_show_requeue_purge() {
     let listed = stdout(&lepus(bed.url(), &["dead-letters", "list", &dead]).await);
     assert!(listed.contains("(0 dead letters)"), "{listed}");
     bed.stop().await;
-}
-
-fn serde_json_from(json: &str) -> Vec<lepus::control::WorkerInfo> {
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
 }

@@ -1,6 +1,7 @@
 //! The contract `fib_server` serves and `fib_client` calls: the RPC's signature, queue and
 //! error type, in one module both processes compile (as two services would share an API
-//! crate; see `examples/accounts/api`). The body only runs where `fib` is served.
+//! crate; see `examples/accounts/api`). The body only runs where `fib` is served (or called
+//! locally: `fib`, all in one process, does both).
 
 use serde::{Deserialize, Serialize};
 

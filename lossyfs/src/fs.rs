@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -48,9 +49,17 @@ impl State {
         }
     }
 
+    /// A new handle number, for a file or a directory.
     fn fh(&mut self) -> u64 {
         self.next_fh += 1;
         self.next_fh
+    }
+
+    /// Keeps `file`, opened for inode `ino`, under a new handle, and returns the handle.
+    fn keep_file(&mut self, ino: u64, file: File) -> u64 {
+        let fh = self.fh();
+        self.files.insert(fh, (ino, file));
+        fh
     }
 
     /// The open backing file of handle `fh`, or a fresh one for `ino` when there is none.
@@ -111,6 +120,17 @@ impl State {
 enum FileRef<'a> {
     Open(&'a File),
     Owned(File),
+}
+
+impl FileRef<'_> {
+    /// The file as one of its own (a handle's file is cloned), free of the state's borrow: for
+    /// [`State::resize`], which needs the state mutably.
+    fn into_owned(self) -> io::Result<File> {
+        match self {
+            Self::Open(file) => file.try_clone(),
+            Self::Owned(file) => Ok(file),
+        }
+    }
 }
 
 impl std::ops::Deref for FileRef<'_> {
@@ -196,6 +216,12 @@ fn system_time(t: TimeOrNow) -> SystemTime {
     }
 }
 
+/// The permission bits of a new file or directory: the requested `mode` less the caller's
+/// `umask`.
+fn new_mode(mode: u32, umask: u32) -> u32 {
+    mode & !umask & 0o7777
+}
+
 fn open_options(flags: i32) -> OpenOptions {
     let mut options = OpenOptions::new();
     // Always readable: an overwrite reads what it replaces, for the undo record.
@@ -206,6 +232,43 @@ fn open_options(flags: i32) -> OpenOptions {
     options
 }
 
+/// A FUSE reply that answers a handler's `io::Result<T>`: `Ok` its own way, an error as its
+/// errno. Each handler computes a result, then `reply.answer(result)`.
+trait Answer<T> {
+    /// Sends the answer: the value of `Ok`, or the errno of `Err`.
+    fn answer(self, result: io::Result<T>);
+}
+
+/// Implements [`Answer`] for each `Reply: T => |reply, value| success;`: how `reply` answers
+/// a successful `value` (an error is answered alike for all).
+macro_rules! answer {
+    ($($reply:ty: $t:ty => |$r:ident, $value:pat_param| $ok:expr;)*) => {$(
+        impl Answer<$t> for $reply {
+            fn answer(self, result: io::Result<$t>) {
+                match result {
+                    Ok($value) => {
+                        let $r = self;
+                        $ok
+                    }
+                    Err(e) => self.error(errno(e)),
+                }
+            }
+        }
+    )*};
+}
+
+answer! {
+    ReplyEmpty: () => |reply, ()| reply.ok();
+    ReplyEntry: FileAttr => |reply, attr| reply.entry(&TTL, &attr, Generation(0));
+    ReplyAttr: FileAttr => |reply, attr| reply.attr(&TTL, &attr);
+    ReplyOpen: u64 => |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty());
+    ReplyCreate: (FileAttr, u64) => |reply, (attr, fh)| {
+        reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty())
+    };
+    ReplyData: Vec<u8> => |reply, data| reply.data(&data);
+    ReplyWrite: u32 => |reply, written| reply.written(written);
+}
+
 impl Filesystem for LossyFilesystem {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mut state = self.lock();
@@ -214,10 +277,7 @@ impl Filesystem for LossyFilesystem {
             .lookup(parent.0, name)
             .ok_or_else(enoent)
             .and_then(|ino| state.attr(ino));
-        match result {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -226,10 +286,7 @@ impl Filesystem for LossyFilesystem {
             Some((_, file)) => file.metadata().map(|m| attr_of(ino.0, &m)),
             None => state.attr(ino.0),
         };
-        match result {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn setattr(
@@ -254,10 +311,7 @@ impl Filesystem for LossyFilesystem {
         let result = (|| {
             let path = state.path(ino.0)?;
             if let Some(size) = size {
-                let file = match state.file_for(ino.0, fh, true)? {
-                    FileRef::Open(file) => file.try_clone()?,
-                    FileRef::Owned(file) => file,
-                };
+                let file = state.file_for(ino.0, fh, true)?.into_owned()?;
                 state.resize(ino.0, &file, size)?;
             }
             if let Some(mode) = mode {
@@ -278,21 +332,13 @@ impl Filesystem for LossyFilesystem {
             }
             state.attr(ino.0)
         })();
-        match result {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let state = self.lock();
-        match state.path(ino.0).and_then(fs::read_link) {
-            Ok(target) => {
-                use std::os::unix::ffi::OsStrExt;
-                reply.data(target.as_os_str().as_bytes());
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        let result = state.path(ino.0).and_then(fs::read_link);
+        reply.answer(result.map(|target| target.into_os_string().into_vec()));
     }
 
     fn mknod(
@@ -314,7 +360,7 @@ impl Filesystem for LossyFilesystem {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .mode(mode & !umask & 0o7777)
+                .mode(new_mode(mode, umask))
                 .open(path)
                 .map(drop)
         });
@@ -331,7 +377,7 @@ impl Filesystem for LossyFilesystem {
     ) {
         self.new_entry(parent.0, name, true, reply, |path| {
             fs::DirBuilder::new()
-                .mode(mode & !umask & 0o7777)
+                .mode(new_mode(mode, umask))
                 .create(path)
         });
     }
@@ -419,10 +465,7 @@ impl Filesystem for LossyFilesystem {
             });
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -432,14 +475,9 @@ impl Filesystem for LossyFilesystem {
             if flags.0 & libc::O_TRUNC != 0 && flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
                 state.resize(ino.0, &file, 0)?;
             }
-            let fh = state.fh();
-            state.files.insert(fh, (ino.0, file));
-            Ok(fh)
+            Ok(state.keep_file(ino.0, file))
         })();
-        match result {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn create(
@@ -471,27 +509,15 @@ impl Filesystem for LossyFilesystem {
                     let file = open_options(flags)
                         .write(true)
                         .create_new(true)
-                        .mode(mode & !umask & 0o7777)
+                        .mode(new_mode(mode, umask))
                         .open(&path)?;
                     (state.linked(parent.0, name, false), file)
                 }
             };
-            let fh = state.fh();
-            state.files.insert(fh, (ino, file));
+            let fh = state.keep_file(ino, file);
             Ok((state.attr(ino)?, fh))
         })();
-        match result {
-            Ok((attr, fh)) => {
-                reply.created(
-                    &TTL,
-                    &attr,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                );
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn read(
@@ -509,10 +535,7 @@ impl Filesystem for LossyFilesystem {
         let result = state
             .file_for(ino.0, Some(fh), false)
             .and_then(|file| read_range(&file, offset, u64::from(size)));
-        match result {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn write(
@@ -550,10 +573,7 @@ impl Filesystem for LossyFilesystem {
             );
             Ok(data.len() as u32)
         })();
-        match result {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn flush(
@@ -628,10 +648,7 @@ impl Filesystem for LossyFilesystem {
             state.dirs.insert(fh, listing);
             Ok(fh)
         })();
-        match result {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn readdir(
@@ -690,10 +707,7 @@ impl Filesystem for LossyFilesystem {
             }
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -736,20 +750,14 @@ impl Filesystem for LossyFilesystem {
         }
         let mut state = self.lock();
         let result = (|| {
-            let file = match state.file_for(ino.0, Some(fh), true)? {
-                FileRef::Open(file) => file.try_clone()?,
-                FileRef::Owned(file) => file,
-            };
+            let file = state.file_for(ino.0, Some(fh), true)?.into_owned()?;
             let end = offset + length;
             if end > file.metadata()?.len() {
                 state.resize(ino.0, &file, end)?;
             }
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 }
 
@@ -770,10 +778,7 @@ impl LossyFilesystem {
             let ino = state.linked(parent, name, is_dir);
             state.attr(ino)
         })();
-        match result {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 
     /// `unlink` and `rmdir`: the node moves to the trash until its parent is fsynced.
@@ -800,9 +805,6 @@ impl LossyFilesystem {
             });
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply.answer(result);
     }
 }

@@ -75,6 +75,24 @@ fn durable_file(dir: &Path, name: &str, contents: &[u8]) {
     sync_dir(dir);
 }
 
+/// The root's entry changes of the two entry tests, the root not fsynced after them: from a
+/// durable `config` ("old") and `doomed` ("still here"), a new directory `dir` whose own entry
+/// `inner` ("kept") is durable, `config` replaced by write-temp + fsync + rename ("new"), and
+/// `doomed` unlinked. Four entry changes in the root: `dir`, `config.tmp`, the rename, the
+/// unlink.
+fn change_root_entries(s: &Setup) {
+    durable_file(s.mnt(), "config", b"old");
+    durable_file(s.mnt(), "doomed", b"still here");
+    fs::create_dir(s.path("dir")).unwrap();
+    durable_file(&s.path("dir"), "inner", b"kept");
+    let mut tmp = File::create(s.path("config.tmp")).unwrap();
+    tmp.write_all(b"new").unwrap();
+    tmp.sync_all().unwrap();
+    drop(tmp);
+    fs::rename(s.path("config.tmp"), s.path("config")).unwrap();
+    fs::remove_file(s.path("doomed")).unwrap();
+}
+
 #[test]
 fn unsynced_writes_vanish_and_synced_ones_survive() {
     let Some(mut s) = mount("data") else { return };
@@ -115,24 +133,12 @@ fn unsynced_directory_entries_vanish() {
         return;
     };
     let mnt = s.mnt().to_owned();
-    durable_file(&mnt, "config", b"old");
-    durable_file(&mnt, "doomed", b"still here");
-
-    // A new file, its data fsynced but not its directory: gone.
+    change_root_entries(&s);
+    // A fifth: a new file, its data fsynced but not its directory.
     let mut f = File::create(s.path("new")).unwrap();
     f.write_all(b"data").unwrap();
     f.sync_all().unwrap();
-    // A new directory whose own entries are durable, but not its entry in the root.
-    fs::create_dir(s.path("dir")).unwrap();
-    durable_file(&s.path("dir"), "inner", b"synced in an unsynced dir");
-    // Write-temp + fsync + rename over `config`, without the directory fsync.
-    let mut tmp = File::create(s.path("config.tmp")).unwrap();
-    tmp.write_all(b"new").unwrap();
-    tmp.sync_all().unwrap();
-    drop((f, tmp));
-    fs::rename(s.path("config.tmp"), s.path("config")).unwrap();
-    // An unlink.
-    fs::remove_file(s.path("doomed")).unwrap();
+    drop(f);
     assert_eq!(fs::read(s.path("config")).unwrap(), b"new");
     assert_eq!(s.fs.as_ref().unwrap().unsynced().entries, 5);
 
@@ -156,18 +162,8 @@ fn synced_directory_entries_survive() {
     let Some(mut s) = mount("synced-entries") else {
         return;
     };
-    let mnt = s.mnt().to_owned();
-    durable_file(&mnt, "config", b"old");
-    durable_file(&mnt, "doomed", b"x");
-    fs::create_dir(s.path("dir")).unwrap();
-    durable_file(&s.path("dir"), "inner", b"kept");
-    let mut tmp = File::create(s.path("config.tmp")).unwrap();
-    tmp.write_all(b"new").unwrap();
-    tmp.sync_all().unwrap();
-    drop(tmp);
-    fs::rename(s.path("config.tmp"), s.path("config")).unwrap();
-    fs::remove_file(s.path("doomed")).unwrap();
-    sync_dir(&mnt);
+    change_root_entries(&s);
+    sync_dir(s.mnt());
 
     let report = s.cut(CutMode::DropUnsynced);
     assert_eq!((report.entries_undone, report.data_ops_dropped), (0, 0));
