@@ -597,6 +597,20 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
         }
     }
 
+    // The node and the detailed metrics: monitoring and administrators only.
+    for path in [
+        "/api/nodes",
+        "/api/nodes/lepus@localhost",
+        "/metrics/detailed",
+    ] {
+        for who in [GUEST, MON] {
+            assert_eq!(status(path, who).await, 200, "{path} as {who:?}");
+        }
+        for who in [MGMT, POL, MGMT0] {
+            assert_eq!(status(path, who).await, 403, "{path} as {who:?}");
+        }
+    }
+
     // Queues, exchanges, bindings: in the vhosts a user has permissions in, whatever its tag;
     // administrators everywhere.
     let queues = list("/api/queues", GUEST, "name").await;

@@ -234,9 +234,7 @@ async fn nodes(
     Extension(me): Extension<Caller>,
     Query(rq): Query<RateQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if !me.sees_everyone() {
-        return Err(ApiError::forbidden("Not monitor user"));
-    }
+    me.require_monitor()?;
     Ok(Json(Value::Array(vec![node_json(&ctx, &rq)])))
 }
 
@@ -246,9 +244,7 @@ async fn node(
     Path(name): Path<String>,
     Query(rq): Query<RateQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if !me.sees_everyone() {
-        return Err(ApiError::forbidden("Not monitor user"));
-    }
+    me.require_monitor()?;
     if name != NODE_NAME {
         return Err(ApiError::not_found(format!("node '{name}' does not exist")));
     }
