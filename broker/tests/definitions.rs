@@ -304,35 +304,30 @@ async fn lepus_definitions_round_trip_through_lepusctl_and_boot() {
     let dir = std::env::temp_dir().join(unique("lepus-defs-test"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("defs.json");
-    let lepusctl = |args: Vec<String>, api_addr: String| {
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
-                .arg("--api")
-                .arg(format!("http://{api_addr}"))
-                .args(args)
-                .output()
-                .unwrap()
-        })
+    // `lepusctl VERB FILE` against the API at `api_addr`, which must succeed.
+    let lepusctl = |verb: &str, api_addr: std::net::SocketAddr| {
+        let (verb, file) = (verb.to_owned(), file.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
+                    .arg("--api")
+                    .arg(format!("http://{api_addr}"))
+                    .args([verb, file.display().to_string()])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
     };
-    let out = lepusctl(
-        vec!["export_definitions".into(), file.display().to_string()],
-        first.management_addr().unwrap().to_string(),
-    )
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    lepusctl("export_definitions", first.management_addr().unwrap()).await;
     let written: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(topology(&written, &scope), expected);
 
     // lepusctl import_definitions into a fresh broker.
     let (second, api2) = broker_with_api().await;
-    let out = lepusctl(
-        vec!["import_definitions".into(), file.display().to_string()],
-        second.management_addr().unwrap().to_string(),
-    )
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    lepusctl("import_definitions", second.management_addr().unwrap()).await;
     assert_eq!(
         topology(&api2.get("/api/definitions").await, &scope),
         expected
