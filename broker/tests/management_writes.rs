@@ -95,34 +95,23 @@ async fn topology_writes_follow_the_amqp_rules() {
     );
     let key = listed[0]["properties_key"].as_str().unwrap().to_owned();
     let publish = |kind: &str| json!({"properties": {"headers": {"kind": kind}}, "routing_key": "", "payload": kind});
-    let r = api
-        .call(
-            "POST",
-            "/api/exchanges/%2F/by-kind/publish",
-            Some(publish("big")),
-        )
-        .await;
-    assert_eq!(r.json, json!({"routed": true}));
-    // Unmatched: the alternate exchange takes it.
-    let r = api
-        .call(
-            "POST",
-            "/api/exchanges/%2F/by-kind/publish",
-            Some(publish("small")),
-        )
-        .await;
-    assert_eq!(r.json, json!({"routed": true}));
+    for (exchange, body, routed) in [
+        ("by-kind", publish("big"), true),
+        // Unmatched: the alternate exchange takes it.
+        ("by-kind", publish("small"), true),
+        // Unroutable.
+        (
+            "amq.direct",
+            json!({"routing_key": "none", "payload": "x"}),
+            false,
+        ),
+    ] {
+        let path = format!("/api/exchanges/%2F/{exchange}/publish");
+        let r = api.call("POST", &path, Some(body.clone())).await;
+        assert_eq!(r.json, json!({ "routed": routed }), "{body}: {}", r.text);
+    }
     assert_eq!(api.get("/api/queues/%2F/jobs").await["messages_ready"], 1);
     assert_eq!(api.get("/api/queues/%2F/lost-q").await["messages_ready"], 1);
-    // Unroutable, and an internal exchange refuses publishes.
-    let r = api
-        .call(
-            "POST",
-            "/api/exchanges/%2F/amq.direct/publish",
-            Some(json!({"routing_key": "none", "payload": "x"})),
-        )
-        .await;
-    assert_eq!(r.json, json!({"routed": false}));
     // The binding goes by its key; deleting an exchange in use with if-unused is refused.
     let a = api
         .call("DELETE", "/api/exchanges/%2F/by-kind?if-unused=true", None)
