@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::caller::find_queue;
-use super::shapes::{binding_json, bindings_of, exchange_json, properties_key};
+use super::shapes::{binding_json, bindings_of, exchange_json, exchange_name, properties_key};
 use super::{field_table, put_status, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
@@ -195,15 +195,6 @@ async fn exchange(
         .get(name)
         .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")))?;
     Ok(Json(exchange_json(&vh, x)))
-}
-
-/// The API names the default exchange `amq.default`.
-fn exchange_name(name: &str) -> &str {
-    if name == "amq.default" {
-        ""
-    } else {
-        name
-    }
 }
 
 /// `PUT /api/exchanges/{vhost}/{name}` body (RabbitMQ's defaults: direct, not durable).
