@@ -124,6 +124,23 @@ async fn build(api: &Api, scope: &Scope) {
     }
 }
 
+/// The objects of a definitions document that belong to a vhost: the document's key, the word
+/// their lines in [`topology`] start with, and the fields that must survive a round trip.
+const VHOST_OBJECTS: [(&str, &str, &str); 4] = [
+    ("permissions", "permission", "user configure write read"),
+    (
+        "exchanges",
+        "exchange",
+        "name type durable auto_delete internal arguments",
+    ),
+    ("queues", "queue", "name durable auto_delete arguments"),
+    (
+        "bindings",
+        "binding",
+        "source destination_type destination routing_key arguments",
+    ),
+];
+
 /// The part of a definitions document that belongs to `scope`, as sets that compare
 /// regardless of order: users (name, hash, algorithm, sorted tags), vhosts, permissions,
 /// exchanges, queues and bindings with their arguments.
@@ -153,29 +170,12 @@ fn topology(defs: &Value, scope: &Scope) -> BTreeSet<String> {
     let mine = |o: &Value| o["vhost"] == scope.vhost.as_str();
     // RabbitMQ also grants the vhost's creator (guest) permissions: only the test's users.
     let ours = |p: &Value| scope.users.iter().any(|u| p["user"] == u.as_str());
-    for p in list("permissions").iter().filter(|p| mine(p) && ours(p)) {
-        out.insert(format!(
-            "permission {} {} {} {}",
-            p["user"], p["configure"], p["write"], p["read"]
-        ));
-    }
-    for x in list("exchanges").iter().filter(|x| mine(x)) {
-        out.insert(format!(
-            "exchange {} {} durable={} auto_delete={} internal={} {}",
-            x["name"], x["type"], x["durable"], x["auto_delete"], x["internal"], x["arguments"]
-        ));
-    }
-    for q in list("queues").iter().filter(|q| mine(q)) {
-        out.insert(format!(
-            "queue {} durable={} auto_delete={} {}",
-            q["name"], q["durable"], q["auto_delete"], q["arguments"]
-        ));
-    }
-    for b in list("bindings").iter().filter(|b| mine(b)) {
-        out.insert(format!(
-            "binding {} -> {} {} key={} {}",
-            b["source"], b["destination_type"], b["destination"], b["routing_key"], b["arguments"]
-        ));
+    for (key, kind, fields) in VHOST_OBJECTS {
+        let kept = |o: &&Value| mine(o) && (key != "permissions" || ours(o));
+        for o in list(key).iter().filter(kept) {
+            let values: Vec<String> = fields.split(' ').map(|f| format!("{f}={}", o[f])).collect();
+            out.insert(format!("{kind} {}", values.join(" ")));
+        }
     }
     out
 }
@@ -304,35 +304,30 @@ async fn lepus_definitions_round_trip_through_lepusctl_and_boot() {
     let dir = std::env::temp_dir().join(unique("lepus-defs-test"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("defs.json");
-    let lepusctl = |args: Vec<String>, api_addr: String| {
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
-                .arg("--api")
-                .arg(format!("http://{api_addr}"))
-                .args(args)
-                .output()
-                .unwrap()
-        })
+    // `lepusctl VERB FILE` against the API at `api_addr`, which must succeed.
+    let lepusctl = |verb: &str, api_addr: std::net::SocketAddr| {
+        let (verb, file) = (verb.to_owned(), file.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
+                    .arg("--api")
+                    .arg(format!("http://{api_addr}"))
+                    .args([verb, file.display().to_string()])
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
     };
-    let out = lepusctl(
-        vec!["export_definitions".into(), file.display().to_string()],
-        first.management_addr().unwrap().to_string(),
-    )
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    lepusctl("export_definitions", first.management_addr().unwrap()).await;
     let written: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(topology(&written, &scope), expected);
 
     // lepusctl import_definitions into a fresh broker.
     let (second, api2) = broker_with_api().await;
-    let out = lepusctl(
-        vec!["import_definitions".into(), file.display().to_string()],
-        second.management_addr().unwrap().to_string(),
-    )
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    lepusctl("import_definitions", second.management_addr().unwrap()).await;
     assert_eq!(
         topology(&api2.get("/api/definitions").await, &scope),
         expected

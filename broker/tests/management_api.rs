@@ -597,6 +597,20 @@ async fn each_user_tag_sees_what_rabbitmq_shows_it() {
         }
     }
 
+    // The node and the detailed metrics: monitoring and administrators only.
+    for path in [
+        "/api/nodes",
+        "/api/nodes/lepus@localhost",
+        "/metrics/detailed",
+    ] {
+        for who in [GUEST, MON] {
+            assert_eq!(status(path, who).await, 200, "{path} as {who:?}");
+        }
+        for who in [MGMT, POL, MGMT0] {
+            assert_eq!(status(path, who).await, 403, "{path} as {who:?}");
+        }
+    }
+
     // Queues, exchanges, bindings: in the vhosts a user has permissions in, whatever its tag;
     // administrators everywhere.
     let queues = list("/api/queues", GUEST, "name").await;
@@ -1013,4 +1027,118 @@ async fn every_route_but_metrics_needs_a_login() {
     let (_, cs, _) = http(&broker, "GET", "/api/connections", GUEST, None).await;
     assert_eq!(cs.as_array().unwrap().len(), 1);
     close_and_shut_down(broker, conn).await;
+}
+
+/// The dashboard's files need no login and come with their content type and the page's
+/// security headers.
+#[tokio::test]
+async fn the_dashboard_files_come_with_their_type_and_headers() {
+    let broker = common::http::broker_with_management().await;
+    let base = format!("http://{}", broker.management_addr().unwrap());
+    let answers = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        [
+            "/",
+            "/index.html",
+            "/dashboard.js",
+            "/dashboard.css",
+            "/favicon.svg",
+        ]
+        .map(|path| {
+            let mut resp = agent.get(&format!("{base}{path}")).call().unwrap();
+            let headers: HashMap<String, String> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            let body = resp.body_mut().read_to_string().unwrap();
+            (path, resp.status().as_u16(), headers, body)
+        })
+    })
+    .await
+    .unwrap();
+    for (path, status, headers, body) in answers {
+        let (content_type, start) = match path {
+            "/" | "/index.html" => ("text/html; charset=utf-8", "<!doctype html>"),
+            "/dashboard.js" => ("text/javascript; charset=utf-8", "//"),
+            "/dashboard.css" => ("text/css; charset=utf-8", "/*"),
+            _ => ("image/svg+xml", "<svg"),
+        };
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], content_type, "{path}");
+        assert!(body.to_lowercase().starts_with(start), "{path}: {body:.40}");
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        assert!(
+            headers["content-security-policy"].starts_with("default-src 'none'; script-src 'self'"),
+            "{path}: {headers:?}"
+        );
+    }
+    broker.shutdown().await;
+}
+
+/// RabbitMQ's health checks: 200 `ok` when they pass, 503 `failed` with the reason and what
+/// is missing when they do not, 400 for a port that is not a number.
+#[tokio::test]
+async fn health_checks_answer_in_rabbitmq_shapes() {
+    let broker = common::http::broker_with_management().await;
+    let amqp = broker.local_addr().port();
+    let check = |what: String| {
+        let broker = &broker;
+        async move {
+            http(
+                broker,
+                "GET",
+                &format!("/api/health/checks/{what}"),
+                GUEST,
+                None,
+            )
+            .await
+        }
+    };
+    for what in ["alarms", "local-alarms", "virtual-hosts"] {
+        let (s, v, _) = check(what.to_owned()).await;
+        assert_eq!((s, v), (200, json!({"status": "ok"})), "{what}");
+    }
+    for what in ["node-is-quorum-critical", "node-is-mirror-sync-critical"] {
+        let (s, v, _) = check(what.to_owned()).await;
+        assert_eq!(
+            (s, v),
+            (
+                200,
+                json!({"status": "ok", "reason": "single node cluster"})
+            ),
+            "{what}"
+        );
+    }
+    let (s, v, _) = check(format!("port-listener/{amqp}")).await;
+    assert_eq!((s, v), (200, json!({"status": "ok", "port": amqp})));
+    let (s, v, _) = check("port-listener/1".to_owned()).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["reason"], "No active listener");
+    assert_eq!(v["missing"], 1);
+    assert!(v["ports"].as_array().unwrap().contains(&json!(amqp)), "{v}");
+    let (s, _, text) = check("port-listener/amqp".to_owned()).await;
+    assert_eq!(s, 400, "{text}");
+    let (s, v, _) = check("protocol-listener/amqp091".to_owned()).await;
+    assert_eq!(
+        (s, v),
+        (200, json!({"status": "ok", "protocol": "amqp091"}))
+    );
+    let (s, v, _) = check("protocol-listener/stomp".to_owned()).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["reason"], "No active listener");
+    assert_eq!(v["missing"], "stomp");
+    assert!(
+        v["protocols"].as_array().unwrap().contains(&json!("amqp")),
+        "{v}"
+    );
+    broker.shutdown().await;
 }

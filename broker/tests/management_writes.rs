@@ -13,7 +13,7 @@ use lapin::BasicProperties;
 use serde_json::{json, Value};
 
 mod common;
-use common::http::broker_with_api;
+use common::http::{broker_with_api, Answer, Api};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_writes_follow_the_amqp_rules() {
@@ -95,34 +95,23 @@ async fn topology_writes_follow_the_amqp_rules() {
     );
     let key = listed[0]["properties_key"].as_str().unwrap().to_owned();
     let publish = |kind: &str| json!({"properties": {"headers": {"kind": kind}}, "routing_key": "", "payload": kind});
-    let r = api
-        .call(
-            "POST",
-            "/api/exchanges/%2F/by-kind/publish",
-            Some(publish("big")),
-        )
-        .await;
-    assert_eq!(r.json, json!({"routed": true}));
-    // Unmatched: the alternate exchange takes it.
-    let r = api
-        .call(
-            "POST",
-            "/api/exchanges/%2F/by-kind/publish",
-            Some(publish("small")),
-        )
-        .await;
-    assert_eq!(r.json, json!({"routed": true}));
+    for (exchange, body, routed) in [
+        ("by-kind", publish("big"), true),
+        // Unmatched: the alternate exchange takes it.
+        ("by-kind", publish("small"), true),
+        // Unroutable.
+        (
+            "amq.direct",
+            json!({"routing_key": "none", "payload": "x"}),
+            false,
+        ),
+    ] {
+        let path = format!("/api/exchanges/%2F/{exchange}/publish");
+        let r = api.call("POST", &path, Some(body.clone())).await;
+        assert_eq!(r.json, json!({ "routed": routed }), "{body}: {}", r.text);
+    }
     assert_eq!(api.get("/api/queues/%2F/jobs").await["messages_ready"], 1);
     assert_eq!(api.get("/api/queues/%2F/lost-q").await["messages_ready"], 1);
-    // Unroutable, and an internal exchange refuses publishes.
-    let r = api
-        .call(
-            "POST",
-            "/api/exchanges/%2F/amq.direct/publish",
-            Some(json!({"routing_key": "none", "payload": "x"})),
-        )
-        .await;
-    assert_eq!(r.json, json!({"routed": false}));
     // The binding goes by its key; deleting an exchange in use with if-unused is refused.
     let a = api
         .call("DELETE", "/api/exchanges/%2F/by-kind?if-unused=true", None)
@@ -157,6 +146,21 @@ async fn topology_writes_follow_the_amqp_rules() {
     broker.shutdown().await;
 }
 
+/// `POST /api/queues/%2F/{queue}/get`: up to `count` messages in `ackmode`, their payloads as
+/// text where they are text, cut to `truncate` bytes.
+async fn get_messages(
+    api: &Api,
+    queue: &str,
+    count: usize,
+    ackmode: &str,
+    truncate: usize,
+) -> Answer {
+    let body =
+        json!({"count": count, "ackmode": ackmode, "encoding": "auto", "truncate": truncate});
+    api.call("POST", &format!("/api/queues/%2F/{queue}/get"), Some(body))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_takes_messages_in_each_ack_mode() {
     let (broker, api) = broker_with_api().await;
@@ -179,14 +183,8 @@ async fn get_takes_messages_in_each_ack_mode() {
         )
         .await;
     }
-    let get = |count: usize, ackmode: &str| json!({"count": count, "ackmode": ackmode, "encoding": "auto", "truncate": 50000});
     // Requeue: the messages stay, redelivered.
-    let got = api
-        .call(
-            "POST",
-            "/api/queues/%2F/work/get",
-            Some(get(2, "ack_requeue_true")),
-        )
+    let got = get_messages(&api, "work", 2, "ack_requeue_true", 50000)
         .await
         .json;
     assert_eq!(got.as_array().unwrap().len(), 2);
@@ -194,23 +192,13 @@ async fn get_takes_messages_in_each_ack_mode() {
     assert_eq!(got[0]["properties"]["headers"], json!({"n": 0}));
     assert_eq!(got[0]["message_count"], 3);
     assert_eq!(got[0]["redelivered"], false);
-    let again = api
-        .call(
-            "POST",
-            "/api/queues/%2F/work/get",
-            Some(get(1, "ack_requeue_false")),
-        )
+    let again = get_messages(&api, "work", 1, "ack_requeue_false", 50000)
         .await
         .json;
     assert_eq!(again[0]["payload"], "message 0");
     assert_eq!(again[0]["redelivered"], true);
     // Reject without requeue: dead-lettered.
-    api.call(
-        "POST",
-        "/api/queues/%2F/work/get",
-        Some(get(1, "reject_requeue_false")),
-    )
-    .await;
+    get_messages(&api, "work", 1, "reject_requeue_false", 50000).await;
     assert_eq!(api.get("/api/queues/%2F/dead").await["messages_ready"], 1);
     assert_eq!(api.get("/api/queues/%2F/work").await["messages_ready"], 2);
     // Binary payloads come back as base64; truncate cuts them.
@@ -220,12 +208,7 @@ async fn get_takes_messages_in_each_ack_mode() {
         Some(json!({"routing_key": "dead", "payload": "/w==", "payload_encoding": "base64"})),
     )
     .await;
-    let got = api
-        .call(
-            "POST",
-            "/api/queues/%2F/dead/get",
-            Some(json!({"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 3})),
-        )
+    let got = get_messages(&api, "dead", 5, "ack_requeue_true", 3)
         .await
         .json;
     assert_eq!(got[0]["payload"], "mes", "truncated to 3 bytes");
@@ -234,23 +217,10 @@ async fn get_takes_messages_in_each_ack_mode() {
     assert_eq!(got[1]["payload"], "/w==");
     // An empty queue answers an empty list; bad modes are refused.
     api.ok("PUT", "/api/queues/%2F/empty", None).await;
-    assert_eq!(
-        api.call(
-            "POST",
-            "/api/queues/%2F/empty/get",
-            Some(get(3, "ack_requeue_true"))
-        )
-        .await
-        .json,
-        json!([])
-    );
-    api.expect(
-        "POST",
-        "/api/queues/%2F/work/get",
-        Some(get(1, "bogus")),
-        400,
-    )
-    .await;
+    let empty = get_messages(&api, "empty", 3, "ack_requeue_true", 50000).await;
+    assert_eq!(empty.json, json!([]), "{}", empty.text);
+    let bogus = get_messages(&api, "work", 1, "bogus", 50000).await;
+    assert_eq!(bogus.status, 400, "{}", bogus.text);
     // Another user's user_id, and a body over the limit, are refused.
     let a = api
         .call(

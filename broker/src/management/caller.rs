@@ -76,6 +76,16 @@ impl Caller {
         }
     }
 
+    /// The refusal for an endpoint of monitoring users and administrators (the node and the
+    /// per-object metrics).
+    pub(crate) fn require_monitor(&self) -> Result<(), ApiError> {
+        if self.sees_everyone() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("Not monitor user"))
+        }
+    }
+
     /// True for `monitoring` and `administrator`: everyone's connections, channels and
     /// consumers, every vhost's name and totals.
     pub(crate) fn sees_everyone(&self) -> bool {

@@ -26,29 +26,27 @@ const FAVICON_SVG: &str = include_str!("assets/favicon.svg");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-/// The dashboard's routes (no authentication: the page logs in through the API).
+/// Every file the dashboard serves: its path, its content type and its text.
+const ASSETS: [(&str, &str, &str); 5] = [
+    ("/", "text/html; charset=utf-8", INDEX_HTML),
+    ("/index.html", "text/html; charset=utf-8", INDEX_HTML),
+    (
+        "/dashboard.js",
+        "text/javascript; charset=utf-8",
+        DASHBOARD_JS,
+    ),
+    ("/dashboard.css", "text/css; charset=utf-8", DASHBOARD_CSS),
+    ("/favicon.svg", "image/svg+xml", FAVICON_SVG),
+];
+
+/// The dashboard's routes, one per file of [`ASSETS`] (no authentication: the page logs in
+/// through the API).
 pub(super) fn routes() -> Router<Ctx> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/index.html",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/dashboard.js",
-            get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }),
-        )
-        .route(
-            "/dashboard.css",
-            get(|| async { asset("text/css; charset=utf-8", DASHBOARD_CSS) }),
-        )
-        .route(
-            "/favicon.svg",
-            get(|| async { asset("image/svg+xml", FAVICON_SVG) }),
-        )
+    ASSETS
+        .into_iter()
+        .fold(Router::new(), |router, (path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

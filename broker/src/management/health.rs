@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::node::{NodeFigures, NODE_NAME};
@@ -75,6 +76,27 @@ fn failed(body: Value) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
+/// A check over a list of problems: passed when `problems` is empty, else failed for `reason`,
+/// with the problems under `key`.
+fn passed_unless(problems: Vec<impl Serialize>, reason: &str, key: &str) -> Response {
+    if problems.is_empty() {
+        passed()
+    } else {
+        failed(json!({ "status": "failed", "reason": reason, key: problems }))
+    }
+}
+
+/// A listener check that failed: no listener for `missing`; the listeners there are (their
+/// ports or protocols) under `key`.
+fn no_listener(missing: impl Serialize, key: &str, present: impl Serialize) -> Response {
+    failed(json!({
+        "status": "failed",
+        "reason": "No active listener",
+        "missing": missing,
+        key: present,
+    }))
+}
+
 /// A check about other nodes, which a single node always passes (RabbitMQ's answer).
 async fn single_node() -> Response {
     Json(json!({ "status": "ok", "reason": "single node cluster" })).into_response()
@@ -90,16 +112,11 @@ fn active_alarms(ctx: &Ctx) -> Vec<Value> {
 }
 
 async fn alarms(State(ctx): State<Ctx>) -> Response {
-    let alarms = active_alarms(&ctx);
-    if alarms.is_empty() {
-        passed()
-    } else {
-        failed(json!({
-            "status": "failed",
-            "reason": "resource alarm(s) in effect in the cluster",
-            "alarms": alarms,
-        }))
-    }
+    passed_unless(
+        active_alarms(&ctx),
+        "resource alarm(s) in effect in the cluster",
+        "alarms",
+    )
 }
 
 fn ports(ctx: &Ctx) -> Vec<u16> {
@@ -120,12 +137,7 @@ async fn port_listener(State(ctx): State<Ctx>, Path(port): Path<String>) -> Resp
     if ports.contains(&port) {
         Json(json!({ "status": "ok", "port": port })).into_response()
     } else {
-        failed(json!({
-            "status": "failed",
-            "reason": "No active listener",
-            "missing": port,
-            "ports": ports,
-        }))
+        no_listener(port, "ports", ports)
     }
 }
 
@@ -142,12 +154,7 @@ async fn protocol_listener(State(ctx): State<Ctx>, Path(protocol): Path<String>)
         Json(json!({ "status": "ok", "protocol": protocol })).into_response()
     } else {
         let protocols: Vec<&str> = list.iter().map(|l| l.protocol).collect();
-        failed(json!({
-            "status": "failed",
-            "reason": "No active listener",
-            "missing": protocol,
-            "protocols": protocols,
-        }))
+        no_listener(protocol, "protocols", protocols)
     }
 }
 
@@ -161,15 +168,7 @@ async fn virtual_hosts(State(ctx): State<Ctx>) -> Response {
         .into_iter()
         .filter(|v| ctx.broker.vhosts.get(v).is_none())
         .collect();
-    if down.is_empty() {
-        passed()
-    } else {
-        failed(json!({
-            "status": "failed",
-            "reason": "Some virtual hosts are down",
-            "virtual-hosts": down,
-        }))
-    }
+    passed_unless(down, "Some virtual hosts are down", "virtual-hosts")
 }
 
 /// This node in RabbitMQ's `/api/nodes` shape, plus Lepus's own figures under `lepus`.
@@ -235,9 +234,7 @@ async fn nodes(
     Extension(me): Extension<Caller>,
     Query(rq): Query<RateQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if !me.sees_everyone() {
-        return Err(ApiError::forbidden("Not monitor user"));
-    }
+    me.require_monitor()?;
     Ok(Json(Value::Array(vec![node_json(&ctx, &rq)])))
 }
 
@@ -247,9 +244,7 @@ async fn node(
     Path(name): Path<String>,
     Query(rq): Query<RateQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    if !me.sees_everyone() {
-        return Err(ApiError::forbidden("Not monitor user"));
-    }
+    me.require_monitor()?;
     if name != NODE_NAME {
         return Err(ApiError::not_found(format!("node '{name}' does not exist")));
     }

@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::caller::find_queue;
+use super::shapes::exchange_name;
 use super::{field_table, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::message::Message;
@@ -179,11 +180,7 @@ async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let Json(b) = body?;
     let vh = me.enter(&ctx, &vhost)?;
-    let exchange = if name == "amq.default" {
-        ""
-    } else {
-        name.as_str()
-    };
+    let exchange = exchange_name(&name);
     me.require_access(
         &ctx,
         &vhost,

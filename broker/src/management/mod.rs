@@ -150,6 +150,16 @@ async fn request_timeout(
     }
 }
 
+/// The status of a successful PUT, as RabbitMQ answers it: 201 when it created the object,
+/// 204 when the object was already there.
+pub(crate) fn put_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
 /// An API error in RabbitMQ's shape: `{"error": "...", "reason": "..."}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {

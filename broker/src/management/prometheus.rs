@@ -57,8 +57,8 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
 }
 
 async fn per_object(State(ctx): State<Ctx>, Extension(me): Extension<Caller>) -> Response {
-    if !me.sees_everyone() {
-        return ApiError::forbidden("Not monitor user").into_response();
+    if let Err(refused) = me.require_monitor() {
+        return refused.into_response();
     }
     text(rabbitmq_metrics::render(&ctx, &Shape::PerObject))
 }
@@ -71,8 +71,8 @@ async fn detailed(
     Extension(me): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if !me.sees_everyone() {
-        return ApiError::forbidden("Not monitor user").into_response();
+    if let Err(refused) = me.require_monitor() {
+        return refused.into_response();
     }
     let pairs: Vec<(String, String)> =
         match serde_urlencoded::from_str(query.as_deref().unwrap_or("")) {

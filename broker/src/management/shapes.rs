@@ -1,5 +1,6 @@
 //! RabbitMQ's JSON shapes of exchanges and bindings (and the `properties_key` that names a
-//! binding), shared by the read routes (`api`) and the topology write routes (`topology`).
+//! binding, and `amq.default`, the path name of the default exchange), shared by the read
+//! routes (`api`), the topology write routes (`topology`) and publishing (`messages`).
 
 use serde_json::{json, Value};
 
@@ -18,6 +19,15 @@ pub(crate) fn exchange_json(vh: &VHost, x: &crate::exchange::Exchange) -> Value 
         "internal": x.internal,
         "arguments": field_table::to_json(&x.arguments),
     })
+}
+
+/// The exchange a path segment names: the API names the default exchange `amq.default`.
+pub(crate) fn exchange_name(name: &str) -> &str {
+    if name == "amq.default" {
+        ""
+    } else {
+        name
+    }
 }
 
 /// The key that names a binding among those between the same source and destination

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::caller::find_queue;
-use super::shapes::{binding_json, bindings_of, exchange_json, properties_key};
-use super::{field_table, ApiError, Caller, Ctx};
+use super::shapes::{binding_json, bindings_of, exchange_json, exchange_name, properties_key};
+use super::{field_table, put_status, ApiError, Caller, Ctx};
 use crate::access::{Access, ResourceKind};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::persistence::TopologyChange;
@@ -80,11 +80,7 @@ pub(super) async fn put_queue(
     me.require_access(&ctx, &vhost, Access::Configure, ResourceKind::Queue, &name)?;
     let arguments = field_table::from_json(&body.arguments).map_err(ApiError::bad_request)?;
     let created = declare_queue(&vh, &name, body.durable, body.auto_delete, arguments).await?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NO_CONTENT
-    })
+    Ok(put_status(created))
 }
 
 /// `PUT /api/queues/{vhost}/{name}` body (RabbitMQ's defaults: not durable, not
@@ -201,15 +197,6 @@ async fn exchange(
     Ok(Json(exchange_json(&vh, x)))
 }
 
-/// The API names the default exchange `amq.default`.
-fn exchange_name(name: &str) -> &str {
-    if name == "amq.default" {
-        ""
-    } else {
-        name
-    }
-}
-
 /// `PUT /api/exchanges/{vhost}/{name}` body (RabbitMQ's defaults: direct, not durable).
 #[derive(Debug, Deserialize)]
 struct PutExchange {
@@ -255,11 +242,7 @@ async fn put_exchange(
         arguments,
     )
     .await?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NO_CONTENT
-    })
+    Ok(put_status(created))
 }
 
 /// Declares exchange `name` in `vh` as `exchange.declare` would; `Ok(true)` when created.

@@ -231,7 +231,7 @@ pub(super) async fn put_permission(
     body: Result<Json<PutPermission>, axum::extract::rejection::JsonRejection>,
 ) -> Done {
     let Json(p) = body?;
-    let existed = !ctx
+    let created = ctx
         .broker
         .access
         .permissions(Some(&vhost), Some(&user))
@@ -240,11 +240,7 @@ pub(super) async fn put_permission(
         Ok(access.set_permissions(&vhost, &user, &p.configure, &p.write, &p.read)?)
     })
     .await?;
-    Ok(if existed {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::CREATED
-    })
+    Ok(put_status(created))
 }
 
 pub(super) async fn delete_permission(

@@ -22,7 +22,7 @@ use super::field_table;
 use super::node::{CLUSTER_NAME, NODE_NAME};
 use super::rates::RateQuery;
 use super::shapes::{bindings_of, exchange_json};
-use super::{ApiError, Caller, Ctx};
+use super::{put_status, ApiError, Caller, Ctx};
 use crate::access::{Access, UserInfo};
 use crate::connection_registry::ConnectionInfo;
 use crate::metrics::VHostCounters;

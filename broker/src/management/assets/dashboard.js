@@ -190,6 +190,20 @@ function confirmAction(text) {
   });
 }
 
+/**
+ * A form of class `cls` whose submit runs `work` as an action of `button` (see `act`), with
+ * `okText` flashed when it succeeds.
+ */
+function actionForm(cls, button, okText, work, ...children) {
+  return h('form', {
+    class: cls,
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      act(button, work, okText);
+    },
+  }, ...children);
+}
+
 /** Runs an action from a button, reporting the API's answer. */
 async function act(button, fn, okText) {
   button.disabled = true;
@@ -573,15 +587,9 @@ function queuesPage(main) {
     const args = h('textarea', { placeholder: '{"x-max-length": 1000, "x-message-ttl": 60000}', 'aria-label': 'Arguments' });
     const submit = h('button', { type: 'submit', class: 'primary' }, 'Add queue');
     addBox.append(h('div', { class: 'panel' }, h('details', {}, h('summary', {}, 'Add a queue'),
-      h('form', {
-        class: 'form-grid',
-        onsubmit: (ev) => {
-          ev.preventDefault();
-          act(submit, async () => {
-            await api('PUT', `/api/queues/${enc(vhost.value)}/${enc(name.value)}`, { durable: durable.checked, auto_delete: false, arguments: parseArgs(args.value) });
-            name.value = '';
-          }, 'Queue declared.');
-        },
+      actionForm('form-grid', submit, 'Queue declared.', async () => {
+        await api('PUT', `/api/queues/${enc(vhost.value)}/${enc(name.value)}`, { durable: durable.checked, auto_delete: false, arguments: parseArgs(args.value) });
+        name.value = '';
       },
       h('label', { class: 'field' }, 'Vhost', vhost),
       h('label', { class: 'field' }, 'Name', name),
@@ -697,21 +705,15 @@ function publishPanel(vhost, exchange, routingKey, fixedKey) {
   const headers = h('textarea', { placeholder: '{"header": "value"}', 'aria-label': 'Headers' });
   const button = h('button', { type: 'submit', class: 'primary', dataset: { test: 'publish' } }, 'Publish');
   const target = exchange === '' ? 'amq.default' : exchange;
-  const form = h('form', {
-    class: 'form-grid',
-    onsubmit: (ev) => {
-      ev.preventDefault();
-      act(button, async () => {
-        const properties = { delivery_mode: persistent.checked ? 2 : 1 };
-        if (contentType.value) properties.content_type = contentType.value;
-        const hdrs = parseArgs(headers.value);
-        if (Object.keys(hdrs).length) properties.headers = hdrs;
-        const r = await api('POST', `/api/exchanges/${enc(vhost)}/${enc(target)}/publish`, {
-          properties, routing_key: key.value, payload: payload.value, payload_encoding: 'string',
-        });
-        if (!r.routed) throw new Error('Published, but no queue took it (unroutable).');
-      }, 'Message published.');
-    },
+  const form = actionForm('form-grid', button, 'Message published.', async () => {
+    const properties = { delivery_mode: persistent.checked ? 2 : 1 };
+    if (contentType.value) properties.content_type = contentType.value;
+    const hdrs = parseArgs(headers.value);
+    if (Object.keys(hdrs).length) properties.headers = hdrs;
+    const r = await api('POST', `/api/exchanges/${enc(vhost)}/${enc(target)}/publish`, {
+      properties, routing_key: key.value, payload: payload.value, payload_encoding: 'string',
+    });
+    if (!r.routed) throw new Error('Published, but no queue took it (unroutable).');
   },
   fixedKey ? null : h('label', { class: 'field' }, 'Routing key', key),
   h('label', { class: 'field' }, 'Content type', contentType),
@@ -731,22 +733,16 @@ function getPanel(base) {
     h('option', { value: 'reject_requeue_false' }, 'Reject (dead-letter)'));
   const out = h('div', { dataset: { test: 'get-results' } });
   const button = h('button', { type: 'submit', class: 'primary', dataset: { test: 'get' } }, 'Get messages');
-  const form = h('form', {
-    class: 'inline',
-    onsubmit: (ev) => {
-      ev.preventDefault();
-      act(button, async () => {
-        const msgs = await api('POST', `${base}/get`, { count: Number(count.value) || 1, ackmode: mode.value, encoding: 'auto', truncate: 50000 });
-        clear(out);
-        if (!msgs.length) out.append(h('p', { class: 'muted' }, 'The queue is empty.'));
-        for (const m of msgs) {
-          out.append(h('div', { class: 'message' },
-            h('div', { class: 'small muted' }, `exchange "${m.exchange}" · routing key "${m.routing_key}" · ${m.payload_bytes} bytes${m.redelivered ? ' · redelivered' : ''} · ${m.message_count} left`),
-            Object.keys(m.properties || {}).length ? h('div', { class: 'small mono' }, JSON.stringify(m.properties)) : null,
-            h('pre', { dataset: { test: 'message-payload' } }, m.payload_encoding === 'base64' ? `(base64) ${m.payload}` : m.payload)));
-        }
-      }, null);
-    },
+  const form = actionForm('inline', button, null, async () => {
+    const msgs = await api('POST', `${base}/get`, { count: Number(count.value) || 1, ackmode: mode.value, encoding: 'auto', truncate: 50000 });
+    clear(out);
+    if (!msgs.length) out.append(h('p', { class: 'muted' }, 'The queue is empty.'));
+    for (const m of msgs) {
+      out.append(h('div', { class: 'message' },
+        h('div', { class: 'small muted' }, `exchange "${m.exchange}" · routing key "${m.routing_key}" · ${m.payload_bytes} bytes${m.redelivered ? ' · redelivered' : ''} · ${m.message_count} left`),
+        Object.keys(m.properties || {}).length ? h('div', { class: 'small mono' }, JSON.stringify(m.properties)) : null,
+        h('pre', { dataset: { test: 'message-payload' } }, m.payload_encoding === 'base64' ? `(base64) ${m.payload}` : m.payload)));
+    }
   },
   h('label', { class: 'field' }, 'Count', count),
   h('label', { class: 'field' }, 'Mode', mode),
@@ -762,15 +758,11 @@ function bindForm(vhost, { kind, name, fromExchange }) {
   const args = h('input', { type: 'text', placeholder: '{"x-match": "any"}', 'aria-label': 'Arguments' });
   const button = h('button', { type: 'submit' }, 'Bind');
   return h('details', {}, h('summary', { class: 'small' }, fromExchange ? 'Add a binding from this exchange' : 'Add a binding to this queue'),
-    h('form', {
-      class: 'inline',
-      onsubmit: (ev) => {
-        ev.preventDefault();
-        const path = fromExchange
-          ? `/api/bindings/${enc(vhost)}/e/${enc(name)}/${otherKind.value}/${enc(other.value)}`
-          : `/api/bindings/${enc(vhost)}/e/${enc(other.value)}/${kind}/${enc(name)}`;
-        act(button, () => api('POST', path, { routing_key: key.value, arguments: parseArgs(args.value) }), 'Binding added.');
-      },
+    actionForm('inline', button, 'Binding added.', () => {
+      const path = fromExchange
+        ? `/api/bindings/${enc(vhost)}/e/${enc(name)}/${otherKind.value}/${enc(other.value)}`
+        : `/api/bindings/${enc(vhost)}/e/${enc(other.value)}/${kind}/${enc(name)}`;
+      return api('POST', path, { routing_key: key.value, arguments: parseArgs(args.value) });
     },
     fromExchange ? h('label', { class: 'field' }, 'To', otherKind) : null,
     h('label', { class: 'field' }, fromExchange ? 'Name' : 'From exchange', other),
@@ -799,15 +791,9 @@ function exchangesPage(main) {
     const args = h('input', { type: 'text', placeholder: '{"alternate-exchange": "ae"}', 'aria-label': 'Arguments' });
     const submit = h('button', { type: 'submit', class: 'primary' }, 'Add exchange');
     addBox.append(h('div', { class: 'panel' }, h('details', {}, h('summary', {}, 'Add an exchange'),
-      h('form', {
-        class: 'form-grid',
-        onsubmit: (ev) => {
-          ev.preventDefault();
-          act(submit, async () => {
-            await api('PUT', `/api/exchanges/${enc(vhost.value)}/${enc(name.value)}`, { type: type.value, durable: durable.checked, arguments: parseArgs(args.value) });
-            name.value = '';
-          }, 'Exchange declared.');
-        },
+      actionForm('form-grid', submit, 'Exchange declared.', async () => {
+        await api('PUT', `/api/exchanges/${enc(vhost.value)}/${enc(name.value)}`, { type: type.value, durable: durable.checked, arguments: parseArgs(args.value) });
+        name.value = '';
       },
       h('label', { class: 'field' }, 'Vhost', vhost),
       h('label', { class: 'field' }, 'Name', name),
@@ -953,18 +939,12 @@ function adminPage(main) {
   const upass = h('input', { type: 'password', required: true, id: 'new-user-pass', autocomplete: 'new-password' });
   const checks = TAGS.map((t) => h('input', { type: 'checkbox', value: t, dataset: { tag: t } }));
   const uadd = h('button', { type: 'submit', class: 'primary', dataset: { test: 'add-user' } }, 'Add user');
-  const userForm = h('form', {
-    class: 'form-grid',
-    onsubmit: (ev) => {
-      ev.preventDefault();
-      const tags = checks.filter((c) => c.checked).map((c) => c.value).join(',');
-      act(uadd, async () => {
-        await api('PUT', `/api/users/${enc(uname.value)}`, { password: upass.value, tags });
-        uname.value = '';
-        upass.value = '';
-        checks.forEach((c) => { c.checked = false; });
-      }, 'User saved.');
-    },
+  const userForm = actionForm('form-grid', uadd, 'User saved.', async () => {
+    const tags = checks.filter((c) => c.checked).map((c) => c.value).join(',');
+    await api('PUT', `/api/users/${enc(uname.value)}`, { password: upass.value, tags });
+    uname.value = '';
+    upass.value = '';
+    checks.forEach((c) => { c.checked = false; });
   },
   h('label', { class: 'field' }, 'Name', uname),
   h('label', { class: 'field' }, 'Password', upass),
@@ -974,15 +954,9 @@ function adminPage(main) {
   // Add a vhost.
   const vname = h('input', { type: 'text', required: true, 'aria-label': 'Vhost name' });
   const vadd = h('button', { type: 'submit' }, 'Add vhost');
-  const vhostForm = h('form', {
-    class: 'inline',
-    onsubmit: (ev) => {
-      ev.preventDefault();
-      act(vadd, async () => {
-        await api('PUT', `/api/vhosts/${enc(vname.value)}`);
-        vname.value = '';
-      }, 'Vhost added.');
-    },
+  const vhostForm = actionForm('inline', vadd, 'Vhost added.', async () => {
+    await api('PUT', `/api/vhosts/${enc(vname.value)}`);
+    vname.value = '';
   }, h('label', { class: 'field' }, 'Name', vname), vadd);
 
   // Set permissions.
@@ -992,13 +966,7 @@ function adminPage(main) {
   const write = h('input', { type: 'text', value: '.*', 'aria-label': 'Write', dataset: { test: 'perm-write' } });
   const read = h('input', { type: 'text', value: '.*', 'aria-label': 'Read', dataset: { test: 'perm-read' } });
   const padd = h('button', { type: 'submit', dataset: { test: 'set-permission' } }, 'Set permissions');
-  const permForm = h('form', {
-    class: 'form-grid',
-    onsubmit: (ev) => {
-      ev.preventDefault();
-      act(padd, () => api('PUT', `/api/permissions/${enc(pvhost.value)}/${enc(puser.value)}`, { configure: conf.value, write: write.value, read: read.value }), 'Permissions set.');
-    },
-  },
+  const permForm = actionForm('form-grid', padd, 'Permissions set.', () => api('PUT', `/api/permissions/${enc(pvhost.value)}/${enc(puser.value)}`, { configure: conf.value, write: write.value, read: read.value }),
   h('label', { class: 'field' }, 'User', puser),
   h('label', { class: 'field' }, 'Vhost', pvhost),
   h('label', { class: 'field' }, 'Configure', conf),

@@ -3,6 +3,7 @@
 //! one named by its `properties_key`.
 
 use super::*;
+use crate::vhost::Topology;
 
 pub(super) async fn queue_bindings(
     State(ctx): State<Ctx>,
@@ -63,6 +64,31 @@ pub(super) fn destination(kind: &str, name: &str) -> Result<Destination, ApiErro
     }
 }
 
+/// 404 unless both ends of a binding exist in `topo` (the topology of vhost `vhost`): the
+/// source exchange, then the destination queue or exchange.
+fn ends_exist(
+    topo: &Topology,
+    vhost: &str,
+    source: &str,
+    dest: &Destination,
+) -> Result<(), ApiError> {
+    if !topo.exchanges.contains_key(source) {
+        return Err(ApiError::not_found(format!(
+            "no exchange '{source}' in vhost '{vhost}'"
+        )));
+    }
+    let exists = match dest {
+        Destination::Queue(q) => topo.queues.contains_key(q),
+        Destination::Exchange(e) => topo.exchanges.contains_key(e),
+    };
+    if !exists {
+        return Err(ApiError::not_found(format!(
+            "no binding destination in vhost '{vhost}'"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that both ends exist in `vh` and that the caller may bind them: write on the
 /// destination, read on the source (RabbitMQ's `queue.bind` rules).
 pub(super) fn check_binding(
@@ -72,25 +98,7 @@ pub(super) fn check_binding(
     source: &str,
     dest: &Destination,
 ) -> Result<(), ApiError> {
-    {
-        let topo = vh.read();
-        if !topo.exchanges.contains_key(source) {
-            return Err(ApiError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                vh.name
-            )));
-        }
-        let exists = match dest {
-            Destination::Queue(q) => topo.queues.contains_key(q),
-            Destination::Exchange(e) => topo.exchanges.contains_key(e),
-        };
-        if !exists {
-            return Err(ApiError::not_found(format!(
-                "no binding destination in vhost '{}'",
-                vh.name
-            )));
-        }
-    }
+    ends_exist(&vh.read(), &vh.name, source, dest)?;
     let (kind, name) = match dest {
         Destination::Queue(q) => (ResourceKind::Queue, q),
         Destination::Exchange(e) => (ResourceKind::Exchange, e),
@@ -179,22 +187,7 @@ pub(crate) async fn bind(
     }
     let commit = {
         let mut topo = vh.write();
-        let exists = match &destination {
-            Destination::Queue(q) => topo.queues.contains_key(q),
-            Destination::Exchange(e) => topo.exchanges.contains_key(e),
-        };
-        if !exists {
-            return Err(ApiError::not_found(format!(
-                "no binding destination in vhost '{}'",
-                vh.name
-            )));
-        }
-        if !topo.exchanges.contains_key(source) {
-            return Err(ApiError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                vh.name
-            )));
-        }
+        ends_exist(&topo, &vh.name, source, &destination)?;
         let binding = Binding {
             destination,
             routing_key,
