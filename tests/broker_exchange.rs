@@ -525,15 +525,7 @@ async fn exchange_types_e2e_bindings_and_alternate_exchange() {
         FieldTable::default(),
     )
     .await;
-    let (qt, qh, qf, qa) = (
-        common::unique("q.t"),
-        common::unique("q.h"),
-        common::unique("q.f"),
-        common::unique("q.a"),
-    );
-    for q in [&qt, &qh, &qf, &qa] {
-        declare_queue(&ch, q, FieldTable::default()).await;
-    }
+    let [qt, qh, qf, qa] = declare_unique_queues(&ch, ["q.t", "q.h", "q.f", "q.a"]).await;
     bind(&ch, &qt, &topic, "a.#").await;
     bind(&ch, &qt, &topic, "*.x").await;
     let any = table(vec![
