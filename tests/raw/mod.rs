@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
-use amq_protocol::types::{FieldTable, LongString};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -123,6 +123,20 @@ pub fn start_ok(client_properties: FieldTable, mechanism: &str, response: &[u8])
             locale: "en_US".into(),
         })),
     )
+}
+
+/// Client properties announcing the `authentication_failure_close` capability: a broker
+/// answers a refused login from such a client with connection.close 403 (and its reason)
+/// instead of just closing the socket.
+pub fn failure_close_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    caps.insert(
+        "authentication_failure_close".into(),
+        AMQPValue::Boolean(true),
+    );
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props
 }
 
 /// `connection.tune-ok`.
