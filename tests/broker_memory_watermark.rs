@@ -283,17 +283,19 @@ struct Outcome {
     peak_rss_mib: u64,
 }
 
-/// Runs `pattern` against a fresh broker: `step(i, client)` sends round `i` (false once
-/// blocked) until it is blocked or `rounds` are sent.
+/// Runs `pattern` against a fresh broker: declares queue `q` (on channel 1), then
+/// `step(i, client)` sends round `i` (false once blocked) until it is blocked or `rounds` are
+/// sent. The client opens 2 channels with frame_max [`FRAME_MAX`].
 fn run(
     pattern: &'static str,
     rounds: u64,
-    setup: impl FnOnce(&str, &mut Client),
     mut step: impl FnMut(u64, &mut Client) -> Option<Vec<u8>>,
 ) -> Outcome {
-    run_with(pattern, rounds, FRAME_MAX, 2, setup, &mut step)
+    run_with(pattern, rounds, FRAME_MAX, 2, |_, _| {}, &mut step)
 }
 
+/// [`run`] with the client's `frame_max` and number of `channels`, and a `setup(broker's
+/// address, client)` that runs after `q` is declared, before the first round.
 fn run_with(
     pattern: &'static str,
     rounds: u64,
@@ -306,6 +308,7 @@ fn run_with(
     let broker = spawn_broker(&dir);
     let pid = broker.child.id();
     let mut client = Client::open(&broker.addr, frame_max, channels, true);
+    client.declare(1, "q");
     setup(&broker.addr, &mut client);
     std::thread::sleep(Duration::from_millis(200));
     let base = status_bytes(pid, "VmRSS:").unwrap();
@@ -366,34 +369,24 @@ fn plain() -> basic::AMQPProperties {
 #[test]
 fn tiny_bodies_between_garbage_pin_blocks_and_are_accounted() {
     let big = vec![0u8; BIG];
-    let outcome = run(
-        "slices",
-        9_000,
-        |_, c| c.declare(1, "q"),
-        |_, _| {
-            let mut out = Vec::new();
-            publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
-            publish(&mut out, 2, "nowhere", &plain(), &big, FRAME_MAX as usize);
-            Some(out)
-        },
-    );
+    let outcome = run("slices", 9_000, |_, _| {
+        let mut out = Vec::new();
+        publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
+        publish(&mut out, 2, "nowhere", &plain(), &big, FRAME_MAX as usize);
+        Some(out)
+    });
     assert_bounded(&outcome, true);
 }
 
 #[test]
 fn many_tiny_messages_are_accounted() {
-    let outcome = run(
-        "tiny",
-        400,
-        |_, c| c.declare(1, "q"),
-        |_, _| {
-            let mut out = Vec::new();
-            for _ in 0..1000 {
-                publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
-            }
-            Some(out)
-        },
-    );
+    let outcome = run("tiny", 400, |_, _| {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
+        }
+        Some(out)
+    });
     assert_bounded(&outcome, true);
 }
 
@@ -409,14 +402,7 @@ fn unfinished_publishes_on_many_channels_do_not_pin_blocks() {
         publish(&mut out, 1, "nowhere", &plain(), &big, FRAME_MAX as usize);
         Some(out)
     };
-    let outcome = run_with(
-        "channels",
-        2000,
-        FRAME_MAX,
-        2001,
-        |_, c| c.declare(1, "q"),
-        &mut step,
-    );
+    let outcome = run_with("channels", 2000, FRAME_MAX, 2001, |_, _| {}, &mut step);
     assert_bounded(&outcome, false);
 }
 
@@ -427,16 +413,11 @@ fn big_headers_with_tiny_bodies_are_accounted() {
         headers.insert(format!("h{i:05}").into(), AMQPValue::Boolean(true));
     }
     let properties = plain().with_headers(headers);
-    let outcome = run(
-        "headers",
-        2_000,
-        |_, c| c.declare(1, "q"),
-        |_, _| {
-            let mut out = Vec::new();
-            publish(&mut out, 1, "q", &properties, b"x", FRAME_MAX as usize);
-            Some(out)
-        },
-    );
+    let outcome = run("headers", 2_000, |_, _| {
+        let mut out = Vec::new();
+        publish(&mut out, 1, "q", &properties, b"x", FRAME_MAX as usize);
+        Some(out)
+    });
     assert_bounded(&outcome, true);
 }
 
@@ -448,14 +429,7 @@ fn bodies_split_over_many_frames_are_accounted() {
         publish(&mut out, 1, "q", &plain(), &body, 4096 - 8);
         Some(out)
     };
-    let outcome = run_with(
-        "frames",
-        4_000,
-        4096,
-        2,
-        |_, c| c.declare(1, "q"),
-        &mut step,
-    );
+    let outcome = run_with("frames", 4_000, 4096, 2, |_, _| {}, &mut step);
     assert_bounded(&outcome, true);
 }
 
@@ -464,23 +438,25 @@ fn bodies_split_over_many_frames_are_accounted() {
 fn deliveries_held_by_a_consumer(pattern: &'static str, reads: bool, no_ack: bool) {
     let mut consumer = None;
     let body = vec![1u8; 1024];
-    let outcome = run(
+    let mut step = |_: u64, _: &mut Client| {
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            publish(&mut out, 1, "q", &plain(), &body, FRAME_MAX as usize);
+        }
+        Some(out)
+    };
+    let outcome = run_with(
         pattern,
         400,
-        |addr, c| {
-            c.declare(1, "q");
+        FRAME_MAX,
+        2,
+        |addr, _| {
             std::thread::sleep(Duration::from_millis(100));
             let mut holder = Client::open(addr, FRAME_MAX, 1, reads);
             holder.consume(1, "q", no_ack);
             consumer = Some(holder);
         },
-        |_, _| {
-            let mut out = Vec::new();
-            for _ in 0..200 {
-                publish(&mut out, 1, "q", &plain(), &body, FRAME_MAX as usize);
-            }
-            Some(out)
-        },
+        &mut step,
     );
     assert_bounded(&outcome, true);
     drop(consumer);
