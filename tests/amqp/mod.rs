@@ -328,12 +328,21 @@ pub async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: Exchan
 /// Passive-declares exchange `name` (as a direct exchange), returning the error if it does not
 /// exist.
 pub async fn passive_exchange(ch: &Channel, name: &str) -> lapin::Result<()> {
+    passive_exchange_as(ch, name, ExchangeKind::Direct).await
+}
+
+/// Passive-declares exchange `name` naming `kind` (which a passive declare does not check),
+/// returning the error if it does not exist.
+pub async fn passive_exchange_as(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> lapin::Result<()> {
     let options = ExchangeDeclareOptions {
         passive: true,
         ..ExchangeDeclareOptions::default()
     };
-    let args = FieldTable::default();
-    try_declare_exchange(ch, name, ExchangeKind::Direct, options, args).await
+    try_declare_exchange(ch, name, kind, options, FieldTable::default()).await
 }
 
 /// Declares a durable queue named `name` (no arguments).
