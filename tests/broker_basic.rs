@@ -296,12 +296,7 @@ async fn basic_get_and_get_empty() {
 #[tokio::test]
 async fn basic_get_from_a_missing_queue_is_404() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .basic_get(
-            common::unique("q.missing").as_str().into(),
-            Default::default(),
-        )
-        .await;
+    let res = try_get(&ch, &common::unique("q.missing")).await;
     assert_code(res, 404);
 }
 
