@@ -12,7 +12,7 @@ mod raw;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use amq_protocol::frame::{parse_frame, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{connection, AMQPClass};
 use amqp::*;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
@@ -466,20 +466,9 @@ impl RawLogin {
         self.stream.local_addr().ok().map(|a| a.ip())
     }
 
+    /// The next frame from the broker (see [`raw::read_parsed_frame`]).
     async fn read_frame(&mut self) -> Option<AMQPFrame> {
-        loop {
-            if let Ok((rest, frame)) = parse_frame(&self.buf[..]) {
-                let used = self.buf.len() - rest.len();
-                self.buf.drain(..used);
-                return Some(frame);
-            }
-            let mut chunk = [0u8; 4096];
-            let n = within("a frame", self.stream.read(&mut chunk)).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        raw::read_parsed_frame(&mut self.stream, &mut self.buf).await
     }
 
     async fn login(&mut self, user: &str, pass: &str) -> LoginReply {

@@ -14,7 +14,7 @@ mod task_util;
 
 use std::time::Duration;
 
-use amq_protocol::frame::{parse_frame, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{channel, connection, AMQPClass};
 use amq_protocol::types::FieldTable as WireTable;
 use amqp::*;
@@ -22,7 +22,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOption
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
 use task_util::eventually;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 async fn start(builder: lepus::broker::BrokerBuilder) -> BrokerHandle {
@@ -65,26 +65,6 @@ async fn still_serving_then_shut_down(broker: BrokerHandle) {
     broker.shutdown().await;
 }
 
-/// Reads frames until one parses; `None` on EOF or after 5 s.
-async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFrame> {
-    loop {
-        if let Ok((rest, frame)) = parse_frame(&buf[..]) {
-            let used = buf.len() - rest.len();
-            buf.drain(..used);
-            return Some(frame);
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Sends `bytes` (frames built with [`raw`]'s builders).
 async fn send(s: &mut TcpStream, bytes: &[u8]) {
     s.write_all(bytes).await.expect("socket I/O");
@@ -99,7 +79,7 @@ async fn expect_method(
     what: &str,
     is: impl Fn(&AMQPClass) -> bool,
 ) {
-    let frame = read_frame(s, buf).await;
+    let frame = raw::read_parsed_frame(s, buf).await;
     assert!(
         matches!(&frame, Some(AMQPFrame::Method(n, class)) if *n == ch && is(class)),
         "expected {what}, got {frame:?}"
@@ -196,7 +176,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     frame.extend_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
     frame.extend_from_slice(&[0u8; 64]);
     s.write_all(&frame).await.expect("socket I/O");
-    match read_frame(&mut s, &mut buf).await {
+    match raw::read_parsed_frame(&mut s, &mut buf).await {
         Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
             assert_eq!(c.reply_code, 501, "{c:?}")
         }
@@ -210,7 +190,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     assert!(is_open_ok(&reply, 1), "{reply:?}");
     send(&mut s, &raw::basic_publish(1, "nowhere")).await;
     send(&mut s, &raw::content_header(1, 128 * 1024 * 1024 + 1)).await;
-    match read_frame(&mut s, &mut buf).await {
+    match raw::read_parsed_frame(&mut s, &mut buf).await {
         Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::Close(c)))) => {
             assert_eq!(c.reply_code, 406, "{c:?}");
             assert!(c.reply_text.as_str().contains("max size"), "{c:?}");
@@ -252,7 +232,7 @@ async fn max_connections_refuses_the_connection_over_the_limit_with_530() {
 /// Sends `channel.open` on `ch` and returns the broker's answer.
 async fn raw_channel_open(s: &mut TcpStream, buf: &mut Vec<u8>, ch: u16) -> Option<AMQPFrame> {
     send(s, &raw::channel_open(ch)).await;
-    read_frame(s, buf).await
+    raw::read_parsed_frame(s, buf).await
 }
 
 /// Opens each of `channels`, asserting each gets its open-ok.
@@ -297,7 +277,7 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
     let close_ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
     send(&mut s, &raw::method(0, close_ok)).await;
     assert!(
-        read_frame(&mut s, &mut buf).await.is_none(),
+        raw::read_parsed_frame(&mut s, &mut buf).await.is_none(),
         "the broker hangs up"
     );
 

@@ -196,6 +196,29 @@ impl Close {
     }
 }
 
+/// Reads from `stream` into `buf` until a whole frame parses (with amq-protocol's parser) and
+/// returns it, leaving the bytes after it in `buf` for the next call. `None` when the broker
+/// closed the socket (EOF or a read error) first; fails the test when neither a frame nor the
+/// close comes within [`DEADLINE`].
+pub async fn read_parsed_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFrame> {
+    loop {
+        if let Ok((rest, frame)) = parse_frame(&buf[..]) {
+            let used = buf.len() - rest.len();
+            buf.drain(..used);
+            return Some(frame);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no frame and no close within {DEADLINE:?}"))
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// What the server did after the test's input.
 // One value per frame read, matched at once: boxing the frame would only complicate the
 // patterns in the tests.
