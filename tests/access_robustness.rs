@@ -135,7 +135,7 @@ async fn a_thousand_connections_abandoned_mid_handshake_leave_the_broker_serving
         let sent: &[u8] = match i % 3 {
             0 => b"",
             1 => b"AMQ",
-            _ => b"AMQP\x00\x00\x09\x01",
+            _ => raw::PROTOCOL_HEADER,
         };
         s.write_all(sent).await.expect("write");
         abandoned.push(s);
@@ -153,7 +153,7 @@ async fn a_header_sent_one_byte_at_a_time_still_gets_connection_start() {
         .await
         .expect("connect");
     s.set_nodelay(true).expect("socket I/O");
-    for b in b"AMQP\x00\x00\x09\x01" {
+    for b in raw::PROTOCOL_HEADER {
         s.write_all(&[*b]).await.expect("socket I/O");
         s.flush().await.expect("socket I/O");
         // Others are served between the slow client's bytes.
