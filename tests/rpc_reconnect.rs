@@ -143,16 +143,16 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
         "/usr/lib/rabbitmq/bin:/usr/sbin:{}",
         std::env::var("PATH").unwrap_or_default()
     );
-    let listed = std::process::Command::new("rabbitmqctl")
-        .env("PATH", &path)
-        .args([
-            "-n",
-            &node,
-            "-q",
-            "list_connections",
-            "pid",
-            "client_properties",
-        ])
+    // rabbitmqctl, quiet, against `node`: `args` is the command and its arguments.
+    let rabbitmqctl = |args: &[&str]| {
+        let mut command = std::process::Command::new("rabbitmqctl");
+        command
+            .env("PATH", &path)
+            .args(["-n", &node, "-q"])
+            .args(args);
+        command
+    };
+    let listed = rabbitmqctl(&["list_connections", "pid", "client_properties"])
         .output()
         .map_err(|e| format!("rabbitmqctl unavailable: {e}"))?;
     if !listed.status.success() {
@@ -169,16 +169,7 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
         let Some(pid) = line.split_whitespace().next() else {
             continue;
         };
-        let status = std::process::Command::new("rabbitmqctl")
-            .env("PATH", &path)
-            .args([
-                "-n",
-                &node,
-                "-q",
-                "close_connection",
-                pid,
-                "lepus test: broker restart",
-            ])
+        let status = rabbitmqctl(&["close_connection", pid, "lepus test: broker restart"])
             .status()
             .map_err(|e| format!("rabbitmqctl close_connection: {e}"))?;
         if status.success() {
