@@ -8,12 +8,12 @@
 
 mod amqp;
 mod common;
+mod raw;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{channel, connection, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable as WireTable, LongString};
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{connection, AMQPClass};
 use amqp::*;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -466,25 +466,14 @@ impl RawLogin {
         self.stream.local_addr().ok().map(|a| a.ip())
     }
 
+    /// The next frame from the broker (see [`raw::read_parsed_frame`]).
     async fn read_frame(&mut self) -> Option<AMQPFrame> {
-        loop {
-            if let Ok((rest, frame)) = parse_frame(&self.buf[..]) {
-                let used = self.buf.len() - rest.len();
-                self.buf.drain(..used);
-                return Some(frame);
-            }
-            let mut chunk = [0u8; 4096];
-            let n = within("a frame", self.stream.read(&mut chunk)).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        raw::read_parsed_frame(&mut self.stream, &mut self.buf).await
     }
 
     async fn login(&mut self, user: &str, pass: &str) -> LoginReply {
         self.stream
-            .write_all(b"AMQP\x00\x00\x09\x01")
+            .write_all(raw::PROTOCOL_HEADER)
             .await
             .expect("header");
         match self.read_frame().await {
@@ -492,25 +481,9 @@ impl RawLogin {
             }
             other => return LoginReply::Other(format!("{other:?}")),
         }
-        let mut caps = WireTable::default();
-        caps.insert(
-            "authentication_failure_close".into(),
-            AMQPValue::Boolean(true),
-        );
-        let mut props = WireTable::default();
-        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-        let start_ok = AMQPFrame::Method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: props,
-                mechanism: "PLAIN".into(),
-                response: LongString::from(format!("\0{user}\0{pass}")),
-                locale: "en_US".into(),
-            })),
-        );
-        let bytes = gen_frame(&start_ok)(WriteContext::from(Vec::new()))
-            .expect("serialise start-ok")
-            .write;
+        let response = format!("\0{user}\0{pass}");
+        let props = raw::failure_close_properties();
+        let bytes = raw::start_ok(props, "PLAIN", response.as_bytes());
         self.stream.write_all(&bytes).await.expect("start-ok");
         match self.read_frame().await {
             Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))) => {
@@ -527,13 +500,7 @@ impl RawLogin {
     /// After a refused login: sends `channel.open` on channel 1 regardless and returns what
     /// comes back (`None` when the broker closed the socket instead).
     async fn open_channel_after_refusal(&mut self) -> Option<AMQPFrame> {
-        let open = AMQPFrame::Method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        );
-        let bytes = gen_frame(&open)(WriteContext::from(Vec::new()))
-            .expect("serialise channel.open")
-            .write;
+        let bytes = raw::channel_open(1);
         // The broker may already have closed the socket: a failed write is that answer too.
         if self.stream.write_all(&bytes).await.is_err() {
             return None;

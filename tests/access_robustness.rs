@@ -9,19 +9,20 @@
 
 mod amqp;
 mod common;
+mod raw;
 mod task_util;
 
 use std::time::Duration;
 
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
-use amq_protocol::types::{FieldTable as WireTable, LongString};
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{channel, connection, AMQPClass};
+use amq_protocol::types::FieldTable as WireTable;
 use amqp::*;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
 use task_util::eventually;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 async fn start(builder: lepus::broker::BrokerBuilder) -> BrokerHandle {
@@ -64,37 +65,9 @@ async fn still_serving_then_shut_down(broker: BrokerHandle) {
     broker.shutdown().await;
 }
 
-fn encode(frame: &AMQPFrame) -> Vec<u8> {
-    gen_frame(frame)(WriteContext::from(Vec::new()))
-        .expect("serialise")
-        .write
-}
-
-/// Reads frames until one parses; `None` on EOF or after 5 s.
-async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFrame> {
-    loop {
-        if let Ok((rest, frame)) = parse_frame(&buf[..]) {
-            let used = buf.len() - rest.len();
-            buf.drain(..used);
-            return Some(frame);
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// Sends `method` on channel `ch` as one frame.
-async fn send_method(s: &mut TcpStream, ch: u16, method: AMQPClass) {
-    s.write_all(&encode(&AMQPFrame::Method(ch, method)))
-        .await
-        .expect("socket I/O");
+/// Sends `bytes` (frames built with [`raw`]'s builders).
+async fn send(s: &mut TcpStream, bytes: &[u8]) {
+    s.write_all(bytes).await.expect("socket I/O");
 }
 
 /// Reads the next frame and asserts it is a method on channel `ch` that `is` accepts (`what`
@@ -106,7 +79,7 @@ async fn expect_method(
     what: &str,
     is: impl Fn(&AMQPClass) -> bool,
 ) {
-    let frame = read_frame(s, buf).await;
+    let frame = raw::read_parsed_frame(s, buf).await;
     assert!(
         matches!(&frame, Some(AMQPFrame::Method(n, class)) if *n == ch && is(class)),
         "expected {what}, got {frame:?}"
@@ -132,31 +105,16 @@ async fn raw_open_tuned(broker: &BrokerHandle, channel_max: u16) -> (TcpStream, 
         .await
         .expect("connect");
     let mut buf = Vec::new();
-    s.write_all(b"AMQP\x00\x00\x09\x01")
-        .await
-        .expect("socket I/O");
+    send(&mut s, raw::PROTOCOL_HEADER).await;
     expect_method(&mut s, &mut buf, 0, "connection.start", is_start).await;
-    let start_ok = AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-        client_properties: WireTable::default(),
-        mechanism: "PLAIN".into(),
-        response: LongString::from("\0guest\0guest"),
-        locale: "en_US".into(),
-    }));
-    send_method(&mut s, 0, start_ok).await;
+    let start_ok = raw::start_ok(WireTable::default(), "PLAIN", b"\0guest\0guest");
+    send(&mut s, &start_ok).await;
     expect_method(&mut s, &mut buf, 0, "connection.tune", |c| {
         matches!(c, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))
     })
     .await;
-    let tune_ok = AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-        channel_max,
-        frame_max: 131_072,
-        heartbeat: 0,
-    }));
-    send_method(&mut s, 0, tune_ok).await;
-    let open = AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-        virtual_host: "/".into(),
-    }));
-    send_method(&mut s, 0, open).await;
+    send(&mut s, &raw::tune_ok(channel_max, 131_072, 0)).await;
+    send(&mut s, &raw::connection_open("/")).await;
     expect_method(&mut s, &mut buf, 0, "connection.open-ok", |c| {
         matches!(c, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
     })
@@ -177,7 +135,7 @@ async fn a_thousand_connections_abandoned_mid_handshake_leave_the_broker_serving
         let sent: &[u8] = match i % 3 {
             0 => b"",
             1 => b"AMQ",
-            _ => b"AMQP\x00\x00\x09\x01",
+            _ => raw::PROTOCOL_HEADER,
         };
         s.write_all(sent).await.expect("write");
         abandoned.push(s);
@@ -195,7 +153,7 @@ async fn a_header_sent_one_byte_at_a_time_still_gets_connection_start() {
         .await
         .expect("connect");
     s.set_nodelay(true).expect("socket I/O");
-    for b in b"AMQP\x00\x00\x09\x01" {
+    for b in raw::PROTOCOL_HEADER {
         s.write_all(&[*b]).await.expect("socket I/O");
         s.flush().await.expect("socket I/O");
         // Others are served between the slow client's bytes.
@@ -218,7 +176,7 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     frame.extend_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
     frame.extend_from_slice(&[0u8; 64]);
     s.write_all(&frame).await.expect("socket I/O");
-    match read_frame(&mut s, &mut buf).await {
+    match raw::read_parsed_frame(&mut s, &mut buf).await {
         Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
             assert_eq!(c.reply_code, 501, "{c:?}")
         }
@@ -230,23 +188,9 @@ async fn oversized_frames_and_messages_are_refused_and_others_served() {
     let (mut s, mut buf) = raw_open(&broker).await;
     let reply = raw_channel_open(&mut s, &mut buf, 1).await;
     assert!(is_open_ok(&reply, 1), "{reply:?}");
-    let publish = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-        exchange: "".into(),
-        routing_key: "nowhere".into(),
-        mandatory: false,
-        immediate: false,
-    }));
-    send_method(&mut s, 1, publish).await;
-    let header = AMQPFrame::Header(
-        1,
-        amq_protocol::frame::AMQPContentHeader {
-            class_id: 60,
-            body_size: 128 * 1024 * 1024 + 1,
-            properties: basic::AMQPProperties::default(),
-        },
-    );
-    s.write_all(&encode(&header)).await.expect("socket I/O");
-    match read_frame(&mut s, &mut buf).await {
+    send(&mut s, &raw::basic_publish(1, "nowhere")).await;
+    send(&mut s, &raw::content_header(1, 128 * 1024 * 1024 + 1)).await;
+    match raw::read_parsed_frame(&mut s, &mut buf).await {
         Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::Close(c)))) => {
             assert_eq!(c.reply_code, 406, "{c:?}");
             assert!(c.reply_text.as_str().contains("max size"), "{c:?}");
@@ -287,9 +231,8 @@ async fn max_connections_refuses_the_connection_over_the_limit_with_530() {
 
 /// Sends `channel.open` on `ch` and returns the broker's answer.
 async fn raw_channel_open(s: &mut TcpStream, buf: &mut Vec<u8>, ch: u16) -> Option<AMQPFrame> {
-    let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
-    send_method(s, ch, open).await;
-    read_frame(s, buf).await
+    send(s, &raw::channel_open(ch)).await;
+    raw::read_parsed_frame(s, buf).await
 }
 
 /// Opens each of `channels`, asserting each gets its open-ok.
@@ -332,9 +275,9 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
         "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
     );
     let close_ok = AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
-    send_method(&mut s, 0, close_ok).await;
+    send(&mut s, &raw::method(0, close_ok)).await;
     assert!(
-        read_frame(&mut s, &mut buf).await.is_none(),
+        raw::read_parsed_frame(&mut s, &mut buf).await.is_none(),
         "the broker hangs up"
     );
 
@@ -347,7 +290,7 @@ async fn channel_max_counts_open_channels_and_refuses_one_more_with_530() {
         class_id: 0,
         method_id: 0,
     }));
-    send_method(&mut s, 1, close).await;
+    send(&mut s, &raw::method(1, close)).await;
     expect_method(&mut s, &mut buf, 1, "channel.close-ok", |c| {
         matches!(c, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))
     })

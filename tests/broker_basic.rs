@@ -107,10 +107,9 @@ async fn per_consumer_prefetch_is_never_exceeded() {
     let more = next(&mut a).await;
     assert_quiet(&mut a).await;
     assert_quiet(&mut b).await;
-    // Six messages remain ready.
+    // Five messages remain ready (10, less the 5 delivered).
     let probe = channel(&conn).await;
-    let remaining = passive_queue(&probe, &q).await.expect("passive");
-    assert_eq!(remaining.message_count(), 5);
+    assert_eq!(message_count(&probe, &q).await, 5);
     drop((got_b, more));
     delete_queues(&ch, &[&q]).await;
 }
@@ -297,12 +296,7 @@ async fn basic_get_and_get_empty() {
 #[tokio::test]
 async fn basic_get_from_a_missing_queue_is_404() {
     let (_broker, _conn, ch) = start_and_open().await;
-    let res = ch
-        .basic_get(
-            common::unique("q.missing").as_str().into(),
-            Default::default(),
-        )
-        .await;
+    let res = try_get(&ch, &common::unique("q.missing")).await;
     assert_code(res, 404);
 }
 

@@ -57,8 +57,7 @@ async fn every_publish_on_a_confirm_channel_is_acked() {
         .is_empty());
     // Acked transient messages are in the queue.
     let probe = channel(&conn).await;
-    let declared = passive_queue(&probe, &q).await.expect("passive");
-    assert_eq!(declared.message_count(), 200);
+    assert_eq!(message_count(&probe, &q).await, 200);
     delete_queues(&ch, &[&q]).await;
 }
 
@@ -89,9 +88,8 @@ async fn tx_commit_makes_publishes_visible() {
     // tx.select is synchronous; a round trip on the tx channel proves the publishes arrived,
     // yet they are not enqueued before the commit.
     tx.tx_select().await.expect("tx.select again is allowed");
-    let probe = passive_queue(&ch, &q).await.expect("passive");
     assert_eq!(
-        probe.message_count(),
+        message_count(&ch, &q).await,
         0,
         "uncommitted publishes are invisible"
     );
@@ -174,8 +172,7 @@ async fn confirms_and_mandatory_return() {
     let returned = confirm.take_message().expect("the message comes back");
     assert_eq!(returned.reply_code, 312);
     assert_eq!(returned.delivery.data, b"lost");
-    let ok = passive_queue(&ch, &q).await.expect("passive declare");
-    assert_eq!(ok.message_count(), 50);
+    assert_eq!(message_count(&ch, &q).await, 50);
     delete_queues(&ch, &[&q]).await;
     finish(conn, broker).await;
 }
@@ -487,24 +484,12 @@ async fn bindings_changed_before_a_tx_commit_do_not_reroute() {
         vec![(312, x.clone(), "j".to_owned(), b"unroutable".to_vec())]
     );
     assert_drains_to(&setup, &q0, &["to q0"]).await;
-    assert_eq!(
-        passive_queue(&setup, &q1)
-            .await
-            .expect("q1")
-            .message_count(),
-        0
-    );
+    assert_eq!(message_count(&setup, &q1).await, 0, "q1");
     // Routed after the binding change: the new bindings apply.
     tx.publish(&x, "k", true, b"to q1").await;
     assert_eq!(tx.commit().await, Vec::new());
     assert_drains_to(&setup, &q1, &["to q1"]).await;
-    assert_eq!(
-        passive_queue(&setup, &q0)
-            .await
-            .expect("q0")
-            .message_count(),
-        0
-    );
+    assert_eq!(message_count(&setup, &q0).await, 0, "q0");
     delete_all(&setup, &[&q0, &q1], &[&x]).await;
 }
 
@@ -517,15 +502,8 @@ async fn a_queue_deleted_before_a_tx_commit_does_not_get_the_message() {
     let (broker, _conn, setup) = start_and_open().await;
     let x = common::unique("x.txgone");
     declare_exchange(&setup, &x, lapin::ExchangeKind::Fanout).await;
-    let (q0, q1, q2, q3) = (
-        common::unique("q.txgone0"),
-        common::unique("q.txgone1"),
-        common::unique("q.txgone2"),
-        common::unique("q.txgone3"),
-    );
-    for q in [&q0, &q1, &q2, &q3] {
-        declare_queue(&setup, q, FieldTable::default()).await;
-    }
+    let prefixes = ["q.txgone0", "q.txgone1", "q.txgone2", "q.txgone3"];
+    let [q0, q1, q2, q3] = declare_unique_queues(&setup, prefixes).await;
     for q in [&q0, &q1, &q3] {
         bind(&setup, q, &x, "").await;
     }

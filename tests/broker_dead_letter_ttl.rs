@@ -132,6 +132,26 @@ fn routing_keys(t: &FieldTable) -> Vec<String> {
     array(t, "routing-keys").iter().map(key).collect()
 }
 
+/// Asserts that `props` carry a single `x-death` entry: one dead-lettering for `reason` from
+/// `queue`, of a message published to `exchange` with the routing keys `keys`. Returns the
+/// entry for further checks.
+#[track_caller]
+fn assert_died_once(
+    props: &BasicProperties,
+    reason: &str,
+    queue: &str,
+    exchange: &str,
+    keys: &[&str],
+) -> FieldTable {
+    let death = x_death(props);
+    assert_eq!(text(&death, "reason"), reason, "{death:?}");
+    assert_eq!(text(&death, "queue"), queue, "{death:?}");
+    assert_eq!(text(&death, "exchange"), exchange, "{death:?}");
+    assert_eq!(routing_keys(&death), keys, "{death:?}");
+    assert_eq!(count(&death), 1, "{death:?}");
+    death
+}
+
 #[tokio::test]
 async fn x_message_ttl_expires_messages() {
     let (_broker, conn, ch) = start_and_open().await;
@@ -179,12 +199,7 @@ async fn expired_messages_are_dead_lettered_with_reason_expired() {
     assert_eq!(m.delivery.data, b"will expire");
     assert_eq!(m.delivery.exchange.as_str(), dlx.as_str());
     assert_eq!(m.delivery.routing_key.as_str(), "expired-key");
-    let death = x_death(&m.delivery.properties);
-    assert_eq!(text(&death, "reason"), "expired");
-    assert_eq!(text(&death, "queue"), q);
-    assert_eq!(text(&death, "exchange"), "");
-    assert_eq!(routing_keys(&death), vec![q.clone()]);
-    assert_eq!(count(&death), 1);
+    assert_died_once(&m.delivery.properties, "expired", &q, "", &[q.as_str()]);
     // The queue TTL that expired the message is recorded as original-expiration only for a
     // per-message TTL; with a queue TTL RabbitMQ does not set the expiration property.
     assert_eq!(m.delivery.properties.expiration(), &None);
@@ -221,12 +236,7 @@ async fn rejected_messages_are_dead_lettered_with_routing_key_and_x_death() {
         Some(&AMQPValue::LongString(LongString::from("kept"))),
         "the publisher's headers survive dead-lettering"
     );
-    let death = x_death(&d.delivery.properties);
-    assert_eq!(text(&death, "reason"), "rejected");
-    assert_eq!(text(&death, "queue"), q);
-    assert_eq!(text(&death, "exchange"), "");
-    assert_eq!(routing_keys(&death), vec![q.clone()]);
-    assert_eq!(count(&death), 1);
+    let death = assert_died_once(&d.delivery.properties, "rejected", &q, "", &[q.as_str()]);
     assert!(
         matches!(death.inner().get("time"), Some(AMQPValue::Timestamp(_))),
         "x-death carries the time: {death:?}"
@@ -249,10 +259,7 @@ async fn nacked_messages_keep_their_routing_key_without_x_dead_letter_routing_ke
     nack(&m, false, false).await;
     let d = first_of(&ch, &dlq, 1).await;
     assert_eq!(d.delivery.routing_key.as_str(), "orig.key");
-    let death = x_death(&d.delivery.properties);
-    assert_eq!(text(&death, "reason"), "rejected");
-    assert_eq!(text(&death, "exchange"), src);
-    assert_eq!(routing_keys(&death), vec!["orig.key".to_owned()]);
+    assert_died_once(&d.delivery.properties, "rejected", &q, &src, &["orig.key"]);
     delete_all(&ch, &[&q, &dlq], &[&src, &dlx]).await;
 }
 
@@ -369,11 +376,7 @@ async fn a_ttl_0_message_no_consumer_takes_is_gone_at_once() {
         // Confirmed, so enqueued; the count right after is the queue's at once.
         let c = publish_confirmed(&pch, "", queue, b"gone", props).await;
         assert!(c.is_ack());
-        let count = passive_queue(&ch, queue)
-            .await
-            .expect("exists")
-            .message_count();
-        assert_eq!(count, 0, "{queue}");
+        assert_eq!(message_count(&ch, queue).await, 0, "{queue}");
     }
     wait_message_count(&ch, &dlq, 3).await;
     delete_all(&ch, &[&ttl0, &prio, &plain, &dlq], &[&dlx]).await;

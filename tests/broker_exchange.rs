@@ -35,11 +35,6 @@ async fn publish_keys(pch: &Channel, ex: &str, keys: &[&str]) {
     }
 }
 
-/// Passive-declares exchange `name` as `kind`: Ok if it exists.
-async fn passive_declare(ch: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
-    try_declare_exchange(ch, name, kind, passive(), FieldTable::default()).await
-}
-
 /// Declares one queue per key of `bindings`, binds it to `ex` with each listed key, publishes
 /// one message per routing key in `publish` (body = routing key), and returns what each queue
 /// received, in binding order.
@@ -71,13 +66,6 @@ async fn route(
     out
 }
 
-fn passive() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        passive: true,
-        ..ExchangeDeclareOptions::default()
-    }
-}
-
 #[tokio::test]
 async fn predeclared_exchanges_exist() {
     let (_broker, _conn, ch) = start_and_open().await;
@@ -88,7 +76,7 @@ async fn predeclared_exchanges_exist() {
         ("amq.headers", ExchangeKind::Headers),
         ("amq.match", ExchangeKind::Headers),
     ] {
-        passive_declare(&ch, name, kind)
+        passive_exchange_as(&ch, name, kind)
             .await
             .unwrap_or_else(|e| panic!("{name} exists: {e}"));
     }
@@ -109,10 +97,7 @@ async fn default_exchange_routes_by_queue_name() {
 async fn passive_declare_of_a_missing_exchange_is_404() {
     let (_broker, _conn, ch) = start_and_open().await;
     let missing = common::unique("ex.missing");
-    assert_code(
-        passive_declare(&ch, &missing, ExchangeKind::Direct).await,
-        404,
-    );
+    assert_code(passive_exchange(&ch, &missing).await, 404);
 }
 
 #[tokio::test]
@@ -172,7 +157,10 @@ async fn delete_if_unused_on_a_bound_exchange_is_406() {
     try_delete_exchange(&ch, &ex, true)
         .await
         .expect("if-unused delete once unbound");
-    assert_code(passive_declare(&ch, &ex, ExchangeKind::Fanout).await, 404);
+    assert_code(
+        passive_exchange_as(&ch, &ex, ExchangeKind::Fanout).await,
+        404,
+    );
 }
 
 #[tokio::test]
@@ -481,7 +469,7 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
     unbind(&ch, &q, &ex, "").await;
     let probe = channel(&conn).await;
     assert_code(
-        passive_declare(&probe, &ex, ExchangeKind::Fanout).await,
+        passive_exchange_as(&probe, &ex, ExchangeKind::Fanout).await,
         404,
     );
     delete_queues(&ch, &[&q]).await;
@@ -513,27 +501,8 @@ async fn exchange_types_e2e_bindings_and_alternate_exchange() {
     )
     .await;
     declare_exchange(&ch, &headers, ExchangeKind::Headers).await;
-    let internal = ExchangeDeclareOptions {
-        internal: true,
-        ..Default::default()
-    };
-    declare_exchange_with(
-        &ch,
-        &fan,
-        ExchangeKind::Fanout,
-        internal,
-        FieldTable::default(),
-    )
-    .await;
-    let (qt, qh, qf, qa) = (
-        common::unique("q.t"),
-        common::unique("q.h"),
-        common::unique("q.f"),
-        common::unique("q.a"),
-    );
-    for q in [&qt, &qh, &qf, &qa] {
-        declare_queue(&ch, q, FieldTable::default()).await;
-    }
+    declare_internal_exchange(&ch, &fan, ExchangeKind::Fanout).await;
+    let [qt, qh, qf, qa] = declare_unique_queues(&ch, ["q.t", "q.h", "q.f", "q.a"]).await;
     bind(&ch, &qt, &topic, "a.#").await;
     bind(&ch, &qt, &topic, "*.x").await;
     let any = table(vec![

@@ -28,6 +28,7 @@
 
 mod child_broker;
 mod common;
+mod raw;
 
 use child_broker::{status_bytes, BrokerProcess};
 use std::io::{Read, Write};
@@ -37,9 +38,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext};
-use amq_protocol::protocol::{basic, channel, connection, queue, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{basic, queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
 
 const MIB: u64 = 1024 * 1024;
 const WATERMARK: u64 = 64 * MIB;
@@ -78,16 +79,6 @@ fn spawn_broker(dir: &common::DataDir) -> BrokerProcess {
     )
 }
 
-fn encode(frame: &AMQPFrame) -> Vec<u8> {
-    gen_frame(frame)(WriteContext::from(Vec::new()))
-        .expect("amq-protocol serialises a well-formed frame")
-        .write
-}
-
-fn method(channel: u16, class: AMQPClass) -> Vec<u8> {
-    encode(&AMQPFrame::Method(channel, class))
-}
-
 /// `basic.publish` to the default exchange, its header (with `properties`) and `body` cut
 /// into frames of at most `frame` bytes of payload.
 fn publish(
@@ -112,16 +103,8 @@ fn publish_head(
     properties: &basic::AMQPProperties,
     body_size: u64,
 ) {
-    out.extend(method(
-        ch,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: routing_key.into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    ));
-    out.extend(encode(&AMQPFrame::Header(
+    out.extend(raw::basic_publish(ch, routing_key));
+    out.extend(raw::encode(&AMQPFrame::Header(
         ch,
         AMQPContentHeader {
             class_id: 60,
@@ -131,12 +114,9 @@ fn publish_head(
     )));
 }
 
+/// A body frame (type 3) on channel `ch` carrying `piece`.
 fn body_frame(out: &mut Vec<u8>, ch: u16, piece: &[u8]) {
-    out.push(3);
-    out.extend_from_slice(&ch.to_be_bytes());
-    out.extend_from_slice(&(piece.len() as u32).to_be_bytes());
-    out.extend_from_slice(piece);
-    out.push(0xCE);
+    out.extend(raw::raw_frame(3, ch, piece, raw::FRAME_END));
 }
 
 /// One frame from the broker: type, channel, payload.
@@ -174,45 +154,22 @@ impl Client {
     fn open(addr: &str, frame_max: u32, channels: u16, read: bool) -> Client {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
-        stream.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+        stream.write_all(raw::PROTOCOL_HEADER).unwrap();
         expect_method(&mut stream, 10, 10);
         let mut capabilities = FieldTable::default();
         capabilities.insert("connection.blocked".into(), AMQPValue::Boolean(true));
         let mut properties = FieldTable::default();
         properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
-        let mut handshake = method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: properties,
-                mechanism: "PLAIN".into(),
-                response: LongString::from(b"\0guest\0guest".to_vec()),
-                locale: "en_US".into(),
-            })),
-        );
-        stream.write_all(&handshake).unwrap();
+        let start_ok = raw::start_ok(properties, "PLAIN", b"\0guest\0guest");
+        stream.write_all(&start_ok).unwrap();
         expect_method(&mut stream, 10, 30);
-        handshake = method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: 2047,
-                frame_max,
-                heartbeat: 0,
-            })),
-        );
-        handshake.extend(method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: "/".into(),
-            })),
-        ));
+        let mut handshake = raw::tune_ok(2047, frame_max, 0);
+        handshake.extend(raw::connection_open("/"));
         stream.write_all(&handshake).unwrap();
         expect_method(&mut stream, 10, 41);
         let mut opens = Vec::new();
         for ch in 1..=channels {
-            opens.extend(method(
-                ch,
-                AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-            ));
+            opens.extend(raw::channel_open(ch));
         }
         stream.write_all(&opens).unwrap();
         for _ in 0..channels {
@@ -247,7 +204,7 @@ impl Client {
     }
 
     fn declare(&mut self, ch: u16, name: &str) {
-        let declare = method(
+        let declare = raw::method(
             ch,
             AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
                 queue: name.into(),
@@ -259,7 +216,7 @@ impl Client {
     }
 
     fn consume(&mut self, ch: u16, name: &str, no_ack: bool) {
-        let consume = method(
+        let consume = raw::method(
             ch,
             AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
                 queue: name.into(),
@@ -283,17 +240,19 @@ struct Outcome {
     peak_rss_mib: u64,
 }
 
-/// Runs `pattern` against a fresh broker: `step(i, client)` sends round `i` (false once
-/// blocked) until it is blocked or `rounds` are sent.
+/// Runs `pattern` against a fresh broker: declares queue `q` (on channel 1), then
+/// `step(i, client)` sends round `i` (false once blocked) until it is blocked or `rounds` are
+/// sent. The client opens 2 channels with frame_max [`FRAME_MAX`].
 fn run(
     pattern: &'static str,
     rounds: u64,
-    setup: impl FnOnce(&str, &mut Client),
     mut step: impl FnMut(u64, &mut Client) -> Option<Vec<u8>>,
 ) -> Outcome {
-    run_with(pattern, rounds, FRAME_MAX, 2, setup, &mut step)
+    run_with(pattern, rounds, FRAME_MAX, 2, |_, _| {}, &mut step)
 }
 
+/// [`run`] with the client's `frame_max` and number of `channels`, and a `setup(broker's
+/// address, client)` that runs after `q` is declared, before the first round.
 fn run_with(
     pattern: &'static str,
     rounds: u64,
@@ -306,6 +265,7 @@ fn run_with(
     let broker = spawn_broker(&dir);
     let pid = broker.child.id();
     let mut client = Client::open(&broker.addr, frame_max, channels, true);
+    client.declare(1, "q");
     setup(&broker.addr, &mut client);
     std::thread::sleep(Duration::from_millis(200));
     let base = status_bytes(pid, "VmRSS:").unwrap();
@@ -366,34 +326,24 @@ fn plain() -> basic::AMQPProperties {
 #[test]
 fn tiny_bodies_between_garbage_pin_blocks_and_are_accounted() {
     let big = vec![0u8; BIG];
-    let outcome = run(
-        "slices",
-        9_000,
-        |_, c| c.declare(1, "q"),
-        |_, _| {
-            let mut out = Vec::new();
-            publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
-            publish(&mut out, 2, "nowhere", &plain(), &big, FRAME_MAX as usize);
-            Some(out)
-        },
-    );
+    let outcome = run("slices", 9_000, |_, _| {
+        let mut out = Vec::new();
+        publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
+        publish(&mut out, 2, "nowhere", &plain(), &big, FRAME_MAX as usize);
+        Some(out)
+    });
     assert_bounded(&outcome, true);
 }
 
 #[test]
 fn many_tiny_messages_are_accounted() {
-    let outcome = run(
-        "tiny",
-        400,
-        |_, c| c.declare(1, "q"),
-        |_, _| {
-            let mut out = Vec::new();
-            for _ in 0..1000 {
-                publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
-            }
-            Some(out)
-        },
-    );
+    let outcome = run("tiny", 400, |_, _| {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            publish(&mut out, 1, "q", &plain(), b"x", FRAME_MAX as usize);
+        }
+        Some(out)
+    });
     assert_bounded(&outcome, true);
 }
 
@@ -409,14 +359,7 @@ fn unfinished_publishes_on_many_channels_do_not_pin_blocks() {
         publish(&mut out, 1, "nowhere", &plain(), &big, FRAME_MAX as usize);
         Some(out)
     };
-    let outcome = run_with(
-        "channels",
-        2000,
-        FRAME_MAX,
-        2001,
-        |_, c| c.declare(1, "q"),
-        &mut step,
-    );
+    let outcome = run_with("channels", 2000, FRAME_MAX, 2001, |_, _| {}, &mut step);
     assert_bounded(&outcome, false);
 }
 
@@ -427,16 +370,11 @@ fn big_headers_with_tiny_bodies_are_accounted() {
         headers.insert(format!("h{i:05}").into(), AMQPValue::Boolean(true));
     }
     let properties = plain().with_headers(headers);
-    let outcome = run(
-        "headers",
-        2_000,
-        |_, c| c.declare(1, "q"),
-        |_, _| {
-            let mut out = Vec::new();
-            publish(&mut out, 1, "q", &properties, b"x", FRAME_MAX as usize);
-            Some(out)
-        },
-    );
+    let outcome = run("headers", 2_000, |_, _| {
+        let mut out = Vec::new();
+        publish(&mut out, 1, "q", &properties, b"x", FRAME_MAX as usize);
+        Some(out)
+    });
     assert_bounded(&outcome, true);
 }
 
@@ -448,14 +386,7 @@ fn bodies_split_over_many_frames_are_accounted() {
         publish(&mut out, 1, "q", &plain(), &body, 4096 - 8);
         Some(out)
     };
-    let outcome = run_with(
-        "frames",
-        4_000,
-        4096,
-        2,
-        |_, c| c.declare(1, "q"),
-        &mut step,
-    );
+    let outcome = run_with("frames", 4_000, 4096, 2, |_, _| {}, &mut step);
     assert_bounded(&outcome, true);
 }
 
@@ -464,23 +395,25 @@ fn bodies_split_over_many_frames_are_accounted() {
 fn deliveries_held_by_a_consumer(pattern: &'static str, reads: bool, no_ack: bool) {
     let mut consumer = None;
     let body = vec![1u8; 1024];
-    let outcome = run(
+    let mut step = |_: u64, _: &mut Client| {
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            publish(&mut out, 1, "q", &plain(), &body, FRAME_MAX as usize);
+        }
+        Some(out)
+    };
+    let outcome = run_with(
         pattern,
         400,
-        |addr, c| {
-            c.declare(1, "q");
+        FRAME_MAX,
+        2,
+        |addr, _| {
             std::thread::sleep(Duration::from_millis(100));
             let mut holder = Client::open(addr, FRAME_MAX, 1, reads);
             holder.consume(1, "q", no_ack);
             consumer = Some(holder);
         },
-        |_, _| {
-            let mut out = Vec::new();
-            for _ in 0..200 {
-                publish(&mut out, 1, "q", &plain(), &body, FRAME_MAX as usize);
-            }
-            Some(out)
-        },
+        &mut step,
     );
     assert_bounded(&outcome, true);
     drop(consumer);

@@ -124,13 +124,7 @@ async fn amqplain_authenticates() {
 async fn bad_credentials_with_authentication_failure_close_get_403() {
     let (broker, bystander) = broker_with_bystander().await;
     let mut conn = RawConn::started(&broker).await;
-    let mut caps = FieldTable::default();
-    caps.insert(
-        "authentication_failure_close".into(),
-        AMQPValue::Boolean(true),
-    );
-    let mut props = FieldTable::default();
-    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    let props = failure_close_properties();
     conn.send(&start_ok(props, "PLAIN", b"\0guest\0wrong"))
         .await;
     // RabbitMQ: connection.close 403 "ACCESS_REFUSED - Login was refused using authentication

@@ -9,7 +9,7 @@ mod task_util;
 use std::time::Duration;
 
 use common::background::BackgroundWorker;
-use lepus::task::{observe, Outcome};
+use lepus::task::{observe, Completions, Outcome};
 use serde::{Deserialize, Serialize};
 use task_util::client;
 
@@ -46,6 +46,28 @@ fn line(severity: &str, text: &str) -> LogLine {
         severity: severity.into(),
         text: text.into(),
     }
+}
+
+/// Drains each of `pool` (one per instance) every 20 ms until together they have handled
+/// `events`, or 30 s have passed; returns how many each instance handled.
+async fn handled_per_instance(pool: &mut [Completions], events: usize) -> Vec<usize> {
+    let mut counts = vec![0; pool.len()];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while counts.iter().sum::<usize>() < events && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (count, done) in counts.iter_mut().zip(pool.iter_mut()) {
+            *count += done.drain().len();
+        }
+    }
+    counts
+}
+
+/// Stops each of `workers`, then `broker`.
+async fn stop_all(workers: Vec<BackgroundWorker>, broker: common::TestBroker) {
+    for w in workers {
+        w.stop().await;
+    }
+    broker.stop().await;
 }
 
 #[tokio::test]
@@ -102,25 +124,13 @@ async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
         assert!(seen.iter().all(|c| c.outcome == Outcome::Succeeded));
     }
     // Pool: the two instances together handle each event once.
-    let mut pool_counts = Vec::new();
-    let expected = EVENTS;
-    let mut total = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while total < expected && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        pool_counts = pool.iter_mut().map(|d| d.drain().len()).collect::<Vec<_>>();
-        total += pool_counts.iter().sum::<usize>();
-    }
-    assert_eq!(total, expected, "pool: each event handled once");
+    let total: usize = handled_per_instance(&mut pool, EVENTS).await.iter().sum();
+    assert_eq!(total, EVENTS, "pool: each event handled once");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let late: usize = pool.iter_mut().map(|d| d.drain().len()).sum();
     let late_b: usize = broadcast.iter_mut().map(|d| d.drain().len()).sum();
     assert_eq!((late, late_b), (0, 0), "no duplicates");
-    let _ = pool_counts;
-    for w in workers {
-        w.stop().await;
-    }
-    broker.stop().await;
+    stop_all(workers, broker).await;
 }
 
 #[tokio::test]
@@ -152,23 +162,13 @@ async fn pool_instances_compete_for_events() {
             .await
             .unwrap();
     }
-    let mut counts = [0usize; 2];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while counts.iter().sum::<usize>() < EVENTS && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        for (count, done) in counts.iter_mut().zip(&mut pool) {
-            *count += done.drain().len();
-        }
-    }
+    let counts = handled_per_instance(&mut pool, EVENTS).await;
     assert_eq!(counts.iter().sum::<usize>(), EVENTS);
     assert!(
         counts.iter().all(|&n| n > 0),
         "both instances took events: {counts:?}"
     );
-    for w in workers {
-        w.stop().await;
-    }
-    broker.stop().await;
+    stop_all(workers, broker).await;
 }
 
 #[tokio::test]

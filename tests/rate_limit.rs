@@ -34,24 +34,24 @@ fn runs(key: &str, task: &'static str) -> Vec<Instant> {
         .unwrap_or_default()
 }
 
-#[lepus::task(queue = "rate.limited", rate_limit = "20/s")]
-async fn limited(key: String) {
+/// Records that `task` started a run now for the test `key` (what [`runs`] reads back).
+fn record_start(key: String, task: &'static str) {
     starts()
         .lock()
         .unwrap()
-        .entry((key, "limited"))
+        .entry((key, task))
         .or_default()
         .push(Instant::now());
 }
 
+#[lepus::task(queue = "rate.limited", rate_limit = "20/s")]
+async fn limited(key: String) {
+    record_start(key, "limited");
+}
+
 #[lepus::task(queue = "rate.other")]
 async fn other(key: String) {
-    starts()
-        .lock()
-        .unwrap()
-        .entry((key, "other"))
-        .or_default()
-        .push(Instant::now());
+    record_start(key, "other");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

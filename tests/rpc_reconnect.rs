@@ -40,37 +40,61 @@ async fn until_served(client: &Client) {
     .await;
 }
 
-/// A worker serving `nap` (counting its calls in `naps`) and a client, each on its own
-/// connection to `url` (named `<prefix> worker` and `<prefix> client`); returns once the
-/// worker serves the client's calls.
-async fn nap_worker_and_client(
-    url: &str,
-    prefix: &str,
-    naps: &Arc<AtomicUsize>,
-) -> (
-    lepus::Connection,
-    BackgroundWorker,
-    lepus::Connection,
-    Client,
-) {
-    let worker_conn = options(url, &format!("{prefix} worker"))
-        .connect()
-        .await
-        .unwrap();
-    let worker = BackgroundWorker::start_on(worker_conn.clone(), prefix, |w| {
-        w.state(naps.clone()).serve(nap::handler())
-    });
-    let client_conn = options(url, &format!("{prefix} client"))
-        .connect()
-        .await
-        .unwrap();
-    let client = Client::builder(&client_conn)
-        .queue_prefix(prefix)
-        .build()
-        .await
-        .unwrap();
-    until_served(&client).await;
-    (worker_conn, worker, client_conn, client)
+/// A worker serving `nap` and a client, each on a reconnecting connection of its own.
+struct NapPair {
+    /// The worker's connection (named `<prefix> worker`).
+    worker_conn: lepus::Connection,
+    /// The worker serving `nap` on it.
+    worker: BackgroundWorker,
+    /// The client's connection (named `<prefix> client`).
+    client_conn: lepus::Connection,
+    /// The client calling `nap` on it.
+    client: Client,
+}
+
+impl NapPair {
+    /// Starts the worker (counting its naps in `naps`) and the client, each on its own
+    /// connection to `url`; returns once the worker serves the client's calls.
+    async fn start(url: &str, prefix: &str, naps: &Arc<AtomicUsize>) -> Self {
+        let worker_conn = options(url, &format!("{prefix} worker"))
+            .connect()
+            .await
+            .unwrap();
+        let worker = BackgroundWorker::start_on(worker_conn.clone(), prefix, |w| {
+            w.state(naps.clone()).serve(nap::handler())
+        });
+        let client_conn = options(url, &format!("{prefix} client"))
+            .connect()
+            .await
+            .unwrap();
+        let client = Client::builder(&client_conn)
+            .queue_prefix(prefix)
+            .build()
+            .await
+            .unwrap();
+        until_served(&client).await;
+        Self {
+            worker_conn,
+            worker,
+            client_conn,
+            client,
+        }
+    }
+
+    /// After the link was lost: waits until the client's calls are served again, asserts that
+    /// both sides opened a new connection, and checks that a nap of `ms` answers `ms`.
+    async fn assert_both_reconnected(&self, ms: u64) {
+        until_served(&self.client).await;
+        assert!(self.client_conn.generation() >= 2, "the client reconnected");
+        assert!(self.worker_conn.generation() >= 2, "the worker reconnected");
+        assert_eq!(nap::call(&self.client, ms).await.unwrap(), ms);
+    }
+
+    /// Shuts the worker down and closes the client's connection.
+    async fn stop(self) {
+        self.worker.shutdown().await;
+        self.client_conn.close().await;
+    }
 }
 
 #[tokio::test]
@@ -80,13 +104,12 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
     let url = proxy.url(broker.url());
     let prefix = common::unique("rpc");
     let naps = Arc::new(AtomicUsize::new(0));
-    let (worker_conn, worker, client_conn, client) =
-        nap_worker_and_client(&url, &prefix, &naps).await;
-    assert_eq!(client_conn.generation(), 1);
+    let pair = NapPair::start(&url, &prefix, &naps).await;
+    assert_eq!(pair.client_conn.generation(), 1);
 
     let started = naps.load(Ordering::SeqCst);
     let in_flight = tokio::spawn({
-        let client = client.clone();
+        let client = pair.client.clone();
         async move {
             let patient = CallOptions::default().timeout(Duration::from_secs(30));
             nap::call_with(&client, 5_000, patient).await
@@ -107,13 +130,8 @@ async fn a_cut_link_fails_calls_in_flight_then_both_sides_reconnect() {
         other => panic!("expected ConnectionLost, got {other:?}"),
     }
 
-    until_served(&client).await;
-    assert!(client_conn.generation() >= 2, "the client reconnected");
-    assert!(worker_conn.generation() >= 2, "the worker reconnected");
-    assert_eq!(nap::call(&client, 7).await.unwrap(), 7);
-
-    worker.shutdown().await;
-    client_conn.close().await;
+    pair.assert_both_reconnected(7).await;
+    pair.stop().await;
     broker.stop().await;
 }
 
@@ -125,16 +143,16 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
         "/usr/lib/rabbitmq/bin:/usr/sbin:{}",
         std::env::var("PATH").unwrap_or_default()
     );
-    let listed = std::process::Command::new("rabbitmqctl")
-        .env("PATH", &path)
-        .args([
-            "-n",
-            &node,
-            "-q",
-            "list_connections",
-            "pid",
-            "client_properties",
-        ])
+    // rabbitmqctl, quiet, against `node`: `args` is the command and its arguments.
+    let rabbitmqctl = |args: &[&str]| {
+        let mut command = std::process::Command::new("rabbitmqctl");
+        command
+            .env("PATH", &path)
+            .args(["-n", &node, "-q"])
+            .args(args);
+        command
+    };
+    let listed = rabbitmqctl(&["list_connections", "pid", "client_properties"])
         .output()
         .map_err(|e| format!("rabbitmqctl unavailable: {e}"))?;
     if !listed.status.success() {
@@ -151,16 +169,7 @@ fn rabbitmq_close_connections(tag: &str) -> Result<usize, String> {
         let Some(pid) = line.split_whitespace().next() else {
             continue;
         };
-        let status = std::process::Command::new("rabbitmqctl")
-            .env("PATH", &path)
-            .args([
-                "-n",
-                &node,
-                "-q",
-                "close_connection",
-                pid,
-                "lepus test: broker restart",
-            ])
+        let status = rabbitmqctl(&["close_connection", pid, "lepus test: broker restart"])
             .status()
             .map_err(|e| format!("rabbitmqctl close_connection: {e}"))?;
         if status.success() {
@@ -176,8 +185,7 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
     let prefix = common::unique("rpc");
     let naps = Arc::new(AtomicUsize::new(0));
     let url = broker.url().to_owned();
-    let (worker_conn, worker, client_conn, client) =
-        nap_worker_and_client(&url, &prefix, &naps).await;
+    let pair = NapPair::start(&url, &prefix, &naps).await;
 
     // The restart: the bundled broker stops and a new one starts on the same port (with no
     // queues: the worker must redeclare); RabbitMQ closes our connections.
@@ -207,19 +215,14 @@ async fn clients_and_workers_come_back_after_a_broker_restart() {
             }
             Err(reason) => {
                 println!("skipped: cannot restart the external broker: {reason}");
-                worker.kill().await;
+                pair.worker.kill().await;
                 return;
             }
         }
     };
 
-    until_served(&client).await;
-    assert!(client_conn.generation() >= 2, "the client reconnected");
-    assert!(worker_conn.generation() >= 2, "the worker reconnected");
-    assert_eq!(nap::call(&client, 3).await.unwrap(), 3);
-
-    worker.shutdown().await;
-    client_conn.close().await;
+    pair.assert_both_reconnected(3).await;
+    pair.stop().await;
     if let Some(again) = restarted {
         again.shutdown().await;
     }

@@ -119,6 +119,19 @@ pub async fn declare_unique_queue(ch: &Channel, prefix: &str) -> String {
     name
 }
 
+/// Declares one non-durable queue, without arguments, per prefix of `prefixes` (each named by
+/// [`crate::common::unique`]), and returns their names in the same order.
+pub async fn declare_unique_queues<const N: usize>(
+    ch: &Channel,
+    prefixes: [&str; N],
+) -> [String; N] {
+    let names = prefixes.map(crate::common::unique);
+    for name in &names {
+        declare_queue(ch, name, FieldTable::default()).await;
+    }
+    names
+}
+
 /// Declares an exchange of `kind` and a queue, named by [`crate::common::unique`] from
 /// `exchange_prefix` and `queue_prefix`, and binds the queue to the exchange with `key`:
 /// returns (exchange, queue).
@@ -315,12 +328,21 @@ pub async fn declare_auto_delete_exchange(ch: &Channel, name: &str, kind: Exchan
 /// Passive-declares exchange `name` (as a direct exchange), returning the error if it does not
 /// exist.
 pub async fn passive_exchange(ch: &Channel, name: &str) -> lapin::Result<()> {
+    passive_exchange_as(ch, name, ExchangeKind::Direct).await
+}
+
+/// Passive-declares exchange `name` naming `kind` (which a passive declare does not check),
+/// returning the error if it does not exist.
+pub async fn passive_exchange_as(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> lapin::Result<()> {
     let options = ExchangeDeclareOptions {
         passive: true,
         ..ExchangeDeclareOptions::default()
     };
-    let args = FieldTable::default();
-    try_declare_exchange(ch, name, ExchangeKind::Direct, options, args).await
+    try_declare_exchange(ch, name, kind, options, FieldTable::default()).await
 }
 
 /// Declares a durable queue named `name` (no arguments).
@@ -570,6 +592,15 @@ pub async fn drain(ch: &Channel, queue: &str) -> Vec<String> {
 pub async fn assert_drains_to(ch: &Channel, queue: &str, expected: &[&str]) {
     wait_message_count(ch, queue, expected.len() as u32).await;
     assert_eq!(drain(ch, queue).await, expected, "the messages of {queue}");
+}
+
+/// The number of ready messages in `queue` now (passive declare); fails the test if the queue
+/// does not exist. To wait for a count, use [`wait_message_count`].
+pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
+    passive_queue(ch, queue)
+        .await
+        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
+        .message_count()
 }
 
 /// Polls `queue`'s message count (passive declare) until it equals `n`, within [`DEADLINE`].

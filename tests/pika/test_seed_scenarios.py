@@ -38,6 +38,31 @@ def get_all(channel, queue_name):
         bodies.append(body)
 
 
+def durable_queue_channel(connect, queue_name):
+    """A channel on a new connection, with the durable queue ``queue_name`` declared on it."""
+    channel = connect().channel()
+    channel.queue_declare(queue=queue_name, durable=True)
+    return channel
+
+
+def exchange_channel(connect, exchange, exchange_type):
+    """A channel on a new connection, with ``exchange`` of ``exchange_type`` declared on it."""
+    channel = connect().channel()
+    channel.exchange_declare(exchange=exchange, exchange_type=exchange_type)
+    return channel
+
+
+def publish_persistent(channel, queue_name, body):
+    """Publishes ``body`` to ``queue_name`` through the default exchange as a persistent message
+    (delivery_mode 2), as the work-queue tutorial does."""
+    channel.basic_publish(
+        exchange="",
+        routing_key=queue_name,
+        body=body,
+        properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
+    )
+
+
 def test_hello_world(connect, unique):
     queue_name = unique("hello")
     producer = connect()
@@ -63,17 +88,10 @@ def test_hello_world(connect, unique):
 
 def test_work_queue_redelivers_when_a_consumer_dies(connect, unique):
     queue_name = unique("task_queue")
-    producer = connect()
-    pchannel = producer.channel()
-    pchannel.queue_declare(queue=queue_name, durable=True)
+    pchannel = durable_queue_channel(connect, queue_name)
     tasks = [f"task {i}".encode() for i in range(3)]
     for body in tasks:
-        pchannel.basic_publish(
-            exchange="",
-            routing_key=queue_name,
-            body=body,
-            properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
-        )
+        publish_persistent(pchannel, queue_name, body)
 
     # Worker A takes every task and dies before acking any.
     worker_a = connect()
@@ -109,15 +127,8 @@ def test_work_queue_redelivers_when_a_consumer_dies(connect, unique):
 
 def test_durable_queue_and_persistent_message(connect, unique):
     queue_name = unique("hello1")
-    conn = connect()
-    channel = conn.channel()
-    channel.queue_declare(queue=queue_name, durable=True)
-    channel.basic_publish(
-        exchange="",
-        routing_key=queue_name,
-        body="Hello World!",
-        properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
-    )
+    channel = durable_queue_channel(connect, queue_name)
+    publish_persistent(channel, queue_name, "Hello World!")
     # Another client redeclaring it durable is fine; the message waits for it.
     other = connect()
     ochannel = other.channel()
@@ -135,9 +146,7 @@ def test_durable_queue_and_persistent_message(connect, unique):
 
 def test_prefetch_count_one_fair_dispatch(connect, unique):
     queue_name = unique("hello1")
-    producer = connect()
-    pchannel = producer.channel()
-    pchannel.queue_declare(queue=queue_name, durable=True)
+    pchannel = durable_queue_channel(connect, queue_name)
 
     # The slow consumer holds its message (as if sleeping in the callback); the fast one acks
     # at once. With prefetch_count=1 the broker never sends the slow one a second message.
@@ -159,12 +168,7 @@ def test_prefetch_count_one_fair_dispatch(connect, unique):
 
     fchannel.basic_consume(queue=queue_name, on_message_callback=fast_worker)
     for i in range(6):
-        pchannel.basic_publish(
-            exchange="",
-            routing_key=queue_name,
-            body=f"task {i}",
-            properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
-        )
+        publish_persistent(pchannel, queue_name, f"task {i}")
     pump_until([slow, fast], lambda: len(held) + len(done_fast) == 6)
     # Let any over-delivery show up before judging.
     end = time.monotonic() + 0.3
@@ -199,9 +203,7 @@ def _bind_exclusive_queue(conn, exchange, keys):
 
 def test_fanout_logs(connect, unique):
     exchange = unique("logs")
-    producer = connect()
-    pchannel = producer.channel()
-    pchannel.exchange_declare(exchange=exchange, exchange_type="fanout")
+    pchannel = exchange_channel(connect, exchange, "fanout")
     # Published before anyone listens: like a radio, lost.
     pchannel.basic_publish(exchange=exchange, routing_key="", body="nobody hears this")
 
@@ -219,9 +221,7 @@ def test_fanout_logs(connect, unique):
 
 def test_direct_routing_by_severity(connect, unique):
     exchange = unique("direct_logs")
-    producer = connect()
-    pchannel = producer.channel()
-    pchannel.exchange_declare(exchange=exchange, exchange_type="direct")
+    pchannel = exchange_channel(connect, exchange, "direct")
     errors_only_conn, everything_conn = connect(), connect()
     errors_only = _bind_exclusive_queue(errors_only_conn, exchange, ["error"])
     everything = _bind_exclusive_queue(everything_conn, exchange, ["info", "warning", "error"])
@@ -240,9 +240,7 @@ def test_direct_routing_by_severity(connect, unique):
 
 def test_topic_routing(connect, unique):
     exchange = unique("topic_logs")
-    producer = connect()
-    pchannel = producer.channel()
-    pchannel.exchange_declare(exchange=exchange, exchange_type="topic")
+    pchannel = exchange_channel(connect, exchange, "topic")
     conns = [connect(), connect(), connect()]
     kern = _bind_exclusive_queue(conns[0], exchange, ["kern.*"])
     critical = _bind_exclusive_queue(conns[1], exchange, ["*.critical"])

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
-use amq_protocol::types::{FieldTable, LongString};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -125,6 +125,20 @@ pub fn start_ok(client_properties: FieldTable, mechanism: &str, response: &[u8])
     )
 }
 
+/// Client properties announcing the `authentication_failure_close` capability: a broker
+/// answers a refused login from such a client with connection.close 403 (and its reason)
+/// instead of just closing the socket.
+pub fn failure_close_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    caps.insert(
+        "authentication_failure_close".into(),
+        AMQPValue::Boolean(true),
+    );
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props
+}
+
 /// `connection.tune-ok`.
 pub fn tune_ok(channel_max: u16, frame_max: u32, heartbeat: u16) -> Vec<u8> {
     method(
@@ -179,6 +193,29 @@ impl Close {
             (code, class_id, method_id),
             "{self:?}"
         );
+    }
+}
+
+/// Reads from `stream` into `buf` until a whole frame parses (with amq-protocol's parser) and
+/// returns it, leaving the bytes after it in `buf` for the next call. `None` when the broker
+/// closed the socket (EOF or a read error) first; fails the test when neither a frame nor the
+/// close comes within [`DEADLINE`].
+pub async fn read_parsed_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFrame> {
+    loop {
+        if let Ok((rest, frame)) = parse_frame(&buf[..]) {
+            let used = buf.len() - rest.len();
+            buf.drain(..used);
+            return Some(frame);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no frame and no close within {DEADLINE:?}"))
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
