@@ -55,12 +55,10 @@ impl Grants {
                 self.check(Configure, Exchange, m.exchange.as_str())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)) => {
-                self.check(Write, Exchange, m.destination.as_str())?;
-                self.check(Read, Exchange, m.source.as_str())
+                self.check_binding(Exchange, m.destination.as_str(), m.source.as_str())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)) => {
-                self.check(Write, Exchange, m.destination.as_str())?;
-                self.check(Read, Exchange, m.source.as_str())
+                self.check_binding(Exchange, m.destination.as_str(), m.source.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(m))
                 if !m.passive && !m.queue.as_str().is_empty() =>
@@ -71,18 +69,28 @@ impl Grants {
                 self.check(Configure, Queue, m.queue.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(m)) => {
-                self.check(Write, Queue, m.queue.as_str())?;
-                self.check(Read, Exchange, m.exchange.as_str())
+                self.check_binding(Queue, m.queue.as_str(), m.exchange.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(m)) => {
-                self.check(Write, Queue, m.queue.as_str())?;
-                self.check(Read, Exchange, m.exchange.as_str())
+                self.check_binding(Queue, m.queue.as_str(), m.exchange.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(m)) => {
                 self.check(Read, Queue, m.queue.as_str())
             }
             _ => Ok(()),
         }
+    }
+
+    /// The checks of a bind or unbind (exchange or queue): write on the destination, then
+    /// read on the source exchange.
+    fn check_binding(
+        &mut self,
+        destination_kind: ResourceKind,
+        destination: &str,
+        source: &str,
+    ) -> Result<(), AmqpError> {
+        self.check(Write, destination_kind, destination)?;
+        self.check(Read, Exchange, source)
     }
 
     /// The checks of an active `queue.declare` of `name` (also called by the handler with a
