@@ -176,9 +176,6 @@ impl Session {
                 return Err(no_exchange(dst, &self.vhost.name));
             }
             validate_binding(kind, &m.arguments)?;
-            if !topo.exchanges.contains_key(src) {
-                return Err(no_exchange(src, &self.vhost.name));
-            }
             let binding = Binding {
                 destination: Destination::Exchange(dst.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
