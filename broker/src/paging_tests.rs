@@ -55,6 +55,14 @@ async fn connect(handle: &BrokerHandle) -> Connection {
         .unwrap()
 }
 
+/// A paging broker on `dir`, a connection to it and a channel in confirm mode.
+async fn paging_session(dir: &DataDir) -> (BrokerHandle, Connection, lapin::Channel) {
+    let handle = paging_broker(dir).await;
+    let conn = connect(&handle).await;
+    let ch = confirm_channel(&conn).await;
+    (handle, conn, ch)
+}
+
 /// A channel in confirm mode.
 async fn confirm_channel(conn: &Connection) -> lapin::Channel {
     let ch = conn.create_channel().await.unwrap();
@@ -153,10 +161,8 @@ async fn next_event<T>(
 #[tokio::test]
 async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
     let dir = DataDir::new();
-    let handle = paging_broker(&dir).await;
+    let (handle, conn, ch) = paging_session(&dir).await;
     let memory = handle.memory();
-    let conn = connect(&handle).await;
-    let ch = confirm_channel(&conn).await;
     declare(&ch, "paged", FieldTable::default()).await;
     const N: u32 = 2000;
     publish(&ch, "paged", 0..N).await;
@@ -216,9 +222,7 @@ async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
 #[tokio::test]
 async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
     let dir = DataDir::new();
-    let handle = paging_broker(&dir).await;
-    let conn = connect(&handle).await;
-    let ch = confirm_channel(&conn).await;
+    let (handle, conn, ch) = paging_session(&dir).await;
     let mut ttl = FieldTable::default();
     ttl.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
     ttl.insert(
@@ -297,9 +301,7 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
 #[tokio::test]
 async fn paged_messages_of_a_priority_queue_come_back_by_priority_then_order() {
     let dir = DataDir::new();
-    let handle = paging_broker(&dir).await;
-    let conn = connect(&handle).await;
-    let ch = confirm_channel(&conn).await;
+    let (handle, conn, ch) = paging_session(&dir).await;
     let mut args = FieldTable::default();
     args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(3));
     declare(&ch, "prio", args).await;
