@@ -129,6 +129,30 @@ async fn publish_with(
     }
 }
 
+/// A new channel on `conn` with a prefetch of `prefetch`, consuming `queue` (with acks) as
+/// `tag`.
+async fn consume(
+    conn: &Connection,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> (lapin::Channel, lapin::Consumer) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let deliveries = ch
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (ch, deliveries)
+}
+
 /// Takes every message of `queue` with `basic.get` (no-ack), in order.
 async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<Delivery> {
     let mut got = Vec::new();
@@ -174,40 +198,14 @@ async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
     );
 
     // A consumer takes 50 without acking, then its channel closes: they go back in place.
-    let first = conn.create_channel().await.unwrap();
-    first
-        .basic_qos(50, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut deliveries = first
-        .basic_consume(
-            "paged".into(),
-            "first".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (first, mut deliveries) = consume(&conn, "paged", "first", 50).await;
     for expected in 0..50 {
         let d = deliveries.next().await.unwrap().unwrap();
         assert_eq!(index_of(&d.data), expected);
     }
     first.close(200, "requeue".into()).await.unwrap();
 
-    let second = conn.create_channel().await.unwrap();
-    second
-        .basic_qos(100, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut deliveries = second
-        .basic_consume(
-            "paged".into(),
-            "second".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_second, mut deliveries) = consume(&conn, "paged", "second", 100).await;
     for expected in 0..N {
         let d = deliveries.next().await.unwrap().unwrap();
         assert_eq!(index_of(&d.data), expected);
