@@ -10,7 +10,8 @@ use super::queue::generated_name;
 use super::Session;
 use crate::channel::{ChannelConsumer, ChannelShared, TxOp, Unacked};
 use crate::error::AmqpError;
-use crate::queue::{as_i64, Consumer, DeadLetter, Queue};
+use crate::field_value::as_i64;
+use crate::queue::{Consumer, DeadLetter, Queue};
 use crate::vhost::REPLY_TO;
 
 impl Session {
