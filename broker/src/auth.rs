@@ -5,9 +5,10 @@
 
 use std::net::IpAddr;
 
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::FieldTable;
 
 use crate::access::AccessControl;
+use crate::field_value::string_field;
 
 /// The mechanisms offered in `connection.start`, space separated as the spec wants.
 pub(crate) const MECHANISMS: &str = "PLAIN AMQPLAIN";
@@ -71,12 +72,10 @@ fn amqplain(response: &[u8]) -> Option<(String, String)> {
     framed.extend_from_slice(response);
     let (_, table): (_, FieldTable) =
         amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
-    let get = |key: &str| match table.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    };
-    Some((get("LOGIN")?, get("PASSWORD")?))
+    Some((
+        string_field(&table, "LOGIN")?,
+        string_field(&table, "PASSWORD")?,
+    ))
 }
 
 #[cfg(test)]

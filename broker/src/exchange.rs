@@ -12,6 +12,7 @@ pub(crate) use bindings::Bindings;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use crate::field_value::string_field;
 use crate::persistence::{BindingChange, ExchangeDeclared};
 
 /// The four exchange types of AMQP 0-9-1.
@@ -101,11 +102,7 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
-        let alternate = match arguments.inner().get("alternate-exchange") {
-            Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into()),
-            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-            _ => None,
-        };
+        let alternate = string_field(&arguments, "alternate-exchange");
         Self {
             name: name.to_owned(),
             kind,

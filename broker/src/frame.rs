@@ -27,6 +27,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::error::AmqpError;
 
 mod basic_codec;
+mod big_endian;
 mod nesting;
 
 pub(crate) use nesting::{check_table_entries, MAX_NESTING_DEPTH};

@@ -16,7 +16,7 @@
 //! 5. persistence: `persistence`
 //! 6. codec, outbox and errors: `frame/`, `outbox/`, `error`
 //! 7. store: `store/`
-//! 8. foundation: `message`, `shutdown`, `fairness`
+//! 8. foundation: `message`, `shutdown`, `fairness`, `field_value`
 //!
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
@@ -77,6 +77,8 @@
 //!   message (or the read block its body is a slice of) holds, charged while it lives.
 //! - `shutdown`: the broker-wide stop signal, and draining a listener's connection tasks.
 //! - `fairness`: how much of a lock, task step or worker one client's work may take.
+//! - `field_value`: reading AMQP field values as clients send them (an integer of any width,
+//!   a string short or long).
 //!
 //! # Not implemented (yet), and deliberate departures
 //! - Memory: only persistent messages of durable queues (with a data directory) can be paged
@@ -106,6 +108,7 @@ mod durable_store;
 mod error;
 mod exchange;
 mod fairness;
+mod field_value;
 mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, Event};
@@ -54,7 +55,14 @@ async fn connect(handle: &BrokerHandle) -> Connection {
         .unwrap()
 }
 
-/// Body of message `i`: its number, then a filler derived from it.
+/// A paging broker on `dir`, a connection to it and a channel in confirm mode.
+async fn paging_session(dir: &DataDir) -> (BrokerHandle, Connection, lapin::Channel) {
+    let handle = paging_broker(dir).await;
+    let conn = connect(&handle).await;
+    let ch = confirm_channel(&conn).await;
+    (handle, conn, ch)
+}
+
 /// A channel in confirm mode.
 async fn confirm_channel(conn: &Connection) -> lapin::Channel {
     let ch = conn.create_channel().await.unwrap();
@@ -64,6 +72,7 @@ async fn confirm_channel(conn: &Connection) -> lapin::Channel {
     ch
 }
 
+/// Body of message `i`: its number, then a filler derived from it.
 fn body(i: u32) -> Vec<u8> {
     let mut body = i.to_be_bytes().to_vec();
     body.extend((4..SIZE).map(|j| (j as u32).wrapping_mul(31).wrapping_add(i) as u8));
@@ -91,6 +100,16 @@ async fn declare(ch: &lapin::Channel, name: &str, args: FieldTable) {
 
 /// Publishes messages `range` persistently to `queue` and waits for every confirm.
 async fn publish(ch: &lapin::Channel, queue: &str, range: std::ops::Range<u32>) {
+    publish_with(ch, queue, range, |_| BasicProperties::default()).await;
+}
+
+/// [`publish`], with the properties `properties(i)` for message `i` (made persistent).
+async fn publish_with(
+    ch: &lapin::Channel,
+    queue: &str,
+    range: std::ops::Range<u32>,
+    properties: impl Fn(u32) -> BasicProperties,
+) {
     let mut confirms = Vec::new();
     for i in range {
         confirms.push(
@@ -99,7 +118,7 @@ async fn publish(ch: &lapin::Channel, queue: &str, range: std::ops::Range<u32>) 
                 queue.into(),
                 BasicPublishOptions::default(),
                 &body(i),
-                BasicProperties::default().with_delivery_mode(2),
+                properties(i).with_delivery_mode(2),
             )
             .await
             .unwrap(),
@@ -110,13 +129,64 @@ async fn publish(ch: &lapin::Channel, queue: &str, range: std::ops::Range<u32>) 
     }
 }
 
+/// A new channel on `conn` with a prefetch of `prefetch`, consuming `queue` (with acks) as
+/// `tag`.
+async fn consume(
+    conn: &Connection,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> (lapin::Channel, lapin::Consumer) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let deliveries = ch
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (ch, deliveries)
+}
+
+/// Takes every message of `queue` with `basic.get` (no-ack), in order.
+async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        got.push(m.delivery);
+    }
+    got
+}
+
+/// The first connection event `pick` takes (`Some`), or `Err` after 10 seconds.
+async fn next_event<T>(
+    events: &mut (impl Stream<Item = Event> + Unpin),
+    pick: impl Fn(Event) -> Option<T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = events.next().await.expect("events ended");
+            if let Some(picked) = pick(event) {
+                break picked;
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
     let dir = DataDir::new();
-    let handle = paging_broker(&dir).await;
+    let (handle, conn, ch) = paging_session(&dir).await;
     let memory = handle.memory();
-    let conn = connect(&handle).await;
-    let ch = confirm_channel(&conn).await;
     declare(&ch, "paged", FieldTable::default()).await;
     const N: u32 = 2000;
     publish(&ch, "paged", 0..N).await;
@@ -128,40 +198,14 @@ async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
     );
 
     // A consumer takes 50 without acking, then its channel closes: they go back in place.
-    let first = conn.create_channel().await.unwrap();
-    first
-        .basic_qos(50, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut deliveries = first
-        .basic_consume(
-            "paged".into(),
-            "first".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (first, mut deliveries) = consume(&conn, "paged", "first", 50).await;
     for expected in 0..50 {
         let d = deliveries.next().await.unwrap().unwrap();
         assert_eq!(index_of(&d.data), expected);
     }
     first.close(200, "requeue".into()).await.unwrap();
 
-    let second = conn.create_channel().await.unwrap();
-    second
-        .basic_qos(100, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut deliveries = second
-        .basic_consume(
-            "paged".into(),
-            "second".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_second, mut deliveries) = consume(&conn, "paged", "second", 100).await;
     for expected in 0..N {
         let d = deliveries.next().await.unwrap().unwrap();
         assert_eq!(index_of(&d.data), expected);
@@ -176,9 +220,7 @@ async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
 #[tokio::test]
 async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
     let dir = DataDir::new();
-    let handle = paging_broker(&dir).await;
-    let conn = connect(&handle).await;
-    let ch = confirm_channel(&conn).await;
+    let (handle, conn, ch) = paging_session(&dir).await;
     let mut ttl = FieldTable::default();
     ttl.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
     ttl.insert(
@@ -198,7 +240,6 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
     publish(&ch, "kept", 0..300).await;
 
     // Expired at the head with no consumer: dead-lettered with their bodies, in order.
-    let mut dead = Vec::new();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let q = ch
@@ -216,13 +257,11 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
             break;
         }
     }
-    while let Some(m) = ch
-        .basic_get("dead".into(), BasicGetOptions { no_ack: true })
+    let dead: Vec<u32> = get_all(&ch, "dead")
         .await
-        .unwrap()
-    {
-        dead.push(index_of(&m.delivery.data));
-    }
+        .iter()
+        .map(|d| index_of(&d.data))
+        .collect();
     assert_eq!(dead, (0..300).collect::<Vec<_>>());
 
     assert_eq!(
@@ -246,13 +285,9 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
         ("kept", 300),
     ] {
         let mut got = 0;
-        while let Some(m) = ch
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            assert_eq!(index_of(&m.delivery.data), got);
-            assert!(m.delivery.redelivered);
+        for d in get_all(&ch, queue).await {
+            assert_eq!(index_of(&d.data), got);
+            assert!(d.redelivered);
             got += 1;
         }
         assert_eq!(got, expected, "queue {queue}");
@@ -264,40 +299,19 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
 #[tokio::test]
 async fn paged_messages_of_a_priority_queue_come_back_by_priority_then_order() {
     let dir = DataDir::new();
-    let handle = paging_broker(&dir).await;
-    let conn = connect(&handle).await;
-    let ch = confirm_channel(&conn).await;
+    let (handle, conn, ch) = paging_session(&dir).await;
     let mut args = FieldTable::default();
     args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(3));
     declare(&ch, "prio", args).await;
-    let mut confirms = Vec::new();
-    for i in 0..600u32 {
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_priority((i % 4) as u8);
-        confirms.push(
-            ch.basic_publish(
-                "".into(),
-                "prio".into(),
-                BasicPublishOptions::default(),
-                &body(i),
-                props,
-            )
-            .await
-            .unwrap(),
-        );
-    }
-    for confirm in confirms {
-        assert!(confirm.await.unwrap().is_ack());
-    }
-    let mut got = Vec::new();
-    while let Some(m) = ch
-        .basic_get("prio".into(), BasicGetOptions { no_ack: true })
+    publish_with(&ch, "prio", 0..600, |i| {
+        BasicProperties::default().with_priority((i % 4) as u8)
+    })
+    .await;
+    let got: Vec<u32> = get_all(&ch, "prio")
         .await
-        .unwrap()
-    {
-        got.push(index_of(&m.delivery.data));
-    }
+        .iter()
+        .map(|d| index_of(&d.data))
+        .collect();
     let expected: Vec<u32> = (0..4u32)
         .rev()
         .flat_map(|p| (0..600).filter(move |i| i % 4 == p))
@@ -348,14 +362,9 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
     // 30 × 10 KiB: past the 200 KiB watermark. In tasks: lapin holds back frames while told
     // the connection is blocked, so a publish may wait for the unblock.
     let first = tokio::spawn(publish(30));
-    let blocked = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.next().await {
-                Some(Event::ConnectionBlocked(reason)) => break reason,
-                Some(_) => continue,
-                None => panic!("events ended"),
-            }
-        }
+    let blocked = next_event(&mut events, |event| match event {
+        Event::ConnectionBlocked(reason) => Some(reason),
+        _ => None,
     })
     .await
     .expect("connection.blocked");
@@ -379,14 +388,8 @@ async fn publishers_are_blocked_above_the_watermark_while_consumers_drain() {
         )
         .await
         .unwrap();
-    let unblocked = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.next().await {
-                Some(Event::ConnectionUnblocked) => break,
-                Some(_) => continue,
-                None => panic!("events ended"),
-            }
-        }
+    let unblocked = next_event(&mut events, |event| {
+        matches!(event, Event::ConnectionUnblocked).then_some(())
     });
     let mut drained = 0;
     let drain = async {

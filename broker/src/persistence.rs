@@ -176,7 +176,7 @@ mod tests {
 
     use lapin::options::*;
     use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 
     use super::*;
 
@@ -212,6 +212,16 @@ mod tests {
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
         (handle, conn, ch)
+    }
+
+    /// What the broker answered to a publish in confirm mode, which must come within 5 seconds.
+    async fn confirmation(
+        confirm: impl std::future::Future<Output = lapin::Result<Confirmation>>,
+    ) -> Confirmation {
+        tokio::time::timeout(Duration::from_secs(5), confirm)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     const DURABLE: QueueDeclareOptions = QueueDeclareOptions {
@@ -272,11 +282,7 @@ mod tests {
             "confirmed while one queue had not stored it"
         );
         gates.remove(0).send(()).unwrap();
-        assert!(tokio::time::timeout(Duration::from_secs(5), confirm)
-            .await
-            .unwrap()
-            .unwrap()
-            .is_ack());
+        assert!(confirmation(confirm).await.is_ack());
         conn.close(200, "bye".into()).await.unwrap();
         handle.shutdown().await;
     }
@@ -412,21 +418,12 @@ mod tests {
     #[tokio::test]
     async fn confirms_of_persistent_messages_wait_for_the_store() {
         let store = Arc::new(GatedStore::default());
-        let handle = crate::Broker::builder()
-            .listen("127.0.0.1:0")
-            .store(store.clone())
-            .start()
-            .await
-            .unwrap();
+        let (handle, conn, ch) = broker_on(store.clone()).await;
         // `messages_unconfirmed` of the channel as the management API shows it.
         let unconfirmed = |handle: &crate::BrokerHandle| {
             let channels = handle.shared_for_tests().channels.list();
             channels.first().map(|ch| ch.unconfirmed())
         };
-        let conn = Connection::connect(&handle.amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
@@ -456,11 +453,7 @@ mod tests {
         let transient = confirms.pop().unwrap();
         let first = confirms.pop().unwrap();
         // The transient message needs no store: confirmed at once, alone.
-        assert!(tokio::time::timeout(Duration::from_secs(5), transient)
-            .await
-            .unwrap()
-            .unwrap()
-            .is_ack());
+        assert!(confirmation(transient).await.is_ack());
         let mut first = Box::pin(first);
         assert!(
             tokio::time::timeout(Duration::from_millis(200), &mut first)
@@ -476,19 +469,11 @@ mod tests {
         let mut gates = std::mem::take(&mut *store.gates.lock().unwrap());
         assert_eq!(gates.len(), 2);
         gates.remove(0).send(()).unwrap();
-        assert!(tokio::time::timeout(Duration::from_secs(5), first)
-            .await
-            .unwrap()
-            .unwrap()
-            .is_ack());
+        assert!(confirmation(first).await.is_ack());
         assert_eq!(unconfirmed(&handle), Some(1));
         // A store that fails (drops its ticket) gets the publish nacked.
         drop(gates);
-        assert!(tokio::time::timeout(Duration::from_secs(5), second)
-            .await
-            .unwrap()
-            .unwrap()
-            .is_nack());
+        assert!(confirmation(second).await.is_nack());
         assert_eq!(unconfirmed(&handle), Some(0));
         conn.close(200, "bye".into()).await.unwrap();
         handle.shutdown().await;

@@ -20,10 +20,11 @@
 //! permission (as in RabbitMQ). Not implemented: topic permissions.
 
 use amq_protocol::protocol::{basic, exchange, queue, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::FieldTable;
 
 use super::{Access, Grants, ResourceKind};
 use crate::error::AmqpError;
+use crate::field_value::string_field;
 use crate::vhost::REPLY_TO;
 
 use Access::{Configure, Read, Write};
@@ -45,7 +46,7 @@ impl Grants {
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)) if !m.passive => {
                 let name = m.exchange.as_str();
                 self.check(Configure, Exchange, name)?;
-                if let Some(ae) = string_arg(&m.arguments, "alternate-exchange") {
+                if let Some(ae) = string_field(&m.arguments, "alternate-exchange") {
                     self.check(Read, Exchange, name)?;
                     self.check(Write, Exchange, &ae)?;
                 }
@@ -55,12 +56,10 @@ impl Grants {
                 self.check(Configure, Exchange, m.exchange.as_str())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)) => {
-                self.check(Write, Exchange, m.destination.as_str())?;
-                self.check(Read, Exchange, m.source.as_str())
+                self.check_binding(Exchange, m.destination.as_str(), m.source.as_str())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)) => {
-                self.check(Write, Exchange, m.destination.as_str())?;
-                self.check(Read, Exchange, m.source.as_str())
+                self.check_binding(Exchange, m.destination.as_str(), m.source.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(m))
                 if !m.passive && !m.queue.as_str().is_empty() =>
@@ -71,18 +70,28 @@ impl Grants {
                 self.check(Configure, Queue, m.queue.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(m)) => {
-                self.check(Write, Queue, m.queue.as_str())?;
-                self.check(Read, Exchange, m.exchange.as_str())
+                self.check_binding(Queue, m.queue.as_str(), m.exchange.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(m)) => {
-                self.check(Write, Queue, m.queue.as_str())?;
-                self.check(Read, Exchange, m.exchange.as_str())
+                self.check_binding(Queue, m.queue.as_str(), m.exchange.as_str())
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(m)) => {
                 self.check(Read, Queue, m.queue.as_str())
             }
             _ => Ok(()),
         }
+    }
+
+    /// The checks of a bind or unbind (exchange or queue): write on the destination, then
+    /// read on the source exchange.
+    fn check_binding(
+        &mut self,
+        destination_kind: ResourceKind,
+        destination: &str,
+        source: &str,
+    ) -> Result<(), AmqpError> {
+        self.check(Write, destination_kind, destination)?;
+        self.check(Read, Exchange, source)
     }
 
     /// The checks of an active `queue.declare` of `name` (also called by the handler with a
@@ -93,18 +102,10 @@ impl Grants {
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
         self.check(Configure, Queue, name)?;
-        if let Some(dlx) = string_arg(arguments, "x-dead-letter-exchange") {
+        if let Some(dlx) = string_field(arguments, "x-dead-letter-exchange") {
             self.check(Read, Queue, name)?;
             self.check(Write, Exchange, &dlx)?;
         }
         Ok(())
-    }
-}
-
-fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
-    match args.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
     }
 }

@@ -382,24 +382,24 @@ impl AccessControl {
 
     /// Sets a new password (a new salt too).
     pub(crate) fn change_password(&self, name: &str, password: &str) -> Result<(), AdminError> {
-        self.change(|s| {
-            let u = s
-                .users
-                .get_mut(name)
-                .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))?;
-            u.password_hash = password::hash(password);
-            Ok(())
-        })
+        self.change_user(name, |u| u.password_hash = password::hash(password))
     }
 
     /// Replaces a user's tags.
     pub(crate) fn set_user_tags(&self, name: &str, tags: &[String]) -> Result<(), AdminError> {
+        self.change_user(name, |u| {
+            u.tags = tags.iter().filter(|t| !t.is_empty()).cloned().collect();
+        })
+    }
+
+    /// Applies `update` to user `name` (see [`Self::change`]); `NoSuchUser` when there is none.
+    fn change_user(&self, name: &str, update: impl FnOnce(&mut User)) -> Result<(), AdminError> {
         self.change(|s| {
             let u = s
                 .users
                 .get_mut(name)
                 .ok_or_else(|| AdminError::NoSuchUser(name.to_owned()))?;
-            u.tags = tags.iter().filter(|t| !t.is_empty()).cloned().collect();
+            update(u);
             Ok(())
         })
     }

@@ -76,19 +76,25 @@ impl TopicTrie {
         self.nodes.len()
     }
 
+    /// The child of node `at` along the pattern word `word` (`*`, `#` or a literal word);
+    /// 0 (the root, never a child) when there is none.
+    fn child(&self, at: usize, word: &str) -> u32 {
+        match word {
+            "*" => self.nodes[at].star,
+            "#" => self.nodes[at].hash,
+            w => self
+                .dictionary
+                .get(w)
+                .and_then(|id| self.nodes[at].words.get(id).copied())
+                .unwrap_or(0),
+        }
+    }
+
     /// Adds binding `slot` with `pattern`.
     pub(crate) fn insert(&mut self, pattern: &str, slot: u32) {
         let mut at = 0usize;
         for word in words(pattern) {
-            let next = match word {
-                "*" => self.nodes[at].star,
-                "#" => self.nodes[at].hash,
-                w => self
-                    .dictionary
-                    .get(w)
-                    .and_then(|id| self.nodes[at].words.get(id).copied())
-                    .unwrap_or(0),
-            };
+            let next = self.child(at, word);
             at = if next != 0 {
                 next as usize
             } else {
@@ -116,14 +122,7 @@ impl TopicTrie {
     pub(crate) fn remove(&mut self, pattern: &str, slot: u32) {
         let mut at = 0usize;
         for word in words(pattern) {
-            let next = match word {
-                "*" => self.nodes[at].star,
-                "#" => self.nodes[at].hash,
-                w => match self.dictionary.get(w) {
-                    Some(id) => self.nodes[at].words.get(id).copied().unwrap_or(0),
-                    None => 0,
-                },
-            };
+            let next = self.child(at, word);
             if next == 0 {
                 return;
             }

@@ -38,12 +38,15 @@ use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
 
+use super::big_endian::BigEndianReader;
+
 /// Reads big-endian fields off a payload; every read is `None` past the end.
 struct Cursor<'a> {
     rest: &'a [u8],
 }
 
-impl<'a> Cursor<'a> {
+impl<'a> BigEndianReader<'a> for Cursor<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.rest.len() < n {
             return None;
@@ -52,27 +55,9 @@ impl<'a> Cursor<'a> {
         self.rest = tail;
         Some(head)
     }
+}
 
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        let b = self.take(8)?;
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(b);
-        Some(u64::from_be_bytes(raw))
-    }
-
+impl Cursor<'_> {
     /// A field table whose values are all of the types this module handles.
     fn field_table(&mut self) -> Option<FieldTable> {
         let len = usize::try_from(self.u32()?).ok()?;

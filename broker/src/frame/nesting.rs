@@ -43,6 +43,8 @@
 //! any deeper. So a payload passes exactly when the parser would never reach a level past the
 //! bound.
 
+use super::big_endian::BigEndianReader;
+
 /// The deepest nesting of field tables and arrays accepted from a client (the outermost table
 /// counts as level 1); see the module doc for why 64.
 pub(crate) const MAX_NESTING_DEPTH: usize = 64;
@@ -123,7 +125,7 @@ pub(crate) fn check_header(payload: &[u8]) -> Result<(), TooDeep> {
 pub(crate) fn check_table(bytes: &[u8]) -> Result<(), TooDeep> {
     let mut c = Scan::new(bytes);
     match c.u32() {
-        Some(len) => match c.take(len) {
+        Some(len) => match c.take(len as usize) {
             Some(entries) => check_table_entries(entries),
             None => Ok(()),
         },
@@ -207,27 +209,7 @@ impl<'a> Scan<'a> {
     }
 
     fn skip(&mut self, n: usize) -> Option<()> {
-        self.take(n as u32).map(|_| ())
-    }
-
-    fn take(&mut self, n: u32) -> Option<&'a [u8]> {
-        let start = self.pos;
-        let stop = start.checked_add(n as usize).filter(|s| *s <= self.end)?;
-        self.pos = stop;
-        Some(&self.bytes[start..stop])
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(n).map(|_| ())
     }
 
     fn short_string(&mut self) -> Option<()> {
@@ -237,6 +219,16 @@ impl<'a> Scan<'a> {
 
     fn rest(&self) -> &'a [u8] {
         &self.bytes[self.pos..self.end]
+    }
+}
+
+impl<'a> BigEndianReader<'a> for Scan<'a> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let start = self.pos;
+        let stop = start.checked_add(n).filter(|s| *s <= self.end)?;
+        self.pos = stop;
+        Some(&self.bytes[start..stop])
     }
 }
 

@@ -8,13 +8,14 @@ use amq_protocol::types::ShortString;
 
 use super::queue::generated_name;
 use super::Session;
-use crate::channel::{ChannelConsumer, Unacked};
+use crate::channel::{ChannelConsumer, ChannelShared, TxOp, Unacked};
 use crate::error::AmqpError;
-use crate::queue::{as_i64, Consumer, DeadLetter, Queue};
+use crate::field_value::as_i64;
+use crate::queue::{Consumer, DeadLetter, Queue};
 use crate::vhost::REPLY_TO;
 
 impl Session {
-    fn shared(&self, ch: u16) -> Result<Arc<crate::channel::ChannelShared>, AmqpError> {
+    fn shared(&self, ch: u16) -> Result<Arc<ChannelShared>, AmqpError> {
         self.channels
             .get(&ch)
             .map(|c| c.shared.clone())
@@ -207,16 +208,47 @@ impl Session {
 
     /// `basic.ack`. Inside a transaction the ack waits for `tx.commit`.
     pub(crate) fn basic_ack(&mut self, ch: u16, tag: u64, multiple: bool) -> Result<(), AmqpError> {
-        if let Some(channel) = self.channels.get_mut(&ch) {
-            if let Some(tx) = channel.tx.as_mut() {
-                check_tx_settle(&channel.shared, tx, tag, multiple)?;
-                let op = crate::channel::TxOp::Ack(tag, multiple);
-                channel.shared.note_uncommitted(&op);
-                tx.push(op);
-                return Ok(());
-            }
+        if self.buffer_tx_settle(ch, tag, multiple, TxOp::Ack(tag, multiple))? {
+            return Ok(());
         }
         self.apply_ack(ch, tag, multiple).map(|_| ())
+    }
+
+    /// Buffers `op`, an ack or nack settling `tag` (`multiple`), when channel `ch` is in a
+    /// transaction, checked now (see [`check_tx_settle`]). True when buffered (it applies at
+    /// `tx.commit`); false when there is no transaction and it applies now.
+    fn buffer_tx_settle(
+        &mut self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+        op: TxOp,
+    ) -> Result<bool, AmqpError> {
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Ok(false);
+        };
+        let Some(tx) = channel.tx.as_mut() else {
+            return Ok(false);
+        };
+        check_tx_settle(&channel.shared, tx, tag, multiple)?;
+        channel.shared.note_uncommitted(&op);
+        tx.push(op);
+        Ok(true)
+    }
+
+    /// The channel's shared state and the unacked deliveries an ack or nack of `tag`
+    /// (`multiple`) settles, taken off it; 406 for an unknown tag.
+    fn take_settled(
+        &self,
+        ch: u16,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<(Arc<ChannelShared>, Vec<Unacked>), AmqpError> {
+        let shared = self.shared(ch)?;
+        let taken = shared
+            .take_unacked(tag, multiple)
+            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        Ok((shared, taken))
     }
 
     /// Settles acked deliveries and lets their queues dispatch again. True when one of them
@@ -227,10 +259,7 @@ impl Session {
         tag: u64,
         multiple: bool,
     ) -> Result<bool, AmqpError> {
-        let shared = self.shared(ch)?;
-        let taken = shared
-            .take_unacked(tag, multiple)
-            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        let (shared, taken) = self.take_settled(ch, tag, multiple)?;
         let mut stored = false;
         for u in &taken {
             stored |= u.queue.is_persisted() && u.message.message.is_persistent();
@@ -249,14 +278,8 @@ impl Session {
         multiple: bool,
         requeue: bool,
     ) -> Result<(), AmqpError> {
-        if let Some(channel) = self.channels.get_mut(&ch) {
-            if let Some(tx) = channel.tx.as_mut() {
-                check_tx_settle(&channel.shared, tx, tag, multiple)?;
-                let op = crate::channel::TxOp::Nack(tag, multiple, requeue);
-                channel.shared.note_uncommitted(&op);
-                tx.push(op);
-                return Ok(());
-            }
+        if self.buffer_tx_settle(ch, tag, multiple, TxOp::Nack(tag, multiple, requeue))? {
+            return Ok(());
         }
         self.apply_nack(ch, tag, multiple, requeue).map(|_| ())
     }
@@ -270,10 +293,7 @@ impl Session {
         multiple: bool,
         requeue: bool,
     ) -> Result<bool, AmqpError> {
-        let shared = self.shared(ch)?;
-        let taken = shared
-            .take_unacked(tag, multiple)
-            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        let (shared, taken) = self.take_settled(ch, tag, multiple)?;
         let queues: Vec<Arc<Queue>> = taken.iter().map(|u| u.queue.clone()).collect();
         let stored = !requeue && taken.iter().any(|u| u.message.message.is_persistent());
         if requeue {
@@ -354,8 +374,8 @@ fn consume_ok(consumer_tag: ShortString) -> AMQPClass {
 /// the tag must be unacked and not settled already by an earlier one of the transaction, or
 /// 406 "unknown delivery tag" now. Tag 0 with `multiple` (everything) is always fine.
 fn check_tx_settle(
-    shared: &crate::channel::ChannelShared,
-    tx: &[crate::channel::TxOp],
+    shared: &ChannelShared,
+    tx: &[TxOp],
     tag: u64,
     multiple: bool,
 ) -> Result<(), AmqpError> {

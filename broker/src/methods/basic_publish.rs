@@ -56,7 +56,7 @@ impl Session {
         &mut self,
         ch: u16,
         publish: basic::Publish,
-        mut properties: basic::AMQPProperties,
+        properties: basic::AMQPProperties,
         body: Bytes,
         block: Option<Arc<Held>>,
     ) -> Result<(), AmqpError> {
@@ -72,26 +72,11 @@ impl Session {
             // Everything RabbitMQ checks at the publish is checked now, so the error comes at
             // the publish, not the commit; and it is routed now, as RabbitMQ does (see
             // `TxPublish`).
-            self.check_exchange(publish.exchange.as_str())?;
-            self.check_message(ch, &mut properties)?;
-            let message = Arc::new(Message::new(
-                &self.vhost.account,
-                publish.exchange.clone(),
-                publish.routing_key.clone(),
-                properties,
-                body,
-                block,
-            ));
+            let message = self.checked_message(ch, &publish, properties, body, block)?;
             let routed = if is_reply(&publish) {
                 None
             } else {
-                let routed = self.vhost.route(
-                    publish.exchange.as_str(),
-                    publish.routing_key.as_str(),
-                    message.properties.headers().as_ref(),
-                );
-                self.work += routed.work;
-                Some(routed.queues)
+                Some(self.route_message(&publish, &message))
             };
             let Some(channel) = self.channels.get_mut(&ch) else {
                 return Ok(());
@@ -115,35 +100,56 @@ impl Session {
         &mut self,
         ch: u16,
         publish: basic::Publish,
-        mut properties: basic::AMQPProperties,
+        properties: basic::AMQPProperties,
         body: Bytes,
         block: Option<Arc<Held>>,
     ) -> Result<(), AmqpError> {
         self.vhost.stats.published(body.len() as u64);
-        // RabbitMQ's order (rabbit_channel, basic.publish): the exchange (404, 403 when
-        // internal), then the message's properties (406).
+        let message = self.checked_message(ch, &publish, properties, body, block)?;
+        if is_reply(&publish) {
+            self.publish_reply(ch, publish, message);
+            return Ok(());
+        }
+        let queues = self.route_message(&publish, &message);
+        self.enqueue_routed(ch, publish, message, queues);
+        Ok(())
+    }
+
+    /// Checks a publish as RabbitMQ does (rabbit_channel, basic.publish), in its order: the
+    /// exchange (404, 403 when internal), then the message's properties (406); and builds the
+    /// message, charged to the vhost's memory account.
+    #[inline]
+    fn checked_message(
+        &mut self,
+        ch: u16,
+        publish: &basic::Publish,
+        mut properties: basic::AMQPProperties,
+        body: Bytes,
+        block: Option<Arc<Held>>,
+    ) -> Result<Arc<Message>, AmqpError> {
         self.check_exchange(publish.exchange.as_str())?;
         self.check_message(ch, &mut properties)?;
-        let message = Arc::new(Message::new(
+        Ok(Arc::new(Message::new(
             &self.vhost.account,
             publish.exchange.clone(),
             publish.routing_key.clone(),
             properties,
             body,
             block,
-        ));
-        if is_reply(&publish) {
-            self.publish_reply(ch, publish, message);
-            return Ok(());
-        }
+        )))
+    }
+
+    /// Routes `message` as published by `publish`: the queues it goes to; the work routing
+    /// took is counted against this task's budget (see `fairness`).
+    #[inline]
+    fn route_message(&mut self, publish: &basic::Publish, message: &Message) -> Vec<Arc<Queue>> {
         let routed = self.vhost.route(
             publish.exchange.as_str(),
             publish.routing_key.as_str(),
             message.properties.headers().as_ref(),
         );
         self.work += routed.work;
-        self.enqueue_routed(ch, publish, message, routed.queues);
-        Ok(())
+        routed.queues
     }
 
     /// A transaction's publish at `tx.commit`: enqueued on the queues it was routed to at the

@@ -3,15 +3,11 @@
 use amq_protocol::protocol::{exchange, AMQPClass};
 
 use super::Session;
-use super::{no_exchange, not_persisted, validate_binding};
+use super::{default_exchange, no_exchange, not_persisted, validate_binding};
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::persistence::TopologyChange;
 use crate::vhost;
-
-fn default_exchange() -> AmqpError {
-    AmqpError::access_refused("operation not permitted on the default exchange")
-}
 
 fn inequivalent(arg: &str, name: &str, vhost: &str, received: &str, current: &str) -> AmqpError {
     AmqpError::precondition_failed(format!(
@@ -106,13 +102,12 @@ impl Session {
                 }
             }
         }
-        if !m.nowait {
-            self.reply_when_committed(
-                ch,
-                AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
-                commit,
-            );
-        }
+        self.reply_unless_nowait(
+            ch,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+            commit,
+        );
         Ok(())
     }
 
@@ -155,13 +150,12 @@ impl Session {
                 .record_deleted_exchanges(&deleted)
                 .map_err(not_persisted)?
         };
-        if !m.nowait {
-            self.reply_when_committed(
-                ch,
-                AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                commit,
-            );
-        }
+        self.reply_unless_nowait(
+            ch,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+            commit,
+        );
         Ok(())
     }
 
@@ -182,9 +176,6 @@ impl Session {
                 return Err(no_exchange(dst, &self.vhost.name));
             }
             validate_binding(kind, &m.arguments)?;
-            if !topo.exchanges.contains_key(src) {
-                return Err(no_exchange(src, &self.vhost.name));
-            }
             let binding = Binding {
                 destination: Destination::Exchange(dst.to_owned()),
                 routing_key: m.routing_key.as_str().to_owned(),
@@ -194,13 +185,12 @@ impl Session {
                 .add_binding(&mut topo, src, binding)
                 .map_err(not_persisted)?
         };
-        if !m.nowait {
-            self.reply_when_committed(
-                ch,
-                AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                commit,
-            );
-        }
+        self.reply_unless_nowait(
+            ch,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+            commit,
+        );
         Ok(())
     }
 
@@ -225,13 +215,12 @@ impl Session {
                 .remove_binding(&mut topo, src, &binding)
                 .map_err(not_persisted)?
         };
-        if !m.nowait {
-            self.reply_when_committed(
-                ch,
-                AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                commit,
-            );
-        }
+        self.reply_unless_nowait(
+            ch,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+            commit,
+        );
         Ok(())
     }
 }

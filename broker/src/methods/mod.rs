@@ -158,6 +158,12 @@ pub(crate) fn validate_binding(
     }
 }
 
+/// RabbitMQ's refusal of an operation that names the default exchange (`""`) where it may
+/// not: deleting or binding it.
+pub(crate) fn default_exchange() -> AmqpError {
+    AmqpError::access_refused("operation not permitted on the default exchange")
+}
+
 /// RabbitMQ's wording for a missing exchange.
 pub(crate) fn no_exchange(name: &str, vhost: &str) -> AmqpError {
     AmqpError::not_found(format!("no exchange '{name}' in vhost '{vhost}'"))

@@ -6,7 +6,7 @@ use amq_protocol::types::ShortString;
 use rand::Rng;
 
 use super::Session;
-use super::{locked, no_exchange, no_queue, not_persisted, validate_binding};
+use super::{default_exchange, locked, no_exchange, no_queue, not_persisted, validate_binding};
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
 use crate::persistence::TopologyChange;
@@ -152,9 +152,7 @@ impl Session {
     pub(crate) fn queue_bind(&mut self, ch: u16, m: queue::Bind) -> Result<(), AmqpError> {
         let (qname, xname) = (m.queue.as_str(), m.exchange.as_str());
         if xname.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+            return Err(default_exchange());
         }
         // RabbitMQ's order (rabbit_binding:add): the exchange, then the queue must exist
         // (404), the binding's arguments be valid for the exchange type (406), and only then
@@ -185,13 +183,12 @@ impl Session {
                 .add_binding(&mut topo, xname, binding)
                 .map_err(not_persisted)?
         };
-        if !m.nowait {
-            self.reply_when_committed(
-                ch,
-                AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                commit,
-            );
-        }
+        self.reply_unless_nowait(
+            ch,
+            m.nowait,
+            AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+            commit,
+        );
         Ok(())
     }
 
@@ -203,9 +200,7 @@ impl Session {
     pub(crate) fn queue_unbind(&mut self, ch: u16, m: queue::Unbind) -> Result<(), AmqpError> {
         let (qname, xname) = (m.queue.as_str(), m.exchange.as_str());
         if xname.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
+            return Err(default_exchange());
         }
         let queue = self.vhost.queue(qname);
         let commit = {
@@ -287,15 +282,14 @@ impl Session {
         // connection's deletion of it may still be on its way to disk).
         let (message_count, commit) = deleted.unwrap_or_else(|| (0, self.vhost.store.barrier()));
         self.exclusive_queues.retain(|q| q != name);
-        if !m.nowait {
-            self.reply_when_committed(
-                ch,
-                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                    message_count,
-                })),
-                commit,
-            );
-        }
+        self.reply_unless_nowait(
+            ch,
+            m.nowait,
+            AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                message_count,
+            })),
+            commit,
+        );
         Ok(())
     }
 }

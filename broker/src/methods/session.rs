@@ -101,6 +101,20 @@ impl Session {
         }
     }
 
+    /// The `-ok` of a method the client may send with `nowait`: nothing when `nowait` is set,
+    /// else [`reply_when_committed`](Self::reply_when_committed).
+    pub(crate) fn reply_unless_nowait(
+        &mut self,
+        channel: u16,
+        nowait: bool,
+        method: AMQPClass,
+        commit: Option<crate::store::Commit>,
+    ) {
+        if !nowait {
+            self.reply_when_committed(channel, method, commit);
+        }
+    }
+
     /// Releases what a channel holds: cancels its consumers, returns its unacked messages to
     /// their queues (original order, redelivered), drops its reply-to registration.
     pub(crate) fn release_channel(&mut self, ch: u16) {

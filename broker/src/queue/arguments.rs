@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::*;
+use crate::field_value::{as_i64, as_string};
 use crate::persistence::QueueDeclared;
 
 /// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
@@ -172,30 +173,6 @@ pub(crate) fn check_expiration(expiration: &str) -> Result<(), String> {
             "invalid expiration '{expiration}': {{value_too_large,{n}}}"
         )),
         Ok(_) => Ok(()),
-    }
-}
-
-/// An integer field value of any width.
-pub(crate) fn as_i64(v: &AMQPValue) -> Option<i64> {
-    Some(match v {
-        AMQPValue::ShortShortInt(n) => i64::from(*n),
-        AMQPValue::ShortShortUInt(n) => i64::from(*n),
-        AMQPValue::ShortInt(n) => i64::from(*n),
-        AMQPValue::ShortUInt(n) => i64::from(*n),
-        AMQPValue::LongInt(n) => i64::from(*n),
-        AMQPValue::LongUInt(n) => i64::from(*n),
-        AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::Timestamp(n) => i64::try_from(*n).ok()?,
-        _ => return None,
-    })
-}
-
-/// A string field value, short or long.
-pub(crate) fn as_string(v: &AMQPValue) -> Option<String> {
-    match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
     }
 }
 

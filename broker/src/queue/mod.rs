@@ -39,7 +39,7 @@ mod paging;
 mod ready;
 pub(crate) use dead_letter::DeadLetter;
 
-pub(crate) use arguments::{as_i64, check_expiration, Overflow, QueueConfig};
+pub(crate) use arguments::{check_expiration, Overflow, QueueConfig};
 pub(crate) use consumer::{Consumer, ConsumerChannel};
 pub(crate) use paging::QueuePersistence;
 use ready::{QueueState, ReadyMessage};

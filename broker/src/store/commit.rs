@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
+use super::log_writer::Waiter;
 use super::StoreError;
 
 /// Resolves when a record is committed (on disk under [`super::FsyncPolicy::Always`]); the broker
@@ -15,6 +16,13 @@ use super::StoreError;
 pub struct Commit(pub(crate) oneshot::Receiver<Result<(), StoreError>>);
 
 impl Commit {
+    /// A commit, and the waiter through which the writer thread resolves it (handed to the
+    /// append or commit point the commit stands for).
+    pub(crate) fn pending() -> (Self, Waiter) {
+        let (tx, rx) = oneshot::channel();
+        (Self(rx), Waiter::Outcome(tx))
+    }
+
     /// A commit that fails (with [`StoreError::Closed`]): for a change the store refused
     /// where the refusal cannot be returned, so that whoever waits for it is not told the
     /// change is durable.

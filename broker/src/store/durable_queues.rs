@@ -298,21 +298,37 @@ mod tests {
         (DurableQueues::new(Arc::new(store), &recovered), recovered)
     }
 
+    /// Declares the durable queue `name` in `/` (no arguments) and waits for its commit.
+    async fn declare(queues: &DurableQueues, name: &str) {
+        queues
+            .declare_queue("/", name, false, Bytes::new())
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    /// Enqueues `message` as number `seq` on queue `queue` of `/` and waits for its commit.
+    async fn enqueue_committed(
+        queues: &DurableQueues,
+        queue: &str,
+        seq: u64,
+        message: PersistentMessage<'_>,
+    ) {
+        queues
+            .enqueue("/", queue, seq, message)
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn messages_named_by_sequence_number_survive_reopen() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
-        queues
-            .declare_queue("/", "jobs", false, Bytes::new())
-            .unwrap()
-            .await
-            .unwrap();
+        declare(&queues, "jobs").await;
         // Sequence numbers may reach the store out of order (concurrent publishers).
         for seq in [0u64, 2, 1, 3, 4] {
-            let rx = queues
-                .enqueue("/", "jobs", seq, msg(b"p", &[seq as u8]))
-                .unwrap();
-            rx.await.unwrap();
+            enqueue_committed(&queues, "jobs", seq, msg(b"p", &[seq as u8])).await;
         }
         queues.remove("/", "jobs", 1);
         queues.remove("/", "jobs", 3);
@@ -341,19 +357,11 @@ mod tests {
     async fn a_removal_that_overtakes_its_enqueue_cancels_it() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
-        queues
-            .declare_queue("/", "q", false, Bytes::new())
-            .unwrap()
-            .await
-            .unwrap();
+        declare(&queues, "q").await;
         queues.remove("/", "q", 7); // a no-ack consumer took it before the store saw it
         assert!(queues.enqueue("/", "q", 7, msg(b"", b"gone")).is_none());
         assert_eq!(queues.store().stats().live_messages, 0);
-        queues
-            .enqueue("/", "q", 8, msg(b"", b"kept"))
-            .unwrap()
-            .await
-            .unwrap();
+        enqueue_committed(&queues, "q", 8, msg(b"", b"kept")).await;
         assert_eq!(queues.store().stats().live_messages, 1);
     }
 
@@ -367,23 +375,11 @@ mod tests {
             "no store behind it: the confirm must be a nack"
         );
 
-        queues
-            .declare_queue("/", "q", false, Bytes::new())
-            .unwrap()
-            .await
-            .unwrap();
-        queues
-            .enqueue("/", "q", 0, msg(b"", b"a"))
-            .unwrap()
-            .await
-            .unwrap();
+        declare(&queues, "q").await;
+        enqueue_committed(&queues, "q", 0, msg(b"", b"a")).await;
         queues.purge("/", "q").unwrap();
         assert_eq!(queues.store().stats().live_messages, 0);
-        queues
-            .enqueue("/", "q", 1, msg(b"", b"b"))
-            .unwrap()
-            .await
-            .unwrap();
+        enqueue_committed(&queues, "q", 1, msg(b"", b"b")).await;
         queues.delete_queue("/", "q").unwrap().await.unwrap();
         assert_eq!(queues.store().stats().live_messages, 0);
         assert!(queues.store().definitions().queues.is_empty());
@@ -417,31 +413,15 @@ mod tests {
             .await
             .unwrap();
         for name in ["a", "b"] {
-            queues
-                .declare_queue("/", name, false, Bytes::new())
-                .unwrap()
-                .await
-                .unwrap();
+            declare(&queues, name).await;
         }
         store.bind(binding.clone()).unwrap().await.unwrap();
         let ids = store.definitions().queues;
-        queues
-            .enqueue("/", "a", 0, msg(b"", b"a0"))
-            .unwrap()
-            .await
-            .unwrap();
-        queues
-            .enqueue("/", "b", 0, msg(b"", b"b0"))
-            .unwrap()
-            .await
-            .unwrap();
+        enqueue_committed(&queues, "a", 0, msg(b"", b"a0")).await;
+        enqueue_committed(&queues, "b", 0, msg(b"", b"b0")).await;
         // Same topology again: nothing is appended, ids stay.
         let records = store.stats().records;
-        queues
-            .declare_queue("/", "b", false, Bytes::new())
-            .unwrap()
-            .await
-            .unwrap();
+        declare(&queues, "b").await;
         store.bind(binding.clone()).unwrap().await.unwrap();
         store
             .declare_exchange(exchange.clone())

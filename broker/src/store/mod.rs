@@ -305,9 +305,9 @@ impl Store {
         queue: QueueId,
         message: PersistentMessage<'_>,
     ) -> Result<(Position, Commit), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let position = self.enqueue_waiting(queue, message, Waiter::Outcome(tx))?;
-        Ok((position, Commit(rx)))
+        let (commit, waiter) = Commit::pending();
+        let position = self.enqueue_waiting(queue, message, waiter)?;
+        Ok((position, commit))
     }
 
     /// [`enqueue`](Self::enqueue) for a caller that waits on its own oneshot: `committed` fires
@@ -363,7 +363,7 @@ impl Store {
             segment: message.segment,
             offset: message.offset,
         };
-        let (tx, rx) = oneshot::channel();
+        let (commit, waiter) = Commit::pending();
         self.append(
             queue,
             &record,
@@ -386,16 +386,16 @@ impl Store {
                     message.offset,
                 );
             },
-            Waiter::Outcome(tx),
+            waiter,
         )
-        .map(|_| Commit(rx))
+        .map(|_| commit)
     }
 
     /// Appends a purge record: every message enqueued to `queue` so far is gone
     /// (`queue.purge`).
     pub fn purge(&self, queue: QueueId) -> Result<Commit, StoreError> {
         let record = Record::Purge { queue };
-        let (tx, rx) = oneshot::channel();
+        let (commit, waiter) = Commit::pending();
         self.append(
             queue,
             &record,
@@ -405,9 +405,9 @@ impl Store {
                     .ledger
                     .purged(position.segment, position.offset + position.len, queue)
             },
-            Waiter::Outcome(tx),
+            waiter,
         )
-        .map(|_| Commit(rx))
+        .map(|_| commit)
     }
 
     /// Appends `record` under the append lock: `check` may refuse it first, `account`

@@ -44,6 +44,17 @@ fn open(dir: &Path) -> (Store, Recovered) {
     Store::open(StoreConfig::new(dir)).unwrap()
 }
 
+/// A fresh data directory whose only file is `segment` (as segment 1) cut after `cut` bytes,
+/// as a crash leaves it when nothing from byte `cut` on reached the disk; and the store
+/// opened on it.
+fn open_cut(segment: &[u8], cut: usize) -> (TestDir, Store, Recovered) {
+    let dir = TestDir::new();
+    std::fs::create_dir_all(dir.0.join("segments")).unwrap();
+    std::fs::write(segment_path(&dir.0, 1), &segment[..cut]).unwrap();
+    let (store, recovered) = open(&dir.0);
+    (dir, store, recovered)
+}
+
 fn open_small(dir: &Path, segment_size: u32) -> (Store, Recovered) {
     let mut config = StoreConfig::new(dir);
     config.segment_size = segment_size;
@@ -287,11 +298,7 @@ async fn recovery_keeps_exactly_the_whole_records_before_any_cut() {
     assert_eq!(*boundaries.last().unwrap(), segment.len() as u64);
 
     for cut in 0..=segment.len() {
-        let dir = TestDir::new();
-        std::fs::create_dir_all(dir.0.join("segments")).unwrap();
-        std::fs::write(segment_path(&dir.0, 1), &segment[..cut]).unwrap();
-
-        let (store, recovered) = open(&dir.0);
+        let (dir, store, recovered) = open_cut(&segment, cut);
         // The whole records before the cut: the last boundary at or below it.
         let whole = boundaries
             .iter()
@@ -937,10 +944,7 @@ async fn topology_records_recover_exactly_at_every_cut() {
     assert_eq!(points.last().unwrap().0, segment.len() as u64);
 
     for cut in 0..=segment.len() {
-        let dir = TestDir::new();
-        std::fs::create_dir_all(dir.0.join("segments")).unwrap();
-        std::fs::write(segment_path(&dir.0, 1), &segment[..cut]).unwrap();
-        let (store, recovered) = open(&dir.0);
+        let (dir, store, recovered) = open_cut(&segment, cut);
         let whole = points
             .iter()
             .rposition(|(end, _, _)| *end <= cut as u64)

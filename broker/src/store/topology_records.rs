@@ -119,17 +119,16 @@ impl Store {
     /// committed: what a reply covering several records waits for (`tx.commit-ok` after the
     /// transaction's enqueues and removes, `purge-ok` after the purged messages' removes).
     pub fn barrier(&self) -> Commit {
-        let (tx, rx) = oneshot::channel();
-        self.shared.commit_upto(None, Waiter::Outcome(tx));
-        Commit(rx)
+        let (commit, waiter) = Commit::pending();
+        self.shared.commit_upto(None, waiter);
+        commit
     }
 
     /// A commit that resolves once every topology record appended so far is committed.
     pub(super) fn topology_barrier(&self, log: &TopologyLog) -> Commit {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .commit_upto(Some(log.last_record_end), Waiter::Outcome(tx));
-        Commit(rx)
+        let (commit, waiter) = Commit::pending();
+        self.shared.commit_upto(Some(log.last_record_end), waiter);
+        commit
     }
 
     /// Appends topology `record` and applies it; `log` is the held topology lock, so records
@@ -140,7 +139,7 @@ impl Store {
         log: &mut TopologyLog,
         record: &Record<'_>,
     ) -> Result<Commit, StoreError> {
-        let (tx, rx) = oneshot::channel();
+        let (commit, waiter) = Commit::pending();
         let (end, wake_writer) = {
             let mut state = self.shared.lock();
             let position = state.append(record, self.shared.segment_size)?;
@@ -156,7 +155,7 @@ impl Store {
                 }
                 _ => {}
             }
-            (end, state.push_waiter(Waiter::Outcome(tx)))
+            (end, state.push_waiter(waiter))
         };
         if wake_writer {
             self.shared.wake.notify_one();
@@ -167,6 +166,6 @@ impl Store {
         if log.snapshot_due() {
             self.shared.start_snapshot(log);
         }
-        Ok(Commit(rx))
+        Ok(commit)
     }
 }

@@ -69,7 +69,7 @@ pub(super) fn with_death(
     let count = entry
         .inner()
         .get("count")
-        .and_then(crate::queue::as_i64)
+        .and_then(crate::field_value::as_i64)
         .unwrap_or(0)
         + 1;
     entry.insert("count".into(), AMQPValue::LongLongInt(count));

@@ -19,6 +19,29 @@ fn decode(bytes: &[u8]) -> Record<'_> {
     Record::decode(&bytes[8..]).unwrap()
 }
 
+/// Checks that `record` encodes to `expected` (header included) and decodes back to itself.
+fn assert_layout(record: Record<'_>, expected: &[u8]) {
+    let bytes = encode(record);
+    assert_eq!(bytes, expected, "the encoding of {record:?}");
+    assert_eq!(decode(&bytes), record);
+}
+
+/// A binding from exchange `x` in vhost `/`, without arguments.
+fn binding_from_x(
+    to_exchange: bool,
+    destination: &'static str,
+    routing_key: &'static str,
+) -> BindingRecord<'static> {
+    BindingRecord {
+        vhost: "/",
+        source: "x",
+        to_exchange,
+        destination,
+        routing_key,
+        arguments: &[],
+    }
+}
+
 // CRCs below were computed independently with Python's `zlib.crc32` over the same bytes.
 #[test]
 fn enqueue_byte_layout() {
@@ -29,7 +52,6 @@ fn enqueue_byte_layout() {
         properties: &[0x10, 0x00, 0x02],
         body: b"hi",
     };
-    let bytes = encode(record);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 23,                    // length: 1 + 8 + (1 + 1) + (1 + 2) + 4 + 3 + 2
@@ -42,8 +64,7 @@ fn enqueue_byte_layout() {
         0x10, 0x00, 0x02,               // properties (flags: delivery-mode; mode 2)
         b'h', b'i',                     // body
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), record);
+    assert_layout(record, expected);
 }
 
 #[test]
@@ -53,7 +74,6 @@ fn remove_byte_layout() {
         segment: 2,
         offset: 0x0102_0304,
     };
-    let bytes = encode(record);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 17,                    // length: 1 + 8 + 4 + 4
@@ -63,14 +83,12 @@ fn remove_byte_layout() {
         0, 0, 0, 2,                     // segment
         1, 2, 3, 4,                     // offset
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), record);
+    assert_layout(record, expected);
 }
 
 #[test]
 fn purge_byte_layout() {
     let record = Record::Purge { queue: QueueId(3) };
-    let bytes = encode(record);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 9,                     // length: 1 + 8
@@ -78,8 +96,7 @@ fn purge_byte_layout() {
         3,                              // kind: purge
         0, 0, 0, 0, 0, 0, 0, 3,         // queue id
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), record);
+    assert_layout(record, expected);
 }
 
 #[test]
@@ -91,7 +108,6 @@ fn exchange_records_byte_layout() {
         flags: 2,
         arguments: &[0, 0, 0, 0],
     };
-    let bytes = encode(declare);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 28,                    // length
@@ -104,14 +120,12 @@ fn exchange_records_byte_layout() {
         2,                              // flags: internal
         0, 0, 0, 4, 0, 0, 0, 0,         // arguments: an empty field table
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), declare);
+    assert_layout(declare, expected);
 
     let delete = Record::ExchangeDelete {
         vhost: "/",
         name: "x",
     };
-    let bytes = encode(delete);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 13,
@@ -121,8 +135,7 @@ fn exchange_records_byte_layout() {
         1, b'/',
         1, b'x',
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), delete);
+    assert_layout(delete, expected);
 }
 
 #[test]
@@ -134,7 +147,6 @@ fn queue_records_byte_layout() {
         flags: 1,
         arguments: &[],
     };
-    let bytes = encode(declare);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 18,
@@ -146,11 +158,9 @@ fn queue_records_byte_layout() {
         1,                              // flags: auto-delete
         0, 0, 0, 0,                     // no arguments
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), declare);
+    assert_layout(declare, expected);
 
     let delete = Record::QueueDelete { queue: QueueId(5) };
-    let bytes = encode(delete);
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 9,
@@ -158,21 +168,12 @@ fn queue_records_byte_layout() {
         7,                              // kind: queue delete
         0, 0, 0, 0, 0, 0, 0, 5,
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), delete);
+    assert_layout(delete, expected);
 }
 
 #[test]
 fn binding_records_byte_layout() {
-    let bind = Record::Bind(BindingRecord {
-        vhost: "/",
-        source: "x",
-        to_exchange: false,
-        destination: "q",
-        routing_key: "k",
-        arguments: &[],
-    });
-    let bytes = encode(bind);
+    let bind = Record::Bind(binding_from_x(false, "q", "k"));
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 22,
@@ -186,18 +187,9 @@ fn binding_records_byte_layout() {
         1, b'k',                        // routing key
         0, 0, 0, 0,                     // no arguments
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), bind);
+    assert_layout(bind, expected);
 
-    let unbind = Record::Unbind(BindingRecord {
-        vhost: "/",
-        source: "x",
-        to_exchange: true,
-        destination: "y",
-        routing_key: "",
-        arguments: &[],
-    });
-    let bytes = encode(unbind);
+    let unbind = Record::Unbind(binding_from_x(true, "y", ""));
     #[rustfmt::skip]
     let expected: &[u8] = &[
         0, 0, 0, 21,
@@ -211,22 +203,14 @@ fn binding_records_byte_layout() {
         0,                              // empty routing key
         0, 0, 0, 0,
     ];
-    assert_eq!(bytes, expected);
-    assert_eq!(decode(&bytes), unbind);
+    assert_layout(unbind, expected);
     assert!(unbind.is_topology() && !Record::Purge { queue: QueueId(1) }.is_topology());
 }
 
 #[test]
 fn malformed_topology_records_are_rejected() {
     // A bind whose destination kind is neither 0 nor 1.
-    let mut bytes = encode(Record::Bind(BindingRecord {
-        vhost: "/",
-        source: "x",
-        to_exchange: false,
-        destination: "q",
-        routing_key: "k",
-        arguments: &[],
-    }));
+    let mut bytes = encode(Record::Bind(binding_from_x(false, "q", "k")));
     bytes[RECORD_HEADER_LEN + 9 + 4] = 7;
     assert_eq!(
         Record::decode(&bytes[RECORD_HEADER_LEN..]),
