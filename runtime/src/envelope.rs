@@ -174,6 +174,20 @@ pub(crate) fn decode_bounded<T: DeserializeOwned>(
     T::deserialize(&mut decoder)
 }
 
+/// [`decode_bounded`] with the decoder's error as text: how the codecs of an RPC's error and of
+/// a task's output and error report a body they cannot rebuild their value from.
+pub(crate) fn decode_bounded_text<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    decode_bounded(body).map_err(|e| e.to_string())
+}
+
+/// `value` as a body of its own (one MessagePack value, as [`encode_into`] writes it); `None`
+/// when it cannot be encoded (a task's result then carries no body).
+pub(crate) fn encode_body<T: Serialize + ?Sized>(value: &T) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    encode_into(&mut buf, value).ok()?;
+    Some(buf)
+}
+
 /// Encodes a reply carrying `Ok(value)` or `Err(app_error)` (a serde error type).
 pub fn encode_reply<T: Serialize, E: Serialize + DeserializeOwned>(
     result: &Result<T, E>,
