@@ -5,7 +5,7 @@
 //! compiles under `#![no_implicit_prelude]`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
@@ -175,6 +175,78 @@ pub(crate) fn needs_fn(signature: &WireSignature) -> TokenStream {
             ::lepus::__private::needs([
                 #(<#types as ::lepus::__private::Inject>::need()),*
             ])
+        }
+    }
+}
+
+/// What a generated call of the method `marker` returns:
+/// `Result<<marker as Method>::Ok, Error<<marker as Method>::Err>>`.
+pub(crate) fn call_result(marker: &impl ToTokens) -> TokenStream {
+    quote! {
+        ::core::result::Result<
+            <#marker as ::lepus::__private::Method>::Ok,
+            ::lepus::__private::Error<<#marker as ::lepus::__private::Method>::Err>,
+        >
+    }
+}
+
+/// A client function of a generated marker and its `_with` twin (`call` and `call_with`,
+/// `enqueue` and `enqueue_with`, ...): both send the arguments through `entry`, the first with
+/// the default options, the twin with the options its caller passes last.
+pub(crate) struct ClientFns<'a> {
+    /// The first function's name; the twin's is the same with `_with` appended.
+    pub(crate) name: &'a str,
+    /// The first function's doc (one line of `///` text, with its leading space).
+    pub(crate) doc: &'a str,
+    /// The twin's doc.
+    pub(crate) doc_with: &'a str,
+    /// The runtime function both call: `entry(client, (args..), options)`.
+    pub(crate) entry: TokenStream,
+    /// The type of the options (a `Default` type).
+    pub(crate) options: TokenStream,
+    /// What both return.
+    pub(crate) output: TokenStream,
+}
+
+impl ClientFns<'_> {
+    /// `name(client, args..)` and `name_with(client, args.., options)`.
+    pub(crate) fn generate(&self, signature: &WireSignature) -> TokenStream {
+        let ClientFns {
+            name,
+            doc,
+            doc_with,
+            entry,
+            options: options_ty,
+            output,
+        } = self;
+        let client = Ident::new("client", Span::mixed_site());
+        let options = Ident::new("options", Span::mixed_site());
+        let params = params(signature);
+        let tuple = args_tuple_value(signature);
+        let name_with = format_ident!("{name}_with");
+        let name = format_ident!("{name}");
+        quote! {
+            #[doc = #doc]
+            pub async fn #name(
+                #client: &::lepus::__private::Client,
+                #(#params),*
+            ) -> #output {
+                #entry(
+                    #client,
+                    #tuple,
+                    <#options_ty as ::core::default::Default>::default(),
+                )
+                .await
+            }
+
+            #[doc = #doc_with]
+            pub async fn #name_with(
+                #client: &::lepus::__private::Client,
+                #(#params,)*
+                #options: #options_ty,
+            ) -> #output {
+                #entry(#client, #tuple, #options).await
+            }
         }
     }
 }

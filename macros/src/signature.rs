@@ -8,7 +8,7 @@
 //! is not Lepus's own is a compile error saying so rather than silently a wire argument.
 
 use proc_macro2::{Span, TokenStream};
-use quote::format_ident;
+use quote::{format_ident, ToTokens};
 use syn::{FnArg, Ident, ItemFn, Pat, PathArguments, ReturnType, Signature, Type};
 
 use crate::rpc::parse::Errors;
@@ -146,46 +146,41 @@ impl WireSignature {
     }
 }
 
+/// The tokens of an optional part of a signature, when it is there.
+fn as_tokens<T: ToTokens>(part: &Option<T>) -> Option<&dyn ToTokens> {
+    part.as_ref().map(|tokens| tokens as &dyn ToTokens)
+}
+
 /// Validates `sig`, reporting every problem at its token (combined).
 pub(crate) fn validate(sig: &Signature, rules: &Rules<'_>) -> syn::Result<WireSignature> {
     let attribute = rules.attribute;
     let kind = if rules.method { "methods" } else { "functions" };
     let mut errors = Errors::default();
-    if sig.asyncness.is_none() {
-        errors.push(syn::Error::new_spanned(
-            sig.fn_token,
-            format!("{attribute} {kind} must be `async fn`"),
-        ));
-    }
-    if let Some(constness) = &sig.constness {
-        errors.push(syn::Error::new_spanned(
-            constness,
-            format!("{attribute} {kind} cannot be `const`"),
-        ));
-    }
-    if let Some(abi) = &sig.abi {
-        errors.push(syn::Error::new_spanned(
-            abi,
-            format!("{attribute} {kind} cannot have an ABI"),
-        ));
-    }
-    if !sig.generics.params.is_empty() {
-        errors.push(syn::Error::new_spanned(
-            &sig.generics.params,
-            format!("{attribute} {kind} cannot be generic: the types on the wire must be concrete"),
-        ));
-    }
-    if let Some(where_clause) = &sig.generics.where_clause {
-        errors.push(syn::Error::new_spanned(
-            where_clause,
-            format!("{attribute} {kind} cannot have a `where` clause"),
-        ));
-    }
-    if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(
-            variadic,
-            format!("{attribute} {kind} cannot be variadic"),
-        ));
+    // What the signature must not be, each reported at its tokens, in this order.
+    let refused: [(Option<&dyn ToTokens>, &str); 6] = [
+        (
+            sig.asyncness.is_none().then_some(&sig.fn_token),
+            "must be `async fn`",
+        ),
+        (as_tokens(&sig.constness), "cannot be `const`"),
+        (as_tokens(&sig.abi), "cannot have an ABI"),
+        (
+            (!sig.generics.params.is_empty()).then_some(&sig.generics.params),
+            "cannot be generic: the types on the wire must be concrete",
+        ),
+        (
+            as_tokens(&sig.generics.where_clause),
+            "cannot have a `where` clause",
+        ),
+        (as_tokens(&sig.variadic), "cannot be variadic"),
+    ];
+    for (tokens, refusal) in refused {
+        if let Some(tokens) = tokens {
+            errors.push(syn::Error::new_spanned(
+                tokens,
+                format!("{attribute} {kind} {refusal}"),
+            ));
+        }
     }
     let mut args = Vec::with_capacity(sig.inputs.len());
     let mut params = Vec::with_capacity(sig.inputs.len());

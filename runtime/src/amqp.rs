@@ -1,11 +1,12 @@
 //! The few lapin calls the runtime makes with the same options from several places, named for
-//! what they do: a durable or passive `queue.declare`, and the mandatory publish to the
-//! default exchange through which tasks, results, workflow steps and bounced deliveries go.
+//! what they do: a durable or passive `queue.declare`, a durable `exchange.declare`, and the
+//! mandatory publish to the default exchange through which tasks, results, workflow steps and
+//! bounced deliveries go.
 
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions};
 
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Confirmation, ExchangeKind, PublisherConfirm};
 
 use crate::error::REPLY_CODE_NO_ROUTE;
 
@@ -22,6 +23,28 @@ pub(crate) async fn declare_durable(
             QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+}
+
+/// Declares the durable exchange `exchange` of `kind` with `arguments` (the RPC exchanges,
+/// the control exchange, an event's exchange): declared the same way by everyone who uses it,
+/// so whoever comes first creates it and the others' declarations agree with it.
+pub(crate) async fn declare_durable_exchange(
+    channel: &lapin::Channel,
+    exchange: &str,
+    kind: ExchangeKind,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
             },
             arguments,
         )

@@ -68,31 +68,21 @@ impl ConnectOptions {
         self
     }
 
-    /// The wait between reconnection attempts (default 100 ms doubling to 5 s, jittered).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
+    setters! {
+        /// The wait between reconnection attempts (default 100 ms doubling to 5 s, jittered).
+        backoff(backoff: Backoff) => backoff = backoff;
 
-    /// A name shown by the broker for this connection (`connection_name` client property).
-    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
-        self.connection_name = Some(name.into());
-        self
-    }
+        /// A name shown by the broker for this connection (`connection_name` client property).
+        connection_name(name: impl Into<String>) => connection_name = Some(name.into());
 
-    /// How long one connection attempt (TCP + AMQP handshake) may take (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
+        /// How long one connection attempt (TCP + AMQP handshake) may take (default 10 s).
+        connect_timeout(timeout: Duration) => connect_timeout = timeout;
 
-    /// How long [`ConnectOptions::connect`] keeps trying (with the backoff) while no broker
-    /// answers: a service that starts with its broker, or just before it, waits for it
-    /// instead of failing. Default [`DEFAULT_STARTUP_WAIT`]; `Duration::ZERO` tries each URL once.
-    /// A broker that answers and refuses (bad credentials, unknown vhost) fails at once.
-    pub fn startup_wait(mut self, wait: Duration) -> Self {
-        self.startup_wait = wait;
-        self
+        /// How long [`ConnectOptions::connect`] keeps trying (with the backoff) while no broker
+        /// answers: a service that starts with its broker, or just before it, waits for it instead
+        /// of failing. Default [`DEFAULT_STARTUP_WAIT`]; `Duration::ZERO` tries each URL once. A
+        /// broker that answers and refuses (bad credentials, unknown vhost) fails at once.
+        startup_wait(wait: Duration) => startup_wait = wait;
     }
 
     /// Connects to the first URL that answers, waiting up to the startup wait for one to come

@@ -174,6 +174,20 @@ pub(crate) fn decode_bounded<T: DeserializeOwned>(
     T::deserialize(&mut decoder)
 }
 
+/// [`decode_bounded`] with the decoder's error as text: how the codecs of an RPC's error and of
+/// a task's output and error report a body they cannot rebuild their value from.
+pub(crate) fn decode_bounded_text<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    decode_bounded(body).map_err(|e| e.to_string())
+}
+
+/// `value` as a body of its own (one MessagePack value, as [`encode_into`] writes it); `None`
+/// when it cannot be encoded (a task's result then carries no body).
+pub(crate) fn encode_body<T: Serialize + ?Sized>(value: &T) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    encode_into(&mut buf, value).ok()?;
+    Some(buf)
+}
+
 /// Encodes a reply carrying `Ok(value)` or `Err(app_error)` (a serde error type).
 pub fn encode_reply<T: Serialize, E: Serialize + DeserializeOwned>(
     result: &Result<T, E>,
@@ -356,6 +370,7 @@ pub(crate) fn deadline_of(headers: Option<&FieldTable>) -> Option<i64> {
 #[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use crate::msgpack_depth::nested_arrays;
 
     #[test]
     fn request_for_fib_30_is_a_one_element_array() {
@@ -440,13 +455,6 @@ mod tests {
         assert_eq!(method_of(&BasicProperties::default()), None);
     }
 
-    /// `depth` nested one-element arrays around `1`.
-    fn nested(depth: usize) -> Vec<u8> {
-        let mut body = vec![0x91; depth];
-        body.push(0x01);
-        body
-    }
-
     #[test]
     fn deeply_nested_bodies_are_refused_before_decoding() {
         #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -461,10 +469,10 @@ mod tests {
             .stack_size(1 << 20)
             .spawn(|| {
                 for depth in [1_000, 100_000] {
-                    let err = decode_request::<Tree>(&nested(depth)).unwrap_err();
+                    let err = decode_request::<Tree>(&nested_arrays(depth)).unwrap_err();
                     assert!(err.to_string().contains("deeper than 128"), "{err}");
                     let mut reply = vec![FIXARRAY_2, TAG_OK];
-                    reply.extend_from_slice(&nested(depth));
+                    reply.extend_from_slice(&nested_arrays(depth));
                     match decode_reply::<Tree, String>(&reply) {
                         Err(Error::Decode(message)) => assert!(message.contains("deeper")),
                         other => panic!("unexpected {other:?}"),
@@ -476,7 +484,7 @@ mod tests {
                     ));
                 }
                 // The limit itself still decodes.
-                assert!(decode_request::<Tree>(&nested(MAX_DEPTH - 1)).is_ok());
+                assert!(decode_request::<Tree>(&nested_arrays(MAX_DEPTH - 1)).is_ok());
             })
             .unwrap()
             .join()

@@ -64,7 +64,8 @@
 //! - `event`: `#[lepus::event]`'s runtime: [`event::Event`], [`publish`], pool and broadcast
 //!   delivery.
 //!
-//! One macro, `clone_for_any!`, defined here before the modules so that all of them can use it.
+//! Two macros, `clone_for_any!` and `setters!`, defined here before the modules so that all of
+//! them can use them.
 
 /// `impl Clone` for a type generic over a task, event or output type `T` that holds `T` only
 /// through `PhantomData<fn() -> T>` (or through fields that are `Clone` for every `T`): field
@@ -81,6 +82,26 @@ macro_rules! clone_for_any {
                 }
             }
         }
+    };
+}
+
+/// Builder setters that store their argument and hand the builder back. Each entry, after its
+/// doc comment, `name(arg: Type) => field = value;` becomes
+/// `pub fn name(mut self, arg: Type) -> Self { self.field = value; self }`: `value` is an
+/// expression of `arg` (`Some(arg)`, `arg.into()`, `arg.max(1)`), `field` a field or a path
+/// into one (`limits.time_limit`). A setter that does more than one assignment is written out.
+macro_rules! setters {
+    ($(
+        $(#[$attr:meta])*
+        $name:ident($arg:ident: $ty:ty) => $($field:ident).+ = $value:expr;
+    )*) => {
+        $(
+            $(#[$attr])*
+            pub fn $name(mut self, $arg: $ty) -> Self {
+                self.$($field).+ = $value;
+                self
+            }
+        )*
     };
 }
 

@@ -122,16 +122,19 @@ fn read_len(body: &[u8], at: &mut usize, width: usize) -> usize {
         .fold(0usize, |len, &b| (len << 8) | usize::from(b))
 }
 
+/// A body `depth` levels deep: `depth` nested one-element arrays around `1` (for the tests of
+/// this module and of `envelope`).
+#[cfg(test)]
+pub(crate) fn nested_arrays(depth: usize) -> Vec<u8> {
+    let mut body = vec![0x91; depth];
+    body.push(0x01);
+    body
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 mod tests {
     use super::*;
-
-    fn nested_arrays(depth: usize) -> Vec<u8> {
-        let mut body = vec![0x91; depth];
-        body.push(0x01);
-        body
-    }
 
     #[test]
     fn flat_bodies_pass() {

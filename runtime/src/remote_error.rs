@@ -165,7 +165,7 @@ impl<E: Serialize + DeserializeOwned> ErrCodec<E> for SerdeCodec<E> {
 
     fn decode(&self, body: &[u8]) -> Result<E, String> {
         // Depth-bounded: an error value nests as deep as a peer likes (see `msgpack_depth`).
-        crate::envelope::decode_bounded(body).map_err(|e| e.to_string())
+        crate::envelope::decode_bounded_text(body)
     }
 }
 
@@ -178,7 +178,7 @@ impl<E: Display + From<RemoteError>> ErrCodec<E> for TextCodec<E> {
     }
 
     fn decode(&self, body: &[u8]) -> Result<E, String> {
-        let message: String = crate::envelope::decode_bounded(body).map_err(|e| e.to_string())?;
+        let message: String = crate::envelope::decode_bounded_text(body)?;
         Ok(E::from(RemoteError::new(message)))
     }
 }

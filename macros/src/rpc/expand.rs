@@ -31,15 +31,15 @@
 //! under `#![no_implicit_prelude]`. Generated parameter names (`client`, `options`, `args`) use
 //! mixed-site hygiene and cannot clash with the function's own argument names.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{Ident, ItemFn, LitStr};
+use syn::{ItemFn, LitStr};
 
 use super::parse::{QueueName, RpcArgs};
 use crate::generate::{
-    args_tuple_type, args_tuple_value, call_args, err_codec_fn, inject_lets, invoke_idents,
-    invoke_output, marker_struct, needs_fn, params, returns_projections, unpack_args,
-    wire_assertions, WireUse,
+    args_tuple_type, call_args, call_result, err_codec_fn, inject_lets, invoke_idents,
+    invoke_output, marker_struct, needs_fn, returns_projections, unpack_args, wire_assertions,
+    ClientFns, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -102,8 +102,7 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
     let queue = model.queue;
     let method = &model.method;
-    let call = gen_call(model);
-    let call_with = gen_call_with(model);
+    let calls = gen_calls(model);
     let limits = &model.limits;
     quote! {
         impl #name {
@@ -111,8 +110,7 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
             pub const QUEUE: &'static ::core::primitive::str = #queue;
             /// The method name carried in the `type` property of each request.
             pub const METHOD: &'static ::core::primitive::str = #method;
-            #call
-            #call_with
+            #calls
             /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
             pub fn handler() -> ::lepus::__private::Handler {
                 ::lepus::__private::Handler::new::<#name>() #limits
@@ -173,49 +171,16 @@ fn gen_invoke(model: &Model<'_>) -> TokenStream {
     }
 }
 
-/// `call(&client, args..)`.
-fn gen_call(model: &Model<'_>) -> TokenStream {
+/// `call(&client, args..)` and `call_with(&client, args.., options)`.
+fn gen_calls(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
-    let client = Ident::new("client", Span::mixed_site());
-    let params = params(model.signature);
-    let tuple = args_tuple_value(model.signature);
-    quote! {
-        /// Calls the function on a worker and waits for its result (the client's default timeout).
-        pub async fn call(
-            #client: &::lepus::__private::Client,
-            #(#params),*
-        ) -> ::core::result::Result<
-            <#name as ::lepus::__private::Method>::Ok,
-            ::lepus::__private::Error<<#name as ::lepus::__private::Method>::Err>,
-        > {
-            ::lepus::__private::Client::call::<#name>(
-                #client,
-                #tuple,
-                <::lepus::__private::CallOptions as ::core::default::Default>::default(),
-            )
-            .await
-        }
+    ClientFns {
+        name: "call",
+        doc: " Calls the function on a worker and waits for its result (the client's default timeout).",
+        doc_with: " Calls the function on a worker with per-call options (timeout, priority, queue).",
+        entry: quote!(::lepus::__private::Client::call::<#name>),
+        options: quote!(::lepus::__private::CallOptions),
+        output: call_result(name),
     }
-}
-
-/// `call_with(&client, args.., options)`.
-fn gen_call_with(model: &Model<'_>) -> TokenStream {
-    let name = &model.function.sig.ident;
-    let client = Ident::new("client", Span::mixed_site());
-    let options = Ident::new("options", Span::mixed_site());
-    let params = params(model.signature);
-    let tuple = args_tuple_value(model.signature);
-    quote! {
-        /// Calls the function on a worker with per-call options (timeout, priority, queue).
-        pub async fn call_with(
-            #client: &::lepus::__private::Client,
-            #(#params,)*
-            #options: ::lepus::__private::CallOptions,
-        ) -> ::core::result::Result<
-            <#name as ::lepus::__private::Method>::Ok,
-            ::lepus::__private::Error<<#name as ::lepus::__private::Method>::Err>,
-        > {
-            ::lepus::__private::Client::call::<#name>(#client, #tuple, #options).await
-        }
-    }
+    .generate(model.signature)
 }

@@ -115,26 +115,15 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
         if meta.path().is_ident("queue") {
             queue_written = true;
         }
-        let Meta::NameValue(pair) = meta else {
-            errors.push(syn::Error::new_spanned(
-                &meta,
-                "expected `key = \"value\"`; #[lepus::rpc] takes `queue = \"...\"` and `name = \"...\"`",
-            ));
+        let expected = "expected `key = \"value\"`; #[lepus::rpc] takes `queue = \"...\"` and \
+                        `name = \"...\"`";
+        let Some(pair) = attr::Pair::of(meta, expected, &mut errors) else {
             continue;
         };
-        let key = pair
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let key = pair.key.clone();
         if key == "time_limit" || key == "blocking" {
             let written = limit_keys.contains(&key);
-            limit_keys.push(key.clone());
-            let pair = attr::Pair {
-                path: pair.path,
-                key,
-                value: pair.value,
-            };
+            limit_keys.push(key);
             let parsed = if written {
                 Err(syn::Error::new_spanned(
                     &pair.path,
@@ -173,23 +162,13 @@ pub(crate) fn parse_args(attr: TokenStream) -> syn::Result<RpcArgs> {
             }
             continue;
         }
-        let value = match &pair.value {
-            Expr::Lit(ExprLit {
-                lit: Lit::Str(value),
-                ..
-            }) => value.clone(),
-            other => {
-                errors.push(syn::Error::new_spanned(
-                    other,
-                    format!("`{key}` must be a string literal"),
-                ));
+        let value = match attr::short_string(&pair) {
+            Ok(value) => value,
+            Err(err) => {
+                errors.push(err);
                 continue;
             }
         };
-        if let Err(err) = check_short_string(&value, &key) {
-            errors.push(err);
-            continue;
-        }
         if duplicate {
             errors.push(syn::Error::new_spanned(
                 &pair.path,

@@ -36,8 +36,9 @@ use syn::{Attribute, Ident, ItemTrait};
 
 use super::parse::{ContractMethod, ServiceArgs};
 use crate::generate::{
-    args_tuple_type, args_tuple_value, call_args, err_codec_fn, inject_lets, invoke_idents,
-    invoke_output, needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
+    args_tuple_type, args_tuple_value, call_args, call_result, err_codec_fn, inject_lets,
+    invoke_idents, invoke_output, needs_fn, params, returns_projections, unpack_args,
+    wire_assertions, WireUse,
 };
 
 /// Everything the generators need.
@@ -215,6 +216,7 @@ fn gen_client_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream 
         name,
         method.wire_name.value(),
     );
+    let output = call_result(&marker);
     quote! {
         #(#attrs)*
         ///
@@ -222,10 +224,7 @@ fn gen_client_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream 
         pub async fn #name(
             &self,
             #(#params),*
-        ) -> ::core::result::Result<
-            <#marker as ::lepus::__private::Method>::Ok,
-            ::lepus::__private::Error<<#marker as ::lepus::__private::Method>::Err>,
-        > {
+        ) -> #output {
             ::lepus::__private::Client::call::<#marker>(
                 &self.client,
                 #tuple,

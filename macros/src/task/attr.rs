@@ -9,7 +9,7 @@ use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprArray, ExprLit, Lit, LitBool, LitInt, LitStr, Meta, Path, Token};
 
-use crate::rpc::parse::Errors;
+use crate::rpc::parse::{check_short_string, Errors};
 
 /// One `key = value` pair.
 pub(crate) struct Pair {
@@ -21,6 +21,28 @@ pub(crate) struct Pair {
     pub(crate) value: Expr,
 }
 
+impl Pair {
+    /// The pair `meta` is; `None` when it is not `key = value` (a bare path or a list), with
+    /// `expected` (the attribute's own words for what it takes) reported at it. A key that is
+    /// not an identifier has the name `""`, which no attribute allows.
+    pub(crate) fn of(meta: Meta, expected: &str, errors: &mut Errors) -> Option<Pair> {
+        let Meta::NameValue(pair) = meta else {
+            errors.push(syn::Error::new_spanned(&meta, expected));
+            return None;
+        };
+        let key = pair
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Some(Pair {
+            path: pair.path,
+            key,
+            value: pair.value,
+        })
+    }
+}
+
 /// Splits the attribute into pairs; unknown keys, duplicates and non-pairs are errors.
 pub(crate) fn pairs(
     attr: TokenStream,
@@ -30,41 +52,29 @@ pub(crate) fn pairs(
 ) -> syn::Result<Vec<Pair>> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     let mut out: Vec<Pair> = Vec::new();
+    let expected = format!(
+        "expected `key = value`; {attribute} takes {}",
+        list(allowed)
+    );
     for meta in metas {
-        let Meta::NameValue(pair) = meta else {
-            errors.push(syn::Error::new_spanned(
-                &meta,
-                format!(
-                    "expected `key = value`; {attribute} takes {}",
-                    list(allowed)
-                ),
-            ));
+        let Some(pair) = Pair::of(meta, &expected, errors) else {
             continue;
         };
-        let key = pair
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        if !allowed.contains(&key.as_str()) {
+        if !allowed.contains(&pair.key.as_str()) {
             errors.push(syn::Error::new_spanned(
                 &pair.path,
                 format!("unknown {attribute} key; expected one of {}", list(allowed)),
             ));
             continue;
         }
-        if out.iter().any(|p| p.key == key) {
+        if out.iter().any(|p| p.key == pair.key) {
             errors.push(syn::Error::new_spanned(
                 &pair.path,
-                format!("duplicate `{key}`"),
+                format!("duplicate `{}`", pair.key),
             ));
             continue;
         }
-        out.push(Pair {
-            path: pair.path,
-            key,
-            value: pair.value,
-        });
+        out.push(pair);
     }
     Ok(out)
 }
@@ -84,22 +94,8 @@ pub(crate) fn short_string(pair: &Pair) -> syn::Result<LitStr> {
             lit: Lit::Str(value),
             ..
         }) => {
-            if value.value().is_empty() {
-                Err(syn::Error::new_spanned(
-                    value,
-                    format!("`{}` must not be empty", pair.key),
-                ))
-            } else if value.value().len() > 255 {
-                Err(syn::Error::new_spanned(
-                    value,
-                    format!(
-                        "`{}` must be at most 255 bytes (an AMQP short string)",
-                        pair.key
-                    ),
-                ))
-            } else {
-                Ok(value.clone())
-            }
+            check_short_string(value, &pair.key)?;
+            Ok(value.clone())
         }
         other => Err(syn::Error::new_spanned(
             other,

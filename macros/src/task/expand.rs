@@ -31,7 +31,8 @@ use syn::{Ident, ItemFn, LitStr};
 use super::parse::TaskArgs;
 use crate::generate::{
     args_tuple_type, args_tuple_value, call_args, inject_lets, invoke_idents, invoke_output,
-    marker_struct, needs_fn, params, returns_projections, unpack_args, wire_assertions, WireUse,
+    marker_struct, needs_fn, params, returns_projections, unpack_args, wire_assertions, ClientFns,
+    WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -208,61 +209,43 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `enqueue(&client, args..)` and `enqueue_with(&client, args.., options)`.
+/// `enqueue(&client, args..)`, `submit(&client, args..)`, their `_with(.., options)` twins and
+/// the workflow constructors.
 fn gen_enqueue(signature: &WireSignature, name: &Ident) -> TokenStream {
-    let client = Ident::new("client", Span::mixed_site());
-    let options = Ident::new("options", Span::mixed_site());
-    let params = params(signature);
-    let tuple = args_tuple_value(signature);
+    let options = quote!(::lepus::__private::EnqueueOptions);
+    let enqueue = ClientFns {
+        name: "enqueue",
+        doc: " Enqueues the task (persistent, on its durable queue) and returns its id once the \
+              broker confirmed it.",
+        doc_with: " Enqueues the task with options (delay, priority, `message_id`, queue).",
+        entry: quote!(::lepus::__private::enqueue::<#name>),
+        options: options.clone(),
+        output: quote! {
+            ::core::result::Result<::lepus::__private::TaskId, ::lepus::__private::Error>
+        },
+    }
+    .generate(signature);
+    let submit = ClientFns {
+        name: "submit",
+        doc: " Enqueues the task and keeps its result on the broker (for its `result_ttl`): \
+              `handle.result(timeout).await` waits for it, `handle.status().await` says where the \
+              task is, and `TaskHandle::from_id` gets the same handle in another process.",
+        doc_with: " [`submit`](Self::submit) with options (delay, priority, `message_id`, queue, \
+                   `result_ttl`).",
+        entry: quote!(::lepus::__private::submit::<#name>),
+        options,
+        output: quote! {
+            ::core::result::Result<
+                ::lepus::__private::TaskHandle<#name>,
+                ::lepus::__private::Error,
+            >
+        },
+    }
+    .generate(signature);
     let workflow = gen_workflow(signature, name);
     quote! {
-        /// Enqueues the task (persistent, on its durable queue) and returns its id once the
-        /// broker confirmed it.
-        pub async fn enqueue(
-            #client: &::lepus::__private::Client,
-            #(#params),*
-        ) -> ::core::result::Result<::lepus::__private::TaskId, ::lepus::__private::Error> {
-            ::lepus::__private::enqueue::<#name>(
-                #client,
-                #tuple,
-                <::lepus::__private::EnqueueOptions as ::core::default::Default>::default(),
-            )
-            .await
-        }
-
-        /// Enqueues the task with options (delay, priority, `message_id`, queue).
-        pub async fn enqueue_with(
-            #client: &::lepus::__private::Client,
-            #(#params,)*
-            #options: ::lepus::__private::EnqueueOptions,
-        ) -> ::core::result::Result<::lepus::__private::TaskId, ::lepus::__private::Error> {
-            ::lepus::__private::enqueue::<#name>(#client, #tuple, #options).await
-        }
-
-        /// Enqueues the task and keeps its result on the broker (for its `result_ttl`):
-        /// `handle.result(timeout).await` waits for it, `handle.status().await` says where the
-        /// task is, and `TaskHandle::from_id` gets the same handle in another process.
-        pub async fn submit(
-            #client: &::lepus::__private::Client,
-            #(#params),*
-        ) -> ::core::result::Result<::lepus::__private::TaskHandle<#name>, ::lepus::__private::Error> {
-            ::lepus::__private::submit::<#name>(
-                #client,
-                #tuple,
-                <::lepus::__private::EnqueueOptions as ::core::default::Default>::default(),
-            )
-            .await
-        }
-
-        /// [`submit`](Self::submit) with options (delay, priority, `message_id`, queue,
-        /// `result_ttl`).
-        pub async fn submit_with(
-            #client: &::lepus::__private::Client,
-            #(#params,)*
-            #options: ::lepus::__private::EnqueueOptions,
-        ) -> ::core::result::Result<::lepus::__private::TaskHandle<#name>, ::lepus::__private::Error> {
-            ::lepus::__private::submit::<#name>(#client, #tuple, #options).await
-        }
+        #enqueue
+        #submit
         #workflow
     }
 }

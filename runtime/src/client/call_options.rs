@@ -12,24 +12,17 @@ pub struct CallOptions {
 }
 
 impl CallOptions {
-    /// How long to wait for the reply. The deadline travels with the request (`expiration` and
-    /// `x-lepus-deadline`), so a worker that picks it up too late skips it.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
+    setters! {
+        /// How long to wait for the reply. The deadline travels with the request (`expiration` and
+        /// `x-lepus-deadline`), so a worker that picks it up too late skips it.
+        timeout(timeout: Duration) => timeout = Some(timeout);
 
-    /// The AMQP message priority (0-255); only queues declared with `x-max-priority` use it.
-    pub fn priority(mut self, priority: u8) -> Self {
-        self.priority = Some(priority);
-        self
-    }
+        /// The AMQP message priority (0-255); only queues declared with `x-max-priority` use it.
+        priority(priority: u8) => priority = Some(priority);
 
-    /// Calls the method on `queue` instead of the one its `#[lepus::rpc(queue = ..)]` names (the
-    /// client's queue prefix still applies): a queue chosen at run time, from configuration,
-    /// served by a worker given `fib::handler().on_queue(..)`.
-    pub fn queue(mut self, queue: impl Into<Arc<str>>) -> Self {
-        self.queue = Some(queue.into());
-        self
+        /// Calls the method on `queue` instead of the one its `#[lepus::rpc(queue = ..)]` names
+        /// (the client's queue prefix still applies): a queue chosen at run time, from
+        /// configuration, served by a worker given `fib::handler().on_queue(..)`.
+        queue(queue: impl Into<Arc<str>>) => queue = Some(queue.into());
     }
 }

@@ -90,24 +90,17 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Prepends `prefix` to the queue of every call (give workers the same prefix with
-    /// [`Worker::queue_prefix`](crate::Worker::queue_prefix)): separates environments or tenants
-    /// sharing a broker, and tests sharing one.
-    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.queue_prefix = prefix.into();
-        self
-    }
+    setters! {
+        /// Prepends `prefix` to the queue of every call (give workers the same prefix with
+        /// [`Worker::queue_prefix`](crate::Worker::queue_prefix)): separates environments or
+        /// tenants sharing a broker, and tests sharing one.
+        queue_prefix(prefix: impl Into<String>) => queue_prefix = prefix.into();
 
-    /// The timeout of calls that do not set their own (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
+        /// The timeout of calls that do not set their own (default 30 s).
+        timeout(timeout: Duration) => timeout = timeout;
 
-    /// Where replies come back (default: direct reply-to when offered, else a reply queue).
-    pub fn reply_mode(mut self, mode: ReplyMode) -> Self {
-        self.reply_mode = mode;
-        self
+        /// Where replies come back (default: direct reply-to when offered, else a reply queue).
+        reply_mode(mode: ReplyMode) => reply_mode = mode;
     }
 
     /// Starts the session and waits until the reply consumer is ready.

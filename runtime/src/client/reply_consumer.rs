@@ -25,15 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::ExchangeKind;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use crate::amqp;
 use crate::client::pending::Pending;
 use crate::connection::{Connection, Link};
 use crate::envelope::{self, HEADER_CALLER, RPC_EXCHANGE, UNROUTED_EXCHANGE};
@@ -210,26 +209,20 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, Consumers), lapi
 
 /// Declares `lepus.rpc` and its alternate exchange (idempotent; the same arguments everywhere).
 pub(crate) async fn declare_exchanges(channel: &lapin::Channel) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(
-            UNROUTED_EXCHANGE.into(),
-            ExchangeKind::Headers,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            RPC_EXCHANGE.into(),
-            ExchangeKind::Direct,
-            durable,
-            envelope::rpc_exchange_arguments(),
-        )
-        .await
+    amqp::declare_durable_exchange(
+        channel,
+        UNROUTED_EXCHANGE,
+        ExchangeKind::Headers,
+        FieldTable::default(),
+    )
+    .await?;
+    amqp::declare_durable_exchange(
+        channel,
+        RPC_EXCHANGE,
+        ExchangeKind::Direct,
+        envelope::rpc_exchange_arguments(),
+    )
+    .await
 }
 
 /// Declares a server-named, exclusive, auto-delete queue and returns its name (a client's

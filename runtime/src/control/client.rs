@@ -43,15 +43,12 @@ impl Control {
 
     /// The ids of the workers that answer a `ping`, sorted.
     pub async fn ping(&self) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self
-            .broadcast(Command::Ping, None)
-            .await?
-            .into_iter()
-            .filter_map(|reply| match reply {
+        let mut ids = self
+            .gather(Command::Ping, None, |reply| match reply {
                 Reply::Pong { worker } => Some(worker),
                 _ => None,
             })
-            .collect();
+            .await?;
         ids.sort();
         Ok(ids)
     }
@@ -59,15 +56,12 @@ impl Control {
     /// What every running worker (or those named in `workers`) runs and has run, sorted by
     /// worker id.
     pub async fn inspect(&self, workers: Option<&[String]>) -> Result<Vec<WorkerInfo>> {
-        let mut infos: Vec<WorkerInfo> = self
-            .broadcast(Command::Inspect, workers)
-            .await?
-            .into_iter()
-            .filter_map(|reply| match reply {
+        let mut infos = self
+            .gather(Command::Inspect, workers, |reply| match reply {
                 Reply::Info(info) => Some(info),
                 _ => None,
             })
-            .collect();
+            .await?;
         infos.sort_by(|a, b| a.worker.cmp(&b.worker));
         Ok(infos)
     }
@@ -90,15 +84,11 @@ impl Control {
     /// Asks the workers named in `workers` (every worker when `None`) to stop consuming and
     /// drain gracefully, as their shutdown signal would; returns the ids that acknowledged.
     pub async fn shutdown(&self, workers: Option<&[String]>) -> Result<Vec<String>> {
-        Ok(self
-            .broadcast(Command::Shutdown, workers)
-            .await?
-            .into_iter()
-            .filter_map(|reply| match reply {
-                Reply::ShuttingDown { worker } => Some(worker),
-                _ => None,
-            })
-            .collect())
+        self.gather(Command::Shutdown, workers, |reply| match reply {
+            Reply::ShuttingDown { worker } => Some(worker),
+            _ => None,
+        })
+        .await
     }
 
     /// Publishes the revocation, persistent, to the durable queue and waits for the confirm.
@@ -131,6 +121,18 @@ impl Control {
             ));
         }
         Ok(())
+    }
+
+    /// [`broadcast`](Control::broadcast)s `command` and keeps what `pick` takes from each answer
+    /// (the answers of the kind the command asks for).
+    async fn gather<T>(
+        &self,
+        command: Command,
+        destination: Option<&[String]>,
+        pick: impl FnMut(Reply) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        let replies = self.broadcast(command, destination).await?;
+        Ok(replies.into_iter().filter_map(pick).collect())
     }
 
     /// Publishes `command` to the control exchange and gathers the answers for the wait (or

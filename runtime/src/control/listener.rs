@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
 use tokio::sync::watch;
@@ -19,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::amqp;
 use crate::connection::Connection;
 use crate::control::message::{self, Command, Reply, Request};
 use crate::control::registry::Registry;
@@ -70,17 +69,13 @@ impl Listener {
 
 /// Declares the control exchange (the same way everywhere).
 pub(crate) async fn declare_exchange(channel: &lapin::Channel) -> lapin::Result<()> {
-    channel
-        .exchange_declare(
-            CONTROL_EXCHANGE.into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
+    amqp::declare_durable_exchange(
+        channel,
+        CONTROL_EXCHANGE,
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await
 }
 
 async fn listen(conn: Connection, registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {

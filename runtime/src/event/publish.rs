@@ -28,6 +28,7 @@ use lapin::{BasicProperties, Confirmation};
 use serde::Serialize;
 use tracing::Instrument;
 
+use crate::amqp;
 use crate::client::Client;
 use crate::context::{write_onward, Onward};
 use crate::envelope::{self, CONTENT_TYPE};
@@ -111,18 +112,7 @@ pub(crate) async fn declare_exchange<E: Event>(
     channel: &lapin::Channel,
     exchange: &str,
 ) -> lapin::Result<()> {
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.into(),
-            E::KIND.lapin(),
-            options,
-            FieldTable::default(),
-        )
-        .await
+    amqp::declare_durable_exchange(channel, exchange, E::KIND.lapin(), FieldTable::default()).await
 }
 
 /// The exchange name with the prefix applied (not to `""` nor `amq.*`).

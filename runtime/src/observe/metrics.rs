@@ -46,28 +46,40 @@ pub(crate) fn handled(queue: &str, handler: &str, outcome: Outcome, elapsed: Dur
 /// Counts a task retry.
 #[inline]
 pub(crate) fn retried(queue: &str, handler: &str) {
-    #[cfg(feature = "metrics")]
-    enabled::count(queue, handler, enabled::HandlerCounter::Retries);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (queue, handler);
+    count(queue, handler, HandlerCounter::Retries);
 }
 
 /// Counts a message sent to its dead-letter queue (a task) or rejected (an event).
 #[inline]
 pub(crate) fn dead_lettered(queue: &str, handler: &str) {
-    #[cfg(feature = "metrics")]
-    enabled::count(queue, handler, enabled::HandlerCounter::DeadLetters);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (queue, handler);
+    count(queue, handler, HandlerCounter::DeadLetters);
 }
 
 /// Counts a delivery the broker had delivered before.
 #[inline]
 pub(crate) fn redelivered(queue: &str, handler: &str) {
+    count(queue, handler, HandlerCounter::Redeliveries);
+}
+
+/// Which of a handler's plain counters [`count`] adds to.
+#[derive(Clone, Copy)]
+// Without the feature nothing reads the counters.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+enum HandlerCounter {
+    /// Runs in progress, up or down by the number.
+    InFlight(i64),
+    Retries,
+    DeadLetters,
+    Redeliveries,
+}
+
+/// Adds to one plain counter of `handler` on `queue` (nothing without the `metrics` feature).
+#[inline]
+fn count(queue: &str, handler: &str, counter: HandlerCounter) {
     #[cfg(feature = "metrics")]
-    enabled::count(queue, handler, enabled::HandlerCounter::Redeliveries);
+    enabled::count(queue, handler, counter);
     #[cfg(not(feature = "metrics"))]
-    let _ = (queue, handler);
+    let _ = (queue, handler, counter);
 }
 
 /// Counts one call a client made.
@@ -91,19 +103,12 @@ impl<'a> InFlight<'a> {
     /// A run of `handler` on `queue` starts.
     #[inline]
     pub(crate) fn start(queue: &'a str, handler: &'a str) -> InFlight<'a> {
-        #[cfg(feature = "metrics")]
-        {
-            enabled::count(queue, handler, enabled::HandlerCounter::InFlight(1));
-            InFlight {
-                series: (queue, handler),
-            }
-        }
-        #[cfg(not(feature = "metrics"))]
-        {
-            let _ = (queue, handler);
-            InFlight {
-                series: std::marker::PhantomData,
-            }
+        count(queue, handler, HandlerCounter::InFlight(1));
+        InFlight {
+            #[cfg(feature = "metrics")]
+            series: (queue, handler),
+            #[cfg(not(feature = "metrics"))]
+            series: std::marker::PhantomData,
         }
     }
 }
@@ -111,11 +116,7 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        enabled::count(
-            self.series.0,
-            self.series.1,
-            enabled::HandlerCounter::InFlight(-1),
-        );
+        count(self.series.0, self.series.1, HandlerCounter::InFlight(-1));
     }
 }
 
@@ -139,6 +140,7 @@ mod enabled {
     use tokio::task::JoinHandle;
     use tracing::debug;
 
+    use super::HandlerCounter;
     use crate::observe::Outcome;
 
     /// Upper bounds of the duration histograms' buckets (Prometheus' defaults), seconds.
@@ -332,14 +334,6 @@ mod enabled {
                 series.duration.observe(elapsed.as_secs_f64());
             });
         });
-    }
-
-    /// Which of a handler's plain counters [`count`] adds to.
-    pub(super) enum HandlerCounter {
-        InFlight(i64),
-        Retries,
-        DeadLetters,
-        Redeliveries,
     }
 
     pub(super) fn count(queue: &str, handler: &str, counter: HandlerCounter) {

@@ -92,18 +92,14 @@ impl Scheduler {
         self
     }
 
-    /// How often a standby tries to take over (default [`DEFAULT_FAILOVER_POLL`]): the bound
-    /// on the failover time once the broker dropped the dead holder's connection.
-    pub fn failover_poll(mut self, poll: Duration) -> Self {
-        self.poll = poll.max(Duration::from_millis(10));
-        self
-    }
+    setters! {
+        /// How often a standby tries to take over (default [`DEFAULT_FAILOVER_POLL`]): the bound on
+        /// the failover time once the broker dropped the dead holder's connection.
+        failover_poll(poll: Duration) => poll = poll.max(Duration::from_millis(10));
 
-    /// Prepends `prefix` to the task queues and to the schedules' lock and state queues (as
-    /// [`Worker::queue_prefix`](crate::Worker::queue_prefix) does).
-    pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
+        /// Prepends `prefix` to the task queues and to the schedules' lock and state queues (as
+        /// [`Worker::queue_prefix`](crate::Worker::queue_prefix) does).
+        queue_prefix(prefix: impl Into<String>) => prefix = prefix.into();
     }
 
     /// Starts the scheduler in a task of its own.

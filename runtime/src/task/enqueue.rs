@@ -48,30 +48,20 @@ impl EnqueueOptions {
         EnqueueOptions::default()
     }
 
-    /// The task runs no earlier than `delay` from now (it waits in a delay queue).
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay).filter(|d| !d.is_zero());
-        self
-    }
+    setters! {
+        /// The task runs no earlier than `delay` from now (it waits in a delay queue).
+        delay(delay: Duration) => delay = Some(delay).filter(|d| !d.is_zero());
 
-    /// The message priority (effective on queues declared with `max_priority`).
-    pub fn priority(mut self, priority: u8) -> Self {
-        self.priority = Some(priority);
-        self
-    }
+        /// The message priority (effective on queues declared with `max_priority`).
+        priority(priority: u8) => priority = Some(priority);
 
-    /// The `message_id` of the task (default: a fresh UUID). Enqueue the same work twice with
-    /// the same id and a worker can tell (see [`current`](crate::task::current)).
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
-        self.message_id = Some(id.into());
-        self
-    }
+        /// The `message_id` of the task (default: a fresh UUID). Enqueue the same work twice with
+        /// the same id and a worker can tell (see [`current`](crate::task::current)).
+        message_id(id: impl Into<String>) => message_id = Some(id.into());
 
-    /// With `submit`: keep this task's result for `ttl` after its last use instead of the
-    /// task's `result_ttl` (no effect on `enqueue`, which keeps no result).
-    pub fn result_ttl(mut self, ttl: Duration) -> Self {
-        self.result_ttl = Some(ttl).filter(|t| !t.is_zero());
-        self
+        /// With `submit`: keep this task's result for `ttl` after its last use instead of the
+        /// task's `result_ttl` (no effect on `enqueue`, which keeps no result).
+        result_ttl(ttl: Duration) => result_ttl = Some(ttl).filter(|t| !t.is_zero());
     }
 
     pub(crate) fn result_ttl_of(&self) -> Option<Duration> {

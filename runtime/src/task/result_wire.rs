@@ -243,13 +243,11 @@ pub trait OutSerde<O> {
 
 impl<O: Serialize + DeserializeOwned> OutSerde<O> for &&OutWire<O> {
     fn encode_output(&self, output: &O) -> Option<Vec<u8>> {
-        let mut buf = Vec::new();
-        crate::envelope::encode_into(&mut buf, output).ok()?;
-        Some(buf)
+        crate::envelope::encode_body(output)
     }
 
     fn decode_output(&self, body: &[u8]) -> Result<O, String> {
-        crate::envelope::decode_bounded(body).map_err(|e| e.to_string())
+        crate::envelope::decode_bounded_text(body)
     }
 }
 
@@ -311,13 +309,11 @@ pub trait TaskErrSerde<E> {
 
 impl<E: Serialize + DeserializeOwned> TaskErrSerde<E> for &&&TaskErrWire<E> {
     fn encode_error(&self, error: &E) -> Option<Vec<u8>> {
-        let mut buf = Vec::new();
-        crate::envelope::encode_into(&mut buf, error).ok()?;
-        Some(buf)
+        crate::envelope::encode_body(error)
     }
 
     fn decode_error(&self, body: &[u8]) -> Result<E, String> {
-        crate::envelope::decode_bounded(body).map_err(|e| e.to_string())
+        crate::envelope::decode_bounded_text(body)
     }
 }
 
@@ -331,13 +327,11 @@ pub trait TaskErrText<E> {
 
 impl<E: Display + From<RemoteError>> TaskErrText<E> for &&TaskErrWire<E> {
     fn encode_error(&self, error: &E) -> Option<Vec<u8>> {
-        let mut buf = Vec::new();
-        crate::envelope::encode_into(&mut buf, &format!("{error:#}")).ok()?;
-        Some(buf)
+        crate::envelope::encode_body(&format!("{error:#}"))
     }
 
     fn decode_error(&self, body: &[u8]) -> Result<E, String> {
-        let text: String = crate::envelope::decode_bounded(body).map_err(|e| e.to_string())?;
+        let text: String = crate::envelope::decode_bounded_text(body)?;
         Ok(E::from(RemoteError::new(text)))
     }
 }

@@ -43,6 +43,29 @@ impl SideConsumer {
         })
     }
 
+    /// Opens a side channel of `client`, runs `read` on it, then closes it (every delivery read
+    /// goes back to its queue), all by `timeout`: `None` when it passed first. Opening the
+    /// channel, reading and waiting for the close-ok all count against it; a channel that could
+    /// not be opened is `read`'s error.
+    pub(crate) async fn read_within<T, E: From<crate::Error>>(
+        client: &Client,
+        timeout: Duration,
+        read: impl AsyncFnOnce(&mut SideConsumer) -> Result<T, E>,
+    ) -> Option<Result<T, E>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let opened = tokio::time::timeout_at(deadline, SideConsumer::open(client))
+            .await
+            .ok()?;
+        let mut reader = match opened {
+            Ok(reader) => reader,
+            Err(err) => return Some(Err(err.into())),
+        };
+        let waited = tokio::time::timeout_at(deadline, read(&mut reader)).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        reader.close(left).await;
+        waited.ok()
+    }
+
     /// Starts consuming `queue` (acknowledgements required: the deliveries stay unacked and go
     /// back to the queue when the channel closes).
     pub(crate) async fn consume(&mut self, queue: &str) -> lapin::Result<()> {

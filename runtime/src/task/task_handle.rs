@@ -288,20 +288,11 @@ impl<T: Task> TaskHandle<T> {
     /// Returns by the timeout, whatever the broker does: opening the channel, consuming and
     /// waiting for the channel's close-ok all count against it.
     pub async fn result(&self, timeout: Duration) -> Result<T::Output, TaskResultError<T::Err>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let Ok(opened) = tokio::time::timeout_at(deadline, SideConsumer::open(&self.client)).await
-        else {
-            return Err(TaskResultError::Timeout(timeout));
-        };
-        let mut reader = opened?;
-        let waited = tokio::time::timeout_at(deadline, self.final_reading(&mut reader)).await;
-        // Closing the channel hands every message read back to the queue.
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        reader.close(left).await;
-        match waited {
-            Err(_) => Err(TaskResultError::Timeout(timeout)),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(reading)) => Self::outcome(reading),
+        let read = async |reader: &mut SideConsumer| self.final_reading(reader).await;
+        match SideConsumer::read_within(&self.client, timeout, read).await {
+            None => Err(TaskResultError::Timeout(timeout)),
+            Some(Err(e)) => Err(e),
+            Some(Ok(reading)) => Self::outcome(reading),
         }
     }
 

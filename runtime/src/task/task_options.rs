@@ -71,37 +71,25 @@ impl TaskOptions {
         self.quorum
     }
 
-    /// Retries after a failed first attempt (0: the first failure dead-letters the task).
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
-    }
+    setters! {
+        /// Retries after a failed first attempt (0: the first failure dead-letters the task).
+        retries(retries: u32) => retries = retries;
 
-    /// The delay before retry `n` (0-based) is jittered in `[c/2, c]`, `c = min(initial·2ⁿ,
-    /// max)` (see `retry_delay` for how the jitter stays on a few queues).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
+        /// The delay before retry `n` (0-based) is jittered in `[c/2, c]`, `c = min(initial·2ⁿ,
+        /// max)` (see `retry_delay` for how the jitter stays on a few queues).
+        backoff(backoff: Backoff) => backoff = backoff;
 
-    /// An attempt running longer than `limit` is abandoned and counts as failed.
-    pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.time_limit = Some(limit);
-        self
-    }
+        /// An attempt running longer than `limit` is abandoned and counts as failed.
+        time_limit(limit: Duration) => time_limit = Some(limit);
 
-    /// Declares the task queue with priorities 0..=`max` (`x-max-priority`), so
-    /// [`EnqueueOptions::priority`](crate::task::EnqueueOptions::priority) takes effect.
-    pub fn max_priority(mut self, max: u8) -> Self {
-        self.max_priority = Some(max);
-        self
-    }
+        /// Declares the task queue with priorities 0..=`max` (`x-max-priority`), so
+        /// [`EnqueueOptions::priority`](crate::task::EnqueueOptions::priority) takes effect.
+        max_priority(max: u8) => max_priority = Some(max);
 
-    /// Where failed tasks go after their last attempt (default `<queue>.dead`); the name is
-    /// used as given (no queue prefix).
-    pub fn dead_letter_queue(mut self, queue: impl Into<Cow<'static, str>>) -> Self {
-        self.dead_letter_queue = Some(queue.into());
-        self
+        /// Where failed tasks go after their last attempt (default `<queue>.dead`); the name is
+        /// used as given (no queue prefix).
+        dead_letter_queue(queue: impl Into<Cow<'static, str>>) =>
+            dead_letter_queue = Some(queue.into());
     }
 
     /// Declares the task queue as a replicated quorum queue (RabbitMQ clusters).

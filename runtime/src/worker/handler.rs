@@ -212,37 +212,27 @@ impl Handler {
         self.settle.as_ref()
     }
 
-    /// Serves the same method on another queue (e.g. one per tenant or per test).
-    pub fn on_queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = Cow::Owned(queue.into());
-        self
-    }
+    setters! {
+        /// Serves the same method on another queue (e.g. one per tenant or per test).
+        on_queue(queue: impl Into<String>) => queue = Cow::Owned(queue.into());
 
-    /// Stops a run of this handler after `limit` of wall time: the call is answered with
-    /// [`FailureKind::TimeLimit`], the task attempt fails (and is retried), the event is
-    /// rejected. An RPC call also stops at its caller's deadline, whichever comes first. For a
-    /// task this replaces its `time_limit`. See the module `limits` for what can be stopped.
-    pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.limits.time_limit = Some(limit);
-        self
-    }
+        /// Stops a run of this handler after `limit` of wall time: the call is answered with
+        /// [`FailureKind::TimeLimit`], the task attempt fails (and is retried), the event is
+        /// rejected. An RPC call also stops at its caller's deadline, whichever comes first. For a
+        /// task this replaces its `time_limit`. See the module `limits` for what can be stopped.
+        time_limit(limit: Duration) => limits.time_limit = Some(limit);
 
-    /// Runs the handler on tokio's blocking pool (`spawn_blocking`), for handlers that block
-    /// their thread (`std::thread::sleep`, blocking I/O, long computations): they then cannot
-    /// stall the other handlers and the worker's own loop. The `blocking = true` key of the
-    /// attributes sets this.
-    pub fn blocking(mut self, blocking: bool) -> Self {
-        self.limits.blocking = blocking;
-        self
-    }
+        /// Runs the handler on tokio's blocking pool (`spawn_blocking`), for handlers that block
+        /// their thread (`std::thread::sleep`, blocking I/O, long computations): they then cannot
+        /// stall the other handlers and the worker's own loop. The `blocking = true` key of the
+        /// attributes sets this.
+        blocking(blocking: bool) => limits.blocking = blocking;
 
-    /// Refuses, before decoding, a message body larger than `bytes` (default: the worker's
-    /// [`Worker::max_message_size`](crate::Worker::max_message_size)): the call is answered
-    /// with [`FailureKind::TooLarge`], the task dead-lettered, the event rejected. An RPC
-    /// handler's reply may not be larger either ([`FailureKind::BadReply`]).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.limits.max_message_size = Some(bytes);
-        self
+        /// Refuses, before decoding, a message body larger than `bytes` (default: the worker's
+        /// [`Worker::max_message_size`](crate::Worker::max_message_size)): the call is answered
+        /// with [`FailureKind::TooLarge`], the task dead-lettered, the event rejected. An RPC
+        /// handler's reply may not be larger either ([`FailureKind::BadReply`]).
+        max_message_size(bytes: usize) => limits.max_message_size = Some(bytes);
     }
 
     /// The limits set on this handler (unset ones take the worker's defaults).

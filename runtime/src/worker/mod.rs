@@ -167,79 +167,55 @@ impl Worker {
         }
     }
 
-    /// Whether this worker listens on the control plane (default `true`): answers `ping`,
-    /// `inspect`, `revoke` and `shutdown` from [`Control`](crate::control::Control) and the
-    /// `lepus` tool, and reads the durable revocations before it consumes tasks. Without it
-    /// the worker is invisible to operators and runs revoked tasks.
-    pub fn control(mut self, on: bool) -> Self {
-        self.control = on;
-        self
-    }
+    setters! {
+        /// Whether this worker listens on the control plane (default `true`): answers `ping`,
+        /// `inspect`, `revoke` and `shutdown` from [`Control`](crate::control::Control) and the
+        /// `lepus` tool, and reads the durable revocations before it consumes tasks. Without it the
+        /// worker is invisible to operators and runs revoked tasks.
+        control(on: bool) => control = on;
 
-    /// How many unacknowledged requests the broker may push to each consumer of this worker
-    /// (`basic.qos` prefetch-count; 1 gives the fairest dispatch). Default: the concurrency.
-    pub fn prefetch(mut self, prefetch: u16) -> Self {
-        self.prefetch = Some(prefetch.max(1));
-        self
-    }
+        /// How many unacknowledged requests the broker may push to each consumer of this worker
+        /// (`basic.qos` prefetch-count; 1 gives the fairest dispatch). Default: the concurrency.
+        prefetch(prefetch: u16) => prefetch = Some(prefetch.max(1));
 
-    /// How many handlers may run at once (default 16).
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
-        self
-    }
+        /// How many handlers may run at once (default 16).
+        concurrency(concurrency: usize) =>
+            concurrency = concurrency.clamp(1, Semaphore::MAX_PERMITS);
 
-    /// The time limit of every handler that has none of its own (default: none; an RPC
-    /// handler is still stopped at its caller's deadline). See [`Handler::time_limit`].
-    pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.defaults.time_limit = Some(limit);
-        self
-    }
+        /// The time limit of every handler that has none of its own (default: none; an RPC handler
+        /// is still stopped at its caller's deadline). See [`Handler::time_limit`].
+        time_limit(limit: Duration) => defaults.time_limit = Some(limit);
 
-    /// The largest message body a handler accepts unless it sets its own (default
-    /// [`DEFAULT_MAX_MESSAGE_SIZE`], 64 MiB). See [`Handler::max_message_size`].
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.defaults.max_message_size = Some(bytes);
-        self
-    }
+        /// The largest message body a handler accepts unless it sets its own (default
+        /// [`DEFAULT_MAX_MESSAGE_SIZE`], 64 MiB). See [`Handler::max_message_size`].
+        max_message_size(bytes: usize) => defaults.max_message_size = Some(bytes);
 
-    /// Bounds the message bytes this worker holds, running or waiting for a slot (default
-    /// [`DEFAULT_PREFETCH_BYTES`], 128 MiB): past it the worker stops consuming until its
-    /// handlers bring the bytes under half of it, then consumes with a prefetch count sized for
-    /// the largest message it saw (see the module `byte_budget`). Queues declared
-    /// `auto_delete` are never paused.
-    pub fn prefetch_bytes(mut self, bytes: usize) -> Self {
-        self.prefetch_bytes = bytes.max(1);
-        self
-    }
+        /// Bounds the message bytes this worker holds, running or waiting for a slot (default
+        /// [`DEFAULT_PREFETCH_BYTES`], 128 MiB): past it the worker stops consuming until its
+        /// handlers bring the bytes under half of it, then consumes with a prefetch count sized for
+        /// the largest message it saw (see the module `byte_budget`). Queues declared `auto_delete`
+        /// are never paused.
+        prefetch_bytes(bytes: usize) => prefetch_bytes = bytes.max(1);
 
-    /// How many times a message may be delivered without being settled (its worker crashed,
-    /// hung past the shutdown timeout, or lost its connection while holding it) before it is
-    /// given up on (default [`DEFAULT_DELIVERY_LIMIT`], 10): a task is dead-lettered, an RPC
-    /// request answered with [`FailureKind::DeliveryLimit`](crate::FailureKind::DeliveryLimit),
-    /// an event rejected. Every message a dying worker holds counts one delivery, started or
-    /// not (see the module `redelivery`).
-    pub fn delivery_limit(mut self, limit: u32) -> Self {
-        self.delivery_limit = limit.max(1);
-        self
-    }
+        /// How many times a message may be delivered without being settled (its worker crashed,
+        /// hung past the shutdown timeout, or lost its connection while holding it) before it is
+        /// given up on (default [`DEFAULT_DELIVERY_LIMIT`], 10): a task is dead-lettered, an RPC
+        /// request answered with [`FailureKind::DeliveryLimit`](crate::FailureKind::DeliveryLimit),
+        /// an event rejected. Every message a dying worker holds counts one delivery, started or
+        /// not (see the module `redelivery`).
+        delivery_limit(limit: u32) => delivery_limit = limit.max(1);
 
-    /// How long `run_until` may take to shut down after its signal (default
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 25 s). Handlers still running when three quarters of it
-    /// (at most all but 2 s) have passed are abandoned: dropped at their next await point,
-    /// their requests left unacked, so the broker delivers them again (counting a delivery).
-    /// A handler that blocks its thread cannot be dropped; the worker returns without it.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
+        /// How long `run_until` may take to shut down after its signal (default
+        /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 25 s). Handlers still running when three quarters of it
+        /// (at most all but 2 s) have passed are abandoned: dropped at their next await point,
+        /// their requests left unacked, so the broker delivers them again (counting a delivery). A
+        /// handler that blocks its thread cannot be dropped; the worker returns without it.
+        shutdown_timeout(timeout: Duration) => shutdown_timeout = timeout;
 
-    /// Publish replies and copies on the connection the worker consumes from, rather than on
-    /// a second connection of its own (the default). A broker that blocks a publishing
-    /// connection (`connection.blocked`, memory alarm) then stalls this worker's acks too.
-    pub fn separate_publisher(mut self, separate: bool) -> Self {
-        self.separate_publisher = separate;
-        self
+        /// Publish replies and copies on the connection the worker consumes from, rather than on a
+        /// second connection of its own (the default). A broker that blocks a publishing connection
+        /// (`connection.blocked`, memory alarm) then stalls this worker's acks too.
+        separate_publisher(separate: bool) => separate_publisher = separate;
     }
 
     /// Serves `handlers` on their queues: one handler (`fib::handler()`), or every method of a

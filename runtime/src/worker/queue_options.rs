@@ -41,24 +41,17 @@ impl QueueOptions {
         QueueOptions::new().expires(RPC_QUEUE_EXPIRES)
     }
 
-    /// A durable queue survives a broker restart (its persistent messages too).
-    pub fn durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
-        self
-    }
+    setters! {
+        /// A durable queue survives a broker restart (its persistent messages too).
+        durable(durable: bool) => durable = durable;
 
-    /// Deleted by the broker when its last consumer goes away. Then a call to a service whose
-    /// workers all stopped fails fast with `NoRoute` instead of waiting in the queue.
-    pub fn auto_delete(mut self, auto_delete: bool) -> Self {
-        self.auto_delete = auto_delete;
-        self
-    }
+        /// Deleted by the broker when its last consumer goes away. Then a call to a service whose
+        /// workers all stopped fails fast with `NoRoute` instead of waiting in the queue.
+        auto_delete(auto_delete: bool) => auto_delete = auto_delete;
 
-    /// Used by one connection only and deleted when it closes (`exclusive`): the queue of a
-    /// broadcast event handler, one per running instance.
-    pub fn exclusive(mut self, exclusive: bool) -> Self {
-        self.exclusive = exclusive;
-        self
+        /// Used by one connection only and deleted when it closes (`exclusive`): the queue of a
+        /// broadcast event handler, one per running instance.
+        exclusive(exclusive: bool) => exclusive = exclusive;
     }
 
     /// A replicated quorum queue (`x-queue-type: quorum`, RabbitMQ clusters); implies durable
@@ -70,29 +63,19 @@ impl QueueOptions {
         self
     }
 
-    /// Enables message priorities 0..=`max` (`x-max-priority`).
-    pub fn max_priority(mut self, max: u8) -> Self {
-        self.max_priority = Some(max);
-        self
-    }
+    setters! {
+        /// Enables message priorities 0..=`max` (`x-max-priority`).
+        max_priority(max: u8) => max_priority = Some(max);
 
-    /// Requests older than `ttl` are dropped by the broker (`x-message-ttl`).
-    pub fn message_ttl(mut self, ttl: Duration) -> Self {
-        self.message_ttl = Some(ttl);
-        self
-    }
+        /// Requests older than `ttl` are dropped by the broker (`x-message-ttl`).
+        message_ttl(ttl: Duration) => message_ttl = Some(ttl);
 
-    /// The queue is deleted after being unused for `after` (`x-expires`).
-    pub fn expires(mut self, after: Duration) -> Self {
-        self.expires = Some(after);
-        self
-    }
+        /// The queue is deleted after being unused for `after` (`x-expires`).
+        expires(after: Duration) => expires = Some(after);
 
-    /// Quorum queues: a message redelivered more than `limit` times is dropped
-    /// (`x-delivery-limit`), so a request that crashes every worker cannot loop forever.
-    pub fn delivery_limit(mut self, limit: u32) -> Self {
-        self.delivery_limit = Some(limit);
-        self
+        /// Quorum queues: a message redelivered more than `limit` times is dropped
+        /// (`x-delivery-limit`), so a request that crashes every worker cannot loop forever.
+        delivery_limit(limit: u32) => delivery_limit = Some(limit);
     }
 
     /// True for a queue the broker deletes with its last consumer.

@@ -118,20 +118,10 @@ impl<O: DeserializeOwned> WorkflowHandle<O> {
     /// number of readers get it, until it expires). Returns by the timeout, whatever the
     /// broker does (opening the channel and its close-ok count against it).
     pub async fn result(&self, timeout: Duration) -> Result<O, WorkflowError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let Ok(opened) = tokio::time::timeout_at(deadline, SideConsumer::open(&self.client)).await
-        else {
-            return Err(WorkflowError::Timeout(timeout));
-        };
-        let mut reader = opened?;
-        let waited = tokio::time::timeout_at(deadline, self.final_message(&mut reader)).await;
-        // Closing the channel hands every message read back to the queue.
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        reader.close(left).await;
-        match waited {
-            Err(_) => Err(WorkflowError::Timeout(timeout)),
-            Ok(read) => read,
-        }
+        let read = async |reader: &mut SideConsumer| self.final_message(reader).await;
+        SideConsumer::read_within(&self.client, timeout, read)
+            .await
+            .unwrap_or(Err(WorkflowError::Timeout(timeout)))
     }
 
     async fn final_message(&self, reader: &mut SideConsumer) -> Result<O, WorkflowError> {
