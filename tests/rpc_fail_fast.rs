@@ -236,3 +236,73 @@ async fn a_crashed_worker_leaves_its_queue_for_a_restarted_one() {
     assert!(pending.await.unwrap().is_ok());
     worker.shutdown().await.unwrap();
 }
+
+/// A quorum queue outlives its last worker, and the worker's shutdown leaves the connection it
+/// shares with the process's clients alone: RabbitMQ answers `queue.delete` with `if-unused` on
+/// a quorum queue by closing the whole connection (540 NOT_IMPLEMENTED), and an unconditional
+/// delete could drop the requests of a worker that began consuming since the count.
+#[tokio::test]
+async fn the_last_worker_leaves_a_quorum_queue_and_the_connection_it_shares() {
+    let service = Service::start().await;
+    let conn = lepus::connect(&service.url).await.unwrap();
+    let client = Client::builder(&conn)
+        .queue_prefix(service.prefix.clone())
+        .build()
+        .await
+        .unwrap();
+    let quorum = |w: Worker| {
+        w.queue_options(
+            whoami::QUEUE,
+            lepus::QueueOptions::new()
+                .quorum()
+                .expires(Duration::from_secs(60)),
+        )
+        .serve(whoami::handler())
+    };
+    let mut worker = quorum(Worker::new(&conn).queue_prefix(service.prefix.clone())).spawn();
+    worker.ready(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(whoami::call(&client, 0).await.unwrap(), "v1");
+    worker.shutdown().await.unwrap();
+
+    // The queue is still there, with nobody consuming it.
+    let observer = lapin::Connection::connect(&service.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = observer.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let queue = format!("{}{}", service.prefix, whoami::QUEUE);
+    let declared = channel
+        .queue_declare(queue.as_str().into(), passive, Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("the quorum queue {queue} was deleted: {e}"));
+    assert_eq!(declared.consumer_count(), 0);
+
+    // A call made now waits in it for the next worker, on the connection the stopped worker
+    // shared: never closed under the client (a close would be a reconnection, generation 2).
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { whoami::call(&client, 0).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = service
+        .worker(whoami::handler(), |w| {
+            w.queue_options(
+                whoami::QUEUE,
+                lepus::QueueOptions::new()
+                    .quorum()
+                    .expires(Duration::from_secs(60)),
+            )
+        })
+        .await;
+    assert_eq!(pending.await.unwrap().unwrap(), "v1");
+    assert_eq!(conn.generation(), 1, "the shared connection was closed");
+    next.shutdown().await.unwrap();
+    channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let _ = observer.close(200, "done".into()).await;
+}

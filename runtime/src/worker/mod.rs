@@ -841,12 +841,18 @@ const UNSTARTED_DRAIN: Duration = Duration::from_secs(2);
 /// consumers of each this worker has now; a redeclaration
 /// with the same options reports the consumer count; on a side channel, so that a refusal
 /// cannot close the worker's). Queues shared with task or event handlers are never deleted.
+///
+/// Nor are quorum queues: RabbitMQ cannot delete one `if-unused` (it closes the whole
+/// connection, 540 NOT_IMPLEMENTED, under every client sharing it), and an unconditional delete
+/// would drop the requests of a worker that began consuming since the count. A quorum queue
+/// outlives its last worker (until its `x-expires`, if any); the requests in it wait for the
+/// next worker or expire with their caller's deadline.
 async fn rpc_queues_served_alone(link: &Link, served: &[ServedQueue], ours: &[u32]) -> Vec<String> {
     let mut alone = Vec::new();
     let candidates: Vec<_> = served
         .iter()
         .zip(ours.iter().copied())
-        .filter(|(queue, _)| queue.routes.rpc_only())
+        .filter(|(queue, _)| queue.routes.rpc_only() && !queue.options.is_quorum())
         .collect();
     if candidates.is_empty() {
         return alone;

@@ -55,7 +55,10 @@ impl QueueOptions {
     }
 
     /// A replicated quorum queue (`x-queue-type: quorum`, RabbitMQ clusters); implies durable
-    /// and not auto-delete.
+    /// and not auto-delete. An RPC queue of this type outlives its last worker (RabbitMQ cannot
+    /// delete a quorum queue only if unused): calls made while no worker runs wait for the next
+    /// one or time out, rather than failing at once with `NoRoute`; set
+    /// [`expires`](Self::expires) to have the broker remove it once unused.
     pub fn quorum(mut self) -> Self {
         self.quorum = true;
         self.durable = true;
@@ -95,6 +98,11 @@ impl QueueOptions {
             exclusive: self.exclusive,
             ..QueueDeclareOptions::default()
         }
+    }
+
+    /// True for a quorum queue (see [`quorum`](Self::quorum)).
+    pub(crate) fn is_quorum(&self) -> bool {
+        self.quorum
     }
 
     pub(crate) fn arguments(&self) -> FieldTable {
