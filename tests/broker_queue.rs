@@ -579,3 +579,50 @@ async fn queue_bind_checks_the_exchange_then_the_arguments_then_exclusivity() {
         assert_code(try_bind(&ch, &name, exchange, "", args).await, code);
     }
 }
+
+/// A quorum queue cannot be deleted `if-unused` or `if-empty`: RabbitMQ closes the connection
+/// with 540, naming the flag (`if-unused` when both are set), even for an unused, empty queue;
+/// a plain delete works. The bundled broker does the same, so that code tried on it does not
+/// first fail on a RabbitMQ cluster.
+#[tokio::test]
+async fn a_conditional_delete_of_a_quorum_queue_is_540() {
+    let broker = common::broker().await;
+    let q = common::unique("q.quorum");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    for (if_unused, if_empty, flag) in [
+        (true, false, "if-unused"),
+        (false, true, "if-empty"),
+        (true, true, "if-unused"),
+    ] {
+        let conn = connect(&broker).await;
+        let ch = channel(&conn).await;
+        try_declare_queue(&ch, &q, QueueDeclareOptions::durable(), args.clone())
+            .await
+            .expect("declare the quorum queue");
+        let text = assert_code(
+            try_delete_queue(&ch, &q, delete_if(if_unused, if_empty)).await,
+            540,
+        );
+        assert!(
+            text.contains(&format!(
+                "queue.delete operations with {flag} flag set are not supported by quorum queues"
+            )),
+            "{text}"
+        );
+        // A connection error: the connection is closed, not only the channel.
+        assert!(
+            !conn.status().connected(),
+            "540 closes the connection ({flag})"
+        );
+    }
+    let (_conn, ch) = open(&broker).await;
+    passive_queue(&ch, &q).await.expect("still there");
+    try_delete_queue(&ch, &q, QueueDeleteOptions::default())
+        .await
+        .expect("a plain delete of a quorum queue");
+    assert_code(passive_queue(&ch, &q).await, 404);
+}

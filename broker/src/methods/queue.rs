@@ -9,6 +9,7 @@ use super::Session;
 use super::{default_exchange, locked, no_exchange, no_queue, not_persisted, validate_binding};
 use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
+use crate::field_value::string_field;
 use crate::persistence::TopologyChange;
 use crate::queue::{Queue, QueueConfig};
 use crate::vhost::REPLY_TO;
@@ -262,6 +263,19 @@ impl Session {
                 if q.exclusive_owner.is_some_and(|o| o != self.id) {
                     return Err(locked(name, &self.vhost.name));
                 }
+                if let Some(flag) = conditional_flag(&m) {
+                    // RabbitMQ cannot delete a quorum queue conditionally and closes the
+                    // connection saying so, whatever the queue holds. The same here (the
+                    // queue is a plain one underneath), so that code tried on the bundled
+                    // broker does not first fail on a RabbitMQ cluster.
+                    if string_field(&q.arguments, "x-queue-type").as_deref() == Some("quorum") {
+                        return Err(AmqpError::not_implemented(format!(
+                            "cannot delete queue '{name}' in vhost '{}'. queue.delete operations \
+                             with {flag} flag set are not supported by quorum queues",
+                            self.vhost.name
+                        )));
+                    }
+                }
                 let (messages, consumers) = q.counts();
                 if m.if_unused && consumers > 0 {
                     return Err(AmqpError::precondition_failed(format!(
@@ -291,6 +305,17 @@ impl Session {
             commit,
         );
         Ok(())
+    }
+}
+
+/// The condition flag of a `queue.delete` as RabbitMQ names it (`if-unused` first), if any.
+fn conditional_flag(m: &queue::Delete) -> Option<&'static str> {
+    if m.if_unused {
+        Some("if-unused")
+    } else if m.if_empty {
+        Some("if-empty")
+    } else {
+        None
     }
 }
 
