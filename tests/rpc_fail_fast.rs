@@ -237,6 +237,16 @@ async fn a_crashed_worker_leaves_its_queue_for_a_restarted_one() {
     worker.shutdown().await.unwrap();
 }
 
+/// `whoami`'s queue as a quorum queue (removed by the broker a minute after its last consumer).
+fn quorum_queue(w: Worker) -> Worker {
+    w.queue_options(
+        whoami::QUEUE,
+        lepus::QueueOptions::new()
+            .quorum()
+            .expires(Duration::from_secs(60)),
+    )
+}
+
 /// A quorum queue outlives its last worker, and the worker's shutdown leaves the connection it
 /// shares with the process's clients alone: RabbitMQ answers `queue.delete` with `if-unused` on
 /// a quorum queue by closing the whole connection (540 NOT_IMPLEMENTED), and an unconditional
@@ -250,16 +260,9 @@ async fn the_last_worker_leaves_a_quorum_queue_and_the_connection_it_shares() {
         .build()
         .await
         .unwrap();
-    let quorum = |w: Worker| {
-        w.queue_options(
-            whoami::QUEUE,
-            lepus::QueueOptions::new()
-                .quorum()
-                .expires(Duration::from_secs(60)),
-        )
+    let mut worker = quorum_queue(Worker::new(&conn).queue_prefix(service.prefix.clone()))
         .serve(whoami::handler())
-    };
-    let mut worker = quorum(Worker::new(&conn).queue_prefix(service.prefix.clone())).spawn();
+        .spawn();
     worker.ready(Duration::from_secs(10)).await.unwrap();
     assert_eq!(whoami::call(&client, 0).await.unwrap(), "v1");
     worker.shutdown().await.unwrap();
@@ -287,16 +290,7 @@ async fn the_last_worker_leaves_a_quorum_queue_and_the_connection_it_shares() {
         async move { whoami::call(&client, 0).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let next = service
-        .worker(whoami::handler(), |w| {
-            w.queue_options(
-                whoami::QUEUE,
-                lepus::QueueOptions::new()
-                    .quorum()
-                    .expires(Duration::from_secs(60)),
-            )
-        })
-        .await;
+    let next = service.worker(whoami::handler(), quorum_queue).await;
     assert_eq!(pending.await.unwrap().unwrap(), "v1");
     assert_eq!(conn.generation(), 1, "the shared connection was closed");
     next.shutdown().await.unwrap();
