@@ -66,7 +66,9 @@
 //!   (in-memory implementation; the segment log plugs in through `durable_store`).
 //! - `frame/`: frame codec glue over `amq-protocol` (framing, frame_max, body slicing), and
 //!   `frame/basic_codec`, the hand-written codec of the frames every message crosses
-//!   (`basic.publish`, `basic.ack`, content headers in; `basic.deliver` out).
+//!   (`basic.publish`, `basic.ack`, content headers in; `basic.deliver` out); `frame/nesting`,
+//!   the bound on field-table depth checked before `amq-protocol` parses a payload;
+//!   `frame/big_endian`, the big-endian reads both of those payload cursors share.
 //! - `outbox/`: a connection's outgoing frames, in order, written in batches (one write per
 //!   burst, by the task that produced them or by the connection's writer task, `outbox/writer`);
 //!   channels queue deliveries on it without seeing the connection.
