@@ -152,7 +152,7 @@ pub(crate) enum Command {
     /// check_port_connectivity). Needs no credentials: the container image's health check.
     CheckPortConnectivity {
         /// The AMQP listener; default: LEPUS_LISTEN (the broker's own setting), else
-        /// 127.0.0.1:5672. A wildcard address (0.0.0.0, [::]) is checked on loopback.
+        /// 127.0.0.1:5672. A wildcard address (`0.0.0.0`, `[::]`) is checked on loopback.
         #[arg(long, env = "LEPUS_LISTEN", default_value = "127.0.0.1:5672")]
         address: String,
         /// Seconds to wait for the answer.
