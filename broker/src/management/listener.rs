@@ -30,9 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower_service::Service;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::shutdown::Shutdown;
+use crate::shutdown::{AcceptErrors, Shutdown, ACCEPT_RETRY};
 
 /// The bounds in the module table.
 #[derive(Debug, Clone)]
@@ -81,14 +81,18 @@ pub(crate) async fn serve(
     // close gracefully; each connection task holds a receiver.
     let (closing, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut errors = AcceptErrors::new("management");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    errors.accepted();
+                    accepted
+                }
                 Err(err) => {
                     // Out of file descriptors, most likely: let some connections end.
-                    warn!(cause = %err, "management API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    errors.failed(&err);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             },
