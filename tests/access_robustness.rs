@@ -22,7 +22,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicPublishOption
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use lepus::broker::{Broker, BrokerHandle};
 use task_util::eventually;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start(builder: lepus::broker::BrokerBuilder) -> BrokerHandle {
@@ -226,6 +226,60 @@ async fn max_connections_refuses_the_connection_over_the_limit_with_530() {
     }
     assert!(admitted.is_some(), "a slot freed by a close is reusable");
     drop(b);
+    broker.shutdown().await;
+}
+
+/// The socket budget counts every socket, logged in or not: sockets that never send a byte
+/// fill it, the next one is closed at once (end of stream before any byte, instead of a place
+/// in the kernel's backlog), a logged-in connection keeps working meanwhile, and a freed place
+/// is taken again. It is what keeps file descriptors for the store when a client opens sockets
+/// by the thousand: before it, 60 idle sockets under `ulimit -n 48` left the store unable to
+/// open its next segment, and every persistent write failed from then on.
+#[tokio::test]
+async fn sockets_over_the_socket_limit_are_closed_at_once_logged_in_or_not() {
+    let broker = start(Broker::builder().socket_limit(3)).await;
+    let url = broker.amqp_url();
+    let conn = connect_url(&url).await;
+    let idle = [
+        TcpStream::connect(broker.local_addr())
+            .await
+            .expect("connect"),
+        TcpStream::connect(broker.local_addr())
+            .await
+            .expect("connect"),
+    ];
+    for _ in 0..3 {
+        let mut over = TcpStream::connect(broker.local_addr())
+            .await
+            .expect("connect");
+        let _ = over.write_all(raw::PROTOCOL_HEADER).await;
+        let mut byte = [0u8; 1];
+        let read = within(
+            "the broker closes the socket over the budget",
+            over.read(&mut byte),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "a socket over the budget got {read:?} instead of being closed"
+        );
+    }
+    // The logged-in connection is unaffected.
+    let ch = confirm_channel(&conn).await;
+    let q = declare_server_named(&ch).await;
+    publish_confirmed(&ch, "", q.name().as_str(), b"x", BasicProperties::default()).await;
+    // A freed place is taken again (once the broker has seen the idle socket go).
+    drop(idle);
+    let mut admitted = None;
+    for _ in 0..50 {
+        if let Ok(c) = Connection::connect(&url, ConnectionProperties::default()).await {
+            admitted = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted.is_some(), "a freed place admits a new connection");
+    conn.close(200, "bye".into()).await.expect("close");
     broker.shutdown().await;
 }
 

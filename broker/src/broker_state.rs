@@ -13,6 +13,7 @@ use crate::busy_poll::BusyPoll;
 use crate::channel::registry::Channels;
 use crate::config::Config;
 use crate::connection_registry::Connections;
+use crate::sockets::SocketBudget;
 use crate::vhost::VHosts;
 
 /// What every connection task shares: configuration, vhosts, id counter.
@@ -37,6 +38,8 @@ pub(crate) struct BrokerShared {
     /// The sockets the broker accepts on, set once they are all bound (`listeners` of the
     /// management API's overview and its port-listener health check).
     pub(crate) listeners: std::sync::OnceLock<Vec<Listener>>,
+    /// The sockets the AMQP, TLS and management listeners may hold at once (`--socket-limit`).
+    pub(crate) sockets: SocketBudget,
 }
 
 /// A socket the broker accepts on.
@@ -54,6 +57,7 @@ impl BrokerShared {
     /// builds it (the broker and the fuzzing harness both come here).
     pub(crate) fn new(config: Config, vhosts: VHosts, access: AccessControl) -> Self {
         let busy_poll = BusyPoll::new(config.busy_poll);
+        let sockets = SocketBudget::new(config.socket_limit);
         Self {
             config,
             vhosts,
@@ -63,6 +67,7 @@ impl BrokerShared {
             channels: Arc::default(),
             busy_poll,
             listeners: std::sync::OnceLock::new(),
+            sockets,
         }
     }
 }

@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) prometheus_per_object: bool,
     /// Most open client connections (`None`: unlimited, RabbitMQ's default).
     pub(crate) max_connections: Option<usize>,
+    /// Most sockets the listeners hold at once, logged in or not (`None`: derived from the
+    /// descriptor limit, see `sockets`).
+    pub(crate) socket_limit: Option<usize>,
     /// The TLS listener, if any.
     pub(crate) tls: Option<TlsOptions>,
     /// When a persistent message counts as stored (`--fsync`).
@@ -69,6 +72,7 @@ impl Default for Config {
             management_listen: None,
             prometheus_per_object: false,
             max_connections: None,
+            socket_limit: None,
             tls: None,
             fsync: FsyncPolicy::Always,
             segment_size: crate::store::DEFAULT_SEGMENT_SIZE,

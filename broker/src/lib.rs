@@ -16,7 +16,7 @@
 //! 5. persistence: `persistence`
 //! 6. codec, outbox and errors: `frame/`, `outbox/`, `error`
 //! 7. store: `store/`
-//! 8. foundation: `message`, `shutdown`, `fairness`, `field_value`
+//! 8. foundation: `message`, `shutdown`, `sockets`, `fairness`, `field_value`
 //!
 //! # Layout
 //! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
@@ -77,7 +77,10 @@
 //!   group commit, recovery, compaction).
 //! - `message`: the shared message (properties + `Bytes` body), and `Held`, the memory a
 //!   message (or the read block its body is a slice of) holds, charged while it lives.
-//! - `shutdown`: the broker-wide stop signal, and draining a listener's connection tasks.
+//! - `shutdown`: the broker-wide stop signal, a listener's accept loop (and its throttled log of
+//!   failed and refused accepts), and draining a listener's connection tasks.
+//! - `sockets`: the socket budget all listeners share, which keeps file descriptors for the
+//!   store; the process's descriptor limit.
 //! - `fairness`: how much of a lock, task step or worker one client's work may take.
 //! - `field_value`: reading AMQP field values as clients send them (an integer of any width,
 //!   a string short or long).
@@ -126,6 +129,7 @@ mod persistence;
 mod queue;
 mod server;
 mod shutdown;
+mod sockets;
 pub mod store;
 mod tls;
 mod vhost;
@@ -135,3 +139,4 @@ pub use admin::Admin;
 pub use error::{AdminError, Error, ReplyCode};
 pub use memory::parse_bytes;
 pub use server::{Broker, BrokerBuilder, BrokerHandle};
+pub use sockets::raise_fd_limit;

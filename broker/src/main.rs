@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Parser;
-use tracing::error;
+use tracing::{error, info, warn};
 
 /// The bundled AMQP 0-9-1 broker of Lepus. Clients connect with
 /// `amqp://guest:guest@ADDR:PORT/%2f`.
@@ -62,6 +62,11 @@ struct Args {
     /// Most open client connections (RabbitMQ's `connection_max`); unlimited when unset.
     #[arg(long, env = "LEPUS_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// Most sockets open at once on all listeners, logged in or not; one more is closed at
+    /// once. Default: the file-descriptor limit (raised to its hard limit at start) less 100
+    /// and a tenth, so that clients can never take the descriptors the store needs.
+    #[arg(long, env = "LEPUS_SOCKET_LIMIT", value_name = "N")]
+    socket_limit: Option<usize>,
     /// Channel limit proposed in `connection.tune` (RabbitMQ's `channel_max`); a client may
     /// lower it. Opening a channel beyond it closes the connection with 530 NOT_ALLOWED.
     /// 0 means no limit.
@@ -215,6 +220,13 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    match lepus_broker::raise_fd_limit() {
+        Ok(Some((from, to))) => {
+            info!(from, to = ?to, "file-descriptor limit raised to the hard limit");
+        }
+        Ok(None) => {}
+        Err(err) => warn!(cause = %err, "could not raise the file-descriptor limit"),
+    }
     let mut builder = lepus_broker::Broker::builder();
     match first_user(&args) {
         Ok(Some((user, pass))) => builder = builder.first_user(user, pass),
@@ -232,6 +244,9 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
+    }
+    if let Some(max) = args.socket_limit {
+        builder = builder.socket_limit(max);
     }
     if let Some(max) = args.consumer_max_per_channel {
         builder = builder.consumer_max_per_channel(max);

@@ -143,6 +143,15 @@ impl BrokerBuilder {
         self
     }
 
+    /// At most `max` sockets open at once across the AMQP, TLS and management listeners,
+    /// before or after login (at least 1). A socket accepted over it is closed at once. The
+    /// default keeps file descriptors for the store: the soft `RLIMIT_NOFILE` less 100 and a
+    /// tenth of it (at most half), as RabbitMQ keeps its sockets below its file handles.
+    pub fn socket_limit(mut self, max: usize) -> Self {
+        self.config.socket_limit = Some(max.max(1));
+        self
+    }
+
     /// Also accepts `amqps://` connections on `addr`, with the PEM certificate chain `cert`
     /// (leaf first) and PEM private key `key`.
     pub fn tls(
@@ -368,6 +377,7 @@ impl BrokerBuilder {
                 listener,
                 shutdown,
                 "amqp",
+                shared.sockets.clone(),
                 move |stream, peer, local| {
                     let (read, write) = stream.into_split();
                     connection::serve(
@@ -381,7 +391,7 @@ impl BrokerBuilder {
                 },
             ))
         };
-        info!(%local_addr, "broker listening");
+        info!(%local_addr, socket_limit = shared.sockets.limit(), "broker listening");
         Ok(BrokerHandle {
             shared,
             management_addr,

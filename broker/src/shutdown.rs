@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
+
+use crate::sockets::SocketBudget;
 
 /// A listener for the broker's stop signal. Cloned into every task that must stop with it.
 #[derive(Debug, Clone)]
@@ -42,33 +44,44 @@ impl Shutdown {
 
 /// The accept loop of a listener (`kind` names it in logs: `amqp`, `tls`): accepts until the
 /// stop signal, runs `serve(stream, peer, local address)` for each connection as a task of its
-/// own, then drains those tasks. The connection tasks live in a `JoinSet` this loop owns, so
-/// they stop with it; finished ones are reaped as they end.
+/// own, then drains those tasks. Each connection holds a place in `sockets` for its life; a
+/// socket accepted when the budget is spent is closed at once. The connection tasks live in a
+/// `JoinSet` this loop owns, so they stop with it; finished ones are reaped as they end.
 pub(crate) async fn accept_connections<F, Fut>(
     listener: TcpListener,
     mut shutdown: Shutdown,
     kind: &'static str,
+    sockets: SocketBudget,
     serve: F,
 ) where
     F: Fn(TcpStream, SocketAddr, Option<SocketAddr>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
-    let mut errors = AcceptErrors::new(kind);
+    let mut log = AcceptLog::new(kind);
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    errors.accepted();
+                    log.accepted();
+                    let Some(place) = sockets.try_take() else {
+                        log.refused(sockets.limit());
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, listener = kind, "accepted");
                     let local = stream.local_addr().ok();
-                    connections.spawn(serve(stream, peer, local));
+                    let connection = serve(stream, peer, local);
+                    connections.spawn(async move {
+                        connection.await;
+                        drop(place);
+                    });
                 }
                 Err(err) => {
-                    errors.failed(&err);
+                    log.failed(&err);
                     tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
@@ -96,66 +109,99 @@ pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
 /// until some connection ends.
 pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// How often a listener that keeps failing to accept says so again.
-const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often a listener that keeps failing to accept, or keeps closing sockets over the
+/// budget, says so again.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The failed accepts of one listener, logged without flooding: the first failure of a run at
-/// once, then one line every [`ACCEPT_ERROR_LOG_EVERY`] with how many failed meanwhile, and one
-/// line when accepting works again. (Out of file descriptors, a listener retrying every
-/// [`ACCEPT_RETRY`] would otherwise write 20 lines a second for as long as it lasts.)
-#[derive(Debug)]
-pub(crate) struct AcceptErrors {
-    /// The listener's name in logs (`amqp`, `tls`, `management`).
-    listener: &'static str,
-    /// Failures since accepting last worked.
-    failures: u64,
-    /// Failures not yet reported in a log line.
+/// One kind of event a listener logs at most every [`LOG_EVERY`]: the first of a run at once,
+/// then a line a period with how many happened meanwhile.
+#[derive(Debug, Default)]
+struct Throttled {
+    /// Events since the run began.
+    total: u64,
+    /// Events not yet reported in a log line.
     unlogged: u64,
     /// When the last line was logged.
     logged_at: Option<Instant>,
 }
 
-impl AcceptErrors {
-    /// No failures yet.
+impl Throttled {
+    /// Counts one event; `Some(events since the last line)` when a line is due.
+    fn hit(&mut self) -> Option<u64> {
+        self.total += 1;
+        self.unlogged += 1;
+        if self.logged_at.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return None;
+        }
+        self.logged_at = Some(Instant::now());
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+/// What a listener logs about the sockets it could not serve, without flooding: failed accepts
+/// (out of file descriptors, a listener retrying every [`ACCEPT_RETRY`] would otherwise write
+/// 20 lines a second for as long as it lasts) and sockets closed over the socket budget. Each
+/// is logged at its first, then at most once every [`LOG_EVERY`] with a count; after failed
+/// accepts, one line says when accepting works again.
+#[derive(Debug)]
+pub(crate) struct AcceptLog {
+    /// The listener's name in logs (`amqp`, `tls`, `management`).
+    listener: &'static str,
+    /// Failed accepts since accepting last worked.
+    failed: Throttled,
+    /// Sockets closed because the budget was spent.
+    refused: Throttled,
+}
+
+impl AcceptLog {
+    /// Nothing logged yet.
     pub(crate) fn new(listener: &'static str) -> Self {
         Self {
             listener,
-            failures: 0,
-            unlogged: 0,
-            logged_at: None,
+            failed: Throttled::default(),
+            refused: Throttled::default(),
         }
     }
 
-    /// Counts a failed accept, logging it if the last line is old enough. Returns whether it
-    /// logged (for tests).
+    /// Counts a failed accept, logging it when a line is due. Returns whether it logged.
     pub(crate) fn failed(&mut self, err: &std::io::Error) -> bool {
-        self.failures += 1;
-        self.unlogged += 1;
-        let due = self
-            .logged_at
-            .is_none_or(|at| at.elapsed() >= ACCEPT_ERROR_LOG_EVERY);
-        if due {
-            error!(
-                cause = %err,
-                listener = self.listener,
-                failed = self.unlogged,
-                "accept failed; retrying every 50 ms, logging every 10 s while it fails"
-            );
-            self.unlogged = 0;
-            self.logged_at = Some(Instant::now());
-        }
-        due
+        let Some(failed) = self.failed.hit() else {
+            return false;
+        };
+        error!(
+            cause = %err,
+            listener = self.listener,
+            failed,
+            "accept failed; retrying every 50 ms, logging every 10 s while it fails"
+        );
+        true
+    }
+
+    /// Counts a socket closed at once because `budget` sockets are open, logging it when a
+    /// line is due. Returns whether it logged.
+    pub(crate) fn refused(&mut self, budget: usize) -> bool {
+        let Some(refused) = self.refused.hit() else {
+            return false;
+        };
+        warn!(
+            listener = self.listener,
+            refused,
+            budget,
+            "socket budget spent: connection closed at once (see --socket-limit); \
+             logging every 10 s while it lasts"
+        );
+        true
     }
 
     /// Notes a successful accept: after failures, says that accepting works again.
     pub(crate) fn accepted(&mut self) {
-        if self.failures > 0 {
+        if self.failed.total > 0 {
             info!(
                 listener = self.listener,
-                failed = self.failures,
+                failed = self.failed.total,
                 "accepting connections again"
             );
-            *self = Self::new(self.listener);
+            self.failed = Throttled::default();
         }
     }
 }
@@ -166,19 +212,24 @@ mod tests {
 
     #[test]
     fn a_run_of_failed_accepts_logs_its_first_and_then_one_line_per_period() {
-        let mut errors = AcceptErrors::new("amqp");
+        let mut log = AcceptLog::new("amqp");
         let emfile = std::io::Error::from_raw_os_error(24);
-        assert!(errors.failed(&emfile), "the first failure is logged");
-        let logged = (0..1_000).filter(|_| errors.failed(&emfile)).count();
+        assert!(log.failed(&emfile), "the first failure is logged");
+        let logged = (0..1_000).filter(|_| log.failed(&emfile)).count();
         assert_eq!(logged, 0, "failures within the period are only counted");
-        assert_eq!(errors.unlogged, 1_000);
+        assert_eq!(log.failed.unlogged, 1_000);
         // A period later the next failure is logged with the count.
-        errors.logged_at = Some(Instant::now() - ACCEPT_ERROR_LOG_EVERY);
-        assert!(errors.failed(&emfile));
-        assert_eq!(errors.unlogged, 0);
-        // Accepting again resets the run: the next failure is logged at once.
-        errors.accepted();
-        assert_eq!(errors.failures, 0);
-        assert!(errors.failed(&emfile));
+        log.failed.logged_at = Some(Instant::now() - LOG_EVERY);
+        assert!(log.failed(&emfile));
+        assert_eq!(log.failed.unlogged, 0);
+        // Accepting again ends the run: the next failure is logged at once.
+        log.accepted();
+        assert_eq!(log.failed.total, 0);
+        assert!(log.failed(&emfile));
+        // Refusals are counted apart, and a success does not reset them.
+        assert!(log.refused(8));
+        log.accepted();
+        assert!(!log.refused(8));
+        assert_eq!(log.refused.total, 2);
     }
 }

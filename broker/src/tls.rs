@@ -66,6 +66,7 @@ pub(crate) async fn start(
         listener,
         shutdown,
         "tls",
+        broker.sockets.clone(),
         move |stream, peer, local| {
             let (acceptor, broker, shutdown) = (acceptor.clone(), broker.clone(), stop.clone());
             async move {

@@ -213,7 +213,9 @@ fn node_json(ctx: &Ctx, rq: &RateQuery) -> Value {
         "mem_calculation_strategy": if f.resident_memory.is_some() { "rss" } else { "allocated" },
         "disk_free_alarm": false,
         "disk_free_limit": 0,
-        "sockets_used": ctx.broker.connections.count(),
+        // Every socket the listeners hold (this request's too), against the socket budget.
+        "sockets_used": ctx.broker.sockets.in_use(),
+        "sockets_total": ctx.broker.sockets.limit(),
         "partitions": [],
         "rates_mode": "basic",
         "lepus": lepus,
@@ -224,7 +226,6 @@ fn node_json(ctx: &Ctx, rq: &RateQuery) -> Value {
     if let (Some(used), Some(total)) = (f.open_fds, f.max_fds) {
         node["fd_used"] = json!(used);
         node["fd_total"] = json!(total);
-        node["sockets_total"] = json!(ctx.broker.config.max_connections.unwrap_or(total as usize));
     }
     node
 }

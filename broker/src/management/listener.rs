@@ -32,7 +32,8 @@ use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::debug;
 
-use crate::shutdown::{AcceptErrors, Shutdown, ACCEPT_RETRY};
+use crate::shutdown::{AcceptLog, Shutdown, ACCEPT_RETRY};
+use crate::sockets::SocketBudget;
 
 /// The bounds in the module table.
 #[derive(Debug, Clone)]
@@ -68,11 +69,13 @@ impl Default for Limits {
     }
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` fires.
+/// Serves `app` on `listener` within `limits` until `shutdown` fires. Each connection also
+/// holds a place in the broker's `sockets` budget, shared with the AMQP listeners.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    sockets: SocketBudget,
     mut shutdown: Shutdown,
 ) {
     // One permit per open connection; a connection task holds its permit until it ends.
@@ -81,17 +84,17 @@ pub(crate) async fn serve(
     // close gracefully; each connection task holds a receiver.
     let (closing, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    let mut errors = AcceptErrors::new("management");
+    let mut log = AcceptLog::new("management");
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
-                    errors.accepted();
+                    log.accepted();
                     accepted
                 }
                 Err(err) => {
                     // Out of file descriptors, most likely: let some connections end.
-                    errors.failed(&err);
+                    log.failed(&err);
                     tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
@@ -104,11 +107,16 @@ pub(crate) async fn serve(
             drop(stream);
             continue;
         };
+        let Some(place) = sockets.try_take() else {
+            log.refused(sockets.limit());
+            drop(stream);
+            continue;
+        };
         let app = app.clone();
         let limits = limits.clone();
         let closing = closing_rx.clone();
         connections.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, place);
             serve_connection(stream, peer, app, &limits, closing).await;
         });
     }

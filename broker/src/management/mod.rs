@@ -84,6 +84,7 @@ pub(crate) async fn start(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let limits = listener::Limits::default();
+    let sockets = broker.sockets.clone();
     let ctx = Ctx {
         broker,
         rates: Arc::default(),
@@ -108,7 +109,7 @@ pub(crate) async fn start(
         .with_state(ctx);
     // The management task owns the sampler: both stop on the shutdown signal.
     let task = tokio::spawn(async move {
-        listener::serve(listener, app, limits, shutdown).await;
+        listener::serve(listener, app, limits, sockets, shutdown).await;
         let _ = sampler.await;
     });
     info!(%local, "management API listening");

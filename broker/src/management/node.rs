@@ -45,7 +45,7 @@ impl NodeFigures {
         Self {
             resident_memory: resident_memory(),
             open_fds: open_fds(),
-            max_fds: max_fds(),
+            max_fds: crate::sockets::fd_limit(),
             disk_free: disk_free(&dir),
             uptime_ms: u64::try_from(Instant::now().duration_since(ctx.started).as_millis())
                 .unwrap_or(u64::MAX),
@@ -65,17 +65,6 @@ pub(crate) fn resident_memory() -> Option<u64> {
 /// Entries of `/proc/self/fd`.
 fn open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
-}
-
-/// The soft "Max open files" of `/proc/self/limits`.
-fn max_fds() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Free bytes for unprivileged users on the file system holding `dir` (or its nearest
@@ -102,7 +91,7 @@ mod tests {
     fn linux_tells_every_process_figure() {
         assert!(resident_memory().unwrap() > 0);
         let open = open_fds().unwrap();
-        let max = max_fds().unwrap();
+        let max = crate::sockets::fd_limit().unwrap();
         assert!(open > 0 && open <= max, "{open} of {max}");
         let free = disk_free(Path::new("/nonexistent/below/root")).unwrap();
         assert!(free > 0);
