@@ -45,6 +45,64 @@ pub struct QueueDef {
     pub arguments: Bytes,
 }
 
+/// Bit 0 of the flags byte of an exchange or a queue: `auto-delete`.
+const FLAG_AUTO_DELETE: u8 = 1;
+/// Bit 1 of the flags byte of an exchange: `internal`.
+const FLAG_INTERNAL: u8 = 2;
+
+impl ExchangeDef {
+    /// The flags byte of an exchange declare record and of a snapshot entry (the same layout
+    /// in both): bit 0 auto-delete, bit 1 internal.
+    pub(crate) fn flags(&self) -> u8 {
+        u8::from(self.auto_delete) * FLAG_AUTO_DELETE | u8::from(self.internal) * FLAG_INTERNAL
+    }
+
+    /// The exchange an exchange declare record or a snapshot entry describes, its `flags` byte
+    /// read as [`flags`](Self::flags) writes it (other bits ignored).
+    pub(crate) fn from_flags(
+        vhost: String,
+        name: String,
+        kind: String,
+        flags: u8,
+        arguments: Bytes,
+    ) -> Self {
+        ExchangeDef {
+            vhost,
+            name,
+            kind,
+            auto_delete: flags & FLAG_AUTO_DELETE != 0,
+            internal: flags & FLAG_INTERNAL != 0,
+            arguments,
+        }
+    }
+}
+
+/// The flags byte of a queue declare record and of a snapshot entry (the same layout in both):
+/// bit 0 auto-delete.
+pub(crate) fn queue_flags(auto_delete: bool) -> u8 {
+    u8::from(auto_delete) * FLAG_AUTO_DELETE
+}
+
+impl QueueDef {
+    /// The queue a queue declare record or a snapshot entry describes, its `flags` byte read as
+    /// [`queue_flags`] writes it (other bits ignored).
+    pub(crate) fn from_flags(
+        id: QueueId,
+        vhost: String,
+        name: String,
+        flags: u8,
+        arguments: Bytes,
+    ) -> Self {
+        QueueDef {
+            id,
+            vhost,
+            name,
+            auto_delete: flags & FLAG_AUTO_DELETE != 0,
+            arguments,
+        }
+    }
+}
+
 /// What a binding routes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BindingDestination {
@@ -174,7 +232,7 @@ impl Definitions {
             put_shortstr(&mut out, &e.vhost);
             put_shortstr(&mut out, &e.name);
             put_shortstr(&mut out, &e.kind);
-            out.push(u8::from(e.auto_delete) | u8::from(e.internal) << 1);
+            out.push(e.flags());
             put_table(&mut out, &e.arguments);
         }
         put_u32(&mut out, self.queues.len());
@@ -182,7 +240,7 @@ impl Definitions {
             out.extend_from_slice(&q.id.0.to_be_bytes());
             put_shortstr(&mut out, &q.vhost);
             put_shortstr(&mut out, &q.name);
-            out.push(u8::from(q.auto_delete));
+            out.push(queue_flags(q.auto_delete));
             put_table(&mut out, &q.arguments);
         }
         put_u32(&mut out, self.bindings.len());
@@ -227,26 +285,20 @@ impl Definitions {
         for _ in 0..r.u32()? {
             let (vhost, name, kind) = (r.shortstr()?, r.shortstr()?, r.shortstr()?);
             let flags = r.u8()?;
-            defs.exchanges.push(ExchangeDef {
+            defs.exchanges.push(ExchangeDef::from_flags(
                 vhost,
                 name,
                 kind,
-                auto_delete: flags & 1 != 0,
-                internal: flags & 2 != 0,
-                arguments: r.table()?,
-            });
+                flags,
+                r.table()?,
+            ));
         }
         for _ in 0..r.u32()? {
             let id = QueueId(r.u64()?);
             let (vhost, name) = (r.shortstr()?, r.shortstr()?);
             let flags = r.u8()?;
-            defs.queues.push(QueueDef {
-                id,
-                vhost,
-                name,
-                auto_delete: flags & 1 != 0,
-                arguments: r.table()?,
-            });
+            defs.queues
+                .push(QueueDef::from_flags(id, vhost, name, flags, r.table()?));
         }
         for _ in 0..r.u32()? {
             let (vhost, source) = (r.shortstr()?, r.shortstr()?);
@@ -403,5 +455,34 @@ mod tests {
         let crc = crc32fast::hash(&v1);
         v1.extend_from_slice(&crc.to_be_bytes());
         assert_eq!(Definitions::decode(&v1), Ok((defs, (0, 0))));
+    }
+
+    #[test]
+    fn the_flags_byte_reads_back_as_it_was_written() {
+        for (auto_delete, internal, byte) in [
+            (false, false, 0),
+            (true, false, 1),
+            (false, true, 2),
+            (true, true, 3),
+        ] {
+            let x =
+                ExchangeDef::from_flags("/".into(), "x".into(), "topic".into(), byte, Bytes::new());
+            assert_eq!(
+                (x.auto_delete, x.internal, x.flags()),
+                (auto_delete, internal, byte)
+            );
+        }
+        // Bits the layout does not define are ignored.
+        let x = ExchangeDef::from_flags("/".into(), "x".into(), "topic".into(), 0xfd, Bytes::new());
+        assert_eq!((x.auto_delete, x.internal), (true, false));
+        for (auto_delete, byte) in [(false, 0), (true, 1)] {
+            let q = QueueDef::from_flags(QueueId(4), "/".into(), "q".into(), byte, Bytes::new());
+            assert_eq!(
+                (q.auto_delete, queue_flags(q.auto_delete)),
+                (auto_delete, byte)
+            );
+        }
+        let q = QueueDef::from_flags(QueueId(4), "/".into(), "q".into(), 0xfe, Bytes::new());
+        assert!(!q.auto_delete);
     }
 }
