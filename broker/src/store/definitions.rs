@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::ledger::LogPoint;
+use super::record::{put_shortstr, put_table};
 use super::segment::sync_dir;
 use super::{QueueId, StoreError};
 
@@ -54,7 +55,7 @@ impl ExchangeDef {
     /// The flags byte of an exchange declare record and of a snapshot entry (the same layout
     /// in both): bit 0 auto-delete, bit 1 internal.
     pub(crate) fn flags(&self) -> u8 {
-        u8::from(self.auto_delete) * FLAG_AUTO_DELETE | u8::from(self.internal) * FLAG_INTERNAL
+        (u8::from(self.auto_delete) * FLAG_AUTO_DELETE) | (u8::from(self.internal) * FLAG_INTERNAL)
     }
 
     /// The exchange an exchange declare record or a snapshot entry describes, its `flags` byte
@@ -324,22 +325,9 @@ impl Definitions {
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
-    // Counts and table lengths are far below u32::MAX: names are shortstrs, and AMQP field
-    // tables are themselves u32-length-prefixed on the wire.
+    // Entity counts are far below u32::MAX (each entity is at least a few bytes of a snapshot
+    // read into memory whole).
     out.extend_from_slice(&(n as u32).to_be_bytes());
-}
-
-fn put_shortstr(out: &mut Vec<u8>, s: &str) {
-    // AMQP shortstrs are at most 255 bytes; the broker rejects longer names before they get
-    // here, and truncation (rather than a panic) keeps a bug from poisoning the snapshot.
-    let len = s.len().min(255);
-    out.push(len as u8);
-    out.extend_from_slice(&s.as_bytes()[..len]);
-}
-
-fn put_table(out: &mut Vec<u8>, table: &[u8]) {
-    put_u32(out, table.len());
-    out.extend_from_slice(table);
 }
 
 /// A cursor over the snapshot bytes.
