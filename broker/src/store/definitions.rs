@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::ledger::LogPoint;
+use super::record::{put_shortstr, put_table};
 use super::segment::sync_dir;
 use super::{QueueId, StoreError};
 
@@ -43,6 +44,64 @@ pub struct QueueDef {
     /// The declare's `arguments` field table (`x-message-ttl`, `x-max-length`, ...),
     /// AMQP-encoded (opaque to the store).
     pub arguments: Bytes,
+}
+
+/// Bit 0 of the flags byte of an exchange or a queue: `auto-delete`.
+const FLAG_AUTO_DELETE: u8 = 1;
+/// Bit 1 of the flags byte of an exchange: `internal`.
+const FLAG_INTERNAL: u8 = 2;
+
+impl ExchangeDef {
+    /// The flags byte of an exchange declare record and of a snapshot entry (the same layout
+    /// in both): bit 0 auto-delete, bit 1 internal.
+    pub(crate) fn flags(&self) -> u8 {
+        (u8::from(self.auto_delete) * FLAG_AUTO_DELETE) | (u8::from(self.internal) * FLAG_INTERNAL)
+    }
+
+    /// The exchange an exchange declare record or a snapshot entry describes, its `flags` byte
+    /// read as [`flags`](Self::flags) writes it (other bits ignored).
+    pub(crate) fn from_flags(
+        vhost: String,
+        name: String,
+        kind: String,
+        flags: u8,
+        arguments: Bytes,
+    ) -> Self {
+        ExchangeDef {
+            vhost,
+            name,
+            kind,
+            auto_delete: flags & FLAG_AUTO_DELETE != 0,
+            internal: flags & FLAG_INTERNAL != 0,
+            arguments,
+        }
+    }
+}
+
+/// The flags byte of a queue declare record and of a snapshot entry (the same layout in both):
+/// bit 0 auto-delete.
+pub(crate) fn queue_flags(auto_delete: bool) -> u8 {
+    u8::from(auto_delete) * FLAG_AUTO_DELETE
+}
+
+impl QueueDef {
+    /// The queue a queue declare record or a snapshot entry describes, its `flags` byte read as
+    /// [`queue_flags`] writes it (other bits ignored).
+    pub(crate) fn from_flags(
+        id: QueueId,
+        vhost: String,
+        name: String,
+        flags: u8,
+        arguments: Bytes,
+    ) -> Self {
+        QueueDef {
+            id,
+            vhost,
+            name,
+            auto_delete: flags & FLAG_AUTO_DELETE != 0,
+            arguments,
+        }
+    }
 }
 
 /// What a binding routes to.
@@ -174,7 +233,7 @@ impl Definitions {
             put_shortstr(&mut out, &e.vhost);
             put_shortstr(&mut out, &e.name);
             put_shortstr(&mut out, &e.kind);
-            out.push(u8::from(e.auto_delete) | u8::from(e.internal) << 1);
+            out.push(e.flags());
             put_table(&mut out, &e.arguments);
         }
         put_u32(&mut out, self.queues.len());
@@ -182,7 +241,7 @@ impl Definitions {
             out.extend_from_slice(&q.id.0.to_be_bytes());
             put_shortstr(&mut out, &q.vhost);
             put_shortstr(&mut out, &q.name);
-            out.push(u8::from(q.auto_delete));
+            out.push(queue_flags(q.auto_delete));
             put_table(&mut out, &q.arguments);
         }
         put_u32(&mut out, self.bindings.len());
@@ -227,26 +286,20 @@ impl Definitions {
         for _ in 0..r.u32()? {
             let (vhost, name, kind) = (r.shortstr()?, r.shortstr()?, r.shortstr()?);
             let flags = r.u8()?;
-            defs.exchanges.push(ExchangeDef {
+            defs.exchanges.push(ExchangeDef::from_flags(
                 vhost,
                 name,
                 kind,
-                auto_delete: flags & 1 != 0,
-                internal: flags & 2 != 0,
-                arguments: r.table()?,
-            });
+                flags,
+                r.table()?,
+            ));
         }
         for _ in 0..r.u32()? {
             let id = QueueId(r.u64()?);
             let (vhost, name) = (r.shortstr()?, r.shortstr()?);
             let flags = r.u8()?;
-            defs.queues.push(QueueDef {
-                id,
-                vhost,
-                name,
-                auto_delete: flags & 1 != 0,
-                arguments: r.table()?,
-            });
+            defs.queues
+                .push(QueueDef::from_flags(id, vhost, name, flags, r.table()?));
         }
         for _ in 0..r.u32()? {
             let (vhost, source) = (r.shortstr()?, r.shortstr()?);
@@ -272,22 +325,9 @@ impl Definitions {
 }
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
-    // Counts and table lengths are far below u32::MAX: names are shortstrs, and AMQP field
-    // tables are themselves u32-length-prefixed on the wire.
+    // Entity counts are far below u32::MAX (each entity is at least a few bytes of a snapshot
+    // read into memory whole).
     out.extend_from_slice(&(n as u32).to_be_bytes());
-}
-
-fn put_shortstr(out: &mut Vec<u8>, s: &str) {
-    // AMQP shortstrs are at most 255 bytes; the broker rejects longer names before they get
-    // here, and truncation (rather than a panic) keeps a bug from poisoning the snapshot.
-    let len = s.len().min(255);
-    out.push(len as u8);
-    out.extend_from_slice(&s.as_bytes()[..len]);
-}
-
-fn put_table(out: &mut Vec<u8>, table: &[u8]) {
-    put_u32(out, table.len());
-    out.extend_from_slice(table);
 }
 
 /// A cursor over the snapshot bytes.
@@ -403,5 +443,34 @@ mod tests {
         let crc = crc32fast::hash(&v1);
         v1.extend_from_slice(&crc.to_be_bytes());
         assert_eq!(Definitions::decode(&v1), Ok((defs, (0, 0))));
+    }
+
+    #[test]
+    fn the_flags_byte_reads_back_as_it_was_written() {
+        for (auto_delete, internal, byte) in [
+            (false, false, 0),
+            (true, false, 1),
+            (false, true, 2),
+            (true, true, 3),
+        ] {
+            let x =
+                ExchangeDef::from_flags("/".into(), "x".into(), "topic".into(), byte, Bytes::new());
+            assert_eq!(
+                (x.auto_delete, x.internal, x.flags()),
+                (auto_delete, internal, byte)
+            );
+        }
+        // Bits the layout does not define are ignored.
+        let x = ExchangeDef::from_flags("/".into(), "x".into(), "topic".into(), 0xfd, Bytes::new());
+        assert_eq!((x.auto_delete, x.internal), (true, false));
+        for (auto_delete, byte) in [(false, 0), (true, 1)] {
+            let q = QueueDef::from_flags(QueueId(4), "/".into(), "q".into(), byte, Bytes::new());
+            assert_eq!(
+                (q.auto_delete, queue_flags(q.auto_delete)),
+                (auto_delete, byte)
+            );
+        }
+        let q = QueueDef::from_flags(QueueId(4), "/".into(), "q".into(), 0xfe, Bytes::new());
+        assert!(!q.auto_delete);
     }
 }

@@ -3,10 +3,8 @@
 
 mod fields;
 
-pub(crate) use fields::{checksum, fits_shortstr};
-use fields::{
-    put_shortstr, put_table, str_len, table_len, take_shortstr, take_u32, take_u64, Fields,
-};
+pub(crate) use fields::{checksum, fits_shortstr, put_shortstr, put_table};
+use fields::{str_len, table_len, take_shortstr, take_u32, take_u64, Fields};
 
 use super::QueueId;
 

@@ -112,14 +112,13 @@ impl StoredTopology {
                 flags,
                 arguments,
             } => {
-                let def = ExchangeDef {
-                    vhost: vhost.to_owned(),
-                    name: name.to_owned(),
-                    kind: kind.to_owned(),
-                    auto_delete: flags & 1 != 0,
-                    internal: flags & 2 != 0,
-                    arguments: Bytes::copy_from_slice(arguments),
-                };
+                let def = ExchangeDef::from_flags(
+                    vhost.to_owned(),
+                    name.to_owned(),
+                    kind.to_owned(),
+                    flags,
+                    Bytes::copy_from_slice(arguments),
+                );
                 self.exchanges
                     .insert((vhost.to_owned(), name.to_owned()), def);
                 None
@@ -150,13 +149,13 @@ impl StoredTopology {
                 if let Some(old) = replaced {
                     self.queues.remove(&old);
                 }
-                self.insert_queue(QueueDef {
-                    id: queue,
-                    vhost: vhost.to_owned(),
-                    name: name.to_owned(),
-                    auto_delete: flags & 1 != 0,
-                    arguments: Bytes::copy_from_slice(arguments),
-                });
+                self.insert_queue(QueueDef::from_flags(
+                    queue,
+                    vhost.to_owned(),
+                    name.to_owned(),
+                    flags,
+                    Bytes::copy_from_slice(arguments),
+                ));
                 replaced
             }
             Record::QueueDelete { queue } => {

@@ -35,7 +35,7 @@ impl Store {
             vhost: &exchange.vhost,
             name: &exchange.name,
             kind: &exchange.kind,
-            flags: u8::from(exchange.auto_delete) | u8::from(exchange.internal) << 1,
+            flags: exchange.flags(),
             arguments: &exchange.arguments,
         };
         self.log_topology(&mut log, &record)
@@ -77,7 +77,7 @@ impl Store {
             queue: id,
             vhost,
             name,
-            flags: u8::from(auto_delete),
+            flags: definitions::queue_flags(auto_delete),
             arguments: &arguments,
         };
         let commit = self.log_topology(&mut log, &record)?;

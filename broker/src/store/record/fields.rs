@@ -1,5 +1,7 @@
 //! The field encoding inside record payloads: short strings and tables with their lengths,
 //! fixed-width integers, and the record checksum (CRC-32 over the length and the payload).
+//! The snapshot (`super::super::definitions`) writes its shortstrs and tables with the same
+//! `put_shortstr` and `put_table`.
 
 use super::*;
 
@@ -17,13 +19,19 @@ pub(super) fn table_len(table: &[u8]) -> u64 {
     4 + table.len() as u64
 }
 
-pub(super) fn put_shortstr(out: &mut Vec<u8>, s: &str) {
-    // Checked by the appender (`fits_shortstr`).
-    out.push(s.len() as u8);
-    out.extend_from_slice(s.as_bytes());
+/// Writes `s` as a shortstr: its length as u8, then its bytes.
+pub(crate) fn put_shortstr(out: &mut Vec<u8>, s: &str) {
+    // Names are checked before they get here (`fits_shortstr`, by the appender; a snapshot
+    // holds only names that were). Truncating rather than wrapping the length keeps a bug from
+    // making the rest of a record or snapshot unreadable.
+    let len = s.len().min(255);
+    out.push(len as u8);
+    out.extend_from_slice(&s.as_bytes()[..len]);
 }
 
-pub(super) fn put_table(out: &mut Vec<u8>, table: &[u8]) {
+/// Writes `table` (an AMQP field table's encoded bytes) as a table: its length as u32, then
+/// its bytes.
+pub(crate) fn put_table(out: &mut Vec<u8>, table: &[u8]) {
     out.extend_from_slice(&(table.len() as u32).to_be_bytes());
     out.extend_from_slice(table);
 }
