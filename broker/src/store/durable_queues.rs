@@ -179,6 +179,14 @@ impl DurableQueues {
         }
         match self.store.enqueue_signal(slot.id, message, tx) {
             Ok(position) => slot.insert(seq, position),
+            // Expected while the disk is full, once per publish: the nack says it.
+            Err(StoreError::NoSpace) => {
+                tracing::debug!(
+                    vhost,
+                    queue,
+                    "persistent enqueue refused: low on disk space"
+                );
+            }
             Err(err) => {
                 tracing::error!(vhost, queue, cause = %err, "persistent enqueue failed");
             }
