@@ -1,13 +1,20 @@
-//! The broker on a full disk: its data directory on a 16 MiB tmpfs, publishers with confirms
-//! filling it with 1 KiB persistent messages until the store cannot write.
+//! The broker and a full disk.
 //!
-//! What must hold, whatever the disk does: every publish is answered (ack or nack, or a
+//! With the disk alarm off (`disk_free_limit(0)`), its data directory on a 16 MiB tmpfs,
+//! publishers with confirms fill it with 1 KiB persistent messages until the store cannot
+//! write. What must hold, whatever the disk does: every publish is answered (ack or nack, or a
 //! channel error; never a hang); no acked message is lost, neither while the broker runs nor
 //! after a restart (duplicates allowed); a durable `queue.declare` the store could not write is
-//! refused; the broker keeps serving (a consumer on another connection drains the queue).
+//! refused; the broker keeps serving (a consumer on another connection drains the queue); once
+//! drained, publishes are confirmed again. These tests are also the "limit 0 never blocks"
+//! tests: the disk is filled to its last byte and no publisher is ever blocked.
 //!
-//! Needs root (to mount the tmpfs); skips (says so) elsewhere unless `LEPUS_REQUIRE_TMPFS` is
-//! set (`.ci/run` sets it, so CI cannot skip).
+//! With the disk alarm on: a limit above the free space blocks publishers (`connection.blocked`
+//! "low on disk") while consumers drain, and the management API and `/metrics` say so; the
+//! alarm clears when space returns.
+//!
+//! The tmpfs tests need root (to mount it); they skip (and say so) elsewhere unless
+//! `LEPUS_REQUIRE_TMPFS` is set (`.ci/run` sets it, so CI cannot skip).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,17 +25,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, Event, PublisherConfirm};
 use lepus_broker::{Broker, BrokerHandle};
 
 use common::amqp::connect_url;
+use common::http::Api;
+use common::prometheus::parse_prometheus;
 
 /// Size of the tmpfs the data directory lives on.
 const DISK: &str = "16m";
@@ -92,6 +101,8 @@ async fn start(data_dir: &Path) -> BrokerHandle {
     Broker::builder()
         .listen("127.0.0.1:0")
         .data_dir(data_dir)
+        // The alarm off: these tests are about what happens when the disk does fill.
+        .disk_free_limit(0)
         // Small segments, so that draining frees whole segments (compaction) on the small disk.
         .segment_size(1 << 20)
         .start()
@@ -124,6 +135,19 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
+/// Publishes message `id` (persistent, [`BODY`] bytes) to `queue` through the default
+/// exchange; the confirm is the caller's to await.
+async fn publish_persistent(ch: &Channel, queue: &str, id: u64) -> lapin::Result<PublisherConfirm> {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        &body(id),
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+}
+
 /// What became of the publishes.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -144,16 +168,7 @@ async fn publish_until_refused(ch: &Channel, queue: &str, ids: std::ops::Range<u
         next += window.len() as u64;
         let mut confirms = Vec::new();
         for &id in &window {
-            let published = ch
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    &body(id),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await;
-            confirms.push((id, published));
+            confirms.push((id, publish_persistent(ch, queue, id).await));
         }
         let mut refused = 0;
         for (id, published) in confirms {
@@ -295,6 +310,7 @@ async fn full_disk(restart_full: bool) {
         filled.acked.len()
     );
 
+    assert!(!conn.status().blocked(), "a limit of 0 never blocks");
     // The broker still serves: a new connection, and a durable declare that it must either
     // persist or refuse.
     let other = connect_url(&url).await;
@@ -362,4 +378,149 @@ fn assert_covers(seen: &BTreeSet<u64>, confirmed: &BTreeSet<u64>, what: &str) {
         "confirmed messages not {what}: {missing:?} (first 10 of {})",
         confirmed.difference(seen).count()
     );
+}
+
+/// A broker on `data_dir` with the given disk free limit and its management API.
+async fn start_with_limit(data_dir: &Path, limit: u64) -> (BrokerHandle, Api) {
+    let broker = Broker::builder()
+        .listen("127.0.0.1:0")
+        .management_listen("127.0.0.1:0")
+        .data_dir(data_dir)
+        // Small segments, so that the store's space reserve (a quarter segment) fits the
+        // small disk.
+        .segment_size(1 << 20)
+        .disk_free_limit(limit)
+        .start()
+        .await
+        .expect("the broker starts");
+    let api = Api::new(
+        &format!("http://{}", broker.management_addr().unwrap()),
+        "guest",
+        "guest",
+    );
+    (broker, api)
+}
+
+/// The next `connection.blocked` (its reason) or `connection.unblocked` (`None`) lapin reports
+/// on `events`, within ten seconds.
+async fn next_blocking_event(events: &mut (impl Stream<Item = Event> + Unpin)) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.next().await.expect("connection events") {
+                Event::ConnectionBlocked(reason) => break Some(reason),
+                Event::ConnectionUnblocked => break None,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("connection.blocked or connection.unblocked within 10 s")
+}
+
+/// Publishes one persistent message to `queue` on `ch` (a confirm channel) in a task: a
+/// blocked connection holds it back, so the caller awaits the task when it expects the confirm.
+fn publish_one(ch: &Channel, queue: &'static str, id: u64) -> tokio::task::JoinHandle<bool> {
+    let ch = ch.clone();
+    tokio::spawn(async move {
+        let confirm = publish_persistent(&ch, queue, id)
+            .await
+            .expect("basic.publish");
+        matches!(confirm.await, Ok(Confirmation::Ack(_)))
+    })
+}
+
+/// What the management API and `/metrics` say about the disk alarm: (`disk_free_alarm` and
+/// `disk_free_limit` of `/api/nodes`, the status of `/api/health/checks/alarms`,
+/// `rabbitmq_alarms_free_disk_space_watermark`).
+async fn reported(api: &Api) -> (bool, u64, u16, f64) {
+    let nodes = api.get("/api/nodes").await;
+    let node = &nodes[0];
+    let health = api.call("GET", "/api/health/checks/alarms", None).await;
+    let metrics = parse_prometheus(&api.call("GET", "/metrics", None).await.text);
+    (
+        node["disk_free_alarm"].as_bool().unwrap(),
+        node["disk_free_limit"].as_u64().unwrap(),
+        health.status,
+        metrics["rabbitmq_alarms_free_disk_space_watermark"],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_above_the_free_space_blocks_publishers_low_on_disk_while_consumers_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, api) = start_with_limit(dir.path(), u64::MAX).await;
+    let url = broker.amqp_url();
+    assert_eq!(reported(&api).await, (true, u64::MAX, 503, 1.0));
+
+    let publisher = connect_url(&url).await;
+    let mut events = publisher.events_listener();
+    let ch = confirm_channel(&publisher).await;
+    ch.queue_declare("held".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    // A connection is blocked right after its first publish.
+    let first = publish_one(&ch, "held", 1);
+    assert_eq!(
+        next_blocking_event(&mut events).await.as_deref(),
+        Some("low on disk")
+    );
+    let first = tokio::time::timeout(ANSWER, first).await;
+    assert!(
+        first.expect("confirm within 20 s").unwrap(),
+        "the publish before the block is confirmed"
+    );
+    let held_back = publish_one(&ch, "held", 2);
+
+    // A consumer on another connection is not blocked: it drains what arrived.
+    let drained = drain(&url, "held", true).await;
+    assert_eq!(drained, BTreeSet::from([1]));
+    assert!(
+        publisher.status().blocked(),
+        "still blocked: the disk is still low"
+    );
+    assert!(!held_back.is_finished());
+    held_back.abort();
+    // lapin sends nothing to a broker that blocked it, `connection.close` included: the
+    // broker's shutdown closes it.
+    tokio::time::timeout(ANSWER, broker.shutdown())
+        .await
+        .expect("the broker shuts down with a blocked connection");
+    drop(publisher);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_alarm_clears_when_space_returns() {
+    let Some(disk) = Tmpfs::mount(DISK) else {
+        return;
+    };
+    let data_dir = disk.path().join("data");
+    let limit = 8 << 20;
+    let (broker, api) = start_with_limit(&data_dir, limit).await;
+    assert_eq!(reported(&api).await, (false, limit, 200, 0.0));
+    let publisher = connect_url(&broker.amqp_url()).await;
+    let mut events = publisher.events_listener();
+    let ch = confirm_channel(&publisher).await;
+    ch.queue_declare("q".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    assert!(publish_one(&ch, "q", 1).await.unwrap());
+
+    // Another process takes the space: free space falls below the limit within a check.
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![1u8; 12 << 20]).unwrap();
+    assert_eq!(
+        next_blocking_event(&mut events).await.as_deref(),
+        Some("low on disk")
+    );
+    assert_eq!(reported(&api).await, (true, limit, 503, 1.0));
+    let held_back = publish_one(&ch, "q", 2);
+
+    // It gives the space back: unblocked, and the held-back publish is confirmed.
+    std::fs::remove_file(&ballast).unwrap();
+    assert_eq!(next_blocking_event(&mut events).await, None);
+    let confirmed = tokio::time::timeout(ANSWER, held_back).await;
+    assert!(confirmed.expect("confirm after the unblock").unwrap());
+    assert_eq!(reported(&api).await, (false, limit, 200, 0.0));
+    let _ = publisher.close(200, "bye".into()).await;
+    broker.shutdown().await;
 }
