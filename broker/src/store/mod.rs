@@ -320,7 +320,7 @@ impl Store {
         message: PersistentMessage<'_>,
     ) -> Result<(Position, Commit), StoreError> {
         let (commit, waiter) = Commit::pending();
-        let position = self.enqueue_waiting(queue, message, waiter)?;
+        let position = self.enqueue_waiting(queue, message, waiter, false)?;
         Ok((position, commit))
     }
 
@@ -333,14 +333,29 @@ impl Store {
         message: PersistentMessage<'_>,
         committed: oneshot::Sender<()>,
     ) -> Result<Position, StoreError> {
-        self.enqueue_waiting(queue, message, Waiter::Signal(committed))
+        self.enqueue_waiting(queue, message, Waiter::Signal(committed), false)
     }
 
+    /// [`enqueue_signal`](Self::enqueue_signal) for a message that moves from one durable
+    /// queue to another (dead-lettering): accepted even while the store is low on space,
+    /// because the remove of its source follows and, once committed, nothing else keeps it.
+    /// Refusing it would lose a confirmed message, not a publish.
+    pub fn enqueue_moved_signal(
+        &self,
+        queue: QueueId,
+        message: PersistentMessage<'_>,
+        committed: oneshot::Sender<()>,
+    ) -> Result<Position, StoreError> {
+        self.enqueue_waiting(queue, message, Waiter::Signal(committed), true)
+    }
+
+    /// Appends an enqueue record; `moved`: accepted while low on space too.
     fn enqueue_waiting(
         &self,
         queue: QueueId,
         message: PersistentMessage<'_>,
         waiter: Waiter,
+        moved: bool,
     ) -> Result<Position, StoreError> {
         if message.exchange.len() > 255 || message.routing_key.len() > 255 {
             return Err(StoreError::NameTooLong);
@@ -355,7 +370,13 @@ impl Store {
         self.append(
             queue,
             &record,
-            |_| Ok(()),
+            |state| {
+                if state.low_space && !moved {
+                    Err(StoreError::NoSpace)
+                } else {
+                    Ok(())
+                }
+            },
             |state, position| {
                 state
                     .ledger

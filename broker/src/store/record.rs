@@ -192,7 +192,7 @@ pub(crate) struct Malformed(pub(crate) &'static str);
 
 impl<'a> Record<'a> {
     /// True for the records that let compaction free space (a message or a queue gone, a
-    /// binding or exchange gone): the ones a store low on space still accepts.
+    /// binding or exchange gone): the topology records a store low on space still accepts.
     pub(crate) fn frees_space(&self) -> bool {
         matches!(
             self,

@@ -8,9 +8,10 @@
 //! 1. the writer's `write` fails with `ENOSPC`: it deletes the reserve and writes the same
 //!    bytes again at the same offset (a failed `write` may be retried: unlike a failed
 //!    `fsync`, it leaves no page of unknown state behind);
-//! 2. the store is *low on space*: it refuses every record that would grow the log (enqueues,
-//!    declares, binds: [`super::StoreError::NoSpace`], a nack or a channel error for the
-//!    client) and accepts those that free it (removes, purges, deletes, unbinds);
+//! 2. the store is *low on space*: it refuses the records that would grow the log (published
+//!    messages, declares, binds: [`super::StoreError::NoSpace`], a nack or a channel error for
+//!    the client) and accepts those that free it (removes, purges, deletes, unbinds) and
+//!    dead-lettered messages (their source's remove follows: refusing them would lose them);
 //! 3. once compaction (or the operator) has freed twice the reserve, the reserve is written
 //!    again and the store accepts everything again.
 //!

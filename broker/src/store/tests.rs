@@ -1133,6 +1133,12 @@ async fn low_on_space_the_store_refuses_what_grows_the_log_and_takes_what_frees_
         store.declare_queue("/", "new", false, Bytes::new()),
         Err(StoreError::NoSpace)
     ));
+    // A dead-lettered message is taken: its source's remove follows, refusing it would lose it.
+    let (moved_tx, moved_rx) = tokio::sync::oneshot::channel();
+    store
+        .enqueue_moved_signal(jobs, msg(b"p", b"dead-lettered"), moved_tx)
+        .unwrap();
+    moved_rx.await.unwrap();
     store.remove(jobs, kept).unwrap().await.unwrap();
     store.purge(jobs).unwrap().await.unwrap();
 

@@ -87,9 +87,10 @@ pub(crate) struct AppendState {
     pub(crate) failed: Option<Arc<io::Error>>,
     /// Set by close (or drop of the store): the writer flushes what is pending and exits.
     pub(crate) closing: bool,
-    /// The disk filled and the space reserve is spent (see `reserve`): only records that free
-    /// space are accepted. Set by the writer (or at open), cleared by compaction once the
-    /// reserve is whole again.
+    /// The disk filled and the space reserve is spent (see `reserve`): publishes and topology
+    /// records that grow the log are refused (checked by their appenders), removes, purges,
+    /// deletes and moved messages are accepted. Set by the writer (or at open), cleared by
+    /// compaction once the reserve is whole again.
     pub(crate) low_space: bool,
     /// (segment, offset) up to which records are written to their files, so readable with
     /// `pread` (committed or not). Advanced by the writer after each batch, which then
@@ -138,9 +139,6 @@ impl AppendState {
         }
         if self.closing {
             return Err(StoreError::Closed);
-        }
-        if self.low_space && !record.frees_space() {
-            return Err(StoreError::NoSpace);
         }
         let len = record.encoded_len();
         if len > MAX_RECORD_LEN {
