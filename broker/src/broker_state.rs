@@ -1,6 +1,6 @@
 //! The state every connection task shares: the configuration, the vhosts, the access
 //! control, the registries of open connections and channels (for the management API) and the
-//! busy-poll thread. Built once by [`crate::BrokerBuilder::start`] (or the fuzzing harness) and
+//! busy-poll thread, the disk alarm. Built once by [`crate::BrokerBuilder::start`] (or the fuzzing harness) and
 //! handed out as an `Arc<BrokerShared>`; the server, the connections, the management API and
 //! [`crate::Admin`] all read it, none of them owns it.
 
@@ -14,6 +14,7 @@ use crate::channel::registry::Channels;
 use crate::config::Config;
 use crate::connection_registry::Connections;
 use crate::sockets::SocketBudget;
+use crate::disk_alarm::DiskAlarm;
 use crate::vhost::VHosts;
 
 /// What every connection task shares: configuration, vhosts, id counter.
@@ -40,6 +41,9 @@ pub(crate) struct BrokerShared {
     pub(crate) listeners: std::sync::OnceLock<Vec<Listener>>,
     /// The sockets the AMQP, TLS and management listeners may hold at once (`--socket-limit`).
     pub(crate) sockets: SocketBudget,
+    /// The disk alarm, with a data directory only; its task (started by the server, which
+    /// awaits it at shutdown) holds the other `Arc`.
+    pub(crate) disk_alarm: Option<Arc<DiskAlarm>>,
 }
 
 /// A socket the broker accepts on.
@@ -58,6 +62,13 @@ impl BrokerShared {
     pub(crate) fn new(config: Config, vhosts: VHosts, access: AccessControl) -> Self {
         let busy_poll = BusyPoll::new(config.busy_poll);
         let sockets = SocketBudget::new(config.socket_limit);
+        let disk_alarm = config.data_dir.as_ref().map(|dir| {
+            Arc::new(DiskAlarm::new(
+                dir.clone(),
+                config.disk_free_limit,
+                vhosts.memory.alarms().clone(),
+            ))
+        });
         Self {
             config,
             vhosts,
@@ -68,6 +79,7 @@ impl BrokerShared {
             busy_poll,
             listeners: std::sync::OnceLock::new(),
             sockets,
+            disk_alarm,
         }
     }
 }

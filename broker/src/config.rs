@@ -49,6 +49,10 @@ pub(crate) struct Config {
     pub(crate) memory_budget: Option<u64>,
     /// The memory high-watermark in bytes (`--memory-high-watermark`); `None`: the budget.
     pub(crate) memory_high_watermark: Option<u64>,
+    /// The disk alarm's limit in bytes (`--disk-free-limit`): publishers are blocked while the
+    /// data directory's file system has less free space; 0 turns the alarm off. See
+    /// `disk_alarm`.
+    pub(crate) disk_free_limit: u64,
     /// How long the broker keeps polling sockets after a read before its workers sleep
     /// (`--busy-poll-us`; zero, the embedded default, turns it off). See `busy_poll`.
     pub(crate) busy_poll: Duration,
@@ -80,6 +84,7 @@ impl Default for Config {
             consumer_max_per_channel: None,
             memory_budget: None,
             memory_high_watermark: None,
+            disk_free_limit: crate::disk_alarm::DEFAULT_DISK_FREE_LIMIT,
             busy_poll: Duration::ZERO,
             definitions: None,
         }

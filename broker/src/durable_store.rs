@@ -29,17 +29,21 @@ use crate::vhost::VHosts;
 
 impl persistence::Persistence for DurableQueues {
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability {
-        let properties = encode_properties(&message.properties);
-        let message = PersistentMessage {
-            exchange: message.exchange.as_str(),
-            routing_key: message.routing_key.as_str(),
-            properties: &properties,
-            body: &message.body,
-        };
-        match DurableQueues::enqueue(self, vhost, queue, seq, message) {
-            None => Durability::Durable,
-            Some(committed) => Durability::Pending(committed),
-        }
+        store_message(message, |stored| {
+            DurableQueues::enqueue(self, vhost, queue, seq, stored)
+        })
+    }
+
+    fn enqueue_dead_letter(
+        &self,
+        vhost: &str,
+        queue: &str,
+        seq: u64,
+        message: &Arc<Message>,
+    ) -> Durability {
+        store_message(message, |stored| {
+            DurableQueues::enqueue_moved(self, vhost, queue, seq, stored)
+        })
     }
 
     fn remove(&self, vhost: &str, queue: &str, seq: u64) {
@@ -95,6 +99,25 @@ impl persistence::Persistence for DurableQueues {
 
     fn barrier(&self) -> Option<Commit> {
         Some(self.store().barrier())
+    }
+}
+
+/// Hands `message` in its stored form to `append` (an enqueue of [`DurableQueues`]) and says
+/// what its publisher waits for.
+fn store_message(
+    message: &Message,
+    append: impl FnOnce(PersistentMessage<'_>) -> Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Durability {
+    let properties = encode_properties(&message.properties);
+    let stored = PersistentMessage {
+        exchange: message.exchange.as_str(),
+        routing_key: message.routing_key.as_str(),
+        properties: &properties,
+        body: &message.body,
+    };
+    match append(stored) {
+        None => Durability::Durable,
+        Some(committed) => Durability::Pending(committed),
     }
 }
 

@@ -12,7 +12,8 @@
 //! 2. connection: `connection/`, `auth`
 //! 3. methods: `methods/`
 //! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel/`, `vhost/`,
-//!    `exchange`, `queue/`, `access/`, `memory`, `connection_blocked`, `metrics`, `busy_poll`
+//!    `exchange`, `queue/`, `access/`, `memory`, `disk_alarm`, `alarms`, `connection_blocked`,
+//!    `metrics`, `busy_poll`
 //! 5. persistence: `persistence`
 //! 6. codec, outbox and errors: `frame/`, `outbox/`, `error`
 //! 7. store: `store/`
@@ -30,7 +31,10 @@
 //!   events from other tasks and replies held for the store (`events`), the read-buffer block
 //!   a one-frame body pins and its memory charge (`read_block`).
 //! - `connection_blocked`: `connection.blocked`/`unblocked` — pausing publishers' reads while
-//!   the memory alarm is raised.
+//!   a resource alarm is raised.
+//! - `alarms`: the broker's resource alarms (memory, disk) as one set connections watch.
+//! - `disk_alarm`: the disk alarm (`--disk-free-limit`), the data directory's free space
+//!   checked every second.
 //! - `busy_poll`: polling the sockets for a short window after each read instead of sleeping
 //!   (`--busy-poll-us`), which takes thread wake-ups off request/reply round trips.
 //! - `auth`: PLAIN/AMQPLAIN response parsing.
@@ -88,7 +92,7 @@
 //! # Not implemented (yet), and deliberate departures
 //! - Memory: only persistent messages of durable queues (with a data directory) can be paged
 //!   out past the memory budget; the memory alarm (`connection.blocked`) counts queued messages,
-//!   not the process RSS (see `memory`); there is no disk alarm and no per-connection credit
+//!   not the process RSS (see `memory`); there is no per-connection credit
 //!   flow; deliveries to no-ack consumers are not credit-limited.
 //! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
 //!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
@@ -101,6 +105,7 @@
 
 mod access;
 mod admin;
+mod alarms;
 mod auth;
 mod broker_state;
 mod busy_poll;
@@ -109,6 +114,7 @@ mod config;
 mod connection;
 mod connection_blocked;
 mod connection_registry;
+mod disk_alarm;
 mod durable_store;
 mod error;
 mod exchange;

@@ -143,6 +143,11 @@ struct Args {
     /// it; consumers keep draining.
     #[arg(long, env = "LEPUS_MEMORY_HIGH_WATERMARK", value_name = "BYTES", value_parser = lepus_broker::parse_bytes)]
     memory_high_watermark: Option<u64>,
+    /// Disk free limit, such as `50MB` (the default, as RabbitMQ's `disk_free_limit`) or `1GiB`;
+    /// 0 turns it off. While the data directory's file system has less free space, publishing
+    /// connections are blocked (`connection.blocked`, "low on disk"); consumers keep draining.
+    #[arg(long, env = "LEPUS_DISK_FREE_LIMIT", default_value = "50MB", value_name = "BYTES", value_parser = parse_disk_free_limit)]
+    disk_free_limit: u64,
     /// Microseconds the broker keeps polling its sockets after a read before its threads
     /// sleep: lower request/reply latency for up to one CPU core while traffic flows, none
     /// when idle (as the Erlang VM's scheduler busy-wait in RabbitMQ). 0 turns it off.
@@ -257,6 +262,7 @@ async fn main() -> std::process::ExitCode {
     if let Some(watermark) = args.memory_high_watermark {
         builder = builder.memory_high_watermark(watermark);
     }
+    builder = builder.disk_free_limit(args.disk_free_limit);
     if !args.management_listen.is_empty() {
         builder = builder.management_listen(args.management_listen);
     }
@@ -295,6 +301,14 @@ async fn main() -> std::process::ExitCode {
 fn parse_segment_size(text: &str) -> Result<u32, String> {
     let bytes = lepus_broker::parse_bytes(text)?;
     u32::try_from(bytes).map_err(|_| format!("segment size {bytes} is over 4 GiB"))
+}
+
+/// `--disk-free-limit`: a size, or 0 (off), which `parse_bytes` refuses as a size.
+fn parse_disk_free_limit(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    lepus_broker::parse_bytes(text)
 }
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C only on non-Unix).

@@ -49,10 +49,11 @@
 //! and every connection (which watch the alarm, [`Memory::subscribe`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::alarms::{AlarmSet, Alarms, Resource};
 use crate::message::Account;
 
 /// Bytes accounted per queued message besides its body: the queue's ready entry (32 bytes),
@@ -82,17 +83,17 @@ pub(crate) struct Memory {
     used: AtomicU64,
     /// Mirrors the alarm for a lock-free check on every change.
     raised: AtomicBool,
-    /// Serializes alarm transitions so that the watch never disagrees with `raised`.
+    /// Serializes alarm transitions so that the alarm set never disagrees with `raised`.
     transition: Mutex<()>,
-    /// The alarm: true while memory is above the watermark. Connections hold receivers
-    /// (`subscribe`); the sender lives as long as the broker.
-    alarm: watch::Sender<bool>,
+    /// The broker's alarm set, whose memory bit this raises while memory is above the
+    /// watermark. Shared with the disk alarm (`crate::disk_alarm`), which sets the disk bit;
+    /// connections hold receivers ([`Memory::subscribe`]).
+    alarms: Arc<Alarms>,
 }
 
 impl Memory {
     /// Accounting with the given budget and watermark (bytes).
     pub(crate) fn new(budget: u64, watermark: u64) -> Self {
-        let (alarm, _) = watch::channel(false);
         Self {
             budget,
             paging_threshold: (budget as f64 * PAGING_RATIO) as u64,
@@ -101,7 +102,7 @@ impl Memory {
             used: AtomicU64::new(0),
             raised: AtomicBool::new(false),
             transition: Mutex::new(()),
-            alarm,
+            alarms: Arc::default(),
         }
     }
 
@@ -165,7 +166,7 @@ impl Memory {
         };
         if next != raised {
             self.raised.store(next, Ordering::Relaxed);
-            self.alarm.send_replace(next);
+            self.alarms.set(Resource::Memory, next);
             if next {
                 tracing::warn!(
                     used,
@@ -193,9 +194,14 @@ impl Memory {
         self.raised.load(Ordering::Relaxed)
     }
 
-    /// A receiver of the alarm state (true while raised).
-    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
-        self.alarm.subscribe()
+    /// A receiver of the broker's alarm set (memory and disk).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<AlarmSet> {
+        self.alarms.subscribe()
+    }
+
+    /// The broker's alarm set, for the disk alarm to raise its bit in.
+    pub(crate) fn alarms(&self) -> &Arc<Alarms> {
+        &self.alarms
     }
 }
 
@@ -274,13 +280,13 @@ mod tests {
         let memory = Memory::new(1000, 1000);
         let alarm = memory.subscribe();
         memory.add(1000);
-        assert!(!*alarm.borrow(), "at the watermark, not above");
+        assert!(!alarm.borrow().memory, "at the watermark, not above");
         memory.add(1);
-        assert!(*alarm.borrow());
+        assert!(alarm.borrow().memory);
         memory.sub(40);
-        assert!(*alarm.borrow(), "961 is not below 950");
+        assert!(alarm.borrow().memory, "961 is not below 950");
         memory.sub(20);
-        assert!(!*alarm.borrow());
+        assert!(!alarm.borrow().memory);
         assert_eq!(memory.used(), 941);
     }
 }

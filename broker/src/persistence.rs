@@ -114,6 +114,18 @@ pub(crate) enum Durability {
 pub(crate) trait Persistence: Send + Sync + std::fmt::Debug + 'static {
     /// Records `message` as enqueued on `queue` (in `vhost`) with the queue's sequence number.
     fn enqueue(&self, vhost: &str, queue: &str, seq: u64, message: &Arc<Message>) -> Durability;
+    /// [`enqueue`](Self::enqueue) for a message dead-lettered from a durable queue, whose
+    /// removal from there follows: a store that refuses publishes for lack of space must still
+    /// take it, or the removal would lose it.
+    fn enqueue_dead_letter(
+        &self,
+        vhost: &str,
+        queue: &str,
+        seq: u64,
+        message: &Arc<Message>,
+    ) -> Durability {
+        self.enqueue(vhost, queue, seq, message)
+    }
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
     fn remove(&self, vhost: &str, queue: &str, seq: u64);
     /// Whether [`read`](Self::read) can give back what [`enqueue`](Self::enqueue) was handed,

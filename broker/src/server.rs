@@ -254,6 +254,15 @@ impl BrokerBuilder {
         self
     }
 
+    /// The disk alarm's limit (`--disk-free-limit`), with a data directory: while its file
+    /// system has fewer free bytes, publishing connections are blocked (`connection.blocked`,
+    /// reason "low on disk") and consumers keep draining. Default 50 MB, as RabbitMQ's
+    /// `disk_free_limit`; 0 turns the alarm off. Checked every second.
+    pub fn disk_free_limit(mut self, bytes: u64) -> Self {
+        self.config.disk_free_limit = bytes;
+        self
+    }
+
     /// Binds the listener and starts serving in the background.
     pub async fn start(self) -> Result<BrokerHandle, Error> {
         let listener = TcpListener::bind(&self.listen)
@@ -323,6 +332,10 @@ impl BrokerBuilder {
                 })?;
         }
         let (stop_tx, shutdown) = Shutdown::new();
+        let disk_alarm = shared
+            .disk_alarm
+            .clone()
+            .map(|alarm| alarm.start(shutdown.clone()));
         let management = match &shared.config.management_listen {
             Some(addr) => Some(
                 crate::management::start(addr, shared.clone(), shutdown.clone())
@@ -401,6 +414,7 @@ impl BrokerBuilder {
             local_addr,
             stop_tx,
             accept,
+            disk_alarm,
             durable,
         })
     }
@@ -425,6 +439,8 @@ pub struct BrokerHandle {
     stop_tx: watch::Sender<bool>,
     /// The accept loop, which owns all connection tasks.
     accept: JoinHandle<()>,
+    /// The disk alarm's task (with a data directory); stops on the shutdown signal.
+    disk_alarm: Option<JoinHandle<()>>,
     /// The store, when there is a data directory; closed (flushed) by `shutdown`. Dropping the
     /// last reference lets its writer thread flush and exit in the background.
     durable: Option<Arc<DurableQueues>>,
@@ -484,6 +500,11 @@ impl BrokerHandle {
         if let Some(task) = self.management {
             if let Err(err) = task.await {
                 error!(cause = %err, "management API failed");
+            }
+        }
+        if let Some(task) = self.disk_alarm {
+            if let Err(err) = task.await {
+                error!(cause = %err, "disk alarm task failed");
             }
         }
         if let Some(durable) = self.durable {

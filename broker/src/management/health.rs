@@ -5,8 +5,8 @@
 //! `{"status":"failed","reason":...}` (with what failed) when it does not, as RabbitMQ 3.10's
 //! `rabbit_mgmt_wm_health_check_*` do; like there, any management user may run them. Lepus is
 //! one node, so the local and cluster-wide alarm checks agree, and the quorum and mirror
-//! checks always pass. Alarms: the memory alarm (`--memory-high-watermark`); Lepus has no
-//! disk or file-descriptor alarm.
+//! checks always pass. Alarms: the memory alarm (`--memory-high-watermark`) and the disk
+//! alarm (`--disk-free-limit`); Lepus has no file-descriptor alarm.
 //!
 //! `/api/nodes` (monitoring and administrator, as in RabbitMQ) has RabbitMQ's node fields
 //! with the process's figures, and a `lepus` object of Lepus's own: the memory budget and
@@ -105,8 +105,11 @@ async fn single_node() -> Response {
 /// The alarms in effect: the memory alarm, when raised.
 fn active_alarms(ctx: &Ctx) -> Vec<Value> {
     let mut alarms = Vec::new();
-    if ctx.broker.vhosts.memory.alarm_raised() {
-        alarms.push(json!({ "node": NODE_NAME, "resource": "memory" }));
+    let raised = ctx.broker.vhosts.memory.alarms().current();
+    for (on, resource) in [(raised.memory, "memory"), (raised.disk, "disk")] {
+        if on {
+            alarms.push(json!({ "node": NODE_NAME, "resource": resource }));
+        }
     }
     alarms
 }
@@ -175,6 +178,7 @@ async fn virtual_hosts(State(ctx): State<Ctx>) -> Response {
 fn node_json(ctx: &Ctx, rq: &RateQuery) -> Value {
     let f = NodeFigures::read(ctx);
     let memory = &ctx.broker.vhosts.memory;
+    let disk = ctx.broker.disk_alarm.as_deref();
     let store = ctx.broker.vhosts.store.stats();
     let (_, history) = ctx.rates.node_json(rq);
     let mut lepus = json!({
@@ -211,8 +215,8 @@ fn node_json(ctx: &Ctx, rq: &RateQuery) -> Value {
         "mem_limit": memory.watermark(),
         "mem_alarm": memory.alarm_raised(),
         "mem_calculation_strategy": if f.resident_memory.is_some() { "rss" } else { "allocated" },
-        "disk_free_alarm": false,
-        "disk_free_limit": 0,
+        "disk_free_alarm": disk.is_some_and(|d| d.raised()),
+        "disk_free_limit": disk.map_or(0, |d| d.limit()),
         // Every socket the listeners hold (this request's too), against the socket budget.
         "sockets_used": ctx.broker.sockets.in_use(),
         "sockets_total": ctx.broker.sockets.limit(),

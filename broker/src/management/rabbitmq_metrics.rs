@@ -19,9 +19,9 @@
 //!
 //! What Lepus has no equivalent for is left out rather than invented (Erlang VM, Raft, stream
 //! and per-process reduction families), except where RabbitMQ's own single node reports a
-//! constant: `rabbitmq_alarms_free_disk_space_watermark` and
-//! `rabbitmq_alarms_file_descriptor_limit` are 0 (Lepus has neither alarm) and
-//! `rabbitmq_disk_space_available_limit_bytes` is 0 (no disk limit). `erlang_vm_dist_node_state`
+//! constant: `rabbitmq_alarms_file_descriptor_limit` is 0 (Lepus has no such alarm);
+//! `rabbitmq_alarms_free_disk_space_watermark` and `rabbitmq_disk_space_available_limit_bytes`
+//! are the disk alarm's (0 without a data directory). `erlang_vm_dist_node_state`
 //! is served with no sample: a single node has no distribution links, so RabbitMQ's
 //! "insufficient distribution links" rule compares nothing, as on a one-node RabbitMQ.
 //! Labels: `rabbitmq_global_*` carry `protocol="amqp091"` (and `queue_type=

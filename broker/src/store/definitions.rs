@@ -211,12 +211,16 @@ impl Definitions {
         let path = definitions_path(data_dir);
         let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
         let bytes = self.encode(covers);
-        File::create(&tmp)
-            .and_then(|mut file| {
-                file.write_all(&bytes)?;
-                file.sync_all()
-            })
-            .map_err(|e| StoreError::io(&tmp, e))?;
+        let written = File::create(&tmp).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            // On a full disk, a partial snapshot would hold space the log needs; the next
+            // snapshot starts over anyway.
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io(&tmp, e));
+        }
         fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
         sync_dir(data_dir)
     }

@@ -164,6 +164,29 @@ impl DurableQueues {
         seq: u64,
         message: PersistentMessage<'_>,
     ) -> Option<oneshot::Receiver<()>> {
+        self.enqueue_as(vhost, queue, seq, message, false)
+    }
+
+    /// [`enqueue`](Self::enqueue) for a message dead-lettered from another durable queue:
+    /// accepted while the store is low on space too (see [`Store::enqueue_moved_signal`]).
+    pub fn enqueue_moved(
+        &self,
+        vhost: &str,
+        queue: &str,
+        seq: u64,
+        message: PersistentMessage<'_>,
+    ) -> Option<oneshot::Receiver<()>> {
+        self.enqueue_as(vhost, queue, seq, message, true)
+    }
+
+    fn enqueue_as(
+        &self,
+        vhost: &str,
+        queue: &str,
+        seq: u64,
+        message: PersistentMessage<'_>,
+        moved: bool,
+    ) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = oneshot::channel();
         let Some(slot) = self.slot(vhost, queue) else {
             tracing::error!(
@@ -177,8 +200,21 @@ impl DurableQueues {
         if slot.removed_early.remove(&seq) {
             return None;
         }
-        match self.store.enqueue_signal(slot.id, message, tx) {
+        let appended = if moved {
+            self.store.enqueue_moved_signal(slot.id, message, tx)
+        } else {
+            self.store.enqueue_signal(slot.id, message, tx)
+        };
+        match appended {
             Ok(position) => slot.insert(seq, position),
+            // Expected while the disk is full, once per publish: the nack says it.
+            Err(StoreError::NoSpace) => {
+                tracing::debug!(
+                    vhost,
+                    queue,
+                    "persistent enqueue refused: low on disk space"
+                );
+            }
             Err(err) => {
                 tracing::error!(vhost, queue, cause = %err, "persistent enqueue failed");
             }

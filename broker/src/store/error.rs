@@ -94,6 +94,11 @@ pub enum StoreError {
     /// The store was closed (or its writer thread ended) before the write completed.
     #[error("store is closed")]
     Closed,
+
+    /// The data directory's file system is full: until space returns, the store accepts only
+    /// records that free space (removes, purges, deletes, unbinds). See `store/reserve.rs`.
+    #[error("no space left in the data directory: only removals are accepted until space returns")]
+    NoSpace,
 }
 
 impl StoreError {

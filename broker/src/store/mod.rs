@@ -29,6 +29,8 @@
 //! - `log_writer/`: what appenders and the group-commit writer share (`mod`), the writer
 //!   thread that owns the segment files (`thread`), and topology snapshots (`snapshot`:
 //!   folding the log's topology records into a new snapshot, on a thread of its own).
+//! - `reserve`: the space reserve given back when the disk fills, so that removes can still be
+//!   written and compaction can free space (and the store's low-on-space mode).
 //! - `fsync_policy`: [`FsyncPolicy`].
 //! - `definitions`: durable exchanges, queues and bindings ([`Definitions`]) and their snapshot
 //!   file.
@@ -43,6 +45,7 @@
 //! <data dir>/definitions            topology snapshot up to a place in the log (layout on
 //!                                   `Definitions`); absent until the first snapshot
 //! <data dir>/definitions.tmp        the next snapshot while it is being written
+//! <data dir>/reserve                zeros, deleted when the disk fills (see `reserve`)
 //! <data dir>/segments/0000000001.seg  segment log (layout on `Record`, header on `SEGMENT_HEADER`)
 //! ```
 //!
@@ -96,6 +99,7 @@ mod position;
 mod reads;
 mod record;
 mod recovery;
+mod reserve;
 mod segment;
 mod stats;
 mod store_config;
@@ -134,6 +138,7 @@ use dir_lock::DirLock;
 pub(crate) use durable_dir::create_dir_durably;
 use log_writer::{AppendState, Counters, Shared, Waiter};
 use record::{checksum, fits_shortstr, Record, RECORD_HEADER_LEN};
+use reserve::Reserve;
 use segment::{segment_path, segments_dir};
 use topology::{binding_record, TopologyLog};
 
@@ -236,21 +241,30 @@ impl Store {
             last_record_end: scanned.last_topology_end,
             snapshot_running: false,
         };
+        let segment_size = config.segment_size.clamp(4096, 1 << 30);
+        let reserve = Reserve::new(&data_dir, segment_size);
+        let mut state = AppendState::new(
+            scanned.last_segment,
+            scanned.end_offset,
+            scanned.ledger,
+            known,
+        );
+        if let Err(err) = reserve.fill() {
+            // Removes may still fit in what is left; enqueues would only fill it up.
+            tracing::warn!(cause = %err, "no room for the space reserve: the store starts low on space");
+            state.low_space = true;
+        }
         let shared = Arc::new(Shared {
             topology: Mutex::new(topology),
-            state: Mutex::new(AppendState::new(
-                scanned.last_segment,
-                scanned.end_offset,
-                scanned.ledger,
-                known,
-            )),
+            state: Mutex::new(state),
             wake: Condvar::new(),
             written_cv: Condvar::new(),
             readers: Mutex::default(),
             counters: Counters::default(),
             data_dir,
             policy: config.fsync,
-            segment_size: config.segment_size.clamp(4096, 1 << 30),
+            segment_size,
+            reserve,
             snapshot_thread: Mutex::new(None),
             dir_lock: Mutex::new(Some(lock)),
             #[cfg(test)]
@@ -306,7 +320,7 @@ impl Store {
         message: PersistentMessage<'_>,
     ) -> Result<(Position, Commit), StoreError> {
         let (commit, waiter) = Commit::pending();
-        let position = self.enqueue_waiting(queue, message, waiter)?;
+        let position = self.enqueue_waiting(queue, message, waiter, false)?;
         Ok((position, commit))
     }
 
@@ -319,14 +333,29 @@ impl Store {
         message: PersistentMessage<'_>,
         committed: oneshot::Sender<()>,
     ) -> Result<Position, StoreError> {
-        self.enqueue_waiting(queue, message, Waiter::Signal(committed))
+        self.enqueue_waiting(queue, message, Waiter::Signal(committed), false)
     }
 
+    /// [`enqueue_signal`](Self::enqueue_signal) for a message that moves from one durable
+    /// queue to another (dead-lettering): accepted even while the store is low on space,
+    /// because the remove of its source follows and, once committed, nothing else keeps it.
+    /// Refusing it would lose a confirmed message, not a publish.
+    pub fn enqueue_moved_signal(
+        &self,
+        queue: QueueId,
+        message: PersistentMessage<'_>,
+        committed: oneshot::Sender<()>,
+    ) -> Result<Position, StoreError> {
+        self.enqueue_waiting(queue, message, Waiter::Signal(committed), true)
+    }
+
+    /// Appends an enqueue record; `moved`: accepted while low on space too.
     fn enqueue_waiting(
         &self,
         queue: QueueId,
         message: PersistentMessage<'_>,
         waiter: Waiter,
+        moved: bool,
     ) -> Result<Position, StoreError> {
         if message.exchange.len() > 255 || message.routing_key.len() > 255 {
             return Err(StoreError::NameTooLong);
@@ -341,7 +370,13 @@ impl Store {
         self.append(
             queue,
             &record,
-            |_| Ok(()),
+            |state| {
+                if state.low_space && !moved {
+                    Err(StoreError::NoSpace)
+                } else {
+                    Ok(())
+                }
+            },
             |state, position| {
                 state
                     .ledger

@@ -189,6 +189,19 @@ pub(crate) struct BindingRecord<'a> {
 pub(crate) struct Malformed(pub(crate) &'static str);
 
 impl<'a> Record<'a> {
+    /// True for the records that let compaction free space (a message or a queue gone, a
+    /// binding or exchange gone): the topology records a store low on space still accepts.
+    pub(crate) fn frees_space(&self) -> bool {
+        matches!(
+            self,
+            Self::Remove { .. }
+                | Self::Purge { .. }
+                | Self::ExchangeDelete { .. }
+                | Self::QueueDelete { .. }
+                | Self::Unbind(_)
+        )
+    }
+
     /// Length of the encoded record, header included.
     pub(crate) fn encoded_len(&self) -> u64 {
         let payload = match self {

@@ -1109,3 +1109,44 @@ async fn a_segment_is_not_deleted_before_the_removal_that_freed_it_is_committed(
     removed.await.unwrap();
     assert!(!segment_files(&dir.0).contains(&2));
 }
+
+#[tokio::test]
+async fn low_on_space_the_store_refuses_what_grows_the_log_and_takes_what_frees_it() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 64 * 1024);
+    assert!(
+        dir.0.join("reserve").exists(),
+        "the reserve is written at open"
+    );
+    let jobs = queue(&store, "jobs");
+    let (kept, commit) = store.enqueue(jobs, msg(b"p", b"kept")).unwrap();
+    commit.await.unwrap();
+    // As the writer leaves it after a write found the disk full.
+    assert!(store.shared.reserve.release());
+    store.shared.lock().low_space = true;
+
+    assert!(matches!(
+        store.enqueue(jobs, msg(b"p", b"refused")),
+        Err(StoreError::NoSpace)
+    ));
+    assert!(matches!(
+        store.declare_queue("/", "new", false, Bytes::new()),
+        Err(StoreError::NoSpace)
+    ));
+    // A dead-lettered message is taken: its source's remove follows, refusing it would lose it.
+    let (moved_tx, moved_rx) = tokio::sync::oneshot::channel();
+    store
+        .enqueue_moved_signal(jobs, msg(b"p", b"dead-lettered"), moved_tx)
+        .unwrap();
+    moved_rx.await.unwrap();
+    store.remove(jobs, kept).unwrap().await.unwrap();
+    store.purge(jobs).unwrap().await.unwrap();
+
+    // Space is back (a temp dir has far more than twice the reserve): compaction writes the
+    // reserve again and the store takes everything again.
+    store.shared.refill_reserve();
+    assert!(dir.0.join("reserve").exists());
+    let (_, commit) = store.enqueue(jobs, msg(b"p", b"again")).unwrap();
+    commit.await.unwrap();
+    store.close().await.unwrap();
+}

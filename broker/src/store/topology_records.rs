@@ -142,6 +142,9 @@ impl Store {
         let (commit, waiter) = Commit::pending();
         let (end, wake_writer) = {
             let mut state = self.shared.lock();
+            if state.low_space && !record.frees_space() {
+                return Err(StoreError::NoSpace);
+            }
             let position = state.append(record, self.shared.segment_size)?;
             let end = (position.segment, position.offset + position.len);
             state.ledger.topology_record(position.segment, end.1);

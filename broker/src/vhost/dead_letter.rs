@@ -185,7 +185,9 @@ impl VHost {
                 {
                     // No publisher waits for a dead letter's durability; its removal from
                     // `queue`, appended after this, commits after it.
-                    let _ = self.store.enqueue(&self.name, &target.name, seq, &message);
+                    let _ = self
+                        .store
+                        .enqueue_dead_letter(&self.name, &target.name, seq, &message);
                     target.page_out(seq);
                 }
             }

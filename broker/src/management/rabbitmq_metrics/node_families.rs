@@ -159,8 +159,8 @@ pub(super) fn node(ctx: &Ctx, out: &mut Out, n: &NodeFigures) {
     out.single(
         "rabbitmq_disk_space_available_limit_bytes",
         "gauge",
-        "Free disk space low watermark in bytes (Lepus has no disk alarm: 0)",
-        0,
+        "Free disk space low watermark in bytes",
+        ctx.broker.disk_alarm.as_ref().map_or(0, |d| d.limit()),
     );
     out.single(
         "rabbitmq_erlang_uptime_seconds",
@@ -177,8 +177,8 @@ pub(super) fn node(ctx: &Ctx, out: &mut Out, n: &NodeFigures) {
     out.single(
         "rabbitmq_alarms_free_disk_space_watermark",
         "untyped",
-        "is 1 if free disk space watermark alarm is in effect (Lepus has none)",
-        0,
+        "is 1 if free disk space watermark alarm is in effect",
+        u8::from(ctx.broker.disk_alarm.as_ref().is_some_and(|d| d.raised())),
     );
     out.single(
         "rabbitmq_alarms_file_descriptor_limit",

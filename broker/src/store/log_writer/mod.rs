@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use super::dir_lock::DirLock;
 use super::ledger::{Ledger, LogPoint};
 use super::record::{Record, MAX_RECORD_LEN};
+use super::reserve::Reserve;
 use super::segment::{segment_path, segments_dir, sync_dir, SEGMENT_HEADER};
 use super::topology::TopologyLog;
 use super::{FsyncPolicy, Position, QueueId, StoreError};
@@ -86,6 +87,11 @@ pub(crate) struct AppendState {
     pub(crate) failed: Option<Arc<io::Error>>,
     /// Set by close (or drop of the store): the writer flushes what is pending and exits.
     pub(crate) closing: bool,
+    /// The disk filled and the space reserve is spent (see `reserve`): publishes and topology
+    /// records that grow the log are refused (checked by their appenders), removes, purges,
+    /// deletes and moved messages are accepted. Set by the writer (or at open), cleared by
+    /// compaction once the reserve is whole again.
+    pub(crate) low_space: bool,
     /// (segment, offset) up to which records are written to their files, so readable with
     /// `pread` (committed or not). Advanced by the writer after each batch, which then
     /// notifies [`Shared::written_cv`].
@@ -114,6 +120,7 @@ impl AppendState {
             queues,
             failed: None,
             closing: false,
+            low_space: false,
             written: (segment, offset),
             committed: (segment, offset),
         }
@@ -230,6 +237,9 @@ pub(crate) struct Shared {
     pub(crate) data_dir: PathBuf,
     pub(crate) policy: FsyncPolicy,
     pub(crate) segment_size: u32,
+    /// Space given back when the disk fills (see `reserve`); the writer releases it,
+    /// compaction writes it again.
+    pub(crate) reserve: Reserve,
     /// The thread writing a topology snapshot, if one runs (see `snapshot`); it holds an `Arc`
     /// of this too. [`super::Store::close`] joins it.
     pub(crate) snapshot_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -299,6 +309,25 @@ impl Shared {
         }
     }
 
+    /// While low on space: writes the reserve again once twice its size is free, and accepts
+    /// every record again. A `statvfs` per call, and only while low on space.
+    pub(crate) fn refill_reserve(&self) {
+        if !self.lock().low_space {
+            return;
+        }
+        let needed = self.reserve.len().saturating_mul(2);
+        if self.reserve.free_bytes().is_none_or(|free| free < needed) {
+            return;
+        }
+        match self.reserve.fill() {
+            Ok(()) => {
+                self.lock().low_space = false;
+                tracing::info!("space reserve written again: the store accepts every record");
+            }
+            Err(err) => tracing::warn!(cause = %err, "space reserve not written"),
+        }
+    }
+
     /// Deletes every segment compaction allows, in rounds: a round's deletions are made
     /// durable (directory fsync) before the next round deletes segments whose removal records
     /// referred to them. Starts a topology snapshot when only topology records keep a segment.
@@ -326,6 +355,7 @@ impl Shared {
                         self.start_snapshot(&mut log);
                     }
                 }
+                self.refill_reserve();
                 return Ok(());
             }
             for &segment in &deletable {

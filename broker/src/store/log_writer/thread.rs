@@ -1,6 +1,7 @@
 //! The writer thread: waits for appended records, writes each batch with one `pwrite` per
 //! segment, fsyncs once (or per the fsync policy), completes the batch's waiters, and deletes
-//! the segments compaction freed. On an I/O error it fails every waiter and stops.
+//! the segments compaction freed. On an I/O error it fails every waiter and stops, except a
+//! `write` that finds the disk full while the space reserve is there (see `reserve`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -203,8 +204,22 @@ impl Writer {
             self.current = Some((chunk.segment, file));
         }
         if let Some((_, file)) = &self.current {
-            file.write_all_at(&chunk.bytes, u64::from(chunk.offset))
-                .map_err(|e| StoreError::io(&path, e))?;
+            let offset = u64::from(chunk.offset);
+            let mut written = file.write_all_at(&chunk.bytes, offset);
+            // The disk is full: give the reserve back and write the same bytes at the same
+            // place again (a failed write, unlike a failed fsync, may be retried). From now on
+            // the store accepts only what frees space (see `reserve`).
+            if matches!(&written, Err(e) if e.kind() == io::ErrorKind::StorageFull)
+                && self.shared.reserve.release()
+            {
+                self.shared.lock().low_space = true;
+                tracing::warn!(
+                    reserve = self.shared.reserve.len(),
+                    "disk full: space reserve released; refusing persistent messages until space returns"
+                );
+                written = file.write_all_at(&chunk.bytes, offset);
+            }
+            written.map_err(|e| StoreError::io(&path, e))?;
             self.dirty = true;
         }
         Ok(())
