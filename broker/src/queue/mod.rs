@@ -36,10 +36,12 @@ mod dead_letter;
 mod housekeeping;
 mod limits;
 mod paging;
+mod queue_type;
 mod ready;
 pub(crate) use dead_letter::DeadLetter;
 
 pub(crate) use arguments::{check_expiration, Overflow, QueueConfig};
+pub(crate) use queue_type::QueueType;
 pub(crate) use consumer::{Consumer, ConsumerChannel};
 pub(crate) use paging::QueuePersistence;
 use ready::{QueueState, ReadyMessage};
