@@ -349,6 +349,20 @@ mod tests {
         assert_eq!(QueueType::Classic.difference(&table(&[]), &classic), None);
         assert_eq!(QueueType::Classic.difference(&classic, &table(&[])), None);
         assert_eq!(
+            QueueType::Classic.difference(&table(&[]), &table(&[("x-queue-type", s("quorum"))])),
+            Some((
+                "x-queue-type",
+                "received the value 'quorum' of type 'longstr' but current is none".to_owned()
+            ))
+        );
+        assert_eq!(
+            QueueType::Quorum.difference(&quorum, &classic),
+            Some((
+                "x-queue-type",
+                "received 'classic' but current is 'quorum'".to_owned()
+            ))
+        );
+        assert_eq!(
             QueueType::Quorum.difference(&quorum, &table(&[("x-queue-type", s("quorum"))])),
             Some((
                 "x-delivery-limit",
