@@ -630,7 +630,10 @@ async fn a_conditional_delete_of_a_quorum_queue_is_540() {
 /// `x-queue-type` with the declaration `args` on top.
 fn typed(queue_type: &str, args: Vec<(&str, AMQPValue)>) -> FieldTable {
     let mut t = table(args);
-    t.insert("x-queue-type".into(), AMQPValue::LongString(queue_type.into()));
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
     t
 }
 
@@ -719,10 +722,7 @@ async fn each_queue_type_refuses_what_rabbitmq_refuses_at_declare() {
     for (options, args, expected) in cases {
         let ch = channel(&conn).await;
         let q = common::unique("q.typed");
-        let text = assert_code(
-            try_declare_queue(&ch, &q, options, args.clone()).await,
-            406,
-        );
+        let text = assert_code(try_declare_queue(&ch, &q, options, args.clone()).await, 406);
         let expected = expected.replace("{q}", &q);
         assert!(text.contains(&expected), "{args:?}: {text}");
     }
@@ -730,8 +730,13 @@ async fn each_queue_type_refuses_what_rabbitmq_refuses_at_declare() {
     for queue_type in ["quorum", "stream"] {
         let ch = channel(&conn).await;
         let text = assert_code(
-            try_declare_queue(&ch, "", QueueDeclareOptions::durable(), typed(queue_type, vec![]))
-                .await,
+            try_declare_queue(
+                &ch,
+                "",
+                QueueDeclareOptions::durable(),
+                typed(queue_type, vec![]),
+            )
+            .await,
             406,
         );
         assert!(
@@ -748,7 +753,10 @@ async fn each_queue_type_refuses_what_rabbitmq_refuses_at_declare() {
         "quorum",
         vec![
             ("x-delivery-limit", int(5)),
-            ("x-overflow", AMQPValue::LongString("reject-publish-dlx".into())),
+            (
+                "x-overflow",
+                AMQPValue::LongString("reject-publish-dlx".into()),
+            ),
             ("x-foo", int(1)),
         ],
     );
@@ -771,8 +779,14 @@ async fn a_redeclare_compares_the_arguments_of_the_queues_type() {
     for (first, second) in [
         (durable(), durable_with(typed("quorum", vec![]))),
         (durable_with(limited()), durable()),
-        (durable_with(limited()), durable_with(typed("classic", vec![]))),
-        (durable_with(limited()), durable_with(typed("quorum", vec![]))),
+        (
+            durable_with(limited()),
+            durable_with(typed("classic", vec![])),
+        ),
+        (
+            durable_with(limited()),
+            durable_with(typed("quorum", vec![])),
+        ),
         (
             durable_with(limited()),
             durable_with(typed("quorum", vec![("x-delivery-limit", int(4))])),
@@ -781,8 +795,14 @@ async fn a_redeclare_compares_the_arguments_of_the_queues_type() {
         assert_redeclare_refused(&conn, "q.equiv", first, second, 406).await;
     }
     for (first, second) in [
-        (durable(), typed("classic", vec![("x-delivery-limit", int(4))])),
-        (durable_with(typed("classic", vec![])), FieldTable::default()),
+        (
+            durable(),
+            typed("classic", vec![("x-delivery-limit", int(4))]),
+        ),
+        (
+            durable_with(typed("classic", vec![])),
+            FieldTable::default(),
+        ),
         (
             durable_with(limited()),
             typed(
@@ -797,7 +817,9 @@ async fn a_redeclare_compares_the_arguments_of_the_queues_type() {
         let ch = channel(&conn).await;
         let q = common::unique("q.equiv");
         let (options, args) = first;
-        try_declare_queue(&ch, &q, options, args).await.expect("declare");
+        try_declare_queue(&ch, &q, options, args)
+            .await
+            .expect("declare");
         try_declare_queue(&ch, &q, QueueDeclareOptions::durable(), second)
             .await
             .expect("an equivalent redeclare");
@@ -814,9 +836,14 @@ async fn a_quorum_queue_ignores_exclusive_and_refuses_global_qos() {
     let conn = connect(&broker).await;
     let ch = channel(&conn).await;
     let q = common::unique("q.quorum");
-    try_declare_queue(&ch, &q, QueueDeclareOptions::durable(), typed("quorum", vec![]))
-        .await
-        .expect("declare the quorum queue");
+    try_declare_queue(
+        &ch,
+        &q,
+        QueueDeclareOptions::durable(),
+        typed("quorum", vec![]),
+    )
+    .await
+    .expect("declare the quorum queue");
     let exclusive = BasicConsumeOptions {
         exclusive: true,
         ..BasicConsumeOptions::default()
@@ -834,7 +861,9 @@ async fn a_quorum_queue_ignores_exclusive_and_refuses_global_qos() {
     qos(&global, 2, true).await;
     let text = assert_code(try_consume(&global, &q).await, 540);
     assert!(
-        text.contains(&format!("queue '{q}' in vhost '/' does not support global qos")),
+        text.contains(&format!(
+            "queue '{q}' in vhost '/' does not support global qos"
+        )),
         "{text}"
     );
     assert!(!other.status().connected(), "540 closes the connection");

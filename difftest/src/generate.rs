@@ -52,9 +52,11 @@ pub fn program(seed: u64, index: u64, shape: &Shape) -> Program {
         server_queues: 0,
         server_tags: 0,
         quorum: false,
+        quorum_allowed: false,
     };
     let conns = g.rng.random_range(1..=shape.max_conns);
     let channels = g.rng.random_range(1..=shape.max_channels);
+    g.quorum_allowed = conns == 1 && channels == 1;
     let frame_max = if g.rng.random_bool(0.3) {
         4096
     } else {
@@ -100,6 +102,9 @@ struct Gen {
     /// A quorum queue was declared: explicit requeues (nack, reject, recover) are left out
     /// from then on (`deliberate`, D8).
     quorum: bool,
+    /// Quorum queues only in programs of one connection with one channel, whose closes
+    /// return messages in the order the queue holds them (`deliberate`, D8).
+    quorum_allowed: bool,
 }
 
 const ROUTING_KEYS: [&str; 6] = ["", "a", "b", "a.b", "a.b.c", "b.c"];
@@ -379,7 +384,8 @@ impl Gen {
             // `x-queue-type`: mostly quorum, some explicit classic, a few invalid ones. Streams
             // are left out (`deliberate`, D5).
             let v = match self.rng.random_range(0..20) {
-                0..=13 => AMQPValue::LongString("quorum".into()),
+                0..=13 if self.quorum_allowed => AMQPValue::LongString("quorum".into()),
+                0..=13 => AMQPValue::LongString("classic".into()),
                 14..=17 => AMQPValue::LongString("classic".into()),
                 18 => AMQPValue::LongString("bogus".into()),
                 _ => AMQPValue::LongInt(1),

@@ -762,8 +762,7 @@ impl Runner<'_> {
             Err(e) => e,
         };
         self.quorum |= declares_quorum(&op.kind);
-        let paused =
-            self.quorum || disturbs(&op.kind) || (had_state && reply.contains("close"));
+        let paused = self.quorum || disturbs(&op.kind) || (had_state && reply.contains("close"));
         if paused {
             tokio::time::sleep(self.config.settle_delay).await;
         }
@@ -1526,7 +1525,9 @@ impl Runner<'_> {
         // The others: pipelined on the probe connection, one channel per queue.
         for (i, result) in self.probe_batch(&batch).await {
             states[i] = Some(match result {
-                Ok((messages, consumers)) => self.counts(&batch_name(&batch, i), messages, consumers),
+                Ok((messages, consumers)) => {
+                    self.counts(&batch_name(&batch, i), messages, consumers)
+                }
                 Err(e) => e,
             });
         }

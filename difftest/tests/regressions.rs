@@ -818,4 +818,98 @@ end
   q0 empty after 0
   exchanges: -
 "#;
+
+/// x-overflow on a quorum queue (RabbitMQ 3.10, rabbit_fifo): reject-publish takes the message that goes over the limit, refuses the next ones until the queue is back at 80% of it; reject-publish-dlx is drop-head (the bundled broker refused at the limit, as a classic queue does).
+a_quorum_queue_refuses_publishes_once_over_its_limit: r#"
+frame_max 131072
+c0.1 queue.declare q0 durable args={x-max-length:I(1), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+c0.1 queue.declare q1 durable args={x-max-length:I(1), x-overflow:S"reject-publish-dlx", x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable args={x-max-length-bytes:I(5), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+c0.1 confirm.select
+c0.1 basic.publish "" key=q0 body=3
+c0.1 basic.publish "" key=q0 body=4
+c0.1 basic.publish "" key=q0 body=5
+c0.1 basic.publish "" key=q1 body=3
+c0.1 basic.publish "" key=q1 body=4
+c0.1 basic.publish "" key=q1 body=5
+c0.1 basic.publish "" key=q2 body=4
+c0.1 basic.publish "" key=q2 body=4
+c0.1 basic.publish "" key=q2 body=4
+c0.1 basic.get q0 no-ack
+c0.1 basic.publish "" key=q0 body=6
+c0.1 basic.get q0 no-ack
+c0.1 basic.publish "" key=q0 body=7
+"# => r#"
+#0 c0.1 queue.declare q0 durable args={x-max-length:I(1), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+  = queue.declare-ok q0 0/*
+  queues: q0=0/*
+#1 c0.1 queue.declare q1 durable args={x-max-length:I(1), x-overflow:S"reject-publish-dlx", x-queue-type:S"quorum"}
+  = queue.declare-ok q1 0/*
+  queues: q0=0/* q1=0/*
+#2 c0.1 queue.declare q2 durable args={x-max-length-bytes:I(5), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+  = queue.declare-ok q2 0/*
+  queues: q0=0/* q1=0/* q2=0/*
+#3 c0.1 confirm.select
+  = confirm.select-ok
+  queues: q0=0/* q1=0/* q2=0/*
+#4 c0.1 basic.publish "" key=q0 body=3
+  = sent m0
+  c0.1 confirms ack=1 nack=-
+  queues: q0=1/* q1=0/* q2=0/*
+#5 c0.1 basic.publish "" key=q0 body=4
+  = sent m1
+  c0.1 confirms ack=2 nack=-
+  queues: q0=2/* q1=0/* q2=0/*
+#6 c0.1 basic.publish "" key=q0 body=5
+  = sent m2
+  c0.1 confirms ack=- nack=3
+  queues: q0=2/* q1=0/* q2=0/*
+#7 c0.1 basic.publish "" key=q1 body=3
+  = sent m3
+  c0.1 confirms ack=4 nack=-
+  queues: q0=2/* q1=1/* q2=0/*
+#8 c0.1 basic.publish "" key=q1 body=4
+  = sent m4
+  c0.1 confirms ack=5 nack=-
+  queues: q0=2/* q1=1/* q2=0/*
+#9 c0.1 basic.publish "" key=q1 body=5
+  = sent m5
+  c0.1 confirms ack=6 nack=-
+  queues: q0=2/* q1=1/* q2=0/*
+#10 c0.1 basic.publish "" key=q2 body=4
+  = sent m6
+  c0.1 confirms ack=7 nack=-
+  queues: q0=2/* q1=1/* q2=1/*
+#11 c0.1 basic.publish "" key=q2 body=4
+  = sent m7
+  c0.1 confirms ack=8 nack=-
+  queues: q0=2/* q1=1/* q2=2/*
+#12 c0.1 basic.publish "" key=q2 body=4
+  = sent m8
+  c0.1 confirms ack=- nack=9
+  queues: q0=2/* q1=1/* q2=2/*
+#13 c0.1 basic.get q0 no-ack
+  = basic.get-ok tag=1 m0+3 ex="" rk=q0 left=1 props()
+  queues: q0=1/* q1=1/* q2=2/*
+#14 c0.1 basic.publish "" key=q0 body=6
+  = sent m9
+  c0.1 confirms ack=- nack=10
+  queues: q0=1/* q1=1/* q2=2/*
+#15 c0.1 basic.get q0 no-ack
+  = basic.get-ok tag=2 m1+4 ex="" rk=q0 left=0 props()
+  queues: q0=0/* q1=1/* q2=2/*
+#16 c0.1 basic.publish "" key=q0 body=7
+  = sent m10
+  c0.1 confirms ack=11 nack=-
+  queues: q0=1/* q1=1/* q2=2/*
+end
+  q0 #0 m10+7 ex="" rk=q0 props()
+  q0 empty after 1
+  q1 #0 m5+5 ex="" rk=q1 props()
+  q1 empty after 1
+  q2 #0 m6+4 ex="" rk=q2 props()
+  q2 #1 m7+4 ex="" rk=q2 props()
+  q2 empty after 2
+  exchanges: -
+"#;
 }

@@ -112,8 +112,10 @@ impl Session {
                     if q.auto_delete != m.auto_delete {
                         return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
                     }
-                    if let Some((arg, text)) =
-                        q.config.queue_type.difference(&q.declared().arguments, &m.arguments)
+                    if let Some((arg, text)) = q
+                        .config
+                        .queue_type
+                        .difference(&q.declared().arguments, &m.arguments)
                     {
                         return Err(AmqpError::precondition_failed(format!(
                             "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}': {text}"
@@ -132,11 +134,11 @@ impl Session {
                 }
                 None => {
                     let config = config?;
-                    if let Some(property) = config.queue_type.refused_property(
-                        m.durable,
-                        m.exclusive,
-                        m.auto_delete,
-                    ) {
+                    if let Some(property) =
+                        config
+                            .queue_type
+                            .refused_property(m.durable, m.exclusive, m.auto_delete)
+                    {
                         return Err(AmqpError::precondition_failed(format!(
                             "invalid property '{property}' for queue '{name}' in vhost '{vh}'"
                         )));

@@ -5,10 +5,10 @@
 
 use std::borrow::Cow;
 
+use super::queue_type::{type_name, QueueType};
 use super::*;
 use crate::field_value::{as_i64, as_string};
 use crate::persistence::QueueDeclared;
-use super::queue_type::{type_name, QueueType};
 
 /// What `x-overflow` says to do when `x-max-length`/`x-max-length-bytes` is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +111,7 @@ impl QueueConfig {
             ("x-queue-mode", self.queue_mode.clone()),
             (
                 "x-queue-type",
-                (self.queue_type != QueueType::Classic)
-                    .then(|| self.queue_type.name().to_owned()),
+                (self.queue_type != QueueType::Classic).then(|| self.queue_type.name().to_owned()),
             ),
         ];
         for (key, value) in strings {
@@ -178,6 +177,12 @@ impl QueueConfig {
             }
         }
         let max_priority = int("x-max-priority", 0)?;
+        // RabbitMQ 3.10's quorum queues know no reject-publish-dlx: they log a warning and
+        // drop from the head instead.
+        let overflow = match overflow {
+            Overflow::RejectPublishDlx if queue_type == QueueType::Quorum => Overflow::DropHead,
+            other => other,
+        };
         let config = Self {
             message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
             expires: capped(int("x-expires", 1)?, "x-expires")?,

@@ -287,7 +287,10 @@ mod tests {
 
     #[test]
     fn the_type_is_a_known_long_string() {
-        assert_eq!(QueueType::from_arguments(&table(&[])), Ok(QueueType::Classic));
+        assert_eq!(
+            QueueType::from_arguments(&table(&[])),
+            Ok(QueueType::Classic)
+        );
         assert_eq!(
             QueueType::from_arguments(&table(&[("x-queue-type", s("quorum"))])),
             Ok(QueueType::Quorum)
