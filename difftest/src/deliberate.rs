@@ -41,15 +41,13 @@ pub fn generate(kind: &OpKind) -> bool {
     match kind {
         OpKind::QueueDeclare { q, args, .. } => {
             let queue_type = args.inner().get("x-queue-type");
-            // D1.
-            !args.contains_key("x-single-active-consumer")
-                // D5.
-                && !queue_type.is_some_and(|t| is_string(t, "stream"))
-                // D6.
-                && !(*q == QueueName::Empty
-                    && queue_type.is_some_and(|t| {
-                        !["classic", "quorum"].iter().any(|name| is_string(t, name))
-                    }))
+            let stream = queue_type.is_some_and(|t| is_string(t, "stream"));
+            let invalid = queue_type
+                .is_some_and(|t| !["classic", "quorum"].iter().any(|name| is_string(t, name)));
+            // D1, D5, D6.
+            !(args.contains_key("x-single-active-consumer")
+                || stream
+                || (*q == QueueName::Empty && invalid))
         }
         // D3.
         OpKind::Publish { props, .. } => !props

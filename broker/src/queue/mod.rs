@@ -452,30 +452,6 @@ impl Queue {
         (got, dead)
     }
 
-    /// Whether the ready messages exceed `x-max-length` or `x-max-length-bytes`.
-    fn over_limit(&self, st: &QueueState) -> bool {
-        self.config
-            .max_length
-            .is_some_and(|m| st.ready_count as u64 > m)
-            || self
-                .config
-                .max_length_bytes
-                .is_some_and(|m| st.ready_bytes as u64 > m)
-    }
-
-    /// Whether the ready messages are at most 80% of each limit (rounded down), where a
-    /// blocked quorum queue takes publishes again.
-    fn below_soft_limit(&self, st: &QueueState) -> bool {
-        let soft = |m: u64| m * 4 / 5;
-        self.config
-            .max_length
-            .is_none_or(|m| st.ready_count as u64 <= soft(m))
-            && self
-                .config
-                .max_length_bytes
-                .is_none_or(|m| st.ready_bytes as u64 <= soft(m))
-    }
-
     /// Returns unacked messages to their original positions, marked redelivered, and
     /// dispatches them again (deliveries counted in `stats`); returns the messages the
     /// queue's limits or expiry dropped, for `VHost::dead_letter`.

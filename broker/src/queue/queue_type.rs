@@ -24,32 +24,6 @@ pub(crate) enum QueueType {
     Stream,
 }
 
-/// Every declare argument RabbitMQ 3.10 knows: an argument outside its queue type's list is
-/// refused (406); any other argument (`x-foo`) is accepted and ignored by every type.
-const KNOWN: [&str; 21] = [
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-dead-letter-strategy",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-in-memory-length",
-    "x-max-in-memory-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-single-active-consumer",
-    "x-queue-type",
-    "x-quorum-initial-group-size",
-    "x-max-age",
-    "x-stream-max-segment-size-bytes",
-    "x-initial-cluster-size",
-    "x-queue-leader-locator",
-    "x-queue-master-locator",
-    "x-delivery-limit",
-];
-
 /// The arguments a classic queue takes (and compares on redeclare), in RabbitMQ's order.
 const CLASSIC: [&str; 12] = [
     "x-expires",
@@ -142,12 +116,13 @@ impl QueueType {
     }
 
     /// The first known argument of `args` this type does not take (RabbitMQ: 406 `invalid
-    /// arg 'K' for queue '…' in vhost '…' of queue type rabbit_quorum_queue`).
+    /// arg 'K' for queue '…' in vhost '…' of queue type rabbit_quorum_queue`). Known are the
+    /// arguments of any type; any other (`x-foo`) is accepted and ignored by every type.
     pub(crate) fn refused_argument(self, args: &FieldTable) -> Option<&'static str> {
-        KNOWN
-            .iter()
-            .filter(|k| args.inner().contains_key(**k))
-            .find(|k| !self.arguments().contains(k))
+        [CLASSIC.as_slice(), &QUORUM, &STREAM]
+            .into_iter()
+            .flatten()
+            .find(|k| args.inner().contains_key(**k) && !self.arguments().contains(k))
             .copied()
     }
 
