@@ -626,3 +626,246 @@ async fn a_conditional_delete_of_a_quorum_queue_is_540() {
         .expect("a plain delete of a quorum queue");
     assert_code(passive_queue(&ch, &q).await, 404);
 }
+
+/// `x-queue-type` with the declaration `args` on top.
+fn typed(queue_type: &str, args: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut t = table(args);
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
+    t
+}
+
+/// A new queue's declaration as RabbitMQ 3.10 checks it per queue type: the type itself, each
+/// type's arguments (another type's are 406), and the flags a quorum queue or stream refuses
+/// (auto-delete, then exclusive, then non-durable), each with RabbitMQ's text (measured).
+#[tokio::test]
+async fn each_queue_type_refuses_what_rabbitmq_refuses_at_declare() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let auto_delete_exclusive = QueueDeclareOptions {
+        auto_delete: true,
+        ..exclusive
+    };
+    let int = AMQPValue::LongInt;
+    let cases: Vec<(QueueDeclareOptions, FieldTable, &str)> = vec![
+        (
+            QueueDeclareOptions::default(),
+            typed("quorum", vec![]),
+            "invalid property 'non-durable' for queue '{q}'",
+        ),
+        (
+            exclusive,
+            typed("quorum", vec![]),
+            "invalid property 'exclusive-owner' for queue '{q}'",
+        ),
+        (
+            auto_delete_exclusive,
+            typed("stream", vec![]),
+            "invalid property 'auto-delete' for queue '{q}'",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            typed("bogus", vec![]),
+            "invalid arg 'x-queue-type' for queue '{q}' in vhost '/': \"unsupported queue type 'bogus'\"",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            table(vec![("x-queue-type", int(1))]),
+            "invalid arg 'x-queue-type' for queue '{q}' in vhost '/': {unacceptable_type,signedint}",
+        ),
+        (
+            QueueDeclareOptions::default(),
+            typed("quorum", vec![("x-max-priority", int(5))]),
+            "invalid arg 'x-max-priority' for queue '{q}' in vhost '/' of queue type rabbit_quorum_queue",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            typed("quorum", vec![("x-max-priority", int(300))]),
+            "invalid arg 'x-max-priority' for queue '{q}' in vhost '/' of queue type rabbit_quorum_queue",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            typed("classic", vec![("x-max-priority", int(300))]),
+            "invalid arg 'x-max-priority' for queue '{q}' in vhost '/': {max_value_exceeded,300}",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            table(vec![("x-delivery-limit", int(5))]),
+            "invalid arg 'x-delivery-limit' for queue '{q}' in vhost '/' of queue type rabbit_classic_queue",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            typed("stream", vec![("x-max-length", int(5))]),
+            "invalid arg 'x-max-length' for queue '{q}' in vhost '/' of queue type rabbit_stream_queue",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            typed("quorum", vec![("x-overflow", AMQPValue::LongString("x".into()))]),
+            "invalid arg 'x-overflow' for queue '{q}' in vhost '/': invalid_overflow",
+        ),
+        (
+            QueueDeclareOptions::durable(),
+            table(vec![(
+                "x-single-active-consumer",
+                AMQPValue::LongString("yes".into()),
+            )]),
+            "invalid arg 'x-single-active-consumer' for queue '{q}' in vhost '/': {unacceptable_type,longstr}",
+        ),
+    ];
+    for (options, args, expected) in cases {
+        let ch = channel(&conn).await;
+        let q = common::unique("q.typed");
+        let text = assert_code(try_declare_queue(&ch, &q, options, args.clone()).await, 406);
+        let expected = expected.replace("{q}", &q);
+        assert!(text.contains(&expected), "{args:?}: {text}");
+    }
+    // Server-named quorum queues and streams are refused before anything else.
+    for queue_type in ["quorum", "stream"] {
+        let ch = channel(&conn).await;
+        let text = assert_code(
+            try_declare_queue(
+                &ch,
+                "",
+                QueueDeclareOptions::durable(),
+                typed(queue_type, vec![]),
+            )
+            .await,
+            406,
+        );
+        assert!(
+            text.contains(&format!(
+                "Cannot declare a server-named queue for type rabbit_{queue_type}_queue"
+            )),
+            "{text}"
+        );
+    }
+    // What each type takes: unknown arguments too.
+    let ch = channel(&conn).await;
+    let q = common::unique("q.quorum");
+    let args = typed(
+        "quorum",
+        vec![
+            ("x-delivery-limit", int(5)),
+            (
+                "x-overflow",
+                AMQPValue::LongString("reject-publish-dlx".into()),
+            ),
+            ("x-foo", int(1)),
+        ],
+    );
+    try_declare_queue(&ch, &q, QueueDeclareOptions::durable(), args)
+        .await
+        .expect("a quorum queue with quorum arguments");
+    delete_queues(&ch, &[&q]).await;
+}
+
+/// A redeclare compares the arguments of the queue's type, and only those: an absent
+/// `x-queue-type` is `classic`; a quorum queue ignores `x-max-priority` (even invalid) and
+/// compares `x-delivery-limit`; a classic queue ignores `x-delivery-limit`.
+#[tokio::test]
+async fn a_redeclare_compares_the_arguments_of_the_queues_type() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let durable_with = |args| (QueueDeclareOptions::durable(), args);
+    let int = AMQPValue::LongInt;
+    let limited = || typed("quorum", vec![("x-delivery-limit", int(3))]);
+    for (first, second) in [
+        (durable(), durable_with(typed("quorum", vec![]))),
+        (durable_with(limited()), durable()),
+        (
+            durable_with(limited()),
+            durable_with(typed("classic", vec![])),
+        ),
+        (
+            durable_with(limited()),
+            durable_with(typed("quorum", vec![])),
+        ),
+        (
+            durable_with(limited()),
+            durable_with(typed("quorum", vec![("x-delivery-limit", int(4))])),
+        ),
+    ] {
+        assert_redeclare_refused(&conn, "q.equiv", first, second, 406).await;
+    }
+    for (first, second) in [
+        (
+            durable(),
+            typed("classic", vec![("x-delivery-limit", int(4))]),
+        ),
+        (
+            durable_with(typed("classic", vec![])),
+            FieldTable::default(),
+        ),
+        (
+            durable_with(limited()),
+            typed(
+                "quorum",
+                vec![
+                    ("x-delivery-limit", AMQPValue::LongLongInt(3)),
+                    ("x-max-priority", int(300)),
+                ],
+            ),
+        ),
+    ] {
+        let ch = channel(&conn).await;
+        let q = common::unique("q.equiv");
+        let (options, args) = first;
+        try_declare_queue(&ch, &q, options, args)
+            .await
+            .expect("declare");
+        try_declare_queue(&ch, &q, QueueDeclareOptions::durable(), second)
+            .await
+            .expect("an equivalent redeclare");
+        delete_queues(&ch, &[&q]).await;
+    }
+}
+
+/// Consumers of a quorum queue, as RabbitMQ 3.10 has them: `exclusive` is ignored (other
+/// consumers join, exclusive or not), and a consume under a non-zero global prefetch closes
+/// the connection with 540.
+#[tokio::test]
+async fn a_quorum_queue_ignores_exclusive_and_refuses_global_qos() {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let q = common::unique("q.quorum");
+    try_declare_queue(
+        &ch,
+        &q,
+        QueueDeclareOptions::durable(),
+        typed("quorum", vec![]),
+    )
+    .await
+    .expect("declare the quorum queue");
+    let exclusive = BasicConsumeOptions {
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    try_consume_tagged(&ch, &q, "first", exclusive)
+        .await
+        .expect("an exclusive consumer");
+    try_consume_tagged(&channel(&conn).await, &q, "second", exclusive)
+        .await
+        .expect("a second exclusive consumer is not refused");
+    try_consume(&channel(&conn).await, &q)
+        .await
+        .expect("nor a plain one");
+    let (other, global) = open(&broker).await;
+    qos(&global, 2, true).await;
+    let text = assert_code(try_consume(&global, &q).await, 540);
+    assert!(
+        text.contains(&format!(
+            "queue '{q}' in vhost '/' does not support global qos"
+        )),
+        "{text}"
+    );
+    assert!(!other.status().connected(), "540 closes the connection");
+    delete_queues(&ch, &[&q]).await;
+}

@@ -183,7 +183,8 @@ pub(crate) fn restore(
             continue;
         };
         let mut arguments = decode_table(&q.arguments);
-        let config = QueueConfig::from_arguments(&arguments).or_else(|text| {
+        let config = QueueConfig::from_arguments(&arguments).or_else(|e| {
+            let text = e.text(&q.name, &q.vhost);
             tracing::warn!(queue = %q.name, %text, "stored queue arguments no longer parse");
             arguments = FieldTable::default();
             QueueConfig::from_arguments(&arguments)

@@ -56,7 +56,7 @@
 //!   registry (`registry`).
 //! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
 //! - `queue/`: a queue — enqueue, dispatch, get, requeue, purge, delete (`mod`); its arguments
-//!   (`arguments`), consumers and credit (`consumer`), ready list per priority (`ready`), paging
+//!   (`arguments`), `x-queue-type` (`queue_type`: what each type takes and compares), consumers and credit (`consumer`), ready list per priority (`ready`), paging
 //!   past the memory budget (`paging`), TTL and x-expires (`housekeeping`), what it returns to
 //!   be dead-lettered (`dead_letter`), and `ConsumerChannel`, the channel as a queue knows it.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
@@ -96,8 +96,11 @@
 //!   flow; deliveries to no-ack consumers are not credit-limited.
 //! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
 //!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
-//!   `x-queue-type`, `x-single-active-consumer` and other arguments we do not know are accepted
-//!   and ignored.
+//!   `x-single-active-consumer` and other arguments we do not know are accepted and ignored.
+//!   `x-queue-type` is checked at declare as RabbitMQ 3.10 checks it (each type's arguments
+//!   and flags, redeclare equivalence; see `queue/queue_type`), and a consumer of a quorum
+//!   queue is as RabbitMQ's (no global qos, `exclusive` ignored); underneath every queue is
+//!   the same classic-like queue (no `x-delivery-count` header, no delivery limit).
 //! - Departure: a channel *number* above the negotiated channel_max is refused (530) even while
 //!   fewer channels are open (the spec's reading); RabbitMQ only counts open channels.
 //! - `max_message_size` is checked against the size a content header announces, before any

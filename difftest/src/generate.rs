@@ -51,9 +51,12 @@ pub fn program(seed: u64, index: u64, shape: &Shape) -> Program {
         consumers: Vec::new(),
         server_queues: 0,
         server_tags: 0,
+        quorum: false,
+        quorum_allowed: false,
     };
     let conns = g.rng.random_range(1..=shape.max_conns);
     let channels = g.rng.random_range(1..=shape.max_channels);
+    g.quorum_allowed = conns == 1 && channels == 1;
     let frame_max = if g.rng.random_bool(0.3) {
         4096
     } else {
@@ -96,6 +99,12 @@ struct Gen {
     consumers: Vec<(u8, u16, ConsumerTag)>,
     server_queues: u8,
     server_tags: u8,
+    /// A quorum queue was declared: explicit requeues (nack, reject, recover) are left out
+    /// from then on (`deliberate`, D8).
+    quorum: bool,
+    /// Quorum queues only in programs of one connection with one channel, whose closes
+    /// return messages in the order the queue holds them (`deliberate`, D8).
+    quorum_allowed: bool,
 }
 
 const ROUTING_KEYS: [&str; 6] = ["", "a", "b", "a.b", "a.b.c", "b.c"];
@@ -258,11 +267,11 @@ impl Gen {
             14 => OpKind::Nack {
                 target: self.target(),
                 multiple: self.chance(0.25),
-                requeue: self.chance(0.6),
+                requeue: self.chance(0.6) && !self.quorum,
             },
             15 => OpKind::Reject {
                 target: self.target(),
-                requeue: self.chance(0.6),
+                requeue: self.chance(0.6) && !self.quorum,
             },
             16 => OpKind::Qos {
                 prefetch_count: if self.chance(0.05) {
@@ -271,6 +280,10 @@ impl Gen {
                     self.rng.random_range(0..6)
                 },
                 global: self.chance(0.3),
+            },
+            17 if self.quorum => OpKind::Ack {
+                target: self.target(),
+                multiple: true,
             },
             17 => OpKind::Recover {
                 requeue: self.chance(0.9),
@@ -345,17 +358,48 @@ impl Gen {
         if self.chance(0.5) {
             self.queue_args(&mut args);
         }
+        // A quorum queue must be durable, and neither exclusive nor auto-delete: mostly so.
+        let quorum = matches!(
+            args.inner().get("x-queue-type"),
+            Some(AMQPValue::LongString(t)) if t.as_bytes() == b"quorum"
+        );
+        self.quorum |= quorum;
+        let (durable, exclusive, auto_delete) = if quorum {
+            (0.9, 0.05, 0.05)
+        } else {
+            (0.3, 0.25, 0.2)
+        };
         OpKind::QueueDeclare {
             q,
             passive,
-            durable: self.chance(0.3),
-            exclusive: self.chance(0.25),
-            auto_delete: self.chance(0.2),
+            durable: self.chance(durable),
+            exclusive: self.chance(exclusive),
+            auto_delete: self.chance(auto_delete),
             args,
         }
     }
 
     fn queue_args(&mut self, args: &mut FieldTable) {
+        if self.chance(0.25) {
+            // `x-queue-type`: mostly quorum, some explicit classic, a few invalid ones. Streams
+            // are left out (`deliberate`, D5).
+            let v = match self.rng.random_range(0..20) {
+                0..=13 if self.quorum_allowed => AMQPValue::LongString("quorum".into()),
+                0..=13 => AMQPValue::LongString("classic".into()),
+                14..=17 => AMQPValue::LongString("classic".into()),
+                18 => AMQPValue::LongString("bogus".into()),
+                _ => AMQPValue::LongInt(1),
+            };
+            args.insert("x-queue-type".into(), v);
+            if self.chance(0.15) {
+                // Quorum only (406 on a classic queue); never reached in a program (no
+                // message is redelivered 50 times), so that the limit RabbitMQ enforces
+                // and the bundled broker does not (D4) does not show.
+                let n = self.rng.random_range(50..100);
+                let v = self.int_value(n);
+                args.insert("x-delivery-limit".into(), v);
+            }
+        }
         if self.chance(0.3) {
             let v = match self.rng.random_range(0..10) {
                 0..=4 => self.int_value(0),

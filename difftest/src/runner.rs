@@ -16,7 +16,11 @@
 //! 3. repeat until a round brings no new event and the same queue states (dead-lettering and
 //!    requeueing can take more than one hop). Operations that close things (channel and
 //!    connection close, cancel, delete) are followed by a short delay first, because RabbitMQ
-//!    removes exclusive and auto-delete queues asynchronously.
+//!    removes exclusive and auto-delete queues asynchronously. Once the program has sent a
+//!    declare of a quorum queue, every operation is: a quorum queue is a Raft log whose
+//!    commands (publishes, settlements, requeues) are applied after the channel has answered
+//!    and whose passive declare does not wait for them, so its counts and deliveries lag a
+//!    little behind (measured: a publish not yet counted by the next probe).
 //!
 //! Everything seen in the meantime is one step of the trace. Messages are identified by their
 //! body (`m<id>;` padded with `.`; an empty body carries the id in the `dt-id` header), so the
@@ -235,6 +239,8 @@ pub async fn run(
         closed_by_broker: false,
         e2e_sent: Vec::new(),
         declared_names: BTreeSet::new(),
+        quorum: false,
+        quorum_names: BTreeSet::new(),
     };
     for op in &program.ops {
         r.step(op).await;
@@ -285,6 +291,12 @@ struct Runner<'p> {
     e2e_sent: Vec<(String, String, String, FieldTable)>,
     /// Every queue name a `queue.declare` was sent with (deleted at the end).
     declared_names: BTreeSet<String>,
+    /// Set once the program sent a declare of a quorum queue: every step pauses from then on
+    /// (see the module docs).
+    quorum: bool,
+    /// The actual names of the quorum queues declared (their consumer counts are not compared:
+    /// deliberate D7).
+    quorum_names: BTreeSet<String>,
 }
 
 impl Runner<'_> {
@@ -749,7 +761,8 @@ impl Runner<'_> {
             Ok(reply) => reply,
             Err(e) => e,
         };
-        let paused = disturbs(&op.kind) || (had_state && reply.contains("close"));
+        self.quorum |= declares_quorum(&op.kind);
+        let paused = self.quorum || disturbs(&op.kind) || (had_state && reply.contains("close"));
         if paused {
             tokio::time::sleep(self.config.settle_delay).await;
         }
@@ -1195,11 +1208,17 @@ impl Runner<'_> {
                 if *exclusive && !passive {
                     self.exclusive_owner.insert(name.clone(), c);
                 }
+                if !passive {
+                    if declares_quorum(&op.kind) {
+                        self.quorum_names.insert(name.clone());
+                    } else {
+                        self.quorum_names.remove(&name);
+                    }
+                }
                 format!(
-                    "queue.declare-ok {} {}/{}",
+                    "queue.declare-ok {} {}",
                     self.sym(&name),
-                    ok.message_count,
-                    ok.consumer_count
+                    self.counts(&name, ok.message_count, ok.consumer_count)
                 )
             }
             (_, Reply::Method(AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)))) => {
@@ -1476,6 +1495,16 @@ impl Runner<'_> {
     }
 
     /// Step 2 of settling: a passive declare of every queue the program declared.
+    /// A queue's counts as the trace shows them: `ready/consumers`, or `ready/*` for a quorum
+    /// queue, whose consumer count RabbitMQ keeps its own way (deliberate D7).
+    fn counts(&self, name: &str, messages: u32, consumers: u32) -> String {
+        if self.quorum_names.contains(name) {
+            format!("{messages}/*")
+        } else {
+            format!("{messages}/{consumers}")
+        }
+    }
+
     async fn probe_queues(&mut self) -> String {
         let queues: Vec<QueueName> = self.known_queues.iter().copied().collect();
         let mut states: Vec<Option<String>> = vec![None; queues.len()];
@@ -1486,7 +1515,7 @@ impl Runner<'_> {
             match self.exclusive_owner.get(&name).copied() {
                 Some(c) if self.conns.get(&c).is_some_and(|s| !s.gone) => {
                     states[i] = Some(match self.passive_declare(&name).await {
-                        Ok((messages, consumers)) => format!("{messages}/{consumers}"),
+                        Ok((messages, consumers)) => self.counts(&name, messages, consumers),
                         Err(e) => e,
                     });
                 }
@@ -1496,7 +1525,9 @@ impl Runner<'_> {
         // The others: pipelined on the probe connection, one channel per queue.
         for (i, result) in self.probe_batch(&batch).await {
             states[i] = Some(match result {
-                Ok((messages, consumers)) => format!("{messages}/{consumers}"),
+                Ok((messages, consumers)) => {
+                    self.counts(&batch_name(&batch, i), messages, consumers)
+                }
                 Err(e) => e,
             });
         }
@@ -1861,6 +1892,22 @@ async fn probe_reply(conn: &mut Conn, ch: u16, timeout: Duration) -> Option<Repl
             _ => continue,
         }
     }
+}
+
+/// The name probed at `index` in a probe batch.
+fn batch_name(batch: &[(usize, String)], index: usize) -> String {
+    batch
+        .iter()
+        .find(|(i, _)| *i == index)
+        .map(|(_, n)| n.clone())
+        .unwrap_or_default()
+}
+
+/// Whether `kind` declares a quorum queue (whatever the broker answers).
+fn declares_quorum(kind: &OpKind) -> bool {
+    matches!(kind, OpKind::QueueDeclare { args, .. }
+        if matches!(args.inner().get("x-queue-type"),
+            Some(AMQPValue::LongString(t)) if t.as_bytes() == b"quorum"))
 }
 
 /// Operations after which RabbitMQ may still be removing something asynchronously (an

@@ -601,4 +601,315 @@ end
   q3 empty after 1
   exchanges: -
 "#;
+
+/// x-queue-type: a quorum queue must be durable, not exclusive, not auto-delete, not server-named; an unknown or non-string type is 406; each type refuses the others' arguments (x-max-priority and x-queue-mode on quorum, x-delivery-limit on classic, x-max-length on stream); x-single-active-consumer must be a bool (the bundled broker accepted all of these: x-queue-type was opaque).
+quorum_and_stream_declarations_are_checked_as_rabbitmq_checks_them: r#"
+frame_max 131072
+c0.1 queue.declare q0 args={x-queue-type:S"quorum"}
+c0.1 queue.declare q0 durable exclusive args={x-queue-type:S"quorum"}
+c0.1 queue.declare q0 durable auto-delete args={x-queue-type:S"quorum"}
+c0.1 queue.declare q0 durable args={x-queue-type:S"bogus"}
+c0.1 queue.declare q0 durable args={x-queue-type:I(1)}
+c0.1 queue.declare "" durable args={x-queue-type:S"quorum"}
+c0.1 queue.declare q0 durable args={x-max-priority:I(5), x-queue-type:S"quorum"}
+c0.1 queue.declare q0 durable args={x-queue-mode:S"lazy", x-queue-type:S"quorum"}
+c0.1 queue.declare q0 durable args={x-delivery-limit:I(5), x-queue-type:S"classic"}
+c0.1 queue.declare q0 durable args={x-delivery-limit:I(5)}
+c0.1 queue.declare q0 durable args={x-max-length:I(5), x-queue-type:S"stream"}
+c0.1 queue.declare q0 args={x-queue-type:S"stream"}
+c0.1 queue.declare q0 durable args={x-single-active-consumer:S"yes"}
+c0.1 queue.declare q0 durable args={x-delivery-limit:S"x", x-overflow:S"reject-publish-dlx", x-queue-type:S"quorum"}
+c0.1 queue.declare q1 durable args={x-max-priority:I(3), x-queue-type:S"classic"}
+c0.1 queue.declare "" exclusive args={x-queue-type:S"classic"}
+"# => r#"
+#0 c0.1 queue.declare q0 args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#1 c0.1 queue.declare q0 durable exclusive args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#2 c0.1 queue.declare q0 durable auto-delete args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#3 c0.1 queue.declare q0 durable args={x-queue-type:S"bogus"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#4 c0.1 queue.declare q0 durable args={x-queue-type:I(1)}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#5 c0.1 queue.declare "" durable args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#6 c0.1 queue.declare q0 durable args={x-max-priority:I(5), x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#7 c0.1 queue.declare q0 durable args={x-queue-mode:S"lazy", x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#8 c0.1 queue.declare q0 durable args={x-delivery-limit:I(5), x-queue-type:S"classic"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#9 c0.1 queue.declare q0 durable args={x-delivery-limit:I(5)}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#10 c0.1 queue.declare q0 durable args={x-max-length:I(5), x-queue-type:S"stream"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#11 c0.1 queue.declare q0 args={x-queue-type:S"stream"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#12 c0.1 queue.declare q0 durable args={x-single-active-consumer:S"yes"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=404
+#13 c0.1 queue.declare q0 durable args={x-delivery-limit:S"x", x-overflow:S"reject-publish-dlx", x-queue-type:S"quorum"}
+  = queue.declare-ok q0 0/*
+  queues: q0=0/*
+#14 c0.1 queue.declare q1 durable args={x-max-priority:I(3), x-queue-type:S"classic"}
+  = queue.declare-ok q1 0/0
+  queues: q0=0/* q1=0/0
+#15 c0.1 queue.declare "" exclusive args={x-queue-type:S"classic"}
+  = queue.declare-ok sn0 0/0
+  queues: q0=0/* q1=0/0 sn0=0/0
+end
+  q0 empty after 0
+  q1 empty after 0
+  sn0 empty after 0
+  exchanges: -
+"#;
+
+/// Redeclares compare the arguments of the queue's type only: an absent x-queue-type is classic; a quorum queue compares x-queue-type and x-delivery-limit (integers of any width) and ignores x-max-priority and x-queue-mode, even invalid; a classic queue ignores x-delivery-limit (the bundled broker accepted classic vs quorum and refused the ignored arguments).
+a_redeclare_compares_the_arguments_of_the_queues_type: r#"
+frame_max 131072
+c0.1 queue.declare q0 durable
+c0.1 queue.declare q0 durable args={x-delivery-limit:I(4), x-queue-type:S"classic"}
+c0.1 queue.declare q0 durable args={x-queue-type:S"quorum"}
+c0.1 queue.declare q1 durable args={x-queue-type:S"classic"}
+c0.1 queue.declare q1 durable
+c0.1 queue.declare q2 durable args={x-delivery-limit:I(3), x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable args={x-delivery-limit:l(3), x-max-priority:I(300), x-queue-mode:S"eager", x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable
+c0.1 queue.declare q2 durable args={x-delivery-limit:I(3), x-queue-type:S"classic"}
+c0.1 queue.declare q2 durable args={x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable args={x-delivery-limit:I(4), x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable args={x-delivery-limit:I(3), x-max-length:I(1), x-queue-type:S"quorum"}
+c0.1 queue.declare q2 args={x-delivery-limit:I(3), x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable exclusive args={x-delivery-limit:I(3), x-queue-type:S"quorum"}
+c1.1 queue.declare q3 exclusive
+c1.1 queue.declare q3 exclusive args={x-queue-type:S"quorum"}
+c1.1 queue.declare q3 exclusive args={x-queue-type:S"classic"}
+"# => r#"
+#0 c0.1 queue.declare q0 durable
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.1 queue.declare q0 durable args={x-delivery-limit:I(4), x-queue-type:S"classic"}
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#2 c0.1 queue.declare q0 durable args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0
+#3 c0.1 queue.declare q1 durable args={x-queue-type:S"classic"}
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#4 c0.1 queue.declare q1 durable
+  = queue.declare-ok q1 0/0
+  queues: q0=0/0 q1=0/0
+#5 c0.1 queue.declare q2 durable args={x-delivery-limit:I(3), x-queue-type:S"quorum"}
+  = queue.declare-ok q2 0/*
+  queues: q0=0/0 q1=0/0 q2=0/*
+#6 c0.1 queue.declare q2 durable args={x-delivery-limit:l(3), x-max-priority:I(300), x-queue-mode:S"eager", x-queue-type:S"quorum"}
+  = queue.declare-ok q2 0/*
+  queues: q0=0/0 q1=0/0 q2=0/*
+#7 c0.1 queue.declare q2 durable
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#8 c0.1 queue.declare q2 durable args={x-delivery-limit:I(3), x-queue-type:S"classic"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#9 c0.1 queue.declare q2 durable args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#10 c0.1 queue.declare q2 durable args={x-delivery-limit:I(4), x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#11 c0.1 queue.declare q2 durable args={x-delivery-limit:I(3), x-max-length:I(1), x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#12 c0.1 queue.declare q2 args={x-delivery-limit:I(3), x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#13 c0.1 queue.declare q2 durable exclusive args={x-delivery-limit:I(3), x-queue-type:S"quorum"}
+  = channel.close 405 RESOURCE_LOCKED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/*
+#14 c1.1 queue.declare q3 exclusive
+  = queue.declare-ok q3 0/0
+  queues: q0=0/0 q1=0/0 q2=0/* q3=0/0
+#15 c1.1 queue.declare q3 exclusive args={x-queue-type:S"quorum"}
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/0 q1=0/0 q2=0/* q3=0/0
+#16 c1.1 queue.declare q3 exclusive args={x-queue-type:S"classic"}
+  = queue.declare-ok q3 0/0
+  queues: q0=0/0 q1=0/0 q2=0/* q3=0/0
+end
+  q0 empty after 0
+  q1 empty after 0
+  q2 empty after 0
+  q3 empty after 0
+  exchanges: -
+"#;
+
+/// Consumers of a quorum queue (RabbitMQ 3.10): basic.consume exclusive is ignored (any consumers share the queue), and a consume under a non-zero global prefetch closes the connection with 540 (the bundled broker answered 403 and accepted the global qos).
+a_quorum_queue_ignores_exclusive_consumers_and_refuses_global_qos: r#"
+frame_max 131072
+c0.1 queue.declare q0 durable args={x-queue-type:S"quorum"}
+c0.1 basic.publish "" key=q0 body=3
+c0.1 basic.publish "" key=q0 body=4
+c0.1 basic.qos 1
+c0.1 basic.consume q0 tag=ct0 exclusive
+c0.2 basic.consume q0 tag=ct1
+c0.1 basic.ack #0
+c1.1 basic.qos 0 global
+c1.1 basic.consume q0 tag=ct2 exclusive
+c1.2 basic.qos 2 global
+c1.2 basic.consume q0 tag=ct3
+c0.2 basic.ack #0
+"# => r#"
+#0 c0.1 queue.declare q0 durable args={x-queue-type:S"quorum"}
+  = queue.declare-ok q0 0/*
+  queues: q0=0/*
+#1 c0.1 basic.publish "" key=q0 body=3
+  = sent m0
+  queues: q0=1/*
+#2 c0.1 basic.publish "" key=q0 body=4
+  = sent m1
+  queues: q0=2/*
+#3 c0.1 basic.qos 1
+  = basic.qos-ok
+  queues: q0=2/*
+#4 c0.1 basic.consume q0 tag=ct0 exclusive
+  = basic.consume-ok "ct0"
+  c0.1 "ct0" <- m0+3 ex="" rk=q0 props()
+  c0.1 tags 1
+  queues: q0=1/*
+#5 c0.2 basic.consume q0 tag=ct1
+  = basic.consume-ok "ct1"
+  c0.2 "ct1" <- m1+4 ex="" rk=q0 props()
+  c0.2 tags 1
+  queues: q0=0/*
+#6 c0.1 basic.ack #0
+  = sent tag 1
+  queues: q0=0/*
+#7 c1.1 basic.qos 0 global
+  = basic.qos-ok
+  queues: q0=0/*
+#8 c1.1 basic.consume q0 tag=ct2 exclusive
+  = basic.consume-ok "ct2"
+  queues: q0=0/*
+#9 c1.2 basic.qos 2 global
+  = basic.qos-ok
+  queues: q0=0/*
+#10 c1.2 basic.consume q0 tag=ct3
+  = connection closed
+  c1 connection.close by broker 540 NOT_IMPLEMENTED (60,20)
+  queues: q0=0/*
+#11 c0.2 basic.ack #0
+  = sent tag 1
+  queues: q0=0/*
+end
+  q0 empty after 0
+  exchanges: -
+"#;
+
+/// x-overflow on a quorum queue (RabbitMQ 3.10, rabbit_fifo): reject-publish takes the message that goes over the limit, refuses the next ones until the queue is back at 80% of it; reject-publish-dlx is drop-head (the bundled broker refused at the limit, as a classic queue does).
+a_quorum_queue_refuses_publishes_once_over_its_limit: r#"
+frame_max 131072
+c0.1 queue.declare q0 durable args={x-max-length:I(1), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+c0.1 queue.declare q1 durable args={x-max-length:I(1), x-overflow:S"reject-publish-dlx", x-queue-type:S"quorum"}
+c0.1 queue.declare q2 durable args={x-max-length-bytes:I(5), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+c0.1 confirm.select
+c0.1 basic.publish "" key=q0 body=3
+c0.1 basic.publish "" key=q0 body=4
+c0.1 basic.publish "" key=q0 body=5
+c0.1 basic.publish "" key=q1 body=3
+c0.1 basic.publish "" key=q1 body=4
+c0.1 basic.publish "" key=q1 body=5
+c0.1 basic.publish "" key=q2 body=4
+c0.1 basic.publish "" key=q2 body=4
+c0.1 basic.publish "" key=q2 body=4
+c0.1 basic.get q0 no-ack
+c0.1 basic.publish "" key=q0 body=6
+c0.1 basic.get q0 no-ack
+c0.1 basic.publish "" key=q0 body=7
+"# => r#"
+#0 c0.1 queue.declare q0 durable args={x-max-length:I(1), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+  = queue.declare-ok q0 0/*
+  queues: q0=0/*
+#1 c0.1 queue.declare q1 durable args={x-max-length:I(1), x-overflow:S"reject-publish-dlx", x-queue-type:S"quorum"}
+  = queue.declare-ok q1 0/*
+  queues: q0=0/* q1=0/*
+#2 c0.1 queue.declare q2 durable args={x-max-length-bytes:I(5), x-overflow:S"reject-publish", x-queue-type:S"quorum"}
+  = queue.declare-ok q2 0/*
+  queues: q0=0/* q1=0/* q2=0/*
+#3 c0.1 confirm.select
+  = confirm.select-ok
+  queues: q0=0/* q1=0/* q2=0/*
+#4 c0.1 basic.publish "" key=q0 body=3
+  = sent m0
+  c0.1 confirms ack=1 nack=-
+  queues: q0=1/* q1=0/* q2=0/*
+#5 c0.1 basic.publish "" key=q0 body=4
+  = sent m1
+  c0.1 confirms ack=2 nack=-
+  queues: q0=2/* q1=0/* q2=0/*
+#6 c0.1 basic.publish "" key=q0 body=5
+  = sent m2
+  c0.1 confirms ack=- nack=3
+  queues: q0=2/* q1=0/* q2=0/*
+#7 c0.1 basic.publish "" key=q1 body=3
+  = sent m3
+  c0.1 confirms ack=4 nack=-
+  queues: q0=2/* q1=1/* q2=0/*
+#8 c0.1 basic.publish "" key=q1 body=4
+  = sent m4
+  c0.1 confirms ack=5 nack=-
+  queues: q0=2/* q1=1/* q2=0/*
+#9 c0.1 basic.publish "" key=q1 body=5
+  = sent m5
+  c0.1 confirms ack=6 nack=-
+  queues: q0=2/* q1=1/* q2=0/*
+#10 c0.1 basic.publish "" key=q2 body=4
+  = sent m6
+  c0.1 confirms ack=7 nack=-
+  queues: q0=2/* q1=1/* q2=1/*
+#11 c0.1 basic.publish "" key=q2 body=4
+  = sent m7
+  c0.1 confirms ack=8 nack=-
+  queues: q0=2/* q1=1/* q2=2/*
+#12 c0.1 basic.publish "" key=q2 body=4
+  = sent m8
+  c0.1 confirms ack=- nack=9
+  queues: q0=2/* q1=1/* q2=2/*
+#13 c0.1 basic.get q0 no-ack
+  = basic.get-ok tag=1 m0+3 ex="" rk=q0 left=1 props()
+  queues: q0=1/* q1=1/* q2=2/*
+#14 c0.1 basic.publish "" key=q0 body=6
+  = sent m9
+  c0.1 confirms ack=- nack=10
+  queues: q0=1/* q1=1/* q2=2/*
+#15 c0.1 basic.get q0 no-ack
+  = basic.get-ok tag=2 m1+4 ex="" rk=q0 left=0 props()
+  queues: q0=0/* q1=1/* q2=2/*
+#16 c0.1 basic.publish "" key=q0 body=7
+  = sent m10
+  c0.1 confirms ack=11 nack=-
+  queues: q0=1/* q1=1/* q2=2/*
+end
+  q0 #0 m10+7 ex="" rk=q0 props()
+  q0 empty after 1
+  q1 #0 m5+5 ex="" rk=q1 props()
+  q1 empty after 1
+  q2 #0 m6+4 ex="" rk=q2 props()
+  q2 #1 m7+4 ex="" rk=q2 props()
+  q2 empty after 2
+  exchanges: -
+"#;
 }

@@ -115,7 +115,7 @@ pub(crate) async fn declare_queue(
         )));
     }
     let config = QueueConfig::from_arguments(&arguments)
-        .map_err(|text| ApiError::bad_request(format!("{text} '{name}' in vhost '{}'", vh.name)))?;
+        .map_err(|e| ApiError::bad_request(e.text(name, &vh.name)))?;
     let (created, commit) = {
         let mut topo = vh.write();
         match topo.queues.get(name) {

@@ -11,7 +11,7 @@ use super::Session;
 use crate::channel::{ChannelConsumer, ChannelShared, TxOp, Unacked};
 use crate::error::AmqpError;
 use crate::field_value::as_i64;
-use crate::queue::{Consumer, DeadLetter, Queue};
+use crate::queue::{Consumer, DeadLetter, Queue, QueueType};
 use crate::vhost::REPLY_TO;
 
 impl Session {
@@ -118,6 +118,16 @@ impl Session {
             return Ok(());
         }
         let queue = self.usable_queue(m.queue.as_str())?;
+        // A quorum queue as RabbitMQ 3.10 has it: no consumer under a global prefetch limit
+        // (540, closing the connection), and `exclusive` is ignored (any number of consumers,
+        // exclusive or not, share it).
+        let quorum = queue.config.queue_type == QueueType::Quorum;
+        if quorum && shared.global_prefetch.load(Ordering::Acquire) != 0 {
+            return Err(AmqpError::not_implemented(format!(
+                "queue '{}' in vhost '{}' does not support global qos",
+                queue.name, self.vhost.name
+            )));
+        }
         let priority = m
             .arguments
             .inner()
@@ -129,7 +139,7 @@ impl Session {
             tag: Arc::new(tag_ss.clone()),
             channel: shared.clone(),
             no_ack: m.no_ack,
-            exclusive: m.exclusive,
+            exclusive: m.exclusive && !quorum,
             prefetch,
             priority,
             in_flight: AtomicU32::new(0),

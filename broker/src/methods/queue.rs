@@ -11,7 +11,7 @@ use crate::error::AmqpError;
 use crate::exchange::{Binding, Destination};
 use crate::field_value::string_field;
 use crate::persistence::TopologyChange;
-use crate::queue::{Queue, QueueConfig};
+use crate::queue::{Queue, QueueConfig, QueueType};
 use crate::vhost::REPLY_TO;
 
 /// A server-generated name: `amq.gen-` and 22 URL-safe base64 characters, as RabbitMQ does.
@@ -60,6 +60,17 @@ impl Session {
             q.counts()
         } else {
             if name.is_empty() {
+                // RabbitMQ refuses to name a quorum queue or a stream, before anything else.
+                // (With an invalid type it fails with an internal error and closes the
+                // connection; here the type's 406 below answers instead.)
+                if let Ok(t) = QueueType::from_arguments(&m.arguments) {
+                    if !t.server_named_allowed() {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "Cannot declare a server-named queue for type {}",
+                            t.module()
+                        )));
+                    }
+                }
                 name = generated_name("amq.gen-");
                 self.grants.queue_declare(&name, &m.arguments)?;
             } else if name.starts_with("amq.") {
@@ -67,12 +78,12 @@ impl Session {
                     "queue name '{name}' contains reserved prefix 'amq.*'"
                 )));
             }
-            // The arguments are validated for a new queue; an existing one is checked for
-            // exclusivity first, as RabbitMQ does (there an invalid argument can only be
-            // inequivalent, 406 all the same).
-            let config = QueueConfig::from_arguments(&m.arguments).map_err(|text| {
-                AmqpError::precondition_failed(format!("{text} '{name}' in vhost '{vh}'"))
-            });
+            // The arguments are validated for a new queue only; a redeclare is checked for
+            // exclusivity, then its flags, then the arguments the queue's type compares (as
+            // RabbitMQ does: there an argument the type ignores is not looked at, and an
+            // invalid one of those it compares can only be inequivalent, 406 all the same).
+            let config = QueueConfig::from_arguments(&m.arguments)
+                .map_err(|e| AmqpError::precondition_failed(e.text(&name, &vh)));
             let mut topo = self.vhost.write();
             match topo.queues.get(&name).cloned() {
                 Some(q) => {
@@ -101,10 +112,13 @@ impl Session {
                     if q.auto_delete != m.auto_delete {
                         return Err(inequivalent("auto_delete", &m.auto_delete, &q.auto_delete));
                     }
-                    let config = config?;
-                    if let Some(arg) = config_difference(&config, &q.config) {
+                    if let Some((arg, text)) = q
+                        .config
+                        .queue_type
+                        .difference(&q.declared().arguments, &m.arguments)
+                    {
                         return Err(AmqpError::precondition_failed(format!(
-                            "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}'"
+                            "inequivalent arg '{arg}' for queue '{name}' in vhost '{vh}': {text}"
                         )));
                     }
                     q.touch();
@@ -120,6 +134,15 @@ impl Session {
                 }
                 None => {
                     let config = config?;
+                    if let Some(property) =
+                        config
+                            .queue_type
+                            .refused_property(m.durable, m.exclusive, m.auto_delete)
+                    {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "invalid property '{property}' for queue '{name}' in vhost '{vh}'"
+                        )));
+                    }
                     let owner = m.exclusive.then_some(self.id);
                     let q = Queue::new(name.clone(), durable, m.auto_delete, owner, config)
                         .with_arguments(m.arguments.clone());

@@ -1,9 +1,11 @@
 //! The queue arguments the broker acts on (`x-message-ttl`, `x-expires`, `x-max-length`,
-//! `x-overflow`, dead-lettering, `x-max-priority`, `x-queue-mode`), parsed and checked from
-//! `queue.declare` (406 on a bad value, as RabbitMQ), and the per-message `expiration` check.
+//! `x-overflow`, dead-lettering, `x-max-priority`, `x-queue-mode`, `x-queue-type`), parsed and
+//! checked from `queue.declare` (406 on a bad value, as RabbitMQ), and the per-message
+//! `expiration` check.
 
 use std::borrow::Cow;
 
+use super::queue_type::{type_name, QueueType};
 use super::*;
 use crate::field_value::{as_i64, as_string};
 use crate::persistence::QueueDeclared;
@@ -45,6 +47,36 @@ pub(crate) struct QueueConfig {
     /// of a redeclare, as RabbitMQ compares it: persistent messages of every durable queue
     /// are paged as lazy queues' are, whatever the mode.
     pub(crate) queue_mode: Option<String>,
+    /// `x-queue-type`: which arguments the queue took and compares on a redeclare.
+    pub(crate) queue_type: QueueType,
+}
+
+/// A declare argument refused (406 PRECONDITION_FAILED): the argument and what RabbitMQ says
+/// about it after the queue's name.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct InvalidArgument {
+    /// The argument.
+    pub(crate) key: &'static str,
+    /// The text after `invalid arg 'K' for queue 'Q' in vhost 'V'` (`: invalid_overflow`,
+    /// ` of queue type rabbit_quorum_queue`, or nothing).
+    pub(crate) detail: String,
+}
+
+impl InvalidArgument {
+    fn new(key: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            key,
+            detail: detail.into(),
+        }
+    }
+
+    /// RabbitMQ's text for the refusal of this argument of `queue` in `vhost`.
+    pub(crate) fn text(&self, queue: &str, vhost: &str) -> String {
+        format!(
+            "invalid arg '{}' for queue '{queue}' in vhost '{vhost}'{}",
+            self.key, self.detail
+        )
+    }
 }
 
 impl QueueConfig {
@@ -77,6 +109,10 @@ impl QueueConfig {
                 self.dead_letter_routing_key.clone(),
             ),
             ("x-queue-mode", self.queue_mode.clone()),
+            (
+                "x-queue-type",
+                (self.queue_type != QueueType::Classic).then(|| self.queue_type.name().to_owned()),
+            ),
         ];
         for (key, value) in strings {
             if let Some(v) = value {
@@ -86,23 +122,27 @@ impl QueueConfig {
         table
     }
 
-    /// Parses and validates declare arguments; the error is the 406 detail text.
-    pub(crate) fn from_arguments(args: &FieldTable) -> Result<Self, String> {
-        let int = |key: &str, min: i64| -> Result<Option<u64>, String> {
+    /// Parses and validates declare arguments in RabbitMQ 3.10's order: `x-queue-type`, each
+    /// argument's value, the arguments the queue type takes, then the classic queue's
+    /// priority limit.
+    pub(crate) fn from_arguments(args: &FieldTable) -> Result<Self, InvalidArgument> {
+        let queue_type = QueueType::from_arguments(args)
+            .map_err(|text| InvalidArgument::new("x-queue-type", format!(": {text}")))?;
+        let int = |key: &'static str, min: i64| -> Result<Option<u64>, InvalidArgument> {
             match args.inner().get(key) {
                 None => Ok(None),
                 Some(v) => match as_i64(v) {
                     Some(n) if n >= min => Ok(Some(n as u64)),
-                    _ => Err(format!("invalid arg '{key}' for queue")),
+                    _ => Err(InvalidArgument::new(key, "")),
                 },
             }
         };
-        let string = |key: &str| -> Result<Option<String>, String> {
+        let string = |key: &'static str| -> Result<Option<String>, InvalidArgument> {
             match args.inner().get(key) {
                 None => Ok(None),
                 Some(v) => as_string(v)
                     .map(Some)
-                    .ok_or_else(|| format!("invalid arg '{key}' for queue")),
+                    .ok_or_else(|| InvalidArgument::new(key, "")),
             }
         };
         let overflow_declared = args.inner().contains_key("x-overflow");
@@ -110,32 +150,40 @@ impl QueueConfig {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-            Some(other) => return Err(format!("invalid arg 'x-overflow' for queue: '{other}'")),
+            Some(_) => return Err(InvalidArgument::new("x-overflow", ": invalid_overflow")),
         };
         let dead_letter_exchange = string("x-dead-letter-exchange")?;
         let dead_letter_routing_key = string("x-dead-letter-routing-key")?;
         if dead_letter_routing_key.is_some() && dead_letter_exchange.is_none() {
             // RabbitMQ: a dead-letter routing key needs a dead-letter exchange.
-            return Err(
-                "invalid arg 'x-dead-letter-routing-key' for queue: routing_key_but_no_dlx_defined"
-                    .to_owned(),
-            );
+            return Err(InvalidArgument::new(
+                "x-dead-letter-routing-key",
+                ": routing_key_but_no_dlx_defined",
+            ));
         }
         let queue_mode = string("x-queue-mode")?;
         if queue_mode
             .as_deref()
             .is_some_and(|m| m != "default" && m != "lazy")
         {
-            return Err("invalid arg 'x-queue-mode' for queue: invalid_queue_mode".to_owned());
+            return Err(InvalidArgument::new("x-queue-mode", ": invalid_queue_mode"));
+        }
+        if let Some(v) = args.inner().get("x-single-active-consumer") {
+            if !matches!(v, AMQPValue::Boolean(_)) {
+                return Err(InvalidArgument::new(
+                    "x-single-active-consumer",
+                    format!(": {{unacceptable_type,{}}}", type_name(v)),
+                ));
+            }
         }
         let max_priority = int("x-max-priority", 0)?;
-        if let Some(p) = max_priority.filter(|p| *p > 255) {
-            // RabbitMQ: at most 255 priorities ({max_value_exceeded, N}).
-            return Err(format!(
-                "invalid arg 'x-max-priority' for queue: {{max_value_exceeded,{p}}}"
-            ));
-        }
-        Ok(Self {
+        // RabbitMQ 3.10's quorum queues know no reject-publish-dlx: they log a warning and
+        // drop from the head instead.
+        let overflow = match overflow {
+            Overflow::RejectPublishDlx if queue_type == QueueType::Quorum => Overflow::DropHead,
+            other => other,
+        };
+        let config = Self {
             message_ttl: capped(int("x-message-ttl", 0)?, "x-message-ttl")?,
             expires: capped(int("x-expires", 1)?, "x-expires")?,
             max_length: int("x-max-length", 0)?,
@@ -144,19 +192,39 @@ impl QueueConfig {
             overflow_declared,
             dead_letter_exchange,
             dead_letter_routing_key,
-            max_priority: max_priority.map(|p| p as u8),
+            max_priority: max_priority.map(|p| p.min(255) as u8),
             queue_mode,
-        })
+            queue_type,
+        };
+        if let Some(key) = queue_type.refused_argument(args) {
+            return Err(InvalidArgument::new(
+                key,
+                format!(" of queue type {}", queue_type.module()),
+            ));
+        }
+        if let Some(p) = max_priority.filter(|p| *p > 255) {
+            // RabbitMQ (the classic queue's own check, after the type's): at most 255
+            // priorities.
+            return Err(InvalidArgument::new(
+                "x-max-priority",
+                format!(": {{max_value_exceeded,{p}}}"),
+            ));
+        }
+        Ok(config)
     }
 }
 
 /// The longest TTL or expiry RabbitMQ accepts: ten years, in milliseconds.
 pub(crate) const MAX_EXPIRY_MS: u64 = 315_360_000_000;
 
-pub(super) fn capped(value: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+pub(super) fn capped(
+    value: Option<u64>,
+    key: &'static str,
+) -> Result<Option<u64>, InvalidArgument> {
     match value {
-        Some(n) if n > MAX_EXPIRY_MS => Err(format!(
-            "invalid arg '{key}' for queue: {{value_too_large,{n}}}"
+        Some(n) if n > MAX_EXPIRY_MS => Err(InvalidArgument::new(
+            key,
+            format!(": {{value_too_large,{n}}}"),
         )),
         other => Ok(other),
     }

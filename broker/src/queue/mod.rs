@@ -36,12 +36,14 @@ mod dead_letter;
 mod housekeeping;
 mod limits;
 mod paging;
+mod queue_type;
 mod ready;
 pub(crate) use dead_letter::DeadLetter;
 
 pub(crate) use arguments::{check_expiration, Overflow, QueueConfig};
 pub(crate) use consumer::{Consumer, ConsumerChannel};
 pub(crate) use paging::QueuePersistence;
+pub(crate) use queue_type::QueueType;
 use ready::{QueueState, ReadyMessage};
 
 use std::collections::VecDeque;
@@ -157,6 +159,7 @@ impl Queue {
                 delivered: 0,
                 deleted: false,
                 had_consumer: false,
+                publish_blocked: false,
                 last_used: Instant::now(),
                 epoch: Instant::now(),
             }),
@@ -250,8 +253,17 @@ impl Queue {
                         .max_length_bytes
                         .is_some_and(|m| (st.ready_bytes + len) as u64 > m)
             };
+            let quorum_reject = self.config.queue_type == QueueType::Quorum
+                && self.config.overflow == Overflow::RejectPublish;
             let mut rejected = false;
-            if full(&st) {
+            if quorum_reject {
+                // A quorum queue takes the message that goes over the limit and refuses the
+                // next ones, until it is back at 80% of the limit (rabbit_fifo's soft limit).
+                if st.publish_blocked && self.below_soft_limit(&st) {
+                    st.publish_blocked = false;
+                }
+                rejected = st.publish_blocked;
+            } else if full(&st) {
                 match self.config.overflow {
                     // drop-head trims after the message is in (below), as RabbitMQ does.
                     Overflow::DropHead => {}
@@ -290,6 +302,9 @@ impl Queue {
                 // Dispatch with the enqueue instant, so a message with TTL 0 still goes to a
                 // consumer that is ready for it (and expires at once otherwise), as in RabbitMQ.
                 self.dispatch_locked(&mut st, &mut dead, now, stats);
+                if quorum_reject && self.over_limit(&st) {
+                    st.publish_blocked = true;
+                }
                 // drop-head: what a consumer did not take is trimmed from the head until the
                 // queue is within its limits, the new message included (RabbitMQ enqueues,
                 // then drops from the head: with x-max-length 0, or a body over

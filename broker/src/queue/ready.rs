@@ -38,6 +38,9 @@ pub(super) struct QueueState {
     pub(super) deleted: bool,
     /// For auto-delete: only a queue that once had a consumer is deleted when it has none.
     pub(super) had_consumer: bool,
+    /// A quorum queue with `x-overflow = reject-publish` went over its limit: it refuses
+    /// publishes until it is back at 80% of it (RabbitMQ 3.10's `rabbit_fifo`).
+    pub(super) publish_blocked: bool,
     /// Last declare/consume/get/cancel, for `x-expires`.
     pub(super) last_used: Instant,
     /// The origin of [`ReadyMessage::expires`] (the queue's creation; every expiry is later).
