@@ -13,8 +13,8 @@ use crate::busy_poll::BusyPoll;
 use crate::channel::registry::Channels;
 use crate::config::Config;
 use crate::connection_registry::Connections;
-use crate::sockets::SocketBudget;
 use crate::disk_alarm::DiskAlarm;
+use crate::sockets::SocketBudget;
 use crate::vhost::VHosts;
 
 /// What every connection task shares: configuration, vhosts, id counter.
