@@ -56,9 +56,11 @@
 //!   registry (`registry`).
 //! - `exchange`: exchange types, their bindings and routing indexes (topic: a trie automaton).
 //! - `queue/`: a queue — enqueue, dispatch, get, requeue, purge, delete (`mod`); its arguments
-//!   (`arguments`), `x-queue-type` (`queue_type`: what each type takes and compares), consumers and credit (`consumer`), ready list per priority (`ready`), paging
-//!   past the memory budget (`paging`), TTL and x-expires (`housekeeping`), what it returns to
-//!   be dead-lettered (`dead_letter`), and `ConsumerChannel`, the channel as a queue knows it.
+//!   (`arguments`), `x-queue-type` (`queue_type`: what each type takes and compares),
+//!   consumers and credit (`consumer`), ready list per priority (`ready`), paging past the
+//!   memory budget (`paging`), TTL and x-expires (`housekeeping`), trimming to the length
+//!   limits and dropping expired heads (`limits`), what it returns to be
+//!   dead-lettered (`dead_letter`), and `ConsumerChannel`, the channel as a queue knows it.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
