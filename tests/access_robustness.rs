@@ -216,14 +216,7 @@ async fn max_connections_refuses_the_connection_over_the_limit_with_530() {
     assert!(err.to_string().contains("connection limit"), "{err}");
     // Closing one makes room again.
     a.close(200, "bye".into()).await.expect("close");
-    let mut admitted = None;
-    for _ in 0..50 {
-        if let Ok(c) = Connection::connect(&url, ConnectionProperties::default()).await {
-            admitted = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let admitted = connect_within_2_5_s(&url).await;
     assert!(admitted.is_some(), "a slot freed by a close is reusable");
     drop(b);
     broker.shutdown().await;
@@ -270,17 +263,22 @@ async fn sockets_over_the_socket_limit_are_closed_at_once_logged_in_or_not() {
     publish_confirmed(&ch, "", q.name().as_str(), b"x", BasicProperties::default()).await;
     // A freed place is taken again (once the broker has seen the idle socket go).
     drop(idle);
-    let mut admitted = None;
-    for _ in 0..50 {
-        if let Ok(c) = Connection::connect(&url, ConnectionProperties::default()).await {
-            admitted = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let admitted = connect_within_2_5_s(&url).await;
     assert!(admitted.is_some(), "a freed place admits a new connection");
     conn.close(200, "bye".into()).await.expect("close");
     broker.shutdown().await;
+}
+
+/// A lapin connection to `url`, tried every 50 ms for 2.5 s (for a place the broker frees
+/// once it has seen a connection go); `None` if every try was refused.
+async fn connect_within_2_5_s(url: &str) -> Option<Connection> {
+    for _ in 0..50 {
+        if let Ok(c) = Connection::connect(url, ConnectionProperties::default()).await {
+            return Some(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// Sends `channel.open` on `ch` and returns the broker's answer.
