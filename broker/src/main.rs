@@ -227,7 +227,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     match lepus_broker::raise_fd_limit() {
         Ok(Some((from, to))) => {
-            info!(from, to = ?to, "file-descriptor limit raised to the hard limit");
+            info!(from, to, "file-descriptor limit raised to the hard limit");
         }
         Ok(None) => {}
         Err(err) => warn!(cause = %err, "could not raise the file-descriptor limit"),

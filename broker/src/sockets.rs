@@ -37,19 +37,20 @@ pub(crate) fn fd_limit() -> Option<u64> {
 }
 
 /// Raises the soft limit on open file descriptors to the hard limit (as Go's runtime does at
-/// start), returning the limits before and after; `None` when nothing changed. For the
+/// start), returning the limits before and after; `None` when nothing changed. An unlimited
+/// hard limit is left alone (Linux and macOS refuse an unlimited soft one). For the
 /// `lepus-broker` binary only: an embedded broker leaves its host process's limits alone.
 #[cfg(unix)]
-pub fn raise_fd_limit() -> std::io::Result<Option<(u64, Option<u64>)>> {
+pub fn raise_fd_limit() -> std::io::Result<Option<(u64, u64)>> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
     match (limit.current, limit.maximum) {
-        (Some(soft), hard) if hard.is_none_or(|hard| hard > soft) => {
+        (Some(soft), Some(hard)) if hard > soft => {
             setrlimit(
                 Resource::Nofile,
                 Rlimit {
-                    current: hard,
-                    maximum: hard,
+                    current: Some(hard),
+                    maximum: Some(hard),
                 },
             )?;
             Ok(Some((soft, hard)))
@@ -60,7 +61,7 @@ pub fn raise_fd_limit() -> std::io::Result<Option<(u64, Option<u64>)>> {
 
 /// Raising the descriptor limit: nothing to do off Unix.
 #[cfg(not(unix))]
-pub fn raise_fd_limit() -> std::io::Result<Option<(u64, Option<u64>)>> {
+pub fn raise_fd_limit() -> std::io::Result<Option<(u64, u64)>> {
     Ok(None)
 }
 
