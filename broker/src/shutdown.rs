@@ -110,13 +110,14 @@ pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
 pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// How often a listener that keeps failing to accept, or keeps closing sockets over the
-/// budget, says so again.
+/// budget, says so again (and the store, of removes that keep failing).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// One kind of event a listener logs at most every [`LOG_EVERY`]: the first of a run at once,
-/// then a line a period with how many happened meanwhile.
+/// One kind of event logged at most every [`LOG_EVERY`]: the first of a run at once, then a
+/// line a period with how many happened meanwhile. Used by the listeners (failed accepts,
+/// sockets over the budget) and by the store (failed removes, refused write batches).
 #[derive(Debug, Default)]
-struct Throttled {
+pub(crate) struct Throttled {
     /// Events since the run began.
     total: u64,
     /// Events not yet reported in a log line.
@@ -127,7 +128,7 @@ struct Throttled {
 
 impl Throttled {
     /// Counts one event; `Some(events since the last line)` when a line is due.
-    fn hit(&mut self) -> Option<u64> {
+    pub(crate) fn hit(&mut self) -> Option<u64> {
         self.total += 1;
         self.unlogged += 1;
         if self.logged_at.is_some_and(|at| at.elapsed() < LOG_EVERY) {

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::{
     Commit, PersistentMessage, Position, QueueId, Recovered, Store, StoreError, StoredMessage,
 };
+use crate::shutdown::Throttled;
 
 /// One durable queue's messages in the store.
 #[derive(Debug)]
@@ -80,6 +81,9 @@ pub struct DurableQueues {
     /// changes); each queue's own lock orders its messages, so publishers to different queues
     /// do not contend here.
     queues: RwLock<SlotMap>,
+    /// Removes the store refused (after the writer failed, every ack is one): logged at the
+    /// first, then with a count every 10 s. Locked only when a remove fails.
+    remove_failures: Mutex<Throttled>,
 }
 
 /// Slots by vhost, then queue name.
@@ -100,6 +104,7 @@ impl DurableQueues {
         Self {
             store,
             queues: RwLock::new(queues),
+            remove_failures: Mutex::default(),
         }
     }
 
@@ -240,7 +245,21 @@ impl DurableQueues {
         match slot.take(seq) {
             Some(position) => {
                 if let Err(err) = self.store.remove(slot.id, position) {
-                    tracing::error!(vhost, queue, seq, cause = %err, "persistent remove failed");
+                    let due = self
+                        .remove_failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .hit();
+                    if let Some(failed) = due {
+                        tracing::error!(
+                            vhost,
+                            queue,
+                            seq,
+                            failed,
+                            cause = %err,
+                            "persistent remove failed (logged every 10 s while removes fail)"
+                        );
+                    }
                 }
             }
             // Not (yet) in the store: transient, or its enqueue is still on the way.
