@@ -36,8 +36,8 @@ use lepus_broker::{Broker, BrokerHandle};
 use common::amqp::connect_url;
 use common::http::Api;
 use common::persistent::{
-    assert_covers, confirm_channel, drain, durable, publish_persistent, publish_sized,
-    publish_until_refused, ANSWER, WINDOW,
+    assert_covers, confirm_channel, confirmed_queue, drain, durable, publish_persistent,
+    publish_sized, publish_until_refused, start_durable, ANSWER, WINDOW,
 };
 use common::prometheus::parse_prometheus;
 
@@ -94,16 +94,8 @@ fn free_bytes(path: &Path) -> u64 {
 }
 
 async fn start(data_dir: &Path) -> BrokerHandle {
-    Broker::builder()
-        .listen("127.0.0.1:0")
-        .data_dir(data_dir)
-        // The alarm off: these tests are about what happens when the disk does fill.
-        .disk_free_limit(0)
-        // Small segments, so that draining frees whole segments (compaction) on the small disk.
-        .segment_size(1 << 20)
-        .start()
-        .await
-        .expect("the broker starts on its data directory")
+    // Small segments, so that draining frees whole segments (compaction) on the small disk.
+    start_durable(data_dir, 1 << 20).await
 }
 
 /// Declares durable queue `queue` on a channel of its own: whether the broker said `-ok`.
@@ -213,12 +205,7 @@ async fn full_disk(restart_full: bool) {
     let conn = connect_url(&url).await;
     let ch = confirm_channel(&conn).await;
     let again = publish_until_refused(&ch, "fill", MAX_MESSAGES..MAX_MESSAGES + 100).await;
-    eprintln!(
-        "after the drain: {} acked, {} nacked, {} failed",
-        again.acked.len(),
-        again.nacked.len(),
-        again.failed.len()
-    );
+    eprintln!("after the drain: {again}");
     assert_eq!(
         again.acked.len(),
         100,
@@ -266,13 +253,7 @@ async fn a_batch_larger_than_the_reserve_is_refused_and_publishes_resume_when_sp
     let data_dir = disk.path().join("data");
     let broker = start(&data_dir).await;
     let url = broker.amqp_url();
-    let conn = connect_url(&url).await;
-    let ch = confirm_channel(&conn).await;
-    ch.queue_declare("big".into(), durable(), FieldTable::default())
-        .await
-        .unwrap();
-    let before = publish_until_refused(&ch, "big", 0..100).await;
-    assert_eq!(before.acked.len(), 100, "{before:?}");
+    let (conn, ch, before) = confirmed_queue(&url, "big", 100).await;
 
     let ballast = take_space(disk.path(), 64 << 10);
     let large = 600 << 10;

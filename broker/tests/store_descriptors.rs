@@ -14,24 +14,16 @@ use std::fs::File;
 use std::path::Path;
 
 use lapin::types::FieldTable;
-use lepus_broker::{Broker, BrokerHandle};
+use lepus_broker::BrokerHandle;
 
-use common::amqp::connect_url;
 use common::persistent::{
-    assert_covers, confirm_channel, drain, durable, publish_until_refused, ANSWER,
+    assert_covers, confirmed_queue, drain, durable, publish_until_refused, start_durable, ANSWER,
 };
 
 /// A broker on `data_dir` with 64 KiB segments, so that a few dozen 1 KiB messages need a new
 /// segment file.
 async fn start(data_dir: &Path) -> BrokerHandle {
-    Broker::builder()
-        .listen("127.0.0.1:0")
-        .data_dir(data_dir)
-        .disk_free_limit(0)
-        .segment_size(64 << 10)
-        .start()
-        .await
-        .expect("the broker starts on its data directory")
+    start_durable(data_dir, 64 << 10).await
 }
 
 /// Opens `/dev/null` until the process is out of descriptors (EMFILE); dropping the files
@@ -55,24 +47,13 @@ async fn out_of_descriptors_publishes_are_refused_then_confirmed_again_and_survi
     let data_dir = dir.path().join("data");
     let broker = start(&data_dir).await;
     let url = broker.amqp_url();
-    let conn = connect_url(&url).await;
-    let ch = confirm_channel(&conn).await;
-    ch.queue_declare("jobs".into(), durable(), FieldTable::default())
-        .await
-        .unwrap();
-    let before = publish_until_refused(&ch, "jobs", 0..100).await;
-    assert_eq!(before.acked.len(), 100, "{before:?}");
+    let (conn, ch, before) = confirmed_queue(&url, "jobs", 100).await;
 
     // 600 KiB: about ten new segments, none of which can be opened.
     let taken = take_every_descriptor();
     let starved = publish_until_refused(&ch, "jobs", 100..700).await;
     drop(taken);
-    eprintln!(
-        "out of descriptors: {} acked, {} nacked, {} failed",
-        starved.acked.len(),
-        starved.nacked.len(),
-        starved.failed.len()
-    );
+    eprintln!("out of descriptors: {starved}");
     assert!(
         !starved.nacked.is_empty(),
         "no publish refused without descriptors: {starved:?}"
@@ -84,12 +65,7 @@ async fn out_of_descriptors_publishes_are_refused_then_confirmed_again_and_survi
 
     // Descriptors are back: publishes are confirmed again, and a durable declare works.
     let again = publish_until_refused(&ch, "jobs", 1000..1300).await;
-    eprintln!(
-        "descriptors back: {} acked, {} nacked, {} failed",
-        again.acked.len(),
-        again.nacked.len(),
-        again.failed.len()
-    );
+    eprintln!("descriptors back: {again}");
     assert_eq!(again.acked.len(), 300, "{again:?}");
     let declared = tokio::time::timeout(
         ANSWER,

@@ -4,6 +4,7 @@
 //! every confirmed message came back.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,6 +14,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lepus_broker::{Broker, BrokerHandle};
 
 use super::amqp::connect_url;
 
@@ -88,6 +90,19 @@ pub(crate) struct Outcome {
     pub(crate) nacked: BTreeSet<u64>,
     /// Publishes answered by a channel or connection error instead of a confirm.
     pub(crate) failed: BTreeSet<u64>,
+}
+
+impl std::fmt::Display for Outcome {
+    /// "N acked, N nacked, N failed".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acked, {} nacked, {} failed",
+            self.acked.len(),
+            self.nacked.len(),
+            self.failed.len()
+        )
+    }
 }
 
 /// Publishes persistent messages `ids` to `queue` on `ch`, `WINDOW` confirms in flight, until
@@ -180,4 +195,34 @@ pub(crate) fn assert_covers(seen: &BTreeSet<u64>, confirmed: &BTreeSet<u64>, wha
         "confirmed messages not {what}: {missing:?} (first 10 of {})",
         confirmed.difference(seen).count()
     );
+}
+
+/// A broker on `data_dir` (segments of `segment_size` bytes) with the disk alarm off: these
+/// tests are about what happens when the store's writes do fail.
+pub(crate) async fn start_durable(data_dir: &Path, segment_size: u32) -> BrokerHandle {
+    Broker::builder()
+        .listen("127.0.0.1:0")
+        .data_dir(data_dir)
+        .disk_free_limit(0)
+        .segment_size(segment_size)
+        .start()
+        .await
+        .expect("the broker starts on its data directory")
+}
+
+/// Connects to `url`, opens a confirm channel, declares durable `queue` and publishes messages
+/// `0..count` to it, every one confirmed (else the test fails).
+pub(crate) async fn confirmed_queue(
+    url: &str,
+    queue: &str,
+    count: u64,
+) -> (Connection, Channel, Outcome) {
+    let conn = connect_url(url).await;
+    let ch = confirm_channel(&conn).await;
+    ch.queue_declare(queue.into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let published = publish_until_refused(&ch, queue, 0..count).await;
+    assert_eq!(published.acked.len() as u64, count, "{published:?}");
+    (conn, ch, published)
 }
