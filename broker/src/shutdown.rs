@@ -137,6 +137,12 @@ impl Throttled {
         self.logged_at = Some(Instant::now());
         Some(std::mem::take(&mut self.unlogged))
     }
+
+    /// (events since the run began, events not yet reported in a log line).
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.total, self.unlogged)
+    }
 }
 
 /// What a listener logs about the sockets it could not serve, without flooding: failed accepts

@@ -409,6 +409,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn removes_failing_after_the_writer_failed_are_logged_once_a_period() {
+        let dir = TestDir::new();
+        let mut config = StoreConfig::new(&dir.0);
+        config.segment_size = 4096;
+        let (store, recovered) = Store::open(config).unwrap();
+        let queues = DurableQueues::new(Arc::new(store), &recovered);
+        declare(&queues, "q").await;
+        for seq in 0..100 {
+            enqueue_committed(&queues, "q", seq, msg(b"", &[1; 100])).await;
+        }
+        // Pull the directory away: the next segment cannot be created, the writer fails for
+        // good, and every ack's remove fails after it.
+        std::fs::remove_dir_all(dir.0.join("segments")).unwrap();
+        let failed = queues.enqueue("/", "q", 100, msg(b"", &[2; 4000])).unwrap();
+        assert!(failed.await.is_err());
+        for seq in 0..100 {
+            queues.remove("/", "q", seq);
+        }
+        let counts = queues.remove_failures.lock().unwrap().counts();
+        assert_eq!(counts, (100, 99), "100 failed removes, one line logged");
+    }
+
+    #[tokio::test]
     async fn a_removal_that_overtakes_its_enqueue_cancels_it() {
         let dir = TestDir::new();
         let (queues, _) = open(&dir);
