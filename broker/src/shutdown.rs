@@ -138,6 +138,12 @@ impl Throttled {
         Some(std::mem::take(&mut self.unlogged))
     }
 
+    /// Ends the run: `Some(events in it)` when there was one, and the next event is logged at
+    /// once.
+    pub(crate) fn end_run(&mut self) -> Option<u64> {
+        (self.total > 0).then(|| std::mem::take(self).total)
+    }
+
     /// (events since the run began, events not yet reported in a log line).
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (u64, u64) {
@@ -202,13 +208,11 @@ impl AcceptLog {
 
     /// Notes a successful accept: after failures, says that accepting works again.
     pub(crate) fn accepted(&mut self) {
-        if self.failed.total > 0 {
+        if let Some(failed) = self.failed.end_run() {
             info!(
                 listener = self.listener,
-                failed = self.failed.total,
-                "accepting connections again"
+                failed, "accepting connections again"
             );
-            self.failed = Throttled::default();
         }
     }
 }

@@ -228,6 +228,9 @@ impl Writer {
                 other => other?,
             }
             self.complete();
+            if let Some(batches) = self.refusals.end_run() {
+                tracing::info!(refused_batches = batches, "store writes work again");
+            }
 
             // Hand the buffers back for reuse: two (the batch being filled and the one being
             // written), and no big ones, since memory kept here counts against the broker's
