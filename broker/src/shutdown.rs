@@ -110,13 +110,14 @@ pub(crate) async fn drain_connections(mut connections: JoinSet<()>) {
 pub(crate) const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// How often a listener that keeps failing to accept, or keeps closing sockets over the
-/// budget, says so again.
+/// budget, says so again (and the store, of removes that keep failing).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// One kind of event a listener logs at most every [`LOG_EVERY`]: the first of a run at once,
-/// then a line a period with how many happened meanwhile.
+/// One kind of event logged at most every [`LOG_EVERY`]: the first of a run at once, then a
+/// line a period with how many happened meanwhile. Used by the listeners (failed accepts,
+/// sockets over the budget) and by the store (failed removes, refused write batches).
 #[derive(Debug, Default)]
-struct Throttled {
+pub(crate) struct Throttled {
     /// Events since the run began.
     total: u64,
     /// Events not yet reported in a log line.
@@ -127,7 +128,7 @@ struct Throttled {
 
 impl Throttled {
     /// Counts one event; `Some(events since the last line)` when a line is due.
-    fn hit(&mut self) -> Option<u64> {
+    pub(crate) fn hit(&mut self) -> Option<u64> {
         self.total += 1;
         self.unlogged += 1;
         if self.logged_at.is_some_and(|at| at.elapsed() < LOG_EVERY) {
@@ -135,6 +136,18 @@ impl Throttled {
         }
         self.logged_at = Some(Instant::now());
         Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// Ends the run: `Some(events in it)` when there was one, and the next event is logged at
+    /// once.
+    pub(crate) fn end_run(&mut self) -> Option<u64> {
+        (self.total > 0).then(|| std::mem::take(self).total)
+    }
+
+    /// (events since the run began, events not yet reported in a log line).
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.total, self.unlogged)
     }
 }
 
@@ -195,13 +208,11 @@ impl AcceptLog {
 
     /// Notes a successful accept: after failures, says that accepting works again.
     pub(crate) fn accepted(&mut self) {
-        if self.failed.total > 0 {
+        if let Some(failed) = self.failed.end_run() {
             info!(
                 listener = self.listener,
-                failed = self.failed.total,
-                "accepting connections again"
+                failed, "accepting connections again"
             );
-            self.failed = Throttled::default();
         }
     }
 }

@@ -21,34 +21,30 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection, Event, PublisherConfirm};
+use lapin::{Channel, Connection, Event};
 use lepus_broker::{Broker, BrokerHandle};
 
 use common::amqp::connect_url;
 use common::http::Api;
+use common::persistent::{
+    assert_covers, confirm_channel, confirmed_queue, drain, durable, publish_persistent,
+    publish_sized, publish_until_refused, start_durable, ANSWER, WINDOW,
+};
 use common::prometheus::parse_prometheus;
 
 /// Size of the tmpfs the data directory lives on.
 const DISK: &str = "16m";
-/// Bytes per message body.
-const BODY: usize = 1024;
-/// Publishes awaited together (confirms in flight).
-const WINDOW: u64 = 64;
 /// More than fits on the disk: the test stops publishing once the store refuses.
 const MAX_MESSAGES: u64 = 40_000;
-/// Longest wait for any one answer from the broker.
-const ANSWER: Duration = Duration::from_secs(20);
 
 /// A tmpfs mounted on a fresh temporary directory; unmounted on drop.
 struct Tmpfs {
@@ -98,141 +94,8 @@ fn free_bytes(path: &Path) -> u64 {
 }
 
 async fn start(data_dir: &Path) -> BrokerHandle {
-    Broker::builder()
-        .listen("127.0.0.1:0")
-        .data_dir(data_dir)
-        // The alarm off: these tests are about what happens when the disk does fill.
-        .disk_free_limit(0)
-        // Small segments, so that draining frees whole segments (compaction) on the small disk.
-        .segment_size(1 << 20)
-        .start()
-        .await
-        .expect("the broker starts on its data directory")
-}
-
-fn body(id: u64) -> Vec<u8> {
-    let mut body = vec![b'.'; BODY];
-    body[..8].copy_from_slice(&id.to_be_bytes());
-    body
-}
-
-fn id_of(body: &[u8]) -> u64 {
-    u64::from_be_bytes(body[..8].try_into().unwrap())
-}
-
-async fn confirm_channel(conn: &Connection) -> Channel {
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
-}
-
-/// Publishes message `id` (persistent, [`BODY`] bytes) to `queue` through the default
-/// exchange; the confirm is the caller's to await.
-async fn publish_persistent(ch: &Channel, queue: &str, id: u64) -> lapin::Result<PublisherConfirm> {
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        &body(id),
-        BasicProperties::default().with_delivery_mode(2),
-    )
-    .await
-}
-
-/// What became of the publishes.
-#[derive(Debug, Default)]
-struct Outcome {
-    acked: BTreeSet<u64>,
-    nacked: BTreeSet<u64>,
-    /// Publishes answered by a channel or connection error instead of a confirm.
-    failed: BTreeSet<u64>,
-}
-
-/// Publishes persistent messages `ids` to `queue` on `ch`, `WINDOW` confirms in flight, until
-/// a whole window is refused (nack or error) or `ids` ends. Every answer is awaited at most
-/// [`ANSWER`]: a hang fails the test.
-async fn publish_until_refused(ch: &Channel, queue: &str, ids: std::ops::Range<u64>) -> Outcome {
-    let mut outcome = Outcome::default();
-    let mut next = ids.start;
-    while next < ids.end {
-        let window: Vec<u64> = (next..ids.end.min(next + WINDOW)).collect();
-        next += window.len() as u64;
-        let mut confirms = Vec::new();
-        for &id in &window {
-            confirms.push((id, publish_persistent(ch, queue, id).await));
-        }
-        let mut refused = 0;
-        for (id, published) in confirms {
-            let answer = match published {
-                Ok(confirm) => tokio::time::timeout(ANSWER, confirm)
-                    .await
-                    .unwrap_or_else(|_| panic!("no confirm for message {id} within {ANSWER:?}")),
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(Confirmation::Ack(_)) => {
-                    outcome.acked.insert(id);
-                }
-                Ok(Confirmation::Nack(_)) => {
-                    outcome.nacked.insert(id);
-                    refused += 1;
-                }
-                Ok(Confirmation::NotRequested) => panic!("the channel is in confirm mode"),
-                Err(_) => {
-                    outcome.failed.insert(id);
-                    refused += 1;
-                }
-            }
-        }
-        if refused == window.len() {
-            break;
-        }
-    }
-    outcome
-}
-
-/// Consumes `queue` on a connection of its own until nothing arrives for two seconds; returns
-/// the message ids seen (repeats counted once). With `ack`, acks each delivery (freeing its
-/// space); without, closes the connection at the end, which requeues them all.
-async fn drain(url: &str, queue: &str, ack: bool) -> BTreeSet<u64> {
-    let conn = connect_url(url).await;
-    let ch = conn.create_channel().await.unwrap();
-    // Unacked deliveries stop at the prefetch: without acks, take everything.
-    let prefetch = if ack { 500 } else { 0 };
-    ch.basic_qos(prefetch, Default::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "drain".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("basic.consume on a full disk");
-    let mut seen = BTreeSet::new();
-    while let Ok(Some(delivery)) =
-        tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-    {
-        let delivery = delivery.expect("a delivery");
-        seen.insert(id_of(&delivery.data));
-        if ack {
-            delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .expect("basic.ack on a full disk");
-        }
-    }
-    let _ = conn.close(200, "drained".into()).await;
-    seen
+    // Small segments, so that draining frees whole segments (compaction) on the small disk.
+    start_durable(data_dir, 1 << 20).await
 }
 
 /// Declares durable queue `queue` on a channel of its own: whether the broker said `-ok`.
@@ -342,12 +205,7 @@ async fn full_disk(restart_full: bool) {
     let conn = connect_url(&url).await;
     let ch = confirm_channel(&conn).await;
     let again = publish_until_refused(&ch, "fill", MAX_MESSAGES..MAX_MESSAGES + 100).await;
-    eprintln!(
-        "after the drain: {} acked, {} nacked, {} failed",
-        again.acked.len(),
-        again.nacked.len(),
-        again.failed.len()
-    );
+    eprintln!("after the drain: {again}");
     assert_eq!(
         again.acked.len(),
         100,
@@ -370,14 +228,77 @@ async fn full_disk(restart_full: bool) {
     broker.shutdown().await;
 }
 
-/// Fails the test when a message of `confirmed` is not in `seen`.
-fn assert_covers(seen: &BTreeSet<u64>, confirmed: &BTreeSet<u64>, what: &str) {
-    let missing: Vec<_> = confirmed.difference(seen).take(10).collect();
-    assert!(
-        missing.is_empty(),
-        "confirmed messages not {what}: {missing:?} (first 10 of {})",
-        confirmed.difference(seen).count()
+/// Fills the file system holding `dir` with a file, as another process would, leaving about
+/// `left` bytes free; returns the file's path (deleting it gives the space back).
+fn take_space(dir: &Path, left: u64) -> PathBuf {
+    let path = dir.join("ballast");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![1u8; 64 << 10];
+    while matches!(file.write(&chunk), Ok(n) if n > 0) {}
+    let len = file.metadata().unwrap().len();
+    file.set_len(len.saturating_sub(left)).unwrap();
+    path
+}
+
+/// A batch larger than what the space reserve frees: one 600 KiB message when 64 KiB are free
+/// and the reserve is 256 KiB. Its write fails even after the reserve is given back: it is cut
+/// off and refused (never confirmed); the broker stays low on space, serving the consumer
+/// whose acks free space, and takes publishes (that large one too) again once space returns;
+/// a restart finds every confirmed message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_the_reserve_is_refused_and_publishes_resume_when_space_returns() {
+    let Some(disk) = Tmpfs::mount(DISK) else {
+        return;
+    };
+    let data_dir = disk.path().join("data");
+    let broker = start(&data_dir).await;
+    let url = broker.amqp_url();
+    let (conn, ch, before) = confirmed_queue(&url, "big", 100).await;
+
+    let ballast = take_space(disk.path(), 64 << 10);
+    let large = 600 << 10;
+    let confirm = publish_sized(&ch, "big", 100, large).await.unwrap();
+    let answer = tokio::time::timeout(ANSWER, confirm)
+        .await
+        .expect("an answer for the large message");
+    eprintln!(
+        "large message on a full disk: {answer:?}; {} bytes free",
+        free_bytes(disk.path())
     );
+    assert!(
+        !matches!(answer, Ok(Confirmation::Ack(_))),
+        "a message the disk cannot hold was confirmed"
+    );
+    // Low on space: publishes are refused, but answered.
+    let low = publish_until_refused(&ch, "big", 101..101 + WINDOW).await;
+    assert!(low.acked.is_empty(), "low on space, yet confirmed: {low:?}");
+
+    // Space returns; a consumer drains the queue (its acks are written, compaction refills
+    // the reserve).
+    std::fs::remove_file(&ballast).unwrap();
+    let drained = drain(&url, "big", true).await;
+    assert_covers(&drained, &before.acked, "drained");
+    let again = publish_until_refused(&ch, "big", 1000..1100).await;
+    assert_eq!(
+        again.acked.len(),
+        100,
+        "publishes once space is back: {again:?}"
+    );
+    let confirm = publish_sized(&ch, "big", 2000, large).await.unwrap();
+    let answer = tokio::time::timeout(ANSWER, confirm).await;
+    assert!(
+        matches!(answer, Ok(Ok(Confirmation::Ack(_)))),
+        "the large message once space is back: {answer:?}"
+    );
+    let _ = conn.close(200, "bye".into()).await;
+    broker.shutdown().await;
+
+    let broker = start(&data_dir).await;
+    let recovered = drain(&broker.amqp_url(), "big", true).await;
+    let mut confirmed = again.acked.clone();
+    confirmed.insert(2000);
+    assert_covers(&recovered, &confirmed, "recovered after a restart");
+    broker.shutdown().await;
 }
 
 /// A broker on `data_dir` with the given disk free limit and its management API.

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::{
     Commit, PersistentMessage, Position, QueueId, Recovered, Store, StoreError, StoredMessage,
 };
+use crate::shutdown::Throttled;
 
 /// One durable queue's messages in the store.
 #[derive(Debug)]
@@ -80,6 +81,9 @@ pub struct DurableQueues {
     /// changes); each queue's own lock orders its messages, so publishers to different queues
     /// do not contend here.
     queues: RwLock<SlotMap>,
+    /// Removes the store refused (after the writer failed, every ack is one): logged at the
+    /// first, then with a count every 10 s. Locked only when a remove fails.
+    remove_failures: Mutex<Throttled>,
 }
 
 /// Slots by vhost, then queue name.
@@ -100,6 +104,7 @@ impl DurableQueues {
         Self {
             store,
             queues: RwLock::new(queues),
+            remove_failures: Mutex::default(),
         }
     }
 
@@ -240,7 +245,21 @@ impl DurableQueues {
         match slot.take(seq) {
             Some(position) => {
                 if let Err(err) = self.store.remove(slot.id, position) {
-                    tracing::error!(vhost, queue, seq, cause = %err, "persistent remove failed");
+                    let due = self
+                        .remove_failures
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .hit();
+                    if let Some(failed) = due {
+                        tracing::error!(
+                            vhost,
+                            queue,
+                            seq,
+                            failed,
+                            cause = %err,
+                            "persistent remove failed (logged every 10 s while removes fail)"
+                        );
+                    }
                 }
             }
             // Not (yet) in the store: transient, or its enqueue is still on the way.
@@ -387,6 +406,29 @@ mod tests {
         }
         queues.remove("/", "jobs", 101);
         assert_eq!(store.stats().live_messages, 2);
+    }
+
+    #[tokio::test]
+    async fn removes_failing_after_the_writer_failed_are_logged_once_a_period() {
+        let dir = TestDir::new();
+        let mut config = StoreConfig::new(&dir.0);
+        config.segment_size = 4096;
+        let (store, recovered) = Store::open(config).unwrap();
+        let queues = DurableQueues::new(Arc::new(store), &recovered);
+        declare(&queues, "q").await;
+        for seq in 0..100 {
+            enqueue_committed(&queues, "q", seq, msg(b"", &[1; 100])).await;
+        }
+        // Pull the directory away: the next segment cannot be created, the writer fails for
+        // good, and every ack's remove fails after it.
+        std::fs::remove_dir_all(dir.0.join("segments")).unwrap();
+        let failed = queues.enqueue("/", "q", 100, msg(b"", &[2; 4000])).unwrap();
+        assert!(failed.await.is_err());
+        for seq in 0..100 {
+            queues.remove("/", "q", seq);
+        }
+        let counts = queues.remove_failures.lock().unwrap().counts();
+        assert_eq!(counts, (100, 99), "100 failed removes, one line logged");
     }
 
     #[tokio::test]

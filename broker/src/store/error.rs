@@ -86,10 +86,18 @@ pub enum StoreError {
         offset: u32,
     },
 
-    /// The writer hit an I/O error earlier; the store accepts no more writes (after a failed
-    /// fsync the page cache state is unknown, so retrying would be a lie).
+    /// The writer hit an I/O error after which the log's state is unknown (a failed fsync: the
+    /// page cache state is unknown, so retrying would be a lie); the store accepts no more
+    /// writes. Failures that leave the log intact are [`StoreError::WriteRefused`] instead.
     #[error("store writer failed: {0}")]
     WriterFailed(#[source] Arc<io::Error>),
+
+    /// The write of the batch holding this record failed without damaging the log (the
+    /// process was out of file descriptors, or the disk was full even after the space reserve
+    /// was given back): whatever the batch had written was cut off again, the record was
+    /// refused, and the writer tries the next batch. See `store/log_writer/thread.rs`.
+    #[error("store write refused, log intact: {0}")]
+    WriteRefused(#[source] Arc<io::Error>),
 
     /// The store was closed (or its writer thread ended) before the write completed.
     #[error("store is closed")]

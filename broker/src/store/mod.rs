@@ -271,6 +271,10 @@ impl Store {
             gate: Mutex::new(()),
             #[cfg(test)]
             compaction_gate: Mutex::new(()),
+            #[cfg(test)]
+            fail_opens: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            fail_writes: std::sync::atomic::AtomicU64::new(0),
         });
         shared.compact()?;
         let (stopped_tx, stopped_rx) = oneshot::channel();

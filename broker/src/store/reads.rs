@@ -131,6 +131,10 @@ impl Store {
             if let Some(cause) = &state.failed {
                 return Err(StoreError::WriterFailed(cause.clone()));
             }
+            if (segment, end) <= (state.refused_upto.0, u64::from(state.refused_upto.1)) {
+                // Appended before a refused batch and not written: refused with it.
+                return Err(StoreError::NoMessage { segment, offset: 0 });
+            }
             state = self
                 .shared
                 .written_cv

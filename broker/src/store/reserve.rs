@@ -16,8 +16,9 @@
 //!    again and the store accepts everything again.
 //!
 //! A store opened on a disk too full to hold its reserve starts low on space. A `write` that
-//! fails with `ENOSPC` while no reserve is left fails the writer for good, as every I/O error
-//! does.
+//! still fails with `ENOSPC` (no reserve left, or a batch larger than what the reserve freed)
+//! is cut off again and its batch refused; the store stays low on space and the writer goes on
+//! (see `log_writer/thread.rs`).
 //!
 //! ```text
 //! <data dir>/reserve   RESERVE bytes of zeros (written, fsynced); absent while low on space

@@ -1150,3 +1150,148 @@ async fn low_on_space_the_store_refuses_what_grows_the_log_and_takes_what_frees_
     commit.await.unwrap();
     store.close().await.unwrap();
 }
+
+/// Copies data directory `from` into the empty directory `to`, as a process crash leaves it
+/// (the page cache's view: written or not, fsynced or not), without its `LOCK`.
+fn copy_data_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_data_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Length of segment `number`'s file.
+fn segment_len(dir: &Path, number: u32) -> u64 {
+    std::fs::metadata(segment_path(dir, number)).unwrap().len()
+}
+
+#[tokio::test]
+async fn a_segment_open_out_of_descriptors_refuses_its_batch_and_the_writer_goes_on() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q");
+    let (first, commit) = store.enqueue(q, msg(b"p", &[1; 3000])).unwrap();
+    commit.await.unwrap();
+
+    // The next record needs a new segment, and the process is out of descriptors.
+    store.shared.fail_opens.store(1, Ordering::Relaxed);
+    let (refused, commit) = store.enqueue(q, msg(b"p", &[2; 3000])).unwrap();
+    assert!(
+        matches!(commit.await, Err(StoreError::WriteRefused(_))),
+        "the batch that needed the segment is refused"
+    );
+    assert!(matches!(
+        store.read(refused),
+        Err(StoreError::NoMessage { .. })
+    ));
+    // Descriptors are back: the writer is alive and the next record is committed, in a new
+    // segment (the refused record's position is never reused).
+    let (third, commit) = store.enqueue(q, msg(b"p", &[3; 3000])).unwrap();
+    commit.await.unwrap();
+    assert!(third.segment > refused.segment);
+    assert_eq!(store.read(third).unwrap().body.as_ref(), &[3; 3000][..]);
+    // A remove naming the refused record (the broker still holds it) is accepted.
+    store.remove(q, refused).unwrap().await.unwrap();
+    assert!(!segment_files(&dir.0).contains(&refused.segment));
+    store.close().await.unwrap();
+
+    let (store, recovered) = open_small(&dir.0, 4096);
+    assert_eq!(
+        bodies(&store, &recovered, q),
+        vec![Bytes::from(vec![1; 3000]), Bytes::from(vec![3; 3000])]
+    );
+    assert_eq!(store.read(first).unwrap().body.as_ref(), &[1; 3000][..]);
+    store.close().await.unwrap();
+}
+
+// Holding the (std) gate across awaits is the point: it keeps the writer thread, not a task,
+// from taking a batch; the awaited tasks never touch the gate.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_batch_the_disk_cannot_hold_is_cut_off_and_refused_while_removes_go_on() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 64 * 1024);
+    let q = queue(&store, "q");
+    let mut kept = Vec::new();
+    for i in 0..3u8 {
+        let (position, commit) = store.enqueue(q, msg(b"p", &[i; 1000])).unwrap();
+        commit.await.unwrap();
+        kept.push(position);
+    }
+    let segment = kept[0].segment;
+    let end = segment_len(&dir.0, segment);
+
+    // One batch of 20 records; its write fails, and again once the reserve is given back (the
+    // batch is larger than what that freed): half of it reached the file each time.
+    store.shared.fail_writes.store(2, Ordering::Relaxed);
+    let gate = store.shared.gate.lock().unwrap();
+    let commits: Vec<Commit> = (0..20u8)
+        .map(|i| store.enqueue(q, msg(b"p", &[100 + i; 1000])).unwrap().1)
+        .collect();
+    drop(gate);
+    for commit in commits {
+        assert!(matches!(commit.await, Err(StoreError::WriteRefused(_))));
+    }
+    assert_eq!(
+        segment_len(&dir.0, segment),
+        end,
+        "the batch's bytes are cut off: the segment ends where the batch began"
+    );
+    assert!(store.shared.lock().low_space, "still low on space");
+    assert!(!dir.0.join("reserve").exists());
+    // A crash now: recovery finds the committed records and a clean end, nothing torn.
+    let crashed = TestDir::new();
+    copy_data_dir(&dir.0, &crashed.0);
+    let (copy, recovered) = open_small(&crashed.0, 64 * 1024);
+    assert_eq!(recovered.torn_tail_bytes, 0);
+    assert_eq!(
+        bodies(&copy, &recovered, q),
+        (0..3u8)
+            .map(|i| Bytes::from(vec![i; 1000]))
+            .collect::<Vec<_>>()
+    );
+    copy.close().await.unwrap();
+    assert!(matches!(
+        store.enqueue(q, msg(b"p", b"refused")),
+        Err(StoreError::NoSpace)
+    ));
+
+    // The next batch starts a new segment; its write fails too (no reserve left to give):
+    // the segment it created is deleted.
+    store.shared.fail_writes.store(1, Ordering::Relaxed);
+    let refused_remove = store.remove(q, kept[0]).unwrap();
+    assert!(matches!(
+        refused_remove.await,
+        Err(StoreError::WriteRefused(_))
+    ));
+    assert_eq!(segment_files(&dir.0), vec![segment]);
+    // Removes go on (consumers free space): the next one is committed.
+    store.remove(q, kept[1]).unwrap().await.unwrap();
+
+    // Space is back: the reserve is written again and publishes are taken again.
+    store.shared.refill_reserve();
+    let (again, commit) = store.enqueue(q, msg(b"p", b"again")).unwrap();
+    commit.await.unwrap();
+    store.close().await.unwrap();
+
+    // The log is a clean prefix: the committed records, and nothing refused.
+    let (store, recovered) = open_small(&dir.0, 64 * 1024);
+    assert_eq!(recovered.torn_tail_bytes, 0);
+    assert_eq!(
+        bodies(&store, &recovered, q),
+        vec![
+            Bytes::from(vec![0; 1000]),
+            Bytes::from(vec![2; 1000]),
+            Bytes::from_static(b"again")
+        ],
+        "message 0's remove was refused (a redelivery), message 1's committed"
+    );
+    assert_eq!(store.read(again).unwrap().body.as_ref(), b"again");
+    store.close().await.unwrap();
+}

@@ -3,5 +3,6 @@
 
 pub(crate) mod amqp;
 pub(crate) mod http;
+pub(crate) mod persistent;
 pub(crate) mod ports;
 pub(crate) mod prometheus;

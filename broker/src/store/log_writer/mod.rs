@@ -100,6 +100,10 @@ pub(crate) struct AppendState {
     /// and fsynced under `Always`, written under the others). Advanced by the writer before it
     /// completes a batch's waiters; compaction deletes only what committed records freed.
     pub(crate) committed: LogPoint,
+    /// The append point when the writer last refused a batch (see
+    /// [`refuse_pending`](Self::refuse_pending)): a record before it that is not written was
+    /// refused and never will be, so readers stop waiting for it.
+    pub(crate) refused_upto: LogPoint,
 }
 
 impl AppendState {
@@ -123,6 +127,7 @@ impl AppendState {
             low_space: false,
             written: (segment, offset),
             committed: (segment, offset),
+            refused_upto: (0, 0),
         }
     }
 
@@ -191,6 +196,19 @@ impl AppendState {
         self.waiters.len() == 1
     }
 
+    /// The writer refused the batch it took (its write failed and was cut off, see
+    /// `thread`): refuses every record appended since too, since they would follow the cut with
+    /// a gap, and makes the next record start a new segment, so that no position handed out for
+    /// a refused record (the broker's queues keep them, and later remove records name them) is
+    /// ever given to another record. Returns the waiters to fail.
+    pub(crate) fn refuse_pending(&mut self, segment_size: u32) -> Vec<Waiter> {
+        self.chunks.clear();
+        self.refused_upto = self.append_point();
+        // No record fits past the segment size: the next append rolls to a new segment.
+        self.offset = self.offset.max(segment_size);
+        std::mem::take(&mut self.waiters)
+    }
+
     /// Where the next record will go: (segment, offset). Everything before it is appended.
     pub(crate) fn append_point(&self) -> (u32, u32) {
         (self.segment, self.offset)
@@ -255,6 +273,14 @@ pub(crate) struct Shared {
     /// holding it can append records while the writer is between a batch and its compaction.
     #[cfg(test)]
     pub(crate) compaction_gate: Mutex<()>,
+    /// Test seam: while positive, the writer's next segment opens fail with EMFILE (one per
+    /// open, counting down), as when the process is out of file descriptors.
+    #[cfg(test)]
+    pub(crate) fail_opens: AtomicU64,
+    /// Test seam: while positive, the writer's next chunk writes write half their bytes and
+    /// then fail with ENOSPC (one per write, counting down), as on a full disk.
+    #[cfg(test)]
+    pub(crate) fail_writes: AtomicU64,
 }
 
 impl Shared {
