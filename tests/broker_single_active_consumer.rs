@@ -100,9 +100,14 @@ async fn only_the_first_consumer_gets_messages() {
         let q = declare_sac(&ch, queue_type).await;
         let (_cha, mut a) = consumer(&conn, &q, "a", 0).await;
         let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
-        let ok = try_declare_queue(&ch, &q, QueueDeclareOptions::durable(), sac_args(queue_type))
-            .await
-            .expect("the same declaration again");
+        let ok = try_declare_queue(
+            &ch,
+            &q,
+            QueueDeclareOptions::durable(),
+            sac_args(queue_type),
+        )
+        .await
+        .expect("the same declaration again");
         let counted = if queue_type == "classic" { 2 } else { 1 };
         assert_eq!(ok.consumer_count(), counted, "{queue_type}");
         publish_range(&ch, &q, 0, 4).await;
@@ -113,52 +118,43 @@ async fn only_the_first_consumer_gets_messages() {
 }
 
 /// The active consumer's prefetch applies as usual: what it cannot take waits in the queue
-/// (the waiting consumer gets none of it). When its channel closes, its unacked messages come
-/// back and the next consumer gets them, then the rest, in order.
+/// (the waiting consumer gets none of it). When its channel closes, or its connection, its
+/// unacked messages come back and the next consumer gets them, then the rest, in order.
 #[tokio::test]
-async fn the_next_consumer_takes_over_when_the_active_channel_closes() {
+async fn the_next_consumer_takes_over_when_the_active_channel_or_connection_closes() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     for queue_type in TYPES {
-        let ch = channel(&conn).await;
-        let q = declare_sac(&ch, queue_type).await;
-        let (cha, mut a) = consumer(&conn, &q, "a", 2).await;
-        let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
-        publish_range(&ch, &q, 0, 5).await;
-        let got = take(&mut a, 2).await;
-        assert_eq!(seen(&got), expected(0..2, false), "{queue_type}");
-        assert_quiet(&mut b).await;
-        ack(&got[0].acker).await;
-        assert_eq!(seen(&take(&mut a, 1).await), expected(2..3, false));
-        assert_quiet(&mut b).await;
-        cha.close(200, "bye".into()).await.expect("close a's channel");
-        let mut want = expected(1..3, true);
-        want.extend(expected(3..5, false));
-        assert_eq!(seen(&take(&mut b, 4).await), want, "{queue_type}");
-        assert_quiet(&mut b).await;
-        delete_queues(&ch, &[&q]).await;
-    }
-}
-
-/// The same when the active consumer's connection goes away.
-#[tokio::test]
-async fn the_next_consumer_takes_over_when_the_active_connection_closes() {
-    let broker = common::broker().await;
-    let conn = connect(&broker).await;
-    for queue_type in TYPES {
-        let ch = channel(&conn).await;
-        let q = declare_sac(&ch, queue_type).await;
-        let other = connect(&broker).await;
-        let (_cha, mut a) = consumer(&other, &q, "a", 3).await;
-        let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
-        publish_range(&ch, &q, 0, 5).await;
-        assert_eq!(seen(&take(&mut a, 3).await), expected(0..3, false));
-        assert_quiet(&mut b).await;
-        other.close(200, "bye".into()).await.expect("close a's connection");
-        let mut want = expected(0..3, true);
-        want.extend(expected(3..5, false));
-        assert_eq!(seen(&take(&mut b, 5).await), want, "{queue_type}");
-        delete_queues(&ch, &[&q]).await;
+        for whole_connection in [false, true] {
+            let ch = channel(&conn).await;
+            let q = declare_sac(&ch, queue_type).await;
+            let other = connect(&broker).await;
+            let (cha, mut a) = consumer(&other, &q, "a", 2).await;
+            let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
+            publish_range(&ch, &q, 0, 5).await;
+            let got = take(&mut a, 2).await;
+            assert_eq!(seen(&got), expected(0..2, false), "{queue_type}");
+            assert_quiet(&mut b).await;
+            ack(&got[0].acker).await;
+            assert_eq!(seen(&take(&mut a, 1).await), expected(2..3, false));
+            assert_quiet(&mut b).await;
+            if whole_connection {
+                other
+                    .close(200, "bye".into())
+                    .await
+                    .expect("close a's connection");
+            } else {
+                cha.close(200, "bye".into())
+                    .await
+                    .expect("close a's channel");
+            }
+            let mut want = expected(1..3, true);
+            want.extend(expected(3..5, false));
+            let case = format!("{queue_type}, whole connection: {whole_connection}");
+            assert_eq!(seen(&take(&mut b, 4).await), want, "{case}");
+            assert_quiet(&mut b).await;
+            delete_queues(&ch, &[&q]).await;
+        }
     }
 }
 
@@ -187,7 +183,9 @@ async fn the_next_consumer_takes_over_when_the_active_one_cancels() {
         }
         // Acked after the cancel: settled, not returned.
         ack(&got[0].acker).await;
-        cha.close(200, "bye".into()).await.expect("close a's channel");
+        cha.close(200, "bye".into())
+            .await
+            .expect("close a's channel");
         received.extend(take(&mut b, 5 - received.len()).await);
         assert_quiet(&mut b).await;
         let mut want = expected(1..3, true);
@@ -216,7 +214,9 @@ async fn priorities_pick_the_successor_only_on_classic_queues() {
         let (_chc, c) = consumer_with(&conn, &q, "c", 0, priority(10)).await;
         publish_range(&ch, &q, 0, 1).await;
         assert_eq!(seen(&take(&mut a, 1).await), expected(0..1, false));
-        cha.close(200, "bye".into()).await.expect("close a's channel");
+        cha.close(200, "bye".into())
+            .await
+            .expect("close a's channel");
         let (mut next, mut waiting) = if queue_type == "classic" {
             (c, b)
         } else {
