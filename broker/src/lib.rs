@@ -98,7 +98,10 @@
 //!   flow; deliveries to no-ack consumers are not credit-limited.
 //! - As in RabbitMQ: `channel.flow active=false`, `basic.recover requeue=false` and
 //!   `immediate=true` are 540; `basic.qos prefetch_size` is ignored (amq-protocol drops it);
-//!   `x-single-active-consumer` and other arguments we do not know are accepted and ignored.
+//!   arguments we do not know are accepted and ignored. `x-single-active-consumer` works as in
+//!   RabbitMQ 3.10 (`queue/consumer`), except that the next consumer takes over at once after
+//!   a `basic.cancel` of the active one of a classic queue (RabbitMQ 3.10 stalls, then its
+//!   queue process crashes on the next publish).
 //!   `x-queue-type` is checked at declare as RabbitMQ 3.10 checks it (each type's arguments
 //!   and flags, redeclare equivalence; see `queue/queue_type`), and a consumer of a quorum
 //!   queue is as RabbitMQ's (no global qos, `exclusive` ignored); underneath every queue is

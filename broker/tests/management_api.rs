@@ -1142,3 +1142,64 @@ async fn health_checks_answer_in_rabbitmq_shapes() {
     );
     broker.shutdown().await;
 }
+
+/// A single-active-consumer queue as RabbitMQ 3.10's API shows it (shapes measured there): the
+/// queue's `single_active_consumer_tag` (null on a plain classic queue), and each consumer's
+/// `active` and `activity_status` (`single_active`, `waiting`; `up` on a plain queue).
+#[tokio::test]
+async fn a_single_active_consumer_shows_in_queues_and_consumers() {
+    let (broker, conn) = broker_and_connection().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-single-active-consumer".into(),
+        lapin::types::AMQPValue::Boolean(true),
+    );
+    ch.queue_declare(
+        "sac".into(),
+        lapin::options::QueueDeclareOptions::default(),
+        args,
+    )
+    .await
+    .unwrap();
+    declare_plain_queue(&ch, "plain").await;
+    let _first = consume_tagged(&ch, "sac", "first", false).await;
+    let _second = consume_tagged(&ch, "sac", "second", false).await;
+    let _plain = consume_tagged(&ch, "plain", "plain", false).await;
+    let (s, q, _) = http(&broker, "GET", "/api/queues/%2F/sac", GUEST, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(q["single_active_consumer_tag"], "first");
+    let status_of = |list: &Value| -> Vec<(String, bool, String)> {
+        let mut out: Vec<_> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["consumer_tag"].as_str().unwrap().to_owned(),
+                    c["active"].as_bool().unwrap(),
+                    c["activity_status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let sac = vec![
+        ("first".to_owned(), true, "single_active".to_owned()),
+        ("second".to_owned(), false, "waiting".to_owned()),
+    ];
+    assert_eq!(status_of(&q["consumer_details"]), sac);
+    let (_, all, _) = http(&broker, "GET", "/api/consumers", GUEST, None).await;
+    let mut every = sac.clone();
+    every.push(("plain".to_owned(), true, "up".to_owned()));
+    every.sort();
+    assert_eq!(status_of(&all), every);
+    let (_, plain, _) = http(&broker, "GET", "/api/queues/%2F/plain", GUEST, None).await;
+    assert!(plain["single_active_consumer_tag"].is_null());
+    assert!(plain
+        .as_object()
+        .unwrap()
+        .contains_key("single_active_consumer_tag"));
+    close_and_shut_down(broker, conn).await;
+}

@@ -8,7 +8,7 @@
 //!
 //! | # | difference | why | how the tester handles it |
 //! |---|---|---|---|
-//! | D1 | `x-single-active-consumer` is accepted and ignored (every consumer gets messages; RabbitMQ refuses an exclusive consumer on such a queue with 403 and delivers to one consumer at a time) | not implemented yet (broker `lib.rs`, "Not implemented") | the generator leaves the argument out ([`generate`]) |
+//! | D1 | `basic.cancel` of the active consumer of a classic queue with `x-single-active-consumer`: RabbitMQ 3.10 makes the next consumer active without serving it (until a channel close, a requeue or a new consumer runs the queue), and the next publish to the queue crashes its queue process (`{badmatch,false}` in rabbit_amqqueue_process, measured), which restarts and cancels its consumers; the bundled broker serves the next consumer at once, as RabbitMQ's quorum queues do | a crash is not behaviour to copy, and a hot standby must take over when the active consumer cancels | once a program declared a classic queue with `x-single-active-consumer: true`, the generator sends no `basic.cancel` ([`generate`](crate::generate)) |
 //! | D2 | on a connection close, the bundled broker detaches the consumers of all its channels before returning their unacked messages; RabbitMQ may hand a returned message to another channel of the closing connection (lost there if that consumer is no-ack) | never losing a message is what users expect; RabbitMQ's outcome is a race (U1) | covered by U1 |
 //! | D3 | the `CC` and `BCC` headers (RabbitMQ's sender-selected distribution: extra routing keys; `BCC` removed from the message) are ordinary headers | not implemented yet; to be built on the routing of trust-input's branch (issue 13) | the generator leaves those headers out ([`generate`]) |
 //! | D4 | a quorum queue is a plain queue underneath: no `x-delivery-count` header (RabbitMQ adds it to every `basic.get` of a quorum queue and to every redelivery), and `x-delivery-limit` is checked and compared but not enforced | the count needs per-message state on the deliver path, which must not get slower; the declare-time behaviour (what each queue type takes, refuses and compares; global qos; `exclusive` ignored) is RabbitMQ's | `x-delivery-count` is removed from observed headers on both sides ([`normalise_props`]); the generator's delivery limits (50 to 99) are never reached |
@@ -44,10 +44,8 @@ pub fn generate(kind: &OpKind) -> bool {
             let stream = queue_type.is_some_and(|t| is_string(t, "stream"));
             let invalid = queue_type
                 .is_some_and(|t| !["classic", "quorum"].iter().any(|name| is_string(t, name)));
-            // D1, D5, D6.
-            !(args.contains_key("x-single-active-consumer")
-                || stream
-                || (*q == QueueName::Empty && invalid))
+            // D5, D6.
+            !(stream || (*q == QueueName::Empty && invalid))
         }
         // D3.
         OpKind::Publish { props, .. } => !props
@@ -82,7 +80,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn single_active_consumer_queues_are_left_out() {
+    fn single_active_consumer_queues_are_generated() {
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         let declare = |args: FieldTable| OpKind::QueueDeclare {
@@ -93,7 +91,7 @@ mod tests {
             auto_delete: false,
             args,
         };
-        assert!(!generate(&declare(args)));
+        assert!(generate(&declare(args)));
         assert!(generate(&declare(FieldTable::default())));
     }
 

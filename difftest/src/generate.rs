@@ -53,6 +53,7 @@ pub fn program(seed: u64, index: u64, shape: &Shape) -> Program {
         server_tags: 0,
         quorum: false,
         quorum_allowed: false,
+        classic_sac: false,
     };
     let conns = g.rng.random_range(1..=shape.max_conns);
     let channels = g.rng.random_range(1..=shape.max_channels);
@@ -105,6 +106,9 @@ struct Gen {
     /// Quorum queues only in programs of one connection with one channel, whose closes
     /// return messages in the order the queue holds them (`deliberate`, D8).
     quorum_allowed: bool,
+    /// A classic queue with `x-single-active-consumer: true` was declared: `basic.cancel` is
+    /// left out from then on (`deliberate`, D1).
+    classic_sac: bool,
 }
 
 const ROUTING_KEYS: [&str; 6] = ["", "a", "b", "a.b", "a.b.c", "b.c"];
@@ -242,6 +246,8 @@ impl Gen {
                     args,
                 }
             }
+            // D1: another operation instead.
+            12 if self.classic_sac => self.op_kind(conn, ch),
             12 => {
                 let mine: Vec<ConsumerTag> = self
                     .consumers
@@ -364,6 +370,11 @@ impl Gen {
             Some(AMQPValue::LongString(t)) if t.as_bytes() == b"quorum"
         );
         self.quorum |= quorum;
+        self.classic_sac |= !quorum
+            && matches!(
+                args.inner().get("x-single-active-consumer"),
+                Some(AMQPValue::Boolean(true))
+            );
         let (durable, exclusive, auto_delete) = if quorum {
             (0.9, 0.05, 0.05)
         } else {
@@ -466,10 +477,10 @@ impl Gen {
         if self.chance(0.05) {
             args.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
         }
-        if self.chance(0.05) {
+        if self.chance(0.25) {
             args.insert(
                 "x-single-active-consumer".into(),
-                AMQPValue::Boolean(self.chance(0.5)),
+                AMQPValue::Boolean(self.chance(0.8)),
             );
         }
     }
@@ -738,5 +749,37 @@ mod tests {
             assert_eq!(back, p, "{text}");
         }
         assert_ne!(program(42, 0, &shape), program(42, 1, &shape));
+    }
+
+    /// Single-active-consumer queues are generated, of both types, and no `basic.cancel`
+    /// follows the declaration of a classic one (D1).
+    #[test]
+    fn classic_single_active_consumer_queues_are_never_followed_by_a_cancel() {
+        let shape = Shape::default();
+        let mut declared = [0; 2];
+        for index in 0..300 {
+            let mut classic_sac = false;
+            for op in program(7, index, &shape).ops {
+                match op.kind {
+                    OpKind::QueueDeclare { args, .. } => {
+                        let on = matches!(
+                            args.inner().get("x-single-active-consumer"),
+                            Some(AMQPValue::Boolean(true))
+                        );
+                        let quorum = matches!(
+                            args.inner().get("x-queue-type"),
+                            Some(AMQPValue::LongString(t)) if t.as_bytes() == b"quorum"
+                        );
+                        if on {
+                            declared[usize::from(quorum)] += 1;
+                            classic_sac |= !quorum;
+                        }
+                    }
+                    OpKind::Cancel { .. } => assert!(!classic_sac, "program {index}"),
+                    _ => {}
+                }
+            }
+        }
+        assert!(declared.iter().all(|n| *n > 0), "{declared:?}");
     }
 }

@@ -912,4 +912,121 @@ end
   q2 empty after 2
   exchanges: -
 "#;
+
+/// x-single-active-consumer on a classic queue (RabbitMQ 3.10): the first consumer gets the messages (its prefetch applies, the rest waits; basic.get takes from the queue as usual), the others wait and count in declare-ok; when the active one's channel closes its unacked message comes back and the first of the highest priority takes over; an exclusive consume is 403; a redeclare without the argument is 406 (the bundled broker ignored the argument).
+a_classic_single_active_consumer_queue_serves_one_consumer_at_a_time: r#"
+frame_max 131072
+c0.1 queue.declare q0 args={x-single-active-consumer:t(1)}
+c0.2 basic.qos 1
+c0.2 basic.consume q0 tag=ct0
+c0.3 basic.consume q0 tag=ct1
+c1.1 basic.consume q0 tag=ct2 args={x-priority:I(5)}
+c0.1 queue.declare q0 args={x-single-active-consumer:t(1)}
+c0.1 basic.publish "" key=q0 body=1
+c0.1 basic.publish "" key=q0 body=2
+c0.1 basic.get q0 no-ack
+c0.1 basic.publish "" key=q0 body=3
+c0.2 channel.close
+c0.1 basic.publish "" key=q0 body=4
+c1.2 basic.consume q0 tag=ct3 exclusive
+c0.1 queue.declare q0
+"# => r#"
+#0 c0.1 queue.declare q0 args={x-single-active-consumer:t(1)}
+  = queue.declare-ok q0 0/0
+  queues: q0=0/0
+#1 c0.2 basic.qos 1
+  = basic.qos-ok
+  queues: q0=0/0
+#2 c0.2 basic.consume q0 tag=ct0
+  = basic.consume-ok "ct0"
+  queues: q0=0/1
+#3 c0.3 basic.consume q0 tag=ct1
+  = basic.consume-ok "ct1"
+  queues: q0=0/2
+#4 c1.1 basic.consume q0 tag=ct2 args={x-priority:I(5)}
+  = basic.consume-ok "ct2"
+  queues: q0=0/3
+#5 c0.1 queue.declare q0 args={x-single-active-consumer:t(1)}
+  = queue.declare-ok q0 0/3
+  queues: q0=0/3
+#6 c0.1 basic.publish "" key=q0 body=1
+  = sent m0
+  c0.2 "ct0" <- m0+3 ex="" rk=q0 props()
+  c0.2 tags 1
+  queues: q0=0/3
+#7 c0.1 basic.publish "" key=q0 body=2
+  = sent m1
+  queues: q0=1/3
+#8 c0.1 basic.get q0 no-ack
+  = basic.get-ok tag=1 m1+3 ex="" rk=q0 left=0 props()
+  queues: q0=0/3
+#9 c0.1 basic.publish "" key=q0 body=3
+  = sent m2
+  queues: q0=1/3
+#10 c0.2 channel.close
+  = channel.close-ok
+  c1.1 "ct2" <- m0+3 redelivered ex="" rk=q0 props()
+  c1.1 "ct2" <- m2+3 ex="" rk=q0 props()
+  c1.1 tags 1-2
+  queues: q0=0/2
+#11 c0.1 basic.publish "" key=q0 body=4
+  = sent m3
+  c1.1 "ct2" <- m3+4 ex="" rk=q0 props()
+  c1.1 tags 3
+  queues: q0=0/2
+#12 c1.2 basic.consume q0 tag=ct3 exclusive
+  = channel.close 403 ACCESS_REFUSED (60,20)
+  queues: q0=0/2
+#13 c0.1 queue.declare q0
+  = channel.close 406 PRECONDITION_FAILED (50,10)
+  queues: q0=0/2
+end
+  q0 empty after 0
+  exchanges: -
+"#;
+
+/// x-single-active-consumer on a quorum queue (RabbitMQ 3.10): exclusive is ignored, the second consumer waits and takes over at once when the first cancels; basic.get is 405 (the bundled broker ignored the argument).
+a_quorum_single_active_consumer_queue_hands_over_on_cancel: r#"
+frame_max 131072
+c0.1 queue.declare q1 durable args={x-queue-type:S"quorum", x-single-active-consumer:t(1)}
+c0.1 basic.consume q1 tag=ct0
+c0.1 basic.consume q1 tag=ct1 exclusive
+c0.1 basic.publish "" key=q1 body=1
+c0.1 basic.cancel ct0
+c0.1 basic.publish "" key=q1 body=2
+c0.1 basic.ack latest multiple
+c0.1 basic.get q1
+"# => r#"
+#0 c0.1 queue.declare q1 durable args={x-queue-type:S"quorum", x-single-active-consumer:t(1)}
+  = queue.declare-ok q1 0/*
+  queues: q1=0/*
+#1 c0.1 basic.consume q1 tag=ct0
+  = basic.consume-ok "ct0"
+  queues: q1=0/*
+#2 c0.1 basic.consume q1 tag=ct1 exclusive
+  = basic.consume-ok "ct1"
+  queues: q1=0/*
+#3 c0.1 basic.publish "" key=q1 body=1
+  = sent m0
+  c0.1 "ct0" <- m0+3 ex="" rk=q1 props()
+  c0.1 tags 1
+  queues: q1=0/*
+#4 c0.1 basic.cancel ct0
+  = basic.cancel-ok "ct0"
+  queues: q1=0/*
+#5 c0.1 basic.publish "" key=q1 body=2
+  = sent m1
+  c0.1 "ct1" <- m1+3 ex="" rk=q1 props()
+  c0.1 tags 2
+  queues: q1=0/*
+#6 c0.1 basic.ack latest multiple
+  = sent tag 2
+  queues: q1=0/*
+#7 c0.1 basic.get q1
+  = channel.close 405 RESOURCE_LOCKED (60,70)
+  queues: q1=0/*
+end
+  q1 405
+  exchanges: -
+"#;
 }

@@ -371,19 +371,23 @@ impl Connection {
     /// between its channel processes; we always keep the message.
     fn cleanup(&mut self) {
         let ids: Vec<u16> = self.session.channels.keys().copied().collect();
+        let mut handed_over = Vec::new();
         for id in &ids {
             if let Some(channel) = self.session.channels.get(id) {
                 let shared = channel.shared.clone();
                 let consumers: Vec<_> = shared.consumers().drain().collect();
                 for (tag, c) in consumers {
-                    if c.queue.remove_consumer(&tag, &*shared) {
-                        self.session.vhost.delete_queue_now(&c.queue.name);
-                    }
+                    handed_over.extend(self.session.detach_consumer(&tag, c, &shared));
                 }
             }
         }
         for id in ids {
             self.session.release_channel(id);
+        }
+        // Single active consumers handed over to another connection's consumer are served
+        // once every channel's messages are back.
+        for queue in handed_over {
+            self.session.vhost.dispatch(&queue);
         }
         self.session.channels.clear();
         for name in std::mem::take(&mut self.session.exclusive_queues) {

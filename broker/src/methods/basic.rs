@@ -177,11 +177,7 @@ impl Session {
             }
         }
         let removed = shared.consumers().remove(tag);
-        if let Some(c) = removed {
-            if c.queue.remove_consumer(tag, &*shared) {
-                self.vhost.delete_queue_now(&c.queue.name);
-            }
-        }
+        let handed_over = removed.and_then(|c| self.detach_consumer(tag, c, &shared));
         if !m.nowait {
             self.send(
                 ch,
@@ -190,6 +186,13 @@ impl Session {
                 })),
             );
         }
+        // The next consumer of a single-active-consumer queue takes over at once (the
+        // cancelled one's unacked messages stay with its channel until acked or returned).
+        // RabbitMQ 3.10's classic queue makes it active without serving it, and its queue
+        // process crashes on the next publish (deliberate difference D1, difftest).
+        if let Some(queue) = handed_over {
+            self.vhost.dispatch(&queue);
+        }
         Ok(())
     }
 
@@ -197,6 +200,13 @@ impl Session {
     pub(crate) fn basic_get(&mut self, ch: u16, m: basic::Get) -> Result<(), AmqpError> {
         let shared = self.shared(ch)?;
         let queue = self.usable_queue(m.queue.as_str())?;
+        if queue.config.single_active_consumer && queue.config.queue_type == QueueType::Quorum {
+            // RabbitMQ 3.10's text (measured); a classic one serves basic.get as usual.
+            return Err(AmqpError::resource_locked(format!(
+                "cannot obtain access to locked queue '{}' in vhost '{}'. basic.get operations are not supported by quorum queues with single active consumer",
+                queue.name, self.vhost.name
+            )));
+        }
         match self.vhost.get(&queue) {
             Some((qm, count)) => {
                 self.vhost.stats.fetched(m.no_ack, qm.redelivered);

@@ -11,9 +11,10 @@ use amq_protocol::types::ShortString;
 use tokio::sync::mpsc;
 
 use crate::broker_state::BrokerShared;
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelConsumer, ChannelShared};
 use crate::connection_registry::ConnEvent;
 use crate::outbox::{Outbound, Outbox};
+use crate::queue::Queue;
 use crate::vhost::VHost;
 
 /// One connection's state as the method handlers see it.
@@ -129,12 +130,32 @@ impl Session {
         *shared.reply_to() = None;
         let consumers: Vec<_> = shared.consumers().drain().collect();
         let unacked = shared.take_all_unacked(true);
-        for (tag, c) in consumers {
-            if c.queue.remove_consumer(&tag, &*shared) {
-                self.vhost.delete_queue_now(&c.queue.name);
-            }
-        }
+        let handed_over: Vec<_> = consumers
+            .into_iter()
+            .filter_map(|(tag, c)| self.detach_consumer(&tag, c, &shared))
+            .collect();
         self.requeue(unacked);
+        // A single active consumer's successor is served once the messages are back.
+        for queue in handed_over {
+            self.vhost.dispatch(&queue);
+        }
+    }
+
+    /// Takes consumer `tag` of channel `shared` off its queue, deleting an auto-delete queue
+    /// it leaves without consumers. Returns the queue when a single active consumer was
+    /// handed over to another consumer: the caller dispatches it (after returning the
+    /// channel's unacked messages, when the channel closes).
+    pub(crate) fn detach_consumer(
+        &self,
+        tag: &str,
+        consumer: ChannelConsumer,
+        shared: &ChannelShared,
+    ) -> Option<Arc<Queue>> {
+        let removed = consumer.queue.remove_consumer(tag, shared);
+        if removed.auto_delete {
+            self.vhost.delete_queue_now(&consumer.queue.name);
+        }
+        removed.handed_over.then_some(consumer.queue)
     }
 
     /// Returns unacked deliveries to their queues, grouped per queue in tag order.

@@ -1,5 +1,6 @@
 //! The queue arguments the broker acts on (`x-message-ttl`, `x-expires`, `x-max-length`,
-//! `x-overflow`, dead-lettering, `x-max-priority`, `x-queue-mode`, `x-queue-type`), parsed and
+//! `x-overflow`, dead-lettering, `x-max-priority`, `x-queue-mode`, `x-queue-type`,
+//! `x-single-active-consumer`), parsed and
 //! checked from `queue.declare` (406 on a bad value, as RabbitMQ), and the per-message
 //! `expiration` check.
 
@@ -49,6 +50,9 @@ pub(crate) struct QueueConfig {
     pub(crate) queue_mode: Option<String>,
     /// `x-queue-type`: which arguments the queue took and compares on a redeclare.
     pub(crate) queue_type: QueueType,
+    /// `x-single-active-consumer: true`: one consumer at a time gets messages (see
+    /// `Queue::next_consumer`); the others wait their turn.
+    pub(crate) single_active_consumer: bool,
 }
 
 /// A declare argument refused (406 PRECONDITION_FAILED): the argument and what RabbitMQ says
@@ -119,6 +123,9 @@ impl QueueConfig {
                 table.insert(key.into(), AMQPValue::LongString(v.as_str().into()));
             }
         }
+        if self.single_active_consumer {
+            table.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
         table
     }
 
@@ -168,14 +175,16 @@ impl QueueConfig {
         {
             return Err(InvalidArgument::new("x-queue-mode", ": invalid_queue_mode"));
         }
-        if let Some(v) = args.inner().get("x-single-active-consumer") {
-            if !matches!(v, AMQPValue::Boolean(_)) {
+        let single_active_consumer = match args.inner().get("x-single-active-consumer") {
+            None => false,
+            Some(AMQPValue::Boolean(on)) => *on,
+            Some(v) => {
                 return Err(InvalidArgument::new(
                     "x-single-active-consumer",
                     format!(": {{unacceptable_type,{}}}", type_name(v)),
-                ));
+                ))
             }
-        }
+        };
         let max_priority = int("x-max-priority", 0)?;
         // RabbitMQ 3.10's quorum queues know no reject-publish-dlx: they log a warning and
         // drop from the head instead.
@@ -195,6 +204,7 @@ impl QueueConfig {
             max_priority: max_priority.map(|p| p.min(255) as u8),
             queue_mode,
             queue_type,
+            single_active_consumer,
         };
         if let Some(key) = queue_type.refused_argument(args) {
             return Err(InvalidArgument::new(

@@ -1,5 +1,13 @@
 //! A queue's consumers: prefetch credit ([`Consumer`], per consumer and channel-global) and
 //! the round robin that picks the next one with credit.
+//!
+//! With `x-single-active-consumer` there is no round robin: the consumer at the front of the
+//! list is the active one and the only one served; the others wait in registration order.
+//! When the active one goes (cancel, channel or connection close) its successor moves to the
+//! front: the next registered for a quorum queue (rabbit_fifo's waiting list), the first of
+//! the highest priority for a classic queue (rabbit_queue_consumers' priority queue). The
+//! caller dispatches then ([`Removed::handed_over`]), and the channel's unacked messages come
+//! back to the queue when the channel closes, for the new active consumer.
 
 use super::*;
 
@@ -90,26 +98,75 @@ impl Consumer {
     }
 }
 
+/// One consumer as the management API shows it ([`Queue::consumer_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsumerInfo {
+    /// The consumer tag.
+    pub(crate) tag: String,
+    /// Its channel's number.
+    pub(crate) channel: u16,
+    /// Its connection's id.
+    pub(crate) connection: u64,
+    /// Deliveries need no ack.
+    pub(crate) no_ack: bool,
+    /// Per-consumer prefetch; 0 = unlimited.
+    pub(crate) prefetch: u32,
+    /// RabbitMQ's `activity_status`: `up` (an ordinary queue's consumer), `single_active`
+    /// (the active consumer of a single-active-consumer queue) or `waiting`.
+    pub(crate) activity_status: &'static str,
+}
+
+/// What [`Queue::remove_consumer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Removed {
+    /// The queue should now be auto-deleted (its last consumer went).
+    pub(crate) auto_delete: bool,
+    /// A single-active-consumer queue's active consumer went and another took over: the
+    /// caller dispatches to it (once the channel's unacked messages are back, if it closes).
+    pub(crate) handed_over: bool,
+}
+
 impl Queue {
-    /// Consumers as (consumer tag, channel number, connection id, no_ack, prefetch).
-    pub(crate) fn consumer_list(&self) -> Vec<(String, u16, u64, bool, u32)> {
+    /// The queue's consumers, in registration order (the active one first for a
+    /// single-active-consumer queue).
+    pub(crate) fn consumer_list(&self) -> Vec<ConsumerInfo> {
+        let sac = self.config.single_active_consumer;
         self.lock()
             .consumers
             .iter()
-            .map(|c| {
-                (
-                    c.tag.as_str().to_owned(),
-                    c.channel.channel_id(),
-                    c.channel.connection_id(),
-                    c.no_ack,
-                    c.prefetch,
-                )
+            .enumerate()
+            .map(|(i, c)| ConsumerInfo {
+                tag: c.tag.as_str().to_owned(),
+                channel: c.channel.channel_id(),
+                connection: c.channel.connection_id(),
+                no_ack: c.no_ack,
+                prefetch: c.prefetch,
+                activity_status: match (sac, i) {
+                    (false, _) => "up",
+                    (true, 0) => "single_active",
+                    (true, _) => "waiting",
+                },
             })
             .collect()
     }
 
-    /// Picks the next consumer with credit: the highest priority first, round-robin within it.
-    pub(super) fn next_consumer(st: &mut QueueState) -> Option<Arc<Consumer>> {
+    /// The active consumer's tag, for a single-active-consumer queue that has one.
+    pub(crate) fn single_active_consumer_tag(&self) -> Option<String> {
+        if !self.config.single_active_consumer {
+            return None;
+        }
+        self.lock()
+            .consumers
+            .front()
+            .map(|c| c.tag.as_str().to_owned())
+    }
+
+    /// Picks the next consumer with credit: the highest priority first, round-robin within it;
+    /// for a single-active-consumer queue, the active one (the front) or none.
+    pub(super) fn next_consumer(&self, st: &mut QueueState) -> Option<Arc<Consumer>> {
+        if self.config.single_active_consumer {
+            return st.consumers.front().filter(|c| c.try_reserve()).cloned();
+        }
         let n = st.consumers.len();
         let top = st.consumers.iter().map(|c| c.priority).max()?;
         let mut fallback_levels = false;
@@ -154,7 +211,12 @@ impl Queue {
             if st.deleted {
                 return Err(format!("queue '{}' was deleted", self.name));
             }
-            if st.consumers.iter().any(|c| c.exclusive)
+            // RabbitMQ 3.10 refuses an exclusive consumer of a single-active-consumer classic
+            // queue, even an empty one, with the exclusive-use text (measured); a quorum
+            // queue's consumers are never exclusive (`basic.consume` clears the flag).
+            let sac_exclusive = self.config.single_active_consumer && consumer.exclusive;
+            if sac_exclusive
+                || st.consumers.iter().any(|c| c.exclusive)
                 || (consumer.exclusive && !st.consumers.is_empty())
             {
                 return Err(format!(
@@ -170,14 +232,41 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes a consumer; true when the queue should now be auto-deleted.
-    pub(crate) fn remove_consumer(&self, tag: &str, channel: &dyn ConsumerChannel) -> bool {
+    /// Removes a consumer; says whether the queue should now be auto-deleted and whether a
+    /// single active consumer was handed over (then the caller dispatches).
+    pub(crate) fn remove_consumer(&self, tag: &str, channel: &dyn ConsumerChannel) -> Removed {
         let mut st = self.lock();
-        st.consumers.retain(|c| {
-            !(c.tag.as_str() == tag && std::ptr::addr_eq(Arc::as_ptr(&c.channel), channel))
+        let position = st.consumers.iter().position(|c| {
+            c.tag.as_str() == tag && std::ptr::addr_eq(Arc::as_ptr(&c.channel), channel)
         });
+        let handed_over = position.is_some_and(|i| self.remove_at(&mut st, i));
         st.last_used = Instant::now();
         self.wake.notify_one();
-        self.auto_delete && st.had_consumer && st.consumers.is_empty() && !st.deleted
+        Removed {
+            auto_delete: self.auto_delete
+                && st.had_consumer
+                && st.consumers.is_empty()
+                && !st.deleted,
+            handed_over,
+        }
+    }
+
+    /// Removes the consumer at `index`. For a single-active-consumer queue whose active
+    /// consumer that was, moves its successor to the front and returns true.
+    pub(super) fn remove_at(&self, st: &mut QueueState, index: usize) -> bool {
+        st.consumers.remove(index);
+        if !self.config.single_active_consumer || index != 0 || st.consumers.is_empty() {
+            return false;
+        }
+        if self.config.queue_type == QueueType::Classic {
+            // The first of the highest priority (`max_by_key` would take the last).
+            let top = st.consumers.iter().map(|c| c.priority).max();
+            if let Some(next) = st.consumers.iter().position(|c| Some(c.priority) == top) {
+                if let Some(c) = st.consumers.remove(next) {
+                    st.consumers.push_front(c);
+                }
+            }
+        }
+        true
     }
 }

@@ -199,10 +199,16 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ready messages and consumers, as `queue.declare-ok` reports them.
+    /// Ready messages and consumers, as `queue.declare-ok` reports them. A quorum queue with
+    /// a single active consumer counts only the active one, as RabbitMQ 3.10 does (its waiting
+    /// consumers are not in rabbit_fifo's consumer map).
     pub(crate) fn counts(&self) -> (u32, u32) {
         let st = self.lock();
-        (st.ready_count as u32, st.consumers.len() as u32)
+        let mut consumers = st.consumers.len();
+        if self.config.single_active_consumer && self.config.queue_type == QueueType::Quorum {
+            consumers = consumers.min(1);
+        }
+        (st.ready_count as u32, consumers as u32)
     }
 
     /// What the management API shows of the queue, read under one lock.
@@ -350,7 +356,7 @@ impl Queue {
                 }
                 continue;
             }
-            let Some(consumer) = Self::next_consumer(st) else {
+            let Some(consumer) = self.next_consumer(st) else {
                 break;
             };
             if st.ready[level]
@@ -378,10 +384,14 @@ impl Queue {
                     }
                 }
                 Err(qm) => {
-                    // The channel closed under us: forget the consumer, keep the message.
+                    // The channel closed under us: forget the consumer (handing a single
+                    // active consumer over, and the loop serves the successor), keep the
+                    // message.
                     consumer.release();
                     st.insert(&self.memory, qm);
-                    st.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                    if let Some(i) = st.consumers.iter().position(|c| Arc::ptr_eq(c, &consumer)) {
+                        self.remove_at(st, i);
+                    }
                 }
             }
         }

@@ -172,21 +172,22 @@ pub(super) async fn consumers(State(ctx): State<Ctx>, Extension(me): Me) -> ApiR
         let mut qs: Vec<_> = vh.read().queues.values().cloned().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
-            for (tag, channel, conn, no_ack, prefetch) in q.consumer_list() {
-                let Some(connection_name) = names.get(&conn) else {
+            for info in q.consumer_list() {
+                let Some(connection_name) = names.get(&info.connection) else {
                     continue;
                 };
                 out.push(json!({
-                    "consumer_tag": tag,
+                    "consumer_tag": info.tag,
                     "queue": { "name": q.name, "vhost": vh.name },
                     "channel_details": {
-                        "number": channel,
+                        "number": info.channel,
                         "connection_name": connection_name,
                     },
-                    "ack_required": !no_ack,
-                    "prefetch_count": prefetch,
+                    "ack_required": !info.no_ack,
+                    "prefetch_count": info.prefetch,
                     "exclusive": false,
-                    "active": true,
+                    "active": info.activity_status != "waiting",
+                    "activity_status": info.activity_status,
                 }));
             }
         }

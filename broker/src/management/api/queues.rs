@@ -32,6 +32,14 @@ pub(super) fn queue_json(
     });
     if let Value::Object(map) = &mut out {
         map.extend(lengths);
+        // RabbitMQ's classic queues report the active consumer's tag (null without one, or
+        // without `x-single-active-consumer`); its quorum queues have no such key.
+        if q.config.queue_type == crate::queue::QueueType::Classic {
+            map.insert(
+                "single_active_consumer_tag".to_owned(),
+                json!(q.single_active_consumer_tag()),
+            );
+        }
     }
     out
 }
@@ -72,10 +80,11 @@ pub(super) async fn queue(
     let consumers: Vec<Value> = q
         .consumer_list()
         .into_iter()
-        .filter_map(|(tag, channel, conn, no_ack, prefetch)| {
-            let c = conns.get(&conn)?;
+        .filter_map(|info| {
+            let c = conns.get(&info.connection)?;
+            let channel = info.channel;
             Some(json!({
-                "consumer_tag": tag,
+                "consumer_tag": info.tag,
                 "queue": { "name": q.name, "vhost": vh.name },
                 "channel_details": {
                     "name": format!("{} ({channel})", c.name()),
@@ -86,10 +95,11 @@ pub(super) async fn queue(
                     "user": c.user,
                     "node": NODE_NAME,
                 },
-                "ack_required": !no_ack,
-                "prefetch_count": prefetch,
+                "ack_required": !info.no_ack,
+                "prefetch_count": info.prefetch,
                 "exclusive": false,
-                "active": true,
+                "active": info.activity_status != "waiting",
+                "activity_status": info.activity_status,
                 "arguments": {},
             }))
         })
