@@ -173,7 +173,7 @@ fn api(
     }
     .unwrap();
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let text = common::http::body_text(&mut resp).expect("read the whole answer");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 

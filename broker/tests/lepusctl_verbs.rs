@@ -410,3 +410,118 @@ async fn list_channels_counts_consumers_and_unacked_messages() {
     assert!(left.is_empty(), "no channels after the close: {left:?}");
     broker.shutdown().await;
 }
+
+/// Serves `answers` in turn, one connection each, on 127.0.0.1 port 0: reads a request's head
+/// and writes the given bytes (status line, headers and body), then closes. Returns the API URL.
+fn serve_answers(answers: Vec<Vec<u8>>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for answer in answers {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            // The client may stop reading (an answer over its limit): ignore a broken pipe.
+            let _ = reader.get_mut().write_all(&answer);
+        }
+    });
+    url
+}
+
+/// An HTTP answer with a JSON body; `announce` bytes in Content-Length (more than the body
+/// for an answer cut short).
+fn json_answer(body: &[u8], announce: usize) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {announce}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A broker with ~20,000 queues answers `/api/queues` with more than 10 MiB, which ureq reads
+/// at most by default: `list_queues` printed its header and no row, exit 0, and
+/// `export_definitions` wrote `null` to the backup file. Every row is read now, the export is
+/// whole, and an answer cut short fails (76), never passing for an empty one.
+#[tokio::test]
+async fn answers_over_ten_mib_are_read_whole_or_fail() {
+    const QUEUES: usize = 60_000;
+    let queues: Vec<serde_json::Value> = (0..QUEUES)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("queue-{i:06}-{}", "x".repeat(150)),
+                "vhost": "/",
+                "messages": i,
+            })
+        })
+        .collect();
+    let listing = serde_json::to_vec(&queues).unwrap();
+    assert!(listing.len() > 10 << 20, "{} bytes", listing.len());
+    let definitions = serde_json::to_vec(&serde_json::json!({ "queues": queues })).unwrap();
+    let api = serve_answers(vec![
+        json_answer(&listing, listing.len()),
+        json_answer(&definitions, definitions.len()),
+        json_answer(&listing[..listing.len() / 2], listing.len()),
+    ]);
+    let run = |args: Vec<String>| {
+        let api = api.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_lepusctl"))
+                .arg("--api")
+                .arg(api)
+                .args(args)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+
+    let out = run(vec!["list_queues".into()]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = rows(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(listed.len(), QUEUES);
+    assert_eq!(
+        listed[QUEUES - 1],
+        format!(
+            "queue-{:06}-{}\t{}",
+            QUEUES - 1,
+            "x".repeat(150),
+            QUEUES - 1
+        )
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("definitions.json");
+    let out = run(vec![
+        "export_definitions".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(exported["queues"].as_array().map(Vec::len), Some(QUEUES));
+
+    let out = run(vec!["list_queues".into()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(76), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the management API's answer"),
+        "{stderr}"
+    );
+    assert!(rows(&String::from_utf8_lossy(&out.stdout)).is_empty());
+}

@@ -413,7 +413,7 @@ impl Api {
     fn finish(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Value, String> {
         let mut resp = res.map_err(|e| e.to_string())?;
         let status = resp.status();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let text = common::http::body_text(&mut resp).map_err(|e| e.to_string())?;
         if status.is_success() {
             Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
         } else {

@@ -19,11 +19,23 @@ pub(crate) struct Answer {
     pub(crate) text: String,
 }
 
+/// The whole body of `resp` as text. ureq reads 10 MiB unless told more, and a listing of a
+/// broker full of queues is larger: an answer cut short (or unreadable) is an error here, never
+/// an empty text.
+pub(crate) fn body_text(
+    resp: &mut ureq::http::Response<ureq::Body>,
+) -> Result<String, ureq::Error> {
+    resp.body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+}
+
 impl Answer {
     /// Reads `resp`'s status and whole body.
     fn read(mut resp: ureq::http::Response<ureq::Body>) -> Answer {
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let text = body_text(&mut resp).expect("read the whole answer");
         Answer {
             status,
             json: serde_json::from_str(&text).unwrap_or(Value::Null),

@@ -12,6 +12,11 @@ pub(crate) enum CtlError {
     Unreachable { api: String, cause: String },
     #[error("{0}")]
     Refused(String),
+    /// The API answered, but its answer could not be read whole or is not JSON. Never taken
+    /// for an empty answer: a listing or a definitions export read as nothing would be wrong
+    /// without a word (ureq reads at most 10 MiB unless told otherwise).
+    #[error("cannot read the management API's answer: {0}")]
+    BadAnswer(String),
 }
 
 impl CtlError {
@@ -19,9 +24,15 @@ impl CtlError {
         match self {
             Self::Unreachable { .. } => 69,
             Self::Refused(_) => 70,
+            // EX_PROTOCOL.
+            Self::BadAnswer(_) => 76,
         }
     }
 }
+
+/// The largest answer read (a definitions export or a queue listing of a big broker runs to
+/// hundreds of MiB only with millions of objects).
+const MAX_ANSWER_BYTES: u64 = 1 << 30;
 
 /// The management API over HTTP.
 pub(crate) struct Api {
@@ -91,11 +102,21 @@ impl Api {
             cause: e.to_string(),
         })?;
         let status = resp.status();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()
+            .map_err(|e| CtlError::BadAnswer(format!("HTTP {status}: {e}")))?;
         if status.is_success() {
-            Ok(body)
+            if text.trim().is_empty() {
+                // 201/204 of a write: nothing to show.
+                return Ok(Value::Null);
+            }
+            serde_json::from_str(&text)
+                .map_err(|e| CtlError::BadAnswer(format!("HTTP {status}, not JSON: {e}")))
         } else {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let reason = body
                 .get("reason")
                 .and_then(Value::as_str)

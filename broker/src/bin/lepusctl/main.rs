@@ -4,8 +4,8 @@
 //!
 //! Output: an informational line (`Listing queues for vhost / ...`, suppressed by `-q`), then
 //! for list verbs a header row and one tab-separated row per item. Exit status: 0 on success,
-//! 69 when the API cannot be reached, 70 when the broker refuses or fails the operation, 64
-//! for a usage error (from clap).
+//! 69 when the API cannot be reached, 70 when the broker refuses or fails the operation, 76
+//! when its answer cannot be read whole or is not JSON, 64 for a usage error (from clap).
 
 use std::process::ExitCode;
 
