@@ -8,7 +8,8 @@
 //! reading this list). Bytes flow the other way round: a frame comes up from the socket
 //! (codec), is handled by the connection, dispatched to its method, applied to the broker
 //! state, and persisted; the codec sits low because every layer above it speaks frames.
-//! 1. entry and wiring: `server`, `tls`, `admin`, `management/`, `fuzzing`, `durable_store`
+//! 1. entry and wiring: `server`, `broker_handle`, `tls`, `admin`, `management/`, `fuzzing`,
+//!    `durable_store`
 //! 2. connection: `connection/`, `auth`
 //! 3. methods: `methods/`
 //! 4. broker state: `broker_state`, `config`, `connection_registry`, `channel/`, `vhost/`,
@@ -20,7 +21,8 @@
 //! 8. foundation: `message`, `shutdown`, `sockets`, `fairness`, `field_value`
 //!
 //! # Layout
-//! - [`server`](Broker): the builder, the accept loop, the [`BrokerHandle`].
+//! - [`server`](Broker): the builder and the accept loop.
+//! - `broker_handle`: the [`BrokerHandle`] of a running broker: its addresses and its shutdown.
 //! - `tls`: the `amqps://` listener (rustls), feeding the same connection code.
 //! - [`admin`](Admin): the administrative API over users, vhosts and permissions.
 //! - `management/`: the management HTTP API (RabbitMQ's shapes), the dashboard and Prometheus
@@ -48,7 +50,8 @@
 //!   tasks send a connection task.
 //! - `channel/`: channel state — delivery tags, unacked messages, prefetch, deliveries (`mod`,
 //!   which implements the queue's `ConsumerChannel`), content assembly, confirms and tx
-//!   (`publishing`), and `channel/registry`, the open channels of all connections, for the
+//!   (`publishing`), what the management API reads of it (`figures`), and `channel/registry`,
+//!   the open channels of all connections, for the
 //!   management API.
 //! - `vhost/`: a vhost's topology (exchanges, bindings, queues) (`mod`), routing (`routing`),
 //!   dead-lettering (`dead_letter`), the queue operations that may drop messages and the
@@ -60,7 +63,8 @@
 //!   consumers and credit (`consumer`), ready list per priority (`ready`), paging past the
 //!   memory budget (`paging`), TTL and x-expires (`housekeeping`), trimming to the length
 //!   limits and dropping expired heads (`limits`), what it returns to be
-//!   dead-lettered (`dead_letter`), and `ConsumerChannel`, the channel as a queue knows it.
+//!   dead-lettered (`dead_letter`), its counts and figures (`figures`), and `ConsumerChannel`,
+//!   the channel as a queue knows it.
 //! - `access/`: users (salted hashes, tags), vhosts, permissions, their file in the data dir,
 //!   the loopback rule, and the per-connection permission cache each method is checked against.
 //! - `memory`: the memory budget (paging persistent bodies out to the store) and the memory
@@ -115,6 +119,7 @@ mod access;
 mod admin;
 mod alarms;
 mod auth;
+mod broker_handle;
 mod broker_state;
 mod busy_poll;
 mod channel;
@@ -150,7 +155,8 @@ mod vhost;
 
 pub use access::{PermissionInfo, UserInfo};
 pub use admin::Admin;
+pub use broker_handle::BrokerHandle;
 pub use error::{AdminError, Error, ReplyCode};
 pub use memory::parse_bytes;
-pub use server::{Broker, BrokerBuilder, BrokerHandle};
+pub use server::{Broker, BrokerBuilder};
 pub use sockets::raise_fd_limit;

@@ -1,23 +1,21 @@
 //! The embeddable broker: [`Broker::builder`] configures it, [`BrokerBuilder::start`] binds the
-//! listener and spawns the accept loop, and [`BrokerHandle`] stops it.
+//! listener and spawns the accept loop, and [`BrokerHandle`] (`broker_handle.rs`) stops it.
 //!
 //! Task ownership: the accept task owns a `JoinSet` of connection tasks; the handle owns the
 //! accept task's `JoinHandle` and the shutdown sender. `shutdown()` signals every task, the
 //! accept loop stops accepting and waits for its connections, each of which sends
 //! `connection.close` 320 CONNECTION_FORCED and waits briefly for `close-ok`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::access::{AccessControl, LoopbackPolicy};
-use crate::admin::Admin;
+use crate::broker_handle::BrokerHandle;
 use crate::broker_state::{BrokerShared, Listener};
 use crate::config::{Config, TlsOptions};
 use crate::connection;
@@ -26,7 +24,7 @@ use crate::error::Error;
 use crate::memory::Memory;
 use crate::persistence::{MemoryStore, Persistence};
 use crate::shutdown::{accept_connections, Shutdown};
-use crate::store::{DurableQueues, FsyncPolicy, StoreConfig};
+use crate::store::{FsyncPolicy, StoreConfig};
 use crate::vhost::VHosts;
 
 /// Whether persistent bodies can be paged out (only with a data directory).
@@ -417,101 +415,5 @@ impl BrokerBuilder {
             disk_alarm,
             durable,
         })
-    }
-}
-
-/// A running broker. Dropping it stops the accept loop's signal sender, which stops the broker
-/// too (without waiting); call [`BrokerHandle::shutdown`] to stop and wait.
-#[derive(Debug)]
-pub struct BrokerHandle {
-    /// The broker's shared state, for [`BrokerHandle::admin`].
-    shared: Arc<BrokerShared>,
-    /// Where the management API listens, if it does.
-    management_addr: Option<SocketAddr>,
-    /// The management API's server task; it stops on the same shutdown signal.
-    management: Option<JoinHandle<()>>,
-    /// Where the TLS listener is bound, if there is one.
-    tls_addr: Option<SocketAddr>,
-    /// The TLS accept task (owns its connection tasks); stops on the shutdown signal.
-    tls: Option<JoinHandle<()>>,
-    local_addr: SocketAddr,
-    /// The shutdown signal; every broker task holds a receiver.
-    stop_tx: watch::Sender<bool>,
-    /// The accept loop, which owns all connection tasks.
-    accept: JoinHandle<()>,
-    /// The disk alarm's task (with a data directory); stops on the shutdown signal.
-    disk_alarm: Option<JoinHandle<()>>,
-    /// The store, when there is a data directory; closed (flushed) by `shutdown`. Dropping the
-    /// last reference lets its writer thread flush and exit in the background.
-    durable: Option<Arc<DurableQueues>>,
-}
-
-impl BrokerHandle {
-    /// The shared state (unit tests inspect channels and queues through it).
-    #[cfg(test)]
-    pub(crate) fn shared_for_tests(&self) -> &Arc<BrokerShared> {
-        &self.shared
-    }
-
-    /// The broker's memory accounting (for tests of paging and the memory alarm).
-    #[cfg(test)]
-    pub(crate) fn memory(&self) -> Arc<Memory> {
-        self.shared.vhosts.memory.clone()
-    }
-
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The TLS listener's bound address (`None` unless [`BrokerBuilder::tls`] was set).
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
-    }
-
-    /// The management API's bound address (`None` unless
-    /// [`BrokerBuilder::management_listen`] was set).
-    pub fn management_addr(&self) -> Option<SocketAddr> {
-        self.management_addr
-    }
-
-    /// Administration of users, vhosts and permissions (what `lepusctl` does over HTTP).
-    pub fn admin(&self) -> Admin {
-        Admin::new(self.shared.clone())
-    }
-
-    /// `amqp://guest:guest@ADDR/%2f`, ready for any AMQP client.
-    pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.local_addr)
-    }
-
-    /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for the
-    /// broker's tasks.
-    pub async fn shutdown(self) {
-        let _ = self.stop_tx.send(true);
-        if let Err(err) = self.accept.await {
-            error!(cause = %err, "accept loop failed");
-        }
-        if let Some(task) = self.tls {
-            if let Err(err) = task.await {
-                error!(cause = %err, "TLS listener failed");
-            }
-        }
-        if let Some(task) = self.management {
-            if let Err(err) = task.await {
-                error!(cause = %err, "management API failed");
-            }
-        }
-        if let Some(task) = self.disk_alarm {
-            if let Err(err) = task.await {
-                error!(cause = %err, "disk alarm task failed");
-            }
-        }
-        if let Some(durable) = self.durable {
-            if let Err(err) = durable.store().close().await {
-                error!(cause = %err, "closing the store failed");
-            }
-        }
-        info!(local_addr = %self.local_addr, "broker stopped");
     }
 }

@@ -7,6 +7,7 @@
 //! never takes a queue lock while holding `delivery` (acks collect entries first, then call the
 //! queues).
 
+mod figures;
 mod publishing;
 pub(crate) mod registry;
 pub(crate) use publishing::{ConfirmState, ContentAssembly, TxOp, TxPublish};
@@ -145,56 +146,6 @@ impl ChannelShared {
     /// True once the channel has published.
     pub(crate) fn is_publisher(&self) -> bool {
         self.publisher.load(Ordering::Relaxed)
-    }
-
-    /// The publishing mode (for the management API).
-    pub(crate) fn mode(&self) -> ChannelMode {
-        match self.mode.load(Ordering::Acquire) {
-            1 => ChannelMode::Confirm,
-            2 => ChannelMode::Transactional,
-            _ => ChannelMode::Plain,
-        }
-    }
-
-    /// Records the publishing mode (the connection task, on `confirm.select`/`tx.select`).
-    pub(crate) fn set_mode(&self, mode: ChannelMode) {
-        self.mode.store(mode as u8, Ordering::Release);
-    }
-
-    /// Records how many publishes wait for the store before their confirm (the connection
-    /// task, whenever [`ConfirmState::pending_store`] changes).
-    pub(crate) fn set_unconfirmed(&self, pending_store: usize) {
-        let n = u32::try_from(pending_store).unwrap_or(u32::MAX);
-        self.unconfirmed.store(n, Ordering::Relaxed);
-    }
-
-    /// Publishes whose confirm waits for the store (`messages_unconfirmed`).
-    pub(crate) fn unconfirmed(&self) -> u32 {
-        self.unconfirmed.load(Ordering::Relaxed)
-    }
-
-    /// Records one more operation buffered by the transaction (the connection task).
-    pub(crate) fn note_uncommitted(&self, op: &TxOp) {
-        let counter = match op {
-            TxOp::Publish(_) => &self.uncommitted_messages,
-            TxOp::Ack(..) | TxOp::Nack(..) => &self.uncommitted_acks,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The transaction's buffer was applied or dropped (`tx.commit`, `tx.rollback`).
-    pub(crate) fn clear_uncommitted(&self) {
-        self.uncommitted_messages.store(0, Ordering::Relaxed);
-        self.uncommitted_acks.store(0, Ordering::Relaxed);
-    }
-
-    /// Publishes and acks buffered by the open transaction (`messages_uncommitted`,
-    /// `acks_uncommitted`).
-    pub(crate) fn uncommitted(&self) -> (u32, u32) {
-        (
-            self.uncommitted_messages.load(Ordering::Relaxed),
-            self.uncommitted_acks.load(Ordering::Relaxed),
-        )
     }
 
     /// Deliveries awaiting an ack on this channel (`messages_unacknowledged`).

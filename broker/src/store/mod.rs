@@ -13,6 +13,7 @@
 //! - `dir_lock`: the `flock` on the `LOCK` file that keeps two brokers off one data directory.
 //! - `durable_dir`: creating the data directory so that a power cut cannot take it away.
 //! - `commit`: [`Commit`], the future a publisher confirm waits on.
+//! - `close`: [`Store::close`] (flush, fsync, release the directory) and what dropping does.
 //! - `message`: [`PersistentMessage`] (what the broker hands over) and [`StoredMessage`] (what
 //!   it reads back).
 //! - `position`: [`Position`], a record's place in the log (the message's identity and index).
@@ -85,6 +86,7 @@
 //! segment, and the segments holding acks of that segment's other messages, on disk), and
 //! sharing one body between the queues a message is routed to.
 
+mod close;
 mod commit;
 mod definitions;
 mod dir_lock;
@@ -473,66 +475,5 @@ impl Store {
             self.shared.wake.notify_one();
         }
         Ok(position)
-    }
-
-    /// Waits for the topology snapshot being written, if any (and the compaction it ends
-    /// with). Blocking.
-    #[cfg(test)]
-    pub(crate) fn wait_for_snapshot(&self) {
-        let thread = self.shared.take_snapshot_thread();
-        if let Some(thread) = thread {
-            thread.join().unwrap_or_default();
-        }
-    }
-
-    /// Stops accepting records, waits until everything appended so far is written and fsynced,
-    /// stops the writer thread and releases the data directory's lock. Later appends fail with
-    /// [`StoreError::Closed`].
-    pub async fn close(&self) -> Result<(), StoreError> {
-        self.shared.lock().closing = true;
-        self.shared.wake.notify_one();
-        let stopped = self
-            .stopped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(stopped) = stopped {
-            // The sender is only ever dropped (never sent on): `Err` means "thread exited".
-            let _ = stopped.await;
-        }
-        // A snapshot being written holds the directory too; with the writer gone its wait for
-        // the log is over, so it ends soon.
-        let snapshot = self.shared.take_snapshot_thread();
-        if let Some(thread) = snapshot {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        // Nothing writes any more: another store may open the directory, even while this one
-        // is still referenced (the broker's queues hold it until they are dropped).
-        self.shared
-            .dir_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match &self.shared.lock().failed {
-            Some(cause) => Err(StoreError::WriterFailed(cause.clone())),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Store {
-    /// Tells the writer thread to flush what is pending and exit, and waits for it (and for a
-    /// snapshot being written), so that the directory's lock is released when this returns.
-    /// Blocking: after [`Store::close`] there is nothing left to wait for.
-    fn drop(&mut self) {
-        self.shared.lock().closing = true;
-        self.shared.wake.notify_one();
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = thread.join();
-        }
-        let snapshot = self.shared.take_snapshot_thread();
-        if let Some(thread) = snapshot {
-            let _ = thread.join();
-        }
     }
 }
