@@ -50,6 +50,14 @@ impl persistence::Persistence for DurableQueues {
         DurableQueues::remove(self, vhost, queue, seq);
     }
 
+    fn refusals(&self) -> u64 {
+        DurableQueues::refusals(self)
+    }
+
+    fn remove_moved(&self, vhost: &str, queue: &str, seq: u64, refusals: u64) {
+        DurableQueues::remove_moved(self, vhost, queue, seq, refusals);
+    }
+
     fn can_page(&self) -> bool {
         true
     }

@@ -128,6 +128,21 @@ pub(crate) trait Persistence: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Forgets the message `seq` of `queue` (acked, dropped or purged).
     fn remove(&self, vhost: &str, queue: &str, seq: u64);
+    /// A count that changes whenever the store refuses writes it had accepted (a failed write
+    /// that left the log intact). Read before a dead letter's copies are handed to
+    /// [`enqueue_dead_letter`](Self::enqueue_dead_letter), passed to
+    /// [`remove_moved`](Self::remove_moved).
+    fn refusals(&self) -> u64 {
+        0
+    }
+    /// [`remove`](Self::remove) of a dead letter whose copies were handed to
+    /// [`enqueue_dead_letter`](Self::enqueue_dead_letter) after [`refusals`](Self::refusals)
+    /// read `refusals`: the store withholds it if it has refused writes since (a copy may be
+    /// among them), so the message is never gone from both queues.
+    fn remove_moved(&self, vhost: &str, queue: &str, seq: u64, refusals: u64) {
+        let _ = refusals;
+        self.remove(vhost, queue, seq);
+    }
     /// Whether [`read`](Self::read) can give back what [`enqueue`](Self::enqueue) was handed,
     /// so that queues may drop persistent bodies from memory (page them out).
     fn can_page(&self) -> bool {

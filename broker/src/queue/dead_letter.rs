@@ -24,4 +24,13 @@ impl DeadLetter {
             queue.forget_seq(seq, persistent);
         }
     }
+
+    /// The letter's persistent copies were handed to the store after its refusal count read
+    /// `refusals` (see `persistence::Persistence::remove_moved`): `queue` forgets it, its store
+    /// keeps it when a write was refused since.
+    pub(crate) fn leave_moved(self, queue: &Queue, refusals: u64) {
+        if let Some((seq, persistent)) = self.stored {
+            queue.forget_moved_seq(seq, persistent, refusals);
+        }
+    }
 }

@@ -39,6 +39,16 @@ impl Queue {
         }
     }
 
+    /// [`forget_seq`](Self::forget_seq) of a dead letter whose copies were appended after the
+    /// store's refusal count read `refusals` (see `persistence::Persistence::remove_moved`).
+    pub(crate) fn forget_moved_seq(&self, seq: u64, persistent: bool, refusals: u64) {
+        if let Some(p) = &self.persistence {
+            if persistent {
+                p.store.remove_moved(&p.vhost, &self.name, seq, refusals);
+            }
+        }
+    }
+
     /// True when this queue's persistent bodies can be paged out (durable, with a store that
     /// reads them back).
     pub(super) fn can_page(&self) -> bool {

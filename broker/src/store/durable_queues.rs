@@ -238,13 +238,43 @@ impl DurableQueues {
     /// requeue, expiry, length limit). Writes a remove record without waiting for it: a lost
     /// remove only means a redelivery after a crash.
     pub fn remove(&self, vhost: &str, queue: &str, seq: u64) {
+        self.remove_as(vhost, queue, seq, None);
+    }
+
+    /// How many write batches the store has refused so far: read before a dead letter's
+    /// copies are appended, for [`remove_moved`](Self::remove_moved).
+    pub fn refusals(&self) -> u64 {
+        self.store.refusals()
+    }
+
+    /// [`remove`](Self::remove) of a message dead-lettered to other durable queues, whose
+    /// copies were appended after [`refusals`](Self::refusals) read `refusals`: withheld (the
+    /// message stays in the log, a duplicate after a restart) when a write was refused since,
+    /// as the refused batch may have held a copy (see [`Store::remove_moved`]).
+    pub fn remove_moved(&self, vhost: &str, queue: &str, seq: u64, refusals: u64) {
+        self.remove_as(vhost, queue, seq, Some(refusals));
+    }
+
+    fn remove_as(&self, vhost: &str, queue: &str, seq: u64, refusals: Option<u64>) {
         let Some(slot) = self.slot(vhost, queue) else {
             return;
         };
         let mut slot = lock(&slot);
         match slot.take(seq) {
             Some(position) => {
-                if let Err(err) = self.store.remove(slot.id, position) {
+                let removed = match refusals {
+                    None => self.store.remove(slot.id, position),
+                    Some(refusals) => self.store.remove_moved(slot.id, position, refusals),
+                };
+                if let Err(StoreError::MoveUnconfirmed) = removed {
+                    tracing::warn!(
+                        vhost,
+                        queue,
+                        seq,
+                        "dead-lettered message kept in its queue's log: a write was refused \
+                         after its copy was appended (it comes back after a restart)"
+                    );
+                } else if let Err(err) = removed {
                     let due = self
                         .remove_failures
                         .lock()

@@ -99,6 +99,13 @@ pub enum StoreError {
     #[error("store write refused, log intact: {0}")]
     WriteRefused(#[source] Arc<io::Error>),
 
+    /// A remove that must follow a moved copy's write (dead-lettering: the copy in another
+    /// durable queue, then the remove of the original) was not appended because the writer
+    /// refused a batch since the copy was appended, so the copy may not be stored: the
+    /// original stays in the log (a duplicate after a restart, never a loss).
+    #[error("remove withheld: a write was refused after its moved copy was appended")]
+    MoveUnconfirmed,
+
     /// The store was closed (or its writer thread ended) before the write completed.
     #[error("store is closed")]
     Closed,

@@ -399,6 +399,39 @@ impl Store {
     /// Fails with [`StoreError::NoMessage`] (writing nothing) when the message is not live in
     /// `queue`: already removed, purged, or never enqueued there.
     pub fn remove(&self, queue: QueueId, message: Position) -> Result<Commit, StoreError> {
+        self.remove_unless_refused(queue, message, None)
+    }
+
+    /// How many batches the writer has refused so far (a failed write that left the log
+    /// intact, see [`StoreError::WriteRefused`]). Read it before appending a moved copy and
+    /// hand it to [`remove_moved`](Self::remove_moved).
+    pub fn refusals(&self) -> u64 {
+        self.shared.lock().refusals
+    }
+
+    /// [`remove`](Self::remove) of a message whose copy was just appended to another queue
+    /// (dead-lettering), `refusals` being [`refusals`](Self::refusals) as read before the
+    /// copy was appended. Fails with [`StoreError::MoveUnconfirmed`] (writing nothing) when
+    /// the writer has refused a batch since: that batch may have held the copy, and a remove
+    /// committed after it would lose the message. When the count is unchanged the remove goes
+    /// into the log after the copy, and a refusal still to come refuses both (it refuses
+    /// everything pending), so the remove never commits without the copy.
+    pub fn remove_moved(
+        &self,
+        queue: QueueId,
+        message: Position,
+        refusals: u64,
+    ) -> Result<Commit, StoreError> {
+        self.remove_unless_refused(queue, message, Some(refusals))
+    }
+
+    /// A remove record, refused when `refusals` is given and the writer's count differs.
+    fn remove_unless_refused(
+        &self,
+        queue: QueueId,
+        message: Position,
+        refusals: Option<u64>,
+    ) -> Result<Commit, StoreError> {
         let record = Record::Remove {
             queue,
             segment: message.segment,
@@ -409,7 +442,9 @@ impl Store {
             queue,
             &record,
             |state| {
-                if state.ledger.is_live(queue, message.segment, message.offset) {
+                if refusals.is_some_and(|before| before != state.refusals) {
+                    Err(StoreError::MoveUnconfirmed)
+                } else if state.ledger.is_live(queue, message.segment, message.offset) {
                     Ok(())
                 } else {
                     Err(StoreError::NoMessage {

@@ -1295,3 +1295,84 @@ async fn a_batch_the_disk_cannot_hold_is_cut_off_and_refused_while_removes_go_on
     assert_eq!(store.read(again).unwrap().body.as_ref(), b"again");
     store.close().await.unwrap();
 }
+
+/// Dead-lettering appends the copy to its new queue, then (without waiting for it) the remove
+/// of the original. A refused copy must not be followed by a committed remove: the message
+/// would be in neither queue after a restart.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_dead_letter_is_never_removed_from_its_queue_when_its_copy_is_refused() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 64 * 1024);
+    let source = queue(&store, "source");
+    let target = queue(&store, "target");
+    let mut originals = Vec::new();
+    for body in [&b"refused copy"[..], b"refused together", b"moved"] {
+        let (position, commit) = store.enqueue(source, msg(b"p", body)).unwrap();
+        commit.await.unwrap();
+        originals.push(position);
+    }
+
+    // 1. The batch holding the copy is refused (its write fails, and again once the reserve
+    // is given back) before the remove is asked for: the remove is withheld.
+    let refusals = store.refusals();
+    store.shared.fail_writes.store(2, Ordering::Relaxed);
+    let (moved_tx, moved_rx) = tokio::sync::oneshot::channel();
+    store
+        .enqueue_moved_signal(target, msg(b"p", b"refused copy"), moved_tx)
+        .unwrap();
+    assert!(moved_rx.await.is_err(), "the copy's batch is refused");
+    assert_eq!(store.refusals(), refusals + 1);
+    assert!(matches!(
+        store.remove_moved(source, originals[0], refusals),
+        Err(StoreError::MoveUnconfirmed)
+    ));
+    // The reserve is spent now: in 2, one failed write refuses its batch.
+    assert!(
+        store.shared.lock().low_space,
+        "the refusal left the store low on space"
+    );
+
+    // 2. The remove is appended before the refusal, in the same batch as the copy: the
+    // refusal takes both.
+    let refusals = store.refusals();
+    store.shared.fail_writes.store(1, Ordering::Relaxed);
+    let gate = store.shared.gate.lock().unwrap();
+    let (moved_tx, moved_rx) = tokio::sync::oneshot::channel();
+    store
+        .enqueue_moved_signal(target, msg(b"p", b"refused together"), moved_tx)
+        .unwrap();
+    let remove = store.remove_moved(source, originals[1], refusals).unwrap();
+    drop(gate);
+    assert!(moved_rx.await.is_err());
+    assert!(matches!(remove.await, Err(StoreError::WriteRefused(_))));
+
+    // 3. No refusal in between: the copy and the remove both commit.
+    let refusals = store.refusals();
+    let (moved_tx, moved_rx) = tokio::sync::oneshot::channel();
+    store
+        .enqueue_moved_signal(target, msg(b"p", b"moved"), moved_tx)
+        .unwrap();
+    store
+        .remove_moved(source, originals[2], refusals)
+        .unwrap()
+        .await
+        .unwrap();
+    moved_rx.await.unwrap();
+    store.close().await.unwrap();
+
+    let (store, recovered) = open_small(&dir.0, 64 * 1024);
+    assert_eq!(
+        bodies(&store, &recovered, source),
+        vec![
+            Bytes::from_static(b"refused copy"),
+            Bytes::from_static(b"refused together")
+        ],
+        "the letters whose copies were refused stay where they were"
+    );
+    assert_eq!(
+        bodies(&store, &recovered, target),
+        vec![Bytes::from_static(b"moved")]
+    );
+    store.close().await.unwrap();
+}

@@ -1,7 +1,10 @@
 //! Dead-lettering: what a queue drops (rejected, expired, over its length) republished to its
 //! dead-letter exchange with an `x-death` entry, unless that would loop.
 
+use tokio::sync::oneshot::error::TryRecvError;
+
 use super::*;
+use crate::persistence::Durability;
 
 /// RabbitMQ's dead-letter cycle test: the message's `x-death` entries, newest first, up to
 /// and including the first one for `target`, contain no rejection. (No entry for `target`: no
@@ -173,6 +176,11 @@ impl VHost {
             let targets = self
                 .route(&dlx, &routing_key, message.properties.headers().as_ref())
                 .queues;
+            // Read before any copy is appended: a write the store refuses after this may hold
+            // a copy, and then the letter's remove is withheld (see `Persistence::remove_moved`).
+            let refusals = self.store.refusals();
+            let mut copies_stored = false;
+            let mut copy_refused = false;
             for target in targets {
                 // A message going round a cycle without a rejection in it is dropped, as
                 // RabbitMQ does.
@@ -184,14 +192,35 @@ impl VHost {
                     (outcome, target.is_persisted() && message.is_persistent())
                 {
                     // No publisher waits for a dead letter's durability; its removal from
-                    // `queue`, appended after this, commits after it.
-                    let _ = self
-                        .store
-                        .enqueue_dead_letter(&self.name, &target.name, seq, &message);
+                    // `queue`, appended after this, commits after it or not at all.
+                    let durability =
+                        self.store
+                            .enqueue_dead_letter(&self.name, &target.name, seq, &message);
+                    if let Durability::Pending(mut committed) = durability {
+                        // A copy the store refused at once (its completion is gone already):
+                        // not stored, so neither paged out nor followed by the remove.
+                        if let Err(TryRecvError::Closed) = committed.try_recv() {
+                            copy_refused = true;
+                            continue;
+                        }
+                    }
+                    copies_stored = true;
                     target.page_out(seq);
                 }
             }
-            letter.leave(queue);
+            if copy_refused {
+                // The letter stays in `queue`'s log (it comes back after a restart, a
+                // duplicate where other copies were stored): dropping it would lose it.
+                tracing::warn!(
+                    vhost = %self.name,
+                    queue = %queue.name,
+                    "dead-lettered copy refused by the store: the message stays in its queue's log"
+                );
+            } else if copies_stored {
+                letter.leave_moved(queue, refusals);
+            } else {
+                letter.leave(queue);
+            }
         }
     }
 }

@@ -104,6 +104,11 @@ pub(crate) struct AppendState {
     /// [`refuse_pending`](Self::refuse_pending)): a record before it that is not written was
     /// refused and never will be, so readers stop waiting for it.
     pub(crate) refused_upto: LogPoint,
+    /// How many times the writer has refused a batch (see
+    /// [`refuse_pending`](Self::refuse_pending)). A remove that must follow a moved copy reads
+    /// it before the copy is appended and is appended only if it has not changed (see
+    /// `Store::remove_moved`).
+    pub(crate) refusals: u64,
 }
 
 impl AppendState {
@@ -128,6 +133,7 @@ impl AppendState {
             written: (segment, offset),
             committed: (segment, offset),
             refused_upto: (0, 0),
+            refusals: 0,
         }
     }
 
@@ -204,6 +210,7 @@ impl AppendState {
     pub(crate) fn refuse_pending(&mut self, segment_size: u32) -> Vec<Waiter> {
         self.chunks.clear();
         self.refused_upto = self.append_point();
+        self.refusals += 1;
         // No record fits past the segment size: the next append rolls to a new segment.
         self.offset = self.offset.max(segment_size);
         std::mem::take(&mut self.waiters)
