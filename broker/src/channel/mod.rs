@@ -250,6 +250,10 @@ impl ChannelShared {
 
     /// Removes the deliveries an ack/nack/reject names: `tag` alone, or every tag up to it
     /// with `multiple` (tag 0 with `multiple` means all). `None` if `tag` is unknown.
+    ///
+    /// The deliveries' prefetch credit stays taken: the caller gives it back
+    /// ([`release_credit`](Self::release_credit), or around a requeue as
+    /// [`release_consumer_credit`](Self::release_consumer_credit) says).
     pub(crate) fn take_unacked(&self, tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
         let mut d = self.delivery();
         let taken = if multiple && tag == 0 {
@@ -265,8 +269,6 @@ impl ChannelShared {
         } else {
             vec![d.unacked.remove(&tag)?]
         };
-        drop(d);
-        self.release_credit(&taken);
         Some(taken)
     }
 
@@ -275,19 +277,31 @@ impl ChannelShared {
         self.delivery().unacked.contains_key(&tag)
     }
 
-    /// Removes every unacked delivery (recover, close).
+    /// Removes every unacked delivery (recover, close); their credit stays taken, as with
+    /// [`take_unacked`](Self::take_unacked).
     pub(crate) fn take_all_unacked(&self, close: bool) -> Vec<Unacked> {
         let mut d = self.delivery();
         if close {
             d.closed = true;
         }
-        let taken: Vec<Unacked> = std::mem::take(&mut d.unacked).into_values().collect();
-        drop(d);
-        self.release_credit(&taken);
-        taken
+        std::mem::take(&mut d.unacked).into_values().collect()
     }
 
-    fn release_credit(&self, taken: &[Unacked]) {
+    /// Gives back the prefetch credit (consumer and channel-global) of settled deliveries.
+    pub(crate) fn release_credit(&self, taken: &[Unacked]) {
+        self.release_global(Self::release_consumer_credit(taken));
+    }
+
+    /// Gives back the per-consumer prefetch credit of settled deliveries `taken`; returns the
+    /// channel-global units they hold, for [`ConsumerChannel::release_global`].
+    ///
+    /// A requeue gives the two back on either side of returning the messages, as RabbitMQ
+    /// 3.10 does (measured by the differential tester): its queue frees the consumer's own
+    /// prefetch before it redelivers (`subtract_acks`, then `requeue_and_run`), so a consumer
+    /// with `basic.qos` per consumer may get its requeued message straight back; the channel's
+    /// limiter resumes a channel blocked by its global prefetch only after the queue took the
+    /// requeue, so the message goes to a consumer that had credit already.
+    pub(crate) fn release_consumer_credit(taken: &[Unacked]) -> u32 {
         let mut global = 0;
         for u in taken {
             if let Some(c) = &u.consumer {
@@ -295,7 +309,7 @@ impl ChannelShared {
                 global += 1;
             }
         }
-        self.release_global(global);
+        global
     }
 }
 
@@ -323,6 +337,11 @@ impl ConsumerChannel for ChannelShared {
                 (n < limit).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    fn has_global_credit(&self) -> bool {
+        let limit = self.global_prefetch.load(Ordering::Acquire);
+        limit == 0 || self.global_in_flight.load(Ordering::Acquire) < limit
     }
 
     fn release_global(&self, n: u32) {

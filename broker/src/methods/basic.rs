@@ -1,6 +1,6 @@
 //! The `basic` class except publishing: qos, consume, cancel, get, ack, nack/reject, recover.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
@@ -11,7 +11,7 @@ use super::Session;
 use crate::channel::{ChannelConsumer, ChannelShared, TxOp, Unacked};
 use crate::error::AmqpError;
 use crate::field_value::as_i64;
-use crate::queue::{Consumer, DeadLetter, Queue, QueueType};
+use crate::queue::{Consumer, ConsumerChannel, DeadLetter, Queue, QueueType};
 use crate::vhost::REPLY_TO;
 
 impl Session {
@@ -143,6 +143,7 @@ impl Session {
             prefetch,
             priority,
             in_flight: AtomicU32::new(0),
+            blocked: AtomicBool::new(false),
         });
         queue
             .add_consumer(&self.vhost.name, consumer)
@@ -285,6 +286,7 @@ impl Session {
             stored |= u.queue.is_persisted() && u.message.message.is_persistent();
             u.queue.forget(&u.message);
         }
+        shared.release_credit(&taken);
         self.vhost.stats.acked(taken.len() as u64);
         self.after_settle(&shared, taken.iter().map(|u| u.queue.clone()).collect());
         Ok(stored)
@@ -316,11 +318,13 @@ impl Session {
         let (shared, taken) = self.take_settled(ch, tag, multiple)?;
         let queues: Vec<Arc<Queue>> = taken.iter().map(|u| u.queue.clone()).collect();
         let stored = !requeue && taken.iter().any(|u| u.message.message.is_persistent());
+        let global = ChannelShared::release_consumer_credit(&taken);
         if requeue {
             self.requeue(taken);
         } else {
             self.dead_letter_all(taken);
         }
+        shared.release_global(global);
         self.after_settle(&shared, queues);
         Ok(stored)
     }
@@ -369,6 +373,7 @@ impl Session {
         }
         let shared = self.shared(ch)?;
         let taken = shared.take_all_unacked(false);
+        let global = ChannelShared::release_consumer_credit(&taken);
         // recover-ok goes first: clients (lapin) drop prefetched deliveries when it arrives,
         // so the redeliveries must follow it.
         if reply {
@@ -378,6 +383,7 @@ impl Session {
             );
         }
         self.requeue(taken);
+        shared.release_global(global);
         self.poke_consumed_queues(&shared);
         Ok(())
     }

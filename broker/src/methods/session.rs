@@ -14,7 +14,7 @@ use crate::broker_state::BrokerShared;
 use crate::channel::{Channel, ChannelConsumer, ChannelShared};
 use crate::connection_registry::ConnEvent;
 use crate::outbox::{Outbound, Outbox};
-use crate::queue::Queue;
+use crate::queue::{ConsumerChannel, Queue};
 use crate::vhost::VHost;
 
 /// One connection's state as the method handlers see it.
@@ -130,11 +130,13 @@ impl Session {
         *shared.reply_to() = None;
         let consumers: Vec<_> = shared.consumers().drain().collect();
         let unacked = shared.take_all_unacked(true);
+        let global = ChannelShared::release_consumer_credit(&unacked);
         let handed_over: Vec<_> = consumers
             .into_iter()
             .filter_map(|(tag, c)| self.detach_consumer(&tag, c, &shared))
             .collect();
         self.requeue(unacked);
+        shared.release_global(global);
         // A single active consumer's successor is served once the messages are back.
         for queue in handed_over {
             self.vhost.dispatch(&queue);

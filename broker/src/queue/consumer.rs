@@ -23,6 +23,8 @@ pub(crate) trait ConsumerChannel: Send + Sync + std::fmt::Debug {
     fn can_deliver(&self) -> bool;
     /// Takes one unit of channel-global prefetch credit if available.
     fn try_reserve_global(&self) -> bool;
+    /// Whether a unit of channel-global prefetch credit is free (without taking it).
+    fn has_global_credit(&self) -> bool;
     /// Gives back `n` units of channel-global credit.
     fn release_global(&self, n: u32);
     /// Delivers `qm` from `queue` to `consumer` (called under the queue lock). Gives the
@@ -58,6 +60,10 @@ pub(crate) struct Consumer {
     /// Deliveries not yet acked. Incremented under the queue lock on delivery, decremented by
     /// the channel on ack/nack/reject/requeue.
     pub(crate) in_flight: AtomicU32,
+    /// The round robin found it without credit: it is out of the rotation until it has credit
+    /// again, then goes to the back (see [`Queue::next_consumer`]). Written only under its
+    /// queue's lock, counted in `QueueState::blocked_consumers`.
+    pub(crate) blocked: AtomicBool,
 }
 
 impl Consumer {
@@ -87,6 +93,14 @@ impl Consumer {
             return false;
         }
         true
+    }
+
+    /// Whether [`Consumer::try_reserve`] would succeed now (without taking credit).
+    fn has_credit(&self) -> bool {
+        self.channel.can_deliver()
+            && (self.no_ack
+                || ((self.prefetch == 0 || self.in_flight.load(Ordering::Acquire) < self.prefetch)
+                    && self.channel.has_global_credit()))
     }
 
     /// Gives back one unit of credit taken by [`Consumer::try_reserve`].
@@ -163,40 +177,76 @@ impl Queue {
 
     /// Picks the next consumer with credit: the highest priority first, round-robin within it;
     /// for a single-active-consumer queue, the active one (the front) or none.
+    ///
+    /// The round robin is RabbitMQ's (`rabbit_queue_consumers`): the consumer served goes to
+    /// the back; one found without credit (its prefetch, its channel's global prefetch or its
+    /// channel's flow) leaves the rotation, and re-enters it at the back once it has credit
+    /// again, behind those served meanwhile. (Moving every consumer tried to the back instead
+    /// hands a requeued message to a consumer that was blocked a moment ago, ahead of one
+    /// that was not: measured against RabbitMQ 3.10 by the differential tester.)
     pub(super) fn next_consumer(&self, st: &mut QueueState) -> Option<Arc<Consumer>> {
         if self.config.single_active_consumer {
             return st.consumers.front().filter(|c| c.try_reserve()).cloned();
         }
-        let n = st.consumers.len();
+        if st.blocked_consumers > 0 {
+            Self::unblock(st);
+        }
         let top = st.consumers.iter().map(|c| c.priority).max()?;
-        let mut fallback_levels = false;
-        for _ in 0..n {
-            let c = st.consumers.pop_front()?;
-            st.consumers.push_back(c.clone());
+        let mut lower_levels = false;
+        let mut chosen = None;
+        for (index, c) in st.consumers.iter().enumerate() {
             if c.priority != top {
-                fallback_levels = true;
-                continue;
-            }
-            if c.try_reserve() {
-                return Some(c);
+                lower_levels = true;
+            } else if !c.blocked.load(Ordering::Relaxed) {
+                if c.try_reserve() {
+                    chosen = Some(index);
+                    break;
+                }
+                c.blocked.store(true, Ordering::Relaxed);
+                st.blocked_consumers += 1;
             }
         }
-        if fallback_levels {
-            // Top-priority consumers are all blocked: lower priorities may take it.
-            let mut by_priority: Vec<Arc<Consumer>> = st.consumers.iter().cloned().collect();
-            by_priority.sort_by_key(|c| std::cmp::Reverse(c.priority));
-            for c in by_priority {
-                if c.priority != top && c.try_reserve() {
-                    if let Some(pos) = st.consumers.iter().position(|x| Arc::ptr_eq(x, &c)) {
-                        if let Some(moved) = st.consumers.remove(pos) {
-                            st.consumers.push_back(moved);
-                        }
+        if chosen.is_none() && lower_levels {
+            // Top-priority consumers are all blocked: lower priorities may take it, the
+            // highest first, each level in rotation order.
+            let mut levels: Vec<i64> = st.consumers.iter().map(|c| c.priority).collect();
+            levels.sort_unstable_by_key(|&p| std::cmp::Reverse(p));
+            levels.dedup();
+            'levels: for level in levels.into_iter().filter(|&p| p != top) {
+                for (index, c) in st.consumers.iter().enumerate() {
+                    if c.priority != level || c.blocked.load(Ordering::Relaxed) {
+                        continue;
                     }
-                    return Some(c);
+                    if c.try_reserve() {
+                        chosen = Some(index);
+                        break 'levels;
+                    }
+                    c.blocked.store(true, Ordering::Relaxed);
+                    st.blocked_consumers += 1;
                 }
             }
         }
-        None
+        let served = st.consumers.remove(chosen?)?;
+        st.consumers.push_back(served.clone());
+        Some(served)
+    }
+
+    /// Puts every blocked consumer that has credit again back into the rotation, at the back,
+    /// in rotation order.
+    fn unblock(st: &mut QueueState) {
+        let mut index = 0;
+        for _ in 0..st.consumers.len() {
+            let c = &st.consumers[index];
+            if c.blocked.load(Ordering::Relaxed) && c.has_credit() {
+                c.blocked.store(false, Ordering::Relaxed);
+                st.blocked_consumers -= 1;
+                if let Some(c) = st.consumers.remove(index) {
+                    st.consumers.push_back(c);
+                }
+            } else {
+                index += 1;
+            }
+        }
     }
 
     /// Adds a consumer without dispatching to it yet (the caller sends `consume-ok` first,
@@ -254,7 +304,11 @@ impl Queue {
     /// Removes the consumer at `index`. For a single-active-consumer queue whose active
     /// consumer that was, moves its successor to the front and returns true.
     pub(super) fn remove_at(&self, st: &mut QueueState, index: usize) -> bool {
-        st.consumers.remove(index);
+        if let Some(c) = st.consumers.remove(index) {
+            if c.blocked.load(Ordering::Relaxed) {
+                st.blocked_consumers -= 1;
+            }
+        }
         if !self.config.single_active_consumer || index != 0 || st.consumers.is_empty() {
             return false;
         }

@@ -49,7 +49,7 @@ pub(crate) use queue_type::QueueType;
 use ready::{QueueState, ReadyMessage};
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -140,6 +140,7 @@ impl Queue {
                 ready_count: 0,
                 ready_bytes: 0,
                 consumers: VecDeque::new(),
+                blocked_consumers: 0,
                 next_seq: 0,
                 delivered: 0,
                 deleted: false,
@@ -464,6 +465,7 @@ impl Queue {
         // The store forgets a deleted queue's messages as a whole (`VHost::delete_queue_now`).
         let n = st.take_all(&self.memory).len() as u32;
         let consumers = st.consumers.drain(..).collect();
+        st.blocked_consumers = 0;
         drop(st);
         self.wake.notify_one();
         (n, consumers)

@@ -29,6 +29,9 @@ pub(super) struct QueueState {
     pub(super) ready_bytes: usize,
     /// Consumers in round-robin order: the next candidate is at the front.
     pub(super) consumers: VecDeque<Arc<Consumer>>,
+    /// How many of `consumers` are out of the rotation for lack of credit
+    /// ([`Consumer::blocked`]); zero spares the round robin a pass over them.
+    pub(super) blocked_consumers: usize,
     /// The next message's sequence number; also the number of messages enqueued so far
     /// (published or restored), which the management API reads as the queue's publish count.
     pub(super) next_seq: u64,
