@@ -104,16 +104,12 @@ async fn amqplain_authenticates() {
     let mut conn = RawConn::started(&broker).await;
     // AMQPLAIN response: a field table without its length prefix:
     // 5 "LOGIN" 'S' u32 5 "guest", 8 "PASSWORD" 'S' u32 5 "guest".
-    let mut response = Vec::new();
-    for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
-        response.push(k.len() as u8);
-        response.extend_from_slice(k.as_bytes());
-        response.push(b'S');
-        response.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        response.extend_from_slice(v.as_bytes());
-    }
-    conn.send(&start_ok(FieldTable::default(), "AMQPLAIN", &response))
-        .await;
+    conn.send(&start_ok(
+        FieldTable::default(),
+        "AMQPLAIN",
+        &amqplain("guest", "guest"),
+    ))
+    .await;
     match conn.expect_method().await {
         (0, AMQPClass::Connection(connection::AMQPMethod::Tune(_))) => {}
         other => panic!("expected connection.tune after AMQPLAIN, got {other:?}"),

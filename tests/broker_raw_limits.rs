@@ -150,12 +150,7 @@ async fn deep_client_properties_before_login_do_not_take_the_broker_down() {
 async fn a_deep_amqplain_response_is_a_failed_login() {
     let (broker, bystander) = broker_with_bystander().await;
     // LOGIN and PASSWORD right, then an entry nested 500 deep.
-    let mut response = Vec::new();
-    for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
-        response.extend(short(k));
-        response.push(b'S');
-        response.extend(long(v.as_bytes()));
-    }
+    let mut response = amqplain("guest", "guest");
     response.extend(short("n"));
     response.push(b'F');
     response.extend(deep_table(500));

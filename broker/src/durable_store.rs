@@ -313,22 +313,21 @@ mod tests {
     use amq_protocol::types::AMQPValue;
 
     use super::*;
+    use crate::field_value::table;
 
     #[test]
     fn queue_arguments_parse_back_to_the_same_config() {
-        let mut declared = FieldTable::default();
-        declared.insert("x-message-ttl".into(), AMQPValue::LongInt(5000));
-        declared.insert("x-max-length".into(), AMQPValue::ShortInt(10));
-        declared.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(9));
-        declared.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-        declared.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("dlx".into()),
-        );
-        declared.insert("x-queue-mode".into(), AMQPValue::LongString("lazy".into()));
+        let declared = table(&[
+            ("x-message-ttl", AMQPValue::LongInt(5000)),
+            ("x-max-length", AMQPValue::ShortInt(10)),
+            ("x-max-priority", AMQPValue::ShortShortUInt(9)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+            (
+                "x-dead-letter-exchange",
+                AMQPValue::LongString("dlx".into()),
+            ),
+            ("x-queue-mode", AMQPValue::LongString("lazy".into())),
+        ]);
         let config = QueueConfig::from_arguments(&declared).unwrap();
         let stored = decode_table(&encode_table(&config.to_arguments()));
         assert_eq!(QueueConfig::from_arguments(&stored).unwrap(), config);
@@ -336,8 +335,7 @@ mod tests {
 
     #[test]
     fn properties_and_tables_round_trip() {
-        let mut headers = FieldTable::default();
-        headers.insert("x-retry".into(), AMQPValue::LongInt(3));
+        let headers = table(&[("x-retry", AMQPValue::LongInt(3))]);
         let properties = AMQPProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/msgpack".into())

@@ -31,3 +31,13 @@ pub(crate) fn as_string(v: &AMQPValue) -> Option<String> {
 pub(crate) fn string_field(table: &FieldTable, key: &str) -> Option<String> {
     table.inner().get(key).and_then(as_string)
 }
+
+/// A field table of `entries` (unit tests build declare arguments and headers with it).
+#[cfg(test)]
+pub(crate) fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert((*key).into(), value.clone());
+    }
+    table
+}

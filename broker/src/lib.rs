@@ -157,6 +157,7 @@ pub use access::{PermissionInfo, UserInfo};
 pub use admin::Admin;
 pub use broker_handle::BrokerHandle;
 pub use error::{AdminError, Error, ReplyCode};
+pub use management::percent_encode;
 pub use memory::parse_bytes;
 pub use server::{Broker, BrokerBuilder};
 pub use sockets::raise_fd_limit;

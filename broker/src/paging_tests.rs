@@ -13,6 +13,7 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, Event};
 
+use crate::field_value::table;
 use crate::memory::INDEX_ENTRY_COST;
 use crate::{Broker, BrokerHandle};
 
@@ -166,6 +167,16 @@ async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<Delivery> {
     got
 }
 
+/// The numbers of every message of `queue`, taken with [`get_all`], in order (each one's
+/// content checked by [`index_of`]).
+async fn indexes(ch: &lapin::Channel, queue: &str) -> Vec<u32> {
+    get_all(ch, queue)
+        .await
+        .iter()
+        .map(|d| index_of(&d.data))
+        .collect()
+}
+
 /// The first connection event `pick` takes (`Some`), or `Err` after 10 seconds.
 async fn next_event<T>(
     events: &mut (impl Stream<Item = Event> + Unpin),
@@ -221,16 +232,14 @@ async fn paged_messages_are_delivered_in_order_and_requeued_in_place() {
 async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
     let dir = DataDir::new();
     let (handle, conn, ch) = paging_session(&dir).await;
-    let mut ttl = FieldTable::default();
-    ttl.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
-    ttl.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    ttl.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString("dead".into()),
-    );
+    let ttl = table(&[
+        ("x-message-ttl", AMQPValue::LongInt(300)),
+        ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+        (
+            "x-dead-letter-routing-key",
+            AMQPValue::LongString("dead".into()),
+        ),
+    ]);
     declare(&ch, "dead", FieldTable::default()).await;
     declare(&ch, "expiring", ttl).await;
     declare(&ch, "purged", FieldTable::default()).await;
@@ -257,12 +266,7 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
             break;
         }
     }
-    let dead: Vec<u32> = get_all(&ch, "dead")
-        .await
-        .iter()
-        .map(|d| index_of(&d.data))
-        .collect();
-    assert_eq!(dead, (0..300).collect::<Vec<_>>());
+    assert_eq!(indexes(&ch, "dead").await, (0..300).collect::<Vec<_>>());
 
     assert_eq!(
         ch.queue_purge("purged".into(), QueuePurgeOptions::default())
@@ -300,18 +304,13 @@ async fn paged_messages_expire_dead_letter_purge_and_survive_a_restart() {
 async fn paged_messages_of_a_priority_queue_come_back_by_priority_then_order() {
     let dir = DataDir::new();
     let (handle, conn, ch) = paging_session(&dir).await;
-    let mut args = FieldTable::default();
-    args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(3));
+    let args = table(&[("x-max-priority", AMQPValue::ShortShortUInt(3))]);
     declare(&ch, "prio", args).await;
     publish_with(&ch, "prio", 0..600, |i| {
         BasicProperties::default().with_priority((i % 4) as u8)
     })
     .await;
-    let got: Vec<u32> = get_all(&ch, "prio")
-        .await
-        .iter()
-        .map(|d| index_of(&d.data))
-        .collect();
+    let got = indexes(&ch, "prio").await;
     let expected: Vec<u32> = (0..4u32)
         .rev()
         .flat_map(|p| (0..600).filter(move |i| i % 4 == p))

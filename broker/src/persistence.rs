@@ -202,10 +202,11 @@ mod tests {
     use std::time::Duration;
 
     use lapin::options::*;
-    use lapin::types::FieldTable;
+    use lapin::types::{AMQPValue, FieldTable};
     use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 
     use super::*;
+    use crate::field_value::table;
 
     /// A store that makes every record wait until the test releases it.
     #[derive(Debug, Default)]
@@ -354,17 +355,15 @@ mod tests {
             ("src.maxlen", Some(("x-max-length", 1))),
         ];
         for (name, limit) in sources {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                lapin::types::AMQPValue::LongString("".into()),
-            );
-            args.insert(
-                "x-dead-letter-routing-key".into(),
-                lapin::types::AMQPValue::LongString("dead".into()),
-            );
+            let mut args = table(&[
+                ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+                (
+                    "x-dead-letter-routing-key",
+                    AMQPValue::LongString("dead".into()),
+                ),
+            ]);
             if let Some((key, value)) = limit {
-                args.insert(key.into(), lapin::types::AMQPValue::LongInt(value));
+                args.insert(key.into(), AMQPValue::LongInt(value));
             }
             ch.queue_declare(name.into(), DURABLE, args).await.unwrap();
         }

@@ -125,6 +125,21 @@ pub fn start_ok(client_properties: FieldTable, mechanism: &str, response: &[u8])
     )
 }
 
+/// An AMQPLAIN response as pika sends it: the field-table entries `LOGIN` S `login` and
+/// `PASSWORD` S `password`, without the table's size (byte layout: a short-string key, `S`,
+/// a u32 BE length, the value; for each entry).
+pub fn amqplain(login: &str, password: &str) -> Vec<u8> {
+    let mut response = Vec::new();
+    for (key, value) in [("LOGIN", login), ("PASSWORD", password)] {
+        response.push(key.len() as u8);
+        response.extend_from_slice(key.as_bytes());
+        response.push(b'S');
+        response.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        response.extend_from_slice(value.as_bytes());
+    }
+    response
+}
+
 /// Client properties announcing the `authentication_failure_close` capability: a broker
 /// answers a refused login from such a client with connection.close 403 (and its reason)
 /// instead of just closing the socket.

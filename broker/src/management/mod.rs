@@ -116,8 +116,15 @@ pub(crate) async fn start(
     Ok((local, task))
 }
 
-/// Percent-encodes one URL path segment (everything but RFC 3986's unreserved characters).
-pub(crate) fn percent_encode(s: &str) -> String {
+/// Percent-encodes one URL path segment (everything but RFC 3986's unreserved characters), as
+/// the management API's paths take vhost, queue and user names: `percent_encode("/")` is `%2F`.
+/// Shared with `lepusctl` and the tests that call the API.
+///
+/// ```
+/// assert_eq!(lepus_broker::percent_encode("/"), "%2F");
+/// assert_eq!(lepus_broker::percent_encode("a b.c_d-e~%"), "a%20b.c_d-e~%25");
+/// ```
+pub fn percent_encode(s: &str) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

@@ -352,25 +352,30 @@ fn declare_ok(name: &str, message_count: u32, consumer_count: u32) -> AMQPClass 
 
 /// The first argument whose value differs between two declarations, in RabbitMQ's names.
 pub(crate) fn config_difference(a: &QueueConfig, b: &QueueConfig) -> Option<&'static str> {
-    if a.message_ttl != b.message_ttl {
-        Some("x-message-ttl")
-    } else if a.expires != b.expires {
-        Some("x-expires")
-    } else if a.max_length != b.max_length {
-        Some("x-max-length")
-    } else if a.max_length_bytes != b.max_length_bytes {
-        Some("x-max-length-bytes")
-    } else if a.overflow != b.overflow || a.overflow_declared != b.overflow_declared {
-        Some("x-overflow")
-    } else if a.dead_letter_exchange != b.dead_letter_exchange {
-        Some("x-dead-letter-exchange")
-    } else if a.dead_letter_routing_key != b.dead_letter_routing_key {
-        Some("x-dead-letter-routing-key")
-    } else if a.max_priority != b.max_priority {
-        Some("x-max-priority")
-    } else if a.queue_mode != b.queue_mode {
-        Some("x-queue-mode")
-    } else {
-        None
-    }
+    // In RabbitMQ's order of comparison: the first that differs is named.
+    [
+        ("x-message-ttl", a.message_ttl != b.message_ttl),
+        ("x-expires", a.expires != b.expires),
+        ("x-max-length", a.max_length != b.max_length),
+        (
+            "x-max-length-bytes",
+            a.max_length_bytes != b.max_length_bytes,
+        ),
+        (
+            "x-overflow",
+            a.overflow != b.overflow || a.overflow_declared != b.overflow_declared,
+        ),
+        (
+            "x-dead-letter-exchange",
+            a.dead_letter_exchange != b.dead_letter_exchange,
+        ),
+        (
+            "x-dead-letter-routing-key",
+            a.dead_letter_routing_key != b.dead_letter_routing_key,
+        ),
+        ("x-max-priority", a.max_priority != b.max_priority),
+        ("x-queue-mode", a.queue_mode != b.queue_mode),
+    ]
+    .into_iter()
+    .find_map(|(argument, differs)| differs.then_some(argument))
 }

@@ -247,14 +247,7 @@ pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in entries {
-            t.insert((*k).into(), v.clone());
-        }
-        t
-    }
+    use crate::field_value::table;
 
     fn s(v: &str) -> AMQPValue {
         AMQPValue::LongString(v.into())

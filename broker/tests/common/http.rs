@@ -4,6 +4,9 @@
 use base64::Engine;
 use serde_json::Value;
 
+/// Percent-encodes one path segment (the broker's own encoder).
+pub(crate) use lepus_broker::percent_encode as seg;
+
 /// A management API at `base` (`http://127.0.0.1:15672`), as one user.
 #[derive(Clone)]
 pub(crate) struct Api {
@@ -172,19 +175,6 @@ impl Api {
         )
         .await;
     }
-}
-
-/// Percent-encodes one path segment.
-pub(crate) fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The RabbitMQ management API to compare with, from `LEPUS_TEST_RABBITMQ_API`

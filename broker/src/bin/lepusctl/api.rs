@@ -64,19 +64,6 @@ pub(crate) fn without_password(url: &str) -> String {
     }
 }
 
-/// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
-pub(crate) fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Api {
     pub(crate) fn new(cli: &Cli) -> Self {
         use base64::Engine;

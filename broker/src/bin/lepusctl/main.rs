@@ -10,13 +10,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+// The broker's own encoder of the management API's path segments.
+use lepus_broker::percent_encode as seg;
 use serde_json::{json, Value};
 
 mod api;
 mod cli;
 mod table;
 
-use api::{seg, Api, CtlError};
+use api::{Api, CtlError};
 use cli::{Cli, Command};
 use table::{cell, columns, field, table};
 
