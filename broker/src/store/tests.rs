@@ -1376,3 +1376,51 @@ async fn a_dead_letter_is_never_removed_from_its_queue_when_its_copy_is_refused(
     );
     store.close().await.unwrap();
 }
+
+/// A batch that fills the current segment and crosses into a new one, and fails there (out
+/// of descriptors opening the new segment): the part it wrote in the segment before is cut
+/// off too, so none of its refused records comes back on reopen.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test]
+async fn a_refused_batch_that_crossed_segments_leaves_nothing_behind() {
+    let dir = TestDir::new();
+    let (store, _) = open_small(&dir.0, 4096);
+    let q = queue(&store, "q");
+    let (_, commit) = store.enqueue(q, msg(b"p", &[1; 1000])).unwrap();
+    commit.await.unwrap();
+    let segment = store.shared.lock().append_point().0;
+    let end = segment_len(&dir.0, segment);
+
+    // One batch: two records still fit the segment, the third needs the next one, which the
+    // writer cannot open.
+    store.shared.fail_opens.store(1, Ordering::Relaxed);
+    let gate = store.shared.gate.lock().unwrap();
+    let appended: Vec<(Position, Commit)> = (2..5u8)
+        .map(|i| store.enqueue(q, msg(b"p", &[i; 1000])).unwrap())
+        .collect();
+    assert_eq!(appended[1].0.segment, segment);
+    assert!(
+        appended[2].0.segment > segment,
+        "the batch crosses segments"
+    );
+    drop(gate);
+    for (_, commit) in appended {
+        assert!(matches!(commit.await, Err(StoreError::WriteRefused(_))));
+    }
+    assert_eq!(
+        segment_len(&dir.0, segment),
+        end,
+        "the part written in the first segment is cut off"
+    );
+    let (_, commit) = store.enqueue(q, msg(b"p", &[9; 1000])).unwrap();
+    commit.await.unwrap();
+    store.close().await.unwrap();
+
+    let (store, recovered) = open_small(&dir.0, 4096);
+    assert_eq!(
+        bodies(&store, &recovered, q),
+        vec![Bytes::from(vec![1; 1000]), Bytes::from(vec![9; 1000])],
+        "no refused record comes back"
+    );
+    store.close().await.unwrap();
+}

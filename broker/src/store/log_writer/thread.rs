@@ -168,15 +168,16 @@ impl Writer {
 
             let mut bytes = 0;
             let mut refused = None;
-            for chunk in &chunks {
+            for (index, chunk) in chunks.iter().enumerate() {
                 match self.write_chunk(chunk) {
                     Ok(()) => bytes += chunk.bytes.len() as u64,
                     Err(ChunkError::Unwritten(err)) => {
+                        self.cut_all(&chunks[..index])?;
                         refused = Some(err);
                         break;
                     }
                     Err(ChunkError::Torn(err)) => {
-                        self.cut(chunk)?;
+                        self.cut_all(&chunks[..=index])?;
                         refused = Some(err);
                         break;
                     }
@@ -285,6 +286,27 @@ impl Writer {
         for waiter in self.in_flight.drain(..).chain(pending) {
             waiter.finish(Err(StoreError::WriteRefused(cause.clone())));
         }
+    }
+
+    /// Takes back the chunks of a refused batch that reached their segments (`written`, in
+    /// log order; the last may be torn), newest first: a batch that crossed into a new segment
+    /// and failed there leaves nothing in the segment before either, so none of its refused
+    /// records comes back after a restart.
+    fn cut_all(&mut self, written: &[Chunk]) -> Result<(), StoreError> {
+        for chunk in written.iter().rev() {
+            if self.current.as_ref().map(|(n, _)| *n) != Some(chunk.segment) {
+                // The segment the batch left for the next one (it is complete on disk, see
+                // `write_chunk`): reopen it to cut it.
+                let path = segment_path(&self.shared.data_dir, chunk.segment);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                self.current = Some((chunk.segment, file));
+            }
+            self.cut(chunk)?;
+        }
+        Ok(())
     }
 
     /// Takes back whatever the failed write of `chunk` (the current segment's) left on disk:
