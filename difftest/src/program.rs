@@ -252,51 +252,42 @@ pub struct Props {
 impl Props {
     /// The properties as amq-protocol sends them.
     pub fn to_amqp(&self) -> AMQPProperties {
+        /// `p` with `set` applied to `v` when there is one (amq-protocol's setters take values,
+        /// not options).
+        fn with<T>(
+            p: AMQPProperties,
+            v: Option<T>,
+            set: fn(AMQPProperties, T) -> AMQPProperties,
+        ) -> AMQPProperties {
+            match v {
+                Some(v) => set(p, v),
+                None => p,
+            }
+        }
         let s = |v: &Option<String>| v.as_deref().map(ShortString::from);
-        let mut p = AMQPProperties::default();
-        if let Some(v) = s(&self.content_type) {
-            p = p.with_content_type(v);
-        }
-        if let Some(v) = s(&self.content_encoding) {
-            p = p.with_content_encoding(v);
-        }
-        if let Some(v) = &self.headers {
-            p = p.with_headers(v.clone());
-        }
-        if let Some(v) = self.delivery_mode {
-            p = p.with_delivery_mode(v);
-        }
-        if let Some(v) = self.priority {
-            p = p.with_priority(v);
-        }
-        if let Some(v) = s(&self.correlation_id) {
-            p = p.with_correlation_id(v);
-        }
-        if let Some(v) = s(&self.reply_to) {
-            p = p.with_reply_to(v);
-        }
-        if let Some(v) = s(&self.expiration) {
-            p = p.with_expiration(v);
-        }
-        if let Some(v) = s(&self.message_id) {
-            p = p.with_message_id(v);
-        }
-        if let Some(v) = self.timestamp {
-            p = p.with_timestamp(v);
-        }
-        if let Some(v) = s(&self.kind) {
-            p = p.with_type(v);
-        }
-        if let Some(v) = s(&self.user_id) {
-            p = p.with_user_id(v);
-        }
-        if let Some(v) = s(&self.app_id) {
-            p = p.with_app_id(v);
-        }
-        if let Some(v) = s(&self.cluster_id) {
-            p = p.with_cluster_id(v);
-        }
-        p
+        let p = AMQPProperties::default();
+        let p = with(p, s(&self.content_type), AMQPProperties::with_content_type);
+        let p = with(
+            p,
+            s(&self.content_encoding),
+            AMQPProperties::with_content_encoding,
+        );
+        let p = with(p, self.headers.clone(), AMQPProperties::with_headers);
+        let p = with(p, self.delivery_mode, AMQPProperties::with_delivery_mode);
+        let p = with(p, self.priority, AMQPProperties::with_priority);
+        let p = with(
+            p,
+            s(&self.correlation_id),
+            AMQPProperties::with_correlation_id,
+        );
+        let p = with(p, s(&self.reply_to), AMQPProperties::with_reply_to);
+        let p = with(p, s(&self.expiration), AMQPProperties::with_expiration);
+        let p = with(p, s(&self.message_id), AMQPProperties::with_message_id);
+        let p = with(p, self.timestamp, AMQPProperties::with_timestamp);
+        let p = with(p, s(&self.kind), AMQPProperties::with_type);
+        let p = with(p, s(&self.user_id), AMQPProperties::with_user_id);
+        let p = with(p, s(&self.app_id), AMQPProperties::with_app_id);
+        with(p, s(&self.cluster_id), AMQPProperties::with_cluster_id)
     }
 
     /// Reads properties back from amq-protocol's form.
@@ -1130,5 +1121,37 @@ impl std::str::FromStr for Program {
             program.ops.push(Op::parse(line)?);
         }
         Ok(program)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::types::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn every_property_survives_amq_protocols_form() {
+        let mut headers = FieldTable::default();
+        headers.insert("h".into(), AMQPValue::LongInt(7));
+        let s = |v: &str| Some(v.to_owned());
+        let all = Props {
+            content_type: s("ct"),
+            content_encoding: s("ce"),
+            headers: Some(headers),
+            delivery_mode: Some(2),
+            priority: Some(5),
+            correlation_id: s("cid"),
+            reply_to: s("rt"),
+            expiration: s("60000"),
+            message_id: s("mid"),
+            timestamp: Some(1_700_000_000),
+            kind: s("type"),
+            user_id: s("guest"),
+            app_id: s("app"),
+            cluster_id: s("cl"),
+        };
+        assert_eq!(Props::from_amqp(&all.to_amqp()), all);
+        assert_eq!(Props::default().to_amqp(), AMQPProperties::default());
     }
 }
