@@ -240,11 +240,7 @@ impl RawConn {
     /// Sends `connection.close` and waits (briefly) for `close-ok`.
     pub(crate) async fn close(mut self) {
         let mut out = Vec::new();
-        rf::method_frame(&mut out, 0, method::CONNECTION_CLOSE, |b| {
-            b.extend_from_slice(&200u16.to_be_bytes());
-            rf::shortstr(b, "bench done");
-            b.extend_from_slice(&[0, 0, 0, 0]);
-        });
+        rf::connection_close(&mut out);
         if self.stream.write_all(&out).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 loop {
@@ -386,9 +382,7 @@ pub(crate) async fn run_raw_producer(job: ProducerJob) -> Result<ProducerOutcome
             // How many we may publish now: backlog bound and confirm window.
             let mut allowed = (limit - seq).min(BATCH);
             if bound.max > 0 {
-                let queued = (Counters::get(&counters.published) * bound.copies)
-                    .saturating_sub(Counters::get(&counters.consumed));
-                let room = bound.max.saturating_sub(queued) / bound.copies.max(1);
+                let room = bound.max.saturating_sub(bound.queued(&counters)) / bound.copies.max(1);
                 allowed = allowed.min(room);
             }
             if confirms {
@@ -454,11 +448,7 @@ pub(crate) async fn run_raw_producer(job: ProducerJob) -> Result<ProducerOutcome
         )));
     }
     out.clear();
-    rf::method_frame(&mut out, 0, method::CONNECTION_CLOSE, |b| {
-        b.extend_from_slice(&200u16.to_be_bytes());
-        rf::shortstr(b, "bench done");
-        b.extend_from_slice(&[0, 0, 0, 0]);
-    });
+    rf::connection_close(&mut out);
     let _ = wr.write_all(&out).await;
     if tokio::time::timeout(Duration::from_secs(2), &mut reader)
         .await
