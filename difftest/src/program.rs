@@ -834,6 +834,18 @@ impl Items {
         Ok(items)
     }
 
+    /// Reads the items left on the line, lets `take` take the ones its operation has (`c` for
+    /// its errors), then fails on any item left over.
+    fn take<T>(
+        c: &mut Cursor<'_>,
+        take: impl FnOnce(&mut Items, &Cursor<'_>) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        let mut items = Items::parse(c)?;
+        let taken = take(&mut items, c)?;
+        items.finish(c)?;
+        Ok(taken)
+    }
+
     /// Takes flag `name`.
     fn flag(&mut self, name: &str) -> bool {
         self.flags.remove(name)
@@ -896,37 +908,32 @@ impl Op {
                     "x-bogus" => ExchangeKind::Bogus,
                     other => return Err(c.error(format!("unknown exchange type {other}"))),
                 };
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::ExchangeDeclare {
-                    x,
-                    kind,
-                    passive: it.flag("passive"),
-                    durable: it.flag("durable"),
-                    auto_delete: it.flag("auto-delete"),
-                    internal: it.flag("internal"),
-                    args: it.args(),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::ExchangeDeclare {
+                        x,
+                        kind,
+                        passive: it.flag("passive"),
+                        durable: it.flag("durable"),
+                        auto_delete: it.flag("auto-delete"),
+                        internal: it.flag("internal"),
+                        args: it.args(),
+                    })
+                })?
             }
             "exchange.delete" => {
                 let x = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::ExchangeDelete {
-                    x,
-                    if_unused: it.flag("if-unused"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::ExchangeDelete {
+                        x,
+                        if_unused: it.flag("if-unused"),
+                    })
+                })?
             }
             "exchange.bind" | "exchange.unbind" => {
                 let dest = exchange_name(&mut c)?;
                 c.expect("<-")?;
                 let src = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let key = it.key(&c)?;
-                let args = it.args();
-                it.finish(&c)?;
+                let (key, args) = Items::take(&mut c, |it, c| Ok((it.key(c)?, it.args())))?;
                 if verb == "exchange.bind" {
                     OpKind::ExchangeBind {
                         dest,
@@ -945,26 +952,22 @@ impl Op {
             }
             "queue.declare" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::QueueDeclare {
-                    q,
-                    passive: it.flag("passive"),
-                    durable: it.flag("durable"),
-                    exclusive: it.flag("exclusive"),
-                    auto_delete: it.flag("auto-delete"),
-                    args: it.args(),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::QueueDeclare {
+                        q,
+                        passive: it.flag("passive"),
+                        durable: it.flag("durable"),
+                        exclusive: it.flag("exclusive"),
+                        auto_delete: it.flag("auto-delete"),
+                        args: it.args(),
+                    })
+                })?
             }
             "queue.bind" | "queue.unbind" => {
                 let q = queue_name(&mut c)?;
                 c.expect("->")?;
                 let x = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let key = it.key(&c)?;
-                let args = it.args();
-                it.finish(&c)?;
+                let (key, args) = Items::take(&mut c, |it, c| Ok((it.key(c)?, it.args())))?;
                 if verb == "queue.bind" {
                     OpKind::QueueBind { q, x, key, args }
                 } else {
@@ -978,51 +981,47 @@ impl Op {
             }
             "queue.delete" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::QueueDelete {
-                    q,
-                    if_unused: it.flag("if-unused"),
-                    if_empty: it.flag("if-empty"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::QueueDelete {
+                        q,
+                        if_unused: it.flag("if-unused"),
+                        if_empty: it.flag("if-empty"),
+                    })
+                })?
             }
             "basic.publish" => {
                 let x = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Publish {
-                    x,
-                    key: it.key(&c)?,
-                    mandatory: it.flag("mandatory"),
-                    immediate: it.flag("immediate"),
-                    props: it.props.take().unwrap_or_default(),
-                    body: it.body.take().ok_or_else(|| c.error("missing body="))?,
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, c| {
+                    Ok(OpKind::Publish {
+                        x,
+                        key: it.key(c)?,
+                        mandatory: it.flag("mandatory"),
+                        immediate: it.flag("immediate"),
+                        props: it.props.take().unwrap_or_default(),
+                        body: it.body.take().ok_or_else(|| c.error("missing body="))?,
+                    })
+                })?
             }
             "basic.get" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Get {
-                    q,
-                    no_ack: it.flag("no-ack"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::Get {
+                        q,
+                        no_ack: it.flag("no-ack"),
+                    })
+                })?
             }
             "basic.consume" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Consume {
-                    q,
-                    tag: it.tag.take().ok_or_else(|| c.error("missing tag="))?,
-                    no_ack: it.flag("no-ack"),
-                    exclusive: it.flag("exclusive"),
-                    args: it.args(),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, c| {
+                    Ok(OpKind::Consume {
+                        q,
+                        tag: it.tag.take().ok_or_else(|| c.error("missing tag="))?,
+                        no_ack: it.flag("no-ack"),
+                        exclusive: it.flag("exclusive"),
+                        args: it.args(),
+                    })
+                })?
             }
             "basic.cancel" => {
                 let tag = consumer_tag(&mut c)?;
@@ -1031,43 +1030,38 @@ impl Op {
             }
             "basic.ack" | "basic.nack" | "basic.reject" => {
                 let target = target(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = match verb {
-                    "basic.ack" => OpKind::Ack {
-                        target,
-                        multiple: it.flag("multiple"),
-                    },
-                    "basic.nack" => OpKind::Nack {
-                        target,
-                        multiple: it.flag("multiple"),
-                        requeue: it.flag("requeue"),
-                    },
-                    _ => OpKind::Reject {
-                        target,
-                        requeue: it.flag("requeue"),
-                    },
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(match verb {
+                        "basic.ack" => OpKind::Ack {
+                            target,
+                            multiple: it.flag("multiple"),
+                        },
+                        "basic.nack" => OpKind::Nack {
+                            target,
+                            multiple: it.flag("multiple"),
+                            requeue: it.flag("requeue"),
+                        },
+                        _ => OpKind::Reject {
+                            target,
+                            requeue: it.flag("requeue"),
+                        },
+                    })
+                })?
             }
             "basic.qos" => {
                 let prefetch_count = c.number()?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Qos {
-                    prefetch_count,
-                    global: it.flag("global"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::Qos {
+                        prefetch_count,
+                        global: it.flag("global"),
+                    })
+                })?
             }
-            "basic.recover" => {
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Recover {
+            "basic.recover" => Items::take(&mut c, |it, _| {
+                Ok(OpKind::Recover {
                     requeue: it.flag("requeue"),
-                };
-                it.finish(&c)?;
-                k
-            }
+                })
+            })?,
             "confirm.select" | "tx.select" | "tx.commit" | "tx.rollback" | "channel.close"
             | "connection.close" => {
                 Items::parse(&mut c)?.finish(&c)?;
