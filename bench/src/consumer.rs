@@ -42,6 +42,75 @@ pub(crate) struct ConsumerOutcome {
     pub(crate) redelivered: u64,
 }
 
+/// What a consumer keeps per delivery, whichever client received it: the latency from the
+/// body's timestamp, the order check, the counts, and when to ack.
+#[derive(Debug)]
+pub(crate) struct DeliveryTally {
+    /// Latencies seen so far; merged into the run's histogram when the consumer ends.
+    pub(crate) latency: Latency,
+    /// The counts the consumer reports.
+    pub(crate) outcome: ConsumerOutcome,
+    /// The sequence number expected next (with `check_order`).
+    next_seq: u64,
+    /// Deliveries not acked yet (manual ack).
+    unacked: u64,
+    /// The newest delivery tag (manual ack).
+    last_tag: u64,
+}
+
+impl DeliveryTally {
+    /// Nothing received yet.
+    pub(crate) fn new() -> Self {
+        DeliveryTally {
+            latency: Latency::new(),
+            outcome: ConsumerOutcome::default(),
+            next_seq: 0,
+            unacked: 0,
+            last_tag: 0,
+        }
+    }
+
+    /// Records delivery `tag`, whose body starts with `head` (its first 16 bytes suffice).
+    /// Returns `Some(multiple)` when the plan wants an ack of `tag` now (manual ack, every
+    /// `multi_ack` deliveries), the `multiple` flag to send it with.
+    pub(crate) fn record(
+        &mut self,
+        plan: &ConsumerPlan,
+        head: &[u8],
+        tag: u64,
+        redelivered: bool,
+    ) -> Option<bool> {
+        if let Some(ts) = body_time(head) {
+            self.latency.record_since(ts);
+        }
+        if plan.check_order {
+            let seq = body_seq(head);
+            if seq != Some(self.next_seq) {
+                self.outcome.out_of_order += 1;
+            }
+            self.next_seq = seq.map_or(self.next_seq + 1, |s| s + 1);
+        }
+        self.outcome.redelivered += u64::from(redelivered);
+        self.outcome.received += 1;
+        if plan.autoack {
+            return None;
+        }
+        self.unacked += 1;
+        self.last_tag = tag;
+        if self.unacked < plan.multi_ack {
+            return None;
+        }
+        self.unacked = 0;
+        Some(plan.multi_ack > 1)
+    }
+
+    /// The tag to ack with `multiple = true` when the consumer stops: the newest delivery, if
+    /// any is not acked yet.
+    pub(crate) fn last_unacked(&self) -> Option<u64> {
+        (self.unacked > 0).then_some(self.last_tag)
+    }
+}
+
 /// A consumer that has registered with the broker (`basic.consume-ok` received) and not yet run.
 pub(crate) struct ReadyConsumer {
     conn: Connection,
@@ -101,12 +170,8 @@ impl ReadyConsumer {
             mut consumer,
             plan,
         } = self;
-        let mut local = Latency::new();
-        let mut out = ConsumerOutcome::default();
+        let mut tally = DeliveryTally::new();
         let mut acks = Window::new(1024);
-        let mut unacked = 0u64;
-        let mut last_tag = 0;
-        let mut next_seq = 0u64;
         loop {
             let delivery = tokio::select! {
                 biased;
@@ -115,44 +180,27 @@ impl ReadyConsumer {
             };
             let Some(delivery) = delivery else { break };
             let delivery = delivery?;
-            if let Some(ts) = body_time(&delivery.data) {
-                local.record_since(ts);
-            }
-            if plan.check_order {
-                if body_seq(&delivery.data) != Some(next_seq) {
-                    out.out_of_order += 1;
-                }
-                next_seq = body_seq(&delivery.data).map_or(next_seq + 1, |s| s + 1);
-            }
-            if delivery.redelivered {
-                out.redelivered += 1;
-            }
-            out.received += 1;
+            let tag = delivery.delivery_tag;
+            let ack = tally.record(&plan, &delivery.data, tag, delivery.redelivered);
             counters.delivered(1);
-            if !plan.autoack {
-                unacked += 1;
-                last_tag = delivery.delivery_tag;
-                if unacked >= plan.multi_ack {
-                    let ch = &channel;
-                    let multiple = plan.multi_ack > 1;
-                    acks.push(async move {
-                        ch.basic_ack(last_tag, BasicAckOptions { multiple }).await?;
-                        Ok(())
-                    })
-                    .await?;
-                    unacked = 0;
-                }
+            if let Some(multiple) = ack {
+                let ch = &channel;
+                acks.push(async move {
+                    ch.basic_ack(tag, BasicAckOptions { multiple }).await?;
+                    Ok(())
+                })
+                .await?;
             }
         }
-        if unacked > 0 {
+        if let Some(last_tag) = tally.last_unacked() {
             channel
                 .basic_ack(last_tag, BasicAckOptions { multiple: true })
                 .await?;
         }
         acks.drain().await?;
-        merge_into(&latency, &local);
+        merge_into(&latency, &tally.latency);
         let _ = conn.close(200, "bench done".into()).await;
-        Ok(out)
+        Ok(tally.outcome)
     }
 }
 

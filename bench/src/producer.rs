@@ -40,6 +40,15 @@ pub(crate) struct BacklogBound {
     pub(crate) max: u64,
 }
 
+impl BacklogBound {
+    /// Messages queued and not yet consumed: every publish counted `copies` times, less the
+    /// deliveries consumed.
+    pub(crate) fn queued(&self, counters: &Counters) -> u64 {
+        (Counters::get(&counters.published) * self.copies)
+            .saturating_sub(Counters::get(&counters.consumed))
+    }
+}
+
 /// One producer's job: where it connects and publishes, how, and what it shares with the run.
 #[derive(Debug)]
 pub(crate) struct ProducerJob {
@@ -100,11 +109,7 @@ async fn run_lapin_producer(job: ProducerJob) -> Result<ProducerOutcome> {
     let mut seq = 0u64;
     let limit = flow.count.unwrap_or(u64::MAX);
     while seq < limit && !stop.load(Ordering::Relaxed) {
-        while bound.max > 0
-            && (Counters::get(&counters.published) * bound.copies)
-                .saturating_sub(Counters::get(&counters.consumed))
-                > bound.max
-        {
+        while bound.max > 0 && bound.queued(&counters) > bound.max {
             if stop.load(Ordering::Relaxed) && flow.count.is_none() {
                 break;
             }

@@ -21,11 +21,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use crate::amqp::stamp_body;
-use crate::consumer::{ConsumerOutcome, ConsumerPlan};
+use crate::consumer::{ConsumerOutcome, ConsumerPlan, DeliveryTally};
 use crate::error::{BenchError, Result};
 use crate::producer::{ProducerJob, ProducerOutcome};
 use crate::raw_frame::{self as rf, method, Args, Frame};
-use crate::stats::{merge_into, Counters, Latency, SharedLatency};
+use crate::stats::{merge_into, Counters, SharedLatency};
 
 /// The one channel the client uses.
 pub(crate) const CH: u16 = 1;
@@ -240,11 +240,7 @@ impl RawConn {
     /// Sends `connection.close` and waits (briefly) for `close-ok`.
     pub(crate) async fn close(mut self) {
         let mut out = Vec::new();
-        rf::method_frame(&mut out, 0, method::CONNECTION_CLOSE, |b| {
-            b.extend_from_slice(&200u16.to_be_bytes());
-            rf::shortstr(b, "bench done");
-            b.extend_from_slice(&[0, 0, 0, 0]);
-        });
+        rf::connection_close(&mut out);
         if self.stream.write_all(&out).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 loop {
@@ -386,9 +382,7 @@ pub(crate) async fn run_raw_producer(job: ProducerJob) -> Result<ProducerOutcome
             // How many we may publish now: backlog bound and confirm window.
             let mut allowed = (limit - seq).min(BATCH);
             if bound.max > 0 {
-                let queued = (Counters::get(&counters.published) * bound.copies)
-                    .saturating_sub(Counters::get(&counters.consumed));
-                let room = bound.max.saturating_sub(queued) / bound.copies.max(1);
+                let room = bound.max.saturating_sub(bound.queued(&counters)) / bound.copies.max(1);
                 allowed = allowed.min(room);
             }
             if confirms {
@@ -454,11 +448,7 @@ pub(crate) async fn run_raw_producer(job: ProducerJob) -> Result<ProducerOutcome
         )));
     }
     out.clear();
-    rf::method_frame(&mut out, 0, method::CONNECTION_CLOSE, |b| {
-        b.extend_from_slice(&200u16.to_be_bytes());
-        rf::shortstr(b, "bench done");
-        b.extend_from_slice(&[0, 0, 0, 0]);
-    });
+    rf::connection_close(&mut out);
     let _ = wr.write_all(&out).await;
     if tokio::time::timeout(Duration::from_secs(2), &mut reader)
         .await
@@ -514,12 +504,8 @@ impl RawConsumer {
         mut stop: watch::Receiver<bool>,
     ) -> Result<ConsumerOutcome> {
         let RawConsumer { mut conn, plan } = self;
-        let mut local = Latency::new();
-        let mut out = ConsumerOutcome::default();
+        let mut tally = DeliveryTally::new();
         let mut state = Incoming::Idle;
-        let mut unacked = 0u64;
-        let mut last_tag = 0u64;
-        let mut next_seq = 0u64;
         let mut acks = Vec::new();
         let mut cancelled = false;
         'outer: loop {
@@ -590,27 +576,10 @@ impl RawConsumer {
                 };
                 if let Some((tag, redelivered, head, head_len)) = done {
                     state = Incoming::Idle;
-                    let head = &head[..head_len];
-                    if let Some(ts) = crate::amqp::body_time(head) {
-                        local.record_since(ts);
-                    }
-                    if plan.check_order {
-                        let seq = crate::amqp::body_seq(head);
-                        if seq != Some(next_seq) {
-                            out.out_of_order += 1;
-                        }
-                        next_seq = seq.map_or(next_seq + 1, |s| s + 1);
-                    }
-                    out.redelivered += u64::from(redelivered);
-                    out.received += 1;
                     batch += 1;
-                    if !plan.autoack {
-                        unacked += 1;
-                        last_tag = tag;
-                        if unacked >= plan.multi_ack {
-                            rf::basic_ack(&mut acks, CH, tag, plan.multi_ack > 1);
-                            unacked = 0;
-                        }
+                    if let Some(multiple) = tally.record(&plan, &head[..head_len], tag, redelivered)
+                    {
+                        rf::basic_ack(&mut acks, CH, tag, multiple);
                     }
                 }
             }
@@ -630,13 +599,13 @@ impl RawConsumer {
                 r = conn.recv.fill(&mut conn.stream) => r?,
             }
         }
-        if unacked > 0 {
+        if let Some(last_tag) = tally.last_unacked() {
             rf::basic_ack(&mut acks, CH, last_tag, true);
             conn.stream.write_all(&acks).await?;
         }
-        merge_into(&latency, &local);
+        merge_into(&latency, &tally.latency);
         conn.close().await;
-        Ok(out)
+        Ok(tally.outcome)
     }
 }
 

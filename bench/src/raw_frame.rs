@@ -196,6 +196,15 @@ pub(crate) fn basic_ack(buf: &mut Vec<u8>, channel: u16, delivery_tag: u64, mult
     });
 }
 
+/// Appends `connection.close` 200 "bench done" (class 0, method 0: a normal close).
+pub(crate) fn connection_close(buf: &mut Vec<u8>) {
+    method_frame(buf, 0, method::CONNECTION_CLOSE, |b| {
+        b.extend_from_slice(&200u16.to_be_bytes());
+        shortstr(b, "bench done");
+        b.extend_from_slice(&[0, 0, 0, 0]);
+    });
+}
+
 /// One frame sliced out of the receive buffer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame<'a> {
@@ -351,6 +360,21 @@ mod tests {
             ],
             // body
             &[3, 0, 1, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o', 0xCE],
+        ]
+        .concat();
+        assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn connection_close_is_byte_exact() {
+        let mut buf = Vec::new();
+        connection_close(&mut buf);
+        let expected: Vec<u8> = [
+            // method frame: type 1, channel 0, size 21 = ids 4 + code 2 + text 11 + class 2 + method 2
+            &[1, 0, 0, 0, 0, 0, 21][..],
+            &[0, 10, 0, 50, 0, 200, 10],
+            b"bench done",
+            &[0, 0, 0, 0, 0xCE],
         ]
         .concat();
         assert_eq!(buf, expected);

@@ -300,11 +300,7 @@ impl RpcCaller for RawRpcCaller {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut out = Vec::new();
-            rf::method_frame(&mut out, 0, method::CONNECTION_CLOSE, |b| {
-                b.extend_from_slice(&200u16.to_be_bytes());
-                rf::shortstr(b, "bench done");
-                b.extend_from_slice(&[0, 0, 0, 0]);
-            });
+            rf::connection_close(&mut out);
             // Queue the close behind any request, then drop the sender so the writer ends.
             let tx = self
                 .requests

@@ -288,47 +288,27 @@ fn simplifications(kind: &OpKind) -> Vec<OpKind> {
             props,
             body,
         } => {
+            let base = |props: Props, body: u32, mandatory: bool| OpKind::Publish {
+                x: *x,
+                key: key.clone(),
+                mandatory,
+                immediate: *immediate,
+                props,
+                body,
+            };
             if *props != Props::default() {
-                out.push(OpKind::Publish {
-                    x: *x,
-                    key: key.clone(),
-                    mandatory: *mandatory,
-                    immediate: *immediate,
-                    props: Props::default(),
-                    body: *body,
-                });
+                out.push(base(Props::default(), *body, *mandatory));
                 let mut fewer = props.clone();
                 fewer.headers = None;
                 if fewer != *props {
-                    out.push(OpKind::Publish {
-                        x: *x,
-                        key: key.clone(),
-                        mandatory: *mandatory,
-                        immediate: *immediate,
-                        props: fewer,
-                        body: *body,
-                    });
+                    out.push(base(fewer, *body, *mandatory));
                 }
             }
             if *body > 8 {
-                out.push(OpKind::Publish {
-                    x: *x,
-                    key: key.clone(),
-                    mandatory: *mandatory,
-                    immediate: *immediate,
-                    props: props.clone(),
-                    body: 4,
-                });
+                out.push(base(props.clone(), 4, *mandatory));
             }
             if *mandatory {
-                out.push(OpKind::Publish {
-                    x: *x,
-                    key: key.clone(),
-                    mandatory: false,
-                    immediate: *immediate,
-                    props: props.clone(),
-                    body: *body,
-                });
+                out.push(base(props.clone(), *body, false));
             }
         }
         OpKind::QueueDeclare {

@@ -234,9 +234,7 @@ impl Gen {
                 self.consumers.push((conn, ch, stored));
                 let mut args = FieldTable::default();
                 if self.chance(0.15) {
-                    let n = self.rng.random_range(-2..4);
-                    let v = self.int_value(n);
-                    args.insert("x-priority".into(), v);
+                    self.int_arg(&mut args, "x-priority", -2..4);
                 }
                 OpKind::Consume {
                     q: self.queue_ref(),
@@ -406,9 +404,7 @@ impl Gen {
                 // Quorum only (406 on a classic queue); never reached in a program (no
                 // message is redelivered 50 times), so that the limit RabbitMQ enforces
                 // and the bundled broker does not (D4) does not show.
-                let n = self.rng.random_range(50..100);
-                let v = self.int_value(n);
-                args.insert("x-delivery-limit".into(), v);
+                self.int_arg(args, "x-delivery-limit", 50..100);
             }
         }
         if self.chance(0.3) {
@@ -429,14 +425,10 @@ impl Gen {
             args.insert("x-expires".into(), v);
         }
         if self.chance(0.3) {
-            let n = self.rng.random_range(0..4);
-            let v = self.int_value(n);
-            args.insert("x-max-length".into(), v);
+            self.int_arg(args, "x-max-length", 0..4);
         }
         if self.chance(0.1) {
-            let n = self.rng.random_range(0..60);
-            let v = self.int_value(n);
-            args.insert("x-max-length-bytes".into(), v);
+            self.int_arg(args, "x-max-length-bytes", 0..60);
         }
         if self.chance(0.25) {
             let o = self.pick(&["drop-head", "reject-publish", "reject-publish-dlx", "bogus"]);
@@ -483,6 +475,13 @@ impl Gen {
                 AMQPValue::Boolean(self.chance(0.8)),
             );
         }
+    }
+
+    /// Sets argument `name` to a number drawn from `range`, as [`Self::int_value`] types it.
+    fn int_arg(&mut self, args: &mut FieldTable, name: &str, range: std::ops::Range<i64>) {
+        let n = self.rng.random_range(range);
+        let v = self.int_value(n);
+        args.insert(name.into(), v);
     }
 
     /// `n` as one of the integer types RabbitMQ accepts for numeric arguments (mostly `I`).

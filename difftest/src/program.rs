@@ -252,51 +252,42 @@ pub struct Props {
 impl Props {
     /// The properties as amq-protocol sends them.
     pub fn to_amqp(&self) -> AMQPProperties {
+        /// `p` with `set` applied to `v` when there is one (amq-protocol's setters take values,
+        /// not options).
+        fn with<T>(
+            p: AMQPProperties,
+            v: Option<T>,
+            set: fn(AMQPProperties, T) -> AMQPProperties,
+        ) -> AMQPProperties {
+            match v {
+                Some(v) => set(p, v),
+                None => p,
+            }
+        }
         let s = |v: &Option<String>| v.as_deref().map(ShortString::from);
-        let mut p = AMQPProperties::default();
-        if let Some(v) = s(&self.content_type) {
-            p = p.with_content_type(v);
-        }
-        if let Some(v) = s(&self.content_encoding) {
-            p = p.with_content_encoding(v);
-        }
-        if let Some(v) = &self.headers {
-            p = p.with_headers(v.clone());
-        }
-        if let Some(v) = self.delivery_mode {
-            p = p.with_delivery_mode(v);
-        }
-        if let Some(v) = self.priority {
-            p = p.with_priority(v);
-        }
-        if let Some(v) = s(&self.correlation_id) {
-            p = p.with_correlation_id(v);
-        }
-        if let Some(v) = s(&self.reply_to) {
-            p = p.with_reply_to(v);
-        }
-        if let Some(v) = s(&self.expiration) {
-            p = p.with_expiration(v);
-        }
-        if let Some(v) = s(&self.message_id) {
-            p = p.with_message_id(v);
-        }
-        if let Some(v) = self.timestamp {
-            p = p.with_timestamp(v);
-        }
-        if let Some(v) = s(&self.kind) {
-            p = p.with_type(v);
-        }
-        if let Some(v) = s(&self.user_id) {
-            p = p.with_user_id(v);
-        }
-        if let Some(v) = s(&self.app_id) {
-            p = p.with_app_id(v);
-        }
-        if let Some(v) = s(&self.cluster_id) {
-            p = p.with_cluster_id(v);
-        }
-        p
+        let p = AMQPProperties::default();
+        let p = with(p, s(&self.content_type), AMQPProperties::with_content_type);
+        let p = with(
+            p,
+            s(&self.content_encoding),
+            AMQPProperties::with_content_encoding,
+        );
+        let p = with(p, self.headers.clone(), AMQPProperties::with_headers);
+        let p = with(p, self.delivery_mode, AMQPProperties::with_delivery_mode);
+        let p = with(p, self.priority, AMQPProperties::with_priority);
+        let p = with(
+            p,
+            s(&self.correlation_id),
+            AMQPProperties::with_correlation_id,
+        );
+        let p = with(p, s(&self.reply_to), AMQPProperties::with_reply_to);
+        let p = with(p, s(&self.expiration), AMQPProperties::with_expiration);
+        let p = with(p, s(&self.message_id), AMQPProperties::with_message_id);
+        let p = with(p, self.timestamp, AMQPProperties::with_timestamp);
+        let p = with(p, s(&self.kind), AMQPProperties::with_type);
+        let p = with(p, s(&self.user_id), AMQPProperties::with_user_id);
+        let p = with(p, s(&self.app_id), AMQPProperties::with_app_id);
+        with(p, s(&self.cluster_id), AMQPProperties::with_cluster_id)
     }
 
     /// Reads properties back from amq-protocol's form.
@@ -843,6 +834,18 @@ impl Items {
         Ok(items)
     }
 
+    /// Reads the items left on the line, lets `take` take the ones its operation has (`c` for
+    /// its errors), then fails on any item left over.
+    fn take<T>(
+        c: &mut Cursor<'_>,
+        take: impl FnOnce(&mut Items, &Cursor<'_>) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        let mut items = Items::parse(c)?;
+        let taken = take(&mut items, c)?;
+        items.finish(c)?;
+        Ok(taken)
+    }
+
     /// Takes flag `name`.
     fn flag(&mut self, name: &str) -> bool {
         self.flags.remove(name)
@@ -905,37 +908,32 @@ impl Op {
                     "x-bogus" => ExchangeKind::Bogus,
                     other => return Err(c.error(format!("unknown exchange type {other}"))),
                 };
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::ExchangeDeclare {
-                    x,
-                    kind,
-                    passive: it.flag("passive"),
-                    durable: it.flag("durable"),
-                    auto_delete: it.flag("auto-delete"),
-                    internal: it.flag("internal"),
-                    args: it.args(),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::ExchangeDeclare {
+                        x,
+                        kind,
+                        passive: it.flag("passive"),
+                        durable: it.flag("durable"),
+                        auto_delete: it.flag("auto-delete"),
+                        internal: it.flag("internal"),
+                        args: it.args(),
+                    })
+                })?
             }
             "exchange.delete" => {
                 let x = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::ExchangeDelete {
-                    x,
-                    if_unused: it.flag("if-unused"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::ExchangeDelete {
+                        x,
+                        if_unused: it.flag("if-unused"),
+                    })
+                })?
             }
             "exchange.bind" | "exchange.unbind" => {
                 let dest = exchange_name(&mut c)?;
                 c.expect("<-")?;
                 let src = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let key = it.key(&c)?;
-                let args = it.args();
-                it.finish(&c)?;
+                let (key, args) = Items::take(&mut c, |it, c| Ok((it.key(c)?, it.args())))?;
                 if verb == "exchange.bind" {
                     OpKind::ExchangeBind {
                         dest,
@@ -954,26 +952,22 @@ impl Op {
             }
             "queue.declare" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::QueueDeclare {
-                    q,
-                    passive: it.flag("passive"),
-                    durable: it.flag("durable"),
-                    exclusive: it.flag("exclusive"),
-                    auto_delete: it.flag("auto-delete"),
-                    args: it.args(),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::QueueDeclare {
+                        q,
+                        passive: it.flag("passive"),
+                        durable: it.flag("durable"),
+                        exclusive: it.flag("exclusive"),
+                        auto_delete: it.flag("auto-delete"),
+                        args: it.args(),
+                    })
+                })?
             }
             "queue.bind" | "queue.unbind" => {
                 let q = queue_name(&mut c)?;
                 c.expect("->")?;
                 let x = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let key = it.key(&c)?;
-                let args = it.args();
-                it.finish(&c)?;
+                let (key, args) = Items::take(&mut c, |it, c| Ok((it.key(c)?, it.args())))?;
                 if verb == "queue.bind" {
                     OpKind::QueueBind { q, x, key, args }
                 } else {
@@ -987,51 +981,47 @@ impl Op {
             }
             "queue.delete" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::QueueDelete {
-                    q,
-                    if_unused: it.flag("if-unused"),
-                    if_empty: it.flag("if-empty"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::QueueDelete {
+                        q,
+                        if_unused: it.flag("if-unused"),
+                        if_empty: it.flag("if-empty"),
+                    })
+                })?
             }
             "basic.publish" => {
                 let x = exchange_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Publish {
-                    x,
-                    key: it.key(&c)?,
-                    mandatory: it.flag("mandatory"),
-                    immediate: it.flag("immediate"),
-                    props: it.props.take().unwrap_or_default(),
-                    body: it.body.take().ok_or_else(|| c.error("missing body="))?,
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, c| {
+                    Ok(OpKind::Publish {
+                        x,
+                        key: it.key(c)?,
+                        mandatory: it.flag("mandatory"),
+                        immediate: it.flag("immediate"),
+                        props: it.props.take().unwrap_or_default(),
+                        body: it.body.take().ok_or_else(|| c.error("missing body="))?,
+                    })
+                })?
             }
             "basic.get" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Get {
-                    q,
-                    no_ack: it.flag("no-ack"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::Get {
+                        q,
+                        no_ack: it.flag("no-ack"),
+                    })
+                })?
             }
             "basic.consume" => {
                 let q = queue_name(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Consume {
-                    q,
-                    tag: it.tag.take().ok_or_else(|| c.error("missing tag="))?,
-                    no_ack: it.flag("no-ack"),
-                    exclusive: it.flag("exclusive"),
-                    args: it.args(),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, c| {
+                    Ok(OpKind::Consume {
+                        q,
+                        tag: it.tag.take().ok_or_else(|| c.error("missing tag="))?,
+                        no_ack: it.flag("no-ack"),
+                        exclusive: it.flag("exclusive"),
+                        args: it.args(),
+                    })
+                })?
             }
             "basic.cancel" => {
                 let tag = consumer_tag(&mut c)?;
@@ -1040,43 +1030,38 @@ impl Op {
             }
             "basic.ack" | "basic.nack" | "basic.reject" => {
                 let target = target(&mut c)?;
-                let mut it = Items::parse(&mut c)?;
-                let k = match verb {
-                    "basic.ack" => OpKind::Ack {
-                        target,
-                        multiple: it.flag("multiple"),
-                    },
-                    "basic.nack" => OpKind::Nack {
-                        target,
-                        multiple: it.flag("multiple"),
-                        requeue: it.flag("requeue"),
-                    },
-                    _ => OpKind::Reject {
-                        target,
-                        requeue: it.flag("requeue"),
-                    },
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(match verb {
+                        "basic.ack" => OpKind::Ack {
+                            target,
+                            multiple: it.flag("multiple"),
+                        },
+                        "basic.nack" => OpKind::Nack {
+                            target,
+                            multiple: it.flag("multiple"),
+                            requeue: it.flag("requeue"),
+                        },
+                        _ => OpKind::Reject {
+                            target,
+                            requeue: it.flag("requeue"),
+                        },
+                    })
+                })?
             }
             "basic.qos" => {
                 let prefetch_count = c.number()?;
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Qos {
-                    prefetch_count,
-                    global: it.flag("global"),
-                };
-                it.finish(&c)?;
-                k
+                Items::take(&mut c, |it, _| {
+                    Ok(OpKind::Qos {
+                        prefetch_count,
+                        global: it.flag("global"),
+                    })
+                })?
             }
-            "basic.recover" => {
-                let mut it = Items::parse(&mut c)?;
-                let k = OpKind::Recover {
+            "basic.recover" => Items::take(&mut c, |it, _| {
+                Ok(OpKind::Recover {
                     requeue: it.flag("requeue"),
-                };
-                it.finish(&c)?;
-                k
-            }
+                })
+            })?,
             "confirm.select" | "tx.select" | "tx.commit" | "tx.rollback" | "channel.close"
             | "connection.close" => {
                 Items::parse(&mut c)?.finish(&c)?;
@@ -1130,5 +1115,37 @@ impl std::str::FromStr for Program {
             program.ops.push(Op::parse(line)?);
         }
         Ok(program)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::types::AMQPValue;
+
+    use super::*;
+
+    #[test]
+    fn every_property_survives_amq_protocols_form() {
+        let mut headers = FieldTable::default();
+        headers.insert("h".into(), AMQPValue::LongInt(7));
+        let s = |v: &str| Some(v.to_owned());
+        let all = Props {
+            content_type: s("ct"),
+            content_encoding: s("ce"),
+            headers: Some(headers),
+            delivery_mode: Some(2),
+            priority: Some(5),
+            correlation_id: s("cid"),
+            reply_to: s("rt"),
+            expiration: s("60000"),
+            message_id: s("mid"),
+            timestamp: Some(1_700_000_000),
+            kind: s("type"),
+            user_id: s("guest"),
+            app_id: s("app"),
+            cluster_id: s("cl"),
+        };
+        assert_eq!(Props::from_amqp(&all.to_amqp()), all);
+        assert_eq!(Props::default().to_amqp(), AMQPProperties::default());
     }
 }

@@ -81,6 +81,12 @@ fn table_into(
     out.push('}');
 }
 
+/// Appends `tag(value)`: a value in the form its AMQP type letter `tag` announces.
+fn tagged(out: &mut String, tag: char, value: impl std::fmt::Display) {
+    // Writing into a `String` cannot fail: the result carries nothing.
+    let _ = write!(out, "{tag}({value})");
+}
+
 fn value_into(
     out: &mut String,
     value: &AMQPValue,
@@ -88,39 +94,17 @@ fn value_into(
     path: &[&str],
 ) {
     match value {
-        AMQPValue::Boolean(b) => {
-            let _ = write!(out, "t({})", u8::from(*b));
-        }
-        AMQPValue::ShortShortInt(v) => {
-            let _ = write!(out, "b({v})");
-        }
-        AMQPValue::ShortShortUInt(v) => {
-            let _ = write!(out, "B({v})");
-        }
-        AMQPValue::ShortInt(v) => {
-            let _ = write!(out, "s({v})");
-        }
-        AMQPValue::ShortUInt(v) => {
-            let _ = write!(out, "u({v})");
-        }
-        AMQPValue::LongInt(v) => {
-            let _ = write!(out, "I({v})");
-        }
-        AMQPValue::LongUInt(v) => {
-            let _ = write!(out, "i({v})");
-        }
-        AMQPValue::LongLongInt(v) => {
-            let _ = write!(out, "l({v})");
-        }
-        AMQPValue::Float(v) => {
-            let _ = write!(out, "f({v:?})");
-        }
-        AMQPValue::Double(v) => {
-            let _ = write!(out, "d({v:?})");
-        }
-        AMQPValue::DecimalValue(d) => {
-            let _ = write!(out, "D({},{})", d.scale, d.value);
-        }
+        AMQPValue::Boolean(b) => tagged(out, 't', u8::from(*b)),
+        AMQPValue::ShortShortInt(v) => tagged(out, 'b', v),
+        AMQPValue::ShortShortUInt(v) => tagged(out, 'B', v),
+        AMQPValue::ShortInt(v) => tagged(out, 's', v),
+        AMQPValue::ShortUInt(v) => tagged(out, 'u', v),
+        AMQPValue::LongInt(v) => tagged(out, 'I', v),
+        AMQPValue::LongUInt(v) => tagged(out, 'i', v),
+        AMQPValue::LongLongInt(v) => tagged(out, 'l', v),
+        AMQPValue::Float(v) => tagged(out, 'f', format_args!("{v:?}")),
+        AMQPValue::Double(v) => tagged(out, 'd', format_args!("{v:?}")),
+        AMQPValue::DecimalValue(d) => tagged(out, 'D', format_args!("{},{}", d.scale, d.value)),
         AMQPValue::ShortString(s) => {
             // Never on the wire from amq-protocol's parser ('s' is read as i16); kept for
             // completeness.
@@ -149,7 +133,7 @@ fn value_into(
             if path.first() == Some(&"x-death") && path.last() == Some(&"time") {
                 out.push_str("T(*)");
             } else {
-                let _ = write!(out, "T({t})");
+                tagged(out, 'T', t);
             }
         }
         AMQPValue::FieldTable(t) => {
