@@ -295,16 +295,12 @@ async fn basic_get_and_get_empty() {
 
 #[tokio::test]
 async fn basic_get_from_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let res = try_get(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    assert_404_on_a_missing_queue(async |ch, q| try_get(ch, q).await).await;
 }
 
 #[tokio::test]
 async fn consume_from_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let res = try_consume(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    assert_404_on_a_missing_queue(async |ch, q| try_consume(ch, q).await).await;
 }
 
 #[tokio::test]

@@ -100,9 +100,8 @@ async fn declare_ok_reports_message_and_consumer_counts() {
 
 #[tokio::test]
 async fn passive_declare_of_a_missing_queue_is_404() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let res = passive_queue(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    let (_broker, conn) =
+        assert_404_on_a_missing_queue(async |ch, q| passive_queue(ch, q).await).await;
     // A channel error closes only the channel: the connection keeps working.
     let ch2 = channel(&conn).await;
     declare_queue(&ch2, &common::unique("q.after"), FieldTable::default()).await;
@@ -300,9 +299,7 @@ async fn purge_returns_the_number_of_messages_removed() {
 
 #[tokio::test]
 async fn purge_of_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let res = try_purge(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    assert_404_on_a_missing_queue(async |ch, q| try_purge(ch, q).await).await;
 }
 
 #[tokio::test]

@@ -103,6 +103,17 @@ pub async fn start_and_open() -> (TestBroker, Connection, Channel) {
     (broker, conn, ch)
 }
 
+/// [`start_and_open`], then `op` on a queue name that does not exist: asserts the broker
+/// refuses it with 404 and returns the broker and the connection (its other channels stay
+/// open).
+pub async fn assert_404_on_a_missing_queue<T: std::fmt::Debug>(
+    op: impl AsyncFnOnce(&Channel, &str) -> lapin::Result<T>,
+) -> (TestBroker, Connection) {
+    let (broker, conn, ch) = start_and_open().await;
+    assert_code(op(&ch, &crate::common::unique("q.missing")).await, 404);
+    (broker, conn)
+}
+
 /// [`start_and_open`], then [`declare_unique_queue`] from `prefix` on the channel: the broker,
 /// the connection, the channel and the queue's name.
 pub async fn start_with_queue(prefix: &str) -> (TestBroker, Connection, Channel, String) {
