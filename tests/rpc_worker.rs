@@ -6,6 +6,7 @@ mod amqp;
 mod common;
 mod rpc_util;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use common::served::Served;
 use futures::future::join_all;
 use rpc_util::{eventually, routed};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 /// A handler that records how many copies of itself run at once and waits at a gate.
 macro_rules! gated_rpc {
@@ -36,6 +38,40 @@ macro_rules! gated_rpc {
 gated_rpc!(gated_p, "gated_p", P_RUNNING, P_MAX, P_GATE);
 gated_rpc!(gated_c, "gated_c", C_RUNNING, C_MAX, C_GATE);
 
+/// Calls a [`gated_rpc!`] handler through `call` once for each of `args`, each on a task of its
+/// own with its own clone of `served`'s client, retrying while the worker is still declaring
+/// its queue: the calls with the argument each must answer.
+fn spawn_gated<E, Fut>(
+    served: &Served,
+    args: std::ops::RangeInclusive<u32>,
+    call: fn(lepus::Client, u32) -> Fut,
+) -> Vec<(u32, JoinHandle<Result<u32, lepus::Error<E>>>)>
+where
+    E: Send + 'static,
+    Fut: Future<Output = Result<u32, lepus::Error<E>>> + Send + 'static,
+{
+    args.map(|i| {
+        let client = served.client.clone();
+        let answer =
+            tokio::spawn(
+                async move { routed("the gated worker", || call(client.clone(), i)).await },
+            );
+        (i, answer)
+    })
+    .collect()
+}
+
+/// Opens `gate` for every one of `calls` and checks that each answers its own argument.
+async fn open_and_answer<E: std::fmt::Debug>(
+    gate: &Semaphore,
+    calls: Vec<(u32, JoinHandle<Result<u32, lepus::Error<E>>>)>,
+) {
+    gate.add_permits(calls.len());
+    for (i, call) in calls {
+        assert_eq!(call.await.unwrap().unwrap(), i);
+    }
+}
+
 /// The ready-message count of `queue`, by a passive `queue.declare`.
 async fn ready_count(url: &str, queue: &str) -> u32 {
     let conn = amqp::connect_url(url).await;
@@ -53,25 +89,16 @@ async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
     .await;
     let queue = format!("{}gated_p", served.prefix);
 
-    let calls: Vec<_> = (0..10u32)
-        .map(|i| {
-            let client = served.client.clone();
-            // Retry while the worker is still declaring its queue.
-            tokio::spawn(
-                async move { routed("the gated worker", || gated_p::call(&client, i)).await },
-            )
-        })
-        .collect();
+    let calls = spawn_gated(&served, 0..=9, |client, i| async move {
+        gated_p::call(&client, i).await
+    });
     // Two requests run (the prefetch), eight wait in the queue, not in the worker.
     eventually("2 running and 8 ready", || async {
         (P_RUNNING.load(Ordering::SeqCst) == 2 && ready_count(served.url(), &queue).await == 8)
             .then_some(())
     })
     .await;
-    P_GATE.add_permits(10);
-    for (i, call) in calls.into_iter().enumerate() {
-        assert_eq!(call.await.unwrap().unwrap(), i as u32);
-    }
+    open_and_answer(&P_GATE, calls).await;
     assert_eq!(
         P_MAX.load(Ordering::SeqCst),
         2,
@@ -87,22 +114,14 @@ async fn concurrency_bounds_running_handlers_below_the_prefetch() {
         w.prefetch(10).concurrency(3).serve(gated_c::handler())
     })
     .await;
-    let calls: Vec<_> = (1..=10u32)
-        .map(|i| {
-            let client = served.client.clone();
-            tokio::spawn(
-                async move { routed("the gated worker", || gated_c::call(&client, i)).await },
-            )
-        })
-        .collect();
+    let calls = spawn_gated(&served, 1..=10, |client, i| async move {
+        gated_c::call(&client, i).await
+    });
     eventually("3 running", || async {
         (C_RUNNING.load(Ordering::SeqCst) == 3).then_some(())
     })
     .await;
-    C_GATE.add_permits(10);
-    for (i, call) in calls.into_iter().enumerate() {
-        assert_eq!(call.await.unwrap().unwrap(), i as u32 + 1);
-    }
+    open_and_answer(&C_GATE, calls).await;
     assert_eq!(
         C_MAX.load(Ordering::SeqCst),
         3,
