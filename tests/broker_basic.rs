@@ -17,13 +17,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
 use std::str::FromStr;
 
-async fn fill(ch: &lapin::Channel, q: &str, n: usize) {
-    for i in 0..n {
-        publish(ch, "", q, format!("m{i}").as_bytes()).await;
-    }
-    wait_message_count(ch, q, n as u32).await;
-}
-
 fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
 }
@@ -75,9 +68,7 @@ async fn consumers_of_one_queue_get_messages_round_robin() {
     let (ch_a, ch_b) = (channel(&conn).await, channel(&conn).await);
     let mut a = consume(&ch_a, &q, true).await;
     let mut b = consume(&ch_b, &q, true).await;
-    for i in 0..6 {
-        publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
-    }
+    publish_numbered(&ch, &q, 0..6).await;
     let got_a = bodies(&take(&mut a, 3).await);
     let got_b = bodies(&take(&mut b, 3).await);
     assert_quiet(&mut a).await;

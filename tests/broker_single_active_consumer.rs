@@ -69,13 +69,6 @@ async fn consumer_with(
     (ch, c)
 }
 
-/// Publishes `m{from}`..`m{to - 1}` to `queue` through the default exchange.
-async fn publish_range(ch: &Channel, queue: &str, from: usize, to: usize) {
-    for i in from..to {
-        publish(ch, "", queue, format!("m{i}").as_bytes()).await;
-    }
-}
-
 /// The bodies and redelivered flags of `deliveries`.
 fn seen(deliveries: &[Delivery]) -> Vec<(String, bool)> {
     deliveries
@@ -115,7 +108,7 @@ async fn only_the_first_consumer_gets_messages() {
             .expect("the same declaration again");
         let counted = if queue_type == "classic" { 2 } else { 1 };
         assert_eq!(ok.consumer_count(), counted, "{queue_type}");
-        publish_range(ch, q, 0, 4).await;
+        publish_numbered(ch, q, 0..4).await;
         assert_eq!(seen(&take(&mut a, 4).await), expected(0..4, false));
         assert_quiet(&mut b).await;
     })
@@ -132,7 +125,7 @@ async fn the_next_consumer_takes_over_when_the_active_channel_or_connection_clos
             let other = connect(broker).await;
             let (cha, mut a) = consumer(&other, q, "a", 2).await;
             let (_chb, mut b) = consumer(conn, q, "b", 0).await;
-            publish_range(ch, q, 0, 5).await;
+            publish_numbered(ch, q, 0..5).await;
             let got = take(&mut a, 2).await;
             assert_eq!(seen(&got), expected(0..2, false), "{queue_type}");
             assert_quiet(&mut b).await;
@@ -168,7 +161,7 @@ async fn the_next_consumer_takes_over_when_the_active_one_cancels() {
     each_type(async |broker, conn, ch, q, queue_type| {
         let (cha, mut a) = consumer(conn, q, "a", 3).await;
         let (_chb, mut b) = consumer(conn, q, "b", 0).await;
-        publish_range(ch, q, 0, 6).await;
+        publish_numbered(ch, q, 0..6).await;
         let got = take(&mut a, 3).await;
         assert_eq!(seen(&got), expected(0..3, false));
         cancel(&cha, &a).await;
@@ -205,7 +198,7 @@ async fn priorities_pick_the_successor_only_on_classic_queues() {
         let (cha, mut a) = consumer(conn, q, "a", 0).await;
         let (_chb, b) = consumer(conn, q, "b", 0).await;
         let (_chc, c) = consumer_with(conn, q, "c", 0, priority(10)).await;
-        publish_range(ch, q, 0, 1).await;
+        publish_numbered(ch, q, 0..1).await;
         assert_eq!(seen(&take(&mut a, 1).await), expected(0..1, false));
         cha.close(200, "bye".into())
             .await
@@ -220,7 +213,7 @@ async fn priorities_pick_the_successor_only_on_classic_queues() {
             expected(0..1, true),
             "{queue_type}"
         );
-        publish_range(ch, q, 1, 2).await;
+        publish_numbered(ch, q, 1..2).await;
         assert_eq!(seen(&take(&mut next, 1).await), expected(1..2, false));
         assert_quiet(&mut waiting).await;
     })
@@ -267,7 +260,7 @@ async fn an_exclusive_consumer_is_refused_on_classic_queues() {
 async fn basic_get_works_on_classic_queues_only() {
     each_type(async |_, conn, ch, q, queue_type| {
         let (_cha, mut a) = consumer(conn, q, "a", 1).await;
-        publish_range(ch, q, 0, 3).await;
+        publish_numbered(ch, q, 0..3).await;
         assert_eq!(seen(&take(&mut a, 1).await), expected(0..1, false));
         let getter = channel(conn).await;
         let answer = try_get(&getter, q).await;

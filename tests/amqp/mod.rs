@@ -421,6 +421,20 @@ pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
     publish_with(ch, exchange, key, body, BasicProperties::default()).await;
 }
 
+/// Publishes `m{i}` for each `i` of `range` to `queue` through the default exchange.
+pub async fn publish_numbered(ch: &Channel, queue: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        publish(ch, "", queue, format!("m{i}").as_bytes()).await;
+    }
+}
+
+/// Publishes `m0`..`m{n-1}` to `queue` ([`publish_numbered`]) and waits until it holds `n`
+/// messages.
+pub async fn fill(ch: &Channel, queue: &str, n: usize) {
+    publish_numbered(ch, queue, 0..n).await;
+    wait_message_count(ch, queue, n as u32).await;
+}
+
 /// Publishes `body` with `props`.
 pub async fn publish_with(
     ch: &Channel,
