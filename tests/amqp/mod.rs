@@ -444,18 +444,20 @@ pub async fn publish_with(
     props: BasicProperties,
 ) {
     // Not waiting for the publisher confirm (without confirm mode there is none to wait for).
-    drop(send_publish(ch, exchange, key, body, props).await);
+    let options = BasicPublishOptions::default();
+    drop(send_publish(ch, exchange, key, options, body, props).await);
 }
 
-/// Sends basic.publish; returns lapin's publisher confirm (a real one on a confirm channel).
+/// Sends basic.publish with `options`; returns lapin's publisher confirm (a real one on a
+/// confirm channel).
 async fn send_publish(
     ch: &Channel,
     exchange: &str,
     key: &str,
+    options: BasicPublishOptions,
     body: &[u8],
     props: BasicProperties,
 ) -> impl Future<Output = lapin::Result<lapin::Confirmation>> {
-    let options = BasicPublishOptions::default();
     ch.basic_publish(exchange.into(), key.into(), options, body, props)
         .await
         .expect("basic.publish is sent")
@@ -480,10 +482,7 @@ pub async fn publish_flagged(
     body: &[u8],
     props: BasicProperties,
 ) -> lapin::Result<lapin::Confirmation> {
-    let confirm = ch
-        .basic_publish(exchange.into(), key.into(), options, body, props)
-        .await
-        .expect("basic.publish is sent");
+    let confirm = send_publish(ch, exchange, key, options, body, props).await;
     within("the confirm or the error", confirm).await
 }
 
@@ -711,7 +710,8 @@ pub async fn publish_confirmed(
     body: &[u8],
     props: BasicProperties,
 ) -> lapin::Confirmation {
-    let confirm = send_publish(ch, exchange, key, body, props).await;
+    let options = BasicPublishOptions::default();
+    let confirm = send_publish(ch, exchange, key, options, body, props).await;
     within("a publisher confirm", confirm)
         .await
         .expect("publisher confirm")
