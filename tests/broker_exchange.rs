@@ -294,10 +294,6 @@ async fn headers_route(
     got
 }
 
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
-
 /// The binding arguments format=pdf and type=report, after `x-match` when given.
 fn pdf_report_binding(x_match: Option<&str>) -> FieldTable {
     let mut args = vec![("format", s("pdf")), ("type", s("report"))];

@@ -42,13 +42,17 @@ pub async fn connect(broker: &TestBroker) -> Connection {
 
 /// Opens a lapin connection to `url`.
 pub async fn connect_url(url: &str) -> Connection {
-    tokio::time::timeout(
-        DEADLINE,
+    try_connect_url(url).await.expect("lapin connects")
+}
+
+/// Tries to open a lapin connection to `url` (within [`DEADLINE`]), returning lapin's answer,
+/// for a login or an open the broker may refuse.
+pub async fn try_connect_url(url: &str) -> lapin::Result<Connection> {
+    within(
+        "the connection attempt",
         Connection::connect(url, ConnectionProperties::default()),
     )
     .await
-    .expect("connect within the deadline")
-    .expect("lapin connects")
 }
 
 /// Opens a connection and one channel on it.
@@ -681,6 +685,11 @@ pub fn bodies(ds: &[Delivery]) -> Vec<String> {
     ds.iter()
         .map(|d| String::from_utf8_lossy(&d.data).into_owned())
         .collect()
+}
+
+/// A long-string (`S`) field value: the shorthand for string arguments and headers.
+pub fn s(v: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(v.into())
 }
 
 /// A `FieldTable` from `(key, value)` pairs.
