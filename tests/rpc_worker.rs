@@ -38,6 +38,9 @@ macro_rules! gated_rpc {
 gated_rpc!(gated_p, "gated_p", P_RUNNING, P_MAX, P_GATE);
 gated_rpc!(gated_c, "gated_c", C_RUNNING, C_MAX, C_GATE);
 
+/// A call spawned by [`spawn_gated`]: its argument, and the task that returns its answer.
+type GatedCall<E> = (u32, JoinHandle<Result<u32, lepus::Error<E>>>);
+
 /// Calls a [`gated_rpc!`] handler through `call` once for each of `args`, each on a task of its
 /// own with its own clone of `served`'s client, retrying while the worker is still declaring
 /// its queue: the calls with the argument each must answer.
@@ -45,7 +48,7 @@ fn spawn_gated<E, Fut>(
     served: &Served,
     args: std::ops::RangeInclusive<u32>,
     call: fn(lepus::Client, u32) -> Fut,
-) -> Vec<(u32, JoinHandle<Result<u32, lepus::Error<E>>>)>
+) -> Vec<GatedCall<E>>
 where
     E: Send + 'static,
     Fut: Future<Output = Result<u32, lepus::Error<E>>> + Send + 'static,
@@ -62,10 +65,7 @@ where
 }
 
 /// Opens `gate` for every one of `calls` and checks that each answers its own argument.
-async fn open_and_answer<E: std::fmt::Debug>(
-    gate: &Semaphore,
-    calls: Vec<(u32, JoinHandle<Result<u32, lepus::Error<E>>>)>,
-) {
+async fn open_and_answer<E: std::fmt::Debug>(gate: &Semaphore, calls: Vec<GatedCall<E>>) {
     gate.add_permits(calls.len());
     for (i, call) in calls {
         assert_eq!(call.await.unwrap().unwrap(), i);
