@@ -39,14 +39,6 @@ fn url(b: &BrokerHandle, user: &str, pass: &str, vhost: &str) -> String {
     )
 }
 
-async fn try_connect(url: &str) -> lapin::Result<Connection> {
-    within(
-        "the connection attempt",
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await
-}
-
 /// Adds `user` (password `pass`) with the permissions `[configure, write, read]` on `vhost`.
 fn add_user(b: &BrokerHandle, (user, pass): (&str, &str), vhost: &str, perms: [&str; 3]) {
     let admin = b.admin();
@@ -59,7 +51,7 @@ fn add_user(b: &BrokerHandle, (user, pass): (&str, &str), vhost: &str, perms: [&
 
 /// `user` logged into `vhost` of `b`; fails the test if the login is refused.
 async fn login(b: &BrokerHandle, user: &str, pass: &str, vhost: &str) -> Connection {
-    try_connect(&url(b, user, pass, vhost))
+    try_connect_url(&url(b, user, pass, vhost))
         .await
         .unwrap_or_else(|err| panic!("{user} logs into {vhost}: {err}"))
 }
@@ -86,7 +78,7 @@ async fn assert_refused(
     code: u16,
     why: &str,
 ) {
-    let err = try_connect(&url(b, user, pass, vhost))
+    let err = try_connect_url(&url(b, user, pass, vhost))
         .await
         .expect_err(why);
     assert_eq!(reply_code(&err), Some(code), "got {err}");

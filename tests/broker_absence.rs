@@ -62,6 +62,31 @@ async fn one_unacked(ch: &Channel, queue: &str) -> u64 {
         .delivery_tag
 }
 
+/// Unbinds through `unbind(destination, source)` for each pairing of `dst` or `no_dst` with
+/// `src` or `no_src` (of each pair the first is declared, the second never was), requires
+/// unbind-ok every time, and checks the channel `ch` stayed open. `kinds` names the
+/// destination and the source in the failure messages.
+async fn assert_unbind_ok_whatever_is_missing(
+    ch: &Channel,
+    kinds: [&str; 2],
+    [dst, no_dst]: [&str; 2],
+    [src, no_src]: [&str; 2],
+    unbind: impl AsyncFn(&str, &str) -> lapin::Result<()>,
+) {
+    let [d, s] = kinds;
+    for (destination, source, what) in [
+        (dst, src, "a binding that was never made".to_owned()),
+        (no_dst, src, format!("a missing {d}")),
+        (dst, no_src, format!("a missing {s}")),
+        (no_dst, no_src, format!("a missing {d} and {s}")),
+    ] {
+        unbind(destination, source)
+            .await
+            .unwrap_or_else(|e| panic!("unbind of {what} is unbind-ok, got {e}"));
+    }
+    assert_open(ch).await;
+}
+
 #[tokio::test]
 async fn queue_unbind_of_a_missing_binding_queue_or_exchange_is_ok() {
     // Issue 13 item 7: RabbitMQ answers unbind-ok whatever is missing; Lepus used to close the
@@ -71,17 +96,9 @@ async fn queue_unbind_of_a_missing_binding_queue_or_exchange_is_ok() {
     let (no_q, no_ex) = (common::unique("q.never"), common::unique("ex.never"));
     declare_queue(&ch, &q, FieldTable::default()).await;
     declare_exchange(&ch, &ex, ExchangeKind::Direct).await;
-    for (queue, exchange, what) in [
-        (&q, &ex, "a binding that was never made"),
-        (&no_q, &ex, "a missing queue"),
-        (&q, &no_ex, "a missing exchange"),
-        (&no_q, &no_ex, "a missing queue and exchange"),
-    ] {
-        try_unbind(&ch, queue, exchange, "k")
-            .await
-            .unwrap_or_else(|e| panic!("unbind of {what} is unbind-ok, got {e}"));
-    }
-    assert_open(&ch).await;
+    let unbind = async |queue: &str, exchange: &str| try_unbind(&ch, queue, exchange, "k").await;
+    let kinds = ["queue", "exchange"];
+    assert_unbind_ok_whatever_is_missing(&ch, kinds, [&q, &no_q], [&ex, &no_ex], unbind).await;
     delete_queues(&ch, &[&q]).await;
     delete_exchange(&ch, &ex).await;
 }
@@ -225,17 +242,10 @@ async fn exchange_unbind_of_a_missing_binding_source_or_destination_is_ok() {
     let (no_src, no_dst) = (common::unique("ex.never"), common::unique("ex.never"));
     declare_exchange(&ch, &src, ExchangeKind::Direct).await;
     declare_exchange(&ch, &dst, ExchangeKind::Direct).await;
-    for (d, s, what) in [
-        (&dst, &src, "a binding that was never made"),
-        (&dst, &no_src, "a missing source"),
-        (&no_dst, &src, "a missing destination"),
-        (&no_dst, &no_src, "both missing"),
-    ] {
-        try_unbind_exchange(&ch, d, s, "k")
-            .await
-            .unwrap_or_else(|e| panic!("exchange.unbind of {what} is unbind-ok, got {e}"));
-    }
-    assert_open(&ch).await;
+    let unbind = async |d: &str, s: &str| try_unbind_exchange(&ch, d, s, "k").await;
+    let kinds = ["destination exchange", "source exchange"];
+    assert_unbind_ok_whatever_is_missing(&ch, kinds, [&dst, &no_dst], [&src, &no_src], unbind)
+        .await;
     delete_all::<&str, _>(&ch, &[], &[&src, &dst]).await;
 }
 

@@ -49,16 +49,13 @@ const MIB: u64 = 1024 * 1024;
 #[test]
 #[ignore = "child process of the backlog tests"]
 fn backlog_broker_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let (dir, budget) = spec.rsplit_once(' ').unwrap();
-    let budget: u64 = budget.parse().unwrap();
-    child_broker::serve_in_process(
+    child_broker::serve_in_process(CHILD_ENV, |spec| {
+        let (dir, budget) = spec.rsplit_once(' ').unwrap();
+        let budget: u64 = budget.parse().unwrap();
         lepus::broker::Broker::builder()
             .data_dir(dir)
-            .memory_budget(budget),
-    );
+            .memory_budget(budget)
+    });
 }
 
 fn spawn_broker(dir: &Path, budget: u64, release_ok: bool) -> BrokerProcess {

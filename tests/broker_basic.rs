@@ -17,13 +17,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
 use std::str::FromStr;
 
-async fn fill(ch: &lapin::Channel, q: &str, n: usize) {
-    for i in 0..n {
-        publish(ch, "", q, format!("m{i}").as_bytes()).await;
-    }
-    wait_message_count(ch, q, n as u32).await;
-}
-
 fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
 }
@@ -47,6 +40,20 @@ async fn qos_channel(conn: &Connection, prefetch: u16, global: bool) -> Channel 
     let ch = channel(conn).await;
     qos(&ch, prefetch, global).await;
     ch
+}
+
+/// Opens a channel on `conn` with basic.qos `prefetch` (`global` as given, see [`qos`]) and
+/// starts a manual-ack consumer on it of each of `queues`.
+async fn two_consumers(
+    conn: &Connection,
+    prefetch: u16,
+    global: bool,
+    queues: [&str; 2],
+) -> (Channel, Consumer, Consumer) {
+    let cch = qos_channel(conn, prefetch, global).await;
+    let a = consume(&cch, queues[0], false).await;
+    let b = consume(&cch, queues[1], false).await;
+    (cch, a, b)
 }
 
 /// Every delivery that reaches consumer `a` or `b` until neither gets one for [`QUIET`].
@@ -75,9 +82,7 @@ async fn consumers_of_one_queue_get_messages_round_robin() {
     let (ch_a, ch_b) = (channel(&conn).await, channel(&conn).await);
     let mut a = consume(&ch_a, &q, true).await;
     let mut b = consume(&ch_b, &q, true).await;
-    for i in 0..6 {
-        publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
-    }
+    publish_numbered(&ch, &q, 0..6).await;
     let got_a = bodies(&take(&mut a, 3).await);
     let got_b = bodies(&take(&mut b, 3).await);
     assert_quiet(&mut a).await;
@@ -95,9 +100,7 @@ async fn per_consumer_prefetch_is_never_exceeded() {
     let (_broker, conn, ch, q) = start_with_queue("q.prefetch").await;
     fill(&ch, &q, 10).await;
     // global=false: the limit applies to each consumer started after it (RabbitMQ's meaning).
-    let cch = qos_channel(&conn, 2, false).await;
-    let mut a = consume(&cch, &q, false).await;
-    let mut b = consume(&cch, &q, false).await;
+    let (_cch, mut a, mut b) = two_consumers(&conn, 2, false, [&q, &q]).await;
     let got_a = take(&mut a, 2).await;
     let got_b = take(&mut b, 2).await;
     assert_quiet(&mut a).await;
@@ -119,9 +122,7 @@ async fn global_prefetch_is_shared_by_the_channel() {
     let (_broker, conn, ch, q) = start_with_queue("q.prefetch.global").await;
     fill(&ch, &q, 10).await;
     // global=true: one limit for all consumers of the channel (RabbitMQ's meaning).
-    let cch = qos_channel(&conn, 3, true).await;
-    let mut a = consume(&cch, &q, false).await;
-    let mut b = consume(&cch, &q, false).await;
+    let (_cch, mut a, mut b) = two_consumers(&conn, 3, true, [&q, &q]).await;
     // Collect everything that arrives on either consumer until quiet.
     let held = until_quiet(&mut a, &mut b).await;
     assert_eq!(held.len(), 3, "channel prefetch of 3 exceeded or not used");
@@ -295,16 +296,12 @@ async fn basic_get_and_get_empty() {
 
 #[tokio::test]
 async fn basic_get_from_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let res = try_get(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    assert_404_on_a_missing_queue(async |ch, q| try_get(ch, q).await).await;
 }
 
 #[tokio::test]
 async fn consume_from_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let res = try_consume(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    assert_404_on_a_missing_queue(async |ch, q| try_consume(ch, q).await).await;
 }
 
 #[tokio::test]
@@ -694,9 +691,7 @@ async fn global_qos_limits_the_channel_and_delete_preconditions_hold() {
             publish(&ch, "", q, b"m").await;
         }
     }
-    let cch = qos_channel(&conn, 3, true).await;
-    let mut a = consume(&cch, &q1, false).await;
-    let mut b = consume(&cch, &q2, false).await;
+    let (cch, mut a, mut b) = two_consumers(&conn, 3, true, [&q1, &q2]).await;
     let got = until_quiet(&mut a, &mut b).await.len();
     assert_eq!(got, 3, "global prefetch 3 across both consumers");
     // if-unused refuses while a consumer exists; if-empty refuses while messages wait.

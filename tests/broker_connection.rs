@@ -12,7 +12,6 @@ use std::time::Duration;
 use amqp::*;
 use lapin::options::{ChannelFlowOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 
 /// `url` with `query` appended (`?k=v`).
 fn with_query(url: &str, query: &str) -> String {
@@ -21,14 +20,6 @@ fn with_query(url: &str, query: &str) -> String {
     } else {
         format!("{url}?{query}")
     }
-}
-
-async fn try_connect(url: &str) -> lapin::Result<Connection> {
-    within(
-        "the connection attempt",
-        Connection::connect(url, ConnectionProperties::default()),
-    )
-    .await
 }
 
 #[tokio::test]
@@ -71,7 +62,7 @@ async fn plain_and_amqplain_authenticate_guest() {
     let broker = common::broker().await;
     for mechanism in ["plain", "amqplain"] {
         let url = with_query(broker.url(), &format!("auth_mechanism={mechanism}"));
-        let conn = try_connect(&url)
+        let conn = try_connect_url(&url)
             .await
             .unwrap_or_else(|e| panic!("{mechanism} login: {e}"));
         let ch = conn.create_channel().await.expect("channel");
@@ -89,7 +80,7 @@ async fn wrong_password_is_refused_403() {
     assert_ne!(url, broker.url(), "the test URL carries guest:guest");
     // RabbitMQ honours the client's authentication_failure_close capability (lapin sets it):
     // it sends connection.close 403 ACCESS_REFUSED before closing the socket.
-    let err = try_connect(&url).await.expect_err("login must fail");
+    let err = try_connect_url(&url).await.expect_err("login must fail");
     assert_eq!(reply_code(&err), Some(403), "got {err}");
     // The broker is unaffected.
     let (_conn, ch) = open(&broker).await;
@@ -104,7 +95,7 @@ async fn unknown_vhost_is_refused_530() {
         Some(i) => format!("{}/{}", &base[..i], common::unique("no-such-vhost")),
         None => panic!("URL without a vhost path: {base}"),
     };
-    let err = try_connect(&url).await.expect_err("open must fail");
+    let err = try_connect_url(&url).await.expect_err("open must fail");
     assert_eq!(reply_code(&err), Some(530), "got {err}");
 }
 

@@ -19,10 +19,6 @@ fn long(v: i64) -> AMQPValue {
     AMQPValue::LongLongInt(v)
 }
 
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
-
 /// A dead-letter target: a direct exchange and a queue bound to it with `key`.
 async fn dead_letter_target(ch: &Channel, key: &str) -> (String, String) {
     bound_queue(ch, ExchangeKind::Direct, key, "ex.dlx", "q.dlq").await

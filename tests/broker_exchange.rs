@@ -294,10 +294,6 @@ async fn headers_route(
     got
 }
 
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(v.into())
-}
-
 /// The binding arguments format=pdf and type=report, after `x-match` when given.
 fn pdf_report_binding(x_match: Option<&str>) -> FieldTable {
     let mut args = vec![("format", s("pdf")), ("type", s("report"))];
@@ -434,9 +430,8 @@ async fn alternate_exchange_receives_unroutable_messages() {
 async fn publishing_to_an_internal_exchange_is_403_but_e2e_routing_reaches_it() {
     let (_broker, conn, ch, front) = start_with_exchange(ExchangeKind::Fanout, "ex.front").await;
     let internal = common::unique("ex.internal");
-    let q = common::unique("q.internal");
     declare_internal_exchange(&ch, &internal, ExchangeKind::Fanout).await;
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.internal").await;
     bind(&ch, &q, &internal, "").await;
     bind_exchange(&ch, &internal, &front, "").await;
     let pch = confirm_channel(&conn).await;
@@ -462,9 +457,8 @@ async fn publishing_to_a_missing_exchange_is_404() {
 async fn auto_delete_exchange_goes_with_its_last_binding() {
     let (_broker, conn, ch) = start_and_open().await;
     let ex = common::unique("ex.autodelete");
-    let q = common::unique("q.autodelete");
     declare_auto_delete_exchange(&ch, &ex, ExchangeKind::Fanout).await;
-    declare_queue(&ch, &q, FieldTable::default()).await;
+    let q = declare_unique_queue(&ch, "q.autodelete").await;
     bind(&ch, &q, &ex, "").await;
     unbind(&ch, &q, &ex, "").await;
     let probe = channel(&conn).await;

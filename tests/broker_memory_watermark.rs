@@ -54,15 +54,12 @@ const BIG: usize = 120 * 1024;
 #[test]
 #[ignore = "child process of the watermark tests"]
 fn watermark_broker_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    child_broker::serve_in_process(
+    child_broker::serve_in_process(CHILD_ENV, |dir| {
         lepus::broker::Broker::builder()
             .data_dir(dir)
             .memory_budget(WATERMARK)
-            .memory_high_watermark(WATERMARK),
-    );
+            .memory_high_watermark(WATERMARK)
+    });
 }
 
 fn spawn_broker(dir: &common::DataDir) -> BrokerProcess {

@@ -79,10 +79,7 @@ async fn declare_ok_reports_message_and_consumer_counts() {
     let name = common::unique("q.counts");
     let q = declare_queue(&ch, &name, FieldTable::default()).await;
     assert_eq!((q.message_count(), q.consumer_count()), (0, 0));
-    for i in 0..3 {
-        publish(&ch, "", &name, format!("m{i}").as_bytes()).await;
-    }
-    wait_message_count(&ch, &name, 3).await;
+    fill(&ch, &name, 3).await;
     let (_other, other_ch) = open(&broker).await;
     let _consumer = consume(&other_ch, &name, false).await;
     let _ = within("deliveries drain", async {
@@ -100,9 +97,8 @@ async fn declare_ok_reports_message_and_consumer_counts() {
 
 #[tokio::test]
 async fn passive_declare_of_a_missing_queue_is_404() {
-    let (_broker, conn, ch) = start_and_open().await;
-    let res = passive_queue(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    let (_broker, conn) =
+        assert_404_on_a_missing_queue(async |ch, q| passive_queue(ch, q).await).await;
     // A channel error closes only the channel: the connection keeps working.
     let ch2 = channel(&conn).await;
     declare_queue(&ch2, &common::unique("q.after"), FieldTable::default()).await;
@@ -285,10 +281,7 @@ async fn binding_to_the_default_exchange_is_403() {
 #[tokio::test]
 async fn purge_returns_the_number_of_messages_removed() {
     let (_broker, _conn, ch, q) = start_with_queue("q.purge").await;
-    for i in 0..5 {
-        publish(&ch, "", &q, format!("{i}").as_bytes()).await;
-    }
-    wait_message_count(&ch, &q, 5).await;
+    fill(&ch, &q, 5).await;
     // One message delivered and unacked is not ready, so purge does not count or remove it.
     let held = get(&ch, &q).await.expect("a message");
     assert_eq!(purge(&ch, &q).await, 4);
@@ -300,18 +293,13 @@ async fn purge_returns_the_number_of_messages_removed() {
 
 #[tokio::test]
 async fn purge_of_a_missing_queue_is_404() {
-    let (_broker, _conn, ch) = start_and_open().await;
-    let res = try_purge(&ch, &common::unique("q.missing")).await;
-    assert_code(res, 404);
+    assert_404_on_a_missing_queue(async |ch, q| try_purge(ch, q).await).await;
 }
 
 #[tokio::test]
 async fn delete_returns_the_message_count() {
     let (_broker, _conn, ch, q) = start_with_queue("q.delete").await;
-    for _ in 0..3 {
-        publish(&ch, "", &q, b"m").await;
-    }
-    wait_message_count(&ch, &q, 3).await;
+    fill(&ch, &q, 3).await;
     let n = try_delete_queue(&ch, &q, QueueDeleteOptions::default())
         .await
         .expect("delete");

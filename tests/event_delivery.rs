@@ -4,14 +4,12 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
-mod task_util;
 
 use std::time::Duration;
 
-use common::background::BackgroundWorker;
+use common::queued::Queued;
 use lepus::task::{observe, Completions, Outcome};
 use serde::{Deserialize, Serialize};
-use task_util::client;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct LogLine {
@@ -62,19 +60,9 @@ async fn handled_per_instance(pool: &mut [Completions], events: usize) -> Vec<us
     counts
 }
 
-/// Stops each of `workers`, then `broker`.
-async fn stop_all(workers: Vec<BackgroundWorker>, broker: common::TestBroker) {
-    for w in workers {
-        w.stop().await;
-    }
-    broker.stop().await;
-}
-
 #[tokio::test]
 async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
-    let broker = common::broker().await;
-    let prefix = common::unique("ev");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("ev").await;
     let mut workers = Vec::new();
     let mut pool = Vec::new();
     let mut broadcast = Vec::new();
@@ -83,10 +71,7 @@ async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
         let (b, broadcast_done) = observe(audit_broadcast::handler());
         pool.push(pool_done);
         broadcast.push(broadcast_done);
-        workers.push(
-            BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(p).serve(b))
-                .await,
-        );
+        workers.push(fx.worker(|w| w.prefetch(1).serve(p).serve(b)).await);
     }
     // The workers bind their queues in the background: publish warm-up events until both
     // broadcast queues have received one, then let the stragglers settle and forget them.
@@ -97,7 +82,7 @@ async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
             tokio::time::Instant::now() < deadline,
             "broadcast queues never bound"
         );
-        audit_pool::publish(&client, "", &line("info", "warm-up"))
+        audit_pool::publish(&fx.client, "", &line("info", "warm-up"))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -111,7 +96,7 @@ async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
     }
     const EVENTS: usize = 200;
     for n in 0..EVENTS {
-        lepus::publish(&client, "audit", "", &line("info", &n.to_string()))
+        lepus::publish(&fx.client, "audit", "", &line("info", &n.to_string()))
             .await
             .unwrap();
     }
@@ -130,27 +115,24 @@ async fn pool_handlers_share_events_and_broadcast_handlers_each_get_all() {
     let late: usize = pool.iter_mut().map(|d| d.drain().len()).sum();
     let late_b: usize = broadcast.iter_mut().map(|d| d.drain().len()).sum();
     assert_eq!((late, late_b), (0, 0), "no duplicates");
-    stop_all(workers, broker).await;
+    fx.stop(workers).await;
 }
 
 #[tokio::test]
 async fn pool_instances_compete_for_events() {
-    let broker = common::broker().await;
-    let prefix = common::unique("ev");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("ev").await;
     let mut workers = Vec::new();
     let mut pool = Vec::new();
     for _ in 0..2 {
         let (p, done) = observe(audit_pool::handler());
         pool.push(done);
-        workers
-            .push(BackgroundWorker::start(broker.url(), &prefix, |w| w.prefetch(1).serve(p)).await);
+        workers.push(fx.worker(|w| w.prefetch(1).serve(p)).await);
     }
     // Wait for both consumers: then, with prefetch 1, the broker alternates between them.
-    let conn = lepus::connect(broker.url()).await.unwrap();
+    let conn = lepus::connect(fx.url()).await.unwrap();
     lepus::task::wait_for_consumers(
         &conn,
-        &audit_pool::handler().on_queue(format!("{prefix}{}", audit_pool::QUEUE)),
+        &audit_pool::handler().on_queue(fx.queue(audit_pool::QUEUE)),
         2,
         Duration::from_secs(10),
     )
@@ -158,7 +140,7 @@ async fn pool_instances_compete_for_events() {
     .unwrap();
     const EVENTS: usize = 100;
     for n in 0..EVENTS {
-        audit_pool::publish(&client, "", &line("info", &n.to_string()))
+        audit_pool::publish(&fx.client, "", &line("info", &n.to_string()))
             .await
             .unwrap();
     }
@@ -168,18 +150,15 @@ async fn pool_instances_compete_for_events() {
         counts.iter().all(|&n| n > 0),
         "both instances took events: {counts:?}"
     );
-    stop_all(workers, broker).await;
+    fx.stop(workers).await;
 }
 
 #[tokio::test]
 async fn topic_and_direct_bindings_route_by_key_and_failures_are_rejected() {
-    let broker = common::broker().await;
-    let prefix = common::unique("ev");
-    let (_conn, client) = client(broker.url(), &prefix).await;
+    let fx = Queued::start("ev").await;
     let (topic, mut topic_done) = observe(errors_and_kernel::handler());
     let (direct, mut direct_done) = observe(warnings::handler());
-    let worker =
-        BackgroundWorker::start(broker.url(), &prefix, |w| w.serve(topic).serve(direct)).await;
+    let worker = fx.worker(|w| w.serve(topic).serve(direct)).await;
     // The worker declares the exchanges and binds the queues; wait until it has.
     topic_done.declared(Duration::from_secs(10)).await.unwrap();
     direct_done.declared(Duration::from_secs(10)).await.unwrap();
@@ -190,15 +169,15 @@ async fn topic_and_direct_bindings_route_by_key_and_failures_are_rejected() {
         "kern.disk.full",
         "error",
     ] {
-        errors_and_kernel::publish(&client, key, &line(key, "ok"))
+        errors_and_kernel::publish(&fx.client, key, &line(key, "ok"))
             .await
             .unwrap();
     }
-    errors_and_kernel::publish(&client, "db.error", &line("error", "poison"))
+    errors_and_kernel::publish(&fx.client, "db.error", &line("error", "poison"))
         .await
         .unwrap();
     for key in ["warning", "info", "error", "warning"] {
-        warnings::publish(&client, key, &line(key, "ok"))
+        warnings::publish(&fx.client, key, &line(key, "ok"))
             .await
             .unwrap();
     }
@@ -225,16 +204,13 @@ async fn topic_and_direct_bindings_route_by_key_and_failures_are_rejected() {
         "app.info and error matched nothing"
     );
     assert!(direct_done.drain().is_empty(), "only the two warnings");
-    worker.stop().await;
-    broker.stop().await;
+    fx.stop([worker]).await;
 }
 
 #[tokio::test]
 async fn publishing_to_a_missing_exchange_is_a_not_found_error() {
-    let broker = common::broker().await;
-    let prefix = common::unique("ev");
-    let (_conn, client) = client(broker.url(), &prefix).await;
-    let err = lepus::publish(&client, "nobody-declared-this", "k", &1u32)
+    let fx = Queued::start("ev").await;
+    let err = lepus::publish(&fx.client, "nobody-declared-this", "k", &1u32)
         .await
         .unwrap_err();
     assert!(
@@ -248,8 +224,8 @@ async fn publishing_to_a_missing_exchange_is_a_not_found_error() {
         "{err:?}"
     );
     // The session survived: publishing to an existing exchange still works.
-    lepus::publish(&client, "amq.fanout", "", &2u32)
+    lepus::publish(&fx.client, "amq.fanout", "", &2u32)
         .await
         .unwrap();
-    broker.stop().await;
+    fx.stop([]).await;
 }

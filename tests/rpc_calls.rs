@@ -6,6 +6,12 @@ mod amqp;
 mod common;
 mod rpc_util;
 
+// The example's fib contract, for its arithmetic (its own RPC, on another queue, is not served
+// here).
+#[allow(dead_code)]
+#[path = "../examples/fib_contract/mod.rs"]
+mod fib_contract;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +41,7 @@ struct Point {
 /// fib over RPC, with a typed error past 93.
 #[lepus::rpc(queue = "math")]
 async fn fib(n: u32) -> Result<u64, MathError> {
-    if n > 93 {
-        return Err(MathError::Overflow(n));
-    }
-    let (mut a, mut b) = (0u64, 1u64);
-    for _ in 0..n {
-        (a, b) = (b, a + b);
-    }
-    Ok(a)
+    fib_contract::fib_u64(n).ok_or(MathError::Overflow(n))
 }
 
 /// A plain return type, a custom method name, two arguments, on the same queue as `fib`.

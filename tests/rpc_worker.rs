@@ -6,6 +6,7 @@ mod amqp;
 mod common;
 mod rpc_util;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,27 +15,96 @@ use common::served::Served;
 use futures::future::join_all;
 use rpc_util::{eventually, routed};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
-/// A handler that records how many copies of itself run at once and waits at a gate.
-macro_rules! gated_rpc {
-    ($name:ident, $queue:literal, $running:ident, $max:ident, $gate:ident) => {
-        static $running: AtomicUsize = AtomicUsize::new(0);
-        static $max: AtomicUsize = AtomicUsize::new(0);
-        static $gate: Semaphore = Semaphore::const_new(0);
-
-        #[lepus::rpc(queue = $queue)]
-        async fn $name(i: u32) -> u32 {
-            let now = $running.fetch_add(1, Ordering::SeqCst) + 1;
-            $max.fetch_max(now, Ordering::SeqCst);
-            $gate.acquire().await.expect("gate open").forget();
-            $running.fetch_sub(1, Ordering::SeqCst);
-            i
-        }
-    };
+/// The runs of one gated handler: how many run now and at most at once, and the gate each
+/// waits at until the test opens it.
+struct Gated {
+    running: AtomicUsize,
+    max: AtomicUsize,
+    gate: Semaphore,
 }
 
-gated_rpc!(gated_p, "gated_p", P_RUNNING, P_MAX, P_GATE);
-gated_rpc!(gated_c, "gated_c", C_RUNNING, C_MAX, C_GATE);
+impl Gated {
+    const fn new() -> Gated {
+        Gated {
+            running: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+            gate: Semaphore::const_new(0),
+        }
+    }
+
+    /// One run of the handler: counted while it waits at the gate.
+    async fn pass(&self) {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        self.gate.acquire().await.expect("gate open").forget();
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many runs are waiting at the gate.
+    fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+static P: Gated = Gated::new();
+static C: Gated = Gated::new();
+
+/// Waits at [`P`]'s gate, then answers `i`.
+#[lepus::rpc(queue = "gated_p")]
+async fn gated_p(i: u32) -> u32 {
+    P.pass().await;
+    i
+}
+
+/// Waits at [`C`]'s gate, then answers `i`.
+#[lepus::rpc(queue = "gated_c")]
+async fn gated_c(i: u32) -> u32 {
+    C.pass().await;
+    i
+}
+
+/// A call spawned by [`spawn_gated`]: its argument, and the task that returns its answer.
+type GatedCall<E> = (u32, JoinHandle<Result<u32, lepus::Error<E>>>);
+
+/// Calls a gated handler through `call` once for each of `args`, each on a task of its own
+/// with its own clone of `served`'s client, retrying while the worker is still declaring its
+/// queue: the calls with the argument each must answer.
+fn spawn_gated<E, Fut>(
+    served: &Served,
+    args: std::ops::RangeInclusive<u32>,
+    call: fn(lepus::Client, u32) -> Fut,
+) -> Vec<GatedCall<E>>
+where
+    E: Send + 'static,
+    Fut: Future<Output = Result<u32, lepus::Error<E>>> + Send + 'static,
+{
+    args.map(|i| {
+        let client = served.client.clone();
+        let answer =
+            tokio::spawn(
+                async move { routed("the gated worker", || call(client.clone(), i)).await },
+            );
+        (i, answer)
+    })
+    .collect()
+}
+
+/// Opens `gated`'s gate for every one of `calls`, checks that each answers its own argument,
+/// and that at most `limit` ran at once (`what` names the limit).
+async fn open_and_answer<E: std::fmt::Debug>(
+    gated: &Gated,
+    calls: Vec<GatedCall<E>>,
+    limit: usize,
+    what: &str,
+) {
+    gated.gate.add_permits(calls.len());
+    for (i, call) in calls {
+        assert_eq!(call.await.unwrap().unwrap(), i);
+    }
+    assert_eq!(gated.max.load(Ordering::SeqCst), limit, "{what}");
+}
 
 /// The ready-message count of `queue`, by a passive `queue.declare`.
 async fn ready_count(url: &str, queue: &str) -> u32 {
@@ -53,30 +123,15 @@ async fn prefetch_bounds_what_a_worker_holds_even_with_spare_concurrency() {
     .await;
     let queue = format!("{}gated_p", served.prefix);
 
-    let calls: Vec<_> = (0..10u32)
-        .map(|i| {
-            let client = served.client.clone();
-            // Retry while the worker is still declaring its queue.
-            tokio::spawn(
-                async move { routed("the gated worker", || gated_p::call(&client, i)).await },
-            )
-        })
-        .collect();
+    let calls = spawn_gated(&served, 0..=9, |client, i| async move {
+        gated_p::call(&client, i).await
+    });
     // Two requests run (the prefetch), eight wait in the queue, not in the worker.
     eventually("2 running and 8 ready", || async {
-        (P_RUNNING.load(Ordering::SeqCst) == 2 && ready_count(served.url(), &queue).await == 8)
-            .then_some(())
+        (P.running() == 2 && ready_count(served.url(), &queue).await == 8).then_some(())
     })
     .await;
-    P_GATE.add_permits(10);
-    for (i, call) in calls.into_iter().enumerate() {
-        assert_eq!(call.await.unwrap().unwrap(), i as u32);
-    }
-    assert_eq!(
-        P_MAX.load(Ordering::SeqCst),
-        2,
-        "never more than prefetch at once"
-    );
+    open_and_answer(&P, calls, 2, "never more than prefetch at once").await;
 
     served.stop().await;
 }
@@ -87,27 +142,11 @@ async fn concurrency_bounds_running_handlers_below_the_prefetch() {
         w.prefetch(10).concurrency(3).serve(gated_c::handler())
     })
     .await;
-    let calls: Vec<_> = (1..=10u32)
-        .map(|i| {
-            let client = served.client.clone();
-            tokio::spawn(
-                async move { routed("the gated worker", || gated_c::call(&client, i)).await },
-            )
-        })
-        .collect();
-    eventually("3 running", || async {
-        (C_RUNNING.load(Ordering::SeqCst) == 3).then_some(())
-    })
-    .await;
-    C_GATE.add_permits(10);
-    for (i, call) in calls.into_iter().enumerate() {
-        assert_eq!(call.await.unwrap().unwrap(), i as u32 + 1);
-    }
-    assert_eq!(
-        C_MAX.load(Ordering::SeqCst),
-        3,
-        "never more than concurrency at once"
-    );
+    let calls = spawn_gated(&served, 1..=10, |client, i| async move {
+        gated_c::call(&client, i).await
+    });
+    eventually("3 running", || async { (C.running() == 3).then_some(()) }).await;
+    open_and_answer(&C, calls, 3, "never more than concurrency at once").await;
 
     served.stop().await;
 }

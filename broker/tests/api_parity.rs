@@ -135,24 +135,10 @@ async fn scenario(api: &Api, amqp_base: &str, id: &str) -> Scenario {
     let user = format!("parity-mon-{id}");
     let v = seg(&vhost);
     api.ok("PUT", &format!("/api/vhosts/{v}"), None).await;
-    api.ok(
-        "PUT",
-        &format!("/api/permissions/{v}/guest"),
-        Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        &format!("/api/users/{user}"),
-        Some(json!({"password": "pw", "tags": "monitoring"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        &format!("/api/permissions/{v}/{user}"),
-        Some(json!({"configure": "", "write": "", "read": ".*"})),
-    )
-    .await;
+    api.set_permissions(&vhost, "guest", [".*", ".*", ".*"])
+        .await;
+    api.add_user_in(&vhost, &user, "pw", "monitoring", ["", "", ".*"])
+        .await;
     api.ok(
         "PUT",
         &format!("/api/exchanges/{v}/{exchange}"),

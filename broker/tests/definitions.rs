@@ -45,28 +45,22 @@ async fn build(api: &Api, scope: &Scope) {
     let v = seg(&scope.vhost);
     api.ok("PUT", &format!("/api/vhosts/{v}"), None).await;
     let (admin, watcher) = (&scope.users[0], &scope.users[1]);
-    api.ok(
-        "PUT",
-        &format!("/api/users/{}", seg(admin)),
-        Some(json!({"password": "pw-admin", "tags": "administrator"})),
+    let vhost = &scope.vhost;
+    api.add_user_in(
+        vhost,
+        admin,
+        "pw-admin",
+        "administrator",
+        [".*", ".*", ".*"],
     )
     .await;
-    api.ok(
-        "PUT",
-        &format!("/api/users/{}", seg(watcher)),
-        Some(json!({"password": "pw-watch", "tags": "monitoring,management"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        &format!("/api/permissions/{v}/{}", seg(admin)),
-        Some(json!({"configure": ".*", "write": ".*", "read": ".*"})),
-    )
-    .await;
-    api.ok(
-        "PUT",
-        &format!("/api/permissions/{v}/{}", seg(watcher)),
-        Some(json!({"configure": "", "write": "^logs\\.", "read": ".*"})),
+    let watcher_perms = ["", "^logs\\.", ".*"];
+    api.add_user_in(
+        vhost,
+        watcher,
+        "pw-watch",
+        "monitoring,management",
+        watcher_perms,
     )
     .await;
     for (name, body) in [

@@ -110,6 +110,14 @@ fn the_worker_serving(json: &str, queue: &str) -> String {
     ours[0].worker.clone()
 }
 
+/// The line of `worker` in the `workers` table `table`.
+fn row_of<'t>(table: &'t str, worker: &str) -> &'t str {
+    table
+        .lines()
+        .find(|line| line.starts_with(worker))
+        .unwrap_or_else(|| panic!("{worker} not in\n{table}"))
+}
+
 async fn until_started(key: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !log().lock().unwrap().started.contains(key) {
@@ -182,10 +190,7 @@ async fn workers_and_inspect_list_running_task_ids_and_revoke_stops_it() {
     let json = stdout(&lepus(bed.url(), &["workers", "--json"]).await);
     let worker = the_worker_serving(&json, &queue);
     let table = stdout(&lepus(bed.url(), &["workers"]).await);
-    let line = table
-        .lines()
-        .find(|line| line.starts_with(&worker))
-        .unwrap_or_else(|| panic!("{worker} not in\n{table}"));
+    let line = row_of(&table, &worker);
     let columns: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(columns[1], std::process::id().to_string(), "{line}");
     assert_eq!(columns[5], "1", "one task running: {line}");
@@ -212,10 +217,7 @@ async fn workers_and_inspect_list_running_task_ids_and_revoke_stops_it() {
     log().lock().unwrap().released.insert(key);
     // The table counts it.
     let table = stdout(&lepus(bed.url(), &["workers"]).await);
-    let line = table
-        .lines()
-        .find(|line| line.starts_with(&worker))
-        .unwrap();
+    let line = row_of(&table, &worker);
     assert_eq!(line.split_whitespace().nth(8), Some("1"), "{table}");
     bed.stop().await;
 }

@@ -42,13 +42,17 @@ pub async fn connect(broker: &TestBroker) -> Connection {
 
 /// Opens a lapin connection to `url`.
 pub async fn connect_url(url: &str) -> Connection {
-    tokio::time::timeout(
-        DEADLINE,
+    try_connect_url(url).await.expect("lapin connects")
+}
+
+/// Tries to open a lapin connection to `url` (within [`DEADLINE`]), returning lapin's answer,
+/// for a login or an open the broker may refuse.
+pub async fn try_connect_url(url: &str) -> lapin::Result<Connection> {
+    within(
+        "the connection attempt",
         Connection::connect(url, ConnectionProperties::default()),
     )
     .await
-    .expect("connect within the deadline")
-    .expect("lapin connects")
 }
 
 /// Opens a connection and one channel on it.
@@ -101,6 +105,17 @@ pub async fn start_and_open() -> (TestBroker, Connection, Channel) {
     let broker = crate::common::broker().await;
     let (conn, ch) = open(&broker).await;
     (broker, conn, ch)
+}
+
+/// [`start_and_open`], then `op` on a queue name that does not exist: asserts the broker
+/// refuses it with 404 and returns the broker and the connection (its other channels stay
+/// open).
+pub async fn assert_404_on_a_missing_queue<T: std::fmt::Debug>(
+    op: impl AsyncFnOnce(&Channel, &str) -> lapin::Result<T>,
+) -> (TestBroker, Connection) {
+    let (broker, conn, ch) = start_and_open().await;
+    assert_code(op(&ch, &crate::common::unique("q.missing")).await, 404);
+    (broker, conn)
 }
 
 /// [`start_and_open`], then [`declare_unique_queue`] from `prefix` on the channel: the broker,
@@ -410,6 +425,20 @@ pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
     publish_with(ch, exchange, key, body, BasicProperties::default()).await;
 }
 
+/// Publishes `m{i}` for each `i` of `range` to `queue` through the default exchange.
+pub async fn publish_numbered(ch: &Channel, queue: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        publish(ch, "", queue, format!("m{i}").as_bytes()).await;
+    }
+}
+
+/// Publishes `m0`..`m{n-1}` to `queue` ([`publish_numbered`]) and waits until it holds `n`
+/// messages.
+pub async fn fill(ch: &Channel, queue: &str, n: usize) {
+    publish_numbered(ch, queue, 0..n).await;
+    wait_message_count(ch, queue, n as u32).await;
+}
+
 /// Publishes `body` with `props`.
 pub async fn publish_with(
     ch: &Channel,
@@ -419,18 +448,20 @@ pub async fn publish_with(
     props: BasicProperties,
 ) {
     // Not waiting for the publisher confirm (without confirm mode there is none to wait for).
-    drop(send_publish(ch, exchange, key, body, props).await);
+    let options = BasicPublishOptions::default();
+    drop(send_publish(ch, exchange, key, options, body, props).await);
 }
 
-/// Sends basic.publish; returns lapin's publisher confirm (a real one on a confirm channel).
+/// Sends basic.publish with `options`; returns lapin's publisher confirm (a real one on a
+/// confirm channel).
 async fn send_publish(
     ch: &Channel,
     exchange: &str,
     key: &str,
+    options: BasicPublishOptions,
     body: &[u8],
     props: BasicProperties,
 ) -> impl Future<Output = lapin::Result<lapin::Confirmation>> {
-    let options = BasicPublishOptions::default();
     ch.basic_publish(exchange.into(), key.into(), options, body, props)
         .await
         .expect("basic.publish is sent")
@@ -455,10 +486,7 @@ pub async fn publish_flagged(
     body: &[u8],
     props: BasicProperties,
 ) -> lapin::Result<lapin::Confirmation> {
-    let confirm = ch
-        .basic_publish(exchange.into(), key.into(), options, body, props)
-        .await
-        .expect("basic.publish is sent");
+    let confirm = send_publish(ch, exchange, key, options, body, props).await;
     within("the confirm or the error", confirm).await
 }
 
@@ -659,6 +687,11 @@ pub fn bodies(ds: &[Delivery]) -> Vec<String> {
         .collect()
 }
 
+/// A long-string (`S`) field value: the shorthand for string arguments and headers.
+pub fn s(v: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(v.into())
+}
+
 /// A `FieldTable` from `(key, value)` pairs.
 pub fn table(pairs: Vec<(&str, lapin::types::AMQPValue)>) -> FieldTable {
     let mut t = FieldTable::default();
@@ -686,7 +719,8 @@ pub async fn publish_confirmed(
     body: &[u8],
     props: BasicProperties,
 ) -> lapin::Confirmation {
-    let confirm = send_publish(ch, exchange, key, body, props).await;
+    let options = BasicPublishOptions::default();
+    let confirm = send_publish(ch, exchange, key, options, body, props).await;
     within("a publisher confirm", confirm)
         .await
         .expect("publisher confirm")

@@ -71,9 +71,15 @@ pub fn spawn(
     BrokerProcess { child, addr, what }
 }
 
-/// The body of the child test: starts `builder` on 127.0.0.1:0, announces its address as
-/// the binary does, and serves until killed.
-pub fn serve_in_process(builder: lepus::broker::BrokerBuilder) {
+/// The body of the child test: when the environment variable `env` is set (the parent sets
+/// it), starts the builder `configure` makes of its value on 127.0.0.1:0, announces its
+/// address as the binary does, and serves until killed. Without `env` (an ordinary test
+/// run) it returns at once.
+pub fn serve_in_process(env: &str, configure: impl FnOnce(String) -> lepus::broker::BrokerBuilder) {
+    let Ok(spec) = std::env::var(env) else {
+        return;
+    };
+    let builder = configure(spec);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let broker = builder.listen("127.0.0.1:0").start().await.unwrap();

@@ -1,6 +1,6 @@
-//! Helpers shared by the `task_*`, `event_*` and `worker_*` integration tests (`eventually` also
-//! by `access_robustness`): clients, polling, queue counts, raw connections; each test isolates
-//! itself by a unique queue prefix.
+//! Helpers shared by the `task_*`, `worker_*` and `cluster_failover` integration tests
+//! (`eventually` also by `access_robustness`): clients, polling, queue counts, raw
+//! connections; each test isolates itself by a unique queue prefix.
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;

@@ -161,16 +161,33 @@ impl Api {
     /// Creates (or updates) user `name` with `tags` (comma-separated, may be empty) and its
     /// `[configure, write, read]` permissions on vhost `/`.
     pub(crate) async fn add_user(&self, name: &str, password: &str, tags: &str, perms: [&str; 3]) {
+        self.add_user_in("/", name, password, tags, perms).await;
+    }
+
+    /// [`Api::add_user`] with the permissions on vhost `vhost`.
+    pub(crate) async fn add_user_in(
+        &self,
+        vhost: &str,
+        name: &str,
+        password: &str,
+        tags: &str,
+        perms: [&str; 3],
+    ) {
         self.ok(
             "PUT",
             &format!("/api/users/{}", seg(name)),
             Some(serde_json::json!({"password": password, "tags": tags})),
         )
         .await;
+        self.set_permissions(vhost, name, perms).await;
+    }
+
+    /// Sets user `name`'s `[configure, write, read]` permissions on vhost `vhost`.
+    pub(crate) async fn set_permissions(&self, vhost: &str, name: &str, perms: [&str; 3]) {
         let [configure, write, read] = perms;
         self.ok(
             "PUT",
-            &format!("/api/permissions/%2F/{}", seg(name)),
+            &format!("/api/permissions/{}/{}", seg(vhost), seg(name)),
             Some(serde_json::json!({"configure": configure, "write": write, "read": read})),
         )
         .await;
