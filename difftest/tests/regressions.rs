@@ -1029,4 +1029,136 @@ end
   q1 405
   exchanges: -
 "#;
+/// RabbitMQ's round robin: a consumer found without credit (channel-global qos here) leaves the rotation and rejoins at the back once it has credit; a requeue goes back before the channel's global credit, after the consumer's own (per-consumer qos 1: its rejected message comes straight back). Found by the tester (seed 20261208002, program 878); the bundled broker served the consumer that had just been blocked.
+a_consumer_out_of_credit_rejoins_the_round_robin_at_the_back: r#"
+frame_max 131072
+c0.1 queue.declare q1
+c0.1 basic.publish "" key=q1 body=1
+c0.1 basic.consume q1 tag=ct0
+c0.1 basic.publish "" key=q1 body=2
+c0.2 basic.consume q1 tag=ct1
+c0.1 basic.qos 2 global
+c0.2 basic.publish "" key=q1 body=3
+c0.1 basic.reject latest requeue
+c0.1 basic.recover requeue
+c0.2 basic.publish "" key=q1 body=4
+c0.2 basic.publish "" key=q1 body=5
+c0.2 basic.publish "" key=q1 body=6
+c0.3 basic.qos 1
+c0.3 basic.consume q1 tag=ct2
+c0.2 basic.publish "" key=q1 body=7
+c0.2 basic.publish "" key=q1 body=8
+c0.3 basic.ack latest
+c0.2 basic.publish "" key=q1 body=9
+c0.2 basic.publish "" key=q1 body=10
+c0.2 basic.publish "" key=q1 body=11
+c0.3 basic.reject latest requeue
+c0.2 basic.publish "" key=q1 body=12
+c0.2 basic.publish "" key=q1 body=13
+"# => r#"
+#0 c0.1 queue.declare q1
+  = queue.declare-ok q1 0/0
+  queues: q1=0/0
+#1 c0.1 basic.publish "" key=q1 body=1
+  = sent m0
+  queues: q1=1/0
+#2 c0.1 basic.consume q1 tag=ct0
+  = basic.consume-ok "ct0"
+  c0.1 "ct0" <- m0+3 ex="" rk=q1 props()
+  c0.1 tags 1
+  queues: q1=0/1
+#3 c0.1 basic.publish "" key=q1 body=2
+  = sent m1
+  c0.1 "ct0" <- m1+3 ex="" rk=q1 props()
+  c0.1 tags 2
+  queues: q1=0/1
+#4 c0.2 basic.consume q1 tag=ct1
+  = basic.consume-ok "ct1"
+  queues: q1=0/2
+#5 c0.1 basic.qos 2 global
+  = basic.qos-ok
+  queues: q1=0/2
+#6 c0.2 basic.publish "" key=q1 body=3
+  = sent m2
+  c0.2 "ct1" <- m2+3 ex="" rk=q1 props()
+  c0.2 tags 1
+  queues: q1=0/2
+#7 c0.1 basic.reject latest requeue
+  = sent tag 2
+  c0.2 "ct1" <- m1+3 redelivered ex="" rk=q1 props()
+  c0.2 tags 2
+  queues: q1=0/2
+#8 c0.1 basic.recover requeue
+  = basic.recover-ok
+  c0.2 "ct1" <- m0+3 redelivered ex="" rk=q1 props()
+  c0.2 tags 3
+  queues: q1=0/2
+#9 c0.2 basic.publish "" key=q1 body=4
+  = sent m3
+  c0.1 "ct0" <- m3+4 ex="" rk=q1 props()
+  c0.1 tags 3
+  queues: q1=0/2
+#10 c0.2 basic.publish "" key=q1 body=5
+  = sent m4
+  c0.2 "ct1" <- m4+5 ex="" rk=q1 props()
+  c0.2 tags 4
+  queues: q1=0/2
+#11 c0.2 basic.publish "" key=q1 body=6
+  = sent m5
+  c0.1 "ct0" <- m5+6 ex="" rk=q1 props()
+  c0.1 tags 4
+  queues: q1=0/2
+#12 c0.3 basic.qos 1
+  = basic.qos-ok
+  queues: q1=0/2
+#13 c0.3 basic.consume q1 tag=ct2
+  = basic.consume-ok "ct2"
+  queues: q1=0/3
+#14 c0.2 basic.publish "" key=q1 body=7
+  = sent m6
+  c0.2 "ct1" <- m6+7 ex="" rk=q1 props()
+  c0.2 tags 5
+  queues: q1=0/3
+#15 c0.2 basic.publish "" key=q1 body=8
+  = sent m7
+  c0.3 "ct2" <- m7+8 ex="" rk=q1 props()
+  c0.3 tags 1
+  queues: q1=0/3
+#16 c0.3 basic.ack latest
+  = sent tag 1
+  queues: q1=0/3
+#17 c0.2 basic.publish "" key=q1 body=9
+  = sent m8
+  c0.2 "ct1" <- m8+9 ex="" rk=q1 props()
+  c0.2 tags 6
+  queues: q1=0/3
+#18 c0.2 basic.publish "" key=q1 body=10
+  = sent m9
+  c0.3 "ct2" <- m9+10 ex="" rk=q1 props()
+  c0.3 tags 2
+  queues: q1=0/3
+#19 c0.2 basic.publish "" key=q1 body=11
+  = sent m10
+  c0.2 "ct1" <- m10+11 ex="" rk=q1 props()
+  c0.2 tags 7
+  queues: q1=0/3
+#20 c0.3 basic.reject latest requeue
+  = sent tag 2
+  c0.3 "ct2" <- m9+10 redelivered ex="" rk=q1 props()
+  c0.3 tags 3
+  queues: q1=0/3
+#21 c0.2 basic.publish "" key=q1 body=12
+  = sent m11
+  c0.2 "ct1" <- m11+12 ex="" rk=q1 props()
+  c0.2 tags 8
+  queues: q1=0/3
+#22 c0.2 basic.publish "" key=q1 body=13
+  = sent m12
+  c0.2 "ct1" <- m12+13 ex="" rk=q1 props()
+  c0.2 tags 9
+  queues: q1=0/3
+end
+  q1 empty after 0
+  exchanges: -
+"#;
 }
