@@ -390,11 +390,7 @@ impl<T: Task> TaskRunner<T> {
         } else {
             let delay =
                 retry_delay::retry_delay(&self.options.backoff_policy(), attempt.saturating_sub(1));
-            headers::insert_int(
-                &mut copy_headers,
-                RETRY_DELAY,
-                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-            );
+            headers::insert_int(&mut copy_headers, RETRY_DELAY, envelope::millis(delay));
             info!(task = T::NAME, queue, attempt, ?delay, error = %failure.logged(), "task attempt failed; retrying");
             (
                 Target::Delay(delay),
