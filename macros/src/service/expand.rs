@@ -36,9 +36,8 @@ use syn::{Attribute, Ident, ItemTrait};
 
 use super::parse::{ContractMethod, ServiceArgs};
 use crate::generate::{
-    args_tuple_type, args_tuple_value, call_args, call_result, err_codec_fn, inject_lets,
-    invoke_idents, invoke_output, needs_fn, params, returns_projections, unpack_args,
-    wire_assertions, WireUse,
+    args_tuple_type, args_tuple_value, call_result, err_codec_fn, params, returns_projections,
+    wire_assertions, InvokeParts, WireUse,
 };
 
 /// Everything the generators need.
@@ -348,12 +347,16 @@ fn gen_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream {
     let args_ty = args_tuple_type(signature);
     let (ok, err) = returns_projections(&signature.ret);
     let codec = err_codec_fn();
-    let (receiver, args, cx) = invoke_idents();
-    let unpack = unpack_args(signature, &args);
-    let inject = inject_lets(signature, &cx);
-    let call_args = call_args(signature);
-    let needs = needs_fn(signature);
-    let output = invoke_output(quote!(Self::Ok));
+    let InvokeParts {
+        receiver,
+        args,
+        cx,
+        inject,
+        unpack,
+        call_args,
+        needs,
+        output,
+    } = InvokeParts::new(signature, quote!(Self::Ok));
     let method_name = &method.item.sig.ident;
     let service = Ident::new("service", proc_macro2::Span::mixed_site());
     let span = method_name.span();
