@@ -299,8 +299,7 @@ impl<T: Task> TaskRunner<T> {
             }
         };
         let observed = observed_outcome(&outcome);
-        observe::finish(&span, observed, started);
-        observe::metrics::handled(&context.queue, T::NAME, observed, started.elapsed());
+        observe::finish_run(&span, &context.queue, T::NAME, observed, started);
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
