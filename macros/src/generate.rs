@@ -262,43 +262,54 @@ impl ClientFns<'_> {
     }
 }
 
-/// The pieces every generated `invoke` (of an `Invoke`, `Task` or `Event` impl) is assembled
-/// from; each attribute arranges them around its own receiver and call.
-pub(crate) struct InvokeParts {
-    /// The mixed-site name of the receiver input (`Invoke`'s `&()` or `&Arc<S>`).
-    pub(crate) receiver: Ident,
-    /// The mixed-site name of the arguments input (the argument tuple).
-    pub(crate) args: Ident,
-    /// The mixed-site name of the context input.
-    pub(crate) cx: Ident,
-    /// `let injectedN = ..;` for each injected parameter (see [`inject_lets`]).
-    pub(crate) inject: TokenStream,
-    /// `let (a, b,) = args;` (see [`unpack_args`]).
-    pub(crate) unpack: TokenStream,
-    /// The arguments of the call to the handler itself (see [`call_args`]).
-    pub(crate) call_args: Vec<TokenStream>,
-    /// `fn needs()` (see [`needs_fn`]).
-    pub(crate) needs: TokenStream,
-    /// The return type of `invoke` (see [`invoke_output`]).
-    pub(crate) output: TokenStream,
+/// What a generated `invoke` takes besides the context.
+pub(crate) enum InvokeInput {
+    /// `receiver: &#ty, args: Self::Args` (an `Invoke` impl: `()` for a function, `Arc<S>` for
+    /// a service's implementation); the arguments are unpacked.
+    Receiver(TokenStream),
+    /// `args: Self::Args` (a `Task` impl); the arguments are unpacked.
+    Args,
+    /// `#name: Self::Payload` (an `Event` impl): the payload, passed to the handler as it is.
+    Payload(Ident),
 }
 
-impl InvokeParts {
-    /// The pieces of the `invoke` of a handler of `signature` whose future resolves to
-    /// `Result<#ok, Self::Err>`.
-    pub(crate) fn new(signature: &WireSignature, ok: TokenStream) -> InvokeParts {
-        let receiver = Ident::new("receiver", Span::mixed_site());
-        let args = Ident::new("args", Span::mixed_site());
-        let cx = Ident::new("cx", Span::mixed_site());
-        InvokeParts {
-            inject: inject_lets(signature, &cx),
-            unpack: unpack_args(signature, &args),
-            call_args: call_args(signature),
-            needs: needs_fn(signature),
-            output: invoke_output(ok),
-            receiver,
-            args,
-            cx,
+/// `fn needs()` and `fn invoke(..)` of an `Invoke`, `Task` or `Event` impl whose future
+/// resolves to `Result<#ok, Self::Err>`: the injected parameters taken from the context, the
+/// wire arguments unpacked, then `Ok(async move { #future })`. `call` makes, from the
+/// receiver's name and the arguments of the call to the handler, the statements that come
+/// first (`prelude`, which may use the receiver) and the future's body.
+pub(crate) fn invoke_fn(
+    signature: &WireSignature,
+    ok: TokenStream,
+    input: InvokeInput,
+    call: impl FnOnce(&Ident, &[TokenStream]) -> (TokenStream, TokenStream),
+) -> TokenStream {
+    let receiver = Ident::new("receiver", Span::mixed_site());
+    let args = Ident::new("args", Span::mixed_site());
+    let cx = Ident::new("cx", Span::mixed_site());
+    let (inputs, unpack) = match input {
+        InvokeInput::Receiver(ty) => (
+            quote! { #receiver: &#ty, #args: Self::Args, },
+            unpack_args(signature, &args),
+        ),
+        InvokeInput::Args => (quote! { #args: Self::Args, }, unpack_args(signature, &args)),
+        InvokeInput::Payload(name) => (quote! { #name: Self::Payload, }, TokenStream::new()),
+    };
+    let inject = inject_lets(signature, &cx);
+    let (prelude, future) = call(&receiver, &call_args(signature));
+    let needs = needs_fn(signature);
+    let output = invoke_output(ok);
+    quote! {
+        #needs
+
+        fn invoke(
+            #inputs
+            #cx: &::lepus::__private::Context,
+        ) -> #output {
+            #prelude
+            #inject
+            #unpack
+            ::core::result::Result::Ok(async move { #future })
         }
     }
 }

@@ -21,7 +21,8 @@ use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::{EventArgs, Kind};
 use crate::generate::{
-    handler_fn, marker_struct, returns_projections, wire_assertions, InvokeParts, WireUse,
+    handler_fn, invoke_fn, marker_struct, returns_projections, wire_assertions, InvokeInput,
+    WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -125,14 +126,22 @@ fn gen_event_impl(
         None => Ident::new("payload", Span::mixed_site()),
     };
     // The payload is the handler's one argument, passed as it is: nothing to unpack.
-    let InvokeParts {
-        cx,
-        inject,
-        call_args,
-        needs,
-        output,
-        ..
-    } = InvokeParts::new(signature, quote!(()));
+    let invoke = invoke_fn(
+        signature,
+        quote!(()),
+        InvokeInput::Payload(input),
+        |_, call_args| {
+            (
+                TokenStream::new(),
+                quote! {
+                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
+                        ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
+                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
+                    }
+                },
+            )
+        },
+    );
     quote! {
         impl ::lepus::__private::Event for #name {
             const EXCHANGE: &'static ::core::primitive::str = <#name>::EXCHANGE;
@@ -145,20 +154,7 @@ fn gen_event_impl(
             type Payload = #payload;
             type Err = #err;
 
-            #needs
-
-            fn invoke(
-                #input: Self::Payload,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                #inject
-                ::core::result::Result::Ok(async move {
-                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
-                        ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
-                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
-                    }
-                })
-            }
+            #invoke
         }
     }
 }

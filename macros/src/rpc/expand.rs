@@ -37,8 +37,8 @@ use syn::{ItemFn, LitStr};
 
 use super::parse::{QueueName, RpcArgs};
 use crate::generate::{
-    args_tuple_type, call_result, err_codec_fn, handler_fn, marker_struct, returns_projections,
-    wire_assertions, ClientFns, InvokeParts, WireUse,
+    args_tuple_type, call_result, err_codec_fn, handler_fn, invoke_fn, marker_struct,
+    returns_projections, wire_assertions, ClientFns, InvokeInput, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -144,32 +144,20 @@ fn gen_method_impl(model: &Model<'_>) -> TokenStream {
 /// arguments unpacked, the function called.
 fn gen_invoke(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
-    let InvokeParts {
-        receiver,
-        args,
-        cx,
-        inject,
-        unpack,
-        call_args,
-        needs,
-        output,
-    } = InvokeParts::new(model.signature, quote!(Self::Ok));
+    let invoke = invoke_fn(
+        model.signature,
+        quote!(Self::Ok),
+        InvokeInput::Receiver(quote!(())),
+        |receiver, call_args| {
+            (
+                quote! { let _ = #receiver; },
+                quote! { ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) },
+            )
+        },
+    );
     quote! {
         impl ::lepus::__private::Invoke<()> for #name {
-            #needs
-
-            fn invoke(
-                #receiver: &(),
-                #args: Self::Args,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                let _ = #receiver;
-                #inject
-                #unpack
-                ::core::result::Result::Ok(async move {
-                    ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await)
-                })
-            }
+            #invoke
         }
     }
 }

@@ -30,8 +30,8 @@ use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::TaskArgs;
 use crate::generate::{
-    args_tuple_type, args_tuple_value, handler_fn, marker_struct, params, returns_projections,
-    wire_assertions, ClientFns, InvokeParts, WireUse,
+    args_tuple_type, args_tuple_value, handler_fn, invoke_fn, marker_struct, params,
+    returns_projections, wire_assertions, ClientFns, InvokeInput, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -90,16 +90,17 @@ fn gen_task_impl(
     let name = &function.sig.ident;
     let args_ty = args_tuple_type(signature);
     let (ok, err) = returns_projections(&signature.ret);
-    let InvokeParts {
-        args: input,
-        cx,
-        inject,
-        unpack,
-        call_args,
-        needs,
-        output,
-        ..
-    } = InvokeParts::new(signature, quote!(Self::Output));
+    let invoke = invoke_fn(
+        signature,
+        quote!(Self::Output),
+        InvokeInput::Args,
+        |_, call_args| {
+            (
+                TokenStream::new(),
+                quote! { ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) },
+            )
+        },
+    );
     let body = Ident::new("body", Span::mixed_site());
     let value = Ident::new("value", Span::mixed_site());
     let options = gen_options(args);
@@ -115,18 +116,7 @@ fn gen_task_impl(
                 #options
             }
 
-            #needs
-
-            fn invoke(
-                #input: Self::Args,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                #inject
-                #unpack
-                ::core::result::Result::Ok(async move {
-                    ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await)
-                })
-            }
+            #invoke
 
             // The extra references select the codec (autoref specialization, see `result_wire`).
             #[allow(clippy::needless_borrow)]
