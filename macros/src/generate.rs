@@ -11,6 +11,17 @@ use syn::{Ident, Type};
 
 use crate::signature::{Param, WireSignature};
 
+/// `pub fn handler()` of a marker's inherent impl: `make` (the runtime's constructor of the
+/// marker's handler) followed by the attribute's `limits` calls (`.blocking(true)`, ...).
+pub(crate) fn handler_fn(make: TokenStream, limits: &TokenStream) -> TokenStream {
+    quote! {
+        /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
+        pub fn handler() -> ::lepus::__private::Handler {
+            #make #limits
+        }
+    }
+}
+
 /// `struct name {}`: the marker every attribute emits (type namespace only).
 pub(crate) fn marker_struct(name: &Ident, vis: &syn::Visibility, doc: &str) -> TokenStream {
     quote! {
@@ -54,7 +65,7 @@ pub(crate) fn returns_projections(ret: &Type) -> (TokenStream, TokenStream) {
 }
 
 /// `let (a, b,) = args;` (or `let _ = args;` for no arguments).
-pub(crate) fn unpack_args(signature: &WireSignature, args: &Ident) -> TokenStream {
+fn unpack_args(signature: &WireSignature, args: &Ident) -> TokenStream {
     let names = arg_names(signature);
     if names.is_empty() {
         quote! { let _ = #args; }
@@ -127,7 +138,7 @@ pub(crate) fn args_tuple_value(signature: &WireSignature) -> TokenStream {
 
 /// The arguments of a call to the function itself, in order: each wire argument's variable,
 /// each injected parameter's (by reference for `&Context`).
-pub(crate) fn call_args(signature: &WireSignature) -> Vec<TokenStream> {
+fn call_args(signature: &WireSignature) -> Vec<TokenStream> {
     signature
         .params
         .iter()
@@ -150,7 +161,7 @@ pub(crate) fn call_args(signature: &WireSignature) -> Vec<TokenStream> {
 
 /// `let injectedN = <Ty as Inject>::inject(cx)?;` for each injected parameter, spanned at its
 /// type (where a type named `State` or `Context` that is not Lepus's is reported).
-pub(crate) fn inject_lets(signature: &WireSignature, cx: &Ident) -> TokenStream {
+fn inject_lets(signature: &WireSignature, cx: &Ident) -> TokenStream {
     let lets = signature.injected().map(|injected| {
         let (ty, var) = (&injected.ty, &injected.var);
         let span = ty.span();
@@ -165,7 +176,7 @@ pub(crate) fn inject_lets(signature: &WireSignature, cx: &Ident) -> TokenStream 
 
 /// `fn needs()` of an `Invoke`, `Task` or `Event` impl: the states the injected parameters
 /// need (nothing when there are none: the trait's default says "none").
-pub(crate) fn needs_fn(signature: &WireSignature) -> TokenStream {
+fn needs_fn(signature: &WireSignature) -> TokenStream {
     let types: Vec<&Type> = signature.injected().map(|i| &i.ty).collect();
     if types.is_empty() {
         return TokenStream::new();
@@ -251,18 +262,61 @@ impl ClientFns<'_> {
     }
 }
 
-/// The mixed-site identifiers of the generated `invoke`'s inputs.
-pub(crate) fn invoke_idents() -> (Ident, Ident, Ident) {
-    (
-        Ident::new("receiver", Span::mixed_site()),
-        Ident::new("args", Span::mixed_site()),
-        Ident::new("cx", Span::mixed_site()),
-    )
+/// What a generated `invoke` takes besides the context.
+pub(crate) enum InvokeInput {
+    /// `receiver: &#ty, args: Self::Args` (an `Invoke` impl: `()` for a function, `Arc<S>` for
+    /// a service's implementation); the arguments are unpacked.
+    Receiver(TokenStream),
+    /// `args: Self::Args` (a `Task` impl); the arguments are unpacked.
+    Args,
+    /// `#name: Self::Payload` (an `Event` impl): the payload, passed to the handler as it is.
+    Payload(Ident),
+}
+
+/// `fn needs()` and `fn invoke(..)` of an `Invoke`, `Task` or `Event` impl whose future
+/// resolves to `Result<#ok, Self::Err>`: the injected parameters taken from the context, the
+/// wire arguments unpacked, then `Ok(async move { #future })`. `call` makes, from the
+/// receiver's name and the arguments of the call to the handler, the statements that come
+/// first (`prelude`, which may use the receiver) and the future's body.
+pub(crate) fn invoke_fn(
+    signature: &WireSignature,
+    ok: TokenStream,
+    input: InvokeInput,
+    call: impl FnOnce(&Ident, &[TokenStream]) -> (TokenStream, TokenStream),
+) -> TokenStream {
+    let receiver = Ident::new("receiver", Span::mixed_site());
+    let args = Ident::new("args", Span::mixed_site());
+    let cx = Ident::new("cx", Span::mixed_site());
+    let (inputs, unpack) = match input {
+        InvokeInput::Receiver(ty) => (
+            quote! { #receiver: &#ty, #args: Self::Args, },
+            unpack_args(signature, &args),
+        ),
+        InvokeInput::Args => (quote! { #args: Self::Args, }, unpack_args(signature, &args)),
+        InvokeInput::Payload(name) => (quote! { #name: Self::Payload, }, TokenStream::new()),
+    };
+    let inject = inject_lets(signature, &cx);
+    let (prelude, future) = call(&receiver, &call_args(signature));
+    let needs = needs_fn(signature);
+    let output = invoke_output(ok);
+    quote! {
+        #needs
+
+        fn invoke(
+            #inputs
+            #cx: &::lepus::__private::Context,
+        ) -> #output {
+            #prelude
+            #inject
+            #unpack
+            ::core::result::Result::Ok(async move { #future })
+        }
+    }
 }
 
 /// The return type of every generated `invoke`: the handler's future (`Send + 'static`, run
 /// by the worker) resolving to `Result<#ok, Self::Err>`, or the state it is missing.
-pub(crate) fn invoke_output(ok: TokenStream) -> TokenStream {
+fn invoke_output(ok: TokenStream) -> TokenStream {
     quote! {
         ::core::result::Result<
             impl ::core::future::Future<

@@ -1,9 +1,11 @@
 //! The few lapin calls the runtime makes with the same options from several places, named for
-//! what they do: a durable or passive `queue.declare`, a durable `exchange.declare`, and the
-//! mandatory publish to the default exchange through which tasks, results, workflow steps and
-//! bounced deliveries go.
+//! what they do: a durable or passive `queue.declare`, a durable `exchange.declare`, a new
+//! channel in confirm mode, and the mandatory publish to the default exchange through which
+//! tasks, results, workflow steps and bounced deliveries go.
 
-use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
 
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, ExchangeKind, PublisherConfirm};
@@ -67,6 +69,16 @@ pub(crate) async fn passive_declare(
             FieldTable::default(),
         )
         .await
+}
+
+/// Opens a new channel on `conn` and puts it in confirm mode (`confirm.select`): the channel
+/// of a client's or a worker's publishes that must be in the broker before they count.
+pub(crate) async fn confirm_channel(conn: &lapin::Connection) -> lapin::Result<lapin::Channel> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Publishes `body` to `queue` through the default exchange with `mandatory` set, so that a

@@ -301,20 +301,25 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[start..]).unwrap_or("0")
 }
 
-/// Milliseconds since the Unix epoch of `now + timeout`.
+/// Milliseconds since the Unix epoch of `now + timeout` (a clock set before the epoch reads as
+/// the epoch). The one reading of the wall clock behind every Unix-milliseconds time Lepus
+/// writes (deadlines here, `task::headers::now_ms` for the rest).
 pub(crate) fn deadline_after(timeout: Duration) -> i64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    i64::try_from((now + timeout).as_millis()).unwrap_or(i64::MAX)
+    millis(now + timeout)
 }
 
 /// True when `deadline_ms` (Unix epoch milliseconds) is in the past.
 pub(crate) fn deadline_passed(deadline_ms: i64) -> bool {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX) > deadline_ms
+    deadline_after(Duration::ZERO) > deadline_ms
+}
+
+/// `d` in whole milliseconds as an AMQP `l` (signed 64-bit), saturating at `i64::MAX`: how every
+/// duration and time travels in Lepus's headers and queue arguments.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The request headers: the deadline and the caller (the method goes in `type`).

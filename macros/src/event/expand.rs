@@ -21,8 +21,8 @@ use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::{EventArgs, Kind};
 use crate::generate::{
-    call_args, inject_lets, invoke_idents, invoke_output, marker_struct, needs_fn,
-    returns_projections, wire_assertions, WireUse,
+    handler_fn, invoke_fn, marker_struct, returns_projections, wire_assertions, InvokeInput,
+    WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -58,6 +58,10 @@ pub(crate) fn expand(
     let marker = marker_struct(name, &function.vis, &doc);
     let event_impl = gen_event_impl(args, function, signature, &handler_name);
     let limits = crate::task::attr::handler_limits(args.blocking, args.time_limit);
+    let handler = handler_fn(
+        quote!(::lepus::__private::event_handler::<#name>()),
+        &limits,
+    );
     let checks = match &args.queue {
         Some(queue) => queue.check(quote!(<#name>::QUEUE)),
         None => TokenStream::new(),
@@ -76,10 +80,7 @@ pub(crate) fn expand(
             pub const QUEUE: &'static ::core::primitive::str = #queue;
             /// The handler name.
             pub const NAME: &'static ::core::primitive::str = #handler_name;
-            /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
-            pub fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::event_handler::<#name>() #limits
-            }
+            #handler
             /// Publishes an event to this handler's exchange (declared on first use) and waits
             /// for the broker's confirm.
             pub async fn publish(
@@ -120,15 +121,27 @@ fn gen_event_impl(
         None => quote!(()),
     };
     let (_, err) = returns_projections(&signature.ret);
-    let (_, _, cx) = invoke_idents();
     let input = match signature.args.first() {
         Some((name, _)) => name.clone(),
         None => Ident::new("payload", Span::mixed_site()),
     };
-    let inject = inject_lets(signature, &cx);
-    let call_args = call_args(signature);
-    let needs = needs_fn(signature);
-    let output = invoke_output(quote!(()));
+    // The payload is the handler's one argument, passed as it is: nothing to unpack.
+    let invoke = invoke_fn(
+        signature,
+        quote!(()),
+        InvokeInput::Payload(input),
+        |_, call_args| {
+            (
+                TokenStream::new(),
+                quote! {
+                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
+                        ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
+                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
+                    }
+                },
+            )
+        },
+    );
     quote! {
         impl ::lepus::__private::Event for #name {
             const EXCHANGE: &'static ::core::primitive::str = <#name>::EXCHANGE;
@@ -141,20 +154,7 @@ fn gen_event_impl(
             type Payload = #payload;
             type Err = #err;
 
-            #needs
-
-            fn invoke(
-                #input: Self::Payload,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                #inject
-                ::core::result::Result::Ok(async move {
-                    match ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) {
-                        ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
-                        ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
-                    }
-                })
-            }
+            #invoke
         }
     }
 }

@@ -37,9 +37,8 @@ use syn::{ItemFn, LitStr};
 
 use super::parse::{QueueName, RpcArgs};
 use crate::generate::{
-    args_tuple_type, call_args, call_result, err_codec_fn, inject_lets, invoke_idents,
-    invoke_output, marker_struct, needs_fn, returns_projections, unpack_args, wire_assertions,
-    ClientFns, WireUse,
+    args_tuple_type, call_result, err_codec_fn, handler_fn, invoke_fn, marker_struct,
+    returns_projections, wire_assertions, ClientFns, InvokeInput, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -103,7 +102,10 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
     let queue = model.queue;
     let method = &model.method;
     let calls = gen_calls(model);
-    let limits = &model.limits;
+    let handler = handler_fn(
+        quote!(::lepus::__private::Handler::new::<#name>()),
+        &model.limits,
+    );
     quote! {
         impl #name {
             /// The queue this method is served on.
@@ -111,10 +113,7 @@ fn gen_inherent(model: &Model<'_>) -> TokenStream {
             /// The method name carried in the `type` property of each request.
             pub const METHOD: &'static ::core::primitive::str = #method;
             #calls
-            /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
-            pub fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::Handler::new::<#name>() #limits
-            }
+            #handler
         }
     }
 }
@@ -145,28 +144,20 @@ fn gen_method_impl(model: &Model<'_>) -> TokenStream {
 /// arguments unpacked, the function called.
 fn gen_invoke(model: &Model<'_>) -> TokenStream {
     let name = &model.function.sig.ident;
-    let (receiver, args, cx) = invoke_idents();
-    let unpack = unpack_args(model.signature, &args);
-    let inject = inject_lets(model.signature, &cx);
-    let call_args = call_args(model.signature);
-    let needs = needs_fn(model.signature);
-    let output = invoke_output(quote!(Self::Ok));
+    let invoke = invoke_fn(
+        model.signature,
+        quote!(Self::Ok),
+        InvokeInput::Receiver(quote!(())),
+        |receiver, call_args| {
+            (
+                quote! { let _ = #receiver; },
+                quote! { ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) },
+            )
+        },
+    );
     quote! {
         impl ::lepus::__private::Invoke<()> for #name {
-            #needs
-
-            fn invoke(
-                #receiver: &(),
-                #args: Self::Args,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                let _ = #receiver;
-                #inject
-                #unpack
-                ::core::result::Result::Ok(async move {
-                    ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await)
-                })
-            }
+            #invoke
         }
     }
 }

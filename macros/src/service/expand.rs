@@ -36,9 +36,8 @@ use syn::{Attribute, Ident, ItemTrait};
 
 use super::parse::{ContractMethod, ServiceArgs};
 use crate::generate::{
-    args_tuple_type, args_tuple_value, call_args, call_result, err_codec_fn, inject_lets,
-    invoke_idents, invoke_output, needs_fn, params, returns_projections, unpack_args,
-    wire_assertions, WireUse,
+    args_tuple_type, args_tuple_value, call_result, err_codec_fn, invoke_fn, params,
+    returns_projections, wire_assertions, InvokeInput, WireUse,
 };
 
 /// Everything the generators need.
@@ -348,16 +347,25 @@ fn gen_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream {
     let args_ty = args_tuple_type(signature);
     let (ok, err) = returns_projections(&signature.ret);
     let codec = err_codec_fn();
-    let (receiver, args, cx) = invoke_idents();
-    let unpack = unpack_args(signature, &args);
-    let inject = inject_lets(signature, &cx);
-    let call_args = call_args(signature);
-    let needs = needs_fn(signature);
-    let output = invoke_output(quote!(Self::Ok));
     let method_name = &method.item.sig.ident;
     let service = Ident::new("service", proc_macro2::Span::mixed_site());
     let span = method_name.span();
     let call = quote_spanned! {span=> <S as #name>::#method_name };
+    let invoke = invoke_fn(
+        signature,
+        quote!(Self::Ok),
+        InvokeInput::Receiver(quote!(::lepus::__private::Arc<S>)),
+        |receiver, call_args| {
+            (
+                quote! { let #service = ::core::clone::Clone::clone(#receiver); },
+                quote! {
+                    ::lepus::__private::Returns::into_result(
+                        #call(&*#service, #(#call_args),*).await,
+                    )
+                },
+            )
+        },
+    );
     let doc = format!(
         " Method `{}` of the `{}` service (the `lepus::Method` its client calls).",
         wire_name.value(),
@@ -384,22 +392,7 @@ fn gen_method(model: &Model<'_>, method: &ContractMethod) -> TokenStream {
 
         #(#cfgs)*
         impl<S: #name> ::lepus::__private::Invoke<::lepus::__private::Arc<S>> for #marker {
-            #needs
-
-            fn invoke(
-                #receiver: &::lepus::__private::Arc<S>,
-                #args: Self::Args,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                let #service = ::core::clone::Clone::clone(#receiver);
-                #inject
-                #unpack
-                ::core::result::Result::Ok(async move {
-                    ::lepus::__private::Returns::into_result(
-                        #call(&*#service, #(#call_args),*).await,
-                    )
-                })
-            }
+            #invoke
         }
     }
 }

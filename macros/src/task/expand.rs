@@ -30,9 +30,8 @@ use syn::{Ident, ItemFn, LitStr};
 
 use super::parse::TaskArgs;
 use crate::generate::{
-    args_tuple_type, args_tuple_value, call_args, inject_lets, invoke_idents, invoke_output,
-    marker_struct, needs_fn, params, returns_projections, unpack_args, wire_assertions, ClientFns,
-    WireUse,
+    args_tuple_type, args_tuple_value, handler_fn, invoke_fn, marker_struct, params,
+    returns_projections, wire_assertions, ClientFns, InvokeInput, WireUse,
 };
 use crate::signature::WireSignature;
 
@@ -61,6 +60,7 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
     let enqueue = gen_enqueue(signature, name);
     // The time limit is in the task's options; only `blocking` is set on the handler.
     let limits = super::attr::handler_limits(args.blocking, None);
+    let handler = handler_fn(quote!(::lepus::__private::task_handler::<#name>()), &limits);
     let checks = queue.check(quote!(<#name>::QUEUE));
     let wire_checks = wire_assertions(signature, WireUse::Both);
     quote! {
@@ -72,10 +72,7 @@ pub(crate) fn expand(args: &TaskArgs, function: &ItemFn, signature: &WireSignatu
             /// The task name carried in the `x-lepus-method` header.
             pub const NAME: &'static ::core::primitive::str = #task_name;
             #enqueue
-            /// The handler to give a worker: `Worker::new(&conn).serve(handler())`.
-            pub fn handler() -> ::lepus::__private::Handler {
-                ::lepus::__private::task_handler::<#name>() #limits
-            }
+            #handler
         }
         #task_impl
         #checks
@@ -93,12 +90,17 @@ fn gen_task_impl(
     let name = &function.sig.ident;
     let args_ty = args_tuple_type(signature);
     let (ok, err) = returns_projections(&signature.ret);
-    let (_, input, cx) = invoke_idents();
-    let unpack = unpack_args(signature, &input);
-    let inject = inject_lets(signature, &cx);
-    let call_args = call_args(signature);
-    let needs = needs_fn(signature);
-    let output = invoke_output(quote!(Self::Output));
+    let invoke = invoke_fn(
+        signature,
+        quote!(Self::Output),
+        InvokeInput::Args,
+        |_, call_args| {
+            (
+                TokenStream::new(),
+                quote! { ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await) },
+            )
+        },
+    );
     let body = Ident::new("body", Span::mixed_site());
     let value = Ident::new("value", Span::mixed_site());
     let options = gen_options(args);
@@ -114,18 +116,7 @@ fn gen_task_impl(
                 #options
             }
 
-            #needs
-
-            fn invoke(
-                #input: Self::Args,
-                #cx: &::lepus::__private::Context,
-            ) -> #output {
-                #inject
-                #unpack
-                ::core::result::Result::Ok(async move {
-                    ::lepus::__private::Returns::into_result(#name( #(#call_args),* ).await)
-                })
-            }
+            #invoke
 
             // The extra references select the codec (autoref specialization, see `result_wire`).
             #[allow(clippy::needless_borrow)]

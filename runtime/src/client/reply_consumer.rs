@@ -166,7 +166,7 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, Consumers), lapi
                 return Ok((
                     Session {
                         rpc_channel: channel,
-                        channel: confirm_channel(link).await?,
+                        channel: amqp::confirm_channel(&link.conn).await?,
                         reply_to: DIRECT_REPLY_TO.into(),
                         caller,
                         generation: link.generation,
@@ -194,7 +194,7 @@ async fn open(link: &Link, mode: ReplyMode) -> Result<(Session, Consumers), lapi
     Ok((
         Session {
             rpc_channel: channel,
-            channel: confirm_channel(link).await?,
+            channel: amqp::confirm_channel(&link.conn).await?,
             reply_to,
             caller,
             generation: link.generation,
@@ -260,15 +260,6 @@ async fn bind_bounces(
             args,
         )
         .await
-}
-
-/// A new channel in confirm mode.
-async fn confirm_channel(link: &Link) -> Result<lapin::Channel, lapin::Error> {
-    let channel = link.conn.create_channel().await?;
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await?;
-    Ok(channel)
 }
 
 /// Hands every reply to its waiting call, and every request that came back unserved to its

@@ -72,7 +72,7 @@ impl Control {
     /// revocation is stored durably (confirmed by the broker) before it is broadcast; returns
     /// the answers of the running workers.
     pub async fn revoke(&self, task_id: &str, keep: Duration) -> Result<Vec<Reply>> {
-        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX).max(1);
+        let keep_ms = crate::envelope::millis(keep).max(1);
         let revocation = Revocation {
             task_id: task_id.to_owned(),
             expires_at_ms: now_ms().saturating_add(keep_ms),

@@ -188,8 +188,7 @@ impl<E: Event> EventRunner<E> {
             Outcome::Failed { .. } => observe::Outcome::DeadLettered,
             _ => observe::Outcome::Error,
         };
-        observe::finish(&span, observed, started);
-        observe::metrics::handled(&context.queue, E::NAME, observed, started.elapsed());
+        observe::finish_run(&span, &context.queue, E::NAME, observed, started);
         context.report(&delivery, E::NAME.to_owned(), 1, outcome);
     }
 }

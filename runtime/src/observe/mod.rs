@@ -239,6 +239,19 @@ fn continued(
     span
 }
 
+/// Ends a worker's run of one delivery of `handler` on `queue` (an RPC request, a task
+/// attempt, an event): records the outcome on the run's span and counts it in the metrics.
+pub(crate) fn finish_run(
+    span: &Span,
+    queue: &str,
+    handler: &str,
+    outcome: Outcome,
+    started: Instant,
+) {
+    finish(span, outcome, started);
+    metrics::handled(queue, handler, outcome, started.elapsed());
+}
+
 /// Records how the span's work ended and how long it took (nothing for a disabled span).
 pub(crate) fn finish(span: &Span, outcome: Outcome, started: Instant) {
     if span.is_disabled() {

@@ -38,7 +38,7 @@
 //! dead letter that would not fit loses the task's own headers, largest first, until it does;
 //! [`DROPPED_HEADERS`] then names them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -72,10 +72,7 @@ const BROKER_DEATH_HEADERS: [&str; 4] = [
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    crate::envelope::deadline_after(Duration::ZERO)
 }
 
 /// Reads an integer header of any AMQP integer type.

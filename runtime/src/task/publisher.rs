@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use lapin::options::ConfirmSelectOptions;
 use tokio::sync::Mutex;
 
+use crate::amqp::confirm_channel;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::task::declared::Declared;
@@ -65,10 +65,7 @@ impl Publisher {
                 return Ok(open.clone());
             }
         }
-        let channel = session.conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = confirm_channel(&session.conn).await?;
         let open = PublishChannel {
             generation: session.generation,
             channel,

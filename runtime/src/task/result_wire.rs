@@ -132,9 +132,7 @@ pub(crate) fn destination(task_headers: Option<&FieldTable>) -> Option<(String, 
         .filter(|q| q.contains(RESULT_QUEUE_PART) && q.len() <= 255)?;
     let ttl = headers::int(task_headers, RESULT_TTL)
         .filter(|t| *t > 0)
-        .unwrap_or_else(|| {
-            i64::try_from(crate::task::DEFAULT_RESULT_TTL.as_millis()).unwrap_or(i64::MAX)
-        });
+        .unwrap_or_else(|| crate::envelope::millis(crate::task::DEFAULT_RESULT_TTL));
     Some((queue, ttl))
 }
 

@@ -20,6 +20,7 @@ use rand::Rng;
 
 use crate::amqp::declare_durable;
 use crate::backoff::Backoff;
+use crate::envelope::millis;
 use crate::task::headers::long_string;
 
 /// How long a delay queue lives unused beyond its TTL (`x-expires = ttl + this`).
@@ -69,10 +70,6 @@ fn delay_queue_arguments(queue: &str, delay: Duration) -> FieldTable {
     args.insert("x-dead-letter-exchange".into(), long_string(""));
     args.insert("x-dead-letter-routing-key".into(), long_string(queue));
     args
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub async fn submit<T: Task>(
     let ttl = options
         .result_ttl_of()
         .unwrap_or_else(|| T::options().result_ttl_of());
-    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = crate::envelope::millis(ttl);
     let quorum = T::options().is_quorum();
     let channel = side_channel(client).await?;
     let declared = declare_result_queue(&channel, &queue, ttl_ms, quorum).await;

@@ -299,8 +299,7 @@ impl<T: Task> TaskRunner<T> {
             }
         };
         let observed = observed_outcome(&outcome);
-        observe::finish(&span, observed, started);
-        observe::metrics::handled(&context.queue, T::NAME, observed, started.elapsed());
+        observe::finish_run(&span, &context.queue, T::NAME, observed, started);
         self.report(&delivery, &context, T::NAME.to_owned(), attempt, outcome);
     }
 
@@ -390,11 +389,7 @@ impl<T: Task> TaskRunner<T> {
         } else {
             let delay =
                 retry_delay::retry_delay(&self.options.backoff_policy(), attempt.saturating_sub(1));
-            headers::insert_int(
-                &mut copy_headers,
-                RETRY_DELAY,
-                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-            );
+            headers::insert_int(&mut copy_headers, RETRY_DELAY, envelope::millis(delay));
             info!(task = T::NAME, queue, attempt, ?delay, error = %failure.logged(), "task attempt failed; retrying");
             (
                 Target::Delay(delay),

@@ -441,8 +441,7 @@ async fn run_rpc(
         Ran::TimedOut { .. } => observe::Outcome::Timeout,
         Ran::Panicked(_) => observe::Outcome::Panic,
     };
-    observe::finish(&span, outcome, started);
-    observe::metrics::handled(queue, handler.method(), outcome, started.elapsed());
+    observe::finish_run(&span, queue, handler.method(), outcome, started);
     let failure = match &ran {
         Ran::Done(answer) => answer.failure.clone(),
         other => other.failure(),

@@ -18,11 +18,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::ConfirmSelectOptions;
 use tokio::sync::{watch, Mutex, OnceCell};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::amqp::confirm_channel;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -122,12 +122,11 @@ impl WorkerPublisher {
                 return Ok(open.clone());
             }
         }
-        let channel = link.conn.create_channel().await?;
-        if confirm {
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-        }
+        let channel = if confirm {
+            confirm_channel(&link.conn).await?
+        } else {
+            link.conn.create_channel().await?
+        };
         let open = Opened {
             generation: link.generation,
             channel,

@@ -5,6 +5,8 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
+use crate::envelope::millis;
+
 /// Declaration options of a service queue. [`QueueOptions::new`] is a transient classic queue
 /// that survives its consumers (RabbitMQ tutorial style); an RPC queue a worker declares
 /// without options set is [`QueueOptions::rpc`] (the same, deleted after
@@ -130,10 +132,6 @@ impl QueueOptions {
         }
         args
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

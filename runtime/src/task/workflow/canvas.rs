@@ -305,7 +305,7 @@ fn new_id() -> String {
 }
 
 fn ttl_ms(ttl: Option<Duration>) -> i64 {
-    i64::try_from(ttl.unwrap_or(DEFAULT_RESULT_TTL).as_millis()).unwrap_or(i64::MAX)
+    crate::envelope::millis(ttl.unwrap_or(DEFAULT_RESULT_TTL))
 }
 
 /// The steps with the client's prefix on their queues and ids `<id>-<k>`.
