@@ -82,37 +82,32 @@ fn expected(range: std::ops::Range<usize>, redelivered: bool) -> Vec<(String, bo
     range.map(|i| (format!("m{i}"), redelivered)).collect()
 }
 
-/// Starts the test broker, connects, and runs `case` once per queue type of [`TYPES`] on a
-/// fresh single-active-consumer queue (declared on the channel it is given), deleting the
-/// queue after. `case` gets the broker, the connection, that channel, the queue and its type.
-async fn each_type(case: impl AsyncFn(&common::TestBroker, &Connection, &Channel, &str, &str)) {
+/// Only the first consumer gets messages; the second is registered (a classic queue counts
+/// it in `declare-ok`; RabbitMQ's quorum queue counts only the active one) and waits.
+#[tokio::test]
+async fn only_the_first_consumer_gets_messages() {
     let broker = common::broker().await;
     let conn = connect(&broker).await;
     for queue_type in TYPES {
         let ch = channel(&conn).await;
         let q = declare_sac(&ch, queue_type).await;
-        case(&broker, &conn, &ch, &q, queue_type).await;
-        delete_queues(&ch, &[&q]).await;
-    }
-}
-
-/// Only the first consumer gets messages; the second is registered (a classic queue counts
-/// it in `declare-ok`; RabbitMQ's quorum queue counts only the active one) and waits.
-#[tokio::test]
-async fn only_the_first_consumer_gets_messages() {
-    each_type(async |_, conn, ch, q, queue_type| {
-        let (_cha, mut a) = consumer(conn, q, "a", 0).await;
-        let (_chb, mut b) = consumer(conn, q, "b", 0).await;
-        let ok = try_declare_queue(ch, q, QueueDeclareOptions::durable(), sac_args(queue_type))
-            .await
-            .expect("the same declaration again");
+        let (_cha, mut a) = consumer(&conn, &q, "a", 0).await;
+        let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
+        let ok = try_declare_queue(
+            &ch,
+            &q,
+            QueueDeclareOptions::durable(),
+            sac_args(queue_type),
+        )
+        .await
+        .expect("the same declaration again");
         let counted = if queue_type == "classic" { 2 } else { 1 };
         assert_eq!(ok.consumer_count(), counted, "{queue_type}");
-        publish_numbered(ch, q, 0..4).await;
+        publish_numbered(&ch, &q, 0..4).await;
         assert_eq!(seen(&take(&mut a, 4).await), expected(0..4, false));
         assert_quiet(&mut b).await;
-    })
-    .await;
+        delete_queues(&ch, &[&q]).await;
+    }
 }
 
 /// The active consumer's prefetch applies as usual: what it cannot take waits in the queue
@@ -120,12 +115,16 @@ async fn only_the_first_consumer_gets_messages() {
 /// unacked messages come back and the next consumer gets them, then the rest, in order.
 #[tokio::test]
 async fn the_next_consumer_takes_over_when_the_active_channel_or_connection_closes() {
-    for whole_connection in [false, true] {
-        each_type(async |broker, conn, ch, q, queue_type| {
-            let other = connect(broker).await;
-            let (cha, mut a) = consumer(&other, q, "a", 2).await;
-            let (_chb, mut b) = consumer(conn, q, "b", 0).await;
-            publish_numbered(ch, q, 0..5).await;
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for queue_type in TYPES {
+        for whole_connection in [false, true] {
+            let ch = channel(&conn).await;
+            let q = declare_sac(&ch, queue_type).await;
+            let other = connect(&broker).await;
+            let (cha, mut a) = consumer(&other, &q, "a", 2).await;
+            let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
+            publish_numbered(&ch, &q, 0..5).await;
             let got = take(&mut a, 2).await;
             assert_eq!(seen(&got), expected(0..2, false), "{queue_type}");
             assert_quiet(&mut b).await;
@@ -147,8 +146,8 @@ async fn the_next_consumer_takes_over_when_the_active_channel_or_connection_clos
             let case = format!("{queue_type}, whole connection: {whole_connection}");
             assert_eq!(seen(&take(&mut b, 4).await), want, "{case}");
             assert_quiet(&mut b).await;
-        })
-        .await;
+            delete_queues(&ch, &[&q]).await;
+        }
     }
 }
 
@@ -158,10 +157,14 @@ async fn the_next_consumer_takes_over_when_the_active_channel_or_connection_clos
 /// channel close), the bundled broker at once (see the module doc).
 #[tokio::test]
 async fn the_next_consumer_takes_over_when_the_active_one_cancels() {
-    each_type(async |broker, conn, ch, q, queue_type| {
-        let (cha, mut a) = consumer(conn, q, "a", 3).await;
-        let (_chb, mut b) = consumer(conn, q, "b", 0).await;
-        publish_numbered(ch, q, 0..6).await;
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for queue_type in TYPES {
+        let ch = channel(&conn).await;
+        let q = declare_sac(&ch, queue_type).await;
+        let (cha, mut a) = consumer(&conn, &q, "a", 3).await;
+        let (_chb, mut b) = consumer(&conn, &q, "b", 0).await;
+        publish_numbered(&ch, &q, 0..6).await;
         let got = take(&mut a, 3).await;
         assert_eq!(seen(&got), expected(0..3, false));
         cancel(&cha, &a).await;
@@ -184,8 +187,8 @@ async fn the_next_consumer_takes_over_when_the_active_one_cancels() {
             want.rotate_left(2);
         }
         assert_eq!(seen(&received), want, "{queue_type}");
-    })
-    .await;
+        delete_queues(&ch, &[&q]).await;
+    }
 }
 
 /// The active consumer is the first registered, whatever the consumers' priorities. When it
@@ -193,12 +196,16 @@ async fn the_next_consumer_takes_over_when_the_active_one_cancels() {
 /// the next registered.
 #[tokio::test]
 async fn priorities_pick_the_successor_only_on_classic_queues() {
-    each_type(async |_, conn, ch, q, queue_type| {
-        let priority = |p: i32| table(vec![("x-priority", AMQPValue::LongInt(p))]);
-        let (cha, mut a) = consumer(conn, q, "a", 0).await;
-        let (_chb, b) = consumer(conn, q, "b", 0).await;
-        let (_chc, c) = consumer_with(conn, q, "c", 0, priority(10)).await;
-        publish_numbered(ch, q, 0..1).await;
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let priority = |p: i32| table(vec![("x-priority", AMQPValue::LongInt(p))]);
+    for queue_type in TYPES {
+        let ch = channel(&conn).await;
+        let q = declare_sac(&ch, queue_type).await;
+        let (cha, mut a) = consumer(&conn, &q, "a", 0).await;
+        let (_chb, b) = consumer(&conn, &q, "b", 0).await;
+        let (_chc, c) = consumer_with(&conn, &q, "c", 0, priority(10)).await;
+        publish_numbered(&ch, &q, 0..1).await;
         assert_eq!(seen(&take(&mut a, 1).await), expected(0..1, false));
         cha.close(200, "bye".into())
             .await
@@ -213,11 +220,11 @@ async fn priorities_pick_the_successor_only_on_classic_queues() {
             expected(0..1, true),
             "{queue_type}"
         );
-        publish_numbered(ch, q, 1..2).await;
+        publish_numbered(&ch, &q, 1..2).await;
         assert_eq!(seen(&take(&mut next, 1).await), expected(1..2, false));
         assert_quiet(&mut waiting).await;
-    })
-    .await;
+        delete_queues(&ch, &[&q]).await;
+    }
 }
 
 /// An exclusive consumer of a classic single-active-consumer queue is refused with 403, even
@@ -225,14 +232,18 @@ async fn priorities_pick_the_successor_only_on_classic_queues() {
 /// ignores `exclusive` as for any consumer.
 #[tokio::test]
 async fn an_exclusive_consumer_is_refused_on_classic_queues() {
-    each_type(async |_, conn, _, q, queue_type| {
-        let exclusive = BasicConsumeOptions {
-            exclusive: true,
-            ..BasicConsumeOptions::default()
-        };
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    let exclusive = BasicConsumeOptions {
+        exclusive: true,
+        ..BasicConsumeOptions::default()
+    };
+    for queue_type in TYPES {
+        let ch = channel(&conn).await;
+        let q = declare_sac(&ch, queue_type).await;
         for tag in ["x1", "x2"] {
-            let c = channel(conn).await;
-            let answer = try_consume_tagged(&c, q, tag, exclusive).await;
+            let c = channel(&conn).await;
+            let answer = try_consume_tagged(&c, &q, tag, exclusive).await;
             if queue_type == "classic" {
                 let text = assert_code(answer, 403);
                 assert!(
@@ -241,7 +252,7 @@ async fn an_exclusive_consumer_is_refused_on_classic_queues() {
                 );
                 assert!(!c.status().connected(), "the channel closes");
                 // A plain consumer is welcome.
-                try_consume(&channel(conn).await, q)
+                try_consume(&channel(&conn).await, &q)
                     .await
                     .expect("a plain consumer");
             } else {
@@ -249,8 +260,8 @@ async fn an_exclusive_consumer_is_refused_on_classic_queues() {
             }
         }
         assert!(conn.status().connected(), "403 closes only the channel");
-    })
-    .await;
+        delete_queues(&ch, &[&q]).await;
+    }
 }
 
 /// `basic.get` works on a classic single-active-consumer queue as on any queue (it takes the
@@ -258,12 +269,16 @@ async fn an_exclusive_consumer_is_refused_on_classic_queues() {
 /// it with 405.
 #[tokio::test]
 async fn basic_get_works_on_classic_queues_only() {
-    each_type(async |_, conn, ch, q, queue_type| {
-        let (_cha, mut a) = consumer(conn, q, "a", 1).await;
-        publish_numbered(ch, q, 0..3).await;
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for queue_type in TYPES {
+        let ch = channel(&conn).await;
+        let q = declare_sac(&ch, queue_type).await;
+        let (_cha, mut a) = consumer(&conn, &q, "a", 1).await;
+        publish_numbered(&ch, &q, 0..3).await;
         assert_eq!(seen(&take(&mut a, 1).await), expected(0..1, false));
-        let getter = channel(conn).await;
-        let answer = try_get(&getter, q).await;
+        let getter = channel(&conn).await;
+        let answer = try_get(&getter, &q).await;
         if queue_type == "classic" {
             let got = answer.expect("basic.get").expect("a message");
             assert_eq!(got.delivery.data, b"m1");
@@ -278,14 +293,18 @@ async fn basic_get_works_on_classic_queues_only() {
             );
             assert!(conn.status().connected(), "405 closes only the channel");
         }
-    })
-    .await;
+        delete_queues(&ch, &[&q]).await;
+    }
 }
 
 /// A redeclare compares the argument: `false` or none where `true` was declared is 406.
 #[tokio::test]
 async fn a_redeclare_compares_the_argument() {
-    each_type(async |_, conn, _, q, queue_type| {
+    let broker = common::broker().await;
+    let conn = connect(&broker).await;
+    for queue_type in TYPES {
+        let ch = channel(&conn).await;
+        let q = declare_sac(&ch, queue_type).await;
         let off = table(vec![
             ("x-queue-type", AMQPValue::LongString(queue_type.into())),
             ("x-single-active-consumer", AMQPValue::Boolean(false)),
@@ -295,9 +314,9 @@ async fn a_redeclare_compares_the_argument() {
             AMQPValue::LongString(queue_type.into()),
         )]);
         for args in [off, none] {
-            let c = channel(conn).await;
+            let c = channel(&conn).await;
             let text = assert_code(
-                try_declare_queue(&c, q, QueueDeclareOptions::durable(), args).await,
+                try_declare_queue(&c, &q, QueueDeclareOptions::durable(), args).await,
                 406,
             );
             assert!(
@@ -305,6 +324,6 @@ async fn a_redeclare_compares_the_argument() {
                 "{text}"
             );
         }
-    })
-    .await;
+        delete_queues(&ch, &[&q]).await;
+    }
 }
