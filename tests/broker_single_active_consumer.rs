@@ -241,6 +241,11 @@ async fn an_exclusive_consumer_is_refused_on_classic_queues() {
     for queue_type in TYPES {
         let ch = channel(&conn).await;
         let q = declare_sac(&ch, queue_type).await;
+        // The consumers made here live until the queue is deleted (the broker cancels them),
+        // as in the other tests: lapin cancels a consumer when it is dropped, and when
+        // RabbitMQ's deletion of a quorum queue cancels it at the same moment, lapin takes
+        // RabbitMQ's cancel-ok as unexpected and closes the connection (seen in CI).
+        let mut consumers = Vec::new();
         for tag in ["x1", "x2"] {
             let c = channel(&conn).await;
             let answer = try_consume_tagged(&c, &q, tag, exclusive).await;
@@ -252,15 +257,17 @@ async fn an_exclusive_consumer_is_refused_on_classic_queues() {
                 );
                 assert!(!c.status().connected(), "the channel closes");
                 // A plain consumer is welcome.
-                try_consume(&channel(&conn).await, &q)
-                    .await
-                    .expect("a plain consumer");
+                let plain = channel(&conn).await;
+                let consumer = try_consume(&plain, &q).await.expect("a plain consumer");
+                consumers.push((plain, consumer));
             } else {
-                answer.expect("exclusive is ignored on a quorum queue");
+                let consumer = answer.expect("exclusive is ignored on a quorum queue");
+                consumers.push((c, consumer));
             }
         }
         assert!(conn.status().connected(), "403 closes only the channel");
         delete_queues(&ch, &[&q]).await;
+        drop(consumers);
     }
 }
 
