@@ -232,21 +232,21 @@ impl Queue {
     }
 
     /// Puts every blocked consumer that has credit again back into the rotation, at the back,
-    /// in rotation order.
+    /// in rotation order. One pass over the consumers (a `VecDeque::remove` per consumer
+    /// would make it quadratic in a count the clients choose); allocates only when some
+    /// consumer moves.
     fn unblock(st: &mut QueueState) {
-        let mut index = 0;
-        for _ in 0..st.consumers.len() {
-            let c = &st.consumers[index];
-            if c.blocked.load(Ordering::Relaxed) && c.has_credit() {
+        let mut moved = Vec::new();
+        st.consumers.retain(|c| {
+            let unblocked = c.blocked.load(Ordering::Relaxed) && c.has_credit();
+            if unblocked {
                 c.blocked.store(false, Ordering::Relaxed);
-                st.blocked_consumers -= 1;
-                if let Some(c) = st.consumers.remove(index) {
-                    st.consumers.push_back(c);
-                }
-            } else {
-                index += 1;
+                moved.push(c.clone());
             }
-        }
+            !unblocked
+        });
+        st.blocked_consumers -= moved.len();
+        st.consumers.extend(moved);
     }
 
     /// Adds a consumer without dispatching to it yet (the caller sends `consume-ok` first,
